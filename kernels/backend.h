@@ -1,0 +1,112 @@
+// The Backend interface: device memory, copies and the ops a Llama-family forward pass needs.
+//
+// Two implementations: kernels/cpu (float32 reference, the oracle) and kernels/cuda. Calls are
+// stream-ordered: an op may return before its work is done; CopyToHost/Synchronize wait.
+// Every op validates dtypes and shapes and returns InvalidArgument on a mismatch; ops never
+// allocate, so a forward pass runs entirely in buffers sized at start-up.
+//
+// Shapes use T = tokens in the step, D = head_dim, Hq / Hk = query / KV heads, K = input
+// features, N = output features, V = vocabulary, I = intermediate (FFN) size.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <utility>
+
+#include "absl/status/statusor.h"
+#include "kernels/common/paged_kv.h"
+#include "kernels/tensor_view.h"
+
+namespace kvs {
+
+class Backend;
+
+// Move-only owner of one allocation in a backend's memory.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(Backend* owner, void* data, size_t bytes) : owner_(owner), data_(data), bytes_(bytes) {}
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer(DeviceBuffer&& o) noexcept { *this = std::move(o); }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept;
+  ~DeviceBuffer() { Reset(); }
+
+  void Reset();
+  void* data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(data_);
+  }
+  TensorView View(DType dtype, int64_t rows, int64_t cols) const;
+
+ private:
+  Backend* owner_ = nullptr;
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// Rotary embedding parameters: per-pair inverse frequencies (already scaled for Llama-3.1 /
+// linear rope scaling) in backend memory, [D/2] floats. HF "rotate_half" pairing: element d
+// pairs with d + D/2.
+struct RopeTable {
+  const float* inv_freq = nullptr;
+  int32_t head_dim = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual std::string Name() const = 0;
+  // Element type used for weights and activations by this backend (f32 on CPU).
+  virtual DType ComputeDType() const = 0;
+
+  // --- memory ---
+  virtual absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) = 0;
+  // Bytes this backend could still allocate (device free memory, or the CPU budget).
+  virtual size_t FreeMemoryBytes() const = 0;
+
+  // --- copies (stream-ordered; ToHost waits) ---
+  virtual absl::Status CopyToDevice(const void* host, void* device, size_t bytes) = 0;
+  virtual absl::Status CopyToHost(const void* device, void* host, size_t bytes) = 0;
+  // Converts float32 host values to `dst.dtype` while copying; dst must be contiguous.
+  virtual absl::Status UploadFloat(std::span<const float> host, TensorView dst) = 0;
+  // Converts `src` to float32 on the way to the host (waits).
+  virtual absl::Status DownloadFloat(TensorView src, std::span<float> host) = 0;
+  virtual absl::Status Synchronize() = 0;
+
+  // --- ops ---
+  // out[t] = table[ids[t]]. ids: [T] int32 in backend memory; table [V, K]; out [T, K].
+  virtual absl::Status Embedding(const int32_t* ids, TensorView table, TensorView out) = 0;
+  // out = x / rms(x) * weight, per row. x, out [T, K]; weight [1, K].
+  virtual absl::Status RmsNorm(TensorView x, TensorView weight, float eps, TensorView out) = 0;
+  // residual += x; out = RmsNorm(residual). Fused so the residual is read once.
+  virtual absl::Status AddRmsNorm(TensorView residual, TensorView x, TensorView weight, float eps,
+                                  TensorView out) = 0;
+  // out = x * w^T (+ bias). x [T, K]; w [N, K]; bias [1, N] or null data; out [T, N].
+  virtual absl::Status Linear(TensorView x, TensorView w, TensorView bias, TensorView out) = 0;
+  // In-place rotary embedding on x [T, heads * D] at positions[T] (int32, backend memory).
+  virtual absl::Status Rope(TensorView x, int32_t heads, const int32_t* positions,
+                            RopeTable rope) = 0;
+  // Stores token t's K/V rows into slot slot_mapping[t] of the paged cache. k, v [T, Hk * D].
+  virtual absl::Status WriteKv(TensorView k, TensorView v, const int32_t* slot_mapping,
+                               PagedKvView cache) = 0;
+  // Causal attention of q [T, Hq * D] over the paged cache; out [T, Hq * D]. GQA: query head h
+  // reads KV head h / (Hq / Hk).
+  virtual absl::Status PagedAttention(TensorView q, PagedKvView cache, const AttentionBatch& batch,
+                                      float scale, TensorView out) = 0;
+  // out = silu(gate) * up, where gate_up [T, 2I] holds gate in columns [0, I) and up in [I, 2I).
+  virtual absl::Status SwiGlu(TensorView gate_up, TensorView out) = 0;
+  // out[i] = x[rows[i]]; rows: [n] int32 in backend memory; out [n, K].
+  virtual absl::Status GatherRows(TensorView x, const int32_t* rows, TensorView out) = 0;
+
+ protected:
+  friend class DeviceBuffer;
+  virtual void Free(void* data, size_t bytes) = 0;
+};
+
+}  // namespace kvs

@@ -1,0 +1,46 @@
+// Plain-data description of one layer's paged KV cache, shared by g++ and nvcc code.
+//
+// Layout (per layer, K and V separately):
+//   cache[num_blocks][block_size][kv_heads][head_dim]
+// A token's slot is `block_id * block_size + offset_in_block`; the element (slot, head, d)
+// lives at `slot * kv_heads * head_dim + head * head_dim + d`. Block 0 is an ordinary block:
+// "no block" is never encoded in the cache itself but in the block table lengths.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/common/dtype.h"
+
+namespace kvs {
+
+struct PagedKvView {
+  void* k = nullptr;          // [num_blocks, block_size, kv_heads, head_dim]
+  void* v = nullptr;          // same shape as k
+  DType dtype = DType::kF32;  // element type of k and v
+  int32_t num_blocks = 0;
+  int32_t block_size = 0;  // tokens per block
+  int32_t kv_heads = 0;
+  int32_t head_dim = 0;
+
+  int64_t SlotStride() const { return static_cast<int64_t>(kv_heads) * head_dim; }
+  int64_t NumSlots() const { return static_cast<int64_t>(num_blocks) * block_size; }
+  int64_t ElementsPerCache() const { return NumSlots() * SlotStride(); }
+};
+
+// One step's attention work over a ragged batch of sequences. All arrays live in backend
+// memory. Sequence s owns query rows [query_start[s], query_start[s+1]) of q; those queries are
+// the last (query_start[s+1]-query_start[s]) tokens of its context of context_len[s] tokens, so
+// query row i of sequence s sits at position context_len[s] - num_queries(s) + i and attends
+// causally to keys 0..that position. Keys of sequence s live in blocks
+// block_table[s * max_blocks_per_seq + j], j < ceil(context_len[s] / block_size).
+struct AttentionBatch {
+  int32_t num_seqs = 0;
+  int32_t num_tokens = 0;            // == query_start[num_seqs]
+  int32_t max_blocks_per_seq = 0;    // row stride of block_table
+  int32_t max_context_len = 0;       // max over context_len, for launch sizing
+  const int32_t* query_start = nullptr;  // [num_seqs + 1]
+  const int32_t* context_len = nullptr;  // [num_seqs]
+  const int32_t* block_table = nullptr;  // [num_seqs, max_blocks_per_seq]
+};
+
+}  // namespace kvs

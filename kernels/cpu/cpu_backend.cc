@@ -1,0 +1,221 @@
+#include "kernels/cpu/cpu_backend.h"
+
+#include <unistd.h>
+
+#include <cstring>
+#include <new>
+
+#include "absl/strings/str_format.h"
+#include "kernels/cpu/cpu_kernels.h"
+
+namespace kvs {
+namespace {
+
+constexpr std::align_val_t kAlignment{64};
+
+absl::Status RequireF32(const TensorView& t, const char* op, const char* what) {
+  if (t.dtype != DType::kF32) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: %s must be f32 on the CPU backend, got %s",
+                                                      op, what, DTypeName(t.dtype)));
+  }
+  if (t.data == nullptr && t.NumElements() > 0) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: %s has no data", op, what));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RequireShape(bool ok, const char* op, const std::string& detail) {
+  if (!ok) return absl::InvalidArgumentError(absl::StrFormat("%s: shape mismatch: %s", op, detail));
+  return absl::OkStatus();
+}
+
+std::string Shape(const TensorView& t) { return absl::StrFormat("[%d, %d]", t.rows, t.cols); }
+
+absl::Status CheckCache(const PagedKvView& cache, const char* op) {
+  if (cache.dtype != DType::kF32) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: KV cache dtype %s is not supported on the CPU backend", op,
+                        DTypeName(cache.dtype)));
+  }
+  if (cache.k == nullptr || cache.v == nullptr || cache.block_size <= 0 || cache.kv_heads <= 0 ||
+      cache.head_dim <= 0 || cache.head_dim % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: malformed KV cache view", op));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+size_t DefaultCpuMemoryBudget() {
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long page_size = sysconf(_SC_PAGE_SIZE);
+  return static_cast<size_t>(pages) * static_cast<size_t>(page_size) / 2;
+}
+
+CpuBackend::CpuBackend(size_t memory_budget_bytes) : budget_(memory_budget_bytes) {}
+
+absl::StatusOr<DeviceBuffer> CpuBackend::Allocate(size_t bytes) {
+  if (bytes == 0) return DeviceBuffer();
+  if (used_.load() + bytes > budget_) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "cpu backend: cannot allocate %d bytes: %d of the %d-byte budget are in use", bytes,
+        used_.load(), budget_));
+  }
+  void* p = ::operator new(bytes, kAlignment, std::nothrow);
+  if (p == nullptr) {
+    return absl::ResourceExhaustedError(absl::StrFormat("cpu backend: out of memory for %d bytes", bytes));
+  }
+  used_ += bytes;
+  return DeviceBuffer(this, p, bytes);
+}
+
+void CpuBackend::Free(void* data, size_t bytes) {
+  ::operator delete(data, kAlignment);
+  used_ -= bytes;
+}
+
+size_t CpuBackend::FreeMemoryBytes() const { return budget_ - used_.load(); }
+
+absl::Status CpuBackend::CopyToDevice(const void* host, void* device, size_t bytes) {
+  if (bytes) std::memcpy(device, host, bytes);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::CopyToHost(const void* device, void* host, size_t bytes) {
+  if (bytes) std::memcpy(host, device, bytes);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::UploadFloat(std::span<const float> host, TensorView dst) {
+  KVS_RETURN_IF_ERROR(RequireF32(dst, "UploadFloat", "destination"));
+  KVS_RETURN_IF_ERROR(RequireShape(dst.IsContiguous() && static_cast<size_t>(dst.NumElements()) == host.size(),
+                                   "UploadFloat", "destination must be contiguous and match the host size"));
+  std::memcpy(dst.data, host.data(), host.size_bytes());
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::DownloadFloat(TensorView src, std::span<float> host) {
+  KVS_RETURN_IF_ERROR(RequireF32(src, "DownloadFloat", "source"));
+  KVS_RETURN_IF_ERROR(RequireShape(static_cast<size_t>(src.NumElements()) == host.size(),
+                                   "DownloadFloat", Shape(src)));
+  for (int64_t r = 0; r < src.rows; ++r) {
+    std::memcpy(host.data() + r * src.cols, src.Row<float>(r), src.cols * sizeof(float));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Embedding(const int32_t* ids, TensorView table, TensorView out) {
+  KVS_RETURN_IF_ERROR(RequireF32(table, "Embedding", "table"));
+  KVS_RETURN_IF_ERROR(RequireF32(out, "Embedding", "out"));
+  KVS_RETURN_IF_ERROR(RequireShape(table.cols == out.cols && table.IsContiguous(), "Embedding",
+                                   Shape(table) + " vs " + Shape(out)));
+  cpu::EmbeddingF32(ids, out.rows, static_cast<const float*>(table.data), table.rows, table.cols,
+                    static_cast<float*>(out.data), out.stride);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::RmsNorm(TensorView x, TensorView weight, float eps, TensorView out) {
+  KVS_RETURN_IF_ERROR(RequireF32(x, "RmsNorm", "x"));
+  KVS_RETURN_IF_ERROR(RequireF32(weight, "RmsNorm", "weight"));
+  KVS_RETURN_IF_ERROR(RequireF32(out, "RmsNorm", "out"));
+  KVS_RETURN_IF_ERROR(RequireShape(x.rows == out.rows && x.cols == out.cols && weight.cols == x.cols,
+                                   "RmsNorm", Shape(x) + " " + Shape(weight) + " " + Shape(out)));
+  cpu::RmsNormF32(static_cast<const float*>(x.data), x.stride, static_cast<const float*>(weight.data),
+                  x.rows, x.cols, eps, static_cast<float*>(out.data), out.stride);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::AddRmsNorm(TensorView residual, TensorView x, TensorView weight, float eps,
+                                    TensorView out) {
+  KVS_RETURN_IF_ERROR(RequireF32(residual, "AddRmsNorm", "residual"));
+  KVS_RETURN_IF_ERROR(RequireF32(x, "AddRmsNorm", "x"));
+  KVS_RETURN_IF_ERROR(RequireShape(residual.rows == x.rows && residual.cols == x.cols, "AddRmsNorm",
+                                   Shape(residual) + " vs " + Shape(x)));
+  for (int64_t r = 0; r < x.rows; ++r) {
+    float* res = residual.Row<float>(r);
+    const float* xr = x.Row<float>(r);
+    for (int64_t c = 0; c < x.cols; ++c) res[c] += xr[c];
+  }
+  return RmsNorm(residual, weight, eps, out);
+}
+
+absl::Status CpuBackend::Linear(TensorView x, TensorView w, TensorView bias, TensorView out) {
+  KVS_RETURN_IF_ERROR(RequireF32(x, "Linear", "x"));
+  KVS_RETURN_IF_ERROR(RequireF32(w, "Linear", "w"));
+  KVS_RETURN_IF_ERROR(RequireF32(out, "Linear", "out"));
+  KVS_RETURN_IF_ERROR(RequireShape(x.cols == w.cols && out.rows == x.rows && out.cols == w.rows &&
+                                       w.IsContiguous(),
+                                   "Linear", "x " + Shape(x) + " w " + Shape(w) + " out " + Shape(out)));
+  if (bias.data != nullptr) {
+    KVS_RETURN_IF_ERROR(RequireF32(bias, "Linear", "bias"));
+    KVS_RETURN_IF_ERROR(RequireShape(bias.NumElements() == w.rows, "Linear", "bias " + Shape(bias)));
+  }
+  cpu::MatMulTransposedF32(static_cast<const float*>(x.data), x.stride,
+                           static_cast<const float*>(w.data),
+                           static_cast<const float*>(bias.data), x.rows, x.cols, w.rows,
+                           static_cast<float*>(out.data), out.stride);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Rope(TensorView x, int32_t heads, const int32_t* positions, RopeTable rope) {
+  KVS_RETURN_IF_ERROR(RequireF32(x, "Rope", "x"));
+  KVS_RETURN_IF_ERROR(RequireShape(rope.head_dim > 0 && rope.head_dim % 2 == 0 &&
+                                       x.cols == static_cast<int64_t>(heads) * rope.head_dim,
+                                   "Rope", absl::StrFormat("x %s, %d heads of %d", Shape(x), heads,
+                                                           rope.head_dim)));
+  cpu::RopeF32(static_cast<float*>(x.data), x.stride, x.rows, heads, rope.head_dim, positions,
+               rope.inv_freq);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::WriteKv(TensorView k, TensorView v, const int32_t* slot_mapping,
+                                 PagedKvView cache) {
+  KVS_RETURN_IF_ERROR(RequireF32(k, "WriteKv", "k"));
+  KVS_RETURN_IF_ERROR(RequireF32(v, "WriteKv", "v"));
+  KVS_RETURN_IF_ERROR(CheckCache(cache, "WriteKv"));
+  KVS_RETURN_IF_ERROR(RequireShape(k.rows == v.rows && k.cols == cache.SlotStride() &&
+                                       v.cols == cache.SlotStride(),
+                                   "WriteKv", "k " + Shape(k) + " v " + Shape(v)));
+  cpu::WriteKvF32(static_cast<const float*>(k.data), k.stride, static_cast<const float*>(v.data),
+                  v.stride, k.rows, slot_mapping, cache);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::PagedAttention(TensorView q, PagedKvView cache, const AttentionBatch& batch,
+                                        float scale, TensorView out) {
+  KVS_RETURN_IF_ERROR(RequireF32(q, "PagedAttention", "q"));
+  KVS_RETURN_IF_ERROR(RequireF32(out, "PagedAttention", "out"));
+  KVS_RETURN_IF_ERROR(CheckCache(cache, "PagedAttention"));
+  const int64_t q_heads = q.cols / cache.head_dim;
+  KVS_RETURN_IF_ERROR(RequireShape(
+      q.cols % cache.head_dim == 0 && q_heads % cache.kv_heads == 0 && out.rows == q.rows &&
+          out.cols == q.cols && batch.num_tokens == q.rows,
+      "PagedAttention", absl::StrFormat("q %s out %s, %d kv heads of %d, %d tokens", Shape(q),
+                                        Shape(out), cache.kv_heads, cache.head_dim, batch.num_tokens)));
+  cpu::PagedAttentionF32(static_cast<const float*>(q.data), q.stride, static_cast<int32_t>(q_heads),
+                         cache, batch, scale, static_cast<float*>(out.data), out.stride);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::SwiGlu(TensorView gate_up, TensorView out) {
+  KVS_RETURN_IF_ERROR(RequireF32(gate_up, "SwiGlu", "gate_up"));
+  KVS_RETURN_IF_ERROR(RequireF32(out, "SwiGlu", "out"));
+  KVS_RETURN_IF_ERROR(RequireShape(gate_up.cols == 2 * out.cols && gate_up.rows == out.rows, "SwiGlu",
+                                   Shape(gate_up) + " vs " + Shape(out)));
+  cpu::SwiGluF32(static_cast<const float*>(gate_up.data), gate_up.stride, out.rows, out.cols,
+                 static_cast<float*>(out.data), out.stride);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::GatherRows(TensorView x, const int32_t* rows, TensorView out) {
+  KVS_RETURN_IF_ERROR(RequireF32(x, "GatherRows", "x"));
+  KVS_RETURN_IF_ERROR(RequireF32(out, "GatherRows", "out"));
+  KVS_RETURN_IF_ERROR(RequireShape(x.cols == out.cols, "GatherRows", Shape(x) + " vs " + Shape(out)));
+  for (int64_t i = 0; i < out.rows; ++i) {
+    KVS_CHECK_MSG(rows[i] >= 0 && rows[i] < x.rows, "GatherRows: row index out of range");
+    std::memcpy(out.Row<float>(i), x.Row<float>(rows[i]), x.cols * sizeof(float));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace kvs

@@ -1,0 +1,54 @@
+// The CPU Backend: float32 everywhere, "device" memory is the host heap. It is the reference
+// implementation (the oracle for the CUDA backend) and the default on machines without a GPU.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+
+#include "kernels/backend.h"
+
+namespace kvs {
+
+class CpuBackend final : public Backend {
+ public:
+  // `memory_budget_bytes` bounds what Allocate hands out, so KV pool sizing on the CPU behaves
+  // like on a GPU with that much memory.
+  explicit CpuBackend(size_t memory_budget_bytes);
+
+  std::string Name() const override { return "cpu"; }
+  DType ComputeDType() const override { return DType::kF32; }
+
+  absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) override;
+  size_t FreeMemoryBytes() const override;
+
+  absl::Status CopyToDevice(const void* host, void* device, size_t bytes) override;
+  absl::Status CopyToHost(const void* device, void* host, size_t bytes) override;
+  absl::Status UploadFloat(std::span<const float> host, TensorView dst) override;
+  absl::Status DownloadFloat(TensorView src, std::span<float> host) override;
+  absl::Status Synchronize() override { return absl::OkStatus(); }
+
+  absl::Status Embedding(const int32_t* ids, TensorView table, TensorView out) override;
+  absl::Status RmsNorm(TensorView x, TensorView weight, float eps, TensorView out) override;
+  absl::Status AddRmsNorm(TensorView residual, TensorView x, TensorView weight, float eps,
+                          TensorView out) override;
+  absl::Status Linear(TensorView x, TensorView w, TensorView bias, TensorView out) override;
+  absl::Status Rope(TensorView x, int32_t heads, const int32_t* positions, RopeTable rope) override;
+  absl::Status WriteKv(TensorView k, TensorView v, const int32_t* slot_mapping,
+                       PagedKvView cache) override;
+  absl::Status PagedAttention(TensorView q, PagedKvView cache, const AttentionBatch& batch,
+                              float scale, TensorView out) override;
+  absl::Status SwiGlu(TensorView gate_up, TensorView out) override;
+  absl::Status GatherRows(TensorView x, const int32_t* rows, TensorView out) override;
+
+ protected:
+  void Free(void* data, size_t bytes) override;
+
+ private:
+  size_t budget_;
+  std::atomic<size_t> used_{0};
+};
+
+// A budget for the CPU backend: half of physical memory.
+size_t DefaultCpuMemoryBudget();
+
+}  // namespace kvs

@@ -1,0 +1,43 @@
+// The CPU reference kernels: float32, plain loops, OpenMP across rows. These are the oracle
+// every CUDA kernel is compared with, so they favour clarity over speed (the one exception is
+// the tiling in MatMulTransposed, which keeps SmolLM2 tests fast on 2 cores).
+//
+// Pointer arguments carry their shape in a comment; strides are in elements.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/common/paged_kv.h"
+
+namespace kvs::cpu {
+
+// out[t, :] = table[ids[t], :].  table [V, K]; out [T, K] (row stride out_stride).
+void EmbeddingF32(const int32_t* ids, int64_t num_tokens, const float* table, int64_t vocab,
+                  int64_t hidden, float* out, int64_t out_stride);
+
+// out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * weight.  x, out [T, K].
+void RmsNormF32(const float* x, int64_t x_stride, const float* weight, int64_t rows, int64_t cols,
+                float eps, float* out, int64_t out_stride);
+
+// out[t, n] = sum_k x[t, k] * w[n, k] + (bias ? bias[n] : 0).  x [T, K]; w [N, K] contiguous.
+void MatMulTransposedF32(const float* x, int64_t x_stride, const float* w, const float* bias,
+                         int64_t rows, int64_t k, int64_t n, float* out, int64_t out_stride);
+
+// Rotary embedding, HF rotate_half pairing (d with d + D/2), angle = position * inv_freq[d].
+// x [T, heads * D] in place.
+void RopeF32(float* x, int64_t x_stride, int64_t num_tokens, int32_t heads, int32_t head_dim,
+             const int32_t* positions, const float* inv_freq);
+
+// cache.k/v[slot_mapping[t]] = k/v[t].  k, v [T, Hk * D]. A negative slot skips the token.
+void WriteKvF32(const float* k, int64_t k_stride, const float* v, int64_t v_stride,
+                int64_t num_tokens, const int32_t* slot_mapping, const PagedKvView& cache);
+
+// Causal paged attention (see AttentionBatch for the indexing). q, out [T, Hq * D].
+void PagedAttentionF32(const float* q, int64_t q_stride, int32_t q_heads, const PagedKvView& cache,
+                       const AttentionBatch& batch, float scale, float* out, int64_t out_stride);
+
+// out[t, i] = silu(gate_up[t, i]) * gate_up[t, I + i].  gate_up [T, 2I]; out [T, I].
+void SwiGluF32(const float* gate_up, int64_t gu_stride, int64_t rows, int64_t inter, float* out,
+               int64_t out_stride);
+
+}  // namespace kvs::cpu

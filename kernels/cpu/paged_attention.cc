@@ -1,0 +1,67 @@
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "kernels/cpu/cpu_kernels.h"
+#include "kernels/common/status_macros.h"
+
+namespace kvs::cpu {
+namespace {
+
+constexpr int32_t kMaxHeadDim = 512;
+
+// One query row of one head against keys [0, last_pos] of its sequence, walking the block
+// table token by token. Online softmax (running max and sum) so no score buffer is needed.
+void AttendOne(const float* q, int32_t kv_head, int32_t last_pos, const int32_t* blocks,
+               const PagedKvView& cache, float scale, float* out) {
+  const int32_t dim = cache.head_dim;
+  const float* kc = static_cast<const float*>(cache.k);
+  const float* vc = static_cast<const float*>(cache.v);
+  float acc[kMaxHeadDim] = {};
+  float running_max = -std::numeric_limits<float>::infinity();
+  float running_sum = 0.0f;
+  for (int32_t pos = 0; pos <= last_pos; ++pos) {
+    const int64_t block = blocks[pos / cache.block_size];
+    KVS_CHECK_MSG(block >= 0 && block < cache.num_blocks, "block table entry outside the cache");
+    const int64_t slot = block * cache.block_size + pos % cache.block_size;
+    const int64_t offset = slot * cache.SlotStride() + static_cast<int64_t>(kv_head) * dim;
+    const float* key = kc + offset;
+    const float* value = vc + offset;
+    float score = 0.0f;
+    for (int32_t d = 0; d < dim; ++d) score += q[d] * key[d];
+    score *= scale;
+    const float new_max = std::max(running_max, score);
+    const float correction = std::exp(running_max - new_max);  // 0 on the first key
+    const float weight = std::exp(score - new_max);
+    running_sum = running_sum * correction + weight;
+    for (int32_t d = 0; d < dim; ++d) acc[d] = acc[d] * correction + weight * value[d];
+    running_max = new_max;
+  }
+  for (int32_t d = 0; d < dim; ++d) out[d] = acc[d] / running_sum;
+}
+
+}  // namespace
+
+void PagedAttentionF32(const float* q, int64_t q_stride, int32_t q_heads, const PagedKvView& cache,
+                       const AttentionBatch& batch, float scale, float* out, int64_t out_stride) {
+  KVS_CHECK(cache.head_dim <= kMaxHeadDim);
+  KVS_CHECK(q_heads % cache.kv_heads == 0);
+  const int32_t group = q_heads / cache.kv_heads;
+  for (int32_t s = 0; s < batch.num_seqs; ++s) {
+    const int32_t begin = batch.query_start[s];
+    const int32_t end = batch.query_start[s + 1];
+    const int32_t first_pos = batch.context_len[s] - (end - begin);
+    KVS_CHECK_MSG(first_pos >= 0, "more queries than context tokens");
+    const int32_t* blocks = batch.block_table + static_cast<int64_t>(s) * batch.max_blocks_per_seq;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int32_t t = begin; t < end; ++t) {
+      for (int32_t h = 0; h < q_heads; ++h) {
+        const int64_t col = static_cast<int64_t>(h) * cache.head_dim;
+        AttendOne(q + t * q_stride + col, h / group, first_pos + (t - begin), blocks, cache, scale,
+                  out + t * out_stride + col);
+      }
+    }
+  }
+}
+
+}  // namespace kvs::cpu

@@ -1,0 +1,44 @@
+// Non-owning 2-D row-major view of backend memory: rows x cols elements, `stride` elements
+// between row starts (>= cols), so a column slice (e.g. the K heads inside a fused QKV row)
+// is a view too. Kernels take views; owners are DeviceBuffer (backend.h).
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/common/dtype.h"
+#include "kernels/common/status_macros.h"
+
+namespace kvs {
+
+struct TensorView {
+  void* data = nullptr;
+  DType dtype = DType::kF32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  int64_t stride = 0;  // elements between consecutive rows
+
+  static TensorView Contiguous(void* data, DType dtype, int64_t rows, int64_t cols) {
+    return TensorView{data, dtype, rows, cols, cols};
+  }
+
+  bool IsContiguous() const { return stride == cols; }
+  int64_t NumElements() const { return rows * cols; }
+
+  // Columns [begin, begin + n) of every row.
+  TensorView Cols(int64_t begin, int64_t n) const {
+    KVS_CHECK(begin >= 0 && n >= 0 && begin + n <= cols);
+    return TensorView{static_cast<char*>(data) + begin * DTypeSize(dtype), dtype, rows, n, stride};
+  }
+  // Rows [begin, begin + n).
+  TensorView Rows(int64_t begin, int64_t n) const {
+    KVS_CHECK(begin >= 0 && n >= 0 && begin + n <= rows);
+    return TensorView{static_cast<char*>(data) + begin * stride * DTypeSize(dtype), dtype, n, cols,
+                      stride};
+  }
+  template <typename T>
+  T* Row(int64_t r) const {
+    return reinterpret_cast<T*>(static_cast<char*>(data) + r * stride * DTypeSize(dtype));
+  }
+};
+
+}  // namespace kvs

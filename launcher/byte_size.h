@@ -1,0 +1,11 @@
+// Parses human byte sizes for flags: "1073741824", "512MiB", "4GiB", "1.5GB".
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace kvs {
+absl::StatusOr<size_t> ParseByteSize(const std::string& text);
+}

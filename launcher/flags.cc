@@ -1,0 +1,24 @@
+#include "launcher/flags.h"
+
+#include "absl/flags/flag.h"
+
+ABSL_FLAG(std::string, model, "", "Model: a .gguf file or a Hugging Face checkpoint directory");
+ABSL_FLAG(std::string, prompt, "", "Prompt text (generate)");
+ABSL_FLAG(bool, chat, false, "Wrap the prompt in the model's chat template");
+ABSL_FLAG(std::string, system, "", "System message for --chat (default: the template's own)");
+ABSL_FLAG(std::string, input, "", "JSONL file of requests (batch generate)");
+ABSL_FLAG(std::string, output, "", "JSONL file for results (batch generate)");
+ABSL_FLAG(int32_t, max_tokens, 128, "Most tokens to generate per request");
+ABSL_FLAG(double, temperature, 0.0, "Sampling temperature; 0 is greedy");
+ABSL_FLAG(int32_t, top_k, 0, "Sample among the k most likely tokens; 0 is off");
+ABSL_FLAG(double, top_p, 1.0, "Nucleus sampling mass in (0, 1]");
+ABSL_FLAG(uint64_t, seed, 0, "Random seed for sampling");
+ABSL_FLAG(std::vector<std::string>, stop, {}, "Comma-separated stop strings");
+ABSL_FLAG(bool, ignore_eos, false, "Keep generating past end-of-sequence tokens");
+ABSL_FLAG(int32_t, block_size, 16, "Tokens per KV cache block");
+ABSL_FLAG(int32_t, max_seqs, 64, "Most sequences in one step");
+ABSL_FLAG(int32_t, max_tokens_per_step, 512, "Token budget of one step (prefill chunks + decodes)");
+ABSL_FLAG(int32_t, max_model_len, 0, "Context limit per sequence; 0 takes the model's");
+ABSL_FLAG(std::string, kv_cache_memory, "", "KV cache size, e.g. 512MiB or 4GiB; default: 1GiB on the CPU backend");
+ABSL_FLAG(std::string, device, "cpu", "Backend: cpu (the CUDA backend arrives with issue 3)");
+ABSL_FLAG(bool, verbose, false, "Print load and timing details to stderr");

@@ -1,0 +1,29 @@
+// Command-line flags of the kvshard CLI (Abseil flags). Users write --max-tokens; the launcher
+// turns '-' into '_' in flag names before Abseil parses them.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/flags/declare.h"
+
+ABSL_DECLARE_FLAG(std::string, model);
+ABSL_DECLARE_FLAG(std::string, prompt);
+ABSL_DECLARE_FLAG(bool, chat);
+ABSL_DECLARE_FLAG(std::string, system);
+ABSL_DECLARE_FLAG(std::string, input);
+ABSL_DECLARE_FLAG(std::string, output);
+ABSL_DECLARE_FLAG(int32_t, max_tokens);
+ABSL_DECLARE_FLAG(double, temperature);
+ABSL_DECLARE_FLAG(int32_t, top_k);
+ABSL_DECLARE_FLAG(double, top_p);
+ABSL_DECLARE_FLAG(uint64_t, seed);
+ABSL_DECLARE_FLAG(std::vector<std::string>, stop);
+ABSL_DECLARE_FLAG(bool, ignore_eos);
+ABSL_DECLARE_FLAG(int32_t, block_size);
+ABSL_DECLARE_FLAG(int32_t, max_seqs);
+ABSL_DECLARE_FLAG(int32_t, max_tokens_per_step);
+ABSL_DECLARE_FLAG(int32_t, max_model_len);
+ABSL_DECLARE_FLAG(std::string, kv_cache_memory);
+ABSL_DECLARE_FLAG(std::string, device);
+ABSL_DECLARE_FLAG(bool, verbose);

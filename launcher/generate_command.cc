@@ -1,0 +1,176 @@
+// `kvshard generate`: one prompt streamed to stdout, or a JSONL batch (--input/--output).
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_format.h"
+#include "kernels/common/status_macros.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "launcher/byte_size.h"
+#include "launcher/commands.h"
+#include "launcher/flags.h"
+#include "launcher/jsonl_requests.h"
+#include "nlohmann/json.hpp"
+#include "runtime/engine/engine.h"
+#include "runtime/engine/loaded_model.h"
+
+namespace kvs {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+absl::StatusOr<SamplingParams> ParamsFromFlags() {
+  SamplingParams p;
+  p.max_tokens = absl::GetFlag(FLAGS_max_tokens);
+  p.temperature = static_cast<float>(absl::GetFlag(FLAGS_temperature));
+  p.top_k = absl::GetFlag(FLAGS_top_k);
+  p.top_p = static_cast<float>(absl::GetFlag(FLAGS_top_p));
+  p.seed = absl::GetFlag(FLAGS_seed);
+  p.stop = absl::GetFlag(FLAGS_stop);
+  p.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
+  KVS_RETURN_IF_ERROR(p.Validate());
+  return p;
+}
+
+absl::StatusOr<EngineConfig> EngineConfigFromFlags() {
+  EngineConfig c;
+  c.block_size = absl::GetFlag(FLAGS_block_size);
+  c.max_seqs = absl::GetFlag(FLAGS_max_seqs);
+  c.max_tokens_per_step = absl::GetFlag(FLAGS_max_tokens_per_step);
+  c.max_model_len = absl::GetFlag(FLAGS_max_model_len);
+  if (const std::string kv = absl::GetFlag(FLAGS_kv_cache_memory); !kv.empty()) {
+    KVS_ASSIGN_OR_RETURN(c.kv_cache_bytes, ParseByteSize(kv));
+  }
+  if (c.kv_cache_bytes == 0 && absl::GetFlag(FLAGS_device) == "cpu") {
+    // On a GPU the cache takes what the weights leave; host memory is shared with everything
+    // else, so the CPU backend takes a fixed 1 GiB unless told otherwise.
+    c.kv_cache_bytes = size_t{1} << 30;
+  }
+  KVS_RETURN_IF_ERROR(c.Validate());
+  return c;
+}
+
+// Prompt ids for plain text or a chat conversation.
+absl::StatusOr<std::vector<int32_t>> EncodePrompt(const LoadedModel& m, const std::optional<std::string>& prompt,
+                                                  const std::vector<ChatMessage>& messages) {
+  if (!m.tokenizer) return absl::FailedPreconditionError("the model has no tokenizer (tokenizer.json)");
+  if (prompt) return m.tokenizer->Encode(*prompt, /*add_special_tokens=*/true);
+  if (!m.chat_template) return absl::FailedPreconditionError("chat needs a chat template: " + m.chat_template_error);
+  KVS_ASSIGN_OR_RETURN(std::string text, m.chat_template->Render(messages, /*add_generation_prompt=*/true));
+  return m.tokenizer->Encode(text, /*add_special_tokens=*/false);
+}
+
+absl::Status WriteResults(const std::string& path, const std::vector<BatchItem>& items,
+                          std::vector<RequestResult> results) {
+  // Write beside the target and rename, so a failed run never leaves half a file.
+  const std::string tmp = path + ".partial";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    if (!out) return absl::PermissionDeniedError(absl::StrFormat("%s: cannot write the output file", path));
+    absl::flat_hash_map<std::string, RequestResult*> by_id;
+    for (auto& r : results) by_id[r.id] = &r;
+    for (const BatchItem& item : items) {
+      const RequestResult& r = *by_id.at(item.id);
+      nlohmann::json j = {{"id", r.id},
+                          {"text", r.text},
+                          {"finish_reason", FinishReasonName(r.reason)},
+                          {"prompt_tokens", r.prompt_tokens},
+                          {"output_tokens", r.output_ids.size()},
+                          {"output_ids", r.output_ids}};
+      out << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    }
+    if (!out.flush()) return absl::DataLossError(absl::StrFormat("%s: write failed", tmp));
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return absl::DataLossError(absl::StrFormat("%s: rename failed: %s", path, ec.message()));
+  return absl::OkStatus();
+}
+
+absl::Status Generate() {
+  const std::string model_path = absl::GetFlag(FLAGS_model);
+  const std::string prompt = absl::GetFlag(FLAGS_prompt);
+  const std::string input = absl::GetFlag(FLAGS_input);
+  const std::string output = absl::GetFlag(FLAGS_output);
+  if (model_path.empty()) return absl::InvalidArgumentError("--model is required");
+  if (prompt.empty() == input.empty()) return absl::InvalidArgumentError("give exactly one of --prompt or --input");
+  if (!input.empty() && output.empty()) return absl::InvalidArgumentError("--input needs --output");
+  if (absl::GetFlag(FLAGS_device) != "cpu") {
+    return absl::UnimplementedError(absl::StrFormat("--device=%s is not available yet; use --device=cpu",
+                                                    absl::GetFlag(FLAGS_device)));
+  }
+  KVS_ASSIGN_OR_RETURN(SamplingParams defaults, ParamsFromFlags());
+  KVS_ASSIGN_OR_RETURN(EngineConfig engine_config, EngineConfigFromFlags());
+
+  std::vector<BatchItem> items;
+  if (!input.empty()) {
+    KVS_ASSIGN_OR_RETURN(items, ReadBatchFile(input, defaults));
+  } else {
+    BatchItem item{"0", std::nullopt, {}, defaults};
+    if (absl::GetFlag(FLAGS_chat)) {
+      if (!absl::GetFlag(FLAGS_system).empty()) item.messages.push_back({"system", absl::GetFlag(FLAGS_system)});
+      item.messages.push_back({"user", prompt});
+    } else {
+      item.prompt = prompt;
+    }
+    items.push_back(std::move(item));
+  }
+
+  const auto t_load = Clock::now();
+  KVS_ASSIGN_OR_RETURN(LoadedModel m, OpenModel(model_path));
+  CpuBackend backend(DefaultCpuMemoryBudget());
+  KVS_ASSIGN_OR_RETURN(ModelWeights weights, ModelWeights::Load(*m.source, backend));
+  const Tokenizer* tok = m.tokenizer ? &*m.tokenizer : nullptr;
+  KVS_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(backend, weights, tok, engine_config));
+  if (m.chat_template && tok) {
+    if (int32_t id = tok->TokenId(m.chat_template->EndOfTurn()); id >= 0) engine->AddStopTokenId(id);
+  }
+  const double load_s = std::chrono::duration<double>(Clock::now() - t_load).count();
+  if (absl::GetFlag(FLAGS_verbose)) {
+    std::fprintf(stderr, "[rank 0] loaded %s in %.1f s: %.1f MiB weights (%s), KV cache %d blocks x %d tokens (%.1f MiB)\n",
+                 m.source->config().name.c_str(), load_s, weights.bytes() / 1048576.0, backend.Name().c_str(),
+                 engine->kv_cache().num_blocks(), engine->kv_cache().block_size(), engine->kv_cache().bytes() / 1048576.0);
+  }
+
+  for (const BatchItem& item : items) {
+    auto ids = EncodePrompt(m, item.prompt, item.messages);
+    if (!ids.ok()) return absl::Status(ids.status().code(), absl::StrFormat("request '%s': %s", item.id, ids.status().message()));
+    KVS_RETURN_IF_ERROR(engine->Add(Request{item.id, *std::move(ids), item.params}));
+  }
+  const bool stream = input.empty();
+  const auto t0 = Clock::now();
+  int64_t generated = 0;
+  while (engine->HasWork()) {
+    KVS_ASSIGN_OR_RETURN(std::vector<TokenEvent> events, engine->Step());
+    for (const TokenEvent& ev : events) {
+      if (stream && !ev.text_delta.empty()) {
+        std::fwrite(ev.text_delta.data(), 1, ev.text_delta.size(), stdout);
+        std::fflush(stdout);
+      }
+    }
+  }
+  std::vector<RequestResult> results = engine->TakeResults();
+  for (const auto& r : results) generated += static_cast<int64_t>(r.output_ids.size());
+  const double gen_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (stream) std::printf("\n");
+  std::fprintf(stderr, "[rank 0] %zu request(s), %lld tokens generated in %.2f s (%.1f tok/s, %s backend)\n",
+               results.size(), static_cast<long long>(generated), gen_s, generated / std::max(gen_s, 1e-9),
+               backend.Name().c_str());
+  if (!output.empty()) KVS_RETURN_IF_ERROR(WriteResults(output, items, std::move(results)));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int RunGenerate() {
+  const absl::Status s = Generate();
+  if (!s.ok()) {
+    std::fprintf(stderr, "kvshard generate: %s\n", std::string(s.message()).c_str());
+    return s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  return 0;
+}
+
+}  // namespace kvs

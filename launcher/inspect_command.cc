@@ -1,0 +1,65 @@
+// `kvshard inspect --model PATH`: architecture, tensor types, parameter count, KV bytes/token.
+#include <cstdio>
+#include <map>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_format.h"
+#include "launcher/commands.h"
+#include "launcher/flags.h"
+#include "runtime/engine/loaded_model.h"
+
+namespace kvs {
+
+int RunInspect() {
+  const std::string path = absl::GetFlag(FLAGS_model);
+  if (path.empty()) {
+    std::fprintf(stderr, "kvshard inspect: --model is required\n");
+    return 2;
+  }
+  auto m = OpenModel(path);
+  if (!m.ok()) {
+    std::fprintf(stderr, "kvshard inspect: %s\n", std::string(m.status().message()).c_str());
+    return 1;
+  }
+  const ModelConfig& c = m->source->config();
+  std::printf("model:            %s\n", path.c_str());
+  std::printf("format:           %s\n", m->source->format().c_str());
+  std::printf("name:             %s\n", c.name.c_str());
+  std::printf("architecture:     %s\n", c.architecture.c_str());
+  std::printf("layers:           %d\n", c.num_layers);
+  std::printf("hidden size:      %d\n", c.hidden_size);
+  std::printf("ffn size:         %d\n", c.intermediate_size);
+  std::printf("attention heads:  %d query, %d KV (group %d), head_dim %d\n", c.num_q_heads, c.num_kv_heads,
+              c.num_q_heads / c.num_kv_heads, c.head_dim);
+  std::printf("vocabulary:       %d%s\n", c.vocab_size, c.tie_word_embeddings ? " (tied embeddings)" : "");
+  std::printf("context:          %d tokens%s\n", c.MaxContext(), c.sliding_window ? " (sliding window)" : "");
+  const char* scaling = c.rope_scaling.type == RopeScalingType::kLlama3   ? "llama3"
+                        : c.rope_scaling.type == RopeScalingType::kLinear ? "linear"
+                                                                          : "none";
+  std::printf("rope:             theta %.0f, scaling %s (factor %.2f)\n", c.rope_theta, scaling, c.rope_scaling.factor);
+  std::printf("qkv bias:         %s\n", c.attention_bias ? "yes" : "no");
+  std::printf("parameters:       %lld (%.1f M)\n", static_cast<long long>(c.ParameterCount()), c.ParameterCount() / 1e6);
+  std::map<std::string, std::pair<int, int64_t>> types;
+  for (const auto& t : m->source->Summaries()) {
+    int64_t n = 1;
+    for (int64_t d : t.shape) n *= d;
+    auto& e = types[t.dtype];
+    ++e.first;
+    e.second += n;
+  }
+  std::printf("tensor types:    ");
+  for (const auto& [type, e] : types) std::printf(" %s x%d (%.1f M elems)", type.c_str(), e.first, e.second / 1e6);
+  std::printf("\n");
+  for (auto [label, bytes] : {std::pair{"f32", 4}, std::pair{"bf16/fp16", 2}, std::pair{"fp8/int8", 1}}) {
+    const int64_t per_tok = c.KvBytesPerToken(bytes);
+    std::printf("KV bytes/token:   %lld (%s); %.1f MiB for %d tokens\n", static_cast<long long>(per_tok), label,
+                per_tok * static_cast<double>(c.MaxContext()) / (1 << 20), c.MaxContext());
+  }
+  std::printf("tokenizer:        %s\n", m->tokenizer ? absl::StrFormat("%d tokens", m->tokenizer->vocab_size()).c_str() : "none");
+  std::printf("chat template:    %s\n",
+              m->chat_template ? (m->chat_template->kind() == ChatTemplate::Kind::kChatML ? "ChatML" : "Llama 3")
+                               : m->chat_template_error.c_str());
+  return 0;
+}
+
+}  // namespace kvs

@@ -1,0 +1,167 @@
+#include "runtime/engine/engine.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_format.h"
+#include "kernels/common/status_macros.h"
+#include "kernels/cpu/sampling.h"
+
+namespace kvs {
+
+absl::Status EngineConfig::Validate() const {
+  if (block_size < 1 || block_size > 1024) {
+    return absl::InvalidArgumentError(absl::StrFormat("--block-size must be in 1..1024, got %d", block_size));
+  }
+  if (max_seqs < 1) return absl::InvalidArgumentError(absl::StrFormat("--max-seqs must be >= 1, got %d", max_seqs));
+  if (max_tokens_per_step < 1) {
+    return absl::InvalidArgumentError(absl::StrFormat("--max-tokens-per-step must be >= 1, got %d", max_tokens_per_step));
+  }
+  if (max_model_len < 0) return absl::InvalidArgumentError("--max-model-len must be >= 0");
+  if (!(memory_fraction > 0.0 && memory_fraction <= 1.0)) {
+    return absl::InvalidArgumentError(absl::StrFormat("--memory-fraction must be in (0, 1], got %g", memory_fraction));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Backend& backend, const ModelWeights& weights,
+                                                       const Tokenizer* tokenizer, EngineConfig config) {
+  KVS_RETURN_IF_ERROR(config.Validate());
+  const ModelConfig& mc = weights.config();
+  if (config.max_model_len == 0 || config.max_model_len > mc.MaxContext()) {
+    if (config.max_model_len > mc.MaxContext()) {
+      return absl::InvalidArgumentError(absl::StrFormat("--max-model-len %d exceeds the model's context of %d tokens",
+                                                        config.max_model_len, mc.MaxContext()));
+    }
+    config.max_model_len = mc.MaxContext();
+  }
+  config.max_seqs = std::min(config.max_seqs, config.max_tokens_per_step);
+  std::unique_ptr<Engine> e(new Engine());
+  e->weights_ = &weights;
+  e->tokenizer_ = tokenizer;
+  e->config_ = config;
+  for (int32_t id : mc.eos_token_ids) e->eos_ids_.insert(id);
+  if (tokenizer != nullptr && tokenizer->eos_id() >= 0) e->eos_ids_.insert(tokenizer->eos_id());
+
+  RunnerLimits limits{config.max_tokens_per_step, config.max_seqs,
+                      (config.max_model_len + config.block_size - 1) / config.block_size};
+  size_t kv_bytes = config.kv_cache_bytes;
+  if (kv_bytes == 0) {
+    const size_t workspace = ModelRunner::WorkspaceBytes(mc, weights.dtype(), limits);
+    const size_t free = backend.FreeMemoryBytes();
+    if (free <= workspace) return absl::ResourceExhaustedError("no memory left for the step workspace after the weights");
+    kv_bytes = static_cast<size_t>((free - workspace) * config.memory_fraction);
+  }
+  const int32_t blocks = KvCache::BlocksForBudget(mc, weights.dtype(), config.block_size, kv_bytes);
+  KVS_ASSIGN_OR_RETURN(e->cache_, KvCache::Create(backend, mc, config.block_size, blocks));
+  KVS_ASSIGN_OR_RETURN(ModelRunner runner, ModelRunner::Create(backend, weights, e->cache_, limits));
+  e->runner_ = std::make_unique<ModelRunner>(std::move(runner));
+  SchedulerConfig sc{config.block_size, config.max_seqs, config.max_tokens_per_step, config.max_model_len};
+  e->scheduler_ = std::make_unique<Scheduler>(sc, blocks);
+  return e;
+}
+
+absl::Status Engine::Add(Request r) {
+  if (states_.contains(r.id)) return absl::AlreadyExistsError(absl::StrFormat("request id '%s' is already in use", r.id));
+  if (!r.params.stop.empty() && tokenizer_ == nullptr) {
+    return absl::InvalidArgumentError("stop strings need a tokenizer");
+  }
+  for (int32_t t : r.prompt_ids) {
+    if (t < 0 || t >= weights_->config().vocab_size) {
+      return absl::InvalidArgumentError(absl::StrFormat("request '%s': token id %d is outside the vocabulary", r.id, t));
+    }
+  }
+  SeqState st;
+  st.rng.seed(r.params.seed);
+  for (const auto& s : r.params.stop) st.max_stop = std::max(st.max_stop, s.size());
+  const std::string id = r.id;
+  KVS_RETURN_IF_ERROR(scheduler_->Add(std::move(r)));
+  states_.emplace(id, std::move(st));
+  return absl::OkStatus();
+}
+
+bool Engine::Abort(const std::string& id) {
+  if (!scheduler_->Abort(id)) return false;
+  states_.erase(id);
+  return true;
+}
+
+TokenEvent Engine::Advance(Sequence& seq, SeqState& st, int32_t token) {
+  TokenEvent ev;
+  ev.request_id = seq.request.id;
+  const SamplingParams& p = seq.request.params;
+  const bool eos = !p.ignore_eos && eos_ids_.contains(token);
+  if (!eos) scheduler_->Append(&seq, token);
+  if (tokenizer_ != nullptr && !eos) st.raw += tokenizer_->DecodeBytes({token}, /*skip_special=*/true);
+
+  size_t visible = st.raw.size();
+  FinishReason reason = FinishReason::kNone;
+  // Stop strings: search the region that new bytes could have completed.
+  if (st.max_stop > 0) {
+    const size_t from = st.emitted > st.max_stop ? st.emitted - st.max_stop : 0;
+    size_t cut = std::string::npos;
+    for (const auto& s : p.stop) cut = std::min(cut, st.raw.find(s, from));
+    if (cut != std::string::npos) {
+      visible = cut;
+      reason = FinishReason::kStop;
+    }
+  }
+  if (reason == FinishReason::kNone) {
+    if (eos) reason = FinishReason::kStop;
+    else if (seq.num_generated() >= p.max_tokens || static_cast<int32_t>(seq.tokens.size()) >= config_.max_model_len)
+      reason = FinishReason::kLength;
+  }
+  if (reason == FinishReason::kNone) {
+    // Hold back a possible stop-string prefix and an incomplete UTF-8 character.
+    if (st.max_stop > 1) visible = visible >= st.max_stop - 1 ? visible - (st.max_stop - 1) : 0;
+    visible -= IncompleteUtf8Suffix(std::string_view(st.raw).substr(0, visible));
+  }
+  if (visible > st.emitted) {
+    ev.text_delta = st.raw.substr(st.emitted, visible - st.emitted);
+    st.emitted = visible;
+  }
+  if (reason != FinishReason::kNone) {
+    ev.finished = true;
+    ev.reason = reason;
+    RequestResult r;
+    r.id = seq.request.id;
+    r.output_ids.assign(seq.tokens.begin() + seq.prompt_len, seq.tokens.end());
+    r.text = tokenizer_ ? tokenizer_->Decode(r.output_ids, true) : "";
+    if (reason == FinishReason::kStop && st.max_stop > 0 && visible < st.raw.size()) r.text = st.raw.substr(0, visible);
+    r.reason = reason;
+    r.prompt_tokens = seq.prompt_len;
+    results_.push_back(std::move(r));
+  }
+  return ev;
+}
+
+absl::StatusOr<std::vector<TokenEvent>> Engine::Step() {
+  std::vector<TokenEvent> events;
+  std::vector<ScheduledSeq> plan = scheduler_->Schedule(input_);
+  if (plan.empty()) return events;
+  KVS_ASSIGN_OR_RETURN(std::span<const float> logits, runner_->Execute(input_));
+  const int32_t vocab = weights_->config().vocab_size;
+  size_t row = 0;
+  std::vector<Sequence*> finished;
+  for (const ScheduledSeq& ss : plan) {
+    if (!ss.samples) continue;
+    Sequence& seq = *ss.seq;
+    SeqState& st = states_.at(seq.request.id);
+    const SamplingParams& p = seq.request.params;
+    const cpu::SampleOptions opt{p.temperature, p.top_k, p.top_p};
+    const double u = std::uniform_real_distribution<double>(0.0, 1.0)(st.rng);
+    const int32_t token = cpu::SampleToken(logits.subspan(row * vocab, vocab), opt, u, sample_scratch_);
+    ++row;
+    TokenEvent ev = Advance(seq, st, token);
+    if (ev.finished) finished.push_back(&seq);
+    if (ev.finished || !ev.text_delta.empty()) events.push_back(std::move(ev));
+  }
+  for (Sequence* s : finished) {
+    states_.erase(s->request.id);
+    scheduler_->Finish(s);
+  }
+  return events;
+}
+
+std::vector<RequestResult> Engine::TakeResults() { return std::exchange(results_, {}); }
+
+}  // namespace kvs

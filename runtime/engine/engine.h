@@ -1,0 +1,93 @@
+// The single-rank engine: scheduler + model runner + sampling + detokenization, one step at a
+// time (plan -> execute -> sample -> update). Text streams out as TokenEvents; stop strings are
+// held back until they can no longer match, so no part of one is ever emitted.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+#include "kernels/backend.h"
+#include "runtime/engine/model_runner.h"
+#include "runtime/kv/kv_cache.h"
+#include "runtime/model/model_weights.h"
+#include "runtime/model/tokenizer.h"
+#include "runtime/sched/scheduler.h"
+
+namespace kvs {
+
+struct EngineConfig {
+  int32_t block_size = 16;
+  int32_t max_seqs = 64;
+  int32_t max_tokens_per_step = 512;
+  int32_t max_model_len = 0;     // 0: the model's own limit
+  size_t kv_cache_bytes = 0;     // 0: memory_fraction of what is free after weights + workspace
+  double memory_fraction = 0.9;
+  absl::Status Validate() const;
+};
+
+struct TokenEvent {
+  std::string request_id;
+  std::string text_delta;  // newly visible text (valid UTF-8)
+  bool finished = false;
+  FinishReason reason = FinishReason::kNone;
+};
+
+struct RequestResult {
+  std::string id;
+  std::vector<int32_t> output_ids;
+  std::string text;
+  FinishReason reason = FinishReason::kNone;
+  int32_t prompt_tokens = 0;
+};
+
+class Engine {
+ public:
+  // `tokenizer` may be null (token-only use); then stop strings are rejected.
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(Backend& backend, const ModelWeights& weights,
+                                                        const Tokenizer* tokenizer, EngineConfig config);
+
+  // Extra end-of-sequence ids (e.g. the chat template's end-of-turn token).
+  void AddStopTokenId(int32_t id) { eos_ids_.insert(id); }
+  absl::Status Add(Request r);
+  // Runs one step and reports what changed.
+  absl::StatusOr<std::vector<TokenEvent>> Step();
+  bool HasWork() const { return scheduler_->HasWork(); }
+  bool Abort(const std::string& id);
+
+  // Finished requests' results, removed as they are taken.
+  std::vector<RequestResult> TakeResults();
+
+  const KvCache& kv_cache() const { return cache_; }
+  const Scheduler& scheduler() const { return *scheduler_; }
+
+ private:
+  struct SeqState {
+    std::mt19937_64 rng;
+    std::string raw;        // decoded bytes of generated tokens (special tokens skipped)
+    size_t emitted = 0;     // bytes of `raw` already streamed
+    size_t max_stop = 0;    // longest stop string
+  };
+  Engine() = default;
+  // Updates state after `token` joined `seq`; returns the event, finishing it when due.
+  TokenEvent Advance(Sequence& seq, SeqState& st, int32_t token);
+
+  const ModelWeights* weights_ = nullptr;
+  const Tokenizer* tokenizer_ = nullptr;
+  EngineConfig config_;
+  KvCache cache_;
+  std::unique_ptr<ModelRunner> runner_;
+  std::unique_ptr<Scheduler> scheduler_;
+  StepInput input_;
+  absl::flat_hash_set<int32_t> eos_ids_;
+  absl::flat_hash_map<std::string, SeqState> states_;
+  std::vector<RequestResult> results_;
+  std::vector<std::pair<float, int32_t>> sample_scratch_;
+};
+
+}  // namespace kvs

@@ -1,0 +1,53 @@
+// Runs the Llama-family forward pass for one step on a Backend:
+//   x = embed(tokens)
+//   per layer: h = rmsnorm(x); qkv = h Wqkv (+b); rope(q, k); write k, v to pages;
+//              a = paged_attention(q); x += a Wo; h = rmsnorm(x); x += swiglu(h Wgu) Wdown
+//   logits = rmsnorm(x)[logit_rows] Wlm
+// All activations live in workspace buffers allocated once for the largest step.
+#pragma once
+
+#include <span>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/backend.h"
+#include "runtime/engine/step_input.h"
+#include "runtime/kv/kv_cache.h"
+#include "runtime/model/model_weights.h"
+
+namespace kvs {
+
+struct RunnerLimits {
+  int32_t max_tokens_per_step = 512;
+  int32_t max_seqs = 64;
+  int32_t max_blocks_per_seq = 0;
+};
+
+class ModelRunner {
+ public:
+  static absl::StatusOr<ModelRunner> Create(Backend& backend, const ModelWeights& weights,
+                                            const KvCache& cache, RunnerLimits limits);
+  // Bytes of workspace a runner with these limits allocates (for memory planning).
+  static size_t WorkspaceBytes(const ModelConfig& c, DType dtype, RunnerLimits limits);
+
+  // Runs one step; returns logits [input.logit_rows.size(), vocab] on the host.
+  absl::StatusOr<std::span<const float>> Execute(const StepInput& input);
+
+  const RunnerLimits& limits() const { return limits_; }
+
+ private:
+  ModelRunner() = default;
+  absl::Status Upload(const std::vector<int32_t>& host, const DeviceBuffer& dst, size_t max_elems, const char* what);
+
+  Backend* backend_ = nullptr;
+  const ModelWeights* weights_ = nullptr;
+  const KvCache* cache_ = nullptr;
+  RunnerLimits limits_;
+  // Activations.
+  DeviceBuffer hidden_, residual_, normed_, qkv_, attn_, gate_up_, act_, last_, logits_;
+  // Step metadata in backend memory.
+  DeviceBuffer token_ids_, positions_, slots_, query_start_, context_len_, block_table_, logit_rows_;
+  std::vector<float> host_logits_;
+};
+
+}  // namespace kvs

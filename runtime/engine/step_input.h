@@ -1,0 +1,28 @@
+// One forward step's inputs, built on the host by the scheduler. Tokens of all scheduled
+// sequences are flattened: sequence s contributes rows [query_start[s], query_start[s+1]).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace kvs {
+
+struct StepInput {
+  std::vector<int32_t> token_ids;     // [T]
+  std::vector<int32_t> positions;     // [T] position of each token in its sequence
+  std::vector<int32_t> slot_mapping;  // [T] KV slot (block * block_size + offset) of each token
+  std::vector<int32_t> query_start;   // [S + 1]
+  std::vector<int32_t> context_len;   // [S] tokens in the sequence after this step
+  std::vector<int32_t> block_table;   // [S * max_blocks_per_seq], unused entries 0
+  int32_t max_blocks_per_seq = 0;
+  std::vector<int32_t> logit_rows;    // token rows whose next-token logits are wanted
+
+  int32_t num_tokens() const { return static_cast<int32_t>(token_ids.size()); }
+  int32_t num_seqs() const { return static_cast<int32_t>(context_len.size()); }
+  void Clear() {
+    token_ids.clear(); positions.clear(); slot_mapping.clear(); query_start.assign(1, 0);
+    context_len.clear(); block_table.clear(); logit_rows.clear(); max_blocks_per_seq = 0;
+  }
+};
+
+}  // namespace kvs

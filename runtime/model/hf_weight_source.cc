@@ -1,0 +1,135 @@
+// WeightSource over a Hugging Face checkpoint directory: config.json plus model.safetensors or
+// a sharded model.safetensors.index.json.
+#include <filesystem>
+#include <fstream>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "kernels/common/status_macros.h"
+#include "nlohmann/json.hpp"
+#include "runtime/model/safetensors_file.h"
+#include "runtime/model/weight_source.h"
+
+namespace kvs {
+namespace {
+
+namespace fs = std::filesystem;
+
+absl::StatusOr<nlohmann::json> ReadJsonFile(const fs::path& p) {
+  std::ifstream in(p);
+  if (!in) return absl::NotFoundError(absl::StrFormat("%s: cannot open", p.string()));
+  auto j = nlohmann::json::parse(in, nullptr, false);
+  if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrFormat("%s: not valid JSON", p.string()));
+  return j;
+}
+
+class HfWeightSource final : public WeightSource {
+ public:
+  std::string path() const override { return dir_; }
+  std::string format() const override { return "safetensors"; }
+  const ModelConfig& config() const override { return config_; }
+
+  bool Has(const std::string& name) const override { return Locate(name).first != nullptr; }
+
+  absl::Status ReadF32(const std::string& name, std::span<const int64_t> shape,
+                       std::span<float> out) const override {
+    auto [t, file] = Locate(name);
+    if (t == nullptr) return absl::NotFoundError(absl::StrFormat("%s: tensor '%s' is missing", dir_, name));
+    // A 1-D bias/norm may be stored as [n] while callers ask for [n]; compare exactly.
+    if (!std::equal(t->shape.begin(), t->shape.end(), shape.begin(), shape.end())) {
+      return absl::InvalidArgumentError(ShapeMismatch(file->path(), name, t->shape, shape));
+    }
+    return SafetensorsToF32(*t, file->path(), out);
+  }
+
+  std::vector<TensorSummary> Summaries() const override {
+    std::vector<TensorSummary> s;
+    for (const auto& f : files_) {
+      for (const auto& t : f->tensors()) s.push_back({t.name, t.dtype_name, t.shape});
+    }
+    return s;
+  }
+
+  static absl::StatusOr<std::unique_ptr<WeightSource>> Open(const std::string& dir) {
+    std::unique_ptr<HfWeightSource> src(new HfWeightSource());
+    src->dir_ = dir;
+    const fs::path root(dir);
+    KVS_ASSIGN_OR_RETURN(nlohmann::json cfg, ReadJsonFile(root / "config.json"));
+    KVS_ASSIGN_OR_RETURN(src->config_, ParseHfConfig(cfg, (root / "config.json").string()));
+    src->config_.name = root.filename().string();
+    if (src->config_.name.empty()) src->config_.name = root.parent_path().filename().string();
+
+    const fs::path single = root / "model.safetensors";
+    const fs::path index = root / "model.safetensors.index.json";
+    if (fs::exists(index)) {
+      KVS_ASSIGN_OR_RETURN(nlohmann::json idx, ReadJsonFile(index));
+      auto wm = idx.find("weight_map");
+      if (wm == idx.end() || !wm->is_object()) {
+        return absl::InvalidArgumentError(index.string() + ": missing object 'weight_map'");
+      }
+      absl::flat_hash_map<std::string, size_t> file_ids;
+      for (const auto& [name, shard] : wm->items()) {
+        if (!shard.is_string()) return absl::InvalidArgumentError(index.string() + ": weight_map values must be file names");
+        const std::string shard_name = shard.get<std::string>();
+        if (shard_name.find('/') != std::string::npos || shard_name.starts_with(".")) {
+          return absl::InvalidArgumentError(absl::StrFormat("%s: shard name '%s' must be a plain file name", index.string(), shard_name));
+        }
+        auto [it, inserted] = file_ids.emplace(shard_name, src->files_.size());
+        if (inserted) {
+          KVS_ASSIGN_OR_RETURN(auto f, SafetensorsFile::Open((root / shard_name).string()));
+          src->files_.push_back(std::move(f));
+        }
+        if (src->files_[it->second]->Find(name) == nullptr) {
+          return absl::DataLossError(absl::StrFormat("%s: index says tensor '%s' is in %s, but it is not",
+                                                     index.string(), name, shard_name));
+        }
+        src->where_[name] = it->second;
+      }
+    } else if (fs::exists(single)) {
+      KVS_ASSIGN_OR_RETURN(auto f, SafetensorsFile::Open(single.string()));
+      for (const auto& t : f->tensors()) src->where_[t.name] = 0;
+      src->files_.push_back(std::move(f));
+    } else {
+      return absl::NotFoundError(absl::StrFormat(
+          "%s: no model.safetensors or model.safetensors.index.json in the checkpoint directory", dir));
+    }
+    return std::unique_ptr<WeightSource>(std::move(src));
+  }
+
+ private:
+  std::pair<const SafetensorsTensor*, const SafetensorsFile*> Locate(const std::string& name) const {
+    auto it = where_.find(name);
+    if (it == where_.end()) return {nullptr, nullptr};
+    const SafetensorsFile* f = files_[it->second].get();
+    return {f->Find(name), f};
+  }
+
+  std::string dir_;
+  ModelConfig config_;
+  std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  absl::flat_hash_map<std::string, size_t> where_;
+};
+
+}  // namespace
+
+std::string ShapeMismatch(const std::string& path, const std::string& tensor,
+                          std::span<const int64_t> got, std::span<const int64_t> want) {
+  return absl::StrFormat("%s: tensor '%s' has shape [%s], expected [%s]", path, tensor,
+                         absl::StrJoin(got, ", "), absl::StrJoin(want, ", "));
+}
+
+absl::StatusOr<std::unique_ptr<WeightSource>> OpenHfWeights(const std::string& dir) {
+  return HfWeightSource::Open(dir);
+}
+
+absl::StatusOr<std::unique_ptr<WeightSource>> OpenWeightSource(const std::string& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) return OpenHfWeights(path);
+  if (!fs::exists(path, ec)) {
+    return absl::NotFoundError(absl::StrFormat("model '%s' does not exist (give a .gguf file or a HF checkpoint directory)", path));
+  }
+  return OpenGgufWeights(path);
+}
+
+}  // namespace kvs

@@ -1,0 +1,242 @@
+#include "runtime/model/model_config.h"
+
+#include <cmath>
+#include <numbers>
+
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "kernels/common/status_macros.h"
+#include "nlohmann/json.hpp"
+
+namespace kvs {
+namespace {
+
+using nlohmann::json;
+
+absl::Status Bad(const std::string& source, const std::string& msg) {
+  return absl::InvalidArgumentError(absl::StrFormat("%s: %s", source, msg));
+}
+
+// Reads an integer field; `required` fields must be present and non-null.
+absl::StatusOr<int64_t> IntField(const json& j, const char* key, const std::string& source,
+                                 bool required, int64_t fallback) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) {
+    if (required) return Bad(source, absl::StrFormat("missing integer field '%s'", key));
+    return fallback;
+  }
+  if (!it->is_number_integer()) return Bad(source, absl::StrFormat("field '%s' must be an integer", key));
+  return it->get<int64_t>();
+}
+
+absl::StatusOr<double> FloatField(const json& j, const char* key, const std::string& source,
+                                  double fallback) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  if (!it->is_number()) return Bad(source, absl::StrFormat("field '%s' must be a number", key));
+  return it->get<double>();
+}
+
+absl::StatusOr<bool> BoolField(const json& j, const char* key, const std::string& source, bool fallback) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  if (!it->is_boolean()) return Bad(source, absl::StrFormat("field '%s' must be true or false", key));
+  return it->get<bool>();
+}
+
+// rope_scaling (transformers 4) or rope_parameters (transformers 5) -> RopeScaling.
+absl::StatusOr<RopeScaling> ParseRopeScaling(const json& r, const std::string& source) {
+  RopeScaling s;
+  if (r.is_null()) return s;
+  if (!r.is_object()) return Bad(source, "rope_scaling must be an object or null");
+  std::string type = "default";
+  if (auto it = r.find("rope_type"); it != r.end() && it->is_string()) type = it->get<std::string>();
+  else if (auto it2 = r.find("type"); it2 != r.end() && it2->is_string()) type = it2->get<std::string>();
+  if (type == "default") return s;
+  KVS_ASSIGN_OR_RETURN(s.factor, FloatField(r, "factor", source, 0.0));
+  if (!(s.factor >= 1.0)) return Bad(source, "rope_scaling.factor must be >= 1");
+  if (type == "linear") {
+    s.type = RopeScalingType::kLinear;
+  } else if (type == "llama3") {
+    s.type = RopeScalingType::kLlama3;
+    KVS_ASSIGN_OR_RETURN(s.low_freq_factor, FloatField(r, "low_freq_factor", source, 1.0));
+    KVS_ASSIGN_OR_RETURN(s.high_freq_factor, FloatField(r, "high_freq_factor", source, 4.0));
+    KVS_ASSIGN_OR_RETURN(s.original_max_position_embeddings,
+                         IntField(r, "original_max_position_embeddings", source, false, 8192));
+    if (!(s.high_freq_factor > s.low_freq_factor) || s.low_freq_factor <= 0 ||
+        s.original_max_position_embeddings <= 0) {
+      return Bad(source, "rope_scaling (llama3) needs high_freq_factor > low_freq_factor > 0");
+    }
+  } else {
+    return absl::UnimplementedError(absl::StrFormat(
+        "%s: rope scaling type '%s' is not supported (supported: default, linear, llama3)", source, type));
+  }
+  return s;
+}
+
+}  // namespace
+
+absl::Status ModelConfig::Validate() const {
+  const std::string who = name.empty() ? architecture : name;
+  auto positive = [&](int64_t v, const char* field) -> absl::Status {
+    if (v <= 0) return absl::InvalidArgumentError(absl::StrFormat("%s: %s must be positive, got %d", who, field, v));
+    return absl::OkStatus();
+  };
+  KVS_RETURN_IF_ERROR(positive(vocab_size, "vocab_size"));
+  KVS_RETURN_IF_ERROR(positive(hidden_size, "hidden_size"));
+  KVS_RETURN_IF_ERROR(positive(intermediate_size, "intermediate_size"));
+  KVS_RETURN_IF_ERROR(positive(num_layers, "num_layers"));
+  KVS_RETURN_IF_ERROR(positive(num_q_heads, "num_attention_heads"));
+  KVS_RETURN_IF_ERROR(positive(num_kv_heads, "num_key_value_heads"));
+  KVS_RETURN_IF_ERROR(positive(head_dim, "head_dim"));
+  KVS_RETURN_IF_ERROR(positive(max_position_embeddings, "max_position_embeddings"));
+  if (num_q_heads % num_kv_heads != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: %d attention heads are not a multiple of %d KV heads", who, num_q_heads, num_kv_heads));
+  }
+  if (head_dim % 2 != 0 || head_dim > 512) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: head_dim %d must be even and <= 512", who, head_dim));
+  }
+  if (!(rms_norm_eps > 0) || !(rope_theta > 0)) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: rms_norm_eps and rope_theta must be positive", who));
+  }
+  return absl::OkStatus();
+}
+
+int32_t ModelConfig::MaxContext() const {
+  return sliding_window > 0 && sliding_window < max_position_embeddings ? sliding_window
+                                                                         : max_position_embeddings;
+}
+
+int64_t ModelConfig::ParameterCount() const {
+  const int64_t h = hidden_size;
+  const int64_t q = static_cast<int64_t>(num_q_heads) * head_dim;
+  const int64_t kv = static_cast<int64_t>(num_kv_heads) * head_dim;
+  int64_t per_layer = h * (q + 2 * kv) + q * h + 3 * h * intermediate_size + 2 * h;
+  if (attention_bias) per_layer += q + 2 * kv;
+  const int64_t embed = static_cast<int64_t>(vocab_size) * h;
+  return per_layer * num_layers + embed * (tie_word_embeddings ? 1 : 2) + h;
+}
+
+int64_t ModelConfig::KvBytesPerToken(int bytes_per_element) const {
+  return 2ll * num_layers * num_kv_heads * head_dim * bytes_per_element;
+}
+
+absl::StatusOr<ModelConfig> ParseHfConfig(const json& j, const std::string& source) {
+  if (!j.is_object()) return Bad(source, "config.json must hold a JSON object");
+  ModelConfig c;
+  auto mt = j.find("model_type");
+  if (mt == j.end() || !mt->is_string()) return Bad(source, "missing string field 'model_type'");
+  c.architecture = mt->get<std::string>();
+  if (c.architecture != "llama" && c.architecture != "mistral" && c.architecture != "qwen2") {
+    return absl::UnimplementedError(absl::StrFormat(
+        "%s: model_type '%s' is not supported (supported: llama, mistral, qwen2)", source, c.architecture));
+  }
+  c.name = c.architecture;
+  KVS_ASSIGN_OR_RETURN(int64_t vocab, IntField(j, "vocab_size", source, true, 0));
+  KVS_ASSIGN_OR_RETURN(int64_t hidden, IntField(j, "hidden_size", source, true, 0));
+  KVS_ASSIGN_OR_RETURN(int64_t inter, IntField(j, "intermediate_size", source, true, 0));
+  KVS_ASSIGN_OR_RETURN(int64_t layers, IntField(j, "num_hidden_layers", source, true, 0));
+  KVS_ASSIGN_OR_RETURN(int64_t heads, IntField(j, "num_attention_heads", source, true, 0));
+  KVS_ASSIGN_OR_RETURN(int64_t kv_heads, IntField(j, "num_key_value_heads", source, false, heads));
+  if (heads <= 0) return Bad(source, "num_attention_heads must be positive");
+  KVS_ASSIGN_OR_RETURN(int64_t head_dim, IntField(j, "head_dim", source, false, hidden / heads));
+  KVS_ASSIGN_OR_RETURN(int64_t max_pos, IntField(j, "max_position_embeddings", source, false, 4096));
+  for (int64_t v : {vocab, hidden, inter, layers, heads, kv_heads, head_dim, max_pos}) {
+    if (v <= 0 || v > (1ll << 31) - 1) return Bad(source, "sizes must be positive 32-bit integers");
+  }
+  c.vocab_size = static_cast<int32_t>(vocab);
+  c.hidden_size = static_cast<int32_t>(hidden);
+  c.intermediate_size = static_cast<int32_t>(inter);
+  c.num_layers = static_cast<int32_t>(layers);
+  c.num_q_heads = static_cast<int32_t>(heads);
+  c.num_kv_heads = static_cast<int32_t>(kv_heads);
+  c.head_dim = static_cast<int32_t>(head_dim);
+  c.max_position_embeddings = static_cast<int32_t>(max_pos);
+  KVS_ASSIGN_OR_RETURN(double eps, FloatField(j, "rms_norm_eps", source, 1e-6));
+  c.rms_norm_eps = static_cast<float>(eps);
+  KVS_ASSIGN_OR_RETURN(c.tie_word_embeddings, BoolField(j, "tie_word_embeddings", source, false));
+
+  // transformers 5 keeps theta and scaling together in rope_parameters; 4.x uses two fields.
+  if (auto rp = j.find("rope_parameters"); rp != j.end() && rp->is_object()) {
+    KVS_ASSIGN_OR_RETURN(c.rope_theta, FloatField(*rp, "rope_theta", source, 10000.0));
+    KVS_ASSIGN_OR_RETURN(c.rope_scaling, ParseRopeScaling(*rp, source));
+  } else {
+    KVS_ASSIGN_OR_RETURN(c.rope_theta, FloatField(j, "rope_theta", source, 10000.0));
+    if (auto rs = j.find("rope_scaling"); rs != j.end()) {
+      KVS_ASSIGN_OR_RETURN(c.rope_scaling, ParseRopeScaling(*rs, source));
+    }
+  }
+
+  if (c.architecture == "qwen2") {
+    c.attention_bias = true;  // Qwen2 always has q/k/v bias and no o bias
+    KVS_ASSIGN_OR_RETURN(bool use_window, BoolField(j, "use_sliding_window", source, false));
+    if (use_window) {
+      KVS_ASSIGN_OR_RETURN(int64_t w, IntField(j, "sliding_window", source, false, 0));
+      c.sliding_window = static_cast<int32_t>(w);
+    }
+  } else {
+    KVS_ASSIGN_OR_RETURN(c.attention_bias, BoolField(j, "attention_bias", source, false));
+    KVS_ASSIGN_OR_RETURN(int64_t w, IntField(j, "sliding_window", source, false, 0));
+    c.sliding_window = static_cast<int32_t>(w);
+  }
+  if (auto mlp_bias = j.find("mlp_bias"); mlp_bias != j.end() && mlp_bias->is_boolean() && mlp_bias->get<bool>()) {
+    return absl::UnimplementedError(source + ": mlp_bias=true is not supported");
+  }
+  if (auto act = j.find("hidden_act"); act != j.end() && act->is_string() && act->get<std::string>() != "silu") {
+    return absl::UnimplementedError(absl::StrFormat("%s: hidden_act '%s' is not supported (only silu)",
+                                                    source, act->get<std::string>()));
+  }
+  KVS_ASSIGN_OR_RETURN(int64_t bos, IntField(j, "bos_token_id", source, false, -1));
+  c.bos_token_id = static_cast<int32_t>(bos);
+  if (auto e = j.find("eos_token_id"); e != j.end()) {
+    if (e->is_number_integer()) {
+      c.eos_token_ids.push_back(e->get<int32_t>());
+    } else if (e->is_array()) {
+      for (const auto& v : *e) {
+        if (!v.is_number_integer()) return Bad(source, "eos_token_id entries must be integers");
+        c.eos_token_ids.push_back(v.get<int32_t>());
+      }
+    } else if (!e->is_null()) {
+      return Bad(source, "eos_token_id must be an integer or a list of integers");
+    }
+  }
+  KVS_RETURN_IF_ERROR(c.Validate());
+  return c;
+}
+
+std::vector<float> ComputeRopeInvFreq(const ModelConfig& c, const std::vector<float>* freq_factors) {
+  const int half = c.head_dim / 2;
+  std::vector<float> inv(half);
+  for (int i = 0; i < half; ++i) {
+    // HF: 1.0 / (base ** (arange(0, dim, 2).float() / dim)), in float32.
+    const float exponent = static_cast<float>(2 * i) / static_cast<float>(c.head_dim);
+    inv[i] = 1.0f / static_cast<float>(std::pow(static_cast<float>(c.rope_theta), exponent));
+  }
+  if (freq_factors != nullptr) {
+    for (int i = 0; i < half; ++i) inv[i] /= (*freq_factors)[i];
+    return inv;
+  }
+  const RopeScaling& s = c.rope_scaling;
+  if (s.type == RopeScalingType::kLinear) {
+    for (float& f : inv) f = static_cast<float>(f / s.factor);
+  } else if (s.type == RopeScalingType::kLlama3) {
+    // transformers' _compute_llama3_parameters: long wavelengths are divided by `factor`,
+    // short ones kept, and the band in between interpolated smoothly.
+    const double old_ctx = static_cast<double>(s.original_max_position_embeddings);
+    const double low_freq_wavelen = old_ctx / s.low_freq_factor;
+    const double high_freq_wavelen = old_ctx / s.high_freq_factor;
+    for (float& f : inv) {
+      const double wavelen = 2.0 * std::numbers::pi / f;
+      if (wavelen > low_freq_wavelen) {
+        f = static_cast<float>(f / s.factor);
+      } else if (wavelen >= high_freq_wavelen) {
+        const double smooth = (old_ctx / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+        f = static_cast<float>((1.0 - smooth) * f / s.factor + smooth * f);
+      }
+    }
+  }
+  return inv;
+}
+
+}  // namespace kvs

@@ -1,0 +1,48 @@
+// A model's weights in backend memory, in the layout the forward pass wants:
+//   qkv     [(Hq + 2 Hk) * D, hidden]  q, k, v projections stacked (one GEMM per layer)
+//   gate_up [2 * I, hidden]            gate and up stacked (one GEMM, then SwiGLU)
+// and the rotary table. Loaded tensor by tensor so host memory peaks at one layer's worth.
+#pragma once
+
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/backend.h"
+#include "runtime/model/model_config.h"
+#include "runtime/model/weight_source.h"
+
+namespace kvs {
+
+struct LayerWeights {
+  DeviceBuffer attn_norm;  // [1, hidden]
+  DeviceBuffer qkv;        // [(Hq + 2Hk) * D, hidden]
+  DeviceBuffer qkv_bias;   // [1, (Hq + 2Hk) * D] or empty
+  DeviceBuffer o;          // [hidden, Hq * D]
+  DeviceBuffer ffn_norm;   // [1, hidden]
+  DeviceBuffer gate_up;    // [2I, hidden]
+  DeviceBuffer down;       // [hidden, I]
+};
+
+class ModelWeights {
+ public:
+  static absl::StatusOr<ModelWeights> Load(const WeightSource& src, Backend& backend);
+
+  const ModelConfig& config() const { return config_; }
+  const std::vector<LayerWeights>& layers() const { return layers_; }
+  TensorView embed() const;
+  TensorView final_norm() const;
+  TensorView lm_head() const;  // the embedding when tied
+  RopeTable rope() const { return {rope_inv_freq_.as<float>(), config_.head_dim}; }
+  TensorView View(const DeviceBuffer& b, int64_t rows, int64_t cols) const { return b.View(dtype_, rows, cols); }
+  DType dtype() const { return dtype_; }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  ModelConfig config_;
+  DType dtype_ = DType::kF32;
+  size_t bytes_ = 0;
+  DeviceBuffer embed_, final_norm_, lm_head_, rope_inv_freq_;
+  std::vector<LayerWeights> layers_;
+};
+
+}  // namespace kvs

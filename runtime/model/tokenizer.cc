@@ -1,0 +1,358 @@
+#include "runtime/model/tokenizer.h"
+
+#include <algorithm>
+#include <array>
+#include <fstream>
+#include <limits>
+
+#include "absl/strings/str_format.h"
+#include "kernels/common/status_macros.h"
+#include "nlohmann/json.hpp"
+#include "runtime/model/gguf_file.h"
+
+namespace kvs {
+namespace {
+
+constexpr int32_t kNoRank = std::numeric_limits<int32_t>::max();
+constexpr size_t kCacheLimit = 1 << 16;
+
+void AppendUtf8(uint32_t cp, std::string& out) {
+  if (cp < 0x80) {
+    out.push_back(static_cast<char>(cp));
+  } else if (cp < 0x800) {
+    out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else {
+    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  }
+}
+
+// GPT-2's bytes_to_unicode: printable bytes map to themselves, the other 68 to U+0100.. in order.
+struct ByteMap {
+  std::array<std::string, 256> byte_to_char;
+  absl::flat_hash_map<std::string, uint8_t> char_to_byte;
+  ByteMap() {
+    int next = 0;
+    for (int b = 0; b < 256; ++b) {
+      const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+      const uint32_t cp = printable ? b : 256 + next++;
+      AppendUtf8(cp, byte_to_char[b]);
+      char_to_byte[byte_to_char[b]] = static_cast<uint8_t>(b);
+    }
+  }
+};
+const ByteMap& Bytes() {
+  static const ByteMap* m = new ByteMap();
+  return *m;
+}
+
+size_t Utf8Len(unsigned char c) {
+  if (c < 0x80) return 1;
+  if ((c >> 5) == 0x6) return 2;
+  if ((c >> 4) == 0xE) return 3;
+  if ((c >> 3) == 0x1E) return 4;
+  return 0;
+}
+
+std::vector<std::string> SplitChars(const std::string& s) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < s.size();) {
+    size_t n = std::max<size_t>(1, Utf8Len(static_cast<unsigned char>(s[i])));
+    out.push_back(s.substr(i, n));
+    i += n;
+  }
+  return out;
+}
+
+}  // namespace
+
+size_t FindInvalidUtf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    const size_t n = Utf8Len(c);
+    if (n == 0 || i + n > s.size()) return i;
+    uint32_t cp = n == 1 ? c : (c & (0xFF >> (n + 1)));
+    for (size_t k = 1; k < n; ++k) {
+      const unsigned char cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xC0) != 0x80) return i;
+      cp = (cp << 6) | (cc & 0x3F);
+    }
+    const bool overlong = (n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000);
+    if (overlong || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
+    i += n;
+  }
+  return std::string_view::npos;
+}
+
+size_t IncompleteUtf8Suffix(std::string_view s) {
+  // Look back at most 3 bytes for a lead byte whose sequence runs past the end.
+  for (size_t back = 1; back <= 3 && back <= s.size(); ++back) {
+    const unsigned char c = static_cast<unsigned char>(s[s.size() - back]);
+    if ((c & 0xC0) == 0x80) continue;  // continuation byte: keep looking
+    const size_t n = Utf8Len(c);
+    return n > back ? back : 0;
+  }
+  return 0;
+}
+
+Tokenizer::Tokenizer(Tokenizer&& o) noexcept
+    : id_to_token_(std::move(o.id_to_token_)),
+      token_to_id_(std::move(o.token_to_id_)),
+      merge_rank_(std::move(o.merge_rank_)),
+      added_tokens_(std::move(o.added_tokens_)),
+      special_ids_(std::move(o.special_ids_)),
+      pre_(std::move(o.pre_)),
+      ignore_merges_(o.ignore_merges_),
+      unk_id_(o.unk_id_),
+      bos_id_(o.bos_id_),
+      eos_id_(o.eos_id_),
+      prefix_ids_(std::move(o.prefix_ids_)),
+      suffix_ids_(std::move(o.suffix_ids_)) {}
+
+int32_t Tokenizer::TokenId(std::string_view token) const {
+  auto it = token_to_id_.find(absl::string_view(token.data(), token.size()));
+  return it == token_to_id_.end() ? -1 : it->second;
+}
+
+absl::Status Tokenizer::Finish() {
+  token_to_id_.reserve(id_to_token_.size());
+  for (size_t i = 0; i < id_to_token_.size(); ++i) token_to_id_.emplace(id_to_token_[i], static_cast<int32_t>(i));
+  std::sort(added_tokens_.begin(), added_tokens_.end(),
+            [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Tokenizer> Tokenizer::FromGguf(const GgufFile& f) {
+  Tokenizer t;
+  KVS_ASSIGN_OR_RETURN(std::string model, f.GetString("tokenizer.ggml.model"));
+  if (model != "gpt2") {
+    return absl::UnimplementedError(absl::StrFormat(
+        "%s: tokenizer model '%s' is not supported (only byte-level BPE, 'gpt2')", f.path(), model));
+  }
+  KVS_ASSIGN_OR_RETURN(const std::vector<std::string>* tokens, f.GetStringArray("tokenizer.ggml.tokens"));
+  KVS_ASSIGN_OR_RETURN(const std::vector<std::string>* merges, f.GetStringArray("tokenizer.ggml.merges"));
+  t.id_to_token_ = *tokens;
+  for (size_t i = 0; i < merges->size(); ++i) t.merge_rank_.emplace((*merges)[i], static_cast<int32_t>(i));
+  if (f.Has("tokenizer.ggml.token_type")) {
+    KVS_ASSIGN_OR_RETURN(const std::vector<int64_t>* types, f.GetIntArray("tokenizer.ggml.token_type"));
+    if (types->size() != tokens->size()) {
+      return absl::DataLossError(absl::StrFormat("%s: %d token types for %d tokens", f.path(), types->size(), tokens->size()));
+    }
+    for (size_t i = 0; i < types->size(); ++i) {
+      // 3 = control (special), 4 = user-defined (added, not special).
+      if ((*types)[i] == 3 || (*types)[i] == 4) t.added_tokens_.push_back((*tokens)[i]);
+      if ((*types)[i] == 3) t.special_ids_.insert(static_cast<int32_t>(i));
+    }
+  }
+  const std::string pre = f.Has("tokenizer.ggml.pre") ? f.GetString("tokenizer.ggml.pre").value_or("default") : "default";
+  KVS_ASSIGN_OR_RETURN(t.pre_, PreTokenizer::FromGgufName(pre));
+  t.ignore_merges_ = pre == "llama-bpe" || pre == "llama3";
+  auto id_field = [&](const char* key) -> int32_t {
+    if (!f.Has(key)) return -1;
+    auto v = f.GetUint(key);
+    return v.ok() && *v < tokens->size() ? static_cast<int32_t>(*v) : -1;
+  };
+  t.bos_id_ = id_field("tokenizer.ggml.bos_token_id");
+  t.eos_id_ = id_field("tokenizer.ggml.eos_token_id");
+  t.unk_id_ = id_field("tokenizer.ggml.unknown_token_id");
+  const bool add_bos = f.Has("tokenizer.ggml.add_bos_token") && f.GetBool("tokenizer.ggml.add_bos_token").value_or(false);
+  if (add_bos && t.bos_id_ >= 0) t.prefix_ids_.push_back(t.bos_id_);
+  KVS_RETURN_IF_ERROR(t.Finish());
+  return t;
+}
+
+absl::StatusOr<Tokenizer> Tokenizer::FromJsonFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrFormat("%s: cannot open tokenizer", path));
+  const auto j = nlohmann::json::parse(in, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError(path + ": not valid JSON");
+  auto bad = [&](const std::string& msg) { return absl::InvalidArgumentError(path + ": " + msg); };
+  const auto& model = j.value("model", nlohmann::json::object());
+  if (model.value("type", "") != "BPE") return absl::UnimplementedError(path + ": only BPE tokenizer models are supported");
+  if (!j.value("normalizer", nlohmann::json()).is_null()) {
+    return absl::UnimplementedError(path + ": tokenizer normalizers are not supported (normalizer must be null)");
+  }
+  const auto& dec = j.value("decoder", nlohmann::json());
+  if (!dec.is_null() && dec.value("type", "") != "ByteLevel") {
+    return absl::UnimplementedError(path + ": only the ByteLevel decoder is supported");
+  }
+  Tokenizer t;
+  const auto& vocab = model.value("vocab", nlohmann::json::object());
+  if (!vocab.is_object() || vocab.empty()) return bad("model.vocab must be a non-empty object");
+  int64_t max_id = -1;
+  for (const auto& [tok, id] : vocab.items()) {
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > (1 << 24)) return bad("vocab ids must be small non-negative integers");
+    max_id = std::max<int64_t>(max_id, id.get<int64_t>());
+  }
+  const auto& added = j.value("added_tokens", nlohmann::json::array());
+  for (const auto& a : added) {
+    if (!a.is_object() || !a.contains("id") || !a["id"].is_number_integer() || !a.contains("content") || !a["content"].is_string()) {
+      return bad("added_tokens entries need an integer id and a string content");
+    }
+    max_id = std::max<int64_t>(max_id, a["id"].get<int64_t>());
+  }
+  t.id_to_token_.assign(max_id + 1, "");
+  for (const auto& [tok, id] : vocab.items()) t.id_to_token_[id.get<int64_t>()] = tok;
+  for (const auto& a : added) {
+    const std::string content = a["content"].get<std::string>();
+    t.id_to_token_[a["id"].get<int64_t>()] = content;
+    t.added_tokens_.push_back(content);
+    if (a.value("special", false)) t.special_ids_.insert(a["id"].get<int32_t>());
+  }
+  const auto& merges = model.value("merges", nlohmann::json::array());
+  for (size_t i = 0; i < merges.size(); ++i) {
+    std::string key;
+    if (merges[i].is_string()) key = merges[i].get<std::string>();
+    else if (merges[i].is_array() && merges[i].size() == 2 && merges[i][0].is_string() && merges[i][1].is_string())
+      key = merges[i][0].get<std::string>() + " " + merges[i][1].get<std::string>();
+    else return bad(absl::StrFormat("merge #%d must be \"a b\" or [\"a\", \"b\"]", i));
+    t.merge_rank_.emplace(std::move(key), static_cast<int32_t>(i));
+  }
+  t.ignore_merges_ = model.value("ignore_merges", false);
+  KVS_ASSIGN_OR_RETURN(t.pre_, PreTokenizer::FromJson(j.value("pre_tokenizer", nlohmann::json())));
+  KVS_RETURN_IF_ERROR(t.Finish());
+  if (auto unk = model.find("unk_token"); unk != model.end() && unk->is_string()) t.unk_id_ = t.TokenId(unk->get<std::string>());
+
+  // Post-processor: TemplateProcessing's "single" tells which special tokens wrap a sequence.
+  std::function<absl::Status(const nlohmann::json&)> post = [&](const nlohmann::json& p) -> absl::Status {
+    if (p.is_null()) return absl::OkStatus();
+    const std::string type = p.value("type", "");
+    if (type == "Sequence") {
+      for (const auto& sub : p.value("processors", nlohmann::json::array())) KVS_RETURN_IF_ERROR(post(sub));
+    } else if (type == "TemplateProcessing") {
+      bool seen_sequence = false;
+      for (const auto& item : p.value("single", nlohmann::json::array())) {
+        if (item.contains("Sequence")) { seen_sequence = true; continue; }
+        if (!item.contains("SpecialToken")) continue;
+        const int32_t id = t.TokenId(item["SpecialToken"].value("id", ""));
+        if (id < 0) return bad("post_processor names an unknown special token");
+        (seen_sequence ? t.suffix_ids_ : t.prefix_ids_).push_back(id);
+      }
+    } else if (type != "ByteLevel") {
+      return absl::UnimplementedError(absl::StrFormat("%s: post-processor '%s' is not supported", path, type));
+    }
+    return absl::OkStatus();
+  };
+  KVS_RETURN_IF_ERROR(post(j.value("post_processor", nlohmann::json())));
+  if (!t.prefix_ids_.empty()) t.bos_id_ = t.prefix_ids_.front();
+  return t;
+}
+
+void Tokenizer::Bpe(const std::string& mapped, std::vector<int32_t>& out) const {
+  {
+    absl::MutexLock lock(&cache_mu_);
+    auto it = cache_.find(mapped);
+    if (it != cache_.end()) {
+      out.insert(out.end(), it->second.begin(), it->second.end());
+      return;
+    }
+  }
+  std::vector<int32_t> ids;
+  if (auto whole = token_to_id_.find(mapped); ignore_merges_ && whole != token_to_id_.end()) {
+    ids.push_back(whole->second);
+  } else {
+    std::vector<std::string> sym = SplitChars(mapped);
+    std::string key;
+    while (sym.size() > 1) {
+      int32_t best = kNoRank;
+      size_t best_i = 0;
+      for (size_t i = 0; i + 1 < sym.size(); ++i) {
+        key.assign(sym[i]).append(" ").append(sym[i + 1]);
+        auto r = merge_rank_.find(key);
+        if (r != merge_rank_.end() && r->second < best) {
+          best = r->second;
+          best_i = i;
+        }
+      }
+      if (best == kNoRank) break;
+      sym[best_i] += sym[best_i + 1];
+      sym.erase(sym.begin() + best_i + 1);
+    }
+    for (const std::string& s : sym) {
+      auto it = token_to_id_.find(s);
+      if (it != token_to_id_.end()) ids.push_back(it->second);
+      else if (unk_id_ >= 0) ids.push_back(unk_id_);
+    }
+  }
+  out.insert(out.end(), ids.begin(), ids.end());
+  absl::MutexLock lock(&cache_mu_);
+  if (cache_.size() < kCacheLimit) cache_.emplace(mapped, std::move(ids));
+}
+
+void Tokenizer::EncodePiece(const std::string& text, std::vector<int32_t>& out) const {
+  const ByteMap& bm = Bytes();
+  for (const std::string& piece : pre_.Split(text)) {
+    std::string mapped;
+    for (unsigned char c : piece) mapped += bm.byte_to_char[c];
+    Bpe(mapped, out);
+  }
+}
+
+absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(std::string_view text, bool add_special_tokens) const {
+  if (size_t bad = FindInvalidUtf8(text); bad != std::string_view::npos) {
+    return absl::InvalidArgumentError(absl::StrFormat("text is not valid UTF-8 (byte offset %d)", bad));
+  }
+  std::vector<int32_t> ids;
+  if (add_special_tokens) ids = prefix_ids_;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    // Find the earliest added token; at equal starts the longest wins (list is sorted so).
+    size_t best_at = std::string_view::npos;
+    const std::string* best = nullptr;
+    for (const std::string& tok : added_tokens_) {
+      const size_t at = text.find(tok, pos);
+      if (at < best_at) {
+        best_at = at;
+        best = &tok;
+      }
+    }
+    const size_t plain_end = best ? best_at : text.size();
+    if (plain_end > pos) EncodePiece(std::string(text.substr(pos, plain_end - pos)), ids);
+    if (best == nullptr) break;
+    ids.push_back(token_to_id_.at(*best));
+    pos = best_at + best->size();
+  }
+  if (add_special_tokens) ids.insert(ids.end(), suffix_ids_.begin(), suffix_ids_.end());
+  return ids;
+}
+
+std::string Tokenizer::DecodeBytes(const std::vector<int32_t>& ids, bool skip_special) const {
+  const ByteMap& bm = Bytes();
+  std::string out;
+  for (int32_t id : ids) {
+    if (id < 0 || id >= vocab_size()) continue;
+    if (special_ids_.contains(id)) {
+      if (!skip_special) out += id_to_token_[id];
+      continue;
+    }
+    const std::string& tok = id_to_token_[id];
+    for (const std::string& ch : SplitChars(tok)) {
+      auto it = bm.char_to_byte.find(ch);
+      if (it != bm.char_to_byte.end()) out.push_back(static_cast<char>(it->second));
+      else out += ch;  // added tokens are stored as plain text
+    }
+  }
+  return out;
+}
+
+std::string Tokenizer::Decode(const std::vector<int32_t>& ids, bool skip_special) const {
+  const std::string raw = DecodeBytes(ids, skip_special);
+  std::string out;
+  std::string_view rest = raw;
+  while (!rest.empty()) {
+    const size_t bad = FindInvalidUtf8(rest);
+    if (bad == std::string_view::npos) {
+      out += rest;
+      break;
+    }
+    out += rest.substr(0, bad);
+    out += "\xEF\xBF\xBD";  // U+FFFD
+    rest.remove_prefix(bad + 1);
+    while (!rest.empty() && (static_cast<unsigned char>(rest[0]) & 0xC0) == 0x80) rest.remove_prefix(1);
+  }
+  return out;
+}
+
+}  // namespace kvs

@@ -1,0 +1,54 @@
+// Where a model's weights come from: a GGUF file or a Hugging Face checkpoint directory.
+// Tensors are addressed by their Hugging Face names ("model.layers.3.self_attn.q_proj.weight")
+// and read as float32 in HF layout, whatever the file format: the GGUF source renames tensors
+// and undoes llama.cpp's Q/K row permutation so the model code sees one layout.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "runtime/model/model_config.h"
+
+namespace kvs {
+
+struct TensorSummary {
+  std::string name;   // name in the file
+  std::string dtype;  // storage type in the file
+  std::vector<int64_t> shape;  // HF order: outermost first
+};
+
+class WeightSource {
+ public:
+  virtual ~WeightSource() = default;
+  virtual const ModelConfig& config() const = 0;
+  virtual std::string path() const = 0;
+  virtual std::string format() const = 0;  // "gguf" or "safetensors"
+  virtual bool Has(const std::string& hf_name) const = 0;
+  // Reads `hf_name` into `out` as float32; its shape must equal `shape` (HF order), or the
+  // error names the file, the tensor, and both shapes.
+  virtual absl::Status ReadF32(const std::string& hf_name, std::span<const int64_t> shape,
+                               std::span<float> out) const = 0;
+  // Rotary frequency divisors stored in the file (GGUF rope_freqs for Llama 3.1), if any.
+  virtual std::optional<std::vector<float>> RopeFreqFactors() const { return std::nullopt; }
+  virtual std::vector<TensorSummary> Summaries() const = 0;
+  // GGUF files carry their tokenizer; HF directories have tokenizer.json beside the weights.
+  virtual class GgufFile* gguf() const { return nullptr; }
+};
+
+// Opens `path`: a .gguf file, or a directory with config.json and model.safetensors or
+// model.safetensors.index.json.
+absl::StatusOr<std::unique_ptr<WeightSource>> OpenWeightSource(const std::string& path);
+
+absl::StatusOr<std::unique_ptr<WeightSource>> OpenGgufWeights(const std::string& path);
+absl::StatusOr<std::unique_ptr<WeightSource>> OpenHfWeights(const std::string& dir);
+
+// "tensor X in F: shape [a, b] does not match the expected [c, d]".
+std::string ShapeMismatch(const std::string& path, const std::string& tensor,
+                          std::span<const int64_t> got, std::span<const int64_t> want);
+
+}  // namespace kvs

@@ -1,0 +1,139 @@
+#include "runtime/sched/scheduler.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_format.h"
+#include "kernels/common/status_macros.h"
+
+namespace kvs {
+
+Scheduler::Scheduler(SchedulerConfig config, int32_t num_blocks) : config_(config), pool_(num_blocks) {
+  KVS_CHECK(config_.block_size > 0 && config_.max_seqs > 0 && config_.max_tokens_per_step > 0);
+}
+
+absl::Status Scheduler::Add(Request r) {
+  KVS_RETURN_IF_ERROR(r.params.Validate());
+  const int32_t prompt = static_cast<int32_t>(r.prompt_ids.size());
+  if (prompt == 0) return absl::InvalidArgumentError(absl::StrFormat("request '%s': the prompt is empty", r.id));
+  if (prompt >= config_.max_model_len) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "request '%s': prompt of %d tokens leaves no room to generate within the %d-token context", r.id, prompt,
+        config_.max_model_len));
+  }
+  // The longest this sequence can get must fit in the whole cache, or it could never finish.
+  const int64_t longest = std::min<int64_t>(static_cast<int64_t>(prompt) + r.params.max_tokens, config_.max_model_len);
+  if (BlocksFor(static_cast<int32_t>(longest)) > pool_.num_blocks()) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "request '%s': %d tokens need %d KV blocks but the cache has %d; lower max_tokens or give the KV cache more memory",
+        r.id, longest, BlocksFor(static_cast<int32_t>(longest)), pool_.num_blocks()));
+  }
+  auto s = std::make_unique<Sequence>();
+  s->tokens = r.prompt_ids;
+  s->prompt_len = prompt;
+  s->request = std::move(r);
+  waiting_.push_back(std::move(s));
+  return absl::OkStatus();
+}
+
+bool Scheduler::Grow(Sequence& s, int32_t tokens) {
+  const int32_t need = BlocksFor(tokens) - static_cast<int32_t>(s.blocks.size());
+  if (need <= 0) return true;
+  if (need > pool_.num_free()) return false;
+  for (int32_t i = 0; i < need; ++i) s.blocks.push_back(*pool_.Allocate());
+  return true;
+}
+
+void Scheduler::Preempt(std::unique_ptr<Sequence> s) {
+  for (BlockId b : s->blocks) pool_.Release(b);
+  s->blocks.clear();
+  s->num_computed = 0;
+  ++s->preemptions;
+  ++preemptions_;
+  waiting_.push_front(std::move(s));
+}
+
+void Scheduler::Emit(Sequence& s, int32_t n, StepInput& in, std::vector<ScheduledSeq>& out) {
+  const int32_t bs = config_.block_size;
+  for (int32_t k = s.num_computed; k < s.num_computed + n; ++k) {
+    in.token_ids.push_back(s.tokens[k]);
+    in.positions.push_back(k);
+    in.slot_mapping.push_back(s.blocks[k / bs].value * bs + k % bs);
+  }
+  s.num_computed += n;
+  in.query_start.push_back(in.num_tokens());
+  in.context_len.push_back(s.num_computed);
+  const bool samples = s.num_computed == static_cast<int32_t>(s.tokens.size());
+  if (samples) in.logit_rows.push_back(in.num_tokens() - 1);
+  out.push_back({&s, n, samples});
+}
+
+std::vector<ScheduledSeq> Scheduler::Schedule(StepInput& in) {
+  in.Clear();
+  std::vector<ScheduledSeq> out;
+  int32_t budget = config_.max_tokens_per_step;
+
+  for (size_t i = 0; i < running_.size() && budget > 0;) {
+    Sequence& s = *running_[i];
+    const int32_t n = std::min<int32_t>(static_cast<int32_t>(s.tokens.size()) - s.num_computed, budget);
+    if (Grow(s, s.num_computed + n)) {
+      Emit(s, n, in, out);
+      budget -= n;
+      ++i;
+      continue;
+    }
+    // Out of blocks: preempt the newest running sequence (possibly s itself) and retry.
+    std::unique_ptr<Sequence> victim = std::move(running_.back());
+    running_.pop_back();
+    Preempt(std::move(victim));
+  }
+
+  while (!waiting_.empty() && budget > 0 && static_cast<int32_t>(running_.size()) < config_.max_seqs) {
+    Sequence& s = *waiting_.front();
+    const int32_t n = std::min<int32_t>(static_cast<int32_t>(s.tokens.size()) - s.num_computed, budget);
+    if (!Grow(s, s.num_computed + n)) break;
+    running_.push_back(std::move(waiting_.front()));
+    waiting_.pop_front();
+    Emit(s, n, in, out);
+    budget -= n;
+  }
+
+  // Block table rows, padded to the longest scheduled sequence.
+  int32_t width = 1;
+  for (const ScheduledSeq& ss : out) width = std::max<int32_t>(width, static_cast<int32_t>(ss.seq->blocks.size()));
+  in.max_blocks_per_seq = width;
+  in.block_table.assign(out.size() * width, 0);
+  for (size_t r = 0; r < out.size(); ++r) {
+    const auto& blocks = out[r].seq->blocks;
+    for (size_t j = 0; j < blocks.size(); ++j) in.block_table[r * width + j] = blocks[j].value;
+  }
+  return out;
+}
+
+void Scheduler::Finish(Sequence* seq) {
+  for (size_t i = 0; i < running_.size(); ++i) {
+    if (running_[i].get() != seq) continue;
+    for (BlockId b : seq->blocks) pool_.Release(b);
+    running_.erase(running_.begin() + i);
+    return;
+  }
+  KVS_CHECK_MSG(false, "Finish of a sequence that is not running");
+}
+
+bool Scheduler::Abort(const std::string& id) {
+  for (size_t i = 0; i < running_.size(); ++i) {
+    if (running_[i]->request.id == id) {
+      Finish(running_[i].get());
+      return true;
+    }
+  }
+  for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
+    if ((*it)->request.id == id) {
+      for (BlockId b : (*it)->blocks) pool_.Release(b);
+      waiting_.erase(it);
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace kvs

@@ -1,0 +1,81 @@
+// Iteration-level scheduler over a paged KV cache. Each step it builds one StepInput:
+//   1. running sequences, oldest first: a decode token each (or the next prefill chunk);
+//   2. waiting sequences, FCFS, while the token budget, the sequence limit and free blocks allow.
+// A sequence needs ceil(tokens / block_size) blocks; when a running sequence cannot get its
+// next block, the newest running sequence is preempted by recompute (its blocks are freed and
+// it goes back to the front of the queue with all its tokens as prompt). Planning is a
+// transaction: blocks are only taken for sequences that are actually scheduled.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "runtime/engine/step_input.h"
+#include "runtime/kv/block_pool.h"
+#include "runtime/sched/request.h"
+
+namespace kvs {
+
+struct SchedulerConfig {
+  int32_t block_size = 16;
+  int32_t max_seqs = 64;              // sequences per step
+  int32_t max_tokens_per_step = 512;  // token budget (prefill chunks + decodes)
+  int32_t max_model_len = 4096;       // prompt + output cap per sequence
+};
+
+struct Sequence {
+  Request request;
+  std::vector<int32_t> tokens;  // prompt followed by generated tokens
+  int32_t prompt_len = 0;
+  int32_t num_computed = 0;     // tokens whose KV is in the cache
+  std::vector<BlockId> blocks;
+  int32_t num_generated() const { return static_cast<int32_t>(tokens.size()) - prompt_len; }
+  int32_t preemptions = 0;
+};
+
+// What one step scheduled, in StepInput order.
+struct ScheduledSeq {
+  Sequence* seq;
+  int32_t num_tokens;  // tokens fed this step
+  bool samples;        // this step completes the sequence's known tokens: sample one more
+};
+
+class Scheduler {
+ public:
+  Scheduler(SchedulerConfig config, int32_t num_blocks);
+
+  // Queues a request (prompt length checked against max_model_len and the whole cache).
+  absl::Status Add(Request r);
+  // Plans the next step into `input`; empty when nothing can run.
+  std::vector<ScheduledSeq> Schedule(StepInput& input);
+  // After sampling: appends the token to a sequence that sampled.
+  void Append(Sequence* seq, int32_t token) { seq->tokens.push_back(token); }
+  // Removes a finished or aborted sequence and frees its blocks.
+  void Finish(Sequence* seq);
+  bool Abort(const std::string& request_id);
+
+  bool HasWork() const { return !running_.empty() || !waiting_.empty(); }
+  int32_t num_running() const { return static_cast<int32_t>(running_.size()); }
+  int32_t num_waiting() const { return static_cast<int32_t>(waiting_.size()); }
+  int64_t num_preemptions() const { return preemptions_; }
+  const BlockPool& pool() const { return pool_; }
+  const SchedulerConfig& config() const { return config_; }
+  int32_t MaxBlocksPerSeq() const { return (config_.max_model_len + config_.block_size - 1) / config_.block_size; }
+
+ private:
+  int32_t BlocksFor(int32_t tokens) const { return (tokens + config_.block_size - 1) / config_.block_size; }
+  bool Grow(Sequence& s, int32_t tokens);
+  void Preempt(std::unique_ptr<Sequence> s);
+  void Emit(Sequence& s, int32_t n, StepInput& in, std::vector<ScheduledSeq>& out);
+
+  SchedulerConfig config_;
+  BlockPool pool_;
+  std::deque<std::unique_ptr<Sequence>> waiting_;
+  std::vector<std::unique_ptr<Sequence>> running_;  // admission order: oldest first
+  int64_t preemptions_ = 0;
+};
+
+}  // namespace kvs
