@@ -1,0 +1,71 @@
+// Loads a model on the CPU backend and runs greedy generations through the Engine, for tests.
+#pragma once
+
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "nlohmann/json.hpp"
+#include "runtime/engine/engine.h"
+#include "runtime/engine/loaded_model.h"
+#include "runtime/model/model_weights.h"
+
+namespace kvs::testing {
+
+struct LoadedCpuModel {
+  std::unique_ptr<LoadedModel> model;
+  std::unique_ptr<CpuBackend> backend;
+  std::unique_ptr<ModelWeights> weights;
+};
+
+inline std::unique_ptr<LoadedCpuModel> LoadCpuModel(const std::string& path) {
+  auto out = std::make_unique<LoadedCpuModel>();
+  auto m = OpenModel(path);
+  EXPECT_TRUE(m.ok()) << m.status();
+  if (!m.ok()) return nullptr;
+  out->model = std::make_unique<LoadedModel>(*std::move(m));
+  out->backend = std::make_unique<CpuBackend>(size_t{8} << 30);
+  auto w = ModelWeights::Load(*out->model->source, *out->backend);
+  EXPECT_TRUE(w.ok()) << w.status();
+  if (!w.ok()) return nullptr;
+  out->weights = std::make_unique<ModelWeights>(*std::move(w));
+  return out;
+}
+
+// Greedy, EOS ignored, `n` tokens per prompt; all prompts submitted together.
+inline std::vector<std::vector<int32_t>> RunGreedy(LoadedCpuModel& lm, const std::vector<std::vector<int32_t>>& prompts,
+                                                   int32_t n, EngineConfig config, int64_t* preemptions = nullptr) {
+  auto engine = Engine::Create(*lm.backend, *lm.weights, nullptr, config);
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  if (!engine.ok()) return {};
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    SamplingParams p;
+    p.max_tokens = n;
+    p.ignore_eos = true;
+    const absl::Status s = (*engine)->Add(Request{std::to_string(i), prompts[i], p});
+    EXPECT_TRUE(s.ok()) << s;
+  }
+  int steps = 0;
+  while ((*engine)->HasWork() && steps++ < 100000) {
+    auto ev = (*engine)->Step();
+    EXPECT_TRUE(ev.ok()) << ev.status();
+    if (!ev.ok()) break;
+    (*engine)->scheduler().pool().CheckInvariants();
+  }
+  std::vector<std::vector<int32_t>> out(prompts.size());
+  for (auto& r : (*engine)->TakeResults()) out[std::stoul(r.id)] = r.output_ids;
+  EXPECT_EQ((*engine)->scheduler().pool().num_free(), (*engine)->kv_cache().num_blocks()) << "blocks leaked";
+  if (preemptions) *preemptions = (*engine)->scheduler().num_preemptions();
+  return out;
+}
+
+inline nlohmann::json ReadJson(const std::string& path) {
+  std::ifstream in(path);
+  EXPECT_TRUE(in.good()) << path;
+  return nlohmann::json::parse(in);
+}
+
+}  // namespace kvs::testing
