@@ -1,0 +1,55 @@
+// Chat rendering against transformers' apply_chat_template (Jinja) on SmolLM2's ChatML template
+// and Llama 3's template.
+#include "runtime/model/chat_template.h"
+
+#include "gtest/gtest.h"
+#include "runtime/model/gguf_file.h"
+#include "tests/support/engine_harness.h"
+#include "tests/support/model_paths.h"
+
+namespace kvs {
+namespace {
+
+std::vector<ChatMessage> Messages(const nlohmann::json& j) {
+  std::vector<ChatMessage> m;
+  for (const auto& x : j) m.push_back({x["role"], x["content"]});
+  return m;
+}
+
+TEST(ChatTemplateTest, Llama3RenderingMatchesJinja) {
+  const auto g = testing::ReadJson(testing::GoldenPath("chat_templates.json"));
+  auto t = ChatTemplate::FromTemplateText(g["llama3_template"]);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->kind(), ChatTemplate::Kind::kLlama3);
+  for (const auto& c : g["cases"]) {
+    auto text = t->Render(Messages(c["messages"]), true);
+    ASSERT_TRUE(text.ok());
+    EXPECT_EQ(*text, c["llama3"].get<std::string>());
+  }
+}
+
+TEST(ChatTemplateTest, SmolLm2ChatMlRenderingMatchesJinjaIncludingDefaultSystemMessage) {
+  KVS_REQUIRE_SMOLLM2(path);
+  auto gguf = GgufFile::Open(path);
+  ASSERT_TRUE(gguf.ok());
+  auto text_or = (*gguf)->GetString("tokenizer.chat_template");
+  ASSERT_TRUE(text_or.ok());
+  auto t = ChatTemplate::FromTemplateText(*text_or);
+  ASSERT_TRUE(t.ok()) << t.status();
+  const auto g = testing::ReadJson(testing::GoldenPath("chat_templates.json"));
+  for (const auto& c : g["cases"]) {
+    auto text = t->Render(Messages(c["messages"]), true);
+    ASSERT_TRUE(text.ok());
+    EXPECT_EQ(*text, c["chatml_smollm2"].get<std::string>());
+  }
+}
+
+TEST(ChatTemplateTest, RejectsUnknownTemplatesAndRoles) {
+  EXPECT_EQ(ChatTemplate::FromTemplateText("{{ messages }}").status().code(), absl::StatusCode::kUnimplemented);
+  auto r = ChatTemplate::ChatML().Render({{"robot", "hi"}}, true);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("robot"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kvs

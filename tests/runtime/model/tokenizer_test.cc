@@ -1,0 +1,120 @@
+// The tokenizer against the Hugging Face `tokenizers` library (goldens from
+// tests/reference/make_goldens.py): the same ids on a corpus of Unicode, emoji, digits, code,
+// runs of spaces and special tokens, under three pre-tokenizer set-ups; and the GGUF-loaded
+// tokenizer agreeing with the tokenizer.json one.
+#include "runtime/model/tokenizer.h"
+
+#include <fstream>
+
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "runtime/model/gguf_file.h"
+#include "tests/support/engine_harness.h"
+#include "tests/support/model_paths.h"
+
+namespace kvs {
+namespace {
+
+using testing::GoldenPath;
+using testing::ReadJson;
+
+// Writes the committed SmolLM2 tokenizer.json with one golden case's pre-tokenizer applied.
+std::string VariantFile(const nlohmann::json& c) {
+  nlohmann::json base = ReadJson(GoldenPath("tokenizer/smollm2_tokenizer.json"));
+  base["pre_tokenizer"] = c["pre_tokenizer"];
+  base["model"]["ignore_merges"] = c["ignore_merges"];
+  const std::string path = ::testing::TempDir() + "/tok_" + c["variant"].get<std::string>() + ".json";
+  std::ofstream(path) << base.dump();
+  return path;
+}
+
+TEST(TokenizerTest, TokenizerJsonMatchesHfTokenizersOnCorpusForEveryPreTokenizer) {
+  const auto cases = ReadJson(GoldenPath("tokenizer/smollm2_corpus.json"));
+  ASSERT_EQ(cases.size(), 3u);
+  for (const auto& c : cases) {
+    auto tok = Tokenizer::FromJsonFile(VariantFile(c));
+    ASSERT_TRUE(tok.ok()) << tok.status();
+    int checked = 0;
+    for (const auto& e : c["encodings"]) {
+      const std::string text = e["text"].get<std::string>();
+      auto ids = tok->Encode(text, /*add_special_tokens=*/true);
+      ASSERT_TRUE(ids.ok()) << ids.status();
+      EXPECT_EQ(*ids, e["ids"].get<std::vector<int32_t>>()) << c["variant"] << ": " << text;
+      // Decoding returns the text (the corpus has no normalisation to undo).
+      EXPECT_EQ(tok->Decode(*ids, /*skip_special=*/false), text) << c["variant"];
+      ++checked;
+    }
+    EXPECT_GE(checked, 25);
+  }
+}
+
+TEST(TokenizerTest, GgufTokenizerMatchesHfTokenizersOnCorpus) {
+  KVS_REQUIRE_SMOLLM2(path);
+  auto gguf = GgufFile::Open(path);
+  ASSERT_TRUE(gguf.ok()) << gguf.status();
+  auto tok = Tokenizer::FromGguf(**gguf);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  // GGUF's "smollm" pre-tokenizer is SmolLM2's Digits + ByteLevel set-up.
+  for (const auto& c : ReadJson(GoldenPath("tokenizer/smollm2_corpus.json"))) {
+    if (c["variant"] != "smollm2") continue;
+    for (const auto& e : c["encodings"]) {
+      auto ids = tok->Encode(e["text"].get<std::string>(), true);
+      ASSERT_TRUE(ids.ok());
+      EXPECT_EQ(*ids, e["ids"].get<std::vector<int32_t>>()) << e["text"];
+    }
+  }
+  EXPECT_EQ(tok->eos_id(), 2);
+  EXPECT_TRUE(tok->IsSpecial(1));
+  EXPECT_EQ(tok->TokenString(1), "<|im_start|>");
+}
+
+TEST(TokenizerTest, RejectsInvalidUtf8WithOffset) {
+  auto tok = Tokenizer::FromJsonFile(GoldenPath("tokenizer/smollm2_tokenizer.json"));
+  ASSERT_TRUE(tok.ok());
+  for (const std::string bad : {std::string("ok\xff"), std::string("ab\xc3"), std::string("\xed\xa0\x80"),
+                                std::string("\xc0\xaf")}) {
+    auto ids = tok->Encode(bad, true);
+    ASSERT_FALSE(ids.ok());
+    EXPECT_NE(ids.status().message().find("not valid UTF-8"), std::string::npos);
+  }
+}
+
+TEST(TokenizerTest, DecodeReplacesBrokenUtf8AndStreamingHelpersFindIncompleteTails) {
+  auto tok = Tokenizer::FromJsonFile(GoldenPath("tokenizer/smollm2_tokenizer.json"));
+  ASSERT_TRUE(tok.ok());
+  auto ids = tok->Encode("😀", false);
+  ASSERT_TRUE(ids.ok());
+  ASSERT_GT(ids->size(), 1u) << "an emoji should span byte tokens";
+  std::vector<int32_t> first(ids->begin(), ids->begin() + 1);
+  const std::string partial = tok->DecodeBytes(first, true);
+  EXPECT_GT(IncompleteUtf8Suffix(partial), 0u);
+  EXPECT_EQ(tok->Decode(first, true), "\xEF\xBF\xBD");
+  EXPECT_EQ(IncompleteUtf8Suffix("abc"), 0u);
+  EXPECT_EQ(IncompleteUtf8Suffix("a\xF0\x9F"), 2u);
+}
+
+TEST(TokenizerTest, MalformedTokenizerJsonGivesClearErrors) {
+  const std::string dir = ::testing::TempDir();
+  auto write = [&](const std::string& name, const std::string& body) {
+    std::ofstream(dir + "/" + name) << body;
+    return dir + "/" + name;
+  };
+  auto missing = Tokenizer::FromJsonFile(dir + "/nope.json");
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  auto garbage = Tokenizer::FromJsonFile(write("garbage.json", "{not json"));
+  EXPECT_NE(garbage.status().message().find("not valid JSON"), std::string::npos);
+  auto unigram = Tokenizer::FromJsonFile(write("unigram.json", R"({"model": {"type": "Unigram"}})"));
+  EXPECT_EQ(unigram.status().code(), absl::StatusCode::kUnimplemented);
+  auto bad_merge = Tokenizer::FromJsonFile(
+      write("merge.json", R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": [42]}})"));
+  EXPECT_NE(bad_merge.status().message().find("merge #0"), std::string::npos) << bad_merge.status();
+  auto nfc = Tokenizer::FromJsonFile(
+      write("nfc.json", R"({"normalizer": {"type": "NFC"}, "model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}})"));
+  EXPECT_EQ(nfc.status().code(), absl::StatusCode::kUnimplemented);
+  auto bad_split = Tokenizer::FromJsonFile(write("split.json", R"({"pre_tokenizer": {"type": "Split", "pattern":
+      {"Regex": "(unclosed"}, "behavior": "Isolated"}, "model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}})"));
+  EXPECT_NE(bad_split.status().message().find("does not compile"), std::string::npos) << bad_split.status();
+}
+
+}  // namespace
+}  // namespace kvs
