@@ -1,0 +1,147 @@
+// GGUF parsing: a valid small file round-trips; truncated, corrupted and unsupported files get
+#include <random>
+// errors naming the file, the entry and what is wrong.
+#include "runtime/model/gguf_file.h"
+
+#include "gtest/gtest.h"
+#include "runtime/model/weight_source.h"
+#include "tests/support/gguf_writer.h"
+#include "tests/support/model_paths.h"
+
+namespace kvs {
+namespace {
+
+using testing::GgufWriter;
+using testing::WriteTemp;
+
+GgufWriter TinyLlama() {
+  GgufWriter w;
+  w.Str("general.architecture", "llama");
+  w.U32("llama.block_count", 1);
+  w.U32("llama.embedding_length", 8);
+  w.U32("llama.feed_forward_length", 16);
+  w.U32("llama.attention.head_count", 2);
+  w.U32("llama.attention.head_count_kv", 1);
+  w.U32("llama.context_length", 64);
+  w.F32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+  w.StrArray("tokenizer.ggml.tokens", {"a", "b"});
+  w.I32Array("some.ints", {1, -2, 3});
+  w.TensorF32("token_embd.weight", {8, 4}, std::vector<float>(32, 0.5f));
+  return w;
+}
+
+TEST(GgufFileTest, ParsesMetadataAndTensorTable) {
+  const std::string path = WriteTemp("ok.gguf", TinyLlama().Bytes());
+  auto f = GgufFile::Open(path);
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ((*f)->version(), 3u);
+  EXPECT_EQ(*(*f)->GetString("general.architecture"), "llama");
+  EXPECT_EQ(*(*f)->GetUint("llama.block_count"), 1u);
+  EXPECT_FLOAT_EQ(static_cast<float>(*(*f)->GetFloat("llama.attention.layer_norm_rms_epsilon")), 1e-5f);
+  EXPECT_EQ((**(*f)->GetStringArray("tokenizer.ggml.tokens")).size(), 2u);
+  EXPECT_EQ(**(*f)->GetIntArray("some.ints"), (std::vector<int64_t>{1, -2, 3}));
+  const GgufTensorInfo* t = (*f)->FindTensor("token_embd.weight");
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->dims, (std::vector<int64_t>{8, 4}));
+  EXPECT_EQ(t->num_bytes, 128u);
+  EXPECT_EQ((*f)->GetUint("missing").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ((*f)->GetString("llama.block_count").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(GgufFileTest, EveryTruncationIsAnErrorNeverACrash) {
+  const auto bytes = TinyLlama().Bytes();
+  // Cut the file at every length short of the end: the parser must refuse each cleanly.
+  for (size_t len = 0; len < bytes.size(); ++len) {
+    const std::string path = WriteTemp("cut.gguf", std::vector<uint8_t>(bytes.begin(), bytes.begin() + len));
+    auto f = GgufFile::Open(path);
+    ASSERT_FALSE(f.ok()) << "accepted a file cut at " << len << " of " << bytes.size();
+    EXPECT_NE(f.status().message().find("cut.gguf"), std::string::npos) << f.status();
+  }
+}
+
+TEST(GgufFileTest, RandomByteCorruptionNeverCrashes) {
+  const auto bytes = TinyLlama().Bytes();
+  std::mt19937 rng(1234);
+  int rejected = 0;
+  for (int trial = 0; trial < 2000; ++trial) {
+    auto b = bytes;
+    for (int k = 0; k < 3; ++k) b[rng() % b.size()] = static_cast<uint8_t>(rng());
+    auto f = GgufFile::Open(WriteTemp("corrupt.gguf", b));
+    if (!f.ok()) ++rejected;
+  }
+  EXPECT_GT(rejected, 0);
+}
+
+TEST(GgufFileTest, NamesTheProblem) {
+  {
+    auto b = TinyLlama().Bytes();
+    b[0] = 'X';
+    auto f = GgufFile::Open(WriteTemp("magic.gguf", b));
+    EXPECT_NE(f.status().message().find("not a GGUF file"), std::string::npos) << f.status();
+  }
+  {
+    GgufWriter w(1);
+    auto f = GgufFile::Open(WriteTemp("v1.gguf", w.Bytes()));
+    EXPECT_NE(f.status().message().find("version 1 is not supported"), std::string::npos) << f.status();
+  }
+  {
+    auto w = TinyLlama();
+    w.Tensor("blk.0.attn_q.weight", {256, 2}, /*Q6_K*/ 14, std::vector<uint8_t>(420, 0));
+    auto f = GgufFile::Open(WriteTemp("k.gguf", w.Bytes()));
+    ASSERT_TRUE(f.ok()) << f.status();
+    auto bytes = (*f)->TensorBytes(*(*f)->FindTensor("blk.0.attn_q.weight"));
+    EXPECT_EQ(bytes.status().code(), absl::StatusCode::kUnimplemented);
+    EXPECT_NE(bytes.status().message().find("Q6_K"), std::string::npos) << bytes.status();
+    EXPECT_NE(bytes.status().message().find("blk.0.attn_q.weight"), std::string::npos);
+  }
+  {
+    auto w = TinyLlama();
+    w.Tensor("odd", {33}, /*Q4_0*/ 2, std::vector<uint8_t>(36, 0));
+    auto f = GgufFile::Open(WriteTemp("odd.gguf", w.Bytes()));
+    EXPECT_NE(f.status().message().find("not a multiple of the Q4_0 block size"), std::string::npos) << f.status();
+  }
+  {
+    auto w = TinyLlama();
+    w.Str("general.architecture", "llama");  // duplicate key
+    auto f = GgufFile::Open(WriteTemp("dup.gguf", w.Bytes()));
+    EXPECT_NE(f.status().message().find("appears twice"), std::string::npos) << f.status();
+  }
+}
+
+TEST(GgufFileTest, WeightSourceReportsMissingTensorAndWrongArchitecture) {
+  auto src = OpenGgufWeights(WriteTemp("tiny.gguf", TinyLlama().Bytes()));
+  ASSERT_TRUE(src.ok()) << src.status();
+  EXPECT_EQ((*src)->config().num_kv_heads, 1);
+  EXPECT_EQ((*src)->config().head_dim, 4);
+  EXPECT_TRUE((*src)->config().tie_word_embeddings);
+  std::vector<float> out(8 * 8);
+  const int64_t shape[] = {8, 8};
+  auto s = (*src)->ReadF32("model.layers.0.self_attn.q_proj.weight", shape, out);
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(s.message().find("blk.0.attn_q.weight"), std::string::npos) << s;
+  std::vector<float> emb(32);
+  const int64_t wrong[] = {8, 4};
+  s = (*src)->ReadF32("model.embed_tokens.weight", wrong, emb);
+  EXPECT_NE(s.message().find("has shape [4, 8], expected [8, 4]"), std::string::npos) << s;
+
+  GgufWriter w;
+  w.Str("general.architecture", "gpt-neox");
+  auto bad = OpenGgufWeights(WriteTemp("neox.gguf", w.Bytes()));
+  EXPECT_NE(bad.status().message().find("architecture 'gpt-neox' is not supported"), std::string::npos);
+}
+
+TEST(GgufFileTest, ReadsTheRealSmolLm2File) {
+  KVS_REQUIRE_SMOLLM2(path);
+  auto src = OpenWeightSource(path);
+  ASSERT_TRUE(src.ok()) << src.status();
+  const ModelConfig& c = (*src)->config();
+  EXPECT_EQ(c.num_layers, 30);
+  EXPECT_EQ(c.num_q_heads, 9);
+  EXPECT_EQ(c.num_kv_heads, 3);
+  EXPECT_EQ(c.head_dim, 64);
+  EXPECT_TRUE(c.tie_word_embeddings);
+  EXPECT_EQ(c.KvBytesPerToken(2), 2 * 30 * 3 * 64 * 2);
+}
+
+}  // namespace
+}  // namespace kvs

@@ -1,0 +1,94 @@
+// config.json parsing (transformers 4 and 5 layouts) and the rotary frequency table.
+#include "runtime/model/model_config.h"
+
+#include <cmath>
+#include <numbers>
+
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace kvs {
+namespace {
+
+nlohmann::json Llama31V4() {
+  return nlohmann::json::parse(R"({
+    "model_type": "llama", "vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336,
+    "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+    "max_position_embeddings": 131072, "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
+    "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+    "tie_word_embeddings": false, "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009]})");
+}
+
+TEST(ModelConfigTest, ParsesTransformers4Llama31) {
+  auto c = ParseHfConfig(Llama31V4(), "config.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->head_dim, 128);
+  EXPECT_EQ(c->num_kv_heads, 8);
+  EXPECT_EQ(c->rope_scaling.type, RopeScalingType::kLlama3);
+  EXPECT_EQ(c->eos_token_ids, (std::vector<int32_t>{128001, 128008, 128009}));
+  // 2 x 32 layers x 8 KV heads x 128 x 2 bytes = 128 KiB per token in bf16.
+  EXPECT_EQ(c->KvBytesPerToken(2), 131072);
+  EXPECT_NEAR(c->ParameterCount() / 1e9, 8.03, 0.01);
+}
+
+TEST(ModelConfigTest, Llama3RopeScalingFollowsTheThreeBands) {
+  auto c = ParseHfConfig(Llama31V4(), "config.json");
+  ASSERT_TRUE(c.ok());
+  const auto inv = ComputeRopeInvFreq(*c, nullptr);
+  ModelConfig plain = *c;
+  plain.rope_scaling = {};
+  const auto base = ComputeRopeInvFreq(plain, nullptr);
+  ASSERT_EQ(inv.size(), 64u);
+  int high = 0, low = 0, mid = 0;
+  for (size_t i = 0; i < inv.size(); ++i) {
+    const double wavelen = 2 * std::numbers::pi / base[i];
+    if (wavelen < 8192 / 4.0) {  // short wavelengths kept
+      EXPECT_FLOAT_EQ(inv[i], base[i]);
+      ++high;
+    } else if (wavelen > 8192 / 1.0) {  // long wavelengths divided by the factor
+      EXPECT_FLOAT_EQ(inv[i], base[i] / 8.0f);
+      ++low;
+    } else {  // in between: strictly between the two
+      EXPECT_LT(inv[i], base[i]);
+      EXPECT_GT(inv[i], base[i] / 8.0f);
+      ++mid;
+    }
+  }
+  EXPECT_GT(high, 0);
+  EXPECT_GT(low, 0);
+  EXPECT_GT(mid, 0);
+}
+
+TEST(ModelConfigTest, RejectsBadConfigsNamingTheField) {
+  auto j = Llama31V4();
+  j["model_type"] = "gpt2";
+  EXPECT_NE(ParseHfConfig(j, "c.json").status().message().find("model_type 'gpt2' is not supported"), std::string::npos);
+  j = Llama31V4();
+  j.erase("hidden_size");
+  EXPECT_NE(ParseHfConfig(j, "c.json").status().message().find("'hidden_size'"), std::string::npos);
+  j = Llama31V4();
+  j["num_key_value_heads"] = 7;
+  EXPECT_NE(ParseHfConfig(j, "c.json").status().message().find("not a multiple of 7 KV heads"), std::string::npos);
+  j = Llama31V4();
+  j["rope_scaling"]["rope_type"] = "yarn";
+  EXPECT_EQ(ParseHfConfig(j, "c.json").status().code(), absl::StatusCode::kUnimplemented);
+  j = Llama31V4();
+  j["num_hidden_layers"] = "32";
+  EXPECT_NE(ParseHfConfig(j, "c.json").status().message().find("must be an integer"), std::string::npos);
+  j = Llama31V4();
+  j["hidden_act"] = "gelu";
+  EXPECT_EQ(ParseHfConfig(j, "c.json").status().code(), absl::StatusCode::kUnimplemented);
+}
+
+TEST(ModelConfigTest, MistralSlidingWindowCapsTheContext) {
+  auto j = nlohmann::json::parse(R"({"model_type": "mistral", "vocab_size": 32000, "hidden_size": 4096,
+      "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+      "max_position_embeddings": 32768, "sliding_window": 4096})");
+  auto c = ParseHfConfig(j, "c.json");
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->MaxContext(), 4096);
+}
+
+}  // namespace
+}  // namespace kvs
