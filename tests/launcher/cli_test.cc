@@ -1,0 +1,143 @@
+// The CLI's boundary: flags, sizes and JSONL batch files are validated with clear messages,
+// and the real binary runs a batch end to end on the random checkpoint.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "gtest/gtest.h"
+#include "launcher/byte_size.h"
+#include "launcher/jsonl_requests.h"
+#include "nlohmann/json.hpp"
+#include "tests/support/model_paths.h"
+
+namespace kvs {
+namespace {
+
+std::string Write(const std::string& name, const std::string& body) {
+  const std::string p = ::testing::TempDir() + "/" + name;
+  std::ofstream(p) << body;
+  return p;
+}
+
+// Runs the kvshard binary; returns exit code and combined output.
+std::pair<int, std::string> Kvshard(const std::string& args) {
+  const std::string cmd = std::string(KVS_BINARY) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  const int rc = pclose(p);
+  return {WEXITSTATUS(rc), out};
+}
+
+TEST(ByteSizeTest, ParsesUnitsAndRejectsNonsense) {
+  EXPECT_EQ(*ParseByteSize("512MiB"), 512u << 20);
+  EXPECT_EQ(*ParseByteSize("4GiB"), size_t{4} << 30);
+  EXPECT_EQ(*ParseByteSize("1.5GB"), 1500000000u);
+  EXPECT_EQ(*ParseByteSize("100"), 100u);
+  EXPECT_NE(ParseByteSize("lots").status().message().find("not a byte size"), std::string::npos);
+  EXPECT_NE(ParseByteSize("4XB").status().message().find("unknown unit"), std::string::npos);
+  EXPECT_FALSE(ParseByteSize("0").ok());
+}
+
+TEST(JsonlRequestsTest, ParsesPromptsChatsAndOverrides) {
+  SamplingParams d;
+  d.max_tokens = 9;
+  auto items = ReadBatchFile(Write("ok.jsonl", R"({"id": "x", "prompt": "hi", "temperature": 0.5, "stop": "\n"}
+
+{"messages": [{"role": "user", "content": "yo"}], "max_tokens": 3, "stop": ["a", "b"]}
+)"), d);
+  ASSERT_TRUE(items.ok()) << items.status();
+  ASSERT_EQ(items->size(), 2u);
+  EXPECT_EQ((*items)[0].id, "x");
+  EXPECT_EQ((*items)[0].params.max_tokens, 9);
+  EXPECT_FLOAT_EQ((*items)[0].params.temperature, 0.5f);
+  EXPECT_EQ((*items)[1].id, "1");
+  EXPECT_EQ((*items)[1].params.max_tokens, 3);
+  EXPECT_EQ((*items)[1].messages.size(), 1u);
+  EXPECT_EQ((*items)[1].params.stop.size(), 2u);
+}
+
+TEST(JsonlRequestsTest, NamesTheLineAndTheProblem) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"{\"prompt\": \"a\"}\n{oops\n", ":2: not valid JSON"},
+      {"{\"prompt\": 3}\n", "'prompt' must be a string"},
+      {"{\"prompt\": \"a\", \"max_tokens\": -1}\n", "max_tokens must be >= 1"},
+      {"{\"prompt\": \"a\", \"temperature\": \"hot\"}\n", "'temperature' must be a number"},
+      {"{\"prompt\": \"a\", \"messages\": []}\n", "exactly one of 'prompt' or 'messages'"},
+      {"{\"messages\": [{\"role\": \"user\"}]}\n", "string 'role' and 'content'"},
+      {"{\"prompt\": \"a\", \"tmperature\": 1}\n", "unknown field 'tmperature'"},
+      {"{\"id\": 1, \"prompt\": \"a\"}\n{\"id\": \"1\", \"prompt\": \"b\"}\n", "id '1' appears twice"},
+      {"\n\n", "no requests"},
+  };
+  for (const auto& [body, want] : cases) {
+    auto r = ReadBatchFile(Write("bad.jsonl", body), SamplingParams{});
+    ASSERT_FALSE(r.ok()) << body;
+    EXPECT_NE(r.status().message().find(want), std::string::npos) << r.status() << " / wanted: " << want;
+  }
+  EXPECT_EQ(ReadBatchFile("/nonexistent.jsonl", SamplingParams{}).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(CliTest, BadFlagsAndInputsExitNonZeroWithAMessage) {
+  const std::string model = testing::GoldenPath("models/tiny-llama31");
+  const std::pair<std::string, std::string> cases[] = {
+      {"", "usage: kvshard"},
+      {"frobnicate", "unknown command 'frobnicate'"},
+      {"generate --prompt hi", "--model is required"},
+      {"generate --model " + model, "exactly one of --prompt or --input"},
+      {"generate --model /nope.gguf --prompt hi", "does not exist"},
+      {"generate --model " + model + " --prompt hi --top-p 1.5", "top_p must be in (0, 1]"},
+      {"generate --model " + model + " --prompt hi --kv-cache-memory lots", "not a byte size"},
+      {"generate --model " + model + " --prompt hi --block-size 0", "--block-size must be in 1..1024"},
+      {"generate --model " + model + " --prompt hi --no-such-flag", "Unknown command line flag 'no_such_flag'"},
+      {"generate --model " + model + " --prompt hi", "no tokenizer"},
+      {"inspect", "--model is required"},
+  };
+  for (const auto& [args, want] : cases) {
+    auto [rc, out] = Kvshard(args);
+    EXPECT_NE(rc, 0) << args;
+    EXPECT_NE(out.find(want), std::string::npos) << args << "\n" << out;
+  }
+}
+
+TEST(CliTest, InspectPrintsArchitectureAndKvBytes) {
+  auto [rc, out] = Kvshard("inspect --model " + testing::GoldenPath("models/tiny-llama31"));
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("attention heads:  4 query, 2 KV (group 2), head_dim 32"), std::string::npos) << out;
+  // 2 x 3 layers x 2 KV heads x 32 x 2 bytes.
+  EXPECT_NE(out.find("KV bytes/token:   768 (bf16/fp16)"), std::string::npos) << out;
+  EXPECT_NE(out.find("scaling llama3"), std::string::npos) << out;
+}
+
+TEST(CliTest, BatchGenerateWritesOneResultPerLineInOrder) {
+  KVS_REQUIRE_SMOLLM2(model);
+  const std::string in = Write("in.jsonl",
+                               "{\"id\": \"capital\", \"messages\": [{\"role\": \"user\", \"content\": \"What is the capital of France?\"}]}\n"
+                               "{\"id\": \"count\", \"prompt\": \"1, 2, 3, 4,\", \"max_tokens\": 12, \"stop\": [\"8\"]}\n");
+  const std::string out = ::testing::TempDir() + "/out.jsonl";
+  std::filesystem::remove(out);
+  auto [rc, log] = Kvshard("generate --model " + model + " --input " + in + " --output " + out + " --max-tokens 24");
+  ASSERT_EQ(rc, 0) << log;
+  std::ifstream f(out);
+  std::string line;
+  std::vector<nlohmann::json> rows;
+  while (std::getline(f, line)) rows.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0]["id"], "capital");
+  EXPECT_NE(rows[0]["text"].get<std::string>().find("Paris"), std::string::npos) << rows[0];
+  EXPECT_EQ(rows[0]["finish_reason"], "stop");
+  EXPECT_EQ(rows[1]["id"], "count");
+  EXPECT_EQ(rows[1]["finish_reason"], "stop") << rows[1];
+  EXPECT_EQ(rows[1]["text"].get<std::string>().find('8'), std::string::npos) << "the stop string must be cut";
+  EXPECT_FALSE(std::filesystem::exists(out + ".partial"));
+}
+
+TEST(CliTest, ChatPromptStreamsACoherentAnswer) {
+  KVS_REQUIRE_SMOLLM2(model);
+  auto [rc, out] = Kvshard("generate --model " + model + " --chat --prompt 'What is the capital of France?' --max-tokens 32");
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("The capital of France is Paris."), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace kvs
