@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Installs what is missing, configures and builds kvshard, and fetches the default model.
+# Idempotent: apt runs only when a package is absent; the model is fetched only when its
+# checksum does not match. On a machine without network (the GPU machine), Debian packages
+# downloaded beforehand into .deps/ are unpacked instead (see docs/gpu-machine.md).
+#
+# Env: KVS_BUILD_DIR (default build), KVS_SKIP_MODEL=1 to skip the model fetch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+BUILD_DIR=${KVS_BUILD_DIR:-build}
+
+# Debian packages kvshard builds against (Abseil, GoogleTest, nlohmann-json, PCRE2) and tools.
+PACKAGES=(cmake ninja-build g++ pkg-config libabsl-dev libgtest-dev nlohmann-json3-dev libpcre2-dev)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# The model fetch needs pip; any python3 with pip will do (Debian's or another).
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3 python3-pip)
+
+PREFIX_ARGS=()
+if [ ${#missing[@]} -gt 0 ]; then
+  if ls .deps/*.deb >/dev/null 2>&1; then
+    echo "[setup] unpacking carried packages from .deps/ (missing here: ${missing[*]})"
+    mkdir -p /tmp/kvs-deps
+    for f in .deps/*.deb; do dpkg -x "$f" /tmp/kvs-deps; done
+    export LD_LIBRARY_PATH=/tmp/kvs-deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+    PREFIX_ARGS=(-DCMAKE_PREFIX_PATH=/tmp/kvs-deps/usr)
+    export PKG_CONFIG_PATH=/tmp/kvs-deps/usr/lib/x86_64-linux-gnu/pkgconfig:${PKG_CONFIG_PATH:-}
+  elif command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing: ${missing[*]}"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "[setup] missing packages and no apt-get: ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+# nvcc is in the CUDA toolkit but not always on PATH.
+if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
+  export PATH=/usr/local/cuda/bin:$PATH
+fi
+
+GEN=()
+command -v ninja >/dev/null 2>&1 && GEN=(-G Ninja)
+if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
+  cmake -S . -B "$BUILD_DIR" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 "${PREFIX_ARGS[@]}" ${KVS_CMAKE_ARGS:-}
+fi
+cmake --build "$BUILD_DIR" -j "$(nproc)"
+
+if [ "${KVS_SKIP_MODEL:-0}" != "1" ]; then
+  bash scripts/fetch_model.sh
+fi
+echo "[setup] done: $ROOT/$BUILD_DIR/launcher/kvshard"

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# README command 2 (and CI): set up, build, fetch SmolLM2, run the whole test suite.
+# Model tests are required here (KVS_REQUIRE_MODEL=1): a missing model fails rather than skips.
+# GPU tests skip with a reason on machines without a GPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export KVS_REQUIRE_MODEL=${KVS_REQUIRE_MODEL:-1}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
+ctest --test-dir build --output-on-failure -j "$(nproc)" --timeout 1200
