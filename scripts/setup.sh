@@ -11,7 +11,7 @@ ROOT=$(pwd)
 BUILD_DIR=${KVS_BUILD_DIR:-build}
 
 # Debian packages kvshard builds against (Abseil, GoogleTest, nlohmann-json, PCRE2) and tools.
-PACKAGES=(cmake ninja-build g++ pkg-config libabsl-dev libgtest-dev nlohmann-json3-dev libpcre2-dev)
+PACKAGES=(cmake ninja-build g++ libabsl-dev libgtest-dev nlohmann-json3-dev libpcre2-dev)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -28,7 +28,6 @@ if [ ${#missing[@]} -gt 0 ]; then
     for f in .deps/*.deb; do dpkg -x "$f" /tmp/kvs-deps; done
     export LD_LIBRARY_PATH=/tmp/kvs-deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
     PREFIX_ARGS=(-DCMAKE_PREFIX_PATH=/tmp/kvs-deps/usr)
-    export PKG_CONFIG_PATH=/tmp/kvs-deps/usr/lib/x86_64-linux-gnu/pkgconfig:${PKG_CONFIG_PATH:-}
   elif command -v apt-get >/dev/null 2>&1; then
     echo "[setup] installing: ${missing[*]}"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
