@@ -2,6 +2,7 @@
 // turns '-' into '_' in flag names before Abseil parses them.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
