@@ -50,6 +50,12 @@ if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
   cmake -S . -B "$BUILD_DIR" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 "${PREFIX_ARGS[@]}" ${KVS_CMAKE_ARGS:-}
 fi
 cmake --build "$BUILD_DIR" -j "$(nproc)"
+# Scripts that run the binaries source this (it carries the library path of unpacked packages).
+{
+  echo "# written by scripts/setup.sh"
+  [ ${#PREFIX_ARGS[@]} -gt 0 ] && echo "export LD_LIBRARY_PATH=/tmp/kvs-deps/usr/lib/x86_64-linux-gnu:\${LD_LIBRARY_PATH:-}"
+  true
+} > "$BUILD_DIR/env.sh"
 
 if [ "${KVS_SKIP_MODEL:-0}" != "1" ]; then
   bash scripts/fetch_model.sh

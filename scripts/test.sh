@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+source "${KVS_BUILD_DIR:-build}/env.sh"
 export KVS_REQUIRE_MODEL=${KVS_REQUIRE_MODEL:-1}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
 ctest --test-dir build --output-on-failure -j "$(nproc)" --timeout 1200
