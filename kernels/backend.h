@@ -78,9 +78,19 @@ class Backend {
   // Converts `src` to float32 on the way to the host (waits).
   virtual absl::Status DownloadFloat(TensorView src, std::span<float> host) = 0;
   virtual absl::Status Synchronize() = 0;
+  // Sizes scratch space that ops use (e.g. split-K attention partials) for steps of up to
+  // `max_tokens` tokens and `max_seqs` sequences; called once at start-up so ops never allocate.
+  virtual absl::Status ReserveWorkspace(int64_t max_tokens, int32_t max_seqs, int32_t q_heads,
+                                        int32_t head_dim) {
+    return absl::OkStatus();
+  }
 
   // --- ops ---
-  // out[t] = table[ids[t]]. ids: [T] int32 in backend memory; table [V, K]; out [T, K].
+  // Dtypes: weights and matmul activations are ComputeDType(); the residual stream (Embedding's
+  // output, AddRmsNorm's `residual`) and the logits (Linear's `out` for the LM head) are f32 on
+  // every backend, so long residual sums and sampling do not lose precision.
+  //
+  // out[t] = table[ids[t]]. ids: [T] int32 in backend memory; table [V, K]; out [T, K] (f32).
   virtual absl::Status Embedding(const int32_t* ids, TensorView table, TensorView out) = 0;
   // out = x / rms(x) * weight, per row. x, out [T, K]; weight [1, K].
   virtual absl::Status RmsNorm(TensorView x, TensorView weight, float eps, TensorView out) = 0;

@@ -20,5 +20,5 @@ ABSL_FLAG(int32_t, max_seqs, 64, "Most sequences in one step");
 ABSL_FLAG(int32_t, max_tokens_per_step, 512, "Token budget of one step (prefill chunks + decodes)");
 ABSL_FLAG(int32_t, max_model_len, 0, "Context limit per sequence; 0 takes the model's");
 ABSL_FLAG(std::string, kv_cache_memory, "", "KV cache size, e.g. 512MiB or 4GiB; default: 1GiB on the CPU backend");
-ABSL_FLAG(std::string, device, "cpu", "Backend: cpu (the CUDA backend arrives with issue 3)");
+ABSL_FLAG(std::string, device, "auto", "Backend: cpu, cuda, or auto (cuda when a GPU is visible)");
 ABSL_FLAG(bool, verbose, false, "Print load and timing details to stderr");

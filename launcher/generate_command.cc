@@ -7,7 +7,9 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_format.h"
 #include "kernels/common/status_macros.h"
+#include "kernels/backend_factory.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "parallel/world.h"
 #include "launcher/byte_size.h"
 #include "launcher/commands.h"
 #include "launcher/flags.h"
@@ -43,7 +45,8 @@ absl::StatusOr<EngineConfig> EngineConfigFromFlags() {
   if (const std::string kv = absl::GetFlag(FLAGS_kv_cache_memory); !kv.empty()) {
     KVS_ASSIGN_OR_RETURN(c.kv_cache_bytes, ParseByteSize(kv));
   }
-  if (c.kv_cache_bytes == 0 && absl::GetFlag(FLAGS_device) == "cpu") {
+  const std::string device = absl::GetFlag(FLAGS_device);
+  if (c.kv_cache_bytes == 0 && (device == "cpu" || (device == "auto" && !CudaAvailable()))) {
     // On a GPU the cache takes what the weights leave; host memory is shared with everything
     // else, so the CPU backend takes a fixed 1 GiB unless told otherwise.
     c.kv_cache_bytes = size_t{1} << 30;
@@ -97,10 +100,6 @@ absl::Status Generate() {
   if (model_path.empty()) return absl::InvalidArgumentError("--model is required");
   if (prompt.empty() == input.empty()) return absl::InvalidArgumentError("give exactly one of --prompt or --input");
   if (!input.empty() && output.empty()) return absl::InvalidArgumentError("--input needs --output");
-  if (absl::GetFlag(FLAGS_device) != "cpu") {
-    return absl::UnimplementedError(absl::StrFormat("--device=%s is not available yet; use --device=cpu",
-                                                    absl::GetFlag(FLAGS_device)));
-  }
   KVS_ASSIGN_OR_RETURN(SamplingParams defaults, ParamsFromFlags());
   KVS_ASSIGN_OR_RETURN(EngineConfig engine_config, EngineConfigFromFlags());
 
@@ -120,7 +119,15 @@ absl::Status Generate() {
 
   const auto t_load = Clock::now();
   KVS_ASSIGN_OR_RETURN(LoadedModel m, OpenModel(model_path));
-  CpuBackend backend(DefaultCpuMemoryBudget());
+  KVS_ASSIGN_OR_RETURN(World world, DetectWorld());
+  if (world.size > 1) {
+    return absl::UnimplementedError(absl::StrFormat(
+        "started as rank %d of %d (%s), but multi-rank runs (tensor parallel) are not implemented yet; run one process",
+        world.rank, world.size, world.launcher));
+  }
+  KVS_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend_owner,
+                       CreateBackend(absl::GetFlag(FLAGS_device), world.local_rank, DefaultCpuMemoryBudget()));
+  Backend& backend = *backend_owner;
   KVS_ASSIGN_OR_RETURN(ModelWeights weights, ModelWeights::Load(*m.source, backend));
   const Tokenizer* tok = m.tokenizer ? &*m.tokenizer : nullptr;
   KVS_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(backend, weights, tok, engine_config));

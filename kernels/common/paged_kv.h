@@ -37,7 +37,8 @@ struct AttentionBatch {
   int32_t num_seqs = 0;
   int32_t num_tokens = 0;            // == query_start[num_seqs]
   int32_t max_blocks_per_seq = 0;    // row stride of block_table
-  int32_t max_context_len = 0;       // max over context_len, for launch sizing
+  int32_t max_context_len = 0;       // max over context_len, for launch sizing (host value)
+  int32_t max_query_len = 0;         // max queries of one sequence, for launch sizing (host value)
   const int32_t* query_start = nullptr;  // [num_seqs + 1]
   const int32_t* context_len = nullptr;  // [num_seqs]
   const int32_t* block_table = nullptr;  // [num_seqs, max_blocks_per_seq]

@@ -16,7 +16,9 @@ struct Sizes {
         q(static_cast<int64_t>(c.num_q_heads) * c.head_dim), kv(static_cast<int64_t>(c.num_kv_heads) * c.head_dim),
         qkv(q + 2 * kv), inter(c.intermediate_size), vocab(c.vocab_size),
         blocks(static_cast<int64_t>(l.max_seqs) * l.max_blocks_per_seq) {}
-  int64_t ActivationElems() const { return t * (3 * h + qkv + q + 3 * inter) + s * (h + vocab); }
+  // Compute-dtype activations; the residual [t, h] and logits [s, vocab] are f32 (below).
+  int64_t ActivationElems() const { return t * (2 * h + qkv + q + 3 * inter) + s * h; }
+  int64_t F32Elems() const { return t * h + s * vocab; }
   int64_t IndexElems() const { return 3 * t + (s + 1) + s + blocks + s; }
 };
 
@@ -24,7 +26,7 @@ struct Sizes {
 
 size_t ModelRunner::WorkspaceBytes(const ModelConfig& c, DType dtype, RunnerLimits limits) {
   const Sizes z(c, limits);
-  return z.ActivationElems() * DTypeSize(dtype) + z.IndexElems() * sizeof(int32_t);
+  return z.ActivationElems() * DTypeSize(dtype) + (z.F32Elems() + z.IndexElems()) * sizeof(int32_t);
 }
 
 absl::StatusOr<ModelRunner> ModelRunner::Create(Backend& backend, const ModelWeights& weights,
@@ -44,14 +46,14 @@ absl::StatusOr<ModelRunner> ModelRunner::Create(Backend& backend, const ModelWei
     return absl::OkStatus();
   };
   KVS_RETURN_IF_ERROR(alloc(r.hidden_, z.t * z.h, e));
-  KVS_RETURN_IF_ERROR(alloc(r.residual_, z.t * z.h, e));
+  KVS_RETURN_IF_ERROR(alloc(r.residual_, z.t * z.h, sizeof(float)));
   KVS_RETURN_IF_ERROR(alloc(r.normed_, z.t * z.h, e));
   KVS_RETURN_IF_ERROR(alloc(r.qkv_, z.t * z.qkv, e));
   KVS_RETURN_IF_ERROR(alloc(r.attn_, z.t * z.q, e));
   KVS_RETURN_IF_ERROR(alloc(r.gate_up_, z.t * 2 * z.inter, e));
   KVS_RETURN_IF_ERROR(alloc(r.act_, z.t * z.inter, e));
   KVS_RETURN_IF_ERROR(alloc(r.last_, z.s * z.h, e));
-  KVS_RETURN_IF_ERROR(alloc(r.logits_, z.s * z.vocab, e));
+  KVS_RETURN_IF_ERROR(alloc(r.logits_, z.s * z.vocab, sizeof(float)));
   KVS_RETURN_IF_ERROR(alloc(r.token_ids_, z.t, 4));
   KVS_RETURN_IF_ERROR(alloc(r.positions_, z.t, 4));
   KVS_RETURN_IF_ERROR(alloc(r.slots_, z.t, 4));
@@ -60,6 +62,8 @@ absl::StatusOr<ModelRunner> ModelRunner::Create(Backend& backend, const ModelWei
   KVS_RETURN_IF_ERROR(alloc(r.block_table_, z.blocks, 4));
   KVS_RETURN_IF_ERROR(alloc(r.logit_rows_, z.s, 4));
   r.host_logits_.resize(z.s * z.vocab);
+  const ModelConfig& c = weights.config();
+  KVS_RETURN_IF_ERROR(backend.ReserveWorkspace(z.t, limits.max_seqs, c.num_q_heads, c.head_dim));
   return r;
 }
 
@@ -102,6 +106,9 @@ absl::StatusOr<std::span<const float>> ModelRunner::Execute(const StepInput& in)
   batch.num_tokens = static_cast<int32_t>(t);
   batch.max_blocks_per_seq = in.max_blocks_per_seq;
   batch.max_context_len = *std::max_element(in.context_len.begin(), in.context_len.end());
+  for (int32_t i = 0; i < s; ++i) {
+    batch.max_query_len = std::max(batch.max_query_len, in.query_start[i + 1] - in.query_start[i]);
+  }
   batch.query_start = query_start_.as<int32_t>();
   batch.context_len = context_len_.as<int32_t>();
   batch.block_table = block_table_.as<int32_t>();
@@ -109,7 +116,7 @@ absl::StatusOr<std::span<const float>> ModelRunner::Execute(const StepInput& in)
   const DType dt = weights_->dtype();
   Backend& b = *backend_;
   const TensorView hidden = hidden_.View(dt, t, z.h);
-  const TensorView residual = residual_.View(dt, t, z.h);
+  const TensorView residual = residual_.View(DType::kF32, t, z.h);
   const TensorView normed = normed_.View(dt, t, z.h);
   const TensorView qkv = qkv_.View(dt, t, z.qkv);
   const TensorView q = qkv.Cols(0, z.q), k = qkv.Cols(z.q, z.kv), v = qkv.Cols(z.q + z.kv, z.kv);
@@ -149,7 +156,7 @@ absl::StatusOr<std::span<const float>> ModelRunner::Execute(const StepInput& in)
   const TensorView last = last_.View(dt, n_logits, z.h);
   KVS_RETURN_IF_ERROR(b.AddRmsNorm(residual, hidden, weights_->final_norm(), c.rms_norm_eps, normed));
   KVS_RETURN_IF_ERROR(b.GatherRows(normed, logit_rows_.as<int32_t>(), last));
-  const TensorView logits = logits_.View(dt, n_logits, z.vocab);
+  const TensorView logits = logits_.View(DType::kF32, n_logits, z.vocab);
   KVS_RETURN_IF_ERROR(b.Linear(last, weights_->lm_head(), no_bias, logits));
   const std::span<float> host(host_logits_.data(), n_logits * z.vocab);
   KVS_RETURN_IF_ERROR(b.DownloadFloat(logits, host));

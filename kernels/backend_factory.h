@@ -1,0 +1,18 @@
+// Chooses and creates a Backend by name: "cpu", "cuda" (the GPU given by `local_rank`), or
+// "auto" (CUDA when a GPU is visible, else the CPU).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "kernels/backend.h"
+
+namespace kvs {
+
+absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const std::string& device, int local_rank,
+                                                       size_t cpu_memory_budget);
+// Whether this build has the CUDA backend and a GPU is visible.
+bool CudaAvailable();
+
+}  // namespace kvs

@@ -1,0 +1,305 @@
+#include "kernels/cuda/cuda_backend.h"
+
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "kernels/common/half_convert.h"
+
+// Every CUDA and cuBLAS call goes through one of these: file, line and the call in the message.
+#define KVS_CUDA_RETURN_IF_ERROR(call)                                                             \
+  do {                                                                                             \
+    const cudaError_t kvs_err_ = (call);                                                           \
+    if (kvs_err_ != cudaSuccess) {                                                                 \
+      return absl::InternalError(absl::StrFormat("%s:%d: %s failed: %s", __FILE__, __LINE__, #call, \
+                                                 cudaGetErrorString(kvs_err_)));                   \
+    }                                                                                              \
+  } while (0)
+
+#define KVS_CUBLAS_RETURN_IF_ERROR(call)                                                            \
+  do {                                                                                              \
+    const cublasStatus_t kvs_st_ = (call);                                                          \
+    if (kvs_st_ != CUBLAS_STATUS_SUCCESS) {                                                         \
+      return absl::InternalError(absl::StrFormat("%s:%d: %s failed: %s", __FILE__, __LINE__, #call, \
+                                                 cublasGetStatusString(kvs_st_)));                  \
+    }                                                                                               \
+  } while (0)
+
+namespace kvs {
+namespace {
+
+using cuda::bf16;
+
+absl::Status Require(const TensorView& t, DType dtype, const char* op, const char* what) {
+  if (t.dtype != dtype) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: %s must be %s on the CUDA backend, got %s", op, what,
+                                                      DTypeName(dtype), DTypeName(t.dtype)));
+  }
+  if (t.data == nullptr && t.NumElements() > 0) return absl::InvalidArgumentError(absl::StrFormat("%s: %s has no data", op, what));
+  return absl::OkStatus();
+}
+
+absl::Status Shape(bool ok, const char* op, const TensorView& a, const TensorView& b) {
+  if (ok) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrFormat("%s: shape mismatch: [%d, %d] vs [%d, %d]", op, a.rows, a.cols, b.rows, b.cols));
+}
+
+absl::Status CheckCache(const PagedKvView& c, const char* op) {
+  if (c.dtype != DType::kBF16 || c.k == nullptr || c.v == nullptr || c.head_dim % 8 != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: KV cache must be bf16 with head_dim a multiple of 8", op));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int CudaDeviceCount() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int device) {
+  const int n = CudaDeviceCount();
+  if (device < 0 || device >= n) {
+    return absl::FailedPreconditionError(absl::StrFormat("CUDA device %d requested, %d visible", device, n));
+  }
+  std::unique_ptr<CudaBackend> b(new CudaBackend());
+  b->device_ = device;
+  KVS_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
+  cudaDeviceProp prop{};
+  KVS_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, device));
+  b->name_ = absl::StrFormat("cuda:%d (%s)", device, prop.name);
+  b->attention_ws_.num_sms = prop.multiProcessorCount;
+  KVS_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&b->stream_, cudaStreamNonBlocking));
+  KVS_CUBLAS_RETURN_IF_ERROR(cublasCreate(&b->cublas_));
+  KVS_CUBLAS_RETURN_IF_ERROR(cublasSetStream(b->cublas_, b->stream_));
+  return b;
+}
+
+CudaBackend::~CudaBackend() {
+  workspace_.Reset();
+  if (cublas_ != nullptr) cublasDestroy(cublas_);
+  if (stream_ != nullptr) cudaStreamDestroy(stream_);
+}
+
+std::string CudaBackend::Name() const { return name_; }
+
+absl::StatusOr<DeviceBuffer> CudaBackend::Allocate(size_t bytes) {
+  if (bytes == 0) return DeviceBuffer();
+  void* p = nullptr;
+  const cudaError_t err = cudaMalloc(&p, bytes);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    return absl::ResourceExhaustedError(absl::StrFormat("%s: cannot allocate %d bytes (%s); %d bytes free", name_,
+                                                        bytes, cudaGetErrorString(err), FreeMemoryBytes()));
+  }
+  return DeviceBuffer(this, p, bytes);
+}
+
+void CudaBackend::Free(void* data, size_t) { cudaFree(data); }
+
+size_t CudaBackend::FreeMemoryBytes() const {
+  size_t free = 0, total = 0;
+  if (cudaMemGetInfo(&free, &total) != cudaSuccess) return 0;
+  return free;
+}
+
+absl::Status CudaBackend::CopyToDevice(const void* host, void* device, size_t bytes) {
+  if (bytes == 0) return absl::OkStatus();
+  // Pageable host memory: the copy is complete (staged) when this returns, so callers may
+  // reuse `host` at once.
+  KVS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(device, host, bytes, cudaMemcpyHostToDevice, stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::CopyToHost(const void* device, void* host, size_t bytes) {
+  if (bytes == 0) return absl::OkStatus();
+  KVS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host, device, bytes, cudaMemcpyDeviceToHost, stream_));
+  KVS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::UploadFloat(std::span<const float> host, TensorView dst) {
+  if (!dst.IsContiguous() || static_cast<size_t>(dst.NumElements()) != host.size()) {
+    return absl::InvalidArgumentError("UploadFloat: destination must be contiguous and match the host size");
+  }
+  if (dst.dtype == DType::kF32) return CopyToDevice(host.data(), dst.data, host.size_bytes());
+  if (dst.dtype != DType::kBF16) return absl::InvalidArgumentError("UploadFloat: destination must be f32 or bf16");
+  std::vector<uint16_t> bits(host.size());
+  for (size_t i = 0; i < host.size(); ++i) bits[i] = FloatToBf16Bits(host[i]);
+  KVS_RETURN_IF_ERROR(CopyToDevice(bits.data(), dst.data, bits.size() * 2));
+  return Synchronize();  // `bits` dies here
+}
+
+absl::Status CudaBackend::DownloadFloat(TensorView src, std::span<float> host) {
+  if (static_cast<size_t>(src.NumElements()) != host.size()) return absl::InvalidArgumentError("DownloadFloat: size mismatch");
+  const size_t esize = DTypeSize(src.dtype);
+  std::vector<uint8_t> raw(host.size() * esize);
+  KVS_CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(raw.data(), src.cols * esize, src.data, src.stride * esize,
+                                             src.cols * esize, src.rows, cudaMemcpyDeviceToHost, stream_));
+  KVS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  if (src.dtype == DType::kF32) {
+    std::memcpy(host.data(), raw.data(), raw.size());
+  } else if (src.dtype == DType::kBF16) {
+    for (size_t i = 0; i < host.size(); ++i) {
+      uint16_t b;
+      std::memcpy(&b, raw.data() + 2 * i, 2);
+      host[i] = Bf16BitsToFloat(b);
+    }
+  } else {
+    return absl::InvalidArgumentError("DownloadFloat: source must be f32 or bf16");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Synchronize() {
+  KVS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::ReserveWorkspace(int64_t max_tokens, int32_t max_seqs, int32_t q_heads, int32_t head_dim) {
+  // Split-K partials are only worth it while sequences are few; 32 splits of a full decode
+  // batch bound the workspace.
+  constexpr int64_t kMaxSplits = 32;
+  const int64_t floats = kMaxSplits * std::max<int64_t>(max_seqs, 1) * q_heads * head_dim;
+  const int64_t ml_floats = kMaxSplits * std::max<int64_t>(max_tokens, max_seqs) * q_heads * 2;
+  KVS_ASSIGN_OR_RETURN(workspace_, Allocate((floats + ml_floats) * sizeof(float)));
+  attention_ws_.partial_out = workspace_.as<float>();
+  attention_ws_.partial_ml = workspace_.as<float>() + floats;
+  attention_ws_.capacity_floats = floats;
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Embedding(const int32_t* ids, TensorView table, TensorView out) {
+  KVS_RETURN_IF_ERROR(Require(table, DType::kBF16, "Embedding", "table"));
+  KVS_RETURN_IF_ERROR(Require(out, DType::kF32, "Embedding", "out"));
+  KVS_RETURN_IF_ERROR(Shape(table.cols == out.cols && table.IsContiguous(), "Embedding", table, out));
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchEmbedding(ids, out.rows, static_cast<const bf16*>(table.data), table.cols,
+                                                 static_cast<float*>(out.data), out.stride, stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::RmsNorm(TensorView x, TensorView weight, float eps, TensorView out) {
+  KVS_RETURN_IF_ERROR(Require(x, DType::kF32, "RmsNorm", "x"));
+  KVS_RETURN_IF_ERROR(Require(weight, DType::kBF16, "RmsNorm", "weight"));
+  KVS_RETURN_IF_ERROR(Require(out, DType::kBF16, "RmsNorm", "out"));
+  KVS_RETURN_IF_ERROR(Shape(x.rows == out.rows && x.cols == out.cols && weight.cols == x.cols, "RmsNorm", x, out));
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchRmsNorm(static_cast<const float*>(x.data), x.stride,
+                                               static_cast<const bf16*>(weight.data), x.rows, x.cols, eps,
+                                               static_cast<bf16*>(out.data), out.stride, stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::AddRmsNorm(TensorView residual, TensorView x, TensorView weight, float eps, TensorView out) {
+  KVS_RETURN_IF_ERROR(Require(residual, DType::kF32, "AddRmsNorm", "residual"));
+  KVS_RETURN_IF_ERROR(Require(x, DType::kBF16, "AddRmsNorm", "x"));
+  KVS_RETURN_IF_ERROR(Require(weight, DType::kBF16, "AddRmsNorm", "weight"));
+  KVS_RETURN_IF_ERROR(Require(out, DType::kBF16, "AddRmsNorm", "out"));
+  KVS_RETURN_IF_ERROR(Shape(residual.rows == x.rows && residual.cols == x.cols && out.rows == x.rows &&
+                                out.cols == x.cols && weight.cols == x.cols,
+                            "AddRmsNorm", residual, x));
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchAddRmsNorm(static_cast<float*>(residual.data), residual.stride,
+                                                  static_cast<const bf16*>(x.data), x.stride,
+                                                  static_cast<const bf16*>(weight.data), x.rows, x.cols, eps,
+                                                  static_cast<bf16*>(out.data), out.stride, stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Linear(TensorView x, TensorView w, TensorView bias, TensorView out) {
+  KVS_RETURN_IF_ERROR(Require(x, DType::kBF16, "Linear", "x"));
+  KVS_RETURN_IF_ERROR(Require(w, DType::kBF16, "Linear", "w"));
+  if (out.dtype != DType::kBF16 && out.dtype != DType::kF32) {
+    return absl::InvalidArgumentError("Linear: out must be bf16 or f32 on the CUDA backend");
+  }
+  KVS_RETURN_IF_ERROR(Shape(x.cols == w.cols && out.rows == x.rows && out.cols == w.rows && w.IsContiguous(), "Linear",
+                            x, w));
+  if (x.rows == 0) return absl::OkStatus();
+  // Row-major out[T, N] = x[T, K] w[N, K]^T is column-major out^T[N, T] = w^T... : cuBLAS sees
+  // w as a column-major [K, N] matrix (transpose it) and x as a column-major [K, T] matrix.
+  const float alpha = 1.0f, beta = 0.0f;
+  const cudaDataType_t out_type = out.dtype == DType::kF32 ? CUDA_R_32F : CUDA_R_16BF;
+  KVS_CUBLAS_RETURN_IF_ERROR(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.rows),
+                                          static_cast<int>(x.rows), static_cast<int>(x.cols), &alpha, w.data,
+                                          CUDA_R_16BF, static_cast<int>(w.cols), x.data, CUDA_R_16BF,
+                                          static_cast<int>(x.stride), &beta, out.data, out_type,
+                                          static_cast<int>(out.stride), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  if (bias.data != nullptr) {
+    KVS_RETURN_IF_ERROR(Require(bias, DType::kBF16, "Linear", "bias"));
+    if (bias.NumElements() != w.rows) return absl::InvalidArgumentError("Linear: bias size differs from output features");
+    if (out.dtype == DType::kF32) {
+      KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchAddBiasF32(static_cast<float*>(out.data), out.stride, out.rows, out.cols,
+                                                      static_cast<const bf16*>(bias.data), stream_));
+    } else {
+      KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchAddBias(static_cast<bf16*>(out.data), out.stride, out.rows, out.cols,
+                                                   static_cast<const bf16*>(bias.data), stream_));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Rope(TensorView x, int32_t heads, const int32_t* positions, RopeTable rope) {
+  KVS_RETURN_IF_ERROR(Require(x, DType::kBF16, "Rope", "x"));
+  if (rope.head_dim <= 0 || rope.head_dim % 2 != 0 || x.cols != static_cast<int64_t>(heads) * rope.head_dim) {
+    return absl::InvalidArgumentError(absl::StrFormat("Rope: %d columns for %d heads of %d", x.cols, heads, rope.head_dim));
+  }
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchRope(static_cast<bf16*>(x.data), x.stride, x.rows, heads, rope.head_dim,
+                                            positions, rope.inv_freq, stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::WriteKv(TensorView k, TensorView v, const int32_t* slot_mapping, PagedKvView cache) {
+  KVS_RETURN_IF_ERROR(Require(k, DType::kBF16, "WriteKv", "k"));
+  KVS_RETURN_IF_ERROR(Require(v, DType::kBF16, "WriteKv", "v"));
+  KVS_RETURN_IF_ERROR(CheckCache(cache, "WriteKv"));
+  KVS_RETURN_IF_ERROR(Shape(k.rows == v.rows && k.cols == cache.SlotStride() && v.cols == cache.SlotStride(), "WriteKv", k, v));
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchWriteKv(static_cast<const bf16*>(k.data), k.stride,
+                                               static_cast<const bf16*>(v.data), v.stride, k.rows, slot_mapping, cache,
+                                               stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::PagedAttention(TensorView q, PagedKvView cache, const AttentionBatch& batch, float scale,
+                                         TensorView out) {
+  KVS_RETURN_IF_ERROR(Require(q, DType::kBF16, "PagedAttention", "q"));
+  KVS_RETURN_IF_ERROR(Require(out, DType::kBF16, "PagedAttention", "out"));
+  KVS_RETURN_IF_ERROR(CheckCache(cache, "PagedAttention"));
+  const int64_t q_heads = q.cols / cache.head_dim;
+  KVS_RETURN_IF_ERROR(Shape(q.cols % cache.head_dim == 0 && q_heads % cache.kv_heads == 0 && out.rows == q.rows &&
+                                out.cols == q.cols && batch.num_tokens == q.rows,
+                            "PagedAttention", q, out));
+  if (attention_ws_.partial_out == nullptr) {
+    return absl::FailedPreconditionError("PagedAttention: ReserveWorkspace was not called");
+  }
+  const cudaError_t err = cuda::LaunchPagedAttention(static_cast<const bf16*>(q.data), q.stride,
+                                                     static_cast<int32_t>(q_heads), cache, batch, scale,
+                                                     static_cast<bf16*>(out.data), out.stride, attention_ws_, stream_);
+  if (err == cudaErrorInvalidValue) {
+    return absl::UnimplementedError(absl::StrFormat("PagedAttention: head_dim %d is not compiled in (16, 32, 64, 128)",
+                                                    cache.head_dim));
+  }
+  KVS_CUDA_RETURN_IF_ERROR(err);
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::SwiGlu(TensorView gate_up, TensorView out) {
+  KVS_RETURN_IF_ERROR(Require(gate_up, DType::kBF16, "SwiGlu", "gate_up"));
+  KVS_RETURN_IF_ERROR(Require(out, DType::kBF16, "SwiGlu", "out"));
+  KVS_RETURN_IF_ERROR(Shape(gate_up.cols == 2 * out.cols && gate_up.rows == out.rows, "SwiGlu", gate_up, out));
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchSwiGlu(static_cast<const bf16*>(gate_up.data), gate_up.stride, out.rows,
+                                              out.cols, static_cast<bf16*>(out.data), out.stride, stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::GatherRows(TensorView x, const int32_t* rows, TensorView out) {
+  KVS_RETURN_IF_ERROR(Shape(x.cols == out.cols && x.dtype == out.dtype, "GatherRows", x, out));
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchGatherRows(x.data, x.stride, rows, out.rows, x.cols,
+                                                  static_cast<int32_t>(DTypeSize(x.dtype)), out.data, out.stride,
+                                                  stream_));
+  return absl::OkStatus();
+}
+
+}  // namespace kvs

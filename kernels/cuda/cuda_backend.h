@@ -1,0 +1,64 @@
+// The CUDA Backend: bf16 weights and activations with fp32 accumulation, an fp32 residual
+// stream and fp32 logits; GEMMs through cuBLAS, everything else in kernels/cuda/*.cu. All work
+// is ordered on one stream owned by the backend.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <memory>
+
+#include "kernels/backend.h"
+#include "kernels/cuda/cuda_kernels.h"
+
+namespace kvs {
+
+class CudaBackend final : public Backend {
+ public:
+  // Binds `device` (the local rank's GPU) and creates the stream and cuBLAS handle.
+  static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(int device);
+  ~CudaBackend() override;
+
+  std::string Name() const override;
+  DType ComputeDType() const override { return DType::kBF16; }
+
+  absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) override;
+  size_t FreeMemoryBytes() const override;
+
+  absl::Status CopyToDevice(const void* host, void* device, size_t bytes) override;
+  absl::Status CopyToHost(const void* device, void* host, size_t bytes) override;
+  absl::Status UploadFloat(std::span<const float> host, TensorView dst) override;
+  absl::Status DownloadFloat(TensorView src, std::span<float> host) override;
+  absl::Status Synchronize() override;
+  absl::Status ReserveWorkspace(int64_t max_tokens, int32_t max_seqs, int32_t q_heads, int32_t head_dim) override;
+
+  absl::Status Embedding(const int32_t* ids, TensorView table, TensorView out) override;
+  absl::Status RmsNorm(TensorView x, TensorView weight, float eps, TensorView out) override;
+  absl::Status AddRmsNorm(TensorView residual, TensorView x, TensorView weight, float eps, TensorView out) override;
+  absl::Status Linear(TensorView x, TensorView w, TensorView bias, TensorView out) override;
+  absl::Status Rope(TensorView x, int32_t heads, const int32_t* positions, RopeTable rope) override;
+  absl::Status WriteKv(TensorView k, TensorView v, const int32_t* slot_mapping, PagedKvView cache) override;
+  absl::Status PagedAttention(TensorView q, PagedKvView cache, const AttentionBatch& batch, float scale,
+                              TensorView out) override;
+  absl::Status SwiGlu(TensorView gate_up, TensorView out) override;
+  absl::Status GatherRows(TensorView x, const int32_t* rows, TensorView out) override;
+
+  cudaStream_t stream() const { return stream_; }
+
+ protected:
+  void Free(void* data, size_t bytes) override;
+
+ private:
+  CudaBackend() = default;
+  int device_ = 0;
+  std::string name_;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  DeviceBuffer workspace_;
+  cuda::AttentionWorkspace attention_ws_;
+};
+
+// Number of visible CUDA devices (0 without a GPU or driver).
+int CudaDeviceCount();
+
+}  // namespace kvs

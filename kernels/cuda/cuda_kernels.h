@@ -1,0 +1,71 @@
+// Launchers for the CUDA kernels: raw device pointers in, the whole launch configuration
+// computed here, cudaError_t out (the launch error; execution errors surface at the next sync).
+// Element types: `bf16` activations and weights, float residual and logits. Shapes as in
+// kernels/backend.h; strides in elements. Every launcher is stream-ordered on `stream`.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/common/paged_kv.h"
+
+namespace kvs::cuda {
+
+using bf16 = __nv_bfloat16;
+
+// out[t, :] = float(table[ids[t], :]).  table [V, K] bf16; out [T, K] f32.
+cudaError_t LaunchEmbedding(const int32_t* ids, int64_t num_tokens, const bf16* table, int64_t hidden,
+                            float* out, int64_t out_stride, cudaStream_t stream);
+
+// out = bf16(x / rms(x) * w).  x [T, K] f32; w [K] bf16; out [T, K] bf16.
+cudaError_t LaunchRmsNorm(const float* x, int64_t x_stride, const bf16* w, int64_t rows, int64_t cols,
+                          float eps, bf16* out, int64_t out_stride, cudaStream_t stream);
+
+// residual += float(x); out = bf16(residual / rms(residual) * w).  residual f32, x bf16, out bf16.
+cudaError_t LaunchAddRmsNorm(float* residual, int64_t res_stride, const bf16* x, int64_t x_stride,
+                             const bf16* w, int64_t rows, int64_t cols, float eps, bf16* out,
+                             int64_t out_stride, cudaStream_t stream);
+
+// In-place rotary embedding (HF rotate_half pairing) on x [T, heads * D] bf16.
+cudaError_t LaunchRope(bf16* x, int64_t x_stride, int64_t num_tokens, int32_t heads, int32_t head_dim,
+                       const int32_t* positions, const float* inv_freq, cudaStream_t stream);
+
+// cache[slot_mapping[t]] = k/v[t] for the layer's paged cache (bf16). Negative slots skip.
+cudaError_t LaunchWriteKv(const bf16* k, int64_t k_stride, const bf16* v, int64_t v_stride,
+                          int64_t num_tokens, const int32_t* slot_mapping, const PagedKvView& cache,
+                          cudaStream_t stream);
+
+// out[t, i] = bf16(silu(gu[t, i]) * gu[t, I + i]).
+cudaError_t LaunchSwiGlu(const bf16* gate_up, int64_t gu_stride, int64_t rows, int64_t inter, bf16* out,
+                         int64_t out_stride, cudaStream_t stream);
+
+// out[i, :] = x[rows[i], :] for `elem_bytes`-sized elements.
+cudaError_t LaunchGatherRows(const void* x, int64_t x_stride, const int32_t* rows, int64_t n, int64_t cols,
+                             int32_t elem_bytes, void* out, int64_t out_stride, cudaStream_t stream);
+
+// out[t, n] += bias[n] (bf16 or f32 out).
+cudaError_t LaunchAddBias(bf16* out, int64_t out_stride, int64_t rows, int64_t cols, const bf16* bias,
+                          cudaStream_t stream);
+cudaError_t LaunchAddBiasF32(float* out, int64_t out_stride, int64_t rows, int64_t cols, const bf16* bias,
+                             cudaStream_t stream);
+
+// Scratch for split-K attention: partial outputs of up to `max_splits` key ranges.
+struct AttentionWorkspace {
+  float* partial_out = nullptr;  // [splits, T, Hq, D]
+  float* partial_ml = nullptr;   // [splits, T, Hq, 2]: running max (log2 domain) and sum
+  int64_t capacity_floats = 0;   // size of partial_out
+  int32_t num_sms = 132;
+};
+
+// Head dims the attention kernel is compiled for (tests loop over these).
+inline constexpr int32_t kAttentionHeadDims[] = {16, 32, 64, 128};
+
+// Causal paged attention, q and out [T, Hq * D] bf16 (see AttentionBatch). Returns
+// cudaErrorInvalidValue for a head dim outside kAttentionHeadDims.
+cudaError_t LaunchPagedAttention(const bf16* q, int64_t q_stride, int32_t q_heads, const PagedKvView& cache,
+                                 const AttentionBatch& batch, float scale, bf16* out, int64_t out_stride,
+                                 const AttentionWorkspace& ws, cudaStream_t stream);
+
+}  // namespace kvs::cuda

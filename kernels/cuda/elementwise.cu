@@ -1,0 +1,81 @@
+// Small memory-bound kernels: embedding gather, SwiGLU, row gather, bias add.
+#include "kernels/cuda/cuda_kernels.h"
+
+namespace kvs::cuda {
+namespace {
+
+__global__ void EmbeddingKernel(const int32_t* ids, const bf16* table, int64_t hidden, float* out,
+                                int64_t out_stride) {
+  const int64_t t = blockIdx.x;
+  const bf16* row = table + static_cast<int64_t>(ids[t]) * hidden;
+  for (int64_t c = threadIdx.x; c < hidden; c += blockDim.x) out[t * out_stride + c] = __bfloat162float(row[c]);
+}
+
+__global__ void SwiGluKernel(const bf16* gu, int64_t gu_stride, int64_t inter, bf16* out, int64_t out_stride) {
+  const int64_t r = blockIdx.y;
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= inter) return;
+  const float g = __bfloat162float(gu[r * gu_stride + i]);
+  const float u = __bfloat162float(gu[r * gu_stride + inter + i]);
+  out[r * out_stride + i] = __float2bfloat16(g / (1.0f + __expf(-g)) * u);
+}
+
+__global__ void GatherRowsKernel(const char* x, int64_t x_row_bytes, const int32_t* rows, int64_t row_bytes,
+                                 char* out, int64_t out_row_bytes) {
+  const int64_t i = blockIdx.x;
+  const char* src = x + static_cast<int64_t>(rows[i]) * x_row_bytes;
+  for (int64_t b = threadIdx.x; b < row_bytes; b += blockDim.x) out[i * out_row_bytes + b] = src[b];
+}
+
+template <typename T>
+__global__ void AddBiasKernel(T* out, int64_t out_stride, int64_t cols, const bf16* bias) {
+  const int64_t r = blockIdx.y;
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= cols) return;
+  if constexpr (sizeof(T) == 4) {
+    out[r * out_stride + c] += __bfloat162float(bias[c]);
+  } else {
+    out[r * out_stride + c] = __float2bfloat16(__bfloat162float(out[r * out_stride + c]) + __bfloat162float(bias[c]));
+  }
+}
+
+}  // namespace
+
+cudaError_t LaunchEmbedding(const int32_t* ids, int64_t num_tokens, const bf16* table, int64_t hidden,
+                            float* out, int64_t out_stride, cudaStream_t stream) {
+  if (num_tokens == 0) return cudaSuccess;
+  EmbeddingKernel<<<num_tokens, 256, 0, stream>>>(ids, table, hidden, out, out_stride);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchSwiGlu(const bf16* gate_up, int64_t gu_stride, int64_t rows, int64_t inter, bf16* out,
+                         int64_t out_stride, cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  const dim3 grid((inter + 255) / 256, rows);
+  SwiGluKernel<<<grid, 256, 0, stream>>>(gate_up, gu_stride, inter, out, out_stride);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchGatherRows(const void* x, int64_t x_stride, const int32_t* rows, int64_t n, int64_t cols,
+                             int32_t elem_bytes, void* out, int64_t out_stride, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  GatherRowsKernel<<<n, 256, 0, stream>>>(static_cast<const char*>(x), x_stride * elem_bytes, rows,
+                                          cols * elem_bytes, static_cast<char*>(out), out_stride * elem_bytes);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchAddBias(bf16* out, int64_t out_stride, int64_t rows, int64_t cols, const bf16* bias,
+                          cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  AddBiasKernel<bf16><<<dim3((cols + 255) / 256, rows), 256, 0, stream>>>(out, out_stride, cols, bias);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchAddBiasF32(float* out, int64_t out_stride, int64_t rows, int64_t cols, const bf16* bias,
+                             cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  AddBiasKernel<float><<<dim3((cols + 255) / 256, rows), 256, 0, stream>>>(out, out_stride, cols, bias);
+  return cudaGetLastError();
+}
+
+}  // namespace kvs::cuda

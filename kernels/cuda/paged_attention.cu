@@ -1,0 +1,287 @@
+// Causal attention over the paged KV cache, for decode and (chunked) prefill alike.
+//
+// Work split: a block owns one (sequence, KV head, key range, chunk of ROWS query rows), where
+// a query row is (query token, query head of this KV head's group) — so every K/V element a
+// block loads serves all `group` query heads (GQA) and all its query tokens. Keys stream
+// through shared memory in tiles of kTile with an online softmax (running max and sum, base-2
+// exponent), so nothing of size context is stored. Long contexts with few sequences are split
+// along the keys (flash-decoding): each split writes an unnormalised partial output with its max
+// and sum, and a second kernel combines them.
+//
+// Layout (kernels/common/paged_kv.h): cache[slot][kv_head][d], slot = block * block_size + offset.
+#include <cfloat>
+
+#include "kernels/cuda/cuda_kernels.h"
+
+namespace kvs::cuda {
+namespace {
+
+constexpr int kThreads = 128;
+constexpr int kTile = 32;  // keys per tile: one per lane in the softmax step
+constexpr float kLog2e = 1.4426950408889634f;
+
+struct Params {
+  const bf16* q;
+  int64_t q_stride;
+  bf16* out;
+  int64_t out_stride;
+  const bf16* k_cache;
+  const bf16* v_cache;
+  int32_t block_size;
+  int32_t kv_heads;
+  int32_t q_heads;
+  const int32_t* query_start;
+  const int32_t* context_len;
+  const int32_t* block_table;
+  int32_t max_blocks_per_seq;
+  float scale_log2;  // softmax scale * log2(e)
+  int32_t keys_per_split;
+  int32_t num_splits;
+  int32_t row_chunks;  // grid.x = num_splits * row_chunks
+  int32_t num_tokens;
+  float* partial_out;
+  float* partial_ml;
+};
+
+template <int D, int ROWS>
+__global__ void __launch_bounds__(kThreads) PagedAttentionKernel(Params p) {
+  constexpr int kKPad = D + 2;  // odd word stride: conflict-free column reads of the K tile
+  constexpr int kOutPerThread = (ROWS * D + kThreads - 1) / kThreads;
+  __shared__ __align__(16) float q_s[ROWS][D];
+  __shared__ __align__(16) bf16 k_s[kTile][kKPad];
+  __shared__ __align__(16) bf16 v_s[kTile][D];
+  __shared__ float p_s[ROWS][kTile + 1];
+  __shared__ float m_s[ROWS], l_s[ROWS], c_s[ROWS];
+
+  const int seq = blockIdx.z;
+  const int kvh = blockIdx.y;
+  const int split = blockIdx.x / p.row_chunks;
+  const int chunk = blockIdx.x % p.row_chunks;
+  const int tid = threadIdx.x;
+  const int q_begin = p.query_start[seq];
+  const int n_q = p.query_start[seq + 1] - q_begin;
+  const int ctx = p.context_len[seq];
+  const int first_pos = ctx - n_q;
+  const int group = p.q_heads / p.kv_heads;
+  const int total_rows = n_q * group;
+  const int r0 = chunk * ROWS;
+  if (r0 >= total_rows) return;  // this sequence has fewer query rows than the longest
+  const int rows_here = min(ROWS, total_rows - r0);
+  const int k_lo = split * p.keys_per_split;
+  // Keys this chunk can see: up to the last row's position, within this split.
+  const int last_pos = first_pos + (r0 + rows_here - 1) / group;
+  const int k_hi = min(min(ctx, k_lo + p.keys_per_split), last_pos + 1);
+  const int slot_stride = p.kv_heads * D;
+  const int32_t* blocks = p.block_table + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
+
+  // Queries, pre-scaled so scores come out in the log2 domain.
+  for (int i = tid; i < ROWS * D; i += kThreads) {
+    const int r = i / D, d = i % D;
+    float v = 0.0f;
+    if (r < rows_here) {
+      const int row = r0 + r;
+      const int t = q_begin + row / group;
+      const int h = kvh * group + row % group;
+      v = __bfloat162float(p.q[static_cast<int64_t>(t) * p.q_stride + h * D + d]) * p.scale_log2;
+    }
+    q_s[r][d] = v;
+  }
+  if (tid < ROWS) {
+    m_s[tid] = -FLT_MAX;
+    l_s[tid] = 0.0f;
+  }
+  float acc[kOutPerThread];
+#pragma unroll
+  for (int j = 0; j < kOutPerThread; ++j) acc[j] = 0.0f;
+
+  for (int kt = k_lo; kt < k_hi; kt += kTile) {
+    __syncthreads();  // previous tile fully consumed (and q_s/m_s initialised on the first pass)
+    // Load K and V tiles: D/8 16-byte vectors per key.
+    constexpr int kVecPerKey = D / 8;
+    for (int i = tid; i < kTile * kVecPerKey; i += kThreads) {
+      const int key = i / kVecPerKey, vec = i % kVecPerKey;
+      const int pos = kt + key;
+      uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
+      if (pos < k_hi) {
+        const int64_t slot = static_cast<int64_t>(blocks[pos / p.block_size]) * p.block_size + pos % p.block_size;
+        const int64_t off = slot * slot_stride + kvh * D + vec * 8;
+        kv = *reinterpret_cast<const uint4*>(p.k_cache + off);
+        vv = *reinterpret_cast<const uint4*>(p.v_cache + off);
+      }
+      const uint32_t* kw = reinterpret_cast<const uint32_t*>(&kv);
+#pragma unroll
+      for (int w = 0; w < 4; ++w) *reinterpret_cast<uint32_t*>(&k_s[key][vec * 8 + 2 * w]) = kw[w];
+      *reinterpret_cast<uint4*>(&v_s[key][vec * 8]) = vv;
+    }
+    __syncthreads();
+    // Scores for (row, key), masked causally and past the split.
+    for (int i = tid; i < ROWS * kTile; i += kThreads) {
+      const int r = i / kTile, key = i % kTile;
+      const int pos = kt + key;
+      const int row_pos = first_pos + (r0 + r) / group;
+      float s = -FLT_MAX;
+      if (r < rows_here && pos < k_hi && pos <= row_pos) {
+        s = 0.0f;
+#pragma unroll 8
+        for (int d = 0; d < D; d += 2) {
+          const float2 kf = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&k_s[key][d]));
+          s += q_s[r][d] * kf.x + q_s[r][d + 1] * kf.y;
+        }
+      }
+      p_s[r][key] = s;
+    }
+    __syncthreads();
+    // Online softmax: one warp per row at a time, one lane per key.
+    const int warp = tid / 32, lane = tid % 32;
+    for (int r = warp; r < ROWS; r += kThreads / 32) {
+      const float s = p_s[r][lane];
+      float tile_max = s;
+      for (int o = 16; o > 0; o >>= 1) tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, o));
+      const float m_old = m_s[r];
+      const float m_new = fmaxf(m_old, tile_max);
+      const float prob = s == -FLT_MAX ? 0.0f : exp2f(s - m_new);
+      float sum = prob;
+      for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+      p_s[r][lane] = prob;
+      if (lane == 0) {
+        const float corr = m_old == -FLT_MAX ? 0.0f : exp2f(m_old - m_new);
+        c_s[r] = corr;
+        l_s[r] = l_s[r] * corr + sum;
+        m_s[r] = m_new;
+      }
+    }
+    __syncthreads();
+    // acc[row, d] = acc * correction + sum_key p[row, key] * v[key, d].
+#pragma unroll
+    for (int j = 0; j < kOutPerThread; ++j) {
+      const int i = tid + j * kThreads;
+      if (i < ROWS * D) {
+        const int r = i / D, d = i % D;
+        float a = acc[j] * c_s[r];
+#pragma unroll 8
+        for (int key = 0; key < kTile; ++key) a += p_s[r][key] * __bfloat162float(v_s[key][d]);
+        acc[j] = a;
+      }
+    }
+  }
+  __syncthreads();
+
+  // Write the result (normalised) or this split's partial.
+#pragma unroll
+  for (int j = 0; j < kOutPerThread; ++j) {
+    const int i = tid + j * kThreads;
+    if (i >= ROWS * D) continue;
+    const int r = i / D, d = i % D;
+    if (r >= rows_here) continue;
+    const int row = r0 + r;
+    const int t = q_begin + row / group;
+    const int h = kvh * group + row % group;
+    if (p.num_splits == 1) {
+      p.out[static_cast<int64_t>(t) * p.out_stride + h * D + d] = __float2bfloat16(acc[j] / l_s[r]);
+    } else {
+      const int64_t idx = (static_cast<int64_t>(split) * p.num_tokens + t) * p.q_heads + h;
+      p.partial_out[idx * D + d] = acc[j];
+      if (d == 0) {
+        p.partial_ml[idx * 2] = m_s[r];
+        p.partial_ml[idx * 2 + 1] = l_s[r];
+      }
+    }
+  }
+}
+
+// out[t, h] = sum_s w_s * partial_s / sum_s w_s * l_s with w_s = 2^(m_s - max m).
+template <int D>
+__global__ void CombineSplitsKernel(Params p) {
+  const int t = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
+  float m = -FLT_MAX;
+  for (int s = 0; s < p.num_splits; ++s) {
+    m = fmaxf(m, p.partial_ml[((static_cast<int64_t>(s) * p.num_tokens + t) * p.q_heads + h) * 2]);
+  }
+  float num = 0.0f, den = 0.0f;
+  for (int s = 0; s < p.num_splits; ++s) {
+    const int64_t idx = (static_cast<int64_t>(s) * p.num_tokens + t) * p.q_heads + h;
+    const float ms = p.partial_ml[idx * 2];
+    const float ls = p.partial_ml[idx * 2 + 1];
+    if (ls == 0.0f) continue;  // this split saw no key for this row
+    const float w = exp2f(ms - m);
+    num += w * p.partial_out[idx * D + d];
+    den += w * ls;
+  }
+  p.out[static_cast<int64_t>(t) * p.out_stride + h * D + d] = __float2bfloat16(num / den);
+}
+
+template <int D, int ROWS>
+cudaError_t Launch(Params p, dim3 grid, cudaStream_t stream) {
+  PagedAttentionKernel<D, ROWS><<<grid, kThreads, 0, stream>>>(p);
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess || p.num_splits == 1) return err;
+  CombineSplitsKernel<D><<<dim3(p.num_tokens, p.q_heads), D, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+template <int D>
+cudaError_t DispatchRows(int rows, Params p, dim3 grid, cudaStream_t stream) {
+  switch (rows) {
+    case 1: return Launch<D, 1>(p, grid, stream);
+    case 2: return Launch<D, 2>(p, grid, stream);
+    case 4: return Launch<D, 4>(p, grid, stream);
+    case 8: return Launch<D, 8>(p, grid, stream);
+    case 16: return Launch<D, 16>(p, grid, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+}  // namespace
+
+cudaError_t LaunchPagedAttention(const bf16* q, int64_t q_stride, int32_t q_heads, const PagedKvView& cache,
+                                 const AttentionBatch& batch, float scale, bf16* out, int64_t out_stride,
+                                 const AttentionWorkspace& ws, cudaStream_t stream) {
+  if (batch.num_tokens == 0) return cudaSuccess;
+  const int group = q_heads / cache.kv_heads;
+  // Rows per block: the whole GQA group of one decode token, else 16.
+  int rows = 16;
+  if (batch.max_query_len == 1) {
+    rows = 1;
+    while (rows < group && rows < 16) rows *= 2;
+  }
+  Params p{};
+  p.q = q;
+  p.q_stride = q_stride;
+  p.out = out;
+  p.out_stride = out_stride;
+  p.k_cache = static_cast<const bf16*>(cache.k);
+  p.v_cache = static_cast<const bf16*>(cache.v);
+  p.block_size = cache.block_size;
+  p.kv_heads = cache.kv_heads;
+  p.q_heads = q_heads;
+  p.query_start = batch.query_start;
+  p.context_len = batch.context_len;
+  p.block_table = batch.block_table;
+  p.max_blocks_per_seq = batch.max_blocks_per_seq;
+  p.scale_log2 = scale * kLog2e;
+  p.num_tokens = batch.num_tokens;
+  p.row_chunks = (batch.max_query_len * group + rows - 1) / rows;
+  // Split along the keys until the grid covers the GPU twice over, within the workspace.
+  const int64_t blocks = static_cast<int64_t>(p.row_chunks) * cache.kv_heads * batch.num_seqs;
+  const int max_tiles = (batch.max_context_len + kTile - 1) / kTile;
+  int splits = static_cast<int>((2 * ws.num_sms + blocks - 1) / blocks);
+  splits = max(1, min(splits, max_tiles));
+  const int64_t per_split = static_cast<int64_t>(batch.num_tokens) * q_heads * cache.head_dim;
+  if (per_split * splits > ws.capacity_floats) splits = static_cast<int>(ws.capacity_floats / per_split);
+  splits = max(splits, 1);
+  const int tiles_per_split = (max_tiles + splits - 1) / splits;
+  p.keys_per_split = tiles_per_split * kTile;
+  p.num_splits = (max_tiles + tiles_per_split - 1) / tiles_per_split;
+  p.partial_out = ws.partial_out;
+  p.partial_ml = ws.partial_ml;
+  const dim3 grid(p.num_splits * p.row_chunks, cache.kv_heads, batch.num_seqs);
+  switch (cache.head_dim) {
+    case 16: return DispatchRows<16>(rows, p, grid, stream);
+    case 32: return DispatchRows<32>(rows, p, grid, stream);
+    case 64: return DispatchRows<64>(rows, p, grid, stream);
+    case 128: return DispatchRows<128>(rows, p, grid, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+}  // namespace kvs::cuda
