@@ -11,23 +11,25 @@
 #include "nlohmann/json.hpp"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/loaded_model.h"
+#include "runtime/engine/model_runner.h"
 #include "runtime/model/model_weights.h"
 
 namespace kvs::testing {
 
 struct LoadedCpuModel {
   std::unique_ptr<LoadedModel> model;
-  std::unique_ptr<CpuBackend> backend;
+  std::unique_ptr<Backend> backend;
   std::unique_ptr<ModelWeights> weights;
 };
 
-inline std::unique_ptr<LoadedCpuModel> LoadCpuModel(const std::string& path) {
+// Loads `path` onto `backend` (the CPU reference when null).
+inline std::unique_ptr<LoadedCpuModel> LoadCpuModel(const std::string& path, std::unique_ptr<Backend> backend = nullptr) {
   auto out = std::make_unique<LoadedCpuModel>();
   auto m = OpenModel(path);
   EXPECT_TRUE(m.ok()) << m.status();
   if (!m.ok()) return nullptr;
   out->model = std::make_unique<LoadedModel>(*std::move(m));
-  out->backend = std::make_unique<CpuBackend>(size_t{8} << 30);
+  out->backend = backend ? std::move(backend) : std::make_unique<CpuBackend>(size_t{8} << 30);
   auto w = ModelWeights::Load(*out->model->source, *out->backend);
   EXPECT_TRUE(w.ok()) << w.status();
   if (!w.ok()) return nullptr;
@@ -60,6 +62,35 @@ inline std::vector<std::vector<int32_t>> RunGreedy(LoadedCpuModel& lm, const std
   EXPECT_EQ((*engine)->scheduler().pool().num_free(), (*engine)->kv_cache().num_blocks()) << "blocks leaked";
   if (preemptions) *preemptions = (*engine)->scheduler().num_preemptions();
   return out;
+}
+
+// Prefill `ids` as one sequence through ModelRunner (blocks in reverse order, so the block
+// table is really followed) and return logits for every row or only the last.
+inline std::vector<float> PrefillLogits(testing::LoadedCpuModel& lm, const std::vector<int32_t>& ids, bool all_rows) {
+  const ModelConfig& c = lm.weights->config();
+  const int32_t block_size = 4;  // several blocks even for short prompts
+  const int32_t blocks = static_cast<int32_t>(ids.size()) / block_size + 1;
+  auto cache = KvCache::Create(*lm.backend, c, block_size, blocks + 3);
+  EXPECT_TRUE(cache.ok());
+  RunnerLimits limits{static_cast<int32_t>(ids.size()), static_cast<int32_t>(ids.size()), blocks};
+  auto runner = ModelRunner::Create(*lm.backend, *lm.weights, *cache, limits);
+  EXPECT_TRUE(runner.ok()) << runner.status();
+  StepInput in;
+  in.Clear();
+  // Blocks in reverse order, so the block table really is followed.
+  for (int32_t k = 0; k < static_cast<int32_t>(ids.size()); ++k) {
+    in.token_ids.push_back(ids[k]);
+    in.positions.push_back(k);
+    in.slot_mapping.push_back((blocks + 2 - k / block_size) * block_size + k % block_size);
+    if (all_rows || k + 1 == static_cast<int32_t>(ids.size())) in.logit_rows.push_back(k);
+  }
+  in.query_start.push_back(static_cast<int32_t>(ids.size()));
+  in.context_len.push_back(static_cast<int32_t>(ids.size()));
+  in.max_blocks_per_seq = blocks;
+  for (int32_t b = 0; b < blocks; ++b) in.block_table.push_back(blocks + 2 - b);
+  auto logits = runner->Execute(in);
+  EXPECT_TRUE(logits.ok()) << logits.status();
+  return std::vector<float>(logits->begin(), logits->end());
 }
 
 inline nlohmann::json ReadJson(const std::string& path) {

@@ -16,40 +16,13 @@ namespace {
 using testing::GoldenPath;
 using testing::LoadCpuModel;
 using testing::ReadJson;
+using testing::PrefillLogits;
 using testing::RunGreedy;
 
 // float32 both sides; the error comes from summation order. Random checkpoints have logits of
 // magnitude ~1; SmolLM2's reach ~30 over 30 layers (measured: 6e-5 max error there).
 constexpr float kTinyLogitTolerance = 2e-4f;
 constexpr float kSmolLogitTolerance = 1e-3f;
-
-// Prefill `ids` as one sequence and return logits for `rows` (all rows when empty).
-std::vector<float> PrefillLogits(testing::LoadedCpuModel& lm, const std::vector<int32_t>& ids, bool all_rows) {
-  const ModelConfig& c = lm.weights->config();
-  const int32_t block_size = 4;  // several blocks even for short prompts
-  const int32_t blocks = static_cast<int32_t>(ids.size()) / block_size + 1;
-  auto cache = KvCache::Create(*lm.backend, c, block_size, blocks + 3);
-  EXPECT_TRUE(cache.ok());
-  RunnerLimits limits{static_cast<int32_t>(ids.size()), static_cast<int32_t>(ids.size()), blocks};
-  auto runner = ModelRunner::Create(*lm.backend, *lm.weights, *cache, limits);
-  EXPECT_TRUE(runner.ok()) << runner.status();
-  StepInput in;
-  in.Clear();
-  // Blocks in reverse order, so the block table really is followed.
-  for (int32_t k = 0; k < static_cast<int32_t>(ids.size()); ++k) {
-    in.token_ids.push_back(ids[k]);
-    in.positions.push_back(k);
-    in.slot_mapping.push_back((blocks + 2 - k / block_size) * block_size + k % block_size);
-    if (all_rows || k + 1 == static_cast<int32_t>(ids.size())) in.logit_rows.push_back(k);
-  }
-  in.query_start.push_back(static_cast<int32_t>(ids.size()));
-  in.context_len.push_back(static_cast<int32_t>(ids.size()));
-  in.max_blocks_per_seq = blocks;
-  for (int32_t b = 0; b < blocks; ++b) in.block_table.push_back(blocks + 2 - b);
-  auto logits = runner->Execute(in);
-  EXPECT_TRUE(logits.ok()) << logits.status();
-  return std::vector<float>(logits->begin(), logits->end());
-}
 
 struct Compared {
   float max_abs = 0;

@@ -1,0 +1,246 @@
+// Every CUDA op against the CPU reference on fresh random inputs (rounded to bf16 so both sides
+// see the same values), outputs poisoned with NaN before each run, errors reported as
+// ||gpu - cpu|| / ||cpu|| against bf16 tolerances. Skips with a reason where no GPU is visible.
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <limits>
+#include <random>
+
+#include "gtest/gtest.h"
+#include "kernels/common/half_convert.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cuda/cuda_backend.h"
+
+namespace kvs {
+namespace {
+
+constexpr double kBf16Tolerance = 1e-2;  // bf16 operands, fp32 accumulation
+
+class CudaOpsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (CudaDeviceCount() == 0) GTEST_SKIP() << "no GPU visible: CUDA tests run on the GPU machine";
+    auto b = CudaBackend::Create(0);
+    ASSERT_TRUE(b.ok()) << b.status();
+    gpu_ = std::move(*b);
+  }
+
+  std::vector<float> Random(size_t n, float scale = 1.0f) {
+    std::normal_distribution<float> normal(0.0f, scale);
+    std::vector<float> v(n);
+    for (auto& x : v) x = Bf16BitsToFloat(FloatToBf16Bits(normal(rng_)));
+    return v;
+  }
+  // A device tensor of `dtype` holding `host` (or NaN when host is empty).
+  DeviceBuffer Upload(const std::vector<float>& host, DType dtype, int64_t rows, int64_t cols) {
+    auto buf = gpu_->Allocate(rows * cols * DTypeSize(dtype));
+    EXPECT_TRUE(buf.ok());
+    std::vector<float> v = host.empty() ? std::vector<float>(rows * cols, std::numeric_limits<float>::quiet_NaN()) : host;
+    EXPECT_TRUE(gpu_->UploadFloat(v, buf->View(dtype, rows, cols)).ok());
+    return std::move(*buf);
+  }
+  DeviceBuffer UploadInts(const std::vector<int32_t>& v) {
+    auto buf = gpu_->Allocate(std::max<size_t>(v.size(), 1) * 4);
+    EXPECT_TRUE(gpu_->CopyToDevice(v.data(), buf->data(), v.size() * 4).ok());
+    return std::move(*buf);
+  }
+  std::vector<float> Download(const DeviceBuffer& b, DType dtype, int64_t rows, int64_t cols) {
+    std::vector<float> out(rows * cols);
+    EXPECT_TRUE(gpu_->DownloadFloat(b.View(dtype, rows, cols), out).ok());
+    return out;
+  }
+  static double RelError(const std::vector<float>& got, const std::vector<float>& want) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      if (std::isnan(got[i])) return std::numeric_limits<double>::infinity();
+      num += (got[i] - want[i]) * (got[i] - want[i]);
+      den += want[i] * want[i];
+    }
+    return std::sqrt(num / std::max(den, 1e-30));
+  }
+  static TensorView F32(std::vector<float>& v, int64_t rows, int64_t cols) {
+    return TensorView::Contiguous(v.data(), DType::kF32, rows, cols);
+  }
+
+  std::mt19937 rng_{std::random_device{}()};
+  CpuBackend cpu_{size_t{16} << 30};
+  std::unique_ptr<CudaBackend> gpu_;
+};
+
+TEST_F(CudaOpsTest, LinearMatchesCpuForOddShapesWithBiasAndF32Out) {
+  for (auto [t, k, n] : {std::tuple{1, 576, 1536}, {17, 97, 54}, {64, 4096, 1024}, {3, 64, 49152}}) {
+    auto x = Random(t * k), w = Random(n * k, 0.05f), b = Random(n);
+    std::vector<float> want(t * n);
+    ASSERT_TRUE(cpu_.Linear(F32(x, t, k), F32(w, n, k), F32(b, 1, n), F32(want, t, n)).ok());
+    for (DType out_dtype : {DType::kBF16, DType::kF32}) {
+      auto gx = Upload(x, DType::kBF16, t, k), gw = Upload(w, DType::kBF16, n, k), gb = Upload(b, DType::kBF16, 1, n);
+      auto gy = Upload({}, out_dtype, t, n);
+      ASSERT_TRUE(gpu_->Linear(gx.View(DType::kBF16, t, k), gw.View(DType::kBF16, n, k), gb.View(DType::kBF16, 1, n),
+                               gy.View(out_dtype, t, n)).ok());
+      const double err = RelError(Download(gy, out_dtype, t, n), want);
+      EXPECT_LT(err, kBf16Tolerance) << t << "x" << k << "x" << n;
+      std::printf("Linear %dx%dx%d (%s out): rel err %.2e\n", t, k, n, std::string(DTypeName(out_dtype)).c_str(), err);
+    }
+  }
+}
+
+TEST_F(CudaOpsTest, NormsRopeSwiGluEmbeddingMatchCpu) {
+  const int64_t t = 13, h = 576;
+  auto res = Random(t * h, 3.0f), upd = Random(t * h), w = Random(h, 0.5f);
+  // AddRmsNorm: residual += x; out = norm(residual).
+  std::vector<float> cres = res, cout(t * h);
+  ASSERT_TRUE(cpu_.AddRmsNorm(F32(cres, t, h), F32(upd, t, h), F32(w, 1, h), 1e-5f, F32(cout, t, h)).ok());
+  auto gres = Upload(res, DType::kF32, t, h), gupd = Upload(upd, DType::kBF16, t, h), gw = Upload(w, DType::kBF16, 1, h);
+  auto gout = Upload({}, DType::kBF16, t, h);
+  ASSERT_TRUE(gpu_->AddRmsNorm(gres.View(DType::kF32, t, h), gupd.View(DType::kBF16, t, h), gw.View(DType::kBF16, 1, h),
+                               1e-5f, gout.View(DType::kBF16, t, h)).ok());
+  EXPECT_LT(RelError(Download(gres, DType::kF32, t, h), cres), 1e-6);
+  EXPECT_LT(RelError(Download(gout, DType::kBF16, t, h), cout), kBf16Tolerance);
+
+  // Rope at large positions with llama3-scaled frequencies.
+  const int heads = 9, dim = 64;
+  auto x = Random(t * heads * dim);
+  std::vector<int32_t> pos(t);
+  for (int i = 0; i < t; ++i) pos[i] = static_cast<int32_t>(rng_() % 200000);
+  std::vector<float> inv(dim / 2);
+  for (int i = 0; i < dim / 2; ++i) inv[i] = std::pow(500000.0f, -2.0f * i / dim) / (i > 20 ? 8.0f : 1.0f);
+  std::vector<float> cx = x;
+  ASSERT_TRUE(cpu_.Rope(F32(cx, t, heads * dim), heads, pos.data(), RopeTable{inv.data(), dim}).ok());
+  auto gx = Upload(x, DType::kBF16, t, heads * dim);
+  auto gpos = UploadInts(pos);
+  auto ginv = Upload(inv, DType::kF32, 1, dim / 2);
+  ASSERT_TRUE(gpu_->Rope(gx.View(DType::kBF16, t, heads * dim), heads, gpos.as<int32_t>(), RopeTable{ginv.as<float>(), dim}).ok());
+  EXPECT_LT(RelError(Download(gx, DType::kBF16, t, heads * dim), cx), kBf16Tolerance);
+
+  // SwiGLU.
+  const int64_t inter = 1536;
+  auto gu = Random(t * 2 * inter, 2.0f);
+  std::vector<float> cact(t * inter);
+  ASSERT_TRUE(cpu_.SwiGlu(F32(gu, t, 2 * inter), F32(cact, t, inter)).ok());
+  auto ggu = Upload(gu, DType::kBF16, t, 2 * inter), gact = Upload({}, DType::kBF16, t, inter);
+  ASSERT_TRUE(gpu_->SwiGlu(ggu.View(DType::kBF16, t, 2 * inter), gact.View(DType::kBF16, t, inter)).ok());
+  EXPECT_LT(RelError(Download(gact, DType::kBF16, t, inter), cact), kBf16Tolerance);
+
+  // Embedding into the f32 residual: exact (bf16 table values).
+  const int64_t vocab = 1000;
+  auto table = Random(vocab * h);
+  std::vector<int32_t> ids(t);
+  for (auto& id : ids) id = static_cast<int32_t>(rng_() % vocab);
+  std::vector<float> cemb(t * h);
+  ASSERT_TRUE(cpu_.Embedding(ids.data(), F32(table, vocab, h), F32(cemb, t, h)).ok());
+  auto gtable = Upload(table, DType::kBF16, vocab, h), gids = UploadInts(ids), gemb = Upload({}, DType::kF32, t, h);
+  ASSERT_TRUE(gpu_->Embedding(gids.as<int32_t>(), gtable.View(DType::kBF16, vocab, h), gemb.View(DType::kF32, t, h)).ok());
+  EXPECT_EQ(Download(gemb, DType::kF32, t, h), cemb);
+}
+
+struct AttnShape {
+  int32_t q_heads, kv_heads, head_dim, block_size;
+  std::vector<int32_t> context_lens, query_lens;
+};
+
+class CudaAttentionTest : public CudaOpsTest, public ::testing::WithParamInterface<AttnShape> {};
+
+TEST_P(CudaAttentionTest, PagedAttentionMatchesCpuWithRandomBlockTablesAndNaNPoison) {
+  const AttnShape& c = GetParam();
+  const int32_t seqs = static_cast<int32_t>(c.context_lens.size());
+  const int64_t width = static_cast<int64_t>(c.kv_heads) * c.head_dim;
+  int32_t needed = 0, max_blocks = 0;
+  for (int32_t len : c.context_lens) {
+    needed += (len + c.block_size - 1) / c.block_size;
+    max_blocks = std::max(max_blocks, (len + c.block_size - 1) / c.block_size);
+  }
+  const int32_t num_blocks = needed + 7;
+  const int64_t slots = static_cast<int64_t>(num_blocks) * c.block_size;
+  // Host copies of the cache: NaN everywhere except the slots the block tables map.
+  std::vector<float> kc(slots * width, std::numeric_limits<float>::quiet_NaN()), vc = kc;
+  std::vector<int32_t> perm(num_blocks);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), rng_);
+  std::vector<int32_t> table(seqs * max_blocks, 0), query_start{0}, context_len;
+  int32_t next = 0, tokens = 0;
+  for (int32_t s = 0; s < seqs; ++s) {
+    const int32_t nb = (c.context_lens[s] + c.block_size - 1) / c.block_size;
+    for (int32_t j = 0; j < nb; ++j) table[s * max_blocks + j] = perm[next++];
+    for (int32_t p = 0; p < c.context_lens[s]; ++p) {
+      const int64_t slot = static_cast<int64_t>(table[s * max_blocks + p / c.block_size]) * c.block_size + p % c.block_size;
+      auto kv = Random(2 * width);
+      std::memcpy(&kc[slot * width], kv.data(), width * 4);
+      std::memcpy(&vc[slot * width], kv.data() + width, width * 4);
+    }
+    tokens += c.query_lens[s];
+    query_start.push_back(tokens);
+    context_len.push_back(c.context_lens[s]);
+  }
+  const int64_t qw = static_cast<int64_t>(c.q_heads) * c.head_dim;
+  auto q = Random(tokens * qw);
+  AttentionBatch batch;
+  batch.num_seqs = seqs;
+  batch.num_tokens = tokens;
+  batch.max_blocks_per_seq = max_blocks;
+  batch.max_context_len = *std::max_element(context_len.begin(), context_len.end());
+  batch.max_query_len = *std::max_element(c.query_lens.begin(), c.query_lens.end());
+  batch.query_start = query_start.data();
+  batch.context_len = context_len.data();
+  batch.block_table = table.data();
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  std::vector<float> want(tokens * qw);
+  PagedKvView ccache{kc.data(), vc.data(), DType::kF32, num_blocks, c.block_size, c.kv_heads, c.head_dim};
+  ASSERT_TRUE(cpu_.PagedAttention(F32(q, tokens, qw), ccache, batch, scale, F32(want, tokens, qw)).ok());
+
+  auto gk = Upload(kc, DType::kBF16, slots, width), gv = Upload(vc, DType::kBF16, slots, width);
+  auto gq = Upload(q, DType::kBF16, tokens, qw), gout = Upload({}, DType::kBF16, tokens, qw);
+  auto gqs = UploadInts(query_start), gctx = UploadInts(context_len), gtab = UploadInts(table);
+  AttentionBatch gbatch = batch;
+  gbatch.query_start = gqs.as<int32_t>();
+  gbatch.context_len = gctx.as<int32_t>();
+  gbatch.block_table = gtab.as<int32_t>();
+  ASSERT_TRUE(gpu_->ReserveWorkspace(tokens, seqs, c.q_heads, c.head_dim).ok());
+  PagedKvView gcache{gk.data(), gv.data(), DType::kBF16, num_blocks, c.block_size, c.kv_heads, c.head_dim};
+  const absl::Status st = gpu_->PagedAttention(gq.View(DType::kBF16, tokens, qw), gcache, gbatch, scale,
+                                               gout.View(DType::kBF16, tokens, qw));
+  ASSERT_TRUE(st.ok()) << st;
+  ASSERT_TRUE(gpu_->Synchronize().ok());
+  const std::vector<float> got = Download(gout, DType::kBF16, tokens, qw);
+  for (float v : got) ASSERT_FALSE(std::isnan(v)) << "unwritten output or a read of an unmapped slot";
+  const double err = RelError(got, want);
+  EXPECT_LT(err, kBf16Tolerance);
+  std::printf("attention Hq=%d Hk=%d D=%d bs=%d seqs=%d tokens=%d max_ctx=%d: rel err %.2e\n", c.q_heads, c.kv_heads,
+              c.head_dim, c.block_size, seqs, tokens, batch.max_context_len, err);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, CudaAttentionTest,
+    ::testing::Values(
+        AttnShape{9, 3, 64, 16, {17, 54, 97}, {1, 54, 3}},                // SmolLM2: GQA 3, prefill + decode
+        AttnShape{8, 8, 128, 1, {5, 1, 13}, {5, 1, 2}},                   // MHA, page size 1
+        AttnShape{32, 8, 128, 16, {4096, 1000, 33, 1}, {1, 1, 1, 1}},     // Llama-3-8B decode, ragged
+        AttnShape{32, 4, 64, 7, {300, 33}, {300, 1}},                     // GQA 8, odd page, long prefill
+        AttnShape{4, 1, 32, 3, {1, 2, 3, 4, 5, 6}, {1, 1, 3, 1, 5, 2}},   // MQA tiny contexts
+        AttnShape{4, 2, 16, 5, {40, 41}, {40, 7}},                        // head_dim 16
+        AttnShape{32, 8, 128, 16, {32768}, {1}},                          // B=1 L=32K: split-K
+        AttnShape{32, 8, 128, 16, {131072}, {1}},                         // B=1 L=128K
+        AttnShape{12, 4, 128, 16, {2048}, {2048}}));                      // whole-prompt causal prefill
+
+TEST_F(CudaOpsTest, WriteKvScattersToTheMappedSlotsExactly) {
+  const int32_t kv_heads = 3, dim = 64, bs = 16, blocks = 8, t = 11;
+  const int64_t width = kv_heads * dim;
+  auto k = Random(t * width), v = Random(t * width);
+  std::vector<int32_t> slots(t);
+  for (int i = 0; i < t; ++i) slots[i] = (i * 37 + 5) % (blocks * bs);
+  slots[3] = -1;  // skipped
+  auto gk = Upload(k, DType::kBF16, t, width), gv = Upload(v, DType::kBF16, t, width);
+  auto kc = Upload({}, DType::kBF16, blocks * bs, width), vc = Upload({}, DType::kBF16, blocks * bs, width);
+  auto gslots = UploadInts(slots);
+  PagedKvView cache{kc.data(), vc.data(), DType::kBF16, blocks, bs, kv_heads, dim};
+  ASSERT_TRUE(gpu_->WriteKv(gk.View(DType::kBF16, t, width), gv.View(DType::kBF16, t, width), gslots.as<int32_t>(), cache).ok());
+  const auto kout = Download(kc, DType::kBF16, blocks * bs, width);
+  for (int i = 0; i < t; ++i) {
+    if (slots[i] < 0) continue;
+    for (int64_t e = 0; e < width; ++e) ASSERT_EQ(kout[slots[i] * width + e], k[i * width + e]);
+  }
+  EXPECT_TRUE(std::isnan(kout[((3 * 37 + 5) % (blocks * bs)) * width])) << "a skipped token was written";
+}
+
+}  // namespace
+}  // namespace kvs
