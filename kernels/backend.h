@@ -85,6 +85,10 @@ class Backend {
     return absl::OkStatus();
   }
 
+  // Fills contiguous `dst` with mean + half_range * UniformSigned(seed, i) (random_fill.h), the
+  // same values on every backend; used for synthetic models.
+  virtual absl::Status FillRandom(TensorView dst, uint64_t seed, float mean, float half_range) = 0;
+
   // --- ops ---
   // Dtypes: weights and matmul activations are ComputeDType(); the residual stream (Embedding's
   // output, AddRmsNorm's `residual`) and the logits (Linear's `out` for the LM head) are f32 on

@@ -21,7 +21,7 @@ struct TensorView {
     return TensorView{data, dtype, rows, cols, cols};
   }
 
-  bool IsContiguous() const { return stride == cols; }
+  bool IsContiguous() const { return stride == cols || rows <= 1; }
   int64_t NumElements() const { return rows * cols; }
 
   // Columns [begin, begin + n) of every row.

@@ -4,4 +4,5 @@
 namespace kvs {
 int RunGenerate();
 int RunInspect();
+int RunBench();
 }  // namespace kvs

@@ -15,6 +15,7 @@ constexpr const char* kUsage =
     "commands:\n"
     "  generate --model PATH (--prompt TEXT [--chat] | --input in.jsonl --output out.jsonl)\n"
     "  inspect  --model PATH\n"
+    "  bench    --model PATH|random:PRESET [--input-len N --output-len N --num-prompts N | --kernel attention]\n"
     "run `kvshard <command> --help` for the flags.\n";
 
 // Abseil flag names are identifiers; accept --max-tokens as --max_tokens.
@@ -48,6 +49,7 @@ int main(int argc, char** argv) {
   }
   if (command == "generate") return kvs::RunGenerate();
   if (command == "inspect") return kvs::RunInspect();
+  if (command == "bench") return kvs::RunBench();
   std::fprintf(stderr, "kvshard: unknown command '%s'\n%s", command.c_str(), kUsage);
   return 2;
 }

@@ -6,6 +6,7 @@
 #include <new>
 
 #include "absl/strings/str_format.h"
+#include "kernels/common/random_fill.h"
 #include "kernels/cpu/cpu_kernels.h"
 
 namespace kvs {
@@ -101,6 +102,16 @@ absl::Status CpuBackend::DownloadFloat(TensorView src, std::span<float> host) {
   for (int64_t r = 0; r < src.rows; ++r) {
     std::memcpy(host.data() + r * src.cols, src.Row<float>(r), src.cols * sizeof(float));
   }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::FillRandom(TensorView dst, uint64_t seed, float mean, float half_range) {
+  KVS_RETURN_IF_ERROR(RequireF32(dst, "FillRandom", "dst"));
+  if (!dst.IsContiguous()) return absl::InvalidArgumentError("FillRandom: dst must be contiguous");
+  float* p = static_cast<float*>(dst.data);
+  const int64_t n = dst.NumElements();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) p[i] = mean + half_range * UniformSigned(seed, static_cast<uint64_t>(i));
   return absl::OkStatus();
 }
 

@@ -26,6 +26,7 @@ class CpuBackend final : public Backend {
   absl::Status UploadFloat(std::span<const float> host, TensorView dst) override;
   absl::Status DownloadFloat(TensorView src, std::span<float> host) override;
   absl::Status Synchronize() override { return absl::OkStatus(); }
+  absl::Status FillRandom(TensorView dst, uint64_t seed, float mean, float half_range) override;
 
   absl::Status Embedding(const int32_t* ids, TensorView table, TensorView out) override;
   absl::Status RmsNorm(TensorView x, TensorView weight, float eps, TensorView out) override;

@@ -156,6 +156,14 @@ absl::Status CudaBackend::DownloadFloat(TensorView src, std::span<float> host) {
   return absl::OkStatus();
 }
 
+absl::Status CudaBackend::FillRandom(TensorView dst, uint64_t seed, float mean, float half_range) {
+  if (!dst.IsContiguous()) return absl::InvalidArgumentError("FillRandom: dst must be contiguous");
+  if (dst.dtype != DType::kBF16 && dst.dtype != DType::kF32) return absl::InvalidArgumentError("FillRandom: bf16 or f32 only");
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchFillRandom(dst.data, dst.dtype == DType::kBF16, dst.NumElements(), seed, mean,
+                                                  half_range, stream_));
+  return absl::OkStatus();
+}
+
 absl::Status CudaBackend::Synchronize() {
   KVS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   return absl::OkStatus();

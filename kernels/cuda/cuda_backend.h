@@ -30,6 +30,7 @@ class CudaBackend final : public Backend {
   absl::Status UploadFloat(std::span<const float> host, TensorView dst) override;
   absl::Status DownloadFloat(TensorView src, std::span<float> host) override;
   absl::Status Synchronize() override;
+  absl::Status FillRandom(TensorView dst, uint64_t seed, float mean, float half_range) override;
   absl::Status ReserveWorkspace(int64_t max_tokens, int32_t max_seqs, int32_t q_heads, int32_t head_dim) override;
 
   absl::Status Embedding(const int32_t* ids, TensorView table, TensorView out) override;

@@ -51,6 +51,10 @@ cudaError_t LaunchAddBias(bf16* out, int64_t out_stride, int64_t rows, int64_t c
 cudaError_t LaunchAddBiasF32(float* out, int64_t out_stride, int64_t rows, int64_t cols, const bf16* bias,
                              cudaStream_t stream);
 
+// dst[i] = mean + half_range * UniformSigned(seed, i), as bf16 or f32 (kernels/common/random_fill.h).
+cudaError_t LaunchFillRandom(void* dst, bool bf16_out, int64_t n, uint64_t seed, float mean, float half_range,
+                             cudaStream_t stream);
+
 // Scratch for split-K attention: partial outputs of up to `max_splits` key ranges.
 struct AttentionWorkspace {
   float* partial_out = nullptr;  // [splits, T, Hq, D]

@@ -1,4 +1,7 @@
 // Small memory-bound kernels: embedding gather, SwiGLU, row gather, bias add.
+#include <algorithm>
+
+#include "kernels/common/random_fill.h"
 #include "kernels/cuda/cuda_kernels.h"
 
 namespace kvs::cuda {
@@ -39,7 +42,25 @@ __global__ void AddBiasKernel(T* out, int64_t out_stride, int64_t cols, const bf
   }
 }
 
+__global__ void FillRandomKernel(void* dst, bool bf16_out, int64_t n, uint64_t seed, float mean, float half_range) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    // Separately rounded multiply and add (no FMA contraction), exactly as the host computes it.
+    const float v = __fadd_rn(mean, __fmul_rn(half_range, UniformSigned(seed, static_cast<uint64_t>(i))));
+    if (bf16_out) static_cast<bf16*>(dst)[i] = __float2bfloat16(v);
+    else static_cast<float*>(dst)[i] = v;
+  }
+}
+
 }  // namespace
+
+cudaError_t LaunchFillRandom(void* dst, bool bf16_out, int64_t n, uint64_t seed, float mean, float half_range,
+                             cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  const int64_t blocks = std::min<int64_t>((n + 255) / 256, 132 * 16);
+  FillRandomKernel<<<blocks, 256, 0, stream>>>(dst, bf16_out, n, seed, mean, half_range);
+  return cudaGetLastError();
+}
 
 cudaError_t LaunchEmbedding(const int32_t* ids, int64_t num_tokens, const bf16* table, int64_t hidden,
                             float* out, int64_t out_stride, cudaStream_t stream) {

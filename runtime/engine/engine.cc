@@ -137,6 +137,7 @@ TokenEvent Engine::Advance(Sequence& seq, SeqState& st, int32_t token) {
 absl::StatusOr<std::vector<TokenEvent>> Engine::Step() {
   std::vector<TokenEvent> events;
   std::vector<ScheduledSeq> plan = scheduler_->Schedule(input_);
+  last_step_ = StepStats{input_.num_seqs(), input_.num_tokens(), static_cast<int32_t>(input_.logit_rows.size())};
   if (plan.empty()) return events;
   KVS_ASSIGN_OR_RETURN(std::span<const float> logits, runner_->Execute(input_));
   const int32_t vocab = weights_->config().vocab_size;

@@ -38,6 +38,14 @@ struct TokenEvent {
   FinishReason reason = FinishReason::kNone;
 };
 
+// What the last Step() ran.
+struct StepStats {
+  int32_t num_seqs = 0;
+  int32_t num_tokens = 0;
+  int32_t num_sampled = 0;
+  bool pure_decode() const { return num_seqs > 0 && num_tokens == num_seqs && num_sampled == num_seqs; }
+};
+
 struct RequestResult {
   std::string id;
   std::vector<int32_t> output_ids;
@@ -64,6 +72,7 @@ class Engine {
   std::vector<RequestResult> TakeResults();
 
   const KvCache& kv_cache() const { return cache_; }
+  const StepStats& last_step() const { return last_step_; }
   const Scheduler& scheduler() const { return *scheduler_; }
 
  private:
@@ -88,6 +97,7 @@ class Engine {
   absl::flat_hash_map<std::string, SeqState> states_;
   std::vector<RequestResult> results_;
   std::vector<std::pair<float, int32_t>> sample_scratch_;
+  StepStats last_step_;
 };
 
 }  // namespace kvs

@@ -54,25 +54,12 @@ absl::StatusOr<ModelRunner> ModelRunner::Create(Backend& backend, const ModelWei
   KVS_RETURN_IF_ERROR(alloc(r.act_, z.t * z.inter, e));
   KVS_RETURN_IF_ERROR(alloc(r.last_, z.s * z.h, e));
   KVS_RETURN_IF_ERROR(alloc(r.logits_, z.s * z.vocab, sizeof(float)));
-  KVS_RETURN_IF_ERROR(alloc(r.token_ids_, z.t, 4));
-  KVS_RETURN_IF_ERROR(alloc(r.positions_, z.t, 4));
-  KVS_RETURN_IF_ERROR(alloc(r.slots_, z.t, 4));
-  KVS_RETURN_IF_ERROR(alloc(r.query_start_, z.s + 1, 4));
-  KVS_RETURN_IF_ERROR(alloc(r.context_len_, z.s, 4));
-  KVS_RETURN_IF_ERROR(alloc(r.block_table_, z.blocks, 4));
-  KVS_RETURN_IF_ERROR(alloc(r.logit_rows_, z.s, 4));
+  KVS_RETURN_IF_ERROR(alloc(r.meta_, z.IndexElems(), 4));
+  r.meta_host_.reserve(z.IndexElems());
   r.host_logits_.resize(z.s * z.vocab);
   const ModelConfig& c = weights.config();
   KVS_RETURN_IF_ERROR(backend.ReserveWorkspace(z.t, limits.max_seqs, c.num_q_heads, c.head_dim));
   return r;
-}
-
-absl::Status ModelRunner::Upload(const std::vector<int32_t>& host, const DeviceBuffer& dst, size_t max_elems,
-                                 const char* what) {
-  if (host.size() > max_elems) {
-    return absl::InvalidArgumentError(absl::StrFormat("step has %d %s, the runner was sized for %d", host.size(), what, max_elems));
-  }
-  return backend_->CopyToDevice(host.data(), dst.data(), host.size() * sizeof(int32_t));
 }
 
 absl::StatusOr<std::span<const float>> ModelRunner::Execute(const StepInput& in) {
@@ -93,13 +80,24 @@ absl::StatusOr<std::span<const float>> ModelRunner::Execute(const StepInput& in)
       return absl::InvalidArgumentError(absl::StrFormat("token id %d is outside the vocabulary (0..%d)", tok, c.vocab_size - 1));
     }
   }
-  KVS_RETURN_IF_ERROR(Upload(in.token_ids, token_ids_, z.t, "tokens"));
-  KVS_RETURN_IF_ERROR(Upload(in.positions, positions_, z.t, "positions"));
-  KVS_RETURN_IF_ERROR(Upload(in.slot_mapping, slots_, z.t, "slots"));
-  KVS_RETURN_IF_ERROR(Upload(in.query_start, query_start_, z.s + 1, "sequence offsets"));
-  KVS_RETURN_IF_ERROR(Upload(in.context_len, context_len_, z.s, "sequences"));
-  KVS_RETURN_IF_ERROR(Upload(in.block_table, block_table_, z.blocks, "block table entries"));
-  KVS_RETURN_IF_ERROR(Upload(in.logit_rows, logit_rows_, z.s, "logit rows"));
+  if (t > z.t || s > z.s || static_cast<int64_t>(in.block_table.size()) > z.blocks) {
+    return absl::InvalidArgumentError(absl::StrFormat("step of %d tokens / %d sequences exceeds the runner's %d / %d", t, s,
+                                                      z.t, z.s));
+  }
+  meta_host_.clear();
+  auto pack = [&](const std::vector<int32_t>& v) {
+    const int32_t* at = meta_.as<int32_t>() + meta_host_.size();
+    meta_host_.insert(meta_host_.end(), v.begin(), v.end());
+    return at;
+  };
+  const int32_t* token_ids = pack(in.token_ids);
+  const int32_t* positions = pack(in.positions);
+  const int32_t* slots = pack(in.slot_mapping);
+  const int32_t* query_start = pack(in.query_start);
+  const int32_t* context_len = pack(in.context_len);
+  const int32_t* block_table = pack(in.block_table);
+  const int32_t* logit_rows = pack(in.logit_rows);
+  KVS_RETURN_IF_ERROR(backend_->CopyToDevice(meta_host_.data(), meta_.data(), meta_host_.size() * sizeof(int32_t)));
 
   AttentionBatch batch;
   batch.num_seqs = s;
@@ -109,9 +107,9 @@ absl::StatusOr<std::span<const float>> ModelRunner::Execute(const StepInput& in)
   for (int32_t i = 0; i < s; ++i) {
     batch.max_query_len = std::max(batch.max_query_len, in.query_start[i + 1] - in.query_start[i]);
   }
-  batch.query_start = query_start_.as<int32_t>();
-  batch.context_len = context_len_.as<int32_t>();
-  batch.block_table = block_table_.as<int32_t>();
+  batch.query_start = query_start;
+  batch.context_len = context_len;
+  batch.block_table = block_table;
 
   const DType dt = weights_->dtype();
   Backend& b = *backend_;
@@ -126,7 +124,7 @@ absl::StatusOr<std::span<const float>> ModelRunner::Execute(const StepInput& in)
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   const TensorView no_bias{};
 
-  KVS_RETURN_IF_ERROR(b.Embedding(token_ids_.as<int32_t>(), weights_->embed(), residual));
+  KVS_RETURN_IF_ERROR(b.Embedding(token_ids, weights_->embed(), residual));
   for (int32_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& lw = weights_->layers()[l];
     const TensorView attn_norm = weights_->View(lw.attn_norm, 1, z.h);
@@ -137,10 +135,10 @@ absl::StatusOr<std::span<const float>> ModelRunner::Execute(const StepInput& in)
     }
     const TensorView bias = c.attention_bias ? weights_->View(lw.qkv_bias, 1, z.qkv) : no_bias;
     KVS_RETURN_IF_ERROR(b.Linear(normed, weights_->View(lw.qkv, z.qkv, z.h), bias, qkv));
-    KVS_RETURN_IF_ERROR(b.Rope(q, c.num_q_heads, positions_.as<int32_t>(), weights_->rope()));
-    KVS_RETURN_IF_ERROR(b.Rope(k, c.num_kv_heads, positions_.as<int32_t>(), weights_->rope()));
+    KVS_RETURN_IF_ERROR(b.Rope(q, c.num_q_heads, positions, weights_->rope()));
+    KVS_RETURN_IF_ERROR(b.Rope(k, c.num_kv_heads, positions, weights_->rope()));
     const PagedKvView cache = cache_->Layer(l);
-    KVS_RETURN_IF_ERROR(b.WriteKv(k, v, slots_.as<int32_t>(), cache));
+    KVS_RETURN_IF_ERROR(b.WriteKv(k, v, slots, cache));
     KVS_RETURN_IF_ERROR(b.PagedAttention(q, cache, batch, scale, attn));
     KVS_RETURN_IF_ERROR(b.Linear(attn, weights_->View(lw.o, z.h, z.q), no_bias, hidden));
     KVS_RETURN_IF_ERROR(b.AddRmsNorm(residual, hidden, weights_->View(lw.ffn_norm, 1, z.h), c.rms_norm_eps, normed));
@@ -155,7 +153,7 @@ absl::StatusOr<std::span<const float>> ModelRunner::Execute(const StepInput& in)
   // Only the rows that will be sampled go through the final norm and the LM head.
   const TensorView last = last_.View(dt, n_logits, z.h);
   KVS_RETURN_IF_ERROR(b.AddRmsNorm(residual, hidden, weights_->final_norm(), c.rms_norm_eps, normed));
-  KVS_RETURN_IF_ERROR(b.GatherRows(normed, logit_rows_.as<int32_t>(), last));
+  KVS_RETURN_IF_ERROR(b.GatherRows(normed, logit_rows, last));
   const TensorView logits = logits_.View(DType::kF32, n_logits, z.vocab);
   KVS_RETURN_IF_ERROR(b.Linear(last, weights_->lm_head(), no_bias, logits));
   const std::span<float> host(host_logits_.data(), n_logits * z.vocab);

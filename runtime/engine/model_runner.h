@@ -37,7 +37,6 @@ class ModelRunner {
 
  private:
   ModelRunner() = default;
-  absl::Status Upload(const std::vector<int32_t>& host, const DeviceBuffer& dst, size_t max_elems, const char* what);
 
   Backend* backend_ = nullptr;
   const ModelWeights* weights_ = nullptr;
@@ -45,8 +44,10 @@ class ModelRunner {
   RunnerLimits limits_;
   // Activations.
   DeviceBuffer hidden_, residual_, normed_, qkv_, attn_, gate_up_, act_, last_, logits_;
-  // Step metadata in backend memory.
-  DeviceBuffer token_ids_, positions_, slots_, query_start_, context_len_, block_table_, logit_rows_;
+  // Step metadata (token ids, positions, slots, offsets, block table, logit rows), packed on the
+  // host and sent in one copy per step.
+  DeviceBuffer meta_;
+  std::vector<int32_t> meta_host_;
   std::vector<float> host_logits_;
 };
 

@@ -124,6 +124,7 @@ absl::StatusOr<std::unique_ptr<WeightSource>> OpenHfWeights(const std::string& d
 }
 
 absl::StatusOr<std::unique_ptr<WeightSource>> OpenWeightSource(const std::string& path) {
+  if (path.rfind("random:", 0) == 0) return OpenRandomWeights(path);
   std::error_code ec;
   if (fs::is_directory(path, ec)) return OpenHfWeights(path);
   if (!fs::exists(path, ec)) {

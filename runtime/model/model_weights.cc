@@ -15,6 +15,12 @@ class Stager {
   // Appends tensor `name` of HF shape [rows, cols] (cols == 0 for a vector).
   absl::Status Add(const std::string& name, int64_t rows, int64_t cols) {
     const int64_t n = rows * (cols == 0 ? 1 : cols);
+    if (auto init = src_.RandomInitFor(name)) {  // synthetic: filled in backend memory at Upload
+      random_.push_back({staged_, n, *init});
+      staged_ += n;
+      return absl::OkStatus();
+    }
+    staged_ += n;
     const size_t at = host_.size();
     host_.resize(at + n);
     std::vector<int64_t> shape = cols == 0 ? std::vector<int64_t>{rows} : std::vector<int64_t>{rows, cols};
@@ -22,11 +28,20 @@ class Stager {
   }
 
   absl::StatusOr<DeviceBuffer> Upload(int64_t rows, int64_t cols) {
-    KVS_CHECK(static_cast<int64_t>(host_.size()) == rows * cols);
-    KVS_ASSIGN_OR_RETURN(DeviceBuffer buf, backend_.Allocate(host_.size() * DTypeSize(dtype_)));
-    KVS_RETURN_IF_ERROR(backend_.UploadFloat(host_, buf.View(dtype_, rows, cols)));
+    KVS_CHECK(staged_ == rows * cols);
+    KVS_ASSIGN_OR_RETURN(DeviceBuffer buf, backend_.Allocate(staged_ * DTypeSize(dtype_)));
+    const TensorView all = buf.View(dtype_, 1, staged_);
+    if (random_.empty()) {
+      KVS_RETURN_IF_ERROR(backend_.UploadFloat(host_, all));
+    } else {
+      for (const Pending& p : random_) {
+        KVS_RETURN_IF_ERROR(backend_.FillRandom(all.Cols(p.offset, p.count), p.init.seed, p.init.mean, p.init.half_range));
+      }
+    }
     bytes_ += buf.bytes();
     host_.clear();
+    random_.clear();
+    staged_ = 0;
     return buf;
   }
 
@@ -35,7 +50,13 @@ class Stager {
   Backend& backend_;
   DType dtype_;
   size_t& bytes_;
+  struct Pending {
+    int64_t offset, count;
+    RandomInit init;
+  };
   std::vector<float> host_;
+  std::vector<Pending> random_;
+  int64_t staged_ = 0;
 };
 
 }  // namespace

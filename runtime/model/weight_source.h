@@ -22,6 +22,13 @@ struct TensorSummary {
   std::vector<int64_t> shape;  // HF order: outermost first
 };
 
+// How a synthetic model fills one tensor: mean + half_range * UniformSigned(seed, i).
+struct RandomInit {
+  uint64_t seed = 0;
+  float mean = 0.0f;
+  float half_range = 0.0f;
+};
+
 class WeightSource {
  public:
   virtual ~WeightSource() = default;
@@ -36,16 +43,23 @@ class WeightSource {
   // Rotary frequency divisors stored in the file (GGUF rope_freqs for Llama 3.1), if any.
   virtual std::optional<std::vector<float>> RopeFreqFactors() const { return std::nullopt; }
   virtual std::vector<TensorSummary> Summaries() const = 0;
+  // Synthetic models only: the fill for `hf_name`, so weights are built in backend memory
+  // without a host copy.
+  virtual std::optional<RandomInit> RandomInitFor(const std::string& hf_name) const { return std::nullopt; }
   // GGUF files carry their tokenizer; HF directories have tokenizer.json beside the weights.
   virtual class GgufFile* gguf() const { return nullptr; }
 };
 
-// Opens `path`: a .gguf file, or a directory with config.json and model.safetensors or
-// model.safetensors.index.json.
+// Opens `path`: a .gguf file, a directory with config.json and model.safetensors or
+// model.safetensors.index.json, or "random:<preset>" (configs/models/<preset>.json, seeded
+// random weights; the seed may follow as "random:<preset>:<seed>").
 absl::StatusOr<std::unique_ptr<WeightSource>> OpenWeightSource(const std::string& path);
 
 absl::StatusOr<std::unique_ptr<WeightSource>> OpenGgufWeights(const std::string& path);
 absl::StatusOr<std::unique_ptr<WeightSource>> OpenHfWeights(const std::string& dir);
+absl::StatusOr<std::unique_ptr<WeightSource>> OpenRandomWeights(const std::string& spec);
+// Where presets live: $KVS_CONFIG_DIR/models, else the source tree's configs/models.
+std::string PresetDir();
 
 // "tensor X in F: shape [a, b] does not match the expected [c, d]".
 std::string ShapeMismatch(const std::string& path, const std::string& tensor,

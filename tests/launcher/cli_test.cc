@@ -109,6 +109,19 @@ TEST(CliTest, InspectPrintsArchitectureAndKvBytes) {
   EXPECT_NE(out.find("scaling llama3"), std::string::npos) << out;
 }
 
+TEST(CliTest, BenchRunsOnTheCpuAndPrintsTheTable) {
+  auto [rc, out] = Kvshard("bench --device cpu --model random:smollm2-135m --input-len 24 --output-len 8 --num-prompts 3");
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("| offline 3 x (24 in / 8 out) | cpu |"), std::string::npos) << out;
+  EXPECT_NE(out.find("| decode steps |"), std::string::npos) << out;
+  auto [rc2, out2] = Kvshard("bench --device cpu --model random:smollm2-135m --kernel attention --batch 2 --context 300 --iters 2");
+  ASSERT_EQ(rc2, 0) << out2;
+  EXPECT_NE(out2.find("TB/s of KV reads"), std::string::npos) << out2;
+  auto [rc3, out3] = Kvshard("bench --device cpu --model random:smollm2-135m --kernel gemm");
+  EXPECT_NE(rc3, 0);
+  EXPECT_NE(out3.find("--kernel 'gemm' is unknown"), std::string::npos) << out3;
+}
+
 TEST(CliTest, BatchGenerateWritesOneResultPerLineInOrder) {
   KVS_REQUIRE_SMOLLM2(model);
   const std::string in = Write("in.jsonl",

@@ -222,6 +222,15 @@ INSTANTIATE_TEST_SUITE_P(
         AttnShape{32, 8, 128, 16, {131072}, {1}},                         // B=1 L=128K
         AttnShape{12, 4, 128, 16, {2048}, {2048}}));                      // whole-prompt causal prefill
 
+TEST_F(CudaOpsTest, FillRandomEqualsTheCpuFill) {
+  const int64_t n = 1 << 20;
+  std::vector<float> cpu(n);
+  ASSERT_TRUE(cpu_.FillRandom(F32(cpu, 1, n), 42, 0.5f, 0.25f).ok());
+  auto g = Upload({}, DType::kF32, 1, n);
+  ASSERT_TRUE(gpu_->FillRandom(g.View(DType::kF32, 1, n), 42, 0.5f, 0.25f).ok());
+  EXPECT_EQ(Download(g, DType::kF32, 1, n), cpu);
+}
+
 TEST_F(CudaOpsTest, WriteKvScattersToTheMappedSlotsExactly) {
   const int32_t kv_heads = 3, dim = 64, bs = 16, blocks = 8, t = 11;
   const int64_t width = kv_heads * dim;

@@ -1,0 +1,177 @@
+// `kvshard bench`: offline throughput on synthetic requests, or one kernel on its own.
+//   kvshard bench --model random:llama-3-8b --input-len 512 --output-len 128 --num-prompts 128
+//   kvshard bench --model random:llama-3-8b --kernel attention --batch 32 --context 4096
+// Prints one table row per figure with the bytes moved and the achieved rate, so it can be set
+// beside the measured ceilings in docs/performance.md.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <numeric>
+#include <random>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_format.h"
+#include "kernels/backend_factory.h"
+#include "kernels/common/status_macros.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "launcher/commands.h"
+#include "launcher/flags.h"
+#include "runtime/engine/engine.h"
+#include "runtime/engine/loaded_model.h"
+
+ABSL_FLAG(int32_t, input_len, 512, "bench: prompt tokens per request");
+ABSL_FLAG(int32_t, output_len, 128, "bench: generated tokens per request");
+ABSL_FLAG(int32_t, num_prompts, 64, "bench: number of requests");
+ABSL_FLAG(std::string, kernel, "", "bench: time one kernel instead of the engine (attention)");
+ABSL_FLAG(int32_t, batch, 1, "bench --kernel attention: sequences");
+ABSL_FLAG(int32_t, context, 4096, "bench --kernel attention: tokens per sequence");
+ABSL_FLAG(int32_t, iters, 50, "bench --kernel: timed repetitions");
+
+namespace kvs {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+absl::Status BenchAttention(Backend& backend, const ModelConfig& c) {
+  const int32_t batch = absl::GetFlag(FLAGS_batch), ctx = absl::GetFlag(FLAGS_context), iters = absl::GetFlag(FLAGS_iters);
+  if (batch < 1 || ctx < 1 || iters < 1) return absl::InvalidArgumentError("--batch, --context and --iters must be >= 1");
+  const int32_t bs = absl::GetFlag(FLAGS_block_size);
+  const int32_t blocks_per_seq = (ctx + bs - 1) / bs;
+  const int32_t num_blocks = batch * blocks_per_seq;
+  const DType dt = backend.ComputeDType();
+  const int64_t width = static_cast<int64_t>(c.num_kv_heads) * c.head_dim;
+  const int64_t slots = static_cast<int64_t>(num_blocks) * bs;
+  KVS_ASSIGN_OR_RETURN(DeviceBuffer k, backend.Allocate(slots * width * DTypeSize(dt)));
+  KVS_ASSIGN_OR_RETURN(DeviceBuffer v, backend.Allocate(slots * width * DTypeSize(dt)));
+  KVS_RETURN_IF_ERROR(backend.FillRandom(k.View(dt, slots, width), 1, 0.0f, 1.0f));
+  KVS_RETURN_IF_ERROR(backend.FillRandom(v.View(dt, slots, width), 2, 0.0f, 1.0f));
+  const int64_t qw = static_cast<int64_t>(c.num_q_heads) * c.head_dim;
+  KVS_ASSIGN_OR_RETURN(DeviceBuffer q, backend.Allocate(batch * qw * DTypeSize(dt)));
+  KVS_ASSIGN_OR_RETURN(DeviceBuffer out, backend.Allocate(batch * qw * DTypeSize(dt)));
+  KVS_RETURN_IF_ERROR(backend.FillRandom(q.View(dt, batch, qw), 3, 0.0f, 1.0f));
+  // Shuffled block tables: pages scattered as they are after real churn.
+  std::vector<int32_t> table(num_blocks), query_start(batch + 1), context_len(batch, ctx);
+  std::iota(table.begin(), table.end(), 0);
+  std::shuffle(table.begin(), table.end(), std::mt19937(7));
+  for (int32_t i = 0; i <= batch; ++i) query_start[i] = i;
+  KVS_ASSIGN_OR_RETURN(DeviceBuffer meta, backend.Allocate((table.size() + query_start.size() + context_len.size()) * 4));
+  int32_t* m = meta.as<int32_t>();
+  KVS_RETURN_IF_ERROR(backend.CopyToDevice(table.data(), m, table.size() * 4));
+  KVS_RETURN_IF_ERROR(backend.CopyToDevice(query_start.data(), m + table.size(), query_start.size() * 4));
+  KVS_RETURN_IF_ERROR(backend.CopyToDevice(context_len.data(), m + table.size() + query_start.size(), context_len.size() * 4));
+  KVS_RETURN_IF_ERROR(backend.ReserveWorkspace(batch, batch, c.num_q_heads, c.head_dim));
+  AttentionBatch ab;
+  ab.num_seqs = batch;
+  ab.num_tokens = batch;
+  ab.max_blocks_per_seq = blocks_per_seq;
+  ab.max_context_len = ctx;
+  ab.max_query_len = 1;
+  ab.block_table = m;
+  ab.query_start = m + table.size();
+  ab.context_len = m + table.size() + query_start.size();
+  const PagedKvView cache{k.data(), v.data(), dt, num_blocks, bs, c.num_kv_heads, c.head_dim};
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  for (int i = 0; i < 3; ++i) KVS_RETURN_IF_ERROR(backend.PagedAttention(q.View(dt, batch, qw), cache, ab, scale, out.View(dt, batch, qw)));
+  KVS_RETURN_IF_ERROR(backend.Synchronize());
+  const auto t0 = Clock::now();
+  for (int i = 0; i < iters; ++i) KVS_RETURN_IF_ERROR(backend.PagedAttention(q.View(dt, batch, qw), cache, ab, scale, out.View(dt, batch, qw)));
+  KVS_RETURN_IF_ERROR(backend.Synchronize());
+  const double per_call = Seconds(t0, Clock::now()) / iters;
+  const double kv_bytes = 2.0 * batch * ctx * width * DTypeSize(dt);
+  std::printf("| paged decode attention | %s | Hq=%d Hk=%d D=%d bs=%d B=%d L=%d | %.1f us | %.2f TB/s of KV reads |\n",
+              backend.Name().c_str(), c.num_q_heads, c.num_kv_heads, c.head_dim, bs, batch, ctx, per_call * 1e6,
+              kv_bytes / per_call / 1e12);
+  return absl::OkStatus();
+}
+
+absl::Status BenchEngine(Backend& backend, const ModelWeights& weights, EngineConfig config) {
+  const int32_t in_len = absl::GetFlag(FLAGS_input_len), out_len = absl::GetFlag(FLAGS_output_len);
+  const int32_t n = absl::GetFlag(FLAGS_num_prompts);
+  if (in_len < 1 || out_len < 1 || n < 1) return absl::InvalidArgumentError("--input-len, --output-len and --num-prompts must be >= 1");
+  if (config.max_model_len == 0) config.max_model_len = std::min(weights.config().MaxContext(), in_len + out_len + 16);
+  KVS_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(backend, weights, nullptr, config));
+  std::mt19937 rng(1234);
+  std::uniform_int_distribution<int32_t> tok(0, weights.config().vocab_size - 1);
+  auto make = [&](const std::string& id, int32_t len, int32_t out) {
+    Request r;
+    r.id = id;
+    for (int32_t i = 0; i < len; ++i) r.prompt_ids.push_back(tok(rng));
+    r.params.max_tokens = out;
+    r.params.ignore_eos = true;
+    return r;
+  };
+  // Warm-up (library initialisation, first-touch), not timed.
+  KVS_RETURN_IF_ERROR(engine->Add(make("warmup", std::min(in_len, 64), 4)));
+  while (engine->HasWork()) KVS_RETURN_IF_ERROR(engine->Step().status());
+  engine->TakeResults();
+
+  for (int32_t i = 0; i < n; ++i) KVS_RETURN_IF_ERROR(engine->Add(make(std::to_string(i), in_len, out_len)));
+  double decode_s = 0;
+  int64_t decode_steps = 0, decode_tokens = 0, steps = 0;
+  const auto t0 = Clock::now();
+  while (engine->HasWork()) {
+    const auto s0 = Clock::now();
+    KVS_RETURN_IF_ERROR(engine->Step().status());
+    const double dt = Seconds(s0, Clock::now());
+    ++steps;
+    if (engine->last_step().pure_decode()) {
+      decode_s += dt;
+      ++decode_steps;
+      decode_tokens += engine->last_step().num_seqs;
+    }
+  }
+  const double total = Seconds(t0, Clock::now());
+  const int64_t out_tokens = static_cast<int64_t>(n) * out_len;
+  std::printf("| offline %d x (%d in / %d out) | %s | max-seqs %d | %.2f s | %.0f output tok/s | %.0f total tok/s |\n", n,
+              in_len, out_len, backend.Name().c_str(), config.max_seqs, total, out_tokens / total,
+              (static_cast<double>(n) * (in_len + out_len)) / total);
+  if (decode_steps > 0) {
+    const double step = decode_s / decode_steps;
+    const double batch = static_cast<double>(decode_tokens) / decode_steps;
+    const double bytes = static_cast<double>(weights.bytes()) +
+                         batch * (in_len + out_len / 2.0) * weights.config().KvBytesPerToken(static_cast<int>(DTypeSize(weights.dtype())));
+    std::printf("| decode steps | mean batch %.1f | %lld steps | %.3f ms/step | %.0f tok/s | %.2f TB/s of weight+KV reads |\n",
+                batch, static_cast<long long>(decode_steps), step * 1e3, batch / step, bytes / step / 1e12);
+  }
+  std::printf("| engine | %lld steps, %lld preemptions, KV cache %d blocks x %d tokens |\n", static_cast<long long>(steps),
+              static_cast<long long>(engine->scheduler().num_preemptions()), engine->kv_cache().num_blocks(),
+              engine->kv_cache().block_size());
+  return absl::OkStatus();
+}
+
+absl::Status Bench() {
+  const std::string model_path = absl::GetFlag(FLAGS_model);
+  if (model_path.empty()) return absl::InvalidArgumentError("--model is required (e.g. random:llama-3-8b)");
+  KVS_ASSIGN_OR_RETURN(LoadedModel m, OpenModel(model_path));
+  KVS_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateBackend(absl::GetFlag(FLAGS_device), 0, DefaultCpuMemoryBudget()));
+  const std::string kernel = absl::GetFlag(FLAGS_kernel);
+  if (kernel == "attention") return BenchAttention(*backend, m.source->config());
+  if (!kernel.empty()) return absl::InvalidArgumentError(absl::StrFormat("--kernel '%s' is unknown (attention)", kernel));
+  const auto t0 = Clock::now();
+  KVS_ASSIGN_OR_RETURN(ModelWeights weights, ModelWeights::Load(*m.source, *backend));
+  KVS_RETURN_IF_ERROR(backend->Synchronize());
+  std::fprintf(stderr, "[rank 0] %s: %.2f GiB of weights on %s in %.1f s\n", m.source->config().name.c_str(),
+               weights.bytes() / 1073741824.0, backend->Name().c_str(), Seconds(t0, Clock::now()));
+  EngineConfig config;
+  config.block_size = absl::GetFlag(FLAGS_block_size);
+  config.max_seqs = absl::GetFlag(FLAGS_max_seqs);
+  config.max_tokens_per_step = absl::GetFlag(FLAGS_max_tokens_per_step);
+  config.max_model_len = absl::GetFlag(FLAGS_max_model_len);
+  if (backend->Name() == "cpu") config.kv_cache_bytes = size_t{1} << 30;
+  return BenchEngine(*backend, weights, config);
+}
+
+}  // namespace
+
+int RunBench() {
+  const absl::Status s = Bench();
+  if (!s.ok()) {
+    std::fprintf(stderr, "kvshard bench: %s\n", std::string(s.message()).c_str());
+    return s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  return 0;
+}
+
+}  // namespace kvs
