@@ -3,6 +3,7 @@
 # Usage (device tool, carrying .deps): bash scripts/gpu_bench.sh [quick]
 set -uo pipefail
 cd "$(dirname "$0")/.."
+MODE=${1:-full}
 export PATH=/usr/local/cuda/bin:$PATH
 OUT=${OUT:-/tmp/kvs-out}
 mkdir -p "$OUT"
@@ -34,7 +35,7 @@ K=./build/launcher/kvshard
     $K bench --device cuda --model random:llama-3-8b --kernel attention --batch $1 --context $2 --iters 30
   done
   $K bench --device cuda --model random:llama-3-8b --input-len 512 --output-len 128 --num-prompts 1
-  if [ "${1:-}" != "quick" ]; then
+  if [ "$MODE" != "quick" ]; then
     $K bench --device cuda --model random:llama-3-8b --input-len 512 --output-len 128 --num-prompts 128 \
       --max-seqs 128 --max-tokens-per-step 8192
   fi
