@@ -115,6 +115,9 @@ class Backend {
                                       float scale, TensorView out) = 0;
   // out = silu(gate) * up, where gate_up [T, 2I] holds gate in columns [0, I) and up in [I, 2I).
   virtual absl::Status SwiGlu(TensorView gate_up, TensorView out) = 0;
+  // ids[r] = argmax of logits row r (lowest index on ties): greedy sampling without moving the
+  // logits. logits [n, V] f32; ids: [n] int32 in backend memory.
+  virtual absl::Status ArgmaxRows(TensorView logits, int32_t* ids) = 0;
   // out[i] = x[rows[i]]; rows: [n] int32 in backend memory; out [n, K].
   virtual absl::Status GatherRows(TensorView x, const int32_t* rows, TensorView out) = 0;
 

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <new>
 
@@ -225,6 +226,15 @@ absl::Status CpuBackend::GatherRows(TensorView x, const int32_t* rows, TensorVie
   for (int64_t i = 0; i < out.rows; ++i) {
     KVS_CHECK_MSG(rows[i] >= 0 && rows[i] < x.rows, "GatherRows: row index out of range");
     std::memcpy(out.Row<float>(i), x.Row<float>(rows[i]), x.cols * sizeof(float));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::ArgmaxRows(TensorView logits, int32_t* ids) {
+  KVS_RETURN_IF_ERROR(RequireF32(logits, "ArgmaxRows", "logits"));
+  for (int64_t r = 0; r < logits.rows; ++r) {
+    const float* row = logits.Row<float>(r);
+    ids[r] = static_cast<int32_t>(std::max_element(row, row + logits.cols) - row);
   }
   return absl::OkStatus();
 }

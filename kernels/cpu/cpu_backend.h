@@ -40,6 +40,7 @@ class CpuBackend final : public Backend {
                               float scale, TensorView out) override;
   absl::Status SwiGlu(TensorView gate_up, TensorView out) override;
   absl::Status GatherRows(TensorView x, const int32_t* rows, TensorView out) override;
+  absl::Status ArgmaxRows(TensorView logits, int32_t* ids) override;
 
  protected:
   void Free(void* data, size_t bytes) override;

@@ -138,6 +138,12 @@ absl::Status CudaBackend::UploadFloat(std::span<const float> host, TensorView ds
 absl::Status CudaBackend::DownloadFloat(TensorView src, std::span<float> host) {
   if (static_cast<size_t>(src.NumElements()) != host.size()) return absl::InvalidArgumentError("DownloadFloat: size mismatch");
   const size_t esize = DTypeSize(src.dtype);
+  if (src.dtype == DType::kF32) {  // straight into the caller's buffer
+    KVS_CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(host.data(), src.cols * esize, src.data, src.stride * esize,
+                                               src.cols * esize, src.rows, cudaMemcpyDeviceToHost, stream_));
+    KVS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    return absl::OkStatus();
+  }
   std::vector<uint8_t> raw(host.size() * esize);
   KVS_CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(raw.data(), src.cols * esize, src.data, src.stride * esize,
                                              src.cols * esize, src.rows, cudaMemcpyDeviceToHost, stream_));
@@ -307,6 +313,13 @@ absl::Status CudaBackend::GatherRows(TensorView x, const int32_t* rows, TensorVi
   KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchGatherRows(x.data, x.stride, rows, out.rows, x.cols,
                                                   static_cast<int32_t>(DTypeSize(x.dtype)), out.data, out.stride,
                                                   stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::ArgmaxRows(TensorView logits, int32_t* ids) {
+  KVS_RETURN_IF_ERROR(Require(logits, DType::kF32, "ArgmaxRows", "logits"));
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchArgmaxRows(static_cast<const float*>(logits.data), logits.stride, logits.rows,
+                                                  logits.cols, ids, stream_));
   return absl::OkStatus();
 }
 

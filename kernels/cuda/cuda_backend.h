@@ -43,6 +43,7 @@ class CudaBackend final : public Backend {
                               TensorView out) override;
   absl::Status SwiGlu(TensorView gate_up, TensorView out) override;
   absl::Status GatherRows(TensorView x, const int32_t* rows, TensorView out) override;
+  absl::Status ArgmaxRows(TensorView logits, int32_t* ids) override;
 
   cudaStream_t stream() const { return stream_; }
 

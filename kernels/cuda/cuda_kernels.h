@@ -55,6 +55,10 @@ cudaError_t LaunchAddBiasF32(float* out, int64_t out_stride, int64_t rows, int64
 cudaError_t LaunchFillRandom(void* dst, bool bf16_out, int64_t n, uint64_t seed, float mean, float half_range,
                              cudaStream_t stream);
 
+// ids[r] = argmax over logits row r (lowest index on ties). logits [n, V] f32.
+cudaError_t LaunchArgmaxRows(const float* logits, int64_t stride, int64_t rows, int64_t cols, int32_t* ids,
+                             cudaStream_t stream);
+
 // Scratch for split-K attention: partial outputs of up to `max_splits` key ranges.
 struct AttentionWorkspace {
   float* partial_out = nullptr;  // [splits, T, Hq, D]

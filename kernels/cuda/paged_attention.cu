@@ -43,13 +43,25 @@ struct Params {
   float* partial_ml;
 };
 
+// 16-byte global -> shared copy that completes asynchronously (sm_80+); `valid` false zero-fills.
+__device__ inline void CopyAsync16(void* smem, const void* gmem, bool valid) {
+  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(addr), "l"(gmem), "r"(valid ? 16 : 0));
+}
+__device__ inline void CopyAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ inline void CopyAsyncWait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
 template <int D, int ROWS>
 __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(Params p) {
-  constexpr int kKPad = D + 2;  // odd word stride: conflict-free column reads of the K tile
+  // K rows padded by 16 bytes: with the rotated read order below, the 32 lanes of a warp (32
+  // keys) hit 32 different banks. Two stages: tile i+1 streams in while tile i is computed.
+  constexpr int kRow = D + 8;
   constexpr int kOutPerThread = (ROWS * D + kThreads - 1) / kThreads;
+  constexpr int kVecPerKey = D / 8;
   __shared__ __align__(16) float q_s[ROWS][D];
-  __shared__ __align__(16) bf16 k_s[kTile][kKPad];
-  __shared__ __align__(16) bf16 v_s[kTile][D];
+  __shared__ __align__(16) bf16 k_s[2][kTile][kRow];
+  __shared__ __align__(16) bf16 v_s[2][kTile][D];
   __shared__ float p_s[ROWS][kTile + 1];
   __shared__ float m_s[ROWS], l_s[ROWS], c_s[ROWS];
 
@@ -74,6 +86,23 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(Params p) {
   const int slot_stride = p.kv_heads * D;
   const int32_t* blocks = p.block_table + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
 
+  auto load_tile = [&](int stage, int kt) {
+    for (int i = tid; i < kTile * kVecPerKey; i += kThreads) {
+      const int key = i / kVecPerKey, vec = i % kVecPerKey;
+      const int pos = kt + key;
+      const bool valid = pos < k_hi;
+      int64_t off = 0;
+      if (valid) {
+        const int64_t slot = static_cast<int64_t>(blocks[pos / p.block_size]) * p.block_size + pos % p.block_size;
+        off = slot * slot_stride + kvh * D + vec * 8;
+      }
+      CopyAsync16(&k_s[stage][key][vec * 8], p.k_cache + off, valid);
+      CopyAsync16(&v_s[stage][key][vec * 8], p.v_cache + off, valid);
+    }
+    CopyAsyncCommit();
+  };
+  if (k_lo < k_hi) load_tile(0, k_lo);
+
   // Queries, pre-scaled so scores come out in the log2 domain.
   for (int i = tid; i < ROWS * D; i += kThreads) {
     const int r = i / D, d = i % D;
@@ -94,24 +123,13 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(Params p) {
 #pragma unroll
   for (int j = 0; j < kOutPerThread; ++j) acc[j] = 0.0f;
 
-  for (int kt = k_lo; kt < k_hi; kt += kTile) {
-    __syncthreads();  // previous tile fully consumed (and q_s/m_s initialised on the first pass)
-    // Load K and V tiles: D/8 16-byte vectors per key.
-    constexpr int kVecPerKey = D / 8;
-    for (int i = tid; i < kTile * kVecPerKey; i += kThreads) {
-      const int key = i / kVecPerKey, vec = i % kVecPerKey;
-      const int pos = kt + key;
-      uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
-      if (pos < k_hi) {
-        const int64_t slot = static_cast<int64_t>(blocks[pos / p.block_size]) * p.block_size + pos % p.block_size;
-        const int64_t off = slot * slot_stride + kvh * D + vec * 8;
-        kv = *reinterpret_cast<const uint4*>(p.k_cache + off);
-        vv = *reinterpret_cast<const uint4*>(p.v_cache + off);
-      }
-      const uint32_t* kw = reinterpret_cast<const uint32_t*>(&kv);
-#pragma unroll
-      for (int w = 0; w < 4; ++w) *reinterpret_cast<uint32_t*>(&k_s[key][vec * 8 + 2 * w]) = kw[w];
-      *reinterpret_cast<uint4*>(&v_s[key][vec * 8]) = vv;
+  int stage = 0;
+  for (int kt = k_lo; kt < k_hi; kt += kTile, stage ^= 1) {
+    if (kt + kTile < k_hi) {
+      load_tile(stage ^ 1, kt + kTile);
+      CopyAsyncWait<1>();  // this tile has landed; the next may still be in flight
+    } else {
+      CopyAsyncWait<0>();
     }
     __syncthreads();
     // Scores for (row, key), masked causally and past the split.
@@ -123,9 +141,10 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(Params p) {
       if (r < rows_here && pos < k_hi && pos <= row_pos) {
         s = 0.0f;
 #pragma unroll 8
-        for (int d = 0; d < D; d += 2) {
-          const float2 kf = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&k_s[key][d]));
-          s += q_s[r][d] * kf.x + q_s[r][d + 1] * kf.y;
+        for (int j = 0; j < D / 2; ++j) {
+          const int w = (j + key) & (D / 2 - 1);  // rotated start: conflict-free across keys
+          const float2 kf = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&k_s[stage][key][2 * w]));
+          s += q_s[r][2 * w] * kf.x + q_s[r][2 * w + 1] * kf.y;
         }
       }
       p_s[r][key] = s;
@@ -159,12 +178,12 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(Params p) {
         const int r = i / D, d = i % D;
         float a = acc[j] * c_s[r];
 #pragma unroll 8
-        for (int key = 0; key < kTile; ++key) a += p_s[r][key] * __bfloat162float(v_s[key][d]);
+        for (int key = 0; key < kTile; ++key) a += p_s[r][key] * __bfloat162float(v_s[stage][key][d]);
         acc[j] = a;
       }
     }
+    __syncthreads();  // the stage is free for the load two tiles on
   }
-  __syncthreads();
 
   // Write the result (normalised) or this split's partial.
 #pragma unroll

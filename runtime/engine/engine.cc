@@ -139,7 +139,9 @@ absl::StatusOr<std::vector<TokenEvent>> Engine::Step() {
   std::vector<ScheduledSeq> plan = scheduler_->Schedule(input_);
   last_step_ = StepStats{input_.num_seqs(), input_.num_tokens(), static_cast<int32_t>(input_.logit_rows.size())};
   if (plan.empty()) return events;
-  KVS_ASSIGN_OR_RETURN(std::span<const float> logits, runner_->Execute(input_));
+  bool greedy_only = true;
+  for (const ScheduledSeq& ss : plan) greedy_only &= !ss.samples || ss.seq->request.params.temperature <= 0.0f;
+  KVS_ASSIGN_OR_RETURN(ModelRunner::Output out, runner_->Execute(input_, greedy_only));
   const int32_t vocab = weights_->config().vocab_size;
   size_t row = 0;
   std::vector<Sequence*> finished;
@@ -150,7 +152,8 @@ absl::StatusOr<std::vector<TokenEvent>> Engine::Step() {
     const SamplingParams& p = seq.request.params;
     const cpu::SampleOptions opt{p.temperature, p.top_k, p.top_p};
     const double u = std::uniform_real_distribution<double>(0.0, 1.0)(st.rng);
-    const int32_t token = cpu::SampleToken(logits.subspan(row * vocab, vocab), opt, u, sample_scratch_);
+    const int32_t token = greedy_only ? out.greedy_ids[row]
+                                      : cpu::SampleToken(out.logits.subspan(row * vocab, vocab), opt, u, sample_scratch_);
     ++row;
     TokenEvent ev = Advance(seq, st, token);
     if (ev.finished) finished.push_back(&seq);

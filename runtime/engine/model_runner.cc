@@ -55,6 +55,8 @@ absl::StatusOr<ModelRunner> ModelRunner::Create(Backend& backend, const ModelWei
   KVS_RETURN_IF_ERROR(alloc(r.last_, z.s * z.h, e));
   KVS_RETURN_IF_ERROR(alloc(r.logits_, z.s * z.vocab, sizeof(float)));
   KVS_RETURN_IF_ERROR(alloc(r.meta_, z.IndexElems(), 4));
+  KVS_RETURN_IF_ERROR(alloc(r.greedy_ids_, z.s, 4));
+  r.host_ids_.resize(z.s);
   r.meta_host_.reserve(z.IndexElems());
   r.host_logits_.resize(z.s * z.vocab);
   const ModelConfig& c = weights.config();
@@ -62,13 +64,13 @@ absl::StatusOr<ModelRunner> ModelRunner::Create(Backend& backend, const ModelWei
   return r;
 }
 
-absl::StatusOr<std::span<const float>> ModelRunner::Execute(const StepInput& in) {
+absl::StatusOr<ModelRunner::Output> ModelRunner::Execute(const StepInput& in, bool greedy_only) {
   const ModelConfig& c = weights_->config();
   const Sizes z(c, limits_);
   const int64_t t = in.num_tokens();
   const int32_t s = in.num_seqs();
   const int64_t n_logits = static_cast<int64_t>(in.logit_rows.size());
-  if (t == 0) return std::span<const float>();
+  if (t == 0) return Output{};
   if (in.positions.size() != static_cast<size_t>(t) || in.slot_mapping.size() != static_cast<size_t>(t) ||
       in.query_start.size() != static_cast<size_t>(s) + 1 || in.query_start.back() != t ||
       in.block_table.size() != static_cast<size_t>(s) * in.max_blocks_per_seq ||
@@ -148,7 +150,7 @@ absl::StatusOr<std::span<const float>> ModelRunner::Execute(const StepInput& in)
   }
   if (n_logits == 0) {
     KVS_RETURN_IF_ERROR(b.Synchronize());
-    return std::span<const float>();
+    return Output{};
   }
   // Only the rows that will be sampled go through the final norm and the LM head.
   const TensorView last = last_.View(dt, n_logits, z.h);
@@ -156,9 +158,14 @@ absl::StatusOr<std::span<const float>> ModelRunner::Execute(const StepInput& in)
   KVS_RETURN_IF_ERROR(b.GatherRows(normed, logit_rows, last));
   const TensorView logits = logits_.View(DType::kF32, n_logits, z.vocab);
   KVS_RETURN_IF_ERROR(b.Linear(last, weights_->lm_head(), no_bias, logits));
+  if (greedy_only) {
+    KVS_RETURN_IF_ERROR(b.ArgmaxRows(logits, greedy_ids_.as<int32_t>()));
+    KVS_RETURN_IF_ERROR(b.CopyToHost(greedy_ids_.data(), host_ids_.data(), n_logits * sizeof(int32_t)));
+    return Output{{}, std::span<const int32_t>(host_ids_.data(), n_logits)};
+  }
   const std::span<float> host(host_logits_.data(), n_logits * z.vocab);
   KVS_RETURN_IF_ERROR(b.DownloadFloat(logits, host));
-  return std::span<const float>(host);
+  return Output{std::span<const float>(host), {}};
 }
 
 }  // namespace kvs

@@ -30,8 +30,14 @@ class ModelRunner {
   // Bytes of workspace a runner with these limits allocates (for memory planning).
   static size_t WorkspaceBytes(const ModelConfig& c, DType dtype, RunnerLimits limits);
 
-  // Runs one step; returns logits [input.logit_rows.size(), vocab] on the host.
-  absl::StatusOr<std::span<const float>> Execute(const StepInput& input);
+  // What a step hands back for sampling, on the host: the logits [rows, vocab], or — when every
+  // sampled row is greedy — just the argmax of each row, picked on the backend.
+  struct Output {
+    std::span<const float> logits;
+    std::span<const int32_t> greedy_ids;
+  };
+  // Runs one step.
+  absl::StatusOr<Output> Execute(const StepInput& input, bool greedy_only = false);
 
   const RunnerLimits& limits() const { return limits_; }
 
@@ -48,6 +54,8 @@ class ModelRunner {
   // host and sent in one copy per step.
   DeviceBuffer meta_;
   std::vector<int32_t> meta_host_;
+  DeviceBuffer greedy_ids_;
+  std::vector<int32_t> host_ids_;
   std::vector<float> host_logits_;
 };
 

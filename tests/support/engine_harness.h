@@ -88,9 +88,9 @@ inline std::vector<float> PrefillLogits(testing::LoadedCpuModel& lm, const std::
   in.context_len.push_back(static_cast<int32_t>(ids.size()));
   in.max_blocks_per_seq = blocks;
   for (int32_t b = 0; b < blocks; ++b) in.block_table.push_back(blocks + 2 - b);
-  auto logits = runner->Execute(in);
-  EXPECT_TRUE(logits.ok()) << logits.status();
-  return std::vector<float>(logits->begin(), logits->end());
+  auto out = runner->Execute(in);
+  EXPECT_TRUE(out.ok()) << out.status();
+  return std::vector<float>(out->logits.begin(), out->logits.end());
 }
 
 inline nlohmann::json ReadJson(const std::string& path) {

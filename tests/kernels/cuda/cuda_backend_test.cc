@@ -222,6 +222,22 @@ INSTANTIATE_TEST_SUITE_P(
         AttnShape{32, 8, 128, 16, {131072}, {1}},                         // B=1 L=128K
         AttnShape{12, 4, 128, 16, {2048}, {2048}}));                      // whole-prompt causal prefill
 
+TEST_F(CudaOpsTest, ArgmaxRowsMatchesCpuIncludingTies) {
+  const int64_t rows = 37, vocab = 128256;
+  auto logits = Random(rows * vocab, 3.0f);
+  logits[5 * vocab + 100] = 50.0f;  // a tie: the lower index must win
+  logits[5 * vocab + 90000] = 50.0f;
+  std::vector<int32_t> want(rows);
+  ASSERT_TRUE(cpu_.ArgmaxRows(F32(logits, rows, vocab), want.data()).ok());
+  auto g = Upload(logits, DType::kF32, rows, vocab);
+  auto ids = UploadInts(std::vector<int32_t>(rows, -1));
+  ASSERT_TRUE(gpu_->ArgmaxRows(g.View(DType::kF32, rows, vocab), ids.as<int32_t>()).ok());
+  std::vector<int32_t> got(rows);
+  ASSERT_TRUE(gpu_->CopyToHost(ids.data(), got.data(), rows * 4).ok());
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(got[5], 100);
+}
+
 TEST_F(CudaOpsTest, FillRandomEqualsTheCpuFill) {
   const int64_t n = 1 << 20;
   std::vector<float> cpu(n);
