@@ -176,9 +176,9 @@ absl::Status CudaBackend::Synchronize() {
 }
 
 absl::Status CudaBackend::ReserveWorkspace(int64_t max_tokens, int32_t max_seqs, int32_t q_heads, int32_t head_dim) {
-  // Split-K partials are only worth it while sequences are few; 32 splits of a full decode
+  // Split-K partials are only worth it while sequences are few; 64 splits of a full decode
   // batch bound the workspace.
-  constexpr int64_t kMaxSplits = 32;
+  constexpr int64_t kMaxSplits = 64;
   const int64_t floats = kMaxSplits * std::max<int64_t>(max_seqs, 1) * q_heads * head_dim;
   const int64_t ml_floats = kMaxSplits * std::max<int64_t>(max_tokens, max_seqs) * q_heads * 2;
   KVS_ASSIGN_OR_RETURN(workspace_, Allocate((floats + ml_floats) * sizeof(float)));
@@ -223,6 +223,19 @@ absl::Status CudaBackend::AddRmsNorm(TensorView residual, TensorView x, TensorVi
   return absl::OkStatus();
 }
 
+absl::Status CudaBackend::Gemm(TensorView x, TensorView w, TensorView out) {
+  // Row-major out[T, N] = x[T, K] w[N, K]^T is column-major out^T[N, T]: cuBLAS sees w as a
+  // column-major [K, N] matrix (transposed) and x as a column-major [K, T] matrix.
+  const float alpha = 1.0f, beta = 0.0f;
+  const cudaDataType_t out_type = out.dtype == DType::kF32 ? CUDA_R_32F : CUDA_R_16BF;
+  KVS_CUBLAS_RETURN_IF_ERROR(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.rows),
+                                          static_cast<int>(x.rows), static_cast<int>(x.cols), &alpha, w.data,
+                                          CUDA_R_16BF, static_cast<int>(w.cols), x.data, CUDA_R_16BF,
+                                          static_cast<int>(x.stride), &beta, out.data, out_type,
+                                          static_cast<int>(out.stride), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  return absl::OkStatus();
+}
+
 absl::Status CudaBackend::Linear(TensorView x, TensorView w, TensorView bias, TensorView out) {
   KVS_RETURN_IF_ERROR(Require(x, DType::kBF16, "Linear", "x"));
   KVS_RETURN_IF_ERROR(Require(w, DType::kBF16, "Linear", "w"));
@@ -232,15 +245,13 @@ absl::Status CudaBackend::Linear(TensorView x, TensorView w, TensorView bias, Te
   KVS_RETURN_IF_ERROR(Shape(x.cols == w.cols && out.rows == x.rows && out.cols == w.rows && w.IsContiguous(), "Linear",
                             x, w));
   if (x.rows == 0) return absl::OkStatus();
-  // Row-major out[T, N] = x[T, K] w[N, K]^T is column-major out^T[N, T] = w^T... : cuBLAS sees
-  // w as a column-major [K, N] matrix (transpose it) and x as a column-major [K, T] matrix.
-  const float alpha = 1.0f, beta = 0.0f;
-  const cudaDataType_t out_type = out.dtype == DType::kF32 ? CUDA_R_32F : CUDA_R_16BF;
-  KVS_CUBLAS_RETURN_IF_ERROR(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.rows),
-                                          static_cast<int>(x.rows), static_cast<int>(x.cols), &alpha, w.data,
-                                          CUDA_R_16BF, static_cast<int>(w.cols), x.data, CUDA_R_16BF,
-                                          static_cast<int>(x.stride), &beta, out.data, out_type,
-                                          static_cast<int>(out.stride), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  if (cuda::GemvApplies(x.rows, x.cols, x.stride, x.data, w.data)) {  // decode-shaped: few tokens
+    KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchGemv(static_cast<const bf16*>(x.data), x.stride, x.rows,
+                                              static_cast<const bf16*>(w.data), w.rows, w.cols, out.data,
+                                              out.dtype == DType::kF32, out.stride, stream_));
+  } else {
+    KVS_RETURN_IF_ERROR(Gemm(x, w, out));
+  }
   if (bias.data != nullptr) {
     KVS_RETURN_IF_ERROR(Require(bias, DType::kBF16, "Linear", "bias"));
     if (bias.NumElements() != w.rows) return absl::InvalidArgumentError("Linear: bias size differs from output features");

@@ -52,6 +52,8 @@ class CudaBackend final : public Backend {
 
  private:
   CudaBackend() = default;
+  // out = x w^T through cuBLAS (bf16 in, fp32 accumulate).
+  absl::Status Gemm(TensorView x, TensorView w, TensorView out);
   int device_ = 0;
   std::string name_;
   cudaStream_t stream_ = nullptr;

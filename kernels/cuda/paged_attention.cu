@@ -280,10 +280,11 @@ cudaError_t LaunchPagedAttention(const bf16* q, int64_t q_stride, int32_t q_head
   p.scale_log2 = scale * kLog2e;
   p.num_tokens = batch.num_tokens;
   p.row_chunks = (batch.max_query_len * group + rows - 1) / rows;
-  // Split along the keys until the grid covers the GPU twice over, within the workspace.
+  // Split along the keys until the grid covers the GPU eight times over (latency hiding needs
+  // many blocks in flight per SM), within the workspace.
   const int64_t blocks = static_cast<int64_t>(p.row_chunks) * cache.kv_heads * batch.num_seqs;
   const int max_tiles = (batch.max_context_len + kTile - 1) / kTile;
-  int splits = static_cast<int>((2 * ws.num_sms + blocks - 1) / blocks);
+  int splits = static_cast<int>((8 * ws.num_sms + blocks - 1) / blocks);
   splits = max(1, min(splits, max_tiles));
   const int64_t per_split = static_cast<int64_t>(batch.num_tokens) * q_heads * cache.head_dim;
   if (per_split * splits > ws.capacity_floats) splits = static_cast<int>(ws.capacity_floats / per_split);
