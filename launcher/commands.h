@@ -5,4 +5,5 @@ namespace kvs {
 int RunGenerate();
 int RunInspect();
 int RunBench();
+int RunMakeModel();
 }  // namespace kvs

@@ -16,6 +16,7 @@ constexpr const char* kUsage =
     "  generate --model PATH (--prompt TEXT [--chat] | --input in.jsonl --output out.jsonl)\n"
     "  inspect  --model PATH\n"
     "  bench    --model PATH|random:PRESET [--input-len N --output-len N --num-prompts N | --kernel attention]\n"
+    "  make-model --preset NAME --out DIR [--seed N]\n"
     "run `kvshard <command> --help` for the flags.\n";
 
 // Abseil flag names are identifiers; accept --max-tokens as --max_tokens.
@@ -50,6 +51,7 @@ int main(int argc, char** argv) {
   if (command == "generate") return kvs::RunGenerate();
   if (command == "inspect") return kvs::RunInspect();
   if (command == "bench") return kvs::RunBench();
+  if (command == "make-model") return kvs::RunMakeModel();
   std::fprintf(stderr, "kvshard: unknown command '%s'\n%s", command.c_str(), kUsage);
   return 2;
 }
