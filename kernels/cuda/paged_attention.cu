@@ -229,6 +229,181 @@ __global__ void CombineSplitsKernel(Params p) {
   p.out[static_cast<int64_t>(t) * p.out_stride + h * D + d] = __float2bfloat16(num / den);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Decode-only kernel (every sequence has exactly one query): the GQA group's queries and the
+// accumulators stay in registers. A warp works on kKeysPerWarp keys at once, kLanesPerKey lanes
+// per key, each lane holding a 16-wide slice of the head dimension; dot products reduce with
+// shuffles inside the lane group, and each lane group keeps its own online softmax, so the key
+// loop has no block-wide barrier. Lane groups and then warps merge their (max, sum, acc) at the end.
+__device__ inline void Merge(float& m, float& l, float* acc, float om, float ol, const float* oacc, int n) {
+  const float mm = fmaxf(m, om);
+  if (mm == -FLT_MAX) return;  // both empty
+  const float a = m == -FLT_MAX ? 0.0f : exp2f(m - mm);
+  const float b = om == -FLT_MAX ? 0.0f : exp2f(om - mm);
+  l = l * a + ol * b;
+  for (int i = 0; i < n; ++i) acc[i] = acc[i] * a + oacc[i] * b;
+  m = mm;
+}
+
+template <int D, int G>
+__global__ void __launch_bounds__(kThreads) PagedDecodeKernel(Params p) {
+  constexpr int kLanesPerKey = D / 16;
+  constexpr int kKeysPerWarp = 32 / kLanesPerKey;
+  constexpr int kWarps = kThreads / 32;
+  __shared__ float merge_ml[kWarps][G][2];
+  __shared__ float merge_acc[kWarps][G][D];
+
+  const int seq = blockIdx.z, kvh = blockIdx.y, split = blockIdx.x;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int sub = lane / kLanesPerKey, part = lane % kLanesPerKey;
+  const int t = p.query_start[seq];
+  const int ctx = p.context_len[seq];
+  const int group = p.q_heads / p.kv_heads;
+  const int k_lo = split * p.keys_per_split;
+  const int k_hi = min(ctx, k_lo + p.keys_per_split);
+  const int slot_stride = p.kv_heads * D;
+  const int32_t* blocks = p.block_table + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
+
+  float q[G][16];
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    if (g < group) {
+      const bf16* qp = p.q + static_cast<int64_t>(t) * p.q_stride + (kvh * group + g) * D + part * 16;
+      const uint4 a = *reinterpret_cast<const uint4*>(qp), b = *reinterpret_cast<const uint4*>(qp + 8);
+      const __nv_bfloat162* ha = reinterpret_cast<const __nv_bfloat162*>(&a);
+      const __nv_bfloat162* hb = reinterpret_cast<const __nv_bfloat162*>(&b);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float2 fa = __bfloat1622float2(ha[e]), fb = __bfloat1622float2(hb[e]);
+        q[g][2 * e] = fa.x * p.scale_log2;
+        q[g][2 * e + 1] = fa.y * p.scale_log2;
+        q[g][8 + 2 * e] = fb.x * p.scale_log2;
+        q[g][8 + 2 * e + 1] = fb.y * p.scale_log2;
+      }
+    } else {
+#pragma unroll
+      for (int e = 0; e < 16; ++e) q[g][e] = 0.0f;
+    }
+  }
+  float m[G], l[G], acc[G][16];
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    m[g] = -FLT_MAX;
+    l[g] = 0.0f;
+#pragma unroll
+    for (int e = 0; e < 16; ++e) acc[g][e] = 0.0f;
+  }
+
+#pragma unroll 2
+  for (int base = k_lo + warp * kKeysPerWarp; base < k_hi; base += kWarps * kKeysPerWarp) {
+    const int pos = base + sub;
+    const bool valid = pos < k_hi;
+    uint4 k0 = make_uint4(0, 0, 0, 0), k1 = k0, v0 = k0, v1 = k0;
+    if (valid) {
+      const int64_t slot = static_cast<int64_t>(blocks[pos / p.block_size]) * p.block_size + pos % p.block_size;
+      const int64_t off = slot * slot_stride + kvh * D + part * 16;
+      k0 = __ldg(reinterpret_cast<const uint4*>(p.k_cache + off));
+      k1 = __ldg(reinterpret_cast<const uint4*>(p.k_cache + off + 8));
+      v0 = __ldg(reinterpret_cast<const uint4*>(p.v_cache + off));
+      v1 = __ldg(reinterpret_cast<const uint4*>(p.v_cache + off + 8));
+    }
+    float kf[16], vf[16];
+    {
+      const __nv_bfloat162* a = reinterpret_cast<const __nv_bfloat162*>(&k0);
+      const __nv_bfloat162* b = reinterpret_cast<const __nv_bfloat162*>(&k1);
+      const __nv_bfloat162* c = reinterpret_cast<const __nv_bfloat162*>(&v0);
+      const __nv_bfloat162* d = reinterpret_cast<const __nv_bfloat162*>(&v1);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        float2 f = __bfloat1622float2(a[e]);
+        kf[2 * e] = f.x, kf[2 * e + 1] = f.y;
+        f = __bfloat1622float2(b[e]);
+        kf[8 + 2 * e] = f.x, kf[8 + 2 * e + 1] = f.y;
+        f = __bfloat1622float2(c[e]);
+        vf[2 * e] = f.x, vf[2 * e + 1] = f.y;
+        f = __bfloat1622float2(d[e]);
+        vf[8 + 2 * e] = f.x, vf[8 + 2 * e + 1] = f.y;
+      }
+    }
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      float s = 0.0f;
+#pragma unroll
+      for (int e = 0; e < 16; ++e) s += q[g][e] * kf[e];
+#pragma unroll
+      for (int o = kLanesPerKey / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+      if (valid) {
+        const float mn = fmaxf(m[g], s);
+        const float c = m[g] == -FLT_MAX ? 0.0f : exp2f(m[g] - mn);
+        const float pe = exp2f(s - mn);
+        l[g] = l[g] * c + pe;
+#pragma unroll
+        for (int e = 0; e < 16; ++e) acc[g][e] = acc[g][e] * c + pe * vf[e];
+        m[g] = mn;
+      }
+    }
+  }
+
+  // Merge the lane groups of a warp (same `part`, different keys), then the warps.
+#pragma unroll
+  for (int o = kLanesPerKey; o < 32; o <<= 1) {
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      const float om = __shfl_xor_sync(0xffffffffu, m[g], o);
+      const float ol = __shfl_xor_sync(0xffffffffu, l[g], o);
+      float oacc[16];
+#pragma unroll
+      for (int e = 0; e < 16; ++e) oacc[e] = __shfl_xor_sync(0xffffffffu, acc[g][e], o);
+      Merge(m[g], l[g], acc[g], om, ol, oacc, 16);
+    }
+  }
+  if (sub == 0) {
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      if (part == 0) {
+        merge_ml[warp][g][0] = m[g];
+        merge_ml[warp][g][1] = l[g];
+      }
+#pragma unroll
+      for (int e = 0; e < 16; ++e) merge_acc[warp][g][part * 16 + e] = acc[g][e];
+    }
+  }
+  __syncthreads();
+  // Threads of warp 0..: one (head g, dim d) output each.
+  for (int i = tid; i < group * D; i += kThreads) {
+    const int g = i / D, d = i % D;
+    float mm = -FLT_MAX, ll = 0.0f, aa = 0.0f;
+    for (int w = 0; w < kWarps; ++w) Merge(mm, ll, &aa, merge_ml[w][g][0], merge_ml[w][g][1], &merge_acc[w][g][d], 1);
+    const int h = kvh * group + g;
+    if (p.num_splits == 1) {
+      p.out[static_cast<int64_t>(t) * p.out_stride + h * D + d] = __float2bfloat16(aa / ll);
+    } else {
+      const int64_t idx = (static_cast<int64_t>(split) * p.num_tokens + t) * p.q_heads + h;
+      p.partial_out[idx * D + d] = aa;
+      if (d == 0) {
+        p.partial_ml[idx * 2] = mm;
+        p.partial_ml[idx * 2 + 1] = ll;
+      }
+    }
+  }
+}
+
+template <int D, int G>
+cudaError_t LaunchDecode(Params p, dim3 grid, cudaStream_t stream) {
+  PagedDecodeKernel<D, G><<<grid, kThreads, 0, stream>>>(p);
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess || p.num_splits == 1) return err;
+  CombineSplitsKernel<D><<<dim3(p.num_tokens, p.q_heads), D, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+template <int D>
+cudaError_t DispatchDecode(int group, Params p, dim3 grid, cudaStream_t stream) {
+  if (group == 1) return LaunchDecode<D, 1>(p, grid, stream);
+  if (group == 2) return LaunchDecode<D, 2>(p, grid, stream);
+  return LaunchDecode<D, 4>(p, grid, stream);  // 3 and 4
+}
+
 template <int D, int ROWS>
 cudaError_t Launch(Params p, dim3 grid, cudaStream_t stream) {
   PagedAttentionKernel<D, ROWS><<<grid, kThreads, 0, stream>>>(p);
@@ -295,6 +470,16 @@ cudaError_t LaunchPagedAttention(const bf16* q, int64_t q_stride, int32_t q_head
   p.partial_out = ws.partial_out;
   p.partial_ml = ws.partial_ml;
   const dim3 grid(p.num_splits * p.row_chunks, cache.kv_heads, batch.num_seqs);
+  if (batch.max_query_len == 1 && group <= 4 && cache.head_dim >= 16) {
+    // Decode-only step: the register kernel (one row chunk per sequence, so grid.x = splits).
+    switch (cache.head_dim) {
+      case 16: return DispatchDecode<16>(group, p, grid, stream);
+      case 32: return DispatchDecode<32>(group, p, grid, stream);
+      case 64: return DispatchDecode<64>(group, p, grid, stream);
+      case 128: return DispatchDecode<128>(group, p, grid, stream);
+      default: return cudaErrorInvalidValue;
+    }
+  }
   switch (cache.head_dim) {
     case 16: return DispatchRows<16>(rows, p, grid, stream);
     case 32: return DispatchRows<32>(rows, p, grid, stream);
