@@ -222,7 +222,12 @@ INSTANTIATE_TEST_SUITE_P(
         AttnShape{4, 2, 16, 5, {40, 41}, {40, 7}},                        // head_dim 16
         AttnShape{32, 8, 128, 16, {32768}, {1}},                          // B=1 L=32K: split-K
         AttnShape{32, 8, 128, 16, {131072}, {1}},                         // B=1 L=128K
-        AttnShape{12, 4, 128, 16, {2048}, {2048}}));                      // whole-prompt causal prefill
+        AttnShape{12, 4, 128, 16, {2048}, {2048}},                        // whole-prompt causal prefill
+        // Decode-only steps take the register kernel: groups 3 (padded to 4), 1 and 2.
+        AttnShape{9, 3, 64, 16, {17, 540, 1, 3000}, {1, 1, 1, 1}},
+        AttnShape{8, 8, 32, 5, {77, 1234}, {1, 1}},
+        AttnShape{4, 2, 16, 1, {300, 2}, {1, 1}},
+        AttnShape{64, 8, 128, 16, {1000, 5}, {1, 1}}));                   // group 8: the general kernel
 
 TEST_F(CudaOpsTest, ArgmaxRowsMatchesCpuIncludingTies) {
   const int64_t rows = 37, vocab = 128256;
