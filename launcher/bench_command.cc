@@ -27,6 +27,7 @@ ABSL_FLAG(std::string, kernel, "", "bench: time one kernel instead of the engine
 ABSL_FLAG(int32_t, batch, 1, "bench --kernel attention: sequences");
 ABSL_FLAG(int32_t, context, 4096, "bench --kernel attention: tokens per sequence");
 ABSL_FLAG(int32_t, iters, 50, "bench --kernel: timed repetitions");
+ABSL_FLAG(bool, shuffle_blocks, true, "bench --kernel attention: scatter pages randomly (as after churn)");
 
 namespace kvs {
 namespace {
@@ -54,7 +55,7 @@ absl::Status BenchAttention(Backend& backend, const ModelConfig& c) {
   // Shuffled block tables: pages scattered as they are after real churn.
   std::vector<int32_t> table(num_blocks), query_start(batch + 1), context_len(batch, ctx);
   std::iota(table.begin(), table.end(), 0);
-  std::shuffle(table.begin(), table.end(), std::mt19937(7));
+  if (absl::GetFlag(FLAGS_shuffle_blocks)) std::shuffle(table.begin(), table.end(), std::mt19937(7));
   for (int32_t i = 0; i <= batch; ++i) query_start[i] = i;
   KVS_ASSIGN_OR_RETURN(DeviceBuffer meta, backend.Allocate((table.size() + query_start.size() + context_len.size()) * 4));
   int32_t* m = meta.as<int32_t>();
