@@ -404,6 +404,224 @@ cudaError_t DispatchDecode(int group, Params p, dim3 grid, cudaStream_t stream) 
   return LaunchDecode<D, 4>(p, grid, stream);  // 3 and 4
 }
 
+// ---------------------------------------------------------------------------------------------
+// Decode-only kernel on tensor cores, for GQA groups of 3..16 query heads per KV head. With one
+// query per sequence the group's heads are the M dimension of mma.m16n8k16 (padded to 16 rows):
+// S = Q K^T over a 16-key tile, online softmax on the accumulator fragments, O += P V with P
+// re-packed from S's registers. Each warp owns its own keys (a 16-key tile in its own shared
+// region, loaded with cp.async); warps merge at the end. Fragment layouts (PTX ISA, m16n8k16):
+//   A 16x16 row: a0 (g, 2t..2t+1) a1 (g+8, 2t..) a2 (g, 2t+8..) a3 (g+8, 2t+8..)
+//   B 16x8 col:  b0 (k 2t..2t+1, n g) b1 (k 2t+8.., n g)
+//   C 16x8:      c0 (g, 2t) c1 (g, 2t+1) c2 (g+8, 2t) c3 (g+8, 2t+1)      g = lane/4, t = lane%4
+__device__ inline void MmaBf16(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ inline uint32_t PackBf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+__device__ inline uint32_t PackBf16(bf16 lo, bf16 hi) {
+  return static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&lo)) |
+         (static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&hi)) << 16);
+}
+
+template <int D>
+__global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
+  constexpr int kKeys = 16;        // keys per warp tile
+  constexpr int kRow = D + 8;      // padded rows: conflict-free fragment reads
+  constexpr int kWarps = kThreads / 32;
+  constexpr int kKSteps = D / 16;  // k-steps of S = Q K^T
+  constexpr int kNTiles = D / 8;   // n-tiles of O = P V
+  __shared__ __align__(16) bf16 k_s[kWarps][kKeys][kRow];
+  __shared__ __align__(16) bf16 v_s[kWarps][kKeys][kRow];
+  __shared__ float merge_ml[kWarps][16][2];
+
+  const int seq = blockIdx.z, kvh = blockIdx.y, split = blockIdx.x;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
+  const int tok = p.query_start[seq];
+  const int ctx = p.context_len[seq];
+  const int group = p.q_heads / p.kv_heads;
+  const int k_lo = split * p.keys_per_split;
+  const int k_hi = min(ctx, k_lo + p.keys_per_split);
+  const int slot_stride = p.kv_heads * D;
+  const int32_t* blocks = p.block_table + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
+
+  // Q fragments (rows = heads of the group, zero beyond it), pre-scaled for exp2.
+  uint32_t qa[kKSteps][4];
+  {
+    const bf16* q0 = p.q + static_cast<int64_t>(tok) * p.q_stride + static_cast<int64_t>(kvh) * group * D;
+    auto qv = [&](int r, int c) { return r < group ? __bfloat162float(q0[r * D + c]) * p.scale_log2 : 0.0f; };
+#pragma unroll
+    for (int ks = 0; ks < kKSteps; ++ks) {
+      const int c = ks * 16 + 2 * t4;
+      qa[ks][0] = PackBf16(qv(g, c), qv(g, c + 1));
+      qa[ks][1] = PackBf16(qv(g + 8, c), qv(g + 8, c + 1));
+      qa[ks][2] = PackBf16(qv(g, c + 8), qv(g, c + 9));
+      qa[ks][3] = PackBf16(qv(g + 8, c + 8), qv(g + 8, c + 9));
+    }
+  }
+  float o[kNTiles][4];
+#pragma unroll
+  for (int n = 0; n < kNTiles; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+  float m_lo = -FLT_MAX, m_hi = -FLT_MAX, l_lo = 0.0f, l_hi = 0.0f;  // rows g and g + 8
+
+  for (int base = k_lo + warp * kKeys; base < k_hi; base += kWarps * kKeys) {
+    // Load this warp's 16 keys of K and V (D/8 16-byte pieces per key).
+    constexpr int kVec = D / 8;
+    for (int i = lane; i < kKeys * kVec; i += 32) {
+      const int key = i / kVec, vec = i % kVec;
+      const int pos = base + key;
+      const bool valid = pos < k_hi;
+      int64_t off = 0;
+      if (valid) {
+        const int64_t slot = static_cast<int64_t>(blocks[pos / p.block_size]) * p.block_size + pos % p.block_size;
+        off = slot * slot_stride + kvh * D + vec * 8;
+      }
+      CopyAsync16(&k_s[warp][key][vec * 8], p.k_cache + off, valid);
+      CopyAsync16(&v_s[warp][key][vec * 8], p.v_cache + off, valid);
+    }
+    CopyAsyncCommit();
+    CopyAsyncWait<0>();
+    __syncwarp();
+    // S = Q K^T: two n-tiles of 8 keys.
+    float sc[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+      for (int ks = 0; ks < kKSteps; ++ks) {
+        const bf16* krow = &k_s[warp][nt * 8 + g][ks * 16 + 2 * t4];
+        const uint32_t b0 = *reinterpret_cast<const uint32_t*>(krow);
+        const uint32_t b1 = *reinterpret_cast<const uint32_t*>(krow + 8);
+        MmaBf16(sc[nt], qa[ks], b0, b1);
+      }
+    }
+    // Mask keys past the range, then the online softmax per row (a row lives in one quad).
+    float mx_lo = -FLT_MAX, mx_hi = -FLT_MAX;
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        if (base + nt * 8 + 2 * t4 + j >= k_hi) sc[nt][j] = sc[nt][2 + j] = -FLT_MAX;
+        mx_lo = fmaxf(mx_lo, sc[nt][j]);
+        mx_hi = fmaxf(mx_hi, sc[nt][2 + j]);
+      }
+    }
+    for (int off = 1; off < 4; off <<= 1) {
+      mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, off));
+      mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, off));
+    }
+    const float mn_lo = fmaxf(m_lo, mx_lo), mn_hi = fmaxf(m_hi, mx_hi);
+    const float c_lo = m_lo == -FLT_MAX ? 0.0f : exp2f(m_lo - mn_lo);
+    const float c_hi = m_hi == -FLT_MAX ? 0.0f : exp2f(m_hi - mn_hi);
+    float sum_lo = 0.0f, sum_hi = 0.0f;
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        sc[nt][j] = sc[nt][j] == -FLT_MAX ? 0.0f : exp2f(sc[nt][j] - mn_lo);
+        sc[nt][2 + j] = sc[nt][2 + j] == -FLT_MAX ? 0.0f : exp2f(sc[nt][2 + j] - mn_hi);
+        sum_lo += sc[nt][j];
+        sum_hi += sc[nt][2 + j];
+      }
+    }
+    for (int off = 1; off < 4; off <<= 1) {
+      sum_lo += __shfl_xor_sync(0xffffffffu, sum_lo, off);
+      sum_hi += __shfl_xor_sync(0xffffffffu, sum_hi, off);
+    }
+    l_lo = l_lo * c_lo + sum_lo;
+    l_hi = l_hi * c_hi + sum_hi;
+    m_lo = mn_lo;
+    m_hi = mn_hi;
+    // O = O * c + P V: P (16 rows x 16 keys) from the S fragments, V^T pieces from shared memory.
+    uint32_t pa[4];
+    pa[0] = PackBf16(sc[0][0], sc[0][1]);
+    pa[1] = PackBf16(sc[0][2], sc[0][3]);
+    pa[2] = PackBf16(sc[1][0], sc[1][1]);
+    pa[3] = PackBf16(sc[1][2], sc[1][3]);
+#pragma unroll
+    for (int n = 0; n < kNTiles; ++n) {
+      o[n][0] *= c_lo;
+      o[n][1] *= c_lo;
+      o[n][2] *= c_hi;
+      o[n][3] *= c_hi;
+      const int d = n * 8 + g;
+      const uint32_t b0 = PackBf16(v_s[warp][2 * t4][d], v_s[warp][2 * t4 + 1][d]);
+      const uint32_t b1 = PackBf16(v_s[warp][2 * t4 + 8][d], v_s[warp][2 * t4 + 9][d]);
+      MmaBf16(o[n], pa, b0, b1);
+    }
+    __syncwarp();  // the tile is consumed before the next load overwrites it
+  }
+
+  // Merge warps: row maxima and sums through shared memory; each warp in turn adds its O,
+  // rescaled to the block-wide row maximum, into float scratch laid over the (now free) K tiles.
+  if (t4 == 0) {
+    merge_ml[warp][g][0] = m_lo;
+    merge_ml[warp][g][1] = l_lo;
+    merge_ml[warp][g + 8][0] = m_hi;
+    merge_ml[warp][g + 8][1] = l_hi;
+  }
+  __syncthreads();
+  float* o_s = reinterpret_cast<float*>(&k_s[0][0][0]);  // 16 x D floats fit in k_s
+  static_assert(sizeof(k_s) >= 16 * D * sizeof(float), "merge scratch");
+  // Block-wide row maxima.
+  float gm_lo = -FLT_MAX, gm_hi = -FLT_MAX;
+  for (int w = 0; w < kWarps; ++w) {
+    gm_lo = fmaxf(gm_lo, merge_ml[w][g][0]);
+    gm_hi = fmaxf(gm_hi, merge_ml[w][g + 8][0]);
+  }
+  const float s_lo = m_lo == -FLT_MAX ? 0.0f : exp2f(m_lo - gm_lo);
+  const float s_hi = m_hi == -FLT_MAX ? 0.0f : exp2f(m_hi - gm_hi);
+  for (int i = tid; i < 16 * D; i += kThreads) o_s[i] = 0.0f;
+  __syncthreads();
+  for (int w = 0; w < kWarps; ++w) {
+    if (warp == w) {
+#pragma unroll
+      for (int n = 0; n < kNTiles; ++n) {
+        const int d = n * 8 + 2 * t4;
+        o_s[g * D + d] += o[n][0] * s_lo;
+        o_s[g * D + d + 1] += o[n][1] * s_lo;
+        o_s[(g + 8) * D + d] += o[n][2] * s_hi;
+        o_s[(g + 8) * D + d + 1] += o[n][3] * s_hi;
+      }
+    }
+    __syncthreads();
+  }
+  // Rows 0..group-1 are the group's heads; each output thread recomputes its row's max and sum.
+  for (int i = tid; i < group * D; i += kThreads) {
+    const int r = i / D, d = i % D;
+    float mm = -FLT_MAX, ll = 0.0f;
+    for (int w = 0; w < kWarps; ++w) mm = fmaxf(mm, merge_ml[w][r][0]);
+    for (int w = 0; w < kWarps; ++w) {
+      if (merge_ml[w][r][0] != -FLT_MAX) ll += merge_ml[w][r][1] * exp2f(merge_ml[w][r][0] - mm);
+    }
+    const int h = kvh * group + r;
+    const float a = o_s[r * D + d];
+    if (p.num_splits == 1) {
+      p.out[static_cast<int64_t>(tok) * p.out_stride + h * D + d] = __float2bfloat16(a / ll);
+    } else {
+      const int64_t idx = (static_cast<int64_t>(split) * p.num_tokens + tok) * p.q_heads + h;
+      p.partial_out[idx * D + d] = a;
+      if (d == 0) {
+        p.partial_ml[idx * 2] = mm;
+        p.partial_ml[idx * 2 + 1] = ll;
+      }
+    }
+  }
+}
+
+template <int D>
+cudaError_t LaunchDecodeMma(Params p, dim3 grid, cudaStream_t stream) {
+  PagedDecodeMmaKernel<D><<<grid, kThreads, 0, stream>>>(p);
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess || p.num_splits == 1) return err;
+  CombineSplitsKernel<D><<<dim3(p.num_tokens, p.q_heads), D, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
 template <int D, int ROWS>
 cudaError_t Launch(Params p, dim3 grid, cudaStream_t stream) {
   PagedAttentionKernel<D, ROWS><<<grid, kThreads, 0, stream>>>(p);
@@ -470,6 +688,10 @@ cudaError_t LaunchPagedAttention(const bf16* q, int64_t q_stride, int32_t q_head
   p.partial_out = ws.partial_out;
   p.partial_ml = ws.partial_ml;
   const dim3 grid(p.num_splits * p.row_chunks, cache.kv_heads, batch.num_seqs);
+  if (batch.max_query_len == 1 && group >= 3 && group <= 16 && (cache.head_dim == 64 || cache.head_dim == 128)) {
+    // Decode-only step with a GQA group worth tensor cores.
+    return cache.head_dim == 64 ? LaunchDecodeMma<64>(p, grid, stream) : LaunchDecodeMma<128>(p, grid, stream);
+  }
   if (batch.max_query_len == 1 && group <= 4 && cache.head_dim >= 16) {
     // Decode-only step: the register kernel (one row chunk per sequence, so grid.x = splits).
     switch (cache.head_dim) {
