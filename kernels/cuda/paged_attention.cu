@@ -436,8 +436,11 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
   constexpr int kWarps = kThreads / 32;
   constexpr int kKSteps = D / 16;  // k-steps of S = Q K^T
   constexpr int kNTiles = D / 8;   // n-tiles of O = P V
-  __shared__ __align__(16) bf16 k_s[kWarps][kKeys][kRow];
-  __shared__ __align__(16) bf16 v_s[kWarps][kKeys][kRow];
+  constexpr int kTileElems = kKeys * kRow;
+  // Dynamic shared memory: [warp][stage][K|V][key][kRow] bf16 — two stages per warp, so the next
+  // tile streams in while this one is on the tensor cores.
+  extern __shared__ __align__(16) unsigned char decode_smem[];
+  bf16* const smem = reinterpret_cast<bf16*>(decode_smem);
   __shared__ float merge_ml[kWarps][16][2];
 
   const int seq = blockIdx.z, kvh = blockIdx.y, split = blockIdx.x;
@@ -469,8 +472,10 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
   for (int n = 0; n < kNTiles; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
   float m_lo = -FLT_MAX, m_hi = -FLT_MAX, l_lo = 0.0f, l_hi = 0.0f;  // rows g and g + 8
 
-  for (int base = k_lo + warp * kKeys; base < k_hi; base += kWarps * kKeys) {
-    // Load this warp's 16 keys of K and V (D/8 16-byte pieces per key).
+  // Load a 16-key tile of K and V (D/8 16-byte pieces per key) into this warp's `stage`.
+  auto load = [&](int stage, int base) {
+    bf16* kt = smem + (warp * 2 + stage) * 2 * kTileElems;
+    bf16* vt = kt + kTileElems;
     constexpr int kVec = D / 8;
     for (int i = lane; i < kKeys * kVec; i += 32) {
       const int key = i / kVec, vec = i % kVec;
@@ -481,19 +486,31 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
         const int64_t slot = static_cast<int64_t>(blocks[pos / p.block_size]) * p.block_size + pos % p.block_size;
         off = slot * slot_stride + kvh * D + vec * 8;
       }
-      CopyAsync16(&k_s[warp][key][vec * 8], p.k_cache + off, valid);
-      CopyAsync16(&v_s[warp][key][vec * 8], p.v_cache + off, valid);
+      CopyAsync16(kt + key * kRow + vec * 8, p.k_cache + off, valid);
+      CopyAsync16(vt + key * kRow + vec * 8, p.v_cache + off, valid);
     }
     CopyAsyncCommit();
-    CopyAsyncWait<0>();
+  };
+  constexpr int kStride = kWarps * kKeys;
+  if (k_lo + warp * kKeys < k_hi) load(0, k_lo + warp * kKeys);
+  int stage = 0;
+  for (int base = k_lo + warp * kKeys; base < k_hi; base += kStride, stage ^= 1) {
+    if (base + kStride < k_hi) {
+      load(stage ^ 1, base + kStride);
+      CopyAsyncWait<1>();
+    } else {
+      CopyAsyncWait<0>();
+    }
     __syncwarp();
+    const bf16* k_tile = smem + (warp * 2 + stage) * 2 * kTileElems;
+    const bf16* v_tile = k_tile + kTileElems;
     // S = Q K^T: two n-tiles of 8 keys.
     float sc[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
 #pragma unroll
     for (int nt = 0; nt < 2; ++nt) {
 #pragma unroll
       for (int ks = 0; ks < kKSteps; ++ks) {
-        const bf16* krow = &k_s[warp][nt * 8 + g][ks * 16 + 2 * t4];
+        const bf16* krow = k_tile + (nt * 8 + g) * kRow + ks * 16 + 2 * t4;
         const uint32_t b0 = *reinterpret_cast<const uint32_t*>(krow);
         const uint32_t b1 = *reinterpret_cast<const uint32_t*>(krow + 8);
         MmaBf16(sc[nt], qa[ks], b0, b1);
@@ -549,11 +566,11 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
       o[n][2] *= c_hi;
       o[n][3] *= c_hi;
       const int d = n * 8 + g;
-      const uint32_t b0 = PackBf16(v_s[warp][2 * t4][d], v_s[warp][2 * t4 + 1][d]);
-      const uint32_t b1 = PackBf16(v_s[warp][2 * t4 + 8][d], v_s[warp][2 * t4 + 9][d]);
+      const uint32_t b0 = PackBf16(v_tile[(2 * t4) * kRow + d], v_tile[(2 * t4 + 1) * kRow + d]);
+      const uint32_t b1 = PackBf16(v_tile[(2 * t4 + 8) * kRow + d], v_tile[(2 * t4 + 9) * kRow + d]);
       MmaBf16(o[n], pa, b0, b1);
     }
-    __syncwarp();  // the tile is consumed before the next load overwrites it
+    __syncwarp();  // this stage is consumed before the load two tiles on overwrites it
   }
 
   // Merge warps: row maxima and sums through shared memory; each warp in turn adds its O,
@@ -565,8 +582,8 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
     merge_ml[warp][g + 8][1] = l_hi;
   }
   __syncthreads();
-  float* o_s = reinterpret_cast<float*>(&k_s[0][0][0]);  // 16 x D floats fit in k_s
-  static_assert(sizeof(k_s) >= 16 * D * sizeof(float), "merge scratch");
+  float* o_s = reinterpret_cast<float*>(decode_smem);  // 16 x D floats over the free tiles
+  static_assert(kWarps * 4 * kTileElems * sizeof(bf16) >= 16 * D * sizeof(float), "merge scratch");
   // Block-wide row maxima.
   float gm_lo = -FLT_MAX, gm_hi = -FLT_MAX;
   for (int w = 0; w < kWarps; ++w) {
@@ -615,7 +632,11 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
 
 template <int D>
 cudaError_t LaunchDecodeMma(Params p, dim3 grid, cudaStream_t stream) {
-  PagedDecodeMmaKernel<D><<<grid, kThreads, 0, stream>>>(p);
+  constexpr size_t kSmem = (kThreads / 32) * 4 * 16 * (D + 8) * sizeof(bf16);  // warps x 2 stages x K,V
+  static const cudaError_t attr =
+      cudaFuncSetAttribute(PagedDecodeMmaKernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
+  if (attr != cudaSuccess) return attr;
+  PagedDecodeMmaKernel<D><<<grid, kThreads, kSmem, stream>>>(p);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess || p.num_splits == 1) return err;
   CombineSplitsKernel<D><<<dim3(p.num_tokens, p.q_heads), D, 0, stream>>>(p);
