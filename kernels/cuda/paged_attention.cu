@@ -9,7 +9,9 @@
 // and sum, and a second kernel combines them.
 //
 // Layout (kernels/common/paged_kv.h): cache[slot][kv_head][d], slot = block * block_size + offset.
+#include <algorithm>
 #include <cfloat>
+#include <cmath>
 
 #include "kernels/cuda/cuda_kernels.h"
 
@@ -41,7 +43,55 @@ struct Params {
   int32_t num_tokens;
   float* partial_out;
   float* partial_ml;
+  // Host-side planning inputs (not read by the kernels).
+  int32_t max_context_len;
+  int64_t workspace_floats;
+  int32_t num_sms;
 };
+
+// Splits along the keys so that the grid fills whole waves of resident blocks: a grid of 1.3
+// waves leaves most of the GPU idle in its second wave. `base` blocks exist without splitting;
+// `resident` blocks fit on the GPU at once. A small penalty per split (partials to combine)
+// prefers fewer splits among equally good fills.
+int ChooseSplits(int64_t base, int64_t resident, int max_splits) {
+  int best = 1;
+  double best_score = -1.0;
+  for (int s = 1; s <= max_splits; ++s) {
+    const double waves = static_cast<double>(base * s) / static_cast<double>(resident);
+    const double fill = waves / std::ceil(waves);
+    const double score = fill - 0.001 * s;
+    if (score > best_score) {
+      best_score = score;
+      best = s;
+    }
+  }
+  return best;
+}
+
+// Resident blocks of `kernel` on the whole GPU (cached per kernel by the caller).
+template <typename Kernel>
+int64_t ResidentBlocks(Kernel kernel, size_t smem, int num_sms) {
+  int per_sm = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem) != cudaSuccess || per_sm < 1) {
+    cudaGetLastError();
+    per_sm = 1;
+  }
+  return static_cast<int64_t>(per_sm) * num_sms;
+}
+
+// Fills p.keys_per_split / p.num_splits and the grid for `resident` blocks at once.
+void PlanSplits(Params& p, dim3& grid, int64_t resident, int head_dim) {
+  const int max_tiles = (p.max_context_len + kTile - 1) / kTile;
+  const int64_t base = static_cast<int64_t>(p.row_chunks) * grid.y * grid.z;
+  int max_splits = max_tiles;
+  const int64_t per_split = static_cast<int64_t>(p.num_tokens) * p.q_heads * head_dim;
+  max_splits = static_cast<int>(std::min<int64_t>(max_splits, std::max<int64_t>(1, p.workspace_floats / per_split)));
+  const int splits = base >= resident ? 1 : ChooseSplits(base, resident, std::max(1, max_splits));
+  const int tiles_per_split = (max_tiles + splits - 1) / splits;
+  p.keys_per_split = tiles_per_split * kTile;
+  p.num_splits = (max_tiles + tiles_per_split - 1) / tiles_per_split;
+  grid.x = p.num_splits * p.row_chunks;
+}
 
 // 16-byte global -> shared copy that completes asynchronously (sm_80+); `valid` false zero-fills.
 __device__ inline void CopyAsync16(void* smem, const void* gmem, bool valid) {
@@ -390,6 +440,8 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeKernel(Params p) {
 
 template <int D, int G>
 cudaError_t LaunchDecode(Params p, dim3 grid, cudaStream_t stream) {
+  static const int64_t resident = ResidentBlocks(PagedDecodeKernel<D, G>, 0, p.num_sms);
+  PlanSplits(p, grid, resident, D);
   PagedDecodeKernel<D, G><<<grid, kThreads, 0, stream>>>(p);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess || p.num_splits == 1) return err;
@@ -636,6 +688,8 @@ cudaError_t LaunchDecodeMma(Params p, dim3 grid, cudaStream_t stream) {
   static const cudaError_t attr =
       cudaFuncSetAttribute(PagedDecodeMmaKernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
   if (attr != cudaSuccess) return attr;
+  static const int64_t resident = ResidentBlocks(PagedDecodeMmaKernel<D>, kSmem, p.num_sms);
+  PlanSplits(p, grid, resident, D);
   PagedDecodeMmaKernel<D><<<grid, kThreads, kSmem, stream>>>(p);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess || p.num_splits == 1) return err;
@@ -645,6 +699,8 @@ cudaError_t LaunchDecodeMma(Params p, dim3 grid, cudaStream_t stream) {
 
 template <int D, int ROWS>
 cudaError_t Launch(Params p, dim3 grid, cudaStream_t stream) {
+  static const int64_t resident = ResidentBlocks(PagedAttentionKernel<D, ROWS>, 0, p.num_sms);
+  PlanSplits(p, grid, resident, D);
   PagedAttentionKernel<D, ROWS><<<grid, kThreads, 0, stream>>>(p);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess || p.num_splits == 1) return err;
@@ -694,27 +750,19 @@ cudaError_t LaunchPagedAttention(const bf16* q, int64_t q_stride, int32_t q_head
   p.scale_log2 = scale * kLog2e;
   p.num_tokens = batch.num_tokens;
   p.row_chunks = (batch.max_query_len * group + rows - 1) / rows;
-  // Split along the keys until the grid covers the GPU eight times over (latency hiding needs
-  // many blocks in flight per SM), within the workspace.
-  const int64_t blocks = static_cast<int64_t>(p.row_chunks) * cache.kv_heads * batch.num_seqs;
-  const int max_tiles = (batch.max_context_len + kTile - 1) / kTile;
-  int splits = static_cast<int>((8 * ws.num_sms + blocks - 1) / blocks);
-  splits = max(1, min(splits, max_tiles));
-  const int64_t per_split = static_cast<int64_t>(batch.num_tokens) * q_heads * cache.head_dim;
-  if (per_split * splits > ws.capacity_floats) splits = static_cast<int>(ws.capacity_floats / per_split);
-  splits = max(splits, 1);
-  const int tiles_per_split = (max_tiles + splits - 1) / splits;
-  p.keys_per_split = tiles_per_split * kTile;
-  p.num_splits = (max_tiles + tiles_per_split - 1) / tiles_per_split;
+  // Key splits are planned per kernel (PlanSplits), from its occupancy.
   p.partial_out = ws.partial_out;
   p.partial_ml = ws.partial_ml;
-  const dim3 grid(p.num_splits * p.row_chunks, cache.kv_heads, batch.num_seqs);
+  p.max_context_len = batch.max_context_len;
+  p.workspace_floats = ws.capacity_floats;
+  p.num_sms = ws.num_sms;
+  const dim3 grid(p.row_chunks, cache.kv_heads, batch.num_seqs);
   if (batch.max_query_len == 1 && group >= 3 && group <= 16 && (cache.head_dim == 64 || cache.head_dim == 128)) {
     // Decode-only step with a GQA group worth tensor cores.
     return cache.head_dim == 64 ? LaunchDecodeMma<64>(p, grid, stream) : LaunchDecodeMma<128>(p, grid, stream);
   }
   if (batch.max_query_len == 1 && group <= 4 && cache.head_dim >= 16) {
-    // Decode-only step: the register kernel (one row chunk per sequence, so grid.x = splits).
+    // Decode-only step, small group: the register kernel (one row chunk per sequence).
     switch (cache.head_dim) {
       case 16: return DispatchDecode<16>(group, p, grid, stream);
       case 32: return DispatchDecode<32>(group, p, grid, stream);
