@@ -62,7 +62,9 @@ absl::Status BenchAttention(Backend& backend, const ModelConfig& c) {
   KVS_RETURN_IF_ERROR(backend.CopyToDevice(table.data(), m, table.size() * 4));
   KVS_RETURN_IF_ERROR(backend.CopyToDevice(query_start.data(), m + table.size(), query_start.size() * 4));
   KVS_RETURN_IF_ERROR(backend.CopyToDevice(context_len.data(), m + table.size() + query_start.size(), context_len.size() * 4));
-  KVS_RETURN_IF_ERROR(backend.ReserveWorkspace(batch, batch, c.num_q_heads, c.head_dim));
+  // Workspace as the engine reserves it (for --max-seqs sequences), so split-K plans match.
+  KVS_RETURN_IF_ERROR(backend.ReserveWorkspace(batch, std::max(batch, absl::GetFlag(FLAGS_max_seqs)), c.num_q_heads,
+                                               c.head_dim));
   AttentionBatch ab;
   ab.num_seqs = batch;
   ab.num_tokens = batch;

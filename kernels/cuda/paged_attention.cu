@@ -49,17 +49,18 @@ struct Params {
   int32_t num_sms;
 };
 
-// Splits along the keys so that the grid fills whole waves of resident blocks: a grid of 1.3
-// waves leaves most of the GPU idle in its second wave. `base` blocks exist without splitting;
-// `resident` blocks fit on the GPU at once. A small penalty per split (partials to combine)
-// prefers fewer splits among equally good fills.
+// Splits along the keys so that the grid fills whole waves of resident blocks (a grid of 1.3
+// waves leaves most of the GPU idle in its second wave) and runs at least ~4 waves (blocks
+// finishing at different times keep memory busy). `base` blocks exist without splitting;
+// `resident` fit on the GPU at once; a small penalty per split (partials to combine) prefers
+// fewer splits among equally good plans. Measured on H200: see docs/performance.md.
 int ChooseSplits(int64_t base, int64_t resident, int max_splits) {
   int best = 1;
   double best_score = -1.0;
   for (int s = 1; s <= max_splits; ++s) {
     const double waves = static_cast<double>(base * s) / static_cast<double>(resident);
     const double fill = waves / std::ceil(waves);
-    const double score = fill - 0.001 * s;
+    const double score = fill * std::min(1.0, waves / 4.0) - 0.0005 * s;
     if (score > best_score) {
       best_score = score;
       best = s;
@@ -86,7 +87,7 @@ void PlanSplits(Params& p, dim3& grid, int64_t resident, int head_dim) {
   int max_splits = max_tiles;
   const int64_t per_split = static_cast<int64_t>(p.num_tokens) * p.q_heads * head_dim;
   max_splits = static_cast<int>(std::min<int64_t>(max_splits, std::max<int64_t>(1, p.workspace_floats / per_split)));
-  const int splits = base >= resident ? 1 : ChooseSplits(base, resident, std::max(1, max_splits));
+  const int splits = ChooseSplits(base, resident, std::max(1, max_splits));
   const int tiles_per_split = (max_tiles + splits - 1) / splits;
   p.keys_per_split = tiles_per_split * kTile;
   p.num_splits = (max_tiles + tiles_per_split - 1) / tiles_per_split;
