@@ -49,18 +49,20 @@ struct Params {
   int32_t num_sms;
 };
 
-// Splits along the keys so that the grid fills whole waves of resident blocks (a grid of 1.3
-// waves leaves most of the GPU idle in its second wave) and runs at least ~4 waves (blocks
-// finishing at different times keep memory busy). `base` blocks exist without splitting;
-// `resident` fit on the GPU at once; a small penalty per split (partials to combine) prefers
-// fewer splits among equally good plans. Measured on H200: see docs/performance.md.
+// Splits along the keys. Three things matter, all measured on an H200 (docs/performance.md):
+// the last wave of resident blocks should be full (1.3 waves leaves the GPU idle in the
+// second), about three waves keep memory busy while blocks finish at different times, and every
+// split costs partial writes and a longer combine (a split of fewer than kMinKeysPerSplit keys
+// never pays). `base` blocks exist without splitting; `resident` fit on the GPU at once.
+constexpr int kMinKeysPerSplit = 512;
+
 int ChooseSplits(int64_t base, int64_t resident, int max_splits) {
   int best = 1;
   double best_score = -1.0;
   for (int s = 1; s <= max_splits; ++s) {
     const double waves = static_cast<double>(base * s) / static_cast<double>(resident);
     const double fill = waves / std::ceil(waves);
-    const double score = fill * std::min(1.0, waves / 4.0) - 0.0005 * s;
+    const double score = fill * std::min(1.0, waves / 3.0) - 0.004 * s;
     if (score > best_score) {
       best_score = score;
       best = s;
@@ -84,7 +86,7 @@ int64_t ResidentBlocks(Kernel kernel, size_t smem, int num_sms) {
 void PlanSplits(Params& p, dim3& grid, int64_t resident, int head_dim) {
   const int max_tiles = (p.max_context_len + kTile - 1) / kTile;
   const int64_t base = static_cast<int64_t>(p.row_chunks) * grid.y * grid.z;
-  int max_splits = max_tiles;
+  int max_splits = std::max(1, p.max_context_len / kMinKeysPerSplit);
   const int64_t per_split = static_cast<int64_t>(p.num_tokens) * p.q_heads * head_dim;
   max_splits = static_cast<int>(std::min<int64_t>(max_splits, std::max<int64_t>(1, p.workspace_floats / per_split)));
   const int splits = ChooseSplits(base, resident, std::max(1, max_splits));
