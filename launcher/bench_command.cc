@@ -168,13 +168,6 @@ absl::Status Bench() {
 
 }  // namespace
 
-int RunBench() {
-  const absl::Status s = Bench();
-  if (!s.ok()) {
-    std::fprintf(stderr, "kvshard bench: %s\n", std::string(s.message()).c_str());
-    return s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
-  }
-  return 0;
-}
+int RunBench() { return ReportAndExit("bench", Bench()); }
 
 }  // namespace kvs

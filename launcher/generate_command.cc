@@ -171,13 +171,6 @@ absl::Status Generate() {
 
 }  // namespace
 
-int RunGenerate() {
-  const absl::Status s = Generate();
-  if (!s.ok()) {
-    std::fprintf(stderr, "kvshard generate: %s\n", std::string(s.message()).c_str());
-    return s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
-  }
-  return 0;
-}
+int RunGenerate() { return ReportAndExit("generate", Generate()); }
 
 }  // namespace kvs

@@ -35,13 +35,6 @@ absl::Status MakeModel() {
 
 }  // namespace
 
-int RunMakeModel() {
-  const absl::Status s = MakeModel();
-  if (!s.ok()) {
-    std::fprintf(stderr, "kvshard make-model: %s\n", std::string(s.message()).c_str());
-    return s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
-  }
-  return 0;
-}
+int RunMakeModel() { return ReportAndExit("make-model", MakeModel()); }
 
 }  // namespace kvs

@@ -441,15 +441,21 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeKernel(Params p) {
   }
 }
 
-template <int D, int G>
-cudaError_t LaunchDecode(Params p, dim3 grid, cudaStream_t stream) {
-  static const int64_t resident = ResidentBlocks(PagedDecodeKernel<D, G>, 0, p.num_sms);
+// Plans the key splits for `kernel`, launches it, and combines the partials when it split.
+template <int D, typename Kernel>
+cudaError_t LaunchPlanned(Kernel kernel, size_t smem, int64_t resident, Params p, dim3 grid, cudaStream_t stream) {
   PlanSplits(p, grid, resident, D);
-  PagedDecodeKernel<D, G><<<grid, kThreads, 0, stream>>>(p);
-  cudaError_t err = cudaGetLastError();
+  kernel<<<grid, kThreads, smem, stream>>>(p);
+  const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess || p.num_splits == 1) return err;
   CombineSplitsKernel<D><<<dim3(p.num_tokens, p.q_heads), D, 0, stream>>>(p);
   return cudaGetLastError();
+}
+
+template <int D, int G>
+cudaError_t LaunchDecode(Params p, dim3 grid, cudaStream_t stream) {
+  static const int64_t resident = ResidentBlocks(PagedDecodeKernel<D, G>, 0, p.num_sms);
+  return LaunchPlanned<D>(PagedDecodeKernel<D, G>, 0, resident, p, grid, stream);
 }
 
 template <int D>
@@ -692,23 +698,13 @@ cudaError_t LaunchDecodeMma(Params p, dim3 grid, cudaStream_t stream) {
       cudaFuncSetAttribute(PagedDecodeMmaKernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
   if (attr != cudaSuccess) return attr;
   static const int64_t resident = ResidentBlocks(PagedDecodeMmaKernel<D>, kSmem, p.num_sms);
-  PlanSplits(p, grid, resident, D);
-  PagedDecodeMmaKernel<D><<<grid, kThreads, kSmem, stream>>>(p);
-  cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess || p.num_splits == 1) return err;
-  CombineSplitsKernel<D><<<dim3(p.num_tokens, p.q_heads), D, 0, stream>>>(p);
-  return cudaGetLastError();
+  return LaunchPlanned<D>(PagedDecodeMmaKernel<D>, kSmem, resident, p, grid, stream);
 }
 
 template <int D, int ROWS>
 cudaError_t Launch(Params p, dim3 grid, cudaStream_t stream) {
   static const int64_t resident = ResidentBlocks(PagedAttentionKernel<D, ROWS>, 0, p.num_sms);
-  PlanSplits(p, grid, resident, D);
-  PagedAttentionKernel<D, ROWS><<<grid, kThreads, 0, stream>>>(p);
-  cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess || p.num_splits == 1) return err;
-  CombineSplitsKernel<D><<<dim3(p.num_tokens, p.q_heads), D, 0, stream>>>(p);
-  return cudaGetLastError();
+  return LaunchPlanned<D>(PagedAttentionKernel<D, ROWS>, 0, resident, p, grid, stream);
 }
 
 template <int D>
