@@ -227,7 +227,14 @@ INSTANTIATE_TEST_SUITE_P(
         AttnShape{9, 3, 64, 16, {17, 540, 1, 3000}, {1, 1, 1, 1}},
         AttnShape{8, 8, 32, 5, {77, 1234}, {1, 1}},
         AttnShape{4, 2, 16, 1, {300, 2}, {1, 1}},
-        AttnShape{64, 8, 128, 16, {1000, 5}, {1, 1}}));                   // group 8: the general kernel
+        AttnShape{64, 8, 128, 16, {1000, 5}, {1, 1}}),                    // group 8, decode
+    [](const ::testing::TestParamInfo<AttnShape>& info) {
+      const AttnShape& s = info.param;
+      int32_t max_ctx = 0;
+      for (int32_t l : s.context_lens) max_ctx = std::max(max_ctx, l);
+      return "Hq" + std::to_string(s.q_heads) + "_Hk" + std::to_string(s.kv_heads) + "_D" + std::to_string(s.head_dim) +
+             "_bs" + std::to_string(s.block_size) + "_ctx" + std::to_string(max_ctx) + "_" + std::to_string(info.index);
+    });
 
 TEST_F(CudaOpsTest, ArgmaxRowsMatchesCpuIncludingTies) {
   const int64_t rows = 37, vocab = 128256;
