@@ -23,7 +23,7 @@
 ABSL_FLAG(int32_t, input_len, 512, "bench: prompt tokens per request");
 ABSL_FLAG(int32_t, output_len, 128, "bench: generated tokens per request");
 ABSL_FLAG(int32_t, num_prompts, 64, "bench: number of requests");
-ABSL_FLAG(std::string, kernel, "", "bench: time one kernel instead of the engine (attention)");
+ABSL_FLAG(std::string, kernel, "", "bench: time one kernel instead of the engine (attention = decode, prefill)");
 ABSL_FLAG(int32_t, batch, 1, "bench --kernel attention: sequences");
 ABSL_FLAG(int32_t, context, 4096, "bench --kernel attention: tokens per sequence");
 ABSL_FLAG(int32_t, iters, 50, "bench --kernel: timed repetitions");
@@ -35,7 +35,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 
-absl::Status BenchAttention(Backend& backend, const ModelConfig& c) {
+// Decode (one query per sequence) or, with `prefill`, whole-prompt causal attention (every
+// context token is a query).
+absl::Status BenchAttention(Backend& backend, const ModelConfig& c, bool prefill) {
   const int32_t batch = absl::GetFlag(FLAGS_batch), ctx = absl::GetFlag(FLAGS_context), iters = absl::GetFlag(FLAGS_iters);
   if (batch < 1 || ctx < 1 || iters < 1) return absl::InvalidArgumentError("--batch, --context and --iters must be >= 1");
   const int32_t bs = absl::GetFlag(FLAGS_block_size);
@@ -49,39 +51,50 @@ absl::Status BenchAttention(Backend& backend, const ModelConfig& c) {
   KVS_RETURN_IF_ERROR(backend.FillRandom(k.View(dt, slots, width), 1, 0.0f, 1.0f));
   KVS_RETURN_IF_ERROR(backend.FillRandom(v.View(dt, slots, width), 2, 0.0f, 1.0f));
   const int64_t qw = static_cast<int64_t>(c.num_q_heads) * c.head_dim;
-  KVS_ASSIGN_OR_RETURN(DeviceBuffer q, backend.Allocate(batch * qw * DTypeSize(dt)));
-  KVS_ASSIGN_OR_RETURN(DeviceBuffer out, backend.Allocate(batch * qw * DTypeSize(dt)));
-  KVS_RETURN_IF_ERROR(backend.FillRandom(q.View(dt, batch, qw), 3, 0.0f, 1.0f));
+  const int32_t q_per_seq = prefill ? ctx : 1;
+  const int64_t tokens = static_cast<int64_t>(batch) * q_per_seq;
+  KVS_ASSIGN_OR_RETURN(DeviceBuffer q, backend.Allocate(tokens * qw * DTypeSize(dt)));
+  KVS_ASSIGN_OR_RETURN(DeviceBuffer out, backend.Allocate(tokens * qw * DTypeSize(dt)));
+  KVS_RETURN_IF_ERROR(backend.FillRandom(q.View(dt, tokens, qw), 3, 0.0f, 1.0f));
   // Shuffled block tables: pages scattered as they are after real churn.
   std::vector<int32_t> table(num_blocks), query_start(batch + 1), context_len(batch, ctx);
   std::iota(table.begin(), table.end(), 0);
   if (absl::GetFlag(FLAGS_shuffle_blocks)) std::shuffle(table.begin(), table.end(), std::mt19937(7));
-  for (int32_t i = 0; i <= batch; ++i) query_start[i] = i;
+  for (int32_t i = 0; i <= batch; ++i) query_start[i] = i * q_per_seq;
   KVS_ASSIGN_OR_RETURN(DeviceBuffer meta, backend.Allocate((table.size() + query_start.size() + context_len.size()) * 4));
   int32_t* m = meta.as<int32_t>();
   KVS_RETURN_IF_ERROR(backend.CopyToDevice(table.data(), m, table.size() * 4));
   KVS_RETURN_IF_ERROR(backend.CopyToDevice(query_start.data(), m + table.size(), query_start.size() * 4));
   KVS_RETURN_IF_ERROR(backend.CopyToDevice(context_len.data(), m + table.size() + query_start.size(), context_len.size() * 4));
   // Workspace as the engine reserves it (for --max-seqs sequences), so split-K plans match.
-  KVS_RETURN_IF_ERROR(backend.ReserveWorkspace(batch, std::max(batch, absl::GetFlag(FLAGS_max_seqs)), c.num_q_heads,
+  KVS_RETURN_IF_ERROR(backend.ReserveWorkspace(tokens, std::max(batch, absl::GetFlag(FLAGS_max_seqs)), c.num_q_heads,
                                                c.head_dim));
   AttentionBatch ab;
   ab.num_seqs = batch;
-  ab.num_tokens = batch;
+  ab.num_tokens = static_cast<int32_t>(tokens);
   ab.max_blocks_per_seq = blocks_per_seq;
   ab.max_context_len = ctx;
-  ab.max_query_len = 1;
+  ab.max_query_len = q_per_seq;
   ab.block_table = m;
   ab.query_start = m + table.size();
   ab.context_len = m + table.size() + query_start.size();
   const PagedKvView cache{k.data(), v.data(), dt, num_blocks, bs, c.num_kv_heads, c.head_dim};
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-  for (int i = 0; i < 3; ++i) KVS_RETURN_IF_ERROR(backend.PagedAttention(q.View(dt, batch, qw), cache, ab, scale, out.View(dt, batch, qw)));
+  const TensorView qv = q.View(dt, tokens, qw), ov = out.View(dt, tokens, qw);
+  for (int i = 0; i < 3; ++i) KVS_RETURN_IF_ERROR(backend.PagedAttention(qv, cache, ab, scale, ov));
   KVS_RETURN_IF_ERROR(backend.Synchronize());
   const auto t0 = Clock::now();
-  for (int i = 0; i < iters; ++i) KVS_RETURN_IF_ERROR(backend.PagedAttention(q.View(dt, batch, qw), cache, ab, scale, out.View(dt, batch, qw)));
+  for (int i = 0; i < iters; ++i) KVS_RETURN_IF_ERROR(backend.PagedAttention(qv, cache, ab, scale, ov));
   KVS_RETURN_IF_ERROR(backend.Synchronize());
   const double per_call = Seconds(t0, Clock::now()) / iters;
+  if (prefill) {
+    // Causal: each query attends to (position + 1) keys; QK^T and PV are 2 FLOPs per MAC each.
+    const double flops = 4.0 * batch * c.num_q_heads * c.head_dim * (static_cast<double>(ctx) * (ctx + 1) / 2);
+    std::printf("| causal prefill attention | %s | Hq=%d Hk=%d D=%d bs=%d B=%d L=%d | %.1f us | %.1f TFLOP/s |\n",
+                backend.Name().c_str(), c.num_q_heads, c.num_kv_heads, c.head_dim, bs, batch, ctx, per_call * 1e6,
+                flops / per_call / 1e12);
+    return absl::OkStatus();
+  }
   const double kv_bytes = 2.0 * batch * ctx * width * DTypeSize(dt);
   std::printf("| paged decode attention | %s | Hq=%d Hk=%d D=%d bs=%d B=%d L=%d | %.1f us | %.2f TB/s of KV reads |\n",
               backend.Name().c_str(), c.num_q_heads, c.num_kv_heads, c.head_dim, bs, batch, ctx, per_call * 1e6,
@@ -150,8 +163,8 @@ absl::Status Bench() {
   KVS_ASSIGN_OR_RETURN(LoadedModel m, OpenModel(model_path));
   KVS_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateBackend(absl::GetFlag(FLAGS_device), 0, DefaultCpuMemoryBudget()));
   const std::string kernel = absl::GetFlag(FLAGS_kernel);
-  if (kernel == "attention") return BenchAttention(*backend, m.source->config());
-  if (!kernel.empty()) return absl::InvalidArgumentError(absl::StrFormat("--kernel '%s' is unknown (attention)", kernel));
+  if (kernel == "attention" || kernel == "prefill") return BenchAttention(*backend, m.source->config(), kernel == "prefill");
+  if (!kernel.empty()) return absl::InvalidArgumentError(absl::StrFormat("--kernel '%s' is unknown (attention, prefill)", kernel));
   const auto t0 = Clock::now();
   KVS_ASSIGN_OR_RETURN(ModelWeights weights, ModelWeights::Load(*m.source, *backend));
   KVS_RETURN_IF_ERROR(backend->Synchronize());

@@ -34,6 +34,9 @@ K=./build/launcher/kvshard
     set -- $shape
     $K bench --device cuda --model random:llama-3-8b --kernel attention --batch $1 --context $2 --iters 30
   done
+  for L in 4096 16384; do
+    $K bench --device cuda --model random:llama-3-8b --kernel prefill --batch 1 --context $L --iters 3
+  done
   $K bench --device cuda --model random:llama-3-8b --input-len 512 --output-len 128 --num-prompts 1
   if [ "$MODE" != "quick" ]; then
     $K bench --device cuda --model random:llama-3-8b --input-len 512 --output-len 128 --num-prompts 128 \

@@ -117,6 +117,9 @@ TEST(CliTest, BenchRunsOnTheCpuAndPrintsTheTable) {
   auto [rc2, out2] = Kvshard("bench --device cpu --model random:smollm2-135m --kernel attention --batch 2 --context 300 --iters 2");
   ASSERT_EQ(rc2, 0) << out2;
   EXPECT_NE(out2.find("TB/s of KV reads"), std::string::npos) << out2;
+  auto [rc4, out4] = Kvshard("bench --device cpu --model random:smollm2-135m --kernel prefill --batch 1 --context 64 --iters 1");
+  ASSERT_EQ(rc4, 0) << out4;
+  EXPECT_NE(out4.find("TFLOP/s"), std::string::npos) << out4;
   auto [rc3, out3] = Kvshard("bench --device cpu --model random:smollm2-135m --kernel gemm");
   EXPECT_NE(rc3, 0);
   EXPECT_NE(out3.find("--kernel 'gemm' is unknown"), std::string::npos) << out3;
