@@ -105,6 +105,23 @@ __device__ inline void CopyAsyncCommit() { asm volatile("cp.async.commit_group;\
 template <int N>
 __device__ inline void CopyAsyncWait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
+// Tensor-core helpers (mma.m16n8k16, bf16 in, fp32 accumulate).
+__device__ inline void MmaBf16(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ inline uint32_t PackBf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+__device__ inline uint32_t PackBf16(bf16 lo, bf16 hi) {
+  return static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&lo)) |
+         (static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&hi)) << 16);
+}
+
 template <int D, int ROWS>
 __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(Params p) {
   // K rows padded by 16 bytes: with the rotated read order below, the 32 lanes of a warp (32
@@ -673,22 +690,6 @@ cudaError_t DispatchDecode(int group, Params p, dim3 grid, cudaStream_t stream) 
 //   A 16x16 row: a0 (g, 2t..2t+1) a1 (g+8, 2t..) a2 (g, 2t+8..) a3 (g+8, 2t+8..)
 //   B 16x8 col:  b0 (k 2t..2t+1, n g) b1 (k 2t+8.., n g)
 //   C 16x8:      c0 (g, 2t) c1 (g, 2t+1) c2 (g+8, 2t) c3 (g+8, 2t+1)      g = lane/4, t = lane%4
-__device__ inline void MmaBf16(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-__device__ inline uint32_t PackBf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-__device__ inline uint32_t PackBf16(bf16 lo, bf16 hi) {
-  return static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&lo)) |
-         (static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&hi)) << 16);
-}
-
 template <int D>
 __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
   constexpr int kKeys = 16;        // keys per warp tile
