@@ -106,6 +106,14 @@ template <int N>
 __device__ inline void CopyAsyncWait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
 // Tensor-core helpers (mma.m16n8k16, bf16 in, fp32 accumulate).
+// Four 8x8 bf16 matrices from shared memory, transposed: lane L gives the row address of matrix
+// L / 8. Used for V, stored [key][d], whose B fragments want (2 keys, 1 d) pairs.
+__device__ inline void LdMatrixX4Trans(uint32_t* r, const void* smem_row) {
+  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(smem_row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
 __device__ inline void MmaBf16(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -116,10 +124,6 @@ __device__ inline void MmaBf16(float* c, const uint32_t* a, uint32_t b0, uint32_
 __device__ inline uint32_t PackBf16(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<const uint32_t*>(&v);
-}
-__device__ inline uint32_t PackBf16(bf16 lo, bf16 hi) {
-  return static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&lo)) |
-         (static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&hi)) << 16);
 }
 
 template <int D, int ROWS>
@@ -612,12 +616,11 @@ __global__ void __launch_bounds__(kThreads) PagedPrefillMmaKernel(Params p) {
         pa[2] = PackBf16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
         pa[3] = PackBf16(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
 #pragma unroll
-        for (int n = 0; n < kNTiles; ++n) {
-          const int d = n * 8 + g;
-          const int k0 = kk * 16 + 2 * t4;
-          const uint32_t b0 = PackBf16(v_s[stage][k0][d], v_s[stage][k0 + 1][d]);
-          const uint32_t b1 = PackBf16(v_s[stage][k0 + 8][d], v_s[stage][k0 + 9][d]);
-          MmaBf16(o[n], pa, b0, b1);
+        for (int n = 0; n < kNTiles; n += 2) {  // two n-tiles per ldmatrix
+          uint32_t b[4];
+          LdMatrixX4Trans(b, &v_s[stage][kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8][n * 8 + (lane >> 4) * 8]);
+          MmaBf16(o[n], pa, b[0], b[1]);
+          MmaBf16(o[n + 1], pa, b[2], b[3]);
         }
       }
     }
@@ -826,10 +829,13 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
       o[n][1] *= c_lo;
       o[n][2] *= c_hi;
       o[n][3] *= c_hi;
-      const int d = n * 8 + g;
-      const uint32_t b0 = PackBf16(v_tile[(2 * t4) * kRow + d], v_tile[(2 * t4 + 1) * kRow + d]);
-      const uint32_t b1 = PackBf16(v_tile[(2 * t4 + 8) * kRow + d], v_tile[(2 * t4 + 9) * kRow + d]);
-      MmaBf16(o[n], pa, b0, b1);
+    }
+#pragma unroll
+    for (int n = 0; n < kNTiles; n += 2) {  // two n-tiles per ldmatrix
+      uint32_t b[4];
+      LdMatrixX4Trans(b, v_tile + ((lane & 7) + ((lane >> 3) & 1) * 8) * kRow + n * 8 + (lane >> 4) * 8);
+      MmaBf16(o[n], pa, b[0], b[1]);
+      MmaBf16(o[n + 1], pa, b[2], b[3]);
     }
     __syncwarp();  // this stage is consumed before the load two tiles on overwrites it
   }
