@@ -161,7 +161,10 @@ absl::Status Generate() {
   std::vector<RequestResult> results = engine->TakeResults();
   for (const auto& r : results) generated += static_cast<int64_t>(r.output_ids.size());
   const double gen_s = std::chrono::duration<double>(Clock::now() - t0).count();
-  if (stream) std::printf("\n");
+  if (stream) {
+    std::printf("\n");
+    std::fflush(stdout);  // the newline before the stats line on stderr
+  }
   std::fprintf(stderr, "[rank 0] %zu request(s), %lld tokens generated in %.2f s (%.1f tok/s, %s backend)\n",
                results.size(), static_cast<long long>(generated), gen_s, generated / std::max(gen_s, 1e-9),
                backend.Name().c_str());
