@@ -1,11 +1,14 @@
 // RMSNorm over f32 rows (the residual stream), optionally adding a bf16 update first.
-// One block per row; the sum of squares is reduced in float across the block.
+// One block per row. Decode has one row per step, so a row must finish fast on its own: 512
+// threads, float4 loads, and the row held in registers between the sum-of-squares pass and the
+// scaling pass (no second read). Rows too wide for the registers, or unaligned, take a scalar loop.
 #include "kernels/cuda/cuda_kernels.h"
 
 namespace kvs::cuda {
 namespace {
 
-constexpr int kThreads = 256;
+constexpr int kThreads = 512;
+constexpr int kMaxVecPerThread = 8;  // rows up to 512 * 8 * 4 = 16384 floats stay in registers
 
 __device__ float BlockSum(float v) {
   __shared__ float partial[kThreads / 32];
@@ -13,8 +16,59 @@ __device__ float BlockSum(float v) {
   if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = v;
   __syncthreads();
   float total = 0.0f;
+#pragma unroll
   for (int w = 0; w < kThreads / 32; ++w) total += partial[w];
   return total;
+}
+
+__device__ inline float4 LoadBf16x4(const bf16* p) {
+  const uint2 raw = *reinterpret_cast<const uint2*>(p);
+  const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.x));
+  const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.y));
+  return make_float4(a.x, a.y, b.x, b.y);
+}
+
+__device__ inline void StoreBf16x4(bf16* p, float4 v) {
+  const __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
+  uint2 raw;
+  raw.x = *reinterpret_cast<const uint32_t*>(&a);
+  raw.y = *reinterpret_cast<const uint32_t*>(&b);
+  *reinterpret_cast<uint2*>(p) = raw;
+}
+
+template <bool kAdd>
+__global__ void __launch_bounds__(kThreads) RmsNormVecKernel(float* x, int64_t x_stride, const bf16* update,
+                                                             int64_t update_stride, const bf16* w, int64_t cols,
+                                                             float eps, bf16* out, int64_t out_stride) {
+  const int64_t r = blockIdx.x;
+  float* xr = x + r * x_stride;
+  const int64_t vecs = cols / 4;
+  float4 v[kMaxVecPerThread];
+  float sum_sq = 0.0f;
+#pragma unroll
+  for (int j = 0; j < kMaxVecPerThread; ++j) {
+    const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kThreads;
+    if (i < vecs) {
+      float4 a = reinterpret_cast<const float4*>(xr)[i];
+      if constexpr (kAdd) {
+        const float4 u = LoadBf16x4(update + r * update_stride + 4 * i);
+        a = make_float4(a.x + u.x, a.y + u.y, a.z + u.z, a.w + u.w);
+        reinterpret_cast<float4*>(xr)[i] = a;
+      }
+      v[j] = a;
+      sum_sq += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w;
+    }
+  }
+  const float inv_rms = rsqrtf(BlockSum(sum_sq) / static_cast<float>(cols) + eps);
+#pragma unroll
+  for (int j = 0; j < kMaxVecPerThread; ++j) {
+    const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kThreads;
+    if (i < vecs) {
+      const float4 g = LoadBf16x4(w + 4 * i);
+      StoreBf16x4(out + r * out_stride + 4 * i, make_float4(v[j].x * inv_rms * g.x, v[j].y * inv_rms * g.y,
+                                                            v[j].z * inv_rms * g.z, v[j].w * inv_rms * g.w));
+    }
+  }
 }
 
 template <bool kAdd>
@@ -38,23 +92,37 @@ __global__ void __launch_bounds__(kThreads) RmsNormKernel(float* x, int64_t x_st
   }
 }
 
+bool Vectorizable(int64_t cols, int64_t x_stride, int64_t update_stride, int64_t out_stride, const void* x,
+                  const void* update, const void* w, const void* out) {
+  auto aligned = [](const void* p, int a) { return reinterpret_cast<uintptr_t>(p) % a == 0; };
+  return cols % 4 == 0 && cols / 4 <= static_cast<int64_t>(kThreads) * kMaxVecPerThread && x_stride % 4 == 0 &&
+         update_stride % 4 == 0 && out_stride % 4 == 0 && aligned(x, 16) && aligned(update, 8) && aligned(w, 8) &&
+         aligned(out, 8);
+}
+
+template <bool kAdd>
+cudaError_t LaunchNorm(float* x, int64_t x_stride, const bf16* update, int64_t update_stride, const bf16* w,
+                       int64_t rows, int64_t cols, float eps, bf16* out, int64_t out_stride, cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  if (Vectorizable(cols, x_stride, update_stride, out_stride, x, update, w, out)) {
+    RmsNormVecKernel<kAdd><<<rows, kThreads, 0, stream>>>(x, x_stride, update, update_stride, w, cols, eps, out, out_stride);
+  } else {
+    RmsNormKernel<kAdd><<<rows, kThreads, 0, stream>>>(x, x_stride, update, update_stride, w, cols, eps, out, out_stride);
+  }
+  return cudaGetLastError();
+}
+
 }  // namespace
 
 cudaError_t LaunchRmsNorm(const float* x, int64_t x_stride, const bf16* w, int64_t rows, int64_t cols, float eps,
                           bf16* out, int64_t out_stride, cudaStream_t stream) {
-  if (rows == 0) return cudaSuccess;
-  RmsNormKernel<false><<<rows, kThreads, 0, stream>>>(const_cast<float*>(x), x_stride, nullptr, 0, w, cols, eps,
-                                                      out, out_stride);
-  return cudaGetLastError();
+  return LaunchNorm<false>(const_cast<float*>(x), x_stride, nullptr, 0, w, rows, cols, eps, out, out_stride, stream);
 }
 
 cudaError_t LaunchAddRmsNorm(float* residual, int64_t res_stride, const bf16* x, int64_t x_stride, const bf16* w,
                              int64_t rows, int64_t cols, float eps, bf16* out, int64_t out_stride,
                              cudaStream_t stream) {
-  if (rows == 0) return cudaSuccess;
-  RmsNormKernel<true><<<rows, kThreads, 0, stream>>>(residual, res_stride, x, x_stride, w, cols, eps, out,
-                                                     out_stride);
-  return cudaGetLastError();
+  return LaunchNorm<true>(residual, res_stride, x, x_stride, w, rows, cols, eps, out, out_stride, stream);
 }
 
 }  // namespace kvs::cuda

@@ -28,7 +28,10 @@ __global__ void RopeKernel(bf16* x, int64_t x_stride, int32_t heads, int32_t hea
 cudaError_t LaunchRope(bf16* x, int64_t x_stride, int64_t num_tokens, int32_t heads, int32_t head_dim,
                        const int32_t* positions, const float* inv_freq, cudaStream_t stream) {
   if (num_tokens == 0) return cudaSuccess;
-  const int threads = heads * head_dim / 2 < 256 ? ((heads * head_dim / 2 + 31) / 32) * 32 : 256;
+  // One thread per (head, pair), up to 1024: a decode step has a single token, so its block
+  // must not loop.
+  const int pairs = heads * head_dim / 2;
+  const int threads = pairs < 1024 ? ((pairs + 31) / 32) * 32 : 1024;
   RopeKernel<<<num_tokens, threads, 0, stream>>>(x, x_stride, heads, head_dim, positions, inv_freq);
   return cudaGetLastError();
 }

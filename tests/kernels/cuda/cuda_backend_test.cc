@@ -87,6 +87,25 @@ TEST_F(CudaOpsTest, LinearMatchesCpuForOddShapesWithBiasAndF32Out) {
   }
 }
 
+TEST_F(CudaOpsTest, NormsMatchCpuOnVectorAndScalarPaths) {
+  for (const int64_t h : {int64_t{4096}, int64_t{97}}) {  // float4 path, then the scalar fallback
+    const int64_t t = 5;
+    auto res = Random(t * h, 3.0f), upd = Random(t * h), w = Random(h, 0.5f);
+    std::vector<float> cres = res, cout(t * h), cplain(t * h);
+    ASSERT_TRUE(cpu_.RmsNorm(F32(res, t, h), F32(w, 1, h), 1e-5f, F32(cplain, t, h)).ok());
+    ASSERT_TRUE(cpu_.AddRmsNorm(F32(cres, t, h), F32(upd, t, h), F32(w, 1, h), 1e-5f, F32(cout, t, h)).ok());
+    auto gres = Upload(res, DType::kF32, t, h), gupd = Upload(upd, DType::kBF16, t, h), gw = Upload(w, DType::kBF16, 1, h);
+    auto gplain = Upload({}, DType::kBF16, t, h), gout = Upload({}, DType::kBF16, t, h);
+    ASSERT_TRUE(gpu_->RmsNorm(gres.View(DType::kF32, t, h), gw.View(DType::kBF16, 1, h), 1e-5f,
+                              gplain.View(DType::kBF16, t, h)).ok());
+    EXPECT_LT(RelError(Download(gplain, DType::kBF16, t, h), cplain), kBf16Tolerance) << h;
+    ASSERT_TRUE(gpu_->AddRmsNorm(gres.View(DType::kF32, t, h), gupd.View(DType::kBF16, t, h),
+                                 gw.View(DType::kBF16, 1, h), 1e-5f, gout.View(DType::kBF16, t, h)).ok());
+    EXPECT_LT(RelError(Download(gres, DType::kF32, t, h), cres), 1e-6) << h;
+    EXPECT_LT(RelError(Download(gout, DType::kBF16, t, h), cout), kBf16Tolerance) << h;
+  }
+}
+
 TEST_F(CudaOpsTest, NormsRopeSwiGluEmbeddingMatchCpu) {
   const int64_t t = 13, h = 576;
   auto res = Random(t * h, 3.0f), upd = Random(t * h), w = Random(h, 0.5f);
