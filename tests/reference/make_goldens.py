@@ -82,14 +82,19 @@ CONVERSATIONS = [
 
 
 def greedy(model, ids, n):
-    out = []
+    """Greedy tokens and, per step, the logit gap between the top two candidates (a bf16
+    backend may legitimately pick either of two tokens closer than its rounding)."""
+    out, margins = [], []
     cur = torch.tensor([ids])
     with torch.no_grad():
         for _ in range(n):
-            nxt = int(model(cur).logits[0, -1].argmax())
+            logits = model(cur).logits[0, -1]
+            top = torch.topk(logits, 2)
+            nxt = int(top.indices[0])
             out.append(nxt)
+            margins.append(round(float(top.values[0] - top.values[1]), 5))
             cur = torch.cat([cur, torch.tensor([[nxt]])], dim=1)
-    return out
+    return out, margins
 
 
 def model_golden(name, model, prompts, all_positions):
@@ -97,7 +102,8 @@ def model_golden(name, model, prompts, all_positions):
     for i, ids in enumerate(prompts):
         with torch.no_grad():
             logits = model(torch.tensor([ids])).logits[0].float()
-        e = {"prompt_ids": ids, "greedy": greedy(model, ids, GREEDY_TOKENS)}
+        tokens, margins = greedy(model, ids, GREEDY_TOKENS)
+        e = {"prompt_ids": ids, "greedy": tokens, "greedy_margins": margins}
         if all_positions:
             e["logits"] = [[round(float(x), 6) for x in row] for row in logits]
         else:  # full vocabulary at the last position, as raw little-endian float32

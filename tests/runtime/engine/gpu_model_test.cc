@@ -64,24 +64,122 @@ TEST_P(GpuCheckpointTest, LogitsMatchTransformersWithinBf16Tolerance) {
 
 INSTANTIATE_TEST_SUITE_P(Checkpoints, GpuCheckpointTest, ::testing::Values("tiny-llama31", "tiny-qwen2", "tiny-mistral"));
 
-TEST(GpuSmolLm2Test, ChatAnswerIsTheSameOnGpuAndCpu) {
+// bf16 weights and activations round logits by ~1e-2 relative (~0.25 at SmolLM2's logit scale
+// of 25), so where HF's top two tokens are closer than kNearTie either is a correct bf16 answer
+// (the chat prompt's first token is such a case: "The" 25.325 vs "L" 25.243). Teacher forcing —
+// HF's whole greedy continuation fed as one prefill — checks every other position without
+// letting one near-tie flip change all the tokens after it.
+constexpr float kNearTie = 0.5f;
+
+TEST(GpuSmolLm2Test, GreedyTokensMatchTransformersWhereverTheChoiceIsClear) {
   if (CudaDeviceCount() == 0) GTEST_SKIP() << "no GPU visible";
   KVS_REQUIRE_SMOLLM2(path);
   const auto golden = ReadJson(GoldenPath("models/smollm2.json"));
-  const auto chat = golden["prompts"][0]["prompt_ids"].get<std::vector<int32_t>>();
+  auto gpu = LoadCpuModel(path, Gpu());
+  ASSERT_NE(gpu, nullptr);
+  const int32_t vocab = gpu->weights->config().vocab_size;
+  int checked = 0, near_ties = 0;
+  for (const auto& p : golden["prompts"]) {
+    const auto prompt = p["prompt_ids"].get<std::vector<int32_t>>();
+    const auto want = p["greedy"].get<std::vector<int32_t>>();
+    const auto margins = p["greedy_margins"].get<std::vector<float>>();
+    std::vector<int32_t> seq = prompt;
+    seq.insert(seq.end(), want.begin(), want.end() - 1);
+    const std::vector<float> logits = testing::PrefillLogits(*gpu, seq, /*all_rows=*/true);
+    for (size_t k = 0; k < want.size(); ++k) {
+      const float* row = logits.data() + (prompt.size() - 1 + k) * vocab;
+      const int32_t got = static_cast<int32_t>(std::max_element(row, row + vocab) - row);
+      if (margins[k] < kNearTie) {
+        ++near_ties;
+        // Still a near-tie on the GPU: HF's token is within the noise of the GPU's choice.
+        EXPECT_LT(row[got] - row[want[k]], 2 * kNearTie) << "step " << k;
+        continue;
+      }
+      EXPECT_EQ(got, want[k]) << "step " << k << " (HF margin " << margins[k] << ")";
+      ++checked;
+    }
+  }
+  std::printf("SmolLM2 on GPU: %d greedy positions identical to HF, %d near-ties (margin < %.1f) within noise\n",
+              checked, near_ties, kNearTie);
+  EXPECT_GE(checked, 80);
+}
+
+TEST(GpuSmolLm2Test, ChatAnswerMatchesTheCpuPastTheFirstToken) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no GPU visible";
+  KVS_REQUIRE_SMOLLM2(path);
+  const auto golden = ReadJson(GoldenPath("models/smollm2.json"));
+  auto chat = golden["prompts"][0]["prompt_ids"].get<std::vector<int32_t>>();
+  auto want = golden["prompts"][0]["greedy"].get<std::vector<int32_t>>();
+  want.resize(std::find(want.begin(), want.end(), 2) - want.begin());  // up to <|im_end|>
+  // The first token is the near-tie above; from HF's choice on, the answer is decided clearly.
+  chat.push_back(want[0]);
   auto gpu = LoadCpuModel(path, Gpu());
   ASSERT_NE(gpu, nullptr);
   EngineConfig config;
   config.kv_cache_bytes = 256 << 20;
-  // The CPU's greedy answer equals HF's (reference_model_test); the GPU must give it too, up to
-  // the end of the answer (<|im_end|>, id 2).
-  auto want = golden["prompts"][0]["greedy"].get<std::vector<int32_t>>();
-  want.resize(std::find(want.begin(), want.end(), 2) - want.begin());
-  auto got = testing::RunGreedy(*gpu, {chat}, static_cast<int32_t>(want.size()), config)[0];
-  EXPECT_EQ(got, want);
-  const auto text = gpu->model->tokenizer->Decode(got, true);
-  std::printf("SmolLM2 on GPU: %s\n", text.c_str());
+  const auto got = testing::RunGreedy(*gpu, {chat}, static_cast<int32_t>(want.size() - 1), config)[0];
+  EXPECT_EQ(got, std::vector<int32_t>(want.begin() + 1, want.end()));
+  std::vector<int32_t> answer = {want[0]};
+  answer.insert(answer.end(), got.begin(), got.end());
+  std::printf("SmolLM2 on GPU: %s\n", gpu->model->tokenizer->Decode(answer, true).c_str());
 }
+
+}  // namespace
+}  // namespace kvs
+
+namespace kvs {
+namespace {
+
+// Model shapes the random checkpoints do not reach (head_dim 64/128 take the tensor-core
+// attention kernels; hidden 576/4096 the vectorised norms): GPU prefill logits against the CPU
+// reference on the same random weights, at bf16 tolerance.
+class GpuPresetTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (CudaDeviceCount() == 0) GTEST_SKIP() << "no GPU visible: GPU model tests run on the GPU machine";
+  }
+};
+
+TEST_P(GpuPresetTest, PrefillLogitsMatchTheCpuReference) {
+  const std::string spec = "random:" + GetParam();
+  auto gpu = LoadCpuModel(spec, Gpu());
+  auto cpu = LoadCpuModel(spec);
+  ASSERT_NE(gpu, nullptr);
+  ASSERT_NE(cpu, nullptr);
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 37; ++i) ids.push_back((i * 7919 + 13) % gpu->weights->config().vocab_size);
+  const auto g = testing::PrefillLogits(*gpu, ids, /*all_rows=*/true);
+  const auto c = testing::PrefillLogits(*cpu, ids, /*all_rows=*/true);
+  ASSERT_EQ(g.size(), c.size());
+  const int32_t vocab = gpu->weights->config().vocab_size;
+  double worst = 0;
+  int top1_same = 0;
+  for (size_t row = 0; row < ids.size(); ++row) {
+    double num = 0, den = 0;
+    int32_t g1 = 0, c1 = 0;
+    for (int32_t i = 0; i < vocab; ++i) {
+      const float gv = g[row * vocab + i], cv = c[row * vocab + i];
+      ASSERT_FALSE(std::isnan(gv));
+      num += (gv - cv) * (gv - cv);
+      den += cv * cv;
+      if (gv > g[row * vocab + g1]) g1 = i;
+      if (cv > c[row * vocab + c1]) c1 = i;
+    }
+    worst = std::max(worst, std::sqrt(num / den));
+    top1_same += g1 == c1;
+  }
+  std::printf("%s GPU vs CPU: worst rel logit error %.2e, top-1 agrees at %d of %zu positions\n", spec.c_str(), worst,
+              top1_same, ids.size());
+  EXPECT_LT(worst, 5e-2);
+  EXPECT_GE(top1_same * 10, static_cast<int>(ids.size()) * 8);
+}
+
+INSTANTIATE_TEST_SUITE_P(Presets, GpuPresetTest, ::testing::Values("smollm2-135m"),
+                         [](const ::testing::TestParamInfo<std::string>& i) {
+                           std::string n = i.param;
+                           for (char& ch : n) ch = std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
+                           return n;
+                         });
 
 }  // namespace
 }  // namespace kvs
