@@ -1,0 +1,47 @@
+// Megatron-style tensor-parallel layout of one model over `tp` ranks, as plain data.
+//
+// Query heads are split into contiguous, as-even-as-possible ranges (so attention compute and
+// the O projection's rows are balanced); each rank holds the KV heads its query heads read, so
+// a KV head whose group straddles ranks is replicated on both, and with tp > KV heads every KV
+// head is replicated. KV cache memory per rank is its KV-head count, balanced within one head.
+// Column-parallel QKV / gate / up and row-parallel O / down follow the head and intermediate
+// ranges; the embedding and LM head are split by vocabulary range. A layout is refused, with
+// the valid tp values listed, when some rank would get no query head, FFN row or vocab row.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "runtime/model/model_config.h"
+
+namespace kvs {
+
+// Half-open range [begin, end).
+struct Range {
+  int32_t begin = 0;
+  int32_t end = 0;
+  int32_t size() const { return end - begin; }
+  friend bool operator==(Range a, Range b) { return a.begin == b.begin && a.end == b.end; }
+};
+
+struct RankShard {
+  Range q_heads;       // query heads owned (QKV columns, O-projection input rows)
+  Range kv_heads;      // KV heads held (their pages live on this rank)
+  Range intermediate;  // gate/up rows, down-projection input columns
+  Range vocab;         // embedding / LM-head rows
+};
+
+struct ShardingPlan {
+  int32_t tp = 1;
+  std::vector<RankShard> ranks;
+  // Bytes of KV per token on `rank` at `bytes_per_element`.
+  int64_t KvBytesPerToken(const ModelConfig& c, int32_t rank, int bytes_per_element) const;
+  // Human-readable table, one line per rank (logged at start-up).
+  std::string Describe() const;
+};
+
+absl::StatusOr<ShardingPlan> PlanSharding(const ModelConfig& c, int32_t tp);
+
+}  // namespace kvs
