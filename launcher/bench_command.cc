@@ -16,6 +16,7 @@
 #include "kernels/common/status_macros.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "launcher/commands.h"
+#include "launcher/engine_flags.h"
 #include "launcher/flags.h"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/loaded_model.h"
@@ -170,12 +171,7 @@ absl::Status Bench() {
   KVS_RETURN_IF_ERROR(backend->Synchronize());
   std::fprintf(stderr, "[rank 0] %s: %.2f GiB of weights on %s in %.1f s\n", m.source->config().name.c_str(),
                weights.bytes() / 1073741824.0, backend->Name().c_str(), Seconds(t0, Clock::now()));
-  EngineConfig config;
-  config.block_size = absl::GetFlag(FLAGS_block_size);
-  config.max_seqs = absl::GetFlag(FLAGS_max_seqs);
-  config.max_tokens_per_step = absl::GetFlag(FLAGS_max_tokens_per_step);
-  config.max_model_len = absl::GetFlag(FLAGS_max_model_len);
-  if (backend->Name() == "cpu") config.kv_cache_bytes = size_t{1} << 30;
+  KVS_ASSIGN_OR_RETURN(EngineConfig config, EngineConfigFromFlags(*backend));
   return BenchEngine(*backend, weights, config);
 }
 

@@ -10,7 +10,7 @@
 #include "kernels/backend_factory.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "parallel/world.h"
-#include "launcher/byte_size.h"
+#include "launcher/engine_flags.h"
 #include "launcher/commands.h"
 #include "launcher/flags.h"
 #include "launcher/jsonl_requests.h"
@@ -34,25 +34,6 @@ absl::StatusOr<SamplingParams> ParamsFromFlags() {
   p.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
   KVS_RETURN_IF_ERROR(p.Validate());
   return p;
-}
-
-absl::StatusOr<EngineConfig> EngineConfigFromFlags() {
-  EngineConfig c;
-  c.block_size = absl::GetFlag(FLAGS_block_size);
-  c.max_seqs = absl::GetFlag(FLAGS_max_seqs);
-  c.max_tokens_per_step = absl::GetFlag(FLAGS_max_tokens_per_step);
-  c.max_model_len = absl::GetFlag(FLAGS_max_model_len);
-  if (const std::string kv = absl::GetFlag(FLAGS_kv_cache_memory); !kv.empty()) {
-    KVS_ASSIGN_OR_RETURN(c.kv_cache_bytes, ParseByteSize(kv));
-  }
-  const std::string device = absl::GetFlag(FLAGS_device);
-  if (c.kv_cache_bytes == 0 && (device == "cpu" || (device == "auto" && !CudaAvailable()))) {
-    // On a GPU the cache takes what the weights leave; host memory is shared with everything
-    // else, so the CPU backend takes a fixed 1 GiB unless told otherwise.
-    c.kv_cache_bytes = size_t{1} << 30;
-  }
-  KVS_RETURN_IF_ERROR(c.Validate());
-  return c;
 }
 
 // Prompt ids for plain text or a chat conversation.
@@ -101,7 +82,6 @@ absl::Status Generate() {
   if (prompt.empty() == input.empty()) return absl::InvalidArgumentError("give exactly one of --prompt or --input");
   if (!input.empty() && output.empty()) return absl::InvalidArgumentError("--input needs --output");
   KVS_ASSIGN_OR_RETURN(SamplingParams defaults, ParamsFromFlags());
-  KVS_ASSIGN_OR_RETURN(EngineConfig engine_config, EngineConfigFromFlags());
 
   std::vector<BatchItem> items;
   if (!input.empty()) {
@@ -128,6 +108,7 @@ absl::Status Generate() {
   KVS_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend_owner,
                        CreateBackend(absl::GetFlag(FLAGS_device), world.local_rank, DefaultCpuMemoryBudget()));
   Backend& backend = *backend_owner;
+  KVS_ASSIGN_OR_RETURN(EngineConfig engine_config, EngineConfigFromFlags(backend));
   KVS_ASSIGN_OR_RETURN(ModelWeights weights, ModelWeights::Load(*m.source, backend));
   const Tokenizer* tok = m.tokenizer ? &*m.tokenizer : nullptr;
   KVS_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(backend, weights, tok, engine_config));

@@ -1,0 +1,25 @@
+#include "launcher/engine_flags.h"
+
+#include "absl/flags/flag.h"
+#include "kernels/common/status_macros.h"
+#include "launcher/byte_size.h"
+#include "launcher/flags.h"
+
+namespace kvs {
+
+absl::StatusOr<EngineConfig> EngineConfigFromFlags(const Backend& backend) {
+  EngineConfig c;
+  c.block_size = absl::GetFlag(FLAGS_block_size);
+  c.max_seqs = absl::GetFlag(FLAGS_max_seqs);
+  c.max_tokens_per_step = absl::GetFlag(FLAGS_max_tokens_per_step);
+  c.max_model_len = absl::GetFlag(FLAGS_max_model_len);
+  if (const std::string kv = absl::GetFlag(FLAGS_kv_cache_memory); !kv.empty()) {
+    KVS_ASSIGN_OR_RETURN(c.kv_cache_bytes, ParseByteSize(kv));
+  } else if (backend.Name() == "cpu") {
+    c.kv_cache_bytes = size_t{1} << 30;
+  }
+  KVS_RETURN_IF_ERROR(c.Validate());
+  return c;
+}
+
+}  // namespace kvs

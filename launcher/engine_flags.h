@@ -1,0 +1,15 @@
+// The engine's configuration from the command-line flags, shared by `generate` and `bench`.
+#pragma once
+
+#include "absl/status/statusor.h"
+#include "kernels/backend.h"
+#include "runtime/engine/engine.h"
+
+namespace kvs {
+
+// Reads and validates --block-size, --max-seqs, --max-tokens-per-step, --max-model-len and
+// --kv-cache-memory. Without --kv-cache-memory, a GPU cache takes what the weights leave; on the
+// CPU backend host memory is shared with everything else, so the cache is a fixed 1 GiB.
+absl::StatusOr<EngineConfig> EngineConfigFromFlags(const Backend& backend);
+
+}  // namespace kvs
