@@ -17,6 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/common/paged_kv.h"
+#include "kernels/common/random_fill.h"
 #include "kernels/tensor_view.h"
 
 namespace kvs {
@@ -86,16 +87,21 @@ class Backend {
   }
 
   // Fills contiguous `dst` with mean + half_range * UniformSigned(seed, i) (random_fill.h), the
-  // same values on every backend; used for synthetic models.
-  virtual absl::Status FillRandom(TensorView dst, uint64_t seed, float mean, float half_range) = 0;
+  // same values on every backend; used for synthetic models. `window` maps dst's elements to
+  // their index i in the whole tensor when dst is a slice of it.
+  virtual absl::Status FillRandom(TensorView dst, uint64_t seed, float mean, float half_range,
+                                  RandomWindow window = {}) = 0;
 
   // --- ops ---
   // Dtypes: weights and matmul activations are ComputeDType(); the residual stream (Embedding's
   // output, AddRmsNorm's `residual`) and the logits (Linear's `out` for the LM head) are f32 on
   // every backend, so long residual sums and sampling do not lose precision.
   //
-  // out[t] = table[ids[t]]. ids: [T] int32 in backend memory; table [V, K]; out [T, K] (f32).
-  virtual absl::Status Embedding(const int32_t* ids, TensorView table, TensorView out) = 0;
+  // out[t] = table[ids[t] - first_id]. ids: [T] int32 in backend memory; table [V', K] holds the
+  // rows of ids [first_id, first_id + V'); out [T, K] (f32). Ids outside that range give zero
+  // rows: a vocab-parallel embedding whose ranks' outputs are summed.
+  virtual absl::Status Embedding(const int32_t* ids, TensorView table, int32_t first_id,
+                                 TensorView out) = 0;
   // out = x / rms(x) * weight, per row. x, out [T, K]; weight [1, K].
   virtual absl::Status RmsNorm(TensorView x, TensorView weight, float eps, TensorView out) = 0;
   // residual += x; out = RmsNorm(residual). Fused so the residual is read once.
@@ -115,9 +121,12 @@ class Backend {
                                       float scale, TensorView out) = 0;
   // out = silu(gate) * up, where gate_up [T, 2I] holds gate in columns [0, I) and up in [I, 2I).
   virtual absl::Status SwiGlu(TensorView gate_up, TensorView out) = 0;
-  // ids[r] = argmax of logits row r (lowest index on ties): greedy sampling without moving the
-  // logits. logits [n, V] f32; ids: [n] int32 in backend memory.
-  virtual absl::Status ArgmaxRows(TensorView logits, int32_t* ids) = 0;
+  // ids[r] = first_id + argmax of logits row r (lowest index on ties), values[r] = that maximum
+  // (values may be null): greedy sampling without moving the logits; with a vocab-parallel LM
+  // head each rank's (value, id) pair is its candidate. logits [n, V] f32; ids, values: [n] in
+  // backend memory.
+  virtual absl::Status ArgmaxRows(TensorView logits, int32_t first_id, int32_t* ids,
+                                  float* values) = 0;
   // out[i] = x[rows[i]]; rows: [n] int32 in backend memory; out [n, K].
   virtual absl::Status GatherRows(TensorView x, const int32_t* rows, TensorView out) = 0;
 

@@ -28,7 +28,7 @@ absl::StatusOr<ShardingPlan> PlanSharding(const ModelConfig& c, int32_t tp) {
   ShardingPlan plan;
   plan.tp = tp;
   for (int32_t r = 0; r < tp; ++r) {
-    RankShard s;
+    ModelShard s;
     s.q_heads = Part(c.num_q_heads, tp, r);
     s.kv_heads = Range{s.q_heads.begin / group, (s.q_heads.end - 1) / group + 1};
     s.intermediate = Part(c.intermediate_size, tp, r);
@@ -45,7 +45,7 @@ int64_t ShardingPlan::KvBytesPerToken(const ModelConfig& c, int32_t rank, int by
 std::string ShardingPlan::Describe() const {
   std::string out;
   for (size_t r = 0; r < ranks.size(); ++r) {
-    const RankShard& s = ranks[r];
+    const ModelShard& s = ranks[r];
     absl::StrAppendFormat(&out, "rank %d: q heads [%d, %d), kv heads [%d, %d), ffn rows [%d, %d), vocab [%d, %d)\n", r,
                           s.q_heads.begin, s.q_heads.end, s.kv_heads.begin, s.kv_heads.end, s.intermediate.begin,
                           s.intermediate.end, s.vocab.begin, s.vocab.end);

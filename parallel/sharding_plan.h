@@ -15,27 +15,13 @@
 
 #include "absl/status/statusor.h"
 #include "runtime/model/model_config.h"
+#include "runtime/model/model_shard.h"
 
 namespace kvs {
 
-// Half-open range [begin, end).
-struct Range {
-  int32_t begin = 0;
-  int32_t end = 0;
-  int32_t size() const { return end - begin; }
-  friend bool operator==(Range a, Range b) { return a.begin == b.begin && a.end == b.end; }
-};
-
-struct RankShard {
-  Range q_heads;       // query heads owned (QKV columns, O-projection input rows)
-  Range kv_heads;      // KV heads held (their pages live on this rank)
-  Range intermediate;  // gate/up rows, down-projection input columns
-  Range vocab;         // embedding / LM-head rows
-};
-
 struct ShardingPlan {
   int32_t tp = 1;
-  std::vector<RankShard> ranks;
+  std::vector<ModelShard> ranks;
   // Bytes of KV per token on `rank` at `bytes_per_element`.
   int64_t KvBytesPerToken(const ModelConfig& c, int32_t rank, int bytes_per_element) const;
   // Human-readable table, one line per rank (logged at start-up).

@@ -26,6 +26,15 @@ KVS_HOST_DEVICE inline float UniformSigned(uint64_t seed, uint64_t index) {
   return static_cast<float>(static_cast<int64_t>(bits)) * (1.0f / 8388608.0f) - 1.0f;
 }
 
+// Which part of a larger seeded tensor a fill writes: element (r, c) of the destination gets the
+// value of element first + r * row_stride + c of the whole tensor (row_stride 0: the
+// destination's own width). A tensor-parallel rank fills its slice of a weight with exactly
+// the values that weight has on one rank.
+struct RandomWindow {
+  int64_t first = 0;
+  int64_t row_stride = 0;
+};
+
 // FNV-1a of a tensor name: per-tensor seeds that do not depend on load order.
 inline uint64_t NameSeed(const char* name, uint64_t seed) {
   uint64_t h = 0xcbf29ce484222325ull ^ seed;

@@ -106,22 +106,29 @@ absl::Status CpuBackend::DownloadFloat(TensorView src, std::span<float> host) {
   return absl::OkStatus();
 }
 
-absl::Status CpuBackend::FillRandom(TensorView dst, uint64_t seed, float mean, float half_range) {
+absl::Status CpuBackend::FillRandom(TensorView dst, uint64_t seed, float mean, float half_range,
+                                    RandomWindow window) {
   KVS_RETURN_IF_ERROR(RequireF32(dst, "FillRandom", "dst"));
   if (!dst.IsContiguous()) return absl::InvalidArgumentError("FillRandom: dst must be contiguous");
   float* p = static_cast<float*>(dst.data);
-  const int64_t n = dst.NumElements();
+  const int64_t cols = dst.cols;
+  const int64_t src_stride = window.row_stride == 0 ? cols : window.row_stride;
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) p[i] = mean + half_range * UniformSigned(seed, static_cast<uint64_t>(i));
+  for (int64_t r = 0; r < dst.rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      const auto i = static_cast<uint64_t>(window.first + r * src_stride + c);
+      p[r * cols + c] = mean + half_range * UniformSigned(seed, i);
+    }
+  }
   return absl::OkStatus();
 }
 
-absl::Status CpuBackend::Embedding(const int32_t* ids, TensorView table, TensorView out) {
+absl::Status CpuBackend::Embedding(const int32_t* ids, TensorView table, int32_t first_id, TensorView out) {
   KVS_RETURN_IF_ERROR(RequireF32(table, "Embedding", "table"));
   KVS_RETURN_IF_ERROR(RequireF32(out, "Embedding", "out"));
   KVS_RETURN_IF_ERROR(RequireShape(table.cols == out.cols && table.IsContiguous(), "Embedding",
                                    Shape(table) + " vs " + Shape(out)));
-  cpu::EmbeddingF32(ids, out.rows, static_cast<const float*>(table.data), table.rows, table.cols,
+  cpu::EmbeddingF32(ids, out.rows, static_cast<const float*>(table.data), first_id, table.rows, table.cols,
                     static_cast<float*>(out.data), out.stride);
   return absl::OkStatus();
 }
@@ -230,11 +237,13 @@ absl::Status CpuBackend::GatherRows(TensorView x, const int32_t* rows, TensorVie
   return absl::OkStatus();
 }
 
-absl::Status CpuBackend::ArgmaxRows(TensorView logits, int32_t* ids) {
+absl::Status CpuBackend::ArgmaxRows(TensorView logits, int32_t first_id, int32_t* ids, float* values) {
   KVS_RETURN_IF_ERROR(RequireF32(logits, "ArgmaxRows", "logits"));
   for (int64_t r = 0; r < logits.rows; ++r) {
     const float* row = logits.Row<float>(r);
-    ids[r] = static_cast<int32_t>(std::max_element(row, row + logits.cols) - row);
+    const float* best = std::max_element(row, row + logits.cols);
+    ids[r] = first_id + static_cast<int32_t>(best - row);
+    if (values != nullptr) values[r] = *best;
   }
   return absl::OkStatus();
 }

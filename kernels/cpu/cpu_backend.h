@@ -26,9 +26,9 @@ class CpuBackend final : public Backend {
   absl::Status UploadFloat(std::span<const float> host, TensorView dst) override;
   absl::Status DownloadFloat(TensorView src, std::span<float> host) override;
   absl::Status Synchronize() override { return absl::OkStatus(); }
-  absl::Status FillRandom(TensorView dst, uint64_t seed, float mean, float half_range) override;
+  absl::Status FillRandom(TensorView dst, uint64_t seed, float mean, float half_range, RandomWindow window = {}) override;
 
-  absl::Status Embedding(const int32_t* ids, TensorView table, TensorView out) override;
+  absl::Status Embedding(const int32_t* ids, TensorView table, int32_t first_id, TensorView out) override;
   absl::Status RmsNorm(TensorView x, TensorView weight, float eps, TensorView out) override;
   absl::Status AddRmsNorm(TensorView residual, TensorView x, TensorView weight, float eps,
                           TensorView out) override;
@@ -40,7 +40,7 @@ class CpuBackend final : public Backend {
                               float scale, TensorView out) override;
   absl::Status SwiGlu(TensorView gate_up, TensorView out) override;
   absl::Status GatherRows(TensorView x, const int32_t* rows, TensorView out) override;
-  absl::Status ArgmaxRows(TensorView logits, int32_t* ids) override;
+  absl::Status ArgmaxRows(TensorView logits, int32_t first_id, int32_t* ids, float* values) override;
 
  protected:
   void Free(void* data, size_t bytes) override;

@@ -11,9 +11,10 @@
 
 namespace kvs::cpu {
 
-// out[t, :] = table[ids[t], :].  table [V, K]; out [T, K] (row stride out_stride).
-void EmbeddingF32(const int32_t* ids, int64_t num_tokens, const float* table, int64_t vocab,
-                  int64_t hidden, float* out, int64_t out_stride);
+// out[t, :] = table[ids[t] - first_id, :], or zeros when that row is not in the table.
+// table [rows, K] (the rows of ids first_id..first_id+rows-1); out [T, K] (row stride out_stride).
+void EmbeddingF32(const int32_t* ids, int64_t num_tokens, const float* table, int32_t first_id,
+                  int64_t rows, int64_t hidden, float* out, int64_t out_stride);
 
 // out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * weight.  x, out [T, K].
 void RmsNormF32(const float* x, int64_t x_stride, const float* weight, int64_t rows, int64_t cols,

@@ -5,12 +5,16 @@
 
 namespace kvs::cpu {
 
-void EmbeddingF32(const int32_t* ids, int64_t num_tokens, const float* table, int64_t vocab,
-                  int64_t hidden, float* out, int64_t out_stride) {
+void EmbeddingF32(const int32_t* ids, int64_t num_tokens, const float* table, int32_t first_id,
+                  int64_t rows, int64_t hidden, float* out, int64_t out_stride) {
   for (int64_t t = 0; t < num_tokens; ++t) {
-    KVS_CHECK_MSG(ids[t] >= 0 && ids[t] < vocab, "token id outside the vocabulary");
-    std::memcpy(out + t * out_stride, table + static_cast<int64_t>(ids[t]) * hidden,
-                hidden * sizeof(float));
+    const int64_t row = static_cast<int64_t>(ids[t]) - first_id;
+    float* dst = out + t * out_stride;
+    if (row >= 0 && row < rows) {
+      std::memcpy(dst, table + row * hidden, hidden * sizeof(float));
+    } else {
+      std::memset(dst, 0, hidden * sizeof(float));  // another rank holds this id's row
+    }
   }
 }
 

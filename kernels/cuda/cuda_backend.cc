@@ -162,11 +162,12 @@ absl::Status CudaBackend::DownloadFloat(TensorView src, std::span<float> host) {
   return absl::OkStatus();
 }
 
-absl::Status CudaBackend::FillRandom(TensorView dst, uint64_t seed, float mean, float half_range) {
+absl::Status CudaBackend::FillRandom(TensorView dst, uint64_t seed, float mean, float half_range,
+                                     RandomWindow window) {
   if (!dst.IsContiguous()) return absl::InvalidArgumentError("FillRandom: dst must be contiguous");
   if (dst.dtype != DType::kBF16 && dst.dtype != DType::kF32) return absl::InvalidArgumentError("FillRandom: bf16 or f32 only");
-  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchFillRandom(dst.data, dst.dtype == DType::kBF16, dst.NumElements(), seed, mean,
-                                                  half_range, stream_));
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchFillRandom(dst.data, dst.dtype == DType::kBF16, dst.rows, dst.cols, seed, mean,
+                                                  half_range, window.first, window.row_stride, stream_));
   return absl::OkStatus();
 }
 
@@ -188,11 +189,12 @@ absl::Status CudaBackend::ReserveWorkspace(int64_t max_tokens, int32_t max_seqs,
   return absl::OkStatus();
 }
 
-absl::Status CudaBackend::Embedding(const int32_t* ids, TensorView table, TensorView out) {
+absl::Status CudaBackend::Embedding(const int32_t* ids, TensorView table, int32_t first_id, TensorView out) {
   KVS_RETURN_IF_ERROR(Require(table, DType::kBF16, "Embedding", "table"));
   KVS_RETURN_IF_ERROR(Require(out, DType::kF32, "Embedding", "out"));
   KVS_RETURN_IF_ERROR(Shape(table.cols == out.cols && table.IsContiguous(), "Embedding", table, out));
-  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchEmbedding(ids, out.rows, static_cast<const bf16*>(table.data), table.cols,
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchEmbedding(ids, out.rows, static_cast<const bf16*>(table.data), first_id,
+                                                 table.rows, table.cols,
                                                  static_cast<float*>(out.data), out.stride, stream_));
   return absl::OkStatus();
 }
@@ -327,10 +329,10 @@ absl::Status CudaBackend::GatherRows(TensorView x, const int32_t* rows, TensorVi
   return absl::OkStatus();
 }
 
-absl::Status CudaBackend::ArgmaxRows(TensorView logits, int32_t* ids) {
+absl::Status CudaBackend::ArgmaxRows(TensorView logits, int32_t first_id, int32_t* ids, float* values) {
   KVS_RETURN_IF_ERROR(Require(logits, DType::kF32, "ArgmaxRows", "logits"));
   KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchArgmaxRows(static_cast<const float*>(logits.data), logits.stride, logits.rows,
-                                                  logits.cols, ids, stream_));
+                                                  logits.cols, first_id, ids, values, stream_));
   return absl::OkStatus();
 }
 

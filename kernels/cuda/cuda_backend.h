@@ -30,10 +30,10 @@ class CudaBackend final : public Backend {
   absl::Status UploadFloat(std::span<const float> host, TensorView dst) override;
   absl::Status DownloadFloat(TensorView src, std::span<float> host) override;
   absl::Status Synchronize() override;
-  absl::Status FillRandom(TensorView dst, uint64_t seed, float mean, float half_range) override;
+  absl::Status FillRandom(TensorView dst, uint64_t seed, float mean, float half_range, RandomWindow window = {}) override;
   absl::Status ReserveWorkspace(int64_t max_tokens, int32_t max_seqs, int32_t q_heads, int32_t head_dim) override;
 
-  absl::Status Embedding(const int32_t* ids, TensorView table, TensorView out) override;
+  absl::Status Embedding(const int32_t* ids, TensorView table, int32_t first_id, TensorView out) override;
   absl::Status RmsNorm(TensorView x, TensorView weight, float eps, TensorView out) override;
   absl::Status AddRmsNorm(TensorView residual, TensorView x, TensorView weight, float eps, TensorView out) override;
   absl::Status Linear(TensorView x, TensorView w, TensorView bias, TensorView out) override;
@@ -43,7 +43,7 @@ class CudaBackend final : public Backend {
                               TensorView out) override;
   absl::Status SwiGlu(TensorView gate_up, TensorView out) override;
   absl::Status GatherRows(TensorView x, const int32_t* rows, TensorView out) override;
-  absl::Status ArgmaxRows(TensorView logits, int32_t* ids) override;
+  absl::Status ArgmaxRows(TensorView logits, int32_t first_id, int32_t* ids, float* values) override;
 
   cudaStream_t stream() const { return stream_; }
 

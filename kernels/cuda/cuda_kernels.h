@@ -16,8 +16,8 @@ namespace kvs::cuda {
 using bf16 = __nv_bfloat16;
 
 // out[t, :] = float(table[ids[t], :]).  table [V, K] bf16; out [T, K] f32.
-cudaError_t LaunchEmbedding(const int32_t* ids, int64_t num_tokens, const bf16* table, int64_t hidden,
-                            float* out, int64_t out_stride, cudaStream_t stream);
+cudaError_t LaunchEmbedding(const int32_t* ids, int64_t num_tokens, const bf16* table, int32_t first_id,
+                            int64_t table_rows, int64_t hidden, float* out, int64_t out_stride, cudaStream_t stream);
 
 // out = bf16(x / rms(x) * w).  x [T, K] f32; w [K] bf16; out [T, K] bf16.
 cudaError_t LaunchRmsNorm(const float* x, int64_t x_stride, const bf16* w, int64_t rows, int64_t cols,
@@ -52,8 +52,8 @@ cudaError_t LaunchAddBiasF32(float* out, int64_t out_stride, int64_t rows, int64
                              cudaStream_t stream);
 
 // dst[i] = mean + half_range * UniformSigned(seed, i), as bf16 or f32 (kernels/common/random_fill.h).
-cudaError_t LaunchFillRandom(void* dst, bool bf16_out, int64_t n, uint64_t seed, float mean, float half_range,
-                             cudaStream_t stream);
+cudaError_t LaunchFillRandom(void* dst, bool bf16_out, int64_t rows, int64_t cols, uint64_t seed, float mean,
+                             float half_range, int64_t first_index, int64_t index_row_stride, cudaStream_t stream);
 
 // Decode-shaped matrix product out[t, n] = x[t, :] . w[n, :] for 1..kMaxGemvRows tokens
 // (bf16 x and w, bf16 or f32 out). GemvApplies says whether the shapes and alignment fit.
@@ -63,8 +63,8 @@ cudaError_t LaunchGemv(const bf16* x, int64_t x_stride, int64_t rows, const bf16
                        void* out, bool f32_out, int64_t out_stride, cudaStream_t stream);
 
 // ids[r] = argmax over logits row r (lowest index on ties). logits [n, V] f32.
-cudaError_t LaunchArgmaxRows(const float* logits, int64_t stride, int64_t rows, int64_t cols, int32_t* ids,
-                             cudaStream_t stream);
+cudaError_t LaunchArgmaxRows(const float* logits, int64_t stride, int64_t rows, int64_t cols, int32_t first_id,
+                             int32_t* ids, float* values, cudaStream_t stream);
 
 // Scratch for split-K attention: partial outputs of up to `max_splits` key ranges.
 struct AttentionWorkspace {

@@ -7,11 +7,17 @@
 namespace kvs::cuda {
 namespace {
 
-__global__ void EmbeddingKernel(const int32_t* ids, const bf16* table, int64_t hidden, float* out,
-                                int64_t out_stride) {
+__global__ void EmbeddingKernel(const int32_t* ids, const bf16* table, int32_t first_id, int64_t table_rows,
+                                int64_t hidden, float* out, int64_t out_stride) {
   const int64_t t = blockIdx.x;
-  const bf16* row = table + static_cast<int64_t>(ids[t]) * hidden;
-  for (int64_t c = threadIdx.x; c < hidden; c += blockDim.x) out[t * out_stride + c] = __bfloat162float(row[c]);
+  const int64_t r = static_cast<int64_t>(ids[t]) - first_id;
+  float* dst = out + t * out_stride;
+  if (r < 0 || r >= table_rows) {  // another rank holds this id's row
+    for (int64_t c = threadIdx.x; c < hidden; c += blockDim.x) dst[c] = 0.0f;
+    return;
+  }
+  const bf16* row = table + r * hidden;
+  for (int64_t c = threadIdx.x; c < hidden; c += blockDim.x) dst[c] = __bfloat162float(row[c]);
 }
 
 __global__ void SwiGluKernel(const bf16* gu, int64_t gu_stride, int64_t inter, bf16* out, int64_t out_stride) {
@@ -42,11 +48,13 @@ __global__ void AddBiasKernel(T* out, int64_t out_stride, int64_t cols, const bf
   }
 }
 
-__global__ void FillRandomKernel(void* dst, bool bf16_out, int64_t n, uint64_t seed, float mean, float half_range) {
+__global__ void FillRandomKernel(void* dst, bool bf16_out, int64_t n, int64_t cols, uint64_t seed, float mean,
+                                 float half_range, int64_t first_index, int64_t index_row_stride) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const auto src = static_cast<uint64_t>(first_index + (i / cols) * index_row_stride + i % cols);
     // Separately rounded multiply and add (no FMA contraction), exactly as the host computes it.
-    const float v = __fadd_rn(mean, __fmul_rn(half_range, UniformSigned(seed, static_cast<uint64_t>(i))));
+    const float v = __fadd_rn(mean, __fmul_rn(half_range, UniformSigned(seed, src)));
     if (bf16_out) static_cast<bf16*>(dst)[i] = __float2bfloat16(v);
     else static_cast<float*>(dst)[i] = v;
   }
@@ -54,18 +62,20 @@ __global__ void FillRandomKernel(void* dst, bool bf16_out, int64_t n, uint64_t s
 
 }  // namespace
 
-cudaError_t LaunchFillRandom(void* dst, bool bf16_out, int64_t n, uint64_t seed, float mean, float half_range,
-                             cudaStream_t stream) {
+cudaError_t LaunchFillRandom(void* dst, bool bf16_out, int64_t rows, int64_t cols, uint64_t seed, float mean,
+                             float half_range, int64_t first_index, int64_t index_row_stride, cudaStream_t stream) {
+  const int64_t n = rows * cols;
   if (n == 0) return cudaSuccess;
   const int64_t blocks = std::min<int64_t>((n + 255) / 256, 132 * 16);
-  FillRandomKernel<<<blocks, 256, 0, stream>>>(dst, bf16_out, n, seed, mean, half_range);
+  FillRandomKernel<<<blocks, 256, 0, stream>>>(dst, bf16_out, n, cols, seed, mean, half_range, first_index,
+                                               index_row_stride == 0 ? cols : index_row_stride);
   return cudaGetLastError();
 }
 
-cudaError_t LaunchEmbedding(const int32_t* ids, int64_t num_tokens, const bf16* table, int64_t hidden,
-                            float* out, int64_t out_stride, cudaStream_t stream) {
+cudaError_t LaunchEmbedding(const int32_t* ids, int64_t num_tokens, const bf16* table, int32_t first_id,
+                            int64_t table_rows, int64_t hidden, float* out, int64_t out_stride, cudaStream_t stream) {
   if (num_tokens == 0) return cudaSuccess;
-  EmbeddingKernel<<<num_tokens, 256, 0, stream>>>(ids, table, hidden, out, out_stride);
+  EmbeddingKernel<<<num_tokens, 256, 0, stream>>>(ids, table, first_id, table_rows, hidden, out, out_stride);
   return cudaGetLastError();
 }
 

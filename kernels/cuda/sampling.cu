@@ -15,7 +15,8 @@ __device__ inline void Better(float& v, int& i, float ov, int oi) {
   }
 }
 
-__global__ void __launch_bounds__(kThreads) ArgmaxKernel(const float* logits, int64_t stride, int64_t cols, int32_t* ids) {
+__global__ void __launch_bounds__(kThreads) ArgmaxKernel(const float* logits, int64_t stride, int64_t cols, int32_t first_id,
+                                                          int32_t* ids, float* values) {
   const float* row = logits + blockIdx.x * stride;
   float best = -FLT_MAX;
   int idx = 0x7fffffff;
@@ -32,16 +33,19 @@ __global__ void __launch_bounds__(kThreads) ArgmaxKernel(const float* logits, in
     best = sv[threadIdx.x];
     idx = si[threadIdx.x];
     for (int o = 16; o > 0; o >>= 1) Better(best, idx, __shfl_xor_sync(0xffffffffu, best, o), __shfl_xor_sync(0xffffffffu, idx, o));
-    if (threadIdx.x == 0) ids[blockIdx.x] = idx;
+    if (threadIdx.x == 0) {
+      ids[blockIdx.x] = first_id + idx;
+      if (values != nullptr) values[blockIdx.x] = best;
+    }
   }
 }
 
 }  // namespace
 
-cudaError_t LaunchArgmaxRows(const float* logits, int64_t stride, int64_t rows, int64_t cols, int32_t* ids,
-                             cudaStream_t stream) {
+cudaError_t LaunchArgmaxRows(const float* logits, int64_t stride, int64_t rows, int64_t cols, int32_t first_id,
+                             int32_t* ids, float* values, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
-  ArgmaxKernel<<<rows, kThreads, 0, stream>>>(logits, stride, cols, ids);
+  ArgmaxKernel<<<rows, kThreads, 0, stream>>>(logits, stride, cols, first_id, ids, values);
   return cudaGetLastError();
 }
 

@@ -23,37 +23,64 @@ absl::Status EngineConfig::Validate() const {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Backend& backend, const ModelWeights& weights,
-                                                       const Tokenizer* tokenizer, EngineConfig config) {
+absl::StatusOr<EngineConfig> ResolveEngineConfig(EngineConfig config, const ModelConfig& mc) {
   KVS_RETURN_IF_ERROR(config.Validate());
-  const ModelConfig& mc = weights.config();
-  if (config.max_model_len == 0 || config.max_model_len > mc.MaxContext()) {
-    if (config.max_model_len > mc.MaxContext()) {
-      return absl::InvalidArgumentError(absl::StrFormat("--max-model-len %d exceeds the model's context of %d tokens",
-                                                        config.max_model_len, mc.MaxContext()));
-    }
-    config.max_model_len = mc.MaxContext();
+  if (config.max_model_len > mc.MaxContext()) {
+    return absl::InvalidArgumentError(absl::StrFormat("--max-model-len %d exceeds the model's context of %d tokens",
+                                                      config.max_model_len, mc.MaxContext()));
   }
+  if (config.max_model_len == 0) config.max_model_len = mc.MaxContext();
   config.max_seqs = std::min(config.max_seqs, config.max_tokens_per_step);
+  return config;
+}
+
+RunnerLimits LimitsFor(const EngineConfig& c) {
+  return RunnerLimits{c.max_tokens_per_step, c.max_seqs, (c.max_model_len + c.block_size - 1) / c.block_size};
+}
+
+absl::StatusOr<KvCapacity> PlanKvCapacity(Backend& backend, const ModelWeights& weights, const EngineConfig& config,
+                                          const TensorParallel& tp) {
+  KvCapacity cap;
+  const ModelConfig& local = weights.local_config();
+  cap.bytes_per_block = static_cast<size_t>(local.KvBytesPerToken(static_cast<int>(DTypeSize(weights.dtype())))) *
+                        config.block_size;
+  size_t kv_bytes = config.kv_cache_bytes;
+  if (kv_bytes == 0) {
+    const size_t workspace = ModelRunner::WorkspaceBytes(weights, LimitsFor(config), tp.size());
+    const size_t free = backend.FreeMemoryBytes();
+    kv_bytes = free <= workspace ? 0 : static_cast<size_t>((free - workspace) * config.memory_fraction);
+  }
+  cap.local_blocks = KvCache::BlocksForBudget(local, weights.dtype(), config.block_size, kv_bytes);
+  cap.blocks = cap.local_blocks;
+  if (tp.comm != nullptr) {
+    KVS_ASSIGN_OR_RETURN(int64_t group_min, tp.comm->AllReduceMin(cap.local_blocks));
+    cap.blocks = static_cast<int32_t>(group_min);
+  }
+  if (cap.blocks <= 0) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "no memory is left for the KV cache after the weights and step workspace (%s)",
+        tp.comm ? "on at least one rank of the group" : "this device"));
+  }
+  return cap;
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Backend& backend, const ModelWeights& weights,
+                                                       const Tokenizer* tokenizer, EngineConfig config,
+                                                       TensorParallel tp) {
+  const ModelConfig& mc = weights.config();
+  KVS_ASSIGN_OR_RETURN(config, ResolveEngineConfig(config, mc));
   std::unique_ptr<Engine> e(new Engine());
+  e->tp_ = tp;
   e->weights_ = &weights;
   e->tokenizer_ = tokenizer;
   e->config_ = config;
   for (int32_t id : mc.eos_token_ids) e->eos_ids_.insert(id);
   if (tokenizer != nullptr && tokenizer->eos_id() >= 0) e->eos_ids_.insert(tokenizer->eos_id());
 
-  RunnerLimits limits{config.max_tokens_per_step, config.max_seqs,
-                      (config.max_model_len + config.block_size - 1) / config.block_size};
-  size_t kv_bytes = config.kv_cache_bytes;
-  if (kv_bytes == 0) {
-    const size_t workspace = ModelRunner::WorkspaceBytes(mc, weights.dtype(), limits);
-    const size_t free = backend.FreeMemoryBytes();
-    if (free <= workspace) return absl::ResourceExhaustedError("no memory left for the step workspace after the weights");
-    kv_bytes = static_cast<size_t>((free - workspace) * config.memory_fraction);
-  }
-  const int32_t blocks = KvCache::BlocksForBudget(mc, weights.dtype(), config.block_size, kv_bytes);
-  KVS_ASSIGN_OR_RETURN(e->cache_, KvCache::Create(backend, mc, config.block_size, blocks));
-  KVS_ASSIGN_OR_RETURN(ModelRunner runner, ModelRunner::Create(backend, weights, e->cache_, limits));
+  KVS_ASSIGN_OR_RETURN(e->capacity_, PlanKvCapacity(backend, weights, config, tp));
+  const int32_t blocks = e->capacity_.blocks;
+  KVS_ASSIGN_OR_RETURN(e->cache_, KvCache::Create(backend, weights.local_config(), config.block_size, blocks));
+  KVS_ASSIGN_OR_RETURN(ModelRunner runner, ModelRunner::Create(backend, weights, e->cache_, LimitsFor(config), tp));
   e->runner_ = std::make_unique<ModelRunner>(std::move(runner));
   SchedulerConfig sc{config.block_size, config.max_seqs, config.max_tokens_per_step, config.max_model_len};
   e->scheduler_ = std::make_unique<Scheduler>(sc, blocks);
@@ -141,6 +168,11 @@ absl::StatusOr<std::vector<TokenEvent>> Engine::Step() {
   if (plan.empty()) return events;
   bool greedy_only = true;
   for (const ScheduledSeq& ss : plan) greedy_only &= !ss.samples || ss.seq->request.params.temperature <= 0.0f;
+  if (tp_.comm != nullptr) {
+    if (shut_down_) return absl::FailedPreconditionError("the engine's tensor-parallel group was shut down");
+    EncodeStep(input_, greedy_only, step_words_);
+    KVS_RETURN_IF_ERROR(tp_.comm->Broadcast(step_words_));
+  }
   KVS_ASSIGN_OR_RETURN(ModelRunner::Output out, runner_->Execute(input_, greedy_only));
   const int32_t vocab = weights_->config().vocab_size;
   size_t row = 0;
@@ -164,6 +196,13 @@ absl::StatusOr<std::vector<TokenEvent>> Engine::Step() {
     scheduler_->Finish(s);
   }
   return events;
+}
+
+absl::Status Engine::Shutdown() {
+  if (tp_.comm == nullptr || shut_down_) return absl::OkStatus();
+  shut_down_ = true;
+  EncodeStop(step_words_);
+  return tp_.comm->Broadcast(step_words_);
 }
 
 std::vector<RequestResult> Engine::TakeResults() { return std::exchange(results_, {}); }

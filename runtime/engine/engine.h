@@ -13,6 +13,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
+#include "runtime/engine/collectives.h"
 #include "runtime/engine/model_runner.h"
 #include "runtime/kv/kv_cache.h"
 #include "runtime/model/model_weights.h"
@@ -30,6 +31,21 @@ struct EngineConfig {
   double memory_fraction = 0.9;
   absl::Status Validate() const;
 };
+
+// How much KV cache one rank of a group gets, measured at start-up.
+struct KvCapacity {
+  int32_t local_blocks = 0;  // what fits on this rank after its weights and step workspace
+  int32_t blocks = 0;        // the group's: the minimum over its ranks (every rank holds each block)
+  size_t bytes_per_block = 0;  // on this rank, for its KV heads
+};
+
+// `config` with max_model_len resolved against the model and checked.
+absl::StatusOr<EngineConfig> ResolveEngineConfig(EngineConfig config, const ModelConfig& model);
+RunnerLimits LimitsFor(const EngineConfig& resolved);
+// Measures this rank's KV capacity and agrees the group's with the other ranks (a collective
+// call when tp.comm is set: every rank of the group must make it).
+absl::StatusOr<KvCapacity> PlanKvCapacity(Backend& backend, const ModelWeights& weights,
+                                          const EngineConfig& resolved, const TensorParallel& tp);
 
 struct TokenEvent {
   std::string request_id;
@@ -57,8 +73,13 @@ struct RequestResult {
 class Engine {
  public:
   // `tokenizer` may be null (token-only use); then stop strings are rejected.
+  // With `tp`, this is rank 0 of a tensor-parallel group: it schedules, sends every step to the
+  // other ranks (each running a StepWorker) and samples; Shutdown() releases them.
   static absl::StatusOr<std::unique_ptr<Engine>> Create(Backend& backend, const ModelWeights& weights,
-                                                        const Tokenizer* tokenizer, EngineConfig config);
+                                                        const Tokenizer* tokenizer, EngineConfig config,
+                                                        TensorParallel tp = {});
+  // Tells the group's other ranks to stop (no-op at tp = 1). Idempotent.
+  absl::Status Shutdown();
 
   // Extra end-of-sequence ids (e.g. the chat template's end-of-turn token).
   void AddStopTokenId(int32_t id) { eos_ids_.insert(id); }
@@ -72,6 +93,7 @@ class Engine {
   std::vector<RequestResult> TakeResults();
 
   const KvCache& kv_cache() const { return cache_; }
+  const KvCapacity& kv_capacity() const { return capacity_; }
   const StepStats& last_step() const { return last_step_; }
   const Scheduler& scheduler() const { return *scheduler_; }
 
@@ -93,6 +115,10 @@ class Engine {
   std::unique_ptr<ModelRunner> runner_;
   std::unique_ptr<Scheduler> scheduler_;
   StepInput input_;
+  TensorParallel tp_;
+  KvCapacity capacity_;
+  std::vector<int32_t> step_words_;
+  bool shut_down_ = false;
   absl::flat_hash_set<int32_t> eos_ids_;
   absl::flat_hash_map<std::string, SeqState> states_;
   std::vector<RequestResult> results_;

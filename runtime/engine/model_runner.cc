@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "absl/strings/str_format.h"
 #include "kernels/common/status_macros.h"
@@ -9,37 +10,52 @@
 namespace kvs {
 namespace {
 
+// Element counts of the runner's buffers, from the shard's view of the model.
 struct Sizes {
-  int64_t t, s, h, q, kv, qkv, inter, vocab, blocks;
-  Sizes(const ModelConfig& c, RunnerLimits l)
-      : t(l.max_tokens_per_step), s(l.max_seqs), h(c.hidden_size),
-        q(static_cast<int64_t>(c.num_q_heads) * c.head_dim), kv(static_cast<int64_t>(c.num_kv_heads) * c.head_dim),
-        qkv(q + 2 * kv), inter(c.intermediate_size), vocab(c.vocab_size),
-        blocks(static_cast<int64_t>(l.max_seqs) * l.max_blocks_per_seq) {}
+  int64_t t, s, h, q, q_owned, kv, qkv, inter, vocab, vocab_slot, blocks, tp;
+  Sizes(const ModelWeights& w, RunnerLimits l, int tp_size)
+      : t(l.max_tokens_per_step), s(l.max_seqs), h(w.config().hidden_size) {
+    const ModelConfig& c = w.local_config();
+    q = static_cast<int64_t>(c.num_q_heads) * c.head_dim;
+    q_owned = static_cast<int64_t>(w.shard().q_heads.size()) * c.head_dim;
+    kv = static_cast<int64_t>(c.num_kv_heads) * c.head_dim;
+    qkv = q + 2 * kv;
+    inter = c.intermediate_size;
+    vocab = w.shard().vocab.size();
+    // Ranks' slices differ by at most one row; every rank pads its slice to the widest.
+    tp = tp_size;
+    vocab_slot = tp == 1 ? vocab : (w.config().vocab_size + tp - 1) / tp;
+    blocks = static_cast<int64_t>(l.max_seqs) * l.max_blocks_per_seq;
+  }
   // Compute-dtype activations; the residual [t, h] and logits [s, vocab] are f32 (below).
   int64_t ActivationElems() const { return t * (2 * h + qkv + q + 3 * inter) + s * h; }
-  int64_t F32Elems() const { return t * h + s * vocab; }
-  int64_t IndexElems() const { return 3 * t + (s + 1) + s + blocks + s; }
+  int64_t F32Elems() const { return t * h + s * vocab_slot + (tp > 1 ? tp * s * vocab_slot : 0); }
+  int64_t IndexElems() const { return 3 * t + (s + 1) + s + blocks + s + (tp > 1 ? 2 * s * (tp + 1) : 0); }
 };
 
 }  // namespace
 
-size_t ModelRunner::WorkspaceBytes(const ModelConfig& c, DType dtype, RunnerLimits limits) {
-  const Sizes z(c, limits);
-  return z.ActivationElems() * DTypeSize(dtype) + (z.F32Elems() + z.IndexElems()) * sizeof(int32_t);
+size_t ModelRunner::WorkspaceBytes(const ModelWeights& weights, RunnerLimits limits, int tp_size) {
+  const Sizes z(weights, limits, tp_size);
+  return z.ActivationElems() * DTypeSize(weights.dtype()) + (z.F32Elems() + z.IndexElems()) * sizeof(int32_t);
 }
 
 absl::StatusOr<ModelRunner> ModelRunner::Create(Backend& backend, const ModelWeights& weights,
-                                                const KvCache& cache, RunnerLimits limits) {
+                                                const KvCache& cache, RunnerLimits limits, TensorParallel tp) {
   if (limits.max_tokens_per_step <= 0 || limits.max_seqs <= 0 || limits.max_blocks_per_seq <= 0) {
     return absl::InvalidArgumentError("runner limits must be positive");
+  }
+  if (tp.size() > 1 && tp.vocab_by_rank.size() != static_cast<size_t>(tp.size())) {
+    return absl::InvalidArgumentError("tensor parallel runner needs every rank's vocab range");
   }
   ModelRunner r;
   r.backend_ = &backend;
   r.weights_ = &weights;
   r.cache_ = &cache;
   r.limits_ = limits;
-  const Sizes z(weights.config(), limits);
+  r.tp_ = tp;
+  const Sizes z(weights, limits, tp.size());
+  r.vocab_slot_ = z.vocab_slot;
   const size_t e = DTypeSize(weights.dtype());
   auto alloc = [&](DeviceBuffer& b, int64_t elems, size_t elem_size) -> absl::Status {
     KVS_ASSIGN_OR_RETURN(b, backend.Allocate(static_cast<size_t>(elems) * elem_size));
@@ -53,20 +69,27 @@ absl::StatusOr<ModelRunner> ModelRunner::Create(Backend& backend, const ModelWei
   KVS_RETURN_IF_ERROR(alloc(r.gate_up_, z.t * 2 * z.inter, e));
   KVS_RETURN_IF_ERROR(alloc(r.act_, z.t * z.inter, e));
   KVS_RETURN_IF_ERROR(alloc(r.last_, z.s * z.h, e));
-  KVS_RETURN_IF_ERROR(alloc(r.logits_, z.s * z.vocab, sizeof(float)));
-  KVS_RETURN_IF_ERROR(alloc(r.meta_, z.IndexElems(), 4));
-  KVS_RETURN_IF_ERROR(alloc(r.greedy_ids_, z.s, 4));
-  r.host_ids_.resize(z.s);
+  KVS_RETURN_IF_ERROR(alloc(r.logits_, z.s * z.vocab_slot, sizeof(float)));
+  KVS_RETURN_IF_ERROR(alloc(r.meta_, 3 * z.t + (z.s + 1) + z.s + z.blocks + z.s, 4));
+  // Greedy ids, then (tensor parallel) their values: this rank's candidates.
+  KVS_RETURN_IF_ERROR(alloc(r.greedy_ids_, 2 * z.s, 4));
+  if (z.tp > 1) {
+    KVS_RETURN_IF_ERROR(alloc(r.gathered_, z.tp * z.s * z.vocab_slot, sizeof(float)));
+    KVS_RETURN_IF_ERROR(alloc(r.candidates_, z.tp * 2 * z.s, 4));
+    if (tp.rank() == 0) r.host_gathered_.resize(z.tp * z.s * z.vocab_slot);
+  }
+  r.host_ids_.resize(z.s * 2 * z.tp);
   r.meta_host_.reserve(z.IndexElems());
-  r.host_logits_.resize(z.s * z.vocab);
-  const ModelConfig& c = weights.config();
+  r.host_logits_.resize(z.s * weights.config().vocab_size);
+  const ModelConfig& c = weights.local_config();
   KVS_RETURN_IF_ERROR(backend.ReserveWorkspace(z.t, limits.max_seqs, c.num_q_heads, c.head_dim));
   return r;
 }
 
 absl::StatusOr<ModelRunner::Output> ModelRunner::Execute(const StepInput& in, bool greedy_only) {
-  const ModelConfig& c = weights_->config();
-  const Sizes z(c, limits_);
+  const ModelConfig& global = weights_->config();
+  const ModelConfig& c = weights_->local_config();
+  const Sizes z(*weights_, limits_, tp_.size());
   const int64_t t = in.num_tokens();
   const int32_t s = in.num_seqs();
   const int64_t n_logits = static_cast<int64_t>(in.logit_rows.size());
@@ -78,8 +101,9 @@ absl::StatusOr<ModelRunner::Output> ModelRunner::Execute(const StepInput& in, bo
     return absl::InvalidArgumentError("malformed step input");
   }
   for (int32_t tok : in.token_ids) {
-    if (tok < 0 || tok >= c.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrFormat("token id %d is outside the vocabulary (0..%d)", tok, c.vocab_size - 1));
+    if (tok < 0 || tok >= global.vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("token id %d is outside the vocabulary (0..%d)", tok, global.vocab_size - 1));
     }
   }
   if (t > z.t || s > z.s || static_cast<int64_t>(in.block_table.size()) > z.blocks) {
@@ -115,18 +139,26 @@ absl::StatusOr<ModelRunner::Output> ModelRunner::Execute(const StepInput& in, bo
 
   const DType dt = weights_->dtype();
   Backend& b = *backend_;
+  Collectives* comm = tp_.comm;
+  const ModelShard& shard = weights_->shard();
   const TensorView hidden = hidden_.View(dt, t, z.h);
   const TensorView residual = residual_.View(DType::kF32, t, z.h);
   const TensorView normed = normed_.View(dt, t, z.h);
   const TensorView qkv = qkv_.View(dt, t, z.qkv);
   const TensorView q = qkv.Cols(0, z.q), k = qkv.Cols(z.q, z.kv), v = qkv.Cols(z.q + z.kv, z.kv);
   const TensorView attn = attn_.View(dt, t, z.q);
+  // The heads this rank owns among those it computed (all of them unless a GQA group straddles ranks).
+  const int64_t owned_from = static_cast<int64_t>(shard.q_heads.begin - shard.ComputedQHeads(global).begin) * c.head_dim;
+  const TensorView attn_owned = attn.Cols(owned_from, z.q_owned);
   const TensorView gate_up = gate_up_.View(dt, t, 2 * z.inter);
   const TensorView act = act_.View(dt, t, z.inter);
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   const TensorView no_bias{};
+  // Row-parallel outputs are partial sums until every rank's share is added.
+  auto reduce = [&](const TensorView& x) { return comm ? comm->AllReduceSum(x) : absl::OkStatus(); };
 
-  KVS_RETURN_IF_ERROR(b.Embedding(token_ids, weights_->embed(), residual));
+  KVS_RETURN_IF_ERROR(b.Embedding(token_ids, weights_->embed(), shard.vocab.begin, residual));
+  KVS_RETURN_IF_ERROR(reduce(residual));
   for (int32_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& lw = weights_->layers()[l];
     const TensorView attn_norm = weights_->View(lw.attn_norm, 1, z.h);
@@ -142,11 +174,13 @@ absl::StatusOr<ModelRunner::Output> ModelRunner::Execute(const StepInput& in, bo
     const PagedKvView cache = cache_->Layer(l);
     KVS_RETURN_IF_ERROR(b.WriteKv(k, v, slots, cache));
     KVS_RETURN_IF_ERROR(b.PagedAttention(q, cache, batch, scale, attn));
-    KVS_RETURN_IF_ERROR(b.Linear(attn, weights_->View(lw.o, z.h, z.q), no_bias, hidden));
+    KVS_RETURN_IF_ERROR(b.Linear(attn_owned, weights_->View(lw.o, z.h, z.q_owned), no_bias, hidden));
+    KVS_RETURN_IF_ERROR(reduce(hidden));
     KVS_RETURN_IF_ERROR(b.AddRmsNorm(residual, hidden, weights_->View(lw.ffn_norm, 1, z.h), c.rms_norm_eps, normed));
     KVS_RETURN_IF_ERROR(b.Linear(normed, weights_->View(lw.gate_up, 2 * z.inter, z.h), no_bias, gate_up));
     KVS_RETURN_IF_ERROR(b.SwiGlu(gate_up, act));
     KVS_RETURN_IF_ERROR(b.Linear(act, weights_->View(lw.down, z.h, z.inter), no_bias, hidden));
+    KVS_RETURN_IF_ERROR(reduce(hidden));
   }
   if (n_logits == 0) {
     KVS_RETURN_IF_ERROR(b.Synchronize());
@@ -156,15 +190,57 @@ absl::StatusOr<ModelRunner::Output> ModelRunner::Execute(const StepInput& in, bo
   const TensorView last = last_.View(dt, n_logits, z.h);
   KVS_RETURN_IF_ERROR(b.AddRmsNorm(residual, hidden, weights_->final_norm(), c.rms_norm_eps, normed));
   KVS_RETURN_IF_ERROR(b.GatherRows(normed, logit_rows, last));
-  const TensorView logits = logits_.View(DType::kF32, n_logits, z.vocab);
+  const TensorView logits = logits_.View(DType::kF32, n_logits, z.vocab);  // this rank's vocab slice
   KVS_RETURN_IF_ERROR(b.Linear(last, weights_->lm_head(), no_bias, logits));
+  const bool root = tp_.rank() == 0;
   if (greedy_only) {
-    KVS_RETURN_IF_ERROR(b.ArgmaxRows(logits, greedy_ids_.as<int32_t>()));
-    KVS_RETURN_IF_ERROR(b.CopyToHost(greedy_ids_.data(), host_ids_.data(), n_logits * sizeof(int32_t)));
+    int32_t* ids = greedy_ids_.as<int32_t>();
+    float* values = reinterpret_cast<float*>(ids + n_logits);
+    KVS_RETURN_IF_ERROR(b.ArgmaxRows(logits, shard.vocab.begin, ids, comm ? values : nullptr));
+    if (comm == nullptr) {
+      KVS_RETURN_IF_ERROR(b.CopyToHost(ids, host_ids_.data(), n_logits * sizeof(int32_t)));
+      return Output{{}, std::span<const int32_t>(host_ids_.data(), n_logits)};
+    }
+    // Each rank's (id, value) candidates; the best wins, the lowest id on ties (ranks hold
+    // ascending vocab ranges), exactly as one argmax over the whole row would pick.
+    const size_t bytes = 2 * n_logits * sizeof(int32_t);
+    KVS_RETURN_IF_ERROR(comm->AllGather(ids, candidates_.data(), bytes));
+    if (!root) return Output{};
+    const int64_t per_rank = 2 * n_logits;
+    KVS_RETURN_IF_ERROR(b.CopyToHost(candidates_.data(), host_ids_.data(), z.tp * bytes));
+    for (int64_t row = 0; row < n_logits; ++row) {
+      int32_t best_id = -1;
+      float best = 0.0f;
+      for (int64_t r = 0; r < z.tp; ++r) {
+        const int32_t* block = host_ids_.data() + r * per_rank;
+        float value;
+        std::memcpy(&value, block + n_logits + row, sizeof(float));
+        if (best_id < 0 || value > best) {
+          best = value;
+          best_id = block[row];
+        }
+      }
+      host_ids_[row] = best_id;
+    }
     return Output{{}, std::span<const int32_t>(host_ids_.data(), n_logits)};
   }
-  const std::span<float> host(host_logits_.data(), n_logits * z.vocab);
-  KVS_RETURN_IF_ERROR(b.DownloadFloat(logits, host));
+  const std::span<float> host(host_logits_.data(), n_logits * global.vocab_size);
+  if (comm == nullptr) {
+    KVS_RETURN_IF_ERROR(b.DownloadFloat(logits, host));
+    return Output{std::span<const float>(host), {}};
+  }
+  // Every rank's slice, padded to the widest, then reassembled row by row on rank 0.
+  const size_t slot_bytes = n_logits * z.vocab_slot * sizeof(float);
+  KVS_RETURN_IF_ERROR(comm->AllGather(logits.data, gathered_.data(), slot_bytes));
+  if (!root) return Output{};
+  KVS_RETURN_IF_ERROR(b.CopyToHost(gathered_.data(), host_gathered_.data(), z.tp * slot_bytes));
+  for (int64_t r = 0; r < z.tp; ++r) {
+    const Range vr = tp_.vocab_by_rank[r];
+    const float* block = host_gathered_.data() + r * n_logits * z.vocab_slot;
+    for (int64_t row = 0; row < n_logits; ++row) {
+      std::copy(block + row * vr.size(), block + (row + 1) * vr.size(), host.data() + row * global.vocab_size + vr.begin);
+    }
+  }
   return Output{std::span<const float>(host), {}};
 }
 

@@ -4,6 +4,12 @@
 //              a = paged_attention(q); x += a Wo; h = rmsnorm(x); x += swiglu(h Wgu) Wdown
 //   logits = rmsnorm(x)[logit_rows] Wlm
 // All activations live in workspace buffers allocated once for the largest step.
+//
+// Under tensor parallelism (collectives.h) each rank runs this on its shard of the weights
+// (model_shard.h): the embedding, the O projection and the down projection produce partial sums
+// that are all-reduced (three all-reduces per layer would be two without the vocab-parallel
+// embedding, which happens once per step); the LM head yields each rank's vocab slice, and
+// rank 0 receives the full logits or, for greedy steps, each rank's (max, id) candidate.
 #pragma once
 
 #include <span>
@@ -11,6 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
+#include "runtime/engine/collectives.h"
 #include "runtime/engine/step_input.h"
 #include "runtime/kv/kv_cache.h"
 #include "runtime/model/model_weights.h"
@@ -26,12 +33,14 @@ struct RunnerLimits {
 class ModelRunner {
  public:
   static absl::StatusOr<ModelRunner> Create(Backend& backend, const ModelWeights& weights,
-                                            const KvCache& cache, RunnerLimits limits);
+                                            const KvCache& cache, RunnerLimits limits,
+                                            TensorParallel tp = {});
   // Bytes of workspace a runner with these limits allocates (for memory planning).
-  static size_t WorkspaceBytes(const ModelConfig& c, DType dtype, RunnerLimits limits);
+  static size_t WorkspaceBytes(const ModelWeights& weights, RunnerLimits limits, int tp_size = 1);
 
   // What a step hands back for sampling, on the host: the logits [rows, vocab], or — when every
-  // sampled row is greedy — just the argmax of each row, picked on the backend.
+  // sampled row is greedy — just the argmax of each row, picked on the backend. Empty on
+  // ranks other than 0 of a tensor-parallel group.
   struct Output {
     std::span<const float> logits;
     std::span<const int32_t> greedy_ids;
@@ -48,8 +57,12 @@ class ModelRunner {
   const ModelWeights* weights_ = nullptr;
   const KvCache* cache_ = nullptr;
   RunnerLimits limits_;
+  TensorParallel tp_;
   // Activations.
   DeviceBuffer hidden_, residual_, normed_, qkv_, attn_, gate_up_, act_, last_, logits_;
+  // Tensor parallel only: every rank's logits slice or greedy candidates, gathered.
+  DeviceBuffer gathered_, candidates_;
+  std::vector<float> host_gathered_;
   // Step metadata (token ids, positions, slots, offsets, block table, logit rows), packed on the
   // host and sent in one copy per step.
   DeviceBuffer meta_;
@@ -57,6 +70,7 @@ class ModelRunner {
   DeviceBuffer greedy_ids_;
   std::vector<int32_t> host_ids_;
   std::vector<float> host_logits_;
+  int64_t vocab_slot_ = 0;  // the widest rank's vocab slice: each rank's gathered row pitch
 };
 
 }  // namespace kvs

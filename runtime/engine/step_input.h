@@ -3,7 +3,10 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
+
+#include "absl/status/statusor.h"
 
 namespace kvs {
 
@@ -24,5 +27,14 @@ struct StepInput {
     context_len.clear(); block_table.clear(); logit_rows.clear(); max_blocks_per_seq = 0;
   }
 };
+
+// The message a tensor-parallel group's rank 0 sends its other ranks before every step (or to
+// stop them), as int32 words: [command, greedy_only, max_blocks_per_seq, T, S, rows, then
+// token_ids, positions, slot_mapping, query_start, context_len, block_table, logit_rows].
+enum class StepCommand : int32_t { kRun = 1, kStop = 2 };
+void EncodeStep(const StepInput& in, bool greedy_only, std::vector<int32_t>& words);
+void EncodeStop(std::vector<int32_t>& words);
+// Decodes `words` into `in`; a malformed message is an error, never a crash.
+absl::StatusOr<StepCommand> DecodeStep(std::span<const int32_t> words, StepInput& in, bool& greedy_only);
 
 }  // namespace kvs

@@ -6,25 +6,41 @@
 namespace kvs {
 namespace {
 
-// Reads named tensors into consecutive rows of one host staging buffer, then uploads it.
+// Reads named tensors — or a block of rows x columns of each, for a tensor-parallel shard — into
+// consecutive rows of one host staging buffer, then uploads it.
 class Stager {
  public:
   Stager(const WeightSource& src, Backend& backend, DType dtype, size_t& bytes)
       : src_(src), backend_(backend), dtype_(dtype), bytes_(bytes) {}
 
-  // Appends tensor `name` of HF shape [rows, cols] (cols == 0 for a vector).
-  absl::Status Add(const std::string& name, int64_t rows, int64_t cols) {
-    const int64_t n = rows * (cols == 0 ? 1 : cols);
+  // Appends rows [rows.begin, rows.end) x columns [cols.begin, cols.end) of tensor `name`,
+  // whose HF shape is [full_rows, full_cols] (full_cols == 0 for a vector; then cols is {0, 1}).
+  absl::Status Add(const std::string& name, int64_t full_rows, int64_t full_cols, Range rows, Range cols) {
+    const int64_t width = full_cols == 0 ? 1 : full_cols;
+    KVS_CHECK(rows.begin >= 0 && rows.end <= full_rows && cols.begin >= 0 && cols.end <= width);
+    const int64_t n = static_cast<int64_t>(rows.size()) * cols.size();
     if (auto init = src_.RandomInitFor(name)) {  // synthetic: filled in backend memory at Upload
-      random_.push_back({staged_, n, *init});
+      random_.push_back({staged_, rows.size(), cols.size(), RandomWindow{rows.begin * width + cols.begin, width}, *init});
       staged_ += n;
       return absl::OkStatus();
     }
     staged_ += n;
     const size_t at = host_.size();
     host_.resize(at + n);
-    std::vector<int64_t> shape = cols == 0 ? std::vector<int64_t>{rows} : std::vector<int64_t>{rows, cols};
-    return src_.ReadF32(name, shape, std::span<float>(host_.data() + at, n));
+    std::vector<int64_t> shape = full_cols == 0 ? std::vector<int64_t>{full_rows} : std::vector<int64_t>{full_rows, full_cols};
+    if (n == full_rows * width) return src_.ReadF32(name, shape, std::span<float>(host_.data() + at, n));
+    // A shard: read the whole tensor once, keep the block.
+    whole_.resize(full_rows * width);
+    KVS_RETURN_IF_ERROR(src_.ReadF32(name, shape, std::span<float>(whole_)));
+    for (int64_t r = 0; r < rows.size(); ++r) {
+      const float* from = whole_.data() + (rows.begin + r) * width + cols.begin;
+      std::copy(from, from + cols.size(), host_.data() + at + r * cols.size());
+    }
+    return absl::OkStatus();
+  }
+  // The whole tensor.
+  absl::Status Add(const std::string& name, int64_t rows, int64_t cols) {
+    return Add(name, rows, cols, Range{0, static_cast<int32_t>(rows)}, Range{0, cols == 0 ? 1 : static_cast<int32_t>(cols)});
   }
 
   absl::StatusOr<DeviceBuffer> Upload(int64_t rows, int64_t cols) {
@@ -35,7 +51,8 @@ class Stager {
       KVS_RETURN_IF_ERROR(backend_.UploadFloat(host_, all));
     } else {
       for (const Pending& p : random_) {
-        KVS_RETURN_IF_ERROR(backend_.FillRandom(all.Cols(p.offset, p.count), p.init.seed, p.init.mean, p.init.half_range));
+        const TensorView dst = TensorView::Contiguous(all.Cols(p.offset, p.rows * p.cols).data, dtype_, p.rows, p.cols);
+        KVS_RETURN_IF_ERROR(backend_.FillRandom(dst, p.init.seed, p.init.mean, p.init.half_range, p.window));
       }
     }
     bytes_ += buf.bytes();
@@ -51,10 +68,11 @@ class Stager {
   DType dtype_;
   size_t& bytes_;
   struct Pending {
-    int64_t offset, count;
+    int64_t offset, rows, cols;
+    RandomWindow window;
     RandomInit init;
   };
-  std::vector<float> host_;
+  std::vector<float> host_, whole_;
   std::vector<Pending> random_;
   int64_t staged_ = 0;
 };
@@ -62,18 +80,27 @@ class Stager {
 }  // namespace
 
 absl::StatusOr<ModelWeights> ModelWeights::Load(const WeightSource& src, Backend& backend) {
+  return Load(src, backend, ModelShard::Whole(src.config()));
+}
+
+absl::StatusOr<ModelWeights> ModelWeights::Load(const WeightSource& src, Backend& backend, const ModelShard& shard) {
   ModelWeights w;
   w.config_ = src.config();
+  w.shard_ = shard;
   w.dtype_ = backend.ComputeDType();
   const ModelConfig& c = w.config_;
-  const int64_t h = c.hidden_size;
-  const int64_t q = static_cast<int64_t>(c.num_q_heads) * c.head_dim;
-  const int64_t kv = static_cast<int64_t>(c.num_kv_heads) * c.head_dim;
-  const int64_t inter = c.intermediate_size;
+  w.local_ = shard.LocalConfig(c);
+  const int32_t h = c.hidden_size, d = c.head_dim;
+  const int64_t q_all = static_cast<int64_t>(c.num_q_heads) * d, kv_all = static_cast<int64_t>(c.num_kv_heads) * d;
+  const auto times_d = [d](Range r) { return Range{r.begin * d, r.end * d}; };
+  const Range all_h{0, h};
+  const Range q_rows = times_d(shard.ComputedQHeads(c)), kv_rows = times_d(shard.kv_heads);
+  const Range q_owned = times_d(shard.q_heads), inter = shard.intermediate, vocab = shard.vocab;
+  const int64_t q = q_rows.size(), kv = kv_rows.size(), i = inter.size(), v = vocab.size();
   Stager st(src, backend, w.dtype_, w.bytes_);
 
-  KVS_RETURN_IF_ERROR(st.Add("model.embed_tokens.weight", c.vocab_size, h));
-  KVS_ASSIGN_OR_RETURN(w.embed_, st.Upload(c.vocab_size, h));
+  KVS_RETURN_IF_ERROR(st.Add("model.embed_tokens.weight", c.vocab_size, h, vocab, all_h));
+  KVS_ASSIGN_OR_RETURN(w.embed_, st.Upload(v, h));
   KVS_RETURN_IF_ERROR(st.Add("model.norm.weight", h, 0));
   KVS_ASSIGN_OR_RETURN(w.final_norm_, st.Upload(1, h));
   if (!c.tie_word_embeddings) {
@@ -81,33 +108,36 @@ absl::StatusOr<ModelWeights> ModelWeights::Load(const WeightSource& src, Backend
       return absl::NotFoundError(absl::StrFormat(
           "%s: lm_head.weight is missing and tie_word_embeddings is false", src.path()));
     }
-    KVS_RETURN_IF_ERROR(st.Add("lm_head.weight", c.vocab_size, h));
-    KVS_ASSIGN_OR_RETURN(w.lm_head_, st.Upload(c.vocab_size, h));
+    KVS_RETURN_IF_ERROR(st.Add("lm_head.weight", c.vocab_size, h, vocab, all_h));
+    KVS_ASSIGN_OR_RETURN(w.lm_head_, st.Upload(v, h));
   }
+  const Range one{0, 1};
   for (int32_t l = 0; l < c.num_layers; ++l) {
     const std::string p = absl::StrFormat("model.layers.%d.", l);
     LayerWeights lw;
     KVS_RETURN_IF_ERROR(st.Add(p + "input_layernorm.weight", h, 0));
     KVS_ASSIGN_OR_RETURN(lw.attn_norm, st.Upload(1, h));
-    KVS_RETURN_IF_ERROR(st.Add(p + "self_attn.q_proj.weight", q, h));
-    KVS_RETURN_IF_ERROR(st.Add(p + "self_attn.k_proj.weight", kv, h));
-    KVS_RETURN_IF_ERROR(st.Add(p + "self_attn.v_proj.weight", kv, h));
+    // Column-parallel QKV: this rank's heads' rows.
+    KVS_RETURN_IF_ERROR(st.Add(p + "self_attn.q_proj.weight", q_all, h, q_rows, all_h));
+    KVS_RETURN_IF_ERROR(st.Add(p + "self_attn.k_proj.weight", kv_all, h, kv_rows, all_h));
+    KVS_RETURN_IF_ERROR(st.Add(p + "self_attn.v_proj.weight", kv_all, h, kv_rows, all_h));
     KVS_ASSIGN_OR_RETURN(lw.qkv, st.Upload(q + 2 * kv, h));
     if (c.attention_bias) {
-      KVS_RETURN_IF_ERROR(st.Add(p + "self_attn.q_proj.bias", q, 0));
-      KVS_RETURN_IF_ERROR(st.Add(p + "self_attn.k_proj.bias", kv, 0));
-      KVS_RETURN_IF_ERROR(st.Add(p + "self_attn.v_proj.bias", kv, 0));
+      KVS_RETURN_IF_ERROR(st.Add(p + "self_attn.q_proj.bias", q_all, 0, q_rows, one));
+      KVS_RETURN_IF_ERROR(st.Add(p + "self_attn.k_proj.bias", kv_all, 0, kv_rows, one));
+      KVS_RETURN_IF_ERROR(st.Add(p + "self_attn.v_proj.bias", kv_all, 0, kv_rows, one));
       KVS_ASSIGN_OR_RETURN(lw.qkv_bias, st.Upload(1, q + 2 * kv));
     }
-    KVS_RETURN_IF_ERROR(st.Add(p + "self_attn.o_proj.weight", h, q));
-    KVS_ASSIGN_OR_RETURN(lw.o, st.Upload(h, q));
+    // Row-parallel O: the input columns of the owned heads only.
+    KVS_RETURN_IF_ERROR(st.Add(p + "self_attn.o_proj.weight", h, q_all, all_h, q_owned));
+    KVS_ASSIGN_OR_RETURN(lw.o, st.Upload(h, q_owned.size()));
     KVS_RETURN_IF_ERROR(st.Add(p + "post_attention_layernorm.weight", h, 0));
     KVS_ASSIGN_OR_RETURN(lw.ffn_norm, st.Upload(1, h));
-    KVS_RETURN_IF_ERROR(st.Add(p + "mlp.gate_proj.weight", inter, h));
-    KVS_RETURN_IF_ERROR(st.Add(p + "mlp.up_proj.weight", inter, h));
-    KVS_ASSIGN_OR_RETURN(lw.gate_up, st.Upload(2 * inter, h));
-    KVS_RETURN_IF_ERROR(st.Add(p + "mlp.down_proj.weight", h, inter));
-    KVS_ASSIGN_OR_RETURN(lw.down, st.Upload(h, inter));
+    KVS_RETURN_IF_ERROR(st.Add(p + "mlp.gate_proj.weight", c.intermediate_size, h, inter, all_h));
+    KVS_RETURN_IF_ERROR(st.Add(p + "mlp.up_proj.weight", c.intermediate_size, h, inter, all_h));
+    KVS_ASSIGN_OR_RETURN(lw.gate_up, st.Upload(2 * i, h));
+    KVS_RETURN_IF_ERROR(st.Add(p + "mlp.down_proj.weight", h, c.intermediate_size, all_h, inter));
+    KVS_ASSIGN_OR_RETURN(lw.down, st.Upload(h, i));
     w.layers_.push_back(std::move(lw));
   }
 
@@ -119,10 +149,10 @@ absl::StatusOr<ModelWeights> ModelWeights::Load(const WeightSource& src, Backend
   return w;
 }
 
-TensorView ModelWeights::embed() const { return embed_.View(dtype_, config_.vocab_size, config_.hidden_size); }
+TensorView ModelWeights::embed() const { return embed_.View(dtype_, shard_.vocab.size(), config_.hidden_size); }
 TensorView ModelWeights::final_norm() const { return final_norm_.View(dtype_, 1, config_.hidden_size); }
 TensorView ModelWeights::lm_head() const {
-  return config_.tie_word_embeddings ? embed() : lm_head_.View(dtype_, config_.vocab_size, config_.hidden_size);
+  return config_.tie_word_embeddings ? embed() : lm_head_.View(dtype_, shard_.vocab.size(), config_.hidden_size);
 }
 
 }  // namespace kvs

@@ -1,7 +1,12 @@
-// A model's weights in backend memory, in the layout the forward pass wants:
+// A model's weights — or one tensor-parallel rank's shard of them (model_shard.h) — in backend
+// memory, in the layout the forward pass wants (sizes are the shard's: Hq = its computed query
+// heads, Hk its KV heads, I its FFN rows, V its vocab rows, Ho its owned query heads):
+//   embed   [V, hidden]                vocab-parallel
 //   qkv     [(Hq + 2 Hk) * D, hidden]  q, k, v projections stacked (one GEMM per layer)
+//   o       [hidden, Ho * D]           row-parallel: partial sums, all-reduced by the runner
 //   gate_up [2 * I, hidden]            gate and up stacked (one GEMM, then SwiGLU)
-// and the rotary table. Loaded tensor by tensor so host memory peaks at one layer's worth.
+//   down    [hidden, I]                row-parallel
+// and the rotary table. Loaded tensor by tensor so host memory peaks at one tensor's worth.
 #pragma once
 
 #include <vector>
@@ -9,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
 #include "runtime/model/model_config.h"
+#include "runtime/model/model_shard.h"
 #include "runtime/model/weight_source.h"
 
 namespace kvs {
@@ -17,7 +23,7 @@ struct LayerWeights {
   DeviceBuffer attn_norm;  // [1, hidden]
   DeviceBuffer qkv;        // [(Hq + 2Hk) * D, hidden]
   DeviceBuffer qkv_bias;   // [1, (Hq + 2Hk) * D] or empty
-  DeviceBuffer o;          // [hidden, Hq * D]
+  DeviceBuffer o;          // [hidden, Ho * D]
   DeviceBuffer ffn_norm;   // [1, hidden]
   DeviceBuffer gate_up;    // [2I, hidden]
   DeviceBuffer down;       // [hidden, I]
@@ -26,8 +32,13 @@ struct LayerWeights {
 class ModelWeights {
  public:
   static absl::StatusOr<ModelWeights> Load(const WeightSource& src, Backend& backend);
+  static absl::StatusOr<ModelWeights> Load(const WeightSource& src, Backend& backend, const ModelShard& shard);
 
+  // The whole model's configuration.
   const ModelConfig& config() const { return config_; }
+  // The shard's: head counts and FFN size as this rank's kernels see them.
+  const ModelConfig& local_config() const { return local_; }
+  const ModelShard& shard() const { return shard_; }
   const std::vector<LayerWeights>& layers() const { return layers_; }
   TensorView embed() const;
   TensorView final_norm() const;
@@ -38,7 +49,8 @@ class ModelWeights {
   size_t bytes() const { return bytes_; }
 
  private:
-  ModelConfig config_;
+  ModelConfig config_, local_;
+  ModelShard shard_;
   DType dtype_ = DType::kF32;
   size_t bytes_ = 0;
   DeviceBuffer embed_, final_norm_, lm_head_, rope_inv_freq_;

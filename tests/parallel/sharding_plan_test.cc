@@ -22,7 +22,7 @@ void CheckPlan(const ModelConfig& c, int32_t tp) {
   const int32_t group = c.num_q_heads / c.num_kv_heads;
   int32_t q_next = 0, ffn_next = 0, vocab_next = 0, min_kv = 1 << 30, max_kv = 0;
   for (int32_t r = 0; r < tp; ++r) {
-    const RankShard& s = plan->ranks[r];
+    const ModelShard& s = plan->ranks[r];
     EXPECT_EQ(s.q_heads.begin, q_next);
     EXPECT_EQ(s.intermediate.begin, ffn_next);
     EXPECT_EQ(s.vocab.begin, vocab_next);

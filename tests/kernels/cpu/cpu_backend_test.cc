@@ -188,5 +188,39 @@ TEST(CpuBackendTest, AllocationsAreAccountedAndReturned) {
   EXPECT_EQ(be.FreeMemoryBytes(), 1000u);
 }
 
+// The three ops a tensor-parallel rank uses on its slice of a tensor.
+TEST(CpuBackendTest, ShardedFillEmbeddingAndArgmaxAgreeWithTheWholeTensor) {
+  CpuBackend be(size_t{1} << 24);
+  const int64_t rows = 40, cols = 24;
+  std::vector<float> whole(rows * cols), part(10 * 8);
+  ASSERT_TRUE(be.FillRandom(TensorView::Contiguous(whole.data(), DType::kF32, rows, cols), 7, 0.0f, 1.0f).ok());
+  // Rows 5..14, columns 16..23.
+  ASSERT_TRUE(be.FillRandom(TensorView::Contiguous(part.data(), DType::kF32, 10, 8), 7, 0.0f, 1.0f,
+                            RandomWindow{5 * cols + 16, cols}).ok());
+  for (int64_t r = 0; r < 10; ++r) {
+    for (int64_t c = 0; c < 8; ++c) ASSERT_EQ(part[r * 8 + c], whole[(5 + r) * cols + 16 + c]) << r << "," << c;
+  }
+
+  // Embedding of a vocab shard: rows 10..19 of the table; other ids are zero rows.
+  const std::vector<int32_t> ids = {3, 10, 19, 20, 15};
+  std::vector<float> out(ids.size() * cols, -1.0f);
+  ASSERT_TRUE(be.Embedding(ids.data(), TensorView::Contiguous(whole.data() + 10 * cols, DType::kF32, 10, cols), 10,
+                           TensorView::Contiguous(out.data(), DType::kF32, 5, cols)).ok());
+  for (size_t t = 0; t < ids.size(); ++t) {
+    const bool held = ids[t] >= 10 && ids[t] < 20;
+    for (int64_t c = 0; c < cols; ++c) ASSERT_EQ(out[t * cols + c], held ? whole[ids[t] * cols + c] : 0.0f);
+  }
+
+  // Argmax of a shard reports global ids and the winning value; ties go to the lower id.
+  std::vector<float> logits = {1, 5, 5, 2, 9, 0, 9, 9};
+  int32_t id[2];
+  float value[2];
+  ASSERT_TRUE(be.ArgmaxRows(TensorView::Contiguous(logits.data(), DType::kF32, 2, 4), 100, id, value).ok());
+  EXPECT_EQ(id[0], 101);
+  EXPECT_EQ(value[0], 5.0f);
+  EXPECT_EQ(id[1], 100);
+  EXPECT_EQ(value[1], 9.0f);
+}
+
 }  // namespace
 }  // namespace kvs

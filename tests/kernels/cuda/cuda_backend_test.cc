@@ -149,10 +149,17 @@ TEST_F(CudaOpsTest, NormsRopeSwiGluEmbeddingMatchCpu) {
   std::vector<int32_t> ids(t);
   for (auto& id : ids) id = static_cast<int32_t>(rng_() % vocab);
   std::vector<float> cemb(t * h);
-  ASSERT_TRUE(cpu_.Embedding(ids.data(), F32(table, vocab, h), F32(cemb, t, h)).ok());
+  ASSERT_TRUE(cpu_.Embedding(ids.data(), F32(table, vocab, h), 0, F32(cemb, t, h)).ok());
   auto gtable = Upload(table, DType::kBF16, vocab, h), gids = UploadInts(ids), gemb = Upload({}, DType::kF32, t, h);
-  ASSERT_TRUE(gpu_->Embedding(gids.as<int32_t>(), gtable.View(DType::kBF16, vocab, h), gemb.View(DType::kF32, t, h)).ok());
+  ASSERT_TRUE(gpu_->Embedding(gids.as<int32_t>(), gtable.View(DType::kBF16, vocab, h), 0, gemb.View(DType::kF32, t, h)).ok());
   EXPECT_EQ(Download(gemb, DType::kF32, t, h), cemb);
+
+  // A vocab shard (rows of ids 300..699): other ids give zero rows, on both backends alike.
+  std::vector<float> shard(table.begin() + 300 * h, table.begin() + 700 * h), cshard(t * h);
+  ASSERT_TRUE(cpu_.Embedding(ids.data(), F32(shard, 400, h), 300, F32(cshard, t, h)).ok());
+  auto gs = Upload(shard, DType::kBF16, 400, h);
+  ASSERT_TRUE(gpu_->Embedding(gids.as<int32_t>(), gs.View(DType::kBF16, 400, h), 300, gemb.View(DType::kF32, t, h)).ok());
+  EXPECT_EQ(Download(gemb, DType::kF32, t, h), cshard);
 }
 
 struct AttnShape {
@@ -261,14 +268,17 @@ TEST_F(CudaOpsTest, ArgmaxRowsMatchesCpuIncludingTies) {
   logits[5 * vocab + 100] = 50.0f;  // a tie: the lower index must win
   logits[5 * vocab + 90000] = 50.0f;
   std::vector<int32_t> want(rows);
-  ASSERT_TRUE(cpu_.ArgmaxRows(F32(logits, rows, vocab), want.data()).ok());
+  std::vector<float> want_values(rows);
+  ASSERT_TRUE(cpu_.ArgmaxRows(F32(logits, rows, vocab), 1000, want.data(), want_values.data()).ok());
   auto g = Upload(logits, DType::kF32, rows, vocab);
   auto ids = UploadInts(std::vector<int32_t>(rows, -1));
-  ASSERT_TRUE(gpu_->ArgmaxRows(g.View(DType::kF32, rows, vocab), ids.as<int32_t>()).ok());
+  auto values = Upload({}, DType::kF32, 1, rows);
+  ASSERT_TRUE(gpu_->ArgmaxRows(g.View(DType::kF32, rows, vocab), 1000, ids.as<int32_t>(), values.as<float>()).ok());
   std::vector<int32_t> got(rows);
   ASSERT_TRUE(gpu_->CopyToHost(ids.data(), got.data(), rows * 4).ok());
   EXPECT_EQ(got, want);
-  EXPECT_EQ(got[5], 100);
+  EXPECT_EQ(got[5], 1100);
+  EXPECT_EQ(Download(values, DType::kF32, 1, rows), want_values);
 }
 
 TEST_F(CudaOpsTest, FillRandomEqualsTheCpuFill) {
@@ -278,6 +288,17 @@ TEST_F(CudaOpsTest, FillRandomEqualsTheCpuFill) {
   auto g = Upload({}, DType::kF32, 1, n);
   ASSERT_TRUE(gpu_->FillRandom(g.View(DType::kF32, 1, n), 42, 0.5f, 0.25f).ok());
   EXPECT_EQ(Download(g, DType::kF32, 1, n), cpu);
+
+  // A window (rows 3.., columns 100..299 of a [.., 1024] tensor) equals that slice of the fill.
+  const RandomWindow window{3 * 1024 + 100, 1024};
+  std::vector<float> part(50 * 200);
+  ASSERT_TRUE(cpu_.FillRandom(F32(part, 50, 200), 42, 0.5f, 0.25f, window).ok());
+  for (int64_t r = 0; r < 50; ++r) {
+    for (int64_t c = 0; c < 200; ++c) ASSERT_EQ(part[r * 200 + c], cpu[(3 + r) * 1024 + 100 + c]);
+  }
+  auto gp = Upload({}, DType::kF32, 50, 200);
+  ASSERT_TRUE(gpu_->FillRandom(gp.View(DType::kF32, 50, 200), 42, 0.5f, 0.25f, window).ok());
+  EXPECT_EQ(Download(gp, DType::kF32, 50, 200), part);
 }
 
 TEST_F(CudaOpsTest, WriteKvScattersToTheMappedSlotsExactly) {

@@ -1,0 +1,43 @@
+// What one rank's forward pass and engine need from the other ranks of its tensor-parallel
+// group. parallel/ implements it over MPI (tensors in host memory: the CPU backend) or NCCL
+// (tensors in device memory, on the backend's stream: the CUDA backend); the runtime never
+// sees either library. Every rank of a group makes the same calls in the same order.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/tensor_view.h"
+#include "runtime/model/model_shard.h"
+
+namespace kvs {
+
+class Collectives {
+ public:
+  virtual ~Collectives() = default;
+  virtual int rank() const = 0;  // within the group; rank 0 coordinates
+  virtual int size() const = 0;
+
+  // --- tensors in backend memory, ordered with the backend's work ---
+  // x = sum over the group of every rank's x. x contiguous, f32 or the compute dtype.
+  virtual absl::Status AllReduceSum(TensorView x) = 0;
+  // recv[r * bytes, (r + 1) * bytes) = rank r's send[0, bytes), on every rank.
+  virtual absl::Status AllGather(const void* send, void* recv, size_t bytes) = 0;
+
+  // --- control plane, host memory ---
+  // Every rank's `words` become rank 0's (receivers are resized).
+  virtual absl::Status Broadcast(std::vector<int32_t>& words) = 0;
+  // The minimum of `value` over the group.
+  virtual absl::StatusOr<int64_t> AllReduceMin(int64_t value) = 0;
+};
+
+// A rank's place in its tensor-parallel group, as the runtime needs it.
+struct TensorParallel {
+  Collectives* comm = nullptr;       // null: tp = 1
+  std::vector<Range> vocab_by_rank;  // every rank's LM-head rows, to reassemble full logits
+  int size() const { return comm == nullptr ? 1 : comm->size(); }
+  int rank() const { return comm == nullptr ? 0 : comm->rank(); }
+};
+
+}  // namespace kvs

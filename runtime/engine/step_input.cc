@@ -1,0 +1,61 @@
+#include "runtime/engine/step_input.h"
+
+#include "absl/strings/str_format.h"
+
+namespace kvs {
+namespace {
+
+constexpr size_t kHeaderWords = 6;
+
+void Append(std::vector<int32_t>& words, const std::vector<int32_t>& v) { words.insert(words.end(), v.begin(), v.end()); }
+
+}  // namespace
+
+void EncodeStep(const StepInput& in, bool greedy_only, std::vector<int32_t>& words) {
+  words.clear();
+  words.push_back(static_cast<int32_t>(StepCommand::kRun));
+  words.push_back(greedy_only ? 1 : 0);
+  words.push_back(in.max_blocks_per_seq);
+  words.push_back(in.num_tokens());
+  words.push_back(in.num_seqs());
+  words.push_back(static_cast<int32_t>(in.logit_rows.size()));
+  Append(words, in.token_ids);
+  Append(words, in.positions);
+  Append(words, in.slot_mapping);
+  Append(words, in.query_start);
+  Append(words, in.context_len);
+  Append(words, in.block_table);
+  Append(words, in.logit_rows);
+}
+
+void EncodeStop(std::vector<int32_t>& words) { words.assign(kHeaderWords, 0); words[0] = static_cast<int32_t>(StepCommand::kStop); }
+
+absl::StatusOr<StepCommand> DecodeStep(std::span<const int32_t> words, StepInput& in, bool& greedy_only) {
+  if (words.size() < kHeaderWords) return absl::DataLossError("step message shorter than its header");
+  const auto command = static_cast<StepCommand>(words[0]);
+  if (command == StepCommand::kStop) return command;
+  if (command != StepCommand::kRun) return absl::DataLossError(absl::StrFormat("unknown step command %d", words[0]));
+  greedy_only = words[1] != 0;
+  const int64_t blocks_per_seq = words[2], t = words[3], s = words[4], rows = words[5];
+  if (blocks_per_seq < 0 || t < 0 || s < 0 || rows < 0) return absl::DataLossError("negative size in step message");
+  const int64_t expected = static_cast<int64_t>(kHeaderWords) + 3 * t + (s + 1) + s + s * blocks_per_seq + rows;
+  if (static_cast<int64_t>(words.size()) != expected) {
+    return absl::DataLossError(absl::StrFormat("step message has %d words, its header implies %d", words.size(), expected));
+  }
+  size_t at = kHeaderWords;
+  auto take = [&](std::vector<int32_t>& v, int64_t n) {
+    v.assign(words.begin() + at, words.begin() + at + n);
+    at += n;
+  };
+  in.max_blocks_per_seq = static_cast<int32_t>(blocks_per_seq);
+  take(in.token_ids, t);
+  take(in.positions, t);
+  take(in.slot_mapping, t);
+  take(in.query_start, s + 1);
+  take(in.context_len, s);
+  take(in.block_table, s * blocks_per_seq);
+  take(in.logit_rows, rows);
+  return command;
+}
+
+}  // namespace kvs
