@@ -28,3 +28,5 @@ ABSL_DECLARE_FLAG(int32_t, max_model_len);
 ABSL_DECLARE_FLAG(std::string, kv_cache_memory);
 ABSL_DECLARE_FLAG(std::string, device);
 ABSL_DECLARE_FLAG(bool, verbose);
+ABSL_DECLARE_FLAG(int32_t, tp);
+ABSL_DECLARE_FLAG(double, comm_timeout);

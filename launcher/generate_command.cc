@@ -9,9 +9,10 @@
 #include "kernels/common/status_macros.h"
 #include "kernels/backend_factory.h"
 #include "kernels/cpu/cpu_backend.h"
-#include "parallel/world.h"
 #include "launcher/engine_flags.h"
 #include "launcher/commands.h"
+#include "launcher/dp_dispatch.h"
+#include "launcher/rank_setup.h"
 #include "launcher/flags.h"
 #include "launcher/jsonl_requests.h"
 #include "nlohmann/json.hpp"
@@ -97,41 +98,27 @@ absl::Status Generate() {
     items.push_back(std::move(item));
   }
 
-  const auto t_load = Clock::now();
-  KVS_ASSIGN_OR_RETURN(LoadedModel m, OpenModel(model_path));
-  KVS_ASSIGN_OR_RETURN(World world, DetectWorld());
-  if (world.size > 1) {
-    return absl::UnimplementedError(absl::StrFormat(
-        "started as rank %d of %d (%s), but multi-rank runs (tensor parallel) are not implemented yet; run one process",
-        world.rank, world.size, world.launcher));
-  }
-  KVS_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend_owner,
-                       CreateBackend(absl::GetFlag(FLAGS_device), world.local_rank, DefaultCpuMemoryBudget()));
-  Backend& backend = *backend_owner;
-  KVS_ASSIGN_OR_RETURN(EngineConfig engine_config, EngineConfigFromFlags(backend));
-  KVS_ASSIGN_OR_RETURN(ModelWeights weights, ModelWeights::Load(*m.source, backend));
-  const Tokenizer* tok = m.tokenizer ? &*m.tokenizer : nullptr;
-  KVS_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(backend, weights, tok, engine_config));
-  if (m.chat_template && tok) {
-    if (int32_t id = tok->TokenId(m.chat_template->EndOfTurn()); id >= 0) engine->AddStopTokenId(id);
-  }
-  const double load_s = std::chrono::duration<double>(Clock::now() - t_load).count();
-  if (absl::GetFlag(FLAGS_verbose)) {
-    std::fprintf(stderr, "[rank 0] loaded %s in %.1f s: %.1f MiB weights (%s), KV cache %d blocks x %d tokens (%.1f MiB)\n",
-                 m.source->config().name.c_str(), load_s, weights.bytes() / 1048576.0, backend.Name().c_str(),
-                 engine->kv_cache().num_blocks(), engine->kv_cache().block_size(), engine->kv_cache().bytes() / 1048576.0);
-  }
+  KVS_ASSIGN_OR_RETURN(std::unique_ptr<RankRuntime> rt, StartRank(model_path));
+  if (rt->worker) return RunWorker(*rt);
+  Engine& engine = *rt->engine;
+  const bool root = rt->world.rank == 0;
 
-  for (const BatchItem& item : items) {
-    auto ids = EncodePrompt(m, item.prompt, item.messages);
-    if (!ids.ok()) return absl::Status(ids.status().code(), absl::StrFormat("request '%s': %s", item.id, ids.status().message()));
-    KVS_RETURN_IF_ERROR(engine->Add(Request{item.id, *std::move(ids), item.params}));
+  // Global rank 0 reads and encodes the batch; with data parallelism it routes it to the groups.
+  std::vector<Request> requests;
+  if (root) {
+    for (const BatchItem& item : items) {
+      auto ids = EncodePrompt(*rt->model, item.prompt, item.messages);
+      if (!ids.ok()) return absl::Status(ids.status().code(), absl::StrFormat("request '%s': %s", item.id, ids.status().message()));
+      requests.push_back(Request{item.id, *std::move(ids), item.params});
+    }
   }
-  const bool stream = input.empty();
+  KVS_ASSIGN_OR_RETURN(requests, DispatchRequests(*rt, std::move(requests)));
+  for (Request& r : requests) KVS_RETURN_IF_ERROR(engine.Add(std::move(r)));
+
+  const bool stream = input.empty() && root;
   const auto t0 = Clock::now();
-  int64_t generated = 0;
-  while (engine->HasWork()) {
-    KVS_ASSIGN_OR_RETURN(std::vector<TokenEvent> events, engine->Step());
+  while (engine.HasWork()) {
+    KVS_ASSIGN_OR_RETURN(std::vector<TokenEvent> events, engine.Step());
     for (const TokenEvent& ev : events) {
       if (stream && !ev.text_delta.empty()) {
         std::fwrite(ev.text_delta.data(), 1, ev.text_delta.size(), stdout);
@@ -139,22 +126,25 @@ absl::Status Generate() {
       }
     }
   }
-  std::vector<RequestResult> results = engine->TakeResults();
-  for (const auto& r : results) generated += static_cast<int64_t>(r.output_ids.size());
+  KVS_RETURN_IF_ERROR(engine.Shutdown());
+  std::vector<RequestResult> mine = engine.TakeResults();
+  int64_t generated = 0;
+  for (const auto& r : mine) generated += static_cast<int64_t>(r.output_ids.size());
   const double gen_s = std::chrono::duration<double>(Clock::now() - t0).count();
   if (stream) {
     std::printf("\n");
     std::fflush(stdout);  // the newline before the stats line on stderr
   }
-  std::fprintf(stderr, "[rank 0] %zu request(s), %lld tokens generated in %.2f s (%.1f tok/s, %s backend)\n",
-               results.size(), static_cast<long long>(generated), gen_s, generated / std::max(gen_s, 1e-9),
-               backend.Name().c_str());
-  if (!output.empty()) KVS_RETURN_IF_ERROR(WriteResults(output, items, std::move(results)));
+  std::fprintf(stderr, "%s %zu request(s), %lld tokens generated in %.2f s (%.1f tok/s, %s backend, tp %d)\n",
+               rt->tag().c_str(), mine.size(), static_cast<long long>(generated), gen_s, generated / std::max(gen_s, 1e-9),
+               rt->backend->Name().c_str(), rt->context->layout().tp);
+  KVS_ASSIGN_OR_RETURN(std::vector<RequestResult> results, CollectResults(*rt, std::move(mine)));
+  if (root && !output.empty()) KVS_RETURN_IF_ERROR(WriteResults(output, items, std::move(results)));
   return absl::OkStatus();
 }
 
 }  // namespace
 
-int RunGenerate() { return ReportAndExit("generate", Generate()); }
+int RunGenerate() { return FinishRank("generate", Generate()); }
 
 }  // namespace kvs

@@ -1,0 +1,105 @@
+#include "launcher/dp_dispatch.h"
+
+#include <cstdio>
+
+#include "kernels/common/status_macros.h"
+#include "nlohmann/json.hpp"
+#include "parallel/dp_router.h"
+
+namespace kvs {
+namespace {
+
+using nlohmann::json;
+
+json ToJson(const Request& r) {
+  const SamplingParams& p = r.params;
+  return json{{"id", r.id},       {"prompt_ids", r.prompt_ids}, {"temperature", p.temperature}, {"top_k", p.top_k},
+              {"top_p", p.top_p}, {"seed", p.seed},             {"max_tokens", p.max_tokens},   {"stop", p.stop},
+              {"ignore_eos", p.ignore_eos}};
+}
+
+Request RequestFromJson(const json& j) {
+  Request r;
+  r.id = j.at("id").get<std::string>();
+  r.prompt_ids = j.at("prompt_ids").get<std::vector<int32_t>>();
+  SamplingParams& p = r.params;
+  p.temperature = j.at("temperature").get<float>();
+  p.top_k = j.at("top_k").get<int32_t>();
+  p.top_p = j.at("top_p").get<float>();
+  p.seed = j.at("seed").get<uint64_t>();
+  p.max_tokens = j.at("max_tokens").get<int32_t>();
+  p.stop = j.at("stop").get<std::vector<std::string>>();
+  p.ignore_eos = j.at("ignore_eos").get<bool>();
+  return r;
+}
+
+json ToJson(const RequestResult& r) {
+  return json{{"id", r.id}, {"output_ids", r.output_ids}, {"text", r.text}, {"reason", static_cast<int>(r.reason)},
+              {"prompt_tokens", r.prompt_tokens}};
+}
+
+RequestResult ResultFromJson(const json& j) {
+  RequestResult r;
+  r.id = j.at("id").get<std::string>();
+  r.output_ids = j.at("output_ids").get<std::vector<int32_t>>();
+  r.text = j.at("text").get<std::string>();
+  r.reason = static_cast<FinishReason>(j.at("reason").get<int>());
+  r.prompt_tokens = j.at("prompt_tokens").get<int32_t>();
+  return r;
+}
+
+// Messages between ranks of one build; a parse failure is a bug, reported as data loss.
+absl::StatusOr<json> Parse(const std::string& text) {
+  json j = json::parse(text, nullptr, false);
+  if (j.is_discarded()) return absl::DataLossError("malformed message between leaders");
+  return j;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<Request>> DispatchRequests(RankRuntime& rt, std::vector<Request> all) {
+  MpiCommunicator* leaders = rt.context->leaders();
+  if (leaders == nullptr) return all;
+  // Every group's KV capacity (blocks), then rank 0 routes and sends each leader its share.
+  KVS_ASSIGN_OR_RETURN(std::vector<std::string> caps,
+                       leaders->Gather(std::to_string(rt.engine->kv_capacity().blocks), 0));
+  std::vector<std::string> parts;
+  if (leaders->rank() == 0) {
+    std::vector<int64_t> capacity;
+    for (const std::string& c : caps) capacity.push_back(std::stoll(c));
+    DpRouter router(capacity);
+    std::vector<json> per_group(capacity.size(), json::array());
+    const int64_t bs = rt.engine->kv_cache().block_size();
+    for (const Request& r : all) {
+      const int64_t blocks = (static_cast<int64_t>(r.prompt_ids.size()) + r.params.max_tokens + bs - 1) / bs;
+      per_group[router.Route(blocks)].push_back(ToJson(r));
+    }
+    for (size_t g = 0; g < per_group.size(); ++g) {
+      std::fprintf(stderr, "%s routed %zu request(s) to group %zu (KV capacity %s blocks)\n", rt.tag().c_str(),
+                   per_group[g].size(), g, caps[g].c_str());
+      parts.push_back(per_group[g].dump());
+    }
+  }
+  KVS_ASSIGN_OR_RETURN(std::string mine, leaders->Scatter(parts, 0));
+  KVS_ASSIGN_OR_RETURN(json j, Parse(mine));
+  std::vector<Request> out;
+  for (const json& r : j) out.push_back(RequestFromJson(r));
+  return out;
+}
+
+absl::StatusOr<std::vector<RequestResult>> CollectResults(RankRuntime& rt, std::vector<RequestResult> mine) {
+  MpiCommunicator* leaders = rt.context->leaders();
+  if (leaders == nullptr) return mine;
+  json j = json::array();
+  for (const RequestResult& r : mine) j.push_back(ToJson(r));
+  KVS_ASSIGN_OR_RETURN(std::vector<std::string> all,
+                       leaders->Gather(j.dump(-1, ' ', false, json::error_handler_t::replace), 0));
+  std::vector<RequestResult> out;
+  for (const std::string& part : all) {
+    KVS_ASSIGN_OR_RETURN(json p, Parse(part));
+    for (const json& r : p) out.push_back(ResultFromJson(r));
+  }
+  return out;
+}
+
+}  // namespace kvs

@@ -1,0 +1,59 @@
+// Collectives over MPI on host memory: the CPU backend's tensors, and every group's control
+// plane (step messages, capacity agreement) whatever the backend.
+//
+// Every call is non-blocking underneath and polled against a deadline, so a peer that hangs
+// turns into a DeadlineExceeded error naming the operation instead of a silent hang (a peer
+// that dies is reported by mpirun/srun, which then stop the job). Waiting for the next step
+// message has no deadline: an idle server is not a failure.
+#pragma once
+
+#include <mpi.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "runtime/engine/collectives.h"
+
+namespace kvs {
+
+class MpiCommunicator final : public Collectives {
+ public:
+  // Takes ownership of `comm` (freed on destruction). `timeout` bounds every collective except
+  // waiting for a step message.
+  MpiCommunicator(MPI_Comm comm, std::chrono::milliseconds timeout);
+  ~MpiCommunicator() override;
+  MpiCommunicator(const MpiCommunicator&) = delete;
+  MpiCommunicator& operator=(const MpiCommunicator&) = delete;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  absl::Status AllReduceSum(TensorView x) override;
+  absl::Status AllGather(const void* send, void* recv, size_t bytes) override;
+  absl::Status Broadcast(std::vector<int32_t>& words) override;
+  absl::StatusOr<int64_t> AllReduceMin(int64_t value) override;
+
+  // Host-memory helpers for other parallel/ code.
+  absl::Status Barrier();
+  absl::Status BroadcastBytes(void* data, size_t bytes, int root);
+  // `root` sends parts[r] to rank r (parts is read on root only); returns this rank's part.
+  absl::StatusOr<std::string> Scatter(const std::vector<std::string>& parts, int root);
+  // Every rank's `mine`, in rank order, on `root` (empty elsewhere). No deadline: peers may
+  // still be working on what they were given.
+  absl::StatusOr<std::vector<std::string>> Gather(const std::string& mine, int root);
+  MPI_Comm comm() const { return comm_; }
+
+ private:
+  // Polls `request` until done; past the deadline (when `bounded`) an error naming `op`.
+  absl::Status Wait(MPI_Request& request, const char* op, bool bounded);
+
+  MPI_Comm comm_;
+  int rank_ = 0, size_ = 1, world_rank_ = 0;
+  std::chrono::milliseconds timeout_;
+  int64_t broadcasts_ = 0;
+  int fault_rank_ = -1;          // KVS_FAULT_EXIT_AT=<world rank>:<broadcast number>, for tests
+  int64_t fault_broadcast_ = -1;
+};
+
+}  // namespace kvs
