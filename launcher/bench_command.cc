@@ -18,6 +18,7 @@
 #include "launcher/commands.h"
 #include "launcher/engine_flags.h"
 #include "launcher/flags.h"
+#include "launcher/rank_setup.h"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/loaded_model.h"
 
@@ -103,12 +104,10 @@ absl::Status BenchAttention(Backend& backend, const ModelConfig& c, bool prefill
   return absl::OkStatus();
 }
 
-absl::Status BenchEngine(Backend& backend, const ModelWeights& weights, EngineConfig config) {
+// Runs on a TP group's leader; the group's other ranks follow it as StepWorkers.
+absl::Status BenchEngine(Backend& backend, const ModelWeights& weights, Engine* engine, int tp) {
   const int32_t in_len = absl::GetFlag(FLAGS_input_len), out_len = absl::GetFlag(FLAGS_output_len);
   const int32_t n = absl::GetFlag(FLAGS_num_prompts);
-  if (in_len < 1 || out_len < 1 || n < 1) return absl::InvalidArgumentError("--input-len, --output-len and --num-prompts must be >= 1");
-  if (config.max_model_len == 0) config.max_model_len = std::min(weights.config().MaxContext(), in_len + out_len + 16);
-  KVS_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(backend, weights, nullptr, config));
   std::mt19937 rng(1234);
   std::uniform_int_distribution<int32_t> tok(0, weights.config().vocab_size - 1);
   auto make = [&](const std::string& id, int32_t len, int32_t out) {
@@ -141,16 +140,17 @@ absl::Status BenchEngine(Backend& backend, const ModelWeights& weights, EngineCo
   }
   const double total = Seconds(t0, Clock::now());
   const int64_t out_tokens = static_cast<int64_t>(n) * out_len;
-  std::printf("| offline %d x (%d in / %d out) | %s | max-seqs %d | %.2f s | %.0f output tok/s | %.0f total tok/s |\n", n,
-              in_len, out_len, backend.Name().c_str(), config.max_seqs, total, out_tokens / total,
+  std::printf("| offline %d x (%d in / %d out) | %s tp=%d | max-seqs %d | %.2f s | %.0f output tok/s | %.0f total tok/s |\n", n,
+              in_len, out_len, backend.Name().c_str(), tp, absl::GetFlag(FLAGS_max_seqs), total, out_tokens / total,
               (static_cast<double>(n) * (in_len + out_len)) / total);
   if (decode_steps > 0) {
     const double step = decode_s / decode_steps;
     const double batch = static_cast<double>(decode_tokens) / decode_steps;
+    // This rank's bytes: its weight shard and its KV heads.
     const double bytes = static_cast<double>(weights.bytes()) +
-                         batch * (in_len + out_len / 2.0) * weights.config().KvBytesPerToken(static_cast<int>(DTypeSize(weights.dtype())));
-    std::printf("| decode steps | mean batch %.1f | %lld steps | %.3f ms/step | %.0f tok/s | %.2f TB/s of weight+KV reads |\n",
-                batch, static_cast<long long>(decode_steps), step * 1e3, batch / step, bytes / step / 1e12);
+                         batch * (in_len + out_len / 2.0) * weights.local_config().KvBytesPerToken(static_cast<int>(DTypeSize(weights.dtype())));
+    std::printf("| decode steps | tp=%d mean batch %.1f | %lld steps | %.3f ms/step | %.0f tok/s | %.2f TB/s of weight+KV reads per GPU |\n",
+                tp, batch, static_cast<long long>(decode_steps), step * 1e3, batch / step, bytes / step / 1e12);
   }
   std::printf("| engine | %lld steps, %lld preemptions, KV cache %d blocks x %d tokens |\n", static_cast<long long>(steps),
               static_cast<long long>(engine->scheduler().num_preemptions()), engine->kv_cache().num_blocks(),
@@ -158,25 +158,34 @@ absl::Status BenchEngine(Backend& backend, const ModelWeights& weights, EngineCo
   return absl::OkStatus();
 }
 
-absl::Status Bench() {
+absl::Status Bench(std::unique_ptr<RankRuntime>& rt) {
   const std::string model_path = absl::GetFlag(FLAGS_model);
   if (model_path.empty()) return absl::InvalidArgumentError("--model is required (e.g. random:llama-3-8b)");
-  KVS_ASSIGN_OR_RETURN(LoadedModel m, OpenModel(model_path));
-  KVS_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateBackend(absl::GetFlag(FLAGS_device), 0, DefaultCpuMemoryBudget()));
   const std::string kernel = absl::GetFlag(FLAGS_kernel);
-  if (kernel == "attention" || kernel == "prefill") return BenchAttention(*backend, m.source->config(), kernel == "prefill");
+  if (kernel == "attention" || kernel == "prefill") {
+    KVS_ASSIGN_OR_RETURN(LoadedModel m, OpenModel(model_path));
+    KVS_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateBackend(absl::GetFlag(FLAGS_device), 0, DefaultCpuMemoryBudget()));
+    return BenchAttention(*backend, m.source->config(), kernel == "prefill");
+  }
   if (!kernel.empty()) return absl::InvalidArgumentError(absl::StrFormat("--kernel '%s' is unknown (attention, prefill)", kernel));
-  const auto t0 = Clock::now();
-  KVS_ASSIGN_OR_RETURN(ModelWeights weights, ModelWeights::Load(*m.source, *backend));
-  KVS_RETURN_IF_ERROR(backend->Synchronize());
-  std::fprintf(stderr, "[rank 0] %s: %.2f GiB of weights on %s in %.1f s\n", m.source->config().name.c_str(),
-               weights.bytes() / 1073741824.0, backend->Name().c_str(), Seconds(t0, Clock::now()));
-  KVS_ASSIGN_OR_RETURN(EngineConfig config, EngineConfigFromFlags(*backend));
-  return BenchEngine(*backend, weights, config);
+  const int32_t in_len = absl::GetFlag(FLAGS_input_len), out_len = absl::GetFlag(FLAGS_output_len);
+  if (in_len < 1 || out_len < 1 || absl::GetFlag(FLAGS_num_prompts) < 1) {
+    return absl::InvalidArgumentError("--input-len, --output-len and --num-prompts must be >= 1");
+  }
+  KVS_ASSIGN_OR_RETURN(rt, StartRank(model_path, [&](EngineConfig& c, const ModelConfig& mc) {
+    if (c.max_model_len == 0) c.max_model_len = std::min(mc.MaxContext(), in_len + out_len + 16);
+  }));
+  if (rt->worker) return RunWorker(*rt);
+  if (rt->world.rank != 0) return rt->engine->Shutdown();  // data parallel: bench one group
+  KVS_RETURN_IF_ERROR(BenchEngine(*rt->backend, *rt->weights, rt->engine.get(), rt->context->layout().tp));
+  return rt->engine->Shutdown();
 }
 
 }  // namespace
 
-int RunBench() { return ReportAndExit("bench", Bench()); }
+int RunBench() {
+  std::unique_ptr<RankRuntime> rt;  // outlives Bench: see Generate
+  return FinishRank("bench", Bench(rt));
+}
 
 }  // namespace kvs

@@ -74,7 +74,8 @@ absl::Status WriteResults(const std::string& path, const std::vector<BatchItem>&
   return absl::OkStatus();
 }
 
-absl::Status Generate() {
+// `rt` outlives the call, so that on failure every rank is stopped before MPI would wait for them.
+absl::Status Generate(std::unique_ptr<RankRuntime>& rt) {
   const std::string model_path = absl::GetFlag(FLAGS_model);
   const std::string prompt = absl::GetFlag(FLAGS_prompt);
   const std::string input = absl::GetFlag(FLAGS_input);
@@ -88,7 +89,7 @@ absl::Status Generate() {
   if (!input.empty()) {
     KVS_ASSIGN_OR_RETURN(items, ReadBatchFile(input, defaults));
   } else {
-    BatchItem item{"0", std::nullopt, {}, defaults};
+    BatchItem item{"0", std::nullopt, {}, {}, defaults};
     if (absl::GetFlag(FLAGS_chat)) {
       if (!absl::GetFlag(FLAGS_system).empty()) item.messages.push_back({"system", absl::GetFlag(FLAGS_system)});
       item.messages.push_back({"user", prompt});
@@ -98,7 +99,7 @@ absl::Status Generate() {
     items.push_back(std::move(item));
   }
 
-  KVS_ASSIGN_OR_RETURN(std::unique_ptr<RankRuntime> rt, StartRank(model_path));
+  KVS_ASSIGN_OR_RETURN(rt, StartRank(model_path));
   if (rt->worker) return RunWorker(*rt);
   Engine& engine = *rt->engine;
   const bool root = rt->world.rank == 0;
@@ -107,7 +108,8 @@ absl::Status Generate() {
   std::vector<Request> requests;
   if (root) {
     for (const BatchItem& item : items) {
-      auto ids = EncodePrompt(*rt->model, item.prompt, item.messages);
+      auto ids = item.prompt_ids.empty() ? EncodePrompt(*rt->model, item.prompt, item.messages)
+                                         : absl::StatusOr<std::vector<int32_t>>(item.prompt_ids);
       if (!ids.ok()) return absl::Status(ids.status().code(), absl::StrFormat("request '%s': %s", item.id, ids.status().message()));
       requests.push_back(Request{item.id, *std::move(ids), item.params});
     }
@@ -145,6 +147,9 @@ absl::Status Generate() {
 
 }  // namespace
 
-int RunGenerate() { return FinishRank("generate", Generate()); }
+int RunGenerate() {
+  std::unique_ptr<RankRuntime> rt;
+  return FinishRank("generate", Generate(rt));
+}
 
 }  // namespace kvs

@@ -15,7 +15,7 @@ using nlohmann::json;
 absl::Status ParseItem(const json& j, BatchItem& item) {
   if (!j.is_object()) return absl::InvalidArgumentError("each line must be a JSON object");
   for (const auto& [key, v] : j.items()) {
-    static const absl::flat_hash_set<std::string> kKnown = {"id", "prompt", "messages", "max_tokens", "temperature",
+    static const absl::flat_hash_set<std::string> kKnown = {"id", "prompt", "prompt_ids", "messages", "max_tokens", "temperature",
                                                             "top_p", "top_k", "seed", "stop"};
     if (!kKnown.contains(key)) return absl::InvalidArgumentError(absl::StrFormat("unknown field '%s'", key));
   }
@@ -26,8 +26,20 @@ absl::Status ParseItem(const json& j, BatchItem& item) {
   }
   const bool has_prompt = j.contains("prompt");
   const bool has_messages = j.contains("messages");
-  if (has_prompt == has_messages) return absl::InvalidArgumentError("give exactly one of 'prompt' or 'messages'");
-  if (has_prompt) {
+  const bool has_ids = j.contains("prompt_ids");
+  if (int(has_prompt) + int(has_messages) + int(has_ids) != 1) {
+    return absl::InvalidArgumentError("give exactly one of 'prompt', 'prompt_ids' or 'messages'");
+  }
+  if (has_ids) {
+    const json& ids = j["prompt_ids"];
+    if (!ids.is_array() || ids.empty()) return absl::InvalidArgumentError("'prompt_ids' must be a non-empty array of token ids");
+    for (const json& id : ids) {
+      if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX) {
+        return absl::InvalidArgumentError("'prompt_ids' entries must be non-negative integers");
+      }
+      item.prompt_ids.push_back(id.get<int32_t>());
+    }
+  } else if (has_prompt) {
     if (!j["prompt"].is_string()) return absl::InvalidArgumentError("'prompt' must be a string");
     item.prompt = j["prompt"].get<std::string>();
   } else {

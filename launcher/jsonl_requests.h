@@ -2,6 +2,7 @@
 // Input: one JSON object per line:
 //   {"id": "a", "prompt": "text"}                 plain completion
 //   {"id": "b", "messages": [{"role": "user", "content": "hi"}]}   chat (template applied)
+//   {"id": "c", "prompt_ids": [1, 2, 3]}         pre-tokenized (no tokenizer needed)
 //   optional per line: max_tokens, temperature, top_p, top_k, seed, stop (string or list)
 // Output: one line per request, in input order:
 //   {"id", "text", "finish_reason", "prompt_tokens", "output_tokens", "output_ids"}
@@ -22,6 +23,7 @@ struct BatchItem {
   std::string id;
   std::optional<std::string> prompt;
   std::vector<ChatMessage> messages;  // used when prompt is absent
+  std::vector<int32_t> prompt_ids;    // pre-tokenized; used when non-empty
   SamplingParams params;
 };
 

@@ -45,7 +45,8 @@ absl::StatusOr<std::unique_ptr<RankRuntime>> StartRank(
 absl::Status RunWorker(RankRuntime& rt);
 
 // Reports a command's failure like ReportAndExit; on a multi-rank job it then ends every rank
-// (MPI_Abort), so that no peer waits forever for this one.
+// (MPI_Abort), so that no peer waits forever for this one. Call it while the RankRuntime is
+// still alive: its destructor finalises MPI, which would wait for the failed peers.
 int FinishRank(const char* command, const absl::Status& s);
 
 }  // namespace kvs

@@ -19,15 +19,18 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::chrono::milliseconds timeou
   MPI_Comm_rank(comm_, &rank_);
   MPI_Comm_size(comm_, &size_);
   MPI_Comm_rank(MPI_COMM_WORLD, &world_rank_);
-  // Test hook: this rank dies abruptly at its N-th step message, as a crashed or killed rank
-  // would, to prove the others stop instead of hanging.
-  if (const char* spec = std::getenv("KVS_FAULT_EXIT_AT")) {
+  // Test hook, KVS_FAULT_AT=<world rank>:<step message>:exit|hang — that rank dies abruptly
+  // (as a crashed or killed rank would) or stops responding at its N-th step message, to prove
+  // the others stop instead of hanging.
+  if (const char* spec = std::getenv("KVS_FAULT_AT")) {
     std::vector<std::string> parts = absl::StrSplit(spec, ':');
     int r = -1;
     int64_t n = -1;
-    if (parts.size() == 2 && absl::SimpleAtoi(parts[0], &r) && absl::SimpleAtoi(parts[1], &n)) {
+    if (parts.size() == 3 && absl::SimpleAtoi(parts[0], &r) && absl::SimpleAtoi(parts[1], &n) &&
+        (parts[2] == "exit" || parts[2] == "hang")) {
       fault_rank_ = r;
       fault_broadcast_ = n;
+      fault_hang_ = parts[2] == "hang";
     }
   }
 }
@@ -76,10 +79,11 @@ absl::Status MpiCommunicator::AllGather(const void* send, void* recv, size_t byt
 absl::Status MpiCommunicator::Broadcast(std::vector<int32_t>& words) {
   ++broadcasts_;
   if (world_rank_ == fault_rank_ && broadcasts_ == fault_broadcast_) {
-    std::fprintf(stderr, "[rank %d] KVS_FAULT_EXIT_AT: exiting abruptly at step message %lld\n", world_rank_,
-                 static_cast<long long>(broadcasts_));
+    std::fprintf(stderr, "[rank %d] KVS_FAULT_AT: %s at step message %lld\n", world_rank_,
+                 fault_hang_ ? "hanging" : "exiting abruptly", static_cast<long long>(broadcasts_));
     std::fflush(stderr);
-    _exit(3);
+    if (!fault_hang_) _exit(3);
+    for (;;) pause();
   }
   int64_t n = static_cast<int64_t>(words.size());
   MPI_Request req;

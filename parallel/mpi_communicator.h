@@ -52,8 +52,9 @@ class MpiCommunicator final : public Collectives {
   int rank_ = 0, size_ = 1, world_rank_ = 0;
   std::chrono::milliseconds timeout_;
   int64_t broadcasts_ = 0;
-  int fault_rank_ = -1;          // KVS_FAULT_EXIT_AT=<world rank>:<broadcast number>, for tests
+  int fault_rank_ = -1;  // KVS_FAULT_AT (tests): which rank fails, at which step message, how
   int64_t fault_broadcast_ = -1;
+  bool fault_hang_ = false;
 };
 
 }  // namespace kvs

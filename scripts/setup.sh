@@ -10,8 +10,8 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 BUILD_DIR=${KVS_BUILD_DIR:-build}
 
-# Debian packages kvshard builds against (Abseil, GoogleTest, nlohmann-json, PCRE2) and tools.
-PACKAGES=(cmake ninja-build g++ libabsl-dev libgtest-dev nlohmann-json3-dev libpcre2-dev)
+# Debian packages kvshard builds against (Abseil, GoogleTest, nlohmann-json, PCRE2, Open MPI) and tools.
+PACKAGES=(cmake ninja-build g++ libabsl-dev libgtest-dev nlohmann-json3-dev libpcre2-dev openmpi-bin libopenmpi-dev)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

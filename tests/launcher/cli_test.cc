@@ -64,7 +64,9 @@ TEST(JsonlRequestsTest, NamesTheLineAndTheProblem) {
       {"{\"prompt\": 3}\n", "'prompt' must be a string"},
       {"{\"prompt\": \"a\", \"max_tokens\": -1}\n", "max_tokens must be >= 1"},
       {"{\"prompt\": \"a\", \"temperature\": \"hot\"}\n", "'temperature' must be a number"},
-      {"{\"prompt\": \"a\", \"messages\": []}\n", "exactly one of 'prompt' or 'messages'"},
+      {"{\"prompt\": \"a\", \"messages\": []}\n", "exactly one of 'prompt', 'prompt_ids' or 'messages'"},
+      {"{\"prompt_ids\": [1, -2]}\n", "'prompt_ids' entries must be non-negative integers"},
+      {"{\"prompt_ids\": []}\n", "'prompt_ids' must be a non-empty array"},
       {"{\"messages\": [{\"role\": \"user\"}]}\n", "string 'role' and 'content'"},
       {"{\"prompt\": \"a\", \"tmperature\": 1}\n", "unknown field 'tmperature'"},
       {"{\"id\": 1, \"prompt\": \"a\"}\n{\"id\": \"1\", \"prompt\": \"b\"}\n", "id '1' appears twice"},
@@ -112,7 +114,7 @@ TEST(CliTest, InspectPrintsArchitectureAndKvBytes) {
 TEST(CliTest, BenchRunsOnTheCpuAndPrintsTheTable) {
   auto [rc, out] = Kvshard("bench --device cpu --model random:smollm2-135m --input-len 24 --output-len 8 --num-prompts 3");
   ASSERT_EQ(rc, 0) << out;
-  EXPECT_NE(out.find("| offline 3 x (24 in / 8 out) | cpu |"), std::string::npos) << out;
+  EXPECT_NE(out.find("| offline 3 x (24 in / 8 out) | cpu tp=1 |"), std::string::npos) << out;
   EXPECT_NE(out.find("| decode steps |"), std::string::npos) << out;
   auto [rc2, out2] = Kvshard("bench --device cpu --model random:smollm2-135m --kernel attention --batch 2 --context 300 --iters 2");
   ASSERT_EQ(rc2, 0) << out2;

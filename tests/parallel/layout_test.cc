@@ -1,0 +1,48 @@
+// Rank placement in a dp x tp job and the data-parallel router's choices.
+#include "gtest/gtest.h"
+#include "parallel/dp_router.h"
+#include "parallel/rank_context.h"
+
+namespace kvs {
+namespace {
+
+TEST(LayoutTest, ConsecutiveRanksFormATensorParallelGroup) {
+  World w;
+  w.size = 8;
+  w.rank = 5;
+  auto l = LayoutFor(w, 4);
+  ASSERT_TRUE(l.ok());
+  EXPECT_EQ(l->dp, 2);
+  EXPECT_EQ(l->group, 1);
+  EXPECT_EQ(l->group_rank, 1);
+  EXPECT_FALSE(l->leader());
+  w.rank = 4;
+  EXPECT_TRUE(LayoutFor(w, 4)->leader());
+}
+
+TEST(LayoutTest, TpThatDoesNotDivideTheWorldIsRefusedWithTheValidValues) {
+  World w;
+  w.size = 6;
+  auto l = LayoutFor(w, 4);
+  ASSERT_FALSE(l.ok());
+  EXPECT_NE(l.status().message().find("valid tp values for 6 rank(s): 1, 2, 3, 6"), std::string::npos) << l.status();
+  w.size = 1;
+  l = LayoutFor(w, 2);
+  ASSERT_FALSE(l.ok());
+  EXPECT_NE(l.status().message().find("mpirun -np N"), std::string::npos) << l.status();
+  EXPECT_FALSE(LayoutFor(w, 0).ok());
+}
+
+TEST(DpRouterTest, SendsEachRequestToTheGroupWithTheMostFreeKv) {
+  DpRouter r({100, 300, 300});
+  EXPECT_EQ(r.Route(50), 1);   // ties go to the lower group
+  EXPECT_EQ(r.Route(50), 2);
+  EXPECT_EQ(r.Route(150), 1);  // 250 vs 250: group 1
+  EXPECT_EQ(r.Route(10), 2);
+  EXPECT_EQ(r.free_blocks(), (std::vector<int64_t>{100, 100, 240}));
+  r.Release(0, 500);
+  EXPECT_EQ(r.Route(1), 0);
+}
+
+}  // namespace
+}  // namespace kvs

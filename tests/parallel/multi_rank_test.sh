@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Multi-rank proof on the CPU backend, under mpirun (CI has no GPU): the same greedy tokens —
+# and, with a seed, the same sampled tokens — from tp = 2, 3, 4 and from dp = 2 x tp = 1 (and
+# dp = 2 x tp = 2) as from a single process, on random HF checkpoints written by transformers
+# (GQA, MQA with replicated KV heads, uneven head splits) and on SmolLM2 (9 query / 3 KV heads);
+# then a rank that dies or hangs mid-run stops the whole job within seconds, naming the rank.
+#
+# usage: multi_rank_test.sh KVSHARD_BINARY GOLDENS_DIR [SMOLLM2_GGUF]
+set -euo pipefail
+BIN=$1
+GOLDENS=$2
+SMOL=${3:-}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_btl_vader_single_copy_mechanism=none  # no CMA/ptrace inside containers
+export OMP_NUM_THREADS=1                              # ranks already oversubscribe the cores
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+mpi() { local np=$1; shift; timeout 600 mpirun --oversubscribe -np "$np" "$BIN" "$@"; }
+
+# Pre-tokenized prompts for checkpoints without a tokenizer; one sampled request exercises the
+# full-logits gather (the greedy ones use the per-rank argmax candidates).
+cat > "$WORK/ids.jsonl" <<'JSONL'
+{"id": "short", "prompt_ids": [1, 5, 9, 200, 17, 33], "max_tokens": 20}
+{"id": "long", "prompt_ids": [7, 7, 7, 7, 7, 100, 300, 411, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33], "max_tokens": 30}
+{"id": "one", "prompt_ids": [42], "max_tokens": 25}
+{"id": "sampled", "prompt_ids": [3, 1, 4, 1, 5, 9, 2, 6], "max_tokens": 25, "temperature": 0.8, "seed": 5}
+JSONL
+
+check_same() {  # model input extra-flags...
+  local model=$1 input=$2; shift 2
+  "$BIN" generate --model "$model" --input "$input" --output "$WORK/ref.jsonl" --device cpu "$@" 2>"$WORK/err" \
+    || { cat "$WORK/err"; fail "tp=1 run of $model"; }
+  for layout in "2 2" "3 3" "4 4" "2 1" "4 2"; do
+    set -- $layout "$@"
+    local np=$1 tp=$2; shift 2
+    mpi "$np" generate --model "$model" --input "$input" --output "$WORK/out.jsonl" --device cpu --tp "$tp" "$@" \
+      2>"$WORK/err" || { cat "$WORK/err"; fail "$model with $np ranks, tp=$tp"; }
+    cmp -s "$WORK/ref.jsonl" "$WORK/out.jsonl" || { diff "$WORK/ref.jsonl" "$WORK/out.jsonl" | head -5; fail "$model: $np ranks tp=$tp differs from one process"; }
+    echo "ok: $(basename "$model"): $np ranks (dp=$((np / tp)) x tp=$tp) == one process"
+  done
+}
+
+for m in tiny-llama31 tiny-qwen2 tiny-mistral; do check_same "$GOLDENS/models/$m" "$WORK/ids.jsonl" --ignore-eos; done
+
+if [ -n "$SMOL" ] && [ ! -f "$SMOL" ]; then
+  [ "${KVS_REQUIRE_MODEL:-0}" = 1 ] && fail "SmolLM2 GGUF missing at $SMOL (run scripts/fetch_model.sh)"
+  echo "skip: SmolLM2 GGUF not fetched"
+  SMOL=""
+fi
+if [ -n "$SMOL" ]; then
+  cat > "$WORK/text.jsonl" <<'JSONL'
+{"id": "a", "prompt": "The capital of France is", "max_tokens": 16}
+{"id": "b", "messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 24}
+{"id": "c", "prompt": "def fibonacci(n):", "max_tokens": 24}
+{"id": "d", "prompt": "Once upon a time", "max_tokens": 16, "temperature": 0.7, "seed": 11}
+JSONL
+  check_same "$SMOL" "$WORK/text.jsonl"
+  grep -q '"id":"b".*Paris' "$WORK/out.jsonl" || fail "SmolLM2 chat answer lost Paris: $(cat "$WORK/out.jsonl")"
+fi
+
+# A layout that cannot work is refused up front, naming the valid choices.
+if mpi 2 generate --model "$GOLDENS/models/tiny-llama31" --input "$WORK/ids.jsonl" --output "$WORK/x.jsonl" --device cpu --tp 3 2>"$WORK/err"; then
+  fail "--tp 3 on 2 ranks was accepted"
+fi
+grep -q "valid tp values for 2 rank(s): 1, 2" "$WORK/err" || { cat "$WORK/err"; fail "no valid-tp list"; }
+"$BIN" generate --model "$GOLDENS/models/tiny-llama31" --input "$WORK/ids.jsonl" --output "$WORK/x.jsonl" --device cpu --tp 2 2>"$WORK/err" && fail "--tp 2 without mpirun was accepted"
+grep -q "mpirun -np N" "$WORK/err" || { cat "$WORK/err"; fail "single process --tp 2 error does not say how to start ranks"; }
+echo "ok: impossible layouts are refused with the valid tp values"
+
+# Failures: a rank that exits abruptly, or stops answering, ends the job within seconds.
+for mode in exit hang; do
+  start=$(date +%s)
+  if KVS_FAULT_AT=1:4:$mode mpi 2 generate --model "$GOLDENS/models/tiny-llama31" --input "$WORK/ids.jsonl" \
+       --output "$WORK/f.jsonl" --device cpu --tp 2 --ignore-eos --comm-timeout 3 >"$WORK/out" 2>&1; then
+    fail "a job whose rank 1 ${mode}s succeeded"
+  fi
+  took=$(( $(date +%s) - start ))
+  [ "$took" -le 30 ] || fail "rank 1 ${mode}: the job took ${took} s to stop"
+  grep -q "\[rank 1\] KVS_FAULT_AT" "$WORK/out" || { cat "$WORK/out"; fail "no message from rank 1"; }
+  if [ "$mode" = exit ]; then
+    grep -q "Process name: \[\[[0-9]*,1\],1\]" "$WORK/out" || { cat "$WORK/out"; fail "mpirun did not name rank 1"; }
+  else
+    grep -q "rank 0: all-reduce did not complete within 3 s" "$WORK/out" || { cat "$WORK/out"; fail "no timeout error"; }
+  fi
+  [ ! -e "$WORK/f.jsonl" ] || fail "a failed job left an output file"
+  echo "ok: rank 1 ${mode}s at step 4 -> the job stopped in ${took} s with an error"
+done
+echo "PASS"

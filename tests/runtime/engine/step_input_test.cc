@@ -1,0 +1,65 @@
+// The step message a TP leader sends its workers survives the round trip, and a damaged one is
+// an error, never a crash or a silently wrong step.
+#include "runtime/engine/step_input.h"
+
+#include "gtest/gtest.h"
+
+namespace kvs {
+namespace {
+
+StepInput Sample() {
+  StepInput in;
+  in.Clear();
+  in.token_ids = {5, 6, 7, 8};
+  in.positions = {0, 1, 2, 9};
+  in.slot_mapping = {16, 17, 18, 41};
+  in.query_start = {0, 3, 4};
+  in.context_len = {3, 10};
+  in.max_blocks_per_seq = 2;
+  in.block_table = {1, 0, 2, 2};
+  in.logit_rows = {2, 3};
+  return in;
+}
+
+TEST(StepMessageTest, RoundTripsEveryField) {
+  const StepInput in = Sample();
+  std::vector<int32_t> words;
+  EncodeStep(in, /*greedy_only=*/true, words);
+  StepInput out;
+  bool greedy = false;
+  auto cmd = DecodeStep(words, out, greedy);
+  ASSERT_TRUE(cmd.ok()) << cmd.status();
+  EXPECT_EQ(*cmd, StepCommand::kRun);
+  EXPECT_TRUE(greedy);
+  EXPECT_EQ(out.token_ids, in.token_ids);
+  EXPECT_EQ(out.positions, in.positions);
+  EXPECT_EQ(out.slot_mapping, in.slot_mapping);
+  EXPECT_EQ(out.query_start, in.query_start);
+  EXPECT_EQ(out.context_len, in.context_len);
+  EXPECT_EQ(out.block_table, in.block_table);
+  EXPECT_EQ(out.logit_rows, in.logit_rows);
+  EXPECT_EQ(out.max_blocks_per_seq, 2);
+
+  EncodeStop(words);
+  EXPECT_EQ(*DecodeStep(words, out, greedy), StepCommand::kStop);
+}
+
+TEST(StepMessageTest, DamagedMessagesAreErrors) {
+  std::vector<int32_t> words;
+  EncodeStep(Sample(), false, words);
+  StepInput out;
+  bool greedy;
+  auto truncated = words;
+  truncated.pop_back();
+  EXPECT_EQ(DecodeStep(truncated, out, greedy).status().code(), absl::StatusCode::kDataLoss);
+  auto negative = words;
+  negative[3] = -1;
+  EXPECT_EQ(DecodeStep(negative, out, greedy).status().code(), absl::StatusCode::kDataLoss);
+  auto unknown = words;
+  unknown[0] = 77;
+  EXPECT_EQ(DecodeStep(unknown, out, greedy).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_FALSE(DecodeStep(std::vector<int32_t>{1, 0}, out, greedy).ok());
+}
+
+}  // namespace
+}  // namespace kvs
