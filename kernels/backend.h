@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <utility>
@@ -23,6 +24,9 @@
 namespace kvs {
 
 class Backend;
+
+// Host memory a backend copies to and from at full speed (page-locked on CUDA); frees itself.
+using HostBuffer = std::unique_ptr<std::byte[], void (*)(std::byte*)>;
 
 // Move-only owner of one allocation in a backend's memory.
 class DeviceBuffer {
@@ -70,10 +74,14 @@ class Backend {
   virtual absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) = 0;
   // Bytes this backend could still allocate (device free memory, or the CPU budget).
   virtual size_t FreeMemoryBytes() const = 0;
+  // Host staging memory (the KV cache's host tier); not counted against device memory.
+  virtual absl::StatusOr<HostBuffer> AllocateHost(size_t bytes) = 0;
 
   // --- copies (stream-ordered; ToHost waits) ---
   virtual absl::Status CopyToDevice(const void* host, void* device, size_t bytes) = 0;
   virtual absl::Status CopyToHost(const void* device, void* host, size_t bytes) = 0;
+  // Stream-ordered device-to-host copy that does not wait; `host` is AllocateHost memory.
+  virtual absl::Status CopyToHostAsync(const void* device, void* host, size_t bytes) = 0;
   // Converts float32 host values to `dst.dtype` while copying; dst must be contiguous.
   virtual absl::Status UploadFloat(std::span<const float> host, TensorView dst) = 0;
   // Converts `src` to float32 on the way to the host (waits).

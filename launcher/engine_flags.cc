@@ -18,6 +18,12 @@ absl::StatusOr<EngineConfig> EngineConfigFromFlags(const Backend& backend) {
   } else if (backend.Name() == "cpu") {
     c.kv_cache_bytes = size_t{1} << 30;
   }
+  if (const std::string swap = absl::GetFlag(FLAGS_swap_space); !swap.empty()) {
+    KVS_ASSIGN_OR_RETURN(c.swap_space_bytes, ParseByteSize(swap));
+  } else if (backend.Name() != "cpu") {
+    c.swap_space_bytes = size_t{4} << 30;
+  }
+  KVS_ASSIGN_OR_RETURN(c.preemption_mode, ParsePreemptionMode(absl::GetFlag(FLAGS_preemption_mode)));
   KVS_RETURN_IF_ERROR(c.Validate());
   return c;
 }

@@ -22,6 +22,10 @@ ABSL_FLAG(int32_t, max_model_len, 0, "Context limit per sequence; 0 takes the mo
 ABSL_FLAG(std::string, kv_cache_memory, "", "KV cache size, e.g. 512MiB or 4GiB; default: 1GiB on the CPU backend");
 ABSL_FLAG(std::string, device, "auto", "Backend: cpu, cuda, or auto (cuda when a GPU is visible)");
 ABSL_FLAG(bool, verbose, false, "Print load and timing details to stderr");
+ABSL_FLAG(std::string, swap_space, "",
+          "Host memory per rank for KV blocks swapped out under preemption, e.g. 4GiB; default 4GiB on a GPU, 0 on the CPU");
+ABSL_FLAG(std::string, preemption_mode, "auto",
+          "How preempted sequences give up their KV: swap, recompute, or auto (the cost measured at start-up decides)");
 ABSL_FLAG(int32_t, tp, 1, "Tensor-parallel ranks per model replica; the job's ranks (mpirun -np / srun -n) are dp x tp");
 ABSL_FLAG(double, comm_timeout, 120.0,
           "Seconds a collective may wait for the other ranks before the job is stopped with an error naming it");

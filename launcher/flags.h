@@ -29,4 +29,6 @@ ABSL_DECLARE_FLAG(std::string, kv_cache_memory);
 ABSL_DECLARE_FLAG(std::string, device);
 ABSL_DECLARE_FLAG(bool, verbose);
 ABSL_DECLARE_FLAG(int32_t, tp);
+ABSL_DECLARE_FLAG(std::string, swap_space);
+ABSL_DECLARE_FLAG(std::string, preemption_mode);
 ABSL_DECLARE_FLAG(double, comm_timeout);

@@ -78,6 +78,12 @@ void CpuBackend::Free(void* data, size_t bytes) {
 
 size_t CpuBackend::FreeMemoryBytes() const { return budget_ - used_.load(); }
 
+absl::StatusOr<HostBuffer> CpuBackend::AllocateHost(size_t bytes) {
+  std::byte* p = new (std::nothrow) std::byte[bytes];
+  if (p == nullptr) return absl::ResourceExhaustedError(absl::StrFormat("cannot allocate %d bytes of host memory", bytes));
+  return HostBuffer(p, [](std::byte* q) { delete[] q; });
+}
+
 absl::Status CpuBackend::CopyToDevice(const void* host, void* device, size_t bytes) {
   if (bytes) std::memcpy(device, host, bytes);
   return absl::OkStatus();

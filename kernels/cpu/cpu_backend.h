@@ -20,6 +20,10 @@ class CpuBackend final : public Backend {
 
   absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) override;
   size_t FreeMemoryBytes() const override;
+  absl::StatusOr<HostBuffer> AllocateHost(size_t bytes) override;
+  absl::Status CopyToHostAsync(const void* device, void* host, size_t bytes) override {
+    return CopyToHost(device, host, bytes);
+  }
 
   absl::Status CopyToDevice(const void* host, void* device, size_t bytes) override;
   absl::Status CopyToHost(const void* device, void* host, size_t bytes) override;

@@ -116,6 +116,21 @@ absl::Status CudaBackend::CopyToDevice(const void* host, void* device, size_t by
   return absl::OkStatus();
 }
 
+absl::StatusOr<HostBuffer> CudaBackend::AllocateHost(size_t bytes) {
+  void* p = nullptr;
+  if (cudaHostAlloc(&p, bytes, cudaHostAllocDefault) != cudaSuccess) {
+    cudaGetLastError();
+    return absl::ResourceExhaustedError(absl::StrFormat("cannot allocate %d bytes of pinned host memory", bytes));
+  }
+  return HostBuffer(static_cast<std::byte*>(p), [](std::byte* q) { cudaFreeHost(q); });
+}
+
+absl::Status CudaBackend::CopyToHostAsync(const void* device, void* host, size_t bytes) {
+  if (bytes == 0) return absl::OkStatus();
+  KVS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host, device, bytes, cudaMemcpyDeviceToHost, stream_));
+  return absl::OkStatus();
+}
+
 absl::Status CudaBackend::CopyToHost(const void* device, void* host, size_t bytes) {
   if (bytes == 0) return absl::OkStatus();
   KVS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host, device, bytes, cudaMemcpyDeviceToHost, stream_));

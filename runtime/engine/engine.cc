@@ -1,6 +1,8 @@
 #include "runtime/engine/engine.h"
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
 
 #include "absl/strings/str_format.h"
 #include "kernels/common/status_macros.h"
@@ -64,6 +66,23 @@ absl::StatusOr<KvCapacity> PlanKvCapacity(Backend& backend, const ModelWeights& 
   return cap;
 }
 
+absl::StatusOr<int32_t> AddSwapSpace(Backend& backend, const EngineConfig& config, const TensorParallel& tp,
+                                     KvCache& cache) {
+  // The same host block count on every rank of a group (the minimum).
+  int64_t host_blocks = static_cast<int64_t>(config.swap_space_bytes / cache.bytes_per_block());
+  if (config.preemption_mode == PreemptionMode::kRecompute) host_blocks = 0;
+  host_blocks = std::min<int64_t>(host_blocks, 1 << 30);
+  if (tp.comm != nullptr) {
+    KVS_ASSIGN_OR_RETURN(host_blocks, tp.comm->AllReduceMin(host_blocks));
+  }
+  if (config.preemption_mode == PreemptionMode::kSwap && host_blocks == 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--preemption-mode swap needs --swap-space of at least one KV block (%d bytes)", cache.bytes_per_block()));
+  }
+  KVS_RETURN_IF_ERROR(cache.AddHostTier(backend, static_cast<int32_t>(host_blocks)));
+  return static_cast<int32_t>(host_blocks);
+}
+
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Backend& backend, const ModelWeights& weights,
                                                        const Tokenizer* tokenizer, EngineConfig config,
                                                        TensorParallel tp) {
@@ -71,6 +90,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Backend& backend, const M
   KVS_ASSIGN_OR_RETURN(config, ResolveEngineConfig(config, mc));
   std::unique_ptr<Engine> e(new Engine());
   e->tp_ = tp;
+  e->backend_ = &backend;
   e->weights_ = &weights;
   e->tokenizer_ = tokenizer;
   e->config_ = config;
@@ -82,9 +102,80 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Backend& backend, const M
   KVS_ASSIGN_OR_RETURN(e->cache_, KvCache::Create(backend, weights.local_config(), config.block_size, blocks));
   KVS_ASSIGN_OR_RETURN(ModelRunner runner, ModelRunner::Create(backend, weights, e->cache_, LimitsFor(config), tp));
   e->runner_ = std::make_unique<ModelRunner>(std::move(runner));
-  SchedulerConfig sc{config.block_size, config.max_seqs, config.max_tokens_per_step, config.max_model_len};
+  SchedulerConfig sc;
+  sc.block_size = config.block_size;
+  sc.max_seqs = config.max_seqs;
+  sc.max_tokens_per_step = config.max_tokens_per_step;
+  sc.max_model_len = config.max_model_len;
+  KVS_ASSIGN_OR_RETURN(sc.num_host_blocks, AddSwapSpace(backend, config, tp, e->cache_));
+  sc.preemption.mode = sc.num_host_blocks > 0 ? config.preemption_mode : PreemptionMode::kRecompute;
+  if (sc.preemption.mode == PreemptionMode::kAuto) {
+    KVS_ASSIGN_OR_RETURN(sc.preemption, e->MeasurePreemptionCosts(backend));
+  }
   e->scheduler_ = std::make_unique<Scheduler>(sc, blocks);
   return e;
+}
+
+absl::StatusOr<ModelRunner::Output> Engine::RunStep(const StepInput& input, bool greedy_only) {
+  if (tp_.comm != nullptr) {
+    if (shut_down_) return absl::FailedPreconditionError("the engine's tensor-parallel group was shut down");
+    EncodeStep(input, greedy_only, step_words_);
+    KVS_RETURN_IF_ERROR(tp_.comm->Broadcast(step_words_));
+  }
+  return runner_->Execute(input, greedy_only);
+}
+
+absl::StatusOr<PreemptionCostModel> Engine::MeasurePreemptionCosts(Backend& backend) {
+  using Clock = std::chrono::steady_clock;
+  PreemptionCostModel m;
+  m.mode = PreemptionMode::kAuto;
+  m.bytes_per_block = static_cast<double>(cache_.bytes_per_block());
+  // Host link: swap a few blocks out and back, as a preemption would (after one warm-up).
+  const int32_t n = std::min({8, cache_.num_blocks(), cache_.num_host_blocks()});
+  std::vector<int32_t> out, in;
+  for (int32_t i = 0; i < n; ++i) {
+    out.insert(out.end(), {i, i});
+    in.insert(in.end(), {i, i});
+  }
+  double copy_s = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    const auto t0 = Clock::now();
+    KVS_RETURN_IF_ERROR(cache_.SwapOut(backend, out));
+    KVS_RETURN_IF_ERROR(cache_.SwapIn(backend, in));
+    KVS_RETURN_IF_ERROR(backend.Synchronize());
+    copy_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  }
+  m.host_bytes_per_s = 2.0 * n * m.bytes_per_block / std::max(copy_s, 1e-9);
+  // Prefill: one chunk of a synthetic prompt through the whole model (on every rank of the
+  // group), its KV not stored (slot -1) and no logits taken.
+  const RunnerLimits limits = runner_->limits();
+  const int32_t t = std::min({limits.max_tokens_per_step, 256, config_.max_model_len});
+  const int32_t bs = cache_.block_size();
+  StepInput step;
+  step.Clear();
+  for (int32_t i = 0; i < t; ++i) {
+    step.token_ids.push_back(i % weights_->config().vocab_size);
+    step.positions.push_back(i);
+    step.slot_mapping.push_back(-1);
+  }
+  step.query_start.push_back(t);
+  step.context_len.push_back(t);
+  step.max_blocks_per_seq = std::min((t + bs - 1) / bs, limits.max_blocks_per_seq);
+  for (int32_t b = 0; b < step.max_blocks_per_seq; ++b) step.block_table.push_back(b % cache_.num_blocks());
+  double prefill_s = 0;
+  for (int rep = 0; rep < 2; ++rep) {
+    const auto t0 = Clock::now();
+    KVS_RETURN_IF_ERROR(RunStep(step, true).status());  // ends with a synchronize
+    prefill_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  }
+  m.prefill_tokens_per_s = t / std::max(prefill_s, 1e-9);
+  std::fprintf(stderr,
+               "[rank 0] preemption cost model: host link %.1f GB/s, prefill %.0f tok/s, %.2f MiB per block: a "
+               "sequence is swapped when 2 x its blocks' bytes move faster than its tokens recompute "
+               "(break-even: %.2f tokens per block)\n",
+               m.host_bytes_per_s / 1e9, m.prefill_tokens_per_s, m.bytes_per_block / 1048576.0,
+               m.prefill_tokens_per_s * m.SwapSeconds(1));
+  return m;
 }
 
 absl::Status Engine::Add(Request r) {
@@ -165,15 +256,14 @@ absl::StatusOr<std::vector<TokenEvent>> Engine::Step() {
   std::vector<TokenEvent> events;
   std::vector<ScheduledSeq> plan = scheduler_->Schedule(input_);
   last_step_ = StepStats{input_.num_seqs(), input_.num_tokens(), static_cast<int32_t>(input_.logit_rows.size())};
-  if (plan.empty()) return events;
+  if (plan.empty()) {
+    // A step may only move blocks (every running sequence was just swapped out).
+    if (!input_.swap_out.empty() || !input_.swap_in.empty()) KVS_RETURN_IF_ERROR(RunStep(input_, true).status());
+    return events;
+  }
   bool greedy_only = true;
   for (const ScheduledSeq& ss : plan) greedy_only &= !ss.samples || ss.seq->request.params.temperature <= 0.0f;
-  if (tp_.comm != nullptr) {
-    if (shut_down_) return absl::FailedPreconditionError("the engine's tensor-parallel group was shut down");
-    EncodeStep(input_, greedy_only, step_words_);
-    KVS_RETURN_IF_ERROR(tp_.comm->Broadcast(step_words_));
-  }
-  KVS_ASSIGN_OR_RETURN(ModelRunner::Output out, runner_->Execute(input_, greedy_only));
+  KVS_ASSIGN_OR_RETURN(ModelRunner::Output out, RunStep(input_, greedy_only));
   const int32_t vocab = weights_->config().vocab_size;
   size_t row = 0;
   std::vector<Sequence*> finished;

@@ -29,6 +29,8 @@ struct EngineConfig {
   int32_t max_model_len = 0;     // 0: the model's own limit
   size_t kv_cache_bytes = 0;     // 0: memory_fraction of what is free after weights + workspace
   double memory_fraction = 0.9;
+  size_t swap_space_bytes = 0;   // host memory for swapped-out KV blocks (per rank)
+  PreemptionMode preemption_mode = PreemptionMode::kAuto;
   absl::Status Validate() const;
 };
 
@@ -44,6 +46,10 @@ absl::StatusOr<EngineConfig> ResolveEngineConfig(EngineConfig config, const Mode
 RunnerLimits LimitsFor(const EngineConfig& resolved);
 // Measures this rank's KV capacity and agrees the group's with the other ranks (a collective
 // call when tp.comm is set: every rank of the group must make it).
+// The swap space in host blocks, agreed by the group (collective when tp.comm is set), and
+// added to `cache` as its host tier.
+absl::StatusOr<int32_t> AddSwapSpace(Backend& backend, const EngineConfig& resolved, const TensorParallel& tp,
+                                     KvCache& cache);
 absl::StatusOr<KvCapacity> PlanKvCapacity(Backend& backend, const ModelWeights& weights,
                                           const EngineConfig& resolved, const TensorParallel& tp);
 
@@ -94,6 +100,8 @@ class Engine {
 
   const KvCache& kv_cache() const { return cache_; }
   const KvCapacity& kv_capacity() const { return capacity_; }
+  // The preemption costs measured at start-up (zero rates when there is no swap space).
+  const PreemptionCostModel& preemption_costs() const { return scheduler_->config().preemption; }
   const StepStats& last_step() const { return last_step_; }
   const Scheduler& scheduler() const { return *scheduler_; }
 
@@ -107,11 +115,16 @@ class Engine {
   Engine() = default;
   // Updates state after `token` joined `seq`; returns the event, finishing it when due.
   TokenEvent Advance(Sequence& seq, SeqState& st, int32_t token);
+  // Sends `input` to the group's other ranks (tensor parallel) and runs it here.
+  absl::StatusOr<ModelRunner::Output> RunStep(const StepInput& input, bool greedy_only);
+  // Measures host<->device block copies and the prefill rate for the preemption cost model.
+  absl::StatusOr<PreemptionCostModel> MeasurePreemptionCosts(Backend& backend);
 
   const ModelWeights* weights_ = nullptr;
   const Tokenizer* tokenizer_ = nullptr;
   EngineConfig config_;
   KvCache cache_;
+  Backend* backend_ = nullptr;
   std::unique_ptr<ModelRunner> runner_;
   std::unique_ptr<Scheduler> scheduler_;
   StepInput input_;

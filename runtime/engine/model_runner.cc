@@ -93,6 +93,9 @@ absl::StatusOr<ModelRunner::Output> ModelRunner::Execute(const StepInput& in, bo
   const int64_t t = in.num_tokens();
   const int32_t s = in.num_seqs();
   const int64_t n_logits = static_cast<int64_t>(in.logit_rows.size());
+  // Swaps first, in stream order: a block swapped out may be rewritten by this very step.
+  if (!in.swap_out.empty()) KVS_RETURN_IF_ERROR(cache_->SwapOut(*backend_, in.swap_out));
+  if (!in.swap_in.empty()) KVS_RETURN_IF_ERROR(cache_->SwapIn(*backend_, in.swap_in));
   if (t == 0) return Output{};
   if (in.positions.size() != static_cast<size_t>(t) || in.slot_mapping.size() != static_cast<size_t>(t) ||
       in.query_start.size() != static_cast<size_t>(s) + 1 || in.query_start.back() != t ||

@@ -36,6 +36,59 @@ absl::StatusOr<KvCache> KvCache::Create(Backend& backend, const ModelConfig& c, 
   return kv;
 }
 
+absl::Status KvCache::AddHostTier(Backend& backend, int32_t num_host_blocks) {
+  if (num_host_blocks < 0) return absl::InvalidArgumentError("host block count must be >= 0");
+  if (num_host_blocks == 0) return absl::OkStatus();
+  const size_t bytes = static_cast<size_t>(num_host_blocks) * bytes_per_block();
+  KVS_ASSIGN_OR_RETURN(host_, backend.AllocateHost(bytes));
+  num_host_blocks_ = num_host_blocks;
+  return absl::OkStatus();
+}
+
+std::byte* KvCache::HostBlock(int32_t layer, int kv, int32_t block) const {
+  return host_.get() + ((static_cast<size_t>(layer) * 2 + kv) * num_host_blocks_ + block) * BlockBytes();
+}
+
+absl::Status KvCache::CheckPairs(std::span<const int32_t> pairs, bool out) const {
+  if (pairs.size() % 2 != 0) return absl::InvalidArgumentError("swap list must hold pairs");
+  for (size_t i = 0; i < pairs.size(); i += 2) {
+    const int32_t device = pairs[out ? i : i + 1], host = pairs[out ? i + 1 : i];
+    if (device < 0 || device >= num_blocks_ || host < 0 || host >= num_host_blocks_) {
+      return absl::OutOfRangeError(absl::StrFormat("swap of device block %d / host block %d is outside the cache (%d / %d)",
+                                                   device, host, num_blocks_, num_host_blocks_));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KvCache::SwapOut(Backend& backend, std::span<const int32_t> pairs) const {
+  KVS_RETURN_IF_ERROR(CheckPairs(pairs, true));
+  const size_t bb = BlockBytes();
+  for (size_t i = 0; i < pairs.size(); i += 2) {
+    for (size_t l = 0; l < k_.size(); ++l) {
+      const auto* k = static_cast<const std::byte*>(k_[l].data()) + static_cast<size_t>(pairs[i]) * bb;
+      const auto* v = static_cast<const std::byte*>(v_[l].data()) + static_cast<size_t>(pairs[i]) * bb;
+      KVS_RETURN_IF_ERROR(backend.CopyToHostAsync(k, HostBlock(l, 0, pairs[i + 1]), bb));
+      KVS_RETURN_IF_ERROR(backend.CopyToHostAsync(v, HostBlock(l, 1, pairs[i + 1]), bb));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KvCache::SwapIn(Backend& backend, std::span<const int32_t> pairs) const {
+  KVS_RETURN_IF_ERROR(CheckPairs(pairs, false));
+  const size_t bb = BlockBytes();
+  for (size_t i = 0; i < pairs.size(); i += 2) {
+    for (size_t l = 0; l < k_.size(); ++l) {
+      auto* k = static_cast<std::byte*>(k_[l].data()) + static_cast<size_t>(pairs[i + 1]) * bb;
+      auto* v = static_cast<std::byte*>(v_[l].data()) + static_cast<size_t>(pairs[i + 1]) * bb;
+      KVS_RETURN_IF_ERROR(backend.CopyToDevice(HostBlock(l, 0, pairs[i]), k, bb));
+      KVS_RETURN_IF_ERROR(backend.CopyToDevice(HostBlock(l, 1, pairs[i]), v, bb));
+    }
+  }
+  return absl::OkStatus();
+}
+
 PagedKvView KvCache::Layer(int32_t layer) const {
   KVS_CHECK(layer >= 0 && layer < static_cast<int32_t>(k_.size()));
   return PagedKvView{k_[layer].data(), v_[layer].data(), dtype_, num_blocks_, block_size_, kv_heads_, head_dim_};

@@ -1,8 +1,10 @@
 // The device memory of a paged KV cache: for every layer, one K and one V buffer of
 // [num_blocks, block_size, kv_heads, head_dim] elements (layout in kernels/common/paged_kv.h).
-// Sized once at start-up; never grows.
+// Sized once at start-up; never grows. An optional host tier holds swapped-out blocks in the
+// same per-block layout: host block h of layer l, K or V, at ((l * 2 + kv) * host_blocks + h).
 #pragma once
 
+#include <span>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -18,13 +20,30 @@ class KvCache {
   static absl::StatusOr<KvCache> Create(Backend& backend, const ModelConfig& c, int32_t block_size,
                                         int32_t num_blocks);
 
+  // Adds `num_host_blocks` blocks of host memory (pinned on CUDA) for swapping.
+  absl::Status AddHostTier(Backend& backend, int32_t num_host_blocks);
+  // Copies device blocks to host blocks: pairs (device, host), flattened. Stream-ordered, so a
+  // device block may be reused by the same step's kernels once its copy is queued.
+  absl::Status SwapOut(Backend& backend, std::span<const int32_t> pairs) const;
+  // Copies host blocks back: pairs (host, device), flattened.
+  absl::Status SwapIn(Backend& backend, std::span<const int32_t> pairs) const;
+  int32_t num_host_blocks() const { return num_host_blocks_; }
+  // Bytes of one block over all layers, K and V: what a swap of one block moves each way.
+  size_t bytes_per_block() const { return 2 * static_cast<size_t>(k_.size()) * BlockBytes(); }
+
   PagedKvView Layer(int32_t layer) const;
   int32_t num_blocks() const { return num_blocks_; }
   int32_t block_size() const { return block_size_; }
   size_t bytes() const { return bytes_; }
 
  private:
+  size_t BlockBytes() const { return static_cast<size_t>(block_size_) * kv_heads_ * head_dim_ * DTypeSize(dtype_); }
+  std::byte* HostBlock(int32_t layer, int kv, int32_t block) const;
+  absl::Status CheckPairs(std::span<const int32_t> pairs, bool out) const;
+
   std::vector<DeviceBuffer> k_, v_;
+  HostBuffer host_{nullptr, nullptr};
+  int32_t num_host_blocks_ = 0;
   DType dtype_ = DType::kF32;
   int32_t num_blocks_ = 0, block_size_ = 0, kv_heads_ = 0, head_dim_ = 0;
   size_t bytes_ = 0;

@@ -7,7 +7,8 @@
 
 namespace kvs {
 
-Scheduler::Scheduler(SchedulerConfig config, int32_t num_blocks) : config_(config), pool_(num_blocks) {
+Scheduler::Scheduler(SchedulerConfig config, int32_t num_blocks)
+    : config_(config), pool_(num_blocks), host_pool_(config.num_host_blocks) {
   KVS_CHECK(config_.block_size > 0 && config_.max_seqs > 0 && config_.max_tokens_per_step > 0);
 }
 
@@ -43,13 +44,47 @@ bool Scheduler::Grow(Sequence& s, int32_t tokens) {
   return true;
 }
 
-void Scheduler::Preempt(std::unique_ptr<Sequence> s) {
+void Scheduler::Preempt(std::unique_ptr<Sequence> s, StepInput& in) {
+  ++s->preemptions;
+  ++preemptions_;
+  const auto blocks = static_cast<int32_t>(s->blocks.size());
+  if (blocks > 0 && blocks <= host_pool_.num_free() && config_.preemption.PreferSwap(blocks, s->num_computed)) {
+    for (BlockId b : s->blocks) {
+      const BlockId h = *host_pool_.Allocate();
+      in.swap_out.push_back(b.value);
+      in.swap_out.push_back(h.value);
+      s->host_blocks.push_back(h);
+      pool_.Release(b);
+    }
+    s->blocks.clear();
+    ++swap_preemptions_;
+    // Victims go newest first, so each one is older than those already swapped: it resumes first.
+    swapped_.push_front(std::move(s));
+    return;
+  }
   for (BlockId b : s->blocks) pool_.Release(b);
   s->blocks.clear();
   s->num_computed = 0;
-  ++s->preemptions;
-  ++preemptions_;
   waiting_.push_front(std::move(s));
+}
+
+void Scheduler::Resume(StepInput& in) {
+  while (!swapped_.empty() && static_cast<int32_t>(running_.size()) < config_.max_seqs) {
+    Sequence& s = *swapped_.front();
+    // Its blocks back, plus room for the token it will compute next.
+    const int32_t need = BlocksFor(s.num_computed + 1);
+    if (need > pool_.num_free()) return;
+    for (BlockId h : s.host_blocks) {
+      const BlockId b = *pool_.Allocate();
+      in.swap_in.push_back(h.value);
+      in.swap_in.push_back(b.value);
+      s.blocks.push_back(b);
+      host_pool_.Release(h);
+    }
+    s.host_blocks.clear();
+    running_.push_back(std::move(swapped_.front()));
+    swapped_.pop_front();
+  }
 }
 
 void Scheduler::Emit(Sequence& s, int32_t n, StepInput& in, std::vector<ScheduledSeq>& out) {
@@ -72,6 +107,7 @@ std::vector<ScheduledSeq> Scheduler::Schedule(StepInput& in) {
   std::vector<ScheduledSeq> out;
   int32_t budget = config_.max_tokens_per_step;
 
+  const int64_t preempted_before = preemptions_;
   for (size_t i = 0; i < running_.size() && budget > 0;) {
     Sequence& s = *running_[i];
     const int32_t n = std::min<int32_t>(static_cast<int32_t>(s.tokens.size()) - s.num_computed, budget);
@@ -84,10 +120,24 @@ std::vector<ScheduledSeq> Scheduler::Schedule(StepInput& in) {
     // Out of blocks: preempt the newest running sequence (possibly s itself) and retry.
     std::unique_ptr<Sequence> victim = std::move(running_.back());
     running_.pop_back();
-    Preempt(std::move(victim));
+    Preempt(std::move(victim), in);
+  }
+  // Swapped sequences come back before new requests are admitted; resumed ones run this step
+  // if the budget allows (they hold their blocks either way).
+  if (preemptions_ == preempted_before && !swapped_.empty()) {
+    const size_t first_resumed = running_.size();
+    Resume(in);
+    for (size_t i = first_resumed; i < running_.size() && budget > 0; ++i) {
+      Sequence& s = *running_[i];
+      const int32_t n = std::min<int32_t>(static_cast<int32_t>(s.tokens.size()) - s.num_computed, budget);
+      if (!Grow(s, s.num_computed + n)) break;
+      Emit(s, n, in, out);
+      budget -= n;
+    }
   }
 
-  while (!waiting_.empty() && budget > 0 && static_cast<int32_t>(running_.size()) < config_.max_seqs) {
+  while (swapped_.empty() && !waiting_.empty() && budget > 0 &&
+         static_cast<int32_t>(running_.size()) < config_.max_seqs) {
     Sequence& s = *waiting_.front();
     const int32_t n = std::min<int32_t>(static_cast<int32_t>(s.tokens.size()) - s.num_computed, budget);
     if (!Grow(s, s.num_computed + n)) break;
@@ -133,7 +183,35 @@ bool Scheduler::Abort(const std::string& id) {
       return true;
     }
   }
+  for (auto it = swapped_.begin(); it != swapped_.end(); ++it) {
+    if ((*it)->request.id == id) {
+      for (BlockId h : (*it)->host_blocks) host_pool_.Release(h);
+      swapped_.erase(it);
+      return true;
+    }
+  }
   return false;
+}
+
+void Scheduler::CheckInvariants() const {
+  pool_.CheckInvariants();
+  host_pool_.CheckInvariants();
+  int64_t device = 0, host = 0;
+  for (const auto& s : running_) {
+    KVS_CHECK_MSG(s->host_blocks.empty(), "a running sequence holds host blocks");
+    KVS_CHECK_MSG(static_cast<int32_t>(s->blocks.size()) >= BlocksFor(s->num_computed), "a running sequence lacks blocks");
+    device += s->blocks.size();
+  }
+  for (const auto& s : waiting_) {
+    KVS_CHECK_MSG(s->blocks.empty() && s->host_blocks.empty() && s->num_computed == 0, "a waiting sequence holds blocks");
+  }
+  for (const auto& s : swapped_) {
+    KVS_CHECK_MSG(s->blocks.empty(), "a swapped sequence holds device blocks");
+    KVS_CHECK_MSG(static_cast<int32_t>(s->host_blocks.size()) == BlocksFor(s->num_computed), "swapped blocks != computed");
+    host += s->host_blocks.size();
+  }
+  KVS_CHECK_MSG(device == pool_.num_blocks() - pool_.num_free(), "device blocks held != blocks in use");
+  KVS_CHECK_MSG(host == host_pool_.num_blocks() - host_pool_.num_free(), "host blocks held != host blocks in use");
 }
 
 }  // namespace kvs

@@ -2,9 +2,12 @@
 //   1. running sequences, oldest first: a decode token each (or the next prefill chunk);
 //   2. waiting sequences, FCFS, while the token budget, the sequence limit and free blocks allow.
 // A sequence needs ceil(tokens / block_size) blocks; when a running sequence cannot get its
-// next block, the newest running sequence is preempted by recompute (its blocks are freed and
-// it goes back to the front of the queue with all its tokens as prompt). Planning is a
-// transaction: blocks are only taken for sequences that are actually scheduled.
+// next block, the newest running sequence is preempted (preemption.h): swapped out (its blocks
+// copied to host blocks and freed; it resumes, before any new request is admitted, once its
+// blocks fit again) or recomputed (its blocks freed; it re-queues at the front with all its
+// tokens as prompt). Swaps are listed in the StepInput and run before that step's forward
+// pass. No step both preempts and resumes, so a host block is never written and read in one
+// step. Planning is a transaction: blocks are only taken for sequences that are scheduled.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "runtime/engine/step_input.h"
 #include "runtime/kv/block_pool.h"
+#include "runtime/sched/preemption.h"
 #include "runtime/sched/request.h"
 
 namespace kvs {
@@ -24,6 +28,8 @@ struct SchedulerConfig {
   int32_t max_seqs = 64;              // sequences per step
   int32_t max_tokens_per_step = 512;  // token budget (prefill chunks + decodes)
   int32_t max_model_len = 4096;       // prompt + output cap per sequence
+  int32_t num_host_blocks = 0;        // swap space; 0: preemption always recomputes
+  PreemptionCostModel preemption;
 };
 
 struct Sequence {
@@ -32,8 +38,14 @@ struct Sequence {
   int32_t prompt_len = 0;
   int32_t num_computed = 0;     // tokens whose KV is in the cache
   std::vector<BlockId> blocks;
+  std::vector<BlockId> host_blocks;  // while swapped out
   int32_t num_generated() const { return static_cast<int32_t>(tokens.size()) - prompt_len; }
   int32_t preemptions = 0;
+};
+
+// Invariant counts, checked by tests after every step.
+struct SchedulerCounts {
+  int32_t device_blocks_held = 0, host_blocks_held = 0;
 };
 
 // What one step scheduled, in StepInput order.
@@ -57,25 +69,34 @@ class Scheduler {
   void Finish(Sequence* seq);
   bool Abort(const std::string& request_id);
 
-  bool HasWork() const { return !running_.empty() || !waiting_.empty(); }
+  bool HasWork() const { return !running_.empty() || !waiting_.empty() || !swapped_.empty(); }
   int32_t num_running() const { return static_cast<int32_t>(running_.size()); }
   int32_t num_waiting() const { return static_cast<int32_t>(waiting_.size()); }
+  int32_t num_swapped() const { return static_cast<int32_t>(swapped_.size()); }
   int64_t num_preemptions() const { return preemptions_; }
+  int64_t num_swap_preemptions() const { return swap_preemptions_; }
   const BlockPool& pool() const { return pool_; }
+  const BlockPool& host_pool() const { return host_pool_; }
+  // Aborts unless every block is either free or held by exactly one sequence, on both tiers.
+  void CheckInvariants() const;
   const SchedulerConfig& config() const { return config_; }
   int32_t MaxBlocksPerSeq() const { return (config_.max_model_len + config_.block_size - 1) / config_.block_size; }
 
  private:
   int32_t BlocksFor(int32_t tokens) const { return (tokens + config_.block_size - 1) / config_.block_size; }
   bool Grow(Sequence& s, int32_t tokens);
-  void Preempt(std::unique_ptr<Sequence> s);
+  void Preempt(std::unique_ptr<Sequence> s, StepInput& in);
+  // Moves swapped sequences whose blocks fit back to running (oldest first).
+  void Resume(StepInput& in);
   void Emit(Sequence& s, int32_t n, StepInput& in, std::vector<ScheduledSeq>& out);
 
   SchedulerConfig config_;
   BlockPool pool_;
   std::deque<std::unique_ptr<Sequence>> waiting_;
   std::vector<std::unique_ptr<Sequence>> running_;  // admission order: oldest first
-  int64_t preemptions_ = 0;
+  std::deque<std::unique_ptr<Sequence>> swapped_;   // oldest first
+  BlockPool host_pool_;
+  int64_t preemptions_ = 0, swap_preemptions_ = 0;
 };
 
 }  // namespace kvs

@@ -43,6 +43,25 @@ check_same() {  # model input extra-flags...
 
 for m in tiny-llama31 tiny-qwen2 tiny-mistral; do check_same "$GOLDENS/models/$m" "$WORK/ids.jsonl" --ignore-eos; done
 
+# Preemption under tensor parallelism: a KV cache of 20 blocks of 4 tokens (a tp=2 rank holds half
+# the KV heads, so half the bytes) cannot hold the batch at once; swapped or recomputed, every
+# rank must follow the leader's swaps and the tokens must not change.
+M="$GOLDENS/models/tiny-llama31"
+"$BIN" generate --model "$M" --input "$WORK/ids.jsonl" --output "$WORK/ref.jsonl" --device cpu --ignore-eos 2>/dev/null
+for mode in swap recompute; do
+  for layout in "1 1 120KiB" "2 2 60KiB"; do
+    set -- $layout
+    if [ "$1" = 1 ]; then runner=("$BIN"); else runner=(timeout 600 mpirun --oversubscribe -np "$1" "$BIN"); fi
+    "${runner[@]}" generate --model "$M" --input "$WORK/ids.jsonl" --output "$WORK/out.jsonl" --device cpu --ignore-eos \
+      --tp "$2" --block-size 4 --kv-cache-memory "$3" --swap-space 1MiB --preemption-mode "$mode" 2>"$WORK/err" \
+      || { cat "$WORK/err"; fail "tp=$2 under $mode preemption"; }
+    grep -q "[1-9][0-9]* preemption(s), $( [ $mode = swap ] && echo '[1-9][0-9]*' || echo 0 ) by swap" "$WORK/err" \
+      || { cat "$WORK/err"; fail "tp=$2: no $mode preemption happened"; }
+    cmp -s "$WORK/ref.jsonl" "$WORK/out.jsonl" || { diff "$WORK/ref.jsonl" "$WORK/out.jsonl" | head -5; fail "tp=$2 under $mode preemption changed the output"; }
+    echo "ok: tiny-llama31 tp=$2 under preemption by $mode == unconstrained one process ($(grep -o '[0-9]* preemption(s), [0-9]* by swap' "$WORK/err"))"
+  done
+done
+
 if [ -n "$SMOL" ] && [ ! -f "$SMOL" ]; then
   [ "${KVS_REQUIRE_MODEL:-0}" = 1 ] && fail "SmolLM2 GGUF missing at $SMOL (run scripts/fetch_model.sh)"
   echo "skip: SmolLM2 GGUF not fetched"

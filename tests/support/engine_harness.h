@@ -39,7 +39,8 @@ inline std::unique_ptr<LoadedCpuModel> LoadCpuModel(const std::string& path, std
 
 // Greedy, EOS ignored, `n` tokens per prompt; all prompts submitted together.
 inline std::vector<std::vector<int32_t>> RunGreedy(LoadedCpuModel& lm, const std::vector<std::vector<int32_t>>& prompts,
-                                                   int32_t n, EngineConfig config, int64_t* preemptions = nullptr) {
+                                                   int32_t n, EngineConfig config, int64_t* preemptions = nullptr,
+                                                   int64_t* swaps = nullptr) {
   auto engine = Engine::Create(*lm.backend, *lm.weights, nullptr, config);
   EXPECT_TRUE(engine.ok()) << engine.status();
   if (!engine.ok()) return {};
@@ -55,12 +56,14 @@ inline std::vector<std::vector<int32_t>> RunGreedy(LoadedCpuModel& lm, const std
     auto ev = (*engine)->Step();
     EXPECT_TRUE(ev.ok()) << ev.status();
     if (!ev.ok()) break;
-    (*engine)->scheduler().pool().CheckInvariants();
+    (*engine)->scheduler().CheckInvariants();
   }
   std::vector<std::vector<int32_t>> out(prompts.size());
   for (auto& r : (*engine)->TakeResults()) out[std::stoul(r.id)] = r.output_ids;
   EXPECT_EQ((*engine)->scheduler().pool().num_free(), (*engine)->kv_cache().num_blocks()) << "blocks leaked";
+  EXPECT_EQ((*engine)->scheduler().host_pool().num_free(), (*engine)->kv_cache().num_host_blocks()) << "host blocks leaked";
   if (preemptions) *preemptions = (*engine)->scheduler().num_preemptions();
+  if (swaps) *swaps = (*engine)->scheduler().num_swap_preemptions();
   return out;
 }
 

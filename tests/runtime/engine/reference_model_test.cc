@@ -84,9 +84,20 @@ TEST_P(RandomCheckpointTest, GreedyMatchesTransformersAloneBatchedChunkedAndPree
   EngineConfig tight = base;
   tight.block_size = 16;
   tight.kv_cache_bytes = 7 * 16 * lm->weights->config().KvBytesPerToken(4);
-  int64_t preemptions = 0;
-  EXPECT_EQ(RunGreedy(*lm, prompts, n, tight, &preemptions), want) << "under preemption";
+  tight.preemption_mode = PreemptionMode::kRecompute;
+  int64_t preemptions = 0, swaps = 0;
+  EXPECT_EQ(RunGreedy(*lm, prompts, n, tight, &preemptions, &swaps), want) << "under preemption by recompute";
   EXPECT_GT(preemptions, 0) << "the tight cache should have forced preemption";
+  EXPECT_EQ(swaps, 0);
+  // The same pressure relieved by swapping blocks to host memory and back.
+  tight.preemption_mode = PreemptionMode::kSwap;
+  tight.swap_space_bytes = 64 * 16 * lm->weights->config().KvBytesPerToken(4);
+  EXPECT_EQ(RunGreedy(*lm, prompts, n, tight, &preemptions, &swaps), want) << "under preemption by swap";
+  EXPECT_GT(swaps, 0) << "the tight cache should have forced swapping";
+  // With the measured cost model deciding (whichever it picks, the tokens must not change).
+  tight.preemption_mode = PreemptionMode::kAuto;
+  EXPECT_EQ(RunGreedy(*lm, prompts, n, tight, &preemptions, &swaps), want) << "under preemption chosen by cost";
+  EXPECT_GT(preemptions, 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Checkpoints, RandomCheckpointTest,

@@ -18,6 +18,8 @@ StepInput Sample() {
   in.max_blocks_per_seq = 2;
   in.block_table = {1, 0, 2, 2};
   in.logit_rows = {2, 3};
+  in.swap_out = {4, 0, 5, 1};
+  in.swap_in = {2, 6};
   return in;
 }
 
@@ -39,6 +41,8 @@ TEST(StepMessageTest, RoundTripsEveryField) {
   EXPECT_EQ(out.block_table, in.block_table);
   EXPECT_EQ(out.logit_rows, in.logit_rows);
   EXPECT_EQ(out.max_blocks_per_seq, 2);
+  EXPECT_EQ(out.swap_out, in.swap_out);
+  EXPECT_EQ(out.swap_in, in.swap_in);
 
   EncodeStop(words);
   EXPECT_EQ(*DecodeStep(words, out, greedy), StepCommand::kStop);

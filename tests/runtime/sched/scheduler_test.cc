@@ -2,6 +2,7 @@
 // randomized run that checks the block accounting at every step and ends with an empty pool.
 #include "runtime/sched/scheduler.h"
 
+#include <map>
 #include <random>
 #include <set>
 
@@ -18,20 +19,62 @@ Request Req(const std::string& id, int32_t prompt, int32_t max_tokens) {
   return r;
 }
 
+// A stand-in for the KV memory: which (request, position) each device slot and host slot
+// holds. Steps write their tokens' slots; swaps copy whole blocks; before each step every
+// scheduled sequence's earlier positions must read back as its own — so a swap that loses,
+// misplaces or overwrites a block is caught without a model.
+struct FakeKv {
+  int32_t bs;
+  std::map<int64_t, std::pair<std::string, int32_t>> device, host;
+  void Move(const std::vector<int32_t>& pairs, std::map<int64_t, std::pair<std::string, int32_t>>& from,
+            std::map<int64_t, std::pair<std::string, int32_t>>& to) {
+    for (size_t i = 0; i < pairs.size(); i += 2) {
+      for (int32_t k = 0; k < bs; ++k) {
+        auto it = from.find(static_cast<int64_t>(pairs[i]) * bs + k);
+        if (it == from.end()) to.erase(static_cast<int64_t>(pairs[i + 1]) * bs + k);
+        else to[static_cast<int64_t>(pairs[i + 1]) * bs + k] = it->second;
+      }
+    }
+  }
+  void Step(const StepInput& in, const std::vector<ScheduledSeq>& plan) {
+    Move(in.swap_out, device, host);  // out first, as the runner does
+    Move(in.swap_in, host, device);
+    for (size_t r = 0; r < plan.size(); ++r) {
+      const Sequence& s = *plan[r].seq;
+      const int32_t first_new = in.context_len[r] - plan[r].num_tokens;
+      for (int32_t p = 0; p < first_new; ++p) {
+        const int64_t slot = static_cast<int64_t>(in.block_table[r * in.max_blocks_per_seq + p / bs]) * bs + p % bs;
+        auto it = device.find(slot);
+        ASSERT_TRUE(it != device.end()) << s.request.id << " position " << p << " was never written";
+        ASSERT_EQ(it->second, std::make_pair(s.request.id, p)) << s.request.id << " reads another token's KV";
+      }
+    }
+    for (int32_t t = 0, r = 0; t < in.num_tokens(); ++t) {
+      while (t >= in.query_start[r + 1]) ++r;
+      device[in.slot_mapping[t]] = {plan[r].seq->request.id, in.positions[t]};
+    }
+  }
+};
+
 // Plays the engine: samples token 7 for every sequence that samples; finishes at max_tokens.
 int RunToCompletion(Scheduler& s, std::mt19937* abort_rng = nullptr) {
   StepInput in;
+  FakeKv kv{s.config().block_size, {}, {}};
   int steps = 0;
   while (s.HasWork()) {
     auto plan = s.Schedule(in);
-    EXPECT_FALSE(plan.empty()) << "work left but nothing schedulable";
-    if (plan.empty()) break;
+    s.CheckInvariants();
+    kv.Step(in, plan);
+    if (plan.empty()) {  // only a step that swapped everything out may be empty
+      EXPECT_FALSE(in.swap_out.empty()) << "work left but nothing schedulable";
+      if (in.swap_out.empty()) break;
+      continue;
+    }
     EXPECT_LE(in.num_tokens(), s.config().max_tokens_per_step);
     EXPECT_LE(static_cast<int32_t>(plan.size()), s.config().max_seqs);
     // Every slot of this step belongs to a block the sequence owns, and no slot is used twice.
     std::set<int32_t> slots(in.slot_mapping.begin(), in.slot_mapping.end());
     EXPECT_EQ(slots.size(), in.slot_mapping.size());
-    s.pool().CheckInvariants();
     for (const auto& ss : plan) {
       if (!ss.samples) continue;
       s.Append(ss.seq, 7);
@@ -84,21 +127,64 @@ TEST(SchedulerTest, RejectsRequestsThatCanNeverFit) {
   EXPECT_NE(s.Add(bad).message().find("top_p"), std::string::npos);
 }
 
+TEST(SchedulerTest, SwapsTheNewestSequenceOutAndBackWhenBlocksRunOut) {
+  SchedulerConfig c{4, 8, 64, 64};
+  c.num_host_blocks = 8;
+  c.preemption.mode = PreemptionMode::kSwap;
+  Scheduler s(c, 4);
+  ASSERT_TRUE(s.Add(Req("old", 7, 8)).ok());
+  ASSERT_TRUE(s.Add(Req("new", 7, 8)).ok());
+  RunToCompletion(s);
+  EXPECT_GT(s.num_swap_preemptions(), 0);
+  EXPECT_EQ(s.num_swap_preemptions(), s.num_preemptions());
+  EXPECT_EQ(s.pool().num_free(), 4);
+  EXPECT_EQ(s.host_pool().num_free(), 8);
+}
+
+TEST(PreemptionCostModelTest, SwapsWhenMovingTheBlocksBeatsRecomputingTheTokens) {
+  PreemptionCostModel m;
+  m.mode = PreemptionMode::kAuto;
+  m.host_bytes_per_s = 20e9;      // a PCIe-class link
+  m.prefill_tokens_per_s = 10e3;  // a big model's prefill
+  m.bytes_per_block = 2e6;        // 16 tokens x 128 KiB
+  // 100 blocks: 2 x 200 MB / 20 GB/s = 20 ms to swap; 1600 tokens / 10k tok/s = 160 ms to recompute.
+  EXPECT_NEAR(m.SwapSeconds(100), 0.02, 1e-9);
+  EXPECT_TRUE(m.PreferSwap(100, 1600));
+  m.prefill_tokens_per_s = 200e3;  // a tiny model recomputes faster than it copies
+  EXPECT_FALSE(m.PreferSwap(100, 1600));
+  m.mode = PreemptionMode::kSwap;
+  EXPECT_TRUE(m.PreferSwap(100, 1600));
+  m.mode = PreemptionMode::kRecompute;
+  EXPECT_FALSE(m.PreferSwap(100, 1));
+  EXPECT_EQ(*ParsePreemptionMode("auto"), PreemptionMode::kAuto);
+  EXPECT_FALSE(ParsePreemptionMode("sometimes").ok());
+}
+
 TEST(SchedulerTest, RandomizedStressEndsWithEveryBlockBack) {
   std::mt19937 rng(99);
-  for (int round = 0; round < 20; ++round) {
+  int64_t swaps = 0, recomputes = 0;
+  for (int round = 0; round < 30; ++round) {
     const int32_t bs = 1 + rng() % 8;
-    Scheduler s({bs, 1 + static_cast<int32_t>(rng() % 16), 8 + static_cast<int32_t>(rng() % 64), 128},
-                (128 + bs - 1) / bs + static_cast<int32_t>(rng() % 64));
+    SchedulerConfig c{bs, 1 + static_cast<int32_t>(rng() % 16), 8 + static_cast<int32_t>(rng() % 64), 128};
+    // A third of the rounds recompute, a third swap, a third mix (a small host pool fills up).
+    c.num_host_blocks = round % 3 == 0 ? 0 : static_cast<int32_t>(rng() % (round % 3 == 1 ? 400 : 12));
+    c.preemption.mode = c.num_host_blocks > 0 ? PreemptionMode::kSwap : PreemptionMode::kRecompute;
+    Scheduler s(c, (128 + bs - 1) / bs + static_cast<int32_t>(rng() % 64));
     for (int i = 0; i < 150; ++i) {
       const int32_t prompt = 1 + rng() % 100;
       const int32_t out = 1 + rng() % 27;
       ASSERT_TRUE(s.Add(Req(std::to_string(i), prompt, out)).ok());
     }
     RunToCompletion(s, &rng);
-    s.pool().CheckInvariants();
+    s.CheckInvariants();
     EXPECT_EQ(s.pool().num_free(), s.pool().num_blocks()) << "round " << round;
+    EXPECT_EQ(s.host_pool().num_free(), s.host_pool().num_blocks()) << "round " << round;
+    swaps += s.num_swap_preemptions();
+    recomputes += s.num_preemptions() - s.num_swap_preemptions();
   }
+  // Thousands of requests went through both kinds of preemption.
+  EXPECT_GT(swaps, 100);
+  EXPECT_GT(recomputes, 100);
 }
 
 }  // namespace
