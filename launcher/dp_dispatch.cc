@@ -34,8 +34,13 @@ Request RequestFromJson(const json& j) {
 }
 
 json ToJson(const RequestResult& r) {
-  return json{{"id", r.id}, {"output_ids", r.output_ids}, {"text", r.text}, {"reason", static_cast<int>(r.reason)},
-              {"prompt_tokens", r.prompt_tokens}};
+  const RequestMetrics& m = r.metrics;
+  return json{{"id", r.id},
+              {"output_ids", r.output_ids},
+              {"text", r.text},
+              {"reason", static_cast<int>(r.reason)},
+              {"prompt_tokens", r.prompt_tokens},
+              {"metrics", {m.queue_s, m.ttft_s, m.tpot_s, m.max_itl_s, m.e2e_s}}};
 }
 
 RequestResult ResultFromJson(const json& j) {
@@ -45,6 +50,8 @@ RequestResult ResultFromJson(const json& j) {
   r.text = j.at("text").get<std::string>();
   r.reason = static_cast<FinishReason>(j.at("reason").get<int>());
   r.prompt_tokens = j.at("prompt_tokens").get<int32_t>();
+  const std::vector<double> m = j.at("metrics").get<std::vector<double>>();
+  r.metrics = RequestMetrics{m.at(0), m.at(1), m.at(2), m.at(3), m.at(4)};
   return r;
 }
 

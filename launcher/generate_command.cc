@@ -1,4 +1,5 @@
 // `kvshard generate`: one prompt streamed to stdout, or a JSONL batch (--input/--output).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -47,6 +48,25 @@ absl::StatusOr<std::vector<int32_t>> EncodePrompt(const LoadedModel& m, const st
   return m.tokenizer->Encode(text, /*add_special_tokens=*/false);
 }
 
+double Percentile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  return v[static_cast<size_t>(p * (v.size() - 1) + 0.5)];
+}
+
+// One line of the latency figures serving benchmarks report, over every request of the batch.
+void PrintLatencySummary(const std::string& tag, const std::vector<RequestResult>& results) {
+  std::vector<double> ttft, tpot, e2e;
+  for (const RequestResult& r : results) {
+    ttft.push_back(r.metrics.ttft_s * 1e3);
+    if (r.output_ids.size() > 1) tpot.push_back(r.metrics.tpot_s * 1e3);
+    e2e.push_back(r.metrics.e2e_s);
+  }
+  if (tpot.empty()) tpot.push_back(0);
+  std::fprintf(stderr, "%s latency: TTFT p50 %.1f / p99 %.1f ms, TPOT p50 %.2f / p99 %.2f ms, e2e p50 %.2f / p99 %.2f s\n",
+               tag.c_str(), Percentile(ttft, 0.5), Percentile(ttft, 0.99), Percentile(tpot, 0.5), Percentile(tpot, 0.99),
+               Percentile(e2e, 0.5), Percentile(e2e, 0.99));
+}
+
 absl::Status WriteResults(const std::string& path, const std::vector<BatchItem>& items,
                           std::vector<RequestResult> results) {
   // Write beside the target and rename, so a failed run never leaves half a file.
@@ -63,7 +83,13 @@ absl::Status WriteResults(const std::string& path, const std::vector<BatchItem>&
                           {"finish_reason", FinishReasonName(r.reason)},
                           {"prompt_tokens", r.prompt_tokens},
                           {"output_tokens", r.output_ids.size()},
-                          {"output_ids", r.output_ids}};
+                          {"output_ids", r.output_ids},
+                          {"metrics",
+                           {{"queue_s", r.metrics.queue_s},
+                            {"ttft_s", r.metrics.ttft_s},
+                            {"tpot_s", r.metrics.tpot_s},
+                            {"max_itl_s", r.metrics.max_itl_s},
+                            {"e2e_s", r.metrics.e2e_s}}}};
       out << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     }
     if (!out.flush()) return absl::DataLossError(absl::StrFormat("%s: write failed", tmp));
@@ -145,6 +171,7 @@ absl::Status Generate(std::unique_ptr<RankRuntime>& rt) {
                rt->backend->Name().c_str(), rt->context->layout().tp, static_cast<long long>(sched.num_preemptions()),
                static_cast<long long>(sched.num_swap_preemptions()));
   KVS_ASSIGN_OR_RETURN(std::vector<RequestResult> results, CollectResults(*rt, std::move(mine)));
+  if (root && results.size() > 1) PrintLatencySummary(rt->tag(), results);
   if (root && !output.empty()) KVS_RETURN_IF_ERROR(WriteResults(output, items, std::move(results)));
   return absl::OkStatus();
 }

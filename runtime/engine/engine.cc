@@ -190,6 +190,7 @@ absl::Status Engine::Add(Request r) {
   }
   SeqState st;
   st.rng.seed(r.params.seed);
+  st.arrival = Clock::now();
   for (const auto& s : r.params.stop) st.max_stop = std::max(st.max_stop, s.size());
   const std::string id = r.id;
   KVS_RETURN_IF_ERROR(scheduler_->Add(std::move(r)));
@@ -204,6 +205,13 @@ bool Engine::Abort(const std::string& id) {
 }
 
 TokenEvent Engine::Advance(Sequence& seq, SeqState& st, int32_t token) {
+  const Clock::time_point now = Clock::now();
+  if (st.tokens++ == 0) {
+    st.first_token = now;
+  } else {
+    st.max_itl = std::max(st.max_itl, std::chrono::duration<double>(now - st.last_token).count());
+  }
+  st.last_token = now;
   TokenEvent ev;
   ev.request_id = seq.request.id;
   const SamplingParams& p = seq.request.params;
@@ -247,6 +255,12 @@ TokenEvent Engine::Advance(Sequence& seq, SeqState& st, int32_t token) {
     if (reason == FinishReason::kStop && st.max_stop > 0 && visible < st.raw.size()) r.text = st.raw.substr(0, visible);
     r.reason = reason;
     r.prompt_tokens = seq.prompt_len;
+    auto secs = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
+    r.metrics.queue_s = secs(st.arrival, st.first_scheduled);
+    r.metrics.ttft_s = secs(st.arrival, st.first_token);
+    r.metrics.tpot_s = st.tokens > 1 ? secs(st.first_token, now) / (st.tokens - 1) : 0.0;
+    r.metrics.max_itl_s = st.max_itl;
+    r.metrics.e2e_s = secs(st.arrival, now);
     results_.push_back(std::move(r));
   }
   return ev;
@@ -262,7 +276,15 @@ absl::StatusOr<std::vector<TokenEvent>> Engine::Step() {
     return events;
   }
   bool greedy_only = true;
-  for (const ScheduledSeq& ss : plan) greedy_only &= !ss.samples || ss.seq->request.params.temperature <= 0.0f;
+  const Clock::time_point now = Clock::now();
+  for (const ScheduledSeq& ss : plan) {
+    greedy_only &= !ss.samples || ss.seq->request.params.temperature <= 0.0f;
+    SeqState& st = states_.at(ss.seq->request.id);
+    if (!st.scheduled) {
+      st.scheduled = true;
+      st.first_scheduled = now;
+    }
+  }
   KVS_ASSIGN_OR_RETURN(ModelRunner::Output out, RunStep(input_, greedy_only));
   const int32_t vocab = weights_->config().vocab_size;
   size_t row = 0;

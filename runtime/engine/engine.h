@@ -3,6 +3,7 @@
 // held back until they can no longer match, so no part of one is ever emitted.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <random>
@@ -68,12 +69,22 @@ struct StepStats {
   bool pure_decode() const { return num_seqs > 0 && num_tokens == num_seqs && num_sampled == num_seqs; }
 };
 
+// Per-request latencies (seconds), measured on the leader from Add() on; what vLLM reports.
+struct RequestMetrics {
+  double queue_s = 0;    // arrival until first scheduled
+  double ttft_s = 0;     // arrival until the first output token
+  double tpot_s = 0;     // mean time per output token after the first
+  double max_itl_s = 0;  // longest gap between two consecutive output tokens
+  double e2e_s = 0;      // arrival until finished
+};
+
 struct RequestResult {
   std::string id;
   std::vector<int32_t> output_ids;
   std::string text;
   FinishReason reason = FinishReason::kNone;
   int32_t prompt_tokens = 0;
+  RequestMetrics metrics;
 };
 
 class Engine {
@@ -106,8 +117,13 @@ class Engine {
   const Scheduler& scheduler() const { return *scheduler_; }
 
  private:
+  using Clock = std::chrono::steady_clock;
   struct SeqState {
     std::mt19937_64 rng;
+    Clock::time_point arrival, first_scheduled, first_token, last_token;
+    bool scheduled = false;
+    int32_t tokens = 0;
+    double max_itl = 0;
     std::string raw;        // decoded bytes of generated tokens (special tokens skipped)
     size_t emitted = 0;     // bytes of `raw` already streamed
     size_t max_stop = 0;    // longest stop string
