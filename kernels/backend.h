@@ -80,6 +80,8 @@ class Backend {
   // --- copies (stream-ordered; ToHost waits) ---
   virtual absl::Status CopyToDevice(const void* host, void* device, size_t bytes) = 0;
   virtual absl::Status CopyToHost(const void* device, void* host, size_t bytes) = 0;
+  // Stream-ordered copy within backend memory.
+  virtual absl::Status CopyOnDevice(const void* src, void* dst, size_t bytes) = 0;
   // Stream-ordered device-to-host copy that does not wait; `host` is AllocateHost memory.
   virtual absl::Status CopyToHostAsync(const void* device, void* host, size_t bytes) = 0;
   // Converts float32 host values to `dst.dtype` while copying; dst must be contiguous.

@@ -15,7 +15,7 @@ json ToJson(const Request& r) {
   const SamplingParams& p = r.params;
   return json{{"id", r.id},       {"prompt_ids", r.prompt_ids}, {"temperature", p.temperature}, {"top_k", p.top_k},
               {"top_p", p.top_p}, {"seed", p.seed},             {"max_tokens", p.max_tokens},   {"stop", p.stop},
-              {"ignore_eos", p.ignore_eos}};
+              {"ignore_eos", p.ignore_eos}, {"n", p.n}};
 }
 
 Request RequestFromJson(const json& j) {
@@ -30,12 +30,14 @@ Request RequestFromJson(const json& j) {
   p.max_tokens = j.at("max_tokens").get<int32_t>();
   p.stop = j.at("stop").get<std::vector<std::string>>();
   p.ignore_eos = j.at("ignore_eos").get<bool>();
+  p.n = j.at("n").get<int32_t>();
   return r;
 }
 
 json ToJson(const RequestResult& r) {
   const RequestMetrics& m = r.metrics;
   return json{{"id", r.id},
+              {"index", r.index},
               {"output_ids", r.output_ids},
               {"text", r.text},
               {"reason", static_cast<int>(r.reason)},
@@ -46,6 +48,7 @@ json ToJson(const RequestResult& r) {
 RequestResult ResultFromJson(const json& j) {
   RequestResult r;
   r.id = j.at("id").get<std::string>();
+  r.index = j.at("index").get<int32_t>();
   r.output_ids = j.at("output_ids").get<std::vector<int32_t>>();
   r.text = j.at("text").get<std::string>();
   r.reason = static_cast<FinishReason>(j.at("reason").get<int>());

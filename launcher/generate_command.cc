@@ -74,10 +74,12 @@ absl::Status WriteResults(const std::string& path, const std::vector<BatchItem>&
   {
     std::ofstream out(tmp, std::ios::trunc);
     if (!out) return absl::PermissionDeniedError(absl::StrFormat("%s: cannot write the output file", path));
-    absl::flat_hash_map<std::string, RequestResult*> by_id;
-    for (auto& r : results) by_id[r.id] = &r;
+    absl::flat_hash_map<std::string, std::vector<RequestResult*>> by_id;
+    for (auto& r : results) by_id[r.id].push_back(&r);
     for (const BatchItem& item : items) {
-      const RequestResult& r = *by_id.at(item.id);
+      std::vector<RequestResult*>& samples = by_id.at(item.id);
+      std::sort(samples.begin(), samples.end(), [](auto* a, auto* b) { return a->index < b->index; });
+      const RequestResult& r = *samples.front();
       nlohmann::json j = {{"id", r.id},
                           {"text", r.text},
                           {"finish_reason", FinishReasonName(r.reason)},
@@ -90,6 +92,14 @@ absl::Status WriteResults(const std::string& path, const std::vector<BatchItem>&
                             {"tpot_s", r.metrics.tpot_s},
                             {"max_itl_s", r.metrics.max_itl_s},
                             {"e2e_s", r.metrics.e2e_s}}}};
+      if (samples.size() > 1) {
+        for (const RequestResult* s : samples) {
+          j["choices"].push_back({{"index", s->index},
+                                  {"text", s->text},
+                                  {"finish_reason", FinishReasonName(s->reason)},
+                                  {"output_ids", s->output_ids}});
+        }
+      }
       out << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     }
     if (!out.flush()) return absl::DataLossError(absl::StrFormat("%s: write failed", tmp));

@@ -3,9 +3,11 @@
 //   {"id": "a", "prompt": "text"}                 plain completion
 //   {"id": "b", "messages": [{"role": "user", "content": "hi"}]}   chat (template applied)
 //   {"id": "c", "prompt_ids": [1, 2, 3]}         pre-tokenized (no tokenizer needed)
-//   optional per line: max_tokens, temperature, top_p, top_k, seed, stop (string or list)
+//   optional per line: max_tokens, temperature, top_p, top_k, seed, stop (string or list),
+//   n (samples of the prompt; sample i seeds its generator with seed + i)
 // Output: one line per request, in input order:
-//   {"id", "text", "finish_reason", "prompt_tokens", "output_tokens", "output_ids"}
+//   {"id", "text", "finish_reason", "prompt_tokens", "output_tokens", "output_ids", "metrics"}
+//   (sample 0's), plus "choices": [{"index", "text", "finish_reason", "output_ids"}, ...] when n > 1
 // Every line is validated before any work starts; an error names the file and line.
 #pragma once
 

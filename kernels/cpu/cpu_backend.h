@@ -21,6 +21,7 @@ class CpuBackend final : public Backend {
   absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) override;
   size_t FreeMemoryBytes() const override;
   absl::StatusOr<HostBuffer> AllocateHost(size_t bytes) override;
+  absl::Status CopyOnDevice(const void* src, void* dst, size_t bytes) override { return CopyToHost(src, dst, bytes); }
   absl::Status CopyToHostAsync(const void* device, void* host, size_t bytes) override {
     return CopyToHost(device, host, bytes);
   }

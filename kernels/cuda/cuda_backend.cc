@@ -125,6 +125,12 @@ absl::StatusOr<HostBuffer> CudaBackend::AllocateHost(size_t bytes) {
   return HostBuffer(static_cast<std::byte*>(p), [](std::byte* q) { cudaFreeHost(q); });
 }
 
+absl::Status CudaBackend::CopyOnDevice(const void* src, void* dst, size_t bytes) {
+  if (bytes == 0) return absl::OkStatus();
+  KVS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
+  return absl::OkStatus();
+}
+
 absl::Status CudaBackend::CopyToHostAsync(const void* device, void* host, size_t bytes) {
   if (bytes == 0) return absl::OkStatus();
   KVS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host, device, bytes, cudaMemcpyDeviceToHost, stream_));

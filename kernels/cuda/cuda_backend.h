@@ -26,6 +26,7 @@ class CudaBackend final : public Backend {
   size_t FreeMemoryBytes() const override;
   absl::StatusOr<HostBuffer> AllocateHost(size_t bytes) override;
   absl::Status CopyToHostAsync(const void* device, void* host, size_t bytes) override;
+  absl::Status CopyOnDevice(const void* src, void* dst, size_t bytes) override;
 
   absl::Status CopyToDevice(const void* host, void* device, size_t bytes) override;
   absl::Status CopyToHost(const void* device, void* host, size_t bytes) override;

@@ -194,13 +194,16 @@ absl::Status Engine::Add(Request r) {
   for (const auto& s : r.params.stop) st.max_stop = std::max(st.max_stop, s.size());
   const std::string id = r.id;
   KVS_RETURN_IF_ERROR(scheduler_->Add(std::move(r)));
-  states_.emplace(id, std::move(st));
+  states_.emplace(id, std::move(st));  // StateKey of sample 0
   return absl::OkStatus();
 }
 
 bool Engine::Abort(const std::string& id) {
   if (!scheduler_->Abort(id)) return false;
-  states_.erase(id);
+  for (auto it = states_.begin(); it != states_.end();) {
+    auto cur = it++;
+    if (cur->first.substr(0, cur->first.find('\x1f')) == id) states_.erase(cur);
+  }
   return true;
 }
 
@@ -214,6 +217,7 @@ TokenEvent Engine::Advance(Sequence& seq, SeqState& st, int32_t token) {
   st.last_token = now;
   TokenEvent ev;
   ev.request_id = seq.request.id;
+  ev.index = seq.sample_index;
   const SamplingParams& p = seq.request.params;
   const bool eos = !p.ignore_eos && eos_ids_.contains(token);
   if (!eos) scheduler_->Append(&seq, token);
@@ -250,6 +254,7 @@ TokenEvent Engine::Advance(Sequence& seq, SeqState& st, int32_t token) {
     ev.reason = reason;
     RequestResult r;
     r.id = seq.request.id;
+    r.index = seq.sample_index;
     r.output_ids.assign(seq.tokens.begin() + seq.prompt_len, seq.tokens.end());
     r.text = tokenizer_ ? tokenizer_->Decode(r.output_ids, true) : "";
     if (reason == FinishReason::kStop && st.max_stop > 0 && visible < st.raw.size()) r.text = st.raw.substr(0, visible);
@@ -279,7 +284,7 @@ absl::StatusOr<std::vector<TokenEvent>> Engine::Step() {
   const Clock::time_point now = Clock::now();
   for (const ScheduledSeq& ss : plan) {
     greedy_only &= !ss.samples || ss.seq->request.params.temperature <= 0.0f;
-    SeqState& st = states_.at(ss.seq->request.id);
+    SeqState& st = states_.at(StateKey(*ss.seq));
     if (!st.scheduled) {
       st.scheduled = true;
       st.first_scheduled = now;
@@ -292,19 +297,34 @@ absl::StatusOr<std::vector<TokenEvent>> Engine::Step() {
   for (const ScheduledSeq& ss : plan) {
     if (!ss.samples) continue;
     Sequence& seq = *ss.seq;
-    SeqState& st = states_.at(seq.request.id);
     const SamplingParams& p = seq.request.params;
+    // The prompt is done: its n - 1 siblings fork here, sharing its blocks, and draw their
+    // first tokens from the same logits with their own generators.
+    std::vector<Sequence*> samplers = {&seq};
+    if (p.n > 1 && !seq.forked) {
+      const SeqState& parent = states_.at(StateKey(seq));
+      for (int32_t i = 1; i < p.n; ++i) {
+        Sequence* child = scheduler_->Fork(seq, i);
+        SeqState st = parent;
+        st.rng.seed(p.seed + static_cast<uint64_t>(i));
+        states_.emplace(StateKey(*child), std::move(st));
+        samplers.push_back(child);
+      }
+    }
     const cpu::SampleOptions opt{p.temperature, p.top_k, p.top_p};
-    const double u = std::uniform_real_distribution<double>(0.0, 1.0)(st.rng);
-    const int32_t token = greedy_only ? out.greedy_ids[row]
-                                      : cpu::SampleToken(out.logits.subspan(row * vocab, vocab), opt, u, sample_scratch_);
+    for (Sequence* s : samplers) {
+      SeqState& st = states_.at(StateKey(*s));
+      const double u = std::uniform_real_distribution<double>(0.0, 1.0)(st.rng);
+      const int32_t token = greedy_only ? out.greedy_ids[row]
+                                        : cpu::SampleToken(out.logits.subspan(row * vocab, vocab), opt, u, sample_scratch_);
+      TokenEvent ev = Advance(*s, st, token);
+      if (ev.finished) finished.push_back(s);
+      if (ev.finished || !ev.text_delta.empty()) events.push_back(std::move(ev));
+    }
     ++row;
-    TokenEvent ev = Advance(seq, st, token);
-    if (ev.finished) finished.push_back(&seq);
-    if (ev.finished || !ev.text_delta.empty()) events.push_back(std::move(ev));
   }
   for (Sequence* s : finished) {
-    states_.erase(s->request.id);
+    states_.erase(StateKey(*s));
     scheduler_->Finish(s);
   }
   return events;

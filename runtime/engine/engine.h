@@ -56,6 +56,7 @@ absl::StatusOr<KvCapacity> PlanKvCapacity(Backend& backend, const ModelWeights& 
 
 struct TokenEvent {
   std::string request_id;
+  int32_t index = 0;  // sample index (n > 1)
   std::string text_delta;  // newly visible text (valid UTF-8)
   bool finished = false;
   FinishReason reason = FinishReason::kNone;
@@ -80,6 +81,7 @@ struct RequestMetrics {
 
 struct RequestResult {
   std::string id;
+  int32_t index = 0;  // which of the request's n samples
   std::vector<int32_t> output_ids;
   std::string text;
   FinishReason reason = FinishReason::kNone;
@@ -129,6 +131,10 @@ class Engine {
     size_t max_stop = 0;    // longest stop string
   };
   Engine() = default;
+  // Per-sequence state key: the request id, plus the sample index for forks.
+  static std::string StateKey(const Sequence& s) {
+    return s.sample_index == 0 ? s.request.id : s.request.id + '\x1f' + std::to_string(s.sample_index);
+  }
   // Updates state after `token` joined `seq`; returns the event, finishing it when due.
   TokenEvent Advance(Sequence& seq, SeqState& st, int32_t token);
   // Sends `input` to the group's other ranks (tensor parallel) and runs it here.

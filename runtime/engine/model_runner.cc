@@ -96,6 +96,7 @@ absl::StatusOr<ModelRunner::Output> ModelRunner::Execute(const StepInput& in, bo
   // Swaps first, in stream order: a block swapped out may be rewritten by this very step.
   if (!in.swap_out.empty()) KVS_RETURN_IF_ERROR(cache_->SwapOut(*backend_, in.swap_out));
   if (!in.swap_in.empty()) KVS_RETURN_IF_ERROR(cache_->SwapIn(*backend_, in.swap_in));
+  if (!in.copy_blocks.empty()) KVS_RETURN_IF_ERROR(cache_->CopyBlocks(*backend_, in.copy_blocks));
   if (t == 0) return Output{};
   if (in.positions.size() != static_cast<size_t>(t) || in.slot_mapping.size() != static_cast<size_t>(t) ||
       in.query_start.size() != static_cast<size_t>(s) + 1 || in.query_start.back() != t ||

@@ -5,7 +5,7 @@
 namespace kvs {
 namespace {
 
-constexpr size_t kHeaderWords = 8;
+constexpr size_t kHeaderWords = 9;
 
 void Append(std::vector<int32_t>& words, const std::vector<int32_t>& v) { words.insert(words.end(), v.begin(), v.end()); }
 
@@ -21,6 +21,7 @@ void EncodeStep(const StepInput& in, bool greedy_only, std::vector<int32_t>& wor
   words.push_back(static_cast<int32_t>(in.logit_rows.size()));
   words.push_back(static_cast<int32_t>(in.swap_out.size()));
   words.push_back(static_cast<int32_t>(in.swap_in.size()));
+  words.push_back(static_cast<int32_t>(in.copy_blocks.size()));
   Append(words, in.token_ids);
   Append(words, in.positions);
   Append(words, in.slot_mapping);
@@ -30,6 +31,7 @@ void EncodeStep(const StepInput& in, bool greedy_only, std::vector<int32_t>& wor
   Append(words, in.logit_rows);
   Append(words, in.swap_out);
   Append(words, in.swap_in);
+  Append(words, in.copy_blocks);
 }
 
 void EncodeStop(std::vector<int32_t>& words) { words.assign(kHeaderWords, 0); words[0] = static_cast<int32_t>(StepCommand::kStop); }
@@ -40,11 +42,12 @@ absl::StatusOr<StepCommand> DecodeStep(std::span<const int32_t> words, StepInput
   if (command == StepCommand::kStop) return command;
   if (command != StepCommand::kRun) return absl::DataLossError(absl::StrFormat("unknown step command %d", words[0]));
   greedy_only = words[1] != 0;
-  const int64_t blocks_per_seq = words[2], t = words[3], s = words[4], rows = words[5], outs = words[6], ins = words[7];
-  if (blocks_per_seq < 0 || t < 0 || s < 0 || rows < 0 || outs < 0 || ins < 0) {
+  const int64_t blocks_per_seq = words[2], t = words[3], s = words[4], rows = words[5], outs = words[6], ins = words[7],
+                copies = words[8];
+  if (blocks_per_seq < 0 || t < 0 || s < 0 || rows < 0 || outs < 0 || ins < 0 || copies < 0) {
     return absl::DataLossError("negative size in step message");
   }
-  const int64_t expected = static_cast<int64_t>(kHeaderWords) + 3 * t + (s + 1) + s + s * blocks_per_seq + rows + outs + ins;
+  const int64_t expected = static_cast<int64_t>(kHeaderWords) + 3 * t + (s + 1) + s + s * blocks_per_seq + rows + outs + ins + copies;
   if (static_cast<int64_t>(words.size()) != expected) {
     return absl::DataLossError(absl::StrFormat("step message has %d words, its header implies %d", words.size(), expected));
   }
@@ -63,6 +66,7 @@ absl::StatusOr<StepCommand> DecodeStep(std::span<const int32_t> words, StepInput
   take(in.logit_rows, rows);
   take(in.swap_out, outs);
   take(in.swap_in, ins);
+  take(in.copy_blocks, copies);
   return command;
 }
 

@@ -22,20 +22,22 @@ struct StepInput {
   // Preemption by swap, done before the step's forward pass (out first, then in):
   std::vector<int32_t> swap_out;      // pairs (device block, host block)
   std::vector<int32_t> swap_in;       // pairs (host block, device block)
+  // Copy-on-write of blocks shared by forked sequences, after the swaps, before the forward.
+  std::vector<int32_t> copy_blocks;   // pairs (source block, destination block)
 
   int32_t num_tokens() const { return static_cast<int32_t>(token_ids.size()); }
   int32_t num_seqs() const { return static_cast<int32_t>(context_len.size()); }
   void Clear() {
     token_ids.clear(); positions.clear(); slot_mapping.clear(); query_start.assign(1, 0);
     context_len.clear(); block_table.clear(); logit_rows.clear(); max_blocks_per_seq = 0;
-    swap_out.clear(); swap_in.clear();
+    swap_out.clear(); swap_in.clear(); copy_blocks.clear();
   }
 };
 
 // The message a tensor-parallel group's rank 0 sends its other ranks before every step (or to
 // stop them), as int32 words: [command, greedy_only, max_blocks_per_seq, T, S, rows, swap-out
-// words, swap-in words, then token_ids, positions, slot_mapping, query_start, context_len,
-// block_table, logit_rows, swap_out, swap_in].
+// words, swap-in words, copy words, then token_ids, positions, slot_mapping, query_start,
+// context_len, block_table, logit_rows, swap_out, swap_in, copy_blocks].
 enum class StepCommand : int32_t { kRun = 1, kStop = 2 };
 void EncodeStep(const StepInput& in, bool greedy_only, std::vector<int32_t>& words);
 void EncodeStop(std::vector<int32_t>& words);

@@ -89,6 +89,24 @@ absl::Status KvCache::SwapIn(Backend& backend, std::span<const int32_t> pairs) c
   return absl::OkStatus();
 }
 
+absl::Status KvCache::CopyBlocks(Backend& backend, std::span<const int32_t> pairs) const {
+  if (pairs.size() % 2 != 0) return absl::InvalidArgumentError("copy list must hold pairs");
+  const size_t bb = BlockBytes();
+  for (size_t i = 0; i < pairs.size(); i += 2) {
+    if (pairs[i] < 0 || pairs[i] >= num_blocks_ || pairs[i + 1] < 0 || pairs[i + 1] >= num_blocks_) {
+      return absl::OutOfRangeError(absl::StrFormat("copy of block %d to %d is outside the cache", pairs[i], pairs[i + 1]));
+    }
+    for (size_t l = 0; l < k_.size(); ++l) {
+      for (const DeviceBuffer* buf : {&k_[l], &v_[l]}) {
+        auto* base = static_cast<std::byte*>(buf->data());
+        KVS_RETURN_IF_ERROR(backend.CopyOnDevice(base + static_cast<size_t>(pairs[i]) * bb,
+                                                 base + static_cast<size_t>(pairs[i + 1]) * bb, bb));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 PagedKvView KvCache::Layer(int32_t layer) const {
   KVS_CHECK(layer >= 0 && layer < static_cast<int32_t>(k_.size()));
   return PagedKvView{k_[layer].data(), v_[layer].data(), dtype_, num_blocks_, block_size_, kv_heads_, head_dim_};

@@ -27,6 +27,9 @@ class KvCache {
   absl::Status SwapOut(Backend& backend, std::span<const int32_t> pairs) const;
   // Copies host blocks back: pairs (host, device), flattened.
   absl::Status SwapIn(Backend& backend, std::span<const int32_t> pairs) const;
+  // Copies device blocks to device blocks: pairs (source, destination), flattened — the
+  // copy-on-write of a block shared by forked sequences.
+  absl::Status CopyBlocks(Backend& backend, std::span<const int32_t> pairs) const;
   int32_t num_host_blocks() const { return num_host_blocks_; }
   // Bytes of one block over all layers, K and V: what a swap of one block moves each way.
   size_t bytes_per_block() const { return 2 * static_cast<size_t>(k_.size()) * BlockBytes(); }

@@ -14,6 +14,7 @@ absl::Status SamplingParams::Validate() const {
   if (!(top_p > 0.0f && top_p <= 1.0f)) {
     return absl::InvalidArgumentError(absl::StrFormat("top_p must be in (0, 1], got %g", top_p));
   }
+  if (n < 1 || n > 128) return absl::InvalidArgumentError(absl::StrFormat("n must be in 1..128, got %d", n));
   if (max_tokens <= 0) return absl::InvalidArgumentError(absl::StrFormat("max_tokens must be >= 1, got %d", max_tokens));
   for (const auto& s : stop) {
     if (s.empty()) return absl::InvalidArgumentError("stop strings must not be empty");

@@ -17,6 +17,7 @@ struct SamplingParams {
   int32_t max_tokens = 128;
   std::vector<std::string> stop;  // stop strings; the output ends before the first one
   bool ignore_eos = false;
+  int32_t n = 1;  // samples per prompt: the prompt is computed once and its blocks shared
 
   // InvalidArgument naming the field for out-of-range values.
   absl::Status Validate() const;

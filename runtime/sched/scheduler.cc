@@ -1,6 +1,7 @@
 #include "runtime/sched/scheduler.h"
 
 #include <algorithm>
+#include <map>
 
 #include "absl/strings/str_format.h"
 #include "kernels/common/status_macros.h"
@@ -16,6 +17,10 @@ absl::Status Scheduler::Add(Request r) {
   KVS_RETURN_IF_ERROR(r.params.Validate());
   const int32_t prompt = static_cast<int32_t>(r.prompt_ids.size());
   if (prompt == 0) return absl::InvalidArgumentError(absl::StrFormat("request '%s': the prompt is empty", r.id));
+  if (r.params.n > config_.max_seqs) {
+    return absl::InvalidArgumentError(absl::StrFormat("request '%s': n = %d exceeds --max-seqs %d", r.id, r.params.n,
+                                                      config_.max_seqs));
+  }
   if (prompt >= config_.max_model_len) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "request '%s': prompt of %d tokens leaves no room to generate within the %d-token context", r.id, prompt,
@@ -36,12 +41,41 @@ absl::Status Scheduler::Add(Request r) {
   return absl::OkStatus();
 }
 
-bool Scheduler::Grow(Sequence& s, int32_t tokens) {
-  const int32_t need = BlocksFor(tokens) - static_cast<int32_t>(s.blocks.size());
-  if (need <= 0) return true;
+bool Scheduler::Grow(Sequence& s, int32_t tokens, StepInput& in) {
+  const int32_t want = BlocksFor(tokens);
+  const auto have = static_cast<int32_t>(s.blocks.size());
+  // Held blocks this step writes into that a sibling also holds: each needs a private copy.
+  std::vector<int32_t> shared;
+  for (int32_t i = s.num_computed / config_.block_size; i < std::min(have, want); ++i) {
+    if (pool_.RefCount(s.blocks[i]) > 1) shared.push_back(i);
+  }
+  const int32_t need = std::max(want - have, 0) + static_cast<int32_t>(shared.size());
   if (need > pool_.num_free()) return false;
-  for (int32_t i = 0; i < need; ++i) s.blocks.push_back(*pool_.Allocate());
+  for (int32_t i : shared) {
+    const BlockId copy = *pool_.Allocate();
+    in.copy_blocks.push_back(s.blocks[i].value);
+    in.copy_blocks.push_back(copy.value);
+    pool_.Release(s.blocks[i]);  // still held by the sibling, so its contents stay for the copy
+    s.blocks[i] = copy;
+    ++copied_blocks_;
+  }
+  for (int32_t i = have; i < want; ++i) s.blocks.push_back(*pool_.Allocate());
   return true;
+}
+
+Sequence* Scheduler::Fork(Sequence& parent, int32_t sample_index) {
+  auto child = std::make_unique<Sequence>();
+  child->request = parent.request;
+  child->tokens = parent.tokens;
+  child->prompt_len = parent.prompt_len;
+  child->num_computed = parent.num_computed;
+  child->blocks = parent.blocks;
+  for (BlockId b : child->blocks) pool_.AddRef(b);
+  child->sample_index = sample_index;
+  child->forked = true;
+  parent.forked = true;
+  running_.push_back(std::move(child));
+  return running_.back().get();
 }
 
 void Scheduler::Preempt(std::unique_ptr<Sequence> s, StepInput& in) {
@@ -108,10 +142,11 @@ std::vector<ScheduledSeq> Scheduler::Schedule(StepInput& in) {
   int32_t budget = config_.max_tokens_per_step;
 
   const int64_t preempted_before = preemptions_;
-  for (size_t i = 0; i < running_.size() && budget > 0;) {
+  const auto seq_limit = static_cast<size_t>(config_.max_seqs);
+  for (size_t i = 0; i < running_.size() && budget > 0 && out.size() < seq_limit;) {
     Sequence& s = *running_[i];
     const int32_t n = std::min<int32_t>(static_cast<int32_t>(s.tokens.size()) - s.num_computed, budget);
-    if (Grow(s, s.num_computed + n)) {
+    if (Grow(s, s.num_computed + n, in)) {
       Emit(s, n, in, out);
       budget -= n;
       ++i;
@@ -127,20 +162,22 @@ std::vector<ScheduledSeq> Scheduler::Schedule(StepInput& in) {
   if (preemptions_ == preempted_before && !swapped_.empty()) {
     const size_t first_resumed = running_.size();
     Resume(in);
-    for (size_t i = first_resumed; i < running_.size() && budget > 0; ++i) {
+    for (size_t i = first_resumed; i < running_.size() && budget > 0 && out.size() < seq_limit; ++i) {
       Sequence& s = *running_[i];
       const int32_t n = std::min<int32_t>(static_cast<int32_t>(s.tokens.size()) - s.num_computed, budget);
-      if (!Grow(s, s.num_computed + n)) break;
+      if (!Grow(s, s.num_computed + n, in)) break;
       Emit(s, n, in, out);
       budget -= n;
     }
   }
 
-  while (swapped_.empty() && !waiting_.empty() && budget > 0 &&
-         static_cast<int32_t>(running_.size()) < config_.max_seqs) {
+  while (swapped_.empty() && !waiting_.empty() && budget > 0) {
     Sequence& s = *waiting_.front();
+    // Room for the request's forks too (they join when its prompt is done).
+    const int32_t seats = s.forked ? 1 : s.request.params.n;
+    if (static_cast<int32_t>(running_.size()) + seats > config_.max_seqs) break;
     const int32_t n = std::min<int32_t>(static_cast<int32_t>(s.tokens.size()) - s.num_computed, budget);
-    if (!Grow(s, s.num_computed + n)) break;
+    if (!Grow(s, s.num_computed + n, in)) break;
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
     Emit(s, n, in, out);
@@ -170,38 +207,47 @@ void Scheduler::Finish(Sequence* seq) {
 }
 
 bool Scheduler::Abort(const std::string& id) {
-  for (size_t i = 0; i < running_.size(); ++i) {
-    if (running_[i]->request.id == id) {
-      Finish(running_[i].get());
-      return true;
+  bool found = false;
+  for (size_t i = 0; i < running_.size();) {
+    if (running_[i]->request.id != id) {
+      ++i;
+      continue;
     }
+    Finish(running_[i].get());
+    found = true;
   }
-  for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
-    if ((*it)->request.id == id) {
-      for (BlockId b : (*it)->blocks) pool_.Release(b);
-      waiting_.erase(it);
-      return true;
+  for (auto it = waiting_.begin(); it != waiting_.end();) {
+    if ((*it)->request.id != id) {
+      ++it;
+      continue;
     }
+    for (BlockId b : (*it)->blocks) pool_.Release(b);
+    it = waiting_.erase(it);
+    found = true;
   }
-  for (auto it = swapped_.begin(); it != swapped_.end(); ++it) {
-    if ((*it)->request.id == id) {
-      for (BlockId h : (*it)->host_blocks) host_pool_.Release(h);
-      swapped_.erase(it);
-      return true;
+  for (auto it = swapped_.begin(); it != swapped_.end();) {
+    if ((*it)->request.id != id) {
+      ++it;
+      continue;
     }
+    for (BlockId h : (*it)->host_blocks) host_pool_.Release(h);
+    it = swapped_.erase(it);
+    found = true;
   }
-  return false;
+  return found;
 }
 
 void Scheduler::CheckInvariants() const {
   pool_.CheckInvariants();
   host_pool_.CheckInvariants();
-  int64_t device = 0, host = 0;
+  int64_t host = 0;
+  std::map<int32_t, int32_t> holders;  // device block -> sequences holding it (forks share)
   for (const auto& s : running_) {
     KVS_CHECK_MSG(s->host_blocks.empty(), "a running sequence holds host blocks");
     KVS_CHECK_MSG(static_cast<int32_t>(s->blocks.size()) >= BlocksFor(s->num_computed), "a running sequence lacks blocks");
-    device += s->blocks.size();
+    for (BlockId b : s->blocks) ++holders[b.value];
   }
+  for (const auto& [b, n] : holders) KVS_CHECK_MSG(pool_.RefCount(BlockId{b}) == n, "a block's reference count != its holders");
   for (const auto& s : waiting_) {
     KVS_CHECK_MSG(s->blocks.empty() && s->host_blocks.empty() && s->num_computed == 0, "a waiting sequence holds blocks");
   }
@@ -210,7 +256,8 @@ void Scheduler::CheckInvariants() const {
     KVS_CHECK_MSG(static_cast<int32_t>(s->host_blocks.size()) == BlocksFor(s->num_computed), "swapped blocks != computed");
     host += s->host_blocks.size();
   }
-  KVS_CHECK_MSG(device == pool_.num_blocks() - pool_.num_free(), "device blocks held != blocks in use");
+  KVS_CHECK_MSG(static_cast<int32_t>(holders.size()) == pool_.num_blocks() - pool_.num_free(),
+                "device blocks held != blocks in use");
   KVS_CHECK_MSG(host == host_pool_.num_blocks() - host_pool_.num_free(), "host blocks held != host blocks in use");
 }
 

@@ -39,6 +39,8 @@ struct Sequence {
   int32_t num_computed = 0;     // tokens whose KV is in the cache
   std::vector<BlockId> blocks;
   std::vector<BlockId> host_blocks;  // while swapped out
+  int32_t sample_index = 0;          // which of the request's n samples (forks) this is
+  bool forked = false;               // its n - 1 siblings exist
   int32_t num_generated() const { return static_cast<int32_t>(tokens.size()) - prompt_len; }
   int32_t preemptions = 0;
 };
@@ -67,13 +69,19 @@ class Scheduler {
   void Append(Sequence* seq, int32_t token) { seq->tokens.push_back(token); }
   // Removes a finished or aborted sequence and frees its blocks.
   void Finish(Sequence* seq);
+  // Removes every sequence of the request (all its samples), wherever they are.
   bool Abort(const std::string& request_id);
+  // A new running sequence sharing all of `parent`'s tokens and blocks (reference-counted; the
+  // first write into a shared block copies it first). The next sample index is `parent`'s
+  // siblings' count.
+  Sequence* Fork(Sequence& parent, int32_t sample_index);
 
   bool HasWork() const { return !running_.empty() || !waiting_.empty() || !swapped_.empty(); }
   int32_t num_running() const { return static_cast<int32_t>(running_.size()); }
   int32_t num_waiting() const { return static_cast<int32_t>(waiting_.size()); }
   int32_t num_swapped() const { return static_cast<int32_t>(swapped_.size()); }
   int64_t num_preemptions() const { return preemptions_; }
+  int64_t num_copied_blocks() const { return copied_blocks_; }
   int64_t num_swap_preemptions() const { return swap_preemptions_; }
   const BlockPool& pool() const { return pool_; }
   const BlockPool& host_pool() const { return host_pool_; }
@@ -84,7 +92,8 @@ class Scheduler {
 
  private:
   int32_t BlocksFor(int32_t tokens) const { return (tokens + config_.block_size - 1) / config_.block_size; }
-  bool Grow(Sequence& s, int32_t tokens);
+  // Gives `s` the blocks for `tokens` tokens, copying any shared block it is about to write.
+  bool Grow(Sequence& s, int32_t tokens, StepInput& in);
   void Preempt(std::unique_ptr<Sequence> s, StepInput& in);
   // Moves swapped sequences whose blocks fit back to running (oldest first).
   void Resume(StepInput& in);
@@ -96,7 +105,7 @@ class Scheduler {
   std::vector<std::unique_ptr<Sequence>> running_;  // admission order: oldest first
   std::deque<std::unique_ptr<Sequence>> swapped_;   // oldest first
   BlockPool host_pool_;
-  int64_t preemptions_ = 0, swap_preemptions_ = 0;
+  int64_t preemptions_ = 0, swap_preemptions_ = 0, copied_blocks_ = 0;
 };
 
 }  // namespace kvs

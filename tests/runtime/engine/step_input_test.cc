@@ -20,6 +20,7 @@ StepInput Sample() {
   in.logit_rows = {2, 3};
   in.swap_out = {4, 0, 5, 1};
   in.swap_in = {2, 6};
+  in.copy_blocks = {1, 7};
   return in;
 }
 
@@ -43,6 +44,7 @@ TEST(StepMessageTest, RoundTripsEveryField) {
   EXPECT_EQ(out.max_blocks_per_seq, 2);
   EXPECT_EQ(out.swap_out, in.swap_out);
   EXPECT_EQ(out.swap_in, in.swap_in);
+  EXPECT_EQ(out.copy_blocks, in.copy_blocks);
 
   EncodeStop(words);
   EXPECT_EQ(*DecodeStep(words, out, greedy), StepCommand::kStop);

@@ -39,6 +39,7 @@ struct FakeKv {
   void Step(const StepInput& in, const std::vector<ScheduledSeq>& plan) {
     Move(in.swap_out, device, host);  // out first, as the runner does
     Move(in.swap_in, host, device);
+    Move(in.copy_blocks, device, device);  // copy-on-write of blocks shared by forks
     for (size_t r = 0; r < plan.size(); ++r) {
       const Sequence& s = *plan[r].seq;
       const int32_t first_new = in.context_len[r] - plan[r].num_tokens;
@@ -60,14 +61,16 @@ struct FakeKv {
 int RunToCompletion(Scheduler& s, std::mt19937* abort_rng = nullptr) {
   StepInput in;
   FakeKv kv{s.config().block_size, {}, {}};
-  int steps = 0;
+  int steps = 0, empty_in_a_row = 0;
   while (s.HasWork()) {
     auto plan = s.Schedule(in);
     s.CheckInvariants();
     kv.Step(in, plan);
-    if (plan.empty()) {  // only a step that swapped everything out may be empty
-      EXPECT_FALSE(in.swap_out.empty()) << "work left but nothing schedulable";
-      if (in.swap_out.empty()) break;
+    // A step that only preempts (everything swapped or dropped) may be empty; two in a row
+    // would mean no progress.
+    if (plan.empty()) {
+      EXPECT_LT(++empty_in_a_row, 2) << "work left but nothing schedulable";
+      if (empty_in_a_row >= 2) break;
       continue;
     }
     EXPECT_LE(in.num_tokens(), s.config().max_tokens_per_step);
@@ -75,11 +78,30 @@ int RunToCompletion(Scheduler& s, std::mt19937* abort_rng = nullptr) {
     // Every slot of this step belongs to a block the sequence owns, and no slot is used twice.
     std::set<int32_t> slots(in.slot_mapping.begin(), in.slot_mapping.end());
     EXPECT_EQ(slots.size(), in.slot_mapping.size());
+    empty_in_a_row = 0;
+    std::vector<Sequence*> samplers;
     for (const auto& ss : plan) {
       if (!ss.samples) continue;
-      s.Append(ss.seq, 7);
-      if (ss.seq->num_generated() >= ss.seq->request.params.max_tokens) s.Finish(ss.seq);
-      else if (abort_rng && (*abort_rng)() % 50 == 0) EXPECT_TRUE(s.Abort(ss.seq->request.id));
+      samplers.push_back(ss.seq);
+      // n > 1: the siblings fork off the finished prompt, as the engine does.
+      if (ss.seq->request.params.n > 1 && !ss.seq->forked) {
+        for (int32_t i = 1; i < ss.seq->request.params.n; ++i) samplers.push_back(s.Fork(*ss.seq, i));
+      }
+    }
+    std::vector<std::string> ids;  // read now: an abort destroys every sample of its request
+    for (Sequence* seq : samplers) ids.push_back(seq->request.id);
+    std::set<std::string> aborted;
+    for (size_t k = 0; k < samplers.size(); ++k) {
+      if (aborted.contains(ids[k])) continue;
+      Sequence* seq = samplers[k];
+      s.Append(seq, 7);
+      if (seq->num_generated() >= seq->request.params.max_tokens) {
+        s.Finish(seq);
+      } else if (abort_rng && (*abort_rng)() % 50 == 0) {
+        const std::string id = seq->request.id;  // Abort destroys seq
+        EXPECT_TRUE(s.Abort(id));                // every sample of the request
+        aborted.insert(id);
+      }
     }
     ++steps;
   }
@@ -162,7 +184,7 @@ TEST(PreemptionCostModelTest, SwapsWhenMovingTheBlocksBeatsRecomputingTheTokens)
 
 TEST(SchedulerTest, RandomizedStressEndsWithEveryBlockBack) {
   std::mt19937 rng(99);
-  int64_t swaps = 0, recomputes = 0;
+  int64_t swaps = 0, recomputes = 0, copies = 0;
   for (int round = 0; round < 30; ++round) {
     const int32_t bs = 1 + rng() % 8;
     SchedulerConfig c{bs, 1 + static_cast<int32_t>(rng() % 16), 8 + static_cast<int32_t>(rng() % 64), 128};
@@ -173,7 +195,9 @@ TEST(SchedulerTest, RandomizedStressEndsWithEveryBlockBack) {
     for (int i = 0; i < 150; ++i) {
       const int32_t prompt = 1 + rng() % 100;
       const int32_t out = 1 + rng() % 27;
-      ASSERT_TRUE(s.Add(Req(std::to_string(i), prompt, out)).ok());
+      Request r = Req(std::to_string(i), prompt, out);
+      r.params.n = std::min<int32_t>(1 + rng() % 3, c.max_seqs);  // forks share their prompt's blocks
+      ASSERT_TRUE(s.Add(std::move(r)).ok());
     }
     RunToCompletion(s, &rng);
     s.CheckInvariants();
@@ -181,10 +205,12 @@ TEST(SchedulerTest, RandomizedStressEndsWithEveryBlockBack) {
     EXPECT_EQ(s.host_pool().num_free(), s.host_pool().num_blocks()) << "round " << round;
     swaps += s.num_swap_preemptions();
     recomputes += s.num_preemptions() - s.num_swap_preemptions();
+    copies += s.num_copied_blocks();
   }
-  // Thousands of requests went through both kinds of preemption.
+  // Thousands of requests went through both kinds of preemption and through copy-on-write.
   EXPECT_GT(swaps, 100);
   EXPECT_GT(recomputes, 100);
+  EXPECT_GT(copies, 100);
 }
 
 }  // namespace
