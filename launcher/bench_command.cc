@@ -29,6 +29,13 @@ ABSL_FLAG(std::string, kernel, "", "bench: time one kernel instead of the engine
 ABSL_FLAG(int32_t, batch, 1, "bench --kernel attention: sequences");
 ABSL_FLAG(int32_t, context, 4096, "bench --kernel attention: tokens per sequence");
 ABSL_FLAG(int32_t, iters, 50, "bench --kernel: timed repetitions");
+ABSL_FLAG(std::string, dataset, "",
+          "bench: 'sharegpt-like' draws prompt/output lengths from log-normal fits of ShareGPT (means 161 in / 338 "
+          "out tokens, as in the vLLM paper) instead of --input-len/--output-len");
+ABSL_FLAG(double, length_scale, 1.0, "bench --dataset: multiply the dataset's mean lengths (smaller runs)");
+ABSL_FLAG(bool, static_batching, false,
+          "bench: the baseline paging is measured against: static batches, each request reserving a full "
+          "--max-model-len context");
 ABSL_FLAG(bool, shuffle_blocks, true, "bench --kernel attention: scatter pages randomly (as after churn)");
 
 namespace kvs {
@@ -104,6 +111,54 @@ absl::Status BenchAttention(Backend& backend, const ModelConfig& c, bool prefill
   return absl::OkStatus();
 }
 
+// A ShareGPT-like mix at a fixed KV budget: how many sequences run at once, how full the
+// allocated KV slots are, and the throughput — the figures the paging argument is about.
+absl::Status BenchMix(Backend& backend, const ModelWeights& weights, Engine* engine, int tp, int32_t max_model_len) {
+  const int32_t n = absl::GetFlag(FLAGS_num_prompts);
+  const double scale = absl::GetFlag(FLAGS_length_scale);
+  std::mt19937 rng(2024);
+  std::uniform_int_distribution<int32_t> tok(0, weights.config().vocab_size - 1);
+  // Log-normal with sigma 1 (ShareGPT's long tail), mu set so the mean is the dataset's.
+  auto draw = [&](double mean) {
+    std::lognormal_distribution<double> d(std::log(mean * scale) - 0.5, 1.0);
+    return std::max<int32_t>(1, static_cast<int32_t>(d(rng)));
+  };
+  int64_t want_out = 0;
+  for (int32_t i = 0; i < n; ++i) {
+    Request r;
+    r.id = std::to_string(i);
+    const int32_t in = std::min(draw(161.3), max_model_len / 2);
+    r.prompt_ids.resize(in);
+    for (auto& t : r.prompt_ids) t = tok(rng);
+    r.params.max_tokens = std::min(draw(338.0), max_model_len - in);
+    r.params.ignore_eos = true;
+    want_out += r.params.max_tokens;
+    KVS_RETURN_IF_ERROR(engine->Add(std::move(r)));
+  }
+  const Scheduler& sched = engine->scheduler();
+  const int32_t bs = engine->kv_cache().block_size();
+  int64_t steps = 0, seq_sum = 0, max_running = 0;
+  double util_sum = 0;
+  const auto t0 = Clock::now();
+  while (engine->HasWork()) {
+    KVS_RETURN_IF_ERROR(engine->Step().status());
+    ++steps;
+    seq_sum += engine->last_step().num_seqs;
+    max_running = std::max<int64_t>(max_running, sched.num_running());
+    const int32_t used = sched.pool().num_blocks() - sched.pool().num_free();
+    if (used > 0) util_sum += static_cast<double>(sched.TokensInCache()) / (static_cast<double>(used) * bs);
+  }
+  const double total = Seconds(t0, Clock::now());
+  std::printf("| %s | %s tp=%d | %d requests, %lld output tokens | KV %d blocks x %d | max %lld / mean %.1f seqs per step | "
+              "KV slots used %.1f%% | %lld preemptions | %.2f s | %.0f output tok/s |\n",
+              absl::GetFlag(FLAGS_static_batching) ? "static batching, full-context reservation" : "paged, continuous",
+              backend.Name().c_str(), tp, n, static_cast<long long>(want_out), engine->kv_cache().num_blocks(), bs,
+              static_cast<long long>(max_running), static_cast<double>(seq_sum) / std::max<int64_t>(steps, 1),
+              100.0 * util_sum / std::max<int64_t>(steps, 1), static_cast<long long>(sched.num_preemptions()), total,
+              want_out / total);
+  return absl::OkStatus();
+}
+
 // Runs on a TP group's leader; the group's other ranks follow it as StepWorkers.
 absl::Status BenchEngine(Backend& backend, const ModelWeights& weights, Engine* engine, int tp) {
   const int32_t in_len = absl::GetFlag(FLAGS_input_len), out_len = absl::GetFlag(FLAGS_output_len);
@@ -172,11 +227,23 @@ absl::Status Bench(std::unique_ptr<RankRuntime>& rt) {
   if (in_len < 1 || out_len < 1 || absl::GetFlag(FLAGS_num_prompts) < 1) {
     return absl::InvalidArgumentError("--input-len, --output-len and --num-prompts must be >= 1");
   }
+  const std::string dataset = absl::GetFlag(FLAGS_dataset);
+  if (!dataset.empty() && dataset != "sharegpt-like") {
+    return absl::InvalidArgumentError(absl::StrFormat("--dataset '%s' is unknown (sharegpt-like)", dataset));
+  }
+  if (!(absl::GetFlag(FLAGS_length_scale) > 0)) return absl::InvalidArgumentError("--length-scale must be > 0");
+  int32_t max_model_len = 0;
   KVS_ASSIGN_OR_RETURN(rt, StartRank(model_path, [&](EngineConfig& c, const ModelConfig& mc) {
-    if (c.max_model_len == 0) c.max_model_len = std::min(mc.MaxContext(), in_len + out_len + 16);
+    if (c.max_model_len == 0) c.max_model_len = std::min(mc.MaxContext(), dataset.empty() ? in_len + out_len + 16 : 2048);
+    c.static_batching = absl::GetFlag(FLAGS_static_batching);
+    max_model_len = c.max_model_len;
   }));
   if (rt->worker) return RunWorker(*rt);
   if (rt->world.rank != 0) return rt->engine->Shutdown();  // data parallel: bench one group
+  if (!dataset.empty()) {
+    KVS_RETURN_IF_ERROR(BenchMix(*rt->backend, *rt->weights, rt->engine.get(), rt->context->layout().tp, max_model_len));
+    return rt->engine->Shutdown();
+  }
   KVS_RETURN_IF_ERROR(BenchEngine(*rt->backend, *rt->weights, rt->engine.get(), rt->context->layout().tp));
   return rt->engine->Shutdown();
 }

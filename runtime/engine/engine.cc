@@ -107,6 +107,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Backend& backend, const M
   sc.max_seqs = config.max_seqs;
   sc.max_tokens_per_step = config.max_tokens_per_step;
   sc.max_model_len = config.max_model_len;
+  sc.static_batching = config.static_batching;
   KVS_ASSIGN_OR_RETURN(sc.num_host_blocks, AddSwapSpace(backend, config, tp, e->cache_));
   sc.preemption.mode = sc.num_host_blocks > 0 ? config.preemption_mode : PreemptionMode::kRecompute;
   if (sc.preemption.mode == PreemptionMode::kAuto) {

@@ -32,6 +32,7 @@ struct EngineConfig {
   double memory_fraction = 0.9;
   size_t swap_space_bytes = 0;   // host memory for swapped-out KV blocks (per rank)
   PreemptionMode preemption_mode = PreemptionMode::kAuto;
+  bool static_batching = false;  // the no-paging baseline (scheduler.h), for benchmarks
   absl::Status Validate() const;
 };
 

@@ -142,6 +142,7 @@ std::vector<ScheduledSeq> Scheduler::Schedule(StepInput& in) {
   int32_t budget = config_.max_tokens_per_step;
 
   const int64_t preempted_before = preemptions_;
+  const bool batch_was_empty = running_.empty() && swapped_.empty();
   const auto seq_limit = static_cast<size_t>(config_.max_seqs);
   for (size_t i = 0; i < running_.size() && budget > 0 && out.size() < seq_limit;) {
     Sequence& s = *running_[i];
@@ -171,12 +172,15 @@ std::vector<ScheduledSeq> Scheduler::Schedule(StepInput& in) {
     }
   }
 
-  while (swapped_.empty() && !waiting_.empty() && budget > 0) {
+  // Static batching admits only into an empty batch (those admitted this step join it).
+  const bool admit = !config_.static_batching || batch_was_empty;
+  while (admit && swapped_.empty() && !waiting_.empty() && budget > 0) {
     Sequence& s = *waiting_.front();
     // Room for the request's forks too (they join when its prompt is done).
     const int32_t seats = s.forked ? 1 : s.request.params.n;
     if (static_cast<int32_t>(running_.size()) + seats > config_.max_seqs) break;
     const int32_t n = std::min<int32_t>(static_cast<int32_t>(s.tokens.size()) - s.num_computed, budget);
+    if (config_.static_batching && !Grow(s, config_.max_model_len, in)) break;  // the whole context, reserved
     if (!Grow(s, s.num_computed + n, in)) break;
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
@@ -235,6 +239,22 @@ bool Scheduler::Abort(const std::string& id) {
     found = true;
   }
   return found;
+}
+
+int64_t Scheduler::TokensInCache() const {
+  // Forks share blocks: count each held block's filled slots once.
+  std::map<int32_t, int32_t> filled;
+  for (const auto& s : running_) {
+    for (size_t i = 0; i < s->blocks.size(); ++i) {
+      const int32_t in_block = std::clamp<int32_t>(s->num_computed - static_cast<int32_t>(i) * config_.block_size, 0,
+                                                   config_.block_size);
+      int32_t& f = filled[s->blocks[i].value];
+      f = std::max(f, in_block);
+    }
+  }
+  int64_t total = 0;
+  for (const auto& [b, f] : filled) total += f;
+  return total;
 }
 
 void Scheduler::CheckInvariants() const {

@@ -28,6 +28,10 @@ struct SchedulerConfig {
   int32_t max_seqs = 64;              // sequences per step
   int32_t max_tokens_per_step = 512;  // token budget (prefill chunks + decodes)
   int32_t max_model_len = 4096;       // prompt + output cap per sequence
+  // The baseline that paging is measured against (benchmarks only): requests are admitted in
+  // batches, only when the previous batch has finished, and each reserves the blocks of a full
+  // max_model_len context up front (no paging, no preemption).
+  bool static_batching = false;
   int32_t num_host_blocks = 0;        // swap space; 0: preemption always recomputes
   PreemptionCostModel preemption;
 };
@@ -85,6 +89,8 @@ class Scheduler {
   int64_t num_swap_preemptions() const { return swap_preemptions_; }
   const BlockPool& pool() const { return pool_; }
   const BlockPool& host_pool() const { return host_pool_; }
+  // Tokens whose KV is in device blocks (for KV utilisation: this over allocated slots).
+  int64_t TokensInCache() const;
   // Aborts unless every block is either free or held by exactly one sequence, on both tiers.
   void CheckInvariants() const;
   const SchedulerConfig& config() const { return config_; }

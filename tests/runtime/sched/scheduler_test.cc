@@ -163,6 +163,25 @@ TEST(SchedulerTest, SwapsTheNewestSequenceOutAndBackWhenBlocksRunOut) {
   EXPECT_EQ(s.host_pool().num_free(), 8);
 }
 
+TEST(SchedulerTest, StaticBatchingBaselineReservesWholeContextsAndWaitsForTheBatch) {
+  SchedulerConfig c{4, 8, 64, 32};  // 32-token contexts: 8 blocks each
+  c.static_batching = true;
+  Scheduler s(c, 20);               // room for two reservations
+  for (const char* id : {"a", "b", "c"}) ASSERT_TRUE(s.Add(Req(id, 3, 2)).ok());
+  StepInput in;
+  auto p1 = s.Schedule(in);
+  ASSERT_EQ(p1.size(), 2u);
+  EXPECT_EQ(s.pool().num_free(), 4) << "each admitted request holds a whole context";
+  for (auto& ss : p1) s.Append(ss.seq, 7);
+  auto p2 = s.Schedule(in);
+  EXPECT_EQ(p2.size(), 2u) << "c must wait for the batch to finish, although blocks would page in";
+  for (auto& ss : p2) s.Finish(ss.seq);
+  auto p3 = s.Schedule(in);
+  ASSERT_EQ(p3.size(), 1u);
+  EXPECT_EQ(p3[0].seq->request.id, "c");
+  EXPECT_EQ(s.num_preemptions(), 0);
+}
+
 TEST(PreemptionCostModelTest, SwapsWhenMovingTheBlocksBeatsRecomputingTheTokens) {
   PreemptionCostModel m;
   m.mode = PreemptionMode::kAuto;
