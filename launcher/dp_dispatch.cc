@@ -15,7 +15,7 @@ json ToJson(const Request& r) {
   const SamplingParams& p = r.params;
   return json{{"id", r.id},       {"prompt_ids", r.prompt_ids}, {"temperature", p.temperature}, {"top_k", p.top_k},
               {"top_p", p.top_p}, {"seed", p.seed},             {"max_tokens", p.max_tokens},   {"stop", p.stop},
-              {"ignore_eos", p.ignore_eos}, {"n", p.n}};
+              {"ignore_eos", p.ignore_eos}, {"n", p.n}, {"priority", r.priority}};
 }
 
 Request RequestFromJson(const json& j) {
@@ -31,6 +31,7 @@ Request RequestFromJson(const json& j) {
   p.stop = j.at("stop").get<std::vector<std::string>>();
   p.ignore_eos = j.at("ignore_eos").get<bool>();
   p.n = j.at("n").get<int32_t>();
+  r.priority = j.at("priority").get<int32_t>();
   return r;
 }
 

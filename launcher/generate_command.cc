@@ -1,6 +1,7 @@
 // `kvshard generate`: one prompt streamed to stdout, or a JSONL batch (--input/--output).
 #include <algorithm>
 #include <chrono>
+#include <optional>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -13,6 +14,7 @@
 #include "launcher/engine_flags.h"
 #include "launcher/commands.h"
 #include "launcher/dp_dispatch.h"
+#include "launcher/progress.h"
 #include "launcher/rank_setup.h"
 #include "launcher/flags.h"
 #include "launcher/jsonl_requests.h"
@@ -147,7 +149,7 @@ absl::Status Generate(std::unique_ptr<RankRuntime>& rt) {
       auto ids = item.prompt_ids.empty() ? EncodePrompt(*rt->model, item.prompt, item.messages)
                                          : absl::StatusOr<std::vector<int32_t>>(item.prompt_ids);
       if (!ids.ok()) return absl::Status(ids.status().code(), absl::StrFormat("request '%s': %s", item.id, ids.status().message()));
-      requests.push_back(Request{item.id, *std::move(ids), item.params});
+      requests.push_back(Request{item.id, *std::move(ids), item.params, item.priority});
     }
   }
   KVS_ASSIGN_OR_RETURN(requests, DispatchRequests(*rt, std::move(requests)));
@@ -155,15 +157,23 @@ absl::Status Generate(std::unique_ptr<RankRuntime>& rt) {
 
   const bool stream = input.empty() && root;
   const auto t0 = Clock::now();
+  int64_t expected = 0, finished = 0, tokens = 0;
+  for (const Request& r : requests) expected += r.params.n;
+  std::optional<Progress> progress;
+  if (!stream) progress.emplace(rt->tag(), expected);
   while (engine.HasWork()) {
     KVS_ASSIGN_OR_RETURN(std::vector<TokenEvent> events, engine.Step());
+    tokens += engine.last_step().num_sampled;
     for (const TokenEvent& ev : events) {
+      finished += ev.finished ? 1 : 0;
       if (stream && !ev.text_delta.empty()) {
         std::fwrite(ev.text_delta.data(), 1, ev.text_delta.size(), stdout);
         std::fflush(stdout);
       }
     }
+    if (progress) progress->Update(finished, tokens);
   }
+  if (progress) progress->Finish(finished, tokens);
   KVS_RETURN_IF_ERROR(engine.Shutdown());
   std::vector<RequestResult> mine = engine.TakeResults();
   int64_t generated = 0;

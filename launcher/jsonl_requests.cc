@@ -16,7 +16,7 @@ absl::Status ParseItem(const json& j, BatchItem& item) {
   if (!j.is_object()) return absl::InvalidArgumentError("each line must be a JSON object");
   for (const auto& [key, v] : j.items()) {
     static const absl::flat_hash_set<std::string> kKnown = {"id", "prompt", "prompt_ids", "messages", "max_tokens", "temperature",
-                                                            "top_p", "top_k", "seed", "stop", "n"};
+                                                            "top_p", "top_k", "seed", "stop", "n", "priority"};
     if (!kKnown.contains(key)) return absl::InvalidArgumentError(absl::StrFormat("unknown field '%s'", key));
   }
   if (auto it = j.find("id"); it != j.end()) {
@@ -67,6 +67,7 @@ absl::Status ParseItem(const json& j, BatchItem& item) {
   KVS_RETURN_IF_ERROR(number("top_p", item.params.top_p, false));
   KVS_RETURN_IF_ERROR(number("top_k", item.params.top_k, true));
   KVS_RETURN_IF_ERROR(number("n", item.params.n, true));
+  KVS_RETURN_IF_ERROR(number("priority", item.priority, true));
   if (auto it = j.find("seed"); it != j.end()) {
     if (!it->is_number_unsigned()) return absl::InvalidArgumentError("'seed' must be a non-negative integer");
     item.params.seed = it->get<uint64_t>();

@@ -4,7 +4,7 @@
 //   {"id": "b", "messages": [{"role": "user", "content": "hi"}]}   chat (template applied)
 //   {"id": "c", "prompt_ids": [1, 2, 3]}         pre-tokenized (no tokenizer needed)
 //   optional per line: max_tokens, temperature, top_p, top_k, seed, stop (string or list),
-//   n (samples of the prompt; sample i seeds its generator with seed + i)
+//   n (samples of the prompt; sample i seeds its generator with seed + i), priority (higher first)
 // Output: one line per request, in input order:
 //   {"id", "text", "finish_reason", "prompt_tokens", "output_tokens", "output_ids", "metrics"}
 //   (sample 0's), plus "choices": [{"index", "text", "finish_reason", "output_ids"}, ...] when n > 1
@@ -27,6 +27,7 @@ struct BatchItem {
   std::vector<ChatMessage> messages;  // used when prompt is absent
   std::vector<int32_t> prompt_ids;    // pre-tokenized; used when non-empty
   SamplingParams params;
+  int32_t priority = 0;
 };
 
 // Parses `path`; `defaults` are the CLI's sampling flags, overridden per line.

@@ -27,6 +27,7 @@ struct Request {
   std::string id;
   std::vector<int32_t> prompt_ids;
   SamplingParams params;
+  int32_t priority = 0;  // higher is admitted first; equal priorities are first come, first served
 };
 
 enum class FinishReason { kNone, kStop, kLength, kAborted };

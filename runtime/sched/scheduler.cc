@@ -37,7 +37,11 @@ absl::Status Scheduler::Add(Request r) {
   s->tokens = r.prompt_ids;
   s->prompt_len = prompt;
   s->request = std::move(r);
-  waiting_.push_back(std::move(s));
+  // Behind every waiting sequence of the same or higher priority (FCFS by default). Preempted
+  // sequences re-queue at the very front regardless: they were admitted already.
+  auto at = waiting_.end();
+  while (at != waiting_.begin() && (*std::prev(at))->request.priority < s->request.priority) --at;
+  waiting_.insert(at, std::move(s));
   return absl::OkStatus();
 }
 

@@ -1,6 +1,7 @@
 // Iteration-level scheduler over a paged KV cache. Each step it builds one StepInput:
 //   1. running sequences, oldest first: a decode token each (or the next prefill chunk);
-//   2. waiting sequences, FCFS, while the token budget, the sequence limit and free blocks allow.
+//   2. waiting sequences, FCFS (or by Request::priority), while the token budget, the sequence
+//      limit and free blocks allow.
 // A sequence needs ceil(tokens / block_size) blocks; when a running sequence cannot get its
 // next block, the newest running sequence is preempted (preemption.h): swapped out (its blocks
 // copied to host blocks and freed; it resumes, before any new request is admitted, once its

@@ -182,6 +182,26 @@ TEST(SchedulerTest, StaticBatchingBaselineReservesWholeContextsAndWaitsForTheBat
   EXPECT_EQ(s.num_preemptions(), 0);
 }
 
+TEST(SchedulerTest, HigherPriorityIsAdmittedFirstAndEqualPrioritiesKeepArrivalOrder) {
+  Scheduler s({4, 1, 64, 64}, 100);  // one sequence at a time
+  const std::pair<const char*, int> reqs[] = {{"low1", 0}, {"high1", 5}, {"low2", 0}, {"high2", 5}, {"mid", 2}};
+  for (auto [id, prio] : reqs) {
+    Request r = Req(id, 3, 1);
+    r.priority = prio;
+    ASSERT_TRUE(s.Add(std::move(r)).ok());
+  }
+  std::vector<std::string> order;
+  StepInput in;
+  while (s.HasWork()) {
+    auto plan = s.Schedule(in);
+    ASSERT_EQ(plan.size(), 1u);
+    order.push_back(plan[0].seq->request.id);
+    s.Append(plan[0].seq, 7);
+    s.Finish(plan[0].seq);
+  }
+  EXPECT_EQ(order, (std::vector<std::string>{"high1", "high2", "mid", "low1", "low2"}));
+}
+
 TEST(PreemptionCostModelTest, SwapsWhenMovingTheBlocksBeatsRecomputingTheTokens) {
   PreemptionCostModel m;
   m.mode = PreemptionMode::kAuto;
