@@ -15,6 +15,7 @@
 #include "kernels/backend_factory.h"
 #include "kernels/common/status_macros.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "launcher/byte_size.h"
 #include "launcher/commands.h"
 #include "launcher/engine_flags.h"
 #include "launcher/flags.h"
@@ -26,8 +27,7 @@ ABSL_FLAG(int32_t, input_len, 512, "bench: prompt tokens per request");
 ABSL_FLAG(int32_t, output_len, 128, "bench: generated tokens per request");
 ABSL_FLAG(int32_t, num_prompts, 64, "bench: number of requests");
 ABSL_FLAG(std::string, kernel, "", "bench: time one kernel instead of the engine (attention = decode, prefill)");
-ABSL_FLAG(int32_t, batch, 1, "bench --kernel attention: sequences");
-ABSL_FLAG(int32_t, context, 4096, "bench --kernel attention: tokens per sequence");
+ABSL_FLAG(int32_t, batch, 1, "bench --kernel attention, plan: sequences");
 ABSL_FLAG(int32_t, iters, 50, "bench --kernel: timed repetitions");
 ABSL_FLAG(std::string, dataset, "",
           "bench: 'sharegpt-like' draws prompt/output lengths from log-normal fits of ShareGPT (means 161 in / 338 "
@@ -47,7 +47,13 @@ double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::d
 // Decode (one query per sequence) or, with `prefill`, whole-prompt causal attention (every
 // context token is a query).
 absl::Status BenchAttention(Backend& backend, const ModelConfig& c, bool prefill) {
-  const int32_t batch = absl::GetFlag(FLAGS_batch), ctx = absl::GetFlag(FLAGS_context), iters = absl::GetFlag(FLAGS_iters);
+  const int32_t batch = absl::GetFlag(FLAGS_batch), iters = absl::GetFlag(FLAGS_iters);
+  int64_t ctx64 = 4096;
+  if (const std::string c = absl::GetFlag(FLAGS_context); !c.empty()) {
+    KVS_ASSIGN_OR_RETURN(ctx64, ParseTokenCount(c));
+  }
+  if (ctx64 > (1 << 30)) return absl::InvalidArgumentError("--context is too large");
+  const auto ctx = static_cast<int32_t>(ctx64);
   if (batch < 1 || ctx < 1 || iters < 1) return absl::InvalidArgumentError("--batch, --context and --iters must be >= 1");
   const int32_t bs = absl::GetFlag(FLAGS_block_size);
   const int32_t blocks_per_seq = (ctx + bs - 1) / bs;

@@ -32,3 +32,20 @@ absl::StatusOr<size_t> ParseByteSize(const std::string& text) {
 }
 
 }  // namespace kvs
+
+namespace kvs {
+
+absl::StatusOr<int64_t> ParseTokenCount(const std::string& s) {
+  int64_t mult = 1;
+  std::string digits = s;
+  if (!s.empty() && (s.back() == 'K' || s.back() == 'k')) mult = 1024;
+  if (!s.empty() && (s.back() == 'M' || s.back() == 'm')) mult = 1024 * 1024;
+  if (mult != 1) digits.pop_back();
+  int64_t v = 0;
+  if (!absl::SimpleAtoi(digits, &v) || v <= 0 || v > (int64_t{1} << 40) / mult) {
+    return absl::InvalidArgumentError(absl::StrFormat("'%s' is not a positive token count (e.g. 4096, 128K, 1M)", s));
+  }
+  return v * mult;
+}
+
+}  // namespace kvs

@@ -9,3 +9,8 @@
 namespace kvs {
 absl::StatusOr<size_t> ParseByteSize(const std::string& text);
 }
+
+namespace kvs {
+// Parses token counts for flags: "4096", "128K" (x 1024), "1M" (x 1024^2).
+absl::StatusOr<int64_t> ParseTokenCount(const std::string& text);
+}  // namespace kvs

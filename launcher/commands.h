@@ -19,4 +19,5 @@ int RunGenerate();
 int RunInspect();
 int RunBench();
 int RunMakeModel();
+int RunPlan();
 }  // namespace kvs

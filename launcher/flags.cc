@@ -22,6 +22,9 @@ ABSL_FLAG(int32_t, max_model_len, 0, "Context limit per sequence; 0 takes the mo
 ABSL_FLAG(std::string, kv_cache_memory, "", "KV cache size, e.g. 512MiB or 4GiB; default: 1GiB on the CPU backend");
 ABSL_FLAG(std::string, device, "auto", "Backend: cpu, cuda, or auto (cuda when a GPU is visible)");
 ABSL_FLAG(bool, verbose, false, "Print load and timing details to stderr");
+ABSL_FLAG(std::string, context, "",
+          "Tokens per sequence (K = 1024, M = 1024^2): bench --kernel attention (default 4096), plan (default the model's)");
+ABSL_FLAG(double, memory_fraction, 0.9, "Share of the memory left after weights and workspace that the KV cache takes");
 ABSL_FLAG(std::string, swap_space, "",
           "Host memory per rank for KV blocks swapped out under preemption, e.g. 4GiB; default 4GiB on a GPU, 0 on the CPU");
 ABSL_FLAG(std::string, preemption_mode, "auto",

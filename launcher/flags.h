@@ -28,6 +28,8 @@ ABSL_DECLARE_FLAG(int32_t, max_model_len);
 ABSL_DECLARE_FLAG(std::string, kv_cache_memory);
 ABSL_DECLARE_FLAG(std::string, device);
 ABSL_DECLARE_FLAG(bool, verbose);
+ABSL_DECLARE_FLAG(double, memory_fraction);
+ABSL_DECLARE_FLAG(std::string, context);
 ABSL_DECLARE_FLAG(int32_t, tp);
 ABSL_DECLARE_FLAG(std::string, swap_space);
 ABSL_DECLARE_FLAG(std::string, preemption_mode);

@@ -17,6 +17,7 @@ constexpr const char* kUsage =
     "  inspect  --model PATH\n"
     "  bench    --model PATH|random:PRESET [--input-len N --output-len N --num-prompts N | --kernel attention]\n"
     "  make-model --preset NAME --out DIR [--seed N]\n"
+    "  plan     --model PRESET|PATH --gpu-mem 80GiB [--tp N --kv-dtype fp8 --context 1M --batch N]\n"
     "run `kvshard <command> --help` for the flags.\n";
 
 // Abseil flag names are identifiers; accept --max-tokens as --max_tokens.
@@ -52,6 +53,7 @@ int main(int argc, char** argv) {
   if (command == "inspect") return kvs::RunInspect();
   if (command == "bench") return kvs::RunBench();
   if (command == "make-model") return kvs::RunMakeModel();
+  if (command == "plan") return kvs::RunPlan();
   std::fprintf(stderr, "kvshard: unknown command '%s'\n%s", command.c_str(), kUsage);
   return 2;
 }

@@ -13,18 +13,19 @@ namespace {
 // Element counts of the runner's buffers, from the shard's view of the model.
 struct Sizes {
   int64_t t, s, h, q, q_owned, kv, qkv, inter, vocab, vocab_slot, blocks, tp;
-  Sizes(const ModelWeights& w, RunnerLimits l, int tp_size)
-      : t(l.max_tokens_per_step), s(l.max_seqs), h(w.config().hidden_size) {
-    const ModelConfig& c = w.local_config();
+  Sizes(const ModelWeights& w, RunnerLimits l, int tp_size) : Sizes(w.config(), w.shard(), l, tp_size) {}
+  Sizes(const ModelConfig& global, const ModelShard& shard, RunnerLimits l, int tp_size)
+      : t(l.max_tokens_per_step), s(l.max_seqs), h(global.hidden_size) {
+    const ModelConfig c = shard.LocalConfig(global);
     q = static_cast<int64_t>(c.num_q_heads) * c.head_dim;
-    q_owned = static_cast<int64_t>(w.shard().q_heads.size()) * c.head_dim;
+    q_owned = static_cast<int64_t>(shard.q_heads.size()) * c.head_dim;
     kv = static_cast<int64_t>(c.num_kv_heads) * c.head_dim;
     qkv = q + 2 * kv;
     inter = c.intermediate_size;
-    vocab = w.shard().vocab.size();
+    vocab = shard.vocab.size();
     // Ranks' slices differ by at most one row; every rank pads its slice to the widest.
     tp = tp_size;
-    vocab_slot = tp == 1 ? vocab : (w.config().vocab_size + tp - 1) / tp;
+    vocab_slot = tp == 1 ? vocab : (global.vocab_size + tp - 1) / tp;
     blocks = static_cast<int64_t>(l.max_seqs) * l.max_blocks_per_seq;
   }
   // Compute-dtype activations; the residual [t, h] and logits [s, vocab] are f32 (below).
@@ -36,8 +37,13 @@ struct Sizes {
 }  // namespace
 
 size_t ModelRunner::WorkspaceBytes(const ModelWeights& weights, RunnerLimits limits, int tp_size) {
-  const Sizes z(weights, limits, tp_size);
-  return z.ActivationElems() * DTypeSize(weights.dtype()) + (z.F32Elems() + z.IndexElems()) * sizeof(int32_t);
+  return WorkspaceBytes(weights.config(), weights.shard(), weights.dtype(), limits, tp_size);
+}
+
+size_t ModelRunner::WorkspaceBytes(const ModelConfig& c, const ModelShard& shard, DType dtype, RunnerLimits limits,
+                                   int tp_size) {
+  const Sizes z(c, shard, limits, tp_size);
+  return z.ActivationElems() * DTypeSize(dtype) + (z.F32Elems() + z.IndexElems()) * sizeof(int32_t);
 }
 
 absl::StatusOr<ModelRunner> ModelRunner::Create(Backend& backend, const ModelWeights& weights,

@@ -37,6 +37,8 @@ class ModelRunner {
                                             TensorParallel tp = {});
   // Bytes of workspace a runner with these limits allocates (for memory planning).
   static size_t WorkspaceBytes(const ModelWeights& weights, RunnerLimits limits, int tp_size = 1);
+  static size_t WorkspaceBytes(const ModelConfig& c, const ModelShard& shard, DType dtype, RunnerLimits limits,
+                               int tp_size);
 
   // What a step hands back for sampling, on the host: the logits [rows, vocab], or — when every
   // sampled row is greedy — just the argmax of each row, picked on the backend. Empty on

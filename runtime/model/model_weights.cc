@@ -149,6 +149,17 @@ absl::StatusOr<ModelWeights> ModelWeights::Load(const WeightSource& src, Backend
   return w;
 }
 
+int64_t ModelWeights::BytesFor(const ModelConfig& c, const ModelShard& shard, DType dtype) {
+  const int64_t h = c.hidden_size, d = c.head_dim;
+  const int64_t q = static_cast<int64_t>(shard.ComputedQHeads(c).size()) * d, kv = static_cast<int64_t>(shard.kv_heads.size()) * d;
+  const int64_t q_owned = static_cast<int64_t>(shard.q_heads.size()) * d, i = shard.intermediate.size();
+  const int64_t v = shard.vocab.size();
+  int64_t per_layer = 2 * h + (q + 2 * kv) * h + h * q_owned + 2 * i * h + h * i;
+  if (c.attention_bias) per_layer += q + 2 * kv;
+  const int64_t elems = v * h * (c.tie_word_embeddings ? 1 : 2) + h + per_layer * c.num_layers;
+  return elems * static_cast<int64_t>(DTypeSize(dtype)) + (d / 2) * static_cast<int64_t>(sizeof(float));
+}
+
 TensorView ModelWeights::embed() const { return embed_.View(dtype_, shard_.vocab.size(), config_.hidden_size); }
 TensorView ModelWeights::final_norm() const { return final_norm_.View(dtype_, 1, config_.hidden_size); }
 TensorView ModelWeights::lm_head() const {

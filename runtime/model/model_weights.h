@@ -34,6 +34,10 @@ class ModelWeights {
   static absl::StatusOr<ModelWeights> Load(const WeightSource& src, Backend& backend);
   static absl::StatusOr<ModelWeights> Load(const WeightSource& src, Backend& backend, const ModelShard& shard);
 
+  // Backend bytes Load allocates for `shard` at `dtype` (weights and the rotary table): what a
+  // capacity plan subtracts before the KV cache.
+  static int64_t BytesFor(const ModelConfig& c, const ModelShard& shard, DType dtype);
+
   // The whole model's configuration.
   const ModelConfig& config() const { return config_; }
   // The shard's: head counts and FFN size as this rank's kernels see them.

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <tuple>
 
 #include "gtest/gtest.h"
 #include "launcher/byte_size.h"
@@ -162,4 +163,34 @@ TEST(CliTest, ChatPromptStreamsACoherentAnswer) {
 }
 
 }  // namespace
+// The planner reproduces the KV arithmetic of the vLLM paper and the design notes.
+TEST(PlanCommandTest, ReproducesThePublishedKvFigures) {
+  auto [rc, out] = Kvshard("plan --model opt-13b --gpu-mem 80GiB --context 2048");
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("KV per token     819200 bytes"), std::string::npos) << out;  // ~800 KB
+  EXPECT_NE(out.find("1.68 GB"), std::string::npos) << out;                      // ~1.6 GB for 2048 tokens
+  std::tie(rc, out) = Kvshard("plan --model opt-30b --gpu-mem 80GiB --tp 4 --context 1024 --batch 128");
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("180.39 GB"), std::string::npos) << out;  // ~180 GB for 128 x 1024
+  std::tie(rc, out) = Kvshard("plan --model llama-3-70b --gpu-mem 80GiB --tp 8 --context 1000000");
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("327.68 GB"), std::string::npos) << out;  // ~330 GB for 1M tokens in fp16
+  EXPECT_NE(out.find("40960 bytes/token"), std::string::npos) << out;  // one KV head per device
+  // GQA: Llama-2-70B's 8 KV heads for 64 query heads hold 8x less than multi-head attention.
+  std::tie(rc, out) = Kvshard("plan --model llama-2-70b --gpu-mem 80GiB --tp 8");
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("KV per token     327680 bytes"), std::string::npos) << out;  // 2*80*8*128*2; MHA: 2621440
+  // fp8 halves bf16 up to its scales; a workload that cannot fit names the shortfall and the options.
+  std::tie(rc, out) = Kvshard("plan --model llama-2-7b --gpu-mem 141GB --context 256K --kv-dtype fp8");
+  EXPECT_NE(out.find("KV per token     270336 bytes"), std::string::npos) << out;  // 2*32*4096*(1+4/128)
+  std::tie(rc, out) = Kvshard("plan --model llama-2-7b --gpu-mem 141GB --context 256K");
+  EXPECT_NE(out.find("fits             NO: short by"), std::string::npos) << out;
+  EXPECT_NE(out.find("more --tp"), std::string::npos) << out;
+  std::tie(rc, out) = Kvshard("plan --model llama-2-7b --gpu-mem 141GB --context 256K --tp 2");
+  EXPECT_NE(out.find("fits             yes"), std::string::npos) << out;
+  std::tie(rc, out) = Kvshard("plan --model llama-2-7b --kv-dtype fp6");
+  EXPECT_EQ(rc, 2);
+  EXPECT_NE(out.find("--kv-dtype 'fp6' is unknown"), std::string::npos) << out;
+}
+
 }  // namespace kvs

@@ -1,0 +1,129 @@
+// `kvshard plan`: what fits on a set of GPUs before anything is loaded.
+//   kvshard plan --model llama-3-70b --gpu-mem 80GiB --tp 8 --kv-dtype fp8 --context 1M --batch 1
+// Prints KV bytes per token, each device's weights / workspace / KV, the token and sequence
+// capacity, and whether a workload fits — from runtime/engine/capacity_plan (the accounting the
+// runtime itself uses at start-up).
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/flags/declare.h"
+#include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
+#include "kernels/common/status_macros.h"
+#include "launcher/byte_size.h"
+#include "launcher/commands.h"
+#include "launcher/flags.h"
+#include "nlohmann/json.hpp"
+#include "parallel/sharding_plan.h"
+#include "runtime/engine/capacity_plan.h"
+#include "runtime/model/weight_source.h"
+
+ABSL_FLAG(std::string, gpu_mem, "80GiB", "plan: memory per device available to kvshard");
+ABSL_FLAG(std::string, kv_dtype, "bf16", "plan: KV element format (f32, bf16, fp16, fp8, int8, int4)");
+ABSL_DECLARE_FLAG(int32_t, batch);  // bench_command.cc: plan reads it as the workload's sequences
+
+namespace kvs {
+namespace {
+
+constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+
+// A preset name (configs/models/NAME.json) or a model path. OPT presets are planning-only: their
+// two-matrix FFN is planned as a SwiGLU of two thirds the width (the same weight bytes).
+absl::StatusOr<ModelConfig> PlanningConfig(const std::string& model) {
+  const std::filesystem::path preset = std::filesystem::path(PresetDir()) / (model + ".json");
+  if (!std::filesystem::exists(preset)) {
+    KVS_ASSIGN_OR_RETURN(auto src, OpenWeightSource(model));
+    return src->config();
+  }
+  std::ifstream in(preset);
+  const auto j = nlohmann::json::parse(in, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError(preset.string() + ": not a JSON object");
+  if (j.value("model_type", "") != "opt") {
+    KVS_ASSIGN_OR_RETURN(auto src, OpenWeightSource("random:" + model));
+    return src->config();
+  }
+  ModelConfig c;
+  c.architecture = "opt";
+  c.name = model;
+  try {
+    c.vocab_size = j.at("vocab_size").get<int32_t>();
+    c.hidden_size = j.at("hidden_size").get<int32_t>();
+    c.intermediate_size = j.at("ffn_dim").get<int32_t>() * 2 / 3;
+    c.num_layers = j.at("num_hidden_layers").get<int32_t>();
+    c.num_q_heads = c.num_kv_heads = j.at("num_attention_heads").get<int32_t>();
+    c.max_position_embeddings = j.at("max_position_embeddings").get<int32_t>();
+  } catch (const nlohmann::json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: %s", preset.string(), e.what()));
+  }
+  if (c.num_q_heads <= 0 || c.hidden_size % c.num_q_heads != 0) return absl::InvalidArgumentError(preset.string() + ": bad head count");
+  c.head_dim = c.hidden_size / c.num_q_heads;
+  c.tie_word_embeddings = true;
+  return c;
+}
+
+absl::Status Plan() {
+  const std::string model = absl::GetFlag(FLAGS_model);
+  if (model.empty()) return absl::InvalidArgumentError("--model is required (a preset such as llama-3-70b, or a model path)");
+  KVS_ASSIGN_OR_RETURN(ModelConfig mc, PlanningConfig(model));
+  KVS_ASSIGN_OR_RETURN(size_t gpu_mem, ParseByteSize(absl::GetFlag(FLAGS_gpu_mem)));
+  KVS_ASSIGN_OR_RETURN(KvDType kv, ParseKvDType(absl::GetFlag(FLAGS_kv_dtype)));
+  const int tp = absl::GetFlag(FLAGS_tp);
+  KVS_ASSIGN_OR_RETURN(ShardingPlan sharding, PlanSharding(mc, tp));
+  EngineConfig ec;
+  ec.block_size = absl::GetFlag(FLAGS_block_size);
+  ec.max_seqs = absl::GetFlag(FLAGS_max_seqs);
+  ec.max_tokens_per_step = absl::GetFlag(FLAGS_max_tokens_per_step);
+  ec.max_model_len = absl::GetFlag(FLAGS_max_model_len);
+  ec.memory_fraction = absl::GetFlag(FLAGS_memory_fraction);
+  KVS_ASSIGN_OR_RETURN(ec, ResolveEngineConfig(ec, mc));
+  int64_t context = ec.max_model_len;
+  if (const std::string c = absl::GetFlag(FLAGS_context); !c.empty()) {
+    KVS_ASSIGN_OR_RETURN(context, ParseTokenCount(c));
+  }
+  const int64_t batch = absl::GetFlag(FLAGS_batch);
+  if (batch < 1) return absl::InvalidArgumentError("--batch must be >= 1");
+
+  const CapacityPlan plan = PlanCapacity(mc, sharding.ranks, DType::kBF16, kv, static_cast<int64_t>(gpu_mem), ec);
+  const double whole_per_token = 2.0 * mc.num_layers * mc.num_kv_heads * mc.head_dim * KvBytesPerElement(kv, mc.head_dim);
+  std::printf("model            %s: %d layers, %d query / %d KV heads x %d, %.1f B parameters (bf16 weights)\n",
+              mc.name.c_str(), mc.num_layers, mc.num_q_heads, mc.num_kv_heads, mc.head_dim, mc.ParameterCount() / 1e9);
+  std::printf("layout           tp %d, block size %d, KV %s, %.1f GiB per device, memory fraction %.2f\n", tp,
+              ec.block_size, KvDTypeName(kv), gpu_mem / kGiB, ec.memory_fraction);
+  std::printf("KV per token     %.0f bytes (%.1f KiB) for the whole model\n", whole_per_token, whole_per_token / 1024);
+  for (size_t r = 0; r < plan.ranks.size(); ++r) {
+    const RankCapacity& rc = plan.ranks[r];
+    std::printf("device %-3zu       weights %.2f GiB, workspace %.2f GiB, KV %.2f GiB at %.0f bytes/token -> %d blocks\n", r,
+                rc.weight_bytes / kGiB, rc.workspace_bytes / kGiB, rc.kv_bytes / kGiB, rc.kv_bytes_per_token, rc.blocks);
+  }
+  std::printf("capacity         %d blocks x %d = %lld tokens per group; %lld sequences of %lld tokens at once\n", plan.blocks,
+              plan.block_size, static_cast<long long>(plan.max_tokens()), static_cast<long long>(plan.MaxSequences(context)),
+              static_cast<long long>(context));
+  const int64_t blocks_per_seq = (context + ec.block_size - 1) / ec.block_size;
+  const double need = static_cast<double>(batch) * blocks_per_seq * ec.block_size;  // tokens of KV
+  const double worst_per_token = plan.ranks.empty() ? 0 : plan.ranks.front().kv_bytes_per_token;
+  std::printf("workload         %lld x %lld tokens = %.3g tokens of KV: %.2f GB (%.2f GiB) in all, %.2f GiB on the busiest device\n",
+              static_cast<long long>(batch), static_cast<long long>(context), need, need * whole_per_token / 1e9,
+              need * whole_per_token / kGiB, need * worst_per_token / kGiB);
+  if (context > mc.MaxContext()) {
+    std::printf("note             %lld tokens exceed the model's %d-token context\n", static_cast<long long>(context), mc.MaxContext());
+  }
+  const int64_t have = plan.max_tokens();
+  if (need <= have) {
+    std::printf("fits             yes (%.0f%% of the KV capacity)\n", 100.0 * need / std::max<int64_t>(have, 1));
+    return absl::OkStatus();
+  }
+  double short_bytes = 0;
+  for (const RankCapacity& rc : plan.ranks) short_bytes = std::max(short_bytes, (need - have) * rc.kv_bytes_per_token);
+  std::printf("fits             NO: short by %.2f GiB of KV per device (%.3g tokens); options: more --tp, a smaller "
+              "--kv-dtype (fp8/int8 halve bf16, int4 quarters it), host offload (--swap-space), or a smaller batch/context\n",
+              short_bytes / kGiB, need - have);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int RunPlan() { return ReportAndExit("plan", Plan()); }
+
+}  // namespace kvs

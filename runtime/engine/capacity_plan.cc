@@ -1,0 +1,73 @@
+#include "runtime/engine/capacity_plan.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_format.h"
+#include "runtime/engine/model_runner.h"
+#include "runtime/model/model_weights.h"
+
+namespace kvs {
+
+absl::StatusOr<KvDType> ParseKvDType(const std::string& s) {
+  if (s == "f32") return KvDType::kF32;
+  if (s == "bf16") return KvDType::kBF16;
+  if (s == "fp16") return KvDType::kF16;
+  if (s == "fp8") return KvDType::kFP8;
+  if (s == "int8") return KvDType::kINT8;
+  if (s == "int4") return KvDType::kINT4;
+  return absl::InvalidArgumentError(absl::StrFormat("--kv-dtype '%s' is unknown (f32, bf16, fp16, fp8, int8, int4)", s));
+}
+
+const char* KvDTypeName(KvDType t) {
+  switch (t) {
+    case KvDType::kF32: return "f32";
+    case KvDType::kBF16: return "bf16";
+    case KvDType::kF16: return "fp16";
+    case KvDType::kFP8: return "fp8";
+    case KvDType::kINT8: return "int8";
+    case KvDType::kINT4: return "int4";
+  }
+  return "?";
+}
+
+KvDType KvDTypeOf(DType compute) {
+  return compute == DType::kF32 ? KvDType::kF32 : compute == DType::kF16 ? KvDType::kF16 : KvDType::kBF16;
+}
+
+double KvBytesPerElement(KvDType t, int32_t head_dim) {
+  switch (t) {
+    case KvDType::kF32: return 4.0;
+    case KvDType::kBF16:
+    case KvDType::kF16: return 2.0;
+    case KvDType::kFP8:
+    case KvDType::kINT8: return 1.0 + 4.0 / head_dim;  // one f32 scale per (token, head)
+    case KvDType::kINT4: return 0.5 + 4.0 / 32;         // fp16 scale + zero per 32 elements
+  }
+  return 0;
+}
+
+CapacityPlan PlanCapacity(const ModelConfig& model, const std::vector<ModelShard>& shards, DType weight_dtype,
+                          KvDType kv_dtype, int64_t device_bytes, const EngineConfig& config) {
+  CapacityPlan plan;
+  plan.block_size = config.block_size;
+  const int tp = static_cast<int>(shards.size());
+  for (const ModelShard& s : shards) {
+    RankCapacity r;
+    r.weight_bytes = ModelWeights::BytesFor(model, s, weight_dtype);
+    r.workspace_bytes = static_cast<int64_t>(ModelRunner::WorkspaceBytes(model, s, weight_dtype, LimitsFor(config), tp));
+    // As PlanKvCapacity: the fraction of what is left after the weights and the step workspace.
+    const int64_t free = device_bytes - r.weight_bytes;
+    r.kv_bytes = config.kv_cache_bytes != 0 ? static_cast<int64_t>(config.kv_cache_bytes)
+                 : free <= r.workspace_bytes ? 0
+                                             : static_cast<int64_t>((free - r.workspace_bytes) * config.memory_fraction);
+    r.kv_bytes_per_token = 2.0 * model.num_layers * s.kv_heads.size() * model.head_dim *
+                           KvBytesPerElement(kv_dtype, model.head_dim);
+    r.blocks = static_cast<int32_t>(std::min<double>(r.kv_bytes / (r.kv_bytes_per_token * config.block_size), 1 << 30));
+    plan.ranks.push_back(r);
+  }
+  plan.blocks = plan.ranks.empty() ? 0 : plan.ranks.front().blocks;
+  for (const RankCapacity& r : plan.ranks) plan.blocks = std::min(plan.blocks, r.blocks);
+  return plan;
+}
+
+}  // namespace kvs

@@ -1,0 +1,54 @@
+// What fits where: the KV capacity of every rank of a tensor-parallel group, computed from the
+// model's shape and a device's memory with the same accounting the runtime uses at start-up
+// (ModelWeights::BytesFor, ModelRunner::WorkspaceBytes, EngineConfig::memory_fraction,
+// KvCache block sizes) — so `kvshard plan` predicts the block count a real start-up measures.
+//
+// KV element formats and their bytes per element, scale overhead included:
+//   f32 4; bf16 / fp16 2; fp8 (E4M3) / int8: 1 + one f32 scale per (token, head) of K and of V;
+//   int4: 0.5 + an fp16 scale and an fp16 zero point per group of 32 elements.
+// The runtime stores the compute dtype today (f32 CPU, bf16 GPU); fp8/int8/int4 are planned
+// formats (issue 6), so their figures are predictions only.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/common/dtype.h"
+#include "runtime/engine/engine.h"
+#include "runtime/model/model_config.h"
+#include "runtime/model/model_shard.h"
+
+namespace kvs {
+
+enum class KvDType { kF32, kBF16, kF16, kFP8, kINT8, kINT4 };
+absl::StatusOr<KvDType> ParseKvDType(const std::string& s);  // f32|bf16|fp16|fp8|int8|int4
+const char* KvDTypeName(KvDType t);
+KvDType KvDTypeOf(DType compute);
+double KvBytesPerElement(KvDType t, int32_t head_dim);
+
+struct RankCapacity {
+  int64_t weight_bytes = 0;
+  int64_t workspace_bytes = 0;
+  int64_t kv_bytes = 0;              // what the cache may take
+  double kv_bytes_per_token = 0;     // on this rank (its KV heads)
+  int32_t blocks = 0;
+};
+
+struct CapacityPlan {
+  std::vector<RankCapacity> ranks;
+  int32_t blocks = 0;  // the group's: the minimum over its ranks
+  int32_t block_size = 0;
+  int64_t max_tokens() const { return static_cast<int64_t>(blocks) * block_size; }
+  // Sequences of `context` tokens that fit at once.
+  int64_t MaxSequences(int64_t context) const { return blocks / ((context + block_size - 1) / block_size); }
+};
+
+// `device_bytes`: memory each device offers kvshard (the runtime reads it after start-up).
+// `config` must be resolved (ResolveEngineConfig). With config.kv_cache_bytes set, that is the
+// cache size, as in the runtime.
+CapacityPlan PlanCapacity(const ModelConfig& model, const std::vector<ModelShard>& shards, DType weight_dtype,
+                          KvDType kv_dtype, int64_t device_bytes, const EngineConfig& config);
+
+}  // namespace kvs
