@@ -14,6 +14,7 @@ absl::StatusOr<EngineConfig> EngineConfigFromFlags(const Backend& backend) {
   c.max_tokens_per_step = absl::GetFlag(FLAGS_max_tokens_per_step);
   c.max_model_len = absl::GetFlag(FLAGS_max_model_len);
   c.memory_fraction = absl::GetFlag(FLAGS_memory_fraction);
+  c.prefix_caching = absl::GetFlag(FLAGS_enable_prefix_caching);
   if (const std::string kv = absl::GetFlag(FLAGS_kv_cache_memory); !kv.empty()) {
     KVS_ASSIGN_OR_RETURN(c.kv_cache_bytes, ParseByteSize(kv));
   } else if (backend.Name() == "cpu") {

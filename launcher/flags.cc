@@ -29,6 +29,8 @@ ABSL_FLAG(std::string, swap_space, "",
           "Host memory per rank for KV blocks swapped out under preemption, e.g. 4GiB; default 4GiB on a GPU, 0 on the CPU");
 ABSL_FLAG(std::string, preemption_mode, "auto",
           "How preempted sequences give up their KV: swap, recompute, or auto (the cost measured at start-up decides)");
+ABSL_FLAG(bool, enable_prefix_caching, true,
+          "Reuse the KV of full blocks whose whole prefix was computed before (--enable-prefix-caching=false: off)");
 ABSL_FLAG(int32_t, tp, 1, "Tensor-parallel ranks per model replica; the job's ranks (mpirun -np / srun -n) are dp x tp");
 ABSL_FLAG(double, comm_timeout, 120.0,
           "Seconds a collective may wait for the other ranks before the job is stopped with an error naming it");

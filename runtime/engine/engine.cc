@@ -108,6 +108,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Backend& backend, const M
   sc.max_tokens_per_step = config.max_tokens_per_step;
   sc.max_model_len = config.max_model_len;
   sc.static_batching = config.static_batching;
+  sc.prefix_caching = config.prefix_caching;
+  // Hashes of one model's blocks mean nothing to another's.
+  sc.cache_salt = std::hash<std::string>{}(absl::StrFormat("%s/%d/%d/%d/%d", mc.name, mc.num_layers, mc.hidden_size,
+                                                            mc.vocab_size, mc.num_kv_heads));
   KVS_ASSIGN_OR_RETURN(sc.num_host_blocks, AddSwapSpace(backend, config, tp, e->cache_));
   sc.preemption.mode = sc.num_host_blocks > 0 ? config.preemption_mode : PreemptionMode::kRecompute;
   if (sc.preemption.mode == PreemptionMode::kAuto) {

@@ -33,6 +33,7 @@ struct EngineConfig {
   size_t swap_space_bytes = 0;   // host memory for swapped-out KV blocks (per rank)
   PreemptionMode preemption_mode = PreemptionMode::kAuto;
   bool static_batching = false;  // the no-paging baseline (scheduler.h), for benchmarks
+  bool prefix_caching = true;    // reuse cached KV of shared prompt prefixes
   absl::Status Validate() const;
 };
 

@@ -1,12 +1,20 @@
 // Accounting for the fixed-size KV blocks of one device's cache: which blocks are free and how
 // many sequences reference each. Pure bookkeeping — no backend or CUDA header — so it can be
-// stress-tested on the CPU. Reference counts let later features (prefix sharing, forks) share
-// a block; a block returns to the free list when its count reaches zero.
+// stress-tested on the CPU. Reference counts let forks and cached prefixes share a block.
+//
+// Prefix caching: a full block may be registered under a hash of its contents (its tokens and
+// every token before them). When its last reference goes, a registered block is not wiped but
+// parked, least recently used first; Lookup finds it again and Acquire revives it. Parked
+// blocks count as free: Allocate hands out never-registered blocks first, then evicts the
+// least recently used parked block (dropping its hash).
 #pragma once
 
 #include <cstdint>
+#include <list>
 #include <optional>
 #include <vector>
+
+#include "absl/container/flat_hash_map.h"
 
 namespace kvs {
 
@@ -21,10 +29,19 @@ class BlockPool {
   explicit BlockPool(int32_t num_blocks);
 
   int32_t num_blocks() const { return static_cast<int32_t>(ref_counts_.size()); }
-  int32_t num_free() const { return static_cast<int32_t>(free_.size()); }
+  // Blocks an Allocate can return: never-registered free blocks plus parked cached ones.
+  int32_t num_free() const { return static_cast<int32_t>(free_.size() + parked_.size()); }
+  int32_t num_cached() const { return static_cast<int32_t>(by_hash_.size()); }
 
   // Takes a free block (ref count 1), or nullopt when none is left.
   std::optional<BlockId> Allocate();
+  // Prefix caching: records that full block `b` holds the contents identified by `hash`
+  // (ignored if another block already does).
+  void Register(BlockId b, uint64_t hash);
+  // The block registered under `hash`, held or parked.
+  std::optional<BlockId> Lookup(uint64_t hash) const;
+  // A reference to a block found by Lookup, reviving it if it was parked.
+  void Acquire(BlockId b);
   // Adds a reference to an allocated block.
   void AddRef(BlockId b);
   // Drops a reference; the block is free again at zero.
@@ -37,6 +54,11 @@ class BlockPool {
  private:
   std::vector<int32_t> ref_counts_;
   std::vector<int32_t> free_;  // stack: the most recently freed block is reused first
+  // Prefix cache: hash -> block, each registered block's hash, parked blocks in LRU order.
+  absl::flat_hash_map<uint64_t, int32_t> by_hash_;
+  std::vector<std::optional<uint64_t>> hash_of_;
+  std::list<int32_t> parked_;  // front: least recently used
+  std::vector<std::list<int32_t>::iterator> parked_at_;
 };
 
 }  // namespace kvs

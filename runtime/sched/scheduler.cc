@@ -74,6 +74,7 @@ Sequence* Scheduler::Fork(Sequence& parent, int32_t sample_index) {
   child->prompt_len = parent.prompt_len;
   child->num_computed = parent.num_computed;
   child->blocks = parent.blocks;
+  child->block_hashes = parent.block_hashes;
   for (BlockId b : child->blocks) pool_.AddRef(b);
   child->sample_index = sample_index;
   child->forked = true;
@@ -102,6 +103,7 @@ void Scheduler::Preempt(std::unique_ptr<Sequence> s, StepInput& in) {
   }
   for (BlockId b : s->blocks) pool_.Release(b);
   s->blocks.clear();
+  s->block_hashes.clear();
   s->num_computed = 0;
   waiting_.push_front(std::move(s));
 }
@@ -125,6 +127,54 @@ void Scheduler::Resume(StepInput& in) {
   }
 }
 
+uint64_t Scheduler::BlockHash(uint64_t parent, const Sequence& s, size_t block) const {
+  // FNV-1a over the parent's hash and this block's token ids: equal hashes mean equal prefixes
+  // (up to 64-bit collisions).
+  uint64_t h = 0xcbf29ce484222325ull ^ parent;
+  const size_t bs = config_.block_size;
+  for (size_t k = block * bs; k < (block + 1) * bs; ++k) {
+    const auto t = static_cast<uint32_t>(s.tokens[k]);
+    for (int byte = 0; byte < 4; ++byte) h = (h ^ ((t >> (8 * byte)) & 0xff)) * 0x100000001b3ull;
+  }
+  return h;
+}
+
+void Scheduler::MatchPrefix(Sequence& s) {
+  const size_t bs = config_.block_size;
+  const size_t max_blocks = (s.tokens.size() - 1) / bs;
+  prefix_query_tokens_ += static_cast<int64_t>(s.tokens.size());
+  uint64_t parent = config_.cache_salt;
+  for (size_t i = 0; i < max_blocks; ++i) {
+    const uint64_t h = BlockHash(parent, s, i);
+    const std::optional<BlockId> b = pool_.Lookup(h);
+    if (!b) break;
+    pool_.Acquire(*b);
+    s.blocks.push_back(*b);
+    s.block_hashes.push_back(h);
+    parent = h;
+  }
+  s.num_computed = static_cast<int32_t>(s.blocks.size() * bs);
+  prefix_hit_tokens_ += s.num_computed;
+}
+
+void Scheduler::UnmatchPrefix(Sequence& s) {
+  for (BlockId b : s.blocks) pool_.Release(b);
+  prefix_hit_tokens_ -= s.num_computed;
+  prefix_query_tokens_ -= static_cast<int64_t>(s.tokens.size());
+  s.blocks.clear();
+  s.block_hashes.clear();
+  s.num_computed = 0;
+}
+
+void Scheduler::RegisterFullBlocks(Sequence& s) {
+  const size_t full = static_cast<size_t>(s.num_computed) / config_.block_size;
+  for (size_t i = s.block_hashes.size(); i < full; ++i) {
+    const uint64_t h = BlockHash(i == 0 ? config_.cache_salt : s.block_hashes.back(), s, i);
+    pool_.Register(s.blocks[i], h);
+    s.block_hashes.push_back(h);
+  }
+}
+
 void Scheduler::Emit(Sequence& s, int32_t n, StepInput& in, std::vector<ScheduledSeq>& out) {
   const int32_t bs = config_.block_size;
   for (int32_t k = s.num_computed; k < s.num_computed + n; ++k) {
@@ -133,6 +183,7 @@ void Scheduler::Emit(Sequence& s, int32_t n, StepInput& in, std::vector<Schedule
     in.slot_mapping.push_back(s.blocks[k / bs].value * bs + k % bs);
   }
   s.num_computed += n;
+  if (config_.prefix_caching && !config_.static_batching) RegisterFullBlocks(s);
   in.query_start.push_back(in.num_tokens());
   in.context_len.push_back(s.num_computed);
   const bool samples = s.num_computed == static_cast<int32_t>(s.tokens.size());
@@ -183,9 +234,14 @@ std::vector<ScheduledSeq> Scheduler::Schedule(StepInput& in) {
     // Room for the request's forks too (they join when its prompt is done).
     const int32_t seats = s.forked ? 1 : s.request.params.n;
     if (static_cast<int32_t>(running_.size()) + seats > config_.max_seqs) break;
+    const bool match = config_.prefix_caching && !config_.static_batching && s.blocks.empty();
+    if (match) MatchPrefix(s);
     const int32_t n = std::min<int32_t>(static_cast<int32_t>(s.tokens.size()) - s.num_computed, budget);
-    if (config_.static_batching && !Grow(s, config_.max_model_len, in)) break;  // the whole context, reserved
-    if (!Grow(s, s.num_computed + n, in)) break;
+    if ((config_.static_batching && !Grow(s, config_.max_model_len, in)) ||  // the whole context, reserved
+        !Grow(s, s.num_computed + n, in)) {
+      if (match) UnmatchPrefix(s);
+      break;
+    }
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
     Emit(s, n, in, out);

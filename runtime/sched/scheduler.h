@@ -33,6 +33,10 @@ struct SchedulerConfig {
   // batches, only when the previous batch has finished, and each reserves the blocks of a full
   // max_model_len context up front (no paging, no preemption).
   bool static_batching = false;
+  // Reuse the cached KV of full blocks whose whole prefix matches (block_pool.h); `cache_salt`
+  // keeps different models' hashes apart.
+  bool prefix_caching = true;
+  uint64_t cache_salt = 0;
   int32_t num_host_blocks = 0;        // swap space; 0: preemption always recomputes
   PreemptionCostModel preemption;
 };
@@ -44,6 +48,7 @@ struct Sequence {
   int32_t num_computed = 0;     // tokens whose KV is in the cache
   std::vector<BlockId> blocks;
   std::vector<BlockId> host_blocks;  // while swapped out
+  std::vector<uint64_t> block_hashes;  // prefix-cache hash of each full block, in order
   int32_t sample_index = 0;          // which of the request's n samples (forks) this is
   bool forked = false;               // its n - 1 siblings exist
   int32_t num_generated() const { return static_cast<int32_t>(tokens.size()) - prompt_len; }
@@ -87,6 +92,9 @@ class Scheduler {
   int32_t num_swapped() const { return static_cast<int32_t>(swapped_.size()); }
   int64_t num_preemptions() const { return preemptions_; }
   int64_t num_copied_blocks() const { return copied_blocks_; }
+  // Prefix caching: prompt tokens looked up at admission, and those found cached (not recomputed).
+  int64_t prefix_query_tokens() const { return prefix_query_tokens_; }
+  int64_t prefix_hit_tokens() const { return prefix_hit_tokens_; }
   int64_t num_swap_preemptions() const { return swap_preemptions_; }
   const BlockPool& pool() const { return pool_; }
   const BlockPool& host_pool() const { return host_pool_; }
@@ -105,6 +113,14 @@ class Scheduler {
   // Moves swapped sequences whose blocks fit back to running (oldest first).
   void Resume(StepInput& in);
   void Emit(Sequence& s, int32_t n, StepInput& in, std::vector<ScheduledSeq>& out);
+  // Prefix caching: takes the cached blocks of `s`'s leading full blocks (never its last token,
+  // which must be computed for its logits) and counts them computed.
+  void MatchPrefix(Sequence& s);
+  // Undoes MatchPrefix for a sequence that was not admitted after all.
+  void UnmatchPrefix(Sequence& s);
+  // Registers `s`'s newly filled blocks in the prefix cache.
+  void RegisterFullBlocks(Sequence& s);
+  uint64_t BlockHash(uint64_t parent, const Sequence& s, size_t block) const;
 
   SchedulerConfig config_;
   BlockPool pool_;
@@ -113,6 +129,7 @@ class Scheduler {
   std::deque<std::unique_ptr<Sequence>> swapped_;   // oldest first
   BlockPool host_pool_;
   int64_t preemptions_ = 0, swap_preemptions_ = 0, copied_blocks_ = 0;
+  int64_t prefix_query_tokens_ = 0, prefix_hit_tokens_ = 0;
 };
 
 }  // namespace kvs

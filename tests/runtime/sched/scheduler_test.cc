@@ -19,15 +19,21 @@ Request Req(const std::string& id, int32_t prompt, int32_t max_tokens) {
   return r;
 }
 
-// A stand-in for the KV memory: which (request, position) each device slot and host slot
-// holds. Steps write their tokens' slots; swaps copy whole blocks; before each step every
-// scheduled sequence's earlier positions must read back as its own — so a swap that loses,
-// misplaces or overwrites a block is caught without a model.
+// A stand-in for the KV memory: each device and host slot holds a fingerprint of the token
+// prefix whose KV it stores (token ids up to and including its position). Steps write their
+// tokens' slots; swaps and copy-on-write move whole blocks; before each step every scheduled
+// sequence's earlier positions must read back its own prefix — so a swap, fork or prefix-cache
+// hit that loses, misplaces or overwrites a block is caught without a model.
 struct FakeKv {
   int32_t bs;
-  std::map<int64_t, std::pair<std::string, int32_t>> device, host;
-  void Move(const std::vector<int32_t>& pairs, std::map<int64_t, std::pair<std::string, int32_t>>& from,
-            std::map<int64_t, std::pair<std::string, int32_t>>& to) {
+  std::map<int64_t, uint64_t> device, host;
+  static std::vector<uint64_t> Prefixes(const Sequence& s) {
+    std::vector<uint64_t> f(s.tokens.size());
+    uint64_t h = 1469598103934665603ull;
+    for (size_t p = 0; p < s.tokens.size(); ++p) f[p] = h = (h ^ static_cast<uint32_t>(s.tokens[p])) * 1099511628211ull;
+    return f;
+  }
+  void Move(const std::vector<int32_t>& pairs, std::map<int64_t, uint64_t>& from, std::map<int64_t, uint64_t>& to) {
     for (size_t i = 0; i < pairs.size(); i += 2) {
       for (int32_t k = 0; k < bs; ++k) {
         auto it = from.find(static_cast<int64_t>(pairs[i]) * bs + k);
@@ -40,19 +46,22 @@ struct FakeKv {
     Move(in.swap_out, device, host);  // out first, as the runner does
     Move(in.swap_in, host, device);
     Move(in.copy_blocks, device, device);  // copy-on-write of blocks shared by forks
+    // As in each layer of the forward pass, every token's KV is written before attention reads:
+    // a prefix-cache hit may read a block another sequence fills in this very step.
+    for (int32_t t = 0, r = 0; t < in.num_tokens(); ++t) {
+      while (t >= in.query_start[r + 1]) ++r;
+      device[in.slot_mapping[t]] = Prefixes(*plan[r].seq)[in.positions[t]];
+    }
     for (size_t r = 0; r < plan.size(); ++r) {
       const Sequence& s = *plan[r].seq;
+      const std::vector<uint64_t> prefix = Prefixes(s);
       const int32_t first_new = in.context_len[r] - plan[r].num_tokens;
       for (int32_t p = 0; p < first_new; ++p) {
         const int64_t slot = static_cast<int64_t>(in.block_table[r * in.max_blocks_per_seq + p / bs]) * bs + p % bs;
         auto it = device.find(slot);
         ASSERT_TRUE(it != device.end()) << s.request.id << " position " << p << " was never written";
-        ASSERT_EQ(it->second, std::make_pair(s.request.id, p)) << s.request.id << " reads another token's KV";
+        ASSERT_EQ(it->second, prefix[p]) << s.request.id << " position " << p << " reads another prefix's KV";
       }
-    }
-    for (int32_t t = 0, r = 0; t < in.num_tokens(); ++t) {
-      while (t >= in.query_start[r + 1]) ++r;
-      device[in.slot_mapping[t]] = {plan[r].seq->request.id, in.positions[t]};
     }
   }
 };
@@ -223,7 +232,7 @@ TEST(PreemptionCostModelTest, SwapsWhenMovingTheBlocksBeatsRecomputingTheTokens)
 
 TEST(SchedulerTest, RandomizedStressEndsWithEveryBlockBack) {
   std::mt19937 rng(99);
-  int64_t swaps = 0, recomputes = 0, copies = 0;
+  int64_t swaps = 0, recomputes = 0, copies = 0, prefix_hits = 0;
   for (int round = 0; round < 30; ++round) {
     const int32_t bs = 1 + rng() % 8;
     SchedulerConfig c{bs, 1 + static_cast<int32_t>(rng() % 16), 8 + static_cast<int32_t>(rng() % 64), 128};
@@ -235,6 +244,9 @@ TEST(SchedulerTest, RandomizedStressEndsWithEveryBlockBack) {
       const int32_t prompt = 1 + rng() % 100;
       const int32_t out = 1 + rng() % 27;
       Request r = Req(std::to_string(i), prompt, out);
+      // A few shared stems, then random tokens: many prompts share a prefix of whole blocks.
+      const int32_t stem = static_cast<int32_t>(rng() % 4);
+      for (int32_t k = 0; k < prompt; ++k) r.prompt_ids[k] = k < prompt / 2 ? stem : static_cast<int32_t>(rng() % 3);
       r.params.n = std::min<int32_t>(1 + rng() % 3, c.max_seqs);  // forks share their prompt's blocks
       ASSERT_TRUE(s.Add(std::move(r)).ok());
     }
@@ -245,11 +257,13 @@ TEST(SchedulerTest, RandomizedStressEndsWithEveryBlockBack) {
     swaps += s.num_swap_preemptions();
     recomputes += s.num_preemptions() - s.num_swap_preemptions();
     copies += s.num_copied_blocks();
+    prefix_hits += s.prefix_hit_tokens();
   }
   // Thousands of requests went through both kinds of preemption and through copy-on-write.
   EXPECT_GT(swaps, 100);
   EXPECT_GT(recomputes, 100);
   EXPECT_GT(copies, 100);
+  EXPECT_GT(prefix_hits, 1000);
 }
 
 }  // namespace
