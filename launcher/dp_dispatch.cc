@@ -83,8 +83,17 @@ absl::StatusOr<std::vector<Request>> DispatchRequests(RankRuntime& rt, std::vect
     const int64_t bs = rt.engine->kv_cache().block_size();
     for (const Request& r : all) {
       const int64_t blocks = (static_cast<int64_t>(r.prompt_ids.size()) + r.params.max_tokens + bs - 1) / bs;
-      per_group[router.Route(blocks)].push_back(ToJson(r));
+      // Cumulative hashes of the leading full blocks (of the prompt, as the prefix cache sees it).
+      std::vector<uint64_t> prefix;
+      uint64_t h = 0xcbf29ce484222325ull;
+      for (size_t k = 0; k + bs <= r.prompt_ids.size(); k += bs) {
+        for (size_t t = k; t < k + bs; ++t) h = (h ^ static_cast<uint32_t>(r.prompt_ids[t])) * 0x100000001b3ull;
+        prefix.push_back(h);
+      }
+      per_group[router.Route(blocks, prefix)].push_back(ToJson(r));
     }
+    std::fprintf(stderr, "%s router: %lld of %zu request(s) sent where their prefix went\n", rt.tag().c_str(),
+                 static_cast<long long>(router.affinity_hits()), all.size());
     for (size_t g = 0; g < per_group.size(); ++g) {
       std::fprintf(stderr, "%s routed %zu request(s) to group %zu (KV capacity %s blocks)\n", rt.tag().c_str(),
                    per_group[g].size(), g, caps[g].c_str());

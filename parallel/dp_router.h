@@ -1,12 +1,16 @@
-// The data-parallel router: global rank 0 sends each new request to one TP group. It picks the
-// group with the most free KV capacity after what it has already been given (so a group with
-// more memory, or less work, takes more), breaking ties by the lowest group index. A request's
-// demand is the blocks its prompt plus max_tokens can occupy. The prefix-aware preference (a
-// group that already caches the request's prefix) waits on prefix caching (issue 6).
+// The data-parallel router: global rank 0 sends each new request to one TP group.
+//   1. Prefix affinity: if a group was already sent a request with the same leading blocks, it
+//      holds (or will hold) their KV in its prefix cache; the group with the longest such match
+//      wins, as long as it has room for the request.
+//   2. Otherwise the group with the most free KV capacity after what it has already been given
+//      (so a group with more memory, or less work, takes more); ties go to the lowest index.
+// A request's demand is the blocks its prompt plus max_tokens can occupy.
 #pragma once
 
 #include <cstdint>
 #include <vector>
+
+#include "absl/container/flat_hash_map.h"
 
 namespace kvs {
 
@@ -14,14 +18,18 @@ class DpRouter {
  public:
   // capacity_blocks[g]: group g's KV blocks (the minimum over its ranks).
   explicit DpRouter(std::vector<int64_t> capacity_blocks) : free_(std::move(capacity_blocks)) {}
-  // Chooses a group for a request that needs `blocks` and charges it.
-  int Route(int64_t blocks);
+  // Chooses a group for a request that needs `blocks` and charges it. `prefix_hashes` are the
+  // hashes of its leading full blocks (each covering the whole prefix up to it), or empty.
+  int Route(int64_t blocks, const std::vector<uint64_t>& prefix_hashes = {});
   // Gives `blocks` back to group `g` (the request finished).
   void Release(int g, int64_t blocks) { free_[g] += blocks; }
   const std::vector<int64_t>& free_blocks() const { return free_; }
+  int64_t affinity_hits() const { return affinity_hits_; }
 
  private:
   std::vector<int64_t> free_;
+  absl::flat_hash_map<uint64_t, int> owner_;  // leading-block hash -> group first sent it
+  int64_t affinity_hits_ = 0;
 };
 
 }  // namespace kvs

@@ -44,5 +44,16 @@ TEST(DpRouterTest, SendsEachRequestToTheGroupWithTheMostFreeKv) {
   EXPECT_EQ(r.Route(1), 0);
 }
 
+TEST(DpRouterTest, PrefersTheGroupThatWasSentTheSamePrefix) {
+  DpRouter r({1000, 1000});
+  EXPECT_EQ(r.Route(10, {11, 12, 13}), 0);  // new prefix: most free (tie: group 0)
+  EXPECT_EQ(r.Route(10, {21, 22}), 1);      // new prefix: group 1 is freer now
+  EXPECT_EQ(r.Route(10, {11, 12, 99}), 0);  // shares two blocks with the first: its group
+  EXPECT_EQ(r.Route(10, {21}), 1);
+  EXPECT_EQ(r.affinity_hits(), 2);
+  EXPECT_EQ(r.Route(500), 0);  // 980 / 980: tie -> group 0, now 480 / 980
+  EXPECT_EQ(r.Route(600, {11}), 1) << "no room in the affine group: the freest instead";
+}
+
 }  // namespace
 }  // namespace kvs
