@@ -2,6 +2,7 @@
 // write into a shared block copies it. Sample i must equal a lone request seeded with seed + i
 // (same prefix, same logits, same generator), greedy samples must all equal the greedy answer,
 // and every block must come back.
+#include <random>
 #include <set>
 #include <tuple>
 
@@ -108,6 +109,39 @@ TEST(ForkTest, AbortRemovesEverySample) {
   EXPECT_TRUE((*engine)->Abort("x"));
   EXPECT_FALSE((*engine)->HasWork());
   EXPECT_EQ((*engine)->scheduler().pool().num_free(), (*engine)->kv_cache().num_blocks());
+}
+
+// The issue-5 proof on a batch of 64 random requests: every greedy output is the same alone, in
+// the batch, with chunked prefill, and under forced preemption by swap and by recompute.
+TEST(BatchInvarianceTest, SixtyFourRequestsGiveTheSameTokensAloneBatchedChunkedAndPreempted) {
+  auto lm = LoadCpuModel(GoldenPath("models/tiny-llama31"));
+  ASSERT_NE(lm, nullptr);
+  std::mt19937 rng(5);
+  std::vector<std::vector<int32_t>> prompts(64);
+  for (auto& p : prompts) {
+    p.resize(1 + rng() % 40);
+    for (auto& t : p) t = static_cast<int32_t>(rng() % 512);
+  }
+  EngineConfig base;
+  base.kv_cache_bytes = 16 << 20;
+  std::vector<std::vector<int32_t>> alone;
+  for (const auto& p : prompts) alone.push_back(testing::RunGreedy(*lm, {p}, 16, base)[0]);
+  EXPECT_EQ(testing::RunGreedy(*lm, prompts, 16, base), alone) << "batch of 64";
+  EngineConfig chunked = base;
+  chunked.max_tokens_per_step = 7;
+  chunked.block_size = 3;
+  EXPECT_EQ(testing::RunGreedy(*lm, prompts, 16, chunked), alone) << "chunked prefill";
+  for (PreemptionMode mode : {PreemptionMode::kSwap, PreemptionMode::kRecompute}) {
+    EngineConfig tight = base;
+    tight.block_size = 8;
+    tight.kv_cache_bytes = 40 * 8 * lm->weights->config().KvBytesPerToken(4);  // 40 blocks for 64 sequences
+    tight.preemption_mode = mode;
+    tight.swap_space_bytes = 512 * 8 * lm->weights->config().KvBytesPerToken(4);
+    int64_t preemptions = 0, swaps = 0;
+    EXPECT_EQ(testing::RunGreedy(*lm, prompts, 16, tight, &preemptions, &swaps), alone) << PreemptionModeName(mode);
+    EXPECT_GT(preemptions, 0) << PreemptionModeName(mode);
+    EXPECT_EQ(swaps > 0, mode == PreemptionMode::kSwap);
+  }
 }
 
 }  // namespace
