@@ -82,7 +82,9 @@ absl::StatusOr<std::vector<Request>> DispatchRequests(RankRuntime& rt, std::vect
     std::vector<json> per_group(capacity.size(), json::array());
     const int64_t bs = rt.engine->kv_cache().block_size();
     for (const Request& r : all) {
-      const int64_t blocks = (static_cast<int64_t>(r.prompt_ids.size()) + r.params.max_tokens + bs - 1) / bs;
+      // Forks share the prompt's blocks but each grows its own output.
+      const int64_t prompt_blocks = (static_cast<int64_t>(r.prompt_ids.size()) + bs - 1) / bs;
+      const int64_t blocks = prompt_blocks + r.params.n * ((r.params.max_tokens + bs - 1) / bs);
       // Cumulative hashes of the leading full blocks (of the prompt, as the prefix cache sees it).
       std::vector<uint64_t> prefix;
       uint64_t h = 0xcbf29ce484222325ull;

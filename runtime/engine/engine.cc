@@ -184,7 +184,9 @@ absl::StatusOr<PreemptionCostModel> Engine::MeasurePreemptionCosts(Backend& back
 }
 
 absl::Status Engine::Add(Request r) {
-  if (states_.contains(r.id)) return absl::AlreadyExistsError(absl::StrFormat("request id '%s' is already in use", r.id));
+  if (states_.contains(r.id) || live_ids_.contains(r.id)) {
+    return absl::AlreadyExistsError(absl::StrFormat("request id '%s' is already in use", r.id));
+  }
   if (!r.params.stop.empty() && tokenizer_ == nullptr) {
     return absl::InvalidArgumentError("stop strings need a tokenizer");
   }
@@ -200,11 +202,13 @@ absl::Status Engine::Add(Request r) {
   const std::string id = r.id;
   KVS_RETURN_IF_ERROR(scheduler_->Add(std::move(r)));
   states_.emplace(id, std::move(st));  // StateKey of sample 0
+  live_ids_[id] = 1;
   return absl::OkStatus();
 }
 
 bool Engine::Abort(const std::string& id) {
   if (!scheduler_->Abort(id)) return false;
+  live_ids_.erase(id);
   for (auto it = states_.begin(); it != states_.end();) {
     auto cur = it++;
     if (cur->first.substr(0, cur->first.find('\x1f')) == id) states_.erase(cur);
@@ -310,6 +314,7 @@ absl::StatusOr<std::vector<TokenEvent>> Engine::Step() {
       const SeqState& parent = states_.at(StateKey(seq));
       for (int32_t i = 1; i < p.n; ++i) {
         Sequence* child = scheduler_->Fork(seq, i);
+        ++live_ids_[seq.request.id];
         SeqState st = parent;
         st.rng.seed(p.seed + static_cast<uint64_t>(i));
         states_.emplace(StateKey(*child), std::move(st));
@@ -330,6 +335,7 @@ absl::StatusOr<std::vector<TokenEvent>> Engine::Step() {
   }
   for (Sequence* s : finished) {
     states_.erase(StateKey(*s));
+    if (auto it = live_ids_.find(s->request.id); it != live_ids_.end() && --it->second == 0) live_ids_.erase(it);
     scheduler_->Finish(s);
   }
   return events;

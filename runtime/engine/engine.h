@@ -158,6 +158,7 @@ class Engine {
   bool shut_down_ = false;
   absl::flat_hash_set<int32_t> eos_ids_;
   absl::flat_hash_map<std::string, SeqState> states_;
+  absl::flat_hash_map<std::string, int32_t> live_ids_;  // request id -> its samples still running
   std::vector<RequestResult> results_;
   std::vector<std::pair<float, int32_t>> sample_scratch_;
   StepStats last_step_;

@@ -106,6 +106,9 @@ TEST(ForkTest, AbortRemovesEverySample) {
   ASSERT_TRUE((*engine)->Add(Make("x", 5, 0.8f, 3)).ok());
   for (int i = 0; i < 3; ++i) ASSERT_TRUE((*engine)->Step().ok());
   EXPECT_EQ((*engine)->scheduler().num_running(), 5);
+  EXPECT_EQ((*engine)->Add(Make("x", 1, 0.0f, 0)).code(), absl::StatusCode::kAlreadyExists) << "samples still running";
+  EXPECT_TRUE((*engine)->Abort("x"));
+  EXPECT_TRUE((*engine)->Add(Make("x", 1, 0.0f, 0)).ok()) << "the id is free once every sample is gone";
   EXPECT_TRUE((*engine)->Abort("x"));
   EXPECT_FALSE((*engine)->HasWork());
   EXPECT_EQ((*engine)->scheduler().pool().num_free(), (*engine)->kv_cache().num_blocks());

@@ -71,7 +71,7 @@ TEST(TokenizerTest, GgufTokenizerMatchesHfTokenizersOnCorpus) {
 TEST(TokenizerTest, RejectsInvalidUtf8WithOffset) {
   auto tok = Tokenizer::FromJsonFile(GoldenPath("tokenizer/smollm2_tokenizer.json"));
   ASSERT_TRUE(tok.ok());
-  for (const std::string bad : {std::string("ok\xff"), std::string("ab\xc3"), std::string("\xed\xa0\x80"),
+  for (const std::string& bad : {std::string("ok\xff"), std::string("ab\xc3"), std::string("\xed\xa0\x80"),
                                 std::string("\xc0\xaf")}) {
     auto ids = tok->Encode(bad, true);
     ASSERT_FALSE(ids.ok());
