@@ -20,4 +20,5 @@ int RunInspect();
 int RunBench();
 int RunMakeModel();
 int RunPlan();
+int RunServe();
 }  // namespace kvs

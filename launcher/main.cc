@@ -13,6 +13,7 @@ namespace {
 constexpr const char* kUsage =
     "usage: kvshard <command> [flags]\n"
     "commands:\n"
+    "  serve    --model PATH [--port 8000 --host 127.0.0.1 --api-key KEY]   (OpenAI API)\n"
     "  generate --model PATH (--prompt TEXT [--chat] | --input in.jsonl --output out.jsonl)\n"
     "  inspect  --model PATH\n"
     "  bench    --model PATH|random:PRESET [--input-len N --output-len N --num-prompts N | --kernel attention]\n"
@@ -54,6 +55,9 @@ int main(int argc, char** argv) {
   if (command == "bench") return kvs::RunBench();
   if (command == "make-model") return kvs::RunMakeModel();
   if (command == "plan") return kvs::RunPlan();
+#if defined(KVS_HAVE_SERVER)
+  if (command == "serve") return kvs::RunServe();
+#endif
   std::fprintf(stderr, "kvshard: unknown command '%s'\n%s", command.c_str(), kUsage);
   return 2;
 }

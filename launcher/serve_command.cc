@@ -1,0 +1,77 @@
+// `kvshard serve`: the OpenAI-compatible server on rank 0; under mpirun/srun the other ranks of
+// its tensor-parallel group run as workers. SIGTERM or SIGINT drains: new requests get 503,
+// in-flight ones finish, then every rank stops.
+#include <csignal>
+#include <cstdio>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_format.h"
+#include "kernels/common/status_macros.h"
+#include "launcher/commands.h"
+#include "launcher/flags.h"
+#include "launcher/rank_setup.h"
+#include "runtime/server/http_server.h"
+
+ABSL_FLAG(std::string, host, "127.0.0.1", "serve: address to listen on (0.0.0.0 for every interface)");
+ABSL_FLAG(int32_t, port, 8000, "serve: TCP port");
+ABSL_FLAG(std::string, api_key, "", "serve: require 'Authorization: Bearer KEY' on /v1/ routes");
+ABSL_FLAG(std::string, served_model_name, "", "serve: the model name clients use (default: the --model argument)");
+ABSL_FLAG(int64_t, max_body_bytes, 1 << 20, "serve: largest request body accepted (413 beyond)");
+ABSL_FLAG(int32_t, max_in_flight, 1024, "serve: requests accepted at once (503 with Retry-After beyond)");
+
+namespace kvs {
+namespace {
+
+EngineService* g_service = nullptr;
+extern "C" void OnSignal(int) {
+  if (g_service != nullptr) g_service->Drain();  // sets an atomic and notifies: async-signal-tolerant here
+}
+
+absl::Status Serve(std::unique_ptr<RankRuntime>& rt) {
+  const std::string model = absl::GetFlag(FLAGS_model);
+  if (model.empty()) return absl::InvalidArgumentError("--model is required");
+  const int32_t port = absl::GetFlag(FLAGS_port);
+  if (port < 0 || port > 65535) return absl::InvalidArgumentError(absl::StrFormat("--port %d is not a TCP port", port));
+  if (absl::GetFlag(FLAGS_max_body_bytes) < 1024) return absl::InvalidArgumentError("--max-body-bytes must be >= 1024");
+  if (absl::GetFlag(FLAGS_max_in_flight) < 1) return absl::InvalidArgumentError("--max-in-flight must be >= 1");
+  KVS_ASSIGN_OR_RETURN(rt, StartRank(model));
+  if (rt->worker) return RunWorker(*rt);
+  if (rt->context->layout().dp > 1) {
+    return absl::UnimplementedError("serve runs one tensor-parallel group (dp = 1) for now: start ranks = --tp");
+  }
+  if (!rt->model->tokenizer) return absl::FailedPreconditionError("serving needs a tokenizer (tokenizer.json or a GGUF)");
+  ServiceLimits limits;
+  limits.max_model_len = rt->engine->scheduler().config().max_model_len;
+  limits.max_in_flight = absl::GetFlag(FLAGS_max_in_flight);
+  EngineService service(*rt->engine, *rt->model->tokenizer,
+                        rt->model->chat_template ? &*rt->model->chat_template : nullptr, limits);
+  HttpOptions opt;
+  opt.host = absl::GetFlag(FLAGS_host);
+  opt.port = port;
+  opt.api_key = absl::GetFlag(FLAGS_api_key);
+  opt.model_name = absl::GetFlag(FLAGS_served_model_name).empty() ? model : absl::GetFlag(FLAGS_served_model_name);
+  opt.max_body_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_max_body_bytes));
+  opt.default_max_tokens = absl::GetFlag(FLAGS_max_tokens);
+  HttpServer http(service, opt);
+  KVS_RETURN_IF_ERROR(http.Start());
+  g_service = &service;
+  std::signal(SIGTERM, OnSignal);
+  std::signal(SIGINT, OnSignal);
+  std::fprintf(stderr, "%s serving '%s' on http://%s:%d (OpenAI API under /v1)\n", rt->tag().c_str(),
+               opt.model_name.c_str(), opt.host.c_str(), port);
+  const absl::Status run = service.Run();  // until drained
+  g_service = nullptr;
+  http.Stop();
+  std::fprintf(stderr, "%s drained and stopped\n", rt->tag().c_str());
+  KVS_RETURN_IF_ERROR(run);
+  return rt->engine->Shutdown();
+}
+
+}  // namespace
+
+int RunServe() {
+  std::unique_ptr<RankRuntime> rt;  // outlives Serve: see generate
+  return FinishRank("serve", Serve(rt));
+}
+
+}  // namespace kvs

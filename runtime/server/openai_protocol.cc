@@ -1,0 +1,143 @@
+#include "runtime/server/openai_protocol.h"
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_format.h"
+#include "kernels/common/status_macros.h"
+
+namespace kvs {
+namespace {
+
+using nlohmann::json;
+
+absl::Status Bad(const std::string& msg) { return absl::InvalidArgumentError(msg); }
+
+}  // namespace
+
+absl::StatusOr<ApiRequest> ParseApiRequest(const std::string& body, bool chat, int32_t default_max_tokens) {
+  const json j = json::parse(body, nullptr, false);
+  if (j.is_discarded()) return Bad("the body is not valid JSON");
+  if (!j.is_object()) return Bad("the body must be a JSON object");
+  ApiRequest r;
+  r.chat = chat;
+  r.params.max_tokens = default_max_tokens;
+  static const absl::flat_hash_set<std::string> kIgnored = {"user", "frequency_penalty", "presence_penalty",
+                                                            "logit_bias", "stream_options"};
+  for (const auto& [key, v] : j.items()) {
+    if (key == "model") {
+      if (!v.is_string()) return Bad("'model' must be a string");
+      r.model = v.get<std::string>();
+    } else if (key == "prompt" && !chat) {
+      if (v.is_string()) {
+        r.prompt = v.get<std::string>();
+      } else if (v.is_array() && v.size() == 1 && v[0].is_string()) {
+        r.prompt = v[0].get<std::string>();
+      } else {
+        return Bad("'prompt' must be a string (or a list of one string)");
+      }
+    } else if (key == "messages" && chat) {
+      if (!v.is_array() || v.empty()) return Bad("'messages' must be a non-empty array");
+      for (const json& m : v) {
+        if (!m.is_object() || !m.contains("role") || !m["role"].is_string() || !m.contains("content") ||
+            !m["content"].is_string()) {
+          return Bad("each message needs string 'role' and 'content'");
+        }
+        r.messages.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+      }
+    } else if (key == "max_tokens" || key == "max_completion_tokens") {
+      if (!v.is_number_integer()) return Bad(absl::StrFormat("'%s' must be an integer", key));
+      r.params.max_tokens = static_cast<int32_t>(std::clamp<int64_t>(v.get<int64_t>(), INT32_MIN, INT32_MAX));
+    } else if (key == "temperature" || key == "top_p") {
+      if (!v.is_number()) return Bad(absl::StrFormat("'%s' must be a number", key));
+      (key == "temperature" ? r.params.temperature : r.params.top_p) = v.get<float>();
+    } else if (key == "top_k") {
+      if (!v.is_number_integer()) return Bad("'top_k' must be an integer");
+      const int64_t k = v.get<int64_t>();
+      r.params.top_k = k < 0 ? 0 : static_cast<int32_t>(std::min<int64_t>(k, INT32_MAX));  // -1: off, as vLLM
+    } else if (key == "n") {
+      if (!v.is_number_integer()) return Bad("'n' must be an integer");
+      r.params.n = static_cast<int32_t>(std::clamp<int64_t>(v.get<int64_t>(), INT32_MIN, INT32_MAX));
+    } else if (key == "seed") {
+      if (!v.is_number_integer() || v.get<int64_t>() < 0) return Bad("'seed' must be a non-negative integer");
+      r.params.seed = v.get<uint64_t>();
+    } else if (key == "stop") {
+      if (v.is_string()) {
+        r.params.stop = {v.get<std::string>()};
+      } else if (v.is_array()) {
+        for (const json& s : v) {
+          if (!s.is_string()) return Bad("'stop' entries must be strings");
+          r.params.stop.push_back(s.get<std::string>());
+        }
+      } else if (!v.is_null()) {
+        return Bad("'stop' must be a string or a list of strings");
+      }
+    } else if (key == "stream") {
+      if (!v.is_boolean()) return Bad("'stream' must be a boolean");
+      r.stream = v.get<bool>();
+    } else if (key == "ignore_eos") {
+      if (!v.is_boolean()) return Bad("'ignore_eos' must be a boolean");
+      r.params.ignore_eos = v.get<bool>();
+    } else if (key == "logprobs" || key == "top_logprobs" || key == "echo" || key == "best_of" || key == "suffix" ||
+               key == "tools" || key == "response_format") {
+      if (!v.is_null() && !(v.is_boolean() && !v.get<bool>())) {
+        return Bad(absl::StrFormat("'%s' is not supported by kvshard", key));
+      }
+    } else if (!kIgnored.contains(key)) {
+      return Bad(absl::StrFormat("unknown field '%s'", key));
+    }
+  }
+  if (!chat && !j.contains("prompt")) return Bad("'prompt' is required");
+  if (chat && !j.contains("messages")) return Bad("'messages' is required");
+  KVS_RETURN_IF_ERROR(r.params.Validate());
+  return r;
+}
+
+json CompletionResponse(const ApiRequest& r, const std::string& id, int64_t created, const std::vector<ApiChoice>& choices,
+                        int32_t prompt_tokens, int32_t output_tokens) {
+  json out = {{"id", id},
+              {"object", r.chat ? "chat.completion" : "text_completion"},
+              {"created", created},
+              {"model", r.model},
+              {"usage",
+               {{"prompt_tokens", prompt_tokens},
+                {"completion_tokens", output_tokens},
+                {"total_tokens", prompt_tokens + output_tokens}}}};
+  out["choices"] = json::array();
+  for (size_t i = 0; i < choices.size(); ++i) {
+    json c = {{"index", i}, {"finish_reason", FinishReasonName(choices[i].reason)}};
+    if (r.chat) {
+      c["message"] = {{"role", "assistant"}, {"content", choices[i].text}};
+    } else {
+      c["text"] = choices[i].text;
+      c["logprobs"] = nullptr;
+    }
+    out["choices"].push_back(c);
+  }
+  return out;
+}
+
+json StreamChunk(const ApiRequest& r, const std::string& id, int64_t created, int32_t index, const std::string& delta,
+                 FinishReason reason, bool first) {
+  json c = {{"index", index},
+            {"finish_reason", reason == FinishReason::kNone ? json(nullptr) : json(FinishReasonName(reason))}};
+  if (r.chat) {
+    c["delta"] = json::object();
+    if (first) c["delta"]["role"] = "assistant";
+    if (!delta.empty() || first) c["delta"]["content"] = delta;
+  } else {
+    c["text"] = delta;
+    c["logprobs"] = nullptr;
+  }
+  return json{{"id", id},
+              {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
+              {"created", created},
+              {"model", r.model},
+              {"choices", json::array({c})}};
+}
+
+std::string ErrorBody(const std::string& message, const std::string& type, const std::string& param) {
+  return json{{"error", {{"message", message}, {"type", type}, {"param", param.empty() ? json(nullptr) : json(param)},
+                         {"code", nullptr}}}}
+      .dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+}  // namespace kvs

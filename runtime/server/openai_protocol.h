@@ -1,0 +1,44 @@
+// The OpenAI-compatible request and response bodies (/v1/completions, /v1/chat/completions):
+// parsing with validation that names the offending field, and the JSON kvshard answers with.
+// Pure functions on JSON: no HTTP, no engine, so every rule is unit-tested.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+#include "runtime/model/chat_template.h"
+#include "runtime/sched/request.h"
+
+namespace kvs {
+
+struct ApiRequest {
+  bool chat = false;
+  std::string model;
+  std::string prompt;                 // completions
+  std::vector<ChatMessage> messages;  // chat
+  SamplingParams params;
+  bool stream = false;
+};
+
+// Parses and validates a body; `default_max_tokens` applies when the body has none.
+absl::StatusOr<ApiRequest> ParseApiRequest(const std::string& body, bool chat, int32_t default_max_tokens);
+
+// One sample's final state, for the non-streaming response.
+struct ApiChoice {
+  std::string text;
+  FinishReason reason = FinishReason::kNone;
+};
+
+nlohmann::json CompletionResponse(const ApiRequest& r, const std::string& id, int64_t created,
+                                  const std::vector<ApiChoice>& choices, int32_t prompt_tokens, int32_t output_tokens);
+// One server-sent event's JSON for a streamed delta (text and/or a finish reason).
+nlohmann::json StreamChunk(const ApiRequest& r, const std::string& id, int64_t created, int32_t index,
+                           const std::string& delta, FinishReason reason, bool first);
+// {"error": {"message", "type", "param", "code"}} as OpenAI sends it.
+std::string ErrorBody(const std::string& message, const std::string& type, const std::string& param = "");
+
+}  // namespace kvs
