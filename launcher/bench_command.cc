@@ -20,6 +20,11 @@
 #include "launcher/engine_flags.h"
 #include "launcher/flags.h"
 #include "launcher/rank_setup.h"
+#if defined(KVS_HAVE_SERVER)
+#include "absl/flags/declare.h"
+#include "launcher/serve_bench.h"
+ABSL_DECLARE_FLAG(std::string, url);
+#endif
 #include "runtime/engine/engine.h"
 #include "runtime/engine/loaded_model.h"
 
@@ -220,6 +225,9 @@ absl::Status BenchEngine(Backend& backend, const ModelWeights& weights, Engine* 
 }
 
 absl::Status Bench(std::unique_ptr<RankRuntime>& rt) {
+#if defined(KVS_HAVE_SERVER)
+  if (!absl::GetFlag(FLAGS_url).empty()) return ServingBenchmark();
+#endif
   const std::string model_path = absl::GetFlag(FLAGS_model);
   if (model_path.empty()) return absl::InvalidArgumentError("--model is required (e.g. random:llama-3-8b)");
   const std::string kernel = absl::GetFlag(FLAGS_kernel);

@@ -103,6 +103,8 @@ void EngineService::Admit(Pending& p) {
     auto text = chat_->Render(p.request.messages, /*add_generation_prompt=*/true);
     if (!text.ok()) return fail(absl::InvalidArgumentError(text.status().message()));
     ids = tokenizer_.Encode(*text, /*add_special_tokens=*/false);
+  } else if (!p.request.prompt_ids.empty()) {
+    ids = p.request.prompt_ids;
   } else {
     ids = tokenizer_.Encode(p.request.prompt, /*add_special_tokens=*/true);
   }

@@ -31,8 +31,15 @@ absl::StatusOr<ApiRequest> ParseApiRequest(const std::string& body, bool chat, i
         r.prompt = v.get<std::string>();
       } else if (v.is_array() && v.size() == 1 && v[0].is_string()) {
         r.prompt = v[0].get<std::string>();
+      } else if (v.is_array() && !v.empty() && v[0].is_number_integer()) {
+        for (const json& t : v) {
+          if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() > INT32_MAX) {
+            return Bad("'prompt' token ids must be non-negative integers");
+          }
+          r.prompt_ids.push_back(t.get<int32_t>());
+        }
       } else {
-        return Bad("'prompt' must be a string (or a list of one string)");
+        return Bad("'prompt' must be a string, a list of one string, or a list of token ids");
       }
     } else if (key == "messages" && chat) {
       if (!v.is_array() || v.empty()) return Bad("'messages' must be a non-empty array");

@@ -19,6 +19,7 @@ struct ApiRequest {
   bool chat = false;
   std::string model;
   std::string prompt;                 // completions
+  std::vector<int32_t> prompt_ids;    // completions given token ids (OpenAI allows a list of ints)
   std::vector<ChatMessage> messages;  // chat
   SamplingParams params;
   bool stream = false;

@@ -109,6 +109,8 @@ try:
         ("/v1/completions", json.dumps({"prompt": "hi", "max_tokens": "ten"}), 400, "max_tokens"),
         ("/v1/completions", json.dumps({"prompt": "hi", "max_tokens": -5}), 400, "max_tokens"),
         ("/v1/completions", json.dumps({"prompt": 7}), 400, "prompt"),
+        ("/v1/completions", json.dumps({"prompt": [1, -2]}), 400, "token ids"),
+        ("/v1/completions", json.dumps({"prompt": [1, 99999999]}), 400, "vocabulary"),
         ("/v1/chat/completions", json.dumps({"messages": [{"role": "user"}]}), 400, "content"),
         ("/v1/completions", json.dumps({"prompt": "hi", "model": "gpt-4"}), 404, "does not exist"),
         ("/v1/completions", json.dumps({"prompt": "hi", "max_tokens": 100000}), 400, "maximum context length"),
@@ -140,6 +142,15 @@ try:
     m = metrics(port)
     check(m["kvshard_requests_failed_total"] >= 1, "the abandoned request is counted as aborted")
     check(m["kvshard_time_to_first_token_seconds_count"] >= 5, "latency histograms are filled")
+
+    # The serving benchmark against this server: Poisson arrivals, percentiles as JSON.
+    out = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"kvs_serving_{port}.json")
+    bench = subprocess.run([BIN, "bench", "--url", f"http://127.0.0.1:{port}", "--rate", "20", "--num-prompts", "4",
+                            "--input-len", "16", "--output-len", "6", "--result-json", out],
+                           capture_output=True, text=True, timeout=300)
+    res = json.load(open(out)) if bench.returncode == 0 else {}
+    check(res.get("completed") == 4 and res["ttft_ms"]["p99"] >= res["ttft_ms"]["p50"] > 0 and res["itl_ms"]["p50"] > 0,
+          f"kvshard bench --url reports throughput and TTFT/TPOT/ITL percentiles: {bench.stdout or bench.stderr}")
 
     # SIGTERM drains: the in-flight request completes, then the server exits 0.
     result = {}
