@@ -12,7 +12,7 @@ BUILD_DIR=${KVS_BUILD_DIR:-build}
 
 # Debian packages kvshard builds against (Abseil, GoogleTest, nlohmann-json, PCRE2, Open MPI) and tools.
 PACKAGES=(cmake ninja-build g++ libabsl-dev libgtest-dev nlohmann-json3-dev libpcre2-dev openmpi-bin libopenmpi-dev
-          libcpp-httplib-dev libssl-dev zlib1g-dev libbrotli-dev)
+          libcpp-httplib-dev libssl-dev zlib1g-dev libbrotli-dev slurm-wlm munge)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
