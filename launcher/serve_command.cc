@@ -35,7 +35,13 @@ absl::Status Serve(std::unique_ptr<RankRuntime>& rt) {
   if (absl::GetFlag(FLAGS_max_body_bytes) < 1024) return absl::InvalidArgumentError("--max-body-bytes must be >= 1024");
   if (absl::GetFlag(FLAGS_max_in_flight) < 1) return absl::InvalidArgumentError("--max-in-flight must be >= 1");
   KVS_ASSIGN_OR_RETURN(rt, StartRank(model));
-  if (rt->worker) return RunWorker(*rt);
+  if (rt->worker) {
+    // mpirun and srun forward SIGTERM to every rank: workers leave when the leader has drained
+    // and releases them, not before (a worker gone mid-step would fail the leader's requests).
+    std::signal(SIGTERM, SIG_IGN);
+    std::signal(SIGINT, SIG_IGN);
+    return RunWorker(*rt);
+  }
   if (rt->context->layout().dp > 1) {
     return absl::UnimplementedError("serve runs one tensor-parallel group (dp = 1) for now: start ranks = --tp");
   }
