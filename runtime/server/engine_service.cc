@@ -184,6 +184,7 @@ absl::Status EngineService::Run() {
     swapped_ = s.num_swapped();
     kv_total_ = s.pool().num_blocks();
     kv_used_ = s.pool().num_blocks() - s.pool().num_free();
+    kv_tokens_ = s.TokensInCache();
     preemptions_ = s.num_preemptions();
     prefix_hits_ = s.prefix_hit_tokens();
     prefix_queries_ = s.prefix_query_tokens();
@@ -202,6 +203,9 @@ std::string EngineService::MetricsText() const {
   gauge("kv_cache_usage_ratio", "Share of this group's KV blocks in use (every device holds the same blocks)",
         kv_total_ > 0 ? static_cast<double>(kv_used_) / kv_total_ : 0.0);
   gauge("kv_cache_blocks_total", "KV blocks of this group", kv_total_);
+  gauge("kv_slot_utilization_ratio", "Tokens stored over token slots of the blocks in use (paging waste)",
+        kv_used_ > 0 ? static_cast<double>(kv_tokens_) / (static_cast<double>(kv_used_) * engine_.kv_cache().block_size())
+                     : 0.0);
   gauge("prefix_cache_hit_ratio", "Prompt tokens found in the prefix cache over prompt tokens looked up",
         prefix_queries_ > 0 ? static_cast<double>(prefix_hits_) / prefix_queries_ : 0.0);
   gauge("preemptions_total", "Sequences preempted (swap or recompute)", preemptions_, "counter");

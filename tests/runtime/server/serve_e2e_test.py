@@ -142,6 +142,8 @@ try:
     m = metrics(port)
     check(m["kvshard_requests_failed_total"] >= 1, "the abandoned request is counted as aborted")
     check(m["kvshard_time_to_first_token_seconds_count"] >= 5, "latency histograms are filled")
+    check("kvshard_kv_slot_utilization_ratio" in m and "kvshard_prefix_cache_hit_ratio" in m,
+          "KV slot utilisation and prefix hit rate are exported")
 
     # The serving benchmark against this server: Poisson arrivals, percentiles as JSON.
     out = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"kvs_serving_{port}.json")

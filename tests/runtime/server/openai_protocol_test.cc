@@ -1,0 +1,79 @@
+// The OpenAI body rules, one by one: what is accepted, what each bad field's error says, and the
+// shapes of the JSON the server sends (which the openai client parses in serve_e2e_test).
+#include "runtime/server/openai_protocol.h"
+
+#include "gtest/gtest.h"
+
+namespace kvs {
+namespace {
+
+TEST(OpenAiProtocolTest, ParsesCompletionAndChatBodies) {
+  auto c = ParseApiRequest(R"({"model": "m", "prompt": "hi", "max_tokens": 7, "temperature": 0.5, "top_p": 0.9,
+                              "top_k": -1, "n": 2, "seed": 3, "stop": ["\n", "END"], "stream": true, "user": "u"})",
+                           false, 16);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->prompt, "hi");
+  EXPECT_EQ(c->params.max_tokens, 7);
+  EXPECT_EQ(c->params.top_k, 0);  // -1 means off, as in vLLM
+  EXPECT_EQ(c->params.n, 2);
+  EXPECT_EQ(c->params.stop.size(), 2u);
+  EXPECT_TRUE(c->stream);
+  auto ids = ParseApiRequest(R"({"prompt": [1, 2, 3]})", false, 16);
+  ASSERT_TRUE(ids.ok());
+  EXPECT_EQ(ids->prompt_ids, (std::vector<int32_t>{1, 2, 3}));
+  EXPECT_EQ(ids->params.max_tokens, 16) << "the server's default";
+  auto chat = ParseApiRequest(R"({"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]})",
+                              true, 16);
+  ASSERT_TRUE(chat.ok());
+  EXPECT_EQ(chat->messages.size(), 2u);
+}
+
+TEST(OpenAiProtocolTest, EveryBadFieldIsNamed) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"[1, 2]", "JSON object"},
+      {R"({"prompt": "a", "max_tokens": -3})", "max_tokens must be >= 1, got -3"},
+      {R"({"prompt": "a", "max_tokens": 1.5})", "'max_tokens' must be an integer"},
+      {R"({"prompt": "a", "n": 0})", "n must be in 1..128"},
+      {R"({"prompt": "a", "seed": -1})", "'seed'"},
+      {R"({"prompt": "a", "stop": 5})", "'stop'"},
+      {R"({"prompt": "a", "stream": "yes"})", "'stream'"},
+      {R"({"prompt": "a", "best_of": 3})", "'best_of' is not supported"},
+      {R"({"prompt": "a", "frobnicate": 1})", "unknown field 'frobnicate'"},
+      {R"({"max_tokens": 3})", "'prompt' is required"},
+      {R"({"prompt": [1, "a"]})", "token ids"},
+  };
+  for (const auto& [body, want] : cases) {
+    auto r = ParseApiRequest(body, false, 16);
+    ASSERT_FALSE(r.ok()) << body;
+    EXPECT_NE(r.status().message().find(want), std::string::npos) << body << " -> " << r.status();
+  }
+  EXPECT_NE(ParseApiRequest(R"({"prompt": "a"})", true, 16).status().message().find("unknown field 'prompt'"),
+            std::string::npos) << "chat bodies take messages";
+}
+
+TEST(OpenAiProtocolTest, ResponsesHaveOpenAisShapes) {
+  ApiRequest chat;
+  chat.chat = true;
+  chat.model = "m";
+  auto full = CompletionResponse(chat, "id1", 5, {{"Paris.", FinishReason::kStop}}, 10, 2);
+  EXPECT_EQ(full["object"], "chat.completion");
+  EXPECT_EQ(full["choices"][0]["message"]["content"], "Paris.");
+  EXPECT_EQ(full["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(full["usage"]["total_tokens"], 12);
+  auto first = StreamChunk(chat, "id1", 5, 0, "Pa", FinishReason::kNone, true);
+  EXPECT_EQ(first["object"], "chat.completion.chunk");
+  EXPECT_EQ(first["choices"][0]["delta"]["role"], "assistant");
+  EXPECT_TRUE(first["choices"][0]["finish_reason"].is_null());
+  ApiRequest comp;
+  comp.model = "m";
+  auto last = StreamChunk(comp, "id2", 5, 1, "", FinishReason::kLength, false);
+  EXPECT_EQ(last["object"], "text_completion");
+  EXPECT_EQ(last["choices"][0]["index"], 1);
+  EXPECT_EQ(last["choices"][0]["finish_reason"], "length");
+  const auto err = nlohmann::json::parse(ErrorBody("bad \xff", "invalid_request_error", "prompt"));
+  EXPECT_EQ(err["error"]["type"], "invalid_request_error");
+  EXPECT_EQ(err["error"]["param"], "prompt");
+}
+
+}  // namespace
+}  // namespace kvs
