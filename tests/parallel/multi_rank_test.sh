@@ -87,6 +87,39 @@ JSONL
   grep -q '"id":"b".*Paris' "$WORK/out.jsonl" || fail "SmolLM2 chat answer lost Paris: $(cat "$WORK/out.jsonl")"
 fi
 
+# Serving under tensor parallelism: rank 0 answers HTTP, rank 1 computes; SIGTERM to rank 0
+# drains and releases rank 1, and the whole job exits 0.
+if [ -n "$SMOL" ]; then
+  PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  mpi 2 serve --model "$SMOL" --device cpu --tp 2 --port "$PORT" >"$WORK/serve.log" 2>&1 &
+  MPI_PID=$!
+  python3 - "$PORT" <<'PY' || { cat "$WORK/serve.log"; fail "tp=2 serve did not answer"; }
+import json, sys, time, urllib.request
+port = sys.argv[1]
+for _ in range(600):
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+        break
+    except Exception:
+        time.sleep(0.1)
+body = json.dumps({"messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 20}).encode()
+r = urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", body), timeout=120)
+answer = json.load(r)["choices"][0]["message"]["content"]
+print("tp=2 serve:", answer)
+sys.exit(0 if "Paris" in answer else 1)
+PY
+  RANK0=""
+  for p in $(pgrep -f -- "--tp 2 --port $PORT" || true); do
+    if grep -qz '^OMPI_COMM_WORLD_RANK=0$' "/proc/$p/environ" 2>/dev/null; then RANK0=$p; break; fi
+  done
+  [ -n "$RANK0" ] || fail "could not find rank 0 of the tp=2 server"
+  kill -TERM "$RANK0"
+  rc=0; wait "$MPI_PID" || rc=$?
+  [ "$rc" = 0 ] || { cat "$WORK/serve.log"; fail "the tp=2 server exited $rc after SIGTERM to rank 0"; }
+  grep -q "\[rank 0\] drained and stopped" "$WORK/serve.log" || fail "rank 0 did not drain"
+  echo "ok: mpirun -np 2 serve --tp 2 answers over HTTP and stops cleanly on SIGTERM to rank 0"
+fi
+
 # A layout that cannot work is refused up front, naming the valid choices.
 if mpi 2 generate --model "$GOLDENS/models/tiny-llama31" --input "$WORK/ids.jsonl" --output "$WORK/x.jsonl" --device cpu --tp 3 2>"$WORK/err"; then
   fail "--tp 3 on 2 ranks was accepted"
