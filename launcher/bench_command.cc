@@ -16,6 +16,7 @@
 #include "kernels/common/status_macros.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "launcher/byte_size.h"
+#include "launcher/bench_stats.h"
 #include "launcher/commands.h"
 #include "launcher/engine_flags.h"
 #include "launcher/flags.h"
@@ -129,19 +130,15 @@ absl::Status BenchMix(Backend& backend, const ModelWeights& weights, Engine* eng
   const double scale = absl::GetFlag(FLAGS_length_scale);
   std::mt19937 rng(2024);
   std::uniform_int_distribution<int32_t> tok(0, weights.config().vocab_size - 1);
-  // Log-normal with sigma 1 (ShareGPT's long tail), mu set so the mean is the dataset's.
-  auto draw = [&](double mean) {
-    std::lognormal_distribution<double> d(std::log(mean * scale) - 0.5, 1.0);
-    return std::max<int32_t>(1, static_cast<int32_t>(d(rng)));
-  };
+  auto draw = [&](double mean) { return DrawLogNormalLength(rng, mean * scale); };
   int64_t want_out = 0;
   for (int32_t i = 0; i < n; ++i) {
     Request r;
     r.id = std::to_string(i);
-    const int32_t in = std::min(draw(161.3), max_model_len / 2);
+    const int32_t in = std::min(draw(kShareGptMeanPrompt), max_model_len / 2);
     r.prompt_ids.resize(in);
     for (auto& t : r.prompt_ids) t = tok(rng);
-    r.params.max_tokens = std::min(draw(338.0), max_model_len - in);
+    r.params.max_tokens = std::min(draw(kShareGptMeanOutput), max_model_len - in);
     r.params.ignore_eos = true;
     want_out += r.params.max_tokens;
     KVS_RETURN_IF_ERROR(engine->Add(std::move(r)));

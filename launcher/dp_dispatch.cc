@@ -5,6 +5,7 @@
 #include "kernels/common/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "parallel/dp_router.h"
+#include "runtime/kv/block_hash.h"
 
 namespace kvs {
 namespace {
@@ -85,13 +86,8 @@ absl::StatusOr<std::vector<Request>> DispatchRequests(RankRuntime& rt, std::vect
       // Forks share the prompt's blocks but each grows its own output.
       const int64_t prompt_blocks = (static_cast<int64_t>(r.prompt_ids.size()) + bs - 1) / bs;
       const int64_t blocks = prompt_blocks + r.params.n * ((r.params.max_tokens + bs - 1) / bs);
-      // Cumulative hashes of the leading full blocks (of the prompt, as the prefix cache sees it).
-      std::vector<uint64_t> prefix;
-      uint64_t h = 0xcbf29ce484222325ull;
-      for (size_t k = 0; k + bs <= r.prompt_ids.size(); k += bs) {
-        for (size_t t = k; t < k + bs; ++t) h = (h ^ static_cast<uint32_t>(r.prompt_ids[t])) * 0x100000001b3ull;
-        prefix.push_back(h);
-      }
+      // The prompt's leading full blocks, chained as the prefix cache chains them.
+      const std::vector<uint64_t> prefix = PrefixBlockHashes(r.prompt_ids, static_cast<int32_t>(bs), 0);
       per_group[router.Route(blocks, prefix)].push_back(ToJson(r));
     }
     std::fprintf(stderr, "%s router: %lld of %zu request(s) sent where their prefix went\n", rt.tag().c_str(),

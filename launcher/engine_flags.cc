@@ -8,6 +8,10 @@
 namespace kvs {
 
 absl::StatusOr<EngineConfig> EngineConfigFromFlags(const Backend& backend) {
+  return EngineConfigFromFlags(backend.Name() == "cpu");
+}
+
+absl::StatusOr<EngineConfig> EngineConfigFromFlags(bool cpu) {
   EngineConfig c;
   c.block_size = absl::GetFlag(FLAGS_block_size);
   c.max_seqs = absl::GetFlag(FLAGS_max_seqs);
@@ -17,12 +21,12 @@ absl::StatusOr<EngineConfig> EngineConfigFromFlags(const Backend& backend) {
   c.prefix_caching = absl::GetFlag(FLAGS_enable_prefix_caching);
   if (const std::string kv = absl::GetFlag(FLAGS_kv_cache_memory); !kv.empty()) {
     KVS_ASSIGN_OR_RETURN(c.kv_cache_bytes, ParseByteSize(kv));
-  } else if (backend.Name() == "cpu") {
+  } else if (cpu) {
     c.kv_cache_bytes = size_t{1} << 30;
   }
   if (const std::string swap = absl::GetFlag(FLAGS_swap_space); !swap.empty()) {
     KVS_ASSIGN_OR_RETURN(c.swap_space_bytes, ParseByteSize(swap));
-  } else if (backend.Name() != "cpu") {
+  } else if (!cpu) {
     c.swap_space_bytes = size_t{4} << 30;
   }
   KVS_ASSIGN_OR_RETURN(c.preemption_mode, ParsePreemptionMode(absl::GetFlag(FLAGS_preemption_mode)));

@@ -12,5 +12,7 @@ namespace kvs {
 // takes what the weights leave; on the CPU backend host memory is shared with everything else,
 // so the cache is a fixed 1 GiB and there is no swap space unless asked for.
 absl::StatusOr<EngineConfig> EngineConfigFromFlags(const Backend& backend);
+// The same for a device that is not at hand (`kvshard plan`): GPU defaults when `cpu` is false.
+absl::StatusOr<EngineConfig> EngineConfigFromFlags(bool cpu);
 
 }  // namespace kvs

@@ -12,6 +12,7 @@
 #include "kernels/backend_factory.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "launcher/engine_flags.h"
+#include "launcher/bench_stats.h"
 #include "launcher/commands.h"
 #include "launcher/dp_dispatch.h"
 #include "launcher/progress.h"
@@ -50,11 +51,6 @@ absl::StatusOr<std::vector<int32_t>> EncodePrompt(const LoadedModel& m, const st
   return m.tokenizer->Encode(text, /*add_special_tokens=*/false);
 }
 
-double Percentile(std::vector<double> v, double p) {
-  std::sort(v.begin(), v.end());
-  return v[static_cast<size_t>(p * (v.size() - 1) + 0.5)];
-}
-
 // One line of the latency figures serving benchmarks report, over every request of the batch.
 void PrintLatencySummary(const std::string& tag, const std::vector<RequestResult>& results) {
   std::vector<double> ttft, tpot, e2e;
@@ -65,8 +61,8 @@ void PrintLatencySummary(const std::string& tag, const std::vector<RequestResult
   }
   if (tpot.empty()) tpot.push_back(0);
   std::fprintf(stderr, "%s latency: TTFT p50 %.1f / p99 %.1f ms, TPOT p50 %.2f / p99 %.2f ms, e2e p50 %.2f / p99 %.2f s\n",
-               tag.c_str(), Percentile(ttft, 0.5), Percentile(ttft, 0.99), Percentile(tpot, 0.5), Percentile(tpot, 0.99),
-               Percentile(e2e, 0.5), Percentile(e2e, 0.99));
+               tag.c_str(), Percentile(ttft, 50), Percentile(ttft, 99), Percentile(tpot, 50), Percentile(tpot, 99),
+               Percentile(e2e, 50), Percentile(e2e, 99));
 }
 
 absl::Status WriteResults(const std::string& path, const std::vector<BatchItem>& items,

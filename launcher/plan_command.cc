@@ -14,6 +14,7 @@
 #include "kernels/common/status_macros.h"
 #include "launcher/byte_size.h"
 #include "launcher/commands.h"
+#include "launcher/engine_flags.h"
 #include "launcher/flags.h"
 #include "nlohmann/json.hpp"
 #include "parallel/sharding_plan.h"
@@ -71,12 +72,7 @@ absl::Status Plan() {
   KVS_ASSIGN_OR_RETURN(KvDType kv, ParseKvDType(absl::GetFlag(FLAGS_kv_dtype)));
   const int tp = absl::GetFlag(FLAGS_tp);
   KVS_ASSIGN_OR_RETURN(ShardingPlan sharding, PlanSharding(mc, tp));
-  EngineConfig ec;
-  ec.block_size = absl::GetFlag(FLAGS_block_size);
-  ec.max_seqs = absl::GetFlag(FLAGS_max_seqs);
-  ec.max_tokens_per_step = absl::GetFlag(FLAGS_max_tokens_per_step);
-  ec.max_model_len = absl::GetFlag(FLAGS_max_model_len);
-  ec.memory_fraction = absl::GetFlag(FLAGS_memory_fraction);
+  KVS_ASSIGN_OR_RETURN(EngineConfig ec, EngineConfigFromFlags(/*cpu=*/false));  // planning is for GPUs
   KVS_ASSIGN_OR_RETURN(ec, ResolveEngineConfig(ec, mc));
   int64_t context = ec.max_model_len;
   if (const std::string c = absl::GetFlag(FLAGS_context); !c.empty()) {

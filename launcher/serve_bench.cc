@@ -16,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "kernels/common/status_macros.h"
+#include "launcher/bench_stats.h"
 #include "launcher/flags.h"
 #include "nlohmann/json.hpp"
 
@@ -91,12 +92,6 @@ Outcome Send(const std::string& host, int port, const std::string& model, const 
   return o;
 }
 
-double Pct(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(p / 100.0 * (v.size() - 1) + 0.5))];
-}
-
 }  // namespace
 
 absl::Status ServingBenchmark() {
@@ -128,14 +123,11 @@ absl::Status ServingBenchmark() {
   std::mt19937 rng(99);
   const bool mix = absl::GetFlag(FLAGS_dataset) == "sharegpt-like";
   const double scale = absl::GetFlag(FLAGS_length_scale);
-  auto draw = [&](double mean) {
-    std::lognormal_distribution<double> d(std::log(mean * scale) - 0.5, 1.0);
-    return std::clamp<int32_t>(static_cast<int32_t>(d(rng)), 1, 4000);
-  };
+  auto draw = [&](double mean) { return std::min(DrawLogNormalLength(rng, mean * scale), 4000); };
   std::vector<std::pair<std::vector<int32_t>, int32_t>> work;
   for (int32_t i = 0; i < n; ++i) {
-    const int32_t in = mix ? draw(161.3) : absl::GetFlag(FLAGS_input_len);
-    const int32_t out = mix ? draw(338.0) : absl::GetFlag(FLAGS_output_len);
+    const int32_t in = mix ? draw(kShareGptMeanPrompt) : absl::GetFlag(FLAGS_input_len);
+    const int32_t out = mix ? draw(kShareGptMeanOutput) : absl::GetFlag(FLAGS_output_len);
     std::vector<int32_t> p(in);
     for (auto& t : p) t = static_cast<int32_t>(rng() % 1000);
     work.emplace_back(std::move(p), out);
@@ -177,8 +169,8 @@ absl::Status ServingBenchmark() {
                          std::pair{"e2e_ms", &e2e}}) {
     double mean = 0;
     for (double x : *v) mean += x / std::max<size_t>(v->size(), 1);
-    result[name] = {{"mean", mean}, {"p50", Pct(*v, 50)}, {"p90", Pct(*v, 90)}, {"p99", Pct(*v, 99)}};
-    std::printf("| %s | mean %.2f | p50 %.2f | p90 %.2f | p99 %.2f |\n", name, mean, Pct(*v, 50), Pct(*v, 90), Pct(*v, 99));
+    result[name] = {{"mean", mean}, {"p50", Percentile(*v, 50)}, {"p90", Percentile(*v, 90)}, {"p99", Percentile(*v, 99)}};
+    std::printf("| %s | mean %.2f | p50 %.2f | p90 %.2f | p99 %.2f |\n", name, mean, Percentile(*v, 50), Percentile(*v, 90), Percentile(*v, 99));
   }
   if (const std::string path = absl::GetFlag(FLAGS_result_json); !path.empty()) {
     std::ofstream(path) << result.dump(2) << "\n";

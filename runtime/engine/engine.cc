@@ -90,7 +90,6 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Backend& backend, const M
   KVS_ASSIGN_OR_RETURN(config, ResolveEngineConfig(config, mc));
   std::unique_ptr<Engine> e(new Engine());
   e->tp_ = tp;
-  e->backend_ = &backend;
   e->weights_ = &weights;
   e->tokenizer_ = tokenizer;
   e->config_ = config;
@@ -184,7 +183,7 @@ absl::StatusOr<PreemptionCostModel> Engine::MeasurePreemptionCosts(Backend& back
 }
 
 absl::Status Engine::Add(Request r) {
-  if (states_.contains(r.id) || live_ids_.contains(r.id)) {
+  if (live_ids_.contains(r.id)) {  // any of its samples still running
     return absl::AlreadyExistsError(absl::StrFormat("request id '%s' is already in use", r.id));
   }
   if (!r.params.stop.empty() && tokenizer_ == nullptr) {

@@ -148,7 +148,6 @@ class Engine {
   const Tokenizer* tokenizer_ = nullptr;
   EngineConfig config_;
   KvCache cache_;
-  Backend* backend_ = nullptr;
   std::unique_ptr<ModelRunner> runner_;
   std::unique_ptr<Scheduler> scheduler_;
   StepInput input_;

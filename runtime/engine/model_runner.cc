@@ -16,12 +16,12 @@ struct Sizes {
   Sizes(const ModelWeights& w, RunnerLimits l, int tp_size) : Sizes(w.config(), w.shard(), l, tp_size) {}
   Sizes(const ModelConfig& global, const ModelShard& shard, RunnerLimits l, int tp_size)
       : t(l.max_tokens_per_step), s(l.max_seqs), h(global.hidden_size) {
-    const ModelConfig c = shard.LocalConfig(global);
-    q = static_cast<int64_t>(c.num_q_heads) * c.head_dim;
-    q_owned = static_cast<int64_t>(shard.q_heads.size()) * c.head_dim;
-    kv = static_cast<int64_t>(c.num_kv_heads) * c.head_dim;
+    const int64_t d = global.head_dim;
+    q = static_cast<int64_t>(shard.ComputedQHeads(global).size()) * d;
+    q_owned = static_cast<int64_t>(shard.q_heads.size()) * d;
+    kv = static_cast<int64_t>(shard.kv_heads.size()) * d;
     qkv = q + 2 * kv;
-    inter = c.intermediate_size;
+    inter = shard.intermediate.size();
     vocab = shard.vocab.size();
     // Ranks' slices differ by at most one row; every rank pads its slice to the widest.
     tp = tp_size;

@@ -1,10 +1,12 @@
 #include "runtime/sched/scheduler.h"
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 
 #include "absl/strings/str_format.h"
 #include "kernels/common/status_macros.h"
+#include "runtime/kv/block_hash.h"
 
 namespace kvs {
 
@@ -128,15 +130,8 @@ void Scheduler::Resume(StepInput& in) {
 }
 
 uint64_t Scheduler::BlockHash(uint64_t parent, const Sequence& s, size_t block) const {
-  // FNV-1a over the parent's hash and this block's token ids: equal hashes mean equal prefixes
-  // (up to 64-bit collisions).
-  uint64_t h = 0xcbf29ce484222325ull ^ parent;
   const size_t bs = config_.block_size;
-  for (size_t k = block * bs; k < (block + 1) * bs; ++k) {
-    const auto t = static_cast<uint32_t>(s.tokens[k]);
-    for (int byte = 0; byte < 4; ++byte) h = (h ^ ((t >> (8 * byte)) & 0xff)) * 0x100000001b3ull;
-  }
-  return h;
+  return ChainBlockHash(parent, std::span<const int32_t>(s.tokens).subspan(block * bs, bs));
 }
 
 void Scheduler::MatchPrefix(Sequence& s) {
@@ -280,41 +275,31 @@ bool Scheduler::Abort(const std::string& id) {
     Finish(running_[i].get());
     found = true;
   }
-  for (auto it = waiting_.begin(); it != waiting_.end();) {
-    if ((*it)->request.id != id) {
-      ++it;
-      continue;
-    }
-    for (BlockId b : (*it)->blocks) pool_.Release(b);
-    it = waiting_.erase(it);
-    found = true;
-  }
-  for (auto it = swapped_.begin(); it != swapped_.end();) {
-    if ((*it)->request.id != id) {
-      ++it;
-      continue;
-    }
-    for (BlockId h : (*it)->host_blocks) host_pool_.Release(h);
-    it = swapped_.erase(it);
-    found = true;
-  }
+  // Queued sequences hold device blocks (waiting) or host blocks (swapped); release whichever.
+  const auto drop = [&](const std::unique_ptr<Sequence>& s) {
+    if (s->request.id != id) return false;
+    for (BlockId b : s->blocks) pool_.Release(b);
+    for (BlockId h : s->host_blocks) host_pool_.Release(h);
+    return true;
+  };
+  found |= std::erase_if(waiting_, drop) > 0;
+  found |= std::erase_if(swapped_, drop) > 0;
   return found;
 }
 
 int64_t Scheduler::TokensInCache() const {
-  // Forks share blocks: count each held block's filled slots once.
-  std::map<int32_t, int32_t> filled;
+  // Only running sequences hold device blocks, and a shared block has not been written since it
+  // was shared (the first write copies it), so each of its `RefCount` holders sees the same fill:
+  // counting fill / RefCount per holder counts every block once, with no per-call allocation.
+  double total = 0;
   for (const auto& s : running_) {
     for (size_t i = 0; i < s->blocks.size(); ++i) {
       const int32_t in_block = std::clamp<int32_t>(s->num_computed - static_cast<int32_t>(i) * config_.block_size, 0,
                                                    config_.block_size);
-      int32_t& f = filled[s->blocks[i].value];
-      f = std::max(f, in_block);
+      total += static_cast<double>(in_block) / pool_.RefCount(s->blocks[i]);
     }
   }
-  int64_t total = 0;
-  for (const auto& [b, f] : filled) total += f;
-  return total;
+  return std::llround(total);
 }
 
 void Scheduler::CheckInvariants() const {
