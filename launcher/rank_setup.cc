@@ -22,6 +22,10 @@ absl::StatusOr<std::unique_ptr<RankRuntime>> StartRank(
   auto rt = std::make_unique<RankRuntime>();
   KVS_ASSIGN_OR_RETURN(rt->world, DetectWorld());
   const int tp = absl::GetFlag(FLAGS_tp);
+  const double timeout_s = absl::GetFlag(FLAGS_comm_timeout);
+  if (!(timeout_s > 0 && timeout_s <= 86400)) {
+    return absl::InvalidArgumentError(absl::StrFormat("--comm-timeout must be in (0, 86400] seconds, got %g", timeout_s));
+  }
   // Checked before MPI starts so a single process gets the error, not a hang.
   KVS_RETURN_IF_ERROR(LayoutFor(rt->world, tp).status());
   if (rt->world.size > 1) {
@@ -32,7 +36,7 @@ absl::StatusOr<std::unique_ptr<RankRuntime>> StartRank(
   const ModelConfig& mc = rt->model->source->config();
   KVS_ASSIGN_OR_RETURN(rt->backend, CreateBackend(absl::GetFlag(FLAGS_device), rt->world.local_rank,
                                                   DefaultCpuMemoryBudget() / rt->world.size));
-  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(absl::GetFlag(FLAGS_comm_timeout) * 1000));
+  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
   KVS_ASSIGN_OR_RETURN(rt->context, RankContext::Create(rt->world, tp, mc, *rt->backend, timeout));
   KVS_ASSIGN_OR_RETURN(ModelWeights w, ModelWeights::Load(*rt->model->source, *rt->backend, rt->context->shard()));
   rt->weights = std::make_unique<ModelWeights>(std::move(w));

@@ -193,4 +193,36 @@ TEST(PlanCommandTest, ReproducesThePublishedKvFigures) {
   EXPECT_NE(out.find("--kv-dtype 'fp6' is unknown"), std::string::npos) << out;
 }
 
+// The flags this change added refuse bad values with a message naming the flag.
+TEST(CliFlagsTest, NewFlagsRejectBadValuesByName) {
+  const std::string tiny = std::string(KVS_TEST_DATA) + "/models/tiny-llama31";
+  const std::pair<std::string, const char*> cases[] = {
+      {"plan --model llama-3-8b --context 12Q", "not a positive token count"},
+      {"plan --model llama-3-8b --context 0", "not a positive token count"},
+      {"plan --model llama-3-8b --gpu-mem lots", "not a byte size"},
+      {"plan --model llama-3-8b --batch 0", "--batch must be >= 1"},
+      {"bench --model " + tiny + " --device cpu --dataset imagenet", "--dataset 'imagenet' is unknown"},
+      {"bench --model " + tiny + " --device cpu --dataset sharegpt-like --length-scale 0", "--length-scale"},
+      {"bench --url ftp://x --num-prompts 1", "--url must start with http://"},
+      {"bench --url http://127.0.0.1:1 --rate -2", "--rate >= 0"},
+      {"generate --model " + tiny + " --device cpu --prompt x --comm-timeout 0", "--comm-timeout must be in"},
+      {"generate --model " + tiny + " --device cpu --prompt x --preemption-mode later", "--preemption-mode 'later'"},
+      {"generate --model " + tiny + " --device cpu --prompt x --swap-space 3XB", "unknown unit"},
+      {"generate --model " + tiny + " --device cpu --prompt x --memory-fraction 1.5", "--memory-fraction"},
+      {"generate --model " + tiny + " --device cpu --prompt x --tp 0", "--tp 0"},
+  };
+  for (const auto& [args, want] : cases) {
+    auto [rc, out] = Kvshard(args);
+    EXPECT_NE(rc, 0) << args;
+    EXPECT_NE(out.find(want), std::string::npos) << args << " -> " << out;
+  }
+#if defined(KVS_HAVE_SERVER)
+  auto [rc, out] = Kvshard("serve --model " + tiny + " --device cpu --port 70000");
+  EXPECT_EQ(rc, 2);
+  EXPECT_NE(out.find("--port 70000 is not a TCP port"), std::string::npos) << out;
+  std::tie(rc, out) = Kvshard("serve --model " + tiny + " --device cpu --max-in-flight 0");
+  EXPECT_NE(out.find("--max-in-flight must be >= 1"), std::string::npos) << out;
+#endif
+}
+
 }  // namespace kvs
