@@ -69,6 +69,13 @@ class Backend {
   virtual std::string Name() const = 0;
   // Element type used for weights and activations by this backend (f32 on CPU).
   virtual DType ComputeDType() const = 0;
+  // Whether WriteKv and PagedAttention accept caches of format `t` with heads of `head_dim`; the
+  // default KV format is the compute dtype's (DefaultKvDType).
+  virtual bool SupportsKvDType(KvDType t, int32_t head_dim) const = 0;
+  KvDType DefaultKvDType() const {
+    const DType c = ComputeDType();
+    return c == DType::kF32 ? KvDType::kF32 : c == DType::kF16 ? KvDType::kF16 : KvDType::kBF16;
+  }
 
   // --- memory ---
   virtual absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) = 0;
@@ -122,11 +129,12 @@ class Backend {
   // In-place rotary embedding on x [T, heads * D] at positions[T] (int32, backend memory).
   virtual absl::Status Rope(TensorView x, int32_t heads, const int32_t* positions,
                             RopeTable rope) = 0;
-  // Stores token t's K/V rows into slot slot_mapping[t] of the paged cache. k, v [T, Hk * D].
+  // Stores token t's K/V rows into slot slot_mapping[t] of the paged cache, encoded in the
+  // cache's KvDType (quantized formats compute their scales here). k, v [T, Hk * D].
   virtual absl::Status WriteKv(TensorView k, TensorView v, const int32_t* slot_mapping,
                                PagedKvView cache) = 0;
   // Causal attention of q [T, Hq * D] over the paged cache; out [T, Hq * D]. GQA: query head h
-  // reads KV head h / (Hq / Hk).
+  // reads KV head h / (Hq / Hk). Quantized caches are decoded inside the kernel.
   virtual absl::Status PagedAttention(TensorView q, PagedKvView cache, const AttentionBatch& batch,
                                       float scale, TensorView out) = 0;
   // out = silu(gate) * up, where gate_up [T, 2I] holds gate in columns [0, I) and up in [I, 2I).

@@ -17,6 +17,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "launcher/byte_size.h"
 #include "launcher/bench_stats.h"
+#include "runtime/engine/capacity_plan.h"
 #include "launcher/commands.h"
 #include "launcher/engine_flags.h"
 #include "launcher/flags.h"
@@ -65,12 +66,38 @@ absl::Status BenchAttention(Backend& backend, const ModelConfig& c, bool prefill
   const int32_t blocks_per_seq = (ctx + bs - 1) / bs;
   const int32_t num_blocks = batch * blocks_per_seq;
   const DType dt = backend.ComputeDType();
+  KvDType kv_dtype = backend.DefaultKvDType();
+  if (const std::string kv = absl::GetFlag(FLAGS_kv_dtype); !kv.empty()) {
+    KVS_ASSIGN_OR_RETURN(kv_dtype, ParseKvDType(kv));
+  }
+  if (!backend.SupportsKvDType(kv_dtype, c.head_dim)) {
+    return absl::InvalidArgumentError(absl::StrFormat("--kv-dtype %s is not supported by the %s backend",
+                                                      KvDTypeName(kv_dtype), backend.Name()));
+  }
   const int64_t width = static_cast<int64_t>(c.num_kv_heads) * c.head_dim;
   const int64_t slots = static_cast<int64_t>(num_blocks) * bs;
-  KVS_ASSIGN_OR_RETURN(DeviceBuffer k, backend.Allocate(slots * width * DTypeSize(dt)));
-  KVS_ASSIGN_OR_RETURN(DeviceBuffer v, backend.Allocate(slots * width * DTypeSize(dt)));
-  KVS_RETURN_IF_ERROR(backend.FillRandom(k.View(dt, slots, width), 1, 0.0f, 1.0f));
-  KVS_RETURN_IF_ERROR(backend.FillRandom(v.View(dt, slots, width), 2, 0.0f, 1.0f));
+  const PagedKvView layout{nullptr, nullptr, kv_dtype, num_blocks, bs, c.num_kv_heads, c.head_dim};
+  KVS_ASSIGN_OR_RETURN(DeviceBuffer k, backend.Allocate(layout.Bytes()));
+  KVS_ASSIGN_OR_RETURN(DeviceBuffer v, backend.Allocate(layout.Bytes()));
+  PagedKvView cache = layout;
+  cache.k = k.data();
+  cache.v = v.data();
+  {
+    // Real codes and scales: random K/V rows written through WriteKv, a chunk of slots at a time.
+    const int64_t chunk = std::min<int64_t>(slots, 65536);
+    KVS_ASSIGN_OR_RETURN(DeviceBuffer rows, backend.Allocate(chunk * width * DTypeSize(dt)));
+    KVS_ASSIGN_OR_RETURN(DeviceBuffer slot_ids, backend.Allocate(chunk * sizeof(int32_t)));
+    std::vector<int32_t> ids(chunk);
+    for (int64_t first = 0; first < slots; first += chunk) {
+      const int64_t n = std::min(chunk, slots - first);
+      std::iota(ids.begin(), ids.begin() + n, static_cast<int32_t>(first));
+      KVS_RETURN_IF_ERROR(backend.CopyToDevice(ids.data(), slot_ids.data(), n * sizeof(int32_t)));
+      const TensorView r = rows.View(dt, n, width);
+      KVS_RETURN_IF_ERROR(backend.FillRandom(r, 1 + first, 0.0f, 1.0f));
+      KVS_RETURN_IF_ERROR(backend.WriteKv(r, r, slot_ids.as<int32_t>(), cache));
+    }
+    KVS_RETURN_IF_ERROR(backend.Synchronize());
+  }
   const int64_t qw = static_cast<int64_t>(c.num_q_heads) * c.head_dim;
   const int32_t q_per_seq = prefill ? ctx : 1;
   const int64_t tokens = static_cast<int64_t>(batch) * q_per_seq;
@@ -99,7 +126,6 @@ absl::Status BenchAttention(Backend& backend, const ModelConfig& c, bool prefill
   ab.block_table = m;
   ab.query_start = m + table.size();
   ab.context_len = m + table.size() + query_start.size();
-  const PagedKvView cache{k.data(), v.data(), dt, num_blocks, bs, c.num_kv_heads, c.head_dim};
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   const TensorView qv = q.View(dt, tokens, qw), ov = out.View(dt, tokens, qw);
   for (int i = 0; i < 3; ++i) KVS_RETURN_IF_ERROR(backend.PagedAttention(qv, cache, ab, scale, ov));
@@ -111,15 +137,17 @@ absl::Status BenchAttention(Backend& backend, const ModelConfig& c, bool prefill
   if (prefill) {
     // Causal: each query attends to (position + 1) keys; QK^T and PV are 2 FLOPs per MAC each.
     const double flops = 4.0 * batch * c.num_q_heads * c.head_dim * (static_cast<double>(ctx) * (ctx + 1) / 2);
-    std::printf("| causal prefill attention | %s | Hq=%d Hk=%d D=%d bs=%d B=%d L=%d | %.1f us | %.1f TFLOP/s |\n",
-                backend.Name().c_str(), c.num_q_heads, c.num_kv_heads, c.head_dim, bs, batch, ctx, per_call * 1e6,
-                flops / per_call / 1e12);
+    std::printf("| causal prefill attention | %s | Hq=%d Hk=%d D=%d bs=%d KV %s B=%d L=%d | %.1f us | %.1f TFLOP/s |\n",
+                backend.Name().c_str(), c.num_q_heads, c.num_kv_heads, c.head_dim, bs, KvDTypeName(kv_dtype).data(),
+                batch, ctx, per_call * 1e6, flops / per_call / 1e12);
     return absl::OkStatus();
   }
-  const double kv_bytes = 2.0 * batch * ctx * width * DTypeSize(dt);
-  std::printf("| paged decode attention | %s | Hq=%d Hk=%d D=%d bs=%d B=%d L=%d | %.1f us | %.2f TB/s of KV reads |\n",
-              backend.Name().c_str(), c.num_q_heads, c.num_kv_heads, c.head_dim, bs, batch, ctx, per_call * 1e6,
-              kv_bytes / per_call / 1e12);
+  // Bytes the kernel must read: every key's and value's codes and scales.
+  const double kv_bytes = 2.0 * batch * ctx * c.num_kv_heads * (layout.RowBytes() + layout.ScaleBytes());
+  std::printf("| paged decode attention | %s | Hq=%d Hk=%d D=%d bs=%d KV %s B=%d L=%d | %.1f us | %.2f TB/s of KV reads | "
+              "%.1f G context tokens/s |\n",
+              backend.Name().c_str(), c.num_q_heads, c.num_kv_heads, c.head_dim, bs, KvDTypeName(kv_dtype).data(), batch,
+              ctx, per_call * 1e6, kv_bytes / per_call / 1e12, static_cast<double>(batch) * ctx / per_call / 1e9);
   return absl::OkStatus();
 }
 

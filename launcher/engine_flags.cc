@@ -4,6 +4,7 @@
 #include "kernels/common/status_macros.h"
 #include "launcher/byte_size.h"
 #include "launcher/flags.h"
+#include "runtime/engine/capacity_plan.h"
 
 namespace kvs {
 
@@ -28,6 +29,9 @@ absl::StatusOr<EngineConfig> EngineConfigFromFlags(bool cpu) {
     KVS_ASSIGN_OR_RETURN(c.swap_space_bytes, ParseByteSize(swap));
   } else if (!cpu) {
     c.swap_space_bytes = size_t{4} << 30;
+  }
+  if (const std::string kv = absl::GetFlag(FLAGS_kv_dtype); !kv.empty()) {
+    KVS_ASSIGN_OR_RETURN(c.kv_dtype, ParseKvDType(kv));
   }
   KVS_ASSIGN_OR_RETURN(c.preemption_mode, ParsePreemptionMode(absl::GetFlag(FLAGS_preemption_mode)));
   KVS_RETURN_IF_ERROR(c.Validate());

@@ -8,7 +8,7 @@
 namespace kvs {
 
 // Reads and validates --block-size, --max-seqs, --max-tokens-per-step, --max-model-len,
-// --kv-cache-memory, --swap-space and --preemption-mode. Without --kv-cache-memory, a GPU cache
+// --kv-cache-memory, --kv-dtype, --swap-space and --preemption-mode. Without --kv-cache-memory, a GPU cache
 // takes what the weights leave; on the CPU backend host memory is shared with everything else,
 // so the cache is a fixed 1 GiB and there is no swap space unless asked for.
 absl::StatusOr<EngineConfig> EngineConfigFromFlags(const Backend& backend);

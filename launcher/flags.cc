@@ -20,6 +20,9 @@ ABSL_FLAG(int32_t, max_seqs, 64, "Most sequences in one step");
 ABSL_FLAG(int32_t, max_tokens_per_step, 512, "Token budget of one step (prefill chunks + decodes)");
 ABSL_FLAG(int32_t, max_model_len, 0, "Context limit per sequence; 0 takes the model's");
 ABSL_FLAG(std::string, kv_cache_memory, "", "KV cache size, e.g. 512MiB or 4GiB; default: 1GiB on the CPU backend");
+ABSL_FLAG(std::string, kv_dtype, "",
+          "KV cache element format: f32, bf16, fp16, fp8, int8 or int4; default: the backend's compute dtype "
+          "(f32 on CPU, bf16 on CUDA; `plan` assumes bf16)");
 ABSL_FLAG(std::string, device, "auto", "Backend: cpu, cuda, or auto (cuda when a GPU is visible)");
 ABSL_FLAG(bool, verbose, false, "Print load and timing details to stderr");
 ABSL_FLAG(std::string, context, "",

@@ -22,7 +22,6 @@
 #include "runtime/model/weight_source.h"
 
 ABSL_FLAG(std::string, gpu_mem, "80GiB", "plan: memory per device available to kvshard");
-ABSL_FLAG(std::string, kv_dtype, "bf16", "plan: KV element format (f32, bf16, fp16, fp8, int8, int4)");
 ABSL_DECLARE_FLAG(int32_t, batch);  // bench_command.cc: plan reads it as the workload's sequences
 
 namespace kvs {
@@ -69,10 +68,10 @@ absl::Status Plan() {
   if (model.empty()) return absl::InvalidArgumentError("--model is required (a preset such as llama-3-70b, or a model path)");
   KVS_ASSIGN_OR_RETURN(ModelConfig mc, PlanningConfig(model));
   KVS_ASSIGN_OR_RETURN(size_t gpu_mem, ParseByteSize(absl::GetFlag(FLAGS_gpu_mem)));
-  KVS_ASSIGN_OR_RETURN(KvDType kv, ParseKvDType(absl::GetFlag(FLAGS_kv_dtype)));
   const int tp = absl::GetFlag(FLAGS_tp);
   KVS_ASSIGN_OR_RETURN(ShardingPlan sharding, PlanSharding(mc, tp));
   KVS_ASSIGN_OR_RETURN(EngineConfig ec, EngineConfigFromFlags(/*cpu=*/false));  // planning is for GPUs
+  const KvDType kv = ec.kv_dtype.value_or(KvDType::kBF16);
   KVS_ASSIGN_OR_RETURN(ec, ResolveEngineConfig(ec, mc));
   int64_t context = ec.max_model_len;
   if (const std::string c = absl::GetFlag(FLAGS_context); !c.empty()) {
@@ -82,11 +81,12 @@ absl::Status Plan() {
   if (batch < 1) return absl::InvalidArgumentError("--batch must be >= 1");
 
   const CapacityPlan plan = PlanCapacity(mc, sharding.ranks, DType::kBF16, kv, static_cast<int64_t>(gpu_mem), ec);
-  const double whole_per_token = 2.0 * mc.num_layers * mc.num_kv_heads * mc.head_dim * KvBytesPerElement(kv, mc.head_dim);
+  const double whole_per_token =
+      static_cast<double>(KvCache::BytesPerBlock(mc, kv, ec.block_size)) / ec.block_size;
   std::printf("model            %s: %d layers, %d query / %d KV heads x %d, %.1f B parameters (bf16 weights)\n",
               mc.name.c_str(), mc.num_layers, mc.num_q_heads, mc.num_kv_heads, mc.head_dim, mc.ParameterCount() / 1e9);
   std::printf("layout           tp %d, block size %d, KV %s, %.1f GiB per device, memory fraction %.2f\n", tp,
-              ec.block_size, KvDTypeName(kv), gpu_mem / kGiB, ec.memory_fraction);
+              ec.block_size, KvDTypeName(kv).data(), gpu_mem / kGiB, ec.memory_fraction);
   std::printf("KV per token     %.0f bytes (%.1f KiB) for the whole model\n", whole_per_token, whole_per_token / 1024);
   for (size_t r = 0; r < plan.ranks.size(); ++r) {
     const RankCapacity& rc = plan.ranks[r];

@@ -4,6 +4,7 @@
 // subnormals and inf/NaN preserved on the way up.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -49,6 +50,24 @@ inline float Fp16BitsToFloat(uint16_t h) {
   float f;
   std::memcpy(&f, &u, sizeof f);
   return f;
+}
+
+// Round to nearest even; overflow to infinity, as cuda_fp16.h's __float2half_rn.
+inline uint16_t FloatToFp16Bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
+  const uint32_t abs = u & 0x7fffffffu;
+  if (abs > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);  // NaN
+  if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // >= 65520: infinity
+  if (abs < 0x38800000u) {  // below 2^-14: subnormal steps of 2^-24 (1024 steps is the least normal)
+    float a;
+    std::memcpy(&a, &abs, sizeof a);
+    return static_cast<uint16_t>(sign | static_cast<uint16_t>(std::nearbyint(a * 16777216.0f)));
+  }
+  uint32_t r = abs - 0x38000000u;  // rebias the exponent from 127 to 15
+  r += 0xfffu + ((r >> 13) & 1u);  // round the 23-bit mantissa to 10 bits, to nearest even
+  return static_cast<uint16_t>(sign | (r >> 13));
 }
 
 }  // namespace kvs

@@ -1,30 +1,43 @@
 // Plain-data description of one layer's paged KV cache, shared by g++ and nvcc code.
 //
-// Layout (per layer, K and V separately):
-//   cache[num_blocks][block_size][kv_heads][head_dim]
-// A token's slot is `block_id * block_size + offset_in_block`; the element (slot, head, d)
-// lives at `slot * kv_heads * head_dim + head * head_dim + d`. Block 0 is an ordinary block:
-// "no block" is never encoded in the cache itself but in the block table lengths.
+// Layout (per layer, K and V separately): num_blocks blocks of KvBlockBytes each, every block
+//   codes[block_size][kv_heads][row bytes], then scales[block_size][kv_heads][scale bytes]
+// (kernels/common/kv_format.h). A token's slot is `block_id * block_size + offset_in_block`. For
+// the unquantized formats this is cache[slot][kv_head][d] with no scales. Block 0 is an ordinary
+// block: "no block" is never encoded in the cache itself but in the block table lengths.
 #pragma once
 
 #include <cstdint>
 
-#include "kernels/common/dtype.h"
+#include "kernels/common/host_device.h"
+#include "kernels/common/kv_format.h"
 
 namespace kvs {
 
 struct PagedKvView {
-  void* k = nullptr;          // [num_blocks, block_size, kv_heads, head_dim]
-  void* v = nullptr;          // same shape as k
-  DType dtype = DType::kF32;  // element type of k and v
+  void* k = nullptr;              // num_blocks * BlockBytes() bytes
+  void* v = nullptr;              // same layout as k
+  KvDType dtype = KvDType::kF32;  // element format of k and v
   int32_t num_blocks = 0;
   int32_t block_size = 0;  // tokens per block
   int32_t kv_heads = 0;
   int32_t head_dim = 0;
 
+  // Elements of one token over all KV heads (the width of the k/v rows WriteKv takes).
   int64_t SlotStride() const { return static_cast<int64_t>(kv_heads) * head_dim; }
   int64_t NumSlots() const { return static_cast<int64_t>(num_blocks) * block_size; }
-  int64_t ElementsPerCache() const { return NumSlots() * SlotStride(); }
+  KVS_HOST_DEVICE int64_t RowBytes() const { return KvRowBytes(dtype, head_dim); }
+  KVS_HOST_DEVICE int64_t ScaleBytes() const { return KvScaleBytes(dtype, head_dim); }
+  KVS_HOST_DEVICE int64_t BlockBytes() const { return KvBlockBytes(dtype, block_size, kv_heads, head_dim); }
+  int64_t Bytes() const { return num_blocks * BlockBytes(); }
+  // Byte offsets, within k or v, of (slot, head)'s codes and of its scales.
+  KVS_HOST_DEVICE int64_t RowOffset(int64_t slot, int32_t head) const {
+    return slot / block_size * BlockBytes() + ((slot % block_size) * kv_heads + head) * RowBytes();
+  }
+  KVS_HOST_DEVICE int64_t ScaleOffset(int64_t slot, int32_t head) const {
+    return slot / block_size * BlockBytes() + static_cast<int64_t>(block_size) * kv_heads * RowBytes() +
+           ((slot % block_size) * kv_heads + head) * ScaleBytes();
+  }
 };
 
 // One step's attention work over a ragged batch of sequences. All arrays live in backend

@@ -5,11 +5,7 @@
 
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define KVS_HOST_DEVICE __host__ __device__
-#else
-#define KVS_HOST_DEVICE
-#endif
+#include "kernels/common/host_device.h"
 
 namespace kvs {
 

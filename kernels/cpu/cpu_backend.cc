@@ -34,14 +34,12 @@ absl::Status RequireShape(bool ok, const char* op, const std::string& detail) {
 std::string Shape(const TensorView& t) { return absl::StrFormat("[%d, %d]", t.rows, t.cols); }
 
 absl::Status CheckCache(const PagedKvView& cache, const char* op) {
-  if (cache.dtype != DType::kF32) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("%s: KV cache dtype %s is not supported on the CPU backend", op,
-                        DTypeName(cache.dtype)));
-  }
-  if (cache.k == nullptr || cache.v == nullptr || cache.block_size <= 0 || cache.kv_heads <= 0 ||
-      cache.head_dim <= 0 || cache.head_dim % 2 != 0) {
+  if (cache.k == nullptr || cache.v == nullptr || cache.block_size <= 0 || cache.kv_heads <= 0) {
     return absl::InvalidArgumentError(absl::StrFormat("%s: malformed KV cache view", op));
+  }
+  if (const char* problem = KvDTypeHeadDimProblem(cache.dtype, cache.head_dim)) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: %s KV cache with head_dim %d: %s", op,
+                                                      KvDTypeName(cache.dtype), cache.head_dim, problem));
   }
   return absl::OkStatus();
 }

@@ -17,6 +17,8 @@ class CpuBackend final : public Backend {
 
   std::string Name() const override { return "cpu"; }
   DType ComputeDType() const override { return DType::kF32; }
+  // Every format, as the reference.
+  bool SupportsKvDType(KvDType t, int32_t head_dim) const override { return KvDTypeHeadDimProblem(t, head_dim) == nullptr; }
 
   absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) override;
   size_t FreeMemoryBytes() const override;

@@ -2,8 +2,9 @@
 #include <cmath>
 #include <limits>
 
-#include "kernels/cpu/cpu_kernels.h"
 #include "kernels/common/status_macros.h"
+#include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/kv_codec.h"
 
 namespace kvs::cpu {
 namespace {
@@ -11,22 +12,24 @@ namespace {
 constexpr int32_t kMaxHeadDim = 512;
 
 // One query row of one head against keys [0, last_pos] of its sequence, walking the block
-// table token by token. Online softmax (running max and sum) so no score buffer is needed.
+// table token by token. Online softmax (running max and sum) so no score buffer is needed. Keys
+// and values are decoded from the cache's format one row at a time (no full-precision copy).
 void AttendOne(const float* q, int32_t kv_head, int32_t last_pos, const int32_t* blocks,
                const PagedKvView& cache, float scale, float* out) {
   const int32_t dim = cache.head_dim;
-  const float* kc = static_cast<const float*>(cache.k);
-  const float* vc = static_cast<const float*>(cache.v);
+  const auto* kc = static_cast<const std::byte*>(cache.k);
+  const auto* vc = static_cast<const std::byte*>(cache.v);
   float acc[kMaxHeadDim] = {};
+  float key[kMaxHeadDim], value[kMaxHeadDim];
   float running_max = -std::numeric_limits<float>::infinity();
   float running_sum = 0.0f;
   for (int32_t pos = 0; pos <= last_pos; ++pos) {
     const int64_t block = blocks[pos / cache.block_size];
     KVS_CHECK_MSG(block >= 0 && block < cache.num_blocks, "block table entry outside the cache");
     const int64_t slot = block * cache.block_size + pos % cache.block_size;
-    const int64_t offset = slot * cache.SlotStride() + static_cast<int64_t>(kv_head) * dim;
-    const float* key = kc + offset;
-    const float* value = vc + offset;
+    const int64_t row = cache.RowOffset(slot, kv_head), scales = cache.ScaleOffset(slot, kv_head);
+    DecodeKvRow(kc + row, kc + scales, cache.dtype, dim, key);
+    DecodeKvRow(vc + row, vc + scales, cache.dtype, dim, value);
     float score = 0.0f;
     for (int32_t d = 0; d < dim; ++d) score += q[d] * key[d];
     score *= scale;

@@ -45,8 +45,16 @@ absl::Status Shape(bool ok, const char* op, const TensorView& a, const TensorVie
 }
 
 absl::Status CheckCache(const PagedKvView& c, const char* op) {
-  if (c.dtype != DType::kBF16 || c.k == nullptr || c.v == nullptr || c.head_dim % 8 != 0) {
-    return absl::InvalidArgumentError(absl::StrFormat("%s: KV cache must be bf16 with head_dim a multiple of 8", op));
+  if (c.k == nullptr || c.v == nullptr || c.block_size <= 0 || c.kv_heads <= 0) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: malformed KV cache view", op));
+  }
+  if (c.dtype == KvDType::kF32) return absl::InvalidArgumentError(absl::StrFormat("%s: f32 KV caches are CPU-only", op));
+  if (c.dtype == KvDType::kBF16 && c.head_dim % 8 != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: a bf16 KV cache needs head_dim a multiple of 8", op));
+  }
+  if (c.dtype != KvDType::kBF16 && c.head_dim != 64 && c.head_dim != 128) {
+    return absl::UnimplementedError(absl::StrFormat("%s: %s KV caches need head_dim 64 or 128 on CUDA, not %d", op,
+                                                    KvDTypeName(c.dtype), c.head_dim));
   }
   return absl::OkStatus();
 }

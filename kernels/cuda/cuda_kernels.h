@@ -32,7 +32,8 @@ cudaError_t LaunchAddRmsNorm(float* residual, int64_t res_stride, const bf16* x,
 cudaError_t LaunchRope(bf16* x, int64_t x_stride, int64_t num_tokens, int32_t heads, int32_t head_dim,
                        const int32_t* positions, const float* inv_freq, cudaStream_t stream);
 
-// cache[slot_mapping[t]] = k/v[t] for the layer's paged cache (bf16). Negative slots skip.
+// cache[slot_mapping[t]] = k/v[t] for the layer's paged cache, encoded in cache.dtype (bf16 any
+// head dim; fp16/fp8/int8/int4 head_dim 64 or 128). Negative slots skip.
 cudaError_t LaunchWriteKv(const bf16* k, int64_t k_stride, const bf16* v, int64_t v_stride,
                           int64_t num_tokens, const int32_t* slot_mapping, const PagedKvView& cache,
                           cudaStream_t stream);
@@ -74,11 +75,14 @@ struct AttentionWorkspace {
   int32_t num_sms = 132;
 };
 
-// Head dims the attention kernel is compiled for (tests loop over these).
+// Head dims the attention kernel is compiled for (tests loop over these): bf16 caches, and the
+// other (encoded) formats.
 inline constexpr int32_t kAttentionHeadDims[] = {16, 32, 64, 128};
+inline constexpr int32_t kEncodedKvHeadDims[] = {64, 128};
 
-// Causal paged attention, q and out [T, Hq * D] bf16 (see AttentionBatch). Returns
-// cudaErrorInvalidValue for a head dim outside kAttentionHeadDims.
+// Causal paged attention, q and out [T, Hq * D] bf16 (see AttentionBatch), over a cache of any
+// KvDType but f32. Returns cudaErrorInvalidValue for a head dim outside kAttentionHeadDims (bf16)
+// or outside {64, 128} (the other formats).
 cudaError_t LaunchPagedAttention(const bf16* q, int64_t q_stride, int32_t q_heads, const PagedKvView& cache,
                                  const AttentionBatch& batch, float scale, bf16* out, int64_t out_stride,
                                  const AttentionWorkspace& ws, cudaStream_t stream);

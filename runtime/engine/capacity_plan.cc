@@ -18,30 +18,14 @@ absl::StatusOr<KvDType> ParseKvDType(const std::string& s) {
   return absl::InvalidArgumentError(absl::StrFormat("--kv-dtype '%s' is unknown (f32, bf16, fp16, fp8, int8, int4)", s));
 }
 
-const char* KvDTypeName(KvDType t) {
-  switch (t) {
-    case KvDType::kF32: return "f32";
-    case KvDType::kBF16: return "bf16";
-    case KvDType::kF16: return "fp16";
-    case KvDType::kFP8: return "fp8";
-    case KvDType::kINT8: return "int8";
-    case KvDType::kINT4: return "int4";
-  }
-  return "?";
-}
-
-KvDType KvDTypeOf(DType compute) {
-  return compute == DType::kF32 ? KvDType::kF32 : compute == DType::kF16 ? KvDType::kF16 : KvDType::kBF16;
-}
-
 double KvBytesPerElement(KvDType t, int32_t head_dim) {
   switch (t) {
     case KvDType::kF32: return 4.0;
     case KvDType::kBF16:
     case KvDType::kF16: return 2.0;
     case KvDType::kFP8:
-    case KvDType::kINT8: return 1.0 + 4.0 / head_dim;  // one f32 scale per (token, head)
-    case KvDType::kINT4: return 0.5 + 4.0 / 32;         // fp16 scale + zero per 32 elements
+    case KvDType::kINT8:
+    case KvDType::kINT4: return static_cast<double>(KvRowBytes(t, head_dim) + KvScaleBytes(t, head_dim)) / head_dim;
   }
   return 0;
 }
@@ -60,9 +44,11 @@ CapacityPlan PlanCapacity(const ModelConfig& model, const std::vector<ModelShard
     r.kv_bytes = config.kv_cache_bytes != 0 ? static_cast<int64_t>(config.kv_cache_bytes)
                  : free <= r.workspace_bytes ? 0
                                              : static_cast<int64_t>((free - r.workspace_bytes) * config.memory_fraction);
-    r.kv_bytes_per_token = 2.0 * model.num_layers * s.kv_heads.size() * model.head_dim *
-                           KvBytesPerElement(kv_dtype, model.head_dim);
-    r.blocks = static_cast<int32_t>(std::min<double>(r.kv_bytes / (r.kv_bytes_per_token * config.block_size), 1 << 30));
+    ModelConfig local = model;
+    local.num_kv_heads = static_cast<int32_t>(s.kv_heads.size());
+    r.bytes_per_block = static_cast<int64_t>(KvCache::BytesPerBlock(local, kv_dtype, config.block_size));
+    r.kv_bytes_per_token = static_cast<double>(r.bytes_per_block) / config.block_size;
+    r.blocks = KvCache::BlocksForBudget(local, kv_dtype, config.block_size, static_cast<size_t>(std::max<int64_t>(r.kv_bytes, 0)));
     plan.ranks.push_back(r);
   }
   plan.blocks = plan.ranks.empty() ? 0 : plan.ranks.front().blocks;

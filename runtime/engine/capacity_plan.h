@@ -3,11 +3,10 @@
 // (ModelWeights::BytesFor, ModelRunner::WorkspaceBytes, EngineConfig::memory_fraction,
 // KvCache block sizes) — so `kvshard plan` predicts the block count a real start-up measures.
 //
-// KV element formats and their bytes per element, scale overhead included:
-//   f32 4; bf16 / fp16 2; fp8 (E4M3) / int8: 1 + one f32 scale per (token, head) of K and of V;
-//   int4: 0.5 + an fp16 scale and an fp16 zero point per group of 32 elements.
-// The runtime stores the compute dtype today (f32 CPU, bf16 GPU); fp8/int8/int4 are planned
-// formats (issue 6), so their figures are predictions only.
+// KV element formats and their bytes per element, scale overhead included (kernels/common/
+// kv_format.h): f32 4; bf16 / fp16 2; fp8 (E4M3) / int8: 1 + one f32 scale per (token, head);
+// int4: 0.5 + an fp16 scale and an fp16 zero point per group of 32 elements. Block sizes come
+// from KvCache::BytesPerBlock, as in the runtime.
 #pragma once
 
 #include <cstdint>
@@ -16,16 +15,15 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/common/dtype.h"
+#include "kernels/common/kv_format.h"
 #include "runtime/engine/engine.h"
 #include "runtime/model/model_config.h"
 #include "runtime/model/model_shard.h"
 
 namespace kvs {
 
-enum class KvDType { kF32, kBF16, kF16, kFP8, kINT8, kINT4 };
 absl::StatusOr<KvDType> ParseKvDType(const std::string& s);  // f32|bf16|fp16|fp8|int8|int4
-const char* KvDTypeName(KvDType t);
-KvDType KvDTypeOf(DType compute);
+// Bytes per stored element including scales (padding of a block to 16 bytes aside).
 double KvBytesPerElement(KvDType t, int32_t head_dim);
 
 struct RankCapacity {
@@ -33,6 +31,7 @@ struct RankCapacity {
   int64_t workspace_bytes = 0;
   int64_t kv_bytes = 0;              // what the cache may take
   double kv_bytes_per_token = 0;     // on this rank (its KV heads)
+  int64_t bytes_per_block = 0;       // on this rank, all layers, K and V
   int32_t blocks = 0;
 };
 

@@ -44,15 +44,15 @@ absl::StatusOr<KvCapacity> PlanKvCapacity(Backend& backend, const ModelWeights& 
                                           const TensorParallel& tp) {
   KvCapacity cap;
   const ModelConfig& local = weights.local_config();
-  cap.bytes_per_block = static_cast<size_t>(local.KvBytesPerToken(static_cast<int>(DTypeSize(weights.dtype())))) *
-                        config.block_size;
+  const KvDType kv_dtype = config.kv_dtype.value_or(backend.DefaultKvDType());
+  cap.bytes_per_block = KvCache::BytesPerBlock(local, kv_dtype, config.block_size);
   size_t kv_bytes = config.kv_cache_bytes;
   if (kv_bytes == 0) {
     const size_t workspace = ModelRunner::WorkspaceBytes(weights, LimitsFor(config), tp.size());
     const size_t free = backend.FreeMemoryBytes();
     kv_bytes = free <= workspace ? 0 : static_cast<size_t>((free - workspace) * config.memory_fraction);
   }
-  cap.local_blocks = KvCache::BlocksForBudget(local, weights.dtype(), config.block_size, kv_bytes);
+  cap.local_blocks = KvCache::BlocksForBudget(local, kv_dtype, config.block_size, kv_bytes);
   cap.blocks = cap.local_blocks;
   if (tp.comm != nullptr) {
     KVS_ASSIGN_OR_RETURN(int64_t group_min, tp.comm->AllReduceMin(cap.local_blocks));
@@ -98,7 +98,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Backend& backend, const M
 
   KVS_ASSIGN_OR_RETURN(e->capacity_, PlanKvCapacity(backend, weights, config, tp));
   const int32_t blocks = e->capacity_.blocks;
-  KVS_ASSIGN_OR_RETURN(e->cache_, KvCache::Create(backend, weights.local_config(), config.block_size, blocks));
+  KVS_ASSIGN_OR_RETURN(e->cache_, KvCache::Create(backend, weights.local_config(),
+                                                  config.kv_dtype.value_or(backend.DefaultKvDType()), config.block_size,
+                                                  blocks));
   KVS_ASSIGN_OR_RETURN(ModelRunner runner, ModelRunner::Create(backend, weights, e->cache_, LimitsFor(config), tp));
   e->runner_ = std::make_unique<ModelRunner>(std::move(runner));
   SchedulerConfig sc;

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -29,6 +30,7 @@ struct EngineConfig {
   int32_t max_tokens_per_step = 512;
   int32_t max_model_len = 0;     // 0: the model's own limit
   size_t kv_cache_bytes = 0;     // 0: memory_fraction of what is free after weights + workspace
+  std::optional<KvDType> kv_dtype;  // KV cache element format; unset: the backend's default
   double memory_fraction = 0.9;
   size_t swap_space_bytes = 0;   // host memory for swapped-out KV blocks (per rank)
   PreemptionMode preemption_mode = PreemptionMode::kAuto;

@@ -5,13 +5,16 @@
 
 namespace kvs {
 
-int32_t KvCache::BlocksForBudget(const ModelConfig& c, DType dtype, int32_t block_size, size_t budget_bytes) {
-  const size_t per_block = static_cast<size_t>(c.KvBytesPerToken(static_cast<int>(DTypeSize(dtype)))) * block_size;
-  const size_t blocks = budget_bytes / per_block;
+size_t KvCache::BytesPerBlock(const ModelConfig& c, KvDType dtype, int32_t block_size) {
+  return 2 * static_cast<size_t>(c.num_layers) * KvBlockBytes(dtype, block_size, c.num_kv_heads, c.head_dim);
+}
+
+int32_t KvCache::BlocksForBudget(const ModelConfig& c, KvDType dtype, int32_t block_size, size_t budget_bytes) {
+  const size_t blocks = budget_bytes / BytesPerBlock(c, dtype, block_size);
   return static_cast<int32_t>(std::min<size_t>(blocks, 1u << 30));
 }
 
-absl::StatusOr<KvCache> KvCache::Create(Backend& backend, const ModelConfig& c, int32_t block_size,
+absl::StatusOr<KvCache> KvCache::Create(Backend& backend, const ModelConfig& c, KvDType dtype, int32_t block_size,
                                         int32_t num_blocks) {
   if (block_size <= 0 || block_size > 1024) {
     return absl::InvalidArgumentError(absl::StrFormat("block size %d must be in 1..1024", block_size));
@@ -19,13 +22,22 @@ absl::StatusOr<KvCache> KvCache::Create(Backend& backend, const ModelConfig& c, 
   if (num_blocks <= 0) {
     return absl::ResourceExhaustedError("no memory is left for the KV cache after the weights");
   }
+  if (const char* problem = KvDTypeHeadDimProblem(dtype, c.head_dim)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("--kv-dtype %s cannot store this model's heads (head_dim %d): %s", KvDTypeName(dtype), c.head_dim, problem));
+  }
+  if (!backend.SupportsKvDType(dtype, c.head_dim)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--kv-dtype %s with head_dim %d is not supported by the %s backend (CUDA: bf16, or fp16/fp8/int8/int4 at "
+        "head_dim 64 or 128; CPU: every format)", KvDTypeName(dtype), c.head_dim, backend.Name()));
+  }
   KvCache kv;
-  kv.dtype_ = backend.ComputeDType();
+  kv.dtype_ = dtype;
   kv.num_blocks_ = num_blocks;
   kv.block_size_ = block_size;
   kv.kv_heads_ = c.num_kv_heads;
   kv.head_dim_ = c.head_dim;
-  const size_t per_layer = static_cast<size_t>(num_blocks) * block_size * c.num_kv_heads * c.head_dim * DTypeSize(kv.dtype_);
+  const size_t per_layer = static_cast<size_t>(num_blocks) * kv.BlockBytes();
   for (int32_t l = 0; l < c.num_layers; ++l) {
     KVS_ASSIGN_OR_RETURN(DeviceBuffer k, backend.Allocate(per_layer));
     KVS_ASSIGN_OR_RETURN(DeviceBuffer v, backend.Allocate(per_layer));

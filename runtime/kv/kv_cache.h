@@ -1,5 +1,5 @@
-// The device memory of a paged KV cache: for every layer, one K and one V buffer of
-// [num_blocks, block_size, kv_heads, head_dim] elements (layout in kernels/common/paged_kv.h).
+// The device memory of a paged KV cache: for every layer, one K and one V buffer of num_blocks
+// blocks in the cache's KvDType (layout in kernels/common/kv_format.h and paged_kv.h).
 // Sized once at start-up; never grows. An optional host tier holds swapped-out blocks in the
 // same per-block layout: host block h of layer l, K or V, at ((l * 2 + kv) * host_blocks + h).
 #pragma once
@@ -15,9 +15,12 @@ namespace kvs {
 
 class KvCache {
  public:
-  // Blocks that fit in `budget_bytes` for this model at the backend's compute dtype.
-  static int32_t BlocksForBudget(const ModelConfig& c, DType dtype, int32_t block_size, size_t budget_bytes);
-  static absl::StatusOr<KvCache> Create(Backend& backend, const ModelConfig& c, int32_t block_size,
+  // Bytes of one block over all layers, K and V, for a model (or a rank's shard of it): the one
+  // accounting the runtime, `kvshard plan` and the swap cost model share.
+  static size_t BytesPerBlock(const ModelConfig& c, KvDType dtype, int32_t block_size);
+  // Blocks that fit in `budget_bytes`.
+  static int32_t BlocksForBudget(const ModelConfig& c, KvDType dtype, int32_t block_size, size_t budget_bytes);
+  static absl::StatusOr<KvCache> Create(Backend& backend, const ModelConfig& c, KvDType dtype, int32_t block_size,
                                         int32_t num_blocks);
 
   // Adds `num_host_blocks` blocks of host memory (pinned on CUDA) for swapping.
@@ -33,6 +36,7 @@ class KvCache {
   int32_t num_host_blocks() const { return num_host_blocks_; }
   // Bytes of one block over all layers, K and V: what a swap of one block moves each way.
   size_t bytes_per_block() const { return 2 * static_cast<size_t>(k_.size()) * BlockBytes(); }
+  KvDType dtype() const { return dtype_; }
 
   PagedKvView Layer(int32_t layer) const;
   int32_t num_blocks() const { return num_blocks_; }
@@ -40,14 +44,14 @@ class KvCache {
   size_t bytes() const { return bytes_; }
 
  private:
-  size_t BlockBytes() const { return static_cast<size_t>(block_size_) * kv_heads_ * head_dim_ * DTypeSize(dtype_); }
+  size_t BlockBytes() const { return static_cast<size_t>(KvBlockBytes(dtype_, block_size_, kv_heads_, head_dim_)); }
   std::byte* HostBlock(int32_t layer, int kv, int32_t block) const;
   absl::Status CheckPairs(std::span<const int32_t> pairs, bool out) const;
 
   std::vector<DeviceBuffer> k_, v_;
   HostBuffer host_{nullptr, nullptr};
   int32_t num_host_blocks_ = 0;
-  DType dtype_ = DType::kF32;
+  KvDType dtype_ = KvDType::kF32;
   int32_t num_blocks_ = 0, block_size_ = 0, kv_heads_ = 0, head_dim_ = 0;
   size_t bytes_ = 0;
 };

@@ -1,6 +1,7 @@
 // Loads a model on the CPU backend and runs greedy generations through the Engine, for tests.
 #pragma once
 
+#include <optional>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -69,11 +70,12 @@ inline std::vector<std::vector<int32_t>> RunGreedy(LoadedCpuModel& lm, const std
 
 // Prefill `ids` as one sequence through ModelRunner (blocks in reverse order, so the block
 // table is really followed) and return logits for every row or only the last.
-inline std::vector<float> PrefillLogits(testing::LoadedCpuModel& lm, const std::vector<int32_t>& ids, bool all_rows) {
+inline std::vector<float> PrefillLogits(testing::LoadedCpuModel& lm, const std::vector<int32_t>& ids, bool all_rows,
+                                        std::optional<KvDType> kv_dtype = std::nullopt) {
   const ModelConfig& c = lm.weights->config();
   const int32_t block_size = 4;  // several blocks even for short prompts
   const int32_t blocks = static_cast<int32_t>(ids.size()) / block_size + 1;
-  auto cache = KvCache::Create(*lm.backend, c, block_size, blocks + 3);
+  auto cache = KvCache::Create(*lm.backend, c, kv_dtype.value_or(lm.backend->DefaultKvDType()), block_size, blocks + 3);
   EXPECT_TRUE(cache.ok());
   RunnerLimits limits{static_cast<int32_t>(ids.size()), static_cast<int32_t>(ids.size()), blocks};
   auto runner = ModelRunner::Create(*lm.backend, *lm.weights, *cache, limits);

@@ -58,7 +58,7 @@ void RunAttentionCase(const AttnCase& c, uint32_t seed) {
   ASSERT_TRUE(kbuf.ok() && vbuf.ok());
   std::fill_n(kbuf->as<float>(), num_blocks * c.block_size * width, std::numeric_limits<float>::quiet_NaN());
   std::fill_n(vbuf->as<float>(), num_blocks * c.block_size * width, std::numeric_limits<float>::quiet_NaN());
-  PagedKvView cache{kbuf->data(), vbuf->data(), DType::kF32, num_blocks, c.block_size, c.kv_heads, c.head_dim};
+  PagedKvView cache{kbuf->data(), vbuf->data(), KvDType::kF32, num_blocks, c.block_size, c.kv_heads, c.head_dim};
 
   std::vector<int32_t> perm(num_blocks);
   for (int32_t i = 0; i < num_blocks; ++i) perm[i] = i;

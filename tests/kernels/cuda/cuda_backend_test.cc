@@ -213,7 +213,7 @@ TEST_P(CudaAttentionTest, PagedAttentionMatchesCpuWithRandomBlockTablesAndNaNPoi
   batch.block_table = table.data();
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   std::vector<float> want(tokens * qw);
-  PagedKvView ccache{kc.data(), vc.data(), DType::kF32, num_blocks, c.block_size, c.kv_heads, c.head_dim};
+  PagedKvView ccache{kc.data(), vc.data(), KvDType::kF32, num_blocks, c.block_size, c.kv_heads, c.head_dim};
   ASSERT_TRUE(cpu_.PagedAttention(F32(q, tokens, qw), ccache, batch, scale, F32(want, tokens, qw)).ok());
 
   auto gk = Upload(kc, DType::kBF16, slots, width), gv = Upload(vc, DType::kBF16, slots, width);
@@ -224,7 +224,7 @@ TEST_P(CudaAttentionTest, PagedAttentionMatchesCpuWithRandomBlockTablesAndNaNPoi
   gbatch.context_len = gctx.as<int32_t>();
   gbatch.block_table = gtab.as<int32_t>();
   ASSERT_TRUE(gpu_->ReserveWorkspace(tokens, seqs, c.q_heads, c.head_dim).ok());
-  PagedKvView gcache{gk.data(), gv.data(), DType::kBF16, num_blocks, c.block_size, c.kv_heads, c.head_dim};
+  PagedKvView gcache{gk.data(), gv.data(), KvDType::kBF16, num_blocks, c.block_size, c.kv_heads, c.head_dim};
   const absl::Status st = gpu_->PagedAttention(gq.View(DType::kBF16, tokens, qw), gcache, gbatch, scale,
                                                gout.View(DType::kBF16, tokens, qw));
   ASSERT_TRUE(st.ok()) << st;
@@ -311,7 +311,7 @@ TEST_F(CudaOpsTest, WriteKvScattersToTheMappedSlotsExactly) {
   auto gk = Upload(k, DType::kBF16, t, width), gv = Upload(v, DType::kBF16, t, width);
   auto kc = Upload({}, DType::kBF16, blocks * bs, width), vc = Upload({}, DType::kBF16, blocks * bs, width);
   auto gslots = UploadInts(slots);
-  PagedKvView cache{kc.data(), vc.data(), DType::kBF16, blocks, bs, kv_heads, dim};
+  PagedKvView cache{kc.data(), vc.data(), KvDType::kBF16, blocks, bs, kv_heads, dim};
   ASSERT_TRUE(gpu_->WriteKv(gk.View(DType::kBF16, t, width), gv.View(DType::kBF16, t, width), gslots.as<int32_t>(), cache).ok());
   const auto kout = Download(kc, DType::kBF16, blocks * bs, width);
   for (int i = 0; i < t; ++i) {

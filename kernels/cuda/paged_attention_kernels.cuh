@@ -1,0 +1,1071 @@
+// Causal attention over the paged KV cache, for decode and (chunked) prefill alike.
+//
+// Work split: a block owns one (sequence, KV head, key range, chunk of ROWS query rows), where
+// a query row is (query token, query head of this KV head's group) — so every K/V element a
+// block loads serves all `group` query heads (GQA) and all its query tokens. Keys stream
+// through shared memory in tiles of kTile with an online softmax (running max and sum, base-2
+// exponent), so nothing of size context is stored. Long contexts with few sequences are split
+// along the keys (flash-decoding): each split writes an unnormalised partial output with its max
+// and sum, and a second kernel combines them.
+//
+// Layout (kernels/common/kv_format.h): per block, codes[offset][kv_head][row bytes] then the
+// scales. Every kernel is a template on the cache's KvDType: bf16 tiles stream into shared memory
+// with cp.async; the other formats are loaded, decoded to bf16 (or f32 in the register kernel) in
+// registers and stored, so no full-precision copy of the cache ever exists.
+//
+// This header holds the kernels and their dispatch (LaunchAttentionFor<F>); one .cu file per
+// format instantiates it, so the formats compile in parallel.
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+
+#include "kernels/common/kv_format.h"
+#include "kernels/cuda/cuda_kernels.h"
+
+namespace kvs::cuda {
+namespace attention {
+
+constexpr int kThreads = 128;
+constexpr int kTile = 32;  // keys per tile: one per lane in the softmax step
+constexpr float kLog2e = 1.4426950408889634f;
+
+struct Params {
+  const bf16* q;
+  int64_t q_stride;
+  bf16* out;
+  int64_t out_stride;
+  const unsigned char* k_cache;
+  const unsigned char* v_cache;
+  int64_t block_bytes;  // one block of one layer's K (or V), codes and scales
+  int32_t row_bytes;    // one (token, head)'s codes
+  int32_t scale_bytes;  // one (token, head)'s scales
+  int32_t block_size;
+  int32_t kv_heads;
+  int32_t q_heads;
+  const int32_t* query_start;
+  const int32_t* context_len;
+  const int32_t* block_table;
+  int32_t max_blocks_per_seq;
+  float scale_log2;  // softmax scale * log2(e)
+  int32_t keys_per_split;
+  int32_t num_splits;
+  int32_t row_chunks;  // grid.x = num_splits * row_chunks
+  int32_t num_tokens;
+  float* partial_out;
+  float* partial_ml;
+  // Host-side planning inputs (not read by the kernels).
+  int32_t max_context_len;
+  int64_t workspace_floats;
+  int32_t num_sms;
+};
+
+// Splits along the keys. Three things matter, all measured on an H200 (docs/performance.md):
+// the last wave of resident blocks should be full (1.3 waves leaves the GPU idle in the
+// second), about three waves keep memory busy while blocks finish at different times, and every
+// split costs partial writes and a longer combine (a split of fewer than kMinKeysPerSplit keys
+// never pays). `base` blocks exist without splitting; `resident` fit on the GPU at once.
+constexpr int kMinKeysPerSplit = 512;
+
+inline int ChooseSplits(int64_t base, int64_t resident, int max_splits) {
+  int best = 1;
+  double best_score = -1.0;
+  for (int s = 1; s <= max_splits; ++s) {
+    const double waves = static_cast<double>(base * s) / static_cast<double>(resident);
+    const double fill = waves / std::ceil(waves);
+    const double score = fill * std::min(1.0, waves / 3.0) - 0.004 * s;
+    if (score > best_score) {
+      best_score = score;
+      best = s;
+    }
+  }
+  return best;
+}
+
+// Resident blocks of `kernel` on the whole GPU (cached per kernel by the caller).
+template <typename Kernel>
+int64_t ResidentBlocks(Kernel kernel, size_t smem, int num_sms) {
+  int per_sm = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem) != cudaSuccess || per_sm < 1) {
+    cudaGetLastError();
+    per_sm = 1;
+  }
+  return static_cast<int64_t>(per_sm) * num_sms;
+}
+
+// Fills p.keys_per_split / p.num_splits and the grid for `resident` blocks at once.
+inline void PlanSplits(Params& p, dim3& grid, int64_t resident, int head_dim) {
+  const int max_tiles = (p.max_context_len + kTile - 1) / kTile;
+  const int64_t base = static_cast<int64_t>(p.row_chunks) * grid.y * grid.z;
+  int max_splits = std::max(1, p.max_context_len / kMinKeysPerSplit);
+  const int64_t per_split = static_cast<int64_t>(p.num_tokens) * p.q_heads * head_dim;
+  max_splits = static_cast<int>(std::min<int64_t>(max_splits, std::max<int64_t>(1, p.workspace_floats / per_split)));
+  const int splits = ChooseSplits(base, resident, std::max(1, max_splits));
+  const int tiles_per_split = (max_tiles + splits - 1) / splits;
+  p.keys_per_split = tiles_per_split * kTile;
+  p.num_splits = (max_tiles + tiles_per_split - 1) / tiles_per_split;
+  grid.x = p.num_splits * p.row_chunks;
+}
+
+// 16-byte global -> shared copy that completes asynchronously (sm_80+); `valid` false zero-fills.
+__device__ inline void CopyAsync16(void* smem, const void* gmem, bool valid) {
+  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(addr), "l"(gmem), "r"(valid ? 16 : 0));
+}
+__device__ inline void CopyAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ inline void CopyAsyncWait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+// --- Reading the cache in any KvDType ---------------------------------------------------------
+// Byte offsets of key `pos`'s codes and scales for KV head `kvh` (kernels/common/kv_format.h).
+struct KvRow {
+  int64_t codes = 0;
+  int64_t scales = 0;
+};
+__device__ inline KvRow LocateKv(const Params& p, const int32_t* blocks, int pos, int kvh) {
+  const int64_t base = static_cast<int64_t>(blocks[pos / p.block_size]) * p.block_bytes;
+  const int64_t idx = static_cast<int64_t>(pos % p.block_size) * p.kv_heads + kvh;
+  return KvRow{base + idx * p.row_bytes,
+               base + static_cast<int64_t>(p.block_size) * p.kv_heads * p.row_bytes + idx * p.scale_bytes};
+}
+
+__device__ inline float2 Fp8PairToFloat2(uint32_t two_codes) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two_codes), __NV_E4M3);
+  return __half22float2(*reinterpret_cast<const __half2*>(&h));
+}
+
+// Elements [e0, e0 + 8) of a row, decoded to f32. e0 is a multiple of 8.
+template <KvDType F>
+__device__ inline void Load8f(const unsigned char* cache, KvRow r, int e0, float* out) {
+  if constexpr (F == KvDType::kBF16 || F == KvDType::kF16) {
+    const uint4 u = __ldg(reinterpret_cast<const uint4*>(cache + r.codes + e0 * 2));
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      float2 f;
+      if constexpr (F == KvDType::kBF16) {
+        f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w[i]));
+      } else {
+        f = __half22float2(*reinterpret_cast<const __half2*>(&w[i]));
+      }
+      out[2 * i] = f.x;
+      out[2 * i + 1] = f.y;
+    }
+  } else if constexpr (F == KvDType::kFP8 || F == KvDType::kINT8) {
+    const uint2 u = __ldg(reinterpret_cast<const uint2*>(cache + r.codes + e0));
+    const float s = __ldg(reinterpret_cast<const float*>(cache + r.scales));
+    const uint32_t w[2] = {u.x, u.y};
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      if constexpr (F == KvDType::kFP8) {
+        const float2 a = Fp8PairToFloat2(w[i] & 0xffffu), b = Fp8PairToFloat2(w[i] >> 16);
+        out[4 * i] = a.x * s, out[4 * i + 1] = a.y * s, out[4 * i + 2] = b.x * s, out[4 * i + 3] = b.y * s;
+      } else {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) out[4 * i + j] = static_cast<float>(static_cast<int8_t>(w[i] >> (8 * j))) * s;
+      }
+    }
+  } else {  // kINT4: eight nibbles, one (scale, zero) pair for the group
+    const uint32_t w = __ldg(reinterpret_cast<const uint32_t*>(cache + r.codes + e0 / 2));
+    const float2 sz = __half22float2(__ldg(reinterpret_cast<const __half2*>(cache + r.scales + (e0 / kKvInt4Group) * 4)));
+#pragma unroll
+    for (int j = 0; j < 8; ++j) out[j] = static_cast<float>((w >> (4 * j)) & 0xfu) * sz.x + sz.y;
+  }
+}
+
+// Elements [e0, e0 + 16) as f32, with the widest loads the format allows (the register kernel).
+template <KvDType F>
+__device__ inline void Load16f(const unsigned char* cache, KvRow r, int e0, float* out) {
+  if constexpr (F == KvDType::kFP8 || F == KvDType::kINT8) {
+    const uint4 u = __ldg(reinterpret_cast<const uint4*>(cache + r.codes + e0));
+    const float s = __ldg(reinterpret_cast<const float*>(cache + r.scales));
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      if constexpr (F == KvDType::kFP8) {
+        const float2 a = Fp8PairToFloat2(w[i] & 0xffffu), b = Fp8PairToFloat2(w[i] >> 16);
+        out[4 * i] = a.x * s, out[4 * i + 1] = a.y * s, out[4 * i + 2] = b.x * s, out[4 * i + 3] = b.y * s;
+      } else {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) out[4 * i + j] = static_cast<float>(static_cast<int8_t>(w[i] >> (8 * j))) * s;
+      }
+    }
+  } else if constexpr (F == KvDType::kINT4) {
+    const uint2 u = __ldg(reinterpret_cast<const uint2*>(cache + r.codes + e0 / 2));
+    const float2 sz = __half22float2(__ldg(reinterpret_cast<const __half2*>(cache + r.scales + (e0 / kKvInt4Group) * 4)));
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      out[j] = static_cast<float>((u.x >> (4 * j)) & 0xfu) * sz.x + sz.y;
+      out[8 + j] = static_cast<float>((u.y >> (4 * j)) & 0xfu) * sz.x + sz.y;
+    }
+  } else {
+    Load8f<F>(cache, r, e0, out);
+    Load8f<F>(cache, r, e0 + 8, out + 8);
+  }
+}
+
+__device__ inline uint32_t PackBf16(float lo, float hi);
+
+// Elements [e0, e0 + 8) of a row into shared memory as bf16 (16 bytes at `smem`); `valid` false
+// stores zeros. bf16 goes asynchronously (the caller commits and waits); the other formats are
+// decoded here.
+template <KvDType F>
+__device__ inline void StageKv8(bf16* smem, const unsigned char* cache, KvRow r, int e0, bool valid) {
+  if constexpr (F == KvDType::kBF16) {
+    CopyAsync16(smem, cache + r.codes + e0 * 2, valid);
+  } else {
+    uint4 packed = make_uint4(0, 0, 0, 0);
+    if (valid) {
+      float f[8];
+      Load8f<F>(cache, r, e0, f);
+      packed = make_uint4(PackBf16(f[0], f[1]), PackBf16(f[2], f[3]), PackBf16(f[4], f[5]), PackBf16(f[6], f[7]));
+    }
+    *reinterpret_cast<uint4*>(smem) = packed;
+  }
+}
+
+// Tensor-core helpers (mma.m16n8k16, bf16 in, fp32 accumulate).
+// Four 8x8 bf16 matrices from shared memory, transposed: lane L gives the row address of matrix
+// L / 8. Used for V, stored [key][d], whose B fragments want (2 keys, 1 d) pairs.
+__device__ inline void LdMatrixX4Trans(uint32_t* r, const void* smem_row) {
+  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(smem_row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ inline void MmaBf16(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ inline uint32_t PackBf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+template <KvDType F, int D, int ROWS>
+__global__ void __launch_bounds__(kThreads) PagedAttentionKernel(Params p) {
+  // K rows padded by 16 bytes: with the rotated read order below, the 32 lanes of a warp (32
+  // keys) hit 32 different banks. Two stages: tile i+1 streams in while tile i is computed.
+  constexpr int kRow = D + 8;
+  constexpr int kOutPerThread = (ROWS * D + kThreads - 1) / kThreads;
+  constexpr int kVecPerKey = D / 8;
+  __shared__ __align__(16) float q_s[ROWS][D];
+  __shared__ __align__(16) bf16 k_s[2][kTile][kRow];
+  __shared__ __align__(16) bf16 v_s[2][kTile][D];
+  __shared__ float p_s[ROWS][kTile + 1];
+  __shared__ float m_s[ROWS], l_s[ROWS], c_s[ROWS];
+
+  const int seq = blockIdx.z;
+  const int kvh = blockIdx.y;
+  const int split = blockIdx.x / p.row_chunks;
+  const int chunk = blockIdx.x % p.row_chunks;
+  const int tid = threadIdx.x;
+  const int q_begin = p.query_start[seq];
+  const int n_q = p.query_start[seq + 1] - q_begin;
+  const int ctx = p.context_len[seq];
+  const int first_pos = ctx - n_q;
+  const int group = p.q_heads / p.kv_heads;
+  const int total_rows = n_q * group;
+  const int r0 = chunk * ROWS;
+  if (r0 >= total_rows) return;  // this sequence has fewer query rows than the longest
+  const int rows_here = min(ROWS, total_rows - r0);
+  const int k_lo = split * p.keys_per_split;
+  // Keys this chunk can see: up to the last row's position, within this split.
+  const int last_pos = first_pos + (r0 + rows_here - 1) / group;
+  const int k_hi = min(min(ctx, k_lo + p.keys_per_split), last_pos + 1);
+  const int32_t* blocks = p.block_table + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
+
+  auto load_tile = [&](int stage, int kt) {
+    for (int i = tid; i < kTile * kVecPerKey; i += kThreads) {
+      const int key = i / kVecPerKey, vec = i % kVecPerKey;
+      const int pos = kt + key;
+      const bool valid = pos < k_hi;
+      const KvRow row = valid ? LocateKv(p, blocks, pos, kvh) : KvRow{};
+      StageKv8<F>(&k_s[stage][key][vec * 8], p.k_cache, row, vec * 8, valid);
+      StageKv8<F>(&v_s[stage][key][vec * 8], p.v_cache, row, vec * 8, valid);
+    }
+    CopyAsyncCommit();
+  };
+  if (k_lo < k_hi) load_tile(0, k_lo);
+
+  // Queries, pre-scaled so scores come out in the log2 domain.
+  for (int i = tid; i < ROWS * D; i += kThreads) {
+    const int r = i / D, d = i % D;
+    float v = 0.0f;
+    if (r < rows_here) {
+      const int row = r0 + r;
+      const int t = q_begin + row / group;
+      const int h = kvh * group + row % group;
+      v = __bfloat162float(p.q[static_cast<int64_t>(t) * p.q_stride + h * D + d]) * p.scale_log2;
+    }
+    q_s[r][d] = v;
+  }
+  if (tid < ROWS) {
+    m_s[tid] = -FLT_MAX;
+    l_s[tid] = 0.0f;
+  }
+  float acc[kOutPerThread];
+#pragma unroll
+  for (int j = 0; j < kOutPerThread; ++j) acc[j] = 0.0f;
+
+  int stage = 0;
+  for (int kt = k_lo; kt < k_hi; kt += kTile, stage ^= 1) {
+    if (kt + kTile < k_hi) {
+      load_tile(stage ^ 1, kt + kTile);
+      CopyAsyncWait<1>();  // this tile has landed; the next may still be in flight
+    } else {
+      CopyAsyncWait<0>();
+    }
+    __syncthreads();
+    // Scores for (row, key), masked causally and past the split.
+    for (int i = tid; i < ROWS * kTile; i += kThreads) {
+      const int r = i / kTile, key = i % kTile;
+      const int pos = kt + key;
+      const int row_pos = first_pos + (r0 + r) / group;
+      float s = -FLT_MAX;
+      if (r < rows_here && pos < k_hi && pos <= row_pos) {
+        s = 0.0f;
+#pragma unroll 8
+        for (int j = 0; j < D / 2; ++j) {
+          const int w = (j + key) & (D / 2 - 1);  // rotated start: conflict-free across keys
+          const float2 kf = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&k_s[stage][key][2 * w]));
+          s += q_s[r][2 * w] * kf.x + q_s[r][2 * w + 1] * kf.y;
+        }
+      }
+      p_s[r][key] = s;
+    }
+    __syncthreads();
+    // Online softmax: one warp per row at a time, one lane per key.
+    const int warp = tid / 32, lane = tid % 32;
+    for (int r = warp; r < ROWS; r += kThreads / 32) {
+      const float s = p_s[r][lane];
+      float tile_max = s;
+      for (int o = 16; o > 0; o >>= 1) tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, o));
+      const float m_old = m_s[r];
+      const float m_new = fmaxf(m_old, tile_max);
+      const float prob = s == -FLT_MAX ? 0.0f : exp2f(s - m_new);
+      float sum = prob;
+      for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+      p_s[r][lane] = prob;
+      if (lane == 0) {
+        const float corr = m_old == -FLT_MAX ? 0.0f : exp2f(m_old - m_new);
+        c_s[r] = corr;
+        l_s[r] = l_s[r] * corr + sum;
+        m_s[r] = m_new;
+      }
+    }
+    __syncthreads();
+    // acc[row, d] = acc * correction + sum_key p[row, key] * v[key, d].
+#pragma unroll
+    for (int j = 0; j < kOutPerThread; ++j) {
+      const int i = tid + j * kThreads;
+      if (i < ROWS * D) {
+        const int r = i / D, d = i % D;
+        float a = acc[j] * c_s[r];
+#pragma unroll 8
+        for (int key = 0; key < kTile; ++key) a += p_s[r][key] * __bfloat162float(v_s[stage][key][d]);
+        acc[j] = a;
+      }
+    }
+    __syncthreads();  // the stage is free for the load two tiles on
+  }
+
+  // Write the result (normalised) or this split's partial.
+#pragma unroll
+  for (int j = 0; j < kOutPerThread; ++j) {
+    const int i = tid + j * kThreads;
+    if (i >= ROWS * D) continue;
+    const int r = i / D, d = i % D;
+    if (r >= rows_here) continue;
+    const int row = r0 + r;
+    const int t = q_begin + row / group;
+    const int h = kvh * group + row % group;
+    if (p.num_splits == 1) {
+      p.out[static_cast<int64_t>(t) * p.out_stride + h * D + d] = __float2bfloat16(acc[j] / l_s[r]);
+    } else {
+      const int64_t idx = (static_cast<int64_t>(split) * p.num_tokens + t) * p.q_heads + h;
+      p.partial_out[idx * D + d] = acc[j];
+      if (d == 0) {
+        p.partial_ml[idx * 2] = m_s[r];
+        p.partial_ml[idx * 2 + 1] = l_s[r];
+      }
+    }
+  }
+}
+
+// out[t, h] = sum_s w_s * partial_s / sum_s w_s * l_s with w_s = 2^(m_s - max m).
+template <int D>
+__global__ void CombineSplitsKernel(Params p) {
+  const int t = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
+  float m = -FLT_MAX;
+  for (int s = 0; s < p.num_splits; ++s) {
+    m = fmaxf(m, p.partial_ml[((static_cast<int64_t>(s) * p.num_tokens + t) * p.q_heads + h) * 2]);
+  }
+  float num = 0.0f, den = 0.0f;
+  for (int s = 0; s < p.num_splits; ++s) {
+    const int64_t idx = (static_cast<int64_t>(s) * p.num_tokens + t) * p.q_heads + h;
+    const float ms = p.partial_ml[idx * 2];
+    const float ls = p.partial_ml[idx * 2 + 1];
+    if (ls == 0.0f) continue;  // this split saw no key for this row
+    const float w = exp2f(ms - m);
+    num += w * p.partial_out[idx * D + d];
+    den += w * ls;
+  }
+  p.out[static_cast<int64_t>(t) * p.out_stride + h * D + d] = __float2bfloat16(num / den);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decode-only kernel (every sequence has exactly one query): the GQA group's queries and the
+// accumulators stay in registers. A warp works on kKeysPerWarp keys at once, kLanesPerKey lanes
+// per key, each lane holding a 16-wide slice of the head dimension; dot products reduce with
+// shuffles inside the lane group, and each lane group keeps its own online softmax, so the key
+// loop has no block-wide barrier. Lane groups and then warps merge their (max, sum, acc) at the end.
+__device__ inline void Merge(float& m, float& l, float* acc, float om, float ol, const float* oacc, int n) {
+  const float mm = fmaxf(m, om);
+  if (mm == -FLT_MAX) return;  // both empty
+  const float a = m == -FLT_MAX ? 0.0f : exp2f(m - mm);
+  const float b = om == -FLT_MAX ? 0.0f : exp2f(om - mm);
+  l = l * a + ol * b;
+  for (int i = 0; i < n; ++i) acc[i] = acc[i] * a + oacc[i] * b;
+  m = mm;
+}
+
+template <KvDType F, int D, int G>
+__global__ void __launch_bounds__(kThreads) PagedDecodeKernel(Params p) {
+  constexpr int kLanesPerKey = D / 16;
+  constexpr int kKeysPerWarp = 32 / kLanesPerKey;
+  constexpr int kWarps = kThreads / 32;
+  __shared__ float merge_ml[kWarps][G][2];
+  __shared__ float merge_acc[kWarps][G][D];
+
+  const int seq = blockIdx.z, kvh = blockIdx.y, split = blockIdx.x;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int sub = lane / kLanesPerKey, part = lane % kLanesPerKey;
+  const int t = p.query_start[seq];
+  const int ctx = p.context_len[seq];
+  const int group = p.q_heads / p.kv_heads;
+  const int k_lo = split * p.keys_per_split;
+  const int k_hi = min(ctx, k_lo + p.keys_per_split);
+  const int32_t* blocks = p.block_table + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
+
+  float q[G][16];
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    if (g < group) {
+      const bf16* qp = p.q + static_cast<int64_t>(t) * p.q_stride + (kvh * group + g) * D + part * 16;
+      const uint4 a = *reinterpret_cast<const uint4*>(qp), b = *reinterpret_cast<const uint4*>(qp + 8);
+      const __nv_bfloat162* ha = reinterpret_cast<const __nv_bfloat162*>(&a);
+      const __nv_bfloat162* hb = reinterpret_cast<const __nv_bfloat162*>(&b);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float2 fa = __bfloat1622float2(ha[e]), fb = __bfloat1622float2(hb[e]);
+        q[g][2 * e] = fa.x * p.scale_log2;
+        q[g][2 * e + 1] = fa.y * p.scale_log2;
+        q[g][8 + 2 * e] = fb.x * p.scale_log2;
+        q[g][8 + 2 * e + 1] = fb.y * p.scale_log2;
+      }
+    } else {
+#pragma unroll
+      for (int e = 0; e < 16; ++e) q[g][e] = 0.0f;
+    }
+  }
+  float m[G], l[G], acc[G][16];
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    m[g] = -FLT_MAX;
+    l[g] = 0.0f;
+#pragma unroll
+    for (int e = 0; e < 16; ++e) acc[g][e] = 0.0f;
+  }
+
+#pragma unroll 2
+  for (int base = k_lo + warp * kKeysPerWarp; base < k_hi; base += kWarps * kKeysPerWarp) {
+    const int pos = base + sub;
+    const bool valid = pos < k_hi;
+    float kf[16], vf[16];
+    if (valid) {
+      const KvRow row = LocateKv(p, blocks, pos, kvh);
+      Load16f<F>(p.k_cache, row, part * 16, kf);
+      Load16f<F>(p.v_cache, row, part * 16, vf);
+    } else {
+#pragma unroll
+      for (int e = 0; e < 16; ++e) kf[e] = vf[e] = 0.0f;
+    }
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      float s = 0.0f;
+#pragma unroll
+      for (int e = 0; e < 16; ++e) s += q[g][e] * kf[e];
+#pragma unroll
+      for (int o = kLanesPerKey / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+      if (valid) {
+        const float mn = fmaxf(m[g], s);
+        const float c = m[g] == -FLT_MAX ? 0.0f : exp2f(m[g] - mn);
+        const float pe = exp2f(s - mn);
+        l[g] = l[g] * c + pe;
+#pragma unroll
+        for (int e = 0; e < 16; ++e) acc[g][e] = acc[g][e] * c + pe * vf[e];
+        m[g] = mn;
+      }
+    }
+  }
+
+  // Merge the lane groups of a warp (same `part`, different keys), then the warps.
+#pragma unroll
+  for (int o = kLanesPerKey; o < 32; o <<= 1) {
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      const float om = __shfl_xor_sync(0xffffffffu, m[g], o);
+      const float ol = __shfl_xor_sync(0xffffffffu, l[g], o);
+      float oacc[16];
+#pragma unroll
+      for (int e = 0; e < 16; ++e) oacc[e] = __shfl_xor_sync(0xffffffffu, acc[g][e], o);
+      Merge(m[g], l[g], acc[g], om, ol, oacc, 16);
+    }
+  }
+  if (sub == 0) {
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      if (part == 0) {
+        merge_ml[warp][g][0] = m[g];
+        merge_ml[warp][g][1] = l[g];
+      }
+#pragma unroll
+      for (int e = 0; e < 16; ++e) merge_acc[warp][g][part * 16 + e] = acc[g][e];
+    }
+  }
+  __syncthreads();
+  // Threads of warp 0..: one (head g, dim d) output each.
+  for (int i = tid; i < group * D; i += kThreads) {
+    const int g = i / D, d = i % D;
+    float mm = -FLT_MAX, ll = 0.0f, aa = 0.0f;
+    for (int w = 0; w < kWarps; ++w) Merge(mm, ll, &aa, merge_ml[w][g][0], merge_ml[w][g][1], &merge_acc[w][g][d], 1);
+    const int h = kvh * group + g;
+    if (p.num_splits == 1) {
+      p.out[static_cast<int64_t>(t) * p.out_stride + h * D + d] = __float2bfloat16(aa / ll);
+    } else {
+      const int64_t idx = (static_cast<int64_t>(split) * p.num_tokens + t) * p.q_heads + h;
+      p.partial_out[idx * D + d] = aa;
+      if (d == 0) {
+        p.partial_ml[idx * 2] = mm;
+        p.partial_ml[idx * 2 + 1] = ll;
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prefill / chunked prefill on tensor cores (flash-attention style). A block owns 64 query rows
+// of one (sequence, KV head) — row r is query token r / group, head r % group, so the GQA group
+// shares every K/V tile — and each of its 4 warps 16 of them. K/V tiles of 32 keys stream through
+// shared memory (two cp.async stages, shared by the warps); per warp S = Q K^T on mma.m16n8k16,
+// causal mask by each row's position, online softmax on the accumulator rows (g, g + 8), and
+// O += P V with P re-packed from S. Same split/partial contract as the other kernels.
+template <KvDType F, int D>
+__global__ void __launch_bounds__(kThreads) PagedPrefillMmaKernel(Params p) {
+  constexpr int kKeys = 32;
+  constexpr int kRow = D + 8;
+  constexpr int kKSteps = D / 16;
+  constexpr int kNTiles = D / 8;
+  constexpr int kRowsPerBlock = 64;
+  __shared__ __align__(16) bf16 k_s[2][kKeys][kRow];
+  __shared__ __align__(16) bf16 v_s[2][kKeys][kRow];
+
+  const int seq = blockIdx.z, kvh = blockIdx.y;
+  const int split = blockIdx.x / p.row_chunks, chunk = blockIdx.x % p.row_chunks;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
+  const int q_begin = p.query_start[seq];
+  const int n_q = p.query_start[seq + 1] - q_begin;
+  const int ctx = p.context_len[seq];
+  const int first_pos = ctx - n_q;
+  const int group = p.q_heads / p.kv_heads;
+  const int total_rows = n_q * group;
+  const int r0 = chunk * kRowsPerBlock;
+  if (r0 >= total_rows) return;
+  const int rows_here = min(kRowsPerBlock, total_rows - r0);
+  const int k_lo = split * p.keys_per_split;
+  const int block_last_pos = first_pos + (r0 + rows_here - 1) / group;
+  const int k_hi = min(min(ctx, k_lo + p.keys_per_split), block_last_pos + 1);
+  const int32_t* blocks = p.block_table + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
+
+  // This thread's two rows (g and g + 8 of the warp's 16), their positions (-1: no such row).
+  const int wr = r0 + warp * 16;
+  const int row_lo = wr + g, row_hi = wr + g + 8;
+  const int pos_lo = row_lo < r0 + rows_here ? first_pos + row_lo / group : -1;
+  const int pos_hi = row_hi < r0 + rows_here ? first_pos + row_hi / group : -1;
+  const int warp_last_pos = first_pos + (min(wr + 15, r0 + rows_here - 1)) / group;
+  const bool warp_active = wr < r0 + rows_here;
+
+  uint32_t qa[kKSteps][4];
+  {
+    auto qv = [&](int row, int c) {
+      if (row >= r0 + rows_here) return 0.0f;
+      const int t = q_begin + row / group, h = kvh * group + row % group;
+      return __bfloat162float(p.q[static_cast<int64_t>(t) * p.q_stride + h * D + c]) * p.scale_log2;
+    };
+#pragma unroll
+    for (int ks = 0; ks < kKSteps; ++ks) {
+      const int c = ks * 16 + 2 * t4;
+      qa[ks][0] = PackBf16(qv(row_lo, c), qv(row_lo, c + 1));
+      qa[ks][1] = PackBf16(qv(row_hi, c), qv(row_hi, c + 1));
+      qa[ks][2] = PackBf16(qv(row_lo, c + 8), qv(row_lo, c + 9));
+      qa[ks][3] = PackBf16(qv(row_hi, c + 8), qv(row_hi, c + 9));
+    }
+  }
+  float o[kNTiles][4];
+#pragma unroll
+  for (int n = 0; n < kNTiles; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+  float m_lo = -FLT_MAX, m_hi = -FLT_MAX, l_lo = 0.0f, l_hi = 0.0f;
+
+  auto load = [&](int stage, int base) {
+    constexpr int kVec = D / 8;
+    for (int i = tid; i < kKeys * kVec; i += kThreads) {
+      const int key = i / kVec, vec = i % kVec;
+      const int pos = base + key;
+      const bool valid = pos < k_hi;
+      const KvRow row = valid ? LocateKv(p, blocks, pos, kvh) : KvRow{};
+      StageKv8<F>(&k_s[stage][key][vec * 8], p.k_cache, row, vec * 8, valid);
+      StageKv8<F>(&v_s[stage][key][vec * 8], p.v_cache, row, vec * 8, valid);
+    }
+    CopyAsyncCommit();
+  };
+  if (k_lo < k_hi) load(0, k_lo);
+  int stage = 0;
+  for (int base = k_lo; base < k_hi; base += kKeys, stage ^= 1) {
+    if (base + kKeys < k_hi) {
+      load(stage ^ 1, base + kKeys);
+      CopyAsyncWait<1>();
+    } else {
+      CopyAsyncWait<0>();
+    }
+    __syncthreads();
+    if (warp_active && base <= warp_last_pos) {
+      float sc[4][4];
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+        sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
+#pragma unroll
+        for (int ks = 0; ks < kKSteps; ++ks) {
+          const bf16* krow = &k_s[stage][nt * 8 + g][ks * 16 + 2 * t4];
+          MmaBf16(sc[nt], qa[ks], *reinterpret_cast<const uint32_t*>(krow), *reinterpret_cast<const uint32_t*>(krow + 8));
+        }
+      }
+      float mx_lo = -FLT_MAX, mx_hi = -FLT_MAX;
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          const int key = base + nt * 8 + 2 * t4 + j;
+          if (key >= k_hi || key > pos_lo) sc[nt][j] = -FLT_MAX;
+          if (key >= k_hi || key > pos_hi) sc[nt][2 + j] = -FLT_MAX;
+          mx_lo = fmaxf(mx_lo, sc[nt][j]);
+          mx_hi = fmaxf(mx_hi, sc[nt][2 + j]);
+        }
+      }
+      for (int off = 1; off < 4; off <<= 1) {
+        mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, off));
+        mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, off));
+      }
+      const float mn_lo = fmaxf(m_lo, mx_lo), mn_hi = fmaxf(m_hi, mx_hi);
+      const float c_lo = m_lo == -FLT_MAX ? 0.0f : exp2f(m_lo - mn_lo);
+      const float c_hi = m_hi == -FLT_MAX ? 0.0f : exp2f(m_hi - mn_hi);
+      float sum_lo = 0.0f, sum_hi = 0.0f;
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          sc[nt][j] = sc[nt][j] == -FLT_MAX ? 0.0f : exp2f(sc[nt][j] - mn_lo);
+          sc[nt][2 + j] = sc[nt][2 + j] == -FLT_MAX ? 0.0f : exp2f(sc[nt][2 + j] - mn_hi);
+          sum_lo += sc[nt][j];
+          sum_hi += sc[nt][2 + j];
+        }
+      }
+      for (int off = 1; off < 4; off <<= 1) {
+        sum_lo += __shfl_xor_sync(0xffffffffu, sum_lo, off);
+        sum_hi += __shfl_xor_sync(0xffffffffu, sum_hi, off);
+      }
+      l_lo = l_lo * c_lo + sum_lo;
+      l_hi = l_hi * c_hi + sum_hi;
+      m_lo = mn_lo;
+      m_hi = mn_hi;
+#pragma unroll
+      for (int n = 0; n < kNTiles; ++n) {
+        o[n][0] *= c_lo;
+        o[n][1] *= c_lo;
+        o[n][2] *= c_hi;
+        o[n][3] *= c_hi;
+      }
+#pragma unroll
+      for (int kk = 0; kk < 2; ++kk) {  // 32 keys = two k-steps of 16
+        uint32_t pa[4];
+        pa[0] = PackBf16(sc[2 * kk][0], sc[2 * kk][1]);
+        pa[1] = PackBf16(sc[2 * kk][2], sc[2 * kk][3]);
+        pa[2] = PackBf16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
+        pa[3] = PackBf16(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+#pragma unroll
+        for (int n = 0; n < kNTiles; n += 2) {  // two n-tiles per ldmatrix
+          uint32_t b[4];
+          LdMatrixX4Trans(b, &v_s[stage][kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8][n * 8 + (lane >> 4) * 8]);
+          MmaBf16(o[n], pa, b[0], b[1]);
+          MmaBf16(o[n + 1], pa, b[2], b[3]);
+        }
+      }
+    }
+    __syncthreads();  // this stage is consumed before the load two tiles on overwrites it
+  }
+
+  // Each thread writes its rows' (g, g + 8) pieces: columns 2t, 2t+1 of every n-tile.
+  auto write_row = [&](int row, int pos, float m, float l, int half) {
+    if (pos < 0) return;
+    const int t = q_begin + row / group, h = kvh * group + row % group;
+#pragma unroll
+    for (int n = 0; n < kNTiles; ++n) {
+      const int d = n * 8 + 2 * t4;
+      const float a0 = o[n][2 * half], a1 = o[n][2 * half + 1];
+      if (p.num_splits == 1) {
+        bf16* dst = p.out + static_cast<int64_t>(t) * p.out_stride + h * D + d;
+        dst[0] = __float2bfloat16(a0 / l);
+        dst[1] = __float2bfloat16(a1 / l);
+      } else {
+        const int64_t idx = (static_cast<int64_t>(split) * p.num_tokens + t) * p.q_heads + h;
+        p.partial_out[idx * D + d] = a0;
+        p.partial_out[idx * D + d + 1] = a1;
+        if (n == 0 && t4 == 0) {
+          p.partial_ml[idx * 2] = m;
+          p.partial_ml[idx * 2 + 1] = l;
+        }
+      }
+    }
+  };
+  write_row(row_lo, pos_lo, m_lo, l_lo, 0);
+  write_row(row_hi, pos_hi, m_hi, l_hi, 1);
+}
+
+// Plans the key splits for `kernel`, launches it, and combines the partials when it split.
+// ---------------------------------------------------------------------------------------------
+// Decode-only kernel on tensor cores, for GQA groups of 3..16 query heads per KV head. With one
+// query per sequence the group's heads are the M dimension of mma.m16n8k16 (padded to 16 rows):
+// S = Q K^T over a 16-key tile, online softmax on the accumulator fragments, O += P V with P
+// re-packed from S's registers. Each warp owns its own keys (a 16-key tile in its own shared
+// region, loaded with cp.async); warps merge at the end. Fragment layouts (PTX ISA, m16n8k16):
+//   A 16x16 row: a0 (g, 2t..2t+1) a1 (g+8, 2t..) a2 (g, 2t+8..) a3 (g+8, 2t+8..)
+//   B 16x8 col:  b0 (k 2t..2t+1, n g) b1 (k 2t+8.., n g)
+//   C 16x8:      c0 (g, 2t) c1 (g, 2t+1) c2 (g+8, 2t) c3 (g+8, 2t+1)      g = lane/4, t = lane%4
+template <KvDType F, int D>
+__global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
+  constexpr int kKeys = 16;        // keys per warp tile
+  constexpr int kRow = D + 8;      // padded rows: conflict-free fragment reads
+  constexpr int kWarps = kThreads / 32;
+  constexpr int kKSteps = D / 16;  // k-steps of S = Q K^T
+  constexpr int kNTiles = D / 8;   // n-tiles of O = P V
+  constexpr int kTileElems = kKeys * kRow;
+  // Dynamic shared memory: [warp][stage][K|V][key][kRow] bf16 — two stages per warp, so the next
+  // tile streams in while this one is on the tensor cores.
+  extern __shared__ __align__(16) unsigned char decode_smem[];
+  bf16* const smem = reinterpret_cast<bf16*>(decode_smem);
+  __shared__ float merge_ml[kWarps][16][2];
+
+  const int seq = blockIdx.z, kvh = blockIdx.y, split = blockIdx.x;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
+  const int tok = p.query_start[seq];
+  const int ctx = p.context_len[seq];
+  const int group = p.q_heads / p.kv_heads;
+  const int k_lo = split * p.keys_per_split;
+  const int k_hi = min(ctx, k_lo + p.keys_per_split);
+  const int32_t* blocks = p.block_table + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
+
+  // Q fragments (rows = heads of the group, zero beyond it), pre-scaled for exp2.
+  uint32_t qa[kKSteps][4];
+  {
+    const bf16* q0 = p.q + static_cast<int64_t>(tok) * p.q_stride + static_cast<int64_t>(kvh) * group * D;
+    auto qv = [&](int r, int c) { return r < group ? __bfloat162float(q0[r * D + c]) * p.scale_log2 : 0.0f; };
+#pragma unroll
+    for (int ks = 0; ks < kKSteps; ++ks) {
+      const int c = ks * 16 + 2 * t4;
+      qa[ks][0] = PackBf16(qv(g, c), qv(g, c + 1));
+      qa[ks][1] = PackBf16(qv(g + 8, c), qv(g + 8, c + 1));
+      qa[ks][2] = PackBf16(qv(g, c + 8), qv(g, c + 9));
+      qa[ks][3] = PackBf16(qv(g + 8, c + 8), qv(g + 8, c + 9));
+    }
+  }
+  float o[kNTiles][4];
+#pragma unroll
+  for (int n = 0; n < kNTiles; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+  float m_lo = -FLT_MAX, m_hi = -FLT_MAX, l_lo = 0.0f, l_hi = 0.0f;  // rows g and g + 8
+
+  // Load a 16-key tile of K and V (D/8 16-byte pieces per key) into this warp's `stage`.
+  auto load = [&](int stage, int base) {
+    bf16* kt = smem + (warp * 2 + stage) * 2 * kTileElems;
+    bf16* vt = kt + kTileElems;
+    constexpr int kVec = D / 8;
+    for (int i = lane; i < kKeys * kVec; i += 32) {
+      const int key = i / kVec, vec = i % kVec;
+      const int pos = base + key;
+      const bool valid = pos < k_hi;
+      const KvRow row = valid ? LocateKv(p, blocks, pos, kvh) : KvRow{};
+      StageKv8<F>(kt + key * kRow + vec * 8, p.k_cache, row, vec * 8, valid);
+      StageKv8<F>(vt + key * kRow + vec * 8, p.v_cache, row, vec * 8, valid);
+    }
+    CopyAsyncCommit();
+  };
+  constexpr int kStride = kWarps * kKeys;
+  if (k_lo + warp * kKeys < k_hi) load(0, k_lo + warp * kKeys);
+  int stage = 0;
+  for (int base = k_lo + warp * kKeys; base < k_hi; base += kStride, stage ^= 1) {
+    if (base + kStride < k_hi) {
+      load(stage ^ 1, base + kStride);
+      CopyAsyncWait<1>();
+    } else {
+      CopyAsyncWait<0>();
+    }
+    __syncwarp();
+    const bf16* k_tile = smem + (warp * 2 + stage) * 2 * kTileElems;
+    const bf16* v_tile = k_tile + kTileElems;
+    // S = Q K^T: two n-tiles of 8 keys.
+    float sc[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+      for (int ks = 0; ks < kKSteps; ++ks) {
+        const bf16* krow = k_tile + (nt * 8 + g) * kRow + ks * 16 + 2 * t4;
+        const uint32_t b0 = *reinterpret_cast<const uint32_t*>(krow);
+        const uint32_t b1 = *reinterpret_cast<const uint32_t*>(krow + 8);
+        MmaBf16(sc[nt], qa[ks], b0, b1);
+      }
+    }
+    // Mask keys past the range, then the online softmax per row (a row lives in one quad).
+    float mx_lo = -FLT_MAX, mx_hi = -FLT_MAX;
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        if (base + nt * 8 + 2 * t4 + j >= k_hi) sc[nt][j] = sc[nt][2 + j] = -FLT_MAX;
+        mx_lo = fmaxf(mx_lo, sc[nt][j]);
+        mx_hi = fmaxf(mx_hi, sc[nt][2 + j]);
+      }
+    }
+    for (int off = 1; off < 4; off <<= 1) {
+      mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, off));
+      mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, off));
+    }
+    const float mn_lo = fmaxf(m_lo, mx_lo), mn_hi = fmaxf(m_hi, mx_hi);
+    const float c_lo = m_lo == -FLT_MAX ? 0.0f : exp2f(m_lo - mn_lo);
+    const float c_hi = m_hi == -FLT_MAX ? 0.0f : exp2f(m_hi - mn_hi);
+    float sum_lo = 0.0f, sum_hi = 0.0f;
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        sc[nt][j] = sc[nt][j] == -FLT_MAX ? 0.0f : exp2f(sc[nt][j] - mn_lo);
+        sc[nt][2 + j] = sc[nt][2 + j] == -FLT_MAX ? 0.0f : exp2f(sc[nt][2 + j] - mn_hi);
+        sum_lo += sc[nt][j];
+        sum_hi += sc[nt][2 + j];
+      }
+    }
+    for (int off = 1; off < 4; off <<= 1) {
+      sum_lo += __shfl_xor_sync(0xffffffffu, sum_lo, off);
+      sum_hi += __shfl_xor_sync(0xffffffffu, sum_hi, off);
+    }
+    l_lo = l_lo * c_lo + sum_lo;
+    l_hi = l_hi * c_hi + sum_hi;
+    m_lo = mn_lo;
+    m_hi = mn_hi;
+    // O = O * c + P V: P (16 rows x 16 keys) from the S fragments, V^T pieces from shared memory.
+    uint32_t pa[4];
+    pa[0] = PackBf16(sc[0][0], sc[0][1]);
+    pa[1] = PackBf16(sc[0][2], sc[0][3]);
+    pa[2] = PackBf16(sc[1][0], sc[1][1]);
+    pa[3] = PackBf16(sc[1][2], sc[1][3]);
+#pragma unroll
+    for (int n = 0; n < kNTiles; ++n) {
+      o[n][0] *= c_lo;
+      o[n][1] *= c_lo;
+      o[n][2] *= c_hi;
+      o[n][3] *= c_hi;
+    }
+#pragma unroll
+    for (int n = 0; n < kNTiles; n += 2) {  // two n-tiles per ldmatrix
+      uint32_t b[4];
+      LdMatrixX4Trans(b, v_tile + ((lane & 7) + ((lane >> 3) & 1) * 8) * kRow + n * 8 + (lane >> 4) * 8);
+      MmaBf16(o[n], pa, b[0], b[1]);
+      MmaBf16(o[n + 1], pa, b[2], b[3]);
+    }
+    __syncwarp();  // this stage is consumed before the load two tiles on overwrites it
+  }
+
+  // Merge warps: row maxima and sums through shared memory; each warp in turn adds its O,
+  // rescaled to the block-wide row maximum, into float scratch laid over the (now free) K tiles.
+  if (t4 == 0) {
+    merge_ml[warp][g][0] = m_lo;
+    merge_ml[warp][g][1] = l_lo;
+    merge_ml[warp][g + 8][0] = m_hi;
+    merge_ml[warp][g + 8][1] = l_hi;
+  }
+  __syncthreads();
+  float* o_s = reinterpret_cast<float*>(decode_smem);  // 16 x D floats over the free tiles
+  static_assert(kWarps * 4 * kTileElems * sizeof(bf16) >= 16 * D * sizeof(float), "merge scratch");
+  // Block-wide row maxima.
+  float gm_lo = -FLT_MAX, gm_hi = -FLT_MAX;
+  for (int w = 0; w < kWarps; ++w) {
+    gm_lo = fmaxf(gm_lo, merge_ml[w][g][0]);
+    gm_hi = fmaxf(gm_hi, merge_ml[w][g + 8][0]);
+  }
+  const float s_lo = m_lo == -FLT_MAX ? 0.0f : exp2f(m_lo - gm_lo);
+  const float s_hi = m_hi == -FLT_MAX ? 0.0f : exp2f(m_hi - gm_hi);
+  for (int i = tid; i < 16 * D; i += kThreads) o_s[i] = 0.0f;
+  __syncthreads();
+  for (int w = 0; w < kWarps; ++w) {
+    if (warp == w) {
+#pragma unroll
+      for (int n = 0; n < kNTiles; ++n) {
+        const int d = n * 8 + 2 * t4;
+        o_s[g * D + d] += o[n][0] * s_lo;
+        o_s[g * D + d + 1] += o[n][1] * s_lo;
+        o_s[(g + 8) * D + d] += o[n][2] * s_hi;
+        o_s[(g + 8) * D + d + 1] += o[n][3] * s_hi;
+      }
+    }
+    __syncthreads();
+  }
+  // Rows 0..group-1 are the group's heads; each output thread recomputes its row's max and sum.
+  for (int i = tid; i < group * D; i += kThreads) {
+    const int r = i / D, d = i % D;
+    float mm = -FLT_MAX, ll = 0.0f;
+    for (int w = 0; w < kWarps; ++w) mm = fmaxf(mm, merge_ml[w][r][0]);
+    for (int w = 0; w < kWarps; ++w) {
+      if (merge_ml[w][r][0] != -FLT_MAX) ll += merge_ml[w][r][1] * exp2f(merge_ml[w][r][0] - mm);
+    }
+    const int h = kvh * group + r;
+    const float a = o_s[r * D + d];
+    if (p.num_splits == 1) {
+      p.out[static_cast<int64_t>(tok) * p.out_stride + h * D + d] = __float2bfloat16(a / ll);
+    } else {
+      const int64_t idx = (static_cast<int64_t>(split) * p.num_tokens + tok) * p.q_heads + h;
+      p.partial_out[idx * D + d] = a;
+      if (d == 0) {
+        p.partial_ml[idx * 2] = mm;
+        p.partial_ml[idx * 2 + 1] = ll;
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Launch: plan the key splits for the kernel's occupancy, run it, combine the splits.
+template <int D, typename Kernel>
+cudaError_t LaunchPlanned(Kernel kernel, size_t smem, int64_t resident, Params p, dim3 grid, cudaStream_t stream) {
+  PlanSplits(p, grid, resident, D);
+  kernel<<<grid, kThreads, smem, stream>>>(p);
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess || p.num_splits == 1) return err;
+  CombineSplitsKernel<D><<<dim3(p.num_tokens, p.q_heads), D, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+template <KvDType F, int D, int G>
+cudaError_t LaunchDecode(Params p, dim3 grid, cudaStream_t stream) {
+  static const int64_t resident = ResidentBlocks(PagedDecodeKernel<F, D, G>, 0, p.num_sms);
+  return LaunchPlanned<D>(PagedDecodeKernel<F, D, G>, 0, resident, p, grid, stream);
+}
+
+template <KvDType F, int D>
+cudaError_t LaunchPrefillMma(Params p, dim3 grid, cudaStream_t stream) {
+  static const int64_t resident = ResidentBlocks(PagedPrefillMmaKernel<F, D>, 0, p.num_sms);
+  return LaunchPlanned<D>(PagedPrefillMmaKernel<F, D>, 0, resident, p, grid, stream);
+}
+
+template <KvDType F, int D>
+cudaError_t DispatchDecode(int group, Params p, dim3 grid, cudaStream_t stream) {
+  if (group == 1) return LaunchDecode<F, D, 1>(p, grid, stream);
+  if (group == 2) return LaunchDecode<F, D, 2>(p, grid, stream);
+  return LaunchDecode<F, D, 4>(p, grid, stream);  // 3 and 4
+}
+
+template <KvDType F, int D>
+cudaError_t LaunchDecodeMma(Params p, dim3 grid, cudaStream_t stream) {
+  constexpr size_t kSmem = (kThreads / 32) * 4 * 16 * (D + 8) * sizeof(bf16);  // warps x 2 stages x K,V
+  static const cudaError_t attr =
+      cudaFuncSetAttribute(PagedDecodeMmaKernel<F, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
+  if (attr != cudaSuccess) return attr;
+  static const int64_t resident = ResidentBlocks(PagedDecodeMmaKernel<F, D>, kSmem, p.num_sms);
+  return LaunchPlanned<D>(PagedDecodeMmaKernel<F, D>, kSmem, resident, p, grid, stream);
+}
+
+template <KvDType F, int D, int ROWS>
+cudaError_t Launch(Params p, dim3 grid, cudaStream_t stream) {
+  static const int64_t resident = ResidentBlocks(PagedAttentionKernel<F, D, ROWS>, 0, p.num_sms);
+  return LaunchPlanned<D>(PagedAttentionKernel<F, D, ROWS>, 0, resident, p, grid, stream);
+}
+
+template <KvDType F, int D>
+cudaError_t DispatchRows(int rows, Params p, dim3 grid, cudaStream_t stream) {
+  switch (rows) {
+    case 1: return Launch<F, D, 1>(p, grid, stream);
+    case 2: return Launch<F, D, 2>(p, grid, stream);
+    case 4: return Launch<F, D, 4>(p, grid, stream);
+    case 8: return Launch<F, D, 8>(p, grid, stream);
+    case 16: return Launch<F, D, 16>(p, grid, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+// The kernel for this step's shape and cache format. `p` is filled but for row_chunks and the
+// splits. bf16 caches have every head dim of kAttentionHeadDims; the other formats 64 and 128
+// (the real models'), with fewer instantiations to compile.
+template <KvDType F>
+cudaError_t LaunchAttentionFor(Params p, int head_dim, int num_seqs, int max_query_len, cudaStream_t stream) {
+  const int group = p.q_heads / p.kv_heads;
+  // Rows per block of the generic kernel: the whole GQA group of one decode token, else 16.
+  int rows = 16;
+  if (max_query_len == 1) {
+    rows = 1;
+    while (rows < group && rows < 16) rows *= 2;
+  }
+  constexpr bool kAllDims = F == KvDType::kBF16;
+  if (!kAllDims) {
+    if (head_dim != 64 && head_dim != 128) return cudaErrorInvalidValue;
+    rows = 16;  // the generic kernel is compiled with 16 rows only for these formats
+  }
+  p.row_chunks = (max_query_len * group + rows - 1) / rows;
+  const dim3 grid(p.row_chunks, p.kv_heads, num_seqs);
+  if (max_query_len == 1 && group >= 3 && group <= 16 && (head_dim == 64 || head_dim == 128)) {
+    // Decode-only step with a GQA group worth tensor cores.
+    p.row_chunks = 1;
+    const dim3 g1(1, p.kv_heads, num_seqs);
+    return head_dim == 64 ? LaunchDecodeMma<F, 64>(p, g1, stream) : LaunchDecodeMma<F, 128>(p, g1, stream);
+  }
+  if (max_query_len == 1 && group <= 4 && head_dim >= 16) {
+    // Decode-only step, small group: the register kernel (one row chunk per sequence).
+    p.row_chunks = 1;
+    const dim3 g1(1, p.kv_heads, num_seqs);
+    if constexpr (kAllDims) {
+      if (head_dim == 16) return DispatchDecode<F, 16>(group, p, g1, stream);
+      if (head_dim == 32) return DispatchDecode<F, 32>(group, p, g1, stream);
+    }
+    if (head_dim == 64) return DispatchDecode<F, 64>(group, p, g1, stream);
+    if (head_dim == 128) return DispatchDecode<F, 128>(group, p, g1, stream);
+    return cudaErrorInvalidValue;
+  }
+  if (head_dim == 64 || head_dim == 128) {
+    // Prefill, chunked prefill and mixed steps: tensor cores, 64 query rows per block.
+    p.row_chunks = (max_query_len * group + 63) / 64;
+    const dim3 prefill_grid(p.row_chunks, p.kv_heads, num_seqs);
+    return head_dim == 64 ? LaunchPrefillMma<F, 64>(p, prefill_grid, stream)
+                          : LaunchPrefillMma<F, 128>(p, prefill_grid, stream);
+  }
+  if constexpr (kAllDims) {
+    if (head_dim == 16) return DispatchRows<F, 16>(rows, p, grid, stream);
+    if (head_dim == 32) return DispatchRows<F, 32>(rows, p, grid, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace attention
+}  // namespace kvs::cuda
