@@ -20,5 +20,6 @@ int RunInspect();
 int RunBench();
 int RunMakeModel();
 int RunPlan();
+int RunPerplexity();
 int RunServe();
 }  // namespace kvs

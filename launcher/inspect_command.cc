@@ -7,6 +7,7 @@
 #include "launcher/commands.h"
 #include "launcher/flags.h"
 #include "runtime/engine/loaded_model.h"
+#include "runtime/kv/kv_cache.h"
 
 namespace kvs {
 
@@ -50,10 +51,12 @@ int RunInspect() {
   std::printf("tensor types:    ");
   for (const auto& [type, e] : types) std::printf(" %s x%d (%.1f M elems)", type.c_str(), e.first, e.second / 1e6);
   std::printf("\n");
-  for (auto [label, bytes] : {std::pair{"f32", 4}, std::pair{"bf16/fp16", 2}, std::pair{"fp8/int8", 1}}) {
-    const int64_t per_tok = c.KvBytesPerToken(bytes);
-    std::printf("KV bytes/token:   %lld (%s); %.1f MiB for %d tokens\n", static_cast<long long>(per_tok), label,
-                per_tok * static_cast<double>(c.MaxContext()) / (1 << 20), c.MaxContext());
+  // Per format, with scales, from the runtime's own block accounting (16-token blocks).
+  for (KvDType t : {KvDType::kF32, KvDType::kBF16, KvDType::kF16, KvDType::kFP8, KvDType::kINT8, KvDType::kINT4}) {
+    if (KvDTypeHeadDimProblem(t, c.head_dim) != nullptr) continue;
+    const double per_tok = static_cast<double>(KvCache::BytesPerBlock(c, t, 16)) / 16;
+    std::printf("KV bytes/token:   %.0f (%s); %.1f MiB for %d tokens\n", per_tok, KvDTypeName(t).data(),
+                per_tok * c.MaxContext() / (1 << 20), c.MaxContext());
   }
   std::printf("tokenizer:        %s\n", m->tokenizer ? absl::StrFormat("%d tokens", m->tokenizer->vocab_size()).c_str() : "none");
   std::printf("chat template:    %s\n",

@@ -19,6 +19,7 @@ constexpr const char* kUsage =
     "  bench    --model PATH|random:PRESET [--input-len N --output-len N --num-prompts N | --kernel attention]\n"
     "  make-model --preset NAME --out DIR [--seed N]\n"
     "  plan     --model PRESET|PATH --gpu-mem 80GiB [--tp N --kv-dtype fp8 --context 1M --batch N]\n"
+    "  perplexity --model PATH --text FILE [--context 512 --kv-dtype int8]\n"
     "run `kvshard <command> --help` for the flags.\n";
 
 // Abseil flag names are identifiers; accept --max-tokens as --max_tokens.
@@ -55,6 +56,7 @@ int main(int argc, char** argv) {
   if (command == "bench") return kvs::RunBench();
   if (command == "make-model") return kvs::RunMakeModel();
   if (command == "plan") return kvs::RunPlan();
+  if (command == "perplexity") return kvs::RunPerplexity();
 #if defined(KVS_HAVE_SERVER)
   if (command == "serve") return kvs::RunServe();
 #endif

@@ -1,6 +1,7 @@
 #include "kernels/cpu/kv_codec.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 
@@ -14,6 +15,16 @@ float AbsMax(const float* x, int32_t n) {
   float m = 0.0f;
   for (int32_t i = 0; i < n; ++i) m = std::max(m, std::fabs(x[i]));
   return m;
+}
+
+// All 256 E4M3 values: the decode is a table lookup, not a frexp/ldexp per element.
+const std::array<float, 256>& Fp8Table() {
+  static const std::array<float, 256> table = [] {
+    std::array<float, 256> t{};
+    for (int c = 0; c < 256; ++c) t[c] = Fp8E4M3ToFloat(static_cast<uint8_t>(c));
+    return t;
+  }();
+  return table;
 }
 
 }  // namespace
@@ -81,7 +92,8 @@ void DecodeKvRow(const std::byte* codes, const std::byte* scales, KvDType t, int
       std::memcpy(&s, scales, sizeof s);
       if (t == KvDType::kFP8) {
         const auto* in = reinterpret_cast<const uint8_t*>(codes);
-        for (int32_t i = 0; i < dim; ++i) out[i] = Fp8E4M3ToFloat(in[i]) * s;
+        const std::array<float, 256>& table = Fp8Table();
+        for (int32_t i = 0; i < dim; ++i) out[i] = table[in[i]] * s;
       } else {
         const auto* in = reinterpret_cast<const int8_t*>(codes);
         for (int32_t i = 0; i < dim; ++i) out[i] = static_cast<float>(in[i]) * s;
