@@ -45,6 +45,7 @@ absl::StatusOr<std::unique_ptr<RankRuntime>> StartRank(
   const TensorParallel tpx = rt->context->tensor_parallel();
   const GroupLayout& layout = rt->context->layout();
   const KvCapacity* capacity = nullptr;
+  KvDType kv_dtype = KvDType::kF32;
   if (layout.leader()) {
     const LoadedModel& m = *rt->model;
     const Tokenizer* tok = m.tokenizer ? &*m.tokenizer : nullptr;
@@ -53,20 +54,22 @@ absl::StatusOr<std::unique_ptr<RankRuntime>> StartRank(
       if (int32_t id = tok->TokenId(m.chat_template->EndOfTurn()); id >= 0) rt->engine->AddStopTokenId(id);
     }
     capacity = &rt->engine->kv_capacity();
+    kv_dtype = rt->engine->kv_cache().dtype();
   } else {
     KVS_ASSIGN_OR_RETURN(rt->worker, StepWorker::Create(*rt->backend, *rt->weights, config, tpx));
     capacity = &rt->worker->kv_capacity();
+    kv_dtype = rt->worker->kv_cache().dtype();
   }
   rt->load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (rt->multi_rank() || absl::GetFlag(FLAGS_verbose)) {
     const ModelShard& s = rt->context->shard();
     std::fprintf(stderr,
                  "%s group %d/%d, tp rank %d/%d (%s, %s): q heads [%d,%d) kv heads [%d,%d) ffn [%d,%d) vocab [%d,%d); "
-                 "%.1f MiB weights; KV capacity %d blocks here, %d for the group (%.1f MiB here); loaded in %.1f s\n",
+                 "%.1f MiB weights; KV capacity (%s) %d blocks here, %d for the group (%.1f MiB here); loaded in %.1f s\n",
                  rt->tag().c_str(), layout.group, layout.dp, layout.group_rank, layout.tp, rt->backend->Name().c_str(),
                  rt->context->transport(), s.q_heads.begin, s.q_heads.end, s.kv_heads.begin, s.kv_heads.end,
                  s.intermediate.begin, s.intermediate.end, s.vocab.begin, s.vocab.end, rt->weights->bytes() / 1048576.0,
-                 capacity->local_blocks, capacity->blocks, capacity->blocks * capacity->bytes_per_block / 1048576.0,
+                 KvDTypeName(kv_dtype).data(), capacity->local_blocks, capacity->blocks, capacity->blocks * capacity->bytes_per_block / 1048576.0,
                  rt->load_seconds);
   }
   return rt;

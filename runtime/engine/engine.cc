@@ -110,6 +110,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Backend& backend, const M
   sc.max_model_len = config.max_model_len;
   sc.static_batching = config.static_batching;
   sc.prefix_caching = config.prefix_caching;
+  sc.bytes_per_block = e->capacity_.bytes_per_block;
+  sc.kv_dtype_name = std::string(KvDTypeName(e->cache_.dtype()));
+  sc.tp = tp.size();
   // Hashes of one model's blocks mean nothing to another's.
   sc.cache_salt = std::hash<std::string>{}(absl::StrFormat("%s/%d/%d/%d/%d", mc.name, mc.num_layers, mc.hidden_size,
                                                             mc.vocab_size, mc.num_kv_heads));

@@ -15,6 +15,23 @@ Scheduler::Scheduler(SchedulerConfig config, int32_t num_blocks)
   KVS_CHECK(config_.block_size > 0 && config_.max_seqs > 0 && config_.max_tokens_per_step > 0);
 }
 
+// Why a request can never run here, in bytes, with what would make it fit — decided at admission,
+// before anything is computed, instead of failing later for want of memory.
+std::string Scheduler::RefusalMessage(const std::string& id, int64_t tokens, int32_t need) const {
+  std::string msg = absl::StrFormat("request '%s': %d tokens need %d KV blocks but the cache holds %d", id, tokens, need,
+                                    pool_.num_blocks());
+  if (config_.bytes_per_block > 0) {
+    const double gib = 1024.0 * 1024.0 * 1024.0, per = static_cast<double>(config_.bytes_per_block);
+    absl::StrAppendFormat(&msg, " (%.2f GiB of %s KV per device needed, %.2f GiB available: %.2f GiB short, tp=%d)",
+                          need * per / gib, config_.kv_dtype_name, pool_.num_blocks() * per / gib,
+                          (need - pool_.num_blocks()) * per / gib, config_.tp);
+  }
+  msg += "; options: more tensor parallelism (--tp, which splits the KV heads over more GPUs), a smaller "
+         "--kv-dtype (fp8/int8 halve bf16, int4 quarters it), a larger --kv-cache-memory / --memory-fraction, "
+         "or fewer tokens (max_tokens, a shorter prompt)";
+  return msg;
+}
+
 absl::Status Scheduler::Add(Request r) {
   KVS_RETURN_IF_ERROR(r.params.Validate());
   const int32_t prompt = static_cast<int32_t>(r.prompt_ids.size());
@@ -30,10 +47,8 @@ absl::Status Scheduler::Add(Request r) {
   }
   // The longest this sequence can get must fit in the whole cache, or it could never finish.
   const int64_t longest = std::min<int64_t>(static_cast<int64_t>(prompt) + r.params.max_tokens, config_.max_model_len);
-  if (BlocksFor(static_cast<int32_t>(longest)) > pool_.num_blocks()) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "request '%s': %d tokens need %d KV blocks but the cache has %d; lower max_tokens or give the KV cache more memory",
-        r.id, longest, BlocksFor(static_cast<int32_t>(longest)), pool_.num_blocks()));
+  if (const int32_t need = BlocksFor(static_cast<int32_t>(longest)); need > pool_.num_blocks()) {
+    return absl::ResourceExhaustedError(RefusalMessage(r.id, longest, need));
   }
   auto s = std::make_unique<Sequence>();
   s->tokens = r.prompt_ids;

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -39,6 +40,11 @@ struct SchedulerConfig {
   uint64_t cache_salt = 0;
   int32_t num_host_blocks = 0;        // swap space; 0: preemption always recomputes
   PreemptionCostModel preemption;
+  // For the message that refuses a request the whole cache cannot hold: bytes of one block on
+  // each device of the group, the KV format, and the tensor-parallel degree (0 / "" unknown).
+  size_t bytes_per_block = 0;
+  std::string kv_dtype_name;
+  int32_t tp = 1;
 };
 
 struct Sequence {
@@ -106,6 +112,7 @@ class Scheduler {
   int32_t MaxBlocksPerSeq() const { return (config_.max_model_len + config_.block_size - 1) / config_.block_size; }
 
  private:
+  std::string RefusalMessage(const std::string& id, int64_t tokens, int32_t need) const;
   int32_t BlocksFor(int32_t tokens) const { return (tokens + config_.block_size - 1) / config_.block_size; }
   // Gives `s` the blocks for `tokens` tokens, copying any shared block it is about to write.
   bool Grow(Sequence& s, int32_t tokens, StepInput& in);
