@@ -32,7 +32,7 @@ K=./build/launcher/kvshard
     timeout 60 $K bench --device cuda --model random:llama-3-8b --kernel prefill --batch 1 --context 16384 --iters 3 --kv-dtype $kv
   done
   for kv in bf16 int8 int4; do
-    timeout 90 $K bench --device cuda --model random:llama-3-8b --input-len 8192 --output-len 128 --num-prompts 32 \
+    timeout 90 $K bench --device cuda --model random:llama-3-8b --input-len 7936 --output-len 128 --num-prompts 32 \
       --max-seqs 32 --max-tokens-per-step 8192 --kv-dtype $kv
   done
 } 2>&1 | tee "$OUT/bench.txt"
