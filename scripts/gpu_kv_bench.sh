@@ -14,7 +14,7 @@ echo "built in $(( $(date +%s) - start )) s"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 tests/reference/make_rope_goldens.py tests/goldens/rope/llama31_long_positions.json > "$OUT/rope_goldens.log" 2>&1 \
   && cp tests/goldens/rope/llama31_long_positions.json "$OUT/" || tail -5 "$OUT/rope_goldens.log"
-for t in cuda_kv_format_test rope_long_context_test kv_codec_test cuda_backend_test gpu_model_test; do
+for t in ${KVS_GPU_TESTS:-cuda_kv_format_test rope_long_context_test kv_codec_test cuda_backend_test gpu_model_test}; do
   timeout 300 ./build/tests/$t > "$OUT/$t.log" 2>&1 && echo "$t: ok" || { echo "$t: FAILED"; grep -E 'Failure|Expected|Which|FAILED|differ' "$OUT/$t.log" | head -20; }
 done
 grep -E "^kv " "$OUT/cuda_kv_format_test.log" | sort | head -60
@@ -27,6 +27,9 @@ K=./build/launcher/kvshard
       set -- $shape
       timeout 60 $K bench --device cuda --model random:llama-3-8b --kernel attention --batch $1 --context $2 --iters 30 --kv-dtype $kv
     done
+  done
+  for kv in bf16 fp8 int8 int4; do  # Llama-2-7B shape (MHA: the register decode kernel) at 256K
+    timeout 60 $K bench --device cuda --model random:llama-2-7b-256k --kernel attention --batch 1 --context 262144 --iters 10 --kv-dtype $kv
   done
   for kv in bf16 fp8 int8 int4; do
     timeout 60 $K bench --device cuda --model random:llama-3-8b --kernel prefill --batch 1 --context 16384 --iters 3 --kv-dtype $kv

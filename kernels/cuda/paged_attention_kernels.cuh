@@ -138,11 +138,12 @@ __device__ inline float2 Fp8PairToFloat2(uint32_t two_codes) {
   return __half22float2(*reinterpret_cast<const __half2*>(&h));
 }
 
-// Elements [e0, e0 + 8) of a row, decoded to f32. e0 is a multiple of 8.
+// Elements [e0, e0 + 8) of a row whose codes and scales are at `codes` / `scales` (global or
+// shared memory), decoded to f32. e0 is a multiple of 8.
 template <KvDType F>
-__device__ inline void Load8f(const unsigned char* cache, KvRow r, int e0, float* out) {
+__device__ inline void Decode8f(const unsigned char* codes, const unsigned char* scales, int e0, float* out) {
   if constexpr (F == KvDType::kBF16 || F == KvDType::kF16) {
-    const uint4 u = __ldg(reinterpret_cast<const uint4*>(cache + r.codes + e0 * 2));
+    const uint4 u = *reinterpret_cast<const uint4*>(codes + e0 * 2);
     const uint32_t w[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
@@ -156,8 +157,8 @@ __device__ inline void Load8f(const unsigned char* cache, KvRow r, int e0, float
       out[2 * i + 1] = f.y;
     }
   } else if constexpr (F == KvDType::kFP8 || F == KvDType::kINT8) {
-    const uint2 u = __ldg(reinterpret_cast<const uint2*>(cache + r.codes + e0));
-    const float s = __ldg(reinterpret_cast<const float*>(cache + r.scales));
+    const uint2 u = *reinterpret_cast<const uint2*>(codes + e0);
+    const float s = *reinterpret_cast<const float*>(scales);
     const uint32_t w[2] = {u.x, u.y};
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
@@ -170,11 +171,16 @@ __device__ inline void Load8f(const unsigned char* cache, KvRow r, int e0, float
       }
     }
   } else {  // kINT4: eight nibbles, one (scale, zero) pair for the group
-    const uint32_t w = __ldg(reinterpret_cast<const uint32_t*>(cache + r.codes + e0 / 2));
-    const float2 sz = __half22float2(__ldg(reinterpret_cast<const __half2*>(cache + r.scales + (e0 / kKvInt4Group) * 4)));
+    const uint32_t w = *reinterpret_cast<const uint32_t*>(codes + e0 / 2);
+    const float2 sz = __half22float2(*reinterpret_cast<const __half2*>(scales + (e0 / kKvInt4Group) * 4));
 #pragma unroll
     for (int j = 0; j < 8; ++j) out[j] = static_cast<float>((w >> (4 * j)) & 0xfu) * sz.x + sz.y;
   }
+}
+
+template <KvDType F>
+__device__ inline void Load8f(const unsigned char* cache, KvRow r, int e0, float* out) {
+  Decode8f<F>(cache + r.codes, cache + r.scales, e0, out);
 }
 
 // Elements [e0, e0 + 16) as f32, with the widest loads the format allows (the register kernel).
@@ -225,6 +231,69 @@ __device__ inline void StageKv8(bf16* smem, const unsigned char* cache, KvRow r,
       packed = make_uint4(PackBf16(f[0], f[1]), PackBf16(f[2], f[3]), PackBf16(f[4], f[5]), PackBf16(f[6], f[7]));
     }
     *reinterpret_cast<uint4*>(smem) = packed;
+  }
+}
+
+// --- Raw staging for the tensor-core kernels ---------------------------------------------------
+// Encoded formats stream into shared memory as they are stored (codes, then the scales padded to
+// 16 bytes), asynchronously and two tiles deep like bf16; a cheap shared-to-shared pass then
+// decodes the tile to bf16 for the MMAs. So the global loads of tile i+1 overlap the math of
+// tile i, and fewer bytes cross the memory bus than with a bf16 cache.
+template <KvDType F, int D>
+__host__ __device__ constexpr int RawRowBytes() {
+  return static_cast<int>(KvRowBytes(F, D)) + (KvScaleBytes(F, D) > 0 ? 16 : 0);
+}
+
+// cp.async of 4, 8 or 16 bytes (zero-filled when !valid).
+template <int N>
+__device__ inline void CopyAsyncN(void* smem, const void* gmem, bool valid) {
+  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  if constexpr (N == 16) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(addr), "l"(gmem), "r"(valid ? 16 : 0));
+  } else {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(addr), "l"(gmem), "n"(N), "r"(valid ? N : 0));
+  }
+}
+
+// Queues the codes and scales of keys [base, base + kKeys) (up to k_hi) for K and V into raw
+// tiles of kKeys rows of RawRowBytes; `worker` of `workers` threads share the copies.
+template <KvDType F, int D, int kKeys>
+__device__ inline void RawLoadTile(unsigned char* k_raw, unsigned char* v_raw, const Params& p, const int32_t* blocks,
+                                   int base, int k_hi, int kvh, int worker, int workers) {
+  constexpr int kRowBytes = static_cast<int>(KvRowBytes(F, D));
+  constexpr int kScaleBytes = static_cast<int>(KvScaleBytes(F, D));
+  constexpr int kRaw = RawRowBytes<F, D>();
+  constexpr int kCodeChunks = kRowBytes / 16;
+  constexpr int kChunks = kCodeChunks + (kScaleBytes > 0 ? 1 : 0);
+  static_assert(kRowBytes % 16 == 0, "rows of whole 16-byte chunks");
+  for (int i = worker; i < kKeys * kChunks; i += workers) {
+    const int key = i / kChunks, chunk = i % kChunks;
+    const int pos = base + key;
+    const bool valid = pos < k_hi;
+    const KvRow row = valid ? LocateKv(p, blocks, pos, kvh) : KvRow{};
+    if (chunk < kCodeChunks) {
+      CopyAsyncN<16>(k_raw + key * kRaw + chunk * 16, p.k_cache + row.codes + chunk * 16, valid);
+      CopyAsyncN<16>(v_raw + key * kRaw + chunk * 16, p.v_cache + row.codes + chunk * 16, valid);
+    } else {
+      if constexpr (kScaleBytes > 0) {
+        CopyAsyncN<kScaleBytes>(k_raw + key * kRaw + kRowBytes, p.k_cache + row.scales, valid);
+        CopyAsyncN<kScaleBytes>(v_raw + key * kRaw + kRowBytes, p.v_cache + row.scales, valid);
+      }
+    }
+  }
+}
+
+// Decodes a raw tile of kKeys rows into a bf16 tile of rows kRowElems apart.
+template <KvDType F, int D, int kKeys, int kRowElems>
+__device__ inline void DecodeRawTile(const unsigned char* raw, bf16* tile, int worker, int workers) {
+  constexpr int kRaw = RawRowBytes<F, D>();
+  constexpr int kRowBytes = static_cast<int>(KvRowBytes(F, D));
+  for (int i = worker; i < kKeys * (D / 8); i += workers) {
+    const int key = i / (D / 8), vec = i % (D / 8);
+    float f[8];
+    Decode8f<F>(raw + key * kRaw, raw + key * kRaw + kRowBytes, vec * 8, f);
+    *reinterpret_cast<uint4*>(tile + key * kRowElems + vec * 8) =
+        make_uint4(PackBf16(f[0], f[1]), PackBf16(f[2], f[3]), PackBf16(f[4], f[5]), PackBf16(f[6], f[7]));
   }
 }
 
@@ -575,8 +644,13 @@ __global__ void __launch_bounds__(kThreads) PagedPrefillMmaKernel(Params p) {
   constexpr int kKSteps = D / 16;
   constexpr int kNTiles = D / 8;
   constexpr int kRowsPerBlock = 64;
-  __shared__ __align__(16) bf16 k_s[2][kKeys][kRow];
-  __shared__ __align__(16) bf16 v_s[2][kKeys][kRow];
+  // bf16/fp16: two stages of bf16 tiles. Quantized formats: two raw stages, one decoded tile.
+  constexpr bool kRawStaged = KvQuantized(F);  // fp16 (as big as bf16) decodes on load
+  constexpr int kTileStages = kRawStaged ? 1 : 2;
+  constexpr int kRaw = RawRowBytes<F, D>();
+  __shared__ __align__(16) bf16 k_s[kTileStages][kKeys][kRow];
+  __shared__ __align__(16) bf16 v_s[kTileStages][kKeys][kRow];
+  __shared__ __align__(16) unsigned char raw_s[kRawStaged ? 2 : 1][2][kRawStaged ? kKeys * kRaw : 16];
 
   const int seq = blockIdx.z, kvh = blockIdx.y;
   const int split = blockIdx.x / p.row_chunks, chunk = blockIdx.x % p.row_chunks;
@@ -625,14 +699,18 @@ __global__ void __launch_bounds__(kThreads) PagedPrefillMmaKernel(Params p) {
   float m_lo = -FLT_MAX, m_hi = -FLT_MAX, l_lo = 0.0f, l_hi = 0.0f;
 
   auto load = [&](int stage, int base) {
-    constexpr int kVec = D / 8;
-    for (int i = tid; i < kKeys * kVec; i += kThreads) {
-      const int key = i / kVec, vec = i % kVec;
-      const int pos = base + key;
-      const bool valid = pos < k_hi;
-      const KvRow row = valid ? LocateKv(p, blocks, pos, kvh) : KvRow{};
-      StageKv8<F>(&k_s[stage][key][vec * 8], p.k_cache, row, vec * 8, valid);
-      StageKv8<F>(&v_s[stage][key][vec * 8], p.v_cache, row, vec * 8, valid);
+    if constexpr (kRawStaged) {
+      RawLoadTile<F, D, kKeys>(raw_s[stage][0], raw_s[stage][1], p, blocks, base, k_hi, kvh, tid, kThreads);
+    } else {
+      constexpr int kVec = D / 8;
+      for (int i = tid; i < kKeys * kVec; i += kThreads) {
+        const int key = i / kVec, vec = i % kVec;
+        const int pos = base + key;
+        const bool valid = pos < k_hi;
+        const KvRow row = valid ? LocateKv(p, blocks, pos, kvh) : KvRow{};
+        StageKv8<F>(&k_s[stage % kTileStages][key][vec * 8], p.k_cache, row, vec * 8, valid);
+        StageKv8<F>(&v_s[stage % kTileStages][key][vec * 8], p.v_cache, row, vec * 8, valid);
+      }
     }
     CopyAsyncCommit();
   };
@@ -646,6 +724,12 @@ __global__ void __launch_bounds__(kThreads) PagedPrefillMmaKernel(Params p) {
       CopyAsyncWait<0>();
     }
     __syncthreads();
+    if constexpr (kRawStaged) {
+      DecodeRawTile<F, D, kKeys, kRow>(raw_s[stage][0], &k_s[0][0][0], tid, kThreads);
+      DecodeRawTile<F, D, kKeys, kRow>(raw_s[stage][1], &v_s[0][0][0], tid, kThreads);
+      __syncthreads();
+    }
+    const int ts = stage % kTileStages;  // the decoded tile
     if (warp_active && base <= warp_last_pos) {
       float sc[4][4];
 #pragma unroll
@@ -653,7 +737,7 @@ __global__ void __launch_bounds__(kThreads) PagedPrefillMmaKernel(Params p) {
         sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
 #pragma unroll
         for (int ks = 0; ks < kKSteps; ++ks) {
-          const bf16* krow = &k_s[stage][nt * 8 + g][ks * 16 + 2 * t4];
+          const bf16* krow = &k_s[ts][nt * 8 + g][ks * 16 + 2 * t4];
           MmaBf16(sc[nt], qa[ks], *reinterpret_cast<const uint32_t*>(krow), *reinterpret_cast<const uint32_t*>(krow + 8));
         }
       }
@@ -712,7 +796,7 @@ __global__ void __launch_bounds__(kThreads) PagedPrefillMmaKernel(Params p) {
 #pragma unroll
         for (int n = 0; n < kNTiles; n += 2) {  // two n-tiles per ldmatrix
           uint32_t b[4];
-          LdMatrixX4Trans(b, &v_s[stage][kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8][n * 8 + (lane >> 4) * 8]);
+          LdMatrixX4Trans(b, &v_s[ts][kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8][n * 8 + (lane >> 4) * 8]);
           MmaBf16(o[n], pa, b[0], b[1]);
           MmaBf16(o[n + 1], pa, b[2], b[3]);
         }
@@ -767,7 +851,11 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
   constexpr int kNTiles = D / 8;   // n-tiles of O = P V
   constexpr int kTileElems = kKeys * kRow;
   // Dynamic shared memory: [warp][stage][K|V][key][kRow] bf16 — two stages per warp, so the next
-  // tile streams in while this one is on the tensor cores.
+  // tile streams in while this one is on the tensor cores. Encoded formats: one decoded stage per
+  // warp, then [warp][stage][K|V] raw tiles of kKeys * RawRowBytes (DecodeMmaSmemBytes).
+  constexpr bool kRawStaged = KvQuantized(F);  // fp16 (as big as bf16) decodes on load
+  constexpr int kTileStages = kRawStaged ? 1 : 2;
+  constexpr int kRawTile = kKeys * RawRowBytes<F, D>();
   extern __shared__ __align__(16) unsigned char decode_smem[];
   bf16* const smem = reinterpret_cast<bf16*>(decode_smem);
   __shared__ float merge_ml[kWarps][16][2];
@@ -801,8 +889,15 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
   float m_lo = -FLT_MAX, m_hi = -FLT_MAX, l_lo = 0.0f, l_hi = 0.0f;  // rows g and g + 8
 
   // Load a 16-key tile of K and V (D/8 16-byte pieces per key) into this warp's `stage`.
+  unsigned char* const raw = decode_smem + kWarps * kTileStages * 2 * kTileElems * sizeof(bf16);
+  auto raw_tile = [&](int stage, int kv) { return raw + ((warp * 2 + stage) * 2 + kv) * kRawTile; };
   auto load = [&](int stage, int base) {
-    bf16* kt = smem + (warp * 2 + stage) * 2 * kTileElems;
+    if constexpr (kRawStaged) {
+      RawLoadTile<F, D, kKeys>(raw_tile(stage, 0), raw_tile(stage, 1), p, blocks, base, k_hi, kvh, lane, 32);
+      CopyAsyncCommit();
+      return;
+    }
+    bf16* kt = smem + (warp * kTileStages + stage % kTileStages) * 2 * kTileElems;
     bf16* vt = kt + kTileElems;
     constexpr int kVec = D / 8;
     for (int i = lane; i < kKeys * kVec; i += 32) {
@@ -826,8 +921,13 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
       CopyAsyncWait<0>();
     }
     __syncwarp();
-    const bf16* k_tile = smem + (warp * 2 + stage) * 2 * kTileElems;
-    const bf16* v_tile = k_tile + kTileElems;
+    bf16* const k_tile = smem + (warp * kTileStages + stage % kTileStages) * 2 * kTileElems;
+    bf16* const v_tile = k_tile + kTileElems;
+    if constexpr (kRawStaged) {
+      DecodeRawTile<F, D, kKeys, kRow>(raw_tile(stage, 0), k_tile, lane, 32);
+      DecodeRawTile<F, D, kKeys, kRow>(raw_tile(stage, 1), v_tile, lane, 32);
+      __syncwarp();
+    }
     // S = Q K^T: two n-tiles of 8 keys.
     float sc[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
 #pragma unroll
@@ -910,7 +1010,7 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
   }
   __syncthreads();
   float* o_s = reinterpret_cast<float*>(decode_smem);  // 16 x D floats over the free tiles
-  static_assert(kWarps * 4 * kTileElems * sizeof(bf16) >= 16 * D * sizeof(float), "merge scratch");
+  static_assert(kWarps * kTileStages * 2 * kTileElems * sizeof(bf16) >= 16 * D * sizeof(float), "merge scratch");
   // Block-wide row maxima.
   float gm_lo = -FLT_MAX, gm_hi = -FLT_MAX;
   for (int w = 0; w < kWarps; ++w) {
@@ -988,9 +1088,17 @@ cudaError_t DispatchDecode(int group, Params p, dim3 grid, cudaStream_t stream) 
   return LaunchDecode<F, D, 4>(p, grid, stream);  // 3 and 4
 }
 
+// Dynamic shared memory of PagedDecodeMmaKernel<F, D> (its layout comment).
+template <KvDType F, int D>
+constexpr size_t DecodeMmaSmemBytes() {
+  constexpr size_t kWarps = kThreads / 32, kTile = 16 * (D + 8) * sizeof(bf16);
+  if constexpr (!KvQuantized(F)) return kWarps * 2 * 2 * kTile;  // warps x 2 stages x K,V
+  return kWarps * 2 * kTile + kWarps * 2 * 2 * 16 * RawRowBytes<F, D>();
+}
+
 template <KvDType F, int D>
 cudaError_t LaunchDecodeMma(Params p, dim3 grid, cudaStream_t stream) {
-  constexpr size_t kSmem = (kThreads / 32) * 4 * 16 * (D + 8) * sizeof(bf16);  // warps x 2 stages x K,V
+  constexpr size_t kSmem = DecodeMmaSmemBytes<F, D>();
   static const cudaError_t attr =
       cudaFuncSetAttribute(PagedDecodeMmaKernel<F, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
   if (attr != cudaSuccess) return attr;

@@ -107,8 +107,11 @@ TEST(CliTest, InspectPrintsArchitectureAndKvBytes) {
   auto [rc, out] = Kvshard("inspect --model " + testing::GoldenPath("models/tiny-llama31"));
   ASSERT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("attention heads:  4 query, 2 KV (group 2), head_dim 32"), std::string::npos) << out;
-  // 2 x 3 layers x 2 KV heads x 32 x 2 bytes.
-  EXPECT_NE(out.find("KV bytes/token:   768 (bf16/fp16)"), std::string::npos) << out;
+  // 2 x 3 layers x 2 KV heads x 32 x 2 bytes; int8: 32 codes + a 4-byte scale per head; int4:
+  // 16 bytes of codes + one (scale, zero) pair per head.
+  EXPECT_NE(out.find("KV bytes/token:   768 (bf16)"), std::string::npos) << out;
+  EXPECT_NE(out.find("KV bytes/token:   432 (int8)"), std::string::npos) << out;
+  EXPECT_NE(out.find("KV bytes/token:   240 (int4)"), std::string::npos) << out;
   EXPECT_NE(out.find("scaling llama3"), std::string::npos) << out;
 }
 
@@ -193,6 +196,29 @@ TEST(PlanCommandTest, ReproducesThePublishedKvFigures) {
   EXPECT_NE(out.find("--kv-dtype 'fp6' is unknown"), std::string::npos) << out;
 }
 
+// `perplexity` scores a text through the paged cache; int8 KV costs SmolLM2 little on it.
+TEST(CliTest, PerplexityOfATextWithF32AndInt8Kv) {
+  const std::string model = testing::RequireSmolLm2();
+  if (model.empty()) return;
+  const std::string text = Write("ppl.txt",
+                                 "It was the best of times, it was the worst of times, it was the age of wisdom, it was "
+                                 "the age of foolishness, it was the epoch of belief, it was the epoch of incredulity, "
+                                 "it was the season of Light, it was the season of Darkness.");
+  auto ppl = [&](const std::string& kv) {
+    auto [rc, out] = Kvshard("perplexity --device cpu --model " + model + " --text " + text + " --kv-dtype " + kv +
+                             " --context 32 --max-tokens-per-step 16");
+    EXPECT_EQ(rc, 0) << out;
+    const size_t at = out.find("perplexity ");
+    EXPECT_NE(at, std::string::npos) << out;
+    EXPECT_NE(out.find("kv " + kv), std::string::npos) << out;
+    return at == std::string::npos ? 0.0 : std::stod(out.substr(at + 11));
+  };
+  const double f32 = ppl("f32"), int8 = ppl("int8");
+  EXPECT_GT(f32, 1.0);
+  EXPECT_LT(f32, 30.0);  // a famous sentence, even across 32-token windows
+  EXPECT_NEAR(int8, f32, 0.05 * f32);
+}
+
 // The flags this change added refuse bad values with a message naming the flag.
 TEST(CliFlagsTest, NewFlagsRejectBadValuesByName) {
   const std::string tiny = std::string(KVS_TEST_DATA) + "/models/tiny-llama31";
@@ -210,6 +236,9 @@ TEST(CliFlagsTest, NewFlagsRejectBadValuesByName) {
       {"generate --model " + tiny + " --device cpu --prompt x --swap-space 3XB", "unknown unit"},
       {"generate --model " + tiny + " --device cpu --prompt x --memory-fraction 1.5", "--memory-fraction"},
       {"generate --model " + tiny + " --device cpu --prompt x --tp 0", "--tp 0"},
+      {"generate --model " + tiny + " --device cpu --prompt x --kv-dtype fp6", "--kv-dtype 'fp6' is unknown"},
+      {"perplexity --model " + tiny + " --text /nonexistent/text.txt", "--text /nonexistent/text.txt"},
+      {"perplexity --model " + tiny + " --text " + tiny + "/config.json --context 1", "--context must be in"},
   };
   for (const auto& [args, want] : cases) {
     auto [rc, out] = Kvshard(args);
