@@ -297,6 +297,41 @@ __device__ inline void DecodeRawTile(const unsigned char* raw, bf16* tile, int w
   }
 }
 
+// fp8 and int8 codes are exact in fp16, so the decode kernel multiplies the codes themselves on
+// fp16 tensor cores and applies the per-key scales to the scores (K) and probabilities (V)
+// instead of to every element: one conversion instruction per element pair, no multiplies.
+__device__ inline void Int8x4ToHalf2x2(uint32_t w, uint32_t& lo, uint32_t& hi) {
+  const uint32_t u = w ^ 0x80808080u;         // offset binary: code + 128 in [1, 255]
+  lo = __byte_perm(u, 0x64646464u, 0x4140);   // fp16 0x64uu = 1024 + uu, bytes 0 and 1
+  hi = __byte_perm(u, 0x64646464u, 0x4342);   // bytes 2 and 3
+  const __half2 bias = __float2half2_rn(1152.0f);
+  *reinterpret_cast<__half2*>(&lo) = __hsub2(*reinterpret_cast<const __half2*>(&lo), bias);
+  *reinterpret_cast<__half2*>(&hi) = __hsub2(*reinterpret_cast<const __half2*>(&hi), bias);
+}
+__device__ inline uint32_t Fp8x2ToHalf2(uint32_t two_codes) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two_codes), __NV_E4M3);
+  return static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
+}
+// Raw fp8/int8 tile -> fp16 codes (unscaled), rows kRowElems apart.
+template <KvDType F, int D, int kKeys, int kRowElems>
+__device__ inline void DecodeCodesTileF16(const unsigned char* raw, bf16* tile, int worker, int workers) {
+  static_assert(F == KvDType::kFP8 || F == KvDType::kINT8, "scale-folded formats");
+  constexpr int kRaw = RawRowBytes<F, D>();
+  for (int i = worker; i < kKeys * (D / 8); i += workers) {
+    const int key = i / (D / 8), vec = i % (D / 8);
+    const uint2 u = *reinterpret_cast<const uint2*>(raw + key * kRaw + vec * 8);
+    uint4 out;
+    if constexpr (F == KvDType::kFP8) {
+      out = make_uint4(Fp8x2ToHalf2(u.x & 0xffffu), Fp8x2ToHalf2(u.x >> 16), Fp8x2ToHalf2(u.y & 0xffffu),
+                       Fp8x2ToHalf2(u.y >> 16));
+    } else {
+      Int8x4ToHalf2x2(u.x, out.x, out.y);
+      Int8x4ToHalf2x2(u.y, out.z, out.w);
+    }
+    *reinterpret_cast<uint4*>(tile + key * kRowElems + vec * 8) = out;
+  }
+}
+
 // Tensor-core helpers (mma.m16n8k16, bf16 in, fp32 accumulate).
 // Four 8x8 bf16 matrices from shared memory, transposed: lane L gives the row address of matrix
 // L / 8. Used for V, stored [key][d], whose B fragments want (2 keys, 1 d) pairs.
@@ -312,6 +347,17 @@ __device__ inline void MmaBf16(float* c, const uint32_t* a, uint32_t b0, uint32_
       "{%0,%1,%2,%3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ inline void MmaF16(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ inline uint32_t PackHalf(float lo, float hi) {
+  const __half2 v = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
 }
 __device__ inline uint32_t PackBf16(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
@@ -856,6 +902,17 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
   constexpr bool kRawStaged = KvQuantized(F);  // fp16 (as big as bf16) decodes on load
   constexpr int kTileStages = kRawStaged ? 1 : 2;
   constexpr int kRawTile = kKeys * RawRowBytes<F, D>();
+  // fp8/int8: fp16 MMAs on the unscaled codes, scales folded into S and P (DecodeCodesTileF16).
+  constexpr bool kFold = F == KvDType::kFP8 || F == KvDType::kINT8;
+  constexpr int kRowBytes = static_cast<int>(KvRowBytes(F, D));
+  auto pack = [](float lo, float hi) { return kFold ? PackHalf(lo, hi) : PackBf16(lo, hi); };
+  auto mma = [](float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+    if constexpr (kFold) {
+      MmaF16(c, a, b0, b1);
+    } else {
+      MmaBf16(c, a, b0, b1);
+    }
+  };
   extern __shared__ __align__(16) unsigned char decode_smem[];
   bf16* const smem = reinterpret_cast<bf16*>(decode_smem);
   __shared__ float merge_ml[kWarps][16][2];
@@ -877,16 +934,19 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
 #pragma unroll
     for (int ks = 0; ks < kKSteps; ++ks) {
       const int c = ks * 16 + 2 * t4;
-      qa[ks][0] = PackBf16(qv(g, c), qv(g, c + 1));
-      qa[ks][1] = PackBf16(qv(g + 8, c), qv(g + 8, c + 1));
-      qa[ks][2] = PackBf16(qv(g, c + 8), qv(g, c + 9));
-      qa[ks][3] = PackBf16(qv(g + 8, c + 8), qv(g + 8, c + 9));
+      qa[ks][0] = pack(qv(g, c), qv(g, c + 1));
+      qa[ks][1] = pack(qv(g + 8, c), qv(g + 8, c + 1));
+      qa[ks][2] = pack(qv(g, c + 8), qv(g, c + 9));
+      qa[ks][3] = pack(qv(g + 8, c + 8), qv(g + 8, c + 9));
     }
   }
   float o[kNTiles][4];
 #pragma unroll
   for (int n = 0; n < kNTiles; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
   float m_lo = -FLT_MAX, m_hi = -FLT_MAX, l_lo = 0.0f, l_hi = 0.0f;  // rows g and g + 8
+  // kFold: o holds O / o_scale, o_scale being the largest V scale of the latest tile, so that
+  // P * s_v / o_scale stays in [0, 1] where fp16 is precise.
+  float o_scale = 1.0f;
 
   // Load a 16-key tile of K and V (D/8 16-byte pieces per key) into this warp's `stage`.
   unsigned char* const raw = decode_smem + kWarps * kTileStages * 2 * kTileElems * sizeof(bf16);
@@ -923,7 +983,22 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
     __syncwarp();
     bf16* const k_tile = smem + (warp * kTileStages + stage % kTileStages) * 2 * kTileElems;
     bf16* const v_tile = k_tile + kTileElems;
-    if constexpr (kRawStaged) {
+    // This lane's keys' scales (kFold): key nt * 8 + 2 * t4 + j of the tile.
+    float sk[2][2] = {{1, 1}, {1, 1}}, sv[2][2] = {{1, 1}, {1, 1}};
+    if constexpr (kFold) {
+      DecodeCodesTileF16<F, D, kKeys, kRow>(raw_tile(stage, 0), k_tile, lane, 32);
+      DecodeCodesTileF16<F, D, kKeys, kRow>(raw_tile(stage, 1), v_tile, lane, 32);
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          const int key = nt * 8 + 2 * t4 + j;
+          sk[nt][j] = *reinterpret_cast<const float*>(raw_tile(stage, 0) + key * RawRowBytes<F, D>() + kRowBytes);
+          sv[nt][j] = *reinterpret_cast<const float*>(raw_tile(stage, 1) + key * RawRowBytes<F, D>() + kRowBytes);
+        }
+      }
+      __syncwarp();
+    } else if constexpr (kRawStaged) {
       DecodeRawTile<F, D, kKeys, kRow>(raw_tile(stage, 0), k_tile, lane, 32);
       DecodeRawTile<F, D, kKeys, kRow>(raw_tile(stage, 1), v_tile, lane, 32);
       __syncwarp();
@@ -937,7 +1012,11 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
         const bf16* krow = k_tile + (nt * 8 + g) * kRow + ks * 16 + 2 * t4;
         const uint32_t b0 = *reinterpret_cast<const uint32_t*>(krow);
         const uint32_t b1 = *reinterpret_cast<const uint32_t*>(krow + 8);
-        MmaBf16(sc[nt], qa[ks], b0, b1);
+        mma(sc[nt], qa[ks], b0, b1);
+      }
+      if constexpr (kFold) {  // S = (Q . codes) * s_k per key
+        sc[nt][0] *= sk[nt][0], sc[nt][2] *= sk[nt][0];
+        sc[nt][1] *= sk[nt][1], sc[nt][3] *= sk[nt][1];
       }
     }
     // Mask keys past the range, then the online softmax per row (a row lives in one quad).
@@ -978,28 +1057,47 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
     m_lo = mn_lo;
     m_hi = mn_hi;
     // O = O * c + P V: P (16 rows x 16 keys) from the S fragments, V^T pieces from shared memory.
+    float rescale = 1.0f;  // kFold: o moves from the old o_scale to this tile's
+    if constexpr (kFold) {
+      float smax = fmaxf(fmaxf(sv[0][0], sv[0][1]), fmaxf(sv[1][0], sv[1][1]));
+      for (int off = 1; off < 4; off <<= 1) smax = fmaxf(smax, __shfl_xor_sync(0xffffffffu, smax, off));
+      smax = smax > 0.0f ? smax : 1.0f;
+      rescale = o_scale / smax;
+      o_scale = smax;
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt) {
+        const float a = sv[nt][0] / smax, bb = sv[nt][1] / smax;
+        sc[nt][0] *= a, sc[nt][2] *= a;
+        sc[nt][1] *= bb, sc[nt][3] *= bb;
+      }
+    }
     uint32_t pa[4];
-    pa[0] = PackBf16(sc[0][0], sc[0][1]);
-    pa[1] = PackBf16(sc[0][2], sc[0][3]);
-    pa[2] = PackBf16(sc[1][0], sc[1][1]);
-    pa[3] = PackBf16(sc[1][2], sc[1][3]);
+    pa[0] = pack(sc[0][0], sc[0][1]);
+    pa[1] = pack(sc[0][2], sc[0][3]);
+    pa[2] = pack(sc[1][0], sc[1][1]);
+    pa[3] = pack(sc[1][2], sc[1][3]);
+    const float oc_lo = c_lo * rescale, oc_hi = c_hi * rescale;
 #pragma unroll
     for (int n = 0; n < kNTiles; ++n) {
-      o[n][0] *= c_lo;
-      o[n][1] *= c_lo;
-      o[n][2] *= c_hi;
-      o[n][3] *= c_hi;
+      o[n][0] *= oc_lo;
+      o[n][1] *= oc_lo;
+      o[n][2] *= oc_hi;
+      o[n][3] *= oc_hi;
     }
 #pragma unroll
     for (int n = 0; n < kNTiles; n += 2) {  // two n-tiles per ldmatrix
       uint32_t b[4];
       LdMatrixX4Trans(b, v_tile + ((lane & 7) + ((lane >> 3) & 1) * 8) * kRow + n * 8 + (lane >> 4) * 8);
-      MmaBf16(o[n], pa, b[0], b[1]);
-      MmaBf16(o[n + 1], pa, b[2], b[3]);
+      mma(o[n], pa, b[0], b[1]);
+      mma(o[n + 1], pa, b[2], b[3]);
     }
     __syncwarp();  // this stage is consumed before the load two tiles on overwrites it
   }
 
+  if constexpr (kFold) {
+#pragma unroll
+    for (int n = 0; n < kNTiles; ++n) o[n][0] *= o_scale, o[n][1] *= o_scale, o[n][2] *= o_scale, o[n][3] *= o_scale;
+  }
   // Merge warps: row maxima and sums through shared memory; each warp in turn adds its O,
   // rescaled to the block-wide row maximum, into float scratch laid over the (now free) K tiles.
   if (t4 == 0) {
