@@ -182,11 +182,11 @@ absl::Status Generate(std::unique_ptr<RankRuntime>& rt) {
   const Scheduler& sched = engine.scheduler();
   std::fprintf(stderr,
                "%s %zu request(s), %lld tokens generated in %.2f s (%.1f tok/s, %s backend, tp %d); %lld preemption(s), "
-               "%lld by swap; prefix cache hit %lld of %lld prompt tokens\n",
+               "%lld by swap; prefix cache hit %lld of %lld prompt tokens (%lld from the host tier)\n",
                rt->tag().c_str(), mine.size(), static_cast<long long>(generated), gen_s, generated / std::max(gen_s, 1e-9),
                rt->backend->Name().c_str(), rt->context->layout().tp, static_cast<long long>(sched.num_preemptions()),
                static_cast<long long>(sched.num_swap_preemptions()), static_cast<long long>(sched.prefix_hit_tokens()),
-               static_cast<long long>(sched.prefix_query_tokens()));
+               static_cast<long long>(sched.prefix_query_tokens()), static_cast<long long>(sched.host_prefix_hit_tokens()));
   KVS_ASSIGN_OR_RETURN(std::vector<RequestResult> results, CollectResults(*rt, std::move(mine)));
   if (root && results.size() > 1) PrintLatencySummary(rt->tag(), results);
   if (root && !output.empty()) KVS_RETURN_IF_ERROR(WriteResults(output, items, std::move(results)));

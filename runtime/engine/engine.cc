@@ -118,6 +118,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Backend& backend, const M
                                                             mc.vocab_size, mc.num_kv_heads));
   KVS_ASSIGN_OR_RETURN(sc.num_host_blocks, AddSwapSpace(backend, config, tp, e->cache_));
   sc.preemption.mode = sc.num_host_blocks > 0 ? config.preemption_mode : PreemptionMode::kRecompute;
+  sc.host_prefix_cache = config.prefix_caching && sc.num_host_blocks > 0;
   if (sc.preemption.mode == PreemptionMode::kAuto) {
     KVS_ASSIGN_OR_RETURN(sc.preemption, e->MeasurePreemptionCosts(backend));
   }
@@ -291,6 +292,7 @@ absl::StatusOr<std::vector<TokenEvent>> Engine::Step() {
   if (plan.empty()) {
     // A step may only move blocks (every running sequence was just swapped out).
     if (!input_.swap_out.empty() || !input_.swap_in.empty()) KVS_RETURN_IF_ERROR(RunStep(input_, true).status());
+    scheduler_->StepSubmitted();
     return events;
   }
   bool greedy_only = true;
@@ -304,6 +306,7 @@ absl::StatusOr<std::vector<TokenEvent>> Engine::Step() {
     }
   }
   KVS_ASSIGN_OR_RETURN(ModelRunner::Output out, RunStep(input_, greedy_only));
+  scheduler_->StepSubmitted();
   const int32_t vocab = weights_->config().vocab_size;
   size_t row = 0;
   std::vector<Sequence*> finished;

@@ -30,6 +30,11 @@ std::optional<BlockId> BlockPool::Allocate() {
   return BlockId{b};
 }
 
+std::optional<uint64_t> BlockPool::EvictionCandidateHash() const {
+  if (!free_.empty() || parked_.empty()) return std::nullopt;
+  return hash_of_[parked_.front()];
+}
+
 void BlockPool::Register(BlockId b, uint64_t hash) {
   KVS_CHECK(b.value >= 0 && b.value < num_blocks() && ref_counts_[b.value] > 0);
   if (hash_of_[b.value] || by_hash_.contains(hash)) return;

@@ -44,6 +44,9 @@ class BlockPool {
   void Acquire(BlockId b);
   // Adds a reference to an allocated block.
   void AddRef(BlockId b);
+  // The hash of the cached block the next Allocate would evict (none while never-registered
+  // blocks are free): the scheduler copies it to the host tier first.
+  std::optional<uint64_t> EvictionCandidateHash() const;
   // Drops a reference; the block is free again at zero.
   void Release(BlockId b);
   int32_t RefCount(BlockId b) const;

@@ -73,14 +73,14 @@ bool Scheduler::Grow(Sequence& s, int32_t tokens, StepInput& in) {
   const int32_t need = std::max(want - have, 0) + static_cast<int32_t>(shared.size());
   if (need > pool_.num_free()) return false;
   for (int32_t i : shared) {
-    const BlockId copy = *pool_.Allocate();
+    const BlockId copy = AllocateBlock(in);
     in.copy_blocks.push_back(s.blocks[i].value);
     in.copy_blocks.push_back(copy.value);
     pool_.Release(s.blocks[i]);  // still held by the sibling, so its contents stay for the copy
     s.blocks[i] = copy;
     ++copied_blocks_;
   }
-  for (int32_t i = have; i < want; ++i) s.blocks.push_back(*pool_.Allocate());
+  for (int32_t i = have; i < want; ++i) s.blocks.push_back(AllocateBlock(in));
   return true;
 }
 
@@ -132,11 +132,13 @@ void Scheduler::Resume(StepInput& in) {
     const int32_t need = BlocksFor(s.num_computed + 1);
     if (need > pool_.num_free()) return;
     for (BlockId h : s.host_blocks) {
-      const BlockId b = *pool_.Allocate();
+      const BlockId b = AllocateBlock(in);
       in.swap_in.push_back(h.value);
       in.swap_in.push_back(b.value);
       s.blocks.push_back(b);
-      host_pool_.Release(h);
+      // Freed once the step is submitted: a swap-out queued later in this step (they all run
+      // before the swap-ins) must not reuse it.
+      host_reads_.push_back(h);
     }
     s.host_blocks.clear();
     running_.push_back(std::move(swapped_.front()));
@@ -149,17 +151,55 @@ uint64_t Scheduler::BlockHash(uint64_t parent, const Sequence& s, size_t block) 
   return ChainBlockHash(parent, std::span<const int32_t>(s.tokens).subspan(block * bs, bs));
 }
 
-void Scheduler::MatchPrefix(Sequence& s) {
+void Scheduler::StepSubmitted() {
+  for (BlockId h : host_reads_) host_pool_.Release(h);
+  host_reads_.clear();
+}
+
+BlockId Scheduler::AllocateBlock(StepInput& in) {
+  if (config_.host_prefix_cache) {
+    const std::optional<uint64_t> hash = pool_.EvictionCandidateHash();
+    if (hash && !host_pool_.Lookup(*hash) && host_pool_.num_free() > 0 &&
+        config_.preemption.PreferSwap(1, config_.block_size)) {
+      const BlockId victim = *pool_.Allocate();
+      const BlockId host = *host_pool_.Allocate();
+      in.swap_out.push_back(victim.value);  // queued before this step's kernels reuse the block
+      in.swap_out.push_back(host.value);
+      host_pool_.Register(host, *hash);
+      host_pool_.Release(host);  // parked: found by hash, and free for preemption swaps (LRU)
+      ++host_parked_blocks_;
+      return victim;
+    }
+  }
+  return *pool_.Allocate();
+}
+
+void Scheduler::MatchPrefix(Sequence& s, StepInput& in) {
   const size_t bs = config_.block_size;
   const size_t max_blocks = (s.tokens.size() - 1) / bs;
   prefix_query_tokens_ += static_cast<int64_t>(s.tokens.size());
+  pending_host_hits_.clear();
   uint64_t parent = config_.cache_salt;
   for (size_t i = 0; i < max_blocks; ++i) {
     const uint64_t h = BlockHash(parent, s, i);
-    const std::optional<BlockId> b = pool_.Lookup(h);
-    if (!b) break;
-    pool_.Acquire(*b);
-    s.blocks.push_back(*b);
+    if (const std::optional<BlockId> cached = pool_.Lookup(h)) {
+      pool_.Acquire(*cached);
+      s.blocks.push_back(*cached);
+    } else {
+      // From the host tier, if it has the block and the device can take the whole prompt (so the
+      // admission that follows cannot fail and leave a half-filled block behind).
+      const std::optional<BlockId> host = config_.host_prefix_cache ? host_pool_.Lookup(h) : std::nullopt;
+      const int32_t rest = BlocksFor(static_cast<int32_t>(s.tokens.size())) - static_cast<int32_t>(s.blocks.size());
+      if (!host || rest > pool_.num_free()) break;
+      host_pool_.Acquire(*host);
+      host_reads_.push_back(*host);
+      const BlockId b = AllocateBlock(in);
+      in.swap_in.push_back(host->value);
+      in.swap_in.push_back(b.value);
+      s.blocks.push_back(b);
+      pending_host_hits_.emplace_back(b, h);
+      host_prefix_hit_tokens_ += static_cast<int64_t>(bs);
+    }
     s.block_hashes.push_back(h);
     parent = h;
   }
@@ -168,6 +208,9 @@ void Scheduler::MatchPrefix(Sequence& s) {
 }
 
 void Scheduler::UnmatchPrefix(Sequence& s) {
+  // Blocks filled from the host were never registered: they return to the pool as plain blocks.
+  host_prefix_hit_tokens_ -= static_cast<int64_t>(pending_host_hits_.size()) * config_.block_size;
+  pending_host_hits_.clear();
   for (BlockId b : s.blocks) pool_.Release(b);
   prefix_hit_tokens_ -= s.num_computed;
   prefix_query_tokens_ -= static_cast<int64_t>(s.tokens.size());
@@ -203,6 +246,7 @@ void Scheduler::Emit(Sequence& s, int32_t n, StepInput& in, std::vector<Schedule
 
 std::vector<ScheduledSeq> Scheduler::Schedule(StepInput& in) {
   in.Clear();
+  StepSubmitted();
   std::vector<ScheduledSeq> out;
   int32_t budget = config_.max_tokens_per_step;
 
@@ -245,13 +289,15 @@ std::vector<ScheduledSeq> Scheduler::Schedule(StepInput& in) {
     const int32_t seats = s.forked ? 1 : s.request.params.n;
     if (static_cast<int32_t>(running_.size()) + seats > config_.max_seqs) break;
     const bool match = config_.prefix_caching && !config_.static_batching && s.blocks.empty();
-    if (match) MatchPrefix(s);
+    if (match) MatchPrefix(s, in);
     const int32_t n = std::min<int32_t>(static_cast<int32_t>(s.tokens.size()) - s.num_computed, budget);
     if ((config_.static_batching && !Grow(s, config_.max_model_len, in)) ||  // the whole context, reserved
         !Grow(s, s.num_computed + n, in)) {
       if (match) UnmatchPrefix(s);
       break;
     }
+    for (const auto& [b, h] : pending_host_hits_) pool_.Register(b, h);
+    pending_host_hits_.clear();
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
     Emit(s, n, in, out);
@@ -338,6 +384,7 @@ void Scheduler::CheckInvariants() const {
   }
   KVS_CHECK_MSG(static_cast<int32_t>(holders.size()) == pool_.num_blocks() - pool_.num_free(),
                 "device blocks held != blocks in use");
+  host += host_reads_.size();
   KVS_CHECK_MSG(host == host_pool_.num_blocks() - host_pool_.num_free(), "host blocks held != host blocks in use");
 }
 

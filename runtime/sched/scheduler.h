@@ -39,6 +39,9 @@ struct SchedulerConfig {
   bool prefix_caching = true;
   uint64_t cache_salt = 0;
   int32_t num_host_blocks = 0;        // swap space; 0: preemption always recomputes
+  // Keep evicted prefix-cache blocks warm in the swap space (when moving a block beats
+  // recomputing it): a later request with the same prefix swaps them back in.
+  bool host_prefix_cache = false;
   PreemptionCostModel preemption;
   // For the message that refuses a request the whole cache cannot hold: bytes of one block on
   // each device of the group, the KV format, and the tensor-parallel degree (0 / "" unknown).
@@ -81,6 +84,9 @@ class Scheduler {
   absl::Status Add(Request r);
   // Plans the next step into `input`; empty when nothing can run.
   std::vector<ScheduledSeq> Schedule(StepInput& input);
+  // The planned step's copies are queued on the device: host blocks its swap-ins read may be
+  // reused by later steps (whose copies queue after them).
+  void StepSubmitted();
   // After sampling: appends the token to a sequence that sampled.
   void Append(Sequence* seq, int32_t token) { seq->tokens.push_back(token); }
   // Removes a finished or aborted sequence and frees its blocks.
@@ -101,6 +107,9 @@ class Scheduler {
   // Prefix caching: prompt tokens looked up at admission, and those found cached (not recomputed).
   int64_t prefix_query_tokens() const { return prefix_query_tokens_; }
   int64_t prefix_hit_tokens() const { return prefix_hit_tokens_; }
+  // Of those, tokens whose blocks came back from the host tier, and blocks parked there.
+  int64_t host_prefix_hit_tokens() const { return host_prefix_hit_tokens_; }
+  int64_t host_parked_blocks() const { return host_parked_blocks_; }
   int64_t num_swap_preemptions() const { return swap_preemptions_; }
   const BlockPool& pool() const { return pool_; }
   const BlockPool& host_pool() const { return host_pool_; }
@@ -122,11 +131,14 @@ class Scheduler {
   void Emit(Sequence& s, int32_t n, StepInput& in, std::vector<ScheduledSeq>& out);
   // Prefix caching: takes the cached blocks of `s`'s leading full blocks (never its last token,
   // which must be computed for its logits) and counts them computed.
-  void MatchPrefix(Sequence& s);
+  // With the host tier, leading blocks found there are swapped in (queued in `in`).
+  void MatchPrefix(Sequence& s, StepInput& in);
   // Undoes MatchPrefix for a sequence that was not admitted after all.
   void UnmatchPrefix(Sequence& s);
   // Registers `s`'s newly filled blocks in the prefix cache.
   void RegisterFullBlocks(Sequence& s);
+  // A device block for this step; a cached block it evicts goes to the host tier first.
+  BlockId AllocateBlock(StepInput& in);
   uint64_t BlockHash(uint64_t parent, const Sequence& s, size_t block) const;
 
   SchedulerConfig config_;
@@ -137,6 +149,13 @@ class Scheduler {
   BlockPool host_pool_;
   int64_t preemptions_ = 0, swap_preemptions_ = 0, copied_blocks_ = 0;
   int64_t prefix_query_tokens_ = 0, prefix_hit_tokens_ = 0;
+  int64_t host_prefix_hit_tokens_ = 0, host_parked_blocks_ = 0;
+  // Host blocks read by this step's swap-ins (resumed sequences, cached prefixes): held until
+  // StepSubmitted, so no swap-out queued in the same step can overwrite them first.
+  std::vector<BlockId> host_reads_;
+  // Device blocks filled from the host tier for the sequence being admitted, registered in the
+  // prefix cache once it is admitted (hash per block).
+  std::vector<std::pair<BlockId, uint64_t>> pending_host_hits_;
 };
 
 }  // namespace kvs

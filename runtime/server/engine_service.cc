@@ -187,6 +187,7 @@ absl::Status EngineService::Run() {
     kv_tokens_ = s.TokensInCache();
     preemptions_ = s.num_preemptions();
     prefix_hits_ = s.prefix_hit_tokens();
+    prefix_host_hits_ = s.host_prefix_hit_tokens();
     prefix_queries_ = s.prefix_query_tokens();
   }
 }
@@ -208,6 +209,8 @@ std::string EngineService::MetricsText() const {
                      : 0.0);
   gauge("prefix_cache_hit_ratio", "Prompt tokens found in the prefix cache over prompt tokens looked up",
         prefix_queries_ > 0 ? static_cast<double>(prefix_hits_) / prefix_queries_ : 0.0);
+  gauge("prefix_cache_host_hit_tokens_total", "Prompt tokens whose cached KV came back from the host tier",
+        prefix_host_hits_, "counter");
   gauge("preemptions_total", "Sequences preempted (swap or recompute)", preemptions_, "counter");
   gauge("requests_success_total", "Requests finished", requests_ok_, "counter");
   gauge("requests_failed_total", "Requests rejected after acceptance or aborted", requests_failed_, "counter");

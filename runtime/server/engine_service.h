@@ -114,7 +114,7 @@ class EngineService {
   std::atomic<int64_t> requests_ok_{0}, requests_failed_{0}, prompt_tokens_{0}, generated_tokens_{0};
   std::atomic<int32_t> running_{0}, waiting_{0}, swapped_{0}, kv_used_{0}, kv_total_{0};
   std::atomic<int64_t> kv_tokens_{0};  // tokens stored in the used blocks
-  std::atomic<int64_t> preemptions_{0}, prefix_hits_{0}, prefix_queries_{0};
+  std::atomic<int64_t> preemptions_{0}, prefix_hits_{0}, prefix_host_hits_{0}, prefix_queries_{0};
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 };
 

@@ -75,6 +75,7 @@ int RunToCompletion(Scheduler& s, std::mt19937* abort_rng = nullptr) {
     auto plan = s.Schedule(in);
     s.CheckInvariants();
     kv.Step(in, plan);
+    s.StepSubmitted();  // as the engine does once a step's copies are queued
     // A step that only preempts (everything swapped or dropped) may be empty; two in a row
     // would mean no progress.
     if (plan.empty()) {
@@ -232,13 +233,14 @@ TEST(PreemptionCostModelTest, SwapsWhenMovingTheBlocksBeatsRecomputingTheTokens)
 
 TEST(SchedulerTest, RandomizedStressEndsWithEveryBlockBack) {
   std::mt19937 rng(99);
-  int64_t swaps = 0, recomputes = 0, copies = 0, prefix_hits = 0;
+  int64_t swaps = 0, recomputes = 0, copies = 0, prefix_hits = 0, host_hits = 0;
   for (int round = 0; round < 30; ++round) {
     const int32_t bs = 1 + rng() % 8;
     SchedulerConfig c{bs, 1 + static_cast<int32_t>(rng() % 16), 8 + static_cast<int32_t>(rng() % 64), 128};
     // A third of the rounds recompute, a third swap, a third mix (a small host pool fills up).
     c.num_host_blocks = round % 3 == 0 ? 0 : static_cast<int32_t>(rng() % (round % 3 == 1 ? 400 : 12));
     c.preemption.mode = c.num_host_blocks > 0 ? PreemptionMode::kSwap : PreemptionMode::kRecompute;
+    c.host_prefix_cache = c.num_host_blocks > 0;  // evicted prefix blocks park in the host pool
     Scheduler s(c, (128 + bs - 1) / bs + static_cast<int32_t>(rng() % 64));
     for (int i = 0; i < 150; ++i) {
       const int32_t prompt = 1 + rng() % 100;
@@ -258,12 +260,14 @@ TEST(SchedulerTest, RandomizedStressEndsWithEveryBlockBack) {
     recomputes += s.num_preemptions() - s.num_swap_preemptions();
     copies += s.num_copied_blocks();
     prefix_hits += s.prefix_hit_tokens();
+    host_hits += s.host_prefix_hit_tokens();
   }
   // Thousands of requests went through both kinds of preemption and through copy-on-write.
   EXPECT_GT(swaps, 100);
   EXPECT_GT(recomputes, 100);
   EXPECT_GT(copies, 100);
   EXPECT_GT(prefix_hits, 1000);
+  EXPECT_GT(host_hits, 100);  // and prefixes came back from the host tier, checked by FakeKv
 }
 
 }  // namespace
