@@ -183,21 +183,30 @@ __device__ inline void Load8f(const unsigned char* cache, KvRow r, int e0, float
   Decode8f<F>(cache + r.codes, cache + r.scales, e0, out);
 }
 
+// int8 code -> f32 without a conversion instruction: 2^23 + (code + 128) has the code in its low
+// mantissa bits.
+__device__ inline float Int8ToFloat(uint32_t word, int byte) {
+  const uint32_t biased = ((word >> (8 * byte)) & 0xffu) ^ 0x80u;
+  return __uint_as_float(0x4B000000u | biased) - 8388736.0f;
+}
+
 // Elements [e0, e0 + 16) as f32, with the widest loads the format allows (the register kernel).
+// fp8/int8 return the unscaled codes and their row's scale in `*scale` (the kernel folds it into
+// the score and the probability); the other formats return values and leave `*scale` alone.
 template <KvDType F>
-__device__ inline void Load16f(const unsigned char* cache, KvRow r, int e0, float* out) {
+__device__ inline void Load16f(const unsigned char* cache, KvRow r, int e0, float* out, float* scale) {
   if constexpr (F == KvDType::kFP8 || F == KvDType::kINT8) {
     const uint4 u = __ldg(reinterpret_cast<const uint4*>(cache + r.codes + e0));
-    const float s = __ldg(reinterpret_cast<const float*>(cache + r.scales));
+    *scale = __ldg(reinterpret_cast<const float*>(cache + r.scales));
     const uint32_t w[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       if constexpr (F == KvDType::kFP8) {
         const float2 a = Fp8PairToFloat2(w[i] & 0xffffu), b = Fp8PairToFloat2(w[i] >> 16);
-        out[4 * i] = a.x * s, out[4 * i + 1] = a.y * s, out[4 * i + 2] = b.x * s, out[4 * i + 3] = b.y * s;
+        out[4 * i] = a.x, out[4 * i + 1] = a.y, out[4 * i + 2] = b.x, out[4 * i + 3] = b.y;
       } else {
 #pragma unroll
-        for (int j = 0; j < 4; ++j) out[4 * i + j] = static_cast<float>(static_cast<int8_t>(w[i] >> (8 * j))) * s;
+        for (int j = 0; j < 4; ++j) out[4 * i + j] = Int8ToFloat(w[i], j);
       }
     }
   } else if constexpr (F == KvDType::kINT4) {
@@ -256,7 +265,10 @@ __device__ inline void CopyAsyncN(void* smem, const void* gmem, bool valid) {
 }
 
 // Queues the codes and scales of keys [base, base + kKeys) (up to k_hi) for K and V into raw
-// tiles of kKeys rows of RawRowBytes; `worker` of `workers` threads share the copies.
+// tiles of kKeys rows of RawRowBytes; `worker` of `workers` threads share the copies. Rows of
+// few chunks (int4) go one (key, K|V) row per thread, computing its address once; rows of many
+// (fp8/int8: eight 16-byte chunks and a scale) are spread a chunk per thread, which keeps more
+// copies in flight (both measured on the H200, docs/performance.md).
 template <KvDType F, int D, int kKeys>
 __device__ inline void RawLoadTile(unsigned char* k_raw, unsigned char* v_raw, const Params& p, const int32_t* blocks,
                                    int base, int k_hi, int kvh, int worker, int workers) {
@@ -266,16 +278,29 @@ __device__ inline void RawLoadTile(unsigned char* k_raw, unsigned char* v_raw, c
   constexpr int kCodeChunks = kRowBytes / 16;
   constexpr int kChunks = kCodeChunks + (kScaleBytes > 0 ? 1 : 0);
   static_assert(kRowBytes % 16 == 0, "rows of whole 16-byte chunks");
-  for (int i = worker; i < kKeys * kChunks; i += workers) {
-    const int key = i / kChunks, chunk = i % kChunks;
-    const int pos = base + key;
-    const bool valid = pos < k_hi;
-    const KvRow row = valid ? LocateKv(p, blocks, pos, kvh) : KvRow{};
-    if (chunk < kCodeChunks) {
-      CopyAsyncN<16>(k_raw + key * kRaw + chunk * 16, p.k_cache + row.codes + chunk * 16, valid);
-      CopyAsyncN<16>(v_raw + key * kRaw + chunk * 16, p.v_cache + row.codes + chunk * 16, valid);
-    } else {
-      if constexpr (kScaleBytes > 0) {
+  if constexpr (kChunks <= 5) {
+    for (int r = worker; r < 2 * kKeys; r += workers) {
+      const int key = r % kKeys;
+      const bool is_v = r >= kKeys;
+      const int pos = base + key;
+      const bool valid = pos < k_hi;
+      const KvRow row = valid ? LocateKv(p, blocks, pos, kvh) : KvRow{};
+      unsigned char* dst = (is_v ? v_raw : k_raw) + key * kRaw;
+      const unsigned char* src = is_v ? p.v_cache : p.k_cache;
+#pragma unroll
+      for (int c = 0; c < kCodeChunks; ++c) CopyAsyncN<16>(dst + c * 16, src + row.codes + c * 16, valid);
+      if constexpr (kScaleBytes > 0) CopyAsyncN<kScaleBytes>(dst + kRowBytes, src + row.scales, valid);
+    }
+  } else {
+    for (int i = worker; i < kKeys * kChunks; i += workers) {
+      const int key = i / kChunks, chunk = i % kChunks;
+      const int pos = base + key;
+      const bool valid = pos < k_hi;
+      const KvRow row = valid ? LocateKv(p, blocks, pos, kvh) : KvRow{};
+      if (chunk < kCodeChunks) {
+        CopyAsyncN<16>(k_raw + key * kRaw + chunk * 16, p.k_cache + row.codes + chunk * 16, valid);
+        CopyAsyncN<16>(v_raw + key * kRaw + chunk * 16, p.v_cache + row.codes + chunk * 16, valid);
+      } else if constexpr (kScaleBytes > 0) {
         CopyAsyncN<kScaleBytes>(k_raw + key * kRaw + kRowBytes, p.k_cache + row.scales, valid);
         CopyAsyncN<kScaleBytes>(v_raw + key * kRaw + kRowBytes, p.v_cache + row.scales, valid);
       }
@@ -605,10 +630,11 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeKernel(Params p) {
     const int pos = base + sub;
     const bool valid = pos < k_hi;
     float kf[16], vf[16];
+    float k_scale = 1.0f, v_scale = 1.0f;  // fp8/int8: codes are loaded unscaled
     if (valid) {
       const KvRow row = LocateKv(p, blocks, pos, kvh);
-      Load16f<F>(p.k_cache, row, part * 16, kf);
-      Load16f<F>(p.v_cache, row, part * 16, vf);
+      Load16f<F>(p.k_cache, row, part * 16, kf, &k_scale);
+      Load16f<F>(p.v_cache, row, part * 16, vf, &v_scale);
     } else {
 #pragma unroll
       for (int e = 0; e < 16; ++e) kf[e] = vf[e] = 0.0f;
@@ -620,13 +646,15 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeKernel(Params p) {
       for (int e = 0; e < 16; ++e) s += q[g][e] * kf[e];
 #pragma unroll
       for (int o = kLanesPerKey / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+      s *= k_scale;  // the key's scale, folded (1 for unscaled formats)
       if (valid) {
         const float mn = fmaxf(m[g], s);
         const float c = m[g] == -FLT_MAX ? 0.0f : exp2f(m[g] - mn);
         const float pe = exp2f(s - mn);
         l[g] = l[g] * c + pe;
+        const float pv = pe * v_scale;  // the value's scale, folded
 #pragma unroll
-        for (int e = 0; e < 16; ++e) acc[g][e] = acc[g][e] * c + pe * vf[e];
+        for (int e = 0; e < 16; ++e) acc[g][e] = acc[g][e] * c + pv * vf[e];
         m[g] = mn;
       }
     }
