@@ -170,6 +170,7 @@ absl::Status ServingBenchmark() {
     double mean = 0;
     for (double x : *v) mean += x / std::max<size_t>(v->size(), 1);
     result[name] = {{"mean", mean}, {"p50", Percentile(*v, 50)}, {"p90", Percentile(*v, 90)}, {"p99", Percentile(*v, 99)}};
+    result["samples"][name] = *v;  // every request's (or gap's) figure, for plots (scripts/plot_serving_bench.py)
     std::printf("| %s | mean %.2f | p50 %.2f | p90 %.2f | p99 %.2f |\n", name, mean, Percentile(*v, 50), Percentile(*v, 90), Percentile(*v, 99));
   }
   if (const std::string path = absl::GetFlag(FLAGS_result_json); !path.empty()) {

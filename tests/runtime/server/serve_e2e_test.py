@@ -21,6 +21,7 @@ import urllib.request
 import openai
 
 BIN, MODEL = sys.argv[1], sys.argv[2]
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))  # the repository
 NAME = "smollm2"
 
 
@@ -153,6 +154,12 @@ try:
     res = json.load(open(out)) if bench.returncode == 0 else {}
     check(res.get("completed") == 4 and res["ttft_ms"]["p99"] >= res["ttft_ms"]["p50"] > 0 and res["itl_ms"]["p50"] > 0,
           f"kvshard bench --url reports throughput and TTFT/TPOT/ITL percentiles: {bench.stdout or bench.stderr}")
+    check(len(res.get("samples", {}).get("ttft_ms", [])) == 4, "the result keeps every request's TTFT for plots")
+    png = out.replace(".json", ".png")
+    plot = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "plot_serving_bench.py"), png, out],
+                          capture_output=True, text=True, timeout=120)
+    check(plot.returncode == 0 and open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n",
+          f"scripts/plot_serving_bench.py draws the result as a PNG: {plot.stderr[-500:]}")
 
     # SIGTERM drains: the in-flight request completes, then the server exits 0.
     result = {}
