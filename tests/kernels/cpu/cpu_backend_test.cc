@@ -7,6 +7,7 @@
 #include <random>
 
 #include "gtest/gtest.h"
+#include "tests/support/attention_batch.h"
 
 namespace kvs {
 namespace {
@@ -89,15 +90,7 @@ void RunAttentionCase(const AttnCase& c, uint32_t seed) {
   std::vector<float> q(static_cast<size_t>(tokens) * c.q_heads * c.head_dim);
   for (auto& x : q) x = normal(rng);
   std::vector<float> out(q.size(), std::numeric_limits<float>::quiet_NaN());
-  AttentionBatch batch;
-  batch.num_seqs = seqs;
-  batch.num_tokens = tokens;
-  batch.max_blocks_per_seq = max_blocks;
-  batch.max_context_len = *std::max_element(context_len.begin(), context_len.end());
-  batch.max_query_len = *std::max_element(c.query_lens.begin(), c.query_lens.end());
-  batch.query_start = query_start.data();
-  batch.context_len = context_len.data();
-  batch.block_table = table.data();
+  const AttentionBatch batch = testing::HostAttentionBatch(query_start, context_len, table, max_blocks, c.query_lens);
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   const int64_t qw = static_cast<int64_t>(c.q_heads) * c.head_dim;
   ASSERT_TRUE(be.PagedAttention(TensorView::Contiguous(q.data(), DType::kF32, tokens, qw), cache, batch, scale,

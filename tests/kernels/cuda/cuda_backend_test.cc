@@ -8,6 +8,7 @@
 #include <random>
 
 #include "gtest/gtest.h"
+#include "tests/support/attention_batch.h"
 #include "kernels/common/half_convert.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
@@ -202,15 +203,7 @@ TEST_P(CudaAttentionTest, PagedAttentionMatchesCpuWithRandomBlockTablesAndNaNPoi
   }
   const int64_t qw = static_cast<int64_t>(c.q_heads) * c.head_dim;
   auto q = Random(tokens * qw);
-  AttentionBatch batch;
-  batch.num_seqs = seqs;
-  batch.num_tokens = tokens;
-  batch.max_blocks_per_seq = max_blocks;
-  batch.max_context_len = *std::max_element(context_len.begin(), context_len.end());
-  batch.max_query_len = *std::max_element(c.query_lens.begin(), c.query_lens.end());
-  batch.query_start = query_start.data();
-  batch.context_len = context_len.data();
-  batch.block_table = table.data();
+  const AttentionBatch batch = testing::HostAttentionBatch(query_start, context_len, table, max_blocks, c.query_lens);
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   std::vector<float> want(tokens * qw);
   PagedKvView ccache{kc.data(), vc.data(), KvDType::kF32, num_blocks, c.block_size, c.kv_heads, c.head_dim};
