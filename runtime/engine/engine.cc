@@ -221,7 +221,7 @@ bool Engine::Abort(const std::string& id) {
   return true;
 }
 
-TokenEvent Engine::Advance(Sequence& seq, SeqState& st, int32_t token) {
+TokenEvent Engine::Advance(Sequence& seq, SeqState& st, int32_t token, TokenLogprob* logprob) {
   const Clock::time_point now = Clock::now();
   if (st.tokens++ == 0) {
     st.first_token = now;
@@ -235,6 +235,7 @@ TokenEvent Engine::Advance(Sequence& seq, SeqState& st, int32_t token) {
   const SamplingParams& p = seq.request.params;
   const bool eos = !p.ignore_eos && eos_ids_.contains(token);
   if (!eos) scheduler_->Append(&seq, token);
+  if (logprob != nullptr && !eos) st.logprobs.push_back(std::move(*logprob));  // an EOS is no output token
   if (tokenizer_ != nullptr && !eos) st.raw += tokenizer_->DecodeBytes({token}, /*skip_special=*/true);
 
   size_t visible = st.raw.size();
@@ -263,6 +264,10 @@ TokenEvent Engine::Advance(Sequence& seq, SeqState& st, int32_t token) {
     ev.text_delta = st.raw.substr(st.emitted, visible - st.emitted);
     st.emitted = visible;
   }
+  if (!ev.text_delta.empty() || reason != FinishReason::kNone) {
+    ev.logprobs.assign(st.logprobs.begin() + static_cast<std::ptrdiff_t>(st.logprobs_sent), st.logprobs.end());
+    st.logprobs_sent = st.logprobs.size();
+  }
   if (reason != FinishReason::kNone) {
     ev.finished = true;
     ev.reason = reason;
@@ -270,6 +275,7 @@ TokenEvent Engine::Advance(Sequence& seq, SeqState& st, int32_t token) {
     r.id = seq.request.id;
     r.index = seq.sample_index;
     r.output_ids.assign(seq.tokens.begin() + seq.prompt_len, seq.tokens.end());
+    r.logprobs = st.logprobs;
     r.text = tokenizer_ ? tokenizer_->Decode(r.output_ids, true) : "";
     if (reason == FinishReason::kStop && st.max_stop > 0 && visible < st.raw.size()) r.text = st.raw.substr(0, visible);
     r.reason = reason;
@@ -298,7 +304,8 @@ absl::StatusOr<std::vector<TokenEvent>> Engine::Step() {
   bool greedy_only = true;
   const Clock::time_point now = Clock::now();
   for (const ScheduledSeq& ss : plan) {
-    greedy_only &= !ss.samples || ss.seq->request.params.temperature <= 0.0f;
+    // Sampling and log-probabilities need the logits row on the host.
+    greedy_only &= !ss.samples || (ss.seq->request.params.temperature <= 0.0f && ss.seq->request.params.logprobs < 0);
     SeqState& st = states_.at(StateKey(*ss.seq));
     if (!st.scheduled) {
       st.scheduled = true;
@@ -332,9 +339,11 @@ absl::StatusOr<std::vector<TokenEvent>> Engine::Step() {
     for (Sequence* s : samplers) {
       SeqState& st = states_.at(StateKey(*s));
       const double u = std::uniform_real_distribution<double>(0.0, 1.0)(st.rng);
-      const int32_t token = greedy_only ? out.greedy_ids[row]
-                                        : cpu::SampleToken(out.logits.subspan(row * vocab, vocab), opt, u, sample_scratch_);
-      TokenEvent ev = Advance(*s, st, token);
+      const std::span<const float> logits = greedy_only ? std::span<const float>() : out.logits.subspan(row * vocab, vocab);
+      const int32_t token = greedy_only ? out.greedy_ids[row] : cpu::SampleToken(logits, opt, u, sample_scratch_);
+      std::optional<TokenLogprob> lp;
+      if (p.logprobs >= 0) lp = ComputeLogprob(logits, token, p.logprobs);
+      TokenEvent ev = Advance(*s, st, token, lp ? &*lp : nullptr);
       if (ev.finished) finished.push_back(s);
       if (ev.finished || !ev.text_delta.empty()) events.push_back(std::move(ev));
     }

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
 #include "runtime/engine/collectives.h"
+#include "runtime/engine/logprobs.h"
 #include "runtime/engine/model_runner.h"
 #include "runtime/kv/kv_cache.h"
 #include "runtime/model/model_weights.h"
@@ -62,6 +63,8 @@ struct TokenEvent {
   std::string request_id;
   int32_t index = 0;  // sample index (n > 1)
   std::string text_delta;  // newly visible text (valid UTF-8)
+  // With SamplingParams::logprobs >= 0: the tokens sampled since this sample's last event.
+  std::vector<TokenLogprob> logprobs;
   bool finished = false;
   FinishReason reason = FinishReason::kNone;
 };
@@ -87,6 +90,7 @@ struct RequestResult {
   std::string id;
   int32_t index = 0;  // which of the request's n samples
   std::vector<int32_t> output_ids;
+  std::vector<TokenLogprob> logprobs;  // one per output token, with SamplingParams::logprobs >= 0
   std::string text;
   FinishReason reason = FinishReason::kNone;
   int32_t prompt_tokens = 0;
@@ -133,6 +137,8 @@ class Engine {
     std::string raw;        // decoded bytes of generated tokens (special tokens skipped)
     size_t emitted = 0;     // bytes of `raw` already streamed
     size_t max_stop = 0;    // longest stop string
+    std::vector<TokenLogprob> logprobs;  // of the generated tokens (when asked)
+    size_t logprobs_sent = 0;            // of those, already in an event
   };
   Engine() = default;
   // Per-sequence state key: the request id, plus the sample index for forks.
@@ -140,7 +146,7 @@ class Engine {
     return s.sample_index == 0 ? s.request.id : s.request.id + '\x1f' + std::to_string(s.sample_index);
   }
   // Updates state after `token` joined `seq`; returns the event, finishing it when due.
-  TokenEvent Advance(Sequence& seq, SeqState& st, int32_t token);
+  TokenEvent Advance(Sequence& seq, SeqState& st, int32_t token, TokenLogprob* logprob);
   // Sends `input` to the group's other ranks (tensor parallel) and runs it here.
   absl::StatusOr<ModelRunner::Output> RunStep(const StepInput& input, bool greedy_only);
   // Measures host<->device block copies and the prefill rate for the preemption cost model.

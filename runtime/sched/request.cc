@@ -16,6 +16,9 @@ absl::Status SamplingParams::Validate() const {
   }
   if (n < 1 || n > 128) return absl::InvalidArgumentError(absl::StrFormat("n must be in 1..128, got %d", n));
   if (max_tokens <= 0) return absl::InvalidArgumentError(absl::StrFormat("max_tokens must be >= 1, got %d", max_tokens));
+  if (logprobs < -1 || logprobs > 20) {
+    return absl::InvalidArgumentError(absl::StrFormat("logprobs must be in 0..20, got %d", logprobs));
+  }
   for (const auto& s : stop) {
     if (s.empty()) return absl::InvalidArgumentError("stop strings must not be empty");
   }

@@ -18,6 +18,9 @@ struct SamplingParams {
   std::vector<std::string> stop;  // stop strings; the output ends before the first one
   bool ignore_eos = false;
   int32_t n = 1;  // samples per prompt: the prompt is computed once and its blocks shared
+  // Log-probabilities of the sampled tokens: -1 none; k >= 0 the token's and the k most likely
+  // tokens' (k <= 20; runtime/engine/logprobs.h).
+  int32_t logprobs = -1;
 
   // InvalidArgument naming the field for out-of-range values.
   absl::Status Validate() const;

@@ -168,7 +168,13 @@ absl::Status EngineService::Run() {
       for (TokenEvent& ev : *events) {
         auto it = live_.find(ev.request_id);
         if (it == live_.end()) continue;
-        it->second->Push(StreamEvent{ev.index, std::move(ev.text_delta), ev.finished ? ev.reason : FinishReason::kNone});
+        StreamEvent se{ev.index, std::move(ev.text_delta), ev.finished ? ev.reason : FinishReason::kNone, {}};
+        for (const TokenLogprob& lp : ev.logprobs) {
+          ApiLogprob a{tokenizer_.DecodeBytes({lp.token}, /*skip_special=*/false), lp.logprob, {}};
+          for (const auto& [id, v] : lp.top) a.top.emplace_back(tokenizer_.DecodeBytes({id}, false), v);
+          se.logprobs.push_back(std::move(a));
+        }
+        it->second->Push(std::move(se));
         // A request leaves once every one of its samples has finished.
         if (ev.finished && --remaining_[ev.request_id] == 0) {
           remaining_.erase(ev.request_id);

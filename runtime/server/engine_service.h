@@ -28,6 +28,7 @@ struct StreamEvent {
   int32_t index = 0;
   std::string delta;
   FinishReason reason = FinishReason::kNone;
+  std::vector<ApiLogprob> logprobs;  // of the tokens behind `delta`, when the request asked
 };
 
 // One request's outputs, written by the engine thread, read by its HTTP handler.

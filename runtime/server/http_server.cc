@@ -89,9 +89,10 @@ void HttpServer::Routes() {
         while ((*stream)->Next(events, std::chrono::milliseconds(100))) {
         }
         if (absl::Status s = (*stream)->error(); !s.ok()) return SendStatus(res, s);
-        for (const StreamEvent& e : events) {
+        for (StreamEvent& e : events) {
           choices[e.index].text += e.delta;
           if (e.reason != FinishReason::kNone) choices[e.index].reason = e.reason;
+          for (ApiLogprob& lp : e.logprobs) choices[e.index].logprobs.push_back(std::move(lp));
         }
         const auto body = CompletionResponse(*r, id, created, choices, (*stream)->prompt_tokens(), (*stream)->output_tokens());
         return res.set_content(body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "application/json");
@@ -99,15 +100,18 @@ void HttpServer::Routes() {
       // Server-sent events: one chunk per delta, then [DONE]. A failed write means the client
       // left: the request is cancelled and its blocks freed.
       auto first = std::make_shared<std::vector<bool>>(r->params.n, true);
+      auto offsets = std::make_shared<std::vector<int64_t>>(r->params.n, 0);  // text_offset per sample
       auto request = std::make_shared<ApiRequest>(*r);
       std::shared_ptr<Stream> st = *stream;
       res.set_chunked_content_provider(
-          "text/event-stream", [this, st, id, created, first, request](size_t, httplib::DataSink& sink) {
+          "text/event-stream", [this, st, id, created, first, offsets, request](size_t, httplib::DataSink& sink) {
             std::vector<StreamEvent> events;
             const bool more = st->Next(events, std::chrono::milliseconds(50));
             for (const StreamEvent& e : events) {
-              const auto chunk = StreamChunk(*request, id, created, e.index, e.delta, e.reason, (*first)[e.index]);
+              const auto chunk =
+                  StreamChunk(*request, id, created, e.index, e.delta, e.reason, (*first)[e.index], e.logprobs, (*offsets)[e.index]);
               (*first)[e.index] = false;
+              for (const ApiLogprob& lp : e.logprobs) (*offsets)[e.index] += static_cast<int64_t>(lp.token.size());
               const std::string line = "data: " + chunk.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n\n";
               if (!sink.is_writable() || !sink.write(line.data(), line.size())) {
                 service_.Cancel(id);

@@ -3,6 +3,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_format.h"
 #include "kernels/common/status_macros.h"
+#include "runtime/engine/logprobs.h"
 
 namespace kvs {
 namespace {
@@ -22,6 +23,8 @@ absl::StatusOr<ApiRequest> ParseApiRequest(const std::string& body, bool chat, i
   r.params.max_tokens = default_max_tokens;
   static const absl::flat_hash_set<std::string> kIgnored = {"user", "frequency_penalty", "presence_penalty",
                                                             "logit_bias", "stream_options"};
+  bool chat_logprobs = false;  // chat asks with "logprobs": true and "top_logprobs": k
+  int32_t top_logprobs = -1;
   for (const auto& [key, v] : j.items()) {
     if (key == "model") {
       if (!v.is_string()) return Bad("'model' must be a string");
@@ -83,14 +86,35 @@ absl::StatusOr<ApiRequest> ParseApiRequest(const std::string& body, bool chat, i
     } else if (key == "ignore_eos") {
       if (!v.is_boolean()) return Bad("'ignore_eos' must be a boolean");
       r.params.ignore_eos = v.get<bool>();
-    } else if (key == "logprobs" || key == "top_logprobs" || key == "echo" || key == "best_of" || key == "suffix" ||
-               key == "tools" || key == "response_format") {
+    } else if (key == "logprobs" && !chat) {  // completions: how many alternatives, 0..20
+      if (v.is_null()) continue;
+      if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > kMaxTopLogprobs) {
+        return Bad("'logprobs' must be an integer in 0..20");
+      }
+      r.params.logprobs = static_cast<int32_t>(v.get<int64_t>());
+    } else if (key == "logprobs" && chat) {  // chat: whether to return them
+      if (v.is_null()) continue;
+      if (!v.is_boolean()) return Bad("'logprobs' must be a boolean");
+      if (v.get<bool>()) r.params.logprobs = std::max(r.params.logprobs, 0);
+      chat_logprobs = v.get<bool>();
+    } else if (key == "top_logprobs" && chat) {
+      if (v.is_null()) continue;
+      if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > kMaxTopLogprobs) {
+        return Bad("'top_logprobs' must be an integer in 0..20");
+      }
+      top_logprobs = static_cast<int32_t>(v.get<int64_t>());
+    } else if (key == "top_logprobs" || key == "echo" || key == "best_of" || key == "suffix" || key == "tools" ||
+               key == "response_format") {
       if (!v.is_null() && !(v.is_boolean() && !v.get<bool>())) {
         return Bad(absl::StrFormat("'%s' is not supported by kvshard", key));
       }
     } else if (!kIgnored.contains(key)) {
       return Bad(absl::StrFormat("unknown field '%s'", key));
     }
+  }
+  if (top_logprobs >= 0) {
+    if (!chat_logprobs) return Bad("'top_logprobs' needs 'logprobs': true");
+    r.params.logprobs = top_logprobs;
   }
   if (!chat && !j.contains("prompt")) return Bad("'prompt' is required");
   if (chat && !j.contains("messages")) return Bad("'messages' is required");
@@ -115,15 +139,46 @@ json CompletionResponse(const ApiRequest& r, const std::string& id, int64_t crea
       c["message"] = {{"role", "assistant"}, {"content", choices[i].text}};
     } else {
       c["text"] = choices[i].text;
-      c["logprobs"] = nullptr;
     }
+    c["logprobs"] = LogprobsJson(r, choices[i].logprobs, 0);
     out["choices"].push_back(c);
   }
   return out;
 }
 
+json LogprobsJson(const ApiRequest& r, const std::vector<ApiLogprob>& lps, int64_t text_offset) {
+  if (r.params.logprobs < 0) return nullptr;
+  auto bytes = [](const std::string& s) {
+    json b = json::array();
+    for (unsigned char ch : s) b.push_back(static_cast<int>(ch));
+    return b;
+  };
+  if (r.chat) {
+    json content = json::array();
+    for (const ApiLogprob& lp : lps) {
+      json top = json::array();
+      for (const auto& [tok, v] : lp.top) top.push_back({{"token", tok}, {"logprob", v}, {"bytes", bytes(tok)}});
+      content.push_back({{"token", lp.token}, {"logprob", lp.logprob}, {"bytes", bytes(lp.token)}, {"top_logprobs", top}});
+    }
+    return json{{"content", content}};
+  }
+  json tokens = json::array(), token_logprobs = json::array(), top_logprobs = json::array(), offsets = json::array();
+  for (const ApiLogprob& lp : lps) {
+    tokens.push_back(lp.token);
+    token_logprobs.push_back(lp.logprob);
+    json top = json::object();
+    for (const auto& [tok, v] : lp.top) {
+      if (!top.contains(tok)) top[tok] = v;  // distinct ids can share a text; keep the likelier
+    }
+    top_logprobs.push_back(top);
+    offsets.push_back(text_offset);
+    text_offset += static_cast<int64_t>(lp.token.size());
+  }
+  return json{{"tokens", tokens}, {"token_logprobs", token_logprobs}, {"top_logprobs", top_logprobs}, {"text_offset", offsets}};
+}
+
 json StreamChunk(const ApiRequest& r, const std::string& id, int64_t created, int32_t index, const std::string& delta,
-                 FinishReason reason, bool first) {
+                 FinishReason reason, bool first, const std::vector<ApiLogprob>& logprobs, int64_t text_offset) {
   json c = {{"index", index},
             {"finish_reason", reason == FinishReason::kNone ? json(nullptr) : json(FinishReasonName(reason))}};
   if (r.chat) {
@@ -132,8 +187,8 @@ json StreamChunk(const ApiRequest& r, const std::string& id, int64_t created, in
     if (!delta.empty() || first) c["delta"]["content"] = delta;
   } else {
     c["text"] = delta;
-    c["logprobs"] = nullptr;
   }
+  c["logprobs"] = LogprobsJson(r, logprobs, text_offset);
   return json{{"id", id},
               {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
               {"created", created},

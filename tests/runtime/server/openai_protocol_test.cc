@@ -41,6 +41,8 @@ TEST(OpenAiProtocolTest, EveryBadFieldIsNamed) {
       {R"({"prompt": "a", "frobnicate": 1})", "unknown field 'frobnicate'"},
       {R"({"max_tokens": 3})", "'prompt' is required"},
       {R"({"prompt": [1, "a"]})", "token ids"},
+      {R"({"prompt": "a", "logprobs": 21})", "'logprobs' must be an integer in 0..20"},
+      {R"({"prompt": "a", "logprobs": true})", "'logprobs' must be an integer"},
   };
   for (const auto& [body, want] : cases) {
     auto r = ParseApiRequest(body, false, 16);
@@ -49,6 +51,43 @@ TEST(OpenAiProtocolTest, EveryBadFieldIsNamed) {
   }
   EXPECT_NE(ParseApiRequest(R"({"prompt": "a"})", true, 16).status().message().find("unknown field 'prompt'"),
             std::string::npos) << "chat bodies take messages";
+  const std::string msgs = R"("messages": [{"role": "user", "content": "u"}])";
+  EXPECT_NE(ParseApiRequest("{" + msgs + R"(, "top_logprobs": 2})", true, 16).status().message().find("needs 'logprobs': true"),
+            std::string::npos);
+  EXPECT_NE(ParseApiRequest("{" + msgs + R"(, "logprobs": 2})", true, 16).status().message().find("must be a boolean"),
+            std::string::npos);
+}
+
+// Completions ask with "logprobs": k, chat with "logprobs": true and "top_logprobs": k; both
+// answer in their own OpenAI shape.
+TEST(OpenAiProtocolTest, LogprobsAreParsedAndAnsweredInEachApisShape) {
+  auto c = ParseApiRequest(R"({"prompt": "a", "logprobs": 2})", false, 16);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->params.logprobs, 2);
+  EXPECT_EQ(ParseApiRequest(R"({"prompt": "a"})", false, 16)->params.logprobs, -1);
+  const std::string msgs = R"("messages": [{"role": "user", "content": "u"}])";
+  EXPECT_EQ(ParseApiRequest("{" + msgs + R"(, "logprobs": true})", true, 16)->params.logprobs, 0);
+  EXPECT_EQ(ParseApiRequest("{" + msgs + R"(, "logprobs": true, "top_logprobs": 3})", true, 16)->params.logprobs, 3);
+  EXPECT_EQ(ParseApiRequest("{" + msgs + R"(, "logprobs": false})", true, 16)->params.logprobs, -1);
+
+  const std::vector<ApiLogprob> lps = {{"Hel", -0.25f, {{"Hel", -0.25f}, {"Hi", -2.0f}}}, {"lo", -0.5f, {{"lo", -0.5f}, {"p", -1.5f}}}};
+  const auto comp = CompletionResponse(*c, "id", 1, {{"Hello", FinishReason::kLength, lps}}, 3, 2);
+  const auto& l = comp["choices"][0]["logprobs"];
+  EXPECT_EQ(l["tokens"], nlohmann::json({"Hel", "lo"}));
+  EXPECT_EQ(l["token_logprobs"][1], -0.5f);
+  EXPECT_EQ(l["top_logprobs"][0]["Hi"], -2.0f);
+  EXPECT_EQ(l["text_offset"], nlohmann::json({0, 3}));
+  auto chat = ParseApiRequest("{" + msgs + R"(, "logprobs": true, "top_logprobs": 2})", true, 16);
+  const auto cr = CompletionResponse(*chat, "id", 1, {{"Hello", FinishReason::kLength, lps}}, 3, 2);
+  const auto& content = cr["choices"][0]["logprobs"]["content"];
+  ASSERT_EQ(content.size(), 2u);
+  EXPECT_EQ(content[0]["token"], "Hel");
+  EXPECT_EQ(content[0]["bytes"], nlohmann::json({72, 101, 108}));
+  EXPECT_EQ(content[1]["top_logprobs"][1]["token"], "p");
+  EXPECT_TRUE(CompletionResponse(*ParseApiRequest(R"({"prompt": "a"})", false, 16), "id", 1, {{"x", FinishReason::kStop}}, 1, 1)
+                  ["choices"][0]["logprobs"].is_null());
+  const auto chunk = StreamChunk(*c, "id", 1, 0, "lo", FinishReason::kNone, false, {lps[1]}, 3);
+  EXPECT_EQ(chunk["choices"][0]["logprobs"]["text_offset"], nlohmann::json({3}));
 }
 
 TEST(OpenAiProtocolTest, ResponsesHaveOpenAisShapes) {

@@ -101,6 +101,25 @@ try:
                                                  max_tokens=10, stream=True))
     check(chunks[-1].choices[0].finish_reason in ("stop", "length"), "chat stream ends with a finish reason")
 
+    # Log-probabilities, in each API's shape, as the openai client parses them.
+    lp = client.completions.create(model=NAME, prompt="The capital of France is", max_tokens=8, temperature=0, logprobs=2)
+    lps = lp.choices[0].logprobs
+    check(lp.choices[0].text == comp.choices[0].text and len(lps.tokens) == lp.usage.completion_tokens == 8
+          and "".join(lps.tokens) == lp.choices[0].text and all(v <= 0 for v in lps.token_logprobs)
+          and all(len(t) >= 1 and abs(max(t.values()) - v) < 1e-5 for t, v in zip(lps.top_logprobs, lps.token_logprobs))
+          and lps.text_offset[0] == 0,
+          f"completions logprobs: a greedy token is its own most likely alternative: {lps}")
+    streamed = [c.choices[0].logprobs for c in client.completions.create(
+        model=NAME, prompt="The capital of France is", max_tokens=8, temperature=0, logprobs=1, stream=True)]
+    check(sum(len(x.tokens) for x in streamed if x) == 8, "streamed chunks carry every token's logprob once")
+    clp = client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "Say hi."}], max_tokens=6,
+                                         temperature=0, logprobs=True, top_logprobs=3)
+    content = clp.choices[0].logprobs.content
+    check(len(content) == clp.usage.completion_tokens and all(len(c.top_logprobs) == 3 and c.logprob <= 0 for c in content)
+          and bytes(b for c in content for b in c.bytes).decode("utf-8", "replace") == clp.choices[0].message.content,
+          f"chat logprobs: top_logprobs and bytes per token: {content[:2]}")
+    check(chat.choices[0].logprobs is None, "no logprobs unless asked")
+
     two = client.completions.create(model=NAME, prompt="Once upon a time", max_tokens=12, temperature=1.0, seed=4, n=2)
     check(sorted(c.index for c in two.choices) == [0, 1], "n=2 gives two choices")
 
@@ -116,7 +135,8 @@ try:
         ("/v1/completions", json.dumps({"prompt": "hi", "model": "gpt-4"}), 404, "does not exist"),
         ("/v1/completions", json.dumps({"prompt": "hi", "max_tokens": 100000}), 400, "maximum context length"),
         ("/v1/completions", json.dumps({"prompt": "hi", "temperature": -1}), 400, "temperature"),
-        ("/v1/completions", json.dumps({"prompt": "hi", "logprobs": 3}), 400, "not supported"),
+        ("/v1/completions", json.dumps({"prompt": "hi", "logprobs": 50}), 400, "logprobs"),
+        ("/v1/completions", json.dumps({"prompt": "hi", "best_of": 3}), 400, "not supported"),
         ("/v1/completions", json.dumps({"prompt": "x" * (2 << 20)}), 413, "too large"),
     ]
     for path, body, code, words in bad:
