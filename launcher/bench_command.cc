@@ -66,10 +66,7 @@ absl::Status BenchAttention(Backend& backend, const ModelConfig& c, bool prefill
   const int32_t blocks_per_seq = (ctx + bs - 1) / bs;
   const int32_t num_blocks = batch * blocks_per_seq;
   const DType dt = backend.ComputeDType();
-  KvDType kv_dtype = backend.DefaultKvDType();
-  if (const std::string kv = absl::GetFlag(FLAGS_kv_dtype); !kv.empty()) {
-    KVS_ASSIGN_OR_RETURN(kv_dtype, ParseKvDType(kv));
-  }
+  KVS_ASSIGN_OR_RETURN(const KvDType kv_dtype, KvDTypeFromFlags(backend));
   if (!backend.SupportsKvDType(kv_dtype, c.head_dim)) {
     return absl::InvalidArgumentError(absl::StrFormat("--kv-dtype %s is not supported by the %s backend",
                                                       KvDTypeName(kv_dtype), backend.Name()));

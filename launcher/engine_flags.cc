@@ -12,6 +12,12 @@ absl::StatusOr<EngineConfig> EngineConfigFromFlags(const Backend& backend) {
   return EngineConfigFromFlags(backend.Name() == "cpu");
 }
 
+absl::StatusOr<KvDType> KvDTypeFromFlags(const Backend& backend) {
+  const std::string kv = absl::GetFlag(FLAGS_kv_dtype);
+  if (kv.empty()) return backend.DefaultKvDType();
+  return ParseKvDType(kv);
+}
+
 absl::StatusOr<EngineConfig> EngineConfigFromFlags(bool cpu) {
   EngineConfig c;
   c.block_size = absl::GetFlag(FLAGS_block_size);

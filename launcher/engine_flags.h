@@ -14,5 +14,8 @@ namespace kvs {
 absl::StatusOr<EngineConfig> EngineConfigFromFlags(const Backend& backend);
 // The same for a device that is not at hand (`kvshard plan`): GPU defaults when `cpu` is false.
 absl::StatusOr<EngineConfig> EngineConfigFromFlags(bool cpu);
+// --kv-dtype, or the backend's default format when it is not given (for commands that build a
+// cache without an Engine: `bench --kernel`, `perplexity`).
+absl::StatusOr<KvDType> KvDTypeFromFlags(const Backend& backend);
 
 }  // namespace kvs

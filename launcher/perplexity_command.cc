@@ -21,7 +21,9 @@
 #include "launcher/commands.h"
 #include "launcher/flags.h"
 #include "runtime/engine/capacity_plan.h"
+#include "launcher/engine_flags.h"
 #include "runtime/engine/loaded_model.h"
+#include "runtime/engine/logprobs.h"
 #include "runtime/engine/model_runner.h"
 #include "runtime/model/model_weights.h"
 
@@ -65,10 +67,7 @@ absl::Status Perplexity() {
 
   KVS_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend,
                        CreateBackend(absl::GetFlag(FLAGS_device), 0, DefaultCpuMemoryBudget()));
-  KvDType kv_dtype = backend->DefaultKvDType();
-  if (const std::string kv = absl::GetFlag(FLAGS_kv_dtype); !kv.empty()) {
-    KVS_ASSIGN_OR_RETURN(kv_dtype, ParseKvDType(kv));
-  }
+  KVS_ASSIGN_OR_RETURN(const KvDType kv_dtype, KvDTypeFromFlags(*backend));
   KVS_ASSIGN_OR_RETURN(ModelWeights weights, ModelWeights::Load(*m.source, *backend));
   const int32_t blocks = static_cast<int32_t>((window + block_size - 1) / block_size);
   KVS_ASSIGN_OR_RETURN(KvCache cache, KvCache::Create(*backend, mc, kv_dtype, block_size, blocks));
@@ -101,13 +100,10 @@ absl::Status Perplexity() {
       for (int32_t j = 0; j < blocks; ++j) in.block_table.push_back(j);
       KVS_ASSIGN_OR_RETURN(ModelRunner::Output out, runner.Execute(in));
       for (int32_t p = a; p < b && p + 1 < len; ++p) {
-        const float* row = out.logits.data() + static_cast<int64_t>(p - a) * vocab;
-        const float mx = *std::max_element(row, row + vocab);
-        double sum = 0;
-        for (int64_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(row[v]) - mx);
         const int32_t target = ids[w0 + p + 1];
-        nll += std::log(sum) + mx - row[target];
-        correct += std::max_element(row, row + vocab) - row == target;
+        const TokenLogprob lp = ComputeLogprob(out.logits.subspan(static_cast<size_t>(p - a) * vocab, vocab), target, 1);
+        nll -= lp.logprob;
+        correct += lp.top[0].first == target;
         ++scored;
       }
     }

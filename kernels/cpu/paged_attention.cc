@@ -20,7 +20,8 @@ void AttendOne(const float* q, int32_t kv_head, int32_t last_pos, const int32_t*
   const auto* kc = static_cast<const std::byte*>(cache.k);
   const auto* vc = static_cast<const std::byte*>(cache.v);
   float acc[kMaxHeadDim] = {};
-  float key[kMaxHeadDim], value[kMaxHeadDim];
+  float key_buf[kMaxHeadDim], value_buf[kMaxHeadDim];
+  const bool f32 = cache.dtype == KvDType::kF32;  // the stored rows are already floats: read them in place
   float running_max = -std::numeric_limits<float>::infinity();
   float running_sum = 0.0f;
   for (int32_t pos = 0; pos <= last_pos; ++pos) {
@@ -28,8 +29,15 @@ void AttendOne(const float* q, int32_t kv_head, int32_t last_pos, const int32_t*
     KVS_CHECK_MSG(block >= 0 && block < cache.num_blocks, "block table entry outside the cache");
     const int64_t slot = block * cache.block_size + pos % cache.block_size;
     const int64_t row = cache.RowOffset(slot, kv_head), scales = cache.ScaleOffset(slot, kv_head);
-    DecodeKvRow(kc + row, kc + scales, cache.dtype, dim, key);
-    DecodeKvRow(vc + row, vc + scales, cache.dtype, dim, value);
+    const float* key = key_buf;
+    const float* value = value_buf;
+    if (f32) {
+      key = reinterpret_cast<const float*>(kc + row);
+      value = reinterpret_cast<const float*>(vc + row);
+    } else {
+      DecodeKvRow(kc + row, kc + scales, cache.dtype, dim, key_buf);
+      DecodeKvRow(vc + row, vc + scales, cache.dtype, dim, value_buf);
+    }
     float score = 0.0f;
     for (int32_t d = 0; d < dim; ++d) score += q[d] * key[d];
     score *= scale;

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 
 #include "kernels/common/status_macros.h"
 
@@ -18,15 +17,17 @@ TokenLogprob ComputeLogprob(std::span<const float> logits, int32_t token, int32_
   TokenLogprob out;
   out.token = token;
   out.logprob = static_cast<float>(logits[token] - log_z);
-  if (top_n > 0) {
-    std::vector<int32_t> ids(logits.size());
-    std::iota(ids.begin(), ids.end(), 0);
-    const auto n = std::min<size_t>(top_n, ids.size());
-    std::partial_sort(ids.begin(), ids.begin() + n, ids.end(), [&](int32_t a, int32_t b) {
-      return logits[a] != logits[b] ? logits[a] > logits[b] : a < b;
-    });
-    for (size_t i = 0; i < n; ++i) out.top.emplace_back(ids[i], static_cast<float>(logits[ids[i]] - log_z));
+  // The top_n best in one pass, kept sorted (top_n <= 20): no vocabulary-sized scratch per token.
+  // Scanning ids upward and inserting only strictly better logits keeps ties on the lower id.
+  std::vector<int32_t> best;
+  best.reserve(top_n + 1);
+  for (int32_t id = 0; top_n > 0 && id < static_cast<int32_t>(logits.size()); ++id) {
+    if (static_cast<int32_t>(best.size()) == top_n && logits[id] <= logits[best.back()]) continue;
+    auto at = std::upper_bound(best.begin(), best.end(), id, [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+    best.insert(at, id);
+    if (static_cast<int32_t>(best.size()) > top_n) best.pop_back();
   }
+  for (int32_t id : best) out.top.emplace_back(id, static_cast<float>(logits[id] - log_z));
   return out;
 }
 
