@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "kernels/common/paged_kv.h"
 #include "kernels/common/random_fill.h"
+#include "kernels/common/sample_request.h"
 #include "kernels/tensor_view.h"
 
 namespace kvs {
@@ -145,6 +146,11 @@ class Backend {
   // backend memory.
   virtual absl::Status ArgmaxRows(TensorView logits, int32_t first_id, int32_t* ids,
                                   float* values) = 0;
+  // ids[i] = the token drawn for requests[i] from its logits row (sampling rule: kernels/cpu/
+  // sampling.h), so that sampling needs no logits on the host. logits [n, V] f32; requests and
+  // ids: [count] in backend memory; a request naming a row outside logits gets id -1.
+  virtual absl::Status SampleRows(TensorView logits, const SampleRequest* requests, int32_t count,
+                                  int32_t* ids) = 0;
   // out[i] = x[rows[i]]; rows: [n] int32 in backend memory; out [n, K].
   virtual absl::Status GatherRows(TensorView x, const int32_t* rows, TensorView out) = 0;
 

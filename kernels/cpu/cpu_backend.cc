@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "kernels/common/random_fill.h"
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/sampling.h"
 
 namespace kvs {
 namespace {
@@ -248,6 +249,21 @@ absl::Status CpuBackend::ArgmaxRows(TensorView logits, int32_t first_id, int32_t
     const float* best = std::max_element(row, row + logits.cols);
     ids[r] = first_id + static_cast<int32_t>(best - row);
     if (values != nullptr) values[r] = *best;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::SampleRows(TensorView logits, const SampleRequest* requests, int32_t count, int32_t* ids) {
+  KVS_RETURN_IF_ERROR(RequireF32(logits, "SampleRows", "logits"));
+  if (count < 0) return absl::InvalidArgumentError("SampleRows: negative request count");
+  for (int32_t i = 0; i < count; ++i) {
+    const SampleRequest& r = requests[i];
+    if (r.row < 0 || r.row >= logits.rows) {
+      ids[i] = -1;
+      continue;
+    }
+    const std::span<const float> row(logits.Row<float>(r.row), logits.cols);
+    ids[i] = cpu::SampleToken(row, cpu::SampleOptions{r.temperature, r.top_k, r.top_p}, r.uniform, sample_scratch_);
   }
   return absl::OkStatus();
 }

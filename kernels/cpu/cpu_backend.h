@@ -4,6 +4,8 @@
 
 #include <atomic>
 #include <cstddef>
+#include <utility>
+#include <vector>
 
 #include "kernels/backend.h"
 
@@ -48,6 +50,7 @@ class CpuBackend final : public Backend {
   absl::Status SwiGlu(TensorView gate_up, TensorView out) override;
   absl::Status GatherRows(TensorView x, const int32_t* rows, TensorView out) override;
   absl::Status ArgmaxRows(TensorView logits, int32_t first_id, int32_t* ids, float* values) override;
+  absl::Status SampleRows(TensorView logits, const SampleRequest* requests, int32_t count, int32_t* ids) override;
 
  protected:
   void Free(void* data, size_t bytes) override;
@@ -55,6 +58,7 @@ class CpuBackend final : public Backend {
  private:
   size_t budget_;
   std::atomic<size_t> used_{0};
+  std::vector<std::pair<float, int32_t>> sample_scratch_;  // SampleRows' ranking
 };
 
 // A budget for the CPU backend: half of physical memory.

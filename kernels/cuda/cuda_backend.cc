@@ -365,4 +365,13 @@ absl::Status CudaBackend::ArgmaxRows(TensorView logits, int32_t first_id, int32_
   return absl::OkStatus();
 }
 
+absl::Status CudaBackend::SampleRows(TensorView logits, const SampleRequest* requests, int32_t count, int32_t* ids) {
+  KVS_RETURN_IF_ERROR(Require(logits, DType::kF32, "SampleRows", "logits"));
+  if (count < 0) return absl::InvalidArgumentError("SampleRows: negative request count");
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchSampleRows(static_cast<const float*>(logits.data), logits.stride,
+                                                  static_cast<int32_t>(logits.rows), static_cast<int32_t>(logits.cols),
+                                                  requests, count, ids, stream_));
+  return absl::OkStatus();
+}
+
 }  // namespace kvs

@@ -52,6 +52,7 @@ class CudaBackend final : public Backend {
   absl::Status SwiGlu(TensorView gate_up, TensorView out) override;
   absl::Status GatherRows(TensorView x, const int32_t* rows, TensorView out) override;
   absl::Status ArgmaxRows(TensorView logits, int32_t first_id, int32_t* ids, float* values) override;
+  absl::Status SampleRows(TensorView logits, const SampleRequest* requests, int32_t count, int32_t* ids) override;
 
   cudaStream_t stream() const { return stream_; }
 

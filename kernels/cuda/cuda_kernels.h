@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "kernels/common/paged_kv.h"
+#include "kernels/common/sample_request.h"
 
 namespace kvs::cuda {
 
@@ -66,6 +67,11 @@ cudaError_t LaunchGemv(const bf16* x, int64_t x_stride, int64_t rows, const bf16
 // ids[r] = argmax over logits row r (lowest index on ties). logits [n, V] f32.
 cudaError_t LaunchArgmaxRows(const float* logits, int64_t stride, int64_t rows, int64_t cols, int32_t first_id,
                              int32_t* ids, float* values, cudaStream_t stream);
+
+// ids[i] = the token drawn for requests[i] (rule: kernels/cpu/sampling.h), -1 for a row outside
+// [0, rows). logits [rows, cols] f32; requests, ids [count] in device memory.
+cudaError_t LaunchSampleRows(const float* logits, int64_t stride, int32_t rows, int32_t cols,
+                             const SampleRequest* requests, int32_t count, int32_t* ids, cudaStream_t stream);
 
 // Scratch for split-K attention: partial outputs of up to `max_splits` key ranges.
 struct AttentionWorkspace {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 
 #include "absl/strings/str_format.h"
@@ -9,6 +10,12 @@
 #include "kernels/cpu/sampling.h"
 
 namespace kvs {
+namespace {
+
+// A request generator's draw as the float both samplers take, kept below 1.
+float UniformDraw(double u) { return std::min(static_cast<float>(u), std::nextafter(1.0f, 0.0f)); }
+
+}  // namespace
 
 absl::Status EngineConfig::Validate() const {
   if (block_size < 1 || block_size > 1024) {
@@ -126,13 +133,14 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Backend& backend, const M
   return e;
 }
 
-absl::StatusOr<ModelRunner::Output> Engine::RunStep(const StepInput& input, bool greedy_only) {
+absl::StatusOr<ModelRunner::Output> Engine::RunStep(const StepInput& input, bool greedy_only,
+                                                    std::span<const SampleRequest> samples) {
   if (tp_.comm != nullptr) {
     if (shut_down_) return absl::FailedPreconditionError("the engine's tensor-parallel group was shut down");
     EncodeStep(input, greedy_only, step_words_);
     KVS_RETURN_IF_ERROR(tp_.comm->Broadcast(step_words_));
   }
-  return runner_->Execute(input, greedy_only);
+  return runner_->Execute(input, greedy_only, samples);
 }
 
 absl::StatusOr<PreemptionCostModel> Engine::MeasurePreemptionCosts(Backend& backend) {
@@ -301,28 +309,49 @@ absl::StatusOr<std::vector<TokenEvent>> Engine::Step() {
     scheduler_->StepSubmitted();
     return events;
   }
-  bool greedy_only = true;
+  bool greedy_only = true, host_logits = false;
   const Clock::time_point now = Clock::now();
   for (const ScheduledSeq& ss : plan) {
-    // Sampling and log-probabilities need the logits row on the host.
-    greedy_only &= !ss.samples || (ss.seq->request.params.temperature <= 0.0f && ss.seq->request.params.logprobs < 0);
+    if (ss.samples) {
+      const SamplingParams& p = ss.seq->request.params;
+      greedy_only &= p.temperature <= 0.0f && p.logprobs < 0;
+      host_logits |= p.logprobs >= 0;  // log-probabilities are computed from the host row
+    }
     SeqState& st = states_.at(StateKey(*ss.seq));
     if (!st.scheduled) {
       st.scheduled = true;
       st.first_scheduled = now;
     }
   }
-  KVS_ASSIGN_OR_RETURN(ModelRunner::Output out, RunStep(input_, greedy_only));
+  // Every token this step draws, in order: each sampling row's sequence, then — when its prompt
+  // just finished — its n - 1 siblings, which fork here sharing its blocks and draw their first
+  // tokens from the same logits with their own generators (seeded seed + i).
+  draws_.clear();
+  fork_rngs_.clear();
+  int32_t row = 0;
+  for (const ScheduledSeq& ss : plan) {
+    if (!ss.samples) continue;
+    const SamplingParams& p = ss.seq->request.params;
+    const int32_t forks = p.n > 1 && !ss.seq->forked ? p.n - 1 : 0;
+    std::uniform_real_distribution<double> unit(0.0, 1.0);
+    draws_.push_back({row, p.temperature, p.top_k, p.top_p, UniformDraw(unit(states_.at(StateKey(*ss.seq)).rng))});
+    for (int32_t i = 1; i <= forks; ++i) {
+      fork_rngs_.emplace_back(p.seed + static_cast<uint64_t>(i));
+      draws_.push_back({row, p.temperature, p.top_k, p.top_p, UniformDraw(unit(fork_rngs_.back()))});
+    }
+    ++row;
+  }
+  const bool on_device = !greedy_only && !host_logits && static_cast<int64_t>(draws_.size()) <= runner_->MaxDeviceSamples();
+  KVS_ASSIGN_OR_RETURN(ModelRunner::Output out,
+                       RunStep(input_, greedy_only, on_device ? std::span<const SampleRequest>(draws_) : std::span<const SampleRequest>()));
   scheduler_->StepSubmitted();
   const int32_t vocab = weights_->config().vocab_size;
-  size_t row = 0;
+  size_t draw = 0, fork = 0;
   std::vector<Sequence*> finished;
   for (const ScheduledSeq& ss : plan) {
     if (!ss.samples) continue;
     Sequence& seq = *ss.seq;
     const SamplingParams& p = seq.request.params;
-    // The prompt is done: its n - 1 siblings fork here, sharing its blocks, and draw their
-    // first tokens from the same logits with their own generators.
     std::vector<Sequence*> samplers = {&seq};
     if (p.n > 1 && !seq.forked) {
       const SeqState& parent = states_.at(StateKey(seq));
@@ -330,24 +359,31 @@ absl::StatusOr<std::vector<TokenEvent>> Engine::Step() {
         Sequence* child = scheduler_->Fork(seq, i);
         ++live_ids_[seq.request.id];
         SeqState st = parent;
-        st.rng.seed(p.seed + static_cast<uint64_t>(i));
+        st.rng = fork_rngs_[fork++];
         states_.emplace(StateKey(*child), std::move(st));
         samplers.push_back(child);
       }
     }
-    const cpu::SampleOptions opt{p.temperature, p.top_k, p.top_p};
     for (Sequence* s : samplers) {
+      const SampleRequest& d = draws_[draw];
+      const std::span<const float> logits = out.logits.empty() ? std::span<const float>() : out.logits.subspan(d.row * vocab, vocab);
+      int32_t token;
+      if (on_device) {
+        token = out.sampled_ids[draw];
+      } else if (greedy_only) {
+        token = out.greedy_ids[d.row];
+      } else {
+        token = cpu::SampleToken(logits, cpu::SampleOptions{d.temperature, d.top_k, d.top_p}, d.uniform, sample_scratch_);
+      }
+      ++draw;
+      if (token < 0 || token >= vocab) return absl::InternalError(absl::StrFormat("sampler returned token %d", token));
       SeqState& st = states_.at(StateKey(*s));
-      const double u = std::uniform_real_distribution<double>(0.0, 1.0)(st.rng);
-      const std::span<const float> logits = greedy_only ? std::span<const float>() : out.logits.subspan(row * vocab, vocab);
-      const int32_t token = greedy_only ? out.greedy_ids[row] : cpu::SampleToken(logits, opt, u, sample_scratch_);
       std::optional<TokenLogprob> lp;
       if (p.logprobs >= 0) lp = ComputeLogprob(logits, token, p.logprobs);
       TokenEvent ev = Advance(*s, st, token, lp ? &*lp : nullptr);
       if (ev.finished) finished.push_back(s);
       if (ev.finished || !ev.text_delta.empty()) events.push_back(std::move(ev));
     }
-    ++row;
   }
   for (Sequence* s : finished) {
     states_.erase(StateKey(*s));

@@ -148,7 +148,8 @@ class Engine {
   // Updates state after `token` joined `seq`; returns the event, finishing it when due.
   TokenEvent Advance(Sequence& seq, SeqState& st, int32_t token, TokenLogprob* logprob);
   // Sends `input` to the group's other ranks (tensor parallel) and runs it here.
-  absl::StatusOr<ModelRunner::Output> RunStep(const StepInput& input, bool greedy_only);
+  absl::StatusOr<ModelRunner::Output> RunStep(const StepInput& input, bool greedy_only,
+                                              std::span<const SampleRequest> samples = {});
   // Measures host<->device block copies and the prefill rate for the preemption cost model.
   absl::StatusOr<PreemptionCostModel> MeasurePreemptionCosts(Backend& backend);
 
@@ -168,6 +169,8 @@ class Engine {
   absl::flat_hash_map<std::string, int32_t> live_ids_;  // request id -> its samples still running
   std::vector<RequestResult> results_;
   std::vector<std::pair<float, int32_t>> sample_scratch_;
+  std::vector<SampleRequest> draws_;         // this step's draws, in sampling order
+  std::vector<std::mt19937_64> fork_rngs_;   // generators of this step's new forks, after one draw
   StepStats last_step_;
 };
 

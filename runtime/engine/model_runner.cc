@@ -31,7 +31,11 @@ struct Sizes {
   // Compute-dtype activations; the residual [t, h] and logits [s, vocab] are f32 (below).
   int64_t ActivationElems() const { return t * (2 * h + qkv + q + 3 * inter) + s * h; }
   int64_t F32Elems() const { return t * h + s * vocab_slot + (tp > 1 ? tp * s * vocab_slot : 0); }
-  int64_t IndexElems() const { return 3 * t + (s + 1) + s + blocks + s + (tp > 1 ? 2 * s * (tp + 1) : 0); }
+  int64_t IndexElems() const {
+    return 3 * t + (s + 1) + s + blocks + s + (tp > 1 ? 2 * s * (tp + 1) : 0) + (tp > 1 ? 0 : SampleWords());
+  }
+  // Device sampling's requests and ids (single rank only).
+  int64_t SampleWords() const { return 2 * s * (sizeof(SampleRequest) / 4 + 1); }
 };
 
 }  // namespace
@@ -79,12 +83,13 @@ absl::StatusOr<ModelRunner> ModelRunner::Create(Backend& backend, const ModelWei
   KVS_RETURN_IF_ERROR(alloc(r.meta_, 3 * z.t + (z.s + 1) + z.s + z.blocks + z.s, 4));
   // Greedy ids, then (tensor parallel) their values: this rank's candidates.
   KVS_RETURN_IF_ERROR(alloc(r.greedy_ids_, 2 * z.s, 4));
+  if (z.tp == 1) KVS_RETURN_IF_ERROR(alloc(r.samples_, z.SampleWords(), 4));
   if (z.tp > 1) {
     KVS_RETURN_IF_ERROR(alloc(r.gathered_, z.tp * z.s * z.vocab_slot, sizeof(float)));
     KVS_RETURN_IF_ERROR(alloc(r.candidates_, z.tp * 2 * z.s, 4));
     if (tp.rank() == 0) r.host_gathered_.resize(z.tp * z.s * z.vocab_slot);
   }
-  r.host_ids_.resize(z.s * 2 * z.tp);
+  r.host_ids_.resize(std::max<int64_t>(z.s * 2 * z.tp, r.MaxDeviceSamples()));
   r.meta_host_.reserve(z.IndexElems());
   r.host_logits_.resize(z.s * weights.config().vocab_size);
   const ModelConfig& c = weights.local_config();
@@ -92,7 +97,8 @@ absl::StatusOr<ModelRunner> ModelRunner::Create(Backend& backend, const ModelWei
   return r;
 }
 
-absl::StatusOr<ModelRunner::Output> ModelRunner::Execute(const StepInput& in, bool greedy_only) {
+absl::StatusOr<ModelRunner::Output> ModelRunner::Execute(const StepInput& in, bool greedy_only,
+                                                         std::span<const SampleRequest> samples) {
   const ModelConfig& global = weights_->config();
   const ModelConfig& c = weights_->local_config();
   const Sizes z(*weights_, limits_, tp_.size());
@@ -107,7 +113,8 @@ absl::StatusOr<ModelRunner::Output> ModelRunner::Execute(const StepInput& in, bo
   if (in.positions.size() != static_cast<size_t>(t) || in.slot_mapping.size() != static_cast<size_t>(t) ||
       in.query_start.size() != static_cast<size_t>(s) + 1 || in.query_start.back() != t ||
       in.block_table.size() != static_cast<size_t>(s) * in.max_blocks_per_seq ||
-      in.max_blocks_per_seq > limits_.max_blocks_per_seq || n_logits > limits_.max_seqs) {
+      in.max_blocks_per_seq > limits_.max_blocks_per_seq || n_logits > limits_.max_seqs ||
+      static_cast<int64_t>(samples.size()) > MaxDeviceSamples()) {
     return absl::InvalidArgumentError("malformed step input");
   }
   for (int32_t tok : in.token_ids) {
@@ -203,13 +210,22 @@ absl::StatusOr<ModelRunner::Output> ModelRunner::Execute(const StepInput& in, bo
   const TensorView logits = logits_.View(DType::kF32, n_logits, z.vocab);  // this rank's vocab slice
   KVS_RETURN_IF_ERROR(b.Linear(last, weights_->lm_head(), no_bias, logits));
   const bool root = tp_.rank() == 0;
+  if (!samples.empty()) {
+    // Requests up, one id per request back: the logits never leave the device.
+    auto* requests = samples_.as<SampleRequest>();
+    int32_t* ids = reinterpret_cast<int32_t*>(requests + MaxDeviceSamples());
+    KVS_RETURN_IF_ERROR(b.CopyToDevice(samples.data(), requests, samples.size_bytes()));
+    KVS_RETURN_IF_ERROR(b.SampleRows(logits, requests, static_cast<int32_t>(samples.size()), ids));
+    KVS_RETURN_IF_ERROR(b.CopyToHost(ids, host_ids_.data(), samples.size() * sizeof(int32_t)));
+    return Output{{}, {}, std::span<const int32_t>(host_ids_.data(), samples.size())};
+  }
   if (greedy_only) {
     int32_t* ids = greedy_ids_.as<int32_t>();
     float* values = reinterpret_cast<float*>(ids + n_logits);
     KVS_RETURN_IF_ERROR(b.ArgmaxRows(logits, shard.vocab.begin, ids, comm ? values : nullptr));
     if (comm == nullptr) {
       KVS_RETURN_IF_ERROR(b.CopyToHost(ids, host_ids_.data(), n_logits * sizeof(int32_t)));
-      return Output{{}, std::span<const int32_t>(host_ids_.data(), n_logits)};
+      return Output{{}, std::span<const int32_t>(host_ids_.data(), n_logits), {}};
     }
     // Each rank's (id, value) candidates; the best wins, the lowest id on ties (ranks hold
     // ascending vocab ranges), exactly as one argmax over the whole row would pick.
@@ -232,12 +248,12 @@ absl::StatusOr<ModelRunner::Output> ModelRunner::Execute(const StepInput& in, bo
       }
       host_ids_[row] = best_id;
     }
-    return Output{{}, std::span<const int32_t>(host_ids_.data(), n_logits)};
+    return Output{{}, std::span<const int32_t>(host_ids_.data(), n_logits), {}};
   }
   const std::span<float> host(host_logits_.data(), n_logits * global.vocab_size);
   if (comm == nullptr) {
     KVS_RETURN_IF_ERROR(b.DownloadFloat(logits, host));
-    return Output{std::span<const float>(host), {}};
+    return Output{std::span<const float>(host), {}, {}};
   }
   // Every rank's slice, padded to the widest, then reassembled row by row on rank 0.
   const size_t slot_bytes = n_logits * z.vocab_slot * sizeof(float);
@@ -251,7 +267,7 @@ absl::StatusOr<ModelRunner::Output> ModelRunner::Execute(const StepInput& in, bo
       std::copy(block + row * vr.size(), block + (row + 1) * vr.size(), host.data() + row * global.vocab_size + vr.begin);
     }
   }
-  return Output{std::span<const float>(host), {}};
+  return Output{std::span<const float>(host), {}, {}};
 }
 
 }  // namespace kvs

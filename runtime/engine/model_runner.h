@@ -40,15 +40,22 @@ class ModelRunner {
   static size_t WorkspaceBytes(const ModelConfig& c, const ModelShard& shard, DType dtype, RunnerLimits limits,
                                int tp_size);
 
-  // What a step hands back for sampling, on the host: the logits [rows, vocab], or — when every
-  // sampled row is greedy — just the argmax of each row, picked on the backend. Empty on
-  // ranks other than 0 of a tensor-parallel group.
+  // What a step hands back for sampling, on the host: the logits [rows, vocab]; or, when every
+  // sampled row is greedy, just the argmax of each row; or, when the step came with sample
+  // requests, the token drawn for each — both picked on the backend. Empty on ranks other than
+  // 0 of a tensor-parallel group.
   struct Output {
     std::span<const float> logits;
     std::span<const int32_t> greedy_ids;
+    std::span<const int32_t> sampled_ids;
   };
-  // Runs one step.
-  absl::StatusOr<Output> Execute(const StepInput& input, bool greedy_only = false);
+  // How many sample requests one step can take on the backend (single rank only: a
+  // vocab-parallel LM head would need the rows assembled first).
+  int32_t MaxDeviceSamples() const { return tp_.size() > 1 ? 0 : 2 * limits_.max_seqs; }
+  // Runs one step. With `samples` (at most MaxDeviceSamples()), tokens are drawn on the backend
+  // and the logits stay there.
+  absl::StatusOr<Output> Execute(const StepInput& input, bool greedy_only = false,
+                                 std::span<const SampleRequest> samples = {});
 
   const RunnerLimits& limits() const { return limits_; }
 
@@ -70,6 +77,7 @@ class ModelRunner {
   DeviceBuffer meta_;
   std::vector<int32_t> meta_host_;
   DeviceBuffer greedy_ids_;
+  DeviceBuffer samples_;  // [MaxDeviceSamples()] requests, then their ids
   std::vector<int32_t> host_ids_;
   std::vector<float> host_logits_;
   int64_t vocab_slot_ = 0;  // the widest rank's vocab slice: each rank's gathered row pitch

@@ -213,6 +213,15 @@ TEST(CpuBackendTest, ShardedFillEmbeddingAndArgmaxAgreeWithTheWholeTensor) {
   EXPECT_EQ(value[0], 5.0f);
   EXPECT_EQ(id[1], 100);
   EXPECT_EQ(value[1], 9.0f);
+
+  // SampleRows draws per request from the named row (greedy here, then a certain draw: top_k 1),
+  // and answers -1 for a row the logits do not have.
+  const SampleRequest reqs[] = {{1, 0.0f, 0, 1.0f, 0.3f}, {0, 1.0f, 1, 1.0f, 0.9f}, {2, 1.0f, 0, 1.0f, 0.5f}};
+  int32_t drawn[3];
+  ASSERT_TRUE(be.SampleRows(TensorView::Contiguous(logits.data(), DType::kF32, 2, 4), reqs, 3, drawn).ok());
+  EXPECT_EQ(drawn[0], 0);
+  EXPECT_EQ(drawn[1], 1);
+  EXPECT_EQ(drawn[2], -1);
 }
 
 }  // namespace
