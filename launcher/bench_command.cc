@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <numeric>
 #include <random>
 
@@ -15,6 +16,7 @@
 #include "kernels/backend_factory.h"
 #include "kernels/common/status_macros.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/sampling.h"
 #include "launcher/byte_size.h"
 #include "launcher/bench_stats.h"
 #include "runtime/engine/capacity_plan.h"
@@ -33,7 +35,8 @@ ABSL_DECLARE_FLAG(std::string, url);
 ABSL_FLAG(int32_t, input_len, 512, "bench: prompt tokens per request");
 ABSL_FLAG(int32_t, output_len, 128, "bench: generated tokens per request");
 ABSL_FLAG(int32_t, num_prompts, 64, "bench: number of requests");
-ABSL_FLAG(std::string, kernel, "", "bench: time one kernel instead of the engine (attention = decode, prefill)");
+ABSL_FLAG(std::string, kernel, "",
+          "bench: time one kernel instead of the engine (attention = decode, prefill, sample = token sampling)");
 ABSL_FLAG(int32_t, batch, 1, "bench --kernel attention, plan: sequences");
 ABSL_FLAG(int32_t, iters, 50, "bench --kernel: timed repetitions");
 ABSL_FLAG(std::string, dataset, "",
@@ -148,6 +151,57 @@ absl::Status BenchAttention(Backend& backend, const ModelConfig& c, bool prefill
   return absl::OkStatus();
 }
 
+// Drawing one token per row of [batch, vocab] random logits with --temperature/--top-k/--top-p:
+// on the backend (SampleRows), and the way it is done without it — the logits copied to the
+// host and each row ranked there.
+absl::Status BenchSampling(Backend& backend, const ModelConfig& c) {
+  const int32_t batch = absl::GetFlag(FLAGS_batch), iters = absl::GetFlag(FLAGS_iters), vocab = c.vocab_size;
+  if (batch < 1 || iters < 1) return absl::InvalidArgumentError("--batch and --iters must be >= 1");
+  KVS_ASSIGN_OR_RETURN(SamplingParams p, SamplingParamsFromFlags());
+  KVS_ASSIGN_OR_RETURN(DeviceBuffer logits, backend.Allocate(static_cast<size_t>(batch) * vocab * sizeof(float)));
+  const TensorView lv = logits.View(DType::kF32, batch, vocab);
+  KVS_RETURN_IF_ERROR(backend.FillRandom(lv, 5, 0.0f, 8.0f));
+  std::vector<SampleRequest> reqs;
+  std::mt19937 rng(9);
+  for (int32_t r = 0; r < batch; ++r) {
+    reqs.push_back({r, p.temperature, p.top_k, p.top_p, std::uniform_real_distribution<float>(0.0f, 1.0f)(rng)});
+  }
+  KVS_ASSIGN_OR_RETURN(DeviceBuffer dev, backend.Allocate(reqs.size() * (sizeof(SampleRequest) + sizeof(int32_t))));
+  auto* dreqs = dev.as<SampleRequest>();
+  auto* ids = reinterpret_cast<int32_t*>(dreqs + batch);
+  KVS_RETURN_IF_ERROR(backend.CopyToDevice(reqs.data(), dreqs, reqs.size() * sizeof(SampleRequest)));
+  std::vector<int32_t> got(batch);
+  auto on_backend = [&]() -> absl::Status {
+    KVS_RETURN_IF_ERROR(backend.SampleRows(lv, dreqs, batch, ids));
+    return backend.CopyToHost(ids, got.data(), batch * sizeof(int32_t));
+  };
+  std::vector<float> host(static_cast<size_t>(batch) * vocab);
+  std::vector<std::pair<float, int32_t>> scratch;
+  std::vector<int32_t> host_ids(batch);
+  auto on_host = [&]() -> absl::Status {
+    KVS_RETURN_IF_ERROR(backend.DownloadFloat(lv, host));
+    for (int32_t r = 0; r < batch; ++r) {
+      host_ids[r] = cpu::SampleToken(std::span<const float>(host.data() + static_cast<size_t>(r) * vocab, vocab),
+                                     cpu::SampleOptions{p.temperature, p.top_k, p.top_p}, reqs[r].uniform, scratch);
+    }
+    return absl::OkStatus();
+  };
+  auto time = [&](auto&& fn) -> absl::StatusOr<double> {
+    KVS_RETURN_IF_ERROR(fn());  // warm-up
+    const auto t0 = Clock::now();
+    for (int i = 0; i < iters; ++i) KVS_RETURN_IF_ERROR(fn());
+    return Seconds(t0, Clock::now()) / iters;
+  };
+  KVS_ASSIGN_OR_RETURN(const double dev_s, time(on_backend));
+  KVS_ASSIGN_OR_RETURN(const double host_s, time(on_host));
+  const int32_t same = static_cast<int32_t>(std::inner_product(got.begin(), got.end(), host_ids.begin(), 0, std::plus<>(),
+                                                               std::equal_to<>()));
+  std::printf("| sampling | %s | B=%d V=%d T=%g top_k=%d top_p=%g | on the backend %.1f us | logits to host + host "
+              "ranking %.1f us | %d/%d draws identical |\n",
+              backend.Name().c_str(), batch, vocab, p.temperature, p.top_k, p.top_p, dev_s * 1e6, host_s * 1e6, same, batch);
+  return absl::OkStatus();
+}
+
 // A ShareGPT-like mix at a fixed KV budget: how many sequences run at once, how full the
 // allocated KV slots are, and the throughput — the figures the paging argument is about.
 absl::Status BenchMix(Backend& backend, const ModelWeights& weights, Engine* engine, int tp, int32_t max_model_len) {
@@ -198,12 +252,16 @@ absl::Status BenchEngine(Backend& backend, const ModelWeights& weights, Engine* 
   const int32_t n = absl::GetFlag(FLAGS_num_prompts);
   std::mt19937 rng(1234);
   std::uniform_int_distribution<int32_t> tok(0, weights.config().vocab_size - 1);
+  // --temperature / --top-k / --top-p / --seed apply (greedy by default); lengths are fixed.
+  KVS_ASSIGN_OR_RETURN(const SamplingParams sampling, SamplingParamsFromFlags());
   auto make = [&](const std::string& id, int32_t len, int32_t out) {
     Request r;
     r.id = id;
     for (int32_t i = 0; i < len; ++i) r.prompt_ids.push_back(tok(rng));
+    r.params = sampling;
     r.params.max_tokens = out;
     r.params.ignore_eos = true;
+    r.params.stop.clear();
     return r;
   };
   // Warm-up (library initialisation, first-touch), not timed.
@@ -258,7 +316,14 @@ absl::Status Bench(std::unique_ptr<RankRuntime>& rt) {
     KVS_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateBackend(absl::GetFlag(FLAGS_device), 0, DefaultCpuMemoryBudget()));
     return BenchAttention(*backend, m.source->config(), kernel == "prefill");
   }
-  if (!kernel.empty()) return absl::InvalidArgumentError(absl::StrFormat("--kernel '%s' is unknown (attention, prefill)", kernel));
+  if (kernel == "sample") {
+    KVS_ASSIGN_OR_RETURN(LoadedModel m, OpenModel(model_path));
+    KVS_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateBackend(absl::GetFlag(FLAGS_device), 0, DefaultCpuMemoryBudget()));
+    return BenchSampling(*backend, m.source->config());
+  }
+  if (!kernel.empty()) {
+    return absl::InvalidArgumentError(absl::StrFormat("--kernel '%s' is unknown (attention, prefill, sample)", kernel));
+  }
   const int32_t in_len = absl::GetFlag(FLAGS_input_len), out_len = absl::GetFlag(FLAGS_output_len);
   if (in_len < 1 || out_len < 1 || absl::GetFlag(FLAGS_num_prompts) < 1) {
     return absl::InvalidArgumentError("--input-len, --output-len and --num-prompts must be >= 1");

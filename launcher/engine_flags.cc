@@ -12,6 +12,19 @@ absl::StatusOr<EngineConfig> EngineConfigFromFlags(const Backend& backend) {
   return EngineConfigFromFlags(backend.Name() == "cpu");
 }
 
+absl::StatusOr<SamplingParams> SamplingParamsFromFlags() {
+  SamplingParams p;
+  p.max_tokens = absl::GetFlag(FLAGS_max_tokens);
+  p.temperature = static_cast<float>(absl::GetFlag(FLAGS_temperature));
+  p.top_k = absl::GetFlag(FLAGS_top_k);
+  p.top_p = static_cast<float>(absl::GetFlag(FLAGS_top_p));
+  p.seed = absl::GetFlag(FLAGS_seed);
+  p.stop = absl::GetFlag(FLAGS_stop);
+  p.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
+  KVS_RETURN_IF_ERROR(p.Validate());
+  return p;
+}
+
 absl::StatusOr<KvDType> KvDTypeFromFlags(const Backend& backend) {
   const std::string kv = absl::GetFlag(FLAGS_kv_dtype);
   if (kv.empty()) return backend.DefaultKvDType();

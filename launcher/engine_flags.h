@@ -17,5 +17,8 @@ absl::StatusOr<EngineConfig> EngineConfigFromFlags(bool cpu);
 // --kv-dtype, or the backend's default format when it is not given (for commands that build a
 // cache without an Engine: `bench --kernel`, `perplexity`).
 absl::StatusOr<KvDType> KvDTypeFromFlags(const Backend& backend);
+// A request's sampling parameters from --max-tokens, --temperature, --top-k, --top-p, --seed,
+// --stop and --ignore-eos, validated.
+absl::StatusOr<SamplingParams> SamplingParamsFromFlags();
 
 }  // namespace kvs

@@ -28,19 +28,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-absl::StatusOr<SamplingParams> ParamsFromFlags() {
-  SamplingParams p;
-  p.max_tokens = absl::GetFlag(FLAGS_max_tokens);
-  p.temperature = static_cast<float>(absl::GetFlag(FLAGS_temperature));
-  p.top_k = absl::GetFlag(FLAGS_top_k);
-  p.top_p = static_cast<float>(absl::GetFlag(FLAGS_top_p));
-  p.seed = absl::GetFlag(FLAGS_seed);
-  p.stop = absl::GetFlag(FLAGS_stop);
-  p.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
-  KVS_RETURN_IF_ERROR(p.Validate());
-  return p;
-}
-
 // Prompt ids for plain text or a chat conversation.
 absl::StatusOr<std::vector<int32_t>> EncodePrompt(const LoadedModel& m, const std::optional<std::string>& prompt,
                                                   const std::vector<ChatMessage>& messages) {
@@ -117,7 +104,7 @@ absl::Status Generate(std::unique_ptr<RankRuntime>& rt) {
   if (model_path.empty()) return absl::InvalidArgumentError("--model is required");
   if (prompt.empty() == input.empty()) return absl::InvalidArgumentError("give exactly one of --prompt or --input");
   if (!input.empty() && output.empty()) return absl::InvalidArgumentError("--input needs --output");
-  KVS_ASSIGN_OR_RETURN(SamplingParams defaults, ParamsFromFlags());
+  KVS_ASSIGN_OR_RETURN(SamplingParams defaults, SamplingParamsFromFlags());
 
   std::vector<BatchItem> items;
   if (!input.empty()) {

@@ -1,6 +1,7 @@
 // The whole model on the CUDA backend (bf16): random checkpoints against HF transformers'
 // float32 logits at bf16 tolerance, and SmolLM2's greedy chat answer identical to the CPU's.
 // Skips with a reason where no GPU is visible.
+#include <algorithm>
 #include <cmath>
 
 #include "gtest/gtest.h"
@@ -122,6 +123,50 @@ TEST(GpuSmolLm2Test, ChatAnswerMatchesTheCpuPastTheFirstToken) {
   std::vector<int32_t> answer = {want[0]};
   answer.insert(answer.end(), got.begin(), got.end());
   std::printf("SmolLM2 on GPU: %s\n", gpu->model->tokenizer->Decode(answer, true).c_str());
+}
+
+// Tokens drawn on the GPU (SampleRows: the logits stay there) equal those drawn on the host
+// from the same logits (asking for log-probabilities moves the rows to the host and samples
+// there) for seeded temperature / top-k / top-p requests, including n > 1 forks.
+TEST(GpuSamplingTest, DeviceSamplingDrawsWhatHostSamplingDraws) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no GPU visible";
+  auto gpu = LoadCpuModel("random:smollm2-135m", Gpu());
+  ASSERT_NE(gpu, nullptr);
+  auto run = [&](int32_t logprobs) {
+    EngineConfig config;
+    config.kv_cache_bytes = 256 << 20;
+    auto engine = Engine::Create(*gpu->backend, *gpu->weights, nullptr, config);
+    EXPECT_TRUE(engine.ok()) << engine.status();
+    std::vector<std::pair<std::string, std::vector<int32_t>>> out;
+    if (!engine.ok()) return out;
+    const float temps[] = {0.7f, 1.0f, 1.3f, 0.0f};
+    for (int i = 0; i < 4; ++i) {
+      SamplingParams p;
+      p.max_tokens = 24;
+      p.ignore_eos = true;
+      p.temperature = temps[i];
+      p.top_k = i == 1 ? 50 : 0;
+      p.top_p = i == 2 ? 0.9f : 1.0f;
+      p.seed = 100 + i;
+      p.n = i == 0 ? 3 : 1;
+      p.logprobs = logprobs;
+      std::vector<int32_t> prompt;
+      for (int t = 0; t < 20 + 7 * i; ++t) prompt.push_back((t * 131 + i * 17) % 49152);
+      EXPECT_TRUE((*engine)->Add(Request{std::to_string(i), prompt, p}).ok());
+    }
+    while ((*engine)->HasWork()) {
+      auto ev = (*engine)->Step();
+      EXPECT_TRUE(ev.ok()) << ev.status();
+      if (!ev.ok()) break;
+    }
+    for (auto& r : (*engine)->TakeResults()) out.push_back({r.id + "/" + std::to_string(r.index), r.output_ids});
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  const auto on_device = run(-1), on_host = run(0);
+  ASSERT_EQ(on_device.size(), 6u);
+  EXPECT_EQ(on_device, on_host);
+  EXPECT_NE(on_device[0].second, on_device[1].second);  // forks draw differently
 }
 
 }  // namespace
