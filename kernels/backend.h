@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -63,6 +64,14 @@ struct RopeTable {
   int32_t head_dim = 0;
 };
 
+// Backend ops recorded once and replayed as a unit (a CUDA graph): the same kernels on the same
+// buffers, so a replay sees whatever those buffers hold at the time.
+class RecordedOps {
+ public:
+  virtual ~RecordedOps() = default;
+  virtual absl::Status Replay() = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -97,6 +106,11 @@ class Backend {
   // Converts `src` to float32 on the way to the host (waits).
   virtual absl::Status DownloadFloat(TensorView src, std::span<float> host) = 0;
   virtual absl::Status Synchronize() = 0;
+  // Records the ops `ops` issues instead of running them, for replay. Null (and nothing issued)
+  // on a backend that cannot record; `ops` must not copy to the host or synchronize.
+  virtual absl::StatusOr<std::unique_ptr<RecordedOps>> Record(const std::function<absl::Status()>& ops) {
+    return std::unique_ptr<RecordedOps>();
+  }
   // Sizes scratch space that ops use (e.g. split-K attention partials) for steps of up to
   // `max_tokens` tokens and `max_seqs` sequences; called once at start-up so ops never allocate.
   virtual absl::Status ReserveWorkspace(int64_t max_tokens, int32_t max_seqs, int32_t q_heads,

@@ -85,11 +85,15 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int device) {
   KVS_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&b->stream_, cudaStreamNonBlocking));
   KVS_CUBLAS_RETURN_IF_ERROR(cublasCreate(&b->cublas_));
   KVS_CUBLAS_RETURN_IF_ERROR(cublasSetStream(b->cublas_, b->stream_));
+  constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;  // cuBLAS's recommendation for Hopper
+  KVS_ASSIGN_OR_RETURN(b->cublas_workspace_, b->Allocate(kCublasWorkspaceBytes));
+  KVS_CUBLAS_RETURN_IF_ERROR(cublasSetWorkspace(b->cublas_, b->cublas_workspace_.data(), kCublasWorkspaceBytes));
   return b;
 }
 
 CudaBackend::~CudaBackend() {
   workspace_.Reset();
+  cublas_workspace_.Reset();
   if (cublas_ != nullptr) cublasDestroy(cublas_);
   if (stream_ != nullptr) cudaStreamDestroy(stream_);
 }
@@ -198,6 +202,42 @@ absl::Status CudaBackend::FillRandom(TensorView dst, uint64_t seed, float mean, 
   KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchFillRandom(dst.data, dst.dtype == DType::kBF16, dst.rows, dst.cols, seed, mean,
                                                   half_range, window.first, window.row_stride, stream_));
   return absl::OkStatus();
+}
+
+namespace {
+
+class CudaGraph final : public RecordedOps {
+ public:
+  CudaGraph(cudaGraphExec_t exec, cudaStream_t stream) : exec_(exec), stream_(stream) {}
+  ~CudaGraph() override { cudaGraphExecDestroy(exec_); }
+  absl::Status Replay() override {
+    KVS_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec_, stream_));
+    return absl::OkStatus();
+  }
+
+ private:
+  cudaGraphExec_t exec_;
+  cudaStream_t stream_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<RecordedOps>> CudaBackend::Record(const std::function<absl::Status()>& ops) {
+  KVS_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  const absl::Status issued = ops();
+  cudaGraph_t graph = nullptr;
+  const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
+  if (!issued.ok() || ended != cudaSuccess) {
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    cudaGetLastError();
+    KVS_RETURN_IF_ERROR(issued);
+    KVS_CUDA_RETURN_IF_ERROR(ended);
+  }
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t made = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  KVS_CUDA_RETURN_IF_ERROR(made);
+  return std::unique_ptr<RecordedOps>(new CudaGraph(exec, stream_));
 }
 
 absl::Status CudaBackend::Synchronize() {

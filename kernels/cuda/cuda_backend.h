@@ -51,6 +51,8 @@ class CudaBackend final : public Backend {
                               TensorView out) override;
   absl::Status SwiGlu(TensorView gate_up, TensorView out) override;
   absl::Status GatherRows(TensorView x, const int32_t* rows, TensorView out) override;
+  // CUDA graph capture of the stream (thread-local mode), instantiated for replay on it.
+  absl::StatusOr<std::unique_ptr<RecordedOps>> Record(const std::function<absl::Status()>& ops) override;
   absl::Status ArgmaxRows(TensorView logits, int32_t first_id, int32_t* ids, float* values) override;
   absl::Status SampleRows(TensorView logits, const SampleRequest* requests, int32_t count, int32_t* ids) override;
 
@@ -68,6 +70,7 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   DeviceBuffer workspace_;
+  DeviceBuffer cublas_workspace_;  // fixed, so that captured GEMMs never allocate
   cuda::AttentionWorkspace attention_ws_;
 };
 

@@ -44,7 +44,8 @@ absl::StatusOr<EngineConfig> ResolveEngineConfig(EngineConfig config, const Mode
 }
 
 RunnerLimits LimitsFor(const EngineConfig& c) {
-  return RunnerLimits{c.max_tokens_per_step, c.max_seqs, (c.max_model_len + c.block_size - 1) / c.block_size};
+  return RunnerLimits{c.max_tokens_per_step, c.max_seqs, (c.max_model_len + c.block_size - 1) / c.block_size,
+                      !c.enforce_eager};
 }
 
 absl::StatusOr<KvCapacity> PlanKvCapacity(Backend& backend, const ModelWeights& weights, const EngineConfig& config,

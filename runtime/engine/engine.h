@@ -37,6 +37,7 @@ struct EngineConfig {
   PreemptionMode preemption_mode = PreemptionMode::kAuto;
   bool static_batching = false;  // the no-paging baseline (scheduler.h), for benchmarks
   bool prefix_caching = true;    // reuse cached KV of shared prompt prefixes
+  bool enforce_eager = false;    // never replay decode steps as recorded (CUDA) graphs
   absl::Status Validate() const;
 };
 
@@ -125,6 +126,8 @@ class Engine {
   const PreemptionCostModel& preemption_costs() const { return scheduler_->config().preemption; }
   const StepStats& last_step() const { return last_step_; }
   const Scheduler& scheduler() const { return *scheduler_; }
+  // Decode steps replayed from recorded graphs (0 on backends that cannot record).
+  int64_t graph_replays() const { return runner_->graph_replays(); }
 
  private:
   using Clock = std::chrono::steady_clock;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <numeric>
 
 #include "absl/strings/str_format.h"
 #include "kernels/common/status_macros.h"
@@ -64,6 +65,7 @@ absl::StatusOr<ModelRunner> ModelRunner::Create(Backend& backend, const ModelWei
   r.cache_ = &cache;
   r.limits_ = limits;
   r.tp_ = tp;
+  r.graphs_enabled_ = limits.graphs && tp.size() == 1;
   const Sizes z(weights, limits, tp.size());
   r.vocab_slot_ = z.vocab_slot;
   const size_t e = DTypeSize(weights.dtype());
@@ -97,63 +99,129 @@ absl::StatusOr<ModelRunner> ModelRunner::Create(Backend& backend, const ModelWei
   return r;
 }
 
-absl::StatusOr<ModelRunner::Output> ModelRunner::Execute(const StepInput& in, bool greedy_only,
-                                                         std::span<const SampleRequest> samples) {
-  const ModelConfig& global = weights_->config();
-  const ModelConfig& c = weights_->local_config();
-  const Sizes z(*weights_, limits_, tp_.size());
-  const int64_t t = in.num_tokens();
-  const int32_t s = in.num_seqs();
-  const int64_t n_logits = static_cast<int64_t>(in.logit_rows.size());
-  // Swaps first, in stream order: a block swapped out may be rewritten by this very step.
-  if (!in.swap_out.empty()) KVS_RETURN_IF_ERROR(cache_->SwapOut(*backend_, in.swap_out));
-  if (!in.swap_in.empty()) KVS_RETURN_IF_ERROR(cache_->SwapIn(*backend_, in.swap_in));
-  if (!in.copy_blocks.empty()) KVS_RETURN_IF_ERROR(cache_->CopyBlocks(*backend_, in.copy_blocks));
-  if (t == 0) return Output{};
-  if (in.positions.size() != static_cast<size_t>(t) || in.slot_mapping.size() != static_cast<size_t>(t) ||
-      in.query_start.size() != static_cast<size_t>(s) + 1 || in.query_start.back() != t ||
-      in.block_table.size() != static_cast<size_t>(s) * in.max_blocks_per_seq ||
-      in.max_blocks_per_seq > limits_.max_blocks_per_seq || n_logits > limits_.max_seqs ||
-      static_cast<int64_t>(samples.size()) > MaxDeviceSamples()) {
-    return absl::InvalidArgumentError("malformed step input");
-  }
-  for (int32_t tok : in.token_ids) {
-    if (tok < 0 || tok >= global.vocab_size) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("token id %d is outside the vocabulary (0..%d)", tok, global.vocab_size - 1));
-    }
-  }
-  if (t > z.t || s > z.s || static_cast<int64_t>(in.block_table.size()) > z.blocks) {
-    return absl::InvalidArgumentError(absl::StrFormat("step of %d tokens / %d sequences exceeds the runner's %d / %d", t, s,
-                                                      z.t, z.s));
-  }
-  meta_host_.clear();
-  auto pack = [&](const std::vector<int32_t>& v) {
-    const int32_t* at = meta_.as<int32_t>() + meta_host_.size();
-    meta_host_.insert(meta_host_.end(), v.begin(), v.end());
-    return at;
-  };
-  const int32_t* token_ids = pack(in.token_ids);
-  const int32_t* positions = pack(in.positions);
-  const int32_t* slots = pack(in.slot_mapping);
-  const int32_t* query_start = pack(in.query_start);
-  const int32_t* context_len = pack(in.context_len);
-  const int32_t* block_table = pack(in.block_table);
-  const int32_t* logit_rows = pack(in.logit_rows);
-  KVS_RETURN_IF_ERROR(backend_->CopyToDevice(meta_host_.data(), meta_.data(), meta_host_.size() * sizeof(int32_t)));
+namespace {
 
-  AttentionBatch batch;
+// Padded batch sizes of graphed decode steps: 1, 2, 4, then multiples of 8 (vLLM's choice too):
+// few graphs, at most 7 rows of padding.
+int32_t RoundUpBatch(int32_t s) {
+  if (s <= 4) return s <= 1 ? 1 : s <= 2 ? 2 : 4;
+  return (s + 7) / 8 * 8;
+}
+
+// The context length a graphed step plans its attention for (the split-K plan is baked into
+// the graph): rounded up to a quarter of its power of two, so a graph serves a range of lengths
+// with at most 25% more planned keys than needed (splits past a sequence's end are empty).
+int32_t RoundUpContext(int32_t len) {
+  if (len <= 256) return 256;
+  int32_t p = 256;
+  while (p * 2 <= len) p *= 2;
+  const int32_t step = p / 4;
+  return static_cast<int32_t>((static_cast<int64_t>(len) + step - 1) / step * step);
+}
+
+}  // namespace
+
+bool ModelRunner::Graphable(const StepInput& in) const {
+  // Pure decode on one rank (a host-side all-reduce cannot be captured), every row sampled.
+  if (!graphs_enabled_ || tp_.size() > 1) return false;
+  const int32_t s = in.num_seqs();
+  if (in.num_tokens() != s || in.logit_rows.size() != static_cast<size_t>(s)) return false;
+  for (int32_t i = 0; i < s; ++i) {
+    if (in.logit_rows[i] != i) return false;
+  }
+  return DecodeBucket(s) > 0;
+}
+
+int32_t ModelRunner::DecodeBucket(int32_t s) const {
+  const int32_t b = RoundUpBatch(s);
+  if (b <= limits_.max_seqs && b <= limits_.max_tokens_per_step) return b;
+  return s;
+}
+
+const int32_t* ModelRunner::Pack(std::span<const int32_t> v) {
+  const int32_t* at = meta_.as<int32_t>() + meta_host_.size();
+  meta_host_.insert(meta_host_.end(), v.begin(), v.end());
+  return at;
+}
+
+void ModelRunner::PackStep(const StepInput& in, StepPointers& ptr, AttentionBatch& batch) {
+  meta_host_.clear();
+  ptr.token_ids = Pack(in.token_ids);
+  ptr.positions = Pack(in.positions);
+  ptr.slots = Pack(in.slot_mapping);
+  batch.query_start = Pack(in.query_start);
+  batch.context_len = Pack(in.context_len);
+  batch.block_table = Pack(in.block_table);
+  ptr.logit_rows = Pack(in.logit_rows);
+  const int32_t s = in.num_seqs();
   batch.num_seqs = s;
-  batch.num_tokens = static_cast<int32_t>(t);
+  batch.num_tokens = static_cast<int32_t>(in.num_tokens());
   batch.max_blocks_per_seq = in.max_blocks_per_seq;
   batch.max_context_len = *std::max_element(in.context_len.begin(), in.context_len.end());
+  batch.max_query_len = 0;
   for (int32_t i = 0; i < s; ++i) {
     batch.max_query_len = std::max(batch.max_query_len, in.query_start[i + 1] - in.query_start[i]);
   }
-  batch.query_start = query_start;
-  batch.context_len = context_len;
-  batch.block_table = block_table;
+}
 
+void ModelRunner::PackPaddedDecode(const StepInput& in, int32_t rows, StepPointers& ptr, AttentionBatch& batch) {
+  // The same layout for every step of this padded size (a graph holds these addresses): arrays
+  // of `rows` entries and a block table at the runner's full width. Padding rows decode token 0
+  // at position 0 against one key of block 0, write no KV (slot -1) and are never sampled.
+  const int32_t s = in.num_seqs(), width = limits_.max_blocks_per_seq;
+  auto padded = [&](const std::vector<int32_t>& v, int32_t fill) {
+    scratch_.assign(v.begin(), v.end());
+    scratch_.resize(rows, fill);
+    return Pack(scratch_);
+  };
+  meta_host_.clear();
+  ptr.token_ids = padded(in.token_ids, 0);
+  ptr.positions = padded(in.positions, 0);
+  ptr.slots = padded(in.slot_mapping, -1);
+  scratch_.resize(rows + 1);
+  std::iota(scratch_.begin(), scratch_.end(), 0);  // one query per sequence
+  batch.query_start = Pack(scratch_);
+  batch.context_len = padded(in.context_len, 1);
+  scratch_.assign(static_cast<size_t>(rows) * width, 0);
+  for (int32_t i = 0; i < s; ++i) {
+    std::copy_n(in.block_table.begin() + static_cast<int64_t>(i) * in.max_blocks_per_seq, in.max_blocks_per_seq,
+                scratch_.begin() + static_cast<int64_t>(i) * width);
+  }
+  batch.block_table = Pack(scratch_);
+  scratch_.resize(rows);
+  std::iota(scratch_.begin(), scratch_.end(), 0);
+  ptr.logit_rows = Pack(scratch_);
+  batch.num_seqs = rows;
+  batch.num_tokens = rows;
+  batch.max_blocks_per_seq = width;
+  batch.max_context_len = RoundUpContext(*std::max_element(in.context_len.begin(), in.context_len.end()));
+  batch.max_query_len = 1;
+}
+
+absl::Status ModelRunner::RunGraphed(const StepPointers& ptr, int64_t rows, const AttentionBatch& batch) {
+  const uint64_t key = (static_cast<uint64_t>(rows) << 32) | static_cast<uint32_t>(batch.max_context_len);
+  if (auto it = graphs_.find(key); it != graphs_.end()) {
+    ++graph_replays_;
+    return it->second->Replay();
+  }
+  // First step of this shape: run it directly (library set-up and lazy kernel attributes happen
+  // outside the capture), then record the same ops for the next ones.
+  KVS_RETURN_IF_ERROR(Forward(ptr, rows, rows, batch));
+  KVS_ASSIGN_OR_RETURN(std::unique_ptr<RecordedOps> graph,
+                       backend_->Record([&]() { return Forward(ptr, rows, rows, batch); }));
+  if (graph == nullptr) {
+    graphs_enabled_ = false;  // this backend cannot record: every later step runs directly
+    return absl::OkStatus();
+  }
+  if (graphs_.size() >= kMaxGraphs) graphs_.clear();  // a bound on graph memory; rebuilt on demand
+  graphs_.emplace(key, std::move(graph));
+  return absl::OkStatus();
+}
+
+absl::Status ModelRunner::Forward(const StepPointers& ptr, int64_t t, int64_t n_logits, const AttentionBatch& batch) {
+  const ModelConfig& global = weights_->config();
+  const ModelConfig& c = weights_->local_config();
+  const Sizes z(*weights_, limits_, tp_.size());
   const DType dt = weights_->dtype();
   Backend& b = *backend_;
   Collectives* comm = tp_.comm;
@@ -174,7 +242,7 @@ absl::StatusOr<ModelRunner::Output> ModelRunner::Execute(const StepInput& in, bo
   // Row-parallel outputs are partial sums until every rank's share is added.
   auto reduce = [&](const TensorView& x) { return comm ? comm->AllReduceSum(x) : absl::OkStatus(); };
 
-  KVS_RETURN_IF_ERROR(b.Embedding(token_ids, weights_->embed(), shard.vocab.begin, residual));
+  KVS_RETURN_IF_ERROR(b.Embedding(ptr.token_ids, weights_->embed(), shard.vocab.begin, residual));
   KVS_RETURN_IF_ERROR(reduce(residual));
   for (int32_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& lw = weights_->layers()[l];
@@ -186,10 +254,10 @@ absl::StatusOr<ModelRunner::Output> ModelRunner::Execute(const StepInput& in, bo
     }
     const TensorView bias = c.attention_bias ? weights_->View(lw.qkv_bias, 1, z.qkv) : no_bias;
     KVS_RETURN_IF_ERROR(b.Linear(normed, weights_->View(lw.qkv, z.qkv, z.h), bias, qkv));
-    KVS_RETURN_IF_ERROR(b.Rope(q, c.num_q_heads, positions, weights_->rope()));
-    KVS_RETURN_IF_ERROR(b.Rope(k, c.num_kv_heads, positions, weights_->rope()));
+    KVS_RETURN_IF_ERROR(b.Rope(q, c.num_q_heads, ptr.positions, weights_->rope()));
+    KVS_RETURN_IF_ERROR(b.Rope(k, c.num_kv_heads, ptr.positions, weights_->rope()));
     const PagedKvView cache = cache_->Layer(l);
-    KVS_RETURN_IF_ERROR(b.WriteKv(k, v, slots, cache));
+    KVS_RETURN_IF_ERROR(b.WriteKv(k, v, ptr.slots, cache));
     KVS_RETURN_IF_ERROR(b.PagedAttention(q, cache, batch, scale, attn));
     KVS_RETURN_IF_ERROR(b.Linear(attn_owned, weights_->View(lw.o, z.h, z.q_owned), no_bias, hidden));
     KVS_RETURN_IF_ERROR(reduce(hidden));
@@ -199,16 +267,68 @@ absl::StatusOr<ModelRunner::Output> ModelRunner::Execute(const StepInput& in, bo
     KVS_RETURN_IF_ERROR(b.Linear(act, weights_->View(lw.down, z.h, z.inter), no_bias, hidden));
     KVS_RETURN_IF_ERROR(reduce(hidden));
   }
+  if (n_logits == 0) return absl::OkStatus();
+  // Only the rows that will be sampled go through the final norm and the LM head.
+  const TensorView last = last_.View(dt, n_logits, z.h);
+  KVS_RETURN_IF_ERROR(b.AddRmsNorm(residual, hidden, weights_->final_norm(), c.rms_norm_eps, normed));
+  KVS_RETURN_IF_ERROR(b.GatherRows(normed, ptr.logit_rows, last));
+  return b.Linear(last, weights_->lm_head(), no_bias, logits_.View(DType::kF32, n_logits, z.vocab));
+}
+
+absl::StatusOr<ModelRunner::Output> ModelRunner::Execute(const StepInput& in, bool greedy_only,
+                                                         std::span<const SampleRequest> samples) {
+  const ModelConfig& global = weights_->config();
+  const Sizes z(*weights_, limits_, tp_.size());
+  const int64_t t = in.num_tokens();
+  const int32_t s = in.num_seqs();
+  const int64_t n_logits = static_cast<int64_t>(in.logit_rows.size());
+  // Swaps first, in stream order: a block swapped out may be rewritten by this very step.
+  if (!in.swap_out.empty()) KVS_RETURN_IF_ERROR(cache_->SwapOut(*backend_, in.swap_out));
+  if (!in.swap_in.empty()) KVS_RETURN_IF_ERROR(cache_->SwapIn(*backend_, in.swap_in));
+  if (!in.copy_blocks.empty()) KVS_RETURN_IF_ERROR(cache_->CopyBlocks(*backend_, in.copy_blocks));
+  if (t == 0) return Output{};
+  if (in.positions.size() != static_cast<size_t>(t) || in.slot_mapping.size() != static_cast<size_t>(t) ||
+      in.context_len.size() != static_cast<size_t>(s) || in.query_start.size() != static_cast<size_t>(s) + 1 || in.query_start.back() != t ||
+      in.block_table.size() != static_cast<size_t>(s) * in.max_blocks_per_seq ||
+      in.max_blocks_per_seq > limits_.max_blocks_per_seq || n_logits > limits_.max_seqs ||
+      static_cast<int64_t>(samples.size()) > MaxDeviceSamples()) {
+    return absl::InvalidArgumentError("malformed step input");
+  }
+  for (int32_t tok : in.token_ids) {
+    if (tok < 0 || tok >= global.vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("token id %d is outside the vocabulary (0..%d)", tok, global.vocab_size - 1));
+    }
+  }
+  if (t > z.t || s > z.s || static_cast<int64_t>(in.block_table.size()) > z.blocks) {
+    return absl::InvalidArgumentError(absl::StrFormat("step of %d tokens / %d sequences exceeds the runner's %d / %d", t, s,
+                                                      z.t, z.s));
+  }
+  const bool graphed = Graphable(in);
+  StepPointers ptr;
+  AttentionBatch batch;
+  int64_t rows = t;  // tokens the forward pass runs (padded when graphed)
+  if (graphed) {
+    rows = DecodeBucket(s);
+    PackPaddedDecode(in, static_cast<int32_t>(rows), ptr, batch);
+  } else {
+    PackStep(in, ptr, batch);
+  }
+  KVS_RETURN_IF_ERROR(backend_->CopyToDevice(meta_host_.data(), meta_.data(), meta_host_.size() * sizeof(int32_t)));
+  if (graphed) {
+    KVS_RETURN_IF_ERROR(RunGraphed(ptr, rows, batch));
+  } else {
+    KVS_RETURN_IF_ERROR(Forward(ptr, t, n_logits, batch));
+  }
+  Backend& b = *backend_;
+  Collectives* comm = tp_.comm;
+  const ModelShard& shard = weights_->shard();
   if (n_logits == 0) {
     KVS_RETURN_IF_ERROR(b.Synchronize());
     return Output{};
   }
-  // Only the rows that will be sampled go through the final norm and the LM head.
-  const TensorView last = last_.View(dt, n_logits, z.h);
-  KVS_RETURN_IF_ERROR(b.AddRmsNorm(residual, hidden, weights_->final_norm(), c.rms_norm_eps, normed));
-  KVS_RETURN_IF_ERROR(b.GatherRows(normed, logit_rows, last));
+  // Graphed steps computed padded rows too; the first n_logits rows are this step's.
   const TensorView logits = logits_.View(DType::kF32, n_logits, z.vocab);  // this rank's vocab slice
-  KVS_RETURN_IF_ERROR(b.Linear(last, weights_->lm_head(), no_bias, logits));
   const bool root = tp_.rank() == 0;
   if (!samples.empty()) {
     // Requests up, one id per request back: the logits never leave the device.

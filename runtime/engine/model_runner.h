@@ -12,9 +12,11 @@
 // rank 0 receives the full logits or, for greedy steps, each rank's (max, id) candidate.
 #pragma once
 
+#include <memory>
 #include <span>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
 #include "runtime/engine/collectives.h"
@@ -28,6 +30,9 @@ struct RunnerLimits {
   int32_t max_tokens_per_step = 512;
   int32_t max_seqs = 64;
   int32_t max_blocks_per_seq = 0;
+  // Replay decode steps as recorded graphs (CUDA graphs) where the backend can record them:
+  // one graph per padded batch size and context-length class (RoundUpContext).
+  bool graphs = true;
 };
 
 class ModelRunner {
@@ -58,9 +63,31 @@ class ModelRunner {
                                  std::span<const SampleRequest> samples = {});
 
   const RunnerLimits& limits() const { return limits_; }
+  // Decode steps replayed from a recorded graph so far.
+  int64_t graph_replays() const { return graph_replays_; }
 
  private:
   ModelRunner() = default;
+  // Where the packed step metadata lives on the backend.
+  struct StepPointers {
+    const int32_t* token_ids = nullptr;
+    const int32_t* positions = nullptr;
+    const int32_t* slots = nullptr;
+    const int32_t* logit_rows = nullptr;
+  };
+  static constexpr size_t kMaxGraphs = 128;
+
+  // Appends `v` to the host copy of the metadata; returns where it will be on the backend.
+  const int32_t* Pack(std::span<const int32_t> v);
+  void PackStep(const StepInput& in, StepPointers& ptr, AttentionBatch& batch);
+  // A pure decode step padded to `rows` sequences, laid out identically for every such step.
+  void PackPaddedDecode(const StepInput& in, int32_t rows, StepPointers& ptr, AttentionBatch& batch);
+  bool Graphable(const StepInput& in) const;
+  int32_t DecodeBucket(int32_t s) const;
+  // The forward pass for `t` tokens up to this rank's logits of `n_logits` rows.
+  absl::Status Forward(const StepPointers& ptr, int64_t t, int64_t n_logits, const AttentionBatch& batch);
+  // Forward through the graph recorded for this padded shape, recording it on first use.
+  absl::Status RunGraphed(const StepPointers& ptr, int64_t rows, const AttentionBatch& batch);
 
   Backend* backend_ = nullptr;
   const ModelWeights* weights_ = nullptr;
@@ -75,7 +102,10 @@ class ModelRunner {
   // Step metadata (token ids, positions, slots, offsets, block table, logit rows), packed on the
   // host and sent in one copy per step.
   DeviceBuffer meta_;
-  std::vector<int32_t> meta_host_;
+  std::vector<int32_t> meta_host_, scratch_;
+  bool graphs_enabled_ = false;
+  absl::flat_hash_map<uint64_t, std::unique_ptr<RecordedOps>> graphs_;
+  int64_t graph_replays_ = 0;
   DeviceBuffer greedy_ids_;
   DeviceBuffer samples_;  // [MaxDeviceSamples()] requests, then their ids
   std::vector<int32_t> host_ids_;
