@@ -18,6 +18,7 @@
 #include <utility>
 
 #include "absl/status/statusor.h"
+#include "kernels/common/ggml_types.h"
 #include "kernels/common/paged_kv.h"
 #include "kernels/common/random_fill.h"
 #include "kernels/common/sample_request.h"
@@ -123,6 +124,11 @@ class Backend {
   // their index i in the whole tensor when dst is a slice of it.
   virtual absl::Status FillRandom(TensorView dst, uint64_t seed, float mean, float half_range,
                                   RandomWindow window = {}) = 0;
+  // out = rows of GGML-typed weights (kernels/common/ggml_types.h) decoded to out's dtype, so
+  // that quantized files travel to the device in their stored size. src: backend memory, row r
+  // at src + r * src_stride bytes; out [rows, cols] contiguous, cols a multiple of the type's
+  // block. Values equal cpu::DequantizeToF32's (then rounded to out's dtype).
+  virtual absl::Status Dequantize(GgmlType type, const void* src, int64_t src_stride, TensorView out) = 0;
 
   // --- ops ---
   // Dtypes: weights and matmul activations are ComputeDType(); the residual stream (Embedding's

@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "kernels/common/random_fill.h"
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/dequantize.h"
 #include "kernels/cpu/sampling.h"
 
 namespace kvs {
@@ -249,6 +250,23 @@ absl::Status CpuBackend::ArgmaxRows(TensorView logits, int32_t first_id, int32_t
     const float* best = std::max_element(row, row + logits.cols);
     ids[r] = first_id + static_cast<int32_t>(best - row);
     if (values != nullptr) values[r] = *best;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Dequantize(GgmlType type, const void* src, int64_t src_stride, TensorView out) {
+  KVS_RETURN_IF_ERROR(RequireF32(out, "Dequantize", "out"));
+  const auto info = LookupGgmlType(static_cast<uint32_t>(type));
+  if (!info) return absl::InvalidArgumentError("Dequantize: unknown GGML type");
+  if (out.cols % info->block_elems != 0 || out.stride != out.cols) {
+    return absl::InvalidArgumentError(absl::StrFormat("Dequantize: %d columns of %s in %d-element blocks, contiguous",
+                                                      out.cols, info->name, info->block_elems));
+  }
+  const int64_t row_bytes = out.cols / info->block_elems * info->block_bytes;
+  if (src_stride < row_bytes) return absl::InvalidArgumentError("Dequantize: rows overlap (stride < row bytes)");
+  for (int64_t r = 0; r < out.rows; ++r) {
+    const auto* row = static_cast<const uint8_t*>(src) + r * src_stride;
+    cpu::DequantizeToF32(type, std::span<const uint8_t>(row, row_bytes), std::span<float>(out.Row<float>(r), out.cols));
   }
   return absl::OkStatus();
 }

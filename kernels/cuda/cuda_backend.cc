@@ -405,6 +405,22 @@ absl::Status CudaBackend::ArgmaxRows(TensorView logits, int32_t first_id, int32_
   return absl::OkStatus();
 }
 
+absl::Status CudaBackend::Dequantize(GgmlType type, const void* src, int64_t src_stride, TensorView out) {
+  if (out.dtype != DType::kBF16 && out.dtype != DType::kF32) return absl::InvalidArgumentError("Dequantize: out must be bf16 or f32");
+  const auto info = LookupGgmlType(static_cast<uint32_t>(type));
+  if (!info) return absl::InvalidArgumentError("Dequantize: unknown GGML type");
+  if (out.cols % info->block_elems != 0 || out.stride != out.cols) {
+    return absl::InvalidArgumentError(absl::StrFormat("Dequantize: %d columns of %s in %d-element blocks, contiguous",
+                                                      out.cols, info->name, info->block_elems));
+  }
+  if (src_stride < out.cols / info->block_elems * info->block_bytes) {
+    return absl::InvalidArgumentError("Dequantize: rows overlap (stride < row bytes)");
+  }
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchDequantize(type, src, src_stride, out.rows, out.cols, out.data,
+                                                  out.dtype == DType::kF32, stream_));
+  return absl::OkStatus();
+}
+
 absl::Status CudaBackend::SampleRows(TensorView logits, const SampleRequest* requests, int32_t count, int32_t* ids) {
   KVS_RETURN_IF_ERROR(Require(logits, DType::kF32, "SampleRows", "logits"));
   if (count < 0) return absl::InvalidArgumentError("SampleRows: negative request count");

@@ -38,6 +38,7 @@ class CudaBackend final : public Backend {
   absl::Status UploadFloat(std::span<const float> host, TensorView dst) override;
   absl::Status DownloadFloat(TensorView src, std::span<float> host) override;
   absl::Status Synchronize() override;
+  absl::Status Dequantize(GgmlType type, const void* src, int64_t src_stride, TensorView out) override;
   absl::Status FillRandom(TensorView dst, uint64_t seed, float mean, float half_range, RandomWindow window = {}) override;
   absl::Status ReserveWorkspace(int64_t max_tokens, int32_t max_seqs, int32_t q_heads, int32_t head_dim) override;
 

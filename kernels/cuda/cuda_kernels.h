@@ -9,6 +9,7 @@
 
 #include <cstdint>
 
+#include "kernels/common/ggml_types.h"
 #include "kernels/common/paged_kv.h"
 #include "kernels/common/sample_request.h"
 
@@ -63,6 +64,11 @@ inline constexpr int64_t kMaxGemvRows = 8;
 bool GemvApplies(int64_t rows, int64_t k, int64_t x_stride, const void* x, const void* w);
 cudaError_t LaunchGemv(const bf16* x, int64_t x_stride, int64_t rows, const bf16* w, int64_t n, int64_t k,
                        void* out, bool f32_out, int64_t out_stride, cudaStream_t stream);
+
+// out [rows, cols] (bf16, or f32 when f32_out) = GGML-typed rows at src (row r at src + r *
+// src_stride bytes) decoded; cols a multiple of the type's block.
+cudaError_t LaunchDequantize(GgmlType type, const void* src, int64_t src_stride, int64_t rows, int64_t cols, void* out,
+                             bool f32_out, cudaStream_t stream);
 
 // ids[r] = argmax over logits row r (lowest index on ties). logits [n, V] f32.
 cudaError_t LaunchArgmaxRows(const float* logits, int64_t stride, int64_t rows, int64_t cols, int32_t first_id,

@@ -61,25 +61,24 @@ class GgufWeightSource final : public WeightSource {
 
   absl::Status ReadF32(const std::string& hf_name, std::span<const int64_t> shape,
                        std::span<float> out) const override {
-    const std::string g = ToGgufName(hf_name);
-    const GgufTensorInfo* t = g.empty() ? nullptr : file_->FindTensor(g);
-    if (t == nullptr) {
-      return absl::NotFoundError(absl::StrFormat("%s: tensor '%s' (%s) is missing", path(),
-                                                 g.empty() ? hf_name : g, hf_name));
-    }
-    const std::vector<int64_t> hf_shape(t->dims.rbegin(), t->dims.rend());
-    if (!std::equal(hf_shape.begin(), hf_shape.end(), shape.begin(), shape.end())) {
-      return absl::InvalidArgumentError(ShapeMismatch(path(), g, hf_shape, shape));
-    }
+    KVS_ASSIGN_OR_RETURN(const GgufTensorInfo* t, Find(hf_name, shape));
     KVS_CHECK(static_cast<int64_t>(out.size()) == t->NumElements());
     KVS_ASSIGN_OR_RETURN(auto bytes, file_->TensorBytes(*t));
     cpu::DequantizeToF32(static_cast<GgmlType>(t->type), bytes, out);
-    if (permuted_qk_ && (absl::EndsWith(hf_name, "q_proj.weight") || absl::EndsWith(hf_name, "k_proj.weight") ||
-                         absl::EndsWith(hf_name, "q_proj.bias") || absl::EndsWith(hf_name, "k_proj.bias"))) {
+    if (Permuted(hf_name)) {
       const int heads = absl::StrContains(hf_name, "q_proj") ? config_.num_q_heads : config_.num_kv_heads;
       Unpermute(out, heads, shape.size() == 2 ? shape[1] : 1);
     }
     return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::optional<RawTensor>> ReadRaw(const std::string& hf_name,
+                                                   std::span<const int64_t> shape) const override {
+    KVS_ASSIGN_OR_RETURN(const GgufTensorInfo* t, Find(hf_name, shape));
+    // Q/K rows still in llama.cpp's order are reordered on the host (ReadF32).
+    if (shape.size() != 2 || Permuted(hf_name)) return std::nullopt;
+    KVS_ASSIGN_OR_RETURN(auto bytes, file_->TensorBytes(*t));
+    return RawTensor{static_cast<GgmlType>(t->type), bytes};
   }
 
   std::optional<std::vector<float>> RopeFreqFactors() const override {
@@ -102,6 +101,25 @@ class GgufWeightSource final : public WeightSource {
   }
 
  private:
+  // The file's tensor for `hf_name`, with the shape the caller expects.
+  absl::StatusOr<const GgufTensorInfo*> Find(const std::string& hf_name, std::span<const int64_t> shape) const {
+    const std::string g = ToGgufName(hf_name);
+    const GgufTensorInfo* t = g.empty() ? nullptr : file_->FindTensor(g);
+    if (t == nullptr) {
+      return absl::NotFoundError(absl::StrFormat("%s: tensor '%s' (%s) is missing", path(),
+                                                 g.empty() ? hf_name : g, hf_name));
+    }
+    const std::vector<int64_t> hf_shape(t->dims.rbegin(), t->dims.rend());
+    if (!std::equal(hf_shape.begin(), hf_shape.end(), shape.begin(), shape.end())) {
+      return absl::InvalidArgumentError(ShapeMismatch(path(), g, hf_shape, shape));
+    }
+    return t;
+  }
+  // Q/K projections whose rows llama.cpp's converter permuted.
+  bool Permuted(const std::string& hf_name) const {
+    return permuted_qk_ && (absl::EndsWith(hf_name, "q_proj.weight") || absl::EndsWith(hf_name, "k_proj.weight") ||
+                            absl::EndsWith(hf_name, "q_proj.bias") || absl::EndsWith(hf_name, "k_proj.bias"));
+  }
   // llama.cpp's converter stores each head's rows as (i, j) pairs interleaved: GGUF row
   // h*D + 2i + j holds HF row h*D + j*(D/2) + i. Undo it so HF "rotate_half" rope applies.
   void Unpermute(std::span<float> w, int heads, int64_t cols) const {

@@ -7,7 +7,9 @@ namespace kvs {
 namespace {
 
 // Reads named tensors — or a block of rows x columns of each, for a tensor-parallel shard — into
-// consecutive rows of one host staging buffer, then uploads it.
+// consecutive rows of one buffer in backend memory. A tensor stored in a GGML type travels to
+// the backend as stored and is decoded there (Backend::Dequantize); other tensors are read as
+// float32 into a host staging buffer; synthetic ones are filled in place.
 class Stager {
  public:
   Stager(const WeightSource& src, Backend& backend, DType dtype, size_t& bytes)
@@ -19,22 +21,47 @@ class Stager {
     const int64_t width = full_cols == 0 ? 1 : full_cols;
     KVS_CHECK(rows.begin >= 0 && rows.end <= full_rows && cols.begin >= 0 && cols.end <= width);
     const int64_t n = static_cast<int64_t>(rows.size()) * cols.size();
+    Piece piece;
+    piece.offset = staged_;
+    piece.rows = rows.size();
+    piece.cols = cols.size();
+    staged_ += n;
     if (auto init = src_.RandomInitFor(name)) {  // synthetic: filled in backend memory at Upload
-      random_.push_back({staged_, rows.size(), cols.size(), RandomWindow{rows.begin * width + cols.begin, width}, *init});
-      staged_ += n;
+      piece.kind = Piece::kRandom;
+      piece.window = RandomWindow{rows.begin * width + cols.begin, width};
+      piece.init = *init;
+      pieces_.push_back(piece);
       return absl::OkStatus();
     }
-    staged_ += n;
-    const size_t at = host_.size();
-    host_.resize(at + n);
     std::vector<int64_t> shape = full_cols == 0 ? std::vector<int64_t>{full_rows} : std::vector<int64_t>{full_rows, full_cols};
-    if (n == full_rows * width) return src_.ReadF32(name, shape, std::span<float>(host_.data() + at, n));
+    if (full_cols > 0) {
+      KVS_ASSIGN_OR_RETURN(std::optional<RawTensor> raw, src_.ReadRaw(name, shape));
+      const auto info = raw ? LookupGgmlType(static_cast<uint32_t>(raw->type)) : std::nullopt;
+      // Whole blocks only: a column window must start and end on a block boundary.
+      if (info && cols.begin % info->block_elems == 0 && cols.size() % info->block_elems == 0) {
+        const int64_t row_bytes = full_cols / info->block_elems * info->block_bytes;
+        KVS_CHECK(static_cast<int64_t>(raw->bytes.size()) == full_rows * row_bytes);
+        piece.kind = Piece::kRaw;
+        piece.type = raw->type;
+        piece.raw = raw->bytes.subspan(rows.begin * row_bytes, rows.size() * row_bytes);
+        piece.raw_stride = row_bytes;
+        piece.raw_offset = cols.begin / info->block_elems * info->block_bytes;
+        pieces_.push_back(piece);
+        return absl::OkStatus();
+      }
+    }
+    piece.kind = Piece::kHost;
+    piece.host_at = host_.size();
+    pieces_.push_back(piece);
+    host_.resize(host_.size() + n);
+    float* dst = host_.data() + piece.host_at;
+    if (n == full_rows * width) return src_.ReadF32(name, shape, std::span<float>(dst, n));
     // A shard: read the whole tensor once, keep the block.
     whole_.resize(full_rows * width);
     KVS_RETURN_IF_ERROR(src_.ReadF32(name, shape, std::span<float>(whole_)));
     for (int64_t r = 0; r < rows.size(); ++r) {
       const float* from = whole_.data() + (rows.begin + r) * width + cols.begin;
-      std::copy(from, from + cols.size(), host_.data() + at + r * cols.size());
+      std::copy(from, from + cols.size(), dst + r * cols.size());
     }
     return absl::OkStatus();
   }
@@ -47,19 +74,49 @@ class Stager {
     KVS_CHECK(staged_ == rows * cols);
     KVS_ASSIGN_OR_RETURN(DeviceBuffer buf, backend_.Allocate(staged_ * DTypeSize(dtype_)));
     const TensorView all = buf.View(dtype_, 1, staged_);
-    if (random_.empty()) {
-      KVS_RETURN_IF_ERROR(backend_.UploadFloat(host_, all));
-    } else {
-      for (const Pending& p : random_) {
-        const TensorView dst = TensorView::Contiguous(all.Cols(p.offset, p.rows * p.cols).data, dtype_, p.rows, p.cols);
-        KVS_RETURN_IF_ERROR(backend_.FillRandom(dst, p.init.seed, p.init.mean, p.init.half_range, p.window));
+    auto region = [&](const Piece& p) {
+      return TensorView::Contiguous(all.Cols(p.offset, p.rows * p.cols).data, dtype_, p.rows, p.cols);
+    };
+    for (size_t i = 0; i < pieces_.size(); ++i) {
+      const Piece& p = pieces_[i];
+      switch (p.kind) {
+        case Piece::kRandom:
+          KVS_RETURN_IF_ERROR(backend_.FillRandom(region(p), p.init.seed, p.init.mean, p.init.half_range, p.window));
+          break;
+        case Piece::kRaw:
+          if (raw_device_.bytes() < p.raw.size()) {
+            raw_device_.Reset();
+            KVS_ASSIGN_OR_RETURN(raw_device_, backend_.Allocate(p.raw.size()));
+          }
+          // Stream-ordered: the previous piece's decode has read the staging buffer first.
+          KVS_RETURN_IF_ERROR(backend_.CopyToDevice(p.raw.data(), raw_device_.data(), p.raw.size()));
+          KVS_RETURN_IF_ERROR(backend_.Dequantize(p.type, raw_device_.as<uint8_t>() + p.raw_offset, p.raw_stride, region(p)));
+          break;
+        case Piece::kHost: {
+          // Consecutive host pieces are consecutive in both buffers: one upload for the run.
+          int64_t n = p.rows * p.cols;
+          while (i + 1 < pieces_.size() && pieces_[i + 1].kind == Piece::kHost) {
+            ++i;
+            n += pieces_[i].rows * pieces_[i].cols;
+          }
+          const TensorView dst = TensorView::Contiguous(all.Cols(p.offset, n).data, dtype_, 1, n);
+          KVS_RETURN_IF_ERROR(backend_.UploadFloat(std::span<const float>(host_.data() + p.host_at, n), dst));
+          break;
+        }
       }
     }
     bytes_ += buf.bytes();
     host_.clear();
-    random_.clear();
+    pieces_.clear();
     staged_ = 0;
     return buf;
+  }
+
+  // The raw staging buffer is reused across tensors; the last decode must finish before it goes.
+  absl::Status Finish() {
+    KVS_RETURN_IF_ERROR(backend_.Synchronize());
+    raw_device_.Reset();
+    return absl::OkStatus();
   }
 
  private:
@@ -67,13 +124,20 @@ class Stager {
   Backend& backend_;
   DType dtype_;
   size_t& bytes_;
-  struct Pending {
-    int64_t offset, rows, cols;
-    RandomWindow window;
+  struct Piece {
+    int64_t offset = 0, rows = 0, cols = 0;  // where in the staged buffer, and its shape
+    enum Kind { kHost, kRaw, kRandom } kind = kHost;
+    size_t host_at = 0;                // kHost: start in host_
+    GgmlType type = GgmlType::kF32;    // kRaw: the rows as stored,
+    std::span<const uint8_t> raw;      //   from the first row of the window,
+    int64_t raw_stride = 0;            //   bytes per stored row,
+    int64_t raw_offset = 0;            //   and the window's first column in bytes
+    RandomWindow window;               // kRandom
     RandomInit init;
   };
   std::vector<float> host_, whole_;
-  std::vector<Pending> random_;
+  std::vector<Piece> pieces_;
+  DeviceBuffer raw_device_;
   int64_t staged_ = 0;
 };
 
@@ -146,6 +210,7 @@ absl::StatusOr<ModelWeights> ModelWeights::Load(const WeightSource& src, Backend
   KVS_ASSIGN_OR_RETURN(w.rope_inv_freq_, backend.Allocate(inv_freq.size() * sizeof(float)));
   // The rope table stays f32 on every backend.
   KVS_RETURN_IF_ERROR(backend.CopyToDevice(inv_freq.data(), w.rope_inv_freq_.data(), inv_freq.size() * sizeof(float)));
+  KVS_RETURN_IF_ERROR(st.Finish());
   return w;
 }
 

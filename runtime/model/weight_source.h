@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/common/ggml_types.h"
 #include "runtime/model/model_config.h"
 
 namespace kvs {
@@ -20,6 +21,12 @@ struct TensorSummary {
   std::string name;   // name in the file
   std::string dtype;  // storage type in the file
   std::vector<int64_t> shape;  // HF order: outermost first
+};
+
+// A 2-D tensor as the file stores it: rows in HF order, each a run of GGML blocks.
+struct RawTensor {
+  GgmlType type;
+  std::span<const uint8_t> bytes;
 };
 
 // How a synthetic model fills one tensor: mean + half_range * UniformSigned(seed, i).
@@ -40,6 +47,13 @@ class WeightSource {
   // error names the file, the tensor, and both shapes.
   virtual absl::Status ReadF32(const std::string& hf_name, std::span<const int64_t> shape,
                                std::span<float> out) const = 0;
+  // A 2-D tensor's stored bytes, when the file keeps it in a GGML type (Backend::Dequantize
+  // decodes those on the device) and already in HF layout; nullopt means read it with ReadF32.
+  // Shape and missing-tensor errors as ReadF32's.
+  virtual absl::StatusOr<std::optional<RawTensor>> ReadRaw(const std::string& hf_name,
+                                                           std::span<const int64_t> shape) const {
+    return std::nullopt;
+  }
   // Rotary frequency divisors stored in the file (GGUF rope_freqs for Llama 3.1), if any.
   virtual std::optional<std::vector<float>> RopeFreqFactors() const { return std::nullopt; }
   virtual std::vector<TensorSummary> Summaries() const = 0;

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/cpu/cpu_backend.h"
 
 namespace kvs::cpu {
 namespace {
@@ -86,6 +87,28 @@ TEST(DequantizeTest, HalfAndBfloatIncludingSubnormalsAndSpecials) {
   DequantizeToF32(GgmlType::kBF16, std::span<const uint8_t>(b.data(), 4), o2);
   EXPECT_EQ(o2[0], 1.0f);
   EXPECT_EQ(o2[1], -3.0f);
+}
+
+TEST(DequantizeTest, BackendDecodesAColumnWindowOfStridedRows) {
+  // Three Q8_0 rows of 4 blocks (d = 1, q = row * 100 + column); decode columns 32..95.
+  std::vector<uint8_t> rows(3 * 4 * 34, 0);
+  for (int r = 0; r < 3; ++r) {
+    for (int blk = 0; blk < 4; ++blk) {
+      uint8_t* block = rows.data() + (r * 4 + blk) * 34;
+      const uint16_t one = kHalfOne;
+      std::memcpy(block, &one, 2);
+      for (int j = 0; j < 32; ++j) block[2 + j] = static_cast<uint8_t>(static_cast<int8_t>((r * 20 + blk * 32 + j) % 127));
+    }
+  }
+  CpuBackend be(size_t{1} << 24);
+  std::vector<float> out(3 * 64, -1.0f);
+  ASSERT_TRUE(be.Dequantize(GgmlType::kQ8_0, rows.data() + 34, 4 * 34, TensorView::Contiguous(out.data(), DType::kF32, 3, 64)).ok());
+  for (int r = 0; r < 3; ++r) {
+    for (int c = 0; c < 64; ++c) EXPECT_EQ(out[r * 64 + c], static_cast<float>((r * 20 + 32 + c) % 127)) << r << "," << c;
+  }
+  // A window that splits a block, or rows that overlap, is refused.
+  EXPECT_FALSE(be.Dequantize(GgmlType::kQ8_0, rows.data(), 4 * 34, TensorView::Contiguous(out.data(), DType::kF32, 3, 48)).ok());
+  EXPECT_FALSE(be.Dequantize(GgmlType::kQ8_0, rows.data(), 34, TensorView::Contiguous(out.data(), DType::kF32, 3, 64)).ok());
 }
 
 }  // namespace
