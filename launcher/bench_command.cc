@@ -237,12 +237,12 @@ absl::Status BenchMix(Backend& backend, const ModelWeights& weights, Engine* eng
   }
   const double total = Seconds(t0, Clock::now());
   std::printf("| %s | %s tp=%d | %d requests, %lld output tokens | KV %d blocks x %d | max %lld / mean %.1f seqs per step | "
-              "KV slots used %.1f%% | %lld preemptions | %.2f s | %.0f output tok/s |\n",
+              "KV slots used %.1f%% | %lld preemptions (%lld swapped to host) | %.2f s | %.0f output tok/s |\n",
               absl::GetFlag(FLAGS_static_batching) ? "static batching, full-context reservation" : "paged, continuous",
               backend.Name().c_str(), tp, n, static_cast<long long>(want_out), engine->kv_cache().num_blocks(), bs,
               static_cast<long long>(max_running), static_cast<double>(seq_sum) / std::max<int64_t>(steps, 1),
-              100.0 * util_sum / std::max<int64_t>(steps, 1), static_cast<long long>(sched.num_preemptions()), total,
-              want_out / total);
+              100.0 * util_sum / std::max<int64_t>(steps, 1), static_cast<long long>(sched.num_preemptions()),
+              static_cast<long long>(sched.num_swap_preemptions()), total, want_out / total);
   return absl::OkStatus();
 }
 
