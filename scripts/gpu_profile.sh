@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# On the GPU machine: Nsight Compute profiles of the kernels behind issue 3's missed targets —
+# causal prefill attention (L = 16K), decode attention at B=1 L=32K and B=32 L=4K (the main
+# kernel and the split-K combine), bf16 and int8 KV — with the speed-of-light, warp-stall,
+# occupancy and memory sections. Usage (device tool, carrying .deps): bash scripts/gpu_profile.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PATH=/usr/local/cuda/bin:$PATH
+OUT=${OUT:-/tmp/kvs-out}
+mkdir -p "$OUT"
+start=$(date +%s)
+KVS_SKIP_MODEL=1 bash scripts/setup.sh > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+echo "built in $(( $(date +%s) - start )) s"
+K=./build/launcher/kvshard
+M="--device cuda --model random:llama-3-8b"
+SECTIONS="--section SpeedOfLight --section WarpStateStats --section Occupancy --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section LaunchStats"
+prof() {  # name, kernel regex, kvshard args
+  local name=$1 kernel=$2; shift 2
+  timeout 240 ncu --clock-control none -k "regex:$kernel" -c 1 $SECTIONS $K bench $M "$@" > "$OUT/$name.txt" 2>&1
+  echo "== $name"; grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|DRAM Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Block Limit|Warp Cycles Per Issued|Issue Slots Busy|Executed Ipc A|L1/TEX Hit|Shared Memory Configuration|Grid Size|Waves Per SM|Stall|Tensor" "$OUT/$name.txt" | head -40
+}
+prof prefill_16k_bf16 PagedPrefillMma --kernel prefill --batch 1 --context 16384 --iters 1
+prof decode_b1_32k_bf16 PagedDecodeMma --kernel attention --batch 1 --context 32768 --iters 1
+prof combine_b1_32k CombineSplits --kernel attention --batch 1 --context 32768 --iters 1
+prof decode_b32_4k_bf16 PagedDecodeMma --kernel attention --batch 32 --context 4096 --iters 1
+prof decode_b8_128k_int8 PagedDecodeMma --kernel attention --batch 8 --context 131072 --iters 1 --kv-dtype int8
+prof decode_b8_128k_bf16 PagedDecodeMma --kernel attention --batch 8 --context 131072 --iters 1
+echo "all done at $(( $(date +%s) - start )) s"
