@@ -10,6 +10,7 @@ OUT=${OUT:-/tmp/kvs-out}
 mkdir -p "$OUT"
 start=$(date +%s)
 KVS_SKIP_MODEL=1 bash scripts/setup.sh > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+source build/env.sh
 echo "built in $(( $(date +%s) - start )) s"
 K=./build/launcher/kvshard
 M="--device cuda --model random:llama-3-8b"
