@@ -126,6 +126,16 @@ TEST(CliTest, BenchRunsOnTheCpuAndPrintsTheTable) {
   auto [rc4, out4] = Kvshard("bench --device cpu --model random:smollm2-135m --kernel prefill --batch 1 --context 64 --iters 1");
   ASSERT_EQ(rc4, 0) << out4;
   EXPECT_NE(out4.find("TFLOP/s"), std::string::npos) << out4;
+  // Sampling on the backend against the host path: same draws.
+  auto [rc5, out5] = Kvshard("bench --device cpu --model random:smollm2-135m --kernel sample --batch 3 --iters 1 "
+                             "--temperature 0.8 --top-p 0.9 --top-k 40");
+  ASSERT_EQ(rc5, 0) << out5;
+  EXPECT_NE(out5.find("| 3/3 draws identical |"), std::string::npos) << out5;
+  // The engine bench with sampling, run op by op.
+  auto [rc6, out6] = Kvshard("bench --device cpu --model random:smollm2-135m --input-len 16 --output-len 4 --num-prompts 2 "
+                             "--temperature 1.0 --seed 5 --enforce-eager");
+  ASSERT_EQ(rc6, 0) << out6;
+  EXPECT_NE(out6.find("(0 replayed from CUDA graphs)"), std::string::npos) << out6;
   auto [rc3, out3] = Kvshard("bench --device cpu --model random:smollm2-135m --kernel gemm");
   EXPECT_NE(rc3, 0);
   EXPECT_NE(out3.find("--kernel 'gemm' is unknown"), std::string::npos) << out3;
@@ -230,6 +240,7 @@ TEST(CliFlagsTest, NewFlagsRejectBadValuesByName) {
       {"bench --model " + tiny + " --device cpu --dataset imagenet", "--dataset 'imagenet' is unknown"},
       {"bench --model " + tiny + " --device cpu --dataset sharegpt-like --length-scale 0", "--length-scale"},
       {"bench --url ftp://x --num-prompts 1", "--url must start with http://"},
+      {"bench --model " + tiny + " --device cpu --kernel sample --top-p 1.5", "top_p must be in (0, 1]"},
       {"bench --url http://127.0.0.1:1 --rate -2", "--rate >= 0"},
       {"generate --model " + tiny + " --device cpu --prompt x --comm-timeout 0", "--comm-timeout must be in"},
       {"generate --model " + tiny + " --device cpu --prompt x --preemption-mode later", "--preemption-mode 'later'"},
