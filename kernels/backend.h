@@ -18,6 +18,7 @@
 #include <utility>
 
 #include "absl/status/statusor.h"
+#include "kernels/common/copy_region.h"
 #include "kernels/common/ggml_types.h"
 #include "kernels/common/paged_kv.h"
 #include "kernels/common/random_fill.h"
@@ -102,6 +103,10 @@ class Backend {
   virtual absl::Status CopyOnDevice(const void* src, void* dst, size_t bytes) = 0;
   // Stream-ordered device-to-host copy that does not wait; `host` is AllocateHost memory.
   virtual absl::Status CopyToHostAsync(const void* device, void* host, size_t bytes) = 0;
+  // Many copies at once, stream-ordered and without waiting: each region lies in backend memory
+  // or in an AllocateHost buffer, in any direction; regions do not overlap. Block swaps move
+  // thousands of per-layer pieces: one operation instead of a call per piece.
+  virtual absl::Status CopyRegions(std::span<const CopyRegion> regions) = 0;
   // Converts float32 host values to `dst.dtype` while copying; dst must be contiguous.
   virtual absl::Status UploadFloat(std::span<const float> host, TensorView dst) = 0;
   // Converts `src` to float32 on the way to the host (waits).

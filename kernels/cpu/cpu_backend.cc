@@ -254,6 +254,11 @@ absl::Status CpuBackend::ArgmaxRows(TensorView logits, int32_t first_id, int32_t
   return absl::OkStatus();
 }
 
+absl::Status CpuBackend::CopyRegions(std::span<const CopyRegion> regions) {
+  for (const CopyRegion& r : regions) std::memcpy(r.dst, r.src, r.bytes);
+  return absl::OkStatus();
+}
+
 absl::Status CpuBackend::Dequantize(GgmlType type, const void* src, int64_t src_stride, TensorView out) {
   KVS_RETURN_IF_ERROR(RequireF32(out, "Dequantize", "out"));
   const auto info = LookupGgmlType(static_cast<uint32_t>(type));

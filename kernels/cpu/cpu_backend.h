@@ -29,6 +29,7 @@ class CpuBackend final : public Backend {
   absl::Status CopyToHostAsync(const void* device, void* host, size_t bytes) override {
     return CopyToHost(device, host, bytes);
   }
+  absl::Status CopyRegions(std::span<const CopyRegion> regions) override;
 
   absl::Status CopyToDevice(const void* host, void* device, size_t bytes) override;
   absl::Status CopyToHost(const void* device, void* host, size_t bytes) override;

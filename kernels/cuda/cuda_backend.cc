@@ -93,6 +93,7 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int device) {
 
 CudaBackend::~CudaBackend() {
   workspace_.Reset();
+  copy_table_.Reset();
   cublas_workspace_.Reset();
   if (cublas_ != nullptr) cublasDestroy(cublas_);
   if (stream_ != nullptr) cudaStreamDestroy(stream_);
@@ -130,7 +131,8 @@ absl::Status CudaBackend::CopyToDevice(const void* host, void* device, size_t by
 
 absl::StatusOr<HostBuffer> CudaBackend::AllocateHost(size_t bytes) {
   void* p = nullptr;
-  if (cudaHostAlloc(&p, bytes, cudaHostAllocDefault) != cudaSuccess) {
+  // Mapped: kernels (CopyRegions) read and write it through the same pointer.
+  if (cudaHostAlloc(&p, bytes, cudaHostAllocPortable | cudaHostAllocMapped) != cudaSuccess) {
     cudaGetLastError();
     return absl::ResourceExhaustedError(absl::StrFormat("cannot allocate %d bytes of pinned host memory", bytes));
   }
@@ -140,6 +142,33 @@ absl::StatusOr<HostBuffer> CudaBackend::AllocateHost(size_t bytes) {
 absl::Status CudaBackend::CopyOnDevice(const void* src, void* dst, size_t bytes) {
   if (bytes == 0) return absl::OkStatus();
   KVS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::CopyRegions(std::span<const CopyRegion> regions) {
+  if (regions.empty()) return absl::OkStatus();
+  bool words = true;  // every region in whole, aligned 16-byte words
+  for (const CopyRegion& r : regions) {
+    words &= (reinterpret_cast<uintptr_t>(r.src) | reinterpret_cast<uintptr_t>(r.dst) | r.bytes) % 16 == 0;
+  }
+  if (!words || regions.size() <= 2) {
+    for (const CopyRegion& r : regions) {
+      KVS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(r.dst, r.src, r.bytes, cudaMemcpyDefault, stream_));
+    }
+    return absl::OkStatus();
+  }
+  // One kernel moves every region (pinned host memory is mapped: the same pointers work on the
+  // device); the table travels in a device buffer kept for the next batch.
+  copy_table_host_.assign(regions.begin(), regions.end());
+  const size_t table_bytes = regions.size() * sizeof(CopyRegion);
+  if (copy_table_.bytes() < table_bytes) {
+    copy_table_.Reset();  // cudaFree waits for kernels still reading the old table
+    KVS_ASSIGN_OR_RETURN(copy_table_, Allocate(std::max(table_bytes, size_t{4096})));
+  }
+  // From pageable memory: staged before this returns, so the host table may change at once.
+  KVS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(copy_table_.data(), copy_table_host_.data(), table_bytes,
+                                           cudaMemcpyHostToDevice, stream_));
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchCopyRegions(copy_table_.as<CopyRegion>(), static_cast<int64_t>(regions.size()), stream_));
   return absl::OkStatus();
 }
 

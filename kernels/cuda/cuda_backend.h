@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include <memory>
+#include <vector>
 
 #include "kernels/backend.h"
 #include "kernels/cuda/cuda_kernels.h"
@@ -31,6 +32,7 @@ class CudaBackend final : public Backend {
   size_t FreeMemoryBytes() const override;
   absl::StatusOr<HostBuffer> AllocateHost(size_t bytes) override;
   absl::Status CopyToHostAsync(const void* device, void* host, size_t bytes) override;
+  absl::Status CopyRegions(std::span<const CopyRegion> regions) override;
   absl::Status CopyOnDevice(const void* src, void* dst, size_t bytes) override;
 
   absl::Status CopyToDevice(const void* host, void* device, size_t bytes) override;
@@ -72,6 +74,8 @@ class CudaBackend final : public Backend {
   cublasHandle_t cublas_ = nullptr;
   DeviceBuffer workspace_;
   DeviceBuffer cublas_workspace_;  // fixed, so that captured GEMMs never allocate
+  DeviceBuffer copy_table_;        // CopyRegions' table on the device
+  std::vector<CopyRegion> copy_table_host_;
   cuda::AttentionWorkspace attention_ws_;
 };
 

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 
+#include "kernels/common/copy_region.h"
 #include "kernels/common/ggml_types.h"
 #include "kernels/common/paged_kv.h"
 #include "kernels/common/sample_request.h"
@@ -64,6 +65,10 @@ inline constexpr int64_t kMaxGemvRows = 8;
 bool GemvApplies(int64_t rows, int64_t k, int64_t x_stride, const void* x, const void* w);
 cudaError_t LaunchGemv(const bf16* x, int64_t x_stride, int64_t rows, const bf16* w, int64_t n, int64_t k,
                        void* out, bool f32_out, int64_t out_stride, cudaStream_t stream);
+
+// Copies every region of `table` (device memory, `count` entries; each region 16-byte aligned
+// and a whole number of 16-byte words, in device or mapped pinned host memory).
+cudaError_t LaunchCopyRegions(const CopyRegion* table, int64_t count, cudaStream_t stream);
 
 // out [rows, cols] (bf16, or f32 when f32_out) = GGML-typed rows at src (row r at src + r *
 // src_stride bytes) decoded; cols a multiple of the type's block.

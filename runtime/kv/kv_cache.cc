@@ -73,37 +73,44 @@ absl::Status KvCache::CheckPairs(std::span<const int32_t> pairs, bool out) const
   return absl::OkStatus();
 }
 
+// Swaps and copies move one piece per (block, layer, K or V): all of a step's pieces go to the
+// backend as one CopyRegions batch.
 absl::Status KvCache::SwapOut(Backend& backend, std::span<const int32_t> pairs) const {
   KVS_RETURN_IF_ERROR(CheckPairs(pairs, true));
   const size_t bb = BlockBytes();
+  std::vector<CopyRegion> regions;
+  regions.reserve(pairs.size() * k_.size());
   for (size_t i = 0; i < pairs.size(); i += 2) {
     for (size_t l = 0; l < k_.size(); ++l) {
       const auto* k = static_cast<const std::byte*>(k_[l].data()) + static_cast<size_t>(pairs[i]) * bb;
       const auto* v = static_cast<const std::byte*>(v_[l].data()) + static_cast<size_t>(pairs[i]) * bb;
-      KVS_RETURN_IF_ERROR(backend.CopyToHostAsync(k, HostBlock(l, 0, pairs[i + 1]), bb));
-      KVS_RETURN_IF_ERROR(backend.CopyToHostAsync(v, HostBlock(l, 1, pairs[i + 1]), bb));
+      regions.push_back({k, HostBlock(l, 0, pairs[i + 1]), bb});
+      regions.push_back({v, HostBlock(l, 1, pairs[i + 1]), bb});
     }
   }
-  return absl::OkStatus();
+  return backend.CopyRegions(regions);
 }
 
 absl::Status KvCache::SwapIn(Backend& backend, std::span<const int32_t> pairs) const {
   KVS_RETURN_IF_ERROR(CheckPairs(pairs, false));
   const size_t bb = BlockBytes();
+  std::vector<CopyRegion> regions;
+  regions.reserve(pairs.size() * k_.size());
   for (size_t i = 0; i < pairs.size(); i += 2) {
     for (size_t l = 0; l < k_.size(); ++l) {
       auto* k = static_cast<std::byte*>(k_[l].data()) + static_cast<size_t>(pairs[i + 1]) * bb;
       auto* v = static_cast<std::byte*>(v_[l].data()) + static_cast<size_t>(pairs[i + 1]) * bb;
-      KVS_RETURN_IF_ERROR(backend.CopyToDevice(HostBlock(l, 0, pairs[i]), k, bb));
-      KVS_RETURN_IF_ERROR(backend.CopyToDevice(HostBlock(l, 1, pairs[i]), v, bb));
+      regions.push_back({HostBlock(l, 0, pairs[i]), k, bb});
+      regions.push_back({HostBlock(l, 1, pairs[i]), v, bb});
     }
   }
-  return absl::OkStatus();
+  return backend.CopyRegions(regions);
 }
 
 absl::Status KvCache::CopyBlocks(Backend& backend, std::span<const int32_t> pairs) const {
   if (pairs.size() % 2 != 0) return absl::InvalidArgumentError("copy list must hold pairs");
   const size_t bb = BlockBytes();
+  std::vector<CopyRegion> regions;
   for (size_t i = 0; i < pairs.size(); i += 2) {
     if (pairs[i] < 0 || pairs[i] >= num_blocks_ || pairs[i + 1] < 0 || pairs[i + 1] >= num_blocks_) {
       return absl::OutOfRangeError(absl::StrFormat("copy of block %d to %d is outside the cache", pairs[i], pairs[i + 1]));
@@ -111,12 +118,11 @@ absl::Status KvCache::CopyBlocks(Backend& backend, std::span<const int32_t> pair
     for (size_t l = 0; l < k_.size(); ++l) {
       for (const DeviceBuffer* buf : {&k_[l], &v_[l]}) {
         auto* base = static_cast<std::byte*>(buf->data());
-        KVS_RETURN_IF_ERROR(backend.CopyOnDevice(base + static_cast<size_t>(pairs[i]) * bb,
-                                                 base + static_cast<size_t>(pairs[i + 1]) * bb, bb));
+        regions.push_back({base + static_cast<size_t>(pairs[i]) * bb, base + static_cast<size_t>(pairs[i + 1]) * bb, bb});
       }
     }
   }
-  return absl::OkStatus();
+  return backend.CopyRegions(regions);
 }
 
 PagedKvView KvCache::Layer(int32_t layer) const {

@@ -341,6 +341,40 @@ TEST_F(CudaOpsTest, DequantizeMatchesTheCpuDecoderForEveryGgmlType) {
   }
 }
 
+// One CopyRegions batch moving 16-byte-word pieces device -> pinned host, host -> device and
+// device -> device (the kernel path), then a batch with an odd-sized piece (the memcpy path).
+TEST_F(CudaOpsTest, CopyRegionsMovesEveryPieceInEveryDirection) {
+  const size_t piece = 32 << 10, pieces = 300;
+  std::vector<uint8_t> data(piece * pieces);
+  for (auto& b : data) b = static_cast<uint8_t>(rng_());
+  auto a = gpu_->Allocate(data.size()), b = gpu_->Allocate(data.size());
+  auto host = gpu_->AllocateHost(data.size());
+  ASSERT_TRUE(a.ok() && b.ok() && host.ok());
+  ASSERT_TRUE(gpu_->CopyToDevice(data.data(), a->data(), data.size()).ok());
+  std::vector<CopyRegion> out, in, within;
+  for (size_t i = 0; i < pieces; ++i) {
+    const size_t j = (i * 7) % pieces;  // a permutation: pieces land out of order
+    out.push_back({a->as<uint8_t>() + i * piece, host->get() + j * piece, piece});
+    in.push_back({host->get() + j * piece, b->as<uint8_t>() + ((i * 11) % pieces) * piece, piece});
+  }
+  ASSERT_TRUE(gpu_->CopyRegions(out).ok());
+  ASSERT_TRUE(gpu_->CopyRegions(in).ok());
+  ASSERT_TRUE(gpu_->Synchronize().ok());
+  std::vector<uint8_t> got(data.size());
+  ASSERT_TRUE(gpu_->CopyToHost(b->data(), got.data(), got.size()).ok());
+  for (size_t i = 0; i < pieces; ++i) {
+    ASSERT_EQ(std::memcmp(got.data() + ((i * 11) % pieces) * piece, data.data() + i * piece, piece), 0) << "piece " << i;
+    ASSERT_EQ(std::memcmp(host->get() + ((i * 7) % pieces) * piece, data.data() + i * piece, piece), 0) << "piece " << i;
+  }
+  // Device to device, including a piece that is not a whole number of 16-byte words.
+  within.push_back({a->as<uint8_t>() + 3, b->as<uint8_t>() + 5, 1001});
+  for (size_t i = 1; i < 8; ++i) within.push_back({a->as<uint8_t>() + i * piece, b->as<uint8_t>() + i * piece, piece});
+  ASSERT_TRUE(gpu_->CopyRegions(within).ok());
+  ASSERT_TRUE(gpu_->CopyToHost(b->data(), got.data(), got.size()).ok());
+  EXPECT_EQ(std::memcmp(got.data() + 5, data.data() + 3, 1001), 0);
+  for (size_t i = 1; i < 8; ++i) EXPECT_EQ(std::memcmp(got.data() + i * piece, data.data() + i * piece, piece), 0) << i;
+}
+
 TEST_F(CudaOpsTest, FillRandomEqualsTheCpuFill) {
   const int64_t n = 1 << 20;
   std::vector<float> cpu(n);
