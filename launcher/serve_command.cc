@@ -1,6 +1,8 @@
-// `kvshard serve`: the OpenAI-compatible server on rank 0; under mpirun/srun the other ranks of
-// its tensor-parallel group run as workers. SIGTERM or SIGINT drains: new requests get 503,
-// in-flight ones finish, then every rank stops.
+// `kvshard serve`: the OpenAI-compatible server on global rank 0; under mpirun/srun the other
+// ranks of each tensor-parallel group run as workers, and with data parallelism (ranks = dp x tp)
+// the other groups' leaders serve the requests rank 0 routes to them (launcher/dp_serving.h).
+// SIGTERM or SIGINT to rank 0 drains: new requests get 503, in-flight ones finish, then every
+// rank stops.
 #include <csignal>
 #include <cstdio>
 
@@ -8,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "kernels/common/status_macros.h"
 #include "launcher/commands.h"
+#include "launcher/dp_serving.h"
 #include "launcher/flags.h"
 #include "launcher/rank_setup.h"
 #include "runtime/server/http_server.h"
@@ -42,14 +45,32 @@ absl::Status Serve(std::unique_ptr<RankRuntime>& rt) {
     std::signal(SIGINT, SIG_IGN);
     return RunWorker(*rt);
   }
-  if (rt->context->layout().dp > 1) {
-    return absl::UnimplementedError("serve runs one tensor-parallel group (dp = 1) for now: start ranks = --tp");
-  }
   if (!rt->model->tokenizer) return absl::FailedPreconditionError("serving needs a tokenizer (tokenizer.json or a GGUF)");
+  // Data parallel: every leader reports its group's KV capacity; leaders other than rank 0 then
+  // serve what rank 0 sends them, and stop when it says so.
+  const bool data_parallel = rt->context->leaders() != nullptr;
+  KVS_ASSIGN_OR_RETURN(std::vector<int64_t> capacities, GatherGroupCapacities(*rt));
+  if (data_parallel && rt->context->leaders()->rank() != 0) {
+    std::signal(SIGTERM, SIG_IGN);
+    std::signal(SIGINT, SIG_IGN);
+    return ServeAsRemoteGroup(*rt);
+  }
+  LocalGroup local(*rt->engine);
+  std::vector<std::unique_ptr<ServingGroup>> remote = ConnectRemoteGroups(*rt);
+  std::vector<ServingGroup*> groups = {&local};
+  for (auto& g : remote) groups.push_back(g.get());
+  std::unique_ptr<RequestRouter> router;
+  if (data_parallel) {
+    router = MakeDpRouter(capacities, rt->engine->kv_cache().block_size());
+    std::string caps;
+    for (size_t g = 0; g < capacities.size(); ++g) caps += absl::StrFormat("%s%d", g ? ", " : "", capacities[g]);
+    std::fprintf(stderr, "%s routing over %zu groups (KV capacity in blocks: %s), prefix-aware\n", rt->tag().c_str(),
+                 capacities.size(), caps.c_str());
+  }
   ServiceLimits limits;
   limits.max_model_len = rt->engine->scheduler().config().max_model_len;
   limits.max_in_flight = absl::GetFlag(FLAGS_max_in_flight);
-  EngineService service(*rt->engine, *rt->model->tokenizer,
+  EngineService service(groups, router.get(), *rt->model->tokenizer,
                         rt->model->chat_template ? &*rt->model->chat_template : nullptr, limits);
   HttpOptions opt;
   opt.host = absl::GetFlag(FLAGS_host);
@@ -70,7 +91,8 @@ absl::Status Serve(std::unique_ptr<RankRuntime>& rt) {
   http.Stop();
   std::fprintf(stderr, "%s drained and stopped\n", rt->tag().c_str());
   KVS_RETURN_IF_ERROR(run);
-  return rt->engine->Shutdown();
+  for (auto& g : remote) KVS_RETURN_IF_ERROR(g->Stop());  // every request is done: release the groups
+  return local.Stop();
 }
 
 }  // namespace

@@ -159,3 +159,50 @@ absl::StatusOr<std::vector<std::string>> MpiCommunicator::Gather(const std::stri
 }
 
 }  // namespace kvs
+
+namespace kvs {
+
+namespace {
+constexpr int kMessageTag = 4242;  // point-to-point messages, apart from every collective
+}  // namespace
+
+absl::Status MpiCommunicator::ReapOutbox() {
+  for (auto it = outbox_.begin(); it != outbox_.end();) {
+    int done = 0;
+    KVS_MPI_RETURN_IF_ERROR(MPI_Test(&it->request, &done, MPI_STATUS_IGNORE));
+    it = done ? outbox_.erase(it) : std::next(it);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MpiCommunicator::Post(int dest, std::string message) {
+  KVS_RETURN_IF_ERROR(ReapOutbox());
+  outbox_.push_back(Outgoing{std::move(message), MPI_REQUEST_NULL});
+  Outgoing& out = outbox_.back();  // list nodes stay put: MPI reads the string until delivered
+  KVS_MPI_RETURN_IF_ERROR(MPI_Isend(out.message.data(), static_cast<int>(out.message.size()), MPI_CHAR, dest, kMessageTag,
+                                    comm_, &out.request));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<std::string>> MpiCommunicator::TryReceive(int source) {
+  KVS_RETURN_IF_ERROR(ReapOutbox());
+  int arrived = 0;
+  MPI_Status status;
+  KVS_MPI_RETURN_IF_ERROR(MPI_Iprobe(source, kMessageTag, comm_, &arrived, &status));
+  if (!arrived) return std::nullopt;
+  int bytes = 0;
+  KVS_MPI_RETURN_IF_ERROR(MPI_Get_count(&status, MPI_CHAR, &bytes));
+  std::string message(bytes, '\0');
+  MPI_Request req;
+  KVS_MPI_RETURN_IF_ERROR(MPI_Irecv(message.data(), bytes, MPI_CHAR, source, kMessageTag, comm_, &req));
+  KVS_RETURN_IF_ERROR(Wait(req, "message receive", true));
+  return message;
+}
+
+absl::Status MpiCommunicator::Flush() {
+  for (Outgoing& out : outbox_) KVS_RETURN_IF_ERROR(Wait(out.request, "message send", true));
+  outbox_.clear();
+  return absl::OkStatus();
+}
+
+}  // namespace kvs

@@ -10,7 +10,9 @@
 #include <mpi.h>
 
 #include <chrono>
+#include <list>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -42,6 +44,14 @@ class MpiCommunicator final : public Collectives {
   // Every rank's `mine`, in rank order, on `root` (empty elsewhere). No deadline: peers may
   // still be working on what they were given.
   absl::StatusOr<std::vector<std::string>> Gather(const std::string& mine, int root);
+
+  // Point-to-point messages (the data-parallel server's requests and token events): Post sends
+  // without waiting (the message is kept until delivered); TryReceive returns the next message
+  // from `source` if one has arrived. Messages from one source arrive in the order posted.
+  absl::Status Post(int dest, std::string message);
+  absl::StatusOr<std::optional<std::string>> TryReceive(int source);
+  // Waits (bounded) until every posted message has been delivered.
+  absl::Status Flush();
   MPI_Comm comm() const { return comm_; }
 
  private:
@@ -52,6 +62,13 @@ class MpiCommunicator final : public Collectives {
   int rank_ = 0, size_ = 1, world_rank_ = 0;
   std::chrono::milliseconds timeout_;
   int64_t broadcasts_ = 0;
+  // Posted messages not yet known to be delivered, with their requests; polled by Post/Flush.
+  struct Outgoing {
+    std::string message;
+    MPI_Request request;
+  };
+  std::list<Outgoing> outbox_;
+  absl::Status ReapOutbox();
   int fault_rank_ = -1;  // KVS_FAULT_AT (tests): which rank fails, at which step message, how
   int64_t fault_broadcast_ = -1;
   bool fault_hang_ = false;

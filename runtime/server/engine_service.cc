@@ -1,6 +1,7 @@
 #include "runtime/server/engine_service.h"
 
 #include "absl/strings/str_format.h"
+#include "kernels/common/status_macros.h"
 
 namespace kvs {
 
@@ -54,7 +55,18 @@ void EngineService::Histogram::Add(double v) {
 }
 
 EngineService::EngineService(Engine& engine, const Tokenizer& tokenizer, const ChatTemplate* chat, ServiceLimits limits)
-    : engine_(engine), tokenizer_(tokenizer), chat_(chat), limits_(limits) {
+    : EngineService(std::vector<ServingGroup*>{}, nullptr, tokenizer, chat, limits) {
+  own_group_ = std::make_unique<LocalGroup>(engine);
+  groups_ = {own_group_.get()};
+  group_stats_.assign(1, GroupStats{});
+  group_requests_.assign(1, 0);
+}
+
+EngineService::EngineService(std::vector<ServingGroup*> groups, RequestRouter* router, const Tokenizer& tokenizer,
+                             const ChatTemplate* chat, ServiceLimits limits)
+    : groups_(std::move(groups)), router_(router), tokenizer_(tokenizer), chat_(chat), limits_(limits) {
+  group_stats_.assign(groups_.size(), GroupStats{});
+  group_requests_.assign(groups_.size(), 0);
   for (Histogram* h : {&ttft_, &tpot_, &e2e_}) {
     h->bounds = h == &tpot_ ? std::vector<double>{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0}
                             : std::vector<double>{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
@@ -118,12 +130,55 @@ void EngineService::Admit(Pending& p) {
         limits_.max_model_len, total, ids->size(), p.request.params.max_tokens)));
   }
   const auto n_prompt = static_cast<int32_t>(ids->size());
-  absl::Status s = engine_.Add(Request{p.id, *std::move(ids), p.request.params});
-  if (!s.ok()) return fail(absl::InvalidArgumentError(s.message()));
-  live_[p.id] = p.stream;
-  remaining_[p.id] = p.request.params.n;
+  Request request{p.id, *std::move(ids), p.request.params};
+  const int group = router_ != nullptr ? router_->Route(request) : 0;
+  absl::Status s = groups_[group]->Add(std::move(request));
+  if (!s.ok()) {
+    if (router_ != nullptr) router_->Done(group, p.id);
+    return fail(absl::InvalidArgumentError(s.message()));
+  }
+  live_[p.id] = Live{p.stream, group, p.request.params.n};
+  {
+    std::lock_guard<std::mutex> lock(metrics_mu_);
+    ++group_requests_[group];
+  }
   prompt_tokens_ += n_prompt;
   p.stream->Accept(n_prompt);
+}
+
+void EngineService::Retire(absl::flat_hash_map<std::string, Live>::iterator it, bool ok) {
+  if (router_ != nullptr) router_->Done(it->second.group, it->first);
+  live_.erase(it);
+  --in_flight_;
+  ++(ok ? requests_ok_ : requests_failed_);
+}
+
+void EngineService::Deliver(int group, GroupOutput& out) {
+  Observe(out.results);
+  for (auto& [id, status] : out.refused) {
+    auto it = live_.find(id);
+    if (it == live_.end()) continue;
+    it->second.stream->Fail(absl::InvalidArgumentError(status.message()));
+    Retire(it, false);
+  }
+  for (TokenEvent& ev : out.events) {
+    auto it = live_.find(ev.request_id);
+    if (it == live_.end()) continue;
+    StreamEvent se{ev.index, std::move(ev.text_delta), ev.finished ? ev.reason : FinishReason::kNone, {}};
+    for (const TokenLogprob& lp : ev.logprobs) {
+      ApiLogprob a{tokenizer_.DecodeBytes({lp.token}, /*skip_special=*/false), lp.logprob, {}};
+      for (const auto& [id, v] : lp.top) a.top.emplace_back(tokenizer_.DecodeBytes({id}, false), v);
+      se.logprobs.push_back(std::move(a));
+    }
+    it->second.stream->Push(std::move(se));
+    // A request leaves once every one of its samples has finished.
+    if (ev.finished && --it->second.remaining == 0) Retire(it, true);
+  }
+}
+
+void EngineService::UpdateStats() {
+  std::lock_guard<std::mutex> lock(metrics_mu_);
+  for (size_t g = 0; g < groups_.size(); ++g) group_stats_[g] = groups_[g]->Stats();
 }
 
 void EngineService::Observe(const std::vector<RequestResult>& results) {
@@ -133,19 +188,24 @@ void EngineService::Observe(const std::vector<RequestResult>& results) {
     if (r.output_ids.size() > 1) tpot_.Add(r.metrics.tpot_s);
     e2e_.Add(r.metrics.e2e_s);
     generated_tokens_ += static_cast<int64_t>(r.output_ids.size());
-    if (auto it = live_.find(r.id); it != live_.end()) it->second->AddOutputTokens(static_cast<int32_t>(r.output_ids.size()));
+    if (auto it = live_.find(r.id); it != live_.end()) {
+      it->second.stream->AddOutputTokens(static_cast<int32_t>(r.output_ids.size()));
+    }
   }
 }
 
 absl::Status EngineService::Run() {
   for (;;) {
+    bool local_busy = false, remote_busy = false;
+    for (size_t g = 0; g < groups_.size(); ++g) (g == 0 ? local_busy : remote_busy) |= groups_[g]->Busy();
     std::deque<Pending> admit;
     std::vector<std::string> cancel;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      if (pending_.empty() && cancelled_.empty() && !engine_.HasWork()) {
+      if (pending_.empty() && cancelled_.empty() && !local_busy) {
         if (draining_ && live_.empty()) return absl::OkStatus();
-        cv_.wait_for(lock, std::chrono::milliseconds(50));
+        // Remote groups report over MPI, which only this thread may poll: look again soon.
+        cv_.wait_for(lock, std::chrono::milliseconds(remote_busy ? 1 : 50));
       }
       admit.swap(pending_);
       cancel.swap(cancelled_);
@@ -154,47 +214,17 @@ absl::Status EngineService::Run() {
     for (const std::string& id : cancel) {
       auto it = live_.find(id);
       if (it == live_.end()) continue;
-      engine_.Abort(id);
-      it->second->Fail(absl::CancelledError("the client went away"));
-      live_.erase(it);
-      remaining_.erase(id);
-      --in_flight_;
-      ++requests_failed_;
+      groups_[it->second.group]->Abort(id);
+      it->second.stream->Fail(absl::CancelledError("the client went away"));
+      Retire(it, false);
     }
-    if (engine_.HasWork()) {
-      absl::StatusOr<std::vector<TokenEvent>> events = engine_.Step();
-      if (!events.ok()) return events.status();
-      Observe(engine_.TakeResults());
-      for (TokenEvent& ev : *events) {
-        auto it = live_.find(ev.request_id);
-        if (it == live_.end()) continue;
-        StreamEvent se{ev.index, std::move(ev.text_delta), ev.finished ? ev.reason : FinishReason::kNone, {}};
-        for (const TokenLogprob& lp : ev.logprobs) {
-          ApiLogprob a{tokenizer_.DecodeBytes({lp.token}, /*skip_special=*/false), lp.logprob, {}};
-          for (const auto& [id, v] : lp.top) a.top.emplace_back(tokenizer_.DecodeBytes({id}, false), v);
-          se.logprobs.push_back(std::move(a));
-        }
-        it->second->Push(std::move(se));
-        // A request leaves once every one of its samples has finished.
-        if (ev.finished && --remaining_[ev.request_id] == 0) {
-          remaining_.erase(ev.request_id);
-          live_.erase(it);
-          --in_flight_;
-          ++requests_ok_;
-        }
-      }
+    for (size_t g = 0; g < groups_.size(); ++g) {
+      if (!groups_[g]->Busy()) continue;
+      GroupOutput out;
+      KVS_RETURN_IF_ERROR(groups_[g]->Advance(out));
+      Deliver(static_cast<int>(g), out);
     }
-    const Scheduler& s = engine_.scheduler();
-    running_ = s.num_running();
-    waiting_ = s.num_waiting();
-    swapped_ = s.num_swapped();
-    kv_total_ = s.pool().num_blocks();
-    kv_used_ = s.pool().num_blocks() - s.pool().num_free();
-    kv_tokens_ = s.TokensInCache();
-    preemptions_ = s.num_preemptions();
-    prefix_hits_ = s.prefix_hit_tokens();
-    prefix_host_hits_ = s.host_prefix_hit_tokens();
-    prefix_queries_ = s.prefix_query_tokens();
+    UpdateStats();
   }
 }
 
@@ -204,20 +234,57 @@ std::string EngineService::MetricsText() const {
     absl::StrAppendFormat(&out, "# HELP kvshard_%s %s\n# TYPE kvshard_%s %s\nkvshard_%s %.17g\n", name, help, name, type,
                           name, v);
   };
-  gauge("requests_running", "Sequences in the running batch", running_);
-  gauge("requests_waiting", "Sequences waiting for admission", waiting_);
-  gauge("requests_swapped", "Sequences swapped out to host memory", swapped_);
-  gauge("kv_cache_usage_ratio", "Share of this group's KV blocks in use (every device holds the same blocks)",
-        kv_total_ > 0 ? static_cast<double>(kv_used_) / kv_total_ : 0.0);
-  gauge("kv_cache_blocks_total", "KV blocks of this group", kv_total_);
+  std::vector<GroupStats> groups;
+  std::vector<int64_t> routed;
+  {
+    std::lock_guard<std::mutex> lock(metrics_mu_);
+    groups = group_stats_;
+    routed = group_requests_;
+  }
+  GroupStats all;  // every group together
+  double slots_used = 0;
+  for (const GroupStats& g : groups) {
+    all.running += g.running;
+    all.waiting += g.waiting;
+    all.swapped += g.swapped;
+    all.kv_used += g.kv_used;
+    all.kv_total += g.kv_total;
+    all.kv_tokens += g.kv_tokens;
+    all.preemptions += g.preemptions;
+    all.prefix_hits += g.prefix_hits;
+    all.prefix_host_hits += g.prefix_host_hits;
+    all.prefix_queries += g.prefix_queries;
+    slots_used += static_cast<double>(g.kv_used) * g.block_size;
+  }
+  gauge("requests_running", "Sequences in the running batch", all.running);
+  gauge("requests_waiting", "Sequences waiting for admission", all.waiting);
+  gauge("requests_swapped", "Sequences swapped out to host memory", all.swapped);
+  gauge("kv_cache_usage_ratio", "Share of the KV blocks in use, over every group (each device of a group holds its blocks)",
+        all.kv_total > 0 ? static_cast<double>(all.kv_used) / all.kv_total : 0.0);
+  gauge("kv_cache_blocks_total", "KV blocks of every group", all.kv_total);
   gauge("kv_slot_utilization_ratio", "Tokens stored over token slots of the blocks in use (paging waste)",
-        kv_used_ > 0 ? static_cast<double>(kv_tokens_) / (static_cast<double>(kv_used_) * engine_.kv_cache().block_size())
-                     : 0.0);
+        slots_used > 0 ? static_cast<double>(all.kv_tokens) / slots_used : 0.0);
   gauge("prefix_cache_hit_ratio", "Prompt tokens found in the prefix cache over prompt tokens looked up",
-        prefix_queries_ > 0 ? static_cast<double>(prefix_hits_) / prefix_queries_ : 0.0);
+        all.prefix_queries > 0 ? static_cast<double>(all.prefix_hits) / all.prefix_queries : 0.0);
   gauge("prefix_cache_host_hit_tokens_total", "Prompt tokens whose cached KV came back from the host tier",
-        prefix_host_hits_, "counter");
-  gauge("preemptions_total", "Sequences preempted (swap or recompute)", preemptions_, "counter");
+        all.prefix_host_hits, "counter");
+  gauge("preemptions_total", "Sequences preempted (swap or recompute)", all.preemptions, "counter");
+  // Per tensor-parallel group (data parallelism): where the router sent requests, and each
+  // group's KV use (every device of a group holds the same blocks, one per device slice).
+  auto per_group = [&](const char* name, const char* help, const char* type, auto value) {
+    absl::StrAppendFormat(&out, "# HELP kvshard_%s %s\n# TYPE kvshard_%s %s\n", name, help, name, type);
+    for (size_t g = 0; g < groups.size(); ++g) {
+      absl::StrAppendFormat(&out, "kvshard_%s{group=\"%d\"} %.17g\n", name, g, static_cast<double>(value(g)));
+    }
+  };
+  per_group("group_kv_cache_usage_ratio", "Share of the group's KV blocks in use, on each of its devices", "gauge",
+            [&](size_t g) { return groups[g].kv_total > 0 ? static_cast<double>(groups[g].kv_used) / groups[g].kv_total : 0.0; });
+  per_group("group_kv_cache_blocks_total", "KV blocks of the group (on each of its devices)", "gauge",
+            [&](size_t g) { return groups[g].kv_total; });
+  per_group("group_requests_running", "Sequences in the group's running batch", "gauge",
+            [&](size_t g) { return groups[g].running; });
+  per_group("group_requests_routed_total", "Requests the router sent to the group", "counter",
+            [&](size_t g) { return routed[g]; });
   gauge("requests_success_total", "Requests finished", requests_ok_, "counter");
   gauge("requests_failed_total", "Requests rejected after acceptance or aborted", requests_failed_, "counter");
   gauge("prompt_tokens_total", "Prompt tokens admitted", prompt_tokens_, "counter");

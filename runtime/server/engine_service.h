@@ -1,8 +1,9 @@
-// The bridge between HTTP threads and the engine. HTTP handlers Submit parsed requests and read
+// The bridge between HTTP threads and the engines. HTTP handlers Submit parsed requests and read
 // their outputs from a Stream; the engine thread (the process's main thread, which alone calls
-// MPI) runs Run(): it tokenizes and admits new requests, steps the engine, and hands each
-// request's text deltas to its Stream. A cancelled request (client gone) is aborted and its
-// blocks freed at the next step. Counters and latency histograms feed /metrics.
+// MPI) runs Run(): it tokenizes new requests, sends each to a serving group (serving_group.h: this
+// process's engine, or with data parallelism another group chosen by the router), advances the
+// groups, and hands each request's text deltas to its Stream. A cancelled request (client gone)
+// is aborted and its blocks freed at the next step. Counters and latency histograms feed /metrics.
 #pragma once
 
 #include <atomic>
@@ -21,6 +22,7 @@
 #include "runtime/model/chat_template.h"
 #include "runtime/model/tokenizer.h"
 #include "runtime/server/openai_protocol.h"
+#include "runtime/server/serving_group.h"
 
 namespace kvs {
 
@@ -67,7 +69,11 @@ struct ServiceLimits {
 
 class EngineService {
  public:
+  // One group: this process's engine.
   EngineService(Engine& engine, const Tokenizer& tokenizer, const ChatTemplate* chat, ServiceLimits limits);
+  // Several groups (groups[0] is this process's); `router` picks one per request.
+  EngineService(std::vector<ServingGroup*> groups, RequestRouter* router, const Tokenizer& tokenizer,
+                const ChatTemplate* chat, ServiceLimits limits);
 
   // HTTP threads. ResourceExhausted (503) when too many requests are in flight or draining.
   absl::StatusOr<std::shared_ptr<Stream>> Submit(ApiRequest r, std::string id);
@@ -85,10 +91,21 @@ class EngineService {
     std::string id;
     std::shared_ptr<Stream> stream;
   };
+  struct Live {
+    std::shared_ptr<Stream> stream;
+    int group = 0;
+    int32_t remaining = 0;  // samples not yet finished
+  };
   void Admit(Pending& p);
   void Observe(const std::vector<RequestResult>& results);
+  void Deliver(int group, GroupOutput& out);
+  // The request leaves: its group and the router hear of it.
+  void Retire(absl::flat_hash_map<std::string, Live>::iterator it, bool ok);
+  void UpdateStats();
 
-  Engine& engine_;
+  std::unique_ptr<LocalGroup> own_group_;  // the one-engine constructor's
+  std::vector<ServingGroup*> groups_;
+  RequestRouter* router_ = nullptr;
   const Tokenizer& tokenizer_;
   const ChatTemplate* chat_;
   ServiceLimits limits_;
@@ -99,8 +116,7 @@ class EngineService {
   std::vector<std::string> cancelled_;
   std::atomic<bool> draining_{false};
   std::atomic<int32_t> in_flight_{0};
-  absl::flat_hash_map<std::string, std::shared_ptr<Stream>> live_;  // engine thread only
-  absl::flat_hash_map<std::string, int32_t> remaining_;              // samples not yet finished
+  absl::flat_hash_map<std::string, Live> live_;  // engine thread only
 
   // Metrics (engine thread writes, HTTP threads read).
   mutable std::mutex metrics_mu_;
@@ -113,9 +129,8 @@ class EngineService {
   };
   Histogram ttft_, tpot_, e2e_;
   std::atomic<int64_t> requests_ok_{0}, requests_failed_{0}, prompt_tokens_{0}, generated_tokens_{0};
-  std::atomic<int32_t> running_{0}, waiting_{0}, swapped_{0}, kv_used_{0}, kv_total_{0};
-  std::atomic<int64_t> kv_tokens_{0};  // tokens stored in the used blocks
-  std::atomic<int64_t> preemptions_{0}, prefix_hits_{0}, prefix_host_hits_{0}, prefix_queries_{0};
+  std::vector<GroupStats> group_stats_;        // under metrics_mu_
+  std::vector<int64_t> group_requests_;        // requests sent to each group, under metrics_mu_
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 };
 

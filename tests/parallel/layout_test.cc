@@ -55,5 +55,14 @@ TEST(DpRouterTest, PrefersTheGroupThatWasSentTheSamePrefix) {
   EXPECT_EQ(r.Route(600, {11}), 1) << "no room in the affine group: the freest instead";
 }
 
+TEST(DpRouterTest, ASharedSystemPromptDoesNotPullEveryRequestToOneGroup) {
+  DpRouter r({10000, 10000});
+  std::vector<int> per_group(2, 0);
+  for (int i = 0; i < 12; ++i) per_group[r.Route(4, {7, 8, 9, static_cast<uint64_t>(100 + i)})]++;
+  EXPECT_GE(per_group[0], 5);
+  EXPECT_GE(per_group[1], 5);
+  EXPECT_GT(r.affinity_hits(), 0);
+}
+
 }  // namespace
 }  // namespace kvs

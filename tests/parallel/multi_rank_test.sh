@@ -120,6 +120,69 @@ PY
   echo "ok: mpirun -np 2 serve --tp 2 answers over HTTP and stops cleanly on SIGTERM to rank 0"
 fi
 
+# Serving with data parallelism (dp = 2, tp = 1): rank 0 answers HTTP and routes each request to
+# a group; group 1's leader serves what it is sent. Concurrent chats sharing the system prompt
+# must reach both groups, answer as one process does, and the job must stop cleanly.
+if [ -n "$SMOL" ]; then
+  PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  mpi 2 serve --model "$SMOL" --device cpu --tp 1 --port "$PORT" >"$WORK/dp_serve.log" 2>&1 &
+  MPI_PID=$!
+  python3 - "$PORT" <<'PY' || { cat "$WORK/dp_serve.log"; fail "dp=2 serve did not answer correctly"; }
+import concurrent.futures, json, sys, time, urllib.request
+port = sys.argv[1]
+for _ in range(600):
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+        break
+    except Exception:
+        time.sleep(0.1)
+questions = [("What is the capital of France?", "Paris"), ("What is 2+2?", "4")]
+def ask(i):
+    q, want = questions[i % 2]
+    body = json.dumps({"messages": [{"role": "user", "content": q}], "max_tokens": 16}).encode()
+    r = urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", body), timeout=300)
+    return want, json.load(r)["choices"][0]["message"]["content"]
+with concurrent.futures.ThreadPoolExecutor(8) as ex:
+    answers = list(ex.map(ask, range(8)))
+print("dp=2 serve:", answers[:2])
+metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+routed = {l.split('"')[1]: float(l.split()[-1]) for l in metrics.splitlines() if l.startswith("kvshard_group_requests_routed_total{")}
+print("routed per group:", routed)
+ok = all(want in a for want, a in answers) and len(routed) == 2 and min(routed.values()) >= 2
+# Two streaming clients that hang up after the first chunk: wherever they were routed, their
+# requests are aborted and every group's KV blocks come back.
+import http.client
+for _ in range(2):
+    c = http.client.HTTPConnection("127.0.0.1", int(port), timeout=60)
+    c.request("POST", "/v1/completions", json.dumps({"prompt": "Once upon a time", "max_tokens": 200, "stream": True}),
+              {"Content-Type": "application/json"})
+    resp = c.getresponse()
+    resp.read1(64)
+    c.close()
+def usage():
+    m = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    return [float(l.split()[-1]) for l in m.splitlines()
+            if l.startswith("kvshard_group_kv_cache_usage_ratio{") or l.startswith("kvshard_group_requests_running{")]
+for _ in range(100):
+    if not any(usage()):
+        break
+    time.sleep(0.2)
+print("after hang-ups, per-group KV usage and running:", usage())
+ok = ok and not any(usage())
+sys.exit(0 if ok else 1)
+PY
+  RANK0=""
+  for p in $(pgrep -f -- "--tp 1 --port $PORT" || true); do
+    if grep -qz '^OMPI_COMM_WORLD_RANK=0$' "/proc/$p/environ" 2>/dev/null; then RANK0=$p; break; fi
+  done
+  [ -n "$RANK0" ] || fail "could not find rank 0 of the dp=2 server"
+  kill -TERM "$RANK0"
+  rc=0; wait "$MPI_PID" || rc=$?
+  [ "$rc" = 0 ] || { cat "$WORK/dp_serve.log"; fail "the dp=2 server exited $rc after SIGTERM to rank 0"; }
+  grep -q "\[rank 1\] group 1 stopped" "$WORK/dp_serve.log" || { cat "$WORK/dp_serve.log"; fail "group 1 did not stop"; }
+  echo "ok: mpirun -np 2 serve (dp=2) routes to both groups, answers as one process, stops cleanly"
+fi
+
 # A layout that cannot work is refused up front, naming the valid choices.
 if mpi 2 generate --model "$GOLDENS/models/tiny-llama31" --input "$WORK/ids.jsonl" --output "$WORK/x.jsonl" --device cpu --tp 3 2>"$WORK/err"; then
   fail "--tp 3 on 2 ranks was accepted"

@@ -1,0 +1,25 @@
+// Data-parallel serving (world = dp x tp): global rank 0 answers HTTP and runs group 0; every
+// other group's leader runs ServeAsRemoteGroup, taking requests from rank 0 over MPI and sending
+// back its token events after each step. Rank 0 routes each request (parallel/dp_router.h: the
+// group that already holds its prefix, else the one with the most free KV capacity).
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "launcher/rank_setup.h"
+#include "runtime/server/serving_group.h"
+
+namespace kvs {
+
+// Every leader (collective): the groups' KV capacities in blocks, in group order, on rank 0.
+absl::StatusOr<std::vector<int64_t>> GatherGroupCapacities(RankRuntime& rt);
+// Rank 0: groups 1 .. dp-1 as ServingGroups.
+std::vector<std::unique_ptr<ServingGroup>> ConnectRemoteGroups(RankRuntime& rt);
+// Rank 0: the router over every group, starting from their capacities.
+std::unique_ptr<RequestRouter> MakeDpRouter(std::vector<int64_t> capacities, int32_t block_size);
+// The other leaders: serve until rank 0 sends stop, then release this group's workers.
+absl::Status ServeAsRemoteGroup(RankRuntime& rt);
+
+}  // namespace kvs
