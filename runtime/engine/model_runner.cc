@@ -231,6 +231,7 @@ absl::Status ModelRunner::Forward(const StepPointers& ptr, int64_t t, int64_t n_
   const TensorView normed = normed_.View(dt, t, z.h);
   const TensorView qkv = qkv_.View(dt, t, z.qkv);
   const TensorView q = qkv.Cols(0, z.q), k = qkv.Cols(z.q, z.kv), v = qkv.Cols(z.q + z.kv, z.kv);
+  const TensorView qk = qkv.Cols(0, z.q + z.kv);
   const TensorView attn = attn_.View(dt, t, z.q);
   // The heads this rank owns among those it computed (all of them unless a GQA group straddles ranks).
   const int64_t owned_from = static_cast<int64_t>(shard.q_heads.begin - shard.ComputedQHeads(global).begin) * c.head_dim;
@@ -254,8 +255,8 @@ absl::Status ModelRunner::Forward(const StepPointers& ptr, int64_t t, int64_t n_
     }
     const TensorView bias = c.attention_bias ? weights_->View(lw.qkv_bias, 1, z.qkv) : no_bias;
     KVS_RETURN_IF_ERROR(b.Linear(normed, weights_->View(lw.qkv, z.qkv, z.h), bias, qkv));
-    KVS_RETURN_IF_ERROR(b.Rope(q, c.num_q_heads, ptr.positions, weights_->rope()));
-    KVS_RETURN_IF_ERROR(b.Rope(k, c.num_kv_heads, ptr.positions, weights_->rope()));
+    // q and k are adjacent columns of qkv: one rotation over both heads' worth (one launch).
+    KVS_RETURN_IF_ERROR(b.Rope(qk, static_cast<int32_t>((z.q + z.kv) / c.head_dim), ptr.positions, weights_->rope()));
     const PagedKvView cache = cache_->Layer(l);
     KVS_RETURN_IF_ERROR(b.WriteKv(k, v, ptr.slots, cache));
     KVS_RETURN_IF_ERROR(b.PagedAttention(q, cache, batch, scale, attn));
