@@ -2,19 +2,9 @@
 # On the GPU machine: build, the attention correctness tests, then decode attention on issue 3's
 # four target shapes (bf16) and the 8 x 128K shape in every KV format. Usage (device tool,
 # carrying .deps): bash scripts/gpu_attention_check.sh
-set -uo pipefail
-cd "$(dirname "$0")/.."
-export PATH=/usr/local/cuda/bin:$PATH
-OUT=${OUT:-/tmp/kvs-out}
-mkdir -p "$OUT"
-start=$(date +%s)
-KVS_SKIP_MODEL=1 bash scripts/setup.sh > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
-source build/env.sh
-echo "built in $(( $(date +%s) - start )) s"
-for t in ${KVS_GPU_TESTS:-cuda_backend_test cuda_kv_format_test gpu_model_test}; do
-  timeout 300 ./build/tests/$t > "$OUT/$t.log" 2>&1 && echo "$t: ok" || { echo "$t: FAILED"; grep -E 'Failure|Expected|Which|FAILED|differ' "$OUT/$t.log" | head -20; }
-done
-K=./build/launcher/kvshard
+source "$(dirname "$0")/gpu_common.sh"
+gpu_build
+gpu_tests ${KVS_GPU_TESTS:-cuda_backend_test cuda_kv_format_test gpu_model_test}
 {
   for shape in "1 32768" "32 4096" "64 8192" "8 131072" "16 2048" "4 16384"; do
     set -- $shape

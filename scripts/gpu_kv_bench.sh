@@ -2,25 +2,14 @@
 # On the GPU machine: build, the KV-format GPU tests (and the CUDA regression tests), the
 # transformers RoPE goldens, then decode-attention / prefill / end-to-end benchmarks for every
 # --kv-dtype. Usage (device tool, carrying .deps): bash scripts/gpu_kv_bench.sh
-set -uo pipefail
-cd "$(dirname "$0")/.."
-export PATH=/usr/local/cuda/bin:$PATH
-OUT=${OUT:-/tmp/kvs-out}
-mkdir -p "$OUT"
-start=$(date +%s)
-KVS_SKIP_MODEL=1 bash scripts/setup.sh > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
-source build/env.sh
-echo "built in $(( $(date +%s) - start )) s"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+source "$(dirname "$0")/gpu_common.sh"
+gpu_build
 python3 tests/reference/make_rope_goldens.py tests/goldens/rope/llama31_long_positions.json > "$OUT/rope_goldens.log" 2>&1 \
   && cp tests/goldens/rope/llama31_long_positions.json "$OUT/" || tail -5 "$OUT/rope_goldens.log"
-for t in ${KVS_GPU_TESTS:-cuda_kv_format_test rope_long_context_test kv_codec_test cuda_backend_test gpu_model_test}; do
-  timeout 300 ./build/tests/$t > "$OUT/$t.log" 2>&1 && echo "$t: ok" || { echo "$t: FAILED"; grep -E 'Failure|Expected|Which|FAILED|differ' "$OUT/$t.log" | head -20; }
-done
+gpu_tests ${KVS_GPU_TESTS:-cuda_kv_format_test rope_long_context_test kv_codec_test cuda_backend_test gpu_model_test}
 grep -E "^kv " "$OUT/cuda_kv_format_test.log" | sort | head -60
 echo "tests done at $(( $(date +%s) - start )) s"
 
-K=./build/launcher/kvshard
 {
   for kv in bf16 fp8 int8 int4 fp16; do
     for shape in "1 32768" "32 4096" "64 8192" "8 131072"; do

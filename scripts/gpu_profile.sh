@@ -3,16 +3,8 @@
 # causal prefill attention (L = 16K), decode attention at B=1 L=32K and B=32 L=4K (the main
 # kernel and the split-K combine), bf16 and int8 KV — with the speed-of-light, warp-stall,
 # occupancy and memory sections. Usage (device tool, carrying .deps): bash scripts/gpu_profile.sh
-set -uo pipefail
-cd "$(dirname "$0")/.."
-export PATH=/usr/local/cuda/bin:$PATH
-OUT=${OUT:-/tmp/kvs-out}
-mkdir -p "$OUT"
-start=$(date +%s)
-KVS_SKIP_MODEL=1 bash scripts/setup.sh > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
-source build/env.sh
-echo "built in $(( $(date +%s) - start )) s"
-K=./build/launcher/kvshard
+source "$(dirname "$0")/gpu_common.sh"
+gpu_build
 M="--device cuda --model random:llama-3-8b"
 SECTIONS="--section SpeedOfLight --section WarpStateStats --section Occupancy --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section LaunchStats"
 prof() {  # name, kernel regex, kvshard args

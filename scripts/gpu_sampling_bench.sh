@@ -2,22 +2,12 @@
 # On the GPU machine: build, the sampling GPU tests, then token sampling on the GPU against the
 # logits-to-host path, and the offline engine greedy vs sampled. Usage (device tool, carrying
 # .deps): bash scripts/gpu_sampling_bench.sh
-set -uo pipefail
-cd "$(dirname "$0")/.."
-export PATH=/usr/local/cuda/bin:$PATH
-OUT=${OUT:-/tmp/kvs-out}
-mkdir -p "$OUT"
-start=$(date +%s)
-KVS_SKIP_MODEL=1 bash scripts/setup.sh > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
-source build/env.sh
-echo "built in $(( $(date +%s) - start )) s"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-timeout 300 ./build/tests/cuda_sampling_test > "$OUT/cuda_sampling_test.log" 2>&1 && echo "cuda_sampling_test: ok" \
-  || { echo "cuda_sampling_test: FAILED"; grep -E 'Failure|gpu |FAILED' "$OUT/cuda_sampling_test.log" | head -20; }
+source "$(dirname "$0")/gpu_common.sh"
+gpu_build
+gpu_tests cuda_sampling_test
 timeout 300 ./build/tests/gpu_model_test --gtest_filter='GpuSampling*:GpuPreset*' > "$OUT/gpu_model_test.log" 2>&1 \
   && echo "gpu_model_test (sampling, presets): ok" || { echo "gpu_model_test: FAILED"; grep -E 'Failure|Expected|Which|FAILED' "$OUT/gpu_model_test.log" | head -20; }
 echo "tests done at $(( $(date +%s) - start )) s"
-K=./build/launcher/kvshard
 {
   for b in 1 32 128; do
     for p in "--temperature 0.8" "--temperature 0.8 --top-p 0.95" "--temperature 0.8 --top-k 50" "--temperature 0.8 --top-k 50 --top-p 0.9"; do
