@@ -12,20 +12,15 @@
 #include "kernels/common/half_convert.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "tests/support/gpu_fixture.h"
 
 namespace kvs {
 namespace {
 
 constexpr double kBf16Tolerance = 1e-2;  // bf16 operands, fp32 accumulation
 
-class CudaOpsTest : public ::testing::Test {
+class CudaOpsTest : public testing::GpuFixture<> {
  protected:
-  void SetUp() override {
-    if (CudaDeviceCount() == 0) GTEST_SKIP() << "no GPU visible: CUDA tests run on the GPU machine";
-    auto b = CudaBackend::Create(0);
-    ASSERT_TRUE(b.ok()) << b.status();
-    gpu_ = std::move(*b);
-  }
 
   std::vector<float> Random(size_t n, float scale = 1.0f) {
     std::normal_distribution<float> normal(0.0f, scale);
@@ -66,7 +61,6 @@ class CudaOpsTest : public ::testing::Test {
 
   std::mt19937 rng_{std::random_device{}()};
   CpuBackend cpu_{size_t{16} << 30};
-  std::unique_ptr<CudaBackend> gpu_;
 };
 
 TEST_F(CudaOpsTest, LinearMatchesCpuForOddShapesWithBiasAndF32Out) {

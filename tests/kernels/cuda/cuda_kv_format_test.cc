@@ -15,6 +15,7 @@
 #include "kernels/common/half_convert.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "tests/support/gpu_fixture.h"
 
 namespace kvs {
 namespace {
@@ -25,14 +26,8 @@ struct FormatCase {
   std::vector<int32_t> context_lens, query_lens;
 };
 
-class CudaKvFormatTest : public ::testing::TestWithParam<FormatCase> {
+class CudaKvFormatTest : public testing::GpuFixture<::testing::TestWithParam<FormatCase>> {
  protected:
-  void SetUp() override {
-    if (CudaDeviceCount() == 0) GTEST_SKIP() << "no GPU visible: CUDA tests run on the GPU machine";
-    auto b = CudaBackend::Create(0);
-    ASSERT_TRUE(b.ok()) << b.status();
-    gpu_ = std::move(*b);
-  }
   DeviceBuffer Bytes(const void* host, size_t n) {
     auto buf = gpu_->Allocate(std::max<size_t>(n, 4));
     EXPECT_TRUE(buf.ok());
@@ -45,7 +40,6 @@ class CudaKvFormatTest : public ::testing::TestWithParam<FormatCase> {
     EXPECT_TRUE(gpu_->UploadFloat(host, buf->View(DType::kBF16, rows, cols)).ok());
     return std::move(*buf);
   }
-  std::unique_ptr<Backend> gpu_;
   CpuBackend cpu_{size_t{8} << 30};
   std::mt19937 rng_{1234};
 };

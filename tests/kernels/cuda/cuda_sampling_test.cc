@@ -7,18 +7,13 @@
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "tests/support/gpu_fixture.h"
 
 namespace kvs {
 namespace {
 
-class CudaSamplingTest : public ::testing::Test {
+class CudaSamplingTest : public testing::GpuFixture<> {
  protected:
-  void SetUp() override {
-    if (CudaDeviceCount() == 0) GTEST_SKIP() << "no GPU visible: CUDA tests run on the GPU machine";
-    auto b = CudaBackend::Create(0);
-    ASSERT_TRUE(b.ok()) << b.status();
-    gpu_ = std::move(*b);
-  }
 
   // Draws every request on both backends; returns how many picked different tokens (each one
   // is reported).
@@ -64,7 +59,6 @@ class CudaSamplingTest : public ::testing::Test {
 
   std::mt19937 rng_{std::random_device{}()};
   CpuBackend cpu_{size_t{8} << 30};
-  std::unique_ptr<CudaBackend> gpu_;
 };
 
 TEST_F(CudaSamplingTest, SameTokensAsTheCpuOnModelVocabularies) {
