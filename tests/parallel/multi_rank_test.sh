@@ -87,13 +87,28 @@ JSONL
   grep -q '"id":"b".*Paris' "$WORK/out.jsonl" || fail "SmolLM2 chat answer lost Paris: $(cat "$WORK/out.jsonl")"
 fi
 
-# Serving under tensor parallelism: rank 0 answers HTTP, rank 1 computes; SIGTERM to rank 0
-# drains and releases rank 1, and the whole job exits 0.
-if [ -n "$SMOL" ]; then
+# A server under mpirun for the serving checks: start_server NAME RANKS ARGS... starts it on a
+# free port (PORT, MPI_PID, log $WORK/NAME.log); stop_server NAME sends SIGTERM to rank 0 only (as
+# an operator would) and requires the whole job to exit 0 with rank 0 drained.
+start_server() {
+  local name=$1 ranks=$2; shift 2
   PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  mpi 2 serve --model "$SMOL" --device cpu --tp 2 --port "$PORT" >"$WORK/serve.log" 2>&1 &
+  mpi "$ranks" serve "$@" --port "$PORT" >"$WORK/$name.log" 2>&1 &
   MPI_PID=$!
-  python3 - "$PORT" <<'PY' || { cat "$WORK/serve.log"; fail "tp=2 serve did not answer"; }
+}
+stop_server() {
+  local name=$1 rank0="" rc=0
+  for p in $(pgrep -f -- "--port $PORT" || true); do
+    if grep -qz '^OMPI_COMM_WORLD_RANK=0$' "/proc/$p/environ" 2>/dev/null; then rank0=$p; break; fi
+  done
+  [ -n "$rank0" ] || fail "could not find rank 0 of the $name server"
+  kill -TERM "$rank0"
+  wait "$MPI_PID" || rc=$?
+  [ "$rc" = 0 ] || { cat "$WORK/$name.log"; fail "the $name server exited $rc after SIGTERM to rank 0"; }
+  grep -q "\[rank 0\] drained and stopped" "$WORK/$name.log" || fail "rank 0 of the $name server did not drain"
+}
+# Python that waits for the server on port argv[1] (imported by the checks below).
+WAIT_HEALTH='
 import json, sys, time, urllib.request
 port = sys.argv[1]
 for _ in range(600):
@@ -102,21 +117,22 @@ for _ in range(600):
         break
     except Exception:
         time.sleep(0.1)
+'
+
+# Serving under tensor parallelism: rank 0 answers HTTP, rank 1 computes; SIGTERM to rank 0
+# drains and releases rank 1, and the whole job exits 0.
+if [ -n "$SMOL" ]; then
+  start_server tp2 2 --model "$SMOL" --device cpu --tp 2
+  python3 -c "$WAIT_HEALTH
+$(cat <<'PY'
 body = json.dumps({"messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 20}).encode()
 r = urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", body), timeout=120)
 answer = json.load(r)["choices"][0]["message"]["content"]
 print("tp=2 serve:", answer)
 sys.exit(0 if "Paris" in answer else 1)
 PY
-  RANK0=""
-  for p in $(pgrep -f -- "--tp 2 --port $PORT" || true); do
-    if grep -qz '^OMPI_COMM_WORLD_RANK=0$' "/proc/$p/environ" 2>/dev/null; then RANK0=$p; break; fi
-  done
-  [ -n "$RANK0" ] || fail "could not find rank 0 of the tp=2 server"
-  kill -TERM "$RANK0"
-  rc=0; wait "$MPI_PID" || rc=$?
-  [ "$rc" = 0 ] || { cat "$WORK/serve.log"; fail "the tp=2 server exited $rc after SIGTERM to rank 0"; }
-  grep -q "\[rank 0\] drained and stopped" "$WORK/serve.log" || fail "rank 0 did not drain"
+)" "$PORT" || { cat "$WORK/tp2.log"; fail "tp=2 serve did not answer"; }
+  stop_server tp2
   echo "ok: mpirun -np 2 serve --tp 2 answers over HTTP and stops cleanly on SIGTERM to rank 0"
 fi
 
@@ -124,18 +140,10 @@ fi
 # a group; group 1's leader serves what it is sent. Concurrent chats sharing the system prompt
 # must reach both groups, answer as one process does, and the job must stop cleanly.
 if [ -n "$SMOL" ]; then
-  PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  mpi 2 serve --model "$SMOL" --device cpu --tp 1 --port "$PORT" >"$WORK/dp_serve.log" 2>&1 &
-  MPI_PID=$!
-  python3 - "$PORT" <<'PY' || { cat "$WORK/dp_serve.log"; fail "dp=2 serve did not answer correctly"; }
-import concurrent.futures, json, sys, time, urllib.request
-port = sys.argv[1]
-for _ in range(600):
-    try:
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-        break
-    except Exception:
-        time.sleep(0.1)
+  start_server dp2 2 --model "$SMOL" --device cpu --tp 1
+  python3 -c "$WAIT_HEALTH
+$(cat <<'PY'
+import concurrent.futures, http.client
 questions = [("What is the capital of France?", "Paris"), ("What is 2+2?", "4")]
 def ask(i):
     q, want = questions[i % 2]
@@ -151,7 +159,6 @@ print("routed per group:", routed)
 ok = all(want in a for want, a in answers) and len(routed) == 2 and min(routed.values()) >= 2
 # Two streaming clients that hang up after the first chunk: wherever they were routed, their
 # requests are aborted and every group's KV blocks come back.
-import http.client
 for _ in range(2):
     c = http.client.HTTPConnection("127.0.0.1", int(port), timeout=60)
     c.request("POST", "/v1/completions", json.dumps({"prompt": "Once upon a time", "max_tokens": 200, "stream": True}),
@@ -171,15 +178,9 @@ print("after hang-ups, per-group KV usage and running:", usage())
 ok = ok and not any(usage())
 sys.exit(0 if ok else 1)
 PY
-  RANK0=""
-  for p in $(pgrep -f -- "--tp 1 --port $PORT" || true); do
-    if grep -qz '^OMPI_COMM_WORLD_RANK=0$' "/proc/$p/environ" 2>/dev/null; then RANK0=$p; break; fi
-  done
-  [ -n "$RANK0" ] || fail "could not find rank 0 of the dp=2 server"
-  kill -TERM "$RANK0"
-  rc=0; wait "$MPI_PID" || rc=$?
-  [ "$rc" = 0 ] || { cat "$WORK/dp_serve.log"; fail "the dp=2 server exited $rc after SIGTERM to rank 0"; }
-  grep -q "\[rank 1\] group 1 stopped" "$WORK/dp_serve.log" || { cat "$WORK/dp_serve.log"; fail "group 1 did not stop"; }
+)" "$PORT" || { cat "$WORK/dp2.log"; fail "dp=2 serve did not answer correctly"; }
+  stop_server dp2
+  grep -q "\[rank 1\] group 1 stopped" "$WORK/dp2.log" || { cat "$WORK/dp2.log"; fail "group 1 did not stop"; }
   echo "ok: mpirun -np 2 serve (dp=2) routes to both groups, answers as one process, stops cleanly"
 fi
 
