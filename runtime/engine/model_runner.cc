@@ -31,11 +31,12 @@ struct Sizes {
   }
   // Compute-dtype activations; the residual [t, h] and logits [s, vocab] are f32 (below).
   int64_t ActivationElems() const { return t * (2 * h + qkv + q + 3 * inter) + s * h; }
-  int64_t F32Elems() const { return t * h + s * vocab_slot + (tp > 1 ? tp * s * vocab_slot : 0); }
+  // Tensor parallel: every rank's logits slices gathered, then (rank 0, device sampling) whole rows.
+  int64_t F32Elems() const { return t * h + s * vocab_slot + (tp > 1 ? 2 * tp * s * vocab_slot : 0); }
   int64_t IndexElems() const {
-    return 3 * t + (s + 1) + s + blocks + s + (tp > 1 ? 2 * s * (tp + 1) : 0) + (tp > 1 ? 0 : SampleWords());
+    return 3 * t + (s + 1) + s + blocks + s + (tp > 1 ? 2 * s * (tp + 1) : 0) + SampleWords();
   }
-  // Device sampling's requests and ids (single rank only).
+  // Device sampling's requests and ids.
   int64_t SampleWords() const { return 2 * s * (sizeof(SampleRequest) / 4 + 1); }
 };
 
@@ -85,11 +86,14 @@ absl::StatusOr<ModelRunner> ModelRunner::Create(Backend& backend, const ModelWei
   KVS_RETURN_IF_ERROR(alloc(r.meta_, 3 * z.t + (z.s + 1) + z.s + z.blocks + z.s, 4));
   // Greedy ids, then (tensor parallel) their values: this rank's candidates.
   KVS_RETURN_IF_ERROR(alloc(r.greedy_ids_, 2 * z.s, 4));
-  if (z.tp == 1) KVS_RETURN_IF_ERROR(alloc(r.samples_, z.SampleWords(), 4));
+  KVS_RETURN_IF_ERROR(alloc(r.samples_, z.SampleWords(), 4));
   if (z.tp > 1) {
     KVS_RETURN_IF_ERROR(alloc(r.gathered_, z.tp * z.s * z.vocab_slot, sizeof(float)));
     KVS_RETURN_IF_ERROR(alloc(r.candidates_, z.tp * 2 * z.s, 4));
-    if (tp.rank() == 0) r.host_gathered_.resize(z.tp * z.s * z.vocab_slot);
+    if (tp.rank() == 0) {
+      r.host_gathered_.resize(z.tp * z.s * z.vocab_slot);
+      KVS_RETURN_IF_ERROR(alloc(r.whole_logits_, z.s * static_cast<int64_t>(weights.config().vocab_size), sizeof(float)));
+    }
   }
   r.host_ids_.resize(std::max<int64_t>(z.s * 2 * z.tp, r.MaxDeviceSamples()));
   r.meta_host_.reserve(z.IndexElems());
@@ -276,6 +280,16 @@ absl::Status ModelRunner::Forward(const StepPointers& ptr, int64_t t, int64_t n_
   return b.Linear(last, weights_->lm_head(), no_bias, logits_.View(DType::kF32, n_logits, z.vocab));
 }
 
+absl::StatusOr<ModelRunner::Output> ModelRunner::SampleOnDevice(TensorView logits, std::span<const SampleRequest> samples) {
+  // Requests up, one id per request back: the logits never leave the device.
+  auto* requests = samples_.as<SampleRequest>();
+  int32_t* ids = reinterpret_cast<int32_t*>(requests + MaxDeviceSamples());
+  KVS_RETURN_IF_ERROR(backend_->CopyToDevice(samples.data(), requests, samples.size_bytes()));
+  KVS_RETURN_IF_ERROR(backend_->SampleRows(logits, requests, static_cast<int32_t>(samples.size()), ids));
+  KVS_RETURN_IF_ERROR(backend_->CopyToHost(ids, host_ids_.data(), samples.size() * sizeof(int32_t)));
+  return Output{{}, {}, std::span<const int32_t>(host_ids_.data(), samples.size())};
+}
+
 absl::StatusOr<ModelRunner::Output> ModelRunner::Execute(const StepInput& in, bool greedy_only,
                                                          std::span<const SampleRequest> samples) {
   const ModelConfig& global = weights_->config();
@@ -331,15 +345,7 @@ absl::StatusOr<ModelRunner::Output> ModelRunner::Execute(const StepInput& in, bo
   // Graphed steps computed padded rows too; the first n_logits rows are this step's.
   const TensorView logits = logits_.View(DType::kF32, n_logits, z.vocab);  // this rank's vocab slice
   const bool root = tp_.rank() == 0;
-  if (!samples.empty()) {
-    // Requests up, one id per request back: the logits never leave the device.
-    auto* requests = samples_.as<SampleRequest>();
-    int32_t* ids = reinterpret_cast<int32_t*>(requests + MaxDeviceSamples());
-    KVS_RETURN_IF_ERROR(b.CopyToDevice(samples.data(), requests, samples.size_bytes()));
-    KVS_RETURN_IF_ERROR(b.SampleRows(logits, requests, static_cast<int32_t>(samples.size()), ids));
-    KVS_RETURN_IF_ERROR(b.CopyToHost(ids, host_ids_.data(), samples.size() * sizeof(int32_t)));
-    return Output{{}, {}, std::span<const int32_t>(host_ids_.data(), samples.size())};
-  }
+  if (!samples.empty() && comm == nullptr) return SampleOnDevice(logits, samples);
   if (greedy_only) {
     int32_t* ids = greedy_ids_.as<int32_t>();
     float* values = reinterpret_cast<float*>(ids + n_logits);
@@ -376,10 +382,24 @@ absl::StatusOr<ModelRunner::Output> ModelRunner::Execute(const StepInput& in, bo
     KVS_RETURN_IF_ERROR(b.DownloadFloat(logits, host));
     return Output{std::span<const float>(host), {}, {}};
   }
-  // Every rank's slice, padded to the widest, then reassembled row by row on rank 0.
+  // Every rank's slice, padded to the widest, then reassembled row by row on rank 0: on the
+  // device when it samples there (one CopyRegions batch), else on the host.
   const size_t slot_bytes = n_logits * z.vocab_slot * sizeof(float);
   KVS_RETURN_IF_ERROR(comm->AllGather(logits.data, gathered_.data(), slot_bytes));
   if (!root) return Output{};
+  if (!samples.empty()) {
+    std::vector<CopyRegion> pieces;
+    for (int64_t r = 0; r < z.tp; ++r) {
+      const Range vr = tp_.vocab_by_rank[r];
+      const float* block = gathered_.as<float>() + r * n_logits * z.vocab_slot;
+      for (int64_t row = 0; row < n_logits; ++row) {
+        pieces.push_back({block + row * vr.size(), whole_logits_.as<float>() + row * global.vocab_size + vr.begin,
+                          vr.size() * sizeof(float)});
+      }
+    }
+    KVS_RETURN_IF_ERROR(b.CopyRegions(pieces));
+    return SampleOnDevice(whole_logits_.View(DType::kF32, n_logits, global.vocab_size), samples);
+  }
   KVS_RETURN_IF_ERROR(b.CopyToHost(gathered_.data(), host_gathered_.data(), z.tp * slot_bytes));
   for (int64_t r = 0; r < z.tp; ++r) {
     const Range vr = tp_.vocab_by_rank[r];

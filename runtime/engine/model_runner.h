@@ -54,9 +54,9 @@ class ModelRunner {
     std::span<const int32_t> greedy_ids;
     std::span<const int32_t> sampled_ids;
   };
-  // How many sample requests one step can take on the backend (single rank only: a
-  // vocab-parallel LM head would need the rows assembled first).
-  int32_t MaxDeviceSamples() const { return tp_.size() > 1 ? 0 : 2 * limits_.max_seqs; }
+  // How many sample requests one step can take on the backend (under tensor parallelism rank 0
+  // first assembles whole rows from every rank's vocabulary slice, on the device).
+  int32_t MaxDeviceSamples() const { return 2 * limits_.max_seqs; }
   // Runs one step. With `samples` (at most MaxDeviceSamples()), tokens are drawn on the backend
   // and the logits stay there.
   absl::StatusOr<Output> Execute(const StepInput& input, bool greedy_only = false,
@@ -86,6 +86,8 @@ class ModelRunner {
   int32_t DecodeBucket(int32_t s) const;
   // The forward pass for `t` tokens up to this rank's logits of `n_logits` rows.
   absl::Status Forward(const StepPointers& ptr, int64_t t, int64_t n_logits, const AttentionBatch& batch);
+  // Draws `samples` from `logits` (whole vocabulary rows) with Backend::SampleRows.
+  absl::StatusOr<Output> SampleOnDevice(TensorView logits, std::span<const SampleRequest> samples);
   // Forward through the graph recorded for this padded shape, recording it on first use.
   absl::Status RunGraphed(const StepPointers& ptr, int64_t rows, const AttentionBatch& batch);
 
@@ -98,6 +100,7 @@ class ModelRunner {
   DeviceBuffer hidden_, residual_, normed_, qkv_, attn_, gate_up_, act_, last_, logits_;
   // Tensor parallel only: every rank's logits slice or greedy candidates, gathered.
   DeviceBuffer gathered_, candidates_;
+  DeviceBuffer whole_logits_;  // rank 0: [max_seqs, vocab] rows assembled from the slices
   std::vector<float> host_gathered_;
   // Step metadata (token ids, positions, slots, offsets, block table, logit rows), packed on the
   // host and sent in one copy per step.

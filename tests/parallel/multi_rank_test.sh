@@ -51,6 +51,9 @@ check_same() {  # model input extra-flags...
 }
 
 for m in tiny-llama31 tiny-qwen2 tiny-mistral; do check_same "$GOLDENS/models/$m" "$WORK/ids.jsonl" --ignore-eos; done
+# Seeded sampling draws the same tokens too: rank 0 assembles whole logits rows from the ranks'
+# vocabulary slices on the backend and samples there, as one process does.
+check_same "$GOLDENS/models/tiny-llama31" "$WORK/ids.jsonl" --ignore-eos --temperature 0.9 --top-p 0.95 --top-k 50 --seed 11
 
 # Preemption under tensor parallelism: a KV cache of 20 blocks of 4 tokens (a tp=2 rank holds half
 # the KV heads, so half the bytes) cannot hold the batch at once; swapped or recomputed, every
