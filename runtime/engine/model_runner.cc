@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <numeric>
 
 #include "absl/strings/str_format.h"
 #include "kernels/common/status_macros.h"
@@ -133,7 +132,16 @@ bool ModelRunner::Graphable(const StepInput& in) const {
   for (int32_t i = 0; i < s; ++i) {
     if (in.logit_rows[i] != i) return false;
   }
-  return DecodeBucket(s) > 0;
+  // The block table must fit the width a graph of this context class holds.
+  const int32_t longest = *std::max_element(in.context_len.begin(), in.context_len.end());
+  return in.max_blocks_per_seq <= GraphTableWidth(RoundUpContext(longest));
+}
+
+int32_t ModelRunner::GraphTableWidth(int32_t context_class) const {
+  // Enough blocks for the class's longest context, not the runner's: the table is copied to
+  // the device every step.
+  const int32_t bs = cache_->block_size();
+  return std::min((context_class + bs - 1) / bs, limits_.max_blocks_per_seq);
 }
 
 int32_t ModelRunner::DecodeBucket(int32_t s) const {
@@ -169,36 +177,41 @@ void ModelRunner::PackStep(const StepInput& in, StepPointers& ptr, AttentionBatc
 }
 
 void ModelRunner::PackPaddedDecode(const StepInput& in, int32_t rows, StepPointers& ptr, AttentionBatch& batch) {
-  // The same layout for every step of this padded size (a graph holds these addresses): arrays
-  // of `rows` entries and a block table at the runner's full width. Padding rows decode token 0
-  // at position 0 against one key of block 0, write no KV (slot -1) and are never sampled.
-  const int32_t s = in.num_seqs(), width = limits_.max_blocks_per_seq;
-  auto padded = [&](const std::vector<int32_t>& v, int32_t fill) {
-    scratch_.assign(v.begin(), v.end());
-    scratch_.resize(rows, fill);
-    return Pack(scratch_);
-  };
+  // The same layout for every step of this padded size and context class (a graph holds these
+  // addresses): arrays of `rows` entries and a block table as wide as the class needs. Padding
+  // rows decode token 0 at position 0 against one key of block 0, write no KV (slot -1) and are
+  // never sampled.
+  const int32_t context_class = RoundUpContext(*std::max_element(in.context_len.begin(), in.context_len.end()));
+  const int32_t s = in.num_seqs(), width = GraphTableWidth(context_class);
   meta_host_.clear();
+  // Each array straight into the host copy of the metadata: the step's values, then padding.
+  auto padded = [&](const std::vector<int32_t>& v, int32_t fill) {
+    const int32_t* at = Pack(v);
+    meta_host_.resize(meta_host_.size() + (rows - v.size()), fill);
+    return at;
+  };
+  auto counting = [&](int32_t n) {  // 0, 1, ..., n - 1
+    const int32_t* at = meta_.as<int32_t>() + meta_host_.size();
+    for (int32_t i = 0; i < n; ++i) meta_host_.push_back(i);
+    return at;
+  };
   ptr.token_ids = padded(in.token_ids, 0);
   ptr.positions = padded(in.positions, 0);
   ptr.slots = padded(in.slot_mapping, -1);
-  scratch_.resize(rows + 1);
-  std::iota(scratch_.begin(), scratch_.end(), 0);  // one query per sequence
-  batch.query_start = Pack(scratch_);
+  batch.query_start = counting(rows + 1);  // one query per sequence
   batch.context_len = padded(in.context_len, 1);
-  scratch_.assign(static_cast<size_t>(rows) * width, 0);
+  batch.block_table = meta_.as<int32_t>() + meta_host_.size();
+  const size_t table = meta_host_.size();
+  meta_host_.resize(table + static_cast<size_t>(rows) * width, 0);
   for (int32_t i = 0; i < s; ++i) {
     std::copy_n(in.block_table.begin() + static_cast<int64_t>(i) * in.max_blocks_per_seq, in.max_blocks_per_seq,
-                scratch_.begin() + static_cast<int64_t>(i) * width);
+                meta_host_.begin() + table + static_cast<size_t>(i) * width);
   }
-  batch.block_table = Pack(scratch_);
-  scratch_.resize(rows);
-  std::iota(scratch_.begin(), scratch_.end(), 0);
-  ptr.logit_rows = Pack(scratch_);
+  ptr.logit_rows = counting(rows);
   batch.num_seqs = rows;
   batch.num_tokens = rows;
   batch.max_blocks_per_seq = width;
-  batch.max_context_len = RoundUpContext(*std::max_element(in.context_len.begin(), in.context_len.end()));
+  batch.max_context_len = context_class;
   batch.max_query_len = 1;
 }
 

@@ -84,6 +84,8 @@ class ModelRunner {
   void PackPaddedDecode(const StepInput& in, int32_t rows, StepPointers& ptr, AttentionBatch& batch);
   bool Graphable(const StepInput& in) const;
   int32_t DecodeBucket(int32_t s) const;
+  // Block-table width of graphed steps whose longest context rounds up to `context_class`.
+  int32_t GraphTableWidth(int32_t context_class) const;
   // The forward pass for `t` tokens up to this rank's logits of `n_logits` rows.
   absl::Status Forward(const StepPointers& ptr, int64_t t, int64_t n_logits, const AttentionBatch& batch);
   // Draws `samples` from `logits` (whole vocabulary rows) with Backend::SampleRows.
@@ -105,7 +107,7 @@ class ModelRunner {
   // Step metadata (token ids, positions, slots, offsets, block table, logit rows), packed on the
   // host and sent in one copy per step.
   DeviceBuffer meta_;
-  std::vector<int32_t> meta_host_, scratch_;
+  std::vector<int32_t> meta_host_;
   bool graphs_enabled_ = false;
   absl::flat_hash_map<uint64_t, std::unique_ptr<RecordedOps>> graphs_;
   int64_t graph_replays_ = 0;
