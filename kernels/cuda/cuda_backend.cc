@@ -159,15 +159,12 @@ absl::Status CudaBackend::CopyRegions(std::span<const CopyRegion> regions) {
   }
   // One kernel moves every region (pinned host memory is mapped: the same pointers work on the
   // device); the table travels in a device buffer kept for the next batch.
-  copy_table_host_.assign(regions.begin(), regions.end());
   const size_t table_bytes = regions.size() * sizeof(CopyRegion);
   if (copy_table_.bytes() < table_bytes) {
     copy_table_.Reset();  // cudaFree waits for kernels still reading the old table
     KVS_ASSIGN_OR_RETURN(copy_table_, Allocate(std::max(table_bytes, size_t{4096})));
   }
-  // From pageable memory: staged before this returns, so the host table may change at once.
-  KVS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(copy_table_.data(), copy_table_host_.data(), table_bytes,
-                                           cudaMemcpyHostToDevice, stream_));
+  KVS_RETURN_IF_ERROR(CopyToDevice(regions.data(), copy_table_.data(), table_bytes));  // staged before it returns
   KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchCopyRegions(copy_table_.as<CopyRegion>(), static_cast<int64_t>(regions.size()), stream_));
   return absl::OkStatus();
 }

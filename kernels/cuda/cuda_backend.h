@@ -7,7 +7,6 @@
 #include <cuda_runtime.h>
 
 #include <memory>
-#include <vector>
 
 #include "kernels/backend.h"
 #include "kernels/cuda/cuda_kernels.h"
@@ -75,7 +74,6 @@ class CudaBackend final : public Backend {
   DeviceBuffer workspace_;
   DeviceBuffer cublas_workspace_;  // fixed, so that captured GEMMs never allocate
   DeviceBuffer copy_table_;        // CopyRegions' table on the device
-  std::vector<CopyRegion> copy_table_host_;
   cuda::AttentionWorkspace attention_ws_;
 };
 

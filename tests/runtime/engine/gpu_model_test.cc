@@ -74,7 +74,7 @@ INSTANTIATE_TEST_SUITE_P(Checkpoints, GpuCheckpointTest, ::testing::Values("tiny
 constexpr float kNearTie = 0.5f;
 
 TEST(GpuSmolLm2Test, GreedyTokensMatchTransformersWhereverTheChoiceIsClear) {
-  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no GPU visible";
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no GPU visible: GPU model tests run on the GPU machine (scripts/gpu_graph_bench.sh)";
   KVS_REQUIRE_SMOLLM2(path);
   const auto golden = ReadJson(GoldenPath("models/smollm2.json"));
   auto gpu = LoadCpuModel(path, Gpu());
@@ -107,7 +107,7 @@ TEST(GpuSmolLm2Test, GreedyTokensMatchTransformersWhereverTheChoiceIsClear) {
 }
 
 TEST(GpuSmolLm2Test, ChatAnswerMatchesTheCpuPastTheFirstToken) {
-  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no GPU visible";
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no GPU visible: GPU model tests run on the GPU machine (scripts/gpu_graph_bench.sh)";
   KVS_REQUIRE_SMOLLM2(path);
   const auto golden = ReadJson(GoldenPath("models/smollm2.json"));
   auto chat = golden["prompts"][0]["prompt_ids"].get<std::vector<int32_t>>();
@@ -129,7 +129,7 @@ TEST(GpuSmolLm2Test, ChatAnswerMatchesTheCpuPastTheFirstToken) {
 // Decode steps replayed from CUDA graphs of padded batches give the logits that running every
 // op directly gives, for batch sizes that map to several graphs and two context-length classes.
 TEST(GpuGraphTest, ReplayedDecodeStepsMatchDirectExecution) {
-  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no GPU visible";
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no GPU visible: GPU model tests run on the GPU machine (scripts/gpu_graph_bench.sh)";
   for (const std::string& spec : {std::string("random:smollm2-135m"), GoldenPath("models/tiny-llama31")}) {
     auto gpu = LoadCpuModel(spec, Gpu());
     ASSERT_NE(gpu, nullptr);
@@ -146,7 +146,7 @@ TEST(GpuGraphTest, ReplayedDecodeStepsMatchDirectExecution) {
 // from the same logits (asking for log-probabilities moves the rows to the host and samples
 // there) for seeded temperature / top-k / top-p requests, including n > 1 forks.
 TEST(GpuSamplingTest, DeviceSamplingDrawsWhatHostSamplingDraws) {
-  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no GPU visible";
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no GPU visible: GPU model tests run on the GPU machine (scripts/gpu_graph_bench.sh)";
   auto gpu = LoadCpuModel("random:smollm2-135m", Gpu());
   ASSERT_NE(gpu, nullptr);
   auto run = [&](int32_t logprobs) {
