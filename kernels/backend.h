@@ -95,6 +95,11 @@ class Backend {
   virtual size_t FreeMemoryBytes() const = 0;
   // Host staging memory (the KV cache's host tier); not counted against device memory.
   virtual absl::StatusOr<HostBuffer> AllocateHost(size_t bytes) = 0;
+  // One buffer that ops address as a whole: its first `device_bytes` (on CUDA rounded down to the
+  // 2 MiB mapping granularity) in device memory, the rest in host memory that kernels read and
+  // write in place over the host link. The KV cache's offload tier: only the device part counts
+  // against FreeMemoryBytes.
+  virtual absl::StatusOr<DeviceBuffer> AllocateWithHostTail(size_t device_bytes, size_t host_bytes) = 0;
 
   // --- copies (stream-ordered; ToHost waits) ---
   virtual absl::Status CopyToDevice(const void* host, void* device, size_t bytes) = 0;

@@ -30,6 +30,9 @@ ABSL_FLAG(std::string, context, "",
 ABSL_FLAG(double, memory_fraction, 0.9, "Share of the memory left after weights and workspace that the KV cache takes");
 ABSL_FLAG(std::string, swap_space, "",
           "Host memory per rank for KV blocks swapped out under preemption, e.g. 4GiB; default 4GiB on a GPU, 0 on the CPU");
+ABSL_FLAG(std::string, kv_offload_memory, "",
+          "Host memory per rank that extends the KV cache for a sequence longer than the device holds, e.g. 32GiB: "
+          "attention reads those blocks in place over the host link (slow; default 0: such requests are refused)");
 ABSL_FLAG(std::string, preemption_mode, "auto",
           "How preempted sequences give up their KV: swap, recompute, or auto (the cost measured at start-up decides)");
 ABSL_FLAG(bool, enable_prefix_caching, true,

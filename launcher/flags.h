@@ -35,5 +35,6 @@ ABSL_DECLARE_FLAG(int32_t, tp);
 ABSL_DECLARE_FLAG(bool, enable_prefix_caching);
 ABSL_DECLARE_FLAG(bool, enforce_eager);
 ABSL_DECLARE_FLAG(std::string, swap_space);
+ABSL_DECLARE_FLAG(std::string, kv_offload_memory);
 ABSL_DECLARE_FLAG(std::string, preemption_mode);
 ABSL_DECLARE_FLAG(double, comm_timeout);

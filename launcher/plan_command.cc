@@ -112,9 +112,24 @@ absl::Status Plan() {
   }
   double short_bytes = 0;
   for (const RankCapacity& rc : plan.ranks) short_bytes = std::max(short_bytes, (need - have) * rc.kv_bytes_per_token);
-  std::printf("fits             NO: short by %.2f GiB of KV per device (%.3g tokens); options: more --tp, a smaller "
-              "--kv-dtype (fp8/int8 halve bf16, int4 quarters it), host offload (--swap-space), or a smaller batch/context\n",
-              short_bytes / kGiB, need - have);
+  // The offload tier (--kv-offload-memory): the same block count on every rank, as at start-up.
+  int64_t offload_blocks = ec.kv_offload_bytes > 0 ? int64_t{1} << 30 : 0;
+  for (const RankCapacity& rc : plan.ranks) {
+    offload_blocks = std::min<int64_t>(offload_blocks, static_cast<int64_t>(ec.kv_offload_bytes) / rc.bytes_per_block);
+  }
+  if (need <= have + offload_blocks * ec.block_size) {
+    // Attention reads the offloaded blocks over the host link every step: PCIe 5 x16 moved 50 GB/s
+    // on the H200 machine (docs/performance.md); the runtime logs its own measurement.
+    constexpr double kHostLinkBytesPerS = 50e9;
+    std::printf("fits             yes, with %.2f GiB of KV per device in the offload tier (host memory): each decode step "
+                "reads it over the host link, about %.0f ms at 50 GB/s\n",
+                short_bytes / kGiB, 1e3 * short_bytes / kHostLinkBytesPerS);
+    return absl::OkStatus();
+  }
+  std::printf("fits             NO: short by %.2f GiB of KV per device (%.3g tokens)", short_bytes / kGiB, need - have);
+  if (offload_blocks > 0) std::printf(", %.2f GiB more than the offload tier holds", (short_bytes - offload_blocks * plan.ranks.front().bytes_per_block) / kGiB);
+  std::printf("; options: more --tp, a smaller --kv-dtype (fp8/int8 halve bf16, int4 quarters it), host offload "
+              "(--kv-offload-memory), or a smaller batch/context\n");
   return absl::OkStatus();
 }
 

@@ -71,8 +71,31 @@ absl::StatusOr<DeviceBuffer> CpuBackend::Allocate(size_t bytes) {
   return DeviceBuffer(this, p, bytes);
 }
 
+absl::StatusOr<DeviceBuffer> CpuBackend::AllocateWithHostTail(size_t device_bytes, size_t host_bytes) {
+  if (host_bytes == 0) return Allocate(device_bytes);
+  if (used_.load() + device_bytes > budget_) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "cpu backend: cannot allocate %d bytes: %d of the %d-byte budget are in use", device_bytes, used_.load(), budget_));
+  }
+  void* p = ::operator new(device_bytes + host_bytes, kAlignment, std::nothrow);
+  if (p == nullptr) {
+    return absl::ResourceExhaustedError(absl::StrFormat("cpu backend: out of memory for a %d-byte host tail", host_bytes));
+  }
+  used_ += device_bytes;
+  {
+    std::lock_guard<std::mutex> lock(tails_mu_);
+    host_tail_bytes_[p] = host_bytes;
+  }
+  return DeviceBuffer(this, p, device_bytes + host_bytes);
+}
+
 void CpuBackend::Free(void* data, size_t bytes) {
   ::operator delete(data, kAlignment);
+  std::lock_guard<std::mutex> lock(tails_mu_);
+  if (auto it = host_tail_bytes_.find(data); it != host_tail_bytes_.end()) {
+    bytes -= it->second;
+    host_tail_bytes_.erase(it);
+  }
   used_ -= bytes;
 }
 

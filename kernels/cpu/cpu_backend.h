@@ -4,9 +4,11 @@
 
 #include <atomic>
 #include <cstddef>
+#include <mutex>
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "kernels/backend.h"
 
 namespace kvs {
@@ -25,6 +27,8 @@ class CpuBackend final : public Backend {
   absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) override;
   size_t FreeMemoryBytes() const override;
   absl::StatusOr<HostBuffer> AllocateHost(size_t bytes) override;
+  // One heap block; only the device part counts against the budget.
+  absl::StatusOr<DeviceBuffer> AllocateWithHostTail(size_t device_bytes, size_t host_bytes) override;
   absl::Status CopyOnDevice(const void* src, void* dst, size_t bytes) override { return CopyToHost(src, dst, bytes); }
   absl::Status CopyToHostAsync(const void* device, void* host, size_t bytes) override {
     return CopyToHost(device, host, bytes);
@@ -60,6 +64,8 @@ class CpuBackend final : public Backend {
  private:
   size_t budget_;
   std::atomic<size_t> used_{0};
+  std::mutex tails_mu_;
+  absl::flat_hash_map<void*, size_t> host_tail_bytes_;  // AllocateWithHostTail buffers
   std::vector<std::pair<float, int32_t>> sample_scratch_;  // SampleRows' ranking
 };
 

@@ -113,7 +113,22 @@ absl::StatusOr<DeviceBuffer> CudaBackend::Allocate(size_t bytes) {
   return DeviceBuffer(this, p, bytes);
 }
 
-void CudaBackend::Free(void* data, size_t) { cudaFree(data); }
+absl::StatusOr<DeviceBuffer> CudaBackend::AllocateWithHostTail(size_t device_bytes, size_t host_bytes) {
+  if (host_bytes == 0) return Allocate(device_bytes);
+  KVS_ASSIGN_OR_RETURN(const cuda::HostTailRange range, cuda::MapHostTail(device_, device_bytes, host_bytes));
+  host_tails_[range.base] = range;
+  return DeviceBuffer(this, range.base, device_bytes + host_bytes);
+}
+
+void CudaBackend::Free(void* data, size_t) {
+  if (auto it = host_tails_.find(data); it != host_tails_.end()) {
+    cudaStreamSynchronize(stream_);  // unmapping does not wait for kernels the way cudaFree does
+    cuda::UnmapHostTail(it->second);
+    host_tails_.erase(it);
+    return;
+  }
+  cudaFree(data);
+}
 
 size_t CudaBackend::FreeMemoryBytes() const {
   size_t free = 0, total = 0;

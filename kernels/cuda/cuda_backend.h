@@ -8,8 +8,11 @@
 
 #include <memory>
 
+#include "absl/container/flat_hash_map.h"
+
 #include "kernels/backend.h"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/host_tail_memory.h"
 
 namespace kvs {
 
@@ -30,6 +33,8 @@ class CudaBackend final : public Backend {
   absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) override;
   size_t FreeMemoryBytes() const override;
   absl::StatusOr<HostBuffer> AllocateHost(size_t bytes) override;
+  // CUDA virtual memory: device pages followed by host pages in one range (host_tail_memory.h).
+  absl::StatusOr<DeviceBuffer> AllocateWithHostTail(size_t device_bytes, size_t host_bytes) override;
   absl::Status CopyToHostAsync(const void* device, void* host, size_t bytes) override;
   absl::Status CopyRegions(std::span<const CopyRegion> regions) override;
   absl::Status CopyOnDevice(const void* src, void* dst, size_t bytes) override;
@@ -75,6 +80,7 @@ class CudaBackend final : public Backend {
   DeviceBuffer cublas_workspace_;  // fixed, so that captured GEMMs never allocate
   DeviceBuffer copy_table_;        // CopyRegions' table on the device
   cuda::AttentionWorkspace attention_ws_;
+  absl::flat_hash_map<void*, cuda::HostTailRange> host_tails_;  // AllocateWithHostTail buffers
 };
 
 // Number of visible CUDA devices (0 without a GPU or driver).

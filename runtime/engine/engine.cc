@@ -71,6 +71,15 @@ absl::StatusOr<KvCapacity> PlanKvCapacity(Backend& backend, const ModelWeights& 
         "no memory is left for the KV cache after the weights and step workspace (%s)",
         tp.comm ? "on at least one rank of the group" : "this device"));
   }
+  int64_t offload = KvCache::BlocksForBudget(local, kv_dtype, config.block_size, config.kv_offload_bytes);
+  if (tp.comm != nullptr) {
+    KVS_ASSIGN_OR_RETURN(offload, tp.comm->AllReduceMin(offload));
+  }
+  if (config.kv_offload_bytes > 0 && offload == 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--kv-offload-memory must hold at least one KV block (%d bytes)", cap.bytes_per_block));
+  }
+  cap.offload_blocks = static_cast<int32_t>(std::min<int64_t>(offload, (int64_t{1} << 30) - cap.blocks));
   return cap;
 }
 
@@ -108,7 +117,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Backend& backend, const M
   const int32_t blocks = e->capacity_.blocks;
   KVS_ASSIGN_OR_RETURN(e->cache_, KvCache::Create(backend, weights.local_config(),
                                                   config.kv_dtype.value_or(backend.DefaultKvDType()), config.block_size,
-                                                  blocks));
+                                                  blocks, e->capacity_.offload_blocks));
   KVS_ASSIGN_OR_RETURN(ModelRunner runner, ModelRunner::Create(backend, weights, e->cache_, LimitsFor(config), tp));
   e->runner_ = std::make_unique<ModelRunner>(std::move(runner));
   SchedulerConfig sc;
@@ -129,6 +138,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Backend& backend, const M
   sc.host_prefix_cache = config.prefix_caching && sc.num_host_blocks > 0;
   if (sc.preemption.mode == PreemptionMode::kAuto) {
     KVS_ASSIGN_OR_RETURN(sc.preemption, e->MeasurePreemptionCosts(backend));
+  }
+  sc.num_offload_blocks = e->capacity_.offload_blocks;
+  if (sc.num_offload_blocks > 0) {
+    KVS_ASSIGN_OR_RETURN(sc.offload_bytes_per_s, e->MeasureOffloadReads(backend));
   }
   e->scheduler_ = std::make_unique<Scheduler>(sc, blocks);
   return e;
@@ -197,6 +210,29 @@ absl::StatusOr<PreemptionCostModel> Engine::MeasurePreemptionCosts(Backend& back
   return m;
 }
 
+absl::StatusOr<double> Engine::MeasureOffloadReads(Backend& backend) {
+  using Clock = std::chrono::steady_clock;
+  // Offload blocks copied into device blocks: the same reads over the host link that attention
+  // makes of them (after one warm-up).
+  const int32_t n = std::min({8, cache_.num_blocks(), cache_.num_offload_blocks()});
+  std::vector<int32_t> pairs;
+  for (int32_t i = 0; i < n; ++i) pairs.insert(pairs.end(), {cache_.num_blocks() + i, i});
+  double s = 0;
+  for (int rep = 0; rep < 2; ++rep) {
+    const auto t0 = Clock::now();
+    KVS_RETURN_IF_ERROR(cache_.CopyBlocks(backend, pairs));
+    KVS_RETURN_IF_ERROR(backend.Synchronize());
+    s = std::chrono::duration<double>(Clock::now() - t0).count();
+  }
+  const double rate = n * static_cast<double>(cache_.bytes_per_block()) / std::max(s, 1e-9);
+  std::fprintf(stderr,
+               "[rank 0] KV offload: %d blocks (%.2f GiB) in host memory past the device's %d, read in place at %.1f "
+               "GB/s (measured)\n",
+               cache_.num_offload_blocks(), cache_.num_offload_blocks() * static_cast<double>(cache_.bytes_per_block()) / (1u << 30),
+               cache_.num_blocks(), rate / 1e9);
+  return rate;
+}
+
 absl::Status Engine::Add(Request r) {
   if (live_ids_.contains(r.id)) {  // any of its samples still running
     return absl::AlreadyExistsError(absl::StrFormat("request id '%s' is already in use", r.id));
@@ -215,6 +251,7 @@ absl::Status Engine::Add(Request r) {
   for (const auto& s : r.params.stop) st.max_stop = std::max(st.max_stop, s.size());
   const std::string id = r.id;
   KVS_RETURN_IF_ERROR(scheduler_->Add(std::move(r)));
+  for (const std::string& note : scheduler_->TakeNotes()) std::fprintf(stderr, "[rank 0] KV offload: %s\n", note.c_str());
   states_.emplace(id, std::move(st));  // StateKey of sample 0
   live_ids_[id] = 1;
   return absl::OkStatus();

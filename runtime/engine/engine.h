@@ -34,6 +34,7 @@ struct EngineConfig {
   std::optional<KvDType> kv_dtype;  // KV cache element format; unset: the backend's default
   double memory_fraction = 0.9;
   size_t swap_space_bytes = 0;   // host memory for swapped-out KV blocks (per rank)
+  size_t kv_offload_bytes = 0;   // host memory extending the cache for over-long sequences (per rank)
   PreemptionMode preemption_mode = PreemptionMode::kAuto;
   bool static_batching = false;  // the no-paging baseline (scheduler.h), for benchmarks
   bool prefix_caching = true;    // reuse cached KV of shared prompt prefixes
@@ -46,6 +47,7 @@ struct KvCapacity {
   int32_t local_blocks = 0;  // what fits on this rank after its weights and step workspace
   int32_t blocks = 0;        // the group's: the minimum over its ranks (every rank holds each block)
   size_t bytes_per_block = 0;  // on this rank, for its KV heads
+  int32_t offload_blocks = 0;  // the group's blocks in host memory past the device's (kv_offload_bytes)
 };
 
 // `config` with max_model_len resolved against the model and checked.
@@ -155,6 +157,8 @@ class Engine {
                                               std::span<const SampleRequest> samples = {});
   // Measures host<->device block copies and the prefill rate for the preemption cost model.
   absl::StatusOr<PreemptionCostModel> MeasurePreemptionCosts(Backend& backend);
+  // Measures how fast offload blocks are read over the host link (bytes/s), for the log.
+  absl::StatusOr<double> MeasureOffloadReads(Backend& backend);
 
   const ModelWeights* weights_ = nullptr;
   const Tokenizer* tokenizer_ = nullptr;

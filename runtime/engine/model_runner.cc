@@ -310,10 +310,12 @@ absl::StatusOr<ModelRunner::Output> ModelRunner::Execute(const StepInput& in, bo
   const int64_t t = in.num_tokens();
   const int32_t s = in.num_seqs();
   const int64_t n_logits = static_cast<int64_t>(in.logit_rows.size());
-  // Swaps first, in stream order: a block swapped out may be rewritten by this very step.
+  // Moves first, in stream order: every move reads its source before a later one (or this step's
+  // kernels) may rewrite it. Copies read blocks a sibling still holds or that an offloading
+  // sequence just gave up; a swap-in may land in the latter.
   if (!in.swap_out.empty()) KVS_RETURN_IF_ERROR(cache_->SwapOut(*backend_, in.swap_out));
-  if (!in.swap_in.empty()) KVS_RETURN_IF_ERROR(cache_->SwapIn(*backend_, in.swap_in));
   if (!in.copy_blocks.empty()) KVS_RETURN_IF_ERROR(cache_->CopyBlocks(*backend_, in.copy_blocks));
+  if (!in.swap_in.empty()) KVS_RETURN_IF_ERROR(cache_->SwapIn(*backend_, in.swap_in));
   if (t == 0) return Output{};
   if (in.positions.size() != static_cast<size_t>(t) || in.slot_mapping.size() != static_cast<size_t>(t) ||
       in.context_len.size() != static_cast<size_t>(s) || in.query_start.size() != static_cast<size_t>(s) + 1 || in.query_start.back() != t ||

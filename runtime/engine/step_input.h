@@ -19,10 +19,11 @@ struct StepInput {
   std::vector<int32_t> block_table;   // [S * max_blocks_per_seq], unused entries 0
   int32_t max_blocks_per_seq = 0;
   std::vector<int32_t> logit_rows;    // token rows whose next-token logits are wanted
-  // Preemption by swap, done before the step's forward pass (out first, then in):
-  std::vector<int32_t> swap_out;      // pairs (device block, host block)
+  // Block moves, done before the step's forward pass in this order: swap-outs, copies, swap-ins.
+  std::vector<int32_t> swap_out;      // pairs (device block, host block): preemption by swap
   std::vector<int32_t> swap_in;       // pairs (host block, device block)
-  // Copy-on-write of blocks shared by forked sequences, after the swaps, before the forward.
+  // Copy-on-write of blocks shared by forked sequences, and device blocks an offloading sequence
+  // moves to the offload tier (scheduler.h); applied as if one by one, in list order.
   std::vector<int32_t> copy_blocks;   // pairs (source block, destination block)
 
   int32_t num_tokens() const { return static_cast<int32_t>(token_ids.size()); }

@@ -1,5 +1,6 @@
 #include "runtime/kv/kv_cache.h"
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_format.h"
 #include "kernels/common/status_macros.h"
 
@@ -15,12 +16,15 @@ int32_t KvCache::BlocksForBudget(const ModelConfig& c, KvDType dtype, int32_t bl
 }
 
 absl::StatusOr<KvCache> KvCache::Create(Backend& backend, const ModelConfig& c, KvDType dtype, int32_t block_size,
-                                        int32_t num_blocks) {
+                                        int32_t num_blocks, int32_t num_offload_blocks) {
   if (block_size <= 0 || block_size > 1024) {
     return absl::InvalidArgumentError(absl::StrFormat("block size %d must be in 1..1024", block_size));
   }
   if (num_blocks <= 0) {
     return absl::ResourceExhaustedError("no memory is left for the KV cache after the weights");
+  }
+  if (num_offload_blocks < 0 || static_cast<int64_t>(num_blocks) + num_offload_blocks > (int64_t{1} << 30)) {
+    return absl::InvalidArgumentError(absl::StrFormat("%d offload blocks is out of range", num_offload_blocks));
   }
   if (const char* problem = KvDTypeHeadDimProblem(dtype, c.head_dim)) {
     return absl::InvalidArgumentError(
@@ -34,13 +38,15 @@ absl::StatusOr<KvCache> KvCache::Create(Backend& backend, const ModelConfig& c, 
   KvCache kv;
   kv.dtype_ = dtype;
   kv.num_blocks_ = num_blocks;
+  kv.num_offload_blocks_ = num_offload_blocks;
   kv.block_size_ = block_size;
   kv.kv_heads_ = c.num_kv_heads;
   kv.head_dim_ = c.head_dim;
   const size_t per_layer = static_cast<size_t>(num_blocks) * kv.BlockBytes();
+  const size_t offload_per_layer = static_cast<size_t>(num_offload_blocks) * kv.BlockBytes();
   for (int32_t l = 0; l < c.num_layers; ++l) {
-    KVS_ASSIGN_OR_RETURN(DeviceBuffer k, backend.Allocate(per_layer));
-    KVS_ASSIGN_OR_RETURN(DeviceBuffer v, backend.Allocate(per_layer));
+    KVS_ASSIGN_OR_RETURN(DeviceBuffer k, backend.AllocateWithHostTail(per_layer, offload_per_layer));
+    KVS_ASSIGN_OR_RETURN(DeviceBuffer v, backend.AllocateWithHostTail(per_layer, offload_per_layer));
     kv.k_.push_back(std::move(k));
     kv.v_.push_back(std::move(v));
     kv.bytes_ += 2 * per_layer;
@@ -65,9 +71,9 @@ absl::Status KvCache::CheckPairs(std::span<const int32_t> pairs, bool out) const
   if (pairs.size() % 2 != 0) return absl::InvalidArgumentError("swap list must hold pairs");
   for (size_t i = 0; i < pairs.size(); i += 2) {
     const int32_t device = pairs[out ? i : i + 1], host = pairs[out ? i + 1 : i];
-    if (device < 0 || device >= num_blocks_ || host < 0 || host >= num_host_blocks_) {
+    if (device < 0 || device >= num_addressable_blocks() || host < 0 || host >= num_host_blocks_) {
       return absl::OutOfRangeError(absl::StrFormat("swap of device block %d / host block %d is outside the cache (%d / %d)",
-                                                   device, host, num_blocks_, num_host_blocks_));
+                                                   device, host, num_addressable_blocks(), num_host_blocks_));
     }
   }
   return absl::OkStatus();
@@ -111,8 +117,20 @@ absl::Status KvCache::CopyBlocks(Backend& backend, std::span<const int32_t> pair
   if (pairs.size() % 2 != 0) return absl::InvalidArgumentError("copy list must hold pairs");
   const size_t bb = BlockBytes();
   std::vector<CopyRegion> regions;
+  // The pieces of one batch move in parallel, so a copy into a block that an earlier copy of the
+  // list reads (or writes) starts a new batch: the list's order is kept.
+  absl::flat_hash_set<int32_t> read, written;
   for (size_t i = 0; i < pairs.size(); i += 2) {
-    if (pairs[i] < 0 || pairs[i] >= num_blocks_ || pairs[i + 1] < 0 || pairs[i + 1] >= num_blocks_) {
+    if (read.contains(pairs[i + 1]) || written.contains(pairs[i + 1]) || written.contains(pairs[i])) {
+      KVS_RETURN_IF_ERROR(backend.CopyRegions(regions));
+      regions.clear();
+      read.clear();
+      written.clear();
+    }
+    read.insert(pairs[i]);
+    written.insert(pairs[i + 1]);
+    const int32_t n = num_addressable_blocks();
+    if (pairs[i] < 0 || pairs[i] >= n || pairs[i + 1] < 0 || pairs[i + 1] >= n) {
       return absl::OutOfRangeError(absl::StrFormat("copy of block %d to %d is outside the cache", pairs[i], pairs[i + 1]));
     }
     for (size_t l = 0; l < k_.size(); ++l) {
@@ -127,7 +145,8 @@ absl::Status KvCache::CopyBlocks(Backend& backend, std::span<const int32_t> pair
 
 PagedKvView KvCache::Layer(int32_t layer) const {
   KVS_CHECK(layer >= 0 && layer < static_cast<int32_t>(k_.size()));
-  return PagedKvView{k_[layer].data(), v_[layer].data(), dtype_, num_blocks_, block_size_, kv_heads_, head_dim_};
+  return PagedKvView{k_[layer].data(), v_[layer].data(), dtype_, num_addressable_blocks(), block_size_, kv_heads_,
+                     head_dim_};
 }
 
 }  // namespace kvs

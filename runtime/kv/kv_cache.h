@@ -2,6 +2,11 @@
 // blocks in the cache's KvDType (layout in kernels/common/kv_format.h and paged_kv.h).
 // Sized once at start-up; never grows. An optional host tier holds swapped-out blocks in the
 // same per-block layout: host block h of layer l, K or V, at ((l * 2 + kv) * host_blocks + h).
+//
+// Offload (one sequence larger than the device cache): blocks num_blocks() .. num_blocks() +
+// num_offload_blocks() - 1 continue each layer's buffers in host memory that the kernels read
+// and write in place (Backend::AllocateWithHostTail), so block ids past the device's are
+// ordinary block ids whose bytes cross the host link.
 #pragma once
 
 #include <span>
@@ -21,7 +26,7 @@ class KvCache {
   // Blocks that fit in `budget_bytes`.
   static int32_t BlocksForBudget(const ModelConfig& c, KvDType dtype, int32_t block_size, size_t budget_bytes);
   static absl::StatusOr<KvCache> Create(Backend& backend, const ModelConfig& c, KvDType dtype, int32_t block_size,
-                                        int32_t num_blocks);
+                                        int32_t num_blocks, int32_t num_offload_blocks = 0);
 
   // Adds `num_host_blocks` blocks of host memory (pinned on CUDA) for swapping.
   absl::Status AddHostTier(Backend& backend, int32_t num_host_blocks);
@@ -30,18 +35,22 @@ class KvCache {
   absl::Status SwapOut(Backend& backend, std::span<const int32_t> pairs) const;
   // Copies host blocks back: pairs (host, device), flattened.
   absl::Status SwapIn(Backend& backend, std::span<const int32_t> pairs) const;
-  // Copies device blocks to device blocks: pairs (source, destination), flattened — the
-  // copy-on-write of a block shared by forked sequences.
+  // Copies blocks to blocks (device or offload): pairs (source, destination), flattened, with the
+  // effect of copying them one by one in list order — the copy-on-write of a block shared by
+  // forked sequences, and blocks an offloading sequence moves out of device memory.
   absl::Status CopyBlocks(Backend& backend, std::span<const int32_t> pairs) const;
   int32_t num_host_blocks() const { return num_host_blocks_; }
   // Bytes of one block over all layers, K and V: what a swap of one block moves each way.
   size_t bytes_per_block() const { return 2 * static_cast<size_t>(k_.size()) * BlockBytes(); }
   KvDType dtype() const { return dtype_; }
 
+  // Views every addressable block: device and offload.
   PagedKvView Layer(int32_t layer) const;
-  int32_t num_blocks() const { return num_blocks_; }
+  int32_t num_blocks() const { return num_blocks_; }  // in device memory
+  int32_t num_offload_blocks() const { return num_offload_blocks_; }
+  int32_t num_addressable_blocks() const { return num_blocks_ + num_offload_blocks_; }
   int32_t block_size() const { return block_size_; }
-  size_t bytes() const { return bytes_; }
+  size_t bytes() const { return bytes_; }  // device memory only
 
  private:
   size_t BlockBytes() const { return static_cast<size_t>(KvBlockBytes(dtype_, block_size_, kv_heads_, head_dim_)); }
@@ -50,7 +59,7 @@ class KvCache {
 
   std::vector<DeviceBuffer> k_, v_;
   HostBuffer host_{nullptr, nullptr};
-  int32_t num_host_blocks_ = 0;
+  int32_t num_host_blocks_ = 0, num_offload_blocks_ = 0;
   KvDType dtype_ = KvDType::kF32;
   int32_t num_blocks_ = 0, block_size_ = 0, kv_heads_ = 0, head_dim_ = 0;
   size_t bytes_ = 0;

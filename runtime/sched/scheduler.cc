@@ -11,7 +11,7 @@
 namespace kvs {
 
 Scheduler::Scheduler(SchedulerConfig config, int32_t num_blocks)
-    : config_(config), pool_(num_blocks), host_pool_(config.num_host_blocks) {
+    : config_(config), pool_(num_blocks), host_pool_(config.num_host_blocks), offload_pool_(config.num_offload_blocks) {
   KVS_CHECK(config_.block_size > 0 && config_.max_seqs > 0 && config_.max_tokens_per_step > 0);
 }
 
@@ -26,8 +26,13 @@ std::string Scheduler::RefusalMessage(const std::string& id, int64_t tokens, int
                           need * per / gib, config_.kv_dtype_name, pool_.num_blocks() * per / gib,
                           (need - pool_.num_blocks()) * per / gib, config_.tp);
   }
+  if (offload_pool_.num_blocks() > 0) {
+    absl::StrAppendFormat(&msg, ", plus %d offload blocks in host memory (%d short)", offload_pool_.num_blocks(),
+                          need - pool_.num_blocks() - offload_pool_.num_blocks());
+  }
   msg += "; options: more tensor parallelism (--tp, which splits the KV heads over more GPUs), a smaller "
          "--kv-dtype (fp8/int8 halve bf16, int4 quarters it), a larger --kv-cache-memory / --memory-fraction, "
+         "host offload (--kv-offload-memory: attention reads the rest over the host link, slowly), "
          "or fewer tokens (max_tokens, a shorter prompt)";
   return msg;
 }
@@ -47,10 +52,15 @@ absl::Status Scheduler::Add(Request r) {
   }
   // The longest this sequence can get must fit in the whole cache, or it could never finish.
   const int64_t longest = std::min<int64_t>(static_cast<int64_t>(prompt) + r.params.max_tokens, config_.max_model_len);
-  if (const int32_t need = BlocksFor(static_cast<int32_t>(longest)); need > pool_.num_blocks()) {
+  const int32_t need = BlocksFor(static_cast<int32_t>(longest));
+  if (need > pool_.num_blocks() + offload_pool_.num_blocks()) {
     return absl::ResourceExhaustedError(RefusalMessage(r.id, longest, need));
   }
   auto s = std::make_unique<Sequence>();
+  if (need > pool_.num_blocks()) {
+    s->may_offload = true;
+    NoteOffload(r.id, longest, need);
+  }
   s->tokens = r.prompt_ids;
   s->prompt_len = prompt;
   s->request = std::move(r);
@@ -62,25 +72,81 @@ absl::Status Scheduler::Add(Request r) {
   return absl::OkStatus();
 }
 
-bool Scheduler::Grow(Sequence& s, int32_t tokens, StepInput& in) {
+// The cost model's account of an offloaded request: what it will read over the host link.
+void Scheduler::NoteOffload(const std::string& id, int64_t tokens, int32_t need) {
+  const int32_t host = need - pool_.num_blocks();
+  std::string note = absl::StrFormat(
+      "request '%s': %d tokens need %d KV blocks, %d more than the device holds: admitted with offload (at most %d "
+      "blocks in host memory, read in place by attention; newer sequences are preempted before any is used)",
+      id, tokens, need, host, host);
+  if (config_.bytes_per_block > 0) {
+    const double bytes = static_cast<double>(host) * config_.bytes_per_block;
+    absl::StrAppendFormat(&note, "; at full length each step reads %.2f GiB over the host link", bytes / (1u << 30));
+    if (config_.offload_bytes_per_s > 0) {
+      absl::StrAppendFormat(&note, ": +%.0f ms per decode step at the measured %.1f GB/s",
+                            1e3 * bytes / config_.offload_bytes_per_s, config_.offload_bytes_per_s / 1e9);
+    }
+  }
+  notes_.push_back(std::move(note));
+}
+
+BlockId Scheduler::AllocateFor(bool offload, StepInput& in) {
+  if (pool_.num_free() > 0 || !offload) return AllocateBlock(in);
+  const BlockId local = *offload_pool_.Allocate();
+  ++offloaded_blocks_;
+  return BlockId{pool_.num_blocks() + local.value};
+}
+
+void Scheduler::ReleaseBlock(BlockId b) {
+  if (IsOffload(b)) {
+    offload_pool_.Release(BlockId{b.value - pool_.num_blocks()});
+  } else {
+    pool_.Release(b);
+  }
+}
+
+int32_t Scheduler::RefCountOf(BlockId b) const {
+  return IsOffload(b) ? offload_pool_.RefCount(BlockId{b.value - pool_.num_blocks()}) : pool_.RefCount(b);
+}
+
+bool Scheduler::Demote(Sequence& s, StepInput& in) {
+  if (offload_pool_.num_free() == 0) return false;
+  for (size_t i = s.blocks.size(); i-- > 0;) {
+    const BlockId b = s.blocks[i];
+    if (IsOffload(b) || pool_.RefCount(b) > 1) continue;  // a shared block stays for its siblings
+    const BlockId moved{pool_.num_blocks() + offload_pool_.Allocate()->value};
+    ++offloaded_blocks_;
+    ++demoted_blocks_;
+    // Queued before this step's kernels, which may already write the freed block.
+    in.copy_blocks.push_back(b.value);
+    in.copy_blocks.push_back(moved.value);
+    demoted_this_step_.emplace_back(b.value, moved.value);
+    s.blocks[i] = moved;
+    pool_.Release(b);
+    return true;
+  }
+  return false;
+}
+
+bool Scheduler::Grow(Sequence& s, int32_t tokens, StepInput& in, bool offload) {
   const int32_t want = BlocksFor(tokens);
   const auto have = static_cast<int32_t>(s.blocks.size());
   // Held blocks this step writes into that a sibling also holds: each needs a private copy.
   std::vector<int32_t> shared;
   for (int32_t i = s.num_computed / config_.block_size; i < std::min(have, want); ++i) {
-    if (pool_.RefCount(s.blocks[i]) > 1) shared.push_back(i);
+    if (RefCountOf(s.blocks[i]) > 1) shared.push_back(i);
   }
   const int32_t need = std::max(want - have, 0) + static_cast<int32_t>(shared.size());
-  if (need > pool_.num_free()) return false;
+  if (need > FreeFor(offload)) return false;
   for (int32_t i : shared) {
-    const BlockId copy = AllocateBlock(in);
+    const BlockId copy = AllocateFor(offload, in);
     in.copy_blocks.push_back(s.blocks[i].value);
     in.copy_blocks.push_back(copy.value);
-    pool_.Release(s.blocks[i]);  // still held by the sibling, so its contents stay for the copy
+    ReleaseBlock(s.blocks[i]);  // still held by the sibling, so its contents stay for the copy
     s.blocks[i] = copy;
     ++copied_blocks_;
   }
-  for (int32_t i = have; i < want; ++i) s.blocks.push_back(AllocateBlock(in));
+  for (int32_t i = have; i < want; ++i) s.blocks.push_back(AllocateFor(offload, in));
   return true;
 }
 
@@ -92,7 +158,14 @@ Sequence* Scheduler::Fork(Sequence& parent, int32_t sample_index) {
   child->num_computed = parent.num_computed;
   child->blocks = parent.blocks;
   child->block_hashes = parent.block_hashes;
-  for (BlockId b : child->blocks) pool_.AddRef(b);
+  for (BlockId b : child->blocks) {
+    if (IsOffload(b)) {
+      offload_pool_.AddRef(BlockId{b.value - pool_.num_blocks()});
+    } else {
+      pool_.AddRef(b);
+    }
+  }
+  child->may_offload = parent.may_offload;  // as long as its parent
   child->sample_index = sample_index;
   child->forked = true;
   parent.forked = true;
@@ -103,14 +176,30 @@ Sequence* Scheduler::Fork(Sequence& parent, int32_t sample_index) {
 void Scheduler::Preempt(std::unique_ptr<Sequence> s, StepInput& in) {
   ++s->preemptions;
   ++preemptions_;
+  // Blocks this step moved to the offload tier have not been copied yet (moves run in order:
+  // swap-outs first). Drop those copies; a swap-out reads such a block from where it still is.
+  std::vector<int32_t> source(s->blocks.size(), -1);
+  for (size_t i = 0; i < s->blocks.size(); ++i) {
+    for (const auto& [from, to] : demoted_this_step_) {
+      if (to != s->blocks[i].value) continue;
+      source[i] = from;
+      for (size_t k = 0; k < in.copy_blocks.size(); k += 2) {
+        if (in.copy_blocks[k] == from && in.copy_blocks[k + 1] == to) {
+          in.copy_blocks.erase(in.copy_blocks.begin() + k, in.copy_blocks.begin() + k + 2);
+          break;
+        }
+      }
+    }
+  }
   const auto blocks = static_cast<int32_t>(s->blocks.size());
   if (blocks > 0 && blocks <= host_pool_.num_free() && config_.preemption.PreferSwap(blocks, s->num_computed)) {
-    for (BlockId b : s->blocks) {
+    for (size_t i = 0; i < s->blocks.size(); ++i) {
+      const BlockId b = s->blocks[i];
       const BlockId h = *host_pool_.Allocate();
-      in.swap_out.push_back(b.value);
+      in.swap_out.push_back(source[i] >= 0 ? source[i] : b.value);
       in.swap_out.push_back(h.value);
       s->host_blocks.push_back(h);
-      pool_.Release(b);
+      ReleaseBlock(b);
     }
     s->blocks.clear();
     ++swap_preemptions_;
@@ -118,7 +207,7 @@ void Scheduler::Preempt(std::unique_ptr<Sequence> s, StepInput& in) {
     swapped_.push_front(std::move(s));
     return;
   }
-  for (BlockId b : s->blocks) pool_.Release(b);
+  for (BlockId b : s->blocks) ReleaseBlock(b);
   s->blocks.clear();
   s->block_hashes.clear();
   s->num_computed = 0;
@@ -130,9 +219,9 @@ void Scheduler::Resume(StepInput& in) {
     Sequence& s = *swapped_.front();
     // Its blocks back, plus room for the token it will compute next.
     const int32_t need = BlocksFor(s.num_computed + 1);
-    if (need > pool_.num_free()) return;
+    if (need > FreeFor(s.may_offload)) return;
     for (BlockId h : s.host_blocks) {
-      const BlockId b = AllocateBlock(in);
+      const BlockId b = AllocateFor(s.may_offload, in);
       in.swap_in.push_back(h.value);
       in.swap_in.push_back(b.value);
       s.blocks.push_back(b);
@@ -211,7 +300,7 @@ void Scheduler::UnmatchPrefix(Sequence& s) {
   // Blocks filled from the host were never registered: they return to the pool as plain blocks.
   host_prefix_hit_tokens_ -= static_cast<int64_t>(pending_host_hits_.size()) * config_.block_size;
   pending_host_hits_.clear();
-  for (BlockId b : s.blocks) pool_.Release(b);
+  for (BlockId b : s.blocks) ReleaseBlock(b);
   prefix_hit_tokens_ -= s.num_computed;
   prefix_query_tokens_ -= static_cast<int64_t>(s.tokens.size());
   s.blocks.clear();
@@ -223,7 +312,7 @@ void Scheduler::RegisterFullBlocks(Sequence& s) {
   const size_t full = static_cast<size_t>(s.num_computed) / config_.block_size;
   for (size_t i = s.block_hashes.size(); i < full; ++i) {
     const uint64_t h = BlockHash(i == 0 ? config_.cache_salt : s.block_hashes.back(), s, i);
-    pool_.Register(s.blocks[i], h);
+    if (!IsOffload(s.blocks[i])) pool_.Register(s.blocks[i], h);  // offload blocks are not shared
     s.block_hashes.push_back(h);
   }
 }
@@ -247,6 +336,7 @@ void Scheduler::Emit(Sequence& s, int32_t n, StepInput& in, std::vector<Schedule
 std::vector<ScheduledSeq> Scheduler::Schedule(StepInput& in) {
   in.Clear();
   StepSubmitted();
+  demoted_this_step_.clear();
   std::vector<ScheduledSeq> out;
   int32_t budget = config_.max_tokens_per_step;
 
@@ -256,13 +346,17 @@ std::vector<ScheduledSeq> Scheduler::Schedule(StepInput& in) {
   for (size_t i = 0; i < running_.size() && budget > 0 && out.size() < seq_limit;) {
     Sequence& s = *running_[i];
     const int32_t n = std::min<int32_t>(static_cast<int32_t>(s.tokens.size()) - s.num_computed, budget);
-    if (Grow(s, s.num_computed + n, in)) {
+    if (Grow(s, s.num_computed + n, in, OffloadNow(s))) {
       Emit(s, n, in, out);
       budget -= n;
       ++i;
       continue;
     }
-    // Out of blocks: preempt the newest running sequence (possibly s itself) and retry.
+    // Out of blocks. The newest running sequence makes room: an offloading one by moving a device
+    // block of its own to the offload tier (one block's bytes over the link, instead of
+    // recomputing a context longer than the device), any other by being preempted (possibly s
+    // itself). Then retry.
+    if (running_.back().get() != &s && running_.back()->may_offload && Demote(*running_.back(), in)) continue;
     std::unique_ptr<Sequence> victim = std::move(running_.back());
     running_.pop_back();
     Preempt(std::move(victim), in);
@@ -275,7 +369,7 @@ std::vector<ScheduledSeq> Scheduler::Schedule(StepInput& in) {
     for (size_t i = first_resumed; i < running_.size() && budget > 0 && out.size() < seq_limit; ++i) {
       Sequence& s = *running_[i];
       const int32_t n = std::min<int32_t>(static_cast<int32_t>(s.tokens.size()) - s.num_computed, budget);
-      if (!Grow(s, s.num_computed + n, in)) break;
+      if (!Grow(s, s.num_computed + n, in, OffloadNow(s))) break;
       Emit(s, n, in, out);
       budget -= n;
     }
@@ -291,8 +385,8 @@ std::vector<ScheduledSeq> Scheduler::Schedule(StepInput& in) {
     const bool match = config_.prefix_caching && !config_.static_batching && s.blocks.empty();
     if (match) MatchPrefix(s, in);
     const int32_t n = std::min<int32_t>(static_cast<int32_t>(s.tokens.size()) - s.num_computed, budget);
-    if ((config_.static_batching && !Grow(s, config_.max_model_len, in)) ||  // the whole context, reserved
-        !Grow(s, s.num_computed + n, in)) {
+    if ((config_.static_batching && !Grow(s, config_.max_model_len, in, s.may_offload)) ||  // the whole context
+        !Grow(s, s.num_computed + n, in, s.may_offload)) {
       if (match) UnmatchPrefix(s);
       break;
     }
@@ -319,7 +413,7 @@ std::vector<ScheduledSeq> Scheduler::Schedule(StepInput& in) {
 void Scheduler::Finish(Sequence* seq) {
   for (size_t i = 0; i < running_.size(); ++i) {
     if (running_[i].get() != seq) continue;
-    for (BlockId b : seq->blocks) pool_.Release(b);
+    for (BlockId b : seq->blocks) ReleaseBlock(b);
     running_.erase(running_.begin() + i);
     return;
   }
@@ -339,7 +433,7 @@ bool Scheduler::Abort(const std::string& id) {
   // Queued sequences hold device blocks (waiting) or host blocks (swapped); release whichever.
   const auto drop = [&](const std::unique_ptr<Sequence>& s) {
     if (s->request.id != id) return false;
-    for (BlockId b : s->blocks) pool_.Release(b);
+    for (BlockId b : s->blocks) ReleaseBlock(b);
     for (BlockId h : s->host_blocks) host_pool_.Release(h);
     return true;
   };
@@ -355,6 +449,7 @@ int64_t Scheduler::TokensInCache() const {
   double total = 0;
   for (const auto& s : running_) {
     for (size_t i = 0; i < s->blocks.size(); ++i) {
+      if (IsOffload(s->blocks[i])) continue;
       const int32_t in_block = std::clamp<int32_t>(s->num_computed - static_cast<int32_t>(i) * config_.block_size, 0,
                                                    config_.block_size);
       total += static_cast<double>(in_block) / pool_.RefCount(s->blocks[i]);
@@ -366,6 +461,7 @@ int64_t Scheduler::TokensInCache() const {
 void Scheduler::CheckInvariants() const {
   pool_.CheckInvariants();
   host_pool_.CheckInvariants();
+  offload_pool_.CheckInvariants();
   int64_t host = 0;
   std::map<int32_t, int32_t> holders;  // device block -> sequences holding it (forks share)
   for (const auto& s : running_) {
@@ -373,7 +469,11 @@ void Scheduler::CheckInvariants() const {
     KVS_CHECK_MSG(static_cast<int32_t>(s->blocks.size()) >= BlocksFor(s->num_computed), "a running sequence lacks blocks");
     for (BlockId b : s->blocks) ++holders[b.value];
   }
-  for (const auto& [b, n] : holders) KVS_CHECK_MSG(pool_.RefCount(BlockId{b}) == n, "a block's reference count != its holders");
+  int32_t offload_held = 0;
+  for (const auto& [b, n] : holders) {
+    KVS_CHECK_MSG(RefCountOf(BlockId{b}) == n, "a block's reference count != its holders");
+    offload_held += IsOffload(BlockId{b}) ? 1 : 0;
+  }
   for (const auto& s : waiting_) {
     KVS_CHECK_MSG(s->blocks.empty() && s->host_blocks.empty() && s->num_computed == 0, "a waiting sequence holds blocks");
   }
@@ -382,8 +482,9 @@ void Scheduler::CheckInvariants() const {
     KVS_CHECK_MSG(static_cast<int32_t>(s->host_blocks.size()) == BlocksFor(s->num_computed), "swapped blocks != computed");
     host += s->host_blocks.size();
   }
-  KVS_CHECK_MSG(static_cast<int32_t>(holders.size()) == pool_.num_blocks() - pool_.num_free(),
+  KVS_CHECK_MSG(static_cast<int32_t>(holders.size()) - offload_held == pool_.num_blocks() - pool_.num_free(),
                 "device blocks held != blocks in use");
+  KVS_CHECK_MSG(offload_held == offload_blocks_held(), "offload blocks held != offload blocks in use");
   host += host_reads_.size();
   KVS_CHECK_MSG(host == host_pool_.num_blocks() - host_pool_.num_free(), "host blocks held != host blocks in use");
 }

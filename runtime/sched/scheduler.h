@@ -9,12 +9,25 @@
 // tokens as prompt). Swaps are listed in the StepInput and run before that step's forward
 // pass. No step both preempts and resumes, so a host block is never written and read in one
 // step. Planning is a transaction: blocks are only taken for sequences that are scheduled.
+//
+// Offload (SchedulerConfig::num_offload_blocks > 0): a request whose longest context needs more
+// blocks than the device has is admitted if device plus offload blocks hold it. When it runs out
+// of device blocks it first preempts every newer sequence as usual, and only then takes offload
+// blocks, which attention reads in place over the host link (kv_cache.h). Why in that order: an
+// offloaded block is read again by every later step of its sequence (R reads of its bytes over
+// the link for R remaining steps), while a preempted sequence's block crosses the link twice
+// (swap) or is recomputed once, so preemption is the cheaper way to make room whenever it can
+// make room at all; offload is for what the device cannot hold. Conversely, when an older
+// sequence needs a block and the newest running one is offloading, that one moves one of its
+// device blocks to the offload tier (a copy queued in the step) instead of being preempted,
+// which would mean recomputing a context longer than the device.
 #pragma once
 
 #include <cstdint>
 #include <deque>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -39,6 +52,8 @@ struct SchedulerConfig {
   bool prefix_caching = true;
   uint64_t cache_salt = 0;
   int32_t num_host_blocks = 0;        // swap space; 0: preemption always recomputes
+  int32_t num_offload_blocks = 0;     // block ids num_blocks.. in host memory, read in place
+  double offload_bytes_per_s = 0;     // measured rate of attention's reads of them (0: unknown)
   // Keep evicted prefix-cache blocks warm in the swap space (when moving a block beats
   // recomputing it): a later request with the same prefix swaps them back in.
   bool host_prefix_cache = false;
@@ -58,6 +73,7 @@ struct Sequence {
   std::vector<BlockId> blocks;
   std::vector<BlockId> host_blocks;  // while swapped out
   std::vector<uint64_t> block_hashes;  // prefix-cache hash of each full block, in order
+  bool may_offload = false;          // its longest context exceeds the device cache (offload)
   int32_t sample_index = 0;          // which of the request's n samples (forks) this is
   bool forked = false;               // its n - 1 siblings exist
   int32_t num_generated() const { return static_cast<int32_t>(tokens.size()) - prompt_len; }
@@ -111,6 +127,12 @@ class Scheduler {
   int64_t host_prefix_hit_tokens() const { return host_prefix_hit_tokens_; }
   int64_t host_parked_blocks() const { return host_parked_blocks_; }
   int64_t num_swap_preemptions() const { return swap_preemptions_; }
+  // Offload blocks handed out so far, and those held now.
+  int64_t num_offloaded_blocks() const { return offloaded_blocks_; }
+  int64_t num_demoted_blocks() const { return demoted_blocks_; }  // moved there from the device
+  int32_t offload_blocks_held() const { return offload_pool_.num_blocks() - offload_pool_.num_free(); }
+  // Lines for the log: the cost model's offload decisions since the last call.
+  std::vector<std::string> TakeNotes() { return std::exchange(notes_, {}); }
   const BlockPool& pool() const { return pool_; }
   const BlockPool& host_pool() const { return host_pool_; }
   // Tokens whose KV is in device blocks (for KV utilisation: this over allocated slots).
@@ -122,9 +144,24 @@ class Scheduler {
 
  private:
   std::string RefusalMessage(const std::string& id, int64_t tokens, int32_t need) const;
+  void NoteOffload(const std::string& id, int64_t tokens, int32_t need);
   int32_t BlocksFor(int32_t tokens) const { return (tokens + config_.block_size - 1) / config_.block_size; }
   // Gives `s` the blocks for `tokens` tokens, copying any shared block it is about to write.
-  bool Grow(Sequence& s, int32_t tokens, StepInput& in);
+  // With `offload`, blocks the device lacks come from the offload tier.
+  bool Grow(Sequence& s, int32_t tokens, StepInput& in, bool offload);
+  // Whether running sequence `s` may take offload blocks now: it needs them, and no newer
+  // sequence is left to preempt instead. (One being admitted is about to be the newest.)
+  bool OffloadNow(const Sequence& s) const { return s.may_offload && running_.back().get() == &s; }
+  // Blocks `s` could take now; a block for it (device first).
+  int32_t FreeFor(bool offload) const { return pool_.num_free() + (offload ? offload_pool_.num_free() : 0); }
+  BlockId AllocateFor(bool offload, StepInput& in);
+  // Moves one of offloading sequence `s`'s unshared device blocks to the offload tier (queued as
+  // a copy), freeing the device block; false when none can move.
+  bool Demote(Sequence& s, StepInput& in);
+  // Reference counting across both pools (offload ids follow the device's).
+  bool IsOffload(BlockId b) const { return b.value >= pool_.num_blocks(); }
+  void ReleaseBlock(BlockId b);
+  int32_t RefCountOf(BlockId b) const;
   void Preempt(std::unique_ptr<Sequence> s, StepInput& in);
   // Moves swapped sequences whose blocks fit back to running (oldest first).
   void Resume(StepInput& in);
@@ -147,6 +184,10 @@ class Scheduler {
   std::vector<std::unique_ptr<Sequence>> running_;  // admission order: oldest first
   std::deque<std::unique_ptr<Sequence>> swapped_;   // oldest first
   BlockPool host_pool_;
+  BlockPool offload_pool_;  // local ids; the scheduler's id is pool_.num_blocks() + local
+  int64_t offloaded_blocks_ = 0, demoted_blocks_ = 0;
+  std::vector<std::pair<int32_t, int32_t>> demoted_this_step_;  // (device, offload) copies queued
+  std::vector<std::string> notes_;
   int64_t preemptions_ = 0, swap_preemptions_ = 0, copied_blocks_ = 0;
   int64_t prefix_query_tokens_ = 0, prefix_hit_tokens_ = 0;
   int64_t host_prefix_hit_tokens_ = 0, host_parked_blocks_ = 0;

@@ -369,6 +369,36 @@ TEST_F(CudaOpsTest, CopyRegionsMovesEveryPieceInEveryDirection) {
   for (size_t i = 1; i < 8; ++i) EXPECT_EQ(std::memcmp(got.data() + i * piece, data.data() + i * piece, piece), 0) << i;
 }
 
+// The KV offload tier's memory: kernels write and read one range whose head is device memory and
+// whose tail is host memory, straight across the boundary; only the head takes device memory.
+TEST_F(CudaOpsTest, AllocateWithHostTailIsOneRangeAcrossDeviceAndHost) {
+  const size_t device_bytes = (3 << 20) + 4096, host_bytes = 5 << 20;  // the head rounds down to 2 MiB
+  const int64_t n = static_cast<int64_t>((device_bytes + host_bytes) / sizeof(float));
+  const size_t free_before = gpu_->FreeMemoryBytes();
+  auto range = gpu_->AllocateWithHostTail(device_bytes, host_bytes);
+  ASSERT_TRUE(range.ok()) << range.status();
+  EXPECT_GE(free_before - gpu_->FreeMemoryBytes(), size_t{2} << 20);
+  EXPECT_LT(free_before - gpu_->FreeMemoryBytes(), size_t{6} << 20) << "the host tail took device memory";
+  std::vector<float> want(n);
+  ASSERT_TRUE(cpu_.FillRandom(F32(want, 1, n), 7, 0.0f, 1.0f).ok());
+  ASSERT_TRUE(gpu_->FillRandom(range->View(DType::kF32, 1, n), 7, 0.0f, 1.0f).ok());  // a kernel writes it all
+  EXPECT_EQ(Download(*range, DType::kF32, 1, n), want);
+  // A kernel reads across the boundary: CopyRegions from the tail and the head into device memory.
+  auto dst = gpu_->Allocate(8 << 20);
+  ASSERT_TRUE(dst.ok());
+  const size_t piece = 1 << 20;
+  std::vector<CopyRegion> regions;
+  for (size_t i = 0; i < 8; ++i) regions.push_back({range->as<uint8_t>() + (7 - i) * piece, dst->as<uint8_t>() + i * piece, piece});
+  ASSERT_TRUE(gpu_->CopyRegions(regions).ok());
+  std::vector<uint8_t> got(8 << 20);
+  ASSERT_TRUE(gpu_->CopyToHost(dst->data(), got.data(), got.size()).ok());
+  const auto* bytes = reinterpret_cast<const uint8_t*>(want.data());
+  for (size_t i = 0; i < 8; ++i) ASSERT_EQ(std::memcmp(got.data() + i * piece, bytes + (7 - i) * piece, piece), 0) << i;
+  range->Reset();
+  dst->Reset();
+  EXPECT_LT(free_before - std::min(free_before, gpu_->FreeMemoryBytes()), size_t{1} << 20) << "not given back";
+}
+
 TEST_F(CudaOpsTest, FillRandomEqualsTheCpuFill) {
   const int64_t n = 1 << 20;
   std::vector<float> cpu(n);

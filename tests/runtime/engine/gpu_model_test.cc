@@ -7,6 +7,7 @@
 #include "gtest/gtest.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "tests/support/engine_harness.h"
+#include "tests/support/offload_run.h"
 #include "tests/support/graphed_decode.h"
 #include "tests/support/model_paths.h"
 
@@ -140,6 +141,27 @@ TEST(GpuGraphTest, ReplayedDecodeStepsMatchDirectExecution) {
     EXPECT_LE(r.argmax_differs, r.rows / 50);
     EXPECT_GE(r.replays, 20);
   }
+}
+
+// KV offload on the GPU: the blocks past the device's live in host memory that the attention
+// and KV-write kernels address in place (CUDA virtual memory), and a sequence four times the
+// device cache generates what it generates in device memory alone, beside an older sequence that
+// takes device blocks back from it (copies into the offload tier).
+TEST(GpuOffloadTest, ALongSequenceGeneratesWhatTheDeviceAloneGenerates) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no GPU visible: GPU model tests run on the GPU machine (scripts/gpu_graph_bench.sh)";
+  auto gpu = LoadCpuModel("random:smollm2-135m", Gpu());
+  ASSERT_NE(gpu, nullptr);
+  const int32_t vocab = gpu->weights->config().vocab_size;
+  const std::vector<std::vector<int32_t>> prompts = {testing::RandomPrompt(40, 2, vocab),
+                                                     testing::RandomPrompt(600, 1, vocab)};  // 40 blocks of 16
+  const testing::OffloadOutcome fits = testing::GenerateWithOffload(*gpu, prompts, 16, 128, 0, 32);
+  const testing::OffloadOutcome offloaded = testing::GenerateWithOffload(*gpu, prompts, 16, 10, 40, 32);
+  std::printf("offload: %lld blocks in host memory, %lld moved there from the device, %lld preemptions\n",
+              static_cast<long long>(offloaded.offloaded), static_cast<long long>(offloaded.demoted),
+              static_cast<long long>(offloaded.preemptions));
+  EXPECT_GT(offloaded.offloaded, 30);
+  EXPECT_GT(offloaded.demoted, 0);
+  EXPECT_EQ(offloaded.outputs, fits.outputs);
 }
 
 // Tokens drawn on the GPU (SampleRows: the logits stay there) equal those drawn on the host

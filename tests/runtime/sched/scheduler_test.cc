@@ -43,9 +43,11 @@ struct FakeKv {
     }
   }
   void Step(const StepInput& in, const std::vector<ScheduledSeq>& plan) {
-    Move(in.swap_out, device, host);  // out first, as the runner does
+    // In the runner's order: swap-outs, copies (copy-on-write of blocks shared by forks, device
+    // blocks an offloading sequence moves to the offload tier), swap-ins.
+    Move(in.swap_out, device, host);
+    Move(in.copy_blocks, device, device);
     Move(in.swap_in, host, device);
-    Move(in.copy_blocks, device, device);  // copy-on-write of blocks shared by forks
     // As in each layer of the forward pass, every token's KV is written before attention reads:
     // a prefix-cache hit may read a block another sequence fills in this very step.
     for (int32_t t = 0, r = 0; t < in.num_tokens(); ++t) {
@@ -79,7 +81,10 @@ int RunToCompletion(Scheduler& s, std::mt19937* abort_rng = nullptr) {
     // A step that only preempts (everything swapped or dropped) may be empty; two in a row
     // would mean no progress.
     if (plan.empty()) {
-      EXPECT_LT(++empty_in_a_row, 2) << "work left but nothing schedulable";
+      EXPECT_LT(++empty_in_a_row, 2) << "work left but nothing schedulable: running " << s.num_running() << " waiting "
+                                     << s.num_waiting() << " swapped " << s.num_swapped() << " free "
+                                     << s.pool().num_free() << "/" << s.pool().num_blocks() << " host free "
+                                     << s.host_pool().num_free() << " offload held " << s.offload_blocks_held();
       if (empty_in_a_row >= 2) break;
       continue;
     }
@@ -173,6 +178,63 @@ TEST(SchedulerTest, SwapsTheNewestSequenceOutAndBackWhenBlocksRunOut) {
   EXPECT_EQ(s.host_pool().num_free(), 8);
 }
 
+TEST(SchedulerTest, OffloadAdmitsASequenceLongerThanTheDeviceCache) {
+  SchedulerConfig c{4, 8, 64, 64};
+  Scheduler without(c, 4);  // 16 device tokens
+  const absl::Status refused = without.Add(Req("long", 20, 8));
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(refused.message().find("--kv-offload-memory"), std::string::npos) << refused.message();
+
+  c.num_offload_blocks = 3;  // 28 tokens in all: 20 + 8 fit, 20 + 9 do not
+  c.bytes_per_block = 1 << 20;
+  c.offload_bytes_per_s = 50e9;
+  Scheduler s(c, 4);
+  EXPECT_EQ(s.Add(Req("too long", 20, 9)).code(), absl::StatusCode::kResourceExhausted);
+  ASSERT_TRUE(s.Add(Req("long", 20, 8)).ok());
+  const std::vector<std::string> notes = s.TakeNotes();
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_NE(notes[0].find("3 more than the device holds"), std::string::npos) << notes[0];
+  EXPECT_NE(notes[0].find("ms per decode step"), std::string::npos) << notes[0];
+  ASSERT_TRUE(s.Add(Req("short", 3, 2)).ok());
+  EXPECT_TRUE(s.TakeNotes().empty()) << "a request that fits the device is not offloaded";
+  RunToCompletion(s);  // FakeKv: every position reads back its own prefix, through offload ids too
+  EXPECT_EQ(s.num_offloaded_blocks(), 3);
+  EXPECT_EQ(s.num_preemptions(), 0);
+  EXPECT_EQ(s.pool().num_free(), 4);
+  EXPECT_EQ(s.offload_blocks_held(), 0);
+}
+
+TEST(SchedulerTest, AnOffloadingSequenceMovesItsBlocksOutInsteadOfBeingPreempted) {
+  SchedulerConfig c{4, 8, 64, 64};
+  c.num_offload_blocks = 8;
+  Scheduler s(c, 6);
+  StepInput in;
+  FakeKv kv{4, {}, {}};
+  ASSERT_TRUE(s.Add(Req("old", 3, 16)).ok());  // grows from 1 block to 5
+  auto p1 = s.Schedule(in);
+  ASSERT_EQ(p1.size(), 1u);
+  kv.Step(in, p1);
+  s.Append(p1[0].seq, 7);
+  ASSERT_TRUE(s.Add(Req("long", 24, 4)).ok());  // 7 blocks > 6: may offload
+  int64_t steps = 0;
+  while (s.HasWork() && steps++ < 100) {
+    auto plan = s.Schedule(in);
+    s.CheckInvariants();
+    kv.Step(in, plan);
+    s.StepSubmitted();
+    for (const auto& ss : plan) {
+      if (!ss.samples) continue;
+      s.Append(ss.seq, 7);
+      if (ss.seq->num_generated() >= ss.seq->request.params.max_tokens) s.Finish(ss.seq);
+    }
+  }
+  EXPECT_FALSE(s.HasWork());
+  EXPECT_EQ(s.num_preemptions(), 0) << "the old sequence's growth moved the long one's blocks instead";
+  EXPECT_GT(s.num_demoted_blocks(), 0);
+  EXPECT_EQ(s.pool().num_free(), 6);
+  EXPECT_EQ(s.offload_blocks_held(), 0);
+}
+
 TEST(SchedulerTest, StaticBatchingBaselineReservesWholeContextsAndWaitsForTheBatch) {
   SchedulerConfig c{4, 8, 64, 32};  // 32-token contexts: 8 blocks each
   c.static_batching = true;
@@ -233,15 +295,20 @@ TEST(PreemptionCostModelTest, SwapsWhenMovingTheBlocksBeatsRecomputingTheTokens)
 
 TEST(SchedulerTest, RandomizedStressEndsWithEveryBlockBack) {
   std::mt19937 rng(99);
-  int64_t swaps = 0, recomputes = 0, copies = 0, prefix_hits = 0, host_hits = 0;
+  int64_t swaps = 0, recomputes = 0, copies = 0, prefix_hits = 0, host_hits = 0, offloaded = 0, demoted = 0;
   for (int round = 0; round < 30; ++round) {
     const int32_t bs = 1 + rng() % 8;
+    SCOPED_TRACE(round);
     SchedulerConfig c{bs, 1 + static_cast<int32_t>(rng() % 16), 8 + static_cast<int32_t>(rng() % 64), 128};
     // A third of the rounds recompute, a third swap, a third mix (a small host pool fills up).
     c.num_host_blocks = round % 3 == 0 ? 0 : static_cast<int32_t>(rng() % (round % 3 == 1 ? 400 : 12));
     c.preemption.mode = c.num_host_blocks > 0 ? PreemptionMode::kSwap : PreemptionMode::kRecompute;
     c.host_prefix_cache = c.num_host_blocks > 0;  // evicted prefix blocks park in the host pool
-    Scheduler s(c, (128 + bs - 1) / bs + static_cast<int32_t>(rng() % 64));
+    // Every fourth round the device holds only half a context; offload blocks hold the rest.
+    const bool offload = round % 4 == 3;
+    const int32_t context_blocks = (128 + bs - 1) / bs;
+    c.num_offload_blocks = offload ? context_blocks + static_cast<int32_t>(rng() % 64) : 0;
+    Scheduler s(c, offload ? context_blocks / 2 + 1 : context_blocks + static_cast<int32_t>(rng() % 64));
     for (int i = 0; i < 150; ++i) {
       const int32_t prompt = 1 + rng() % 100;
       const int32_t out = 1 + rng() % 27;
@@ -256,7 +323,10 @@ TEST(SchedulerTest, RandomizedStressEndsWithEveryBlockBack) {
     s.CheckInvariants();
     EXPECT_EQ(s.pool().num_free(), s.pool().num_blocks()) << "round " << round;
     EXPECT_EQ(s.host_pool().num_free(), s.host_pool().num_blocks()) << "round " << round;
+    EXPECT_EQ(s.offload_blocks_held(), 0) << "round " << round;
     swaps += s.num_swap_preemptions();
+    offloaded += s.num_offloaded_blocks();
+    demoted += s.num_demoted_blocks();
     recomputes += s.num_preemptions() - s.num_swap_preemptions();
     copies += s.num_copied_blocks();
     prefix_hits += s.prefix_hit_tokens();
@@ -268,6 +338,8 @@ TEST(SchedulerTest, RandomizedStressEndsWithEveryBlockBack) {
   EXPECT_GT(copies, 100);
   EXPECT_GT(prefix_hits, 1000);
   EXPECT_GT(host_hits, 100);  // and prefixes came back from the host tier, checked by FakeKv
+  EXPECT_GT(offloaded, 100);   // and long sequences ran partly in offload blocks
+  EXPECT_GT(demoted, 10);
 }
 
 }  // namespace
