@@ -298,10 +298,11 @@ absl::Status BenchEngine(Backend& backend, const ModelWeights& weights, Engine* 
     std::printf("| decode steps | tp=%d mean batch %.1f | %lld steps | %.3f ms/step | %.0f tok/s | %.2f TB/s of weight+KV reads per GPU |\n",
                 tp, batch, static_cast<long long>(decode_steps), step * 1e3, batch / step, bytes / step / 1e12);
   }
-  std::printf("| engine | %lld steps (%lld replayed from CUDA graphs), %lld preemptions, KV cache %d blocks x %d tokens |\n",
+  std::printf("| engine | %lld steps (%lld replayed from CUDA graphs), %lld preemptions, KV cache %d blocks x %d tokens, "
+              "%lld offload blocks used |\n",
               static_cast<long long>(steps), static_cast<long long>(engine->graph_replays()),
               static_cast<long long>(engine->scheduler().num_preemptions()), engine->kv_cache().num_blocks(),
-              engine->kv_cache().block_size());
+              engine->kv_cache().block_size(), static_cast<long long>(engine->scheduler().num_offloaded_blocks()));
   return absl::OkStatus();
 }
 

@@ -81,9 +81,10 @@ void Scheduler::NoteOffload(const std::string& id, int64_t tokens, int32_t need)
       id, tokens, need, host, host);
   if (config_.bytes_per_block > 0) {
     const double bytes = static_cast<double>(host) * config_.bytes_per_block;
-    absl::StrAppendFormat(&note, "; at full length each step reads %.2f GiB over the host link", bytes / (1u << 30));
+    absl::StrAppendFormat(&note, "; at full length each step reads %.2f %s over the host link",
+                          bytes >= (1u << 30) ? bytes / (1u << 30) : bytes / (1u << 20), bytes >= (1u << 30) ? "GiB" : "MiB");
     if (config_.offload_bytes_per_s > 0) {
-      absl::StrAppendFormat(&note, ": +%.0f ms per decode step at the measured %.1f GB/s",
+      absl::StrAppendFormat(&note, ": +%.1f ms per decode step at the measured %.1f GB/s",
                             1e3 * bytes / config_.offload_bytes_per_s, config_.offload_bytes_per_s / 1e9);
     }
   }

@@ -24,6 +24,7 @@ GroupStats StatsOf(const Engine& engine) {
   g.kv_used = s.pool().num_blocks() - s.pool().num_free();
   g.block_size = engine.kv_cache().block_size();
   g.kv_tokens = s.TokensInCache();
+  g.offload_used = s.offload_blocks_held();
   g.preemptions = s.num_preemptions();
   g.prefix_hits = s.prefix_hit_tokens();
   g.prefix_host_hits = s.host_prefix_hit_tokens();
