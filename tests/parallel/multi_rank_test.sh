@@ -55,6 +55,29 @@ for m in tiny-llama31 tiny-qwen2 tiny-mistral; do check_same "$GOLDENS/models/$m
 # vocabulary slices on the backend and samples there, as one process does.
 check_same "$GOLDENS/models/tiny-llama31" "$WORK/ids.jsonl" --ignore-eos --temperature 0.9 --top-p 0.95 --top-k 50 --seed 11
 
+# Eight ranks (issue 9's layouts, on the CPU): tp=8 and dp=2 x tp=4 on a model with Llama-3-8B's
+# heads (32 query / 8 KV) at toy width, from a preset in a config folder of this test's own.
+mkdir -p "$WORK/config/models"
+cat > "$WORK/config/models/tiny-llama-3-8b-heads.json" <<'JSON'
+{"model_type": "llama", "vocab_size": 1024, "hidden_size": 512, "intermediate_size": 1024, "num_hidden_layers": 2,
+ "num_attention_heads": 32, "num_key_value_heads": 8, "max_position_embeddings": 2048, "rms_norm_eps": 1e-05,
+ "rope_theta": 500000.0, "tie_word_embeddings": false, "hidden_act": "silu", "bos_token_id": 1, "eos_token_id": 2}
+JSON
+(
+  export KVS_CONFIG_DIR="$WORK/config"
+  M8=random:tiny-llama-3-8b-heads
+  head -2 "$WORK/ids.jsonl" > "$WORK/ids8.jsonl"
+  echo '{"id": "s", "prompt_ids": [3, 1, 4, 1, 5, 9, 2, 6], "max_tokens": 12, "temperature": 0.8, "seed": 5}' >> "$WORK/ids8.jsonl"
+  "$BIN" generate --model $M8 --input "$WORK/ids8.jsonl" --output "$WORK/ref8.jsonl" --device cpu --ignore-eos 2>"$WORK/err" \
+    || { cat "$WORK/err"; fail "tp=1 run of $M8"; }
+  for tp in 8 4; do
+    mpi 8 generate --model $M8 --input "$WORK/ids8.jsonl" --output "$WORK/out8.jsonl" --device cpu --ignore-eos --tp $tp \
+      2>"$WORK/err" || { cat "$WORK/err"; fail "$M8 with 8 ranks, tp=$tp"; }
+    same "$WORK/ref8.jsonl" "$WORK/out8.jsonl" || fail "$M8: 8 ranks tp=$tp differs from one process"
+    echo "ok: $M8: 8 ranks (dp=$((8 / tp)) x tp=$tp) == one process"
+  done
+) || exit 1
+
 # Preemption under tensor parallelism: a KV cache of 20 blocks of 4 tokens (a tp=2 rank holds half
 # the KV heads, so half the bytes) cannot hold the batch at once; swapped or recomputed, every
 # rank must follow the leader's swaps and the tokens must not change.
