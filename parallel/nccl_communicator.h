@@ -28,6 +28,7 @@ class NcclCommunicator final : public Collectives {
   int size() const override { return control_->size(); }
   absl::Status AllReduceSum(TensorView x) override;
   absl::Status AllGather(const void* send, void* recv, size_t bytes) override;
+  bool Capturable() const override { return true; }  // NCCL collectives are stream work
   absl::Status Broadcast(std::vector<int32_t>& words) override { return control_->Broadcast(words); }
   absl::StatusOr<int64_t> AllReduceMin(int64_t value) override { return control_->AllReduceMin(value); }
 

@@ -24,6 +24,9 @@ class Collectives {
   virtual absl::Status AllReduceSum(TensorView x) = 0;
   // recv[r * bytes, (r + 1) * bytes) = rank r's send[0, bytes), on every rank.
   virtual absl::Status AllGather(const void* send, void* recv, size_t bytes) = 0;
+  // Whether those two may be recorded with the backend's ops (Backend::Record) and replayed:
+  // true for NCCL (enqueued on the stream), false for MPI (the host waits inside the call).
+  virtual bool Capturable() const { return false; }
 
   // --- control plane, host memory ---
   // Every rank's `words` become rank 0's (receivers are resized).

@@ -65,7 +65,9 @@ absl::StatusOr<ModelRunner> ModelRunner::Create(Backend& backend, const ModelWei
   r.cache_ = &cache;
   r.limits_ = limits;
   r.tp_ = tp;
-  r.graphs_enabled_ = limits.graphs && tp.size() == 1;
+  // Under tensor parallelism only with collectives that can be recorded (NCCL): every rank
+  // records and replays the same graphs, as it runs the same steps.
+  r.graphs_enabled_ = limits.graphs && (tp.size() == 1 || tp.comm->Capturable());
   const Sizes z(weights, limits, tp.size());
   r.vocab_slot_ = z.vocab_slot;
   const size_t e = DTypeSize(weights.dtype());
@@ -125,8 +127,8 @@ int32_t RoundUpContext(int32_t len) {
 }  // namespace
 
 bool ModelRunner::Graphable(const StepInput& in) const {
-  // Pure decode on one rank (a host-side all-reduce cannot be captured), every row sampled.
-  if (!graphs_enabled_ || tp_.size() > 1) return false;
+  // Pure decode, every row sampled.
+  if (!graphs_enabled_) return false;
   const int32_t s = in.num_seqs();
   if (in.num_tokens() != s || in.logit_rows.size() != static_cast<size_t>(s)) return false;
   for (int32_t i = 0; i < s; ++i) {
