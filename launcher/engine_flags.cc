@@ -51,7 +51,9 @@ absl::StatusOr<EngineConfig> EngineConfigFromFlags(bool cpu) {
     c.swap_space_bytes = size_t{4} << 30;
   }
   if (const std::string off = absl::GetFlag(FLAGS_kv_offload_memory); !off.empty()) {
-    KVS_ASSIGN_OR_RETURN(c.kv_offload_bytes, ParseByteSize(off));
+    auto bytes = ParseByteSize(off);
+    if (!bytes.ok()) return absl::InvalidArgumentError("--kv-offload-memory: " + std::string(bytes.status().message()));
+    c.kv_offload_bytes = *bytes;
   }
   if (const std::string kv = absl::GetFlag(FLAGS_kv_dtype); !kv.empty()) {
     KVS_ASSIGN_OR_RETURN(c.kv_dtype, ParseKvDType(kv));

@@ -115,6 +115,12 @@ absl::Status KvCache::SwapIn(Backend& backend, std::span<const int32_t> pairs) c
 
 absl::Status KvCache::CopyBlocks(Backend& backend, std::span<const int32_t> pairs) const {
   if (pairs.size() % 2 != 0) return absl::InvalidArgumentError("copy list must hold pairs");
+  const int32_t n = num_addressable_blocks();
+  for (size_t i = 0; i < pairs.size(); i += 2) {  // all checked before anything moves
+    if (pairs[i] < 0 || pairs[i] >= n || pairs[i + 1] < 0 || pairs[i + 1] >= n) {
+      return absl::OutOfRangeError(absl::StrFormat("copy of block %d to %d is outside the cache", pairs[i], pairs[i + 1]));
+    }
+  }
   const size_t bb = BlockBytes();
   std::vector<CopyRegion> regions;
   // The pieces of one batch move in parallel, so a copy into a block that an earlier copy of the
@@ -129,10 +135,6 @@ absl::Status KvCache::CopyBlocks(Backend& backend, std::span<const int32_t> pair
     }
     read.insert(pairs[i]);
     written.insert(pairs[i + 1]);
-    const int32_t n = num_addressable_blocks();
-    if (pairs[i] < 0 || pairs[i] >= n || pairs[i + 1] < 0 || pairs[i + 1] >= n) {
-      return absl::OutOfRangeError(absl::StrFormat("copy of block %d to %d is outside the cache", pairs[i], pairs[i + 1]));
-    }
     for (size_t l = 0; l < k_.size(); ++l) {
       for (const DeviceBuffer* buf : {&k_[l], &v_[l]}) {
         auto* base = static_cast<std::byte*>(buf->data());

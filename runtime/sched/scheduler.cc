@@ -91,23 +91,33 @@ void Scheduler::NoteOffload(const std::string& id, int64_t tokens, int32_t need)
   notes_.push_back(std::move(note));
 }
 
-BlockId Scheduler::AllocateFor(bool offload, StepInput& in) {
-  if (pool_.num_free() > 0 || !offload) return AllocateBlock(in);
-  const BlockId local = *offload_pool_.Allocate();
+BlockId Scheduler::AllocateOffload() {
   ++offloaded_blocks_;
-  return BlockId{pool_.num_blocks() + local.value};
+  return BlockId{pool_.num_blocks() + offload_pool_.Allocate()->value};
+}
+
+BlockId Scheduler::AllocateFor(bool offload, StepInput& in) {
+  return pool_.num_free() > 0 || !offload ? AllocateBlock(in) : AllocateOffload();
+}
+
+void Scheduler::AddRefBlock(BlockId b) {
+  if (IsOffload(b)) {
+    offload_pool_.AddRef(OffloadLocal(b));
+  } else {
+    pool_.AddRef(b);
+  }
 }
 
 void Scheduler::ReleaseBlock(BlockId b) {
   if (IsOffload(b)) {
-    offload_pool_.Release(BlockId{b.value - pool_.num_blocks()});
+    offload_pool_.Release(OffloadLocal(b));
   } else {
     pool_.Release(b);
   }
 }
 
 int32_t Scheduler::RefCountOf(BlockId b) const {
-  return IsOffload(b) ? offload_pool_.RefCount(BlockId{b.value - pool_.num_blocks()}) : pool_.RefCount(b);
+  return IsOffload(b) ? offload_pool_.RefCount(OffloadLocal(b)) : pool_.RefCount(b);
 }
 
 bool Scheduler::Demote(Sequence& s, StepInput& in) {
@@ -115,8 +125,7 @@ bool Scheduler::Demote(Sequence& s, StepInput& in) {
   for (size_t i = s.blocks.size(); i-- > 0;) {
     const BlockId b = s.blocks[i];
     if (IsOffload(b) || pool_.RefCount(b) > 1) continue;  // a shared block stays for its siblings
-    const BlockId moved{pool_.num_blocks() + offload_pool_.Allocate()->value};
-    ++offloaded_blocks_;
+    const BlockId moved = AllocateOffload();
     ++demoted_blocks_;
     // Queued before this step's kernels, which may already write the freed block.
     in.copy_blocks.push_back(b.value);
@@ -159,13 +168,7 @@ Sequence* Scheduler::Fork(Sequence& parent, int32_t sample_index) {
   child->num_computed = parent.num_computed;
   child->blocks = parent.blocks;
   child->block_hashes = parent.block_hashes;
-  for (BlockId b : child->blocks) {
-    if (IsOffload(b)) {
-      offload_pool_.AddRef(BlockId{b.value - pool_.num_blocks()});
-    } else {
-      pool_.AddRef(b);
-    }
-  }
+  for (BlockId b : child->blocks) AddRefBlock(b);
   child->may_offload = parent.may_offload;  // as long as its parent
   child->sample_index = sample_index;
   child->forked = true;
@@ -177,18 +180,19 @@ Sequence* Scheduler::Fork(Sequence& parent, int32_t sample_index) {
 void Scheduler::Preempt(std::unique_ptr<Sequence> s, StepInput& in) {
   ++s->preemptions;
   ++preemptions_;
-  // Blocks this step moved to the offload tier have not been copied yet (moves run in order:
-  // swap-outs first). Drop those copies; a swap-out reads such a block from where it still is.
-  std::vector<int32_t> source(s->blocks.size(), -1);
-  for (size_t i = 0; i < s->blocks.size(); ++i) {
-    for (const auto& [from, to] : demoted_this_step_) {
-      if (to != s->blocks[i].value) continue;
-      source[i] = from;
-      for (size_t k = 0; k < in.copy_blocks.size(); k += 2) {
-        if (in.copy_blocks[k] == from && in.copy_blocks[k + 1] == to) {
-          in.copy_blocks.erase(in.copy_blocks.begin() + k, in.copy_blocks.begin() + k + 2);
-          break;
-        }
+  // Where each block's contents are when this step's swap-outs run: blocks this step moved to the
+  // offload tier are not copied yet (copies run after swap-outs), so those copies are dropped and
+  // a swap-out reads the device block they would have read.
+  std::vector<int32_t> contents_at;
+  for (BlockId b : s->blocks) contents_at.push_back(b.value);
+  for (const auto& [from, to] : demoted_this_step_) {
+    const auto it = std::find(contents_at.begin(), contents_at.end(), to);
+    if (it == contents_at.end()) continue;
+    *it = from;
+    for (size_t k = 0; k < in.copy_blocks.size(); k += 2) {
+      if (in.copy_blocks[k] == from && in.copy_blocks[k + 1] == to) {
+        in.copy_blocks.erase(in.copy_blocks.begin() + k, in.copy_blocks.begin() + k + 2);
+        break;
       }
     }
   }
@@ -197,7 +201,7 @@ void Scheduler::Preempt(std::unique_ptr<Sequence> s, StepInput& in) {
     for (size_t i = 0; i < s->blocks.size(); ++i) {
       const BlockId b = s->blocks[i];
       const BlockId h = *host_pool_.Allocate();
-      in.swap_out.push_back(source[i] >= 0 ? source[i] : b.value);
+      in.swap_out.push_back(contents_at[i]);
       in.swap_out.push_back(h.value);
       s->host_blocks.push_back(h);
       ReleaseBlock(b);

@@ -155,11 +155,14 @@ class Scheduler {
   // Blocks `s` could take now; a block for it (device first).
   int32_t FreeFor(bool offload) const { return pool_.num_free() + (offload ? offload_pool_.num_free() : 0); }
   BlockId AllocateFor(bool offload, StepInput& in);
+  BlockId AllocateOffload();  // the caller checked that one is free
   // Moves one of offloading sequence `s`'s unshared device blocks to the offload tier (queued as
   // a copy), freeing the device block; false when none can move.
   bool Demote(Sequence& s, StepInput& in);
   // Reference counting across both pools (offload ids follow the device's).
   bool IsOffload(BlockId b) const { return b.value >= pool_.num_blocks(); }
+  BlockId OffloadLocal(BlockId b) const { return BlockId{b.value - pool_.num_blocks()}; }  // its offload_pool_ id
+  void AddRefBlock(BlockId b);
   void ReleaseBlock(BlockId b);
   int32_t RefCountOf(BlockId b) const;
   void Preempt(std::unique_ptr<Sequence> s, StepInput& in);

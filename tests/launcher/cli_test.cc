@@ -206,6 +206,19 @@ TEST(PlanCommandTest, ReproducesThePublishedKvFigures) {
   EXPECT_NE(out.find("--kv-dtype 'fp6' is unknown"), std::string::npos) << out;
 }
 
+// With --kv-offload-memory the plan counts the offload tier: the 256K request that one H200 lacks
+// ~14 GiB for fits with 16 GiB offloaded, and 8 GiB leaves a named remainder.
+TEST(PlanCommandTest, CountsTheOffloadTier) {
+  const std::string base = "plan --model llama-2-7b-256k --gpu-mem 140.4GiB --context 262400 --max-tokens-per-step 8192 --max-seqs 8";
+  auto [rc, out] = Kvshard(base + " --kv-offload-memory 16GiB");
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("fits             yes, with 13.97 GiB of KV per device in the offload tier"), std::string::npos) << out;
+  std::tie(rc, out) = Kvshard(base + " --kv-offload-memory 8GiB");
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("short by 13.97 GiB"), std::string::npos) << out;
+  EXPECT_NE(out.find("5.97 GiB more than the offload tier holds"), std::string::npos) << out;
+}
+
 // `perplexity` scores a text through the paged cache; int8 KV costs SmolLM2 little on it.
 TEST(CliTest, PerplexityOfATextWithF32AndInt8Kv) {
   const std::string model = testing::RequireSmolLm2();
@@ -245,6 +258,8 @@ TEST(CliFlagsTest, NewFlagsRejectBadValuesByName) {
       {"generate --model " + tiny + " --device cpu --prompt x --comm-timeout 0", "--comm-timeout must be in"},
       {"generate --model " + tiny + " --device cpu --prompt x --preemption-mode later", "--preemption-mode 'later'"},
       {"generate --model " + tiny + " --device cpu --prompt x --swap-space 3XB", "unknown unit"},
+      {"generate --model " + tiny + " --device cpu --prompt x --kv-offload-memory 3XB", "--kv-offload-memory: "},
+      {"generate --model " + tiny + " --device cpu --prompt x --kv-offload-memory 100", "--kv-offload-memory must hold at least one KV block"},
       {"generate --model " + tiny + " --device cpu --prompt x --memory-fraction 1.5", "--memory-fraction"},
       {"generate --model " + tiny + " --device cpu --prompt x --tp 0", "--tp 0"},
       {"generate --model " + tiny + " --device cpu --prompt x --kv-dtype fp6", "--kv-dtype 'fp6' is unknown"},

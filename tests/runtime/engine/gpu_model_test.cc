@@ -148,7 +148,7 @@ TEST(GpuGraphTest, ReplayedDecodeStepsMatchDirectExecution) {
 // device cache generates what it generates in device memory alone, beside an older sequence that
 // takes device blocks back from it (copies into the offload tier).
 TEST(GpuOffloadTest, ALongSequenceGeneratesWhatTheDeviceAloneGenerates) {
-  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no GPU visible: GPU model tests run on the GPU machine (scripts/gpu_graph_bench.sh)";
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no GPU visible: GPU model tests run on the GPU machine (scripts/gpu_offload_check.sh)";
   auto gpu = LoadCpuModel("random:smollm2-135m", Gpu());
   ASSERT_NE(gpu, nullptr);
   const int32_t vocab = gpu->weights->config().vocab_size;
