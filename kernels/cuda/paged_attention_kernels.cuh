@@ -10,384 +10,20 @@
 //
 // Layout (kernels/common/kv_format.h): per block, codes[offset][kv_head][row bytes] then the
 // scales. Every kernel is a template on the cache's KvDType: bf16 tiles stream into shared memory
-// with cp.async; the other formats are loaded, decoded to bf16 (or f32 in the register kernel) in
-// registers and stored, so no full-precision copy of the cache ever exists.
+// with cp.async; the other formats stream in as raw codes and are decoded in registers (to bf16
+// tiles, to f32 in the register kernel, or straight into MMA fragments for 8-bit caches in
+// paged_decode_codes.cuh), so no full-precision copy of the cache ever exists.
 //
-// This header holds the kernels and their dispatch (LaunchAttentionFor<F>); one .cu file per
-// format instantiates it, so the formats compile in parallel.
+// This header holds the kernels and their dispatch (LaunchAttentionFor<F>); the shared pieces are
+// in paged_attention_common.cuh. One .cu file per format instantiates it, so the formats compile
+// in parallel.
 #pragma once
 
-#include <cuda_fp16.h>
-#include <cuda_fp8.h>
-
-#include <algorithm>
-#include <cfloat>
-#include <cmath>
-
-#include "kernels/common/kv_format.h"
-#include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/paged_attention_common.cuh"
+#include "kernels/cuda/paged_decode_codes.cuh"
 
 namespace kvs::cuda {
 namespace attention {
-
-constexpr int kThreads = 128;
-constexpr int kTile = 32;  // keys per tile: one per lane in the softmax step
-constexpr float kLog2e = 1.4426950408889634f;
-
-struct Params {
-  const bf16* q;
-  int64_t q_stride;
-  bf16* out;
-  int64_t out_stride;
-  const unsigned char* k_cache;
-  const unsigned char* v_cache;
-  int64_t block_bytes;  // one block of one layer's K (or V), codes and scales
-  int32_t row_bytes;    // one (token, head)'s codes
-  int32_t scale_bytes;  // one (token, head)'s scales
-  int32_t block_size;
-  int32_t kv_heads;
-  int32_t q_heads;
-  const int32_t* query_start;
-  const int32_t* context_len;
-  const int32_t* block_table;
-  int32_t max_blocks_per_seq;
-  float scale_log2;  // softmax scale * log2(e)
-  int32_t keys_per_split;
-  int32_t num_splits;
-  int32_t row_chunks;  // grid.x = num_splits * row_chunks
-  int32_t num_tokens;
-  float* partial_out;
-  float* partial_ml;
-  // Host-side planning inputs (not read by the kernels).
-  int32_t max_context_len;
-  int64_t workspace_floats;
-  int32_t num_sms;
-};
-
-// Splits along the keys. Three things matter, all measured on an H200 (docs/performance.md):
-// the last wave of resident blocks should be full (1.3 waves leaves the GPU idle in the
-// second), about three waves keep memory busy while blocks finish at different times, and every
-// split costs partial writes and a longer combine (a split of fewer than kMinKeysPerSplit keys
-// never pays). `base` blocks exist without splitting; `resident` fit on the GPU at once.
-constexpr int kMinKeysPerSplit = 512;
-
-inline int ChooseSplits(int64_t base, int64_t resident, int max_splits) {
-  int best = 1;
-  double best_score = -1.0;
-  for (int s = 1; s <= max_splits; ++s) {
-    const double waves = static_cast<double>(base * s) / static_cast<double>(resident);
-    const double fill = waves / std::ceil(waves);
-    const double score = fill * std::min(1.0, waves / 3.0) - 0.004 * s;
-    if (score > best_score) {
-      best_score = score;
-      best = s;
-    }
-  }
-  return best;
-}
-
-// Resident blocks of `kernel` on the whole GPU (cached per kernel by the caller).
-template <typename Kernel>
-int64_t ResidentBlocks(Kernel kernel, size_t smem, int num_sms) {
-  int per_sm = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem) != cudaSuccess || per_sm < 1) {
-    cudaGetLastError();
-    per_sm = 1;
-  }
-  return static_cast<int64_t>(per_sm) * num_sms;
-}
-
-// Fills p.keys_per_split / p.num_splits and the grid for `resident` blocks at once.
-inline void PlanSplits(Params& p, dim3& grid, int64_t resident, int head_dim) {
-  const int max_tiles = (p.max_context_len + kTile - 1) / kTile;
-  const int64_t base = static_cast<int64_t>(p.row_chunks) * grid.y * grid.z;
-  int max_splits = std::max(1, p.max_context_len / kMinKeysPerSplit);
-  const int64_t per_split = static_cast<int64_t>(p.num_tokens) * p.q_heads * head_dim;
-  max_splits = static_cast<int>(std::min<int64_t>(max_splits, std::max<int64_t>(1, p.workspace_floats / per_split)));
-  const int splits = ChooseSplits(base, resident, std::max(1, max_splits));
-  const int tiles_per_split = (max_tiles + splits - 1) / splits;
-  p.keys_per_split = tiles_per_split * kTile;
-  p.num_splits = (max_tiles + tiles_per_split - 1) / tiles_per_split;
-  grid.x = p.num_splits * p.row_chunks;
-}
-
-// 16-byte global -> shared copy that completes asynchronously (sm_80+); `valid` false zero-fills.
-__device__ inline void CopyAsync16(void* smem, const void* gmem, bool valid) {
-  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(addr), "l"(gmem), "r"(valid ? 16 : 0));
-}
-__device__ inline void CopyAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ inline void CopyAsyncWait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-
-// --- Reading the cache in any KvDType ---------------------------------------------------------
-// Byte offsets of key `pos`'s codes and scales for KV head `kvh` (kernels/common/kv_format.h).
-struct KvRow {
-  int64_t codes = 0;
-  int64_t scales = 0;
-};
-__device__ inline KvRow LocateKv(const Params& p, const int32_t* blocks, int pos, int kvh) {
-  const int64_t base = static_cast<int64_t>(blocks[pos / p.block_size]) * p.block_bytes;
-  const int64_t idx = static_cast<int64_t>(pos % p.block_size) * p.kv_heads + kvh;
-  return KvRow{base + idx * p.row_bytes,
-               base + static_cast<int64_t>(p.block_size) * p.kv_heads * p.row_bytes + idx * p.scale_bytes};
-}
-
-__device__ inline float2 Fp8PairToFloat2(uint32_t two_codes) {
-  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two_codes), __NV_E4M3);
-  return __half22float2(*reinterpret_cast<const __half2*>(&h));
-}
-
-// Elements [e0, e0 + 8) of a row whose codes and scales are at `codes` / `scales` (global or
-// shared memory), decoded to f32. e0 is a multiple of 8.
-template <KvDType F>
-__device__ inline void Decode8f(const unsigned char* codes, const unsigned char* scales, int e0, float* out) {
-  if constexpr (F == KvDType::kBF16 || F == KvDType::kF16) {
-    const uint4 u = *reinterpret_cast<const uint4*>(codes + e0 * 2);
-    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      float2 f;
-      if constexpr (F == KvDType::kBF16) {
-        f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w[i]));
-      } else {
-        f = __half22float2(*reinterpret_cast<const __half2*>(&w[i]));
-      }
-      out[2 * i] = f.x;
-      out[2 * i + 1] = f.y;
-    }
-  } else if constexpr (F == KvDType::kFP8 || F == KvDType::kINT8) {
-    const uint2 u = *reinterpret_cast<const uint2*>(codes + e0);
-    const float s = *reinterpret_cast<const float*>(scales);
-    const uint32_t w[2] = {u.x, u.y};
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      if constexpr (F == KvDType::kFP8) {
-        const float2 a = Fp8PairToFloat2(w[i] & 0xffffu), b = Fp8PairToFloat2(w[i] >> 16);
-        out[4 * i] = a.x * s, out[4 * i + 1] = a.y * s, out[4 * i + 2] = b.x * s, out[4 * i + 3] = b.y * s;
-      } else {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) out[4 * i + j] = static_cast<float>(static_cast<int8_t>(w[i] >> (8 * j))) * s;
-      }
-    }
-  } else {  // kINT4: eight nibbles, one (scale, zero) pair for the group
-    const uint32_t w = *reinterpret_cast<const uint32_t*>(codes + e0 / 2);
-    const float2 sz = __half22float2(*reinterpret_cast<const __half2*>(scales + (e0 / kKvInt4Group) * 4));
-#pragma unroll
-    for (int j = 0; j < 8; ++j) out[j] = static_cast<float>((w >> (4 * j)) & 0xfu) * sz.x + sz.y;
-  }
-}
-
-template <KvDType F>
-__device__ inline void Load8f(const unsigned char* cache, KvRow r, int e0, float* out) {
-  Decode8f<F>(cache + r.codes, cache + r.scales, e0, out);
-}
-
-// int8 code -> f32 without a conversion instruction: 2^23 + (code + 128) has the code in its low
-// mantissa bits.
-__device__ inline float Int8ToFloat(uint32_t word, int byte) {
-  const uint32_t biased = ((word >> (8 * byte)) & 0xffu) ^ 0x80u;
-  return __uint_as_float(0x4B000000u | biased) - 8388736.0f;
-}
-
-// Elements [e0, e0 + 16) as f32, with the widest loads the format allows (the register kernel).
-// fp8/int8 return the unscaled codes and their row's scale in `*scale` (the kernel folds it into
-// the score and the probability); the other formats return values and leave `*scale` alone.
-template <KvDType F>
-__device__ inline void Load16f(const unsigned char* cache, KvRow r, int e0, float* out, float* scale) {
-  if constexpr (F == KvDType::kFP8 || F == KvDType::kINT8) {
-    const uint4 u = __ldg(reinterpret_cast<const uint4*>(cache + r.codes + e0));
-    *scale = __ldg(reinterpret_cast<const float*>(cache + r.scales));
-    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      if constexpr (F == KvDType::kFP8) {
-        const float2 a = Fp8PairToFloat2(w[i] & 0xffffu), b = Fp8PairToFloat2(w[i] >> 16);
-        out[4 * i] = a.x, out[4 * i + 1] = a.y, out[4 * i + 2] = b.x, out[4 * i + 3] = b.y;
-      } else {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) out[4 * i + j] = Int8ToFloat(w[i], j);
-      }
-    }
-  } else if constexpr (F == KvDType::kINT4) {
-    const uint2 u = __ldg(reinterpret_cast<const uint2*>(cache + r.codes + e0 / 2));
-    const float2 sz = __half22float2(__ldg(reinterpret_cast<const __half2*>(cache + r.scales + (e0 / kKvInt4Group) * 4)));
-#pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      out[j] = static_cast<float>((u.x >> (4 * j)) & 0xfu) * sz.x + sz.y;
-      out[8 + j] = static_cast<float>((u.y >> (4 * j)) & 0xfu) * sz.x + sz.y;
-    }
-  } else {
-    Load8f<F>(cache, r, e0, out);
-    Load8f<F>(cache, r, e0 + 8, out + 8);
-  }
-}
-
-__device__ inline uint32_t PackBf16(float lo, float hi);
-
-// Elements [e0, e0 + 8) of a row into shared memory as bf16 (16 bytes at `smem`); `valid` false
-// stores zeros. bf16 goes asynchronously (the caller commits and waits); the other formats are
-// decoded here.
-template <KvDType F>
-__device__ inline void StageKv8(bf16* smem, const unsigned char* cache, KvRow r, int e0, bool valid) {
-  if constexpr (F == KvDType::kBF16) {
-    CopyAsync16(smem, cache + r.codes + e0 * 2, valid);
-  } else {
-    uint4 packed = make_uint4(0, 0, 0, 0);
-    if (valid) {
-      float f[8];
-      Load8f<F>(cache, r, e0, f);
-      packed = make_uint4(PackBf16(f[0], f[1]), PackBf16(f[2], f[3]), PackBf16(f[4], f[5]), PackBf16(f[6], f[7]));
-    }
-    *reinterpret_cast<uint4*>(smem) = packed;
-  }
-}
-
-// --- Raw staging for the tensor-core kernels ---------------------------------------------------
-// Encoded formats stream into shared memory as they are stored (codes, then the scales padded to
-// 16 bytes), asynchronously and two tiles deep like bf16; a cheap shared-to-shared pass then
-// decodes the tile to bf16 for the MMAs. So the global loads of tile i+1 overlap the math of
-// tile i, and fewer bytes cross the memory bus than with a bf16 cache.
-template <KvDType F, int D>
-__host__ __device__ constexpr int RawRowBytes() {
-  return static_cast<int>(KvRowBytes(F, D)) + (KvScaleBytes(F, D) > 0 ? 16 : 0);
-}
-
-// cp.async of 4, 8 or 16 bytes (zero-filled when !valid).
-template <int N>
-__device__ inline void CopyAsyncN(void* smem, const void* gmem, bool valid) {
-  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  if constexpr (N == 16) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(addr), "l"(gmem), "r"(valid ? 16 : 0));
-  } else {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(addr), "l"(gmem), "n"(N), "r"(valid ? N : 0));
-  }
-}
-
-// Queues the codes and scales of keys [base, base + kKeys) (up to k_hi) for K and V into raw
-// tiles of kKeys rows of RawRowBytes; `worker` of `workers` threads share the copies. Rows of
-// few chunks (int4) go one (key, K|V) row per thread, computing its address once; rows of many
-// (fp8/int8: eight 16-byte chunks and a scale) are spread a chunk per thread, which keeps more
-// copies in flight (both measured on the H200, docs/performance.md).
-template <KvDType F, int D, int kKeys>
-__device__ inline void RawLoadTile(unsigned char* k_raw, unsigned char* v_raw, const Params& p, const int32_t* blocks,
-                                   int base, int k_hi, int kvh, int worker, int workers) {
-  constexpr int kRowBytes = static_cast<int>(KvRowBytes(F, D));
-  constexpr int kScaleBytes = static_cast<int>(KvScaleBytes(F, D));
-  constexpr int kRaw = RawRowBytes<F, D>();
-  constexpr int kCodeChunks = kRowBytes / 16;
-  constexpr int kChunks = kCodeChunks + (kScaleBytes > 0 ? 1 : 0);
-  static_assert(kRowBytes % 16 == 0, "rows of whole 16-byte chunks");
-  if constexpr (kChunks <= 5) {
-    for (int r = worker; r < 2 * kKeys; r += workers) {
-      const int key = r % kKeys;
-      const bool is_v = r >= kKeys;
-      const int pos = base + key;
-      const bool valid = pos < k_hi;
-      const KvRow row = valid ? LocateKv(p, blocks, pos, kvh) : KvRow{};
-      unsigned char* dst = (is_v ? v_raw : k_raw) + key * kRaw;
-      const unsigned char* src = is_v ? p.v_cache : p.k_cache;
-#pragma unroll
-      for (int c = 0; c < kCodeChunks; ++c) CopyAsyncN<16>(dst + c * 16, src + row.codes + c * 16, valid);
-      if constexpr (kScaleBytes > 0) CopyAsyncN<kScaleBytes>(dst + kRowBytes, src + row.scales, valid);
-    }
-  } else {
-    for (int i = worker; i < kKeys * kChunks; i += workers) {
-      const int key = i / kChunks, chunk = i % kChunks;
-      const int pos = base + key;
-      const bool valid = pos < k_hi;
-      const KvRow row = valid ? LocateKv(p, blocks, pos, kvh) : KvRow{};
-      if (chunk < kCodeChunks) {
-        CopyAsyncN<16>(k_raw + key * kRaw + chunk * 16, p.k_cache + row.codes + chunk * 16, valid);
-        CopyAsyncN<16>(v_raw + key * kRaw + chunk * 16, p.v_cache + row.codes + chunk * 16, valid);
-      } else if constexpr (kScaleBytes > 0) {
-        CopyAsyncN<kScaleBytes>(k_raw + key * kRaw + kRowBytes, p.k_cache + row.scales, valid);
-        CopyAsyncN<kScaleBytes>(v_raw + key * kRaw + kRowBytes, p.v_cache + row.scales, valid);
-      }
-    }
-  }
-}
-
-// Decodes a raw tile of kKeys rows into a bf16 tile of rows kRowElems apart.
-template <KvDType F, int D, int kKeys, int kRowElems>
-__device__ inline void DecodeRawTile(const unsigned char* raw, bf16* tile, int worker, int workers) {
-  constexpr int kRaw = RawRowBytes<F, D>();
-  constexpr int kRowBytes = static_cast<int>(KvRowBytes(F, D));
-  for (int i = worker; i < kKeys * (D / 8); i += workers) {
-    const int key = i / (D / 8), vec = i % (D / 8);
-    float f[8];
-    Decode8f<F>(raw + key * kRaw, raw + key * kRaw + kRowBytes, vec * 8, f);
-    *reinterpret_cast<uint4*>(tile + key * kRowElems + vec * 8) =
-        make_uint4(PackBf16(f[0], f[1]), PackBf16(f[2], f[3]), PackBf16(f[4], f[5]), PackBf16(f[6], f[7]));
-  }
-}
-
-// fp8 and int8 codes are exact in fp16, so the decode kernel multiplies the codes themselves on
-// fp16 tensor cores and applies the per-key scales to the scores (K) and probabilities (V)
-// instead of to every element: one conversion instruction per element pair, no multiplies.
-__device__ inline void Int8x4ToHalf2x2(uint32_t w, uint32_t& lo, uint32_t& hi) {
-  const uint32_t u = w ^ 0x80808080u;         // offset binary: code + 128 in [1, 255]
-  lo = __byte_perm(u, 0x64646464u, 0x4140);   // fp16 0x64uu = 1024 + uu, bytes 0 and 1
-  hi = __byte_perm(u, 0x64646464u, 0x4342);   // bytes 2 and 3
-  const __half2 bias = __float2half2_rn(1152.0f);
-  *reinterpret_cast<__half2*>(&lo) = __hsub2(*reinterpret_cast<const __half2*>(&lo), bias);
-  *reinterpret_cast<__half2*>(&hi) = __hsub2(*reinterpret_cast<const __half2*>(&hi), bias);
-}
-__device__ inline uint32_t Fp8x2ToHalf2(uint32_t two_codes) {
-  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two_codes), __NV_E4M3);
-  return static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
-}
-// Raw fp8/int8 tile -> fp16 codes (unscaled), rows kRowElems apart.
-template <KvDType F, int D, int kKeys, int kRowElems>
-__device__ inline void DecodeCodesTileF16(const unsigned char* raw, bf16* tile, int worker, int workers) {
-  static_assert(F == KvDType::kFP8 || F == KvDType::kINT8, "scale-folded formats");
-  constexpr int kRaw = RawRowBytes<F, D>();
-  for (int i = worker; i < kKeys * (D / 8); i += workers) {
-    const int key = i / (D / 8), vec = i % (D / 8);
-    const uint2 u = *reinterpret_cast<const uint2*>(raw + key * kRaw + vec * 8);
-    uint4 out;
-    if constexpr (F == KvDType::kFP8) {
-      out = make_uint4(Fp8x2ToHalf2(u.x & 0xffffu), Fp8x2ToHalf2(u.x >> 16), Fp8x2ToHalf2(u.y & 0xffffu),
-                       Fp8x2ToHalf2(u.y >> 16));
-    } else {
-      Int8x4ToHalf2x2(u.x, out.x, out.y);
-      Int8x4ToHalf2x2(u.y, out.z, out.w);
-    }
-    *reinterpret_cast<uint4*>(tile + key * kRowElems + vec * 8) = out;
-  }
-}
-
-// Tensor-core helpers (mma.m16n8k16, bf16 in, fp32 accumulate).
-// Four 8x8 bf16 matrices from shared memory, transposed: lane L gives the row address of matrix
-// L / 8. Used for V, stored [key][d], whose B fragments want (2 keys, 1 d) pairs.
-__device__ inline void LdMatrixX4Trans(uint32_t* r, const void* smem_row) {
-  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(smem_row));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-__device__ inline void MmaBf16(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-__device__ inline void MmaF16(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-__device__ inline uint32_t PackHalf(float lo, float hi) {
-  const __half2 v = __floats2half2_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-__device__ inline uint32_t PackBf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
 
 template <KvDType F, int D, int ROWS>
 __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(Params p) {
@@ -953,17 +589,10 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
   constexpr bool kRawStaged = KvQuantized(F);  // fp16 (as big as bf16) decodes on load
   constexpr int kTileStages = kRawStaged ? 1 : 2;
   constexpr int kRawTile = kKeys * RawRowBytes<F, D>();
-  // fp8/int8: fp16 MMAs on the unscaled codes, scales folded into S and P (DecodeCodesTileF16).
-  constexpr bool kFold = F == KvDType::kFP8 || F == KvDType::kINT8;
-  constexpr int kRowBytes = static_cast<int>(KvRowBytes(F, D));
-  auto pack = [](float lo, float hi) { return kFold ? PackHalf(lo, hi) : PackBf16(lo, hi); };
-  auto mma = [](float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
-    if constexpr (kFold) {
-      MmaF16(c, a, b0, b1);
-    } else {
-      MmaBf16(c, a, b0, b1);
-    }
-  };
+  // fp8/int8 caches take PagedDecodeCodesKernel (paged_decode_codes.cuh) instead.
+  static_assert(F != KvDType::kFP8 && F != KvDType::kINT8, "8-bit caches decode into MMA fragments");
+  auto pack = [](float lo, float hi) { return PackBf16(lo, hi); };
+  auto mma = [](float* c, const uint32_t* a, uint32_t b0, uint32_t b1) { MmaBf16(c, a, b0, b1); };
   extern __shared__ __align__(16) unsigned char decode_smem[];
   bf16* const smem = reinterpret_cast<bf16*>(decode_smem);
   __shared__ float merge_ml[kWarps][16][2];
@@ -995,9 +624,6 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
 #pragma unroll
   for (int n = 0; n < kNTiles; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
   float m_lo = -FLT_MAX, m_hi = -FLT_MAX, l_lo = 0.0f, l_hi = 0.0f;  // rows g and g + 8
-  // kFold: o holds O / o_scale, o_scale being the largest V scale of the latest tile, so that
-  // P * s_v / o_scale stays in [0, 1] where fp16 is precise.
-  float o_scale = 1.0f;
 
   // Load a 16-key tile of K and V (D/8 16-byte pieces per key) into this warp's `stage`.
   unsigned char* const raw = decode_smem + kWarps * kTileStages * 2 * kTileElems * sizeof(bf16);
@@ -1034,22 +660,7 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
     __syncwarp();
     bf16* const k_tile = smem + (warp * kTileStages + stage % kTileStages) * 2 * kTileElems;
     bf16* const v_tile = k_tile + kTileElems;
-    // This lane's keys' scales (kFold): key nt * 8 + 2 * t4 + j of the tile.
-    float sk[2][2] = {{1, 1}, {1, 1}}, sv[2][2] = {{1, 1}, {1, 1}};
-    if constexpr (kFold) {
-      DecodeCodesTileF16<F, D, kKeys, kRow>(raw_tile(stage, 0), k_tile, lane, 32);
-      DecodeCodesTileF16<F, D, kKeys, kRow>(raw_tile(stage, 1), v_tile, lane, 32);
-#pragma unroll
-      for (int nt = 0; nt < 2; ++nt) {
-#pragma unroll
-        for (int j = 0; j < 2; ++j) {
-          const int key = nt * 8 + 2 * t4 + j;
-          sk[nt][j] = *reinterpret_cast<const float*>(raw_tile(stage, 0) + key * RawRowBytes<F, D>() + kRowBytes);
-          sv[nt][j] = *reinterpret_cast<const float*>(raw_tile(stage, 1) + key * RawRowBytes<F, D>() + kRowBytes);
-        }
-      }
-      __syncwarp();
-    } else if constexpr (kRawStaged) {
+    if constexpr (kRawStaged) {
       DecodeRawTile<F, D, kKeys, kRow>(raw_tile(stage, 0), k_tile, lane, 32);
       DecodeRawTile<F, D, kKeys, kRow>(raw_tile(stage, 1), v_tile, lane, 32);
       __syncwarp();
@@ -1064,10 +675,6 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
         const uint32_t b0 = *reinterpret_cast<const uint32_t*>(krow);
         const uint32_t b1 = *reinterpret_cast<const uint32_t*>(krow + 8);
         mma(sc[nt], qa[ks], b0, b1);
-      }
-      if constexpr (kFold) {  // S = (Q . codes) * s_k per key
-        sc[nt][0] *= sk[nt][0], sc[nt][2] *= sk[nt][0];
-        sc[nt][1] *= sk[nt][1], sc[nt][3] *= sk[nt][1];
       }
     }
     // Mask keys past the range, then the online softmax per row (a row lives in one quad).
@@ -1108,32 +715,17 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
     m_lo = mn_lo;
     m_hi = mn_hi;
     // O = O * c + P V: P (16 rows x 16 keys) from the S fragments, V^T pieces from shared memory.
-    float rescale = 1.0f;  // kFold: o moves from the old o_scale to this tile's
-    if constexpr (kFold) {
-      float smax = fmaxf(fmaxf(sv[0][0], sv[0][1]), fmaxf(sv[1][0], sv[1][1]));
-      for (int off = 1; off < 4; off <<= 1) smax = fmaxf(smax, __shfl_xor_sync(0xffffffffu, smax, off));
-      smax = smax > 0.0f ? smax : 1.0f;
-      rescale = o_scale / smax;
-      o_scale = smax;
-#pragma unroll
-      for (int nt = 0; nt < 2; ++nt) {
-        const float a = sv[nt][0] / smax, bb = sv[nt][1] / smax;
-        sc[nt][0] *= a, sc[nt][2] *= a;
-        sc[nt][1] *= bb, sc[nt][3] *= bb;
-      }
-    }
     uint32_t pa[4];
     pa[0] = pack(sc[0][0], sc[0][1]);
     pa[1] = pack(sc[0][2], sc[0][3]);
     pa[2] = pack(sc[1][0], sc[1][1]);
     pa[3] = pack(sc[1][2], sc[1][3]);
-    const float oc_lo = c_lo * rescale, oc_hi = c_hi * rescale;
 #pragma unroll
     for (int n = 0; n < kNTiles; ++n) {
-      o[n][0] *= oc_lo;
-      o[n][1] *= oc_lo;
-      o[n][2] *= oc_hi;
-      o[n][3] *= oc_hi;
+      o[n][0] *= c_lo;
+      o[n][1] *= c_lo;
+      o[n][2] *= c_hi;
+      o[n][3] *= c_hi;
     }
 #pragma unroll
     for (int n = 0; n < kNTiles; n += 2) {  // two n-tiles per ldmatrix
@@ -1145,65 +737,9 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
     __syncwarp();  // this stage is consumed before the load two tiles on overwrites it
   }
 
-  if constexpr (kFold) {
-#pragma unroll
-    for (int n = 0; n < kNTiles; ++n) o[n][0] *= o_scale, o[n][1] *= o_scale, o[n][2] *= o_scale, o[n][3] *= o_scale;
-  }
-  // Merge warps: row maxima and sums through shared memory; each warp in turn adds its O,
-  // rescaled to the block-wide row maximum, into float scratch laid over the (now free) K tiles.
-  if (t4 == 0) {
-    merge_ml[warp][g][0] = m_lo;
-    merge_ml[warp][g][1] = l_lo;
-    merge_ml[warp][g + 8][0] = m_hi;
-    merge_ml[warp][g + 8][1] = l_hi;
-  }
-  __syncthreads();
-  float* o_s = reinterpret_cast<float*>(decode_smem);  // 16 x D floats over the free tiles
   static_assert(kWarps * kTileStages * 2 * kTileElems * sizeof(bf16) >= 16 * D * sizeof(float), "merge scratch");
-  // Block-wide row maxima.
-  float gm_lo = -FLT_MAX, gm_hi = -FLT_MAX;
-  for (int w = 0; w < kWarps; ++w) {
-    gm_lo = fmaxf(gm_lo, merge_ml[w][g][0]);
-    gm_hi = fmaxf(gm_hi, merge_ml[w][g + 8][0]);
-  }
-  const float s_lo = m_lo == -FLT_MAX ? 0.0f : exp2f(m_lo - gm_lo);
-  const float s_hi = m_hi == -FLT_MAX ? 0.0f : exp2f(m_hi - gm_hi);
-  for (int i = tid; i < 16 * D; i += kThreads) o_s[i] = 0.0f;
-  __syncthreads();
-  for (int w = 0; w < kWarps; ++w) {
-    if (warp == w) {
-#pragma unroll
-      for (int n = 0; n < kNTiles; ++n) {
-        const int d = n * 8 + 2 * t4;
-        o_s[g * D + d] += o[n][0] * s_lo;
-        o_s[g * D + d + 1] += o[n][1] * s_lo;
-        o_s[(g + 8) * D + d] += o[n][2] * s_hi;
-        o_s[(g + 8) * D + d + 1] += o[n][3] * s_hi;
-      }
-    }
-    __syncthreads();
-  }
-  // Rows 0..group-1 are the group's heads; each output thread recomputes its row's max and sum.
-  for (int i = tid; i < group * D; i += kThreads) {
-    const int r = i / D, d = i % D;
-    float mm = -FLT_MAX, ll = 0.0f;
-    for (int w = 0; w < kWarps; ++w) mm = fmaxf(mm, merge_ml[w][r][0]);
-    for (int w = 0; w < kWarps; ++w) {
-      if (merge_ml[w][r][0] != -FLT_MAX) ll += merge_ml[w][r][1] * exp2f(merge_ml[w][r][0] - mm);
-    }
-    const int h = kvh * group + r;
-    const float a = o_s[r * D + d];
-    if (p.num_splits == 1) {
-      p.out[static_cast<int64_t>(tok) * p.out_stride + h * D + d] = __float2bfloat16(a / ll);
-    } else {
-      const int64_t idx = (static_cast<int64_t>(split) * p.num_tokens + tok) * p.q_heads + h;
-      p.partial_out[idx * D + d] = a;
-      if (d == 0) {
-        p.partial_ml[idx * 2] = mm;
-        p.partial_ml[idx * 2 + 1] = ll;
-      }
-    }
-  }
+  MergeDecodeWarps<D, kNTiles>(p, o, m_lo, l_lo, m_hi, l_hi, reinterpret_cast<float*>(decode_smem), merge_ml, tok, kvh,
+                               split, [](int n, int col) { return n * 8 + col; });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1245,14 +781,23 @@ constexpr size_t DecodeMmaSmemBytes() {
   return kWarps * 2 * kTile + kWarps * 2 * 2 * 16 * RawRowBytes<F, D>();
 }
 
+// Decode on tensor cores: 8-bit caches build their fragments from the codes
+// (paged_decode_codes.cuh), the others stage bf16 tiles (PagedDecodeMmaKernel).
 template <KvDType F, int D>
 cudaError_t LaunchDecodeMma(Params p, dim3 grid, cudaStream_t stream) {
-  constexpr size_t kSmem = DecodeMmaSmemBytes<F, D>();
-  static const cudaError_t attr =
-      cudaFuncSetAttribute(PagedDecodeMmaKernel<F, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
-  if (attr != cudaSuccess) return attr;
-  static const int64_t resident = ResidentBlocks(PagedDecodeMmaKernel<F, D>, kSmem, p.num_sms);
-  return LaunchPlanned<D>(PagedDecodeMmaKernel<F, D>, kSmem, resident, p, grid, stream);
+  if constexpr (F == KvDType::kFP8 || F == KvDType::kINT8) {
+    constexpr size_t kSmem = DecodeCodesSmemBytes<F, D>();
+    static_assert(kSmem <= 48 * 1024, "fits the default dynamic shared memory");
+    static const int64_t resident = ResidentBlocks(PagedDecodeCodesKernel<F, D>, kSmem, p.num_sms);
+    return LaunchPlanned<D>(PagedDecodeCodesKernel<F, D>, kSmem, resident, p, grid, stream);
+  } else {
+    constexpr size_t kSmem = DecodeMmaSmemBytes<F, D>();
+    static const cudaError_t attr = cudaFuncSetAttribute(
+        PagedDecodeMmaKernel<F, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
+    if (attr != cudaSuccess) return attr;
+    static const int64_t resident = ResidentBlocks(PagedDecodeMmaKernel<F, D>, kSmem, p.num_sms);
+    return LaunchPlanned<D>(PagedDecodeMmaKernel<F, D>, kSmem, resident, p, grid, stream);
+  }
 }
 
 template <KvDType F, int D, int ROWS>

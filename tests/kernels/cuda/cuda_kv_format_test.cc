@@ -151,6 +151,10 @@ std::vector<FormatCase> Cases() {
     out.push_back({f, 12, 4, 128, 16, {2048}, {2048}});                     // causal prefill
     out.push_back({f, 64, 2, 128, 16, {500, 20}, {1, 1}});                  // group 32: the generic kernel
     out.push_back({f, 32, 4, 64, 7, {300, 33}, {300, 1}});                  // odd page size, chunked prefill
+    out.push_back({f, 9, 3, 64, 16, {17, 54, 97, 700}, {1, 1, 1, 1}});      // SmolLM2 decode (tensor cores, D 64)
+    out.push_back({f, 40, 8, 128, 7, {300, 33, 1000}, {1, 1, 1}});          // group 5 decode, odd page size
+    out.push_back({f, 32, 8, 128, 1, {100, 17}, {1, 1}});                   // page size 1 decode
+    out.push_back({f, 32, 8, 128, 32, {1000, 64, 15}, {1, 1, 1}});           // page size 32 decode
   }
   return out;
 }

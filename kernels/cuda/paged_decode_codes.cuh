@@ -1,0 +1,326 @@
+// Decode-only GQA attention for 8-bit KV caches (fp8 E4M3 and int8, one scale per token and head)
+// whose tensor-core fragments are built straight from the raw codes in registers.
+//
+// Why a kernel of its own: the path it replaces staged the raw codes, decoded each tile into a
+// second, fp16 tile in shared memory and read that back for the MMAs. Profiled on the H200 that
+// was bound by the integer ALU with DRAM 37% busy, slower than bf16 though it reads half the
+// bytes (docs/performance.md). Here every code is converted once, by byte permutes, into the very
+// register the MMA consumes:
+//  * K is the B operand of S = Q K^T, whose k index is the head dimension. A dot product does not
+//    care in which order it sums dimensions, so lane (g, t) reads a contiguous quarter of key g's
+//    row, dims [t D/4, (t+1) D/4): at k-step ks its MMA k indices {2t, 2t+1, 2t+8, 2t+9} stand for
+//    dims t D/4 + 4 ks + {0, 1, 2, 3}, and the Q fragments are built in the same order.
+//  * V is the B operand of O = P V, whose k index is the key: one register holds two keys' codes
+//    of one dimension. Lane (g, t) reads D/8 contiguous codes of each of its four keys (2t, 2t+1,
+//    2t+8, 2t+9) and interleaves pairs of keys with a byte permute; column g of n-tile n stands
+//    for dim g D/8 + n, which MergeDecodeWarps undoes when it writes the output.
+//  * Scales never touch the elements: S = s_k (Q . codes_k), and P_k s_v,k multiplies V's codes
+//    (normalised by the tile's largest s_v so fp16 P stays in [0, 1]).
+//  * int8 code c becomes fp16 1152 + c by putting its offset-binary byte under the exponent byte
+//    0x64 (1024 + (c + 128)) — exact, and no subtraction per element: the resulting 1152 Σq shift
+//    of every score is removed with the key's scale, and the 1152 Σp shift of every output once at
+//    the end. fp8 codes convert with one cvt per pair (exact in fp16).
+// Fragment layouts and the warp split are PagedDecodeMmaKernel's (paged_attention_kernels.cuh).
+#pragma once
+
+#include "kernels/cuda/paged_attention_common.cuh"
+
+namespace kvs::cuda {
+namespace attention {
+
+// int8: what every code carries after CodesToHalf2x2 (1024 from the exponent, 128 from the
+// offset binary).
+constexpr float kInt8CodeBias = 1152.0f;
+
+// Four codes of one row (dims 0..3, byte j = dim j) as fp16 pairs (0, 1) and (2, 3). int8 codes
+// come out as 1152 + c, fp8 codes as their value.
+template <KvDType F>
+__device__ inline void CodesToHalf2x2(uint32_t w, uint32_t& lo, uint32_t& hi) {
+  if constexpr (F == KvDType::kINT8) {
+    const uint32_t u = w ^ 0x80808080u;         // offset binary: c + 128
+    lo = __byte_perm(u, 0x64646464u, 0x4140);   // fp16 0x64uu = 1024 + uu, bytes 0 and 1
+    hi = __byte_perm(u, 0x64646464u, 0x4342);   // bytes 2 and 3
+  } else {
+    lo = Fp8x2ToHalf2(w & 0xffffu);
+    hi = Fp8x2ToHalf2(w >> 16);
+  }
+}
+
+// Codes of dims 0..3 of two keys a and b -> out[j] = fp16 pair (a_j, b_j), as a B fragment of
+// O = P V wants them.
+template <KvDType F>
+__device__ inline void KeyPairToHalf2x4(uint32_t a, uint32_t b, uint32_t* out) {
+  CodesToHalf2x2<F>(__byte_perm(a, b, 0x5140), out[0], out[1]);  // a0 b0 a1 b1
+  CodesToHalf2x2<F>(__byte_perm(a, b, 0x7362), out[2], out[3]);  // a2 b2 a3 b3
+}
+
+__device__ inline float HalfPairSum(uint32_t pair) {
+  const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&pair));
+  return f.x + f.y;
+}
+
+// Queues keys [base, base + 16) of K and V (codes, then the scale) into a warp's raw tiles. A warp
+// instruction copies whole rows — lane L takes 16-byte chunk L % (D/16) of every (32 / (D/16))-th
+// row — so each row's address is computed (D/16) times fewer than chunk by chunk, and every copy
+// instruction reads whole 128-byte lines. Keys at or past k_hi are zero-filled.
+template <KvDType F, int D>
+__device__ inline void LoadCodesTile(unsigned char* k_raw, unsigned char* v_raw, const Params& p, const int32_t* blocks,
+                                     int base, int k_hi, int kvh, int lane) {
+  constexpr int kKeys = 16;
+  constexpr int kRaw = RawRowBytes<F, D>();
+  constexpr int kChunks = D / 16;                // 16-byte chunks of codes per row
+  constexpr int kRowsPerCopy = 32 / kChunks;     // rows one warp instruction covers
+  const TileRows tile = LocateTile<kKeys>(p, blocks, base, k_hi);
+  const int chunk = lane % kChunks;
+#pragma unroll
+  for (int key = lane / kChunks; key < kKeys; key += kRowsPerCopy) {
+    const bool valid = base + key < k_hi;
+    const KvRow row = valid ? LocateInTile(p, blocks, tile, base, key, kvh) : KvRow{};
+    CopyAsyncN<16>(k_raw + key * kRaw + chunk * 16, p.k_cache + row.codes + chunk * 16, valid);
+    CopyAsyncN<16>(v_raw + key * kRaw + chunk * 16, p.v_cache + row.codes + chunk * 16, valid);
+  }
+  const int key = lane % kKeys;  // the scales: K's by lanes 0-15, V's by 16-31
+  const bool valid = base + key < k_hi;
+  const KvRow row = valid ? LocateInTile(p, blocks, tile, base, key, kvh) : KvRow{};
+  CopyAsyncN<4>((lane < kKeys ? k_raw : v_raw) + key * kRaw + D, (lane < kKeys ? p.k_cache : p.v_cache) + row.scales,
+                valid);
+}
+
+// Dynamic shared memory of PagedDecodeCodesKernel<F, D>: [warp][stage][K|V] raw tiles of 16 rows.
+template <KvDType F, int D>
+__host__ __device__ constexpr size_t DecodeCodesSmemBytes() {
+  return static_cast<size_t>(kThreads / 32) * 2 * 2 * 16 * RawRowBytes<F, D>();
+}
+
+template <KvDType F, int D>
+__global__ void __launch_bounds__(kThreads) PagedDecodeCodesKernel(Params p) {
+  static_assert(F == KvDType::kFP8 || F == KvDType::kINT8, "one-byte codes, one scale per row");
+  constexpr int kKeys = 16;  // keys per warp tile
+  constexpr int kWarps = kThreads / 32;
+  constexpr int kKSteps = D / 16;          // k-steps of S = Q K^T; also K words per lane and key
+  constexpr int kNTiles = D / 8;           // n-tiles of O = P V
+  constexpr int kVWords = D / 32;          // V words per lane and key (D/8 codes)
+  constexpr int kRaw = RawRowBytes<F, D>();  // D codes, then the scale padded to 16 bytes
+  constexpr int kRawTile = kKeys * kRaw;
+  constexpr bool kInt8 = F == KvDType::kINT8;
+  static_assert(DecodeCodesSmemBytes<F, D>() >= 16 * D * sizeof(float), "merge scratch");
+  extern __shared__ __align__(16) unsigned char codes_smem[];
+  __shared__ float merge_ml[kWarps][16][2];
+
+  const int seq = blockIdx.z, kvh = blockIdx.y, split = blockIdx.x;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
+  const int tok = p.query_start[seq];
+  const int ctx = p.context_len[seq];
+  const int group = p.q_heads / p.kv_heads;
+  const int k_lo = split * p.keys_per_split;
+  const int k_hi = min(ctx, k_lo + p.keys_per_split);
+  const int32_t* blocks = p.block_table + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
+
+  // Q fragments in K's dimension order (rows = the group's heads, zero beyond), fp16, pre-scaled
+  // for exp2. int8: the rows' sums of those fp16 values, for the 1152 shift of the scores.
+  uint32_t qa[kKSteps][4];
+  float bias_lo = 0.0f, bias_hi = 0.0f;
+  {
+    const bf16* q0 = p.q + static_cast<int64_t>(tok) * p.q_stride + static_cast<int64_t>(kvh) * group * D;
+    auto qv = [&](int r, int d) { return r < group ? __bfloat162float(q0[r * D + d]) * p.scale_log2 : 0.0f; };
+#pragma unroll
+    for (int ks = 0; ks < kKSteps; ++ks) {
+      const int d = t4 * (D / 4) + 4 * ks;
+      qa[ks][0] = PackHalf(qv(g, d), qv(g, d + 1));
+      qa[ks][1] = PackHalf(qv(g + 8, d), qv(g + 8, d + 1));
+      qa[ks][2] = PackHalf(qv(g, d + 2), qv(g, d + 3));
+      qa[ks][3] = PackHalf(qv(g + 8, d + 2), qv(g + 8, d + 3));
+      if constexpr (kInt8) {
+        bias_lo += HalfPairSum(qa[ks][0]) + HalfPairSum(qa[ks][2]);
+        bias_hi += HalfPairSum(qa[ks][1]) + HalfPairSum(qa[ks][3]);
+      }
+    }
+    if constexpr (kInt8) {
+      for (int off = 1; off < 4; off <<= 1) {
+        bias_lo += __shfl_xor_sync(0xffffffffu, bias_lo, off);
+        bias_hi += __shfl_xor_sync(0xffffffffu, bias_hi, off);
+      }
+      bias_lo *= kInt8CodeBias;
+      bias_hi *= kInt8CodeBias;
+    }
+  }
+  float o[kNTiles][4];
+#pragma unroll
+  for (int n = 0; n < kNTiles; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+  float m_lo = -FLT_MAX, m_hi = -FLT_MAX, l_lo = 0.0f, l_hi = 0.0f;  // rows g and g + 8
+  // o holds O / o_scale. o_scale follows the tiles' largest V scale, but moves only when a tile's
+  // exceeds it or falls 2^8 below it: fp16 P * s_v / o_scale stays at most 1 and clear of fp16's
+  // subnormals, and most tiles need no rescaling of o. int8: psum is this lane's share of sum(P)
+  // as fed to the MMAs, rescaled like o (for the 1152 shift of O).
+  float o_scale = 1.0f, psum_lo = 0.0f, psum_hi = 0.0f;
+
+  auto raw_tile = [&](int stage, int kv) { return codes_smem + ((warp * 2 + stage) * 2 + kv) * kRawTile; };
+  auto load = [&](int stage, int base) {
+    LoadCodesTile<F, D>(raw_tile(stage, 0), raw_tile(stage, 1), p, blocks, base, k_hi, kvh, lane);
+    CopyAsyncCommit();
+  };
+  constexpr int kStride = kWarps * kKeys;
+  if (k_lo + warp * kKeys < k_hi) load(0, k_lo + warp * kKeys);
+  int stage = 0;
+  for (int base = k_lo + warp * kKeys; base < k_hi; base += kStride, stage ^= 1) {
+    if (base + kStride < k_hi) {
+      load(stage ^ 1, base + kStride);
+      CopyAsyncWait<1>();
+    } else {
+      CopyAsyncWait<0>();
+    }
+    __syncwarp();
+    const unsigned char* const k_raw = raw_tile(stage, 0);
+    const unsigned char* const v_raw = raw_tile(stage, 1);
+
+    // S = Q K^T: n-tile nt holds keys nt * 8 + g; this lane converts a quarter of key g's row.
+    float sc[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+      const unsigned char* row = k_raw + (nt * 8 + g) * kRaw + t4 * (D / 4);
+      uint32_t w[kKSteps];
+#pragma unroll
+      for (int c = 0; c < kKSteps / 4; ++c) {
+        const uint4 u = *reinterpret_cast<const uint4*>(row + 16 * c);
+        w[4 * c] = u.x, w[4 * c + 1] = u.y, w[4 * c + 2] = u.z, w[4 * c + 3] = u.w;
+      }
+#pragma unroll
+      for (int ks = 0; ks < kKSteps; ++ks) {
+        uint32_t b0, b1;
+        CodesToHalf2x2<F>(w[ks], b0, b1);
+        MmaF16(sc[nt], qa[ks], b0, b1);
+      }
+    }
+    // The scales of this lane's S columns, keys nt * 8 + 2 t + j; S = (S' - shift) * s_k.
+    float sv[2][2];
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const int key = nt * 8 + 2 * t4 + j;
+        const float sk = *reinterpret_cast<const float*>(k_raw + key * kRaw + D);
+        sv[nt][j] = *reinterpret_cast<const float*>(v_raw + key * kRaw + D);
+        sc[nt][j] = (sc[nt][j] - bias_lo) * sk;
+        sc[nt][2 + j] = (sc[nt][2 + j] - bias_hi) * sk;
+      }
+    }
+    // Mask keys past the range, then the online softmax per row (a row lives in one quad).
+    float mx_lo = -FLT_MAX, mx_hi = -FLT_MAX;
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        if (base + nt * 8 + 2 * t4 + j >= k_hi) sc[nt][j] = sc[nt][2 + j] = -FLT_MAX;
+        mx_lo = fmaxf(mx_lo, sc[nt][j]);
+        mx_hi = fmaxf(mx_hi, sc[nt][2 + j]);
+      }
+    }
+    for (int off = 1; off < 4; off <<= 1) {
+      mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, off));
+      mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, off));
+    }
+    const float mn_lo = fmaxf(m_lo, mx_lo), mn_hi = fmaxf(m_hi, mx_hi);
+    const float c_lo = m_lo == -FLT_MAX ? 0.0f : exp2f(m_lo - mn_lo);
+    const float c_hi = m_hi == -FLT_MAX ? 0.0f : exp2f(m_hi - mn_hi);
+    float sum_lo = 0.0f, sum_hi = 0.0f;
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        sc[nt][j] = sc[nt][j] == -FLT_MAX ? 0.0f : exp2f(sc[nt][j] - mn_lo);
+        sc[nt][2 + j] = sc[nt][2 + j] == -FLT_MAX ? 0.0f : exp2f(sc[nt][2 + j] - mn_hi);
+        sum_lo += sc[nt][j];
+        sum_hi += sc[nt][2 + j];
+      }
+    }
+    for (int off = 1; off < 4; off <<= 1) {
+      sum_lo += __shfl_xor_sync(0xffffffffu, sum_lo, off);
+      sum_hi += __shfl_xor_sync(0xffffffffu, sum_hi, off);
+    }
+    l_lo = l_lo * c_lo + sum_lo;
+    l_hi = l_hi * c_hi + sum_hi;
+    m_lo = mn_lo;
+    m_hi = mn_hi;
+
+    // P (16 rows x 16 keys) from the S fragments, each key's column times s_v / o_scale. A quad
+    // holds all 16 keys, so smax (and with it o_scale) is the same in every lane.
+    float smax = fmaxf(fmaxf(sv[0][0], sv[0][1]), fmaxf(sv[1][0], sv[1][1]));
+    for (int off = 1; off < 4; off <<= 1) smax = fmaxf(smax, __shfl_xor_sync(0xffffffffu, smax, off));
+    float rescale = 1.0f;
+    if (smax > o_scale || smax < o_scale * (1.0f / 256.0f)) {
+      smax = smax > 0.0f ? smax : 1.0f;
+      rescale = o_scale / smax;
+      o_scale = smax;
+    }
+    const float inv_scale = __frcp_rn(o_scale);
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+      const float a = sv[nt][0] * inv_scale, b = sv[nt][1] * inv_scale;
+      sc[nt][0] *= a, sc[nt][2] *= a;
+      sc[nt][1] *= b, sc[nt][3] *= b;
+    }
+    uint32_t pa[4];
+    pa[0] = PackHalf(sc[0][0], sc[0][1]);
+    pa[1] = PackHalf(sc[0][2], sc[0][3]);
+    pa[2] = PackHalf(sc[1][0], sc[1][1]);
+    pa[3] = PackHalf(sc[1][2], sc[1][3]);
+    const float oc_lo = c_lo * rescale, oc_hi = c_hi * rescale;
+    if constexpr (kInt8) {
+      psum_lo = psum_lo * oc_lo + HalfPairSum(pa[0]) + HalfPairSum(pa[2]);
+      psum_hi = psum_hi * oc_hi + HalfPairSum(pa[1]) + HalfPairSum(pa[3]);
+    }
+    if (__any_sync(0xffffffffu, oc_lo != 1.0f || oc_hi != 1.0f)) {  // most tiles: no new max, same o_scale
+#pragma unroll
+      for (int n = 0; n < kNTiles; ++n) {
+        o[n][0] *= oc_lo;
+        o[n][1] *= oc_lo;
+        o[n][2] *= oc_hi;
+        o[n][3] *= oc_hi;
+      }
+    }
+
+    // O += P V: this lane's keys are 2t, 2t+1 (S n-tile 0) and 2t+8, 2t+9 (n-tile 1), D/8 codes
+    // of each from dim g D/8; n-tile 4 w + j is dim g D/8 + 4 w + j.
+    uint32_t va[4][kVWords];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const unsigned char* row = v_raw + ((k >> 1) * 8 + 2 * t4 + (k & 1)) * kRaw + g * (D / 8);
+      if constexpr (kVWords == 4) {
+        const uint4 u = *reinterpret_cast<const uint4*>(row);
+        va[k][0] = u.x, va[k][1] = u.y, va[k][2] = u.z, va[k][3] = u.w;
+      } else {
+        static_assert(kVWords == 2, "head dims 64 and 128");
+        const uint2 u = *reinterpret_cast<const uint2*>(row);
+        va[k][0] = u.x, va[k][1] = u.y;
+      }
+    }
+#pragma unroll
+    for (int w = 0; w < kVWords; ++w) {
+      uint32_t b0[4], b1[4];
+      KeyPairToHalf2x4<F>(va[0][w], va[1][w], b0);
+      KeyPairToHalf2x4<F>(va[2][w], va[3][w], b1);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) MmaF16(o[4 * w + j], pa, b0[j], b1[j]);
+    }
+    __syncwarp();  // this stage is consumed before the load two tiles on overwrites it
+  }
+
+  if constexpr (kInt8) {  // remove the 1152 sum(P) every output of the row carries
+    for (int off = 1; off < 4; off <<= 1) {
+      psum_lo += __shfl_xor_sync(0xffffffffu, psum_lo, off);
+      psum_hi += __shfl_xor_sync(0xffffffffu, psum_hi, off);
+    }
+#pragma unroll
+    for (int n = 0; n < kNTiles; ++n) {
+      o[n][0] -= kInt8CodeBias * psum_lo, o[n][1] -= kInt8CodeBias * psum_lo;
+      o[n][2] -= kInt8CodeBias * psum_hi, o[n][3] -= kInt8CodeBias * psum_hi;
+    }
+  }
+#pragma unroll
+  for (int n = 0; n < kNTiles; ++n) o[n][0] *= o_scale, o[n][1] *= o_scale, o[n][2] *= o_scale, o[n][3] *= o_scale;
+  MergeDecodeWarps<D, kNTiles>(p, o, m_lo, l_lo, m_hi, l_hi, reinterpret_cast<float*>(codes_smem), merge_ml, tok, kvh,
+                               split, [](int n, int col) { return col * (D / 8) + n; });
+}
+
+}  // namespace attention
+}  // namespace kvs::cuda
