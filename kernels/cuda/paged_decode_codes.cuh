@@ -1,5 +1,6 @@
-// Decode-only GQA attention for 8-bit KV caches (fp8 E4M3 and int8, one scale per token and head)
-// whose tensor-core fragments are built straight from the raw codes in registers.
+// Decode-only GQA attention for quantized KV caches (fp8 E4M3 and int8 with one scale per token
+// and head, int4 with a scale and zero per 32 elements) whose tensor-core fragments are built
+// straight from the raw codes in registers.
 //
 // Why a kernel of its own: the path it replaces staged the raw codes, decoded each tile into a
 // second, fp16 tile in shared memory and read that back for the MMAs. Profiled on the H200 that
@@ -20,6 +21,10 @@
 //    0x64 (1024 + (c + 128)) — exact, and no subtraction per element: the resulting 1152 Σq shift
 //    of every score is removed with the key's scale, and the 1152 Σp shift of every output once at
 //    the end. fp8 codes convert with one cvt per pair (exact in fp16).
+//  * int4 scales belong to groups of 32 dims, which the MMA's k sum would mix, so int4 codes are
+//    decoded in registers instead: nibble | 0x6400 is fp16 1024 + c, then (h - 1024) * s + z by
+//    two half2 instructions per pair. Every lane's K and V dims lie in one group, so it needs
+//    one (s, z) per key. K's nibbles pair up as (e0, e4), (e1, e5), ... and Q follows that order.
 // Fragment layouts and the warp split are PagedDecodeMmaKernel's (paged_attention_kernels.cuh).
 #pragma once
 
@@ -31,6 +36,67 @@ namespace attention {
 // int8: what every code carries after CodesToHalf2x2 (1024 from the exponent, 128 from the
 // offset binary).
 constexpr float kInt8CodeBias = 1152.0f;
+
+// Eight int4 codes of one row (nibble e = dim e) decoded with the group's (scale, zero) `sz` to
+// the fp16 pairs (e0, e4), (e1, e5), (e2, e6), (e3, e7).
+__device__ inline void Int4x8ToHalf2x4(uint32_t w, uint32_t sz, uint32_t* out) {
+  const __half2 s = __low2half2(*reinterpret_cast<const __half2*>(&sz));
+  const __half2 z = __high2half2(*reinterpret_cast<const __half2*>(&sz));
+  const __half2 k1024 = __float2half2_rn(1024.0f);
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+    const uint32_t x = ((w >> (4 * q)) & 0x000f000fu) | 0x64006400u;  // 1024 + c, exact
+    const __half2 v = __hfma2(__hsub2(*reinterpret_cast<const __half2*>(&x), k1024), s, z);
+    out[q] = *reinterpret_cast<const uint32_t*>(&v);
+  }
+}
+
+// Eight int4 codes (dims 0..7) of two keys a and b, with their groups' scales `s` = (s_a, s_b)
+// and zeros `z` -> out[j] = fp16 pair (a_j, b_j).
+__device__ inline void KeyPairInt4ToHalf2x8(uint32_t a, uint32_t b, uint32_t s, uint32_t z, uint32_t* out) {
+  const __half2 k1024 = __float2half2_rn(1024.0f);
+  const __half2 sh = *reinterpret_cast<const __half2*>(&s), zh = *reinterpret_cast<const __half2*>(&z);
+  constexpr uint32_t kSel[4] = {0x4400u, 0x5511u, 0x6622u, 0x7733u};  // byte j of a, byte j of b
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const uint32_t x = __byte_perm(a, b, kSel[j]);
+    const uint32_t lo = (x & 0x000f000fu) | 0x64006400u, hi = ((x >> 4) & 0x000f000fu) | 0x64006400u;
+    const __half2 vl = __hfma2(__hsub2(*reinterpret_cast<const __half2*>(&lo), k1024), sh, zh);
+    const __half2 vh = __hfma2(__hsub2(*reinterpret_cast<const __half2*>(&hi), k1024), sh, zh);
+    out[2 * j] = *reinterpret_cast<const uint32_t*>(&vl);
+    out[2 * j + 1] = *reinterpret_cast<const uint32_t*>(&vh);
+  }
+}
+
+// kWords 32-bit words from shared memory, with the widest loads their count allows.
+template <int kWords>
+__device__ inline void LoadWords(const unsigned char* src, uint32_t* w) {
+  if constexpr (kWords % 4 == 0) {
+#pragma unroll
+    for (int c = 0; c < kWords / 4; ++c) {
+      const uint4 u = *reinterpret_cast<const uint4*>(src + 16 * c);
+      w[4 * c] = u.x, w[4 * c + 1] = u.y, w[4 * c + 2] = u.z, w[4 * c + 3] = u.w;
+    }
+  } else if constexpr (kWords == 2) {
+    const uint2 u = *reinterpret_cast<const uint2*>(src);
+    w[0] = u.x, w[1] = u.y;
+  } else {
+    static_assert(kWords == 1, "1, 2 or a multiple of 4 words");
+    w[0] = *reinterpret_cast<const uint32_t*>(src);
+  }
+}
+
+// The head-dim element that entry j of lane t's Q fragment at k-step ks stands for (j = 0, 1: the
+// a0/a1 pair, 2, 3: the a2/a3 pair) — the order in which K's codes reach the MMA.
+template <KvDType F, int D>
+__device__ inline int KDim(int t, int ks, int j) {
+  if constexpr (F == KvDType::kINT4) {  // word ks / 2; nibble pairs (e0,e4) (e1,e5) | (e2,e6) (e3,e7)
+    constexpr int kNibble[4] = {0, 4, 1, 5};
+    return t * (D / 4) + 8 * (ks / 2) + 2 * (ks % 2) + kNibble[j];
+  } else {
+    return t * (D / 4) + 4 * ks + j;
+  }
+}
 
 // Four codes of one row (dims 0..3, byte j = dim j) as fp16 pairs (0, 1) and (2, 3). int8 codes
 // come out as 1152 + c, fp8 codes as their value.
@@ -59,16 +125,18 @@ __device__ inline float HalfPairSum(uint32_t pair) {
   return f.x + f.y;
 }
 
-// Queues keys [base, base + 16) of K and V (codes, then the scale) into a warp's raw tiles. A warp
-// instruction copies whole rows — lane L takes 16-byte chunk L % (D/16) of every (32 / (D/16))-th
-// row — so each row's address is computed (D/16) times fewer than chunk by chunk, and every copy
-// instruction reads whole 128-byte lines. Keys at or past k_hi are zero-filled.
+// Queues keys [base, base + 16) of K and V (codes, then the scales) into a warp's raw tiles. A warp
+// instruction copies whole rows — lane L takes 16-byte chunk L % C of every (32 / C)-th row, C the
+// row's chunks — so each row's address is computed C times fewer than chunk by chunk, and every
+// copy instruction reads whole rows. Keys at or past k_hi are zero-filled.
 template <KvDType F, int D>
 __device__ inline void LoadCodesTile(unsigned char* k_raw, unsigned char* v_raw, const Params& p, const int32_t* blocks,
                                      int base, int k_hi, int kvh, int lane) {
   constexpr int kKeys = 16;
   constexpr int kRaw = RawRowBytes<F, D>();
-  constexpr int kChunks = D / 16;                // 16-byte chunks of codes per row
+  constexpr int kRowBytes = static_cast<int>(KvRowBytes(F, D));
+  constexpr int kScaleBytes = static_cast<int>(KvScaleBytes(F, D));
+  constexpr int kChunks = kRowBytes / 16;        // 16-byte chunks of codes per row
   constexpr int kRowsPerCopy = 32 / kChunks;     // rows one warp instruction covers
   const TileRows tile = LocateTile<kKeys>(p, blocks, base, k_hi);
   const int chunk = lane % kChunks;
@@ -82,8 +150,8 @@ __device__ inline void LoadCodesTile(unsigned char* k_raw, unsigned char* v_raw,
   const int key = lane % kKeys;  // the scales: K's by lanes 0-15, V's by 16-31
   const bool valid = base + key < k_hi;
   const KvRow row = valid ? LocateInTile(p, blocks, tile, base, key, kvh) : KvRow{};
-  CopyAsyncN<4>((lane < kKeys ? k_raw : v_raw) + key * kRaw + D, (lane < kKeys ? p.k_cache : p.v_cache) + row.scales,
-                valid);
+  CopyAsyncN<kScaleBytes>((lane < kKeys ? k_raw : v_raw) + key * kRaw + kRowBytes,
+                          (lane < kKeys ? p.k_cache : p.v_cache) + row.scales, valid);
 }
 
 // Dynamic shared memory of PagedDecodeCodesKernel<F, D>: [warp][stage][K|V] raw tiles of 16 rows.
@@ -94,16 +162,22 @@ __host__ __device__ constexpr size_t DecodeCodesSmemBytes() {
 
 template <KvDType F, int D>
 __global__ void __launch_bounds__(kThreads) PagedDecodeCodesKernel(Params p) {
-  static_assert(F == KvDType::kFP8 || F == KvDType::kINT8, "one-byte codes, one scale per row");
+  static_assert(F == KvDType::kFP8 || F == KvDType::kINT8 || F == KvDType::kINT4, "quantized formats");
   constexpr int kKeys = 16;  // keys per warp tile
   constexpr int kWarps = kThreads / 32;
-  constexpr int kKSteps = D / 16;          // k-steps of S = Q K^T; also K words per lane and key
-  constexpr int kNTiles = D / 8;           // n-tiles of O = P V
-  constexpr int kVWords = D / 32;          // V words per lane and key (D/8 codes)
-  constexpr int kRaw = RawRowBytes<F, D>();  // D codes, then the scale padded to 16 bytes
-  constexpr int kRawTile = kKeys * kRaw;
+  constexpr int kKSteps = D / 16;  // k-steps of S = Q K^T
+  constexpr int kNTiles = D / 8;   // n-tiles of O = P V
   constexpr bool kInt8 = F == KvDType::kINT8;
+  constexpr bool kInt4 = F == KvDType::kINT4;
+  constexpr bool kFold = !kInt4;  // 8-bit: scales folded into S and P; int4 decodes in registers
+  constexpr int kBits = kInt4 ? 4 : 8;
+  constexpr int kKWords = D / 4 * kBits / 32;  // K words per lane and key (a quarter row)
+  constexpr int kVWords = D / 8 * kBits / 32;  // V words per lane and key (an eighth of a row)
+  constexpr int kRowBytes = static_cast<int>(KvRowBytes(F, D));
+  constexpr int kRaw = RawRowBytes<F, D>();  // the codes, then the scales padded to 16 bytes
+  constexpr int kRawTile = kKeys * kRaw;
   static_assert(DecodeCodesSmemBytes<F, D>() >= 16 * D * sizeof(float), "merge scratch");
+  static_assert(kKWords >= 1 && kVWords >= 1, "head dims 64 and 128");
   extern __shared__ __align__(16) unsigned char codes_smem[];
   __shared__ float merge_ml[kWarps][16][2];
 
@@ -125,11 +199,12 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeCodesKernel(Params p) {
     auto qv = [&](int r, int d) { return r < group ? __bfloat162float(q0[r * D + d]) * p.scale_log2 : 0.0f; };
 #pragma unroll
     for (int ks = 0; ks < kKSteps; ++ks) {
-      const int d = t4 * (D / 4) + 4 * ks;
-      qa[ks][0] = PackHalf(qv(g, d), qv(g, d + 1));
-      qa[ks][1] = PackHalf(qv(g + 8, d), qv(g + 8, d + 1));
-      qa[ks][2] = PackHalf(qv(g, d + 2), qv(g, d + 3));
-      qa[ks][3] = PackHalf(qv(g + 8, d + 2), qv(g + 8, d + 3));
+      const int d0 = KDim<F, D>(t4, ks, 0), d1 = KDim<F, D>(t4, ks, 1);
+      const int d2 = KDim<F, D>(t4, ks, 2), d3 = KDim<F, D>(t4, ks, 3);
+      qa[ks][0] = PackHalf(qv(g, d0), qv(g, d1));
+      qa[ks][1] = PackHalf(qv(g + 8, d0), qv(g + 8, d1));
+      qa[ks][2] = PackHalf(qv(g, d2), qv(g, d3));
+      qa[ks][3] = PackHalf(qv(g + 8, d2), qv(g + 8, d3));
       if constexpr (kInt8) {
         bias_lo += HalfPairSum(qa[ks][0]) + HalfPairSum(qa[ks][2]);
         bias_hi += HalfPairSum(qa[ks][1]) + HalfPairSum(qa[ks][3]);
@@ -177,31 +252,40 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeCodesKernel(Params p) {
     float sc[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
 #pragma unroll
     for (int nt = 0; nt < 2; ++nt) {
-      const unsigned char* row = k_raw + (nt * 8 + g) * kRaw + t4 * (D / 4);
-      uint32_t w[kKSteps];
+      const unsigned char* row = k_raw + (nt * 8 + g) * kRaw;
+      uint32_t w[kKWords];
+      LoadWords<kKWords>(row + t4 * kKWords * 4, w);
+      if constexpr (kInt4) {  // the lane's dims are group t D / 128; word i feeds k-steps 2i, 2i+1
+        const uint32_t sz = *reinterpret_cast<const uint32_t*>(row + kRowBytes + 4 * (t4 * D / 128));
 #pragma unroll
-      for (int c = 0; c < kKSteps / 4; ++c) {
-        const uint4 u = *reinterpret_cast<const uint4*>(row + 16 * c);
-        w[4 * c] = u.x, w[4 * c + 1] = u.y, w[4 * c + 2] = u.z, w[4 * c + 3] = u.w;
-      }
+        for (int i = 0; i < kKWords; ++i) {
+          uint32_t h[4];
+          Int4x8ToHalf2x4(w[i], sz, h);
+          MmaF16(sc[nt], qa[2 * i], h[0], h[1]);
+          MmaF16(sc[nt], qa[2 * i + 1], h[2], h[3]);
+        }
+      } else {
 #pragma unroll
-      for (int ks = 0; ks < kKSteps; ++ks) {
-        uint32_t b0, b1;
-        CodesToHalf2x2<F>(w[ks], b0, b1);
-        MmaF16(sc[nt], qa[ks], b0, b1);
+        for (int ks = 0; ks < kKSteps; ++ks) {
+          uint32_t b0, b1;
+          CodesToHalf2x2<F>(w[ks], b0, b1);
+          MmaF16(sc[nt], qa[ks], b0, b1);
+        }
       }
     }
-    // The scales of this lane's S columns, keys nt * 8 + 2 t + j; S = (S' - shift) * s_k.
-    float sv[2][2];
+    // 8-bit: the scales of this lane's S columns, keys nt * 8 + 2 t + j; S = (S' - shift) * s_k.
+    float sv[2][2] = {{1, 1}, {1, 1}};
+    if constexpr (kFold) {
 #pragma unroll
-    for (int nt = 0; nt < 2; ++nt) {
+      for (int nt = 0; nt < 2; ++nt) {
 #pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        const int key = nt * 8 + 2 * t4 + j;
-        const float sk = *reinterpret_cast<const float*>(k_raw + key * kRaw + D);
-        sv[nt][j] = *reinterpret_cast<const float*>(v_raw + key * kRaw + D);
-        sc[nt][j] = (sc[nt][j] - bias_lo) * sk;
-        sc[nt][2 + j] = (sc[nt][2 + j] - bias_hi) * sk;
+        for (int j = 0; j < 2; ++j) {
+          const int key = nt * 8 + 2 * t4 + j;
+          const float sk = *reinterpret_cast<const float*>(k_raw + key * kRaw + kRowBytes);
+          sv[nt][j] = *reinterpret_cast<const float*>(v_raw + key * kRaw + kRowBytes);
+          sc[nt][j] = (sc[nt][j] - bias_lo) * sk;
+          sc[nt][2 + j] = (sc[nt][2 + j] - bias_hi) * sk;
+        }
       }
     }
     // Mask keys past the range, then the online softmax per row (a row lives in one quad).
@@ -244,20 +328,22 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeCodesKernel(Params p) {
 
     // P (16 rows x 16 keys) from the S fragments, each key's column times s_v / o_scale. A quad
     // holds all 16 keys, so smax (and with it o_scale) is the same in every lane.
-    float smax = fmaxf(fmaxf(sv[0][0], sv[0][1]), fmaxf(sv[1][0], sv[1][1]));
-    for (int off = 1; off < 4; off <<= 1) smax = fmaxf(smax, __shfl_xor_sync(0xffffffffu, smax, off));
     float rescale = 1.0f;
-    if (smax > o_scale || smax < o_scale * (1.0f / 256.0f)) {
-      smax = smax > 0.0f ? smax : 1.0f;
-      rescale = o_scale / smax;
-      o_scale = smax;
-    }
-    const float inv_scale = __frcp_rn(o_scale);
+    if constexpr (kFold) {
+      float smax = fmaxf(fmaxf(sv[0][0], sv[0][1]), fmaxf(sv[1][0], sv[1][1]));
+      for (int off = 1; off < 4; off <<= 1) smax = fmaxf(smax, __shfl_xor_sync(0xffffffffu, smax, off));
+      if (smax > o_scale || smax < o_scale * (1.0f / 256.0f)) {
+        smax = smax > 0.0f ? smax : 1.0f;
+        rescale = o_scale / smax;
+        o_scale = smax;
+      }
+      const float inv_scale = __frcp_rn(o_scale);
 #pragma unroll
-    for (int nt = 0; nt < 2; ++nt) {
-      const float a = sv[nt][0] * inv_scale, b = sv[nt][1] * inv_scale;
-      sc[nt][0] *= a, sc[nt][2] *= a;
-      sc[nt][1] *= b, sc[nt][3] *= b;
+      for (int nt = 0; nt < 2; ++nt) {
+        const float a = sv[nt][0] * inv_scale, b = sv[nt][1] * inv_scale;
+        sc[nt][0] *= a, sc[nt][2] *= a;
+        sc[nt][1] *= b, sc[nt][3] *= b;
+      }
     }
     uint32_t pa[4];
     pa[0] = PackHalf(sc[0][0], sc[0][1]);
@@ -280,27 +366,29 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeCodesKernel(Params p) {
     }
 
     // O += P V: this lane's keys are 2t, 2t+1 (S n-tile 0) and 2t+8, 2t+9 (n-tile 1), D/8 codes
-    // of each from dim g D/8; n-tile 4 w + j is dim g D/8 + 4 w + j.
-    uint32_t va[4][kVWords];
+    // of each from dim g D/8; n-tile n is dim g D/8 + n.
+    uint32_t va[4][kVWords], vsz[4];
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
-      const unsigned char* row = v_raw + ((k >> 1) * 8 + 2 * t4 + (k & 1)) * kRaw + g * (D / 8);
-      if constexpr (kVWords == 4) {
-        const uint4 u = *reinterpret_cast<const uint4*>(row);
-        va[k][0] = u.x, va[k][1] = u.y, va[k][2] = u.z, va[k][3] = u.w;
-      } else {
-        static_assert(kVWords == 2, "head dims 64 and 128");
-        const uint2 u = *reinterpret_cast<const uint2*>(row);
-        va[k][0] = u.x, va[k][1] = u.y;
-      }
+      const unsigned char* row = v_raw + ((k >> 1) * 8 + 2 * t4 + (k & 1)) * kRaw;
+      LoadWords<kVWords>(row + g * kVWords * 4, va[k]);
+      if constexpr (kInt4) vsz[k] = *reinterpret_cast<const uint32_t*>(row + kRowBytes + 4 * (g * D / 256));
     }
 #pragma unroll
     for (int w = 0; w < kVWords; ++w) {
-      uint32_t b0[4], b1[4];
-      KeyPairToHalf2x4<F>(va[0][w], va[1][w], b0);
-      KeyPairToHalf2x4<F>(va[2][w], va[3][w], b1);
+      if constexpr (kInt4) {  // a word is 8 dims: n-tiles 8 w .. 8 w + 7
+        uint32_t b0[8], b1[8];
+        KeyPairInt4ToHalf2x8(va[0][w], va[1][w], __byte_perm(vsz[0], vsz[1], 0x5410), __byte_perm(vsz[0], vsz[1], 0x7632), b0);
+        KeyPairInt4ToHalf2x8(va[2][w], va[3][w], __byte_perm(vsz[2], vsz[3], 0x5410), __byte_perm(vsz[2], vsz[3], 0x7632), b1);
 #pragma unroll
-      for (int j = 0; j < 4; ++j) MmaF16(o[4 * w + j], pa, b0[j], b1[j]);
+        for (int j = 0; j < 8; ++j) MmaF16(o[8 * w + j], pa, b0[j], b1[j]);
+      } else {  // a word is 4 dims: n-tiles 4 w .. 4 w + 3
+        uint32_t b0[4], b1[4];
+        KeyPairToHalf2x4<F>(va[0][w], va[1][w], b0);
+        KeyPairToHalf2x4<F>(va[2][w], va[3][w], b1);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) MmaF16(o[4 * w + j], pa, b0[j], b1[j]);
+      }
     }
     __syncwarp();  // this stage is consumed before the load two tiles on overwrites it
   }
