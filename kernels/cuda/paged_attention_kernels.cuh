@@ -365,7 +365,7 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeKernel(Params p) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Decode-only kernel on tensor cores for bf16 and fp16 caches (quantized caches take
+// Decode-only kernel on tensor cores for bf16 caches (the other formats take
 // PagedDecodeCodesKernel, paged_decode_codes.cuh), for GQA groups of 3..16 query heads per KV head. With one
 // query per sequence the group's heads are the M dimension of mma.m16n8k16 (padded to 16 rows):
 // S = Q K^T over a 16-key tile, online softmax on the accumulator fragments, O += P V with P
@@ -383,9 +383,9 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
   constexpr int kNTiles = D / 8;   // n-tiles of O = P V
   constexpr int kTileElems = kKeys * kRow;
   // Dynamic shared memory: [warp][stage][K|V][key][kRow] bf16 — two stages per warp, so the next
-  // tile streams in while this one is on the tensor cores. fp16 is converted to bf16 on load.
+  // tile streams in while this one is on the tensor cores.
   constexpr int kTileStages = 2;
-  static_assert(!KvQuantized(F), "quantized caches decode into MMA fragments (PagedDecodeCodesKernel)");
+  static_assert(F == KvDType::kBF16, "other formats build MMA fragments from the codes (PagedDecodeCodesKernel)");
   auto pack = [](float lo, float hi) { return PackBf16(lo, hi); };
   auto mma = [](float* c, const uint32_t* a, uint32_t b0, uint32_t b1) { MmaBf16(c, a, b0, b1); };
   extern __shared__ __align__(16) unsigned char decode_smem[];
@@ -562,13 +562,15 @@ constexpr size_t DecodeMmaSmemBytes() {
   return static_cast<size_t>(kThreads / 32) * 2 * 2 * 16 * (D + 8) * sizeof(bf16);
 }
 
-// Decode on tensor cores: quantized caches build their fragments from the codes
-// (paged_decode_codes.cuh), bf16 and fp16 stage bf16 tiles (PagedDecodeMmaKernel).
+// Decode on tensor cores: fp16 and quantized caches build their fp16 fragments from the stored
+// codes (paged_decode_codes.cuh), bf16 stages bf16 tiles (PagedDecodeMmaKernel).
 template <KvDType F, int D>
 cudaError_t LaunchDecodeMma(Params p, dim3 grid, cudaStream_t stream) {
-  if constexpr (KvQuantized(F)) {
+  if constexpr (F != KvDType::kBF16) {
     constexpr size_t kSmem = DecodeCodesSmemBytes<F, D>();
-    static_assert(kSmem <= 48 * 1024, "fits the default dynamic shared memory");
+    static const cudaError_t attr = cudaFuncSetAttribute(
+        PagedDecodeCodesKernel<F, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
+    if (attr != cudaSuccess) return attr;
     static const int64_t resident = ResidentBlocks(PagedDecodeCodesKernel<F, D>, kSmem, p.num_sms);
     return LaunchPlanned<D>(PagedDecodeCodesKernel<F, D>, kSmem, resident, p, grid, stream);
   } else {

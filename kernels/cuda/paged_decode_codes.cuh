@@ -25,6 +25,7 @@
 //    decoded in registers instead: nibble | 0x6400 is fp16 1024 + c, then (h - 1024) * s + z by
 //    two half2 instructions per pair. Every lane's K and V dims lie in one group, so it needs
 //    one (s, z) per key. K's nibbles pair up as (e0, e4), (e1, e5), ... and Q follows that order.
+//  * fp16 caches are already the MMA's type: the same kernel, no conversion but V's key pairing.
 // Fragment layouts and the warp split are PagedDecodeMmaKernel's (paged_attention_kernels.cuh).
 #pragma once
 
@@ -125,6 +126,13 @@ __device__ inline float HalfPairSum(uint32_t pair) {
   return f.x + f.y;
 }
 
+// Bytes per staged row: the codes, then 16 bytes for the scales (or, for fp16, padding that keeps
+// the rows' fragment reads off one bank).
+template <KvDType F, int D>
+__host__ __device__ constexpr int CodesRowBytes() {
+  return static_cast<int>(KvRowBytes(F, D)) + 16;
+}
+
 // Queues keys [base, base + 16) of K and V (codes, then the scales) into a warp's raw tiles. A warp
 // instruction copies whole rows — lane L takes 16-byte chunk L % C of every (32 / C)-th row, C the
 // row's chunks — so each row's address is computed C times fewer than chunk by chunk, and every
@@ -133,9 +141,10 @@ template <KvDType F, int D>
 __device__ inline void LoadCodesTile(unsigned char* k_raw, unsigned char* v_raw, const Params& p, const int32_t* blocks,
                                      int base, int k_hi, int kvh, int lane) {
   constexpr int kKeys = 16;
-  constexpr int kRaw = RawRowBytes<F, D>();
+  constexpr int kRaw = CodesRowBytes<F, D>();
   constexpr int kRowBytes = static_cast<int>(KvRowBytes(F, D));
   constexpr int kScaleBytes = static_cast<int>(KvScaleBytes(F, D));
+  static_assert(kScaleBytes <= 16, "scales fit the row's 16 spare bytes");
   constexpr int kChunks = kRowBytes / 16;        // 16-byte chunks of codes per row
   constexpr int kRowsPerCopy = 32 / kChunks;     // rows one warp instruction covers
   const TileRows tile = LocateTile<kKeys>(p, blocks, base, k_hi);
@@ -147,34 +156,37 @@ __device__ inline void LoadCodesTile(unsigned char* k_raw, unsigned char* v_raw,
     CopyAsyncN<16>(k_raw + key * kRaw + chunk * 16, p.k_cache + row.codes + chunk * 16, valid);
     CopyAsyncN<16>(v_raw + key * kRaw + chunk * 16, p.v_cache + row.codes + chunk * 16, valid);
   }
-  const int key = lane % kKeys;  // the scales: K's by lanes 0-15, V's by 16-31
-  const bool valid = base + key < k_hi;
-  const KvRow row = valid ? LocateInTile(p, blocks, tile, base, key, kvh) : KvRow{};
-  CopyAsyncN<kScaleBytes>((lane < kKeys ? k_raw : v_raw) + key * kRaw + kRowBytes,
-                          (lane < kKeys ? p.k_cache : p.v_cache) + row.scales, valid);
+  if constexpr (kScaleBytes > 0) {
+    const int key = lane % kKeys;  // the scales: K's by lanes 0-15, V's by 16-31
+    const bool valid = base + key < k_hi;
+    const KvRow row = valid ? LocateInTile(p, blocks, tile, base, key, kvh) : KvRow{};
+    CopyAsyncN<kScaleBytes>((lane < kKeys ? k_raw : v_raw) + key * kRaw + kRowBytes,
+                            (lane < kKeys ? p.k_cache : p.v_cache) + row.scales, valid);
+  }
 }
 
 // Dynamic shared memory of PagedDecodeCodesKernel<F, D>: [warp][stage][K|V] raw tiles of 16 rows.
 template <KvDType F, int D>
 __host__ __device__ constexpr size_t DecodeCodesSmemBytes() {
-  return static_cast<size_t>(kThreads / 32) * 2 * 2 * 16 * RawRowBytes<F, D>();
+  return static_cast<size_t>(kThreads / 32) * 2 * 2 * 16 * CodesRowBytes<F, D>();
 }
 
 template <KvDType F, int D>
 __global__ void __launch_bounds__(kThreads) PagedDecodeCodesKernel(Params p) {
-  static_assert(F == KvDType::kFP8 || F == KvDType::kINT8 || F == KvDType::kINT4, "quantized formats");
+  static_assert(F != KvDType::kBF16 && F != KvDType::kF32, "bf16 stages tiles (PagedDecodeMmaKernel)");
   constexpr int kKeys = 16;  // keys per warp tile
   constexpr int kWarps = kThreads / 32;
   constexpr int kKSteps = D / 16;  // k-steps of S = Q K^T
   constexpr int kNTiles = D / 8;   // n-tiles of O = P V
   constexpr bool kInt8 = F == KvDType::kINT8;
   constexpr bool kInt4 = F == KvDType::kINT4;
-  constexpr bool kFold = !kInt4;  // 8-bit: scales folded into S and P; int4 decodes in registers
-  constexpr int kBits = kInt4 ? 4 : 8;
+  constexpr bool kF16 = F == KvDType::kF16;           // values already in the MMA's type
+  constexpr bool kFold = !kInt4 && !kF16;  // 8-bit: scales folded into S and P; int4 decodes in registers
+  constexpr int kBits = kInt4 ? 4 : kF16 ? 16 : 8;
   constexpr int kKWords = D / 4 * kBits / 32;  // K words per lane and key (a quarter row)
   constexpr int kVWords = D / 8 * kBits / 32;  // V words per lane and key (an eighth of a row)
   constexpr int kRowBytes = static_cast<int>(KvRowBytes(F, D));
-  constexpr int kRaw = RawRowBytes<F, D>();  // the codes, then the scales padded to 16 bytes
+  constexpr int kRaw = CodesRowBytes<F, D>();
   constexpr int kRawTile = kKeys * kRaw;
   static_assert(DecodeCodesSmemBytes<F, D>() >= 16 * D * sizeof(float), "merge scratch");
   static_assert(kKWords >= 1 && kVWords >= 1, "head dims 64 and 128");
@@ -264,6 +276,9 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeCodesKernel(Params p) {
           MmaF16(sc[nt], qa[2 * i], h[0], h[1]);
           MmaF16(sc[nt], qa[2 * i + 1], h[2], h[3]);
         }
+      } else if constexpr (kF16) {  // words 2 ks, 2 ks + 1 are dims 4 ks + (0, 1), (2, 3)
+#pragma unroll
+        for (int ks = 0; ks < kKSteps; ++ks) MmaF16(sc[nt], qa[ks], w[2 * ks], w[2 * ks + 1]);
       } else {
 #pragma unroll
         for (int ks = 0; ks < kKSteps; ++ks) {
@@ -382,6 +397,9 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeCodesKernel(Params p) {
         KeyPairInt4ToHalf2x8(va[2][w], va[3][w], __byte_perm(vsz[2], vsz[3], 0x5410), __byte_perm(vsz[2], vsz[3], 0x7632), b1);
 #pragma unroll
         for (int j = 0; j < 8; ++j) MmaF16(o[8 * w + j], pa, b0[j], b1[j]);
+      } else if constexpr (kF16) {  // a word is 2 dims: n-tiles 2 w, 2 w + 1
+        MmaF16(o[2 * w], pa, __byte_perm(va[0][w], va[1][w], 0x5410), __byte_perm(va[2][w], va[3][w], 0x5410));
+        MmaF16(o[2 * w + 1], pa, __byte_perm(va[0][w], va[1][w], 0x7632), __byte_perm(va[2][w], va[3][w], 0x7632));
       } else {  // a word is 4 dims: n-tiles 4 w .. 4 w + 3
         uint32_t b0[4], b1[4];
         KeyPairToHalf2x4<F>(va[0][w], va[1][w], b0);
