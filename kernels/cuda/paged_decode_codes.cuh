@@ -304,42 +304,8 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeCodesKernel(Params p) {
       }
     }
     // Mask keys past the range, then the online softmax per row (a row lives in one quad).
-    float mx_lo = -FLT_MAX, mx_hi = -FLT_MAX;
-#pragma unroll
-    for (int nt = 0; nt < 2; ++nt) {
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        if (base + nt * 8 + 2 * t4 + j >= k_hi) sc[nt][j] = sc[nt][2 + j] = -FLT_MAX;
-        mx_lo = fmaxf(mx_lo, sc[nt][j]);
-        mx_hi = fmaxf(mx_hi, sc[nt][2 + j]);
-      }
-    }
-    for (int off = 1; off < 4; off <<= 1) {
-      mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, off));
-      mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, off));
-    }
-    const float mn_lo = fmaxf(m_lo, mx_lo), mn_hi = fmaxf(m_hi, mx_hi);
-    const float c_lo = m_lo == -FLT_MAX ? 0.0f : exp2f(m_lo - mn_lo);
-    const float c_hi = m_hi == -FLT_MAX ? 0.0f : exp2f(m_hi - mn_hi);
-    float sum_lo = 0.0f, sum_hi = 0.0f;
-#pragma unroll
-    for (int nt = 0; nt < 2; ++nt) {
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        sc[nt][j] = sc[nt][j] == -FLT_MAX ? 0.0f : exp2f(sc[nt][j] - mn_lo);
-        sc[nt][2 + j] = sc[nt][2 + j] == -FLT_MAX ? 0.0f : exp2f(sc[nt][2 + j] - mn_hi);
-        sum_lo += sc[nt][j];
-        sum_hi += sc[nt][2 + j];
-      }
-    }
-    for (int off = 1; off < 4; off <<= 1) {
-      sum_lo += __shfl_xor_sync(0xffffffffu, sum_lo, off);
-      sum_hi += __shfl_xor_sync(0xffffffffu, sum_hi, off);
-    }
-    l_lo = l_lo * c_lo + sum_lo;
-    l_hi = l_hi * c_hi + sum_hi;
-    m_lo = mn_lo;
-    m_hi = mn_hi;
+    float c_lo, c_hi;
+    DecodeTileSoftmax(sc, base + 2 * t4, k_hi, m_lo, l_lo, m_hi, l_hi, c_lo, c_hi);
 
     // P (16 rows x 16 keys) from the S fragments, each key's column times s_v / o_scale. A quad
     // holds all 16 keys, so smax (and with it o_scale) is the same in every lane.
