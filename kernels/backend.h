@@ -112,10 +112,24 @@ class Backend {
   // or in an AllocateHost buffer, in any direction; regions do not overlap. Block swaps move
   // thousands of per-layer pieces: one operation instead of a call per piece.
   virtual absl::Status CopyRegions(std::span<const CopyRegion> regions) = 0;
+  // KV block moves on a queue of their own, so that they overlap the ops (swaps cross the host
+  // link at a fraction of the speed the ops run at). MoveRegions queues `batches` there in order —
+  // each batch's regions (consecutive in `regions`) move in parallel, batches one after another —
+  // after every op issued so far (a move reads what earlier ops wrote); a batch with mark >= 0
+  // then marks that slot. WaitMoves(slot): ops issued after it, recorded ones included (a replay
+  // waits for the slot's latest mark), start once the batches before its latest mark are done.
+  // A backend with one queue runs the batches in place (the default).
+  struct MoveBatch {
+    int64_t count;  // regions in this batch
+    int32_t mark;   // slot marked once the batch is done, or -1
+  };
+  virtual absl::Status MoveRegions(std::span<const CopyRegion> regions, std::span<const MoveBatch> batches);
+  virtual absl::Status WaitMoves(int32_t slot) { return absl::OkStatus(); }
   // Converts float32 host values to `dst.dtype` while copying; dst must be contiguous.
   virtual absl::Status UploadFloat(std::span<const float> host, TensorView dst) = 0;
   // Converts `src` to float32 on the way to the host (waits).
   virtual absl::Status DownloadFloat(TensorView src, std::span<float> host) = 0;
+  // Waits for every op and move issued so far.
   virtual absl::Status Synchronize() = 0;
   // Records the ops `ops` issues instead of running them, for replay. Null (and nothing issued)
   // on a backend that cannot record; `ops` must not copy to the host or synchronize.
@@ -185,6 +199,8 @@ class Backend {
   virtual absl::Status GatherRows(TensorView x, const int32_t* rows, TensorView out) = 0;
 
  protected:
+  // MoveRegions' arguments agree: the batches hold exactly the regions given.
+  static absl::Status CheckMoveBatches(std::span<const CopyRegion> regions, std::span<const MoveBatch> batches);
   friend class DeviceBuffer;
   virtual void Free(void* data, size_t bytes) = 0;
 };

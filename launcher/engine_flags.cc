@@ -40,6 +40,7 @@ absl::StatusOr<EngineConfig> EngineConfigFromFlags(bool cpu) {
   c.memory_fraction = absl::GetFlag(FLAGS_memory_fraction);
   c.prefix_caching = absl::GetFlag(FLAGS_enable_prefix_caching);
   c.enforce_eager = absl::GetFlag(FLAGS_enforce_eager);
+  c.overlap_kv_moves = absl::GetFlag(FLAGS_overlap_kv_moves);
   if (const std::string kv = absl::GetFlag(FLAGS_kv_cache_memory); !kv.empty()) {
     KVS_ASSIGN_OR_RETURN(c.kv_cache_bytes, ParseByteSize(kv));
   } else if (cpu) {

@@ -39,6 +39,9 @@ ABSL_FLAG(bool, enable_prefix_caching, true,
           "Reuse the KV of full blocks whose whole prefix was computed before (--enable-prefix-caching=false: off)");
 ABSL_FLAG(bool, enforce_eager, false,
           "Run every decode step op by op instead of replaying recorded CUDA graphs (debugging, profiling)");
+ABSL_FLAG(bool, overlap_kv_moves, true,
+          "Move KV blocks (swaps, copy-on-write, offload) on their own stream beside the forward pass, each layer "
+          "waiting only for its own blocks; false: every step waits for its moves first (for comparison)");
 ABSL_FLAG(int32_t, tp, 1, "Tensor-parallel ranks per model replica; the job's ranks (mpirun -np / srun -n) are dp x tp");
 ABSL_FLAG(double, comm_timeout, 120.0,
           "Seconds a collective may wait for the other ranks before the job is stopped with an error naming it");

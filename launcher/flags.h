@@ -34,6 +34,7 @@ ABSL_DECLARE_FLAG(std::string, context);
 ABSL_DECLARE_FLAG(int32_t, tp);
 ABSL_DECLARE_FLAG(bool, enable_prefix_caching);
 ABSL_DECLARE_FLAG(bool, enforce_eager);
+ABSL_DECLARE_FLAG(bool, overlap_kv_moves);
 ABSL_DECLARE_FLAG(std::string, swap_space);
 ABSL_DECLARE_FLAG(std::string, kv_offload_memory);
 ABSL_DECLARE_FLAG(std::string, preemption_mode);

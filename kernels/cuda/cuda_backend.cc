@@ -82,7 +82,13 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int device) {
   KVS_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, device));
   b->name_ = absl::StrFormat("cuda:%d (%s)", device, prop.name);
   b->attention_ws_.num_sms = prop.multiProcessorCount;
-  KVS_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&b->stream_, cudaStreamNonBlocking));
+  // The ops outrank KV block moves: a move kernel takes SMs only where the ops leave them free, and
+  // the ops wait for a layer's moves only when they reach that layer.
+  int least = 0, greatest = 0;
+  KVS_CUDA_RETURN_IF_ERROR(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+  KVS_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithPriority(&b->stream_, cudaStreamNonBlocking, greatest));
+  KVS_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithPriority(&b->move_stream_, cudaStreamNonBlocking, least));
+  KVS_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&b->ops_issued_, cudaEventDisableTiming));
   KVS_CUBLAS_RETURN_IF_ERROR(cublasCreate(&b->cublas_));
   KVS_CUBLAS_RETURN_IF_ERROR(cublasSetStream(b->cublas_, b->stream_));
   constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;  // cuBLAS's recommendation for Hopper
@@ -94,8 +100,12 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int device) {
 CudaBackend::~CudaBackend() {
   workspace_.Reset();
   copy_table_.Reset();
+  move_table_.Reset();
   cublas_workspace_.Reset();
   if (cublas_ != nullptr) cublasDestroy(cublas_);
+  for (cudaEvent_t e : move_marks_) cudaEventDestroy(e);
+  if (ops_issued_ != nullptr) cudaEventDestroy(ops_issued_);
+  if (move_stream_ != nullptr) cudaStreamDestroy(move_stream_);
   if (stream_ != nullptr) cudaStreamDestroy(stream_);
 }
 
@@ -122,7 +132,9 @@ absl::StatusOr<DeviceBuffer> CudaBackend::AllocateWithHostTail(size_t device_byt
 
 void CudaBackend::Free(void* data, size_t) {
   if (auto it = host_tails_.find(data); it != host_tails_.end()) {
-    cudaStreamSynchronize(stream_);  // unmapping does not wait for kernels the way cudaFree does
+    // Unmapping does not wait for kernels the way cudaFree does.
+    cudaStreamSynchronize(move_stream_);
+    cudaStreamSynchronize(stream_);
     cuda::UnmapHostTail(it->second);
     host_tails_.erase(it);
     return;
@@ -160,27 +172,85 @@ absl::Status CudaBackend::CopyOnDevice(const void* src, void* dst, size_t bytes)
   return absl::OkStatus();
 }
 
-absl::Status CudaBackend::CopyRegions(std::span<const CopyRegion> regions) {
-  if (regions.empty()) return absl::OkStatus();
+bool CudaBackend::UsesCopyKernel(std::span<const CopyRegion> regions) {
+  if (regions.size() <= 2) return false;
   bool words = true;  // every region in whole, aligned 16-byte words
   for (const CopyRegion& r : regions) {
     words &= (reinterpret_cast<uintptr_t>(r.src) | reinterpret_cast<uintptr_t>(r.dst) | r.bytes) % 16 == 0;
   }
-  if (!words || regions.size() <= 2) {
+  return words;
+}
+
+absl::Status CudaBackend::IssueRegions(std::span<const CopyRegion> regions, const CopyRegion* device_table,
+                                       cudaStream_t stream) {
+  if (!UsesCopyKernel(regions)) {
     for (const CopyRegion& r : regions) {
-      KVS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(r.dst, r.src, r.bytes, cudaMemcpyDefault, stream_));
+      KVS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(r.dst, r.src, r.bytes, cudaMemcpyDefault, stream));
     }
     return absl::OkStatus();
   }
   // One kernel moves every region (pinned host memory is mapped: the same pointers work on the
-  // device); the table travels in a device buffer kept for the next batch.
-  const size_t table_bytes = regions.size() * sizeof(CopyRegion);
-  if (copy_table_.bytes() < table_bytes) {
-    copy_table_.Reset();  // cudaFree waits for kernels still reading the old table
-    KVS_ASSIGN_OR_RETURN(copy_table_, Allocate(std::max(table_bytes, size_t{4096})));
+  // device).
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchCopyRegions(device_table, static_cast<int64_t>(regions.size()), stream));
+  return absl::OkStatus();
+}
+
+// Uploads `regions` into `table` (grown as needed) on `stream`; staged before it returns, so the
+// caller's vector may go at once.
+static absl::Status UploadTable(CudaBackend& b, std::span<const CopyRegion> regions, DeviceBuffer& table,
+                                cudaStream_t stream) {
+  const size_t bytes = regions.size_bytes();
+  if (table.bytes() < bytes) {
+    table.Reset();  // cudaFree waits for kernels still reading the old table
+    KVS_ASSIGN_OR_RETURN(table, b.Allocate(std::max(bytes, size_t{4096})));
   }
-  KVS_RETURN_IF_ERROR(CopyToDevice(regions.data(), copy_table_.data(), table_bytes));  // staged before it returns
-  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchCopyRegions(copy_table_.as<CopyRegion>(), static_cast<int64_t>(regions.size()), stream_));
+  KVS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(table.data(), regions.data(), bytes, cudaMemcpyHostToDevice, stream));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::CopyRegions(std::span<const CopyRegion> regions) {
+  if (regions.empty()) return absl::OkStatus();
+  // The table travels in a device buffer kept for the next batch.
+  if (UsesCopyKernel(regions)) KVS_RETURN_IF_ERROR(UploadTable(*this, regions, copy_table_, stream_));
+  return IssueRegions(regions, copy_table_.as<CopyRegion>(), stream_);
+}
+
+absl::StatusOr<cudaEvent_t> CudaBackend::MoveMark(int32_t slot) {
+  if (slot < 0 || slot > (1 << 20)) return absl::InvalidArgumentError(absl::StrFormat("move slot %d is out of range", slot));
+  while (static_cast<int32_t>(move_marks_.size()) <= slot) {
+    cudaEvent_t e = nullptr;
+    KVS_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    move_marks_.push_back(e);
+  }
+  return move_marks_[slot];
+}
+
+absl::Status CudaBackend::MoveRegions(std::span<const CopyRegion> regions, std::span<const MoveBatch> batches) {
+  KVS_RETURN_IF_ERROR(CheckMoveBatches(regions, batches));
+  // The whole table first, on the move stream (after the previous moves that read the old one),
+  // then the moves, after every op issued so far.
+  if (!regions.empty()) KVS_RETURN_IF_ERROR(UploadTable(*this, regions, move_table_, move_stream_));
+  KVS_CUDA_RETURN_IF_ERROR(cudaEventRecord(ops_issued_, stream_));
+  KVS_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(move_stream_, ops_issued_, cudaEventWaitDefault));
+  int64_t first = 0;
+  for (const MoveBatch& b : batches) {
+    KVS_RETURN_IF_ERROR(IssueRegions(regions.subspan(first, b.count), move_table_.as<CopyRegion>() + first, move_stream_));
+    first += b.count;
+    if (b.mark < 0) continue;
+    KVS_ASSIGN_OR_RETURN(cudaEvent_t mark, MoveMark(b.mark));
+    KVS_CUDA_RETURN_IF_ERROR(cudaEventRecord(mark, move_stream_));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::WaitMoves(int32_t slot) {
+  KVS_ASSIGN_OR_RETURN(cudaEvent_t mark, MoveMark(slot));
+  // Under capture the wait becomes a node of the graph that waits, on each replay, for whatever
+  // the event last recorded (the flag is invalid outside capture).
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  KVS_CUDA_RETURN_IF_ERROR(cudaStreamIsCapturing(stream_, &capture));
+  const unsigned flags = capture == cudaStreamCaptureStatusActive ? cudaEventWaitExternal : cudaEventWaitDefault;
+  KVS_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(stream_, mark, flags));
   return absl::OkStatus();
 }
 
@@ -282,6 +352,7 @@ absl::StatusOr<std::unique_ptr<RecordedOps>> CudaBackend::Record(const std::func
 }
 
 absl::Status CudaBackend::Synchronize() {
+  KVS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(move_stream_));
   KVS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   return absl::OkStatus();
 }

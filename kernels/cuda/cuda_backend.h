@@ -37,6 +37,9 @@ class CudaBackend final : public Backend {
   absl::StatusOr<DeviceBuffer> AllocateWithHostTail(size_t device_bytes, size_t host_bytes) override;
   absl::Status CopyToHostAsync(const void* device, void* host, size_t bytes) override;
   absl::Status CopyRegions(std::span<const CopyRegion> regions) override;
+  // On a second stream of the lowest priority (the ops' stream has the highest), marks are events.
+  absl::Status MoveRegions(std::span<const CopyRegion> regions, std::span<const MoveBatch> batches) override;
+  absl::Status WaitMoves(int32_t slot) override;
   absl::Status CopyOnDevice(const void* src, void* dst, size_t bytes) override;
 
   absl::Status CopyToDevice(const void* host, void* device, size_t bytes) override;
@@ -72,6 +75,13 @@ class CudaBackend final : public Backend {
   CudaBackend() = default;
   // out = x w^T through cuBLAS (bf16 in, fp32 accumulate).
   absl::Status Gemm(TensorView x, TensorView w, TensorView out);
+  // Queues `regions` on `stream`: one copy kernel reading its table at `device_table` when every
+  // region is in aligned 16-byte words, else a cudaMemcpyAsync each.
+  absl::Status IssueRegions(std::span<const CopyRegion> regions, const CopyRegion* device_table, cudaStream_t stream);
+  // Whether IssueRegions would use the copy kernel (and so needs the table on the device).
+  static bool UsesCopyKernel(std::span<const CopyRegion> regions);
+  // The event behind move slot `slot`, made on first use.
+  absl::StatusOr<cudaEvent_t> MoveMark(int32_t slot);
   int device_ = 0;
   std::string name_;
   cudaStream_t stream_ = nullptr;
@@ -79,6 +89,11 @@ class CudaBackend final : public Backend {
   DeviceBuffer workspace_;
   DeviceBuffer cublas_workspace_;  // fixed, so that captured GEMMs never allocate
   DeviceBuffer copy_table_;        // CopyRegions' table on the device
+  // KV block moves: their stream, its table, the ops' point it starts from, and the slot marks.
+  cudaStream_t move_stream_ = nullptr;
+  DeviceBuffer move_table_;
+  cudaEvent_t ops_issued_ = nullptr;
+  std::vector<cudaEvent_t> move_marks_;
   cuda::AttentionWorkspace attention_ws_;
   absl::flat_hash_map<void*, cuda::HostTailRange> host_tails_;  // AllocateWithHostTail buffers
 };

@@ -45,7 +45,7 @@ absl::StatusOr<EngineConfig> ResolveEngineConfig(EngineConfig config, const Mode
 
 RunnerLimits LimitsFor(const EngineConfig& c) {
   return RunnerLimits{c.max_tokens_per_step, c.max_seqs, (c.max_model_len + c.block_size - 1) / c.block_size,
-                      !c.enforce_eager};
+                      !c.enforce_eager, c.overlap_kv_moves};
 }
 
 absl::StatusOr<KvCapacity> PlanKvCapacity(Backend& backend, const ModelWeights& weights, const EngineConfig& config,
@@ -172,8 +172,7 @@ absl::StatusOr<PreemptionCostModel> Engine::MeasurePreemptionCosts(Backend& back
   double copy_s = 0;
   for (int rep = 0; rep < 3; ++rep) {
     const auto t0 = Clock::now();
-    KVS_RETURN_IF_ERROR(cache_.SwapOut(backend, out));
-    KVS_RETURN_IF_ERROR(cache_.SwapIn(backend, in));
+    KVS_RETURN_IF_ERROR(cache_.QueueMoves(backend, out, {}, in));
     KVS_RETURN_IF_ERROR(backend.Synchronize());
     copy_s = std::chrono::duration<double>(Clock::now() - t0).count();
   }
@@ -220,7 +219,7 @@ absl::StatusOr<double> Engine::MeasureOffloadReads(Backend& backend) {
   double s = 0;
   for (int rep = 0; rep < 2; ++rep) {
     const auto t0 = Clock::now();
-    KVS_RETURN_IF_ERROR(cache_.CopyBlocks(backend, pairs));
+    KVS_RETURN_IF_ERROR(cache_.QueueMoves(backend, {}, pairs, {}));
     KVS_RETURN_IF_ERROR(backend.Synchronize());
     s = std::chrono::duration<double>(Clock::now() - t0).count();
   }

@@ -39,6 +39,7 @@ struct EngineConfig {
   bool static_batching = false;  // the no-paging baseline (scheduler.h), for benchmarks
   bool prefix_caching = true;    // reuse cached KV of shared prompt prefixes
   bool enforce_eager = false;    // never replay decode steps as recorded (CUDA) graphs
+  bool overlap_kv_moves = true;  // KV block moves beside the ops (RunnerLimits)
   absl::Status Validate() const;
 };
 

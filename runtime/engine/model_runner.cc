@@ -277,6 +277,7 @@ absl::Status ModelRunner::Forward(const StepPointers& ptr, int64_t t, int64_t n_
     // q and k are adjacent columns of qkv: one rotation over both heads' worth (one launch).
     KVS_RETURN_IF_ERROR(b.Rope(qk, static_cast<int32_t>((z.q + z.kv) / c.head_dim), ptr.positions, weights_->rope()));
     const PagedKvView cache = cache_->Layer(l);
+    KVS_RETURN_IF_ERROR(b.WaitMoves(l));  // this layer's block moves (KvCache::QueueMoves), if any
     KVS_RETURN_IF_ERROR(b.WriteKv(k, v, ptr.slots, cache));
     KVS_RETURN_IF_ERROR(b.PagedAttention(q, cache, batch, scale, attn));
     KVS_RETURN_IF_ERROR(b.Linear(attn_owned, weights_->View(lw.o, z.h, z.q_owned), no_bias, hidden));
@@ -312,12 +313,14 @@ absl::StatusOr<ModelRunner::Output> ModelRunner::Execute(const StepInput& in, bo
   const int64_t t = in.num_tokens();
   const int32_t s = in.num_seqs();
   const int64_t n_logits = static_cast<int64_t>(in.logit_rows.size());
-  // Moves first, in stream order: every move reads its source before a later one (or this step's
-  // kernels) may rewrite it. Copies read blocks a sibling still holds or that an offloading
-  // sequence just gave up; a swap-in may land in the latter.
-  if (!in.swap_out.empty()) KVS_RETURN_IF_ERROR(cache_->SwapOut(*backend_, in.swap_out));
-  if (!in.copy_blocks.empty()) KVS_RETURN_IF_ERROR(cache_->CopyBlocks(*backend_, in.copy_blocks));
-  if (!in.swap_in.empty()) KVS_RETURN_IF_ERROR(cache_->SwapIn(*backend_, in.swap_in));
+  // Moves first, beside the ops: each layer's ops wait for that layer's moves (Forward), so a
+  // move reads its source before this step's kernels may rewrite it and lands before they read
+  // it. Copies read blocks a sibling still holds or that an offloading sequence just gave up; a
+  // swap-in may land in the latter.
+  if (!in.swap_out.empty() || !in.copy_blocks.empty() || !in.swap_in.empty()) {
+    KVS_RETURN_IF_ERROR(cache_->QueueMoves(*backend_, in.swap_out, in.copy_blocks, in.swap_in));
+    if (!limits_.overlap_kv_moves) KVS_RETURN_IF_ERROR(backend_->WaitMoves(cache_->num_layers() - 1));
+  }
   if (t == 0) return Output{};
   if (in.positions.size() != static_cast<size_t>(t) || in.slot_mapping.size() != static_cast<size_t>(t) ||
       in.context_len.size() != static_cast<size_t>(s) || in.query_start.size() != static_cast<size_t>(s) + 1 || in.query_start.back() != t ||

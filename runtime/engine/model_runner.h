@@ -33,6 +33,9 @@ struct RunnerLimits {
   // Replay decode steps as recorded graphs (CUDA graphs) where the backend can record them:
   // one graph per padded batch size and context-length class (RoundUpContext).
   bool graphs = true;
+  // Run KV block moves (swaps, copy-on-write, offload demotion) beside the ops, each layer
+  // waiting only for its own; false makes the whole step wait for them first (for comparison).
+  bool overlap_kv_moves = true;
 };
 
 class ModelRunner {

@@ -67,82 +67,93 @@ std::byte* KvCache::HostBlock(int32_t layer, int kv, int32_t block) const {
   return host_.get() + ((static_cast<size_t>(layer) * 2 + kv) * num_host_blocks_ + block) * BlockBytes();
 }
 
-absl::Status KvCache::CheckPairs(std::span<const int32_t> pairs, bool out) const {
-  if (pairs.size() % 2 != 0) return absl::InvalidArgumentError("swap list must hold pairs");
-  for (size_t i = 0; i < pairs.size(); i += 2) {
-    const int32_t device = pairs[out ? i : i + 1], host = pairs[out ? i + 1 : i];
-    if (device < 0 || device >= num_addressable_blocks() || host < 0 || host >= num_host_blocks_) {
-      return absl::OutOfRangeError(absl::StrFormat("swap of device block %d / host block %d is outside the cache (%d / %d)",
-                                                   device, host, num_addressable_blocks(), num_host_blocks_));
+namespace {
+
+// One block move: a block of the cache (device or offload) or of the host tier, to another.
+struct BlockMove {
+  int32_t src, dst;
+  bool src_host, dst_host;
+};
+
+// Appends the pairs of `list` as moves, each end checked against its tier's block count.
+absl::Status AddMoves(std::span<const int32_t> list, const char* what, bool src_host, bool dst_host,
+                      int32_t cache_blocks, int32_t host_blocks, std::vector<BlockMove>& moves) {
+  if (list.size() % 2 != 0) return absl::InvalidArgumentError(absl::StrFormat("%s list must hold pairs", what));
+  for (size_t i = 0; i < list.size(); i += 2) {
+    const BlockMove m{list[i], list[i + 1], src_host, dst_host};
+    const int32_t src_limit = src_host ? host_blocks : cache_blocks, dst_limit = dst_host ? host_blocks : cache_blocks;
+    if (m.src < 0 || m.src >= src_limit || m.dst < 0 || m.dst >= dst_limit) {
+      return absl::OutOfRangeError(absl::StrFormat("%s of %s block %d to %s block %d is outside the cache (%d cache, %d host blocks)",
+                                                   what, src_host ? "host" : "cache", m.src, dst_host ? "host" : "cache",
+                                                   m.dst, cache_blocks, host_blocks));
     }
+    moves.push_back(m);
   }
   return absl::OkStatus();
 }
 
-// Swaps and copies move one piece per (block, layer, K or V): all of a step's pieces go to the
-// backend as one CopyRegions batch.
-absl::Status KvCache::SwapOut(Backend& backend, std::span<const int32_t> pairs) const {
-  KVS_RETURN_IF_ERROR(CheckPairs(pairs, true));
-  const size_t bb = BlockBytes();
-  std::vector<CopyRegion> regions;
-  regions.reserve(pairs.size() * k_.size());
-  for (size_t i = 0; i < pairs.size(); i += 2) {
-    for (size_t l = 0; l < k_.size(); ++l) {
-      const auto* k = static_cast<const std::byte*>(k_[l].data()) + static_cast<size_t>(pairs[i]) * bb;
-      const auto* v = static_cast<const std::byte*>(v_[l].data()) + static_cast<size_t>(pairs[i]) * bb;
-      regions.push_back({k, HostBlock(l, 0, pairs[i + 1]), bb});
-      regions.push_back({v, HostBlock(l, 1, pairs[i + 1]), bb});
-    }
-  }
-  return backend.CopyRegions(regions);
-}
-
-absl::Status KvCache::SwapIn(Backend& backend, std::span<const int32_t> pairs) const {
-  KVS_RETURN_IF_ERROR(CheckPairs(pairs, false));
-  const size_t bb = BlockBytes();
-  std::vector<CopyRegion> regions;
-  regions.reserve(pairs.size() * k_.size());
-  for (size_t i = 0; i < pairs.size(); i += 2) {
-    for (size_t l = 0; l < k_.size(); ++l) {
-      auto* k = static_cast<std::byte*>(k_[l].data()) + static_cast<size_t>(pairs[i + 1]) * bb;
-      auto* v = static_cast<std::byte*>(v_[l].data()) + static_cast<size_t>(pairs[i + 1]) * bb;
-      regions.push_back({HostBlock(l, 0, pairs[i]), k, bb});
-      regions.push_back({HostBlock(l, 1, pairs[i]), v, bb});
-    }
-  }
-  return backend.CopyRegions(regions);
-}
-
-absl::Status KvCache::CopyBlocks(Backend& backend, std::span<const int32_t> pairs) const {
-  if (pairs.size() % 2 != 0) return absl::InvalidArgumentError("copy list must hold pairs");
-  const int32_t n = num_addressable_blocks();
-  for (size_t i = 0; i < pairs.size(); i += 2) {  // all checked before anything moves
-    if (pairs[i] < 0 || pairs[i] >= n || pairs[i + 1] < 0 || pairs[i + 1] >= n) {
-      return absl::OutOfRangeError(absl::StrFormat("copy of block %d to %d is outside the cache", pairs[i], pairs[i + 1]));
-    }
-  }
-  const size_t bb = BlockBytes();
-  std::vector<CopyRegion> regions;
-  // The pieces of one batch move in parallel, so a copy into a block that an earlier copy of the
-  // list reads (or writes) starts a new batch: the list's order is kept.
-  absl::flat_hash_set<int32_t> read, written;
-  for (size_t i = 0; i < pairs.size(); i += 2) {
-    if (read.contains(pairs[i + 1]) || written.contains(pairs[i + 1]) || written.contains(pairs[i])) {
-      KVS_RETURN_IF_ERROR(backend.CopyRegions(regions));
-      regions.clear();
+// Where each batch of `moves` ends. The moves of a batch run in parallel, so a move that writes
+// a block an earlier move of its batch reads or writes, or reads a block one writes, starts the
+// next batch: the list's order is kept.
+std::vector<size_t> BatchEnds(std::span<const BlockMove> moves) {
+  auto key = [](int32_t block, bool host) { return (static_cast<int64_t>(host) << 32) | static_cast<uint32_t>(block); };
+  std::vector<size_t> ends;
+  absl::flat_hash_set<int64_t> read, written;
+  for (size_t i = 0; i < moves.size(); ++i) {
+    const int64_t src = key(moves[i].src, moves[i].src_host), dst = key(moves[i].dst, moves[i].dst_host);
+    if (read.contains(dst) || written.contains(dst) || written.contains(src)) {
+      ends.push_back(i);
       read.clear();
       written.clear();
     }
-    read.insert(pairs[i]);
-    written.insert(pairs[i + 1]);
-    for (size_t l = 0; l < k_.size(); ++l) {
-      for (const DeviceBuffer* buf : {&k_[l], &v_[l]}) {
-        auto* base = static_cast<std::byte*>(buf->data());
-        regions.push_back({base + static_cast<size_t>(pairs[i]) * bb, base + static_cast<size_t>(pairs[i + 1]) * bb, bb});
+    read.insert(src);
+    written.insert(dst);
+  }
+  ends.push_back(moves.size());
+  return ends;
+}
+
+}  // namespace
+
+absl::Status KvCache::QueueMoves(Backend& backend, std::span<const int32_t> swap_out, std::span<const int32_t> copies,
+                                 std::span<const int32_t> swap_in) const {
+  KVS_ASSIGN_OR_RETURN(const MovePlan plan, PlanMoves(swap_out, copies, swap_in));
+  if (plan.batches.empty()) return absl::OkStatus();
+  return backend.MoveRegions(plan.regions, plan.batches);
+}
+
+absl::StatusOr<KvCache::MovePlan> KvCache::PlanMoves(std::span<const int32_t> swap_out, std::span<const int32_t> copies,
+                                                     std::span<const int32_t> swap_in) const {
+  std::vector<BlockMove> moves;
+  const int32_t cache_blocks = num_addressable_blocks();
+  KVS_RETURN_IF_ERROR(AddMoves(swap_out, "swap-out", false, true, cache_blocks, num_host_blocks_, moves));
+  KVS_RETURN_IF_ERROR(AddMoves(copies, "copy", false, false, cache_blocks, num_host_blocks_, moves));
+  KVS_RETURN_IF_ERROR(AddMoves(swap_in, "swap-in", true, false, cache_blocks, num_host_blocks_, moves));
+  MovePlan plan;
+  if (moves.empty()) return plan;
+  const std::vector<size_t> ends = BatchEnds(moves);
+  const size_t bb = BlockBytes();
+  std::vector<CopyRegion>& regions = plan.regions;
+  regions.reserve(moves.size() * 2 * k_.size());
+  std::vector<Backend::MoveBatch>& batches = plan.batches;
+  // One piece per (move, layer, K or V); layer 0's first, so the ops can start while the rest move.
+  for (int32_t l = 0; l < num_layers(); ++l) {
+    size_t begin = 0;
+    for (size_t end : ends) {
+      for (size_t i = begin; i < end; ++i) {
+        const BlockMove& m = moves[i];
+        for (int kv = 0; kv < 2; ++kv) {
+          auto* base = static_cast<std::byte*>((kv == 0 ? k_ : v_)[l].data());
+          const std::byte* src = m.src_host ? HostBlock(l, kv, m.src) : base + static_cast<size_t>(m.src) * bb;
+          std::byte* dst = m.dst_host ? HostBlock(l, kv, m.dst) : base + static_cast<size_t>(m.dst) * bb;
+          regions.push_back({src, dst, bb});
+        }
       }
+      batches.push_back({static_cast<int64_t>(2 * (end - begin)), end == moves.size() ? l : -1});
+      begin = end;
     }
   }
-  return backend.CopyRegions(regions);
+  return plan;
 }
 
 PagedKvView KvCache::Layer(int32_t layer) const {

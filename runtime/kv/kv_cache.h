@@ -30,20 +30,29 @@ class KvCache {
 
   // Adds `num_host_blocks` blocks of host memory (pinned on CUDA) for swapping.
   absl::Status AddHostTier(Backend& backend, int32_t num_host_blocks);
-  // Copies device blocks to host blocks: pairs (device, host), flattened. Stream-ordered, so a
-  // device block may be reused by the same step's kernels once its copy is queued.
-  absl::Status SwapOut(Backend& backend, std::span<const int32_t> pairs) const;
-  // Copies host blocks back: pairs (host, device), flattened.
-  absl::Status SwapIn(Backend& backend, std::span<const int32_t> pairs) const;
-  // Copies blocks to blocks (device or offload): pairs (source, destination), flattened, with the
-  // effect of copying them one by one in list order — the copy-on-write of a block shared by
-  // forked sequences, and blocks an offloading sequence moves out of device memory.
-  absl::Status CopyBlocks(Backend& backend, std::span<const int32_t> pairs) const;
+  // Queues one step's block moves beside the ops (Backend::MoveRegions), with the effect of
+  // running them one by one in this order: `swap_out` pairs (device block, host block), then
+  // `copies` pairs (source, destination) among device and offload blocks — the copy-on-write of a
+  // block shared by forked sequences, and blocks an offloading sequence moves out of device
+  // memory — then `swap_in` pairs (host block, device block); every list flattened. Layer by
+  // layer: move slot l marks the end of layer l's pieces, so the ops of layer l wait only for
+  // those (Backend::WaitMoves(l)) while later layers' pieces are still moving. Everything is
+  // checked before anything moves.
+  absl::Status QueueMoves(Backend& backend, std::span<const int32_t> swap_out, std::span<const int32_t> copies,
+                          std::span<const int32_t> swap_in) const;
+  // What QueueMoves hands to Backend::MoveRegions.
+  struct MovePlan {
+    std::vector<CopyRegion> regions;
+    std::vector<Backend::MoveBatch> batches;
+  };
+  absl::StatusOr<MovePlan> PlanMoves(std::span<const int32_t> swap_out, std::span<const int32_t> copies,
+                                     std::span<const int32_t> swap_in) const;
   int32_t num_host_blocks() const { return num_host_blocks_; }
   // Bytes of one block over all layers, K and V: what a swap of one block moves each way.
   size_t bytes_per_block() const { return 2 * static_cast<size_t>(k_.size()) * BlockBytes(); }
   KvDType dtype() const { return dtype_; }
 
+  int32_t num_layers() const { return static_cast<int32_t>(k_.size()); }
   // Views every addressable block: device and offload.
   PagedKvView Layer(int32_t layer) const;
   int32_t num_blocks() const { return num_blocks_; }  // in device memory
@@ -55,7 +64,6 @@ class KvCache {
  private:
   size_t BlockBytes() const { return static_cast<size_t>(KvBlockBytes(dtype_, block_size_, kv_heads_, head_dim_)); }
   std::byte* HostBlock(int32_t layer, int kv, int32_t block) const;
-  absl::Status CheckPairs(std::span<const int32_t> pairs, bool out) const;
 
   std::vector<DeviceBuffer> k_, v_;
   HostBuffer host_{nullptr, nullptr};

@@ -369,6 +369,54 @@ TEST_F(CudaOpsTest, CopyRegionsMovesEveryPieceInEveryDirection) {
   for (size_t i = 1; i < 8; ++i) EXPECT_EQ(std::memcmp(got.data() + i * piece, data.data() + i * piece, piece), 0) << i;
 }
 
+// KV block moves on their own stream: they start after the ops issued before them (here a kernel
+// that writes their source), batches run in order (device -> host, then host -> device), and ops
+// after WaitMoves see the moved bytes — also when those ops replay as a recorded graph, which
+// waits for the slot's latest mark at each replay.
+TEST_F(CudaOpsTest, MovesRunBesideTheOpsAndOrderAgainstThemBothWays) {
+  const size_t piece = 64 << 10, pieces = 1024;  // 64 MiB: long enough that a missing wait shows
+  const int64_t n = static_cast<int64_t>(piece * pieces / sizeof(float));
+  auto a = gpu_->Allocate(piece * pieces), b = gpu_->Allocate(piece * pieces), c = gpu_->Allocate(piece * pieces);
+  auto host = gpu_->AllocateHost(piece * pieces);
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok() && host.ok());
+  std::vector<float> want(n), got(n);
+  auto fill = [&](uint64_t seed) {
+    ASSERT_TRUE(cpu_.FillRandom(F32(want, 1, n), seed, 0.0f, 1.0f).ok());
+    ASSERT_TRUE(gpu_->FillRandom(a->View(DType::kF32, 1, n), seed, 0.0f, 1.0f).ok());  // on the ops' stream
+  };
+  auto read_c = [&]() {
+    ASSERT_TRUE(gpu_->CopyToHost(c->data(), got.data(), piece * pieces).ok());
+    ASSERT_EQ(std::memcmp(got.data(), want.data(), piece * pieces), 0);
+  };
+  std::vector<CopyRegion> regions;
+  for (size_t i = 0; i < pieces; ++i) regions.push_back({a->as<uint8_t>() + i * piece, host->get() + i * piece, piece});
+  for (size_t i = 0; i < pieces; ++i) regions.push_back({host->get() + i * piece, b->as<uint8_t>() + i * piece, piece});
+  const std::vector<Backend::MoveBatch> two_batches = {{static_cast<int64_t>(pieces), 0}, {static_cast<int64_t>(pieces), 1}};
+  fill(1);
+  ASSERT_TRUE(gpu_->MoveRegions(regions, two_batches).ok());
+  ASSERT_TRUE(gpu_->WaitMoves(1).ok());
+  ASSERT_TRUE(gpu_->CopyOnDevice(b->data(), c->data(), piece * pieces).ok());
+  read_c();
+  // Recorded: the graph holds the wait, and each replay waits for the moves marked before it.
+  auto graph = gpu_->Record([&]() -> absl::Status {
+    KVS_RETURN_IF_ERROR(gpu_->WaitMoves(0));
+    return gpu_->CopyOnDevice(b->data(), c->data(), piece * pieces);
+  });
+  ASSERT_TRUE(graph.ok() && *graph != nullptr) << graph.status();
+  std::vector<CopyRegion> a_to_b;
+  for (size_t i = 0; i < pieces; ++i) a_to_b.push_back({a->as<uint8_t>() + i * piece, b->as<uint8_t>() + i * piece, piece});
+  for (uint64_t seed : {2, 3}) {
+    fill(seed);
+    const std::vector<Backend::MoveBatch> one_batch = {{static_cast<int64_t>(pieces), 0}};
+    ASSERT_TRUE(gpu_->MoveRegions(a_to_b, one_batch).ok());
+    ASSERT_TRUE((*graph)->Replay().ok());
+    read_c();
+  }
+  ASSERT_TRUE(gpu_->Synchronize().ok());
+  EXPECT_EQ(gpu_->MoveRegions(a_to_b, std::vector<Backend::MoveBatch>{{1, 0}}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(gpu_->WaitMoves(-1).code(), absl::StatusCode::kInvalidArgument);
+}
+
 // The KV offload tier's memory: kernels write and read one range whose head is device memory and
 // whose tail is host memory, straight across the boundary; only the head takes device memory.
 TEST_F(CudaOpsTest, AllocateWithHostTailIsOneRangeAcrossDeviceAndHost) {
