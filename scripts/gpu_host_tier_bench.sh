@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # On the GPU machine: build, the CUDA op tests, then preemption with the host tier (swap to
-# pinned host memory) against recompute at the paging benchmark's 2 GiB KV budget. Usage
-# (device tool, carrying .deps): bash scripts/gpu_host_tier_bench.sh
+# pinned host memory) against recompute at the paging benchmark's 2 GiB KV budget, the swaps
+# overlapping the forward pass (the default) and queued before it (--overlap-kv-moves=false).
+# Usage (device tool, carrying .deps): bash scripts/gpu_host_tier_bench.sh
 source "$(dirname "$0")/gpu_common.sh"
 gpu_build
 gpu_tests ${KVS_GPU_TESTS:-cuda_backend_test}
 {
-  for mode in "--preemption-mode recompute" "--swap-space 16GiB --preemption-mode swap" "--swap-space 16GiB"; do
+  for mode in "--preemption-mode recompute" "--swap-space 16GiB --preemption-mode swap --overlap-kv-moves=false" \
+      "--swap-space 16GiB --preemption-mode swap" "--swap-space 16GiB"; do
     echo "| mode: $mode |"
     timeout 150 $K bench --device cuda --model random:llama-3-8b --dataset sharegpt-like --num-prompts 200 \
       --max-model-len 2048 --kv-cache-memory 2GiB --max-seqs 128 --max-tokens-per-step 4096 $mode --verbose

@@ -586,8 +586,11 @@ cudaError_t LaunchAttentionFor(Params p, int head_dim, int num_seqs, int max_que
   }
   p.row_chunks = (max_query_len * group + rows - 1) / rows;
   const dim3 grid(p.row_chunks, p.kv_heads, num_seqs);
-  if (max_query_len == 1 && group >= 3 && group <= 16 && (head_dim == 64 || head_dim == 128)) {
-    // Decode-only step with a GQA group worth tensor cores.
+  // Tensor cores pay for bf16 from a GQA group of 3; the other formats build their fragments
+  // from the codes (no per-element conversion to f32), which pays even for one head (MHA).
+  const int min_mma_group = kAllDims ? 3 : 1;
+  if (max_query_len == 1 && group >= min_mma_group && group <= 16 && (head_dim == 64 || head_dim == 128)) {
+    // Decode-only step on tensor cores.
     p.row_chunks = 1;
     const dim3 g1(1, p.kv_heads, num_seqs);
     return head_dim == 64 ? LaunchDecodeMma<F, 64>(p, g1, stream) : LaunchDecodeMma<F, 128>(p, g1, stream);
