@@ -1,6 +1,5 @@
 #include "kernels/cuda/cuda_backend.h"
 
-#include <cstdlib>
 #include <vector>
 
 #include "absl/strings/str_format.h"
@@ -88,9 +87,7 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int device) {
   int least = 0, greatest = 0;
   KVS_CUDA_RETURN_IF_ERROR(cudaDeviceGetStreamPriorityRange(&least, &greatest));
   KVS_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithPriority(&b->stream_, cudaStreamNonBlocking, greatest));
-  const char* move_priority = std::getenv("KVS_MOVE_PRIORITY");  // TEMPORARY A/B
-  KVS_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithPriority(&b->move_stream_, cudaStreamNonBlocking,
-                                                        move_priority != nullptr ? greatest : least));
+  KVS_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithPriority(&b->move_stream_, cudaStreamNonBlocking, least));
   KVS_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&b->ops_issued_, cudaEventDisableTiming));
   KVS_CUBLAS_RETURN_IF_ERROR(cublasCreate(&b->cublas_));
   KVS_CUBLAS_RETURN_IF_ERROR(cublasSetStream(b->cublas_, b->stream_));

@@ -217,17 +217,19 @@ void ModelRunner::PackPaddedDecode(const StepInput& in, int32_t rows, StepPointe
   batch.max_query_len = 1;
 }
 
-absl::Status ModelRunner::RunGraphed(const StepPointers& ptr, int64_t rows, const AttentionBatch& batch) {
-  const uint64_t key = (static_cast<uint64_t>(rows) << 32) | static_cast<uint32_t>(batch.max_context_len);
+absl::Status ModelRunner::RunGraphed(const StepPointers& ptr, int64_t rows, const AttentionBatch& batch,
+                                     bool wait_moves) {
+  const uint64_t key = (static_cast<uint64_t>(wait_moves) << 63) | (static_cast<uint64_t>(rows) << 32) |
+                       static_cast<uint32_t>(batch.max_context_len);
   if (auto it = graphs_.find(key); it != graphs_.end()) {
     ++graph_replays_;
     return it->second->Replay();
   }
   // First step of this shape: run it directly (library set-up and lazy kernel attributes happen
   // outside the capture), then record the same ops for the next ones.
-  KVS_RETURN_IF_ERROR(Forward(ptr, rows, rows, batch));
+  KVS_RETURN_IF_ERROR(Forward(ptr, rows, rows, batch, wait_moves));
   KVS_ASSIGN_OR_RETURN(std::unique_ptr<RecordedOps> graph,
-                       backend_->Record([&]() { return Forward(ptr, rows, rows, batch); }));
+                       backend_->Record([&]() { return Forward(ptr, rows, rows, batch, wait_moves); }));
   if (graph == nullptr) {
     graphs_enabled_ = false;  // this backend cannot record: every later step runs directly
     return absl::OkStatus();
@@ -237,7 +239,8 @@ absl::Status ModelRunner::RunGraphed(const StepPointers& ptr, int64_t rows, cons
   return absl::OkStatus();
 }
 
-absl::Status ModelRunner::Forward(const StepPointers& ptr, int64_t t, int64_t n_logits, const AttentionBatch& batch) {
+absl::Status ModelRunner::Forward(const StepPointers& ptr, int64_t t, int64_t n_logits, const AttentionBatch& batch,
+                                  bool wait_moves) {
   const ModelConfig& global = weights_->config();
   const ModelConfig& c = weights_->local_config();
   const Sizes z(*weights_, limits_, tp_.size());
@@ -277,7 +280,7 @@ absl::Status ModelRunner::Forward(const StepPointers& ptr, int64_t t, int64_t n_
     // q and k are adjacent columns of qkv: one rotation over both heads' worth (one launch).
     KVS_RETURN_IF_ERROR(b.Rope(qk, static_cast<int32_t>((z.q + z.kv) / c.head_dim), ptr.positions, weights_->rope()));
     const PagedKvView cache = cache_->Layer(l);
-    KVS_RETURN_IF_ERROR(b.WaitMoves(l));  // this layer's block moves (KvCache::QueueMoves), if any
+    if (wait_moves) KVS_RETURN_IF_ERROR(b.WaitMoves(l));  // this layer's block moves (KvCache::QueueMoves)
     KVS_RETURN_IF_ERROR(b.WriteKv(k, v, ptr.slots, cache));
     KVS_RETURN_IF_ERROR(b.PagedAttention(q, cache, batch, scale, attn));
     KVS_RETURN_IF_ERROR(b.Linear(attn_owned, weights_->View(lw.o, z.h, z.q_owned), no_bias, hidden));
@@ -317,9 +320,12 @@ absl::StatusOr<ModelRunner::Output> ModelRunner::Execute(const StepInput& in, bo
   // move reads its source before this step's kernels may rewrite it and lands before they read
   // it. Copies read blocks a sibling still holds or that an offloading sequence just gave up; a
   // swap-in may land in the latter.
-  if (!in.swap_out.empty() || !in.copy_blocks.empty() || !in.swap_in.empty()) {
+  const bool moves = !in.swap_out.empty() || !in.copy_blocks.empty() || !in.swap_in.empty();
+  if (moves) {
     KVS_RETURN_IF_ERROR(cache_->QueueMoves(*backend_, in.swap_out, in.copy_blocks, in.swap_in));
-    if (!limits_.overlap_kv_moves) KVS_RETURN_IF_ERROR(backend_->WaitMoves(cache_->num_layers() - 1));
+    // Without overlap — or without a forward pass — everything after waits for all of them (the
+    // last layer's mark comes after every move); steps without moves then need no waits at all.
+    if (!limits_.overlap_kv_moves || t == 0) KVS_RETURN_IF_ERROR(backend_->WaitMoves(cache_->num_layers() - 1));
   }
   if (t == 0) return Output{};
   if (in.positions.size() != static_cast<size_t>(t) || in.slot_mapping.size() != static_cast<size_t>(t) ||
@@ -351,9 +357,9 @@ absl::StatusOr<ModelRunner::Output> ModelRunner::Execute(const StepInput& in, bo
   }
   KVS_RETURN_IF_ERROR(backend_->CopyToDevice(meta_host_.data(), meta_.data(), meta_host_.size() * sizeof(int32_t)));
   if (graphed) {
-    KVS_RETURN_IF_ERROR(RunGraphed(ptr, rows, batch));
+    KVS_RETURN_IF_ERROR(RunGraphed(ptr, rows, batch, moves && limits_.overlap_kv_moves));
   } else {
-    KVS_RETURN_IF_ERROR(Forward(ptr, t, n_logits, batch));
+    KVS_RETURN_IF_ERROR(Forward(ptr, t, n_logits, batch, moves && limits_.overlap_kv_moves));
   }
   Backend& b = *backend_;
   Collectives* comm = tp_.comm;

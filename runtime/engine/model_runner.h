@@ -89,12 +89,16 @@ class ModelRunner {
   int32_t DecodeBucket(int32_t s) const;
   // Block-table width of graphed steps whose longest context rounds up to `context_class`.
   int32_t GraphTableWidth(int32_t context_class) const;
-  // The forward pass for `t` tokens up to this rank's logits of `n_logits` rows.
-  absl::Status Forward(const StepPointers& ptr, int64_t t, int64_t n_logits, const AttentionBatch& batch);
+  // The forward pass for `t` tokens up to this rank's logits of `n_logits` rows; with
+  // `wait_moves`, each layer's ops first wait for that layer's block moves.
+  absl::Status Forward(const StepPointers& ptr, int64_t t, int64_t n_logits, const AttentionBatch& batch,
+                       bool wait_moves);
   // Draws `samples` from `logits` (whole vocabulary rows) with Backend::SampleRows.
   absl::StatusOr<Output> SampleOnDevice(TensorView logits, std::span<const SampleRequest> samples);
   // Forward through the graph recorded for this padded shape, recording it on first use.
-  absl::Status RunGraphed(const StepPointers& ptr, int64_t rows, const AttentionBatch& batch);
+  // Steps with block moves replay a graph of their own that holds the per-layer waits (each a
+  // graph node that costs time even when nothing moved).
+  absl::Status RunGraphed(const StepPointers& ptr, int64_t rows, const AttentionBatch& batch, bool wait_moves);
 
   Backend* backend_ = nullptr;
   const ModelWeights* weights_ = nullptr;

@@ -164,6 +164,46 @@ TEST(GpuOffloadTest, ALongSequenceGeneratesWhatTheDeviceAloneGenerates) {
   EXPECT_EQ(offloaded.outputs, fits.outputs);
 }
 
+// Block moves beside the forward pass (each layer waiting only for its own): under forced
+// preemption by swap, every greedy output equals the one the same schedule gives with each
+// step's moves finished before its first kernel (--overlap-kv-moves=false) — a move racing a
+// kernel would change the KV it reads — and stays close to the run with no preemption at all
+// (bf16: the batch shapes differ, so a near-tie may flip).
+TEST(GpuMovesTest, OverlappedSwapsGiveWhatQueuedSwapsGive) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no GPU visible: GPU model tests run on the GPU machine (scripts/gpu_host_tier_bench.sh)";
+  auto gpu = LoadCpuModel("random:smollm2-135m", Gpu());
+  ASSERT_NE(gpu, nullptr);
+  const int32_t vocab = gpu->weights->config().vocab_size;
+  std::vector<std::vector<int32_t>> prompts;
+  for (uint32_t i = 0; i < 24; ++i) prompts.push_back(testing::RandomPrompt(20 + 7 * i, 100 + i, vocab));
+  EngineConfig roomy;
+  roomy.kv_cache_bytes = 64 << 20;
+  const auto unpreempted = testing::RunGreedy(*gpu, prompts, 48, roomy);
+  EngineConfig tight = roomy;
+  tight.block_size = 8;
+  tight.kv_cache_bytes = 96 * 8 * gpu->weights->config().KvBytesPerToken(2);  // 96 blocks for 24 sequences
+  tight.preemption_mode = PreemptionMode::kSwap;
+  tight.swap_space_bytes = 1024 * 8 * gpu->weights->config().KvBytesPerToken(2);
+  int64_t preemptions = 0, swaps = 0;
+  const auto overlapped = testing::RunGreedy(*gpu, prompts, 48, tight, &preemptions, &swaps);
+  EngineConfig queued_config = tight;
+  queued_config.overlap_kv_moves = false;
+  const auto queued = testing::RunGreedy(*gpu, prompts, 48, queued_config);
+  EXPECT_GT(swaps, 4);
+  EXPECT_EQ(overlapped, queued);
+  int64_t differ = 0, total = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    for (size_t j = 0; j < std::min(overlapped[i].size(), unpreempted[i].size()); ++j, ++total) {
+      differ += overlapped[i][j] != unpreempted[i][j];
+      if (overlapped[i][j] != unpreempted[i][j]) break;  // the rest follows a different token
+    }
+  }
+  std::printf("moves: %lld swaps, %lld preemptions; %lld of %lld sequences part from the unpreempted run\n",
+              static_cast<long long>(swaps), static_cast<long long>(preemptions), static_cast<long long>(differ),
+              static_cast<long long>(prompts.size()));
+  EXPECT_LE(differ, 2);
+}
+
 // Tokens drawn on the GPU (SampleRows: the logits stay there) equal those drawn on the host
 // from the same logits (asking for log-probabilities moves the rows to the host and samples
 // there) for seeded temperature / top-k / top-p requests, including n > 1 forks.
