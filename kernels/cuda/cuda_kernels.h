@@ -59,13 +59,6 @@ cudaError_t LaunchAddBiasF32(float* out, int64_t out_stride, int64_t rows, int64
 cudaError_t LaunchFillRandom(void* dst, bool bf16_out, int64_t rows, int64_t cols, uint64_t seed, float mean,
                              float half_range, int64_t first_index, int64_t index_row_stride, cudaStream_t stream);
 
-// Decode-shaped matrix product out[t, n] = x[t, :] . w[n, :] for 1..kMaxGemvRows tokens
-// (bf16 x and w, bf16 or f32 out). GemvApplies says whether the shapes and alignment fit.
-inline constexpr int64_t kMaxGemvRows = 8;
-bool GemvApplies(int64_t rows, int64_t k, int64_t x_stride, const void* x, const void* w);
-cudaError_t LaunchGemv(const bf16* x, int64_t x_stride, int64_t rows, const bf16* w, int64_t n, int64_t k,
-                       void* out, bool f32_out, int64_t out_stride, cudaStream_t stream);
-
 // Copies every region of `table` (device memory, `count` entries; each region 16-byte aligned
 // and a whole number of 16-byte words, in device or mapped pinned host memory).
 cudaError_t LaunchCopyRegions(const CopyRegion* table, int64_t count, cudaStream_t stream);
