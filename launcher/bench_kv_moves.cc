@@ -57,7 +57,7 @@ absl::Status BenchKvMoves(Backend& backend, const WeightSource& source) {
   const int32_t per_seq = (ctx + bs - 1) / bs, step_blocks = batch * per_seq;
   KVS_ASSIGN_OR_RETURN(KvCache cache, KvCache::Create(backend, c, kv_dtype, bs, step_blocks + 2 * moves));
   KVS_RETURN_IF_ERROR(cache.AddHostTier(backend, 2 * moves));
-  const RunnerLimits limits{batch, batch, per_seq, /*graphs=*/true, /*overlap_kv_moves=*/true};
+  const RunnerLimits limits{batch, batch, per_seq, /*graphs=*/!absl::GetFlag(FLAGS_enforce_eager), /*overlap_kv_moves=*/true};
   RunnerLimits queued_limits = limits;
   queued_limits.overlap_kv_moves = false;
   KVS_ASSIGN_OR_RETURN(ModelRunner overlapped, ModelRunner::Create(backend, weights, cache, limits));
@@ -87,13 +87,14 @@ absl::Status BenchKvMoves(Backend& backend, const WeightSource& source) {
   KVS_ASSIGN_OR_RETURN(const double with_overlap, TimeIt(iters, run(overlapped, moving)));
   KVS_ASSIGN_OR_RETURN(const double with_queue, TimeIt(iters, run(queued, moving)));
   KVS_ASSIGN_OR_RETURN(const double moves_alone, TimeIt(iters, [&]() -> absl::Status {
-    KVS_RETURN_IF_ERROR(cache.QueueMoves(backend, moving.swap_out, {}, moving.swap_in));
+    KVS_RETURN_IF_ERROR(cache.QueueMoves(backend, moving.swap_out, {}, moving.swap_in, /*by_layer=*/false));
     return backend.Synchronize();
   }));
   const double bytes = 2.0 * moves * static_cast<double>(cache.bytes_per_block());
-  absl::PrintF("| kv moves | %s | %s KV %s B=%d L=%d, %d blocks out + %d in (%.0f MiB) | step %.3f ms | moves alone %.3f ms "
+  absl::PrintF("| kv moves | %s | %s KV %s B=%d L=%d%s, %d blocks out + %d in (%.0f MiB) | step %.3f ms | moves alone %.3f ms "
               "(%.1f GB/s) | step + moves: queued first %.3f ms, overlapped %.3f ms | %.0f%% of the moves' time hidden |\n",
-              backend.Name(), c.name, KvDTypeName(kv_dtype), batch, ctx, moves, moves,
+              backend.Name(), c.name, KvDTypeName(kv_dtype), batch, ctx,
+              absl::GetFlag(FLAGS_enforce_eager) ? " (eager)" : "", moves, moves,
               bytes / 1048576.0, alone * 1e3, moves_alone * 1e3, bytes / moves_alone / 1e9, with_queue * 1e3,
               with_overlap * 1e3, 100.0 * (with_queue - with_overlap) / moves_alone);
   return absl::OkStatus();

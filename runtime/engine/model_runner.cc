@@ -320,12 +320,15 @@ absl::StatusOr<ModelRunner::Output> ModelRunner::Execute(const StepInput& in, bo
   // move reads its source before this step's kernels may rewrite it and lands before they read
   // it. Copies read blocks a sibling still holds or that an offloading sequence just gave up; a
   // swap-in may land in the latter.
-  const bool moves = !in.swap_out.empty() || !in.copy_blocks.empty() || !in.swap_in.empty();
-  if (moves) {
-    KVS_RETURN_IF_ERROR(cache_->QueueMoves(*backend_, in.swap_out, in.copy_blocks, in.swap_in));
-    // Without overlap — or without a forward pass — everything after waits for all of them (the
-    // last layer's mark comes after every move); steps without moves then need no waits at all.
-    if (!limits_.overlap_kv_moves || t == 0) KVS_RETURN_IF_ERROR(backend_->WaitMoves(cache_->num_layers() - 1));
+  const size_t moved_blocks = (in.swap_out.size() + in.copy_blocks.size() + in.swap_in.size()) / 2;
+  // Overlap pays from a few blocks on: a per-layer wait costs the step a little even when its
+  // blocks have long arrived (docs/performance.md, "Block moves beside the forward pass").
+  const bool overlap = limits_.overlap_kv_moves && t > 0 && moved_blocks >= kMinOverlappedMoves;
+  if (moved_blocks > 0) {
+    KVS_RETURN_IF_ERROR(cache_->QueueMoves(*backend_, in.swap_out, in.copy_blocks, in.swap_in, /*by_layer=*/overlap));
+    // Otherwise everything after waits for all of them (the last slot's mark comes after every
+    // move); steps without moves then need no waits at all.
+    if (!overlap) KVS_RETURN_IF_ERROR(backend_->WaitMoves(cache_->num_layers() - 1));
   }
   if (t == 0) return Output{};
   if (in.positions.size() != static_cast<size_t>(t) || in.slot_mapping.size() != static_cast<size_t>(t) ||
@@ -357,9 +360,9 @@ absl::StatusOr<ModelRunner::Output> ModelRunner::Execute(const StepInput& in, bo
   }
   KVS_RETURN_IF_ERROR(backend_->CopyToDevice(meta_host_.data(), meta_.data(), meta_host_.size() * sizeof(int32_t)));
   if (graphed) {
-    KVS_RETURN_IF_ERROR(RunGraphed(ptr, rows, batch, moves && limits_.overlap_kv_moves));
+    KVS_RETURN_IF_ERROR(RunGraphed(ptr, rows, batch, overlap));
   } else {
-    KVS_RETURN_IF_ERROR(Forward(ptr, t, n_logits, batch, moves && limits_.overlap_kv_moves));
+    KVS_RETURN_IF_ERROR(Forward(ptr, t, n_logits, batch, overlap));
   }
   Backend& b = *backend_;
   Collectives* comm = tp_.comm;

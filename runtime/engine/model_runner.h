@@ -34,7 +34,8 @@ struct RunnerLimits {
   // one graph per padded batch size and context-length class (RoundUpContext).
   bool graphs = true;
   // Run KV block moves (swaps, copy-on-write, offload demotion) beside the ops, each layer
-  // waiting only for its own; false makes the whole step wait for them first (for comparison).
+  // waiting only for its own, in steps that move at least kMinOverlappedMoves blocks; false makes
+  // every step wait for its moves first (for comparison).
   bool overlap_kv_moves = true;
 };
 
@@ -79,6 +80,8 @@ class ModelRunner {
     const int32_t* logit_rows = nullptr;
   };
   static constexpr size_t kMaxGraphs = 128;
+  // Steps moving fewer blocks queue them whole, before the forward pass.
+  static constexpr size_t kMinOverlappedMoves = 8;
 
   // Appends `v` to the host copy of the metadata; returns where it will be on the backend.
   const int32_t* Pack(std::span<const int32_t> v);

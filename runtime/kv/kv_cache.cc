@@ -116,14 +116,14 @@ std::vector<size_t> BatchEnds(std::span<const BlockMove> moves) {
 }  // namespace
 
 absl::Status KvCache::QueueMoves(Backend& backend, std::span<const int32_t> swap_out, std::span<const int32_t> copies,
-                                 std::span<const int32_t> swap_in) const {
-  KVS_ASSIGN_OR_RETURN(const MovePlan plan, PlanMoves(swap_out, copies, swap_in));
+                                 std::span<const int32_t> swap_in, bool by_layer) const {
+  KVS_ASSIGN_OR_RETURN(const MovePlan plan, PlanMoves(swap_out, copies, swap_in, by_layer));
   if (plan.batches.empty()) return absl::OkStatus();
   return backend.MoveRegions(plan.regions, plan.batches);
 }
 
 absl::StatusOr<KvCache::MovePlan> KvCache::PlanMoves(std::span<const int32_t> swap_out, std::span<const int32_t> copies,
-                                                     std::span<const int32_t> swap_in) const {
+                                                     std::span<const int32_t> swap_in, bool by_layer) const {
   std::vector<BlockMove> moves;
   const int32_t cache_blocks = num_addressable_blocks();
   KVS_RETURN_IF_ERROR(AddMoves(swap_out, "swap-out", false, true, cache_blocks, num_host_blocks_, moves));
@@ -136,20 +136,29 @@ absl::StatusOr<KvCache::MovePlan> KvCache::PlanMoves(std::span<const int32_t> sw
   std::vector<CopyRegion>& regions = plan.regions;
   regions.reserve(moves.size() * 2 * k_.size());
   std::vector<Backend::MoveBatch>& batches = plan.batches;
-  // One piece per (move, layer, K or V); layer 0's first, so the ops can start while the rest move.
-  for (int32_t l = 0; l < num_layers(); ++l) {
+  auto add_pieces = [&](const BlockMove& m, int32_t l) {
+    for (int kv = 0; kv < 2; ++kv) {
+      auto* base = static_cast<std::byte*>((kv == 0 ? k_ : v_)[l].data());
+      const std::byte* src = m.src_host ? HostBlock(l, kv, m.src) : base + static_cast<size_t>(m.src) * bb;
+      std::byte* dst = m.dst_host ? HostBlock(l, kv, m.dst) : base + static_cast<size_t>(m.dst) * bb;
+      regions.push_back({src, dst, bb});
+    }
+  };
+  // One piece per (move, layer, K or V). By layer: layer 0's first, so the ops can start while
+  // the rest move; the batches repeat for every layer.
+  const int32_t layers = by_layer ? num_layers() : 1;
+  for (int32_t l = 0; l < layers; ++l) {
     size_t begin = 0;
     for (size_t end : ends) {
       for (size_t i = begin; i < end; ++i) {
-        const BlockMove& m = moves[i];
-        for (int kv = 0; kv < 2; ++kv) {
-          auto* base = static_cast<std::byte*>((kv == 0 ? k_ : v_)[l].data());
-          const std::byte* src = m.src_host ? HostBlock(l, kv, m.src) : base + static_cast<size_t>(m.src) * bb;
-          std::byte* dst = m.dst_host ? HostBlock(l, kv, m.dst) : base + static_cast<size_t>(m.dst) * bb;
-          regions.push_back({src, dst, bb});
+        if (by_layer) {
+          add_pieces(moves[i], l);
+        } else {
+          for (int32_t layer = 0; layer < num_layers(); ++layer) add_pieces(moves[i], layer);
         }
       }
-      batches.push_back({static_cast<int64_t>(2 * (end - begin)), end == moves.size() ? l : -1});
+      const int64_t count = static_cast<int64_t>(2 * (end - begin)) * (by_layer ? 1 : num_layers());
+      batches.push_back({count, end == moves.size() ? (by_layer ? l : num_layers() - 1) : -1});
       begin = end;
     }
   }

@@ -34,19 +34,20 @@ class KvCache {
   // running them one by one in this order: `swap_out` pairs (device block, host block), then
   // `copies` pairs (source, destination) among device and offload blocks — the copy-on-write of a
   // block shared by forked sequences, and blocks an offloading sequence moves out of device
-  // memory — then `swap_in` pairs (host block, device block); every list flattened. Layer by
-  // layer: move slot l marks the end of layer l's pieces, so the ops of layer l wait only for
-  // those (Backend::WaitMoves(l)) while later layers' pieces are still moving. Everything is
-  // checked before anything moves.
+  // memory — then `swap_in` pairs (host block, device block); every list flattened. With
+  // `by_layer`, layer by layer: move slot l marks the end of layer l's pieces, so the ops of
+  // layer l wait only for those (Backend::WaitMoves(l)) while later layers' pieces are still
+  // moving. Without, in as few batches as the order allows (fewer launches), and only the last
+  // slot, num_layers() - 1, is marked. Everything is checked before anything moves.
   absl::Status QueueMoves(Backend& backend, std::span<const int32_t> swap_out, std::span<const int32_t> copies,
-                          std::span<const int32_t> swap_in) const;
+                          std::span<const int32_t> swap_in, bool by_layer = true) const;
   // What QueueMoves hands to Backend::MoveRegions.
   struct MovePlan {
     std::vector<CopyRegion> regions;
     std::vector<Backend::MoveBatch> batches;
   };
   absl::StatusOr<MovePlan> PlanMoves(std::span<const int32_t> swap_out, std::span<const int32_t> copies,
-                                     std::span<const int32_t> swap_in) const;
+                                     std::span<const int32_t> swap_in, bool by_layer = true) const;
   int32_t num_host_blocks() const { return num_host_blocks_; }
   // Bytes of one block over all layers, K and V: what a swap of one block moves each way.
   size_t bytes_per_block() const { return 2 * static_cast<size_t>(k_.size()) * BlockBytes(); }

@@ -104,6 +104,25 @@ TEST_F(KvCacheMovesTest, PlanGoesLayerByLayerAndMarksEachLayersSlot) {
   EXPECT_EQ(region, plan->regions.size());
 }
 
+TEST_F(KvCacheMovesTest, WholeLayoutMovesEveryLayerInTheFewestBatchesAndMarksTheLastSlot) {
+  const std::vector<int32_t> out = {3, 0}, copies = {0, 1, 1, 2, 4, 3}, in = {0, 5};
+  auto plan = cache_->PlanMoves(out, copies, in, /*by_layer=*/false);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  // {swap-out 3 -> host 0, copy 0 -> 1} | {copy 1 -> 2, copy 4 -> 3, swap-in host 0 -> 5}: the
+  // split the order needs (1 -> 2 reads what the first batch writes), each batch holding every
+  // layer's pieces; only the last marks, slot kLayers - 1.
+  ASSERT_EQ(plan->batches.size(), 2u);
+  EXPECT_EQ(plan->batches[0].count, 2 * 2 * kLayers);
+  EXPECT_EQ(plan->batches.back().mark, kLayers - 1);
+  EXPECT_EQ(plan->batches[0].mark, -1);
+  EXPECT_EQ(plan->regions.size(), 5u * 2 * kLayers);
+  ASSERT_TRUE(cache_->QueueMoves(backend_, out, copies, in, /*by_layer=*/false).ok());
+  EXPECT_TRUE(Holds(1, 0));
+  EXPECT_TRUE(Holds(2, 0));
+  EXPECT_TRUE(Holds(3, 4));
+  EXPECT_TRUE(Holds(5, 3));
+}
+
 TEST_F(KvCacheMovesTest, RejectsBadListsBeforeMovingAnything) {
   const std::vector<int32_t> good = {0, 1}, odd = {0}, past_host = {kHostBlocks, 2}, past_cache = {kBlocks, 0};
   EXPECT_EQ(cache_->QueueMoves(backend_, odd, {}, {}).code(), absl::StatusCode::kInvalidArgument);
