@@ -172,7 +172,7 @@ absl::StatusOr<PreemptionCostModel> Engine::MeasurePreemptionCosts(Backend& back
   double copy_s = 0;
   for (int rep = 0; rep < 3; ++rep) {
     const auto t0 = Clock::now();
-    KVS_RETURN_IF_ERROR(cache_.QueueMoves(backend, out, {}, in));
+    KVS_RETURN_IF_ERROR(cache_.QueueMoves(backend, out, {}, in, /*by_layer=*/false));  // the link's rate
     KVS_RETURN_IF_ERROR(backend.Synchronize());
     copy_s = std::chrono::duration<double>(Clock::now() - t0).count();
   }
@@ -219,7 +219,7 @@ absl::StatusOr<double> Engine::MeasureOffloadReads(Backend& backend) {
   double s = 0;
   for (int rep = 0; rep < 2; ++rep) {
     const auto t0 = Clock::now();
-    KVS_RETURN_IF_ERROR(cache_.QueueMoves(backend, {}, pairs, {}));
+    KVS_RETURN_IF_ERROR(cache_.QueueMoves(backend, {}, pairs, {}, /*by_layer=*/false));
     KVS_RETURN_IF_ERROR(backend.Synchronize());
     s = std::chrono::duration<double>(Clock::now() - t0).count();
   }
