@@ -380,23 +380,20 @@ __device__ inline uint32_t PackBf16(float lo, float hi) {
 }
 
 
-// One 16-key tile of a decode MMA kernel's online softmax. `sc` holds S fragments for rows g
-// (entries 0, 1) and g + 8 (2, 3) of n-tiles 0 and 1: key key0 + nt * 8 + j, key0 = tile base +
-// 2t. Keys at or past k_hi are masked; on return `sc` holds the unnormalised probabilities, the
-// rows' running max m and sum l are updated, and c is the factor the rows' O must be scaled by.
-__device__ inline void DecodeTileSoftmax(float (&sc)[2][4], int key0, int k_hi, float& m_lo, float& l_lo, float& m_hi,
-                                         float& l_hi, float& c_lo, float& c_hi) {
+// The online-softmax update of one key tile held in MMA accumulator fragments: `sc` has NT
+// n-tiles of S for rows g (entries 0, 1) and g + 8 (2, 3), masked keys already -FLT_MAX. On
+// return `sc` holds the unnormalised probabilities (0 where masked), the rows' running max m and
+// sum l are updated, and c is the factor the rows' O must be scaled by. A row lives in one quad.
+template <int NT>
+__device__ inline void FragmentSoftmax(float (&sc)[NT][4], float& m_lo, float& l_lo, float& m_hi, float& l_hi,
+                                       float& c_lo, float& c_hi) {
   float mx_lo = -FLT_MAX, mx_hi = -FLT_MAX;
 #pragma unroll
-  for (int nt = 0; nt < 2; ++nt) {
-#pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      if (key0 + nt * 8 + j >= k_hi) sc[nt][j] = sc[nt][2 + j] = -FLT_MAX;
-      mx_lo = fmaxf(mx_lo, sc[nt][j]);
-      mx_hi = fmaxf(mx_hi, sc[nt][2 + j]);
-    }
+  for (int nt = 0; nt < NT; ++nt) {
+    mx_lo = fmaxf(mx_lo, fmaxf(sc[nt][0], sc[nt][1]));
+    mx_hi = fmaxf(mx_hi, fmaxf(sc[nt][2], sc[nt][3]));
   }
-  for (int off = 1; off < 4; off <<= 1) {  // a row lives in one quad
+  for (int off = 1; off < 4; off <<= 1) {
     mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, off));
     mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, off));
   }
@@ -405,7 +402,7 @@ __device__ inline void DecodeTileSoftmax(float (&sc)[2][4], int key0, int k_hi, 
   c_hi = m_hi == -FLT_MAX ? 0.0f : exp2f(m_hi - mn_hi);
   float sum_lo = 0.0f, sum_hi = 0.0f;
 #pragma unroll
-  for (int nt = 0; nt < 2; ++nt) {
+  for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
     for (int j = 0; j < 2; ++j) {
       sc[nt][j] = sc[nt][j] == -FLT_MAX ? 0.0f : exp2f(sc[nt][j] - mn_lo);
@@ -422,6 +419,20 @@ __device__ inline void DecodeTileSoftmax(float (&sc)[2][4], int key0, int k_hi, 
   l_hi = l_hi * c_hi + sum_hi;
   m_lo = mn_lo;
   m_hi = mn_hi;
+}
+
+// One 16-key tile of a decode MMA kernel: keys key0 + nt * 8 + j (key0 = tile base + 2t) at or
+// past k_hi are masked, then FragmentSoftmax.
+__device__ inline void DecodeTileSoftmax(float (&sc)[2][4], int key0, int k_hi, float& m_lo, float& l_lo, float& m_hi,
+                                         float& l_hi, float& c_lo, float& c_hi) {
+#pragma unroll
+  for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      if (key0 + nt * 8 + j >= k_hi) sc[nt][j] = sc[nt][2 + j] = -FLT_MAX;
+    }
+  }
+  FragmentSoftmax<2>(sc, m_lo, l_lo, m_hi, l_hi, c_lo, c_hi);
 }
 
 // End of the decode MMA kernels: merges the warps' running (max, sum, O) and writes the group's

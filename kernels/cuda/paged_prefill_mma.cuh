@@ -119,7 +119,7 @@ __global__ void __launch_bounds__(kThreads) PagedPrefillMmaKernel(Params p) {
           MmaBf16(sc[nt], qa[ks], *reinterpret_cast<const uint32_t*>(krow), *reinterpret_cast<const uint32_t*>(krow + 8));
         }
       }
-      float mx_lo = -FLT_MAX, mx_hi = -FLT_MAX;
+      // Causal mask: row g sees keys up to its position pos_lo, row g + 8 up to pos_hi.
 #pragma unroll
       for (int nt = 0; nt < 4; ++nt) {
 #pragma unroll
@@ -127,36 +127,10 @@ __global__ void __launch_bounds__(kThreads) PagedPrefillMmaKernel(Params p) {
           const int key = base + nt * 8 + 2 * t4 + j;
           if (key >= k_hi || key > pos_lo) sc[nt][j] = -FLT_MAX;
           if (key >= k_hi || key > pos_hi) sc[nt][2 + j] = -FLT_MAX;
-          mx_lo = fmaxf(mx_lo, sc[nt][j]);
-          mx_hi = fmaxf(mx_hi, sc[nt][2 + j]);
         }
       }
-      for (int off = 1; off < 4; off <<= 1) {
-        mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, off));
-        mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, off));
-      }
-      const float mn_lo = fmaxf(m_lo, mx_lo), mn_hi = fmaxf(m_hi, mx_hi);
-      const float c_lo = m_lo == -FLT_MAX ? 0.0f : exp2f(m_lo - mn_lo);
-      const float c_hi = m_hi == -FLT_MAX ? 0.0f : exp2f(m_hi - mn_hi);
-      float sum_lo = 0.0f, sum_hi = 0.0f;
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt) {
-#pragma unroll
-        for (int j = 0; j < 2; ++j) {
-          sc[nt][j] = sc[nt][j] == -FLT_MAX ? 0.0f : exp2f(sc[nt][j] - mn_lo);
-          sc[nt][2 + j] = sc[nt][2 + j] == -FLT_MAX ? 0.0f : exp2f(sc[nt][2 + j] - mn_hi);
-          sum_lo += sc[nt][j];
-          sum_hi += sc[nt][2 + j];
-        }
-      }
-      for (int off = 1; off < 4; off <<= 1) {
-        sum_lo += __shfl_xor_sync(0xffffffffu, sum_lo, off);
-        sum_hi += __shfl_xor_sync(0xffffffffu, sum_hi, off);
-      }
-      l_lo = l_lo * c_lo + sum_lo;
-      l_hi = l_hi * c_hi + sum_hi;
-      m_lo = mn_lo;
-      m_hi = mn_hi;
+      float c_lo, c_hi;
+      FragmentSoftmax<4>(sc, m_lo, l_lo, m_hi, l_hi, c_lo, c_hi);
 #pragma unroll
       for (int n = 0; n < kNTiles; ++n) {
         o[n][0] *= c_lo;
