@@ -1,6 +1,5 @@
 #include "kernels/cuda/cuda_backend.h"
 
-#include <cstdlib>
 #include <vector>
 
 #include "absl/strings/str_format.h"
@@ -90,7 +89,6 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int device) {
   KVS_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithPriority(&b->stream_, cudaStreamNonBlocking, greatest));
   KVS_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithPriority(&b->move_stream_, cudaStreamNonBlocking, least));
   KVS_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&b->ops_issued_, cudaEventDisableTiming));
-  b->copy_engines_ = std::getenv("KVS_MOVE_DMA") != nullptr;  // TEMPORARY A/B
   KVS_CUBLAS_RETURN_IF_ERROR(cublasCreate(&b->cublas_));
   KVS_CUBLAS_RETURN_IF_ERROR(cublasSetStream(b->cublas_, b->stream_));
   constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;  // cuBLAS's recommendation for Hopper
@@ -236,35 +234,12 @@ absl::Status CudaBackend::MoveRegions(std::span<const CopyRegion> regions, std::
   KVS_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(move_stream_, ops_issued_, cudaEventWaitDefault));
   int64_t first = 0;
   for (const MoveBatch& b : batches) {
-    if (copy_engines_) {
-      KVS_RETURN_IF_ERROR(IssueOnCopyEngines(regions.subspan(first, b.count)));
-    } else {
-      KVS_RETURN_IF_ERROR(IssueRegions(regions.subspan(first, b.count), move_table_.as<CopyRegion>() + first, move_stream_));
-    }
+    KVS_RETURN_IF_ERROR(IssueRegions(regions.subspan(first, b.count), move_table_.as<CopyRegion>() + first, move_stream_));
     first += b.count;
     if (b.mark < 0) continue;
     KVS_ASSIGN_OR_RETURN(cudaEvent_t mark, MoveMark(b.mark));
     KVS_CUDA_RETURN_IF_ERROR(cudaEventRecord(mark, move_stream_));
   }
-  return absl::OkStatus();
-}
-
-absl::Status CudaBackend::IssueOnCopyEngines(std::span<const CopyRegion> regions) {
-  if (regions.empty()) return absl::OkStatus();
-  batch_dsts_.clear();
-  batch_srcs_.clear();
-  batch_sizes_.clear();
-  for (const CopyRegion& r : regions) {
-    batch_dsts_.push_back(r.dst);
-    batch_srcs_.push_back(r.src);
-    batch_sizes_.push_back(r.bytes);
-  }
-  cudaMemcpyAttributes attrs{};
-  attrs.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
-  attrs.flags = cudaMemcpyFlagPreferOverlapWithCompute;
-  size_t first = 0;
-  KVS_CUDA_RETURN_IF_ERROR(cudaMemcpyBatchAsync(batch_dsts_.data(), batch_srcs_.data(), batch_sizes_.data(),
-                                                regions.size(), &attrs, &first, 1, move_stream_));
   return absl::OkStatus();
 }
 

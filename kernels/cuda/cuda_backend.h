@@ -80,7 +80,6 @@ class CudaBackend final : public Backend {
   absl::Status IssueRegions(std::span<const CopyRegion> regions, const CopyRegion* device_table, cudaStream_t stream);
   // Whether IssueRegions would use the copy kernel (and so needs the table on the device).
   static bool UsesCopyKernel(std::span<const CopyRegion> regions);
-  absl::Status IssueOnCopyEngines(std::span<const CopyRegion> regions);
   // The event behind move slot `slot`, made on first use.
   absl::StatusOr<cudaEvent_t> MoveMark(int32_t slot);
   int device_ = 0;
@@ -95,10 +94,6 @@ class CudaBackend final : public Backend {
   DeviceBuffer move_table_;
   cudaEvent_t ops_issued_ = nullptr;
   std::vector<cudaEvent_t> move_marks_;
-  bool copy_engines_ = false;
-  std::vector<void*> batch_dsts_;
-  std::vector<const void*> batch_srcs_;
-  std::vector<size_t> batch_sizes_;
   cuda::AttentionWorkspace attention_ws_;
   absl::flat_hash_map<void*, cuda::HostTailRange> host_tails_;  // AllocateWithHostTail buffers
 };

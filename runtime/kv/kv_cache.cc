@@ -144,23 +144,23 @@ absl::StatusOr<KvCache::MovePlan> KvCache::PlanMoves(std::span<const int32_t> sw
       regions.push_back({src, dst, bb});
     }
   };
-  // One piece per (move, layer, K or V). By layer: layer 0's first, so the ops can start while
-  // the rest move; the batches repeat for every layer.
-  const int32_t layers = by_layer ? num_layers() : 1;
-  for (int32_t l = 0; l < layers; ++l) {
+  // The batches over layers [first, last), the last one marking `mark`.
+  auto add_batches = [&](int32_t first, int32_t last, int32_t mark) {
     size_t begin = 0;
     for (size_t end : ends) {
       for (size_t i = begin; i < end; ++i) {
-        if (by_layer) {
-          add_pieces(moves[i], l);
-        } else {
-          for (int32_t layer = 0; layer < num_layers(); ++layer) add_pieces(moves[i], layer);
-        }
+        for (int32_t l = first; l < last; ++l) add_pieces(moves[i], l);
       }
-      const int64_t count = static_cast<int64_t>(2 * (end - begin)) * (by_layer ? 1 : num_layers());
-      batches.push_back({count, end == moves.size() ? (by_layer ? l : num_layers() - 1) : -1});
+      batches.push_back({static_cast<int64_t>(2 * (end - begin)) * (last - first), end == moves.size() ? mark : -1});
       begin = end;
     }
+  };
+  // One piece per (move, layer, K or V). By layer: layer 0's first, so the ops can start while
+  // the rest move; the batches repeat for every layer.
+  if (by_layer) {
+    for (int32_t l = 0; l < num_layers(); ++l) add_batches(l, l + 1, l);
+  } else {
+    add_batches(0, num_layers(), num_layers() - 1);
   }
   return plan;
 }
