@@ -136,6 +136,11 @@ TEST(CliTest, BenchRunsOnTheCpuAndPrintsTheTable) {
                              "--temperature 1.0 --seed 5 --enforce-eager");
   ASSERT_EQ(rc6, 0) << out6;
   EXPECT_NE(out6.find("(0 replayed from CUDA graphs)"), std::string::npos) << out6;
+  // A decode step with block swaps beside it (timings on the CPU mean nothing; the table must come).
+  auto [rc7, out7] = Kvshard("bench --device cpu --model random:smollm2-135m --kernel kv-moves --batch 2 --context 32 "
+                             "--move-blocks 8 --iters 1");
+  ASSERT_EQ(rc7, 0) << out7;
+  EXPECT_NE(out7.find("8 blocks out + 8 in"), std::string::npos) << out7;
   auto [rc3, out3] = Kvshard("bench --device cpu --model random:smollm2-135m --kernel gemm");
   EXPECT_NE(rc3, 0);
   EXPECT_NE(out3.find("--kernel 'gemm' is unknown"), std::string::npos) << out3;
@@ -255,6 +260,8 @@ TEST(CliFlagsTest, NewFlagsRejectBadValuesByName) {
       {"bench --url ftp://x --num-prompts 1", "--url must start with http://"},
       {"bench --model " + tiny + " --device cpu --kernel sample --top-p 1.5", "top_p must be in (0, 1]"},
       {"bench --url http://127.0.0.1:1 --rate -2", "--rate >= 0"},
+      {"bench --model " + tiny + " --device cpu --kernel kv-moves --move-blocks 0", "--move-blocks 1..65536"},
+      {"generate --model " + tiny + " --device cpu --prompt x --overlap-kv-moves=maybe", "flag 'overlap_kv_moves'"},
       {"generate --model " + tiny + " --device cpu --prompt x --comm-timeout 0", "--comm-timeout must be in"},
       {"generate --model " + tiny + " --device cpu --prompt x --preemption-mode later", "--preemption-mode 'later'"},
       {"generate --model " + tiny + " --device cpu --prompt x --swap-space 3XB", "unknown unit"},
