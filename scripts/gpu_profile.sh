@@ -9,13 +9,18 @@ M="--device cuda --model random:llama-3-8b"
 SECTIONS="--section SpeedOfLight --section WarpStateStats --section Occupancy --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section LaunchStats"
 prof() {  # name, kernel regex, kvshard args
   local name=$1 kernel=$2; shift 2
-  timeout 240 ncu --clock-control none -k "regex:$kernel" -c 1 $SECTIONS $K bench $M "$@" > "$OUT/$name.txt" 2>&1
+  timeout 240 ncu --clock-control none -k "regex:$kernel" -c 1 $SECTIONS --section SourceCounters --section InstructionStats -o "$OUT/$name" -f $K bench $M "$@" > "$OUT/$name.log" 2>&1
+  ncu -i "$OUT/$name.ncu-rep" --print-details all > "$OUT/$name.txt" 2>&1
+  # Per-instruction counts and stall samples, for reading against the SASS (cuobjdump -sass).
+  ncu -i "$OUT/$name.ncu-rep" --page source --csv --print-source sass > "$OUT/${name}_sass.csv" 2>&1
+  rm -f "$OUT/$name.ncu-rep"
   echo "== $name"; grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|DRAM Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Block Limit|Warp Cycles Per Issued|Issue Slots Busy|Executed Ipc A|L1/TEX Hit|Shared Memory Configuration|Grid Size|Waves Per SM|Stall|Tensor" "$OUT/$name.txt" | head -40
 }
 prof prefill_16k_bf16 PagedPrefillMma --kernel prefill --batch 1 --context 16384 --iters 1
 prof decode_b1_32k_bf16 PagedDecodeMma --kernel attention --batch 1 --context 32768 --iters 1
 prof combine_b1_32k CombineSplits --kernel attention --batch 1 --context 32768 --iters 1
 prof decode_b32_4k_bf16 PagedDecodeMma --kernel attention --batch 32 --context 4096 --iters 1
-prof decode_b8_128k_int8 PagedDecodeMma --kernel attention --batch 8 --context 131072 --iters 1 --kv-dtype int8
+prof decode_b8_128k_int8 PagedDecodeCodes --kernel attention --batch 8 --context 131072 --iters 1 --kv-dtype int8
+prof decode_b8_128k_int4 PagedDecodeCodes --kernel attention --batch 8 --context 131072 --iters 1 --kv-dtype int4
 prof decode_b8_128k_bf16 PagedDecodeMma --kernel attention --batch 8 --context 131072 --iters 1
 echo "all done at $(( $(date +%s) - start )) s"

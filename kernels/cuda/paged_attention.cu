@@ -27,6 +27,10 @@ cudaError_t LaunchPagedAttention(const bf16* q, int64_t q_stride, int32_t q_head
   p.row_bytes = static_cast<int32_t>(cache.RowBytes());
   p.scale_bytes = static_cast<int32_t>(cache.ScaleBytes());
   p.block_size = cache.block_size;
+  p.block_shift = -1;
+  for (int shift = 0; shift < 31; ++shift) {
+    if ((1 << shift) == cache.block_size) p.block_shift = shift;
+  }
   p.kv_heads = cache.kv_heads;
   p.q_heads = q_heads;
   p.query_start = batch.query_start;

@@ -31,6 +31,7 @@ struct Params {
   int32_t row_bytes;    // one (token, head)'s codes
   int32_t scale_bytes;  // one (token, head)'s scales
   int32_t block_size;
+  int32_t block_shift;  // log2(block_size) when it is a power of two, else -1 (a shift, not a division)
   int32_t kv_heads;
   int32_t q_heads;
   const int32_t* query_start;
@@ -261,16 +262,19 @@ template <int kKeys>
 __device__ inline TileRows LocateTile(const Params& p, const int32_t* blocks, int base, int k_hi) {
   TileRows t;
   if (base < k_hi && p.block_size % kKeys == 0 && base % kKeys == 0) {
-    t.block_base = static_cast<int64_t>(blocks[base / p.block_size]) * p.block_bytes;
-    t.slot0 = base % p.block_size;
+    const int block = p.block_shift >= 0 ? base >> p.block_shift : base / p.block_size;
+    t.block_base = static_cast<int64_t>(blocks[block]) * p.block_bytes;
+    t.slot0 = base - block * p.block_size;
   }
   return t;
 }
+// Inside a block the offsets are 32-bit (a block is far below 2 GiB): one 64-bit add per row.
 __device__ inline KvRow LocateInTile(const Params& p, const int32_t* blocks, TileRows t, int base, int key, int kvh) {
   if (t.block_base < 0) return LocateKv(p, blocks, base + key, kvh);
-  const int64_t idx = static_cast<int64_t>(t.slot0 + key) * p.kv_heads + kvh;
-  return KvRow{t.block_base + idx * p.row_bytes,
-               t.block_base + static_cast<int64_t>(p.block_size) * p.kv_heads * p.row_bytes + idx * p.scale_bytes};
+  const uint32_t idx = static_cast<uint32_t>((t.slot0 + key) * p.kv_heads + kvh);
+  const uint32_t scales0 = static_cast<uint32_t>(p.block_size * p.kv_heads * p.row_bytes);
+  return KvRow{t.block_base + idx * static_cast<uint32_t>(p.row_bytes),
+               t.block_base + (scales0 + idx * static_cast<uint32_t>(p.scale_bytes))};
 }
 
 // Queues the codes and scales of keys [base, base + kKeys) (up to k_hi) for K and V into raw
@@ -384,6 +388,15 @@ __device__ inline uint32_t PackBf16(float lo, float hi) {
 // n-tiles of S for rows g (entries 0, 1) and g + 8 (2, 3), masked keys already -FLT_MAX. On
 // return `sc` holds the unnormalised probabilities (0 where masked), the rows' running max m and
 // sum l are updated, and c is the factor the rows' O must be scaled by. A row lives in one quad.
+// exp2 by the SFU's approximation (2 ulp, flushes what would be subnormal to 0): exp2f's
+// subnormal-safe wrapper costs four more instructions per call, and an attention weight below
+// 2^-126 is 0 to every sum here.
+__device__ inline float FastExp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 template <int NT>
 __device__ inline void FragmentSoftmax(float (&sc)[NT][4], float& m_lo, float& l_lo, float& m_hi, float& l_hi,
                                        float& c_lo, float& c_hi) {
@@ -398,15 +411,18 @@ __device__ inline void FragmentSoftmax(float (&sc)[NT][4], float& m_lo, float& l
     mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, off));
   }
   const float mn_lo = fmaxf(m_lo, mx_lo), mn_hi = fmaxf(m_hi, mx_hi);
-  c_lo = m_lo == -FLT_MAX ? 0.0f : exp2f(m_lo - mn_lo);
-  c_hi = m_hi == -FLT_MAX ? 0.0f : exp2f(m_hi - mn_hi);
+  // Masked scores (-FLT_MAX) give exp2(-FLT_MAX - m) = 0 with no test per element, as long as
+  // the subtrahend is finite: a row with no unmasked key yet subtracts 0 instead of -FLT_MAX.
+  const float ms_lo = mn_lo == -FLT_MAX ? 0.0f : mn_lo, ms_hi = mn_hi == -FLT_MAX ? 0.0f : mn_hi;
+  c_lo = FastExp2(m_lo - ms_lo);  // 0 while the row had no keys (m = -FLT_MAX)
+  c_hi = FastExp2(m_hi - ms_hi);
   float sum_lo = 0.0f, sum_hi = 0.0f;
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
     for (int j = 0; j < 2; ++j) {
-      sc[nt][j] = sc[nt][j] == -FLT_MAX ? 0.0f : exp2f(sc[nt][j] - mn_lo);
-      sc[nt][2 + j] = sc[nt][2 + j] == -FLT_MAX ? 0.0f : exp2f(sc[nt][2 + j] - mn_hi);
+      sc[nt][j] = FastExp2(sc[nt][j] - ms_lo);
+      sc[nt][2 + j] = FastExp2(sc[nt][2 + j] - ms_hi);
       sum_lo += sc[nt][j];
       sum_hi += sc[nt][2 + j];
     }
@@ -421,15 +437,18 @@ __device__ inline void FragmentSoftmax(float (&sc)[NT][4], float& m_lo, float& l
   m_hi = mn_hi;
 }
 
-// One 16-key tile of a decode MMA kernel: keys key0 + nt * 8 + j (key0 = tile base + 2t) at or
-// past k_hi are masked, then FragmentSoftmax.
-__device__ inline void DecodeTileSoftmax(float (&sc)[2][4], int key0, int k_hi, float& m_lo, float& l_lo, float& m_hi,
+// One 16-key tile of a decode MMA kernel from key `base`: keys base + 2t + nt * 8 + j at or past
+// k_hi are masked (only the range's last tile has any), then FragmentSoftmax.
+__device__ inline void DecodeTileSoftmax(float (&sc)[2][4], int base, int k_hi, float& m_lo, float& l_lo, float& m_hi,
                                          float& l_hi, float& c_lo, float& c_hi) {
+  if (base + 16 > k_hi) {
+    const int key0 = base + 2 * (threadIdx.x % 4);
 #pragma unroll
-  for (int nt = 0; nt < 2; ++nt) {
+    for (int nt = 0; nt < 2; ++nt) {
 #pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      if (key0 + nt * 8 + j >= k_hi) sc[nt][j] = sc[nt][2 + j] = -FLT_MAX;
+      for (int j = 0; j < 2; ++j) {
+        if (key0 + nt * 8 + j >= k_hi) sc[nt][j] = sc[nt][2 + j] = -FLT_MAX;
+      }
     }
   }
   FragmentSoftmax<2>(sc, m_lo, l_lo, m_hi, l_hi, c_lo, c_hi);

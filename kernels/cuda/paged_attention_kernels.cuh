@@ -462,7 +462,7 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
     }
     // Mask keys past the range, then the online softmax per row (a row lives in one quad).
     float c_lo, c_hi;
-    DecodeTileSoftmax(sc, base + 2 * t4, k_hi, m_lo, l_lo, m_hi, l_hi, c_lo, c_hi);
+    DecodeTileSoftmax(sc, base, k_hi, m_lo, l_lo, m_hi, l_hi, c_lo, c_hi);
     // O = O * c + P V: P (16 rows x 16 keys) from the S fragments, V^T pieces from shared memory.
     uint32_t pa[4];
     pa[0] = pack(sc[0][0], sc[0][1]);

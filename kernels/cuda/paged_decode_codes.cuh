@@ -38,6 +38,15 @@ namespace attention {
 // offset binary).
 constexpr float kInt8CodeBias = 1152.0f;
 
+// (x & mask) | bits in one LOP3: written as C the compiler keeps both constants as immediates and
+// needs two (a LOP3 takes one).
+template <uint32_t kMask, uint32_t kBits>
+__device__ inline uint32_t AndOr(uint32_t x) {
+  uint32_t y;
+  asm("lop3.b32 %0, %1, %2, %3, 0xea;" : "=r"(y) : "r"(x), "n"(kMask), "n"(kBits));  // 0xea: (a & b) | c
+  return y;
+}
+
 // Eight int4 codes of one row (nibble e = dim e) decoded with the group's (scale, zero) `sz` to
 // the fp16 pairs (e0, e4), (e1, e5), (e2, e6), (e3, e7).
 __device__ inline void Int4x8ToHalf2x4(uint32_t w, uint32_t sz, uint32_t* out) {
@@ -46,7 +55,7 @@ __device__ inline void Int4x8ToHalf2x4(uint32_t w, uint32_t sz, uint32_t* out) {
   const __half2 k1024 = __float2half2_rn(1024.0f);
 #pragma unroll
   for (int q = 0; q < 4; ++q) {
-    const uint32_t x = ((w >> (4 * q)) & 0x000f000fu) | 0x64006400u;  // 1024 + c, exact
+    const uint32_t x = AndOr<0x000f000fu, 0x64006400u>(w >> (4 * q));  // 1024 + c, exact
     const __half2 v = __hfma2(__hsub2(*reinterpret_cast<const __half2*>(&x), k1024), s, z);
     out[q] = *reinterpret_cast<const uint32_t*>(&v);
   }
@@ -61,7 +70,7 @@ __device__ inline void KeyPairInt4ToHalf2x8(uint32_t a, uint32_t b, uint32_t s, 
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
     const uint32_t x = __byte_perm(a, b, kSel[j]);
-    const uint32_t lo = (x & 0x000f000fu) | 0x64006400u, hi = ((x >> 4) & 0x000f000fu) | 0x64006400u;
+    const uint32_t lo = AndOr<0x000f000fu, 0x64006400u>(x), hi = AndOr<0x000f000fu, 0x64006400u>(x >> 4);
     const __half2 vl = __hfma2(__hsub2(*reinterpret_cast<const __half2*>(&lo), k1024), sh, zh);
     const __half2 vh = __hfma2(__hsub2(*reinterpret_cast<const __half2*>(&hi), k1024), sh, zh);
     out[2 * j] = *reinterpret_cast<const uint32_t*>(&vl);
@@ -305,7 +314,7 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeCodesKernel(Params p) {
     }
     // Mask keys past the range, then the online softmax per row (a row lives in one quad).
     float c_lo, c_hi;
-    DecodeTileSoftmax(sc, base + 2 * t4, k_hi, m_lo, l_lo, m_hi, l_hi, c_lo, c_hi);
+    DecodeTileSoftmax(sc, base, k_hi, m_lo, l_lo, m_hi, l_hi, c_lo, c_hi);
 
     // P (16 rows x 16 keys) from the S fragments, each key's column times s_v / o_scale. A quad
     // holds all 16 keys, so smax (and with it o_scale) is the same in every lane.
