@@ -27,6 +27,13 @@
 
 namespace kvs {
 
+// A device window that host-tail buffers share (Backend::AllocateWithHostTail).
+struct HostTailWindow {
+  int32_t id = -1;
+  size_t offset = 0;
+  size_t bytes = 0;
+};
+
 class Backend;
 
 // Host memory a backend copies to and from at full speed (page-locked on CUDA); frees itself.
@@ -99,7 +106,18 @@ class Backend {
   // 2 MiB mapping granularity) in device memory, the rest in host memory that kernels read and
   // write in place over the host link. The KV cache's offload tier: only the device part counts
   // against FreeMemoryBytes.
-  virtual absl::StatusOr<DeviceBuffer> AllocateWithHostTail(size_t device_bytes, size_t host_bytes) = 0;
+  //
+  // With a `window` (bytes > 0), the buffer also has `window.bytes` of device memory at
+  // `window.offset` (a multiple of HostTailAlignment(), past the host part) that every buffer
+  // allocated with the same window id shares on CUDA — one physical window mapped into each
+  // range, so one layer's worth of staging memory serves every layer (the KV cache stages a
+  // layer's offloaded blocks there before its prefill attention). The CPU backend gives each
+  // buffer a window of its own (heap memory outside its budget), which behaves the same for a
+  // user that stages before each read. On CUDA a window is device memory once per id.
+  virtual absl::StatusOr<DeviceBuffer> AllocateWithHostTail(size_t device_bytes, size_t host_bytes,
+                                                            HostTailWindow window = {}) = 0;
+  // What a HostTailWindow offset and size must be a multiple of.
+  virtual size_t HostTailAlignment() const { return 256; }
 
   // --- copies (stream-ordered; ToHost waits) ---
   virtual absl::Status CopyToDevice(const void* host, void* device, size_t bytes) = 0;

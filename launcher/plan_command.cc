@@ -90,8 +90,9 @@ absl::Status Plan() {
   std::printf("KV per token     %.0f bytes (%.1f KiB) for the whole model\n", whole_per_token, whole_per_token / 1024);
   for (size_t r = 0; r < plan.ranks.size(); ++r) {
     const RankCapacity& rc = plan.ranks[r];
-    std::printf("device %-3zu       weights %.2f GiB, workspace %.2f GiB, KV %.2f GiB at %.0f bytes/token -> %d blocks\n", r,
-                rc.weight_bytes / kGiB, rc.workspace_bytes / kGiB, rc.kv_bytes / kGiB, rc.kv_bytes_per_token, rc.blocks);
+    std::printf("device %-3zu       weights %.2f GiB, workspace %.2f GiB, ", r, rc.weight_bytes / kGiB, rc.workspace_bytes / kGiB);
+    if (rc.window_bytes > 0) std::printf("offload staging window %.2f GiB, ", rc.window_bytes / kGiB);
+    std::printf("KV %.2f GiB at %.0f bytes/token -> %d blocks\n", rc.kv_bytes / kGiB, rc.kv_bytes_per_token, rc.blocks);
   }
   std::printf("capacity         %d blocks x %d = %lld tokens per group; %lld sequences of %lld tokens at once\n", plan.blocks,
               plan.block_size, static_cast<long long>(plan.max_tokens()), static_cast<long long>(plan.MaxSequences(context)),

@@ -71,22 +71,34 @@ absl::StatusOr<DeviceBuffer> CpuBackend::Allocate(size_t bytes) {
   return DeviceBuffer(this, p, bytes);
 }
 
-absl::StatusOr<DeviceBuffer> CpuBackend::AllocateWithHostTail(size_t device_bytes, size_t host_bytes) {
-  if (host_bytes == 0) return Allocate(device_bytes);
-  if (used_.load() + device_bytes > budget_) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "cpu backend: cannot allocate %d bytes: %d of the %d-byte budget are in use", device_bytes, used_.load(), budget_));
+absl::StatusOr<DeviceBuffer> CpuBackend::AllocateWithHostTail(size_t device_bytes, size_t host_bytes,
+                                                            HostTailWindow window) {
+  if (host_bytes == 0 && window.bytes == 0) return Allocate(device_bytes);
+  size_t total = device_bytes + host_bytes;
+  if (window.bytes > 0) {
+    // Each buffer's own window (see Backend::AllocateWithHostTail): heap memory outside the
+    // budget, like the host part (on a GPU the one shared window is 1/layers of the tier).
+    if (window.offset < total || window.offset % HostTailAlignment() != 0) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "cpu backend: a window at byte %d overlaps the %d bytes before it or is misaligned", window.offset, total));
+    }
+    total = window.offset + window.bytes;
   }
-  void* p = ::operator new(device_bytes + host_bytes, kAlignment, std::nothrow);
+  const size_t charged = device_bytes;
+  if (used_.load() + charged > budget_) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "cpu backend: cannot allocate %d bytes: %d of the %d-byte budget are in use", charged, used_.load(), budget_));
+  }
+  void* p = ::operator new(total, kAlignment, std::nothrow);
   if (p == nullptr) {
     return absl::ResourceExhaustedError(absl::StrFormat("cpu backend: out of memory for a %d-byte host tail", host_bytes));
   }
-  used_ += device_bytes;
+  used_ += charged;
   {
     std::lock_guard<std::mutex> lock(tails_mu_);
-    host_tail_bytes_[p] = host_bytes;
+    host_tail_bytes_[p] = total - charged;  // what Free must not take off the budget
   }
-  return DeviceBuffer(this, p, device_bytes + host_bytes);
+  return DeviceBuffer(this, p, total);
 }
 
 void CpuBackend::Free(void* data, size_t bytes) {

@@ -28,7 +28,8 @@ class CpuBackend final : public Backend {
   size_t FreeMemoryBytes() const override;
   absl::StatusOr<HostBuffer> AllocateHost(size_t bytes) override;
   // One heap block; only the device part counts against the budget.
-  absl::StatusOr<DeviceBuffer> AllocateWithHostTail(size_t device_bytes, size_t host_bytes) override;
+  absl::StatusOr<DeviceBuffer> AllocateWithHostTail(size_t device_bytes, size_t host_bytes,
+                                                    HostTailWindow window = {}) override;
   absl::Status CopyOnDevice(const void* src, void* dst, size_t bytes) override { return CopyToHost(src, dst, bytes); }
   absl::Status CopyToHostAsync(const void* device, void* host, size_t bytes) override {
     return CopyToHost(device, host, bytes);

@@ -123,11 +123,45 @@ absl::StatusOr<DeviceBuffer> CudaBackend::Allocate(size_t bytes) {
   return DeviceBuffer(this, p, bytes);
 }
 
-absl::StatusOr<DeviceBuffer> CudaBackend::AllocateWithHostTail(size_t device_bytes, size_t host_bytes) {
-  if (host_bytes == 0) return Allocate(device_bytes);
-  KVS_ASSIGN_OR_RETURN(const cuda::HostTailRange range, cuda::MapHostTail(device_, device_bytes, host_bytes));
-  host_tails_[range.base] = range;
-  return DeviceBuffer(this, range.base, device_bytes + host_bytes);
+absl::StatusOr<DeviceBuffer> CudaBackend::AllocateWithHostTail(size_t device_bytes, size_t host_bytes,
+                                                             HostTailWindow window) {
+  if (host_bytes == 0 && window.bytes == 0) return Allocate(device_bytes);
+  unsigned long long window_handle = 0;
+  if (window.bytes > 0) {
+    // One physical window per id, created by its first range and mapped into every later one.
+    auto it = windows_.find(window.id);
+    if (it == windows_.end()) {
+      KVS_ASSIGN_OR_RETURN(const unsigned long long handle, cuda::CreateWindow(device_, window.bytes));
+      it = windows_.emplace(window.id, SharedWindow{handle, window.bytes, 0}).first;
+    } else if (it->second.bytes != window.bytes) {
+      return absl::InvalidArgumentError(absl::StrFormat("window %d is %d bytes, not %d", window.id, it->second.bytes,
+                                                        window.bytes));
+    }
+    window_handle = it->second.handle;
+  }
+  auto range = cuda::MapHostTail(device_, device_bytes, host_bytes, window_handle, window.offset, window.bytes);
+  if (!range.ok()) {
+    if (window.bytes > 0) ReleaseWindowUse(window.id, /*mapped=*/false);
+    return range.status();
+  }
+  range->window_id = window.bytes > 0 ? window.id : -1;
+  if (window.bytes > 0) ++windows_[window.id].users;
+  host_tails_[range->base] = *range;
+  return DeviceBuffer(this, range->base, window.bytes > 0 ? window.offset + window.bytes : device_bytes + host_bytes);
+}
+
+void CudaBackend::ReleaseWindowUse(int32_t id, bool mapped) {
+  auto it = windows_.find(id);
+  if (it == windows_.end()) return;
+  if (mapped) --it->second.users;
+  if (it->second.users > 0) return;
+  cuda::ReleaseWindow(it->second.handle);
+  windows_.erase(it);
+}
+
+size_t CudaBackend::HostTailAlignment() const {
+  const absl::StatusOr<size_t> gran = cuda::MappingGranularity(device_);
+  return gran.ok() ? *gran : size_t{2} << 20;
 }
 
 void CudaBackend::Free(void* data, size_t) {
@@ -136,6 +170,7 @@ void CudaBackend::Free(void* data, size_t) {
     cudaStreamSynchronize(move_stream_);
     cudaStreamSynchronize(stream_);
     cuda::UnmapHostTail(it->second);
+    if (it->second.window_id >= 0 && it->second.window_bytes > 0) ReleaseWindowUse(it->second.window_id, true);
     host_tails_.erase(it);
     return;
   }

@@ -34,7 +34,9 @@ class CudaBackend final : public Backend {
   size_t FreeMemoryBytes() const override;
   absl::StatusOr<HostBuffer> AllocateHost(size_t bytes) override;
   // CUDA virtual memory: device pages followed by host pages in one range (host_tail_memory.h).
-  absl::StatusOr<DeviceBuffer> AllocateWithHostTail(size_t device_bytes, size_t host_bytes) override;
+  absl::StatusOr<DeviceBuffer> AllocateWithHostTail(size_t device_bytes, size_t host_bytes,
+                                                    HostTailWindow window = {}) override;
+  size_t HostTailAlignment() const override;
   absl::Status CopyToHostAsync(const void* device, void* host, size_t bytes) override;
   absl::Status CopyRegions(std::span<const CopyRegion> regions) override;
   // On a second stream of the lowest priority (the ops' stream has the highest), marks are events.
@@ -96,6 +98,14 @@ class CudaBackend final : public Backend {
   std::vector<cudaEvent_t> move_marks_;
   cuda::AttentionWorkspace attention_ws_;
   absl::flat_hash_map<void*, cuda::HostTailRange> host_tails_;  // AllocateWithHostTail buffers
+  // Device windows shared by host-tail ranges (HostTailWindow), by id, with the ranges mapping them.
+  struct SharedWindow {
+    unsigned long long handle;
+    size_t bytes;
+    int32_t users;
+  };
+  absl::flat_hash_map<int32_t, SharedWindow> windows_;
+  void ReleaseWindowUse(int32_t id, bool mapped);  // frees the window when no range maps it
 };
 
 // Number of visible CUDA devices (0 without a GPU or driver).

@@ -35,17 +35,30 @@ CapacityPlan PlanCapacity(const ModelConfig& model, const std::vector<ModelShard
   CapacityPlan plan;
   plan.block_size = config.block_size;
   const int tp = static_cast<int>(shards.size());
+  // The offload tier's block count is the same on every rank (the smallest), as at start-up.
+  int64_t offload_blocks = config.kv_offload_bytes > 0 ? int64_t{1} << 30 : 0;
+  std::vector<ModelConfig> locals;
   for (const ModelShard& s : shards) {
+    ModelConfig local = model;
+    local.num_kv_heads = static_cast<int32_t>(s.kv_heads.size());
+    const int64_t per_block = static_cast<int64_t>(KvCache::BytesPerBlock(local, kv_dtype, config.block_size));
+    offload_blocks = std::min<int64_t>(offload_blocks, static_cast<int64_t>(config.kv_offload_bytes) / per_block);
+    locals.push_back(local);
+  }
+  for (size_t i = 0; i < shards.size(); ++i) {
+    const ModelShard& s = shards[i];
+    const ModelConfig& local = locals[i];
     RankCapacity r;
     r.weight_bytes = ModelWeights::BytesFor(model, s, weight_dtype);
     r.workspace_bytes = static_cast<int64_t>(ModelRunner::WorkspaceBytes(model, s, weight_dtype, LimitsFor(config), tp));
-    // As PlanKvCapacity: the fraction of what is left after the weights and the step workspace.
-    const int64_t free = device_bytes - r.weight_bytes;
+    r.window_bytes = static_cast<int64_t>(
+        KvCache::StagingWindowBytes(local, kv_dtype, config.block_size, static_cast<int32_t>(offload_blocks)));
+    // As PlanKvCapacity: the fraction of what is left after the weights, the step workspace and
+    // the staging window.
+    const int64_t free = device_bytes - r.weight_bytes - r.window_bytes;
     r.kv_bytes = config.kv_cache_bytes != 0 ? static_cast<int64_t>(config.kv_cache_bytes)
                  : free <= r.workspace_bytes ? 0
                                              : static_cast<int64_t>((free - r.workspace_bytes) * config.memory_fraction);
-    ModelConfig local = model;
-    local.num_kv_heads = static_cast<int32_t>(s.kv_heads.size());
     r.bytes_per_block = static_cast<int64_t>(KvCache::BytesPerBlock(local, kv_dtype, config.block_size));
     r.kv_bytes_per_token = static_cast<double>(r.bytes_per_block) / config.block_size;
     r.blocks = KvCache::BlocksForBudget(local, kv_dtype, config.block_size, static_cast<size_t>(std::max<int64_t>(r.kv_bytes, 0)));

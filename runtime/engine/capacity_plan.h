@@ -29,6 +29,7 @@ double KvBytesPerElement(KvDType t, int32_t head_dim);
 struct RankCapacity {
   int64_t weight_bytes = 0;
   int64_t workspace_bytes = 0;
+  int64_t window_bytes = 0;          // the offload tier's staging window (KvCache::StagingWindowBytes)
   int64_t kv_bytes = 0;              // what the cache may take
   double kv_bytes_per_token = 0;     // on this rank (its KV heads)
   int64_t bytes_per_block = 0;       // on this rank, all layers, K and V

@@ -54,9 +54,19 @@ absl::StatusOr<KvCapacity> PlanKvCapacity(Backend& backend, const ModelWeights& 
   const ModelConfig& local = weights.local_config();
   const KvDType kv_dtype = config.kv_dtype.value_or(backend.DefaultKvDType());
   cap.bytes_per_block = KvCache::BytesPerBlock(local, kv_dtype, config.block_size);
+  // The offload tier first: its staging window (one layer of it, KvCache) is device memory.
+  int64_t offload = KvCache::BlocksForBudget(local, kv_dtype, config.block_size, config.kv_offload_bytes);
+  if (tp.comm != nullptr) {
+    KVS_ASSIGN_OR_RETURN(offload, tp.comm->AllReduceMin(offload));
+  }
+  if (config.kv_offload_bytes > 0 && offload == 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--kv-offload-memory must hold at least one KV block (%d bytes)", cap.bytes_per_block));
+  }
   size_t kv_bytes = config.kv_cache_bytes;
   if (kv_bytes == 0) {
-    const size_t workspace = ModelRunner::WorkspaceBytes(weights, LimitsFor(config), tp.size());
+    const size_t workspace = ModelRunner::WorkspaceBytes(weights, LimitsFor(config), tp.size()) +
+                             KvCache::StagingWindowBytes(local, kv_dtype, config.block_size, static_cast<int32_t>(offload));
     const size_t free = backend.FreeMemoryBytes();
     kv_bytes = free <= workspace ? 0 : static_cast<size_t>((free - workspace) * config.memory_fraction);
   }
@@ -70,14 +80,6 @@ absl::StatusOr<KvCapacity> PlanKvCapacity(Backend& backend, const ModelWeights& 
     return absl::ResourceExhaustedError(absl::StrFormat(
         "no memory is left for the KV cache after the weights and step workspace (%s)",
         tp.comm ? "on at least one rank of the group" : "this device"));
-  }
-  int64_t offload = KvCache::BlocksForBudget(local, kv_dtype, config.block_size, config.kv_offload_bytes);
-  if (tp.comm != nullptr) {
-    KVS_ASSIGN_OR_RETURN(offload, tp.comm->AllReduceMin(offload));
-  }
-  if (config.kv_offload_bytes > 0 && offload == 0) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "--kv-offload-memory must hold at least one KV block (%d bytes)", cap.bytes_per_block));
   }
   cap.offload_blocks = static_cast<int32_t>(std::min<int64_t>(offload, (int64_t{1} << 30) - cap.blocks));
   return cap;

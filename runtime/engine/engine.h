@@ -131,6 +131,8 @@ class Engine {
   const Scheduler& scheduler() const { return *scheduler_; }
   // Decode steps replayed from recorded graphs (0 on backends that cannot record).
   int64_t graph_replays() const { return runner_->graph_replays(); }
+  // Offloaded blocks staged for prefill attention so far (ModelRunner::staged_blocks).
+  int64_t offload_staged_blocks() const { return runner_->staged_blocks(); }
 
  private:
   using Clock = std::chrono::steady_clock;

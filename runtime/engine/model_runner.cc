@@ -158,14 +158,42 @@ const int32_t* ModelRunner::Pack(std::span<const int32_t> v) {
   return at;
 }
 
-void ModelRunner::PackStep(const StepInput& in, StepPointers& ptr, AttentionBatch& batch) {
+bool ModelRunner::PlanStaging(const StepInput& in) {
+  staged_.clear();
+  table_.clear();
+  if (!cache_->has_staging_window()) return false;
+  // A sequence with more than one query row runs the prefill kernel, which reads its context
+  // once per tile of query rows: in place, offloaded blocks would cross the host link that many
+  // times. Staged, they cross once per layer (decode rows read each block once either way).
+  const int32_t s = in.num_seqs(), width = in.max_blocks_per_seq, bs = cache_->block_size();
+  const int32_t first_offload = cache_->num_blocks(), end_offload = cache_->num_addressable_blocks();
+  for (int32_t i = 0; i < s; ++i) {
+    if (in.query_start[i + 1] - in.query_start[i] < 2) continue;
+    const int32_t used = std::min(width, (in.context_len[i] + bs - 1) / bs);
+    for (int32_t j = 0; j < used; ++j) {
+      const int32_t b = in.block_table[static_cast<size_t>(i) * width + j];
+      if (b < first_offload || b >= end_offload) continue;
+      if (table_.empty()) table_.assign(in.block_table.begin(), in.block_table.end());
+      table_[static_cast<size_t>(i) * width + j] = cache_->WindowBlock(b);
+      staged_.push_back(b);
+    }
+  }
+  // A block shared by two sequences (a forked prefix) is staged once.
+  std::sort(staged_.begin(), staged_.end());
+  staged_.erase(std::unique(staged_.begin(), staged_.end()), staged_.end());
+  staged_blocks_ += static_cast<int64_t>(staged_.size());
+  return !staged_.empty();
+}
+
+void ModelRunner::PackStep(const StepInput& in, std::span<const int32_t> block_table, StepPointers& ptr,
+                           AttentionBatch& batch) {
   meta_host_.clear();
   ptr.token_ids = Pack(in.token_ids);
   ptr.positions = Pack(in.positions);
   ptr.slots = Pack(in.slot_mapping);
   batch.query_start = Pack(in.query_start);
   batch.context_len = Pack(in.context_len);
-  batch.block_table = Pack(in.block_table);
+  batch.block_table = Pack(block_table);
   ptr.logit_rows = Pack(in.logit_rows);
   const int32_t s = in.num_seqs();
   batch.num_seqs = s;
@@ -282,6 +310,9 @@ absl::Status ModelRunner::Forward(const StepPointers& ptr, int64_t t, int64_t n_
     const PagedKvView cache = cache_->Layer(l);
     if (wait_moves) KVS_RETURN_IF_ERROR(b.WaitMoves(l));  // this layer's block moves (KvCache::QueueMoves)
     KVS_RETURN_IF_ERROR(b.WriteKv(k, v, ptr.slots, cache));
+    // After this layer's KV writes (a chunk's own keys may land in offloaded blocks), before its
+    // attention; the next layer's staging overwrites the window only after this attention ran.
+    if (!staged_.empty()) KVS_RETURN_IF_ERROR(cache_->StageOffloaded(b, l, staged_));
     KVS_RETURN_IF_ERROR(b.PagedAttention(q, cache, batch, scale, attn));
     KVS_RETURN_IF_ERROR(b.Linear(attn_owned, weights_->View(lw.o, z.h, z.q_owned), no_bias, hidden));
     KVS_RETURN_IF_ERROR(reduce(hidden));
@@ -349,6 +380,7 @@ absl::StatusOr<ModelRunner::Output> ModelRunner::Execute(const StepInput& in, bo
                                                       z.t, z.s));
   }
   const bool graphed = Graphable(in);
+  staged_.clear();
   StepPointers ptr;
   AttentionBatch batch;
   int64_t rows = t;  // tokens the forward pass runs (padded when graphed)
@@ -356,7 +388,8 @@ absl::StatusOr<ModelRunner::Output> ModelRunner::Execute(const StepInput& in, bo
     rows = DecodeBucket(s);
     PackPaddedDecode(in, static_cast<int32_t>(rows), ptr, batch);
   } else {
-    PackStep(in, ptr, batch);
+    const bool staging = PlanStaging(in);
+    PackStep(in, staging ? std::span<const int32_t>(table_) : std::span<const int32_t>(in.block_table), ptr, batch);
   }
   KVS_RETURN_IF_ERROR(backend_->CopyToDevice(meta_host_.data(), meta_.data(), meta_host_.size() * sizeof(int32_t)));
   if (graphed) {

@@ -69,6 +69,8 @@ class ModelRunner {
   const RunnerLimits& limits() const { return limits_; }
   // Decode steps replayed from a recorded graph so far.
   int64_t graph_replays() const { return graph_replays_; }
+  // Offloaded blocks staged into the device window so far (one per block per step, all layers).
+  int64_t staged_blocks() const { return staged_blocks_; }
 
  private:
   ModelRunner() = default;
@@ -85,7 +87,11 @@ class ModelRunner {
 
   // Appends `v` to the host copy of the metadata; returns where it will be on the backend.
   const int32_t* Pack(std::span<const int32_t> v);
-  void PackStep(const StepInput& in, StepPointers& ptr, AttentionBatch& batch);
+  void PackStep(const StepInput& in, std::span<const int32_t> block_table, StepPointers& ptr, AttentionBatch& batch);
+  // Fills staged_ with the offloaded blocks of this step's prefill sequences and table_ with the
+  // step's block table pointing those sequences at the blocks' window copies; false (nothing to
+  // stage) leaves both empty.
+  bool PlanStaging(const StepInput& in);
   // A pure decode step padded to `rows` sequences, laid out identically for every such step.
   void PackPaddedDecode(const StepInput& in, int32_t rows, StepPointers& ptr, AttentionBatch& batch);
   bool Graphable(const StepInput& in) const;
@@ -121,6 +127,9 @@ class ModelRunner {
   bool graphs_enabled_ = false;
   absl::flat_hash_map<uint64_t, std::unique_ptr<RecordedOps>> graphs_;
   int64_t graph_replays_ = 0;
+  // Offload staging (KvCache::StageOffloaded) for the step being run.
+  std::vector<int32_t> staged_, table_;
+  int64_t staged_blocks_ = 0;
   DeviceBuffer greedy_ids_;
   DeviceBuffer samples_;  // [MaxDeviceSamples()] requests, then their ids
   std::vector<int32_t> host_ids_;

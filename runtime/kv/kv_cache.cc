@@ -1,5 +1,8 @@
 #include "runtime/kv/kv_cache.h"
 
+#include <atomic>
+#include <numeric>
+
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_format.h"
 #include "kernels/common/status_macros.h"
@@ -44,14 +47,59 @@ absl::StatusOr<KvCache> KvCache::Create(Backend& backend, const ModelConfig& c, 
   kv.head_dim_ = c.head_dim;
   const size_t per_layer = static_cast<size_t>(num_blocks) * kv.BlockBytes();
   const size_t offload_per_layer = static_cast<size_t>(num_offload_blocks) * kv.BlockBytes();
+  // The staging window's slots start at the first block id whose byte offset is a whole number
+  // of mapping granules past the offload blocks (it is mapped there), and hold one layer's
+  // offload blocks. K and V each have one, shared by every layer; ids unique to this cache.
+  HostTailWindow k_window, v_window;
+  if (num_offload_blocks > 0) {
+    const size_t align = backend.HostTailAlignment();
+    const size_t bb = kv.BlockBytes();
+    const int64_t step = static_cast<int64_t>(align / std::gcd(bb, align));
+    const int64_t first = (static_cast<int64_t>(num_blocks) + num_offload_blocks + step - 1) / step * step;
+    if (first + num_offload_blocks < (int64_t{1} << 31)) {
+      static std::atomic<int32_t> next_window_id{0};
+      kv.window_first_ = static_cast<int32_t>(first);
+      const size_t bytes = (offload_per_layer + align - 1) / align * align;
+      const int32_t id = next_window_id.fetch_add(2);
+      k_window = {id, static_cast<size_t>(first) * bb, bytes};
+      v_window = {id + 1, static_cast<size_t>(first) * bb, bytes};
+      kv.bytes_ += 2 * bytes;
+    }
+  }
   for (int32_t l = 0; l < c.num_layers; ++l) {
-    KVS_ASSIGN_OR_RETURN(DeviceBuffer k, backend.AllocateWithHostTail(per_layer, offload_per_layer));
-    KVS_ASSIGN_OR_RETURN(DeviceBuffer v, backend.AllocateWithHostTail(per_layer, offload_per_layer));
+    KVS_ASSIGN_OR_RETURN(DeviceBuffer k, backend.AllocateWithHostTail(per_layer, offload_per_layer, k_window));
+    KVS_ASSIGN_OR_RETURN(DeviceBuffer v, backend.AllocateWithHostTail(per_layer, offload_per_layer, v_window));
     kv.k_.push_back(std::move(k));
     kv.v_.push_back(std::move(v));
     kv.bytes_ += 2 * per_layer;
   }
   return kv;
+}
+
+size_t KvCache::StagingWindowBytes(const ModelConfig& c, KvDType dtype, int32_t block_size, int32_t offload_blocks) {
+  if (offload_blocks <= 0) return 0;
+  constexpr size_t kGranule = size_t{2} << 20;
+  const size_t layer = static_cast<size_t>(offload_blocks) * KvBlockBytes(dtype, block_size, c.num_kv_heads, c.head_dim);
+  return 2 * ((layer + kGranule - 1) / kGranule * kGranule);
+}
+
+absl::Status KvCache::StageOffloaded(Backend& backend, int32_t layer, std::span<const int32_t> blocks) const {
+  if (!has_staging_window()) return absl::FailedPreconditionError("this KV cache has no staging window");
+  if (layer < 0 || layer >= num_layers()) return absl::InvalidArgumentError(absl::StrFormat("no layer %d", layer));
+  const size_t bb = BlockBytes();
+  std::vector<CopyRegion> regions;
+  regions.reserve(2 * blocks.size());
+  for (const std::vector<DeviceBuffer>* side : {&k_, &v_}) {
+    std::byte* base = static_cast<std::byte*>((*side)[layer].data());
+    for (int32_t b : blocks) {
+      if (b < num_blocks_ || b >= num_addressable_blocks()) {
+        return absl::InvalidArgumentError(absl::StrFormat("block %d is not an offload block (%d..%d)", b, num_blocks_,
+                                                          num_addressable_blocks() - 1));
+      }
+      regions.push_back(CopyRegion{base + static_cast<size_t>(b) * bb, base + static_cast<size_t>(WindowBlock(b)) * bb, bb});
+    }
+  }
+  return backend.CopyRegions(regions);
 }
 
 absl::Status KvCache::AddHostTier(Backend& backend, int32_t num_host_blocks) {
@@ -167,8 +215,8 @@ absl::StatusOr<KvCache::MovePlan> KvCache::PlanMoves(std::span<const int32_t> sw
 
 PagedKvView KvCache::Layer(int32_t layer) const {
   KVS_CHECK(layer >= 0 && layer < static_cast<int32_t>(k_.size()));
-  return PagedKvView{k_[layer].data(), v_[layer].data(), dtype_, num_addressable_blocks(), block_size_, kv_heads_,
-                     head_dim_};
+  const int32_t blocks = has_staging_window() ? window_first_ + num_offload_blocks_ : num_addressable_blocks();
+  return PagedKvView{k_[layer].data(), v_[layer].data(), dtype_, blocks, block_size_, kv_heads_, head_dim_};
 }
 
 }  // namespace kvs

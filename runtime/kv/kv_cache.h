@@ -6,7 +6,13 @@
 // Offload (one sequence larger than the device cache): blocks num_blocks() .. num_blocks() +
 // num_offload_blocks() - 1 continue each layer's buffers in host memory that the kernels read
 // and write in place (Backend::AllocateWithHostTail), so block ids past the device's are
-// ordinary block ids whose bytes cross the host link.
+// ordinary block ids whose bytes cross the host link. A prefill chunk reads its whole context
+// once per tile of query rows, so offloaded blocks would cross the link many times per chunk:
+// before a layer's prefill attention the model runner stages the step's offloaded blocks into a
+// device window (StageOffloaded) and points the block table at their window copies
+// (WindowBlock). The window holds every offload block of one layer and is one piece of device
+// memory that every layer's range maps (Backend::HostTailWindow), so it costs 1/num_layers of
+// the offload tier.
 #pragma once
 
 #include <span>
@@ -60,7 +66,17 @@ class KvCache {
   int32_t num_offload_blocks() const { return num_offload_blocks_; }
   int32_t num_addressable_blocks() const { return num_blocks_ + num_offload_blocks_; }
   int32_t block_size() const { return block_size_; }
-  size_t bytes() const { return bytes_; }  // device memory only
+  size_t bytes() const { return bytes_; }  // device memory only (the staging window included)
+
+  // The staging window (offload only): block id of offload block `block`'s window copy, valid in
+  // every layer's view until the next layer is staged; StageOffloaded copies layer `layer`'s
+  // `blocks` (offload ids) there, stream-ordered with the ops.
+  bool has_staging_window() const { return window_first_ >= 0; }
+  int32_t WindowBlock(int32_t block) const { return window_first_ + (block - num_blocks_); }
+  absl::Status StageOffloaded(Backend& backend, int32_t layer, std::span<const int32_t> blocks) const;
+  // Device bytes of the staging window for `offload_blocks` blocks (upper bound: 2 MiB mapping
+  // granules), for capacity planning.
+  static size_t StagingWindowBytes(const ModelConfig& c, KvDType dtype, int32_t block_size, int32_t offload_blocks);
 
  private:
   size_t BlockBytes() const { return static_cast<size_t>(KvBlockBytes(dtype_, block_size_, kv_heads_, head_dim_)); }
@@ -69,6 +85,7 @@ class KvCache {
   std::vector<DeviceBuffer> k_, v_;
   HostBuffer host_{nullptr, nullptr};
   int32_t num_host_blocks_ = 0, num_offload_blocks_ = 0;
+  int32_t window_first_ = -1;  // block id of the staging window's first slot; -1: none
   KvDType dtype_ = KvDType::kF32;
   int32_t num_blocks_ = 0, block_size_ = 0, kv_heads_ = 0, head_dim_ = 0;
   size_t bytes_ = 0;

@@ -15,6 +15,7 @@ namespace kvs::testing {
 struct OffloadOutcome {
   std::vector<std::vector<int32_t>> outputs;
   int64_t offloaded = 0, demoted = 0, preemptions = 0;
+  int64_t staged = 0;  // offload blocks staged into the device window for prefill chunks
 };
 
 inline OffloadOutcome GenerateWithOffload(LoadedCpuModel& lm, const std::vector<std::vector<int32_t>>& prompts,
@@ -50,6 +51,7 @@ inline OffloadOutcome GenerateWithOffload(LoadedCpuModel& lm, const std::vector<
   run.offloaded = s.num_offloaded_blocks();
   run.demoted = s.num_demoted_blocks();
   run.preemptions = s.num_preemptions();
+  run.staged = (*engine)->offload_staged_blocks();
   EXPECT_EQ(s.pool().num_free(), (*engine)->kv_cache().num_blocks()) << "blocks leaked";
   EXPECT_EQ(s.offload_blocks_held(), 0) << "offload blocks leaked";
   return run;

@@ -447,6 +447,41 @@ TEST_F(CudaOpsTest, AllocateWithHostTailIsOneRangeAcrossDeviceAndHost) {
   EXPECT_LT(free_before - std::min(free_before, gpu_->FreeMemoryBytes()), size_t{1} << 20) << "not given back";
 }
 
+// The offload tier's staging window: ranges allocated with one window id map one piece of device
+// memory (what a kernel writes through one range, the other reads), taken once, given back
+// with the last range.
+TEST_F(CudaOpsTest, HostTailRangesWithOneWindowIdShareItsDeviceMemory) {
+  const size_t gran = gpu_->HostTailAlignment();
+  ASSERT_GT(gran, 0u);
+  const size_t device_bytes = gran, host_bytes = gran, window_offset = 3 * gran, window_bytes = 2 * gran;
+  const HostTailWindow window{9001, window_offset, window_bytes};
+  const size_t free_before = gpu_->FreeMemoryBytes();
+  auto a = gpu_->AllocateWithHostTail(device_bytes, host_bytes, window);
+  ASSERT_TRUE(a.ok()) << a.status();
+  auto b = gpu_->AllocateWithHostTail(device_bytes, host_bytes, window);
+  ASSERT_TRUE(b.ok()) << b.status();
+  const size_t taken = free_before - gpu_->FreeMemoryBytes();
+  EXPECT_GE(taken, 2 * device_bytes + window_bytes);
+  EXPECT_LT(taken, 2 * device_bytes + 2 * window_bytes) << "the window was allocated twice";
+  const int64_t n = static_cast<int64_t>(window_bytes / sizeof(float));
+  auto view = [&](DeviceBuffer& r) {
+    return TensorView{static_cast<std::byte*>(r.data()) + window_offset, DType::kF32, 1, n, n};
+  };
+  ASSERT_TRUE(gpu_->FillRandom(view(*a), 11, 0.0f, 1.0f).ok());
+  std::vector<float> want(n);
+  ASSERT_TRUE(cpu_.FillRandom(F32(want, 1, n), 11, 0.0f, 1.0f).ok());
+  std::vector<float> got(n);
+  ASSERT_TRUE(gpu_->CopyToHost(view(*b).data, got.data(), window_bytes).ok());
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(gpu_->AllocateWithHostTail(device_bytes, host_bytes, HostTailWindow{9001, window_offset, gran}).status().code(),
+            absl::StatusCode::kInvalidArgument) << "one id, another size";
+  EXPECT_FALSE(gpu_->AllocateWithHostTail(device_bytes, host_bytes, HostTailWindow{9002, gran, window_bytes}).ok())
+      << "a window over the host part";
+  a->Reset();
+  b->Reset();
+  EXPECT_LT(free_before - std::min(free_before, gpu_->FreeMemoryBytes()), size_t{1} << 20) << "not given back";
+}
+
 TEST_F(CudaOpsTest, FillRandomEqualsTheCpuFill) {
   const int64_t n = 1 << 20;
   std::vector<float> cpu(n);

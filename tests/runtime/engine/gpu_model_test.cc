@@ -156,10 +156,11 @@ TEST(GpuOffloadTest, ALongSequenceGeneratesWhatTheDeviceAloneGenerates) {
                                                      testing::RandomPrompt(600, 1, vocab)};  // 40 blocks of 16
   const testing::OffloadOutcome fits = testing::GenerateWithOffload(*gpu, prompts, 16, 128, 0, 32);
   const testing::OffloadOutcome offloaded = testing::GenerateWithOffload(*gpu, prompts, 16, 10, 40, 32);
-  std::printf("offload: %lld blocks in host memory, %lld moved there from the device, %lld preemptions\n",
+  std::printf("offload: %lld blocks in host memory, %lld moved there from the device, %lld preemptions, %lld staged\n",
               static_cast<long long>(offloaded.offloaded), static_cast<long long>(offloaded.demoted),
-              static_cast<long long>(offloaded.preemptions));
+              static_cast<long long>(offloaded.preemptions), static_cast<long long>(offloaded.staged));
   EXPECT_GT(offloaded.offloaded, 30);
+  EXPECT_GT(offloaded.staged, 0) << "prefill chunks read offloaded blocks through the staging window";
   EXPECT_GT(offloaded.demoted, 0);
   EXPECT_EQ(offloaded.outputs, fits.outputs);
 }

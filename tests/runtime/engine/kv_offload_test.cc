@@ -21,6 +21,8 @@ TEST(KvOffloadTest, ALongSequenceGeneratesWhatACacheThatHoldsItGenerates) {
   const testing::OffloadOutcome offloaded = GenerateWithOffload(*lm, {long_prompt}, 4, 10, 16);
   EXPECT_EQ(fits.offloaded, 0);
   EXPECT_EQ(offloaded.offloaded, 13);
+  EXPECT_GT(offloaded.staged, 0) << "later prefill chunks read the offloaded blocks through the window";
+  EXPECT_EQ(fits.staged, 0);
   EXPECT_EQ(offloaded.outputs, fits.outputs);
 
   // An older, shorter sequence grows while the long one runs: it takes device blocks back (the

@@ -147,5 +147,50 @@ TEST(BackendMovesTest, MoveRegionsChecksItsBatchesAgainstTheRegions) {
   EXPECT_EQ(b, 1);
 }
 
+// Offload staging: a layer's offload blocks copied to their window slots, which every layer's
+// view addresses; each layer stages its own bytes; only offload blocks are accepted.
+TEST(KvCacheStagingTest, StagedBlocksAppearAtTheirWindowIdsInThatLayer) {
+  CpuBackend backend{size_t{64} << 20};
+  constexpr int32_t kOffload = 5;
+  auto cache = KvCache::Create(backend, TinyConfig(), KvDType::kF32, kBlockSize, kBlocks, kOffload);
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  ASSERT_TRUE(cache->has_staging_window());
+  const size_t bb = cache->bytes_per_block() / (2 * kLayers);
+  const int32_t first = cache->WindowBlock(kBlocks);
+  EXPECT_GE(first, kBlocks + kOffload);
+  EXPECT_EQ(first * bb % backend.HostTailAlignment(), 0u) << "window slots start on a mapping boundary";
+  EXPECT_EQ(cache->WindowBlock(kBlocks + kOffload - 1), first + kOffload - 1);
+  EXPECT_EQ(cache->Layer(0).num_blocks, first + kOffload) << "views reach the window";
+  auto block = [&](int32_t layer, int kv, int32_t b) {
+    const PagedKvView v = cache->Layer(layer);
+    return static_cast<std::byte*>(kv == 0 ? v.k : v.v) + static_cast<size_t>(b) * bb;
+  };
+  for (int32_t l = 0; l < kLayers; ++l) {
+    for (int kv = 0; kv < 2; ++kv) {
+      for (int32_t b = kBlocks; b < kBlocks + kOffload; ++b) std::memset(block(l, kv, b), 1 + b + 16 * kv + 64 * l, bb);
+    }
+  }
+  const std::vector<int32_t> staged = {kBlocks + 4, kBlocks + 1};
+  for (int32_t l = 0; l < kLayers; ++l) {
+    ASSERT_TRUE(cache->StageOffloaded(backend, l, staged).ok());
+    for (int kv = 0; kv < 2; ++kv) {
+      for (int32_t b : staged) {
+        const std::byte* w = block(l, kv, cache->WindowBlock(b));
+        for (size_t i = 0; i < bb; ++i) ASSERT_EQ(w[i], static_cast<std::byte>(1 + b + 16 * kv + 64 * l)) << l << " " << b;
+      }
+    }
+  }
+  EXPECT_EQ(cache->StageOffloaded(backend, 0, std::vector<int32_t>{kBlocks - 1}).code(), absl::StatusCode::kInvalidArgument)
+      << "a device block has no window slot";
+  EXPECT_EQ(cache->StageOffloaded(backend, 0, std::vector<int32_t>{kBlocks + kOffload}).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cache->StageOffloaded(backend, kLayers, staged).code(), absl::StatusCode::kInvalidArgument);
+
+  auto plain = KvCache::Create(backend, TinyConfig(), KvDType::kF32, kBlockSize, kBlocks);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_FALSE(plain->has_staging_window());
+  EXPECT_EQ(plain->StageOffloaded(backend, 0, staged).code(), absl::StatusCode::kFailedPrecondition);
+}
+
 }  // namespace
 }  // namespace kvs
