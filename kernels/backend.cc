@@ -41,7 +41,8 @@ absl::Status Backend::CheckMoveBatches(std::span<const CopyRegion> regions, std:
   return absl::OkStatus();
 }
 
-absl::Status Backend::MoveRegions(std::span<const CopyRegion> regions, std::span<const MoveBatch> batches) {
+absl::Status Backend::MoveRegions(std::span<const CopyRegion> regions, std::span<const MoveBatch> batches,
+                                  bool beside_ops) {
   KVS_RETURN_IF_ERROR(CheckMoveBatches(regions, batches));
   for (const MoveBatch& b : batches) {
     KVS_RETURN_IF_ERROR(CopyRegions(regions.first(b.count)));

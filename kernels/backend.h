@@ -141,7 +141,11 @@ class Backend {
     int64_t count;  // regions in this batch
     int32_t mark;   // slot marked once the batch is done, or -1
   };
-  virtual absl::Status MoveRegions(std::span<const CopyRegion> regions, std::span<const MoveBatch> batches);
+  // `beside_ops`: the ops are meant to run while these move (KvCache's per-layer plans), so the
+  // backend keeps them to a few SMs — a copy on every SM delays each of the forward pass's
+  // one-wave kernels there; false: the ops wait for them, which may use the whole device.
+  virtual absl::Status MoveRegions(std::span<const CopyRegion> regions, std::span<const MoveBatch> batches,
+                                   bool beside_ops = true);
   virtual absl::Status WaitMoves(int32_t slot) { return absl::OkStatus(); }
   // Converts float32 host values to `dst.dtype` while copying; dst must be contiguous.
   virtual absl::Status UploadFloat(std::span<const float> host, TensorView dst) = 0;

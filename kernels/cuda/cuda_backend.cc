@@ -217,7 +217,7 @@ bool CudaBackend::UsesCopyKernel(std::span<const CopyRegion> regions) {
 }
 
 absl::Status CudaBackend::IssueRegions(std::span<const CopyRegion> regions, const CopyRegion* device_table,
-                                       cudaStream_t stream) {
+                                       cudaStream_t stream, int max_blocks) {
   if (!UsesCopyKernel(regions)) {
     for (const CopyRegion& r : regions) {
       KVS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(r.dst, r.src, r.bytes, cudaMemcpyDefault, stream));
@@ -226,7 +226,7 @@ absl::Status CudaBackend::IssueRegions(std::span<const CopyRegion> regions, cons
   }
   // One kernel moves every region (pinned host memory is mapped: the same pointers work on the
   // device).
-  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchCopyRegions(device_table, static_cast<int64_t>(regions.size()), stream));
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchCopyRegions(device_table, static_cast<int64_t>(regions.size()), stream, max_blocks));
   return absl::OkStatus();
 }
 
@@ -260,7 +260,8 @@ absl::StatusOr<cudaEvent_t> CudaBackend::MoveMark(int32_t slot) {
   return move_marks_[slot];
 }
 
-absl::Status CudaBackend::MoveRegions(std::span<const CopyRegion> regions, std::span<const MoveBatch> batches) {
+absl::Status CudaBackend::MoveRegions(std::span<const CopyRegion> regions, std::span<const MoveBatch> batches,
+                                      bool beside_ops) {
   KVS_RETURN_IF_ERROR(CheckMoveBatches(regions, batches));
   // The whole table first, on the move stream (after the previous moves that read the old one),
   // then the moves, after every op issued so far.
@@ -269,7 +270,8 @@ absl::Status CudaBackend::MoveRegions(std::span<const CopyRegion> regions, std::
   KVS_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(move_stream_, ops_issued_, cudaEventWaitDefault));
   int64_t first = 0;
   for (const MoveBatch& b : batches) {
-    KVS_RETURN_IF_ERROR(IssueRegions(regions.subspan(first, b.count), move_table_.as<CopyRegion>() + first, move_stream_));
+    KVS_RETURN_IF_ERROR(IssueRegions(regions.subspan(first, b.count), move_table_.as<CopyRegion>() + first, move_stream_,
+                                     beside_ops ? kMoveBlocksBesideOps : 0));
     first += b.count;
     if (b.mark < 0) continue;
     KVS_ASSIGN_OR_RETURN(cudaEvent_t mark, MoveMark(b.mark));

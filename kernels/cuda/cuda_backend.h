@@ -40,7 +40,8 @@ class CudaBackend final : public Backend {
   absl::Status CopyToHostAsync(const void* device, void* host, size_t bytes) override;
   absl::Status CopyRegions(std::span<const CopyRegion> regions) override;
   // On a second stream of the lowest priority (the ops' stream has the highest), marks are events.
-  absl::Status MoveRegions(std::span<const CopyRegion> regions, std::span<const MoveBatch> batches) override;
+  absl::Status MoveRegions(std::span<const CopyRegion> regions, std::span<const MoveBatch> batches,
+                           bool beside_ops = true) override;
   absl::Status WaitMoves(int32_t slot) override;
   absl::Status CopyOnDevice(const void* src, void* dst, size_t bytes) override;
 
@@ -79,7 +80,11 @@ class CudaBackend final : public Backend {
   absl::Status Gemm(TensorView x, TensorView w, TensorView out);
   // Queues `regions` on `stream`: one copy kernel reading its table at `device_table` when every
   // region is in aligned 16-byte words, else a cudaMemcpyAsync each.
-  absl::Status IssueRegions(std::span<const CopyRegion> regions, const CopyRegion* device_table, cudaStream_t stream);
+  absl::Status IssueRegions(std::span<const CopyRegion> regions, const CopyRegion* device_table, cudaStream_t stream,
+                            int max_blocks = 0);
+  // Copy-kernel blocks for moves beside the ops: two SMs of warps fill the host link (50 GB/s
+  // measured on the H200) and leave the other SMs to the forward pass (docs/performance.md).
+  static constexpr int kMoveBlocksBesideOps = 2;
   // Whether IssueRegions would use the copy kernel (and so needs the table on the device).
   static bool UsesCopyKernel(std::span<const CopyRegion> regions);
   // The event behind move slot `slot`, made on first use.

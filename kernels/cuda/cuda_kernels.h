@@ -61,7 +61,8 @@ cudaError_t LaunchFillRandom(void* dst, bool bf16_out, int64_t rows, int64_t col
 
 // Copies every region of `table` (device memory, `count` entries; each region 16-byte aligned
 // and a whole number of 16-byte words, in device or mapped pinned host memory).
-cudaError_t LaunchCopyRegions(const CopyRegion* table, int64_t count, cudaStream_t stream);
+// At most `max_blocks` blocks (0: as many as the regions need), a warp per region at a time.
+cudaError_t LaunchCopyRegions(const CopyRegion* table, int64_t count, cudaStream_t stream, int max_blocks = 0);
 
 // out [rows, cols] (bf16, or f32 when f32_out) = GGML-typed rows at src (row r at src + r *
 // src_stride bytes) decoded; cols a multiple of the type's block.

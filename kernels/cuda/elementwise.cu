@@ -1,3 +1,4 @@
+#include <algorithm>
 // Small memory-bound kernels: embedding gather, SwiGLU, row gather, bias add.
 #include <algorithm>
 
@@ -114,36 +115,46 @@ cudaError_t LaunchAddBiasF32(float* out, int64_t out_stride, int64_t rows, int64
 namespace kvs::cuda {
 namespace {
 
-// One block per region, 16-byte words, loads and stores coalesced. Regions in pinned host
-// memory are reached over the bus, where a load is a round trip of a microsecond or more: each
-// thread has all its loads of a round (8 words) in flight before it stores any, so a 32 KiB
-// piece (one block of one layer) costs one round trip instead of eight.
-__global__ void CopyRegionsKernel(const CopyRegion* table) {
+// A warp per region (grid-stride over the table), 16-byte words, loads and stores coalesced.
+// Regions in pinned host memory are reached over the bus, where a load is a round trip of a
+// microsecond or more: each lane has all its loads of a round (8 words, 4 KiB per warp) in flight
+// before it stores any, and every resident warp has its own region going, so a few blocks keep
+// enough bytes in flight to fill the host link. That matters beside the forward pass: a copy
+// kernel spread over every SM delays the forward pass's one-wave kernels on each SM it touches.
+__global__ void CopyRegionsKernel(const CopyRegion* table, int64_t count) {
   constexpr int kWordsInFlight = 8;
-  const CopyRegion r = table[blockIdx.x];
-  const auto* __restrict__ src = static_cast<const uint4*>(r.src);
-  auto* __restrict__ dst = static_cast<uint4*>(r.dst);
-  const int64_t words = static_cast<int64_t>(r.bytes / 16);
-  for (int64_t base = threadIdx.x; base < words; base += kWordsInFlight * blockDim.x) {
-    uint4 w[kWordsInFlight];
+  const int lane = threadIdx.x % 32;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
+  for (int64_t ri = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32; ri < count; ri += warps) {
+    const CopyRegion r = table[ri];
+    const auto* __restrict__ src = static_cast<const uint4*>(r.src);
+    auto* __restrict__ dst = static_cast<uint4*>(r.dst);
+    const int64_t words = static_cast<int64_t>(r.bytes / 16);
+    for (int64_t base = lane; base < words; base += kWordsInFlight * 32) {
+      uint4 w[kWordsInFlight];
 #pragma unroll
-    for (int u = 0; u < kWordsInFlight; ++u) {
-      const int64_t i = base + u * blockDim.x;
-      if (i < words) w[u] = src[i];
-    }
+      for (int u = 0; u < kWordsInFlight; ++u) {
+        const int64_t i = base + u * 32;
+        if (i < words) w[u] = src[i];
+      }
 #pragma unroll
-    for (int u = 0; u < kWordsInFlight; ++u) {
-      const int64_t i = base + u * blockDim.x;
-      if (i < words) dst[i] = w[u];
+      for (int u = 0; u < kWordsInFlight; ++u) {
+        const int64_t i = base + u * 32;
+        if (i < words) dst[i] = w[u];
+      }
     }
   }
 }
 
 }  // namespace
 
-cudaError_t LaunchCopyRegions(const CopyRegion* table, int64_t count, cudaStream_t stream) {
+cudaError_t LaunchCopyRegions(const CopyRegion* table, int64_t count, cudaStream_t stream, int max_blocks) {
   if (count == 0) return cudaSuccess;
-  CopyRegionsKernel<<<count, 256, 0, stream>>>(table);
+  // Capped launches (moves beside the forward pass) take whole SMs' worth of warps on few SMs;
+  // uncapped ones a block of 8 warps per 8 regions, spread over the device.
+  const int threads = max_blocks > 0 ? 1024 : 256;
+  const int64_t blocks = (count + threads / 32 - 1) / (threads / 32);
+  CopyRegionsKernel<<<max_blocks > 0 ? std::min<int64_t>(blocks, max_blocks) : blocks, threads, 0, stream>>>(table, count);
   return cudaGetLastError();
 }
 

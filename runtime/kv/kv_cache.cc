@@ -167,7 +167,7 @@ absl::Status KvCache::QueueMoves(Backend& backend, std::span<const int32_t> swap
                                  std::span<const int32_t> swap_in, bool by_layer) const {
   KVS_ASSIGN_OR_RETURN(const MovePlan plan, PlanMoves(swap_out, copies, swap_in, by_layer));
   if (plan.batches.empty()) return absl::OkStatus();
-  return backend.MoveRegions(plan.regions, plan.batches);
+  return backend.MoveRegions(plan.regions, plan.batches, /*beside_ops=*/by_layer);
 }
 
 absl::StatusOr<KvCache::MovePlan> KvCache::PlanMoves(std::span<const int32_t> swap_out, std::span<const int32_t> copies,
