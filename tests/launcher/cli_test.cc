@@ -212,16 +212,20 @@ TEST(PlanCommandTest, ReproducesThePublishedKvFigures) {
 }
 
 // With --kv-offload-memory the plan counts the offload tier: the 256K request that one H200 lacks
-// ~14 GiB for fits with 16 GiB offloaded, and 8 GiB leaves a named remainder.
+// ~14 GiB for fits with 16 GiB offloaded, and 8 GiB leaves a named remainder. The tier's staging
+// window (one layer of it: 16 GiB / 32 = 0.5 GiB, 8 GiB / 32 = 0.25 GiB) comes off the device's
+// KV first, 0.9 of it (the memory fraction) off the cache: 13.97 GiB short without a window.
 TEST(PlanCommandTest, CountsTheOffloadTier) {
   const std::string base = "plan --model llama-2-7b-256k --gpu-mem 140.4GiB --context 262400 --max-tokens-per-step 8192 --max-seqs 8";
   auto [rc, out] = Kvshard(base + " --kv-offload-memory 16GiB");
   ASSERT_EQ(rc, 0) << out;
-  EXPECT_NE(out.find("fits             yes, with 13.97 GiB of KV per device in the offload tier"), std::string::npos) << out;
+  EXPECT_NE(out.find("offload staging window 0.50 GiB"), std::string::npos) << out;
+  EXPECT_NE(out.find("fits             yes, with 14.42 GiB of KV per device in the offload tier"), std::string::npos) << out;
   std::tie(rc, out) = Kvshard(base + " --kv-offload-memory 8GiB");
   ASSERT_EQ(rc, 0) << out;
-  EXPECT_NE(out.find("short by 13.97 GiB"), std::string::npos) << out;
-  EXPECT_NE(out.find("5.97 GiB more than the offload tier holds"), std::string::npos) << out;
+  EXPECT_NE(out.find("offload staging window 0.25 GiB"), std::string::npos) << out;
+  EXPECT_NE(out.find("short by 14.20 GiB"), std::string::npos) << out;
+  EXPECT_NE(out.find("6.20 GiB more than the offload tier holds"), std::string::npos) << out;
 }
 
 // `perplexity` scores a text through the paged cache; int8 KV costs SmolLM2 little on it.
