@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <type_traits>
 
 #include "kernels/common/kv_format.h"
 #include "kernels/cuda/cuda_kernels.h"
@@ -221,6 +222,7 @@ __device__ inline void Load16f(const unsigned char* cache, KvRow r, int e0, floa
 }
 
 __device__ inline uint32_t PackBf16(float lo, float hi);
+__device__ inline uint32_t PackHalf(float lo, float hi);
 
 // Elements [e0, e0 + 8) of a row into shared memory as bf16 (16 bytes at `smem`); `valid` false
 // stores zeros. bf16 goes asynchronously (the caller commits and waits); the other formats are
@@ -332,23 +334,9 @@ __device__ inline void RawLoadTile(unsigned char* k_raw, unsigned char* v_raw, c
   }
 }
 
-// Decodes a raw tile of kKeys rows into a bf16 tile of rows kRowElems apart.
-template <KvDType F, int D, int kKeys, int kRowElems>
-__device__ inline void DecodeRawTile(const unsigned char* raw, bf16* tile, int worker, int workers) {
-  constexpr int kRaw = RawRowBytes<F, D>();
-  constexpr int kRowBytes = static_cast<int>(KvRowBytes(F, D));
-  for (int i = worker; i < kKeys * (D / 8); i += workers) {
-    const int key = i / (D / 8), vec = i % (D / 8);
-    float f[8];
-    Decode8f<F>(raw + key * kRaw, raw + key * kRaw + kRowBytes, vec * 8, f);
-    *reinterpret_cast<uint4*>(tile + key * kRowElems + vec * 8) =
-        make_uint4(PackBf16(f[0], f[1]), PackBf16(f[2], f[3]), PackBf16(f[4], f[5]), PackBf16(f[6], f[7]));
-  }
-}
-
-// fp8 and int8 codes are exact in fp16, so the decode kernel multiplies the codes themselves on
-// fp16 tensor cores and applies the per-key scales to the scores (K) and probabilities (V)
-// instead of to every element: one conversion instruction per element pair, no multiplies.
+// fp8 and int8 codes are exact in fp16, so kernels can multiply the codes themselves on fp16
+// tensor cores and apply the per-key scales to the scores (K) and probabilities (V) instead of
+// to every element: one or two instructions per element pair, no conversion to f32.
 __device__ inline void Int8x4ToHalf2x2(uint32_t w, uint32_t& lo, uint32_t& hi) {
   const uint32_t u = w ^ 0x80808080u;         // offset binary: code + 128 in [1, 255]
   lo = __byte_perm(u, 0x64646464u, 0x4140);   // fp16 0x64uu = 1024 + uu, bytes 0 and 1
@@ -360,6 +348,50 @@ __device__ inline void Int8x4ToHalf2x2(uint32_t w, uint32_t& lo, uint32_t& hi) {
 __device__ inline uint32_t Fp8x2ToHalf2(uint32_t two_codes) {
   const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two_codes), __NV_E4M3);
   return static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
+}
+
+// Whether the prefill kernel keeps format F's per-key scale out of its K tile (the tile holds
+// the codes, exact in fp16, and the scale multiplies the key's scores).
+template <KvDType F>
+constexpr bool kFoldKeyScale = F == KvDType::kFP8 || F == KvDType::kINT8;
+
+// Decodes a raw tile of kKeys rows into an fp16 tile of rows kRowElems apart: for fp8/int8 K
+// (kCodesOnly) the codes, else the values. fp8/int8 values are codes times the row's scale in
+// fp16 (a scale below fp16's normal range, 6e-5, costs at most 8e-6 of absolute error on an
+// element: a row whose elements are all below 0.008); int4 goes through f32.
+template <KvDType F, int D, int kKeys, int kRowElems, bool kCodesOnly>
+__device__ inline void DecodeRawTileHalf(const unsigned char* raw, __half* tile, int worker, int workers) {
+  constexpr int kRaw = RawRowBytes<F, D>();
+  constexpr int kRowBytes = static_cast<int>(KvRowBytes(F, D));
+  for (int i = worker; i < kKeys * (D / 8); i += workers) {
+    const int key = i / (D / 8), vec = i % (D / 8);
+    const unsigned char* row = raw + key * kRaw;
+    uint32_t h[4];
+    if constexpr (F == KvDType::kFP8 || F == KvDType::kINT8) {
+      const uint2 u = *reinterpret_cast<const uint2*>(row + vec * 8);
+      if constexpr (F == KvDType::kINT8) {
+        Int8x4ToHalf2x2(u.x, h[0], h[1]);
+        Int8x4ToHalf2x2(u.y, h[2], h[3]);
+      } else {
+        h[0] = Fp8x2ToHalf2(u.x & 0xffffu), h[1] = Fp8x2ToHalf2(u.x >> 16);
+        h[2] = Fp8x2ToHalf2(u.y & 0xffffu), h[3] = Fp8x2ToHalf2(u.y >> 16);
+      }
+      if constexpr (!kCodesOnly) {
+        const __half2 s = __float2half2_rn(*reinterpret_cast<const float*>(row + kRowBytes));
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const __half2 v = __hmul2(*reinterpret_cast<const __half2*>(&h[j]), s);
+          h[j] = *reinterpret_cast<const uint32_t*>(&v);
+        }
+      }
+    } else {
+      static_assert(!kCodesOnly, "int4 decodes to values (a scale and zero per group)");
+      float f[8];
+      Decode8f<F>(row, row + kRowBytes, vec * 8, f);
+      h[0] = PackHalf(f[0], f[1]), h[1] = PackHalf(f[2], f[3]), h[2] = PackHalf(f[4], f[5]), h[3] = PackHalf(f[6], f[7]);
+    }
+    *reinterpret_cast<uint4*>(tile + key * kRowElems + vec * 8) = make_uint4(h[0], h[1], h[2], h[3]);
+  }
 }
 // Tensor-core helpers (mma.m16n8k16, bf16 in, fp32 accumulate).
 // Four 8x8 bf16 matrices from shared memory, transposed: lane L gives the row address of matrix

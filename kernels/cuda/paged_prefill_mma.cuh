@@ -1,5 +1,7 @@
 // Prefill and chunked-prefill attention on tensor cores (flash-attention style), any KvDType:
-// bf16 tiles stream in with cp.async, the other formats as raw codes decoded in shared memory.
+// bf16 tiles stream in with cp.async, the quantized formats as raw codes decoded in shared
+// memory into fp16 tiles (fp8/int8 K as bare codes, the key's scale applied to its scores), and
+// those run fp16 MMAs: fp16 holds every code exactly and needs no conversion through f32.
 // Dispatched by LaunchAttentionFor (paged_attention_kernels.cuh).
 #pragma once
 
@@ -26,8 +28,10 @@ __global__ void __launch_bounds__(kThreads) PagedPrefillMmaKernel(Params p) {
   constexpr bool kRawStaged = KvQuantized(F);  // fp16 (as big as bf16) decodes on load
   constexpr int kTileStages = kRawStaged ? 1 : 2;
   constexpr int kRaw = RawRowBytes<F, D>();
-  __shared__ __align__(16) bf16 k_s[kTileStages][kKeys][kRow];
-  __shared__ __align__(16) bf16 v_s[kTileStages][kKeys][kRow];
+  constexpr bool kFoldK = kFoldKeyScale<F>;
+  using Elem = std::conditional_t<kRawStaged, __half, bf16>;  // the tiles' and MMAs' type
+  __shared__ __align__(16) Elem k_s[kTileStages][kKeys][kRow];
+  __shared__ __align__(16) Elem v_s[kTileStages][kKeys][kRow];
   __shared__ __align__(16) unsigned char raw_s[kRawStaged ? 2 : 1][2][kRawStaged ? kKeys * kRaw : 16];
 
   const int seq = blockIdx.z, kvh = blockIdx.y;
@@ -55,6 +59,20 @@ __global__ void __launch_bounds__(kThreads) PagedPrefillMmaKernel(Params p) {
   const int warp_last_pos = first_pos + (min(wr + 15, r0 + rows_here - 1)) / group;
   const bool warp_active = wr < r0 + rows_here;
 
+  auto pack = [](float lo, float hi) {
+    if constexpr (kRawStaged) {
+      return PackHalf(lo, hi);
+    } else {
+      return PackBf16(lo, hi);
+    }
+  };
+  auto mma = [](float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+    if constexpr (kRawStaged) {
+      MmaF16(c, a, b0, b1);
+    } else {
+      MmaBf16(c, a, b0, b1);
+    }
+  };
   uint32_t qa[kKSteps][4];
   {
     auto qv = [&](int row, int c) {
@@ -65,10 +83,10 @@ __global__ void __launch_bounds__(kThreads) PagedPrefillMmaKernel(Params p) {
 #pragma unroll
     for (int ks = 0; ks < kKSteps; ++ks) {
       const int c = ks * 16 + 2 * t4;
-      qa[ks][0] = PackBf16(qv(row_lo, c), qv(row_lo, c + 1));
-      qa[ks][1] = PackBf16(qv(row_hi, c), qv(row_hi, c + 1));
-      qa[ks][2] = PackBf16(qv(row_lo, c + 8), qv(row_lo, c + 9));
-      qa[ks][3] = PackBf16(qv(row_hi, c + 8), qv(row_hi, c + 9));
+      qa[ks][0] = pack(qv(row_lo, c), qv(row_lo, c + 1));
+      qa[ks][1] = pack(qv(row_hi, c), qv(row_hi, c + 1));
+      qa[ks][2] = pack(qv(row_lo, c + 8), qv(row_lo, c + 9));
+      qa[ks][3] = pack(qv(row_hi, c + 8), qv(row_hi, c + 9));
     }
   }
   float o[kNTiles][4];
@@ -103,8 +121,8 @@ __global__ void __launch_bounds__(kThreads) PagedPrefillMmaKernel(Params p) {
     }
     __syncthreads();
     if constexpr (kRawStaged) {
-      DecodeRawTile<F, D, kKeys, kRow>(raw_s[stage][0], &k_s[0][0][0], tid, kThreads);
-      DecodeRawTile<F, D, kKeys, kRow>(raw_s[stage][1], &v_s[0][0][0], tid, kThreads);
+      DecodeRawTileHalf<F, D, kKeys, kRow, kFoldK>(raw_s[stage][0], &k_s[0][0][0], tid, kThreads);
+      DecodeRawTileHalf<F, D, kKeys, kRow, false>(raw_s[stage][1], &v_s[0][0][0], tid, kThreads);
       __syncthreads();
     }
     const int ts = stage % kTileStages;  // the decoded tile
@@ -115,8 +133,20 @@ __global__ void __launch_bounds__(kThreads) PagedPrefillMmaKernel(Params p) {
         sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
 #pragma unroll
         for (int ks = 0; ks < kKSteps; ++ks) {
-          const bf16* krow = &k_s[ts][nt * 8 + g][ks * 16 + 2 * t4];
-          MmaBf16(sc[nt], qa[ks], *reinterpret_cast<const uint32_t*>(krow), *reinterpret_cast<const uint32_t*>(krow + 8));
+          const Elem* krow = &k_s[ts][nt * 8 + g][ks * 16 + 2 * t4];
+          mma(sc[nt], qa[ks], *reinterpret_cast<const uint32_t*>(krow), *reinterpret_cast<const uint32_t*>(krow + 8));
+        }
+      }
+      if constexpr (kFoldK) {  // S = s_k (Q . codes_k): this lane's columns are keys nt * 8 + 2t + j
+        constexpr int kRowBytes = static_cast<int>(KvRowBytes(F, D));
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) {
+#pragma unroll
+          for (int j = 0; j < 2; ++j) {
+            const float sk = *reinterpret_cast<const float*>(&raw_s[stage][0][(nt * 8 + 2 * t4 + j) * kRaw + kRowBytes]);
+            sc[nt][j] *= sk;
+            sc[nt][2 + j] *= sk;
+          }
         }
       }
       // Causal mask: row g sees keys up to its position pos_lo, row g + 8 up to pos_hi.
@@ -141,16 +171,16 @@ __global__ void __launch_bounds__(kThreads) PagedPrefillMmaKernel(Params p) {
 #pragma unroll
       for (int kk = 0; kk < 2; ++kk) {  // 32 keys = two k-steps of 16
         uint32_t pa[4];
-        pa[0] = PackBf16(sc[2 * kk][0], sc[2 * kk][1]);
-        pa[1] = PackBf16(sc[2 * kk][2], sc[2 * kk][3]);
-        pa[2] = PackBf16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
-        pa[3] = PackBf16(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+        pa[0] = pack(sc[2 * kk][0], sc[2 * kk][1]);
+        pa[1] = pack(sc[2 * kk][2], sc[2 * kk][3]);
+        pa[2] = pack(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
+        pa[3] = pack(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
 #pragma unroll
         for (int n = 0; n < kNTiles; n += 2) {  // two n-tiles per ldmatrix
           uint32_t b[4];
           LdMatrixX4Trans(b, &v_s[ts][kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8][n * 8 + (lane >> 4) * 8]);
-          MmaBf16(o[n], pa, b[0], b[1]);
-          MmaBf16(o[n + 1], pa, b[2], b[3]);
+          mma(o[n], pa, b[0], b[1]);
+          mma(o[n + 1], pa, b[2], b[3]);
         }
       }
     }
