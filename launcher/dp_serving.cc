@@ -17,7 +17,8 @@ using nlohmann::json;
 
 json StatsToJson(const GroupStats& g) {
   return json{g.running,  g.waiting,    g.swapped,     g.kv_used,          g.kv_total,      g.block_size,
-              g.kv_tokens, g.preemptions, g.prefix_hits, g.prefix_host_hits, g.prefix_queries, g.offload_used};
+              g.kv_tokens, g.preemptions, g.prefix_hits, g.prefix_host_hits, g.prefix_queries, g.offload_used,
+              g.offload_staged};
 }
 
 GroupStats StatsFromJson(const json& j) {
@@ -34,6 +35,7 @@ GroupStats StatsFromJson(const json& j) {
   g.prefix_host_hits = j.at(9).get<int64_t>();
   g.prefix_queries = j.at(10).get<int64_t>();
   g.offload_used = j.at(11).get<int32_t>();
+  g.offload_staged = j.at(12).get<int64_t>();
   return g;
 }
 

@@ -251,6 +251,7 @@ std::string EngineService::MetricsText() const {
     all.kv_total += g.kv_total;
     all.kv_tokens += g.kv_tokens;
     all.offload_used += g.offload_used;
+    all.offload_staged += g.offload_staged;
     all.preemptions += g.preemptions;
     all.prefix_hits += g.prefix_hits;
     all.prefix_host_hits += g.prefix_host_hits;
@@ -265,6 +266,9 @@ std::string EngineService::MetricsText() const {
   gauge("kv_cache_blocks_total", "KV blocks of every group", all.kv_total);
   gauge("kv_offload_blocks_used", "KV blocks of long sequences held in the offload tier (host memory read in place)",
         all.offload_used);
+  gauge("kv_offload_staged_blocks_total",
+        "Offload blocks copied to the device staging window before a prefill step's attention (one per block and step)",
+        all.offload_staged, "counter");
   gauge("kv_slot_utilization_ratio", "Tokens stored over token slots of the blocks in use (paging waste)",
         slots_used > 0 ? static_cast<double>(all.kv_tokens) / slots_used : 0.0);
   gauge("prefix_cache_hit_ratio", "Prompt tokens found in the prefix cache over prompt tokens looked up",

@@ -25,6 +25,7 @@ GroupStats StatsOf(const Engine& engine) {
   g.block_size = engine.kv_cache().block_size();
   g.kv_tokens = s.TokensInCache();
   g.offload_used = s.offload_blocks_held();
+  g.offload_staged = engine.offload_staged_blocks();
   g.preemptions = s.num_preemptions();
   g.prefix_hits = s.prefix_hit_tokens();
   g.prefix_host_hits = s.host_prefix_hit_tokens();

@@ -165,6 +165,8 @@ try:
     check(m["kvshard_time_to_first_token_seconds_count"] >= 5, "latency histograms are filled")
     check("kvshard_kv_slot_utilization_ratio" in m and "kvshard_prefix_cache_hit_ratio" in m,
           "KV slot utilisation and prefix hit rate are exported")
+    check(m.get("kvshard_kv_offload_staged_blocks_total") == 0 and m.get("kvshard_kv_offload_blocks_used") == 0,
+          "the offload tier's counters are exported (no offload here: zero)")
 
     # The serving benchmark against this server: Poisson arrivals, percentiles as JSON.
     out = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"kvs_serving_{port}.json")
