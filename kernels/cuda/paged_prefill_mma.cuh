@@ -1,7 +1,7 @@
 // Prefill and chunked-prefill attention on tensor cores (flash-attention style), any KvDType:
-// bf16 tiles stream in with cp.async, the quantized formats as raw codes decoded in shared
-// memory into fp16 tiles (fp8/int8 K as bare codes, the key's scale applied to its scores), and
-// those run fp16 MMAs: fp16 holds every code exactly and needs no conversion through f32.
+// bf16 and fp16 tiles stream in with cp.async as stored, the quantized formats as raw codes
+// decoded in shared memory into fp16 tiles (fp8/int8 K as bare codes, the key's scale applied to
+// its scores); fp16 tiles run fp16 MMAs, which hold every code exactly with no trip through f32.
 // Dispatched by LaunchAttentionFor (paged_attention_kernels.cuh).
 #pragma once
 
@@ -25,11 +25,12 @@ __global__ void __launch_bounds__(kThreads) PagedPrefillMmaKernel(Params p) {
   constexpr int kNTiles = D / 8;
   constexpr int kRowsPerBlock = 64;
   // bf16/fp16: two stages of bf16 tiles. Quantized formats: two raw stages, one decoded tile.
-  constexpr bool kRawStaged = KvQuantized(F);  // fp16 (as big as bf16) decodes on load
+  constexpr bool kRawStaged = KvQuantized(F);  // fp16 and bf16 tiles stream in as stored
   constexpr int kTileStages = kRawStaged ? 1 : 2;
   constexpr int kRaw = RawRowBytes<F, D>();
   constexpr bool kFoldK = kFoldKeyScale<F>;
-  using Elem = std::conditional_t<kRawStaged, __half, bf16>;  // the tiles' and MMAs' type
+  constexpr bool kHalf = kRawStaged || F == KvDType::kF16;    // fp16 tiles and MMAs
+  using Elem = std::conditional_t<kHalf, __half, bf16>;
   __shared__ __align__(16) Elem k_s[kTileStages][kKeys][kRow];
   __shared__ __align__(16) Elem v_s[kTileStages][kKeys][kRow];
   __shared__ __align__(16) unsigned char raw_s[kRawStaged ? 2 : 1][2][kRawStaged ? kKeys * kRaw : 16];
@@ -60,14 +61,14 @@ __global__ void __launch_bounds__(kThreads) PagedPrefillMmaKernel(Params p) {
   const bool warp_active = wr < r0 + rows_here;
 
   auto pack = [](float lo, float hi) {
-    if constexpr (kRawStaged) {
+    if constexpr (kHalf) {
       return PackHalf(lo, hi);
     } else {
       return PackBf16(lo, hi);
     }
   };
   auto mma = [](float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
-    if constexpr (kRawStaged) {
+    if constexpr (kHalf) {
       MmaF16(c, a, b0, b1);
     } else {
       MmaBf16(c, a, b0, b1);
@@ -104,8 +105,13 @@ __global__ void __launch_bounds__(kThreads) PagedPrefillMmaKernel(Params p) {
         const int pos = base + key;
         const bool valid = pos < k_hi;
         const KvRow row = valid ? LocateKv(p, blocks, pos, kvh) : KvRow{};
-        StageKv8<F>(&k_s[stage % kTileStages][key][vec * 8], p.k_cache, row, vec * 8, valid);
-        StageKv8<F>(&v_s[stage % kTileStages][key][vec * 8], p.v_cache, row, vec * 8, valid);
+        if constexpr (F == KvDType::kF16) {  // the stored bytes are the tile's
+          CopyAsync16(&k_s[stage % kTileStages][key][vec * 8], p.k_cache + row.codes + vec * 16, valid);
+          CopyAsync16(&v_s[stage % kTileStages][key][vec * 8], p.v_cache + row.codes + vec * 16, valid);
+        } else {
+          StageKv8<F>(&k_s[stage % kTileStages][key][vec * 8], p.k_cache, row, vec * 8, valid);
+          StageKv8<F>(&v_s[stage % kTileStages][key][vec * 8], p.v_cache, row, vec * 8, valid);
+        }
       }
     }
     CopyAsyncCommit();
