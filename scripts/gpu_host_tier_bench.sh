@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# On the GPU machine: build, the CUDA op tests, then preemption with the host tier (swap to
-# pinned host memory) against recompute at the paging benchmark's 2 GiB KV budget, the swaps
-# overlapping the forward pass (the default) and queued before it (--overlap-kv-moves=false), and
-# single decode steps with swaps beside them (bench --kernel kv-moves).
+# On the GPU machine: build, the CUDA op tests and the GPU model tests (overlapped swaps
+# included), then preemption with the host tier (swap to pinned host memory) against recompute at
+# the paging benchmark's 2 GiB KV budget, the swaps overlapping the forward pass (the default) and
+# queued before it (--overlap-kv-moves=false), and single decode steps with swaps beside them
+# (bench --kernel kv-moves).
 # Usage (device tool, carrying .deps): bash scripts/gpu_host_tier_bench.sh
 source "$(dirname "$0")/gpu_common.sh"
 gpu_build
-gpu_tests ${KVS_GPU_TESTS:-cuda_backend_test}
+gpu_tests ${KVS_GPU_TESTS:-cuda_backend_test gpu_model_test kv_cache_test}
 {
   for mode in "--preemption-mode recompute" "--swap-space 16GiB --preemption-mode swap --overlap-kv-moves=false" \
       "--swap-space 16GiB --preemption-mode swap" "--swap-space 16GiB"; do

@@ -1,4 +1,3 @@
-#include <algorithm>
 // Small memory-bound kernels: embedding gather, SwiGLU, row gather, bias add.
 #include <algorithm>
 

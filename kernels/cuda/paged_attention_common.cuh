@@ -126,6 +126,13 @@ __device__ inline float2 Fp8PairToFloat2(uint32_t two_codes) {
   return __half22float2(*reinterpret_cast<const __half2*>(&h));
 }
 
+// int8 code `byte` of `word` -> f32 without a conversion instruction (which runs at a quarter of
+// the ALU's rate): one byte permute puts code + 128 under the exponent of 2^23.
+__device__ inline float Int8ToFloat(uint32_t word, int byte) {
+  const uint32_t f = __byte_perm(word ^ 0x80808080u, 0x4B000000u, 0x7540u | byte);  // 2^23 + (code + 128)
+  return __uint_as_float(f) - 8388736.0f;
+}
+
 // Elements [e0, e0 + 8) of a row whose codes and scales are at `codes` / `scales` (global or
 // shared memory), decoded to f32. e0 is a multiple of 8.
 template <KvDType F>
@@ -154,15 +161,8 @@ __device__ inline void Decode8f(const unsigned char* codes, const unsigned char*
         const float2 a = Fp8PairToFloat2(w[i] & 0xffffu), b = Fp8PairToFloat2(w[i] >> 16);
         out[4 * i] = a.x * s, out[4 * i + 1] = a.y * s, out[4 * i + 2] = b.x * s, out[4 * i + 3] = b.y * s;
       } else {
-        // The code under a float exponent by one byte permute (Int8ToFloat's trick): the
-        // conversion instruction runs at a quarter of the ALU's rate, and the prefill kernel
-        // decodes every element of every tile.
-        const uint32_t biased = w[i] ^ 0x80808080u;
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const uint32_t f = __byte_perm(biased, 0x4B000000u, 0x7540u | j);  // 2^23 + (code + 128)
-          out[4 * i + j] = (__uint_as_float(f) - 8388736.0f) * s;
-        }
+        for (int j = 0; j < 4; ++j) out[4 * i + j] = Int8ToFloat(w[i], j) * s;
       }
     }
   } else {  // kINT4: eight nibbles, one (scale, zero) pair for the group
@@ -179,13 +179,6 @@ __device__ inline void Decode8f(const unsigned char* codes, const unsigned char*
 template <KvDType F>
 __device__ inline void Load8f(const unsigned char* cache, KvRow r, int e0, float* out) {
   Decode8f<F>(cache + r.codes, cache + r.scales, e0, out);
-}
-
-// int8 code -> f32 without a conversion instruction: 2^23 + (code + 128) has the code in its low
-// mantissa bits.
-__device__ inline float Int8ToFloat(uint32_t word, int byte) {
-  const uint32_t biased = ((word >> (8 * byte)) & 0xffu) ^ 0x80u;
-  return __uint_as_float(0x4B000000u | biased) - 8388736.0f;
 }
 
 // Elements [e0, e0 + 16) as f32, with the widest loads the format allows (the register kernel).
@@ -426,10 +419,6 @@ __device__ inline uint32_t PackBf16(float lo, float hi) {
 }
 
 
-// The online-softmax update of one key tile held in MMA accumulator fragments: `sc` has NT
-// n-tiles of S for rows g (entries 0, 1) and g + 8 (2, 3), masked keys already -FLT_MAX. On
-// return `sc` holds the unnormalised probabilities (0 where masked), the rows' running max m and
-// sum l are updated, and c is the factor the rows' O must be scaled by. A row lives in one quad.
 // exp2 by the SFU's approximation (2 ulp, flushes what would be subnormal to 0): exp2f's
 // subnormal-safe wrapper costs four more instructions per call, and an attention weight below
 // 2^-126 is 0 to every sum here.
@@ -439,6 +428,10 @@ __device__ inline float FastExp2(float x) {
   return y;
 }
 
+// The online-softmax update of one key tile held in MMA accumulator fragments: `sc` has NT
+// n-tiles of S for rows g (entries 0, 1) and g + 8 (2, 3), masked keys already -FLT_MAX. On
+// return `sc` holds the unnormalised probabilities (0 where masked), the rows' running max m and
+// sum l are updated, and c is the factor the rows' O must be scaled by. A row lives in one quad.
 template <int NT>
 __device__ inline void FragmentSoftmax(float (&sc)[NT][4], float& m_lo, float& l_lo, float& m_hi, float& l_hi,
                                        float& c_lo, float& c_hi) {

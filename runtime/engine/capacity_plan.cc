@@ -38,17 +38,18 @@ CapacityPlan PlanCapacity(const ModelConfig& model, const std::vector<ModelShard
   // The offload tier's block count is the same on every rank (the smallest), as at start-up.
   int64_t offload_blocks = config.kv_offload_bytes > 0 ? int64_t{1} << 30 : 0;
   std::vector<ModelConfig> locals;
-  for (const ModelShard& s : shards) {
+  plan.ranks.resize(shards.size());
+  for (size_t i = 0; i < shards.size(); ++i) {
     ModelConfig local = model;
-    local.num_kv_heads = static_cast<int32_t>(s.kv_heads.size());
-    const int64_t per_block = static_cast<int64_t>(KvCache::BytesPerBlock(local, kv_dtype, config.block_size));
-    offload_blocks = std::min<int64_t>(offload_blocks, static_cast<int64_t>(config.kv_offload_bytes) / per_block);
+    local.num_kv_heads = static_cast<int32_t>(shards[i].kv_heads.size());
+    plan.ranks[i].bytes_per_block = static_cast<int64_t>(KvCache::BytesPerBlock(local, kv_dtype, config.block_size));
+    offload_blocks = std::min<int64_t>(offload_blocks, static_cast<int64_t>(config.kv_offload_bytes) / plan.ranks[i].bytes_per_block);
     locals.push_back(local);
   }
   for (size_t i = 0; i < shards.size(); ++i) {
     const ModelShard& s = shards[i];
     const ModelConfig& local = locals[i];
-    RankCapacity r;
+    RankCapacity& r = plan.ranks[i];
     r.weight_bytes = ModelWeights::BytesFor(model, s, weight_dtype);
     r.workspace_bytes = static_cast<int64_t>(ModelRunner::WorkspaceBytes(model, s, weight_dtype, LimitsFor(config), tp));
     r.window_bytes = static_cast<int64_t>(
@@ -59,10 +60,8 @@ CapacityPlan PlanCapacity(const ModelConfig& model, const std::vector<ModelShard
     r.kv_bytes = config.kv_cache_bytes != 0 ? static_cast<int64_t>(config.kv_cache_bytes)
                  : free <= r.workspace_bytes ? 0
                                              : static_cast<int64_t>((free - r.workspace_bytes) * config.memory_fraction);
-    r.bytes_per_block = static_cast<int64_t>(KvCache::BytesPerBlock(local, kv_dtype, config.block_size));
     r.kv_bytes_per_token = static_cast<double>(r.bytes_per_block) / config.block_size;
     r.blocks = KvCache::BlocksForBudget(local, kv_dtype, config.block_size, static_cast<size_t>(std::max<int64_t>(r.kv_bytes, 0)));
-    plan.ranks.push_back(r);
   }
   plan.blocks = plan.ranks.empty() ? 0 : plan.ranks.front().blocks;
   for (const RankCapacity& r : plan.ranks) plan.blocks = std::min(plan.blocks, r.blocks);
