@@ -10,9 +10,10 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 BUILD_DIR=${KVS_BUILD_DIR:-build}
 
-# Debian packages kvshard builds against (Abseil, GoogleTest, nlohmann-json, PCRE2, Open MPI) and tools.
+# Debian packages kvshard builds against (Abseil, GoogleTest, nlohmann-json, PCRE2, Open MPI, Boost.Beast
+# for the HTTP server, cpp-httplib for the benchmark client) and tools.
 PACKAGES=(cmake ninja-build g++ libabsl-dev libgtest-dev nlohmann-json3-dev libpcre2-dev openmpi-bin libopenmpi-dev
-          libcpp-httplib-dev libssl-dev zlib1g-dev libbrotli-dev slurm-wlm munge)
+          libboost1.81-dev libcpp-httplib-dev libssl-dev zlib1g-dev libbrotli-dev slurm-wlm munge)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -12,7 +12,7 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromTemplateText(const std::string& t
       return absl::UnimplementedError(
           "chat template: the Llama 3.1 tool-calling template is not supported (Llama 3's is)");
     }
-    return Llama3();
+    return Llama3(/*any_role=*/!absl::StrContains(t, "tool"));
   }
   if (absl::StrContains(t, "<|im_start|>")) {
     // A default system message is written literally after "<|im_start|>system\n" in the branch
@@ -26,7 +26,7 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromTemplateText(const std::string& t
       const size_t end = t.find("<|im_end|>", begin);
       if (end != std::string::npos) default_system = t.substr(begin, end - begin);
     }
-    return ChatML(default_system);
+    return ChatML(default_system, /*any_role=*/!absl::StrContains(t, "tool"));
   }
   return absl::UnimplementedError(
       "chat template: not a ChatML or Llama 3 template; kvshard renders only those two families");
@@ -36,9 +36,14 @@ absl::StatusOr<std::string> ChatTemplate::Render(const std::vector<ChatMessage>&
                                                  bool add_generation_prompt) const {
   std::string out;
   for (const ChatMessage& m : messages) {
-    if (m.role != "system" && m.role != "user" && m.role != "assistant") {
+    if (m.role == "tool" && !any_role_) {
+      return absl::InvalidArgumentError(
+          "chat message role 'tool': this model's chat template formats tool results in its own way, which kvshard "
+          "does not render");
+    }
+    if (m.role != "system" && m.role != "user" && m.role != "assistant" && m.role != "tool") {
       return absl::InvalidArgumentError(absl::StrFormat(
-          "chat message role '%s' is not one of system, user, assistant", m.role));
+          "chat message role '%s' is not one of system, user, assistant, tool", m.role));
     }
   }
   if (kind_ == Kind::kChatML) {

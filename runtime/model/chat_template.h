@@ -15,7 +15,7 @@
 namespace kvs {
 
 struct ChatMessage {
-  std::string role;  // "system", "user" or "assistant"
+  std::string role;  // "system", "user", "assistant", or "tool" where the template renders it
   std::string content;
 };
 
@@ -25,8 +25,13 @@ class ChatTemplate {
 
   // Recognises the template family; Unimplemented for any other template.
   static absl::StatusOr<ChatTemplate> FromTemplateText(const std::string& jinja);
-  static ChatTemplate ChatML(std::string default_system = "") { return ChatTemplate(Kind::kChatML, std::move(default_system)); }
-  static ChatTemplate Llama3() { return ChatTemplate(Kind::kLlama3, ""); }
+  // `any_role`: the template writes every message's role as it is (SmolLM2's ChatML, Llama 3),
+  // so a "tool" message renders like any other; templates with their own tool branch (Qwen2.5)
+  // are not, and tool messages are refused for them by name.
+  static ChatTemplate ChatML(std::string default_system = "", bool any_role = true) {
+    return ChatTemplate(Kind::kChatML, std::move(default_system), any_role);
+  }
+  static ChatTemplate Llama3(bool any_role = true) { return ChatTemplate(Kind::kLlama3, "", any_role); }
 
   // Renders a conversation; with `add_generation_prompt` it ends where the assistant speaks.
   absl::StatusOr<std::string> Render(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
@@ -36,9 +41,11 @@ class ChatTemplate {
   std::string EndOfTurn() const { return kind_ == Kind::kChatML ? "<|im_end|>" : "<|eot_id|>"; }
 
  private:
-  ChatTemplate(Kind k, std::string default_system) : kind_(k), default_system_(std::move(default_system)) {}
+  ChatTemplate(Kind k, std::string default_system, bool any_role)
+      : kind_(k), default_system_(std::move(default_system)), any_role_(any_role) {}
   Kind kind_;
   std::string default_system_;
+  bool any_role_;
 };
 
 }  // namespace kvs

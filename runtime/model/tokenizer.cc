@@ -4,6 +4,7 @@
 #include <array>
 #include <fstream>
 #include <limits>
+#include <queue>
 
 #include "absl/strings/str_format.h"
 #include "kernels/common/status_macros.h"
@@ -15,6 +16,7 @@ namespace {
 
 constexpr int32_t kNoRank = std::numeric_limits<int32_t>::max();
 constexpr size_t kCacheLimit = 1 << 16;
+constexpr size_t kCachedPieceBytes = 256;
 
 void AppendUtf8(uint32_t cp, std::string& out) {
   if (cp < 0x80) {
@@ -253,32 +255,65 @@ void Tokenizer::Bpe(const std::string& mapped, std::vector<int32_t>& out) const 
   if (auto whole = token_to_id_.find(mapped); ignore_merges_ && whole != token_to_id_.end()) {
     ids.push_back(whole->second);
   } else {
-    std::vector<std::string> sym = SplitChars(mapped);
-    std::string key;
-    while (sym.size() > 1) {
-      int32_t best = kNoRank;
-      size_t best_i = 0;
-      for (size_t i = 0; i + 1 < sym.size(); ++i) {
-        key.assign(sym[i]).append(" ").append(sym[i + 1]);
-        auto r = merge_rank_.find(key);
-        if (r != merge_rank_.end() && r->second < best) {
-          best = r->second;
-          best_i = i;
-        }
-      }
-      if (best == kNoRank) break;
-      sym[best_i] += sym[best_i + 1];
-      sym.erase(sym.begin() + best_i + 1);
+    // Merges by a heap of candidate pairs over a linked list of symbols: O(n log n) in the piece's
+    // length (a scan for the best pair after every merge is quadratic, and one piece can be a
+    // whole 500 KB body of letters). Pops the lowest rank, leftmost on ties, exactly as a rescan
+    // would; an entry is stale once either symbol of its pair has grown.
+    struct Sym {
+      uint32_t start, len;  // bytes of `mapped`; len 0: merged into its left neighbour
+      int32_t prev, next;
+    };
+    struct Cand {
+      int32_t rank;
+      int32_t left;  // symbol index (order of starts = order in the text)
+      uint32_t left_len, right_len;
+      bool operator>(const Cand& o) const { return rank != o.rank ? rank > o.rank : left > o.left; }
+    };
+    std::vector<Sym> sym;
+    for (size_t i = 0; i < mapped.size();) {
+      const auto n = static_cast<uint32_t>(std::max<size_t>(1, Utf8Len(static_cast<unsigned char>(mapped[i]))));
+      const auto idx = static_cast<int32_t>(sym.size());
+      sym.push_back({static_cast<uint32_t>(i), std::min<uint32_t>(n, static_cast<uint32_t>(mapped.size() - i)), idx - 1, idx + 1});
+      i += n;
     }
-    for (const std::string& s : sym) {
-      auto it = token_to_id_.find(s);
+    if (!sym.empty()) sym.back().next = -1;
+    std::string key;
+    auto rank_of = [&](int32_t a, int32_t b) {
+      key.assign(mapped, sym[a].start, sym[a].len).append(" ").append(mapped, sym[b].start, sym[b].len);
+      auto r = merge_rank_.find(key);
+      return r == merge_rank_.end() ? kNoRank : r->second;
+    };
+    std::priority_queue<Cand, std::vector<Cand>, std::greater<Cand>> heap;
+    auto consider = [&](int32_t a) {
+      if (a < 0 || sym[a].next < 0) return;
+      const int32_t b = sym[a].next;
+      if (const int32_t r = rank_of(a, b); r != kNoRank) heap.push({r, a, sym[a].len, sym[b].len});
+    };
+    for (int32_t i = 0; i + 1 < static_cast<int32_t>(sym.size()); ++i) consider(i);
+    while (!heap.empty()) {
+      const Cand c = heap.top();
+      heap.pop();
+      Sym& l = sym[c.left];
+      if (l.len != c.left_len || l.next < 0 || sym[l.next].len != c.right_len) continue;
+      Sym& r = sym[l.next];
+      l.len += r.len;
+      r.len = 0;
+      l.next = r.next;
+      if (l.next >= 0) sym[l.next].prev = c.left;
+      consider(l.prev);
+      consider(c.left);
+    }
+    for (int32_t i = sym.empty() ? -1 : 0; i >= 0; i = sym[i].next) {
+      key.assign(mapped, sym[i].start, sym[i].len);
+      auto it = token_to_id_.find(key);
       if (it != token_to_id_.end()) ids.push_back(it->second);
       else if (unk_id_ >= 0) ids.push_back(unk_id_);
     }
   }
   out.insert(out.end(), ids.begin(), ids.end());
   absl::MutexLock lock(&cache_mu_);
-  if (cache_.size() < kCacheLimit) cache_.emplace(mapped, std::move(ids));
+  // Only word-sized pieces are kept: a cache of whole hostile bodies would grow without bound.
+  if (cache_.size() < kCacheLimit && mapped.size() <= kCachedPieceBytes) cache_.emplace(mapped, std::move(ids));
 }
 
 void Tokenizer::EncodePiece(const std::string& text, std::vector<int32_t>& out) const {
@@ -296,16 +331,25 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(std::string_view text, bo
   }
   std::vector<int32_t> ids;
   if (add_special_tokens) ids = prefix_ids_;
+  // Each added token's next occurrence at or after `pos` is remembered and searched again only
+  // once `pos` has passed it, so every token's search moves forward through the text once:
+  // O(text x added tokens), where searching afresh at every cut was quadratic in the number of
+  // special tokens written in the text (10,000 chat messages).
+  std::vector<size_t> next_at(added_tokens_.size(), 0);
+  std::vector<bool> searched(added_tokens_.size(), false);
   size_t pos = 0;
   while (pos < text.size()) {
-    // Find the earliest added token; at equal starts the longest wins (list is sorted so).
+    // The earliest added token; at equal starts the longest wins (the list is sorted so).
     size_t best_at = std::string_view::npos;
     const std::string* best = nullptr;
-    for (const std::string& tok : added_tokens_) {
-      const size_t at = text.find(tok, pos);
-      if (at < best_at) {
-        best_at = at;
-        best = &tok;
+    for (size_t k = 0; k < added_tokens_.size(); ++k) {
+      if (!searched[k] || (next_at[k] != std::string_view::npos && next_at[k] < pos)) {
+        next_at[k] = text.find(added_tokens_[k], pos);
+        searched[k] = true;
+      }
+      if (next_at[k] < best_at) {
+        best_at = next_at[k];
+        best = &added_tokens_[k];
       }
     }
     const size_t plain_end = best ? best_at : text.size();

@@ -5,9 +5,8 @@
 
 namespace kvs {
 
-bool Stream::Next(std::vector<StreamEvent>& out, std::chrono::milliseconds wait) {
-  std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait_for(lock, wait, [&] { return !events_.empty() || unfinished_ == 0 || !error_.ok(); });
+bool Stream::Poll(std::vector<StreamEvent>& out) {
+  std::lock_guard<std::mutex> lock(mu_);
   while (!events_.empty()) {
     out.push_back(std::move(events_.front()));
     events_.pop_front();
@@ -15,10 +14,17 @@ bool Stream::Next(std::vector<StreamEvent>& out, std::chrono::milliseconds wait)
   return unfinished_ > 0 && error_.ok();
 }
 
-absl::Status Stream::WaitAccepted() {
-  std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [&] { return accepted_ || !error_.ok(); });
-  return error_;
+bool Stream::Next(std::vector<StreamEvent>& out, std::chrono::milliseconds wait) {
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, wait, [&] { return !events_.empty() || unfinished_ == 0 || !error_.ok(); });
+  }
+  return Poll(out);
+}
+
+bool Stream::accepted() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return accepted_;
 }
 
 absl::Status Stream::error() const {
@@ -26,24 +32,47 @@ absl::Status Stream::error() const {
   return error_;
 }
 
+void Stream::SetListener(std::function<void()> f) {
+  std::lock_guard<std::mutex> lock(mu_);
+  listener_ = std::move(f);
+}
+
+void Stream::Notify() {
+  std::function<void()> f;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    f = listener_;
+  }
+  if (f) f();
+}
+
 void Stream::Accept(int32_t prompt_tokens) {
   prompt_tokens_ = prompt_tokens;
-  std::lock_guard<std::mutex> lock(mu_);
-  accepted_ = true;
-  cv_.notify_all();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    accepted_ = true;
+    cv_.notify_all();
+  }
+  Notify();
 }
 
 void Stream::Fail(absl::Status s) {
-  std::lock_guard<std::mutex> lock(mu_);
-  error_ = std::move(s);
-  cv_.notify_all();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (error_.ok()) error_ = std::move(s);
+    cv_.notify_all();
+  }
+  Notify();
 }
 
 void Stream::Push(StreamEvent e) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (e.reason != FinishReason::kNone) --unfinished_;
-  events_.push_back(std::move(e));
-  cv_.notify_all();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (e.reason != FinishReason::kNone) --unfinished_;
+    events_.push_back(std::move(e));
+    cv_.notify_all();
+  }
+  Notify();
 }
 
 void EngineService::Histogram::Add(double v) {
@@ -72,72 +101,134 @@ EngineService::EngineService(std::vector<ServingGroup*> groups, RequestRouter* r
                             : std::vector<double>{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
     h->counts.assign(h->bounds.size(), 0);
   }
+  for (int i = 0; i < std::max(1, limits_.preparer_threads); ++i) preparers_.emplace_back([this] { PrepareLoop(); });
+}
+
+EngineService::~EngineService() {
+  {
+    std::lock_guard<std::mutex> lock(prepare_mu_);
+    stop_preparers_ = true;
+  }
+  prepare_cv_.notify_all();
+  for (std::thread& t : preparers_) t.join();
 }
 
 absl::StatusOr<std::shared_ptr<Stream>> EngineService::Submit(ApiRequest r, std::string id) {
-  if (draining_) return absl::UnavailableError("the server is shutting down");
+  if (draining_ || drain_requested_) return absl::UnavailableError("the server is shutting down");
   if (in_flight_.fetch_add(1) >= limits_.max_in_flight) {
     --in_flight_;
     return absl::ResourceExhaustedError(
         absl::StrFormat("the server is at its limit of %d requests in flight; retry shortly", limits_.max_in_flight));
   }
-  auto stream = std::make_shared<Stream>(r.params.n);
+  auto stream = std::make_shared<Stream>(std::move(id), r.params.n);
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    pending_.push_back(Pending{std::move(r), std::move(id), stream});
+    std::lock_guard<std::mutex> lock(prepare_mu_);
+    preparing_.push_back(Preparing{std::move(r), stream});
   }
-  cv_.notify_all();
+  prepare_cv_.notify_one();
   return stream;
 }
 
-void EngineService::Cancel(const std::string& id) {
+void EngineService::Cancel(Stream& stream) {
+  stream.MarkCancelled();  // seen by the preparers and by Admit
   {
     std::lock_guard<std::mutex> lock(mu_);
-    cancelled_.push_back(id);
+    cancelled_.push_back(stream.id());
   }
   cv_.notify_all();
 }
 
-void EngineService::Drain() {
-  draining_ = true;
-  cv_.notify_all();
+void EngineService::Fail(Stream& stream, absl::Status s) {
+  stream.Fail(std::move(s));
+  --in_flight_;
+  ++requests_failed_;
+}
+
+absl::StatusOr<std::vector<int32_t>> EngineService::Tokenize(const ApiRequest& r) const {
+  // A token is at least one byte of text, and in practice about four: text far past the context
+  // cannot fit, and is refused before any work on it.
+  const int64_t max_bytes = static_cast<int64_t>(limits_.max_model_len) * limits_.max_prompt_bytes_per_token;
+  auto too_long = [&](int64_t bytes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "the prompt is %d bytes, which cannot fit this model's maximum context length of %d tokens", bytes,
+        limits_.max_model_len));
+  };
+  if (r.chat) {
+    if (chat_ == nullptr) return absl::InvalidArgumentError("this model has no chat template: use /v1/completions");
+    int64_t bytes = 0;
+    for (const ChatMessage& m : r.messages) bytes += static_cast<int64_t>(m.content.size() + m.role.size());
+    if (bytes > max_bytes) return too_long(bytes);
+    auto text = chat_->Render(r.messages, /*add_generation_prompt=*/true);
+    if (!text.ok()) return absl::InvalidArgumentError(text.status().message());
+    return tokenizer_.Encode(*text, /*add_special_tokens=*/false);
+  }
+  if (!r.prompt_ids.empty()) return r.prompt_ids;
+  if (static_cast<int64_t>(r.prompt.size()) > max_bytes) return too_long(static_cast<int64_t>(r.prompt.size()));
+  return tokenizer_.Encode(r.prompt, /*add_special_tokens=*/true);
+}
+
+void EngineService::PrepareLoop() {
+  for (;;) {
+    Preparing job;
+    {
+      std::unique_lock<std::mutex> lock(prepare_mu_);
+      prepare_cv_.wait(lock, [&] { return stop_preparers_ || !preparing_.empty(); });
+      if (preparing_.empty()) return;
+      job = std::move(preparing_.front());
+      preparing_.pop_front();
+      ++being_prepared_;
+    }
+    auto done = [&](std::optional<Pending> p) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (p && closed_) {
+          p.reset();
+          Fail(*job.stream, absl::UnavailableError("the server shut down before this request started"));
+        }
+        if (p) pending_.push_back(*std::move(p));
+        --being_prepared_;
+      }
+      cv_.notify_all();
+    };
+    if (job.stream->cancelled()) {
+      Fail(*job.stream, absl::CancelledError("the client went away"));
+      done(std::nullopt);
+      continue;
+    }
+    absl::StatusOr<std::vector<int32_t>> ids = Tokenize(job.request);
+    absl::Status bad;
+    if (!ids.ok()) {
+      bad = absl::InvalidArgumentError(ids.status().message());
+    } else if (ids->empty()) {
+      bad = absl::InvalidArgumentError("the prompt is empty");
+    } else if (const int64_t total = static_cast<int64_t>(ids->size()) + job.request.params.max_tokens;
+               total > limits_.max_model_len) {
+      bad = absl::InvalidArgumentError(absl::StrFormat(
+          "This model's maximum context length is %d tokens. However, you requested %d tokens (%d in the prompt, %d "
+          "for the completion). Please reduce the prompt or max_tokens.",
+          limits_.max_model_len, total, ids->size(), job.request.params.max_tokens));
+    }
+    if (!bad.ok()) {
+      Fail(*job.stream, std::move(bad));
+      done(std::nullopt);
+      continue;
+    }
+    done(Pending{Request{job.stream->id(), *std::move(ids), job.request.params}, job.stream});
+  }
 }
 
 void EngineService::Admit(Pending& p) {
-  auto fail = [&](absl::Status s) {
-    p.stream->Fail(std::move(s));
-    --in_flight_;
-    ++requests_failed_;
-  };
-  absl::StatusOr<std::vector<int32_t>> ids;
-  if (p.request.chat) {
-    if (chat_ == nullptr) return fail(absl::InvalidArgumentError("this model has no chat template: use /v1/completions"));
-    auto text = chat_->Render(p.request.messages, /*add_generation_prompt=*/true);
-    if (!text.ok()) return fail(absl::InvalidArgumentError(text.status().message()));
-    ids = tokenizer_.Encode(*text, /*add_special_tokens=*/false);
-  } else if (!p.request.prompt_ids.empty()) {
-    ids = p.request.prompt_ids;
-  } else {
-    ids = tokenizer_.Encode(p.request.prompt, /*add_special_tokens=*/true);
-  }
-  if (!ids.ok()) return fail(absl::InvalidArgumentError(ids.status().message()));
-  if (ids->empty()) return fail(absl::InvalidArgumentError("the prompt is empty"));
-  const int64_t total = static_cast<int64_t>(ids->size()) + p.request.params.max_tokens;
-  if (total > limits_.max_model_len) {
-    return fail(absl::InvalidArgumentError(absl::StrFormat(
-        "This model's maximum context length is %d tokens. However, you requested %d tokens (%d in the prompt, %d "
-        "for the completion). Please reduce the prompt or max_tokens.",
-        limits_.max_model_len, total, ids->size(), p.request.params.max_tokens)));
-  }
-  const auto n_prompt = static_cast<int32_t>(ids->size());
-  Request request{p.id, *std::move(ids), p.request.params};
-  const int group = router_ != nullptr ? router_->Route(request) : 0;
-  absl::Status s = groups_[group]->Add(std::move(request));
+  if (p.stream->cancelled()) return Fail(*p.stream, absl::CancelledError("the client went away"));
+  const auto n_prompt = static_cast<int32_t>(p.request.prompt_ids.size());
+  const int32_t n = p.request.params.n;
+  const std::string id = p.request.id;
+  const int group = router_ != nullptr ? router_->Route(p.request) : 0;
+  absl::Status s = groups_[group]->Add(std::move(p.request));
   if (!s.ok()) {
-    if (router_ != nullptr) router_->Done(group, p.id);
-    return fail(absl::InvalidArgumentError(s.message()));
+    if (router_ != nullptr) router_->Done(group, id);
+    return Fail(*p.stream, absl::InvalidArgumentError(s.message()));
   }
-  live_[p.id] = Live{p.stream, group, p.request.params.n};
+  live_[id] = Live{p.stream, group, n};
   {
     std::lock_guard<std::mutex> lock(metrics_mu_);
     ++group_requests_[group];
@@ -194,8 +285,38 @@ void EngineService::Observe(const std::vector<RequestResult>& results) {
   }
 }
 
+void EngineService::FailEverything() {
+  const absl::Status gone = absl::UnavailableError("the server shut down (drain timeout) before this request finished");
+  std::deque<Preparing> preparing;
+  {
+    std::lock_guard<std::mutex> lock(prepare_mu_);
+    preparing.swap(preparing_);
+  }
+  for (Preparing& p : preparing) Fail(*p.stream, gone);
+  std::deque<Pending> pending;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    closed_ = true;
+    pending.swap(pending_);
+  }
+  for (Pending& p : pending) Fail(*p.stream, gone);
+  while (!live_.empty()) {
+    auto it = live_.begin();
+    groups_[it->second.group]->Abort(it->first);
+    it->second.stream->Fail(gone);
+    Retire(it, false);
+  }
+}
+
 absl::Status EngineService::Run() {
+  std::chrono::steady_clock::time_point deadline{};
   for (;;) {
+    if (drain_requested_ && !draining_) {
+      draining_ = true;
+      deadline = std::chrono::steady_clock::now() + limits_.drain_timeout;
+      if (on_drain_) on_drain_();
+    }
+    if (draining_ && std::chrono::steady_clock::now() >= deadline) FailEverything();
     bool local_busy = false, remote_busy = false;
     for (size_t g = 0; g < groups_.size(); ++g) (g == 0 ? local_busy : remote_busy) |= groups_[g]->Busy();
     std::deque<Pending> admit;
@@ -203,9 +324,9 @@ absl::Status EngineService::Run() {
     {
       std::unique_lock<std::mutex> lock(mu_);
       if (pending_.empty() && cancelled_.empty() && !local_busy) {
-        if (draining_ && live_.empty()) return absl::OkStatus();
+        if (draining_ && live_.empty() && in_flight_ == 0) return absl::OkStatus();
         // Remote groups report over MPI, which only this thread may poll: look again soon.
-        cv_.wait_for(lock, std::chrono::milliseconds(remote_busy ? 1 : 50));
+        cv_.wait_for(lock, std::chrono::milliseconds(remote_busy || draining_ ? 1 : 50));
       }
       admit.swap(pending_);
       cancel.swap(cancelled_);
@@ -213,7 +334,7 @@ absl::Status EngineService::Run() {
     for (Pending& p : admit) Admit(p);
     for (const std::string& id : cancel) {
       auto it = live_.find(id);
-      if (it == live_.end()) continue;
+      if (it == live_.end()) continue;  // not admitted yet: the preparers or Admit drop it
       groups_[it->second.group]->Abort(id);
       it->second.stream->Fail(absl::CancelledError("the client went away"));
       Retire(it, false);

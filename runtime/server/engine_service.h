@@ -1,9 +1,14 @@
-// The bridge between HTTP threads and the engines. HTTP handlers Submit parsed requests and read
-// their outputs from a Stream; the engine thread (the process's main thread, which alone calls
-// MPI) runs Run(): it tokenizes new requests, sends each to a serving group (serving_group.h: this
+// The bridge between HTTP connections and the engines. The HTTP layer Submits parsed requests
+// and reads their outputs from a Stream, which calls its listener (from any thread) whenever
+// something new is there, so no connection holds a thread while it waits. Prompts are rendered
+// and tokenized on a small pool of preparer threads, never on the engine thread: a hostile
+// prompt delays only itself. The engine thread (the process's main thread, which alone calls
+// MPI) runs Run(): it sends each prepared request to a serving group (serving_group.h: this
 // process's engine, or with data parallelism another group chosen by the router), advances the
 // groups, and hands each request's text deltas to its Stream. A cancelled request (client gone)
-// is aborted and its blocks freed at the next step. Counters and latency histograms feed /metrics.
+// is aborted and its blocks freed at the next step. Drain: no new requests; the in-flight ones
+// finish, or at the drain deadline fail with Unavailable (the HTTP layer answers 503), so
+// every accepted request gets an answer. Counters and latency histograms feed /metrics.
 #pragma once
 
 #include <atomic>
@@ -13,7 +18,9 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -33,38 +40,55 @@ struct StreamEvent {
   std::vector<ApiLogprob> logprobs;  // of the tokens behind `delta`, when the request asked
 };
 
-// One request's outputs, written by the engine thread, read by its HTTP handler.
+// One request's outputs, written by the engine thread, read by its HTTP connection.
 class Stream {
  public:
-  explicit Stream(int32_t n) : unfinished_(n) {}
-  // Waits up to `wait` for events; appends them to `out`. Returns false once the request is over
+  Stream(std::string id, int32_t n) : id_(std::move(id)), unfinished_(n) {}
+  const std::string& id() const { return id_; }
+  // Appends the events so far to `out` without waiting. Returns false once the request is over
   // and everything was read (check error() then).
+  bool Poll(std::vector<StreamEvent>& out);
+  // As Poll, waiting up to `wait` for an event first (for callers that may block).
   bool Next(std::vector<StreamEvent>& out, std::chrono::milliseconds wait);
-  // Whether the request was accepted (tokenized and admitted) or failed; waits.
-  absl::Status WaitAccepted();
+  bool accepted() const;
   absl::Status error() const;
   int32_t prompt_tokens() const { return prompt_tokens_; }
   int32_t output_tokens() const { return output_tokens_; }
+  // Called after every Accept, Fail and Push, on the thread that made it, outside the lock;
+  // it must not block (the HTTP layer posts to the connection's own executor). Set it once,
+  // then look at the stream: what happened before it was set does not call it.
+  void SetListener(std::function<void()> f);
+  bool cancelled() const { return cancelled_; }
 
-  // Engine thread.
+  // Preparer and engine threads.
   void Accept(int32_t prompt_tokens);
   void Fail(absl::Status s);
   void Push(StreamEvent e);
   void AddOutputTokens(int32_t n) { output_tokens_ += n; }
+  void MarkCancelled() { cancelled_ = true; }
 
  private:
+  void Notify();
+  const std::string id_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<StreamEvent> events_;
   int32_t unfinished_;
   bool accepted_ = false;
   absl::Status error_;
+  std::function<void()> listener_;
+  std::atomic<bool> cancelled_{false};
   std::atomic<int32_t> prompt_tokens_{0}, output_tokens_{0};
 };
 
 struct ServiceLimits {
   int32_t max_model_len = 0;      // prompt + max_tokens must fit
   int32_t max_in_flight = 1024;   // beyond: 503
+  int32_t preparer_threads = 2;   // render + tokenize
+  // Longest text a prompt or chat conversation may have before tokenization: a token is at least
+  // one byte, so text past a multiple of the context is refused without tokenizing it.
+  int64_t max_prompt_bytes_per_token = 64;
+  std::chrono::milliseconds drain_timeout{30000};  // after Drain, in-flight requests get this long
 };
 
 class EngineService {
@@ -75,20 +99,32 @@ class EngineService {
   EngineService(std::vector<ServingGroup*> groups, RequestRouter* router, const Tokenizer& tokenizer,
                 const ChatTemplate* chat, ServiceLimits limits);
 
-  // HTTP threads. ResourceExhausted (503) when too many requests are in flight or draining.
-  absl::StatusOr<std::shared_ptr<Stream>> Submit(ApiRequest r, std::string id);
-  void Cancel(const std::string& id);
-  std::string MetricsText() const;  // Prometheus exposition format
+  ~EngineService();
 
-  // Engine thread: serves until Drain() was called and nothing is left in flight.
+  // HTTP threads. ResourceExhausted (503) when too many requests are in flight, Unavailable (503)
+  // while draining. The stream reports acceptance (prompt tokenized and admitted) or the error.
+  absl::StatusOr<std::shared_ptr<Stream>> Submit(ApiRequest r, std::string id);
+  // The client went away: the request is aborted wherever it is (preparing, queued, running).
+  void Cancel(Stream& stream);
+  std::string MetricsText() const;  // Prometheus exposition format
+  bool draining() const { return draining_; }
+  // Called once on the engine thread when draining begins (the HTTP layer stops accepting).
+  void SetOnDrain(std::function<void()> f) { on_drain_ = std::move(f); }
+
+  // Engine thread: serves until Drain() was called and nothing is left in flight (or the drain
+  // deadline passed and what was left was failed).
   absl::Status Run();
-  // Stops taking requests; Run returns once the in-flight ones are done.
-  void Drain();
+  // Stops taking requests; Run returns once the in-flight ones are done. Only sets an atomic
+  // flag, so a signal handler may call it.
+  void Drain() { drain_requested_ = true; }
 
  private:
-  struct Pending {
+  struct Pending {  // prepared: tokenized and checked, ready for a group
+    Request request;
+    std::shared_ptr<Stream> stream;
+  };
+  struct Preparing {
     ApiRequest request;
-    std::string id;
     std::shared_ptr<Stream> stream;
   };
   struct Live {
@@ -96,11 +132,16 @@ class EngineService {
     int group = 0;
     int32_t remaining = 0;  // samples not yet finished
   };
+  void PrepareLoop();
+  absl::StatusOr<std::vector<int32_t>> Tokenize(const ApiRequest& r) const;
+  void Fail(Stream& stream, absl::Status s);
   void Admit(Pending& p);
   void Observe(const std::vector<RequestResult>& results);
   void Deliver(int group, GroupOutput& out);
   // The request leaves: its group and the router hear of it.
   void Retire(absl::flat_hash_map<std::string, Live>::iterator it, bool ok);
+  // Drain deadline: every request still in flight fails with Unavailable.
+  void FailEverything();
   void UpdateStats();
 
   std::unique_ptr<LocalGroup> own_group_;  // the one-engine constructor's
@@ -114,8 +155,18 @@ class EngineService {
   std::condition_variable cv_;
   std::deque<Pending> pending_;
   std::vector<std::string> cancelled_;
+  std::atomic<bool> drain_requested_{false};
   std::atomic<bool> draining_{false};
   std::atomic<int32_t> in_flight_{0};
+  std::function<void()> on_drain_;
+
+  std::mutex prepare_mu_;
+  std::condition_variable prepare_cv_;
+  std::deque<Preparing> preparing_;
+  bool stop_preparers_ = false;
+  bool closed_ = false;  // past the drain deadline: prepared requests fail instead of queueing
+  std::atomic<int32_t> being_prepared_{0};  // taken from preparing_, not yet in pending_
+  std::vector<std::thread> preparers_;
   absl::flat_hash_map<std::string, Live> live_;  // engine thread only
 
   // Metrics (engine thread writes, HTTP threads read).

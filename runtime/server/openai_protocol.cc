@@ -12,6 +12,43 @@ using nlohmann::json;
 
 absl::Status Bad(const std::string& msg) { return absl::InvalidArgumentError(msg); }
 
+// One chat message: a string role and its content as OpenAI allows it: a string, an array of
+// text parts (joined by newlines, as vLLM does), or null for an assistant turn (one that only
+// called tools).
+absl::StatusOr<ChatMessage> ParseMessage(const json& m, size_t i) {
+  if (!m.is_object()) return Bad(absl::StrFormat("messages[%d] must be an object", i));
+  auto role = m.find("role");
+  if (role == m.end() || !role->is_string()) return Bad(absl::StrFormat("messages[%d] needs a string 'role'", i));
+  ChatMessage out{role->get<std::string>(), ""};
+  auto content = m.find("content");
+  if (content == m.end() || content->is_null()) {
+    if (out.role == "assistant") return out;
+    return Bad(absl::StrFormat("messages[%d].content is required for a '%s' message", i, out.role));
+  }
+  if (content->is_string()) {
+    out.content = content->get<std::string>();
+    return out;
+  }
+  if (!content->is_array()) return Bad(absl::StrFormat("messages[%d].content must be a string or an array of parts", i));
+  for (size_t k = 0; k < content->size(); ++k) {
+    const json& part = (*content)[k];
+    if (!part.is_object() || !part.contains("type") || !part["type"].is_string()) {
+      return Bad(absl::StrFormat("messages[%d].content[%d] needs a string 'type'", i, k));
+    }
+    const std::string type = part["type"].get<std::string>();
+    if (type != "text") {
+      return Bad(absl::StrFormat("messages[%d].content[%d] is of type '%s'; this model takes only text parts", i, k,
+                                 type));
+    }
+    if (!part.contains("text") || !part["text"].is_string()) {
+      return Bad(absl::StrFormat("messages[%d].content[%d].text must be a string", i, k));
+    }
+    if (k > 0) out.content += "\n";
+    out.content += part["text"].get<std::string>();
+  }
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<ApiRequest> ParseApiRequest(const std::string& body, bool chat, int32_t default_max_tokens) {
@@ -22,7 +59,7 @@ absl::StatusOr<ApiRequest> ParseApiRequest(const std::string& body, bool chat, i
   r.chat = chat;
   r.params.max_tokens = default_max_tokens;
   static const absl::flat_hash_set<std::string> kIgnored = {"user", "frequency_penalty", "presence_penalty",
-                                                            "logit_bias", "stream_options"};
+                                                            "logit_bias"};
   bool chat_logprobs = false;  // chat asks with "logprobs": true and "top_logprobs": k
   int32_t top_logprobs = -1;
   for (const auto& [key, v] : j.items()) {
@@ -46,12 +83,17 @@ absl::StatusOr<ApiRequest> ParseApiRequest(const std::string& body, bool chat, i
       }
     } else if (key == "messages" && chat) {
       if (!v.is_array() || v.empty()) return Bad("'messages' must be a non-empty array");
-      for (const json& m : v) {
-        if (!m.is_object() || !m.contains("role") || !m["role"].is_string() || !m.contains("content") ||
-            !m["content"].is_string()) {
-          return Bad("each message needs string 'role' and 'content'");
-        }
-        r.messages.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+      for (size_t i = 0; i < v.size(); ++i) {
+        KVS_ASSIGN_OR_RETURN(ChatMessage m, ParseMessage(v[i], i));
+        r.messages.push_back(std::move(m));
+      }
+    } else if (key == "stream_options") {
+      if (v.is_null()) continue;
+      if (!v.is_object()) return Bad("'stream_options' must be an object");
+      for (const auto& [k, o] : v.items()) {
+        if (k != "include_usage") return Bad(absl::StrFormat("unknown field 'stream_options.%s'", k));
+        if (!o.is_boolean()) return Bad("'stream_options.include_usage' must be a boolean");
+        r.include_usage = o.get<bool>();
       }
     } else if (key == "max_tokens" || key == "max_completion_tokens") {
       if (!v.is_number_integer()) return Bad(absl::StrFormat("'%s' must be an integer", key));
@@ -115,6 +157,9 @@ absl::StatusOr<ApiRequest> ParseApiRequest(const std::string& body, bool chat, i
   if (top_logprobs >= 0) {
     if (!chat_logprobs) return Bad("'top_logprobs' needs 'logprobs': true");
     r.params.logprobs = top_logprobs;
+  }
+  if (j.contains("stream_options") && !j["stream_options"].is_null() && !r.stream) {
+    return Bad("'stream_options' is only allowed with 'stream': true");
   }
   if (!chat && !j.contains("prompt")) return Bad("'prompt' is required");
   if (chat && !j.contains("messages")) return Bad("'messages' is required");
@@ -194,6 +239,19 @@ json StreamChunk(const ApiRequest& r, const std::string& id, int64_t created, in
               {"created", created},
               {"model", r.model},
               {"choices", json::array({c})}};
+}
+
+json UsageChunk(const ApiRequest& r, const std::string& id, int64_t created, int32_t prompt_tokens,
+                int32_t output_tokens) {
+  return json{{"id", id},
+              {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
+              {"created", created},
+              {"model", r.model},
+              {"choices", json::array()},
+              {"usage",
+               {{"prompt_tokens", prompt_tokens},
+                {"completion_tokens", output_tokens},
+                {"total_tokens", prompt_tokens + output_tokens}}}};
 }
 
 std::string ErrorBody(const std::string& message, const std::string& type, const std::string& param) {

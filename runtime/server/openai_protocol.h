@@ -23,6 +23,7 @@ struct ApiRequest {
   std::vector<ChatMessage> messages;  // chat
   SamplingParams params;
   bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage: a last chunk with the token counts
 };
 
 // Parses and validates a body; `default_max_tokens` applies when the body has none.
@@ -54,6 +55,9 @@ nlohmann::json CompletionResponse(const ApiRequest& r, const std::string& id, in
 nlohmann::json StreamChunk(const ApiRequest& r, const std::string& id, int64_t created, int32_t index,
                            const std::string& delta, FinishReason reason, bool first,
                            const std::vector<ApiLogprob>& logprobs = {}, int64_t text_offset = 0);
+// The last chunk of a stream that asked for usage: empty choices and the token counts.
+nlohmann::json UsageChunk(const ApiRequest& r, const std::string& id, int64_t created, int32_t prompt_tokens,
+                          int32_t output_tokens);
 // {"error": {"message", "type", "param", "code"}} as OpenAI sends it.
 std::string ErrorBody(const std::string& message, const std::string& type, const std::string& param = "");
 
