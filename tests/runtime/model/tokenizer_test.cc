@@ -4,6 +4,8 @@
 // tokenizer agreeing with the tokenizer.json one.
 #include "runtime/model/tokenizer.h"
 
+#include <chrono>
+#include <cstdio>
 #include <fstream>
 
 #include "gtest/gtest.h"
@@ -114,6 +116,47 @@ TEST(TokenizerTest, MalformedTokenizerJsonGivesClearErrors) {
   auto bad_split = Tokenizer::FromJsonFile(write("split.json", R"({"pre_tokenizer": {"type": "Split", "pattern":
       {"Regex": "(unclosed"}, "behavior": "Isolated"}, "model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}})"));
   EXPECT_NE(bad_split.status().message().find("does not compile"), std::string::npos) << bad_split.status();
+}
+
+// Long single pieces, whitespace runs, CJK and emoji runs and texts dense with special tokens:
+// the heap merge and the forward-only special-token scan give HF's ids exactly.
+TEST(TokenizerTest, LongAndHostileInputsMatchHfTokenizers) {
+  auto tok = Tokenizer::FromJsonFile(GoldenPath("tokenizer/smollm2_tokenizer.json"));
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  const auto cases = ReadJson(GoldenPath("tokenizer/smollm2_long_inputs.json"));
+  ASSERT_GE(cases.size(), 10u);
+  for (const auto& c : cases) {
+    const std::string text = c["text"].get<std::string>();
+    auto ids = tok->Encode(text, /*add_special_tokens=*/true);
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    EXPECT_EQ(*ids, c["ids"].get<std::vector<int32_t>>()) << text.substr(0, 40) << "... (" << text.size() << " bytes)";
+  }
+}
+
+// Quadratic merging took 200+ s on this input and quadratic special-token search 19 s on 10,000
+// messages; linear work takes well under a second for each. The bounds are loose (a shared CI
+// core), far below what quadratic behaviour costs; docs/performance.md has the measured times.
+TEST(TokenizerTest, HostileLengthsTokenizeInLinearTime) {
+  auto tok = Tokenizer::FromJsonFile(GoldenPath("tokenizer/smollm2_tokenizer.json"));
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  auto seconds = [&](const std::string& text) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto ids = tok->Encode(text, /*add_special_tokens=*/false);
+    EXPECT_TRUE(ids.ok());
+    EXPECT_FALSE(ids->empty());
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  const double letters = seconds(std::string(500000, 'a'));
+  std::string cjk;
+  for (int i = 0; i < 80000; ++i) cjk += "\xe4\xb8\xad";  // 中
+  const double han = seconds(cjk);
+  std::string chat;
+  for (int i = 0; i < 10000; ++i) chat += "<|im_start|>user\nx<|im_end|>\n";
+  const double turns = seconds(chat);
+  std::printf("500,000 'a': %.3f s; 80,000 CJK: %.3f s; 10,000 chat turns: %.3f s\n", letters, han, turns);
+  EXPECT_LT(letters, 5.0);
+  EXPECT_LT(han, 5.0);
+  EXPECT_LT(turns, 2.0);
 }
 
 }  // namespace
