@@ -100,10 +100,6 @@ class Session : public std::enable_shared_from_this<Session> {
     net::post(stream_.get_executor(), [self = shared_from_this(), f] { f(*self); });
   }
 
-  // Draining: a connection waiting for its next request is closed; others finish what they do.
-  void CloseIfIdle() {
-    if (!busy_ && buffer_.size() == 0) Close();
-  }
   void Close() {
     if (closed_) return;
     closed_ = true;
@@ -124,7 +120,6 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void ReadHeader() {
     if (closed_) return;
-    if (!server_.accepting && buffer_.size() == 0 && requests_ > 0) return Close();
     parser_.emplace();
     parser_->header_limit(static_cast<uint32_t>(opt().max_header_bytes));
     parser_->body_limit(opt().max_body_bytes);
@@ -512,7 +507,6 @@ void HttpServer::StopAccepting() {
     beast::error_code ec;
     m.acceptor.close(ec);
   });
-  m.ForEachSession([](Session& s) { s.CloseIfIdle(); });
 }
 
 void HttpServer::Stop(std::chrono::milliseconds grace) {

@@ -48,8 +48,9 @@ class HttpServer {
   ~HttpServer();
   // Binds and starts the I/O threads; returns once connections are accepted.
   absl::Status Start();
-  // Draining: refuses new connections and closes idle keep-alive ones; requests in flight carry
-  // on, and a request that arrives on an open connection gets 503. Any thread.
+  // Draining: refuses new connections; requests in flight carry on, and a request that arrives on
+  // an open keep-alive connection (a load balancer's /health probe, say) gets 503 and
+  // `Connection: close`. Any thread.
   void StopAccepting();
   // Lets responses in flight finish writing for up to `grace`, then closes every connection and
   // joins the I/O threads.
