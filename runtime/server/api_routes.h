@@ -20,8 +20,8 @@ RouteDecision DecideRoute(const std::string& method, const std::string& path);
 // sites without asking first, so refusing them keeps a page from driving an unkeyed server.
 absl::Status CheckJsonContentType(const std::string& content_type);
 
-// 400 invalid argument, 503 exhausted/unavailable (with Retry-After), 499-style cancellations
-// and the rest 500.
+// 400 invalid argument, 404 not found, 503 exhausted/unavailable (the caller adds Retry-After),
+// the rest 500.
 int HttpCodeOf(const absl::Status& s);
 std::string ErrorType(const absl::Status& s);
 

@@ -51,5 +51,23 @@ TEST(ChatTemplateTest, RejectsUnknownTemplatesAndRoles) {
   EXPECT_NE(r.status().message().find("robot"), std::string::npos);
 }
 
+// A template that writes every role as it is renders a tool message like any other; one with its
+// own tool branch (Qwen2.5-style) refuses tool messages by name rather than render them wrongly.
+TEST(ChatTemplateTest, ToolMessagesRenderOnlyWhereTheTemplateWritesAnyRole) {
+  auto generic = ChatTemplate::FromTemplateText("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
+                                                "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}");
+  ASSERT_TRUE(generic.ok()) << generic.status();
+  auto text = generic->Render({{"user", "q"}, {"tool", "42"}}, /*add_generation_prompt=*/false);
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_EQ(*text, "<|im_start|>user\nq<|im_end|>\n<|im_start|>tool\n42<|im_end|>\n");
+  auto own = ChatTemplate::FromTemplateText("{% for message in messages %}{% if message.role == \"tool\" %}<tool_response>"
+                                            "{% endif %}<|im_start|>{% endfor %}");
+  ASSERT_TRUE(own.ok()) << own.status();
+  auto refused = own->Render({{"user", "q"}, {"tool", "42"}}, false);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("role 'tool'"), std::string::npos);
+  EXPECT_FALSE(generic->Render({{"robot", "x"}}, false).ok());
+}
+
 }  // namespace
 }  // namespace kvs

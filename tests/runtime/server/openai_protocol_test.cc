@@ -114,5 +114,38 @@ TEST(OpenAiProtocolTest, ResponsesHaveOpenAisShapes) {
   EXPECT_EQ(err["error"]["param"], "prompt");
 }
 
+TEST(OpenAiProtocolTest, MessageContentMayBeTextPartsOrNullForAnAssistant) {
+  auto r = ParseApiRequest(R"({"messages": [
+      {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+      {"role": "assistant", "content": null}, {"role": "tool", "content": "42", "tool_call_id": "c"}]})",
+                           true, 16);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->messages.size(), 3u);
+  EXPECT_EQ(r->messages[0].content, "a\nb");  // parts joined by newlines, as vLLM does
+  EXPECT_EQ(r->messages[1].content, "");
+  EXPECT_EQ(r->messages[2].role, "tool");
+  auto image = ParseApiRequest(R"({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})", true, 16);
+  ASSERT_FALSE(image.ok());
+  EXPECT_NE(image.status().message().find("messages[0].content[0] is of type 'image_url'"), std::string::npos);
+  auto null_user = ParseApiRequest(R"({"messages": [{"role": "user", "content": null}]})", true, 16);
+  ASSERT_FALSE(null_user.ok());
+  EXPECT_NE(null_user.status().message().find("messages[0].content is required"), std::string::npos);
+  auto bad_part = ParseApiRequest(R"({"messages": [{"role": "user", "content": [{"type": "text", "text": 3}]}]})", true, 16);
+  EXPECT_FALSE(bad_part.ok());
+}
+
+TEST(OpenAiProtocolTest, StreamOptionsIncludeUsageOnlyWithStream) {
+  auto r = ParseApiRequest(R"({"prompt": "x", "stream": true, "stream_options": {"include_usage": true}})", false, 16);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->include_usage);
+  auto no_stream = ParseApiRequest(R"({"prompt": "x", "stream_options": {"include_usage": true}})", false, 16);
+  ASSERT_FALSE(no_stream.ok());
+  EXPECT_NE(no_stream.status().message().find("only allowed with 'stream': true"), std::string::npos);
+  EXPECT_FALSE(ParseApiRequest(R"({"prompt": "x", "stream": true, "stream_options": {"x": 1}})", false, 16).ok());
+  const auto usage = UsageChunk(*r, "cmpl-1", 5, 3, 4);
+  EXPECT_TRUE(usage["choices"].empty());
+  EXPECT_EQ(usage["usage"]["total_tokens"], 7);
+}
+
 }  // namespace
 }  // namespace kvs
