@@ -166,7 +166,7 @@ if [ -n "$SMOL" ]; then
   python3 -c "$WAIT_HEALTH
 $(cat <<'PY'
 body = json.dumps({"messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 20}).encode()
-r = urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", body), timeout=120)
+r = urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", body, {"Content-Type": "application/json"}), timeout=120)
 answer = json.load(r)["choices"][0]["message"]["content"]
 print("tp=2 serve:", answer)
 sys.exit(0 if "Paris" in answer else 1)
@@ -188,7 +188,7 @@ questions = [("What is the capital of France?", "Paris"), ("What is 2+2?", "4")]
 def ask(i):
     q, want = questions[i % 2]
     body = json.dumps({"messages": [{"role": "user", "content": q}], "max_tokens": 16}).encode()
-    r = urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", body), timeout=300)
+    r = urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", body, {"Content-Type": "application/json"}), timeout=300)
     return want, json.load(r)["choices"][0]["message"]["content"]
 with concurrent.futures.ThreadPoolExecutor(8) as ex:
     answers = list(ex.map(ask, range(8)))
