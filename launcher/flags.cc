@@ -3,6 +3,8 @@
 #include "absl/flags/flag.h"
 
 ABSL_FLAG(std::string, model, "", "Model: a .gguf file or a Hugging Face checkpoint directory");
+ABSL_FLAG(std::string, check_weights, "auto",
+          "Scan GGUF weights for NaN/Inf at load: auto (files up to 4 GiB), on, off");
 ABSL_FLAG(std::string, prompt, "", "Prompt text (generate)");
 ABSL_FLAG(bool, chat, false, "Wrap the prompt in the model's chat template");
 ABSL_FLAG(std::string, system, "", "System message for --chat (default: the template's own)");
@@ -45,3 +47,15 @@ ABSL_FLAG(bool, overlap_kv_moves, true,
 ABSL_FLAG(int32_t, tp, 1, "Tensor-parallel ranks per model replica; the job's ranks (mpirun -np / srun -n) are dp x tp");
 ABSL_FLAG(double, comm_timeout, 120.0,
           "Seconds a collective may wait for the other ranks before the job is stopped with an error naming it");
+
+namespace kvs {
+
+absl::StatusOr<WeightCheck> WeightCheckFlag() {
+  const std::string v = absl::GetFlag(FLAGS_check_weights);
+  if (v == "auto") return WeightCheck::kAuto;
+  if (v == "on" || v == "true") return WeightCheck::kOn;
+  if (v == "off" || v == "false") return WeightCheck::kOff;
+  return absl::InvalidArgumentError("--check-weights " + v + " is not one of auto, on, off");
+}
+
+}  // namespace kvs

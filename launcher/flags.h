@@ -7,8 +7,11 @@
 #include <vector>
 
 #include "absl/flags/declare.h"
+#include "absl/status/statusor.h"
+#include "runtime/model/weight_check.h"
 
 ABSL_DECLARE_FLAG(std::string, model);
+ABSL_DECLARE_FLAG(std::string, check_weights);
 ABSL_DECLARE_FLAG(std::string, prompt);
 ABSL_DECLARE_FLAG(bool, chat);
 ABSL_DECLARE_FLAG(std::string, system);
@@ -39,3 +42,8 @@ ABSL_DECLARE_FLAG(std::string, swap_space);
 ABSL_DECLARE_FLAG(std::string, kv_offload_memory);
 ABSL_DECLARE_FLAG(std::string, preemption_mode);
 ABSL_DECLARE_FLAG(double, comm_timeout);
+
+namespace kvs {
+// --check-weights as the loader's policy (an error names the valid values).
+absl::StatusOr<WeightCheck> WeightCheckFlag();
+}  // namespace kvs

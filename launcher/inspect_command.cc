@@ -17,7 +17,12 @@ int RunInspect() {
     std::fprintf(stderr, "kvshard inspect: --model is required\n");
     return 2;
   }
-  auto m = OpenModel(path);
+  auto check = WeightCheckFlag();
+  if (!check.ok()) {
+    std::fprintf(stderr, "kvshard inspect: %s\n", std::string(check.status().message()).c_str());
+    return 2;
+  }
+  auto m = OpenModel(path, *check);
   if (!m.ok()) {
     std::fprintf(stderr, "kvshard inspect: %s\n", std::string(m.status().message()).c_str());
     return 1;

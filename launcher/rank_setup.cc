@@ -31,7 +31,8 @@ absl::StatusOr<std::unique_ptr<RankRuntime>> StartRank(
   if (rt->world.size > 1) {
     KVS_ASSIGN_OR_RETURN(rt->mpi, MpiSession::Start(rt->world));
   }
-  KVS_ASSIGN_OR_RETURN(LoadedModel model, OpenModel(model_path));
+  KVS_ASSIGN_OR_RETURN(const WeightCheck check, WeightCheckFlag());
+  KVS_ASSIGN_OR_RETURN(LoadedModel model, OpenModel(model_path, check));
   rt->model = std::make_unique<LoadedModel>(std::move(model));
   const ModelConfig& mc = rt->model->source->config();
   KVS_ASSIGN_OR_RETURN(rt->backend, CreateBackend(absl::GetFlag(FLAGS_device), rt->world.local_rank,

@@ -9,11 +9,16 @@
 
 namespace kvs {
 
-absl::StatusOr<LoadedModel> OpenModel(const std::string& path) {
+absl::StatusOr<LoadedModel> OpenModel(const std::string& path, WeightCheck check) {
   LoadedModel m;
   KVS_ASSIGN_OR_RETURN(m.source, OpenWeightSource(path));
   std::string template_text;
   if (GgufFile* g = m.source->gguf()) {
+    uint64_t weight_bytes = 0;
+    for (const GgufTensorInfo& t : g->tensors()) weight_bytes += t.num_bytes;
+    if (check == WeightCheck::kOn || (check == WeightCheck::kAuto && weight_bytes <= kAutoWeightCheckBytes)) {
+      KVS_RETURN_IF_ERROR(CheckGgufWeightsFinite(*g));
+    }
     KVS_ASSIGN_OR_RETURN(Tokenizer t, Tokenizer::FromGguf(*g));
     m.tokenizer.emplace(std::move(t));
     if (g->Has("tokenizer.chat_template")) {

@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "runtime/model/chat_template.h"
 #include "runtime/model/tokenizer.h"
+#include "runtime/model/weight_check.h"
 #include "runtime/model/weight_source.h"
 
 namespace kvs {
@@ -21,6 +22,8 @@ struct LoadedModel {
   std::string chat_template_error;  // why there is none, for a clear --chat error
 };
 
-absl::StatusOr<LoadedModel> OpenModel(const std::string& path);
+// `check` decides the non-finite weight pass (weight_check.h); kAuto checks GGUF files whose
+// tensors total up to kAutoWeightCheckBytes.
+absl::StatusOr<LoadedModel> OpenModel(const std::string& path, WeightCheck check = WeightCheck::kAuto);
 
 }  // namespace kvs

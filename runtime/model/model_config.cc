@@ -90,6 +90,22 @@ absl::Status ModelConfig::Validate() const {
   KVS_RETURN_IF_ERROR(positive(num_kv_heads, "num_key_value_heads"));
   KVS_RETURN_IF_ERROR(positive(head_dim, "head_dim"));
   KVS_RETURN_IF_ERROR(positive(max_position_embeddings, "max_position_embeddings"));
+  // Past the largest real models by a wide margin (Llama 3.1 405B: 126 layers, 16,384 wide,
+  // 53,248 FFN; Gemma 3: 262K vocabulary; Llama 4: 10M context): a header claiming more is
+  // corrupt, and is refused here rather than by an allocation failure later.
+  auto at_most = [&](int64_t v, int64_t limit, const char* field) -> absl::Status {
+    if (v > limit) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: %s %d is past kvshard's limit of %d (a corrupt header?)", who, field, v, limit));
+    }
+    return absl::OkStatus();
+  };
+  KVS_RETURN_IF_ERROR(at_most(num_layers, 1024, "num_layers"));
+  KVS_RETURN_IF_ERROR(at_most(hidden_size, 1 << 17, "hidden_size"));
+  KVS_RETURN_IF_ERROR(at_most(intermediate_size, 1 << 20, "intermediate_size"));
+  KVS_RETURN_IF_ERROR(at_most(vocab_size, 1 << 23, "vocab_size"));
+  KVS_RETURN_IF_ERROR(at_most(num_q_heads, 4096, "num_attention_heads"));
+  KVS_RETURN_IF_ERROR(at_most(max_position_embeddings, 1 << 27, "max_position_embeddings"));
   if (num_q_heads % num_kv_heads != 0) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "%s: %d attention heads are not a multiple of %d KV heads", who, num_q_heads, num_kv_heads));

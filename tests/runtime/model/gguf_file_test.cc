@@ -1,7 +1,10 @@
 // GGUF parsing: a valid small file round-trips; truncated, corrupted and unsupported files get
+#include <cmath>
+#include <functional>
 #include <random>
 // errors naming the file, the entry and what is wrong.
 #include "runtime/model/gguf_file.h"
+#include "runtime/model/weight_check.h"
 
 #include "gtest/gtest.h"
 #include "runtime/model/weight_source.h"
@@ -141,6 +144,51 @@ TEST(GgufFileTest, ReadsTheRealSmolLm2File) {
   EXPECT_EQ(c.head_dim, 64);
   EXPECT_TRUE(c.tie_word_embeddings);
   EXPECT_EQ(c.KvBytesPerToken(2), 2 * 30 * 3 * 64 * 2);
+}
+
+// NaN or Inf anywhere in a float tensor, or in a quantized block's scale, is refused with the
+// tensor's name and the element or block; clean files pass.
+TEST(GgufFileTest, NonFiniteWeightsAreFoundByNameAndPlace) {
+  auto open = [](const std::string& name, const std::function<void(GgufWriter&)>& add) {
+    GgufWriter w;
+    w.Str("general.architecture", "llama");
+    add(w);
+    auto f = GgufFile::Open(WriteTemp(name, w.Bytes()));
+    EXPECT_TRUE(f.ok()) << f.status();
+    return std::move(*f);
+  };
+  std::vector<float> clean(97, 0.5f);
+  auto good = open("finite.gguf", [&](GgufWriter& w) { w.TensorF32("a.weight", {97}, clean); });
+  EXPECT_TRUE(CheckGgufWeightsFinite(*good).ok());
+  std::vector<float> nan = clean;
+  nan[54] = std::nanf("");
+  auto f32 = open("nan_f32.gguf", [&](GgufWriter& w) {
+    w.TensorF32("ok.weight", {97}, clean);
+    w.TensorF32("token_embd.weight", {97}, nan);
+  });
+  absl::Status s = CheckGgufWeightsFinite(*f32);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("tensor 'token_embd.weight'"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("element 54"), std::string::npos) << s;
+  std::vector<uint8_t> f16(2 * 17, 0);
+  f16[2 * 16 + 1] = 0x7C;  // element 16: +Inf
+  auto half = open("inf_f16.gguf", [&](GgufWriter& w) { w.Tensor("h.weight", {17}, 1, f16); });
+  s = CheckGgufWeightsFinite(*half);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("element 16"), std::string::npos) << s;
+  std::vector<uint8_t> q8(34 * 3, 0);
+  q8[34 * 2 + 0] = 0x00;
+  q8[34 * 2 + 1] = 0x7E;  // block 2's scale d: NaN
+  auto q = open("nan_q8.gguf", [&](GgufWriter& w) { w.Tensor("q.weight", {96}, 8, q8); });
+  s = CheckGgufWeightsFinite(*q);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("block 2"), std::string::npos) << s;
+  std::vector<uint8_t> q41(20 * 2, 0);
+  q41[20 + 3] = 0xFC;  // block 1's min m: -Inf
+  auto m = open("inf_q41.gguf", [&](GgufWriter& w) { w.Tensor("m.weight", {64}, 3, q41); });
+  s = CheckGgufWeightsFinite(*m);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("block 1"), std::string::npos) << s;
 }
 
 }  // namespace

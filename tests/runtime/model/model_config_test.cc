@@ -79,6 +79,13 @@ TEST(ModelConfigTest, RejectsBadConfigsNamingTheField) {
   j = Llama31V4();
   j["hidden_act"] = "gelu";
   EXPECT_EQ(ParseHfConfig(j, "c.json").status().code(), absl::StatusCode::kUnimplemented);
+  j = Llama31V4();
+  j["num_hidden_layers"] = 100000;  // a corrupt header: refused at parse, as inspect and generate see it
+  EXPECT_NE(ParseHfConfig(j, "c.json").status().message().find("num_layers 100000 is past kvshard's limit of 1024"),
+            std::string::npos);
+  j = Llama31V4();
+  j["vocab_size"] = 1 << 30;
+  EXPECT_NE(ParseHfConfig(j, "c.json").status().message().find("vocab_size"), std::string::npos);
 }
 
 TEST(ModelConfigTest, MistralSlidingWindowCapsTheContext) {
