@@ -257,7 +257,11 @@ class Session : public std::enable_shared_from_this<Session> {
   // While a request runs, a readable socket with nothing to read means the client hung up.
   void WatchForHangUp(uint64_t generation) {
     stream_.socket().async_wait(tcp::socket::wait_read, [self = shared_from_this(), generation](beast::error_code ec) {
-      if (ec || self->closed_ || self->generation_ != generation || self->request_done_) return;
+      if (self->closed_ || self->generation_ != generation || self->request_done_) return;
+      if (ec) {  // a reset or error on the socket is a hang-up too; aborted waits are not
+        if (ec != net::error::operation_aborted) self->Close();
+        return;
+      }
       char c;
       const ssize_t n = ::recv(self->stream_.socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
       if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) return self->Close();
