@@ -107,6 +107,7 @@ class Session : public std::enable_shared_from_this<Session> {
     beast::error_code ec;
     stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
     stream_.close();
+    hold_.reset();  // last: the caller's handler still holds the session
   }
 
  private:
@@ -250,10 +251,10 @@ class Session : public std::enable_shared_from_this<Session> {
         net::post(executor, [self] { self->Pump(); });
       }
     });
-    // A stream learns of a hang-up from its next failed write; a non-streaming request writes
-    // nothing until the end, so its socket is watched. (Watching streams too aborted them sooner,
-    // but left a remote data-parallel group's figures stale in multi_rank_test: see the notes.)
-    if (!api_.stream) WatchForHangUp(generation_);
+    // While the engine works, no socket operation may be pending (a stream between writes), so
+    // the connection holds itself until the answer is written or it closes.
+    hold_ = shared_from_this();
+    WatchForHangUp(generation_);
     Pump();
   }
 
@@ -400,6 +401,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void AfterResponse() {
+    hold_.reset();  // the write's handler holds the session from here
     stream_active_ = false;
     if (st_) st_->SetListener(nullptr);
     st_.reset();
@@ -440,6 +442,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string id_;
   int64_t created_ = 0;
   std::shared_ptr<Stream> st_;
+  std::shared_ptr<Session> hold_;  // self, while a generation request is in flight
   bool stream_active_ = false, request_done_ = true, sse_started_ = false;
   uint64_t generation_ = 0;
   std::atomic<bool> pump_posted_{false};
