@@ -14,14 +14,6 @@ bool Stream::Poll(std::vector<StreamEvent>& out) {
   return unfinished_ > 0 && error_.ok();
 }
 
-bool Stream::Next(std::vector<StreamEvent>& out, std::chrono::milliseconds wait) {
-  {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait_for(lock, wait, [&] { return !events_.empty() || unfinished_ == 0 || !error_.ok(); });
-  }
-  return Poll(out);
-}
-
 bool Stream::accepted() const {
   std::lock_guard<std::mutex> lock(mu_);
   return accepted_;
@@ -51,7 +43,6 @@ void Stream::Accept(int32_t prompt_tokens) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     accepted_ = true;
-    cv_.notify_all();
   }
   Notify();
 }
@@ -60,7 +51,6 @@ void Stream::Fail(absl::Status s) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (error_.ok()) error_ = std::move(s);
-    cv_.notify_all();
   }
   Notify();
 }
@@ -70,7 +60,6 @@ void Stream::Push(StreamEvent e) {
     std::lock_guard<std::mutex> lock(mu_);
     if (e.reason != FinishReason::kNone) --unfinished_;
     events_.push_back(std::move(e));
-    cv_.notify_all();
   }
   Notify();
 }

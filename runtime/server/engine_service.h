@@ -48,8 +48,6 @@ class Stream {
   // Appends the events so far to `out` without waiting. Returns false once the request is over
   // and everything was read (check error() then).
   bool Poll(std::vector<StreamEvent>& out);
-  // As Poll, waiting up to `wait` for an event first (for callers that may block).
-  bool Next(std::vector<StreamEvent>& out, std::chrono::milliseconds wait);
   bool accepted() const;
   absl::Status error() const;
   int32_t prompt_tokens() const { return prompt_tokens_; }
@@ -71,7 +69,6 @@ class Stream {
   void Notify();
   const std::string id_;
   mutable std::mutex mu_;
-  std::condition_variable cv_;
   std::deque<StreamEvent> events_;
   int32_t unfinished_;
   bool accepted_ = false;
