@@ -300,6 +300,11 @@ absl::Status BenchEngine(Backend& backend, const ModelWeights& weights, Engine* 
     std::printf("| decode steps | tp=%d mean batch %.1f | %lld steps | %.3f ms/step | %.0f tok/s | %.2f TB/s of weight+KV reads per GPU |\n",
                 tp, batch, static_cast<long long>(decode_steps), step * 1e3, batch / step, bytes / step / 1e12);
   }
+  // First-token times of the batch (all requests arrive at once): the peer of `bench --url --rate 0`.
+  std::vector<double> ttft;
+  for (const RequestResult& r : engine->TakeResults()) ttft.push_back(r.metrics.ttft_s * 1e3);
+  std::printf("| ttft_ms | p50 %.1f | p99 %.1f | max %.1f |\n", Percentile(ttft, 50), Percentile(ttft, 99),
+              ttft.empty() ? 0.0 : *std::max_element(ttft.begin(), ttft.end()));
   std::printf("| engine | %lld steps (%lld replayed from CUDA graphs), %lld preemptions, KV cache %d blocks x %d tokens, "
               "%lld offload blocks used |\n",
               static_cast<long long>(steps), static_cast<long long>(engine->graph_replays()),

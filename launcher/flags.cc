@@ -9,7 +9,11 @@ ABSL_FLAG(std::string, prompt, "", "Prompt text (generate)");
 ABSL_FLAG(bool, chat, false, "Wrap the prompt in the model's chat template");
 ABSL_FLAG(std::string, system, "", "System message for --chat (default: the template's own)");
 ABSL_FLAG(std::string, input, "", "JSONL file of requests (batch generate)");
-ABSL_FLAG(std::string, output, "", "JSONL file for results (batch generate)");
+ABSL_FLAG(std::string, output, "", "JSONL file for results (batch generate); answers go to <output>.journal as they finish");
+ABSL_FLAG(bool, resume, false,
+          "generate --input: continue an interrupted batch, skipping the lines its <output>.journal answers");
+ABSL_FLAG(bool, strict, false,
+          "generate --input: any invalid line fails the whole batch before it starts (default: it gets an error record)");
 ABSL_FLAG(int32_t, max_tokens, 128, "Most tokens to generate per request");
 ABSL_FLAG(double, temperature, 0.0, "Sampling temperature; 0 is greedy");
 ABSL_FLAG(int32_t, top_k, 0, "Sample among the k most likely tokens; 0 is off");

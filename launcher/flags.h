@@ -17,6 +17,8 @@ ABSL_DECLARE_FLAG(bool, chat);
 ABSL_DECLARE_FLAG(std::string, system);
 ABSL_DECLARE_FLAG(std::string, input);
 ABSL_DECLARE_FLAG(std::string, output);
+ABSL_DECLARE_FLAG(bool, resume);
+ABSL_DECLARE_FLAG(bool, strict);
 ABSL_DECLARE_FLAG(int32_t, max_tokens);
 ABSL_DECLARE_FLAG(double, temperature);
 ABSL_DECLARE_FLAG(int32_t, top_k);

@@ -2,6 +2,7 @@
 
 #include <fstream>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_format.h"
 #include "kernels/common/status_macros.h"
@@ -14,15 +15,16 @@ using nlohmann::json;
 
 absl::Status ParseItem(const json& j, BatchItem& item) {
   if (!j.is_object()) return absl::InvalidArgumentError("each line must be a JSON object");
-  for (const auto& [key, v] : j.items()) {
-    static const absl::flat_hash_set<std::string> kKnown = {"id", "prompt", "prompt_ids", "messages", "max_tokens", "temperature",
-                                                            "top_p", "top_k", "seed", "stop", "n", "priority"};
-    if (!kKnown.contains(key)) return absl::InvalidArgumentError(absl::StrFormat("unknown field '%s'", key));
-  }
+  // The id first, so that an error record about the rest of the line still carries it.
   if (auto it = j.find("id"); it != j.end()) {
     if (it->is_string()) item.id = it->get<std::string>();
     else if (it->is_number_integer()) item.id = std::to_string(it->get<int64_t>());
     else return absl::InvalidArgumentError("'id' must be a string or an integer");
+  }
+  for (const auto& [key, v] : j.items()) {
+    static const absl::flat_hash_set<std::string> kKnown = {"id", "prompt", "prompt_ids", "messages", "max_tokens", "temperature",
+                                                            "top_p", "top_k", "seed", "stop", "n", "priority"};
+    if (!kKnown.contains(key)) return absl::InvalidArgumentError(absl::StrFormat("unknown field '%s'", key));
   }
   const bool has_prompt = j.contains("prompt");
   const bool has_messages = j.contains("messages");
@@ -90,24 +92,34 @@ absl::Status ParseItem(const json& j, BatchItem& item) {
 
 }  // namespace
 
-absl::StatusOr<std::vector<BatchItem>> ReadBatchFile(const std::string& path, const SamplingParams& defaults) {
+absl::StatusOr<std::vector<BatchItem>> ReadBatchFile(const std::string& path, const SamplingParams& defaults,
+                                                     bool strict) {
   std::ifstream in(path);
   if (!in) return absl::NotFoundError(absl::StrFormat("%s: cannot open the input file", path));
   std::vector<BatchItem> items;
-  absl::flat_hash_set<std::string> ids;
+  absl::flat_hash_map<std::string, int32_t> first_line;  // id -> the line that holds it
   std::string line;
-  for (int line_no = 1; std::getline(in, line); ++line_no) {
+  for (int32_t line_no = 1; std::getline(in, line); ++line_no) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const json j = json::parse(line, nullptr, false);
-    if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrFormat("%s:%d: not valid JSON", path, line_no));
     BatchItem item;
     item.params = defaults;
+    item.line = line_no;
     item.id = std::to_string(items.size());
-    if (absl::Status s = ParseItem(j, item); !s.ok()) {
-      return absl::InvalidArgumentError(absl::StrFormat("%s:%d: %s", path, line_no, s.message()));
+    const json j = json::parse(line, nullptr, false);
+    absl::Status s = j.is_discarded() ? absl::InvalidArgumentError("not valid JSON") : ParseItem(j, item);
+    if (s.ok()) {
+      if (auto [it, fresh] = first_line.emplace(item.id, line_no); !fresh) {
+        s = absl::InvalidArgumentError(absl::StrFormat("id '%s' appears twice (first on line %d)", item.id, it->second));
+      }
     }
-    if (!ids.insert(item.id).second) {
-      return absl::InvalidArgumentError(absl::StrFormat("%s:%d: id '%s' appears twice", path, line_no, item.id));
+    if (!s.ok()) {
+      if (strict) return absl::InvalidArgumentError(absl::StrFormat("%s:%d: %s", path, line_no, s.message()));
+      BatchItem bad;  // only the id (if it parsed) and the line survive
+      bad.id = item.id;
+      bad.line = line_no;
+      bad.error = std::string(s.message());
+      items.push_back(std::move(bad));
+      continue;
     }
     items.push_back(std::move(item));
   }

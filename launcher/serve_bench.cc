@@ -119,8 +119,9 @@ absl::Status ServingBenchmark() {
   const std::string model = mj["data"][0]["id"].get<std::string>();
 
   // Prompts: random token ids (ids below 1000 exist in every vocabulary here), lengths fixed or
-  // drawn from the ShareGPT-like mix.
-  std::mt19937 rng(99);
+  // drawn from the ShareGPT-like mix; --seed draws another set (a repeated run against the same
+  // server would otherwise hit its prefix cache).
+  std::mt19937 rng(99 + absl::GetFlag(FLAGS_seed));
   const bool mix = absl::GetFlag(FLAGS_dataset) == "sharegpt-like";
   const double scale = absl::GetFlag(FLAGS_length_scale);
   auto draw = [&](double mean) { return std::min(DrawLogNormalLength(rng, mean * scale), 4000); };

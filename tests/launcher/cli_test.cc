@@ -6,6 +6,7 @@
 #include <tuple>
 
 #include "gtest/gtest.h"
+#include "launcher/batch_journal.h"
 #include "launcher/byte_size.h"
 #include "launcher/jsonl_requests.h"
 #include "nlohmann/json.hpp"
@@ -79,6 +80,103 @@ TEST(JsonlRequestsTest, NamesTheLineAndTheProblem) {
     EXPECT_NE(r.status().message().find(want), std::string::npos) << r.status() << " / wanted: " << want;
   }
   EXPECT_EQ(ReadBatchFile("/nonexistent.jsonl", SamplingParams{}).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(JsonlRequestsTest, LenientModeKeepsBadLinesAsErrorsWithStableIds) {
+  const std::string path = Write("mixed.jsonl",
+                                 "{\"prompt\": \"a\"}\n"
+                                 "{oops\n"
+                                 "\n"
+                                 "{\"id\": \"k\", \"prompt\": \"b\", \"tmperature\": 1}\n"
+                                 "{\"prompt\": \"c\"}\n"
+                                 "{\"id\": \"2\", \"prompt\": \"d\"}\n");
+  auto items = ReadBatchFile(path, SamplingParams{}, /*strict=*/false);
+  ASSERT_TRUE(items.ok()) << items.status();
+  ASSERT_EQ(items->size(), 5u);
+  const std::tuple<const char*, int, const char*> want[] = {
+      {"0", 1, ""}, {"1", 2, "not valid JSON"}, {"k", 4, "unknown field 'tmperature'"}, {"3", 5, ""},
+      {"2", 6, ""}};
+  for (size_t i = 0; i < 5; ++i) {
+    const auto& [id, line, error] = want[i];
+    EXPECT_EQ((*items)[i].id, id) << i;
+    EXPECT_EQ((*items)[i].line, line) << i;
+    EXPECT_NE((*items)[i].error.find(error), std::string::npos) << i << ": " << (*items)[i].error;
+    EXPECT_EQ((*items)[i].error.empty(), std::string(error).empty()) << i;
+  }
+  // A repeated id is a bad line too, naming where the id was first.
+  auto dup = ReadBatchFile(Write("dup.jsonl", "{\"id\": \"x\", \"prompt\": \"a\"}\n{\"id\": \"x\", \"prompt\": \"b\"}\n"),
+                           SamplingParams{}, false);
+  ASSERT_TRUE(dup.ok());
+  EXPECT_TRUE((*dup)[0].error.empty());
+  EXPECT_EQ((*dup)[1].error, "id 'x' appears twice (first on line 1)");
+  // Strict mode: the first bad line fails the file, as before.
+  EXPECT_NE(ReadBatchFile(path, SamplingParams{}, true).status().message().find(":2: not valid JSON"), std::string::npos);
+}
+
+std::vector<std::string> Lines(const std::string& path) {
+  std::ifstream f(path);
+  std::vector<std::string> out;
+  for (std::string l; std::getline(f, l);) out.push_back(l);
+  return out;
+}
+
+TEST(BatchJournalTest, AnswersSurviveAndResumeInInputOrder) {
+  const std::string in = Write("j.jsonl", "{\"id\": \"a\", \"prompt\": \"x\"}\n{oops\n{\"id\": \"c\", \"prompt\": \"y\"}\n");
+  auto items = ReadBatchFile(in, SamplingParams{}, false);
+  ASSERT_TRUE(items.ok());
+  const std::string out = ::testing::TempDir() + "/j.out.jsonl";
+  std::filesystem::remove(out);
+  std::filesystem::remove(out + ".journal");
+  {
+    auto j = BatchJournal::Open(out, *items, /*resume=*/false);
+    ASSERT_TRUE(j.ok()) << j.status();
+    EXPECT_FALSE(std::filesystem::exists(j->path())) << "nothing answered: no journal yet";
+    ASSERT_TRUE(j->Append({{&(*items)[2], nlohmann::json{{"id", "c"}, {"text", "C"}}}}).ok());
+    ASSERT_TRUE(j->Append({{&(*items)[1], ErrorRecord((*items)[1], (*items)[1].error)}}).ok());
+  }  // the "kill": the journal holds lines 3 and 2
+  // A torn last record (the kill came mid-write) is dropped on resume.
+  std::ofstream(out + ".journal", std::ios::app) << "{\"line\": 1, \"id\": \"a\", \"rec";
+  auto again = BatchJournal::Open(out, *items, false);
+  ASSERT_FALSE(again.ok());
+  EXPECT_NE(again.status().message().find("pass --resume"), std::string::npos) << again.status();
+  auto j = BatchJournal::Open(out, *items, /*resume=*/true);
+  ASSERT_TRUE(j.ok()) << j.status();
+  EXPECT_FALSE(j->Answered(1));
+  EXPECT_TRUE(j->Answered(2));
+  EXPECT_TRUE(j->Answered(3));
+  EXPECT_EQ(j->answered(), 2);
+  EXPECT_FALSE(j->Finish(*items).ok()) << "line 1 is not answered yet";
+  ASSERT_TRUE(j->Append({{&(*items)[0], nlohmann::json{{"id", "a"}, {"text", "A"}}}}).ok());
+  ASSERT_TRUE(j->Finish(*items).ok());
+  const std::vector<std::string> rows = Lines(out);
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(nlohmann::json::parse(rows[0])["text"], "A");
+  EXPECT_EQ(nlohmann::json::parse(rows[1])["error"]["message"], "not valid JSON");
+  EXPECT_EQ(nlohmann::json::parse(rows[1])["line"], 2);
+  EXPECT_EQ(nlohmann::json::parse(rows[2])["text"], "C");
+  EXPECT_FALSE(std::filesystem::exists(out + ".journal"));
+  // Resuming a finished run answers everything from the output file and leaves it as it was.
+  auto done = BatchJournal::Open(out, *items, true);
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->answered(), 3);
+  ASSERT_TRUE(done->Finish(*items).ok());
+  EXPECT_EQ(Lines(out), rows);
+}
+
+TEST(BatchJournalTest, RefusesAJournalOfAnotherInput) {
+  auto items = ReadBatchFile(Write("k.jsonl", "{\"id\": \"a\", \"prompt\": \"x\"}\n"), SamplingParams{}, false);
+  ASSERT_TRUE(items.ok());
+  const std::string out = ::testing::TempDir() + "/k.out.jsonl";
+  std::filesystem::remove(out);
+  std::ofstream(out + ".journal", std::ios::trunc) << "{\"line\": 1, \"id\": \"zz\", \"record\": {}}\n";
+  auto j = BatchJournal::Open(out, *items, true);
+  ASSERT_FALSE(j.ok());
+  EXPECT_NE(j.status().message().find("another input file"), std::string::npos) << j.status();
+  std::ofstream(out + ".journal", std::ios::trunc) << "garbage\n{\"line\": 1, \"id\": \"a\", \"record\": {}}\n";
+  auto damaged = BatchJournal::Open(out, *items, true);
+  ASSERT_FALSE(damaged.ok());
+  EXPECT_NE(damaged.status().message().find(":1: not a journal record"), std::string::npos) << damaged.status();
+  std::filesystem::remove(out + ".journal");
 }
 
 TEST(CliTest, BadFlagsAndInputsExitNonZeroWithAMessage) {
@@ -170,6 +268,47 @@ TEST(CliTest, BatchGenerateWritesOneResultPerLineInOrder) {
   EXPECT_EQ(rows[1]["finish_reason"], "stop") << rows[1];
   EXPECT_EQ(rows[1]["text"].get<std::string>().find('8'), std::string::npos) << "the stop string must be cut";
   EXPECT_FALSE(std::filesystem::exists(out + ".partial"));
+}
+
+TEST(CliTest, BatchAnswersEveryGoodLineAndGivesBadOnesErrorRecords) {
+  const std::string model = testing::GoldenPath("models/tiny-llama31");
+  const std::string in = Write("mixed_run.jsonl",
+                               "{\"id\": \"a\", \"prompt_ids\": [1, 5, 9], \"max_tokens\": 4}\n"
+                               "{bad\n"
+                               "{\"id\": \"t\", \"prompt\": \"text needs a tokenizer\"}\n"
+                               "{\"id\": \"v\", \"prompt_ids\": [100000]}\n"
+                               "{\"id\": \"b\", \"prompt_ids\": [7, 7, 7], \"max_tokens\": 4, \"n\": 2, \"temperature\": 1}\n");
+  const std::string out = ::testing::TempDir() + "/mixed_out.jsonl";
+  std::filesystem::remove(out);
+  std::filesystem::remove(out + ".journal");
+  auto [rc, log] = Kvshard("generate --device cpu --ignore-eos --model " + model + " --input " + in + " --output " + out);
+  ASSERT_EQ(rc, 0) << log;
+  EXPECT_NE(log.find("3 of 5 line(s) could not run"), std::string::npos) << log;
+  const std::vector<std::string> rows = Lines(out);
+  ASSERT_EQ(rows.size(), 5u) << log;
+  std::vector<nlohmann::json> j;
+  for (const std::string& r : rows) j.push_back(nlohmann::json::parse(r));
+  EXPECT_EQ(j[0]["id"], "a");
+  EXPECT_EQ(j[0]["output_ids"].size(), 4u);
+  EXPECT_EQ(j[1]["line"], 2);
+  EXPECT_EQ(j[1]["error"]["message"], "not valid JSON");
+  EXPECT_EQ(j[2]["id"], "t");
+  EXPECT_NE(j[2]["error"]["message"].get<std::string>().find("no tokenizer"), std::string::npos) << j[2];
+  EXPECT_EQ(j[3]["id"], "v");
+  EXPECT_NE(j[3]["error"]["message"].get<std::string>().find("outside the vocabulary"), std::string::npos) << j[3];
+  EXPECT_EQ(j[4]["id"], "b");
+  EXPECT_EQ(j[4]["choices"].size(), 2u) << j[4];
+  EXPECT_FALSE(std::filesystem::exists(out + ".journal"));
+  // --strict: the first bad line fails the batch before anything runs.
+  std::filesystem::remove(out);
+  std::tie(rc, log) = Kvshard("generate --device cpu --strict --model " + model + " --input " + in + " --output " + out);
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(log.find("mixed_run.jsonl:2: not valid JSON"), std::string::npos) << log;
+  EXPECT_FALSE(std::filesystem::exists(out));
+  EXPECT_FALSE(std::filesystem::exists(out + ".journal"));
+  std::tie(rc, log) = Kvshard("generate --device cpu --model " + model + " --prompt hi --resume");
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(log.find("--resume and --strict are for --input batches"), std::string::npos) << log;
 }
 
 TEST(CliTest, ChatPromptStreamsACoherentAnswer) {
