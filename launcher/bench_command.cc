@@ -48,6 +48,9 @@ ABSL_FLAG(double, length_scale, 1.0, "bench --dataset: multiply the dataset's me
 ABSL_FLAG(bool, static_batching, false,
           "bench: the baseline paging is measured against: static batches, each request reserving a full "
           "--max-model-len context");
+ABSL_FLAG(int32_t, query_len, 0,
+          "bench --kernel prefill: queries per sequence, the context's last positions (a chunk over the pages before "
+          "it); 0: the whole context");
 ABSL_FLAG(bool, shuffle_blocks, true, "bench --kernel attention: scatter pages randomly (as after churn)");
 
 namespace kvs {
@@ -101,7 +104,9 @@ absl::Status BenchAttention(Backend& backend, const ModelConfig& c, bool prefill
     KVS_RETURN_IF_ERROR(backend.Synchronize());
   }
   const int64_t qw = static_cast<int64_t>(c.num_q_heads) * c.head_dim;
-  const int32_t q_per_seq = prefill ? ctx : 1;
+  const int32_t chunk_len = absl::GetFlag(FLAGS_query_len);
+  if (chunk_len < 0 || chunk_len > ctx) return absl::InvalidArgumentError("--query-len must be in 0..--context");
+  const int32_t q_per_seq = prefill ? (chunk_len > 0 ? chunk_len : ctx) : 1;
   const int64_t tokens = static_cast<int64_t>(batch) * q_per_seq;
   KVS_ASSIGN_OR_RETURN(DeviceBuffer q, backend.Allocate(tokens * qw * DTypeSize(dt)));
   KVS_ASSIGN_OR_RETURN(DeviceBuffer out, backend.Allocate(tokens * qw * DTypeSize(dt)));
@@ -137,11 +142,14 @@ absl::Status BenchAttention(Backend& backend, const ModelConfig& c, bool prefill
   KVS_RETURN_IF_ERROR(backend.Synchronize());
   const double per_call = Seconds(t0, Clock::now()) / iters;
   if (prefill) {
-    // Causal: each query attends to (position + 1) keys; QK^T and PV are 2 FLOPs per MAC each.
-    const double flops = 4.0 * batch * c.num_q_heads * c.head_dim * (static_cast<double>(ctx) * (ctx + 1) / 2);
-    std::printf("| causal prefill attention | %s | Hq=%d Hk=%d D=%d bs=%d KV %s B=%d L=%d | %.1f us | %.1f TFLOP/s |\n",
+    // Causal: each query attends to (position + 1) keys; QK^T and PV are 2 FLOPs per MAC each. The
+    // queries are positions ctx - q_per_seq .. ctx - 1.
+    const double first = ctx - q_per_seq;
+    const double keys = static_cast<double>(ctx) * (ctx + 1) / 2 - first * (first + 1) / 2;
+    const double flops = 4.0 * batch * c.num_q_heads * c.head_dim * keys;
+    std::printf("| causal prefill attention | %s | Hq=%d Hk=%d D=%d bs=%d KV %s B=%d L=%d Q=%d | %.1f us | %.1f TFLOP/s |\n",
                 backend.Name().c_str(), c.num_q_heads, c.num_kv_heads, c.head_dim, bs, KvDTypeName(kv_dtype).data(),
-                batch, ctx, per_call * 1e6, flops / per_call / 1e12);
+                batch, ctx, q_per_seq, per_call * 1e6, flops / per_call / 1e12);
     return absl::OkStatus();
   }
   // Bytes the kernel must read: every key's and value's codes and scales.

@@ -98,4 +98,13 @@ cudaError_t LaunchPagedAttention(const bf16* q, int64_t q_stride, int32_t q_head
                                  const AttentionBatch& batch, float scale, bf16* out, int64_t out_stride,
                                  const AttentionWorkspace& ws, cudaStream_t stream);
 
+// Which kernel runs prefill attention on bf16/fp16 caches: kAuto takes Hopper's warpgroup-MMA
+// kernel on compute capability 9.0 (H100, H200) and the mma.sync kernel elsewhere; kMma takes
+// the mma.sync kernel everywhere (benchmarks and tests compare the two). KVS_PREFILL_KERNEL=mma in
+// the environment starts a process with kMma. Process-wide; set it between launches.
+enum class PrefillKernel { kAuto, kMma };
+void SetPrefillKernel(PrefillKernel kernel);
+// Whether the next prefill launch on the current device takes the Hopper kernel.
+bool UseHopperPrefill();
+
 }  // namespace kvs::cuda

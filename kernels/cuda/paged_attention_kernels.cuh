@@ -22,6 +22,7 @@
 #include "kernels/cuda/paged_attention_common.cuh"
 #include "kernels/cuda/paged_decode_codes.cuh"
 #include "kernels/cuda/paged_prefill_mma.cuh"
+#include "kernels/cuda/paged_prefill_wgmma.cuh"
 
 namespace kvs::cuda {
 namespace attention {
@@ -493,14 +494,29 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
 
 // ---------------------------------------------------------------------------------------------
 // Launch: plan the key splits for the kernel's occupancy, run it, combine the splits.
+// After a kernel that wrote per-split partials (p.num_splits > 1): their weighted sum.
+template <int D>
+cudaError_t CombineSplits(cudaError_t err, const Params& p, cudaStream_t stream) {
+  if (err != cudaSuccess || p.num_splits == 1) return err;
+  CombineSplitsKernel<D><<<dim3(p.num_tokens, p.q_heads), kCombineThreads, p.num_splits * sizeof(float), stream>>>(p);
+  return cudaGetLastError();
+}
+
 template <int D, typename Kernel>
 cudaError_t LaunchPlanned(Kernel kernel, size_t smem, int64_t resident, Params p, dim3 grid, cudaStream_t stream) {
   PlanSplits(p, grid, resident, D);
   kernel<<<grid, kThreads, smem, stream>>>(p);
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess || p.num_splits == 1) return err;
-  CombineSplitsKernel<D><<<dim3(p.num_tokens, p.q_heads), kCombineThreads, p.num_splits * sizeof(float), stream>>>(p);
-  return cudaGetLastError();
+  return CombineSplits<D>(cudaGetLastError(), p, stream);
+}
+
+// Prefill on Hopper's warpgroup MMAs (paged_prefill_wgmma.cu) for bf16 and fp16 caches.
+template <int D>
+cudaError_t LaunchPrefillWgmma(Params p, KvDType dtype, int max_query_len, int num_seqs, cudaStream_t stream) {
+  const int rows = WgmmaPrefillRows();
+  p.row_chunks = (max_query_len * (p.q_heads / p.kv_heads) + rows - 1) / rows;
+  dim3 grid(p.row_chunks, p.kv_heads, num_seqs);
+  PlanSplits(p, grid, WgmmaPrefillResidentBlocks(dtype, D, p.num_sms), D);
+  return CombineSplits<D>(LaunchWgmmaPrefill(p, dtype, D, grid, stream), p, stream);
 }
 
 template <KvDType F, int D, int G>
@@ -606,6 +622,12 @@ cudaError_t LaunchAttentionFor(Params p, int head_dim, int num_seqs, int max_que
     if (head_dim == 64) return DispatchDecode<F, 64>(group, p, g1, stream);
     if (head_dim == 128) return DispatchDecode<F, 128>(group, p, g1, stream);
     return cudaErrorInvalidValue;
+  }
+  if constexpr (F == KvDType::kBF16 || F == KvDType::kF16) {
+    if ((head_dim == 64 || head_dim == 128) && UseHopperPrefill()) {
+      return head_dim == 64 ? LaunchPrefillWgmma<64>(p, F, max_query_len, num_seqs, stream)
+                            : LaunchPrefillWgmma<128>(p, F, max_query_len, num_seqs, stream);
+    }
   }
   if (head_dim == 64 || head_dim == 128) {
     // Prefill, chunked prefill and mixed steps: tensor cores, 64 query rows per block.

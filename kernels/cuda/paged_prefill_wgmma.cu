@@ -1,0 +1,352 @@
+// Prefill and chunked-prefill attention on Hopper's warpgroup MMAs (wgmma, sm_90a), for bf16 and
+// fp16 KV caches with head_dim 64 or 128. Built for sm_90a alone (kernels/CMakeLists.txt);
+// LaunchAttentionFor (paged_attention_kernels.cuh) picks it on compute capability 9.0 devices and
+// keeps the mma.sync kernel everywhere else. Same contract as PagedPrefillMmaKernel: a block owns
+// query rows of one (sequence, KV head) — row r is query token r / group, head r % group, so the
+// GQA group shares every K/V tile — over the key range of its split.
+//
+// A block is two warpgroups of 64 query rows each (128 rows). K/V tiles of 128 keys are gathered
+// from the pages by cp.async (any block size: each key is located through the block table) into
+// two shared-memory stages laid out as wgmma reads them: 128-byte rows of 64 elements, 16-byte
+// chunks XOR-swizzled by row (the hardware's 128B swizzle), a head_dim of 128 as two 64-wide
+// sub-tiles. Per tile each warpgroup computes S = Q K^T (SS wgmma, Q and K K-major), the online
+// softmax on the accumulator fragments (scale applied in f32, causal mask only on tiles that
+// reach a row's position), and O += P V (RS wgmma: P re-packed from S's registers as the A
+// fragment, V read N-major). The next tile's loads are in flight during both; the two
+// warpgroups' GEMMs and softmaxes interleave on the SM.
+#include "kernels/cuda/paged_prefill_wgmma.cuh"
+
+#include <atomic>
+#include <cstdlib>
+#include <string_view>
+
+#include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/wgmma.cuh"
+
+namespace kvs::cuda::attention {
+namespace {
+
+constexpr int kWgmmaThreads = 256;  // two consumer warpgroups
+constexpr int kWgmmaRows = 128;     // query rows per block, 64 per warpgroup
+constexpr int kWgmmaKeys = 128;     // keys per tile
+constexpr int kSubTileBytes = 128 * 128;  // 128 rows x 64 elements x 2 bytes
+
+// Shared memory: Q [D/64][128 rows][64], then two stages of K and V, each [D/64][128 keys][64].
+template <int D>
+constexpr size_t WgmmaSmemBytes() {
+  return static_cast<size_t>(D / 64) * kSubTileBytes * (1 + 2 * 2) + 1024;  // + alignment slack
+}
+
+// Byte offset of 16-byte chunk `chunk` (of D / 8) of row `row` in a [D/64][128][64] tile.
+__device__ inline uint32_t TileOffset(int row, int chunk) {
+  return (chunk >> 3) * kSubTileBytes + row * 128 + (((chunk & 7) ^ (row & 7)) << 4);
+}
+
+// A shared-memory matrix descriptor with the 128-byte swizzle (PTX ISA "Matrix Descriptor
+// Format"): start address, leading- and stride-dimension byte offsets, each in 16-byte units.
+__device__ inline uint64_t Descriptor(uint32_t addr, uint32_t leading_bytes, uint32_t stride_bytes) {
+  return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) | (static_cast<uint64_t>((leading_bytes & 0x3FFFF) >> 4) << 16) |
+         (static_cast<uint64_t>((stride_bytes & 0x3FFFF) >> 4) << 32) | (uint64_t{1} << 62);
+}
+
+__device__ inline void FenceProxyAsync() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+template <bool kHalf, int D>
+__global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Params p) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int kChunks = D / 8;       // 16-byte chunks per row
+  constexpr int kKSteps = D / 16;      // k-steps of S = Q K^T
+  constexpr int kDBlocks = D / 8;      // n-blocks of O
+  constexpr int kTileBytes = (D / 64) * kSubTileBytes;
+  extern __shared__ unsigned char smem_raw[];
+  // 1024-byte alignment: the swizzle pattern repeats every 8 rows of 128 bytes.
+  unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  const uint32_t smem_base = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  const uint32_t q_s = smem_base;
+  auto k_s = [&](int stage) { return smem_base + kTileBytes * (1 + 2 * stage); };
+  auto v_s = [&](int stage) { return smem_base + kTileBytes * (2 + 2 * stage); };
+
+  const int seq = blockIdx.z, kvh = blockIdx.y;
+  const int split = blockIdx.x / p.row_chunks, chunk = blockIdx.x % p.row_chunks;
+  const int tid = threadIdx.x, wg = tid / 128, warp = (tid % 128) / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
+  const int q_begin = p.query_start[seq];
+  const int n_q = p.query_start[seq + 1] - q_begin;
+  const int ctx = p.context_len[seq];
+  const int first_pos = ctx - n_q;
+  const int group = p.q_heads / p.kv_heads;
+  const int total_rows = n_q * group;
+  const int r0 = chunk * kWgmmaRows;
+  if (r0 >= total_rows) return;
+  const int rows_here = min(kWgmmaRows, total_rows - r0);
+  const int k_lo = split * p.keys_per_split;
+  const int block_last_pos = first_pos + (r0 + rows_here - 1) / group;
+  const int k_hi = min(min(ctx, k_lo + p.keys_per_split), block_last_pos + 1);
+  const int32_t* blocks = p.block_table + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
+
+  // Q: plain loads (converted to fp16 for an fp16 cache), stored swizzled; rows past the block's
+  // are zero.
+  for (int i = tid; i < kWgmmaRows * kChunks; i += kWgmmaThreads) {
+    const int row = i / kChunks, c = i % kChunks;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (row < rows_here) {
+      const int rr = r0 + row;
+      const int t = q_begin + rr / group, h = kvh * group + rr % group;
+      v = *reinterpret_cast<const uint4*>(p.q + static_cast<int64_t>(t) * p.q_stride + h * D + c * 8);
+      if constexpr (kHalf) {
+        const __nv_bfloat162* b = reinterpret_cast<const __nv_bfloat162*>(&v);
+        uint4 h4;
+        uint32_t* hw = reinterpret_cast<uint32_t*>(&h4);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const float2 f = __bfloat1622float2(b[j]);
+          hw[j] = PackHalf(f.x, f.y);
+        }
+        v = h4;
+      }
+    }
+    *reinterpret_cast<uint4*>(smem + TileOffset(row, c)) = v;
+  }
+
+  // One tile's K and V rows: two threads per key, each half of its chunks; keys at or past k_hi
+  // are zero-filled, never read from the cache (its unused slots may hold anything).
+  auto load = [&](int stage, int base) {
+    const int key = tid >> 1, half = tid & 1;
+    const int pos = base + key;
+    const bool valid = pos < k_hi;
+    const KvRow row = valid ? LocateKv(p, blocks, pos, kvh) : KvRow{};
+#pragma unroll
+    for (int c = half * (kChunks / 2); c < (half + 1) * (kChunks / 2); ++c) {
+      const uint32_t off = TileOffset(key, c);
+      const unsigned char* src_k = p.k_cache + row.codes + c * 16;
+      const unsigned char* src_v = p.v_cache + row.codes + c * 16;
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(k_s(stage) + off), "l"(src_k),
+                   "r"(valid ? 16 : 0));
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(v_s(stage) + off), "l"(src_v),
+                   "r"(valid ? 16 : 0));
+    }
+    CopyAsyncCommit();
+  };
+
+  // This thread's two rows within its warpgroup's 64 (g and g + 8 of its warp's 16) and their
+  // positions (-1: no such row).
+  const int wr = r0 + wg * 64 + warp * 16;
+  const int row_lo = wr + g, row_hi = wr + g + 8;
+  const int pos_lo = row_lo < r0 + rows_here ? first_pos + row_lo / group : -1;
+  const int pos_hi = row_hi < r0 + rows_here ? first_pos + row_hi / group : -1;
+  const int wg_first_row = r0 + wg * 64;
+  const bool wg_active = wg_first_row < r0 + rows_here;
+  const int wg_first_pos = first_pos + wg_first_row / group;
+  const int wg_last_pos = first_pos + min(wg_first_row + 63, r0 + rows_here - 1) / group;
+
+  float o[kDBlocks][4];
+#pragma unroll
+  for (int n = 0; n < kDBlocks; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+  float m_lo = -FLT_MAX, m_hi = -FLT_MAX, l_lo = 0.0f, l_hi = 0.0f;
+
+  if (k_lo < k_hi) load(0, k_lo);
+  int stage = 0;
+  for (int base = k_lo; base < k_hi; base += kWgmmaKeys, stage ^= 1) {
+    if (base + kWgmmaKeys < k_hi) {
+      load(stage ^ 1, base + kWgmmaKeys);
+      CopyAsyncWait<1>();
+    } else {
+      CopyAsyncWait<0>();
+    }
+    FenceProxyAsync();  // this thread's shared-memory writes, before the tensor cores read them
+    __syncthreads();
+    if (wg_active && base <= wg_last_pos) {
+      // S = Q K^T over the tile's 128 keys.
+      float s[16][4];
+      wgmma::Fence();
+#pragma unroll
+      for (int ks = 0; ks < kKSteps; ++ks) {
+        const uint32_t step = (ks >> 2) * kSubTileBytes + (ks & 3) * 32;
+        const uint64_t da = Descriptor(q_s + wg * 64 * 128 + step, 16, 1024);
+        const uint64_t db = Descriptor(k_s(stage) + step, 16, 1024);
+        if constexpr (kHalf) {
+          wgmma::SSF16N128(s, da, db, ks > 0);
+        } else {
+          wgmma::SSBf16N128(s, da, db, ks > 0);
+        }
+      }
+      wgmma::Commit();
+      wgmma::Wait<0>();
+      wgmma::FenceOperands(s);
+      // Scale to log2 units; mask keys past a row's position or the range (only on tiles that
+      // reach the first row's position or k_hi).
+      const bool needs_mask = base + kWgmmaKeys - 1 > wg_first_pos || base + kWgmmaKeys > k_hi;
+#pragma unroll
+      for (int nt = 0; nt < 16; ++nt) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) s[nt][j] *= p.scale_log2;
+      }
+      if (needs_mask) {
+#pragma unroll
+        for (int nt = 0; nt < 16; ++nt) {
+#pragma unroll
+          for (int j = 0; j < 2; ++j) {
+            const int key = base + nt * 8 + 2 * t4 + j;
+            if (key >= k_hi || key > pos_lo) s[nt][j] = -FLT_MAX;
+            if (key >= k_hi || key > pos_hi) s[nt][2 + j] = -FLT_MAX;
+          }
+        }
+      }
+      float c_lo, c_hi;
+      FragmentSoftmax<16>(s, m_lo, l_lo, m_hi, l_hi, c_lo, c_hi);
+#pragma unroll
+      for (int n = 0; n < kDBlocks; ++n) {
+        o[n][0] *= c_lo;
+        o[n][1] *= c_lo;
+        o[n][2] *= c_hi;
+        o[n][3] *= c_hi;
+      }
+      // P as the A fragments of eight k-steps of 16 keys.
+      uint32_t pa[8][4];
+#pragma unroll
+      for (int kk = 0; kk < 8; ++kk) {
+        if constexpr (kHalf) {
+          pa[kk][0] = PackHalf(s[2 * kk][0], s[2 * kk][1]);
+          pa[kk][1] = PackHalf(s[2 * kk][2], s[2 * kk][3]);
+          pa[kk][2] = PackHalf(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+          pa[kk][3] = PackHalf(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+        } else {
+          pa[kk][0] = PackBf16(s[2 * kk][0], s[2 * kk][1]);
+          pa[kk][1] = PackBf16(s[2 * kk][2], s[2 * kk][3]);
+          pa[kk][2] = PackBf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+          pa[kk][3] = PackBf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+        }
+      }
+      // O += P V: V [keys][d] is N-major; 16 keys are two 8-row groups (stride 1024 bytes), the
+      // two 64-wide halves of d one sub-tile apart.
+      wgmma::Fence();
+#pragma unroll
+      for (int kk = 0; kk < 8; ++kk) {
+        const uint64_t db = Descriptor(v_s(stage) + kk * 16 * 128, kSubTileBytes, 1024);
+        if constexpr (D == 128) {
+          if constexpr (kHalf) {
+            wgmma::RSF16N128TransB(o, pa[kk], db);
+          } else {
+            wgmma::RSBf16N128TransB(o, pa[kk], db);
+          }
+        } else {
+          if constexpr (kHalf) {
+            wgmma::RSF16N64TransB(o, pa[kk], db);
+          } else {
+            wgmma::RSBf16N64TransB(o, pa[kk], db);
+          }
+        }
+      }
+      wgmma::Commit();
+      wgmma::Wait<0>();
+      wgmma::FenceOperands(o);
+    }
+    __syncthreads();  // this stage is consumed before the load two tiles on overwrites it
+  }
+
+  // Each thread writes its rows' (g, g + 8) pieces: columns 2t, 2t+1 of every n-block.
+  auto write_row = [&](int row, int pos, float m, float l, int half) {
+    if (pos < 0) return;
+    const int t = q_begin + row / group, h = kvh * group + row % group;
+#pragma unroll
+    for (int n = 0; n < kDBlocks; ++n) {
+      const int d = n * 8 + 2 * t4;
+      const float a0 = o[n][2 * half], a1 = o[n][2 * half + 1];
+      if (p.num_splits == 1) {
+        *reinterpret_cast<uint32_t*>(p.out + static_cast<int64_t>(t) * p.out_stride + h * D + d) = PackBf16(a0 / l, a1 / l);
+      } else {
+        const int64_t idx = (static_cast<int64_t>(split) * p.num_tokens + t) * p.q_heads + h;
+        *reinterpret_cast<float2*>(&p.partial_out[idx * D + d]) = make_float2(a0, a1);
+        if (n == 0 && t4 == 0) {
+          p.partial_ml[idx * 2] = m;
+          p.partial_ml[idx * 2 + 1] = l;
+        }
+      }
+    }
+  };
+  write_row(row_lo, pos_lo, m_lo, l_lo, 0);
+  write_row(row_hi, pos_hi, m_hi, l_hi, 1);
+#endif
+}
+
+template <bool kHalf, int D>
+cudaError_t LaunchOne(const Params& p, dim3 grid, cudaStream_t stream) {
+  constexpr size_t kSmem = WgmmaSmemBytes<D>();
+  static const cudaError_t attr = cudaFuncSetAttribute(PagedPrefillWgmmaKernel<kHalf, D>,
+                                                       cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
+  if (attr != cudaSuccess) return attr;
+  PagedPrefillWgmmaKernel<kHalf, D><<<grid, kWgmmaThreads, kSmem, stream>>>(p);
+  return cudaGetLastError();
+}
+
+template <bool kHalf, int D>
+int64_t Resident(int num_sms) {
+  constexpr size_t kSmem = WgmmaSmemBytes<D>();
+  static const int64_t resident = [&] {
+    if (cudaFuncSetAttribute(PagedPrefillWgmmaKernel<kHalf, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(kSmem)) != cudaSuccess) {
+      cudaGetLastError();
+      return int64_t{0};
+    }
+    int per_sm = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, PagedPrefillWgmmaKernel<kHalf, D>, kWgmmaThreads, kSmem) !=
+        cudaSuccess) {
+      cudaGetLastError();
+      per_sm = 1;
+    }
+    return static_cast<int64_t>(std::max(per_sm, 1)) * num_sms;
+  }();
+  return resident;
+}
+
+}  // namespace
+
+int32_t WgmmaPrefillRows() { return kWgmmaRows; }
+
+int64_t WgmmaPrefillResidentBlocks(KvDType dtype, int head_dim, int num_sms) {
+  const bool half = dtype == KvDType::kF16;
+  if (head_dim == 64) return half ? Resident<true, 64>(num_sms) : Resident<false, 64>(num_sms);
+  return half ? Resident<true, 128>(num_sms) : Resident<false, 128>(num_sms);
+}
+
+cudaError_t LaunchWgmmaPrefill(const Params& p, KvDType dtype, int head_dim, dim3 grid, cudaStream_t stream) {
+  if ((dtype != KvDType::kBF16 && dtype != KvDType::kF16) || (head_dim != 64 && head_dim != 128)) {
+    return cudaErrorInvalidValue;
+  }
+  const bool half = dtype == KvDType::kF16;
+  if (head_dim == 64) return half ? LaunchOne<true, 64>(p, grid, stream) : LaunchOne<false, 64>(p, grid, stream);
+  return half ? LaunchOne<true, 128>(p, grid, stream) : LaunchOne<false, 128>(p, grid, stream);
+}
+
+}  // namespace kvs::cuda::attention
+
+namespace kvs::cuda {
+namespace {
+std::atomic<int> g_prefill_kernel{-1};  // -1: not yet read from the environment
+}  // namespace
+
+void SetPrefillKernel(PrefillKernel kernel) { g_prefill_kernel.store(static_cast<int>(kernel)); }
+
+bool UseHopperPrefill() {
+  int k = g_prefill_kernel.load();
+  if (k < 0) {
+    const char* env = std::getenv("KVS_PREFILL_KERNEL");
+    k = static_cast<int>(env != nullptr && std::string_view(env) == "mma" ? PrefillKernel::kMma : PrefillKernel::kAuto);
+    g_prefill_kernel.store(k);
+  }
+  if (k == static_cast<int>(PrefillKernel::kMma)) return false;
+  // sm_90a code runs on compute capability 9.0 only; each rank keeps to one device.
+  static std::atomic<int> hopper_device[64];  // 0 unknown, 1 yes, 2 no
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return false;
+  int known = hopper_device[dev].load();
+  if (known == 0) {
+    int major = 0, minor = 0;
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+    known = major == 9 && minor == 0 ? 1 : 2;
+    hopper_device[dev].store(known);
+  }
+  return known == 1;
+}
+
+}  // namespace kvs::cuda

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# On one H200 (device tool, carrying .deps): prefill attention, Hopper's warpgroup-MMA kernel
+# against the mma.sync kernel and torch SDPA on the same shapes, in one call. Builds, runs the
+# element-wise prefill test and the CUDA regression tests, then the benchmark table.
+# Usage: bash scripts/gpu_prefill_bench.sh [quick]
+source "$(dirname "$0")/gpu_common.sh"
+MODE=${1:-full}
+gpu_build
+gpu_tests prefill_attention_test
+grep -E "^prefill " "$OUT/prefill_attention_test.log" | sort | uniq | head -24
+[ "$MODE" = quick ] || gpu_tests cuda_backend_test cuda_kv_format_test gpu_model_test
+
+# torch SDPA, causal, Llama-3-8B heads (32 q / 8 KV, d128, GQA), B=1: the ceiling of the table.
+python3 - <<'PY' 2>&1 | tee "$OUT/sdpa.txt"
+import torch, torch.nn.functional as F
+for L in (4096, 16384):
+    q = torch.randn(1, 32, L, 128, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(1, 8, L, 128, device="cuda", dtype=torch.bfloat16); v = torch.randn_like(k)
+    f = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    for _ in range(3): f()
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    n = 20; s.record(); [f() for _ in range(n)]; e.record(); torch.cuda.synchronize()
+    t = s.elapsed_time(e) / n / 1e3
+    flops = 4.0 * 32 * 128 * L * (L + 1) / 2
+    print(f"| causal prefill attention | torch SDPA | Hq=32 Hk=8 D=128 B=1 L={L} | {t * 1e6:.1f} us | {flops / t / 1e12:.1f} TFLOP/s |")
+PY
+
+{
+  for kern in mma auto; do
+    for kv in bf16 fp16; do
+      for L in 4096 16384; do
+        KVS_PREFILL_KERNEL=$kern $K bench --device cuda --model random:llama-3-8b --kernel prefill --batch 1 --context $L \
+          --kv-dtype $kv --iters 5 | sed "s/^| causal prefill attention | cuda:0 ([^)]*)/| $kern/"
+      done
+    done
+    # A 2K-token chunk over a 62K-token prefix, and the 64K prompt in one piece.
+    KVS_PREFILL_KERNEL=$kern $K bench --device cuda --model random:llama-3-8b --kernel prefill --batch 1 --context 65536 \
+      --query-len 2048 --iters 5 | sed "s/^| causal prefill attention | cuda:0 ([^)]*)/| $kern/"
+    KVS_PREFILL_KERNEL=$kern $K bench --device cuda --model random:llama-3-8b --kernel prefill --batch 1 --context 65536 \
+      --iters 2 | sed "s/^| causal prefill attention | cuda:0 ([^)]*)/| $kern/"
+    # head_dim 64 (SmolLM2's 9 q / 3 KV heads).
+    KVS_PREFILL_KERNEL=$kern $K bench --device cuda --model random:smollm2-135m --kernel prefill --batch 1 --context 16384 \
+      --iters 5 | sed "s/^| causal prefill attention | cuda:0 ([^)]*)/| $kern/"
+  done
+} 2>&1 | tee "$OUT/prefill_bench.txt" | grep "^|"
+
+if [ "$MODE" != quick ]; then
+  # End to end: a 65,536-token prompt's time to first token, both kernels.
+  for kern in mma auto; do
+    echo "== $kern: 65,536-token prompt"
+    KVS_PREFILL_KERNEL=$kern $K bench --device cuda --model random:llama-3.1-8b --input-len 65536 --output-len 1 \
+      --num-prompts 1 --max-tokens-per-step 8192 2>&1 | grep -E "^\| (offline|ttft)"
+  done | tee "$OUT/ttft64k.txt"
+fi
+echo "total $(( $(date +%s) - start )) s"
