@@ -79,7 +79,7 @@ __global__ void __launch_bounds__(kThreads) PagedPrefillMmaKernel(Params p) {
     auto qv = [&](int row, int c) {
       if (row >= r0 + rows_here) return 0.0f;
       const int t = q_begin + row / group, h = kvh * group + row % group;
-      return __bfloat162float(p.q[static_cast<int64_t>(t) * p.q_stride + h * D + c]) * p.scale_log2;
+      return __bfloat162float(p.q[static_cast<int64_t>(t) * p.q_stride + h * D + c]);  // exact: no scale here
     };
 #pragma unroll
     for (int ks = 0; ks < kKSteps; ++ks) {
@@ -154,6 +154,12 @@ __global__ void __launch_bounds__(kThreads) PagedPrefillMmaKernel(Params p) {
             sc[nt][2 + j] *= sk;
           }
         }
+      }
+      // The softmax scale in f32 (folded into bf16 Q it would round every query element).
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) sc[nt][j] *= p.scale_log2;
       }
       // Causal mask: row g sees keys up to its position pos_lo, row g + 8 up to pos_hi.
 #pragma unroll

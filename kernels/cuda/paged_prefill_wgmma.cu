@@ -26,15 +26,21 @@
 namespace kvs::cuda::attention {
 namespace {
 
-constexpr int kWgmmaThreads = 256;  // two consumer warpgroups
-constexpr int kWgmmaRows = 128;     // query rows per block, 64 per warpgroup
+constexpr int kWgmmaThreads = 384;  // a producer warpgroup and two consumer warpgroups
+constexpr int kWgmmaRows = 128;     // query rows per block, 64 per consumer warpgroup
 constexpr int kWgmmaKeys = 128;     // keys per tile
 constexpr int kSubTileBytes = 128 * 128;  // 128 rows x 64 elements x 2 bytes
 
-// Shared memory: Q [D/64][128 rows][64], then two stages of K and V, each [D/64][128 keys][64].
+// Stages of K/V tiles in flight: as many as shared memory holds beside Q.
+template <int D>
+__host__ __device__ constexpr int WgmmaStages() {
+  return D == 128 ? 3 : 4;
+}
+// Shared memory: Q [D/64][128 rows][64], the stages' K and V, each [D/64][128 keys][64], then the
+// stages' full/empty barriers; + 1024 for alignment.
 template <int D>
 constexpr size_t WgmmaSmemBytes() {
-  return static_cast<size_t>(D / 64) * kSubTileBytes * (1 + 2 * 2) + 1024;  // + alignment slack
+  return static_cast<size_t>(D / 64) * kSubTileBytes * (1 + 2 * WgmmaStages<D>()) + 2 * 8 * WgmmaStages<D>() + 1024;
 }
 
 // Byte offset of 16-byte chunk `chunk` (of D / 8) of row `row` in a [D/64][128][64] tile.
@@ -51,13 +57,42 @@ __device__ inline uint64_t Descriptor(uint32_t addr, uint32_t leading_bytes, uin
 
 __device__ inline void FenceProxyAsync() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
+// mbarriers in shared memory (PTX ISA "Parallel Synchronization and Communication Instructions").
+__device__ inline void BarrierInit(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ inline void BarrierArrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+// Arrives once this thread's earlier cp.async copies have landed (counted in the init count).
+__device__ inline void BarrierArriveOnCopies(uint32_t bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+// Waits until the barrier's phase of parity `parity` has completed.
+__device__ inline void BarrierWait(uint32_t bar, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred done;\nwait_%=:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra wait_%=;\n}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+// A barrier among the 128 threads of one consumer warpgroup (ids 1, 2; 0 is __syncthreads).
+__device__ inline void WarpgroupSync(int wg) { asm volatile("bar.sync %0, 128;\n" ::"r"(1 + wg) : "memory"); }
+
+// Warp specialised: warpgroup 0 gathers K/V tiles from the pages with cp.async into a ring of
+// stages (each stage's `full` barrier completes when its copies land, its `empty` barrier when
+// both consumers are done with it); warpgroups 1 and 2 each own 64 query rows and run through
+// the tiles at their own pace, so one's softmax overlaps the other's MMAs. Blocks are numbered
+// longest first (the last row chunks of a causal prompt see the most keys), KV head fastest.
 template <bool kHalf, int D>
 __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Params p) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  constexpr int kChunks = D / 8;       // 16-byte chunks per row
-  constexpr int kKSteps = D / 16;      // k-steps of S = Q K^T
-  constexpr int kDBlocks = D / 8;      // n-blocks of O
+  constexpr int kChunks = D / 8;   // 16-byte chunks per row
+  constexpr int kKSteps = D / 16;  // k-steps of S = Q K^T
+  constexpr int kDBlocks = D / 8;  // n-blocks of O
   constexpr int kTileBytes = (D / 64) * kSubTileBytes;
+  constexpr int kStages = WgmmaStages<D>();
   extern __shared__ unsigned char smem_raw[];
   // 1024-byte alignment: the swizzle pattern repeats every 8 rows of 128 bytes.
   unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
@@ -65,10 +100,16 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
   const uint32_t q_s = smem_base;
   auto k_s = [&](int stage) { return smem_base + kTileBytes * (1 + 2 * stage); };
   auto v_s = [&](int stage) { return smem_base + kTileBytes * (2 + 2 * stage); };
+  const uint32_t bars = smem_base + kTileBytes * (1 + 2 * kStages);
+  auto full = [&](int stage) { return bars + 8 * stage; };
+  auto empty = [&](int stage) { return bars + 8 * (kStages + stage); };
 
-  const int seq = blockIdx.z, kvh = blockIdx.y;
-  const int split = blockIdx.x / p.row_chunks, chunk = blockIdx.x % p.row_chunks;
-  const int tid = threadIdx.x, wg = tid / 128, warp = (tid % 128) / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
+  // Longest first: linear block id -> (KV head, row chunk counted from the end, split, sequence).
+  const int lin = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+  const int kvh = lin % p.kv_heads;
+  const int xi = (lin / p.kv_heads) % gridDim.x, seq = lin / p.kv_heads / gridDim.x;
+  const int split = xi / p.row_chunks, chunk = p.row_chunks - 1 - xi % p.row_chunks;
+  const int tid = threadIdx.x, wg = tid / 128;
   const int q_begin = p.query_start[seq];
   const int n_q = p.query_start[seq + 1] - q_begin;
   const int ctx = p.context_len[seq];
@@ -81,12 +122,51 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
   const int k_lo = split * p.keys_per_split;
   const int block_last_pos = first_pos + (r0 + rows_here - 1) / group;
   const int k_hi = min(min(ctx, k_lo + p.keys_per_split), block_last_pos + 1);
+  const int num_tiles = k_lo < k_hi ? (k_hi - k_lo + kWgmmaKeys - 1) / kWgmmaKeys : 0;
   const int32_t* blocks = p.block_table + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
 
-  // Q: plain loads (converted to fp16 for an fp16 cache), stored swizzled; rows past the block's
-  // are zero.
-  for (int i = tid; i < kWgmmaRows * kChunks; i += kWgmmaThreads) {
-    const int row = i / kChunks, c = i % kChunks;
+  if (tid == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      BarrierInit(full(s), 128);  // every producer thread's copies
+      BarrierInit(empty(s), 256);  // every consumer thread
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+
+  if (wg == 0) {
+    // Producer: one key per thread per tile, all of its chunks of K and V; keys at or past k_hi
+    // are zero-filled, never read from the cache (its unused slots may hold anything).
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 56;\n");
+    for (int j = 0; j < num_tiles; ++j) {
+      const int stage = j % kStages;
+      if (j >= kStages) BarrierWait(empty(stage), ((j / kStages) & 1) ^ 1);
+      const int key = tid, pos = k_lo + j * kWgmmaKeys + key;
+      const bool valid = pos < k_hi;
+      const KvRow row = valid ? LocateKv(p, blocks, pos, kvh) : KvRow{};
+      const unsigned char* src_k = p.k_cache + row.codes;
+      const unsigned char* src_v = p.v_cache + row.codes;
+#pragma unroll
+      for (int c = 0; c < kChunks; ++c) {
+        const uint32_t off = TileOffset(key, c);
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(k_s(stage) + off), "l"(src_k + c * 16),
+                     "r"(valid ? 16 : 0));
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(v_s(stage) + off), "l"(src_v + c * 16),
+                     "r"(valid ? 16 : 0));
+      }
+      BarrierArriveOnCopies(full(stage));
+    }
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+    return;
+  }
+
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 224;\n");
+  const int cw = wg - 1;  // consumer warpgroup 0 or 1
+  const int ctid = tid - 128 * wg, warp = ctid / 32, lane = ctid % 32, g = lane / 4, t4 = lane % 4;
+  // Q: this warpgroup's 64 rows, plain loads (converted to fp16 for an fp16 cache) stored
+  // swizzled; rows past the block's are zero.
+  for (int i = ctid; i < 64 * kChunks; i += 128) {
+    const int row = cw * 64 + i / kChunks, c = i % kChunks;
     uint4 v = make_uint4(0, 0, 0, 0);
     if (row < rows_here) {
       const int rr = r0 + row;
@@ -106,34 +186,15 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
     }
     *reinterpret_cast<uint4*>(smem + TileOffset(row, c)) = v;
   }
+  FenceProxyAsync();  // these stores, before the tensor cores read them
+  WarpgroupSync(cw);
 
-  // One tile's K and V rows: two threads per key, each half of its chunks; keys at or past k_hi
-  // are zero-filled, never read from the cache (its unused slots may hold anything).
-  auto load = [&](int stage, int base) {
-    const int key = tid >> 1, half = tid & 1;
-    const int pos = base + key;
-    const bool valid = pos < k_hi;
-    const KvRow row = valid ? LocateKv(p, blocks, pos, kvh) : KvRow{};
-#pragma unroll
-    for (int c = half * (kChunks / 2); c < (half + 1) * (kChunks / 2); ++c) {
-      const uint32_t off = TileOffset(key, c);
-      const unsigned char* src_k = p.k_cache + row.codes + c * 16;
-      const unsigned char* src_v = p.v_cache + row.codes + c * 16;
-      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(k_s(stage) + off), "l"(src_k),
-                   "r"(valid ? 16 : 0));
-      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(v_s(stage) + off), "l"(src_v),
-                   "r"(valid ? 16 : 0));
-    }
-    CopyAsyncCommit();
-  };
-
-  // This thread's two rows within its warpgroup's 64 (g and g + 8 of its warp's 16) and their
-  // positions (-1: no such row).
-  const int wr = r0 + wg * 64 + warp * 16;
+  // This thread's two rows (g and g + 8 of its warp's 16) and their positions (-1: none).
+  const int wr = r0 + cw * 64 + warp * 16;
   const int row_lo = wr + g, row_hi = wr + g + 8;
   const int pos_lo = row_lo < r0 + rows_here ? first_pos + row_lo / group : -1;
   const int pos_hi = row_hi < r0 + rows_here ? first_pos + row_hi / group : -1;
-  const int wg_first_row = r0 + wg * 64;
+  const int wg_first_row = r0 + cw * 64;
   const bool wg_active = wg_first_row < r0 + rows_here;
   const int wg_first_pos = first_pos + wg_first_row / group;
   const int wg_last_pos = first_pos + min(wg_first_row + 63, r0 + rows_here - 1) / group;
@@ -143,25 +204,18 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
   for (int n = 0; n < kDBlocks; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
   float m_lo = -FLT_MAX, m_hi = -FLT_MAX, l_lo = 0.0f, l_hi = 0.0f;
 
-  if (k_lo < k_hi) load(0, k_lo);
-  int stage = 0;
-  for (int base = k_lo; base < k_hi; base += kWgmmaKeys, stage ^= 1) {
-    if (base + kWgmmaKeys < k_hi) {
-      load(stage ^ 1, base + kWgmmaKeys);
-      CopyAsyncWait<1>();
-    } else {
-      CopyAsyncWait<0>();
-    }
-    FenceProxyAsync();  // this thread's shared-memory writes, before the tensor cores read them
-    __syncthreads();
+  for (int j = 0; j < num_tiles; ++j) {
+    const int stage = j % kStages, base = k_lo + j * kWgmmaKeys;
+    BarrierWait(full(stage), (j / kStages) & 1);
     if (wg_active && base <= wg_last_pos) {
+      FenceProxyAsync();  // the producer's copies (made visible by the barrier), before wgmma reads
       // S = Q K^T over the tile's 128 keys.
       float s[16][4];
       wgmma::Fence();
 #pragma unroll
       for (int ks = 0; ks < kKSteps; ++ks) {
         const uint32_t step = (ks >> 2) * kSubTileBytes + (ks & 3) * 32;
-        const uint64_t da = Descriptor(q_s + wg * 64 * 128 + step, 16, 1024);
+        const uint64_t da = Descriptor(q_s + cw * 64 * 128 + step, 16, 1024);
         const uint64_t db = Descriptor(k_s(stage) + step, 16, 1024);
         if constexpr (kHalf) {
           wgmma::SSF16N128(s, da, db, ks > 0);
@@ -174,20 +228,19 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
       wgmma::FenceOperands(s);
       // Scale to log2 units; mask keys past a row's position or the range (only on tiles that
       // reach the first row's position or k_hi).
-      const bool needs_mask = base + kWgmmaKeys - 1 > wg_first_pos || base + kWgmmaKeys > k_hi;
 #pragma unroll
       for (int nt = 0; nt < 16; ++nt) {
 #pragma unroll
-        for (int j = 0; j < 4; ++j) s[nt][j] *= p.scale_log2;
+        for (int e = 0; e < 4; ++e) s[nt][e] *= p.scale_log2;
       }
-      if (needs_mask) {
+      if (base + kWgmmaKeys - 1 > wg_first_pos || base + kWgmmaKeys > k_hi) {
 #pragma unroll
         for (int nt = 0; nt < 16; ++nt) {
 #pragma unroll
-          for (int j = 0; j < 2; ++j) {
-            const int key = base + nt * 8 + 2 * t4 + j;
-            if (key >= k_hi || key > pos_lo) s[nt][j] = -FLT_MAX;
-            if (key >= k_hi || key > pos_hi) s[nt][2 + j] = -FLT_MAX;
+          for (int e = 0; e < 2; ++e) {
+            const int key = base + nt * 8 + 2 * t4 + e;
+            if (key >= k_hi || key > pos_lo) s[nt][e] = -FLT_MAX;
+            if (key >= k_hi || key > pos_hi) s[nt][2 + e] = -FLT_MAX;
           }
         }
       }
@@ -240,7 +293,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
       wgmma::Wait<0>();
       wgmma::FenceOperands(o);
     }
-    __syncthreads();  // this stage is consumed before the load two tiles on overwrites it
+    BarrierArrive(empty(stage));  // this thread is done with the stage
   }
 
   // Each thread writes its rows' (g, g + 8) pieces: columns 2t, 2t+1 of every n-block.
