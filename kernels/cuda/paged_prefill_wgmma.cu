@@ -28,24 +28,24 @@ namespace {
 
 constexpr int kWgmmaThreads = 384;  // a producer warpgroup and two consumer warpgroups
 constexpr int kWgmmaRows = 128;     // query rows per block, 64 per consumer warpgroup
-constexpr int kWgmmaKeys = 128;     // keys per tile
-constexpr int kSubTileBytes = 128 * 128;  // 128 rows x 64 elements x 2 bytes
+constexpr int kQSubTileBytes = 128 * 128;  // 128 query rows x 64 elements x 2 bytes
 
-// Stages of K/V tiles in flight: as many as shared memory holds beside Q.
-template <int D>
-__host__ __device__ constexpr int WgmmaStages() {
-  return D == 128 ? 3 : 4;
+// Stages of K/V tiles of `keys` keys in flight: as many as shared memory (227 KiB) holds beside Q.
+__host__ __device__ constexpr int WgmmaStages(int d, int keys) {
+  return static_cast<int>((227 * 1024 - 2048 - (d / 64) * kQSubTileBytes) / (2 * (d / 64) * keys * 128));
 }
-// Shared memory: Q [D/64][128 rows][64], the stages' K and V, each [D/64][128 keys][64], then the
+// Shared memory: Q [D/64][128 rows][64], the stages' K and V, each [D/64][keys][64], then the
 // stages' full/empty barriers; + 1024 for alignment.
-template <int D>
+template <int D, int kKeys>
 constexpr size_t WgmmaSmemBytes() {
-  return static_cast<size_t>(D / 64) * kSubTileBytes * (1 + 2 * WgmmaStages<D>()) + 2 * 8 * WgmmaStages<D>() + 1024;
+  constexpr int stages = WgmmaStages(D, kKeys);
+  return static_cast<size_t>(D / 64) * (kQSubTileBytes + 2 * stages * kKeys * 128) + 2 * 8 * stages + 1024;
 }
 
-// Byte offset of 16-byte chunk `chunk` (of D / 8) of row `row` in a [D/64][128][64] tile.
-__device__ inline uint32_t TileOffset(int row, int chunk) {
-  return (chunk >> 3) * kSubTileBytes + row * 128 + (((chunk & 7) ^ (row & 7)) << 4);
+// Byte offset of 16-byte chunk `chunk` (of D / 8) of row `row` in a [D/64][rows][64] tile whose
+// 64-wide sub-tiles are `sub_bytes` apart.
+__device__ inline uint32_t TileOffset(int row, int chunk, uint32_t sub_bytes) {
+  return (chunk >> 3) * sub_bytes + row * 128 + (((chunk & 7) ^ (row & 7)) << 4);
 }
 
 // A shared-memory matrix descriptor with the 128-byte swizzle (PTX ISA "Matrix Descriptor
@@ -85,22 +85,26 @@ __device__ inline void WarpgroupSync(int wg) { asm volatile("bar.sync %0, 128;\n
 // both consumers are done with it); warpgroups 1 and 2 each own 64 query rows and run through
 // the tiles at their own pace, so one's softmax overlaps the other's MMAs. Blocks are numbered
 // longest first (the last row chunks of a causal prompt see the most keys), KV head fastest.
-template <bool kHalf, int D>
+template <bool kHalf, int D, int kKeys>
 __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Params p) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int kChunks = D / 8;   // 16-byte chunks per row
   constexpr int kKSteps = D / 16;  // k-steps of S = Q K^T
   constexpr int kDBlocks = D / 8;  // n-blocks of O
+  constexpr int kSubTileBytes = kKeys * 128;  // one 64-wide sub-tile of K or V
   constexpr int kTileBytes = (D / 64) * kSubTileBytes;
-  constexpr int kStages = WgmmaStages<D>();
+  constexpr int kQBytes = (D / 64) * kQSubTileBytes;
+  constexpr int kStages = WgmmaStages(D, kKeys);
+  constexpr int kNB = kKeys / 8;    // n-blocks of S
+  constexpr int kPSteps = kKeys / 16;  // k-steps of O += P V
   extern __shared__ unsigned char smem_raw[];
   // 1024-byte alignment: the swizzle pattern repeats every 8 rows of 128 bytes.
   unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
   const uint32_t smem_base = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
   const uint32_t q_s = smem_base;
-  auto k_s = [&](int stage) { return smem_base + kTileBytes * (1 + 2 * stage); };
-  auto v_s = [&](int stage) { return smem_base + kTileBytes * (2 + 2 * stage); };
-  const uint32_t bars = smem_base + kTileBytes * (1 + 2 * kStages);
+  auto k_s = [&](int stage) { return smem_base + kQBytes + kTileBytes * (2 * stage); };
+  auto v_s = [&](int stage) { return smem_base + kQBytes + kTileBytes * (2 * stage + 1); };
+  const uint32_t bars = smem_base + kQBytes + kTileBytes * 2 * kStages;
   auto full = [&](int stage) { return bars + 8 * stage; };
   auto empty = [&](int stage) { return bars + 8 * (kStages + stage); };
 
@@ -122,7 +126,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
   const int k_lo = split * p.keys_per_split;
   const int block_last_pos = first_pos + (r0 + rows_here - 1) / group;
   const int k_hi = min(min(ctx, k_lo + p.keys_per_split), block_last_pos + 1);
-  const int num_tiles = k_lo < k_hi ? (k_hi - k_lo + kWgmmaKeys - 1) / kWgmmaKeys : 0;
+  const int num_tiles = k_lo < k_hi ? (k_hi - k_lo + kKeys - 1) / kKeys : 0;
   const int32_t* blocks = p.block_table + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
 
   if (tid == 0) {
@@ -137,18 +141,19 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
   if (wg == 0) {
     // Producer: one key per thread per tile, all of its chunks of K and V; keys at or past k_hi
     // are zero-filled, never read from the cache (its unused slots may hold anything).
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 56;\n");
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 32;\n");
     for (int j = 0; j < num_tiles; ++j) {
       const int stage = j % kStages;
       if (j >= kStages) BarrierWait(empty(stage), ((j / kStages) & 1) ^ 1);
-      const int key = tid, pos = k_lo + j * kWgmmaKeys + key;
-      const bool valid = pos < k_hi;
+      const int key = tid, pos = k_lo + j * kKeys + key;
+      const bool valid = key < kKeys && pos < k_hi;
       const KvRow row = valid ? LocateKv(p, blocks, pos, kvh) : KvRow{};
       const unsigned char* src_k = p.k_cache + row.codes;
       const unsigned char* src_v = p.v_cache + row.codes;
 #pragma unroll
       for (int c = 0; c < kChunks; ++c) {
-        const uint32_t off = TileOffset(key, c);
+        if (key >= kKeys) break;  // tiles narrower than the warpgroup
+        const uint32_t off = TileOffset(key, c, kSubTileBytes);
         asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(k_s(stage) + off), "l"(src_k + c * 16),
                      "r"(valid ? 16 : 0));
         asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(v_s(stage) + off), "l"(src_v + c * 16),
@@ -160,7 +165,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
     return;
   }
 
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 224;\n");
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
   const int cw = wg - 1;  // consumer warpgroup 0 or 1
   const int ctid = tid - 128 * wg, warp = ctid / 32, lane = ctid % 32, g = lane / 4, t4 = lane % 4;
   // Q: this warpgroup's 64 rows, plain loads (converted to fp16 for an fp16 cache) stored
@@ -184,7 +189,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
         v = h4;
       }
     }
-    *reinterpret_cast<uint4*>(smem + TileOffset(row, c)) = v;
+    *reinterpret_cast<uint4*>(smem + TileOffset(row, c, kQSubTileBytes)) = v;
   }
   FenceProxyAsync();  // these stores, before the tensor cores read them
   WarpgroupSync(cw);
@@ -204,96 +209,156 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
   for (int n = 0; n < kDBlocks; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
   float m_lo = -FLT_MAX, m_hi = -FLT_MAX, l_lo = 0.0f, l_hi = 0.0f;
 
-  for (int j = 0; j < num_tiles; ++j) {
-    const int stage = j % kStages, base = k_lo + j * kWgmmaKeys;
+  // Tiles this warpgroup computes: those that start at or before its last row's position (a
+  // prefix of the range); it still takes part in the ring for the rest.
+  const int my_tiles = !wg_active ? 0 : min(num_tiles, max(0, (wg_last_pos - k_lo) / kKeys + 1));
+
+  // S = Q K^T of tile j into `sc` (issued, not waited for).
+  auto issue_qk = [&](int j, float (&sc)[kNB][4]) {
+    const int stage = j % kStages;
     BarrierWait(full(stage), (j / kStages) & 1);
-    if (wg_active && base <= wg_last_pos) {
-      FenceProxyAsync();  // the producer's copies (made visible by the barrier), before wgmma reads
-      // S = Q K^T over the tile's 128 keys.
-      float s[16][4];
-      wgmma::Fence();
+    FenceProxyAsync();  // the producer's copies (made visible by the barrier), before wgmma reads
+    // Accumulators pinned around the MMAs, so that no register copy is scheduled between them
+    // (a copy reading an in-flight accumulator makes ptxas serialise every wgmma: C7514).
+    wgmma::FenceOperands(sc);
+    wgmma::Fence();
 #pragma unroll
-      for (int ks = 0; ks < kKSteps; ++ks) {
-        const uint32_t step = (ks >> 2) * kSubTileBytes + (ks & 3) * 32;
-        const uint64_t da = Descriptor(q_s + cw * 64 * 128 + step, 16, 1024);
-        const uint64_t db = Descriptor(k_s(stage) + step, 16, 1024);
-        if constexpr (kHalf) {
-          wgmma::SSF16N128(s, da, db, ks > 0);
-        } else {
-          wgmma::SSBf16N128(s, da, db, ks > 0);
-        }
+    for (int ks = 0; ks < kKSteps; ++ks) {
+      const uint64_t da = Descriptor(q_s + cw * 64 * 128 + (ks >> 2) * kQSubTileBytes + (ks & 3) * 32, 16, 1024);
+      const uint64_t db = Descriptor(k_s(stage) + (ks >> 2) * kSubTileBytes + (ks & 3) * 32, 16, 1024);
+      if constexpr (kKeys == 128 && kHalf) {
+        wgmma::SSF16N128(sc, da, db, ks > 0);
+      } else if constexpr (kKeys == 128) {
+        wgmma::SSBf16N128(sc, da, db, ks > 0);
+      } else if constexpr (kHalf) {
+        wgmma::SSF16N96(sc, da, db, ks > 0);
+      } else {
+        wgmma::SSBf16N96(sc, da, db, ks > 0);
       }
-      wgmma::Commit();
-      wgmma::Wait<0>();
-      wgmma::FenceOperands(s);
-      // Scale to log2 units; mask keys past a row's position or the range (only on tiles that
-      // reach the first row's position or k_hi).
-#pragma unroll
-      for (int nt = 0; nt < 16; ++nt) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) s[nt][e] *= p.scale_log2;
-      }
-      if (base + kWgmmaKeys - 1 > wg_first_pos || base + kWgmmaKeys > k_hi) {
-#pragma unroll
-        for (int nt = 0; nt < 16; ++nt) {
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const int key = base + nt * 8 + 2 * t4 + e;
-            if (key >= k_hi || key > pos_lo) s[nt][e] = -FLT_MAX;
-            if (key >= k_hi || key > pos_hi) s[nt][2 + e] = -FLT_MAX;
-          }
-        }
-      }
-      float c_lo, c_hi;
-      FragmentSoftmax<16>(s, m_lo, l_lo, m_hi, l_hi, c_lo, c_hi);
-#pragma unroll
-      for (int n = 0; n < kDBlocks; ++n) {
-        o[n][0] *= c_lo;
-        o[n][1] *= c_lo;
-        o[n][2] *= c_hi;
-        o[n][3] *= c_hi;
-      }
-      // P as the A fragments of eight k-steps of 16 keys.
-      uint32_t pa[8][4];
-#pragma unroll
-      for (int kk = 0; kk < 8; ++kk) {
-        if constexpr (kHalf) {
-          pa[kk][0] = PackHalf(s[2 * kk][0], s[2 * kk][1]);
-          pa[kk][1] = PackHalf(s[2 * kk][2], s[2 * kk][3]);
-          pa[kk][2] = PackHalf(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-          pa[kk][3] = PackHalf(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-        } else {
-          pa[kk][0] = PackBf16(s[2 * kk][0], s[2 * kk][1]);
-          pa[kk][1] = PackBf16(s[2 * kk][2], s[2 * kk][3]);
-          pa[kk][2] = PackBf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-          pa[kk][3] = PackBf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-        }
-      }
-      // O += P V: V [keys][d] is N-major; 16 keys are two 8-row groups (stride 1024 bytes), the
-      // two 64-wide halves of d one sub-tile apart.
-      wgmma::Fence();
-#pragma unroll
-      for (int kk = 0; kk < 8; ++kk) {
-        const uint64_t db = Descriptor(v_s(stage) + kk * 16 * 128, kSubTileBytes, 1024);
-        if constexpr (D == 128) {
-          if constexpr (kHalf) {
-            wgmma::RSF16N128TransB(o, pa[kk], db);
-          } else {
-            wgmma::RSBf16N128TransB(o, pa[kk], db);
-          }
-        } else {
-          if constexpr (kHalf) {
-            wgmma::RSF16N64TransB(o, pa[kk], db);
-          } else {
-            wgmma::RSBf16N64TransB(o, pa[kk], db);
-          }
-        }
-      }
-      wgmma::Commit();
-      wgmma::Wait<0>();
-      wgmma::FenceOperands(o);
     }
-    BarrierArrive(empty(stage));  // this thread is done with the stage
+    wgmma::Commit();
+  };
+
+  float c_lo = 1.0f, c_hi = 1.0f;  // the rescale of O that the last softmax asks for
+  // Scale S of tile j to log2 units, mask keys past a row's position or the range (only on tiles
+  // that reach the first row's position or k_hi), run the online softmax and pack P as the A
+  // fragments of the tile's k-steps of 16 keys.
+  auto softmax = [&](int j, float (&sc)[kNB][4], uint32_t (&pa)[kPSteps][4]) {
+    const int base = k_lo + j * kKeys;
+#pragma unroll
+    for (int nt = 0; nt < kNB; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) sc[nt][e] *= p.scale_log2;
+    }
+    if (base + kKeys - 1 > wg_first_pos || base + kKeys > k_hi) {
+#pragma unroll
+      for (int nt = 0; nt < kNB; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int key = base + nt * 8 + 2 * t4 + e;
+          if (key >= k_hi || key > pos_lo) sc[nt][e] = -FLT_MAX;
+          if (key >= k_hi || key > pos_hi) sc[nt][2 + e] = -FLT_MAX;
+        }
+      }
+    }
+    FragmentSoftmax<kNB>(sc, m_lo, l_lo, m_hi, l_hi, c_lo, c_hi);
+#pragma unroll
+    for (int kk = 0; kk < kPSteps; ++kk) {
+      if constexpr (kHalf) {
+        pa[kk][0] = PackHalf(sc[2 * kk][0], sc[2 * kk][1]);
+        pa[kk][1] = PackHalf(sc[2 * kk][2], sc[2 * kk][3]);
+        pa[kk][2] = PackHalf(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
+        pa[kk][3] = PackHalf(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+      } else {
+        pa[kk][0] = PackBf16(sc[2 * kk][0], sc[2 * kk][1]);
+        pa[kk][1] = PackBf16(sc[2 * kk][2], sc[2 * kk][3]);
+        pa[kk][2] = PackBf16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
+        pa[kk][3] = PackBf16(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+      }
+    }
+  };
+
+  // O *= the rescale the last softmax asked for.
+  auto rescale = [&] {
+#pragma unroll
+    for (int n = 0; n < kDBlocks; ++n) {
+      o[n][0] *= c_lo;
+      o[n][1] *= c_lo;
+      o[n][2] *= c_hi;
+      o[n][3] *= c_hi;
+    }
+  };
+  // O += P V (issued, not waited for): V [keys][d] is N-major; 16 keys are two 8-row groups
+  // (stride 1024 bytes), the two 64-wide halves of d one sub-tile apart.
+  auto issue_pv = [&](int stage, uint32_t (&pa)[kPSteps][4]) {
+    wgmma::FenceOperands(o);
+    wgmma::Fence();
+#pragma unroll
+    for (int kk = 0; kk < kPSteps; ++kk) {
+      const uint64_t db = Descriptor(v_s(stage) + kk * 16 * 128, kSubTileBytes, 1024);
+      if constexpr (D == 128) {
+        if constexpr (kHalf) {
+          wgmma::RSF16N128TransB(o, pa[kk], db);
+        } else {
+          wgmma::RSBf16N128TransB(o, pa[kk], db);
+        }
+      } else {
+        if constexpr (kHalf) {
+          wgmma::RSF16N64TransB(o, pa[kk], db);
+        } else {
+          wgmma::RSBf16N64TransB(o, pa[kk], db);
+        }
+      }
+    }
+    wgmma::Commit();
+  };
+  // One tile, software-pipelined as FlashAttention-3 does within a warpgroup: P_j is ready.
+  // Rescale O, issue S_{j+1} = Q K_{j+1} and O += P_j V_j, then run the softmax of S_{j+1} while
+  // P_j V_j is on the tensor cores (P double-buffered, so P_{j+1} does not overwrite the P_j the
+  // MMAs read). Stage j is released once P_j V_j is done. The last tile has its own body: a
+  // run-time branch around the MMAs keeps ptxas from proving which group a wait retires, and it
+  // then serialises every wgmma (C7514).
+  float s[kNB][4];
+  auto tile = [&](int j, uint32_t (&pcur)[kPSteps][4], uint32_t (&pnext)[kPSteps][4]) {
+    rescale();
+    issue_qk(j + 1, s);
+    issue_pv(j % kStages, pcur);
+    wgmma::Wait<1>();  // S_{j+1}; P_j V_j may still run
+    wgmma::FenceOperands(s);
+    softmax(j + 1, s, pnext);
+    wgmma::Wait<0>();
+    wgmma::FenceOperands(o);
+    BarrierArrive(empty(j % kStages));
+  };
+  auto last_tile = [&](int j, uint32_t (&pcur)[kPSteps][4]) {
+    rescale();
+    issue_pv(j % kStages, pcur);
+    wgmma::Wait<0>();
+    wgmma::FenceOperands(o);
+    BarrierArrive(empty(j % kStages));
+  };
+
+  if (my_tiles > 0) {
+    uint32_t p_a[kPSteps][4], p_b[kPSteps][4];
+    issue_qk(0, s);
+    wgmma::Wait<0>();
+    wgmma::FenceOperands(s);
+    softmax(0, s, p_a);
+    int j = 0;
+    for (; j + 2 < my_tiles; j += 2) {
+      tile(j, p_a, p_b);
+      tile(j + 1, p_b, p_a);
+    }
+    if (j + 1 < my_tiles) {
+      tile(j, p_a, p_b);
+      last_tile(j + 1, p_b);
+    } else {
+      last_tile(j, p_a);
+    }
+  }
+  for (int j = my_tiles; j < num_tiles; ++j) {  // tiles past this warpgroup's rows: pass them on
+    BarrierWait(full(j % kStages), (j / kStages) & 1);
+    BarrierArrive(empty(j % kStages));
   }
 
   // Each thread writes its rows' (g, g + 8) pieces: columns 2t, 2t+1 of every n-block.
@@ -321,28 +386,28 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
 #endif
 }
 
-template <bool kHalf, int D>
+template <bool kHalf, int D, int kKeys>
 cudaError_t LaunchOne(const Params& p, dim3 grid, cudaStream_t stream) {
-  constexpr size_t kSmem = WgmmaSmemBytes<D>();
-  static const cudaError_t attr = cudaFuncSetAttribute(PagedPrefillWgmmaKernel<kHalf, D>,
+  constexpr size_t kSmem = WgmmaSmemBytes<D, kKeys>();
+  static const cudaError_t attr = cudaFuncSetAttribute(PagedPrefillWgmmaKernel<kHalf, D, kKeys>,
                                                        cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
   if (attr != cudaSuccess) return attr;
-  PagedPrefillWgmmaKernel<kHalf, D><<<grid, kWgmmaThreads, kSmem, stream>>>(p);
+  PagedPrefillWgmmaKernel<kHalf, D, kKeys><<<grid, kWgmmaThreads, kSmem, stream>>>(p);
   return cudaGetLastError();
 }
 
-template <bool kHalf, int D>
+template <bool kHalf, int D, int kKeys>
 int64_t Resident(int num_sms) {
-  constexpr size_t kSmem = WgmmaSmemBytes<D>();
+  constexpr size_t kSmem = WgmmaSmemBytes<D, kKeys>();
   static const int64_t resident = [&] {
-    if (cudaFuncSetAttribute(PagedPrefillWgmmaKernel<kHalf, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    if (cudaFuncSetAttribute(PagedPrefillWgmmaKernel<kHalf, D, kKeys>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              static_cast<int>(kSmem)) != cudaSuccess) {
       cudaGetLastError();
       return int64_t{0};
     }
     int per_sm = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, PagedPrefillWgmmaKernel<kHalf, D>, kWgmmaThreads, kSmem) !=
-        cudaSuccess) {
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, PagedPrefillWgmmaKernel<kHalf, D, kKeys>, kWgmmaThreads,
+                                                      kSmem) != cudaSuccess) {
       cudaGetLastError();
       per_sm = 1;
     }
@@ -351,14 +416,27 @@ int64_t Resident(int num_sms) {
   return resident;
 }
 
+// Keys per tile at head_dim 128: 96 keeps the pipelined softmax's two S tiles, O and P in the
+// consumers' registers (128 spills); KVS_WGMMA_KEYS=128 runs the wider tile for comparison.
+// head_dim 64 always takes 128.
+int KeysPerTile(int head_dim) {
+  if (head_dim == 64) return 128;
+  static const int keys = [] {
+    const char* env = std::getenv("KVS_WGMMA_KEYS");
+    return env != nullptr && std::string_view(env) == "128" ? 128 : 96;
+  }();
+  return keys;
+}
+
 }  // namespace
 
 int32_t WgmmaPrefillRows() { return kWgmmaRows; }
 
 int64_t WgmmaPrefillResidentBlocks(KvDType dtype, int head_dim, int num_sms) {
   const bool half = dtype == KvDType::kF16;
-  if (head_dim == 64) return half ? Resident<true, 64>(num_sms) : Resident<false, 64>(num_sms);
-  return half ? Resident<true, 128>(num_sms) : Resident<false, 128>(num_sms);
+  if (head_dim == 64) return half ? Resident<true, 64, 128>(num_sms) : Resident<false, 64, 128>(num_sms);
+  if (KeysPerTile(head_dim) == 128) return half ? Resident<true, 128, 128>(num_sms) : Resident<false, 128, 128>(num_sms);
+  return half ? Resident<true, 128, 96>(num_sms) : Resident<false, 128, 96>(num_sms);
 }
 
 cudaError_t LaunchWgmmaPrefill(const Params& p, KvDType dtype, int head_dim, dim3 grid, cudaStream_t stream) {
@@ -366,8 +444,11 @@ cudaError_t LaunchWgmmaPrefill(const Params& p, KvDType dtype, int head_dim, dim
     return cudaErrorInvalidValue;
   }
   const bool half = dtype == KvDType::kF16;
-  if (head_dim == 64) return half ? LaunchOne<true, 64>(p, grid, stream) : LaunchOne<false, 64>(p, grid, stream);
-  return half ? LaunchOne<true, 128>(p, grid, stream) : LaunchOne<false, 128>(p, grid, stream);
+  if (head_dim == 64) return half ? LaunchOne<true, 64, 128>(p, grid, stream) : LaunchOne<false, 64, 128>(p, grid, stream);
+  if (KeysPerTile(head_dim) == 128) {
+    return half ? LaunchOne<true, 128, 128>(p, grid, stream) : LaunchOne<false, 128, 128>(p, grid, stream);
+  }
+  return half ? LaunchOne<true, 128, 96>(p, grid, stream) : LaunchOne<false, 128, 96>(p, grid, stream);
 }
 
 }  // namespace kvs::cuda::attention
