@@ -88,9 +88,12 @@ class Backend {
   virtual std::string Name() const = 0;
   // Element type used for weights and activations by this backend (f32 on CPU).
   virtual DType ComputeDType() const = 0;
-  // Whether WriteKv and PagedAttention accept caches of format `t` with heads of `head_dim`; the
-  // default KV format is the compute dtype's (DefaultKvDType).
-  virtual bool SupportsKvDType(KvDType t, int32_t head_dim) const = 0;
+  // Why WriteKv and PagedAttention would refuse caches of format `t` with heads of `head_dim`,
+  // naming what the backend supports; empty when they accept them. KvCache::Create asks at load,
+  // so a model the kernels cannot run is refused before its first request. The default KV format
+  // is the compute dtype's (DefaultKvDType).
+  virtual std::string KvDTypeProblem(KvDType t, int32_t head_dim) const = 0;
+  bool SupportsKvDType(KvDType t, int32_t head_dim) const { return KvDTypeProblem(t, head_dim).empty(); }
   KvDType DefaultKvDType() const {
     const DType c = ComputeDType();
     return c == DType::kF32 ? KvDType::kF32 : c == DType::kF16 ? KvDType::kF16 : KvDType::kBF16;

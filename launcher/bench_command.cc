@@ -75,9 +75,9 @@ absl::Status BenchAttention(Backend& backend, const ModelConfig& c, bool prefill
   const int32_t num_blocks = batch * blocks_per_seq;
   const DType dt = backend.ComputeDType();
   KVS_ASSIGN_OR_RETURN(const KvDType kv_dtype, KvDTypeFromFlags(backend));
-  if (!backend.SupportsKvDType(kv_dtype, c.head_dim)) {
-    return absl::InvalidArgumentError(absl::StrFormat("--kv-dtype %s is not supported by the %s backend",
-                                                      KvDTypeName(kv_dtype), backend.Name()));
+  if (const std::string problem = backend.KvDTypeProblem(kv_dtype, c.head_dim); !problem.empty()) {
+    return absl::InvalidArgumentError(absl::StrFormat("--kv-dtype %s at head_dim %d: %s", KvDTypeName(kv_dtype), c.head_dim,
+                                                      problem));
   }
   const int64_t width = static_cast<int64_t>(c.num_kv_heads) * c.head_dim;
   const int64_t slots = static_cast<int64_t>(num_blocks) * bs;

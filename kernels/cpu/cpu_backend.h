@@ -22,7 +22,10 @@ class CpuBackend final : public Backend {
   std::string Name() const override { return "cpu"; }
   DType ComputeDType() const override { return DType::kF32; }
   // Every format, as the reference.
-  bool SupportsKvDType(KvDType t, int32_t head_dim) const override { return KvDTypeHeadDimProblem(t, head_dim) == nullptr; }
+  std::string KvDTypeProblem(KvDType t, int32_t head_dim) const override {
+    const char* problem = KvDTypeHeadDimProblem(t, head_dim);
+    return problem == nullptr ? "" : problem;
+  }
 
   absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) override;
   size_t FreeMemoryBytes() const override;

@@ -44,17 +44,25 @@ absl::Status Shape(bool ok, const char* op, const TensorView& a, const TensorVie
       absl::StrFormat("%s: shape mismatch: [%d, %d] vs [%d, %d]", op, a.rows, a.cols, b.rows, b.cols));
 }
 
+// Why the attention kernels cannot take caches of `t` at `head_dim`, naming what they can.
+std::string CudaKvProblem(KvDType t, int32_t head_dim) {
+  if (t == KvDType::kF32) return "f32 KV caches are CPU-only (CUDA: bf16, fp16, fp8, int8, int4)";
+  const auto join = [](const auto& dims) {
+    std::string out;
+    for (int32_t d : dims) out += (out.empty() ? "" : ", ") + std::to_string(d);
+    return out;
+  };
+  return absl::StrFormat("the CUDA attention kernels are compiled for head_dim %s with a bf16 KV cache and %s with "
+                         "fp16/fp8/int8/int4, not %d",
+                         join(cuda::kAttentionHeadDims), join(cuda::kEncodedKvHeadDims), head_dim);
+}
+
 absl::Status CheckCache(const PagedKvView& c, const char* op) {
   if (c.k == nullptr || c.v == nullptr || c.block_size <= 0 || c.kv_heads <= 0) {
     return absl::InvalidArgumentError(absl::StrFormat("%s: malformed KV cache view", op));
   }
-  if (c.dtype == KvDType::kF32) return absl::InvalidArgumentError(absl::StrFormat("%s: f32 KV caches are CPU-only", op));
-  if (c.dtype == KvDType::kBF16 && c.head_dim % 8 != 0) {
-    return absl::InvalidArgumentError(absl::StrFormat("%s: a bf16 KV cache needs head_dim a multiple of 8", op));
-  }
-  if (c.dtype != KvDType::kBF16 && c.head_dim != 64 && c.head_dim != 128) {
-    return absl::UnimplementedError(absl::StrFormat("%s: %s KV caches need head_dim 64 or 128 on CUDA, not %d", op,
-                                                    KvDTypeName(c.dtype), c.head_dim));
+  if (!cuda::AttentionSupports(c.dtype, c.head_dim)) {
+    return absl::UnimplementedError(absl::StrFormat("%s: %s", op, CudaKvProblem(c.dtype, c.head_dim)));
   }
   return absl::OkStatus();
 }
@@ -573,6 +581,10 @@ absl::Status CudaBackend::SampleRows(TensorView logits, const SampleRequest* req
                                                   static_cast<int32_t>(logits.rows), static_cast<int32_t>(logits.cols),
                                                   requests, count, ids, stream_));
   return absl::OkStatus();
+}
+
+std::string CudaBackend::KvDTypeProblem(KvDType t, int32_t head_dim) const {
+  return cuda::AttentionSupports(t, head_dim) ? "" : CudaKvProblem(t, head_dim);
 }
 
 }  // namespace kvs

@@ -24,11 +24,8 @@ class CudaBackend final : public Backend {
 
   std::string Name() const override;
   DType ComputeDType() const override { return DType::kBF16; }
-  // bf16 for head dims that are multiples of 8; fp16/fp8/int8/int4 for head dims 64 and 128.
-  bool SupportsKvDType(KvDType t, int32_t head_dim) const override {
-    if (t == KvDType::kF32) return false;
-    return t == KvDType::kBF16 ? head_dim % 8 == 0 : head_dim == 64 || head_dim == 128;
-  }
+  // What the attention kernels are compiled for (cuda::AttentionHeadDims).
+  std::string KvDTypeProblem(KvDType t, int32_t head_dim) const override;
 
   absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) override;
   size_t FreeMemoryBytes() const override;

@@ -86,10 +86,25 @@ struct AttentionWorkspace {
   int32_t num_sms = 132;
 };
 
-// Head dims the attention kernel is compiled for (tests loop over these): bf16 caches, and the
-// other (encoded) formats.
+// The one list of head dims the CUDA attention kernels are compiled for, per KV format: bf16
+// caches, and the other (encoded) formats; f32 caches are CPU-only. Dispatch
+// (paged_attention_kernels.cuh), CudaBackend::KvDTypeProblem (asked by KvCache::Create at load)
+// and the tests read it. Adding a head dim means instantiating it in LaunchAttentionFor.
 inline constexpr int32_t kAttentionHeadDims[] = {16, 32, 64, 128};
 inline constexpr int32_t kEncodedKvHeadDims[] = {64, 128};
+constexpr bool AttentionSupports(KvDType t, int32_t head_dim) {
+  if (t == KvDType::kF32) return false;
+  if (t == KvDType::kBF16) {
+    for (int32_t d : kAttentionHeadDims) {
+      if (d == head_dim) return true;
+    }
+    return false;
+  }
+  for (int32_t d : kEncodedKvHeadDims) {
+    if (d == head_dim) return true;
+  }
+  return false;
+}
 
 // Causal paged attention, q and out [T, Hq * D] bf16 (see AttentionBatch), over a cache of any
 // KvDType but f32. Returns cudaErrorInvalidValue for a head dim outside kAttentionHeadDims (bf16)

@@ -33,10 +33,10 @@ absl::StatusOr<KvCache> KvCache::Create(Backend& backend, const ModelConfig& c, 
     return absl::InvalidArgumentError(
         absl::StrFormat("--kv-dtype %s cannot store this model's heads (head_dim %d): %s", KvDTypeName(dtype), c.head_dim, problem));
   }
-  if (!backend.SupportsKvDType(dtype, c.head_dim)) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "--kv-dtype %s with head_dim %d is not supported by the %s backend (CUDA: bf16, or fp16/fp8/int8/int4 at "
-        "head_dim 64 or 128; CPU: every format)", KvDTypeName(dtype), c.head_dim, backend.Name()));
+  if (const std::string problem = backend.KvDTypeProblem(dtype, c.head_dim); !problem.empty()) {
+    return absl::InvalidArgumentError(absl::StrFormat("this model's attention (head_dim %d) with --kv-dtype %s cannot run on "
+                                                      "the %s backend: %s",
+                                                      c.head_dim, KvDTypeName(dtype), backend.Name(), problem));
   }
   KvCache kv;
   kv.dtype_ = dtype;

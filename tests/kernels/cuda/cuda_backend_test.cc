@@ -157,6 +157,21 @@ TEST_F(CudaOpsTest, NormsRopeSwiGluEmbeddingMatchCpu) {
   EXPECT_EQ(Download(gemb, DType::kF32, t, h), cshard);
 }
 
+// The attention contract is one table (cuda_kernels.h) read by dispatch and, through
+// KvDTypeProblem, by KvCache::Create at load: checked here without a GPU.
+TEST(CudaAttentionContractTest, OneTableSaysWhichHeadDimsRun) {
+  for (int32_t d : cuda::kAttentionHeadDims) EXPECT_TRUE(cuda::AttentionSupports(KvDType::kBF16, d)) << d;
+  for (int32_t d : cuda::kEncodedKvHeadDims) {
+    for (KvDType t : {KvDType::kF16, KvDType::kFP8, KvDType::kINT8, KvDType::kINT4}) {
+      EXPECT_TRUE(cuda::AttentionSupports(t, d)) << d;
+    }
+  }
+  // Head dims real models use that no kernel is compiled for are refused, not run into.
+  for (int32_t d : {8, 48, 80, 96, 112, 256}) EXPECT_FALSE(cuda::AttentionSupports(KvDType::kBF16, d)) << d;
+  EXPECT_FALSE(cuda::AttentionSupports(KvDType::kF16, 32));
+  EXPECT_FALSE(cuda::AttentionSupports(KvDType::kF32, 128));
+}
+
 struct AttnShape {
   int32_t q_heads, kv_heads, head_dim, block_size;
   std::vector<int32_t> context_lens, query_lens;
