@@ -139,25 +139,26 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
   __syncthreads();
 
   if (wg == 0) {
-    // Producer: one key per thread per tile, all of its chunks of K and V; keys at or past k_hi
-    // are zero-filled, never read from the cache (its unused slots may hold anything).
+    // Producer: each row's chunks by consecutive threads (kChunks per key), so that a warp's
+    // copies read whole 32-byte sectors of a few rows (one key per thread read every sector
+    // twice and saturated L2: docs/performance.md); keys at or past k_hi are zero-filled, never
+    // read from the cache (its unused slots may hold anything).
     asm volatile("setmaxnreg.dec.sync.aligned.u32 32;\n");
+    constexpr int kKeysPerRound = 128 / kChunks;
+    const int c = tid % kChunks, sub = tid / kChunks;
     for (int j = 0; j < num_tiles; ++j) {
       const int stage = j % kStages;
       if (j >= kStages) BarrierWait(empty(stage), ((j / kStages) & 1) ^ 1);
-      const int key = tid, pos = k_lo + j * kKeys + key;
-      const bool valid = key < kKeys && pos < k_hi;
-      const KvRow row = valid ? LocateKv(p, blocks, pos, kvh) : KvRow{};
-      const unsigned char* src_k = p.k_cache + row.codes;
-      const unsigned char* src_v = p.v_cache + row.codes;
-#pragma unroll
-      for (int c = 0; c < kChunks; ++c) {
-        if (key >= kKeys) break;  // tiles narrower than the warpgroup
+#pragma unroll 4
+      for (int r = 0; r < kKeys / kKeysPerRound; ++r) {
+        const int key = r * kKeysPerRound + sub, pos = k_lo + j * kKeys + key;
+        const bool valid = pos < k_hi;
+        const KvRow row = valid ? LocateKv(p, blocks, pos, kvh) : KvRow{};
         const uint32_t off = TileOffset(key, c, kSubTileBytes);
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(k_s(stage) + off), "l"(src_k + c * 16),
-                     "r"(valid ? 16 : 0));
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(v_s(stage) + off), "l"(src_v + c * 16),
-                     "r"(valid ? 16 : 0));
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(k_s(stage) + off),
+                     "l"(p.k_cache + row.codes + c * 16), "r"(valid ? 16 : 0));
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(v_s(stage) + off),
+                     "l"(p.v_cache + row.codes + c * 16), "r"(valid ? 16 : 0));
       }
       BarrierArriveOnCopies(full(stage));
     }
