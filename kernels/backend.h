@@ -178,6 +178,9 @@ class Backend {
   // at src + r * src_stride bytes; out [rows, cols] contiguous, cols a multiple of the type's
   // block. Values equal cpu::DequantizeToF32's (then rounded to out's dtype).
   virtual absl::Status Dequantize(GgmlType type, const void* src, int64_t src_stride, TensorView out) = 0;
+  // Whether Dequantize takes `type`; weights of other GGML types reach the backend decoded to
+  // float32 on the host (runtime/model/model_weights.cc).
+  virtual bool DequantizesType(GgmlType type) const = 0;
 
   // --- ops ---
   // Dtypes: weights and matmul activations are ComputeDType(); the residual stream (Embedding's

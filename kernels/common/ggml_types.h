@@ -5,7 +5,24 @@
 //   Q5_0 (22 B / 32): f16 d; u32 qh; qs[16] 5th bit of element j in bit j of qh; (q - 16) * d
 //   Q5_1 (24 B / 32): f16 d, m; u32 qh; qs[16]  q * d + m
 //   Q8_0 (34 B / 32): f16 d; i8 qs[32]      w[j] = qs[j] * d
-// (all little-endian; the layouts follow ggml's reference implementation, ggml-quants.c)
+//   IQ4_NL (18 B / 32): f16 d; u8 qs[16]    w[j] = d * kIq4Values[lo4(qs[j])], w[j+16] = ... hi4
+// K-quants, 256 weights in sub-blocks of 16 or 32 (element e; sub-block scales as noted):
+//   Q2_K (84 B): u8 scales[16] (lo4 scale, hi4 min), u8 qs[64], f16 d, dmin
+//     q = (qs[32(e/128) + e%32] >> 2((e/32)%4)) & 3;  w = d*sc(e/16) * q - dmin*min(e/16)
+//   Q3_K (110 B): u8 hmask[32], qs[64], scales[12] (16 x 6 bits), f16 d
+//     q = lowbits2(as Q2_K) - 4*(bit (e/32) of hmask[e%32] == 0);  w = d * (scale(e/16) - 32) * q
+//   Q4_K (144 B): f16 d, dmin; u8 scales[12] (8 x 6-bit scale and min); u8 qs[128]
+//     q = (qs[32(e/64) + e%32] >> 4((e/32)%2)) & 15;  w = d*sc(e/32) * q - dmin*min(e/32)
+//   Q5_K (176 B): as Q4_K with u8 qh[32] before qs: q |= ((qh[e%32] >> (e/32)) & 1) << 4
+//   Q6_K (210 B): u8 ql[128], qh[64]; i8 scales[16]; f16 d
+//     q = (ql[64(e/128) + e%64] >> 4((e/64)%2) & 15) | ((qh[32(e/128) + e%32] >> 2((e/32)%4)) & 3) << 4
+//     w = d * scales[e/16] * (q - 32)
+//   Q8_K (292 B): f32 d; i8 qs[256]; i16 bsums[16]   w = d * qs[e]
+//   IQ4_XS (136 B): f16 d; u16 scales_h; u8 scales_l[4]; u8 qs[128]
+//     scale(j) = (lo4/hi4 of scales_l[j/2] | ((scales_h >> 2j) & 3) << 4) - 32 for sub-block j of 32
+//     w = d * scale(e/32) * kIq4Values[(qs[16(e/32) + e%16] >> 4((e/16)%2)) & 15]
+// (all little-endian; the layouts follow ggml's reference implementation, ggml-quants.c, and the
+// `gguf` package's dequantization, which the CPU decoder equals bit for bit: tests/goldens/ggml)
 #pragma once
 
 #include <cstdint>
@@ -22,8 +39,19 @@ enum class GgmlType : uint32_t {
   kQ5_0 = 6,
   kQ5_1 = 7,
   kQ8_0 = 8,
+  kQ2_K = 10,
+  kQ3_K = 11,
+  kQ4_K = 12,
+  kQ5_K = 13,
+  kQ6_K = 14,
+  kQ8_K = 15,
+  kIQ4_NL = 20,
+  kIQ4_XS = 23,
   kBF16 = 30,
 };
+
+// IQ4_NL / IQ4_XS code book (ggml's kvalues_iq4nl).
+inline constexpr int8_t kIq4Values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
 struct GgmlTypeInfo {
   GgmlType type;
@@ -51,6 +79,22 @@ constexpr std::optional<GgmlTypeInfo> LookupGgmlType(uint32_t id) {
       return GgmlTypeInfo{GgmlType::kQ5_1, "Q5_1", 32, 24};
     case GgmlType::kQ8_0:
       return GgmlTypeInfo{GgmlType::kQ8_0, "Q8_0", 32, 34};
+    case GgmlType::kQ2_K:
+      return GgmlTypeInfo{GgmlType::kQ2_K, "Q2_K", 256, 84};
+    case GgmlType::kQ3_K:
+      return GgmlTypeInfo{GgmlType::kQ3_K, "Q3_K", 256, 110};
+    case GgmlType::kQ4_K:
+      return GgmlTypeInfo{GgmlType::kQ4_K, "Q4_K", 256, 144};
+    case GgmlType::kQ5_K:
+      return GgmlTypeInfo{GgmlType::kQ5_K, "Q5_K", 256, 176};
+    case GgmlType::kQ6_K:
+      return GgmlTypeInfo{GgmlType::kQ6_K, "Q6_K", 256, 210};
+    case GgmlType::kQ8_K:
+      return GgmlTypeInfo{GgmlType::kQ8_K, "Q8_K", 256, 292};
+    case GgmlType::kIQ4_NL:
+      return GgmlTypeInfo{GgmlType::kIQ4_NL, "IQ4_NL", 32, 18};
+    case GgmlType::kIQ4_XS:
+      return GgmlTypeInfo{GgmlType::kIQ4_XS, "IQ4_XS", 256, 136};
   }
   return std::nullopt;
 }

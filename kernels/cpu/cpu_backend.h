@@ -45,6 +45,7 @@ class CpuBackend final : public Backend {
   absl::Status DownloadFloat(TensorView src, std::span<float> host) override;
   absl::Status Synchronize() override { return absl::OkStatus(); }
   absl::Status Dequantize(GgmlType type, const void* src, int64_t src_stride, TensorView out) override;
+  bool DequantizesType(GgmlType type) const override { return LookupGgmlType(static_cast<uint32_t>(type)).has_value(); }
   absl::Status FillRandom(TensorView dst, uint64_t seed, float mean, float half_range, RandomWindow window = {}) override;
 
   absl::Status Embedding(const int32_t* ids, TensorView table, int32_t first_id, TensorView out) override;

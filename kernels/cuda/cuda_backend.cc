@@ -562,6 +562,9 @@ absl::Status CudaBackend::Dequantize(GgmlType type, const void* src, int64_t src
   if (out.dtype != DType::kBF16 && out.dtype != DType::kF32) return absl::InvalidArgumentError("Dequantize: out must be bf16 or f32");
   const auto info = LookupGgmlType(static_cast<uint32_t>(type));
   if (!info) return absl::InvalidArgumentError("Dequantize: unknown GGML type");
+  if (!cuda::DequantizeSupports(type)) {
+    return absl::UnimplementedError(absl::StrFormat("Dequantize: no device decoder for %s (decode it on the host)", info->name));
+  }
   if (out.cols % info->block_elems != 0 || out.stride != out.cols) {
     return absl::InvalidArgumentError(absl::StrFormat("Dequantize: %d columns of %s in %d-element blocks, contiguous",
                                                       out.cols, info->name, info->block_elems));

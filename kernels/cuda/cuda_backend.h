@@ -48,6 +48,9 @@ class CudaBackend final : public Backend {
   absl::Status DownloadFloat(TensorView src, std::span<float> host) override;
   absl::Status Synchronize() override;
   absl::Status Dequantize(GgmlType type, const void* src, int64_t src_stride, TensorView out) override;
+  // The types cuda::LaunchDequantize decodes (cuda_kernels.h); the K-quants and IQ4 are decoded on
+  // the host until a device decoder is checked against the CPU's on a GPU.
+  bool DequantizesType(GgmlType type) const override { return cuda::DequantizeSupports(type); }
   absl::Status FillRandom(TensorView dst, uint64_t seed, float mean, float half_range, RandomWindow window = {}) override;
   absl::Status ReserveWorkspace(int64_t max_tokens, int32_t max_seqs, int32_t q_heads, int32_t head_dim) override;
 

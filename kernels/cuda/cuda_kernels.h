@@ -66,6 +66,22 @@ cudaError_t LaunchCopyRegions(const CopyRegion* table, int64_t count, cudaStream
 
 // out [rows, cols] (bf16, or f32 when f32_out) = GGML-typed rows at src (row r at src + r *
 // src_stride bytes) decoded; cols a multiple of the type's block.
+// Whether LaunchDequantize decodes `type`: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0.
+constexpr bool DequantizeSupports(GgmlType type) {
+  switch (type) {
+    case GgmlType::kF32:
+    case GgmlType::kF16:
+    case GgmlType::kBF16:
+    case GgmlType::kQ4_0:
+    case GgmlType::kQ4_1:
+    case GgmlType::kQ5_0:
+    case GgmlType::kQ5_1:
+    case GgmlType::kQ8_0:
+      return true;
+    default:
+      return false;
+  }
+}
 cudaError_t LaunchDequantize(GgmlType type, const void* src, int64_t src_stride, int64_t rows, int64_t cols, void* out,
                              bool f32_out, cudaStream_t stream);
 

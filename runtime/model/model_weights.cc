@@ -38,7 +38,8 @@ class Stager {
       KVS_ASSIGN_OR_RETURN(std::optional<RawTensor> raw, src_.ReadRaw(name, shape));
       const auto info = raw ? LookupGgmlType(static_cast<uint32_t>(raw->type)) : std::nullopt;
       // Whole blocks only: a column window must start and end on a block boundary.
-      if (info && cols.begin % info->block_elems == 0 && cols.size() % info->block_elems == 0) {
+      if (info && backend_.DequantizesType(raw->type) && cols.begin % info->block_elems == 0 &&
+          cols.size() % info->block_elems == 0) {
         const int64_t row_bytes = full_cols / info->block_elems * info->block_bytes;
         KVS_CHECK(static_cast<int64_t>(raw->bytes.size()) == full_rows * row_bytes);
         piece.kind = Piece::kRaw;

@@ -1,6 +1,7 @@
 #include "runtime/model/weight_check.h"
 
 #include <cstring>
+#include <vector>
 
 #include "absl/strings/str_format.h"
 #include "kernels/common/status_macros.h"
@@ -21,6 +22,25 @@ uint32_t Load32(const uint8_t* p) {
 bool F16NonFinite(uint16_t h) { return (h & 0x7C00) == 0x7C00; }
 bool BF16NonFinite(uint16_t h) { return (h & 0x7F80) == 0x7F80; }
 bool F32NonFinite(uint32_t f) { return (f & 0x7F800000u) == 0x7F800000u; }
+
+// Byte offsets of a block's fp16 scale fields (d, and the min or dmin where the type has one).
+std::vector<int> HalfScaleOffsets(GgmlType type) {
+  switch (type) {
+    case GgmlType::kQ4_1:
+    case GgmlType::kQ5_1:
+    case GgmlType::kQ4_K:
+    case GgmlType::kQ5_K:
+      return {0, 2};
+    case GgmlType::kQ2_K:
+      return {80, 82};
+    case GgmlType::kQ3_K:
+      return {108};
+    case GgmlType::kQ6_K:
+      return {208};
+    default:
+      return {0};  // Q4_0, Q5_0, Q8_0, IQ4_NL, IQ4_XS: d first
+  }
+}
 
 absl::Status Bad(const GgufFile& file, const GgufTensorInfo& t, const char* what, int64_t index) {
   return absl::InvalidArgumentError(absl::StrFormat(
@@ -53,12 +73,17 @@ absl::Status CheckGgufWeightsFinite(const GgufFile& file) {
         }
         break;
       }
-      default: {
-        // Every block starts with its fp16 scale d; Q4_1 and Q5_1 follow it with the fp16 min m.
-        const bool has_min = info->type == GgmlType::kQ4_1 || info->type == GgmlType::kQ5_1;
+      case GgmlType::kQ8_K:  // an f32 scale first
         for (int64_t i = 0; i + info->block_bytes <= n; i += info->block_bytes) {
-          if (F16NonFinite(Load16(p + i)) || (has_min && F16NonFinite(Load16(p + i + 2)))) {
-            return Bad(file, t, "block", i / info->block_bytes);
+          if (F32NonFinite(Load32(p + i))) return Bad(file, t, "block", i / info->block_bytes);
+        }
+        break;
+      default: {
+        // A block can hold a non-finite value only in its fp16 scales (ggml_types.h).
+        const std::vector<int> at = HalfScaleOffsets(info->type);
+        for (int64_t i = 0; i + info->block_bytes <= n; i += info->block_bytes) {
+          for (int off : at) {
+            if (F16NonFinite(Load16(p + i + off))) return Bad(file, t, "block", i / info->block_bytes);
           }
         }
       }

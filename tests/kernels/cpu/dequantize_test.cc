@@ -1,8 +1,13 @@
-// GGML block decoding against values worked out by hand from the documented layouts.
+// GGML block decoding against values worked out by hand from the documented layouts, and the
+// K-quants / IQ4 against the `gguf` package's decoder bit for bit (tests/goldens/ggml, made by
+// tests/reference/make_ggml_goldens.py).
 #include "kernels/cpu/dequantize.h"
 
 #include <cmath>
 #include <cstring>
+#include <fstream>
+#include <iterator>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -67,6 +72,49 @@ TEST(DequantizeTest, Q8_0IsSignedBytesTimesScale) {
   std::vector<float> out(32);
   DequantizeToF32(GgmlType::kQ8_0, b, out);
   for (int j = 0; j < 32; ++j) EXPECT_EQ(out[j], (j - 16) * -0.5f);
+}
+
+std::vector<uint8_t> ReadGolden(const std::string& name) {
+  std::ifstream f(std::string(KVS_TEST_DATA) + "/ggml/" + name, std::ios::binary);
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(f), {});
+}
+
+TEST(DequantizeTest, KQuantsAndIq4EqualTheGgufPackageBitForBit) {
+  for (GgmlType type : {GgmlType::kQ2_K, GgmlType::kQ3_K, GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K,
+                        GgmlType::kIQ4_NL, GgmlType::kIQ4_XS}) {
+    const auto info = *LookupGgmlType(static_cast<uint32_t>(type));
+    const std::string name(info.name);
+    const std::vector<uint8_t> blocks = ReadGolden(name + ".blocks"), want = ReadGolden(name + ".f32");
+    ASSERT_FALSE(blocks.empty()) << name << ": golden missing";
+    ASSERT_EQ(blocks.size() % info.block_bytes, 0u) << name;
+    const size_t n = blocks.size() / info.block_bytes * info.block_elems;
+    ASSERT_EQ(want.size(), n * 4) << name;
+    std::vector<float> got(n);
+    DequantizeToF32(type, blocks, got);
+    int64_t differ = 0;
+    for (size_t i = 0; i < n; ++i) {
+      uint32_t g, w;
+      std::memcpy(&g, &got[i], 4);
+      std::memcpy(&w, want.data() + 4 * i, 4);
+      if (g != w && differ++ < 5) {
+        float wf;
+        std::memcpy(&wf, &w, 4);
+        ADD_FAILURE() << name << " element " << i << " (block " << i / info.block_elems << "): " << got[i]
+                      << " vs gguf " << wf;
+      }
+    }
+    EXPECT_EQ(differ, 0) << name << ": " << differ << " of " << n << " weights differ";
+  }
+}
+
+TEST(DequantizeTest, Q8_KIsSignedBytesTimesAFloatScale) {
+  std::vector<uint8_t> b(292, 0);
+  const float d = -0.125f;
+  std::memcpy(b.data(), &d, 4);
+  for (int j = 0; j < 256; ++j) b[4 + j] = static_cast<uint8_t>(static_cast<int8_t>(j - 128));
+  std::vector<float> out(256);
+  DequantizeToF32(GgmlType::kQ8_K, b, out);
+  for (int j = 0; j < 256; ++j) EXPECT_EQ(out[j], (j - 128) * d) << j;
 }
 
 TEST(DequantizeTest, HalfAndBfloatIncludingSubnormalsAndSpecials) {
