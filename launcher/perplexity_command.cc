@@ -4,6 +4,9 @@
 // each window is prefilled in chunks of --max-tokens-per-step (later chunks read the earlier ones'
 // KV back from the cache in its format) and every token after the first of a window is scored.
 // Prints perplexity, mean negative log-likelihood and next-token (top-1) accuracy.
+// --llama-cpp-windows scores as llama-perplexity does: only whole windows, and in each only the
+// predictions from position context/2 on (no BOS is inserted: kvshard's runs here use models whose
+// GGUF says add_bos_token = false, where llama.cpp inserts none either).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -28,6 +31,9 @@
 #include "runtime/model/model_weights.h"
 
 ABSL_FLAG(std::string, text, "", "perplexity: UTF-8 text file to score");
+ABSL_FLAG(bool, llama_cpp_windows, false,
+          "perplexity: score as llama.cpp's llama-perplexity does (whole windows only, each scored on its second "
+          "half), for side-by-side figures on the same file, text and --context");
 
 namespace kvs {
 namespace {
@@ -82,9 +88,11 @@ absl::Status Perplexity() {
   int64_t scored = 0, correct = 0;
   StepInput in;
   const int64_t vocab = mc.vocab_size;
+  const bool llama_windows = absl::GetFlag(FLAGS_llama_cpp_windows);
+  const int32_t first_scored = llama_windows ? static_cast<int32_t>(window / 2) : 0;
   for (size_t w0 = 0; w0 + 1 < ids.size(); w0 += window) {
     const int32_t len = static_cast<int32_t>(std::min<int64_t>(window, ids.size() - w0));
-    if (len < 2) break;
+    if (len < 2 || (llama_windows && len < window)) break;
     for (int32_t a = 0; a < len; a += step_tokens) {
       const int32_t b = std::min(len, a + step_tokens);
       in.Clear();
@@ -99,7 +107,7 @@ absl::Status Perplexity() {
       in.max_blocks_per_seq = blocks;
       for (int32_t j = 0; j < blocks; ++j) in.block_table.push_back(j);
       KVS_ASSIGN_OR_RETURN(ModelRunner::Output out, runner.Execute(in));
-      for (int32_t p = a; p < b && p + 1 < len; ++p) {
+      for (int32_t p = std::max(a, first_scored); p < b && p + 1 < len; ++p) {
         const int32_t target = ids[w0 + p + 1];
         const TokenLogprob lp = ComputeLogprob(out.logits.subspan(static_cast<size_t>(p - a) * vocab, vocab), target, 1);
         nll -= lp.logprob;
@@ -107,6 +115,10 @@ absl::Status Perplexity() {
         ++scored;
       }
     }
+  }
+  if (scored == 0) {
+    return absl::InvalidArgumentError(absl::StrFormat("--text holds %zu tokens: not one whole window of --context %lld",
+                                                      ids.size(), static_cast<long long>(window)));
   }
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
   std::printf("perplexity %.4f  nll %.5f  top1 %.2f%%  tokens %lld  windows of %lld  kv %s  backend %s  (%.1f s)\n",

@@ -104,7 +104,9 @@ class EngineService {
   // The client went away: the request is aborted wherever it is (preparing, queued, running).
   void Cancel(Stream& stream);
   std::string MetricsText() const;  // Prometheus exposition format
-  bool draining() const { return draining_; }
+  // From the signal on, not from the engine thread's next turn (a CPU step can take seconds: a
+  // probe in between must not hear "ok").
+  bool draining() const { return draining_ || drain_requested_; }
   // Called once on the engine thread when draining begins (the HTTP layer stops accepting).
   void SetOnDrain(std::function<void()> f) { on_drain_ = std::move(f); }
 
