@@ -91,8 +91,6 @@ nlohmann::json ResultRecord(std::vector<RequestResult>& samples) {
 std::atomic<bool> g_interrupted{false};
 extern "C" void OnStopSignal(int) { g_interrupted.store(true); }
 
-absl::Status InterruptedError() { return absl::CancelledError("interrupted by a signal"); }
-
 // A request sent to a group, until all of its samples are back.
 struct InFlight {
   const BatchItem* item;
@@ -165,15 +163,27 @@ absl::Status Generate(std::unique_ptr<RankRuntime>& rt) {
     return local.Stop();
   };
 
-  // Encode each request and send it to its group; a line that cannot run gets its error record
-  // (fails the run with --strict, and for a single --prompt, which has no record to write).
-  const bool fail_fast = strict || input.empty();
+  // A line that cannot run gets its error record; with --strict, and for a single --prompt
+  // (which has no record to write), it fails the run instead.
   std::vector<std::pair<const BatchItem*, nlohmann::json>> answers;
+  int64_t error_records = 0;
+  auto refuse = [&](const BatchItem& item, const absl::Status& s) -> absl::Status {
+    if (strict || input.empty()) {
+      KVS_RETURN_IF_ERROR(stop_groups());
+      if (input.empty()) return s;
+      return absl::Status(s.code(), absl::StrFormat("%s:%d: request '%s': %s", input, item.line, item.id, s.message()));
+    }
+    answers.emplace_back(&item, ErrorRecord(item, std::string(s.message())));
+    ++error_records;
+    return absl::OkStatus();
+  };
+
+  // Encode each request and send it to its group.
   absl::flat_hash_map<std::string, InFlight> in_flight;
-  int64_t expected = 0, finished = 0, tokens = 0, error_records = 0;
+  int64_t expected = 0, finished = 0, tokens = 0;
   for (const BatchItem& item : items) {
     if (journal && journal->Answered(item.line)) continue;
-    if (!item.error.empty()) {
+    if (!item.error.empty()) {  // invalid lines reach here only without --strict
       answers.emplace_back(&item, ErrorRecord(item, item.error));
       ++error_records;
       continue;
@@ -192,15 +202,7 @@ absl::Status Generate(std::unique_ptr<RankRuntime>& rt) {
         router->Done(g, item.id);
       }
     }
-    if (!s.ok()) {
-      if (fail_fast) {
-        KVS_RETURN_IF_ERROR(stop_groups());
-        if (input.empty()) return s;
-        return absl::Status(s.code(), absl::StrFormat("%s:%d: request '%s': %s", input, item.line, item.id, s.message()));
-      }
-      answers.emplace_back(&item, ErrorRecord(item, std::string(s.message())));
-      ++error_records;
-    }
+    if (!s.ok()) KVS_RETURN_IF_ERROR(refuse(item, s));
   }
   if (journal) KVS_RETURN_IF_ERROR(journal->Append(answers));
   answers.clear();
@@ -227,13 +229,7 @@ absl::Status Generate(std::unique_ptr<RankRuntime>& rt) {
       for (auto& [id, status] : out.refused) {  // a remote group could not take it
         auto it = in_flight.find(id);
         if (it == in_flight.end()) continue;
-        if (fail_fast) {
-          KVS_RETURN_IF_ERROR(stop_groups());
-          return absl::Status(status.code(), absl::StrFormat("%s:%d: request '%s': %s", input, it->second.item->line,
-                                                             id, status.message()));
-        }
-        answers.emplace_back(it->second.item, ErrorRecord(*it->second.item, std::string(status.message())));
-        ++error_records;
+        KVS_RETURN_IF_ERROR(refuse(*it->second.item, status));
         expected -= it->second.samples_left;
         if (router) router->Done(it->second.group, id);
         in_flight.erase(it);
@@ -268,7 +264,7 @@ absl::Status Generate(std::unique_ptr<RankRuntime>& rt) {
                    rt->tag().c_str(), static_cast<long long>(journal->answered()), items.size(),
                    journal->path().c_str(), in_flight.size());
     }
-    return InterruptedError();
+    return absl::CancelledError("interrupted by a signal");
   }
   KVS_RETURN_IF_ERROR(stop_groups());
   int64_t generated = 0;

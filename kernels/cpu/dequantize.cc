@@ -181,46 +181,30 @@ void DequantizeToF32(GgmlType type, std::span<const uint8_t> src, std::span<floa
     case GgmlType::kBF16:
       for (size_t i = 0; i < out.size(); ++i) o[i] = Bf16BitsToFloat(LoadU16(p + 2 * i));
       return;
-    case GgmlType::kQ4_0:
-    case GgmlType::kQ4_1:
-#pragma omp parallel for schedule(static)
-      for (size_t b = 0; b < blocks; ++b) {
-        Decode4Bit(p + b * info->block_bytes, type == GgmlType::kQ4_1, o + b * 32);
-      }
-      return;
-    case GgmlType::kQ5_0:
-    case GgmlType::kQ5_1:
-#pragma omp parallel for schedule(static)
-      for (size_t b = 0; b < blocks; ++b) {
-        Decode5Bit(p + b * info->block_bytes, type == GgmlType::kQ5_1, o + b * 32);
-      }
-      return;
-    case GgmlType::kQ8_0:
-#pragma omp parallel for schedule(static)
-      for (size_t b = 0; b < blocks; ++b) DecodeQ8_0(p + b * info->block_bytes, o + b * 32);
-      return;
     default:
       break;
   }
-  // The K-quants and IQ4: one block at a time, `block_elems` weights each.
+  // Block types: one block at a time, `block_elems` weights each.
   void (*decode)(const uint8_t*, float*) = nullptr;
   switch (type) {
+    case GgmlType::kQ4_0: decode = [](const uint8_t* b, float* w) { Decode4Bit(b, false, w); }; break;
+    case GgmlType::kQ4_1: decode = [](const uint8_t* b, float* w) { Decode4Bit(b, true, w); }; break;
+    case GgmlType::kQ5_0: decode = [](const uint8_t* b, float* w) { Decode5Bit(b, false, w); }; break;
+    case GgmlType::kQ5_1: decode = [](const uint8_t* b, float* w) { Decode5Bit(b, true, w); }; break;
+    case GgmlType::kQ8_0: decode = DecodeQ8_0; break;
     case GgmlType::kQ2_K: decode = DecodeQ2_K; break;
     case GgmlType::kQ3_K: decode = DecodeQ3_K; break;
-    case GgmlType::kQ4_K: decode = [](const uint8_t* b, float* out) { DecodeQ4_K(b, false, out); }; break;
-    case GgmlType::kQ5_K: decode = [](const uint8_t* b, float* out) { DecodeQ4_K(b, true, out); }; break;
+    case GgmlType::kQ4_K: decode = [](const uint8_t* b, float* w) { DecodeQ4_K(b, false, w); }; break;
+    case GgmlType::kQ5_K: decode = [](const uint8_t* b, float* w) { DecodeQ4_K(b, true, w); }; break;
     case GgmlType::kQ6_K: decode = DecodeQ6_K; break;
     case GgmlType::kQ8_K: decode = DecodeQ8_K; break;
     case GgmlType::kIQ4_NL: decode = DecodeIQ4_NL; break;
     case GgmlType::kIQ4_XS: decode = DecodeIQ4_XS; break;
     default: break;
   }
-  if (decode != nullptr) {
+  KVS_CHECK_MSG(decode != nullptr, "unhandled GGML type");
 #pragma omp parallel for schedule(static)
-    for (size_t b = 0; b < blocks; ++b) decode(p + b * info->block_bytes, o + b * info->block_elems);
-    return;
-  }
-  KVS_CHECK_MSG(false, "unhandled GGML type");
+  for (size_t b = 0; b < blocks; ++b) decode(p + b * info->block_bytes, o + b * info->block_elems);
 }
 
 }  // namespace kvs::cpu

@@ -64,8 +64,6 @@ cudaError_t LaunchFillRandom(void* dst, bool bf16_out, int64_t rows, int64_t col
 // At most `max_blocks` blocks (0: as many as the regions need), a warp per region at a time.
 cudaError_t LaunchCopyRegions(const CopyRegion* table, int64_t count, cudaStream_t stream, int max_blocks = 0);
 
-// out [rows, cols] (bf16, or f32 when f32_out) = GGML-typed rows at src (row r at src + r *
-// src_stride bytes) decoded; cols a multiple of the type's block.
 // Whether LaunchDequantize decodes `type`: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0.
 constexpr bool DequantizeSupports(GgmlType type) {
   switch (type) {
@@ -82,6 +80,8 @@ constexpr bool DequantizeSupports(GgmlType type) {
       return false;
   }
 }
+// out [rows, cols] (bf16, or f32 when f32_out) = GGML-typed rows at src (row r at src + r *
+// src_stride bytes) decoded; cols a multiple of the type's block.
 cudaError_t LaunchDequantize(GgmlType type, const void* src, int64_t src_stride, int64_t rows, int64_t cols, void* out,
                              bool f32_out, cudaStream_t stream);
 
@@ -110,16 +110,13 @@ inline constexpr int32_t kAttentionHeadDims[] = {16, 32, 64, 128};
 inline constexpr int32_t kEncodedKvHeadDims[] = {64, 128};
 constexpr bool AttentionSupports(KvDType t, int32_t head_dim) {
   if (t == KvDType::kF32) return false;
-  if (t == KvDType::kBF16) {
-    for (int32_t d : kAttentionHeadDims) {
+  const auto contains = [head_dim](const auto& dims) {
+    for (int32_t d : dims) {
       if (d == head_dim) return true;
     }
     return false;
-  }
-  for (int32_t d : kEncodedKvHeadDims) {
-    if (d == head_dim) return true;
-  }
-  return false;
+  };
+  return t == KvDType::kBF16 ? contains(kAttentionHeadDims) : contains(kEncodedKvHeadDims);
 }
 
 // Causal paged attention, q and out [T, Hq * D] bf16 (see AttentionBatch), over a cache of any

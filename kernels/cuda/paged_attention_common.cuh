@@ -76,9 +76,9 @@ inline int ChooseSplits(int64_t base, int64_t resident, int max_splits) {
 
 // Resident blocks of `kernel` on the whole GPU (cached per kernel by the caller).
 template <typename Kernel>
-int64_t ResidentBlocks(Kernel kernel, size_t smem, int num_sms) {
+int64_t ResidentBlocks(Kernel kernel, size_t smem, int num_sms, int threads = kThreads) {
   int per_sm = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem) != cudaSuccess || per_sm < 1) {
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem) != cudaSuccess || per_sm < 1) {
     cudaGetLastError();
     per_sm = 1;
   }

@@ -394,39 +394,30 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
 #endif
 }
 
+// One instantiation of the kernel: its shared-memory limit raised once, launched or sized.
 template <bool kHalf, int D, int kKeys>
-cudaError_t LaunchOne(const Params& p, dim3 grid, cudaStream_t stream) {
-  constexpr size_t kSmem = WgmmaSmemBytes<D, kKeys>();
-  static const cudaError_t attr = cudaFuncSetAttribute(PagedPrefillWgmmaKernel<kHalf, D, kKeys>,
-                                                       cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
-  if (attr != cudaSuccess) return attr;
-  PagedPrefillWgmmaKernel<kHalf, D, kKeys><<<grid, kWgmmaThreads, kSmem, stream>>>(p);
-  return cudaGetLastError();
-}
+struct Instance {
+  static constexpr size_t kSmem = WgmmaSmemBytes<D, kKeys>();
+  static cudaError_t Prepare() {
+    static const cudaError_t attr = cudaFuncSetAttribute(PagedPrefillWgmmaKernel<kHalf, D, kKeys>,
+                                                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
+    return attr;
+  }
+  static cudaError_t Launch(const Params& p, dim3 grid, cudaStream_t stream) {
+    if (const cudaError_t attr = Prepare(); attr != cudaSuccess) return attr;
+    PagedPrefillWgmmaKernel<kHalf, D, kKeys><<<grid, kWgmmaThreads, kSmem, stream>>>(p);
+    return cudaGetLastError();
+  }
+  static int64_t Resident(int num_sms) {
+    if (Prepare() != cudaSuccess) return 0;  // Launch reports the error
+    static const int64_t resident = ResidentBlocks(PagedPrefillWgmmaKernel<kHalf, D, kKeys>, kSmem, num_sms, kWgmmaThreads);
+    return resident;
+  }
+};
 
-template <bool kHalf, int D, int kKeys>
-int64_t Resident(int num_sms) {
-  constexpr size_t kSmem = WgmmaSmemBytes<D, kKeys>();
-  static const int64_t resident = [&] {
-    if (cudaFuncSetAttribute(PagedPrefillWgmmaKernel<kHalf, D, kKeys>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             static_cast<int>(kSmem)) != cudaSuccess) {
-      cudaGetLastError();
-      return int64_t{0};
-    }
-    int per_sm = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, PagedPrefillWgmmaKernel<kHalf, D, kKeys>, kWgmmaThreads,
-                                                      kSmem) != cudaSuccess) {
-      cudaGetLastError();
-      per_sm = 1;
-    }
-    return static_cast<int64_t>(std::max(per_sm, 1)) * num_sms;
-  }();
-  return resident;
-}
-
-// Keys per tile at head_dim 128: 128, measured 5% faster than 96 on an H200 at 16K although it
-// spills a few registers (docs/performance.md); KVS_WGMMA_KEYS=96 runs the narrower tile, which
-// keeps everything in registers. head_dim 64 always takes 128.
+// Keys per tile at head_dim 128: 128, measured 17% faster than 96 on an H200 at 16K (both
+// without register spills; docs/performance.md); KVS_WGMMA_KEYS=96 runs the narrower tile for
+// comparison. head_dim 64 always takes 128.
 int KeysPerTile(int head_dim) {
   if (head_dim == 64) return 128;
   static const int keys = [] {
@@ -436,27 +427,46 @@ int KeysPerTile(int head_dim) {
   return keys;
 }
 
+// The one place where (dtype, head_dim, keys per tile) become template parameters: calls
+// Op::template Run<Instance<...>>(args...) for the instantiation that serves them.
+template <typename Op, typename... Args>
+auto Dispatch(KvDType dtype, int head_dim, Args&&... args) {
+  const bool half = dtype == KvDType::kF16;
+  if (head_dim == 64) {
+    return half ? Op::template Run<Instance<true, 64, 128>>(args...) : Op::template Run<Instance<false, 64, 128>>(args...);
+  }
+  if (KeysPerTile(head_dim) == 128) {
+    return half ? Op::template Run<Instance<true, 128, 128>>(args...) : Op::template Run<Instance<false, 128, 128>>(args...);
+  }
+  return half ? Op::template Run<Instance<true, 128, 96>>(args...) : Op::template Run<Instance<false, 128, 96>>(args...);
+}
+
+struct LaunchOp {
+  template <typename I>
+  static cudaError_t Run(const Params& p, dim3 grid, cudaStream_t stream) {
+    return I::Launch(p, grid, stream);
+  }
+};
+struct ResidentOp {
+  template <typename I>
+  static int64_t Run(int num_sms) {
+    return I::Resident(num_sms);
+  }
+};
+
 }  // namespace
 
 int32_t WgmmaPrefillRows() { return kWgmmaRows; }
 
 int64_t WgmmaPrefillResidentBlocks(KvDType dtype, int head_dim, int num_sms) {
-  const bool half = dtype == KvDType::kF16;
-  if (head_dim == 64) return half ? Resident<true, 64, 128>(num_sms) : Resident<false, 64, 128>(num_sms);
-  if (KeysPerTile(head_dim) == 128) return half ? Resident<true, 128, 128>(num_sms) : Resident<false, 128, 128>(num_sms);
-  return half ? Resident<true, 128, 96>(num_sms) : Resident<false, 128, 96>(num_sms);
+  return Dispatch<ResidentOp>(dtype, head_dim, num_sms);
 }
 
 cudaError_t LaunchWgmmaPrefill(const Params& p, KvDType dtype, int head_dim, dim3 grid, cudaStream_t stream) {
   if ((dtype != KvDType::kBF16 && dtype != KvDType::kF16) || (head_dim != 64 && head_dim != 128)) {
     return cudaErrorInvalidValue;
   }
-  const bool half = dtype == KvDType::kF16;
-  if (head_dim == 64) return half ? LaunchOne<true, 64, 128>(p, grid, stream) : LaunchOne<false, 64, 128>(p, grid, stream);
-  if (KeysPerTile(head_dim) == 128) {
-    return half ? LaunchOne<true, 128, 128>(p, grid, stream) : LaunchOne<false, 128, 128>(p, grid, stream);
-  }
-  return half ? LaunchOne<true, 128, 96>(p, grid, stream) : LaunchOne<false, 128, 96>(p, grid, stream);
+  return Dispatch<LaunchOp>(dtype, head_dim, p, grid, stream);
 }
 
 }  // namespace kvs::cuda::attention
