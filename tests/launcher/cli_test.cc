@@ -388,6 +388,12 @@ TEST(CliTest, PerplexityOfATextWithF32AndInt8Kv) {
   EXPECT_GT(f32, 1.0);
   EXPECT_LT(f32, 30.0);  // a famous sentence, even across 32-token windows
   EXPECT_NEAR(int8, f32, 0.05 * f32);
+  // As llama-perplexity scores: whole 32-token windows only (the text's ~50 tokens hold one),
+  // each from position 16 on: 15 predictions.
+  auto [rc, out] = Kvshard("perplexity --device cpu --model " + model + " --text " + text +
+                           " --context 32 --llama-cpp-windows");
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("tokens 15 "), std::string::npos) << out;
 }
 
 // The flags this change added refuse bad values with a message naming the flag.
@@ -415,6 +421,8 @@ TEST(CliFlagsTest, NewFlagsRejectBadValuesByName) {
       {"generate --model " + tiny + " --device cpu --prompt x --kv-dtype fp6", "--kv-dtype 'fp6' is unknown"},
       {"perplexity --model " + tiny + " --text /nonexistent/text.txt", "--text /nonexistent/text.txt"},
       {"perplexity --model " + tiny + " --text " + tiny + "/config.json --context 1", "--context must be in"},
+      {"bench --model random:smollm2-135m --device cpu --kernel prefill --context 64 --query-len 65",
+       "--query-len must be in 0..--context"},
   };
   for (const auto& [args, want] : cases) {
     auto [rc, out] = Kvshard(args);
