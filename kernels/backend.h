@@ -181,6 +181,9 @@ class Backend {
   // Whether Dequantize takes `type`; weights of other GGML types reach the backend decoded to
   // float32 on the host (runtime/model/model_weights.cc).
   virtual bool DequantizesType(GgmlType type) const = 0;
+  // Whether Linear and Embedding take weights of GGML `type` as stored (dtype kBlocks, rows of
+  // whole blocks), so that ModelWeights keeps them so; false: they are decoded at load.
+  virtual bool LinearTakesBlocks(GgmlType type) const { return false; }
 
   // --- ops ---
   // Dtypes: weights and matmul activations are ComputeDType(); the residual stream (Embedding's

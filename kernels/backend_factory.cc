@@ -19,7 +19,8 @@ bool CudaAvailable() {
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const std::string& device, int local_rank,
                                                        size_t cpu_memory_budget) {
   const std::string chosen = device == "auto" ? (CudaAvailable() ? "cuda" : "cpu") : device;
-  if (chosen == "cpu") return std::unique_ptr<Backend>(new CpuBackend(cpu_memory_budget));
+  if (chosen == "cpu") return std::unique_ptr<Backend>(new CpuBackend(cpu_memory_budget, CpuMath::kFast));
+  if (chosen == "cpu-reference") return std::unique_ptr<Backend>(new CpuBackend(cpu_memory_budget, CpuMath::kReference));
   if (chosen == "cuda") {
 #if KVS_HAVE_CUDA
     const int n = CudaDeviceCount();
@@ -31,7 +32,7 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const std::string& device
     return absl::FailedPreconditionError("--device=cuda: this build has no CUDA backend (nvcc was not found)");
 #endif
   }
-  return absl::InvalidArgumentError(absl::StrFormat("--device must be cpu, cuda or auto, got '%s'", device));
+  return absl::InvalidArgumentError(absl::StrFormat("--device must be cpu, cpu-reference, cuda or auto, got '%s'", device));
 }
 
 }  // namespace kvs

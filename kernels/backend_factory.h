@@ -1,5 +1,6 @@
-// Chooses and creates a Backend by name: "cpu", "cuda" (the GPU given by `local_rank`), or
-// "auto" (CUDA when a GPU is visible, else the CPU).
+// Chooses and creates a Backend by name: "cpu" (weights in their GGML blocks, int8 dot products),
+// "cpu-reference" (the float32 oracle), "cuda" (the GPU given by `local_rank`), or "auto" (CUDA
+// when a GPU is visible, else "cpu").
 #pragma once
 
 #include <memory>

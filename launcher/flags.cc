@@ -29,7 +29,12 @@ ABSL_FLAG(std::string, kv_cache_memory, "", "KV cache size, e.g. 512MiB or 4GiB;
 ABSL_FLAG(std::string, kv_dtype, "",
           "KV cache element format: f32, bf16, fp16, fp8, int8 or int4; default: the backend's compute dtype "
           "(f32 on CPU, bf16 on CUDA; `plan` assumes bf16)");
-ABSL_FLAG(std::string, device, "auto", "Backend: cpu, cuda, or auto (cuda when a GPU is visible)");
+ABSL_FLAG(std::string, device, "auto",
+          "Backend: cpu (weights kept in their GGUF blocks, int8 dot products), cpu-reference (the float32 "
+          "oracle), cuda, or auto (cuda when a GPU is visible, else cpu)");
+ABSL_FLAG(int32_t, threads, 0,
+          "Threads per rank for the CPU backend's kernels; 0: the cores this process may use divided by the ranks "
+          "on its node (env KVS_THREADS sets that default)");
 ABSL_FLAG(bool, verbose, false, "Print load and timing details to stderr");
 ABSL_FLAG(std::string, context, "",
           "Tokens per sequence (K = 1024, M = 1024^2): bench --kernel attention (default 4096), plan (default the model's)");

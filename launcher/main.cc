@@ -4,9 +4,12 @@
 #include <string>
 #include <vector>
 
+#include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "kernels/cpu/thread_pool.h"
 #include "launcher/commands.h"
+#include "launcher/flags.h"
 
 namespace {
 
@@ -50,6 +53,12 @@ int main(int argc, char** argv) {
   if (positional.size() > 1) {
     std::fprintf(stderr, "kvshard %s: unexpected argument '%s'\n", command.c_str(), positional[1]);
     return 2;
+  }
+  if (const int32_t threads = absl::GetFlag(FLAGS_threads); threads < 0 || threads > 4096) {
+    std::fprintf(stderr, "kvshard %s: --threads %d is not between 0 (the default) and 4096\n", command.c_str(), threads);
+    return 2;
+  } else {
+    kvs::cpu::SetCpuThreads(threads);
   }
   if (command == "generate") return kvs::RunGenerate();
   if (command == "inspect") return kvs::RunInspect();

@@ -7,7 +7,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 source "${KVS_BUILD_DIR:-build}/env.sh"
 export KVS_REQUIRE_MODEL=${KVS_REQUIRE_MODEL:-1}
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
 # The official OpenAI client drives the server's end-to-end test, and matplotlib draws the serving
 # benchmark's plot there (both pinned; from PyPI).
 python3 -m pip install -q --disable-pip-version-check "openai==3.57.0" "matplotlib==3.9.2" 2>&1 \

@@ -12,6 +12,9 @@ enum class DType : uint8_t {
   kF16,
   kBF16,
   kI32,
+  // Rows of GGML blocks (TensorView::blocks names the type): weights kept as the file stores
+  // them, for a backend whose Linear takes them (Backend::LinearTakesBlocks). No element size.
+  kBlocks,
 };
 
 constexpr size_t DTypeSize(DType t) {
@@ -22,6 +25,8 @@ constexpr size_t DTypeSize(DType t) {
     case DType::kF16:
     case DType::kBF16:
       return 2;
+    case DType::kBlocks:
+      return 0;
   }
   return 0;
 }
@@ -36,6 +41,8 @@ constexpr std::string_view DTypeName(DType t) {
       return "bf16";
     case DType::kI32:
       return "i32";
+    case DType::kBlocks:
+      return "blocks";
   }
   return "?";
 }

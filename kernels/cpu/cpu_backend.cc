@@ -8,9 +8,11 @@
 
 #include "absl/strings/str_format.h"
 #include "kernels/common/random_fill.h"
+#include "kernels/cpu/block_matmul.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cpu/sampling.h"
+#include "kernels/cpu/thread_pool.h"
 
 namespace kvs {
 namespace {
@@ -54,7 +56,11 @@ size_t DefaultCpuMemoryBudget() {
   return static_cast<size_t>(pages) * static_cast<size_t>(page_size) / 2;
 }
 
-CpuBackend::CpuBackend(size_t memory_budget_bytes) : budget_(memory_budget_bytes) {}
+CpuBackend::CpuBackend(size_t memory_budget_bytes, CpuMath math) : budget_(memory_budget_bytes), math_(math) {}
+
+bool CpuBackend::LinearTakesBlocks(GgmlType type) const {
+  return math_ == CpuMath::kFast && cpu::BlockMatMulSupports(type);
+}
 
 absl::StatusOr<DeviceBuffer> CpuBackend::Allocate(size_t bytes) {
   if (bytes == 0) return DeviceBuffer();
@@ -154,21 +160,38 @@ absl::Status CpuBackend::FillRandom(TensorView dst, uint64_t seed, float mean, f
   float* p = static_cast<float*>(dst.data);
   const int64_t cols = dst.cols;
   const int64_t src_stride = window.row_stride == 0 ? cols : window.row_stride;
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < dst.rows; ++r) {
-    for (int64_t c = 0; c < cols; ++c) {
-      const auto i = static_cast<uint64_t>(window.first + r * src_stride + c);
-      p[r * cols + c] = mean + half_range * UniformSigned(seed, i);
+  cpu::ParallelFor(dst.rows, cpu::kParallelWork / std::max<int64_t>(cols, 1), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      for (int64_t c = 0; c < cols; ++c) {
+        const auto i = static_cast<uint64_t>(window.first + r * src_stride + c);
+        p[r * cols + c] = mean + half_range * UniformSigned(seed, i);
+      }
     }
-  }
+  });
   return absl::OkStatus();
 }
 
 absl::Status CpuBackend::Embedding(const int32_t* ids, TensorView table, int32_t first_id, TensorView out) {
-  KVS_RETURN_IF_ERROR(RequireF32(table, "Embedding", "table"));
   KVS_RETURN_IF_ERROR(RequireF32(out, "Embedding", "out"));
   KVS_RETURN_IF_ERROR(RequireShape(table.cols == out.cols && table.IsContiguous(), "Embedding",
                                    Shape(table) + " vs " + Shape(out)));
+  if (table.dtype == DType::kBlocks && LinearTakesBlocks(table.blocks)) {
+    // A table kept in blocks (tied to the LM head): each row decoded as the reference decodes it.
+    const int64_t row_bytes = table.BytesOf(table.stride);
+    for (int64_t t = 0; t < out.rows; ++t) {
+      const int64_t row = static_cast<int64_t>(ids[t]) - first_id;
+      float* dst = out.Row<float>(t);
+      if (row < 0 || row >= table.rows) {
+        std::fill(dst, dst + out.cols, 0.0f);  // another rank holds this id's row
+        continue;
+      }
+      cpu::DequantizeToF32(table.blocks, std::span<const uint8_t>(static_cast<const uint8_t*>(table.data) + row * row_bytes,
+                                                                  table.BytesOf(table.cols)),
+                           std::span<float>(dst, out.cols));
+    }
+    return absl::OkStatus();
+  }
+  KVS_RETURN_IF_ERROR(RequireF32(table, "Embedding", "table"));
   cpu::EmbeddingF32(ids, out.rows, static_cast<const float*>(table.data), first_id, table.rows, table.cols,
                     static_cast<float*>(out.data), out.stride);
   return absl::OkStatus();
@@ -201,7 +224,7 @@ absl::Status CpuBackend::AddRmsNorm(TensorView residual, TensorView x, TensorVie
 
 absl::Status CpuBackend::Linear(TensorView x, TensorView w, TensorView bias, TensorView out) {
   KVS_RETURN_IF_ERROR(RequireF32(x, "Linear", "x"));
-  KVS_RETURN_IF_ERROR(RequireF32(w, "Linear", "w"));
+  if (w.dtype != DType::kBlocks || !LinearTakesBlocks(w.blocks)) KVS_RETURN_IF_ERROR(RequireF32(w, "Linear", "w"));
   KVS_RETURN_IF_ERROR(RequireF32(out, "Linear", "out"));
   KVS_RETURN_IF_ERROR(RequireShape(x.cols == w.cols && out.rows == x.rows && out.cols == w.rows &&
                                        w.IsContiguous(),
@@ -209,6 +232,12 @@ absl::Status CpuBackend::Linear(TensorView x, TensorView w, TensorView bias, Ten
   if (bias.data != nullptr) {
     KVS_RETURN_IF_ERROR(RequireF32(bias, "Linear", "bias"));
     KVS_RETURN_IF_ERROR(RequireShape(bias.NumElements() == w.rows, "Linear", "bias " + Shape(bias)));
+  }
+  if (w.dtype == DType::kBlocks) {
+    cpu::MatMulBlocks(w.blocks, static_cast<const float*>(x.data), x.stride, static_cast<const uint8_t*>(w.data),
+                      w.BytesOf(w.stride), static_cast<const float*>(bias.data), x.rows, x.cols, w.rows,
+                      static_cast<float*>(out.data), out.stride);
+    return absl::OkStatus();
   }
   cpu::MatMulTransposedF32(static_cast<const float*>(x.data), x.stride,
                            static_cast<const float*>(w.data),

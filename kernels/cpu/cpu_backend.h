@@ -13,11 +13,18 @@
 
 namespace kvs {
 
+// How the CPU backend computes Linear: the float32 reference (every weight decoded to float32 at
+// load; the oracle that the CUDA kernels and the fast path are tested against), or weights kept
+// in their GGML blocks with int8 dot products (kernels/cpu/block_matmul.h), what `--device cpu`
+// runs; `--device cpu-reference` selects the reference.
+enum class CpuMath { kReference, kFast };
+
 class CpuBackend final : public Backend {
  public:
   // `memory_budget_bytes` bounds what Allocate hands out, so KV pool sizing on the CPU behaves
   // like on a GPU with that much memory.
-  explicit CpuBackend(size_t memory_budget_bytes);
+  explicit CpuBackend(size_t memory_budget_bytes, CpuMath math = CpuMath::kReference);
+  CpuMath math() const { return math_; }
 
   std::string Name() const override { return "cpu"; }
   DType ComputeDType() const override { return DType::kF32; }
@@ -46,6 +53,7 @@ class CpuBackend final : public Backend {
   absl::Status Synchronize() override { return absl::OkStatus(); }
   absl::Status Dequantize(GgmlType type, const void* src, int64_t src_stride, TensorView out) override;
   bool DequantizesType(GgmlType type) const override { return LookupGgmlType(static_cast<uint32_t>(type)).has_value(); }
+  bool LinearTakesBlocks(GgmlType type) const override;
   absl::Status FillRandom(TensorView dst, uint64_t seed, float mean, float half_range, RandomWindow window = {}) override;
 
   absl::Status Embedding(const int32_t* ids, TensorView table, int32_t first_id, TensorView out) override;
@@ -68,6 +76,7 @@ class CpuBackend final : public Backend {
 
  private:
   size_t budget_;
+  CpuMath math_;
   std::atomic<size_t> used_{0};
   std::mutex tails_mu_;
   absl::flat_hash_map<void*, size_t> host_tail_bytes_;  // AllocateWithHostTail buffers

@@ -1,9 +1,11 @@
 #include "kernels/cpu/dequantize.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "kernels/common/half_convert.h"
 #include "kernels/common/status_macros.h"
+#include "kernels/cpu/thread_pool.h"
 
 namespace kvs::cpu {
 namespace {
@@ -25,69 +27,78 @@ inline float LoadF32(const uint8_t* p) {
   return v;
 }
 
-// 4-bit blocks: `has_min` selects Q4_1 (q*d + m) over Q4_0 ((q-8)*d).
-void Decode4Bit(const uint8_t* block, bool has_min, float* out) {
+// Each unpacker writes one block as q[e] (int8), scale[e / 16] and, for the types with an
+// offset, min[e / 16], so that the weight is scale * q (+ min): the products and differences of the
+// `gguf` package's numpy code in its order (d * sc first, then * q, then - dmin * m, written
+// + (-(dmin * m)), which IEEE rounds identically), so DequantizeToF32 equals it bit for bit; the
+// build uses no FMA contraction here. The loops are shaped (constant trip counts, no division)
+// so that the compiler vectorizes them: the fast CPU matmul unpacks weight rows on every step.
+
+void Unpack4Bit(const uint8_t* block, bool has_min, int8_t* q, float* scale, float* min) {
   const float d = LoadHalf(block);
-  const float m = has_min ? LoadHalf(block + 2) : 0.0f;
   const uint8_t* qs = block + (has_min ? 4 : 2);
   const int offset = has_min ? 0 : 8;
   for (int j = 0; j < 16; ++j) {
-    out[j] = static_cast<float>((qs[j] & 0x0f) - offset) * d + m;
-    out[j + 16] = static_cast<float>((qs[j] >> 4) - offset) * d + m;
+    q[j] = static_cast<int8_t>((qs[j] & 0x0f) - offset);
+    q[j + 16] = static_cast<int8_t>((qs[j] >> 4) - offset);
   }
+  scale[0] = scale[1] = d;
+  if (has_min) min[0] = min[1] = LoadHalf(block + 2);
 }
 
-void Decode5Bit(const uint8_t* block, bool has_min, float* out) {
+void Unpack5Bit(const uint8_t* block, bool has_min, int8_t* q, float* scale, float* min) {
   const float d = LoadHalf(block);
-  const float m = has_min ? LoadHalf(block + 2) : 0.0f;
   const uint32_t qh = LoadU32(block + (has_min ? 4 : 2));
   const uint8_t* qs = block + (has_min ? 8 : 6);
   const int offset = has_min ? 0 : 16;
   for (int j = 0; j < 16; ++j) {
-    const int lo = (qs[j] & 0x0f) | (((qh >> j) & 1) << 4);
-    const int hi = (qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4);
-    out[j] = static_cast<float>(lo - offset) * d + m;
-    out[j + 16] = static_cast<float>(hi - offset) * d + m;
+    q[j] = static_cast<int8_t>(((qs[j] & 0x0f) | (((qh >> j) & 1) << 4)) - offset);
+    q[j + 16] = static_cast<int8_t>(((qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - offset);
   }
+  scale[0] = scale[1] = d;
+  if (has_min) min[0] = min[1] = LoadHalf(block + 2);
 }
 
-void DecodeQ8_0(const uint8_t* block, float* out) {
-  const float d = LoadHalf(block);
-  const int8_t* qs = reinterpret_cast<const int8_t*>(block + 2);
-  for (int j = 0; j < 32; ++j) out[j] = static_cast<float>(qs[j]) * d;
+void UnpackQ4_0(const uint8_t* b, int8_t* q, float* s, float* m) { Unpack4Bit(b, false, q, s, m); }
+void UnpackQ4_1(const uint8_t* b, int8_t* q, float* s, float* m) { Unpack4Bit(b, true, q, s, m); }
+void UnpackQ5_0(const uint8_t* b, int8_t* q, float* s, float* m) { Unpack5Bit(b, false, q, s, m); }
+void UnpackQ5_1(const uint8_t* b, int8_t* q, float* s, float* m) { Unpack5Bit(b, true, q, s, m); }
+
+void UnpackQ8_0(const uint8_t* b, int8_t* q, float* scale, float*) {
+  std::memcpy(q, b + 2, 32);
+  scale[0] = scale[1] = LoadHalf(b);
 }
 
-// The K-quants and IQ4 (layouts in ggml_types.h). Each product and difference is rounded on its
-// own, in the order of the `gguf` package's numpy code (d * sc first, then * q, then - dmin * m),
-// so the values equal it bit for bit; the build uses no FMA contraction on the host.
-
-void DecodeQ2_K(const uint8_t* b, float* out) {
+// K-quants: element e = 128 h + 32 s + i (Q2_K, Q3_K, Q6_K) or 32 j + i (Q4_K, Q5_K).
+void UnpackQ2_K(const uint8_t* b, int8_t* q, float* scale, float* min) {
   const uint8_t* scales = b;
   const uint8_t* qs = b + 16;
   const float d = LoadHalf(b + 80), dmin = LoadHalf(b + 82);
-  for (int e = 0; e < 256; ++e) {
-    const uint8_t sc = scales[e / 16];
-    const float dl = d * static_cast<float>(sc & 0xF), ml = dmin * static_cast<float>(sc >> 4);
-    const int q = (qs[32 * (e / 128) + e % 32] >> (2 * ((e / 32) % 4))) & 3;
-    out[e] = dl * static_cast<float>(q) - ml;
+  for (int h = 0; h < 2; ++h)
+    for (int s = 0; s < 4; ++s)
+      for (int i = 0; i < 32; ++i) q[128 * h + 32 * s + i] = static_cast<int8_t>((qs[32 * h + i] >> (2 * s)) & 3);
+  for (int g = 0; g < 16; ++g) {
+    scale[g] = d * static_cast<float>(scales[g] & 0xF);
+    min[g] = -(dmin * static_cast<float>(scales[g] >> 4));
   }
 }
 
-void DecodeQ3_K(const uint8_t* b, float* out) {
+void UnpackQ3_K(const uint8_t* b, int8_t* q, float* scale, float*) {
   const uint8_t* hmask = b;
   const uint8_t* qs = b + 32;
   const uint8_t* sc = b + 96;
   const float d = LoadHalf(b + 108);
-  float dl[16];
-  for (int k = 0; k < 16; ++k) {
-    const int lo = (sc[k % 8] >> (4 * (k / 8))) & 0xF, hi = (sc[8 + k % 4] >> (2 * (k / 4))) & 3;
-    dl[k] = d * static_cast<float>(static_cast<int8_t>(lo | hi << 4) - 32);
+  for (int g = 0; g < 16; ++g) {
+    const int lo = (sc[g % 8] >> (4 * (g / 8))) & 0xF, hi = (sc[8 + g % 4] >> (2 * (g / 4))) & 3;
+    scale[g] = d * static_cast<float>(static_cast<int8_t>(lo | hi << 4) - 32);
   }
-  for (int e = 0; e < 256; ++e) {
-    const int low = (qs[32 * (e / 128) + e % 32] >> (2 * ((e / 32) % 4))) & 3;
-    const int high_clear = ((hmask[e % 32] >> (e / 32)) & 1) ^ 1;  // 4 is subtracted where the bit is 0
-    out[e] = dl[e / 16] * static_cast<float>(low - 4 * high_clear);
-  }
+  for (int h = 0; h < 2; ++h)
+    for (int s = 0; s < 4; ++s)
+      for (int i = 0; i < 32; ++i) {
+        const int low = (qs[32 * h + i] >> (2 * s)) & 3;
+        const int high_clear = ((hmask[i] >> (4 * h + s)) & 1) ^ 1;  // 4 is subtracted where the bit is 0
+        q[128 * h + 32 * s + i] = static_cast<int8_t>(low - 4 * high_clear);
+      }
 }
 
 // Q4_K / Q5_K: eight 6-bit scales and mins packed in 12 bytes.
@@ -101,7 +112,7 @@ void ScaleMinK4(const uint8_t* s, int j, uint8_t& sc, uint8_t& m) {
   }
 }
 
-void DecodeQ4_K(const uint8_t* b, bool five_bits, float* out) {
+void UnpackQ4_K(const uint8_t* b, bool five_bits, int8_t* q, float* scale, float* min) {
   const float d = LoadHalf(b), dmin = LoadHalf(b + 2);
   const uint8_t* scales = b + 4;
   const uint8_t* qh = b + 16;
@@ -109,54 +120,60 @@ void DecodeQ4_K(const uint8_t* b, bool five_bits, float* out) {
   for (int j = 0; j < 8; ++j) {
     uint8_t sc, m;
     ScaleMinK4(scales, j, sc, m);
-    const float dj = d * static_cast<float>(sc), mj = dmin * static_cast<float>(m);
+    scale[2 * j] = scale[2 * j + 1] = d * static_cast<float>(sc);
+    min[2 * j] = min[2 * j + 1] = -(dmin * static_cast<float>(m));
+    const uint8_t* row = qs + 32 * (j / 2);
+    const int shift = 4 * (j % 2);
     for (int i = 0; i < 32; ++i) {
-      const int e = 32 * j + i;
-      int q = (qs[32 * (e / 64) + i] >> (4 * (j % 2))) & 0xF;
-      if (five_bits) q |= ((qh[i] >> j) & 1) << 4;
-      out[e] = dj * static_cast<float>(q) - mj;
+      int v = (row[i] >> shift) & 0xF;
+      if (five_bits) v |= ((qh[i] >> j) & 1) << 4;
+      q[32 * j + i] = static_cast<int8_t>(v);
     }
   }
 }
+void UnpackQ4_Kb(const uint8_t* b, int8_t* q, float* s, float* m) { UnpackQ4_K(b, false, q, s, m); }
+void UnpackQ5_Kb(const uint8_t* b, int8_t* q, float* s, float* m) { UnpackQ4_K(b, true, q, s, m); }
 
-void DecodeQ6_K(const uint8_t* b, float* out) {
+void UnpackQ6_K(const uint8_t* b, int8_t* q, float* scale, float*) {
   const uint8_t* ql = b;
   const uint8_t* qh = b + 128;
   const int8_t* scales = reinterpret_cast<const int8_t*>(b + 192);
   const float d = LoadHalf(b + 208);
-  for (int e = 0; e < 256; ++e) {
-    const int lo = (ql[64 * (e / 128) + e % 64] >> (4 * ((e / 64) % 2))) & 0xF;
-    const int hi = (qh[32 * (e / 128) + e % 32] >> (2 * ((e / 32) % 4))) & 3;
-    const float dl = d * static_cast<float>(scales[e / 16]);
-    out[e] = dl * static_cast<float>(static_cast<int8_t>(lo | hi << 4) - 32);
-  }
+  for (int h = 0; h < 2; ++h)
+    for (int s = 0; s < 4; ++s)
+      for (int i = 0; i < 32; ++i) {
+        const int lo = (ql[64 * h + 32 * (s % 2) + i] >> (4 * (s / 2))) & 0xF;
+        const int hi = (qh[32 * h + i] >> (2 * s)) & 3;
+        q[128 * h + 32 * s + i] = static_cast<int8_t>(static_cast<int8_t>(lo | hi << 4) - 32);
+      }
+  for (int g = 0; g < 16; ++g) scale[g] = d * static_cast<float>(scales[g]);
 }
 
-void DecodeQ8_K(const uint8_t* b, float* out) {
+void UnpackQ8_K(const uint8_t* b, int8_t* q, float* scale, float*) {
   const float d = LoadF32(b);
-  const int8_t* qs = reinterpret_cast<const int8_t*>(b + 4);
-  for (int e = 0; e < 256; ++e) out[e] = d * static_cast<float>(qs[e]);
+  std::memcpy(q, b + 4, 256);
+  for (int g = 0; g < 16; ++g) scale[g] = d;
 }
 
-void DecodeIQ4_NL(const uint8_t* b, float* out) {
-  const float d = LoadHalf(b);
+void UnpackIQ4_NL(const uint8_t* b, int8_t* q, float* scale, float*) {
   for (int i = 0; i < 16; ++i) {
-    out[i] = d * static_cast<float>(kIq4Values[b[2 + i] & 0xF]);
-    out[i + 16] = d * static_cast<float>(kIq4Values[b[2 + i] >> 4]);
+    q[i] = kIq4Values[b[2 + i] & 0xF];
+    q[i + 16] = kIq4Values[b[2 + i] >> 4];
   }
+  scale[0] = scale[1] = LoadHalf(b);
 }
 
-void DecodeIQ4_XS(const uint8_t* b, float* out) {
+void UnpackIQ4_XS(const uint8_t* b, int8_t* q, float* scale, float*) {
   const float d = LoadHalf(b);
   const uint16_t scales_h = LoadU16(b + 2);
   const uint8_t* scales_l = b + 4;
   const uint8_t* qs = b + 8;
   for (int j = 0; j < 8; ++j) {
     const int sc = ((scales_l[j / 2] >> (4 * (j % 2))) & 0xF) | (((scales_h >> (2 * j)) & 3) << 4);
-    const float dl = d * static_cast<float>(static_cast<int8_t>(sc) - 32);
+    scale[2 * j] = scale[2 * j + 1] = d * static_cast<float>(static_cast<int8_t>(sc) - 32);
     for (int i = 0; i < 16; ++i) {
-      out[32 * j + i] = dl * static_cast<float>(kIq4Values[qs[16 * j + i] & 0xF]);
-      out[32 * j + 16 + i] = dl * static_cast<float>(kIq4Values[qs[16 * j + i] >> 4]);
+      q[32 * j + i] = kIq4Values[qs[16 * j + i] & 0xF];
+      q[32 * j + 16 + i] = kIq4Values[qs[16 * j + i] >> 4];
     }
   }
 }
@@ -184,27 +201,42 @@ void DequantizeToF32(GgmlType type, std::span<const uint8_t> src, std::span<floa
     default:
       break;
   }
-  // Block types: one block at a time, `block_elems` weights each.
-  void (*decode)(const uint8_t*, float*) = nullptr;
+  // Block types: one block at a time, unpacked and then scaled.
+  const BlockUnpacker unpack = UnpackerFor(type);
+  KVS_CHECK_MSG(unpack.fn != nullptr, "unhandled GGML type");
+  const int32_t elems = info->block_elems;
+  ParallelFor(static_cast<int64_t>(blocks), kParallelWork / elems, [&](int64_t b0, int64_t b1) {
+    int8_t q[kMaxBlockElems];
+    float scale[kMaxBlockElems / kUnpackGroup], min[kMaxBlockElems / kUnpackGroup];
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      unpack.fn(p + blk * info->block_bytes, q, scale, min);
+      float* w = o + blk * elems;
+      if (unpack.has_min) {
+        for (int32_t e = 0; e < elems; ++e) w[e] = scale[e / kUnpackGroup] * static_cast<float>(q[e]) + min[e / kUnpackGroup];
+      } else {
+        for (int32_t e = 0; e < elems; ++e) w[e] = scale[e / kUnpackGroup] * static_cast<float>(q[e]);
+      }
+    }
+  });
+}
+
+BlockUnpacker UnpackerFor(GgmlType type) {
   switch (type) {
-    case GgmlType::kQ4_0: decode = [](const uint8_t* b, float* w) { Decode4Bit(b, false, w); }; break;
-    case GgmlType::kQ4_1: decode = [](const uint8_t* b, float* w) { Decode4Bit(b, true, w); }; break;
-    case GgmlType::kQ5_0: decode = [](const uint8_t* b, float* w) { Decode5Bit(b, false, w); }; break;
-    case GgmlType::kQ5_1: decode = [](const uint8_t* b, float* w) { Decode5Bit(b, true, w); }; break;
-    case GgmlType::kQ8_0: decode = DecodeQ8_0; break;
-    case GgmlType::kQ2_K: decode = DecodeQ2_K; break;
-    case GgmlType::kQ3_K: decode = DecodeQ3_K; break;
-    case GgmlType::kQ4_K: decode = [](const uint8_t* b, float* w) { DecodeQ4_K(b, false, w); }; break;
-    case GgmlType::kQ5_K: decode = [](const uint8_t* b, float* w) { DecodeQ4_K(b, true, w); }; break;
-    case GgmlType::kQ6_K: decode = DecodeQ6_K; break;
-    case GgmlType::kQ8_K: decode = DecodeQ8_K; break;
-    case GgmlType::kIQ4_NL: decode = DecodeIQ4_NL; break;
-    case GgmlType::kIQ4_XS: decode = DecodeIQ4_XS; break;
-    default: break;
+    case GgmlType::kQ4_0: return {UnpackQ4_0, false};
+    case GgmlType::kQ4_1: return {UnpackQ4_1, true};
+    case GgmlType::kQ5_0: return {UnpackQ5_0, false};
+    case GgmlType::kQ5_1: return {UnpackQ5_1, true};
+    case GgmlType::kQ8_0: return {UnpackQ8_0, false};
+    case GgmlType::kQ2_K: return {UnpackQ2_K, true};
+    case GgmlType::kQ3_K: return {UnpackQ3_K, false};
+    case GgmlType::kQ4_K: return {UnpackQ4_Kb, true};
+    case GgmlType::kQ5_K: return {UnpackQ5_Kb, true};
+    case GgmlType::kQ6_K: return {UnpackQ6_K, false};
+    case GgmlType::kQ8_K: return {UnpackQ8_K, false};
+    case GgmlType::kIQ4_NL: return {UnpackIQ4_NL, false};
+    case GgmlType::kIQ4_XS: return {UnpackIQ4_XS, false};
+    default: return {nullptr, false};
   }
-  KVS_CHECK_MSG(decode != nullptr, "unhandled GGML type");
-#pragma omp parallel for schedule(static)
-  for (size_t b = 0; b < blocks; ++b) decode(p + b * info->block_bytes, o + b * info->block_elems);
 }
 
 }  // namespace kvs::cpu

@@ -5,6 +5,7 @@
 #include "kernels/common/status_macros.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/kv_codec.h"
+#include "kernels/cpu/thread_pool.h"
 
 namespace kvs::cpu {
 namespace {
@@ -64,14 +65,17 @@ void PagedAttentionF32(const float* q, int64_t q_stride, int32_t q_heads, const 
     const int32_t first_pos = batch.context_len[s] - (end - begin);
     KVS_CHECK_MSG(first_pos >= 0, "more queries than context tokens");
     const int32_t* blocks = batch.block_table + static_cast<int64_t>(s) * batch.max_blocks_per_seq;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int32_t t = begin; t < end; ++t) {
-      for (int32_t h = 0; h < q_heads; ++h) {
+    // One item per (query row, head); an item's work is its context length times head_dim.
+    const int64_t items = static_cast<int64_t>(end - begin) * q_heads;
+    const int64_t work = static_cast<int64_t>(batch.context_len[s]) * cache.head_dim;
+    ParallelFor(items, kParallelWork / std::max<int64_t>(work, 1), [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        const int32_t t = begin + static_cast<int32_t>(i / q_heads), h = static_cast<int32_t>(i % q_heads);
         const int64_t col = static_cast<int64_t>(h) * cache.head_dim;
         AttendOne(q + t * q_stride + col, h / group, first_pos + (t - begin), blocks, cache, scale,
                   out + t * out_stride + col);
       }
-    }
+    });
   }
 }
 

@@ -1,14 +1,17 @@
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/thread_pool.h"
 
 namespace kvs::cpu {
 
 void RopeF32(float* x, int64_t x_stride, int64_t num_tokens, int32_t heads, int32_t head_dim,
              const int32_t* positions, const float* inv_freq) {
   const int32_t half = head_dim / 2;
-#pragma omp parallel for schedule(static)
-  for (int64_t t = 0; t < num_tokens; ++t) {
+  const int64_t per_token = static_cast<int64_t>(heads) * head_dim;
+  ParallelFor(num_tokens, kParallelWork / std::max<int64_t>(per_token, 1), [&](int64_t t0, int64_t t1) {
+  for (int64_t t = t0; t < t1; ++t) {
     // The angle is a float32 product, as in HF transformers, so both agree at long positions.
     const float pos = static_cast<float>(positions[t]);
     for (int32_t h = 0; h < heads; ++h) {
@@ -24,6 +27,7 @@ void RopeF32(float* x, int64_t x_stride, int64_t num_tokens, int32_t heads, int3
       }
     }
   }
+  });
 }
 
 }  // namespace kvs::cpu

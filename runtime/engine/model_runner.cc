@@ -304,7 +304,7 @@ absl::Status ModelRunner::Forward(const StepPointers& ptr, int64_t t, int64_t n_
       KVS_RETURN_IF_ERROR(b.AddRmsNorm(residual, hidden, attn_norm, c.rms_norm_eps, normed));
     }
     const TensorView bias = c.attention_bias ? weights_->View(lw.qkv_bias, 1, z.qkv) : no_bias;
-    KVS_RETURN_IF_ERROR(b.Linear(normed, weights_->View(lw.qkv, z.qkv, z.h), bias, qkv));
+    KVS_RETURN_IF_ERROR(LinearOver(b, normed, lw.qkv, bias, qkv));
     // q and k are adjacent columns of qkv: one rotation over both heads' worth (one launch).
     KVS_RETURN_IF_ERROR(b.Rope(qk, static_cast<int32_t>((z.q + z.kv) / c.head_dim), ptr.positions, weights_->rope()));
     const PagedKvView cache = cache_->Layer(l);
@@ -314,12 +314,12 @@ absl::Status ModelRunner::Forward(const StepPointers& ptr, int64_t t, int64_t n_
     // attention; the next layer's staging overwrites the window only after this attention ran.
     if (!staged_.empty()) KVS_RETURN_IF_ERROR(cache_->StageOffloaded(b, l, staged_));
     KVS_RETURN_IF_ERROR(b.PagedAttention(q, cache, batch, scale, attn));
-    KVS_RETURN_IF_ERROR(b.Linear(attn_owned, weights_->View(lw.o, z.h, z.q_owned), no_bias, hidden));
+    KVS_RETURN_IF_ERROR(LinearOver(b, attn_owned, lw.o, no_bias, hidden));
     KVS_RETURN_IF_ERROR(reduce(hidden));
     KVS_RETURN_IF_ERROR(b.AddRmsNorm(residual, hidden, weights_->View(lw.ffn_norm, 1, z.h), c.rms_norm_eps, normed));
-    KVS_RETURN_IF_ERROR(b.Linear(normed, weights_->View(lw.gate_up, 2 * z.inter, z.h), no_bias, gate_up));
+    KVS_RETURN_IF_ERROR(LinearOver(b, normed, lw.gate_up, no_bias, gate_up));
     KVS_RETURN_IF_ERROR(b.SwiGlu(gate_up, act));
-    KVS_RETURN_IF_ERROR(b.Linear(act, weights_->View(lw.down, z.h, z.inter), no_bias, hidden));
+    KVS_RETURN_IF_ERROR(LinearOver(b, act, lw.down, no_bias, hidden));
     KVS_RETURN_IF_ERROR(reduce(hidden));
   }
   if (n_logits == 0) return absl::OkStatus();
@@ -327,7 +327,7 @@ absl::Status ModelRunner::Forward(const StepPointers& ptr, int64_t t, int64_t n_
   const TensorView last = last_.View(dt, n_logits, z.h);
   KVS_RETURN_IF_ERROR(b.AddRmsNorm(residual, hidden, weights_->final_norm(), c.rms_norm_eps, normed));
   KVS_RETURN_IF_ERROR(b.GatherRows(normed, ptr.logit_rows, last));
-  return b.Linear(last, weights_->lm_head(), no_bias, logits_.View(DType::kF32, n_logits, z.vocab));
+  return LinearOver(b, last, weights_->lm_head(), no_bias, logits_.View(DType::kF32, n_logits, z.vocab));
 }
 
 absl::StatusOr<ModelRunner::Output> ModelRunner::SampleOnDevice(TensorView logits, std::span<const SampleRequest> samples) {

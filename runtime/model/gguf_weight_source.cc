@@ -75,10 +75,19 @@ class GgufWeightSource final : public WeightSource {
   absl::StatusOr<std::optional<RawTensor>> ReadRaw(const std::string& hf_name,
                                                    std::span<const int64_t> shape) const override {
     KVS_ASSIGN_OR_RETURN(const GgufTensorInfo* t, Find(hf_name, shape));
-    // Q/K rows still in llama.cpp's order are reordered on the host (ReadF32).
-    if (shape.size() != 2 || Permuted(hf_name)) return std::nullopt;
+    if (shape.size() != 2) return std::nullopt;
     KVS_ASSIGN_OR_RETURN(auto bytes, file_->TensorBytes(*t));
-    return RawTensor{static_cast<GgmlType>(t->type), bytes};
+    RawTensor raw{static_cast<GgmlType>(t->type), bytes, {}};
+    if (Permuted(hf_name)) {
+      // Q/K rows in llama.cpp's order: within each head, file row 2i + j is HF row j * dim/2 + i.
+      const int heads = absl::StrContains(hf_name, "q_proj") ? config_.num_q_heads : config_.num_kv_heads;
+      const int64_t rows = shape[0], dim = rows / heads, half = dim / 2;
+      raw.row_order.resize(rows);
+      for (int64_t h = 0; h < heads; ++h)
+        for (int64_t i = 0; i < half; ++i)
+          for (int64_t j = 0; j < 2; ++j) raw.row_order[h * dim + j * half + i] = static_cast<int32_t>(h * dim + 2 * i + j);
+    }
+    return raw;
   }
 
   std::optional<std::vector<float>> RopeFreqFactors() const override {

@@ -19,14 +19,39 @@
 
 namespace kvs {
 
+// Consecutive rows of a weight matrix stored one way: in the compute dtype, or — on a backend
+// whose Linear takes them (Backend::LinearTakesBlocks) — in GGML blocks as the file stores them.
+struct WeightPart {
+  int64_t first_row = 0, rows = 0;
+  size_t offset = 0;                 // bytes into the matrix's buffer
+  DType dtype = DType::kF32;         // kBlocks: `blocks` is the GGML type
+  GgmlType blocks = GgmlType::kF32;
+};
+
+// A weight matrix [rows, cols] in backend memory, as one buffer of one or more parts: a stacked
+// QKV from a Q4_K_M file kept in blocks is Q4_K, Q4_K and Q6_K rows, one Linear per part
+// (LinearOver); decoded to the compute dtype, it is one part.
+struct WeightMatrix {
+  DeviceBuffer buffer;
+  int64_t rows = 0, cols = 0;
+  std::vector<WeightPart> parts;
+
+  TensorView PartView(const WeightPart& p) const;
+  // The whole matrix as one view: it must have one part.
+  TensorView View() const;
+};
+
+// out = x * w^T (+ bias), one Backend::Linear per part of w, each into its columns of out.
+absl::Status LinearOver(Backend& backend, TensorView x, const WeightMatrix& w, TensorView bias, TensorView out);
+
 struct LayerWeights {
   DeviceBuffer attn_norm;  // [1, hidden]
-  DeviceBuffer qkv;        // [(Hq + 2Hk) * D, hidden]
+  WeightMatrix qkv;        // [(Hq + 2Hk) * D, hidden]
   DeviceBuffer qkv_bias;   // [1, (Hq + 2Hk) * D] or empty
-  DeviceBuffer o;          // [hidden, Ho * D]
+  WeightMatrix o;          // [hidden, Ho * D]
   DeviceBuffer ffn_norm;   // [1, hidden]
-  DeviceBuffer gate_up;    // [2I, hidden]
-  DeviceBuffer down;       // [hidden, I]
+  WeightMatrix gate_up;    // [2I, hidden]
+  WeightMatrix down;       // [hidden, I]
 };
 
 class ModelWeights {
@@ -46,10 +71,11 @@ class ModelWeights {
   const std::vector<LayerWeights>& layers() const { return layers_; }
   TensorView embed() const;
   TensorView final_norm() const;
-  TensorView lm_head() const;  // the embedding when tied
+  const WeightMatrix& lm_head() const;  // the embedding when tied
   RopeTable rope() const { return {rope_inv_freq_.as<float>(), config_.head_dim}; }
   TensorView View(const DeviceBuffer& b, int64_t rows, int64_t cols) const { return b.View(dtype_, rows, cols); }
   DType dtype() const { return dtype_; }
+  // Backend bytes the weights take (blocks kept as stored count at their stored size).
   size_t bytes() const { return bytes_; }
 
  private:
@@ -57,7 +83,8 @@ class ModelWeights {
   ModelShard shard_;
   DType dtype_ = DType::kF32;
   size_t bytes_ = 0;
-  DeviceBuffer embed_, final_norm_, lm_head_, rope_inv_freq_;
+  WeightMatrix embed_, lm_head_;
+  DeviceBuffer final_norm_, rope_inv_freq_;
   std::vector<LayerWeights> layers_;
 };
 

@@ -23,10 +23,12 @@ struct TensorSummary {
   std::vector<int64_t> shape;  // HF order: outermost first
 };
 
-// A 2-D tensor as the file stores it: rows in HF order, each a run of GGML blocks.
+// A 2-D tensor as the file stores it, each row a run of GGML blocks: HF row r is stored row
+// row_order[r], or row r when row_order is empty (llama.cpp stores Q/K rows permuted).
 struct RawTensor {
   GgmlType type;
   std::span<const uint8_t> bytes;
+  std::vector<int32_t> row_order;
 };
 
 // How a synthetic model fills one tensor: mean + half_range * UniformSigned(seed, i).
@@ -48,7 +50,8 @@ class WeightSource {
   virtual absl::Status ReadF32(const std::string& hf_name, std::span<const int64_t> shape,
                                std::span<float> out) const = 0;
   // A 2-D tensor's stored bytes, when the file keeps it in a GGML type (Backend::Dequantize
-  // decodes those on the device) and already in HF layout; nullopt means read it with ReadF32.
+  // decodes those on the device; a backend may keep them: Backend::LinearTakesBlocks); nullopt
+  // means read it with ReadF32.
   // Shape and missing-tensor errors as ReadF32's.
   virtual absl::StatusOr<std::optional<RawTensor>> ReadRaw(const std::string& hf_name,
                                                            std::span<const int64_t> shape) const {

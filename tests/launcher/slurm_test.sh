@@ -85,7 +85,7 @@ load = lambda p: [{k: v for k, v in json.loads(l).items() if k != "metrics"} for
 sys.exit(0 if load(sys.argv[1]) == load(sys.argv[2]) else 1)' "$1" "$2"; }
 
 export KVSHARD="$BIN" MODEL="$GOLDENS/models/tiny-llama31" INPUT="$WORK/in.jsonl" TP=2 DEVICE=cpu EXTRA="--ignore-eos"
-export OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export KVS_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_btl_vader_single_copy_mechanism=none
 wait_job() {  # prints the job's final state
   local state=""

@@ -12,7 +12,7 @@ GOLDENS=$2
 SMOL=${3:-}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_btl_vader_single_copy_mechanism=none  # no CMA/ptrace inside containers
-export OMP_NUM_THREADS=1                              # ranks already oversubscribe the cores
+export KVS_THREADS=1                              # ranks already oversubscribe the cores
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }

@@ -14,7 +14,8 @@
 namespace kvs {
 namespace {
 
-std::vector<float> Block(const DeviceBuffer& b, int64_t cols, Range rows, Range col_range) {
+std::vector<float> Block(const WeightMatrix& m, int64_t cols, Range rows, Range col_range) {
+  const DeviceBuffer& b = m.buffer;
   std::vector<float> out;
   const float* p = b.as<float>();
   for (int32_t r = rows.begin; r < rows.end; ++r) {
@@ -23,6 +24,7 @@ std::vector<float> Block(const DeviceBuffer& b, int64_t cols, Range rows, Range 
   return out;
 }
 std::vector<float> All(const DeviceBuffer& b) { return std::vector<float>(b.as<float>(), b.as<float>() + b.bytes() / 4); }
+std::vector<float> All(const WeightMatrix& m) { return All(m.buffer); }
 
 void ExpectShardsSliceTheWhole(const WeightSource& src, int32_t tp) {
   CpuBackend be(size_t{1} << 30);

@@ -31,7 +31,7 @@ TEST(RandomWeightsTest, BackendFillEqualsHostGeneration) {
   std::vector<float> want(kv * c.hidden_size);
   const int64_t shape[] = {kv, c.hidden_size};
   ASSERT_TRUE((*src)->ReadF32("model.layers.3.self_attn.k_proj.weight", shape, want).ok());
-  const float* got = w->layers()[3].qkv.as<float>() + q * c.hidden_size;
+  const float* got = w->layers()[3].qkv.buffer.as<float>() + q * c.hidden_size;
   for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(got[i], want[i]) << i;
   // Different seeds give different models.
   auto other = OpenWeightSource("random:smollm2-135m:6");

@@ -1,0 +1,203 @@
+#include "kernels/cpu/thread_pool.h"
+
+#include <linux/futex.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <climits>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define KVS_CPU_RELAX() _mm_pause()
+#else
+#define KVS_CPU_RELAX() std::atomic_signal_fence(std::memory_order_seq_cst)
+#endif
+
+namespace kvs::cpu {
+namespace {
+
+// How long an idle thread polls before it sleeps: long enough to span the gap between two loops
+// of one forward pass (tens of microseconds), short enough that a shared machine loses little.
+constexpr auto kSpinFor = std::chrono::microseconds(100);
+// Chunks per thread: enough that a thread that starts late, or is descheduled, leaves a small
+// share to the others; few enough that claiming costs nothing next to the work.
+constexpr int64_t kChunksPerThread = 8;
+constexpr int64_t kMaxChunks = 0xffff;
+
+int EnvInt(const char* name) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return 0;
+  char* end = nullptr;
+  const long x = std::strtol(v, &end, 10);
+  return (end != nullptr && *end == '\0' && x > 0 && x < 1 << 16) ? static_cast<int>(x) : 0;
+}
+
+// Futex calls on a 32-bit atomic (Linux; std::atomic::wait in GCC 12's libstdc++ missed wake-ups here).
+void FutexWait(const std::atomic<uint32_t>& word, uint32_t old) {
+  syscall(SYS_futex, reinterpret_cast<const uint32_t*>(&word), FUTEX_WAIT_PRIVATE, old, nullptr, nullptr, 0);
+}
+void FutexWakeAll(std::atomic<uint32_t>& word) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+}
+
+// Spins for kSpinFor, then sleeps on `word` until it differs from `old`. `sleepers` counts the
+// threads asleep so that the waker makes a system call only then.
+void WaitWhileEqual(const std::atomic<uint32_t>& word, uint32_t old, std::atomic<int>& sleepers) {
+  const auto deadline = std::chrono::steady_clock::now() + kSpinFor;
+  for (int i = 0; word.load(std::memory_order_acquire) == old; ++i) {
+    KVS_CPU_RELAX();
+    if ((i & 63) == 63 && std::chrono::steady_clock::now() > deadline) {
+      sleepers.fetch_add(1, std::memory_order_seq_cst);
+      if (word.load(std::memory_order_seq_cst) == old) FutexWait(word, old);
+      sleepers.fetch_sub(1, std::memory_order_seq_cst);
+    }
+  }
+}
+
+void Wake(std::atomic<uint32_t>& word, std::atomic<int>& sleepers) {
+  if (sleepers.load(std::memory_order_seq_cst) > 0) FutexWakeAll(word);
+}
+
+class Pool {
+ public:
+  ~Pool() { Stop(); }
+
+  void Run(int threads, int64_t n, int64_t grain, absl::FunctionRef<void(int64_t, int64_t)> body) {
+    // One loop at a time; a second caller (another engine's thread, or a nested loop) runs its
+    // loop alone rather than wait.
+    std::unique_lock<std::mutex> lock(run_mu_, std::try_to_lock);
+    if (!lock.owns_lock()) return body(0, n);
+    if (static_cast<int>(workers_.size()) != threads - 1) Restart(threads - 1);
+    int64_t chunks = std::min({(n + grain - 1) / grain, threads * kChunksPerThread, kMaxChunks});
+    const int64_t len = (n + chunks - 1) / chunks;
+    chunks = (n + len - 1) / len;
+    body_ = &body;
+    n_ = n;
+    chunk_len_ = len;
+    done_.store(0, std::memory_order_relaxed);
+    const uint32_t gen = ++generation_value_;
+    claim_.store(Pack(gen, static_cast<uint32_t>(chunks), 0), std::memory_order_release);
+    generation_.store(gen, std::memory_order_seq_cst);
+    Wake(generation_, worker_sleepers_);
+    RunChunks(gen);
+    // Only chunks that a thread has claimed and is running remain.
+    for (uint32_t d; (d = done_.load(std::memory_order_acquire)) != chunks;) {
+      WaitWhileEqual(done_, d, caller_sleepers_);
+    }
+  }
+
+ private:
+  // claim_: generation (32 bits) | chunks (16) | next unclaimed chunk (16). A thread claims a chunk
+  // only of the generation it read, so a late thread never runs a chunk of a later loop.
+  static uint64_t Pack(uint32_t gen, uint32_t chunks, uint32_t next) {
+    return static_cast<uint64_t>(gen) << 32 | static_cast<uint64_t>(chunks) << 16 | next;
+  }
+
+  void RunChunks(uint32_t gen) {
+    uint64_t c = claim_.load(std::memory_order_acquire);
+    for (;;) {
+      const uint32_t chunks = (c >> 16) & 0xffff, next = c & 0xffff;
+      if (static_cast<uint32_t>(c >> 32) != gen || next >= chunks) return;
+      if (!claim_.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
+      // Claimed: the loop of `gen` cannot end before this chunk is done, so its fields hold.
+      const int64_t begin = next * chunk_len_;
+      (*body_)(begin, std::min(n_, begin + chunk_len_));
+      if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == chunks) Wake(done_, caller_sleepers_);
+      c = claim_.load(std::memory_order_acquire);
+    }
+  }
+
+  // `seen`: the generation when the thread was made. Not read by the thread itself: it may first
+  // run after the next Stop, whose change it must not take for its starting point.
+  void WorkerLoop(uint32_t seen) {
+    for (;;) {
+      WaitWhileEqual(generation_, seen, worker_sleepers_);
+      seen = generation_.load(std::memory_order_acquire);
+      if (stop_.load(std::memory_order_acquire)) return;
+      RunChunks(seen);
+    }
+  }
+
+  void Stop() {
+    stop_.store(true, std::memory_order_seq_cst);
+    generation_.fetch_add(1, std::memory_order_seq_cst);
+    FutexWakeAll(generation_);
+    for (std::thread& t : workers_) t.join();
+    workers_.clear();
+    stop_.store(false);
+    generation_value_ = generation_.load();
+  }
+
+  void Restart(int workers) {
+    Stop();
+    const uint32_t now = generation_.load(std::memory_order_seq_cst);
+    for (int i = 0; i < workers; ++i) workers_.emplace_back([this, now] { WorkerLoop(now); });
+  }
+
+  std::mutex run_mu_;
+  std::vector<std::thread> workers_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint32_t> generation_{0};  // the futex word idle workers wait on
+  uint32_t generation_value_ = 0;
+  std::atomic<uint64_t> claim_{0};
+  std::atomic<uint32_t> done_{0};        // chunks finished in this generation
+  std::atomic<int> worker_sleepers_{0}, caller_sleepers_{0};
+  const absl::FunctionRef<void(int64_t, int64_t)>* body_ = nullptr;
+  int64_t n_ = 0, chunk_len_ = 0;
+};
+
+Pool& ThePool() {
+  // Never destroyed: kernels may run from static destructors' threads; workers die with the process.
+  static Pool* pool = new Pool();
+  return *pool;
+}
+
+std::atomic<int> g_threads{0};
+
+}  // namespace
+
+int DefaultCpuThreads() {
+  if (const int forced = EnvInt("KVS_THREADS")) return forced;
+  cpu_set_t set;
+  int cores = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 0;
+  if (cores <= 0) cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int ranks_here = 1;
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"}) {
+    if (const int r = EnvInt(name)) {
+      ranks_here = r;
+      break;
+    }
+  }
+  return std::max(1, cores / ranks_here);
+}
+
+int CpuThreads() {
+  int n = g_threads.load(std::memory_order_relaxed);
+  if (n <= 0) {
+    n = DefaultCpuThreads();
+    g_threads.store(n, std::memory_order_relaxed);
+  }
+  return n;
+}
+
+void SetCpuThreads(int n) { g_threads.store(n > 0 ? n : DefaultCpuThreads(), std::memory_order_relaxed); }
+
+void ParallelFor(int64_t n, int64_t grain, absl::FunctionRef<void(int64_t, int64_t)> body) {
+  if (n <= 0) return;
+  grain = std::max<int64_t>(grain, 1);
+  const int threads = CpuThreads();
+  if (threads <= 1 || n < 2 * grain) return body(0, n);
+  ThePool().Run(threads, n, grain, body);
+}
+
+}  // namespace kvs::cpu

@@ -1,0 +1,158 @@
+// The fast CPU matmul (weights in GGML blocks, int8 activations) against the float32 reference on
+// the same blocks, element by element, for every block type and every kernel set this CPU runs.
+//
+// The bound is derived, not tuned: activations are rounded to int8 per block of 32 with scale
+// d = max|x| / 127, so each x moves by at most d / 2, and an output moves by at most
+// sum_blocks d_b / 2 * sum_{e in b} |w_e|; float32 summation adds a relative 1e-5 of sum |w x|.
+#include "kernels/cpu/block_matmul.h"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/common/half_convert.h"
+#include "kernels/cpu/dequantize.h"
+#include "kernels/cpu/thread_pool.h"
+
+namespace kvs::cpu {
+namespace {
+
+// Byte offsets of each type's float16 scale fields (Q8_K's f32 scale at 0): set to finite values
+// so that random blocks decode to finite weights.
+std::vector<int> HalfScaleOffsets(GgmlType t) {
+  switch (t) {
+    case GgmlType::kQ4_0: case GgmlType::kQ5_0: case GgmlType::kQ8_0: case GgmlType::kIQ4_NL: case GgmlType::kIQ4_XS:
+      return {0};
+    case GgmlType::kQ4_1: case GgmlType::kQ5_1: case GgmlType::kQ4_K: case GgmlType::kQ5_K:
+      return {0, 2};
+    case GgmlType::kQ2_K: return {80, 82};
+    case GgmlType::kQ3_K: return {108};
+    case GgmlType::kQ6_K: return {208};
+    default: return {};
+  }
+}
+
+std::vector<uint8_t> RandomBlocks(GgmlType t, int64_t rows, int64_t k, std::mt19937& rng) {
+  const auto info = *LookupGgmlType(static_cast<uint32_t>(t));
+  const int64_t blocks = rows * k / info.block_elems;
+  std::vector<uint8_t> bytes(blocks * info.block_bytes);
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::uniform_real_distribution<float> scale(0.001f, 0.05f);
+  for (auto& b : bytes) b = static_cast<uint8_t>(byte(rng));
+  for (int64_t b = 0; b < blocks; ++b) {
+    uint8_t* blk = bytes.data() + b * info.block_bytes;
+    if (t == GgmlType::kQ8_K) {
+      const float d = scale(rng);
+      std::memcpy(blk, &d, 4);
+      continue;
+    }
+    for (int at : HalfScaleOffsets(t)) {
+      const uint16_t h = FloatToFp16Bits((byte(rng) & 1 ? -1.0f : 1.0f) * scale(rng));
+      std::memcpy(blk + at, &h, 2);
+    }
+  }
+  return bytes;
+}
+
+const GgmlType kTypes[] = {GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ5_0, GgmlType::kQ5_1, GgmlType::kQ8_0,
+                           GgmlType::kQ2_K, GgmlType::kQ3_K, GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K,
+                           GgmlType::kQ8_K, GgmlType::kIQ4_NL, GgmlType::kIQ4_XS};
+
+class BlockMatMulTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (!SetBlockDotKernel(GetParam())) GTEST_SKIP() << "this CPU does not run the " << GetParam() << " kernels";
+  }
+  void TearDown() override { SetBlockDotKernel(default_); }
+  std::string default_ = BlockDotKernelName();
+};
+
+TEST_P(BlockMatMulTest, EveryTypeMatchesTheReferenceWithinTheActivationRounding) {
+  const uint32_t seed = std::random_device{}();
+  std::mt19937 rng(seed);
+  SCOPED_TRACE("seed " + std::to_string(seed) + ", kernels " + GetParam());
+  for (GgmlType type : kTypes) {
+    const auto info = *LookupGgmlType(static_cast<uint32_t>(type));
+    SCOPED_TRACE(std::string(info.name));
+    ASSERT_TRUE(BlockMatMulSupports(type));
+    // Ragged: 1, 3 and 6 tokens (a tile of 4 and a rest), an odd number of outputs, 3 blocks per row.
+    for (int64_t rows : {1, 3, 6}) {
+      const int64_t k = 3 * info.block_elems, n = 37, x_stride = k + 5, out_stride = n + 3;
+      const std::vector<uint8_t> w = RandomBlocks(type, n, k, rng);
+      std::vector<float> wf(n * k);
+      DequantizeToF32(type, w, wf);
+      std::normal_distribution<float> normal(0.0f, 1.0f);
+      std::vector<float> x(rows * x_stride, std::numeric_limits<float>::quiet_NaN());  // padding poisoned
+      for (int64_t t = 0; t < rows; ++t)
+        for (int64_t e = 0; e < k; ++e) x[t * x_stride + e] = normal(rng) * (e % 7 == 0 ? 8.0f : 1.0f);
+      std::vector<float> bias(n);
+      for (auto& b : bias) b = normal(rng);
+      std::vector<float> out(rows * out_stride, -12345.0f);
+      MatMulBlocks(type, x.data(), x_stride, w.data(), w.size() / n, bias.data(), rows, k, n, out.data(), out_stride);
+      for (int64_t t = 0; t < rows; ++t) {
+        for (int64_t j = 0; j < n; ++j) {
+          double want = bias[j], bound = 0.0, magnitude = 0.0;
+          for (int64_t b = 0; b < k / 32; ++b) {
+            double amax = 0.0, wsum = 0.0;
+            for (int64_t e = 32 * b; e < 32 * b + 32; ++e) {
+              const double xv = x[t * x_stride + e], wv = wf[j * k + e];
+              want += xv * wv;
+              magnitude += std::fabs(xv * wv);
+              amax = std::max(amax, std::fabs(xv));
+              wsum += std::fabs(wv);
+            }
+            bound += amax / 127.0 / 2.0 * wsum * 1.0001;
+          }
+          const double got = out[t * out_stride + j];
+          ASSERT_LE(std::fabs(got - want), bound + 1e-5 * magnitude + 1e-6)
+              << "token " << t << " of " << rows << ", output " << j << ": got " << got << ", reference " << want;
+        }
+        for (int64_t j = n; j < out_stride; ++j) ASSERT_EQ(out[t * out_stride + j], -12345.0f) << "wrote past its row";
+      }
+    }
+  }
+}
+
+TEST_P(BlockMatMulTest, ANanActivationMakesOnlyItsTokensOutputsNan) {
+  const GgmlType type = GgmlType::kQ4_1;
+  const int64_t rows = 3, k = 64, n = 9;
+  std::mt19937 rng(7);
+  const std::vector<uint8_t> w = RandomBlocks(type, n, k, rng);
+  std::vector<float> x(rows * k, 0.5f);
+  x[1 * k + 40] = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> out(rows * n);
+  MatMulBlocks(type, x.data(), k, w.data(), w.size() / n, nullptr, rows, k, n, out.data(), n);
+  for (int64_t j = 0; j < n; ++j) {
+    EXPECT_TRUE(std::isfinite(out[0 * n + j]));
+    EXPECT_TRUE(std::isnan(out[1 * n + j])) << "output " << j;
+    EXPECT_TRUE(std::isfinite(out[2 * n + j]));
+  }
+}
+
+// Threads split the outputs; the result does not depend on how many there are.
+TEST_P(BlockMatMulTest, OneThreadAndTwoGiveIdenticalOutputs) {
+  const GgmlType type = GgmlType::kQ6_K;
+  const int64_t rows = 5, k = 512, n = 301;
+  std::mt19937 rng(11);
+  const std::vector<uint8_t> w = RandomBlocks(type, n, k, rng);
+  std::vector<float> x(rows * k);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (auto& v : x) v = normal(rng);
+  std::vector<float> one(rows * n), two(rows * n);
+  const int before = CpuThreads();
+  SetCpuThreads(1);
+  MatMulBlocks(type, x.data(), k, w.data(), w.size() / n, nullptr, rows, k, n, one.data(), n);
+  SetCpuThreads(2);
+  MatMulBlocks(type, x.data(), k, w.data(), w.size() / n, nullptr, rows, k, n, two.data(), n);
+  SetCpuThreads(before);
+  EXPECT_EQ(std::memcmp(one.data(), two.data(), one.size() * sizeof(float)), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Kernels, BlockMatMulTest, ::testing::Values("avx-vnni", "avx2", "portable"));
+
+}  // namespace
+}  // namespace kvs::cpu
