@@ -247,7 +247,7 @@ TEST(CliTest, BenchRunsOnTheCpuAndPrintsTheTable) {
 TEST(CliTest, BatchGenerateWritesOneResultPerLineInOrder) {
   KVS_REQUIRE_SMOLLM2(model);
   const std::string in = Write("in.jsonl",
-                               "{\"id\": \"capital\", \"messages\": [{\"role\": \"user\", \"content\": \"What is the capital of France?\"}]}\n"
+                               "{\"id\": \"capital\", \"messages\": [{\"role\": \"user\", \"content\": \"What is the capital of France? Answer in one sentence.\"}]}\n"
                                "{\"id\": \"count\", \"prompt\": \"1, 2, 3, 4,\", \"max_tokens\": 12, \"stop\": [\"8\"]}\n");
   const std::string out = ::testing::TempDir() + "/out.jsonl";
   std::filesystem::remove(out);
@@ -311,10 +311,13 @@ TEST(CliTest, BatchAnswersEveryGoodLineAndGivesBadOnesErrorRecords) {
   EXPECT_NE(log.find("--resume and --strict are for --input batches"), std::string::npos) << log;
 }
 
+// The README's question. (Without "Answer in one sentence." SmolLM2's first answer token is a
+// near-tie — HF's "The" 25.325 vs "L" 25.243 — that the int8 activations of --device cpu may flip,
+// as bf16 does on the GPU; cpu_fast_model_test checks the greedy tokens where the choice is clear.)
 TEST(CliTest, ChatPromptStreamsACoherentAnswer) {
   KVS_REQUIRE_SMOLLM2(model);
   auto [rc, out] = Kvshard("generate --device cpu --model " + model +
-                           " --chat --prompt 'What is the capital of France?' --max-tokens 32");
+                           " --chat --prompt 'What is the capital of France? Answer in one sentence.' --max-tokens 32");
   ASSERT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("The capital of France is Paris."), std::string::npos) << out;
 }

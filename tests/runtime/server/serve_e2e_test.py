@@ -85,7 +85,7 @@ try:
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
     check([m.id for m in client.models.list().data] == [NAME], "GET /v1/models lists the served model")
 
-    chat = client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "What is the capital of France?"}],
+    chat = client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "What is the capital of France? Answer in one sentence."}],
                                           max_tokens=20, temperature=0)
     check("Paris" in chat.choices[0].message.content, f"chat answer names Paris: {chat.choices[0].message.content!r}")
     check(chat.usage.prompt_tokens > 0 and chat.usage.completion_tokens > 0, "chat usage is counted")
