@@ -1,4 +1,4 @@
-// The CPU reference kernels: float32, plain loops, OpenMP across rows. These are the oracle
+// The CPU reference kernels: float32, plain loops, the thread pool across rows. These are the oracle
 // every CUDA kernel is compared with, so they favour clarity over speed (the one exception is
 // the tiling in MatMulTransposed, which keeps SmolLM2 tests fast on 2 cores).
 //

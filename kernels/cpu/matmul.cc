@@ -1,4 +1,7 @@
+#include <algorithm>
+
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/thread_pool.h"
 
 namespace kvs::cpu {
 namespace {
@@ -17,15 +20,16 @@ inline float Dot(const float* a, const float* b, int64_t k) {
 void MatMulTransposedF32(const float* x, int64_t x_stride, const float* w, const float* bias,
                          int64_t rows, int64_t k, int64_t n, float* out, int64_t out_stride) {
   constexpr int64_t kTokenTile = 8;
-#pragma omp parallel for schedule(static)
-  for (int64_t j = 0; j < n; ++j) {
-    const float* wj = w + j * k;
-    const float b = bias ? bias[j] : 0.0f;
-    for (int64_t t0 = 0; t0 < rows; t0 += kTokenTile) {
-      const int64_t t1 = t0 + kTokenTile < rows ? t0 + kTokenTile : rows;
-      for (int64_t t = t0; t < t1; ++t) out[t * out_stride + j] = Dot(x + t * x_stride, wj, k) + b;
+  ParallelFor(n, std::max<int64_t>(1, kParallelWork / std::max<int64_t>(k * rows, 1)), [&](int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1; ++j) {
+      const float* wj = w + j * k;
+      const float b = bias ? bias[j] : 0.0f;
+      for (int64_t t0 = 0; t0 < rows; t0 += kTokenTile) {
+        const int64_t t1 = t0 + kTokenTile < rows ? t0 + kTokenTile : rows;
+        for (int64_t t = t0; t < t1; ++t) out[t * out_stride + j] = Dot(x + t * x_stride, wj, k) + b;
+      }
     }
-  }
+  });
 }
 
 }  // namespace kvs::cpu
