@@ -35,16 +35,17 @@ llama_rates() {  # threads -> "pp tg"
   "$LLAMA_BENCH" -m "$MODEL" -t "$1" -p 128 -n 64 -r 3 -o csv 2>/dev/null |
     python3 -c 'import csv,sys; r={row["n_prompt"]+"/"+row["n_gen"]: float(row["avg_ts"]) for row in csv.DictReader(sys.stdin)}; print("%.1f %.1f" % (r["128/0"], r["0/64"]))'
 }
-# kvshard: one request of 128 prompt tokens and 64 generated: prefill rate from its time to first
-# token, decode rate from the mean decode step.
+# kvshard: one request of 128 prompt tokens and 64 generated, 3 times (llama-bench repeats 3 times
+# too): prefill rate from the time to first token, decode rate from the mean decode step; medians.
 kvs_rates() {  # device threads -> "pp tg"
-  KVS_THREADS=$2 "$KVS" bench --model "$MODEL" --device "$1" --input-len 128 --output-len 64 --num-prompts 1 2>&1 |
-    python3 -c '
-import re, sys
+  for rep in 1 2 3; do
+    KVS_THREADS=$2 "$KVS" bench --model "$MODEL" --device "$1" --input-len 128 --output-len 64 --num-prompts 1 2>&1
+  done | python3 -c '
+import re, statistics, sys
 t = sys.stdin.read()
-ttft = float(re.search(r"ttft_ms \| p50 ([0-9.]+)", t).group(1))
-step = float(re.search(r"decode steps .*?\| ([0-9.]+) ms/step", t).group(1))
-print("%.1f %.1f" % (128 / (ttft / 1000), 1000 / step))'
+ttft = [float(x) for x in re.findall(r"ttft_ms \| p50 ([0-9.]+)", t)]
+step = [float(x) for x in re.findall(r"decode steps .*?\| ([0-9.]+) ms/step", t)]
+print("%.1f %.1f" % (128 / (statistics.median(ttft) / 1000), 1000 / statistics.median(step)))'
 }
 load_s() {  # device threads -> seconds from start to the first token's exit
   local t0 t1

@@ -40,10 +40,12 @@ void AttendOne(const float* q, int32_t kv_head, int32_t last_pos, const int32_t*
       DecodeKvRow(vc + row, vc + scales, cache.dtype, dim, value_buf);
     }
     float score = 0.0f;
+#pragma omp simd reduction(+ : score)
     for (int32_t d = 0; d < dim; ++d) score += q[d] * key[d];
     score *= scale;
     const float new_max = std::max(running_max, score);
-    const float correction = std::exp(running_max - new_max);  // 0 on the first key
+    // exp(0) is exactly 1: only a new maximum costs an exponential (0 on the first key).
+    const float correction = new_max == running_max ? 1.0f : std::exp(running_max - new_max);
     const float weight = std::exp(score - new_max);
     running_sum = running_sum * correction + weight;
     for (int32_t d = 0; d < dim; ++d) acc[d] = acc[d] * correction + weight * value[d];
