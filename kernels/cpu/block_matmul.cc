@@ -57,6 +57,16 @@ namespace avx2 {
 }  // namespace avx2
 #pragma GCC pop_options
 
+// Ice Lake / Cascade Lake servers have VNNI only in its AVX-512 form (EVEX, here at 256 bits).
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")
+namespace avx512vnni {
+#define KVS_DOT4(u, s) _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
+#include "kernels/cpu/block_dot_x86.inc"
+#undef KVS_DOT4
+}  // namespace avx512vnni
+#pragma GCC pop_options
+
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c,avxvnni")
 namespace avxvnni {
@@ -81,6 +91,10 @@ std::vector<DotKernels> SupportedKernels() {
   __builtin_cpu_init();
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
   if (avx2 && __builtin_cpu_supports("avxvnni")) k.push_back({"avx-vnni", avxvnni::DotUnpacked, avxvnni::FusedFor});
+  if (avx2 && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512bw")) {
+    k.push_back({"avx512-vnni", avx512vnni::DotUnpacked, avx512vnni::FusedFor});
+  }
   if (avx2) k.push_back({"avx2", avx2::DotUnpacked, avx2::FusedFor});
 #endif
   k.push_back({"portable", DotUnpackedPortable, NoFused});

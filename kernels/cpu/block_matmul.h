@@ -6,8 +6,8 @@
 // scale (and offset) per 16 weights (cpu::UnpackerFor: the reference decoder's own values) and
 // dotted with every token: 32 products summed in int32 at a time, then scaled in float32; Q4_0,
 // Q4_1 and Q8_0 rows are read straight from their blocks, each block decoded once for up to 4
-// tokens. AVX2 and AVX-VNNI kernels are chosen at run time by what the CPU has; a portable loop
-// runs elsewhere. The activations' rounding is the only difference from the float32 reference
+// tokens. AVX2, AVX-VNNI and AVX-512 VNNI kernels are chosen at run time by what the CPU has; a
+// portable loop runs elsewhere. The activations' rounding is the only difference from the float32 reference
 // (which stays selectable: CpuBackend's CpuMath::kReference): about 0.4% of each block's largest
 // value, well inside what the tests allow (tests/kernels/cpu/block_matmul_test.cc).
 #pragma once
@@ -27,7 +27,8 @@ bool BlockMatMulSupports(GgmlType type);
 void MatMulBlocks(GgmlType type, const float* x, int64_t x_stride, const uint8_t* w, int64_t row_bytes,
                   const float* bias, int64_t rows, int64_t k, int64_t n, float* out, int64_t out_stride);
 
-// The dot-product kernels in use: "avx-vnni", "avx2" (Q4_0, Q4_1 and Q8_0 read straight from their
+// The dot-product kernels in use: "avx-vnni", "avx512-vnni" (the same VNNI instruction in its
+// AVX-512 encoding, for CPUs without AVX-VNNI), "avx2" (Q4_0, Q4_1 and Q8_0 read straight from their
 // blocks, the other types unpacked per row) or "portable" (every type unpacked), for logs.
 std::string BlockDotKernelName();
 // Uses the kernels named `name` if this CPU runs them (tests compare each with the reference,

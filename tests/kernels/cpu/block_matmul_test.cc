@@ -152,7 +152,7 @@ TEST_P(BlockMatMulTest, OneThreadAndTwoGiveIdenticalOutputs) {
   EXPECT_EQ(std::memcmp(one.data(), two.data(), one.size() * sizeof(float)), 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Kernels, BlockMatMulTest, ::testing::Values("avx-vnni", "avx2", "portable"));
+INSTANTIATE_TEST_SUITE_P(Kernels, BlockMatMulTest, ::testing::Values("avx-vnni", "avx512-vnni", "avx2", "portable"));
 
 }  // namespace
 }  // namespace kvs::cpu
