@@ -34,7 +34,10 @@ struct ActivationView {
 // A row of unpacked weights against one token (any block type): sum over lanes l of 4 of the
 // int8 products, times ws4[l] * xd4[l].
 using UnpackedDotFn = float (*)(const int8_t* wq, const float* ws4, const int8_t* xq, const float* xd4, int64_t k);
-// A weight row in its blocks against `tokens` (1-4) tokens: out[t].
+// Tokens a fused kernel takes at once: each weight block is decoded once for all of them.
+constexpr int64_t kTokenTile = 8;
+
+// A weight row in its blocks against `tokens` (1 to kTokenTile) tokens: out[t].
 using FusedDotFn = void (*)(const uint8_t* w, const ActivationView& a, int tokens, float* out);
 
 float DotUnpackedPortable(const int8_t* wq, const float* ws4, const int8_t* xq, const float* xd4, int64_t k) {
@@ -155,8 +158,6 @@ struct ActivationScratch {
   std::vector<float> xd4, xsum16, xd, xs;
 };
 
-// Tokens a fused kernel takes at once: each weight block is decoded once for all of them.
-constexpr int64_t kTokenTile = 4;
 
 }  // namespace
 

@@ -101,7 +101,8 @@ void UnpackQ3_K(const uint8_t* b, int8_t* q, float* scale, float*) {
       }
 }
 
-// Q4_K / Q5_K: eight 6-bit scales and mins packed in 12 bytes.
+}  // namespace
+
 void ScaleMinK4(const uint8_t* s, int j, uint8_t& sc, uint8_t& m) {
   if (j < 4) {
     sc = s[j] & 0x3F;
@@ -111,6 +112,8 @@ void ScaleMinK4(const uint8_t* s, int j, uint8_t& sc, uint8_t& m) {
     m = (s[j + 4] >> 4) | ((s[j] >> 2) & 0x30);
   }
 }
+
+namespace {
 
 void UnpackQ4_K(const uint8_t* b, bool five_bits, int8_t* q, float* scale, float* min) {
   const float d = LoadHalf(b), dmin = LoadHalf(b + 2);

@@ -79,8 +79,8 @@ TEST_P(BlockMatMulTest, EveryTypeMatchesTheReferenceWithinTheActivationRounding)
     const auto info = *LookupGgmlType(static_cast<uint32_t>(type));
     SCOPED_TRACE(std::string(info.name));
     ASSERT_TRUE(BlockMatMulSupports(type));
-    // Ragged: 1, 3 and 6 tokens (a tile of 4 and a rest), an odd number of outputs, 3 blocks per row.
-    for (int64_t rows : {1, 3, 6}) {
+    // Ragged: 1, 3, 6 and 11 tokens (a tile of 8 and a rest), an odd number of outputs, 3 blocks per row.
+    for (int64_t rows : {1, 3, 6, 11}) {
       const int64_t k = 3 * info.block_elems, n = 37, x_stride = k + 5, out_stride = n + 3;
       const std::vector<uint8_t> w = RandomBlocks(type, n, k, rng);
       std::vector<float> wf(n * k);
