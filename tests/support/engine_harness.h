@@ -1,8 +1,10 @@
 // Loads a model on the CPU backend and runs greedy generations through the Engine, for tests.
 #pragma once
 
-#include <optional>
+#include <algorithm>
 #include <fstream>
+#include <functional>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -102,6 +104,42 @@ inline nlohmann::json ReadJson(const std::string& path) {
   std::ifstream in(path);
   EXPECT_TRUE(in.good()) << path;
   return nlohmann::json::parse(in);
+}
+
+// HF's greedy continuations (a models/*.json golden's prompts) fed back as one prefill each
+// (teacher forcing: one near-tie flip cannot change every token after it); `logits_of` returns the
+// backend's logits for every row of a sequence. Expects HF's token wherever HF's top-2 margin is at
+// least `near_tie`, and elsewhere HF's token within 2 x near_tie of the backend's choice.
+struct GreedyAgreement {
+  int checked = 0, near_ties = 0;
+};
+inline GreedyAgreement ExpectHfGreedyWhereClear(const nlohmann::json& golden, int32_t vocab, float near_tie,
+                                                const std::function<std::vector<float>(const std::vector<int32_t>&)>& logits_of) {
+  GreedyAgreement a;
+  for (const auto& p : golden["prompts"]) {
+    const auto prompt = p["prompt_ids"].get<std::vector<int32_t>>();
+    const auto want = p["greedy"].get<std::vector<int32_t>>();
+    const auto margins = p["greedy_margins"].get<std::vector<float>>();
+    std::vector<int32_t> seq = prompt;
+    seq.insert(seq.end(), want.begin(), want.end() - 1);
+    const std::vector<float> logits = logits_of(seq);
+    if (logits.size() != seq.size() * static_cast<size_t>(vocab)) {
+      ADD_FAILURE() << "logits of " << logits.size() << " values for " << seq.size() << " rows";
+      return a;
+    }
+    for (size_t k = 0; k < want.size(); ++k) {
+      const float* row = logits.data() + (prompt.size() - 1 + k) * vocab;
+      const int32_t got = static_cast<int32_t>(std::max_element(row, row + vocab) - row);
+      if (margins[k] < near_tie) {
+        ++a.near_ties;
+        EXPECT_LT(row[got] - row[want[k]], 2 * near_tie) << "step " << k;
+        continue;
+      }
+      EXPECT_EQ(got, want[k]) << "step " << k << " (HF margin " << margins[k] << ")";
+      ++a.checked;
+    }
+  }
+  return a;
 }
 
 }  // namespace kvs::testing

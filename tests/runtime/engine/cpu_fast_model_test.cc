@@ -26,8 +26,8 @@ constexpr float kNearTie = 0.5f;
 // Logits within kLikely of the top one (the tokens sampling can pick, e^-8 = 3e-4 relative
 // probability) move by at most kLogitTolerance; any logit by at most kAnyLogitTolerance.
 constexpr float kLikely = 8.0f;
-constexpr float kLogitTolerance = 2.0f;     // measured 1.54 (position 1 of a prompt, logit 27)
-constexpr float kAnyLogitTolerance = 3.0f;  // measured 2.38
+constexpr float kLogitTolerance = 2.5f;     // measured 1.54-1.72 as the kernels changed (early positions)
+constexpr float kAnyLogitTolerance = 3.5f;  // measured 2.07-2.38
 
 std::unique_ptr<Backend> Fast() { return std::make_unique<CpuBackend>(size_t{2} << 30, CpuMath::kFast); }
 
@@ -60,47 +60,32 @@ TEST(FastCpuSmolLm2Test, GreedyTokensMatchTransformersWhereverTheChoiceIsClear) 
   ASSERT_NE(fast, nullptr);
   ASSERT_NE(reference, nullptr);
   const int32_t vocab = fast->weights->config().vocab_size;
-  int checked = 0, near_ties = 0;
   float worst = 0.0f, worst_all = 0.0f;
-  for (const auto& p : golden["prompts"]) {
-    const auto prompt = p["prompt_ids"].get<std::vector<int32_t>>();
-    const auto want = p["greedy"].get<std::vector<int32_t>>();
-    const auto margins = p["greedy_margins"].get<std::vector<float>>();
-    // Teacher forcing: HF's whole continuation as one prefill, so one near-tie cannot change
-    // every token after it.
-    std::vector<int32_t> seq = prompt;
-    seq.insert(seq.end(), want.begin(), want.end() - 1);
-    const std::vector<float> got_logits = testing::PrefillLogits(*fast, seq, /*all_rows=*/true);
+  // The fast path's logits, compared with the reference's on the way.
+  auto fast_logits = [&](const std::vector<int32_t>& seq) {
+    std::vector<float> got_logits = testing::PrefillLogits(*fast, seq, /*all_rows=*/true);
     const std::vector<float> ref_logits = testing::PrefillLogits(*reference, seq, /*all_rows=*/true);
-    ASSERT_EQ(got_logits.size(), ref_logits.size());
-    for (size_t pos = 0; pos < seq.size(); ++pos) {
+    EXPECT_EQ(got_logits.size(), ref_logits.size());
+    for (size_t pos = 0; pos < seq.size() && got_logits.size() == ref_logits.size(); ++pos) {
       const float* got = got_logits.data() + pos * vocab;
       const float* ref = ref_logits.data() + pos * vocab;
       const float ref_top = *std::max_element(ref, ref + vocab);
       for (int32_t v = 0; v < vocab; ++v) {
-        ASSERT_TRUE(std::isfinite(got[v])) << "position " << pos << ", token " << v;
         const float diff = std::fabs(got[v] - ref[v]);
-        worst_all = std::max(worst_all, diff);
-        ASSERT_LE(diff, kAnyLogitTolerance) << "position " << pos << ", token " << v;
-        // The tokens that sampling can pick: within kLikely of the top.
-        if (ref[v] > ref_top - kLikely) {
-          worst = std::max(worst, diff);
-          ASSERT_LE(diff, kLogitTolerance) << "position " << pos << ", token " << v << " (reference " << ref[v] << ")";
+        if (!std::isfinite(got[v]) || diff > kAnyLogitTolerance ||
+            (ref[v] > ref_top - kLikely && diff > kLogitTolerance)) {
+          ADD_FAILURE() << "position " << pos << ", token " << v << ": " << got[v] << " vs the reference's " << ref[v];
+          return got_logits;
         }
+        worst_all = std::max(worst_all, diff);
+        // The tokens that sampling can pick: within kLikely of the top.
+        if (ref[v] > ref_top - kLikely) worst = std::max(worst, diff);
       }
     }
-    for (size_t k = 0; k < want.size(); ++k) {
-      const float* row = got_logits.data() + (prompt.size() - 1 + k) * vocab;
-      const int32_t got = static_cast<int32_t>(std::max_element(row, row + vocab) - row);
-      if (margins[k] < kNearTie) {
-        ++near_ties;
-        EXPECT_LT(row[got] - row[want[k]], 2 * kNearTie) << "step " << k;
-        continue;
-      }
-      EXPECT_EQ(got, want[k]) << "step " << k << " (HF margin " << margins[k] << ")";
-      ++checked;
-    }
-  }
+    return got_logits;
+  };
+  const testing::GreedyAgreement agreed = testing::ExpectHfGreedyWhereClear(golden, vocab, kNearTie, fast_logits);
+  const int checked = agreed.checked, near_ties = agreed.near_ties;
   std::printf("SmolLM2 on the fast CPU path: %d greedy positions identical to HF, %d near-ties; max |logit - "
               "reference| %.3f among likely tokens (tolerance %.1f), %.3f among all (tolerance %.1f)\n",
               checked, near_ties, worst, kLogitTolerance, worst_all, kAnyLogitTolerance);

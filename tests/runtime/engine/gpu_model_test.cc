@@ -81,27 +81,9 @@ TEST(GpuSmolLm2Test, GreedyTokensMatchTransformersWhereverTheChoiceIsClear) {
   auto gpu = LoadCpuModel(path, Gpu());
   ASSERT_NE(gpu, nullptr);
   const int32_t vocab = gpu->weights->config().vocab_size;
-  int checked = 0, near_ties = 0;
-  for (const auto& p : golden["prompts"]) {
-    const auto prompt = p["prompt_ids"].get<std::vector<int32_t>>();
-    const auto want = p["greedy"].get<std::vector<int32_t>>();
-    const auto margins = p["greedy_margins"].get<std::vector<float>>();
-    std::vector<int32_t> seq = prompt;
-    seq.insert(seq.end(), want.begin(), want.end() - 1);
-    const std::vector<float> logits = testing::PrefillLogits(*gpu, seq, /*all_rows=*/true);
-    for (size_t k = 0; k < want.size(); ++k) {
-      const float* row = logits.data() + (prompt.size() - 1 + k) * vocab;
-      const int32_t got = static_cast<int32_t>(std::max_element(row, row + vocab) - row);
-      if (margins[k] < kNearTie) {
-        ++near_ties;
-        // Still a near-tie on the GPU: HF's token is within the noise of the GPU's choice.
-        EXPECT_LT(row[got] - row[want[k]], 2 * kNearTie) << "step " << k;
-        continue;
-      }
-      EXPECT_EQ(got, want[k]) << "step " << k << " (HF margin " << margins[k] << ")";
-      ++checked;
-    }
-  }
+  const testing::GreedyAgreement agreed = testing::ExpectHfGreedyWhereClear(
+      golden, vocab, kNearTie, [&](const std::vector<int32_t>& seq) { return testing::PrefillLogits(*gpu, seq, /*all_rows=*/true); });
+  const int checked = agreed.checked, near_ties = agreed.near_ties;
   std::printf("SmolLM2 on GPU: %d greedy positions identical to HF, %d near-ties (margin < %.1f) within noise\n",
               checked, near_ties, kNearTie);
   EXPECT_GE(checked, 80);
