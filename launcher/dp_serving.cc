@@ -54,7 +54,11 @@ class RemoteGroup final : public ServingGroup {
     const absl::Status s = leaders_.Post(rank_, DumpMessage(json{{"op", "abort"}, {"id", id}}));
     if (!s.ok()) std::fprintf(stderr, "[rank 0] could not tell group %d to abort '%s': %s\n", rank_, id.c_str(), s.ToString().c_str());
   }
-  bool Busy() const override { return !samples_left_.empty() || aborts_unconfirmed_ > 0; }
+  // Also while its last stats show work: an abort's blocks come free a step after its
+  // confirmation, and that report must still be read.
+  bool Busy() const override {
+    return !samples_left_.empty() || aborts_unconfirmed_ > 0 || stats_.running + stats_.waiting + stats_.swapped > 0;
+  }
 
   absl::Status Advance(GroupOutput& out) override {
     for (;;) {
@@ -149,6 +153,7 @@ absl::Status ServeAsRemoteGroup(RankRuntime& rt) {
   Engine& engine = *rt.engine;
   std::fprintf(stderr, "%s serving group %d for rank 0\n", rt.tag().c_str(), leaders.rank());
   bool stop = false;
+  json last_stats;  // what rank 0 last heard
   while (!stop) {
     json refused = json::array(), events = json::array(), results = json::array();
     int32_t aborted = 0;
@@ -173,10 +178,14 @@ absl::Status ServeAsRemoteGroup(RankRuntime& rt) {
       for (const TokenEvent& e : step) events.push_back(EventToJson(e));
       for (const RequestResult& r : engine.TakeResults()) results.push_back(ResultToJson(r));
     }
-    if (!refused.empty() || !events.empty() || !results.empty() || aborted > 0) {
-      json m{{"refused", refused}, {"events", events},   {"results", results},
-             {"aborted", aborted}, {"stats", StatsToJson(StatsOf(engine))}};
+    // Stats go out whenever they changed, even from a step with nothing else to say: an abort
+    // takes effect in the step after it arrives, and that step's freed blocks (and the group's
+    // idleness) must reach rank 0's metrics and router, or they would show the request forever.
+    json stats = StatsToJson(StatsOf(engine));
+    if (!refused.empty() || !events.empty() || !results.empty() || aborted > 0 || stats != last_stats) {
+      json m{{"refused", refused}, {"events", events}, {"results", results}, {"aborted", aborted}, {"stats", stats}};
       KVS_RETURN_IF_ERROR(leaders.Post(0, DumpMessage(m)));
+      last_stats = std::move(stats);
     } else if (!engine.HasWork()) {
       std::this_thread::sleep_for(std::chrono::microseconds(500));  // idle: poll, not spin
     }

@@ -34,8 +34,9 @@ struct ActivationView {
 // A row of unpacked weights against one token (any block type): sum over lanes l of 4 of the
 // int8 products, times ws4[l] * xd4[l].
 using UnpackedDotFn = float (*)(const int8_t* wq, const float* ws4, const int8_t* xq, const float* xd4, int64_t k);
-// Tokens a fused kernel takes at once: each weight block is decoded once for all of them.
-constexpr int64_t kTokenTile = 8;
+// Tokens a fused kernel takes at once: each weight block is decoded once for all of them (two
+// accumulators each: 8 of the 16 AVX2 registers).
+constexpr int64_t kTokenTile = 4;
 
 // A weight row in its blocks against `tokens` (1 to kTokenTile) tokens: out[t].
 using FusedDotFn = void (*)(const uint8_t* w, const ActivationView& a, int tokens, float* out);

@@ -152,6 +152,26 @@ TEST_P(BlockMatMulTest, OneThreadAndTwoGiveIdenticalOutputs) {
   EXPECT_EQ(std::memcmp(one.data(), two.data(), one.size() * sizeof(float)), 0);
 }
 
+// A token's outputs do not depend on the tokens beside it (the engine's batch invariance): every
+// type, each of 11 tokens alone against all of them in one call, bit for bit.
+TEST_P(BlockMatMulTest, ATokensOutputsAreTheSameAloneAndInABatch) {
+  std::mt19937 rng(13);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (GgmlType type : kTypes) {
+    const auto info = *LookupGgmlType(static_cast<uint32_t>(type));
+    const int64_t rows = 11, k = 2 * info.block_elems, n = 19;
+    const std::vector<uint8_t> w = RandomBlocks(type, n, k, rng);
+    std::vector<float> x(rows * k);
+    for (auto& v : x) v = normal(rng);
+    std::vector<float> batch(rows * n), alone(n);
+    MatMulBlocks(type, x.data(), k, w.data(), w.size() / n, nullptr, rows, k, n, batch.data(), n);
+    for (int64_t t = 0; t < rows; ++t) {
+      MatMulBlocks(type, x.data() + t * k, k, w.data(), w.size() / n, nullptr, 1, k, n, alone.data(), n);
+      ASSERT_EQ(std::memcmp(alone.data(), batch.data() + t * n, n * sizeof(float)), 0) << info.name << ", token " << t;
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Kernels, BlockMatMulTest, ::testing::Values("avx-vnni", "avx512-vnni", "avx2", "portable"));
 
 }  // namespace
