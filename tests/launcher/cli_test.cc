@@ -407,6 +407,8 @@ TEST(CliFlagsTest, NewFlagsRejectBadValuesByName) {
       {"plan --model llama-3-8b --context 0", "not a positive token count"},
       {"plan --model llama-3-8b --gpu-mem lots", "not a byte size"},
       {"plan --model llama-3-8b --batch 0", "--batch must be >= 1"},
+      {"generate --model " + tiny + " --prompt hi --threads -1", "--threads -1 is not between 0"},
+      {"generate --model " + tiny + " --prompt hi --device gpu", "--device must be cpu, cpu-reference, cuda or auto"},
       {"bench --model " + tiny + " --device cpu --dataset imagenet", "--dataset 'imagenet' is unknown"},
       {"bench --model " + tiny + " --device cpu --dataset sharegpt-like --length-scale 0", "--length-scale"},
       {"bench --url ftp://x --num-prompts 1", "--url must start with http://"},
