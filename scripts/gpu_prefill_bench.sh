@@ -23,33 +23,44 @@ for L in (4096, 16384):
     t = s.elapsed_time(e) / n / 1e3
     flops = 4.0 * 32 * 128 * L * (L + 1) / 2
     print(f"| causal prefill attention | torch SDPA | Hq=32 Hk=8 D=128 B=1 L={L} | {t * 1e6:.1f} us | {flops / t / 1e12:.1f} TFLOP/s |")
+# head_dim 64 (SmolLM2's 9 q / 3 KV heads), the ceiling of the D=64 row.
+L = 16384
+q = torch.randn(1, 9, L, 64, device="cuda", dtype=torch.bfloat16)
+k = torch.randn(1, 3, L, 64, device="cuda", dtype=torch.bfloat16); v = torch.randn_like(k)
+f = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+for _ in range(3): f()
+s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+n = 20; s.record(); [f() for _ in range(n)]; e.record(); torch.cuda.synchronize()
+t = s.elapsed_time(e) / n / 1e3
+print(f"| causal prefill attention | torch SDPA | Hq=9 Hk=3 D=64 B=1 L={L} | {t * 1e6:.1f} us | {4.0 * 9 * 64 * L * (L + 1) / 2 / t / 1e12:.1f} TFLOP/s |")
 PY
 
 {
-  for kern in mma auto; do
-    for kv in bf16 fp16; do
-      for L in 4096 16384; do
-        KVS_PREFILL_KERNEL=$kern $K bench --device cuda --model random:llama-3-8b --kernel prefill --batch 1 --context $L \
-          --kv-dtype $kv --iters 5 | sed "s/^| causal prefill attention | cuda:0 ([^)]*)/| $kern/"
-      done
+  bench() {  # label, then bench flags; KVS_* settings come from the caller's environment
+    local label=$1; shift
+    $K bench --device cuda --kernel prefill --batch 1 "$@" | sed "s/^| causal prefill attention | cuda:0 ([^)]*)/| $label/"
+  }
+  L8=(--model random:llama-3-8b)
+  for L in 4096 16384; do
+    KVS_PREFILL_KERNEL=mma bench "mma" "${L8[@]}" --context $L --iters 5
+    for kv in bf16 fp16 fp8 int8 int4; do
+      bench "wgmma" "${L8[@]}" --context $L --kv-dtype $kv --iters 5
     done
-    # A 2K-token chunk over a 62K-token prefix, and the 64K prompt in one piece.
-    KVS_PREFILL_KERNEL=$kern $K bench --device cuda --model random:llama-3-8b --kernel prefill --batch 1 --context 65536 \
-      --query-len 2048 --iters 5 | sed "s/^| causal prefill attention | cuda:0 ([^)]*)/| $kern/"
-    KVS_PREFILL_KERNEL=$kern $K bench --device cuda --model random:llama-3-8b --kernel prefill --batch 1 --context 65536 \
-      --iters 2 | sed "s/^| causal prefill attention | cuda:0 ([^)]*)/| $kern/"
-    # The narrower key tile (no register spills), for comparison.
-    KVS_WGMMA_KEYS=96 KVS_PREFILL_KERNEL=$kern $K bench --device cuda --model random:llama-3-8b --kernel prefill --batch 1 \
-      --context 16384 --iters 5 | sed "s/^| causal prefill attention | cuda:0 ([^)]*)/| $kern keys=96/"
-    # head_dim 64 (SmolLM2's 9 q / 3 KV heads).
-    KVS_PREFILL_KERNEL=$kern $K bench --device cuda --model random:smollm2-135m --kernel prefill --batch 1 --context 16384 \
-      --iters 5 | sed "s/^| causal prefill attention | cuda:0 ([^)]*)/| $kern/"
+    KVS_WGMMA_PINGPONG=1 bench "wgmma pingpong" "${L8[@]}" --context $L --iters 5
   done
+  # A 2K-token chunk over a 62K-token prefix, and the 64K prompt in one piece.
+  for kern in mma auto; do
+    KVS_PREFILL_KERNEL=$kern bench "$kern" "${L8[@]}" --context 65536 --query-len 2048 --iters 5
+  done
+  bench "wgmma" "${L8[@]}" --context 65536 --iters 2
+  # head_dim 64 (SmolLM2's 9 q / 3 KV heads).
+  bench "wgmma" --model random:smollm2-135m --context 16384 --iters 5
+  KVS_WGMMA_PINGPONG=1 bench "wgmma pingpong" --model random:smollm2-135m --context 16384 --iters 5
 } 2>&1 | tee "$OUT/prefill_bench.txt" | grep "^|"
 
 if [ "$MODE" != quick ]; then
   # End to end: a 65,536-token prompt's time to first token, both kernels.
-  for kern in mma auto; do
+  for kern in auto; do
     echo "== $kern: 65,536-token prompt"
     KVS_PREFILL_KERNEL=$kern $K bench --device cuda --model random:llama-3.1-8b --input-len 65536 --output-len 1 \
       --num-prompts 1 --max-tokens-per-step 8192 2>&1 | grep -E "^\| (offline|ttft)"

@@ -509,7 +509,7 @@ cudaError_t LaunchPlanned(Kernel kernel, size_t smem, int64_t resident, Params p
   return CombineSplits<D>(cudaGetLastError(), p, stream);
 }
 
-// Prefill on Hopper's warpgroup MMAs (paged_prefill_wgmma.cu) for bf16 and fp16 caches.
+// Prefill on Hopper's warpgroup MMAs (paged_prefill_wgmma.cu), every cache format.
 template <int D>
 cudaError_t LaunchPrefillWgmma(Params p, KvDType dtype, int max_query_len, int num_seqs, cudaStream_t stream) {
   const int rows = WgmmaPrefillRows();
@@ -623,11 +623,9 @@ cudaError_t LaunchAttentionFor(Params p, int head_dim, int num_seqs, int max_que
     if (head_dim == 128) return DispatchDecode<F, 128>(group, p, g1, stream);
     return cudaErrorInvalidValue;
   }
-  if constexpr (F == KvDType::kBF16 || F == KvDType::kF16) {
-    if ((head_dim == 64 || head_dim == 128) && UseHopperPrefill()) {
-      return head_dim == 64 ? LaunchPrefillWgmma<64>(p, F, max_query_len, num_seqs, stream)
-                            : LaunchPrefillWgmma<128>(p, F, max_query_len, num_seqs, stream);
-    }
+  if (WgmmaPrefillSupports(F, head_dim) && UseHopperPrefill()) {
+    return head_dim == 64 ? LaunchPrefillWgmma<64>(p, F, max_query_len, num_seqs, stream)
+                          : LaunchPrefillWgmma<128>(p, F, max_query_len, num_seqs, stream);
   }
   if (head_dim == 64 || head_dim == 128) {
     // Prefill, chunked prefill and mixed steps: tensor cores, 64 query rows per block.

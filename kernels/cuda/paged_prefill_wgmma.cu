@@ -1,5 +1,5 @@
-// Prefill and chunked-prefill attention on Hopper's warpgroup MMAs (wgmma, sm_90a), for bf16 and
-// fp16 KV caches with head_dim 64 or 128. Built for sm_90a alone (kernels/CMakeLists.txt);
+// Prefill and chunked-prefill attention on Hopper's warpgroup MMAs (wgmma, sm_90a), for every KV
+// format (bf16, fp16, fp8, int8, int4) with head_dim 64 or 128. Built for sm_90a alone (kernels/CMakeLists.txt);
 // LaunchAttentionFor (paged_attention_kernels.cuh) picks it on compute capability 9.0 devices and
 // keeps the mma.sync kernel everywhere else. Same contract as PagedPrefillMmaKernel: a block owns
 // query rows of one (sequence, KV head) — row r is query token r / group, head r % group, so the
@@ -13,7 +13,14 @@
 // softmax on the accumulator fragments (scale applied in f32, causal mask only on tiles that
 // reach a row's position), and O += P V (RS wgmma: P re-packed from S's registers as the A
 // fragment, V read N-major). The next tile's loads are in flight during both; the two
-// warpgroups' GEMMs and softmaxes interleave on the SM.
+// warpgroups' GEMMs and softmaxes interleave on the SM (FlashAttention-3's ping-pong, strict
+// turns between them, is an option: KVS_WGMMA_PINGPONG=1).
+//
+// Quantized caches (fp8, int8, int4) are decoded by the producer warps: they load the codes and
+// scales into registers and write fp16 values into the same swizzled stages, and the consumers
+// run the fp16 kernel unchanged. fp8
+// wgmma was not used: its B operand must be K-major, so V would need a transpose in shared
+// memory, and Q and P would be rounded to e4m3.
 #include "kernels/cuda/paged_prefill_wgmma.cuh"
 
 #include <atomic>
@@ -30,17 +37,17 @@ constexpr int kWgmmaThreads = 384;  // a producer warpgroup and two consumer war
 constexpr int kWgmmaRows = 128;     // query rows per block, 64 per consumer warpgroup
 constexpr int kQSubTileBytes = 128 * 128;  // 128 query rows x 64 elements x 2 bytes
 
-// Stages of K/V tiles of `keys` keys in flight: as many as shared memory (227 KiB) holds beside Q.
-__host__ __device__ constexpr int WgmmaStages(int d, int keys) {
-  return static_cast<int>((227 * 1024 - 2048 - (d / 64) * kQSubTileBytes) / (2 * (d / 64) * keys * 128));
-}
 // Shared memory: Q [D/64][128 rows][64], the stages' K and V, each [D/64][keys][64], then the
-// stages' full/empty barriers; + 1024 for alignment.
+// stages' full/empty barriers; + 1024 for alignment. As many stages as 227 KiB holds beside Q.
 template <int D, int kKeys>
-constexpr size_t WgmmaSmemBytes() {
-  constexpr int stages = WgmmaStages(D, kKeys);
-  return static_cast<size_t>(D / 64) * (kQSubTileBytes + 2 * stages * kKeys * 128) + 2 * 8 * stages + 1024;
-}
+struct WgmmaLayout {
+  static constexpr int kQBytes = (D / 64) * kQSubTileBytes;
+  static constexpr int kTileBytes = (D / 64) * kKeys * 128;  // one stage's K (or V)
+  static constexpr int kStages = (227 * 1024 - 2048 - kQBytes) / (2 * kTileBytes);
+  static constexpr int kBarrierOffset = kQBytes + 2 * kStages * kTileBytes;
+  static constexpr size_t kSmem = static_cast<size_t>(kBarrierOffset) + 2 * 8 * kStages + 1024;
+  static_assert(kSmem <= 227 * 1024, "over the shared memory of one block");
+};
 
 // Byte offset of 16-byte chunk `chunk` (of D / 8) of row `row` in a [D/64][rows][64] tile whose
 // 64-wide sub-tiles are `sub_bytes` apart.
@@ -79,22 +86,104 @@ __device__ inline void BarrierWait(uint32_t bar, uint32_t parity) {
 }
 // A barrier among the 128 threads of one consumer warpgroup (ids 1, 2; 0 is __syncthreads).
 __device__ inline void WarpgroupSync(int wg) { asm volatile("bar.sync %0, 128;\n" ::"r"(1 + wg) : "memory"); }
+// Ping-pong turns between the two consumer warpgroups (ids 3, 4: one per warpgroup's turn).
+__device__ inline void TurnWait(int wg) { asm volatile("bar.sync %0, 256;\n" ::"r"(3 + wg) : "memory"); }
+__device__ inline void TurnPass(int to_wg) { asm volatile("bar.arrive %0, 256;\n" ::"r"(3 + to_wg) : "memory"); }
+
+__device__ inline void StoreShared16(uint32_t addr, uint32_t a, uint32_t b, uint32_t c, uint32_t d) {
+  asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(a), "r"(b), "r"(c), "r"(d) : "memory");
+}
+
+// A quantized tile's producer work: this warp's 32 keys of [base, base + kKeys), K and V, decoded
+// to fp16 values (codes x scale for fp8/int8, as the mma.sync kernel's V; code x scale + zero
+// per group of 32 for int4) in the swizzled stage. Consecutive lanes load consecutive 16-byte
+// pieces of a row (whole 32-byte sectors, as the bf16 path copies); `mine` is the row of key
+// base + lane (one block-table read per key), passed by shuffle. Keys at or past k_hi are zeros,
+// never read (the cache's unused slots may hold anything). Measured faster than staging the raw
+// codes by cp.async and decoding shared-to-shared (two stages then fit, not three).
+template <KvDType F, int D, int kKeys>
+__device__ inline void DecodeCodesTile(const Params& p, KvRow mine, int base, int k_hi, int warp_key0, int lane,
+                                       uint32_t k_dst, uint32_t v_dst) {
+  constexpr int kRowBytes = static_cast<int>(KvRowBytes(F, D));
+  constexpr int kPieces = kRowBytes / 16;                       // 16-byte loads per row
+  constexpr int kKeysPerLoad = 32 / kPieces;                    // rows one warp instruction covers
+  constexpr int kChunksPerPiece = F == KvDType::kINT4 ? 4 : 2;  // 8-element chunks a piece decodes to
+  constexpr uint32_t kSubTileBytes = kKeys * 128;
+  const int piece = lane % kPieces;
+#pragma unroll 1
+  for (int r = 0; r < kPieces; ++r) {
+    const int src = r * kKeysPerLoad + lane / kPieces, key = warp_key0 + src;
+    const int64_t codes = __shfl_sync(0xffffffffu, mine.codes, src);
+    const int64_t scales = __shfl_sync(0xffffffffu, mine.scales, src);
+    const bool valid = base + key < k_hi;
+    uint4 kc = make_uint4(0, 0, 0, 0), vc = kc;
+    uint32_t ks = 0, vs = 0;  // fp8/int8: the f32 scale's bits; int4: this piece's (scale, zero) half2
+    if (valid) {
+      kc = __ldg(reinterpret_cast<const uint4*>(p.k_cache + codes + piece * 16));
+      vc = __ldg(reinterpret_cast<const uint4*>(p.v_cache + codes + piece * 16));
+      const int64_t s_off = scales + (F == KvDType::kINT4 ? piece * 4 : 0);  // int4: one group of 32 per piece
+      ks = __ldg(reinterpret_cast<const uint32_t*>(p.k_cache + s_off));
+      vs = __ldg(reinterpret_cast<const uint32_t*>(p.v_cache + s_off));
+    }
+    auto emit = [&](const uint4& c, uint32_t sc, uint32_t dst) {
+      const uint32_t w[4] = {c.x, c.y, c.z, c.w};
+      if constexpr (F == KvDType::kINT4) {
+        const float2 sz = __half22float2(*reinterpret_cast<const __half2*>(&sc));
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {  // word i: elements 8i .. 8i + 7, nibble j = element 8i + j
+          uint32_t h[4];
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            const float c0 = __uint_as_float(((w[i] >> (8 * j)) & 0xfu) | 0x4B000000u) - 8388608.0f;
+            const float c1 = __uint_as_float(((w[i] >> (8 * j + 4)) & 0xfu) | 0x4B000000u) - 8388608.0f;
+            h[j] = PackHalf(c0 * sz.x + sz.y, c1 * sz.x + sz.y);
+          }
+          StoreShared16(dst + TileOffset(key, piece * kChunksPerPiece + i, kSubTileBytes), h[0], h[1], h[2], h[3]);
+        }
+      } else {
+        const __half2 s2 = __float2half2_rn(__uint_as_float(sc));
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {  // words 2i, 2i + 1: one chunk of 8 elements
+          uint32_t h[4];
+          if constexpr (F == KvDType::kINT8) {
+            Int8x4ToHalf2x2(w[2 * i], h[0], h[1]);
+            Int8x4ToHalf2x2(w[2 * i + 1], h[2], h[3]);
+          } else {
+            h[0] = Fp8x2ToHalf2(w[2 * i] & 0xffffu), h[1] = Fp8x2ToHalf2(w[2 * i] >> 16);
+            h[2] = Fp8x2ToHalf2(w[2 * i + 1] & 0xffffu), h[3] = Fp8x2ToHalf2(w[2 * i + 1] >> 16);
+          }
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            const __half2 v = __hmul2(*reinterpret_cast<const __half2*>(&h[j]), s2);
+            h[j] = *reinterpret_cast<const uint32_t*>(&v);
+          }
+          StoreShared16(dst + TileOffset(key, piece * kChunksPerPiece + i, kSubTileBytes), h[0], h[1], h[2], h[3]);
+        }
+      }
+    };
+    emit(kc, ks, k_dst);
+    emit(vc, vs, v_dst);
+  }
+}
 
 // Warp specialised: warpgroup 0 gathers K/V tiles from the pages with cp.async into a ring of
 // stages (each stage's `full` barrier completes when its copies land, its `empty` barrier when
 // both consumers are done with it); warpgroups 1 and 2 each own 64 query rows and run through
 // the tiles at their own pace, so one's softmax overlaps the other's MMAs. Blocks are numbered
 // longest first (the last row chunks of a causal prompt see the most keys), KV head fastest.
-template <bool kHalf, int D, int kKeys>
-__global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Params p) {
+template <KvDType F, int D, int kKeys>
+__global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Params p, int pingpong) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr bool kHalf = F != KvDType::kBF16;  // fp16 MMAs for every format but bf16
+  constexpr bool kCodes = F == KvDType::kFP8 || F == KvDType::kINT8 || F == KvDType::kINT4;
   constexpr int kChunks = D / 8;   // 16-byte chunks per row
   constexpr int kKSteps = D / 16;  // k-steps of S = Q K^T
   constexpr int kDBlocks = D / 8;  // n-blocks of O
+  using Layout = WgmmaLayout<D, kKeys>;
   constexpr int kSubTileBytes = kKeys * 128;  // one 64-wide sub-tile of K or V
-  constexpr int kTileBytes = (D / 64) * kSubTileBytes;
-  constexpr int kQBytes = (D / 64) * kQSubTileBytes;
-  constexpr int kStages = WgmmaStages(D, kKeys);
+  constexpr int kTileBytes = Layout::kTileBytes;
+  constexpr int kQBytes = Layout::kQBytes;
+  constexpr int kStages = Layout::kStages;
   constexpr int kNB = kKeys / 8;    // n-blocks of S
   constexpr int kPSteps = kKeys / 16;  // k-steps of O += P V
   extern __shared__ unsigned char smem_raw[];
@@ -104,7 +193,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
   const uint32_t q_s = smem_base;
   auto k_s = [&](int stage) { return smem_base + kQBytes + kTileBytes * (2 * stage); };
   auto v_s = [&](int stage) { return smem_base + kQBytes + kTileBytes * (2 * stage + 1); };
-  const uint32_t bars = smem_base + kQBytes + kTileBytes * 2 * kStages;
+  const uint32_t bars = smem_base + Layout::kBarrierOffset;
   auto full = [&](int stage) { return bars + 8 * stage; };
   auto empty = [&](int stage) { return bars + 8 * (kStages + stage); };
 
@@ -146,9 +235,26 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
     // Compute), and a block-table read per key and lane made the producer latency-bound. Keys
     // at or past k_hi are zero-filled, never read from the cache (its unused slots may hold
     // anything).
+    const int lane = tid % 32, warp_key0 = tid - lane;
+    if constexpr (kCodes) {
+      // 40 registers (the copy-only path needs 32): 40 + 2 x 232 per thread fill the register
+      // file of one 384-thread block exactly (168 each at launch), as FlashAttention-3's 24/240.
+      asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
+      for (int j = 0; j < num_tiles; ++j) {
+        const int stage = j % kStages, base = k_lo + j * kKeys;
+        if (j >= kStages) BarrierWait(empty(stage), ((j / kStages) & 1) ^ 1);
+        if (warp_key0 < kKeys) {
+          const KvRow mine = tid < kKeys && base + tid < k_hi ? LocateKv(p, blocks, base + tid, kvh) : KvRow{};
+          DecodeCodesTile<F, D, kKeys>(p, mine, base, k_hi, warp_key0, lane, k_s(stage), v_s(stage));
+        }
+        FenceProxyAsync();  // these generic-proxy stores, before the consumers' wgmma reads them
+        BarrierArrive(full(stage));
+      }
+      return;
+    }
     asm volatile("setmaxnreg.dec.sync.aligned.u32 32;\n");
     constexpr int kKeysPerCopy = 32 / kChunks;  // rows one warp instruction covers
-    const int lane = tid % 32, warp_key0 = tid - lane, c = lane % kChunks;
+    const int c = lane % kChunks;
     for (int j = 0; j < num_tiles; ++j) {
       const int stage = j % kStages, base = k_lo + j * kKeys;
       if (j >= kStages) BarrierWait(empty(stage), ((j / kStages) & 1) ^ 1);
@@ -220,6 +326,23 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
   // Tiles this warpgroup computes: those that start at or before its last row's position (a
   // prefix of the range); it still takes part in the ring for the rest.
   const int my_tiles = !wg_active ? 0 : min(num_tiles, max(0, (wg_last_pos - k_lo) / kKeys + 1));
+
+  // Ping-pong: each warpgroup issues its GEMMs in its turn and then hands the turn over, so the
+  // tensor cores run one warpgroup's MMAs while the other computes its softmax. Both take
+  // num_tiles + 1 turns (a computing warpgroup issues once per tile and once more for the first
+  // S; one with fewer tiles passes its remaining turns), warpgroup 0 first; warpgroup 1 does not
+  // hand over its last turn, so every arrival is matched.
+  const bool turns = pingpong != 0;
+  const int total_turns = num_tiles + 1;
+  int turn = 0;
+  auto turn_begin = [&] {
+    if (turns) TurnWait(cw);
+  };
+  auto turn_end = [&] {
+    if (turns && !(cw == 1 && turn == total_turns - 1)) TurnPass(1 - cw);
+    ++turn;
+  };
+  if (turns && cw == 1) TurnPass(0);
 
   // S = Q K^T of tile j into `sc` (issued, not waited for).
   auto issue_qk = [&](int j, float (&sc)[kNB][4]) {
@@ -329,8 +452,10 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
   float s[kNB][4];
   auto tile = [&](int j, uint32_t (&pcur)[kPSteps][4], uint32_t (&pnext)[kPSteps][4]) {
     rescale();
+    turn_begin();
     issue_qk(j + 1, s);
     issue_pv(j % kStages, pcur);
+    turn_end();
     wgmma::Wait<1>();  // S_{j+1}; P_j V_j may still run
     wgmma::FenceOperands(s);
     softmax(j + 1, s, pnext);
@@ -340,7 +465,9 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
   };
   auto last_tile = [&](int j, uint32_t (&pcur)[kPSteps][4]) {
     rescale();
+    turn_begin();
     issue_pv(j % kStages, pcur);
+    turn_end();
     wgmma::Wait<0>();
     wgmma::FenceOperands(o);
     BarrierArrive(empty(j % kStages));
@@ -348,7 +475,9 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
 
   if (my_tiles > 0) {
     uint32_t p_a[kPSteps][4], p_b[kPSteps][4];
+    turn_begin();
     issue_qk(0, s);
+    turn_end();
     wgmma::Wait<0>();
     wgmma::FenceOperands(s);
     softmax(0, s, p_a);
@@ -365,8 +494,14 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
     }
   }
   for (int j = my_tiles; j < num_tiles; ++j) {  // tiles past this warpgroup's rows: pass them on
+    turn_begin();
+    turn_end();
     BarrierWait(full(j % kStages), (j / kStages) & 1);
     BarrierArrive(empty(j % kStages));
+  }
+  while (turn < total_turns) {  // a warpgroup with no tiles of its own: its first-S turn
+    turn_begin();
+    turn_end();
   }
 
   // Each thread writes its rows' (g, g + 8) pieces: columns 2t, 2t+1 of every n-block.
@@ -394,32 +529,43 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
 #endif
 }
 
+// Whether the consumer warpgroups take turns issuing their GEMMs: KVS_WGMMA_PINGPONG=1. Off by
+// default: on the H200 it measured 2-4% slower than letting both issue freely beside the
+// intra-warpgroup pipeline (docs/performance.md).
+bool PingPong() {
+  static const bool on = [] {
+    const char* env = std::getenv("KVS_WGMMA_PINGPONG");
+    return env != nullptr && std::string_view(env) == "1";
+  }();
+  return on;
+}
+
 // One instantiation of the kernel: its shared-memory limit raised once, launched or sized.
-template <bool kHalf, int D, int kKeys>
+template <KvDType F, int D, int kKeys>
 struct Instance {
-  static constexpr size_t kSmem = WgmmaSmemBytes<D, kKeys>();
+  static constexpr size_t kSmem = WgmmaLayout<D, kKeys>::kSmem;
   static cudaError_t Prepare() {
-    static const cudaError_t attr = cudaFuncSetAttribute(PagedPrefillWgmmaKernel<kHalf, D, kKeys>,
+    static const cudaError_t attr = cudaFuncSetAttribute(PagedPrefillWgmmaKernel<F, D, kKeys>,
                                                          cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
     return attr;
   }
   static cudaError_t Launch(const Params& p, dim3 grid, cudaStream_t stream) {
     if (const cudaError_t attr = Prepare(); attr != cudaSuccess) return attr;
-    PagedPrefillWgmmaKernel<kHalf, D, kKeys><<<grid, kWgmmaThreads, kSmem, stream>>>(p);
+    PagedPrefillWgmmaKernel<F, D, kKeys><<<grid, kWgmmaThreads, kSmem, stream>>>(p, PingPong() ? 1 : 0);
     return cudaGetLastError();
   }
   static int64_t Resident(int num_sms) {
     if (Prepare() != cudaSuccess) return 0;  // Launch reports the error
-    static const int64_t resident = ResidentBlocks(PagedPrefillWgmmaKernel<kHalf, D, kKeys>, kSmem, num_sms, kWgmmaThreads);
+    static const int64_t resident = ResidentBlocks(PagedPrefillWgmmaKernel<F, D, kKeys>, kSmem, num_sms, kWgmmaThreads);
     return resident;
   }
 };
 
 // Keys per tile at head_dim 128: 128, measured 17% faster than 96 on an H200 at 16K (both
 // without register spills; docs/performance.md); KVS_WGMMA_KEYS=96 runs the narrower tile for
-// comparison. head_dim 64 always takes 128.
-int KeysPerTile(int head_dim) {
-  if (head_dim == 64) return 128;
+// comparison. head_dim 64 and the quantized formats always take 128.
+int KeysPerTile(KvDType dtype, int head_dim) {
+  if (head_dim == 64 || (dtype != KvDType::kBF16 && dtype != KvDType::kF16)) return 128;
   static const int keys = [] {
     const char* env = std::getenv("KVS_WGMMA_KEYS");
     return env != nullptr && std::string_view(env) == "96" ? 96 : 128;
@@ -429,16 +575,23 @@ int KeysPerTile(int head_dim) {
 
 // The one place where (dtype, head_dim, keys per tile) become template parameters: calls
 // Op::template Run<Instance<...>>(args...) for the instantiation that serves them.
+template <typename Op, KvDType F, typename... Args>
+auto DispatchDim(int head_dim, Args&&... args) {
+  if (head_dim == 64) return Op::template Run<Instance<F, 64, 128>>(args...);
+  if constexpr (F == KvDType::kBF16 || F == KvDType::kF16) {
+    if (KeysPerTile(F, head_dim) == 96) return Op::template Run<Instance<F, 128, 96>>(args...);
+  }
+  return Op::template Run<Instance<F, 128, 128>>(args...);
+}
 template <typename Op, typename... Args>
 auto Dispatch(KvDType dtype, int head_dim, Args&&... args) {
-  const bool half = dtype == KvDType::kF16;
-  if (head_dim == 64) {
-    return half ? Op::template Run<Instance<true, 64, 128>>(args...) : Op::template Run<Instance<false, 64, 128>>(args...);
+  switch (dtype) {
+    case KvDType::kF16: return DispatchDim<Op, KvDType::kF16>(head_dim, args...);
+    case KvDType::kFP8: return DispatchDim<Op, KvDType::kFP8>(head_dim, args...);
+    case KvDType::kINT8: return DispatchDim<Op, KvDType::kINT8>(head_dim, args...);
+    case KvDType::kINT4: return DispatchDim<Op, KvDType::kINT4>(head_dim, args...);
+    default: return DispatchDim<Op, KvDType::kBF16>(head_dim, args...);
   }
-  if (KeysPerTile(head_dim) == 128) {
-    return half ? Op::template Run<Instance<true, 128, 128>>(args...) : Op::template Run<Instance<false, 128, 128>>(args...);
-  }
-  return half ? Op::template Run<Instance<true, 128, 96>>(args...) : Op::template Run<Instance<false, 128, 96>>(args...);
 }
 
 struct LaunchOp {
@@ -458,14 +611,18 @@ struct ResidentOp {
 
 int32_t WgmmaPrefillRows() { return kWgmmaRows; }
 
+bool WgmmaPrefillSupports(KvDType dtype, int head_dim) {
+  const bool format = dtype == KvDType::kBF16 || dtype == KvDType::kF16 || dtype == KvDType::kFP8 ||
+                      dtype == KvDType::kINT8 || dtype == KvDType::kINT4;
+  return format && (head_dim == 64 || head_dim == 128);
+}
+
 int64_t WgmmaPrefillResidentBlocks(KvDType dtype, int head_dim, int num_sms) {
   return Dispatch<ResidentOp>(dtype, head_dim, num_sms);
 }
 
 cudaError_t LaunchWgmmaPrefill(const Params& p, KvDType dtype, int head_dim, dim3 grid, cudaStream_t stream) {
-  if ((dtype != KvDType::kBF16 && dtype != KvDType::kF16) || (head_dim != 64 && head_dim != 128)) {
-    return cudaErrorInvalidValue;
-  }
+  if (!WgmmaPrefillSupports(dtype, head_dim)) return cudaErrorInvalidValue;
   return Dispatch<LaunchOp>(dtype, head_dim, p, grid, stream);
 }
 

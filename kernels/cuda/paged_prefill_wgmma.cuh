@@ -10,8 +10,10 @@ namespace kvs::cuda::attention {
 int32_t WgmmaPrefillRows();
 // Blocks of the kernel for `dtype` / `head_dim` resident on the whole GPU at once.
 int64_t WgmmaPrefillResidentBlocks(KvDType dtype, int head_dim, int num_sms);
-// Runs the kernel (bf16 or fp16 cache, head_dim 64 or 128; else cudaErrorInvalidValue) on a grid
-// planned by PlanSplits; the caller combines the splits.
+// Whether the kernel serves this cache format and head dim (every KvDType but f32; 64 and 128).
+bool WgmmaPrefillSupports(KvDType dtype, int head_dim);
+// Runs the kernel (where WgmmaPrefillSupports; else cudaErrorInvalidValue) on a grid planned by
+// PlanSplits; the caller combines the splits.
 cudaError_t LaunchWgmmaPrefill(const Params& p, KvDType dtype, int head_dim, dim3 grid, cudaStream_t stream);
 
 }  // namespace kvs::cuda::attention

@@ -1,9 +1,10 @@
 // Prefill and chunked-prefill attention on the GPU against the CPU reference, element by element:
 // both prefill kernels (Hopper's warpgroup-MMA kernel where the device is compute capability 9.0,
-// and the mma.sync kernel), bf16 and fp16 caches, head_dim 64 and 128, ragged batches of whole
-// prompts, chunks over earlier pages and decode rows, block sizes 1, 7 and 16, random block
-// tables, NaN in every cache slot no sequence maps, and key splits. The seed is printed with any
-// failure; KVS_TEST_SEED=<n> replays one.
+// and the mma.sync kernel), every cache format (bf16, fp16, fp8, int8, int4: the caches encoded by
+// the CPU codec, the reference computed over the same codes), head_dim 64 and 128, ragged batches
+// of whole prompts, chunks over earlier pages and decode rows, block sizes 1, 7 and 16, random
+// block tables, 0xff bytes (NaN codes and scales) in every cache slot no sequence maps, and key
+// splits. The seed is printed with any failure; KVS_TEST_SEED=<n> replays one.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -24,7 +25,8 @@ namespace kvs {
 namespace {
 
 // |gpu - cpu| <= kAbs + kRel * |cpu| per element: bf16 operands and P, f32 accumulation, bf16
-// output (a swizzle, mask or indexing bug is off by O(0.1-1)).
+// output; quantized codes become fp16 values (code x scale rounded once more, ~5e-4 relative).
+// A swizzle, mask, decode or indexing bug is off by O(0.1-1).
 constexpr double kAbs = 4e-3, kRel = 2e-2;
 
 struct Shape {
@@ -58,38 +60,34 @@ TEST_P(PrefillAttentionTest, EveryElementMatchesTheCpuReferenceOnBothKernelsAndC
     max_blocks = std::max(max_blocks, (len + c.block_size - 1) / c.block_size);
   }
   const int32_t num_blocks = needed + 5;
-  const int64_t slots = static_cast<int64_t>(num_blocks) * c.block_size;
-  std::vector<float> kc(slots * width, std::numeric_limits<float>::quiet_NaN()), vc = kc;
   std::vector<int32_t> perm(num_blocks);
   std::iota(perm.begin(), perm.end(), 0);
   std::shuffle(perm.begin(), perm.end(), rng);
-  std::vector<int32_t> table(seqs * max_blocks, 0), query_start{0}, context_len;
+  std::vector<int32_t> table(seqs * max_blocks, 0), query_start{0}, context_len, slots;
   int32_t next = 0, tokens = 0;
   for (int32_t s = 0; s < seqs; ++s) {
     const int32_t nb = (c.context_lens[s] + c.block_size - 1) / c.block_size;
     for (int32_t j = 0; j < nb; ++j) table[s * max_blocks + j] = perm[next++];
     for (int32_t p = 0; p < c.context_lens[s]; ++p) {
-      const int64_t slot = static_cast<int64_t>(table[s * max_blocks + p / c.block_size]) * c.block_size + p % c.block_size;
-      for (int64_t i = 0; i < width; ++i) {
-        kc[slot * width + i] = bf16_random();
-        vc[slot * width + i] = bf16_random();
-      }
+      slots.push_back(table[s * max_blocks + p / c.block_size] * c.block_size + p % c.block_size);
     }
     tokens += c.query_lens[s];
     query_start.push_back(tokens);
     context_len.push_back(c.context_lens[s]);
+  }
+  // The mapped slots' K/V rows (keys with an outlier channel, as real keys have), bf16-exact.
+  const int64_t rows = static_cast<int64_t>(slots.size());
+  std::vector<float> k(rows * width), v(rows * width);
+  for (int64_t i = 0; i < rows * width; ++i) {
+    k[i] = (i % c.head_dim == 5 ? 8.0f : 1.0f) * bf16_random();
+    v[i] = bf16_random();
   }
   const int64_t qw = static_cast<int64_t>(c.q_heads) * c.head_dim;
   std::vector<float> q(tokens * qw);
   for (float& x : q) x = bf16_random();
   const AttentionBatch batch = testing::HostAttentionBatch(query_start, context_len, table, max_blocks, c.query_lens);
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-  std::vector<float> want(tokens * qw);
   CpuBackend cpu(size_t{1} << 30);
-  PagedKvView ccache{kc.data(), vc.data(), KvDType::kF32, num_blocks, c.block_size, c.kv_heads, c.head_dim};
-  ASSERT_TRUE(cpu.PagedAttention(TensorView::Contiguous(q.data(), DType::kF32, tokens, qw), ccache, batch, scale,
-                                 TensorView::Contiguous(want.data(), DType::kF32, tokens, qw))
-                  .ok());
 
   auto upload = [&](const void* data, size_t bytes) {
     auto buf = gpu_->Allocate(std::max<size_t>(bytes, 16));
@@ -97,12 +95,8 @@ TEST_P(PrefillAttentionTest, EveryElementMatchesTheCpuReferenceOnBothKernelsAndC
     EXPECT_TRUE(gpu_->CopyToDevice(data, buf->data(), bytes).ok());
     return std::move(*buf);
   };
-  auto as16 = [](const std::vector<float>& v, bool half) {
-    std::vector<uint16_t> out(v.size());
-    for (size_t i = 0; i < v.size(); ++i) out[i] = half ? FloatToFp16Bits(v[i]) : FloatToBf16Bits(v[i]);
-    return out;
-  };
-  const std::vector<uint16_t> q16 = as16(q, false);
+  std::vector<uint16_t> q16(q.size());
+  for (size_t i = 0; i < q.size(); ++i) q16[i] = FloatToBf16Bits(q[i]);
   auto gq = upload(q16.data(), q16.size() * 2);
   auto gqs = upload(query_start.data(), query_start.size() * 4), gctx = upload(context_len.data(), context_len.size() * 4);
   auto gtab = upload(table.data(), table.size() * 4);
@@ -112,15 +106,27 @@ TEST_P(PrefillAttentionTest, EveryElementMatchesTheCpuReferenceOnBothKernelsAndC
   gbatch.block_table = gtab.as<int32_t>();
   ASSERT_TRUE(gpu_->ReserveWorkspace(tokens, seqs, c.q_heads, c.head_dim).ok());
 
-  for (const KvDType dtype : {KvDType::kBF16, KvDType::kF16}) {
-    const bool half = dtype == KvDType::kF16;
-    const std::vector<uint16_t> k16 = as16(kc, half), v16 = as16(vc, half);  // NaN stays NaN
-    auto gk = upload(k16.data(), k16.size() * 2), gv = upload(v16.data(), v16.size() * 2);
+  for (const KvDType dtype : {KvDType::kBF16, KvDType::kF16, KvDType::kFP8, KvDType::kINT8, KvDType::kINT4}) {
+    const std::string format(KvDTypeName(dtype));
+    // The CPU codec encodes the rows into a cache of 0xff bytes (NaN codes and scales where no
+    // sequence maps); the reference attends over those codes, the GPU over a copy of them.
+    PagedKvView ccache{nullptr, nullptr, dtype, num_blocks, c.block_size, c.kv_heads, c.head_dim};
+    std::vector<uint8_t> ck(ccache.Bytes(), 0xff), cv(ccache.Bytes(), 0xff);
+    ccache.k = ck.data();
+    ccache.v = cv.data();
+    ASSERT_TRUE(cpu.WriteKv(TensorView::Contiguous(k.data(), DType::kF32, rows, width),
+                            TensorView::Contiguous(v.data(), DType::kF32, rows, width), slots.data(), ccache)
+                    .ok());
+    std::vector<float> want(tokens * qw);
+    ASSERT_TRUE(cpu.PagedAttention(TensorView::Contiguous(q.data(), DType::kF32, tokens, qw), ccache, batch, scale,
+                                   TensorView::Contiguous(want.data(), DType::kF32, tokens, qw))
+                    .ok());
+    auto gk = upload(ck.data(), ck.size()), gv = upload(cv.data(), cv.size());
     PagedKvView gcache{gk.data(), gv.data(), dtype, num_blocks, c.block_size, c.kv_heads, c.head_dim};
     for (const cuda::PrefillKernel kernel : {cuda::PrefillKernel::kAuto, cuda::PrefillKernel::kMma}) {
       cuda::SetPrefillKernel(kernel);
       const char* name = kernel == cuda::PrefillKernel::kMma ? "mma.sync" : (cuda::UseHopperPrefill() ? "wgmma" : "auto");
-      SCOPED_TRACE(std::string(half ? "fp16" : "bf16") + " cache, " + name + " kernel");
+      SCOPED_TRACE(format + " cache, " + name + " kernel");
       const std::vector<uint16_t> poison(tokens * qw, 0x7FC0);  // bf16 NaN: an unwritten output shows
       auto gout = upload(poison.data(), poison.size() * 2);
       const absl::Status st = gpu_->PagedAttention(TensorView::Contiguous(gq.data(), DType::kBF16, tokens, qw), gcache,
@@ -144,7 +150,7 @@ TEST_P(PrefillAttentionTest, EveryElementMatchesTheCpuReferenceOnBothKernelsAndC
       }
       EXPECT_EQ(bad, 0) << bad << " of " << tokens * qw << " elements outside tolerance";
       std::printf("prefill %s %s Hq=%d Hk=%d D=%d bs=%d tokens=%d max_ctx=%d: worst error %.2f of the tolerance\n",
-                  half ? "fp16" : "bf16", name, c.q_heads, c.kv_heads, c.head_dim, c.block_size, tokens,
+                  format.c_str(), name, c.q_heads, c.kv_heads, c.head_dim, c.block_size, tokens,
                   batch.max_context_len, worst);
     }
   }
