@@ -328,13 +328,18 @@ absl::Status EngineService::Run() {
       it->second.stream->Fail(absl::CancelledError("the client went away"));
       Retire(it, false);
     }
+    std::vector<std::pair<int, GroupOutput>> outputs;
     for (size_t g = 0; g < groups_.size(); ++g) {
       if (!groups_[g]->Busy()) continue;
       GroupOutput out;
       KVS_RETURN_IF_ERROR(groups_[g]->Advance(out));
-      Deliver(static_cast<int>(g), out);
+      outputs.emplace_back(static_cast<int>(g), std::move(out));
     }
+    // The metrics first, then the clients: a client that has seen a token (and reads /metrics, or
+    // hangs up) must find its request counted. Delivered first, a remote group's request could
+    // show as not yet running and then, one loop later, as running.
     UpdateStats();
+    for (auto& [g, out] : outputs) Deliver(g, out);
   }
 }
 

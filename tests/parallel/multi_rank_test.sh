@@ -202,6 +202,9 @@ def ask(i):
 with concurrent.futures.ThreadPoolExecutor(8) as ex:
     answers = list(ex.map(ask, range(8)))
 print("dp=2 serve:", answers[:2])
+for want, a in answers:
+    if want not in a:
+        print(f"dp=2 serve: an answer lacks {want!r}: {a!r}; all answers: {answers}")
 metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
 routed = {l.split('"')[1]: float(l.split()[-1]) for l in metrics.splitlines() if l.startswith("kvshard_group_requests_routed_total{")}
 print("routed per group:", routed)
@@ -219,12 +222,15 @@ def usage():
     m = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
     return [float(l.split()[-1]) for l in m.splitlines()
             if l.startswith("kvshard_group_kv_cache_usage_ratio{") or l.startswith("kvshard_group_requests_running{")]
-for _ in range(100):
-    if not any(usage()):
+for _ in range(100):  # until every group reports nothing running and no blocks held
+    after = usage()
+    if not any(after):
         break
     time.sleep(0.2)
-print("after hang-ups, per-group KV usage and running:", usage())
-ok = ok and not any(usage())
+print("after hang-ups, per-group KV usage and running:", after)
+if len(routed) != 2 or min(routed.values()) < 2:
+    print("dp=2 serve: requests did not reach both groups:", routed)
+ok = ok and not any(after)
 sys.exit(0 if ok else 1)
 PY
 )" "$PORT" || { cat "$WORK/dp2.log"; fail "dp=2 serve did not answer correctly"; }
