@@ -421,16 +421,21 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
   for (int n = 0; n < kNTiles; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
   float m_lo = -FLT_MAX, m_hi = -FLT_MAX, l_lo = 0.0f, l_hi = 0.0f;  // rows g and g + 8
 
-  // Load a 16-key tile of K and V (D/8 16-byte pieces per key) into this warp's `stage`.
+  // Load a 16-key tile of K and V (D/8 16-byte pieces per key) into this warp's `stage`. Lane k
+  // (and k + 16) locates key k once (inside one cache block, the tile's block is read once and the
+  // rows are 32-bit offsets from it); the lanes that copy its pieces take the row by shuffle. A
+  // block-table read and a division per piece made the 32 x 4K shape 9% slower (H200).
   auto load = [&](int stage, int base) {
     bf16* kt = smem + (warp * kTileStages + stage % kTileStages) * 2 * kTileElems;
     bf16* vt = kt + kTileElems;
     constexpr int kVec = D / 8;
+    const int my_key = lane % kKeys;
+    const TileRows tile = LocateTile<kKeys>(p, blocks, base, k_hi);
+    const int64_t mine = base + my_key < k_hi ? LocateInTile(p, blocks, tile, base, my_key, kvh).codes : 0;
     for (int i = lane; i < kKeys * kVec; i += 32) {
       const int key = i / kVec, vec = i % kVec;
-      const int pos = base + key;
-      const bool valid = pos < k_hi;
-      const KvRow row = valid ? LocateKv(p, blocks, pos, kvh) : KvRow{};
+      const bool valid = base + key < k_hi;
+      const KvRow row{__shfl_sync(0xffffffffu, mine, key), 0};
       StageKv8<F>(kt + key * kRow + vec * 8, p.k_cache, row, vec * 8, valid);
       StageKv8<F>(vt + key * kRow + vec * 8, p.v_cache, row, vec * 8, valid);
     }
