@@ -107,6 +107,8 @@ Tokenizer::Tokenizer(Tokenizer&& o) noexcept
       special_ids_(std::move(o.special_ids_)),
       pre_(std::move(o.pre_)),
       ignore_merges_(o.ignore_merges_),
+      spm_(o.spm_),
+      byte_ids_(std::move(o.byte_ids_)),
       unk_id_(o.unk_id_),
       bos_id_(o.bos_id_),
       eos_id_(o.eos_id_),
@@ -121,6 +123,10 @@ int32_t Tokenizer::TokenId(std::string_view token) const {
 absl::Status Tokenizer::Finish() {
   token_to_id_.reserve(id_to_token_.size());
   for (size_t i = 0; i < id_to_token_.size(); ++i) token_to_id_.emplace(id_to_token_[i], static_cast<int32_t>(i));
+  if (spm_) {
+    byte_ids_.assign(256, -1);
+    for (int b = 0; b < 256; ++b) byte_ids_[b] = TokenId(absl::StrFormat("<0x%02X>", b));
+  }
   std::sort(added_tokens_.begin(), added_tokens_.end(),
             [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
   return absl::OkStatus();
@@ -173,14 +179,19 @@ absl::StatusOr<Tokenizer> Tokenizer::FromJsonFile(const std::string& path) {
   auto bad = [&](const std::string& msg) { return absl::InvalidArgumentError(path + ": " + msg); };
   const auto& model = j.value("model", nlohmann::json::object());
   if (model.value("type", "") != "BPE") return absl::UnimplementedError(path + ": only BPE tokenizer models are supported");
-  if (!j.value("normalizer", nlohmann::json()).is_null()) {
-    return absl::UnimplementedError(path + ": tokenizer normalizers are not supported (normalizer must be null)");
-  }
-  const auto& dec = j.value("decoder", nlohmann::json());
-  if (!dec.is_null() && dec.value("type", "") != "ByteLevel") {
-    return absl::UnimplementedError(path + ": only the ByteLevel decoder is supported");
-  }
   Tokenizer t;
+  auto spm = SentencePieceConfigFromJson(j);
+  if (!spm.ok()) return absl::UnimplementedError(path + ": " + std::string(spm.status().message()));
+  t.spm_ = *spm;
+  if (!t.spm_) {
+    if (!j.value("normalizer", nlohmann::json()).is_null()) {
+      return absl::UnimplementedError(path + ": tokenizer normalizers are not supported (normalizer must be null)");
+    }
+    const auto& dec = j.value("decoder", nlohmann::json());
+    if (!dec.is_null() && dec.value("type", "") != "ByteLevel") {
+      return absl::UnimplementedError(path + ": only the ByteLevel decoder is supported");
+    }
+  }
   const auto& vocab = model.value("vocab", nlohmann::json::object());
   if (!vocab.is_object() || vocab.empty()) return bad("model.vocab must be a non-empty object");
   int64_t max_id = -1;
@@ -213,7 +224,10 @@ absl::StatusOr<Tokenizer> Tokenizer::FromJsonFile(const std::string& path) {
     t.merge_rank_.emplace(std::move(key), static_cast<int32_t>(i));
   }
   t.ignore_merges_ = model.value("ignore_merges", false);
-  KVS_ASSIGN_OR_RETURN(t.pre_, PreTokenizer::FromJson(j.value("pre_tokenizer", nlohmann::json())));
+  // A SentencePiece-style file's pre-tokenizer (Metaspace) is its whitespace scheme, read above.
+  if (!t.spm_) {
+    KVS_ASSIGN_OR_RETURN(t.pre_, PreTokenizer::FromJson(j.value("pre_tokenizer", nlohmann::json())));
+  }
   KVS_RETURN_IF_ERROR(t.Finish());
   if (auto unk = model.find("unk_token"); unk != model.end() && unk->is_string()) t.unk_id_ = t.TokenId(unk->get<std::string>());
 
@@ -307,7 +321,7 @@ void Tokenizer::Bpe(const std::string& mapped, std::vector<int32_t>& out) const 
       key.assign(mapped, sym[i].start, sym[i].len);
       auto it = token_to_id_.find(key);
       if (it != token_to_id_.end()) ids.push_back(it->second);
-      else if (unk_id_ >= 0) ids.push_back(unk_id_);
+      else AppendUnknown(key, ids);
     }
   }
   out.insert(out.end(), ids.begin(), ids.end());
@@ -316,7 +330,40 @@ void Tokenizer::Bpe(const std::string& mapped, std::vector<int32_t>& out) const 
   if (cache_.size() < kCacheLimit && mapped.size() <= kCachedPieceBytes) cache_.emplace(mapped, std::move(ids));
 }
 
-void Tokenizer::EncodePiece(const std::string& text, std::vector<int32_t>& out) const {
+// A symbol outside the vocabulary: its bytes' <0xXX> tokens (SentencePiece byte fallback), else
+// <unk> (one for a run of them where the file fuses unknowns).
+void Tokenizer::AppendUnknown(const std::string& symbol, std::vector<int32_t>& out) const {
+  if (spm_ && spm_->byte_fallback) {
+    bool all = true;
+    for (unsigned char c : symbol) all = all && byte_ids_[c] >= 0;
+    if (all) {
+      for (unsigned char c : symbol) out.push_back(byte_ids_[c]);
+      return;
+    }
+  }
+  if (unk_id_ < 0) return;
+  if (spm_ && spm_->fuse_unk && !out.empty() && out.back() == unk_id_) return;
+  out.push_back(unk_id_);
+}
+
+void Tokenizer::EncodePiece(const std::string& text, bool at_start, std::vector<int32_t>& out) const {
+  if (spm_) {
+    // Spaces become "▁", and a "▁" goes in front as the file's scheme says (Metaspace only where
+    // the piece lacks one; its "first" scheme only for the piece at the text's start). The piece
+    // is not split further.
+    static const std::string kMeta = "\xE2\x96\x81";
+    std::string norm;
+    norm.reserve(text.size() + 8);
+    for (char c : text) {
+      if (c == ' ') norm += kMeta;
+      else norm.push_back(c);
+    }
+    const bool scheme = spm_->prepend == SentencePieceConfig::Prepend::kAlways ||
+                        (spm_->prepend == SentencePieceConfig::Prepend::kFirst && at_start);
+    if (scheme && !(spm_->prepend_if_missing_only && norm.compare(0, kMeta.size(), kMeta) == 0)) norm.insert(0, kMeta);
+    Bpe(norm, out);
+    return;
+  }
   const ByteMap& bm = Bytes();
   for (const std::string& piece : pre_.Split(text)) {
     std::string mapped;
@@ -353,7 +400,7 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(std::string_view text, bo
       }
     }
     const size_t plain_end = best ? best_at : text.size();
-    if (plain_end > pos) EncodePiece(std::string(text.substr(pos, plain_end - pos)), ids);
+    if (plain_end > pos) EncodePiece(std::string(text.substr(pos, plain_end - pos)), pos == 0, ids);
     if (best == nullptr) break;
     ids.push_back(token_to_id_.at(*best));
     pos = best_at + best->size();
@@ -372,6 +419,22 @@ std::string Tokenizer::DecodeBytes(const std::vector<int32_t>& ids, bool skip_sp
       continue;
     }
     const std::string& tok = id_to_token_[id];
+    if (spm_) {  // <0xXX> is its byte; "▁" is a space
+      static const std::string kMeta = "\xE2\x96\x81";
+      if (tok.size() == 6 && tok.compare(0, 3, "<0x") == 0 && tok[5] == '>' && byte_ids_[std::stoi(tok.substr(3, 2), nullptr, 16)] == id) {
+        out.push_back(static_cast<char>(std::stoi(tok.substr(3, 2), nullptr, 16)));
+        continue;
+      }
+      for (size_t i = 0; i < tok.size();) {
+        if (tok.compare(i, kMeta.size(), kMeta) == 0) {
+          out.push_back(' ');
+          i += kMeta.size();
+        } else {
+          out.push_back(tok[i++]);
+        }
+      }
+      continue;
+    }
     for (const std::string& ch : SplitChars(tok)) {
       auto it = bm.char_to_byte.find(ch);
       if (it != bm.char_to_byte.end()) out.push_back(static_cast<char>(it->second));
@@ -382,7 +445,17 @@ std::string Tokenizer::DecodeBytes(const std::vector<int32_t>& ids, bool skip_sp
 }
 
 std::string Tokenizer::Decode(const std::vector<int32_t>& ids, bool skip_special) const {
-  const std::string raw = DecodeBytes(ids, skip_special);
+  std::string raw = DecodeBytes(ids, skip_special);
+  if (spm_ && spm_->strip_leading_space) {
+    // The space the prepended "▁" became, where the first token shown begins with one.
+    for (int32_t id : ids) {
+      if (id < 0 || id >= vocab_size() || (skip_special && special_ids_.contains(id))) continue;
+      if (!special_ids_.contains(id) && id_to_token_[id].compare(0, 3, "\xE2\x96\x81") == 0 && !raw.empty() && raw[0] == ' ') {
+        raw.erase(0, 1);
+      }
+      break;
+    }
+  }
   std::string out;
   std::string_view rest = raw;
   while (!rest.empty()) {

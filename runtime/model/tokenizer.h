@@ -1,12 +1,16 @@
-// Byte-level BPE tokenizer (GPT-2 family: SmolLM2, Llama 3, Qwen2), loaded from GGUF metadata
-// or from a Hugging Face tokenizer.json, and agreeing exactly with the `tokenizers` library:
+// BPE tokenizer, agreeing exactly with the Hugging Face `tokenizers` library, in two flavours:
+// byte-level (GPT-2 family: SmolLM2, Llama 3, Qwen2; from GGUF metadata or a tokenizer.json) and
+// SentencePiece-style (Llama 2, Mistral; from a tokenizer.json, sentencepiece_config.h):
 //   1. added/special tokens are cut out of the text first (longest match wins);
-//   2. the rest is pre-tokenized (pretokenizer.h) and every piece's bytes are mapped to
-//      printable characters (GPT-2's bytes_to_unicode);
-//   3. each piece is merged pair by pair, lowest merge rank first, leftmost on ties.
+//   2. byte-level: the rest is pre-tokenized (pretokenizer.h) and every piece's bytes are mapped
+//      to printable characters (GPT-2's bytes_to_unicode); SentencePiece: each piece's spaces
+//      become "▁" and a "▁" is prepended as the file says;
+//   3. each piece is merged pair by pair, lowest merge rank first, leftmost on ties; a
+//      SentencePiece symbol outside the vocabulary falls back to its bytes' <0xXX> tokens.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -16,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "runtime/model/pretokenizer.h"
+#include "runtime/model/sentencepiece_config.h"
 
 namespace kvs {
 
@@ -34,9 +39,11 @@ class Tokenizer {
   // the HF post-processor would (chat prompts pass false: the template already has them).
   absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text, bool add_special_tokens) const;
 
-  // Decodes ids to bytes (which may end mid-character); special tokens are skipped when asked.
+  // Decodes ids to bytes (which may end mid-character) as a continuation of earlier text (a
+  // SentencePiece "▁" is a space even on the first token); special tokens are skipped when asked.
   std::string DecodeBytes(const std::vector<int32_t>& ids, bool skip_special) const;
-  // As DecodeBytes, with invalid UTF-8 replaced by U+FFFD (as HF's decode does).
+  // As HF's decode of the whole sequence: DecodeBytes with invalid UTF-8 replaced by U+FFFD, and
+  // the space a SentencePiece tokenizer prepended dropped from the front.
   std::string Decode(const std::vector<int32_t>& ids, bool skip_special) const;
 
   int32_t vocab_size() const { return static_cast<int32_t>(id_to_token_.size()); }
@@ -49,7 +56,8 @@ class Tokenizer {
  private:
   Tokenizer() = default;
   absl::Status Finish();
-  void EncodePiece(const std::string& piece, std::vector<int32_t>& out) const;
+  void EncodePiece(const std::string& piece, bool at_start, std::vector<int32_t>& out) const;
+  void AppendUnknown(const std::string& symbol, std::vector<int32_t>& out) const;
   void Bpe(const std::string& mapped, std::vector<int32_t>& out) const;
 
   std::vector<std::string> id_to_token_;
@@ -59,6 +67,8 @@ class Tokenizer {
   absl::flat_hash_set<int32_t> special_ids_;
   PreTokenizer pre_;
   bool ignore_merges_ = false;  // whole piece in the vocabulary -> one token (Llama 3)
+  std::optional<SentencePieceConfig> spm_;  // set for SentencePiece-style BPE
+  std::vector<int32_t> byte_ids_;           // SentencePiece: the <0xXX> token of each byte, or -1
   int32_t unk_id_ = -1;
   int32_t bos_id_ = -1;
   int32_t eos_id_ = -1;

@@ -50,6 +50,55 @@ TEST(TokenizerTest, TokenizerJsonMatchesHfTokenizersOnCorpusForEveryPreTokenizer
   }
 }
 
+// SentencePiece-style BPE (Llama 2 / Mistral layouts, tokenizer.json written by `tokenizers`
+// itself: tests/reference/make_spm_tokenizer_goldens.py): the same ids with and without the BOS
+// template, and the same decoded text with and without special tokens, on a corpus of spaces,
+// added tokens inside text, CJK outside the vocabulary (byte fallback), emoji ZWJ sequences and
+// combining marks.
+TEST(TokenizerTest, SentencePieceTokenizerJsonMatchesHfTokenizers) {
+  for (const std::string style : {"legacy", "metaspace"}) {
+    auto tok = Tokenizer::FromJsonFile(GoldenPath("tokenizer/spm_" + style + "_tokenizer.json"));
+    ASSERT_TRUE(tok.ok()) << style << ": " << tok.status();
+    int byte_fallbacks = 0, checked = 0;
+    for (const auto& e : ReadJson(GoldenPath("tokenizer/spm_" + style + "_corpus.json"))) {
+      const std::string text = e["text"].get<std::string>();
+      const bool special = e["add_special_tokens"].get<bool>();
+      auto ids = tok->Encode(text, special);
+      ASSERT_TRUE(ids.ok()) << ids.status();
+      const auto want = e["ids"].get<std::vector<int32_t>>();
+      EXPECT_EQ(*ids, want) << style << " (add_special_tokens " << special << "): " << text;
+      EXPECT_EQ(tok->Decode(want, /*skip_special=*/false), e["decoded"].get<std::string>()) << style << ": " << text;
+      EXPECT_EQ(tok->Decode(want, /*skip_special=*/true), e["decoded_skip"].get<std::string>()) << style << ": " << text;
+      for (int32_t id : want) byte_fallbacks += tok->TokenString(id).rfind("<0x", 0) == 0;
+      ++checked;
+    }
+    EXPECT_EQ(checked, 40) << style;
+    EXPECT_GT(byte_fallbacks, 20) << style << ": the corpus should reach the byte fallback";
+    EXPECT_EQ(tok->bos_id(), 1);
+  }
+}
+
+TEST(TokenizerTest, SentencePieceLayoutsKvshardDoesNotImplementAreRefusedByName) {
+  const auto base = ReadJson(GoldenPath("tokenizer/spm_legacy_tokenizer.json"));
+  auto refused = [&](nlohmann::json j, const std::string& why) {
+    const std::string path = ::testing::TempDir() + "/spm_bad.json";
+    std::ofstream(path) << j.dump();
+    auto tok = Tokenizer::FromJsonFile(path);
+    ASSERT_FALSE(tok.ok()) << why;
+    EXPECT_NE(std::string(tok.status().message()).find(why), std::string::npos) << tok.status();
+  };
+  nlohmann::json j = base;
+  j["normalizer"] = {{"type", "NFKC"}};
+  refused(j, "normalizer step 'NFKC'");
+  j = base;
+  j["decoder"]["decoders"][0] = {{"type", "ByteLevel"}};
+  refused(j, "decoder step 'ByteLevel'");
+  j = base;
+  j["normalizer"] = nullptr;
+  j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "first"}, {"split", true}};
+  refused(j, "Metaspace with split true");
+}
+
 TEST(TokenizerTest, GgufTokenizerMatchesHfTokenizersOnCorpus) {
   KVS_REQUIRE_SMOLLM2(path);
   auto gguf = GgufFile::Open(path);
