@@ -65,8 +65,7 @@ int RunInspect() {
   }
   std::printf("tokenizer:        %s\n", m->tokenizer ? absl::StrFormat("%d tokens", m->tokenizer->vocab_size()).c_str() : "none");
   std::printf("chat template:    %s\n",
-              m->chat_template ? (m->chat_template->kind() == ChatTemplate::Kind::kChatML ? "ChatML" : "Llama 3")
-                               : m->chat_template_error.c_str());
+              m->chat_template ? m->chat_template->Name() : m->chat_template_error.c_str());
   return 0;
 }
 

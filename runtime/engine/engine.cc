@@ -308,7 +308,10 @@ TokenEvent Engine::Advance(Sequence& seq, SeqState& st, int32_t token, TokenLogp
     visible -= IncompleteUtf8Suffix(std::string_view(st.raw).substr(0, visible));
   }
   if (visible > st.emitted) {
-    ev.text_delta = st.raw.substr(st.emitted, visible - st.emitted);
+    // Bytes that cannot become valid UTF-8 (a byte-fallback or partial-character token followed
+    // by one that does not continue it) go out as U+FFFD, as HF's decode writes them: a client's
+    // JSON must stay valid text.
+    ev.text_delta = ReplaceInvalidUtf8(std::string_view(st.raw).substr(st.emitted, visible - st.emitted));
     st.emitted = visible;
   }
   if (!ev.text_delta.empty() || reason != FinishReason::kNone) {
@@ -324,7 +327,9 @@ TokenEvent Engine::Advance(Sequence& seq, SeqState& st, int32_t token, TokenLogp
     r.output_ids.assign(seq.tokens.begin() + seq.prompt_len, seq.tokens.end());
     r.logprobs = st.logprobs;
     r.text = tokenizer_ ? tokenizer_->Decode(r.output_ids, true) : "";
-    if (reason == FinishReason::kStop && st.max_stop > 0 && visible < st.raw.size()) r.text = st.raw.substr(0, visible);
+    if (reason == FinishReason::kStop && st.max_stop > 0 && visible < st.raw.size()) {
+      r.text = ReplaceInvalidUtf8(std::string_view(st.raw).substr(0, visible));
+    }
     r.reason = reason;
     r.prompt_tokens = seq.prompt_len;
     auto secs = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };

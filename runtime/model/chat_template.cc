@@ -7,6 +7,15 @@
 namespace kvs {
 
 absl::StatusOr<ChatTemplate> ChatTemplate::FromTemplateText(const std::string& t) {
+  if (absl::StrContains(t, "[INST]") && absl::StrContains(t, "<<SYS>>")) return Llama2();
+  if (absl::StrContains(t, "<start_of_turn>") && absl::StrContains(t, "first_user_prefix")) return Gemma();
+  if (absl::StrContains(t, "<start_of_turn>")) {
+    return absl::UnimplementedError(
+        "chat template: an older Gemma template (no system-message prefix) is not supported; Gemma 3's is");
+  }
+  if (absl::StrContains(t, "[INST]")) {
+    return absl::UnimplementedError("chat template: an [INST] template without <<SYS>> (Mistral's) is not supported; Llama 2's is");
+  }
   if (absl::StrContains(t, "<|start_header_id|>") && absl::StrContains(t, "<|eot_id|>")) {
     if (absl::StrContains(t, "Cutting Knowledge Date") || absl::StrContains(t, "tools")) {
       return absl::UnimplementedError(
@@ -29,8 +38,50 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromTemplateText(const std::string& t
     return ChatML(default_system, /*any_role=*/!absl::StrContains(t, "tool"));
   }
   return absl::UnimplementedError(
-      "chat template: not a ChatML or Llama 3 template; kvshard renders only those two families");
+      "chat template: not a ChatML, Llama 3, Llama 2 or Gemma 3 template; kvshard renders only those families");
 }
+
+const char* ChatTemplate::Name() const {
+  switch (kind_) {
+    case Kind::kChatML: return "ChatML";
+    case Kind::kLlama3: return "Llama 3";
+    case Kind::kLlama2: return "Llama 2";
+    case Kind::kGemma: return "Gemma 3";
+  }
+  return "";
+}
+
+std::string ChatTemplate::EndOfTurn() const {
+  switch (kind_) {
+    case Kind::kChatML: return "<|im_end|>";
+    case Kind::kLlama3: return "<|eot_id|>";
+    case Kind::kLlama2: return "</s>";
+    case Kind::kGemma: return "<end_of_turn>";
+  }
+  return "";
+}
+
+namespace {
+
+// Llama 2 and Gemma 3 take an optional leading system message, then user and assistant turns
+// that alternate (their templates raise otherwise: so do we, by name).
+absl::Status CheckAlternating(const std::vector<ChatMessage>& messages, const char* family) {
+  const size_t first = !messages.empty() && messages[0].role == "system" ? 1 : 0;
+  for (size_t i = first; i < messages.size(); ++i) {
+    const bool want_user = (i - first) % 2 == 0;
+    if (messages[i].role != (want_user ? "user" : "assistant")) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "chat message %d has role '%s': the %s chat template needs an optional system message, then user and "
+          "assistant turns alternating, starting with user",
+          i, messages[i].role, family));
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string Stripped(const std::string& s) { return std::string(absl::StripAsciiWhitespace(s)); }
+
+}  // namespace
 
 absl::StatusOr<std::string> ChatTemplate::Render(const std::vector<ChatMessage>& messages,
                                                  bool add_generation_prompt) const {
@@ -45,6 +96,26 @@ absl::StatusOr<std::string> ChatTemplate::Render(const std::vector<ChatMessage>&
       return absl::InvalidArgumentError(absl::StrFormat(
           "chat message role '%s' is not one of system, user, assistant, tool", m.role));
     }
+  }
+  if (kind_ == Kind::kLlama2 || kind_ == Kind::kGemma) {
+    const bool llama2 = kind_ == Kind::kLlama2;
+    if (absl::Status st = CheckAlternating(messages, llama2 ? "Llama 2" : "Gemma 3"); !st.ok()) return st;
+    const bool has_system = !messages.empty() && messages[0].role == "system";
+    const std::string system = has_system ? messages[0].content : "";
+    if (!llama2) out += "<bos>";
+    for (size_t i = has_system ? 1 : 0; i < messages.size(); ++i) {
+      const ChatMessage& m = messages[i];
+      const bool first = i == (has_system ? 1u : 0u);
+      if (llama2) {
+        const std::string content = first && has_system ? "<<SYS>>\n" + system + "\n<</SYS>>\n\n" + m.content : m.content;
+        out += m.role == "user" ? "<s>[INST] " + Stripped(content) + " [/INST]" : " " + Stripped(content) + " </s>";
+      } else {
+        out += "<start_of_turn>" + std::string(m.role == "assistant" ? "model" : "user") + "\n" +
+               (first && has_system ? system + "\n\n" : "") + Stripped(m.content) + "<end_of_turn>\n";
+      }
+    }
+    if (!llama2 && add_generation_prompt) out += "<start_of_turn>model\n";
+    return out;
   }
   if (kind_ == Kind::kChatML) {
     if (!default_system_.empty() && (messages.empty() || messages[0].role != "system")) {

@@ -444,20 +444,9 @@ std::string Tokenizer::DecodeBytes(const std::vector<int32_t>& ids, bool skip_sp
   return out;
 }
 
-std::string Tokenizer::Decode(const std::vector<int32_t>& ids, bool skip_special) const {
-  std::string raw = DecodeBytes(ids, skip_special);
-  if (spm_ && spm_->strip_leading_space) {
-    // The space the prepended "▁" became, where the first token shown begins with one.
-    for (int32_t id : ids) {
-      if (id < 0 || id >= vocab_size() || (skip_special && special_ids_.contains(id))) continue;
-      if (!special_ids_.contains(id) && id_to_token_[id].compare(0, 3, "\xE2\x96\x81") == 0 && !raw.empty() && raw[0] == ' ') {
-        raw.erase(0, 1);
-      }
-      break;
-    }
-  }
+std::string ReplaceInvalidUtf8(std::string_view rest) {
   std::string out;
-  std::string_view rest = raw;
+  out.reserve(rest.size());
   while (!rest.empty()) {
     const size_t bad = FindInvalidUtf8(rest);
     if (bad == std::string_view::npos) {
@@ -470,6 +459,21 @@ std::string Tokenizer::Decode(const std::vector<int32_t>& ids, bool skip_special
     while (!rest.empty() && (static_cast<unsigned char>(rest[0]) & 0xC0) == 0x80) rest.remove_prefix(1);
   }
   return out;
+}
+
+std::string Tokenizer::Decode(const std::vector<int32_t>& ids, bool skip_special) const {
+  std::string raw = DecodeBytes(ids, skip_special);
+  if (spm_ && spm_->strip_leading_space) {
+    // The space the prepended "▁" became, where the first token shown begins with one.
+    for (int32_t id : ids) {
+      if (id < 0 || id >= vocab_size() || (skip_special && special_ids_.contains(id))) continue;
+      if (!special_ids_.contains(id) && id_to_token_[id].compare(0, 3, "\xE2\x96\x81") == 0 && !raw.empty() && raw[0] == ' ') {
+        raw.erase(0, 1);
+      }
+      break;
+    }
+  }
+  return ReplaceInvalidUtf8(raw);
 }
 
 }  // namespace kvs

@@ -80,6 +80,8 @@ class Tokenizer {
 
 // Returns the byte offset of the first invalid UTF-8 sequence in `s`, or npos.
 size_t FindInvalidUtf8(std::string_view s);
+// `s` with every invalid UTF-8 sequence replaced by U+FFFD (as HF's decode does).
+std::string ReplaceInvalidUtf8(std::string_view s);
 // Number of bytes at the end of `s` that form an incomplete (but so far valid) UTF-8 sequence.
 size_t IncompleteUtf8Suffix(std::string_view s);
 

@@ -10,6 +10,7 @@
 #include "launcher/byte_size.h"
 #include "launcher/jsonl_requests.h"
 #include "nlohmann/json.hpp"
+#include "runtime/model/tokenizer.h"
 #include "tests/support/model_paths.h"
 
 namespace kvs {
@@ -198,6 +199,38 @@ TEST(CliTest, BadFlagsAndInputsExitNonZeroWithAMessage) {
     auto [rc, out] = Kvshard(args);
     EXPECT_NE(rc, 0) << args;
     EXPECT_NE(out.find(want), std::string::npos) << args << "\n" << out;
+  }
+}
+
+// A Hugging Face checkpoint that carries a SentencePiece-style tokenizer.json (Llama 2's layout,
+// written by HF tokenizers) and Llama 2's chat template: inspect names both, and generate runs
+// text in and out through them (random weights: only that it runs and answers in valid text).
+TEST(CliTest, SentencePieceCheckpointGeneratesFromTextAndChat) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(::testing::TempDir()) / "tiny-llama-spm";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  for (const char* f : {"config.json", "generation_config.json", "model.safetensors"}) {
+    fs::copy_file(fs::path(testing::GoldenPath("models/tiny-llama31")) / f, dir / f);
+  }
+  fs::copy_file(testing::GoldenPath("tokenizer/spm_legacy_tokenizer.json"), dir / "tokenizer.json");
+  nlohmann::json chat;
+  std::ifstream(testing::GoldenPath("chat_templates_spm.json")) >> chat;
+  nlohmann::json config;
+  config["chat_template"] = chat["llama2_template"];
+  config["bos_token"] = "<s>";
+  config["eos_token"] = "</s>";
+  std::ofstream(dir / "tokenizer_config.json") << config.dump();
+
+  auto [rc, out] = Kvshard("inspect --model " + dir.string());
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("tokenizer:        506 tokens"), std::string::npos) << out;
+  EXPECT_NE(out.find("chat template:    Llama 2"), std::string::npos) << out;
+  for (const std::string extra : {"", " --chat --system 'Be terse.'"}) {
+    auto [grc, gout] = Kvshard("generate --model " + dir.string() + " --device cpu-reference --max-tokens 12 --ignore-eos"
+                               " --prompt 'Über naïve café 日本語'" + extra);
+    ASSERT_EQ(grc, 0) << extra << "\n" << gout;
+    EXPECT_EQ(FindInvalidUtf8(gout), std::string::npos) << gout;
   }
 }
 

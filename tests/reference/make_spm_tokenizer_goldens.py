@@ -52,7 +52,7 @@ def trained_pieces():
     t = Tokenizer(models.BPE(unk_token="<unk>"))
     t.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
     t.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="never", split=True)
-    t.train_from_iterator(TRAIN, trainers.BpeTrainer(vocab_size=700, special_tokens=["<unk>", "<s>", "</s>"],
+    t.train_from_iterator(TRAIN, trainers.BpeTrainer(vocab_size=250, special_tokens=["<unk>", "<s>", "</s>"],
                                                      show_progress=False))
     model = json.loads(t.to_str())["model"]
     return model["vocab"], model["merges"]

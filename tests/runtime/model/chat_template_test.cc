@@ -44,6 +44,28 @@ TEST(ChatTemplateTest, SmolLm2ChatMlRenderingMatchesJinjaIncludingDefaultSystemM
   }
 }
 
+// Llama 2's and Gemma 3's templates (the SentencePiece families) against the same Jinja
+// rendering (tests/reference/make_spm_chat_goldens.py): system messages folded into the first
+// user turn, stripped contents, alternating turns.
+TEST(ChatTemplateTest, Llama2AndGemma3RenderingMatchesJinja) {
+  const auto g = testing::ReadJson(testing::GoldenPath("chat_templates_spm.json"));
+  for (const auto& [family, kind] : {std::pair{"llama2", ChatTemplate::Kind::kLlama2}, std::pair{"gemma3", ChatTemplate::Kind::kGemma}}) {
+    auto t = ChatTemplate::FromTemplateText(g[std::string(family) + "_template"]);
+    ASSERT_TRUE(t.ok()) << t.status();
+    EXPECT_EQ(t->kind(), kind);
+    for (const auto& c : g["cases"]) {
+      auto text = t->Render(Messages(c["messages"]), true);
+      ASSERT_TRUE(text.ok()) << text.status();
+      EXPECT_EQ(*text, c[family].get<std::string>()) << family;
+    }
+    // Turns that do not alternate are refused by name, as the templates raise.
+    auto bad = t->Render({{"user", "a"}, {"user", "b"}}, true);
+    EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(bad.status().message().find("alternating"), std::string::npos) << bad.status();
+    EXPECT_EQ(t->Render({{"user", "q"}, {"tool", "42"}}, true).status().code(), absl::StatusCode::kInvalidArgument);
+  }
+}
+
 TEST(ChatTemplateTest, RejectsUnknownTemplatesAndRoles) {
   EXPECT_EQ(ChatTemplate::FromTemplateText("{{ messages }}").status().code(), absl::StatusCode::kUnimplemented);
   auto r = ChatTemplate::ChatML().Render({{"robot", "hi"}}, true);
