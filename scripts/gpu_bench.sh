@@ -1,34 +1,26 @@
 #!/usr/bin/env bash
 # On the GPU machine: build, run the GPU tests, then the benchmarks; the table comes last.
 # Usage (device tool, carrying .deps): bash scripts/gpu_bench.sh [quick]
-set -uo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/gpu_common.sh"
 MODE=${1:-full}
-export PATH=/usr/local/cuda/bin:$PATH
-OUT=${OUT:-/tmp/kvs-out}
-mkdir -p "$OUT"
-KVS_SKIP_MODEL=1 bash scripts/setup.sh > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
-source build/env.sh
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+gpu_build
 for t in cuda_backend_test gpu_model_test; do
   ./build/tests/$t > "$OUT/$t.log" 2>&1 && echo "$t: ok" || { echo "$t: FAILED"; grep -E 'Failure|Expected|Which|FAILED' "$OUT/$t.log" | head -20; }
 done
 
 # Ceilings on this machine: device-to-device copy (bytes read + written) and a bf16 GEMM.
-python3 - <<'PY' 2>/dev/null | tee "$OUT/ceilings.txt"
+{
+  gpu_copy_ceiling
+  python3 - <<'PY' 2>/dev/null
 import torch
-x = torch.empty(2 * 1024**3, dtype=torch.uint8, device="cuda"); y = torch.empty_like(x)
-for _ in range(3): y.copy_(x)
 s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-s.record(); [y.copy_(x) for _ in range(20)]; e.record(); torch.cuda.synchronize()
-print(f"| ceiling | device-to-device copy | {2 * x.numel() * 20 / (s.elapsed_time(e) / 1e3) / 1e12:.2f} TB/s |")
 a = torch.randn(8192, 8192, dtype=torch.bfloat16, device="cuda"); b = torch.randn_like(a)
 for _ in range(3): a @ b
 s.record(); [a @ b for _ in range(10)]; e.record(); torch.cuda.synchronize()
 print(f"| ceiling | bf16 GEMM 8192^3 | {2 * 8192**3 * 10 / (s.elapsed_time(e) / 1e3) / 1e12:.0f} TFLOP/s |")
 PY
+} | tee "$OUT/ceilings.txt"
 
-K=./build/launcher/kvshard
 {
   for shape in "1 32768" "32 4096" "64 8192" "8 131072"; do
     set -- $shape

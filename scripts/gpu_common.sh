@@ -2,6 +2,8 @@
 # repository root as working folder, CUDA on PATH, logs under $OUT, and two helpers.
 #   gpu_build          builds (SmolLM2 not fetched: no network there), prints the build time
 #   gpu_tests T1 T2..  runs those test binaries, one log each under $OUT, a line per verdict
+#   gpu_copy_ceiling   prints the device-to-device copy rate (bytes read + written), the ceiling
+#                      of the memory-bound kernels
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH=/usr/local/cuda/bin:$PATH
@@ -22,4 +24,15 @@ gpu_tests() {
     timeout 300 ./build/tests/$t > "$OUT/$t.log" 2>&1 && echo "$t: ok" \
       || { echo "$t: FAILED"; grep -E 'Failure|Expected|Which|FAILED|differ' "$OUT/$t.log" | head -20; }
   done
+}
+
+gpu_copy_ceiling() {
+  python3 - <<'PY' 2>/dev/null
+import torch
+x = torch.empty(2 * 1024**3, dtype=torch.uint8, device="cuda"); y = torch.empty_like(x)
+for _ in range(3): y.copy_(x)
+s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+s.record(); [y.copy_(x) for _ in range(20)]; e.record(); torch.cuda.synchronize()
+print(f"| ceiling | device-to-device copy | {2 * x.numel() * 20 / (s.elapsed_time(e) / 1e3) / 1e12:.2f} TB/s |")
+PY
 }

@@ -10,29 +10,22 @@ gpu_tests prefill_attention_test
 grep -E "^prefill " "$OUT/prefill_attention_test.log" | sort | uniq | head -24
 [ "$MODE" = quick ] || gpu_tests cuda_backend_test cuda_kv_format_test gpu_model_test
 
-# torch SDPA, causal, Llama-3-8B heads (32 q / 8 KV, d128, GQA), B=1: the ceiling of the table.
+# torch SDPA, causal, B=1: the ceiling of the table. Llama-3-8B heads (32 q / 8 KV, d128) at 4K and
+# 16K, and SmolLM2's (9 q / 3 KV, d64) at 16K for the head_dim-64 row.
 python3 - <<'PY' 2>&1 | tee "$OUT/sdpa.txt"
 import torch, torch.nn.functional as F
-for L in (4096, 16384):
-    q = torch.randn(1, 32, L, 128, device="cuda", dtype=torch.bfloat16)
-    k = torch.randn(1, 8, L, 128, device="cuda", dtype=torch.bfloat16); v = torch.randn_like(k)
+def sdpa(hq, hk, d, L):
+    q = torch.randn(1, hq, L, d, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(1, hk, L, d, device="cuda", dtype=torch.bfloat16); v = torch.randn_like(k)
     f = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
     for _ in range(3): f()
     s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     n = 20; s.record(); [f() for _ in range(n)]; e.record(); torch.cuda.synchronize()
     t = s.elapsed_time(e) / n / 1e3
-    flops = 4.0 * 32 * 128 * L * (L + 1) / 2
-    print(f"| causal prefill attention | torch SDPA | Hq=32 Hk=8 D=128 B=1 L={L} | {t * 1e6:.1f} us | {flops / t / 1e12:.1f} TFLOP/s |")
-# head_dim 64 (SmolLM2's 9 q / 3 KV heads), the ceiling of the D=64 row.
-L = 16384
-q = torch.randn(1, 9, L, 64, device="cuda", dtype=torch.bfloat16)
-k = torch.randn(1, 3, L, 64, device="cuda", dtype=torch.bfloat16); v = torch.randn_like(k)
-f = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-for _ in range(3): f()
-s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-n = 20; s.record(); [f() for _ in range(n)]; e.record(); torch.cuda.synchronize()
-t = s.elapsed_time(e) / n / 1e3
-print(f"| causal prefill attention | torch SDPA | Hq=9 Hk=3 D=64 B=1 L={L} | {t * 1e6:.1f} us | {4.0 * 9 * 64 * L * (L + 1) / 2 / t / 1e12:.1f} TFLOP/s |")
+    flops = 4.0 * hq * d * L * (L + 1) / 2
+    print(f"| causal prefill attention | torch SDPA | Hq={hq} Hk={hk} D={d} B=1 L={L} | {t * 1e6:.1f} us | {flops / t / 1e12:.1f} TFLOP/s |")
+for hq, hk, d, L in ((32, 8, 128, 4096), (32, 8, 128, 16384), (9, 3, 64, 16384)):
+    sdpa(hq, hk, d, L)
 PY
 
 {
