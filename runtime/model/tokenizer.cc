@@ -68,6 +68,42 @@ std::vector<std::string> SplitChars(const std::string& s) {
   return out;
 }
 
+// The merges of a SentencePiece vocabulary that stores scores, as transformers' GGUF converter
+// builds them (GGUFTokenizerSkeleton): every split of every token into two tokens, a token's
+// splits ordered by the two halves' scores (highest first), all ordered by the whole token's
+// score (highest first); both sorts stable. Splits fall on UTF-8 character boundaries.
+absl::flat_hash_map<std::string, int32_t> SentencePieceMerges(const std::vector<std::string>& tokens,
+                                                              const std::vector<double>& scores) {
+  absl::flat_hash_map<std::string, double> score;
+  for (size_t i = 0; i < tokens.size(); ++i) score[tokens[i]] = scores[i];
+  struct Merge {
+    std::string left, right;
+    double whole;
+  };
+  std::vector<Merge> merges;
+  std::vector<Merge> local;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const std::string& tok = tokens[i];
+    if (tok.empty() || score.at(tok) != scores[i]) continue;  // a repeated string counts once
+    local.clear();
+    for (size_t at = Utf8Len(static_cast<unsigned char>(tok[0])); at > 0 && at < tok.size();
+         at += std::max<size_t>(1, Utf8Len(static_cast<unsigned char>(tok[at])))) {
+      std::string l = tok.substr(0, at), r = tok.substr(at);
+      if (score.contains(l) && score.contains(r)) local.push_back({std::move(l), std::move(r), scores[i]});
+    }
+    std::stable_sort(local.begin(), local.end(), [&](const Merge& a, const Merge& b) {
+      const double al = score.at(a.left), bl = score.at(b.left);
+      return al != bl ? al > bl : score.at(a.right) > score.at(b.right);
+    });
+    for (Merge& m : local) merges.push_back(std::move(m));
+  }
+  std::stable_sort(merges.begin(), merges.end(), [](const Merge& a, const Merge& b) { return a.whole > b.whole; });
+  absl::flat_hash_map<std::string, int32_t> rank;
+  rank.reserve(merges.size());
+  for (size_t i = 0; i < merges.size(); ++i) rank.emplace(merges[i].left + " " + merges[i].right, static_cast<int32_t>(i));
+  return rank;
+}
+
 }  // namespace
 
 size_t FindInvalidUtf8(std::string_view s) {
@@ -135,14 +171,34 @@ absl::Status Tokenizer::Finish() {
 absl::StatusOr<Tokenizer> Tokenizer::FromGguf(const GgufFile& f) {
   Tokenizer t;
   KVS_ASSIGN_OR_RETURN(std::string model, f.GetString("tokenizer.ggml.model"));
-  if (model != "gpt2") {
+  if (model != "gpt2" && model != "llama") {
     return absl::UnimplementedError(absl::StrFormat(
-        "%s: tokenizer model '%s' is not supported (only byte-level BPE, 'gpt2')", f.path(), model));
+        "%s: tokenizer model '%s' is not supported (byte-level BPE 'gpt2' and SentencePiece 'llama')", f.path(), model));
   }
   KVS_ASSIGN_OR_RETURN(const std::vector<std::string>* tokens, f.GetStringArray("tokenizer.ggml.tokens"));
-  KVS_ASSIGN_OR_RETURN(const std::vector<std::string>* merges, f.GetStringArray("tokenizer.ggml.merges"));
   t.id_to_token_ = *tokens;
-  for (size_t i = 0; i < merges->size(); ++i) t.merge_rank_.emplace((*merges)[i], static_cast<int32_t>(i));
+  if (model == "llama") {
+    // SentencePiece vocabulary: scores instead of merges. The merges are derived as transformers'
+    // GGUF converter derives them (so ids equal what HF users get from the same file), and the
+    // whitespace scheme is llama.cpp's: "▁" for spaces, one before each piece of text when
+    // add_space_prefix (the default), bytes outside the vocabulary as <0xXX> tokens.
+    KVS_ASSIGN_OR_RETURN(const std::vector<double>* scores, f.GetFloatArray("tokenizer.ggml.scores"));
+    if (scores->size() != tokens->size()) {
+      return absl::DataLossError(absl::StrFormat("%s: %d token scores for %d tokens", f.path(), scores->size(), tokens->size()));
+    }
+    t.merge_rank_ = SentencePieceMerges(*tokens, *scores);
+    SentencePieceConfig c;
+    const bool space_prefix = !f.Has("tokenizer.ggml.add_space_prefix") ||
+                              f.GetBool("tokenizer.ggml.add_space_prefix").value_or(true);
+    c.prepend = space_prefix ? SentencePieceConfig::Prepend::kAlways : SentencePieceConfig::Prepend::kNever;
+    c.strip_leading_space = space_prefix;
+    c.byte_fallback = true;
+    c.fuse_unk = true;
+    t.spm_ = c;
+  } else {
+    KVS_ASSIGN_OR_RETURN(const std::vector<std::string>* merges, f.GetStringArray("tokenizer.ggml.merges"));
+    for (size_t i = 0; i < merges->size(); ++i) t.merge_rank_.emplace((*merges)[i], static_cast<int32_t>(i));
+  }
   if (f.Has("tokenizer.ggml.token_type")) {
     KVS_ASSIGN_OR_RETURN(const std::vector<int64_t>* types, f.GetIntArray("tokenizer.ggml.token_type"));
     if (types->size() != tokens->size()) {
@@ -154,9 +210,11 @@ absl::StatusOr<Tokenizer> Tokenizer::FromGguf(const GgufFile& f) {
       if ((*types)[i] == 3) t.special_ids_.insert(static_cast<int32_t>(i));
     }
   }
-  const std::string pre = f.Has("tokenizer.ggml.pre") ? f.GetString("tokenizer.ggml.pre").value_or("default") : "default";
-  KVS_ASSIGN_OR_RETURN(t.pre_, PreTokenizer::FromGgufName(pre));
-  t.ignore_merges_ = pre == "llama-bpe" || pre == "llama3";
+  if (!t.spm_) {
+    const std::string pre = f.Has("tokenizer.ggml.pre") ? f.GetString("tokenizer.ggml.pre").value_or("default") : "default";
+    KVS_ASSIGN_OR_RETURN(t.pre_, PreTokenizer::FromGgufName(pre));
+    t.ignore_merges_ = pre == "llama-bpe" || pre == "llama3";
+  }
   auto id_field = [&](const char* key) -> int32_t {
     if (!f.Has(key)) return -1;
     auto v = f.GetUint(key);

@@ -78,6 +78,34 @@ TEST(TokenizerTest, SentencePieceTokenizerJsonMatchesHfTokenizers) {
   }
 }
 
+// A GGUF SentencePiece vocabulary (scores, no merges: tests/reference/make_spm_gguf_goldens.py)
+// against transformers' GGUF converter on the same corpus: the merges derived from the scores,
+// the space prefix, the byte fallback and the BOS the file asks for.
+TEST(TokenizerTest, GgufSentencePieceVocabularyMatchesTransformersConverter) {
+  auto gguf = GgufFile::Open(GoldenPath("tokenizer/spm_llama.gguf"));
+  ASSERT_TRUE(gguf.ok()) << gguf.status();
+  auto tok = Tokenizer::FromGguf(**gguf);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  int checked = 0;
+  for (const auto& e : ReadJson(GoldenPath("tokenizer/spm_gguf_corpus.json"))) {
+    const std::string text = e["text"].get<std::string>();
+    const auto want = e["ids"].get<std::vector<int32_t>>();
+    auto ids = tok->Encode(text, /*add_special_tokens=*/false);
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    EXPECT_EQ(*ids, want) << text;
+    auto with_bos = tok->Encode(text, /*add_special_tokens=*/true);
+    ASSERT_TRUE(with_bos.ok());
+    ASSERT_FALSE(with_bos->empty());
+    EXPECT_EQ(with_bos->front(), 1) << text;
+    EXPECT_EQ(std::vector<int32_t>(with_bos->begin() + 1, with_bos->end()), want) << text;
+    EXPECT_EQ(tok->Decode(want, /*skip_special=*/true), e["decoded"].get<std::string>()) << text;
+    ++checked;
+  }
+  EXPECT_EQ(checked, 20);
+  EXPECT_TRUE(tok->IsSpecial(2));
+  EXPECT_EQ(tok->eos_id(), 2);
+}
+
 TEST(TokenizerTest, SentencePieceLayoutsKvshardDoesNotImplementAreRefusedByName) {
   const auto base = ReadJson(GoldenPath("tokenizer/spm_legacy_tokenizer.json"));
   auto refused = [&](nlohmann::json j, const std::string& why) {
