@@ -7,6 +7,7 @@
 # planner's figures are printed for comparison.
 # Usage (device tool, after scripts/gpu_kv_bench.sh built it, or building here):
 #   bash scripts/gpu_long_context.sh [int8 fp8 bf16-offload]
+# KVS_LONG_GEN=N generates N tokens instead of 256 (N=2: the time to first token alone).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/usr/local/cuda/bin:$PATH
@@ -17,7 +18,7 @@ source build/env.sh
 K=./build/launcher/kvshard
 MODEL=random:llama-2-7b-256k
 PROMPT=262144
-GEN=256
+GEN=${KVS_LONG_GEN:-256}
 python3 -c "
 import json, random
 random.seed(1)
