@@ -1,7 +1,9 @@
 #include "kernels/backend_factory.h"
 
 #include "absl/strings/str_format.h"
+#include "kernels/cpu/block_matmul.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/thread_pool.h"
 #if KVS_HAVE_CUDA
 #include "kernels/cuda/cuda_backend.h"
 #endif
@@ -14,6 +16,13 @@ bool CudaAvailable() {
 #else
   return false;
 #endif
+}
+
+void SetCpuBackendThreads(int threads) { cpu::SetCpuThreads(threads); }
+
+std::string CpuBackendSummary(bool reference) {
+  return absl::StrFormat("%d threads, %s; dot kernels %s", cpu::CpuThreads(),
+                         reference ? "float32 reference" : "weights in their GGUF blocks", cpu::BlockDotKernelName());
 }
 
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const std::string& device, int local_rank,

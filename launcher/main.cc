@@ -7,7 +7,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "kernels/cpu/thread_pool.h"
+#include "kernels/backend_factory.h"
 #include "launcher/commands.h"
 #include "launcher/flags.h"
 
@@ -58,7 +58,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "kvshard %s: --threads %d is not between 0 (the default) and 4096\n", command.c_str(), threads);
     return 2;
   } else {
-    kvs::cpu::SetCpuThreads(threads);
+    kvs::SetCpuBackendThreads(threads);
   }
   if (command == "generate") return kvs::RunGenerate();
   if (command == "inspect") return kvs::RunInspect();

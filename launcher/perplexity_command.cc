@@ -19,7 +19,6 @@
 #include "absl/strings/str_format.h"
 #include "kernels/backend_factory.h"
 #include "kernels/common/status_macros.h"
-#include "kernels/cpu/cpu_backend.h"
 #include "launcher/byte_size.h"
 #include "launcher/commands.h"
 #include "launcher/flags.h"

@@ -7,9 +7,6 @@
 #include "absl/strings/str_format.h"
 #include "kernels/backend_factory.h"
 #include "kernels/common/status_macros.h"
-#include "kernels/cpu/block_matmul.h"
-#include "kernels/cpu/cpu_backend.h"
-#include "kernels/cpu/thread_pool.h"
 #include "launcher/commands.h"
 #include "launcher/engine_flags.h"
 #include "launcher/flags.h"
@@ -75,9 +72,8 @@ absl::StatusOr<std::unique_ptr<RankRuntime>> StartRank(
                  KvDTypeName(kv_dtype).data(), capacity->local_blocks, capacity->blocks, capacity->blocks * capacity->bytes_per_block / 1048576.0,
                  rt->load_seconds);
     if (rt->backend->Name() == "cpu") {
-      std::fprintf(stderr, "%s cpu backend: %d threads, %s; dot kernels %s\n", rt->tag().c_str(), cpu::CpuThreads(),
-                   absl::GetFlag(FLAGS_device) == "cpu-reference" ? "float32 reference" : "weights in their GGUF blocks",
-                   cpu::BlockDotKernelName().c_str());
+      std::fprintf(stderr, "%s cpu backend: %s\n", rt->tag().c_str(),
+                   CpuBackendSummary(absl::GetFlag(FLAGS_device) == "cpu-reference").c_str());
     }
   }
   return rt;

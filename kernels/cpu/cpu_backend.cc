@@ -7,6 +7,7 @@
 #include <new>
 
 #include "absl/strings/str_format.h"
+#include "kernels/backend_factory.h"
 #include "kernels/common/random_fill.h"
 #include "kernels/cpu/block_matmul.h"
 #include "kernels/cpu/cpu_kernels.h"

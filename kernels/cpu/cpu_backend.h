@@ -83,7 +83,4 @@ class CpuBackend final : public Backend {
   std::vector<std::pair<float, int32_t>> sample_scratch_;  // SampleRows' ranking
 };
 
-// A budget for the CPU backend: half of physical memory.
-size_t DefaultCpuMemoryBudget();
-
 }  // namespace kvs
