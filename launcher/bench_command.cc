@@ -15,7 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "kernels/backend_factory.h"
 #include "kernels/common/status_macros.h"
-#include "kernels/cpu/sampling.h"
+#include "kernels/common/sampling.h"
 #include "launcher/byte_size.h"
 #include "launcher/bench_kv_moves.h"
 #include "launcher/bench_stats.h"

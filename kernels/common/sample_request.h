@@ -1,5 +1,5 @@
 // SampleRequest: one token to draw from a row of logits, by the sampling rule of
-// kernels/cpu/sampling.h. Plain data, so a batch of them is copied to the device as is.
+// kernels/common/sampling.h. Plain data, so a batch of them is copied to the device as is.
 #pragma once
 
 #include <cstdint>

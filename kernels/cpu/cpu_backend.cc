@@ -12,7 +12,7 @@
 #include "kernels/cpu/block_matmul.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/dequantize.h"
-#include "kernels/cpu/sampling.h"
+#include "kernels/common/sampling.h"
 #include "kernels/cpu/thread_pool.h"
 
 namespace kvs {

@@ -89,7 +89,7 @@ cudaError_t LaunchDequantize(GgmlType type, const void* src, int64_t src_stride,
 cudaError_t LaunchArgmaxRows(const float* logits, int64_t stride, int64_t rows, int64_t cols, int32_t first_id,
                              int32_t* ids, float* values, cudaStream_t stream);
 
-// ids[i] = the token drawn for requests[i] (rule: kernels/cpu/sampling.h), -1 for a row outside
+// ids[i] = the token drawn for requests[i] (rule: kernels/common/sampling.h), -1 for a row outside
 // [0, rows). logits [rows, cols] f32; requests, ids [count] in device memory.
 cudaError_t LaunchSampleRows(const float* logits, int64_t stride, int32_t rows, int32_t cols,
                              const SampleRequest* requests, int32_t count, int32_t* ids, cudaStream_t stream);

@@ -1,5 +1,5 @@
 // On-GPU sampling. Greedy: one block per row reduces (value, index) pairs, lowest index on ties.
-// Temperature / top-k / top-p: one block per draw applies the rule of kernels/cpu/sampling.h
+// Temperature / top-k / top-p: one block per draw applies the rule of kernels/common/sampling.h
 // without sorting the vocabulary:
 //   - top-k: radix select (8 passes of 4 bits over order-preserving keys, per-thread histogram
 //     columns in shared memory) finds the k-th largest logit; ties at it are kept in id order

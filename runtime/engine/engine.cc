@@ -7,7 +7,7 @@
 
 #include "absl/strings/str_format.h"
 #include "kernels/common/status_macros.h"
-#include "kernels/cpu/sampling.h"
+#include "kernels/common/sampling.h"
 
 namespace kvs {
 namespace {

@@ -1,4 +1,4 @@
-// The CUDA sampler against the CPU one (kernels/cpu/sampling.h states the rule both follow):
+// The CUDA sampler against the CPU one (kernels/common/sampling.h states the rule both follow):
 // every draw must pick the same token, over vocabularies of real models, every combination of
 // temperature / top-k / top-p, and rows full of ties at the cut-offs. Skips without a GPU.
 #include <random>

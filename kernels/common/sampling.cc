@@ -1,4 +1,4 @@
-#include "kernels/cpu/sampling.h"
+#include "kernels/common/sampling.h"
 
 #include <algorithm>
 #include <cmath>
