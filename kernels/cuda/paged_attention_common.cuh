@@ -348,6 +348,41 @@ __device__ inline uint32_t Fp8x2ToHalf2(uint32_t two_codes) {
 template <KvDType F>
 constexpr bool kFoldKeyScale = F == KvDType::kFP8 || F == KvDType::kINT8;
 
+// Eight codes of format F into four fp16x2 words. fp8/int8: `w` two words of codes, `scale` the
+// bits of the row's f32 scale; values are codes x scale in fp16 (kCodesOnly: the bare codes,
+// exact in fp16). int4: `w[0]` eight nibbles (nibble j is element j), `scale` the bits of the
+// group's (scale, zero) half2; values go through f32. Shared by the prefill kernels' decoders.
+template <KvDType F, bool kCodesOnly>
+__device__ inline void CodesToHalf8(const uint32_t* w, uint32_t scale, uint32_t (&h)[4]) {
+  if constexpr (F == KvDType::kINT4) {
+    static_assert(!kCodesOnly, "int4 decodes to values (a scale and zero per group)");
+    const float2 sz = __half22float2(*reinterpret_cast<const __half2*>(&scale));
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {  // 2^23 + nibble, exact, with no conversion instruction
+      const float c0 = __uint_as_float(((w[0] >> (8 * j)) & 0xfu) | 0x4B000000u) - 8388608.0f;
+      const float c1 = __uint_as_float(((w[0] >> (8 * j + 4)) & 0xfu) | 0x4B000000u) - 8388608.0f;
+      h[j] = PackHalf(c0 * sz.x + sz.y, c1 * sz.x + sz.y);
+    }
+  } else {
+    static_assert(F == KvDType::kFP8 || F == KvDType::kINT8, "a code format");
+    if constexpr (F == KvDType::kINT8) {
+      Int8x4ToHalf2x2(w[0], h[0], h[1]);
+      Int8x4ToHalf2x2(w[1], h[2], h[3]);
+    } else {
+      h[0] = Fp8x2ToHalf2(w[0] & 0xffffu), h[1] = Fp8x2ToHalf2(w[0] >> 16);
+      h[2] = Fp8x2ToHalf2(w[1] & 0xffffu), h[3] = Fp8x2ToHalf2(w[1] >> 16);
+    }
+    if constexpr (!kCodesOnly) {
+      const __half2 s = __float2half2_rn(__uint_as_float(scale));
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const __half2 v = __hmul2(*reinterpret_cast<const __half2*>(&h[j]), s);
+        h[j] = *reinterpret_cast<const uint32_t*>(&v);
+      }
+    }
+  }
+}
+
 // Decodes a raw tile of kKeys rows into an fp16 tile of rows kRowElems apart: for fp8/int8 K
 // (kCodesOnly) the codes, else the values. fp8/int8 values are codes times the row's scale in
 // fp16 (a scale below fp16's normal range, 6e-5, costs at most 8e-6 of absolute error on an
@@ -360,28 +395,13 @@ __device__ inline void DecodeRawTileHalf(const unsigned char* raw, __half* tile,
     const int key = i / (D / 8), vec = i % (D / 8);
     const unsigned char* row = raw + key * kRaw;
     uint32_t h[4];
-    if constexpr (F == KvDType::kFP8 || F == KvDType::kINT8) {
-      const uint2 u = *reinterpret_cast<const uint2*>(row + vec * 8);
-      if constexpr (F == KvDType::kINT8) {
-        Int8x4ToHalf2x2(u.x, h[0], h[1]);
-        Int8x4ToHalf2x2(u.y, h[2], h[3]);
-      } else {
-        h[0] = Fp8x2ToHalf2(u.x & 0xffffu), h[1] = Fp8x2ToHalf2(u.x >> 16);
-        h[2] = Fp8x2ToHalf2(u.y & 0xffffu), h[3] = Fp8x2ToHalf2(u.y >> 16);
-      }
-      if constexpr (!kCodesOnly) {
-        const __half2 s = __float2half2_rn(*reinterpret_cast<const float*>(row + kRowBytes));
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const __half2 v = __hmul2(*reinterpret_cast<const __half2*>(&h[j]), s);
-          h[j] = *reinterpret_cast<const uint32_t*>(&v);
-        }
-      }
+    if constexpr (F == KvDType::kINT4) {
+      CodesToHalf8<F, kCodesOnly>(reinterpret_cast<const uint32_t*>(row + vec * 4),
+                                  *reinterpret_cast<const uint32_t*>(row + kRowBytes + (vec * 8 / kKvInt4Group) * 4), h);
     } else {
-      static_assert(!kCodesOnly, "int4 decodes to values (a scale and zero per group)");
-      float f[8];
-      Decode8f<F>(row, row + kRowBytes, vec * 8, f);
-      h[0] = PackHalf(f[0], f[1]), h[1] = PackHalf(f[2], f[3]), h[2] = PackHalf(f[4], f[5]), h[3] = PackHalf(f[6], f[7]);
+      const uint2 u = *reinterpret_cast<const uint2*>(row + vec * 8);
+      const uint32_t w[2] = {u.x, u.y};
+      CodesToHalf8<F, kCodesOnly>(w, *reinterpret_cast<const uint32_t*>(row + kRowBytes), h);
     }
     *reinterpret_cast<uint4*>(tile + key * kRowElems + vec * 8) = make_uint4(h[0], h[1], h[2], h[3]);
   }

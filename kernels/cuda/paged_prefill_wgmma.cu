@@ -18,9 +18,8 @@
 //
 // Quantized caches (fp8, int8, int4) are decoded by the producer warps: they load the codes and
 // scales into registers and write fp16 values into the same swizzled stages, and the consumers
-// run the fp16 kernel unchanged. fp8
-// wgmma was not used: its B operand must be K-major, so V would need a transpose in shared
-// memory, and Q and P would be rounded to e4m3.
+// run the fp16 kernel unchanged. fp8 wgmma was not used: its B operand must be K-major, so V
+// would need a transpose in shared memory, and Q and P would be rounded to e4m3.
 #include "kernels/cuda/paged_prefill_wgmma.cuh"
 
 #include <atomic>
@@ -125,40 +124,15 @@ __device__ inline void DecodeCodesTile(const Params& p, KvRow mine, int base, in
       ks = __ldg(reinterpret_cast<const uint32_t*>(p.k_cache + s_off));
       vs = __ldg(reinterpret_cast<const uint32_t*>(p.v_cache + s_off));
     }
+    // One piece -> kChunksPerPiece chunks of 8 values (int4: a word of nibbles each; fp8/int8:
+    // two words each), stored swizzled.
     auto emit = [&](const uint4& c, uint32_t sc, uint32_t dst) {
       const uint32_t w[4] = {c.x, c.y, c.z, c.w};
-      if constexpr (F == KvDType::kINT4) {
-        const float2 sz = __half22float2(*reinterpret_cast<const __half2*>(&sc));
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {  // word i: elements 8i .. 8i + 7, nibble j = element 8i + j
-          uint32_t h[4];
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            const float c0 = __uint_as_float(((w[i] >> (8 * j)) & 0xfu) | 0x4B000000u) - 8388608.0f;
-            const float c1 = __uint_as_float(((w[i] >> (8 * j + 4)) & 0xfu) | 0x4B000000u) - 8388608.0f;
-            h[j] = PackHalf(c0 * sz.x + sz.y, c1 * sz.x + sz.y);
-          }
-          StoreShared16(dst + TileOffset(key, piece * kChunksPerPiece + i, kSubTileBytes), h[0], h[1], h[2], h[3]);
-        }
-      } else {
-        const __half2 s2 = __float2half2_rn(__uint_as_float(sc));
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {  // words 2i, 2i + 1: one chunk of 8 elements
-          uint32_t h[4];
-          if constexpr (F == KvDType::kINT8) {
-            Int8x4ToHalf2x2(w[2 * i], h[0], h[1]);
-            Int8x4ToHalf2x2(w[2 * i + 1], h[2], h[3]);
-          } else {
-            h[0] = Fp8x2ToHalf2(w[2 * i] & 0xffffu), h[1] = Fp8x2ToHalf2(w[2 * i] >> 16);
-            h[2] = Fp8x2ToHalf2(w[2 * i + 1] & 0xffffu), h[3] = Fp8x2ToHalf2(w[2 * i + 1] >> 16);
-          }
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            const __half2 v = __hmul2(*reinterpret_cast<const __half2*>(&h[j]), s2);
-            h[j] = *reinterpret_cast<const uint32_t*>(&v);
-          }
-          StoreShared16(dst + TileOffset(key, piece * kChunksPerPiece + i, kSubTileBytes), h[0], h[1], h[2], h[3]);
-        }
+      for (int i = 0; i < kChunksPerPiece; ++i) {
+        uint32_t h[4];
+        CodesToHalf8<F, false>(w + i * (4 / kChunksPerPiece), sc, h);
+        StoreShared16(dst + TileOffset(key, piece * kChunksPerPiece + i, kSubTileBytes), h[0], h[1], h[2], h[3]);
       }
     };
     emit(kc, ks, k_dst);
@@ -564,8 +538,8 @@ struct Instance {
 // Keys per tile at head_dim 128: 128, measured 17% faster than 96 on an H200 at 16K (both
 // without register spills; docs/performance.md); KVS_WGMMA_KEYS=96 runs the narrower tile for
 // comparison. head_dim 64 and the quantized formats always take 128.
-int KeysPerTile(KvDType dtype, int head_dim) {
-  if (head_dim == 64 || (dtype != KvDType::kBF16 && dtype != KvDType::kF16)) return 128;
+int KeysPerTile(int head_dim) {
+  if (head_dim == 64) return 128;
   static const int keys = [] {
     const char* env = std::getenv("KVS_WGMMA_KEYS");
     return env != nullptr && std::string_view(env) == "96" ? 96 : 128;
@@ -579,7 +553,7 @@ template <typename Op, KvDType F, typename... Args>
 auto DispatchDim(int head_dim, Args&&... args) {
   if (head_dim == 64) return Op::template Run<Instance<F, 64, 128>>(args...);
   if constexpr (F == KvDType::kBF16 || F == KvDType::kF16) {
-    if (KeysPerTile(F, head_dim) == 96) return Op::template Run<Instance<F, 128, 96>>(args...);
+    if (KeysPerTile(head_dim) == 96) return Op::template Run<Instance<F, 128, 96>>(args...);
   }
   return Op::template Run<Instance<F, 128, 128>>(args...);
 }
@@ -612,9 +586,7 @@ struct ResidentOp {
 int32_t WgmmaPrefillRows() { return kWgmmaRows; }
 
 bool WgmmaPrefillSupports(KvDType dtype, int head_dim) {
-  const bool format = dtype == KvDType::kBF16 || dtype == KvDType::kF16 || dtype == KvDType::kFP8 ||
-                      dtype == KvDType::kINT8 || dtype == KvDType::kINT4;
-  return format && (head_dim == 64 || head_dim == 128);
+  return dtype != KvDType::kF32 && (head_dim == 64 || head_dim == 128);
 }
 
 int64_t WgmmaPrefillResidentBlocks(KvDType dtype, int head_dim, int num_sms) {

@@ -7,7 +7,7 @@
 namespace kvs {
 namespace {
 
-const char* const kMeta = "\xE2\x96\x81";  // U+2581, SentencePiece's whitespace
+const std::string kMeta(kSentencePieceSpace);
 
 absl::Status Unsupported(const std::string& what, const nlohmann::json& j) {
   return absl::UnimplementedError(absl::StrFormat("SentencePiece-style tokenizer: %s is not supported (%s)", what, j.dump()));

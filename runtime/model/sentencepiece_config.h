@@ -8,11 +8,14 @@
 #pragma once
 
 #include <optional>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
 
 namespace kvs {
+
+inline constexpr std::string_view kSentencePieceSpace = "\xE2\x96\x81";  // U+2581, "▁"
 
 struct SentencePieceConfig {
   enum class Prepend { kAlways, kFirst, kNever };  // "▁" before a piece of text: each, the text's first, none

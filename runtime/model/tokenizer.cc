@@ -145,6 +145,7 @@ Tokenizer::Tokenizer(Tokenizer&& o) noexcept
       ignore_merges_(o.ignore_merges_),
       spm_(o.spm_),
       byte_ids_(std::move(o.byte_ids_)),
+      byte_of_id_(std::move(o.byte_of_id_)),
       unk_id_(o.unk_id_),
       bos_id_(o.bos_id_),
       eos_id_(o.eos_id_),
@@ -161,7 +162,10 @@ absl::Status Tokenizer::Finish() {
   for (size_t i = 0; i < id_to_token_.size(); ++i) token_to_id_.emplace(id_to_token_[i], static_cast<int32_t>(i));
   if (spm_) {
     byte_ids_.assign(256, -1);
-    for (int b = 0; b < 256; ++b) byte_ids_[b] = TokenId(absl::StrFormat("<0x%02X>", b));
+    for (int b = 0; b < 256; ++b) {
+      byte_ids_[b] = TokenId(absl::StrFormat("<0x%02X>", b));
+      if (byte_ids_[b] >= 0) byte_of_id_[byte_ids_[b]] = static_cast<uint8_t>(b);
+    }
   }
   std::sort(added_tokens_.begin(), added_tokens_.end(),
             [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
@@ -409,7 +413,7 @@ void Tokenizer::EncodePiece(const std::string& text, bool at_start, std::vector<
     // Spaces become "▁", and a "▁" goes in front as the file's scheme says (Metaspace only where
     // the piece lacks one; its "first" scheme only for the piece at the text's start). The piece
     // is not split further.
-    static const std::string kMeta = "\xE2\x96\x81";
+    const std::string_view kMeta = kSentencePieceSpace;
     std::string norm;
     norm.reserve(text.size() + 8);
     for (char c : text) {
@@ -478,15 +482,14 @@ std::string Tokenizer::DecodeBytes(const std::vector<int32_t>& ids, bool skip_sp
     }
     const std::string& tok = id_to_token_[id];
     if (spm_) {  // <0xXX> is its byte; "▁" is a space
-      static const std::string kMeta = "\xE2\x96\x81";
-      if (tok.size() == 6 && tok.compare(0, 3, "<0x") == 0 && tok[5] == '>' && byte_ids_[std::stoi(tok.substr(3, 2), nullptr, 16)] == id) {
-        out.push_back(static_cast<char>(std::stoi(tok.substr(3, 2), nullptr, 16)));
+      if (auto b = byte_of_id_.find(id); b != byte_of_id_.end()) {
+        out.push_back(static_cast<char>(b->second));
         continue;
       }
       for (size_t i = 0; i < tok.size();) {
-        if (tok.compare(i, kMeta.size(), kMeta) == 0) {
+        if (tok.compare(i, kSentencePieceSpace.size(), kSentencePieceSpace) == 0) {
           out.push_back(' ');
-          i += kMeta.size();
+          i += kSentencePieceSpace.size();
         } else {
           out.push_back(tok[i++]);
         }
@@ -525,7 +528,7 @@ std::string Tokenizer::Decode(const std::vector<int32_t>& ids, bool skip_special
     // The space the prepended "▁" became, where the first token shown begins with one.
     for (int32_t id : ids) {
       if (id < 0 || id >= vocab_size() || (skip_special && special_ids_.contains(id))) continue;
-      if (!special_ids_.contains(id) && id_to_token_[id].compare(0, 3, "\xE2\x96\x81") == 0 && !raw.empty() && raw[0] == ' ') {
+      if (!special_ids_.contains(id) && id_to_token_[id].starts_with(kSentencePieceSpace) && !raw.empty() && raw[0] == ' ') {
         raw.erase(0, 1);
       }
       break;

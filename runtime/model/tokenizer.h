@@ -69,6 +69,7 @@ class Tokenizer {
   bool ignore_merges_ = false;  // whole piece in the vocabulary -> one token (Llama 3)
   std::optional<SentencePieceConfig> spm_;  // set for SentencePiece-style BPE
   std::vector<int32_t> byte_ids_;           // SentencePiece: the <0xXX> token of each byte, or -1
+  absl::flat_hash_map<int32_t, uint8_t> byte_of_id_;  // and back
   int32_t unk_id_ = -1;
   int32_t bos_id_ = -1;
   int32_t eos_id_ = -1;
