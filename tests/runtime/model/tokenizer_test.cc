@@ -12,6 +12,7 @@
 #include "nlohmann/json.hpp"
 #include "runtime/model/gguf_file.h"
 #include "tests/support/engine_harness.h"
+#include "tests/support/gguf_writer.h"
 #include "tests/support/model_paths.h"
 
 namespace kvs {
@@ -104,6 +105,23 @@ TEST(TokenizerTest, GgufSentencePieceVocabularyMatchesTransformersConverter) {
   EXPECT_EQ(checked, 20);
   EXPECT_TRUE(tok->IsSpecial(2));
   EXPECT_EQ(tok->eos_id(), 2);
+}
+
+// A GGUF SentencePiece vocabulary without its scores, or with too few, is refused by name.
+TEST(TokenizerTest, GgufSentencePieceVocabularyWithoutMatchingScoresIsRefused) {
+  for (const int scores : {-1, 2}) {
+    testing::GgufWriter w;
+    w.Str("general.architecture", "llama");
+    w.Str("tokenizer.ggml.model", "llama");
+    w.StrArray("tokenizer.ggml.tokens", {"<unk>", "<s>", "</s>", "\xE2\x96\x81a"});
+    if (scores >= 0) w.F32Array("tokenizer.ggml.scores", std::vector<float>(scores, 0.0f));
+    auto gguf = GgufFile::Open(testing::WriteTemp("spm_bad_scores.gguf", w.Bytes()));
+    ASSERT_TRUE(gguf.ok()) << gguf.status();
+    auto tok = Tokenizer::FromGguf(**gguf);
+    ASSERT_FALSE(tok.ok());
+    const std::string want = scores < 0 ? "tokenizer.ggml.scores" : "2 token scores for 4 tokens";
+    EXPECT_NE(std::string(tok.status().message()).find(want), std::string::npos) << tok.status();
+  }
 }
 
 TEST(TokenizerTest, SentencePieceLayoutsKvshardDoesNotImplementAreRefusedByName) {
