@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <optional>
 #include <string_view>
+#include <vector>
 
 namespace kvs {
 
@@ -95,6 +96,29 @@ constexpr std::optional<GgmlTypeInfo> LookupGgmlType(uint32_t id) {
       return GgmlTypeInfo{GgmlType::kIQ4_NL, "IQ4_NL", 32, 18};
     case GgmlType::kIQ4_XS:
       return GgmlTypeInfo{GgmlType::kIQ4_XS, "IQ4_XS", 256, 136};
+  }
+  return std::nullopt;
+}
+
+// Byte offsets of a block type's fp16 scale fields (Q8_K's one scale is an f32 at 0): what a
+// writer of synthetic blocks must set to finite values.
+inline std::vector<int> GgmlHalfScaleOffsets(GgmlType t) {
+  switch (t) {
+    case GgmlType::kQ4_0: case GgmlType::kQ5_0: case GgmlType::kQ8_0: case GgmlType::kIQ4_NL: case GgmlType::kIQ4_XS:
+      return {0};
+    case GgmlType::kQ4_1: case GgmlType::kQ5_1: case GgmlType::kQ4_K: case GgmlType::kQ5_K:
+      return {0, 2};
+    case GgmlType::kQ2_K: return {80, 82};
+    case GgmlType::kQ3_K: return {108};
+    case GgmlType::kQ6_K: return {208};
+    default: return {};
+  }
+}
+
+// The type kvshard decodes whose name (as LookupGgmlType gives it: "Q4_K") is `name`.
+inline std::optional<GgmlType> GgmlTypeByName(std::string_view name) {
+  for (uint32_t id = 0; id < 64; ++id) {
+    if (const auto info = LookupGgmlType(id); info && info->name == name) return info->type;
   }
   return std::nullopt;
 }

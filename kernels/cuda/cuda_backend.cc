@@ -412,13 +412,67 @@ absl::Status CudaBackend::ReserveWorkspace(int64_t max_tokens, int32_t max_seqs,
   attention_ws_.partial_out = workspace_.as<float>();
   attention_ws_.partial_ml = workspace_.as<float>() + floats;
   attention_ws_.capacity_floats = floats;
+  if (keeps_blocks_) KVS_RETURN_IF_ERROR(EnsureBlockBuffers());
+  return absl::OkStatus();
+}
+
+bool CudaBackend::LinearTakesBlocks(GgmlType type) const {
+  const auto info = LookupGgmlType(static_cast<uint32_t>(type));
+  const bool takes = info.has_value() && info->block_elems >= 32;
+  keeps_blocks_ = keeps_blocks_ || takes;
+  return takes;
+}
+
+absl::Status CudaBackend::EnsureBlockBuffers() {
+  if (gemv_activations_.data() != nullptr) return absl::OkStatus();
+  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+  KVS_CUDA_RETURN_IF_ERROR(cudaStreamIsCapturing(stream_, &capturing));
+  if (capturing != cudaStreamCaptureStatusNone) {
+    return absl::FailedPreconditionError("Linear: weights in blocks need ReserveWorkspace before a graph is captured");
+  }
+  const int64_t t = cuda::kBlockGemvMaxTokens, k = kGemvMaxK;
+  // q, then d (per 32), then sum16 (per 16): each part 16-byte aligned.
+  KVS_ASSIGN_OR_RETURN(gemv_activations_, Allocate(t * k + t * (k / 32) * 4 + t * (k / 16) * 4));
+  gemv_a_.q = gemv_activations_.as<int8_t>();
+  gemv_a_.d = reinterpret_cast<float*>(gemv_a_.q + t * k);
+  gemv_a_.sum16 = gemv_a_.d + t * (k / 32);
+  KVS_ASSIGN_OR_RETURN(block_tile_, Allocate(kBlockTileBytes));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::LinearBlocks(TensorView x, TensorView w, TensorView out) {
+  KVS_RETURN_IF_ERROR(EnsureBlockBuffers());
+  const int64_t row_bytes = w.BytesOf(w.stride), k = w.cols;
+  if (x.rows <= cuda::kBlockGemvMaxTokens && k <= kGemvMaxK) {
+    KVS_CUDA_RETURN_IF_ERROR(
+        cuda::LaunchQuantizeActivations(static_cast<const bf16*>(x.data), x.stride, x.rows, k, gemv_a_, stream_));
+    KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchBlockGemv(w.blocks, w.data, row_bytes, w.rows, k, gemv_a_, x.rows,
+                                                   out.data, out.stride, out.dtype == DType::kF32, stream_));
+    return absl::OkStatus();
+  }
+  const int64_t tile_rows = std::max<int64_t>(1, static_cast<int64_t>(kBlockTileBytes / sizeof(bf16)) / k);
+  if (tile_rows * k * static_cast<int64_t>(sizeof(bf16)) > static_cast<int64_t>(kBlockTileBytes)) {
+    return absl::InvalidArgumentError(absl::StrFormat("Linear: a row of %d weights exceeds the block tile", k));
+  }
+  for (int64_t r0 = 0; r0 < w.rows; r0 += tile_rows) {
+    const int64_t rows = std::min(tile_rows, w.rows - r0);
+    KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchDequantize(w.blocks, w.Rows(r0, rows).data, row_bytes, rows, k,
+                                                    block_tile_.data(), /*f32_out=*/false, stream_));
+    KVS_RETURN_IF_ERROR(Gemm(x, TensorView::Contiguous(block_tile_.data(), DType::kBF16, rows, k), out.Cols(r0, rows)));
+  }
   return absl::OkStatus();
 }
 
 absl::Status CudaBackend::Embedding(const int32_t* ids, TensorView table, int32_t first_id, TensorView out) {
-  KVS_RETURN_IF_ERROR(Require(table, DType::kBF16, "Embedding", "table"));
   KVS_RETURN_IF_ERROR(Require(out, DType::kF32, "Embedding", "out"));
   KVS_RETURN_IF_ERROR(Shape(table.cols == out.cols && table.IsContiguous(), "Embedding", table, out));
+  if (table.dtype == DType::kBlocks && LinearTakesBlocks(table.blocks)) {
+    KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchEmbeddingBlocks(table.blocks, ids, out.rows, table.data,
+                                                         table.BytesOf(table.stride), first_id, table.rows, table.cols,
+                                                         static_cast<float*>(out.data), out.stride, stream_));
+    return absl::OkStatus();
+  }
+  KVS_RETURN_IF_ERROR(Require(table, DType::kBF16, "Embedding", "table"));
   KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchEmbedding(ids, out.rows, static_cast<const bf16*>(table.data), first_id,
                                                  table.rows, table.cols,
                                                  static_cast<float*>(out.data), out.stride, stream_));
@@ -466,16 +520,17 @@ absl::Status CudaBackend::Gemm(TensorView x, TensorView w, TensorView out) {
 
 absl::Status CudaBackend::Linear(TensorView x, TensorView w, TensorView bias, TensorView out) {
   KVS_RETURN_IF_ERROR(Require(x, DType::kBF16, "Linear", "x"));
-  KVS_RETURN_IF_ERROR(Require(w, DType::kBF16, "Linear", "w"));
+  const bool blocks = w.dtype == DType::kBlocks && LinearTakesBlocks(w.blocks);
+  if (!blocks) KVS_RETURN_IF_ERROR(Require(w, DType::kBF16, "Linear", "w"));
   if (out.dtype != DType::kBF16 && out.dtype != DType::kF32) {
     return absl::InvalidArgumentError("Linear: out must be bf16 or f32 on the CUDA backend");
   }
   KVS_RETURN_IF_ERROR(Shape(x.cols == w.cols && out.rows == x.rows && out.cols == w.rows && w.IsContiguous(), "Linear",
                             x, w));
   if (x.rows == 0) return absl::OkStatus();
-  // cuBLAS for every shape: on the H200 it beats the hand-written decode GEMV this replaced at
-  // 1 to 8 tokens too (docs/performance.md, "Decode GEMMs").
-  KVS_RETURN_IF_ERROR(Gemm(x, w, out));
+  // bf16 weights: cuBLAS for every shape (on the H200 it beats the hand-written decode GEMV this
+  // replaced at 1 to 8 tokens too: docs/performance.md, "Decode GEMMs").
+  KVS_RETURN_IF_ERROR(blocks ? LinearBlocks(x, w, out) : Gemm(x, w, out));
   if (bias.data != nullptr) {
     KVS_RETURN_IF_ERROR(Require(bias, DType::kBF16, "Linear", "bias"));
     if (bias.NumElements() != w.rows) return absl::InvalidArgumentError("Linear: bias size differs from output features");

@@ -48,9 +48,11 @@ class CudaBackend final : public Backend {
   absl::Status DownloadFloat(TensorView src, std::span<float> host) override;
   absl::Status Synchronize() override;
   absl::Status Dequantize(GgmlType type, const void* src, int64_t src_stride, TensorView out) override;
-  // The types cuda::LaunchDequantize decodes (cuda_kernels.h); the K-quants and IQ4 are decoded on
-  // the host until a device decoder is checked against the CPU's on a GPU.
+  // Every GGML type kvshard knows (cuda::DequantizeSupports).
   bool DequantizesType(GgmlType type) const override { return cuda::DequantizeSupports(type); }
+  // Every GGML block type: Linear reads them in the decode GEMV (block_linear.cu) and through bf16
+  // tiles for larger batches; Embedding decodes the rows it gathers.
+  bool LinearTakesBlocks(GgmlType type) const override;
   absl::Status FillRandom(TensorView dst, uint64_t seed, float mean, float half_range, RandomWindow window = {}) override;
   absl::Status ReserveWorkspace(int64_t max_tokens, int32_t max_seqs, int32_t q_heads, int32_t head_dim) override;
 
@@ -78,6 +80,22 @@ class CudaBackend final : public Backend {
   CudaBackend() = default;
   // out = x w^T through cuBLAS (bf16 in, fp32 accumulate).
   absl::Status Gemm(TensorView x, TensorView w, TensorView out);
+  // Linear with w in GGML blocks: the block GEMV up to kBlockGemvMaxTokens tokens, else rows of w
+  // decoded into bf16 tiles of block_tile_ and multiplied by cuBLAS, a tile at a time.
+  absl::Status LinearBlocks(TensorView x, TensorView w, TensorView out);
+  // The GEMV's int8 activations and the bf16 tile, allocated once (ReserveWorkspace, or the first
+  // uncaptured Linear that needs them), so that captured steps never allocate.
+  absl::Status EnsureBlockBuffers();
+  // Widest x the GEMV's activation buffer takes (wider ones go through the tiles), and the tile's
+  // size: 32 MiB of bf16 stays in the H200's 50 MB L2 between its decode and its GEMM.
+  static constexpr int64_t kGemvMaxK = 65536;
+  static constexpr size_t kBlockTileBytes = size_t{32} << 20;
+  // Set once a load keeps weights in blocks (LinearTakesBlocks said yes): ReserveWorkspace then
+  // allocates the buffers above.
+  mutable bool keeps_blocks_ = false;
+  DeviceBuffer gemv_activations_;
+  cuda::QuantizedActivations gemv_a_;
+  DeviceBuffer block_tile_;
   // Queues `regions` on `stream`: one copy kernel reading its table at `device_table` when every
   // region is in aligned 16-byte words, else a cudaMemcpyAsync each.
   absl::Status IssueRegions(std::span<const CopyRegion> regions, const CopyRegion* device_table, cudaStream_t stream,

@@ -64,26 +64,35 @@ cudaError_t LaunchFillRandom(void* dst, bool bf16_out, int64_t rows, int64_t col
 // At most `max_blocks` blocks (0: as many as the regions need), a warp per region at a time.
 cudaError_t LaunchCopyRegions(const CopyRegion* table, int64_t count, cudaStream_t stream, int max_blocks = 0);
 
-// Whether LaunchDequantize decodes `type`: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0.
-constexpr bool DequantizeSupports(GgmlType type) {
-  switch (type) {
-    case GgmlType::kF32:
-    case GgmlType::kF16:
-    case GgmlType::kBF16:
-    case GgmlType::kQ4_0:
-    case GgmlType::kQ4_1:
-    case GgmlType::kQ5_0:
-    case GgmlType::kQ5_1:
-    case GgmlType::kQ8_0:
-      return true;
-    default:
-      return false;
-  }
-}
+// Whether LaunchDequantize decodes `type`: every GGML type kvshard knows (ggml_types.h).
+constexpr bool DequantizeSupports(GgmlType type) { return LookupGgmlType(static_cast<uint32_t>(type)).has_value(); }
 // out [rows, cols] (bf16, or f32 when f32_out) = GGML-typed rows at src (row r at src + r *
 // src_stride bytes) decoded; cols a multiple of the type's block.
 cudaError_t LaunchDequantize(GgmlType type, const void* src, int64_t src_stride, int64_t rows, int64_t cols, void* out,
                              bool f32_out, cudaStream_t stream);
+
+// Activations rounded to int8 per 32 for the block GEMV (block_linear.cu): q [T, K]; per 32 the
+// scale d [T, K / 32]; per 16 the scale times the sum of the codes, sum16 [T, K / 16].
+struct QuantizedActivations {
+  int8_t* q = nullptr;
+  float* d = nullptr;
+  float* sum16 = nullptr;
+};
+// Most tokens the block GEMV takes at once; more go through bf16 tiles and cuBLAS.
+inline constexpr int64_t kBlockGemvMaxTokens = 8;
+// a = x [tokens, k] (bf16, rows x_stride apart) rounded; k a multiple of 32.
+cudaError_t LaunchQuantizeActivations(const bf16* x, int64_t x_stride, int64_t tokens, int64_t k,
+                                      QuantizedActivations a, cudaStream_t stream);
+// out[t, j] = a[t] . w[j] for t < tokens (1 .. kBlockGemvMaxTokens), j < n. w: n rows of
+// GGML blocks `row_bytes` apart, k weights each; out bf16, or f32 when f32_out.
+cudaError_t LaunchBlockGemv(GgmlType type, const void* w, int64_t row_bytes, int64_t n, int64_t k,
+                            QuantizedActivations a, int64_t tokens, void* out, int64_t out_stride, bool f32_out,
+                            cudaStream_t stream);
+// LaunchEmbedding for a table kept in GGML blocks (rows `row_bytes` apart): rows decoded as the
+// CPU decoder decodes them; ids outside [first_id, first_id + table_rows) give zero rows.
+cudaError_t LaunchEmbeddingBlocks(GgmlType type, const int32_t* ids, int64_t tokens, const void* table,
+                                  int64_t row_bytes, int32_t first_id, int64_t table_rows, int64_t hidden, float* out,
+                                  int64_t out_stride, cudaStream_t stream);
 
 // ids[r] = argmax over logits row r (lowest index on ties). logits [n, V] f32.
 cudaError_t LaunchArgmaxRows(const float* logits, int64_t stride, int64_t rows, int64_t cols, int32_t first_id,

@@ -1,13 +1,22 @@
 // Synthetic models: a preset's shape with seeded random weights (no download). Matrices are
 // uniform with the variance of 1/fan_in so activations stay O(1) through the layers; norms
 // are 1 +- 0.1. ReadF32 yields the same values the backends' FillRandom writes.
+//
+// "random:<preset>:<GGML type>" keeps every matrix in that block type instead (random codes, scales
+// of the matrix's magnitude), read through ReadRaw as a GGUF file's would be: the weights-in-blocks
+// paths measured at a real model's shape without a converter. The blocks are made on first read
+// and kept for the source's life (a Llama-3-8B at Q4_K holds 4.6 GB of host memory).
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <mutex>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "kernels/common/half_convert.h"
 #include "kernels/common/random_fill.h"
 #include "kernels/common/status_macros.h"
 #include "nlohmann/json.hpp"
@@ -24,7 +33,8 @@ namespace fs = std::filesystem;
 
 class RandomWeightSource final : public WeightSource {
  public:
-  RandomWeightSource(std::string spec, ModelConfig c, uint64_t seed) : spec_(std::move(spec)), config_(std::move(c)), seed_(seed) {}
+  RandomWeightSource(std::string spec, ModelConfig c, uint64_t seed, std::optional<GgmlType> blocks)
+      : spec_(std::move(spec)), config_(std::move(c)), seed_(seed), blocks_(blocks) {}
 
   const ModelConfig& config() const override { return config_; }
   std::string path() const override { return spec_; }
@@ -35,6 +45,41 @@ class RandomWeightSource final : public WeightSource {
   }
 
   std::optional<RandomInit> RandomInitFor(const std::string& name) const override {
+    if (blocks_ && IsMatrix(name)) return std::nullopt;  // read through ReadRaw
+    return InitFor(name);
+  }
+
+  absl::StatusOr<std::optional<RawTensor>> ReadRaw(const std::string& name, std::span<const int64_t> shape) const override {
+    if (!blocks_ || !IsMatrix(name) || shape.size() != 2) return std::nullopt;
+    if (!Has(name)) return absl::NotFoundError(absl::StrFormat("%s: no tensor '%s'", spec_, name));
+    const GgmlTypeInfo info = *LookupGgmlType(static_cast<uint32_t>(*blocks_));
+    // Rows that are not whole blocks (SmolLM2's 576 columns at 256 per K-quant block) stay float, as
+    // llama-quantize falls back to another type for them.
+    if (shape[1] % info.block_elems != 0) return std::nullopt;
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<uint8_t>& bytes = made_[name];
+    if (bytes.empty()) bytes = MakeBlocks(info, shape[0] * shape[1], InitFor(name));
+    return RawTensor{*blocks_, bytes, {}};
+  }
+
+  absl::Status ReadF32(const std::string& name, std::span<const int64_t> shape, std::span<float> out) const override {
+    if (!Has(name)) return absl::NotFoundError(absl::StrFormat("%s: no tensor '%s'", spec_, name));
+    const RandomInit init = InitFor(name);
+    for (size_t i = 0; i < out.size(); ++i) out[i] = init.mean + init.half_range * UniformSigned(init.seed, i);
+    return absl::OkStatus();
+  }
+
+  std::vector<TensorSummary> Summaries() const override {
+    const std::string kind = blocks_ ? std::string(LookupGgmlType(static_cast<uint32_t>(*blocks_))->name) + " matrices, " : "";
+    return {{"(random weights, " + kind + "seed " + std::to_string(seed_) + ")", "random", {config_.ParameterCount()}}};
+  }
+
+ private:
+  static bool IsMatrix(const std::string& name) {
+    return name.find("norm") == std::string::npos && name.find(".bias") == std::string::npos;
+  }
+
+  RandomInit InitFor(const std::string& name) const {
     const ModelConfig& c = config_;
     const bool norm = name.find("norm") != std::string::npos;
     const bool bias = name.find(".bias") != std::string::npos;
@@ -56,21 +101,42 @@ class RandomWeightSource final : public WeightSource {
     return init;
   }
 
-  absl::Status ReadF32(const std::string& name, std::span<const int64_t> shape, std::span<float> out) const override {
-    if (!Has(name)) return absl::NotFoundError(absl::StrFormat("%s: no tensor '%s'", spec_, name));
-    const RandomInit init = *RandomInitFor(name);
-    for (size_t i = 0; i < out.size(); ++i) out[i] = init.mean + init.half_range * UniformSigned(init.seed, i);
-    return absl::OkStatus();
+  // `elems` weights of random codes (splitmix64 bytes) in blocks whose scales give weights of about
+  // init.half_range: d = half_range / the type's typical |code x sub-block scale|, mins alike.
+  static std::vector<uint8_t> MakeBlocks(const GgmlTypeInfo& info, int64_t elems, const RandomInit& init) {
+    std::vector<uint8_t> bytes(elems / info.block_elems * info.block_bytes);
+    uint64_t state = init.seed;
+    for (size_t i = 0; i < bytes.size(); i += 8) {
+      state += 0x9E3779B97F4A7C15ull;
+      uint64_t z = state;
+      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+      z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+      z ^= z >> 31;
+      std::memcpy(bytes.data() + i, &z, std::min<size_t>(8, bytes.size() - i));
+    }
+    float typical = 8.0f;  // Q4_0, Q4_1, Q2_K
+    switch (info.type) {
+      case GgmlType::kQ5_0: case GgmlType::kQ5_1: case GgmlType::kQ3_K: typical = 16.0f; break;
+      case GgmlType::kQ8_0: case GgmlType::kQ8_K: case GgmlType::kIQ4_NL: typical = 64.0f; break;
+      case GgmlType::kQ4_K: case GgmlType::kQ5_K: typical = 256.0f; break;
+      case GgmlType::kQ6_K: case GgmlType::kIQ4_XS: typical = 1024.0f; break;
+      default: break;
+    }
+    const float d = init.half_range / typical;
+    const uint16_t h = FloatToFp16Bits(d);
+    for (size_t b = 0; b < bytes.size(); b += info.block_bytes) {
+      if (info.type == GgmlType::kQ8_K) std::memcpy(bytes.data() + b, &d, 4);
+      for (int at : GgmlHalfScaleOffsets(info.type)) std::memcpy(bytes.data() + b + at, &h, 2);
+    }
+    return bytes;
   }
 
-  std::vector<TensorSummary> Summaries() const override {
-    return {{"(random weights, seed " + std::to_string(seed_) + ")", "random", {config_.ParameterCount()}}};
-  }
-
- private:
   std::string spec_;
   ModelConfig config_;
   uint64_t seed_;
+  std::optional<GgmlType> blocks_;
+  mutable std::mutex mu_;
+  mutable std::map<std::string, std::vector<uint8_t>> made_;
 };
 
 std::vector<std::string> PresetNames() {
@@ -92,12 +158,24 @@ std::string PresetDir() {
 
 absl::StatusOr<std::unique_ptr<WeightSource>> OpenRandomWeights(const std::string& spec) {
   std::vector<std::string> parts = absl::StrSplit(spec, ':');
-  if (parts.size() < 2 || parts.size() > 3 || parts[1].empty()) {
-    return absl::InvalidArgumentError(absl::StrFormat("'%s': write random:<preset> or random:<preset>:<seed>", spec));
+  if (parts.size() < 2 || parts.size() > 4 || parts[1].empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("'%s': write random:<preset>, random:<preset>:<seed>, random:<preset>:<GGML type> or "
+                        "random:<preset>:<seed>:<GGML type>",
+                        spec));
   }
   uint64_t seed = 0;
-  if (parts.size() == 3 && !absl::SimpleAtoi(parts[2], &seed)) {
-    return absl::InvalidArgumentError(absl::StrFormat("'%s': the seed must be a non-negative integer", spec));
+  std::optional<GgmlType> blocks;
+  for (size_t i = 2; i < parts.size(); ++i) {
+    const auto type = GgmlTypeByName(parts[i]);
+    const bool last = i + 1 == parts.size();
+    if (type && last && LookupGgmlType(static_cast<uint32_t>(*type))->block_elems > 1) {
+      blocks = type;
+    } else if (i != 2 || !absl::SimpleAtoi(parts[i], &seed)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "'%s': '%s' is neither a seed (a non-negative integer) nor a GGML block type (Q4_0, Q8_0, Q4_K, Q6_K, ...)",
+          spec, parts[i]));
+    }
   }
   const fs::path file = fs::path(PresetDir()) / (parts[1] + ".json");
   std::ifstream in(file);
@@ -108,7 +186,8 @@ absl::StatusOr<std::unique_ptr<WeightSource>> OpenRandomWeights(const std::strin
   if (j.is_discarded()) return absl::InvalidArgumentError(file.string() + ": not valid JSON");
   KVS_ASSIGN_OR_RETURN(ModelConfig c, ParseHfConfig(j, file.string()));
   c.name = parts[1] + " (random weights)";
-  return std::unique_ptr<WeightSource>(new RandomWeightSource(spec, std::move(c), seed));
+  if (blocks) c.name = absl::StrFormat("%s (random %s weights)", parts[1], LookupGgmlType(static_cast<uint32_t>(*blocks))->name);
+  return std::unique_ptr<WeightSource>(new RandomWeightSource(spec, std::move(c), seed, blocks));
 }
 
 }  // namespace kvs

@@ -23,25 +23,6 @@ bool F16NonFinite(uint16_t h) { return (h & 0x7C00) == 0x7C00; }
 bool BF16NonFinite(uint16_t h) { return (h & 0x7F80) == 0x7F80; }
 bool F32NonFinite(uint32_t f) { return (f & 0x7F800000u) == 0x7F800000u; }
 
-// Byte offsets of a block's fp16 scale fields (d, and the min or dmin where the type has one).
-std::vector<int> HalfScaleOffsets(GgmlType type) {
-  switch (type) {
-    case GgmlType::kQ4_1:
-    case GgmlType::kQ5_1:
-    case GgmlType::kQ4_K:
-    case GgmlType::kQ5_K:
-      return {0, 2};
-    case GgmlType::kQ2_K:
-      return {80, 82};
-    case GgmlType::kQ3_K:
-      return {108};
-    case GgmlType::kQ6_K:
-      return {208};
-    default:
-      return {0};  // Q4_0, Q5_0, Q8_0, IQ4_NL, IQ4_XS: d first
-  }
-}
-
 absl::Status Bad(const GgufFile& file, const GgufTensorInfo& t, const char* what, int64_t index) {
   return absl::InvalidArgumentError(absl::StrFormat(
       "%s: tensor '%s' holds a non-finite value (NaN or Inf) at %s %d; the file is corrupt: convert or "
@@ -80,7 +61,7 @@ absl::Status CheckGgufWeightsFinite(const GgufFile& file) {
         break;
       default: {
         // A block can hold a non-finite value only in its fp16 scales (ggml_types.h).
-        const std::vector<int> at = HalfScaleOffsets(info->type);
+        const std::vector<int> at = GgmlHalfScaleOffsets(info->type);
         for (int64_t i = 0; i + info->block_bytes <= n; i += info->block_bytes) {
           for (int off : at) {
             if (F16NonFinite(Load16(p + i + off))) return Bad(file, t, "block", i / info->block_bytes);

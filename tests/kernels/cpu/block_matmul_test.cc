@@ -17,50 +17,13 @@
 #include "kernels/common/half_convert.h"
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cpu/thread_pool.h"
+#include "tests/support/ggml_blocks.h"
 
 namespace kvs::cpu {
 namespace {
 
-// Byte offsets of each type's float16 scale fields (Q8_K's f32 scale at 0): set to finite values
-// so that random blocks decode to finite weights.
-std::vector<int> HalfScaleOffsets(GgmlType t) {
-  switch (t) {
-    case GgmlType::kQ4_0: case GgmlType::kQ5_0: case GgmlType::kQ8_0: case GgmlType::kIQ4_NL: case GgmlType::kIQ4_XS:
-      return {0};
-    case GgmlType::kQ4_1: case GgmlType::kQ5_1: case GgmlType::kQ4_K: case GgmlType::kQ5_K:
-      return {0, 2};
-    case GgmlType::kQ2_K: return {80, 82};
-    case GgmlType::kQ3_K: return {108};
-    case GgmlType::kQ6_K: return {208};
-    default: return {};
-  }
-}
-
-std::vector<uint8_t> RandomBlocks(GgmlType t, int64_t rows, int64_t k, std::mt19937& rng) {
-  const auto info = *LookupGgmlType(static_cast<uint32_t>(t));
-  const int64_t blocks = rows * k / info.block_elems;
-  std::vector<uint8_t> bytes(blocks * info.block_bytes);
-  std::uniform_int_distribution<int> byte(0, 255);
-  std::uniform_real_distribution<float> scale(0.001f, 0.05f);
-  for (auto& b : bytes) b = static_cast<uint8_t>(byte(rng));
-  for (int64_t b = 0; b < blocks; ++b) {
-    uint8_t* blk = bytes.data() + b * info.block_bytes;
-    if (t == GgmlType::kQ8_K) {
-      const float d = scale(rng);
-      std::memcpy(blk, &d, 4);
-      continue;
-    }
-    for (int at : HalfScaleOffsets(t)) {
-      const uint16_t h = FloatToFp16Bits((byte(rng) & 1 ? -1.0f : 1.0f) * scale(rng));
-      std::memcpy(blk + at, &h, 2);
-    }
-  }
-  return bytes;
-}
-
-const GgmlType kTypes[] = {GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ5_0, GgmlType::kQ5_1, GgmlType::kQ8_0,
-                           GgmlType::kQ2_K, GgmlType::kQ3_K, GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K,
-                           GgmlType::kQ8_K, GgmlType::kIQ4_NL, GgmlType::kIQ4_XS};
+using testing::kBlockTypes;
+using testing::RandomGgmlBlocks;
 
 class BlockMatMulTest : public ::testing::TestWithParam<std::string> {
  protected:
@@ -75,14 +38,14 @@ TEST_P(BlockMatMulTest, EveryTypeMatchesTheReferenceWithinTheActivationRounding)
   const uint32_t seed = std::random_device{}();
   std::mt19937 rng(seed);
   SCOPED_TRACE("seed " + std::to_string(seed) + ", kernels " + GetParam());
-  for (GgmlType type : kTypes) {
+  for (GgmlType type : kBlockTypes) {
     const auto info = *LookupGgmlType(static_cast<uint32_t>(type));
     SCOPED_TRACE(std::string(info.name));
     ASSERT_TRUE(BlockMatMulSupports(type));
     // Ragged: 1, 3, 6 and 11 tokens (a tile of 8 and a rest), an odd number of outputs, 3 blocks per row.
     for (int64_t rows : {1, 3, 6, 11}) {
       const int64_t k = 3 * info.block_elems, n = 37, x_stride = k + 5, out_stride = n + 3;
-      const std::vector<uint8_t> w = RandomBlocks(type, n, k, rng);
+      const std::vector<uint8_t> w = RandomGgmlBlocks(type, n, k, rng);
       std::vector<float> wf(n * k);
       DequantizeToF32(type, w, wf);
       std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -121,7 +84,7 @@ TEST_P(BlockMatMulTest, ANanActivationMakesOnlyItsTokensOutputsNan) {
   const GgmlType type = GgmlType::kQ4_1;
   const int64_t rows = 3, k = 64, n = 9;
   std::mt19937 rng(7);
-  const std::vector<uint8_t> w = RandomBlocks(type, n, k, rng);
+  const std::vector<uint8_t> w = RandomGgmlBlocks(type, n, k, rng);
   std::vector<float> x(rows * k, 0.5f);
   x[1 * k + 40] = std::numeric_limits<float>::quiet_NaN();
   std::vector<float> out(rows * n);
@@ -138,7 +101,7 @@ TEST_P(BlockMatMulTest, OneThreadAndTwoGiveIdenticalOutputs) {
   const GgmlType type = GgmlType::kQ6_K;
   const int64_t rows = 5, k = 512, n = 301;
   std::mt19937 rng(11);
-  const std::vector<uint8_t> w = RandomBlocks(type, n, k, rng);
+  const std::vector<uint8_t> w = RandomGgmlBlocks(type, n, k, rng);
   std::vector<float> x(rows * k);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   for (auto& v : x) v = normal(rng);
@@ -157,10 +120,10 @@ TEST_P(BlockMatMulTest, OneThreadAndTwoGiveIdenticalOutputs) {
 TEST_P(BlockMatMulTest, ATokensOutputsAreTheSameAloneAndInABatch) {
   std::mt19937 rng(13);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  for (GgmlType type : kTypes) {
+  for (GgmlType type : kBlockTypes) {
     const auto info = *LookupGgmlType(static_cast<uint32_t>(type));
     const int64_t rows = 11, k = 2 * info.block_elems, n = 19;
-    const std::vector<uint8_t> w = RandomBlocks(type, n, k, rng);
+    const std::vector<uint8_t> w = RandomGgmlBlocks(type, n, k, rng);
     std::vector<float> x(rows * k);
     for (auto& v : x) v = normal(rng);
     std::vector<float> batch(rows * n), alone(n);

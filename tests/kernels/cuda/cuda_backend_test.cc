@@ -12,6 +12,7 @@
 #include "kernels/common/half_convert.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "tests/support/ggml_blocks.h"
 #include "tests/support/gpu_fixture.h"
 
 namespace kvs {
@@ -283,52 +284,32 @@ TEST_F(CudaOpsTest, ArgmaxRowsMatchesCpuIncludingTies) {
   EXPECT_EQ(Download(values, DType::kF32, 1, rows), want_values);
 }
 
-// Random GGML rows of `type` (finite fp16 scales), `blocks_per_row` blocks each.
-std::vector<uint8_t> RandomGgmlRows(GgmlType type, int64_t rows, int64_t blocks_per_row, std::mt19937& rng) {
+// Random rows of a plain float GGML type (F32, F16, BF16), `elems` values each.
+std::vector<uint8_t> RandomFloatRows(GgmlType type, int64_t rows, int64_t elems, std::mt19937& rng) {
   const auto info = *LookupGgmlType(static_cast<uint32_t>(type));
-  std::vector<uint8_t> bytes(rows * blocks_per_row * info.block_bytes);
-  for (auto& b : bytes) b = static_cast<uint8_t>(rng());
+  std::vector<uint8_t> bytes(rows * elems * info.block_bytes);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  auto half_at = [&](size_t at, float v) {
-    const uint16_t h = FloatToFp16Bits(v);
-    std::memcpy(bytes.data() + at, &h, 2);
-  };
-  const size_t n_blocks = bytes.size() / info.block_bytes;
-  for (size_t b = 0; b < n_blocks; ++b) {
-    const size_t at = b * info.block_bytes;
-    switch (type) {
-      case GgmlType::kF32: {
-        const float v = normal(rng);
-        std::memcpy(bytes.data() + at, &v, 4);
-        break;
-      }
-      case GgmlType::kF16: half_at(at, normal(rng)); break;
-      case GgmlType::kBF16: {
-        const uint16_t h = FloatToBf16Bits(normal(rng));
-        std::memcpy(bytes.data() + at, &h, 2);
-        break;
-      }
-      case GgmlType::kQ4_1:
-      case GgmlType::kQ5_1:
-        half_at(at, 0.01f * normal(rng));
-        half_at(at + 2, 0.1f * normal(rng));
-        break;
-      default: half_at(at, 0.01f * normal(rng)); break;  // Q4_0, Q5_0, Q8_0: d first
-    }
+  for (int64_t i = 0; i < rows * elems; ++i) {
+    const float v = normal(rng);
+    const uint16_t h = type == GgmlType::kF16 ? FloatToFp16Bits(v) : FloatToBf16Bits(v);
+    std::memcpy(bytes.data() + i * info.block_bytes, type == GgmlType::kF32 ? static_cast<const void*>(&v) : &h,
+                info.block_bytes);
   }
   return bytes;
 }
 
 TEST_F(CudaOpsTest, DequantizeMatchesTheCpuDecoderForEveryGgmlType) {
-  for (GgmlType type : {GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16, GgmlType::kQ4_0, GgmlType::kQ4_1,
-                        GgmlType::kQ5_0, GgmlType::kQ5_1, GgmlType::kQ8_0}) {
+  std::vector<GgmlType> types = {GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16};
+  types.insert(types.end(), std::begin(testing::kBlockTypes), std::end(testing::kBlockTypes));
+  for (GgmlType type : types) {
     const auto info = *LookupGgmlType(static_cast<uint32_t>(type));
     // A window of columns [block 3, block 3 + 7) of rows that are 12 blocks wide, as a
     // tensor-parallel shard of a row-parallel weight reads it.
     const int64_t rows = 37, blocks_per_row = 12, first_block = 3, window_blocks = 7;
     const int64_t cols = window_blocks * info.block_elems, stride = blocks_per_row * info.block_bytes;
     std::mt19937 rng(static_cast<uint32_t>(type) + 11);
-    const std::vector<uint8_t> bytes = RandomGgmlRows(type, rows, blocks_per_row, rng);
+    const std::vector<uint8_t> bytes = info.block_elems == 1 ? RandomFloatRows(type, rows, blocks_per_row, rng)
+                                                             : testing::RandomGgmlBlocks(type, rows, blocks_per_row * info.block_elems, rng);
     const uint8_t* window = bytes.data() + first_block * info.block_bytes;
     std::vector<float> want(rows * cols);
     ASSERT_TRUE(cpu_.Dequantize(type, window, stride, F32(want, rows, cols)).ok());

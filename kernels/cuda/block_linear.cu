@@ -1,0 +1,194 @@
+// Weights kept in their GGML blocks on the GPU: the decode GEMV and the embedding lookup.
+//
+// Decode (1 to kBlockGemvMaxTokens tokens) reads each weight once from its blocks, so a step reads
+// the file's bytes, not bf16's. As llama.cpp's GPU and CPU builds and kvshard's CPU backend do,
+// the activations are first rounded to int8 per 32 (scale max|x| / 127, to nearest), and every
+// 32 weights are dotted with them by __dp4a in int32, then scaled in float: the rounding of the
+// activations is the only difference from the float reference (tests/kernels/cuda/
+// block_linear_test.cc bounds it element by element).
+#include <cuda_bf16.h>
+
+#include <cmath>
+
+#include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/ggml_unit.cuh"
+
+namespace kvs::cuda {
+namespace {
+
+constexpr int kWarp = 32;
+
+// One warp per (token, 32 activations): lane i rounds activation i.
+__global__ void QuantizeActivationsKernel(const bf16* __restrict__ x, int64_t x_stride, int64_t tokens, int64_t units,
+                                          QuantizedActivations a) {
+  const int64_t warp = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  if (warp >= tokens * units) return;
+  const int64_t t = warp / units, u = warp % units;
+  const float v = __bfloat162float(x[t * x_stride + 32 * u + lane]);
+  float amax = fabsf(v);
+  for (int o = 16; o > 0; o /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  // NaN or Inf anywhere: the scale is NaN, so every output reading it is NaN (as on the CPU).
+  const bool finite = __all_sync(0xffffffffu, isfinite(v));
+  const float d = finite ? amax / 127.0f : __int_as_float(0x7fc00000);
+  const float inv = finite && amax > 0.0f ? 127.0f / amax : 0.0f;
+  const int q = finite ? __float2int_rn(v * inv) : 0;
+  a.q[t * units * 32 + 32 * u + lane] = static_cast<int8_t>(q);
+  int s = q;
+  for (int o = 8; o > 0; o /= 2) s += __shfl_xor_sync(0xffffffffu, s, o);  // within each half of 16
+  if (lane % 16 == 0) a.sum16[t * units * 2 + 2 * u + lane / 16] = d * static_cast<float>(s);
+  if (lane == 0) a.d[t * units + u] = d;
+}
+
+constexpr int kGemvWarps = 4;  // one output row per warp
+
+// out[t, row] = x[t] . w[row]: each lane takes every 32nd unit of the row.
+template <GgmlType T, int kMaxTokens>
+__global__ void __launch_bounds__(kGemvWarps * kWarp)
+    BlockGemvKernel(const uint8_t* __restrict__ w, int64_t row_bytes, int n, int units, QuantizedActivations a,
+                    int tokens, void* out, int64_t out_stride, bool f32_out) {
+  using Tr = ggml::Traits<T>;
+  const int lane = threadIdx.x % kWarp;
+  const int row = blockIdx.x * kGemvWarps + threadIdx.x / kWarp;
+  if (row >= n) return;
+  const uint8_t* wr = w + row * row_bytes;
+  float acc[kMaxTokens];
+#pragma unroll
+  for (int t = 0; t < kMaxTokens; ++t) acc[t] = 0.0f;
+#pragma unroll 2
+  for (int u = lane; u < units; u += kWarp) {
+    const ggml::Unit r = ggml::ReadUnit<T>(wr + (u / Tr::kUnits) * Tr::kBlockBytes, u % Tr::kUnits);
+#pragma unroll
+    for (int t = 0; t < kMaxTokens; ++t) {
+      if (t < tokens) {
+        const int4* xq = reinterpret_cast<const int4*>(a.q + (static_cast<int64_t>(t) * units + u) * 32);
+        const int4 x0 = __ldg(xq), x1 = __ldg(xq + 1);
+        int s0 = __dp4a(static_cast<int>(r.q[0]), x0.x, 0);
+        s0 = __dp4a(static_cast<int>(r.q[1]), x0.y, s0);
+        s0 = __dp4a(static_cast<int>(r.q[2]), x0.z, s0);
+        s0 = __dp4a(static_cast<int>(r.q[3]), x0.w, s0);
+        int s1 = __dp4a(static_cast<int>(r.q[4]), x1.x, 0);
+        s1 = __dp4a(static_cast<int>(r.q[5]), x1.y, s1);
+        s1 = __dp4a(static_cast<int>(r.q[6]), x1.z, s1);
+        s1 = __dp4a(static_cast<int>(r.q[7]), x1.w, s1);
+        const float d = __ldg(a.d + static_cast<int64_t>(t) * units + u);
+        float v = d * (r.scale[0] * static_cast<float>(s0) + r.scale[1] * static_cast<float>(s1));
+        if constexpr (Tr::kHasMin) {
+          // sum_e min * x_e = min * d * sum q, per 16.
+          const float2 xs = __ldg(reinterpret_cast<const float2*>(a.sum16) + static_cast<int64_t>(t) * units + u);
+          v += r.min[0] * xs.x + r.min[1] * xs.y;
+        }
+        acc[t] += v;
+      }
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < kMaxTokens; ++t) {
+    for (int o = 16; o > 0; o /= 2) acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], o);
+  }
+  if (lane != 0) return;
+#pragma unroll
+  for (int t = 0; t < kMaxTokens; ++t) {
+    if (t < tokens) {
+      const float v = acc[t];
+      if (f32_out) {
+        static_cast<float*>(out)[t * out_stride + row] = v;
+      } else {
+        static_cast<bf16*>(out)[t * out_stride + row] = __float2bfloat16_rn(v);
+      }
+    }
+  }
+}
+
+// out[t] = table row ids[t] - first_id, decoded as the CPU decoder decodes it (zeros for an id
+// another rank holds). A thread per unit of 32 columns.
+template <GgmlType T>
+__global__ void EmbeddingBlocksKernel(const int32_t* __restrict__ ids, int64_t tokens, const uint8_t* __restrict__ table,
+                                      int64_t row_bytes, int32_t first_id, int64_t table_rows, int64_t units,
+                                      float* __restrict__ out, int64_t out_stride) {
+  using Tr = ggml::Traits<T>;
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= tokens * units) return;
+  const int64_t t = i / units, u = i % units;
+  const int64_t row = static_cast<int64_t>(ids[t]) - first_id;
+  float* dst = out + t * out_stride + 32 * u;
+  if (row < 0 || row >= table_rows) {
+    for (int e = 0; e < 32; ++e) dst[e] = 0.0f;
+    return;
+  }
+  const ggml::Unit r = ggml::ReadUnit<T>(table + row * row_bytes + (u / Tr::kUnits) * Tr::kBlockBytes, u % Tr::kUnits);
+#pragma unroll
+  for (int w = 0; w < 8; ++w)
+#pragma unroll
+    for (int k = 0; k < 4; ++k) dst[4 * w + k] = ggml::Weight<Tr::kHasMin>(r, w, k);
+}
+
+template <GgmlType T>
+struct GemvLaunch {
+  static cudaError_t Run(const uint8_t* w, int64_t row_bytes, int n, int units, const QuantizedActivations& a,
+                         int tokens, void* out, int64_t out_stride, bool f32_out, cudaStream_t stream) {
+    if (!ggml::RowsAligned<T>(w, row_bytes)) return cudaErrorInvalidValue;
+    const int blocks = (n + kGemvWarps - 1) / kGemvWarps;
+    auto launch = [&](auto kernel) {
+      kernel<<<blocks, kGemvWarps * kWarp, 0, stream>>>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out);
+    };
+    // Token counts round up to 1, 2, 4 or 8 accumulators; the kernel skips the ones past `tokens`.
+    if (tokens == 1) {
+      launch(BlockGemvKernel<T, 1>);
+    } else if (tokens == 2) {
+      launch(BlockGemvKernel<T, 2>);
+    } else if (tokens <= 4) {
+      launch(BlockGemvKernel<T, 4>);
+    } else {
+      launch(BlockGemvKernel<T, kBlockGemvMaxTokens>);
+    }
+    return cudaGetLastError();
+  }
+};
+
+template <GgmlType T>
+struct EmbeddingLaunch {
+  static cudaError_t Run(const int32_t* ids, int64_t tokens, const uint8_t* table, int64_t row_bytes, int32_t first_id,
+                         int64_t table_rows, int64_t units, float* out, int64_t out_stride, cudaStream_t stream) {
+    if (!ggml::RowsAligned<T>(table, row_bytes)) return cudaErrorInvalidValue;
+    constexpr int kThreads = 128;
+    const int64_t threads = tokens * units;
+    EmbeddingBlocksKernel<T><<<(threads + kThreads - 1) / kThreads, kThreads, 0, stream>>>(
+        ids, tokens, table, row_bytes, first_id, table_rows, units, out, out_stride);
+    return cudaGetLastError();
+  }
+};
+
+}  // namespace
+
+cudaError_t LaunchQuantizeActivations(const bf16* x, int64_t x_stride, int64_t tokens, int64_t k,
+                                      QuantizedActivations a, cudaStream_t stream) {
+  if (tokens == 0) return cudaSuccess;
+  if (k % 32 != 0) return cudaErrorInvalidValue;
+  constexpr int kThreads = 256;
+  const int64_t warps = tokens * (k / 32);
+  QuantizeActivationsKernel<<<(warps * kWarp + kThreads - 1) / kThreads, kThreads, 0, stream>>>(x, x_stride, tokens,
+                                                                                                 k / 32, a);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchBlockGemv(GgmlType type, const void* w, int64_t row_bytes, int64_t n, int64_t k,
+                            QuantizedActivations a, int64_t tokens, void* out, int64_t out_stride, bool f32_out,
+                            cudaStream_t stream) {
+  if (tokens <= 0 || tokens > kBlockGemvMaxTokens || k % 32 != 0) return cudaErrorInvalidValue;
+  if (n == 0) return cudaSuccess;
+  return ggml::DispatchBlockType<GemvLaunch>(type, static_cast<const uint8_t*>(w), row_bytes, static_cast<int>(n),
+                                             static_cast<int>(k / 32), a, static_cast<int>(tokens), out,
+                                             out_stride, f32_out, stream);
+}
+
+cudaError_t LaunchEmbeddingBlocks(GgmlType type, const int32_t* ids, int64_t tokens, const void* table,
+                                  int64_t row_bytes, int32_t first_id, int64_t table_rows, int64_t hidden, float* out,
+                                  int64_t out_stride, cudaStream_t stream) {
+  if (hidden % 32 != 0) return cudaErrorInvalidValue;
+  if (tokens == 0) return cudaSuccess;
+  return ggml::DispatchBlockType<EmbeddingLaunch>(type, ids, tokens, static_cast<const uint8_t*>(table), row_bytes,
+                                                  first_id, table_rows, hidden / 32, out, out_stride, stream);
+}
+
+}  // namespace kvs::cuda

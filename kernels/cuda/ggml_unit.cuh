@@ -1,0 +1,252 @@
+// GGML block types read on the GPU 32 weights at a time ("a unit"): the unit's codes as int8,
+// packed four to a 32-bit word (word w holds weights 4w..4w+3), and per 16 weights the scale and
+// offset of the CPU unpacker (kernels/cpu/dequantize.cc) computed with the same float operations,
+// so that scale * q + min rounds exactly as the CPU decoder (and the gguf package) does.
+//
+// Packed words let the decode GEMV multiply codes with int8 activations by __dp4a, four products
+// an instruction, and let a thread unpack a word with a few shifts and masks instead of four byte
+// loads: within every type the four weights of a word come from four consecutive bytes at one
+// shift (kernels/common/ggml_types.h gives the layouts).
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/common/ggml_types.h"
+
+namespace kvs::cuda::ggml {
+
+struct Unit {
+  uint32_t q[8];   // int8 codes, four per word
+  float scale[2];  // per 16 weights
+  float min[2];    // per 16 weights; 0 for the types without an offset
+};
+
+// Per type: block bytes, units per block, whether the weights carry an offset, and whether every
+// word the reader loads is 4-byte aligned (blocks of a multiple of 4 bytes, rows starting aligned);
+// the others (18-, 22-, 34-, 110- and 210-byte blocks) load words as two halves.
+template <GgmlType T>
+struct Traits;
+#define KVS_GGML_TRAITS(type, bytes, units, has_min, aligned4)                                                  \
+  template <>                                                                                                    \
+  struct Traits<GgmlType::type> {                                                                                \
+    static constexpr int kBlockBytes = bytes, kUnits = units;                                                    \
+    static constexpr bool kHasMin = has_min, kAligned4 = aligned4;                                               \
+  };
+KVS_GGML_TRAITS(kQ4_0, 18, 1, false, false)
+KVS_GGML_TRAITS(kQ4_1, 20, 1, true, true)
+KVS_GGML_TRAITS(kQ5_0, 22, 1, false, false)
+KVS_GGML_TRAITS(kQ5_1, 24, 1, true, true)
+KVS_GGML_TRAITS(kQ8_0, 34, 1, false, false)
+KVS_GGML_TRAITS(kIQ4_NL, 18, 1, false, false)
+KVS_GGML_TRAITS(kQ2_K, 84, 8, true, true)
+KVS_GGML_TRAITS(kQ3_K, 110, 8, false, false)
+KVS_GGML_TRAITS(kQ4_K, 144, 8, true, true)
+KVS_GGML_TRAITS(kQ5_K, 176, 8, true, true)
+KVS_GGML_TRAITS(kQ6_K, 210, 8, false, false)
+KVS_GGML_TRAITS(kQ8_K, 292, 8, false, true)
+KVS_GGML_TRAITS(kIQ4_XS, 136, 8, false, true)
+#undef KVS_GGML_TRAITS
+
+// F<T>::Run(args...) for the block type `type`; cudaErrorInvalidValue for a plain float type or an
+// id kvshard does not know.
+template <template <GgmlType> class F, typename... Args>
+cudaError_t DispatchBlockType(GgmlType type, Args&&... args) {
+  switch (type) {
+#define KVS_CASE(t)  \
+  case GgmlType::t:  \
+    return F<GgmlType::t>::Run(args...);
+    KVS_CASE(kQ4_0) KVS_CASE(kQ4_1) KVS_CASE(kQ5_0) KVS_CASE(kQ5_1) KVS_CASE(kQ8_0) KVS_CASE(kIQ4_NL)
+    KVS_CASE(kQ2_K) KVS_CASE(kQ3_K) KVS_CASE(kQ4_K) KVS_CASE(kQ5_K) KVS_CASE(kQ6_K) KVS_CASE(kQ8_K)
+    KVS_CASE(kIQ4_XS)
+#undef KVS_CASE
+    default:
+      return cudaErrorInvalidValue;
+  }
+}
+
+// Whether rows of type T at `base`, `row_bytes` apart, keep the words ReadUnit loads aligned.
+template <GgmlType T>
+bool RowsAligned(const void* base, int64_t row_bytes) {
+  const int64_t need = Traits<T>::kAligned4 ? 4 : 2;
+  return row_bytes % need == 0 && reinterpret_cast<uintptr_t>(base) % need == 0;
+}
+
+__device__ __forceinline__ uint32_t U16(const uint8_t* p) { return *reinterpret_cast<const uint16_t*>(p); }
+template <bool kAligned4>
+__device__ __forceinline__ uint32_t Word(const uint8_t* p) {
+  if constexpr (kAligned4) {
+    return *reinterpret_cast<const uint32_t*>(p);
+  } else {
+    return U16(p) | (U16(p + 2) << 16);
+  }
+}
+__device__ __forceinline__ float Half(const uint8_t* p) {
+  return __half2float(__ushort_as_half(static_cast<unsigned short>(U16(p))));
+}
+// The four low bits of `bits` as four bytes of 0 or 1.
+__device__ __forceinline__ uint32_t SpreadBits4(uint32_t bits) { return ((bits & 0xF) * 0x00204081u) & 0x01010101u; }
+// Code book entries 4k .. 4k+3 as one little-endian word.
+constexpr uint32_t Iq4Word(int k) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(static_cast<uint8_t>(kIq4Values[4 * k + i])) << (8 * i);
+  return v;
+}
+inline constexpr uint32_t kIq4Words[4] = {Iq4Word(0), Iq4Word(1), Iq4Word(2), Iq4Word(3)};
+// Four 4-bit indices (one per byte) looked up in the IQ4 code book (ggml_types.h's kIq4Values).
+__device__ __forceinline__ uint32_t Iq4Lookup(uint32_t nibbles) {
+  // The code book as 16 bytes; a byte permute picks from 8 at a time, bit 3 of each index chooses.
+  constexpr uint32_t t0 = kIq4Words[0], t1 = kIq4Words[1], t2 = kIq4Words[2], t3 = kIq4Words[3];
+  const uint32_t sel = ((nibbles | (nibbles >> 4)) & 0xFFu) | ((((nibbles >> 16) | (nibbles >> 20)) & 0xFFu) << 8);
+  const uint32_t low = __byte_perm(t0, t1, sel & 0x7777u), high = __byte_perm(t2, t3, sel & 0x7777u);
+  const uint32_t pick = ((nibbles >> 3) & 0x01010101u) * 0xFFu;
+  return (low & ~pick) | (high & pick);
+}
+
+// Q4_K / Q5_K: sub-block j's 6-bit scale and min (cpu::ScaleMinK4).
+__device__ __forceinline__ void ScaleMinK4(const uint8_t* s, int j, uint32_t& sc, uint32_t& m) {
+  if (j < 4) {
+    sc = s[j] & 0x3F;
+    m = s[j + 4] & 0x3F;
+  } else {
+    sc = (s[j + 4] & 0x0F) | ((s[j - 4] >> 2) & 0x30);
+    m = (s[j + 4] >> 4) | ((s[j] >> 2) & 0x30);
+  }
+}
+
+// Unit u (0 .. kUnits-1) of the block at `b`.
+template <GgmlType T>
+__device__ __forceinline__ Unit ReadUnit(const uint8_t* b, int u) {
+  constexpr bool a4 = Traits<T>::kAligned4;
+  Unit r;
+  r.min[0] = r.min[1] = 0.0f;
+  if constexpr (T == GgmlType::kQ4_0 || T == GgmlType::kQ4_1 || T == GgmlType::kIQ4_NL) {
+    constexpr bool has_min = T == GgmlType::kQ4_1;
+    const uint8_t* qs = b + (has_min ? 4 : 2);
+#pragma unroll
+    for (int w = 0; w < 4; ++w) {
+      const uint32_t v = Word<a4>(qs + 4 * w);
+      uint32_t lo = v & 0x0F0F0F0Fu, hi = (v >> 4) & 0x0F0F0F0Fu;
+      if constexpr (T == GgmlType::kQ4_0) {
+        lo = __vsub4(lo, 0x08080808u);
+        hi = __vsub4(hi, 0x08080808u);
+      } else if constexpr (T == GgmlType::kIQ4_NL) {
+        lo = Iq4Lookup(lo);
+        hi = Iq4Lookup(hi);
+      }
+      r.q[w] = lo;
+      r.q[w + 4] = hi;
+    }
+    r.scale[0] = r.scale[1] = Half(b);
+    if constexpr (has_min) r.min[0] = r.min[1] = Half(b + 2);
+  } else if constexpr (T == GgmlType::kQ5_0 || T == GgmlType::kQ5_1) {
+    constexpr bool has_min = T == GgmlType::kQ5_1;
+    const uint32_t qh = Word<a4>(b + (has_min ? 4 : 2));
+    const uint8_t* qs = b + (has_min ? 8 : 6);
+#pragma unroll
+    for (int w = 0; w < 4; ++w) {
+      const uint32_t v = Word<a4>(qs + 4 * w);
+      // Bit j of qh is weight j's fifth bit: word w holds weights 4w.. and word w + 4 weights 16 + 4w..
+      uint32_t lo = (v & 0x0F0F0F0Fu) | (SpreadBits4(qh >> (4 * w)) << 4);
+      uint32_t hi = ((v >> 4) & 0x0F0F0F0Fu) | (SpreadBits4(qh >> (16 + 4 * w)) << 4);
+      if constexpr (!has_min) {
+        lo = __vsub4(lo, 0x10101010u);
+        hi = __vsub4(hi, 0x10101010u);
+      }
+      r.q[w] = lo;
+      r.q[w + 4] = hi;
+    }
+    r.scale[0] = r.scale[1] = Half(b);
+    if constexpr (has_min) r.min[0] = r.min[1] = Half(b + 2);
+  } else if constexpr (T == GgmlType::kQ8_0) {
+#pragma unroll
+    for (int w = 0; w < 8; ++w) r.q[w] = Word<a4>(b + 2 + 4 * w);
+    r.scale[0] = r.scale[1] = Half(b);
+  } else if constexpr (T == GgmlType::kQ2_K || T == GgmlType::kQ3_K) {
+    // Weight 128h + 32s + i: bits 2s of qs[32h + i]; unit u = 4h + s.
+    const int h = u / 4, s = u % 4;
+    const uint8_t* qs = b + (T == GgmlType::kQ2_K ? 16 : 32) + 32 * h;
+#pragma unroll
+    for (int w = 0; w < 8; ++w) {
+      uint32_t q = (Word<a4>(qs + 4 * w) >> (2 * s)) & 0x03030303u;
+      if constexpr (T == GgmlType::kQ3_K) {
+        // 4 is subtracted where bit u of hmask[i] is clear.
+        const uint32_t high = (Word<a4>(b + 4 * w) >> u) & 0x01010101u;
+        q = __vsub4(q, (high ^ 0x01010101u) << 2);
+      }
+      r.q[w] = q;
+    }
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      const int g = 2 * u + k;
+      if constexpr (T == GgmlType::kQ2_K) {
+        const uint32_t sc = b[g];
+        r.scale[k] = Half(b + 80) * static_cast<float>(sc & 0xF);
+        r.min[k] = -(Half(b + 82) * static_cast<float>(sc >> 4));
+      } else {
+        const uint8_t* sc = b + 96;
+        const int lo = (sc[g % 8] >> (4 * (g / 8))) & 0xF, hi = (sc[8 + g % 4] >> (2 * (g / 4))) & 3;
+        r.scale[k] = Half(b + 108) * static_cast<float>(static_cast<int8_t>(lo | hi << 4) - 32);
+      }
+    }
+  } else if constexpr (T == GgmlType::kQ4_K || T == GgmlType::kQ5_K) {
+    // Weight 32j + i: nibble (j % 2) of qs[32 (j / 2) + i] (and bit j of qh[i]); unit u = j.
+    constexpr bool five = T == GgmlType::kQ5_K;
+    const uint8_t* qs = b + (five ? 48 : 16) + 32 * (u / 2);
+    const int shift = 4 * (u % 2);
+#pragma unroll
+    for (int w = 0; w < 8; ++w) {
+      uint32_t q = (Word<a4>(qs + 4 * w) >> shift) & 0x0F0F0F0Fu;
+      if constexpr (five) q |= ((Word<a4>(b + 16 + 4 * w) >> u) & 0x01010101u) << 4;
+      r.q[w] = q;
+    }
+    uint32_t sc, m;
+    ScaleMinK4(b + 4, u, sc, m);
+    r.scale[0] = r.scale[1] = Half(b) * static_cast<float>(sc);
+    r.min[0] = r.min[1] = -(Half(b + 2) * static_cast<float>(m));
+  } else if constexpr (T == GgmlType::kQ6_K) {
+    // Weight 128h + 32s + i: nibble (s / 2) of ql[64h + 32(s % 2) + i], bits 2s of qh[32h + i].
+    const int h = u / 4, s = u % 4;
+    const uint8_t* ql = b + 64 * h + 32 * (s % 2);
+    const uint8_t* qh = b + 128 + 32 * h;
+#pragma unroll
+    for (int w = 0; w < 8; ++w) {
+      const uint32_t lo = (Word<a4>(ql + 4 * w) >> (4 * (s / 2))) & 0x0F0F0F0Fu;
+      const uint32_t hi = (Word<a4>(qh + 4 * w) >> (2 * s)) & 0x03030303u;
+      r.q[w] = __vsub4(lo | (hi << 4), 0x20202020u);
+    }
+    const float d = Half(b + 208);
+    r.scale[0] = d * static_cast<float>(static_cast<int8_t>(b[192 + 2 * u]));
+    r.scale[1] = d * static_cast<float>(static_cast<int8_t>(b[192 + 2 * u + 1]));
+  } else if constexpr (T == GgmlType::kQ8_K) {
+#pragma unroll
+    for (int w = 0; w < 8; ++w) r.q[w] = Word<a4>(b + 4 + 32 * u + 4 * w);
+    r.scale[0] = r.scale[1] = __uint_as_float(Word<true>(b));
+  } else if constexpr (T == GgmlType::kIQ4_XS) {
+    // Weight 32j + i: nibble (i / 16) of qs[16j + i % 16]; unit u = j.
+    const uint8_t* qs = b + 8 + 16 * u;
+#pragma unroll
+    for (int w = 0; w < 4; ++w) {
+      const uint32_t v = Word<a4>(qs + 4 * w);
+      r.q[w] = Iq4Lookup(v & 0x0F0F0F0Fu);
+      r.q[w + 4] = Iq4Lookup((v >> 4) & 0x0F0F0F0Fu);
+    }
+    const uint32_t sc = ((b[4 + u / 2] >> (4 * (u % 2))) & 0xF) | (((U16(b + 2) >> (2 * u)) & 3) << 4);
+    r.scale[0] = r.scale[1] = Half(b) * static_cast<float>(static_cast<int>(sc) - 32);
+  }
+  return r;
+}
+
+// Byte i (0-3) of word v as a signed value.
+__device__ __forceinline__ int Code(uint32_t v, int i) { return static_cast<int8_t>(v >> (8 * i)); }
+
+// Weight 4w + i of the unit as the CPU decoder writes it: scale * q (+ min), each step rounded.
+template <bool kHasMin>
+__device__ __forceinline__ float Weight(const Unit& r, int w, int i) {
+  const float v = __fmul_rn(r.scale[w / 4], static_cast<float>(Code(r.q[w], i)));
+  return kHasMin ? __fadd_rn(v, r.min[w / 4]) : v;
+}
+
+}  // namespace kvs::cuda::ggml

@@ -1,0 +1,157 @@
+// Weights kept in GGML blocks on the GPU, element by element against the CPU decoder (which equals
+// the gguf package bit for bit: dequantize_test.cc), for every block type:
+// - Linear at 1 to 8 tokens (the block GEMV: int8 activations) and beyond (bf16 tiles + cuBLAS),
+//   each output within a bound derived from the rounding each path does, with strided inputs and
+//   outputs whose unused slots are NaN-poisoned and must stay so;
+// - Embedding rows decoded exactly as the CPU decodes them, zeros for ids another rank holds.
+// The seed is printed on failure. Skips with a reason where no GPU is visible.
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/common/half_convert.h"
+#include "kernels/cpu/dequantize.h"
+#include "kernels/cuda/cuda_backend.h"
+#include "tests/support/ggml_blocks.h"
+#include "tests/support/gpu_fixture.h"
+
+namespace kvs {
+namespace {
+
+class BlockLinearTest : public testing::GpuFixture<> {
+ protected:
+  DeviceBuffer Bytes(const void* host, size_t bytes) {
+    auto buf = gpu_->Allocate(bytes);
+    EXPECT_TRUE(buf.ok());
+    EXPECT_TRUE(gpu_->CopyToDevice(host, buf->data(), bytes).ok());
+    return std::move(*buf);
+  }
+  // `host` (rows x stride floats, already representable in `dtype`) as a device tensor.
+  DeviceBuffer Floats(const std::vector<float>& host, DType dtype, int64_t rows, int64_t stride) {
+    auto buf = gpu_->Allocate(rows * stride * DTypeSize(dtype));
+    EXPECT_TRUE(buf.ok());
+    EXPECT_TRUE(gpu_->UploadFloat(host, buf->View(dtype, rows, stride)).ok());
+    return std::move(*buf);
+  }
+  std::vector<float> Download(const DeviceBuffer& b, DType dtype, int64_t rows, int64_t stride) {
+    std::vector<float> out(rows * stride);
+    EXPECT_TRUE(gpu_->DownloadFloat(b.View(dtype, rows, stride), out).ok());
+    return out;
+  }
+  static float Bf16(float v) { return Bf16BitsToFloat(FloatToBf16Bits(v)); }
+};
+
+TEST_F(BlockLinearTest, EveryTypeMatchesTheDecodedWeightsWithinItsRounding) {
+  const uint32_t seed = std::random_device{}();
+  std::mt19937 rng(seed);
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const float kNaN = std::numeric_limits<float>::quiet_NaN();
+  for (GgmlType type : testing::kBlockTypes) {
+    const auto info = *LookupGgmlType(static_cast<uint32_t>(type));
+    SCOPED_TRACE(std::string(info.name));
+    // Odd numbers of blocks and outputs; 1-8 tokens take the GEMV, 9 and 21 the bf16 tiles.
+    const int64_t k = (info.block_elems == 32 ? 7 : 3) * info.block_elems, n = 37;
+    const std::vector<uint8_t> w = testing::RandomGgmlBlocks(type, n, k, rng);
+    std::vector<float> wf(n * k);
+    cpu::DequantizeToF32(type, w, wf);
+    DeviceBuffer gw = Bytes(w.data(), w.size());
+    const TensorView wv{gw.data(), DType::kBlocks, n, k, k, type};
+    for (int64_t tokens : {1, 2, 3, 5, 8, 9, 21}) {
+      const int64_t x_stride = k + 32, out_stride = n + 3;
+      std::normal_distribution<float> normal(0.0f, 1.0f);
+      std::vector<float> x(tokens * x_stride, kNaN);  // unused columns poisoned
+      for (int64_t t = 0; t < tokens; ++t)
+        for (int64_t e = 0; e < k; ++e) x[t * x_stride + e] = Bf16(normal(rng) * (e % 7 == 0 ? 8.0f : 1.0f));
+      DeviceBuffer gx = Floats(x, DType::kBF16, tokens, x_stride);
+      const TensorView xv{gx.data(), DType::kBF16, tokens, k, x_stride};
+      for (DType out_dtype : {DType::kF32, DType::kBF16}) {
+        DeviceBuffer gy = Floats(std::vector<float>(tokens * out_stride, kNaN), out_dtype, tokens, out_stride);
+        ASSERT_TRUE(gpu_->Linear(xv, wv, TensorView{}, TensorView{gy.data(), out_dtype, tokens, n, out_stride}).ok());
+        const std::vector<float> got = Download(gy, out_dtype, tokens, out_stride);
+        for (int64_t t = 0; t < tokens; ++t) {
+          for (int64_t j = 0; j < n; ++j) {
+            // The GEMV moves each activation by at most half its block's step (max|x| / 127 / 2);
+            // the tiles round each weight to bf16 (a relative 2^-9); fp32 sums add 1e-5 of sum |w x|.
+            double want = 0.0, magnitude = 0.0, bound = 0.0;
+            for (int64_t b = 0; b < k / 32; ++b) {
+              double amax = 0.0, wsum = 0.0;
+              for (int64_t e = 32 * b; e < 32 * b + 32; ++e) {
+                const double xv = x[t * x_stride + e], wv = wf[j * k + e];
+                want += xv * wv;
+                magnitude += std::fabs(xv * wv);
+                amax = std::max(amax, std::fabs(xv));
+                wsum += std::fabs(wv);
+              }
+              if (tokens <= 8) bound += amax / 127.0 / 2.0 * wsum * 1.0001;
+            }
+            if (tokens > 8) bound += magnitude * std::ldexp(1.0, -9);
+            bound += 1e-5 * magnitude + 1e-6;
+            if (out_dtype == DType::kBF16) bound += (std::fabs(want) + bound) * std::ldexp(1.0, -8);
+            const double g = got[t * out_stride + j];
+            ASSERT_LE(std::fabs(g - want), bound) << tokens << " tokens, " << DTypeName(out_dtype) << " out: token " << t
+                                                  << ", output " << j << ": got " << g << ", reference " << want;
+          }
+          for (int64_t j = n; j < out_stride; ++j) {
+            ASSERT_TRUE(std::isnan(got[t * out_stride + j])) << "wrote past its row: token " << t << ", column " << j;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_F(BlockLinearTest, ANanActivationMakesOnlyItsTokensOutputsNan) {
+  std::mt19937 rng(7);
+  const GgmlType type = GgmlType::kQ4_K;
+  const int64_t k = 512, n = 9, tokens = 3;
+  const std::vector<uint8_t> w = testing::RandomGgmlBlocks(type, n, k, rng);
+  DeviceBuffer gw = Bytes(w.data(), w.size());
+  std::vector<float> x(tokens * k, 0.5f);
+  x[1 * k + 300] = std::numeric_limits<float>::quiet_NaN();
+  DeviceBuffer gx = Floats(x, DType::kBF16, tokens, k);
+  DeviceBuffer gy = Floats(std::vector<float>(tokens * n, 0.0f), DType::kF32, tokens, n);
+  ASSERT_TRUE(gpu_->Linear(gx.View(DType::kBF16, tokens, k), TensorView{gw.data(), DType::kBlocks, n, k, k, type},
+                           TensorView{}, gy.View(DType::kF32, tokens, n)).ok());
+  const std::vector<float> got = Download(gy, DType::kF32, tokens, n);
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int64_t j = 0; j < n; ++j) EXPECT_EQ(std::isnan(got[t * n + j]), t == 1) << "token " << t << ", output " << j;
+}
+
+TEST_F(BlockLinearTest, EmbeddingDecodesRowsExactlyAsTheCpu) {
+  const uint32_t seed = std::random_device{}();
+  std::mt19937 rng(seed);
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  for (GgmlType type : testing::kBlockTypes) {
+    const auto info = *LookupGgmlType(static_cast<uint32_t>(type));
+    SCOPED_TRACE(std::string(info.name));
+    const int64_t vocab = 50, hidden = 2 * info.block_elems, first_id = 100, out_stride = hidden + 32;
+    const std::vector<uint8_t> table = testing::RandomGgmlBlocks(type, vocab, hidden, rng);
+    std::vector<float> decoded(vocab * hidden);
+    cpu::DequantizeToF32(type, table, decoded);
+    // Ids of this shard's rows (first, last, middle) and of other ranks' (below and above it).
+    const std::vector<int32_t> ids = {100, 149, 123, 99, 150, 0, 137};
+    const int64_t tokens = static_cast<int64_t>(ids.size());
+    DeviceBuffer gt = Bytes(table.data(), table.size()), gids = Bytes(ids.data(), ids.size() * 4);
+    DeviceBuffer go = Floats(std::vector<float>(tokens * out_stride, std::numeric_limits<float>::quiet_NaN()),
+                             DType::kF32, tokens, out_stride);
+    ASSERT_TRUE(gpu_->Embedding(gids.as<int32_t>(), TensorView{gt.data(), DType::kBlocks, vocab, hidden, hidden, type},
+                                static_cast<int32_t>(first_id), TensorView{go.data(), DType::kF32, tokens, hidden, out_stride})
+                    .ok());
+    const std::vector<float> got = Download(go, DType::kF32, tokens, out_stride);
+    for (int64_t t = 0; t < tokens; ++t) {
+      const int64_t row = ids[t] - first_id;
+      for (int64_t e = 0; e < hidden; ++e) {
+        const float want = row >= 0 && row < vocab ? decoded[row * hidden + e] : 0.0f;
+        ASSERT_EQ(got[t * out_stride + e], want) << "id " << ids[t] << ", column " << e;
+      }
+      for (int64_t e = hidden; e < out_stride; ++e) ASSERT_TRUE(std::isnan(got[t * out_stride + e])) << "wrote past its row";
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kvs
