@@ -75,12 +75,26 @@ bool RowsAligned(const void* base, int64_t row_bytes) {
 }
 
 __device__ __forceinline__ uint32_t U16(const uint8_t* p) { return *reinterpret_cast<const uint16_t*>(p); }
-template <bool kAligned4>
-__device__ __forceinline__ uint32_t Word(const uint8_t* p) {
+// N consecutive little-endian words from p. Where p may sit 2 bytes past a 4-byte boundary, the
+// words are cut from N (+1) aligned loads by funnel shifts: half the loads of two 16-bit halves
+// per word (Q6_K's unit reads 16 words).
+template <int N, bool kAligned4>
+__device__ __forceinline__ void Words(const uint8_t* p, uint32_t (&v)[N]) {
   if constexpr (kAligned4) {
-    return *reinterpret_cast<const uint32_t*>(p);
+#pragma unroll
+    for (int w = 0; w < N; ++w) v[w] = reinterpret_cast<const uint32_t*>(p)[w];
   } else {
-    return U16(p) | (U16(p + 2) << 16);
+    const uintptr_t addr = reinterpret_cast<uintptr_t>(p);
+    const uint32_t* a = reinterpret_cast<const uint32_t*>(addr & ~uintptr_t{3});
+    const uint32_t shift = static_cast<uint32_t>(addr & 2) * 8;
+    uint32_t prev = a[0];
+#pragma unroll
+    for (int w = 0; w < N; ++w) {
+      // The word past the run only where the run is shifted: an aligned run may end the buffer.
+      const uint32_t next = w + 1 < N || shift != 0 ? a[w + 1] : 0u;
+      v[w] = __funnelshift_r(prev, next, shift);
+      prev = next;
+    }
   }
 }
 __device__ __forceinline__ float Half(const uint8_t* p) {
@@ -124,11 +138,11 @@ __device__ __forceinline__ Unit ReadUnit(const uint8_t* b, int u) {
   r.min[0] = r.min[1] = 0.0f;
   if constexpr (T == GgmlType::kQ4_0 || T == GgmlType::kQ4_1 || T == GgmlType::kIQ4_NL) {
     constexpr bool has_min = T == GgmlType::kQ4_1;
-    const uint8_t* qs = b + (has_min ? 4 : 2);
+    uint32_t qs[4];
+    Words<4, a4>(b + (has_min ? 4 : 2), qs);
 #pragma unroll
     for (int w = 0; w < 4; ++w) {
-      const uint32_t v = Word<a4>(qs + 4 * w);
-      uint32_t lo = v & 0x0F0F0F0Fu, hi = (v >> 4) & 0x0F0F0F0Fu;
+      uint32_t lo = qs[w] & 0x0F0F0F0Fu, hi = (qs[w] >> 4) & 0x0F0F0F0Fu;
       if constexpr (T == GgmlType::kQ4_0) {
         lo = __vsub4(lo, 0x08080808u);
         hi = __vsub4(hi, 0x08080808u);
@@ -143,11 +157,12 @@ __device__ __forceinline__ Unit ReadUnit(const uint8_t* b, int u) {
     if constexpr (has_min) r.min[0] = r.min[1] = Half(b + 2);
   } else if constexpr (T == GgmlType::kQ5_0 || T == GgmlType::kQ5_1) {
     constexpr bool has_min = T == GgmlType::kQ5_1;
-    const uint32_t qh = Word<a4>(b + (has_min ? 4 : 2));
-    const uint8_t* qs = b + (has_min ? 8 : 6);
+    uint32_t words[5];  // qh, then qs
+    Words<5, a4>(b + (has_min ? 4 : 2), words);
+    const uint32_t qh = words[0];
 #pragma unroll
     for (int w = 0; w < 4; ++w) {
-      const uint32_t v = Word<a4>(qs + 4 * w);
+      const uint32_t v = words[1 + w];
       // Bit j of qh is weight j's fifth bit: word w holds weights 4w.. and word w + 4 weights 16 + 4w..
       uint32_t lo = (v & 0x0F0F0F0Fu) | (SpreadBits4(qh >> (4 * w)) << 4);
       uint32_t hi = ((v >> 4) & 0x0F0F0F0Fu) | (SpreadBits4(qh >> (16 + 4 * w)) << 4);
@@ -161,19 +176,20 @@ __device__ __forceinline__ Unit ReadUnit(const uint8_t* b, int u) {
     r.scale[0] = r.scale[1] = Half(b);
     if constexpr (has_min) r.min[0] = r.min[1] = Half(b + 2);
   } else if constexpr (T == GgmlType::kQ8_0) {
-#pragma unroll
-    for (int w = 0; w < 8; ++w) r.q[w] = Word<a4>(b + 2 + 4 * w);
+    Words<8, a4>(b + 2, r.q);
     r.scale[0] = r.scale[1] = Half(b);
   } else if constexpr (T == GgmlType::kQ2_K || T == GgmlType::kQ3_K) {
     // Weight 128h + 32s + i: bits 2s of qs[32h + i]; unit u = 4h + s.
     const int h = u / 4, s = u % 4;
-    const uint8_t* qs = b + (T == GgmlType::kQ2_K ? 16 : 32) + 32 * h;
+    uint32_t qs[8], hmask[8];
+    Words<8, a4>(b + (T == GgmlType::kQ2_K ? 16 : 32) + 32 * h, qs);
+    if constexpr (T == GgmlType::kQ3_K) Words<8, a4>(b, hmask);
 #pragma unroll
     for (int w = 0; w < 8; ++w) {
-      uint32_t q = (Word<a4>(qs + 4 * w) >> (2 * s)) & 0x03030303u;
+      uint32_t q = (qs[w] >> (2 * s)) & 0x03030303u;
       if constexpr (T == GgmlType::kQ3_K) {
         // 4 is subtracted where bit u of hmask[i] is clear.
-        const uint32_t high = (Word<a4>(b + 4 * w) >> u) & 0x01010101u;
+        const uint32_t high = (hmask[w] >> u) & 0x01010101u;
         q = __vsub4(q, (high ^ 0x01010101u) << 2);
       }
       r.q[w] = q;
@@ -194,12 +210,14 @@ __device__ __forceinline__ Unit ReadUnit(const uint8_t* b, int u) {
   } else if constexpr (T == GgmlType::kQ4_K || T == GgmlType::kQ5_K) {
     // Weight 32j + i: nibble (j % 2) of qs[32 (j / 2) + i] (and bit j of qh[i]); unit u = j.
     constexpr bool five = T == GgmlType::kQ5_K;
-    const uint8_t* qs = b + (five ? 48 : 16) + 32 * (u / 2);
+    uint32_t qs[8], qh[8];
+    Words<8, a4>(b + (five ? 48 : 16) + 32 * (u / 2), qs);
+    if constexpr (five) Words<8, a4>(b + 16, qh);
     const int shift = 4 * (u % 2);
 #pragma unroll
     for (int w = 0; w < 8; ++w) {
-      uint32_t q = (Word<a4>(qs + 4 * w) >> shift) & 0x0F0F0F0Fu;
-      if constexpr (five) q |= ((Word<a4>(b + 16 + 4 * w) >> u) & 0x01010101u) << 4;
+      uint32_t q = (qs[w] >> shift) & 0x0F0F0F0Fu;
+      if constexpr (five) q |= ((qh[w] >> u) & 0x01010101u) << 4;
       r.q[w] = q;
     }
     uint32_t sc, m;
@@ -209,29 +227,29 @@ __device__ __forceinline__ Unit ReadUnit(const uint8_t* b, int u) {
   } else if constexpr (T == GgmlType::kQ6_K) {
     // Weight 128h + 32s + i: nibble (s / 2) of ql[64h + 32(s % 2) + i], bits 2s of qh[32h + i].
     const int h = u / 4, s = u % 4;
-    const uint8_t* ql = b + 64 * h + 32 * (s % 2);
-    const uint8_t* qh = b + 128 + 32 * h;
+    uint32_t ql[8], qh[8];
+    Words<8, a4>(b + 64 * h + 32 * (s % 2), ql);
+    Words<8, a4>(b + 128 + 32 * h, qh);
 #pragma unroll
     for (int w = 0; w < 8; ++w) {
-      const uint32_t lo = (Word<a4>(ql + 4 * w) >> (4 * (s / 2))) & 0x0F0F0F0Fu;
-      const uint32_t hi = (Word<a4>(qh + 4 * w) >> (2 * s)) & 0x03030303u;
+      const uint32_t lo = (ql[w] >> (4 * (s / 2))) & 0x0F0F0F0Fu;
+      const uint32_t hi = (qh[w] >> (2 * s)) & 0x03030303u;
       r.q[w] = __vsub4(lo | (hi << 4), 0x20202020u);
     }
     const float d = Half(b + 208);
     r.scale[0] = d * static_cast<float>(static_cast<int8_t>(b[192 + 2 * u]));
     r.scale[1] = d * static_cast<float>(static_cast<int8_t>(b[192 + 2 * u + 1]));
   } else if constexpr (T == GgmlType::kQ8_K) {
-#pragma unroll
-    for (int w = 0; w < 8; ++w) r.q[w] = Word<a4>(b + 4 + 32 * u + 4 * w);
-    r.scale[0] = r.scale[1] = __uint_as_float(Word<true>(b));
+    Words<8, a4>(b + 4 + 32 * u, r.q);
+    r.scale[0] = r.scale[1] = __uint_as_float(*reinterpret_cast<const uint32_t*>(b));
   } else if constexpr (T == GgmlType::kIQ4_XS) {
     // Weight 32j + i: nibble (i / 16) of qs[16j + i % 16]; unit u = j.
-    const uint8_t* qs = b + 8 + 16 * u;
+    uint32_t qs[4];
+    Words<4, a4>(b + 8 + 16 * u, qs);
 #pragma unroll
     for (int w = 0; w < 4; ++w) {
-      const uint32_t v = Word<a4>(qs + 4 * w);
-      r.q[w] = Iq4Lookup(v & 0x0F0F0F0Fu);
-      r.q[w + 4] = Iq4Lookup((v >> 4) & 0x0F0F0F0Fu);
+      r.q[w] = Iq4Lookup(qs[w] & 0x0F0F0F0Fu);
+      r.q[w + 4] = Iq4Lookup((qs[w] >> 4) & 0x0F0F0F0Fu);
     }
     const uint32_t sc = ((b[4 + u / 2] >> (4 * (u % 2))) & 0xF) | (((U16(b + 2) >> (2 * u)) & 3) << 4);
     r.scale[0] = r.scale[1] = Half(b) * static_cast<float>(static_cast<int>(sc) - 32);
