@@ -18,6 +18,7 @@
 #include "kernels/common/sampling.h"
 #include "launcher/byte_size.h"
 #include "launcher/bench_kv_moves.h"
+#include "launcher/bench_linear.h"
 #include "launcher/bench_stats.h"
 #include "runtime/engine/capacity_plan.h"
 #include "launcher/commands.h"
@@ -36,7 +37,8 @@ ABSL_FLAG(int32_t, input_len, 512, "bench: prompt tokens per request");
 ABSL_FLAG(int32_t, output_len, 128, "bench: generated tokens per request");
 ABSL_FLAG(int32_t, num_prompts, 64, "bench: number of requests");
 ABSL_FLAG(std::string, kernel, "",
-          "bench: time one kernel instead of the engine (attention = decode, prefill, sample = token sampling, kv-moves = "
+          "bench: time one kernel instead of the engine (attention = decode, prefill, linear = the weight matrices, sample = "
+          "token sampling, kv-moves = "
           "a decode step with block swaps beside it)");
 ABSL_FLAG(int32_t, batch, 1, "bench --kernel attention, plan: sequences");
 ABSL_FLAG(int32_t, iters, 50, "bench --kernel: timed repetitions");
@@ -337,13 +339,18 @@ absl::Status Bench(std::unique_ptr<RankRuntime>& rt) {
     KVS_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateBackend(absl::GetFlag(FLAGS_device), 0, DefaultCpuMemoryBudget()));
     return BenchKvMoves(*backend, *m.source);
   }
+  if (kernel == "linear") {
+    KVS_ASSIGN_OR_RETURN(LoadedModel m, OpenModel(model_path));
+    KVS_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateBackend(absl::GetFlag(FLAGS_device), 0, DefaultCpuMemoryBudget()));
+    return BenchLinear(*backend, *m.source, absl::GetFlag(FLAGS_batch), absl::GetFlag(FLAGS_iters));
+  }
   if (kernel == "sample") {
     KVS_ASSIGN_OR_RETURN(LoadedModel m, OpenModel(model_path));
     KVS_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateBackend(absl::GetFlag(FLAGS_device), 0, DefaultCpuMemoryBudget()));
     return BenchSampling(*backend, m.source->config());
   }
   if (!kernel.empty()) {
-    return absl::InvalidArgumentError(absl::StrFormat("--kernel '%s' is unknown (attention, prefill, sample, kv-moves)", kernel));
+    return absl::InvalidArgumentError(absl::StrFormat("--kernel '%s' is unknown (attention, prefill, linear, sample, kv-moves)", kernel));
   }
   const int32_t in_len = absl::GetFlag(FLAGS_input_len), out_len = absl::GetFlag(FLAGS_output_len);
   if (in_len < 1 || out_len < 1 || absl::GetFlag(FLAGS_num_prompts) < 1) {

@@ -1,21 +1,32 @@
 #!/usr/bin/env bash
 # On one H200 (device tool, carrying .deps): weights kept in GGML blocks on the GPU. Builds, runs
-# the block-weight tests, then the decode step on Llama-3-8B's shape with bf16 weights and with
-# random weights in each block type (random:<preset>:<type>), beside the copy ceiling, in one call:
-# batch 1 for every type, batches 8 and 32 (the GEMV's widest and the bf16 tiles) for the first.
+# the block-weight tests, then, beside the copy ceiling in one call: `bench --kernel linear` (layer
+# 0's matrices and the LM head of Llama-3-8B's shape, random weights in each block type:
+# random:<preset>:<type>) at 1 and 8 tokens (the block GEMV) and 32 (bf16 tiles); an Nsight Compute
+# profile of the GEMV on the gate projection (Q4_K, 1 token); the whole decode step at batch 1.
 # Usage: bash scripts/gpu_quant_bench.sh [TYPES...]   (default: Q4_K Q4_0 Q6_K Q8_0)
 source "$(dirname "$0")/gpu_common.sh"
 TYPES=${*:-Q4_K Q4_0 Q6_K Q8_0}
 gpu_build
 gpu_tests block_linear_test cuda_backend_test gpu_model_test
 gpu_copy_ceiling | tee "$OUT/ceiling.txt"
-run() {  # spec batch
-  echo "## $1 batch $2"
-  $K bench --device cuda --model $1 --input-len 512 --output-len 128 --num-prompts $2 --max-seqs $2 2>&1 | grep -E "^\|"
-}
 {
-  first=${TYPES%% *}
-  for b in 1 8 32; do run random:llama-3-8b $b; run random:llama-3-8b:$first $b; done
-  for t in ${TYPES#* }; do run random:llama-3-8b:$t 1; done
+  for spec in random:llama-3-8b $(for t in $TYPES; do echo random:llama-3-8b:$t; done); do
+    for b in 1 8 32; do
+      echo "## $spec tokens $b"
+      $K bench --device cuda --model $spec --kernel linear --batch $b --iters 20 2>&1 | grep -E "^\|"
+    done
+  done
+} 2>&1 | tee "$OUT/linear_bench.txt"
+first=${TYPES%% *}
+timeout 200 ncu --clock-control none -k regex:BlockGemv --launch-skip 32 -c 1 --section SpeedOfLight \
+  --section WarpStateStats --section Occupancy --section MemoryWorkloadAnalysis --section LaunchStats \
+  $K bench --device cuda --model random:llama-3-8b:$first --kernel linear --batch 1 --iters 5 > "$OUT/gemv_ncu.txt" 2>&1
+grep -E "Duration|Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Warp Cycles Per Issued|Stall|Grid Size|Block Limit" "$OUT/gemv_ncu.txt" | head -30
+{
+  for spec in random:llama-3-8b $(for t in $TYPES; do echo random:llama-3-8b:$t; done); do
+    echo "## $spec batch 1"
+    $K bench --device cuda --model $spec --input-len 512 --output-len 128 --num-prompts 1 --max-seqs 1 2>&1 | grep -E "^\| (offline|decode)"
+  done
 } 2>&1 | tee "$OUT/quant_bench.txt"
 echo "total $(( $(date +%s) - start )) s"

@@ -40,23 +40,27 @@ __global__ void QuantizeActivationsKernel(const bf16* __restrict__ x, int64_t x_
   if (lane == 0) a.d[t * units + u] = d;
 }
 
-constexpr int kGemvWarps = 4;  // one output row per warp
+constexpr int kGemvWarps = 4;
 
-// out[t, row] = x[t] . w[row]: each lane takes every 32nd unit of the row.
-template <GgmlType T, int kMaxTokens>
+// out[t, row] = x[t] . w[row]: kWarpsPerRow warps share a row (1 where the matrix has rows enough to
+// fill the GPU, 4 for the narrow ones, whose single warps would each wait through a long row alone),
+// each lane taking every (32 kWarpsPerRow)-th unit of it.
+template <GgmlType T, int kMaxTokens, int kWarpsPerRow>
 __global__ void __launch_bounds__(kGemvWarps * kWarp)
     BlockGemvKernel(const uint8_t* __restrict__ w, int64_t row_bytes, int n, int units, QuantizedActivations a,
                     int tokens, void* out, int64_t out_stride, bool f32_out) {
   using Tr = ggml::Traits<T>;
-  const int lane = threadIdx.x % kWarp;
-  const int row = blockIdx.x * kGemvWarps + threadIdx.x / kWarp;
-  if (row >= n) return;
-  const uint8_t* wr = w + row * row_bytes;
+  constexpr int kRowsPerBlock = kGemvWarps / kWarpsPerRow;
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  const int row = blockIdx.x * kRowsPerBlock + warp / kWarpsPerRow;
+  const int part = warp % kWarpsPerRow;
+  const uint8_t* wr = w + static_cast<int64_t>(min(row, n - 1)) * row_bytes;
   float acc[kMaxTokens];
 #pragma unroll
   for (int t = 0; t < kMaxTokens; ++t) acc[t] = 0.0f;
-#pragma unroll 2
-  for (int u = lane; u < units; u += kWarp) {
+  // Several units in flight per lane: the loop is latency-bound, not issue-bound, at few tokens.
+#pragma unroll(kMaxTokens <= 2 ? 4 : 2)
+  for (int u = lane + kWarp * part; u < units; u += kWarp * kWarpsPerRow) {
     const ggml::Unit r = ggml::ReadUnit<T>(wr + (u / Tr::kUnits) * Tr::kBlockBytes, u % Tr::kUnits);
 #pragma unroll
     for (int t = 0; t < kMaxTokens; ++t) {
@@ -86,15 +90,27 @@ __global__ void __launch_bounds__(kGemvWarps * kWarp)
   for (int t = 0; t < kMaxTokens; ++t) {
     for (int o = 16; o > 0; o /= 2) acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], o);
   }
-  if (lane != 0) return;
+  if constexpr (kWarpsPerRow > 1) {
+    __shared__ float partial[kGemvWarps][kMaxTokens];
+    if (lane == 0) {
+#pragma unroll
+      for (int t = 0; t < kMaxTokens; ++t) partial[warp][t] = acc[t];
+    }
+    __syncthreads();
+    if (part != 0) return;
+#pragma unroll
+    for (int t = 0; t < kMaxTokens; ++t) {
+      for (int p = 1; p < kWarpsPerRow; ++p) acc[t] += partial[warp + p][t];
+    }
+  }
+  if (lane != 0 || row >= n) return;
 #pragma unroll
   for (int t = 0; t < kMaxTokens; ++t) {
     if (t < tokens) {
-      const float v = acc[t];
       if (f32_out) {
-        static_cast<float*>(out)[t * out_stride + row] = v;
+        static_cast<float*>(out)[t * out_stride + row] = acc[t];
       } else {
-        static_cast<bf16*>(out)[t * out_stride + row] = __float2bfloat16_rn(v);
+        static_cast<bf16*>(out)[t * out_stride + row] = __float2bfloat16_rn(acc[t]);
       }
     }
   }
@@ -123,24 +139,34 @@ __global__ void EmbeddingBlocksKernel(const int32_t* __restrict__ ids, int64_t t
     for (int k = 0; k < 4; ++k) dst[4 * w + k] = ggml::Weight<Tr::kHasMin>(r, w, k);
 }
 
+// Rows below which a row gets four warps: fewer than ~32 warps per SM of an H100/H200 otherwise.
+constexpr int kNarrowRows = 4096;
+
 template <GgmlType T>
 struct GemvLaunch {
   static cudaError_t Run(const uint8_t* w, int64_t row_bytes, int n, int units, const QuantizedActivations& a,
                          int tokens, void* out, int64_t out_stride, bool f32_out, cudaStream_t stream) {
     if (!ggml::RowsAligned<T>(w, row_bytes)) return cudaErrorInvalidValue;
-    const int blocks = (n + kGemvWarps - 1) / kGemvWarps;
+    if (n <= kNarrowRows) return Launch<4>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, stream);
+    return Launch<1>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, stream);
+  }
+  template <int kWarpsPerRow>
+  static cudaError_t Launch(const uint8_t* w, int64_t row_bytes, int n, int units, const QuantizedActivations& a,
+                            int tokens, void* out, int64_t out_stride, bool f32_out, cudaStream_t stream) {
+    constexpr int kRowsPerBlock = kGemvWarps / kWarpsPerRow;
+    const int blocks = (n + kRowsPerBlock - 1) / kRowsPerBlock;
     auto launch = [&](auto kernel) {
       kernel<<<blocks, kGemvWarps * kWarp, 0, stream>>>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out);
     };
     // Token counts round up to 1, 2, 4 or 8 accumulators; the kernel skips the ones past `tokens`.
     if (tokens == 1) {
-      launch(BlockGemvKernel<T, 1>);
+      launch(BlockGemvKernel<T, 1, kWarpsPerRow>);
     } else if (tokens == 2) {
-      launch(BlockGemvKernel<T, 2>);
+      launch(BlockGemvKernel<T, 2, kWarpsPerRow>);
     } else if (tokens <= 4) {
-      launch(BlockGemvKernel<T, 4>);
+      launch(BlockGemvKernel<T, 4, kWarpsPerRow>);
     } else {
-      launch(BlockGemvKernel<T, kBlockGemvMaxTokens>);
+      launch(BlockGemvKernel<T, kBlockGemvMaxTokens, kWarpsPerRow>);
     }
     return cudaGetLastError();
   }

@@ -24,30 +24,31 @@ struct Unit {
   float min[2];    // per 16 weights; 0 for the types without an offset
 };
 
-// Per type: block bytes, units per block, whether the weights carry an offset, and whether every
-// word the reader loads is 4-byte aligned (blocks of a multiple of 4 bytes, rows starting aligned);
-// the others (18-, 22-, 34-, 110- and 210-byte blocks) load words as two halves.
+// Per type: block bytes, units per block, whether the weights carry an offset, and the alignment
+// (2, 4 or 16 bytes) that every run of words the reader loads keeps, given rows that start on it
+// (blocks of a multiple of that size): 16 lets a unit's 32 code bytes come in two 16-byte loads; the
+// 18-, 22-, 34-, 110- and 210-byte blocks sit only 2-byte aligned.
 template <GgmlType T>
 struct Traits;
-#define KVS_GGML_TRAITS(type, bytes, units, has_min, aligned4)                                                  \
+#define KVS_GGML_TRAITS(type, bytes, units, has_min, align)                                                      \
   template <>                                                                                                    \
   struct Traits<GgmlType::type> {                                                                                \
-    static constexpr int kBlockBytes = bytes, kUnits = units;                                                    \
-    static constexpr bool kHasMin = has_min, kAligned4 = aligned4;                                               \
+    static constexpr int kBlockBytes = bytes, kUnits = units, kAlign = align;                                    \
+    static constexpr bool kHasMin = has_min;                                                                     \
   };
-KVS_GGML_TRAITS(kQ4_0, 18, 1, false, false)
-KVS_GGML_TRAITS(kQ4_1, 20, 1, true, true)
-KVS_GGML_TRAITS(kQ5_0, 22, 1, false, false)
-KVS_GGML_TRAITS(kQ5_1, 24, 1, true, true)
-KVS_GGML_TRAITS(kQ8_0, 34, 1, false, false)
-KVS_GGML_TRAITS(kIQ4_NL, 18, 1, false, false)
-KVS_GGML_TRAITS(kQ2_K, 84, 8, true, true)
-KVS_GGML_TRAITS(kQ3_K, 110, 8, false, false)
-KVS_GGML_TRAITS(kQ4_K, 144, 8, true, true)
-KVS_GGML_TRAITS(kQ5_K, 176, 8, true, true)
-KVS_GGML_TRAITS(kQ6_K, 210, 8, false, false)
-KVS_GGML_TRAITS(kQ8_K, 292, 8, false, true)
-KVS_GGML_TRAITS(kIQ4_XS, 136, 8, false, true)
+KVS_GGML_TRAITS(kQ4_0, 18, 1, false, 2)
+KVS_GGML_TRAITS(kQ4_1, 20, 1, true, 4)
+KVS_GGML_TRAITS(kQ5_0, 22, 1, false, 2)
+KVS_GGML_TRAITS(kQ5_1, 24, 1, true, 4)
+KVS_GGML_TRAITS(kQ8_0, 34, 1, false, 2)
+KVS_GGML_TRAITS(kIQ4_NL, 18, 1, false, 2)
+KVS_GGML_TRAITS(kQ2_K, 84, 8, true, 4)
+KVS_GGML_TRAITS(kQ3_K, 110, 8, false, 2)
+KVS_GGML_TRAITS(kQ4_K, 144, 8, true, 16)
+KVS_GGML_TRAITS(kQ5_K, 176, 8, true, 16)
+KVS_GGML_TRAITS(kQ6_K, 210, 8, false, 2)
+KVS_GGML_TRAITS(kQ8_K, 292, 8, false, 4)
+KVS_GGML_TRAITS(kIQ4_XS, 136, 8, false, 4)
 #undef KVS_GGML_TRAITS
 
 // F<T>::Run(args...) for the block type `type`; cudaErrorInvalidValue for a plain float type or an
@@ -70,17 +71,26 @@ cudaError_t DispatchBlockType(GgmlType type, Args&&... args) {
 // Whether rows of type T at `base`, `row_bytes` apart, keep the words ReadUnit loads aligned.
 template <GgmlType T>
 bool RowsAligned(const void* base, int64_t row_bytes) {
-  const int64_t need = Traits<T>::kAligned4 ? 4 : 2;
+  const int64_t need = Traits<T>::kAlign;
   return row_bytes % need == 0 && reinterpret_cast<uintptr_t>(base) % need == 0;
 }
 
 __device__ __forceinline__ uint32_t U16(const uint8_t* p) { return *reinterpret_cast<const uint16_t*>(p); }
-// N consecutive little-endian words from p. Where p may sit 2 bytes past a 4-byte boundary, the
-// words are cut from N (+1) aligned loads by funnel shifts: half the loads of two 16-bit halves
+// N consecutive little-endian words from p, which sits on a kAlign-byte boundary. 16: in 16-byte
+// loads. 2: cut from N (+1) aligned words by funnel shifts, half the loads of two 16-bit halves
 // per word (Q6_K's unit reads 16 words).
-template <int N, bool kAligned4>
+template <int N, int kAlign>
 __device__ __forceinline__ void Words(const uint8_t* p, uint32_t (&v)[N]) {
-  if constexpr (kAligned4) {
+  if constexpr (kAlign == 16 && N % 4 == 0) {
+#pragma unroll
+    for (int i = 0; i < N / 4; ++i) {
+      const uint4 q = reinterpret_cast<const uint4*>(p)[i];
+      v[4 * i] = q.x;
+      v[4 * i + 1] = q.y;
+      v[4 * i + 2] = q.z;
+      v[4 * i + 3] = q.w;
+    }
+  } else if constexpr (kAlign >= 4) {
 #pragma unroll
     for (int w = 0; w < N; ++w) v[w] = reinterpret_cast<const uint32_t*>(p)[w];
   } else {
@@ -133,7 +143,7 @@ __device__ __forceinline__ void ScaleMinK4(const uint8_t* s, int j, uint32_t& sc
 // Unit u (0 .. kUnits-1) of the block at `b`.
 template <GgmlType T>
 __device__ __forceinline__ Unit ReadUnit(const uint8_t* b, int u) {
-  constexpr bool a4 = Traits<T>::kAligned4;
+  constexpr int a4 = Traits<T>::kAlign;
   Unit r;
   r.min[0] = r.min[1] = 0.0f;
   if constexpr (T == GgmlType::kQ4_0 || T == GgmlType::kQ4_1 || T == GgmlType::kIQ4_NL) {

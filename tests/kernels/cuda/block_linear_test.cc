@@ -53,14 +53,16 @@ TEST_F(BlockLinearTest, EveryTypeMatchesTheDecodedWeightsWithinItsRounding) {
   for (GgmlType type : testing::kBlockTypes) {
     const auto info = *LookupGgmlType(static_cast<uint32_t>(type));
     SCOPED_TRACE(std::string(info.name));
-    // Odd numbers of blocks and outputs; 1-8 tokens take the GEMV, 9 and 21 the bf16 tiles.
-    const int64_t k = (info.block_elems == 32 ? 7 : 3) * info.block_elems, n = 37;
-    const std::vector<uint8_t> w = testing::RandomGgmlBlocks(type, n, k, rng);
-    std::vector<float> wf(n * k);
-    cpu::DequantizeToF32(type, w, wf);
-    DeviceBuffer gw = Bytes(w.data(), w.size());
-    const TensorView wv{gw.data(), DType::kBlocks, n, k, k, type};
-    for (int64_t tokens : {1, 2, 3, 5, 8, 9, 21}) {
+    // Odd numbers of blocks and outputs; 1-8 tokens take the GEMV (four warps a row up to 4096 rows,
+    // one above: 4099), 9 and 21 the bf16 tiles.
+    const int64_t k = (info.block_elems == 32 ? 7 : 3) * info.block_elems, wide = 4099;
+    const std::vector<uint8_t> w_all = testing::RandomGgmlBlocks(type, wide, k, rng);
+    std::vector<float> wf(wide * k);
+    cpu::DequantizeToF32(type, w_all, wf);
+    DeviceBuffer gw = Bytes(w_all.data(), w_all.size());
+    for (auto [tokens, n] : {std::pair<int64_t, int64_t>{1, 37}, {2, 37}, {3, 37}, {5, 37}, {8, 37}, {9, 37}, {21, 37},
+                             {1, wide}, {6, wide}}) {
+      const TensorView wv{gw.data(), DType::kBlocks, n, k, k, type};  // the first n rows
       const int64_t x_stride = k + 32, out_stride = n + 3;
       std::normal_distribution<float> normal(0.0f, 1.0f);
       std::vector<float> x(tokens * x_stride, kNaN);  // unused columns poisoned
@@ -71,6 +73,7 @@ TEST_F(BlockLinearTest, EveryTypeMatchesTheDecodedWeightsWithinItsRounding) {
       for (DType out_dtype : {DType::kF32, DType::kBF16}) {
         DeviceBuffer gy = Floats(std::vector<float>(tokens * out_stride, kNaN), out_dtype, tokens, out_stride);
         ASSERT_TRUE(gpu_->Linear(xv, wv, TensorView{}, TensorView{gy.data(), out_dtype, tokens, n, out_stride}).ok());
+        SCOPED_TRACE(std::to_string(n) + " rows");
         const std::vector<float> got = Download(gy, out_dtype, tokens, out_stride);
         for (int64_t t = 0; t < tokens; ++t) {
           for (int64_t j = 0; j < n; ++j) {
