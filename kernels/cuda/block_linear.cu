@@ -8,6 +8,7 @@
 // block_linear_test.cc bounds it element by element).
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/cuda/cuda_kernels.h"
@@ -42,18 +43,37 @@ __global__ void QuantizeActivationsKernel(const bf16* __restrict__ x, int64_t x_
 
 constexpr int kGemvWarps = 4;
 
+// Blocks of `kernel` the whole GPU holds at once (per kernel, asked once: the answer is fixed).
+template <typename Kernel>
+int ResidentBlocks(Kernel kernel, int threads) {
+  static const int blocks = [&] {
+    int device = 0, sms = 0, per_sm = 0;
+    cudaGetDevice(&device);
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0);
+    return std::max(1, sms * per_sm);
+  }();
+  return blocks;
+}
+
 // out[t, row] = x[t] . w[row]: kWarpsPerRow warps share a row (1 where the matrix has rows enough to
 // fill the GPU, 4 for the narrow ones, whose single warps would each wait through a long row alone),
 // each lane taking every (32 kWarpsPerRow)-th unit of it.
+//
+// The grid is what fits on the GPU at once and loops over the rows (ResidentBlocks): a grid of a
+// block per row group ran 2.26 waves on the H200 and idled SMs in the last one. At 1-2 tokens
+// 12 blocks of 4 warps share an SM (the loop waits on loads, so warps in flight matter); a cap of
+// 32 registers for all 16 made the K-quant kernels spill.
 template <GgmlType T, int kMaxTokens, int kWarpsPerRow>
-__global__ void __launch_bounds__(kGemvWarps * kWarp)
+__global__ void __launch_bounds__(kGemvWarps * kWarp, kMaxTokens <= 2 ? 12 : 8)
     BlockGemvKernel(const uint8_t* __restrict__ w, int64_t row_bytes, int n, int units, QuantizedActivations a,
                     int tokens, void* out, int64_t out_stride, bool f32_out) {
   using Tr = ggml::Traits<T>;
   constexpr int kRowsPerBlock = kGemvWarps / kWarpsPerRow;
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
-  const int row = blockIdx.x * kRowsPerBlock + warp / kWarpsPerRow;
   const int part = warp % kWarpsPerRow;
+  for (int group = blockIdx.x; group * kRowsPerBlock < n; group += gridDim.x) {
+  const int row = group * kRowsPerBlock + warp / kWarpsPerRow;
   const uint8_t* wr = w + static_cast<int64_t>(min(row, n - 1)) * row_bytes;
   float acc[kMaxTokens];
 #pragma unroll
@@ -97,22 +117,26 @@ __global__ void __launch_bounds__(kGemvWarps * kWarp)
       for (int t = 0; t < kMaxTokens; ++t) partial[warp][t] = acc[t];
     }
     __syncthreads();
-    if (part != 0) return;
+    if (part == 0) {
 #pragma unroll
-    for (int t = 0; t < kMaxTokens; ++t) {
-      for (int p = 1; p < kWarpsPerRow; ++p) acc[t] += partial[warp + p][t];
-    }
-  }
-  if (lane != 0 || row >= n) return;
-#pragma unroll
-  for (int t = 0; t < kMaxTokens; ++t) {
-    if (t < tokens) {
-      if (f32_out) {
-        static_cast<float*>(out)[t * out_stride + row] = acc[t];
-      } else {
-        static_cast<bf16*>(out)[t * out_stride + row] = __float2bfloat16_rn(acc[t]);
+      for (int t = 0; t < kMaxTokens; ++t) {
+        for (int p = 1; p < kWarpsPerRow; ++p) acc[t] += partial[warp + p][t];
       }
     }
+    __syncthreads();  // partial is rewritten by the next group
+  }
+  if (part == 0 && lane == 0 && row < n) {
+#pragma unroll
+    for (int t = 0; t < kMaxTokens; ++t) {
+      if (t < tokens) {
+        if (f32_out) {
+          static_cast<float*>(out)[t * out_stride + row] = acc[t];
+        } else {
+          static_cast<bf16*>(out)[t * out_stride + row] = __float2bfloat16_rn(acc[t]);
+        }
+      }
+    }
+  }
   }
 }
 
@@ -154,8 +178,9 @@ struct GemvLaunch {
   static cudaError_t Launch(const uint8_t* w, int64_t row_bytes, int n, int units, const QuantizedActivations& a,
                             int tokens, void* out, int64_t out_stride, bool f32_out, cudaStream_t stream) {
     constexpr int kRowsPerBlock = kGemvWarps / kWarpsPerRow;
-    const int blocks = (n + kRowsPerBlock - 1) / kRowsPerBlock;
+    const int groups = (n + kRowsPerBlock - 1) / kRowsPerBlock;
     auto launch = [&](auto kernel) {
+      const int blocks = std::min(groups, ResidentBlocks(kernel, kGemvWarps * kWarp));
       kernel<<<blocks, kGemvWarps * kWarp, 0, stream>>>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out);
     };
     // Token counts round up to 1, 2, 4 or 8 accumulators; the kernel skips the ones past `tokens`.
