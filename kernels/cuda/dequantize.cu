@@ -49,33 +49,55 @@ __global__ void DequantizePlainKernel(GgmlType type, const uint8_t* src, int64_t
   }
 }
 
-// A thread per unit of 32 weights; adjacent threads write adjacent units, in 16-byte stores when
-// the output is 16-byte aligned (a store per value left the decode store-bound: an 8B model's
-// weights took 86 ms a pass on the H200).
+constexpr int kBlockThreads = 128;
+
+// A thread per unit of 32 weights; adjacent threads decode adjacent units. Where the output is
+// 16-byte aligned, each warp stages its 32 units' bf16 values (2 KB) in shared memory and writes
+// them back in coalesced 16-byte stores: a store per value left the decode store-bound (an 8B
+// model's weights took 86 ms a pass on the H200), and a lane's own 64 bytes per store round half
+// filled every sector it touched.
 template <GgmlType T, typename Out, bool kVector>
-__global__ void DequantizeBlocksKernel(const uint8_t* src, int64_t src_stride, int64_t rows, int64_t units, Out* out) {
+__global__ void __launch_bounds__(kBlockThreads)
+    DequantizeBlocksKernel(const uint8_t* src, int64_t src_stride, int64_t rows, int64_t units, Out* out) {
   using Tr = ggml::Traits<T>;
+  const int64_t total = rows * units;
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i >= rows * units) return;
+  if constexpr (kVector && sizeof(Out) == 2) {
+    __shared__ uint4 stage[kBlockThreads / 32][32 * 4];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int64_t first = i - lane;  // the warp's first unit
+    if (first >= total) return;
+    if (i < total) {
+      const int64_t row = i / units, u = i % units;
+      const ggml::Unit r = ggml::ReadUnit<T>(src + row * src_stride + (u / Tr::kUnits) * Tr::kBlockBytes, u % Tr::kUnits);
+      uint32_t packed[16];
+#pragma unroll
+      for (int w = 0; w < 8; ++w) {
+#pragma unroll
+        for (int k = 0; k < 2; ++k) {
+          const __nv_bfloat162 pair = __floats2bfloat162_rn(ggml::Weight<Tr::kHasMin>(r, w, 2 * k),
+                                                            ggml::Weight<Tr::kHasMin>(r, w, 2 * k + 1));
+          packed[2 * w + k] = *reinterpret_cast<const uint32_t*>(&pair);
+        }
+      }
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        stage[warp][4 * lane + c] = make_uint4(packed[4 * c], packed[4 * c + 1], packed[4 * c + 2], packed[4 * c + 3]);
+      }
+    }
+    __syncwarp();
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const int chunk = 32 * c + lane;  // 16-byte chunk of the warp's region: unit chunk / 4
+      if (first + chunk / 4 < total) reinterpret_cast<uint4*>(out)[first * 4 + chunk] = stage[warp][chunk];
+    }
+    return;
+  }
+  if (i >= total) return;
   const int64_t row = i / units, u = i % units;
   const ggml::Unit r = ggml::ReadUnit<T>(src + row * src_stride + (u / Tr::kUnits) * Tr::kBlockBytes, u % Tr::kUnits);
   Out* dst = out + i * 32;
-  if constexpr (kVector && sizeof(Out) == 2) {
-    uint32_t packed[16];
-#pragma unroll
-    for (int w = 0; w < 8; ++w) {
-#pragma unroll
-      for (int k = 0; k < 2; ++k) {
-        const __nv_bfloat162 pair = __floats2bfloat162_rn(ggml::Weight<Tr::kHasMin>(r, w, 2 * k),
-                                                          ggml::Weight<Tr::kHasMin>(r, w, 2 * k + 1));
-        packed[2 * w + k] = *reinterpret_cast<const uint32_t*>(&pair);
-      }
-    }
-#pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      reinterpret_cast<uint4*>(dst)[c] = make_uint4(packed[4 * c], packed[4 * c + 1], packed[4 * c + 2], packed[4 * c + 3]);
-    }
-  } else if constexpr (kVector) {
+  if constexpr (kVector) {
 #pragma unroll
     for (int w = 0; w < 8; ++w) {
       reinterpret_cast<float4*>(dst)[w] =
@@ -95,7 +117,7 @@ struct DequantizeLaunch {
   static cudaError_t Run(const uint8_t* src, int64_t src_stride, int64_t rows, int64_t cols, void* out, bool f32_out,
                          cudaStream_t stream) {
     if (!ggml::RowsAligned<T>(src, src_stride)) return cudaErrorInvalidValue;
-    constexpr int kThreads = 128;
+    constexpr int kThreads = kBlockThreads;
     const int64_t units = cols / 32, grid = (rows * units + kThreads - 1) / kThreads;
     const bool vector = reinterpret_cast<uintptr_t>(out) % 16 == 0;
     auto* o32 = static_cast<float*>(out);
