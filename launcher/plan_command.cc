@@ -3,6 +3,7 @@
 // Prints KV bytes per token, each device's weights / workspace / KV, the token and sequence
 // capacity, and whether a workload fits — from runtime/engine/capacity_plan (the accounting the
 // runtime itself uses at start-up).
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -29,20 +30,29 @@ namespace {
 
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 
+// What plan reads: the model's shape, and its weight source where one opens (a file, or
+// random:<preset>[:<GGML type>]), whose block-typed matrices count at their stored size.
+struct PlanningModel {
+  ModelConfig config;
+  std::unique_ptr<WeightSource> source;
+};
+
 // A preset name (configs/models/NAME.json) or a model path. OPT presets are planning-only: their
 // two-matrix FFN is planned as a SwiGLU of two thirds the width (the same weight bytes).
-absl::StatusOr<ModelConfig> PlanningConfig(const std::string& model) {
+absl::StatusOr<PlanningModel> OpenPlanningModel(const std::string& model) {
   const std::filesystem::path preset = std::filesystem::path(PresetDir()) / (model + ".json");
   if (!std::filesystem::exists(preset)) {
     KVS_ASSIGN_OR_RETURN(auto src, OpenWeightSource(model));
-    return src->config();
+    ModelConfig c = src->config();
+    return PlanningModel{std::move(c), std::move(src)};
   }
   std::ifstream in(preset);
   const auto j = nlohmann::json::parse(in, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError(preset.string() + ": not a JSON object");
   if (j.value("model_type", "") != "opt") {
     KVS_ASSIGN_OR_RETURN(auto src, OpenWeightSource("random:" + model));
-    return src->config();
+    ModelConfig c = src->config();
+    return PlanningModel{std::move(c), std::move(src)};
   }
   ModelConfig c;
   c.architecture = "opt";
@@ -60,13 +70,33 @@ absl::StatusOr<ModelConfig> PlanningConfig(const std::string& model) {
   if (c.num_q_heads <= 0 || c.hidden_size % c.num_q_heads != 0) return absl::InvalidArgumentError(preset.string() + ": bad head count");
   c.head_dim = c.hidden_size / c.num_q_heads;
   c.tie_word_embeddings = true;
-  return c;
+  return PlanningModel{std::move(c), nullptr};
+}
+
+// "bf16 weights", or the block types the source stores its matrices in ("Q4_K, Q6_K matrices").
+std::string WeightStorage(const ModelConfig& c, const WeightSource* source) {
+  std::vector<std::string> types;
+  if (source != nullptr) {
+    for (int32_t l = 0; l < c.num_layers; ++l) {
+      for (const char* m : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                            "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"}) {
+        const auto t = source->StoredBlockType("model.layers." + std::to_string(l) + "." + m + ".weight");
+        const std::string name = t ? std::string(LookupGgmlType(static_cast<uint32_t>(*t))->name) : "bf16";
+        if (std::find(types.begin(), types.end(), name) == types.end()) types.push_back(name);
+      }
+    }
+  }
+  if (types.empty() || (types.size() == 1 && types[0] == "bf16")) return "bf16 weights";
+  std::string s;
+  for (const std::string& t : types) s += (s.empty() ? "" : ", ") + t;
+  return s + " matrices as stored";
 }
 
 absl::Status Plan() {
   const std::string model = absl::GetFlag(FLAGS_model);
   if (model.empty()) return absl::InvalidArgumentError("--model is required (a preset such as llama-3-70b, or a model path)");
-  KVS_ASSIGN_OR_RETURN(ModelConfig mc, PlanningConfig(model));
+  KVS_ASSIGN_OR_RETURN(PlanningModel pm, OpenPlanningModel(model));
+  const ModelConfig& mc = pm.config;
   KVS_ASSIGN_OR_RETURN(size_t gpu_mem, ParseByteSize(absl::GetFlag(FLAGS_gpu_mem)));
   const int tp = absl::GetFlag(FLAGS_tp);
   KVS_ASSIGN_OR_RETURN(ShardingPlan sharding, PlanSharding(mc, tp));
@@ -80,11 +110,13 @@ absl::Status Plan() {
   const int64_t batch = absl::GetFlag(FLAGS_batch);
   if (batch < 1) return absl::InvalidArgumentError("--batch must be >= 1");
 
-  const CapacityPlan plan = PlanCapacity(mc, sharding.ranks, DType::kBF16, kv, static_cast<int64_t>(gpu_mem), ec);
+  const CapacityPlan plan =
+      PlanCapacity(mc, sharding.ranks, DType::kBF16, kv, static_cast<int64_t>(gpu_mem), ec, pm.source.get());
   const double whole_per_token =
       static_cast<double>(KvCache::BytesPerBlock(mc, kv, ec.block_size)) / ec.block_size;
-  std::printf("model            %s: %d layers, %d query / %d KV heads x %d, %.1f B parameters (bf16 weights)\n",
-              mc.name.c_str(), mc.num_layers, mc.num_q_heads, mc.num_kv_heads, mc.head_dim, mc.ParameterCount() / 1e9);
+  std::printf("model            %s: %d layers, %d query / %d KV heads x %d, %.1f B parameters (%s)\n", mc.name.c_str(),
+              mc.num_layers, mc.num_q_heads, mc.num_kv_heads, mc.head_dim, mc.ParameterCount() / 1e9,
+              WeightStorage(mc, pm.source.get()).c_str());
   std::printf("layout           tp %d, block size %d, KV %s, %.1f GiB per device, memory fraction %.2f\n", tp,
               ec.block_size, KvDTypeName(kv).data(), gpu_mem / kGiB, ec.memory_fraction);
   std::printf("KV per token     %.0f bytes (%.1f KiB) for the whole model\n", whole_per_token, whole_per_token / 1024);

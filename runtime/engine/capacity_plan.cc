@@ -31,7 +31,8 @@ double KvBytesPerElement(KvDType t, int32_t head_dim) {
 }
 
 CapacityPlan PlanCapacity(const ModelConfig& model, const std::vector<ModelShard>& shards, DType weight_dtype,
-                          KvDType kv_dtype, int64_t device_bytes, const EngineConfig& config) {
+                          KvDType kv_dtype, int64_t device_bytes, const EngineConfig& config,
+                          const WeightSource* source) {
   CapacityPlan plan;
   plan.block_size = config.block_size;
   const int tp = static_cast<int>(shards.size());
@@ -50,7 +51,7 @@ CapacityPlan PlanCapacity(const ModelConfig& model, const std::vector<ModelShard
     const ModelShard& s = shards[i];
     const ModelConfig& local = locals[i];
     RankCapacity& r = plan.ranks[i];
-    r.weight_bytes = ModelWeights::BytesFor(model, s, weight_dtype);
+    r.weight_bytes = ModelWeights::BytesFor(model, s, weight_dtype, source);
     r.workspace_bytes = static_cast<int64_t>(ModelRunner::WorkspaceBytes(model, s, weight_dtype, LimitsFor(config), tp));
     r.window_bytes = static_cast<int64_t>(
         KvCache::StagingWindowBytes(local, kv_dtype, config.block_size, static_cast<int32_t>(offload_blocks)));

@@ -19,6 +19,7 @@
 #include "runtime/engine/engine.h"
 #include "runtime/model/model_config.h"
 #include "runtime/model/model_shard.h"
+#include "runtime/model/weight_source.h"
 
 namespace kvs {
 
@@ -48,7 +49,10 @@ struct CapacityPlan {
 // `device_bytes`: memory each device offers kvshard (the runtime reads it after start-up).
 // `config` must be resolved (ResolveEngineConfig). With config.kv_cache_bytes set, that is the
 // cache size, as in the runtime.
+// `source`, when given, counts the matrices it stores in GGML blocks at their stored size
+// (ModelWeights::BytesFor).
 CapacityPlan PlanCapacity(const ModelConfig& model, const std::vector<ModelShard>& shards, DType weight_dtype,
-                          KvDType kv_dtype, int64_t device_bytes, const EngineConfig& config);
+                          KvDType kv_dtype, int64_t device_bytes, const EngineConfig& config,
+                          const WeightSource* source = nullptr);
 
 }  // namespace kvs

@@ -90,6 +90,15 @@ class GgufWeightSource final : public WeightSource {
     return raw;
   }
 
+  std::optional<GgmlType> StoredBlockType(const std::string& hf_name) const override {
+    const std::string g = ToGgufName(hf_name);
+    const GgufTensorInfo* t = g.empty() ? nullptr : file_->FindTensor(g);
+    if (t == nullptr || t->dims.size() != 2) return std::nullopt;
+    const auto info = LookupGgmlType(t->type);
+    if (!info || info->block_elems == 1) return std::nullopt;
+    return info->type;
+  }
+
   std::optional<std::vector<float>> RopeFreqFactors() const override {
     const GgufTensorInfo* t = file_->FindTensor("rope_freqs.weight");
     if (t == nullptr) return std::nullopt;

@@ -278,15 +278,31 @@ absl::StatusOr<ModelWeights> ModelWeights::Load(const WeightSource& src, Backend
   return w;
 }
 
-int64_t ModelWeights::BytesFor(const ModelConfig& c, const ModelShard& shard, DType dtype) {
+int64_t ModelWeights::BytesFor(const ModelConfig& c, const ModelShard& shard, DType dtype, const WeightSource* source) {
   const int64_t h = c.hidden_size, d = c.head_dim;
   const int64_t q = static_cast<int64_t>(shard.ComputedQHeads(c).size()) * d, kv = static_cast<int64_t>(shard.kv_heads.size()) * d;
   const int64_t q_owned = static_cast<int64_t>(shard.q_heads.size()) * d, i = shard.intermediate.size();
   const int64_t v = shard.vocab.size();
-  int64_t per_layer = 2 * h + (q + 2 * kv) * h + h * q_owned + 2 * i * h + h * i;
-  if (c.attention_bias) per_layer += q + 2 * kv;
-  const int64_t elems = v * h * (c.tie_word_embeddings ? 1 : 2) + h + per_layer * c.num_layers;
-  return elems * static_cast<int64_t>(DTypeSize(dtype)) + (d / 2) * static_cast<int64_t>(sizeof(float));
+  const double elem = static_cast<double>(DTypeSize(dtype));
+  // Bytes of a rows x cols shard of tensor `name`: its blocks' size where the source keeps it in
+  // blocks and the shard's rows are whole blocks (as the loader keeps it), else `dtype`'s.
+  auto bytes = [&](const std::string& name, int64_t rows, int64_t cols) {
+    const std::optional<GgmlType> t = source != nullptr ? source->StoredBlockType(name) : std::nullopt;
+    const auto info = t ? LookupGgmlType(static_cast<uint32_t>(*t)) : std::nullopt;
+    if (!info || cols % info->block_elems != 0) return static_cast<double>(rows * cols) * elem;
+    return static_cast<double>(rows * (cols / info->block_elems) * info->block_bytes);
+  };
+  double total = bytes("model.embed_tokens.weight", v, h) + h * elem;
+  if (!c.tie_word_embeddings) total += bytes("lm_head.weight", v, h);
+  for (int32_t l = 0; l < c.num_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    total += 2 * h * elem + bytes(p + "self_attn.q_proj.weight", q, h) + bytes(p + "self_attn.k_proj.weight", kv, h) +
+             bytes(p + "self_attn.v_proj.weight", kv, h) + bytes(p + "self_attn.o_proj.weight", h, q_owned) +
+             bytes(p + "mlp.gate_proj.weight", i, h) + bytes(p + "mlp.up_proj.weight", i, h) +
+             bytes(p + "mlp.down_proj.weight", h, i);
+    if (c.attention_bias) total += (q + 2 * kv) * elem;
+  }
+  return static_cast<int64_t>(total) + (d / 2) * static_cast<int64_t>(sizeof(float));
 }
 
 TensorView ModelWeights::embed() const { return embed_.View(); }

@@ -60,8 +60,11 @@ class ModelWeights {
   static absl::StatusOr<ModelWeights> Load(const WeightSource& src, Backend& backend, const ModelShard& shard);
 
   // Backend bytes Load allocates for `shard` at `dtype` (weights and the rotary table): what a
-  // capacity plan subtracts before the KV cache.
-  static int64_t BytesFor(const ModelConfig& c, const ModelShard& shard, DType dtype);
+  // capacity plan subtracts before the KV cache. With `source`, matrices it stores in GGML blocks
+  // count at their stored size (what a backend that keeps blocks holds: CUDA, the CPU's fast
+  // math); without, all at `dtype`.
+  static int64_t BytesFor(const ModelConfig& c, const ModelShard& shard, DType dtype,
+                          const WeightSource* source = nullptr);
 
   // The whole model's configuration.
   const ModelConfig& config() const { return config_; }

@@ -62,6 +62,16 @@ class RandomWeightSource final : public WeightSource {
     return RawTensor{*blocks_, bytes, {}};
   }
 
+  std::optional<GgmlType> StoredBlockType(const std::string& name) const override {
+    if (!blocks_ || !IsMatrix(name) || !Has(name)) return std::nullopt;
+    // Columns: the hidden size, but the intermediate size for down_proj and the query width for o_proj.
+    int64_t cols = config_.hidden_size;
+    if (name.find("down_proj") != std::string::npos) cols = config_.intermediate_size;
+    if (name.find("o_proj") != std::string::npos) cols = static_cast<int64_t>(config_.num_q_heads) * config_.head_dim;
+    if (cols % LookupGgmlType(static_cast<uint32_t>(*blocks_))->block_elems != 0) return std::nullopt;
+    return blocks_;
+  }
+
   absl::Status ReadF32(const std::string& name, std::span<const int64_t> shape, std::span<float> out) const override {
     if (!Has(name)) return absl::NotFoundError(absl::StrFormat("%s: no tensor '%s'", spec_, name));
     const RandomInit init = InitFor(name);

@@ -57,6 +57,10 @@ class WeightSource {
                                                            std::span<const int64_t> shape) const {
     return std::nullopt;
   }
+  // The GGML block type (Q4_K, ...) a 2-D tensor is stored in, or nullopt for float storage or a
+  // missing tensor: what a backend keeping blocks (Backend::LinearTakesBlocks) will hold, so that
+  // capacity plans count the real bytes without reading the tensor.
+  virtual std::optional<GgmlType> StoredBlockType(const std::string& hf_name) const { return std::nullopt; }
   // Rotary frequency divisors stored in the file (GGUF rope_freqs for Llama 3.1), if any.
   virtual std::optional<std::vector<float>> RopeFreqFactors() const { return std::nullopt; }
   virtual std::vector<TensorSummary> Summaries() const = 0;

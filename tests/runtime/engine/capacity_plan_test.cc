@@ -55,6 +55,31 @@ TEST(CapacityPlanTest, WeightBytesAreWhatLoadingAllocates) {
   }
 }
 
+// Matrices kept in GGML blocks (the CPU backend keeps every block type, as the CUDA one does)
+// count at their stored size: within the 64-byte alignment of each stored part. SmolLM2's 576
+// columns are not whole Q4_K blocks: only its down projections stay in blocks, the rest float.
+TEST(CapacityPlanTest, BlockTypedWeightBytesAreWhatLoadingAllocates) {
+  for (const char* spec : {"random:smollm2-135m:Q8_0", "random:smollm2-135m:Q4_0", "random:smollm2-135m:Q4_K"}) {
+    const bool mostly_blocks = std::string(spec).find("Q4_K") == std::string::npos;
+    auto src = OpenWeightSource(spec);
+    ASSERT_TRUE(src.ok()) << src.status();
+    const ModelConfig& c = (*src)->config();
+    for (int32_t tp : {1, 3}) {
+      auto sharding = PlanSharding(c, tp);
+      ASSERT_TRUE(sharding.ok());
+      const ModelShard& s = sharding->ranks.back();
+      CpuBackend be(size_t{1} << 30, CpuMath::kFast);  // the math that keeps blocks
+      const size_t before = be.FreeMemoryBytes();
+      auto w = ModelWeights::Load(**src, be, s);
+      ASSERT_TRUE(w.ok()) << w.status();
+      const double loaded = static_cast<double>(before - be.FreeMemoryBytes());
+      const double planned = static_cast<double>(ModelWeights::BytesFor(c, s, DType::kF32, src->get()));
+      EXPECT_NEAR(planned, loaded, 0.002 * loaded) << spec << " tp " << tp;
+      EXPECT_EQ(planned < 0.5 * ModelWeights::BytesFor(c, s, DType::kF32), mostly_blocks) << spec;
+    }
+  }
+}
+
 TEST(CapacityPlanTest, QuantizedFormatsShrinkBytesPerElementUpToTheirScales) {
   EXPECT_EQ(KvBytesPerElement(KvDType::kBF16, 128), 2.0);
   EXPECT_NEAR(KvBytesPerElement(KvDType::kFP8, 128), 1.03125, 1e-12);
