@@ -5,6 +5,7 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_format.h"
 #include "launcher/commands.h"
+#include "runtime/model/model_weights.h"
 #include "launcher/flags.h"
 #include "runtime/engine/loaded_model.h"
 #include "runtime/kv/kv_cache.h"
@@ -56,6 +57,12 @@ int RunInspect() {
   std::printf("tensor types:    ");
   for (const auto& [type, e] : types) std::printf(" %s x%d (%.1f M elems)", type.c_str(), e.first, e.second / 1e6);
   std::printf("\n");
+  // What a GPU holds (matrices stored in GGML blocks stay so there; the rest in bf16), as `plan`
+  // and the start-up log count it.
+  const ModelShard whole = ModelShard::Whole(c);
+  std::printf("weights on GPU:   %.2f GiB (bf16 throughout: %.2f GiB)\n",
+              ModelWeights::BytesFor(c, whole, DType::kBF16, m->source.get()) / 1073741824.0,
+              ModelWeights::BytesFor(c, whole, DType::kBF16) / 1073741824.0);
   // Per format, with scales, from the runtime's own block accounting (16-token blocks).
   for (KvDType t : {KvDType::kF32, KvDType::kBF16, KvDType::kF16, KvDType::kFP8, KvDType::kINT8, KvDType::kINT4}) {
     if (KvDTypeHeadDimProblem(t, c.head_dim) != nullptr) continue;
