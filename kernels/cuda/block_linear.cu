@@ -41,69 +41,19 @@ __global__ void QuantizeActivationsKernel(const bf16* __restrict__ x, int64_t x_
   if (lane == 0) a.d[t * units + u] = d;
 }
 
-// The same rounding by one thread for one unit of 32 activations at x (16-byte aligned), for a
-// GEMV block that stages its own activations: codes to q (16-byte aligned), the scale to *d, d
-// times each half's code sum to sum16[0..1]. Equal, bit for bit, to the kernel above.
-__device__ __forceinline__ void QuantizeUnit(const bf16* x, int8_t* q, float* d_out, float* sum16) {
-  float v[32];
-#pragma unroll
-  for (int c = 0; c < 4; ++c) {
-    const uint4 raw = reinterpret_cast<const uint4*>(x)[c];
-    const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      v[8 * c + 2 * k] = __uint_as_float(words[k] << 16);
-      v[8 * c + 2 * k + 1] = __uint_as_float(words[k] & 0xFFFF0000u);
-    }
-  }
-  float amax = 0.0f;
-  bool finite = true;
-#pragma unroll
-  for (int e = 0; e < 32; ++e) {
-    amax = fmaxf(amax, fabsf(v[e]));
-    finite = finite && isfinite(v[e]);
-  }
-  const float d = finite ? amax / 127.0f : __int_as_float(0x7fc00000);
-  const float inv = finite && amax > 0.0f ? 127.0f / amax : 0.0f;
-  uint32_t packed[8];
-  int sums[2] = {0, 0};
-#pragma unroll
-  for (int w = 0; w < 8; ++w) {
-    uint32_t word = 0;
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      const int c = finite ? __float2int_rn(v[4 * w + k] * inv) : 0;
-      sums[w / 4] += c;
-      word |= (static_cast<uint32_t>(c) & 0xFFu) << (8 * k);
-    }
-    packed[w] = word;
-  }
-  reinterpret_cast<uint4*>(q)[0] = make_uint4(packed[0], packed[1], packed[2], packed[3]);
-  reinterpret_cast<uint4*>(q)[1] = make_uint4(packed[4], packed[5], packed[6], packed[7]);
-  *d_out = d;
-  sum16[0] = d * static_cast<float>(sums[0]);
-  sum16[1] = d * static_cast<float>(sums[1]);
-}
-
 constexpr int kGemvWarps = 4;
-// A GEMV block stages its own rounded activations in shared memory (no separate kernel, and
-// shared-memory reads in the loop) when they take at most this much: 11 blocks still fit an SM.
-constexpr int64_t kStagedActivationBytes = 20 << 10;
-// Shared bytes of `tokens` rows of k staged activations: codes, a scale per 32, two sums per 32.
-constexpr int64_t StagedBytes(int64_t tokens, int64_t k) { return tokens * (k + k / 32 * 4 + k / 16 * 4); }
 
-// Blocks of `kernel` the whole GPU holds at once with `smem` dynamic shared bytes each.
+// Blocks of `kernel` the whole GPU holds at once (per kernel, asked once: the answer is fixed).
 template <typename Kernel>
-int ResidentBlocks(Kernel kernel, int threads, size_t smem) {
-  static const int sms = [] {
-    int device = 0, n = 0;
+int ResidentBlocks(Kernel kernel, int threads) {
+  static const int blocks = [&] {
+    int device = 0, sms = 0, per_sm = 0;
     cudaGetDevice(&device);
-    cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device);
-    return n;
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0);
+    return std::max(1, sms * per_sm);
   }();
-  int per_sm = 0;
-  cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem);
-  return std::max(1, sms * per_sm);
+  return blocks;
 }
 
 // out[t, row] = x[t] . w[row]: kWarpsPerRow warps share a row (1 where the matrix has rows enough to
@@ -114,27 +64,14 @@ int ResidentBlocks(Kernel kernel, int threads, size_t smem) {
 // block per row group ran 2.26 waves on the H200 and idled SMs in the last one. At 1-2 tokens
 // 12 blocks of 4 warps share an SM (the loop waits on loads, so warps in flight matter); a cap of
 // 32 registers for all 16 made the K-quant kernels spill.
-//
-// kStage: the block rounds x itself into shared memory first (StagedBytes), else `a` holds it.
-template <GgmlType T, int kMaxTokens, int kWarpsPerRow, bool kStage>
+template <GgmlType T, int kMaxTokens, int kWarpsPerRow>
 __global__ void __launch_bounds__(kGemvWarps * kWarp, kMaxTokens <= 2 ? 12 : 8)
     BlockGemvKernel(const uint8_t* __restrict__ w, int64_t row_bytes, int n, int units, QuantizedActivations a,
-                    const bf16* x, int64_t x_stride, int tokens, void* out, int64_t out_stride, bool f32_out) {
+                    int tokens, void* out, int64_t out_stride, bool f32_out) {
   using Tr = ggml::Traits<T>;
   constexpr int kRowsPerBlock = kGemvWarps / kWarpsPerRow;
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int part = warp % kWarpsPerRow;
-  if constexpr (kStage) {
-    extern __shared__ __align__(16) uint8_t staged[];
-    a.q = reinterpret_cast<int8_t*>(staged);
-    a.d = reinterpret_cast<float*>(staged + static_cast<int64_t>(tokens) * units * 32);
-    a.sum16 = a.d + tokens * units;
-    for (int i = threadIdx.x; i < tokens * units; i += blockDim.x) {
-      const int t = i / units, u = i % units;
-      QuantizeUnit(x + t * x_stride + 32 * u, a.q + 32 * i, a.d + i, a.sum16 + 2 * i);
-    }
-    __syncthreads();
-  }
   for (int group = blockIdx.x; group * kRowsPerBlock < n; group += gridDim.x) {
   const int row = group * kRowsPerBlock + warp / kWarpsPerRow;
   const uint8_t* wr = w + static_cast<int64_t>(min(row, n - 1)) * row_bytes;
@@ -149,7 +86,7 @@ __global__ void __launch_bounds__(kGemvWarps * kWarp, kMaxTokens <= 2 ? 12 : 8)
     for (int t = 0; t < kMaxTokens; ++t) {
       if (t < tokens) {
         const int4* xq = reinterpret_cast<const int4*>(a.q + (static_cast<int64_t>(t) * units + u) * 32);
-        const int4 x0 = xq[0], x1 = xq[1];  // global or shared: no __ldg
+        const int4 x0 = __ldg(xq), x1 = __ldg(xq + 1);
         int s0 = __dp4a(static_cast<int>(r.q[0]), x0.x, 0);
         s0 = __dp4a(static_cast<int>(r.q[1]), x0.y, s0);
         s0 = __dp4a(static_cast<int>(r.q[2]), x0.z, s0);
@@ -158,11 +95,11 @@ __global__ void __launch_bounds__(kGemvWarps * kWarp, kMaxTokens <= 2 ? 12 : 8)
         s1 = __dp4a(static_cast<int>(r.q[5]), x1.y, s1);
         s1 = __dp4a(static_cast<int>(r.q[6]), x1.z, s1);
         s1 = __dp4a(static_cast<int>(r.q[7]), x1.w, s1);
-        const float d = a.d[static_cast<int64_t>(t) * units + u];
+        const float d = __ldg(a.d + static_cast<int64_t>(t) * units + u);
         float v = d * (r.scale[0] * static_cast<float>(s0) + r.scale[1] * static_cast<float>(s1));
         if constexpr (Tr::kHasMin) {
           // sum_e min * x_e = min * d * sum q, per 16.
-          const float2 xs = reinterpret_cast<const float2*>(a.sum16)[static_cast<int64_t>(t) * units + u];
+          const float2 xs = __ldg(reinterpret_cast<const float2*>(a.sum16) + static_cast<int64_t>(t) * units + u);
           v += r.min[0] * xs.x + r.min[1] * xs.y;
         }
         acc[t] += v;
@@ -229,49 +166,32 @@ __global__ void EmbeddingBlocksKernel(const int32_t* __restrict__ ids, int64_t t
 // Rows below which a row gets four warps: fewer than ~32 warps per SM of an H100/H200 otherwise.
 constexpr int kNarrowRows = 4096;
 
-struct GemvArgs {
-  const uint8_t* w;
-  int64_t row_bytes;
-  int n, units;
-  QuantizedActivations a;  // rounded activations, unless staged
-  const bf16* x;           // the activations themselves, when staged
-  int64_t x_stride;
-  int tokens;
-  void* out;
-  int64_t out_stride;
-  bool f32_out;
-};
-
 template <GgmlType T>
 struct GemvLaunch {
-  static cudaError_t Run(const GemvArgs& g, bool stage, cudaStream_t stream) {
-    if (!ggml::RowsAligned<T>(g.w, g.row_bytes)) return cudaErrorInvalidValue;
-    if (g.n <= kNarrowRows) return stage ? Launch<4, true>(g, stream) : Launch<4, false>(g, stream);
-    return stage ? Launch<1, true>(g, stream) : Launch<1, false>(g, stream);
+  static cudaError_t Run(const uint8_t* w, int64_t row_bytes, int n, int units, const QuantizedActivations& a,
+                         int tokens, void* out, int64_t out_stride, bool f32_out, cudaStream_t stream) {
+    if (!ggml::RowsAligned<T>(w, row_bytes)) return cudaErrorInvalidValue;
+    if (n <= kNarrowRows) return Launch<4>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, stream);
+    return Launch<1>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, stream);
   }
-  template <int kWarpsPerRow, bool kStage>
-  static cudaError_t Launch(const GemvArgs& g, cudaStream_t stream) {
+  template <int kWarpsPerRow>
+  static cudaError_t Launch(const uint8_t* w, int64_t row_bytes, int n, int units, const QuantizedActivations& a,
+                            int tokens, void* out, int64_t out_stride, bool f32_out, cudaStream_t stream) {
     constexpr int kRowsPerBlock = kGemvWarps / kWarpsPerRow;
-    const int groups = (g.n + kRowsPerBlock - 1) / kRowsPerBlock;
-    const size_t smem = kStage ? static_cast<size_t>(StagedBytes(g.tokens, 32 * static_cast<int64_t>(g.units))) : 0;
+    const int groups = (n + kRowsPerBlock - 1) / kRowsPerBlock;
     auto launch = [&](auto kernel) {
-      const int blocks = std::min(groups, ResidentBlocks(kernel, kGemvWarps * kWarp, smem));
-      kernel<<<blocks, kGemvWarps * kWarp, smem, stream>>>(g.w, g.row_bytes, g.n, g.units, g.a, g.x, g.x_stride,
-                                                           g.tokens, g.out, g.out_stride, g.f32_out);
+      const int blocks = std::min(groups, ResidentBlocks(kernel, kGemvWarps * kWarp));
+      kernel<<<blocks, kGemvWarps * kWarp, 0, stream>>>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out);
     };
     // Token counts round up to 1, 2, 4 or 8 accumulators; the kernel skips the ones past `tokens`.
-    if (g.tokens == 1) {
-      launch(BlockGemvKernel<T, 1, kWarpsPerRow, kStage>);
-    } else if (g.tokens == 2) {
-      launch(BlockGemvKernel<T, 2, kWarpsPerRow, kStage>);
-    } else if constexpr (!kStage) {
-      if (g.tokens <= 4) {
-        launch(BlockGemvKernel<T, 4, kWarpsPerRow, false>);
-      } else {
-        launch(BlockGemvKernel<T, kBlockGemvMaxTokens, kWarpsPerRow, false>);
-      }
+    if (tokens == 1) {
+      launch(BlockGemvKernel<T, 1, kWarpsPerRow>);
+    } else if (tokens == 2) {
+      launch(BlockGemvKernel<T, 2, kWarpsPerRow>);
+    } else if (tokens <= 4) {
+      launch(BlockGemvKernel<T, 4, kWarpsPerRow>);
     } else {
-      return cudaErrorInvalidValue;  // staged only up to 2 tokens (the caller's rule)
+      launch(BlockGemvKernel<T, kBlockGemvMaxTokens, kWarpsPerRow>);
     }
     return cudaGetLastError();
   }
@@ -292,24 +212,25 @@ struct EmbeddingLaunch {
 
 }  // namespace
 
-cudaError_t LaunchBlockGemv(GgmlType type, const void* w, int64_t row_bytes, int64_t n, int64_t k, const bf16* x,
-                            int64_t x_stride, QuantizedActivations a, int64_t tokens, void* out, int64_t out_stride,
-                            bool f32_out, cudaStream_t stream) {
+cudaError_t LaunchQuantizeActivations(const bf16* x, int64_t x_stride, int64_t tokens, int64_t k,
+                                      QuantizedActivations a, cudaStream_t stream) {
+  if (tokens == 0) return cudaSuccess;
+  if (k % 32 != 0) return cudaErrorInvalidValue;
+  constexpr int kThreads = 256;
+  const int64_t warps = tokens * (k / 32);
+  QuantizeActivationsKernel<<<(warps * kWarp + kThreads - 1) / kThreads, kThreads, 0, stream>>>(x, x_stride, tokens,
+                                                                                                 k / 32, a);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchBlockGemv(GgmlType type, const void* w, int64_t row_bytes, int64_t n, int64_t k,
+                            QuantizedActivations a, int64_t tokens, void* out, int64_t out_stride, bool f32_out,
+                            cudaStream_t stream) {
   if (tokens <= 0 || tokens > kBlockGemvMaxTokens || k % 32 != 0) return cudaErrorInvalidValue;
   if (n == 0) return cudaSuccess;
-  // Staged in the GEMV's own blocks where x's units are 16-byte aligned and small enough to leave
-  // room for 11 blocks an SM; else rounded by a kernel of its own into `a` first.
-  const bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0 && x_stride % 8 == 0;
-  const bool stage = aligned && tokens <= 2 && StagedBytes(tokens, k) <= kStagedActivationBytes;
-  if (!stage) {
-    constexpr int kThreads = 256;
-    const int64_t warps = tokens * (k / 32);
-    QuantizeActivationsKernel<<<(warps * kWarp + kThreads - 1) / kThreads, kThreads, 0, stream>>>(x, x_stride, tokens,
-                                                                                                   k / 32, a);
-  }
-  const GemvArgs g{static_cast<const uint8_t*>(w), row_bytes, static_cast<int>(n), static_cast<int>(k / 32), a, x,
-                   x_stride, static_cast<int>(tokens), out, out_stride, f32_out};
-  return ggml::DispatchBlockType<GemvLaunch>(type, g, stage, stream);
+  return ggml::DispatchBlockType<GemvLaunch>(type, static_cast<const uint8_t*>(w), row_bytes, static_cast<int>(n),
+                                             static_cast<int>(k / 32), a, static_cast<int>(tokens), out,
+                                             out_stride, f32_out, stream);
 }
 
 cudaError_t LaunchEmbeddingBlocks(GgmlType type, const int32_t* ids, int64_t tokens, const void* table,

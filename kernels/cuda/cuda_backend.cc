@@ -444,9 +444,10 @@ absl::Status CudaBackend::LinearBlocks(TensorView x, TensorView w, TensorView ou
   KVS_RETURN_IF_ERROR(EnsureBlockBuffers());
   const int64_t row_bytes = w.BytesOf(w.stride), k = w.cols;
   if (x.rows <= cuda::kBlockGemvMaxTokens && k <= kGemvMaxK) {
-    KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchBlockGemv(w.blocks, w.data, row_bytes, w.rows, k, static_cast<const bf16*>(x.data),
-                                                   x.stride, gemv_a_, x.rows, out.data, out.stride,
-                                                   out.dtype == DType::kF32, stream_));
+    KVS_CUDA_RETURN_IF_ERROR(
+        cuda::LaunchQuantizeActivations(static_cast<const bf16*>(x.data), x.stride, x.rows, k, gemv_a_, stream_));
+    KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchBlockGemv(w.blocks, w.data, row_bytes, w.rows, k, gemv_a_, x.rows,
+                                                   out.data, out.stride, out.dtype == DType::kF32, stream_));
     return absl::OkStatus();
   }
   const int64_t tile_rows = std::max<int64_t>(1, static_cast<int64_t>(kBlockTileBytes / sizeof(bf16)) / k);

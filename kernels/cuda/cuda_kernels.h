@@ -80,13 +80,14 @@ struct QuantizedActivations {
 };
 // Most tokens the block GEMV takes at once; more go through bf16 tiles and cuBLAS.
 inline constexpr int64_t kBlockGemvMaxTokens = 8;
-// out[t, j] = x[t] . w[j] for t < tokens (1 .. kBlockGemvMaxTokens), j < n, x's rows (bf16, x_stride
-// apart) rounded to int8 per 32 first (into `a`, a buffer for kBlockGemvMaxTokens x k, or into the
-// GEMV's shared memory when small). w: n rows of GGML blocks `row_bytes` apart, k weights each;
-// out bf16, or f32 when f32_out.
-cudaError_t LaunchBlockGemv(GgmlType type, const void* w, int64_t row_bytes, int64_t n, int64_t k, const bf16* x,
-                            int64_t x_stride, QuantizedActivations a, int64_t tokens, void* out, int64_t out_stride,
-                            bool f32_out, cudaStream_t stream);
+// a = x [tokens, k] (bf16, rows x_stride apart) rounded; k a multiple of 32.
+cudaError_t LaunchQuantizeActivations(const bf16* x, int64_t x_stride, int64_t tokens, int64_t k,
+                                      QuantizedActivations a, cudaStream_t stream);
+// out[t, j] = a[t] . w[j] for t < tokens (1 .. kBlockGemvMaxTokens), j < n. w: n rows of
+// GGML blocks `row_bytes` apart, k weights each; out bf16, or f32 when f32_out.
+cudaError_t LaunchBlockGemv(GgmlType type, const void* w, int64_t row_bytes, int64_t n, int64_t k,
+                            QuantizedActivations a, int64_t tokens, void* out, int64_t out_stride, bool f32_out,
+                            cudaStream_t stream);
 // LaunchEmbedding for a table kept in GGML blocks (rows `row_bytes` apart): rows decoded as the
 // CPU decoder decodes them; ids outside [first_id, first_id + table_rows) give zero rows.
 cudaError_t LaunchEmbeddingBlocks(GgmlType type, const int32_t* ids, int64_t tokens, const void* table,

@@ -111,8 +111,10 @@ class RandomWeightSource final : public WeightSource {
     return init;
   }
 
-  // `elems` weights of random codes (splitmix64 bytes) in blocks whose scales give weights of about
-  // init.half_range: d = half_range / the type's typical |code x sub-block scale|, mins alike.
+  // `elems` weights of random codes (splitmix64 bytes) in blocks whose scales give the float
+  // init's spread (a standard deviation of half_range / sqrt(3)) around a zero mean: d =
+  // half_range / the type's `spread` (sqrt(3) x the standard deviation of its weights at d = 1,
+  // measured with the gguf package's decoder), the offset scales set to cancel the mean.
   static std::vector<uint8_t> MakeBlocks(const GgmlTypeInfo& info, int64_t elems, const RandomInit& init) {
     std::vector<uint8_t> bytes(elems / info.block_elems * info.block_bytes);
     uint64_t state = init.seed;
@@ -124,19 +126,28 @@ class RandomWeightSource final : public WeightSource {
       z ^= z >> 31;
       std::memcpy(bytes.data() + i, &z, std::min<size_t>(8, bytes.size() - i));
     }
-    float typical = 8.0f;  // Q4_0, Q4_1, Q2_K
+    // Spread, and the offset scale relative to d (Q4_1/Q5_1 add m; the K-quants subtract dmin x m).
+    float spread = 8.0f, offset = 0.0f;
     switch (info.type) {
-      case GgmlType::kQ5_0: case GgmlType::kQ5_1: case GgmlType::kQ3_K: typical = 16.0f; break;
-      case GgmlType::kQ8_0: case GgmlType::kQ8_K: case GgmlType::kIQ4_NL: typical = 64.0f; break;
-      case GgmlType::kQ4_K: case GgmlType::kQ5_K: typical = 256.0f; break;
-      case GgmlType::kQ6_K: case GgmlType::kIQ4_XS: typical = 1024.0f; break;
-      default: break;
+      case GgmlType::kQ4_1: offset = -7.5f; break;
+      case GgmlType::kQ5_0: spread = 16.0f; break;
+      case GgmlType::kQ5_1: spread = 16.0f; offset = -15.5f; break;
+      case GgmlType::kQ8_0: case GgmlType::kQ8_K: spread = 128.0f; break;
+      case GgmlType::kIQ4_NL: spread = 116.0f; break;
+      case GgmlType::kIQ4_XS: spread = 2157.0f; break;
+      case GgmlType::kQ2_K: spread = 24.0f; offset = 1.5f; break;
+      case GgmlType::kQ3_K: spread = 75.0f; break;
+      case GgmlType::kQ4_K: spread = 450.0f; offset = 7.5f; break;
+      case GgmlType::kQ5_K: spread = 913.0f; offset = 15.5f; break;
+      case GgmlType::kQ6_K: spread = 2369.0f; break;
+      default: break;  // Q4_0
     }
-    const float d = init.half_range / typical;
-    const uint16_t h = FloatToFp16Bits(d);
+    const float d = init.half_range / spread;
+    const uint16_t hd = FloatToFp16Bits(d), hm = FloatToFp16Bits(d * offset);
     for (size_t b = 0; b < bytes.size(); b += info.block_bytes) {
       if (info.type == GgmlType::kQ8_K) std::memcpy(bytes.data() + b, &d, 4);
-      for (int at : GgmlHalfScaleOffsets(info.type)) std::memcpy(bytes.data() + b + at, &h, 2);
+      const std::vector<int> at = GgmlHalfScaleOffsets(info.type);
+      for (size_t i = 0; i < at.size(); ++i) std::memcpy(bytes.data() + b + at[i], i == 0 ? &hd : &hm, 2);
     }
     return bytes;
   }
