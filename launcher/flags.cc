@@ -54,6 +54,9 @@ ABSL_FLAG(bool, overlap_kv_moves, true,
           "Move KV blocks (swaps, copy-on-write, offload) on their own stream beside the forward pass, each layer "
           "waiting only for its own blocks; false: every step waits for its moves first (for comparison)");
 ABSL_FLAG(int32_t, tp, 1, "Tensor-parallel ranks per model replica; the job's ranks (mpirun -np / srun -n) are dp x tp");
+ABSL_FLAG(std::string, all_reduce, "auto",
+          "Tensor-parallel all-reduce on GPUs: auto (time NCCL and kvshard's peer-memory all-reduce at start-up, take "
+          "the faster per message size), nccl, or custom (the peer-memory one: GPUs of one node, up to 8 ranks)");
 ABSL_FLAG(double, comm_timeout, 120.0,
           "Seconds a collective may wait for the other ranks before the job is stopped with an error naming it");
 

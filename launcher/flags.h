@@ -45,6 +45,7 @@ ABSL_DECLARE_FLAG(std::string, swap_space);
 ABSL_DECLARE_FLAG(std::string, kv_offload_memory);
 ABSL_DECLARE_FLAG(std::string, preemption_mode);
 ABSL_DECLARE_FLAG(double, comm_timeout);
+ABSL_DECLARE_FLAG(std::string, all_reduce);
 
 namespace kvs {
 // --check-weights as the loader's policy (an error names the valid values).

@@ -16,15 +16,15 @@
 
 namespace kvs {
 
-absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(std::unique_ptr<MpiCommunicator> control,
+absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(MpiCommunicator& control,
                                                                            CudaBackend& backend) {
   std::unique_ptr<NcclCommunicator> c(new NcclCommunicator());
   c->backend_ = &backend;
+  c->control_ = &control;
   ncclUniqueId id;
-  if (control->rank() == 0) KVS_NCCL_RETURN_IF_ERROR(ncclGetUniqueId(&id));
-  KVS_RETURN_IF_ERROR(control->BroadcastBytes(&id, sizeof(id), 0));
-  KVS_NCCL_RETURN_IF_ERROR(ncclCommInitRank(&c->comm_, control->size(), id, control->rank()));
-  c->control_ = std::move(control);
+  if (control.rank() == 0) KVS_NCCL_RETURN_IF_ERROR(ncclGetUniqueId(&id));
+  KVS_RETURN_IF_ERROR(control.BroadcastBytes(&id, sizeof(id), 0));
+  KVS_NCCL_RETURN_IF_ERROR(ncclCommInitRank(&c->comm_, control.size(), id, control.rank()));
   return c;
 }
 

@@ -17,26 +17,23 @@ typedef struct ncclComm* ncclComm_t;
 
 namespace kvs {
 
-class NcclCommunicator final : public Collectives {
+// The tensor collectives only; the group's control plane stays with the MPI communicator that
+// bootstrapped it (GpuGroupCommunicator holds both).
+class NcclCommunicator {
  public:
-  // Collective over `control`'s group: every rank calls it.
-  static absl::StatusOr<std::unique_ptr<NcclCommunicator>> Create(std::unique_ptr<MpiCommunicator> control,
-                                                                  CudaBackend& backend);
-  ~NcclCommunicator() override;
+  // Collective over `control`'s group: every rank calls it. `control` outlives the communicator.
+  static absl::StatusOr<std::unique_ptr<NcclCommunicator>> Create(MpiCommunicator& control, CudaBackend& backend);
+  ~NcclCommunicator();
 
-  int rank() const override { return control_->rank(); }
-  int size() const override { return control_->size(); }
-  absl::Status AllReduceSum(TensorView x) override;
-  absl::Status AllGather(const void* send, void* recv, size_t bytes) override;
-  bool Capturable() const override { return true; }  // NCCL collectives are stream work
-  absl::Status Broadcast(std::vector<int32_t>& words) override { return control_->Broadcast(words); }
-  absl::StatusOr<int64_t> AllReduceMin(int64_t value) override { return control_->AllReduceMin(value); }
+  int rank() const { return control_->rank(); }
+  absl::Status AllReduceSum(TensorView x);
+  absl::Status AllGather(const void* send, void* recv, size_t bytes);
 
  private:
   NcclCommunicator() = default;
   absl::Status CheckAsync();
 
-  std::unique_ptr<MpiCommunicator> control_;
+  MpiCommunicator* control_ = nullptr;
   CudaBackend* backend_ = nullptr;
   ncclComm_t comm_ = nullptr;
 };

@@ -7,7 +7,7 @@
 #include "kernels/common/status_macros.h"
 #include "parallel/mpi_check.h"
 #if defined(KVS_HAVE_CUDA)
-#include "parallel/nccl_communicator.h"
+#include "parallel/gpu_group_communicator.h"
 #endif
 
 namespace kvs {
@@ -32,7 +32,8 @@ absl::StatusOr<GroupLayout> LayoutFor(const World& world, int tp) {
 }
 
 absl::StatusOr<std::unique_ptr<RankContext>> RankContext::Create(const World& world, int tp, const ModelConfig& model,
-                                                                 Backend& backend, std::chrono::milliseconds timeout) {
+                                                                 Backend& backend, std::chrono::milliseconds timeout,
+                                                                 AllReduceMode all_reduce) {
   std::unique_ptr<RankContext> c(new RankContext());
   c->world_ = world;
   KVS_ASSIGN_OR_RETURN(c->layout_, LayoutFor(world, tp));
@@ -51,11 +52,16 @@ absl::StatusOr<std::unique_ptr<RankContext>> RankContext::Create(const World& wo
   if (tp == 1) return c;
 #if defined(KVS_HAVE_CUDA)
   if (auto* cuda = dynamic_cast<CudaBackend*>(&backend)) {
-    KVS_ASSIGN_OR_RETURN(c->group_, NcclCommunicator::Create(std::move(control), *cuda));
-    c->transport_ = "nccl";
+    KVS_ASSIGN_OR_RETURN(auto group,
+                         GpuGroupCommunicator::Create(std::move(control), *cuda, all_reduce, timeout, model.hidden_size));
+    c->transport_ = group->transport();
+    c->group_ = std::move(group);
     return c;
   }
 #endif
+  if (all_reduce == AllReduceMode::kCustom) {
+    return absl::InvalidArgumentError("--all-reduce custom needs the CUDA backend (the CPU backend's ranks sum over MPI)");
+  }
   c->group_ = std::move(control);
   c->transport_ = "mpi";
   return c;

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
+#include "parallel/all_reduce_choice.h"
 #include "parallel/mpi_communicator.h"
 #include "parallel/sharding_plan.h"
 #include "parallel/world.h"
@@ -30,10 +31,12 @@ absl::StatusOr<GroupLayout> LayoutFor(const World& world, int tp);
 
 class RankContext {
  public:
-  // Collective over the world when it has more than one rank. Tensors travel by NCCL on a CUDA
-  // backend and by MPI otherwise.
+  // Collective over the world when it has more than one rank. Tensors travel by NCCL and/or the
+  // peer-memory collectives on a CUDA backend (GpuGroupCommunicator, `all_reduce` choosing), by
+  // MPI otherwise.
   static absl::StatusOr<std::unique_ptr<RankContext>> Create(const World& world, int tp, const ModelConfig& model,
-                                                             Backend& backend, std::chrono::milliseconds timeout);
+                                                             Backend& backend, std::chrono::milliseconds timeout,
+                                                             AllReduceMode all_reduce = AllReduceMode::kAuto);
 
   const World& world() const { return world_; }
   const GroupLayout& layout() const { return layout_; }

@@ -1,0 +1,151 @@
+#include "parallel/gpu_group_communicator.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "kernels/common/status_macros.h"
+
+namespace kvs {
+namespace {
+
+// Where a rank's GPU is: its node and PCI bus id (fixed-size, to gather over MPI).
+struct GpuPlace {
+  char host[64] = {};
+  char bus[32] = {};
+};
+
+absl::StatusOr<GpuPlace> ThisPlace() {
+  GpuPlace p;
+  gethostname(p.host, sizeof(p.host) - 1);
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || cudaDeviceGetPCIBusId(p.bus, sizeof(p.bus) - 1, device) != cudaSuccess) {
+    return absl::InternalError("cannot read this rank's GPU's PCI bus id");
+  }
+  return p;
+}
+
+// Mean microseconds of `iters` calls of `fn` on `stream` after two warm-ups (collective: every
+// rank times the same calls). Negative when a call fails.
+template <typename Fn>
+double TimeCalls(cudaStream_t stream, int iters, Fn&& fn) {
+  for (int i = 0; i < 2; ++i) {
+    if (!fn().ok()) return -1.0;
+  }
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  cudaEventRecord(start, stream);
+  bool ok = true;
+  for (int i = 0; i < iters; ++i) ok = ok && fn().ok();
+  cudaEventRecord(stop, stream);
+  cudaEventSynchronize(stop);
+  float ms = 0.0f;
+  cudaEventElapsedTime(&ms, start, stop);
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return ok ? 1e3 * ms / iters : -1.0;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<GpuGroupCommunicator>> GpuGroupCommunicator::Create(
+    std::unique_ptr<MpiCommunicator> control, CudaBackend& backend, AllReduceMode mode,
+    std::chrono::milliseconds timeout, int64_t hidden) {
+  std::unique_ptr<GpuGroupCommunicator> g(new GpuGroupCommunicator());
+  g->backend_ = &backend;
+  MpiCommunicator& c = *control;
+  g->control_ = std::move(control);
+  const int ranks = c.size(), rank = c.rank();
+
+  // Where every rank's GPU is.
+  KVS_ASSIGN_OR_RETURN(const GpuPlace mine, ThisPlace());
+  std::vector<GpuPlace> places(ranks);
+  KVS_RETURN_IF_ERROR(c.AllGather(&mine, places.data(), sizeof(GpuPlace)));
+  bool one_node = true, shared_gpu = false, accessible = true;
+  int device = 0;
+  cudaGetDevice(&device);
+  for (int r = 0; r < ranks; ++r) {
+    one_node = one_node && std::strcmp(places[r].host, mine.host) == 0;
+    for (int s = 0; s < r; ++s) {
+      shared_gpu = shared_gpu || (std::strcmp(places[r].host, places[s].host) == 0 &&
+                                  std::strcmp(places[r].bus, places[s].bus) == 0);
+    }
+    if (r == rank || std::strcmp(places[r].host, mine.host) != 0 || std::strcmp(places[r].bus, mine.bus) == 0) continue;
+    int peer = -1, can = 0;
+    accessible = accessible && cudaDeviceGetByPCIBusId(&peer, places[r].bus) == cudaSuccess &&
+                 cudaDeviceCanAccessPeer(&can, device, peer) == cudaSuccess && can == 1;
+  }
+  cudaGetLastError();  // a peer this process cannot see is an answer, not a sticky error
+  KVS_ASSIGN_OR_RETURN(const int64_t all_accessible, c.AllReduceMin(accessible ? 1 : 0));
+  std::string problem = PeerAllReduceProblem(ranks, one_node, all_accessible == 1);
+
+  // NCCL where it runs (not with two ranks on one GPU); the peer path where it can and may be used.
+  if (!shared_gpu) {
+    KVS_ASSIGN_OR_RETURN(g->nccl_, NcclCommunicator::Create(c, backend));
+  }
+  if (problem.empty() && mode != AllReduceMode::kNccl) {
+    auto peer = PeerAllReduce::Create(c, timeout);
+    if (peer.ok()) {
+      g->peer_ = std::move(*peer);
+    } else {
+      problem = std::string(peer.status().message());
+    }
+    // Every rank keeps it only if every rank has it.
+    KVS_ASSIGN_OR_RETURN(const int64_t all_have, c.AllReduceMin(g->peer_ != nullptr ? 1 : 0));
+    if (all_have == 0) {
+      g->peer_.reset();
+      if (problem.empty()) problem = "another rank could not map the peer buffers";
+    }
+  }
+
+  // Both paths timed where both can run and the choice is not forced.
+  std::vector<AllReduceTiming> timings;
+  if (mode == AllReduceMode::kAuto && g->nccl_ != nullptr && g->peer_ != nullptr) {
+    const int64_t widest = hidden * 512;
+    void* buffer = nullptr;
+    if (cudaMalloc(&buffer, widest * 2) != cudaSuccess) return absl::ResourceExhaustedError("all-reduce timing buffer");
+    cudaMemsetAsync(buffer, 0, widest * 2, backend.stream());
+    for (int64_t tokens : {1, 8, 32, 128, 512}) {
+      const TensorView x = TensorView::Contiguous(buffer, DType::kBF16, tokens, hidden);
+      AllReduceTiming t;
+      t.bytes = static_cast<size_t>(tokens * hidden * 2);
+      t.nccl_us = TimeCalls(backend.stream(), 20, [&] { return g->nccl_->AllReduceSum(x); });
+      t.custom_us = TimeCalls(backend.stream(), 20, [&] { return g->peer_->AllReduceSum(x, backend.stream()); });
+      timings.push_back(t);
+    }
+    cudaFree(buffer);
+  }
+  KVS_ASSIGN_OR_RETURN(g->choice_, ChooseAllReduce(mode, problem, g->nccl_ != nullptr, timings));
+  // Rank 0's cut-over for everyone: timings differ a little between ranks, calls must not.
+  std::vector<int32_t> words = {static_cast<int32_t>(g->choice_.custom_below & 0xFFFFFFFFu),
+                                static_cast<int32_t>(static_cast<uint64_t>(g->choice_.custom_below) >> 32)};
+  KVS_RETURN_IF_ERROR(c.Broadcast(words));
+  g->choice_.custom_below = static_cast<uint32_t>(words[0]) | (static_cast<uint64_t>(static_cast<uint32_t>(words[1])) << 32);
+  if (g->choice_.custom_below > 0 && g->peer_ == nullptr) {
+    return absl::InternalError("rank 0 chose the peer-memory all-reduce, which this rank does not have");
+  }
+  if (rank == 0) std::fprintf(stderr, "[kvshard] tensor-parallel all-reduce: %s\n", g->choice_.reason.c_str());
+  return g;
+}
+
+const char* GpuGroupCommunicator::transport() const {
+  if (peer_ != nullptr && choice_.custom_below > 0) return nccl_ != nullptr ? "nccl+peer" : "peer";
+  return "nccl";
+}
+
+absl::Status GpuGroupCommunicator::AllReduceSum(TensorView x) {
+  const size_t bytes = static_cast<size_t>(x.NumElements()) * DTypeSize(x.dtype);
+  if (peer_ != nullptr && bytes < choice_.custom_below) return peer_->AllReduceSum(x, backend_->stream());
+  return nccl_->AllReduceSum(x);
+}
+
+absl::Status GpuGroupCommunicator::AllGather(const void* send, void* recv, size_t bytes) {
+  if (nccl_ != nullptr) return nccl_->AllGather(send, recv, bytes);
+  return peer_->AllGather(send, recv, bytes, backend_->stream());
+}
+
+}  // namespace kvs

@@ -1,0 +1,55 @@
+// A tensor-parallel group of GPUs: the control plane over MPI, tensors over NCCL and/or kvshard's
+// peer-memory collectives (peer_all_reduce.h), chosen by all_reduce_choice.h's rules. At start-up
+// it learns where the group's GPUs are (nodes, shared GPUs, peer access), times both all-reduces at
+// the step's message sizes when both can run, agrees on rank 0's choice and logs it with its
+// reason. NCCL is skipped when two ranks share a GPU (NCCL refuses that); the peer path then
+// carries everything, which is how one GPU tests the whole tensor-parallel path.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "parallel/all_reduce_choice.h"
+#include "parallel/mpi_communicator.h"
+#include "parallel/nccl_communicator.h"
+#include "parallel/peer_all_reduce.h"
+#include "runtime/engine/collectives.h"
+
+namespace kvs {
+
+class CudaBackend;  // kernels/cuda/cuda_backend.h, reached through nccl_communicator.h (docs/architecture.md)
+
+class GpuGroupCommunicator final : public Collectives {
+ public:
+  // Collective over `control`'s group. `hidden` sizes the timed messages (hidden x {1, 8, 32,
+  // 128, 512} bf16 values: a decode step's to a prefill chunk's all-reduces).
+  static absl::StatusOr<std::unique_ptr<GpuGroupCommunicator>> Create(std::unique_ptr<MpiCommunicator> control,
+                                                                       CudaBackend& backend, AllReduceMode mode,
+                                                                       std::chrono::milliseconds timeout,
+                                                                       int64_t hidden);
+
+  int rank() const override { return control_->rank(); }
+  int size() const override { return control_->size(); }
+  absl::Status AllReduceSum(TensorView x) override;
+  absl::Status AllGather(const void* send, void* recv, size_t bytes) override;
+  bool Capturable() const override { return true; }  // both paths are stream work
+  absl::Status Broadcast(std::vector<int32_t>& words) override { return control_->Broadcast(words); }
+  absl::StatusOr<int64_t> AllReduceMin(int64_t value) override { return control_->AllReduceMin(value); }
+
+  // "nccl", "peer" or "nccl+peer", and the sentence the start-up log printed.
+  const char* transport() const;
+  const std::string& reason() const { return choice_.reason; }
+
+ private:
+  GpuGroupCommunicator() = default;
+  std::unique_ptr<MpiCommunicator> control_;
+  CudaBackend* backend_ = nullptr;
+  std::unique_ptr<NcclCommunicator> nccl_;
+  std::unique_ptr<PeerAllReduce> peer_;
+  AllReduceChoice choice_;
+};
+
+}  // namespace kvs
