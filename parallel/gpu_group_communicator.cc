@@ -2,11 +2,13 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "kernels/common/half_convert.h"
 #include "kernels/common/status_macros.h"
 
 namespace kvs {
@@ -48,6 +50,40 @@ double TimeCalls(cudaStream_t stream, int iters, Fn&& fn) {
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
   return ok ? 1e3 * ms / iters : -1.0;
+}
+
+// Whether the peer path's sum of `tokens x hidden` random bf16 values equals NCCL's on this rank.
+absl::StatusOr<bool> PeerAgreesWithNccl(NcclCommunicator& nccl, PeerAllReduce& peer, cudaStream_t stream, int rank,
+                                        int ranks, int64_t hidden) {
+  const int64_t n = 8 * hidden + 5;
+  std::vector<uint16_t> host(n);
+  uint32_t state = 2654435761u * static_cast<uint32_t>(rank + 1);
+  for (auto& h : host) {
+    state = state * 1664525u + 1013904223u;
+    h = FloatToBf16Bits(static_cast<float>(static_cast<int32_t>(state >> 8) % 2000 - 1000) / 256.0f);
+  }
+  void* buffers = nullptr;
+  if (cudaMalloc(&buffers, 2 * n * 2) != cudaSuccess) return absl::ResourceExhaustedError("all-reduce check buffers");
+  char* a = static_cast<char*>(buffers);
+  char* b = a + n * 2;
+  cudaMemcpy(a, host.data(), n * 2, cudaMemcpyHostToDevice);
+  cudaMemcpy(b, host.data(), n * 2, cudaMemcpyHostToDevice);
+  absl::Status st = nccl.AllReduceSum(TensorView::Contiguous(a, DType::kBF16, 1, n));
+  if (st.ok()) st = peer.AllReduceSum(TensorView::Contiguous(b, DType::kBF16, 1, n), stream);
+  std::vector<uint16_t> ga(n), gb(n);
+  if (st.ok() && cudaStreamSynchronize(stream) == cudaSuccess) {
+    cudaMemcpy(ga.data(), a, n * 2, cudaMemcpyDeviceToHost);
+    cudaMemcpy(gb.data(), b, n * 2, cudaMemcpyDeviceToHost);
+  }
+  cudaFree(buffers);
+  KVS_RETURN_IF_ERROR(st);
+  KVS_RETURN_IF_ERROR(peer.CheckError());
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = Bf16BitsToFloat(ga[i]), y = Bf16BitsToFloat(gb[i]);
+    const bool same = ranks == 2 ? ga[i] == gb[i] : std::fabs(x - y) <= std::ldexp(std::fabs(x), -6) + 1e-2f;
+    if (!same) return false;
+  }
+  return true;
 }
 
 }  // namespace
@@ -102,8 +138,18 @@ absl::StatusOr<std::unique_ptr<GpuGroupCommunicator>> GpuGroupCommunicator::Crea
     }
   }
 
-  // Both paths timed where both can run and the choice is not forced.
+  // Where both can run and the choice is not forced: first the peer path must give NCCL's sums on
+  // random data (bit for bit with two ranks, where both add a + b; within bf16 rounding of the
+  // different order otherwise), then both are timed.
   std::vector<AllReduceTiming> timings;
+  if (mode == AllReduceMode::kAuto && g->nccl_ != nullptr && g->peer_ != nullptr) {
+    KVS_ASSIGN_OR_RETURN(const bool agree, PeerAgreesWithNccl(*g->nccl_, *g->peer_, backend.stream(), rank, ranks, hidden));
+    KVS_ASSIGN_OR_RETURN(const int64_t all_agree, c.AllReduceMin(agree ? 1 : 0));
+    if (all_agree == 0) {
+      g->peer_.reset();
+      problem = "the peer-memory all-reduce disagreed with NCCL on a start-up check (a bug: please report it)";
+    }
+  }
   if (mode == AllReduceMode::kAuto && g->nccl_ != nullptr && g->peer_ != nullptr) {
     const int64_t widest = hidden * 512;
     void* buffer = nullptr;
