@@ -99,7 +99,8 @@ absl::Status Plan() {
   const ModelConfig& mc = pm.config;
   KVS_ASSIGN_OR_RETURN(size_t gpu_mem, ParseByteSize(absl::GetFlag(FLAGS_gpu_mem)));
   const int tp = absl::GetFlag(FLAGS_tp);
-  KVS_ASSIGN_OR_RETURN(ShardingPlan sharding, PlanSharding(mc, tp));
+  KVS_ASSIGN_OR_RETURN(ShardingPlan sharding,
+                       PlanSharding(mc, tp, pm.source != nullptr ? FfnBlockAlignment(mc, *pm.source) : 1));
   KVS_ASSIGN_OR_RETURN(EngineConfig ec, EngineConfigFromFlags(/*cpu=*/false));  // planning is for GPUs
   const KvDType kv = ec.kv_dtype.value_or(KvDType::kBF16);
   KVS_ASSIGN_OR_RETURN(ec, ResolveEngineConfig(ec, mc));

@@ -38,7 +38,9 @@ absl::StatusOr<std::unique_ptr<RankRuntime>> StartRank(
                                                   DefaultCpuMemoryBudget() / rt->world.size));
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
   KVS_ASSIGN_OR_RETURN(const AllReduceMode all_reduce, ParseAllReduceMode(absl::GetFlag(FLAGS_all_reduce)));
-  KVS_ASSIGN_OR_RETURN(rt->context, RankContext::Create(rt->world, tp, mc, *rt->backend, timeout, all_reduce));
+  // FFN rows split along whole blocks where the backend keeps the file's blocks.
+  const int32_t ffn_align = tp > 1 ? FfnBlockAlignment(mc, *rt->model->source) : 1;
+  KVS_ASSIGN_OR_RETURN(rt->context, RankContext::Create(rt->world, tp, mc, *rt->backend, timeout, all_reduce, ffn_align));
   KVS_ASSIGN_OR_RETURN(ModelWeights w, ModelWeights::Load(*rt->model->source, *rt->backend, rt->context->shard()));
   rt->weights = std::make_unique<ModelWeights>(std::move(w));
   KVS_ASSIGN_OR_RETURN(EngineConfig config, EngineConfigFromFlags(*rt->backend));

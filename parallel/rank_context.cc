@@ -33,11 +33,11 @@ absl::StatusOr<GroupLayout> LayoutFor(const World& world, int tp) {
 
 absl::StatusOr<std::unique_ptr<RankContext>> RankContext::Create(const World& world, int tp, const ModelConfig& model,
                                                                  Backend& backend, std::chrono::milliseconds timeout,
-                                                                 AllReduceMode all_reduce) {
+                                                                 AllReduceMode all_reduce, int32_t ffn_align) {
   std::unique_ptr<RankContext> c(new RankContext());
   c->world_ = world;
   KVS_ASSIGN_OR_RETURN(c->layout_, LayoutFor(world, tp));
-  KVS_ASSIGN_OR_RETURN(c->plan_, PlanSharding(model, tp));
+  KVS_ASSIGN_OR_RETURN(c->plan_, PlanSharding(model, tp, ffn_align));
   if (world.size == 1) return c;
 
   const GroupLayout& l = c->layout_;

@@ -31,12 +31,14 @@ absl::StatusOr<GroupLayout> LayoutFor(const World& world, int tp);
 
 class RankContext {
  public:
-  // Collective over the world when it has more than one rank. Tensors travel by NCCL and/or the
+  // Collective over the world when it has more than one rank. `ffn_align`: PlanSharding's. Tensors
+  // travel by NCCL and/or the
   // peer-memory collectives on a CUDA backend (GpuGroupCommunicator, `all_reduce` choosing), by
   // MPI otherwise.
   static absl::StatusOr<std::unique_ptr<RankContext>> Create(const World& world, int tp, const ModelConfig& model,
                                                              Backend& backend, std::chrono::milliseconds timeout,
-                                                             AllReduceMode all_reduce = AllReduceMode::kAuto);
+                                                             AllReduceMode all_reduce = AllReduceMode::kAuto,
+                                                             int32_t ffn_align = 1);
 
   const World& world() const { return world_; }
   const GroupLayout& layout() const { return layout_; }

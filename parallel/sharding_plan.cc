@@ -16,7 +16,7 @@ Range Part(int32_t total, int32_t n, int32_t r) {
 
 }  // namespace
 
-absl::StatusOr<ShardingPlan> PlanSharding(const ModelConfig& c, int32_t tp) {
+absl::StatusOr<ShardingPlan> PlanSharding(const ModelConfig& c, int32_t tp, int32_t ffn_align) {
   const int32_t max_tp = std::min({c.num_q_heads, c.intermediate_size, c.vocab_size});
   if (tp < 1 || tp > max_tp) {
     return absl::InvalidArgumentError(absl::StrFormat(
@@ -31,11 +31,28 @@ absl::StatusOr<ShardingPlan> PlanSharding(const ModelConfig& c, int32_t tp) {
     ModelShard s;
     s.q_heads = Part(c.num_q_heads, tp, r);
     s.kv_heads = Range{s.q_heads.begin / group, (s.q_heads.end - 1) / group + 1};
-    s.intermediate = Part(c.intermediate_size, tp, r);
+    // In whole blocks where every rank still gets one (else evenly, and the loader says which
+    // tensor would split).
+    const int32_t units = ffn_align > 1 && c.intermediate_size % ffn_align == 0 ? c.intermediate_size / ffn_align : 0;
+    if (units >= tp) {
+      const Range u = Part(units, tp, r);
+      s.intermediate = Range{u.begin * ffn_align, u.end * ffn_align};
+    } else {
+      s.intermediate = Part(c.intermediate_size, tp, r);
+    }
     s.vocab = Part(c.vocab_size, tp, r);
     plan.ranks.push_back(s);
   }
   return plan;
+}
+
+int32_t FfnBlockAlignment(const ModelConfig& c, const WeightSource& source) {
+  int32_t align = 1;
+  for (int32_t l = 0; l < c.num_layers; ++l) {
+    const auto t = source.StoredBlockType("model.layers." + std::to_string(l) + ".mlp.down_proj.weight");
+    if (t) align = std::max(align, LookupGgmlType(static_cast<uint32_t>(*t))->block_elems);
+  }
+  return align;
 }
 
 int64_t ShardingPlan::KvBytesPerToken(const ModelConfig& c, int32_t rank, int bytes_per_element) const {

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "runtime/model/model_config.h"
 #include "runtime/model/model_shard.h"
+#include "runtime/model/weight_source.h"
 
 namespace kvs {
 
@@ -28,6 +29,12 @@ struct ShardingPlan {
   std::string Describe() const;
 };
 
-absl::StatusOr<ShardingPlan> PlanSharding(const ModelConfig& c, int32_t tp);
+// `ffn_align`: FFN rows are split in whole multiples of it where the intermediate size allows
+// (FfnBlockAlignment: a down projection stored in GGML blocks then splits along whole blocks).
+absl::StatusOr<ShardingPlan> PlanSharding(const ModelConfig& c, int32_t tp, int32_t ffn_align = 1);
+
+// The block width (weights per block) of the widest GGML block type `source` stores a down
+// projection in, or 1 when they are all floats: the FFN split's alignment.
+int32_t FfnBlockAlignment(const ModelConfig& c, const WeightSource& source);
 
 }  // namespace kvs

@@ -44,8 +44,16 @@ class Stager {
       KVS_ASSIGN_OR_RETURN(std::optional<RawTensor> raw, src_.ReadRaw(name, shape));
       const auto info = raw ? LookupGgmlType(static_cast<uint32_t>(raw->type)) : std::nullopt;
       // Whole blocks only: a column window must start and end on a block boundary.
-      // Whole blocks only: a column window must start and end on a block boundary.
       const bool whole_blocks = info && cols.begin % info->block_elems == 0 && cols.size() % info->block_elems == 0;
+      if (info && !whole_blocks && matrix && backend_.LinearTakesBlocks(raw->type)) {
+        // A tensor-parallel share that would cut the file's blocks (the FFN split follows the
+        // blocks, sharding_plan.h; a head split cannot).
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s: tensor '%s' is stored as %s, in blocks of %d columns; this rank's share is columns [%d, %d), which "
+            "would split a block: use a --tp under which every rank's share is whole blocks (or a file whose type "
+            "has smaller blocks)",
+            src_.path(), name, info->name, info->block_elems, cols.begin, cols.end));
+      }
       const bool keep = whole_blocks && matrix && backend_.LinearTakesBlocks(raw->type);
       // The device decodes rows in stored order: reordered rows are kept as blocks or decoded here.
       const bool decode = whole_blocks && backend_.DequantizesType(raw->type) && raw->row_order.empty();

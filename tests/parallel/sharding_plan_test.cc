@@ -3,7 +3,13 @@
 // tp values are refused with the valid range.
 #include "parallel/sharding_plan.h"
 
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
 #include "gtest/gtest.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "runtime/model/model_weights.h"
 #include "runtime/model/weight_source.h"
 
 namespace kvs {
@@ -72,6 +78,48 @@ TEST(ShardingPlanTest, RefusesImpossibleTpListingValidValues) {
     ASSERT_FALSE(p.ok()) << tp;
     EXPECT_NE(p.status().message().find("valid tp values are 1..9"), std::string::npos) << p.status();
   }
+}
+
+// Weights kept in GGML blocks: the FFN rows split along whole blocks (6 Q4_K blocks over 4 ranks:
+// 1, 2, 1, 2), and a head split that would cut the attention output's blocks is refused by name.
+TEST(ShardingPlanTest, BlockTypedWeightsSplitAlongWholeBlocksOrAreRefusedByName) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / "kvs_sharding_blocks";
+  std::filesystem::create_directories(dir / "models");
+  std::ofstream(dir / "models" / "tiny-blocks.json")
+      << R"({"model_type": "llama", "vocab_size": 1024, "hidden_size": 512, "intermediate_size": 1536,
+             "num_hidden_layers": 1, "num_attention_heads": 32, "num_key_value_heads": 8,
+             "max_position_embeddings": 256, "rms_norm_eps": 1e-05, "rope_theta": 10000.0,
+             "tie_word_embeddings": false, "hidden_act": "silu", "bos_token_id": 1, "eos_token_id": 2})";
+  setenv("KVS_CONFIG_DIR", dir.c_str(), 1);
+  auto src = OpenWeightSource("random:tiny-blocks:Q4_K");
+  unsetenv("KVS_CONFIG_DIR");
+  ASSERT_TRUE(src.ok()) << src.status();
+  const ModelConfig& c = (*src)->config();
+  ASSERT_EQ(FfnBlockAlignment(c, **src), 256);
+  auto four = PlanSharding(c, 4, FfnBlockAlignment(c, **src));
+  ASSERT_TRUE(four.ok());
+  const int32_t want[5] = {0, 256, 768, 1024, 1536};
+  for (int r = 0; r < 4; ++r) {
+    EXPECT_EQ(four->ranks[r].intermediate.begin, want[r]) << r;
+    EXPECT_EQ(four->ranks[r].intermediate.end, want[r + 1]) << r;
+  }
+  // tp 2: 16 heads of 16 = 256 columns of o_proj a rank, whole blocks: loads.
+  auto two = PlanSharding(c, 2, 256);
+  ASSERT_TRUE(two.ok());
+  {
+    CpuBackend be(size_t{1} << 30, CpuMath::kFast);
+    EXPECT_TRUE(ModelWeights::Load(**src, be, two->ranks[1]).ok());
+  }
+  // tp 4: 8 heads = 128 columns, half a block: refused, naming the tensor, its type and the columns.
+  CpuBackend be(size_t{1} << 30, CpuMath::kFast);
+  const auto w = ModelWeights::Load(**src, be, four->ranks[1]);
+  ASSERT_FALSE(w.ok());
+  const std::string m(w.status().message());
+  EXPECT_NE(m.find("model.layers.0.self_attn.o_proj.weight"), std::string::npos) << m;
+  EXPECT_NE(m.find("Q4_K"), std::string::npos) << m;
+  EXPECT_NE(m.find("columns [128, 256)"), std::string::npos) << m;
+  EXPECT_NE(m.find("would split a block"), std::string::npos) << m;
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
