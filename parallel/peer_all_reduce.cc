@@ -3,16 +3,8 @@
 #include <cstring>
 
 #include "absl/strings/str_format.h"
+#include "kernels/common/cuda_status.h"
 #include "kernels/common/status_macros.h"
-
-#define KVS_PEER_CUDA(call)                                                                                  \
-  do {                                                                                                       \
-    const cudaError_t kvs_peer_err_ = (call);                                                                \
-    if (kvs_peer_err_ != cudaSuccess) {                                                                      \
-      return absl::InternalError(absl::StrFormat("%s:%d: %s failed: %s", __FILE__, __LINE__, #call,          \
-                                                 cudaGetErrorString(kvs_peer_err_)));                        \
-    }                                                                                                        \
-  } while (0)
 
 namespace kvs {
 
@@ -26,18 +18,18 @@ absl::StatusOr<std::unique_ptr<PeerAllReduce>> PeerAllReduce::Create(MpiCommunic
   std::unique_ptr<PeerAllReduce> p(new PeerAllReduce());
   p->timeout_ = timeout;
   const size_t bytes = peer::kFlagBytes + 2 * kStagingBytes;
-  KVS_PEER_CUDA(cudaMalloc(&p->mine_, bytes));
-  KVS_PEER_CUDA(cudaMemset(p->mine_, 0, peer::kFlagBytes));
-  KVS_PEER_CUDA(cudaMalloc(&p->control_.epochs, peer::kBlocks * sizeof(uint32_t)));
-  KVS_PEER_CUDA(cudaMemset(p->control_.epochs, 0, peer::kBlocks * sizeof(uint32_t)));
-  KVS_PEER_CUDA(cudaHostAlloc(&p->error_host_, sizeof(int32_t), cudaHostAllocMapped));
+  KVS_CUDA_RETURN_IF_ERROR(cudaMalloc(&p->mine_, bytes));
+  KVS_CUDA_RETURN_IF_ERROR(cudaMemset(p->mine_, 0, peer::kFlagBytes));
+  KVS_CUDA_RETURN_IF_ERROR(cudaMalloc(&p->control_.epochs, peer::kBlocks * sizeof(uint32_t)));
+  KVS_CUDA_RETURN_IF_ERROR(cudaMemset(p->control_.epochs, 0, peer::kBlocks * sizeof(uint32_t)));
+  KVS_CUDA_RETURN_IF_ERROR(cudaHostAlloc(&p->error_host_, sizeof(int32_t), cudaHostAllocMapped));
   *p->error_host_ = -1;
-  KVS_PEER_CUDA(cudaHostGetDevicePointer(reinterpret_cast<void**>(&p->control_.error), p->error_host_, 0));
+  KVS_CUDA_RETURN_IF_ERROR(cudaHostGetDevicePointer(reinterpret_cast<void**>(&p->control_.error), p->error_host_, 0));
   p->control_.timeout_ns = static_cast<uint64_t>(timeout.count()) * 1000000ull;
-  KVS_PEER_CUDA(cudaDeviceSynchronize());  // the zeroed flags are in place before any peer can write them
+  KVS_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());  // the zeroed flags are in place before any peer can write them
 
   cudaIpcMemHandle_t handle;
-  KVS_PEER_CUDA(cudaIpcGetMemHandle(&handle, p->mine_));
+  KVS_CUDA_RETURN_IF_ERROR(cudaIpcGetMemHandle(&handle, p->mine_));
   std::vector<cudaIpcMemHandle_t> handles(ranks);
   KVS_RETURN_IF_ERROR(control.AllGather(&handle, handles.data(), sizeof(handle)));
   p->peers_.rank = rank;
@@ -88,7 +80,7 @@ absl::Status PeerAllReduce::AllReduceSum(TensorView x, cudaStream_t stream) {
   const int64_t n = x.NumElements(), chunk = static_cast<int64_t>(kStagingBytes / elem);
   for (int64_t at = 0; at < n; at += chunk) {
     const int64_t m = std::min(chunk, n - at);
-    KVS_PEER_CUDA(peer::LaunchPeerAllReduce(static_cast<char*>(x.data) + at * elem, m, x.dtype == DType::kBF16,
+    KVS_CUDA_RETURN_IF_ERROR(peer::LaunchPeerAllReduce(static_cast<char*>(x.data) + at * elem, m, x.dtype == DType::kBF16,
                                             m * elem > kOneShotMaxBytes, peers_, control_, stream));
   }
   return absl::OkStatus();
@@ -98,7 +90,7 @@ absl::Status PeerAllReduce::AllGather(const void* send, void* recv, size_t bytes
   KVS_RETURN_IF_ERROR(CheckError());
   for (size_t at = 0; at < bytes; at += kStagingBytes) {
     const size_t m = std::min(kStagingBytes, bytes - at);
-    KVS_PEER_CUDA(peer::LaunchPeerAllGather(static_cast<const char*>(send) + at, static_cast<char*>(recv) + at, m, bytes,
+    KVS_CUDA_RETURN_IF_ERROR(peer::LaunchPeerAllGather(static_cast<const char*>(send) + at, static_cast<char*>(recv) + at, m, bytes,
                                             peers_, control_, stream));
   }
   return absl::OkStatus();

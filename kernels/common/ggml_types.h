@@ -30,6 +30,8 @@
 #include <string_view>
 #include <vector>
 
+#include "kernels/common/host_device.h"
+
 namespace kvs {
 
 enum class GgmlType : uint32_t {
@@ -98,6 +100,18 @@ constexpr std::optional<GgmlTypeInfo> LookupGgmlType(uint32_t id) {
       return GgmlTypeInfo{GgmlType::kIQ4_XS, "IQ4_XS", 256, 136};
   }
   return std::nullopt;
+}
+
+// Q4_K / Q5_K: sub-block j's (0-7) 6-bit scale and min from the block's 12 packed scale bytes
+// (the CPU and CUDA decoders share it).
+KVS_HOST_DEVICE inline void ScaleMinK4(const uint8_t* s, int j, uint8_t& sc, uint8_t& m) {
+  if (j < 4) {
+    sc = s[j] & 0x3F;
+    m = s[j + 4] & 0x3F;
+  } else {
+    sc = (s[j + 4] & 0x0F) | ((s[j - 4] >> 2) & 0x30);
+    m = (s[j + 4] >> 4) | ((s[j] >> 2) & 0x30);
+  }
 }
 
 // Byte offsets of a block type's fp16 scale fields (Q8_K's one scale is an f32 at 0): what a

@@ -101,20 +101,6 @@ void UnpackQ3_K(const uint8_t* b, int8_t* q, float* scale, float*) {
       }
 }
 
-}  // namespace
-
-void ScaleMinK4(const uint8_t* s, int j, uint8_t& sc, uint8_t& m) {
-  if (j < 4) {
-    sc = s[j] & 0x3F;
-    m = s[j + 4] & 0x3F;
-  } else {
-    sc = (s[j + 4] & 0x0F) | ((s[j - 4] >> 2) & 0x30);
-    m = (s[j + 4] >> 4) | ((s[j] >> 2) & 0x30);
-  }
-}
-
-namespace {
-
 void UnpackQ4_K(const uint8_t* b, bool five_bits, int8_t* q, float* scale, float* min) {
   const float d = LoadHalf(b), dmin = LoadHalf(b + 2);
   const uint8_t* scales = b + 4;

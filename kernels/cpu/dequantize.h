@@ -26,7 +26,4 @@ struct BlockUnpacker {
 // Null fn for the plain float types.
 BlockUnpacker UnpackerFor(GgmlType type);
 
-// Q4_K / Q5_K: sub-block j's (0-7) 6-bit scale and min from the block's 12 packed scale bytes.
-void ScaleMinK4(const uint8_t* scales12, int j, uint8_t& sc, uint8_t& m);
-
 }  // namespace kvs::cpu

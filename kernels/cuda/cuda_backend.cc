@@ -3,18 +3,11 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "kernels/common/cuda_status.h"
 #include "kernels/common/half_convert.h"
 
-// Every CUDA and cuBLAS call goes through one of these: file, line and the call in the message.
-#define KVS_CUDA_RETURN_IF_ERROR(call)                                                             \
-  do {                                                                                             \
-    const cudaError_t kvs_err_ = (call);                                                           \
-    if (kvs_err_ != cudaSuccess) {                                                                 \
-      return absl::InternalError(absl::StrFormat("%s:%d: %s failed: %s", __FILE__, __LINE__, #call, \
-                                                 cudaGetErrorString(kvs_err_)));                   \
-    }                                                                                              \
-  } while (0)
-
+// Every cuBLAS call goes through this (CUDA calls through KVS_CUDA_RETURN_IF_ERROR): file, line and
+// the call in the message.
 #define KVS_CUBLAS_RETURN_IF_ERROR(call)                                                            \
   do {                                                                                              \
     const cublasStatus_t kvs_st_ = (call);                                                          \

@@ -129,17 +129,6 @@ __device__ __forceinline__ uint32_t Iq4Lookup(uint32_t nibbles) {
   return (low & ~pick) | (high & pick);
 }
 
-// Q4_K / Q5_K: sub-block j's 6-bit scale and min (cpu::ScaleMinK4).
-__device__ __forceinline__ void ScaleMinK4(const uint8_t* s, int j, uint32_t& sc, uint32_t& m) {
-  if (j < 4) {
-    sc = s[j] & 0x3F;
-    m = s[j + 4] & 0x3F;
-  } else {
-    sc = (s[j + 4] & 0x0F) | ((s[j - 4] >> 2) & 0x30);
-    m = (s[j + 4] >> 4) | ((s[j] >> 2) & 0x30);
-  }
-}
-
 // Unit u (0 .. kUnits-1) of the block at `b`.
 template <GgmlType T>
 __device__ __forceinline__ Unit ReadUnit(const uint8_t* b, int u) {
@@ -230,8 +219,8 @@ __device__ __forceinline__ Unit ReadUnit(const uint8_t* b, int u) {
       if constexpr (five) q |= ((qh[w] >> u) & 0x01010101u) << 4;
       r.q[w] = q;
     }
-    uint32_t sc, m;
-    ScaleMinK4(b + 4, u, sc, m);
+    uint8_t sc, m;
+    ScaleMinK4(b + 4, u, sc, m);  // kernels/common/ggml_types.h
     r.scale[0] = r.scale[1] = Half(b) * static_cast<float>(sc);
     r.min[0] = r.min[1] = -(Half(b + 2) * static_cast<float>(m));
   } else if constexpr (T == GgmlType::kQ6_K) {

@@ -18,7 +18,7 @@
 #include "gtest/gtest.h"
 #include "kernels/common/half_convert.h"
 #include "kernels/cuda/cuda_backend.h"
-#include "parallel/mpi_session.h"
+#include "tests/support/mpi_test_main.h"
 
 namespace kvs {
 namespace {
@@ -177,21 +177,4 @@ TEST_F(PeerAllReduceTest, AllGatherConcatenatesInRankOrder) {
 }  // namespace
 }  // namespace kvs
 
-int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  auto world = kvs::DetectWorld();
-  if (!world.ok()) return 2;
-  auto session = kvs::MpiSession::Start(*world);
-  if (!session.ok()) {
-    std::fprintf(stderr, "%s\n", std::string(session.status().message()).c_str());
-    return 2;
-  }
-  if (world->rank != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  const int rc = RUN_ALL_TESTS();
-  int worst = rc;
-  MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  return worst;
-}
+int main(int argc, char** argv) { return kvs::testing::RunMpiTests(argc, argv); }

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdint>
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -39,6 +41,29 @@ inline std::vector<uint8_t> RandomGgmlBlocks(GgmlType t, int64_t rows, int64_t k
     }
   }
   return bytes;
+}
+
+// One output of a matmul whose activations are rounded to int8 per 32 (scale max|x| / 127, as
+// the fast CPU matmul and the GPU's block GEMV do), against the weights decoded exactly.
+struct RoundedDot {
+  double value = 0;      // sum x w, in double
+  double magnitude = 0;  // sum |x w|: float32 summation adds a relative 1e-5 of it
+  double rounding = 0;   // the most the activations' rounding can move it: sum over blocks of
+                         // (max|x| / 127 / 2) * sum |w|
+};
+inline RoundedDot ReferenceDot(const float* x, const float* w, int64_t k) {
+  RoundedDot d;
+  for (int64_t b = 0; b < k / 32; ++b) {
+    double amax = 0.0, wsum = 0.0;
+    for (int64_t e = 32 * b; e < 32 * b + 32; ++e) {
+      d.value += static_cast<double>(x[e]) * w[e];
+      d.magnitude += std::fabs(static_cast<double>(x[e]) * w[e]);
+      amax = std::max(amax, std::fabs(static_cast<double>(x[e])));
+      wsum += std::fabs(static_cast<double>(w[e]));
+    }
+    d.rounding += amax / 127.0 / 2.0 * wsum * 1.0001;
+  }
+  return d;
 }
 
 }  // namespace kvs::testing

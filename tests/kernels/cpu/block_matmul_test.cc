@@ -58,20 +58,10 @@ TEST_P(BlockMatMulTest, EveryTypeMatchesTheReferenceWithinTheActivationRounding)
       MatMulBlocks(type, x.data(), x_stride, w.data(), w.size() / n, bias.data(), rows, k, n, out.data(), out_stride);
       for (int64_t t = 0; t < rows; ++t) {
         for (int64_t j = 0; j < n; ++j) {
-          double want = bias[j], bound = 0.0, magnitude = 0.0;
-          for (int64_t b = 0; b < k / 32; ++b) {
-            double amax = 0.0, wsum = 0.0;
-            for (int64_t e = 32 * b; e < 32 * b + 32; ++e) {
-              const double xv = x[t * x_stride + e], wv = wf[j * k + e];
-              want += xv * wv;
-              magnitude += std::fabs(xv * wv);
-              amax = std::max(amax, std::fabs(xv));
-              wsum += std::fabs(wv);
-            }
-            bound += amax / 127.0 / 2.0 * wsum * 1.0001;
-          }
+          const testing::RoundedDot ref = testing::ReferenceDot(&x[t * x_stride], &wf[j * k], k);
+          const double want = bias[j] + ref.value;
           const double got = out[t * out_stride + j];
-          ASSERT_LE(std::fabs(got - want), bound + 1e-5 * magnitude + 1e-6)
+          ASSERT_LE(std::fabs(got - want), ref.rounding + 1e-5 * ref.magnitude + 1e-6)
               << "token " << t << " of " << rows << ", output " << j << ": got " << got << ", reference " << want;
         }
         for (int64_t j = n; j < out_stride; ++j) ASSERT_EQ(out[t * out_stride + j], -12345.0f) << "wrote past its row";

@@ -79,20 +79,10 @@ TEST_F(BlockLinearTest, EveryTypeMatchesTheDecodedWeightsWithinItsRounding) {
           for (int64_t j = 0; j < n; ++j) {
             // The GEMV moves each activation by at most half its block's step (max|x| / 127 / 2);
             // the tiles round each weight to bf16 (a relative 2^-9); fp32 sums add 1e-5 of sum |w x|.
-            double want = 0.0, magnitude = 0.0, bound = 0.0;
-            for (int64_t b = 0; b < k / 32; ++b) {
-              double amax = 0.0, wsum = 0.0;
-              for (int64_t e = 32 * b; e < 32 * b + 32; ++e) {
-                const double xv = x[t * x_stride + e], wv = wf[j * k + e];
-                want += xv * wv;
-                magnitude += std::fabs(xv * wv);
-                amax = std::max(amax, std::fabs(xv));
-                wsum += std::fabs(wv);
-              }
-              if (tokens <= 8) bound += amax / 127.0 / 2.0 * wsum * 1.0001;
-            }
-            if (tokens > 8) bound += magnitude * std::ldexp(1.0, -9);
-            bound += 1e-5 * magnitude + 1e-6;
+            const testing::RoundedDot ref = testing::ReferenceDot(&x[t * x_stride], &wf[j * k], k);
+            const double want = ref.value;
+            double bound = tokens <= 8 ? ref.rounding : ref.magnitude * std::ldexp(1.0, -9);
+            bound += 1e-5 * ref.magnitude + 1e-6;
             if (out_dtype == DType::kBF16) bound += (std::fabs(want) + bound) * std::ldexp(1.0, -8);
             const double g = got[t * out_stride + j];
             ASSERT_LE(std::fabs(g - want), bound) << tokens << " tokens, " << DTypeName(out_dtype) << " out: token " << t
