@@ -2,12 +2,14 @@
 // a sharded model.safetensors.index.json.
 #include <filesystem>
 #include <fstream>
+#include <tuple>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "kernels/common/status_macros.h"
 #include "nlohmann/json.hpp"
+#include "runtime/model/fp8_checkpoint.h"
 #include "runtime/model/safetensors_file.h"
 #include "runtime/model/weight_source.h"
 
@@ -40,7 +42,24 @@ class HfWeightSource final : public WeightSource {
     if (!std::equal(t->shape.begin(), t->shape.end(), shape.begin(), shape.end())) {
       return absl::InvalidArgumentError(ShapeMismatch(file->path(), name, t->shape, shape));
     }
-    return SafetensorsToF32(*t, file->path(), out);
+    KVS_RETURN_IF_ERROR(SafetensorsToF32(*t, file->path(), out));
+    if (t->dtype != SafetensorsDType::kF8E4M3) return absl::OkStatus();
+    // FP8 codes: times the scale stored beside them (fp8_checkpoint.h).
+    const std::string what = absl::StrFormat("%s: tensor '%s' (F8_E4M3)", file->path(), name);
+    auto [scale, scale_file] = Locate(name + "_scale");
+    if (scale == nullptr) std::tie(scale, scale_file) = Locate(name + "_scale_inv");
+    if (scale == nullptr) {
+      return absl::InvalidArgumentError(absl::StrFormat("%s has no scale: neither '%s_scale' nor '%s_scale_inv' is in "
+                                                        "the checkpoint",
+                                                        what, name, name));
+    }
+    int64_t scale_elems = 1;
+    for (int64_t d : scale->shape) scale_elems *= d;
+    std::vector<float> sv(scale_elems);
+    KVS_RETURN_IF_ERROR(SafetensorsToF32(*scale, scale_file->path(), sv));
+    const int64_t rows = shape.empty() ? 1 : shape[0];
+    const int64_t cols = static_cast<int64_t>(out.size()) / std::max<int64_t>(rows, 1);
+    return ApplyFp8Scale(out, rows, cols, sv, scale->shape, fp8_.value_or(Fp8Scheme{}), what);
   }
 
   std::vector<TensorSummary> Summaries() const override {
@@ -57,6 +76,7 @@ class HfWeightSource final : public WeightSource {
     const fs::path root(dir);
     KVS_ASSIGN_OR_RETURN(nlohmann::json cfg, ReadJsonFile(root / "config.json"));
     KVS_ASSIGN_OR_RETURN(src->config_, ParseHfConfig(cfg, (root / "config.json").string()));
+    KVS_ASSIGN_OR_RETURN(src->fp8_, ParseFp8Scheme(cfg, (root / "config.json").string()));
     src->config_.name = root.filename().string();
     if (src->config_.name.empty()) src->config_.name = root.parent_path().filename().string();
 
@@ -109,6 +129,7 @@ class HfWeightSource final : public WeightSource {
   ModelConfig config_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   absl::flat_hash_map<std::string, size_t> where_;
+  std::optional<Fp8Scheme> fp8_;  // the checkpoint's quantization_config, if any
 };
 
 }  // namespace

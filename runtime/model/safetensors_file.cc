@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_format.h"
 #include "kernels/common/half_convert.h"
+#include "kernels/common/kv_quant.h"
 #include "kernels/common/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -24,7 +25,7 @@ constexpr DTypeEntry kDTypes[] = {
     {"I64", SafetensorsDType::kUnsupported, 8}, {"I32", SafetensorsDType::kUnsupported, 4},
     {"I16", SafetensorsDType::kUnsupported, 2}, {"I8", SafetensorsDType::kUnsupported, 1},
     {"U8", SafetensorsDType::kUnsupported, 1}, {"BOOL", SafetensorsDType::kUnsupported, 1},
-    {"F8_E4M3", SafetensorsDType::kUnsupported, 1}, {"F8_E5M2", SafetensorsDType::kUnsupported, 1},
+    {"F8_E4M3", SafetensorsDType::kF8E4M3, 1}, {"F8_E5M2", SafetensorsDType::kUnsupported, 1},
 };
 
 }  // namespace
@@ -127,9 +128,13 @@ absl::Status SafetensorsToF32(const SafetensorsTensor& t, const std::string& pat
       }
       return absl::OkStatus();
     }
+    case SafetensorsDType::kF8E4M3:
+      if (t.bytes.size() != out.size()) break;
+      for (size_t i = 0; i < out.size(); ++i) out[i] = Fp8E4M3ToFloat(p[i]);
+      return absl::OkStatus();
     case SafetensorsDType::kUnsupported:
       return absl::UnimplementedError(absl::StrFormat(
-          "%s: tensor '%s' has dtype %s; supported: F32, F16, BF16", path, t.name, t.dtype_name));
+          "%s: tensor '%s' has dtype %s; supported: F32, F16, BF16, F8_E4M3", path, t.name, t.dtype_name));
   }
   return absl::InternalError(absl::StrFormat("%s: tensor '%s': size mismatch on decode", path, t.name));
 }

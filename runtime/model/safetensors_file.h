@@ -16,7 +16,7 @@
 
 namespace kvs {
 
-enum class SafetensorsDType { kF32, kF16, kBF16, kUnsupported };
+enum class SafetensorsDType { kF32, kF16, kBF16, kF8E4M3, kUnsupported };
 
 struct SafetensorsTensor {
   std::string name;
@@ -41,7 +41,8 @@ class SafetensorsFile {
   absl::flat_hash_map<std::string, size_t> index_;
 };
 
-// Decodes a F32/F16/BF16 tensor to float32.
+// Decodes a F32/F16/BF16 tensor to float32; F8_E4M3 (OCP "fn": no infinities) to its code values,
+// unscaled (the checkpoint's scales are applied by the weight source).
 absl::Status SafetensorsToF32(const SafetensorsTensor& t, const std::string& path, std::span<float> out);
 
 }  // namespace kvs
