@@ -13,7 +13,6 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_format.h"
-#include "kernels/backend_factory.h"
 #include "kernels/common/status_macros.h"
 #include "kernels/common/sampling.h"
 #include "launcher/byte_size.h"
@@ -329,28 +328,19 @@ absl::Status Bench(std::unique_ptr<RankRuntime>& rt) {
   const std::string model_path = absl::GetFlag(FLAGS_model);
   if (model_path.empty()) return absl::InvalidArgumentError("--model is required (e.g. random:llama-3-8b)");
   const std::string kernel = absl::GetFlag(FLAGS_kernel);
-  if (kernel == "attention" || kernel == "prefill") {
-    KVS_ASSIGN_OR_RETURN(LoadedModel m, OpenModel(model_path));
-    KVS_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateBackend(absl::GetFlag(FLAGS_device), 0, DefaultCpuMemoryBudget()));
-    return BenchAttention(*backend, m.source->config(), kernel == "prefill");
-  }
-  if (kernel == "kv-moves") {
-    KVS_ASSIGN_OR_RETURN(LoadedModel m, OpenModel(model_path));
-    KVS_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateBackend(absl::GetFlag(FLAGS_device), 0, DefaultCpuMemoryBudget()));
-    return BenchKvMoves(*backend, *m.source);
-  }
-  if (kernel == "linear") {
-    KVS_ASSIGN_OR_RETURN(LoadedModel m, OpenModel(model_path));
-    KVS_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateBackend(absl::GetFlag(FLAGS_device), 0, DefaultCpuMemoryBudget()));
-    return BenchLinear(*backend, *m.source, absl::GetFlag(FLAGS_batch), absl::GetFlag(FLAGS_iters));
-  }
-  if (kernel == "sample") {
-    KVS_ASSIGN_OR_RETURN(LoadedModel m, OpenModel(model_path));
-    KVS_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateBackend(absl::GetFlag(FLAGS_device), 0, DefaultCpuMemoryBudget()));
-    return BenchSampling(*backend, m.source->config());
-  }
   if (!kernel.empty()) {
-    return absl::InvalidArgumentError(absl::StrFormat("--kernel '%s' is unknown (attention, prefill, linear, sample, kv-moves)", kernel));
+    const bool known = kernel == "attention" || kernel == "prefill" || kernel == "kv-moves" || kernel == "linear" ||
+                       kernel == "sample";
+    if (!known) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("--kernel '%s' is unknown (attention, prefill, linear, sample, kv-moves)", kernel));
+    }
+    KVS_ASSIGN_OR_RETURN(LoadedModel m, OpenModel(model_path));
+    KVS_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, SingleProcessBackend());
+    if (kernel == "kv-moves") return BenchKvMoves(*backend, *m.source);
+    if (kernel == "linear") return BenchLinear(*backend, *m.source, absl::GetFlag(FLAGS_batch), absl::GetFlag(FLAGS_iters));
+    if (kernel == "sample") return BenchSampling(*backend, m.source->config());
+    return BenchAttention(*backend, m.source->config(), kernel == "prefill");
   }
   const int32_t in_len = absl::GetFlag(FLAGS_input_len), out_len = absl::GetFlag(FLAGS_output_len);
   if (in_len < 1 || out_len < 1 || absl::GetFlag(FLAGS_num_prompts) < 1) {

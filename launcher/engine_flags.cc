@@ -1,6 +1,7 @@
 #include "launcher/engine_flags.h"
 
 #include "absl/flags/flag.h"
+#include "kernels/backend_factory.h"
 #include "kernels/common/status_macros.h"
 #include "launcher/byte_size.h"
 #include "launcher/flags.h"
@@ -62,6 +63,10 @@ absl::StatusOr<EngineConfig> EngineConfigFromFlags(bool cpu) {
   KVS_ASSIGN_OR_RETURN(c.preemption_mode, ParsePreemptionMode(absl::GetFlag(FLAGS_preemption_mode)));
   KVS_RETURN_IF_ERROR(c.Validate());
   return c;
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> SingleProcessBackend() {
+  return CreateBackend(absl::GetFlag(FLAGS_device), 0, DefaultCpuMemoryBudget());
 }
 
 }  // namespace kvs

@@ -1,6 +1,8 @@
 // The engine's configuration from the command-line flags, shared by `generate` and `bench`.
 #pragma once
 
+#include <memory>
+
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
 #include "runtime/engine/engine.h"
@@ -12,6 +14,9 @@ namespace kvs {
 // takes what the weights leave; on the CPU backend host memory is shared with everything else,
 // so the cache is a fixed 1 GiB and there is no swap space unless asked for.
 absl::StatusOr<EngineConfig> EngineConfigFromFlags(const Backend& backend);
+// The --device backend of a command that runs in one process (bench --kernel, perplexity), with
+// the CPU backend's default memory budget.
+absl::StatusOr<std::unique_ptr<Backend>> SingleProcessBackend();
 // The same for a device that is not at hand (`kvshard plan`): GPU defaults when `cpu` is false.
 absl::StatusOr<EngineConfig> EngineConfigFromFlags(bool cpu);
 // --kv-dtype, or the backend's default format when it is not given (for commands that build a

@@ -1,6 +1,7 @@
 #include "launcher/flags.h"
 
 #include "absl/flags/flag.h"
+#include "runtime/sched/scheduler.h"
 
 ABSL_FLAG(std::string, model, "", "Model: a .gguf file or a Hugging Face checkpoint directory");
 ABSL_FLAG(std::string, check_weights, "auto",
@@ -21,9 +22,10 @@ ABSL_FLAG(double, top_p, 1.0, "Nucleus sampling mass in (0, 1]");
 ABSL_FLAG(uint64_t, seed, 0, "Random seed for sampling");
 ABSL_FLAG(std::vector<std::string>, stop, {}, "Comma-separated stop strings");
 ABSL_FLAG(bool, ignore_eos, false, "Keep generating past end-of-sequence tokens");
-ABSL_FLAG(int32_t, block_size, 16, "Tokens per KV cache block");
-ABSL_FLAG(int32_t, max_seqs, 64, "Most sequences in one step");
-ABSL_FLAG(int32_t, max_tokens_per_step, 512, "Token budget of one step (prefill chunks + decodes)");
+ABSL_FLAG(int32_t, block_size, kvs::kDefaultBlockSize, "Tokens per KV cache block");
+ABSL_FLAG(int32_t, max_seqs, kvs::kDefaultMaxSeqs, "Most sequences in one step");
+ABSL_FLAG(int32_t, max_tokens_per_step, kvs::kDefaultMaxTokensPerStep,
+          "Token budget of one step (prefill chunks + decodes)");
 ABSL_FLAG(int32_t, max_model_len, 0, "Context limit per sequence; 0 takes the model's");
 ABSL_FLAG(std::string, kv_cache_memory, "", "KV cache size, e.g. 512MiB or 4GiB; default: 1GiB on the CPU backend");
 ABSL_FLAG(std::string, kv_dtype, "",

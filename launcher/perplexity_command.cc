@@ -17,7 +17,6 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_format.h"
-#include "kernels/backend_factory.h"
 #include "kernels/common/status_macros.h"
 #include "launcher/byte_size.h"
 #include "launcher/commands.h"
@@ -70,8 +69,7 @@ absl::Status Perplexity() {
   const ModelConfig& mc = m.source->config();
   window = std::min<int64_t>({window, static_cast<int64_t>(ids.size()), mc.MaxContext()});
 
-  KVS_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend,
-                       CreateBackend(absl::GetFlag(FLAGS_device), 0, DefaultCpuMemoryBudget()));
+  KVS_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, SingleProcessBackend());
   KVS_ASSIGN_OR_RETURN(const KvDType kv_dtype, KvDTypeFromFlags(*backend));
   KVS_ASSIGN_OR_RETURN(ModelWeights weights, ModelWeights::Load(*m.source, *backend));
   const int32_t blocks = static_cast<int32_t>((window + block_size - 1) / block_size);

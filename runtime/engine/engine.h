@@ -26,9 +26,9 @@
 namespace kvs {
 
 struct EngineConfig {
-  int32_t block_size = 16;
-  int32_t max_seqs = 64;
-  int32_t max_tokens_per_step = 512;
+  int32_t block_size = kDefaultBlockSize;
+  int32_t max_seqs = kDefaultMaxSeqs;
+  int32_t max_tokens_per_step = kDefaultMaxTokensPerStep;
   int32_t max_model_len = 0;     // 0: the model's own limit
   size_t kv_cache_bytes = 0;     // 0: memory_fraction of what is free after weights + workspace
   std::optional<KvDType> kv_dtype;  // KV cache element format; unset: the backend's default

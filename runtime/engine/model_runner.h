@@ -23,12 +23,13 @@
 #include "runtime/engine/step_input.h"
 #include "runtime/kv/kv_cache.h"
 #include "runtime/model/model_weights.h"
+#include "runtime/sched/scheduler.h"
 
 namespace kvs {
 
 struct RunnerLimits {
-  int32_t max_tokens_per_step = 512;
-  int32_t max_seqs = 64;
+  int32_t max_tokens_per_step = kDefaultMaxTokensPerStep;
+  int32_t max_seqs = kDefaultMaxSeqs;
   int32_t max_blocks_per_seq = 0;
   // Replay decode steps as recorded graphs (CUDA graphs) where the backend can record them:
   // one graph per padded batch size and context-length class (RoundUpContext).

@@ -38,10 +38,16 @@
 
 namespace kvs {
 
+// The step's defaults, the one place they are set (the engine, the runner, the server's stats and
+// the CLI flags read them): 16-token KV blocks and a 512-token step budget are vLLM's too.
+inline constexpr int32_t kDefaultBlockSize = 16;
+inline constexpr int32_t kDefaultMaxSeqs = 64;
+inline constexpr int32_t kDefaultMaxTokensPerStep = 512;
+
 struct SchedulerConfig {
-  int32_t block_size = 16;
-  int32_t max_seqs = 64;              // sequences per step
-  int32_t max_tokens_per_step = 512;  // token budget (prefill chunks + decodes)
+  int32_t block_size = kDefaultBlockSize;
+  int32_t max_seqs = kDefaultMaxSeqs;                            // sequences per step
+  int32_t max_tokens_per_step = kDefaultMaxTokensPerStep;        // token budget (prefill chunks + decodes)
   int32_t max_model_len = 4096;       // prompt + output cap per sequence
   // The baseline that paging is measured against (benchmarks only): requests are admitted in
   // batches, only when the previous batch has finished, and each reserves the blocks of a full

@@ -16,7 +16,7 @@ namespace kvs {
 // A group's scheduler and KV figures, for /metrics.
 struct GroupStats {
   int32_t running = 0, waiting = 0, swapped = 0;
-  int32_t kv_used = 0, kv_total = 0, block_size = 16;
+  int32_t kv_used = 0, kv_total = 0, block_size = kDefaultBlockSize;
   int32_t offload_used = 0;  // blocks held in the offload tier (host memory read in place)
   int64_t offload_staged = 0;  // offload blocks staged to the device window for prefill so far
   int64_t kv_tokens = 0;  // tokens stored in the used blocks
