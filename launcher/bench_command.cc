@@ -16,6 +16,7 @@
 #include "kernels/common/status_macros.h"
 #include "kernels/common/sampling.h"
 #include "launcher/byte_size.h"
+#include "launcher/bench_all_reduce.h"
 #include "launcher/bench_kv_moves.h"
 #include "launcher/bench_linear.h"
 #include "launcher/bench_stats.h"
@@ -37,7 +38,7 @@ ABSL_FLAG(int32_t, output_len, 128, "bench: generated tokens per request");
 ABSL_FLAG(int32_t, num_prompts, 64, "bench: number of requests");
 ABSL_FLAG(std::string, kernel, "",
           "bench: time one kernel instead of the engine (attention = decode, prefill, linear = the weight matrices, sample = "
-          "token sampling, kv-moves = "
+          "token sampling, all-reduce = NCCL and the peer-memory all-reduce under mpirun, kv-moves = "
           "a decode step with block swaps beside it)");
 ABSL_FLAG(int32_t, batch, 1, "bench --kernel attention, plan: sequences");
 ABSL_FLAG(int32_t, iters, 50, "bench --kernel: timed repetitions");
@@ -325,15 +326,16 @@ absl::Status Bench(std::unique_ptr<RankRuntime>& rt) {
 #if defined(KVS_HAVE_SERVER)
   if (!absl::GetFlag(FLAGS_url).empty()) return ServingBenchmark();
 #endif
+  const std::string kernel = absl::GetFlag(FLAGS_kernel);
+  if (kernel == "all-reduce") return BenchAllReduce(absl::GetFlag(FLAGS_iters));  // no model
   const std::string model_path = absl::GetFlag(FLAGS_model);
   if (model_path.empty()) return absl::InvalidArgumentError("--model is required (e.g. random:llama-3-8b)");
-  const std::string kernel = absl::GetFlag(FLAGS_kernel);
   if (!kernel.empty()) {
     const bool known = kernel == "attention" || kernel == "prefill" || kernel == "kv-moves" || kernel == "linear" ||
-                       kernel == "sample";
+                       kernel == "sample" || kernel == "all-reduce";
     if (!known) {
       return absl::InvalidArgumentError(
-          absl::StrFormat("--kernel '%s' is unknown (attention, prefill, linear, sample, kv-moves)", kernel));
+          absl::StrFormat("--kernel '%s' is unknown (attention, prefill, linear, sample, kv-moves, all-reduce)", kernel));
     }
     KVS_ASSIGN_OR_RETURN(LoadedModel m, OpenModel(model_path));
     KVS_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, SingleProcessBackend());

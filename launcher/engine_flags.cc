@@ -1,5 +1,7 @@
 #include "launcher/engine_flags.h"
 
+#include <algorithm>
+
 #include "absl/flags/flag.h"
 #include "kernels/backend_factory.h"
 #include "kernels/common/status_macros.h"
@@ -65,8 +67,10 @@ absl::StatusOr<EngineConfig> EngineConfigFromFlags(bool cpu) {
   return c;
 }
 
-absl::StatusOr<std::unique_ptr<Backend>> SingleProcessBackend() {
-  return CreateBackend(absl::GetFlag(FLAGS_device), 0, DefaultCpuMemoryBudget());
+absl::StatusOr<std::unique_ptr<Backend>> RankBackend(int local_rank, int ranks) {
+  return CreateBackend(absl::GetFlag(FLAGS_device), local_rank, DefaultCpuMemoryBudget() / std::max(ranks, 1));
 }
+
+absl::StatusOr<std::unique_ptr<Backend>> SingleProcessBackend() { return RankBackend(0, 1); }
 
 }  // namespace kvs

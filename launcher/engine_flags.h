@@ -14,8 +14,10 @@ namespace kvs {
 // takes what the weights leave; on the CPU backend host memory is shared with everything else,
 // so the cache is a fixed 1 GiB and there is no swap space unless asked for.
 absl::StatusOr<EngineConfig> EngineConfigFromFlags(const Backend& backend);
-// The --device backend of a command that runs in one process (bench --kernel, perplexity), with
-// the CPU backend's default memory budget.
+// The --device backend of rank `local_rank` of the `ranks` on its node (the CPU backend's default
+// memory budget shared among them); SingleProcessBackend: of a command that runs in one process
+// (bench --kernel, perplexity).
+absl::StatusOr<std::unique_ptr<Backend>> RankBackend(int local_rank, int ranks);
 absl::StatusOr<std::unique_ptr<Backend>> SingleProcessBackend();
 // The same for a device that is not at hand (`kvshard plan`): GPU defaults when `cpu` is false.
 absl::StatusOr<EngineConfig> EngineConfigFromFlags(bool cpu);

@@ -34,8 +34,7 @@ absl::StatusOr<std::unique_ptr<RankRuntime>> StartRank(
   KVS_ASSIGN_OR_RETURN(LoadedModel model, OpenModel(model_path, check));
   rt->model = std::make_unique<LoadedModel>(std::move(model));
   const ModelConfig& mc = rt->model->source->config();
-  KVS_ASSIGN_OR_RETURN(rt->backend, CreateBackend(absl::GetFlag(FLAGS_device), rt->world.local_rank,
-                                                  DefaultCpuMemoryBudget() / rt->world.size));
+  KVS_ASSIGN_OR_RETURN(rt->backend, RankBackend(rt->world.local_rank, rt->world.size));
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
   KVS_ASSIGN_OR_RETURN(const AllReduceMode all_reduce, ParseAllReduceMode(absl::GetFlag(FLAGS_all_reduce)));
   // FFN rows split along whole blocks where the backend keeps the file's blocks.

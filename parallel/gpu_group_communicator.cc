@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -176,6 +177,49 @@ absl::StatusOr<std::unique_ptr<GpuGroupCommunicator>> GpuGroupCommunicator::Crea
   }
   if (rank == 0) std::fprintf(stderr, "[kvshard] tensor-parallel all-reduce: %s\n", g->choice_.reason.c_str());
   return g;
+}
+
+absl::StatusOr<std::vector<AllReduceTiming>> GpuGroupCommunicator::TimeAllReduces(
+    MpiCommunicator& control, CudaBackend& backend, const std::vector<size_t>& bytes, int iters,
+    std::chrono::milliseconds timeout) {
+  KVS_ASSIGN_OR_RETURN(const GpuPlace mine, ThisPlace());
+  std::vector<GpuPlace> places(control.size());
+  KVS_RETURN_IF_ERROR(control.AllGather(&mine, places.data(), sizeof(GpuPlace)));
+  bool shared_gpu = false;
+  for (size_t r = 0; r < places.size(); ++r)
+    for (size_t s = 0; s < r; ++s) {
+      shared_gpu = shared_gpu ||
+                   (std::strcmp(places[r].host, places[s].host) == 0 && std::strcmp(places[r].bus, places[s].bus) == 0);
+    }
+  std::unique_ptr<NcclCommunicator> nccl;
+  if (!shared_gpu) {
+    KVS_ASSIGN_OR_RETURN(nccl, NcclCommunicator::Create(control, backend));
+  }
+  auto peer = PeerAllReduce::Create(control, timeout);
+  KVS_ASSIGN_OR_RETURN(const int64_t all_have, control.AllReduceMin(peer.ok() ? 1 : 0));
+  if (nccl == nullptr && all_have == 0) {
+    return peer.ok() ? absl::FailedPreconditionError("another rank could not map the peer buffers") : peer.status();
+  }
+  size_t widest = 0;
+  for (size_t b : bytes) widest = std::max(widest, b);
+  void* buffer = nullptr;
+  if (cudaMalloc(&buffer, std::max<size_t>(widest, 2)) != cudaSuccess) {
+    return absl::ResourceExhaustedError("all-reduce benchmark buffer");
+  }
+  cudaMemset(buffer, 0, widest);
+  std::vector<AllReduceTiming> out;
+  for (size_t b : bytes) {
+    const TensorView x = TensorView::Contiguous(buffer, DType::kBF16, 1, static_cast<int64_t>(b / 2));
+    AllReduceTiming t;
+    t.bytes = b / 2 * 2;
+    if (nccl != nullptr) t.nccl_us = TimeCalls(backend.stream(), iters, [&] { return nccl->AllReduceSum(x); });
+    if (all_have == 1) {
+      t.custom_us = TimeCalls(backend.stream(), iters, [&] { return (*peer)->AllReduceSum(x, backend.stream()); });
+    }
+    out.push_back(t);
+  }
+  cudaFree(buffer);
+  return out;
 }
 
 const char* GpuGroupCommunicator::transport() const {

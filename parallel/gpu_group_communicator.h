@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "parallel/all_reduce_choice.h"
@@ -38,6 +39,13 @@ class GpuGroupCommunicator final : public Collectives {
   bool Capturable() const override { return true; }  // both paths are stream work
   absl::Status Broadcast(std::vector<int32_t>& words) override { return control_->Broadcast(words); }
   absl::StatusOr<int64_t> AllReduceMin(int64_t value) override { return control_->AllReduceMin(value); }
+
+  // `bench --kernel all-reduce`: both all-reduces timed at each of `bytes` (bf16 messages) over
+  // `control`'s group, `iters` calls each; nccl_us < 0 where NCCL cannot run (ranks sharing a GPU),
+  // custom_us < 0 where the peer path cannot (the error says why when neither can).
+  static absl::StatusOr<std::vector<AllReduceTiming>> TimeAllReduces(MpiCommunicator& control, CudaBackend& backend,
+                                                                     const std::vector<size_t>& bytes, int iters,
+                                                                     std::chrono::milliseconds timeout);
 
   // "nccl", "peer" or "nccl+peer", and the sentence the start-up log printed.
   const char* transport() const;

@@ -12,6 +12,8 @@ for np in 2 3; do
   timeout 300 mpirun --oversubscribe -np $np ./build/tests/peer_all_reduce_test > "$OUT/peer_np$np.log" 2>&1 \
     && echo "peer_all_reduce_test -np $np: ok" || { echo "peer_all_reduce_test -np $np: FAILED"; grep -E "Failure|Expected|element|FAILED|error" "$OUT/peer_np$np.log" | head -20; }
 done
+# The peer path's timings on one GPU (ranks time-share it: correctness, not speed; two GPUs: issue 27).
+timeout 200 mpirun --oversubscribe -np 2 $K bench --kernel all-reduce --device cuda --iters 5 2>&1 | grep -E "^\||rror" | head -12
 W="$OUT/work"; mkdir -p "$W"
 python3 - > "$W/ids.jsonl" <<'PY'
 import json, random
