@@ -23,11 +23,7 @@
 namespace kvs {
 namespace {
 
-std::unique_ptr<MpiCommunicator> WorldComm() {
-  MPI_Comm dup;
-  MPI_Comm_dup(MPI_COMM_WORLD, &dup);
-  return std::make_unique<MpiCommunicator>(dup, std::chrono::seconds(60));
-}
+std::unique_ptr<MpiCommunicator> WorldComm() { return testing::WorldCommunicator(std::chrono::seconds(60)); }
 
 class PeerAllReduceTest : public ::testing::Test {
  protected:

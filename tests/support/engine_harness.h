@@ -100,6 +100,33 @@ inline std::vector<float> PrefillLogits(testing::LoadedCpuModel& lm, const std::
   return std::vector<float>(out->logits.begin(), out->logits.end());
 }
 
+// One row of logits against a reference row: the relative error ||got - want|| / ||want||, the
+// largest element error, each side's top choice, and the reference's lead over its second choice.
+// A NaN in `got` makes rel_error infinite.
+struct LogitsRow {
+  double rel_error = 0, max_error = 0, want_lead = 0;
+  int32_t got_top = 0, want_top = 0;
+};
+inline LogitsRow CompareLogitsRow(const float* got, const std::vector<float>& want) {
+  LogitsRow r;
+  double num = 0, den = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (!std::isfinite(got[i])) r.rel_error = std::numeric_limits<double>::infinity();
+    num += (got[i] - want[i]) * (got[i] - want[i]);
+    den += want[i] * want[i];
+    r.max_error = std::max(r.max_error, static_cast<double>(std::fabs(got[i] - want[i])));
+    if (got[i] > got[r.got_top]) r.got_top = static_cast<int32_t>(i);
+    if (want[i] > want[r.want_top]) r.want_top = static_cast<int32_t>(i);
+  }
+  if (r.rel_error == 0) r.rel_error = std::sqrt(num / std::max(den, 1e-30));
+  double second = -std::numeric_limits<double>::infinity();
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (static_cast<int32_t>(i) != r.want_top) second = std::max(second, static_cast<double>(want[i]));
+  }
+  r.want_lead = want[r.want_top] - second;
+  return r;
+}
+
 inline nlohmann::json ReadJson(const std::string& path) {
   std::ifstream in(path);
   EXPECT_TRUE(in.good()) << path;

@@ -4,14 +4,24 @@
 
 #include <mpi.h>
 
+#include <chrono>
 #include <cstdio>
+#include <memory>
 #include <string>
 
 #include "gtest/gtest.h"
+#include "parallel/mpi_communicator.h"
 #include "parallel/mpi_session.h"
 #include "parallel/world.h"
 
 namespace kvs::testing {
+
+// A communicator over the whole job (a duplicate of MPI_COMM_WORLD), with `timeout` on its waits.
+inline std::unique_ptr<MpiCommunicator> WorldCommunicator(std::chrono::milliseconds timeout) {
+  MPI_Comm dup;
+  MPI_Comm_dup(MPI_COMM_WORLD, &dup);
+  return std::make_unique<MpiCommunicator>(dup, timeout);
+}
 
 inline int RunMpiTests(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);

@@ -44,18 +44,9 @@ TEST_P(GpuCheckpointTest, LogitsMatchTransformersWithinBf16Tolerance) {
     ASSERT_EQ(got.size(), ids.size() * vocab);
     for (size_t row = 0; row < ids.size(); ++row) {
       const auto want = p["logits"][row].get<std::vector<float>>();
-      double num = 0, den = 0;
-      int g1 = 0, w1 = 0;
-      for (int32_t i = 0; i < vocab; ++i) {
-        const float gv = got[row * vocab + i];
-        ASSERT_FALSE(std::isnan(gv));
-        num += (gv - want[i]) * (gv - want[i]);
-        den += want[i] * want[i];
-        if (gv > got[row * vocab + g1]) g1 = i;
-        if (want[i] > want[w1]) w1 = i;
-      }
-      worst = std::max(worst, std::sqrt(num / den));
-      top1_same += g1 == w1;
+      const testing::LogitsRow r = testing::CompareLogitsRow(&got[row * vocab], want);
+      worst = std::max(worst, r.rel_error);
+      top1_same += r.got_top == r.want_top;
       ++rows;
     }
   }

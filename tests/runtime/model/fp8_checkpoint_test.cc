@@ -69,27 +69,13 @@ TEST(Fp8CheckpointTest, TheModelRunsNearTransformersUnquantizedLogits) {
       ASSERT_EQ(got.size(), ids.size() * vocab);
       for (size_t row = 0; row < ids.size(); ++row) {
         const auto want = p["logits"][row].get<std::vector<float>>();
-        double num = 0, den = 0, max_err = 0;
-        int g1 = 0, w1 = 0;
-        for (int32_t i = 0; i < vocab; ++i) {
-          const float gv = got[row * vocab + i];
-          ASSERT_TRUE(std::isfinite(gv)) << layout;
-          num += (gv - want[i]) * (gv - want[i]);
-          den += want[i] * want[i];
-          max_err = std::max(max_err, static_cast<double>(std::fabs(gv - want[i])));
-          if (gv > got[row * vocab + g1]) g1 = i;
-          if (want[i] > want[w1]) w1 = i;
-        }
-        worst = std::max(worst, std::sqrt(num / den));
+        const testing::LogitsRow r = testing::CompareLogitsRow(&got[row * vocab], want);
+        worst = std::max(worst, r.rel_error);
         // Where transformers' top choice leads by more than twice this row's largest logit error, the
         // quantized model cannot have moved past it: it must choose the same.
-        double second = -1e30;
-        for (int32_t i = 0; i < vocab; ++i) {
-          if (i != w1) second = std::max(second, static_cast<double>(want[i]));
-        }
-        if (want[w1] - second > 2 * max_err) {
+        if (r.want_lead > 2 * r.max_error) {
           ++clear;
-          clear_same += g1 == w1;
+          clear_same += r.got_top == r.want_top;
         }
         ++rows;
       }
