@@ -73,79 +73,79 @@ __global__ void __launch_bounds__(kGemvWarps * kWarp, kMaxTokens <= 2 ? 12 : 8)
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int part = warp % kWarpsPerRow;
   for (int group = blockIdx.x; group * kRowsPerBlock < n; group += gridDim.x) {
-  const int row = group * kRowsPerBlock + warp / kWarpsPerRow;
-  const uint8_t* wr = w + static_cast<int64_t>(min(row, n - 1)) * row_bytes;
-  float acc[kMaxTokens];
+    const int row = group * kRowsPerBlock + warp / kWarpsPerRow;
+    const uint8_t* wr = w + static_cast<int64_t>(min(row, n - 1)) * row_bytes;
+    float acc[kMaxTokens];
 #pragma unroll
-  for (int t = 0; t < kMaxTokens; ++t) acc[t] = 0.0f;
-  // Several units in flight per lane: the loop is latency-bound, not issue-bound, at few tokens.
+    for (int t = 0; t < kMaxTokens; ++t) acc[t] = 0.0f;
+    // Several units in flight per lane: the loop is latency-bound, not issue-bound, at few tokens.
 #pragma unroll(kMaxTokens <= 2 ? 4 : 2)
-  for (int u = lane + kWarp * part; u < units; u += kWarp * kWarpsPerRow) {
-    const ggml::Unit r = ggml::ReadUnit<T>(wr + (u / Tr::kUnits) * Tr::kBlockBytes, u % Tr::kUnits);
-#pragma unroll
-    for (int t = 0; t < kMaxTokens; ++t) {
-      if (t < tokens) {
-        const int4* xq = reinterpret_cast<const int4*>(a.q + (static_cast<int64_t>(t) * units + u) * 32);
-        const int4 x0 = __ldg(xq), x1 = __ldg(xq + 1);
-        int s0 = __dp4a(static_cast<int>(r.q[0]), x0.x, 0);
-        s0 = __dp4a(static_cast<int>(r.q[1]), x0.y, s0);
-        s0 = __dp4a(static_cast<int>(r.q[2]), x0.z, s0);
-        s0 = __dp4a(static_cast<int>(r.q[3]), x0.w, s0);
-        int s1 = __dp4a(static_cast<int>(r.q[4]), x1.x, 0);
-        s1 = __dp4a(static_cast<int>(r.q[5]), x1.y, s1);
-        s1 = __dp4a(static_cast<int>(r.q[6]), x1.z, s1);
-        s1 = __dp4a(static_cast<int>(r.q[7]), x1.w, s1);
-        const float d = __ldg(a.d + static_cast<int64_t>(t) * units + u);
-        float v = d * (r.scale[0] * static_cast<float>(s0) + r.scale[1] * static_cast<float>(s1));
-        if constexpr (Tr::kHasMin) {
-          // sum_e min * x_e = min * d * sum q, per 16.
-          const float2 xs = __ldg(reinterpret_cast<const float2*>(a.sum16) + static_cast<int64_t>(t) * units + u);
-          v += r.min[0] * xs.x + r.min[1] * xs.y;
-        }
-        acc[t] += v;
-      }
-    }
-  }
-#pragma unroll
-  for (int t = 0; t < kMaxTokens; ++t) {
-    for (int o = 16; o > 0; o /= 2) acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], o);
-  }
-  if constexpr (kWarpsPerRow > 1) {
-    __shared__ float partial[kGemvWarps][kMaxTokens];
-    if (lane == 0) {
-#pragma unroll
-      for (int t = 0; t < kMaxTokens; ++t) partial[warp][t] = acc[t];
-    }
-    __syncthreads();
-    if (part == 0) {
+    for (int u = lane + kWarp * part; u < units; u += kWarp * kWarpsPerRow) {
+      const ggml::Unit r = ggml::ReadUnit<T>(wr + (u / Tr::kUnits) * Tr::kBlockBytes, u % Tr::kUnits);
 #pragma unroll
       for (int t = 0; t < kMaxTokens; ++t) {
-        for (int p = 1; p < kWarpsPerRow; ++p) acc[t] += partial[warp + p][t];
-      }
-    }
-    __syncthreads();  // partial is rewritten by the next group
-  }
-  if (part == 0 && lane == 0 && row < n) {
-#pragma unroll
-    for (int t = 0; t < kMaxTokens; ++t) {
-      if (t < tokens) {
-        if (f32_out) {
-          static_cast<float*>(out)[t * out_stride + row] = acc[t];
-        } else {
-          static_cast<bf16*>(out)[t * out_stride + row] = __float2bfloat16_rn(acc[t]);
+        if (t < tokens) {
+          const int4* xq = reinterpret_cast<const int4*>(a.q + (static_cast<int64_t>(t) * units + u) * 32);
+          const int4 x0 = __ldg(xq), x1 = __ldg(xq + 1);
+          int s0 = __dp4a(static_cast<int>(r.q[0]), x0.x, 0);
+          s0 = __dp4a(static_cast<int>(r.q[1]), x0.y, s0);
+          s0 = __dp4a(static_cast<int>(r.q[2]), x0.z, s0);
+          s0 = __dp4a(static_cast<int>(r.q[3]), x0.w, s0);
+          int s1 = __dp4a(static_cast<int>(r.q[4]), x1.x, 0);
+          s1 = __dp4a(static_cast<int>(r.q[5]), x1.y, s1);
+          s1 = __dp4a(static_cast<int>(r.q[6]), x1.z, s1);
+          s1 = __dp4a(static_cast<int>(r.q[7]), x1.w, s1);
+          const float d = __ldg(a.d + static_cast<int64_t>(t) * units + u);
+          float v = d * (r.scale[0] * static_cast<float>(s0) + r.scale[1] * static_cast<float>(s1));
+          if constexpr (Tr::kHasMin) {
+            // sum_e min * x_e = min * d * sum q, per 16.
+            const float2 xs = __ldg(reinterpret_cast<const float2*>(a.sum16) + static_cast<int64_t>(t) * units + u);
+            v += r.min[0] * xs.x + r.min[1] * xs.y;
+          }
+          acc[t] += v;
         }
       }
     }
-  }
+#pragma unroll
+    for (int t = 0; t < kMaxTokens; ++t) {
+      for (int o = 16; o > 0; o /= 2) acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], o);
+    }
+    if constexpr (kWarpsPerRow > 1) {
+      __shared__ float partial[kGemvWarps][kMaxTokens];
+      if (lane == 0) {
+#pragma unroll
+        for (int t = 0; t < kMaxTokens; ++t) partial[warp][t] = acc[t];
+      }
+      __syncthreads();
+      if (part == 0) {
+#pragma unroll
+        for (int t = 0; t < kMaxTokens; ++t) {
+          for (int p = 1; p < kWarpsPerRow; ++p) acc[t] += partial[warp + p][t];
+        }
+      }
+      __syncthreads();  // partial is rewritten by the next group
+    }
+    if (part == 0 && lane == 0 && row < n) {
+#pragma unroll
+      for (int t = 0; t < kMaxTokens; ++t) {
+        if (t < tokens) {
+          if (f32_out) {
+            static_cast<float*>(out)[t * out_stride + row] = acc[t];
+          } else {
+            static_cast<bf16*>(out)[t * out_stride + row] = __float2bfloat16_rn(acc[t]);
+          }
+        }
+      }
+    }
   }
 }
 
 // out[t] = table row ids[t] - first_id, decoded as the CPU decoder decodes it (zeros for an id
 // another rank holds). A thread per unit of 32 columns.
 template <GgmlType T>
-__global__ void EmbeddingBlocksKernel(const int32_t* __restrict__ ids, int64_t tokens, const uint8_t* __restrict__ table,
-                                      int64_t row_bytes, int32_t first_id, int64_t table_rows, int64_t units,
-                                      float* __restrict__ out, int64_t out_stride) {
+__global__ void EmbeddingBlocksKernel(const int32_t* __restrict__ ids, int64_t tokens,
+                                      const uint8_t* __restrict__ table, int64_t row_bytes, int32_t first_id,
+                                      int64_t table_rows, int64_t units, float* __restrict__ out, int64_t out_stride) {
   using Tr = ggml::Traits<T>;
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= tokens * units) return;
@@ -219,7 +219,7 @@ cudaError_t LaunchQuantizeActivations(const bf16* x, int64_t x_stride, int64_t t
   constexpr int kThreads = 256;
   const int64_t warps = tokens * (k / 32);
   QuantizeActivationsKernel<<<(warps * kWarp + kThreads - 1) / kThreads, kThreads, 0, stream>>>(x, x_stride, tokens,
-                                                                                                 k / 32, a);
+                                                                                                k / 32, a);
   return cudaGetLastError();
 }
 
@@ -229,8 +229,8 @@ cudaError_t LaunchBlockGemv(GgmlType type, const void* w, int64_t row_bytes, int
   if (tokens <= 0 || tokens > kBlockGemvMaxTokens || k % 32 != 0) return cudaErrorInvalidValue;
   if (n == 0) return cudaSuccess;
   return ggml::DispatchBlockType<GemvLaunch>(type, static_cast<const uint8_t*>(w), row_bytes, static_cast<int>(n),
-                                             static_cast<int>(k / 32), a, static_cast<int>(tokens), out,
-                                             out_stride, f32_out, stream);
+                                             static_cast<int>(k / 32), a, static_cast<int>(tokens), out, out_stride,
+                                             f32_out, stream);
 }
 
 cudaError_t LaunchEmbeddingBlocks(GgmlType type, const int32_t* ids, int64_t tokens, const void* table,
