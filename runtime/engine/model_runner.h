@@ -20,7 +20,7 @@
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
 #include "runtime/engine/collectives.h"
-#include "runtime/engine/step_input.h"
+#include "runtime/sched/step_input.h"
 #include "runtime/kv/kv_cache.h"
 #include "runtime/model/model_weights.h"
 #include "runtime/sched/scheduler.h"

@@ -31,7 +31,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "runtime/engine/step_input.h"
+#include "runtime/sched/step_input.h"
 #include "runtime/kv/block_pool.h"
 #include "runtime/sched/preemption.h"
 #include "runtime/sched/request.h"

@@ -1,4 +1,4 @@
-#include "runtime/engine/step_input.h"
+#include "runtime/sched/step_input.h"
 
 #include "absl/strings/str_format.h"
 
