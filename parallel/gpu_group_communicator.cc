@@ -144,8 +144,12 @@ absl::StatusOr<std::unique_ptr<GpuGroupCommunicator>> GpuGroupCommunicator::Crea
   // different order otherwise), then both are timed.
   std::vector<AllReduceTiming> timings;
   if (mode == AllReduceMode::kAuto && g->nccl_ != nullptr && g->peer_ != nullptr) {
-    KVS_ASSIGN_OR_RETURN(const bool agree, PeerAgreesWithNccl(*g->nccl_, *g->peer_, backend.stream(), rank, ranks, hidden));
-    KVS_ASSIGN_OR_RETURN(const int64_t all_agree, c.AllReduceMin(agree ? 1 : 0));
+    // A check that fails (a peer wait timed out, a launch error) counts as disagreement on this
+    // rank, so that every rank still reaches the vote below.
+    const absl::StatusOr<bool> agree = PeerAgreesWithNccl(*g->nccl_, *g->peer_, backend.stream(), rank, ranks, hidden);
+    if (!agree.ok()) std::fprintf(stderr, "[kvshard] rank %d: peer all-reduce check failed: %s\n", rank,
+                                  std::string(agree.status().message()).c_str());
+    KVS_ASSIGN_OR_RETURN(const int64_t all_agree, c.AllReduceMin(agree.ok() && *agree ? 1 : 0));
     if (all_agree == 0) {
       g->peer_.reset();
       problem = "the peer-memory all-reduce disagreed with NCCL on a start-up check (a bug: please report it)";
