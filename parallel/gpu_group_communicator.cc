@@ -31,6 +31,50 @@ absl::StatusOr<GpuPlace> ThisPlace() {
   return p;
 }
 
+// What the group's GPUs are to each other: all on one node, two ranks on one GPU (NCCL refuses
+// that), every pair on one node with peer access (agreed by every rank: collective).
+struct GroupGpus {
+  bool one_node = true, shared_gpu = false, all_accessible = true;
+};
+absl::StatusOr<GroupGpus> SurveyGroupGpus(MpiCommunicator& c) {
+  KVS_ASSIGN_OR_RETURN(const GpuPlace mine, ThisPlace());
+  std::vector<GpuPlace> places(c.size());
+  KVS_RETURN_IF_ERROR(c.AllGather(&mine, places.data(), sizeof(GpuPlace)));
+  GroupGpus g;
+  bool accessible = true;
+  int device = 0;
+  cudaGetDevice(&device);
+  auto same = [](const char* a, const char* b) { return std::strcmp(a, b) == 0; };
+  for (int r = 0; r < c.size(); ++r) {
+    g.one_node = g.one_node && same(places[r].host, mine.host);
+    for (int s = 0; s < r; ++s) {
+      g.shared_gpu = g.shared_gpu || (same(places[r].host, places[s].host) && same(places[r].bus, places[s].bus));
+    }
+    if (r == c.rank() || !same(places[r].host, mine.host) || same(places[r].bus, mine.bus)) continue;
+    int peer = -1, can = 0;
+    accessible = accessible && cudaDeviceGetByPCIBusId(&peer, places[r].bus) == cudaSuccess &&
+                 cudaDeviceCanAccessPeer(&can, device, peer) == cudaSuccess && can == 1;
+  }
+  cudaGetLastError();  // a peer this process cannot see is an answer, not a sticky error
+  KVS_ASSIGN_OR_RETURN(const int64_t all_accessible, c.AllReduceMin(accessible ? 1 : 0));
+  g.all_accessible = all_accessible == 1;
+  return g;
+}
+
+// The peer-memory collectives, kept only if every rank could map them (collective); null with
+// `problem` saying why otherwise.
+absl::StatusOr<std::unique_ptr<PeerAllReduce>> PeerOnEveryRank(MpiCommunicator& c, std::chrono::milliseconds timeout,
+                                                                std::string& problem) {
+  auto peer = PeerAllReduce::Create(c, timeout);
+  if (!peer.ok()) problem = std::string(peer.status().message());
+  KVS_ASSIGN_OR_RETURN(const int64_t all_have, c.AllReduceMin(peer.ok() ? 1 : 0));
+  if (all_have == 0) {
+    if (problem.empty()) problem = "another rank could not map the peer buffers";
+    return nullptr;
+  }
+  return std::move(*peer);
+}
+
 // Mean microseconds of `iters` calls of `fn` on `stream` after two warm-ups (collective: every
 // rank times the same calls). Negative when a call fails.
 template <typename Fn>
@@ -98,45 +142,15 @@ absl::StatusOr<std::unique_ptr<GpuGroupCommunicator>> GpuGroupCommunicator::Crea
   g->control_ = std::move(control);
   const int ranks = c.size(), rank = c.rank();
 
-  // Where every rank's GPU is.
-  KVS_ASSIGN_OR_RETURN(const GpuPlace mine, ThisPlace());
-  std::vector<GpuPlace> places(ranks);
-  KVS_RETURN_IF_ERROR(c.AllGather(&mine, places.data(), sizeof(GpuPlace)));
-  bool one_node = true, shared_gpu = false, accessible = true;
-  int device = 0;
-  cudaGetDevice(&device);
-  for (int r = 0; r < ranks; ++r) {
-    one_node = one_node && std::strcmp(places[r].host, mine.host) == 0;
-    for (int s = 0; s < r; ++s) {
-      shared_gpu = shared_gpu || (std::strcmp(places[r].host, places[s].host) == 0 &&
-                                  std::strcmp(places[r].bus, places[s].bus) == 0);
-    }
-    if (r == rank || std::strcmp(places[r].host, mine.host) != 0 || std::strcmp(places[r].bus, mine.bus) == 0) continue;
-    int peer = -1, can = 0;
-    accessible = accessible && cudaDeviceGetByPCIBusId(&peer, places[r].bus) == cudaSuccess &&
-                 cudaDeviceCanAccessPeer(&can, device, peer) == cudaSuccess && can == 1;
-  }
-  cudaGetLastError();  // a peer this process cannot see is an answer, not a sticky error
-  KVS_ASSIGN_OR_RETURN(const int64_t all_accessible, c.AllReduceMin(accessible ? 1 : 0));
-  std::string problem = PeerAllReduceProblem(ranks, one_node, all_accessible == 1);
+  KVS_ASSIGN_OR_RETURN(const GroupGpus gpus, SurveyGroupGpus(c));
+  std::string problem = PeerAllReduceProblem(ranks, gpus.one_node, gpus.all_accessible);
 
   // NCCL where it runs (not with two ranks on one GPU); the peer path where it can and may be used.
-  if (!shared_gpu) {
+  if (!gpus.shared_gpu) {
     KVS_ASSIGN_OR_RETURN(g->nccl_, NcclCommunicator::Create(c, backend));
   }
   if (problem.empty() && mode != AllReduceMode::kNccl) {
-    auto peer = PeerAllReduce::Create(c, timeout);
-    if (peer.ok()) {
-      g->peer_ = std::move(*peer);
-    } else {
-      problem = std::string(peer.status().message());
-    }
-    // Every rank keeps it only if every rank has it.
-    KVS_ASSIGN_OR_RETURN(const int64_t all_have, c.AllReduceMin(g->peer_ != nullptr ? 1 : 0));
-    if (all_have == 0) {
-      g->peer_.reset();
-      if (problem.empty()) problem = "another rank could not map the peer buffers";
-    }
+    KVS_ASSIGN_OR_RETURN(g->peer_, PeerOnEveryRank(c, timeout, problem));
   }
 
   // Where both can run and the choice is not forced: first the peer path must give NCCL's sums on
@@ -186,24 +200,14 @@ absl::StatusOr<std::unique_ptr<GpuGroupCommunicator>> GpuGroupCommunicator::Crea
 absl::StatusOr<std::vector<AllReduceTiming>> GpuGroupCommunicator::TimeAllReduces(
     MpiCommunicator& control, CudaBackend& backend, const std::vector<size_t>& bytes, int iters,
     std::chrono::milliseconds timeout) {
-  KVS_ASSIGN_OR_RETURN(const GpuPlace mine, ThisPlace());
-  std::vector<GpuPlace> places(control.size());
-  KVS_RETURN_IF_ERROR(control.AllGather(&mine, places.data(), sizeof(GpuPlace)));
-  bool shared_gpu = false;
-  for (size_t r = 0; r < places.size(); ++r)
-    for (size_t s = 0; s < r; ++s) {
-      shared_gpu = shared_gpu ||
-                   (std::strcmp(places[r].host, places[s].host) == 0 && std::strcmp(places[r].bus, places[s].bus) == 0);
-    }
+  KVS_ASSIGN_OR_RETURN(const GroupGpus gpus, SurveyGroupGpus(control));
   std::unique_ptr<NcclCommunicator> nccl;
-  if (!shared_gpu) {
+  if (!gpus.shared_gpu) {
     KVS_ASSIGN_OR_RETURN(nccl, NcclCommunicator::Create(control, backend));
   }
-  auto peer = PeerAllReduce::Create(control, timeout);
-  KVS_ASSIGN_OR_RETURN(const int64_t all_have, control.AllReduceMin(peer.ok() ? 1 : 0));
-  if (nccl == nullptr && all_have == 0) {
-    return peer.ok() ? absl::FailedPreconditionError("another rank could not map the peer buffers") : peer.status();
-  }
+  std::string problem;
+  KVS_ASSIGN_OR_RETURN(std::unique_ptr<PeerAllReduce> peer, PeerOnEveryRank(control, timeout, problem));
+  if (nccl == nullptr && peer == nullptr) return absl::FailedPreconditionError(problem);
   size_t widest = 0;
   for (size_t b : bytes) widest = std::max(widest, b);
   void* buffer = nullptr;
@@ -217,8 +221,8 @@ absl::StatusOr<std::vector<AllReduceTiming>> GpuGroupCommunicator::TimeAllReduce
     AllReduceTiming t;
     t.bytes = b / 2 * 2;
     if (nccl != nullptr) t.nccl_us = TimeCalls(backend.stream(), iters, [&] { return nccl->AllReduceSum(x); });
-    if (all_have == 1) {
-      t.custom_us = TimeCalls(backend.stream(), iters, [&] { return (*peer)->AllReduceSum(x, backend.stream()); });
+    if (peer != nullptr) {
+      t.custom_us = TimeCalls(backend.stream(), iters, [&] { return peer->AllReduceSum(x, backend.stream()); });
     }
     out.push_back(t);
   }

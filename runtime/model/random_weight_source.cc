@@ -64,11 +64,7 @@ class RandomWeightSource final : public WeightSource {
 
   std::optional<GgmlType> StoredBlockType(const std::string& name) const override {
     if (!blocks_ || !IsMatrix(name) || !Has(name)) return std::nullopt;
-    // Columns: the hidden size, but the intermediate size for down_proj and the query width for o_proj.
-    int64_t cols = config_.hidden_size;
-    if (name.find("down_proj") != std::string::npos) cols = config_.intermediate_size;
-    if (name.find("o_proj") != std::string::npos) cols = static_cast<int64_t>(config_.num_q_heads) * config_.head_dim;
-    if (cols % LookupGgmlType(static_cast<uint32_t>(*blocks_))->block_elems != 0) return std::nullopt;
+    if (Columns(name) % LookupGgmlType(static_cast<uint32_t>(*blocks_))->block_elems != 0) return std::nullopt;
     return blocks_;
   }
 
@@ -89,13 +85,19 @@ class RandomWeightSource final : public WeightSource {
     return name.find("norm") == std::string::npos && name.find(".bias") == std::string::npos;
   }
 
+  // A matrix's columns (its fan-in): the hidden size, but the query width for o_proj and the
+  // intermediate size for down_proj.
+  int64_t Columns(const std::string& name) const {
+    if (name.find("o_proj") != std::string::npos) return static_cast<int64_t>(config_.num_q_heads) * config_.head_dim;
+    if (name.find("down_proj") != std::string::npos) return config_.intermediate_size;
+    return config_.hidden_size;
+  }
+
   RandomInit InitFor(const std::string& name) const {
     const ModelConfig& c = config_;
     const bool norm = name.find("norm") != std::string::npos;
     const bool bias = name.find(".bias") != std::string::npos;
-    float fan_in = static_cast<float>(c.hidden_size);
-    if (name.find("o_proj") != std::string::npos) fan_in = static_cast<float>(c.num_q_heads) * c.head_dim;
-    if (name.find("down_proj") != std::string::npos) fan_in = static_cast<float>(c.intermediate_size);
+    const float fan_in = static_cast<float>(Columns(name));
     RandomInit init;
     init.seed = NameSeed(name.c_str(), seed_);
     if (norm) {

@@ -29,7 +29,7 @@ class PeerAllReduceTest : public ::testing::Test {
  protected:
   void SetUp() override {
     int devices = 0;
-    if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) GTEST_SKIP() << "no GPU visible";
+    if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) GTEST_SKIP() << "no GPU visible: the peer collectives run on the GPU machine (scripts/gpu_all_reduce_check.sh)";
     comm_ = WorldComm();
     ASSERT_GE(comm_->size(), 2) << "run under mpirun -np 2 (or 3)";
     ASSERT_EQ(cudaSetDevice(comm_->rank() % devices), cudaSuccess);

@@ -133,6 +133,23 @@ inline nlohmann::json ReadJson(const std::string& path) {
   return nlohmann::json::parse(in);
 }
 
+// Every row of every prompt of a transformers golden (models/*.json: prompt_ids and logits per
+// row) prefilled through `lm` and compared with CompareLogitsRow.
+inline std::vector<LogitsRow> GoldenLogitsRows(LoadedCpuModel& lm, const nlohmann::json& golden) {
+  const int32_t vocab = lm.weights->config().vocab_size;
+  std::vector<LogitsRow> rows;
+  for (const auto& p : golden["prompts"]) {
+    const auto ids = p["prompt_ids"].get<std::vector<int32_t>>();
+    const std::vector<float> got = PrefillLogits(lm, ids, /*all_rows=*/true);
+    EXPECT_EQ(got.size(), ids.size() * vocab);
+    if (got.size() != ids.size() * vocab) continue;
+    for (size_t row = 0; row < ids.size(); ++row) {
+      rows.push_back(CompareLogitsRow(&got[row * vocab], p["logits"][row].get<std::vector<float>>()));
+    }
+  }
+  return rows;
+}
+
 // HF's greedy continuations (a models/*.json golden's prompts) fed back as one prefill each
 // (teacher forcing: one near-tie flip cannot change every token after it); `logits_of` returns the
 // backend's logits for every row of a sequence. Expects HF's token wherever HF's top-2 margin is at

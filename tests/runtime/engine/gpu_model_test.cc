@@ -35,20 +35,12 @@ TEST_P(GpuCheckpointTest, LogitsMatchTransformersWithinBf16Tolerance) {
   auto lm = LoadCpuModel(GoldenPath("models/" + GetParam()), Gpu());
   ASSERT_NE(lm, nullptr);
   const auto golden = ReadJson(GoldenPath("models/" + GetParam() + ".json"));
-  const int32_t vocab = lm->weights->config().vocab_size;
   int rows = 0, top1_same = 0;
   double worst = 0;
-  for (const auto& p : golden["prompts"]) {
-    const auto ids = p["prompt_ids"].get<std::vector<int32_t>>();
-    const std::vector<float> got = testing::PrefillLogits(*lm, ids, /*all_rows=*/true);
-    ASSERT_EQ(got.size(), ids.size() * vocab);
-    for (size_t row = 0; row < ids.size(); ++row) {
-      const auto want = p["logits"][row].get<std::vector<float>>();
-      const testing::LogitsRow r = testing::CompareLogitsRow(&got[row * vocab], want);
-      worst = std::max(worst, r.rel_error);
-      top1_same += r.got_top == r.want_top;
-      ++rows;
-    }
+  for (const testing::LogitsRow& r : testing::GoldenLogitsRows(*lm, golden)) {
+    worst = std::max(worst, r.rel_error);
+    top1_same += r.got_top == r.want_top;
+    ++rows;
   }
   std::printf("%s on GPU: worst rel logit error %.2e, top-1 agrees at %d of %d positions\n", GetParam().c_str(), worst,
               top1_same, rows);

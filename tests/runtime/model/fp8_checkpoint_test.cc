@@ -60,25 +60,17 @@ TEST(Fp8CheckpointTest, TheModelRunsNearTransformersUnquantizedLogits) {
   for (const char* layout : kLayouts) {
     auto lm = testing::LoadCpuModel(GoldenPath(std::string("models/tiny-llama31-fp8-") + layout));
     ASSERT_NE(lm, nullptr) << layout;
-    const int32_t vocab = lm->weights->config().vocab_size;
     int rows = 0, clear = 0, clear_same = 0;
     double worst = 0;
-    for (const auto& p : golden["prompts"]) {
-      const auto ids = p["prompt_ids"].get<std::vector<int32_t>>();
-      const std::vector<float> got = testing::PrefillLogits(*lm, ids, /*all_rows=*/true);
-      ASSERT_EQ(got.size(), ids.size() * vocab);
-      for (size_t row = 0; row < ids.size(); ++row) {
-        const auto want = p["logits"][row].get<std::vector<float>>();
-        const testing::LogitsRow r = testing::CompareLogitsRow(&got[row * vocab], want);
-        worst = std::max(worst, r.rel_error);
-        // Where transformers' top choice leads by more than twice this row's largest logit error, the
-        // quantized model cannot have moved past it: it must choose the same.
-        if (r.want_lead > 2 * r.max_error) {
-          ++clear;
-          clear_same += r.got_top == r.want_top;
-        }
-        ++rows;
+    for (const testing::LogitsRow& r : testing::GoldenLogitsRows(*lm, golden)) {
+      worst = std::max(worst, r.rel_error);
+      // Where transformers' top choice leads by more than twice this row's largest logit error, the
+      // quantized model cannot have moved past it: it must choose the same.
+      if (r.want_lead > 2 * r.max_error) {
+        ++clear;
+        clear_same += r.got_top == r.want_top;
       }
+      ++rows;
     }
     std::printf("tiny-llama31 FP8 (%s scales) vs transformers bf16: worst rel logit error %.3f; top-1 the same at %d of "
                 "the %d of %d positions where the lead exceeds twice the error\n",
