@@ -19,6 +19,24 @@ TEST(RandomWeightsTest, PresetShapesAndErrors) {
   EXPECT_EQ(OpenWeightSource("random:").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// random:<preset>[:seed]:<GGML block type>: the type comes last, is a block type, and is named when
+// it is not one.
+TEST(RandomWeightsTest, BlockTypedPresetsAndTheirErrors) {
+  for (const char* ok : {"random:smollm2-135m:Q4_K", "random:smollm2-135m:3:Q8_0"}) {
+    auto src = OpenWeightSource(ok);
+    ASSERT_TRUE(src.ok()) << ok << ": " << src.status();
+    EXPECT_TRUE((*src)->StoredBlockType("model.layers.0.mlp.down_proj.weight").has_value()) << ok;
+    EXPECT_FALSE((*src)->StoredBlockType("model.layers.0.input_layernorm.weight").has_value()) << ok;
+  }
+  for (const char* bad : {"random:smollm2-135m:Q9_X", "random:smollm2-135m:Q4_K:3", "random:smollm2-135m:F16",
+                          "random:smollm2-135m:3:4:Q4_K"}) {
+    const auto st = OpenWeightSource(bad).status();
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(st.message().find(bad), std::string::npos) << bad << ": " << st.message();
+  }
+  EXPECT_NE(OpenWeightSource("random:smollm2-135m:Q9_X").status().message().find("GGML block type"), std::string::npos);
+}
+
 TEST(RandomWeightsTest, BackendFillEqualsHostGeneration) {
   auto src = OpenWeightSource("random:smollm2-135m:5");
   ASSERT_TRUE(src.ok());
