@@ -94,6 +94,9 @@ class Backend {
   // is the compute dtype's (DefaultKvDType).
   virtual std::string KvDTypeProblem(KvDType t, int32_t head_dim) const = 0;
   bool SupportsKvDType(KvDType t, int32_t head_dim) const { return KvDTypeProblem(t, head_dim).empty(); }
+  // Why PagedAttention would refuse a windowed cache (PagedKvView::window > 0) of format `t` and
+  // `head_dim`; empty when it takes one. Asked at load for models with sliding-window layers.
+  virtual std::string AttentionWindowProblem(KvDType t, int32_t head_dim) const { return ""; }
   KvDType DefaultKvDType() const {
     const DType c = ComputeDType();
     return c == DType::kF32 ? KvDType::kF32 : c == DType::kF16 ? KvDType::kF16 : KvDType::kBF16;
@@ -195,8 +198,13 @@ class Backend {
   // rows: a vocab-parallel embedding whose ranks' outputs are summed.
   virtual absl::Status Embedding(const int32_t* ids, TensorView table, int32_t first_id,
                                  TensorView out) = 0;
-  // out = x / rms(x) * weight, per row. x, out [T, K]; weight [1, K].
+  // out = x / rms(x) * weight, per row. x, out [T, K]; weight [1, K]. out may be x (in place).
   virtual absl::Status RmsNorm(TensorView x, TensorView weight, float eps, TensorView out) = 0;
+  // The same over each head of x [T, heads * D], in place, with one weight [1, D] for every head:
+  // Qwen3's and Gemma 3's q/k norms, before rope.
+  virtual absl::Status HeadRmsNorm(TensorView x, int32_t heads, TensorView weight, float eps) = 0;
+  // x *= s, in place (f32): Gemma's embedding scale on the residual stream.
+  virtual absl::Status Scale(TensorView x, float s) = 0;
   // residual += x; out = RmsNorm(residual). Fused so the residual is read once.
   virtual absl::Status AddRmsNorm(TensorView residual, TensorView x, TensorView weight, float eps,
                                   TensorView out) = 0;
@@ -210,11 +218,16 @@ class Backend {
   virtual absl::Status WriteKv(TensorView k, TensorView v, const int32_t* slot_mapping,
                                PagedKvView cache) = 0;
   // Causal attention of q [T, Hq * D] over the paged cache; out [T, Hq * D]. GQA: query head h
-  // reads KV head h / (Hq / Hk). Quantized caches are decoded inside the kernel.
+  // reads KV head h / (Hq / Hk). Quantized caches are decoded inside the kernel. A cache with a
+  // window (PagedKvView::window > 0: a sliding-window layer) lets the query at position p see
+  // keys p - window + 1 .. p only.
   virtual absl::Status PagedAttention(TensorView q, PagedKvView cache, const AttentionBatch& batch,
                                       float scale, TensorView out) = 0;
   // out = silu(gate) * up, where gate_up [T, 2I] holds gate in columns [0, I) and up in [I, 2I).
   virtual absl::Status SwiGlu(TensorView gate_up, TensorView out) = 0;
+  // out = gelu_tanh(gate) * up (GeGLU, Gemma's gelu_pytorch_tanh: 0.5 x (1 + tanh(sqrt(2/pi) (x +
+  // 0.044715 x^3)))), same layout as SwiGlu.
+  virtual absl::Status GeluGlu(TensorView gate_up, TensorView out) = 0;
   // ids[r] = first_id + argmax of logits row r (lowest index on ties), values[r] = that maximum
   // (values may be null): greedy sampling without moving the logits; with a vocab-parallel LM
   // head each rank's (value, id) pair is its candidate. logits [n, V] f32; ids, values: [n] in

@@ -22,9 +22,9 @@ for i in range(8):
     print(json.dumps({"id": str(i), "prompt_ids": [random.randrange(128000) for _ in range(random.randrange(8, 300))], "max_tokens": 32}))
 PY
 M=random:llama-3-8b
-timeout 200 $K generate --model $M --input "$W/ids.jsonl" --output "$W/tp1.jsonl" --device cuda --ignore-eos 2> "$OUT/tp1.log"
+timeout 200 $K generate --model $M --input "$W/ids.jsonl" --output "$W/tp1.jsonl" --device cuda --kv-cache-memory 4GiB --ignore-eos 2> "$OUT/tp1.log"
 timeout 300 mpirun --oversubscribe -np 2 $K generate --model $M --input "$W/ids.jsonl" --output "$W/tp2.jsonl" --device cuda \
-  --tp 2 --all-reduce custom --ignore-eos --verbose 2> "$OUT/tp2.log" || { echo "tp=2 custom FAILED"; tail -20 "$OUT/tp2.log"; }
+  --tp 2 --all-reduce custom --kv-cache-memory 4GiB --ignore-eos --verbose 2> "$OUT/tp2.log" || { echo "tp=2 custom FAILED"; tail -20 "$OUT/tp2.log"; }
 grep -E "all-reduce|transport|nccl|peer" "$OUT/tp2.log" | head -5
 python3 - "$W/tp1.jsonl" "$W/tp2.jsonl" <<'PY'
 import json, sys

@@ -22,6 +22,9 @@ struct PagedKvView {
   int32_t block_size = 0;  // tokens per block
   int32_t kv_heads = 0;
   int32_t head_dim = 0;
+  // Sliding-window layers (Gemma 3): the query at position p attends to keys p - window + 1 .. p.
+  // 0: every earlier key.
+  int32_t window = 0;
 
   // Elements of one token over all KV heads (the width of the k/v rows WriteKv takes).
   int64_t SlotStride() const { return static_cast<int64_t>(kv_heads) * head_dim; }

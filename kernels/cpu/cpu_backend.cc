@@ -209,6 +209,30 @@ absl::Status CpuBackend::RmsNorm(TensorView x, TensorView weight, float eps, Ten
   return absl::OkStatus();
 }
 
+absl::Status CpuBackend::HeadRmsNorm(TensorView x, int32_t heads, TensorView weight, float eps) {
+  KVS_RETURN_IF_ERROR(RequireF32(x, "HeadRmsNorm", "x"));
+  KVS_RETURN_IF_ERROR(RequireF32(weight, "HeadRmsNorm", "weight"));
+  KVS_RETURN_IF_ERROR(RequireShape(heads > 0 && x.cols == static_cast<int64_t>(heads) * weight.NumElements(),
+                                   "HeadRmsNorm", absl::StrFormat("x %s, %d heads, weight %s", Shape(x), heads,
+                                                                  Shape(weight))));
+  const int64_t dim = weight.NumElements();
+  // Each token's heads are `heads` rows of `dim` with stride `dim`.
+  for (int64_t t = 0; t < x.rows; ++t) {
+    float* row = x.Row<float>(t);
+    cpu::RmsNormF32(row, dim, static_cast<const float*>(weight.data), heads, dim, eps, row, dim);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Scale(TensorView x, float s) {
+  KVS_RETURN_IF_ERROR(RequireF32(x, "Scale", "x"));
+  for (int64_t r = 0; r < x.rows; ++r) {
+    float* row = x.Row<float>(r);
+    for (int64_t c = 0; c < x.cols; ++c) row[c] *= s;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CpuBackend::AddRmsNorm(TensorView residual, TensorView x, TensorView weight, float eps,
                                     TensorView out) {
   KVS_RETURN_IF_ERROR(RequireF32(residual, "AddRmsNorm", "residual"));
@@ -294,6 +318,16 @@ absl::Status CpuBackend::SwiGlu(TensorView gate_up, TensorView out) {
                                    Shape(gate_up) + " vs " + Shape(out)));
   cpu::SwiGluF32(static_cast<const float*>(gate_up.data), gate_up.stride, out.rows, out.cols,
                  static_cast<float*>(out.data), out.stride);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::GeluGlu(TensorView gate_up, TensorView out) {
+  KVS_RETURN_IF_ERROR(RequireF32(gate_up, "GeluGlu", "gate_up"));
+  KVS_RETURN_IF_ERROR(RequireF32(out, "GeluGlu", "out"));
+  KVS_RETURN_IF_ERROR(RequireShape(gate_up.cols == 2 * out.cols && gate_up.rows == out.rows, "GeluGlu",
+                                   Shape(gate_up) + " vs " + Shape(out)));
+  cpu::GeluGluF32(static_cast<const float*>(gate_up.data), gate_up.stride, out.rows, out.cols,
+                  static_cast<float*>(out.data), out.stride);
   return absl::OkStatus();
 }
 

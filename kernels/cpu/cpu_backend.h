@@ -57,6 +57,8 @@ class CpuBackend final : public Backend {
   absl::Status FillRandom(TensorView dst, uint64_t seed, float mean, float half_range, RandomWindow window = {}) override;
 
   absl::Status Embedding(const int32_t* ids, TensorView table, int32_t first_id, TensorView out) override;
+  absl::Status HeadRmsNorm(TensorView x, int32_t heads, TensorView weight, float eps) override;
+  absl::Status Scale(TensorView x, float s) override;
   absl::Status RmsNorm(TensorView x, TensorView weight, float eps, TensorView out) override;
   absl::Status AddRmsNorm(TensorView residual, TensorView x, TensorView weight, float eps,
                           TensorView out) override;
@@ -67,6 +69,7 @@ class CpuBackend final : public Backend {
   absl::Status PagedAttention(TensorView q, PagedKvView cache, const AttentionBatch& batch,
                               float scale, TensorView out) override;
   absl::Status SwiGlu(TensorView gate_up, TensorView out) override;
+  absl::Status GeluGlu(TensorView gate_up, TensorView out) override;
   absl::Status GatherRows(TensorView x, const int32_t* rows, TensorView out) override;
   absl::Status ArgmaxRows(TensorView logits, int32_t first_id, int32_t* ids, float* values) override;
   absl::Status SampleRows(TensorView logits, const SampleRequest* requests, int32_t count, int32_t* ids) override;

@@ -16,7 +16,7 @@ namespace kvs::cpu {
 void EmbeddingF32(const int32_t* ids, int64_t num_tokens, const float* table, int32_t first_id,
                   int64_t rows, int64_t hidden, float* out, int64_t out_stride);
 
-// out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * weight.  x, out [T, K].
+// out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * weight.  x, out [T, K]; out may be x.
 void RmsNormF32(const float* x, int64_t x_stride, const float* weight, int64_t rows, int64_t cols,
                 float eps, float* out, int64_t out_stride);
 
@@ -33,12 +33,16 @@ void RopeF32(float* x, int64_t x_stride, int64_t num_tokens, int32_t heads, int3
 void WriteKvF32(const float* k, int64_t k_stride, const float* v, int64_t v_stride,
                 int64_t num_tokens, const int32_t* slot_mapping, const PagedKvView& cache);
 
-// Causal paged attention (see AttentionBatch for the indexing). q, out [T, Hq * D].
+// Causal paged attention (see AttentionBatch for the indexing), over the last cache.window keys
+// when the cache has a window. q, out [T, Hq * D].
 void PagedAttentionF32(const float* q, int64_t q_stride, int32_t q_heads, const PagedKvView& cache,
                        const AttentionBatch& batch, float scale, float* out, int64_t out_stride);
 
 // out[t, i] = silu(gate_up[t, i]) * gate_up[t, I + i].  gate_up [T, 2I]; out [T, I].
 void SwiGluF32(const float* gate_up, int64_t gu_stride, int64_t rows, int64_t inter, float* out,
                int64_t out_stride);
+// The same with gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) for silu.
+void GeluGluF32(const float* gate_up, int64_t gu_stride, int64_t rows, int64_t inter, float* out,
+                int64_t out_stride);
 
 }  // namespace kvs::cpu

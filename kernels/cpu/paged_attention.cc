@@ -12,7 +12,8 @@ namespace {
 
 constexpr int32_t kMaxHeadDim = 512;
 
-// One query row of one head against keys [0, last_pos] of its sequence, walking the block
+// One query row of one head against keys [0, last_pos] of its sequence (the last cache.window of
+// them in a windowed layer), walking the block
 // table token by token. Online softmax (running max and sum) so no score buffer is needed. Keys
 // and values are decoded from the cache's format one row at a time (no full-precision copy).
 void AttendOne(const float* q, int32_t kv_head, int32_t last_pos, const int32_t* blocks,
@@ -25,7 +26,8 @@ void AttendOne(const float* q, int32_t kv_head, int32_t last_pos, const int32_t*
   const bool f32 = cache.dtype == KvDType::kF32;  // the stored rows are already floats: read them in place
   float running_max = -std::numeric_limits<float>::infinity();
   float running_sum = 0.0f;
-  for (int32_t pos = 0; pos <= last_pos; ++pos) {
+  const int32_t first = cache.window > 0 ? std::max(0, last_pos - cache.window + 1) : 0;
+  for (int32_t pos = first; pos <= last_pos; ++pos) {
     const int64_t block = blocks[pos / cache.block_size];
     KVS_CHECK_MSG(block >= 0 && block < cache.num_blocks, "block table entry outside the cache");
     const int64_t slot = block * cache.block_size + pos % cache.block_size;

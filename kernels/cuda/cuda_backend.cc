@@ -473,6 +473,17 @@ absl::Status CudaBackend::Embedding(const int32_t* ids, TensorView table, int32_
 }
 
 absl::Status CudaBackend::RmsNorm(TensorView x, TensorView weight, float eps, TensorView out) {
+  if (x.dtype == DType::kBF16) {  // a bf16 row (Gemma's post-attention / post-MLP norms)
+    KVS_RETURN_IF_ERROR(Require(weight, DType::kBF16, "RmsNorm", "weight"));
+    KVS_RETURN_IF_ERROR(Require(out, DType::kBF16, "RmsNorm", "out"));
+    KVS_RETURN_IF_ERROR(Shape(x.rows == out.rows && x.cols == out.cols && weight.NumElements() == x.cols &&
+                                  x.cols <= (1 << 30),
+                              "RmsNorm", x, out));
+    KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchRmsNormBf16(static_cast<const bf16*>(x.data), x.stride, x.rows, 1,
+                                                     static_cast<int32_t>(x.cols), static_cast<const bf16*>(weight.data),
+                                                     eps, static_cast<bf16*>(out.data), out.stride, stream_));
+    return absl::OkStatus();
+  }
   KVS_RETURN_IF_ERROR(Require(x, DType::kF32, "RmsNorm", "x"));
   KVS_RETURN_IF_ERROR(Require(weight, DType::kBF16, "RmsNorm", "weight"));
   KVS_RETURN_IF_ERROR(Require(out, DType::kBF16, "RmsNorm", "out"));
@@ -480,6 +491,24 @@ absl::Status CudaBackend::RmsNorm(TensorView x, TensorView weight, float eps, Te
   KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchRmsNorm(static_cast<const float*>(x.data), x.stride,
                                                static_cast<const bf16*>(weight.data), x.rows, x.cols, eps,
                                                static_cast<bf16*>(out.data), out.stride, stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::HeadRmsNorm(TensorView x, int32_t heads, TensorView weight, float eps) {
+  KVS_RETURN_IF_ERROR(Require(x, DType::kBF16, "HeadRmsNorm", "x"));
+  KVS_RETURN_IF_ERROR(Require(weight, DType::kBF16, "HeadRmsNorm", "weight"));
+  KVS_RETURN_IF_ERROR(Shape(heads > 0 && x.cols == static_cast<int64_t>(heads) * weight.NumElements(), "HeadRmsNorm",
+                            x, weight));
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchRmsNormBf16(static_cast<const bf16*>(x.data), x.stride, x.rows, heads,
+                                                   static_cast<int32_t>(weight.NumElements()),
+                                                   static_cast<const bf16*>(weight.data), eps,
+                                                   static_cast<bf16*>(x.data), x.stride, stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Scale(TensorView x, float s) {
+  KVS_RETURN_IF_ERROR(Require(x, DType::kF32, "Scale", "x"));
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchScale(static_cast<float*>(x.data), x.stride, x.rows, x.cols, s, stream_));
   return absl::OkStatus();
 }
 
@@ -571,6 +600,11 @@ absl::Status CudaBackend::PagedAttention(TensorView q, PagedKvView cache, const 
   if (attention_ws_.partial_out == nullptr) {
     return absl::FailedPreconditionError("PagedAttention: ReserveWorkspace was not called");
   }
+  if (cache.window > 0) {
+    if (std::string problem = AttentionWindowProblem(cache.dtype, cache.head_dim); !problem.empty()) {
+      return absl::UnimplementedError("PagedAttention: " + problem);
+    }
+  }
   const cudaError_t err = cuda::LaunchPagedAttention(static_cast<const bf16*>(q.data), q.stride,
                                                      static_cast<int32_t>(q_heads), cache, batch, scale,
                                                      static_cast<bf16*>(out.data), out.stride, attention_ws_, stream_);
@@ -588,6 +622,15 @@ absl::Status CudaBackend::SwiGlu(TensorView gate_up, TensorView out) {
   KVS_RETURN_IF_ERROR(Shape(gate_up.cols == 2 * out.cols && gate_up.rows == out.rows, "SwiGlu", gate_up, out));
   KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchSwiGlu(static_cast<const bf16*>(gate_up.data), gate_up.stride, out.rows,
                                               out.cols, static_cast<bf16*>(out.data), out.stride, stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::GeluGlu(TensorView gate_up, TensorView out) {
+  KVS_RETURN_IF_ERROR(Require(gate_up, DType::kBF16, "GeluGlu", "gate_up"));
+  KVS_RETURN_IF_ERROR(Require(out, DType::kBF16, "GeluGlu", "out"));
+  KVS_RETURN_IF_ERROR(Shape(gate_up.cols == 2 * out.cols && gate_up.rows == out.rows, "GeluGlu", gate_up, out));
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchGeluGlu(static_cast<const bf16*>(gate_up.data), gate_up.stride, out.rows,
+                                               out.cols, static_cast<bf16*>(out.data), out.stride, stream_));
   return absl::OkStatus();
 }
 
@@ -632,6 +675,11 @@ absl::Status CudaBackend::SampleRows(TensorView logits, const SampleRequest* req
                                                   static_cast<int32_t>(logits.rows), static_cast<int32_t>(logits.cols),
                                                   requests, count, ids, stream_));
   return absl::OkStatus();
+}
+
+std::string CudaBackend::AttentionWindowProblem(KvDType t, int32_t head_dim) const {
+  return "the CUDA attention kernels do not take sliding windows (Gemma 3's local layers) yet; run such a model "
+         "with --device cpu";
 }
 
 std::string CudaBackend::KvDTypeProblem(KvDType t, int32_t head_dim) const {

@@ -26,6 +26,7 @@ class CudaBackend final : public Backend {
   DType ComputeDType() const override { return DType::kBF16; }
   // What the attention kernels are compiled for (cuda::AttentionHeadDims).
   std::string KvDTypeProblem(KvDType t, int32_t head_dim) const override;
+  std::string AttentionWindowProblem(KvDType t, int32_t head_dim) const override;
 
   absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) override;
   size_t FreeMemoryBytes() const override;
@@ -57,6 +58,8 @@ class CudaBackend final : public Backend {
   absl::Status ReserveWorkspace(int64_t max_tokens, int32_t max_seqs, int32_t q_heads, int32_t head_dim) override;
 
   absl::Status Embedding(const int32_t* ids, TensorView table, int32_t first_id, TensorView out) override;
+  absl::Status HeadRmsNorm(TensorView x, int32_t heads, TensorView weight, float eps) override;
+  absl::Status Scale(TensorView x, float s) override;
   absl::Status RmsNorm(TensorView x, TensorView weight, float eps, TensorView out) override;
   absl::Status AddRmsNorm(TensorView residual, TensorView x, TensorView weight, float eps, TensorView out) override;
   absl::Status Linear(TensorView x, TensorView w, TensorView bias, TensorView out) override;
@@ -65,6 +68,7 @@ class CudaBackend final : public Backend {
   absl::Status PagedAttention(TensorView q, PagedKvView cache, const AttentionBatch& batch, float scale,
                               TensorView out) override;
   absl::Status SwiGlu(TensorView gate_up, TensorView out) override;
+  absl::Status GeluGlu(TensorView gate_up, TensorView out) override;
   absl::Status GatherRows(TensorView x, const int32_t* rows, TensorView out) override;
   // CUDA graph capture of the stream (thread-local mode), instantiated for replay on it.
   absl::StatusOr<std::unique_ptr<RecordedOps>> Record(const std::function<absl::Status()>& ops) override;

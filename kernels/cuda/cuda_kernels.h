@@ -31,6 +31,16 @@ cudaError_t LaunchAddRmsNorm(float* residual, int64_t res_stride, const bf16* x,
                              const bf16* w, int64_t rows, int64_t cols, float eps, bf16* out,
                              int64_t out_stride, cudaStream_t stream);
 
+// out = bf16(x / rms(x) * w) over rows of `dim` bf16: row (t, h) at x + t * x_stride + h * dim
+// (and the same in out), t < rows, h < heads. w [dim] bf16. out may be x. One warp per row: the
+// q/k norms of Qwen3 and Gemma 3 (heads of D) and Gemma's post-attention / post-MLP norms (one
+// head of `hidden`).
+cudaError_t LaunchRmsNormBf16(const bf16* x, int64_t x_stride, int64_t rows, int32_t heads, int32_t dim,
+                              const bf16* w, float eps, bf16* out, int64_t out_stride, cudaStream_t stream);
+
+// x *= s over [rows, cols] f32.
+cudaError_t LaunchScale(float* x, int64_t x_stride, int64_t rows, int64_t cols, float s, cudaStream_t stream);
+
 // In-place rotary embedding (HF rotate_half pairing) on x [T, heads * D] bf16.
 cudaError_t LaunchRope(bf16* x, int64_t x_stride, int64_t num_tokens, int32_t heads, int32_t head_dim,
                        const int32_t* positions, const float* inv_freq, cudaStream_t stream);
@@ -44,6 +54,10 @@ cudaError_t LaunchWriteKv(const bf16* k, int64_t k_stride, const bf16* v, int64_
 // out[t, i] = bf16(silu(gu[t, i]) * gu[t, I + i]).
 cudaError_t LaunchSwiGlu(const bf16* gate_up, int64_t gu_stride, int64_t rows, int64_t inter, bf16* out,
                          int64_t out_stride, cudaStream_t stream);
+
+// out[t, i] = bf16(gelu_tanh(gu[t, i]) * gu[t, I + i]) (Gemma's GeGLU).
+cudaError_t LaunchGeluGlu(const bf16* gate_up, int64_t gu_stride, int64_t rows, int64_t inter, bf16* out,
+                          int64_t out_stride, cudaStream_t stream);
 
 // out[i, :] = x[rows[i], :] for `elem_bytes`-sized elements.
 cudaError_t LaunchGatherRows(const void* x, int64_t x_stride, const int32_t* rows, int64_t n, int64_t cols,

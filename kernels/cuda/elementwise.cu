@@ -1,4 +1,4 @@
-// Small memory-bound kernels: embedding gather, SwiGLU, row gather, bias add.
+// Small memory-bound kernels: embedding gather, SwiGLU / GeGLU, scaling, row gather, bias add.
 #include <algorithm>
 
 #include "kernels/common/random_fill.h"
@@ -27,6 +27,23 @@ __global__ void SwiGluKernel(const bf16* gu, int64_t gu_stride, int64_t inter, b
   const float g = __bfloat162float(gu[r * gu_stride + i]);
   const float u = __bfloat162float(gu[r * gu_stride + inter + i]);
   out[r * out_stride + i] = __float2bfloat16(g / (1.0f + __expf(-g)) * u);
+}
+
+__global__ void GeluGluKernel(const bf16* gu, int64_t gu_stride, int64_t inter, bf16* out, int64_t out_stride) {
+  const int64_t r = blockIdx.y;
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= inter) return;
+  const float g = __bfloat162float(gu[r * gu_stride + i]);
+  const float u = __bfloat162float(gu[r * gu_stride + inter + i]);
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+  const float gelu = 0.5f * g * (1.0f + tanhf(kSqrt2OverPi * (g + 0.044715f * g * g * g)));
+  out[r * out_stride + i] = __float2bfloat16(gelu * u);
+}
+
+__global__ void ScaleKernel(float* x, int64_t x_stride, int64_t cols, float s) {
+  const int64_t r = blockIdx.y;
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c < cols) x[r * x_stride + c] *= s;
 }
 
 __global__ void GatherRowsKernel(const char* x, int64_t x_row_bytes, const int32_t* rows, int64_t row_bytes,
@@ -84,6 +101,20 @@ cudaError_t LaunchSwiGlu(const bf16* gate_up, int64_t gu_stride, int64_t rows, i
   if (rows == 0) return cudaSuccess;
   const dim3 grid((inter + 255) / 256, rows);
   SwiGluKernel<<<grid, 256, 0, stream>>>(gate_up, gu_stride, inter, out, out_stride);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchGeluGlu(const bf16* gate_up, int64_t gu_stride, int64_t rows, int64_t inter, bf16* out,
+                          int64_t out_stride, cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  const dim3 grid((inter + 255) / 256, rows);
+  GeluGluKernel<<<grid, 256, 0, stream>>>(gate_up, gu_stride, inter, out, out_stride);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchScale(float* x, int64_t x_stride, int64_t rows, int64_t cols, float s, cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  ScaleKernel<<<dim3((cols + 255) / 256, rows), 256, 0, stream>>>(x, x_stride, cols, s);
   return cudaGetLastError();
 }
 

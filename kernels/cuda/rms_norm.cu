@@ -112,7 +112,38 @@ cudaError_t LaunchNorm(float* x, int64_t x_stride, const bf16* update, int64_t u
   return cudaGetLastError();
 }
 
+// One warp per row of `dim` bf16 (a head, or a whole bf16 row): sum of squares in float32,
+// the row read twice (it is in L1 the second time).
+__global__ void RmsNormBf16Kernel(const bf16* x, int64_t x_stride, int64_t rows, int32_t heads, int32_t dim,
+                                  const bf16* w, float eps, bf16* out, int64_t out_stride) {
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  if (row >= rows * heads) return;
+  const int lane = threadIdx.x & 31;
+  const int64_t t = row / heads, h = row % heads;
+  const bf16* xr = x + t * x_stride + h * dim;
+  bf16* o = out + t * out_stride + h * dim;
+  float sum_sq = 0.0f;
+  for (int c = lane; c < dim; c += 32) {
+    const float v = __bfloat162float(xr[c]);
+    sum_sq += v * v;
+  }
+  for (int off = 16; off > 0; off >>= 1) sum_sq += __shfl_xor_sync(0xffffffffu, sum_sq, off);
+  const float inv_rms = rsqrtf(sum_sq / static_cast<float>(dim) + eps);
+  // In place is safe: each lane rewrites only the elements it read.
+  for (int c = lane; c < dim; c += 32) o[c] = __float2bfloat16(__bfloat162float(xr[c]) * inv_rms * __bfloat162float(w[c]));
+}
+
 }  // namespace
+
+cudaError_t LaunchRmsNormBf16(const bf16* x, int64_t x_stride, int64_t rows, int32_t heads, int32_t dim,
+                              const bf16* w, float eps, bf16* out, int64_t out_stride, cudaStream_t stream) {
+  const int64_t n = rows * heads;
+  if (n == 0) return cudaSuccess;
+  constexpr int kWarps = 8;
+  RmsNormBf16Kernel<<<(n + kWarps - 1) / kWarps, kWarps * 32, 0, stream>>>(x, x_stride, rows, heads, dim, w, eps,
+                                                                          out, out_stride);
+  return cudaGetLastError();
+}
 
 cudaError_t LaunchRmsNorm(const float* x, int64_t x_stride, const bf16* w, int64_t rows, int64_t cols, float eps,
                           bf16* out, int64_t out_stride, cudaStream_t stream) {

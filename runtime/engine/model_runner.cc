@@ -288,12 +288,13 @@ absl::Status ModelRunner::Forward(const StepPointers& ptr, int64_t t, int64_t n_
   const TensorView attn_owned = attn.Cols(owned_from, z.q_owned);
   const TensorView gate_up = gate_up_.View(dt, t, 2 * z.inter);
   const TensorView act = act_.View(dt, t, z.inter);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  const float scale = global.AttentionScale();
   const TensorView no_bias{};
   // Row-parallel outputs are partial sums until every rank's share is added.
   auto reduce = [&](const TensorView& x) { return comm ? comm->AllReduceSum(x) : absl::OkStatus(); };
 
   KVS_RETURN_IF_ERROR(b.Embedding(ptr.token_ids, weights_->embed(), shard.vocab.begin, residual));
+  if (global.embedding_scale != 1.0f) KVS_RETURN_IF_ERROR(b.Scale(residual, global.embedding_scale));
   KVS_RETURN_IF_ERROR(reduce(residual));
   for (int32_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& lw = weights_->layers()[l];
@@ -305,8 +306,14 @@ absl::Status ModelRunner::Forward(const StepPointers& ptr, int64_t t, int64_t n_
     }
     const TensorView bias = c.attention_bias ? weights_->View(lw.qkv_bias, 1, z.qkv) : no_bias;
     KVS_RETURN_IF_ERROR(LinearOver(b, normed, lw.qkv, bias, qkv));
+    if (c.qk_norm) {  // Qwen3, Gemma 3: each q and k head normalized before rope
+      const TensorView head_weight_q = weights_->View(lw.q_norm, 1, c.head_dim);
+      const TensorView head_weight_k = weights_->View(lw.k_norm, 1, c.head_dim);
+      KVS_RETURN_IF_ERROR(b.HeadRmsNorm(q, static_cast<int32_t>(z.q / c.head_dim), head_weight_q, c.rms_norm_eps));
+      KVS_RETURN_IF_ERROR(b.HeadRmsNorm(k, static_cast<int32_t>(z.kv / c.head_dim), head_weight_k, c.rms_norm_eps));
+    }
     // q and k are adjacent columns of qkv: one rotation over both heads' worth (one launch).
-    KVS_RETURN_IF_ERROR(b.Rope(qk, static_cast<int32_t>((z.q + z.kv) / c.head_dim), ptr.positions, weights_->rope()));
+    KVS_RETURN_IF_ERROR(b.Rope(qk, static_cast<int32_t>((z.q + z.kv) / c.head_dim), ptr.positions, weights_->rope(l)));
     const PagedKvView cache = cache_->Layer(l);
     if (wait_moves) KVS_RETURN_IF_ERROR(b.WaitMoves(l));  // this layer's block moves (KvCache::QueueMoves)
     KVS_RETURN_IF_ERROR(b.WriteKv(k, v, ptr.slots, cache));
@@ -316,11 +323,14 @@ absl::Status ModelRunner::Forward(const StepPointers& ptr, int64_t t, int64_t n_
     KVS_RETURN_IF_ERROR(b.PagedAttention(q, cache, batch, scale, attn));
     KVS_RETURN_IF_ERROR(LinearOver(b, attn_owned, lw.o, no_bias, hidden));
     KVS_RETURN_IF_ERROR(reduce(hidden));
+    // Gemma: the attention output is normalized before it joins the residual.
+    if (c.sandwich_norms) KVS_RETURN_IF_ERROR(b.RmsNorm(hidden, weights_->View(lw.post_attn_norm, 1, z.h), c.rms_norm_eps, hidden));
     KVS_RETURN_IF_ERROR(b.AddRmsNorm(residual, hidden, weights_->View(lw.ffn_norm, 1, z.h), c.rms_norm_eps, normed));
     KVS_RETURN_IF_ERROR(LinearOver(b, normed, lw.gate_up, no_bias, gate_up));
-    KVS_RETURN_IF_ERROR(b.SwiGlu(gate_up, act));
+    KVS_RETURN_IF_ERROR(c.activation == Activation::kGeluTanh ? b.GeluGlu(gate_up, act) : b.SwiGlu(gate_up, act));
     KVS_RETURN_IF_ERROR(LinearOver(b, act, lw.down, no_bias, hidden));
     KVS_RETURN_IF_ERROR(reduce(hidden));
+    if (c.sandwich_norms) KVS_RETURN_IF_ERROR(b.RmsNorm(hidden, weights_->View(lw.post_ffn_norm, 1, z.h), c.rms_norm_eps, hidden));
   }
   if (n_logits == 0) return absl::OkStatus();
   // Only the rows that will be sampled go through the final norm and the LM head.

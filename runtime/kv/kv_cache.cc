@@ -1,5 +1,6 @@
 #include "runtime/kv/kv_cache.h"
 
+#include <algorithm>
 #include <atomic>
 #include <numeric>
 
@@ -38,7 +39,13 @@ absl::StatusOr<KvCache> KvCache::Create(Backend& backend, const ModelConfig& c, 
                                                       "the %s backend: %s",
                                                       c.head_dim, KvDTypeName(dtype), backend.Name(), problem));
   }
+  const bool windowed = std::any_of(c.layer_windows.begin(), c.layer_windows.end(), [](int32_t w) { return w > 0; });
+  if (const std::string problem = windowed ? backend.AttentionWindowProblem(dtype, c.head_dim) : ""; !problem.empty()) {
+    return absl::InvalidArgumentError(absl::StrFormat("this model's sliding-window layers cannot run on the %s backend: %s",
+                                                      backend.Name(), problem));
+  }
   KvCache kv;
+  kv.layer_windows_ = c.layer_windows;
   kv.dtype_ = dtype;
   kv.num_blocks_ = num_blocks;
   kv.num_offload_blocks_ = num_offload_blocks;
@@ -216,7 +223,8 @@ absl::StatusOr<KvCache::MovePlan> KvCache::PlanMoves(std::span<const int32_t> sw
 PagedKvView KvCache::Layer(int32_t layer) const {
   KVS_CHECK(layer >= 0 && layer < static_cast<int32_t>(k_.size()));
   const int32_t blocks = has_staging_window() ? window_first_ + num_offload_blocks_ : num_addressable_blocks();
-  return PagedKvView{k_[layer].data(), v_[layer].data(), dtype_, blocks, block_size_, kv_heads_, head_dim_};
+  const int32_t window = layer_windows_.empty() ? 0 : layer_windows_[layer];
+  return PagedKvView{k_[layer].data(), v_[layer].data(), dtype_, blocks, block_size_, kv_heads_, head_dim_, window};
 }
 
 }  // namespace kvs

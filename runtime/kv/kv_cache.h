@@ -88,6 +88,7 @@ class KvCache {
   int32_t window_first_ = -1;  // block id of the staging window's first slot; -1: none
   KvDType dtype_ = KvDType::kF32;
   int32_t num_blocks_ = 0, block_size_ = 0, kv_heads_ = 0, head_dim_ = 0;
+  std::vector<int32_t> layer_windows_;  // ModelConfig::layer_windows: each layer's attention window
   size_t bytes_ = 0;
 };
 

@@ -1,5 +1,6 @@
 // WeightSource over a GGUF file: llama.cpp tensor names -> HF names, GGML types -> float32,
 // and llama.cpp's Q/K permutation undone.
+#include <cmath>
 #include <cstring>
 
 #include "absl/strings/match.h"
@@ -25,18 +26,32 @@ constexpr std::pair<const char*, const char*> kLayerNames[] = {
     {"self_attn.q_proj.bias", "attn_q.bias"},
     {"self_attn.k_proj.bias", "attn_k.bias"},
     {"self_attn.v_proj.bias", "attn_v.bias"},
+    {"self_attn.q_norm.weight", "attn_q_norm.weight"},
+    {"self_attn.k_norm.weight", "attn_k_norm.weight"},
     {"mlp.gate_proj.weight", "ffn_gate.weight"},
     {"mlp.up_proj.weight", "ffn_up.weight"},
     {"mlp.down_proj.weight", "ffn_down.weight"},
 };
+// Gemma's four norms per layer: HF's post_attention_layernorm is the attention output's norm
+// there, and the MLP's own norm is pre_feedforward_layernorm (llama.cpp's ffn_norm).
+constexpr std::pair<const char*, const char*> kSandwichNames[] = {
+    {"post_attention_layernorm.weight", "post_attention_norm.weight"},
+    {"pre_feedforward_layernorm.weight", "ffn_norm.weight"},
+    {"post_feedforward_layernorm.weight", "post_ffw_norm.weight"},
+};
 
-std::string ToGgufName(const std::string& hf) {
+std::string ToGgufName(const std::string& hf, bool sandwich_norms) {
   if (hf == "model.embed_tokens.weight") return "token_embd.weight";
   if (hf == "model.norm.weight") return "output_norm.weight";
   if (hf == "lm_head.weight") return "output.weight";
   std::vector<std::string> parts = absl::StrSplit(hf, absl::MaxSplits('.', 3));
   int layer;
   if (parts.size() == 4 && parts[0] == "model" && parts[1] == "layers" && absl::SimpleAtoi(parts[2], &layer)) {
+    if (sandwich_norms) {
+      for (const auto& [suffix, gguf] : kSandwichNames) {
+        if (parts[3] == suffix) return absl::StrFormat("blk.%d.%s", layer, gguf);
+      }
+    }
     for (const auto& [suffix, gguf] : kLayerNames) {
       if (parts[3] == suffix) return absl::StrFormat("blk.%d.%s", layer, gguf);
     }
@@ -55,7 +70,7 @@ class GgufWeightSource final : public WeightSource {
   GgufFile* gguf() const override { return file_.get(); }
 
   bool Has(const std::string& hf_name) const override {
-    const std::string g = ToGgufName(hf_name);
+    const std::string g = ToGgufName(hf_name, config_.sandwich_norms);
     return !g.empty() && file_->FindTensor(g) != nullptr;
   }
 
@@ -91,7 +106,7 @@ class GgufWeightSource final : public WeightSource {
   }
 
   std::optional<GgmlType> StoredBlockType(const std::string& hf_name) const override {
-    const std::string g = ToGgufName(hf_name);
+    const std::string g = ToGgufName(hf_name, config_.sandwich_norms);
     const GgufTensorInfo* t = g.empty() ? nullptr : file_->FindTensor(g);
     if (t == nullptr || t->dims.size() != 2) return std::nullopt;
     const auto info = LookupGgmlType(t->type);
@@ -121,7 +136,7 @@ class GgufWeightSource final : public WeightSource {
  private:
   // The file's tensor for `hf_name`, with the shape the caller expects.
   absl::StatusOr<const GgufTensorInfo*> Find(const std::string& hf_name, std::span<const int64_t> shape) const {
-    const std::string g = ToGgufName(hf_name);
+    const std::string g = ToGgufName(hf_name, config_.sandwich_norms);
     const GgufTensorInfo* t = g.empty() ? nullptr : file_->FindTensor(g);
     if (t == nullptr) {
       return absl::NotFoundError(absl::StrFormat("%s: tensor '%s' (%s) is missing", path(),
@@ -160,12 +175,35 @@ class GgufWeightSource final : public WeightSource {
   bool permuted_qk_;
 };
 
+// Gemma 3 as llama.cpp writes and runs it: what its GGUF does not store, llama.cpp fixes in
+// code, and so does this — every sixth layer global, the others windowed with rope base 10,000,
+// and the softmax scale 1/sqrt(head_dim) except for the 27B model (62 layers), whose
+// query_pre_attn_scalar is hidden / heads. Norm weights are stored as 1 + w already.
+absl::Status Gemma3FromGguf(const GgufFile& f, ModelConfig& c) {
+  c.qk_norm = true;
+  c.sandwich_norms = true;
+  c.activation = Activation::kGeluTanh;
+  c.embedding_scale = std::sqrt(static_cast<float>(c.hidden_size));
+  const float scalar = c.num_layers == 62 ? static_cast<float>(c.hidden_size / c.num_q_heads) : c.head_dim;
+  c.attention_scale = 1.0f / std::sqrt(scalar);
+  KVS_ASSIGN_OR_RETURN(uint64_t window, f.GetUint("gemma3.attention.sliding_window"));
+  if (window == 0 || window > (1u << 30)) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: gemma3.attention.sliding_window = %d is out of range",
+                                                      f.path(), window));
+  }
+  c.sliding_window = static_cast<int32_t>(window);
+  c.layer_windows.assign(c.num_layers, 0);
+  for (int32_t l = 0; l < c.num_layers; ++l) c.layer_windows[l] = (l + 1) % 6 != 0 ? c.sliding_window : 0;
+  c.rope_local_theta = 10000.0;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ModelConfig> ConfigFromGguf(const GgufFile& f) {
   ModelConfig c;
   KVS_ASSIGN_OR_RETURN(std::string arch, f.GetString("general.architecture"));
-  if (arch != "llama" && arch != "qwen2") {
+  if (arch != "llama" && arch != "qwen2" && arch != "qwen3" && arch != "gemma3") {
     return absl::UnimplementedError(absl::StrFormat(
-        "%s: architecture '%s' is not supported (supported: llama, qwen2)", f.path(), arch));
+        "%s: architecture '%s' is not supported (supported: llama, qwen2, qwen3, gemma3)", f.path(), arch));
   }
   c.architecture = arch;
   c.name = f.Has("general.name") ? f.GetString("general.name").value_or(arch) : arch;
@@ -216,6 +254,8 @@ absl::StatusOr<ModelConfig> ConfigFromGguf(const GgufFile& f) {
     KVS_ASSIGN_OR_RETURN(uint64_t eos, f.GetUint("tokenizer.ggml.eos_token_id"));
     c.eos_token_ids.push_back(static_cast<int32_t>(eos));
   }
+  if (arch == "qwen3") c.qk_norm = true;
+  if (arch == "gemma3") KVS_RETURN_IF_ERROR(Gemma3FromGguf(f, c));
   KVS_RETURN_IF_ERROR(c.Validate());
   return c;
 }

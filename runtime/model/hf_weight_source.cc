@@ -5,6 +5,7 @@
 #include <tuple>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "kernels/common/status_macros.h"
@@ -43,6 +44,12 @@ class HfWeightSource final : public WeightSource {
       return absl::InvalidArgumentError(ShapeMismatch(file->path(), name, t->shape, shape));
     }
     KVS_RETURN_IF_ERROR(SafetensorsToF32(*t, file->path(), out));
+    if (config_.architecture == "gemma3" && absl::EndsWith(name, "norm.weight")) {
+      // Gemma's RMSNorm multiplies by (1 + weight): the one norm kernel gets 1 + weight (float32,
+      // as transformers computes it). llama.cpp's GGUF converter stores it so already.
+      for (float& x : out) x += 1.0f;
+      return absl::OkStatus();
+    }
     if (t->dtype != SafetensorsDType::kF8E4M3) return absl::OkStatus();
     // FP8 codes: times the scale stored beside them (fp8_checkpoint.h).
     const std::string what = absl::StrFormat("%s: tensor '%s' (F8_E4M3)", file->path(), name);

@@ -74,6 +74,64 @@ absl::StatusOr<RopeScaling> ParseRopeScaling(const json& r, const std::string& s
   return s;
 }
 
+
+// Gemma 3 (text): four norms per layer, q/k norms, GeGLU, embeddings scaled by sqrt(hidden), the
+// softmax scaled by query_pre_attn_scalar, windowed layers (layer_types, or every
+// sliding_window_pattern-th layer global in older configs) with a rope base of their own, and
+// the rope scaling (if any) on the global layers only.
+absl::Status ParseGemma3(const json& j, const std::string& source, ModelConfig& c) {
+  c.qk_norm = true;
+  c.sandwich_norms = true;
+  c.embedding_scale = std::sqrt(static_cast<float>(c.hidden_size));
+  KVS_ASSIGN_OR_RETURN(double scalar, FloatField(j, "query_pre_attn_scalar", source, c.head_dim));
+  if (!(scalar > 0)) return Bad(source, "query_pre_attn_scalar must be positive");
+  c.attention_scale = static_cast<float>(1.0 / std::sqrt(scalar));
+  for (const char* key : {"attn_logit_softcapping", "final_logit_softcapping"}) {
+    if (auto it = j.find(key); it != j.end() && !it->is_null()) {
+      return absl::UnimplementedError(absl::StrFormat("%s: %s is not supported (Gemma 2's; Gemma 3 has none)", source, key));
+    }
+  }
+  KVS_ASSIGN_OR_RETURN(bool bidirectional, BoolField(j, "use_bidirectional_attention", source, false));
+  if (bidirectional) return absl::UnimplementedError(source + ": use_bidirectional_attention=true is not supported");
+  KVS_ASSIGN_OR_RETURN(int64_t window, IntField(j, "sliding_window", source, false, 4096));
+  if (window <= 0 || window > (1ll << 30)) return Bad(source, "sliding_window must be positive");
+  c.sliding_window = static_cast<int32_t>(window);
+  c.layer_windows.assign(c.num_layers, 0);
+  if (auto lt = j.find("layer_types"); lt != j.end() && !lt->is_null()) {
+    if (!lt->is_array() || static_cast<int64_t>(lt->size()) != c.num_layers) {
+      return Bad(source, absl::StrFormat("layer_types must list one type per layer (%d)", c.num_layers));
+    }
+    for (int32_t l = 0; l < c.num_layers; ++l) {
+      const json& t = (*lt)[l];
+      const std::string type = t.is_string() ? t.get<std::string>() : t.dump();
+      if (type == "sliding_attention") c.layer_windows[l] = c.sliding_window;
+      else if (type != "full_attention") {
+        return absl::UnimplementedError(absl::StrFormat(
+            "%s: layer type '%s' is not supported (supported: sliding_attention, full_attention)", source, type));
+      }
+    }
+  } else {
+    int64_t pattern = 6;
+    for (const char* key : {"sliding_window_pattern", "_sliding_window_pattern"}) {
+      if (j.contains(key)) {
+        KVS_ASSIGN_OR_RETURN(pattern, IntField(j, key, source, false, 6));
+      }
+    }
+    if (pattern <= 0) return Bad(source, "sliding_window_pattern must be positive");
+    for (int32_t l = 0; l < c.num_layers; ++l) c.layer_windows[l] = (l + 1) % pattern != 0 ? c.sliding_window : 0;
+  }
+  KVS_ASSIGN_OR_RETURN(c.rope_local_theta, FloatField(j, "rope_local_base_freq", source, 10000.0));
+  // transformers 5: rope_parameters per layer type.
+  if (auto rp = j.find("rope_parameters"); rp != j.end() && rp->is_object() && rp->contains("sliding_attention")) {
+    KVS_ASSIGN_OR_RETURN(c.rope_local_theta, FloatField((*rp)["sliding_attention"], "rope_theta", source, 10000.0));
+    if (auto full = rp->find("full_attention"); full != rp->end()) {
+      KVS_ASSIGN_OR_RETURN(c.rope_theta, FloatField(*full, "rope_theta", source, 1000000.0));
+      KVS_ASSIGN_OR_RETURN(c.rope_scaling, ParseRopeScaling(*full, source));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status ModelConfig::Validate() const {
@@ -116,12 +174,31 @@ absl::Status ModelConfig::Validate() const {
   if (!(rms_norm_eps > 0) || !(rope_theta > 0)) {
     return absl::InvalidArgumentError(absl::StrFormat("%s: rms_norm_eps and rope_theta must be positive", who));
   }
+  if (!(rope_local_theta >= 0) || !(embedding_scale > 0) || !(attention_scale >= 0) || !std::isfinite(embedding_scale) ||
+      !std::isfinite(attention_scale)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: rope_local_theta %g, embedding scale %g or attention scale %g out of range", who, rope_local_theta,
+        embedding_scale, attention_scale));
+  }
+  if (!layer_windows.empty()) {
+    if (static_cast<int32_t>(layer_windows.size()) != num_layers) {
+      return absl::InvalidArgumentError(absl::StrFormat("%s: %d layer windows for %d layers", who,
+                                                        layer_windows.size(), num_layers));
+    }
+    for (int32_t w : layer_windows) {
+      if (w < 0) return absl::InvalidArgumentError(absl::StrFormat("%s: a layer window of %d tokens", who, w));
+    }
+  }
   return absl::OkStatus();
 }
 
 int32_t ModelConfig::MaxContext() const {
-  return sliding_window > 0 && sliding_window < max_position_embeddings ? sliding_window
-                                                                         : max_position_embeddings;
+  const bool capped = layer_windows.empty() && sliding_window > 0 && sliding_window < max_position_embeddings;
+  return capped ? sliding_window : max_position_embeddings;
+}
+
+float ModelConfig::AttentionScale() const {
+  return attention_scale > 0 ? attention_scale : 1.0f / std::sqrt(static_cast<float>(head_dim));
 }
 
 int64_t ModelConfig::ParameterCount() const {
@@ -130,6 +207,8 @@ int64_t ModelConfig::ParameterCount() const {
   const int64_t kv = static_cast<int64_t>(num_kv_heads) * head_dim;
   int64_t per_layer = h * (q + 2 * kv) + q * h + 3 * h * intermediate_size + 2 * h;
   if (attention_bias) per_layer += q + 2 * kv;
+  if (qk_norm) per_layer += 2 * head_dim;
+  if (sandwich_norms) per_layer += 2 * h;
   const int64_t embed = static_cast<int64_t>(vocab_size) * h;
   return per_layer * num_layers + embed * (tie_word_embeddings ? 1 : 2) + h;
 }
@@ -144,9 +223,17 @@ absl::StatusOr<ModelConfig> ParseHfConfig(const json& j, const std::string& sour
   auto mt = j.find("model_type");
   if (mt == j.end() || !mt->is_string()) return Bad(source, "missing string field 'model_type'");
   c.architecture = mt->get<std::string>();
-  if (c.architecture != "llama" && c.architecture != "mistral" && c.architecture != "qwen2") {
+  if (c.architecture == "gemma3") {
     return absl::UnimplementedError(absl::StrFormat(
-        "%s: model_type '%s' is not supported (supported: llama, mistral, qwen2)", source, c.architecture));
+        "%s: model_type 'gemma3' is Gemma 3 with its vision tower; kvshard runs the text model (model_type "
+        "'gemma3_text', as google/gemma-3-270m and -1b ship)", source));
+  }
+  if (c.architecture == "gemma3_text") c.architecture = "gemma3";
+  if (c.architecture != "llama" && c.architecture != "mistral" && c.architecture != "qwen2" &&
+      c.architecture != "qwen3" && c.architecture != "gemma3") {
+    return absl::UnimplementedError(absl::StrFormat(
+        "%s: model_type '%s' is not supported (supported: llama, mistral, qwen2, qwen3, gemma3_text)", source,
+        c.architecture));
   }
   c.name = c.architecture;
   KVS_ASSIGN_OR_RETURN(int64_t vocab, IntField(j, "vocab_size", source, true, 0));
@@ -171,7 +258,8 @@ absl::StatusOr<ModelConfig> ParseHfConfig(const json& j, const std::string& sour
   c.max_position_embeddings = static_cast<int32_t>(max_pos);
   KVS_ASSIGN_OR_RETURN(double eps, FloatField(j, "rms_norm_eps", source, 1e-6));
   c.rms_norm_eps = static_cast<float>(eps);
-  KVS_ASSIGN_OR_RETURN(c.tie_word_embeddings, BoolField(j, "tie_word_embeddings", source, false));
+  // transformers leaves a default out of config.json: Gemma's is tied, the others' untied.
+  KVS_ASSIGN_OR_RETURN(c.tie_word_embeddings, BoolField(j, "tie_word_embeddings", source, c.architecture == "gemma3"));
 
   // transformers 5 keeps theta and scaling together in rope_parameters; 4.x uses two fields.
   if (auto rp = j.find("rope_parameters"); rp != j.end() && rp->is_object()) {
@@ -184,8 +272,11 @@ absl::StatusOr<ModelConfig> ParseHfConfig(const json& j, const std::string& sour
     }
   }
 
-  if (c.architecture == "qwen2") {
-    c.attention_bias = true;  // Qwen2 always has q/k/v bias and no o bias
+  if (c.architecture == "qwen3") c.qk_norm = true;
+  if (c.architecture == "gemma3") {
+    // Gemma 3's windows are per layer (ParseGemma3), not a cap on the context.
+  } else if (c.architecture == "qwen2" || c.architecture == "qwen3") {
+    c.attention_bias = c.architecture == "qwen2";  // Qwen2 always has q/k/v bias and no o bias; Qwen3 none
     KVS_ASSIGN_OR_RETURN(bool use_window, BoolField(j, "use_sliding_window", source, false));
     if (use_window) {
       KVS_ASSIGN_OR_RETURN(int64_t w, IntField(j, "sliding_window", source, false, 0));
@@ -199,10 +290,21 @@ absl::StatusOr<ModelConfig> ParseHfConfig(const json& j, const std::string& sour
   if (auto mlp_bias = j.find("mlp_bias"); mlp_bias != j.end() && mlp_bias->is_boolean() && mlp_bias->get<bool>()) {
     return absl::UnimplementedError(source + ": mlp_bias=true is not supported");
   }
-  if (auto act = j.find("hidden_act"); act != j.end() && act->is_string() && act->get<std::string>() != "silu") {
-    return absl::UnimplementedError(absl::StrFormat("%s: hidden_act '%s' is not supported (only silu)",
-                                                    source, act->get<std::string>()));
+  // Gemma names the field hidden_activation; the others hidden_act.
+  for (const char* key : {"hidden_act", "hidden_activation"}) {
+    auto act = j.find(key);
+    if (act == j.end() || act->is_null()) continue;
+    const std::string name = act->is_string() ? act->get<std::string>() : act->dump();
+    if (name == "silu") {
+      c.activation = Activation::kSilu;
+    } else if (name == "gelu_pytorch_tanh") {
+      c.activation = Activation::kGeluTanh;
+    } else {
+      return absl::UnimplementedError(absl::StrFormat(
+          "%s: %s '%s' is not supported (supported: silu, gelu_pytorch_tanh)", source, key, name));
+    }
   }
+  if (c.architecture == "gemma3") KVS_RETURN_IF_ERROR(ParseGemma3(j, source, c));
   KVS_ASSIGN_OR_RETURN(int64_t bos, IntField(j, "bos_token_id", source, false, -1));
   c.bos_token_id = static_cast<int32_t>(bos);
   if (auto e = j.find("eos_token_id"); e != j.end()) {
@@ -253,6 +355,13 @@ std::vector<float> ComputeRopeInvFreq(const ModelConfig& c, const std::vector<fl
     }
   }
   return inv;
+}
+
+std::vector<float> ComputeLocalRopeInvFreq(const ModelConfig& c) {
+  ModelConfig local = c;
+  local.rope_theta = c.rope_local_theta > 0 ? c.rope_local_theta : c.rope_theta;
+  local.rope_scaling = RopeScaling{};
+  return ComputeRopeInvFreq(local, nullptr);
 }
 
 }  // namespace kvs

@@ -264,11 +264,26 @@ absl::StatusOr<ModelWeights> ModelWeights::Load(const WeightSource& src, Backend
       KVS_RETURN_IF_ERROR(st.Add(p + "self_attn.v_proj.bias", kv_all, 0, kv_rows, one, false));
       KVS_ASSIGN_OR_RETURN(lw.qkv_bias, st.Upload(1, q + 2 * kv));
     }
+    if (c.qk_norm) {  // one weight per head dimension, shared by every head
+      KVS_RETURN_IF_ERROR(st.Add(p + "self_attn.q_norm.weight", d, 0));
+      KVS_ASSIGN_OR_RETURN(lw.q_norm, st.Upload(1, d));
+      KVS_RETURN_IF_ERROR(st.Add(p + "self_attn.k_norm.weight", d, 0));
+      KVS_ASSIGN_OR_RETURN(lw.k_norm, st.Upload(1, d));
+    }
     // Row-parallel O: the input columns of the owned heads only.
     KVS_RETURN_IF_ERROR(st.Add(p + "self_attn.o_proj.weight", h, q_all, all_h, q_owned));
     KVS_ASSIGN_OR_RETURN(lw.o, st.UploadMatrix(h, q_owned.size()));
-    KVS_RETURN_IF_ERROR(st.Add(p + "post_attention_layernorm.weight", h, 0));
-    KVS_ASSIGN_OR_RETURN(lw.ffn_norm, st.Upload(1, h));
+    if (c.sandwich_norms) {
+      KVS_RETURN_IF_ERROR(st.Add(p + "post_attention_layernorm.weight", h, 0));
+      KVS_ASSIGN_OR_RETURN(lw.post_attn_norm, st.Upload(1, h));
+      KVS_RETURN_IF_ERROR(st.Add(p + "pre_feedforward_layernorm.weight", h, 0));
+      KVS_ASSIGN_OR_RETURN(lw.ffn_norm, st.Upload(1, h));
+      KVS_RETURN_IF_ERROR(st.Add(p + "post_feedforward_layernorm.weight", h, 0));
+      KVS_ASSIGN_OR_RETURN(lw.post_ffn_norm, st.Upload(1, h));
+    } else {
+      KVS_RETURN_IF_ERROR(st.Add(p + "post_attention_layernorm.weight", h, 0));
+      KVS_ASSIGN_OR_RETURN(lw.ffn_norm, st.Upload(1, h));
+    }
     KVS_RETURN_IF_ERROR(st.Add(p + "mlp.gate_proj.weight", c.intermediate_size, h, inter, all_h));
     KVS_RETURN_IF_ERROR(st.Add(p + "mlp.up_proj.weight", c.intermediate_size, h, inter, all_h));
     KVS_ASSIGN_OR_RETURN(lw.gate_up, st.UploadMatrix(2 * i, h));
@@ -282,6 +297,11 @@ absl::StatusOr<ModelWeights> ModelWeights::Load(const WeightSource& src, Backend
   KVS_ASSIGN_OR_RETURN(w.rope_inv_freq_, backend.Allocate(inv_freq.size() * sizeof(float)));
   // The rope table stays f32 on every backend.
   KVS_RETURN_IF_ERROR(backend.CopyToDevice(inv_freq.data(), w.rope_inv_freq_.data(), inv_freq.size() * sizeof(float)));
+  if (c.rope_local_theta > 0 && !c.layer_windows.empty()) {
+    const std::vector<float> local = ComputeLocalRopeInvFreq(c);
+    KVS_ASSIGN_OR_RETURN(w.rope_local_inv_freq_, backend.Allocate(local.size() * sizeof(float)));
+    KVS_RETURN_IF_ERROR(backend.CopyToDevice(local.data(), w.rope_local_inv_freq_.data(), local.size() * sizeof(float)));
+  }
   KVS_RETURN_IF_ERROR(st.Finish());
   return w;
 }
@@ -309,8 +329,11 @@ int64_t ModelWeights::BytesFor(const ModelConfig& c, const ModelShard& shard, DT
              bytes(p + "mlp.gate_proj.weight", i, h) + bytes(p + "mlp.up_proj.weight", i, h) +
              bytes(p + "mlp.down_proj.weight", h, i);
     if (c.attention_bias) total += (q + 2 * kv) * elem;
+    if (c.qk_norm) total += 2 * d * elem;
+    if (c.sandwich_norms) total += 2 * h * elem;
   }
-  return static_cast<int64_t>(total) + (d / 2) * static_cast<int64_t>(sizeof(float));
+  const int64_t rope_tables = c.rope_local_theta > 0 && !c.layer_windows.empty() ? 2 : 1;
+  return static_cast<int64_t>(total) + rope_tables * (d / 2) * static_cast<int64_t>(sizeof(float));
 }
 
 TensorView ModelWeights::embed() const { return embed_.View(); }

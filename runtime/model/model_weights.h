@@ -48,10 +48,14 @@ struct LayerWeights {
   DeviceBuffer attn_norm;  // [1, hidden]
   WeightMatrix qkv;        // [(Hq + 2Hk) * D, hidden]
   DeviceBuffer qkv_bias;   // [1, (Hq + 2Hk) * D] or empty
+  DeviceBuffer q_norm;     // [1, D] or empty (ModelConfig::qk_norm)
+  DeviceBuffer k_norm;     // [1, D] or empty
   WeightMatrix o;          // [hidden, Ho * D]
+  DeviceBuffer post_attn_norm;  // [1, hidden] or empty (ModelConfig::sandwich_norms)
   DeviceBuffer ffn_norm;   // [1, hidden]
   WeightMatrix gate_up;    // [2I, hidden]
   WeightMatrix down;       // [hidden, I]
+  DeviceBuffer post_ffn_norm;   // [1, hidden] or empty
 };
 
 class ModelWeights {
@@ -76,6 +80,11 @@ class ModelWeights {
   TensorView final_norm() const;
   const WeightMatrix& lm_head() const;  // the embedding when tied
   RopeTable rope() const { return {rope_inv_freq_.as<float>(), config_.head_dim}; }
+  // Layer l's rotary table: the windowed layers' own when the model has one (Gemma 3).
+  RopeTable rope(int32_t layer) const {
+    const bool local = config_.LayerWindow(layer) > 0 && rope_local_inv_freq_.data() != nullptr;
+    return {(local ? rope_local_inv_freq_ : rope_inv_freq_).as<float>(), config_.head_dim};
+  }
   TensorView View(const DeviceBuffer& b, int64_t rows, int64_t cols) const { return b.View(dtype_, rows, cols); }
   DType dtype() const { return dtype_; }
   // Backend bytes the weights take (blocks kept as stored count at their stored size).
@@ -87,7 +96,7 @@ class ModelWeights {
   DType dtype_ = DType::kF32;
   size_t bytes_ = 0;
   WeightMatrix embed_, lm_head_;
-  DeviceBuffer final_norm_, rope_inv_freq_;
+  DeviceBuffer final_norm_, rope_inv_freq_, rope_local_inv_freq_;
   std::vector<LayerWeights> layers_;
 };
 
