@@ -45,8 +45,8 @@ std::string CudaKvProblem(KvDType t, int32_t head_dim) {
     for (int32_t d : dims) out += (out.empty() ? "" : ", ") + std::to_string(d);
     return out;
   };
-  return absl::StrFormat("the CUDA attention kernels are compiled for head_dim %s with a bf16 KV cache and %s with "
-                         "fp16/fp8/int8/int4, not %d",
+  return absl::StrFormat("the CUDA attention kernels take head_dim %s and any multiple of 32 up to 256 (the last "
+                         "by the generic kernel) with a bf16 KV cache, and %s with fp16/fp8/int8/int4; not %d",
                          join(cuda::kAttentionHeadDims), join(cuda::kEncodedKvHeadDims), head_dim);
 }
 
@@ -609,8 +609,7 @@ absl::Status CudaBackend::PagedAttention(TensorView q, PagedKvView cache, const 
                                                      static_cast<int32_t>(q_heads), cache, batch, scale,
                                                      static_cast<bf16*>(out.data), out.stride, attention_ws_, stream_);
   if (err == cudaErrorInvalidValue) {
-    return absl::UnimplementedError(absl::StrFormat("PagedAttention: head_dim %d is not compiled in (16, 32, 64, 128)",
-                                                    cache.head_dim));
+    return absl::UnimplementedError(absl::StrFormat("PagedAttention: %s", CudaKvProblem(cache.dtype, cache.head_dim)));
   }
   KVS_CUDA_RETURN_IF_ERROR(err);
   return absl::OkStatus();
@@ -678,8 +677,10 @@ absl::Status CudaBackend::SampleRows(TensorView logits, const SampleRequest* req
 }
 
 std::string CudaBackend::AttentionWindowProblem(KvDType t, int32_t head_dim) const {
-  return "the CUDA attention kernels do not take sliding windows (Gemma 3's local layers) yet; run such a model "
-         "with --device cpu";
+  if (cuda::WindowAttentionSupports(t, head_dim)) return "";
+  return absl::StrFormat("the CUDA kernel for sliding-window layers takes bf16 or fp16 caches with head_dim a "
+                         "multiple of 32 up to 256 (asked: --kv-dtype %s, head_dim %d)",
+                         KvDTypeName(t), head_dim);
 }
 
 std::string CudaBackend::KvDTypeProblem(KvDType t, int32_t head_dim) const {

@@ -131,8 +131,14 @@ struct AttentionWorkspace {
 // and the tests read it. Adding a head dim means instantiating it in LaunchAttentionFor.
 inline constexpr int32_t kAttentionHeadDims[] = {16, 32, 64, 128};
 inline constexpr int32_t kEncodedKvHeadDims[] = {64, 128};
+// Sliding-window layers, and bf16 head dims outside kAttentionHeadDims, take the generic kernel
+// (paged_attention_window.cu): bf16 or fp16 caches, head_dim a multiple of 32 up to 256.
+constexpr bool WindowAttentionSupports(KvDType t, int32_t head_dim) {
+  return (t == KvDType::kBF16 || t == KvDType::kF16) && head_dim % 32 == 0 && head_dim >= 32 && head_dim <= 256;
+}
 constexpr bool AttentionSupports(KvDType t, int32_t head_dim) {
   if (t == KvDType::kF32) return false;
+  if (t == KvDType::kBF16 && WindowAttentionSupports(t, head_dim)) return true;
   const auto contains = [head_dim](const auto& dims) {
     for (int32_t d : dims) {
       if (d == head_dim) return true;
@@ -141,6 +147,12 @@ constexpr bool AttentionSupports(KvDType t, int32_t head_dim) {
   };
   return t == KvDType::kBF16 ? contains(kAttentionHeadDims) : contains(kEncodedKvHeadDims);
 }
+
+// Causal attention over the keys of cache.window (all when 0) by the generic kernel; returns
+// cudaErrorInvalidValue outside WindowAttentionSupports.
+cudaError_t LaunchWindowAttention(const bf16* q, int64_t q_stride, int32_t q_heads, const PagedKvView& cache,
+                                  const AttentionBatch& batch, float scale, bf16* out, int64_t out_stride,
+                                  cudaStream_t stream);
 
 // Causal paged attention, q and out [T, Hq * D] bf16 (see AttentionBatch), over a cache of any
 // KvDType but f32. Returns cudaErrorInvalidValue for a head dim outside kAttentionHeadDims (bf16)

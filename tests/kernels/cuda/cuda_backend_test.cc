@@ -60,7 +60,26 @@ class CudaOpsTest : public testing::GpuFixture<> {
     return TensorView::Contiguous(v.data(), DType::kF32, rows, cols);
   }
 
-  std::mt19937 rng_{std::random_device{}()};
+  // Element by element: |got - want| <= abs + rel * |want| everywhere (a NaN fails); the worst
+  // element's share of its tolerance is returned, the first failure names its index.
+  double ExpectElementwise(const std::vector<float>& got, const std::vector<float>& want, double abs, double rel,
+                           const std::string& what) {
+    EXPECT_EQ(got.size(), want.size()) << what;
+    double worst = 0;
+    for (size_t i = 0; i < std::min(got.size(), want.size()); ++i) {
+      const double tol = abs + rel * std::fabs(want[i]);
+      const double share = std::isnan(got[i]) ? std::numeric_limits<double>::infinity() : std::fabs(got[i] - want[i]) / tol;
+      if (share > 1 && worst <= 1) {
+        ADD_FAILURE() << what << ": element " << i << " is " << got[i] << ", the CPU says " << want[i] << " (seed "
+                      << seed_ << ")";
+      }
+      worst = std::max(worst, share);
+    }
+    return worst;
+  }
+
+  const uint32_t seed_ = std::random_device{}();
+  std::mt19937 rng_{seed_};
   CpuBackend cpu_{size_t{16} << 30};
 };
 
@@ -158,6 +177,46 @@ TEST_F(CudaOpsTest, NormsRopeSwiGluEmbeddingMatchCpu) {
   EXPECT_EQ(Download(gemb, DType::kF32, t, h), cshard);
 }
 
+// The ops of Qwen3 and Gemma 3: per-head q/k norms on a strided view (q inside qkv), a bf16
+// row norm in place (Gemma's post-norms), GeGLU and the embedding scale.
+TEST_F(CudaOpsTest, HeadNormsGeluGluAndScaleMatchCpuElementwise) {
+  const int64_t t = 11, heads = 6, kv_heads = 2, dim = 128, width = (heads + 2 * kv_heads) * dim;
+  auto qkv = Random(t * width, 2.0f), w = Random(dim, 0.5f);
+  std::vector<float> cqkv = qkv;
+  ASSERT_TRUE(cpu_.HeadRmsNorm(F32(cqkv, t, width).Cols(0, heads * dim), static_cast<int32_t>(heads), F32(w, 1, dim),
+                               1e-6f).ok());
+  auto gqkv = Upload(qkv, DType::kBF16, t, width), gw = Upload(w, DType::kBF16, 1, dim);
+  ASSERT_TRUE(gpu_->HeadRmsNorm(gqkv.View(DType::kBF16, t, width).Cols(0, heads * dim), static_cast<int32_t>(heads),
+                                gw.View(DType::kBF16, 1, dim), 1e-6f).ok());
+  // The k and v columns are untouched on both sides (the CPU's are the inputs).
+  const double q_worst = ExpectElementwise(Download(gqkv, DType::kBF16, t, width), cqkv, 1e-2, 1e-2, "HeadRmsNorm");
+
+  const int64_t h = 640;
+  auto x = Random(t * h, 3.0f), nw = Random(h, 0.5f);
+  std::vector<float> cx = x;
+  ASSERT_TRUE(cpu_.RmsNorm(F32(cx, t, h), F32(nw, 1, h), 1e-6f, F32(cx, t, h)).ok());
+  auto gx = Upload(x, DType::kBF16, t, h), gnw = Upload(nw, DType::kBF16, 1, h);
+  ASSERT_TRUE(gpu_->RmsNorm(gx.View(DType::kBF16, t, h), gnw.View(DType::kBF16, 1, h), 1e-6f, gx.View(DType::kBF16, t, h)).ok());
+  const double norm_worst = ExpectElementwise(Download(gx, DType::kBF16, t, h), cx, 1e-2, 1e-2, "RmsNorm bf16 in place");
+
+  const int64_t inter = 1000;
+  auto gu = Random(t * 2 * inter, 2.0f);
+  std::vector<float> cact(t * inter);
+  ASSERT_TRUE(cpu_.GeluGlu(F32(gu, t, 2 * inter), F32(cact, t, inter)).ok());
+  auto ggu = Upload(gu, DType::kBF16, t, 2 * inter), gact = Upload({}, DType::kBF16, t, inter);
+  ASSERT_TRUE(gpu_->GeluGlu(ggu.View(DType::kBF16, t, 2 * inter), gact.View(DType::kBF16, t, inter)).ok());
+  const double gelu_worst = ExpectElementwise(Download(gact, DType::kBF16, t, inter), cact, 1e-2, 1e-2, "GeluGlu");
+
+  auto r = Random(t * h, 3.0f);
+  std::vector<float> cr = r;
+  ASSERT_TRUE(cpu_.Scale(F32(cr, t, h), 25.298221f).ok());
+  auto gr = Upload(r, DType::kF32, t, h);
+  ASSERT_TRUE(gpu_->Scale(gr.View(DType::kF32, t, h), 25.298221f).ok());
+  EXPECT_EQ(Download(gr, DType::kF32, t, h), cr);
+  std::printf("worst element / tolerance: HeadRmsNorm %.2f, RmsNorm bf16 %.2f, GeluGlu %.2f\n", q_worst, norm_worst,
+              gelu_worst);
+}
+
 // The attention contract is one table (cuda_kernels.h) read by dispatch and, through
 // KvDTypeProblem, by KvCache::Create at load: checked here without a GPU.
 TEST(CudaAttentionContractTest, OneTableSaysWhichHeadDimsRun) {
@@ -167,15 +226,24 @@ TEST(CudaAttentionContractTest, OneTableSaysWhichHeadDimsRun) {
       EXPECT_TRUE(cuda::AttentionSupports(t, d)) << d;
     }
   }
-  // Head dims real models use that no kernel is compiled for are refused, not run into.
-  for (int32_t d : {8, 48, 80, 96, 112, 256}) EXPECT_FALSE(cuda::AttentionSupports(KvDType::kBF16, d)) << d;
+  // bf16 caches: other multiples of 32 up to 256 (Gemma 3's 256, 96) run on the generic kernel,
+  // which also takes every sliding-window layer of a bf16 or fp16 cache.
+  for (int32_t d : {96, 160, 256}) EXPECT_TRUE(cuda::AttentionSupports(KvDType::kBF16, d)) << d;
+  for (int32_t d : {32, 64, 96, 128, 256}) EXPECT_TRUE(cuda::WindowAttentionSupports(KvDType::kBF16, d)) << d;
+  EXPECT_TRUE(cuda::WindowAttentionSupports(KvDType::kF16, 128));
+  EXPECT_FALSE(cuda::WindowAttentionSupports(KvDType::kFP8, 128));
+  EXPECT_FALSE(cuda::WindowAttentionSupports(KvDType::kBF16, 16));
+  // Head dims no kernel takes are refused, not run into.
+  for (int32_t d : {8, 48, 80, 112, 288, 512}) EXPECT_FALSE(cuda::AttentionSupports(KvDType::kBF16, d)) << d;
   EXPECT_FALSE(cuda::AttentionSupports(KvDType::kF16, 32));
+  EXPECT_FALSE(cuda::AttentionSupports(KvDType::kF16, 256));
   EXPECT_FALSE(cuda::AttentionSupports(KvDType::kF32, 128));
 }
 
 struct AttnShape {
   int32_t q_heads, kv_heads, head_dim, block_size;
   std::vector<int32_t> context_lens, query_lens;
+  int32_t window = 0;  // a sliding-window layer's (PagedKvView::window)
 };
 
 class CudaAttentionTest : public CudaOpsTest, public ::testing::WithParamInterface<AttnShape> {};
@@ -216,7 +284,7 @@ TEST_P(CudaAttentionTest, PagedAttentionMatchesCpuWithRandomBlockTablesAndNaNPoi
   const AttentionBatch batch = testing::HostAttentionBatch(query_start, context_len, table, max_blocks, c.query_lens);
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   std::vector<float> want(tokens * qw);
-  PagedKvView ccache{kc.data(), vc.data(), KvDType::kF32, num_blocks, c.block_size, c.kv_heads, c.head_dim};
+  PagedKvView ccache{kc.data(), vc.data(), KvDType::kF32, num_blocks, c.block_size, c.kv_heads, c.head_dim, c.window};
   ASSERT_TRUE(cpu_.PagedAttention(F32(q, tokens, qw), ccache, batch, scale, F32(want, tokens, qw)).ok());
 
   auto gk = Upload(kc, DType::kBF16, slots, width), gv = Upload(vc, DType::kBF16, slots, width);
@@ -227,7 +295,7 @@ TEST_P(CudaAttentionTest, PagedAttentionMatchesCpuWithRandomBlockTablesAndNaNPoi
   gbatch.context_len = gctx.as<int32_t>();
   gbatch.block_table = gtab.as<int32_t>();
   ASSERT_TRUE(gpu_->ReserveWorkspace(tokens, seqs, c.q_heads, c.head_dim).ok());
-  PagedKvView gcache{gk.data(), gv.data(), KvDType::kBF16, num_blocks, c.block_size, c.kv_heads, c.head_dim};
+  PagedKvView gcache{gk.data(), gv.data(), KvDType::kBF16, num_blocks, c.block_size, c.kv_heads, c.head_dim, c.window};
   const absl::Status st = gpu_->PagedAttention(gq.View(DType::kBF16, tokens, qw), gcache, gbatch, scale,
                                                gout.View(DType::kBF16, tokens, qw));
   ASSERT_TRUE(st.ok()) << st;
@@ -235,9 +303,11 @@ TEST_P(CudaAttentionTest, PagedAttentionMatchesCpuWithRandomBlockTablesAndNaNPoi
   const std::vector<float> got = Download(gout, DType::kBF16, tokens, qw);
   for (float v : got) ASSERT_FALSE(std::isnan(v)) << "unwritten output or a read of an unmapped slot";
   const double err = RelError(got, want);
-  EXPECT_LT(err, kBf16Tolerance);
-  std::printf("attention Hq=%d Hk=%d D=%d bs=%d seqs=%d tokens=%d max_ctx=%d: rel err %.2e\n", c.q_heads, c.kv_heads,
-              c.head_dim, c.block_size, seqs, tokens, batch.max_context_len, err);
+  EXPECT_LT(err, kBf16Tolerance) << "seed " << seed_;
+  const double worst = ExpectElementwise(got, want, 1e-2, 2e-2, "attention output");
+  std::printf("attention Hq=%d Hk=%d D=%d bs=%d window=%d seqs=%d tokens=%d max_ctx=%d: rel err %.2e, worst element "
+              "%.2f of its tolerance\n",
+              c.q_heads, c.kv_heads, c.head_dim, c.block_size, c.window, seqs, tokens, batch.max_context_len, err, worst);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -256,13 +326,20 @@ INSTANTIATE_TEST_SUITE_P(
         AttnShape{9, 3, 64, 16, {17, 540, 1, 3000}, {1, 1, 1, 1}},
         AttnShape{8, 8, 32, 5, {77, 1234}, {1, 1}},
         AttnShape{4, 2, 16, 1, {300, 2}, {1, 1}},
-        AttnShape{64, 8, 128, 16, {1000, 5}, {1, 1}}),                    // group 8, decode
+        AttnShape{64, 8, 128, 16, {1000, 5}, {1, 1}},                     // group 8, decode
+        // The generic kernel: Gemma 3's windowed layers and head dims outside the tiled list.
+        AttnShape{4, 1, 256, 16, {700, 37, 600}, {700, 1, 1}, 512},       // Gemma 3 270M local: prefill + decode
+        AttnShape{4, 2, 32, 1, {60, 9, 23}, {60, 1, 5}, 7},               // tiny window, page size 1, chunk offsets
+        AttnShape{32, 8, 128, 16, {4096, 100}, {1, 100}, 1024},           // window on a tiled head dim
+        AttnShape{4, 1, 256, 16, {3000, 20}, {1, 20}},                    // Gemma 3 global layer (head_dim 256)
+        AttnShape{8, 2, 96, 7, {130, 40}, {30, 40}}),                     // head_dim 96, chunk over earlier keys
     [](const ::testing::TestParamInfo<AttnShape>& info) {
       const AttnShape& s = info.param;
       int32_t max_ctx = 0;
       for (int32_t l : s.context_lens) max_ctx = std::max(max_ctx, l);
       return "Hq" + std::to_string(s.q_heads) + "_Hk" + std::to_string(s.kv_heads) + "_D" + std::to_string(s.head_dim) +
-             "_bs" + std::to_string(s.block_size) + "_ctx" + std::to_string(max_ctx) + "_" + std::to_string(info.index);
+             "_bs" + std::to_string(s.block_size) + "_ctx" + std::to_string(max_ctx) +
+             (s.window > 0 ? "_w" + std::to_string(s.window) : "") + "_" + std::to_string(info.index);
     });
 
 TEST_F(CudaOpsTest, ArgmaxRowsMatchesCpuIncludingTies) {

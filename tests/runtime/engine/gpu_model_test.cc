@@ -48,7 +48,8 @@ TEST_P(GpuCheckpointTest, LogitsMatchTransformersWithinBf16Tolerance) {
   EXPECT_GE(top1_same * 10, rows * 9);
 }
 
-INSTANTIATE_TEST_SUITE_P(Checkpoints, GpuCheckpointTest, ::testing::Values("tiny-llama31", "tiny-qwen2", "tiny-mistral"));
+INSTANTIATE_TEST_SUITE_P(Checkpoints, GpuCheckpointTest,
+                         ::testing::Values("tiny-llama31", "tiny-qwen2", "tiny-mistral", "tiny-qwen3", "tiny-gemma3"));
 
 // bf16 weights and activations round logits by ~1e-2 relative (~0.25 at SmolLM2's logit scale
 // of 25), so where HF's top two tokens are closer than kNearTie either is a correct bf16 answer
