@@ -2,10 +2,11 @@
 // layers: the query at position p sees keys p - window + 1 .. p) and head dims outside their
 // compiled list (Gemma 3's 256, 96, ...), over bf16 or fp16 caches.
 //
-// One warp per (query row, query head), keys in chunks of 32: lane j scores key j of the chunk
-// against the whole query (held in shared memory), the warp takes the chunk's max and sum (online
-// softmax), then every lane accumulates its D/32 output dims over the chunk's 32 value rows,
-// reading them coalesced. No tensor cores: a correctness-first path whose cost is measured in
+// One block of 8 warps per (query row, query head); each warp takes every 8th chunk of 32 keys:
+// lane j scores key j of the chunk against the whole query (held in shared memory), the warp
+// takes the chunk's max and sum (online softmax), then every lane accumulates its D/32 output
+// dims over the chunk's value rows (8 in flight), reading them coalesced; the warps' states are
+// merged in shared memory at the end. No tensor cores: a correctness-first path whose cost is measured in
 // docs/performance.md; a windowed layer reads at most `window` keys per query, so its cost is
 // bounded by the window, not the context.
 #include <cfloat>
@@ -15,7 +16,11 @@
 namespace kvs::cuda {
 namespace {
 
-constexpr int kWarpsPerBlock = 4;
+// Warps of one block share a (query row, query head): they take turns over the key chunks and
+// merge their softmax states at the end, so a decode step (one query row) still spreads its keys
+// over 8 warps.
+constexpr int kWarpsPerBlock = 8;
+constexpr int kUnroll = 8;  // value rows in flight per lane while accumulating
 
 template <typename T>
 __device__ inline float ToFloat(T v);
@@ -30,11 +35,11 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     WindowAttentionKernel(const bf16* q, int64_t q_stride, int32_t q_heads, PagedKvView cache, AttentionBatch batch,
                           float scale, bf16* out, int64_t out_stride) {
   constexpr int D = E * 32;
-  __shared__ float q_smem[kWarpsPerBlock][D];
+  __shared__ float q_smem[D];
+  __shared__ float acc_smem[kWarpsPerBlock][D];
+  __shared__ float max_smem[kWarpsPerBlock], sum_smem[kWarpsPerBlock];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t item = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + warp;
-  if (item >= static_cast<int64_t>(batch.num_tokens) * q_heads) return;
-  const int32_t t = static_cast<int32_t>(item / q_heads), h = static_cast<int32_t>(item % q_heads);
+  const int32_t t = static_cast<int32_t>(blockIdx.x / q_heads), h = static_cast<int32_t>(blockIdx.x % q_heads);
   // The sequence owning row t: the last s with query_start[s] <= t.
   int32_t lo_s = 0, hi_s = batch.num_seqs - 1;
   while (lo_s < hi_s) {
@@ -52,15 +57,14 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   const auto* vc = static_cast<const unsigned char*>(cache.v);
 
   const bf16* qr = q + static_cast<int64_t>(t) * q_stride + static_cast<int64_t>(h) * D;
-#pragma unroll
-  for (int e = 0; e < E; ++e) q_smem[warp][lane + 32 * e] = __bfloat162float(qr[lane + 32 * e]) * scale;
-  __syncwarp();
+  for (int d = threadIdx.x; d < D; d += blockDim.x) q_smem[d] = __bfloat162float(qr[d]) * scale;
+  __syncthreads();
 
   float acc[E];
 #pragma unroll
   for (int e = 0; e < E; ++e) acc[e] = 0.0f;
   float running_max = -FLT_MAX, running_sum = 0.0f;
-  for (int32_t base = first; base <= pos; base += 32) {
+  for (int32_t base = first + 32 * warp; base <= pos; base += 32 * kWarpsPerBlock) {
     const int32_t key = base + lane;
     const bool valid = key <= pos;
     int64_t row = 0;
@@ -76,7 +80,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
         const uint4 raw = k[piece];
         const T* e = reinterpret_cast<const T*>(&raw);
 #pragma unroll
-        for (int i = 0; i < 8; ++i) dot += q_smem[warp][piece * 8 + i] * ToFloat(e[i]);
+        for (int i = 0; i < 8; ++i) dot += q_smem[piece * 8 + i] * ToFloat(e[i]);
       }
       score = dot;
     }
@@ -92,25 +96,57 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 #pragma unroll
     for (int e = 0; e < E; ++e) acc[e] *= correction;
     const int32_t keys = min(32, pos - base + 1);
-    for (int j = 0; j < keys; ++j) {
-      const float pj = __shfl_sync(0xffffffffu, p, j);
-      const int64_t vrow = __shfl_sync(0xffffffffu, row, j);
-      const T* v = reinterpret_cast<const T*>(vc + vrow);
+    for (int j0 = 0; j0 < keys; j0 += kUnroll) {
+      // kUnroll value rows loaded before any is used; rows past the chunk's keys are not read
+      // (their slots may hold anything, NaN included).
+      float pj[kUnroll], vv[kUnroll][E];
 #pragma unroll
-      for (int e = 0; e < E; ++e) acc[e] += pj * ToFloat(v[lane + 32 * e]);
+      for (int u = 0; u < kUnroll; ++u) {
+        const int j = j0 + u;
+        pj[u] = __shfl_sync(0xffffffffu, p, j);
+        const int64_t vrow = __shfl_sync(0xffffffffu, row, j);
+        const T* v = reinterpret_cast<const T*>(vc + vrow);
+#pragma unroll
+        for (int e = 0; e < E; ++e) vv[u][e] = j < keys ? ToFloat(v[lane + 32 * e]) : 0.0f;
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+#pragma unroll
+        for (int e = 0; e < E; ++e) acc[e] += pj[u] * vv[u][e];
+      }
     }
   }
-  bf16* o = out + static_cast<int64_t>(t) * out_stride + static_cast<int64_t>(h) * D;
-  const float inv = 1.0f / running_sum;
+  // Merge the warps' states: out = sum_w acc_w 2^(m_w - M) / sum_w l_w 2^(m_w - M).
 #pragma unroll
-  for (int e = 0; e < E; ++e) o[lane + 32 * e] = __float2bfloat16(acc[e] * inv);
+  for (int e = 0; e < E; ++e) acc_smem[warp][lane + 32 * e] = acc[e];
+  if (lane == 0) {
+    max_smem[warp] = running_max;
+    sum_smem[warp] = running_sum;
+  }
+  __syncthreads();
+  float m = -FLT_MAX;
+#pragma unroll
+  for (int w = 0; w < kWarpsPerBlock; ++w) m = fmaxf(m, max_smem[w]);
+  float total = 0.0f;
+  float weight[kWarpsPerBlock];
+#pragma unroll
+  for (int w = 0; w < kWarpsPerBlock; ++w) {
+    weight[w] = sum_smem[w] > 0.0f ? __expf(max_smem[w] - m) : 0.0f;  // a warp with no keys adds nothing
+    total += sum_smem[w] * weight[w];
+  }
+  bf16* o = out + static_cast<int64_t>(t) * out_stride + static_cast<int64_t>(h) * D;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float v = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarpsPerBlock; ++w) v += acc_smem[w][d] * weight[w];
+    o[d] = __float2bfloat16(v / total);
+  }
 }
 
 template <typename T, int E>
 cudaError_t Launch(const bf16* q, int64_t q_stride, int32_t q_heads, const PagedKvView& cache,
                    const AttentionBatch& batch, float scale, bf16* out, int64_t out_stride, cudaStream_t stream) {
-  const int64_t items = static_cast<int64_t>(batch.num_tokens) * q_heads;
-  const int64_t grid = (items + kWarpsPerBlock - 1) / kWarpsPerBlock;
+  const int64_t grid = static_cast<int64_t>(batch.num_tokens) * q_heads;
   WindowAttentionKernel<T, E><<<grid, kWarpsPerBlock * 32, 0, stream>>>(q, q_stride, q_heads, cache, batch, scale,
                                                                         out, out_stride);
   return cudaGetLastError();
