@@ -37,7 +37,12 @@ absl::StatusOr<LoadedModel> OpenModel(const std::string& path, WeightCheck check
       if (j.contains("chat_template") && j["chat_template"].is_string()) template_text = j["chat_template"].get<std::string>();
     }
   }
-  if (template_text.empty()) {
+  if (template_text.empty() && m.source->config().architecture == "gemma3") {
+    // GGUF exports of Gemma 3 often drop tokenizer.chat_template; every Gemma 3 checkpoint (base
+    // and instruction-tuned) ships the same turn format, so it is used — as llama.cpp's
+    // converter would have stored it.
+    m.chat_template.emplace(ChatTemplate::Gemma());
+  } else if (template_text.empty()) {
     m.chat_template_error = "the model has no chat template";
   } else {
     auto t = ChatTemplate::FromTemplateText(template_text);

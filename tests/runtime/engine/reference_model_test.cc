@@ -5,9 +5,12 @@
 // Gemma 3: the tiny Gemma's window of 7 tokens is crossed many times by its prompts).
 #include <cmath>
 #include <fstream>
+#include <iterator>
 
 #include "gtest/gtest.h"
 #include "runtime/engine/model_runner.h"
+#include "runtime/model/gguf_file.h"
+#include "runtime/model/tokenizer.h"
 #include "tests/support/engine_harness.h"
 #include "tests/support/model_paths.h"
 
@@ -165,6 +168,27 @@ TEST(Gemma3Test, LastPositionLogitsMatchTransformers) {
     EXPECT_TRUE(c.same_top1) << "prompt of " << ids.size() << " tokens";
     std::printf("Gemma 3 270M prompt of %zu tokens: max |logit - HF| = %.2e (tolerance %.0e)\n", ids.size(), c.max_abs,
                 kGemma3LogitTolerance);
+  }
+}
+
+// Gemma 3's SentencePiece vocabulary (262,144 pieces, byte fallback, no space prefix) from the
+// GGUF: the golden prompts are transformers' tokenization of the same file.
+TEST(Gemma3Test, TokenizerFromTheGgufEncodesAsTransformers) {
+  KVS_REQUIRE_GEMMA3(path);
+  auto gguf = GgufFile::Open(path);
+  ASSERT_TRUE(gguf.ok()) << gguf.status();
+  auto tok = Tokenizer::FromGguf(**gguf);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  const auto golden = ReadJson(GoldenPath("models/gemma3-270m.json"));
+  std::ifstream in(GoldenPath("text/public_domain.txt"));
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string texts[] = {"The capital of France is", "def fibonacci(n):\n    ", text};
+  for (int i = 0; i < 3; ++i) {
+    const auto want = golden["prompts"][i]["prompt_ids"].get<std::vector<int32_t>>();
+    auto got = tok->Encode(texts[i], /*add_special_tokens=*/true);
+    ASSERT_TRUE(got.ok()) << got.status();
+    if (got->size() > want.size()) got->resize(want.size());  // the long prompt is the text's first 700 tokens
+    EXPECT_EQ(*got, want) << "prompt " << i;
   }
 }
 
