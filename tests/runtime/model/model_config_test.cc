@@ -97,5 +97,77 @@ TEST(ModelConfigTest, MistralSlidingWindowCapsTheContext) {
   EXPECT_EQ(c->MaxContext(), 4096);
 }
 
+// google/gemma-3-270m's config.json as transformers 4.57 writes it (layer_types listed).
+nlohmann::json Gemma3Text() {
+  return nlohmann::json::parse(R"({"model_type": "gemma3_text", "vocab_size": 262144, "hidden_size": 640,
+      "intermediate_size": 2048, "num_hidden_layers": 6, "num_attention_heads": 4, "num_key_value_heads": 1,
+      "head_dim": 256, "query_pre_attn_scalar": 256, "max_position_embeddings": 32768, "rms_norm_eps": 1e-06,
+      "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0, "sliding_window": 512,
+      "layer_types": ["sliding_attention", "sliding_attention", "sliding_attention", "sliding_attention",
+                      "sliding_attention", "full_attention"],
+      "hidden_activation": "gelu_pytorch_tanh", "attn_logit_softcapping": null, "final_logit_softcapping": null})");
+}
+
+TEST(ModelConfigTest, Gemma3TextHasWindowedLayersAndItsOwnScales) {
+  auto c = ParseHfConfig(Gemma3Text(), "c.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->architecture, "gemma3");
+  EXPECT_TRUE(c->qk_norm);
+  EXPECT_TRUE(c->sandwich_norms);
+  EXPECT_TRUE(c->tie_word_embeddings);  // Gemma's default when config.json leaves it out
+  EXPECT_EQ(c->activation, Activation::kGeluTanh);
+  EXPECT_FLOAT_EQ(c->embedding_scale, std::sqrt(640.0f));
+  EXPECT_FLOAT_EQ(c->AttentionScale(), 1.0f / 16.0f);
+  EXPECT_EQ(c->layer_windows, (std::vector<int32_t>{512, 512, 512, 512, 512, 0}));
+  EXPECT_EQ(c->MaxContext(), 32768);  // the window is per layer, not a cap on the context
+  EXPECT_EQ(c->rope_local_theta, 10000.0);
+  // Without layer_types (older configs): every sliding_window_pattern-th layer is global.
+  auto j = Gemma3Text();
+  j.erase("layer_types");
+  j["sliding_window_pattern"] = 3;
+  c = ParseHfConfig(j, "c.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->layer_windows, (std::vector<int32_t>{512, 512, 0, 512, 512, 0}));
+}
+
+TEST(ModelConfigTest, Gemma3AndQwen3RefuseWhatKvshardDoesNotRunByName) {
+  auto refused = [](nlohmann::json j, const std::string& needle) {
+    auto c = ParseHfConfig(j, "c.json");
+    EXPECT_FALSE(c.ok()) << needle;
+    EXPECT_NE(c.status().message().find(needle), std::string::npos) << c.status();
+  };
+  auto j = Gemma3Text();
+  j["model_type"] = "gemma3";
+  refused(j, "vision tower");
+  j = Gemma3Text();
+  j["final_logit_softcapping"] = 30.0;
+  refused(j, "final_logit_softcapping");
+  j = Gemma3Text();
+  j["use_bidirectional_attention"] = true;
+  refused(j, "use_bidirectional_attention");
+  j = Gemma3Text();
+  j["layer_types"][2] = "chunked_attention";
+  refused(j, "layer type 'chunked_attention'");
+  j = Gemma3Text();
+  j["layer_types"].erase(0);
+  refused(j, "one type per layer");
+  j = Gemma3Text();
+  j["hidden_activation"] = "gelu";
+  refused(j, "hidden_activation 'gelu'");
+  j = Gemma3Text();
+  j["sliding_window"] = 0;
+  refused(j, "sliding_window");
+
+  auto q = nlohmann::json::parse(R"({"model_type": "qwen3", "vocab_size": 151936, "hidden_size": 1024,
+      "intermediate_size": 3072, "num_hidden_layers": 28, "num_attention_heads": 16, "num_key_value_heads": 8,
+      "head_dim": 128, "max_position_embeddings": 40960, "hidden_act": "silu", "tie_word_embeddings": true})");
+  auto c = ParseHfConfig(q, "c.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->qk_norm);
+  EXPECT_FALSE(c->attention_bias);
+  EXPECT_EQ(c->head_dim, 128);  // explicit: 1024 / 16 would be 64
+  EXPECT_TRUE(c->layer_windows.empty());
+}
+
 }  // namespace
 }  // namespace kvs
