@@ -241,6 +241,17 @@ absl::Status GpuGroupCommunicator::AllReduceSum(TensorView x) {
   return nccl_->AllReduceSum(x);
 }
 
+absl::StatusOr<bool> GpuGroupCommunicator::AllReduceAddRmsNorm(TensorView x, TensorView residual, TensorView weight,
+                                                              float eps, TensorView out) {
+  // Fused where the peer path carries this message (the measured choice) and takes the shapes.
+  const size_t bytes = static_cast<size_t>(x.NumElements()) * DTypeSize(x.dtype);
+  if (peer_ == nullptr || bytes >= choice_.custom_below || !PeerAllReduce::FusesNorm(x, residual, weight, out)) {
+    return false;
+  }
+  KVS_RETURN_IF_ERROR(peer_->AllReduceAddRmsNorm(x, residual, weight, eps, out, backend_->stream()));
+  return true;
+}
+
 absl::Status GpuGroupCommunicator::AllGather(const void* send, void* recv, size_t bytes) {
   if (nccl_ != nullptr) return nccl_->AllGather(send, recv, bytes);
   return peer_->AllGather(send, recv, bytes, backend_->stream());

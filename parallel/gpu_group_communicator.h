@@ -35,6 +35,8 @@ class GpuGroupCommunicator final : public Collectives {
   int rank() const override { return control_->rank(); }
   int size() const override { return control_->size(); }
   absl::Status AllReduceSum(TensorView x) override;
+  absl::StatusOr<bool> AllReduceAddRmsNorm(TensorView x, TensorView residual, TensorView weight, float eps,
+                                           TensorView out) override;
   absl::Status AllGather(const void* send, void* recv, size_t bytes) override;
   bool Capturable() const override { return true; }  // both paths are stream work
   absl::Status Broadcast(std::vector<int32_t>& words) override { return control_->Broadcast(words); }

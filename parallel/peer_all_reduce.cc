@@ -86,6 +86,27 @@ absl::Status PeerAllReduce::AllReduceSum(TensorView x, cudaStream_t stream) {
   return absl::OkStatus();
 }
 
+bool PeerAllReduce::FusesNorm(TensorView x, TensorView residual, TensorView weight, TensorView out) {
+  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  return x.dtype == DType::kBF16 && x.IsContiguous() && x.cols % 8 == 0 &&
+         static_cast<size_t>(x.NumElements()) * 2 <= kOneShotMaxBytes && aligned(x.data) &&
+         residual.dtype == DType::kF32 && residual.rows == x.rows && residual.cols == x.cols && residual.stride % 4 == 0 &&
+         aligned(residual.data) && weight.dtype == DType::kBF16 && weight.NumElements() == x.cols && aligned(weight.data) &&
+         out.dtype == DType::kBF16 && out.rows == x.rows && out.cols == x.cols && out.stride % 8 == 0 && aligned(out.data);
+}
+
+absl::Status PeerAllReduce::AllReduceAddRmsNorm(TensorView x, TensorView residual, TensorView weight, float eps,
+                                                TensorView out, cudaStream_t stream) {
+  KVS_RETURN_IF_ERROR(CheckError());
+  if (!FusesNorm(x, residual, weight, out)) {
+    return absl::InvalidArgumentError("the fused all-reduce + RMSNorm takes one-shot bf16 rows of a multiple of 8");
+  }
+  KVS_CUDA_RETURN_IF_ERROR(peer::LaunchPeerAllReduceAddRmsNorm(x.data, x.rows, x.cols, static_cast<float*>(residual.data),
+                                                               residual.stride, weight.data, eps, out.data, out.stride,
+                                                               peers_, control_, stream));
+  return absl::OkStatus();
+}
+
 absl::Status PeerAllReduce::AllGather(const void* send, void* recv, size_t bytes, cudaStream_t stream) {
   KVS_RETURN_IF_ERROR(CheckError());
   for (size_t at = 0; at < bytes; at += kStagingBytes) {

@@ -36,6 +36,13 @@ class PeerAllReduce {
 
   // x = the sum of every rank's x (bf16 or f32, contiguous, device memory), on `stream`.
   absl::Status AllReduceSum(TensorView x, cudaStream_t stream);
+  // Whether AllReduceAddRmsNorm takes these tensors (one-shot size, bf16, aligned rows); the
+  // caller runs AllReduceSum and the backend's AddRmsNorm otherwise.
+  static bool FusesNorm(TensorView x, TensorView residual, TensorView weight, TensorView out);
+  // residual += the group's sum of x (as AllReduceSum leaves it, bf16); out = RMSNorm(residual) *
+  // weight (peer_all_reduce_kernels.cuh). FusesNorm must hold.
+  absl::Status AllReduceAddRmsNorm(TensorView x, TensorView residual, TensorView weight, float eps, TensorView out,
+                                   cudaStream_t stream);
   // recv[r * bytes, (r + 1) * bytes) = rank r's send[0, bytes), on `stream`.
   absl::Status AllGather(const void* send, void* recv, size_t bytes, cudaStream_t stream);
   // A wait inside an earlier collective that timed out: an error naming the rank waited for.

@@ -142,6 +142,88 @@ __global__ void __launch_bounds__(kThreads) AllReduceKernel(T* x, int64_t n, boo
   if (threadIdx.x == 0) c.epochs[blockIdx.x] = epoch;
 }
 
+__device__ __forceinline__ void UnpackBf16x8(const uint4 raw, float (&f)[8]) {
+  const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    f[2 * k] = __uint_as_float(w[k] << 16);
+    f[2 * k + 1] = __uint_as_float(w[k] & 0xFFFF0000u);
+  }
+}
+
+__device__ float BlockSum(float v, float* partial) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  if ((threadIdx.x & 31) == 0) partial[threadIdx.x / 32] = v;
+  __syncthreads();
+  float total = 0.0f;
+  for (int i = 0; i < static_cast<int>(blockDim.x / 32); ++i) total += partial[i];
+  __syncthreads();  // `partial` is reused by the next row
+  return total;
+}
+
+// One block per row (rows strided over the fixed grid); each thread 8 columns at a time.
+__global__ void __launch_bounds__(kThreads)
+    AllReduceAddRmsNormKernel(const __nv_bfloat16* x, int64_t rows, int64_t cols, float* residual,
+                              int64_t residual_stride, const __nv_bfloat16* w, float eps, __nv_bfloat16* out,
+                              int64_t out_stride, Peers p, Control c) {
+  __shared__ int failed;
+  __shared__ float partial[kThreads / 32];
+  if (threadIdx.x == 0) failed = 0;
+  uint32_t epoch = c.epochs[blockIdx.x];
+  const int64_t tid = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t n = rows * cols, nv = n / 8;
+  Stage(x, n, nv, p, tid, stride);
+  Barrier(p, c, ++epoch, failed);
+  const int64_t row_vecs = cols / 8;
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    float* res = residual + r * residual_stride;
+    float sum_sq = 0.0f;
+    for (int64_t v = threadIdx.x; v < row_vecs; v += blockDim.x) {
+      float acc[8] = {};
+      for (int k = 0; k < p.ranks; ++k) {  // rank order, as AllReduceKernel
+        float f[8];
+        UnpackBf16x8(__ldcg(reinterpret_cast<const uint4*>(p.data[k]) + r * row_vecs + v), f);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc[i] += f[i];
+      }
+      float4* rv = reinterpret_cast<float4*>(res + 8 * v);
+      float4 a = rv[0], b = rv[1];
+      // The bf16 all-reduced value, as the unfused path adds it.
+      a.x += __bfloat162float(__float2bfloat16_rn(acc[0]));
+      a.y += __bfloat162float(__float2bfloat16_rn(acc[1]));
+      a.z += __bfloat162float(__float2bfloat16_rn(acc[2]));
+      a.w += __bfloat162float(__float2bfloat16_rn(acc[3]));
+      b.x += __bfloat162float(__float2bfloat16_rn(acc[4]));
+      b.y += __bfloat162float(__float2bfloat16_rn(acc[5]));
+      b.z += __bfloat162float(__float2bfloat16_rn(acc[6]));
+      b.w += __bfloat162float(__float2bfloat16_rn(acc[7]));
+      rv[0] = a;
+      rv[1] = b;
+      sum_sq += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w + b.x * b.x + b.y * b.y + b.z * b.z + b.w * b.w;
+    }
+    const float inv_rms = rsqrtf(BlockSum(sum_sq, partial) / static_cast<float>(cols) + eps);
+    for (int64_t v = threadIdx.x; v < row_vecs; v += blockDim.x) {  // this thread's own columns again
+      const float4* rv = reinterpret_cast<const float4*>(res + 8 * v);
+      const float4 a = rv[0], b = rv[1];
+      float g[8];
+      UnpackBf16x8(reinterpret_cast<const uint4*>(w)[v], g);
+      const float y[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+      uint32_t packed[4];
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const __nv_bfloat162 pair =
+            __floats2bfloat162_rn(y[2 * k] * inv_rms * g[2 * k], y[2 * k + 1] * inv_rms * g[2 * k + 1]);
+        packed[k] = *reinterpret_cast<const uint32_t*>(&pair);
+      }
+      reinterpret_cast<uint4*>(out + r * out_stride)[v] = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+    }
+  }
+  // No rank restages into its data area (the next call) before every rank has read it.
+  Barrier(p, c, ++epoch, failed);
+  if (threadIdx.x == 0) c.epochs[blockIdx.x] = epoch;
+}
+
 __global__ void __launch_bounds__(kThreads)
     AllGatherKernel(const uint8_t* send, uint8_t* recv, int64_t bytes, int64_t recv_stride, Peers p, Control c) {
   __shared__ int failed;
@@ -177,6 +259,16 @@ cudaError_t LaunchPeerAllReduce(void* x, int64_t n, bool bf16, bool two_shot, co
   } else {
     AllReduceKernel<<<kBlocks, kThreads, 0, stream>>>(static_cast<float*>(x), n, two_shot, peers, c);
   }
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchPeerAllReduceAddRmsNorm(const void* x, int64_t rows, int64_t cols, float* residual,
+                                          int64_t residual_stride, const void* w, float eps, void* out,
+                                          int64_t out_stride, const Peers& peers, const Control& c,
+                                          cudaStream_t stream) {
+  AllReduceAddRmsNormKernel<<<kBlocks, kThreads, 0, stream>>>(
+      static_cast<const __nv_bfloat16*>(x), rows, cols, residual, residual_stride,
+      static_cast<const __nv_bfloat16*>(w), eps, static_cast<__nv_bfloat16*>(out), out_stride, peers, c);
   return cudaGetLastError();
 }
 

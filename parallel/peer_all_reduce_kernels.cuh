@@ -45,6 +45,15 @@ struct Control {
 // 1/ranks of the elements) instead of every rank summing all of them.
 cudaError_t LaunchPeerAllReduce(void* x, int64_t n, bool bf16, bool two_shot, const Peers& peers, const Control& c,
                                 cudaStream_t stream);
+// The row-parallel output's all-reduce fused with the residual add and the next RMSNorm (one-shot,
+// bf16): s = bf16(sum over ranks of x, in rank order, f32) — the value the plain all-reduce
+// leaves in x —, residual += s, out = bf16(residual / rms(residual) * w), row by row. x [rows,
+// cols] contiguous, cols a multiple of 8, rows * cols * 2 bytes <= the one-shot limit; residual f32
+// and out bf16 with 16-byte-aligned rows. Every rank computes every row, identically.
+cudaError_t LaunchPeerAllReduceAddRmsNorm(const void* x, int64_t rows, int64_t cols, float* residual,
+                                          int64_t residual_stride, const void* w, float eps, void* out,
+                                          int64_t out_stride, const Peers& peers, const Control& c,
+                                          cudaStream_t stream);
 // recv[r * recv_stride, r * recv_stride + bytes) = rank r's send[0, bytes), bytes <= the staging
 // area (a larger gather is several calls, recv offset and the stride kept).
 cudaError_t LaunchPeerAllGather(const void* send, void* recv, size_t bytes, size_t recv_stride, const Peers& peers,

@@ -22,6 +22,14 @@ class Collectives {
   // --- tensors in backend memory, ordered with the backend's work ---
   // x = sum over the group of every rank's x. x contiguous, f32 or the compute dtype.
   virtual absl::Status AllReduceSum(TensorView x) = 0;
+  // The row-parallel output's all-reduce fused with the residual add and the next RMSNorm:
+  // residual += the group's sum of x; out = RmsNorm(residual) * weight. False (nothing done) where
+  // the transport has no fused kernel for these tensors: the caller then runs AllReduceSum and
+  // Backend::AddRmsNorm, which give the same residual.
+  virtual absl::StatusOr<bool> AllReduceAddRmsNorm(TensorView x, TensorView residual, TensorView weight, float eps,
+                                                   TensorView out) {
+    return false;
+  }
   // recv[r * bytes, (r + 1) * bytes) = rank r's send[0, bytes), on every rank.
   virtual absl::Status AllGather(const void* send, void* recv, size_t bytes) = 0;
   // Whether those two may be recorded with the backend's ops (Backend::Record) and replayed:

@@ -296,14 +296,23 @@ absl::Status ModelRunner::Forward(const StepPointers& ptr, int64_t t, int64_t n_
   KVS_RETURN_IF_ERROR(b.Embedding(ptr.token_ids, weights_->embed(), shard.vocab.begin, residual));
   if (global.embedding_scale != 1.0f) KVS_RETURN_IF_ERROR(b.Scale(residual, global.embedding_scale));
   KVS_RETURN_IF_ERROR(reduce(residual));
+  // A row-parallel output (`hidden`, partial sums on each rank) joins the residual stream, which is
+  // then normalized into `normed` by `next_norm`: all-reduce, residual add and RMSNorm fused in one
+  // kernel where the transport has it (the peer path, small messages); Gemma's post-norm comes
+  // between the sum and the add, so it runs them apart.
+  auto join = [&](const DeviceBuffer& post_norm, const TensorView& next_norm) -> absl::Status {
+    if (comm != nullptr && !c.sandwich_norms) {
+      KVS_ASSIGN_OR_RETURN(bool fused, comm->AllReduceAddRmsNorm(hidden, residual, next_norm, c.rms_norm_eps, normed));
+      if (fused) return absl::OkStatus();
+    }
+    KVS_RETURN_IF_ERROR(reduce(hidden));
+    if (c.sandwich_norms) KVS_RETURN_IF_ERROR(b.RmsNorm(hidden, weights_->View(post_norm, 1, z.h), c.rms_norm_eps, hidden));
+    return b.AddRmsNorm(residual, hidden, next_norm, c.rms_norm_eps, normed);
+  };
   for (int32_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& lw = weights_->layers()[l];
-    const TensorView attn_norm = weights_->View(lw.attn_norm, 1, z.h);
-    if (l == 0) {
-      KVS_RETURN_IF_ERROR(b.RmsNorm(residual, attn_norm, c.rms_norm_eps, normed));
-    } else {
-      KVS_RETURN_IF_ERROR(b.AddRmsNorm(residual, hidden, attn_norm, c.rms_norm_eps, normed));
-    }
+    // Layer l > 0's input norm ran in the previous layer's last join.
+    if (l == 0) KVS_RETURN_IF_ERROR(b.RmsNorm(residual, weights_->View(lw.attn_norm, 1, z.h), c.rms_norm_eps, normed));
     const TensorView bias = c.attention_bias ? weights_->View(lw.qkv_bias, 1, z.qkv) : no_bias;
     KVS_RETURN_IF_ERROR(LinearOver(b, normed, lw.qkv, bias, qkv));
     if (c.qk_norm) {  // Qwen3, Gemma 3: each q and k head normalized before rope
@@ -322,20 +331,19 @@ absl::Status ModelRunner::Forward(const StepPointers& ptr, int64_t t, int64_t n_
     if (!staged_.empty()) KVS_RETURN_IF_ERROR(cache_->StageOffloaded(b, l, staged_));
     KVS_RETURN_IF_ERROR(b.PagedAttention(q, cache, batch, scale, attn));
     KVS_RETURN_IF_ERROR(LinearOver(b, attn_owned, lw.o, no_bias, hidden));
-    KVS_RETURN_IF_ERROR(reduce(hidden));
-    // Gemma: the attention output is normalized before it joins the residual.
-    if (c.sandwich_norms) KVS_RETURN_IF_ERROR(b.RmsNorm(hidden, weights_->View(lw.post_attn_norm, 1, z.h), c.rms_norm_eps, hidden));
-    KVS_RETURN_IF_ERROR(b.AddRmsNorm(residual, hidden, weights_->View(lw.ffn_norm, 1, z.h), c.rms_norm_eps, normed));
+    KVS_RETURN_IF_ERROR(join(lw.post_attn_norm, weights_->View(lw.ffn_norm, 1, z.h)));
     KVS_RETURN_IF_ERROR(LinearOver(b, normed, lw.gate_up, no_bias, gate_up));
     KVS_RETURN_IF_ERROR(c.activation == Activation::kGeluTanh ? b.GeluGlu(gate_up, act) : b.SwiGlu(gate_up, act));
     KVS_RETURN_IF_ERROR(LinearOver(b, act, lw.down, no_bias, hidden));
-    KVS_RETURN_IF_ERROR(reduce(hidden));
-    if (c.sandwich_norms) KVS_RETURN_IF_ERROR(b.RmsNorm(hidden, weights_->View(lw.post_ffn_norm, 1, z.h), c.rms_norm_eps, hidden));
+    if (l + 1 < c.num_layers) {
+      KVS_RETURN_IF_ERROR(join(lw.post_ffn_norm, weights_->View(weights_->layers()[l + 1].attn_norm, 1, z.h)));
+    } else if (n_logits > 0) {
+      // Only the rows that will be sampled go through the LM head; every row through the final norm.
+      KVS_RETURN_IF_ERROR(join(lw.post_ffn_norm, weights_->final_norm()));
+    }
   }
-  if (n_logits == 0) return absl::OkStatus();
-  // Only the rows that will be sampled go through the final norm and the LM head.
+  if (n_logits == 0) return absl::OkStatus();  // a step with nothing to sample skips the last layer's sum
   const TensorView last = last_.View(dt, n_logits, z.h);
-  KVS_RETURN_IF_ERROR(b.AddRmsNorm(residual, hidden, weights_->final_norm(), c.rms_norm_eps, normed));
   KVS_RETURN_IF_ERROR(b.GatherRows(normed, ptr.logit_rows, last));
   return LinearOver(b, last, weights_->lm_head(), no_bias, logits_.View(DType::kF32, n_logits, z.vocab));
 }

@@ -10,9 +10,11 @@
 #include <cuda_runtime.h>
 #include <mpi.h>
 
+#include <cmath>
 #include <cstring>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -122,6 +124,77 @@ TEST_F(PeerAllReduceTest, SumsEqualTheRankOrderSumForEverySizeAndType) {
         cudaFree(dev);
       }
     }
+  }
+}
+
+// The all-reduce fused with the residual add and the next RMSNorm (issue 22): the residual equals
+// the plain path's (bf16 rank-order sum added in f32) bit for bit, the normalized output each
+// element within bf16 rounding of a double-precision reference, and every rank's output is the
+// same bytes. Decode-sized rows (SmolLM2's 576, Llama's 4096) and the one-shot limit.
+TEST_F(PeerAllReduceTest, FusedResidualAddAndRmsNormMatchTheReferenceOnEveryRank) {
+  uint32_t seed = 0;
+  if (comm_->rank() == 0) seed = std::random_device{}();
+  ASSERT_TRUE(comm_->BroadcastBytes(&seed, sizeof(seed), 0).ok());
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 4096}, {3, 576}, {8, 4096}, {64, 4096}, {5, 8}}) {
+    const std::string what = std::to_string(rows) + " x " + std::to_string(cols);
+    const int64_t n = rows * cols, res_stride = cols + 4, out_stride = cols + 8;  // padded rows, as views
+    ASSERT_TRUE(PeerAllReduce::FusesNorm(TensorView{reinterpret_cast<void*>(256), DType::kBF16, rows, cols, cols},
+                                         TensorView{reinterpret_cast<void*>(256), DType::kF32, rows, cols, res_stride},
+                                         TensorView{reinterpret_cast<void*>(256), DType::kBF16, 1, cols, cols},
+                                         TensorView{reinterpret_cast<void*>(256), DType::kBF16, rows, cols, out_stride}))
+        << what;
+    const std::vector<float> x = Values(seed + n, comm_->rank(), n, true);
+    const std::vector<float> res0 = Values(seed + 1, 100, rows * res_stride, false);  // the same on every rank
+    const std::vector<float> w = Values(seed + 2, 200, cols, true);
+    char *dx = nullptr, *dres = nullptr, *dw = nullptr, *dout = nullptr;
+    ASSERT_EQ(cudaMalloc(&dx, n * 2), cudaSuccess);
+    ASSERT_EQ(cudaMalloc(&dres, rows * res_stride * 4), cudaSuccess);
+    ASSERT_EQ(cudaMalloc(&dw, cols * 2), cudaSuccess);
+    ASSERT_EQ(cudaMalloc(&dout, rows * out_stride * 2), cudaSuccess);
+    Upload(x, true, dx);
+    Upload(res0, false, dres);
+    Upload(w, true, dw);
+    const TensorView tx = TensorView::Contiguous(dx, DType::kBF16, rows, cols);
+    const TensorView tres{dres, DType::kF32, rows, cols, res_stride};
+    const TensorView tw = TensorView::Contiguous(dw, DType::kBF16, 1, cols);
+    const TensorView tout{dout, DType::kBF16, rows, cols, out_stride};
+    ASSERT_TRUE(peer_->AllReduceAddRmsNorm(tx, tres, tw, 1e-5f, tout, stream_).ok()) << what;
+    ASSERT_EQ(cudaStreamSynchronize(stream_), cudaSuccess) << what;
+    ASSERT_TRUE(peer_->CheckError().ok()) << what;
+
+    const std::vector<float> sum = Expected(seed + n, n, true);
+    const std::vector<float> got_res = Download(dres, rows * res_stride, false);
+    const std::vector<float> got_out = Download(dout, rows * out_stride, true);
+    std::vector<float> want_res = res0;
+    for (int64_t r = 0; r < rows; ++r) {
+      double ss = 0;
+      for (int64_t c = 0; c < cols; ++c) {
+        want_res[r * res_stride + c] = res0[r * res_stride + c] + sum[r * cols + c];
+        ss += static_cast<double>(want_res[r * res_stride + c]) * want_res[r * res_stride + c];
+      }
+      const double inv = 1.0 / std::sqrt(ss / cols + 1e-5);
+      for (int64_t c = 0; c < cols; ++c) {
+        const double want = want_res[r * res_stride + c] * inv * w[c];
+        const double got = got_out[r * out_stride + c];
+        ASSERT_LE(std::fabs(got - want), 1e-2 * (1.0 + std::fabs(want))) << what << ": row " << r << " col " << c;
+      }
+    }
+    ExpectEqual(got_res, want_res, what + " residual");  // padding columns untouched too
+    // Every rank the same bytes: the minimum and maximum of a hash over the group agree.
+    uint64_t h = 1469598103934665603ull;
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < cols; ++c) {
+        uint32_t bits;
+        std::memcpy(&bits, &got_out[r * out_stride + c], 4);
+        h = (h ^ bits) * 1099511628211ull;
+      }
+    }
+    const int64_t mine = static_cast<int64_t>(h >> 2);
+    auto lo = comm_->AllReduceMin(mine), neg_hi = comm_->AllReduceMin(-mine);
+    ASSERT_TRUE(lo.ok() && neg_hi.ok());
+    EXPECT_EQ(*lo, -*neg_hi) << what << ": the ranks' normalized outputs differ";
+    for (char* p : {dx, dres, dw, dout}) cudaFree(p);
   }
 }
 

@@ -1,12 +1,14 @@
 // Every CUDA op against the CPU reference on fresh random inputs (rounded to bf16 so both sides
-// see the same values), outputs poisoned with NaN before each run, errors reported as
-// ||gpu - cpu|| / ||cpu|| against bf16 tolerances. Skips with a reason where no GPU is visible.
+// see the same values), outputs poisoned with NaN before each run, each output element checked
+// against a bf16 tolerance (the seed printed on a failure; ||gpu - cpu|| / ||cpu|| reported
+// beside it). Skips with a reason where no GPU is visible.
 #include <cmath>
 #include <cstring>
 #include <numeric>
 #include <limits>
 #include <random>
 
+#include "absl/strings/str_format.h"
 #include "gtest/gtest.h"
 #include "tests/support/attention_batch.h"
 #include "kernels/common/half_convert.h"
@@ -78,6 +80,15 @@ class CudaOpsTest : public testing::GpuFixture<> {
     return worst;
   }
 
+  // Element by element at a tolerance of `rel` times (the output's RMS + the element's size): bf16
+  // rounding of an output is relative to its scale, and a cancelling sum may land near zero.
+  double ExpectClose(const std::vector<float>& got, const std::vector<float>& want, double rel, const std::string& what) {
+    double ss = 0;
+    for (float v : want) ss += static_cast<double>(v) * v;
+    const double rms = std::sqrt(ss / std::max<size_t>(want.size(), 1));
+    return ExpectElementwise(got, want, rel * rms, rel, what);
+  }
+
   const uint32_t seed_ = std::random_device{}();
   std::mt19937 rng_{seed_};
   CpuBackend cpu_{size_t{16} << 30};
@@ -95,8 +106,10 @@ TEST_F(CudaOpsTest, LinearMatchesCpuForOddShapesWithBiasAndF32Out) {
       auto gy = Upload({}, out_dtype, t, n);
       ASSERT_TRUE(gpu_->Linear(gx.View(DType::kBF16, t, k), gw.View(DType::kBF16, n, k), gb.View(DType::kBF16, 1, n),
                                gy.View(out_dtype, t, n)).ok());
-      const double err = RelError(Download(gy, out_dtype, t, n), want);
+      const std::vector<float> got = Download(gy, out_dtype, t, n);
+      const double err = RelError(got, want);
       EXPECT_LT(err, kBf16Tolerance) << t << "x" << k << "x" << n;
+      ExpectClose(got, want, kBf16Tolerance, absl::StrFormat("Linear %dx%dx%d", t, k, n));
       std::printf("Linear %dx%dx%d (%s out): rel err %.2e\n", t, k, n, std::string(DTypeName(out_dtype)).c_str(), err);
     }
   }
@@ -113,11 +126,11 @@ TEST_F(CudaOpsTest, NormsMatchCpuOnVectorAndScalarPaths) {
     auto gplain = Upload({}, DType::kBF16, t, h), gout = Upload({}, DType::kBF16, t, h);
     ASSERT_TRUE(gpu_->RmsNorm(gres.View(DType::kF32, t, h), gw.View(DType::kBF16, 1, h), 1e-5f,
                               gplain.View(DType::kBF16, t, h)).ok());
-    EXPECT_LT(RelError(Download(gplain, DType::kBF16, t, h), cplain), kBf16Tolerance) << h;
+    ExpectClose(Download(gplain, DType::kBF16, t, h), cplain, kBf16Tolerance, "cplain");
     ASSERT_TRUE(gpu_->AddRmsNorm(gres.View(DType::kF32, t, h), gupd.View(DType::kBF16, t, h),
                                  gw.View(DType::kBF16, 1, h), 1e-5f, gout.View(DType::kBF16, t, h)).ok());
-    EXPECT_LT(RelError(Download(gres, DType::kF32, t, h), cres), 1e-6) << h;
-    EXPECT_LT(RelError(Download(gout, DType::kBF16, t, h), cout), kBf16Tolerance) << h;
+    ExpectClose(Download(gres, DType::kF32, t, h), cres, 1e-6, "cres (f32 residual)");
+    ExpectClose(Download(gout, DType::kBF16, t, h), cout, kBf16Tolerance, "cout");
   }
 }
 
@@ -131,8 +144,8 @@ TEST_F(CudaOpsTest, NormsRopeSwiGluEmbeddingMatchCpu) {
   auto gout = Upload({}, DType::kBF16, t, h);
   ASSERT_TRUE(gpu_->AddRmsNorm(gres.View(DType::kF32, t, h), gupd.View(DType::kBF16, t, h), gw.View(DType::kBF16, 1, h),
                                1e-5f, gout.View(DType::kBF16, t, h)).ok());
-  EXPECT_LT(RelError(Download(gres, DType::kF32, t, h), cres), 1e-6);
-  EXPECT_LT(RelError(Download(gout, DType::kBF16, t, h), cout), kBf16Tolerance);
+  ExpectClose(Download(gres, DType::kF32, t, h), cres, 1e-6, "cres (f32 residual)");
+  ExpectClose(Download(gout, DType::kBF16, t, h), cout, kBf16Tolerance, "cout");
 
   // Rope at large positions with llama3-scaled frequencies.
   const int heads = 9, dim = 64;
@@ -147,7 +160,7 @@ TEST_F(CudaOpsTest, NormsRopeSwiGluEmbeddingMatchCpu) {
   auto gpos = UploadInts(pos);
   auto ginv = Upload(inv, DType::kF32, 1, dim / 2);
   ASSERT_TRUE(gpu_->Rope(gx.View(DType::kBF16, t, heads * dim), heads, gpos.as<int32_t>(), RopeTable{ginv.as<float>(), dim}).ok());
-  EXPECT_LT(RelError(Download(gx, DType::kBF16, t, heads * dim), cx), kBf16Tolerance);
+  ExpectClose(Download(gx, DType::kBF16, t, heads * dim), cx, kBf16Tolerance, "cx");
 
   // SwiGLU.
   const int64_t inter = 1536;
@@ -156,7 +169,7 @@ TEST_F(CudaOpsTest, NormsRopeSwiGluEmbeddingMatchCpu) {
   ASSERT_TRUE(cpu_.SwiGlu(F32(gu, t, 2 * inter), F32(cact, t, inter)).ok());
   auto ggu = Upload(gu, DType::kBF16, t, 2 * inter), gact = Upload({}, DType::kBF16, t, inter);
   ASSERT_TRUE(gpu_->SwiGlu(ggu.View(DType::kBF16, t, 2 * inter), gact.View(DType::kBF16, t, inter)).ok());
-  EXPECT_LT(RelError(Download(gact, DType::kBF16, t, inter), cact), kBf16Tolerance);
+  ExpectClose(Download(gact, DType::kBF16, t, inter), cact, kBf16Tolerance, "cact");
 
   // Embedding into the f32 residual: exact (bf16 table values).
   const int64_t vocab = 1000;
