@@ -304,6 +304,12 @@ absl::StatusOr<const std::vector<double>*> GgufFile::GetFloatArray(const std::st
   return absl::InvalidArgumentError(absl::StrFormat("%s: metadata '%s' is not a float array", path(), key));
 }
 
+absl::StatusOr<const std::vector<bool>*> GgufFile::GetBoolArray(const std::string& key) const {
+  KVS_ASSIGN_OR_RETURN(const GgufValue* v, Find(key));
+  if (auto* s = std::get_if<std::vector<bool>>(&v->value)) return s;
+  return absl::InvalidArgumentError(absl::StrFormat("%s: metadata '%s' is not a bool array", path(), key));
+}
+
 const GgufTensorInfo* GgufFile::FindTensor(const std::string& name) const {
   auto it = tensor_index_.find(name);
   return it == tensor_index_.end() ? nullptr : &tensors_[it->second];

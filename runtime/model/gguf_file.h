@@ -56,6 +56,7 @@ class GgufFile {
   absl::StatusOr<const std::vector<std::string>*> GetStringArray(const std::string& key) const;
   absl::StatusOr<const std::vector<int64_t>*> GetIntArray(const std::string& key) const;
   absl::StatusOr<const std::vector<double>*> GetFloatArray(const std::string& key) const;
+  absl::StatusOr<const std::vector<bool>*> GetBoolArray(const std::string& key) const;
 
   const std::vector<GgufTensorInfo>& tensors() const { return tensors_; }
   const GgufTensorInfo* FindTensor(const std::string& name) const;

@@ -175,10 +175,12 @@ class GgufWeightSource final : public WeightSource {
   bool permuted_qk_;
 };
 
-// Gemma 3 as llama.cpp writes and runs it: what its GGUF does not store, llama.cpp fixes in
-// code, and so does this — every sixth layer global, the others windowed with rope base 10,000,
-// and the softmax scale 1/sqrt(head_dim) except for the 27B model (62 layers), whose
-// query_pre_attn_scalar is hidden / heads. Norm weights are stored as 1 + w already.
+// Gemma 3 as llama.cpp reads and runs it: what its GGUF may not store, llama.cpp fixes in code,
+// and so does this — the layer pattern (gemma3.attention.sliding_window_pattern: a bool per layer,
+// or N: every Nth layer global; absent: 6), the windowed layers' rope base
+// (gemma3.rope.freq_base_swa; absent: 10,000), and the softmax scale 1/sqrt(head_dim) except for
+// the 27B model (62 layers), whose query_pre_attn_scalar is hidden / heads. Norm weights are stored
+// as 1 + w already.
 absl::Status Gemma3FromGguf(const GgufFile& f, ModelConfig& c) {
   c.qk_norm = true;
   c.sandwich_norms = true;
@@ -186,6 +188,7 @@ absl::Status Gemma3FromGguf(const GgufFile& f, ModelConfig& c) {
   c.embedding_scale = std::sqrt(static_cast<float>(c.hidden_size));
   const float scalar = c.num_layers == 62 ? static_cast<float>(c.hidden_size / c.num_q_heads) : c.head_dim;
   c.attention_scale = 1.0f / std::sqrt(scalar);
+  if (!f.Has("gemma3.attention.sliding_window")) return absl::OkStatus();  // every layer global, as llama.cpp
   KVS_ASSIGN_OR_RETURN(uint64_t window, f.GetUint("gemma3.attention.sliding_window"));
   if (window == 0 || window > (1u << 30)) {
     return absl::InvalidArgumentError(absl::StrFormat("%s: gemma3.attention.sliding_window = %d is out of range",
@@ -193,8 +196,28 @@ absl::Status Gemma3FromGguf(const GgufFile& f, ModelConfig& c) {
   }
   c.sliding_window = static_cast<int32_t>(window);
   c.layer_windows.assign(c.num_layers, 0);
-  for (int32_t l = 0; l < c.num_layers; ++l) c.layer_windows[l] = (l + 1) % 6 != 0 ? c.sliding_window : 0;
+  const std::string pattern_key = "gemma3.attention.sliding_window_pattern";
+  if (auto per_layer = f.Has(pattern_key) ? f.GetBoolArray(pattern_key) : absl::NotFoundError(""); per_layer.ok()) {
+    if (static_cast<int64_t>((*per_layer)->size()) != c.num_layers) {
+      return absl::InvalidArgumentError(absl::StrFormat("%s: %s lists %d layers, the model has %d", f.path(), pattern_key,
+                                                        (*per_layer)->size(), c.num_layers));
+    }
+    for (int32_t l = 0; l < c.num_layers; ++l) c.layer_windows[l] = (**per_layer)[l] ? c.sliding_window : 0;
+  } else {
+    uint64_t pattern = 6;
+    if (f.Has(pattern_key)) {
+      KVS_ASSIGN_OR_RETURN(pattern, f.GetUint(pattern_key));
+    }
+    // llama.cpp's set_swa_pattern: 0 windows every layer, 1 none.
+    for (int32_t l = 0; l < c.num_layers; ++l) {
+      const bool windowed = pattern == 0 || static_cast<uint64_t>(l) % pattern < pattern - 1;
+      c.layer_windows[l] = windowed ? c.sliding_window : 0;
+    }
+  }
   c.rope_local_theta = 10000.0;
+  if (f.Has("gemma3.rope.freq_base_swa")) {
+    KVS_ASSIGN_OR_RETURN(c.rope_local_theta, f.GetFloat("gemma3.rope.freq_base_swa"));
+  }
   return absl::OkStatus();
 }
 

@@ -32,6 +32,11 @@ class GgufWriter {
     for (float x : v) Put(kv_, x);
     ++n_kv_;
   }
+  void BoolArray(const std::string& key, const std::vector<bool>& v) {
+    Key(key, 9); Put(kv_, uint32_t{7}); Put(kv_, static_cast<uint64_t>(v.size()));
+    for (bool x : v) Put(kv_, static_cast<uint8_t>(x));
+    ++n_kv_;
+  }
   // dims innermost first (GGUF order); `data` is the raw tensor bytes.
   void Tensor(const std::string& name, std::vector<uint64_t> dims, uint32_t type, const std::vector<uint8_t>& data) {
     PutStr(ti_, name);

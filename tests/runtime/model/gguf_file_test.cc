@@ -1,12 +1,13 @@
 // GGUF parsing: a valid small file round-trips; truncated, corrupted and unsupported files get
+// errors naming the file, the entry and what is wrong.
+#include "runtime/model/gguf_file.h"
+
 #include <cmath>
 #include <functional>
 #include <random>
-// errors naming the file, the entry and what is wrong.
-#include "runtime/model/gguf_file.h"
-#include "runtime/model/weight_check.h"
 
 #include "gtest/gtest.h"
+#include "runtime/model/weight_check.h"
 #include "runtime/model/weight_source.h"
 #include "tests/support/gguf_writer.h"
 #include "tests/support/model_paths.h"
@@ -132,6 +133,57 @@ TEST(GgufFileTest, WeightSourceReportsMissingTensorAndWrongArchitecture) {
   w.Str("general.architecture", "gpt-neox");
   auto bad = OpenGgufWeights(WriteTemp("neox.gguf", w.Bytes()));
   EXPECT_NE(bad.status().message().find("architecture 'gpt-neox' is not supported"), std::string::npos);
+}
+
+// Gemma 3's layer pattern and local rope base as llama.cpp reads them: a bool per layer, or every
+// Nth layer global, or (absent) every 6th; no sliding_window key: every layer global.
+TEST(GgufFileTest, Gemma3LayerPatternsAsLlamaCppReadsThem) {
+  auto gemma = [](int layers) {
+    GgufWriter w;
+    w.Str("general.architecture", "gemma3");
+    w.U32("gemma3.block_count", layers);
+    w.U32("gemma3.embedding_length", 64);
+    w.U32("gemma3.feed_forward_length", 128);
+    w.U32("gemma3.attention.head_count", 2);
+    w.U32("gemma3.attention.head_count_kv", 1);
+    w.U32("gemma3.attention.key_length", 32);
+    w.U32("gemma3.context_length", 4096);
+    w.F32("gemma3.attention.layer_norm_rms_epsilon", 1e-6f);
+    w.TensorF32("token_embd.weight", {64, 4}, std::vector<float>(256, 0.5f));
+    return w;
+  };
+  auto windows = [](GgufWriter w, const char* name) -> std::vector<int32_t> {
+    auto src = OpenGgufWeights(WriteTemp(name, w.Bytes()));
+    EXPECT_TRUE(src.ok()) << src.status();
+    if (!src.ok()) return {-1};
+    const ModelConfig& c = (*src)->config();
+    EXPECT_TRUE(c.qk_norm && c.sandwich_norms && c.tie_word_embeddings);
+    EXPECT_EQ(c.activation, Activation::kGeluTanh);
+    EXPECT_FLOAT_EQ(c.embedding_scale, 8.0f);
+    EXPECT_FLOAT_EQ(c.AttentionScale(), 1.0f / std::sqrt(32.0f));
+    return c.layer_windows;
+  };
+  GgufWriter w = gemma(7);
+  w.U32("gemma3.attention.sliding_window", 16);
+  EXPECT_EQ(windows(w, "g6.gguf"), (std::vector<int32_t>{16, 16, 16, 16, 16, 0, 16}));
+  w = gemma(4);
+  w.U32("gemma3.attention.sliding_window", 16);
+  w.BoolArray("gemma3.attention.sliding_window_pattern", {true, false, true, true});
+  w.F32("gemma3.rope.freq_base_swa", 5000.0f);
+  EXPECT_EQ(windows(w, "gb.gguf"), (std::vector<int32_t>{16, 0, 16, 16}));
+  EXPECT_EQ((*OpenGgufWeights(WriteTemp("gb.gguf", w.Bytes())))->config().rope_local_theta, 5000.0);
+  w = gemma(4);
+  w.U32("gemma3.attention.sliding_window", 16);
+  w.U32("gemma3.attention.sliding_window_pattern", 2);
+  EXPECT_EQ(windows(w, "g2.gguf"), (std::vector<int32_t>{16, 0, 16, 0}));
+  w = gemma(3);
+  EXPECT_TRUE(windows(w, "gnone.gguf").empty());
+  w = gemma(3);
+  w.U32("gemma3.attention.sliding_window", 16);
+  w.BoolArray("gemma3.attention.sliding_window_pattern", {true, false});
+  auto bad = OpenGgufWeights(WriteTemp("gbad.gguf", w.Bytes()));
+  EXPECT_NE(bad.status().message().find("sliding_window_pattern lists 2 layers, the model has 3"), std::string::npos)
+      << bad.status();
 }
 
 TEST(GgufFileTest, ReadsTheRealSmolLm2File) {
