@@ -306,7 +306,9 @@ absl::Status CpuBackend::PagedAttention(TensorView q, PagedKvView cache, const A
           out.cols == q.cols && batch.num_tokens == q.rows,
       "PagedAttention", absl::StrFormat("q %s out %s, %d kv heads of %d, %d tokens", Shape(q),
                                         Shape(out), cache.kv_heads, cache.head_dim, batch.num_tokens)));
-  cpu::PagedAttentionF32(static_cast<const float*>(q.data), q.stride, static_cast<int32_t>(q_heads),
+  // The reference walks keys per query and head (the oracle); the fast backend tiles queries.
+  const auto attention = math_ == CpuMath::kFast ? cpu::PagedAttentionTiledF32 : cpu::PagedAttentionF32;
+  attention(static_cast<const float*>(q.data), q.stride, static_cast<int32_t>(q_heads),
                          cache, batch, scale, static_cast<float*>(out.data), out.stride);
   return absl::OkStatus();
 }

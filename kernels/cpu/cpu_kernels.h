@@ -38,6 +38,12 @@ void WriteKvF32(const float* k, int64_t k_stride, const float* v, int64_t v_stri
 void PagedAttentionF32(const float* q, int64_t q_stride, int32_t q_heads, const PagedKvView& cache,
                        const AttentionBatch& batch, float scale, float* out, int64_t out_stride);
 
+// The same attention over query tiles (the fast backend's): each key and value decoded once per
+// tile of up to 16 queries x the GQA group instead of once per query and head. Equal to
+// PagedAttentionF32 up to float summation order.
+void PagedAttentionTiledF32(const float* q, int64_t q_stride, int32_t q_heads, const PagedKvView& cache,
+                            const AttentionBatch& batch, float scale, float* out, int64_t out_stride);
+
 // out[t, i] = silu(gate_up[t, i]) * gate_up[t, I + i].  gate_up [T, 2I]; out [T, I].
 void SwiGluF32(const float* gate_up, int64_t gu_stride, int64_t rows, int64_t inter, float* out,
                int64_t out_stride);

@@ -1,0 +1,116 @@
+// The fast CPU backend's paged attention: the reference's math (float32, online softmax, the
+// cache decoded by the same codec) over query tiles, so that a prefill chunk decodes each key and
+// value once for a tile's rows rather than once per row and head. A tile is up to kTileQueries
+// consecutive queries of one sequence times the query heads of one KV head (GQA group); the
+// tiles run on the thread pool. The loops are compiled for AVX2+FMA as well as the baseline and
+// picked at run time.
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <vector>
+
+#include "kernels/common/status_macros.h"
+#include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/kv_codec.h"
+#include "kernels/cpu/thread_pool.h"
+
+namespace kvs::cpu {
+namespace {
+
+constexpr int32_t kTileQueries = 16;  // query positions per tile
+constexpr int32_t kChunkKeys = 64;    // keys decoded at a time
+constexpr int32_t kMaxRows = kTileQueries * 64;  // GQA groups up to 64
+
+struct TileJob {
+  int32_t rows = 0, kv_head = 0, lo = 0, hi = 0;
+  const int32_t* blocks = nullptr;
+  int32_t pos[kMaxRows];
+  const float* q[kMaxRows];
+  float* out[kMaxRows];
+};
+
+struct TileScratch {
+  std::vector<float> keys, values, scores, out, max, sum;
+  void Size(int32_t dim) {
+    keys.resize(static_cast<size_t>(kChunkKeys) * dim);
+    values.resize(static_cast<size_t>(kChunkKeys) * dim);
+    scores.resize(kChunkKeys);
+    out.resize(static_cast<size_t>(kMaxRows) * dim);
+    max.resize(kMaxRows);
+    sum.resize(kMaxRows);
+  }
+};
+
+namespace portable {
+#include "kernels/cpu/attention_tile.inc"
+}  // namespace portable
+
+#if defined(__x86_64__)
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace avx2 {
+#include "kernels/cpu/attention_tile.inc"
+}  // namespace avx2
+#pragma GCC pop_options
+#endif
+
+using TileFn = void (*)(const TileJob&, const PagedKvView&, float, TileScratch&);
+
+TileFn PickTileFn() {
+#if defined(__x86_64__)
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return avx2::AttendTile;
+#endif
+  return portable::AttendTile;
+}
+
+}  // namespace
+
+void PagedAttentionTiledF32(const float* q, int64_t q_stride, int32_t q_heads, const PagedKvView& cache,
+                            const AttentionBatch& batch, float scale, float* out, int64_t out_stride) {
+  KVS_CHECK(q_heads % cache.kv_heads == 0);
+  const int32_t group = q_heads / cache.kv_heads;
+  KVS_CHECK(group <= kMaxRows / kTileQueries);
+  static const TileFn attend = PickTileFn();
+  // Tiles: (sequence, KV head, kTileQueries queries), numbered in that order.
+  std::vector<int64_t> first_tile(batch.num_seqs + 1, 0);
+  for (int32_t s = 0; s < batch.num_seqs; ++s) {
+    const int32_t queries = batch.query_start[s + 1] - batch.query_start[s];
+    first_tile[s + 1] = first_tile[s] + static_cast<int64_t>(cache.kv_heads) * ((queries + kTileQueries - 1) / kTileQueries);
+  }
+  const int64_t tiles = first_tile[batch.num_seqs];
+  const int64_t work = std::max<int64_t>(1, static_cast<int64_t>(batch.max_context_len) * cache.head_dim * group);
+  ParallelFor(tiles, std::max<int64_t>(1, kParallelWork / work), [&](int64_t t0, int64_t t1) {
+    thread_local TileScratch scratch;
+    scratch.Size(cache.head_dim);
+    TileJob job;
+    for (int64_t t = t0; t < t1; ++t) {
+      const int32_t s = static_cast<int32_t>(std::upper_bound(first_tile.begin(), first_tile.end(), t) - first_tile.begin()) - 1;
+      const int32_t begin = batch.query_start[s], queries = batch.query_start[s + 1] - begin;
+      const int32_t per_head = (queries + kTileQueries - 1) / kTileQueries;
+      const int64_t local = t - first_tile[s];
+      job.kv_head = static_cast<int32_t>(local / per_head);
+      const int32_t q0 = static_cast<int32_t>(local % per_head) * kTileQueries;
+      const int32_t q1 = std::min(queries, q0 + kTileQueries);
+      const int32_t first_pos = batch.context_len[s] - queries;
+      KVS_CHECK_MSG(first_pos >= 0, "more queries than context tokens");
+      job.blocks = batch.block_table + static_cast<int64_t>(s) * batch.max_blocks_per_seq;
+      job.rows = 0;
+      for (int32_t i = q0; i < q1; ++i) {
+        const int64_t t_row = begin + i;
+        for (int32_t g = 0; g < group; ++g) {
+          const int64_t col = static_cast<int64_t>(job.kv_head * group + g) * cache.head_dim;
+          job.pos[job.rows] = first_pos + i;
+          job.q[job.rows] = q + t_row * q_stride + col;
+          job.out[job.rows] = out + t_row * out_stride + col;
+          ++job.rows;
+        }
+      }
+      job.hi = first_pos + q1 - 1;
+      job.lo = cache.window > 0 ? std::max(0, first_pos + q0 - cache.window + 1) : 0;
+      attend(job, cache, scale, scratch);
+    }
+  });
+}
+
+}  // namespace kvs::cpu
