@@ -2,7 +2,8 @@
 # Multi-rank proof on the CPU backend, under mpirun (CI has no GPU): the same greedy tokens —
 # and, with a seed, the same sampled tokens — from tp = 2, 3, 4 and from dp = 2 x tp = 1 (and
 # dp = 2 x tp = 2) as from a single process, on random HF checkpoints written by transformers
-# (GQA, MQA with replicated KV heads, uneven head splits) and on SmolLM2 (9 query / 3 KV heads);
+# (GQA, MQA with replicated KV heads, uneven head splits; Qwen3 and Gemma 3 with its windowed
+# layers) and on SmolLM2 (9 query / 3 KV heads);
 # then a rank that dies or hangs mid-run stops the whole job within seconds, naming the rank.
 #
 # usage: multi_rank_test.sh KVSHARD_BINARY GOLDENS_DIR [SMOLLM2_GGUF]
@@ -50,7 +51,7 @@ check_same() {  # model input extra-flags...
   done
 }
 
-for m in tiny-llama31 tiny-qwen2 tiny-mistral; do check_same "$GOLDENS/models/$m" "$WORK/ids.jsonl" --ignore-eos; done
+for m in tiny-llama31 tiny-qwen2 tiny-mistral tiny-qwen3 tiny-gemma3; do check_same "$GOLDENS/models/$m" "$WORK/ids.jsonl" --ignore-eos; done
 # Seeded sampling draws the same tokens too: rank 0 assembles whole logits rows from the ranks'
 # vocabulary slices on the backend and samples there, as one process does.
 check_same "$GOLDENS/models/tiny-llama31" "$WORK/ids.jsonl" --ignore-eos --temperature 0.9 --top-p 0.95 --top-k 50 --seed 11
