@@ -345,7 +345,10 @@ INSTANTIATE_TEST_SUITE_P(
         AttnShape{4, 2, 32, 1, {60, 9, 23}, {60, 1, 5}, 7},               // tiny window, page size 1, chunk offsets
         AttnShape{32, 8, 128, 16, {4096, 100}, {1, 100}, 1024},           // window on a tiled head dim
         AttnShape{4, 1, 256, 16, {3000, 20}, {1, 20}},                    // Gemma 3 global layer (head_dim 256)
-        AttnShape{8, 2, 96, 7, {130, 40}, {30, 40}}),                     // head_dim 96, chunk over earlier keys
+        AttnShape{8, 2, 96, 7, {130, 40}, {30, 40}},                      // head_dim 96, chunk over earlier keys
+        // Rows enough for the generic kernel to group a GQA group's heads in one block (G = 4, 2).
+        AttnShape{4, 1, 256, 16, {1100, 30}, {1100, 1}, 512},             // Gemma 3 local layer, long prefill
+        AttnShape{8, 4, 64, 16, {300, 64}, {300, 3}, 100}),               // G = 2, window
     [](const ::testing::TestParamInfo<AttnShape>& info) {
       const AttnShape& s = info.param;
       int32_t max_ctx = 0;
