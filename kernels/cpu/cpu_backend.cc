@@ -38,6 +38,18 @@ absl::Status RequireShape(bool ok, const char* op, const std::string& detail) {
 
 std::string Shape(const TensorView& t) { return absl::StrFormat("[%d, %d]", t.rows, t.cols); }
 
+// SwiGLU and GeGLU: out = act(gate) * up over gate_up [T, 2I] -> out [T, I], checked alike.
+using GatedFn = void (*)(const float*, int64_t, int64_t, int64_t, float*, int64_t);
+absl::Status GatedActivation(TensorView gate_up, TensorView out, const char* op, GatedFn fn) {
+  KVS_RETURN_IF_ERROR(RequireF32(gate_up, op, "gate_up"));
+  KVS_RETURN_IF_ERROR(RequireF32(out, op, "out"));
+  KVS_RETURN_IF_ERROR(RequireShape(gate_up.cols == 2 * out.cols && gate_up.rows == out.rows, op,
+                                   Shape(gate_up) + " vs " + Shape(out)));
+  fn(static_cast<const float*>(gate_up.data), gate_up.stride, out.rows, out.cols, static_cast<float*>(out.data),
+     out.stride);
+  return absl::OkStatus();
+}
+
 absl::Status CheckCache(const PagedKvView& cache, const char* op) {
   if (cache.k == nullptr || cache.v == nullptr || cache.block_size <= 0 || cache.kv_heads <= 0) {
     return absl::InvalidArgumentError(absl::StrFormat("%s: malformed KV cache view", op));
@@ -308,29 +320,17 @@ absl::Status CpuBackend::PagedAttention(TensorView q, PagedKvView cache, const A
                                         Shape(out), cache.kv_heads, cache.head_dim, batch.num_tokens)));
   // The reference walks keys per query and head (the oracle); the fast backend tiles queries.
   const auto attention = math_ == CpuMath::kFast ? cpu::PagedAttentionTiledF32 : cpu::PagedAttentionF32;
-  attention(static_cast<const float*>(q.data), q.stride, static_cast<int32_t>(q_heads),
-                         cache, batch, scale, static_cast<float*>(out.data), out.stride);
+  attention(static_cast<const float*>(q.data), q.stride, static_cast<int32_t>(q_heads), cache, batch, scale,
+            static_cast<float*>(out.data), out.stride);
   return absl::OkStatus();
 }
 
 absl::Status CpuBackend::SwiGlu(TensorView gate_up, TensorView out) {
-  KVS_RETURN_IF_ERROR(RequireF32(gate_up, "SwiGlu", "gate_up"));
-  KVS_RETURN_IF_ERROR(RequireF32(out, "SwiGlu", "out"));
-  KVS_RETURN_IF_ERROR(RequireShape(gate_up.cols == 2 * out.cols && gate_up.rows == out.rows, "SwiGlu",
-                                   Shape(gate_up) + " vs " + Shape(out)));
-  cpu::SwiGluF32(static_cast<const float*>(gate_up.data), gate_up.stride, out.rows, out.cols,
-                 static_cast<float*>(out.data), out.stride);
-  return absl::OkStatus();
+  return GatedActivation(gate_up, out, "SwiGlu", cpu::SwiGluF32);
 }
 
 absl::Status CpuBackend::GeluGlu(TensorView gate_up, TensorView out) {
-  KVS_RETURN_IF_ERROR(RequireF32(gate_up, "GeluGlu", "gate_up"));
-  KVS_RETURN_IF_ERROR(RequireF32(out, "GeluGlu", "out"));
-  KVS_RETURN_IF_ERROR(RequireShape(gate_up.cols == 2 * out.cols && gate_up.rows == out.rows, "GeluGlu",
-                                   Shape(gate_up) + " vs " + Shape(out)));
-  cpu::GeluGluF32(static_cast<const float*>(gate_up.data), gate_up.stride, out.rows, out.cols,
-                  static_cast<float*>(out.data), out.stride);
-  return absl::OkStatus();
+  return GatedActivation(gate_up, out, "GeluGlu", cpu::GeluGluF32);
 }
 
 absl::Status CpuBackend::GatherRows(TensorView x, const int32_t* rows, TensorView out) {

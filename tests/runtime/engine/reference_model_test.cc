@@ -43,6 +43,29 @@ Compared Compare(const float* got, const float* want, int64_t n) {
   return c;
 }
 
+// A real model's last-position logits for each golden prompt against transformers' (stored as raw
+// float32 files beside the JSON), within `tolerance`, with the same top-1; the error printed.
+void ExpectLastLogitsMatch(const std::string& model_path, const std::string& golden_json, float tolerance,
+                           const char* name) {
+  auto lm = LoadCpuModel(model_path);
+  ASSERT_NE(lm, nullptr);
+  const auto golden = ReadJson(GoldenPath(golden_json));
+  const int32_t vocab = lm->weights->config().vocab_size;
+  for (const auto& p : golden["prompts"]) {
+    const auto ids = p["prompt_ids"].get<std::vector<int32_t>>();
+    std::vector<float> want(vocab);
+    std::ifstream f(GoldenPath("models/" + p["last_logits_file"].get<std::string>()), std::ios::binary);
+    f.read(reinterpret_cast<char*>(want.data()), vocab * sizeof(float));
+    ASSERT_TRUE(f.good());
+    const std::vector<float> got = PrefillLogits(*lm, ids, /*all_rows=*/false);
+    const Compared c = Compare(got.data(), want.data(), vocab);
+    EXPECT_LT(c.max_abs, tolerance) << name << ", prompt of " << ids.size() << " tokens";
+    EXPECT_TRUE(c.same_top1) << name << ", prompt of " << ids.size() << " tokens";
+    std::printf("%s prompt of %zu tokens: max |logit - HF| = %.2e (tolerance %.0e)\n", name, ids.size(), c.max_abs,
+                tolerance);
+  }
+}
+
 class RandomCheckpointTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(RandomCheckpointTest, LogitsMatchTransformersAtEveryPosition) {
@@ -108,23 +131,7 @@ INSTANTIATE_TEST_SUITE_P(Checkpoints, RandomCheckpointTest,
 
 TEST(SmolLm2Test, LastPositionLogitsMatchTransformers) {
   KVS_REQUIRE_SMOLLM2(path);
-  auto lm = LoadCpuModel(path);
-  ASSERT_NE(lm, nullptr);
-  const auto golden = ReadJson(GoldenPath("models/smollm2.json"));
-  const int32_t vocab = lm->weights->config().vocab_size;
-  for (const auto& p : golden["prompts"]) {
-    const auto ids = p["prompt_ids"].get<std::vector<int32_t>>();
-    std::vector<float> want(vocab);
-    std::ifstream f(GoldenPath("models/" + p["last_logits_file"].get<std::string>()), std::ios::binary);
-    f.read(reinterpret_cast<char*>(want.data()), vocab * sizeof(float));
-    ASSERT_TRUE(f.good());
-    const std::vector<float> got = PrefillLogits(*lm, ids, /*all_rows=*/false);
-    const Compared c = Compare(got.data(), want.data(), vocab);
-    EXPECT_LT(c.max_abs, kSmolLogitTolerance);
-    EXPECT_TRUE(c.same_top1);
-    std::printf("SmolLM2 prompt of %zu tokens: max |logit - HF| = %.2e (tolerance %.0e)\n", ids.size(), c.max_abs,
-                kSmolLogitTolerance);
-  }
+  ExpectLastLogitsMatch(path, "models/smollm2.json", kSmolLogitTolerance, "SmolLM2");
 }
 
 TEST(SmolLm2Test, GreedyContinuationsMatchTransformersInOneBatch) {
@@ -151,23 +158,7 @@ constexpr float kGemma3LogitTolerance = 5e-4f;
 
 TEST(Gemma3Test, LastPositionLogitsMatchTransformers) {
   KVS_REQUIRE_GEMMA3(path);
-  auto lm = LoadCpuModel(path);
-  ASSERT_NE(lm, nullptr);
-  const auto golden = ReadJson(GoldenPath("models/gemma3-270m.json"));
-  const int32_t vocab = lm->weights->config().vocab_size;
-  for (const auto& p : golden["prompts"]) {
-    const auto ids = p["prompt_ids"].get<std::vector<int32_t>>();
-    std::vector<float> want(vocab);
-    std::ifstream f(GoldenPath("models/" + p["last_logits_file"].get<std::string>()), std::ios::binary);
-    f.read(reinterpret_cast<char*>(want.data()), vocab * sizeof(float));
-    ASSERT_TRUE(f.good());
-    const std::vector<float> got = PrefillLogits(*lm, ids, /*all_rows=*/false);
-    const Compared c = Compare(got.data(), want.data(), vocab);
-    EXPECT_LT(c.max_abs, kGemma3LogitTolerance) << "prompt of " << ids.size() << " tokens";
-    EXPECT_TRUE(c.same_top1) << "prompt of " << ids.size() << " tokens";
-    std::printf("Gemma 3 270M prompt of %zu tokens: max |logit - HF| = %.2e (tolerance %.0e)\n", ids.size(), c.max_abs,
-                kGemma3LogitTolerance);
-  }
+  ExpectLastLogitsMatch(path, "models/gemma3-270m.json", kGemma3LogitTolerance, "Gemma 3 270M");
 }
 
 // Gemma 3's SentencePiece vocabulary (262,144 pieces, byte fallback, no space prefix, user-defined
