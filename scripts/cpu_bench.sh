@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${1:-.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf}
 LLAMA_DIR=${LLAMA_DIR:-/tmp/llama-cpu}
-KVS=build/launcher/kvshard
+KVS=${KVS_BUILD_DIR:-build}/launcher/kvshard
 [ -x "$KVS" ] || { echo "build kvshard first (scripts/setup.sh)" >&2; exit 1; }
 [ -f "$MODEL" ] || { echo "no model at $MODEL (scripts/fetch_model.sh)" >&2; exit 1; }
 

@@ -9,7 +9,7 @@ source "$(dirname "$0")/gpu_common.sh"
 gpu_build
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NCCL_NVLS_ENABLE=0
 for np in 2 3; do
-  timeout 300 mpirun --oversubscribe -np $np ./build/tests/peer_all_reduce_test > "$OUT/peer_np$np.log" 2>&1 \
+  timeout 300 mpirun --oversubscribe -np $np "$BUILD"/tests/peer_all_reduce_test > "$OUT/peer_np$np.log" 2>&1 \
     && echo "peer_all_reduce_test -np $np: ok" || { echo "peer_all_reduce_test -np $np: FAILED"; grep -E "Failure|Expected|element|FAILED|error" "$OUT/peer_np$np.log" | head -20; }
 done
 # The peer path's timings on one GPU (ranks time-share it: correctness, not speed; two GPUs: issue 27).

@@ -5,7 +5,7 @@ source "$(dirname "$0")/gpu_common.sh"
 MODE=${1:-full}
 gpu_build
 for t in cuda_backend_test gpu_model_test; do
-  ./build/tests/$t > "$OUT/$t.log" 2>&1 && echo "$t: ok" || { echo "$t: FAILED"; grep -E 'Failure|Expected|Which|FAILED' "$OUT/$t.log" | head -20; }
+  "$BUILD"/tests/$t > "$OUT/$t.log" 2>&1 && echo "$t: ok" || { echo "$t: FAILED"; grep -E 'Failure|Expected|Which|FAILED' "$OUT/$t.log" | head -20; }
 done
 
 # Ceilings on this machine: device-to-device copy (bytes read + written) and a bf16 GEMM.

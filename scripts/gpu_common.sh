@@ -10,18 +10,19 @@ export PATH=/usr/local/cuda/bin:$PATH
 OUT=${OUT:-/tmp/kvs-out}
 mkdir -p "$OUT"
 start=$(date +%s)
-K=./build/launcher/kvshard
+BUILD=${KVS_BUILD_DIR:-build}
+K=$BUILD/launcher/kvshard
 
 gpu_build() {
   KVS_SKIP_MODEL=1 bash scripts/setup.sh > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
-  source build/env.sh
+  source "$BUILD/env.sh"
   echo "built in $(( $(date +%s) - start )) s"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 }
 
 gpu_tests() {
   for t in "$@"; do
-    timeout 300 ./build/tests/$t > "$OUT/$t.log" 2>&1 && echo "$t: ok" \
+    timeout 300 "$BUILD"/tests/$t > "$OUT/$t.log" 2>&1 && echo "$t: ok" \
       || { echo "$t: FAILED"; grep -E 'Failure|Expected|Which|FAILED|differ' "$OUT/$t.log" | head -20; }
   done
 }

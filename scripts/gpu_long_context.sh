@@ -13,9 +13,10 @@ cd "$(dirname "$0")/.."
 export PATH=/usr/local/cuda/bin:$PATH
 OUT=${OUT:-/tmp/kvs-out}
 mkdir -p "$OUT"
-[ -x build/launcher/kvshard ] || KVS_SKIP_MODEL=1 bash scripts/setup.sh > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
-source build/env.sh
-K=./build/launcher/kvshard
+BUILD=${KVS_BUILD_DIR:-build}
+[ -x "$BUILD"/launcher/kvshard ] || KVS_SKIP_MODEL=1 bash scripts/setup.sh > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+source "$BUILD/env.sh"
+K=$BUILD/launcher/kvshard
 MODEL=random:llama-2-7b-256k
 PROMPT=262144
 GEN=${KVS_LONG_GEN:-256}

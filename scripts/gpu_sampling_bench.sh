@@ -5,7 +5,7 @@
 source "$(dirname "$0")/gpu_common.sh"
 gpu_build
 gpu_tests cuda_sampling_test
-timeout 300 ./build/tests/gpu_model_test --gtest_filter='GpuSampling*:GpuPreset*' > "$OUT/gpu_model_test.log" 2>&1 \
+timeout 300 "$BUILD"/tests/gpu_model_test --gtest_filter='GpuSampling*:GpuPreset*' > "$OUT/gpu_model_test.log" 2>&1 \
   && echo "gpu_model_test (sampling, presets): ok" || { echo "gpu_model_test: FAILED"; grep -E 'Failure|Expected|Which|FAILED' "$OUT/gpu_model_test.log" | head -20; }
 echo "tests done at $(( $(date +%s) - start )) s"
 {

@@ -9,11 +9,12 @@ cd "$(dirname "$0")/.."
 export PATH=/usr/local/cuda/bin:$PATH
 OUT=${OUT:-/tmp/kvs-out}
 mkdir -p "$OUT"
+BUILD=${KVS_BUILD_DIR:-build}
 KVS_SKIP_MODEL=1 bash scripts/setup.sh > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
-source build/env.sh
+source "$BUILD/env.sh"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NCCL_NVLS_ENABLE=0
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-K=./build/launcher/kvshard
+K=$BUILD/launcher/kvshard
 # Random weights built on each GPU; a tp rank fills its slice with the whole tensor's values.
 M=random:llama-3-8b
 W="$OUT/work"; mkdir -p "$W"

@@ -12,4 +12,4 @@ export KVS_REQUIRE_MODEL=${KVS_REQUIRE_MODEL:-1}
 python3 -m pip install -q --disable-pip-version-check "openai==3.57.0" "matplotlib==3.9.2" 2>&1 \
   | grep -v "Running pip as the 'root' user" || true
 python3 -c "import openai, matplotlib" || { echo "openai / matplotlib could not be installed (needed by serve_e2e_test)" >&2; exit 1; }
-ctest --test-dir build --output-on-failure -j "$(nproc)" --timeout 1200
+ctest --test-dir "${KVS_BUILD_DIR:-build}" --output-on-failure -j "$(nproc)" --timeout 1200

@@ -10,8 +10,16 @@ set -euo pipefail
 BIN=$(readlink -f "$1")
 GOLDENS=$(readlink -f "$2")
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+# Slurm and munge from Debian, installed here (only this test needs them; apt-get is idempotent).
+if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  command -v apt-get >/dev/null || { echo "FAIL: slurm-wlm and munge are missing and there is no apt-get"; exit 1; }
+  echo "[slurm_test] installing slurm-wlm and munge"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    slurm-wlm munge >/dev/null || { echo "FAIL: could not install slurm-wlm and munge"; exit 1; }
+fi
 for tool in slurmctld slurmd munged sbatch; do
-  command -v "$tool" >/dev/null || { echo "FAIL: $tool missing (scripts/setup.sh installs slurm-wlm and munge)"; exit 1; }
+  command -v "$tool" >/dev/null || { echo "FAIL: $tool missing after installing slurm-wlm and munge"; exit 1; }
 done
 WORK=$(mktemp -d /tmp/kvs-slurm.XXXXXX)
 chmod 755 "$WORK"
