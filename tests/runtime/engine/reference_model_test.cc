@@ -129,6 +129,30 @@ TEST_P(RandomCheckpointTest, GreedyMatchesTransformersAloneBatchedChunkedAndPree
 INSTANTIATE_TEST_SUITE_P(Checkpoints, RandomCheckpointTest,
                          ::testing::Values("tiny-llama31", "tiny-qwen2", "tiny-mistral", "tiny-qwen3", "tiny-gemma3"));
 
+// tiny-qwen3's weights as llama.cpp's own converter writes them (tests/reference/
+// make_llama_cpp_gguf.py: bf16, attn_q_norm / attn_k_norm, its metadata keys) give the logits
+// transformers gives on the HF checkpoint, at every position: the GGUF qwen3 path on a file
+// nobody here formatted.
+TEST(LlamaCppGgufTest, Qwen3FromLlamaCppsConverterMatchesTransformers) {
+  auto lm = LoadCpuModel(GoldenPath("models/tiny-qwen3.llama-cpp.gguf"));
+  ASSERT_NE(lm, nullptr);
+  EXPECT_EQ(lm->weights->config().architecture, "qwen3");
+  EXPECT_TRUE(lm->weights->config().qk_norm);
+  const auto golden = ReadJson(GoldenPath("models/tiny-qwen3.json"));
+  const int32_t vocab = lm->weights->config().vocab_size;
+  for (const auto& p : golden["prompts"]) {
+    const auto ids = p["prompt_ids"].get<std::vector<int32_t>>();
+    const std::vector<float> got = PrefillLogits(*lm, ids, /*all_rows=*/true);
+    ASSERT_EQ(got.size(), ids.size() * vocab);
+    for (size_t row = 0; row < ids.size(); ++row) {
+      const auto want = p["logits"][row].get<std::vector<float>>();
+      const Compared c = Compare(got.data() + row * vocab, want.data(), vocab);
+      EXPECT_LT(c.max_abs, kTinyLogitTolerance) << "position " << row;
+      EXPECT_TRUE(c.same_top1) << "position " << row;
+    }
+  }
+}
+
 TEST(SmolLm2Test, LastPositionLogitsMatchTransformers) {
   KVS_REQUIRE_SMOLLM2(path);
   ExpectLastLogitsMatch(path, "models/smollm2.json", kSmolLogitTolerance, "SmolLM2");
