@@ -3,7 +3,8 @@
 # sharing the GPU, which NCCL refuses: the multi-process test at 2 and 3 ranks (sums equal the
 # rank-order sum element for element, graphs, all-gather), then `generate --tp 2 --all-reduce
 # custom` against tp=1 on Llama-3-8B-shaped random weights (greedy tokens compared, bf16 sums in
-# another order may flip near-ties: counted, not asserted).
+# another order may flip near-ties: counted, not asserted); then rank 1 hangs, and exits, mid-run:
+# the job must stop within seconds naming it.
 # Usage: bash scripts/gpu_all_reduce_check.sh
 source "$(dirname "$0")/gpu_common.sh"
 gpu_build
@@ -33,4 +34,19 @@ b = {r["id"]: r for r in map(json.loads, open(sys.argv[2]))}
 same = sum(a[k].get("token_ids") == b.get(k, {}).get("token_ids") for k in a)
 print(f"tp=2 (peer all-reduce, one GPU) vs tp=1: {same} of {len(a)} requests with identical greedy tokens")
 PY
+# A rank that hangs (or exits) mid-run on the peer path: the job stops within seconds with an
+# error naming rank 1 — the peer kernels' wait times out (--comm-timeout) instead of spinning.
+for mode in hang exit; do
+  t0=$(date +%s)
+  if KVS_FAULT_AT=1:4:$mode timeout 120 mpirun --oversubscribe -np 2 $K generate --model $M --input "$W/ids.jsonl" \
+       --output "$W/fault.jsonl" --device cuda --tp 2 --all-reduce custom --kv-cache-memory 4GiB --ignore-eos \
+       --comm-timeout 3 > "$OUT/fault_$mode.log" 2>&1; then
+    echo "rank 1 ${mode}s: FAILED (the job succeeded)"
+  else
+    took=$(( $(date +%s) - t0 ))
+    named=$(grep -cE "rank 1|\[\[[0-9]*,1\],1\]" "$OUT/fault_$mode.log")
+    echo "rank 1 ${mode}s at step 4: the job stopped in ${took} s, ${named} line(s) naming rank 1 (want <= 30 s, >= 1)"
+    grep -E "waited more than|did not complete within|Process name" "$OUT/fault_$mode.log" | head -3
+  fi
+done
 echo "total $(( $(date +%s) - start )) s"

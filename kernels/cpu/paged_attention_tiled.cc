@@ -70,7 +70,10 @@ void PagedAttentionTiledF32(const float* q, int64_t q_stride, int32_t q_heads, c
                             const AttentionBatch& batch, float scale, float* out, int64_t out_stride) {
   KVS_CHECK(q_heads % cache.kv_heads == 0);
   const int32_t group = q_heads / cache.kv_heads;
-  KVS_CHECK(group <= kMaxRows / kTileQueries);
+  if (group > kMaxRows / kTileQueries) {  // GQA groups past 64 heads: the per-query walk
+    PagedAttentionF32(q, q_stride, q_heads, cache, batch, scale, out, out_stride);
+    return;
+  }
   static const TileFn attend = PickTileFn();
   // Tiles: (sequence, KV head, kTileQueries queries), numbered in that order.
   std::vector<int64_t> first_tile(batch.num_seqs + 1, 0);
