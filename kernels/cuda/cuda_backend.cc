@@ -678,8 +678,8 @@ absl::Status CudaBackend::SampleRows(TensorView logits, const SampleRequest* req
 
 std::string CudaBackend::AttentionWindowProblem(KvDType t, int32_t head_dim) const {
   if (cuda::WindowAttentionSupports(t, head_dim)) return "";
-  return absl::StrFormat("the CUDA kernel for sliding-window layers takes bf16 or fp16 caches with head_dim a "
-                         "multiple of 32 up to 256 (asked: --kv-dtype %s, head_dim %d)",
+  return absl::StrFormat("the CUDA kernel for sliding-window layers takes bf16 caches with head_dim a multiple of 32 "
+                         "up to 256 (asked: --kv-dtype %s, head_dim %d)",
                          KvDTypeName(t), head_dim);
 }
 
