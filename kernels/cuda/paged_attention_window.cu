@@ -1,6 +1,7 @@
 // Paged attention for what the tiled kernels do not take: sliding-window layers (Gemma 3's local
 // layers: the query at position p sees keys p - window + 1 .. p) and head dims outside their
-// compiled list (Gemma 3's 256, 96, ...), over bf16 caches (the fp16 instantiation is compiled, not offered: WindowAttentionSupports).
+// compiled list (Gemma 3's 256, 96, ...), over bf16 caches (the fp16 instantiation is compiled but
+// not offered: WindowAttentionSupports).
 //
 // One block of 8 warps per (query row, G query heads of one GQA group); each warp takes every 8th
 // chunk of 32 keys: lane j scores key j of the chunk against the G queries (held in shared
