@@ -129,17 +129,18 @@ TEST_P(RandomCheckpointTest, GreedyMatchesTransformersAloneBatchedChunkedAndPree
 INSTANTIATE_TEST_SUITE_P(Checkpoints, RandomCheckpointTest,
                          ::testing::Values("tiny-llama31", "tiny-qwen2", "tiny-mistral", "tiny-qwen3", "tiny-gemma3"));
 
-// tiny-qwen3's weights as llama.cpp's own converter writes them (tests/reference/
-// make_llama_cpp_gguf.py: bf16, attn_q_norm / attn_k_norm, its metadata keys) give the logits
-// transformers gives on the HF checkpoint, at every position: the GGUF qwen3 path on a file
-// nobody here formatted.
-TEST(LlamaCppGgufTest, Qwen3FromLlamaCppsConverterMatchesTransformers) {
-  auto lm = LoadCpuModel(GoldenPath("models/tiny-qwen3.llama-cpp.gguf"));
+// Checkpoints as llama.cpp's own converter writes them to GGUF (tests/reference/
+// make_llama_cpp_gguf.py: bf16, its tensor names and metadata keys, Gemma's norms stored as 1 + w,
+// no Gemma layer-pattern key) give the logits transformers gives on the HF checkpoints they came
+// from, at every position: the GGUF qwen3 and gemma3 paths on files nobody here formatted.
+void ExpectEveryPositionMatches(const std::string& gguf, const std::string& golden_json, const char* arch) {
+  auto lm = LoadCpuModel(GoldenPath(gguf));
   ASSERT_NE(lm, nullptr);
-  EXPECT_EQ(lm->weights->config().architecture, "qwen3");
+  EXPECT_EQ(lm->weights->config().architecture, arch);
   EXPECT_TRUE(lm->weights->config().qk_norm);
-  const auto golden = ReadJson(GoldenPath("models/tiny-qwen3.json"));
+  const auto golden = ReadJson(GoldenPath(golden_json));
   const int32_t vocab = lm->weights->config().vocab_size;
+  float worst = 0;
   for (const auto& p : golden["prompts"]) {
     const auto ids = p["prompt_ids"].get<std::vector<int32_t>>();
     const std::vector<float> got = PrefillLogits(*lm, ids, /*all_rows=*/true);
@@ -147,10 +148,20 @@ TEST(LlamaCppGgufTest, Qwen3FromLlamaCppsConverterMatchesTransformers) {
     for (size_t row = 0; row < ids.size(); ++row) {
       const auto want = p["logits"][row].get<std::vector<float>>();
       const Compared c = Compare(got.data() + row * vocab, want.data(), vocab);
-      EXPECT_LT(c.max_abs, kTinyLogitTolerance) << "position " << row;
-      EXPECT_TRUE(c.same_top1) << "position " << row;
+      EXPECT_LT(c.max_abs, kTinyLogitTolerance) << arch << " position " << row;
+      EXPECT_TRUE(c.same_top1) << arch << " position " << row;
+      worst = std::max(worst, c.max_abs);
     }
   }
+  std::printf("%s from llama.cpp's converter: max |logit - HF| = %.2e\n", arch, worst);
+}
+
+TEST(LlamaCppGgufTest, Qwen3FromLlamaCppsConverterMatchesTransformers) {
+  ExpectEveryPositionMatches("models/tiny-qwen3.llama-cpp.gguf", "models/tiny-qwen3.json", "qwen3");
+}
+
+TEST(LlamaCppGgufTest, Gemma3FromLlamaCppsConverterMatchesTransformers) {
+  ExpectEveryPositionMatches("models/tiny-gemma3.llama-cpp.gguf", "models/tiny-gemma3.llama-cpp.json", "gemma3");
 }
 
 TEST(SmolLm2Test, LastPositionLogitsMatchTransformers) {
