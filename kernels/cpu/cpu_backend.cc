@@ -330,7 +330,7 @@ absl::Status CpuBackend::SwiGlu(TensorView gate_up, TensorView out) {
 }
 
 absl::Status CpuBackend::GeluGlu(TensorView gate_up, TensorView out) {
-  return GatedActivation(gate_up, out, "GeluGlu", cpu::GeluGluF32);
+  return GatedActivation(gate_up, out, "GeluGlu", math_ == CpuMath::kFast ? cpu::GeluGluFastF32 : cpu::GeluGluF32);
 }
 
 absl::Status CpuBackend::GatherRows(TensorView x, const int32_t* rows, TensorView out) {

@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
+#include <functional>
 
 #include "gtest/gtest.h"
 #include "kernels/cpu/block_matmul.h"
@@ -90,6 +92,42 @@ TEST(FastCpuSmolLm2Test, GreedyTokensMatchTransformersWhereverTheChoiceIsClear) 
               "reference| %.3f among likely tokens (tolerance %.1f), %.3f among all (tolerance %.1f)\n",
               checked, near_ties, worst, kLogitTolerance, worst_all, kAnyLogitTolerance);
   EXPECT_GE(checked, 80);
+}
+
+// Gemma 3 270M (Q4_K_M) on the fast CPU path — blocks kept, int8 activations, the tiled attention
+// over its 512-token windows, the vectorized GeGLU — against transformers' float32 last-position
+// logits on the same file: the top token equal where HF's margin is clear, likely logits within
+// the tolerance the int8 activations need (measured in the test's output).
+TEST(FastCpuGemma3Test, LastPositionLogitsStayNearTransformers) {
+  KVS_REQUIRE_GEMMA3(path);
+  const auto golden = ReadJson(GoldenPath("models/gemma3-270m.json"));
+  auto fast = LoadCpuModel(path, Fast());
+  ASSERT_NE(fast, nullptr);
+  const int32_t vocab = fast->weights->config().vocab_size;
+  float worst = 0.0f;
+  for (const auto& p : golden["prompts"]) {
+    const auto ids = p["prompt_ids"].get<std::vector<int32_t>>();
+    std::vector<float> want(vocab);
+    std::ifstream f(GoldenPath("models/" + p["last_logits_file"].get<std::string>()), std::ios::binary);
+    f.read(reinterpret_cast<char*>(want.data()), vocab * sizeof(float));
+    ASSERT_TRUE(f.good());
+    const std::vector<float> got = testing::PrefillLogits(*fast, ids, /*all_rows=*/false);
+    ASSERT_EQ(got.size(), static_cast<size_t>(vocab));
+    const int32_t want_top = static_cast<int32_t>(std::max_element(want.begin(), want.end()) - want.begin());
+    const int32_t got_top = static_cast<int32_t>(std::max_element(got.begin(), got.end()) - got.begin());
+    std::vector<float> sorted = want;
+    std::nth_element(sorted.begin(), sorted.begin() + 1, sorted.end(), std::greater<float>());
+    if (sorted[0] - sorted[1] > kNearTie) EXPECT_EQ(got_top, want_top) << "prompt of " << ids.size() << " tokens";
+    float prompt_worst = 0.0f;
+    for (int32_t v = 0; v < vocab; ++v) {
+      ASSERT_TRUE(std::isfinite(got[v])) << "token " << v;
+      if (want[v] > sorted[0] - kLikely) prompt_worst = std::max(prompt_worst, std::fabs(got[v] - want[v]));
+    }
+    EXPECT_LT(prompt_worst, kLogitTolerance) << "prompt of " << ids.size() << " tokens";
+    worst = std::max(worst, prompt_worst);
+  }
+  std::printf("Gemma 3 270M on the fast CPU path: max |logit - HF| %.3f among likely tokens (tolerance %.1f)\n", worst,
+              kLogitTolerance);
 }
 
 }  // namespace
