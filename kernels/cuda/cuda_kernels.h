@@ -137,9 +137,9 @@ inline constexpr int32_t kEncodedKvHeadDims[] = {64, 128};
 constexpr bool WindowAttentionSupports(KvDType t, int32_t head_dim) {
   return t == KvDType::kBF16 && head_dim % 32 == 0 && head_dim >= 32 && head_dim <= 256;
 }
-constexpr bool AttentionSupports(KvDType t, int32_t head_dim) {
+// The tiled kernels (tensor cores): head dims listed above, per format.
+constexpr bool TiledAttentionSupports(KvDType t, int32_t head_dim) {
   if (t == KvDType::kF32) return false;
-  if (t == KvDType::kBF16 && WindowAttentionSupports(t, head_dim)) return true;
   const auto contains = [head_dim](const auto& dims) {
     for (int32_t d : dims) {
       if (d == head_dim) return true;
@@ -147,6 +147,10 @@ constexpr bool AttentionSupports(KvDType t, int32_t head_dim) {
     return false;
   };
   return t == KvDType::kBF16 ? contains(kAttentionHeadDims) : contains(kEncodedKvHeadDims);
+}
+// What some kernel takes (without a window): the tiled ones, else the generic one.
+constexpr bool AttentionSupports(KvDType t, int32_t head_dim) {
+  return TiledAttentionSupports(t, head_dim) || WindowAttentionSupports(t, head_dim);
 }
 
 // Causal attention over the keys of cache.window (all when 0) by the generic kernel; returns

@@ -1,8 +1,5 @@
 // LaunchPagedAttention: fills the kernel parameters from the cache view and the batch and hands
 // them to the instantiation for the cache's format (paged_attention_<format>.cu).
-#include <algorithm>
-#include <iterator>
-
 #include "kernels/cuda/paged_attention_kernels.cuh"
 
 namespace kvs::cuda {
@@ -19,10 +16,7 @@ cudaError_t LaunchPagedAttention(const bf16* q, int64_t q_stride, int32_t q_head
                                  const AttentionWorkspace& ws, cudaStream_t stream) {
   using attention::LaunchAttentionFor;
   if (batch.num_tokens == 0) return cudaSuccess;
-  const bool tiled = cache.dtype == KvDType::kBF16 ? std::find(std::begin(kAttentionHeadDims), std::end(kAttentionHeadDims),
-                                                               cache.head_dim) != std::end(kAttentionHeadDims)
-                                                   : true;
-  if (cache.window > 0 || !tiled) {
+  if (cache.window > 0 || !TiledAttentionSupports(cache.dtype, cache.head_dim)) {
     return LaunchWindowAttention(q, q_stride, q_heads, cache, batch, scale, out, out_stride, stream);
   }
   attention::Params p{};

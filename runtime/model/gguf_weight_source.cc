@@ -182,10 +182,7 @@ class GgufWeightSource final : public WeightSource {
 // the 27B model (62 layers), whose query_pre_attn_scalar is hidden / heads. Norm weights are stored
 // as 1 + w already.
 absl::Status Gemma3FromGguf(const GgufFile& f, ModelConfig& c) {
-  c.qk_norm = true;
-  c.sandwich_norms = true;
-  c.activation = Activation::kGeluTanh;
-  c.embedding_scale = std::sqrt(static_cast<float>(c.hidden_size));
+  SetGemma3Family(c);
   const float scalar = c.num_layers == 62 ? static_cast<float>(c.hidden_size / c.num_q_heads) : c.head_dim;
   c.attention_scale = 1.0f / std::sqrt(scalar);
   if (!f.Has("gemma3.attention.sliding_window")) return absl::OkStatus();  // every layer global, as llama.cpp
@@ -195,13 +192,13 @@ absl::Status Gemma3FromGguf(const GgufFile& f, ModelConfig& c) {
                                                       f.path(), window));
   }
   c.sliding_window = static_cast<int32_t>(window);
-  c.layer_windows.assign(c.num_layers, 0);
   const std::string pattern_key = "gemma3.attention.sliding_window_pattern";
   if (auto per_layer = f.Has(pattern_key) ? f.GetBoolArray(pattern_key) : absl::NotFoundError(""); per_layer.ok()) {
     if (static_cast<int64_t>((*per_layer)->size()) != c.num_layers) {
       return absl::InvalidArgumentError(absl::StrFormat("%s: %s lists %d layers, the model has %d", f.path(), pattern_key,
                                                         (*per_layer)->size(), c.num_layers));
     }
+    c.layer_windows.assign(c.num_layers, 0);
     for (int32_t l = 0; l < c.num_layers; ++l) c.layer_windows[l] = (**per_layer)[l] ? c.sliding_window : 0;
   } else {
     uint64_t pattern = 6;
@@ -209,10 +206,7 @@ absl::Status Gemma3FromGguf(const GgufFile& f, ModelConfig& c) {
       KVS_ASSIGN_OR_RETURN(pattern, f.GetUint(pattern_key));
     }
     // llama.cpp's set_swa_pattern: 0 windows every layer, 1 none.
-    for (int32_t l = 0; l < c.num_layers; ++l) {
-      const bool windowed = pattern == 0 || static_cast<uint64_t>(l) % pattern < pattern - 1;
-      c.layer_windows[l] = windowed ? c.sliding_window : 0;
-    }
+    c.layer_windows = WindowsEveryNthGlobal(c.num_layers, c.sliding_window, static_cast<int64_t>(pattern));
   }
   c.rope_local_theta = 10000.0;
   if (f.Has("gemma3.rope.freq_base_swa")) {

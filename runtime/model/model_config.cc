@@ -80,9 +80,6 @@ absl::StatusOr<RopeScaling> ParseRopeScaling(const json& r, const std::string& s
 // sliding_window_pattern-th layer global in older configs) with a rope base of their own, and
 // the rope scaling (if any) on the global layers only.
 absl::Status ParseGemma3(const json& j, const std::string& source, ModelConfig& c) {
-  c.qk_norm = true;
-  c.sandwich_norms = true;
-  c.embedding_scale = std::sqrt(static_cast<float>(c.hidden_size));
   KVS_ASSIGN_OR_RETURN(double scalar, FloatField(j, "query_pre_attn_scalar", source, c.head_dim));
   if (!(scalar > 0)) return Bad(source, "query_pre_attn_scalar must be positive");
   c.attention_scale = static_cast<float>(1.0 / std::sqrt(scalar));
@@ -96,8 +93,8 @@ absl::Status ParseGemma3(const json& j, const std::string& source, ModelConfig& 
   KVS_ASSIGN_OR_RETURN(int64_t window, IntField(j, "sliding_window", source, false, 4096));
   if (window <= 0 || window > (1ll << 30)) return Bad(source, "sliding_window must be positive");
   c.sliding_window = static_cast<int32_t>(window);
-  c.layer_windows.assign(c.num_layers, 0);
   if (auto lt = j.find("layer_types"); lt != j.end() && !lt->is_null()) {
+    c.layer_windows.assign(c.num_layers, 0);
     if (!lt->is_array() || static_cast<int64_t>(lt->size()) != c.num_layers) {
       return Bad(source, absl::StrFormat("layer_types must list one type per layer (%d)", c.num_layers));
     }
@@ -118,7 +115,7 @@ absl::Status ParseGemma3(const json& j, const std::string& source, ModelConfig& 
       }
     }
     if (pattern <= 0) return Bad(source, "sliding_window_pattern must be positive");
-    for (int32_t l = 0; l < c.num_layers; ++l) c.layer_windows[l] = (l + 1) % pattern != 0 ? c.sliding_window : 0;
+    c.layer_windows = WindowsEveryNthGlobal(c.num_layers, c.sliding_window, pattern);
   }
   KVS_ASSIGN_OR_RETURN(c.rope_local_theta, FloatField(j, "rope_local_base_freq", source, 10000.0));
   // transformers 5: rope_parameters per layer type.
@@ -133,6 +130,19 @@ absl::Status ParseGemma3(const json& j, const std::string& source, ModelConfig& 
 }
 
 }  // namespace
+
+void SetGemma3Family(ModelConfig& c) {
+  c.qk_norm = true;
+  c.sandwich_norms = true;
+  c.activation = Activation::kGeluTanh;
+  c.embedding_scale = std::sqrt(static_cast<float>(c.hidden_size));
+}
+
+std::vector<int32_t> WindowsEveryNthGlobal(int32_t layers, int32_t window, int64_t pattern) {
+  std::vector<int32_t> w(layers);
+  for (int32_t l = 0; l < layers; ++l) w[l] = pattern == 0 || l % pattern < pattern - 1 ? window : 0;
+  return w;
+}
 
 absl::Status ModelConfig::Validate() const {
   const std::string who = name.empty() ? architecture : name;
@@ -256,6 +266,7 @@ absl::StatusOr<ModelConfig> ParseHfConfig(const json& j, const std::string& sour
   c.num_kv_heads = static_cast<int32_t>(kv_heads);
   c.head_dim = static_cast<int32_t>(head_dim);
   c.max_position_embeddings = static_cast<int32_t>(max_pos);
+  if (c.architecture == "gemma3") SetGemma3Family(c);  // before hidden_activation, which may say otherwise
   KVS_ASSIGN_OR_RETURN(double eps, FloatField(j, "rms_norm_eps", source, 1e-6));
   c.rms_norm_eps = static_cast<float>(eps);
   // transformers leaves a default out of config.json: Gemma's is tied, the others' untied.

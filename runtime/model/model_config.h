@@ -71,10 +71,19 @@ struct ModelConfig {
   int32_t LayerWindow(int32_t l) const { return layer_windows.empty() ? 0 : layer_windows[l]; }
   // The softmax scale of q.k.
   float AttentionScale() const;
+  // Whether the windowed layers rotate with a rope table of their own (rope_local_theta).
+  bool HasLocalRope() const { return rope_local_theta > 0 && !layer_windows.empty(); }
   int64_t ParameterCount() const;
   // Bytes of K and V for one token over all layers at `bytes_per_element`.
   int64_t KvBytesPerToken(int bytes_per_element) const;
 };
+
+// What every Gemma 3 is, whichever file it came from: q/k norms, the four norms per layer, GeGLU
+// and embeddings times sqrt(hidden_size) (set after hidden_size).
+void SetGemma3Family(ModelConfig& c);
+// Per-layer windows where every `pattern`-th layer is global (layers pattern - 1, 2 pattern - 1,
+// ...) and the others see `window` keys; pattern 0 windows every layer (llama.cpp's reading).
+std::vector<int32_t> WindowsEveryNthGlobal(int32_t layers, int32_t window, int64_t pattern);
 
 // Parses a Hugging Face config.json (already parsed to JSON). `source` names the file in errors.
 absl::StatusOr<ModelConfig> ParseHfConfig(const nlohmann::json& j, const std::string& source);

@@ -297,7 +297,7 @@ absl::StatusOr<ModelWeights> ModelWeights::Load(const WeightSource& src, Backend
   KVS_ASSIGN_OR_RETURN(w.rope_inv_freq_, backend.Allocate(inv_freq.size() * sizeof(float)));
   // The rope table stays f32 on every backend.
   KVS_RETURN_IF_ERROR(backend.CopyToDevice(inv_freq.data(), w.rope_inv_freq_.data(), inv_freq.size() * sizeof(float)));
-  if (c.rope_local_theta > 0 && !c.layer_windows.empty()) {
+  if (c.HasLocalRope()) {
     const std::vector<float> local = ComputeLocalRopeInvFreq(c);
     KVS_ASSIGN_OR_RETURN(w.rope_local_inv_freq_, backend.Allocate(local.size() * sizeof(float)));
     KVS_RETURN_IF_ERROR(backend.CopyToDevice(local.data(), w.rope_local_inv_freq_.data(), local.size() * sizeof(float)));
@@ -332,7 +332,7 @@ int64_t ModelWeights::BytesFor(const ModelConfig& c, const ModelShard& shard, DT
     if (c.qk_norm) total += 2 * d * elem;
     if (c.sandwich_norms) total += 2 * h * elem;
   }
-  const int64_t rope_tables = c.rope_local_theta > 0 && !c.layer_windows.empty() ? 2 : 1;
+  const int64_t rope_tables = c.HasLocalRope() ? 2 : 1;
   return static_cast<int64_t>(total) + rope_tables * (d / 2) * static_cast<int64_t>(sizeof(float));
 }
 

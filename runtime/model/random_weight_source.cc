@@ -94,7 +94,6 @@ class RandomWeightSource final : public WeightSource {
   }
 
   RandomInit InitFor(const std::string& name) const {
-    const ModelConfig& c = config_;
     const bool norm = name.find("norm") != std::string::npos;
     const bool bias = name.find(".bias") != std::string::npos;
     const float fan_in = static_cast<float>(Columns(name));

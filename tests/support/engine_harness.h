@@ -127,6 +127,15 @@ inline LogitsRow CompareLogitsRow(const float* got, const std::vector<float>& wa
   return r;
 }
 
+// `vocab` float32 logits stored raw at `path` (a golden prompt's last_logits_file); empty when the
+// file is missing or short.
+inline std::vector<float> ReadLogitsFile(const std::string& path, int32_t vocab) {
+  std::vector<float> v(vocab);
+  std::ifstream f(path, std::ios::binary);
+  f.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(vocab) * sizeof(float));
+  return f.good() ? v : std::vector<float>{};
+}
+
 inline nlohmann::json ReadJson(const std::string& path) {
   std::ifstream in(path);
   EXPECT_TRUE(in.good()) << path;

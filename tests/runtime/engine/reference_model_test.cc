@@ -4,7 +4,6 @@
 // forced preemption. Goldens: tests/reference/make_goldens.py and make_family_goldens.py (Qwen3,
 // Gemma 3: the tiny Gemma's window of 7 tokens is crossed many times by its prompts).
 #include <cmath>
-#include <fstream>
 
 #include "gtest/gtest.h"
 #include "runtime/engine/model_runner.h"
@@ -53,10 +52,9 @@ void ExpectLastLogitsMatch(const std::string& model_path, const std::string& gol
   const int32_t vocab = lm->weights->config().vocab_size;
   for (const auto& p : golden["prompts"]) {
     const auto ids = p["prompt_ids"].get<std::vector<int32_t>>();
-    std::vector<float> want(vocab);
-    std::ifstream f(GoldenPath("models/" + p["last_logits_file"].get<std::string>()), std::ios::binary);
-    f.read(reinterpret_cast<char*>(want.data()), vocab * sizeof(float));
-    ASSERT_TRUE(f.good());
+    const std::vector<float> want =
+        testing::ReadLogitsFile(GoldenPath("models/" + p["last_logits_file"].get<std::string>()), vocab);
+    ASSERT_EQ(want.size(), static_cast<size_t>(vocab));
     const std::vector<float> got = PrefillLogits(*lm, ids, /*all_rows=*/false);
     const Compared c = Compare(got.data(), want.data(), vocab);
     EXPECT_LT(c.max_abs, tolerance) << name << ", prompt of " << ids.size() << " tokens";
