@@ -54,7 +54,9 @@ absl::Status BenchKvMoves(Backend& backend, const WeightSource& source) {
   KVS_ASSIGN_OR_RETURN(ModelWeights weights, ModelWeights::Load(source, backend));
   // The step's sequences own the first blocks; the moves use blocks past them, so the step's
   // results do not depend on them (only its timing does).
-  const int32_t per_seq = (ctx + bs - 1) / bs, step_blocks = batch * per_seq;
+  // Every KV group (sliding-window layers) has blocks of its own.
+  const int32_t groups = KvGroups(c.num_layers, c.layer_windows).num_groups();
+  const int32_t per_seq = (ctx + bs - 1) / bs, group_blocks = batch * per_seq, step_blocks = groups * group_blocks;
   KVS_ASSIGN_OR_RETURN(KvCache cache, KvCache::Create(backend, c, kv_dtype, bs, step_blocks + 2 * moves));
   KVS_RETURN_IF_ERROR(cache.AddHostTier(backend, 2 * moves));
   const RunnerLimits limits{batch, batch, per_seq, /*graphs=*/!absl::GetFlag(FLAGS_enforce_eager), /*overlap_kv_moves=*/true};
@@ -75,6 +77,7 @@ absl::Status BenchKvMoves(Backend& backend, const WeightSource& source) {
     for (int32_t b = 0; b < per_seq; ++b) step.block_table.push_back(i * per_seq + b);
   }
   step.max_blocks_per_seq = per_seq;
+  RepeatForKvGroups(step, groups, group_blocks, bs);
   StepInput moving = step;
   for (int32_t i = 0; i < moves; ++i) {
     moving.swap_out.insert(moving.swap_out.end(), {step_blocks + i, i});

@@ -73,7 +73,9 @@ absl::Status Perplexity() {
   KVS_ASSIGN_OR_RETURN(const KvDType kv_dtype, KvDTypeFromFlags(*backend));
   KVS_ASSIGN_OR_RETURN(ModelWeights weights, ModelWeights::Load(*m.source, *backend));
   const int32_t blocks = static_cast<int32_t>((window + block_size - 1) / block_size);
-  KVS_ASSIGN_OR_RETURN(KvCache cache, KvCache::Create(*backend, mc, kv_dtype, block_size, blocks));
+  // Blocks for every KV group (one for a model without sliding windows): the window's in each.
+  const int32_t groups = KvGroups(mc.num_layers, mc.layer_windows).num_groups();
+  KVS_ASSIGN_OR_RETURN(KvCache cache, KvCache::Create(*backend, mc, kv_dtype, block_size, groups * blocks));
   const int32_t step_tokens = static_cast<int32_t>(std::min<int64_t>(chunk, window));
   // Every row of a chunk needs logits, so the runner is sized for step_tokens logit rows.
   KVS_ASSIGN_OR_RETURN(ModelRunner runner,
@@ -103,6 +105,7 @@ absl::Status Perplexity() {
       in.context_len.push_back(b);
       in.max_blocks_per_seq = blocks;
       for (int32_t j = 0; j < blocks; ++j) in.block_table.push_back(j);
+      RepeatForKvGroups(in, groups, blocks, block_size);
       KVS_ASSIGN_OR_RETURN(ModelRunner::Output out, runner.Execute(in));
       for (int32_t p = std::max(a, first_scored); p < b && p + 1 < len; ++p) {
         const int32_t target = ids[w0 + p + 1];

@@ -113,45 +113,80 @@ absl::Status Plan() {
 
   const CapacityPlan plan =
       PlanCapacity(mc, sharding.ranks, DType::kBF16, kv, static_cast<int64_t>(gpu_mem), ec, pm.source.get());
-  const double whole_per_token =
-      static_cast<double>(KvCache::BytesPerBlock(mc, kv, ec.block_size)) / ec.block_size;
+  const KvGroups& groups = plan.groups;
+  const bool windowed = groups.any_windowed();
+  const double block_bytes_whole = static_cast<double>(KvCache::BytesPerBlock(mc, kv, ec.block_size));
   std::printf("model            %s: %d layers, %d query / %d KV heads x %d, %.1f B parameters (%s)\n", mc.name.c_str(),
               mc.num_layers, mc.num_q_heads, mc.num_kv_heads, mc.head_dim, mc.ParameterCount() / 1e9,
               WeightStorage(mc, pm.source.get()).c_str());
   std::printf("layout           tp %d, block size %d, KV %s, %.1f GiB per device, memory fraction %.2f\n", tp,
               ec.block_size, KvDTypeName(kv).data(), gpu_mem / kGiB, ec.memory_fraction);
-  std::printf("KV per token     %.0f bytes (%.1f KiB) for the whole model\n", whole_per_token, whole_per_token / 1024);
+  const double layer_per_token = block_bytes_whole / groups.slots() / ec.block_size;  // one layer's K and V
+  if (!windowed) {
+    const double whole_per_token = block_bytes_whole / ec.block_size;
+    std::printf("KV per token     %.0f bytes (%.1f KiB) for the whole model\n", whole_per_token, whole_per_token / 1024);
+  } else {
+    int32_t global_layers = 0;
+    for (int32_t l = 0; l < mc.num_layers; ++l) global_layers += mc.LayerWindow(l) == 0 ? 1 : 0;
+    std::printf("KV per token     %.0f bytes (%.1f KiB) in the %d global layers; the %d sliding-window layers keep only "
+                "their window (%.0f bytes per token in all layers)\n",
+                layer_per_token * global_layers, layer_per_token * global_layers / 1024, global_layers,
+                mc.num_layers - global_layers, layer_per_token * mc.num_layers);
+    std::printf("KV groups        %s: a block holds %d layer%s' K and V for %d tokens; each sequence has blocks in "
+                "every group, a windowed group's only for its window (and one %d-token step)\n",
+                groups.Describe().c_str(), groups.slots(), groups.slots() == 1 ? "" : "s", ec.block_size,
+                ec.max_tokens_per_step);
+  }
   for (size_t r = 0; r < plan.ranks.size(); ++r) {
     const RankCapacity& rc = plan.ranks[r];
     std::printf("device %-3zu       weights %.2f GiB, workspace %.2f GiB, ", r, rc.weight_bytes / kGiB, rc.workspace_bytes / kGiB);
     if (rc.window_bytes > 0) std::printf("offload staging window %.2f GiB, ", rc.window_bytes / kGiB);
     std::printf("KV %.2f GiB at %.0f bytes/token -> %d blocks\n", rc.kv_bytes / kGiB, rc.kv_bytes_per_token, rc.blocks);
   }
-  std::printf("capacity         %d blocks x %d = %lld tokens per group; %lld sequences of %lld tokens at once\n", plan.blocks,
-              plan.block_size, static_cast<long long>(plan.max_tokens()), static_cast<long long>(plan.MaxSequences(context)),
-              static_cast<long long>(context));
-  const int64_t blocks_per_seq = (context + ec.block_size - 1) / ec.block_size;
-  const double need = static_cast<double>(batch) * blocks_per_seq * ec.block_size;  // tokens of KV
-  const double worst_per_token = plan.ranks.empty() ? 0 : plan.ranks.front().kv_bytes_per_token;
+  // The longest sequence that fits: unbounded when every layer keeps only a window.
+  auto longest = [&](const CapacityPlan& p) {
+    const int64_t t = p.max_tokens();
+    return t >= (int64_t{1} << 40) ? std::string("any number of") : absl::StrFormat("%lld", static_cast<long long>(t));
+  };
+  if (!windowed) {
+    std::printf("capacity         %d blocks x %d = %lld tokens per group; %lld sequences of %lld tokens at once\n",
+                plan.blocks, plan.block_size, static_cast<long long>(plan.max_tokens()),
+                static_cast<long long>(plan.MaxSequences(context)), static_cast<long long>(context));
+  } else {
+    // The saving: the same model and memory with every layer global.
+    ModelConfig all_global = mc;
+    all_global.layer_windows.clear();
+    const CapacityPlan before =
+        PlanCapacity(all_global, sharding.ranks, DType::kBF16, kv, static_cast<int64_t>(gpu_mem), ec, pm.source.get());
+    std::printf("capacity         %d blocks per group: one sequence of %s tokens; %lld sequences of %lld tokens at once "
+                "(every layer keeping the whole context: %s tokens; %lld sequences)\n",
+                plan.blocks, longest(plan).c_str(), static_cast<long long>(plan.MaxSequences(context)),
+                static_cast<long long>(context), longest(before).c_str(),
+                static_cast<long long>(before.MaxSequences(context)));
+  }
+  const int64_t need_blocks = batch * plan.BlocksFor(context);
+  const double tokens = static_cast<double>(batch) * context;
+  const double busiest_block = plan.ranks.empty() ? 0 : static_cast<double>(plan.ranks.front().bytes_per_block);
   std::printf("workload         %lld x %lld tokens = %.3g tokens of KV: %.2f GB (%.2f GiB) in all, %.2f GiB on the busiest device\n",
-              static_cast<long long>(batch), static_cast<long long>(context), need, need * whole_per_token / 1e9,
-              need * whole_per_token / kGiB, need * worst_per_token / kGiB);
+              static_cast<long long>(batch), static_cast<long long>(context), tokens, need_blocks * block_bytes_whole / 1e9,
+              need_blocks * block_bytes_whole / kGiB, need_blocks * busiest_block / kGiB);
   if (context > mc.MaxContext()) {
     std::printf("note             %lld tokens exceed the model's %d-token context\n", static_cast<long long>(context), mc.MaxContext());
   }
-  const int64_t have = plan.max_tokens();
-  if (need <= have) {
-    std::printf("fits             yes (%.0f%% of the KV capacity)\n", 100.0 * need / std::max<int64_t>(have, 1));
+  if (need_blocks <= plan.blocks) {
+    std::printf("fits             yes (%.0f%% of the KV capacity)\n", 100.0 * need_blocks / std::max(plan.blocks, 1));
     return absl::OkStatus();
   }
   double short_bytes = 0;
-  for (const RankCapacity& rc : plan.ranks) short_bytes = std::max(short_bytes, (need - have) * rc.kv_bytes_per_token);
+  for (const RankCapacity& rc : plan.ranks) {
+    short_bytes = std::max(short_bytes, static_cast<double>(need_blocks - plan.blocks) * rc.bytes_per_block);
+  }
   // The offload tier (--kv-offload-memory): the same block count on every rank, as at start-up.
   int64_t offload_blocks = ec.kv_offload_bytes > 0 ? int64_t{1} << 30 : 0;
   for (const RankCapacity& rc : plan.ranks) {
     offload_blocks = std::min<int64_t>(offload_blocks, static_cast<int64_t>(ec.kv_offload_bytes) / rc.bytes_per_block);
   }
-  if (need <= have + offload_blocks * ec.block_size) {
+  if (need_blocks <= plan.blocks + offload_blocks) {
     // Attention reads the offloaded blocks over the host link every step: PCIe 5 x16 moved 50 GB/s
     // on the H200 machine (docs/performance.md); the runtime logs its own measurement.
     constexpr double kHostLinkBytesPerS = 50e9;
@@ -160,7 +195,8 @@ absl::Status Plan() {
                 short_bytes / kGiB, 1e3 * short_bytes / kHostLinkBytesPerS);
     return absl::OkStatus();
   }
-  std::printf("fits             NO: short by %.2f GiB of KV per device (%.3g tokens)", short_bytes / kGiB, need - have);
+  std::printf("fits             NO: short by %.2f GiB of KV per device (%lld blocks of %d tokens)", short_bytes / kGiB,
+              static_cast<long long>(need_blocks - plan.blocks), ec.block_size);
   if (offload_blocks > 0) std::printf(", %.2f GiB more than the offload tier holds", (short_bytes - offload_blocks * plan.ranks.front().bytes_per_block) / kGiB);
   std::printf("; options: more --tp, a smaller --kv-dtype (fp8/int8 halve bf16, int4 quarters it), host offload "
               "(--kv-offload-memory), or a smaller batch/context\n");

@@ -35,6 +35,8 @@ CapacityPlan PlanCapacity(const ModelConfig& model, const std::vector<ModelShard
                           const WeightSource* source) {
   CapacityPlan plan;
   plan.block_size = config.block_size;
+  plan.max_step_tokens = config.max_tokens_per_step;
+  plan.groups = KvGroups(model.num_layers, model.layer_windows);
   const int tp = static_cast<int>(shards.size());
   // The offload tier's block count is the same on every rank (the smallest), as at start-up.
   int64_t offload_blocks = config.kv_offload_bytes > 0 ? int64_t{1} << 30 : 0;

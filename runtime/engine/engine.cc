@@ -132,6 +132,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Backend& backend, const M
   sc.bytes_per_block = e->capacity_.bytes_per_block;
   sc.kv_dtype_name = std::string(KvDTypeName(e->cache_.dtype()));
   sc.tp = tp.size();
+  sc.kv_groups = e->cache_.groups();
   // Hashes of one model's blocks mean nothing to another's.
   sc.cache_salt = std::hash<std::string>{}(absl::StrFormat("%s/%d/%d/%d/%d", mc.name, mc.num_layers, mc.hidden_size,
                                                             mc.vocab_size, mc.num_kv_heads));
@@ -195,6 +196,7 @@ absl::StatusOr<PreemptionCostModel> Engine::MeasurePreemptionCosts(Backend& back
   step.context_len.push_back(t);
   step.max_blocks_per_seq = std::min((t + bs - 1) / bs, limits.max_blocks_per_seq);
   for (int32_t b = 0; b < step.max_blocks_per_seq; ++b) step.block_table.push_back(b % cache_.num_blocks());
+  RepeatForKvGroups(step, cache_.groups().num_groups(), 0, bs);  // read-only: every group may read the same blocks
   double prefill_s = 0;
   for (int rep = 0; rep < 2; ++rep) {
     const auto t0 = Clock::now();

@@ -12,7 +12,7 @@ namespace {
 
 // Element counts of the runner's buffers, from the shard's view of the model.
 struct Sizes {
-  int64_t t, s, h, q, q_owned, kv, qkv, inter, vocab, vocab_slot, blocks, tp;
+  int64_t t, s, h, q, q_owned, kv, qkv, inter, vocab, vocab_slot, groups, blocks, tp;
   Sizes(const ModelWeights& w, RunnerLimits l, int tp_size) : Sizes(w.config(), w.shard(), l, tp_size) {}
   Sizes(const ModelConfig& global, const ModelShard& shard, RunnerLimits l, int tp_size)
       : t(l.max_tokens_per_step), s(l.max_seqs), h(global.hidden_size) {
@@ -26,15 +26,19 @@ struct Sizes {
     // Ranks' slices differ by at most one row; every rank pads its slice to the widest.
     tp = tp_size;
     vocab_slot = tp == 1 ? vocab : (global.vocab_size + tp - 1) / tp;
-    blocks = static_cast<int64_t>(l.max_seqs) * l.max_blocks_per_seq;
+    groups = KvGroups(global.num_layers, global.layer_windows).num_groups();  // a block table and slots each
+    blocks = groups * l.max_seqs * l.max_blocks_per_seq;
   }
   // Compute-dtype activations; the residual [t, h] and logits [s, vocab] are f32 (below).
   int64_t ActivationElems() const { return t * (2 * h + qkv + q + 3 * inter) + s * h; }
   // Tensor parallel: every rank's logits slices gathered, then (rank 0, device sampling) whole rows.
   int64_t F32Elems() const { return t * h + s * vocab_slot + (tp > 1 ? 2 * tp * s * vocab_slot : 0); }
   int64_t IndexElems() const {
-    return 3 * t + (s + 1) + s + blocks + s + (tp > 1 ? 2 * s * (tp + 1) : 0) + SampleWords();
+    return MetaElems() + (tp > 1 ? 2 * s * (tp + 1) : 0) + SampleWords();
   }
+  // A step's metadata (ModelRunner::PackStep): tokens, positions, slots, query starts, context
+  // lengths, block tables, logit rows.
+  int64_t MetaElems() const { return (2 + groups) * t + (s + 1) + s + blocks + s; }
   // Device sampling's requests and ids.
   int64_t SampleWords() const { return 2 * s * (sizeof(SampleRequest) / 4 + 1); }
 };
@@ -84,7 +88,7 @@ absl::StatusOr<ModelRunner> ModelRunner::Create(Backend& backend, const ModelWei
   KVS_RETURN_IF_ERROR(alloc(r.act_, z.t * z.inter, e));
   KVS_RETURN_IF_ERROR(alloc(r.last_, z.s * z.h, e));
   KVS_RETURN_IF_ERROR(alloc(r.logits_, z.s * z.vocab_slot, sizeof(float)));
-  KVS_RETURN_IF_ERROR(alloc(r.meta_, 3 * z.t + (z.s + 1) + z.s + z.blocks + z.s, 4));
+  KVS_RETURN_IF_ERROR(alloc(r.meta_, z.MetaElems(), 4));
   // Greedy ids, then (tensor parallel) their values: this rank's candidates.
   KVS_RETURN_IF_ERROR(alloc(r.greedy_ids_, 2 * z.s, 4));
   KVS_RETURN_IF_ERROR(alloc(r.samples_, z.SampleWords(), 4));
@@ -167,15 +171,19 @@ bool ModelRunner::PlanStaging(const StepInput& in) {
   // times. Staged, they cross once per layer (decode rows read each block once either way).
   const int32_t s = in.num_seqs(), width = in.max_blocks_per_seq, bs = cache_->block_size();
   const int32_t first_offload = cache_->num_blocks(), end_offload = cache_->num_addressable_blocks();
-  for (int32_t i = 0; i < s; ++i) {
-    if (in.query_start[i + 1] - in.query_start[i] < 2) continue;
-    const int32_t used = std::min(width, (in.context_len[i] + bs - 1) / bs);
-    for (int32_t j = 0; j < used; ++j) {
-      const int32_t b = in.block_table[static_cast<size_t>(i) * width + j];
-      if (b < first_offload || b >= end_offload) continue;
-      if (table_.empty()) table_.assign(in.block_table.begin(), in.block_table.end());
-      table_[static_cast<size_t>(i) * width + j] = cache_->WindowBlock(b);
-      staged_.push_back(b);
+  const size_t group_table = static_cast<size_t>(s) * width;
+  for (int32_t g = 0; g < in.num_kv_groups; ++g) {
+    for (int32_t i = 0; i < s; ++i) {
+      if (in.query_start[i + 1] - in.query_start[i] < 2) continue;
+      const int32_t used = std::min(width, (in.context_len[i] + bs - 1) / bs);
+      for (int32_t j = 0; j < used; ++j) {
+        const size_t at = g * group_table + static_cast<size_t>(i) * width + j;
+        const int32_t b = in.block_table[at];
+        if (b < first_offload || b >= end_offload) continue;
+        if (table_.empty()) table_.assign(in.block_table.begin(), in.block_table.end());
+        table_[at] = cache_->WindowBlock(b);
+        staged_.push_back(b);
+      }
     }
   }
   // A block shared by two sequences (a forked prefix) is staged once.
@@ -190,10 +198,12 @@ void ModelRunner::PackStep(const StepInput& in, std::span<const int32_t> block_t
   meta_host_.clear();
   ptr.token_ids = Pack(in.token_ids);
   ptr.positions = Pack(in.positions);
-  ptr.slots = Pack(in.slot_mapping);
+  ptr.slots = Pack(in.slot_mapping);  // [G][T]
+  ptr.slot_stride = in.num_tokens();
   batch.query_start = Pack(in.query_start);
   batch.context_len = Pack(in.context_len);
-  batch.block_table = Pack(block_table);
+  batch.block_table = Pack(block_table);  // [G][S * max_blocks_per_seq]
+  ptr.table_stride = static_cast<int64_t>(in.num_seqs()) * in.max_blocks_per_seq;
   ptr.logit_rows = Pack(in.logit_rows);
   const int32_t s = in.num_seqs();
   batch.num_seqs = s;
@@ -227,15 +237,26 @@ void ModelRunner::PackPaddedDecode(const StepInput& in, int32_t rows, StepPointe
   };
   ptr.token_ids = padded(in.token_ids, 0);
   ptr.positions = padded(in.positions, 0);
-  ptr.slots = padded(in.slot_mapping, -1);
+  // Each KV group's slots and block table, padded.
+  ptr.slots = meta_.as<int32_t>() + meta_host_.size();
+  ptr.slot_stride = rows;
+  for (int32_t g = 0; g < in.num_kv_groups; ++g) {
+    const std::span<const int32_t> slots = in.GroupSlots(g);
+    meta_host_.insert(meta_host_.end(), slots.begin(), slots.end());
+    meta_host_.resize(meta_host_.size() + (rows - slots.size()), -1);
+  }
   batch.query_start = counting(rows + 1);  // one query per sequence
   batch.context_len = padded(in.context_len, 1);
   batch.block_table = meta_.as<int32_t>() + meta_host_.size();
-  const size_t table = meta_host_.size();
-  meta_host_.resize(table + static_cast<size_t>(rows) * width, 0);
-  for (int32_t i = 0; i < s; ++i) {
-    std::copy_n(in.block_table.begin() + static_cast<int64_t>(i) * in.max_blocks_per_seq, in.max_blocks_per_seq,
-                meta_host_.begin() + table + static_cast<size_t>(i) * width);
+  ptr.table_stride = static_cast<int64_t>(rows) * width;
+  for (int32_t g = 0; g < in.num_kv_groups; ++g) {
+    const size_t table = meta_host_.size();
+    const std::span<const int32_t> group = in.GroupTable(g);
+    meta_host_.resize(table + static_cast<size_t>(rows) * width, 0);
+    for (int32_t i = 0; i < s; ++i) {
+      std::copy_n(group.begin() + static_cast<int64_t>(i) * in.max_blocks_per_seq, in.max_blocks_per_seq,
+                  meta_host_.begin() + table + static_cast<size_t>(i) * width);
+    }
   }
   ptr.logit_rows = counting(rows);
   batch.num_seqs = rows;
@@ -324,12 +345,17 @@ absl::Status ModelRunner::Forward(const StepPointers& ptr, int64_t t, int64_t n_
     // q and k are adjacent columns of qkv: one rotation over both heads' worth (one launch).
     KVS_RETURN_IF_ERROR(b.Rope(qk, static_cast<int32_t>((z.q + z.kv) / c.head_dim), ptr.positions, weights_->rope(l)));
     const PagedKvView cache = cache_->Layer(l);
-    if (wait_moves) KVS_RETURN_IF_ERROR(b.WaitMoves(l));  // this layer's block moves (KvCache::QueueMoves)
-    KVS_RETURN_IF_ERROR(b.WriteKv(k, v, ptr.slots, cache));
+    // This layer's group's block table and KV slots (kv_groups.h).
+    const int32_t group = cache_->groups().group_of(l);
+    AttentionBatch layer_batch = batch;
+    layer_batch.block_table = batch.block_table + group * ptr.table_stride;
+    // This layer's block moves (KvCache::QueueMoves).
+    if (wait_moves) KVS_RETURN_IF_ERROR(b.WaitMoves(cache_->MoveSlot(l)));
+    KVS_RETURN_IF_ERROR(b.WriteKv(k, v, ptr.slots + group * ptr.slot_stride, cache));
     // After this layer's KV writes (a chunk's own keys may land in offloaded blocks), before its
     // attention; the next layer's staging overwrites the window only after this attention ran.
     if (!staged_.empty()) KVS_RETURN_IF_ERROR(cache_->StageOffloaded(b, l, staged_));
-    KVS_RETURN_IF_ERROR(b.PagedAttention(q, cache, batch, scale, attn));
+    KVS_RETURN_IF_ERROR(b.PagedAttention(q, cache, layer_batch, scale, attn));
     KVS_RETURN_IF_ERROR(LinearOver(b, attn_owned, lw.o, no_bias, hidden));
     KVS_RETURN_IF_ERROR(join(lw.post_attn_norm, weights_->View(lw.ffn_norm, 1, z.h)));
     KVS_RETURN_IF_ERROR(LinearOver(b, normed, lw.gate_up, no_bias, gate_up));
@@ -377,12 +403,12 @@ absl::StatusOr<ModelRunner::Output> ModelRunner::Execute(const StepInput& in, bo
     KVS_RETURN_IF_ERROR(cache_->QueueMoves(*backend_, in.swap_out, in.copy_blocks, in.swap_in, /*by_layer=*/overlap));
     // Otherwise everything after waits for all of them (the last slot's mark comes after every
     // move); steps without moves then need no waits at all.
-    if (!overlap) KVS_RETURN_IF_ERROR(backend_->WaitMoves(cache_->num_layers() - 1));
+    if (!overlap) KVS_RETURN_IF_ERROR(backend_->WaitMoves(cache_->move_slots() - 1));
   }
   if (t == 0) return Output{};
-  if (in.positions.size() != static_cast<size_t>(t) || in.slot_mapping.size() != static_cast<size_t>(t) ||
-      in.context_len.size() != static_cast<size_t>(s) || in.query_start.size() != static_cast<size_t>(s) + 1 || in.query_start.back() != t ||
-      in.block_table.size() != static_cast<size_t>(s) * in.max_blocks_per_seq ||
+  if (in.positions.size() != static_cast<size_t>(t) || in.num_kv_groups != cache_->groups().num_groups() ||
+      !in.GroupArraysConsistent() || in.context_len.size() != static_cast<size_t>(s) ||
+      in.query_start.size() != static_cast<size_t>(s) + 1 || in.query_start.back() != t ||
       in.max_blocks_per_seq > limits_.max_blocks_per_seq || n_logits > limits_.max_seqs ||
       static_cast<int64_t>(samples.size()) > MaxDeviceSamples()) {
     return absl::InvalidArgumentError("malformed step input");

@@ -79,8 +79,10 @@ class ModelRunner {
   struct StepPointers {
     const int32_t* token_ids = nullptr;
     const int32_t* positions = nullptr;
-    const int32_t* slots = nullptr;
+    const int32_t* slots = nullptr;  // KV group g's at slots + g * slot_stride
     const int32_t* logit_rows = nullptr;
+    int64_t slot_stride = 0;
+    int64_t table_stride = 0;  // KV group g's block table at AttentionBatch::block_table + g * this
   };
   static constexpr size_t kMaxGraphs = 128;
   // Steps moving fewer blocks queue them whole, before the forward pass.

@@ -11,7 +11,8 @@
 namespace kvs {
 
 size_t KvCache::BytesPerBlock(const ModelConfig& c, KvDType dtype, int32_t block_size) {
-  return 2 * static_cast<size_t>(c.num_layers) * KvBlockBytes(dtype, block_size, c.num_kv_heads, c.head_dim);
+  const KvGroups groups(c.num_layers, c.layer_windows);
+  return 2 * static_cast<size_t>(groups.slots()) * KvBlockBytes(dtype, block_size, c.num_kv_heads, c.head_dim);
 }
 
 int32_t KvCache::BlocksForBudget(const ModelConfig& c, KvDType dtype, int32_t block_size, size_t budget_bytes) {
@@ -39,21 +40,19 @@ absl::StatusOr<KvCache> KvCache::Create(Backend& backend, const ModelConfig& c, 
                                                       "the %s backend: %s",
                                                       c.head_dim, KvDTypeName(dtype), backend.Name(), problem));
   }
-  const bool windowed = std::any_of(c.layer_windows.begin(), c.layer_windows.end(), [](int32_t w) { return w > 0; });
-  if (const std::string problem = windowed ? backend.AttentionWindowProblem(dtype, c.head_dim) : ""; !problem.empty()) {
+  KvCache kv(KvGroups(c.num_layers, c.layer_windows));
+  if (const std::string problem = kv.groups_.any_windowed() ? backend.AttentionWindowProblem(dtype, c.head_dim) : ""; !problem.empty()) {
     return absl::InvalidArgumentError(absl::StrFormat("this model's sliding-window layers cannot run on the %s backend: %s",
                                                       backend.Name(), problem));
   }
-  KvCache kv;
-  kv.layer_windows_ = c.layer_windows;
   kv.dtype_ = dtype;
   kv.num_blocks_ = num_blocks;
   kv.num_offload_blocks_ = num_offload_blocks;
   kv.block_size_ = block_size;
   kv.kv_heads_ = c.num_kv_heads;
   kv.head_dim_ = c.head_dim;
-  const size_t per_layer = static_cast<size_t>(num_blocks) * kv.BlockBytes();
-  const size_t offload_per_layer = static_cast<size_t>(num_offload_blocks) * kv.BlockBytes();
+  const size_t per_slot = static_cast<size_t>(num_blocks) * kv.BlockBytes();
+  const size_t offload_per_slot = static_cast<size_t>(num_offload_blocks) * kv.BlockBytes();
   // The staging window's slots start at the first block id whose byte offset is a whole number
   // of mapping granules past the offload blocks (it is mapped there), and hold one layer's
   // offload blocks. K and V each have one, shared by every layer; ids unique to this cache.
@@ -66,19 +65,19 @@ absl::StatusOr<KvCache> KvCache::Create(Backend& backend, const ModelConfig& c, 
     if (first + num_offload_blocks < (int64_t{1} << 31)) {
       static std::atomic<int32_t> next_window_id{0};
       kv.window_first_ = static_cast<int32_t>(first);
-      const size_t bytes = (offload_per_layer + align - 1) / align * align;
+      const size_t bytes = (offload_per_slot + align - 1) / align * align;
       const int32_t id = next_window_id.fetch_add(2);
       k_window = {id, static_cast<size_t>(first) * bb, bytes};
       v_window = {id + 1, static_cast<size_t>(first) * bb, bytes};
       kv.bytes_ += 2 * bytes;
     }
   }
-  for (int32_t l = 0; l < c.num_layers; ++l) {
-    KVS_ASSIGN_OR_RETURN(DeviceBuffer k, backend.AllocateWithHostTail(per_layer, offload_per_layer, k_window));
-    KVS_ASSIGN_OR_RETURN(DeviceBuffer v, backend.AllocateWithHostTail(per_layer, offload_per_layer, v_window));
+  for (int32_t slot = 0; slot < kv.groups_.slots(); ++slot) {
+    KVS_ASSIGN_OR_RETURN(DeviceBuffer k, backend.AllocateWithHostTail(per_slot, offload_per_slot, k_window));
+    KVS_ASSIGN_OR_RETURN(DeviceBuffer v, backend.AllocateWithHostTail(per_slot, offload_per_slot, v_window));
     kv.k_.push_back(std::move(k));
     kv.v_.push_back(std::move(v));
-    kv.bytes_ += 2 * per_layer;
+    kv.bytes_ += 2 * per_slot;
   }
   return kv;
 }
@@ -97,7 +96,7 @@ absl::Status KvCache::StageOffloaded(Backend& backend, int32_t layer, std::span<
   std::vector<CopyRegion> regions;
   regions.reserve(2 * blocks.size());
   for (const std::vector<DeviceBuffer>* side : {&k_, &v_}) {
-    std::byte* base = static_cast<std::byte*>((*side)[layer].data());
+    std::byte* base = static_cast<std::byte*>((*side)[MoveSlot(layer)].data());
     for (int32_t b : blocks) {
       if (b < num_blocks_ || b >= num_addressable_blocks()) {
         return absl::InvalidArgumentError(absl::StrFormat("block %d is not an offload block (%d..%d)", b, num_blocks_,
@@ -118,8 +117,8 @@ absl::Status KvCache::AddHostTier(Backend& backend, int32_t num_host_blocks) {
   return absl::OkStatus();
 }
 
-std::byte* KvCache::HostBlock(int32_t layer, int kv, int32_t block) const {
-  return host_.get() + ((static_cast<size_t>(layer) * 2 + kv) * num_host_blocks_ + block) * BlockBytes();
+std::byte* KvCache::HostBlock(int32_t slot, int kv, int32_t block) const {
+  return host_.get() + ((static_cast<size_t>(slot) * 2 + kv) * num_host_blocks_ + block) * BlockBytes();
 }
 
 namespace {
@@ -199,7 +198,7 @@ absl::StatusOr<KvCache::MovePlan> KvCache::PlanMoves(std::span<const int32_t> sw
       regions.push_back({src, dst, bb});
     }
   };
-  // The batches over layers [first, last), the last one marking `mark`.
+  // The batches over slab slots [first, last), the last one marking `mark`.
   auto add_batches = [&](int32_t first, int32_t last, int32_t mark) {
     size_t begin = 0;
     for (size_t end : ends) {
@@ -210,21 +209,21 @@ absl::StatusOr<KvCache::MovePlan> KvCache::PlanMoves(std::span<const int32_t> sw
       begin = end;
     }
   };
-  // One piece per (move, layer, K or V). By layer: layer 0's first, so the ops can start while
-  // the rest move; the batches repeat for every layer.
+  // One piece per (move, slab slot, K or V). By layer: slot 0's first (the first layer's), so the
+  // ops can start while the rest move; the batches repeat for every slot.
   if (by_layer) {
-    for (int32_t l = 0; l < num_layers(); ++l) add_batches(l, l + 1, l);
+    for (int32_t s = 0; s < move_slots(); ++s) add_batches(s, s + 1, s);
   } else {
-    add_batches(0, num_layers(), num_layers() - 1);
+    add_batches(0, move_slots(), move_slots() - 1);
   }
   return plan;
 }
 
 PagedKvView KvCache::Layer(int32_t layer) const {
-  KVS_CHECK(layer >= 0 && layer < static_cast<int32_t>(k_.size()));
+  KVS_CHECK(layer >= 0 && layer < num_layers());
   const int32_t blocks = has_staging_window() ? window_first_ + num_offload_blocks_ : num_addressable_blocks();
-  const int32_t window = layer_windows_.empty() ? 0 : layer_windows_[layer];
-  return PagedKvView{k_[layer].data(), v_[layer].data(), dtype_, blocks, block_size_, kv_heads_, head_dim_, window};
+  const int32_t slot = groups_.slot_of(layer), window = groups_.window(groups_.group_of(layer));
+  return PagedKvView{k_[slot].data(), v_[slot].data(), dtype_, blocks, block_size_, kv_heads_, head_dim_, window};
 }
 
 }  // namespace kvs

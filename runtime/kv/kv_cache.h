@@ -1,7 +1,9 @@
-// The device memory of a paged KV cache: for every layer, one K and one V buffer of num_blocks
-// blocks in the cache's KvDType (layout in kernels/common/kv_format.h and paged_kv.h).
-// Sized once at start-up; never grows. An optional host tier holds swapped-out blocks in the
-// same per-block layout: host block h of layer l, K or V, at ((l * 2 + kv) * host_blocks + h).
+// The device memory of a paged KV cache: for every slab slot (kv_groups.h: all layers for a model
+// without sliding windows), one K and one V buffer of num_blocks blocks in the cache's KvDType
+// (layout in kernels/common/kv_format.h and paged_kv.h); layer l reads and writes slot
+// groups().slot_of(l) of the blocks its group's block table names. Sized once at start-up; never
+// grows. An optional host tier holds swapped-out blocks in the same per-block layout: host block
+// h of slot s, K or V, at ((s * 2 + kv) * host_blocks + h).
 //
 // Offload (one sequence larger than the device cache): blocks num_blocks() .. num_blocks() +
 // num_offload_blocks() - 1 continue each layer's buffers in host memory that the kernels read
@@ -20,14 +22,15 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
+#include "runtime/kv/kv_groups.h"
 #include "runtime/model/model_config.h"
 
 namespace kvs {
 
 class KvCache {
  public:
-  // Bytes of one block over all layers, K and V, for a model (or a rank's shard of it): the one
-  // accounting the runtime, `kvshard plan` and the swap cost model share.
+  // Bytes of one block (a slab of KvGroups::slots() layers, K and V) for a model (or a rank's
+  // shard of it): the one accounting the runtime, `kvshard plan` and the swap cost model share.
   static size_t BytesPerBlock(const ModelConfig& c, KvDType dtype, int32_t block_size);
   // Blocks that fit in `budget_bytes`.
   static int32_t BlocksForBudget(const ModelConfig& c, KvDType dtype, int32_t block_size, size_t budget_bytes);
@@ -44,7 +47,7 @@ class KvCache {
   // `by_layer`, layer by layer: move slot l marks the end of layer l's pieces, so the ops of
   // layer l wait only for those (Backend::WaitMoves(l)) while later layers' pieces are still
   // moving. Without, in as few batches as the order allows (fewer launches), and only the last
-  // slot, num_layers() - 1, is marked. Everything is checked before anything moves.
+  // slot, move_slots() - 1, is marked. Slots are slab slots: layer l waits for MoveSlot(l). Everything is checked before anything moves.
   absl::Status QueueMoves(Backend& backend, std::span<const int32_t> swap_out, std::span<const int32_t> copies,
                           std::span<const int32_t> swap_in, bool by_layer = true) const;
   // What QueueMoves hands to Backend::MoveRegions.
@@ -55,11 +58,15 @@ class KvCache {
   absl::StatusOr<MovePlan> PlanMoves(std::span<const int32_t> swap_out, std::span<const int32_t> copies,
                                      std::span<const int32_t> swap_in, bool by_layer = true) const;
   int32_t num_host_blocks() const { return num_host_blocks_; }
-  // Bytes of one block over all layers, K and V: what a swap of one block moves each way.
+  // Bytes of one block over its slab, K and V: what a swap of one block moves each way.
   size_t bytes_per_block() const { return 2 * static_cast<size_t>(k_.size()) * BlockBytes(); }
   KvDType dtype() const { return dtype_; }
 
-  int32_t num_layers() const { return static_cast<int32_t>(k_.size()); }
+  const KvGroups& groups() const { return groups_; }
+  int32_t num_layers() const { return groups_.num_layers(); }
+  // The move mark layer l waits for, and how many marks a by-layer move plan sets.
+  int32_t MoveSlot(int32_t layer) const { return groups_.slot_of(layer); }
+  int32_t move_slots() const { return static_cast<int32_t>(k_.size()); }
   // Views every addressable block: device and offload.
   PagedKvView Layer(int32_t layer) const;
   int32_t num_blocks() const { return num_blocks_; }  // in device memory
@@ -80,15 +87,21 @@ class KvCache {
 
  private:
   size_t BlockBytes() const { return static_cast<size_t>(KvBlockBytes(dtype_, block_size_, kv_heads_, head_dim_)); }
-  std::byte* HostBlock(int32_t layer, int kv, int32_t block) const;
+  std::byte* HostBlock(int32_t slot, int kv, int32_t block) const;
+  explicit KvCache(KvGroups groups) : groups_(std::move(groups)) {}
 
-  std::vector<DeviceBuffer> k_, v_;
+ public:
+  KvCache() = default;
+
+ private:
+
+  KvGroups groups_;
+  std::vector<DeviceBuffer> k_, v_;  // per slab slot
   HostBuffer host_{nullptr, nullptr};
   int32_t num_host_blocks_ = 0, num_offload_blocks_ = 0;
   int32_t window_first_ = -1;  // block id of the staging window's first slot; -1: none
   KvDType dtype_ = KvDType::kF32;
   int32_t num_blocks_ = 0, block_size_ = 0, kv_heads_ = 0, head_dim_ = 0;
-  std::vector<int32_t> layer_windows_;  // ModelConfig::layer_windows: each layer's attention window
   size_t bytes_ = 0;
 };
 

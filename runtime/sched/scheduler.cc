@@ -11,8 +11,40 @@
 namespace kvs {
 
 Scheduler::Scheduler(SchedulerConfig config, int32_t num_blocks)
-    : config_(config), pool_(num_blocks), host_pool_(config.num_host_blocks), offload_pool_(config.num_offload_blocks) {
+    : config_(config), pool_(num_blocks), host_pool_(config.num_host_blocks), offload_pool_(config.num_offload_blocks),
+      groups_(config.kv_groups.num_groups() > 0 ? config.kv_groups : KvGroups(1, {})) {
   KVS_CHECK(config_.block_size > 0 && config_.max_seqs > 0 && config_.max_tokens_per_step > 0);
+  group_slots_.resize(num_groups());
+}
+
+uint64_t Scheduler::GroupHash(uint64_t hash, int32_t g) {
+  if (g == 0) return hash;
+  // splitmix64's finalizer over the hash and the group: distinct keys per group.
+  uint64_t x = hash + 0x9e3779b97f4a7c15ull * static_cast<uint64_t>(g);
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+int32_t Scheduler::HeldBlocks(const std::vector<std::vector<BlockId>>& lists) {
+  int32_t n = 0;
+  for (const auto& list : lists) {
+    for (BlockId b : list) n += b.value >= 0 ? 1 : 0;
+  }
+  return n;
+}
+
+void Scheduler::ReleaseOutOfWindow(Sequence& s) {
+  for (int32_t g = 0; g < num_groups(); ++g) {
+    if (!groups_.windowed(g)) continue;
+    std::vector<BlockId>& list = s.blocks[g];
+    const auto first = std::min<size_t>(groups_.FirstLiveBlock(g, s.num_computed, config_.block_size), list.size());
+    for (size_t j = 0; j < first; ++j) {
+      if (list[j].value < 0) continue;
+      ReleaseBlock(list[j]);  // a full, registered block parks in the prefix cache
+      list[j] = kNoBlock;
+    }
+  }
 }
 
 // Why a request can never run here, in bytes, with what would make it fit — decided at admission,
@@ -52,7 +84,7 @@ absl::Status Scheduler::Add(Request r) {
   }
   // The longest this sequence can get must fit in the whole cache, or it could never finish.
   const int64_t longest = std::min<int64_t>(static_cast<int64_t>(prompt) + r.params.max_tokens, config_.max_model_len);
-  const int32_t need = BlocksFor(static_cast<int32_t>(longest));
+  const auto need = static_cast<int32_t>(groups_.BlocksHeld(longest, config_.block_size, config_.max_tokens_per_step));
   if (need > pool_.num_blocks() + offload_pool_.num_blocks()) {
     return absl::ResourceExhaustedError(RefusalMessage(r.id, longest, need));
   }
@@ -62,6 +94,7 @@ absl::Status Scheduler::Add(Request r) {
     NoteOffload(r.id, longest, need);
   }
   s->tokens = r.prompt_ids;
+  s->blocks.resize(num_groups());
   s->prompt_len = prompt;
   s->request = std::move(r);
   // Behind every waiting sequence of the same or higher priority (FCFS by default). Preempted
@@ -110,6 +143,9 @@ void Scheduler::AddRefBlock(BlockId b) {
 
 void Scheduler::ReleaseBlock(BlockId b) {
   if (IsOffload(b)) {
+    // A block this step demoted into is no longer that demotion's: a later holder's preemption
+    // must not read it back from the old device block (Preempt).
+    std::erase_if(demoted_this_step_, [&](const auto& d) { return d.second == b.value; });
     offload_pool_.Release(OffloadLocal(b));
   } else {
     pool_.Release(b);
@@ -122,41 +158,51 @@ int32_t Scheduler::RefCountOf(BlockId b) const {
 
 bool Scheduler::Demote(Sequence& s, StepInput& in) {
   if (offload_pool_.num_free() == 0) return false;
-  for (size_t i = s.blocks.size(); i-- > 0;) {
-    const BlockId b = s.blocks[i];
-    if (IsOffload(b) || pool_.RefCount(b) > 1) continue;  // a shared block stays for its siblings
-    const BlockId moved = AllocateOffload();
-    ++demoted_blocks_;
-    // Queued before this step's kernels, which may already write the freed block.
-    in.copy_blocks.push_back(b.value);
-    in.copy_blocks.push_back(moved.value);
-    demoted_this_step_.emplace_back(b.value, moved.value);
-    s.blocks[i] = moved;
-    pool_.Release(b);
-    return true;
+  for (std::vector<BlockId>& list : s.blocks) {
+    for (size_t i = list.size(); i-- > 0;) {
+      const BlockId b = list[i];
+      if (b.value < 0 || IsOffload(b) || pool_.RefCount(b) > 1) continue;  // a shared block stays for its siblings
+      const BlockId moved = AllocateOffload();
+      ++demoted_blocks_;
+      // Queued before this step's kernels, which may already write the freed block.
+      in.copy_blocks.push_back(b.value);
+      in.copy_blocks.push_back(moved.value);
+      demoted_this_step_.emplace_back(b.value, moved.value);
+      list[i] = moved;
+      pool_.Release(b);
+      return true;
+    }
   }
   return false;
 }
 
 bool Scheduler::Grow(Sequence& s, int32_t tokens, StepInput& in, bool offload) {
+  // Whatever this step schedules, the blocks before the window are never read again.
+  ReleaseOutOfWindow(s);
   const int32_t want = BlocksFor(tokens);
-  const auto have = static_cast<int32_t>(s.blocks.size());
   // Held blocks this step writes into that a sibling also holds: each needs a private copy.
-  std::vector<int32_t> shared;
-  for (int32_t i = s.num_computed / config_.block_size; i < std::min(have, want); ++i) {
-    if (RefCountOf(s.blocks[i]) > 1) shared.push_back(i);
+  std::vector<std::pair<int32_t, int32_t>> shared;  // (group, block)
+  int32_t need = 0;
+  for (int32_t g = 0; g < num_groups(); ++g) {
+    const auto have = static_cast<int32_t>(s.blocks[g].size());
+    for (int32_t i = s.num_computed / config_.block_size; i < std::min(have, want); ++i) {
+      if (RefCountOf(s.blocks[g][i]) > 1) shared.emplace_back(g, i);
+    }
+    need += std::max(want - have, 0);
   }
-  const int32_t need = std::max(want - have, 0) + static_cast<int32_t>(shared.size());
+  need += static_cast<int32_t>(shared.size());
   if (need > FreeFor(offload)) return false;
-  for (int32_t i : shared) {
+  for (const auto& [g, i] : shared) {
     const BlockId copy = AllocateFor(offload, in);
-    in.copy_blocks.push_back(s.blocks[i].value);
+    in.copy_blocks.push_back(s.blocks[g][i].value);
     in.copy_blocks.push_back(copy.value);
-    ReleaseBlock(s.blocks[i]);  // still held by the sibling, so its contents stay for the copy
-    s.blocks[i] = copy;
+    ReleaseBlock(s.blocks[g][i]);  // still held by the sibling, so its contents stay for the copy
+    s.blocks[g][i] = copy;
     ++copied_blocks_;
   }
-  for (int32_t i = have; i < want; ++i) s.blocks.push_back(AllocateFor(offload, in));
+  for (std::vector<BlockId>& list : s.blocks) {
+    while (static_cast<int32_t>(list.size()) < want) list.push_back(AllocateFor(offload, in));
+  }
   return true;
 }
 
@@ -168,7 +214,11 @@ Sequence* Scheduler::Fork(Sequence& parent, int32_t sample_index) {
   child->num_computed = parent.num_computed;
   child->blocks = parent.blocks;
   child->block_hashes = parent.block_hashes;
-  for (BlockId b : child->blocks) AddRefBlock(b);
+  for (const auto& list : child->blocks) {
+    for (BlockId b : list) {
+      if (b.value >= 0) AddRefBlock(b);
+    }
+  }
   child->may_offload = parent.may_offload;  // as long as its parent
   child->sample_index = sample_index;
   child->forked = true;
@@ -183,37 +233,52 @@ void Scheduler::Preempt(std::unique_ptr<Sequence> s, StepInput& in) {
   // Where each block's contents are when this step's swap-outs run: blocks this step moved to the
   // offload tier are not copied yet (copies run after swap-outs), so those copies are dropped and
   // a swap-out reads the device block they would have read.
-  std::vector<int32_t> contents_at;
-  for (BlockId b : s->blocks) contents_at.push_back(b.value);
+  std::vector<std::vector<int32_t>> contents_at(num_groups());
+  for (int32_t g = 0; g < num_groups(); ++g) {
+    for (BlockId b : s->blocks[g]) contents_at[g].push_back(b.value);
+  }
   for (const auto& [from, to] : demoted_this_step_) {
-    const auto it = std::find(contents_at.begin(), contents_at.end(), to);
-    if (it == contents_at.end()) continue;
-    *it = from;
-    for (size_t k = 0; k < in.copy_blocks.size(); k += 2) {
-      if (in.copy_blocks[k] == from && in.copy_blocks[k + 1] == to) {
-        in.copy_blocks.erase(in.copy_blocks.begin() + k, in.copy_blocks.begin() + k + 2);
-        break;
+    for (std::vector<int32_t>& list : contents_at) {
+      const auto it = std::find(list.begin(), list.end(), to);
+      if (it == list.end()) continue;
+      *it = from;
+      for (size_t k = 0; k < in.copy_blocks.size(); k += 2) {
+        if (in.copy_blocks[k] == from && in.copy_blocks[k + 1] == to) {
+          in.copy_blocks.erase(in.copy_blocks.begin() + k, in.copy_blocks.begin() + k + 2);
+          break;
+        }
       }
     }
   }
-  const auto blocks = static_cast<int32_t>(s->blocks.size());
+  const int32_t blocks = HeldBlocks(s->blocks);
   if (blocks > 0 && blocks <= host_pool_.num_free() && config_.preemption.PreferSwap(blocks, s->num_computed)) {
-    for (size_t i = 0; i < s->blocks.size(); ++i) {
-      const BlockId b = s->blocks[i];
-      const BlockId h = *host_pool_.Allocate();
-      in.swap_out.push_back(contents_at[i]);
-      in.swap_out.push_back(h.value);
-      s->host_blocks.push_back(h);
-      ReleaseBlock(b);
+    s->host_blocks.assign(num_groups(), {});
+    for (int32_t g = 0; g < num_groups(); ++g) {
+      for (size_t i = 0; i < s->blocks[g].size(); ++i) {
+        const BlockId b = s->blocks[g][i];
+        if (b.value < 0) {  // released out of the window: nothing to keep
+          s->host_blocks[g].push_back(kNoBlock);
+          continue;
+        }
+        const BlockId h = *host_pool_.Allocate();
+        in.swap_out.push_back(contents_at[g][i]);
+        in.swap_out.push_back(h.value);
+        s->host_blocks[g].push_back(h);
+        ReleaseBlock(b);
+      }
+      s->blocks[g].clear();
     }
-    s->blocks.clear();
     ++swap_preemptions_;
     // Victims go newest first, so each one is older than those already swapped: it resumes first.
     swapped_.push_front(std::move(s));
     return;
   }
-  for (BlockId b : s->blocks) ReleaseBlock(b);
-  s->blocks.clear();
+  for (std::vector<BlockId>& list : s->blocks) {
+    for (BlockId b : list) {
+      if (b.value >= 0) ReleaseBlock(b);
+    }
+    list.clear();
+  }
   s->block_hashes.clear();
   s->num_computed = 0;
   waiting_.push_front(std::move(s));
@@ -223,16 +288,25 @@ void Scheduler::Resume(StepInput& in) {
   while (!swapped_.empty() && static_cast<int32_t>(running_.size()) < config_.max_seqs) {
     Sequence& s = *swapped_.front();
     // Its blocks back, plus room for the token it will compute next.
-    const int32_t need = BlocksFor(s.num_computed + 1);
+    int32_t need = HeldBlocks(s.host_blocks);
+    for (const auto& list : s.host_blocks) {
+      need += std::max(BlocksFor(s.num_computed + 1) - static_cast<int32_t>(list.size()), 0);
+    }
     if (need > FreeFor(s.may_offload)) return;
-    for (BlockId h : s.host_blocks) {
-      const BlockId b = AllocateFor(s.may_offload, in);
-      in.swap_in.push_back(h.value);
-      in.swap_in.push_back(b.value);
-      s.blocks.push_back(b);
-      // Freed once the step is submitted: a swap-out queued later in this step (they all run
-      // before the swap-ins) must not reuse it.
-      host_reads_.push_back(h);
+    for (int32_t g = 0; g < num_groups(); ++g) {
+      for (BlockId h : s.host_blocks[g]) {
+        if (h.value < 0) {
+          s.blocks[g].push_back(kNoBlock);
+          continue;
+        }
+        const BlockId b = AllocateFor(s.may_offload, in);
+        in.swap_in.push_back(h.value);
+        in.swap_in.push_back(b.value);
+        s.blocks[g].push_back(b);
+        // Freed once the step is submitted: a swap-out queued later in this step (they all run
+        // before the swap-ins) must not reuse it.
+        host_reads_.push_back(h);
+      }
     }
     s.host_blocks.clear();
     running_.push_back(std::move(swapped_.front()));
@@ -255,7 +329,7 @@ BlockId Scheduler::AllocateBlock(StepInput& in) {
     const std::optional<uint64_t> hash = pool_.EvictionCandidateHash();
     if (hash && !host_pool_.Lookup(*hash) && host_pool_.num_free() > 0 &&
         config_.preemption.PreferSwap(1, config_.block_size)) {
-      const BlockId victim = *pool_.Allocate();
+      const BlockId victim = *pool_.Allocate();  // a parked block exists: its hash is the candidate
       const BlockId host = *host_pool_.Allocate();
       in.swap_out.push_back(victim.value);  // queued before this step's kernels reuse the block
       in.swap_out.push_back(host.value);
@@ -265,50 +339,135 @@ BlockId Scheduler::AllocateBlock(StepInput& in) {
       return victim;
     }
   }
-  return *pool_.Allocate();
+  const std::optional<BlockId> b = pool_.Allocate();
+  KVS_CHECK_MSG(b.has_value(), "a KV block was allocated with none free");  // callers count first
+  return *b;
 }
 
 void Scheduler::MatchPrefix(Sequence& s, StepInput& in) {
-  const size_t bs = config_.block_size;
-  const size_t max_blocks = (s.tokens.size() - 1) / bs;
+  const int32_t bs = config_.block_size;
+  const auto max_blocks = static_cast<int32_t>((s.tokens.size() - 1) / bs);
   prefix_query_tokens_ += static_cast<int64_t>(s.tokens.size());
   pending_host_hits_.clear();
+  pending_host_hit_tokens_ = 0;
+  std::vector<uint64_t> hashes;
   uint64_t parent = config_.cache_salt;
-  for (size_t i = 0; i < max_blocks; ++i) {
-    const uint64_t h = BlockHash(parent, s, i);
-    if (const std::optional<BlockId> cached = pool_.Lookup(h)) {
-      pool_.Acquire(*cached);
-      s.blocks.push_back(*cached);
-    } else {
-      // From the host tier, if it has the block and the device can take the whole prompt (so the
-      // admission that follows cannot fail and leave a half-filled block behind).
-      const std::optional<BlockId> host = config_.host_prefix_cache ? host_pool_.Lookup(h) : std::nullopt;
-      const int32_t rest = BlocksFor(static_cast<int32_t>(s.tokens.size())) - static_cast<int32_t>(s.blocks.size());
-      if (!host || rest > pool_.num_free()) break;
-      host_pool_.Acquire(*host);
-      host_reads_.push_back(*host);
-      const BlockId b = AllocateBlock(in);
-      in.swap_in.push_back(host->value);
-      in.swap_in.push_back(b.value);
-      s.blocks.push_back(b);
-      pending_host_hits_.emplace_back(b, h);
-      host_prefix_hit_tokens_ += static_cast<int64_t>(bs);
+  for (int32_t j = 0; j < max_blocks; ++j) hashes.push_back(parent = BlockHash(parent, s, j));
+  // Where group g's block j is cached: 0 nowhere, 1 on the device, 2 in the host tier.
+  auto where = [&](int32_t g, int32_t j, bool host_ok) -> int {
+    const uint64_t h = GroupHash(hashes[j], g);
+    if (pool_.Lookup(h)) return 1;
+    return host_ok && host_pool_.Lookup(h) ? 2 : 0;
+  };
+  // The longest usable prefix of k blocks: every global group has blocks 0 .. k - 1, every
+  // windowed group the blocks from its window's first (for the token at k * bs) to k - 1.
+  auto longest = [&](bool host_ok) {
+    int32_t k = max_blocks;
+    for (int32_t g = 0; g < num_groups(); ++g) {
+      if (groups_.windowed(g)) continue;
+      int32_t run = 0;
+      while (run < k && where(g, run, host_ok) != 0) ++run;
+      k = run;
     }
-    s.block_hashes.push_back(h);
-    parent = h;
+    // Per windowed group, the cached run ending at each block; k is usable when each run
+    // reaches back to the window's first block.
+    std::vector<std::vector<int32_t>> runs;
+    for (int32_t g = 0; g < num_groups(); ++g) {
+      if (!groups_.windowed(g)) continue;
+      std::vector<int32_t> run(k + 1, 0);  // run[j]: cached blocks ending just before block j
+      for (int32_t j = 0; j < k; ++j) run[j + 1] = where(g, j, host_ok) != 0 ? run[j] + 1 : 0;
+      runs.push_back(std::move(run));
+    }
+    for (; k > 0; --k) {
+      bool ok = true;
+      for (int32_t g = 0, w = 0; g < num_groups() && ok; ++g) {
+        if (!groups_.windowed(g)) continue;
+        ok = runs[w++][k] >= k - groups_.FirstLiveBlock(g, k * bs, bs);
+      }
+      if (ok) break;
+    }
+    return k;
+  };
+  int32_t k = longest(config_.host_prefix_cache);
+  // Host-tier blocks are used only if the device can then take the whole prompt, so the
+  // admission that follows cannot fail with their swap-ins already queued.
+  // Free blocks they would take: one per host hit, and each parked device hit leaves the free count.
+  auto blocks_taken = [&](int32_t blocks, int32_t& host) {
+    int32_t n = 0;
+    host = 0;
+    for (int32_t g = 0; g < num_groups(); ++g) {
+      for (int32_t j = groups_.FirstLiveBlock(g, blocks * bs, bs); j < blocks; ++j) {
+        if (const std::optional<BlockId> b = pool_.Lookup(GroupHash(hashes[j], g))) {
+          n += pool_.RefCount(*b) == 0 ? 1 : 0;
+        } else {
+          ++host;
+        }
+      }
+    }
+    return n + host;
+  };
+  if (config_.host_prefix_cache && k > 0) {
+    const int32_t rest = num_groups() * (BlocksFor(static_cast<int32_t>(s.tokens.size())) - k);
+    int32_t host = 0;
+    const int32_t taken = blocks_taken(k, host);
+    if (host > 0 && taken + rest > pool_.num_free()) k = longest(false);
   }
-  s.num_computed = static_cast<int32_t>(s.blocks.size() * bs);
+  // Device hits first, so that no allocation for a host hit evicts one of them.
+  std::vector<std::pair<int32_t, int32_t>> from_host;  // (group, block)
+  std::vector<bool> token_from_host(k, false);
+  for (int32_t g = 0; g < num_groups(); ++g) {
+    const int32_t first = groups_.FirstLiveBlock(g, k * bs, bs);
+    s.blocks[g].assign(first, kNoBlock);
+    for (int32_t j = first; j < k; ++j) {
+      if (const std::optional<BlockId> cached = pool_.Lookup(GroupHash(hashes[j], g))) {
+        pool_.Acquire(*cached);
+        s.blocks[g].push_back(*cached);
+      } else {
+        s.blocks[g].push_back(kNoBlock);  // filled below
+        from_host.emplace_back(g, j);
+      }
+    }
+  }
+  // The host blocks are taken before any device allocation, which may park an evicted device
+  // block in the host tier and so evict a parked host block.
+  std::vector<BlockId> hosts;
+  for (const auto& [g, j] : from_host) {
+    const BlockId host = *host_pool_.Lookup(GroupHash(hashes[j], g));
+    host_pool_.Acquire(host);
+    host_reads_.push_back(host);
+    hosts.push_back(host);
+  }
+  for (size_t i = 0; i < from_host.size(); ++i) {
+    const auto [g, j] = from_host[i];
+    const uint64_t h = GroupHash(hashes[j], g);
+    const BlockId host = hosts[i];
+    const BlockId b = AllocateBlock(in);
+    in.swap_in.push_back(host.value);
+    in.swap_in.push_back(b.value);
+    s.blocks[g][j] = b;
+    pending_host_hits_.emplace_back(b, h);
+    token_from_host[j] = true;
+  }
+  pending_host_hit_tokens_ = bs * std::count(token_from_host.begin(), token_from_host.end(), true);
+  host_prefix_hit_tokens_ += pending_host_hit_tokens_;
+  s.block_hashes.assign(hashes.begin(), hashes.begin() + k);
+  s.num_computed = k * bs;
   prefix_hit_tokens_ += s.num_computed;
 }
 
 void Scheduler::UnmatchPrefix(Sequence& s) {
   // Blocks filled from the host were never registered: they return to the pool as plain blocks.
-  host_prefix_hit_tokens_ -= static_cast<int64_t>(pending_host_hits_.size()) * config_.block_size;
+  host_prefix_hit_tokens_ -= pending_host_hit_tokens_;
   pending_host_hits_.clear();
-  for (BlockId b : s.blocks) ReleaseBlock(b);
+  pending_host_hit_tokens_ = 0;
+  for (std::vector<BlockId>& list : s.blocks) {
+    for (BlockId b : list) {
+      if (b.value >= 0) ReleaseBlock(b);
+    }
+    list.clear();
+  }
   prefix_hit_tokens_ -= s.num_computed;
   prefix_query_tokens_ -= static_cast<int64_t>(s.tokens.size());
-  s.blocks.clear();
   s.block_hashes.clear();
   s.num_computed = 0;
 }
@@ -317,7 +476,10 @@ void Scheduler::RegisterFullBlocks(Sequence& s) {
   const size_t full = static_cast<size_t>(s.num_computed) / config_.block_size;
   for (size_t i = s.block_hashes.size(); i < full; ++i) {
     const uint64_t h = BlockHash(i == 0 ? config_.cache_salt : s.block_hashes.back(), s, i);
-    if (!IsOffload(s.blocks[i])) pool_.Register(s.blocks[i], h);  // offload blocks are not shared
+    for (int32_t g = 0; g < num_groups(); ++g) {
+      const BlockId b = s.blocks[g][i];
+      if (b.value >= 0 && !IsOffload(b)) pool_.Register(b, GroupHash(h, g));  // offload blocks are not shared
+    }
     s.block_hashes.push_back(h);
   }
 }
@@ -327,7 +489,7 @@ void Scheduler::Emit(Sequence& s, int32_t n, StepInput& in, std::vector<Schedule
   for (int32_t k = s.num_computed; k < s.num_computed + n; ++k) {
     in.token_ids.push_back(s.tokens[k]);
     in.positions.push_back(k);
-    in.slot_mapping.push_back(s.blocks[k / bs].value * bs + k % bs);
+    for (int32_t g = 0; g < num_groups(); ++g) group_slots_[g].push_back(s.blocks[g][k / bs].value * bs + k % bs);
   }
   s.num_computed += n;
   if (config_.prefix_caching && !config_.static_batching) RegisterFullBlocks(s);
@@ -340,6 +502,7 @@ void Scheduler::Emit(Sequence& s, int32_t n, StepInput& in, std::vector<Schedule
 
 std::vector<ScheduledSeq> Scheduler::Schedule(StepInput& in) {
   in.Clear();
+  for (std::vector<int32_t>& slots : group_slots_) slots.clear();
   StepSubmitted();
   demoted_this_step_.clear();
   std::vector<ScheduledSeq> out;
@@ -387,7 +550,8 @@ std::vector<ScheduledSeq> Scheduler::Schedule(StepInput& in) {
     // Room for the request's forks too (they join when its prompt is done).
     const int32_t seats = s.forked ? 1 : s.request.params.n;
     if (static_cast<int32_t>(running_.size()) + seats > config_.max_seqs) break;
-    const bool match = config_.prefix_caching && !config_.static_batching && s.blocks.empty();
+    const bool match = config_.prefix_caching && !config_.static_batching &&
+                       std::all_of(s.blocks.begin(), s.blocks.end(), [](const auto& list) { return list.empty(); });
     if (match) MatchPrefix(s, in);
     const int32_t n = std::min<int32_t>(static_cast<int32_t>(s.tokens.size()) - s.num_computed, budget);
     if ((config_.static_batching && !Grow(s, config_.max_model_len, in, s.may_offload)) ||  // the whole context
@@ -403,14 +567,23 @@ std::vector<ScheduledSeq> Scheduler::Schedule(StepInput& in) {
     budget -= n;
   }
 
-  // Block table rows, padded to the longest scheduled sequence.
+  // Block table rows per group, padded to the longest scheduled sequence; released blocks 0.
   int32_t width = 1;
-  for (const ScheduledSeq& ss : out) width = std::max<int32_t>(width, static_cast<int32_t>(ss.seq->blocks.size()));
+  for (const ScheduledSeq& ss : out) {
+    for (const auto& list : ss.seq->blocks) width = std::max<int32_t>(width, static_cast<int32_t>(list.size()));
+  }
   in.max_blocks_per_seq = width;
-  in.block_table.assign(out.size() * width, 0);
-  for (size_t r = 0; r < out.size(); ++r) {
-    const auto& blocks = out[r].seq->blocks;
-    for (size_t j = 0; j < blocks.size(); ++j) in.block_table[r * width + j] = blocks[j].value;
+  in.num_kv_groups = num_groups();
+  const size_t group_table = out.size() * width;
+  in.block_table.assign(num_groups() * group_table, 0);
+  for (int32_t g = 0; g < num_groups(); ++g) {
+    for (size_t r = 0; r < out.size(); ++r) {
+      const auto& blocks = out[r].seq->blocks[g];
+      for (size_t j = 0; j < blocks.size(); ++j) {
+        in.block_table[g * group_table + r * width + j] = std::max(blocks[j].value, 0);
+      }
+    }
+    in.slot_mapping.insert(in.slot_mapping.end(), group_slots_[g].begin(), group_slots_[g].end());
   }
   return out;
 }
@@ -418,7 +591,11 @@ std::vector<ScheduledSeq> Scheduler::Schedule(StepInput& in) {
 void Scheduler::Finish(Sequence* seq) {
   for (size_t i = 0; i < running_.size(); ++i) {
     if (running_[i].get() != seq) continue;
-    for (BlockId b : seq->blocks) ReleaseBlock(b);
+    for (const auto& list : seq->blocks) {
+      for (BlockId b : list) {
+        if (b.value >= 0) ReleaseBlock(b);
+      }
+    }
     running_.erase(running_.begin() + i);
     return;
   }
@@ -438,8 +615,16 @@ bool Scheduler::Abort(const std::string& id) {
   // Queued sequences hold device blocks (waiting) or host blocks (swapped); release whichever.
   const auto drop = [&](const std::unique_ptr<Sequence>& s) {
     if (s->request.id != id) return false;
-    for (BlockId b : s->blocks) ReleaseBlock(b);
-    for (BlockId h : s->host_blocks) host_pool_.Release(h);
+    for (const auto& list : s->blocks) {
+      for (BlockId b : list) {
+        if (b.value >= 0) ReleaseBlock(b);
+      }
+    }
+    for (const auto& list : s->host_blocks) {
+      for (BlockId h : list) {
+        if (h.value >= 0) host_pool_.Release(h);
+      }
+    }
     return true;
   };
   found |= std::erase_if(waiting_, drop) > 0;
@@ -453,11 +638,13 @@ int64_t Scheduler::TokensInCache() const {
   // counting fill / RefCount per holder counts every block once, with no per-call allocation.
   double total = 0;
   for (const auto& s : running_) {
-    for (size_t i = 0; i < s->blocks.size(); ++i) {
-      if (IsOffload(s->blocks[i])) continue;
-      const int32_t in_block = std::clamp<int32_t>(s->num_computed - static_cast<int32_t>(i) * config_.block_size, 0,
-                                                   config_.block_size);
-      total += static_cast<double>(in_block) / pool_.RefCount(s->blocks[i]);
+    for (const auto& list : s->blocks) {
+      for (size_t i = 0; i < list.size(); ++i) {
+        if (list[i].value < 0 || IsOffload(list[i])) continue;
+        const int32_t in_block = std::clamp<int32_t>(s->num_computed - static_cast<int32_t>(i) * config_.block_size, 0,
+                                                     config_.block_size);
+        total += static_cast<double>(in_block) / pool_.RefCount(list[i]);
+      }
     }
   }
   return std::llround(total);
@@ -469,23 +656,44 @@ void Scheduler::CheckInvariants() const {
   offload_pool_.CheckInvariants();
   int64_t host = 0;
   std::map<int32_t, int32_t> holders;  // device block -> sequences holding it (forks share)
+  // A windowed group holds at most the blocks of its window and one step's tokens.
   for (const auto& s : running_) {
     KVS_CHECK_MSG(s->host_blocks.empty(), "a running sequence holds host blocks");
-    KVS_CHECK_MSG(static_cast<int32_t>(s->blocks.size()) >= BlocksFor(s->num_computed), "a running sequence lacks blocks");
-    for (BlockId b : s->blocks) ++holders[b.value];
+    KVS_CHECK_MSG(static_cast<int32_t>(s->blocks.size()) == num_groups(), "a sequence's block lists != the KV groups");
+    for (int32_t g = 0; g < num_groups(); ++g) {
+      const auto& list = s->blocks[g];
+      KVS_CHECK_MSG(static_cast<int32_t>(list.size()) >= BlocksFor(s->num_computed), "a running sequence lacks blocks");
+      int32_t held = 0;
+      for (BlockId b : list) {
+        if (b.value < 0) continue;
+        ++holders[b.value];
+        ++held;
+      }
+      if (groups_.windowed(g) && !config_.static_batching) {  // static batching reserves it all
+        const int64_t bound = KvGroups(1, std::vector<int32_t>{groups_.window(g)})
+                                  .BlocksHeld(int64_t{1} << 40, config_.block_size, config_.max_tokens_per_step);
+        KVS_CHECK_MSG(held <= bound, "a windowed group holds blocks beyond its window");
+      } else {
+        KVS_CHECK_MSG(held == static_cast<int32_t>(list.size()), "a global group released a block");
+      }
+    }
   }
   int32_t offload_held = 0;
   for (const auto& [b, n] : holders) {
+    if (RefCountOf(BlockId{b}) != n) fprintf(stderr, "DBG block %d ref %d holders %d\n", b, RefCountOf(BlockId{b}), n);
     KVS_CHECK_MSG(RefCountOf(BlockId{b}) == n, "a block's reference count != its holders");
     offload_held += IsOffload(BlockId{b}) ? 1 : 0;
   }
   for (const auto& s : waiting_) {
-    KVS_CHECK_MSG(s->blocks.empty() && s->host_blocks.empty() && s->num_computed == 0, "a waiting sequence holds blocks");
+    KVS_CHECK_MSG(HeldBlocks(s->blocks) == 0 && s->host_blocks.empty() && s->num_computed == 0,
+                  "a waiting sequence holds blocks");
   }
   for (const auto& s : swapped_) {
-    KVS_CHECK_MSG(s->blocks.empty(), "a swapped sequence holds device blocks");
-    KVS_CHECK_MSG(static_cast<int32_t>(s->host_blocks.size()) == BlocksFor(s->num_computed), "swapped blocks != computed");
-    host += s->host_blocks.size();
+    KVS_CHECK_MSG(HeldBlocks(s->blocks) == 0, "a swapped sequence holds device blocks");
+    for (const auto& list : s->host_blocks) {
+      KVS_CHECK_MSG(static_cast<int32_t>(list.size()) == BlocksFor(s->num_computed), "swapped blocks != computed");
+    }
+    host += HeldBlocks(s->host_blocks);
   }
   KVS_CHECK_MSG(static_cast<int32_t>(holders.size()) - offload_held == pool_.num_blocks() - pool_.num_free(),
                 "device blocks held != blocks in use");

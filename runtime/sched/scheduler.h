@@ -21,6 +21,13 @@
 // sequence needs a block and the newest running one is offloading, that one moves one of its
 // device blocks to the offload tier (a copy queued in the step) instead of being preempted,
 // which would mean recomputing a context longer than the device.
+//
+// Sliding-window layers (SchedulerConfig::kv_groups, runtime/kv/kv_groups.h): a sequence holds
+// one block list per layer group, all drawn from the one pool. A windowed group's blocks wholly
+// before the window of the sequence's next query go back to the pool (parked for the prefix cache
+// when full) each time the sequence grows; everything else — forks, swaps, offload, prefix hits —
+// treats every group's held blocks alike. A prefix hit needs, in each windowed group, only the
+// blocks of the window before the first recomputed token.
 #pragma once
 
 #include <cstdint>
@@ -33,6 +40,7 @@
 #include "absl/status/statusor.h"
 #include "runtime/sched/step_input.h"
 #include "runtime/kv/block_pool.h"
+#include "runtime/kv/kv_groups.h"
 #include "runtime/sched/preemption.h"
 #include "runtime/sched/request.h"
 
@@ -69,6 +77,8 @@ struct SchedulerConfig {
   size_t bytes_per_block = 0;
   std::string kv_dtype_name;
   int32_t tp = 1;
+  // The cache's layer groups (KvCache::groups()); none given: one global group.
+  KvGroups kv_groups;
 };
 
 struct Sequence {
@@ -76,8 +86,10 @@ struct Sequence {
   std::vector<int32_t> tokens;  // prompt followed by generated tokens
   int32_t prompt_len = 0;
   int32_t num_computed = 0;     // tokens whose KV is in the cache
-  std::vector<BlockId> blocks;
-  std::vector<BlockId> host_blocks;  // while swapped out
+  // Per KV group, the block of each logical block index (tokens j * block_size ..); a windowed
+  // group's blocks before its window are released: kNoBlock.
+  std::vector<std::vector<BlockId>> blocks;
+  std::vector<std::vector<BlockId>> host_blocks;  // while swapped out, the same shape
   std::vector<uint64_t> block_hashes;  // prefix-cache hash of each full block, in order
   bool may_offload = false;          // its longest context exceeds the device cache (offload)
   int32_t sample_index = 0;          // which of the request's n samples (forks) this is
@@ -85,6 +97,8 @@ struct Sequence {
   int32_t num_generated() const { return static_cast<int32_t>(tokens.size()) - prompt_len; }
   int32_t preemptions = 0;
 };
+
+inline constexpr BlockId kNoBlock{-1};
 
 // Invariant counts, checked by tests after every step.
 struct SchedulerCounts {
@@ -141,8 +155,10 @@ class Scheduler {
   std::vector<std::string> TakeNotes() { return std::exchange(notes_, {}); }
   const BlockPool& pool() const { return pool_; }
   const BlockPool& host_pool() const { return host_pool_; }
-  // Tokens whose KV is in device blocks (for KV utilisation: this over allocated slots).
+  // Token slots whose KV is in device blocks, one per token per KV group (for KV utilisation:
+  // this over allocated slots); the tokens in cache for a model without sliding windows.
   int64_t TokensInCache() const;
+  const KvGroups& kv_groups() const { return groups_; }
   // Aborts unless every block is either free or held by exactly one sequence, on both tiers.
   void CheckInvariants() const;
   const SchedulerConfig& config() const { return config_; }
@@ -152,6 +168,13 @@ class Scheduler {
   std::string RefusalMessage(const std::string& id, int64_t tokens, int32_t need) const;
   void NoteOffload(const std::string& id, int64_t tokens, int32_t need);
   int32_t BlocksFor(int32_t tokens) const { return (tokens + config_.block_size - 1) / config_.block_size; }
+  int32_t num_groups() const { return groups_.num_groups(); }
+  // Group g's prefix-cache key of the block whose chained hash is `hash` (group 0's is `hash`).
+  static uint64_t GroupHash(uint64_t hash, int32_t g);
+  // Returns the windowed groups' blocks before the window of `s`'s next query to the pool.
+  void ReleaseOutOfWindow(Sequence& s);
+  // Blocks held by `s` (device or offload), over every group.
+  static int32_t HeldBlocks(const std::vector<std::vector<BlockId>>& lists);
   // Gives `s` the blocks for `tokens` tokens, copying any shared block it is about to write.
   // With `offload`, blocks the device lacks come from the offload tier.
   bool Grow(Sequence& s, int32_t tokens, StepInput& in, bool offload);
@@ -206,6 +229,9 @@ class Scheduler {
   // Device blocks filled from the host tier for the sequence being admitted, registered in the
   // prefix cache once it is admitted (hash per block).
   std::vector<std::pair<BlockId, uint64_t>> pending_host_hits_;
+  int64_t pending_host_hit_tokens_ = 0;
+  KvGroups groups_;
+  std::vector<std::vector<int32_t>> group_slots_;  // this step's KV slots per group (scratch)
 };
 
 }  // namespace kvs

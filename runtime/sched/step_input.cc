@@ -5,11 +5,23 @@
 namespace kvs {
 namespace {
 
-constexpr size_t kHeaderWords = 9;
+constexpr size_t kHeaderWords = 10;
 
 void Append(std::vector<int32_t>& words, const std::vector<int32_t>& v) { words.insert(words.end(), v.begin(), v.end()); }
 
 }  // namespace
+
+void RepeatForKvGroups(StepInput& in, int32_t groups, int32_t blocks_apart, int32_t block_size) {
+  const size_t tokens = in.slot_mapping.size(), table = in.block_table.size();
+  for (int32_t g = 1; g < groups; ++g) {
+    for (size_t i = 0; i < tokens; ++i) {
+      const int32_t slot = in.slot_mapping[i];
+      in.slot_mapping.push_back(slot < 0 ? slot : slot + g * blocks_apart * block_size);
+    }
+    for (size_t i = 0; i < table; ++i) in.block_table.push_back(in.block_table[i] + g * blocks_apart);
+  }
+  in.num_kv_groups = groups;
+}
 
 void EncodeStep(const StepInput& in, bool greedy_only, std::vector<int32_t>& words) {
   words.clear();
@@ -22,6 +34,7 @@ void EncodeStep(const StepInput& in, bool greedy_only, std::vector<int32_t>& wor
   words.push_back(static_cast<int32_t>(in.swap_out.size()));
   words.push_back(static_cast<int32_t>(in.swap_in.size()));
   words.push_back(static_cast<int32_t>(in.copy_blocks.size()));
+  words.push_back(in.num_kv_groups);
   Append(words, in.token_ids);
   Append(words, in.positions);
   Append(words, in.slot_mapping);
@@ -43,11 +56,13 @@ absl::StatusOr<StepCommand> DecodeStep(std::span<const int32_t> words, StepInput
   if (command != StepCommand::kRun) return absl::DataLossError(absl::StrFormat("unknown step command %d", words[0]));
   greedy_only = words[1] != 0;
   const int64_t blocks_per_seq = words[2], t = words[3], s = words[4], rows = words[5], outs = words[6], ins = words[7],
-                copies = words[8];
+                copies = words[8], groups = words[9];
   if (blocks_per_seq < 0 || t < 0 || s < 0 || rows < 0 || outs < 0 || ins < 0 || copies < 0) {
     return absl::DataLossError("negative size in step message");
   }
-  const int64_t expected = static_cast<int64_t>(kHeaderWords) + 3 * t + (s + 1) + s + s * blocks_per_seq + rows + outs + ins + copies;
+  if (groups < 1 || groups > 4096) return absl::DataLossError(absl::StrFormat("step message names %d KV groups", groups));
+  const int64_t expected = static_cast<int64_t>(kHeaderWords) + (2 + groups) * t + (s + 1) + s +
+                           groups * s * blocks_per_seq + rows + outs + ins + copies;
   if (static_cast<int64_t>(words.size()) != expected) {
     return absl::DataLossError(absl::StrFormat("step message has %d words, its header implies %d", words.size(), expected));
   }
@@ -57,12 +72,13 @@ absl::StatusOr<StepCommand> DecodeStep(std::span<const int32_t> words, StepInput
     at += n;
   };
   in.max_blocks_per_seq = static_cast<int32_t>(blocks_per_seq);
+  in.num_kv_groups = static_cast<int32_t>(groups);
   take(in.token_ids, t);
   take(in.positions, t);
-  take(in.slot_mapping, t);
+  take(in.slot_mapping, groups * t);
   take(in.query_start, s + 1);
   take(in.context_len, s);
-  take(in.block_table, s * blocks_per_seq);
+  take(in.block_table, groups * s * blocks_per_seq);
   take(in.logit_rows, rows);
   take(in.swap_out, outs);
   take(in.swap_in, ins);

@@ -77,7 +77,9 @@ inline std::vector<float> PrefillLogits(testing::LoadedCpuModel& lm, const std::
   const ModelConfig& c = lm.weights->config();
   const int32_t block_size = 4;  // several blocks even for short prompts
   const int32_t blocks = static_cast<int32_t>(ids.size()) / block_size + 1;
-  auto cache = KvCache::Create(*lm.backend, c, kv_dtype.value_or(lm.backend->DefaultKvDType()), block_size, blocks + 3);
+  const int32_t groups = KvGroups(c.num_layers, c.layer_windows).num_groups();
+  auto cache = KvCache::Create(*lm.backend, c, kv_dtype.value_or(lm.backend->DefaultKvDType()), block_size,
+                               groups * (blocks + 3));
   EXPECT_TRUE(cache.ok());
   RunnerLimits limits{static_cast<int32_t>(ids.size()), static_cast<int32_t>(ids.size()), blocks};
   auto runner = ModelRunner::Create(*lm.backend, *lm.weights, *cache, limits);
@@ -95,6 +97,7 @@ inline std::vector<float> PrefillLogits(testing::LoadedCpuModel& lm, const std::
   in.context_len.push_back(static_cast<int32_t>(ids.size()));
   in.max_blocks_per_seq = blocks;
   for (int32_t b = 0; b < blocks; ++b) in.block_table.push_back(blocks + 2 - b);
+  RepeatForKvGroups(in, groups, blocks + 3, block_size);
   auto out = runner->Execute(in);
   EXPECT_TRUE(out.ok()) << out.status();
   return std::vector<float>(out->logits.begin(), out->logits.end());

@@ -27,8 +27,9 @@ inline GraphedDecodeReport CompareGraphedDecode(LoadedCpuModel& lm, int32_t step
   const int32_t bs = 16, num_seqs = 11, max_blocks = 24, vocab = c.vocab_size;
   // One prompt past 256 tokens: its steps use another context-length class of graphs.
   const int32_t prompt_lens[num_seqs] = {3, 17, 40, 1, 9, 300, 64, 5, 21, 2, 48};
-  auto cache_a = KvCache::Create(*lm.backend, c, lm.backend->DefaultKvDType(), bs, num_seqs * max_blocks + 1);
-  auto cache_b = KvCache::Create(*lm.backend, c, lm.backend->DefaultKvDType(), bs, num_seqs * max_blocks + 1);
+  const int32_t groups = KvGroups(c.num_layers, c.layer_windows).num_groups(), group_blocks = num_seqs * max_blocks + 1;
+  auto cache_a = KvCache::Create(*lm.backend, c, lm.backend->DefaultKvDType(), bs, groups * group_blocks);
+  auto cache_b = KvCache::Create(*lm.backend, c, lm.backend->DefaultKvDType(), bs, groups * group_blocks);
   EXPECT_TRUE(cache_a.ok() && cache_b.ok());
   RunnerLimits graphed{1024, 16, max_blocks, true}, eager{1024, 16, max_blocks, false};
   auto run_a = ModelRunner::Create(*lm.backend, *lm.weights, *cache_a, graphed);
@@ -68,6 +69,7 @@ inline GraphedDecodeReport CompareGraphedDecode(LoadedCpuModel& lm, int32_t step
         in.block_table.push_back(b * bs < len ? i * max_blocks + 1 + b : 0);
       }
     }
+    RepeatForKvGroups(in, groups, group_blocks, bs);
     auto a = run_a->Execute(in);
     EXPECT_TRUE(a.ok()) << a.status();
     if (!a.ok()) return report;

@@ -104,10 +104,18 @@ TEST_P(RandomCheckpointTest, GreedyMatchesTransformersAloneBatchedChunkedAndPree
   chunked.max_tokens_per_step = 5;
   chunked.block_size = 1;
   EXPECT_EQ(RunGreedy(*lm, prompts, n, chunked), want) << "chunked prefill, page size 1";
-  // A cache of 7 blocks x 16 tokens cannot hold three sequences of ~60 tokens at once.
+  // A cache that holds the longest sequence alone cannot hold the others beside it (7 blocks x
+  // 16 tokens without sliding windows; with them, the global group's blocks and each windowed
+  // group's window).
+  // Steps of 16 tokens keep a windowed group's share small (its window plus one step's tokens).
   EngineConfig tight = base;
   tight.block_size = 16;
-  tight.kv_cache_bytes = 7 * 16 * lm->weights->config().KvBytesPerToken(4);
+  tight.max_tokens_per_step = 16;
+  const ModelConfig& mc = lm->weights->config();
+  size_t longest = 0;
+  for (const auto& p : prompts) longest = std::max(longest, p.size() + n);
+  const int64_t blocks = KvGroups(mc.num_layers, mc.layer_windows).BlocksHeld(longest, 16, tight.max_tokens_per_step);
+  tight.kv_cache_bytes = blocks * KvCache::BytesPerBlock(mc, lm->backend->DefaultKvDType(), 16);
   tight.preemption_mode = PreemptionMode::kRecompute;
   int64_t preemptions = 0, swaps = 0;
   EXPECT_EQ(RunGreedy(*lm, prompts, n, tight, &preemptions, &swaps), want) << "under preemption by recompute";

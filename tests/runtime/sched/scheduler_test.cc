@@ -2,6 +2,7 @@
 // randomized run that checks the block accounting at every step and ends with an empty pool.
 #include "runtime/sched/scheduler.h"
 
+#include <functional>
 #include <map>
 #include <random>
 #include <set>
@@ -23,9 +24,13 @@ Request Req(const std::string& id, int32_t prompt, int32_t max_tokens) {
 // prefix whose KV it stores (token ids up to and including its position). Steps write their
 // tokens' slots; swaps and copy-on-write move whole blocks; before each step every scheduled
 // sequence's earlier positions must read back its own prefix — so a swap, fork or prefix-cache
-// hit that loses, misplaces or overwrites a block is caught without a model.
+// hit that loses, misplaces or overwrites a block is caught without a model. With KV groups
+// (sliding-window layers) each group's slots hold the fingerprint mixed with the group, and a
+// windowed group's positions are read only within the window of the step's first query, as the
+// kernels read them.
 struct FakeKv {
   int32_t bs;
+  KvGroups groups;
   std::map<int64_t, uint64_t> device, host;
   static std::vector<uint64_t> Prefixes(const Sequence& s) {
     std::vector<uint64_t> f(s.tokens.size());
@@ -50,19 +55,29 @@ struct FakeKv {
     Move(in.swap_in, host, device);
     // As in each layer of the forward pass, every token's KV is written before attention reads:
     // a prefix-cache hit may read a block another sequence fills in this very step.
-    for (int32_t t = 0, r = 0; t < in.num_tokens(); ++t) {
-      while (t >= in.query_start[r + 1]) ++r;
-      device[in.slot_mapping[t]] = Prefixes(*plan[r].seq)[in.positions[t]];
+    ASSERT_EQ(in.num_kv_groups, groups.num_groups());
+    ASSERT_TRUE(in.GroupArraysConsistent());
+    for (int32_t g = 0; g < groups.num_groups(); ++g) {
+      const std::span<const int32_t> slots = in.GroupSlots(g);
+      for (int32_t t = 0, r = 0; t < in.num_tokens(); ++t) {
+        while (t >= in.query_start[r + 1]) ++r;
+        device[slots[t]] = Prefixes(*plan[r].seq)[in.positions[t]] ^ static_cast<uint64_t>(g);
+      }
     }
-    for (size_t r = 0; r < plan.size(); ++r) {
-      const Sequence& s = *plan[r].seq;
-      const std::vector<uint64_t> prefix = Prefixes(s);
-      const int32_t first_new = in.context_len[r] - plan[r].num_tokens;
-      for (int32_t p = 0; p < first_new; ++p) {
-        const int64_t slot = static_cast<int64_t>(in.block_table[r * in.max_blocks_per_seq + p / bs]) * bs + p % bs;
-        auto it = device.find(slot);
-        ASSERT_TRUE(it != device.end()) << s.request.id << " position " << p << " was never written";
-        ASSERT_EQ(it->second, prefix[p]) << s.request.id << " position " << p << " reads another prefix's KV";
+    for (int32_t g = 0; g < groups.num_groups(); ++g) {
+      const std::span<const int32_t> table = in.GroupTable(g);
+      for (size_t r = 0; r < plan.size(); ++r) {
+        const Sequence& s = *plan[r].seq;
+        const std::vector<uint64_t> prefix = Prefixes(s);
+        const int32_t first_new = in.context_len[r] - plan[r].num_tokens;
+        const int32_t first_read = groups.windowed(g) ? std::max(0, first_new - groups.window(g) + 1) : 0;
+        for (int32_t p = first_read; p < first_new; ++p) {
+          const int64_t slot = static_cast<int64_t>(table[r * in.max_blocks_per_seq + p / bs]) * bs + p % bs;
+          auto it = device.find(slot);
+          ASSERT_TRUE(it != device.end()) << s.request.id << " group " << g << " position " << p << " was never written";
+          ASSERT_EQ(it->second, prefix[p] ^ static_cast<uint64_t>(g))
+              << s.request.id << " group " << g << " position " << p << " reads another prefix's KV";
+        }
       }
     }
   }
@@ -71,7 +86,7 @@ struct FakeKv {
 // Plays the engine: samples token 7 for every sequence that samples; finishes at max_tokens.
 int RunToCompletion(Scheduler& s, std::mt19937* abort_rng = nullptr) {
   StepInput in;
-  FakeKv kv{s.config().block_size, {}, {}};
+  FakeKv kv{s.config().block_size, s.kv_groups(), {}, {}};
   int steps = 0, empty_in_a_row = 0;
   while (s.HasWork()) {
     auto plan = s.Schedule(in);
@@ -91,7 +106,7 @@ int RunToCompletion(Scheduler& s, std::mt19937* abort_rng = nullptr) {
     EXPECT_LE(in.num_tokens(), s.config().max_tokens_per_step);
     EXPECT_LE(static_cast<int32_t>(plan.size()), s.config().max_seqs);
     // Every slot of this step belongs to a block the sequence owns, and no slot is used twice.
-    std::set<int32_t> slots(in.slot_mapping.begin(), in.slot_mapping.end());
+    std::set<int32_t> slots(in.slot_mapping.begin(), in.slot_mapping.end());  // every group's
     EXPECT_EQ(slots.size(), in.slot_mapping.size());
     empty_in_a_row = 0;
     std::vector<Sequence*> samplers;
@@ -209,7 +224,7 @@ TEST(SchedulerTest, AnOffloadingSequenceMovesItsBlocksOutInsteadOfBeingPreempted
   c.num_offload_blocks = 8;
   Scheduler s(c, 6);
   StepInput in;
-  FakeKv kv{4, {}, {}};
+  FakeKv kv{4, s.kv_groups(), {}, {}};
   ASSERT_TRUE(s.Add(Req("old", 3, 16)).ok());  // grows from 1 block to 5
   auto p1 = s.Schedule(in);
   ASSERT_EQ(p1.size(), 1u);
@@ -293,20 +308,32 @@ TEST(PreemptionCostModelTest, SwapsWhenMovingTheBlocksBeatsRecomputingTheTokens)
   EXPECT_FALSE(ParsePreemptionMode("sometimes").ok());
 }
 
-TEST(SchedulerTest, RandomizedStressEndsWithEveryBlockBack) {
-  std::mt19937 rng(99);
+struct StressTotals {
   int64_t swaps = 0, recomputes = 0, copies = 0, prefix_hits = 0, host_hits = 0, offloaded = 0, demoted = 0;
+};
+
+// 30 rounds of 150 requests each over random block sizes, budgets, swap and offload tiers, forks,
+// aborts and shared prompt stems. `layers`: the model's layer windows (0: global), drawn per
+// round; none: no sliding windows.
+StressTotals StressRounds(std::function<std::vector<int32_t>(std::mt19937&)> layers) {
+  std::mt19937 rng(99);
+  StressTotals total;
   for (int round = 0; round < 30; ++round) {
     const int32_t bs = 1 + rng() % 8;
-    SCOPED_TRACE(round);
+    SCOPED_TRACE(testing::Message() << "round " << round << " (seed 99)");
     SchedulerConfig c{bs, 1 + static_cast<int32_t>(rng() % 16), 8 + static_cast<int32_t>(rng() % 64), 128};
+    if (layers) {
+      const std::vector<int32_t> windows = layers(rng);
+      c.kv_groups = KvGroups(static_cast<int32_t>(windows.size()), windows);
+    }
+    const KvGroups groups = c.kv_groups.num_groups() > 0 ? c.kv_groups : KvGroups(1, {});
     // A third of the rounds recompute, a third swap, a third mix (a small host pool fills up).
     c.num_host_blocks = round % 3 == 0 ? 0 : static_cast<int32_t>(rng() % (round % 3 == 1 ? 400 : 12));
     c.preemption.mode = c.num_host_blocks > 0 ? PreemptionMode::kSwap : PreemptionMode::kRecompute;
     c.host_prefix_cache = c.num_host_blocks > 0;  // evicted prefix blocks park in the host pool
     // Every fourth round the device holds only half a context; offload blocks hold the rest.
     const bool offload = round % 4 == 3;
-    const int32_t context_blocks = (128 + bs - 1) / bs;
+    const auto context_blocks = static_cast<int32_t>(groups.BlocksHeld(128, bs, c.max_tokens_per_step));
     c.num_offload_blocks = offload ? context_blocks + static_cast<int32_t>(rng() % 64) : 0;
     Scheduler s(c, offload ? context_blocks / 2 + 1 : context_blocks + static_cast<int32_t>(rng() % 64));
     for (int i = 0; i < 150; ++i) {
@@ -317,29 +344,133 @@ TEST(SchedulerTest, RandomizedStressEndsWithEveryBlockBack) {
       const int32_t stem = static_cast<int32_t>(rng() % 4);
       for (int32_t k = 0; k < prompt; ++k) r.prompt_ids[k] = k < prompt / 2 ? stem : static_cast<int32_t>(rng() % 3);
       r.params.n = std::min<int32_t>(1 + rng() % 3, c.max_seqs);  // forks share their prompt's blocks
-      ASSERT_TRUE(s.Add(std::move(r)).ok());
+      const absl::Status added = s.Add(std::move(r));
+      EXPECT_TRUE(added.ok()) << added;
     }
     RunToCompletion(s, &rng);
     s.CheckInvariants();
-    EXPECT_EQ(s.pool().num_free(), s.pool().num_blocks()) << "round " << round;
-    EXPECT_EQ(s.host_pool().num_free(), s.host_pool().num_blocks()) << "round " << round;
-    EXPECT_EQ(s.offload_blocks_held(), 0) << "round " << round;
-    swaps += s.num_swap_preemptions();
-    offloaded += s.num_offloaded_blocks();
-    demoted += s.num_demoted_blocks();
-    recomputes += s.num_preemptions() - s.num_swap_preemptions();
-    copies += s.num_copied_blocks();
-    prefix_hits += s.prefix_hit_tokens();
-    host_hits += s.host_prefix_hit_tokens();
+    EXPECT_EQ(s.pool().num_free(), s.pool().num_blocks());
+    EXPECT_EQ(s.host_pool().num_free(), s.host_pool().num_blocks());
+    EXPECT_EQ(s.offload_blocks_held(), 0);
+    total.swaps += s.num_swap_preemptions();
+    total.offloaded += s.num_offloaded_blocks();
+    total.demoted += s.num_demoted_blocks();
+    total.recomputes += s.num_preemptions() - s.num_swap_preemptions();
+    total.copies += s.num_copied_blocks();
+    total.prefix_hits += s.prefix_hit_tokens();
+    total.host_hits += s.host_prefix_hit_tokens();
   }
+  return total;
+}
+
+TEST(SchedulerTest, RandomizedStressEndsWithEveryBlockBack) {
+  const StressTotals t = StressRounds(nullptr);
   // Thousands of requests went through both kinds of preemption and through copy-on-write.
-  EXPECT_GT(swaps, 100);
-  EXPECT_GT(recomputes, 100);
-  EXPECT_GT(copies, 100);
-  EXPECT_GT(prefix_hits, 1000);
-  EXPECT_GT(host_hits, 100);  // and prefixes came back from the host tier, checked by FakeKv
-  EXPECT_GT(offloaded, 100);   // and long sequences ran partly in offload blocks
-  EXPECT_GT(demoted, 10);
+  EXPECT_GT(t.swaps, 100);
+  EXPECT_GT(t.recomputes, 100);
+  EXPECT_GT(t.copies, 100);
+  EXPECT_GT(t.prefix_hits, 1000);
+  EXPECT_GT(t.host_hits, 100);  // and prefixes came back from the host tier, checked by FakeKv
+  EXPECT_GT(t.offloaded, 100);   // and long sequences ran partly in offload blocks
+  EXPECT_GT(t.demoted, 10);
+}
+
+// The same with sliding-window layers: a global layer or two among windowed ones (one or two
+// window sizes from 1 to 40 tokens), so every group's blocks go through forks, swaps, offload and
+// prefix hits while windowed groups give blocks back as sequences grow. FakeKv checks that every
+// position a kernel would read (the window, in windowed groups) still holds its own prefix.
+TEST(SchedulerTest, RandomizedStressWithSlidingWindowLayers) {
+  const StressTotals t = StressRounds([](std::mt19937& rng) {
+    const int32_t layers = 2 + static_cast<int32_t>(rng() % 7);
+    const int32_t w1 = 1 + static_cast<int32_t>(rng() % 40), w2 = rng() % 2 ? w1 : 1 + static_cast<int32_t>(rng() % 40);
+    std::vector<int32_t> windows(layers);
+    for (int32_t l = 0; l < layers; ++l) windows[l] = l % 3 == 2 ? 0 : l % 2 ? w1 : w2;
+    return windows;
+  });
+  EXPECT_GT(t.swaps, 50);
+  EXPECT_GT(t.recomputes, 50);
+  EXPECT_GT(t.copies, 50);
+  EXPECT_GT(t.prefix_hits, 500);
+  EXPECT_GT(t.host_hits, 20);
+  EXPECT_GT(t.offloaded, 50);
+}
+
+// A windowed group holds only its window: a long sequence of a model with one global and three
+// windowed layers takes a third of the blocks it would take without windows, its windowed
+// blocks return to the pool as it grows, and it fits a cache that the same model without
+// windows could not hold.
+TEST(SchedulerTest, WindowedGroupsHoldOnlyTheirWindow) {
+  const int32_t bs = 4, window = 8, prompt = 200;
+  SchedulerConfig c{bs, 4, 16, 512};
+  // Groups of one layer: the global one first (group 0), then the three windowed ones.
+  c.kv_groups = KvGroups(4, std::vector<int32_t>{window, window, 0, window});
+  ASSERT_EQ(c.kv_groups.num_groups(), 4);
+  ASSERT_EQ(c.kv_groups.group_of(2), 0);
+  // Per windowed group: the window's keys and one step's 16 tokens, over block edges.
+  const int64_t span = (window - 1 + 16 + bs - 1) / bs + 1;
+  EXPECT_EQ(c.kv_groups.BlocksHeld(prompt + 1, bs, 16), (prompt + 1 + bs - 1) / bs + 3 * span);
+  const auto fits = static_cast<int32_t>(c.kv_groups.BlocksHeld(prompt + 1, bs, 16));
+  EXPECT_LT(fits, 4 * ((prompt + 1 + bs - 1) / bs) / 2);  // all four layers global: 4x the global group
+  Scheduler s(c, fits);
+  ASSERT_TRUE(s.Add(Req("long", prompt, 1)).ok());
+  StepInput in;
+  int32_t most_held = 0;
+  while (s.HasWork()) {
+    const auto plan = s.Schedule(in);
+    ASSERT_FALSE(plan.empty());
+    s.CheckInvariants();
+    most_held = std::max(most_held, s.pool().num_blocks() - s.pool().num_free());
+    // The windowed groups' tables name only blocks from the window of the step's first query.
+    const Sequence& seq = *plan[0].seq;
+    const int32_t first_query = seq.num_computed - plan[0].num_tokens;
+    for (int32_t g : {1, 2, 3}) {  // the windowed groups (window 8)
+      ASSERT_TRUE(s.kv_groups().windowed(g));
+      for (int32_t j = 0; j < (first_query - window + 1) / bs; ++j) EXPECT_EQ(seq.blocks[g][j].value, -1) << j;
+    }
+    for (const auto& ss : plan) {
+      if (!ss.samples) continue;
+      s.Append(ss.seq, 7);
+      s.Finish(ss.seq);
+    }
+  }
+  EXPECT_LE(most_held, fits);
+  EXPECT_EQ(s.pool().num_free(), s.pool().num_blocks());
+  // Without windows the same memory refuses the request: there a block is a slab of all four
+  // layers, so it holds a quarter as many.
+  SchedulerConfig global = c;
+  global.kv_groups = KvGroups(4, {});
+  ASSERT_EQ(global.kv_groups.slots(), 4);
+  Scheduler all_global(global, fits * c.kv_groups.slots() / global.kv_groups.slots());
+  EXPECT_EQ(all_global.Add(Req("long", prompt, 1)).code(), absl::StatusCode::kResourceExhausted);
+}
+
+// A prefix hit in a windowed model: the second request with the same prompt reuses the global
+// group's whole prefix and, in the windowed group, only the window before its first new token —
+// found among the blocks the first request gave back (parked in the prefix cache).
+TEST(SchedulerTest, PrefixHitsNeedOnlyTheWindowInWindowedGroups) {
+  const int32_t bs = 4, window = 6;
+  SchedulerConfig c{bs, 4, 64, 512};
+  c.kv_groups = KvGroups(2, std::vector<int32_t>{window, 0});  // group 0 global, group 1 windowed
+  Scheduler s(c, 200);
+  Request first = Req("a", 41, 1);
+  for (int32_t k = 0; k < 41; ++k) first.prompt_ids[k] = k;
+  Request second = first;
+  second.id = "b";
+  ASSERT_TRUE(s.Add(std::move(first)).ok());
+  RunToCompletion(s);
+  ASSERT_TRUE(s.Add(std::move(second)).ok());
+  StepInput in;
+  const auto plan = s.Schedule(in);
+  ASSERT_EQ(plan.size(), 1u);
+  // 40 of 41 prompt tokens are whole blocks (the last token is always computed).
+  EXPECT_EQ(plan[0].num_tokens, 1);
+  EXPECT_EQ(s.prefix_hit_tokens(), 40);
+  const Sequence& seq = *plan[0].seq;
+  const int32_t first_live = (40 - window + 1) / bs;  // block of key 35
+  for (int32_t j = 0; j < first_live; ++j) EXPECT_EQ(seq.blocks[1][j].value, -1);
+  for (int32_t j = first_live; j < 11; ++j) EXPECT_GE(seq.blocks[1][j].value, 0);
+  for (int32_t j = 0; j < 11; ++j) EXPECT_GE(seq.blocks[0][j].value, 0);
+  s.CheckInvariants();
 }
 
 }  // namespace

@@ -50,6 +50,27 @@ TEST(StepMessageTest, RoundTripsEveryField) {
   EXPECT_EQ(*DecodeStep(words, out, greedy), StepCommand::kStop);
 }
 
+TEST(StepMessageTest, RoundTripsTheTablesOfEveryKvGroup) {
+  StepInput in = Sample();
+  in.num_kv_groups = 2;  // a windowed group's table and slots after the global group's
+  in.slot_mapping.insert(in.slot_mapping.end(), {80, 81, 82, 97});
+  in.block_table.insert(in.block_table.end(), {5, 0, 0, 6});
+  ASSERT_TRUE(in.GroupArraysConsistent());
+  std::vector<int32_t> words;
+  EncodeStep(in, false, words);
+  StepInput out;
+  bool greedy = true;
+  ASSERT_TRUE(DecodeStep(words, out, greedy).ok());
+  EXPECT_EQ(out.num_kv_groups, 2);
+  EXPECT_EQ(out.slot_mapping, in.slot_mapping);
+  EXPECT_EQ(out.block_table, in.block_table);
+  EXPECT_EQ(std::vector<int32_t>(out.GroupTable(1).begin(), out.GroupTable(1).end()), (std::vector<int32_t>{5, 0, 0, 6}));
+  EXPECT_EQ(std::vector<int32_t>(out.GroupSlots(1).begin(), out.GroupSlots(1).end()), (std::vector<int32_t>{80, 81, 82, 97}));
+  auto no_groups = words;
+  no_groups[9] = 0;
+  EXPECT_EQ(DecodeStep(no_groups, out, greedy).status().code(), absl::StatusCode::kDataLoss);
+}
+
 TEST(StepMessageTest, DamagedMessagesAreErrors) {
   std::vector<int32_t> words;
   EncodeStep(Sample(), false, words);
