@@ -10,6 +10,8 @@
 #include "launcher/flags.h"
 #include "runtime/engine/loaded_model.h"
 #include "runtime/kv/kv_cache.h"
+#include "runtime/kv/kv_groups.h"
+#include "runtime/sched/scheduler.h"
 
 namespace kvs {
 
@@ -43,10 +45,11 @@ int RunInspect() {
   const int32_t windowed = static_cast<int32_t>(
       std::count_if(c.layer_windows.begin(), c.layer_windows.end(), [](int32_t w) { return w > 0; }));
   if (windowed > 0) {
-    std::printf("context:          %d tokens; %d of %d layers attend to the last %d (sliding window)\n", c.MaxContext(),
-                windowed, c.num_layers, c.sliding_window);
+    std::printf("context:          %d tokens; %d of %d layers attend to the last %d (sliding window) and keep only "
+                "those in the KV cache\n",
+                c.MaxContext(), windowed, c.num_layers, c.sliding_window);
   } else {
-    std::printf("context:          %d tokens%s\n", c.MaxContext(), c.sliding_window ? " (capped by the sliding window)" : "");
+    std::printf("context:          %d tokens\n", c.MaxContext());
   }
   const char* scaling = c.rope_scaling.type == RopeScalingType::kLlama3   ? "llama3"
                         : c.rope_scaling.type == RopeScalingType::kLinear ? "linear"
@@ -71,12 +74,23 @@ int RunInspect() {
   std::printf("weights on GPU:   %.2f GiB (bf16 throughout: %.2f GiB)\n",
               ModelWeights::BytesFor(c, whole, DType::kBF16, m->source.get()) / 1073741824.0,
               ModelWeights::BytesFor(c, whole, DType::kBF16) / 1073741824.0);
-  // Per format, with scales, from the runtime's own block accounting (16-token blocks).
+  // Per format, with scales, from the runtime's own block accounting (16-token blocks; the
+  // blocks a sequence of the whole context holds in every layer group, as the scheduler counts).
+  const KvGroups groups(c.num_layers, c.layer_windows);
+  const int64_t blocks = groups.BlocksHeld(c.MaxContext(), 16, kDefaultMaxTokensPerStep);
   for (KvDType t : {KvDType::kF32, KvDType::kBF16, KvDType::kF16, KvDType::kFP8, KvDType::kINT8, KvDType::kINT4}) {
     if (KvDTypeHeadDimProblem(t, c.head_dim) != nullptr) continue;
-    const double per_tok = static_cast<double>(KvCache::BytesPerBlock(c, t, 16)) / 16;
-    std::printf("KV bytes/token:   %.0f (%s); %.1f MiB for %d tokens\n", per_tok, KvDTypeName(t).data(),
-                per_tok * c.MaxContext() / (1 << 20), c.MaxContext());
+    const double slab = static_cast<double>(KvCache::BytesPerBlock(c, t, 16));
+    const double per_layer_token = slab / groups.slots() / 16, all_layers = per_layer_token * c.num_layers;
+    if (windowed == 0) {
+      std::printf("KV bytes/token:   %.0f (%s); %.1f MiB for %d tokens\n", all_layers, KvDTypeName(t).data(),
+                  blocks * slab / (1 << 20), c.MaxContext());
+    } else {
+      std::printf("KV bytes/token:   %.0f in the %d global layers (%s); %.1f MiB for %d tokens (%.1f MiB if every layer "
+                  "kept them all)\n",
+                  per_layer_token * (c.num_layers - windowed), c.num_layers - windowed, KvDTypeName(t).data(),
+                  blocks * slab / (1 << 20), c.MaxContext(), all_layers * c.MaxContext() / (1 << 20));
+    }
   }
   std::printf("tokenizer:        %s\n", m->tokenizer ? absl::StrFormat("%d tokens", m->tokenizer->vocab_size()).c_str() : "none");
   std::printf("chat template:    %s\n",

@@ -79,6 +79,30 @@ absl::StatusOr<RopeScaling> ParseRopeScaling(const json& r, const std::string& s
 // softmax scaled by query_pre_attn_scalar, windowed layers (layer_types, or every
 // sliding_window_pattern-th layer global in older configs) with a rope base of their own, and
 // the rope scaling (if any) on the global layers only.
+// transformers' `layer_types` (Gemma 3, Qwen2/Qwen3, ...): each sliding_attention layer attends
+// to the last `window` tokens. False when the config has none.
+absl::StatusOr<bool> ParseLayerTypes(const json& j, const std::string& source, int32_t window, ModelConfig& c) {
+  const auto lt = j.find("layer_types");
+  if (lt == j.end() || lt->is_null()) return false;
+  c.layer_windows.assign(c.num_layers, 0);
+  if (!lt->is_array() || static_cast<int64_t>(lt->size()) != c.num_layers) {
+    return Bad(source, absl::StrFormat("layer_types must list one type per layer (%d)", c.num_layers));
+  }
+  for (int32_t l = 0; l < c.num_layers; ++l) {
+    const json& t = (*lt)[l];
+    const std::string type = t.is_string() ? t.get<std::string>() : t.dump();
+    if (type == "sliding_attention") {
+      c.layer_windows[l] = window;
+    } else if (type != "full_attention") {
+      return absl::UnimplementedError(absl::StrFormat(
+          "%s: layer type '%s' is not supported (supported: sliding_attention, full_attention)", source, type));
+    }
+  }
+  // A config listing only full_attention layers has no windows at all.
+  if (std::all_of(c.layer_windows.begin(), c.layer_windows.end(), [](int32_t w) { return w == 0; })) c.layer_windows.clear();
+  return true;
+}
+
 absl::Status ParseGemma3(const json& j, const std::string& source, ModelConfig& c) {
   KVS_ASSIGN_OR_RETURN(double scalar, FloatField(j, "query_pre_attn_scalar", source, c.head_dim));
   if (!(scalar > 0)) return Bad(source, "query_pre_attn_scalar must be positive");
@@ -93,21 +117,8 @@ absl::Status ParseGemma3(const json& j, const std::string& source, ModelConfig& 
   KVS_ASSIGN_OR_RETURN(int64_t window, IntField(j, "sliding_window", source, false, 4096));
   if (window <= 0 || window > (1ll << 30)) return Bad(source, "sliding_window must be positive");
   c.sliding_window = static_cast<int32_t>(window);
-  if (auto lt = j.find("layer_types"); lt != j.end() && !lt->is_null()) {
-    c.layer_windows.assign(c.num_layers, 0);
-    if (!lt->is_array() || static_cast<int64_t>(lt->size()) != c.num_layers) {
-      return Bad(source, absl::StrFormat("layer_types must list one type per layer (%d)", c.num_layers));
-    }
-    for (int32_t l = 0; l < c.num_layers; ++l) {
-      const json& t = (*lt)[l];
-      const std::string type = t.is_string() ? t.get<std::string>() : t.dump();
-      if (type == "sliding_attention") c.layer_windows[l] = c.sliding_window;
-      else if (type != "full_attention") {
-        return absl::UnimplementedError(absl::StrFormat(
-            "%s: layer type '%s' is not supported (supported: sliding_attention, full_attention)", source, type));
-      }
-    }
-  } else {
+  KVS_ASSIGN_OR_RETURN(const bool listed, ParseLayerTypes(j, source, c.sliding_window, c));
+  if (!listed) {
     int64_t pattern = 6;
     for (const char* key : {"sliding_window_pattern", "_sliding_window_pattern"}) {
       if (j.contains(key)) {
@@ -202,10 +213,7 @@ absl::Status ModelConfig::Validate() const {
   return absl::OkStatus();
 }
 
-int32_t ModelConfig::MaxContext() const {
-  const bool capped = layer_windows.empty() && sliding_window > 0 && sliding_window < max_position_embeddings;
-  return capped ? sliding_window : max_position_embeddings;
-}
+int32_t ModelConfig::MaxContext() const { return max_position_embeddings; }
 
 float ModelConfig::AttentionScale() const {
   return attention_scale > 0 ? attention_scale : 1.0f / std::sqrt(static_cast<float>(head_dim));
@@ -288,15 +296,33 @@ absl::StatusOr<ModelConfig> ParseHfConfig(const json& j, const std::string& sour
     // Gemma 3's windows are per layer (ParseGemma3), not a cap on the context.
   } else if (c.architecture == "qwen2" || c.architecture == "qwen3") {
     c.attention_bias = c.architecture == "qwen2";  // Qwen2 always has q/k/v bias and no o bias; Qwen3 none
+    // As transformers: with use_sliding_window, the layers from max_window_layers on attend to a
+    // window (or those `layer_types` lists as sliding_attention).
     KVS_ASSIGN_OR_RETURN(bool use_window, BoolField(j, "use_sliding_window", source, false));
     if (use_window) {
-      KVS_ASSIGN_OR_RETURN(int64_t w, IntField(j, "sliding_window", source, false, 0));
+      KVS_ASSIGN_OR_RETURN(int64_t w, IntField(j, "sliding_window", source, false, 4096));
+      if (w <= 0 || w > (1ll << 30)) return Bad(source, "sliding_window must be positive");
       c.sliding_window = static_cast<int32_t>(w);
+      KVS_ASSIGN_OR_RETURN(const bool listed, ParseLayerTypes(j, source, c.sliding_window, c));
+      if (!listed) {
+        KVS_ASSIGN_OR_RETURN(int64_t first, IntField(j, "max_window_layers", source, false, 28));
+        c.layer_windows.assign(c.num_layers, 0);
+        for (int32_t l = std::max<int64_t>(first, 0); l < c.num_layers; ++l) c.layer_windows[l] = c.sliding_window;
+      }
     }
   } else {
+    // Mistral: every layer attends to the last `sliding_window` tokens (none: the whole context).
     KVS_ASSIGN_OR_RETURN(c.attention_bias, BoolField(j, "attention_bias", source, false));
     KVS_ASSIGN_OR_RETURN(int64_t w, IntField(j, "sliding_window", source, false, 0));
+    if (w < 0 || w > (1ll << 30)) return Bad(source, "sliding_window must be positive");
     c.sliding_window = static_cast<int32_t>(w);
+    if (w > 0) c.layer_windows.assign(c.num_layers, c.sliding_window);
+  }
+  // A window no shorter than the model's context changes nothing: every layer stays global (and
+  // takes the faster kernels and every KV format).
+  if (c.sliding_window >= c.max_position_embeddings ||
+      std::all_of(c.layer_windows.begin(), c.layer_windows.end(), [](int32_t w) { return w == 0; })) {
+    c.layer_windows.clear();
   }
   if (auto mlp_bias = j.find("mlp_bias"); mlp_bias != j.end() && mlp_bias->is_boolean() && mlp_bias->get<bool>()) {
     return absl::UnimplementedError(source + ": mlp_bias=true is not supported");

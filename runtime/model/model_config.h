@@ -38,8 +38,8 @@ struct ModelConfig {
   int32_t num_kv_heads = 0;
   int32_t head_dim = 0;
   int32_t max_position_embeddings = 0;
-  // Mistral / Qwen2's window (0: none): without layer_windows, kvshard refuses contexts longer
-  // than it rather than attend beyond it.
+  // The window of the sliding-window layers (Mistral, Qwen2 with use_sliding_window, Gemma 3);
+  // 0: none. Which layers use it is layer_windows.
   int32_t sliding_window = 0;
   // Per layer, how many of the latest keys (the query's own included) a query attends to; 0: all.
   // Empty: every layer global. Gemma 3 interleaves windowed layers with global ones.

@@ -13,8 +13,10 @@
 namespace kvs {
 namespace {
 
-TEST(CapacityPlanTest, PredictsTheBlocksAnEngineFindsAtStartUp) {
-  auto src = OpenWeightSource(testing::GoldenPath("models/tiny-qwen2"));  // bias, MQA, tied
+class CapacityPlanModelTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CapacityPlanModelTest, PredictsTheBlocksAnEngineFindsAtStartUp) {
+  auto src = OpenWeightSource(testing::GoldenPath("models/" + GetParam()));
   ASSERT_TRUE(src.ok()) << src.status();
   for (int64_t budget : {int64_t{8} << 20, int64_t{64} << 20}) {
     CpuBackend be(static_cast<size_t>(budget));
@@ -34,6 +36,45 @@ TEST(CapacityPlanTest, PredictsTheBlocksAnEngineFindsAtStartUp) {
     EXPECT_EQ(plan.blocks, actual) << "same accounting, so the same number";
   }
 }
+
+// The longest sequence `plan` says fits is the longest the scheduler admits on that many blocks:
+// one token more is refused. With sliding windows that is far longer than blocks x block size.
+TEST_P(CapacityPlanModelTest, TheLongestSequenceThatFitsIsWhatTheSchedulerAdmits) {
+  auto src = OpenWeightSource(testing::GoldenPath("models/" + GetParam()));
+  ASSERT_TRUE(src.ok()) << src.status();
+  const ModelConfig& mc = (*src)->config();
+  EngineConfig c;
+  c.block_size = 16;
+  c.kv_cache_bytes = 256 * KvCache::BytesPerBlock(mc, KvDType::kF32, 16);
+  auto resolved = ResolveEngineConfig(c, mc);
+  ASSERT_TRUE(resolved.ok());
+  const CapacityPlan plan = PlanCapacity(mc, {ModelShard::Whole(mc)}, DType::kF32, KvDType::kF32, 1 << 30, *resolved);
+  ASSERT_EQ(plan.blocks, 256);
+  const int64_t longest = plan.max_tokens();
+  // The same memory with every layer keeping the whole context.
+  ModelConfig all_global = mc;
+  all_global.layer_windows.clear();
+  const CapacityPlan global =
+      PlanCapacity(all_global, {ModelShard::Whole(mc)}, DType::kF32, KvDType::kF32, 1 << 30, *resolved);
+  EXPECT_EQ(global.max_tokens(), global.blocks * 16);
+  if (mc.layer_windows.empty()) {
+    EXPECT_EQ(longest, 256 * 16);
+  } else {
+    EXPECT_GT(longest, 2 * global.max_tokens());  // the windowed groups hold only their window
+  }
+  SchedulerConfig sc{16, 4, resolved->max_tokens_per_step, static_cast<int32_t>(longest) + 64};
+  sc.kv_groups = KvGroups(mc.num_layers, mc.layer_windows);
+  Scheduler s(sc, plan.blocks);
+  Request fits{"fits", std::vector<int32_t>(longest - 1, 5), {}};
+  fits.params.max_tokens = 1;
+  EXPECT_TRUE(s.Add(fits).ok());
+  Request over{"over", std::vector<int32_t>(longest, 5), {}};
+  over.params.max_tokens = 1;
+  EXPECT_EQ(s.Add(over).code(), absl::StatusCode::kResourceExhausted);
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, CapacityPlanModelTest,
+                         ::testing::Values("tiny-qwen2", "tiny-gemma3", "tiny-qwen2-swa"));
 
 TEST(CapacityPlanTest, WeightBytesAreWhatLoadingAllocates) {
   for (const char* m : {"models/tiny-llama31", "models/tiny-qwen2", "models/tiny-mistral"}) {

@@ -133,7 +133,8 @@ TEST_P(RandomCheckpointTest, GreedyMatchesTransformersAloneBatchedChunkedAndPree
 }
 
 INSTANTIATE_TEST_SUITE_P(Checkpoints, RandomCheckpointTest,
-                         ::testing::Values("tiny-llama31", "tiny-qwen2", "tiny-mistral", "tiny-qwen3", "tiny-gemma3"));
+                         ::testing::Values("tiny-llama31", "tiny-qwen2", "tiny-mistral", "tiny-qwen3", "tiny-gemma3",
+                                           "tiny-mistral-swa", "tiny-qwen2-swa"));
 
 // Checkpoints as llama.cpp's own converter writes them to GGUF (tests/reference/
 // make_llama_cpp_gguf.py: bf16, its tensor names and metadata keys, Gemma's norms stored as 1 + w,

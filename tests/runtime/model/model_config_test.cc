@@ -88,13 +88,36 @@ TEST(ModelConfigTest, RejectsBadConfigsNamingTheField) {
   EXPECT_NE(ParseHfConfig(j, "c.json").status().message().find("vocab_size"), std::string::npos);
 }
 
-TEST(ModelConfigTest, MistralSlidingWindowCapsTheContext) {
+TEST(ModelConfigTest, MistralsSlidingWindowIsAWindowInEveryLayer) {
   auto j = nlohmann::json::parse(R"({"model_type": "mistral", "vocab_size": 32000, "hidden_size": 4096,
       "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
       "max_position_embeddings": 32768, "sliding_window": 4096})");
   auto c = ParseHfConfig(j, "c.json");
   ASSERT_TRUE(c.ok());
-  EXPECT_EQ(c->MaxContext(), 4096);
+  EXPECT_EQ(c->MaxContext(), 32768);  // no longer capped: each layer attends to its last 4,096 keys
+  EXPECT_EQ(c->layer_windows, std::vector<int32_t>(32, 4096));
+  // A window as long as the context changes nothing, and null means none.
+  j["sliding_window"] = 32768;
+  EXPECT_TRUE(ParseHfConfig(j, "c.json")->layer_windows.empty());
+  j["sliding_window"] = nullptr;
+  EXPECT_TRUE(ParseHfConfig(j, "c.json")->layer_windows.empty());
+  j["sliding_window"] = -1;
+  EXPECT_FALSE(ParseHfConfig(j, "c.json").ok());
+}
+
+TEST(ModelConfigTest, Qwen2SlidingWindowsFollowMaxWindowLayersOrLayerTypes) {
+  auto j = nlohmann::json::parse(R"({"model_type": "qwen2", "vocab_size": 1000, "hidden_size": 64,
+      "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
+      "max_position_embeddings": 32768, "sliding_window": 4096, "max_window_layers": 2})");
+  EXPECT_TRUE(ParseHfConfig(j, "c.json")->layer_windows.empty());  // use_sliding_window is false by default
+  j["use_sliding_window"] = true;
+  EXPECT_EQ(ParseHfConfig(j, "c.json")->layer_windows, (std::vector<int32_t>{0, 0, 4096, 4096}));
+  j["layer_types"] = {"sliding_attention", "full_attention", "full_attention", "full_attention"};
+  EXPECT_EQ(ParseHfConfig(j, "c.json")->layer_windows, (std::vector<int32_t>{4096, 0, 0, 0}));
+  j["layer_types"] = {"sliding_attention", "chunked_attention", "full_attention", "full_attention"};
+  const auto refused = ParseHfConfig(j, "c.json");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("chunked_attention"), std::string::npos);
 }
 
 // google/gemma-3-270m's config.json as transformers 4.57 writes it (layer_types listed).
