@@ -3,7 +3,7 @@
 # and, with a seed, the same sampled tokens — from tp = 2, 3, 4 and from dp = 2 x tp = 1 (and
 # dp = 2 x tp = 2) as from a single process, on random HF checkpoints written by transformers
 # (GQA, MQA with replicated KV heads, uneven head splits; Qwen3 and Gemma 3 with its windowed
-# layers) and on SmolLM2 (9 query / 3 KV heads);
+# layers, Mistral with a window in every layer) and on SmolLM2 (9 query / 3 KV heads);
 # then a rank that dies or hangs mid-run stops the whole job within seconds, naming the rank.
 #
 # usage: multi_rank_test.sh KVSHARD_BINARY GOLDENS_DIR [SMOLLM2_GGUF]
@@ -51,7 +51,7 @@ check_same() {  # model input extra-flags...
   done
 }
 
-for m in tiny-llama31 tiny-qwen2 tiny-mistral tiny-qwen3 tiny-gemma3; do check_same "$GOLDENS/models/$m" "$WORK/ids.jsonl" --ignore-eos; done
+for m in tiny-llama31 tiny-qwen2 tiny-mistral tiny-qwen3 tiny-gemma3 tiny-mistral-swa; do check_same "$GOLDENS/models/$m" "$WORK/ids.jsonl" --ignore-eos; done
 # Seeded sampling draws the same tokens too: rank 0 assembles whole logits rows from the ranks'
 # vocabulary slices on the backend and samples there, as one process does.
 check_same "$GOLDENS/models/tiny-llama31" "$WORK/ids.jsonl" --ignore-eos --temperature 0.9 --top-p 0.95 --top-k 50 --seed 11
@@ -81,20 +81,26 @@ JSON
 
 # Preemption under tensor parallelism: a KV cache of 20 blocks of 4 tokens (a tp=2 rank holds half
 # the KV heads, so half the bytes) cannot hold the batch at once; swapped or recomputed, every
-# rank must follow the leader's swaps and the tokens must not change.
-M="$GOLDENS/models/tiny-llama31"
-"$BIN" generate --model "$M" --input "$WORK/ids.jsonl" --output "$WORK/ref.jsonl" --device cpu --ignore-eos 2>/dev/null
-for mode in swap recompute; do
-  for layout in "1 1 120KiB" "2 2 60KiB"; do
-    set -- $layout
-    if [ "$1" = 1 ]; then runner=("$BIN"); else runner=(timeout 600 mpirun --oversubscribe -np "$1" "$BIN"); fi
-    "${runner[@]}" generate --model "$M" --input "$WORK/ids.jsonl" --output "$WORK/out.jsonl" --device cpu --ignore-eos \
-      --tp "$2" --block-size 4 --kv-cache-memory "$3" --swap-space 1MiB --preemption-mode "$mode" 2>"$WORK/err" \
-      || { cat "$WORK/err"; fail "tp=$2 under $mode preemption"; }
-    grep -q "[1-9][0-9]* preemption(s), $( [ $mode = swap ] && echo '[1-9][0-9]*' || echo 0 ) by swap" "$WORK/err" \
-      || { cat "$WORK/err"; fail "tp=$2: no $mode preemption happened"; }
-    same "$WORK/ref.jsonl" "$WORK/out.jsonl" || { diff "$WORK/ref.jsonl" "$WORK/out.jsonl" | head -5; fail "tp=$2 under $mode preemption changed the output"; }
-    echo "ok: tiny-llama31 tp=$2 under preemption by $mode == unconstrained one process ($(grep -o '[0-9]* preemption(s), [0-9]* by swap' "$WORK/err"))"
+# rank must follow the leader's swaps and the tokens must not change. Gemma 3's cache (72 blocks
+# of one layer: the longest request's global blocks and its windowed groups') exercises the
+# windowed groups' blocks through the same swaps.
+for spec in "tiny-llama31 120" "tiny-gemma3 144"; do
+  set -- $spec
+  name=$1 kib=$2
+  M="$GOLDENS/models/$name"
+  "$BIN" generate --model "$M" --input "$WORK/ids.jsonl" --output "$WORK/ref.jsonl" --device cpu --ignore-eos 2>/dev/null
+  for mode in swap recompute; do
+    for layout in "1 1 ${kib}KiB" "2 2 $((kib / 2))KiB"; do
+      set -- $layout
+      if [ "$1" = 1 ]; then runner=("$BIN"); else runner=(timeout 600 mpirun --oversubscribe -np "$1" "$BIN"); fi
+      "${runner[@]}" generate --model "$M" --input "$WORK/ids.jsonl" --output "$WORK/out.jsonl" --device cpu --ignore-eos \
+        --tp "$2" --block-size 4 --kv-cache-memory "$3" --swap-space 1MiB --preemption-mode "$mode" 2>"$WORK/err" \
+        || { cat "$WORK/err"; fail "$name tp=$2 under $mode preemption"; }
+      grep -q "[1-9][0-9]* preemption(s), $( [ $mode = swap ] && echo '[1-9][0-9]*' || echo 0 ) by swap" "$WORK/err" \
+        || { cat "$WORK/err"; fail "$name tp=$2: no $mode preemption happened"; }
+      same "$WORK/ref.jsonl" "$WORK/out.jsonl" || { diff "$WORK/ref.jsonl" "$WORK/out.jsonl" | head -5; fail "$name tp=$2 under $mode preemption changed the output"; }
+      echo "ok: $name tp=$2 under preemption by $mode == unconstrained one process ($(grep -o '[0-9]* preemption(s), [0-9]* by swap' "$WORK/err"))"
+    done
   done
 done
 
