@@ -141,7 +141,12 @@ absl::Status Plan() {
     const RankCapacity& rc = plan.ranks[r];
     std::printf("device %-3zu       weights %.2f GiB, workspace %.2f GiB, ", r, rc.weight_bytes / kGiB, rc.workspace_bytes / kGiB);
     if (rc.window_bytes > 0) std::printf("offload staging window %.2f GiB, ", rc.window_bytes / kGiB);
-    std::printf("KV %.2f GiB at %.0f bytes/token -> %d blocks\n", rc.kv_bytes / kGiB, rc.kv_bytes_per_token, rc.blocks);
+    if (windowed) {
+      std::printf("KV %.2f GiB at %lld bytes per block (%d layers x %d tokens) -> %d blocks\n", rc.kv_bytes / kGiB,
+                  static_cast<long long>(rc.bytes_per_block), groups.slots(), ec.block_size, rc.blocks);
+    } else {
+      std::printf("KV %.2f GiB at %.0f bytes/token -> %d blocks\n", rc.kv_bytes / kGiB, rc.kv_bytes_per_token, rc.blocks);
+    }
   }
   // The longest sequence that fits: unbounded when every layer keeps only a window.
   auto longest = [&](const CapacityPlan& p) {

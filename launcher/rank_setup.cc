@@ -47,6 +47,7 @@ absl::StatusOr<std::unique_ptr<RankRuntime>> StartRank(
   const TensorParallel tpx = rt->context->tensor_parallel();
   const GroupLayout& layout = rt->context->layout();
   const KvCapacity* capacity = nullptr;
+  const KvCache* cache = nullptr;
   KvDType kv_dtype = KvDType::kF32;
   if (layout.leader()) {
     const LoadedModel& m = *rt->model;
@@ -56,11 +57,13 @@ absl::StatusOr<std::unique_ptr<RankRuntime>> StartRank(
       if (int32_t id = tok->TokenId(m.chat_template->EndOfTurn()); id >= 0) rt->engine->AddStopTokenId(id);
     }
     capacity = &rt->engine->kv_capacity();
-    kv_dtype = rt->engine->kv_cache().dtype();
+    cache = &rt->engine->kv_cache();
+    kv_dtype = cache->dtype();
   } else {
     KVS_ASSIGN_OR_RETURN(rt->worker, StepWorker::Create(*rt->backend, *rt->weights, config, tpx));
     capacity = &rt->worker->kv_capacity();
-    kv_dtype = rt->worker->kv_cache().dtype();
+    cache = &rt->worker->kv_cache();
+    kv_dtype = cache->dtype();
   }
   rt->load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (rt->multi_rank() || absl::GetFlag(FLAGS_verbose)) {
@@ -73,6 +76,14 @@ absl::StatusOr<std::unique_ptr<RankRuntime>> StartRank(
                  s.intermediate.begin, s.intermediate.end, s.vocab.begin, s.vocab.end, rt->weights->bytes() / 1048576.0,
                  KvDTypeName(kv_dtype).data(), capacity->local_blocks, capacity->blocks, capacity->blocks * capacity->bytes_per_block / 1048576.0,
                  rt->load_seconds);
+    if (const KvGroups& g = cache->groups(); g.any_windowed()) {
+      // Sliding-window layers: what the blocks hold, in the scheduler's own count.
+      const int64_t longest =
+          g.LongestFitting(capacity->blocks, config.block_size, config.max_tokens_per_step, int64_t{1} << 40);
+      std::fprintf(stderr, "%s KV groups: %s, each block one slab of them; the longest sequence that fits: %s tokens\n",
+                   rt->tag().c_str(), g.Describe().c_str(),
+                   longest >= (int64_t{1} << 40) ? "any number of" : std::to_string(longest).c_str());
+    }
     if (rt->backend->Name() == "cpu") {
       std::fprintf(stderr, "%s cpu backend: %s\n", rt->tag().c_str(),
                    CpuBackendSummary(absl::GetFlag(FLAGS_device) == "cpu-reference").c_str());
