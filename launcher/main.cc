@@ -8,22 +8,21 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "kernels/backend_factory.h"
+#include "launcher/command_flags.h"
 #include "launcher/commands.h"
 #include "launcher/flags.h"
 
 namespace {
 
-constexpr const char* kUsage =
-    "usage: kvshard <command> [flags]\n"
-    "commands:\n"
-    "  serve    --model PATH [--port 8000 --host 127.0.0.1 --api-key KEY]   (OpenAI API)\n"
-    "  generate --model PATH (--prompt TEXT [--chat] | --input in.jsonl --output out.jsonl)\n"
-    "  inspect  --model PATH\n"
-    "  bench    --model PATH|random:PRESET [--input-len N --output-len N --num-prompts N | --kernel attention]\n"
-    "  make-model --preset NAME --out DIR [--seed N]\n"
-    "  plan     --model PRESET|PATH --gpu-mem 80GiB [--tp N --kv-dtype fp8 --context 1M --batch N]\n"
-    "  perplexity --model PATH --text FILE [--context 512 --kv-dtype int8]\n"
-    "run `kvshard <command> --help` for the flags.\n";
+// The top-level usage: every command's line (launcher/command_flags.cc, the one place for them).
+std::string Usage() {
+  std::string u = "usage: kvshard <command> [flags]\ncommands:\n";
+  for (const kvs::CommandFlags& c : kvs::AllCommandFlags()) {
+    u += "  " + std::string(c.name) + std::string(c.name.size() < 8 ? 9 - c.name.size() : 1, ' ') +
+         std::string(c.usage) + "\n";
+  }
+  return u + "run `kvshard <command> --help` for the flags.\n";
+}
 
 // Abseil flag names are identifiers; accept --max-tokens as --max_tokens.
 std::string NormalizeFlag(const char* arg) {
@@ -39,14 +38,38 @@ std::string NormalizeFlag(const char* arg) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(kUsage);
+  const std::string usage = Usage();
+  absl::SetProgramUsageMessage(usage);
   if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "help") == 0) {
-    std::fputs(kUsage, argc < 2 ? stderr : stdout);
+    std::fputs(usage.c_str(), argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
   }
   const std::string command = argv[1];
+  const kvs::CommandFlags* spec = kvs::FindCommandFlags(command);
+#if !defined(KVS_HAVE_SERVER)
+  if (command == "serve") spec = nullptr;
+#endif
+  if (spec == nullptr) {
+    std::fprintf(stderr, "kvshard: unknown command '%s'\n%s", command.c_str(), usage.c_str());
+    return 2;
+  }
+  if (const std::vector<std::string> missing = kvs::UndefinedListedFlags(); !missing.empty()) {
+    std::fprintf(stderr, "kvshard: internal error: a command lists a flag the binary lacks (%s)\n", missing[0].c_str());
+    return 70;
+  }
   std::vector<std::string> args = {std::string("kvshard ") + command};
   for (int i = 2; i < argc; ++i) args.push_back(NormalizeFlag(argv[i]));
+  // This command's flags only: any other would be parsed and then ignored.
+  for (size_t i = 1; i < args.size(); ++i) {
+    if (args[i] == "--help" || args[i] == "-h") {
+      std::fputs(kvs::CommandHelp(*spec).c_str(), stdout);
+      return 0;
+    }
+  }
+  if (const std::string refusal = kvs::RefuseForeignFlags(*spec, args); !refusal.empty()) {
+    std::fprintf(stderr, "kvshard %s: %s\n", command.c_str(), refusal.c_str());
+    return 2;
+  }
   std::vector<char*> cargs;
   for (auto& a : args) cargs.push_back(a.data());
   const std::vector<char*> positional = absl::ParseCommandLine(static_cast<int>(cargs.size()), cargs.data());
@@ -69,6 +92,6 @@ int main(int argc, char** argv) {
 #if defined(KVS_HAVE_SERVER)
   if (command == "serve") return kvs::RunServe();
 #endif
-  std::fprintf(stderr, "kvshard: unknown command '%s'\n%s", command.c_str(), kUsage);
+  std::fprintf(stderr, "kvshard: unknown command '%s'\n%s", command.c_str(), usage.c_str());
   return 2;
 }

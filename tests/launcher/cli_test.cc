@@ -1,12 +1,16 @@
 // The CLI's boundary: flags, sizes and JSONL batch files are validated with clear messages,
 // and the real binary runs a batch end to end on the random checkpoint.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <set>
+#include <sstream>
 #include <tuple>
 
 #include "gtest/gtest.h"
 #include "launcher/batch_journal.h"
+#include "launcher/command_flags.h"
 #include "launcher/byte_size.h"
 #include "launcher/jsonl_requests.h"
 #include "nlohmann/json.hpp"
@@ -194,12 +198,62 @@ TEST(CliTest, BadFlagsAndInputsExitNonZeroWithAMessage) {
       {"generate --model " + model + " --prompt hi --no-such-flag", "Unknown command line flag 'no_such_flag'"},
       {"generate --model " + model + " --prompt hi", "no tokenizer"},
       {"inspect", "--model is required"},
+      // A flag the command does not read is refused by name, not parsed and ignored.
+      {"inspect --model " + model + " --kv-dtype fp8", "--kv-dtype is not a flag of `kvshard inspect`"},
+      {"plan --model llama-3-8b --gpu-mem 80GiB --prompt hi", "--prompt is not a flag of `kvshard plan`"},
+      {"generate --model " + model + " --prompt hi --gpu-mem 80GiB", "--gpu-mem is not a flag of `kvshard generate`"},
   };
   for (const auto& [args, want] : cases) {
     auto [rc, out] = Kvshard(args);
     EXPECT_NE(rc, 0) << args;
     EXPECT_NE(out.find(want), std::string::npos) << args << "\n" << out;
   }
+}
+
+// Each command declares the flags it reads (launcher/command_flags.cc): every one it lists is a
+// flag the binary defines, every flag the launcher defines is some command's, and `--help` lists
+// the command's own with their help text.
+TEST(CommandFlagsTest, EveryLauncherFlagIsSomeCommandsAndExists) {
+  // The flags the launcher's files define, as Abseil's --helpfull lists them by file.
+  auto [rc, full] = Kvshard("inspect --helpfull");
+  std::set<std::string> defined;
+  bool in_launcher = false;
+  std::istringstream lines(full);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("  Flags from ", 0) == 0) in_launcher = line.find("launcher/") != std::string::npos;
+    if (in_launcher && line.rfind("    --", 0) == 0) defined.insert(line.substr(6, line.find_first_of(" (", 6) - 6));
+  }
+  EXPECT_GT(defined.size(), 50u) << full;
+  // Each command's --help lists its flags (dashed); their union must cover every defined flag.
+  std::set<std::string> listed;
+  for (const CommandFlags& c : AllCommandFlags()) {
+    auto [help_rc, help] = Kvshard(std::string(c.name) + " --help");
+    EXPECT_EQ(help_rc, 0) << c.name;
+    for (std::string_view f : c.flags) {
+      std::string dashed(f);
+      std::replace(dashed.begin(), dashed.end(), '_', '-');
+      // Listed by name and present in the binary (the binary also refuses to start otherwise).
+      EXPECT_NE(help.find("  --" + dashed + "  "), std::string::npos) << c.name << " --" << dashed;
+      listed.insert(std::string(f));
+    }
+  }
+  for (const std::string& name : defined) EXPECT_TRUE(listed.contains(name)) << "--" << name << " is no command's";
+}
+
+TEST(CommandFlagsTest, HelpListsTheCommandsOwnFlags) {
+  auto [rc, out] = Kvshard("generate --help");
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("usage: kvshard generate"), std::string::npos) << out;
+  EXPECT_NE(out.find("  --prompt  Prompt text"), std::string::npos) << out;
+  EXPECT_NE(out.find("  --kv-dtype  "), std::string::npos) << out;
+  EXPECT_EQ(out.find("--gpu-mem"), std::string::npos) << out;
+  std::tie(rc, out) = Kvshard("plan --help");
+  EXPECT_EQ(rc, 0);
+  EXPECT_NE(out.find("  --gpu-mem  "), std::string::npos) << out;
+  EXPECT_EQ(out.find("--prompt"), std::string::npos) << out;
+  // A boolean's negation is its own flag's.
+  std::tie(rc, out) = Kvshard("inspect --model " + testing::GoldenPath("models/tiny-llama31") + " --noverbose");
+  EXPECT_EQ(rc, 0) << out;
 }
 
 // A Hugging Face checkpoint that carries a SentencePiece-style tokenizer.json (Llama 2's layout,
