@@ -214,9 +214,17 @@ class Backend {
   virtual absl::Status Rope(TensorView x, int32_t heads, const int32_t* positions,
                             RopeTable rope) = 0;
   // Stores token t's K/V rows into slot slot_mapping[t] of the paged cache, encoded in the
-  // cache's KvDType (quantized formats compute their scales here). k, v [T, Hk * D].
+  // cache's KvDType (quantized formats compute their scales here). k, v [T, Hk * D]. A slot
+  // s <= -2 is residual slot -(s + 2), in bf16 (channel-quantized caches, paged_kv.h); -1: none.
   virtual absl::Status WriteKv(TensorView k, TensorView v, const int32_t* slot_mapping,
                                PagedKvView cache) = 0;
+  // Channel-quantized caches (KvChannelQuantized): writes each block that this step completes,
+  // whole — keys per channel, values per token — from the step's rows k, v [T, Hk * D] (laid
+  // out as `batch`'s query rows) and, for its positions before the step, the sequence's residual
+  // block (batch.residual). Runs before the step's WriteKv, which may reuse those residual rows.
+  virtual absl::Status SealKvGroups(TensorView k, TensorView v, const AttentionBatch& batch, PagedKvView cache) {
+    return absl::UnimplementedError(Name() + " backend: no channel-quantized KV (int4 / int2)");
+  }
   // Causal attention of q [T, Hq * D] over the paged cache; out [T, Hq * D]. GQA: query head h
   // reads KV head h / (Hq / Hk). Quantized caches are decoded inside the kernel. A cache with a
   // window (PagedKvView::window > 0: a sliding-window layer) lets the query at position p see

@@ -27,6 +27,13 @@ KVS_HOST_DEVICE inline int8_t QuantizeInt8(float x, float inv_scale) {
   return static_cast<int8_t>(q);
 }
 
+// A code of `levels` + 1 values (15: int4, 3: int2) for x with its group's zero (minimum) and
+// inverse scale: the channel-quantized formats' keys and values.
+KVS_HOST_DEVICE inline uint8_t QuantizeLevels(float x, float zero, float inv_scale, float levels) {
+  const float q = fminf(fmaxf(rintf((x - zero) * inv_scale), 0.0f), levels);
+  return static_cast<uint8_t>(q);
+}
+
 // int4 group code for x with the group's zero (its minimum) and inverse scale.
 KVS_HOST_DEVICE inline uint8_t QuantizeInt4(float x, float zero, float inv_scale) {
   const float q = fminf(fmaxf(rintf((x - zero) * inv_scale), 0.0f), kInt4Levels);

@@ -25,6 +25,12 @@ struct PagedKvView {
   // Sliding-window layers (Gemma 3): the query at position p attends to keys p - window + 1 .. p.
   // 0: every earlier key.
   int32_t window = 0;
+  // Channel-quantized formats (kv_format.h): each sequence's newest tokens, in bf16, in a residual
+  // block of its own: [num_residual][block_size][kv_heads][head_dim]. A KV slot s <= -2 names
+  // residual slot -(s + 2) (slot -1: write nothing).
+  void* k_residual = nullptr;
+  void* v_residual = nullptr;
+  int32_t num_residual = 0;
 
   // Elements of one token over all KV heads (the width of the k/v rows WriteKv takes).
   int64_t SlotStride() const { return static_cast<int64_t>(kv_heads) * head_dim; }
@@ -40,6 +46,16 @@ struct PagedKvView {
   KVS_HOST_DEVICE int64_t ScaleOffset(int64_t slot, int32_t head) const {
     return slot / block_size * BlockBytes() + static_cast<int64_t>(block_size) * kv_heads * RowBytes() +
            ((slot % block_size) * kv_heads + head) * ScaleBytes();
+  }
+  // Channel-quantized keys: block `block`'s (scale, zero) fp16 pairs of head `head`, one per channel.
+  KVS_HOST_DEVICE int64_t ChannelScaleOffset(int64_t block, int32_t head) const {
+    return block * BlockBytes() + static_cast<int64_t>(block_size) * kv_heads * RowBytes() +
+           static_cast<int64_t>(head) * head_dim * 4;
+  }
+  // Residual slot `r` (a residual block's row: block r / block_size, token r % block_size), head `head`:
+  // byte offset of its bf16 row in k_residual / v_residual.
+  KVS_HOST_DEVICE int64_t ResidualRowOffset(int64_t r, int32_t head) const {
+    return (r * kv_heads + head) * static_cast<int64_t>(head_dim) * 2;
   }
 };
 
@@ -58,6 +74,9 @@ struct AttentionBatch {
   const int32_t* query_start = nullptr;  // [num_seqs + 1]
   const int32_t* context_len = nullptr;  // [num_seqs]
   const int32_t* block_table = nullptr;  // [num_seqs, max_blocks_per_seq]
+  // Channel-quantized caches: each sequence's residual block (its keys and values from the last
+  // whole block on: positions >= context_len / block_size * block_size). nullptr otherwise.
+  const int32_t* residual = nullptr;     // [num_seqs]
 };
 
 }  // namespace kvs

@@ -307,6 +307,19 @@ absl::Status CpuBackend::WriteKv(TensorView k, TensorView v, const int32_t* slot
   return absl::OkStatus();
 }
 
+absl::Status CpuBackend::SealKvGroups(TensorView k, TensorView v, const AttentionBatch& batch, PagedKvView cache) {
+  KVS_RETURN_IF_ERROR(RequireF32(k, "SealKvGroups", "k"));
+  KVS_RETURN_IF_ERROR(RequireF32(v, "SealKvGroups", "v"));
+  KVS_RETURN_IF_ERROR(CheckCache(cache, "SealKvGroups"));
+  KVS_RETURN_IF_ERROR(RequireShape(KvChannelQuantized(cache.dtype) && k.rows == v.rows && k.rows == batch.num_tokens &&
+                                       k.cols == cache.SlotStride() && v.cols == cache.SlotStride(),
+                                   "SealKvGroups", absl::StrFormat("k %s v %s, %s cache", Shape(k), Shape(v),
+                                                                   KvDTypeName(cache.dtype))));
+  cpu::SealKvGroupsF32(static_cast<const float*>(k.data), k.stride, static_cast<const float*>(v.data), v.stride, batch,
+                       cache);
+  return absl::OkStatus();
+}
+
 absl::Status CpuBackend::PagedAttention(TensorView q, PagedKvView cache, const AttentionBatch& batch,
                                         float scale, TensorView out) {
   KVS_RETURN_IF_ERROR(RequireF32(q, "PagedAttention", "q"));

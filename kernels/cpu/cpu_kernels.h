@@ -29,9 +29,14 @@ void MatMulTransposedF32(const float* x, int64_t x_stride, const float* w, const
 void RopeF32(float* x, int64_t x_stride, int64_t num_tokens, int32_t heads, int32_t head_dim,
              const int32_t* positions, const float* inv_freq);
 
-// cache.k/v[slot_mapping[t]] = k/v[t].  k, v [T, Hk * D]. A negative slot skips the token.
+// cache.k/v[slot_mapping[t]] = k/v[t].  k, v [T, Hk * D]. Slot -1 skips the token; slot s <= -2
+// is residual slot -(s + 2) (bf16; channel-quantized caches).
 void WriteKvF32(const float* k, int64_t k_stride, const float* v, int64_t v_stride,
                 int64_t num_tokens, const int32_t* slot_mapping, const PagedKvView& cache);
+
+// Channel-quantized caches: the blocks this step completes, written whole (Backend::SealKvGroups).
+void SealKvGroupsF32(const float* k, int64_t k_stride, const float* v, int64_t v_stride, const AttentionBatch& batch,
+                     const PagedKvView& cache);
 
 // Causal paged attention (see AttentionBatch for the indexing), over the last cache.window keys
 // when the cache has a window. q, out [T, Hq * D].

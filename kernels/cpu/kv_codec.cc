@@ -7,6 +7,7 @@
 
 #include "kernels/common/half_convert.h"
 #include "kernels/common/kv_quant.h"
+#include "kernels/common/status_macros.h"
 
 namespace kvs::cpu {
 namespace {
@@ -27,7 +28,67 @@ const std::array<float, 256>& Fp8Table() {
   return table;
 }
 
+// Codes per byte and levels of a channel-quantized format.
+int32_t CodesPerByte(KvDType t) { return t == KvDType::kKivi2 ? 4 : 2; }
+float Levels(KvDType t) { return t == KvDType::kKivi2 ? 3.0f : kInt4Levels; }
+
+void PutCode(uint8_t* codes, int32_t i, uint8_t q, int32_t per_byte) {
+  const int32_t bits = 8 / per_byte, shift = (i % per_byte) * bits;
+  codes[i / per_byte] = static_cast<uint8_t>((codes[i / per_byte] & ~(((1 << bits) - 1) << shift)) | (q << shift));
+}
+
+uint8_t GetCode(const uint8_t* codes, int32_t i, int32_t per_byte) {
+  const int32_t bits = 8 / per_byte;
+  return static_cast<uint8_t>((codes[i / per_byte] >> ((i % per_byte) * bits)) & ((1 << bits) - 1));
+}
+
+// The fp16 (scale, zero) pair of values spanning [lo, hi] with `levels` steps, and its floats: a
+// reader uses the rounded pair, so the codes are chosen against it.
+struct ScaleZero {
+  uint16_t s_bits, z_bits;
+  float s, z, inv;
+};
+ScaleZero MakeScaleZero(float lo, float hi, float levels) {
+  ScaleZero r;
+  r.s_bits = FloatToFp16Bits((hi - lo) / levels);
+  r.z_bits = FloatToFp16Bits(lo);
+  r.s = Fp16BitsToFloat(r.s_bits);
+  r.z = Fp16BitsToFloat(r.z_bits);
+  r.inv = SafeInverse(r.s);
+  return r;
+}
+
 }  // namespace
+
+void EncodeKeyBlock(const float* const* rows, int32_t n, KvDType t, int32_t dim, std::byte* codes, int64_t code_stride,
+                    std::byte* channel_scales) {
+  const int32_t per_byte = CodesPerByte(t);
+  const float levels = Levels(t);
+  auto* sz = reinterpret_cast<uint16_t*>(channel_scales);
+  for (int32_t d = 0; d < dim; ++d) {
+    float lo = rows[0][d], hi = rows[0][d];
+    for (int32_t i = 1; i < n; ++i) {
+      lo = std::min(lo, rows[i][d]);
+      hi = std::max(hi, rows[i][d]);
+    }
+    const ScaleZero q = MakeScaleZero(lo, hi, levels);
+    sz[2 * d] = q.s_bits;
+    sz[2 * d + 1] = q.z_bits;
+    for (int32_t i = 0; i < n; ++i) {
+      PutCode(reinterpret_cast<uint8_t*>(codes + i * code_stride), d, QuantizeLevels(rows[i][d], q.z, q.inv, levels),
+              per_byte);
+    }
+  }
+}
+
+void DecodeKeyRow(const std::byte* codes, const std::byte* channel_scales, KvDType t, int32_t dim, float* out) {
+  const int32_t per_byte = CodesPerByte(t);
+  const auto* in = reinterpret_cast<const uint8_t*>(codes);
+  const auto* sz = reinterpret_cast<const uint16_t*>(channel_scales);
+  for (int32_t d = 0; d < dim; ++d) {
+    out[d] = static_cast<float>(GetCode(in, d, per_byte)) * Fp16BitsToFloat(sz[2 * d]) + Fp16BitsToFloat(sz[2 * d + 1]);
+  }
+}
 
 void EncodeKvRow(const float* x, KvDType t, int32_t dim, std::byte* codes, std::byte* scales) {
   switch (t) {
@@ -72,6 +133,24 @@ void EncodeKvRow(const float* x, KvDType t, int32_t dim, std::byte* codes, std::
       }
       return;
     }
+    case KvDType::kKivi4:
+    case KvDType::kKivi2: {  // a value row: groups of 32 along the channels
+      const int32_t per_byte = CodesPerByte(t);
+      const float levels = Levels(t);
+      auto* out = reinterpret_cast<uint8_t*>(codes);
+      auto* sz = reinterpret_cast<uint16_t*>(scales);
+      for (int32_t g = 0; g < dim / kKvInt4Group; ++g) {
+        const float* xg = x + g * kKvInt4Group;
+        const auto [lo, hi] = std::minmax_element(xg, xg + kKvInt4Group);
+        const ScaleZero q = MakeScaleZero(*lo, *hi, levels);
+        sz[2 * g] = q.s_bits;
+        sz[2 * g + 1] = q.z_bits;
+        for (int32_t i = 0; i < kKvInt4Group; ++i) {
+          PutCode(out, g * kKvInt4Group + i, QuantizeLevels(xg[i], q.z, q.inv, levels), per_byte);
+        }
+      }
+      return;
+    }
   }
 }
 
@@ -110,7 +189,61 @@ void DecodeKvRow(const std::byte* codes, const std::byte* scales, KvDType t, int
       }
       return;
     }
+    case KvDType::kKivi4:
+    case KvDType::kKivi2: {
+      const int32_t per_byte = CodesPerByte(t);
+      const auto* in = reinterpret_cast<const uint8_t*>(codes);
+      const auto* sz = reinterpret_cast<const uint16_t*>(scales);
+      for (int32_t i = 0; i < dim; ++i) {
+        const int32_t g = i / kKvInt4Group;
+        out[i] = static_cast<float>(GetCode(in, i, per_byte)) * Fp16BitsToFloat(sz[2 * g]) +
+                 Fp16BitsToFloat(sz[2 * g + 1]);
+      }
+      return;
+    }
   }
+}
+
+KvRowReader::KvRowReader(const PagedKvView& cache, const AttentionBatch& batch, int32_t seq, int32_t kv_head)
+    : cache_(cache), blocks_(batch.block_table + static_cast<int64_t>(seq) * batch.max_blocks_per_seq), kv_head_(kv_head) {
+  if (KvChannelQuantized(cache.dtype)) {
+    sealed_ = batch.context_len[seq] / cache.block_size * cache.block_size;
+    residual_ = batch.residual != nullptr ? batch.residual[seq] : -1;
+  }
+}
+
+void KvRowReader::Read(int32_t pos, float* key_buf, float* value_buf, const float*& key, const float*& value) const {
+  const int32_t dim = cache_.head_dim;
+  if (KvChannelQuantized(cache_.dtype) && pos >= sealed_) {
+    KVS_CHECK_MSG(residual_ >= 0 && residual_ < cache_.num_residual, "a sequence's newest keys need its residual block");
+    const int64_t r = static_cast<int64_t>(residual_) * cache_.block_size + pos % cache_.block_size;
+    DecodeKvRow(static_cast<const std::byte*>(cache_.k_residual) + cache_.ResidualRowOffset(r, kv_head_), nullptr,
+                KvDType::kBF16, dim, key_buf);
+    DecodeKvRow(static_cast<const std::byte*>(cache_.v_residual) + cache_.ResidualRowOffset(r, kv_head_), nullptr,
+                KvDType::kBF16, dim, value_buf);
+    key = key_buf;
+    value = value_buf;
+    return;
+  }
+  const int64_t block = blocks_[pos / cache_.block_size];
+  KVS_CHECK_MSG(block >= 0 && block < cache_.num_blocks, "block table entry outside the cache");
+  const int64_t slot = block * cache_.block_size + pos % cache_.block_size;
+  const auto* kc = static_cast<const std::byte*>(cache_.k);
+  const auto* vc = static_cast<const std::byte*>(cache_.v);
+  const int64_t row = cache_.RowOffset(slot, kv_head_), scales = cache_.ScaleOffset(slot, kv_head_);
+  if (cache_.dtype == KvDType::kF32) {  // stored as floats: read in place
+    key = reinterpret_cast<const float*>(kc + row);
+    value = reinterpret_cast<const float*>(vc + row);
+    return;
+  }
+  if (KvChannelQuantized(cache_.dtype)) {
+    DecodeKeyRow(kc + row, kc + cache_.ChannelScaleOffset(block, kv_head_), cache_.dtype, dim, key_buf);
+  } else {
+    DecodeKvRow(kc + row, kc + scales, cache_.dtype, dim, key_buf);
+  }
+  DecodeKvRow(vc + row, vc + scales, cache_.dtype, dim, value_buf);
+  key = key_buf;
+  value = value_buf;
 }
 
 }  // namespace kvs::cpu

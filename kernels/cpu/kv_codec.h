@@ -6,12 +6,39 @@
 #include <cstdint>
 
 #include "kernels/common/kv_format.h"
+#include "kernels/common/paged_kv.h"
 
 namespace kvs::cpu {
 
-// Writes x[0..dim) as codes (KvRowBytes) and scales (KvScaleBytes; unused when 0).
+// Writes x[0..dim) as codes (KvRowBytes) and scales (KvScaleBytes; unused when 0). For the
+// channel-quantized formats this is a value row (keys: EncodeKeyBlock).
 void EncodeKvRow(const float* x, KvDType t, int32_t dim, std::byte* codes, std::byte* scales);
 // The values the row holds, as floats.
 void DecodeKvRow(const std::byte* codes, const std::byte* scales, KvDType t, int32_t dim, float* out);
+
+// Channel-quantized keys (KvChannelQuantized): the `rows` key rows of one head of one block
+// (rows[i] for its token i) as codes, the row of token i at codes + i * code_stride, and one
+// (scale, zero) fp16 pair per channel at channel_scales.
+void EncodeKeyBlock(const float* const* rows, int32_t n, KvDType t, int32_t dim, std::byte* codes,
+                    int64_t code_stride, std::byte* channel_scales);
+// One key row of such a block.
+void DecodeKeyRow(const std::byte* codes, const std::byte* channel_scales, KvDType t, int32_t dim, float* out);
+
+// One sequence's keys and values as the attention kernels read them, by position: from the
+// block table's blocks, decoded from the cache's format (f32 rows in place), and for the
+// channel-quantized formats from the sequence's bf16 residual block past its last whole block.
+class KvRowReader {
+ public:
+  KvRowReader(const PagedKvView& cache, const AttentionBatch& batch, int32_t seq, int32_t kv_head);
+  // Points key / value at position `pos`'s rows, decoding into key_buf / value_buf when needed.
+  void Read(int32_t pos, float* key_buf, float* value_buf, const float*& key, const float*& value) const;
+
+ private:
+  const PagedKvView& cache_;
+  const int32_t* blocks_;
+  int32_t kv_head_;
+  int32_t sealed_ = 0;    // positions below are in whole blocks (channel-quantized formats)
+  int32_t residual_ = -1;
+};
 
 }  // namespace kvs::cpu

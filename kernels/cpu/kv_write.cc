@@ -1,8 +1,20 @@
+#include <vector>
+
+#include "kernels/common/half_convert.h"
 #include "kernels/common/status_macros.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/kv_codec.h"
 
 namespace kvs::cpu {
+namespace {
+
+// A bf16 row of a residual block.
+void WriteResidualRow(const float* x, int32_t dim, std::byte* at) {
+  auto* out = reinterpret_cast<uint16_t*>(at);
+  for (int32_t d = 0; d < dim; ++d) out[d] = FloatToBf16Bits(x[d]);
+}
+
+}  // namespace
 
 void WriteKvF32(const float* k, int64_t k_stride, const float* v, int64_t v_stride,
                 int64_t num_tokens, const int32_t* slot_mapping, const PagedKvView& cache) {
@@ -11,12 +23,72 @@ void WriteKvF32(const float* k, int64_t k_stride, const float* v, int64_t v_stri
   const int32_t dim = cache.head_dim;
   for (int64_t t = 0; t < num_tokens; ++t) {
     const int64_t slot = slot_mapping[t];
-    if (slot < 0) continue;
+    if (slot == -1) continue;
+    if (slot <= -2) {  // the sequence's residual block (channel-quantized caches)
+      const int64_t r = -(slot + 2);
+      KVS_CHECK_MSG(cache.k_residual != nullptr && r < static_cast<int64_t>(cache.num_residual) * cache.block_size,
+                    "residual KV slot outside the residual blocks");
+      for (int32_t h = 0; h < cache.kv_heads; ++h) {
+        WriteResidualRow(k + t * k_stride + h * dim, dim, static_cast<std::byte*>(cache.k_residual) + cache.ResidualRowOffset(r, h));
+        WriteResidualRow(v + t * v_stride + h * dim, dim, static_cast<std::byte*>(cache.v_residual) + cache.ResidualRowOffset(r, h));
+      }
+      continue;
+    }
     KVS_CHECK_MSG(slot < cache.NumSlots(), "KV slot outside the cache");
+    KVS_CHECK_MSG(!KvChannelQuantized(cache.dtype), "a channel-quantized block is written whole (SealKvGroups)");
     for (int32_t h = 0; h < cache.kv_heads; ++h) {
       const int64_t row = cache.RowOffset(slot, h), scales = cache.ScaleOffset(slot, h);
       EncodeKvRow(k + t * k_stride + h * dim, cache.dtype, dim, kc + row, kc + scales);
       EncodeKvRow(v + t * v_stride + h * dim, cache.dtype, dim, vc + row, vc + scales);
+    }
+  }
+}
+
+void SealKvGroupsF32(const float* k, int64_t k_stride, const float* v, int64_t v_stride, const AttentionBatch& batch,
+                     const PagedKvView& cache) {
+  const int32_t bs = cache.block_size, dim = cache.head_dim;
+  auto* kc = static_cast<std::byte*>(cache.k);
+  auto* vc = static_cast<std::byte*>(cache.v);
+  std::vector<float> residual_k(static_cast<size_t>(bs) * dim), residual_v(residual_k.size());
+  std::vector<const float*> key_rows(bs), value_rows(bs);
+  for (int32_t s = 0; s < batch.num_seqs; ++s) {
+    const int32_t begin = batch.query_start[s], n = batch.query_start[s + 1] - begin;
+    const int32_t end_pos = batch.context_len[s], first_pos = end_pos - n;
+    const int32_t* blocks = batch.block_table + static_cast<int64_t>(s) * batch.max_blocks_per_seq;
+    // The blocks whose last token this step brings: j with first_pos < (j + 1) * bs <= end_pos.
+    for (int32_t j = first_pos / bs; (j + 1) * bs <= end_pos; ++j) {
+      const int64_t block = blocks[j];
+      KVS_CHECK_MSG(block >= 0 && block < cache.num_blocks, "block table entry outside the cache");
+      for (int32_t h = 0; h < cache.kv_heads; ++h) {
+        for (int32_t i = 0; i < bs; ++i) {
+          const int32_t pos = j * bs + i;
+          if (pos >= first_pos) {  // this step's row
+            const int64_t t = begin + pos - first_pos;
+            key_rows[i] = k + t * k_stride + h * dim;
+            value_rows[i] = v + t * v_stride + h * dim;
+            continue;
+          }
+          // An earlier token of the block: in the sequence's residual, row pos % bs.
+          KVS_CHECK_MSG(batch.residual != nullptr && batch.residual[s] >= 0 && batch.residual[s] < cache.num_residual,
+                        "a block completed across steps needs the sequence's residual block");
+          const int64_t r = static_cast<int64_t>(batch.residual[s]) * bs + i;
+          float* rk = residual_k.data() + static_cast<size_t>(i) * dim;
+          float* rv = residual_v.data() + static_cast<size_t>(i) * dim;
+          DecodeKvRow(static_cast<const std::byte*>(cache.k_residual) + cache.ResidualRowOffset(r, h), nullptr,
+                      KvDType::kBF16, dim, rk);
+          DecodeKvRow(static_cast<const std::byte*>(cache.v_residual) + cache.ResidualRowOffset(r, h), nullptr,
+                      KvDType::kBF16, dim, rv);
+          key_rows[i] = rk;
+          value_rows[i] = rv;
+        }
+        const int64_t first_slot = block * bs;
+        EncodeKeyBlock(key_rows.data(), bs, cache.dtype, dim, kc + cache.RowOffset(first_slot, h),
+                       static_cast<int64_t>(cache.kv_heads) * cache.RowBytes(), kc + cache.ChannelScaleOffset(block, h));
+        for (int32_t i = 0; i < bs; ++i) {
+          EncodeKvRow(value_rows[i], cache.dtype, dim, vc + cache.RowOffset(first_slot + i, h),
+                      vc + cache.ScaleOffset(first_slot + i, h));
+        }
+      }
     }
   }
 }

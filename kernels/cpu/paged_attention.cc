@@ -13,34 +13,21 @@ namespace {
 constexpr int32_t kMaxHeadDim = 512;
 
 // One query row of one head against keys [0, last_pos] of its sequence (the last cache.window of
-// them in a windowed layer), walking the block
-// table token by token. Online softmax (running max and sum) so no score buffer is needed. Keys
-// and values are decoded from the cache's format one row at a time (no full-precision copy).
-void AttendOne(const float* q, int32_t kv_head, int32_t last_pos, const int32_t* blocks,
-               const PagedKvView& cache, float scale, float* out) {
+// them in a windowed layer), read position by position (KvRowReader: the block table, decoded
+// from the cache's format one row at a time, no full-precision copy). Online softmax (running max
+// and sum) so no score buffer is needed.
+void AttendOne(const float* q, int32_t last_pos, const KvRowReader& reader, const PagedKvView& cache, float scale,
+               float* out) {
   const int32_t dim = cache.head_dim;
-  const auto* kc = static_cast<const std::byte*>(cache.k);
-  const auto* vc = static_cast<const std::byte*>(cache.v);
   float acc[kMaxHeadDim] = {};
   float key_buf[kMaxHeadDim], value_buf[kMaxHeadDim];
-  const bool f32 = cache.dtype == KvDType::kF32;  // the stored rows are already floats: read them in place
   float running_max = -std::numeric_limits<float>::infinity();
   float running_sum = 0.0f;
   const int32_t first = cache.window > 0 ? std::max(0, last_pos - cache.window + 1) : 0;
   for (int32_t pos = first; pos <= last_pos; ++pos) {
-    const int64_t block = blocks[pos / cache.block_size];
-    KVS_CHECK_MSG(block >= 0 && block < cache.num_blocks, "block table entry outside the cache");
-    const int64_t slot = block * cache.block_size + pos % cache.block_size;
-    const int64_t row = cache.RowOffset(slot, kv_head), scales = cache.ScaleOffset(slot, kv_head);
-    const float* key = key_buf;
-    const float* value = value_buf;
-    if (f32) {
-      key = reinterpret_cast<const float*>(kc + row);
-      value = reinterpret_cast<const float*>(vc + row);
-    } else {
-      DecodeKvRow(kc + row, kc + scales, cache.dtype, dim, key_buf);
-      DecodeKvRow(vc + row, vc + scales, cache.dtype, dim, value_buf);
-    }
+    const float* key;
+    const float* value;
+    reader.Read(pos, key_buf, value_buf, key, value);
     float score = 0.0f;
 #pragma omp simd reduction(+ : score)
     for (int32_t d = 0; d < dim; ++d) score += q[d] * key[d];
@@ -68,7 +55,6 @@ void PagedAttentionF32(const float* q, int64_t q_stride, int32_t q_heads, const 
     const int32_t end = batch.query_start[s + 1];
     const int32_t first_pos = batch.context_len[s] - (end - begin);
     KVS_CHECK_MSG(first_pos >= 0, "more queries than context tokens");
-    const int32_t* blocks = batch.block_table + static_cast<int64_t>(s) * batch.max_blocks_per_seq;
     // One item per (query row, head); an item's work is its context length times head_dim.
     const int64_t items = static_cast<int64_t>(end - begin) * q_heads;
     const int64_t work = static_cast<int64_t>(batch.context_len[s]) * cache.head_dim;
@@ -76,8 +62,8 @@ void PagedAttentionF32(const float* q, int64_t q_stride, int32_t q_heads, const 
       for (int64_t i = i0; i < i1; ++i) {
         const int32_t t = begin + static_cast<int32_t>(i / q_heads), h = static_cast<int32_t>(i % q_heads);
         const int64_t col = static_cast<int64_t>(h) * cache.head_dim;
-        AttendOne(q + t * q_stride + col, h / group, first_pos + (t - begin), blocks, cache, scale,
-                  out + t * out_stride + col);
+        const KvRowReader reader(cache, batch, s, h / group);
+        AttendOne(q + t * q_stride + col, first_pos + (t - begin), reader, cache, scale, out + t * out_stride + col);
       }
     });
   }

@@ -24,7 +24,7 @@ constexpr int32_t kMaxRows = kTileQueries * 64;  // GQA groups up to 64
 
 struct TileJob {
   int32_t rows = 0, kv_head = 0, lo = 0, hi = 0;
-  const int32_t* blocks = nullptr;
+  const KvRowReader* reader = nullptr;  // the sequence's keys and values for kv_head
   int32_t pos[kMaxRows];
   const float* q[kMaxRows];
   float* out[kMaxRows];
@@ -97,7 +97,8 @@ void PagedAttentionTiledF32(const float* q, int64_t q_stride, int32_t q_heads, c
       const int32_t q1 = std::min(queries, q0 + kTileQueries);
       const int32_t first_pos = batch.context_len[s] - queries;
       KVS_CHECK_MSG(first_pos >= 0, "more queries than context tokens");
-      job.blocks = batch.block_table + static_cast<int64_t>(s) * batch.max_blocks_per_seq;
+      const KvRowReader reader(cache, batch, s, job.kv_head);
+      job.reader = &reader;
       job.rows = 0;
       for (int32_t i = q0; i < q1; ++i) {
         const int64_t t_row = begin + i;

@@ -39,14 +39,18 @@ absl::Status Shape(bool ok, const char* op, const TensorView& a, const TensorVie
 
 // Why the attention kernels cannot take caches of `t` at `head_dim`, naming what they can.
 std::string CudaKvProblem(KvDType t, int32_t head_dim) {
-  if (t == KvDType::kF32) return "f32 KV caches are CPU-only (CUDA: bf16, fp16, fp8, int8, int4)";
+  if (t == KvDType::kF32) return "f32 KV caches are CPU-only (CUDA: bf16, fp16, fp8, int8, int4-token)";
+  if (KvChannelQuantized(t)) {
+    return "the per-channel int4 / int2 KV formats run on the CPU backend only so far; --kv-dtype int4-token is the "
+           "per-token int4 the CUDA kernels read";
+  }
   const auto join = [](const auto& dims) {
     std::string out;
     for (int32_t d : dims) out += (out.empty() ? "" : ", ") + std::to_string(d);
     return out;
   };
   return absl::StrFormat("the CUDA attention kernels take head_dim %s and any multiple of 32 up to 256 (the last "
-                         "by the generic kernel) with a bf16 KV cache, and %s with fp16/fp8/int8/int4; not %d",
+                         "by the generic kernel) with a bf16 KV cache, and %s with fp16/fp8/int8/int4-token; not %d",
                          join(cuda::kAttentionHeadDims), join(cuda::kEncodedKvHeadDims), head_dim);
 }
 

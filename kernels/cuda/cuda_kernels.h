@@ -139,7 +139,7 @@ constexpr bool WindowAttentionSupports(KvDType t, int32_t head_dim) {
 }
 // The tiled kernels (tensor cores): head dims listed above, per format.
 constexpr bool TiledAttentionSupports(KvDType t, int32_t head_dim) {
-  if (t == KvDType::kF32) return false;
+  if (t == KvDType::kF32 || KvChannelQuantized(t)) return false;  // no CUDA kernel reads int4 / int2 yet
   const auto contains = [head_dim](const auto& dims) {
     for (int32_t d : dims) {
       if (d == head_dim) return true;

@@ -14,8 +14,11 @@ absl::StatusOr<KvDType> ParseKvDType(const std::string& s) {
   if (s == "fp16") return KvDType::kF16;
   if (s == "fp8") return KvDType::kFP8;
   if (s == "int8") return KvDType::kINT8;
-  if (s == "int4") return KvDType::kINT4;
-  return absl::InvalidArgumentError(absl::StrFormat("--kv-dtype '%s' is unknown (f32, bf16, fp16, fp8, int8, int4)", s));
+  if (s == "int4") return KvDType::kKivi4;
+  if (s == "int2") return KvDType::kKivi2;
+  if (s == "int4-token") return KvDType::kINT4;
+  return absl::InvalidArgumentError(
+      absl::StrFormat("--kv-dtype '%s' is unknown (f32, bf16, fp16, fp8, int8, int4, int2, int4-token)", s));
 }
 
 double KvBytesPerElement(KvDType t, int32_t head_dim) {
@@ -26,6 +29,9 @@ double KvBytesPerElement(KvDType t, int32_t head_dim) {
     case KvDType::kFP8:
     case KvDType::kINT8:
     case KvDType::kINT4: return static_cast<double>(KvRowBytes(t, head_dim) + KvScaleBytes(t, head_dim)) / head_dim;
+    case KvDType::kKivi4:
+    case KvDType::kKivi2:  // at the default 16-token blocks (the key scales are per block)
+      return static_cast<double>(KvBlockBytes(t, 16, 1, head_dim)) / (16.0 * head_dim);
   }
   return 0;
 }
@@ -54,7 +60,9 @@ CapacityPlan PlanCapacity(const ModelConfig& model, const std::vector<ModelShard
     const ModelConfig& local = locals[i];
     RankCapacity& r = plan.ranks[i];
     r.weight_bytes = ModelWeights::BytesFor(model, s, weight_dtype, source);
-    r.workspace_bytes = static_cast<int64_t>(ModelRunner::WorkspaceBytes(model, s, weight_dtype, LimitsFor(config), tp));
+    // The step workspace and, for channel-quantized KV, the sequences' residual blocks (as PlanKvCapacity).
+    r.workspace_bytes = static_cast<int64_t>(ModelRunner::WorkspaceBytes(model, s, weight_dtype, LimitsFor(config), tp) +
+                                             KvCache::ResidualBytes(local, kv_dtype, config.block_size, config.max_seqs));
     r.window_bytes = static_cast<int64_t>(
         KvCache::StagingWindowBytes(local, kv_dtype, config.block_size, static_cast<int32_t>(offload_blocks)));
     // As PlanKvCapacity: the fraction of what is left after the weights, the step workspace and

@@ -66,7 +66,8 @@ absl::StatusOr<KvCapacity> PlanKvCapacity(Backend& backend, const ModelWeights& 
   size_t kv_bytes = config.kv_cache_bytes;
   if (kv_bytes == 0) {
     const size_t workspace = ModelRunner::WorkspaceBytes(weights, LimitsFor(config), tp.size()) +
-                             KvCache::StagingWindowBytes(local, kv_dtype, config.block_size, static_cast<int32_t>(offload));
+                             KvCache::StagingWindowBytes(local, kv_dtype, config.block_size, static_cast<int32_t>(offload)) +
+                             KvCache::ResidualBytes(local, kv_dtype, config.block_size, config.max_seqs);
     const size_t free = backend.FreeMemoryBytes();
     kv_bytes = free <= workspace ? 0 : static_cast<size_t>((free - workspace) * config.memory_fraction);
   }
@@ -120,6 +121,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Backend& backend, const M
   KVS_ASSIGN_OR_RETURN(e->cache_, KvCache::Create(backend, weights.local_config(),
                                                   config.kv_dtype.value_or(backend.DefaultKvDType()), config.block_size,
                                                   blocks, e->capacity_.offload_blocks));
+  KVS_RETURN_IF_ERROR(e->cache_.AddResiduals(backend, config.max_seqs));
   KVS_ASSIGN_OR_RETURN(ModelRunner runner, ModelRunner::Create(backend, weights, e->cache_, LimitsFor(config), tp));
   e->runner_ = std::make_unique<ModelRunner>(std::move(runner));
   SchedulerConfig sc;
@@ -133,6 +135,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Backend& backend, const M
   sc.kv_dtype_name = std::string(KvDTypeName(e->cache_.dtype()));
   sc.tp = tp.size();
   sc.kv_groups = e->cache_.groups();
+  sc.residual_seqs = e->cache_.num_residual_seqs();
   // Hashes of one model's blocks mean nothing to another's.
   sc.cache_salt = std::hash<std::string>{}(absl::StrFormat("%s/%d/%d/%d/%d", mc.name, mc.num_layers, mc.hidden_size,
                                                             mc.vocab_size, mc.num_kv_heads));

@@ -38,7 +38,7 @@ struct Sizes {
   }
   // A step's metadata (ModelRunner::PackStep): tokens, positions, slots, query starts, context
   // lengths, block tables, logit rows.
-  int64_t MetaElems() const { return (2 + groups) * t + (s + 1) + s + blocks + s; }
+  int64_t MetaElems() const { return (2 + groups) * t + (s + 1) + s + blocks + s + groups * s; }
   // Device sampling's requests and ids.
   int64_t SampleWords() const { return 2 * s * (sizeof(SampleRequest) / 4 + 1); }
 };
@@ -132,7 +132,7 @@ int32_t RoundUpContext(int32_t len) {
 
 bool ModelRunner::Graphable(const StepInput& in) const {
   // Pure decode, every row sampled.
-  if (!graphs_enabled_) return false;
+  if (!graphs_enabled_ || !in.residual.empty()) return false;  // residuals: backends without graphs only
   const int32_t s = in.num_seqs();
   if (in.num_tokens() != s || in.logit_rows.size() != static_cast<size_t>(s)) return false;
   for (int32_t i = 0; i < s; ++i) {
@@ -204,6 +204,12 @@ void ModelRunner::PackStep(const StepInput& in, std::span<const int32_t> block_t
   batch.context_len = Pack(in.context_len);
   batch.block_table = Pack(block_table);  // [G][S * max_blocks_per_seq]
   ptr.table_stride = static_cast<int64_t>(in.num_seqs()) * in.max_blocks_per_seq;
+  if (!in.residual.empty()) {  // group g's residual block of sequence s: residual[s] * G + g
+    batch.residual = meta_.as<int32_t>() + meta_host_.size();
+    for (int32_t g = 0; g < in.num_kv_groups; ++g) {
+      for (int32_t r : in.residual) meta_host_.push_back(r * in.num_kv_groups + g);
+    }
+  }
   ptr.logit_rows = Pack(in.logit_rows);
   const int32_t s = in.num_seqs();
   batch.num_seqs = s;
@@ -349,8 +355,12 @@ absl::Status ModelRunner::Forward(const StepPointers& ptr, int64_t t, int64_t n_
     const int32_t group = cache_->groups().group_of(l);
     AttentionBatch layer_batch = batch;
     layer_batch.block_table = batch.block_table + group * ptr.table_stride;
+    if (batch.residual != nullptr) layer_batch.residual = batch.residual + static_cast<int64_t>(group) * batch.num_seqs;
     // This layer's block moves (KvCache::QueueMoves).
     if (wait_moves) KVS_RETURN_IF_ERROR(b.WaitMoves(cache_->MoveSlot(l)));
+    // Channel-quantized KV: the blocks this step completes are written whole first; the tail
+    // then goes to the residual (whose rows the seal may read).
+    if (KvChannelQuantized(cache.dtype)) KVS_RETURN_IF_ERROR(b.SealKvGroups(k, v, layer_batch, cache));
     KVS_RETURN_IF_ERROR(b.WriteKv(k, v, ptr.slots + group * ptr.slot_stride, cache));
     // After this layer's KV writes (a chunk's own keys may land in offloaded blocks), before its
     // attention; the next layer's staging overwrites the window only after this attention ran.
@@ -408,6 +418,7 @@ absl::StatusOr<ModelRunner::Output> ModelRunner::Execute(const StepInput& in, bo
   if (t == 0) return Output{};
   if (in.positions.size() != static_cast<size_t>(t) || in.num_kv_groups != cache_->groups().num_groups() ||
       !in.GroupArraysConsistent() || in.context_len.size() != static_cast<size_t>(s) ||
+      in.residual.size() != (KvChannelQuantized(cache_->dtype()) ? static_cast<size_t>(s) : 0) ||
       in.query_start.size() != static_cast<size_t>(s) + 1 || in.query_start.back() != t ||
       in.max_blocks_per_seq > limits_.max_blocks_per_seq || n_logits > limits_.max_seqs ||
       static_cast<int64_t>(samples.size()) > MaxDeviceSamples()) {

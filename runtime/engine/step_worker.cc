@@ -17,6 +17,7 @@ absl::StatusOr<std::unique_ptr<StepWorker>> StepWorker::Create(Backend& backend,
   KVS_ASSIGN_OR_RETURN(w->cache_, KvCache::Create(backend, weights.local_config(),
                                                   config.kv_dtype.value_or(backend.DefaultKvDType()), config.block_size,
                                                   w->capacity_.blocks, w->capacity_.offload_blocks));
+  KVS_RETURN_IF_ERROR(w->cache_.AddResiduals(backend, config.max_seqs));  // as the leader's (Engine::Create)
   KVS_ASSIGN_OR_RETURN(ModelRunner runner, ModelRunner::Create(backend, weights, w->cache_, LimitsFor(config), tp));
   w->runner_ = std::make_unique<ModelRunner>(std::move(runner));
   KVS_RETURN_IF_ERROR(AddSwapSpace(backend, config, tp, w->cache_).status());

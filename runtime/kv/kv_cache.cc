@@ -108,6 +108,28 @@ absl::Status KvCache::StageOffloaded(Backend& backend, int32_t layer, std::span<
   return backend.CopyRegions(regions);
 }
 
+size_t KvCache::ResidualBytes(const ModelConfig& c, KvDType dtype, int32_t block_size, int32_t seqs) {
+  if (!KvChannelQuantized(dtype)) return 0;
+  const KvGroups groups(c.num_layers, c.layer_windows);
+  const size_t block = static_cast<size_t>(block_size) * c.num_kv_heads * c.head_dim * 2;  // bf16
+  return 2 * static_cast<size_t>(groups.slots()) * groups.num_groups() * seqs * block;
+}
+
+absl::Status KvCache::AddResiduals(Backend& backend, int32_t seqs) {
+  if (!KvChannelQuantized(dtype_) || seqs <= 0) return absl::OkStatus();
+  if (!k_residual_.empty()) return absl::FailedPreconditionError("this KV cache has its residual blocks");
+  const size_t bytes = static_cast<size_t>(seqs) * groups_.num_groups() * block_size_ * kv_heads_ * head_dim_ * 2;
+  for (int32_t slot = 0; slot < groups_.slots(); ++slot) {
+    KVS_ASSIGN_OR_RETURN(DeviceBuffer k, backend.Allocate(bytes));
+    KVS_ASSIGN_OR_RETURN(DeviceBuffer v, backend.Allocate(bytes));
+    k_residual_.push_back(std::move(k));
+    v_residual_.push_back(std::move(v));
+    bytes_ += 2 * bytes;
+  }
+  residual_seqs_ = seqs;
+  return absl::OkStatus();
+}
+
 absl::Status KvCache::AddHostTier(Backend& backend, int32_t num_host_blocks) {
   if (num_host_blocks < 0) return absl::InvalidArgumentError("host block count must be >= 0");
   if (num_host_blocks == 0) return absl::OkStatus();
@@ -223,7 +245,13 @@ PagedKvView KvCache::Layer(int32_t layer) const {
   KVS_CHECK(layer >= 0 && layer < num_layers());
   const int32_t blocks = has_staging_window() ? window_first_ + num_offload_blocks_ : num_addressable_blocks();
   const int32_t slot = groups_.slot_of(layer), window = groups_.window(groups_.group_of(layer));
-  return PagedKvView{k_[slot].data(), v_[slot].data(), dtype_, blocks, block_size_, kv_heads_, head_dim_, window};
+  PagedKvView view{k_[slot].data(), v_[slot].data(), dtype_, blocks, block_size_, kv_heads_, head_dim_, window};
+  if (!k_residual_.empty()) {
+    view.k_residual = k_residual_[slot].data();
+    view.v_residual = v_residual_[slot].data();
+    view.num_residual = residual_seqs_ * groups_.num_groups();
+  }
+  return view;
 }
 
 }  // namespace kvs

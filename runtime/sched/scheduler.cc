@@ -15,6 +15,24 @@ Scheduler::Scheduler(SchedulerConfig config, int32_t num_blocks)
       groups_(config.kv_groups.num_groups() > 0 ? config.kv_groups : KvGroups(1, {})) {
   KVS_CHECK(config_.block_size > 0 && config_.max_seqs > 0 && config_.max_tokens_per_step > 0);
   group_slots_.resize(num_groups());
+  for (int32_t r = config_.residual_seqs - 1; r >= 0; --r) free_residuals_.push_back(r);
+}
+
+void Scheduler::DropResidual(Sequence& s) {
+  if (s.residual < 0) return;
+  free_residuals_.push_back(s.residual);
+  s.residual = -1;
+}
+
+void Scheduler::DropPartialBlock(Sequence& s) {
+  const int32_t whole = s.num_computed / config_.block_size;
+  for (std::vector<BlockId>& list : s.blocks) {
+    while (static_cast<int32_t>(list.size()) > whole) {
+      if (list.back().value >= 0) ReleaseBlock(list.back());
+      list.pop_back();
+    }
+  }
+  s.num_computed = whole * config_.block_size;
 }
 
 uint64_t Scheduler::GroupHash(uint64_t hash, int32_t g) {
@@ -214,6 +232,13 @@ Sequence* Scheduler::Fork(Sequence& parent, int32_t sample_index) {
   child->num_computed = parent.num_computed;
   child->blocks = parent.blocks;
   child->block_hashes = parent.block_hashes;
+  // Channel-quantized KV: the parent's newest tokens are in its residual block, which the child
+  // cannot share: it keeps the whole blocks and recomputes the rest.
+  if (sealed_blocks()) {
+    const int32_t whole = child->num_computed / config_.block_size;
+    for (auto& list : child->blocks) list.resize(std::min<size_t>(list.size(), whole));
+    child->num_computed = whole * config_.block_size;
+  }
   for (const auto& list : child->blocks) {
     for (BlockId b : list) {
       if (b.value >= 0) AddRefBlock(b);
@@ -230,6 +255,10 @@ Sequence* Scheduler::Fork(Sequence& parent, int32_t sample_index) {
 void Scheduler::Preempt(std::unique_ptr<Sequence> s, StepInput& in) {
   ++s->preemptions;
   ++preemptions_;
+  if (sealed_blocks()) {  // its newest tokens (in the residual) are recomputed on resume
+    DropResidual(*s);
+    DropPartialBlock(*s);
+  }
   // Where each block's contents are when this step's swap-outs run: blocks this step moved to the
   // offload tier are not copied yet (copies run after swap-outs), so those copies are dropped and
   // a swap-out reads the device block they would have read.
@@ -485,12 +514,26 @@ void Scheduler::RegisterFullBlocks(Sequence& s) {
 }
 
 void Scheduler::Emit(Sequence& s, int32_t n, StepInput& in, std::vector<ScheduledSeq>& out) {
-  const int32_t bs = config_.block_size;
-  for (int32_t k = s.num_computed; k < s.num_computed + n; ++k) {
+  const int32_t bs = config_.block_size, end = s.num_computed + n;
+  if (sealed_blocks() && s.residual < 0) {
+    KVS_CHECK_MSG(!free_residuals_.empty(), "more running sequences than residual blocks");
+    s.residual = free_residuals_.back();
+    free_residuals_.pop_back();
+  }
+  for (int32_t k = s.num_computed; k < end; ++k) {
     in.token_ids.push_back(s.tokens[k]);
     in.positions.push_back(k);
-    for (int32_t g = 0; g < num_groups(); ++g) group_slots_[g].push_back(s.blocks[g][k / bs].value * bs + k % bs);
+    for (int32_t g = 0; g < num_groups(); ++g) {
+      if (!sealed_blocks()) {
+        group_slots_[g].push_back(s.blocks[g][k / bs].value * bs + k % bs);
+      } else if ((k / bs + 1) * bs <= end) {
+        group_slots_[g].push_back(-1);  // its block is whole after this step: written by the seal
+      } else {  // the residual block of this group: residual * groups + g
+        group_slots_[g].push_back(-(2 + (s.residual * num_groups() + g) * bs + k % bs));
+      }
+    }
   }
+  if (sealed_blocks()) in.residual.push_back(s.residual);
   s.num_computed += n;
   if (config_.prefix_caching && !config_.static_batching) RegisterFullBlocks(s);
   in.query_start.push_back(in.num_tokens());
@@ -591,6 +634,7 @@ std::vector<ScheduledSeq> Scheduler::Schedule(StepInput& in) {
 void Scheduler::Finish(Sequence* seq) {
   for (size_t i = 0; i < running_.size(); ++i) {
     if (running_[i].get() != seq) continue;
+    DropResidual(*seq);
     for (const auto& list : seq->blocks) {
       for (BlockId b : list) {
         if (b.value >= 0) ReleaseBlock(b);
@@ -615,6 +659,7 @@ bool Scheduler::Abort(const std::string& id) {
   // Queued sequences hold device blocks (waiting) or host blocks (swapped); release whichever.
   const auto drop = [&](const std::unique_ptr<Sequence>& s) {
     if (s->request.id != id) return false;
+    DropResidual(*s);
     for (const auto& list : s->blocks) {
       for (BlockId b : list) {
         if (b.value >= 0) ReleaseBlock(b);
@@ -698,6 +743,16 @@ void Scheduler::CheckInvariants() const {
   KVS_CHECK_MSG(static_cast<int32_t>(holders.size()) - offload_held == pool_.num_blocks() - pool_.num_free(),
                 "device blocks held != blocks in use");
   KVS_CHECK_MSG(offload_held == offload_blocks_held(), "offload blocks held != offload blocks in use");
+  // Residual blocks: each held by one running sequence or free.
+  std::map<int32_t, int32_t> residuals;
+  for (const auto& s : running_) {
+    if (s->residual >= 0) ++residuals[s->residual];
+  }
+  for (const auto& s : waiting_) KVS_CHECK_MSG(s->residual < 0, "a waiting sequence holds a residual block");
+  for (const auto& s : swapped_) KVS_CHECK_MSG(s->residual < 0, "a swapped sequence holds a residual block");
+  for (int32_t r : free_residuals_) ++residuals[r];
+  for (const auto& [r, n] : residuals) KVS_CHECK_MSG(n == 1 && r < config_.residual_seqs, "a residual block held twice");
+  KVS_CHECK_MSG(static_cast<int32_t>(residuals.size()) == config_.residual_seqs, "residual blocks lost");
   host += host_reads_.size();
   KVS_CHECK_MSG(host == host_pool_.num_blocks() - host_pool_.num_free(), "host blocks held != host blocks in use");
 }

@@ -28,6 +28,12 @@
 // when full) each time the sequence grows; everything else — forks, swaps, offload, prefix hits —
 // treats every group's held blocks alike. A prefix hit needs, in each windowed group, only the
 // blocks of the window before the first recomputed token.
+//
+// Channel-quantized KV (SchedulerConfig::residual_seqs > 0; kernels/common/kv_format.h): a block is
+// written whole when its last token arrives, so each running sequence holds a residual block for
+// its newest tokens, and a token whose block the step completes is written by the seal
+// (slot -1). A sequence preempted by swap keeps only its whole blocks (its last < block_size
+// tokens are recomputed on resume), and a fork's child recomputes its parent's partial block.
 #pragma once
 
 #include <cstdint>
@@ -79,6 +85,9 @@ struct SchedulerConfig {
   int32_t tp = 1;
   // The cache's layer groups (KvCache::groups()); none given: one global group.
   KvGroups kv_groups;
+  // Channel-quantized KV: the residual blocks (KvCache::num_residual_seqs(), one per running
+  // sequence at most); 0: tokens are written to their blocks directly.
+  int32_t residual_seqs = 0;
 };
 
 struct Sequence {
@@ -93,6 +102,7 @@ struct Sequence {
   std::vector<uint64_t> block_hashes;  // prefix-cache hash of each full block, in order
   bool may_offload = false;          // its longest context exceeds the device cache (offload)
   int32_t sample_index = 0;          // which of the request's n samples (forks) this is
+  int32_t residual = -1;             // channel-quantized KV: its residual block while running
   bool forked = false;               // its n - 1 siblings exist
   int32_t num_generated() const { return static_cast<int32_t>(tokens.size()) - prompt_len; }
   int32_t preemptions = 0;
@@ -175,6 +185,11 @@ class Scheduler {
   void ReleaseOutOfWindow(Sequence& s);
   // Blocks held by `s` (device or offload), over every group.
   static int32_t HeldBlocks(const std::vector<std::vector<BlockId>>& lists);
+  // Channel-quantized KV: gives back `s`'s residual block; gives back its partial last block, so
+  // that it holds whole blocks only (the rest is recomputed).
+  bool sealed_blocks() const { return config_.residual_seqs > 0; }
+  void DropResidual(Sequence& s);
+  void DropPartialBlock(Sequence& s);
   // Gives `s` the blocks for `tokens` tokens, copying any shared block it is about to write.
   // With `offload`, blocks the device lacks come from the offload tier.
   bool Grow(Sequence& s, int32_t tokens, StepInput& in, bool offload);
@@ -232,6 +247,7 @@ class Scheduler {
   int64_t pending_host_hit_tokens_ = 0;
   KvGroups groups_;
   std::vector<std::vector<int32_t>> group_slots_;  // this step's KV slots per group (scratch)
+  std::vector<int32_t> free_residuals_;            // channel-quantized KV: residual blocks free
 };
 
 }  // namespace kvs

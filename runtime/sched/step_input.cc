@@ -5,18 +5,32 @@
 namespace kvs {
 namespace {
 
-constexpr size_t kHeaderWords = 10;
+constexpr size_t kHeaderWords = 11;
 
 void Append(std::vector<int32_t>& words, const std::vector<int32_t>& v) { words.insert(words.end(), v.begin(), v.end()); }
 
 }  // namespace
 
+void PlaceTailsInResiduals(StepInput& in, int32_t block_size, int32_t groups) {
+  in.residual.clear();
+  for (int32_t s = 0; s < in.num_seqs(); ++s) {
+    in.residual.push_back(s);
+    const int32_t end = in.context_len[s];
+    for (int32_t t = in.query_start[s]; t < in.query_start[s + 1]; ++t) {
+      const int32_t p = in.positions[t];
+      const bool sealed = (p / block_size + 1) * block_size <= end;
+      in.slot_mapping[t] = sealed ? -1 : -(2 + s * groups * block_size + p % block_size);
+    }
+  }
+}
+
 void RepeatForKvGroups(StepInput& in, int32_t groups, int32_t blocks_apart, int32_t block_size) {
   const size_t tokens = in.slot_mapping.size(), table = in.block_table.size();
   for (int32_t g = 1; g < groups; ++g) {
     for (size_t i = 0; i < tokens; ++i) {
+      // A residual slot (<= -2) moves to the group's residual block: block r * groups + g.
       const int32_t slot = in.slot_mapping[i];
-      in.slot_mapping.push_back(slot < 0 ? slot : slot + g * blocks_apart * block_size);
+      in.slot_mapping.push_back(slot == -1 ? slot : slot <= -2 ? slot - g * block_size : slot + g * blocks_apart * block_size);
     }
     for (size_t i = 0; i < table; ++i) in.block_table.push_back(in.block_table[i] + g * blocks_apart);
   }
@@ -35,6 +49,7 @@ void EncodeStep(const StepInput& in, bool greedy_only, std::vector<int32_t>& wor
   words.push_back(static_cast<int32_t>(in.swap_in.size()));
   words.push_back(static_cast<int32_t>(in.copy_blocks.size()));
   words.push_back(in.num_kv_groups);
+  words.push_back(static_cast<int32_t>(in.residual.size()));
   Append(words, in.token_ids);
   Append(words, in.positions);
   Append(words, in.slot_mapping);
@@ -45,6 +60,7 @@ void EncodeStep(const StepInput& in, bool greedy_only, std::vector<int32_t>& wor
   Append(words, in.swap_out);
   Append(words, in.swap_in);
   Append(words, in.copy_blocks);
+  Append(words, in.residual);
 }
 
 void EncodeStop(std::vector<int32_t>& words) { words.assign(kHeaderWords, 0); words[0] = static_cast<int32_t>(StepCommand::kStop); }
@@ -56,13 +72,14 @@ absl::StatusOr<StepCommand> DecodeStep(std::span<const int32_t> words, StepInput
   if (command != StepCommand::kRun) return absl::DataLossError(absl::StrFormat("unknown step command %d", words[0]));
   greedy_only = words[1] != 0;
   const int64_t blocks_per_seq = words[2], t = words[3], s = words[4], rows = words[5], outs = words[6], ins = words[7],
-                copies = words[8], groups = words[9];
+                copies = words[8], groups = words[9], residuals = words[10];
   if (blocks_per_seq < 0 || t < 0 || s < 0 || rows < 0 || outs < 0 || ins < 0 || copies < 0) {
     return absl::DataLossError("negative size in step message");
   }
   if (groups < 1 || groups > 4096) return absl::DataLossError(absl::StrFormat("step message names %d KV groups", groups));
+  if (residuals != 0 && residuals != s) return absl::DataLossError("step message has residuals for some sequences only");
   const int64_t expected = static_cast<int64_t>(kHeaderWords) + (2 + groups) * t + (s + 1) + s +
-                           groups * s * blocks_per_seq + rows + outs + ins + copies;
+                           groups * s * blocks_per_seq + rows + outs + ins + copies + residuals;
   if (static_cast<int64_t>(words.size()) != expected) {
     return absl::DataLossError(absl::StrFormat("step message has %d words, its header implies %d", words.size(), expected));
   }
@@ -83,6 +100,7 @@ absl::StatusOr<StepCommand> DecodeStep(std::span<const int32_t> words, StepInput
   take(in.swap_out, outs);
   take(in.swap_in, ins);
   take(in.copy_blocks, copies);
+  take(in.residual, residuals);
   return command;
 }
 

@@ -23,6 +23,9 @@ struct StepInput {
   std::vector<int32_t> block_table;
   int32_t max_blocks_per_seq = 0;
   int32_t num_kv_groups = 1;          // G
+  // Channel-quantized KV (kernels/common/kv_format.h): each sequence's residual (its newest tokens
+  // until their block is whole; group g's residual block is residual * G + g). Empty otherwise.
+  std::vector<int32_t> residual;      // [S]
   std::vector<int32_t> logit_rows;    // token rows whose next-token logits are wanted
   // Block moves, done before the step's forward pass in this order: swap-outs, copies, swap-ins.
   std::vector<int32_t> swap_out;      // pairs (device block, host block): preemption by swap
@@ -49,6 +52,7 @@ struct StepInput {
   void Clear() {
     token_ids.clear(); positions.clear(); slot_mapping.clear(); query_start.assign(1, 0);
     context_len.clear(); block_table.clear(); logit_rows.clear(); max_blocks_per_seq = 0; num_kv_groups = 1;
+    residual.clear();
     swap_out.clear(); swap_in.clear(); copy_blocks.clear();
   }
 };
@@ -57,10 +61,14 @@ struct StepInput {
 // repeats group 0's block table and slots for every other group, group g's blocks `blocks_apart`
 // block ids after group 0's (each group needs blocks of its own).
 void RepeatForKvGroups(StepInput& in, int32_t groups, int32_t blocks_apart, int32_t block_size);
+// For steps built by hand over a channel-quantized cache: sequence i (residual i) writes the
+// tokens whose block the step does not complete to its residual block, and the others through
+// Backend::SealKvGroups (slot -1), as the scheduler places them. Before RepeatForKvGroups.
+void PlaceTailsInResiduals(StepInput& in, int32_t block_size, int32_t groups);
 
 // The message a tensor-parallel group's rank 0 sends its other ranks before every step (or to
 // stop them), as int32 words: [command, greedy_only, max_blocks_per_seq, T, S, rows, swap-out
-// words, swap-in words, copy words, G, then token_ids, positions, slot_mapping, query_start,
+// words, swap-in words, copy words, G, residual words (0 or S), then token_ids, positions, slot_mapping, query_start,
 // context_len, block_table, logit_rows, swap_out, swap_in, copy_blocks].
 enum class StepCommand : int32_t { kRun = 1, kStop = 2 };
 void EncodeStep(const StepInput& in, bool greedy_only, std::vector<int32_t>& words);

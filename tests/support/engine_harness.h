@@ -81,6 +81,7 @@ inline std::vector<float> PrefillLogits(testing::LoadedCpuModel& lm, const std::
   auto cache = KvCache::Create(*lm.backend, c, kv_dtype.value_or(lm.backend->DefaultKvDType()), block_size,
                                groups * (blocks + 3));
   EXPECT_TRUE(cache.ok());
+  EXPECT_TRUE(cache->AddResiduals(*lm.backend, 1).ok());  // channel-quantized formats: one sequence's
   RunnerLimits limits{static_cast<int32_t>(ids.size()), static_cast<int32_t>(ids.size()), blocks};
   auto runner = ModelRunner::Create(*lm.backend, *lm.weights, *cache, limits);
   EXPECT_TRUE(runner.ok()) << runner.status();
@@ -97,6 +98,7 @@ inline std::vector<float> PrefillLogits(testing::LoadedCpuModel& lm, const std::
   in.context_len.push_back(static_cast<int32_t>(ids.size()));
   in.max_blocks_per_seq = blocks;
   for (int32_t b = 0; b < blocks; ++b) in.block_table.push_back(blocks + 2 - b);
+  if (KvChannelQuantized(cache->dtype())) PlaceTailsInResiduals(in, block_size, groups);
   RepeatForKvGroups(in, groups, blocks + 3, block_size);
   auto out = runner->Execute(in);
   EXPECT_TRUE(out.ok()) << out.status();

@@ -88,7 +88,8 @@ TEST(KvCodecTest, RoundTripErrorIsBoundedByTheFormat) {
   std::mt19937 rng(11);
   std::normal_distribution<float> normal(0.0f, 2.0f);
   for (int32_t dim : {64, 128}) {
-    for (KvDType t : kAllFormats) {
+    for (KvDType t : {KvDType::kF32, KvDType::kBF16, KvDType::kF16, KvDType::kFP8, KvDType::kINT8, KvDType::kINT4,
+                      KvDType::kKivi4, KvDType::kKivi2}) {  // the last two: their value rows
       for (int trial = 0; trial < 200; ++trial) {
         std::vector<float> x(dim), y(dim);
         for (auto& v : x) v = normal(rng);
@@ -108,11 +109,13 @@ TEST(KvCodecTest, RoundTripErrorIsBoundedByTheFormat) {
             case KvDType::kINT8: bound = amax / 127 * 0.5001f; break;
             // 3 mantissa bits: half a step is 1/16 of the value; below 2^-6 * scale, subnormal steps.
             case KvDType::kFP8: bound = std::fabs(x[i]) / 16 + amax / 448 * 0x1p-10f + 1e-30f; break;
-            case KvDType::kINT4: {
+            case KvDType::kINT4:
+            case KvDType::kKivi4:
+            case KvDType::kKivi2: {  // the channel formats' value rows: groups of 32, 15 or 3 steps
+              const float steps = t == KvDType::kKivi2 ? 3 : 15;
               const int32_t g = i / kKvInt4Group;
               const auto [lo, hi] = std::minmax_element(x.begin() + g * kKvInt4Group, x.begin() + (g + 1) * kKvInt4Group);
-              // half a step, plus the fp16 rounding of the zero point and scale
-              bound = (*hi - *lo) / 15 * 0.51f + std::fabs(*lo) * 0x1p-10f + 16 * (*hi - *lo) / 15 * 0x1p-10f + 1e-6f;
+              bound = (*hi - *lo) / steps * 0.51f + std::fabs(*lo) * 0x1p-10f + 16 * (*hi - *lo) / steps * 0x1p-10f + 1e-6f;
               break;
             }
           }
@@ -226,6 +229,183 @@ TEST(KvCodecTest, Int4RefusesHeadDimsItCannotGroup) {
   CpuBackend be(size_t{1} << 20);
   EXPECT_FALSE(be.SupportsKvDType(KvDType::kINT4, 16));
   EXPECT_TRUE(be.SupportsKvDType(KvDType::kINT8, 16));
+}
+
+// Channel-quantized keys: each channel's codes span that channel's range over the block's tokens,
+// so an outlier channel costs only itself. The decode equals code * s + z with the stored fp16
+// pair, the code being round((x - z) / s) clamped to the format's levels — recomputed here from
+// the definition (kernels/common/kv_format.h), element by element.
+TEST(KvCodecTest, KeyBlocksQuantizeEachChannelOverTheBlock) {
+  const uint32_t seed = 31;
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (KvDType t : {KvDType::kKivi4, KvDType::kKivi2}) {
+    const float levels = t == KvDType::kKivi2 ? 3 : 15;
+    for (int32_t n : {1, 5, 16}) {
+      const int32_t dim = 64;
+      std::vector<std::vector<float>> rows(n, std::vector<float>(dim));
+      for (auto& r : rows) {
+        for (int32_t d = 0; d < dim; ++d) r[d] = normal(rng) * (d == 7 ? 40.0f : 1.0f);  // channel 7: outliers
+      }
+      std::vector<const float*> ptrs;
+      for (auto& r : rows) ptrs.push_back(r.data());
+      const int64_t stride = KvRowBytes(t, dim) + 3;  // rows need not be adjacent
+      std::vector<std::byte> codes(n * stride), scales(dim * 4);
+      cpu::EncodeKeyBlock(ptrs.data(), n, t, dim, codes.data(), stride, scales.data());
+      const auto* sz = reinterpret_cast<const uint16_t*>(scales.data());
+      std::vector<float> y(dim);
+      for (int32_t i = 0; i < n; ++i) {
+        cpu::DecodeKeyRow(codes.data() + i * stride, scales.data(), t, dim, y.data());
+        for (int32_t d = 0; d < dim; ++d) {
+          float lo = rows[0][d], hi = rows[0][d];
+          for (const auto& r : rows) {
+            lo = std::min(lo, r[d]);
+            hi = std::max(hi, r[d]);
+          }
+          const float s = Fp16BitsToFloat(sz[2 * d]), z = Fp16BitsToFloat(sz[2 * d + 1]);
+          ASSERT_EQ(sz[2 * d], FloatToFp16Bits((hi - lo) / levels)) << "seed " << seed << " channel " << d;
+          ASSERT_EQ(sz[2 * d + 1], FloatToFp16Bits(lo)) << "seed " << seed << " channel " << d;
+          const float q = s > 0 ? std::clamp(std::nearbyint((rows[i][d] - z) / s), 0.0f, levels) : 0.0f;
+          ASSERT_FLOAT_EQ(y[d], q * s + z) << KvDTypeName(t) << " seed " << seed << " row " << i << " channel " << d;
+          // Within half a step of its own channel's range (plus the fp16 rounding of s and z).
+          ASSERT_LE(std::fabs(y[d] - rows[i][d]), (hi - lo) / levels * 0.51f + std::fabs(lo) * 0x1p-10f +
+                                                      (hi - lo) * 0x1p-9f + 1e-6f)
+              << KvDTypeName(t) << " seed " << seed << " row " << i << " channel " << d;
+        }
+      }
+    }
+  }
+}
+
+// Channel-quantized blocks: every row's codes, every row's value scales and every head's key
+// channel scales have their own bytes inside their block.
+TEST(KvCodecTest, ChannelQuantizedBlocksGiveEveryPartItsOwnBytes) {
+  for (KvDType t : {KvDType::kKivi4, KvDType::kKivi2}) {
+    for (int32_t bs : {1, 4, 16, 32}) {
+      const PagedKvView v{nullptr, nullptr, t, 3, bs, 3, 64};
+      EXPECT_EQ(v.BlockBytes() % 16, 0);
+      for (int64_t block = 0; block < v.num_blocks; ++block) {
+        std::vector<int> codes(v.BlockBytes(), 0), row_scales(v.BlockBytes(), 0), channel(v.BlockBytes(), 0);
+        const int64_t base = block * v.BlockBytes();
+        for (int64_t slot = block * bs; slot < (block + 1) * bs; ++slot) {
+          for (int32_t h = 0; h < v.kv_heads; ++h) {
+            for (int64_t b = 0; b < v.RowBytes(); ++b) ASSERT_EQ(codes[v.RowOffset(slot, h) - base + b]++, 0);
+            for (int64_t b = 0; b < v.ScaleBytes(); ++b) ASSERT_EQ(row_scales[v.ScaleOffset(slot, h) - base + b]++, 0);
+          }
+        }
+        for (int32_t h = 0; h < v.kv_heads; ++h) {
+          for (int64_t b = 0; b < v.head_dim * 4; ++b) ASSERT_EQ(channel[v.ChannelScaleOffset(block, h) - base + b]++, 0);
+        }
+        for (int64_t b = 0; b < v.BlockBytes(); ++b) {
+          EXPECT_LE(codes[b] + row_scales[b], 1) << "a value scale over a code";
+          EXPECT_LE(codes[b] + channel[b], 1) << "a key scale over a code";
+        }
+      }
+    }
+  }
+}
+
+// A sequence written step by step (a prefill in chunks that end mid-block, then decodes): the
+// blocks each step completes are sealed whole (keys per channel from the residual's earlier rows
+// and the step's rows), the rest stays in the bf16 residual, and attention reads exactly that —
+// compared with attention computed here from the rows decoded by the codec, element by element.
+TEST(KvCodecTest, SealedBlocksAndTheResidualAreWhatAttentionReads) {
+  const uint32_t seed = 77;
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (KvDType t : {KvDType::kKivi4, KvDType::kKivi2}) {
+    for (CpuMath math : {CpuMath::kReference, CpuMath::kFast}) {
+      CpuBackend be(size_t{1} << 28, math);
+      const int32_t kv_heads = 2, q_heads = 4, dim = 64, bs = 8, blocks = 8;
+      PagedKvView cache{nullptr, nullptr, t, blocks, bs, kv_heads, dim};
+      std::vector<std::byte> kc(cache.Bytes()), vc(cache.Bytes());
+      std::vector<uint16_t> kr(bs * kv_heads * dim), vr(bs * kv_heads * dim);
+      cache.k = kc.data();
+      cache.v = vc.data();
+      cache.k_residual = kr.data();
+      cache.v_residual = vr.data();
+      cache.num_residual = 1;
+      const std::vector<int32_t> table = {5, 2, 7, 0, 3, 1, 6, 4};  // blocks out of order
+      // Every token's rows [kv_heads * dim] as the seal sees them: bf16-rounded once they waited in
+      // the residual (their block completed in a later step), else as computed.
+      std::vector<std::vector<float>> keys, values;
+      int32_t ctx = 0;
+      for (int32_t n : {11, 9, 1, 1, 1, 1, 1, 1, 1, 5}) {  // chunks ending mid-block, then decodes
+        std::vector<float> k(n * kv_heads * dim), v(k.size()), q(n * q_heads * dim), out(q.size());
+        for (auto* a : {&k, &v, &q}) {
+          for (float& x : *a) x = normal(rng);
+        }
+        for (int32_t i = 0; i < n; ++i) k[i * kv_heads * dim + 3] *= 30.0f;  // an outlier key channel
+        std::vector<int32_t> slots;
+        for (int32_t i = 0; i < n; ++i) {
+          const int32_t p = ctx + i;
+          slots.push_back((p / bs + 1) * bs <= ctx + n ? -1 : -(2 + p % bs));
+          keys.emplace_back(k.begin() + i * kv_heads * dim, k.begin() + (i + 1) * kv_heads * dim);
+          values.emplace_back(v.begin() + i * kv_heads * dim, v.begin() + (i + 1) * kv_heads * dim);
+        }
+        for (int32_t p = ctx - (ctx % bs); p < ctx; ++p) {  // the previous steps' rows in the residual
+          for (auto* rows : {&keys, &values}) {
+            for (float& x : (*rows)[p]) x = Bf16BitsToFloat(FloatToBf16Bits(x));
+          }
+        }
+        ctx += n;
+        const std::vector<int32_t> qs = {0, n}, lens = {ctx}, residual = {0};
+        AttentionBatch batch{1, n, blocks, ctx, n, qs.data(), lens.data(), table.data(), residual.data()};
+        const TensorView kt{k.data(), DType::kF32, n, kv_heads * dim, kv_heads * dim};
+        const TensorView vt{v.data(), DType::kF32, n, kv_heads * dim, kv_heads * dim};
+        ASSERT_TRUE(be.SealKvGroups(kt, vt, batch, cache).ok());
+        ASSERT_TRUE(be.WriteKv(kt, vt, slots.data(), cache).ok());
+        const TensorView qt{q.data(), DType::kF32, n, q_heads * dim, q_heads * dim};
+        const TensorView ot{out.data(), DType::kF32, n, q_heads * dim, q_heads * dim};
+        ASSERT_TRUE(be.PagedAttention(qt, cache, batch, 0.125f, ot).ok());
+        // What the cache should hold now: whole blocks encoded from the original rows, the rest bf16.
+        const int32_t sealed = ctx / bs * bs;
+        std::vector<std::vector<float>> dk(ctx, std::vector<float>(kv_heads * dim)), dv = dk;
+        for (int32_t h = 0; h < kv_heads; ++h) {
+          for (int32_t b0 = 0; b0 < sealed; b0 += bs) {
+            std::vector<const float*> rows;
+            for (int32_t i = 0; i < bs; ++i) rows.push_back(keys[b0 + i].data() + h * dim);
+            std::vector<std::byte> codes(bs * KvRowBytes(t, dim)), scales(dim * 4), vcodes(KvRowBytes(t, dim)),
+                vscales(KvScaleBytes(t, dim));
+            cpu::EncodeKeyBlock(rows.data(), bs, t, dim, codes.data(), KvRowBytes(t, dim), scales.data());
+            for (int32_t i = 0; i < bs; ++i) {
+              cpu::DecodeKeyRow(codes.data() + i * KvRowBytes(t, dim), scales.data(), t, dim, dk[b0 + i].data() + h * dim);
+              cpu::EncodeKvRow(values[b0 + i].data() + h * dim, t, dim, vcodes.data(), vscales.data());
+              cpu::DecodeKvRow(vcodes.data(), vscales.data(), t, dim, dv[b0 + i].data() + h * dim);
+            }
+          }
+          for (int32_t p = sealed; p < ctx; ++p) {
+            for (int32_t d = 0; d < dim; ++d) {
+              dk[p][h * dim + d] = Bf16BitsToFloat(FloatToBf16Bits(keys[p][h * dim + d]));
+              dv[p][h * dim + d] = Bf16BitsToFloat(FloatToBf16Bits(values[p][h * dim + d]));
+            }
+          }
+        }
+        for (int32_t i = 0; i < n; ++i) {
+          const int32_t pos = ctx - n + i;
+          for (int32_t hq = 0; hq < q_heads; ++hq) {
+            const int32_t h = hq / (q_heads / kv_heads);
+            std::vector<double> score(pos + 1);
+            double mx = -1e30, sum = 0;
+            for (int32_t p = 0; p <= pos; ++p) {
+              double dot = 0;
+              for (int32_t d = 0; d < dim; ++d) dot += q[(i * q_heads + hq) * dim + d] * dk[p][h * dim + d];
+              score[p] = dot * 0.125;
+              mx = std::max(mx, score[p]);
+            }
+            for (double& sc : score) sum += (sc = std::exp(sc - mx));
+            for (int32_t d = 0; d < dim; ++d) {
+              double want = 0;
+              for (int32_t p = 0; p <= pos; ++p) want += score[p] / sum * dv[p][h * dim + d];
+              const float got = out[(i * q_heads + hq) * dim + d];
+              ASSERT_NEAR(got, want, 1e-4 + 1e-4 * std::fabs(want))
+                  << KvDTypeName(t) << " seed " << seed << " ctx " << ctx << " row " << i << " head " << hq << " d " << d;
+            }
+          }
+        }
+      }
+    }
+  }
 }
 
 }  // namespace

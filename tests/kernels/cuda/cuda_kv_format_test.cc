@@ -20,6 +20,13 @@
 namespace kvs {
 namespace {
 
+// gtest names allow [A-Za-z0-9_] only: "int4-token" -> "int4_token".
+std::string TestNameOf(std::string_view format) {
+  std::string s(format);
+  for (char& c : s) c = c == '-' ? '_' : c;
+  return s;
+}
+
 struct FormatCase {
   KvDType format;
   int32_t q_heads, kv_heads, head_dim, block_size;
@@ -162,7 +169,7 @@ std::vector<FormatCase> Cases() {
 INSTANTIATE_TEST_SUITE_P(Formats, CudaKvFormatTest, ::testing::ValuesIn(Cases()),
                          [](const ::testing::TestParamInfo<FormatCase>& info) {
                            const FormatCase& s = info.param;
-                           return std::string(KvDTypeName(s.format)) + "_Hq" + std::to_string(s.q_heads) + "_Hk" +
+                           return TestNameOf(KvDTypeName(s.format)) + "_Hq" + std::to_string(s.q_heads) + "_Hk" +
                                   std::to_string(s.kv_heads) + "_D" + std::to_string(s.head_dim) + "_" +
                                   std::to_string(info.index);
                          });
