@@ -24,6 +24,16 @@ void Scheduler::DropResidual(Sequence& s) {
   s.residual = -1;
 }
 
+bool Scheduler::HoldsWindow(const std::vector<std::vector<BlockId>>& lists, int32_t first_query) const {
+  const int32_t end = first_query / config_.block_size;  // whole blocks before the query
+  for (int32_t g = 0; g < num_groups(); ++g) {
+    for (int32_t j = groups_.FirstLiveBlock(g, first_query, config_.block_size); j < end; ++j) {
+      if (j >= static_cast<int32_t>(lists[g].size()) || lists[g][j].value < 0) return false;
+    }
+  }
+  return true;
+}
+
 void Scheduler::DropPartialBlock(Sequence& s) {
   const int32_t whole = s.num_computed / config_.block_size;
   for (std::vector<BlockId>& list : s.blocks) {
@@ -235,8 +245,12 @@ Sequence* Scheduler::Fork(Sequence& parent, int32_t sample_index) {
   // Channel-quantized KV: the parent's newest tokens are in its residual block, which the child
   // cannot share: it keeps the whole blocks and recomputes the rest.
   if (sealed_blocks()) {
-    const int32_t whole = child->num_computed / config_.block_size;
+    int32_t whole = child->num_computed / config_.block_size;
+    // A windowed group may have given back blocks the child's first step would read: then the
+    // child recomputes everything.
+    if (!HoldsWindow(child->blocks, whole * config_.block_size)) whole = 0;
     for (auto& list : child->blocks) list.resize(std::min<size_t>(list.size(), whole));
+    child->block_hashes.resize(std::min<size_t>(child->block_hashes.size(), whole));
     child->num_computed = whole * config_.block_size;
   }
   for (const auto& list : child->blocks) {
@@ -255,9 +269,13 @@ Sequence* Scheduler::Fork(Sequence& parent, int32_t sample_index) {
 void Scheduler::Preempt(std::unique_ptr<Sequence> s, StepInput& in) {
   ++s->preemptions;
   ++preemptions_;
+  bool recompute = false;
   if (sealed_blocks()) {  // its newest tokens (in the residual) are recomputed on resume
     DropResidual(*s);
     DropPartialBlock(*s);
+    // Resuming from a whole block needs the window before it, which a windowed group may have
+    // given back: then only recomputing restores it.
+    recompute = !HoldsWindow(s->blocks, s->num_computed);
   }
   // Where each block's contents are when this step's swap-outs run: blocks this step moved to the
   // offload tier are not copied yet (copies run after swap-outs), so those copies are dropped and
@@ -280,7 +298,8 @@ void Scheduler::Preempt(std::unique_ptr<Sequence> s, StepInput& in) {
     }
   }
   const int32_t blocks = HeldBlocks(s->blocks);
-  if (blocks > 0 && blocks <= host_pool_.num_free() && config_.preemption.PreferSwap(blocks, s->num_computed)) {
+  if (!recompute && blocks > 0 && blocks <= host_pool_.num_free() &&
+      config_.preemption.PreferSwap(blocks, s->num_computed)) {
     s->host_blocks.assign(num_groups(), {});
     for (int32_t g = 0; g < num_groups(); ++g) {
       for (size_t i = 0; i < s->blocks[g].size(); ++i) {
@@ -701,6 +720,7 @@ void Scheduler::CheckInvariants() const {
   offload_pool_.CheckInvariants();
   int64_t host = 0;
   std::map<int32_t, int32_t> holders;  // device block -> sequences holding it (forks share)
+  std::map<int32_t, std::pair<int32_t, size_t>> place;  // block -> (group, index): shared blocks sit alike
   // A windowed group holds at most the blocks of its window and one step's tokens.
   for (const auto& s : running_) {
     KVS_CHECK_MSG(s->host_blocks.empty(), "a running sequence holds host blocks");
@@ -709,10 +729,13 @@ void Scheduler::CheckInvariants() const {
       const auto& list = s->blocks[g];
       KVS_CHECK_MSG(static_cast<int32_t>(list.size()) >= BlocksFor(s->num_computed), "a running sequence lacks blocks");
       int32_t held = 0;
-      for (BlockId b : list) {
+      for (size_t j = 0; j < list.size(); ++j) {
+        const BlockId b = list[j];
         if (b.value < 0) continue;
         ++holders[b.value];
         ++held;
+        const auto [at, first] = place.try_emplace(b.value, g, j);
+        KVS_CHECK_MSG(first || at->second == std::make_pair(g, j), "a block shared at two places of the context");
       }
       if (groups_.windowed(g) && !config_.static_batching) {  // static batching reserves it all
         const int64_t bound = KvGroups(1, std::vector<int32_t>{groups_.window(g)})

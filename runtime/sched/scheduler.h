@@ -190,6 +190,9 @@ class Scheduler {
   bool sealed_blocks() const { return config_.residual_seqs > 0; }
   void DropResidual(Sequence& s);
   void DropPartialBlock(Sequence& s);
+  // Whether `lists` hold every block a step whose first query is at `first_query` reads (the
+  // windowed groups release theirs as the sequence grows).
+  bool HoldsWindow(const std::vector<std::vector<BlockId>>& lists, int32_t first_query) const;
   // Gives `s` the blocks for `tokens` tokens, copying any shared block it is about to write.
   // With `offload`, blocks the device lacks come from the offload tier.
   bool Grow(Sequence& s, int32_t tokens, StepInput& in, bool offload);

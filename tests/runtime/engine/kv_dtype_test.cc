@@ -3,6 +3,7 @@
 // swap to host and back and prefix sharing — bit for bit: outputs
 // under forced swap preemption equal the same requests run alone with the same format.
 #include <cmath>
+#include <map>
 #include <random>
 
 #include "gtest/gtest.h"
@@ -49,15 +50,26 @@ TEST(KvDTypeTest, LogitsStayNearF32KvForEveryFormat) {
     const ModelConfig& c = lm->weights->config();
     for (int i = 0; i < 96; ++i) m.prompt.push_back(static_cast<int32_t>(rng() % std::min(c.vocab_size, 5000)));
     const std::vector<float> exact = testing::PrefillLogits(*lm, m.prompt, true, KvDType::kF32);
-    for (KvDType t : {KvDType::kBF16, KvDType::kF16, KvDType::kFP8, KvDType::kINT8, KvDType::kINT4}) {
+    std::map<KvDType, double> drift;
+    for (KvDType t : {KvDType::kBF16, KvDType::kF16, KvDType::kFP8, KvDType::kINT8, KvDType::kINT4, KvDType::kKivi4,
+                      KvDType::kKivi2}) {
       if (KvDTypeHeadDimProblem(t, c.head_dim) != nullptr) continue;
       const Drift d = Compare(testing::PrefillLogits(*lm, m.prompt, true, t), exact, c.vocab_size);
+      drift[t] = d.rel_rms;
       std::printf("[kv %s] %s: logits rel RMS %.2e, top-1 agreement %.1f%%\n", KvDTypeName(t).data(), c.name.c_str(),
                   d.rel_rms, 100 * d.top1_agree);
-      const double limit = t == KvDType::kINT4 ? 0.2 : t == KvDType::kFP8 ? 0.06 : t == KvDType::kINT8 ? 0.02 : 0.005;
+      // int2 on the random tiny model drifts far (no structure for the groups to follow); on
+      // SmolLM2 it stays within 0.09 (docs/performance.md).
+      const double limit = t == KvDType::kKivi2 ? 0.6 : t == KvDType::kINT4 || t == KvDType::kKivi4 ? 0.2
+                           : t == KvDType::kFP8                          ? 0.06
+                           : t == KvDType::kINT8                         ? 0.02
+                                                                         : 0.005;
       EXPECT_LT(d.rel_rms, limit) << KvDTypeName(t) << " " << c.name;
-      EXPECT_GE(d.top1_agree, t == KvDType::kINT4 ? 0.6 : 0.85) << KvDTypeName(t) << " " << c.name;
+      EXPECT_GE(d.top1_agree, t == KvDType::kKivi2 ? 0.2 : t == KvDType::kINT4 || t == KvDType::kKivi4 ? 0.6 : 0.85)
+          << KvDTypeName(t) << " " << c.name;
     }
+    // Keys per channel: the 4-bit format with per-channel keys drifts less than per-token int4.
+    EXPECT_LT(drift[KvDType::kKivi4], drift[KvDType::kINT4]) << c.name;
   }
 }
 
@@ -72,21 +84,37 @@ TEST(KvDTypeTest, QuantizedBlocksSurviveSwapAndPrefixSharing) {
     const size_t extra = 1 + rng() % 30;
     for (size_t j = 0; j < extra; ++j) prompts[i].push_back(static_cast<int32_t>(rng() % 512));
   }
-  for (KvDType t : {KvDType::kFP8, KvDType::kINT8, KvDType::kINT4}) {
+  for (KvDType t : {KvDType::kFP8, KvDType::kINT8, KvDType::kINT4, KvDType::kKivi4, KvDType::kKivi2}) {
     EngineConfig base;
     base.kv_dtype = t;
     base.kv_cache_bytes = 16 << 20;
+    base.block_size = 8;  // the channel-quantized formats' key groups are blocks: the same ones alone
     std::vector<std::vector<int32_t>> alone;
     for (const auto& p : prompts) alone.push_back(testing::RunGreedy(*lm, {p}, 12, base)[0]);
     EngineConfig tight = base;
-    tight.block_size = 8;
     const size_t block_bytes = KvCache::BytesPerBlock(lm->weights->config(), t, tight.block_size);
     tight.kv_cache_bytes = 14 * block_bytes;  // 14 blocks for 24 sequences of up to 6 blocks
     tight.preemption_mode = PreemptionMode::kSwap;
     tight.swap_space_bytes = 256 * block_bytes;
     int64_t preemptions = 0, swaps = 0;
-    EXPECT_EQ(testing::RunGreedy(*lm, prompts, 12, tight, &preemptions, &swaps), alone) << KvDTypeName(t);
+    const auto got = testing::RunGreedy(*lm, prompts, 12, tight, &preemptions, &swaps);
     EXPECT_GT(swaps, 0) << KvDTypeName(t);
+    if (!KvChannelQuantized(t)) {
+      EXPECT_EQ(got, alone) << KvDTypeName(t);
+      continue;
+    }
+    // Channel-quantized: whole blocks survive swaps bit for bit, but a resumed sequence recomputes
+    // its last partial block in one chunk, and a chunk that completes a block reads it quantized
+    // where the original decode steps read it in bf16 — later tokens may differ a little.
+    ASSERT_EQ(got.size(), alone.size());
+    int64_t same = 0, total = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      ASSERT_EQ(got[i].size(), alone[i].size());
+      for (size_t j = 0; j < got[i].size(); ++j) same += got[i][j] == alone[i][j];
+      total += static_cast<int64_t>(got[i].size());
+    }
+    std::printf("[kv %s] under swap preemption: %.1f%% of tokens as alone\n", KvDTypeName(t).data(), 100.0 * same / total);
+    EXPECT_GE(same, total * 9 / 10) << KvDTypeName(t);
   }
 }
 

@@ -32,6 +32,7 @@ struct FakeKv {
   int32_t bs;
   KvGroups groups;
   std::map<int64_t, uint64_t> device, host;
+  std::map<int64_t, uint64_t> residual;  // channel-quantized KV: residual slots (sealed blocks)
   static std::vector<uint64_t> Prefixes(const Sequence& s) {
     std::vector<uint64_t> f(s.tokens.size());
     uint64_t h = 1469598103934665603ull;
@@ -57,11 +58,43 @@ struct FakeKv {
     // a prefix-cache hit may read a block another sequence fills in this very step.
     ASSERT_EQ(in.num_kv_groups, groups.num_groups());
     ASSERT_TRUE(in.GroupArraysConsistent());
-    for (int32_t g = 0; g < groups.num_groups(); ++g) {
+    const int32_t ng = groups.num_groups();
+    const bool sealed = !in.residual.empty();
+    if (sealed) {  // Backend::SealKvGroups: the blocks each sequence completes, from its residual and the step
+      ASSERT_EQ(in.residual.size(), plan.size());
+      for (int32_t g = 0; g < ng; ++g) {
+        const std::span<const int32_t> table = in.GroupTable(g);
+        for (size_t r = 0; r < plan.size(); ++r) {
+          const std::vector<uint64_t> prefix = Prefixes(*plan[r].seq);
+          const int32_t end = in.context_len[r], first_new = end - plan[r].num_tokens;
+          for (int32_t j = first_new / bs; (j + 1) * bs <= end; ++j) {
+            for (int32_t p = j * bs; p < (j + 1) * bs; ++p) {
+              uint64_t value = prefix[p] ^ static_cast<uint64_t>(g);
+              if (p < first_new) {
+                auto it = residual.find(static_cast<int64_t>(in.residual[r] * ng + g) * bs + p % bs);
+                ASSERT_TRUE(it != residual.end()) << "group " << g << " position " << p << " never reached the residual";
+                ASSERT_EQ(it->second, value) << "group " << g << " position " << p << ": another sequence's residual";
+              }
+              if (table[r * in.max_blocks_per_seq + j] >= 0) device[static_cast<int64_t>(table[r * in.max_blocks_per_seq + j]) * bs + p % bs] = value;
+            }
+          }
+        }
+      }
+    }
+    for (int32_t g = 0; g < ng; ++g) {
       const std::span<const int32_t> slots = in.GroupSlots(g);
       for (int32_t t = 0, r = 0; t < in.num_tokens(); ++t) {
         while (t >= in.query_start[r + 1]) ++r;
-        device[slots[t]] = Prefixes(*plan[r].seq)[in.positions[t]] ^ static_cast<uint64_t>(g);
+        const uint64_t value = Prefixes(*plan[r].seq)[in.positions[t]] ^ static_cast<uint64_t>(g);
+        if (slots[t] >= 0) {
+          ASSERT_FALSE(sealed) << "a token of a channel-quantized cache written to its block directly";
+          device[slots[t]] = value;
+        } else if (slots[t] <= -2) {
+          ASSERT_TRUE(sealed);
+          residual[-(slots[t] + 2)] = value;
+        } else {  // -1: the seal wrote it
+          ASSERT_TRUE(sealed && (in.positions[t] / bs + 1) * bs <= in.context_len[r]);
+        }
       }
     }
     for (int32_t g = 0; g < groups.num_groups(); ++g) {
@@ -71,10 +104,12 @@ struct FakeKv {
         const std::vector<uint64_t> prefix = Prefixes(s);
         const int32_t first_new = in.context_len[r] - plan[r].num_tokens;
         const int32_t first_read = groups.windowed(g) ? std::max(0, first_new - groups.window(g) + 1) : 0;
+        const int32_t whole = sealed ? in.context_len[r] / bs * bs : in.context_len[r];
         for (int32_t p = first_read; p < first_new; ++p) {
           const int64_t slot = static_cast<int64_t>(table[r * in.max_blocks_per_seq + p / bs]) * bs + p % bs;
-          auto it = device.find(slot);
-          ASSERT_TRUE(it != device.end()) << s.request.id << " group " << g << " position " << p << " was never written";
+          auto& tier = p < whole ? device : residual;
+          auto it = p < whole ? device.find(slot) : residual.find(static_cast<int64_t>(in.residual[r] * ng + g) * bs + p % bs);
+          ASSERT_TRUE(it != tier.end()) << s.request.id << " group " << g << " position " << p << " was never written";
           ASSERT_EQ(it->second, prefix[p] ^ static_cast<uint64_t>(g))
               << s.request.id << " group " << g << " position " << p << " reads another prefix's KV";
         }
@@ -106,8 +141,10 @@ int RunToCompletion(Scheduler& s, std::mt19937* abort_rng = nullptr) {
     EXPECT_LE(in.num_tokens(), s.config().max_tokens_per_step);
     EXPECT_LE(static_cast<int32_t>(plan.size()), s.config().max_seqs);
     // Every slot of this step belongs to a block the sequence owns, and no slot is used twice.
-    std::set<int32_t> slots(in.slot_mapping.begin(), in.slot_mapping.end());  // every group's
-    EXPECT_EQ(slots.size(), in.slot_mapping.size());
+    // (every group's; -1, a token its block's seal writes, is no slot)
+    std::vector<int32_t> used;
+    std::copy_if(in.slot_mapping.begin(), in.slot_mapping.end(), std::back_inserter(used), [](int32_t x) { return x != -1; });
+    EXPECT_EQ(std::set<int32_t>(used.begin(), used.end()).size(), used.size());
     empty_in_a_row = 0;
     std::vector<Sequence*> samplers;
     for (const auto& ss : plan) {
@@ -315,7 +352,7 @@ struct StressTotals {
 // 30 rounds of 150 requests each over random block sizes, budgets, swap and offload tiers, forks,
 // aborts and shared prompt stems. `layers`: the model's layer windows (0: global), drawn per
 // round; none: no sliding windows.
-StressTotals StressRounds(std::function<std::vector<int32_t>(std::mt19937&)> layers) {
+StressTotals StressRounds(std::function<std::vector<int32_t>(std::mt19937&)> layers, bool sealed_blocks = false) {
   std::mt19937 rng(99);
   StressTotals total;
   for (int round = 0; round < 30; ++round) {
@@ -327,6 +364,7 @@ StressTotals StressRounds(std::function<std::vector<int32_t>(std::mt19937&)> lay
       c.kv_groups = KvGroups(static_cast<int32_t>(windows.size()), windows);
     }
     const KvGroups groups = c.kv_groups.num_groups() > 0 ? c.kv_groups : KvGroups(1, {});
+    if (sealed_blocks) c.residual_seqs = c.max_seqs;  // channel-quantized KV: a residual per running sequence
     // A third of the rounds recompute, a third swap, a third mix (a small host pool fills up).
     c.num_host_blocks = round % 3 == 0 ? 0 : static_cast<int32_t>(rng() % (round % 3 == 1 ? 400 : 12));
     c.preemption.mode = c.num_host_blocks > 0 ? PreemptionMode::kSwap : PreemptionMode::kRecompute;
@@ -393,6 +431,26 @@ TEST(SchedulerTest, RandomizedStressWithSlidingWindowLayers) {
   EXPECT_GT(t.prefix_hits, 500);
   EXPECT_GT(t.host_hits, 20);
   EXPECT_GT(t.offloaded, 50);
+}
+
+// The same with channel-quantized KV (blocks sealed whole, the newest tokens in residual blocks),
+// with and without sliding windows: FakeKv seals blocks from the residual and the step as the
+// backend does and reads a sequence's newest tokens from its residual.
+TEST(SchedulerTest, RandomizedStressWithSealedBlocksAndResiduals) {
+  for (bool windows : {false, true}) {
+    auto layers = [](std::mt19937& rng) {
+      const int32_t n = 2 + static_cast<int32_t>(rng() % 5), w = 1 + static_cast<int32_t>(rng() % 40);
+      std::vector<int32_t> windows(n);
+      for (int32_t l = 0; l < n; ++l) windows[l] = l % 3 == 2 ? 0 : w;
+      return windows;
+    };
+    const StressTotals t = StressRounds(windows ? std::function<std::vector<int32_t>(std::mt19937&)>(layers) : nullptr,
+                                        /*sealed_blocks=*/true);
+    EXPECT_GT(t.swaps, 50) << windows;
+    EXPECT_GT(t.recomputes, 50) << windows;
+    EXPECT_GT(t.prefix_hits, 500) << windows;
+    EXPECT_GT(t.offloaded, 50) << windows;
+  }
 }
 
 // A windowed group holds only its window: a long sequence of a model with one global and three
