@@ -29,8 +29,9 @@ ABSL_FLAG(int32_t, max_tokens_per_step, kvs::kDefaultMaxTokensPerStep,
 ABSL_FLAG(int32_t, max_model_len, 0, "Context limit per sequence; 0 takes the model's");
 ABSL_FLAG(std::string, kv_cache_memory, "", "KV cache size, e.g. 512MiB or 4GiB; default: 1GiB on the CPU backend");
 ABSL_FLAG(std::string, kv_dtype, "",
-          "KV cache element format: f32, bf16, fp16, fp8, int8 or int4; default: the backend's compute dtype "
-          "(f32 on CPU, bf16 on CUDA; `plan` assumes bf16)");
+          "KV cache element format: f32, bf16, fp16, fp8, int8, int4, int2 (keys per channel, values per token, "
+          "the newest tokens in bf16: CPU backend) or int4-token (int4 per token: also CUDA); default: the "
+          "backend's compute dtype (f32 on CPU, bf16 on CUDA; `plan` assumes bf16)");
 ABSL_FLAG(std::string, device, "auto",
           "Backend: cpu (weights kept in their GGUF blocks, int8 dot products), cpu-reference (the float32 "
           "oracle), cuda, or auto (cuda when a GPU is visible, else cpu)");

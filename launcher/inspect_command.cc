@@ -78,7 +78,8 @@ int RunInspect() {
   // blocks a sequence of the whole context holds in every layer group, as the scheduler counts).
   const KvGroups groups(c.num_layers, c.layer_windows);
   const int64_t blocks = groups.BlocksHeld(c.MaxContext(), 16, kDefaultMaxTokensPerStep);
-  for (KvDType t : {KvDType::kF32, KvDType::kBF16, KvDType::kF16, KvDType::kFP8, KvDType::kINT8, KvDType::kINT4}) {
+  for (KvDType t : {KvDType::kF32, KvDType::kBF16, KvDType::kF16, KvDType::kFP8, KvDType::kINT8, KvDType::kINT4,
+                    KvDType::kKivi4, KvDType::kKivi2}) {
     if (KvDTypeHeadDimProblem(t, c.head_dim) != nullptr) continue;
     const double slab = static_cast<double>(KvCache::BytesPerBlock(c, t, 16));
     const double per_layer_token = slab / groups.slots() / 16, all_layers = per_layer_token * c.num_layers;

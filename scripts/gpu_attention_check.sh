@@ -10,7 +10,7 @@ gpu_tests ${KVS_GPU_TESTS:-cuda_backend_test cuda_kv_format_test gpu_model_test}
     set -- $shape
     timeout 60 $K bench --device cuda --model random:llama-3-8b --kernel attention --batch $1 --context $2 --iters 30
   done
-  for kv in fp8 int8 int4; do
+  for kv in fp8 int8 int4-token; do
     timeout 60 $K bench --device cuda --model random:llama-3-8b --kernel attention --batch 8 --context 131072 --iters 30 --kv-dtype $kv
   done
   timeout 60 $K bench --device cuda --model random:llama-3-8b --input-len 512 --output-len 128 --num-prompts 1

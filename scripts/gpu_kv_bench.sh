@@ -11,19 +11,19 @@ grep -E "^kv " "$OUT/cuda_kv_format_test.log" | sort | head -60
 echo "tests done at $(( $(date +%s) - start )) s"
 
 {
-  for kv in bf16 fp8 int8 int4 fp16; do
+  for kv in bf16 fp8 int8 int4-token fp16; do
     for shape in "1 32768" "32 4096" "64 8192" "8 131072"; do
       set -- $shape
       timeout 60 $K bench --device cuda --model random:llama-3-8b --kernel attention --batch $1 --context $2 --iters 30 --kv-dtype $kv
     done
   done
-  for kv in bf16 fp8 int8 int4; do  # Llama-2-7B shape (MHA: the register decode kernel) at 256K
+  for kv in bf16 fp8 int8 int4-token; do  # Llama-2-7B shape (MHA: the register decode kernel) at 256K
     timeout 60 $K bench --device cuda --model random:llama-2-7b-256k --kernel attention --batch 1 --context 262144 --iters 10 --kv-dtype $kv
   done
-  for kv in bf16 fp8 int8 int4; do
+  for kv in bf16 fp8 int8 int4-token; do
     timeout 60 $K bench --device cuda --model random:llama-3-8b --kernel prefill --batch 1 --context 16384 --iters 3 --kv-dtype $kv
   done
-  for kv in bf16 int8 int4; do
+  for kv in bf16 int8 int4-token; do
     timeout 90 $K bench --device cuda --model random:llama-3-8b --input-len 7936 --output-len 128 --num-prompts 32 \
       --max-seqs 32 --max-tokens-per-step 8192 --kv-dtype $kv
   done

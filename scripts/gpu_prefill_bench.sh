@@ -36,7 +36,7 @@ PY
   L8=(--model random:llama-3-8b)
   for L in 4096 16384; do
     KVS_PREFILL_KERNEL=mma bench "mma" "${L8[@]}" --context $L --iters 5
-    for kv in bf16 fp16 fp8 int8 int4; do
+    for kv in bf16 fp16 fp8 int8 int4-token; do
       bench "wgmma" "${L8[@]}" --context $L --kv-dtype $kv --iters 5
     done
     KVS_WGMMA_PINGPONG=1 bench "wgmma pingpong" "${L8[@]}" --context $L --iters 5

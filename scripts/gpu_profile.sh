@@ -27,6 +27,6 @@ prof decode_b1_32k_bf16 PagedDecodeMma --kernel attention --batch 1 --context 32
 prof combine_b1_32k CombineSplits --kernel attention --batch 1 --context 32768 --iters 1
 prof decode_b32_4k_bf16 PagedDecodeMma --kernel attention --batch 32 --context 4096 --iters 1
 prof decode_b8_128k_int8 PagedDecodeCodes --kernel attention --batch 8 --context 131072 --iters 1 --kv-dtype int8
-prof decode_b8_128k_int4 PagedDecodeCodes --kernel attention --batch 8 --context 131072 --iters 1 --kv-dtype int4
+prof decode_b8_128k_int4 PagedDecodeCodes --kernel attention --batch 8 --context 131072 --iters 1 --kv-dtype int4-token
 prof decode_b8_128k_bf16 PagedDecodeMma --kernel attention --batch 8 --context 131072 --iters 1
 echo "all done at $(( $(date +%s) - start )) s"

@@ -17,10 +17,11 @@
 //
 // Channel-quantized formats (KIVI: keys have outlier channels, so keys are quantized per channel
 // over a block's tokens and values per token):
-//   int4 / int2  K: per (block, head, channel), round((x - z) / s) in [0, 15] (or [0, 3]) over the
-//                block's block_size tokens, s = (max - min) / levels, z = min, as fp16 pairs;
-//                V: per (token, head), groups of 32 elements with an fp16 scale and zero, as int4
-//                above (2-bit codes for int2). Codes pack little-end first (4 or 2 per byte).
+//   int4 / int2  K: per (block, head, channel), round((x - z) / s) clamped to [0, 15] (or [0, 3])
+//                over the block's block_size tokens; V: per (token, head), groups of 32 elements.
+//                Each (s, z) is an fp16 pair fitted by least squares over the range and shrunk
+//                ranges (kernels/cpu/kv_codec.cc: FitScaleZero). Codes pack little-end first (4 or
+//                2 per byte).
 //   A block is written once, whole, when its last token arrives (Backend::SealKvGroups); until
 //   then a sequence's newest tokens live in bf16 in its residual block (PagedKvView::k_residual),
 //   which belongs to the sequence, never to a shared prefix. Block layout:
