@@ -55,6 +55,8 @@ for m in tiny-llama31 tiny-qwen2 tiny-mistral tiny-qwen3 tiny-gemma3 tiny-mistra
 # Seeded sampling draws the same tokens too: rank 0 assembles whole logits rows from the ranks'
 # vocabulary slices on the backend and samples there, as one process does.
 check_same "$GOLDENS/models/tiny-llama31" "$WORK/ids.jsonl" --ignore-eos --temperature 0.9 --top-p 0.95 --top-k 50 --seed 11
+# Keys per channel (int4): each rank seals its heads' blocks and keeps its heads' residuals.
+check_same "$GOLDENS/models/tiny-llama31" "$WORK/ids.jsonl" --ignore-eos --kv-dtype int4
 
 # Eight ranks (issue 9's layouts, on the CPU): tp=8 and dp=2 x tp=4 on a model with Llama-3-8B's
 # heads (32 query / 8 KV) at toy width, from a preset in a config folder of this test's own.

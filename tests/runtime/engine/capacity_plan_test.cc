@@ -18,22 +18,27 @@ class CapacityPlanModelTest : public ::testing::TestWithParam<std::string> {};
 TEST_P(CapacityPlanModelTest, PredictsTheBlocksAnEngineFindsAtStartUp) {
   auto src = OpenWeightSource(testing::GoldenPath("models/" + GetParam()));
   ASSERT_TRUE(src.ok()) << src.status();
-  for (int64_t budget : {int64_t{8} << 20, int64_t{64} << 20}) {
-    CpuBackend be(static_cast<size_t>(budget));
-    auto w = ModelWeights::Load(**src, be);
-    ASSERT_TRUE(w.ok());
-    EngineConfig c;
-    c.block_size = 16;
-    c.max_seqs = 8;
-    auto engine = Engine::Create(be, *w, nullptr, c);
-    ASSERT_TRUE(engine.ok()) << engine.status();
-    auto resolved = ResolveEngineConfig(c, (*src)->config());
-    ASSERT_TRUE(resolved.ok());
-    const CapacityPlan plan = PlanCapacity((*src)->config(), {ModelShard::Whole((*src)->config())}, DType::kF32,
-                                           KvDType::kF32, budget, *resolved);
-    const int32_t actual = (*engine)->kv_capacity().blocks;
-    EXPECT_NEAR(plan.blocks, actual, 0.02 * actual) << "budget " << budget;
-    EXPECT_EQ(plan.blocks, actual) << "same accounting, so the same number";
+  // f32, and int4 with its residual blocks (counted with the workspace) where the heads allow it.
+  for (KvDType kv : {KvDType::kF32, KvDType::kKivi4}) {
+    if (KvDTypeHeadDimProblem(kv, (*src)->config().head_dim) != nullptr) continue;
+    for (int64_t budget : {int64_t{8} << 20, int64_t{64} << 20}) {
+      CpuBackend be(static_cast<size_t>(budget));
+      auto w = ModelWeights::Load(**src, be);
+      ASSERT_TRUE(w.ok());
+      EngineConfig c;
+      c.block_size = 16;
+      c.max_seqs = 8;
+      c.kv_dtype = kv;
+      auto engine = Engine::Create(be, *w, nullptr, c);
+      ASSERT_TRUE(engine.ok()) << engine.status();
+      auto resolved = ResolveEngineConfig(c, (*src)->config());
+      ASSERT_TRUE(resolved.ok());
+      const CapacityPlan plan = PlanCapacity((*src)->config(), {ModelShard::Whole((*src)->config())}, DType::kF32, kv,
+                                             budget, *resolved);
+      const int32_t actual = (*engine)->kv_capacity().blocks;
+      EXPECT_NEAR(plan.blocks, actual, 0.02 * actual) << "budget " << budget << " " << KvDTypeName(kv);
+      EXPECT_EQ(plan.blocks, actual) << "same accounting, so the same number; " << KvDTypeName(kv);
+    }
   }
 }
 
