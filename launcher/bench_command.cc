@@ -76,6 +76,11 @@ absl::Status BenchAttention(Backend& backend, const ModelConfig& c, bool prefill
   const int32_t num_blocks = batch * blocks_per_seq;
   const DType dt = backend.ComputeDType();
   KVS_ASSIGN_OR_RETURN(const KvDType kv_dtype, KvDTypeFromFlags(backend));
+  if (KvChannelQuantized(kv_dtype)) {  // it writes the cache slot by slot; these formats seal whole blocks
+    return absl::InvalidArgumentError(absl::StrFormat("bench --kernel attention does not take --kv-dtype %s (a whole-run "
+                                                      "benchmark does: bench without --kernel)",
+                                                      KvDTypeName(kv_dtype)));
+  }
   if (const std::string problem = backend.KvDTypeProblem(kv_dtype, c.head_dim); !problem.empty()) {
     return absl::InvalidArgumentError(absl::StrFormat("--kv-dtype %s at head_dim %d: %s", KvDTypeName(kv_dtype), c.head_dim,
                                                       problem));

@@ -51,6 +51,10 @@ absl::Status BenchKvMoves(Backend& backend, const WeightSource& source) {
   if (bs < 1 || bs > 1024) return absl::InvalidArgumentError("--block-size must be in 1..1024");
   const auto ctx = static_cast<int32_t>(ctx64);
   KVS_ASSIGN_OR_RETURN(const KvDType kv_dtype, KvDTypeFromFlags(backend));
+  if (KvChannelQuantized(kv_dtype)) {  // its hand-built step has no residual blocks
+    return absl::InvalidArgumentError(
+        absl::StrFormat("bench --kernel kv-moves does not take --kv-dtype %s", KvDTypeName(kv_dtype)));
+  }
   KVS_ASSIGN_OR_RETURN(ModelWeights weights, ModelWeights::Load(source, backend));
   // The step's sequences own the first blocks; the moves use blocks past them, so the step's
   // results do not depend on them (only its timing does).
