@@ -293,10 +293,12 @@ TEST(CliTest, InspectPrintsArchitectureAndKvBytes) {
   ASSERT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("attention heads:  4 query, 2 KV (group 2), head_dim 32"), std::string::npos) << out;
   // 2 x 3 layers x 2 KV heads x 32 x 2 bytes; int8: 32 codes + a 4-byte scale per head; int4:
-  // 16 bytes of codes + one (scale, zero) pair per head.
+  // 16 bytes of codes + one (scale, zero) pair per head (per token); int4 (keys per channel): 16
+  // bytes of codes + a 16-token block's 32 key-channel pairs (128 bytes) shared by its tokens.
   EXPECT_NE(out.find("KV bytes/token:   768 (bf16)"), std::string::npos) << out;
   EXPECT_NE(out.find("KV bytes/token:   432 (int8)"), std::string::npos) << out;
-  EXPECT_NE(out.find("KV bytes/token:   240 (int4)"), std::string::npos) << out;
+  EXPECT_NE(out.find("KV bytes/token:   240 (int4-token)"), std::string::npos) << out;
+  EXPECT_NE(out.find("KV bytes/token:   288 (int4)"), std::string::npos) << out;
   EXPECT_NE(out.find("scaling llama3"), std::string::npos) << out;
 }
 
