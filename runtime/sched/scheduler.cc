@@ -748,7 +748,6 @@ void Scheduler::CheckInvariants() const {
   }
   int32_t offload_held = 0;
   for (const auto& [b, n] : holders) {
-    if (RefCountOf(BlockId{b}) != n) fprintf(stderr, "DBG block %d ref %d holders %d\n", b, RefCountOf(BlockId{b}), n);
     KVS_CHECK_MSG(RefCountOf(BlockId{b}) == n, "a block's reference count != its holders");
     offload_held += IsOffload(BlockId{b}) ? 1 : 0;
   }
