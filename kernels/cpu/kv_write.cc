@@ -1,20 +1,10 @@
 #include <vector>
 
-#include "kernels/common/half_convert.h"
 #include "kernels/common/status_macros.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/kv_codec.h"
 
 namespace kvs::cpu {
-namespace {
-
-// A bf16 row of a residual block.
-void WriteResidualRow(const float* x, int32_t dim, std::byte* at) {
-  auto* out = reinterpret_cast<uint16_t*>(at);
-  for (int32_t d = 0; d < dim; ++d) out[d] = FloatToBf16Bits(x[d]);
-}
-
-}  // namespace
 
 void WriteKvF32(const float* k, int64_t k_stride, const float* v, int64_t v_stride,
                 int64_t num_tokens, const int32_t* slot_mapping, const PagedKvView& cache) {
@@ -29,8 +19,11 @@ void WriteKvF32(const float* k, int64_t k_stride, const float* v, int64_t v_stri
       KVS_CHECK_MSG(cache.k_residual != nullptr && r < static_cast<int64_t>(cache.num_residual) * cache.block_size,
                     "residual KV slot outside the residual blocks");
       for (int32_t h = 0; h < cache.kv_heads; ++h) {
-        WriteResidualRow(k + t * k_stride + h * dim, dim, static_cast<std::byte*>(cache.k_residual) + cache.ResidualRowOffset(r, h));
-        WriteResidualRow(v + t * v_stride + h * dim, dim, static_cast<std::byte*>(cache.v_residual) + cache.ResidualRowOffset(r, h));
+        // Residual rows are bf16 rows, as a bf16 cache stores them.
+        EncodeKvRow(k + t * k_stride + h * dim, KvDType::kBF16, dim,
+                    static_cast<std::byte*>(cache.k_residual) + cache.ResidualRowOffset(r, h), nullptr);
+        EncodeKvRow(v + t * v_stride + h * dim, KvDType::kBF16, dim,
+                    static_cast<std::byte*>(cache.v_residual) + cache.ResidualRowOffset(r, h), nullptr);
       }
       continue;
     }

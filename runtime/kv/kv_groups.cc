@@ -43,12 +43,15 @@ int64_t KvGroups::BlocksHeld(int64_t tokens, int32_t block_size, int32_t max_ste
       total += all;
       continue;
     }
-    // A step's queries [q, q + n) read keys from q - w + 1: the blocks over w - 1 + n keys, one
-    // more when they straddle a block edge.
-    const int64_t span = (static_cast<int64_t>(w) - 1 + max_step_tokens + block_size - 1) / block_size + 1;
-    total += std::min(all, span);
+    total += std::min(all, WindowSpanBlocks(w, block_size, max_step_tokens));
   }
   return total;
+}
+
+int64_t KvGroups::WindowSpanBlocks(int32_t window, int32_t block_size, int32_t max_step_tokens) {
+  // A step's queries [q, q + n) read keys from q - window + 1: the blocks over window - 1 + n
+  // keys, one more when they straddle a block edge.
+  return (static_cast<int64_t>(window) - 1 + max_step_tokens + block_size - 1) / block_size + 1;
 }
 
 int64_t KvGroups::LongestFitting(int64_t blocks, int32_t block_size, int32_t max_step_tokens, int64_t cap) const {

@@ -47,6 +47,8 @@ class KvGroups {
   // at most `max_step_tokens` tokens at once: the one count the scheduler's admission, `plan` and
   // the capacity log share.
   int64_t BlocksHeld(int64_t tokens, int32_t block_size, int32_t max_step_tokens) const;
+  // The most blocks one group of window `window` holds at any length (its share of BlocksHeld).
+  static int64_t WindowSpanBlocks(int32_t window, int32_t block_size, int32_t max_step_tokens);
   // The longest sequence that `blocks` blocks hold (BlocksHeld's inverse), capped at `cap`.
   int64_t LongestFitting(int64_t blocks, int32_t block_size, int32_t max_step_tokens, int64_t cap) const;
   // One line for logs and `plan`: "1 global + 5 windowed (512) groups of 3 layers".

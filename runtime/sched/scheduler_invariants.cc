@@ -49,8 +49,8 @@ void Scheduler::CheckInvariants() const {
         KVS_CHECK_MSG(first || at->second == std::make_pair(g, j), "a block shared at two places of the context");
       }
       if (groups_.windowed(g) && !config_.static_batching) {  // static batching reserves it all
-        const int64_t bound = KvGroups(1, std::vector<int32_t>{groups_.window(g)})
-                                  .BlocksHeld(int64_t{1} << 40, config_.block_size, config_.max_tokens_per_step);
+        const int64_t bound =
+            KvGroups::WindowSpanBlocks(groups_.window(g), config_.block_size, config_.max_tokens_per_step);
         KVS_CHECK_MSG(held <= bound, "a windowed group holds blocks beyond its window");
       } else {
         KVS_CHECK_MSG(held == static_cast<int32_t>(list.size()), "a global group released a block");
