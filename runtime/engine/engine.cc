@@ -199,7 +199,10 @@ absl::StatusOr<PreemptionCostModel> Engine::MeasurePreemptionCosts(Backend& back
   step.context_len.push_back(t);
   step.max_blocks_per_seq = std::min((t + bs - 1) / bs, limits.max_blocks_per_seq);
   for (int32_t b = 0; b < step.max_blocks_per_seq; ++b) step.block_table.push_back(b % cache_.num_blocks());
-  RepeatForKvGroups(step, cache_.groups().num_groups(), 0, bs);  // read-only: every group may read the same blocks
+  // Channel-quantized caches take the step as the scheduler would place it (its blocks sealed,
+  // the tail in residual 0): nothing is cached yet at start-up, so what it writes is no one's.
+  if (KvChannelQuantized(cache_.dtype())) PlaceTailsInResiduals(step, bs, cache_.groups().num_groups());
+  RepeatForKvGroups(step, cache_.groups().num_groups(), 0, bs);  // every group may use the same blocks
   double prefill_s = 0;
   for (int rep = 0; rep < 2; ++rep) {
     const auto t0 = Clock::now();

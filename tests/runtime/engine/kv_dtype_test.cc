@@ -118,6 +118,24 @@ TEST(KvDTypeTest, QuantizedBlocksSurviveSwapAndPrefixSharing) {
   }
 }
 
+// With swap space and `--preemption-mode auto`, start-up times a prefill step through the cache:
+// a channel-quantized cache takes it too, and the engine then gives the tokens it gives without.
+TEST(KvDTypeTest, TheMeasuredCostModelStartsWithEveryFormat) {
+  auto lm = LoadCpuModel(GoldenPath("models/tiny-llama31"));
+  ASSERT_NE(lm, nullptr);
+  const std::vector<int32_t> prompt = {5, 9, 11, 3, 7, 200, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67};
+  for (KvDType t : {KvDType::kINT8, KvDType::kKivi4, KvDType::kKivi2}) {
+    EngineConfig plain;
+    plain.kv_dtype = t;
+    plain.kv_cache_bytes = 16 << 20;
+    EngineConfig measured = plain;
+    measured.swap_space_bytes = 4 << 20;
+    measured.preemption_mode = PreemptionMode::kAuto;
+    const auto want = testing::RunGreedy(*lm, {prompt}, 12, plain);
+    EXPECT_EQ(testing::RunGreedy(*lm, {prompt}, 12, measured), want) << KvDTypeName(t);
+  }
+}
+
 TEST(KvDTypeTest, AnUnsupportedFormatFailsAtStartUpNamingIt) {
   auto lm = LoadCpuModel(GoldenPath("models/tiny-qwen2"));  // head_dim 16: int4 groups of 32 do not fit
   ASSERT_NE(lm, nullptr);
