@@ -1,7 +1,7 @@
 // `kvshard generate`: one prompt streamed to stdout, or a JSONL batch (--input/--output) whose
 // answers are journaled as they finish (launcher/batch_journal.h), so that an interrupted job
 // resumes with --resume. With data parallelism, global rank 0 routes every request to a group
-// (launcher/dp_serving.h, as `serve` does) and hears each result as soon as it is done.
+// (parallel/dp_serving.h, as `serve` does) and hears each result as soon as it is done.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -18,7 +18,7 @@
 #include "launcher/bench_stats.h"
 #include "launcher/commands.h"
 #include "launcher/batch_journal.h"
-#include "launcher/dp_serving.h"
+#include "parallel/dp_serving.h"
 #include "launcher/progress.h"
 #include "launcher/rank_setup.h"
 #include "launcher/flags.h"
@@ -139,8 +139,8 @@ absl::Status Generate(std::unique_ptr<RankRuntime>& rt) {
   // Data parallel: every leader reports its group's KV capacity; leaders other than rank 0 then
   // run what rank 0 sends them (as `serve` does) until it says stop.
   const bool data_parallel = rt->context->leaders() != nullptr;
-  KVS_ASSIGN_OR_RETURN(std::vector<int64_t> capacities, GatherGroupCapacities(*rt));
-  if (data_parallel && rt->context->leaders()->rank() != 0) return ServeAsRemoteGroup(*rt);
+  KVS_ASSIGN_OR_RETURN(std::vector<int64_t> capacities, GatherGroupCapacities(rt->context->leaders(), *rt->engine));
+  if (data_parallel && rt->context->leaders()->rank() != 0) return ServeAsRemoteGroup(*rt->context->leaders(), *rt->engine, rt->tag());
   Engine& engine = *rt->engine;
 
   std::optional<BatchJournal> journal;
@@ -153,7 +153,7 @@ absl::Status Generate(std::unique_ptr<RankRuntime>& rt) {
     }
   }
   LocalGroup local(engine);
-  std::vector<std::unique_ptr<ServingGroup>> remote = ConnectRemoteGroups(*rt);
+  std::vector<std::unique_ptr<ServingGroup>> remote = ConnectRemoteGroups(rt->context->leaders());
   std::vector<ServingGroup*> groups = {&local};
   for (auto& g : remote) groups.push_back(g.get());
   std::unique_ptr<RequestRouter> router;

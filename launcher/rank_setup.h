@@ -14,7 +14,7 @@
 #include "parallel/world.h"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/loaded_model.h"
-#include "runtime/engine/step_worker.h"
+#include "parallel/step_worker.h"
 
 namespace kvs {
 

@@ -1,6 +1,6 @@
 // `kvshard serve`: the OpenAI-compatible server on global rank 0; under mpirun/srun the other
 // ranks of each tensor-parallel group run as workers, and with data parallelism (ranks = dp x tp)
-// the other groups' leaders serve the requests rank 0 routes to them (launcher/dp_serving.h).
+// the other groups' leaders serve the requests rank 0 routes to them (parallel/dp_serving.h).
 // SIGTERM or SIGINT to rank 0 drains: the listener closes, /health says draining (503), new
 // requests on open connections get 503, in-flight ones finish — or, at --drain-timeout, are
 // answered with 503 — then every rank stops.
@@ -13,7 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "kernels/common/status_macros.h"
 #include "launcher/commands.h"
-#include "launcher/dp_serving.h"
+#include "parallel/dp_serving.h"
 #include "launcher/flags.h"
 #include "launcher/rank_setup.h"
 #include "runtime/server/http_server.h"
@@ -60,14 +60,14 @@ absl::Status Serve(std::unique_ptr<RankRuntime>& rt) {
   // Data parallel: every leader reports its group's KV capacity; leaders other than rank 0 then
   // serve what rank 0 sends them, and stop when it says so.
   const bool data_parallel = rt->context->leaders() != nullptr;
-  KVS_ASSIGN_OR_RETURN(std::vector<int64_t> capacities, GatherGroupCapacities(*rt));
+  KVS_ASSIGN_OR_RETURN(std::vector<int64_t> capacities, GatherGroupCapacities(rt->context->leaders(), *rt->engine));
   if (data_parallel && rt->context->leaders()->rank() != 0) {
     std::signal(SIGTERM, SIG_IGN);
     std::signal(SIGINT, SIG_IGN);
-    return ServeAsRemoteGroup(*rt);
+    return ServeAsRemoteGroup(*rt->context->leaders(), *rt->engine, rt->tag());
   }
   LocalGroup local(*rt->engine);
-  std::vector<std::unique_ptr<ServingGroup>> remote = ConnectRemoteGroups(*rt);
+  std::vector<std::unique_ptr<ServingGroup>> remote = ConnectRemoteGroups(rt->context->leaders());
   std::vector<ServingGroup*> groups = {&local};
   for (auto& g : remote) groups.push_back(g.get());
   std::unique_ptr<RequestRouter> router;

@@ -39,7 +39,12 @@ class GpuGroupCommunicator final : public Collectives {
                                            TensorView out) override;
   absl::Status AllGather(const void* send, void* recv, size_t bytes) override;
   bool Capturable() const override { return true; }  // both paths are stream work
-  absl::Status Broadcast(std::vector<int32_t>& words) override { return control_->Broadcast(words); }
+  absl::Status SendStep(const StepInput* input, bool greedy_only) override {
+    return control_->SendStep(input, greedy_only);
+  }
+  absl::StatusOr<StepCommand> ReceiveStep(StepInput& input, bool& greedy_only) override {
+    return control_->ReceiveStep(input, greedy_only);
+  }
   absl::StatusOr<int64_t> AllReduceMin(int64_t value) override { return control_->AllReduceMin(value); }
 
   // `bench --kernel all-reduce`: both all-reduces timed at each of `bytes` (bf16 messages) over

@@ -11,6 +11,7 @@
 #include "absl/strings/str_split.h"
 #include "kernels/common/status_macros.h"
 #include "parallel/mpi_check.h"
+#include "parallel/step_wire.h"
 
 namespace kvs {
 
@@ -93,6 +94,20 @@ absl::Status MpiCommunicator::Broadcast(std::vector<int32_t>& words) {
   if (rank_ != 0) words.resize(n);
   KVS_MPI_RETURN_IF_ERROR(MPI_Ibcast(words.data(), static_cast<int>(n), MPI_INT32_T, 0, comm_, &req));
   return Wait(req, "step broadcast", true);
+}
+
+absl::Status MpiCommunicator::SendStep(const StepInput* input, bool greedy_only) {
+  if (input == nullptr) {
+    EncodeStop(step_words_);
+  } else {
+    EncodeStep(*input, greedy_only, step_words_);
+  }
+  return Broadcast(step_words_);
+}
+
+absl::StatusOr<StepCommand> MpiCommunicator::ReceiveStep(StepInput& input, bool& greedy_only) {
+  KVS_RETURN_IF_ERROR(Broadcast(step_words_));
+  return DecodeStep(step_words_, input, greedy_only);
 }
 
 absl::StatusOr<int64_t> MpiCommunicator::AllReduceMin(int64_t value) {

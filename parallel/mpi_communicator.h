@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "runtime/engine/collectives.h"
@@ -33,10 +34,14 @@ class MpiCommunicator final : public Collectives {
   int size() const override { return size_; }
   absl::Status AllReduceSum(TensorView x) override;
   absl::Status AllGather(const void* send, void* recv, size_t bytes) override;
-  absl::Status Broadcast(std::vector<int32_t>& words) override;
+  absl::Status SendStep(const StepInput* input, bool greedy_only) override;
+  absl::StatusOr<StepCommand> ReceiveStep(StepInput& input, bool& greedy_only) override;
   absl::StatusOr<int64_t> AllReduceMin(int64_t value) override;
 
   // Host-memory helpers for other parallel/ code.
+  // Every rank's `words` become rank 0's (receivers are resized). Waiting for the size has no
+  // deadline (workers wait here between steps for as long as rank 0 is idle).
+  absl::Status Broadcast(std::vector<int32_t>& words);
   absl::Status Barrier();
   absl::Status BroadcastBytes(void* data, size_t bytes, int root);
   // `root` sends parts[r] to rank r (parts is read on root only); returns this rank's part.
@@ -62,6 +67,7 @@ class MpiCommunicator final : public Collectives {
   int rank_ = 0, size_ = 1, world_rank_ = 0;
   std::chrono::milliseconds timeout_;
   int64_t broadcasts_ = 0;
+  std::vector<int32_t> step_words_;  // SendStep / ReceiveStep's message
   // Posted messages not yet known to be delivered, with their requests; polled by Post/Flush.
   struct Outgoing {
     std::string message;

@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "kernels/tensor_view.h"
 #include "runtime/model/model_shard.h"
+#include "runtime/sched/step_input.h"
 
 namespace kvs {
 
@@ -37,8 +38,11 @@ class Collectives {
   virtual bool Capturable() const { return false; }
 
   // --- control plane, host memory ---
-  // Every rank's `words` become rank 0's (receivers are resized).
-  virtual absl::Status Broadcast(std::vector<int32_t>& words) = 0;
+  // Rank 0: sends the group's other ranks the step it is about to run (`input`), or, with a null
+  // `input`, tells them to stop. The encoding is parallel's (parallel/step_wire.h).
+  virtual absl::Status SendStep(const StepInput* input, bool greedy_only) = 0;
+  // The other ranks: rank 0's next message; `input` and `greedy_only` are set for kRun.
+  virtual absl::StatusOr<StepCommand> ReceiveStep(StepInput& input, bool& greedy_only) = 0;
   // The minimum of `value` over the group.
   virtual absl::StatusOr<int64_t> AllReduceMin(int64_t value) = 0;
 };

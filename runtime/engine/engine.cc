@@ -17,113 +17,21 @@ float UniformDraw(double u) { return std::min(static_cast<float>(u), std::nextaf
 
 }  // namespace
 
-absl::Status EngineConfig::Validate() const {
-  if (block_size < 1 || block_size > 1024) {
-    return absl::InvalidArgumentError(absl::StrFormat("--block-size must be in 1..1024, got %d", block_size));
-  }
-  if (max_seqs < 1) return absl::InvalidArgumentError(absl::StrFormat("--max-seqs must be >= 1, got %d", max_seqs));
-  if (max_tokens_per_step < 1) {
-    return absl::InvalidArgumentError(absl::StrFormat("--max-tokens-per-step must be >= 1, got %d", max_tokens_per_step));
-  }
-  if (max_model_len < 0) return absl::InvalidArgumentError("--max-model-len must be >= 0");
-  if (!(memory_fraction > 0.0 && memory_fraction <= 1.0)) {
-    return absl::InvalidArgumentError(absl::StrFormat("--memory-fraction must be in (0, 1], got %g", memory_fraction));
-  }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<EngineConfig> ResolveEngineConfig(EngineConfig config, const ModelConfig& mc) {
-  KVS_RETURN_IF_ERROR(config.Validate());
-  if (config.max_model_len > mc.MaxContext()) {
-    return absl::InvalidArgumentError(absl::StrFormat("--max-model-len %d exceeds the model's context of %d tokens",
-                                                      config.max_model_len, mc.MaxContext()));
-  }
-  if (config.max_model_len == 0) config.max_model_len = mc.MaxContext();
-  config.max_seqs = std::min(config.max_seqs, config.max_tokens_per_step);
-  return config;
-}
-
-RunnerLimits LimitsFor(const EngineConfig& c) {
-  return RunnerLimits{c.max_tokens_per_step, c.max_seqs, (c.max_model_len + c.block_size - 1) / c.block_size,
-                      !c.enforce_eager, c.overlap_kv_moves};
-}
-
-absl::StatusOr<KvCapacity> PlanKvCapacity(Backend& backend, const ModelWeights& weights, const EngineConfig& config,
-                                          const TensorParallel& tp) {
-  KvCapacity cap;
-  const ModelConfig& local = weights.local_config();
-  const KvDType kv_dtype = config.kv_dtype.value_or(backend.DefaultKvDType());
-  cap.bytes_per_block = KvCache::BytesPerBlock(local, kv_dtype, config.block_size);
-  // The offload tier first: its staging window (one layer of it, KvCache) is device memory.
-  int64_t offload = KvCache::BlocksForBudget(local, kv_dtype, config.block_size, config.kv_offload_bytes);
-  if (tp.comm != nullptr) {
-    KVS_ASSIGN_OR_RETURN(offload, tp.comm->AllReduceMin(offload));
-  }
-  if (config.kv_offload_bytes > 0 && offload == 0) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "--kv-offload-memory must hold at least one KV block (%d bytes)", cap.bytes_per_block));
-  }
-  size_t kv_bytes = config.kv_cache_bytes;
-  if (kv_bytes == 0) {
-    const size_t workspace = ModelRunner::WorkspaceBytes(weights, LimitsFor(config), tp.size()) +
-                             KvCache::StagingWindowBytes(local, kv_dtype, config.block_size, static_cast<int32_t>(offload)) +
-                             KvCache::ResidualBytes(local, kv_dtype, config.block_size, config.max_seqs);
-    const size_t free = backend.FreeMemoryBytes();
-    kv_bytes = free <= workspace ? 0 : static_cast<size_t>((free - workspace) * config.memory_fraction);
-  }
-  cap.local_blocks = KvCache::BlocksForBudget(local, kv_dtype, config.block_size, kv_bytes);
-  cap.blocks = cap.local_blocks;
-  if (tp.comm != nullptr) {
-    KVS_ASSIGN_OR_RETURN(int64_t group_min, tp.comm->AllReduceMin(cap.local_blocks));
-    cap.blocks = static_cast<int32_t>(group_min);
-  }
-  if (cap.blocks <= 0) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "no memory is left for the KV cache after the weights and step workspace (%s)",
-        tp.comm ? "on at least one rank of the group" : "this device"));
-  }
-  cap.offload_blocks = static_cast<int32_t>(std::min<int64_t>(offload, (int64_t{1} << 30) - cap.blocks));
-  return cap;
-}
-
-absl::StatusOr<int32_t> AddSwapSpace(Backend& backend, const EngineConfig& config, const TensorParallel& tp,
-                                     KvCache& cache) {
-  // The same host block count on every rank of a group (the minimum).
-  int64_t host_blocks = static_cast<int64_t>(config.swap_space_bytes / cache.bytes_per_block());
-  if (config.preemption_mode == PreemptionMode::kRecompute) host_blocks = 0;
-  host_blocks = std::min<int64_t>(host_blocks, 1 << 30);
-  if (tp.comm != nullptr) {
-    KVS_ASSIGN_OR_RETURN(host_blocks, tp.comm->AllReduceMin(host_blocks));
-  }
-  if (config.preemption_mode == PreemptionMode::kSwap && host_blocks == 0) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "--preemption-mode swap needs --swap-space of at least one KV block (%d bytes)", cache.bytes_per_block()));
-  }
-  KVS_RETURN_IF_ERROR(cache.AddHostTier(backend, static_cast<int32_t>(host_blocks)));
-  return static_cast<int32_t>(host_blocks);
-}
-
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Backend& backend, const ModelWeights& weights,
                                                        const Tokenizer* tokenizer, EngineConfig config,
                                                        TensorParallel tp) {
   const ModelConfig& mc = weights.config();
   KVS_ASSIGN_OR_RETURN(config, ResolveEngineConfig(config, mc));
   std::unique_ptr<Engine> e(new Engine());
-  e->tp_ = tp;
   e->weights_ = &weights;
   e->tokenizer_ = tokenizer;
   e->config_ = config;
   for (int32_t id : mc.eos_token_ids) e->eos_ids_.insert(id);
   if (tokenizer != nullptr && tokenizer->eos_id() >= 0) e->eos_ids_.insert(tokenizer->eos_id());
 
-  KVS_ASSIGN_OR_RETURN(e->capacity_, PlanKvCapacity(backend, weights, config, tp));
-  const int32_t blocks = e->capacity_.blocks;
-  KVS_ASSIGN_OR_RETURN(e->cache_, KvCache::Create(backend, weights.local_config(),
-                                                  config.kv_dtype.value_or(backend.DefaultKvDType()), config.block_size,
-                                                  blocks, e->capacity_.offload_blocks));
-  KVS_RETURN_IF_ERROR(e->cache_.AddResiduals(backend, config.max_seqs));
-  KVS_ASSIGN_OR_RETURN(ModelRunner runner, ModelRunner::Create(backend, weights, e->cache_, LimitsFor(config), tp));
-  e->runner_ = std::make_unique<ModelRunner>(std::move(runner));
+  KVS_ASSIGN_OR_RETURN(e->executor_, StepExecutor::Create(backend, weights, config, tp));
+  KvCache& cache = e->executor_->cache();
+  const KvCapacity& capacity = e->executor_->capacity();
   SchedulerConfig sc;
   sc.block_size = config.block_size;
   sc.max_seqs = config.max_seqs;
@@ -131,45 +39,36 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Backend& backend, const M
   sc.max_model_len = config.max_model_len;
   sc.static_batching = config.static_batching;
   sc.prefix_caching = config.prefix_caching;
-  sc.bytes_per_block = e->capacity_.bytes_per_block;
-  sc.kv_dtype_name = std::string(KvDTypeName(e->cache_.dtype()));
+  sc.bytes_per_block = capacity.bytes_per_block;
+  sc.kv_dtype_name = std::string(KvDTypeName(cache.dtype()));
   sc.tp = tp.size();
-  sc.kv_groups = e->cache_.groups();
-  sc.residual_seqs = e->cache_.num_residual_seqs();
+  sc.kv_groups = cache.groups();
+  sc.residual_seqs = cache.num_residual_seqs();
   // Hashes of one model's blocks mean nothing to another's.
   sc.cache_salt = std::hash<std::string>{}(absl::StrFormat("%s/%d/%d/%d/%d", mc.name, mc.num_layers, mc.hidden_size,
                                                             mc.vocab_size, mc.num_kv_heads));
-  KVS_ASSIGN_OR_RETURN(sc.num_host_blocks, AddSwapSpace(backend, config, tp, e->cache_));
+  sc.num_host_blocks = e->executor_->host_blocks();
   sc.preemption.mode = sc.num_host_blocks > 0 ? config.preemption_mode : PreemptionMode::kRecompute;
   sc.host_prefix_cache = config.prefix_caching && sc.num_host_blocks > 0;
   if (sc.preemption.mode == PreemptionMode::kAuto) {
     KVS_ASSIGN_OR_RETURN(sc.preemption, e->MeasurePreemptionCosts(backend));
   }
-  sc.num_offload_blocks = e->capacity_.offload_blocks;
+  sc.num_offload_blocks = capacity.offload_blocks;
   if (sc.num_offload_blocks > 0) {
     KVS_ASSIGN_OR_RETURN(sc.offload_bytes_per_s, e->MeasureOffloadReads(backend));
   }
-  e->scheduler_ = std::make_unique<Scheduler>(sc, blocks);
+  e->scheduler_ = std::make_unique<Scheduler>(sc, capacity.blocks);
   return e;
-}
-
-absl::StatusOr<ModelRunner::Output> Engine::RunStep(const StepInput& input, bool greedy_only,
-                                                    std::span<const SampleRequest> samples) {
-  if (tp_.comm != nullptr) {
-    if (shut_down_) return absl::FailedPreconditionError("the engine's tensor-parallel group was shut down");
-    EncodeStep(input, greedy_only, step_words_);
-    KVS_RETURN_IF_ERROR(tp_.comm->Broadcast(step_words_));
-  }
-  return runner_->Execute(input, greedy_only, samples);
 }
 
 absl::StatusOr<PreemptionCostModel> Engine::MeasurePreemptionCosts(Backend& backend) {
   using Clock = std::chrono::steady_clock;
+  KvCache& cache = executor_->cache();
   PreemptionCostModel m;
   m.mode = PreemptionMode::kAuto;
-  m.bytes_per_block = static_cast<double>(cache_.bytes_per_block());
+  m.bytes_per_block = static_cast<double>(cache.bytes_per_block());
   // Host link: swap a few blocks out and back, as a preemption would (after one warm-up).
-  const int32_t n = std::min({8, cache_.num_blocks(), cache_.num_host_blocks()});
+  const int32_t n = std::min({8, cache.num_blocks(), cache.num_host_blocks()});
   std::vector<int32_t> out, in;
   for (int32_t i = 0; i < n; ++i) {
     out.insert(out.end(), {i, i});
@@ -178,16 +77,16 @@ absl::StatusOr<PreemptionCostModel> Engine::MeasurePreemptionCosts(Backend& back
   double copy_s = 0;
   for (int rep = 0; rep < 3; ++rep) {
     const auto t0 = Clock::now();
-    KVS_RETURN_IF_ERROR(cache_.QueueMoves(backend, out, {}, in, /*by_layer=*/false));  // the link's rate
+    KVS_RETURN_IF_ERROR(cache.QueueMoves(backend, out, {}, in, /*by_layer=*/false));  // the link's rate
     KVS_RETURN_IF_ERROR(backend.Synchronize());
     copy_s = std::chrono::duration<double>(Clock::now() - t0).count();
   }
   m.host_bytes_per_s = 2.0 * n * m.bytes_per_block / std::max(copy_s, 1e-9);
   // Prefill: one chunk of a synthetic prompt through the whole model (on every rank of the
   // group), its KV not stored (slot -1) and no logits taken.
-  const RunnerLimits limits = runner_->limits();
+  const RunnerLimits limits = executor_->runner().limits();
   const int32_t t = std::min({limits.max_tokens_per_step, 256, config_.max_model_len});
-  const int32_t bs = cache_.block_size();
+  const int32_t bs = cache.block_size();
   StepInput step;
   step.Clear();
   for (int32_t i = 0; i < t; ++i) {
@@ -198,11 +97,11 @@ absl::StatusOr<PreemptionCostModel> Engine::MeasurePreemptionCosts(Backend& back
   step.query_start.push_back(t);
   step.context_len.push_back(t);
   step.max_blocks_per_seq = std::min((t + bs - 1) / bs, limits.max_blocks_per_seq);
-  for (int32_t b = 0; b < step.max_blocks_per_seq; ++b) step.block_table.push_back(b % cache_.num_blocks());
+  for (int32_t b = 0; b < step.max_blocks_per_seq; ++b) step.block_table.push_back(b % cache.num_blocks());
   // Channel-quantized caches take the step as the scheduler would place it (its blocks sealed,
   // the tail in residual 0): nothing is cached yet at start-up, so what it writes is no one's.
-  if (KvChannelQuantized(cache_.dtype())) PlaceTailsInResiduals(step, bs, cache_.groups().num_groups());
-  RepeatForKvGroups(step, cache_.groups().num_groups(), 0, bs);  // every group may use the same blocks
+  if (KvChannelQuantized(cache.dtype())) PlaceTailsInResiduals(step, bs, cache.groups().num_groups());
+  RepeatForKvGroups(step, cache.groups().num_groups(), 0, bs);  // every group may use the same blocks
   double prefill_s = 0;
   for (int rep = 0; rep < 2; ++rep) {
     const auto t0 = Clock::now();
@@ -221,24 +120,25 @@ absl::StatusOr<PreemptionCostModel> Engine::MeasurePreemptionCosts(Backend& back
 
 absl::StatusOr<double> Engine::MeasureOffloadReads(Backend& backend) {
   using Clock = std::chrono::steady_clock;
+  KvCache& cache = executor_->cache();
   // Offload blocks copied into device blocks: the same reads over the host link that attention
   // makes of them (after one warm-up).
-  const int32_t n = std::min({8, cache_.num_blocks(), cache_.num_offload_blocks()});
+  const int32_t n = std::min({8, cache.num_blocks(), cache.num_offload_blocks()});
   std::vector<int32_t> pairs;
-  for (int32_t i = 0; i < n; ++i) pairs.insert(pairs.end(), {cache_.num_blocks() + i, i});
+  for (int32_t i = 0; i < n; ++i) pairs.insert(pairs.end(), {cache.num_blocks() + i, i});
   double s = 0;
   for (int rep = 0; rep < 2; ++rep) {
     const auto t0 = Clock::now();
-    KVS_RETURN_IF_ERROR(cache_.QueueMoves(backend, {}, pairs, {}, /*by_layer=*/false));
+    KVS_RETURN_IF_ERROR(cache.QueueMoves(backend, {}, pairs, {}, /*by_layer=*/false));
     KVS_RETURN_IF_ERROR(backend.Synchronize());
     s = std::chrono::duration<double>(Clock::now() - t0).count();
   }
-  const double rate = n * static_cast<double>(cache_.bytes_per_block()) / std::max(s, 1e-9);
+  const double rate = n * static_cast<double>(cache.bytes_per_block()) / std::max(s, 1e-9);
   std::fprintf(stderr,
                "[rank 0] KV offload: %d blocks (%.2f GiB) in host memory past the device's %d, read in place at %.1f "
                "GB/s (measured)\n",
-               cache_.num_offload_blocks(), cache_.num_offload_blocks() * static_cast<double>(cache_.bytes_per_block()) / (1u << 30),
-               cache_.num_blocks(), rate / 1e9);
+               cache.num_offload_blocks(), cache.num_offload_blocks() * static_cast<double>(cache.bytes_per_block()) / (1u << 30),
+               cache.num_blocks(), rate / 1e9);
   return rate;
 }
 
@@ -393,7 +293,7 @@ absl::StatusOr<std::vector<TokenEvent>> Engine::Step() {
     }
     ++row;
   }
-  const bool on_device = !greedy_only && !host_logits && static_cast<int64_t>(draws_.size()) <= runner_->MaxDeviceSamples();
+  const bool on_device = !greedy_only && !host_logits && static_cast<int64_t>(draws_.size()) <= executor_->runner().MaxDeviceSamples();
   KVS_ASSIGN_OR_RETURN(ModelRunner::Output out,
                        RunStep(input_, greedy_only, on_device ? std::span<const SampleRequest>(draws_) : std::span<const SampleRequest>()));
   scheduler_->StepSubmitted();
@@ -445,12 +345,7 @@ absl::StatusOr<std::vector<TokenEvent>> Engine::Step() {
   return events;
 }
 
-absl::Status Engine::Shutdown() {
-  if (tp_.comm == nullptr || shut_down_) return absl::OkStatus();
-  shut_down_ = true;
-  EncodeStop(step_words_);
-  return tp_.comm->Broadcast(step_words_);
-}
+absl::Status Engine::Shutdown() { return executor_->Stop(); }
 
 std::vector<RequestResult> Engine::TakeResults() { return std::exchange(results_, {}); }
 

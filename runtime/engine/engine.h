@@ -17,51 +17,15 @@
 #include "kernels/backend.h"
 #include "runtime/engine/collectives.h"
 #include "runtime/engine/logprobs.h"
+#include "runtime/engine/engine_config.h"
 #include "runtime/engine/model_runner.h"
+#include "runtime/engine/step_executor.h"
 #include "runtime/kv/kv_cache.h"
 #include "runtime/model/model_weights.h"
 #include "runtime/model/tokenizer.h"
 #include "runtime/sched/scheduler.h"
 
 namespace kvs {
-
-struct EngineConfig {
-  int32_t block_size = kDefaultBlockSize;
-  int32_t max_seqs = kDefaultMaxSeqs;
-  int32_t max_tokens_per_step = kDefaultMaxTokensPerStep;
-  int32_t max_model_len = 0;     // 0: the model's own limit
-  size_t kv_cache_bytes = 0;     // 0: memory_fraction of what is free after weights + workspace
-  std::optional<KvDType> kv_dtype;  // KV cache element format; unset: the backend's default
-  double memory_fraction = 0.9;
-  size_t swap_space_bytes = 0;   // host memory for swapped-out KV blocks (per rank)
-  size_t kv_offload_bytes = 0;   // host memory extending the cache for over-long sequences (per rank)
-  PreemptionMode preemption_mode = PreemptionMode::kAuto;
-  bool static_batching = false;  // the no-paging baseline (scheduler.h), for benchmarks
-  bool prefix_caching = true;    // reuse cached KV of shared prompt prefixes
-  bool enforce_eager = false;    // never replay decode steps as recorded (CUDA) graphs
-  bool overlap_kv_moves = true;  // KV block moves beside the ops (RunnerLimits)
-  absl::Status Validate() const;
-};
-
-// How much KV cache one rank of a group gets, measured at start-up.
-struct KvCapacity {
-  int32_t local_blocks = 0;  // what fits on this rank after its weights and step workspace
-  int32_t blocks = 0;        // the group's: the minimum over its ranks (every rank holds each block)
-  size_t bytes_per_block = 0;  // on this rank, for its KV heads
-  int32_t offload_blocks = 0;  // the group's blocks in host memory past the device's (kv_offload_bytes)
-};
-
-// `config` with max_model_len resolved against the model and checked.
-absl::StatusOr<EngineConfig> ResolveEngineConfig(EngineConfig config, const ModelConfig& model);
-RunnerLimits LimitsFor(const EngineConfig& resolved);
-// Measures this rank's KV capacity and agrees the group's with the other ranks (a collective
-// call when tp.comm is set: every rank of the group must make it).
-// The swap space in host blocks, agreed by the group (collective when tp.comm is set), and
-// added to `cache` as its host tier.
-absl::StatusOr<int32_t> AddSwapSpace(Backend& backend, const EngineConfig& resolved, const TensorParallel& tp,
-                                     KvCache& cache);
-absl::StatusOr<KvCapacity> PlanKvCapacity(Backend& backend, const ModelWeights& weights,
-                                          const EngineConfig& resolved, const TensorParallel& tp);
 
 struct TokenEvent {
   std::string request_id;
@@ -123,16 +87,16 @@ class Engine {
   // Finished requests' results, removed as they are taken.
   std::vector<RequestResult> TakeResults();
 
-  const KvCache& kv_cache() const { return cache_; }
-  const KvCapacity& kv_capacity() const { return capacity_; }
+  const KvCache& kv_cache() const { return executor_->cache(); }
+  const KvCapacity& kv_capacity() const { return executor_->capacity(); }
   // The preemption costs measured at start-up (zero rates when there is no swap space).
   const PreemptionCostModel& preemption_costs() const { return scheduler_->config().preemption; }
   const StepStats& last_step() const { return last_step_; }
   const Scheduler& scheduler() const { return *scheduler_; }
   // Decode steps replayed from recorded graphs (0 on backends that cannot record).
-  int64_t graph_replays() const { return runner_->graph_replays(); }
+  int64_t graph_replays() const { return executor_->runner().graph_replays(); }
   // Offloaded blocks staged for prefill attention so far (ModelRunner::staged_blocks).
-  int64_t offload_staged_blocks() const { return runner_->staged_blocks(); }
+  int64_t offload_staged_blocks() const { return executor_->runner().staged_blocks(); }
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -157,7 +121,9 @@ class Engine {
   TokenEvent Advance(Sequence& seq, SeqState& st, int32_t token, TokenLogprob* logprob);
   // Sends `input` to the group's other ranks (tensor parallel) and runs it here.
   absl::StatusOr<ModelRunner::Output> RunStep(const StepInput& input, bool greedy_only,
-                                              std::span<const SampleRequest> samples = {});
+                                              std::span<const SampleRequest> samples = {}) {
+    return executor_->Run(input, greedy_only, samples);
+  }
   // Measures host<->device block copies and the prefill rate for the preemption cost model.
   absl::StatusOr<PreemptionCostModel> MeasurePreemptionCosts(Backend& backend);
   // Measures how fast offload blocks are read over the host link (bytes/s), for the log.
@@ -166,14 +132,9 @@ class Engine {
   const ModelWeights* weights_ = nullptr;
   const Tokenizer* tokenizer_ = nullptr;
   EngineConfig config_;
-  KvCache cache_;
-  std::unique_ptr<ModelRunner> runner_;
+  std::unique_ptr<StepExecutor> executor_;  // the KV cache and the runner; sends each step to the group
   std::unique_ptr<Scheduler> scheduler_;
   StepInput input_;
-  TensorParallel tp_;
-  KvCapacity capacity_;
-  std::vector<int32_t> step_words_;
-  bool shut_down_ = false;
   absl::flat_hash_set<int32_t> eos_ids_;
   absl::flat_hash_map<std::string, SeqState> states_;
   absl::flat_hash_map<std::string, int32_t> live_ids_;  // request id -> its samples still running

@@ -66,14 +66,8 @@ void RepeatForKvGroups(StepInput& in, int32_t groups, int32_t blocks_apart, int3
 // Backend::SealKvGroups (slot -1), as the scheduler places them. Before RepeatForKvGroups.
 void PlaceTailsInResiduals(StepInput& in, int32_t block_size, int32_t groups);
 
-// The message a tensor-parallel group's rank 0 sends its other ranks before every step (or to
-// stop them), as int32 words: [command, greedy_only, max_blocks_per_seq, T, S, rows, swap-out
-// words, swap-in words, copy words, G, residual words (0 or S), then token_ids, positions, slot_mapping, query_start,
-// context_len, block_table, logit_rows, swap_out, swap_in, copy_blocks].
+// What a tensor-parallel group's rank 0 tells its other ranks before every step: run a step, or
+// stop (Collectives::SendStep; its encoding is parallel/step_wire.h).
 enum class StepCommand : int32_t { kRun = 1, kStop = 2 };
-void EncodeStep(const StepInput& in, bool greedy_only, std::vector<int32_t>& words);
-void EncodeStop(std::vector<int32_t>& words);
-// Decodes `words` into `in`; a malformed message is an error, never a crash.
-absl::StatusOr<StepCommand> DecodeStep(std::span<const int32_t> words, StepInput& in, bool& greedy_only);
 
 }  // namespace kvs

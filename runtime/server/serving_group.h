@@ -1,6 +1,6 @@
 // Where the server's requests run. Group 0 is the engine of this process (LocalGroup); with data
 // parallelism (world = dp x tp) the other tensor-parallel groups are reached through their
-// leaders (launcher/dp_serving.h). EngineService drives every group from its one thread.
+// leaders (parallel/dp_serving.h). EngineService drives every group from its one thread.
 #pragma once
 
 #include <cstdint>

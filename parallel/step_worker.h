@@ -1,16 +1,17 @@
 // A tensor-parallel rank other than its group's rank 0: it holds its shard's KV cache and runs
 // each step rank 0 sends, taking part in the step's collectives, until told to stop. It has no
-// scheduler, tokenizer or sampler: rank 0 decides everything and this rank only computes.
+// scheduler, tokenizer or sampler: rank 0 decides everything and this rank only computes, with
+// the same StepExecutor as rank 0's Engine.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
 #include "runtime/engine/collectives.h"
-#include "runtime/engine/engine.h"
-#include "runtime/engine/model_runner.h"
-#include "runtime/kv/kv_cache.h"
+#include "runtime/engine/engine_config.h"
+#include "runtime/engine/step_executor.h"
 #include "runtime/model/model_weights.h"
 
 namespace kvs {
@@ -24,15 +25,13 @@ class StepWorker {
   // Runs steps until rank 0's stop message; returns the number of steps run.
   absl::StatusOr<int64_t> Run();
 
-  const KvCapacity& kv_capacity() const { return capacity_; }
-  const KvCache& kv_cache() const { return cache_; }
+  const KvCapacity& kv_capacity() const { return executor_->capacity(); }
+  const KvCache& kv_cache() const { return executor_->cache(); }
 
  private:
   StepWorker() = default;
   TensorParallel tp_;
-  KvCapacity capacity_;
-  KvCache cache_;
-  std::unique_ptr<ModelRunner> runner_;
+  std::unique_ptr<StepExecutor> executor_;
 };
 
 }  // namespace kvs

@@ -1,4 +1,4 @@
-#include "launcher/dp_messages.h"
+#include "parallel/dp_messages.h"
 
 namespace kvs {
 

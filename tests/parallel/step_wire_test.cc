@@ -1,6 +1,6 @@
 // The step message a TP leader sends its workers survives the round trip, and a damaged one is
 // an error, never a crash or a silently wrong step.
-#include "runtime/sched/step_input.h"
+#include "parallel/step_wire.h"
 
 #include "gtest/gtest.h"
 

@@ -1,4 +1,4 @@
-#include "launcher/dp_serving.h"
+#include "parallel/dp_serving.h"
 
 #include <chrono>
 #include <cstdio>
@@ -6,7 +6,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "kernels/common/status_macros.h"
-#include "launcher/dp_messages.h"
+#include "parallel/dp_messages.h"
 #include "parallel/dp_router.h"
 #include "runtime/kv/block_hash.h"
 
@@ -127,18 +127,16 @@ class DpRequestRouter final : public RequestRouter {
 
 }  // namespace
 
-absl::StatusOr<std::vector<int64_t>> GatherGroupCapacities(RankRuntime& rt) {
-  MpiCommunicator* leaders = rt.context->leaders();
-  if (leaders == nullptr) return std::vector<int64_t>{rt.engine->kv_capacity().blocks};
-  KVS_ASSIGN_OR_RETURN(std::vector<std::string> caps, leaders->Gather(std::to_string(rt.engine->kv_capacity().blocks), 0));
+absl::StatusOr<std::vector<int64_t>> GatherGroupCapacities(MpiCommunicator* leaders, const Engine& engine) {
+  if (leaders == nullptr) return std::vector<int64_t>{engine.kv_capacity().blocks};
+  KVS_ASSIGN_OR_RETURN(std::vector<std::string> caps, leaders->Gather(std::to_string(engine.kv_capacity().blocks), 0));
   std::vector<int64_t> out;
   for (const std::string& c : caps) out.push_back(std::stoll(c));
   return out;
 }
 
-std::vector<std::unique_ptr<ServingGroup>> ConnectRemoteGroups(RankRuntime& rt) {
+std::vector<std::unique_ptr<ServingGroup>> ConnectRemoteGroups(MpiCommunicator* leaders) {
   std::vector<std::unique_ptr<ServingGroup>> groups;
-  MpiCommunicator* leaders = rt.context->leaders();
   if (leaders == nullptr) return groups;
   for (int g = 1; g < leaders->size(); ++g) groups.push_back(std::make_unique<RemoteGroup>(*leaders, g));
   return groups;
@@ -148,10 +146,8 @@ std::unique_ptr<RequestRouter> MakeDpRouter(std::vector<int64_t> capacities, int
   return std::make_unique<DpRequestRouter>(std::move(capacities), block_size);
 }
 
-absl::Status ServeAsRemoteGroup(RankRuntime& rt) {
-  MpiCommunicator& leaders = *rt.context->leaders();
-  Engine& engine = *rt.engine;
-  std::fprintf(stderr, "%s serving group %d for rank 0\n", rt.tag().c_str(), leaders.rank());
+absl::Status ServeAsRemoteGroup(MpiCommunicator& leaders, Engine& engine, const std::string& tag) {
+  std::fprintf(stderr, "%s serving group %d for rank 0\n", tag.c_str(), leaders.rank());
   bool stop = false;
   json last_stats;  // what rank 0 last heard
   while (!stop) {
@@ -191,7 +187,7 @@ absl::Status ServeAsRemoteGroup(RankRuntime& rt) {
     }
   }
   KVS_RETURN_IF_ERROR(leaders.Flush());
-  std::fprintf(stderr, "%s group %d stopped\n", rt.tag().c_str(), leaders.rank());
+  std::fprintf(stderr, "%s group %d stopped\n", tag.c_str(), leaders.rank());
   return engine.Shutdown();
 }
 

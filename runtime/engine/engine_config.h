@@ -1,0 +1,40 @@
+// What an engine is asked to be: the batch limits, the KV cache's size and format, host tiers,
+// preemption and the switches benchmarks compare. Set from flags (launcher/engine_flags.h) or by
+// a caller; resolved against the model (ResolveEngineConfig) before anything is sized from it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+
+#include "absl/status/statusor.h"
+#include "kernels/common/kv_format.h"
+#include "runtime/engine/model_runner.h"
+#include "runtime/model/model_config.h"
+#include "runtime/sched/preemption.h"
+
+namespace kvs {
+
+struct EngineConfig {
+  int32_t block_size = kDefaultBlockSize;
+  int32_t max_seqs = kDefaultMaxSeqs;
+  int32_t max_tokens_per_step = kDefaultMaxTokensPerStep;
+  int32_t max_model_len = 0;     // 0: the model's own limit
+  size_t kv_cache_bytes = 0;     // 0: memory_fraction of what is free after weights + workspace
+  std::optional<KvDType> kv_dtype;  // KV cache element format; unset: the backend's default
+  double memory_fraction = 0.9;
+  size_t swap_space_bytes = 0;   // host memory for swapped-out KV blocks (per rank)
+  size_t kv_offload_bytes = 0;   // host memory extending the cache for over-long sequences (per rank)
+  PreemptionMode preemption_mode = PreemptionMode::kAuto;
+  bool static_batching = false;  // the no-paging baseline (scheduler.h), for benchmarks
+  bool prefix_caching = true;    // reuse cached KV of shared prompt prefixes
+  bool enforce_eager = false;    // never replay decode steps as recorded (CUDA) graphs
+  bool overlap_kv_moves = true;  // KV block moves beside the ops (RunnerLimits)
+  absl::Status Validate() const;
+};
+
+// `config` with max_model_len resolved against the model and checked.
+absl::StatusOr<EngineConfig> ResolveEngineConfig(EngineConfig config, const ModelConfig& model);
+RunnerLimits LimitsFor(const EngineConfig& resolved);
+
+}  // namespace kvs
