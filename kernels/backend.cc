@@ -28,7 +28,7 @@ TensorView DeviceBuffer::View(DType dtype, int64_t rows, int64_t cols) const {
   return TensorView::Contiguous(data_, dtype, rows, cols);
 }
 
-absl::Status Backend::CheckMoveBatches(std::span<const CopyRegion> regions, std::span<const MoveBatch> batches) {
+absl::Status BackendQueue::CheckMoveBatches(std::span<const CopyRegion> regions, std::span<const MoveBatch> batches) {
   int64_t total = 0;
   for (const MoveBatch& b : batches) {
     if (b.count < 0) return absl::InvalidArgumentError("MoveRegions: a batch of negative size");
@@ -41,7 +41,7 @@ absl::Status Backend::CheckMoveBatches(std::span<const CopyRegion> regions, std:
   return absl::OkStatus();
 }
 
-absl::Status Backend::MoveRegions(std::span<const CopyRegion> regions, std::span<const MoveBatch> batches,
+absl::Status BackendQueue::MoveRegions(std::span<const CopyRegion> regions, std::span<const MoveBatch> batches,
                                   bool beside_ops) {
   KVS_RETURN_IF_ERROR(CheckMoveBatches(regions, batches));
   for (const MoveBatch& b : batches) {

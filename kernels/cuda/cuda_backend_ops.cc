@@ -1,0 +1,365 @@
+// CudaBackend's op set (kernels/backend_ops.h): checks dtypes and shapes, then launches the
+// kernels of kernels/cuda/*.cu on the backend's stream. Memory, copies, moves and graphs are in
+// cuda_backend.cc.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "kernels/common/cuda_status.h"
+#include "kernels/common/half_convert.h"
+#include "kernels/common/status_macros.h"
+#include "kernels/cuda/cublas_status.h"
+#include "kernels/cuda/cuda_backend.h"
+
+namespace kvs {
+namespace {
+
+using cuda::bf16;
+
+absl::Status Require(const TensorView& t, DType dtype, const char* op, const char* what) {
+  if (t.dtype != dtype) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: %s must be %s on the CUDA backend, got %s", op, what,
+                                                      DTypeName(dtype), DTypeName(t.dtype)));
+  }
+  if (t.data == nullptr && t.NumElements() > 0) return absl::InvalidArgumentError(absl::StrFormat("%s: %s has no data", op, what));
+  return absl::OkStatus();
+}
+
+absl::Status Shape(bool ok, const char* op, const TensorView& a, const TensorView& b) {
+  if (ok) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrFormat("%s: shape mismatch: [%d, %d] vs [%d, %d]", op, a.rows, a.cols, b.rows, b.cols));
+}
+
+// Why the attention kernels cannot take caches of `t` at `head_dim`, naming what they can.
+std::string CudaKvProblem(KvDType t, int32_t head_dim) {
+  if (t == KvDType::kF32) return "f32 KV caches are CPU-only (CUDA: bf16, fp16, fp8, int8, int4-token)";
+  if (KvChannelQuantized(t)) {
+    return "the per-channel int4 / int2 KV formats run on the CPU backend only so far; --kv-dtype int4-token is the "
+           "per-token int4 the CUDA kernels read";
+  }
+  const auto join = [](const auto& dims) {
+    std::string out;
+    for (int32_t d : dims) out += (out.empty() ? "" : ", ") + std::to_string(d);
+    return out;
+  };
+  return absl::StrFormat("the CUDA attention kernels take head_dim %s and any multiple of 32 up to 256 (the last "
+                         "by the generic kernel) with a bf16 KV cache, and %s with fp16/fp8/int8/int4-token; not %d",
+                         join(cuda::kAttentionHeadDims), join(cuda::kEncodedKvHeadDims), head_dim);
+}
+
+absl::Status CheckCache(const PagedKvView& c, const char* op) {
+  if (c.k == nullptr || c.v == nullptr || c.block_size <= 0 || c.kv_heads <= 0) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: malformed KV cache view", op));
+  }
+  if (!cuda::AttentionSupports(c.dtype, c.head_dim)) {
+    return absl::UnimplementedError(absl::StrFormat("%s: %s", op, CudaKvProblem(c.dtype, c.head_dim)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CudaBackend::FillRandom(TensorView dst, uint64_t seed, float mean, float half_range,
+                                     RandomWindow window) {
+  if (!dst.IsContiguous()) return absl::InvalidArgumentError("FillRandom: dst must be contiguous");
+  if (dst.dtype != DType::kBF16 && dst.dtype != DType::kF32) return absl::InvalidArgumentError("FillRandom: bf16 or f32 only");
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchFillRandom(dst.data, dst.dtype == DType::kBF16, dst.rows, dst.cols, seed, mean,
+                                                  half_range, window.first, window.row_stride, stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::ReserveWorkspace(int64_t max_tokens, int32_t max_seqs, int32_t q_heads, int32_t head_dim) {
+  // Split-K partials are only worth it while sequences are few; 64 splits of a full decode
+  // batch bound the workspace.
+  constexpr int64_t kMaxSplits = 64;
+  const int64_t floats = kMaxSplits * std::max<int64_t>(max_seqs, 1) * q_heads * head_dim;
+  const int64_t ml_floats = kMaxSplits * std::max<int64_t>(max_tokens, max_seqs) * q_heads * 2;
+  KVS_ASSIGN_OR_RETURN(workspace_, Allocate((floats + ml_floats) * sizeof(float)));
+  attention_ws_.partial_out = workspace_.as<float>();
+  attention_ws_.partial_ml = workspace_.as<float>() + floats;
+  attention_ws_.capacity_floats = floats;
+  if (keeps_blocks_) KVS_RETURN_IF_ERROR(EnsureBlockBuffers());
+  return absl::OkStatus();
+}
+
+bool CudaBackend::LinearTakesBlocks(GgmlType type) const {
+  const auto info = LookupGgmlType(static_cast<uint32_t>(type));
+  const bool takes = info.has_value() && info->block_elems >= 32;
+  keeps_blocks_ = keeps_blocks_ || takes;
+  return takes;
+}
+
+absl::Status CudaBackend::EnsureBlockBuffers() {
+  if (gemv_activations_.data() != nullptr) return absl::OkStatus();
+  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+  KVS_CUDA_RETURN_IF_ERROR(cudaStreamIsCapturing(stream_, &capturing));
+  if (capturing != cudaStreamCaptureStatusNone) {
+    return absl::FailedPreconditionError("Linear: weights in blocks need ReserveWorkspace before a graph is captured");
+  }
+  const int64_t t = cuda::kBlockGemvMaxTokens, k = kGemvMaxK;
+  // q, then d (per 32), then sum16 (per 16): each part 16-byte aligned.
+  KVS_ASSIGN_OR_RETURN(gemv_activations_, Allocate(t * k + t * (k / 32) * 4 + t * (k / 16) * 4));
+  gemv_a_.q = gemv_activations_.as<int8_t>();
+  gemv_a_.d = reinterpret_cast<float*>(gemv_a_.q + t * k);
+  gemv_a_.sum16 = gemv_a_.d + t * (k / 32);
+  KVS_ASSIGN_OR_RETURN(block_tile_, Allocate(kBlockTileBytes));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::LinearBlocks(TensorView x, TensorView w, TensorView out) {
+  KVS_RETURN_IF_ERROR(EnsureBlockBuffers());
+  const int64_t row_bytes = w.BytesOf(w.stride), k = w.cols;
+  if (x.rows <= cuda::kBlockGemvMaxTokens && k <= kGemvMaxK) {
+    KVS_CUDA_RETURN_IF_ERROR(
+        cuda::LaunchQuantizeActivations(static_cast<const bf16*>(x.data), x.stride, x.rows, k, gemv_a_, stream_));
+    KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchBlockGemv(w.blocks, w.data, row_bytes, w.rows, k, gemv_a_, x.rows,
+                                                   out.data, out.stride, out.dtype == DType::kF32, stream_));
+    return absl::OkStatus();
+  }
+  const int64_t tile_rows = std::max<int64_t>(1, static_cast<int64_t>(kBlockTileBytes / sizeof(bf16)) / k);
+  if (tile_rows * k * static_cast<int64_t>(sizeof(bf16)) > static_cast<int64_t>(kBlockTileBytes)) {
+    return absl::InvalidArgumentError(absl::StrFormat("Linear: a row of %d weights exceeds the block tile", k));
+  }
+  for (int64_t r0 = 0; r0 < w.rows; r0 += tile_rows) {
+    const int64_t rows = std::min(tile_rows, w.rows - r0);
+    KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchDequantize(w.blocks, w.Rows(r0, rows).data, row_bytes, rows, k,
+                                                    block_tile_.data(), /*f32_out=*/false, stream_));
+    KVS_RETURN_IF_ERROR(Gemm(x, TensorView::Contiguous(block_tile_.data(), DType::kBF16, rows, k), out.Cols(r0, rows)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Embedding(const int32_t* ids, TensorView table, int32_t first_id, TensorView out) {
+  KVS_RETURN_IF_ERROR(Require(out, DType::kF32, "Embedding", "out"));
+  KVS_RETURN_IF_ERROR(Shape(table.cols == out.cols && table.IsContiguous(), "Embedding", table, out));
+  if (table.dtype == DType::kBlocks && LinearTakesBlocks(table.blocks)) {
+    KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchEmbeddingBlocks(table.blocks, ids, out.rows, table.data,
+                                                         table.BytesOf(table.stride), first_id, table.rows, table.cols,
+                                                         static_cast<float*>(out.data), out.stride, stream_));
+    return absl::OkStatus();
+  }
+  KVS_RETURN_IF_ERROR(Require(table, DType::kBF16, "Embedding", "table"));
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchEmbedding(ids, out.rows, static_cast<const bf16*>(table.data), first_id,
+                                                 table.rows, table.cols,
+                                                 static_cast<float*>(out.data), out.stride, stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::RmsNorm(TensorView x, TensorView weight, float eps, TensorView out) {
+  if (x.dtype == DType::kBF16) {  // a bf16 row (Gemma's post-attention / post-MLP norms)
+    KVS_RETURN_IF_ERROR(Require(weight, DType::kBF16, "RmsNorm", "weight"));
+    KVS_RETURN_IF_ERROR(Require(out, DType::kBF16, "RmsNorm", "out"));
+    KVS_RETURN_IF_ERROR(Shape(x.rows == out.rows && x.cols == out.cols && weight.NumElements() == x.cols &&
+                                  x.cols <= (1 << 30),
+                              "RmsNorm", x, out));
+    KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchRmsNormBf16(static_cast<const bf16*>(x.data), x.stride, x.rows, 1,
+                                                     static_cast<int32_t>(x.cols), static_cast<const bf16*>(weight.data),
+                                                     eps, static_cast<bf16*>(out.data), out.stride, stream_));
+    return absl::OkStatus();
+  }
+  KVS_RETURN_IF_ERROR(Require(x, DType::kF32, "RmsNorm", "x"));
+  KVS_RETURN_IF_ERROR(Require(weight, DType::kBF16, "RmsNorm", "weight"));
+  KVS_RETURN_IF_ERROR(Require(out, DType::kBF16, "RmsNorm", "out"));
+  KVS_RETURN_IF_ERROR(Shape(x.rows == out.rows && x.cols == out.cols && weight.cols == x.cols, "RmsNorm", x, out));
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchRmsNorm(static_cast<const float*>(x.data), x.stride,
+                                               static_cast<const bf16*>(weight.data), x.rows, x.cols, eps,
+                                               static_cast<bf16*>(out.data), out.stride, stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::HeadRmsNorm(TensorView x, int32_t heads, TensorView weight, float eps) {
+  KVS_RETURN_IF_ERROR(Require(x, DType::kBF16, "HeadRmsNorm", "x"));
+  KVS_RETURN_IF_ERROR(Require(weight, DType::kBF16, "HeadRmsNorm", "weight"));
+  KVS_RETURN_IF_ERROR(Shape(heads > 0 && x.cols == static_cast<int64_t>(heads) * weight.NumElements(), "HeadRmsNorm",
+                            x, weight));
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchRmsNormBf16(static_cast<const bf16*>(x.data), x.stride, x.rows, heads,
+                                                   static_cast<int32_t>(weight.NumElements()),
+                                                   static_cast<const bf16*>(weight.data), eps,
+                                                   static_cast<bf16*>(x.data), x.stride, stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Scale(TensorView x, float s) {
+  KVS_RETURN_IF_ERROR(Require(x, DType::kF32, "Scale", "x"));
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchScale(static_cast<float*>(x.data), x.stride, x.rows, x.cols, s, stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::AddRmsNorm(TensorView residual, TensorView x, TensorView weight, float eps, TensorView out) {
+  KVS_RETURN_IF_ERROR(Require(residual, DType::kF32, "AddRmsNorm", "residual"));
+  KVS_RETURN_IF_ERROR(Require(x, DType::kBF16, "AddRmsNorm", "x"));
+  KVS_RETURN_IF_ERROR(Require(weight, DType::kBF16, "AddRmsNorm", "weight"));
+  KVS_RETURN_IF_ERROR(Require(out, DType::kBF16, "AddRmsNorm", "out"));
+  KVS_RETURN_IF_ERROR(Shape(residual.rows == x.rows && residual.cols == x.cols && out.rows == x.rows &&
+                                out.cols == x.cols && weight.cols == x.cols,
+                            "AddRmsNorm", residual, x));
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchAddRmsNorm(static_cast<float*>(residual.data), residual.stride,
+                                                  static_cast<const bf16*>(x.data), x.stride,
+                                                  static_cast<const bf16*>(weight.data), x.rows, x.cols, eps,
+                                                  static_cast<bf16*>(out.data), out.stride, stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Gemm(TensorView x, TensorView w, TensorView out) {
+  // Row-major out[T, N] = x[T, K] w[N, K]^T is column-major out^T[N, T]: cuBLAS sees w as a
+  // column-major [K, N] matrix (transposed) and x as a column-major [K, T] matrix.
+  const float alpha = 1.0f, beta = 0.0f;
+  const cudaDataType_t out_type = out.dtype == DType::kF32 ? CUDA_R_32F : CUDA_R_16BF;
+  KVS_CUBLAS_RETURN_IF_ERROR(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.rows),
+                                          static_cast<int>(x.rows), static_cast<int>(x.cols), &alpha, w.data,
+                                          CUDA_R_16BF, static_cast<int>(w.cols), x.data, CUDA_R_16BF,
+                                          static_cast<int>(x.stride), &beta, out.data, out_type,
+                                          static_cast<int>(out.stride), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Linear(TensorView x, TensorView w, TensorView bias, TensorView out) {
+  KVS_RETURN_IF_ERROR(Require(x, DType::kBF16, "Linear", "x"));
+  const bool blocks = w.dtype == DType::kBlocks && LinearTakesBlocks(w.blocks);
+  if (!blocks) KVS_RETURN_IF_ERROR(Require(w, DType::kBF16, "Linear", "w"));
+  if (out.dtype != DType::kBF16 && out.dtype != DType::kF32) {
+    return absl::InvalidArgumentError("Linear: out must be bf16 or f32 on the CUDA backend");
+  }
+  KVS_RETURN_IF_ERROR(Shape(x.cols == w.cols && out.rows == x.rows && out.cols == w.rows && w.IsContiguous(), "Linear",
+                            x, w));
+  if (x.rows == 0) return absl::OkStatus();
+  // bf16 weights: cuBLAS for every shape (on the H200 it beats the hand-written decode GEMV this
+  // replaced at 1 to 8 tokens too: docs/performance.md, "Decode GEMMs").
+  KVS_RETURN_IF_ERROR(blocks ? LinearBlocks(x, w, out) : Gemm(x, w, out));
+  if (bias.data != nullptr) {
+    KVS_RETURN_IF_ERROR(Require(bias, DType::kBF16, "Linear", "bias"));
+    if (bias.NumElements() != w.rows) return absl::InvalidArgumentError("Linear: bias size differs from output features");
+    if (out.dtype == DType::kF32) {
+      KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchAddBiasF32(static_cast<float*>(out.data), out.stride, out.rows, out.cols,
+                                                      static_cast<const bf16*>(bias.data), stream_));
+    } else {
+      KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchAddBias(static_cast<bf16*>(out.data), out.stride, out.rows, out.cols,
+                                                   static_cast<const bf16*>(bias.data), stream_));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Rope(TensorView x, int32_t heads, const int32_t* positions, RopeTable rope) {
+  KVS_RETURN_IF_ERROR(Require(x, DType::kBF16, "Rope", "x"));
+  if (rope.head_dim <= 0 || rope.head_dim % 2 != 0 || x.cols != static_cast<int64_t>(heads) * rope.head_dim) {
+    return absl::InvalidArgumentError(absl::StrFormat("Rope: %d columns for %d heads of %d", x.cols, heads, rope.head_dim));
+  }
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchRope(static_cast<bf16*>(x.data), x.stride, x.rows, heads, rope.head_dim,
+                                            positions, rope.inv_freq, stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::WriteKv(TensorView k, TensorView v, const int32_t* slot_mapping, PagedKvView cache) {
+  KVS_RETURN_IF_ERROR(Require(k, DType::kBF16, "WriteKv", "k"));
+  KVS_RETURN_IF_ERROR(Require(v, DType::kBF16, "WriteKv", "v"));
+  KVS_RETURN_IF_ERROR(CheckCache(cache, "WriteKv"));
+  KVS_RETURN_IF_ERROR(Shape(k.rows == v.rows && k.cols == cache.SlotStride() && v.cols == cache.SlotStride(), "WriteKv", k, v));
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchWriteKv(static_cast<const bf16*>(k.data), k.stride,
+                                               static_cast<const bf16*>(v.data), v.stride, k.rows, slot_mapping, cache,
+                                               stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::PagedAttention(TensorView q, PagedKvView cache, const AttentionBatch& batch, float scale,
+                                         TensorView out) {
+  KVS_RETURN_IF_ERROR(Require(q, DType::kBF16, "PagedAttention", "q"));
+  KVS_RETURN_IF_ERROR(Require(out, DType::kBF16, "PagedAttention", "out"));
+  KVS_RETURN_IF_ERROR(CheckCache(cache, "PagedAttention"));
+  const int64_t q_heads = q.cols / cache.head_dim;
+  KVS_RETURN_IF_ERROR(Shape(q.cols % cache.head_dim == 0 && q_heads % cache.kv_heads == 0 && out.rows == q.rows &&
+                                out.cols == q.cols && batch.num_tokens == q.rows,
+                            "PagedAttention", q, out));
+  if (attention_ws_.partial_out == nullptr) {
+    return absl::FailedPreconditionError("PagedAttention: ReserveWorkspace was not called");
+  }
+  if (cache.window > 0) {
+    if (std::string problem = AttentionWindowProblem(cache.dtype, cache.head_dim); !problem.empty()) {
+      return absl::UnimplementedError("PagedAttention: " + problem);
+    }
+  }
+  const cudaError_t err = cuda::LaunchPagedAttention(static_cast<const bf16*>(q.data), q.stride,
+                                                     static_cast<int32_t>(q_heads), cache, batch, scale,
+                                                     static_cast<bf16*>(out.data), out.stride, attention_ws_, stream_);
+  if (err == cudaErrorInvalidValue) {
+    return absl::UnimplementedError(absl::StrFormat("PagedAttention: %s", CudaKvProblem(cache.dtype, cache.head_dim)));
+  }
+  KVS_CUDA_RETURN_IF_ERROR(err);
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::SwiGlu(TensorView gate_up, TensorView out) {
+  KVS_RETURN_IF_ERROR(Require(gate_up, DType::kBF16, "SwiGlu", "gate_up"));
+  KVS_RETURN_IF_ERROR(Require(out, DType::kBF16, "SwiGlu", "out"));
+  KVS_RETURN_IF_ERROR(Shape(gate_up.cols == 2 * out.cols && gate_up.rows == out.rows, "SwiGlu", gate_up, out));
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchSwiGlu(static_cast<const bf16*>(gate_up.data), gate_up.stride, out.rows,
+                                              out.cols, static_cast<bf16*>(out.data), out.stride, stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::GeluGlu(TensorView gate_up, TensorView out) {
+  KVS_RETURN_IF_ERROR(Require(gate_up, DType::kBF16, "GeluGlu", "gate_up"));
+  KVS_RETURN_IF_ERROR(Require(out, DType::kBF16, "GeluGlu", "out"));
+  KVS_RETURN_IF_ERROR(Shape(gate_up.cols == 2 * out.cols && gate_up.rows == out.rows, "GeluGlu", gate_up, out));
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchGeluGlu(static_cast<const bf16*>(gate_up.data), gate_up.stride, out.rows,
+                                               out.cols, static_cast<bf16*>(out.data), out.stride, stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::GatherRows(TensorView x, const int32_t* rows, TensorView out) {
+  KVS_RETURN_IF_ERROR(Shape(x.cols == out.cols && x.dtype == out.dtype, "GatherRows", x, out));
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchGatherRows(x.data, x.stride, rows, out.rows, x.cols,
+                                                  static_cast<int32_t>(DTypeSize(x.dtype)), out.data, out.stride,
+                                                  stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::ArgmaxRows(TensorView logits, int32_t first_id, int32_t* ids, float* values) {
+  KVS_RETURN_IF_ERROR(Require(logits, DType::kF32, "ArgmaxRows", "logits"));
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchArgmaxRows(static_cast<const float*>(logits.data), logits.stride, logits.rows,
+                                                  logits.cols, first_id, ids, values, stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Dequantize(GgmlType type, const void* src, int64_t src_stride, TensorView out) {
+  if (out.dtype != DType::kBF16 && out.dtype != DType::kF32) return absl::InvalidArgumentError("Dequantize: out must be bf16 or f32");
+  const auto info = LookupGgmlType(static_cast<uint32_t>(type));
+  if (!info) return absl::InvalidArgumentError("Dequantize: unknown GGML type");
+  if (!cuda::DequantizeSupports(type)) {
+    return absl::UnimplementedError(absl::StrFormat("Dequantize: no device decoder for %s (decode it on the host)", info->name));
+  }
+  if (out.cols % info->block_elems != 0 || out.stride != out.cols) {
+    return absl::InvalidArgumentError(absl::StrFormat("Dequantize: %d columns of %s in %d-element blocks, contiguous",
+                                                      out.cols, info->name, info->block_elems));
+  }
+  if (src_stride < out.cols / info->block_elems * info->block_bytes) {
+    return absl::InvalidArgumentError("Dequantize: rows overlap (stride < row bytes)");
+  }
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchDequantize(type, src, src_stride, out.rows, out.cols, out.data,
+                                                  out.dtype == DType::kF32, stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::SampleRows(TensorView logits, const SampleRequest* requests, int32_t count, int32_t* ids) {
+  KVS_RETURN_IF_ERROR(Require(logits, DType::kF32, "SampleRows", "logits"));
+  if (count < 0) return absl::InvalidArgumentError("SampleRows: negative request count");
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchSampleRows(static_cast<const float*>(logits.data), logits.stride,
+                                                  static_cast<int32_t>(logits.rows), static_cast<int32_t>(logits.cols),
+                                                  requests, count, ids, stream_));
+  return absl::OkStatus();
+}
+
+std::string CudaBackend::AttentionWindowProblem(KvDType t, int32_t head_dim) const {
+  if (cuda::WindowAttentionSupports(t, head_dim)) return "";
+  return absl::StrFormat("the CUDA kernel for sliding-window layers takes bf16 caches with head_dim a multiple of 32 "
+                         "up to 256 (asked: --kv-dtype %s, head_dim %d)",
+                         KvDTypeName(t), head_dim);
+}
+
+std::string CudaBackend::KvDTypeProblem(KvDType t, int32_t head_dim) const {
+  return cuda::AttentionSupports(t, head_dim) ? "" : CudaKvProblem(t, head_dim);
+}
+
+}  // namespace kvs
