@@ -3,7 +3,7 @@
 #include "absl/strings/str_format.h"
 #include "kernels/cpu/block_matmul.h"
 #include "kernels/cpu/cpu_backend.h"
-#include "kernels/cpu/thread_pool.h"
+#include "kernels/common/thread_pool.h"
 #if KVS_HAVE_CUDA
 #include "kernels/cuda/cuda_backend.h"
 #endif
@@ -18,10 +18,10 @@ bool CudaAvailable() {
 #endif
 }
 
-void SetCpuBackendThreads(int threads) { cpu::SetCpuThreads(threads); }
+void SetCpuBackendThreads(int threads) { SetCpuThreads(threads); }
 
 std::string CpuBackendSummary(bool reference) {
-  return absl::StrFormat("%d threads, %s; dot kernels %s", cpu::CpuThreads(),
+  return absl::StrFormat("%d threads, %s; dot kernels %s", CpuThreads(),
                          reference ? "float32 reference" : "weights in their GGUF blocks", cpu::BlockDotKernelName());
 }
 

@@ -19,7 +19,7 @@ bool CudaAvailable();
 // The CPU backend's settings, for callers that see backends only through this factory.
 // A memory budget for it: half of physical memory.
 size_t DefaultCpuMemoryBudget();
-// Threads its kernels use (0: the default, cores / ranks on the node; kernels/cpu/thread_pool.h).
+// Threads its kernels use (0: the default, cores / ranks on the node; kernels/common/thread_pool.h).
 void SetCpuBackendThreads(int threads);
 // "N threads, <weights>; dot kernels <set>" for the start-up log (`reference`: --device cpu-reference).
 std::string CpuBackendSummary(bool reference);

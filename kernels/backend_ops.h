@@ -68,7 +68,7 @@ class BackendOps {
   // out = rows of GGML-typed weights (kernels/common/ggml_types.h) decoded to out's dtype, so
   // that quantized files travel to the device in their stored size. src: backend memory, row r
   // at src + r * src_stride bytes; out [rows, cols] contiguous, cols a multiple of the type's
-  // block. Values equal cpu::DequantizeToF32's (then rounded to out's dtype).
+  // block. Values equal DequantizeToF32's (then rounded to out's dtype).
   virtual absl::Status Dequantize(GgmlType type, const void* src, int64_t src_stride, TensorView out) = 0;
   // Whether Dequantize takes `type`; weights of other GGML types reach the backend decoded to
   // float32 on the host (runtime/model/model_weights.cc).

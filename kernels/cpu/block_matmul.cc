@@ -6,8 +6,8 @@
 #include <vector>
 
 #include "kernels/common/status_macros.h"
-#include "kernels/cpu/dequantize.h"
-#include "kernels/cpu/thread_pool.h"
+#include "kernels/common/ggml_decode.h"
+#include "kernels/common/thread_pool.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>

@@ -3,7 +3,7 @@
 //
 // Per step, each token's activations are quantized to int8 in blocks of 32 (scale = max|x| / 127,
 // round to nearest); per output row, the weight row's blocks are unpacked to int8 with a float
-// scale (and offset) per 16 weights (cpu::UnpackerFor: the reference decoder's own values) and
+// scale (and offset) per 16 weights (UnpackerFor: the reference decoder's own values) and
 // dotted with every token: 32 products summed in int32 at a time, then scaled in float32. Rows of
 // Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K are read straight from their blocks, each block
 // decoded once for up to 4 tokens (the other types: Q2_K, Q3_K, Q8_K, IQ4_NL, IQ4_XS, go through the

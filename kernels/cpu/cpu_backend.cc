@@ -11,9 +11,9 @@
 #include "kernels/common/random_fill.h"
 #include "kernels/cpu/block_matmul.h"
 #include "kernels/cpu/cpu_kernels.h"
-#include "kernels/cpu/dequantize.h"
+#include "kernels/common/ggml_decode.h"
 #include "kernels/common/sampling.h"
-#include "kernels/cpu/thread_pool.h"
+#include "kernels/common/thread_pool.h"
 
 namespace kvs {
 namespace {
@@ -173,7 +173,7 @@ absl::Status CpuBackend::FillRandom(TensorView dst, uint64_t seed, float mean, f
   float* p = static_cast<float*>(dst.data);
   const int64_t cols = dst.cols;
   const int64_t src_stride = window.row_stride == 0 ? cols : window.row_stride;
-  cpu::ParallelFor(dst.rows, cpu::kParallelWork / std::max<int64_t>(cols, 1), [&](int64_t r0, int64_t r1) {
+  ParallelFor(dst.rows, kParallelWork / std::max<int64_t>(cols, 1), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       for (int64_t c = 0; c < cols; ++c) {
         const auto i = static_cast<uint64_t>(window.first + r * src_stride + c);
@@ -198,7 +198,7 @@ absl::Status CpuBackend::Embedding(const int32_t* ids, TensorView table, int32_t
         std::fill(dst, dst + out.cols, 0.0f);  // another rank holds this id's row
         continue;
       }
-      cpu::DequantizeToF32(table.blocks, std::span<const uint8_t>(static_cast<const uint8_t*>(table.data) + row * row_bytes,
+      DequantizeToF32(table.blocks, std::span<const uint8_t>(static_cast<const uint8_t*>(table.data) + row * row_bytes,
                                                                   table.BytesOf(table.cols)),
                            std::span<float>(dst, out.cols));
     }
@@ -385,7 +385,7 @@ absl::Status CpuBackend::Dequantize(GgmlType type, const void* src, int64_t src_
   if (src_stride < row_bytes) return absl::InvalidArgumentError("Dequantize: rows overlap (stride < row bytes)");
   for (int64_t r = 0; r < out.rows; ++r) {
     const auto* row = static_cast<const uint8_t*>(src) + r * src_stride;
-    cpu::DequantizeToF32(type, std::span<const uint8_t>(row, row_bytes), std::span<float>(out.Row<float>(r), out.cols));
+    DequantizeToF32(type, std::span<const uint8_t>(row, row_bytes), std::span<float>(out.Row<float>(r), out.cols));
   }
   return absl::OkStatus();
 }

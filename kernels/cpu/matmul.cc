@@ -1,7 +1,7 @@
 #include <algorithm>
 
 #include "kernels/cpu/cpu_kernels.h"
-#include "kernels/cpu/thread_pool.h"
+#include "kernels/common/thread_pool.h"
 
 namespace kvs::cpu {
 namespace {

@@ -13,7 +13,7 @@
 #include "kernels/common/status_macros.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/kv_codec.h"
-#include "kernels/cpu/thread_pool.h"
+#include "kernels/common/thread_pool.h"
 
 namespace kvs::cpu {
 namespace {

@@ -2,7 +2,7 @@
 #include <cmath>
 
 #include "kernels/cpu/cpu_kernels.h"
-#include "kernels/cpu/thread_pool.h"
+#include "kernels/common/thread_pool.h"
 
 namespace kvs::cpu {
 

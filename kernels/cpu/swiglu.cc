@@ -3,7 +3,7 @@
 #include <numbers>
 
 #include "kernels/cpu/cpu_kernels.h"
-#include "kernels/cpu/thread_pool.h"
+#include "kernels/common/thread_pool.h"
 
 namespace kvs::cpu {
 

@@ -8,7 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "kernels/common/status_macros.h"
-#include "kernels/cpu/dequantize.h"
+#include "kernels/common/ggml_decode.h"
 #include "runtime/model/gguf_file.h"
 #include "runtime/model/weight_source.h"
 
@@ -79,7 +79,7 @@ class GgufWeightSource final : public WeightSource {
     KVS_ASSIGN_OR_RETURN(const GgufTensorInfo* t, Find(hf_name, shape));
     KVS_CHECK(static_cast<int64_t>(out.size()) == t->NumElements());
     KVS_ASSIGN_OR_RETURN(auto bytes, file_->TensorBytes(*t));
-    cpu::DequantizeToF32(static_cast<GgmlType>(t->type), bytes, out);
+    DequantizeToF32(static_cast<GgmlType>(t->type), bytes, out);
     if (Permuted(hf_name)) {
       const int heads = absl::StrContains(hf_name, "q_proj") ? config_.num_q_heads : config_.num_kv_heads;
       Unpermute(out, heads, shape.size() == 2 ? shape[1] : 1);
@@ -120,7 +120,7 @@ class GgufWeightSource final : public WeightSource {
     std::vector<float> f(t->NumElements());
     auto bytes = file_->TensorBytes(*t);
     if (!bytes.ok() || static_cast<int>(f.size()) != config_.head_dim / 2) return std::nullopt;
-    cpu::DequantizeToF32(static_cast<GgmlType>(t->type), *bytes, f);
+    DequantizeToF32(static_cast<GgmlType>(t->type), *bytes, f);
     return f;
   }
 

@@ -1,6 +1,6 @@
 """Goldens for the GGML block decoders: random blocks of every K-quant and IQ4 type, decoded by the
 `gguf` package (llama.cpp's gguf-py, PyPI), written as <TYPE>.blocks (the raw blocks) and
-<TYPE>.f32 (little-endian float32 weights). tests/kernels/cpu/dequantize_test.cc requires
+<TYPE>.f32 (little-endian float32 weights). tests/kernels/common/ggml_decode_test.cc requires
 kvshard's decoder to equal them bit for bit.
 
 Scale fields hold random finite fp16 (or, for Q8_K, float32) values, the rest random bytes, so

@@ -15,8 +15,8 @@
 
 #include "gtest/gtest.h"
 #include "kernels/common/half_convert.h"
-#include "kernels/cpu/dequantize.h"
-#include "kernels/cpu/thread_pool.h"
+#include "kernels/common/ggml_decode.h"
+#include "kernels/common/thread_pool.h"
 #include "tests/support/ggml_blocks.h"
 
 namespace kvs::cpu {

@@ -1,5 +1,5 @@
 // Weights kept in GGML blocks on the GPU, element by element against the CPU decoder (which equals
-// the gguf package bit for bit: dequantize_test.cc), for every block type:
+// the gguf package bit for bit: ggml_decode_test.cc), for every block type:
 // - Linear at 1 to 8 tokens (the block GEMV: int8 activations) and beyond (bf16 tiles + cuBLAS),
 //   each output within a bound derived from the rounding each path does, with strided inputs and
 //   outputs whose unused slots are NaN-poisoned and must stay so;
@@ -14,7 +14,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/common/half_convert.h"
-#include "kernels/cpu/dequantize.h"
+#include "kernels/common/ggml_decode.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "tests/support/ggml_blocks.h"
 #include "tests/support/gpu_fixture.h"
@@ -58,7 +58,7 @@ TEST_F(BlockLinearTest, EveryTypeMatchesTheDecodedWeightsWithinItsRounding) {
     const int64_t k = (info.block_elems == 32 ? 7 : 3) * info.block_elems, wide = 4099;
     const std::vector<uint8_t> w_all = testing::RandomGgmlBlocks(type, wide, k, rng);
     std::vector<float> wf(wide * k);
-    cpu::DequantizeToF32(type, w_all, wf);
+    DequantizeToF32(type, w_all, wf);
     DeviceBuffer gw = Bytes(w_all.data(), w_all.size());
     for (auto [tokens, n] : {std::pair<int64_t, int64_t>{1, 37}, {2, 37}, {3, 37}, {5, 37}, {8, 37}, {9, 37}, {21, 37},
                              {1, wide}, {6, wide}}) {
@@ -124,7 +124,7 @@ TEST_F(BlockLinearTest, EmbeddingDecodesRowsExactlyAsTheCpu) {
     const int64_t vocab = 50, hidden = 2 * info.block_elems, first_id = 100, out_stride = hidden + 32;
     const std::vector<uint8_t> table = testing::RandomGgmlBlocks(type, vocab, hidden, rng);
     std::vector<float> decoded(vocab * hidden);
-    cpu::DequantizeToF32(type, table, decoded);
+    DequantizeToF32(type, table, decoded);
     // Ids of this shard's rows (first, last, middle) and of other ranks' (below and above it).
     const std::vector<int32_t> ids = {100, 149, 123, 99, 150, 0, 137};
     const int64_t tokens = static_cast<int64_t>(ids.size());

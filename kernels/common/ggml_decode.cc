@@ -1,13 +1,13 @@
-#include "kernels/cpu/dequantize.h"
+#include "kernels/common/ggml_decode.h"
 
 #include <algorithm>
 #include <cstring>
 
 #include "kernels/common/half_convert.h"
 #include "kernels/common/status_macros.h"
-#include "kernels/cpu/thread_pool.h"
+#include "kernels/common/thread_pool.h"
 
-namespace kvs::cpu {
+namespace kvs {
 namespace {
 
 inline uint16_t LoadU16(const uint8_t* p) {
@@ -228,4 +228,4 @@ BlockUnpacker UnpackerFor(GgmlType type) {
   }
 }
 
-}  // namespace kvs::cpu
+}  // namespace kvs

@@ -13,7 +13,7 @@
 
 #include "absl/functional/function_ref.h"
 
-namespace kvs::cpu {
+namespace kvs {
 
 // Work (multiply-adds, or element operations) below which a chunk is not worth handing to
 // another thread: a few microseconds, against the tens of nanoseconds a claim and a wake cost.
@@ -33,4 +33,4 @@ int DefaultCpuThreads();
 // 2 x grain items run on the caller alone. Not reentrant: body must not call ParallelFor.
 void ParallelFor(int64_t n, int64_t grain, absl::FunctionRef<void(int64_t begin, int64_t end)> body);
 
-}  // namespace kvs::cpu
+}  // namespace kvs

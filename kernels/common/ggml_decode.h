@@ -6,7 +6,7 @@
 
 #include "kernels/common/ggml_types.h"
 
-namespace kvs::cpu {
+namespace kvs {
 
 // Decodes `out.size()` elements from `src`. The caller has checked that src holds exactly
 // out.size() / block_elems blocks of `type` and that out.size() is a multiple of block_elems.
@@ -26,4 +26,4 @@ struct BlockUnpacker {
 // Null fn for the plain float types.
 BlockUnpacker UnpackerFor(GgmlType type);
 
-}  // namespace kvs::cpu
+}  // namespace kvs

@@ -1,7 +1,7 @@
 // The CPU kernels' thread pool: every index runs exactly once whatever the sizes, loops from two
 // threads at once and nested loops run (the second alone), and many back-to-back loops on more
 // threads than cores finish (the pool never waits for a thread that has not started).
-#include "kernels/cpu/thread_pool.h"
+#include "kernels/common/thread_pool.h"
 
 #include <atomic>
 #include <thread>

@@ -1,7 +1,7 @@
 // GGML block decoding against values worked out by hand from the documented layouts, and the
 // K-quants / IQ4 against the `gguf` package's decoder bit for bit (tests/goldens/ggml, made by
 // tests/reference/make_ggml_goldens.py).
-#include "kernels/cpu/dequantize.h"
+#include "kernels/common/ggml_decode.h"
 
 #include <cmath>
 #include <cstring>

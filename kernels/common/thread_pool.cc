@@ -1,4 +1,4 @@
-#include "kernels/cpu/thread_pool.h"
+#include "kernels/common/thread_pool.h"
 
 #include <linux/futex.h>
 #include <sched.h>
@@ -23,7 +23,7 @@
 #define KVS_CPU_RELAX() std::atomic_signal_fence(std::memory_order_seq_cst)
 #endif
 
-namespace kvs::cpu {
+namespace kvs {
 namespace {
 
 // How long an idle thread polls before it sleeps: long enough to span the gap between two loops
@@ -200,4 +200,4 @@ void ParallelFor(int64_t n, int64_t grain, absl::FunctionRef<void(int64_t, int64
   ThePool().Run(threads, n, grain, body);
 }
 
-}  // namespace kvs::cpu
+}  // namespace kvs
