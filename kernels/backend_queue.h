@@ -59,6 +59,9 @@ class BackendQueue {
   virtual absl::Status UploadFloat(std::span<const float> host, TensorView dst) = 0;
   // Converts `src` to float32 on the way to the host (waits).
   virtual absl::Status DownloadFloat(TensorView src, std::span<float> host) = 0;
+  // The native queue that other libraries' device work (NCCL, the peer-memory collectives) is
+  // ordered on beside the ops: a cudaStream_t on CUDA; null where ops run on the calling thread.
+  virtual void* NativeStream() const { return nullptr; }
   // Waits for every op and move issued so far.
   virtual absl::Status Synchronize() = 0;
   // Records the ops `ops` issues instead of running them, for replay. Null (and nothing issued)

@@ -27,15 +27,14 @@ absl::Status BenchAllReduce(int iters) {
   if (world.size < 2) return absl::InvalidArgumentError("bench --kernel all-reduce runs under mpirun -np 2 (or more)");
   KVS_ASSIGN_OR_RETURN(auto session, MpiSession::Start(world));
   KVS_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, RankBackend(world.local_rank, world.size));
-  auto* cuda = dynamic_cast<CudaBackend*>(backend.get());
-  if (cuda == nullptr) return absl::InvalidArgumentError("bench --kernel all-reduce needs --device cuda");
+  if (backend->NativeStream() == nullptr) return absl::InvalidArgumentError("bench --kernel all-reduce needs --device cuda");
   MPI_Comm dup;
   MPI_Comm_dup(MPI_COMM_WORLD, &dup);
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(absl::GetFlag(FLAGS_comm_timeout) * 1000));
   MpiCommunicator control(dup, timeout);
   std::vector<size_t> bytes;
   for (size_t b = 1024; b <= (size_t{64} << 20); b *= 4) bytes.push_back(b);
-  KVS_ASSIGN_OR_RETURN(const auto rows, GpuGroupCommunicator::TimeAllReduces(control, *cuda, bytes, iters, timeout));
+  KVS_ASSIGN_OR_RETURN(const auto rows, GpuGroupCommunicator::TimeAllReduces(control, *backend, bytes, iters, timeout));
   if (world.rank == 0) {
     for (const AllReduceTiming& t : rows) {
       const std::string nccl = t.nccl_us >= 0 ? absl::StrFormat("%.1f us", t.nccl_us) : "n/a";

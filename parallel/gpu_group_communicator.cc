@@ -134,10 +134,11 @@ absl::StatusOr<bool> PeerAgreesWithNccl(NcclCommunicator& nccl, PeerAllReduce& p
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<GpuGroupCommunicator>> GpuGroupCommunicator::Create(
-    std::unique_ptr<MpiCommunicator> control, CudaBackend& backend, AllReduceMode mode,
+    std::unique_ptr<MpiCommunicator> control, Backend& backend, AllReduceMode mode,
     std::chrono::milliseconds timeout, int64_t hidden) {
   std::unique_ptr<GpuGroupCommunicator> g(new GpuGroupCommunicator());
-  g->backend_ = &backend;
+  if (StreamOf(backend) == nullptr) return absl::InvalidArgumentError("the GPU group communicator needs a CUDA backend");
+  g->stream_ = StreamOf(backend);
   MpiCommunicator& c = *control;
   g->control_ = std::move(control);
   const int ranks = c.size(), rank = c.rank();
@@ -160,7 +161,7 @@ absl::StatusOr<std::unique_ptr<GpuGroupCommunicator>> GpuGroupCommunicator::Crea
   if (mode == AllReduceMode::kAuto && g->nccl_ != nullptr && g->peer_ != nullptr) {
     // A check that fails (a peer wait timed out, a launch error) counts as disagreement on this
     // rank, so that every rank still reaches the vote below.
-    const absl::StatusOr<bool> agree = PeerAgreesWithNccl(*g->nccl_, *g->peer_, backend.stream(), rank, ranks, hidden);
+    const absl::StatusOr<bool> agree = PeerAgreesWithNccl(*g->nccl_, *g->peer_, StreamOf(backend), rank, ranks, hidden);
     if (!agree.ok()) std::fprintf(stderr, "[kvshard] rank %d: peer all-reduce check failed: %s\n", rank,
                                   std::string(agree.status().message()).c_str());
     KVS_ASSIGN_OR_RETURN(const int64_t all_agree, c.AllReduceMin(agree.ok() && *agree ? 1 : 0));
@@ -173,13 +174,13 @@ absl::StatusOr<std::unique_ptr<GpuGroupCommunicator>> GpuGroupCommunicator::Crea
     const int64_t widest = hidden * 512;
     void* buffer = nullptr;
     if (cudaMalloc(&buffer, widest * 2) != cudaSuccess) return absl::ResourceExhaustedError("all-reduce timing buffer");
-    cudaMemsetAsync(buffer, 0, widest * 2, backend.stream());
+    cudaMemsetAsync(buffer, 0, widest * 2, StreamOf(backend));
     for (int64_t tokens : {1, 8, 32, 128, 512}) {
       const TensorView x = TensorView::Contiguous(buffer, DType::kBF16, tokens, hidden);
       AllReduceTiming t;
       t.bytes = static_cast<size_t>(tokens * hidden * 2);
-      t.nccl_us = TimeCalls(backend.stream(), 20, [&] { return g->nccl_->AllReduceSum(x); });
-      t.custom_us = TimeCalls(backend.stream(), 20, [&] { return g->peer_->AllReduceSum(x, backend.stream()); });
+      t.nccl_us = TimeCalls(StreamOf(backend), 20, [&] { return g->nccl_->AllReduceSum(x); });
+      t.custom_us = TimeCalls(StreamOf(backend), 20, [&] { return g->peer_->AllReduceSum(x, StreamOf(backend)); });
       timings.push_back(t);
     }
     cudaFree(buffer);
@@ -198,7 +199,7 @@ absl::StatusOr<std::unique_ptr<GpuGroupCommunicator>> GpuGroupCommunicator::Crea
 }
 
 absl::StatusOr<std::vector<AllReduceTiming>> GpuGroupCommunicator::TimeAllReduces(
-    MpiCommunicator& control, CudaBackend& backend, const std::vector<size_t>& bytes, int iters,
+    MpiCommunicator& control, Backend& backend, const std::vector<size_t>& bytes, int iters,
     std::chrono::milliseconds timeout) {
   KVS_ASSIGN_OR_RETURN(const GroupGpus gpus, SurveyGroupGpus(control));
   std::unique_ptr<NcclCommunicator> nccl;
@@ -220,9 +221,9 @@ absl::StatusOr<std::vector<AllReduceTiming>> GpuGroupCommunicator::TimeAllReduce
     const TensorView x = TensorView::Contiguous(buffer, DType::kBF16, 1, static_cast<int64_t>(b / 2));
     AllReduceTiming t;
     t.bytes = b / 2 * 2;
-    if (nccl != nullptr) t.nccl_us = TimeCalls(backend.stream(), iters, [&] { return nccl->AllReduceSum(x); });
+    if (nccl != nullptr) t.nccl_us = TimeCalls(StreamOf(backend), iters, [&] { return nccl->AllReduceSum(x); });
     if (peer != nullptr) {
-      t.custom_us = TimeCalls(backend.stream(), iters, [&] { return peer->AllReduceSum(x, backend.stream()); });
+      t.custom_us = TimeCalls(StreamOf(backend), iters, [&] { return peer->AllReduceSum(x, StreamOf(backend)); });
     }
     out.push_back(t);
   }
@@ -237,7 +238,7 @@ const char* GpuGroupCommunicator::transport() const {
 
 absl::Status GpuGroupCommunicator::AllReduceSum(TensorView x) {
   const size_t bytes = static_cast<size_t>(x.NumElements()) * DTypeSize(x.dtype);
-  if (peer_ != nullptr && bytes < choice_.custom_below) return peer_->AllReduceSum(x, backend_->stream());
+  if (peer_ != nullptr && bytes < choice_.custom_below) return peer_->AllReduceSum(x, stream_);
   return nccl_->AllReduceSum(x);
 }
 
@@ -248,13 +249,13 @@ absl::StatusOr<bool> GpuGroupCommunicator::AllReduceAddRmsNorm(TensorView x, Ten
   if (peer_ == nullptr || bytes >= choice_.custom_below || !PeerAllReduce::FusesNorm(x, residual, weight, out)) {
     return false;
   }
-  KVS_RETURN_IF_ERROR(peer_->AllReduceAddRmsNorm(x, residual, weight, eps, out, backend_->stream()));
+  KVS_RETURN_IF_ERROR(peer_->AllReduceAddRmsNorm(x, residual, weight, eps, out, stream_));
   return true;
 }
 
 absl::Status GpuGroupCommunicator::AllGather(const void* send, void* recv, size_t bytes) {
   if (nccl_ != nullptr) return nccl_->AllGather(send, recv, bytes);
-  return peer_->AllGather(send, recv, bytes, backend_->stream());
+  return peer_->AllGather(send, recv, bytes, stream_);
 }
 
 }  // namespace kvs

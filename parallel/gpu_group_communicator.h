@@ -21,14 +21,12 @@
 
 namespace kvs {
 
-class CudaBackend;  // kernels/cuda/cuda_backend.h, reached through nccl_communicator.h (docs/architecture.md)
-
 class GpuGroupCommunicator final : public Collectives {
  public:
   // Collective over `control`'s group. `hidden` sizes the timed messages (hidden x {1, 8, 32,
   // 128, 512} bf16 values: a decode step's to a prefill chunk's all-reduces).
   static absl::StatusOr<std::unique_ptr<GpuGroupCommunicator>> Create(std::unique_ptr<MpiCommunicator> control,
-                                                                       CudaBackend& backend, AllReduceMode mode,
+                                                                       Backend& backend, AllReduceMode mode,
                                                                        std::chrono::milliseconds timeout,
                                                                        int64_t hidden);
 
@@ -50,7 +48,7 @@ class GpuGroupCommunicator final : public Collectives {
   // `bench --kernel all-reduce`: both all-reduces timed at each of `bytes` (bf16 messages) over
   // `control`'s group, `iters` calls each; nccl_us < 0 where NCCL cannot run (ranks sharing a GPU),
   // custom_us < 0 where the peer path cannot (the error says why when neither can).
-  static absl::StatusOr<std::vector<AllReduceTiming>> TimeAllReduces(MpiCommunicator& control, CudaBackend& backend,
+  static absl::StatusOr<std::vector<AllReduceTiming>> TimeAllReduces(MpiCommunicator& control, Backend& backend,
                                                                      const std::vector<size_t>& bytes, int iters,
                                                                      std::chrono::milliseconds timeout);
 
@@ -61,7 +59,7 @@ class GpuGroupCommunicator final : public Collectives {
  private:
   GpuGroupCommunicator() = default;
   std::unique_ptr<MpiCommunicator> control_;
-  CudaBackend* backend_ = nullptr;
+  cudaStream_t stream_ = nullptr;  // the backend's ops' stream
   std::unique_ptr<NcclCommunicator> nccl_;
   std::unique_ptr<PeerAllReduce> peer_;
   AllReduceChoice choice_;

@@ -17,9 +17,10 @@
 namespace kvs {
 
 absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(MpiCommunicator& control,
-                                                                           CudaBackend& backend) {
+                                                                           Backend& backend) {
+  if (StreamOf(backend) == nullptr) return absl::InvalidArgumentError("NCCL collectives need a CUDA backend");
   std::unique_ptr<NcclCommunicator> c(new NcclCommunicator());
-  c->backend_ = &backend;
+  c->stream_ = StreamOf(backend);
   c->control_ = &control;
   ncclUniqueId id;
   if (control.rank() == 0) KVS_NCCL_RETURN_IF_ERROR(ncclGetUniqueId(&id));
@@ -56,14 +57,14 @@ absl::Status NcclCommunicator::AllReduceSum(TensorView x) {
   }
   KVS_RETURN_IF_ERROR(CheckAsync());
   KVS_NCCL_RETURN_IF_ERROR(ncclAllReduce(x.data, x.data, static_cast<size_t>(x.NumElements()), type, ncclSum, comm_,
-                                         backend_->stream()));
+                                         stream_));
   return absl::OkStatus();
 }
 
 absl::Status NcclCommunicator::AllGather(const void* send, void* recv, size_t bytes) {
   if (comm_ == nullptr) return absl::FailedPreconditionError("the NCCL communicator was aborted");
   KVS_RETURN_IF_ERROR(CheckAsync());
-  KVS_NCCL_RETURN_IF_ERROR(ncclAllGather(send, recv, bytes, ncclUint8, comm_, backend_->stream()));
+  KVS_NCCL_RETURN_IF_ERROR(ncclAllGather(send, recv, bytes, ncclUint8, comm_, stream_));
   return absl::OkStatus();
 }
 

@@ -10,19 +10,25 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
-#include "kernels/cuda/cuda_backend.h"
+#include <cuda_runtime.h>
+
+#include "kernels/backend.h"
 #include "parallel/mpi_communicator.h"
 
 typedef struct ncclComm* ncclComm_t;
 
 namespace kvs {
 
+// The CUDA stream of `backend`'s ops (Backend::NativeStream), which NCCL and the peer kernels join;
+// null for a backend without one (the CPU's).
+inline cudaStream_t StreamOf(const Backend& backend) { return static_cast<cudaStream_t>(backend.NativeStream()); }
+
 // The tensor collectives only; the group's control plane stays with the MPI communicator that
 // bootstrapped it (GpuGroupCommunicator holds both).
 class NcclCommunicator {
  public:
   // Collective over `control`'s group: every rank calls it. `control` outlives the communicator.
-  static absl::StatusOr<std::unique_ptr<NcclCommunicator>> Create(MpiCommunicator& control, CudaBackend& backend);
+  static absl::StatusOr<std::unique_ptr<NcclCommunicator>> Create(MpiCommunicator& control, Backend& backend);
   ~NcclCommunicator();
 
   int rank() const { return control_->rank(); }
@@ -34,7 +40,7 @@ class NcclCommunicator {
   absl::Status CheckAsync();
 
   MpiCommunicator* control_ = nullptr;
-  CudaBackend* backend_ = nullptr;
+  cudaStream_t stream_ = nullptr;  // the backend's
   ncclComm_t comm_ = nullptr;
 };
 

@@ -76,6 +76,7 @@ class CudaBackend final : public Backend {
   absl::Status SampleRows(TensorView logits, const SampleRequest* requests, int32_t count, int32_t* ids) override;
 
   cudaStream_t stream() const { return stream_; }
+  void* NativeStream() const override { return stream_; }
 
  protected:
   void Free(void* data, size_t bytes) override;
