@@ -42,7 +42,7 @@ absl::Status BackendQueue::CheckMoveBatches(std::span<const CopyRegion> regions,
 }
 
 absl::Status BackendQueue::MoveRegions(std::span<const CopyRegion> regions, std::span<const MoveBatch> batches,
-                                  bool beside_ops) {
+                                       bool beside_ops) {
   KVS_RETURN_IF_ERROR(CheckMoveBatches(regions, batches));
   for (const MoveBatch& b : batches) {
     KVS_RETURN_IF_ERROR(CopyRegions(regions.first(b.count)));

@@ -1,9 +1,9 @@
 #include "kernels/backend_factory.h"
 
 #include "absl/strings/str_format.h"
+#include "kernels/common/thread_pool.h"
 #include "kernels/cpu/block_matmul.h"
 #include "kernels/cpu/cpu_backend.h"
-#include "kernels/common/thread_pool.h"
 #if KVS_HAVE_CUDA
 #include "kernels/cuda/cuda_backend.h"
 #endif

@@ -55,8 +55,7 @@ class BackendOps {
 
   // Sizes scratch space that ops use (e.g. split-K attention partials) for steps of up to
   // `max_tokens` tokens and `max_seqs` sequences; called once at start-up so ops never allocate.
-  virtual absl::Status ReserveWorkspace(int64_t max_tokens, int32_t max_seqs, int32_t q_heads,
-                                        int32_t head_dim) {
+  virtual absl::Status ReserveWorkspace(int64_t max_tokens, int32_t max_seqs, int32_t q_heads, int32_t head_dim) {
     return absl::OkStatus();
   }
 
@@ -85,8 +84,7 @@ class BackendOps {
   // out[t] = table[ids[t] - first_id]. ids: [T] int32 in backend memory; table [V', K] holds the
   // rows of ids [first_id, first_id + V'); out [T, K] (f32). Ids outside that range give zero
   // rows: a vocab-parallel embedding whose ranks' outputs are summed.
-  virtual absl::Status Embedding(const int32_t* ids, TensorView table, int32_t first_id,
-                                 TensorView out) = 0;
+  virtual absl::Status Embedding(const int32_t* ids, TensorView table, int32_t first_id, TensorView out) = 0;
   // out = x / rms(x) * weight, per row. x, out [T, K]; weight [1, K]. out may be x (in place).
   virtual absl::Status RmsNorm(TensorView x, TensorView weight, float eps, TensorView out) = 0;
   // The same over each head of x [T, heads * D], in place, with one weight [1, D] for every head:
@@ -95,18 +93,15 @@ class BackendOps {
   // x *= s, in place (f32): Gemma's embedding scale on the residual stream.
   virtual absl::Status Scale(TensorView x, float s) = 0;
   // residual += x; out = RmsNorm(residual). Fused so the residual is read once.
-  virtual absl::Status AddRmsNorm(TensorView residual, TensorView x, TensorView weight, float eps,
-                                  TensorView out) = 0;
+  virtual absl::Status AddRmsNorm(TensorView residual, TensorView x, TensorView weight, float eps, TensorView out) = 0;
   // out = x * w^T (+ bias). x [T, K]; w [N, K]; bias [1, N] or null data; out [T, N].
   virtual absl::Status Linear(TensorView x, TensorView w, TensorView bias, TensorView out) = 0;
   // In-place rotary embedding on x [T, heads * D] at positions[T] (int32, backend memory).
-  virtual absl::Status Rope(TensorView x, int32_t heads, const int32_t* positions,
-                            RopeTable rope) = 0;
+  virtual absl::Status Rope(TensorView x, int32_t heads, const int32_t* positions, RopeTable rope) = 0;
   // Stores token t's K/V rows into slot slot_mapping[t] of the paged cache, encoded in the
   // cache's KvDType (quantized formats compute their scales here). k, v [T, Hk * D]. A slot
   // s <= -2 is residual slot -(s + 2), in bf16 (channel-quantized caches, paged_kv.h); -1: none.
-  virtual absl::Status WriteKv(TensorView k, TensorView v, const int32_t* slot_mapping,
-                               PagedKvView cache) = 0;
+  virtual absl::Status WriteKv(TensorView k, TensorView v, const int32_t* slot_mapping, PagedKvView cache) = 0;
   // Channel-quantized caches (KvChannelQuantized): writes each block that this step completes,
   // whole — keys per channel, values per token — from the step's rows k, v [T, Hk * D] (laid
   // out as `batch`'s query rows) and, for its positions before the step, the sequence's residual
@@ -118,8 +113,8 @@ class BackendOps {
   // reads KV head h / (Hq / Hk). Quantized caches are decoded inside the kernel. A cache with a
   // window (PagedKvView::window > 0: a sliding-window layer) lets the query at position p see
   // keys p - window + 1 .. p only.
-  virtual absl::Status PagedAttention(TensorView q, PagedKvView cache, const AttentionBatch& batch,
-                                      float scale, TensorView out) = 0;
+  virtual absl::Status PagedAttention(TensorView q, PagedKvView cache, const AttentionBatch& batch, float scale,
+                                      TensorView out) = 0;
   // out = silu(gate) * up, where gate_up [T, 2I] holds gate in columns [0, I) and up in [I, 2I).
   virtual absl::Status SwiGlu(TensorView gate_up, TensorView out) = 0;
   // out = gelu_tanh(gate) * up (GeGLU, Gemma's gelu_pytorch_tanh: 0.5 x (1 + tanh(sqrt(2/pi) (x +
@@ -129,13 +124,11 @@ class BackendOps {
   // (values may be null): greedy sampling without moving the logits; with a vocab-parallel LM
   // head each rank's (value, id) pair is its candidate. logits [n, V] f32; ids, values: [n] in
   // backend memory.
-  virtual absl::Status ArgmaxRows(TensorView logits, int32_t first_id, int32_t* ids,
-                                  float* values) = 0;
+  virtual absl::Status ArgmaxRows(TensorView logits, int32_t first_id, int32_t* ids, float* values) = 0;
   // ids[i] = the token drawn for requests[i] from its logits row (sampling rule: kernels/cpu/
   // sampling.h), so that sampling needs no logits on the host. logits [n, V] f32; requests and
   // ids: [count] in backend memory; a request naming a row outside logits gets id -1.
-  virtual absl::Status SampleRows(TensorView logits, const SampleRequest* requests, int32_t count,
-                                  int32_t* ids) = 0;
+  virtual absl::Status SampleRows(TensorView logits, const SampleRequest* requests, int32_t count, int32_t* ids) = 0;
   // out[i] = x[rows[i]]; rows: [n] int32 in backend memory; out [n, K].
   virtual absl::Status GatherRows(TensorView x, const int32_t* rows, TensorView out) = 0;
 };

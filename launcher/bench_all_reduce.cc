@@ -27,7 +27,8 @@ absl::Status BenchAllReduce(int iters) {
   if (world.size < 2) return absl::InvalidArgumentError("bench --kernel all-reduce runs under mpirun -np 2 (or more)");
   KVS_ASSIGN_OR_RETURN(auto session, MpiSession::Start(world));
   KVS_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, RankBackend(world.local_rank, world.size));
-  if (backend->NativeStream() == nullptr) return absl::InvalidArgumentError("bench --kernel all-reduce needs --device cuda");
+  if (backend->NativeStream() == nullptr)
+    return absl::InvalidArgumentError("bench --kernel all-reduce needs --device cuda");
   MPI_Comm dup;
   MPI_Comm_dup(MPI_COMM_WORLD, &dup);
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(absl::GetFlag(FLAGS_comm_timeout) * 1000));

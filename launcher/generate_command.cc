@@ -14,16 +14,16 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_format.h"
 #include "kernels/common/status_macros.h"
-#include "launcher/engine_flags.h"
+#include "launcher/batch_journal.h"
 #include "launcher/bench_stats.h"
 #include "launcher/commands.h"
-#include "launcher/batch_journal.h"
-#include "parallel/dp_serving.h"
-#include "launcher/progress.h"
-#include "launcher/rank_setup.h"
+#include "launcher/engine_flags.h"
 #include "launcher/flags.h"
 #include "launcher/jsonl_requests.h"
+#include "launcher/progress.h"
+#include "launcher/rank_setup.h"
 #include "nlohmann/json.hpp"
+#include "parallel/dp_serving.h"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/loaded_model.h"
 #include "runtime/server/serving_group.h"
@@ -140,7 +140,8 @@ absl::Status Generate(std::unique_ptr<RankRuntime>& rt) {
   // run what rank 0 sends them (as `serve` does) until it says stop.
   const bool data_parallel = rt->context->leaders() != nullptr;
   KVS_ASSIGN_OR_RETURN(std::vector<int64_t> capacities, GatherGroupCapacities(rt->context->leaders(), *rt->engine));
-  if (data_parallel && rt->context->leaders()->rank() != 0) return ServeAsRemoteGroup(*rt->context->leaders(), *rt->engine, rt->tag());
+  if (data_parallel && rt->context->leaders()->rank() != 0)
+    return ServeAsRemoteGroup(*rt->context->leaders(), *rt->engine, rt->tag());
   Engine& engine = *rt->engine;
 
   std::optional<BatchJournal> journal;

@@ -11,10 +11,10 @@
 #include "kernels/backend.h"
 #include "parallel/mpi_session.h"
 #include "parallel/rank_context.h"
+#include "parallel/step_worker.h"
 #include "parallel/world.h"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/loaded_model.h"
-#include "parallel/step_worker.h"
 
 namespace kvs {
 

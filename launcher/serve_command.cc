@@ -13,9 +13,9 @@
 #include "absl/strings/str_format.h"
 #include "kernels/common/status_macros.h"
 #include "launcher/commands.h"
-#include "parallel/dp_serving.h"
 #include "launcher/flags.h"
 #include "launcher/rank_setup.h"
+#include "parallel/dp_serving.h"
 #include "runtime/server/http_server.h"
 
 ABSL_FLAG(std::string, host, "127.0.0.1", "serve: address to listen on (0.0.0.0 for every interface)");

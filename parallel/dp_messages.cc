@@ -6,10 +6,18 @@ using nlohmann::json;
 
 json RequestToJson(const Request& r) {
   const SamplingParams& p = r.params;
-  return json{{"id", r.id},         {"prompt_ids", r.prompt_ids}, {"temperature", p.temperature},
-              {"top_k", p.top_k},   {"top_p", p.top_p},           {"seed", p.seed},
-              {"max_tokens", p.max_tokens}, {"stop", p.stop},     {"ignore_eos", p.ignore_eos},
-              {"n", p.n},           {"logprobs", p.logprobs},     {"priority", r.priority}};
+  return json{{"id", r.id},
+              {"prompt_ids", r.prompt_ids},
+              {"temperature", p.temperature},
+              {"top_k", p.top_k},
+              {"top_p", p.top_p},
+              {"seed", p.seed},
+              {"max_tokens", p.max_tokens},
+              {"stop", p.stop},
+              {"ignore_eos", p.ignore_eos},
+              {"n", p.n},
+              {"logprobs", p.logprobs},
+              {"priority", r.priority}};
 }
 
 Request RequestFromJson(const json& j) {
@@ -61,8 +69,12 @@ json EventToJson(const TokenEvent& e) {
     for (const auto& [id, v] : lp.top) top.push_back({id, v});
     lps.push_back({lp.token, lp.logprob, top});
   }
-  return json{{"id", e.request_id}, {"index", e.index},  {"delta", e.text_delta}, {"finished", e.finished},
-              {"reason", static_cast<int>(e.reason)}, {"logprobs", lps}};
+  return json{{"id", e.request_id},
+              {"index", e.index},
+              {"delta", e.text_delta},
+              {"finished", e.finished},
+              {"reason", static_cast<int>(e.reason)},
+              {"logprobs", lps}};
 }
 
 TokenEvent EventFromJson(const json& j) {

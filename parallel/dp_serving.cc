@@ -16,9 +16,9 @@ namespace {
 using nlohmann::json;
 
 json StatsToJson(const GroupStats& g) {
-  return json{g.running,  g.waiting,    g.swapped,     g.kv_used,          g.kv_total,      g.block_size,
-              g.kv_tokens, g.preemptions, g.prefix_hits, g.prefix_host_hits, g.prefix_queries, g.offload_used,
-              g.offload_staged};
+  return json{g.running,        g.waiting,      g.swapped,       g.kv_used,     g.kv_total,
+              g.block_size,     g.kv_tokens,    g.preemptions,   g.prefix_hits, g.prefix_host_hits,
+              g.prefix_queries, g.offload_used, g.offload_staged};
 }
 
 GroupStats StatsFromJson(const json& j) {
@@ -52,7 +52,9 @@ class RemoteGroup final : public ServingGroup {
     samples_left_.erase(id);
     ++aborts_unconfirmed_;  // keep polling until the group confirms (its blocks are then free)
     const absl::Status s = leaders_.Post(rank_, DumpMessage(json{{"op", "abort"}, {"id", id}}));
-    if (!s.ok()) std::fprintf(stderr, "[rank 0] could not tell group %d to abort '%s': %s\n", rank_, id.c_str(), s.ToString().c_str());
+    if (!s.ok())
+      std::fprintf(stderr, "[rank 0] could not tell group %d to abort '%s': %s\n", rank_, id.c_str(),
+                   s.ToString().c_str());
   }
   // Also while its last stats show work: an abort's blocks come free a step after its
   // confirmation, and that report must still be read.
@@ -73,7 +75,8 @@ class RemoteGroup final : public ServingGroup {
       for (const json& e : m.at("events")) {
         TokenEvent ev = EventFromJson(e);
         if (ev.finished) {
-          if (auto it = samples_left_.find(ev.request_id); it != samples_left_.end() && --it->second == 0) samples_left_.erase(it);
+          if (auto it = samples_left_.find(ev.request_id); it != samples_left_.end() && --it->second == 0)
+            samples_left_.erase(it);
         }
         out.events.push_back(std::move(ev));
       }

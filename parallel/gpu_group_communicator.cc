@@ -134,10 +134,11 @@ absl::StatusOr<bool> PeerAgreesWithNccl(NcclCommunicator& nccl, PeerAllReduce& p
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<GpuGroupCommunicator>> GpuGroupCommunicator::Create(
-    std::unique_ptr<MpiCommunicator> control, Backend& backend, AllReduceMode mode,
-    std::chrono::milliseconds timeout, int64_t hidden) {
+    std::unique_ptr<MpiCommunicator> control, Backend& backend, AllReduceMode mode, std::chrono::milliseconds timeout,
+    int64_t hidden) {
   std::unique_ptr<GpuGroupCommunicator> g(new GpuGroupCommunicator());
-  if (StreamOf(backend) == nullptr) return absl::InvalidArgumentError("the GPU group communicator needs a CUDA backend");
+  if (StreamOf(backend) == nullptr)
+    return absl::InvalidArgumentError("the GPU group communicator needs a CUDA backend");
   g->stream_ = StreamOf(backend);
   MpiCommunicator& c = *control;
   g->control_ = std::move(control);
@@ -198,9 +199,11 @@ absl::StatusOr<std::unique_ptr<GpuGroupCommunicator>> GpuGroupCommunicator::Crea
   return g;
 }
 
-absl::StatusOr<std::vector<AllReduceTiming>> GpuGroupCommunicator::TimeAllReduces(
-    MpiCommunicator& control, Backend& backend, const std::vector<size_t>& bytes, int iters,
-    std::chrono::milliseconds timeout) {
+absl::StatusOr<std::vector<AllReduceTiming>> GpuGroupCommunicator::TimeAllReduces(MpiCommunicator& control,
+                                                                                  Backend& backend,
+                                                                                  const std::vector<size_t>& bytes,
+                                                                                  int iters,
+                                                                                  std::chrono::milliseconds timeout) {
   KVS_ASSIGN_OR_RETURN(const GroupGpus gpus, SurveyGroupGpus(control));
   std::unique_ptr<NcclCommunicator> nccl;
   if (!gpus.shared_gpu) {

@@ -26,9 +26,9 @@ class GpuGroupCommunicator final : public Collectives {
   // Collective over `control`'s group. `hidden` sizes the timed messages (hidden x {1, 8, 32,
   // 128, 512} bf16 values: a decode step's to a prefill chunk's all-reduces).
   static absl::StatusOr<std::unique_ptr<GpuGroupCommunicator>> Create(std::unique_ptr<MpiCommunicator> control,
-                                                                       Backend& backend, AllReduceMode mode,
-                                                                       std::chrono::milliseconds timeout,
-                                                                       int64_t hidden);
+                                                                      Backend& backend, AllReduceMode mode,
+                                                                      std::chrono::milliseconds timeout,
+                                                                      int64_t hidden);
 
   int rank() const override { return control_->rank(); }
   int size() const override { return control_->size(); }

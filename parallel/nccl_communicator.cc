@@ -16,8 +16,7 @@
 
 namespace kvs {
 
-absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(MpiCommunicator& control,
-                                                                           Backend& backend) {
+absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(MpiCommunicator& control, Backend& backend) {
   if (StreamOf(backend) == nullptr) return absl::InvalidArgumentError("NCCL collectives need a CUDA backend");
   std::unique_ptr<NcclCommunicator> c(new NcclCommunicator());
   c->stream_ = StreamOf(backend);
@@ -56,8 +55,8 @@ absl::Status NcclCommunicator::AllReduceSum(TensorView x) {
     default: return absl::InvalidArgumentError("NCCL all-reduce: unsupported dtype");
   }
   KVS_RETURN_IF_ERROR(CheckAsync());
-  KVS_NCCL_RETURN_IF_ERROR(ncclAllReduce(x.data, x.data, static_cast<size_t>(x.NumElements()), type, ncclSum, comm_,
-                                         stream_));
+  KVS_NCCL_RETURN_IF_ERROR(
+      ncclAllReduce(x.data, x.data, static_cast<size_t>(x.NumElements()), type, ncclSum, comm_, stream_));
   return absl::OkStatus();
 }
 

@@ -7,11 +7,11 @@
 // names the rank.
 #pragma once
 
+#include <cuda_runtime.h>
+
 #include <memory>
 
 #include "absl/status/statusor.h"
-#include <cuda_runtime.h>
-
 #include "kernels/backend.h"
 #include "parallel/mpi_communicator.h"
 

@@ -52,8 +52,8 @@ absl::StatusOr<std::unique_ptr<RankContext>> RankContext::Create(const World& wo
   if (tp == 1) return c;
 #if defined(KVS_HAVE_CUDA)
   if (backend.NativeStream() != nullptr) {  // the CUDA backend: tensors in device memory
-    KVS_ASSIGN_OR_RETURN(auto group,
-                         GpuGroupCommunicator::Create(std::move(control), backend, all_reduce, timeout, model.hidden_size));
+    KVS_ASSIGN_OR_RETURN(
+        auto group, GpuGroupCommunicator::Create(std::move(control), backend, all_reduce, timeout, model.hidden_size));
     c->transport_ = group->transport();
     c->group_ = std::move(group);
     return c;

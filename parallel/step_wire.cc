@@ -7,7 +7,9 @@ namespace {
 
 constexpr size_t kHeaderWords = 11;
 
-void Append(std::vector<int32_t>& words, const std::vector<int32_t>& v) { words.insert(words.end(), v.begin(), v.end()); }
+void Append(std::vector<int32_t>& words, const std::vector<int32_t>& v) {
+  words.insert(words.end(), v.begin(), v.end());
+}
 
 }  // namespace
 
@@ -37,7 +39,10 @@ void EncodeStep(const StepInput& in, bool greedy_only, std::vector<int32_t>& wor
   Append(words, in.residual);
 }
 
-void EncodeStop(std::vector<int32_t>& words) { words.assign(kHeaderWords, 0); words[0] = static_cast<int32_t>(StepCommand::kStop); }
+void EncodeStop(std::vector<int32_t>& words) {
+  words.assign(kHeaderWords, 0);
+  words[0] = static_cast<int32_t>(StepCommand::kStop);
+}
 
 absl::StatusOr<StepCommand> DecodeStep(std::span<const int32_t> words, StepInput& in, bool& greedy_only) {
   if (words.size() < kHeaderWords) return absl::DataLossError("step message shorter than its header");
@@ -50,12 +55,15 @@ absl::StatusOr<StepCommand> DecodeStep(std::span<const int32_t> words, StepInput
   if (blocks_per_seq < 0 || t < 0 || s < 0 || rows < 0 || outs < 0 || ins < 0 || copies < 0) {
     return absl::DataLossError("negative size in step message");
   }
-  if (groups < 1 || groups > 4096) return absl::DataLossError(absl::StrFormat("step message names %d KV groups", groups));
-  if (residuals != 0 && residuals != s) return absl::DataLossError("step message has residuals for some sequences only");
+  if (groups < 1 || groups > 4096)
+    return absl::DataLossError(absl::StrFormat("step message names %d KV groups", groups));
+  if (residuals != 0 && residuals != s)
+    return absl::DataLossError("step message has residuals for some sequences only");
   const int64_t expected = static_cast<int64_t>(kHeaderWords) + (2 + groups) * t + (s + 1) + s +
                            groups * s * blocks_per_seq + rows + outs + ins + copies + residuals;
   if (static_cast<int64_t>(words.size()) != expected) {
-    return absl::DataLossError(absl::StrFormat("step message has %d words, its header implies %d", words.size(), expected));
+    return absl::DataLossError(
+        absl::StrFormat("step message has %d words, its header implies %d", words.size(), expected));
   }
   size_t at = kHeaderWords;
   auto take = [&](std::vector<int32_t>& v, int64_t n) {

@@ -5,7 +5,7 @@
 namespace kvs {
 
 absl::StatusOr<std::unique_ptr<StepWorker>> StepWorker::Create(Backend& backend, const ModelWeights& weights,
-                                                              EngineConfig config, TensorParallel tp) {
+                                                               EngineConfig config, TensorParallel tp) {
   if (tp.comm == nullptr || tp.rank() == 0) {
     return absl::InvalidArgumentError("a StepWorker is a tensor-parallel rank other than 0");
   }

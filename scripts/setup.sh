@@ -11,10 +11,10 @@ ROOT=$(pwd)
 BUILD_DIR=${KVS_BUILD_DIR:-build}
 
 # Debian packages kvshard builds against (Abseil, GoogleTest, nlohmann-json, PCRE2, Open MPI, Boost.Beast
-# for the HTTP server, cpp-httplib for the benchmark client) and tools. Slurm and munge are the
+# for the HTTP server, cpp-httplib for the benchmark client) and tools (clang-format for the format check). Slurm and munge are the
 # Slurm test's own (tests/launcher/slurm_test.sh installs them).
 PACKAGES=(cmake ninja-build g++ libabsl-dev libgtest-dev nlohmann-json3-dev libpcre2-dev openmpi-bin libopenmpi-dev
-          libboost1.81-dev libcpp-httplib-dev libssl-dev zlib1g-dev libbrotli-dev)
+          libboost1.81-dev libcpp-httplib-dev libssl-dev zlib1g-dev libbrotli-dev clang-format git)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

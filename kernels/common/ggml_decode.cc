@@ -178,17 +178,14 @@ void DequantizeToF32(GgmlType type, std::span<const uint8_t> src, std::span<floa
   const uint8_t* p = src.data();
   float* o = out.data();
   switch (type) {
-    case GgmlType::kF32:
-      std::memcpy(o, p, out.size() * 4);
-      return;
+    case GgmlType::kF32: std::memcpy(o, p, out.size() * 4); return;
     case GgmlType::kF16:
       for (size_t i = 0; i < out.size(); ++i) o[i] = Fp16BitsToFloat(LoadU16(p + 2 * i));
       return;
     case GgmlType::kBF16:
       for (size_t i = 0; i < out.size(); ++i) o[i] = Bf16BitsToFloat(LoadU16(p + 2 * i));
       return;
-    default:
-      break;
+    default: break;
   }
   // Block types: one block at a time, unpacked and then scaled.
   const BlockUnpacker unpack = UnpackerFor(type);
@@ -201,7 +198,8 @@ void DequantizeToF32(GgmlType type, std::span<const uint8_t> src, std::span<floa
       unpack.fn(p + blk * info->block_bytes, q, scale, min);
       float* w = o + blk * elems;
       if (unpack.has_min) {
-        for (int32_t e = 0; e < elems; ++e) w[e] = scale[e / kUnpackGroup] * static_cast<float>(q[e]) + min[e / kUnpackGroup];
+        for (int32_t e = 0; e < elems; ++e)
+          w[e] = scale[e / kUnpackGroup] * static_cast<float>(q[e]) + min[e / kUnpackGroup];
       } else {
         for (int32_t e = 0; e < elems; ++e) w[e] = scale[e / kUnpackGroup] * static_cast<float>(q[e]);
       }

@@ -5,11 +5,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <climits>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
@@ -150,7 +149,7 @@ class Pool {
   std::atomic<uint32_t> generation_{0};  // the futex word idle workers wait on
   uint32_t generation_value_ = 0;
   std::atomic<uint64_t> claim_{0};
-  std::atomic<uint32_t> done_{0};        // chunks finished in this generation
+  std::atomic<uint32_t> done_{0};  // chunks finished in this generation
   std::atomic<int> worker_sleepers_{0}, caller_sleepers_{0};
   const absl::FunctionRef<void(int64_t, int64_t)>* body_ = nullptr;
   int64_t n_ = 0, chunk_len_ = 0;

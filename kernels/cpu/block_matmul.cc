@@ -5,8 +5,8 @@
 #include <limits>
 #include <vector>
 
-#include "kernels/common/status_macros.h"
 #include "kernels/common/ggml_decode.h"
+#include "kernels/common/status_macros.h"
 #include "kernels/common/thread_pool.h"
 
 #if defined(__x86_64__)

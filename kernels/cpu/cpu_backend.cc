@@ -8,12 +8,12 @@
 
 #include "absl/strings/str_format.h"
 #include "kernels/backend_factory.h"
-#include "kernels/common/random_fill.h"
-#include "kernels/cpu/block_matmul.h"
-#include "kernels/cpu/cpu_kernels.h"
 #include "kernels/common/ggml_decode.h"
+#include "kernels/common/random_fill.h"
 #include "kernels/common/sampling.h"
 #include "kernels/common/thread_pool.h"
+#include "kernels/cpu/block_matmul.h"
+#include "kernels/cpu/cpu_kernels.h"
 
 namespace kvs {
 namespace {
@@ -198,9 +198,10 @@ absl::Status CpuBackend::Embedding(const int32_t* ids, TensorView table, int32_t
         std::fill(dst, dst + out.cols, 0.0f);  // another rank holds this id's row
         continue;
       }
-      DequantizeToF32(table.blocks, std::span<const uint8_t>(static_cast<const uint8_t*>(table.data) + row * row_bytes,
-                                                                  table.BytesOf(table.cols)),
-                           std::span<float>(dst, out.cols));
+      DequantizeToF32(table.blocks,
+                      std::span<const uint8_t>(static_cast<const uint8_t*>(table.data) + row * row_bytes,
+                                               table.BytesOf(table.cols)),
+                      std::span<float>(dst, out.cols));
     }
     return absl::OkStatus();
   }

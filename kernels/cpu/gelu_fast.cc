@@ -8,8 +8,8 @@
 #include <cstdint>
 #include <numbers>
 
-#include "kernels/cpu/cpu_kernels.h"
 #include "kernels/common/thread_pool.h"
+#include "kernels/cpu/cpu_kernels.h"
 
 namespace kvs::cpu {
 namespace {

@@ -1,7 +1,7 @@
 #include <algorithm>
 
-#include "kernels/cpu/cpu_kernels.h"
 #include "kernels/common/thread_pool.h"
+#include "kernels/cpu/cpu_kernels.h"
 
 namespace kvs::cpu {
 namespace {

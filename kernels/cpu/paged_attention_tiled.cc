@@ -11,9 +11,9 @@
 #include <vector>
 
 #include "kernels/common/status_macros.h"
+#include "kernels/common/thread_pool.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/kv_codec.h"
-#include "kernels/common/thread_pool.h"
 
 namespace kvs::cpu {
 namespace {

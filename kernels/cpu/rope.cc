@@ -1,8 +1,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "kernels/cpu/cpu_kernels.h"
 #include "kernels/common/thread_pool.h"
+#include "kernels/cpu/cpu_kernels.h"
 
 namespace kvs::cpu {
 

@@ -2,8 +2,8 @@
 #include <cmath>
 #include <numbers>
 
-#include "kernels/cpu/cpu_kernels.h"
 #include "kernels/common/thread_pool.h"
+#include "kernels/cpu/cpu_kernels.h"
 
 namespace kvs::cpu {
 

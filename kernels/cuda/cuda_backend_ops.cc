@@ -22,7 +22,8 @@ absl::Status Require(const TensorView& t, DType dtype, const char* op, const cha
     return absl::InvalidArgumentError(absl::StrFormat("%s: %s must be %s on the CUDA backend, got %s", op, what,
                                                       DTypeName(dtype), DTypeName(t.dtype)));
   }
-  if (t.data == nullptr && t.NumElements() > 0) return absl::InvalidArgumentError(absl::StrFormat("%s: %s has no data", op, what));
+  if (t.data == nullptr && t.NumElements() > 0)
+    return absl::InvalidArgumentError(absl::StrFormat("%s: %s has no data", op, what));
   return absl::OkStatus();
 }
 
@@ -44,9 +45,10 @@ std::string CudaKvProblem(KvDType t, int32_t head_dim) {
     for (int32_t d : dims) out += (out.empty() ? "" : ", ") + std::to_string(d);
     return out;
   };
-  return absl::StrFormat("the CUDA attention kernels take head_dim %s and any multiple of 32 up to 256 (the last "
-                         "by the generic kernel) with a bf16 KV cache, and %s with fp16/fp8/int8/int4-token; not %d",
-                         join(cuda::kAttentionHeadDims), join(cuda::kEncodedKvHeadDims), head_dim);
+  return absl::StrFormat(
+      "the CUDA attention kernels take head_dim %s and any multiple of 32 up to 256 (the last "
+      "by the generic kernel) with a bf16 KV cache, and %s with fp16/fp8/int8/int4-token; not %d",
+      join(cuda::kAttentionHeadDims), join(cuda::kEncodedKvHeadDims), head_dim);
 }
 
 absl::Status CheckCache(const PagedKvView& c, const char* op) {
@@ -61,10 +63,10 @@ absl::Status CheckCache(const PagedKvView& c, const char* op) {
 
 }  // namespace
 
-absl::Status CudaBackend::FillRandom(TensorView dst, uint64_t seed, float mean, float half_range,
-                                     RandomWindow window) {
+absl::Status CudaBackend::FillRandom(TensorView dst, uint64_t seed, float mean, float half_range, RandomWindow window) {
   if (!dst.IsContiguous()) return absl::InvalidArgumentError("FillRandom: dst must be contiguous");
-  if (dst.dtype != DType::kBF16 && dst.dtype != DType::kF32) return absl::InvalidArgumentError("FillRandom: bf16 or f32 only");
+  if (dst.dtype != DType::kBF16 && dst.dtype != DType::kF32)
+    return absl::InvalidArgumentError("FillRandom: bf16 or f32 only");
   KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchFillRandom(dst.data, dst.dtype == DType::kBF16, dst.rows, dst.cols, seed, mean,
                                                   half_range, window.first, window.row_stride, stream_));
   return absl::OkStatus();
@@ -114,8 +116,8 @@ absl::Status CudaBackend::LinearBlocks(TensorView x, TensorView w, TensorView ou
   if (x.rows <= cuda::kBlockGemvMaxTokens && k <= kGemvMaxK) {
     KVS_CUDA_RETURN_IF_ERROR(
         cuda::LaunchQuantizeActivations(static_cast<const bf16*>(x.data), x.stride, x.rows, k, gemv_a_, stream_));
-    KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchBlockGemv(w.blocks, w.data, row_bytes, w.rows, k, gemv_a_, x.rows,
-                                                   out.data, out.stride, out.dtype == DType::kF32, stream_));
+    KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchBlockGemv(w.blocks, w.data, row_bytes, w.rows, k, gemv_a_, x.rows, out.data,
+                                                   out.stride, out.dtype == DType::kF32, stream_));
     return absl::OkStatus();
   }
   const int64_t tile_rows = std::max<int64_t>(1, static_cast<int64_t>(kBlockTileBytes / sizeof(bf16)) / k);
@@ -142,8 +144,8 @@ absl::Status CudaBackend::Embedding(const int32_t* ids, TensorView table, int32_
   }
   KVS_RETURN_IF_ERROR(Require(table, DType::kBF16, "Embedding", "table"));
   KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchEmbedding(ids, out.rows, static_cast<const bf16*>(table.data), first_id,
-                                                 table.rows, table.cols,
-                                                 static_cast<float*>(out.data), out.stride, stream_));
+                                                 table.rows, table.cols, static_cast<float*>(out.data), out.stride,
+                                                 stream_));
   return absl::OkStatus();
 }
 
@@ -151,12 +153,12 @@ absl::Status CudaBackend::RmsNorm(TensorView x, TensorView weight, float eps, Te
   if (x.dtype == DType::kBF16) {  // a bf16 row (Gemma's post-attention / post-MLP norms)
     KVS_RETURN_IF_ERROR(Require(weight, DType::kBF16, "RmsNorm", "weight"));
     KVS_RETURN_IF_ERROR(Require(out, DType::kBF16, "RmsNorm", "out"));
-    KVS_RETURN_IF_ERROR(Shape(x.rows == out.rows && x.cols == out.cols && weight.NumElements() == x.cols &&
-                                  x.cols <= (1 << 30),
-                              "RmsNorm", x, out));
-    KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchRmsNormBf16(static_cast<const bf16*>(x.data), x.stride, x.rows, 1,
-                                                     static_cast<int32_t>(x.cols), static_cast<const bf16*>(weight.data),
-                                                     eps, static_cast<bf16*>(out.data), out.stride, stream_));
+    KVS_RETURN_IF_ERROR(
+        Shape(x.rows == out.rows && x.cols == out.cols && weight.NumElements() == x.cols && x.cols <= (1 << 30),
+              "RmsNorm", x, out));
+    KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchRmsNormBf16(
+        static_cast<const bf16*>(x.data), x.stride, x.rows, 1, static_cast<int32_t>(x.cols),
+        static_cast<const bf16*>(weight.data), eps, static_cast<bf16*>(out.data), out.stride, stream_));
     return absl::OkStatus();
   }
   KVS_RETURN_IF_ERROR(Require(x, DType::kF32, "RmsNorm", "x"));
@@ -172,12 +174,11 @@ absl::Status CudaBackend::RmsNorm(TensorView x, TensorView weight, float eps, Te
 absl::Status CudaBackend::HeadRmsNorm(TensorView x, int32_t heads, TensorView weight, float eps) {
   KVS_RETURN_IF_ERROR(Require(x, DType::kBF16, "HeadRmsNorm", "x"));
   KVS_RETURN_IF_ERROR(Require(weight, DType::kBF16, "HeadRmsNorm", "weight"));
-  KVS_RETURN_IF_ERROR(Shape(heads > 0 && x.cols == static_cast<int64_t>(heads) * weight.NumElements(), "HeadRmsNorm",
-                            x, weight));
-  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchRmsNormBf16(static_cast<const bf16*>(x.data), x.stride, x.rows, heads,
-                                                   static_cast<int32_t>(weight.NumElements()),
-                                                   static_cast<const bf16*>(weight.data), eps,
-                                                   static_cast<bf16*>(x.data), x.stride, stream_));
+  KVS_RETURN_IF_ERROR(
+      Shape(heads > 0 && x.cols == static_cast<int64_t>(heads) * weight.NumElements(), "HeadRmsNorm", x, weight));
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchRmsNormBf16(
+      static_cast<const bf16*>(x.data), x.stride, x.rows, heads, static_cast<int32_t>(weight.NumElements()),
+      static_cast<const bf16*>(weight.data), eps, static_cast<bf16*>(x.data), x.stride, stream_));
   return absl::OkStatus();
 }
 
@@ -195,10 +196,9 @@ absl::Status CudaBackend::AddRmsNorm(TensorView residual, TensorView x, TensorVi
   KVS_RETURN_IF_ERROR(Shape(residual.rows == x.rows && residual.cols == x.cols && out.rows == x.rows &&
                                 out.cols == x.cols && weight.cols == x.cols,
                             "AddRmsNorm", residual, x));
-  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchAddRmsNorm(static_cast<float*>(residual.data), residual.stride,
-                                                  static_cast<const bf16*>(x.data), x.stride,
-                                                  static_cast<const bf16*>(weight.data), x.rows, x.cols, eps,
-                                                  static_cast<bf16*>(out.data), out.stride, stream_));
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchAddRmsNorm(
+      static_cast<float*>(residual.data), residual.stride, static_cast<const bf16*>(x.data), x.stride,
+      static_cast<const bf16*>(weight.data), x.rows, x.cols, eps, static_cast<bf16*>(out.data), out.stride, stream_));
   return absl::OkStatus();
 }
 
@@ -207,11 +207,10 @@ absl::Status CudaBackend::Gemm(TensorView x, TensorView w, TensorView out) {
   // column-major [K, N] matrix (transposed) and x as a column-major [K, T] matrix.
   const float alpha = 1.0f, beta = 0.0f;
   const cudaDataType_t out_type = out.dtype == DType::kF32 ? CUDA_R_32F : CUDA_R_16BF;
-  KVS_CUBLAS_RETURN_IF_ERROR(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.rows),
-                                          static_cast<int>(x.rows), static_cast<int>(x.cols), &alpha, w.data,
-                                          CUDA_R_16BF, static_cast<int>(w.cols), x.data, CUDA_R_16BF,
-                                          static_cast<int>(x.stride), &beta, out.data, out_type,
-                                          static_cast<int>(out.stride), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  KVS_CUBLAS_RETURN_IF_ERROR(cublasGemmEx(
+      cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.rows), static_cast<int>(x.rows), static_cast<int>(x.cols),
+      &alpha, w.data, CUDA_R_16BF, static_cast<int>(w.cols), x.data, CUDA_R_16BF, static_cast<int>(x.stride), &beta,
+      out.data, out_type, static_cast<int>(out.stride), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   return absl::OkStatus();
 }
 
@@ -222,15 +221,16 @@ absl::Status CudaBackend::Linear(TensorView x, TensorView w, TensorView bias, Te
   if (out.dtype != DType::kBF16 && out.dtype != DType::kF32) {
     return absl::InvalidArgumentError("Linear: out must be bf16 or f32 on the CUDA backend");
   }
-  KVS_RETURN_IF_ERROR(Shape(x.cols == w.cols && out.rows == x.rows && out.cols == w.rows && w.IsContiguous(), "Linear",
-                            x, w));
+  KVS_RETURN_IF_ERROR(
+      Shape(x.cols == w.cols && out.rows == x.rows && out.cols == w.rows && w.IsContiguous(), "Linear", x, w));
   if (x.rows == 0) return absl::OkStatus();
   // bf16 weights: cuBLAS for every shape (on the H200 it beats the hand-written decode GEMV this
   // replaced at 1 to 8 tokens too: docs/performance.md, "Decode GEMMs").
   KVS_RETURN_IF_ERROR(blocks ? LinearBlocks(x, w, out) : Gemm(x, w, out));
   if (bias.data != nullptr) {
     KVS_RETURN_IF_ERROR(Require(bias, DType::kBF16, "Linear", "bias"));
-    if (bias.NumElements() != w.rows) return absl::InvalidArgumentError("Linear: bias size differs from output features");
+    if (bias.NumElements() != w.rows)
+      return absl::InvalidArgumentError("Linear: bias size differs from output features");
     if (out.dtype == DType::kF32) {
       KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchAddBiasF32(static_cast<float*>(out.data), out.stride, out.rows, out.cols,
                                                       static_cast<const bf16*>(bias.data), stream_));
@@ -245,7 +245,8 @@ absl::Status CudaBackend::Linear(TensorView x, TensorView w, TensorView bias, Te
 absl::Status CudaBackend::Rope(TensorView x, int32_t heads, const int32_t* positions, RopeTable rope) {
   KVS_RETURN_IF_ERROR(Require(x, DType::kBF16, "Rope", "x"));
   if (rope.head_dim <= 0 || rope.head_dim % 2 != 0 || x.cols != static_cast<int64_t>(heads) * rope.head_dim) {
-    return absl::InvalidArgumentError(absl::StrFormat("Rope: %d columns for %d heads of %d", x.cols, heads, rope.head_dim));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("Rope: %d columns for %d heads of %d", x.cols, heads, rope.head_dim));
   }
   KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchRope(static_cast<bf16*>(x.data), x.stride, x.rows, heads, rope.head_dim,
                                             positions, rope.inv_freq, stream_));
@@ -256,7 +257,8 @@ absl::Status CudaBackend::WriteKv(TensorView k, TensorView v, const int32_t* slo
   KVS_RETURN_IF_ERROR(Require(k, DType::kBF16, "WriteKv", "k"));
   KVS_RETURN_IF_ERROR(Require(v, DType::kBF16, "WriteKv", "v"));
   KVS_RETURN_IF_ERROR(CheckCache(cache, "WriteKv"));
-  KVS_RETURN_IF_ERROR(Shape(k.rows == v.rows && k.cols == cache.SlotStride() && v.cols == cache.SlotStride(), "WriteKv", k, v));
+  KVS_RETURN_IF_ERROR(
+      Shape(k.rows == v.rows && k.cols == cache.SlotStride() && v.cols == cache.SlotStride(), "WriteKv", k, v));
   KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchWriteKv(static_cast<const bf16*>(k.data), k.stride,
                                                static_cast<const bf16*>(v.data), v.stride, k.rows, slot_mapping, cache,
                                                stream_));
@@ -280,9 +282,9 @@ absl::Status CudaBackend::PagedAttention(TensorView q, PagedKvView cache, const 
       return absl::UnimplementedError("PagedAttention: " + problem);
     }
   }
-  const cudaError_t err = cuda::LaunchPagedAttention(static_cast<const bf16*>(q.data), q.stride,
-                                                     static_cast<int32_t>(q_heads), cache, batch, scale,
-                                                     static_cast<bf16*>(out.data), out.stride, attention_ws_, stream_);
+  const cudaError_t err =
+      cuda::LaunchPagedAttention(static_cast<const bf16*>(q.data), q.stride, static_cast<int32_t>(q_heads), cache,
+                                 batch, scale, static_cast<bf16*>(out.data), out.stride, attention_ws_, stream_);
   if (err == cudaErrorInvalidValue) {
     return absl::UnimplementedError(absl::StrFormat("PagedAttention: %s", CudaKvProblem(cache.dtype, cache.head_dim)));
   }
@@ -324,11 +326,13 @@ absl::Status CudaBackend::ArgmaxRows(TensorView logits, int32_t first_id, int32_
 }
 
 absl::Status CudaBackend::Dequantize(GgmlType type, const void* src, int64_t src_stride, TensorView out) {
-  if (out.dtype != DType::kBF16 && out.dtype != DType::kF32) return absl::InvalidArgumentError("Dequantize: out must be bf16 or f32");
+  if (out.dtype != DType::kBF16 && out.dtype != DType::kF32)
+    return absl::InvalidArgumentError("Dequantize: out must be bf16 or f32");
   const auto info = LookupGgmlType(static_cast<uint32_t>(type));
   if (!info) return absl::InvalidArgumentError("Dequantize: unknown GGML type");
   if (!cuda::DequantizeSupports(type)) {
-    return absl::UnimplementedError(absl::StrFormat("Dequantize: no device decoder for %s (decode it on the host)", info->name));
+    return absl::UnimplementedError(
+        absl::StrFormat("Dequantize: no device decoder for %s (decode it on the host)", info->name));
   }
   if (out.cols % info->block_elems != 0 || out.stride != out.cols) {
     return absl::InvalidArgumentError(absl::StrFormat("Dequantize: %d columns of %s in %d-element blocks, contiguous",
@@ -337,8 +341,8 @@ absl::Status CudaBackend::Dequantize(GgmlType type, const void* src, int64_t src
   if (src_stride < out.cols / info->block_elems * info->block_bytes) {
     return absl::InvalidArgumentError("Dequantize: rows overlap (stride < row bytes)");
   }
-  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchDequantize(type, src, src_stride, out.rows, out.cols, out.data,
-                                                  out.dtype == DType::kF32, stream_));
+  KVS_CUDA_RETURN_IF_ERROR(
+      cuda::LaunchDequantize(type, src, src_stride, out.rows, out.cols, out.data, out.dtype == DType::kF32, stream_));
   return absl::OkStatus();
 }
 
@@ -353,9 +357,10 @@ absl::Status CudaBackend::SampleRows(TensorView logits, const SampleRequest* req
 
 std::string CudaBackend::AttentionWindowProblem(KvDType t, int32_t head_dim) const {
   if (cuda::WindowAttentionSupports(t, head_dim)) return "";
-  return absl::StrFormat("the CUDA kernel for sliding-window layers takes bf16 caches with head_dim a multiple of 32 "
-                         "up to 256 (asked: --kv-dtype %s, head_dim %d)",
-                         KvDTypeName(t), head_dim);
+  return absl::StrFormat(
+      "the CUDA kernel for sliding-window layers takes bf16 caches with head_dim a multiple of 32 "
+      "up to 256 (asked: --kv-dtype %s, head_dim %d)",
+      KvDTypeName(t), head_dim);
 }
 
 std::string CudaBackend::KvDTypeProblem(KvDType t, int32_t head_dim) const {

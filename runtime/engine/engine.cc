@@ -137,7 +137,8 @@ absl::StatusOr<double> Engine::MeasureOffloadReads(Backend& backend) {
   std::fprintf(stderr,
                "[rank 0] KV offload: %d blocks (%.2f GiB) in host memory past the device's %d, read in place at %.1f "
                "GB/s (measured)\n",
-               cache.num_offload_blocks(), cache.num_offload_blocks() * static_cast<double>(cache.bytes_per_block()) / (1u << 30),
+               cache.num_offload_blocks(),
+               cache.num_offload_blocks() * static_cast<double>(cache.bytes_per_block()) / (1u << 30),
                cache.num_blocks(), rate / 1e9);
   return rate;
 }
@@ -293,7 +294,8 @@ absl::StatusOr<std::vector<TokenEvent>> Engine::Step() {
     }
     ++row;
   }
-  const bool on_device = !greedy_only && !host_logits && static_cast<int64_t>(draws_.size()) <= executor_->runner().MaxDeviceSamples();
+  const bool on_device =
+      !greedy_only && !host_logits && static_cast<int64_t>(draws_.size()) <= executor_->runner().MaxDeviceSamples();
   KVS_ASSIGN_OR_RETURN(ModelRunner::Output out,
                        RunStep(input_, greedy_only, on_device ? std::span<const SampleRequest>(draws_) : std::span<const SampleRequest>()));
   scheduler_->StepSubmitted();

@@ -13,7 +13,8 @@ absl::Status EngineConfig::Validate() const {
   }
   if (max_seqs < 1) return absl::InvalidArgumentError(absl::StrFormat("--max-seqs must be >= 1, got %d", max_seqs));
   if (max_tokens_per_step < 1) {
-    return absl::InvalidArgumentError(absl::StrFormat("--max-tokens-per-step must be >= 1, got %d", max_tokens_per_step));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("--max-tokens-per-step must be >= 1, got %d", max_tokens_per_step));
   }
   if (max_model_len < 0) return absl::InvalidArgumentError("--max-model-len must be >= 0");
   if (!(memory_fraction > 0.0 && memory_fraction <= 1.0)) {

@@ -19,14 +19,15 @@ absl::StatusOr<KvCapacity> PlanKvCapacity(Backend& backend, const ModelWeights& 
     KVS_ASSIGN_OR_RETURN(offload, tp.comm->AllReduceMin(offload));
   }
   if (config.kv_offload_bytes > 0 && offload == 0) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "--kv-offload-memory must hold at least one KV block (%d bytes)", cap.bytes_per_block));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("--kv-offload-memory must hold at least one KV block (%d bytes)", cap.bytes_per_block));
   }
   size_t kv_bytes = config.kv_cache_bytes;
   if (kv_bytes == 0) {
-    const size_t workspace = ModelRunner::WorkspaceBytes(weights, LimitsFor(config), tp.size()) +
-                             KvCache::StagingWindowBytes(local, kv_dtype, config.block_size, static_cast<int32_t>(offload)) +
-                             KvCache::ResidualBytes(local, kv_dtype, config.block_size, config.max_seqs);
+    const size_t workspace =
+        ModelRunner::WorkspaceBytes(weights, LimitsFor(config), tp.size()) +
+        KvCache::StagingWindowBytes(local, kv_dtype, config.block_size, static_cast<int32_t>(offload)) +
+        KvCache::ResidualBytes(local, kv_dtype, config.block_size, config.max_seqs);
     const size_t free = backend.FreeMemoryBytes();
     kv_bytes = free <= workspace ? 0 : static_cast<size_t>((free - workspace) * config.memory_fraction);
   }
@@ -37,9 +38,9 @@ absl::StatusOr<KvCapacity> PlanKvCapacity(Backend& backend, const ModelWeights& 
     cap.blocks = static_cast<int32_t>(group_min);
   }
   if (cap.blocks <= 0) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "no memory is left for the KV cache after the weights and step workspace (%s)",
-        tp.comm ? "on at least one rank of the group" : "this device"));
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("no memory is left for the KV cache after the weights and step workspace (%s)",
+                        tp.comm ? "on at least one rank of the group" : "this device"));
   }
   cap.offload_blocks = static_cast<int32_t>(std::min<int64_t>(offload, (int64_t{1} << 30) - cap.blocks));
   return cap;
@@ -63,13 +64,13 @@ absl::StatusOr<int32_t> AddSwapSpace(Backend& backend, const EngineConfig& confi
 }
 
 absl::StatusOr<std::unique_ptr<StepExecutor>> StepExecutor::Create(Backend& backend, const ModelWeights& weights,
-                                                                  const EngineConfig& config, TensorParallel tp) {
+                                                                   const EngineConfig& config, TensorParallel tp) {
   std::unique_ptr<StepExecutor> x(new StepExecutor());
   x->tp_ = tp;
   KVS_ASSIGN_OR_RETURN(x->capacity_, PlanKvCapacity(backend, weights, config, tp));
-  KVS_ASSIGN_OR_RETURN(x->cache_, KvCache::Create(backend, weights.local_config(),
-                                                  config.kv_dtype.value_or(backend.DefaultKvDType()), config.block_size,
-                                                  x->capacity_.blocks, x->capacity_.offload_blocks));
+  KVS_ASSIGN_OR_RETURN(
+      x->cache_, KvCache::Create(backend, weights.local_config(), config.kv_dtype.value_or(backend.DefaultKvDType()),
+                                 config.block_size, x->capacity_.blocks, x->capacity_.offload_blocks));
   KVS_RETURN_IF_ERROR(x->cache_.AddResiduals(backend, config.max_seqs));
   KVS_ASSIGN_OR_RETURN(ModelRunner runner, ModelRunner::Create(backend, weights, x->cache_, LimitsFor(config), tp));
   x->runner_ = std::make_unique<ModelRunner>(std::move(runner));

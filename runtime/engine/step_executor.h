@@ -21,16 +21,16 @@ namespace kvs {
 
 // How much KV cache one rank of a group gets, measured at start-up.
 struct KvCapacity {
-  int32_t local_blocks = 0;  // what fits on this rank after its weights and step workspace
-  int32_t blocks = 0;        // the group's: the minimum over its ranks (every rank holds each block)
+  int32_t local_blocks = 0;    // what fits on this rank after its weights and step workspace
+  int32_t blocks = 0;          // the group's: the minimum over its ranks (every rank holds each block)
   size_t bytes_per_block = 0;  // on this rank, for its KV heads
   int32_t offload_blocks = 0;  // the group's blocks in host memory past the device's (kv_offload_bytes)
 };
 
 // Measures this rank's KV capacity and agrees the group's with the other ranks (a collective
 // call when tp.comm is set: every rank of the group must make it).
-absl::StatusOr<KvCapacity> PlanKvCapacity(Backend& backend, const ModelWeights& weights,
-                                          const EngineConfig& resolved, const TensorParallel& tp);
+absl::StatusOr<KvCapacity> PlanKvCapacity(Backend& backend, const ModelWeights& weights, const EngineConfig& resolved,
+                                          const TensorParallel& tp);
 // The swap space in host blocks, agreed by the group (collective when tp.comm is set), and
 // added to `cache` as its host tier.
 absl::StatusOr<int32_t> AddSwapSpace(Backend& backend, const EngineConfig& resolved, const TensorParallel& tp,

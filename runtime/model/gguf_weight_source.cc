@@ -7,8 +7,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
-#include "kernels/common/status_macros.h"
 #include "kernels/common/ggml_decode.h"
+#include "kernels/common/status_macros.h"
 #include "runtime/model/gguf_file.h"
 #include "runtime/model/weight_source.h"
 

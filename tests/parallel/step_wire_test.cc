@@ -64,8 +64,10 @@ TEST(StepMessageTest, RoundTripsTheTablesOfEveryKvGroup) {
   EXPECT_EQ(out.num_kv_groups, 2);
   EXPECT_EQ(out.slot_mapping, in.slot_mapping);
   EXPECT_EQ(out.block_table, in.block_table);
-  EXPECT_EQ(std::vector<int32_t>(out.GroupTable(1).begin(), out.GroupTable(1).end()), (std::vector<int32_t>{5, 0, 0, 6}));
-  EXPECT_EQ(std::vector<int32_t>(out.GroupSlots(1).begin(), out.GroupSlots(1).end()), (std::vector<int32_t>{80, 81, 82, 97}));
+  EXPECT_EQ(std::vector<int32_t>(out.GroupTable(1).begin(), out.GroupTable(1).end()),
+            (std::vector<int32_t>{5, 0, 0, 6}));
+  EXPECT_EQ(std::vector<int32_t>(out.GroupSlots(1).begin(), out.GroupSlots(1).end()),
+            (std::vector<int32_t>{80, 81, 82, 97}));
   auto no_groups = words;
   no_groups[9] = 0;
   EXPECT_EQ(DecodeStep(no_groups, out, greedy).status().code(), absl::StatusCode::kDataLoss);

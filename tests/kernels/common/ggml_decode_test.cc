@@ -48,7 +48,7 @@ TEST(DequantizeTest, Q5_0AndQ5_1TakeTheFifthBitFromQh) {
   std::vector<uint8_t> b0(22, 0), b1(24, 0);
   PutHalf(b0, 0, kHalfOne);
   PutHalf(b1, 0, kHalfOne);
-  PutHalf(b1, 2, kHalfOne);  // m = 1
+  PutHalf(b1, 2, kHalfOne);         // m = 1
   const uint32_t qh = 0x80000001u;  // element 0 and element 31 have the high bit
   std::memcpy(b0.data() + 2, &qh, 4);
   std::memcpy(b1.data() + 4, &qh, 4);
@@ -145,18 +145,24 @@ TEST(DequantizeTest, BackendDecodesAColumnWindowOfStridedRows) {
       uint8_t* block = rows.data() + (r * 4 + blk) * 34;
       const uint16_t one = kHalfOne;
       std::memcpy(block, &one, 2);
-      for (int j = 0; j < 32; ++j) block[2 + j] = static_cast<uint8_t>(static_cast<int8_t>((r * 20 + blk * 32 + j) % 127));
+      for (int j = 0; j < 32; ++j)
+        block[2 + j] = static_cast<uint8_t>(static_cast<int8_t>((r * 20 + blk * 32 + j) % 127));
     }
   }
   CpuBackend be(size_t{1} << 24);
   std::vector<float> out(3 * 64, -1.0f);
-  ASSERT_TRUE(be.Dequantize(GgmlType::kQ8_0, rows.data() + 34, 4 * 34, TensorView::Contiguous(out.data(), DType::kF32, 3, 64)).ok());
+  ASSERT_TRUE(
+      be.Dequantize(GgmlType::kQ8_0, rows.data() + 34, 4 * 34, TensorView::Contiguous(out.data(), DType::kF32, 3, 64))
+          .ok());
   for (int r = 0; r < 3; ++r) {
-    for (int c = 0; c < 64; ++c) EXPECT_EQ(out[r * 64 + c], static_cast<float>((r * 20 + 32 + c) % 127)) << r << "," << c;
+    for (int c = 0; c < 64; ++c)
+      EXPECT_EQ(out[r * 64 + c], static_cast<float>((r * 20 + 32 + c) % 127)) << r << "," << c;
   }
   // A window that splits a block, or rows that overlap, is refused.
-  EXPECT_FALSE(be.Dequantize(GgmlType::kQ8_0, rows.data(), 4 * 34, TensorView::Contiguous(out.data(), DType::kF32, 3, 48)).ok());
-  EXPECT_FALSE(be.Dequantize(GgmlType::kQ8_0, rows.data(), 34, TensorView::Contiguous(out.data(), DType::kF32, 3, 64)).ok());
+  EXPECT_FALSE(
+      be.Dequantize(GgmlType::kQ8_0, rows.data(), 4 * 34, TensorView::Contiguous(out.data(), DType::kF32, 3, 48)).ok());
+  EXPECT_FALSE(
+      be.Dequantize(GgmlType::kQ8_0, rows.data(), 34, TensorView::Contiguous(out.data(), DType::kF32, 3, 64)).ok());
 }
 
 }  // namespace

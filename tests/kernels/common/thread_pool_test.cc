@@ -30,7 +30,8 @@ TEST_F(ThreadPoolTest, EveryIndexRunsExactlyOnce) {
           ASSERT_LE(e, n);
           for (int64_t i = b; i < e; ++i) hits[i].fetch_add(1);
         });
-        for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 1) << "threads " << threads << " n " << n << " grain " << grain << " index " << i;
+        for (int64_t i = 0; i < n; ++i)
+          ASSERT_EQ(hits[i].load(), 1) << "threads " << threads << " n " << n << " grain " << grain << " index " << i;
       }
     }
   }

@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "kernels/common/half_convert.h"
 #include "kernels/common/ggml_decode.h"
+#include "kernels/common/half_convert.h"
 #include "kernels/common/thread_pool.h"
 #include "tests/support/ggml_blocks.h"
 

@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "kernels/common/half_convert.h"
 #include "kernels/common/ggml_decode.h"
+#include "kernels/common/half_convert.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "tests/support/ggml_blocks.h"
 #include "tests/support/gpu_fixture.h"
