@@ -360,10 +360,12 @@ absl::Status Bench(std::unique_ptr<RankRuntime>& rt) {
   if (!(absl::GetFlag(FLAGS_length_scale) > 0)) return absl::InvalidArgumentError("--length-scale must be > 0");
   int32_t max_model_len = 0;
   KVS_ASSIGN_OR_RETURN(rt, StartRank(model_path, [&](EngineConfig& c, const ModelConfig& mc) {
-    if (c.max_model_len == 0) c.max_model_len = std::min(mc.MaxContext(), dataset.empty() ? in_len + out_len + 16 : 2048);
-    c.static_batching = absl::GetFlag(FLAGS_static_batching);
-    max_model_len = c.max_model_len;
-  }));
+                         if (c.scheduler.max_model_len == 0)
+                           c.scheduler.max_model_len =
+                               std::min(mc.MaxContext(), dataset.empty() ? in_len + out_len + 16 : 2048);
+                         c.scheduler.static_batching = absl::GetFlag(FLAGS_static_batching);
+                         max_model_len = c.scheduler.max_model_len;
+                       }));
   if (rt->worker) return RunWorker(*rt);
   if (rt->world.rank != 0) return rt->engine->Shutdown();  // data parallel: bench one group
   if (!dataset.empty()) {

@@ -36,12 +36,12 @@ absl::StatusOr<KvDType> KvDTypeFromFlags(const Backend& backend) {
 
 absl::StatusOr<EngineConfig> EngineConfigFromFlags(bool cpu) {
   EngineConfig c;
-  c.block_size = absl::GetFlag(FLAGS_block_size);
-  c.max_seqs = absl::GetFlag(FLAGS_max_seqs);
-  c.max_tokens_per_step = absl::GetFlag(FLAGS_max_tokens_per_step);
-  c.max_model_len = absl::GetFlag(FLAGS_max_model_len);
+  c.scheduler.block_size = absl::GetFlag(FLAGS_block_size);
+  c.scheduler.max_seqs = absl::GetFlag(FLAGS_max_seqs);
+  c.scheduler.max_tokens_per_step = absl::GetFlag(FLAGS_max_tokens_per_step);
+  c.scheduler.max_model_len = absl::GetFlag(FLAGS_max_model_len);
   c.memory_fraction = absl::GetFlag(FLAGS_memory_fraction);
-  c.prefix_caching = absl::GetFlag(FLAGS_enable_prefix_caching);
+  c.scheduler.prefix_caching = absl::GetFlag(FLAGS_enable_prefix_caching);
   c.enforce_eager = absl::GetFlag(FLAGS_enforce_eager);
   c.overlap_kv_moves = absl::GetFlag(FLAGS_overlap_kv_moves);
   if (const std::string kv = absl::GetFlag(FLAGS_kv_cache_memory); !kv.empty()) {

@@ -104,7 +104,7 @@ absl::Status Plan() {
   KVS_ASSIGN_OR_RETURN(EngineConfig ec, EngineConfigFromFlags(/*cpu=*/false));  // planning is for GPUs
   const KvDType kv = ec.kv_dtype.value_or(KvDType::kBF16);
   KVS_ASSIGN_OR_RETURN(ec, ResolveEngineConfig(ec, mc));
-  int64_t context = ec.max_model_len;
+  int64_t context = ec.scheduler.max_model_len;
   if (const std::string c = absl::GetFlag(FLAGS_context); !c.empty()) {
     KVS_ASSIGN_OR_RETURN(context, ParseTokenCount(c));
   }
@@ -115,15 +115,15 @@ absl::Status Plan() {
       PlanCapacity(mc, sharding.ranks, DType::kBF16, kv, static_cast<int64_t>(gpu_mem), ec, pm.source.get());
   const KvGroups& groups = plan.groups;
   const bool windowed = groups.any_windowed();
-  const double block_bytes_whole = static_cast<double>(KvCache::BytesPerBlock(mc, kv, ec.block_size));
+  const double block_bytes_whole = static_cast<double>(KvCache::BytesPerBlock(mc, kv, ec.scheduler.block_size));
   std::printf("model            %s: %d layers, %d query / %d KV heads x %d, %.1f B parameters (%s)\n", mc.name.c_str(),
               mc.num_layers, mc.num_q_heads, mc.num_kv_heads, mc.head_dim, mc.ParameterCount() / 1e9,
               WeightStorage(mc, pm.source.get()).c_str());
   std::printf("layout           tp %d, block size %d, KV %s, %.1f GiB per device, memory fraction %.2f\n", tp,
-              ec.block_size, KvDTypeName(kv).data(), gpu_mem / kGiB, ec.memory_fraction);
-  const double layer_per_token = block_bytes_whole / groups.slots() / ec.block_size;  // one layer's K and V
+              ec.scheduler.block_size, KvDTypeName(kv).data(), gpu_mem / kGiB, ec.memory_fraction);
+  const double layer_per_token = block_bytes_whole / groups.slots() / ec.scheduler.block_size;  // one layer's K and V
   if (!windowed) {
-    const double whole_per_token = block_bytes_whole / ec.block_size;
+    const double whole_per_token = block_bytes_whole / ec.scheduler.block_size;
     std::printf("KV per token     %.0f bytes (%.1f KiB) for the whole model\n", whole_per_token, whole_per_token / 1024);
   } else {
     int32_t global_layers = 0;
@@ -132,10 +132,11 @@ absl::Status Plan() {
                 "their window (%.0f bytes per token in all layers)\n",
                 layer_per_token * global_layers, layer_per_token * global_layers / 1024, global_layers,
                 mc.num_layers - global_layers, layer_per_token * mc.num_layers);
-    std::printf("KV groups        %s: a block holds %d layer%s' K and V for %d tokens; each sequence has blocks in "
-                "every group, a windowed group's only for its window (and one %d-token step)\n",
-                groups.Describe().c_str(), groups.slots(), groups.slots() == 1 ? "" : "s", ec.block_size,
-                ec.max_tokens_per_step);
+    std::printf(
+        "KV groups        %s: a block holds %d layer%s' K and V for %d tokens; each sequence has blocks in "
+        "every group, a windowed group's only for its window (and one %d-token step)\n",
+        groups.Describe().c_str(), groups.slots(), groups.slots() == 1 ? "" : "s", ec.scheduler.block_size,
+        ec.scheduler.max_tokens_per_step);
   }
   for (size_t r = 0; r < plan.ranks.size(); ++r) {
     const RankCapacity& rc = plan.ranks[r];
@@ -143,7 +144,7 @@ absl::Status Plan() {
     if (rc.window_bytes > 0) std::printf("offload staging window %.2f GiB, ", rc.window_bytes / kGiB);
     if (windowed) {
       std::printf("KV %.2f GiB at %lld bytes per block (%d layers x %d tokens) -> %d blocks\n", rc.kv_bytes / kGiB,
-                  static_cast<long long>(rc.bytes_per_block), groups.slots(), ec.block_size, rc.blocks);
+                  static_cast<long long>(rc.bytes_per_block), groups.slots(), ec.scheduler.block_size, rc.blocks);
     } else {
       std::printf("KV %.2f GiB at %.0f bytes/token -> %d blocks\n", rc.kv_bytes / kGiB, rc.kv_bytes_per_token, rc.blocks);
     }
@@ -201,7 +202,7 @@ absl::Status Plan() {
     return absl::OkStatus();
   }
   std::printf("fits             NO: short by %.2f GiB of KV per device (%lld blocks of %d tokens)", short_bytes / kGiB,
-              static_cast<long long>(need_blocks - plan.blocks), ec.block_size);
+              static_cast<long long>(need_blocks - plan.blocks), ec.scheduler.block_size);
   if (offload_blocks > 0) std::printf(", %.2f GiB more than the offload tier holds", (short_bytes - offload_blocks * plan.ranks.front().bytes_per_block) / kGiB);
   std::printf("; options: more --tp, a smaller --kv-dtype (fp8/int8 halve bf16, int4 quarters it), host offload "
               "(--kv-offload-memory), or a smaller batch/context\n");

@@ -78,8 +78,8 @@ absl::StatusOr<std::unique_ptr<RankRuntime>> StartRank(
                  rt->load_seconds);
     if (const KvGroups& g = cache->groups(); g.any_windowed()) {
       // Sliding-window layers: what the blocks hold, in the scheduler's own count.
-      const int64_t longest =
-          g.LongestFitting(capacity->blocks, config.block_size, config.max_tokens_per_step, int64_t{1} << 40);
+      const int64_t longest = g.LongestFitting(capacity->blocks, config.scheduler.block_size,
+                                               config.scheduler.max_tokens_per_step, int64_t{1} << 40);
       std::fprintf(stderr, "%s KV groups: %s, each block one slab of them; the longest sequence that fits: %s tokens\n",
                    rt->tag().c_str(), g.Describe().c_str(),
                    longest >= (int64_t{1} << 40) ? "any number of" : std::to_string(longest).c_str());

@@ -4,7 +4,7 @@
 # written after it is checked, older lines only once they change, so the tree converges without
 # one reformatting commit that would bury its history. Run by ctest (format_check), so CI.
 #
-# To fix: git clang-format --extensions h,cc,cu,cuh,inc "$(cat .ci/format-base)" -- <folders>
+# To fix: stage the files (git add), then git clang-format --extensions h,cc,cu,cuh,inc "$(cat .ci/format-base)" -- <folders>
 set -euo pipefail
 cd "$(dirname "$0")/.."
 base=$(cat .ci/format-base)
@@ -25,6 +25,6 @@ case "$diff" in
     exit 0 ;;
 esac
 echo "$diff"
-echo "check_format: the lines above differ from clang-format's layout; to fix them:" >&2
+echo "check_format: the lines above differ from clang-format's layout; to fix them, stage the files (git add), then:" >&2
 echo "  git clang-format --extensions $EXT $base -- ${FOLDERS[*]}" >&2
 exit 1

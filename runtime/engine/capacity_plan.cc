@@ -40,8 +40,8 @@ CapacityPlan PlanCapacity(const ModelConfig& model, const std::vector<ModelShard
                           KvDType kv_dtype, int64_t device_bytes, const EngineConfig& config,
                           const WeightSource* source) {
   CapacityPlan plan;
-  plan.block_size = config.block_size;
-  plan.max_step_tokens = config.max_tokens_per_step;
+  plan.block_size = config.scheduler.block_size;
+  plan.max_step_tokens = config.scheduler.max_tokens_per_step;
   plan.groups = KvGroups(model.num_layers, model.layer_windows);
   const int tp = static_cast<int>(shards.size());
   // The offload tier's block count is the same on every rank (the smallest), as at start-up.
@@ -51,7 +51,8 @@ CapacityPlan PlanCapacity(const ModelConfig& model, const std::vector<ModelShard
   for (size_t i = 0; i < shards.size(); ++i) {
     ModelConfig local = model;
     local.num_kv_heads = static_cast<int32_t>(shards[i].kv_heads.size());
-    plan.ranks[i].bytes_per_block = static_cast<int64_t>(KvCache::BytesPerBlock(local, kv_dtype, config.block_size));
+    plan.ranks[i].bytes_per_block =
+        static_cast<int64_t>(KvCache::BytesPerBlock(local, kv_dtype, config.scheduler.block_size));
     offload_blocks = std::min<int64_t>(offload_blocks, static_cast<int64_t>(config.kv_offload_bytes) / plan.ranks[i].bytes_per_block);
     locals.push_back(local);
   }
@@ -61,18 +62,20 @@ CapacityPlan PlanCapacity(const ModelConfig& model, const std::vector<ModelShard
     RankCapacity& r = plan.ranks[i];
     r.weight_bytes = ModelWeights::BytesFor(model, s, weight_dtype, source);
     // The step workspace and, for channel-quantized KV, the sequences' residual blocks (as PlanKvCapacity).
-    r.workspace_bytes = static_cast<int64_t>(ModelRunner::WorkspaceBytes(model, s, weight_dtype, LimitsFor(config), tp) +
-                                             KvCache::ResidualBytes(local, kv_dtype, config.block_size, config.max_seqs));
-    r.window_bytes = static_cast<int64_t>(
-        KvCache::StagingWindowBytes(local, kv_dtype, config.block_size, static_cast<int32_t>(offload_blocks)));
+    r.workspace_bytes = static_cast<int64_t>(
+        ModelRunner::WorkspaceBytes(model, s, weight_dtype, LimitsFor(config), tp) +
+        KvCache::ResidualBytes(local, kv_dtype, config.scheduler.block_size, config.scheduler.max_seqs));
+    r.window_bytes = static_cast<int64_t>(KvCache::StagingWindowBytes(local, kv_dtype, config.scheduler.block_size,
+                                                                      static_cast<int32_t>(offload_blocks)));
     // As PlanKvCapacity: the fraction of what is left after the weights, the step workspace and
     // the staging window.
     const int64_t free = device_bytes - r.weight_bytes - r.window_bytes;
     r.kv_bytes = config.kv_cache_bytes != 0 ? static_cast<int64_t>(config.kv_cache_bytes)
                  : free <= r.workspace_bytes ? 0
                                              : static_cast<int64_t>((free - r.workspace_bytes) * config.memory_fraction);
-    r.kv_bytes_per_token = static_cast<double>(r.bytes_per_block) / config.block_size;
-    r.blocks = KvCache::BlocksForBudget(local, kv_dtype, config.block_size, static_cast<size_t>(std::max<int64_t>(r.kv_bytes, 0)));
+    r.kv_bytes_per_token = static_cast<double>(r.bytes_per_block) / config.scheduler.block_size;
+    r.blocks = KvCache::BlocksForBudget(local, kv_dtype, config.scheduler.block_size,
+                                        static_cast<size_t>(std::max<int64_t>(r.kv_bytes, 0)));
   }
   plan.blocks = plan.ranks.empty() ? 0 : plan.ranks.front().blocks;
   for (const RankCapacity& r : plan.ranks) plan.blocks = std::min(plan.blocks, r.blocks);

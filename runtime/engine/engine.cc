@@ -32,13 +32,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Backend& backend, const M
   KVS_ASSIGN_OR_RETURN(e->executor_, StepExecutor::Create(backend, weights, config, tp));
   KvCache& cache = e->executor_->cache();
   const KvCapacity& capacity = e->executor_->capacity();
-  SchedulerConfig sc;
-  sc.block_size = config.block_size;
-  sc.max_seqs = config.max_seqs;
-  sc.max_tokens_per_step = config.max_tokens_per_step;
-  sc.max_model_len = config.max_model_len;
-  sc.static_batching = config.static_batching;
-  sc.prefix_caching = config.prefix_caching;
+  SchedulerConfig sc = config.scheduler;  // what was asked, and below what was measured
   sc.bytes_per_block = capacity.bytes_per_block;
   sc.kv_dtype_name = std::string(KvDTypeName(cache.dtype()));
   sc.tp = tp.size();
@@ -49,7 +43,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Backend& backend, const M
                                                             mc.vocab_size, mc.num_kv_heads));
   sc.num_host_blocks = e->executor_->host_blocks();
   sc.preemption.mode = sc.num_host_blocks > 0 ? config.preemption_mode : PreemptionMode::kRecompute;
-  sc.host_prefix_cache = config.prefix_caching && sc.num_host_blocks > 0;
+  sc.host_prefix_cache = config.scheduler.prefix_caching && sc.num_host_blocks > 0;
   if (sc.preemption.mode == PreemptionMode::kAuto) {
     KVS_ASSIGN_OR_RETURN(sc.preemption, e->MeasurePreemptionCosts(backend));
   }
@@ -85,7 +79,7 @@ absl::StatusOr<PreemptionCostModel> Engine::MeasurePreemptionCosts(Backend& back
   // Prefill: one chunk of a synthetic prompt through the whole model (on every rank of the
   // group), its KV not stored (slot -1) and no logits taken.
   const RunnerLimits limits = executor_->runner().limits();
-  const int32_t t = std::min({limits.max_tokens_per_step, 256, config_.max_model_len});
+  const int32_t t = std::min({limits.max_tokens_per_step, 256, config_.scheduler.max_model_len});
   const int32_t bs = cache.block_size();
   StepInput step;
   step.Clear();
@@ -208,7 +202,8 @@ TokenEvent Engine::Advance(Sequence& seq, SeqState& st, int32_t token, TokenLogp
   }
   if (reason == FinishReason::kNone) {
     if (eos) reason = FinishReason::kStop;
-    else if (seq.num_generated() >= p.max_tokens || static_cast<int32_t>(seq.tokens.size()) >= config_.max_model_len)
+    else if (seq.num_generated() >= p.max_tokens ||
+             static_cast<int32_t>(seq.tokens.size()) >= config_.scheduler.max_model_len)
       reason = FinishReason::kLength;
   }
   if (reason == FinishReason::kNone) {

@@ -12,9 +12,9 @@ absl::StatusOr<KvCapacity> PlanKvCapacity(Backend& backend, const ModelWeights& 
   KvCapacity cap;
   const ModelConfig& local = weights.local_config();
   const KvDType kv_dtype = config.kv_dtype.value_or(backend.DefaultKvDType());
-  cap.bytes_per_block = KvCache::BytesPerBlock(local, kv_dtype, config.block_size);
+  cap.bytes_per_block = KvCache::BytesPerBlock(local, kv_dtype, config.scheduler.block_size);
   // The offload tier first: its staging window (one layer of it, KvCache) is device memory.
-  int64_t offload = KvCache::BlocksForBudget(local, kv_dtype, config.block_size, config.kv_offload_bytes);
+  int64_t offload = KvCache::BlocksForBudget(local, kv_dtype, config.scheduler.block_size, config.kv_offload_bytes);
   if (tp.comm != nullptr) {
     KVS_ASSIGN_OR_RETURN(offload, tp.comm->AllReduceMin(offload));
   }
@@ -26,12 +26,12 @@ absl::StatusOr<KvCapacity> PlanKvCapacity(Backend& backend, const ModelWeights& 
   if (kv_bytes == 0) {
     const size_t workspace =
         ModelRunner::WorkspaceBytes(weights, LimitsFor(config), tp.size()) +
-        KvCache::StagingWindowBytes(local, kv_dtype, config.block_size, static_cast<int32_t>(offload)) +
-        KvCache::ResidualBytes(local, kv_dtype, config.block_size, config.max_seqs);
+        KvCache::StagingWindowBytes(local, kv_dtype, config.scheduler.block_size, static_cast<int32_t>(offload)) +
+        KvCache::ResidualBytes(local, kv_dtype, config.scheduler.block_size, config.scheduler.max_seqs);
     const size_t free = backend.FreeMemoryBytes();
     kv_bytes = free <= workspace ? 0 : static_cast<size_t>((free - workspace) * config.memory_fraction);
   }
-  cap.local_blocks = KvCache::BlocksForBudget(local, kv_dtype, config.block_size, kv_bytes);
+  cap.local_blocks = KvCache::BlocksForBudget(local, kv_dtype, config.scheduler.block_size, kv_bytes);
   cap.blocks = cap.local_blocks;
   if (tp.comm != nullptr) {
     KVS_ASSIGN_OR_RETURN(int64_t group_min, tp.comm->AllReduceMin(cap.local_blocks));
@@ -70,8 +70,8 @@ absl::StatusOr<std::unique_ptr<StepExecutor>> StepExecutor::Create(Backend& back
   KVS_ASSIGN_OR_RETURN(x->capacity_, PlanKvCapacity(backend, weights, config, tp));
   KVS_ASSIGN_OR_RETURN(
       x->cache_, KvCache::Create(backend, weights.local_config(), config.kv_dtype.value_or(backend.DefaultKvDType()),
-                                 config.block_size, x->capacity_.blocks, x->capacity_.offload_blocks));
-  KVS_RETURN_IF_ERROR(x->cache_.AddResiduals(backend, config.max_seqs));
+                                 config.scheduler.block_size, x->capacity_.blocks, x->capacity_.offload_blocks));
+  KVS_RETURN_IF_ERROR(x->cache_.AddResiduals(backend, config.scheduler.max_seqs));
   KVS_ASSIGN_OR_RETURN(ModelRunner runner, ModelRunner::Create(backend, weights, x->cache_, LimitsFor(config), tp));
   x->runner_ = std::make_unique<ModelRunner>(std::move(runner));
   KVS_ASSIGN_OR_RETURN(x->host_blocks_, AddSwapSpace(backend, config, tp, x->cache_));

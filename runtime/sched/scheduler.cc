@@ -10,7 +10,9 @@ namespace kvs {
 Scheduler::Scheduler(SchedulerConfig config, int32_t num_blocks)
     : config_(config), pool_(num_blocks), host_pool_(config.num_host_blocks), offload_pool_(config.num_offload_blocks),
       groups_(config.kv_groups.num_groups() > 0 ? config.kv_groups : KvGroups(1, {})) {
-  KVS_CHECK(config_.block_size > 0 && config_.max_seqs > 0 && config_.max_tokens_per_step > 0);
+  KVS_CHECK_MSG(
+      config_.block_size > 0 && config_.max_seqs > 0 && config_.max_tokens_per_step > 0 && config_.max_model_len > 0,
+      "scheduler limits must be positive (max_model_len: resolved by the engine)");
   group_slots_.resize(num_groups());
   for (int32_t r = config_.residual_seqs - 1; r >= 0; --r) free_residuals_.push_back(r);
 }

@@ -62,7 +62,7 @@ struct SchedulerConfig {
   int32_t block_size = kDefaultBlockSize;
   int32_t max_seqs = kDefaultMaxSeqs;                            // sequences per step
   int32_t max_tokens_per_step = kDefaultMaxTokensPerStep;        // token budget (prefill chunks + decodes)
-  int32_t max_model_len = 4096;       // prompt + output cap per sequence
+  int32_t max_model_len = 0;  // prompt + output cap per sequence; 0 until the engine resolves it
   // The baseline that paging is measured against (benchmarks only): requests are admitted in
   // batches, only when the previous batch has finished, and each reserves the blocks of a full
   // max_model_len context up front (no paging, no preemption).

@@ -22,9 +22,10 @@ inline OffloadOutcome GenerateWithOffload(LoadedCpuModel& lm, const std::vector<
                                           int32_t block_size, int32_t device_blocks, int32_t offload_blocks,
                                           int32_t max_tokens = 20) {
   EngineConfig c;
-  c.block_size = block_size;
-  c.max_tokens_per_step = 4 * block_size;  // chunked prefill: later chunks read the offloaded blocks
-  const size_t block = KvCache::BytesPerBlock(lm.weights->config(), lm.backend->DefaultKvDType(), c.block_size);
+  c.scheduler.block_size = block_size;
+  c.scheduler.max_tokens_per_step = 4 * block_size;  // chunked prefill: later chunks read the offloaded blocks
+  const size_t block =
+      KvCache::BytesPerBlock(lm.weights->config(), lm.backend->DefaultKvDType(), c.scheduler.block_size);
   c.kv_cache_bytes = device_blocks * block;
   c.kv_offload_bytes = offload_blocks * block;
   auto engine = Engine::Create(*lm.backend, *lm.weights, nullptr, c);

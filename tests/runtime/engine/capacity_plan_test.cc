@@ -26,8 +26,8 @@ TEST_P(CapacityPlanModelTest, PredictsTheBlocksAnEngineFindsAtStartUp) {
       auto w = ModelWeights::Load(**src, be);
       ASSERT_TRUE(w.ok());
       EngineConfig c;
-      c.block_size = 16;
-      c.max_seqs = 8;
+      c.scheduler.block_size = 16;
+      c.scheduler.max_seqs = 8;
       c.kv_dtype = kv;
       auto engine = Engine::Create(be, *w, nullptr, c);
       ASSERT_TRUE(engine.ok()) << engine.status();
@@ -49,7 +49,7 @@ TEST_P(CapacityPlanModelTest, TheLongestSequenceThatFitsIsWhatTheSchedulerAdmits
   ASSERT_TRUE(src.ok()) << src.status();
   const ModelConfig& mc = (*src)->config();
   EngineConfig c;
-  c.block_size = 16;
+  c.scheduler.block_size = 16;
   c.kv_cache_bytes = 256 * KvCache::BytesPerBlock(mc, KvDType::kF32, 16);
   auto resolved = ResolveEngineConfig(c, mc);
   ASSERT_TRUE(resolved.ok());
@@ -67,7 +67,7 @@ TEST_P(CapacityPlanModelTest, TheLongestSequenceThatFitsIsWhatTheSchedulerAdmits
   } else {
     EXPECT_GT(longest, 2 * global.max_tokens());  // the windowed groups hold only their window
   }
-  SchedulerConfig sc{16, 4, resolved->max_tokens_per_step, static_cast<int32_t>(longest) + 64};
+  SchedulerConfig sc{16, 4, resolved->scheduler.max_tokens_per_step, static_cast<int32_t>(longest) + 64};
   sc.kv_groups = KvGroups(mc.num_layers, mc.layer_windows);
   Scheduler s(sc, plan.blocks);
   Request fits{"fits", std::vector<int32_t>(longest - 1, 5), {}};

@@ -52,7 +52,7 @@ TEST(ForkTest, SampleIEqualsALoneRequestSeededWithSeedPlusI) {
   ASSERT_NE(lm, nullptr);
   EngineConfig c;
   c.kv_cache_bytes = 8 << 20;
-  c.block_size = 4;
+  c.scheduler.block_size = 4;
   int64_t copies = 0;
   const auto forked = RunAll(*lm, {Make("r", 4, 0.9f, 100)}, c, &copies);
   ASSERT_EQ(forked.size(), 4u);
@@ -78,7 +78,7 @@ TEST(ForkTest, ForksSurvivePreemptionByRecomputeAndBySwap) {
   ASSERT_NE(lm, nullptr);
   EngineConfig roomy;
   roomy.kv_cache_bytes = 8 << 20;
-  roomy.block_size = 4;
+  roomy.scheduler.block_size = 4;
   const auto want = RunAll(*lm, {Make("a", 3, 0.7f, 1), Make("b", 2, 0.0f, 0), Make("c", 3, 0.5f, 9)}, roomy);
   for (PreemptionMode mode : {PreemptionMode::kRecompute, PreemptionMode::kSwap}) {
     EngineConfig tight = roomy;
@@ -131,12 +131,12 @@ TEST(BatchInvarianceTest, SixtyFourRequestsGiveTheSameTokensAloneBatchedChunkedA
   for (const auto& p : prompts) alone.push_back(testing::RunGreedy(*lm, {p}, 16, base)[0]);
   EXPECT_EQ(testing::RunGreedy(*lm, prompts, 16, base), alone) << "batch of 64";
   EngineConfig chunked = base;
-  chunked.max_tokens_per_step = 7;
-  chunked.block_size = 3;
+  chunked.scheduler.max_tokens_per_step = 7;
+  chunked.scheduler.block_size = 3;
   EXPECT_EQ(testing::RunGreedy(*lm, prompts, 16, chunked), alone) << "chunked prefill";
   for (PreemptionMode mode : {PreemptionMode::kSwap, PreemptionMode::kRecompute}) {
     EngineConfig tight = base;
-    tight.block_size = 8;
+    tight.scheduler.block_size = 8;
     tight.kv_cache_bytes = 40 * 8 * lm->weights->config().KvBytesPerToken(4);  // 40 blocks for 64 sequences
     tight.preemption_mode = mode;
     tight.swap_space_bytes = 512 * 8 * lm->weights->config().KvBytesPerToken(4);

@@ -147,7 +147,7 @@ TEST(GpuMovesTest, OverlappedSwapsGiveWhatQueuedSwapsGive) {
   roomy.kv_cache_bytes = 64 << 20;
   const auto unpreempted = testing::RunGreedy(*gpu, prompts, 48, roomy);
   EngineConfig tight = roomy;
-  tight.block_size = 8;
+  tight.scheduler.block_size = 8;
   tight.kv_cache_bytes = 96 * 8 * gpu->weights->config().KvBytesPerToken(2);  // 96 blocks for 24 sequences
   tight.preemption_mode = PreemptionMode::kSwap;
   tight.swap_space_bytes = 1024 * 8 * gpu->weights->config().KvBytesPerToken(2);

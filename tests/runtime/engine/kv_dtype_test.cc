@@ -88,11 +88,11 @@ TEST(KvDTypeTest, QuantizedBlocksSurviveSwapAndPrefixSharing) {
     EngineConfig base;
     base.kv_dtype = t;
     base.kv_cache_bytes = 16 << 20;
-    base.block_size = 8;  // the channel-quantized formats' key groups are blocks: the same ones alone
+    base.scheduler.block_size = 8;  // the channel-quantized formats' key groups are blocks: the same ones alone
     std::vector<std::vector<int32_t>> alone;
     for (const auto& p : prompts) alone.push_back(testing::RunGreedy(*lm, {p}, 12, base)[0]);
     EngineConfig tight = base;
-    const size_t block_bytes = KvCache::BytesPerBlock(lm->weights->config(), t, tight.block_size);
+    const size_t block_bytes = KvCache::BytesPerBlock(lm->weights->config(), t, tight.scheduler.block_size);
     tight.kv_cache_bytes = 14 * block_bytes;  // 14 blocks for 24 sequences of up to 6 blocks
     tight.preemption_mode = PreemptionMode::kSwap;
     tight.swap_space_bytes = 256 * block_bytes;

@@ -39,8 +39,8 @@ TEST(KvOffloadTest, WithoutOffloadTheRequestIsRefusedNamingTheOption) {
   auto lm = testing::LoadCpuModel(testing::GoldenPath("models/tiny-llama31"));
   ASSERT_NE(lm, nullptr);
   EngineConfig c;
-  c.block_size = 4;
-  c.kv_cache_bytes = 10 * KvCache::BytesPerBlock(lm->weights->config(), KvDType::kF32, c.block_size);
+  c.scheduler.block_size = 4;
+  c.kv_cache_bytes = 10 * KvCache::BytesPerBlock(lm->weights->config(), KvDType::kF32, c.scheduler.block_size);
   auto engine = Engine::Create(*lm->backend, *lm->weights, nullptr, c);
   ASSERT_TRUE(engine.ok()) << engine.status();
   SamplingParams p;

@@ -21,10 +21,10 @@ Outcome RunWaves(testing::LoadedCpuModel& lm, const std::vector<std::vector<std:
                  int32_t device_blocks = 0, int32_t host_blocks = 0) {
   EngineConfig c;
   c.kv_cache_bytes = 8 << 20;
-  c.block_size = 4;
-  c.prefix_caching = cache;
+  c.scheduler.block_size = 4;
+  c.scheduler.prefix_caching = cache;
   if (device_blocks > 0) {
-    const size_t block = KvCache::BytesPerBlock(lm.weights->config(), KvDType::kF32, c.block_size);
+    const size_t block = KvCache::BytesPerBlock(lm.weights->config(), KvDType::kF32, c.scheduler.block_size);
     c.kv_cache_bytes = device_blocks * block;
     c.swap_space_bytes = host_blocks * block;
     c.preemption_mode = PreemptionMode::kSwap;  // moving a block always beats recomputing it here

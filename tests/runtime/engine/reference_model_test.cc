@@ -101,20 +101,21 @@ TEST_P(RandomCheckpointTest, GreedyMatchesTransformersAloneBatchedChunkedAndPree
   }
   EXPECT_EQ(RunGreedy(*lm, prompts, n, base), want) << "batched";
   EngineConfig chunked = base;
-  chunked.max_tokens_per_step = 5;
-  chunked.block_size = 1;
+  chunked.scheduler.max_tokens_per_step = 5;
+  chunked.scheduler.block_size = 1;
   EXPECT_EQ(RunGreedy(*lm, prompts, n, chunked), want) << "chunked prefill, page size 1";
   // A cache that holds the longest sequence alone cannot hold the others beside it (7 blocks x
   // 16 tokens without sliding windows; with them, the global group's blocks and each windowed
   // group's window).
   // Steps of 16 tokens keep a windowed group's share small (its window plus one step's tokens).
   EngineConfig tight = base;
-  tight.block_size = 16;
-  tight.max_tokens_per_step = 16;
+  tight.scheduler.block_size = 16;
+  tight.scheduler.max_tokens_per_step = 16;
   const ModelConfig& mc = lm->weights->config();
   size_t longest = 0;
   for (const auto& p : prompts) longest = std::max(longest, p.size() + n);
-  const int64_t blocks = KvGroups(mc.num_layers, mc.layer_windows).BlocksHeld(longest, 16, tight.max_tokens_per_step);
+  const int64_t blocks =
+      KvGroups(mc.num_layers, mc.layer_windows).BlocksHeld(longest, 16, tight.scheduler.max_tokens_per_step);
   tight.kv_cache_bytes = blocks * KvCache::BytesPerBlock(mc, lm->backend->DefaultKvDType(), 16);
   tight.preemption_mode = PreemptionMode::kRecompute;
   int64_t preemptions = 0, swaps = 0;
@@ -239,7 +240,7 @@ TEST(Gemma3Test, GreedyContinuationsMatchTransformersInOneBatch) {
   }
   EngineConfig config;
   config.kv_cache_bytes = 64 << 20;
-  config.max_tokens_per_step = 256;  // the long prompt in chunks: windows across chunk boundaries
+  config.scheduler.max_tokens_per_step = 256;  // the long prompt in chunks: windows across chunk boundaries
   const auto got = RunGreedy(*lm, prompts, n, config);
   for (size_t i = 0; i < want.size(); ++i) {
     const std::vector<int32_t> head(got[i].begin(), got[i].begin() + want[i].size());
