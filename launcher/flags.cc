@@ -1,6 +1,7 @@
 #include "launcher/flags.h"
 
 #include "absl/flags/flag.h"
+#include "runtime/engine/engine_config.h"
 #include "runtime/sched/scheduler.h"
 
 ABSL_FLAG(std::string, model, "", "Model: a .gguf file or a Hugging Face checkpoint directory");
@@ -32,6 +33,9 @@ ABSL_FLAG(std::string, kv_dtype, "",
           "KV cache element format: f32, bf16, fp16, fp8, int8, int4, int2 (keys per channel, values per token, "
           "the newest tokens in bf16: CPU backend) or int4-token (int4 per token: also CUDA); default: the "
           "backend's compute dtype (f32 on CPU, bf16 on CUDA; `plan` assumes bf16)");
+ABSL_FLAG(int32_t, kv_residual_tokens, kvs::kDefaultKvResidualTokens,
+          "With --kv-dtype int4 / int2: each sequence's newest tokens kept in bf16 (KIVI's full-precision window), "
+          "rounded up to whole blocks and to at most the smallest sliding window; 0 seals each block when whole");
 ABSL_FLAG(std::string, device, "auto",
           "Backend: cpu (weights kept in their GGUF blocks, int8 dot products), cpu-reference (the float32 "
           "oracle), cuda, or auto (cuda when a GPU is visible, else cpu)");

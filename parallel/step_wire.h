@@ -1,8 +1,9 @@
 // The step message on the wire: how a tensor-parallel group's rank 0 sends each StepInput (or
 // the stop command) to its other ranks, as int32 words broadcast over MPI:
 // [command, greedy_only, max_blocks_per_seq, T, S, rows, swap-out words, swap-in words, copy
-// words, G, residual words (0 or S), then token_ids, positions, slot_mapping, query_start,
-// context_len, block_table, logit_rows, swap_out, swap_in, copy_blocks, residual].
+// words, G, residuals (0 or S), then token_ids, positions, slot_mapping, query_start,
+// context_len, block_table, logit_rows, swap_out, swap_in, copy_blocks, residual, sealed (both
+// `residuals` words)].
 #pragma once
 
 #include <cstdint>

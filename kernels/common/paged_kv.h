@@ -14,6 +14,31 @@
 
 namespace kvs {
 
+// Where channel-quantized KV (kv_format.h: int4 / int2) keeps a running sequence's newest tokens:
+// in bf16, in a ring of `blocks` residual blocks per layer group of its own, until they are older
+// than its (blocks - 1) * block_size newest tokens; then their block is quantized whole ("sealed")
+// into the paged cache. blocks = 1 seals a block as soon as it is whole; KIVI keeps the newest 128
+// tokens in full precision (blocks = 128 / block_size + 1). A sequence that resumed from sealed
+// blocks alone (a prefix-cache hit, a swap-in, a fork) has sealed positions past SealedEnd, so the
+// step says where each sequence's sealed positions end (AttentionBatch::sealed).
+struct KvResidualRing {
+  int32_t block_size = 1;
+  int32_t blocks = 1;  // ring blocks per sequence and layer group
+
+  int32_t kept_tokens() const { return (blocks - 1) * block_size; }
+  // The positions of a sequence of n tokens that the ring no longer needs to hold: its sealed
+  // blocks' (a multiple of block_size).
+  KVS_HOST_DEVICE int32_t SealedEnd(int32_t n) const {
+    const int32_t kept = (blocks - 1) * block_size;
+    return n <= kept ? 0 : (n - kept) / block_size * block_size;
+  }
+  // Residual slot (ring block * block_size + row, over every ring) of position `pos` in ring `ring`
+  // (KvCache: ring r * G + g is sequence residual r's in layer group g).
+  KVS_HOST_DEVICE int64_t Slot(int64_t ring, int32_t pos) const {
+    return (ring * blocks + (pos / block_size) % blocks) * block_size + pos % block_size;
+  }
+};
+
 struct PagedKvView {
   void* k = nullptr;              // num_blocks * BlockBytes() bytes
   void* v = nullptr;              // same layout as k
@@ -25,12 +50,15 @@ struct PagedKvView {
   // Sliding-window layers (Gemma 3): the query at position p attends to keys p - window + 1 .. p.
   // 0: every earlier key.
   int32_t window = 0;
-  // Channel-quantized formats (kv_format.h): each sequence's newest tokens, in bf16, in a residual
-  // block of its own: [num_residual][block_size][kv_heads][head_dim]. A KV slot s <= -2 names
-  // residual slot -(s + 2) (slot -1: write nothing).
+  // Channel-quantized formats (kv_format.h): each sequence's newest tokens, in bf16, in a ring of
+  // residual blocks of its own (KvResidualRing): [num_residual * residual_blocks][block_size]
+  // [kv_heads][head_dim]. A KV slot s <= -2 names residual slot -(s + 2) (slot -1: write nothing).
   void* k_residual = nullptr;
   void* v_residual = nullptr;
-  int32_t num_residual = 0;
+  int32_t num_residual = 0;     // rings
+  int32_t residual_blocks = 1;  // blocks per ring
+
+  KvResidualRing ring() const { return KvResidualRing{block_size, residual_blocks}; }
 
   // Elements of one token over all KV heads (the width of the k/v rows WriteKv takes).
   int64_t SlotStride() const { return static_cast<int64_t>(kv_heads) * head_dim; }
@@ -74,9 +102,12 @@ struct AttentionBatch {
   const int32_t* query_start = nullptr;  // [num_seqs + 1]
   const int32_t* context_len = nullptr;  // [num_seqs]
   const int32_t* block_table = nullptr;  // [num_seqs, max_blocks_per_seq]
-  // Channel-quantized caches: each sequence's residual block (its keys and values from the last
-  // whole block on: positions >= context_len / block_size * block_size). nullptr otherwise.
+  // Channel-quantized caches: each sequence's residual ring (PagedKvView::ring(): its keys and
+  // values from the end of its sealed blocks on), and where its sealed positions ended before
+  // this step (a multiple of block_size); nullptr otherwise. Positions below
+  // max(sealed[s], ring.SealedEnd(context_len[s])) are in blocks, the others in the ring.
   const int32_t* residual = nullptr;     // [num_seqs]
+  const int32_t* sealed = nullptr;       // [num_seqs]
 };
 
 }  // namespace kvs

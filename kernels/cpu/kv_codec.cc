@@ -235,7 +235,8 @@ void DecodeKvRow(const std::byte* codes, const std::byte* scales, KvDType t, int
 KvRowReader::KvRowReader(const PagedKvView& cache, const AttentionBatch& batch, int32_t seq, int32_t kv_head)
     : cache_(cache), blocks_(batch.block_table + static_cast<int64_t>(seq) * batch.max_blocks_per_seq), kv_head_(kv_head) {
   if (KvChannelQuantized(cache.dtype)) {
-    sealed_ = batch.context_len[seq] / cache.block_size * cache.block_size;
+    sealed_ = cache.ring().SealedEnd(batch.context_len[seq]);
+    if (batch.sealed != nullptr) sealed_ = std::max(sealed_, batch.sealed[seq]);
     residual_ = batch.residual != nullptr ? batch.residual[seq] : -1;
   }
 }
@@ -244,7 +245,7 @@ void KvRowReader::Read(int32_t pos, float* key_buf, float* value_buf, const floa
   const int32_t dim = cache_.head_dim;
   if (KvChannelQuantized(cache_.dtype) && pos >= sealed_) {
     KVS_CHECK_MSG(residual_ >= 0 && residual_ < cache_.num_residual, "a sequence's newest keys need its residual block");
-    const int64_t r = static_cast<int64_t>(residual_) * cache_.block_size + pos % cache_.block_size;
+    const int64_t r = cache_.ring().Slot(residual_, pos);
     DecodeKvRow(static_cast<const std::byte*>(cache_.k_residual) + cache_.ResidualRowOffset(r, kv_head_), nullptr,
                 KvDType::kBF16, dim, key_buf);
     DecodeKvRow(static_cast<const std::byte*>(cache_.v_residual) + cache_.ResidualRowOffset(r, kv_head_), nullptr,

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <vector>
 
 #include "kernels/common/status_macros.h"
@@ -14,10 +15,11 @@ void WriteKvF32(const float* k, int64_t k_stride, const float* v, int64_t v_stri
   for (int64_t t = 0; t < num_tokens; ++t) {
     const int64_t slot = slot_mapping[t];
     if (slot == -1) continue;
-    if (slot <= -2) {  // the sequence's residual block (channel-quantized caches)
+    if (slot <= -2) {  // the sequence's residual ring (channel-quantized caches)
       const int64_t r = -(slot + 2);
-      KVS_CHECK_MSG(cache.k_residual != nullptr && r < static_cast<int64_t>(cache.num_residual) * cache.block_size,
-                    "residual KV slot outside the residual blocks");
+      KVS_CHECK_MSG(cache.k_residual != nullptr &&
+                        r < static_cast<int64_t>(cache.num_residual) * cache.residual_blocks * cache.block_size,
+                    "residual KV slot outside the residual rings");
       for (int32_t h = 0; h < cache.kv_heads; ++h) {
         // Residual rows are bf16 rows, as a bf16 cache stores them.
         EncodeKvRow(k + t * k_stride + h * dim, KvDType::kBF16, dim,
@@ -40,6 +42,7 @@ void WriteKvF32(const float* k, int64_t k_stride, const float* v, int64_t v_stri
 void SealKvGroupsF32(const float* k, int64_t k_stride, const float* v, int64_t v_stride, const AttentionBatch& batch,
                      const PagedKvView& cache) {
   const int32_t bs = cache.block_size, dim = cache.head_dim;
+  const KvResidualRing ring = cache.ring();
   auto* kc = static_cast<std::byte*>(cache.k);
   auto* vc = static_cast<std::byte*>(cache.v);
   std::vector<float> residual_k(static_cast<size_t>(bs) * dim), residual_v(residual_k.size());
@@ -48,8 +51,13 @@ void SealKvGroupsF32(const float* k, int64_t k_stride, const float* v, int64_t v
     const int32_t begin = batch.query_start[s], n = batch.query_start[s + 1] - begin;
     const int32_t end_pos = batch.context_len[s], first_pos = end_pos - n;
     const int32_t* blocks = batch.block_table + static_cast<int64_t>(s) * batch.max_blocks_per_seq;
-    // The blocks whose last token this step brings: j with first_pos < (j + 1) * bs <= end_pos.
-    for (int32_t j = first_pos / bs; (j + 1) * bs <= end_pos; ++j) {
+    // The blocks this step seals: from where the sequence's sealed positions end to where the
+    // ring lets go of its older tokens (with a one-block ring, the blocks this step completes).
+    KVS_CHECK_MSG(batch.sealed != nullptr, "a channel-quantized step needs each sequence's sealed positions");
+    const int32_t from = batch.sealed[s], to = std::max(from, ring.SealedEnd(end_pos));
+    KVS_CHECK_MSG(from % bs == 0 && from >= ring.SealedEnd(first_pos) && from <= first_pos,
+                  "a sequence's sealed positions disagree with its ring");
+    for (int32_t j = from / bs; j < to / bs; ++j) {
       const int64_t block = blocks[j];
       KVS_CHECK_MSG(block >= 0 && block < cache.num_blocks, "block table entry outside the cache");
       for (int32_t h = 0; h < cache.kv_heads; ++h) {
@@ -61,10 +69,10 @@ void SealKvGroupsF32(const float* k, int64_t k_stride, const float* v, int64_t v
             value_rows[i] = v + t * v_stride + h * dim;
             continue;
           }
-          // An earlier token of the block: in the sequence's residual, row pos % bs.
+          // An earlier token of the block: in the sequence's residual ring.
           KVS_CHECK_MSG(batch.residual != nullptr && batch.residual[s] >= 0 && batch.residual[s] < cache.num_residual,
                         "a block completed across steps needs the sequence's residual block");
-          const int64_t r = static_cast<int64_t>(batch.residual[s]) * bs + i;
+          const int64_t r = ring.Slot(batch.residual[s], pos);
           float* rk = residual_k.data() + static_cast<size_t>(i) * dim;
           float* rv = residual_v.data() + static_cast<size_t>(i) * dim;
           DecodeKvRow(static_cast<const std::byte*>(cache.k_residual) + cache.ResidualRowOffset(r, h), nullptr,

@@ -18,6 +18,9 @@ absl::Status EngineConfig::Validate() const {
         absl::StrFormat("--max-tokens-per-step must be >= 1, got %d", scheduler.max_tokens_per_step));
   }
   if (scheduler.max_model_len < 0) return absl::InvalidArgumentError("--max-model-len must be >= 0");
+  if (kv_residual_tokens < 0) {
+    return absl::InvalidArgumentError(absl::StrFormat("--kv-residual-tokens must be >= 0, got %d", kv_residual_tokens));
+  }
   if (!(memory_fraction > 0.0 && memory_fraction <= 1.0)) {
     return absl::InvalidArgumentError(absl::StrFormat("--memory-fraction must be in (0, 1], got %g", memory_fraction));
   }

@@ -16,6 +16,10 @@
 
 namespace kvs {
 
+// KIVI's full-precision window: the newest 128 tokens of a sequence stay in bf16 with the
+// channel-quantized KV formats (int4 / int2), rounded up to whole blocks (KvGroups::RingBlocks).
+inline constexpr int32_t kDefaultKvResidualTokens = 128;
+
 struct EngineConfig {
   // The scheduler's choices (block size, batch limits, max_model_len — 0: the model's own limit —,
   // the paging baseline, prefix caching). The engine starts its Scheduler from these and adds what
@@ -23,6 +27,7 @@ struct EngineConfig {
   SchedulerConfig scheduler;
   size_t kv_cache_bytes = 0;        // 0: memory_fraction of what is free after weights + workspace
   std::optional<KvDType> kv_dtype;  // KV cache element format; unset: the backend's default
+  int32_t kv_residual_tokens = kDefaultKvResidualTokens;  // int4 / int2: newest tokens kept in bf16
   double memory_fraction = 0.9;
   size_t swap_space_bytes = 0;  // host memory for swapped-out KV blocks (per rank)
   size_t kv_offload_bytes = 0;  // host memory extending the cache for over-long sequences (per rank)

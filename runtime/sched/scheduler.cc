@@ -34,14 +34,15 @@ bool Scheduler::HoldsWindow(const std::vector<std::vector<BlockId>>& lists, int3
 }
 
 void Scheduler::DropPartialBlock(Sequence& s) {
-  const int32_t whole = s.num_computed / config_.block_size;
+  // Only sealed blocks hold their tokens; the ring's are gone with the residual.
+  const int32_t whole = s.sealed_end / config_.block_size;
   for (std::vector<BlockId>& list : s.blocks) {
     while (static_cast<int32_t>(list.size()) > whole) {
       if (list.back().value >= 0) ReleaseBlock(list.back());
       list.pop_back();
     }
   }
-  s.num_computed = whole * config_.block_size;
+  s.num_computed = s.sealed_end = whole * config_.block_size;
 }
 
 uint64_t Scheduler::GroupHash(uint64_t hash, int32_t g) {
@@ -241,16 +242,16 @@ Sequence* Scheduler::Fork(Sequence& parent, int32_t sample_index) {
   child->num_computed = parent.num_computed;
   child->blocks = parent.blocks;
   child->block_hashes = parent.block_hashes;
-  // Channel-quantized KV: the parent's newest tokens are in its residual block, which the child
-  // cannot share: it keeps the whole blocks and recomputes the rest.
+  // Channel-quantized KV: the parent's newest tokens are in its residual ring, which the child
+  // cannot share: it keeps the sealed blocks and recomputes the rest.
   if (sealed_blocks()) {
-    int32_t whole = child->num_computed / config_.block_size;
+    int32_t whole = parent.sealed_end / config_.block_size;
     // A windowed group may have given back blocks the child's first step would read: then the
     // child recomputes everything.
     if (!HoldsWindow(child->blocks, whole * config_.block_size)) whole = 0;
     for (auto& list : child->blocks) list.resize(std::min<size_t>(list.size(), whole));
     child->block_hashes.resize(std::min<size_t>(child->block_hashes.size(), whole));
-    child->num_computed = whole * config_.block_size;
+    child->num_computed = child->sealed_end = whole * config_.block_size;
   }
   for (const auto& list : child->blocks) {
     for (BlockId b : list) {
@@ -327,7 +328,7 @@ void Scheduler::Preempt(std::unique_ptr<Sequence> s, StepInput& in) {
     list.clear();
   }
   s->block_hashes.clear();
-  s->num_computed = 0;
+  s->num_computed = s->sealed_end = 0;
   waiting_.push_front(std::move(s));
 }
 
@@ -368,6 +369,7 @@ void Scheduler::StepSubmitted() {
 
 void Scheduler::Emit(Sequence& s, int32_t n, StepInput& in, std::vector<ScheduledSeq>& out) {
   const int32_t bs = config_.block_size, end = s.num_computed + n;
+  const KvResidualRing ring = this->ring();
   if (sealed_blocks() && s.residual < 0) {
     KVS_CHECK_MSG(!free_residuals_.empty(), "more running sequences than residual blocks");
     s.residual = free_residuals_.back();
@@ -379,14 +381,18 @@ void Scheduler::Emit(Sequence& s, int32_t n, StepInput& in, std::vector<Schedule
     for (int32_t g = 0; g < num_groups(); ++g) {
       if (!sealed_blocks()) {
         group_slots_[g].push_back(s.blocks[g][k / bs].value * bs + k % bs);
-      } else if ((k / bs + 1) * bs <= end) {
-        group_slots_[g].push_back(-1);  // its block is whole after this step: written by the seal
-      } else {  // the residual block of this group: residual * groups + g
-        group_slots_[g].push_back(-(2 + (s.residual * num_groups() + g) * bs + k % bs));
+      } else if (k < ring.SealedEnd(end)) {
+        group_slots_[g].push_back(-1);  // the ring lets go of it after this step: written by the seal
+      } else {                          // this group's ring: residual * groups + g
+        group_slots_[g].push_back(-(2 + static_cast<int32_t>(ring.Slot(s.residual * num_groups() + g, k))));
       }
     }
   }
-  if (sealed_blocks()) in.residual.push_back(s.residual);
+  if (sealed_blocks()) {
+    in.residual.push_back(s.residual);
+    in.sealed.push_back(s.sealed_end);  // before this step: where its seal starts
+    s.sealed_end = std::max(s.sealed_end, ring.SealedEnd(end));
+  }
   s.num_computed += n;
   if (config_.prefix_caching && !config_.static_batching) RegisterFullBlocks(s);
   in.query_start.push_back(in.num_tokens());

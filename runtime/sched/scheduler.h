@@ -30,10 +30,12 @@
 // blocks of the window before the first recomputed token.
 //
 // Channel-quantized KV (SchedulerConfig::residual_seqs > 0; kernels/common/kv_format.h): a block is
-// written whole when its last token arrives, so each running sequence holds a residual block for
-// its newest tokens, and a token whose block the step completes is written by the seal
-// (slot -1). A sequence preempted by swap keeps only its whole blocks (its last < block_size
-// tokens are recomputed on resume), and a fork's child recomputes its parent's partial block.
+// written whole ("sealed") when the sequence's residual ring lets go of it (KvResidualRing: when
+// it is whole, or once it is older than the ring's kept tokens), so each running sequence holds a
+// ring for its newest tokens, and a token the ring lets go of in the step is written by the seal
+// (slot -1). Only sealed blocks hold their tokens: a sequence preempted by swap keeps only those
+// (the ring's tokens are recomputed on resume), a fork's child recomputes what its parent's ring
+// held, and only sealed blocks join the prefix cache.
 #pragma once
 
 #include <cstdint>
@@ -44,11 +46,12 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "runtime/sched/step_input.h"
+#include "kernels/common/paged_kv.h"
 #include "runtime/kv/block_pool.h"
 #include "runtime/kv/kv_groups.h"
 #include "runtime/sched/preemption.h"
 #include "runtime/sched/request.h"
+#include "runtime/sched/step_input.h"
 
 namespace kvs {
 
@@ -88,6 +91,10 @@ struct SchedulerConfig {
   // Channel-quantized KV: the residual blocks (KvCache::num_residual_seqs(), one per running
   // sequence at most); 0: tokens are written to their blocks directly.
   int32_t residual_seqs = 0;
+  // Channel-quantized KV: blocks per residual ring (KvResidualRing, kernels/common/paged_kv.h): a
+  // sequence's newest (residual_blocks - 1) * block_size tokens stay in bf16; 1 seals each block
+  // as soon as it is whole.
+  int32_t residual_blocks = 1;
 };
 
 struct Sequence {
@@ -102,7 +109,8 @@ struct Sequence {
   std::vector<uint64_t> block_hashes;  // prefix-cache hash of each full block, in order
   bool may_offload = false;          // its longest context exceeds the device cache (offload)
   int32_t sample_index = 0;          // which of the request's n samples (forks) this is
-  int32_t residual = -1;             // channel-quantized KV: its residual block while running
+  int32_t residual = -1;             // channel-quantized KV: its residual ring while running
+  int32_t sealed_end = 0;            // channel-quantized KV: its positions in sealed blocks
   bool forked = false;               // its n - 1 siblings exist
   int32_t num_generated() const { return static_cast<int32_t>(tokens.size()) - prompt_len; }
   int32_t preemptions = 0;
@@ -172,6 +180,8 @@ class Scheduler {
   // Aborts unless every block is either free or held by exactly one sequence, on both tiers.
   void CheckInvariants() const;
   const SchedulerConfig& config() const { return config_; }
+  // Channel-quantized KV: where each sequence's newest tokens stay (kernels/common/paged_kv.h).
+  KvResidualRing ring() const { return KvResidualRing{config_.block_size, config_.residual_blocks}; }
   int32_t MaxBlocksPerSeq() const { return (config_.max_model_len + config_.block_size - 1) / config_.block_size; }
 
  private:

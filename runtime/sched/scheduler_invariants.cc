@@ -81,6 +81,11 @@ void Scheduler::CheckInvariants() const {
   for (const auto& s : running_) {
     if (s->residual >= 0) ++residuals[s->residual];
   }
+  for (const auto& s : running_) {
+    KVS_CHECK_MSG(s->sealed_end % config_.block_size == 0 && s->sealed_end <= s->num_computed &&
+                      (!sealed_blocks() || s->sealed_end >= ring().SealedEnd(s->num_computed)),
+                  "a sequence's sealed positions disagree with its ring");
+  }
   for (const auto& s : waiting_) KVS_CHECK_MSG(s->residual < 0, "a waiting sequence holds a residual block");
   for (const auto& s : swapped_) KVS_CHECK_MSG(s->residual < 0, "a swapped sequence holds a residual block");
   for (int32_t r : free_residuals_) ++residuals[r];

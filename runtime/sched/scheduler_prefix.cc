@@ -140,7 +140,7 @@ void Scheduler::MatchPrefix(Sequence& s, StepInput& in) {
   pending_host_hit_tokens_ = bs * std::count(token_from_host.begin(), token_from_host.end(), true);
   host_prefix_hit_tokens_ += pending_host_hit_tokens_;
   s.block_hashes.assign(hashes.begin(), hashes.begin() + k);
-  s.num_computed = k * bs;
+  s.num_computed = s.sealed_end = k * bs;  // matched blocks are sealed (registered only then)
   prefix_hit_tokens_ += s.num_computed;
 }
 
@@ -158,11 +158,12 @@ void Scheduler::UnmatchPrefix(Sequence& s) {
   prefix_hit_tokens_ -= s.num_computed;
   prefix_query_tokens_ -= static_cast<int64_t>(s.tokens.size());
   s.block_hashes.clear();
-  s.num_computed = 0;
+  s.num_computed = s.sealed_end = 0;
 }
 
 void Scheduler::RegisterFullBlocks(Sequence& s) {
-  const size_t full = static_cast<size_t>(s.num_computed) / config_.block_size;
+  // Whole blocks; with channel-quantized KV, sealed ones (the ring's blocks are not written yet).
+  const size_t full = static_cast<size_t>(sealed_blocks() ? s.sealed_end : s.num_computed) / config_.block_size;
   for (size_t i = s.block_hashes.size(); i < full; ++i) {
     const uint64_t h = BlockHash(i == 0 ? config_.cache_salt : s.block_hashes.back(), s, i);
     for (int32_t g = 0; g < num_groups(); ++g) {

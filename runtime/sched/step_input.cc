@@ -1,26 +1,35 @@
 #include "runtime/sched/step_input.h"
 
+#include "kernels/common/paged_kv.h"
+
 namespace kvs {
-void PlaceTailsInResiduals(StepInput& in, int32_t block_size, int32_t groups) {
+
+void PlaceTailsInResiduals(StepInput& in, int32_t block_size, int32_t groups, int32_t ring_blocks) {
+  const KvResidualRing ring{block_size, ring_blocks};
   in.residual.clear();
+  in.sealed.clear();
   for (int32_t s = 0; s < in.num_seqs(); ++s) {
     in.residual.push_back(s);
-    const int32_t end = in.context_len[s];
+    const int32_t end = in.context_len[s], first = end - (in.query_start[s + 1] - in.query_start[s]);
+    in.sealed.push_back(ring.SealedEnd(first));
     for (int32_t t = in.query_start[s]; t < in.query_start[s + 1]; ++t) {
       const int32_t p = in.positions[t];
-      const bool sealed = (p / block_size + 1) * block_size <= end;
-      in.slot_mapping[t] = sealed ? -1 : -(2 + s * groups * block_size + p % block_size);
+      // Group 0's ring of sequence s is ring s * groups (RepeatForKvGroups moves it per group).
+      in.slot_mapping[t] = p < ring.SealedEnd(end) ? -1 : -(2 + ring.Slot(static_cast<int64_t>(s) * groups, p));
     }
   }
 }
 
-void RepeatForKvGroups(StepInput& in, int32_t groups, int32_t blocks_apart, int32_t block_size) {
+void RepeatForKvGroups(StepInput& in, int32_t groups, int32_t blocks_apart, int32_t block_size, int32_t ring_blocks) {
+  const int32_t ring_slots = ring_blocks * block_size;
   const size_t tokens = in.slot_mapping.size(), table = in.block_table.size();
   for (int32_t g = 1; g < groups; ++g) {
     for (size_t i = 0; i < tokens; ++i) {
-      // A residual slot (<= -2) moves to the group's residual block: block r * groups + g.
+      // A residual slot (<= -2) moves to the group's ring, ring r * groups + g: `ring_slots` slots on.
       const int32_t slot = in.slot_mapping[i];
-      in.slot_mapping.push_back(slot == -1 ? slot : slot <= -2 ? slot - g * block_size : slot + g * blocks_apart * block_size);
+      in.slot_mapping.push_back(slot == -1   ? slot
+                                : slot <= -2 ? slot - g * ring_slots
+                                             : slot + g * blocks_apart * block_size);
     }
     for (size_t i = 0; i < table; ++i) in.block_table.push_back(in.block_table[i] + g * blocks_apart);
   }

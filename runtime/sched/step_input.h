@@ -26,6 +26,9 @@ struct StepInput {
   // Channel-quantized KV (kernels/common/kv_format.h): each sequence's residual (its newest tokens
   // until their block is whole; group g's residual block is residual * G + g). Empty otherwise.
   std::vector<int32_t> residual;      // [S]
+  // With residuals: where each sequence's sealed positions ended before this step (a multiple of
+  // the block size; AttentionBatch::sealed).
+  std::vector<int32_t> sealed;        // [S]
   std::vector<int32_t> logit_rows;    // token rows whose next-token logits are wanted
   // Block moves, done before the step's forward pass in this order: swap-outs, copies, swap-ins.
   std::vector<int32_t> swap_out;      // pairs (device block, host block): preemption by swap
@@ -53,6 +56,7 @@ struct StepInput {
     token_ids.clear(); positions.clear(); slot_mapping.clear(); query_start.assign(1, 0);
     context_len.clear(); block_table.clear(); logit_rows.clear(); max_blocks_per_seq = 0; num_kv_groups = 1;
     residual.clear();
+    sealed.clear();
     swap_out.clear(); swap_in.clear(); copy_blocks.clear();
   }
 };
@@ -60,11 +64,15 @@ struct StepInput {
 // For steps built by hand (perplexity, benchmarks, tests) over a cache of `groups` KV groups:
 // repeats group 0's block table and slots for every other group, group g's blocks `blocks_apart`
 // block ids after group 0's (each group needs blocks of its own).
-void RepeatForKvGroups(StepInput& in, int32_t groups, int32_t blocks_apart, int32_t block_size);
-// For steps built by hand over a channel-quantized cache: sequence i (residual i) writes the
-// tokens whose block the step does not complete to its residual block, and the others through
-// Backend::SealKvGroups (slot -1), as the scheduler places them. Before RepeatForKvGroups.
-void PlaceTailsInResiduals(StepInput& in, int32_t block_size, int32_t groups);
+// Residual slots move to the group's ring (rings of `ring_blocks` blocks, as PlaceTailsInResiduals).
+void RepeatForKvGroups(StepInput& in, int32_t groups, int32_t blocks_apart, int32_t block_size,
+                       int32_t ring_blocks = 1);
+// For steps built by hand over a channel-quantized cache whose rings hold `ring_blocks` blocks
+// (KvResidualRing): sequence i (residual i) writes the tokens its ring keeps after the step to the
+// ring, and the others through Backend::SealKvGroups (slot -1), as the scheduler places them;
+// each sequence's sealed positions are taken to be those its ring let go of before the step.
+// Before RepeatForKvGroups.
+void PlaceTailsInResiduals(StepInput& in, int32_t block_size, int32_t groups, int32_t ring_blocks = 1);
 
 // What a tensor-parallel group's rank 0 tells its other ranks before every step: run a step, or
 // stop (Collectives::SendStep; its encoding is parallel/step_wire.h).

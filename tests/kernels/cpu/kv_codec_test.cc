@@ -349,93 +349,102 @@ TEST(KvCodecTest, SealedBlocksAndTheResidualAreWhatAttentionReads) {
   const uint32_t seed = 77;
   std::mt19937 rng(seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  for (KvDType t : {KvDType::kKivi4, KvDType::kKivi2}) {
-    for (CpuMath math : {CpuMath::kReference, CpuMath::kFast}) {
-      CpuBackend be(size_t{1} << 28, math);
-      const int32_t kv_heads = 2, q_heads = 4, dim = 64, bs = 8, blocks = 8;
-      PagedKvView cache{nullptr, nullptr, t, blocks, bs, kv_heads, dim};
-      std::vector<std::byte> kc(cache.Bytes()), vc(cache.Bytes());
-      std::vector<uint16_t> kr(bs * kv_heads * dim), vr(bs * kv_heads * dim);
-      cache.k = kc.data();
-      cache.v = vc.data();
-      cache.k_residual = kr.data();
-      cache.v_residual = vr.data();
-      cache.num_residual = 1;
-      const std::vector<int32_t> table = {5, 2, 7, 0, 3, 1, 6, 4};  // blocks out of order
-      // Every token's rows [kv_heads * dim] as the seal sees them: bf16-rounded once they waited in
-      // the residual (their block completed in a later step), else as computed.
-      std::vector<std::vector<float>> keys, values;
-      int32_t ctx = 0;
-      for (int32_t n : {11, 9, 1, 1, 1, 1, 1, 1, 1, 5}) {  // chunks ending mid-block, then decodes
-        std::vector<float> k(n * kv_heads * dim), v(k.size()), q(n * q_heads * dim), out(q.size());
-        for (auto* a : {&k, &v, &q}) {
-          for (float& x : *a) x = normal(rng);
-        }
-        for (int32_t i = 0; i < n; ++i) k[i * kv_heads * dim + 3] *= 30.0f;  // an outlier key channel
-        std::vector<int32_t> slots;
-        for (int32_t i = 0; i < n; ++i) {
-          const int32_t p = ctx + i;
-          slots.push_back((p / bs + 1) * bs <= ctx + n ? -1 : -(2 + p % bs));
-          keys.emplace_back(k.begin() + i * kv_heads * dim, k.begin() + (i + 1) * kv_heads * dim);
-          values.emplace_back(v.begin() + i * kv_heads * dim, v.begin() + (i + 1) * kv_heads * dim);
-        }
-        for (int32_t p = ctx - (ctx % bs); p < ctx; ++p) {  // the previous steps' rows in the residual
-          for (auto* rows : {&keys, &values}) {
-            for (float& x : (*rows)[p]) x = Bf16BitsToFloat(FloatToBf16Bits(x));
+  // Rings of one block (each block sealed when whole) and of three (the newest 16 tokens kept).
+  for (int32_t ring_blocks : {1, 3}) {
+    for (KvDType t : {KvDType::kKivi4, KvDType::kKivi2}) {
+      for (CpuMath math : {CpuMath::kReference, CpuMath::kFast}) {
+        CpuBackend be(size_t{1} << 28, math);
+        const int32_t kv_heads = 2, q_heads = 4, dim = 64, bs = 8, blocks = 8;
+        PagedKvView cache{nullptr, nullptr, t, blocks, bs, kv_heads, dim};
+        std::vector<std::byte> kc(cache.Bytes()), vc(cache.Bytes());
+        std::vector<uint16_t> kr(ring_blocks * bs * kv_heads * dim), vr(kr.size());
+        cache.k = kc.data();
+        cache.v = vc.data();
+        cache.k_residual = kr.data();
+        cache.v_residual = vr.data();
+        cache.num_residual = 1;
+        cache.residual_blocks = ring_blocks;
+        const KvResidualRing ring = cache.ring();
+        int32_t sealed_before = 0;
+        const std::vector<int32_t> table = {5, 2, 7, 0, 3, 1, 6, 4};  // blocks out of order
+        // Every token's rows [kv_heads * dim] as the seal sees them: bf16-rounded once they waited in
+        // the ring (sealed in a later step), else as computed.
+        std::vector<std::vector<float>> keys, values;
+        int32_t ctx = 0;
+        for (int32_t n : {11, 9, 1, 1, 1, 1, 1, 1, 1, 5}) {  // chunks ending mid-block, then decodes
+          std::vector<float> k(n * kv_heads * dim), v(k.size()), q(n * q_heads * dim), out(q.size());
+          for (auto* a : {&k, &v, &q}) {
+            for (float& x : *a) x = normal(rng);
           }
-        }
-        ctx += n;
-        const std::vector<int32_t> qs = {0, n}, lens = {ctx}, residual = {0};
-        AttentionBatch batch{1, n, blocks, ctx, n, qs.data(), lens.data(), table.data(), residual.data()};
-        const TensorView kt{k.data(), DType::kF32, n, kv_heads * dim, kv_heads * dim};
-        const TensorView vt{v.data(), DType::kF32, n, kv_heads * dim, kv_heads * dim};
-        ASSERT_TRUE(be.SealKvGroups(kt, vt, batch, cache).ok());
-        ASSERT_TRUE(be.WriteKv(kt, vt, slots.data(), cache).ok());
-        const TensorView qt{q.data(), DType::kF32, n, q_heads * dim, q_heads * dim};
-        const TensorView ot{out.data(), DType::kF32, n, q_heads * dim, q_heads * dim};
-        ASSERT_TRUE(be.PagedAttention(qt, cache, batch, 0.125f, ot).ok());
-        // What the cache should hold now: whole blocks encoded from the original rows, the rest bf16.
-        const int32_t sealed = ctx / bs * bs;
-        std::vector<std::vector<float>> dk(ctx, std::vector<float>(kv_heads * dim)), dv = dk;
-        for (int32_t h = 0; h < kv_heads; ++h) {
-          for (int32_t b0 = 0; b0 < sealed; b0 += bs) {
-            std::vector<const float*> rows;
-            for (int32_t i = 0; i < bs; ++i) rows.push_back(keys[b0 + i].data() + h * dim);
-            std::vector<std::byte> codes(bs * KvRowBytes(t, dim)), scales(dim * 4), vcodes(KvRowBytes(t, dim)),
-                vscales(KvScaleBytes(t, dim));
-            cpu::EncodeKeyBlock(rows.data(), bs, t, dim, codes.data(), KvRowBytes(t, dim), scales.data());
-            for (int32_t i = 0; i < bs; ++i) {
-              cpu::DecodeKeyRow(codes.data() + i * KvRowBytes(t, dim), scales.data(), t, dim, dk[b0 + i].data() + h * dim);
-              cpu::EncodeKvRow(values[b0 + i].data() + h * dim, t, dim, vcodes.data(), vscales.data());
-              cpu::DecodeKvRow(vcodes.data(), vscales.data(), t, dim, dv[b0 + i].data() + h * dim);
+          for (int32_t i = 0; i < n; ++i) k[i * kv_heads * dim + 3] *= 30.0f;  // an outlier key channel
+          std::vector<int32_t> slots;
+          for (int32_t i = 0; i < n; ++i) {
+            const int32_t p = ctx + i;
+            slots.push_back(p < ring.SealedEnd(ctx + n) ? -1 : -(2 + static_cast<int32_t>(ring.Slot(0, p))));
+            keys.emplace_back(k.begin() + i * kv_heads * dim, k.begin() + (i + 1) * kv_heads * dim);
+            values.emplace_back(v.begin() + i * kv_heads * dim, v.begin() + (i + 1) * kv_heads * dim);
+          }
+          for (int32_t p = sealed_before; p < ctx; ++p) {  // the previous steps' rows in the ring
+            for (auto* rows : {&keys, &values}) {
+              for (float& x : (*rows)[p]) x = Bf16BitsToFloat(FloatToBf16Bits(x));
             }
           }
-          for (int32_t p = sealed; p < ctx; ++p) {
-            for (int32_t d = 0; d < dim; ++d) {
-              dk[p][h * dim + d] = Bf16BitsToFloat(FloatToBf16Bits(keys[p][h * dim + d]));
-              dv[p][h * dim + d] = Bf16BitsToFloat(FloatToBf16Bits(values[p][h * dim + d]));
+          ctx += n;
+          const std::vector<int32_t> qs = {0, n}, lens = {ctx}, residual = {0}, sealed_at = {sealed_before};
+          AttentionBatch batch{
+              1, n, blocks, ctx, n, qs.data(), lens.data(), table.data(), residual.data(), sealed_at.data()};
+          const TensorView kt{k.data(), DType::kF32, n, kv_heads * dim, kv_heads * dim};
+          const TensorView vt{v.data(), DType::kF32, n, kv_heads * dim, kv_heads * dim};
+          ASSERT_TRUE(be.SealKvGroups(kt, vt, batch, cache).ok());
+          ASSERT_TRUE(be.WriteKv(kt, vt, slots.data(), cache).ok());
+          const TensorView qt{q.data(), DType::kF32, n, q_heads * dim, q_heads * dim};
+          const TensorView ot{out.data(), DType::kF32, n, q_heads * dim, q_heads * dim};
+          ASSERT_TRUE(be.PagedAttention(qt, cache, batch, 0.125f, ot).ok());
+          // What the cache should hold now: sealed blocks encoded from the original rows, the rest bf16.
+          const int32_t sealed = sealed_before = std::max(sealed_before, ring.SealedEnd(ctx));
+          std::vector<std::vector<float>> dk(ctx, std::vector<float>(kv_heads * dim)), dv = dk;
+          for (int32_t h = 0; h < kv_heads; ++h) {
+            for (int32_t b0 = 0; b0 < sealed; b0 += bs) {
+              std::vector<const float*> rows;
+              for (int32_t i = 0; i < bs; ++i) rows.push_back(keys[b0 + i].data() + h * dim);
+              std::vector<std::byte> codes(bs * KvRowBytes(t, dim)), scales(dim * 4), vcodes(KvRowBytes(t, dim)),
+                  vscales(KvScaleBytes(t, dim));
+              cpu::EncodeKeyBlock(rows.data(), bs, t, dim, codes.data(), KvRowBytes(t, dim), scales.data());
+              for (int32_t i = 0; i < bs; ++i) {
+                cpu::DecodeKeyRow(codes.data() + i * KvRowBytes(t, dim), scales.data(), t, dim,
+                                  dk[b0 + i].data() + h * dim);
+                cpu::EncodeKvRow(values[b0 + i].data() + h * dim, t, dim, vcodes.data(), vscales.data());
+                cpu::DecodeKvRow(vcodes.data(), vscales.data(), t, dim, dv[b0 + i].data() + h * dim);
+              }
+            }
+            for (int32_t p = sealed; p < ctx; ++p) {
+              for (int32_t d = 0; d < dim; ++d) {
+                dk[p][h * dim + d] = Bf16BitsToFloat(FloatToBf16Bits(keys[p][h * dim + d]));
+                dv[p][h * dim + d] = Bf16BitsToFloat(FloatToBf16Bits(values[p][h * dim + d]));
+              }
             }
           }
-        }
-        for (int32_t i = 0; i < n; ++i) {
-          const int32_t pos = ctx - n + i;
-          for (int32_t hq = 0; hq < q_heads; ++hq) {
-            const int32_t h = hq / (q_heads / kv_heads);
-            std::vector<double> score(pos + 1);
-            double mx = -1e30, sum = 0;
-            for (int32_t p = 0; p <= pos; ++p) {
-              double dot = 0;
-              for (int32_t d = 0; d < dim; ++d) dot += q[(i * q_heads + hq) * dim + d] * dk[p][h * dim + d];
-              score[p] = dot * 0.125;
-              mx = std::max(mx, score[p]);
-            }
-            for (double& sc : score) sum += (sc = std::exp(sc - mx));
-            for (int32_t d = 0; d < dim; ++d) {
-              double want = 0;
-              for (int32_t p = 0; p <= pos; ++p) want += score[p] / sum * dv[p][h * dim + d];
-              const float got = out[(i * q_heads + hq) * dim + d];
-              ASSERT_NEAR(got, want, 1e-4 + 1e-4 * std::fabs(want))
-                  << KvDTypeName(t) << " seed " << seed << " ctx " << ctx << " row " << i << " head " << hq << " d " << d;
+          for (int32_t i = 0; i < n; ++i) {
+            const int32_t pos = ctx - n + i;
+            for (int32_t hq = 0; hq < q_heads; ++hq) {
+              const int32_t h = hq / (q_heads / kv_heads);
+              std::vector<double> score(pos + 1);
+              double mx = -1e30, sum = 0;
+              for (int32_t p = 0; p <= pos; ++p) {
+                double dot = 0;
+                for (int32_t d = 0; d < dim; ++d) dot += q[(i * q_heads + hq) * dim + d] * dk[p][h * dim + d];
+                score[p] = dot * 0.125;
+                mx = std::max(mx, score[p]);
+              }
+              for (double& sc : score) sum += (sc = std::exp(sc - mx));
+              for (int32_t d = 0; d < dim; ++d) {
+                double want = 0;
+                for (int32_t p = 0; p <= pos; ++p) want += score[p] / sum * dv[p][h * dim + d];
+                const float got = out[(i * q_heads + hq) * dim + d];
+                ASSERT_NEAR(got, want, 1e-4 + 1e-4 * std::fabs(want))
+                    << KvDTypeName(t) << " seed " << seed << " ring " << ring_blocks << " ctx " << ctx << " row " << i
+                    << " head " << hq << " d " << d;
+              }
             }
           }
         }

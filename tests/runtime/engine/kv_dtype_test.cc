@@ -84,9 +84,20 @@ TEST(KvDTypeTest, QuantizedBlocksSurviveSwapAndPrefixSharing) {
     const size_t extra = 1 + rng() % 30;
     for (size_t j = 0; j < extra; ++j) prompts[i].push_back(static_cast<int32_t>(rng() % 512));
   }
-  for (KvDType t : {KvDType::kFP8, KvDType::kINT8, KvDType::kINT4, KvDType::kKivi4, KvDType::kKivi2}) {
+  // The channel-quantized formats with each block sealed when whole (ring 0) and with a ring that
+  // keeps the newest 8 tokens in bf16 (two blocks).
+  struct Case {
+    KvDType t;
+    int32_t ring_tokens;
+  };
+  for (const Case& c :
+       {Case{KvDType::kFP8, 0}, Case{KvDType::kINT8, 0}, Case{KvDType::kINT4, 0}, Case{KvDType::kKivi4, 0},
+        Case{KvDType::kKivi2, 0}, Case{KvDType::kKivi4, 8}, Case{KvDType::kKivi2, 8}}) {
+    const KvDType t = c.t;
+    SCOPED_TRACE(::testing::Message() << KvDTypeName(t) << ", --kv-residual-tokens " << c.ring_tokens);
     EngineConfig base;
     base.kv_dtype = t;
+    base.kv_residual_tokens = c.ring_tokens;
     base.kv_cache_bytes = 16 << 20;
     base.scheduler.block_size = 8;  // the channel-quantized formats' key groups are blocks: the same ones alone
     std::vector<std::vector<int32_t>> alone;
@@ -103,9 +114,9 @@ TEST(KvDTypeTest, QuantizedBlocksSurviveSwapAndPrefixSharing) {
       EXPECT_EQ(got, alone) << KvDTypeName(t);
       continue;
     }
-    // Channel-quantized: whole blocks survive swaps bit for bit, but a resumed sequence recomputes
-    // its last partial block in one chunk, and a chunk that completes a block reads it quantized
-    // where the original decode steps read it in bf16 — later tokens may differ a little.
+    // Channel-quantized: sealed blocks survive swaps bit for bit, but a resumed sequence recomputes
+    // what its ring held in one chunk, and a chunk that seals a block reads it quantized where the
+    // original decode steps read it in bf16 — later tokens may differ a little.
     ASSERT_EQ(got.size(), alone.size());
     int64_t same = 0, total = 0;
     for (size_t i = 0; i < got.size(); ++i) {

@@ -33,6 +33,7 @@ struct FakeKv {
   KvGroups groups;
   std::map<int64_t, uint64_t> device, host;
   std::map<int64_t, uint64_t> residual;  // channel-quantized KV: residual slots (sealed blocks)
+  KvResidualRing ring{bs, 1};            // its rings (SchedulerConfig::residual_blocks)
   static std::vector<uint64_t> Prefixes(const Sequence& s) {
     std::vector<uint64_t> f(s.tokens.size());
     uint64_t h = 1469598103934665603ull;
@@ -60,18 +61,20 @@ struct FakeKv {
     ASSERT_TRUE(in.GroupArraysConsistent());
     const int32_t ng = groups.num_groups();
     const bool sealed = !in.residual.empty();
-    if (sealed) {  // Backend::SealKvGroups: the blocks each sequence completes, from its residual and the step
+    if (sealed) {  // Backend::SealKvGroups: the blocks each sequence's ring lets go of, from the ring and the step
       ASSERT_EQ(in.residual.size(), plan.size());
+      ASSERT_EQ(in.sealed.size(), plan.size());
       for (int32_t g = 0; g < ng; ++g) {
         const std::span<const int32_t> table = in.GroupTable(g);
         for (size_t r = 0; r < plan.size(); ++r) {
           const std::vector<uint64_t> prefix = Prefixes(*plan[r].seq);
           const int32_t end = in.context_len[r], first_new = end - plan[r].num_tokens;
-          for (int32_t j = first_new / bs; (j + 1) * bs <= end; ++j) {
+          ASSERT_TRUE(in.sealed[r] % bs == 0 && in.sealed[r] >= ring.SealedEnd(first_new) && in.sealed[r] <= first_new);
+          for (int32_t j = in.sealed[r] / bs; j < std::max(in.sealed[r], ring.SealedEnd(end)) / bs; ++j) {
             for (int32_t p = j * bs; p < (j + 1) * bs; ++p) {
               uint64_t value = prefix[p] ^ static_cast<uint64_t>(g);
               if (p < first_new) {
-                auto it = residual.find(static_cast<int64_t>(in.residual[r] * ng + g) * bs + p % bs);
+                auto it = residual.find(ring.Slot(in.residual[r] * ng + g, p));
                 ASSERT_TRUE(it != residual.end()) << "group " << g << " position " << p << " never reached the residual";
                 ASSERT_EQ(it->second, value) << "group " << g << " position " << p << ": another sequence's residual";
               }
@@ -93,7 +96,7 @@ struct FakeKv {
           ASSERT_TRUE(sealed);
           residual[-(slots[t] + 2)] = value;
         } else {  // -1: the seal wrote it
-          ASSERT_TRUE(sealed && (in.positions[t] / bs + 1) * bs <= in.context_len[r]);
+          ASSERT_TRUE(sealed && in.positions[t] < ring.SealedEnd(in.context_len[r]));
         }
       }
     }
@@ -104,11 +107,11 @@ struct FakeKv {
         const std::vector<uint64_t> prefix = Prefixes(s);
         const int32_t first_new = in.context_len[r] - plan[r].num_tokens;
         const int32_t first_read = groups.windowed(g) ? std::max(0, first_new - groups.window(g) + 1) : 0;
-        const int32_t whole = sealed ? in.context_len[r] / bs * bs : in.context_len[r];
+        const int32_t whole = sealed ? std::max(in.sealed[r], ring.SealedEnd(in.context_len[r])) : in.context_len[r];
         for (int32_t p = first_read; p < first_new; ++p) {
           const int64_t slot = static_cast<int64_t>(table[r * in.max_blocks_per_seq + p / bs]) * bs + p % bs;
           auto& tier = p < whole ? device : residual;
-          auto it = p < whole ? device.find(slot) : residual.find(static_cast<int64_t>(in.residual[r] * ng + g) * bs + p % bs);
+          auto it = p < whole ? device.find(slot) : residual.find(ring.Slot(in.residual[r] * ng + g, p));
           ASSERT_TRUE(it != tier.end()) << s.request.id << " group " << g << " position " << p << " was never written";
           ASSERT_EQ(it->second, prefix[p] ^ static_cast<uint64_t>(g))
               << s.request.id << " group " << g << " position " << p << " reads another prefix's KV";
@@ -122,6 +125,7 @@ struct FakeKv {
 int RunToCompletion(Scheduler& s, std::mt19937* abort_rng = nullptr) {
   StepInput in;
   FakeKv kv{s.config().block_size, s.kv_groups(), {}, {}};
+  kv.ring = s.ring();
   int steps = 0, empty_in_a_row = 0;
   while (s.HasWork()) {
     auto plan = s.Schedule(in);
@@ -364,7 +368,10 @@ StressTotals StressRounds(std::function<std::vector<int32_t>(std::mt19937&)> lay
       c.kv_groups = KvGroups(static_cast<int32_t>(windows.size()), windows);
     }
     const KvGroups groups = c.kv_groups.num_groups() > 0 ? c.kv_groups : KvGroups(1, {});
-    if (sealed_blocks) c.residual_seqs = c.max_seqs;  // channel-quantized KV: a residual per running sequence
+    if (sealed_blocks) {  // channel-quantized KV: a residual ring per running sequence, of 1, 3 or 5 blocks
+      c.residual_seqs = c.max_seqs;
+      c.residual_blocks = groups.RingBlocks(static_cast<int32_t>(rng() % 3) * 2 * bs, bs);
+    }
     // A third of the rounds recompute, a third swap, a third mix (a small host pool fills up).
     c.num_host_blocks = round % 3 == 0 ? 0 : static_cast<int32_t>(rng() % (round % 3 == 1 ? 400 : 12));
     c.preemption.mode = c.num_host_blocks > 0 ? PreemptionMode::kSwap : PreemptionMode::kRecompute;
@@ -433,9 +440,9 @@ TEST(SchedulerTest, RandomizedStressWithSlidingWindowLayers) {
   EXPECT_GT(t.offloaded, 50);
 }
 
-// The same with channel-quantized KV (blocks sealed whole, the newest tokens in residual blocks),
-// with and without sliding windows: FakeKv seals blocks from the residual and the step as the
-// backend does and reads a sequence's newest tokens from its residual.
+// The same with channel-quantized KV (blocks sealed whole, the newest tokens in residual rings of
+// one block or several), with and without sliding windows: FakeKv seals blocks from the ring and
+// the step as the backend does and reads a sequence's newest tokens from its ring.
 TEST(SchedulerTest, RandomizedStressWithSealedBlocksAndResiduals) {
   for (bool windows : {false, true}) {
     auto layers = [](std::mt19937& rng) {
