@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # KV formats' accuracy on a real model (issue 24): perplexity on two texts (the public-domain one
 # and docs/architecture.md) and greedy agreement with bf16 KV over 64-token continuations of 20
-# prompts (the first 20 sentences of the public-domain text), on the CPU backend.
-# usage: kv_accuracy.sh MODEL.gguf [FORMAT...]   (default: f32 bf16 fp8 int8 int4-token int4 int2)
+# prompts (the first 20 sentences of the public-domain text), on the CPU backend. Perplexity runs
+# in steps of 16 tokens, as decoding sees the cache (a 512-token prefill in one step would read
+# every quantized block the step seals). FORMAT@N sets --kv-residual-tokens N (int4 / int2: the
+# newest N tokens kept in bf16; default 128).
+# usage: kv_accuracy.sh MODEL.gguf [FORMAT...]
+#   (default: f32 bf16 fp8 int8 int4-token int4@0 int4 int2@0 int2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=$1; shift
-FORMATS=${*:-f32 bf16 fp8 int8 int4-token int4 int2}
+FORMATS=${*:-f32 bf16 fp8 int8 int4-token int4@0 int4 int2@0 int2}
 K=${KVS_BUILD_DIR:-build}/launcher/kvshard
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
@@ -23,11 +27,15 @@ PY
 "$K" generate --model "$MODEL" --input "$W/prompts.jsonl" --output "$W/bf16.jsonl" --kv-dtype bf16 --device cpu --ignore-eos 2>/dev/null
 echo "| KV format | perplexity (public domain) | perplexity (docs/architecture.md) | greedy tokens equal to bf16 KV (20 x 64) | first divergence (median) |"
 echo "| --- | --- | --- | --- | --- |"
-for t in $FORMATS; do
-  p1=$("$K" perplexity --model "$MODEL" --text tests/goldens/text/public_domain.txt --kv-dtype "$t" --device cpu 2>&1 | awk '/^perplexity/ {print $2}')
-  p2=$("$K" perplexity --model "$MODEL" --text docs/architecture.md --kv-dtype "$t" --device cpu 2>&1 | awk '/^perplexity/ {print $2}')
-  "$K" generate --model "$MODEL" --input "$W/prompts.jsonl" --output "$W/$t.jsonl" --kv-dtype "$t" --device cpu --ignore-eos 2>/dev/null
-  agree=$(python3 - "$W/bf16.jsonl" "$W/$t.jsonl" <<'PY'
+for f in $FORMATS; do
+  t=${f%@*}
+  r=128
+  [ "$f" != "$t" ] && r=${f#*@}
+  KV=(--kv-dtype "$t" --kv-residual-tokens "$r" --device cpu)
+  p1=$("$K" perplexity --model "$MODEL" --text tests/goldens/text/public_domain.txt "${KV[@]}" --max-tokens-per-step 16 2>&1 | awk '/^perplexity/ {print $2}')
+  p2=$("$K" perplexity --model "$MODEL" --text docs/architecture.md "${KV[@]}" --max-tokens-per-step 16 2>&1 | awk '/^perplexity/ {print $2}')
+  "$K" generate --model "$MODEL" --input "$W/prompts.jsonl" --output "$W/$f.jsonl" "${KV[@]}" --ignore-eos 2>/dev/null
+  agree=$(python3 - "$W/bf16.jsonl" "$W/$f.jsonl" <<'PY'
 import json, sys, statistics
 a = {r["id"]: r["output_ids"] for r in map(json.loads, open(sys.argv[1]))}
 b = {r["id"]: r["output_ids"] for r in map(json.loads, open(sys.argv[2]))}
@@ -42,5 +50,5 @@ for k in a:
 print(f"{100 * same / total:.1f}% | {statistics.median(first):.0f}")
 PY
 )
-  echo "| $t | $p1 | $p2 | $agree |"
+  echo "| $f | $p1 | $p2 | $agree |"
 done

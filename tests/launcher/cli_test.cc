@@ -1,5 +1,7 @@
 // The CLI's boundary: flags, sizes and JSONL batch files are validated with clear messages,
 // and the real binary runs a batch end to end on the random checkpoint.
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -10,8 +12,8 @@
 
 #include "gtest/gtest.h"
 #include "launcher/batch_journal.h"
-#include "launcher/command_flags.h"
 #include "launcher/byte_size.h"
+#include "launcher/command_flags.h"
 #include "launcher/jsonl_requests.h"
 #include "nlohmann/json.hpp"
 #include "runtime/model/tokenizer.h"
@@ -20,8 +22,19 @@
 namespace kvs {
 namespace {
 
+// A directory of this test process's own under the test temp dir: files a manual run left in
+// /tmp (an output, its .journal) must not change what a test reads.
+std::string Scratch() {
+  static const std::string dir = [] {
+    const std::string d = ::testing::TempDir() + "/kvs-cli-test-" + std::to_string(getpid());
+    std::filesystem::create_directories(d);
+    return d;
+  }();
+  return dir;
+}
+
 std::string Write(const std::string& name, const std::string& body) {
-  const std::string p = ::testing::TempDir() + "/" + name;
+  const std::string p = Scratch() + "/" + name;
   std::ofstream(p) << body;
   return p;
 }
@@ -129,7 +142,7 @@ TEST(BatchJournalTest, AnswersSurviveAndResumeInInputOrder) {
   const std::string in = Write("j.jsonl", "{\"id\": \"a\", \"prompt\": \"x\"}\n{oops\n{\"id\": \"c\", \"prompt\": \"y\"}\n");
   auto items = ReadBatchFile(in, SamplingParams{}, false);
   ASSERT_TRUE(items.ok());
-  const std::string out = ::testing::TempDir() + "/j.out.jsonl";
+  const std::string out = Scratch() + "/j.out.jsonl";
   std::filesystem::remove(out);
   std::filesystem::remove(out + ".journal");
   {
@@ -171,7 +184,7 @@ TEST(BatchJournalTest, AnswersSurviveAndResumeInInputOrder) {
 TEST(BatchJournalTest, RefusesAJournalOfAnotherInput) {
   auto items = ReadBatchFile(Write("k.jsonl", "{\"id\": \"a\", \"prompt\": \"x\"}\n"), SamplingParams{}, false);
   ASSERT_TRUE(items.ok());
-  const std::string out = ::testing::TempDir() + "/k.out.jsonl";
+  const std::string out = Scratch() + "/k.out.jsonl";
   std::filesystem::remove(out);
   std::ofstream(out + ".journal", std::ios::trunc) << "{\"line\": 1, \"id\": \"zz\", \"record\": {}}\n";
   auto j = BatchJournal::Open(out, *items, true);
@@ -261,7 +274,7 @@ TEST(CommandFlagsTest, HelpListsTheCommandsOwnFlags) {
 // text in and out through them (random weights: only that it runs and answers in valid text).
 TEST(CliTest, SentencePieceCheckpointGeneratesFromTextAndChat) {
   namespace fs = std::filesystem;
-  const fs::path dir = fs::path(::testing::TempDir()) / "tiny-llama-spm";
+  const fs::path dir = fs::path(Scratch()) / "tiny-llama-spm";
   fs::remove_all(dir);
   fs::create_directories(dir);
   for (const char* f : {"config.json", "generation_config.json", "model.safetensors"}) {
@@ -338,7 +351,7 @@ TEST(CliTest, BatchGenerateWritesOneResultPerLineInOrder) {
   const std::string in = Write("in.jsonl",
                                "{\"id\": \"capital\", \"messages\": [{\"role\": \"user\", \"content\": \"What is the capital of France? Answer in one sentence.\"}]}\n"
                                "{\"id\": \"count\", \"prompt\": \"1, 2, 3, 4,\", \"max_tokens\": 12, \"stop\": [\"8\"]}\n");
-  const std::string out = ::testing::TempDir() + "/out.jsonl";
+  const std::string out = Scratch() + "/out.jsonl";
   std::filesystem::remove(out);
   // The CPU backend: these tests are about the CLI, and the CPU path is the exact reference
   // (on a GPU, bf16 may pick the other side of this prompt's first-token near-tie).
@@ -367,7 +380,7 @@ TEST(CliTest, BatchAnswersEveryGoodLineAndGivesBadOnesErrorRecords) {
                                "{\"id\": \"t\", \"prompt\": \"text needs a tokenizer\"}\n"
                                "{\"id\": \"v\", \"prompt_ids\": [100000]}\n"
                                "{\"id\": \"b\", \"prompt_ids\": [7, 7, 7], \"max_tokens\": 4, \"n\": 2, \"temperature\": 1}\n");
-  const std::string out = ::testing::TempDir() + "/mixed_out.jsonl";
+  const std::string out = Scratch() + "/mixed_out.jsonl";
   std::filesystem::remove(out);
   std::filesystem::remove(out + ".journal");
   auto [rc, log] = Kvshard("generate --device cpu --ignore-eos --model " + model + " --input " + in + " --output " + out);

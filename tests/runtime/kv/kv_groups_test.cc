@@ -122,5 +122,19 @@ TEST(KvGroupsTest, TheCacheHasABufferPerSlotAndEachLayerItsWindow) {
   }
 }
 
+// Channel-quantized KV's residual ring: whole blocks holding at least the tokens asked for, one
+// more for the block being filled, and never more than the smallest window holds.
+TEST(KvGroupsTest, ResidualRingsKeepWholeBlocksWithinTheSmallestWindow) {
+  const KvGroups global(4, {});
+  EXPECT_EQ(global.RingBlocks(0, 16), 1);  // each block sealed when whole
+  EXPECT_EQ(global.RingBlocks(1, 16), 2);
+  EXPECT_EQ(global.RingBlocks(16, 16), 2);
+  EXPECT_EQ(global.RingBlocks(128, 16), 9);
+  EXPECT_EQ(global.RingBlocks(17, 16), 3);
+  const KvGroups windowed(4, std::vector<int32_t>{0, 40, 0, 100});
+  EXPECT_EQ(windowed.RingBlocks(128, 16), 2);  // 2 x 16 <= 40
+  EXPECT_EQ(windowed.RingBlocks(128, 64), 1);  // no whole ring fits a window of 40: sealed when whole
+}
+
 }  // namespace
 }  // namespace kvs
