@@ -84,6 +84,18 @@ absl::StatusOr<std::unique_ptr<RankRuntime>> StartRank(
                    rt->tag().c_str(), g.Describe().c_str(),
                    longest >= (int64_t{1} << 40) ? "any number of" : std::to_string(longest).c_str());
     }
+    if (cache->num_residual_seqs() > 0) {
+      // Channel-quantized KV: the full-precision window, and what it takes beside the blocks.
+      const int32_t ring = cache->residual_blocks(), bs = config.scheduler.block_size;
+      std::fprintf(stderr,
+                   "%s %s KV: each running sequence's newest %d-%d tokens in bf16 (a ring of %d blocks; %.1f MiB for "
+                   "%d sequences), older blocks quantized whole\n",
+                   rt->tag().c_str(), KvDTypeName(kv_dtype).data(), (ring - 1) * bs, ring * bs - 1, ring,
+                   KvCache::ResidualBytes(rt->weights->local_config(), kv_dtype, bs, cache->num_residual_seqs(),
+                                          config.kv_residual_tokens) /
+                       1048576.0,
+                   cache->num_residual_seqs());
+    }
     if (rt->backend->Name() == "cpu") {
       std::fprintf(stderr, "%s cpu backend: %s\n", rt->tag().c_str(),
                    CpuBackendSummary(absl::GetFlag(FLAGS_device) == "cpu-reference").c_str());
