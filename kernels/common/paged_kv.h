@@ -25,7 +25,6 @@ struct KvResidualRing {
   int32_t block_size = 1;
   int32_t blocks = 1;  // ring blocks per sequence and layer group
 
-  int32_t kept_tokens() const { return (blocks - 1) * block_size; }
   // The positions of a sequence of n tokens that the ring no longer needs to hold: its sealed
   // blocks' (a multiple of block_size).
   KVS_HOST_DEVICE int32_t SealedEnd(int32_t n) const {

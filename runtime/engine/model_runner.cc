@@ -359,8 +359,8 @@ absl::Status ModelRunner::Forward(const StepPointers& ptr, int64_t t, int64_t n_
     if (batch.residual != nullptr) layer_batch.residual = batch.residual + static_cast<int64_t>(group) * batch.num_seqs;
     // This layer's block moves (KvCache::QueueMoves).
     if (wait_moves) KVS_RETURN_IF_ERROR(b.WaitMoves(cache_->MoveSlot(l)));
-    // Channel-quantized KV: the blocks this step completes are written whole first; the tail
-    // then goes to the residual (whose rows the seal may read).
+    // Channel-quantized KV: the blocks the ring lets go of this step are written whole first; the
+    // newest tokens then go to the ring (whose rows the seal may read).
     if (KvChannelQuantized(cache.dtype)) KVS_RETURN_IF_ERROR(b.SealKvGroups(k, v, layer_batch, cache));
     KVS_RETURN_IF_ERROR(b.WriteKv(k, v, ptr.slots + group * ptr.slot_stride, cache));
     // After this layer's KV writes (a chunk's own keys may land in offloaded blocks), before its

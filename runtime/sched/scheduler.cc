@@ -370,6 +370,7 @@ void Scheduler::StepSubmitted() {
 void Scheduler::Emit(Sequence& s, int32_t n, StepInput& in, std::vector<ScheduledSeq>& out) {
   const int32_t bs = config_.block_size, end = s.num_computed + n;
   const KvResidualRing ring = this->ring();
+  const int32_t seal_below = ring.SealedEnd(end);  // channel-quantized KV: positions the seal writes
   if (sealed_blocks() && s.residual < 0) {
     KVS_CHECK_MSG(!free_residuals_.empty(), "more running sequences than residual blocks");
     s.residual = free_residuals_.back();
@@ -381,7 +382,7 @@ void Scheduler::Emit(Sequence& s, int32_t n, StepInput& in, std::vector<Schedule
     for (int32_t g = 0; g < num_groups(); ++g) {
       if (!sealed_blocks()) {
         group_slots_[g].push_back(s.blocks[g][k / bs].value * bs + k % bs);
-      } else if (k < ring.SealedEnd(end)) {
+      } else if (k < seal_below) {
         group_slots_[g].push_back(-1);  // the ring lets go of it after this step: written by the seal
       } else {                          // this group's ring: residual * groups + g
         group_slots_[g].push_back(-(2 + static_cast<int32_t>(ring.Slot(s.residual * num_groups() + g, k))));
@@ -391,7 +392,7 @@ void Scheduler::Emit(Sequence& s, int32_t n, StepInput& in, std::vector<Schedule
   if (sealed_blocks()) {
     in.residual.push_back(s.residual);
     in.sealed.push_back(s.sealed_end);  // before this step: where its seal starts
-    s.sealed_end = std::max(s.sealed_end, ring.SealedEnd(end));
+    s.sealed_end = std::max(s.sealed_end, seal_below);
   }
   s.num_computed += n;
   if (config_.prefix_caching && !config_.static_batching) RegisterFullBlocks(s);

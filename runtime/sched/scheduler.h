@@ -88,7 +88,7 @@ struct SchedulerConfig {
   int32_t tp = 1;
   // The cache's layer groups (KvCache::groups()); none given: one global group.
   KvGroups kv_groups;
-  // Channel-quantized KV: the residual blocks (KvCache::num_residual_seqs(), one per running
+  // Channel-quantized KV: the residual rings (KvCache::num_residual_seqs(), one per running
   // sequence at most); 0: tokens are written to their blocks directly.
   int32_t residual_seqs = 0;
   // Channel-quantized KV: blocks per residual ring (KvResidualRing, kernels/common/paged_kv.h): a
@@ -195,9 +195,9 @@ class Scheduler {
   void ReleaseOutOfWindow(Sequence& s);
   // Blocks held by `s` (device or offload), over every group.
   static int32_t HeldBlocks(const std::vector<std::vector<BlockId>>& lists);
-  // Channel-quantized KV: gives back `s`'s residual block; gives back its partial last block, so
-  // that it holds whole blocks only (the rest is recomputed).
   bool sealed_blocks() const { return config_.residual_seqs > 0; }
+  // Channel-quantized KV: gives back `s`'s residual ring; gives back its blocks past the sealed
+  // ones, so that it holds sealed blocks only (the rest is recomputed).
   void DropResidual(Sequence& s);
   void DropPartialBlock(Sequence& s);
   // Whether `lists` hold every block a step whose first query is at `first_query` reads (the
@@ -260,7 +260,7 @@ class Scheduler {
   int64_t pending_host_hit_tokens_ = 0;
   KvGroups groups_;
   std::vector<std::vector<int32_t>> group_slots_;  // this step's KV slots per group (scratch)
-  std::vector<int32_t> free_residuals_;            // channel-quantized KV: residual blocks free
+  std::vector<int32_t> free_residuals_;            // channel-quantized KV: residual rings free
 };
 
 }  // namespace kvs

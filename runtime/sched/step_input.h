@@ -23,8 +23,9 @@ struct StepInput {
   std::vector<int32_t> block_table;
   int32_t max_blocks_per_seq = 0;
   int32_t num_kv_groups = 1;          // G
-  // Channel-quantized KV (kernels/common/kv_format.h): each sequence's residual (its newest tokens
-  // until their block is whole; group g's residual block is residual * G + g). Empty otherwise.
+  // Channel-quantized KV (kernels/common/kv_format.h): each sequence's residual ring (its newest
+  // tokens until the ring lets go of their block; group g's ring is residual * G + g). Empty
+  // otherwise.
   std::vector<int32_t> residual;      // [S]
   // With residuals: where each sequence's sealed positions ended before this step (a multiple of
   // the block size; AttentionBatch::sealed).
