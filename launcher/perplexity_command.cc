@@ -60,6 +60,9 @@ absl::Status Perplexity() {
   const int32_t chunk = absl::GetFlag(FLAGS_max_tokens_per_step), block_size = absl::GetFlag(FLAGS_block_size);
   if (window < 2 || window > (1 << 20)) return absl::InvalidArgumentError("--context must be in 2..1M tokens");
   if (chunk < 1) return absl::InvalidArgumentError("--max-tokens-per-step must be >= 1");
+  if (const int32_t r = absl::GetFlag(FLAGS_kv_residual_tokens); r < 0) {
+    return absl::InvalidArgumentError(absl::StrFormat("--kv-residual-tokens must be >= 0, got %d", r));
+  }
   if (block_size < 1 || block_size > 1024) return absl::InvalidArgumentError("--block-size must be in 1..1024");
   KVS_ASSIGN_OR_RETURN(std::string text, ReadText(text_path));
   KVS_ASSIGN_OR_RETURN(LoadedModel m, OpenModel(model_path));

@@ -118,9 +118,9 @@ size_t KvCache::ResidualBytes(const ModelConfig& c, KvDType dtype, int32_t block
 }
 
 absl::Status KvCache::AddResiduals(Backend& backend, int32_t seqs, int32_t residual_tokens) {
+  if (residual_tokens < 0) return absl::InvalidArgumentError("--kv-residual-tokens must be >= 0");
   if (!KvChannelQuantized(dtype_) || seqs <= 0) return absl::OkStatus();
   if (!k_residual_.empty()) return absl::FailedPreconditionError("this KV cache has its residual blocks");
-  if (residual_tokens < 0) return absl::InvalidArgumentError("--kv-residual-tokens must be >= 0");
   const int32_t ring = groups_.RingBlocks(residual_tokens, block_size_);
   const size_t bytes =
       static_cast<size_t>(seqs) * groups_.num_groups() * ring * block_size_ * kv_heads_ * head_dim_ * 2;
