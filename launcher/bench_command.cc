@@ -13,6 +13,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_format.h"
+#include "kernels/common/half_convert.h"
 #include "kernels/common/status_macros.h"
 #include "kernels/common/sampling.h"
 #include "launcher/byte_size.h"
@@ -60,6 +61,62 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 
+// Real codes and scales: random K/V rows written through WriteKv, a chunk of slots at a time.
+absl::Status FillWrittenSlots(Backend& backend, const PagedKvView& cache, DType dt, int64_t slots) {
+  const int64_t width = cache.SlotStride();
+  const int64_t chunk = std::min<int64_t>(slots, 65536);
+  KVS_ASSIGN_OR_RETURN(DeviceBuffer rows, backend.Allocate(chunk * width * DTypeSize(dt)));
+  KVS_ASSIGN_OR_RETURN(DeviceBuffer slot_ids, backend.Allocate(chunk * sizeof(int32_t)));
+  std::vector<int32_t> ids(chunk);
+  for (int64_t first = 0; first < slots; first += chunk) {
+    const int64_t n = std::min(chunk, slots - first);
+    std::iota(ids.begin(), ids.begin() + n, static_cast<int32_t>(first));
+    KVS_RETURN_IF_ERROR(backend.CopyToDevice(ids.data(), slot_ids.data(), n * sizeof(int32_t)));
+    const TensorView r = rows.View(dt, n, width);
+    KVS_RETURN_IF_ERROR(backend.FillRandom(r, 1 + first, 0.0f, 1.0f));
+    KVS_RETURN_IF_ERROR(backend.WriteKv(r, r, slot_ids.as<int32_t>(), cache));
+  }
+  return backend.Synchronize();
+}
+
+// Channel-quantized caches (int4 / int2) are written a whole block at a time: every block sealed
+// from random rows, as steps of one-block sequences with a one-block ring (each block sealed
+// from its step's rows alone).
+absl::Status FillSealedBlocks(Backend& backend, PagedKvView cache, DType dt) {
+  const int32_t bs = cache.block_size, per_step = std::max(1, 65536 / bs);
+  const int64_t width = cache.SlotStride();
+  cache.residual_blocks = 1;
+  KVS_ASSIGN_OR_RETURN(DeviceBuffer rows, backend.Allocate(static_cast<int64_t>(per_step) * bs * width * DTypeSize(dt)));
+  KVS_ASSIGN_OR_RETURN(DeviceBuffer meta, backend.Allocate((4 * per_step + 1) * sizeof(int32_t)));
+  int32_t* m = meta.as<int32_t>();
+  std::vector<int32_t> host(4 * per_step + 1);
+  for (int32_t first = 0; first < cache.num_blocks; first += per_step) {
+    const int32_t n = std::min(per_step, cache.num_blocks - first);
+    // query_start [n + 1], context_len [n], block_table [n] (one block each), sealed [n].
+    for (int32_t i = 0; i <= n; ++i) host[i] = i * bs;
+    for (int32_t i = 0; i < n; ++i) {
+      host[n + 1 + i] = bs;
+      host[2 * n + 1 + i] = first + i;
+      host[3 * n + 1 + i] = 0;
+    }
+    KVS_RETURN_IF_ERROR(backend.CopyToDevice(host.data(), m, (4 * n + 1) * sizeof(int32_t)));
+    AttentionBatch b;
+    b.num_seqs = n;
+    b.num_tokens = n * bs;
+    b.max_blocks_per_seq = 1;
+    b.max_context_len = bs;
+    b.max_query_len = bs;
+    b.query_start = m;
+    b.context_len = m + n + 1;
+    b.block_table = m + 2 * n + 1;
+    b.sealed = m + 3 * n + 1;
+    const TensorView r = rows.View(dt, b.num_tokens, width);
+    KVS_RETURN_IF_ERROR(backend.FillRandom(r, 1 + first, 0.0f, 1.0f));
+    KVS_RETURN_IF_ERROR(backend.SealKvGroups(r, r, b, cache));
+  }
+  return backend.Synchronize();
+}
+
 // Decode (one query per sequence) or, with `prefill`, whole-prompt causal attention (every
 // context token is a query).
 absl::Status BenchAttention(Backend& backend, const ModelConfig& c, bool prefill) {
@@ -76,11 +133,6 @@ absl::Status BenchAttention(Backend& backend, const ModelConfig& c, bool prefill
   const int32_t num_blocks = batch * blocks_per_seq;
   const DType dt = backend.ComputeDType();
   KVS_ASSIGN_OR_RETURN(const KvDType kv_dtype, KvDTypeFromFlags(backend));
-  if (KvChannelQuantized(kv_dtype)) {  // it writes the cache slot by slot; these formats seal whole blocks
-    return absl::InvalidArgumentError(absl::StrFormat("bench --kernel attention does not take --kv-dtype %s (a whole-run "
-                                                      "benchmark does: bench without --kernel)",
-                                                      KvDTypeName(kv_dtype)));
-  }
   if (const std::string problem = backend.KvDTypeProblem(kv_dtype, c.head_dim); !problem.empty()) {
     return absl::InvalidArgumentError(absl::StrFormat("--kv-dtype %s at head_dim %d: %s", KvDTypeName(kv_dtype), c.head_dim,
                                                       problem));
@@ -93,21 +145,31 @@ absl::Status BenchAttention(Backend& backend, const ModelConfig& c, bool prefill
   PagedKvView cache = layout;
   cache.k = k.data();
   cache.v = v.data();
-  {
-    // Real codes and scales: random K/V rows written through WriteKv, a chunk of slots at a time.
-    const int64_t chunk = std::min<int64_t>(slots, 65536);
-    KVS_ASSIGN_OR_RETURN(DeviceBuffer rows, backend.Allocate(chunk * width * DTypeSize(dt)));
-    KVS_ASSIGN_OR_RETURN(DeviceBuffer slot_ids, backend.Allocate(chunk * sizeof(int32_t)));
-    std::vector<int32_t> ids(chunk);
-    for (int64_t first = 0; first < slots; first += chunk) {
-      const int64_t n = std::min(chunk, slots - first);
-      std::iota(ids.begin(), ids.begin() + n, static_cast<int32_t>(first));
-      KVS_RETURN_IF_ERROR(backend.CopyToDevice(ids.data(), slot_ids.data(), n * sizeof(int32_t)));
-      const TensorView r = rows.View(dt, n, width);
-      KVS_RETURN_IF_ERROR(backend.FillRandom(r, 1 + first, 0.0f, 1.0f));
-      KVS_RETURN_IF_ERROR(backend.WriteKv(r, r, slot_ids.as<int32_t>(), cache));
+  const bool channel_quantized = KvChannelQuantized(kv_dtype);
+  DeviceBuffer k_ring, v_ring;
+  std::vector<int32_t> rings(batch), sealed(batch);
+  if (channel_quantized) {
+    // int4 / int2: whole blocks sealed from random rows (each block a one-block "sequence" of
+    // one step), and each sequence's newest tokens in a bf16 ring of KIVI's default window.
+    KVS_RETURN_IF_ERROR(FillSealedBlocks(backend, cache, dt));
+    cache.num_residual = batch;
+    cache.residual_blocks = (kDefaultKvResidualTokens + bs - 1) / bs + 1;
+    const int64_t ring_rows = static_cast<int64_t>(batch) * cache.residual_blocks * bs;
+    KVS_ASSIGN_OR_RETURN(k_ring, backend.Allocate(ring_rows * width * 2));
+    KVS_ASSIGN_OR_RETURN(v_ring, backend.Allocate(ring_rows * width * 2));
+    std::vector<uint16_t> ring_host(ring_rows * width);  // bf16 of N(0, 1) (FillRandom takes the compute dtype)
+    std::mt19937 gen(11);
+    std::normal_distribution<float> normal;
+    for (DeviceBuffer* ring : {&k_ring, &v_ring}) {
+      for (uint16_t& x : ring_host) x = FloatToBf16Bits(normal(gen));
+      KVS_RETURN_IF_ERROR(backend.CopyToDevice(ring_host.data(), ring->data(), ring_host.size() * 2));
     }
-    KVS_RETURN_IF_ERROR(backend.Synchronize());
+    cache.k_residual = k_ring.data();
+    cache.v_residual = v_ring.data();
+    std::iota(rings.begin(), rings.end(), 0);
+    std::fill(sealed.begin(), sealed.end(), cache.ring().SealedEnd(ctx));
+  } else {
+    KVS_RETURN_IF_ERROR(FillWrittenSlots(backend, cache, dt, slots));
   }
   const int64_t qw = static_cast<int64_t>(c.num_q_heads) * c.head_dim;
   const int32_t chunk_len = absl::GetFlag(FLAGS_query_len);
@@ -122,11 +184,14 @@ absl::Status BenchAttention(Backend& backend, const ModelConfig& c, bool prefill
   std::iota(table.begin(), table.end(), 0);
   if (absl::GetFlag(FLAGS_shuffle_blocks)) std::shuffle(table.begin(), table.end(), std::mt19937(7));
   for (int32_t i = 0; i <= batch; ++i) query_start[i] = i * q_per_seq;
-  KVS_ASSIGN_OR_RETURN(DeviceBuffer meta, backend.Allocate((table.size() + query_start.size() + context_len.size()) * 4));
+  KVS_ASSIGN_OR_RETURN(DeviceBuffer meta, backend.Allocate((table.size() + query_start.size() + 3 * batch) * 4));
   int32_t* m = meta.as<int32_t>();
+  int32_t* const m_rings = m + table.size() + query_start.size() + batch;
   KVS_RETURN_IF_ERROR(backend.CopyToDevice(table.data(), m, table.size() * 4));
   KVS_RETURN_IF_ERROR(backend.CopyToDevice(query_start.data(), m + table.size(), query_start.size() * 4));
   KVS_RETURN_IF_ERROR(backend.CopyToDevice(context_len.data(), m + table.size() + query_start.size(), context_len.size() * 4));
+  KVS_RETURN_IF_ERROR(backend.CopyToDevice(rings.data(), m_rings, batch * 4));
+  KVS_RETURN_IF_ERROR(backend.CopyToDevice(sealed.data(), m_rings + batch, batch * 4));
   // Workspace as the engine reserves it (for --max-seqs sequences), so split-K plans match.
   KVS_RETURN_IF_ERROR(backend.ReserveWorkspace(tokens, std::max(batch, absl::GetFlag(FLAGS_max_seqs)), c.num_q_heads,
                                                c.head_dim));
@@ -139,6 +204,10 @@ absl::Status BenchAttention(Backend& backend, const ModelConfig& c, bool prefill
   ab.block_table = m;
   ab.query_start = m + table.size();
   ab.context_len = m + table.size() + query_start.size();
+  if (channel_quantized) {
+    ab.residual = m_rings;
+    ab.sealed = m_rings + batch;
+  }
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   const TensorView qv = q.View(dt, tokens, qw), ov = out.View(dt, tokens, qw);
   for (int i = 0; i < 3; ++i) KVS_RETURN_IF_ERROR(backend.PagedAttention(qv, cache, ab, scale, ov));
@@ -158,8 +227,15 @@ absl::Status BenchAttention(Backend& backend, const ModelConfig& c, bool prefill
                 batch, ctx, q_per_seq, per_call * 1e6, flops / per_call / 1e12);
     return absl::OkStatus();
   }
-  // Bytes the kernel must read: every key's and value's codes and scales.
-  const double kv_bytes = 2.0 * batch * ctx * c.num_kv_heads * (layout.RowBytes() + layout.ScaleBytes());
+  // Bytes the kernel must read: every key's and value's codes and scales (int4 / int2: per-channel
+  // key scales once per block, the ring's newest tokens in bf16).
+  double kv_bytes = 2.0 * batch * ctx * c.num_kv_heads * (layout.RowBytes() + layout.ScaleBytes());
+  if (channel_quantized) {
+    const int64_t sealed_keys = cache.ring().SealedEnd(ctx), ring_keys = ctx - sealed_keys;
+    kv_bytes = static_cast<double>(batch) * c.num_kv_heads *
+               (sealed_keys * (2.0 * layout.RowBytes() + layout.ScaleBytes()) +
+                static_cast<double>(sealed_keys / bs) * c.head_dim * 4 + ring_keys * 4.0 * c.head_dim);
+  }
   std::printf("| paged decode attention | %s | Hq=%d Hk=%d D=%d bs=%d KV %s B=%d L=%d | %.1f us | %.2f TB/s of KV reads | "
               "%.1f G context tokens/s |\n",
               backend.Name().c_str(), c.num_q_heads, c.num_kv_heads, c.head_dim, bs, KvDTypeName(kv_dtype).data(), batch,

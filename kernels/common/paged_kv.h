@@ -57,7 +57,7 @@ struct PagedKvView {
   int32_t num_residual = 0;     // rings
   int32_t residual_blocks = 1;  // blocks per ring
 
-  KvResidualRing ring() const { return KvResidualRing{block_size, residual_blocks}; }
+  KVS_HOST_DEVICE KvResidualRing ring() const { return KvResidualRing{block_size, residual_blocks}; }
 
   // Elements of one token over all KV heads (the width of the k/v rows WriteKv takes).
   int64_t SlotStride() const { return static_cast<int64_t>(kv_heads) * head_dim; }

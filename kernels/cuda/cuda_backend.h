@@ -65,6 +65,7 @@ class CudaBackend final : public Backend {
   absl::Status Linear(TensorView x, TensorView w, TensorView bias, TensorView out) override;
   absl::Status Rope(TensorView x, int32_t heads, const int32_t* positions, RopeTable rope) override;
   absl::Status WriteKv(TensorView k, TensorView v, const int32_t* slot_mapping, PagedKvView cache) override;
+  absl::Status SealKvGroups(TensorView k, TensorView v, const AttentionBatch& batch, PagedKvView cache) override;
   absl::Status PagedAttention(TensorView q, PagedKvView cache, const AttentionBatch& batch, float scale,
                               TensorView out) override;
   absl::Status SwiGlu(TensorView gate_up, TensorView out) override;

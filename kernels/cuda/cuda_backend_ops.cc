@@ -35,10 +35,9 @@ absl::Status Shape(bool ok, const char* op, const TensorView& a, const TensorVie
 
 // Why the attention kernels cannot take caches of `t` at `head_dim`, naming what they can.
 std::string CudaKvProblem(KvDType t, int32_t head_dim) {
-  if (t == KvDType::kF32) return "f32 KV caches are CPU-only (CUDA: bf16, fp16, fp8, int8, int4-token)";
+  if (t == KvDType::kF32) return "f32 KV caches are CPU-only (CUDA: bf16, fp16, fp8, int8, int4-token, int4, int2)";
   if (KvChannelQuantized(t)) {
-    return "the per-channel int4 / int2 KV formats run on the CPU backend only so far; --kv-dtype int4-token is the "
-           "per-token int4 the CUDA kernels read";
+    return absl::StrFormat("the CUDA kernel for int4 / int2 KV takes head_dim 32, 64, 128 or 256; not %d", head_dim);
   }
   const auto join = [](const auto& dims) {
     std::string out;
@@ -265,6 +264,21 @@ absl::Status CudaBackend::WriteKv(TensorView k, TensorView v, const int32_t* slo
   return absl::OkStatus();
 }
 
+absl::Status CudaBackend::SealKvGroups(TensorView k, TensorView v, const AttentionBatch& batch, PagedKvView cache) {
+  KVS_RETURN_IF_ERROR(Require(k, DType::kBF16, "SealKvGroups", "k"));
+  KVS_RETURN_IF_ERROR(Require(v, DType::kBF16, "SealKvGroups", "v"));
+  KVS_RETURN_IF_ERROR(CheckCache(cache, "SealKvGroups"));
+  if (!KvChannelQuantized(cache.dtype) || batch.sealed == nullptr ||
+      k.rows != batch.num_tokens || v.rows != k.rows || k.cols != cache.SlotStride() || v.cols != cache.SlotStride()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "SealKvGroups: k [%d, %d] v [%d, %d] for %d tokens, %s cache (%s sealed positions)", k.rows, k.cols, v.rows,
+        v.cols, batch.num_tokens, KvDTypeName(cache.dtype), batch.sealed ? "with" : "no"));
+  }
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchSealKvGroups(static_cast<const bf16*>(k.data), k.stride,
+                                                    static_cast<const bf16*>(v.data), v.stride, batch, cache, stream_));
+  return absl::OkStatus();
+}
+
 absl::Status CudaBackend::PagedAttention(TensorView q, PagedKvView cache, const AttentionBatch& batch, float scale,
                                          TensorView out) {
   KVS_RETURN_IF_ERROR(Require(q, DType::kBF16, "PagedAttention", "q"));
@@ -356,10 +370,10 @@ absl::Status CudaBackend::SampleRows(TensorView logits, const SampleRequest* req
 }
 
 std::string CudaBackend::AttentionWindowProblem(KvDType t, int32_t head_dim) const {
-  if (cuda::WindowAttentionSupports(t, head_dim)) return "";
+  if (cuda::WindowAttentionSupports(t, head_dim) || cuda::KiviAttentionSupports(t, head_dim)) return "";
   return absl::StrFormat(
-      "the CUDA kernel for sliding-window layers takes bf16 caches with head_dim a multiple of 32 "
-      "up to 256 (asked: --kv-dtype %s, head_dim %d)",
+      "the CUDA kernels for sliding-window layers take bf16 caches with head_dim a multiple of 32 "
+      "up to 256, and int4 / int2 caches with head_dim 32, 64, 128 or 256 (asked: --kv-dtype %s, head_dim %d)",
       KvDTypeName(t), head_dim);
 }
 

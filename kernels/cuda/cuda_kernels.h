@@ -46,10 +46,18 @@ cudaError_t LaunchRope(bf16* x, int64_t x_stride, int64_t num_tokens, int32_t he
                        const int32_t* positions, const float* inv_freq, cudaStream_t stream);
 
 // cache[slot_mapping[t]] = k/v[t] for the layer's paged cache, encoded in cache.dtype (bf16 any
-// head dim; fp16/fp8/int8/int4 head_dim 64 or 128). Negative slots skip.
+// head dim; fp16/fp8/int8/int4-token head_dim 64 or 128). Negative slots skip, except that a
+// channel-quantized cache (int4 / int2) takes slots <= -2 as rows of its bf16 residual rings and
+// writes nothing else (its blocks are written whole by LaunchSealKvGroups).
 cudaError_t LaunchWriteKv(const bf16* k, int64_t k_stride, const bf16* v, int64_t v_stride,
                           int64_t num_tokens, const int32_t* slot_mapping, const PagedKvView& cache,
                           cudaStream_t stream);
+
+// Backend::SealKvGroups for int4 / int2 caches: each block the step completes, quantized whole
+// from the step's rows k, v [T, Hk * D] and the sequences' residual rings, byte for byte as the
+// CPU encoder writes it (kivi_seal.cu).
+cudaError_t LaunchSealKvGroups(const bf16* k, int64_t k_stride, const bf16* v, int64_t v_stride,
+                               const AttentionBatch& batch, const PagedKvView& cache, cudaStream_t stream);
 
 // out[t, i] = bf16(silu(gu[t, i]) * gu[t, I + i]).
 cudaError_t LaunchSwiGlu(const bf16* gate_up, int64_t gu_stride, int64_t rows, int64_t inter, bf16* out,
@@ -137,9 +145,15 @@ inline constexpr int32_t kEncodedKvHeadDims[] = {64, 128};
 constexpr bool WindowAttentionSupports(KvDType t, int32_t head_dim) {
   return t == KvDType::kBF16 && head_dim % 32 == 0 && head_dim >= 32 && head_dim <= 256;
 }
+// The channel-quantized formats (int4 / int2: keys per channel, values per token, the newest tokens
+// in bf16 rings) have a kernel of their own (paged_attention_kivi.cu), windows included: each lane
+// owns head_dim / 32 whole dims of one 32-wide value group, so head_dim 32, 64, 128 or 256.
+constexpr bool KiviAttentionSupports(KvDType t, int32_t head_dim) {
+  return KvChannelQuantized(t) && (head_dim == 32 || head_dim == 64 || head_dim == 128 || head_dim == 256);
+}
 // The tiled kernels (tensor cores): head dims listed above, per format.
 constexpr bool TiledAttentionSupports(KvDType t, int32_t head_dim) {
-  if (t == KvDType::kF32 || KvChannelQuantized(t)) return false;  // no CUDA kernel reads int4 / int2 yet
+  if (t == KvDType::kF32 || KvChannelQuantized(t)) return false;
   const auto contains = [head_dim](const auto& dims) {
     for (int32_t d : dims) {
       if (d == head_dim) return true;
@@ -150,7 +164,8 @@ constexpr bool TiledAttentionSupports(KvDType t, int32_t head_dim) {
 }
 // What some kernel takes (without a window): the tiled ones, else the generic one.
 constexpr bool AttentionSupports(KvDType t, int32_t head_dim) {
-  return TiledAttentionSupports(t, head_dim) || WindowAttentionSupports(t, head_dim);
+  return TiledAttentionSupports(t, head_dim) || WindowAttentionSupports(t, head_dim) ||
+         KiviAttentionSupports(t, head_dim);
 }
 
 // Causal attention over the keys of cache.window (all when 0) by the generic kernel; returns
@@ -158,6 +173,13 @@ constexpr bool AttentionSupports(KvDType t, int32_t head_dim) {
 cudaError_t LaunchWindowAttention(const bf16* q, int64_t q_stride, int32_t q_heads, const PagedKvView& cache,
                                   const AttentionBatch& batch, float scale, bf16* out, int64_t out_stride,
                                   cudaStream_t stream);
+
+// Causal attention (window included) over an int4 / int2 cache: sealed blocks decoded in
+// registers, each sequence's newest keys from its residual ring (AttentionBatch::residual /
+// sealed); split along the keys into `ws` when the rows alone would not fill the GPU.
+cudaError_t LaunchKiviAttention(const bf16* q, int64_t q_stride, int32_t q_heads, const PagedKvView& cache,
+                                const AttentionBatch& batch, float scale, bf16* out, int64_t out_stride,
+                                const AttentionWorkspace& ws, cudaStream_t stream);
 
 // Causal paged attention, q and out [T, Hq * D] bf16 (see AttentionBatch), over a cache of any
 // KvDType but f32. Returns cudaErrorInvalidValue for a head dim outside kAttentionHeadDims (bf16)

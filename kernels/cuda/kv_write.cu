@@ -34,6 +34,22 @@ __global__ void WriteKvKernel(const bf16* k, int64_t k_stride, const bf16* v, in
   }
 }
 
+// Channel-quantized caches: a slot s <= -2 is row -(s + 2) of the residual rings, bf16 rows as a
+// bf16 cache stores them; the paged blocks are written whole by SealKvGroups (kivi_seal.cu), so
+// other slots write nothing.
+__global__ void WriteResidualKernel(const bf16* k, int64_t k_stride, const bf16* v, int64_t v_stride,
+                                    const int32_t* slot_mapping, bf16* k_residual, bf16* v_residual, int64_t rows,
+                                    int64_t width) {
+  const int64_t t = blockIdx.x;
+  const int64_t slot = slot_mapping[t];
+  if (slot > -2 || -(slot + 2) >= rows) return;
+  const int64_t r = -(slot + 2);
+  for (int64_t c = threadIdx.x; c < width; c += blockDim.x) {
+    k_residual[r * width + c] = k[t * k_stride + c];
+    v_residual[r * width + c] = v[t * v_stride + c];
+  }
+}
+
 template <int E>
 __device__ inline void LoadRow(const bf16* src, int lane, float* x) {
   if constexpr (E == 2) {
@@ -145,6 +161,15 @@ cudaError_t LaunchWriteKv(const bf16* k, int64_t k_stride, const bf16* v, int64_
     case KvDType::kFP8: return LaunchEncoded<KvDType::kFP8>(k, k_stride, v, v_stride, num_tokens, slot_mapping, cache, stream);
     case KvDType::kINT8: return LaunchEncoded<KvDType::kINT8>(k, k_stride, v, v_stride, num_tokens, slot_mapping, cache, stream);
     case KvDType::kINT4: return LaunchEncoded<KvDType::kINT4>(k, k_stride, v, v_stride, num_tokens, slot_mapping, cache, stream);
+    case KvDType::kKivi4:
+    case KvDType::kKivi2: {
+      if (cache.k_residual == nullptr) return cudaErrorInvalidValue;
+      const int64_t rows = static_cast<int64_t>(cache.num_residual) * cache.residual_blocks * cache.block_size;
+      WriteResidualKernel<<<num_tokens, 128, 0, stream>>>(k, k_stride, v, v_stride, slot_mapping,
+                                                          static_cast<bf16*>(cache.k_residual),
+                                                          static_cast<bf16*>(cache.v_residual), rows, cache.SlotStride());
+      return cudaGetLastError();
+    }
     case KvDType::kF32: return cudaErrorInvalidValue;
   }
   const int64_t width = cache.SlotStride();

@@ -16,6 +16,9 @@ cudaError_t LaunchPagedAttention(const bf16* q, int64_t q_stride, int32_t q_head
                                  const AttentionWorkspace& ws, cudaStream_t stream) {
   using attention::LaunchAttentionFor;
   if (batch.num_tokens == 0) return cudaSuccess;
+  if (KvChannelQuantized(cache.dtype)) {
+    return LaunchKiviAttention(q, q_stride, q_heads, cache, batch, scale, out, out_stride, ws, stream);
+  }
   if (cache.window > 0 || !TiledAttentionSupports(cache.dtype, cache.head_dim)) {
     return LaunchWindowAttention(q, q_stride, q_heads, cache, batch, scale, out, out_stride, stream);
   }
@@ -55,7 +58,7 @@ cudaError_t LaunchPagedAttention(const bf16* q, int64_t q_stride, int32_t q_head
     case KvDType::kFP8: return LaunchAttentionFor<KvDType::kFP8>(p, d, n, lq, stream);
     case KvDType::kINT8: return LaunchAttentionFor<KvDType::kINT8>(p, d, n, lq, stream);
     case KvDType::kINT4: return LaunchAttentionFor<KvDType::kINT4>(p, d, n, lq, stream);
-    case KvDType::kF32: break;
+    default: break;
   }
   return cudaErrorInvalidValue;
 }

@@ -1,0 +1,382 @@
+// Paged attention over the channel-quantized caches (int4 / int2, kernels/common/kv_format.h):
+// keys quantized per channel over a block, values per token in groups of 32, each sequence's
+// newest tokens in bf16 in its residual ring (paged_kv.h: positions from max(sealed[s],
+// ring.SealedEnd(context)) on). The CPU reference is kernels/cpu/kv_codec.cc's KvRowReader.
+//
+// Work: a block of kWarps warps per (query row, G query heads of one GQA group, key split). Each
+// warp takes chunks of up to 32 consecutive keys (lane = key), which touch at most kMaxFold cache
+// blocks. Per-channel key scales fold into the query, once per block and chunk (KIVI): with
+// k_d = c_d s_d + z_d, q . k = sum_d (q_d s_d) c_d + sum_d q_d z_d, so a key's score is a dot of
+// the folded query with its raw codes plus the block's bias — no per-element scale loads. Values
+// are decoded in registers: lane l owns dims [l E, l E + E) of the output, which lie in one
+// 32-wide value group, so one (scale, zero) pair per key and lane. Softmax in base 2 with a
+// running max and sum per warp; warps merge in shared memory, key splits through the workspace
+// (attention_combine.cuh). CUDA cores only: the first GPU path for these formats, measured
+// against the tensor-core int4-token kernel in docs/performance.md.
+#include <cfloat>
+
+#include "kernels/cuda/attention_combine.cuh"
+
+namespace kvs::cuda {
+namespace {
+
+constexpr int kWarps = 4;
+// A chunk holds min(32, 2 * block_size + 1) keys, so it spans at most three blocks.
+constexpr int kMaxFold = 3;
+constexpr int kPad = 4;  // floats after each folded query row: chunks' blocks land in other banks
+constexpr unsigned kFull = 0xffffffffu;
+
+struct KiviParams {
+  const bf16* q;
+  int64_t q_stride;
+  int32_t q_heads;
+  PagedKvView cache;
+  AttentionBatch batch;
+  float scale_log2;  // softmax scale * log2(e): scores in base 2
+  int32_t keys_per_split;
+  int32_t num_splits;
+  bf16* out;
+  int64_t out_stride;
+  float* partial_out;
+  float* partial_ml;
+};
+
+template <int E, int G>
+struct alignas(16) Smem {
+  static constexpr int D = 32 * E;
+  float q[G][D];
+  union {
+    struct {
+      float fold[kWarps][kMaxFold][G][D + kPad];
+      float bias[kWarps][kMaxFold][G];
+    } loop;
+    struct {
+      float acc[kWarps][G][D];
+      float ml[kWarps][G][2];
+    } merge;
+  };
+};
+
+// The kLaneBits bits of lane `lane`'s codes in a value row (E codes: its dims), low bits first.
+template <int kLaneBits>
+__device__ inline uint32_t LaneCodes(const unsigned char* row, int lane) {
+  if constexpr (kLaneBits == 32) {
+    return reinterpret_cast<const uint32_t*>(row)[lane];
+  } else if constexpr (kLaneBits == 16) {
+    return reinterpret_cast<const uint16_t*>(row)[lane];
+  } else if constexpr (kLaneBits == 8) {
+    return row[lane];
+  } else {  // under a byte: shifted down, the caller masks
+    const int bit = lane * kLaneBits;
+    return static_cast<uint32_t>(row[bit / 8]) >> (bit % 8);
+  }
+}
+
+__device__ inline float2 ScaleZeroOf(uint32_t pair) {  // fp16 (scale, zero), scale in the low half
+  return __half22float2(*reinterpret_cast<const __half2*>(&pair));
+}
+
+template <int kBits, int E, int G>
+__global__ void __launch_bounds__(kWarps * 32) KiviAttentionKernel(KiviParams p) {
+  constexpr int D = 32 * E;
+  constexpr int kRowWords = D * kBits / 32;  // 32-bit words of one key's codes
+  constexpr int kCodesPerWord = 32 / kBits;
+  constexpr uint32_t kMask = (1u << kBits) - 1;
+  __shared__ Smem<E, G> sm;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const PagedKvView& c = p.cache;
+  const AttentionBatch& b = p.batch;
+  const int32_t groups_per_row = p.q_heads / G;
+  const int32_t t = static_cast<int32_t>(blockIdx.x / groups_per_row);
+  const int32_t h0 = static_cast<int32_t>(blockIdx.x % groups_per_row) * G;
+  const int32_t split = static_cast<int32_t>(blockIdx.y);
+  int32_t lo_s = 0, hi_s = b.num_seqs - 1;  // the sequence of row t: the last with query_start <= t
+  while (lo_s < hi_s) {
+    const int32_t mid = (lo_s + hi_s + 1) / 2;
+    if (b.query_start[mid] <= t) lo_s = mid;
+    else hi_s = mid - 1;
+  }
+  const int32_t s = lo_s;
+  const int32_t pos = b.context_len[s] - (b.query_start[s + 1] - b.query_start[s]) + (t - b.query_start[s]);
+  const int32_t first = c.window > 0 ? max(0, pos - c.window + 1) : 0;
+  const int32_t lo = max(first, split * p.keys_per_split), hi = min(pos + 1, (split + 1) * p.keys_per_split);
+  const int32_t kvh = h0 / (p.q_heads / c.kv_heads);
+  const int32_t* blocks = b.block_table + static_cast<int64_t>(s) * b.max_blocks_per_seq;
+  const KvResidualRing ring = c.ring();
+  const int32_t sealed_end = max(b.sealed != nullptr ? b.sealed[s] : 0, ring.SealedEnd(b.context_len[s]));
+  const int32_t residual = b.residual != nullptr ? b.residual[s] : -1;
+  const int32_t bs = c.block_size, chunk = min(32, 2 * bs + 1);
+  const auto* kc = static_cast<const unsigned char*>(c.k);
+  const auto* vc = static_cast<const unsigned char*>(c.v);
+  const auto* k_res = static_cast<const bf16*>(c.k_residual);
+  const auto* v_res = static_cast<const bf16*>(c.v_residual);
+  const int64_t width = static_cast<int64_t>(c.kv_heads) * D;
+
+  const bf16* qr = p.q + static_cast<int64_t>(t) * p.q_stride + static_cast<int64_t>(h0) * D;
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) sm.q[i / D][i % D] = __bfloat162float(qr[i]) * p.scale_log2;
+  __syncthreads();
+
+  float m[G], l[G], acc[G][E];
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    m[g] = -FLT_MAX;
+    l[g] = 0.0f;
+#pragma unroll
+    for (int e = 0; e < E; ++e) acc[g][e] = 0.0f;
+  }
+  for (int32_t base = lo + chunk * warp; base < hi; base += chunk * kWarps) {
+    const int32_t keys = min(chunk, hi - base);
+    const int32_t b_first = base / bs, nb = (base + keys - 1) / bs - b_first + 1;
+    __syncwarp();  // the previous chunk's folded queries are read
+    // Fold each sealed block's channel scales into the queries.
+    for (int fb = 0; fb < nb && (b_first + fb) * bs < sealed_end; ++fb) {
+      const auto* sz = reinterpret_cast<const uint32_t*>(kc + c.ChannelScaleOffset(blocks[b_first + fb], kvh));
+      float bias[G] = {};
+#pragma unroll
+      for (int e = 0; e < E; ++e) {
+        const int d = e * 32 + lane;
+        const float2 f = ScaleZeroOf(sz[d]);
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+          sm.loop.fold[warp][fb][g][d] = sm.q[g][d] * f.x;
+          bias[g] += sm.q[g][d] * f.y;
+        }
+      }
+#pragma unroll
+      for (int g = 0; g < G; ++g) {
+        for (int o = 16; o > 0; o >>= 1) bias[g] += __shfl_xor_sync(kFull, bias[g], o);
+        if (lane == 0) sm.loop.bias[warp][fb][g] = bias[g];
+      }
+    }
+    __syncwarp();
+
+    // Scores: lane = key. `src` says where its value row is: slot >= 0 in the blocks, or
+    // -(residual row + 1) in the ring.
+    const int32_t key = base + lane;
+    const bool in_ring = key >= sealed_end;
+    const bool valid = lane < keys && (!in_ring || residual >= 0);
+    int64_t src = 0;
+    float score[G];
+#pragma unroll
+    for (int g = 0; g < G; ++g) score[g] = -FLT_MAX;
+    if (valid && !in_ring) {
+      const int fb = key / bs - b_first;
+      const int64_t slot = static_cast<int64_t>(blocks[key / bs]) * bs + key % bs;
+      src = slot;
+      const unsigned char* row = kc + c.RowOffset(slot, kvh);
+      uint32_t words[kRowWords];
+      if constexpr (kRowWords % 4 == 0) {
+#pragma unroll
+        for (int w = 0; w < kRowWords / 4; ++w) *reinterpret_cast<uint4*>(&words[4 * w]) = reinterpret_cast<const uint4*>(row)[w];
+      } else {
+#pragma unroll
+        for (int w = 0; w < kRowWords / 2; ++w) *reinterpret_cast<uint2*>(&words[2 * w]) = reinterpret_cast<const uint2*>(row)[w];
+      }
+      float dot[G] = {};
+#pragma unroll
+      for (int w = 0; w < kRowWords; ++w) {
+#pragma unroll
+        for (int i = 0; i < kCodesPerWord; i += 4) {
+          const int d = w * kCodesPerWord + i;
+          float code[4];
+#pragma unroll
+          for (int u = 0; u < 4; ++u) code[u] = static_cast<float>((words[w] >> ((i + u) * kBits)) & kMask);
+#pragma unroll
+          for (int g = 0; g < G; ++g) {
+            const float4 f = *reinterpret_cast<const float4*>(&sm.loop.fold[warp][fb][g][d]);
+            dot[g] += f.x * code[0] + f.y * code[1] + f.z * code[2] + f.w * code[3];
+          }
+        }
+      }
+#pragma unroll
+      for (int g = 0; g < G; ++g) score[g] = dot[g] + sm.loop.bias[warp][fb][g];
+    } else if (valid) {
+      const int64_t r = ring.Slot(residual, key);
+      src = -(r + 1);
+      const uint4* row = reinterpret_cast<const uint4*>(k_res + r * width + static_cast<int64_t>(kvh) * D);
+      float dot[G] = {};
+#pragma unroll 4
+      for (int piece = 0; piece < D / 8; ++piece) {
+        const uint4 raw = row[piece];
+        const auto* e = reinterpret_cast<const __nv_bfloat162*>(&raw);
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+          const float2 kf = __bfloat1622float2(e[u]);
+#pragma unroll
+          for (int g = 0; g < G; ++g) dot[g] += sm.q[g][piece * 8 + 2 * u] * kf.x + sm.q[g][piece * 8 + 2 * u + 1] * kf.y;
+        }
+      }
+#pragma unroll
+      for (int g = 0; g < G; ++g) score[g] = dot[g];
+    }
+
+    float pr[G];
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      float cmax = score[g];
+      for (int o = 16; o > 0; o >>= 1) cmax = fmaxf(cmax, __shfl_xor_sync(kFull, cmax, o));
+      const float new_max = fmaxf(m[g], cmax);
+      pr[g] = valid ? exp2f(score[g] - new_max) : 0.0f;
+      float csum = pr[g];
+      for (int o = 16; o > 0; o >>= 1) csum += __shfl_xor_sync(kFull, csum, o);
+      const float correction = exp2f(m[g] - new_max);
+      l[g] = l[g] * correction + csum;
+      m[g] = new_max;
+#pragma unroll
+      for (int e = 0; e < E; ++e) acc[g][e] *= correction;
+    }
+
+    // Values: lane owns dims [lane E, lane E + E) of each key's row, four keys in flight.
+    constexpr int kUnroll = 4;
+    for (int j0 = 0; j0 < keys; j0 += kUnroll) {
+      float vv[kUnroll][E];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int j = j0 + u;
+        const int64_t sj = __shfl_sync(kFull, src, j & 31);
+        const bool used = j < keys && __shfl_sync(kFull, valid, j & 31);
+#pragma unroll
+        for (int e = 0; e < E; ++e) vv[u][e] = 0.0f;
+        if (!used) continue;  // rows past the chunk are not read (their slots may hold NaN)
+        if (sj >= 0) {
+          const float2 f =
+              ScaleZeroOf(*reinterpret_cast<const uint32_t*>(vc + c.ScaleOffset(sj, kvh) + (lane * E / 32) * 4));
+          const uint32_t codes = LaneCodes<E * kBits>(vc + c.RowOffset(sj, kvh), lane);
+#pragma unroll
+          for (int e = 0; e < E; ++e) vv[u][e] = static_cast<float>((codes >> (e * kBits)) & kMask) * f.x + f.y;
+        } else {
+          const bf16* row = v_res + (-sj - 1) * width + static_cast<int64_t>(kvh) * D + lane * E;
+#pragma unroll
+          for (int e = 0; e < E; ++e) vv[u][e] = __bfloat162float(row[e]);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+          const float pj = __shfl_sync(kFull, pr[g], (j0 + u) & 31);
+#pragma unroll
+          for (int e = 0; e < E; ++e) acc[g][e] += pj * vv[u][e];
+        }
+      }
+    }
+  }
+
+  // Merge the warps: out = sum_w acc_w 2^(m_w - M) / sum_w l_w 2^(m_w - M).
+  __syncthreads();  // the loop's shared memory is the merge's
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+#pragma unroll
+    for (int e = 0; e < E; ++e) sm.merge.acc[warp][g][lane * E + e] = acc[g][e];
+    if (lane == 0) {
+      sm.merge.ml[warp][g][0] = m[g];
+      sm.merge.ml[warp][g][1] = l[g];
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+    const int g = i / D, d = i % D;
+    float mx = -FLT_MAX;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, sm.merge.ml[w][g][0]);
+    float total = 0.0f, v = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      const float weight = sm.merge.ml[w][g][1] > 0.0f ? exp2f(sm.merge.ml[w][g][0] - mx) : 0.0f;  // no keys: nothing
+      total += sm.merge.ml[w][g][1] * weight;
+      v += sm.merge.acc[w][g][d] * weight;
+    }
+    const int32_t h = h0 + g;
+    if (p.num_splits == 1) {
+      p.out[static_cast<int64_t>(t) * p.out_stride + static_cast<int64_t>(h) * D + d] =
+          __float2bfloat16(total > 0.0f ? v / total : 0.0f);
+    } else {
+      const int64_t idx = (static_cast<int64_t>(split) * b.num_tokens + t) * p.q_heads + h;
+      if (total > 0.0f) p.partial_out[idx * D + d] = v;  // an empty split's weight is 0 in the combine
+      if (d == 0) {
+        p.partial_ml[idx * 2] = mx;
+        p.partial_ml[idx * 2 + 1] = total;
+      }
+    }
+  }
+}
+
+// Key splits: enough blocks for two waves of resident blocks when the rows alone are fewer,
+// splits of at least kMinKeysPerSplit keys, as many as the workspace holds.
+constexpr int32_t kMinKeysPerSplit = 256;
+
+template <int kBits, int E, int G>
+cudaError_t Launch(KiviParams p, const AttentionWorkspace& ws, cudaStream_t stream) {
+  constexpr int D = 32 * E;
+  static_assert(sizeof(Smem<E, G>) <= 48 * 1024, "static shared memory");
+  const AttentionBatch& b = p.batch;
+  const int64_t rows = static_cast<int64_t>(b.num_tokens) * (p.q_heads / G);
+  static const int64_t resident = attention::ResidentBlocks(KiviAttentionKernel<kBits, E, G>, 0, ws.num_sms, kWarps * 32);
+  int64_t splits = (2 * resident + rows - 1) / rows;
+  splits = std::min<int64_t>(splits, std::max(1, b.max_context_len / kMinKeysPerSplit));
+  const int64_t per_split = static_cast<int64_t>(b.num_tokens) * p.q_heads * D;
+  if (ws.partial_out == nullptr || ws.partial_ml == nullptr) splits = 1;
+  splits = std::max<int64_t>(1, std::min<int64_t>(splits, ws.capacity_floats / per_split));
+  const int32_t chunk_keys = 32 * kWarps;
+  p.keys_per_split = static_cast<int32_t>((b.max_context_len + splits - 1) / splits + chunk_keys - 1) / chunk_keys * chunk_keys;
+  p.num_splits = (b.max_context_len + p.keys_per_split - 1) / p.keys_per_split;
+  p.partial_out = ws.partial_out;
+  p.partial_ml = ws.partial_ml;
+  KiviAttentionKernel<kBits, E, G><<<dim3(static_cast<unsigned>(rows), p.num_splits), kWarps * 32, 0, stream>>>(p);
+  attention::Params cp{};
+  cp.out = p.out;
+  cp.out_stride = p.out_stride;
+  cp.q_heads = p.q_heads;
+  cp.num_tokens = b.num_tokens;
+  cp.num_splits = p.num_splits;
+  cp.partial_out = p.partial_out;
+  cp.partial_ml = p.partial_ml;
+  return attention::CombineSplits<D>(cudaGetLastError(), cp, stream);
+}
+
+// G: query heads per block, the most of the GQA group that divides it with G x D <= 512 (the
+// folded queries of kMaxFold blocks per warp then fit in static shared memory).
+template <int kBits, int E>
+cudaError_t LaunchGrouped(const KiviParams& p, const AttentionWorkspace& ws, cudaStream_t stream) {
+  const int32_t group = p.q_heads / p.cache.kv_heads;
+  constexpr int kMaxG = 512 / (32 * E) < 8 ? 512 / (32 * E) : 8;
+  if (kMaxG >= 8 && group % 8 == 0) return Launch<kBits, E, (kMaxG >= 8 ? 8 : 1)>(p, ws, stream);
+  if (kMaxG >= 4 && group % 4 == 0) return Launch<kBits, E, (kMaxG >= 4 ? 4 : 1)>(p, ws, stream);
+  if (kMaxG >= 2 && group % 2 == 0) return Launch<kBits, E, (kMaxG >= 2 ? 2 : 1)>(p, ws, stream);
+  return Launch<kBits, E, 1>(p, ws, stream);
+}
+
+template <int kBits>
+cudaError_t LaunchFor(const KiviParams& p, const AttentionWorkspace& ws, cudaStream_t stream) {
+  switch (p.cache.head_dim) {
+    case 32: return LaunchGrouped<kBits, 1>(p, ws, stream);
+    case 64: return LaunchGrouped<kBits, 2>(p, ws, stream);
+    case 128: return LaunchGrouped<kBits, 4>(p, ws, stream);
+    case 256: return LaunchGrouped<kBits, 8>(p, ws, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+}  // namespace
+
+cudaError_t LaunchKiviAttention(const bf16* q, int64_t q_stride, int32_t q_heads, const PagedKvView& cache,
+                                const AttentionBatch& batch, float scale, bf16* out, int64_t out_stride,
+                                const AttentionWorkspace& ws, cudaStream_t stream) {
+  if (batch.num_tokens == 0) return cudaSuccess;
+  if (!KiviAttentionSupports(cache.dtype, cache.head_dim) || cache.k_residual == nullptr ||
+      q_heads % cache.kv_heads != 0) {
+    return cudaErrorInvalidValue;
+  }
+  KiviParams p{};
+  p.q = q;
+  p.q_stride = q_stride;
+  p.q_heads = q_heads;
+  p.cache = cache;
+  p.batch = batch;
+  p.scale_log2 = scale * attention::kLog2e;
+  p.out = out;
+  p.out_stride = out_stride;
+  return cache.dtype == KvDType::kKivi4 ? LaunchFor<4>(p, ws, stream) : LaunchFor<2>(p, ws, stream);
+}
+
+}  // namespace kvs::cuda
