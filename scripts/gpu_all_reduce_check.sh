@@ -31,7 +31,8 @@ python3 - "$W/tp1.jsonl" "$W/tp2.jsonl" <<'PY'
 import json, sys
 a = {r["id"]: r for r in map(json.loads, open(sys.argv[1]))}
 b = {r["id"]: r for r in map(json.loads, open(sys.argv[2]))}
-same = sum(a[k].get("token_ids") == b.get(k, {}).get("token_ids") for k in a)
+# generate writes each request's tokens as "output_ids"; a missing request or field counts as differing.
+same = sum(a[k].get("output_ids") is not None and a[k].get("output_ids") == b.get(k, {}).get("output_ids") for k in a)
 print(f"tp=2 (peer all-reduce, one GPU) vs tp=1: {same} of {len(a)} requests with identical greedy tokens")
 PY
 # A rank that hangs (or exits) mid-run on the peer path: the job stops within seconds with an
