@@ -7,9 +7,11 @@
 // warp takes chunks of up to 32 consecutive keys (lane = key), which touch at most kMaxFold cache
 // blocks. Per-channel key scales fold into the query, once per block and chunk (KIVI): with
 // k_d = c_d s_d + z_d, q . k = sum_d (q_d s_d) c_d + sum_d q_d z_d, so a key's score is a dot of
-// the folded query with its raw codes plus the block's bias — no per-element scale loads. Values
-// are decoded in registers: lane l owns dims [l E, l E + E) of the output, which lie in one
-// 32-wide value group, so one (scale, zero) pair per key and lane. Softmax in base 2 with a
+// the folded query with its raw codes plus the block's bias — no per-element scale loads. Every
+// load of a chunk is issued at its start (each lane its key's codes and value row), the value rows
+// staged in shared memory; lane l then owns dims [l E, l E + E) of the output, which lie in one
+// 32-wide value group, so one (scale, zero) pair per key and lane. Codes become floats by integer
+// instructions (UnitFloat), not conversions. Softmax in base 2 with a
 // running max and sum per warp; warps merge in shared memory, key splits through the workspace
 // (attention_combine.cuh). CUDA cores only: the first GPU path for these formats, measured
 // against the tensor-core int4-token kernel in docs/performance.md.
@@ -41,14 +43,20 @@ struct KiviParams {
   float* partial_ml;
 };
 
-template <int E, int G>
+template <int kBits, int E, int G>
 struct alignas(16) Smem {
   static constexpr int D = 32 * E;
+  static constexpr int kCodeWords = D * kBits / 32;  // one row's codes, 32-bit words (>= 2)
+  static constexpr int kCodeStride = kCodeWords + (kCodeWords >= 4 ? 4 : 2);  // padded: fewer bank conflicts
   float q[G][D];
   union {
     struct {
-      float fold[kWarps][kMaxFold][G][D + kPad];
+      float fold[kWarps][kMaxFold][G][D + kPad];  // 2^bits * q_d * s_d per block of the chunk
       float bias[kWarps][kMaxFold][G];
+      // Each lane's key: its value row's codes and (scale, zero) pairs, and its probabilities.
+      uint32_t v_codes[kWarps][32][kCodeStride];
+      uint32_t v_scales[kWarps][32][E];
+      float p[kWarps][32][G];
     } loop;
     struct {
       float acc[kWarps][G][D];
@@ -57,19 +65,19 @@ struct alignas(16) Smem {
   };
 };
 
-// The kLaneBits bits of lane `lane`'s codes in a value row (E codes: its dims), low bits first.
-template <int kLaneBits>
-__device__ inline uint32_t LaneCodes(const unsigned char* row, int lane) {
-  if constexpr (kLaneBits == 32) {
-    return reinterpret_cast<const uint32_t*>(row)[lane];
-  } else if constexpr (kLaneBits == 16) {
-    return reinterpret_cast<const uint16_t*>(row)[lane];
-  } else if constexpr (kLaneBits == 8) {
-    return row[lane];
-  } else {  // under a byte: shifted down, the caller masks
-    const int bit = lane * kLaneBits;
-    return static_cast<uint32_t>(row[bit / 8]) >> (bit % 8);
-  }
+template <int kBits, int E, int G>
+constexpr bool Fits() {
+  return sizeof(Smem<kBits, E, G>) <= 48 * 1024;
+}
+
+// 1 + code_i / 2^kBits as a float, code i of `word` (kBits each, low first) put under the exponent
+// of 1.0: two integer instructions and exact, where a conversion would take the slow I2F unit.
+template <int kBits>
+__device__ inline float UnitFloat(uint32_t word, int i) {
+  constexpr uint32_t kMask = ((1u << kBits) - 1) << (23 - kBits);
+  const int shift = 23 - kBits - i * kBits;
+  const uint32_t moved = shift >= 0 ? word << shift : word >> -shift;
+  return __uint_as_float((moved & kMask) | 0x3f800000u);
 }
 
 __device__ inline float2 ScaleZeroOf(uint32_t pair) {  // fp16 (scale, zero), scale in the low half
@@ -79,10 +87,11 @@ __device__ inline float2 ScaleZeroOf(uint32_t pair) {  // fp16 (scale, zero), sc
 template <int kBits, int E, int G>
 __global__ void __launch_bounds__(kWarps * 32) KiviAttentionKernel(KiviParams p) {
   constexpr int D = 32 * E;
-  constexpr int kRowWords = D * kBits / 32;  // 32-bit words of one key's codes
+  using S = Smem<kBits, E, G>;
+  constexpr int kCodeWords = S::kCodeWords;
   constexpr int kCodesPerWord = 32 / kBits;
-  constexpr uint32_t kMask = (1u << kBits) - 1;
-  __shared__ Smem<E, G> sm;
+  constexpr float kLevels = 1 << kBits;  // code c = 2^bits (UnitFloat - 1)
+  __shared__ S sm;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const PagedKvView& c = p.cache;
   const AttentionBatch& b = p.batch;
@@ -127,10 +136,42 @@ __global__ void __launch_bounds__(kWarps * 32) KiviAttentionKernel(KiviParams p)
   for (int32_t base = lo + chunk * warp; base < hi; base += chunk * kWarps) {
     const int32_t keys = min(chunk, hi - base);
     const int32_t b_first = base / bs, nb = (base + keys - 1) / bs - b_first + 1;
-    __syncwarp();  // the previous chunk's folded queries are read
-    // Fold each sealed block's channel scales into the queries.
+    const int32_t key = base + lane;
+    const bool in_ring = key >= sealed_end;
+    const bool valid = lane < keys && (!in_ring || residual >= 0);
+    const bool sealed_key = valid && !in_ring;
+    // Every load of the chunk is issued here, before any is used: the lane's block id, then its
+    // key's codes, its value row's codes and scales, and the chunk blocks' key scales.
+    const int32_t block = sealed_key ? blocks[key / bs] : 0;
+    const int64_t slot = static_cast<int64_t>(block) * bs + key % bs;
+    uint32_t k_words[kCodeWords], v_words[kCodeWords], v_pairs[E];
+    if (sealed_key) {
+      const unsigned char* krow = kc + c.RowOffset(slot, kvh);
+      const unsigned char* vrow = vc + c.RowOffset(slot, kvh);
+      if constexpr (kCodeWords % 4 == 0) {
+#pragma unroll
+        for (int w = 0; w < kCodeWords / 4; ++w) {
+          *reinterpret_cast<uint4*>(&k_words[4 * w]) = reinterpret_cast<const uint4*>(krow)[w];
+          *reinterpret_cast<uint4*>(&v_words[4 * w]) = reinterpret_cast<const uint4*>(vrow)[w];
+        }
+      } else {
+#pragma unroll
+        for (int w = 0; w < kCodeWords / 2; ++w) {
+          *reinterpret_cast<uint2*>(&k_words[2 * w]) = reinterpret_cast<const uint2*>(krow)[w];
+          *reinterpret_cast<uint2*>(&v_words[2 * w]) = reinterpret_cast<const uint2*>(vrow)[w];
+        }
+      }
+      const auto* vs = reinterpret_cast<const uint32_t*>(vc + c.ScaleOffset(slot, kvh));
+#pragma unroll
+      for (int e = 0; e < E; ++e) v_pairs[e] = vs[e];
+    }
+    __syncwarp();  // the previous chunk's shared rows are read
+    // Fold each sealed block's channel scales into the queries (its block id from the lane whose
+    // key opens the block in this chunk): fold = 2^bits q s, bias = q . z - sum fold, so that a
+    // key's score is fold . UnitFloat(codes) + bias.
     for (int fb = 0; fb < nb && (b_first + fb) * bs < sealed_end; ++fb) {
-      const auto* sz = reinterpret_cast<const uint32_t*>(kc + c.ChannelScaleOffset(blocks[b_first + fb], kvh));
+      const int32_t id = __shfl_sync(kFull, block, max(0, (b_first + fb) * bs - base));
+      const auto* sz = reinterpret_cast<const uint32_t*>(kc + c.ChannelScaleOffset(id, kvh));
       float bias[G] = {};
 #pragma unroll
       for (int e = 0; e < E; ++e) {
@@ -138,8 +179,9 @@ __global__ void __launch_bounds__(kWarps * 32) KiviAttentionKernel(KiviParams p)
         const float2 f = ScaleZeroOf(sz[d]);
 #pragma unroll
         for (int g = 0; g < G; ++g) {
-          sm.loop.fold[warp][fb][g][d] = sm.q[g][d] * f.x;
-          bias[g] += sm.q[g][d] * f.y;
+          const float folded = sm.q[g][d] * f.x * kLevels;
+          sm.loop.fold[warp][fb][g][d] = folded;
+          bias[g] += sm.q[g][d] * f.y - folded;
         }
       }
 #pragma unroll
@@ -148,51 +190,39 @@ __global__ void __launch_bounds__(kWarps * 32) KiviAttentionKernel(KiviParams p)
         if (lane == 0) sm.loop.bias[warp][fb][g] = bias[g];
       }
     }
+    if (sealed_key) {
+#pragma unroll
+      for (int w = 0; w < kCodeWords; ++w) sm.loop.v_codes[warp][lane][w] = v_words[w];
+#pragma unroll
+      for (int e = 0; e < E; ++e) sm.loop.v_scales[warp][lane][e] = v_pairs[e];
+    }
     __syncwarp();
 
-    // Scores: lane = key. `src` says where its value row is: slot >= 0 in the blocks, or
-    // -(residual row + 1) in the ring.
-    const int32_t key = base + lane;
-    const bool in_ring = key >= sealed_end;
-    const bool valid = lane < keys && (!in_ring || residual >= 0);
-    int64_t src = 0;
+    // Scores: lane = key.
     float score[G];
 #pragma unroll
     for (int g = 0; g < G; ++g) score[g] = -FLT_MAX;
-    if (valid && !in_ring) {
+    if (sealed_key) {
       const int fb = key / bs - b_first;
-      const int64_t slot = static_cast<int64_t>(blocks[key / bs]) * bs + key % bs;
-      src = slot;
-      const unsigned char* row = kc + c.RowOffset(slot, kvh);
-      uint32_t words[kRowWords];
-      if constexpr (kRowWords % 4 == 0) {
-#pragma unroll
-        for (int w = 0; w < kRowWords / 4; ++w) *reinterpret_cast<uint4*>(&words[4 * w]) = reinterpret_cast<const uint4*>(row)[w];
-      } else {
-#pragma unroll
-        for (int w = 0; w < kRowWords / 2; ++w) *reinterpret_cast<uint2*>(&words[2 * w]) = reinterpret_cast<const uint2*>(row)[w];
-      }
       float dot[G] = {};
 #pragma unroll
-      for (int w = 0; w < kRowWords; ++w) {
+      for (int w = 0; w < kCodeWords; ++w) {
 #pragma unroll
         for (int i = 0; i < kCodesPerWord; i += 4) {
           const int d = w * kCodesPerWord + i;
-          float code[4];
-#pragma unroll
-          for (int u = 0; u < 4; ++u) code[u] = static_cast<float>((words[w] >> ((i + u) * kBits)) & kMask);
+          const float x0 = UnitFloat<kBits>(k_words[w], i), x1 = UnitFloat<kBits>(k_words[w], i + 1);
+          const float x2 = UnitFloat<kBits>(k_words[w], i + 2), x3 = UnitFloat<kBits>(k_words[w], i + 3);
 #pragma unroll
           for (int g = 0; g < G; ++g) {
             const float4 f = *reinterpret_cast<const float4*>(&sm.loop.fold[warp][fb][g][d]);
-            dot[g] += f.x * code[0] + f.y * code[1] + f.z * code[2] + f.w * code[3];
+            dot[g] += f.x * x0 + f.y * x1 + f.z * x2 + f.w * x3;
           }
         }
       }
 #pragma unroll
       for (int g = 0; g < G; ++g) score[g] = dot[g] + sm.loop.bias[warp][fb][g];
-    } else if (valid) {
+    } else if (valid) {  // in the ring: a bf16 row
       const int64_t r = ring.Slot(residual, key);
-      src = -(r + 1);
       const uint4* row = reinterpret_cast<const uint4*>(k_res + r * width + static_cast<int64_t>(kvh) * D);
       float dot[G] = {};
 #pragma unroll 4
@@ -210,14 +240,14 @@ __global__ void __launch_bounds__(kWarps * 32) KiviAttentionKernel(KiviParams p)
       for (int g = 0; g < G; ++g) score[g] = dot[g];
     }
 
-    float pr[G];
 #pragma unroll
     for (int g = 0; g < G; ++g) {
       float cmax = score[g];
       for (int o = 16; o > 0; o >>= 1) cmax = fmaxf(cmax, __shfl_xor_sync(kFull, cmax, o));
       const float new_max = fmaxf(m[g], cmax);
-      pr[g] = valid ? exp2f(score[g] - new_max) : 0.0f;
-      float csum = pr[g];
+      const float pr = valid ? exp2f(score[g] - new_max) : 0.0f;
+      sm.loop.p[warp][lane][g] = pr;
+      float csum = pr;
       for (int o = 16; o > 0; o >>= 1) csum += __shfl_xor_sync(kFull, csum, o);
       const float correction = exp2f(m[g] - new_max);
       l[g] = l[g] * correction + csum;
@@ -225,39 +255,39 @@ __global__ void __launch_bounds__(kWarps * 32) KiviAttentionKernel(KiviParams p)
 #pragma unroll
       for (int e = 0; e < E; ++e) acc[g][e] *= correction;
     }
+    // Which keys are in the ring (bit j: key j), for the value loop.
+    const uint32_t ring_keys = __ballot_sync(kFull, valid && in_ring);
+    __syncwarp();
 
-    // Values: lane owns dims [lane E, lane E + E) of each key's row, four keys in flight.
-    constexpr int kUnroll = 4;
-    for (int j0 = 0; j0 < keys; j0 += kUnroll) {
-      float vv[kUnroll][E];
+    // Values: lane owns dims [lane E, lane E + E) of each key's row, in one 32-wide group.
+    const int group = lane * E / 32;
+    const int word = lane * E * kBits / 32, bit = (lane * E * kBits) % 32;
+    for (int j = 0; j < keys; ++j) {
+      float vv[E];
+      if ((ring_keys >> j) & 1u) {
+        const bf16* row = v_res + ring.Slot(residual, base + j) * width + static_cast<int64_t>(kvh) * D + lane * E;
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int j = j0 + u;
-        const int64_t sj = __shfl_sync(kFull, src, j & 31);
-        const bool used = j < keys && __shfl_sync(kFull, valid, j & 31);
+        for (int e = 0; e < E; ++e) vv[e] = __bfloat162float(row[e]);
+      } else {
+        // v = c s + z = (2^bits s) UnitFloat + (z - 2^bits s)
+        const float2 f = ScaleZeroOf(sm.loop.v_scales[warp][j][group]);
+        const float s2 = f.x * kLevels, z2 = f.y - s2;
+        const uint32_t codes = sm.loop.v_codes[warp][j][word] >> bit;
 #pragma unroll
-        for (int e = 0; e < E; ++e) vv[u][e] = 0.0f;
-        if (!used) continue;  // rows past the chunk are not read (their slots may hold NaN)
-        if (sj >= 0) {
-          const float2 f =
-              ScaleZeroOf(*reinterpret_cast<const uint32_t*>(vc + c.ScaleOffset(sj, kvh) + (lane * E / 32) * 4));
-          const uint32_t codes = LaneCodes<E * kBits>(vc + c.RowOffset(sj, kvh), lane);
+        for (int e = 0; e < E; ++e) vv[e] = UnitFloat<kBits>(codes, e) * s2 + z2;
+      }
+      float pj[G];
+      if constexpr (G % 4 == 0) {
 #pragma unroll
-          for (int e = 0; e < E; ++e) vv[u][e] = static_cast<float>((codes >> (e * kBits)) & kMask) * f.x + f.y;
-        } else {
-          const bf16* row = v_res + (-sj - 1) * width + static_cast<int64_t>(kvh) * D + lane * E;
+        for (int g = 0; g < G; g += 4) *reinterpret_cast<float4*>(&pj[g]) = *reinterpret_cast<const float4*>(&sm.loop.p[warp][j][g]);
+      } else {
 #pragma unroll
-          for (int e = 0; e < E; ++e) vv[u][e] = __bfloat162float(row[e]);
-        }
+        for (int g = 0; g < G; ++g) pj[g] = sm.loop.p[warp][j][g];
       }
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
+      for (int g = 0; g < G; ++g) {
 #pragma unroll
-        for (int g = 0; g < G; ++g) {
-          const float pj = __shfl_sync(kFull, pr[g], (j0 + u) & 31);
-#pragma unroll
-          for (int e = 0; e < E; ++e) acc[g][e] += pj * vv[u][e];
-        }
+        for (int e = 0; e < E; ++e) acc[g][e] += pj[g] * vv[e];
       }
     }
   }
@@ -308,7 +338,7 @@ constexpr int32_t kMinKeysPerSplit = 256;
 template <int kBits, int E, int G>
 cudaError_t Launch(KiviParams p, const AttentionWorkspace& ws, cudaStream_t stream) {
   constexpr int D = 32 * E;
-  static_assert(sizeof(Smem<E, G>) <= 48 * 1024, "static shared memory");
+  static_assert(Fits<kBits, E, G>(), "static shared memory");
   const AttentionBatch& b = p.batch;
   const int64_t rows = static_cast<int64_t>(b.num_tokens) * (p.q_heads / G);
   static const int64_t resident = attention::ResidentBlocks(KiviAttentionKernel<kBits, E, G>, 0, ws.num_sms, kWarps * 32);
@@ -334,15 +364,20 @@ cudaError_t Launch(KiviParams p, const AttentionWorkspace& ws, cudaStream_t stre
   return attention::CombineSplits<D>(cudaGetLastError(), cp, stream);
 }
 
-// G: query heads per block, the most of the GQA group that divides it with G x D <= 512 (the
-// folded queries of kMaxFold blocks per warp then fit in static shared memory).
+// G: query heads per block, the most of the GQA group (up to 8) that divides it and whose folded
+// queries and staged rows fit in static shared memory.
 template <int kBits, int E>
 cudaError_t LaunchGrouped(const KiviParams& p, const AttentionWorkspace& ws, cudaStream_t stream) {
   const int32_t group = p.q_heads / p.cache.kv_heads;
-  constexpr int kMaxG = 512 / (32 * E) < 8 ? 512 / (32 * E) : 8;
-  if (kMaxG >= 8 && group % 8 == 0) return Launch<kBits, E, (kMaxG >= 8 ? 8 : 1)>(p, ws, stream);
-  if (kMaxG >= 4 && group % 4 == 0) return Launch<kBits, E, (kMaxG >= 4 ? 4 : 1)>(p, ws, stream);
-  if (kMaxG >= 2 && group % 2 == 0) return Launch<kBits, E, (kMaxG >= 2 ? 2 : 1)>(p, ws, stream);
+  if constexpr (Fits<kBits, E, 8>()) {
+    if (group % 8 == 0) return Launch<kBits, E, 8>(p, ws, stream);
+  }
+  if constexpr (Fits<kBits, E, 4>()) {
+    if (group % 4 == 0) return Launch<kBits, E, 4>(p, ws, stream);
+  }
+  if constexpr (Fits<kBits, E, 2>()) {
+    if (group % 2 == 0) return Launch<kBits, E, 2>(p, ws, stream);
+  }
   return Launch<kBits, E, 1>(p, ws, stream);
 }
 
