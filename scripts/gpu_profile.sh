@@ -3,7 +3,8 @@
 # causal prefill attention (L = 16K), decode attention at B=1 L=32K and B=32 L=4K (the main
 # kernel and the split-K combine), bf16 and int8 KV — with the speed-of-light, warp-stall,
 # occupancy and memory sections. Usage (device tool, carrying .deps): bash scripts/gpu_profile.sh
-# [wgmma] — with `wgmma`, only Hopper's warp-specialised prefill kernel (L = 16K, bf16).
+# [wgmma|kivi] — with `wgmma`, only Hopper's warp-specialised prefill kernel (L = 16K, bf16); with
+# `kivi`, only the int4 (KIVI) decode kernel at 8 x 128K.
 source "$(dirname "$0")/gpu_common.sh"
 gpu_build
 M="--device cuda --model random:llama-3-8b"
@@ -17,6 +18,10 @@ prof() {  # name, kernel regex, kvshard args
   rm -f "$OUT/$name.ncu-rep"
   echo "== $name"; grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|DRAM Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Block Limit|Warp Cycles Per Issued|Issue Slots Busy|Executed Ipc A|L1/TEX Hit|Shared Memory Configuration|Grid Size|Waves Per SM|Stall|Tensor" "$OUT/$name.txt" | head -40
 }
+if [ "${1:-}" = kivi ]; then  # issue 24: the int4 / int2 (KIVI) decode kernel beside int4-token's
+  prof decode_b8_128k_kivi4 KiviAttention --kernel attention --batch 8 --context 131072 --iters 1 --kv-dtype int4
+  exit 0
+fi
 if [ "${1:-}" = wgmma ]; then
   prof prefill_16k_wgmma PagedPrefillWgmma --kernel prefill --batch 1 --context 16384 --iters 1
   grep -E "^\"Address|smsp__pcsamp" "$OUT/prefill_16k_wgmma_sass.csv" | head -2
