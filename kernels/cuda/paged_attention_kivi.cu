@@ -55,7 +55,7 @@ struct alignas(16) Smem {
       float bias[kWarps][kMaxFold][G];
       // Each lane's key: its value row's codes and (scale, zero) pairs, and its probabilities.
       uint32_t v_codes[kWarps][32][kCodeStride];
-      uint32_t v_scales[kWarps][32][E];
+      float2 v_scales[kWarps][32][E];  // per value group: (2^bits s, z - 2^bits s), see UnitFloat
       float p[kWarps][32][G];
     } loop;
     struct {
@@ -144,7 +144,7 @@ __global__ void __launch_bounds__(kWarps * 32) KiviAttentionKernel(KiviParams p)
     // key's codes, its value row's codes and scales, and the chunk blocks' key scales.
     const int32_t block = sealed_key ? blocks[key / bs] : 0;
     const int64_t slot = static_cast<int64_t>(block) * bs + key % bs;
-    uint32_t k_words[kCodeWords], v_words[kCodeWords], v_pairs[E];
+    uint32_t k_words[kCodeWords], v_words[kCodeWords], v_pairs[E] = {};
     if (sealed_key) {
       const unsigned char* krow = kc + c.RowOffset(slot, kvh);
       const unsigned char* vrow = vc + c.RowOffset(slot, kvh);
@@ -177,9 +177,10 @@ __global__ void __launch_bounds__(kWarps * 32) KiviAttentionKernel(KiviParams p)
       for (int e = 0; e < E; ++e) {
         const int d = e * 32 + lane;
         const float2 f = ScaleZeroOf(sz[d]);
+        const float s2 = f.x * kLevels;
 #pragma unroll
         for (int g = 0; g < G; ++g) {
-          const float folded = sm.q[g][d] * f.x * kLevels;
+          const float folded = sm.q[g][d] * s2;
           sm.loop.fold[warp][fb][g][d] = folded;
           bias[g] += sm.q[g][d] * f.y - folded;
         }
@@ -194,7 +195,10 @@ __global__ void __launch_bounds__(kWarps * 32) KiviAttentionKernel(KiviParams p)
 #pragma unroll
       for (int w = 0; w < kCodeWords; ++w) sm.loop.v_codes[warp][lane][w] = v_words[w];
 #pragma unroll
-      for (int e = 0; e < E; ++e) sm.loop.v_scales[warp][lane][e] = v_pairs[e];
+      for (int e = 0; e < E; ++e) {  // v = c s + z = (2^bits s) UnitFloat + (z - 2^bits s)
+        const float2 f = ScaleZeroOf(v_pairs[e]);
+        sm.loop.v_scales[warp][lane][e] = make_float2(f.x * kLevels, f.y - f.x * kLevels);
+      }
     }
     __syncwarp();
 
@@ -215,7 +219,7 @@ __global__ void __launch_bounds__(kWarps * 32) KiviAttentionKernel(KiviParams p)
 #pragma unroll
           for (int g = 0; g < G; ++g) {
             const float4 f = *reinterpret_cast<const float4*>(&sm.loop.fold[warp][fb][g][d]);
-            dot[g] += f.x * x0 + f.y * x1 + f.z * x2 + f.w * x3;
+            dot[g] = fmaf(f.w, x3, fmaf(f.z, x2, fmaf(f.y, x1, fmaf(f.x, x0, dot[g]))));
           }
         }
       }
@@ -262,32 +266,36 @@ __global__ void __launch_bounds__(kWarps * 32) KiviAttentionKernel(KiviParams p)
     // Values: lane owns dims [lane E, lane E + E) of each key's row, in one 32-wide group.
     const int group = lane * E / 32;
     const int word = lane * E * kBits / 32, bit = (lane * E * kBits) % 32;
-    for (int j = 0; j < keys; ++j) {
-      float vv[E];
-      if ((ring_keys >> j) & 1u) {
-        const bf16* row = v_res + ring.Slot(residual, base + j) * width + static_cast<int64_t>(kvh) * D + lane * E;
+    for (int j0 = 0; j0 < keys; j0 += 4) {
 #pragma unroll
-        for (int e = 0; e < E; ++e) vv[e] = __bfloat162float(row[e]);
-      } else {
-        // v = c s + z = (2^bits s) UnitFloat + (z - 2^bits s)
-        const float2 f = ScaleZeroOf(sm.loop.v_scales[warp][j][group]);
-        const float s2 = f.x * kLevels, z2 = f.y - s2;
-        const uint32_t codes = sm.loop.v_codes[warp][j][word] >> bit;
+      for (int j = j0; j < j0 + 4; ++j) {
+        if (j >= keys) break;
+        float vv[E];
+        if ((ring_keys >> j) & 1u) {
+          const bf16* row = v_res + ring.Slot(residual, base + j) * width + static_cast<int64_t>(kvh) * D + lane * E;
 #pragma unroll
-        for (int e = 0; e < E; ++e) vv[e] = UnitFloat<kBits>(codes, e) * s2 + z2;
-      }
-      float pj[G];
-      if constexpr (G % 4 == 0) {
+          for (int e = 0; e < E; ++e) vv[e] = __bfloat162float(row[e]);
+        } else {
+          const float2 f = sm.loop.v_scales[warp][j][group];
+          const uint32_t codes = sm.loop.v_codes[warp][j][word] >> bit;
 #pragma unroll
-        for (int g = 0; g < G; g += 4) *reinterpret_cast<float4*>(&pj[g]) = *reinterpret_cast<const float4*>(&sm.loop.p[warp][j][g]);
-      } else {
+          for (int e = 0; e < E; ++e) vv[e] = fmaf(UnitFloat<kBits>(codes, e), f.x, f.y);
+        }
+        float pj[G];
+        if constexpr (G % 4 == 0) {
 #pragma unroll
-        for (int g = 0; g < G; ++g) pj[g] = sm.loop.p[warp][j][g];
-      }
+          for (int g = 0; g < G; g += 4) {
+            *reinterpret_cast<float4*>(&pj[g]) = *reinterpret_cast<const float4*>(&sm.loop.p[warp][j][g]);
+          }
+        } else {
 #pragma unroll
-      for (int g = 0; g < G; ++g) {
+          for (int g = 0; g < G; ++g) pj[g] = sm.loop.p[warp][j][g];
+        }
 #pragma unroll
-        for (int e = 0; e < E; ++e) acc[g][e] += pj[g] * vv[e];
+        for (int g = 0; g < G; ++g) {
+#pragma unroll
+          for (int e = 0; e < E; ++e) acc[g][e] = fmaf(pj[g], vv[e], acc[g][e]);
+        }
       }
     }
   }
