@@ -14,18 +14,18 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_format.h"
 #include "kernels/common/half_convert.h"
-#include "kernels/common/status_macros.h"
 #include "kernels/common/sampling.h"
-#include "launcher/byte_size.h"
+#include "kernels/common/status_macros.h"
 #include "launcher/bench_all_reduce.h"
 #include "launcher/bench_kv_moves.h"
 #include "launcher/bench_linear.h"
 #include "launcher/bench_stats.h"
-#include "runtime/engine/capacity_plan.h"
+#include "launcher/byte_size.h"
 #include "launcher/commands.h"
 #include "launcher/engine_flags.h"
 #include "launcher/flags.h"
 #include "launcher/rank_setup.h"
+#include "runtime/engine/capacity_plan.h"
 #if defined(KVS_HAVE_SERVER)
 #include "absl/flags/declare.h"
 #include "launcher/serve_bench.h"
@@ -86,7 +86,8 @@ absl::Status FillSealedBlocks(Backend& backend, PagedKvView cache, DType dt) {
   const int32_t bs = cache.block_size, per_step = std::max(1, 65536 / bs);
   const int64_t width = cache.SlotStride();
   cache.residual_blocks = 1;
-  KVS_ASSIGN_OR_RETURN(DeviceBuffer rows, backend.Allocate(static_cast<int64_t>(per_step) * bs * width * DTypeSize(dt)));
+  KVS_ASSIGN_OR_RETURN(DeviceBuffer rows,
+                       backend.Allocate(static_cast<int64_t>(per_step) * bs * width * DTypeSize(dt)));
   KVS_ASSIGN_OR_RETURN(DeviceBuffer meta, backend.Allocate((4 * per_step + 1) * sizeof(int32_t)));
   int32_t* m = meta.as<int32_t>();
   std::vector<int32_t> host(4 * per_step + 1);

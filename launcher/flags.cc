@@ -30,8 +30,8 @@ ABSL_FLAG(int32_t, max_tokens_per_step, kvs::kDefaultMaxTokensPerStep,
 ABSL_FLAG(int32_t, max_model_len, 0, "Context limit per sequence; 0 takes the model's");
 ABSL_FLAG(std::string, kv_cache_memory, "", "KV cache size, e.g. 512MiB or 4GiB; default: 1GiB on the CPU backend");
 ABSL_FLAG(std::string, kv_dtype, "",
-          "KV cache element format: f32, bf16, fp16, fp8, int8, int4, int2 (keys per channel, values per token, "
-          "the newest tokens in bf16: CPU backend) or int4-token (int4 per token: also CUDA); default: the "
+          "KV cache element format: f32 (CPU), bf16, fp16, fp8, int8, int4, int2 (keys per channel, values per "
+          "token, the newest tokens in bf16) or int4-token (int4 per token); default: the "
           "backend's compute dtype (f32 on CPU, bf16 on CUDA; `plan` assumes bf16)");
 ABSL_FLAG(int32_t, kv_residual_tokens, kvs::kDefaultKvResidualTokens,
           "With --kv-dtype int4 / int2: each sequence's newest tokens kept in bf16 (KIVI's full-precision window), "

@@ -268,8 +268,8 @@ absl::Status CudaBackend::SealKvGroups(TensorView k, TensorView v, const Attenti
   KVS_RETURN_IF_ERROR(Require(k, DType::kBF16, "SealKvGroups", "k"));
   KVS_RETURN_IF_ERROR(Require(v, DType::kBF16, "SealKvGroups", "v"));
   KVS_RETURN_IF_ERROR(CheckCache(cache, "SealKvGroups"));
-  if (!KvChannelQuantized(cache.dtype) || batch.sealed == nullptr ||
-      k.rows != batch.num_tokens || v.rows != k.rows || k.cols != cache.SlotStride() || v.cols != cache.SlotStride()) {
+  if (!KvChannelQuantized(cache.dtype) || batch.sealed == nullptr || k.rows != batch.num_tokens || v.rows != k.rows ||
+      k.cols != cache.SlotStride() || v.cols != cache.SlotStride()) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "SealKvGroups: k [%d, %d] v [%d, %d] for %d tokens, %s cache (%s sealed positions)", k.rows, k.cols, v.rows,
         v.cols, batch.num_tokens, KvDTypeName(cache.dtype), batch.sealed ? "with" : "no"));

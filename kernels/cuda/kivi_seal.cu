@@ -68,9 +68,8 @@ __device__ ScaleZero FitScaleZero(X x, int32_t n, float levels) {
 
 // grid (sequence * kv_heads + head, block of the step); dynamic shared memory: the block's
 // key and value rows (bf16, every KV head) as pointers, one per token.
-__global__ void __launch_bounds__(kThreads)
-    SealKernel(const bf16* k, int64_t k_stride, const bf16* v, int64_t v_stride, AttentionBatch batch,
-               PagedKvView cache) {
+__global__ void __launch_bounds__(kThreads) SealKernel(const bf16* k, int64_t k_stride, const bf16* v, int64_t v_stride,
+                                                       AttentionBatch batch, PagedKvView cache) {
   extern __shared__ const bf16* rows[];  // [2][block_size]: key rows, then value rows
   const int32_t s = blockIdx.x / cache.kv_heads, h = blockIdx.x % cache.kv_heads;
   const int32_t bs = cache.block_size, dim = cache.head_dim;

@@ -165,9 +165,9 @@ cudaError_t LaunchWriteKv(const bf16* k, int64_t k_stride, const bf16* v, int64_
     case KvDType::kKivi2: {
       if (cache.k_residual == nullptr) return cudaErrorInvalidValue;
       const int64_t rows = static_cast<int64_t>(cache.num_residual) * cache.residual_blocks * cache.block_size;
-      WriteResidualKernel<<<num_tokens, 128, 0, stream>>>(k, k_stride, v, v_stride, slot_mapping,
-                                                          static_cast<bf16*>(cache.k_residual),
-                                                          static_cast<bf16*>(cache.v_residual), rows, cache.SlotStride());
+      WriteResidualKernel<<<num_tokens, 128, 0, stream>>>(
+          k, k_stride, v, v_stride, slot_mapping, static_cast<bf16*>(cache.k_residual),
+          static_cast<bf16*>(cache.v_residual), rows, cache.SlotStride());
       return cudaGetLastError();
     }
     case KvDType::kF32: return cudaErrorInvalidValue;

@@ -46,7 +46,7 @@ struct KiviParams {
 template <int kBits, int E, int G>
 struct alignas(16) Smem {
   static constexpr int D = 32 * E;
-  static constexpr int kCodeWords = D * kBits / 32;  // one row's codes, 32-bit words (>= 2)
+  static constexpr int kCodeWords = D * kBits / 32;                           // one row's codes, 32-bit words (>= 2)
   static constexpr int kCodeStride = kCodeWords + (kCodeWords >= 4 ? 4 : 2);  // padded: fewer bank conflicts
   float q[G][D];
   union {
@@ -102,8 +102,10 @@ __global__ void __launch_bounds__(kWarps * 32) KiviAttentionKernel(KiviParams p)
   int32_t lo_s = 0, hi_s = b.num_seqs - 1;  // the sequence of row t: the last with query_start <= t
   while (lo_s < hi_s) {
     const int32_t mid = (lo_s + hi_s + 1) / 2;
-    if (b.query_start[mid] <= t) lo_s = mid;
-    else hi_s = mid - 1;
+    if (b.query_start[mid] <= t)
+      lo_s = mid;
+    else
+      hi_s = mid - 1;
   }
   const int32_t s = lo_s;
   const int32_t pos = b.context_len[s] - (b.query_start[s + 1] - b.query_start[s]) + (t - b.query_start[s]);
@@ -237,7 +239,8 @@ __global__ void __launch_bounds__(kWarps * 32) KiviAttentionKernel(KiviParams p)
         for (int u = 0; u < 4; ++u) {
           const float2 kf = __bfloat1622float2(e[u]);
 #pragma unroll
-          for (int g = 0; g < G; ++g) dot[g] += sm.q[g][piece * 8 + 2 * u] * kf.x + sm.q[g][piece * 8 + 2 * u + 1] * kf.y;
+          for (int g = 0; g < G; ++g)
+            dot[g] += sm.q[g][piece * 8 + 2 * u] * kf.x + sm.q[g][piece * 8 + 2 * u + 1] * kf.y;
         }
       }
 #pragma unroll
@@ -349,14 +352,16 @@ cudaError_t Launch(KiviParams p, const AttentionWorkspace& ws, cudaStream_t stre
   static_assert(Fits<kBits, E, G>(), "static shared memory");
   const AttentionBatch& b = p.batch;
   const int64_t rows = static_cast<int64_t>(b.num_tokens) * (p.q_heads / G);
-  static const int64_t resident = attention::ResidentBlocks(KiviAttentionKernel<kBits, E, G>, 0, ws.num_sms, kWarps * 32);
+  static const int64_t resident =
+      attention::ResidentBlocks(KiviAttentionKernel<kBits, E, G>, 0, ws.num_sms, kWarps * 32);
   int64_t splits = (2 * resident + rows - 1) / rows;
   splits = std::min<int64_t>(splits, std::max(1, b.max_context_len / kMinKeysPerSplit));
   const int64_t per_split = static_cast<int64_t>(b.num_tokens) * p.q_heads * D;
   if (ws.partial_out == nullptr || ws.partial_ml == nullptr) splits = 1;
   splits = std::max<int64_t>(1, std::min<int64_t>(splits, ws.capacity_floats / per_split));
   const int32_t chunk_keys = 32 * kWarps;
-  p.keys_per_split = static_cast<int32_t>((b.max_context_len + splits - 1) / splits + chunk_keys - 1) / chunk_keys * chunk_keys;
+  p.keys_per_split =
+      static_cast<int32_t>((b.max_context_len + splits - 1) / splits + chunk_keys - 1) / chunk_keys * chunk_keys;
   p.num_splits = (b.max_context_len + p.keys_per_split - 1) / p.keys_per_split;
   p.partial_out = ws.partial_out;
   p.partial_ml = ws.partial_ml;

@@ -150,9 +150,10 @@ TEST_P(KiviKvTest, SealedBlocksRingsAndAttentionMatchTheCpu) {
     // (its decodes check attention).
     const bool check_attention = static_cast<int64_t>(tokens) * batch.max_context_len <= 4'000'000;
     std::vector<float> want(tokens * qw);
-    if (check_attention) ASSERT_TRUE(cpu.PagedAttention(TensorView::Contiguous(q.data(), DType::kF32, tokens, qw), ccache, batch, scale,
-                                   TensorView::Contiguous(want.data(), DType::kF32, tokens, qw))
-                    .ok());
+    if (check_attention)
+      ASSERT_TRUE(cpu.PagedAttention(TensorView::Contiguous(q.data(), DType::kF32, tokens, qw), ccache, batch, scale,
+                                     TensorView::Contiguous(want.data(), DType::kF32, tokens, qw))
+                      .ok());
 
     // GPU: the same.
     const DeviceBuffer gqs = Upload(query_start), gctx = Upload(context_len), gsealed = Upload(sealed),
@@ -205,8 +206,8 @@ TEST_P(KiviKvTest, SealedBlocksRingsAndAttentionMatchTheCpu) {
       }
     }
     if (step + 1 == c.steps.size()) {
-      std::printf("%s: %zu steps, contexts up to %d: worst element / tolerance %.2f\n", c.name.c_str(),
-                  c.steps.size(), batch.max_context_len, worst);
+      std::printf("%s: %zu steps, contexts up to %d: worst element / tolerance %.2f\n", c.name.c_str(), c.steps.size(),
+                  batch.max_context_len, worst);
     }
     for (int32_t s = 0; s < seqs; ++s) {
       context[s] = context_len[s];
