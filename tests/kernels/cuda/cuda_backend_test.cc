@@ -2,18 +2,20 @@
 // see the same values), outputs poisoned with NaN before each run, each output element checked
 // against a bf16 tolerance (the seed printed on a failure; ||gpu - cpu|| / ||cpu|| reported
 // beside it). Skips with a reason where no GPU is visible.
+#include "kernels/cuda/cuda_backend.h"
+
 #include <cmath>
 #include <cstring>
-#include <numeric>
 #include <limits>
+#include <numeric>
 #include <random>
 
 #include "absl/strings/str_format.h"
 #include "gtest/gtest.h"
-#include "tests/support/attention_batch.h"
 #include "kernels/common/half_convert.h"
 #include "kernels/cpu/cpu_backend.h"
-#include "kernels/cuda/cuda_backend.h"
+#include "tests/support/attention_batch.h"
+#include "tests/support/elementwise_check.h"
 #include "tests/support/ggml_blocks.h"
 #include "tests/support/gpu_fixture.h"
 
@@ -62,31 +64,13 @@ class CudaOpsTest : public testing::GpuFixture<> {
     return TensorView::Contiguous(v.data(), DType::kF32, rows, cols);
   }
 
-  // Element by element: |got - want| <= abs + rel * |want| everywhere (a NaN fails); the worst
-  // element's share of its tolerance is returned, the first failure names its index.
+  // The shared element-by-element rule (tests/support/elementwise_check.h) with this test's seed.
   double ExpectElementwise(const std::vector<float>& got, const std::vector<float>& want, double abs, double rel,
                            const std::string& what) {
-    EXPECT_EQ(got.size(), want.size()) << what;
-    double worst = 0;
-    for (size_t i = 0; i < std::min(got.size(), want.size()); ++i) {
-      const double tol = abs + rel * std::fabs(want[i]);
-      const double share = std::isnan(got[i]) ? std::numeric_limits<double>::infinity() : std::fabs(got[i] - want[i]) / tol;
-      if (share > 1 && worst <= 1) {
-        ADD_FAILURE() << what << ": element " << i << " is " << got[i] << ", the CPU says " << want[i] << " (seed "
-                      << seed_ << ")";
-      }
-      worst = std::max(worst, share);
-    }
-    return worst;
+    return testing::ExpectElementwise(got, want, abs, rel, what, seed_);
   }
-
-  // Element by element at a tolerance of `rel` times (the output's RMS + the element's size): bf16
-  // rounding of an output is relative to its scale, and a cancelling sum may land near zero.
   double ExpectClose(const std::vector<float>& got, const std::vector<float>& want, double rel, const std::string& what) {
-    double ss = 0;
-    for (float v : want) ss += static_cast<double>(v) * v;
-    const double rms = std::sqrt(ss / std::max<size_t>(want.size(), 1));
-    return ExpectElementwise(got, want, rel * rms, rel, what);
+    return testing::ExpectClose(got, want, rel, what, seed_);
   }
 
   const uint32_t seed_ = std::random_device{}();
