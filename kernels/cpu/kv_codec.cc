@@ -43,51 +43,14 @@ uint8_t GetCode(const uint8_t* codes, int32_t i, int32_t per_byte) {
   return static_cast<uint8_t>((codes[i / per_byte] >> ((i % per_byte) * bits)) & ((1 << bits) - 1));
 }
 
-// The fp16 (scale, zero) pair of values spanning [lo, hi] with `levels` steps, and its floats: a
-// reader uses the rounded pair, so the codes are chosen against it.
-struct ScaleZero {
-  uint16_t s_bits, z_bits;
-  float s, z, inv;
+// The host's fp16 conversions, for FitScaleZero (kernels/common/kv_quant.h).
+struct HostHalf {
+  uint16_t Round(float x) const { return FloatToFp16Bits(x); }
+  float Value(uint16_t bits) const { return Fp16BitsToFloat(bits); }
 };
-ScaleZero MakeScaleZero(float lo, float hi, float levels) {
-  ScaleZero r;
-  r.s_bits = FloatToFp16Bits((hi - lo) / levels);
-  r.z_bits = FloatToFp16Bits(lo);
-  r.s = Fp16BitsToFloat(r.s_bits);
-  r.z = Fp16BitsToFloat(r.z_bits);
-  r.inv = SafeInverse(r.s);
-  return r;
-}
 
-// The (scale, zero) pair for values x[i * stride], i < n, at `levels` steps (the channel-quantized
-// formats): of the range [min, max] and 64 shrunk and shifted ones, the one of least squared error
-// (an outlier then saturates instead of coarsening every other value's step). Calibration-free;
-// on SmolLM2 it takes int4 from +5.3% to +3.7% perplexity and int2 from +139% to +95%.
-ScaleZero FitScaleZero(const float* x, int64_t stride, int32_t n, float levels) {
-  float lo = x[0], hi = x[0];
-  for (int32_t i = 1; i < n; ++i) {
-    lo = std::min(lo, x[i * stride]);
-    hi = std::max(hi, x[i * stride]);
-  }
-  ScaleZero best = MakeScaleZero(lo, hi, levels);
-  double best_err = 1e300;
-  for (float a : {1.0f, 0.95f, 0.9f, 0.85f, 0.8f, 0.75f, 0.7f, 0.65f, 0.6f, 0.55f, 0.5f, 0.45f, 0.4f}) {
-    for (float shift : {0.0f, -0.25f, 0.25f, -0.5f, 0.5f}) {
-      const float span = (hi - lo) * a, l = lo + (hi - lo - span) * (0.5f + shift);
-      const ScaleZero q = MakeScaleZero(l, l + span, levels);
-      double err = 0;
-      for (int32_t i = 0; i < n; ++i) {
-        const float v = x[i * stride];
-        const float d = QuantizeLevels(v, q.z, q.inv, levels) * q.s + q.z - v;
-        err += static_cast<double>(d) * d;
-      }
-      if (err < best_err) {
-        best_err = err;
-        best = q;
-      }
-    }
-  }
-  return best;
+ScaleZero FitStrided(const float* x, int64_t stride, int32_t n, float levels) {
+  return kvs::FitScaleZero([x, stride](int32_t i) { return x[i * stride]; }, n, levels, HostHalf{});
 }
 
 }  // namespace
@@ -100,7 +63,7 @@ void EncodeKeyBlock(const float* const* rows, int32_t n, KvDType t, int32_t dim,
   std::vector<float> column(n);
   for (int32_t d = 0; d < dim; ++d) {
     for (int32_t i = 0; i < n; ++i) column[i] = rows[i][d];
-    const ScaleZero q = FitScaleZero(column.data(), 1, n, levels);
+    const ScaleZero q = FitStrided(column.data(), 1, n, levels);
     sz[2 * d] = q.s_bits;
     sz[2 * d + 1] = q.z_bits;
     for (int32_t i = 0; i < n; ++i) {
@@ -170,7 +133,7 @@ void EncodeKvRow(const float* x, KvDType t, int32_t dim, std::byte* codes, std::
       auto* sz = reinterpret_cast<uint16_t*>(scales);
       for (int32_t g = 0; g < dim / kKvInt4Group; ++g) {
         const float* xg = x + g * kKvInt4Group;
-        const ScaleZero q = FitScaleZero(xg, 1, kKvInt4Group, levels);
+        const ScaleZero q = FitStrided(xg, 1, kKvInt4Group, levels);
         sz[2 * g] = q.s_bits;
         sz[2 * g + 1] = q.z_bits;
         for (int32_t i = 0; i < kKvInt4Group; ++i) {

@@ -2,8 +2,8 @@
 // kernels/common/kv_format.h) is quantized whole — keys per channel over the block's tokens,
 // values per token in groups of 32 — from the step's rows and, for the block's earlier tokens, the
 // sequence's bf16 residual ring. The bytes equal the CPU encoder's (kernels/cpu/kv_codec.cc,
-// kv_write.cc): the same (scale, zero) search in the same order and precision, with no fused
-// multiply-adds (this file is compiled with -fmad=false; the x86-64 host build has none either).
+// kv_write.cc): the one (scale, zero) search of kernels/common/kv_quant.h, with no fused
+// multiply-adds (this file is built with -fmad=false, kv_codec.cc with -ffp-contract=off).
 //
 // Work: one block of threads per (sequence, KV head, block to seal); a thread per key byte (the
 // 2 or 4 channels whose codes share a byte) and per value group. Sealing is rare (a sequence seals
@@ -18,53 +18,11 @@ namespace {
 
 constexpr int kThreads = 128;
 
-struct ScaleZero {
-  uint16_t s_bits, z_bits;
-  float s, z, inv;
+// The hardware's fp16 conversions, for FitScaleZero (kernels/common/kv_quant.h).
+struct DeviceHalf {
+  __device__ uint16_t Round(float x) const { return __half_as_ushort(__float2half_rn(x)); }
+  __device__ float Value(uint16_t bits) const { return __half2float(__ushort_as_half(bits)); }
 };
-
-__device__ inline ScaleZero MakeScaleZero(float lo, float hi, float levels) {
-  ScaleZero r;
-  r.s_bits = __half_as_ushort(__float2half_rn((hi - lo) / levels));
-  r.z_bits = __half_as_ushort(__float2half_rn(lo));
-  r.s = __half2float(__ushort_as_half(r.s_bits));
-  r.z = __half2float(__ushort_as_half(r.z_bits));
-  r.inv = SafeInverse(r.s);
-  return r;
-}
-
-// kv_codec.cc's FitScaleZero over x(0) .. x(n - 1): the range and 64 shrunk and shifted ones, the
-// pair of least squared error, first found on ties.
-template <typename X>
-__device__ ScaleZero FitScaleZero(X x, int32_t n, float levels) {
-  constexpr float kShrink[] = {1.0f, 0.95f, 0.9f, 0.85f, 0.8f, 0.75f, 0.7f, 0.65f, 0.6f, 0.55f, 0.5f, 0.45f, 0.4f};
-  constexpr float kShift[] = {0.0f, -0.25f, 0.25f, -0.5f, 0.5f};
-  float lo = x(0), hi = x(0);
-  for (int32_t i = 1; i < n; ++i) {
-    const float v = x(i);
-    lo = v < lo ? v : lo;  // std::min / std::max, as the CPU takes them
-    hi = hi < v ? v : hi;
-  }
-  ScaleZero best = MakeScaleZero(lo, hi, levels);
-  double best_err = 1e300;
-  for (float a : kShrink) {
-    for (float shift : kShift) {
-      const float span = (hi - lo) * a, l = lo + (hi - lo - span) * (0.5f + shift);
-      const ScaleZero q = MakeScaleZero(l, l + span, levels);
-      double err = 0;
-      for (int32_t i = 0; i < n; ++i) {
-        const float v = x(i);
-        const float d = QuantizeLevels(v, q.z, q.inv, levels) * q.s + q.z - v;
-        err += static_cast<double>(d) * d;
-      }
-      if (err < best_err) {
-        best_err = err;
-        best = q;
-      }
-    }
-  }
-  return best;
-}
 
 // grid (sequence * kv_heads + head, block of the step); dynamic shared memory: the block's
 // key and value rows (bf16, every KV head) as pointers, one per token.
@@ -113,7 +71,8 @@ __global__ void __launch_bounds__(kThreads) SealKernel(const bf16* k, int64_t k_
       auto* sz = reinterpret_cast<uint16_t*>(kc + cache.ChannelScaleOffset(block, h));
       for (int32_t c = 0; c < per_byte; ++c) {
         const int32_t d = item * per_byte + c;
-        q[c] = FitScaleZero([&](int32_t i) { return __bfloat162float(rows[i][h * dim + d]); }, bs, levels);
+        q[c] =
+            FitScaleZero([&](int32_t i) { return __bfloat162float(rows[i][h * dim + d]); }, bs, levels, DeviceHalf{});
         sz[2 * d] = q[c].s_bits;
         sz[2 * d + 1] = q[c].z_bits;
       }
@@ -128,7 +87,8 @@ __global__ void __launch_bounds__(kThreads) SealKernel(const bf16* k, int64_t k_
     } else {  // value group g of token i
       const int32_t i = (item - row_bytes) / groups, g = (item - row_bytes) % groups;
       const bf16* x = rows[bs + i] + h * dim + g * kKvInt4Group;
-      const ScaleZero q = FitScaleZero([&](int32_t e) { return __bfloat162float(x[e]); }, kKvInt4Group, levels);
+      const ScaleZero q =
+          FitScaleZero([&](int32_t e) { return __bfloat162float(x[e]); }, kKvInt4Group, levels, DeviceHalf{});
       auto* sz = reinterpret_cast<uint16_t*>(vc + cache.ScaleOffset(first_slot + i, h));
       sz[2 * g] = q.s_bits;
       sz[2 * g + 1] = q.z_bits;
