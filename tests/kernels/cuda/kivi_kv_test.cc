@@ -14,6 +14,7 @@
 #include "kernels/common/half_convert.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "tests/support/attention_batch.h"
 #include "tests/support/elementwise_check.h"
 #include "tests/support/gpu_fixture.h"
 
@@ -129,15 +130,7 @@ TEST_P(KiviKvTest, SealedBlocksRingsAndAttentionMatchTheCpu) {
       v[i] = bf16(normal(rng));
     }
     for (float& x : q) x = bf16(normal(rng));
-    AttentionBatch batch;
-    batch.num_seqs = seqs;
-    batch.num_tokens = tokens;
-    batch.max_blocks_per_seq = max_blocks;
-    batch.max_context_len = *std::max_element(context_len.begin(), context_len.end());
-    batch.max_query_len = *std::max_element(adds.begin(), adds.end());
-    batch.query_start = query_start.data();
-    batch.context_len = context_len.data();
-    batch.block_table = table.data();
+    AttentionBatch batch = testing::HostAttentionBatch(query_start, context_len, table, max_blocks, adds);
     batch.residual = residual.data();
     batch.sealed = sealed.data();
     const float scale = 1.0f / std::sqrt(static_cast<float>(dim));
