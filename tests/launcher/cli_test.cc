@@ -323,6 +323,12 @@ TEST(CliTest, BenchRunsOnTheCpuAndPrintsTheTable) {
   auto [rc2, out2] = Kvshard("bench --device cpu --model random:smollm2-135m --kernel attention --batch 2 --context 300 --iters 2");
   ASSERT_EQ(rc2, 0) << out2;
   EXPECT_NE(out2.find("TB/s of KV reads"), std::string::npos) << out2;
+  // int4 / int2 KV: blocks sealed whole, the newest tokens in each sequence's bf16 ring.
+  auto [rc8, out8] = Kvshard(
+      "bench --device cpu --model random:smollm2-135m --kernel attention --batch 2 --context 300 "
+      "--iters 1 --kv-dtype int2");
+  ASSERT_EQ(rc8, 0) << out8;
+  EXPECT_NE(out8.find("KV int2 B=2 L=300"), std::string::npos) << out8;
   auto [rc4, out4] = Kvshard("bench --device cpu --model random:smollm2-135m --kernel prefill --batch 1 --context 64 --iters 1");
   ASSERT_EQ(rc4, 0) << out4;
   EXPECT_NE(out4.find("TFLOP/s"), std::string::npos) << out4;
