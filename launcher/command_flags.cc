@@ -21,7 +21,7 @@ constexpr std::string_view kEngine[] = {
     "kv_offload_memory", "preemption_mode",   "enable_prefix_caching", "enforce_eager",
     "overlap_kv_moves",  "kv_residual_tokens"};
 // StartRank's tensor-parallel group.
-constexpr std::string_view kParallel[] = {"tp", "all_reduce", "comm_timeout"};
+constexpr std::string_view kParallel[] = {"tp", "all_reduce", "dp_routing", "comm_timeout"};
 // SamplingParamsFromFlags.
 constexpr std::string_view kSampling[] = {"max_tokens", "temperature", "top_k", "top_p", "seed", "stop", "ignore_eos"};
 // Abseil's own.

@@ -64,6 +64,9 @@ ABSL_FLAG(int32_t, tp, 1, "Tensor-parallel ranks per model replica; the job's ra
 ABSL_FLAG(std::string, all_reduce, "auto",
           "Tensor-parallel all-reduce on GPUs: auto (time NCCL and kvshard's peer-memory all-reduce at start-up, take "
           "the faster per message size), nccl, or custom (the peer-memory one: GPUs of one node, up to 8 ranks)");
+ABSL_FLAG(std::string, dp_routing, "kv",
+          "With several model replicas (mpirun -np > --tp): kv sends each request to the replica that already holds "
+          "its prompt's prefix, else to the one with the most free KV; round-robin takes them in turn (a baseline)");
 ABSL_FLAG(double, comm_timeout, 120.0,
           "Seconds a collective may wait for the other ranks before the job is stopped with an error naming it");
 

@@ -47,6 +47,7 @@ ABSL_DECLARE_FLAG(std::string, kv_offload_memory);
 ABSL_DECLARE_FLAG(std::string, preemption_mode);
 ABSL_DECLARE_FLAG(double, comm_timeout);
 ABSL_DECLARE_FLAG(std::string, all_reduce);
+ABSL_DECLARE_FLAG(std::string, dp_routing);
 
 namespace kvs {
 // --check-weights as the loader's policy (an error names the valid values).

@@ -158,7 +158,7 @@ absl::Status Generate(std::unique_ptr<RankRuntime>& rt) {
   std::vector<ServingGroup*> groups = {&local};
   for (auto& g : remote) groups.push_back(g.get());
   std::unique_ptr<RequestRouter> router;
-  if (data_parallel) router = MakeDpRouter(capacities, engine.kv_cache().block_size());
+  if (data_parallel) router = MakeDpRouter(capacities, engine.kv_cache().block_size(), rt->dp_routing);
   auto stop_groups = [&]() -> absl::Status {
     for (auto& g : remote) KVS_RETURN_IF_ERROR(g->Stop());
     return local.Stop();

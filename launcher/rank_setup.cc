@@ -27,6 +27,7 @@ absl::StatusOr<std::unique_ptr<RankRuntime>> StartRank(
   }
   // Checked before MPI starts so a single process gets the error, not a hang.
   KVS_RETURN_IF_ERROR(LayoutFor(rt->world, tp).status());
+  KVS_ASSIGN_OR_RETURN(rt->dp_routing, ParseDpRouting(absl::GetFlag(FLAGS_dp_routing)));
   if (rt->world.size > 1) {
     KVS_ASSIGN_OR_RETURN(rt->mpi, MpiSession::Start(rt->world));
   }

@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
+#include "parallel/dp_router.h"
 #include "parallel/mpi_session.h"
 #include "parallel/rank_context.h"
 #include "parallel/step_worker.h"
@@ -28,6 +29,7 @@ struct RankRuntime {
   std::unique_ptr<ModelWeights> weights;
   std::unique_ptr<Engine> engine;      // on TP-group leaders
   std::unique_ptr<StepWorker> worker;  // on the other ranks
+  DpRouting dp_routing = DpRouting::kKvAware;  // how rank 0 spreads requests over the replicas
   double load_seconds = 0;
 
   // "[rank 3]": every log line says which rank speaks.

@@ -72,11 +72,12 @@ absl::Status Serve(std::unique_ptr<RankRuntime>& rt) {
   for (auto& g : remote) groups.push_back(g.get());
   std::unique_ptr<RequestRouter> router;
   if (data_parallel) {
-    router = MakeDpRouter(capacities, rt->engine->kv_cache().block_size());
+    router = MakeDpRouter(capacities, rt->engine->kv_cache().block_size(), rt->dp_routing);
     std::string caps;
     for (size_t g = 0; g < capacities.size(); ++g) caps += absl::StrFormat("%s%d", g ? ", " : "", capacities[g]);
-    std::fprintf(stderr, "%s routing over %zu groups (KV capacity in blocks: %s), prefix-aware\n", rt->tag().c_str(),
-                 capacities.size(), caps.c_str());
+    std::fprintf(stderr, "%s routing over %zu groups (KV capacity in blocks: %s), %s\n", rt->tag().c_str(),
+                 capacities.size(), caps.c_str(),
+                 rt->dp_routing == DpRouting::kRoundRobin ? "round-robin" : "prefix-aware");
   }
   ServiceLimits limits;
   limits.max_model_len = rt->engine->scheduler().config().max_model_len;

@@ -1,10 +1,26 @@
 #include "parallel/dp_router.h"
 
 #include <algorithm>
+#include <string>
+
+#include "absl/strings/str_format.h"
 
 namespace kvs {
 
+absl::StatusOr<DpRouting> ParseDpRouting(std::string_view s) {
+  if (s == "kv") return DpRouting::kKvAware;
+  if (s == "round-robin") return DpRouting::kRoundRobin;
+  return absl::InvalidArgumentError(
+      absl::StrFormat("--dp-routing must be kv or round-robin, got '%s'", std::string(s)));
+}
+
 int DpRouter::Route(int64_t blocks, const std::vector<uint64_t>& prefix_hashes) {
+  if (routing_ == DpRouting::kRoundRobin) {
+    const int g = static_cast<int>(routed_++ % static_cast<int64_t>(free_.size()));
+    free_[g] -= blocks;
+    ++in_flight_[g];
+    return g;
+  }
   int best = -1;
   // Longest routed prefix first: hashes are cumulative, so the last match is the longest.
   for (uint64_t h : prefix_hashes) {

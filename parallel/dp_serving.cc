@@ -104,8 +104,8 @@ class RemoteGroup final : public ServingGroup {
 // DpRouter over requests: charges each the blocks it can occupy, gives them back when it ends.
 class DpRequestRouter final : public RequestRouter {
  public:
-  DpRequestRouter(std::vector<int64_t> capacities, int32_t block_size)
-      : router_(std::move(capacities)), block_size_(block_size) {}
+  DpRequestRouter(std::vector<int64_t> capacities, int32_t block_size, DpRouting routing)
+      : router_(std::move(capacities), routing), block_size_(block_size) {}
 
   int Route(const Request& r) override {
     const int64_t bs = block_size_;
@@ -145,8 +145,8 @@ std::vector<std::unique_ptr<ServingGroup>> ConnectRemoteGroups(MpiCommunicator* 
   return groups;
 }
 
-std::unique_ptr<RequestRouter> MakeDpRouter(std::vector<int64_t> capacities, int32_t block_size) {
-  return std::make_unique<DpRequestRouter>(std::move(capacities), block_size);
+std::unique_ptr<RequestRouter> MakeDpRouter(std::vector<int64_t> capacities, int32_t block_size, DpRouting routing) {
+  return std::make_unique<DpRequestRouter>(std::move(capacities), block_size, routing);
 }
 
 absl::Status ServeAsRemoteGroup(MpiCommunicator& leaders, Engine& engine, const std::string& tag) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "parallel/dp_router.h"
 #include "parallel/mpi_communicator.h"
 #include "runtime/engine/engine.h"
 #include "runtime/server/serving_group.h"
@@ -20,8 +21,8 @@ namespace kvs {
 absl::StatusOr<std::vector<int64_t>> GatherGroupCapacities(MpiCommunicator* leaders, const Engine& engine);
 // Rank 0: groups 1 .. dp-1 as ServingGroups.
 std::vector<std::unique_ptr<ServingGroup>> ConnectRemoteGroups(MpiCommunicator* leaders);
-// Rank 0: the router over every group, starting from their capacities.
-std::unique_ptr<RequestRouter> MakeDpRouter(std::vector<int64_t> capacities, int32_t block_size);
+// Rank 0: the router over every group, starting from their capacities (parallel/dp_router.h).
+std::unique_ptr<RequestRouter> MakeDpRouter(std::vector<int64_t> capacities, int32_t block_size, DpRouting routing);
 // The other leaders: serve until rank 0 sends stop, then release this group's workers.
 // `tag` starts its log lines ("[rank 3]").
 absl::Status ServeAsRemoteGroup(MpiCommunicator& leaders, Engine& engine, const std::string& tag);

@@ -525,6 +525,8 @@ TEST(CliFlagsTest, NewFlagsRejectBadValuesByName) {
       {"bench --model " + tiny + " --device cpu --kernel kv-moves --move-blocks 0", "--move-blocks 1..65536"},
       {"generate --model " + tiny + " --device cpu --prompt x --overlap-kv-moves=maybe", "flag 'overlap_kv_moves'"},
       {"generate --model " + tiny + " --device cpu --prompt x --comm-timeout 0", "--comm-timeout must be in"},
+      {"generate --model " + tiny + " --device cpu --prompt x --dp-routing random",
+       "--dp-routing must be kv or round-robin, got 'random'"},
       {"generate --model " + tiny + " --device cpu --prompt x --preemption-mode later", "--preemption-mode 'later'"},
       {"generate --model " + tiny + " --device cpu --prompt x --swap-space 3XB", "unknown unit"},
       {"generate --model " + tiny + " --device cpu --prompt x --kv-offload-memory 3XB", "--kv-offload-memory: "},

@@ -44,6 +44,26 @@ TEST(DpRouterTest, SendsEachRequestToTheGroupWithTheMostFreeKv) {
   EXPECT_EQ(r.Route(1), 0);
 }
 
+TEST(DpRouterTest, RoundRobinTakesTheGroupsInTurnWhateverTheirKvOrPrefixes) {
+  DpRouter r({100, 1000, 1000}, DpRouting::kRoundRobin);
+  std::vector<int> got;
+  for (int i = 0; i < 7; ++i) got.push_back(r.Route(50, {11, 12}));  // same prefix every time
+  EXPECT_EQ(got, (std::vector<int>{0, 1, 2, 0, 1, 2, 0}));
+  EXPECT_EQ(r.affinity_hits(), 0);
+  EXPECT_EQ(r.free_blocks(), (std::vector<int64_t>{-50, 900, 900})) << "charged even past capacity (the baseline)";
+  r.Release(0, 50);
+  EXPECT_EQ(r.Route(1), 1);
+}
+
+TEST(DpRouterTest, RoutingFlagValues) {
+  EXPECT_EQ(*ParseDpRouting("kv"), DpRouting::kKvAware);
+  EXPECT_EQ(*ParseDpRouting("round-robin"), DpRouting::kRoundRobin);
+  const auto bad = ParseDpRouting("random");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("--dp-routing must be kv or round-robin, got 'random'"), std::string::npos)
+      << bad.status();
+}
+
 TEST(DpRouterTest, PrefersTheGroupThatWasSentTheSamePrefix) {
   DpRouter r({1000, 1000});
   EXPECT_EQ(r.Route(10, {11, 12, 13}), 0);  // new prefix: most free (tie: group 0)

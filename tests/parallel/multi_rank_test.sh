@@ -55,6 +55,9 @@ for m in tiny-llama31 tiny-qwen2 tiny-mistral tiny-qwen3 tiny-gemma3 tiny-mistra
 # Seeded sampling draws the same tokens too: rank 0 assembles whole logits rows from the ranks'
 # vocabulary slices on the backend and samples there, as one process does.
 check_same "$GOLDENS/models/tiny-llama31" "$WORK/ids.jsonl" --ignore-eos --temperature 0.9 --top-p 0.95 --top-k 50 --seed 11
+# Replicas taking requests in turn (--dp-routing round-robin, the baseline of the KV-aware rule):
+# where a request runs does not change its tokens.
+check_same "$GOLDENS/models/tiny-llama31" "$WORK/ids.jsonl" --ignore-eos --dp-routing round-robin
 # Keys per channel (int4): each rank seals its heads' blocks and keeps its heads' residuals.
 check_same "$GOLDENS/models/tiny-llama31" "$WORK/ids.jsonl" --ignore-eos --kv-dtype int4
 
