@@ -4,6 +4,9 @@
 #   gpu_tests T1 T2..  runs those test binaries, one log each under $OUT, a line per verdict
 #   gpu_copy_ceiling   prints the device-to-device copy rate (bytes read + written), the ceiling
 #                      of the memory-bound kernels
+#   gpu_serving_checkpoint DIR  writes (once) a Llama-3-8B-shaped checkpoint with random bf16
+#                      weights and SmolLM2's tokenizer and 49,152-token vocabulary, so that
+#                      `serve` can detokenize
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH=/usr/local/cuda/bin:$PATH
@@ -36,4 +39,17 @@ s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True
 s.record(); [y.copy_(x) for _ in range(20)]; e.record(); torch.cuda.synchronize()
 print(f"| ceiling | device-to-device copy | {2 * x.numel() * 20 / (s.elapsed_time(e) / 1e3) / 1e12:.2f} TB/s |")
 PY
+}
+
+gpu_serving_checkpoint() {
+  local dir=$1
+  [ -f "$dir/tokenizer.json" ] && return 0
+  mkdir -p /tmp/kvs-presets/models
+  python3 -c '
+import json
+c = json.load(open("configs/models/llama-3-8b.json")); c["vocab_size"] = 49152
+json.dump(c, open("/tmp/kvs-presets/models/llama-3-8b-smolvocab.json", "w"))'
+  KVS_CONFIG_DIR=/tmp/kvs-presets $K make-model --preset llama-3-8b-smolvocab --out "$dir" > "$OUT/make_model.log" 2>&1 \
+    || { tail -5 "$OUT/make_model.log"; return 1; }
+  cp tests/goldens/tokenizer/smollm2_tokenizer.json "$dir/tokenizer.json"
 }

@@ -9,17 +9,8 @@ source "$(dirname "$0")/gpu_common.sh"
 MAX_SEQS=${1:-128}
 gpu_build
 M=/tmp/llama3-8b-smolvocab
-if [ ! -f "$M/tokenizer.json" ]; then
-  mkdir -p /tmp/kvs-presets/models
-  python3 -c '
-import json, sys
-c = json.load(open("configs/models/llama-3-8b.json")); c["vocab_size"] = 49152
-json.dump(c, open("/tmp/kvs-presets/models/llama-3-8b-smolvocab.json", "w"))'
-  KVS_CONFIG_DIR=/tmp/kvs-presets $K make-model --preset llama-3-8b-smolvocab --out "$M" > "$OUT/make_model.log" 2>&1 \
-    || { tail -5 "$OUT/make_model.log"; exit 1; }
-  cp tests/goldens/tokenizer/smollm2_tokenizer.json "$M/tokenizer.json"
-  echo "checkpoint written in $(( $(date +%s) - start )) s"
-fi
+gpu_serving_checkpoint "$M" || exit 1
+echo "checkpoint ready at $(( $(date +%s) - start )) s"
 ENGINE=(--device cuda --max-seqs "$MAX_SEQS" --max-tokens-per-step 8192)
 $K bench --model "$M" "${ENGINE[@]}" --input-len 512 --output-len 128 --num-prompts 128 2>&1 | tee "$OUT/offline.txt" | grep '^|'
 

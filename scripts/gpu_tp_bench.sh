@@ -7,17 +7,9 @@
 # (KVS_SERVE=0 skips it); the 256K-token bf16 request over both GPUs (KVS_LONG=0 skips it); and
 # paging vs static batching on a ShareGPT-like mix (KVS_PAGING=1). Tables come last.
 # Usage: bash scripts/gpu_tp_bench.sh
-set -uo pipefail
-cd "$(dirname "$0")/.."
-export PATH=/usr/local/cuda/bin:$PATH
-OUT=${OUT:-/tmp/kvs-out}
-mkdir -p "$OUT"
-BUILD=${KVS_BUILD_DIR:-build}
-KVS_SKIP_MODEL=1 bash scripts/setup.sh > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
-source "$BUILD/env.sh"
+source "$(dirname "$0")/gpu_common.sh"
+gpu_build
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NCCL_NVLS_ENABLE=0
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-K=$BUILD/launcher/kvshard
 # Random weights built on each GPU; a tp rank fills its slice with the whole tensor's values.
 M=random:llama-3-8b
 W="$OUT/work"; mkdir -p "$W"
@@ -91,15 +83,7 @@ PY
 #     (routed by KV and prefix, and round-robin), ShareGPT-like requests at three Poisson rates.
 if [ "${KVS_SERVE:-1}" = 1 ]; then
   SM=/tmp/llama3-8b-smolvocab
-  if [ ! -f "$SM/tokenizer.json" ]; then
-    mkdir -p /tmp/kvs-presets/models
-    python3 -c '
-import json
-c = json.load(open("configs/models/llama-3-8b.json")); c["vocab_size"] = 49152
-json.dump(c, open("/tmp/kvs-presets/models/llama-3-8b-smolvocab.json", "w"))'
-    KVS_CONFIG_DIR=/tmp/kvs-presets $K make-model --preset llama-3-8b-smolvocab --out "$SM" > "$OUT/make_model.log" 2>&1
-    cp tests/goldens/tokenizer/smollm2_tokenizer.json "$SM/tokenizer.json"
-  fi
+  gpu_serving_checkpoint "$SM"
   for layout in "tp2 --tp 2" "dp2kv --tp 1 --dp-routing kv" "dp2rr --tp 1 --dp-routing round-robin"; do
     set -- $layout
     name=$1; shift
