@@ -49,8 +49,8 @@ struct HostHalf {
   float Value(uint16_t bits) const { return Fp16BitsToFloat(bits); }
 };
 
-ScaleZero FitStrided(const float* x, int64_t stride, int32_t n, float levels) {
-  return kvs::FitScaleZero([x, stride](int32_t i) { return x[i * stride]; }, n, levels, HostHalf{});
+ScaleZero FitValues(const float* x, int32_t n, float levels) {
+  return kvs::FitScaleZero([x](int32_t i) { return x[i]; }, n, levels, HostHalf{});
 }
 
 }  // namespace
@@ -63,7 +63,7 @@ void EncodeKeyBlock(const float* const* rows, int32_t n, KvDType t, int32_t dim,
   std::vector<float> column(n);
   for (int32_t d = 0; d < dim; ++d) {
     for (int32_t i = 0; i < n; ++i) column[i] = rows[i][d];
-    const ScaleZero q = FitStrided(column.data(), 1, n, levels);
+    const ScaleZero q = FitValues(column.data(), n, levels);
     sz[2 * d] = q.s_bits;
     sz[2 * d + 1] = q.z_bits;
     for (int32_t i = 0; i < n; ++i) {
@@ -133,7 +133,7 @@ void EncodeKvRow(const float* x, KvDType t, int32_t dim, std::byte* codes, std::
       auto* sz = reinterpret_cast<uint16_t*>(scales);
       for (int32_t g = 0; g < dim / kKvInt4Group; ++g) {
         const float* xg = x + g * kKvInt4Group;
-        const ScaleZero q = FitStrided(xg, 1, kKvInt4Group, levels);
+        const ScaleZero q = FitValues(xg, kKvInt4Group, levels);
         sz[2 * g] = q.s_bits;
         sz[2 * g + 1] = q.z_bits;
         for (int32_t i = 0; i < kKvInt4Group; ++i) {

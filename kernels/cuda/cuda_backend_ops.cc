@@ -33,21 +33,25 @@ absl::Status Shape(bool ok, const char* op, const TensorView& a, const TensorVie
       absl::StrFormat("%s: shape mismatch: [%d, %d] vs [%d, %d]", op, a.rows, a.cols, b.rows, b.cols));
 }
 
+// "16, 32, 64": a head-dim table of cuda_kernels.h for a message.
+template <typename Dims>
+std::string JoinDims(const Dims& dims) {
+  std::string out;
+  for (int32_t d : dims) out += (out.empty() ? "" : ", ") + std::to_string(d);
+  return out;
+}
+
 // Why the attention kernels cannot take caches of `t` at `head_dim`, naming what they can.
 std::string CudaKvProblem(KvDType t, int32_t head_dim) {
   if (t == KvDType::kF32) return "f32 KV caches are CPU-only (CUDA: bf16, fp16, fp8, int8, int4-token, int4, int2)";
   if (KvChannelQuantized(t)) {
-    return absl::StrFormat("the CUDA kernel for int4 / int2 KV takes head_dim 32, 64, 128 or 256; not %d", head_dim);
+    return absl::StrFormat("the CUDA kernel for int4 / int2 KV takes head_dim %s; not %d",
+                           JoinDims(cuda::kKiviHeadDims), head_dim);
   }
-  const auto join = [](const auto& dims) {
-    std::string out;
-    for (int32_t d : dims) out += (out.empty() ? "" : ", ") + std::to_string(d);
-    return out;
-  };
   return absl::StrFormat(
       "the CUDA attention kernels take head_dim %s and any multiple of 32 up to 256 (the last "
       "by the generic kernel) with a bf16 KV cache, and %s with fp16/fp8/int8/int4-token; not %d",
-      join(cuda::kAttentionHeadDims), join(cuda::kEncodedKvHeadDims), head_dim);
+      JoinDims(cuda::kAttentionHeadDims), JoinDims(cuda::kEncodedKvHeadDims), head_dim);
 }
 
 absl::Status CheckCache(const PagedKvView& c, const char* op) {
@@ -373,8 +377,8 @@ std::string CudaBackend::AttentionWindowProblem(KvDType t, int32_t head_dim) con
   if (cuda::WindowAttentionSupports(t, head_dim) || cuda::KiviAttentionSupports(t, head_dim)) return "";
   return absl::StrFormat(
       "the CUDA kernels for sliding-window layers take bf16 caches with head_dim a multiple of 32 "
-      "up to 256, and int4 / int2 caches with head_dim 32, 64, 128 or 256 (asked: --kv-dtype %s, head_dim %d)",
-      KvDTypeName(t), head_dim);
+      "up to 256, and int4 / int2 caches with head_dim %s (asked: --kv-dtype %s, head_dim %d)",
+      JoinDims(cuda::kKiviHeadDims), KvDTypeName(t), head_dim);
 }
 
 std::string CudaBackend::KvDTypeProblem(KvDType t, int32_t head_dim) const {

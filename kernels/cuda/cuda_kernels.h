@@ -147,9 +147,14 @@ constexpr bool WindowAttentionSupports(KvDType t, int32_t head_dim) {
 }
 // The channel-quantized formats (int4 / int2: keys per channel, values per token, the newest tokens
 // in bf16 rings) have a kernel of their own (paged_attention_kivi.cu), windows included: each lane
-// owns head_dim / 32 whole dims of one 32-wide value group, so head_dim 32, 64, 128 or 256.
+// owns head_dim / 32 whole dims of one 32-wide value group, so head_dim / 32 divides 32.
+inline constexpr int32_t kKiviHeadDims[] = {32, 64, 128, 256};
 constexpr bool KiviAttentionSupports(KvDType t, int32_t head_dim) {
-  return KvChannelQuantized(t) && (head_dim == 32 || head_dim == 64 || head_dim == 128 || head_dim == 256);
+  if (!KvChannelQuantized(t)) return false;
+  for (int32_t d : kKiviHeadDims) {
+    if (d == head_dim) return true;
+  }
+  return false;
 }
 // The tiled kernels (tensor cores): head dims listed above, per format.
 constexpr bool TiledAttentionSupports(KvDType t, int32_t head_dim) {

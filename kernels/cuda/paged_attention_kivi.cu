@@ -142,8 +142,8 @@ __global__ void __launch_bounds__(kWarps * 32) KiviAttentionKernel(KiviParams p)
     const bool in_ring = key >= sealed_end;
     const bool valid = lane < keys && (!in_ring || residual >= 0);
     const bool sealed_key = valid && !in_ring;
-    // Every load of the chunk is issued here, before any is used: the lane's block id, then its
-    // key's codes, its value row's codes and scales, and the chunk blocks' key scales.
+    // The chunk's row loads are issued here, before any is used: the lane's block id, then its
+    // key's codes and its value row's codes and scales (the fold below loads the key scales).
     const int32_t block = sealed_key ? blocks[key / bs] : 0;
     const int64_t slot = static_cast<int64_t>(block) * bs + key % bs;
     uint32_t k_words[kCodeWords], v_words[kCodeWords], v_pairs[E] = {};
