@@ -419,7 +419,8 @@ absl::Status Bench(std::unique_ptr<RankRuntime>& rt) {
       return absl::InvalidArgumentError(
           absl::StrFormat("--kernel '%s' is unknown (attention, prefill, linear, sample, kv-moves, all-reduce)", kernel));
     }
-    KVS_ASSIGN_OR_RETURN(LoadedModel m, OpenModel(model_path));
+    KVS_ASSIGN_OR_RETURN(const WeightQuantization quantize, QuantizeFlag());
+    KVS_ASSIGN_OR_RETURN(LoadedModel m, OpenModel(model_path, WeightCheck::kAuto, quantize));
     KVS_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, SingleProcessBackend());
     if (kernel == "kv-moves") return BenchKvMoves(*backend, *m.source);
     if (kernel == "linear") return BenchLinear(*backend, *m.source, absl::GetFlag(FLAGS_batch), absl::GetFlag(FLAGS_iters));

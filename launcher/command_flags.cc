@@ -13,7 +13,7 @@ namespace {
 
 using Names = std::span<const std::string_view>;
 // Read wherever a model is loaded onto a backend (rank_setup.cc, engine_flags.cc, main.cc).
-constexpr std::string_view kLoad[] = {"model", "check_weights", "device", "threads", "verbose"};
+constexpr std::string_view kLoad[] = {"model", "check_weights", "quantize", "device", "threads", "verbose"};
 // EngineConfigFromFlags.
 constexpr std::string_view kEngine[] = {
     "block_size",        "max_seqs",          "max_tokens_per_step",   "max_model_len",
@@ -56,12 +56,13 @@ const std::vector<CommandFlags>& AllCommandFlags() {
   static constexpr std::string_view kServe[] = {"max_tokens", "port", "host", "api_key", "served_model_name",
                                                 "max_in_flight", "max_body_bytes", "drain_timeout"};
   static constexpr std::string_view kGenerate[] = {"prompt", "chat", "system", "input", "output", "resume", "strict"};
-  static constexpr std::string_view kInspect[] = {"model", "check_weights", "verbose"};
+  static constexpr std::string_view kInspect[] = {"model", "check_weights", "quantize", "verbose"};
   static constexpr std::string_view kBench[] = {"batch", "context", "dataset", "input_len", "output_len", "num_prompts",
                                                 "length_scale", "iters", "kernel", "query_len", "shuffle_blocks",
                                                 "static_batching", "move_blocks", "url", "rate", "result_json"};
   static constexpr std::string_view kMakeModel[] = {"preset", "out", "seed", "verbose"};
-  static constexpr std::string_view kPlan[] = {"model", "check_weights", "verbose", "tp", "gpu_mem", "context", "batch"};
+  static constexpr std::string_view kPlan[] = {"model", "check_weights", "quantize", "verbose",
+                                               "tp",    "gpu_mem",       "context",  "batch"};
   static constexpr std::string_view kPerplexity[] = {
       "text", "context", "kv_dtype", "kv_residual_tokens", "block_size", "max_tokens_per_step", "llama_cpp_windows"};
   static const std::vector<CommandFlags> all = {

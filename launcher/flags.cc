@@ -7,6 +7,9 @@
 ABSL_FLAG(std::string, model, "", "Model: a .gguf file or a Hugging Face checkpoint directory");
 ABSL_FLAG(std::string, check_weights, "auto",
           "Scan GGUF weights for NaN/Inf at load: auto (files up to 4 GiB), on, off");
+ABSL_FLAG(std::string, quantize, "none",
+          "Quantize the model's float projection matrices at load: none, or fp8 (E4M3 codes, a scale per 128 "
+          "columns; kept in 8 bits on the GPU, decoded on the CPU). Embedding and LM head stay as stored");
 ABSL_FLAG(std::string, prompt, "", "Prompt text (generate)");
 ABSL_FLAG(bool, chat, false, "Wrap the prompt in the model's chat template");
 ABSL_FLAG(std::string, system, "", "System message for --chat (default: the template's own)");
@@ -71,6 +74,8 @@ ABSL_FLAG(double, comm_timeout, 120.0,
           "Seconds a collective may wait for the other ranks before the job is stopped with an error naming it");
 
 namespace kvs {
+
+absl::StatusOr<WeightQuantization> QuantizeFlag() { return ParseWeightQuantization(absl::GetFlag(FLAGS_quantize)); }
 
 absl::StatusOr<WeightCheck> WeightCheckFlag() {
   const std::string v = absl::GetFlag(FLAGS_check_weights);

@@ -8,10 +8,12 @@
 
 #include "absl/flags/declare.h"
 #include "absl/status/statusor.h"
+#include "runtime/model/quantizing_weight_source.h"
 #include "runtime/model/weight_check.h"
 
 ABSL_DECLARE_FLAG(std::string, model);
 ABSL_DECLARE_FLAG(std::string, check_weights);
+ABSL_DECLARE_FLAG(std::string, quantize);
 ABSL_DECLARE_FLAG(std::string, prompt);
 ABSL_DECLARE_FLAG(bool, chat);
 ABSL_DECLARE_FLAG(std::string, system);
@@ -52,4 +54,6 @@ ABSL_DECLARE_FLAG(std::string, dp_routing);
 namespace kvs {
 // --check-weights as the loader's policy (an error names the valid values).
 absl::StatusOr<WeightCheck> WeightCheckFlag();
+// --quantize as the loader's policy (quantizing_weight_source.h).
+absl::StatusOr<WeightQuantization> QuantizeFlag();
 }  // namespace kvs

@@ -26,7 +26,12 @@ int RunInspect() {
     std::fprintf(stderr, "kvshard inspect: %s\n", std::string(check.status().message()).c_str());
     return 2;
   }
-  auto m = OpenModel(path, *check);
+  auto quantize = QuantizeFlag();
+  if (!quantize.ok()) {
+    std::fprintf(stderr, "kvshard inspect: %s\n", std::string(quantize.status().message()).c_str());
+    return 2;
+  }
+  auto m = OpenModel(path, *check, *quantize);
   if (!m.ok()) {
     std::fprintf(stderr, "kvshard inspect: %s\n", std::string(m.status().message()).c_str());
     return 1;

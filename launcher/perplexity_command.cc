@@ -65,7 +65,8 @@ absl::Status Perplexity() {
   }
   if (block_size < 1 || block_size > 1024) return absl::InvalidArgumentError("--block-size must be in 1..1024");
   KVS_ASSIGN_OR_RETURN(std::string text, ReadText(text_path));
-  KVS_ASSIGN_OR_RETURN(LoadedModel m, OpenModel(model_path));
+  KVS_ASSIGN_OR_RETURN(const WeightQuantization quantize, QuantizeFlag());
+  KVS_ASSIGN_OR_RETURN(LoadedModel m, OpenModel(model_path, WeightCheck::kAuto, quantize));
   if (!m.tokenizer) return absl::InvalidArgumentError(absl::StrFormat("%s has no tokenizer to read the text with", model_path));
   KVS_ASSIGN_OR_RETURN(std::vector<int32_t> ids, m.tokenizer->Encode(text, /*add_special_tokens=*/false));
   if (ids.size() < 2) return absl::InvalidArgumentError("--text holds fewer than two tokens");

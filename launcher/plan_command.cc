@@ -39,10 +39,15 @@ struct PlanningModel {
 
 // A preset name (configs/models/NAME.json) or a model path. OPT presets are planning-only: their
 // two-matrix FFN is planned as a SwiGLU of two thirds the width (the same weight bytes).
-absl::StatusOr<PlanningModel> OpenPlanningModel(const std::string& model) {
+absl::StatusOr<PlanningModel> OpenPlanningModel(const std::string& model, WeightQuantization quantize) {
+  auto open = [&](const std::string& path) -> absl::StatusOr<std::unique_ptr<WeightSource>> {
+    KVS_ASSIGN_OR_RETURN(auto src, OpenWeightSource(path));
+    if (quantize == WeightQuantization::kFp8) src = QuantizeToFp8(std::move(src));
+    return src;
+  };
   const std::filesystem::path preset = std::filesystem::path(PresetDir()) / (model + ".json");
   if (!std::filesystem::exists(preset)) {
-    KVS_ASSIGN_OR_RETURN(auto src, OpenWeightSource(model));
+    KVS_ASSIGN_OR_RETURN(auto src, open(model));
     ModelConfig c = src->config();
     return PlanningModel{std::move(c), std::move(src)};
   }
@@ -50,7 +55,7 @@ absl::StatusOr<PlanningModel> OpenPlanningModel(const std::string& model) {
   const auto j = nlohmann::json::parse(in, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError(preset.string() + ": not a JSON object");
   if (j.value("model_type", "") != "opt") {
-    KVS_ASSIGN_OR_RETURN(auto src, OpenWeightSource("random:" + model));
+    KVS_ASSIGN_OR_RETURN(auto src, open("random:" + model));
     ModelConfig c = src->config();
     return PlanningModel{std::move(c), std::move(src)};
   }
@@ -95,7 +100,8 @@ std::string WeightStorage(const ModelConfig& c, const WeightSource* source) {
 absl::Status Plan() {
   const std::string model = absl::GetFlag(FLAGS_model);
   if (model.empty()) return absl::InvalidArgumentError("--model is required (a preset such as llama-3-70b, or a model path)");
-  KVS_ASSIGN_OR_RETURN(PlanningModel pm, OpenPlanningModel(model));
+  KVS_ASSIGN_OR_RETURN(const WeightQuantization quantize, QuantizeFlag());
+  KVS_ASSIGN_OR_RETURN(PlanningModel pm, OpenPlanningModel(model, quantize));
   const ModelConfig& mc = pm.config;
   KVS_ASSIGN_OR_RETURN(size_t gpu_mem, ParseByteSize(absl::GetFlag(FLAGS_gpu_mem)));
   const int tp = absl::GetFlag(FLAGS_tp);

@@ -32,7 +32,8 @@ absl::StatusOr<std::unique_ptr<RankRuntime>> StartRank(
     KVS_ASSIGN_OR_RETURN(rt->mpi, MpiSession::Start(rt->world));
   }
   KVS_ASSIGN_OR_RETURN(const WeightCheck check, WeightCheckFlag());
-  KVS_ASSIGN_OR_RETURN(LoadedModel model, OpenModel(model_path, check));
+  KVS_ASSIGN_OR_RETURN(const WeightQuantization quantize, QuantizeFlag());
+  KVS_ASSIGN_OR_RETURN(LoadedModel model, OpenModel(model_path, check, quantize));
   rt->model = std::make_unique<LoadedModel>(std::move(model));
   const ModelConfig& mc = rt->model->source->config();
   KVS_ASSIGN_OR_RETURN(rt->backend, RankBackend(rt->world.local_rank, rt->world.size));

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "kernels/common/half_convert.h"
+#include "kernels/common/kv_quant.h"
 #include "kernels/common/status_macros.h"
 #include "kernels/common/thread_pool.h"
 
@@ -184,6 +185,16 @@ void DequantizeToF32(GgmlType type, std::span<const uint8_t> src, std::span<floa
       return;
     case GgmlType::kBF16:
       for (size_t i = 0; i < out.size(); ++i) o[i] = Bf16BitsToFloat(LoadU16(p + 2 * i));
+      return;
+    case GgmlType::kF8_E4M3:  // codes times their block's scale, as ApplyFp8Scale computes it
+      ParallelFor(static_cast<int64_t>(blocks), kParallelWork / kF8BlockElems, [&](int64_t b0, int64_t b1) {
+        for (int64_t blk = b0; blk < b1; ++blk) {
+          const uint8_t* b = p + blk * info->block_bytes;
+          float scale;
+          std::memcpy(&scale, b + kF8BlockElems, 4);
+          for (int32_t e = 0; e < kF8BlockElems; ++e) o[blk * kF8BlockElems + e] = Fp8E4M3ToFloat(b[e]) * scale;
+        }
+      });
       return;
     default: break;
   }

@@ -21,6 +21,11 @@
 //   IQ4_XS (136 B): f16 d; u16 scales_h; u8 scales_l[4]; u8 qs[128]
 //     scale(j) = (lo4/hi4 of scales_l[j/2] | ((scales_h >> 2j) & 3) << 4) - 32 for sub-block j of 32
 //     w = d * scale(e/32) * kIq4Values[(qs[16(e/32) + e%16] >> 4((e/16)%2)) & 15]
+// kvshard's own block type, never read from a GGUF file (LookupGgufType refuses its id):
+//   F8_E4M3 (132 B / 128): u8 codes[128] (E4M3, "fn"); f32 scale   w[j] = e4m3(codes[j]) * scale
+//     FP8 weights (Hugging Face checkpoints, `--quantize fp8`) kept in 8 bits on the GPU. One scale
+//     per 128 columns of a row holds each of vLLM's layouts exactly: per tensor, per channel (row),
+//     and transformers' 128 x 128 blocks.
 // (all little-endian; the layouts follow ggml's reference implementation, ggml-quants.c, and the
 // `gguf` package's dequantization, which the CPU decoder equals bit for bit: tests/goldens/ggml)
 #pragma once
@@ -51,10 +56,14 @@ enum class GgmlType : uint32_t {
   kIQ4_NL = 20,
   kIQ4_XS = 23,
   kBF16 = 30,
+  kF8_E4M3 = 0x1000,  // kvshard's own (above); far from GGML's ids, which grow one at a time
 };
 
 // IQ4_NL / IQ4_XS code book (ggml's kvalues_iq4nl).
 inline constexpr int8_t kIq4Values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+// F8_E4M3: codes per block (then the block's f32 scale).
+inline constexpr int32_t kF8BlockElems = 128;
 
 struct GgmlTypeInfo {
   GgmlType type;
@@ -98,8 +107,15 @@ constexpr std::optional<GgmlTypeInfo> LookupGgmlType(uint32_t id) {
       return GgmlTypeInfo{GgmlType::kIQ4_NL, "IQ4_NL", 32, 18};
     case GgmlType::kIQ4_XS:
       return GgmlTypeInfo{GgmlType::kIQ4_XS, "IQ4_XS", 256, 136};
+    case GgmlType::kF8_E4M3: return GgmlTypeInfo{GgmlType::kF8_E4M3, "F8_E4M3", kF8BlockElems, kF8BlockElems + 4};
   }
   return std::nullopt;
+}
+
+// LookupGgmlType for an id read from a GGUF file: kvshard's own types are not GGML's, so a file
+// naming one is refused as an unknown type.
+constexpr std::optional<GgmlTypeInfo> LookupGgufType(uint32_t id) {
+  return static_cast<GgmlType>(id) == GgmlType::kF8_E4M3 ? std::nullopt : LookupGgmlType(id);
 }
 
 // Q4_K / Q5_K: sub-block j's (0-7) 6-bit scale and min from the block's 12 packed scale bytes
@@ -134,6 +150,7 @@ inline std::optional<GgmlType> GgmlTypeByName(std::string_view name) {
   for (uint32_t id = 0; id < 64; ++id) {
     if (const auto info = LookupGgmlType(id); info && info->name == name) return info->type;
   }
+  if (name == "F8_E4M3") return GgmlType::kF8_E4M3;
   return std::nullopt;
 }
 

@@ -236,6 +236,9 @@ cudaError_t LaunchBlockGemv(GgmlType type, const void* w, int64_t row_bytes, int
 cudaError_t LaunchEmbeddingBlocks(GgmlType type, const int32_t* ids, int64_t tokens, const void* table,
                                   int64_t row_bytes, int32_t first_id, int64_t table_rows, int64_t hidden, float* out,
                                   int64_t out_stride, cudaStream_t stream) {
+  if (type == GgmlType::kF8_E4M3) {
+    return LaunchF8Embedding(ids, tokens, table, row_bytes, first_id, table_rows, hidden, out, out_stride, stream);
+  }
   if (hidden % 32 != 0) return cudaErrorInvalidValue;
   if (tokens == 0) return cudaSuccess;
   return ggml::DispatchBlockType<EmbeddingLaunch>(type, ids, tokens, static_cast<const uint8_t*>(table), row_bytes,

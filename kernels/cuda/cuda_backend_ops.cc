@@ -116,6 +116,12 @@ absl::Status CudaBackend::EnsureBlockBuffers() {
 absl::Status CudaBackend::LinearBlocks(TensorView x, TensorView w, TensorView out) {
   KVS_RETURN_IF_ERROR(EnsureBlockBuffers());
   const int64_t row_bytes = w.BytesOf(w.stride), k = w.cols;
+  if (w.blocks == GgmlType::kF8_E4M3 && x.rows <= cuda::kBlockGemvMaxTokens) {  // bf16 activations as they are
+    KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchF8Gemv(w.data, row_bytes, w.rows, k, static_cast<const bf16*>(x.data),
+                                                x.stride, x.rows, out.data, out.stride, out.dtype == DType::kF32,
+                                                stream_));
+    return absl::OkStatus();
+  }
   if (x.rows <= cuda::kBlockGemvMaxTokens && k <= kGemvMaxK) {
     KVS_CUDA_RETURN_IF_ERROR(
         cuda::LaunchQuantizeActivations(static_cast<const bf16*>(x.data), x.stride, x.rows, k, gemv_a_, stream_));

@@ -116,6 +116,17 @@ cudaError_t LaunchEmbeddingBlocks(GgmlType type, const int32_t* ids, int64_t tok
                                   int64_t row_bytes, int32_t first_id, int64_t table_rows, int64_t hidden, float* out,
                                   int64_t out_stride, cudaStream_t stream);
 
+// kvshard's F8_E4M3 blocks (f8_linear.cu): the GEMV of LaunchBlockGemv with bf16 activations
+// x [tokens, k] as they are (rows x_stride elements apart, 8-byte aligned); k whole blocks.
+cudaError_t LaunchF8Gemv(const void* w, int64_t row_bytes, int64_t n, int64_t k, const bf16* x, int64_t x_stride,
+                         int64_t tokens, void* out, int64_t out_stride, bool f32_out, cudaStream_t stream);
+// LaunchDequantize and LaunchEmbeddingBlocks for F8_E4M3 (which those two hand to these).
+cudaError_t LaunchF8Dequantize(const void* src, int64_t src_stride, int64_t rows, int64_t cols, void* out, bool f32_out,
+                               cudaStream_t stream);
+cudaError_t LaunchF8Embedding(const int32_t* ids, int64_t tokens, const void* table, int64_t row_bytes,
+                              int32_t first_id, int64_t table_rows, int64_t hidden, float* out, int64_t out_stride,
+                              cudaStream_t stream);
+
 // ids[r] = argmax over logits row r (lowest index on ties). logits [n, V] f32.
 cudaError_t LaunchArgmaxRows(const float* logits, int64_t stride, int64_t rows, int64_t cols, int32_t first_id,
                              int32_t* ids, float* values, cudaStream_t stream);

@@ -9,9 +9,10 @@
 
 namespace kvs {
 
-absl::StatusOr<LoadedModel> OpenModel(const std::string& path, WeightCheck check) {
+absl::StatusOr<LoadedModel> OpenModel(const std::string& path, WeightCheck check, WeightQuantization quantize) {
   LoadedModel m;
   KVS_ASSIGN_OR_RETURN(m.source, OpenWeightSource(path));
+  if (quantize == WeightQuantization::kFp8) m.source = QuantizeToFp8(std::move(m.source));
   std::string template_text;
   if (GgufFile* g = m.source->gguf()) {
     uint64_t weight_bytes = 0;

@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "runtime/model/chat_template.h"
+#include "runtime/model/quantizing_weight_source.h"
 #include "runtime/model/tokenizer.h"
 #include "runtime/model/weight_check.h"
 #include "runtime/model/weight_source.h"
@@ -23,7 +24,9 @@ struct LoadedModel {
 };
 
 // `check` decides the non-finite weight pass (weight_check.h); kAuto checks GGUF files whose
-// tensors total up to kAutoWeightCheckBytes.
-absl::StatusOr<LoadedModel> OpenModel(const std::string& path, WeightCheck check = WeightCheck::kAuto);
+// tensors total up to kAutoWeightCheckBytes. `quantize` (--quantize) wraps the source so that its
+// float projections load quantized (quantizing_weight_source.h).
+absl::StatusOr<LoadedModel> OpenModel(const std::string& path, WeightCheck check = WeightCheck::kAuto,
+                                      WeightQuantization quantize = WeightQuantization::kNone);
 
 }  // namespace kvs

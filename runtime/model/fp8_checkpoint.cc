@@ -1,7 +1,15 @@
 #include "runtime/model/fp8_checkpoint.h"
 
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "kernels/common/ggml_types.h"
+#include "kernels/common/kv_quant.h"
+#include "kernels/common/status_macros.h"
+#include "kernels/common/thread_pool.h"
 
 namespace kvs {
 
@@ -49,31 +57,57 @@ absl::StatusOr<std::optional<Fp8Scheme>> ParseFp8Scheme(const nlohmann::json& co
       where, s.method));
 }
 
-absl::Status ApplyFp8Scale(std::span<float> w, int64_t rows, int64_t cols, std::span<const float> scale,
-                           std::span<const int64_t> scale_shape, const Fp8Scheme& scheme, const std::string& what) {
-  const int64_t n = static_cast<int64_t>(scale.size());
-  if (n == 1) {
-    for (float& v : w) v *= scale[0];
-    return absl::OkStatus();
-  }
+absl::StatusOr<Fp8ScaleGrid> ResolveFp8Scale(int64_t rows, int64_t cols, std::span<const int64_t> scale_shape,
+                                             const Fp8Scheme& scheme, const std::string& what) {
+  int64_t n = 1;
+  for (int64_t d : scale_shape) n *= d;
+  if (n == 1) return Fp8ScaleGrid{std::max<int64_t>(rows, 1), std::max<int64_t>(cols, 1), 1};
   const bool per_row = n == rows && (scale_shape.size() == 1 || (scale_shape.size() == 2 && scale_shape[1] == 1));
-  if (per_row) {
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < cols; ++c) w[r * cols + c] *= scale[r];
-    return absl::OkStatus();
-  }
+  if (per_row) return Fp8ScaleGrid{1, std::max<int64_t>(cols, 1), 1};
   if (scheme.block_rows > 0 && scale_shape.size() == 2) {
     const int64_t br = (rows + scheme.block_rows - 1) / scheme.block_rows, bc = (cols + scheme.block_cols - 1) / scheme.block_cols;
-    if (scale_shape[0] == br && scale_shape[1] == bc) {
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t c = 0; c < cols; ++c) w[r * cols + c] *= scale[(r / scheme.block_rows) * bc + c / scheme.block_cols];
-      return absl::OkStatus();
-    }
+    if (scale_shape[0] == br && scale_shape[1] == bc) return Fp8ScaleGrid{scheme.block_rows, scheme.block_cols, bc};
   }
   return absl::InvalidArgumentError(absl::StrFormat(
       "%s: its scale has shape [%s], which fits no FP8 layout for a [%d, %d] weight (one value, one per row, or "
       "one per %dx%d block)",
       what, absl::StrJoin(scale_shape, ", "), rows, cols, scheme.block_rows, scheme.block_cols));
+}
+
+std::optional<std::vector<uint8_t>> PackFp8Blocks(std::span<const uint8_t> codes, int64_t rows, int64_t cols,
+                                                  std::span<const float> scale, const Fp8ScaleGrid& grid) {
+  // A block's 128 columns must share one scale: the whole row does, or the grid's columns are
+  // whole blocks.
+  if (cols % kF8BlockElems != 0 || (grid.col_block != cols && grid.col_block % kF8BlockElems != 0)) return std::nullopt;
+  const int64_t per_row = cols / kF8BlockElems, block_bytes = kF8BlockElems + 4;
+  std::vector<uint8_t> out(rows * per_row * block_bytes);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t b = 0; b < per_row; ++b) {
+      uint8_t* dst = out.data() + (r * per_row + b) * block_bytes;
+      std::memcpy(dst, codes.data() + r * cols + b * kF8BlockElems, kF8BlockElems);
+      const float s = scale[grid.At(r, b * kF8BlockElems)];
+      std::memcpy(dst + kF8BlockElems, &s, 4);
+    }
+  }
+  return out;
+}
+
+std::vector<uint8_t> QuantizeToFp8Blocks(std::span<const float> w, int64_t rows, int64_t cols) {
+  KVS_CHECK(cols % kF8BlockElems == 0 && static_cast<int64_t>(w.size()) == rows * cols);
+  const int64_t blocks = rows * cols / kF8BlockElems, block_bytes = kF8BlockElems + 4;
+  std::vector<uint8_t> out(blocks * block_bytes);
+  ParallelFor(blocks, 64, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const float* x = w.data() + b * kF8BlockElems;
+      uint8_t* dst = out.data() + b * block_bytes;
+      float amax = 0.0f;
+      for (int32_t e = 0; e < kF8BlockElems; ++e) amax = std::max(amax, std::fabs(x[e]));
+      const float s = Fp8Scale(amax), inv = SafeInverse(s);
+      for (int32_t e = 0; e < kF8BlockElems; ++e) dst[e] = FloatToFp8E4M3(x[e] * inv);
+      std::memcpy(dst + kF8BlockElems, &s, 4);
+    }
+  });
+  return out;
 }
 
 }  // namespace kvs

@@ -10,6 +10,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
@@ -24,10 +25,27 @@ struct Fp8Scheme {
 // The scheme of `config`'s quantization_config (nullopt without one). `path` names the file in errors.
 absl::StatusOr<std::optional<Fp8Scheme>> ParseFp8Scheme(const nlohmann::json& config, const std::string& path);
 
-// Scales the decoded codes w (rows x cols; cols 1 for a vector) by `scale`, whose shape says the
-// layout: one value (per tensor), one per row ([rows] or [rows, 1]: per channel), or a grid of
-// blocks (scheme.block_rows x block_cols). `what` names the tensor in errors.
-absl::Status ApplyFp8Scale(std::span<float> w, int64_t rows, int64_t cols, std::span<const float> scale,
-                           std::span<const int64_t> scale_shape, const Fp8Scheme& scheme, const std::string& what);
+// Where each weight's scale sits: scale index (r / row_block) * grid_cols + c / col_block.
+struct Fp8ScaleGrid {
+  int64_t row_block = 1, col_block = 1, grid_cols = 1;
+  int64_t At(int64_t r, int64_t c) const { return (r / row_block) * grid_cols + c / col_block; }
+};
+
+// The grid of a [rows, cols] weight whose scale has `scale_shape`: one value (per tensor), one per
+// row ([rows] or [rows, 1]: per channel), or a grid of blocks (scheme.block_rows x block_cols).
+// Any other shape is refused, naming `what`.
+absl::StatusOr<Fp8ScaleGrid> ResolveFp8Scale(int64_t rows, int64_t cols, std::span<const int64_t> scale_shape,
+                                             const Fp8Scheme& scheme, const std::string& what);
+
+// The E4M3 codes of a [rows, cols] weight and their scales as kvshard's F8_E4M3 blocks (128 codes
+// and their f32 scale, kernels/common/ggml_types.h): the same weights, code x scale, kept in 8 bits.
+// nullopt where the layout has no such form (cols not whole blocks, or a scale grid that changes
+// inside a block); the caller then decodes to float.
+std::optional<std::vector<uint8_t>> PackFp8Blocks(std::span<const uint8_t> codes, int64_t rows, int64_t cols,
+                                                  std::span<const float> scale, const Fp8ScaleGrid& grid);
+
+// `--quantize fp8`: float weights [rows, cols] (cols whole blocks) as F8_E4M3 blocks, each block's
+// scale max|w| / 448 (as the fp8 KV cache scales a row) and its codes rounded to nearest even.
+std::vector<uint8_t> QuantizeToFp8Blocks(std::span<const float> w, int64_t rows, int64_t cols);
 
 }  // namespace kvs

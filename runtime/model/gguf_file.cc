@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "kernels/common/status_macros.h"
 
 namespace kvs {
@@ -225,7 +226,7 @@ absl::Status GgufFile::Parse() {
       return absl::DataLossError(absl::StrFormat("%s: %s offset %d is not aligned to %d", p, what,
                                                  t.offset, alignment_));
     }
-    if (auto info = LookupGgmlType(t.type)) {
+    if (auto info = LookupGgufType(t.type)) {
       if (t.dims[0] % info->block_elems != 0) {
         return absl::DataLossError(absl::StrFormat(
             "%s: %s has %d elements per row, not a multiple of the %s block size %d", p, what,
@@ -316,11 +317,14 @@ const GgufTensorInfo* GgufFile::FindTensor(const std::string& name) const {
 }
 
 absl::StatusOr<std::span<const uint8_t>> GgufFile::TensorBytes(const GgufTensorInfo& info) const {
-  if (!LookupGgmlType(info.type)) {
-    return absl::UnimplementedError(absl::StrFormat(
-        "%s: tensor '%s' has GGML type %s (%d), which kvshard cannot decode (supported: F32, F16, "
-        "BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)",
-        path(), info.name, GgmlTypeNameForError(info.type), info.type));
+  if (!LookupGgufType(info.type)) {
+    std::vector<std::string> known;
+    for (uint32_t id = 0; id < 64; ++id) {
+      if (const auto t = LookupGgufType(id)) known.emplace_back(t->name);
+    }
+    return absl::UnimplementedError(
+        absl::StrFormat("%s: tensor '%s' has GGML type %s (%d), which kvshard cannot decode (supported: %s)", path(),
+                        info.name, GgmlTypeNameForError(info.type), info.type, absl::StrJoin(known, ", ")));
   }
   return file_->bytes().subspan(data_start_ + info.offset, info.num_bytes);
 }

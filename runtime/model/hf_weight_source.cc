@@ -52,21 +52,38 @@ class HfWeightSource final : public WeightSource {
     }
     if (t->dtype != SafetensorsDType::kF8E4M3) return absl::OkStatus();
     // FP8 codes: times the scale stored beside them (fp8_checkpoint.h).
-    const std::string what = absl::StrFormat("%s: tensor '%s' (F8_E4M3)", file->path(), name);
-    auto [scale, scale_file] = Locate(name + "_scale");
-    if (scale == nullptr) std::tie(scale, scale_file) = Locate(name + "_scale_inv");
-    if (scale == nullptr) {
-      return absl::InvalidArgumentError(absl::StrFormat("%s has no scale: neither '%s_scale' nor '%s_scale_inv' is in "
-                                                        "the checkpoint",
-                                                        what, name, name));
-    }
-    int64_t scale_elems = 1;
-    for (int64_t d : scale->shape) scale_elems *= d;
-    std::vector<float> sv(scale_elems);
-    KVS_RETURN_IF_ERROR(SafetensorsToF32(*scale, scale_file->path(), sv));
     const int64_t rows = shape.empty() ? 1 : shape[0];
     const int64_t cols = static_cast<int64_t>(out.size()) / std::max<int64_t>(rows, 1);
-    return ApplyFp8Scale(out, rows, cols, sv, scale->shape, fp8_.value_or(Fp8Scheme{}), what);
+    KVS_ASSIGN_OR_RETURN(Fp8Scales s, ReadFp8Scales(name, file->path(), rows, cols));
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) out[r * cols + c] *= s.values[s.grid.At(r, c)];
+    return absl::OkStatus();
+  }
+
+  // An FP8 matrix stays in 8 bits: its codes and scales as F8_E4M3 blocks, where its layout has
+  // that form.
+  absl::StatusOr<std::optional<RawTensor>> ReadRaw(const std::string& name,
+                                                   std::span<const int64_t> shape) const override {
+    auto [t, file] = Locate(name);
+    if (t == nullptr || t->dtype != SafetensorsDType::kF8E4M3 || shape.size() != 2) return std::nullopt;
+    if (!std::equal(t->shape.begin(), t->shape.end(), shape.begin(), shape.end())) {
+      return absl::InvalidArgumentError(ShapeMismatch(file->path(), name, t->shape, shape));
+    }
+    KVS_ASSIGN_OR_RETURN(Fp8Scales s, ReadFp8Scales(name, file->path(), shape[0], shape[1]));
+    std::optional<std::vector<uint8_t>> blocks = PackFp8Blocks(t->bytes, shape[0], shape[1], s.values, s.grid);
+    if (!blocks) return std::nullopt;
+    return RawTensor::Owning(GgmlType::kF8_E4M3, std::move(*blocks));
+  }
+
+  std::optional<GgmlType> StoredBlockType(const std::string& name) const override {
+    auto [t, file] = Locate(name);
+    if (t == nullptr || t->dtype != SafetensorsDType::kF8E4M3 || t->shape.size() != 2) return std::nullopt;
+    auto s = ReadFp8Scales(name, file->path(), t->shape[0], t->shape[1]);
+    if (!s.ok() || t->shape[1] % kF8BlockElems != 0 ||
+        (s->grid.col_block != t->shape[1] && s->grid.col_block % kF8BlockElems != 0)) {
+      return std::nullopt;
+    }
+    return GgmlType::kF8_E4M3;
   }
 
   std::vector<TensorSummary> Summaries() const override {
@@ -125,6 +142,32 @@ class HfWeightSource final : public WeightSource {
   }
 
  private:
+  struct Fp8Scales {
+    std::vector<float> values;
+    Fp8ScaleGrid grid;
+  };
+  // The scales of FP8 tensor `name` ([rows, cols]): `<name>_scale`, or `<name>_scale_inv` (the
+  // transformers layout), with the grid its shape says; refused by name when missing or misshapen.
+  absl::StatusOr<Fp8Scales> ReadFp8Scales(const std::string& name, const std::string& path, int64_t rows,
+                                          int64_t cols) const {
+    const std::string what = absl::StrFormat("%s: tensor '%s' (F8_E4M3)", path, name);
+    auto [scale, scale_file] = Locate(name + "_scale");
+    if (scale == nullptr) std::tie(scale, scale_file) = Locate(name + "_scale_inv");
+    if (scale == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s has no scale: neither '%s_scale' nor '%s_scale_inv' is in "
+                          "the checkpoint",
+                          what, name, name));
+    }
+    Fp8Scales s;
+    KVS_ASSIGN_OR_RETURN(s.grid, ResolveFp8Scale(rows, cols, scale->shape, fp8_.value_or(Fp8Scheme{}), what));
+    int64_t scale_elems = 1;
+    for (int64_t d : scale->shape) scale_elems *= d;
+    s.values.resize(scale_elems);
+    KVS_RETURN_IF_ERROR(SafetensorsToF32(*scale, scale_file->path(), s.values));
+    return s;
+  }
+
   std::pair<const SafetensorsTensor*, const SafetensorsFile*> Locate(const std::string& name) const {
     auto it = where_.find(name);
     if (it == where_.end()) return {nullptr, nullptr};

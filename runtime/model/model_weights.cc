@@ -61,6 +61,7 @@ class Stager {
         const int64_t row_bytes = full_cols / info->block_elems * info->block_bytes;
         KVS_CHECK(static_cast<int64_t>(raw->bytes.size()) == full_rows * row_bytes);
         piece.kind = Piece::kRaw;
+        piece.owner = raw->owner;
         piece.keep_blocks = keep;
         piece.type = raw->type;
         if (keep && !raw->row_order.empty()) {
@@ -200,6 +201,7 @@ class Stager {
     bool keep_blocks = false;          // kRaw: stored as the file stores it (not decoded)
     size_t host_at = 0;                // kHost: start in host_
     GgmlType type = GgmlType::kF32;    // kRaw: the rows as stored,
+    std::shared_ptr<const std::vector<uint8_t>> owner;  // kRaw: bytes made at read time, if any
     std::span<const uint8_t> raw;      //   from the first row of the window (of the tensor
     std::vector<int32_t> row_order;    //   when rows are reordered: stored row of each row),
     int64_t raw_stride = 0;            //   bytes per stored row,

@@ -6,6 +6,7 @@
 // of the matrix's magnitude), read through ReadRaw as a GGUF file's would be: the weights-in-blocks
 // paths measured at a real model's shape without a converter. The blocks are made on first read
 // and kept for the source's life (a Llama-3-8B at Q4_K holds 4.6 GB of host memory).
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -17,9 +18,11 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "kernels/common/half_convert.h"
+#include "kernels/common/kv_quant.h"
 #include "kernels/common/random_fill.h"
 #include "kernels/common/status_macros.h"
 #include "nlohmann/json.hpp"
+#include "runtime/model/quantizing_weight_source.h"
 #include "runtime/model/weight_source.h"
 
 #ifndef KVS_DEFAULT_CONFIG_DIR
@@ -45,12 +48,12 @@ class RandomWeightSource final : public WeightSource {
   }
 
   std::optional<RandomInit> RandomInitFor(const std::string& name) const override {
-    if (blocks_ && IsMatrix(name)) return std::nullopt;  // read through ReadRaw
+    if (InBlocks(name)) return std::nullopt;  // read through ReadRaw
     return InitFor(name);
   }
 
   absl::StatusOr<std::optional<RawTensor>> ReadRaw(const std::string& name, std::span<const int64_t> shape) const override {
-    if (!blocks_ || !IsMatrix(name) || shape.size() != 2) return std::nullopt;
+    if (!InBlocks(name) || shape.size() != 2) return std::nullopt;
     if (!Has(name)) return absl::NotFoundError(absl::StrFormat("%s: no tensor '%s'", spec_, name));
     const GgmlTypeInfo info = *LookupGgmlType(static_cast<uint32_t>(*blocks_));
     // Rows that are not whole blocks (SmolLM2's 576 columns at 256 per K-quant block) stay float, as
@@ -63,7 +66,7 @@ class RandomWeightSource final : public WeightSource {
   }
 
   std::optional<GgmlType> StoredBlockType(const std::string& name) const override {
-    if (!blocks_ || !IsMatrix(name) || !Has(name)) return std::nullopt;
+    if (!InBlocks(name) || !Has(name)) return std::nullopt;
     if (Columns(name) % LookupGgmlType(static_cast<uint32_t>(*blocks_))->block_elems != 0) return std::nullopt;
     return blocks_;
   }
@@ -84,14 +87,16 @@ class RandomWeightSource final : public WeightSource {
   static bool IsMatrix(const std::string& name) {
     return name.find("norm") == std::string::npos && name.find(".bias") == std::string::npos;
   }
+  // Whether `name` is kept in the blocks of the spec's type: every matrix, but for F8_E4M3 not the
+  // embedding and LM head, which FP8 checkpoints (vLLM's, transformers') keep in bf16.
+  bool InBlocks(const std::string& name) const {
+    if (!blocks_ || !IsMatrix(name)) return false;
+    return *blocks_ != GgmlType::kF8_E4M3 || (name != "model.embed_tokens.weight" && name != "lm_head.weight");
+  }
 
   // A matrix's columns (its fan-in): the hidden size, but the query width for o_proj and the
   // intermediate size for down_proj.
-  int64_t Columns(const std::string& name) const {
-    if (name.find("o_proj") != std::string::npos) return static_cast<int64_t>(config_.num_q_heads) * config_.head_dim;
-    if (name.find("down_proj") != std::string::npos) return config_.intermediate_size;
-    return config_.hidden_size;
-  }
+  int64_t Columns(const std::string& name) const { return ProjectionColumns(config_, name); }
 
   RandomInit InitFor(const std::string& name) const {
     const bool norm = name.find("norm") != std::string::npos;
@@ -143,12 +148,30 @@ class RandomWeightSource final : public WeightSource {
       case GgmlType::kQ6_K: spread = 2369.0f; break;
       default: break;  // Q4_0
     }
+    if (info.type == GgmlType::kF8_E4M3) return MakeF8Blocks(std::move(bytes), init);
     const float d = init.half_range / spread;
     const uint16_t hd = FloatToFp16Bits(d), hm = FloatToFp16Bits(d * offset);
     for (size_t b = 0; b < bytes.size(); b += info.block_bytes) {
       if (info.type == GgmlType::kQ8_K) std::memcpy(bytes.data() + b, &d, 4);
       const std::vector<int> at = GgmlHalfScaleOffsets(info.type);
       for (size_t i = 0; i < at.size(); ++i) std::memcpy(bytes.data() + b + at[i], i == 0 ? &hd : &hm, 2);
+    }
+    return bytes;
+  }
+
+  // F8_E4M3: codes with bit 6 cleared (magnitudes below 2, never the NaN code 0x7f) and one scale
+  // that gives the init's standard deviation (half_range / sqrt(3)).
+  static std::vector<uint8_t> MakeF8Blocks(std::vector<uint8_t> bytes, const RandomInit& init) {
+    double sum_sq = 0;
+    for (int c = 0; c < 256; ++c) {
+      if ((c & 0x40) == 0)
+        sum_sq +=
+            static_cast<double>(Fp8E4M3ToFloat(static_cast<uint8_t>(c))) * Fp8E4M3ToFloat(static_cast<uint8_t>(c));
+    }
+    const float scale = init.half_range / std::sqrt(3.0f) / static_cast<float>(std::sqrt(sum_sq / 128));
+    for (size_t b = 0; b < bytes.size(); b += kF8BlockElems + 4) {
+      for (int32_t e = 0; e < kF8BlockElems; ++e) bytes[b + e] &= 0xBF;
+      std::memcpy(bytes.data() + b + kF8BlockElems, &scale, 4);
     }
     return bytes;
   }
@@ -194,9 +217,10 @@ absl::StatusOr<std::unique_ptr<WeightSource>> OpenRandomWeights(const std::strin
     if (type && last && LookupGgmlType(static_cast<uint32_t>(*type))->block_elems > 1) {
       blocks = type;
     } else if (i != 2 || !absl::SimpleAtoi(parts[i], &seed)) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "'%s': '%s' is neither a seed (a non-negative integer) nor a GGML block type (Q4_0, Q8_0, Q4_K, Q6_K, ...)",
-          spec, parts[i]));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("'%s': '%s' is neither a seed (a non-negative integer) nor a block type (Q4_0, Q8_0, Q4_K, "
+                          "Q6_K, ..., or F8_E4M3)",
+                          spec, parts[i]));
     }
   }
   const fs::path file = fs::path(PresetDir()) / (parts[1] + ".json");

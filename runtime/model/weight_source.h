@@ -25,10 +25,18 @@ struct TensorSummary {
 
 // A 2-D tensor as the file stores it, each row a run of GGML blocks: HF row r is stored row
 // row_order[r], or row r when row_order is empty (llama.cpp stores Q/K rows permuted).
+// `owner` holds bytes made at read time (FP8 codes packed with their scales, `--quantize fp8`):
+// they live while the RawTensor (or a copy) does; file bytes need none.
 struct RawTensor {
   GgmlType type;
   std::span<const uint8_t> bytes;
   std::vector<int32_t> row_order;
+  std::shared_ptr<const std::vector<uint8_t>> owner;
+
+  static RawTensor Owning(GgmlType type, std::vector<uint8_t> bytes) {
+    auto owner = std::make_shared<const std::vector<uint8_t>>(std::move(bytes));
+    return RawTensor{type, *owner, {}, owner};
+  }
 };
 
 // How a synthetic model fills one tensor: mean + half_range * UniformSigned(seed, i).

@@ -15,6 +15,14 @@
 
 namespace kvs::testing {
 
+// Attention over a prefill chunk (bf16 operands and P, f32 accumulation, bf16 output; quantized
+// codes become fp16 values, code x scale rounded once more, ~5e-4 relative), inputs ~N(0, 1):
+// |gpu - cpu| <= kPrefillAbs + kPrefillRel * |cpu|. A swizzle, mask, decode or indexing bug is off
+// by O(0.1-1). An absolute floor, not one relative to the output's RMS: a causal chunk's early rows
+// average few keys (large outputs) and its late rows thousands (small ones), so the RMS says little
+// about the late rows' rounding.
+inline constexpr double kPrefillAbs = 4e-3, kPrefillRel = 2e-2;
+
 inline double ExpectElementwise(std::span<const float> got, std::span<const float> want, double abs, double rel,
                                 const std::string& what, uint32_t seed) {
   EXPECT_EQ(got.size(), want.size()) << what;

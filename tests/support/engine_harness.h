@@ -25,10 +25,12 @@ struct LoadedCpuModel {
   std::unique_ptr<ModelWeights> weights;
 };
 
-// Loads `path` onto `backend` (the CPU reference when null).
-inline std::unique_ptr<LoadedCpuModel> LoadCpuModel(const std::string& path, std::unique_ptr<Backend> backend = nullptr) {
+// Loads `path` onto `backend` (the CPU reference when null), its projections quantized at load
+// as `quantize` says (--quantize).
+inline std::unique_ptr<LoadedCpuModel> LoadCpuModel(const std::string& path, std::unique_ptr<Backend> backend = nullptr,
+                                                    WeightQuantization quantize = WeightQuantization::kNone) {
   auto out = std::make_unique<LoadedCpuModel>();
-  auto m = OpenModel(path);
+  auto m = OpenModel(path, WeightCheck::kAuto, quantize);
   EXPECT_TRUE(m.ok()) << m.status();
   if (!m.ok()) return nullptr;
   out->model = std::make_unique<LoadedModel>(*std::move(m));

@@ -20,6 +20,13 @@ inline constexpr GgmlType kBlockTypes[] = {GgmlType::kQ4_0, GgmlType::kQ4_1, Ggm
                                            GgmlType::kQ5_K, GgmlType::kQ6_K, GgmlType::kQ8_K,  GgmlType::kIQ4_NL,
                                            GgmlType::kIQ4_XS};
 
+// Every block type the CUDA backend keeps: GGML's, and kvshard's own F8_E4M3 (FP8 weights).
+inline std::vector<GgmlType> GpuBlockTypes() {
+  std::vector<GgmlType> all(std::begin(kBlockTypes), std::end(kBlockTypes));
+  all.push_back(GgmlType::kF8_E4M3);
+  return all;
+}
+
 // `rows` rows of `k` weights (k a multiple of the block) of block type `t`.
 inline std::vector<uint8_t> RandomGgmlBlocks(GgmlType t, int64_t rows, int64_t k, std::mt19937& rng) {
   const auto info = *LookupGgmlType(static_cast<uint32_t>(t));
@@ -30,9 +37,14 @@ inline std::vector<uint8_t> RandomGgmlBlocks(GgmlType t, int64_t rows, int64_t k
   for (auto& b : bytes) b = static_cast<uint8_t>(byte(rng));
   for (int64_t b = 0; b < blocks; ++b) {
     uint8_t* blk = bytes.data() + b * info.block_bytes;
-    if (t == GgmlType::kQ8_K) {
+    if (t == GgmlType::kQ8_K || t == GgmlType::kF8_E4M3) {  // an f32 scale: Q8_K's first, F8_E4M3's last
       const float d = scale(rng);
-      std::memcpy(blk, &d, 4);
+      std::memcpy(blk + (t == GgmlType::kQ8_K ? 0 : kF8BlockElems), &d, 4);
+      if (t == GgmlType::kF8_E4M3) {
+        for (int e = 0; e < kF8BlockElems; ++e) {
+          if ((blk[e] & 0x7f) == 0x7f) blk[e] ^= 1;  // not the NaN codes
+        }
+      }
       continue;
     }
     for (int at : GgmlHalfScaleOffsets(t)) {

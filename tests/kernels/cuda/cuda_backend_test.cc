@@ -377,7 +377,7 @@ std::vector<uint8_t> RandomFloatRows(GgmlType type, int64_t rows, int64_t elems,
 
 TEST_F(CudaOpsTest, DequantizeMatchesTheCpuDecoderForEveryGgmlType) {
   std::vector<GgmlType> types = {GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16};
-  types.insert(types.end(), std::begin(testing::kBlockTypes), std::end(testing::kBlockTypes));
+  for (GgmlType t : testing::GpuBlockTypes()) types.push_back(t);
   for (GgmlType type : types) {
     const auto info = *LookupGgmlType(static_cast<uint32_t>(type));
     // A window of columns [block 3, block 3 + 7) of rows that are 12 blocks wide, as a

@@ -19,15 +19,14 @@
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "tests/support/attention_batch.h"
+#include "tests/support/elementwise_check.h"
 #include "tests/support/gpu_fixture.h"
 
 namespace kvs {
 namespace {
 
-// |gpu - cpu| <= kAbs + kRel * |cpu| per element: bf16 operands and P, f32 accumulation, bf16
-// output; quantized codes become fp16 values (code x scale rounded once more, ~5e-4 relative).
-// A swizzle, mask, decode or indexing bug is off by O(0.1-1).
-constexpr double kAbs = 4e-3, kRel = 2e-2;
+// Per element, the prefill rule of tests/support/elementwise_check.h.
+constexpr double kAbs = testing::kPrefillAbs, kRel = testing::kPrefillRel;
 
 struct Shape {
   int32_t q_heads, kv_heads, head_dim, block_size;

@@ -270,9 +270,12 @@ TEST_P(GpuPresetTest, PrefillLogitsMatchTheCpuReference) {
 }
 
 // SmolLM2's shape with its matrices in GGML blocks (random:<preset>:<type>): kept as blocks on the
-// GPU, decoded exactly to float32 on the CPU reference.
+// GPU, decoded exactly to float32 on the CPU reference. F8_E4M3 (FP8 weights): SmolLM2's FFN
+// down projection alone is whole 128-column blocks (576 columns elsewhere), Gemma 3 270M's every
+// projection is.
 INSTANTIATE_TEST_SUITE_P(Presets, GpuPresetTest,
-                         ::testing::Values("smollm2-135m", "smollm2-135m:Q8_0", "smollm2-135m:Q4_0", "smollm2-135m:Q6_K"),
+                         ::testing::Values("smollm2-135m", "smollm2-135m:Q8_0", "smollm2-135m:Q4_0",
+                                           "smollm2-135m:Q6_K", "smollm2-135m:F8_E4M3", "gemma-3-270m:F8_E4M3"),
                          [](const ::testing::TestParamInfo<std::string>& i) {
                            std::string n = i.param;
                            for (char& ch : n) ch = std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';

@@ -1,0 +1,238 @@
+// FP8 weights kept in 8 bits on the GPU: kvshard's F8_E4M3 blocks (128 E4M3 codes, then their f32
+// scale; kernels/common/ggml_types.h). The decode GEMV (1 to kBlockGemvMaxTokens tokens) reads each
+// code once and multiplies it with the bf16 activations as they are (no activation rounding: the
+// codes become halves exactly, their products and sums are f32), so a step reads about one byte a
+// weight. The row decoder feeds the bf16 tiles that larger batches multiply with cuBLAS, and the
+// embedding lookup. A weight is float(code) x scale, rounded once, as the CPU decoder computes it.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
+#include <algorithm>
+
+#include "kernels/cuda/cuda_kernels.h"
+
+namespace kvs::cuda {
+namespace {
+
+constexpr int kWarp = 32;
+constexpr int kBlockWords = kF8BlockElems / 4;  // a block's codes as 32-bit words: one per lane
+constexpr int kBlockBytes = kF8BlockElems + 4;  // codes, then the f32 scale
+static_assert(kBlockWords == kWarp, "a warp reads one F8_E4M3 block's codes in one load");
+
+// Four E4M3 codes (one word) as floats, exactly (every E4M3 value is a half).
+__device__ __forceinline__ void Codes(uint32_t word, float (&v)[4]) {
+  const __half2_raw lo = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(word & 0xFFFFu), __NV_E4M3);
+  const __half2_raw hi = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(word >> 16), __NV_E4M3);
+  const float2 a = __half22float2(__half2(lo)), b = __half22float2(__half2(hi));
+  v[0] = a.x;
+  v[1] = a.y;
+  v[2] = b.x;
+  v[3] = b.y;
+}
+
+__device__ __forceinline__ float Scale(const uint8_t* block) {
+  return __ldg(reinterpret_cast<const float*>(block + kF8BlockElems));
+}
+
+constexpr int kGemvWarps = 4;
+
+template <typename Kernel>
+int ResidentBlocks(Kernel kernel, int threads) {
+  static const int blocks = [&] {
+    int device = 0, sms = 0, per_sm = 0;
+    cudaGetDevice(&device);
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0);
+    return std::max(1, sms * per_sm);
+  }();
+  return blocks;
+}
+
+// out[t, row] = x[t] . w[row]. kWarpsPerRow warps share a row (4 for matrices of few rows, whose
+// single warps would each wait through a long row alone); a warp takes a block at a time, lane l
+// its codes 4l .. 4l + 3 (one coalesced 128-byte load a block) and the activations beside them.
+// The grid is what stays resident, looping over the rows (as block_linear.cu's GEMV).
+template <int kMaxTokens, int kWarpsPerRow>
+__global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 ? 12 : 8)
+    F8GemvKernel(const uint8_t* __restrict__ w, int64_t row_bytes, int n, int blocks, const bf16* __restrict__ x,
+                 int64_t x_stride, int tokens, void* out, int64_t out_stride, bool f32_out) {
+  constexpr int kRowsPerBlock = kGemvWarps / kWarpsPerRow;
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  const int part = warp % kWarpsPerRow;
+  for (int group = blockIdx.x; group * kRowsPerBlock < n; group += gridDim.x) {
+    const int row = group * kRowsPerBlock + warp / kWarpsPerRow;
+    const uint8_t* wr = w + static_cast<int64_t>(min(row, n - 1)) * row_bytes;
+    float acc[kMaxTokens];
+#pragma unroll
+    for (int t = 0; t < kMaxTokens; ++t) acc[t] = 0.0f;
+      // Several blocks in flight per warp: the loop waits on loads, not on issue.
+#pragma unroll(kMaxTokens <= 2 ? 4 : 2)
+    for (int b = part; b < blocks; b += kWarpsPerRow) {
+      const uint8_t* blk = wr + static_cast<int64_t>(b) * kBlockBytes;
+      const uint32_t word = __ldg(reinterpret_cast<const uint32_t*>(blk) + lane);
+      const float scale = Scale(blk);
+      float v[4];
+      Codes(word, v);
+#pragma unroll
+      for (int t = 0; t < kMaxTokens; ++t) {
+        if (t < tokens) {
+          // Four bf16 activations: 8 bytes at column 128 b + 4 lane.
+          const uint2 xa = __ldg(reinterpret_cast<const uint2*>(x + t * x_stride + kF8BlockElems * b + 4 * lane));
+          const float2 x01 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&xa.x));
+          const float2 x23 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&xa.y));
+          acc[t] += scale * (v[0] * x01.x + v[1] * x01.y + v[2] * x23.x + v[3] * x23.y);
+        }
+      }
+    }
+#pragma unroll
+    for (int t = 0; t < kMaxTokens; ++t) {
+      for (int o = 16; o > 0; o /= 2) acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], o);
+    }
+    if constexpr (kWarpsPerRow > 1) {
+      __shared__ float partial[kGemvWarps][kMaxTokens];
+      if (lane == 0) {
+#pragma unroll
+        for (int t = 0; t < kMaxTokens; ++t) partial[warp][t] = acc[t];
+      }
+      __syncthreads();
+      if (part == 0) {
+#pragma unroll
+        for (int t = 0; t < kMaxTokens; ++t) {
+          for (int p = 1; p < kWarpsPerRow; ++p) acc[t] += partial[warp + p][t];
+        }
+      }
+      __syncthreads();  // partial is rewritten by the next group
+    }
+    if (part == 0 && lane == 0 && row < n) {
+#pragma unroll
+      for (int t = 0; t < kMaxTokens; ++t) {
+        if (t < tokens) {
+          if (f32_out) {
+            static_cast<float*>(out)[t * out_stride + row] = acc[t];
+          } else {
+            static_cast<bf16*>(out)[t * out_stride + row] = __float2bfloat16_rn(acc[t]);
+          }
+        }
+      }
+    }
+  }
+}
+
+// Rows below which a row gets four warps (as block_linear.cu).
+constexpr int kNarrowRows = 4096;
+
+template <int kWarpsPerRow>
+cudaError_t LaunchGemv(const uint8_t* w, int64_t row_bytes, int n, int blocks, const bf16* x, int64_t x_stride,
+                       int tokens, void* out, int64_t out_stride, bool f32_out, cudaStream_t stream) {
+  constexpr int kRowsPerBlock = kGemvWarps / kWarpsPerRow;
+  const int groups = (n + kRowsPerBlock - 1) / kRowsPerBlock;
+  auto launch = [&](auto kernel) {
+    const int grid = std::min(groups, ResidentBlocks(kernel, kGemvWarps * kWarp));
+    kernel<<<grid, kGemvWarps * kWarp, 0, stream>>>(w, row_bytes, n, blocks, x, x_stride, tokens, out, out_stride,
+                                                    f32_out);
+  };
+  if (tokens == 1) {
+    launch(F8GemvKernel<1, kWarpsPerRow>);
+  } else if (tokens == 2) {
+    launch(F8GemvKernel<2, kWarpsPerRow>);
+  } else if (tokens <= 4) {
+    launch(F8GemvKernel<4, kWarpsPerRow>);
+  } else {
+    launch(F8GemvKernel<kBlockGemvMaxTokens, kWarpsPerRow>);
+  }
+  return cudaGetLastError();
+}
+
+// A thread per word (4 weights) of the output rows: out row r = source row row_of(r) decoded, or
+// zeros where row_of gives -1 (an embedding id another rank holds).
+template <typename Out, typename RowOf>
+__global__ void F8DecodeKernel(const uint8_t* __restrict__ src, int64_t src_stride, int64_t rows, int64_t words,
+                               RowOf row_of, Out* __restrict__ out, int64_t out_stride) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= rows * words) return;
+  const int64_t r = i / words, wi = i % words;
+  const int64_t from = row_of(r);
+  float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  if (from >= 0) {
+    const uint8_t* blk = src + from * src_stride + (wi / kBlockWords) * kBlockBytes;
+    Codes(reinterpret_cast<const uint32_t*>(blk)[wi % kBlockWords], v);
+    const float scale = Scale(blk);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) v[e] = __fmul_rn(v[e], scale);
+  }
+  Out* dst = out + r * out_stride + 4 * wi;
+  if constexpr (sizeof(Out) == 2) {
+    __nv_bfloat162 pair[2] = {__floats2bfloat162_rn(v[0], v[1]), __floats2bfloat162_rn(v[2], v[3])};
+    *reinterpret_cast<uint2*>(dst) = *reinterpret_cast<const uint2*>(pair);
+  } else {
+    *reinterpret_cast<float4*>(dst) = make_float4(v[0], v[1], v[2], v[3]);
+  }
+}
+
+template <typename RowOf>
+cudaError_t LaunchDecode(const uint8_t* src, int64_t src_stride, int64_t rows, int64_t cols, RowOf row_of, void* out,
+                         int64_t out_stride, bool f32_out, cudaStream_t stream) {
+  if (rows * cols == 0) return cudaSuccess;
+  if (cols % kF8BlockElems != 0 || reinterpret_cast<uintptr_t>(src) % 4 != 0 || src_stride % 4 != 0) {
+    return cudaErrorInvalidValue;
+  }
+  constexpr int kThreads = 256;
+  const int64_t words = cols / 4, threads = rows * words;
+  const int64_t grid = (threads + kThreads - 1) / kThreads;
+  if (f32_out) {
+    F8DecodeKernel<<<grid, kThreads, 0, stream>>>(src, src_stride, rows, words, row_of, static_cast<float*>(out),
+                                                  out_stride);
+  } else {
+    F8DecodeKernel<<<grid, kThreads, 0, stream>>>(src, src_stride, rows, words, row_of, static_cast<bf16*>(out),
+                                                  out_stride);
+  }
+  return cudaGetLastError();
+}
+
+struct SameRow {
+  __device__ int64_t operator()(int64_t r) const { return r; }
+};
+struct EmbeddingRow {
+  const int32_t* ids;
+  int32_t first_id;
+  int64_t table_rows;
+  __device__ int64_t operator()(int64_t r) const {
+    const int64_t row = static_cast<int64_t>(ids[r]) - first_id;
+    return row >= 0 && row < table_rows ? row : -1;
+  }
+};
+
+}  // namespace
+
+cudaError_t LaunchF8Gemv(const void* w, int64_t row_bytes, int64_t n, int64_t k, const bf16* x, int64_t x_stride,
+                         int64_t tokens, void* out, int64_t out_stride, bool f32_out, cudaStream_t stream) {
+  if (tokens <= 0 || tokens > kBlockGemvMaxTokens || k % kF8BlockElems != 0 || row_bytes % 4 != 0 ||
+      reinterpret_cast<uintptr_t>(w) % 4 != 0 || reinterpret_cast<uintptr_t>(x) % 8 != 0 || x_stride % 4 != 0) {
+    return cudaErrorInvalidValue;
+  }
+  if (n == 0) return cudaSuccess;
+  const auto* wb = static_cast<const uint8_t*>(w);
+  const int blocks = static_cast<int>(k / kF8BlockElems);
+  if (n <= kNarrowRows) {
+    return LaunchGemv<4>(wb, row_bytes, static_cast<int>(n), blocks, x, x_stride, static_cast<int>(tokens), out,
+                         out_stride, f32_out, stream);
+  }
+  return LaunchGemv<1>(wb, row_bytes, static_cast<int>(n), blocks, x, x_stride, static_cast<int>(tokens), out,
+                       out_stride, f32_out, stream);
+}
+
+cudaError_t LaunchF8Dequantize(const void* src, int64_t src_stride, int64_t rows, int64_t cols, void* out, bool f32_out,
+                               cudaStream_t stream) {
+  return LaunchDecode(static_cast<const uint8_t*>(src), src_stride, rows, cols, SameRow{}, out, cols, f32_out, stream);
+}
+
+cudaError_t LaunchF8Embedding(const int32_t* ids, int64_t tokens, const void* table, int64_t row_bytes,
+                              int32_t first_id, int64_t table_rows, int64_t hidden, float* out, int64_t out_stride,
+                              cudaStream_t stream) {
+  if (out_stride % 4 != 0 || reinterpret_cast<uintptr_t>(out) % 16 != 0) return cudaErrorInvalidValue;
+  return LaunchDecode(static_cast<const uint8_t*>(table), row_bytes, tokens, hidden,
+                      EmbeddingRow{ids, first_id, table_rows}, out, out_stride, /*f32_out=*/true, stream);
+}
+
+}  // namespace kvs::cuda
