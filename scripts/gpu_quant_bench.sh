@@ -3,7 +3,8 @@
 # the block-weight tests, then, beside the copy ceiling in one call: `bench --kernel linear` (layer
 # 0's matrices and the LM head of Llama-3-8B's shape, random weights in each block type:
 # random:<preset>:<type>) at 1 and 8 tokens (the block GEMV) and 32 (bf16 tiles); an Nsight Compute
-# profile of the GEMV on the gate projection (Q4_K, 1 token); the whole decode step at batch 1.
+# profile of the GEMV on the gate projection (the first type, 1 token); the whole decode step at
+# batch 1, and at batch 32 for bf16 and the first type. F8_E4M3 is kvshard's FP8 weights.
 # Usage: bash scripts/gpu_quant_bench.sh [TYPES...]   (default: Q4_K Q4_0 Q6_K Q8_0)
 source "$(dirname "$0")/gpu_common.sh"
 TYPES=${*:-Q4_K Q4_0 Q6_K Q8_0}
@@ -19,7 +20,7 @@ gpu_copy_ceiling | tee "$OUT/ceiling.txt"
   done
 } 2>&1 | tee "$OUT/linear_bench.txt"
 first=${TYPES%% *}
-timeout 200 ncu --clock-control none -k regex:BlockGemv --launch-skip 32 -c 1 --section SpeedOfLight \
+timeout 200 ncu --clock-control none -k regex:"BlockGemv|F8Gemv" --launch-skip 32 -c 1 --section SpeedOfLight \
   --section WarpStateStats --section Occupancy --section MemoryWorkloadAnalysis --section LaunchStats \
   $K bench --device cuda --model random:llama-3-8b:$first --kernel linear --batch 1 --iters 5 > "$OUT/gemv_ncu.txt" 2>&1
 grep -E "Duration|Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Warp Cycles Per Issued|Stall|Grid Size|Block Limit" "$OUT/gemv_ncu.txt" | head -30
@@ -27,6 +28,10 @@ grep -E "Duration|Throughput|Achieved Occupancy|Theoretical Occupancy|Registers 
   for spec in random:llama-3-8b $(for t in $TYPES; do echo random:llama-3-8b:$t; done); do
     echo "## $spec batch 1"
     $K bench --device cuda --model $spec --input-len 512 --output-len 128 --num-prompts 1 --max-seqs 1 2>&1 | grep -E "^\| (offline|decode)"
+  done
+  for spec in random:llama-3-8b random:llama-3-8b:$first; do
+    echo "## $spec batch 32"
+    $K bench --device cuda --model $spec --input-len 512 --output-len 128 --num-prompts 32 --max-seqs 32 2>&1 | grep -E "^\| (offline|decode)"
   done
 } 2>&1 | tee "$OUT/quant_bench.txt"
 echo "total $(( $(date +%s) - start )) s"
