@@ -2,8 +2,9 @@
 // with quant_method "compressed-tensors" (float weights of 8 bits, per-tensor or per-channel
 // scales in `<name>_scale`), "fbgemm_fp8" (per-channel `<name>_scale`) or "fp8" (transformers'
 // fine-grained FP8: a scale per weight_block_size block in `<name>_scale_inv`). A weight is its
-// code's value times its scale. Any other method, or an FP8 tensor whose scale is missing or of a
-// shape that fits no layout, is refused at load, naming the file and tensor.
+// code's value times its scale: decoded so to float, or kept in 8 bits as kvshard's F8_E4M3 blocks
+// (PackFp8Blocks) where the layout has that form. Any other method, or an FP8 tensor whose scale
+// is missing or of a shape that fits no layout, is refused at load, naming the file and tensor.
 #pragma once
 
 #include <cstdint>
