@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-try:
-    import gguf
-except ImportError:  # the GPU machine: gguf-py from the llama.cpp source beside it
+# On the GPU machine, the gguf-py of the llama.cpp source gpu_llamacpp_bench.sh unpacked (the writer
+# of the llama.cpp that reads the files); here, the `gguf` package from PyPI.
+if Path("/tmp/llama.cpp/gguf-py").is_dir():
     sys.path.insert(0, "/tmp/llama.cpp/gguf-py")
-    import gguf
+import gguf  # noqa: E402
 
 
 def tokenizer_fields(path):
