@@ -12,12 +12,13 @@
 #include <cmath>
 
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/gemv_common.cuh"
 #include "kernels/cuda/ggml_unit.cuh"
 
 namespace kvs::cuda {
 namespace {
 
-constexpr int kWarp = 32;
+using gemv::kWarp;
 
 // One warp per (token, 32 activations): lane i rounds activation i.
 __global__ void QuantizeActivationsKernel(const bf16* __restrict__ x, int64_t x_stride, int64_t tokens, int64_t units,
@@ -41,20 +42,9 @@ __global__ void QuantizeActivationsKernel(const bf16* __restrict__ x, int64_t x_
   if (lane == 0) a.d[t * units + u] = d;
 }
 
-constexpr int kGemvWarps = 4;
-
-// Blocks of `kernel` the whole GPU holds at once (per kernel, asked once: the answer is fixed).
-template <typename Kernel>
-int ResidentBlocks(Kernel kernel, int threads) {
-  static const int blocks = [&] {
-    int device = 0, sms = 0, per_sm = 0;
-    cudaGetDevice(&device);
-    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0);
-    return std::max(1, sms * per_sm);
-  }();
-  return blocks;
-}
+using gemv::kNarrowRows;
+using gemv::ResidentBlocks;
+constexpr int kGemvWarps = gemv::kWarps;
 
 // out[t, row] = x[t] . w[row]: kWarpsPerRow warps share a row (1 where the matrix has rows enough to
 // fill the GPU, 4 for the narrow ones, whose single warps would each wait through a long row alone),
@@ -106,37 +96,7 @@ __global__ void __launch_bounds__(kGemvWarps * kWarp, kMaxTokens <= 2 ? 12 : 8)
         }
       }
     }
-#pragma unroll
-    for (int t = 0; t < kMaxTokens; ++t) {
-      for (int o = 16; o > 0; o /= 2) acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], o);
-    }
-    if constexpr (kWarpsPerRow > 1) {
-      __shared__ float partial[kGemvWarps][kMaxTokens];
-      if (lane == 0) {
-#pragma unroll
-        for (int t = 0; t < kMaxTokens; ++t) partial[warp][t] = acc[t];
-      }
-      __syncthreads();
-      if (part == 0) {
-#pragma unroll
-        for (int t = 0; t < kMaxTokens; ++t) {
-          for (int p = 1; p < kWarpsPerRow; ++p) acc[t] += partial[warp + p][t];
-        }
-      }
-      __syncthreads();  // partial is rewritten by the next group
-    }
-    if (part == 0 && lane == 0 && row < n) {
-#pragma unroll
-      for (int t = 0; t < kMaxTokens; ++t) {
-        if (t < tokens) {
-          if (f32_out) {
-            static_cast<float*>(out)[t * out_stride + row] = acc[t];
-          } else {
-            static_cast<bf16*>(out)[t * out_stride + row] = __float2bfloat16_rn(acc[t]);
-          }
-        }
-      }
-    }
+    gemv::FinishRow<kMaxTokens, kWarpsPerRow>(acc, lane, warp, part, row, n, tokens, out, out_stride, f32_out);
   }
 }
 
@@ -162,9 +122,6 @@ __global__ void EmbeddingBlocksKernel(const int32_t* __restrict__ ids, int64_t t
 #pragma unroll
     for (int k = 0; k < 4; ++k) dst[4 * w + k] = ggml::Weight<Tr::kHasMin>(r, w, k);
 }
-
-// Rows below which a row gets four warps: fewer than ~32 warps per SM of an H100/H200 otherwise.
-constexpr int kNarrowRows = 4096;
 
 template <GgmlType T>
 struct GemvLaunch {

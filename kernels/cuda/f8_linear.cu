@@ -11,11 +11,12 @@
 #include <algorithm>
 
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/gemv_common.cuh"
 
 namespace kvs::cuda {
 namespace {
 
-constexpr int kWarp = 32;
+using gemv::kWarp;
 constexpr int kBlockWords = kF8BlockElems / 4;  // a block's codes as 32-bit words: one per lane
 constexpr int kBlockBytes = kF8BlockElems + 4;  // codes, then the f32 scale
 static_assert(kBlockWords == kWarp, "a warp reads one F8_E4M3 block's codes in one load");
@@ -35,19 +36,9 @@ __device__ __forceinline__ float Scale(const uint8_t* block) {
   return __ldg(reinterpret_cast<const float*>(block + kF8BlockElems));
 }
 
-constexpr int kGemvWarps = 4;
-
-template <typename Kernel>
-int ResidentBlocks(Kernel kernel, int threads) {
-  static const int blocks = [&] {
-    int device = 0, sms = 0, per_sm = 0;
-    cudaGetDevice(&device);
-    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0);
-    return std::max(1, sms * per_sm);
-  }();
-  return blocks;
-}
+using gemv::kNarrowRows;
+using gemv::ResidentBlocks;
+constexpr int kGemvWarps = gemv::kWarps;
 
 // out[t, row] = x[t] . w[row]. kWarpsPerRow warps share a row (4 for matrices of few rows, whose
 // single warps would each wait through a long row alone); a warp takes a block at a time, lane l
@@ -85,42 +76,9 @@ __global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 ? 12 : 8)
         }
       }
     }
-#pragma unroll
-    for (int t = 0; t < kMaxTokens; ++t) {
-      for (int o = 16; o > 0; o /= 2) acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], o);
-    }
-    if constexpr (kWarpsPerRow > 1) {
-      __shared__ float partial[kGemvWarps][kMaxTokens];
-      if (lane == 0) {
-#pragma unroll
-        for (int t = 0; t < kMaxTokens; ++t) partial[warp][t] = acc[t];
-      }
-      __syncthreads();
-      if (part == 0) {
-#pragma unroll
-        for (int t = 0; t < kMaxTokens; ++t) {
-          for (int p = 1; p < kWarpsPerRow; ++p) acc[t] += partial[warp + p][t];
-        }
-      }
-      __syncthreads();  // partial is rewritten by the next group
-    }
-    if (part == 0 && lane == 0 && row < n) {
-#pragma unroll
-      for (int t = 0; t < kMaxTokens; ++t) {
-        if (t < tokens) {
-          if (f32_out) {
-            static_cast<float*>(out)[t * out_stride + row] = acc[t];
-          } else {
-            static_cast<bf16*>(out)[t * out_stride + row] = __float2bfloat16_rn(acc[t]);
-          }
-        }
-      }
-    }
+    gemv::FinishRow<kMaxTokens, kWarpsPerRow>(acc, lane, warp, part, row, n, tokens, out, out_stride, f32_out);
   }
 }
-
-// Rows below which a row gets four warps (as block_linear.cu).
-constexpr int kNarrowRows = 4096;
 
 template <int kWarpsPerRow>
 cudaError_t LaunchGemv(const uint8_t* w, int64_t row_bytes, int n, int blocks, const bf16* x, int64_t x_stride,

@@ -1,0 +1,69 @@
+// What the weight GEMVs of weights kept in blocks share (block_linear.cu for GGML's types,
+// f8_linear.cu for F8_E4M3): the launch shape, the resident grid, and the end of a row (each warp's
+// per-token sums reduced, the row's warps merged, one lane storing the outputs).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+
+namespace kvs::cuda::gemv {
+
+constexpr int kWarp = 32;
+constexpr int kWarps = 4;  // per block of threads
+// Rows below which a row gets four warps: fewer than ~32 warps per SM of an H100/H200 otherwise.
+constexpr int kNarrowRows = 4096;
+
+// Blocks of `kernel` the whole GPU holds at once (per kernel, asked once: the answer is fixed).
+template <typename Kernel>
+int ResidentBlocks(Kernel kernel, int threads) {
+  static const int blocks = [&] {
+    int device = 0, sms = 0, per_sm = 0;
+    cudaGetDevice(&device);
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0);
+    return std::max(1, sms * per_sm);
+  }();
+  return blocks;
+}
+
+// The end of one row group: acc[t] is this lane's share of token t's dot; kWarpsPerRow warps (warp
+// `part` of them) share `row`. Every thread of the block calls it (it synchronises the block).
+template <int kMaxTokens, int kWarpsPerRow>
+__device__ __forceinline__ void FinishRow(float (&acc)[kMaxTokens], int lane, int warp, int part, int row, int n,
+                                          int tokens, void* out, int64_t out_stride, bool f32_out) {
+#pragma unroll
+  for (int t = 0; t < kMaxTokens; ++t) {
+    for (int o = 16; o > 0; o /= 2) acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], o);
+  }
+  if constexpr (kWarpsPerRow > 1) {
+    __shared__ float partial[kWarps][kMaxTokens];
+    if (lane == 0) {
+#pragma unroll
+      for (int t = 0; t < kMaxTokens; ++t) partial[warp][t] = acc[t];
+    }
+    __syncthreads();
+    if (part == 0) {
+#pragma unroll
+      for (int t = 0; t < kMaxTokens; ++t) {
+        for (int p = 1; p < kWarpsPerRow; ++p) acc[t] += partial[warp + p][t];
+      }
+    }
+    __syncthreads();  // partial is rewritten by the next group
+  }
+  if (part == 0 && lane == 0 && row < n) {
+#pragma unroll
+    for (int t = 0; t < kMaxTokens; ++t) {
+      if (t < tokens) {
+        if (f32_out) {
+          static_cast<float*>(out)[t * out_stride + row] = acc[t];
+        } else {
+          static_cast<__nv_bfloat16*>(out)[t * out_stride + row] = __float2bfloat16_rn(acc[t]);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace kvs::cuda::gemv
