@@ -15,11 +15,21 @@ using Names = std::span<const std::string_view>;
 // Read wherever a model is loaded onto a backend (rank_setup.cc, engine_flags.cc, main.cc).
 constexpr std::string_view kLoad[] = {"model", "check_weights", "quantize", "device", "threads", "verbose"};
 // EngineConfigFromFlags.
-constexpr std::string_view kEngine[] = {
-    "block_size",        "max_seqs",          "max_tokens_per_step",   "max_model_len",
-    "kv_cache_memory",   "kv_dtype",          "memory_fraction",       "swap_space",
-    "kv_offload_memory", "preemption_mode",   "enable_prefix_caching", "enforce_eager",
-    "overlap_kv_moves",  "kv_residual_tokens"};
+constexpr std::string_view kEngine[] = {"block_size",
+                                        "max_seqs",
+                                        "max_tokens_per_step",
+                                        "max_model_len",
+                                        "kv_cache_memory",
+                                        "kv_dtype",
+                                        "memory_fraction",
+                                        "swap_space",
+                                        "kv_offload_memory",
+                                        "preemption_mode",
+                                        "enable_prefix_caching",
+                                        "enforce_eager",
+                                        "overlap_kv_moves",
+                                        "kv_residual_tokens",
+                                        "kv_sink"};
 // StartRank's tensor-parallel group.
 constexpr std::string_view kParallel[] = {"tp", "all_reduce", "dp_routing", "comm_timeout"};
 // SamplingParamsFromFlags.
@@ -63,8 +73,14 @@ const std::vector<CommandFlags>& AllCommandFlags() {
   static constexpr std::string_view kMakeModel[] = {"preset", "out", "seed", "verbose"};
   static constexpr std::string_view kPlan[] = {"model", "check_weights", "quantize", "verbose",
                                                "tp",    "gpu_mem",       "context",  "batch"};
-  static constexpr std::string_view kPerplexity[] = {
-      "text", "context", "kv_dtype", "kv_residual_tokens", "block_size", "max_tokens_per_step", "llama_cpp_windows"};
+  static constexpr std::string_view kPerplexity[] = {"text",
+                                                     "context",
+                                                     "kv_dtype",
+                                                     "kv_residual_tokens",
+                                                     "kv_sink",
+                                                     "block_size",
+                                                     "max_tokens_per_step",
+                                                     "llama_cpp_windows"};
   static const std::vector<CommandFlags> all = {
       Make("serve", "--model PATH [--port 8000 --host 127.0.0.1 --api-key KEY]   (OpenAI API)",
            {kLoad, kEngine, kParallel, kServe}),

@@ -63,6 +63,7 @@ absl::StatusOr<EngineConfig> EngineConfigFromFlags(bool cpu) {
     KVS_ASSIGN_OR_RETURN(c.kv_dtype, ParseKvDType(kv));
   }
   c.kv_residual_tokens = absl::GetFlag(FLAGS_kv_residual_tokens);
+  c.kv_sink = absl::GetFlag(FLAGS_kv_sink);
   KVS_ASSIGN_OR_RETURN(c.preemption_mode, ParsePreemptionMode(absl::GetFlag(FLAGS_preemption_mode)));
   KVS_RETURN_IF_ERROR(c.Validate());
   return c;

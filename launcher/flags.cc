@@ -39,6 +39,10 @@ ABSL_FLAG(std::string, kv_dtype, "",
 ABSL_FLAG(int32_t, kv_residual_tokens, kvs::kDefaultKvResidualTokens,
           "With --kv-dtype int4 / int2: each sequence's newest tokens kept in bf16 (KIVI's full-precision window), "
           "rounded up to whole blocks and to at most the smallest sliding window; 0 seals each block when whole");
+ABSL_FLAG(bool, kv_sink, true,
+          "With --kv-dtype int4 / int2 and a --kv-residual-tokens window: each sequence's first block kept in bf16 "
+          "too (the attention sink; a sequence resumed from sealed blocks reads its sealed copy); false to measure "
+          "without");
 ABSL_FLAG(std::string, device, "auto",
           "Backend: cpu (weights kept in their GGUF blocks, int8 dot products), cpu-reference (the float32 "
           "oracle), cuda, or auto (cuda when a GPU is visible, else cpu)");

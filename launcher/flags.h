@@ -35,6 +35,7 @@ ABSL_DECLARE_FLAG(int32_t, max_model_len);
 ABSL_DECLARE_FLAG(std::string, kv_cache_memory);
 ABSL_DECLARE_FLAG(std::string, kv_dtype);
 ABSL_DECLARE_FLAG(int32_t, kv_residual_tokens);
+ABSL_DECLARE_FLAG(bool, kv_sink);
 ABSL_DECLARE_FLAG(std::string, device);
 ABSL_DECLARE_FLAG(int32_t, threads);
 ABSL_DECLARE_FLAG(bool, verbose);

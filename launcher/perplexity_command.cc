@@ -80,8 +80,9 @@ absl::Status Perplexity() {
   // Blocks for every KV group (one for a model without sliding windows): the window's in each.
   const int32_t groups = KvGroups(mc.num_layers, mc.layer_windows).num_groups();
   KVS_ASSIGN_OR_RETURN(KvCache cache, KvCache::Create(*backend, mc, kv_dtype, block_size, groups * blocks));
-  KVS_RETURN_IF_ERROR(cache.AddResiduals(
-      *backend, 1, absl::GetFlag(FLAGS_kv_residual_tokens)));  // channel-quantized formats: the one sequence's
+  KVS_RETURN_IF_ERROR(
+      cache.AddResiduals(*backend, 1, absl::GetFlag(FLAGS_kv_residual_tokens),
+                         absl::GetFlag(FLAGS_kv_sink)));  // channel-quantized formats: the one sequence's
   const int32_t step_tokens = static_cast<int32_t>(std::min<int64_t>(chunk, window));
   // Every row of a chunk needs logits, so the runner is sized for step_tokens logit rows.
   KVS_ASSIGN_OR_RETURN(ModelRunner runner,
@@ -111,8 +112,8 @@ absl::Status Perplexity() {
       in.context_len.push_back(b);
       in.max_blocks_per_seq = blocks;
       for (int32_t j = 0; j < blocks; ++j) in.block_table.push_back(j);
-      if (KvChannelQuantized(kv_dtype)) PlaceTailsInResiduals(in, block_size, groups, cache.residual_blocks());
-      RepeatForKvGroups(in, groups, blocks, block_size, cache.residual_blocks());
+      if (KvChannelQuantized(kv_dtype)) PlaceTailsInResiduals(in, cache.ring(), groups);
+      RepeatForKvGroups(in, groups, blocks, block_size, cache.ring().blocks);
       KVS_ASSIGN_OR_RETURN(ModelRunner::Output out, runner.Execute(in));
       for (int32_t p = std::max(a, first_scored); p < b && p + 1 < len; ++p) {
         const int32_t target = ids[w0 + p + 1];

@@ -88,13 +88,14 @@ absl::StatusOr<std::unique_ptr<RankRuntime>> StartRank(
     }
     if (cache->num_residual_seqs() > 0) {
       // Channel-quantized KV: the full-precision window, and what it takes beside the blocks.
-      const int32_t ring = cache->residual_blocks(), bs = config.scheduler.block_size;
+      const int32_t ring = cache->ring().rotating(), bs = config.scheduler.block_size;
       std::fprintf(stderr,
-                   "%s %s KV: each running sequence's newest %d-%d tokens in bf16 (a ring of %d blocks; %.1f MiB for "
+                   "%s %s KV: each running sequence's newest %d-%d tokens in bf16 (a ring of %d blocks%s; %.1f MiB for "
                    "%d sequences), older blocks quantized whole\n",
                    rt->tag().c_str(), KvDTypeName(kv_dtype).data(), (ring - 1) * bs, ring * bs - 1, ring,
+                   cache->ring().sink ? ", and its first block in a sink block" : "",
                    KvCache::ResidualBytes(rt->weights->local_config(), kv_dtype, bs, cache->num_residual_seqs(),
-                                          config.kv_residual_tokens) /
+                                          config.kv_residual_tokens, config.kv_sink) /
                        1048576.0,
                    cache->num_residual_seqs());
     }

@@ -38,6 +38,7 @@ void EncodeStep(const StepInput& in, bool greedy_only, std::vector<int32_t>& wor
   Append(words, in.copy_blocks);
   Append(words, in.residual);
   Append(words, in.sealed);
+  Append(words, in.sink);
 }
 
 void EncodeStop(std::vector<int32_t>& words) {
@@ -61,7 +62,7 @@ absl::StatusOr<StepCommand> DecodeStep(std::span<const int32_t> words, StepInput
   if (residuals != 0 && residuals != s)
     return absl::DataLossError("step message has residuals for some sequences only");
   const int64_t expected = static_cast<int64_t>(kHeaderWords) + (2 + groups) * t + (s + 1) + s +
-                           groups * s * blocks_per_seq + rows + outs + ins + copies + 2 * residuals;
+                           groups * s * blocks_per_seq + rows + outs + ins + copies + 3 * residuals;
   if (static_cast<int64_t>(words.size()) != expected) {
     return absl::DataLossError(
         absl::StrFormat("step message has %d words, its header implies %d", words.size(), expected));
@@ -85,6 +86,7 @@ absl::StatusOr<StepCommand> DecodeStep(std::span<const int32_t> words, StepInput
   take(in.copy_blocks, copies);
   take(in.residual, residuals);
   take(in.sealed, residuals);
+  take(in.sink, residuals);
   return command;
 }
 

@@ -21,20 +21,35 @@ namespace kvs {
 // tokens in full precision (blocks = 128 / block_size + 1). A sequence that resumed from sealed
 // blocks alone (a prefix-cache hit, a swap-in, a fork) has sealed positions past SealedEnd, so the
 // step says where each sequence's sealed positions end (AttentionBatch::sealed).
+//
+// With `sink`, the ring's last block keeps the sequence's first block (positions [0, block_size))
+// in bf16 for good, beside its sealed copy: the first tokens draw most of the attention (the
+// "attention sink") and their keys the largest channel ranges, which 2-bit keys cannot hold
+// (docs/performance.md). Only a sequence that computed those positions itself holds them
+// (AttentionBatch::sink); one that resumed from sealed blocks reads its sealed first block.
 struct KvResidualRing {
   int32_t block_size = 1;
-  int32_t blocks = 1;  // ring blocks per sequence and layer group
+  int32_t blocks = 1;  // ring blocks per sequence and layer group, the sink's included
+  bool sink = false;
 
+  KVS_HOST_DEVICE int32_t rotating() const { return blocks - (sink ? 1 : 0); }
+  KVS_HOST_DEVICE bool InSink(int32_t pos) const { return sink && pos < block_size; }
+  // Whether a reader takes position `pos` from the ring: past the sequence's sealed positions
+  // (sealed_end), or in the sink where the sequence holds it.
+  KVS_HOST_DEVICE bool Reads(int32_t pos, int32_t sealed_end, bool holds_sink) const {
+    return pos >= sealed_end || (holds_sink && InSink(pos));
+  }
   // The positions of a sequence of n tokens that the ring no longer needs to hold: its sealed
   // blocks' (a multiple of block_size).
   KVS_HOST_DEVICE int32_t SealedEnd(int32_t n) const {
-    const int32_t kept = (blocks - 1) * block_size;
+    const int32_t kept = (rotating() - 1) * block_size;
     return n <= kept ? 0 : (n - kept) / block_size * block_size;
   }
   // Residual slot (ring block * block_size + row, over every ring) of position `pos` in ring `ring`
   // (KvCache: ring r * G + g is sequence residual r's in layer group g).
   KVS_HOST_DEVICE int64_t Slot(int64_t ring, int32_t pos) const {
-    return (ring * blocks + (pos / block_size) % blocks) * block_size + pos % block_size;
+    const int32_t block = InSink(pos) ? blocks - 1 : (pos / block_size) % rotating();
+    return (ring * blocks + block) * block_size + pos % block_size;
   }
 };
 
@@ -55,9 +70,10 @@ struct PagedKvView {
   void* k_residual = nullptr;
   void* v_residual = nullptr;
   int32_t num_residual = 0;     // rings
-  int32_t residual_blocks = 1;  // blocks per ring
+  int32_t residual_blocks = 1;  // blocks per ring, the sink's included
+  bool residual_sink = false;   // the ring's last block is the sink (KvResidualRing)
 
-  KVS_HOST_DEVICE KvResidualRing ring() const { return KvResidualRing{block_size, residual_blocks}; }
+  KVS_HOST_DEVICE KvResidualRing ring() const { return KvResidualRing{block_size, residual_blocks, residual_sink}; }
 
   // Elements of one token over all KV heads (the width of the k/v rows WriteKv takes).
   int64_t SlotStride() const { return static_cast<int64_t>(kv_heads) * head_dim; }
@@ -105,8 +121,11 @@ struct AttentionBatch {
   // values from the end of its sealed blocks on), and where its sealed positions ended before
   // this step (a multiple of block_size); nullptr otherwise. Positions below
   // max(sealed[s], ring.SealedEnd(context_len[s])) are in blocks, the others in the ring.
+  // Rings with a sink: 1 where the sequence's ring holds its first block (it computed those
+  // positions since it took the ring), which is then read from the ring; nullptr: none does.
   const int32_t* residual = nullptr;     // [num_seqs]
   const int32_t* sealed = nullptr;       // [num_seqs]
+  const int32_t* sink = nullptr;         // [num_seqs]
 };
 
 }  // namespace kvs

@@ -201,12 +201,13 @@ KvRowReader::KvRowReader(const PagedKvView& cache, const AttentionBatch& batch, 
     sealed_ = cache.ring().SealedEnd(batch.context_len[seq]);
     if (batch.sealed != nullptr) sealed_ = std::max(sealed_, batch.sealed[seq]);
     residual_ = batch.residual != nullptr ? batch.residual[seq] : -1;
+    holds_sink_ = batch.sink != nullptr && batch.sink[seq] != 0;
   }
 }
 
 void KvRowReader::Read(int32_t pos, float* key_buf, float* value_buf, const float*& key, const float*& value) const {
   const int32_t dim = cache_.head_dim;
-  if (KvChannelQuantized(cache_.dtype) && pos >= sealed_) {
+  if (KvChannelQuantized(cache_.dtype) && cache_.ring().Reads(pos, sealed_, holds_sink_)) {
     KVS_CHECK_MSG(residual_ >= 0 && residual_ < cache_.num_residual, "a sequence's newest keys need its residual block");
     const int64_t r = cache_.ring().Slot(residual_, pos);
     DecodeKvRow(static_cast<const std::byte*>(cache_.k_residual) + cache_.ResidualRowOffset(r, kv_head_), nullptr,

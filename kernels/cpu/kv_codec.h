@@ -39,6 +39,7 @@ class KvRowReader {
   int32_t kv_head_;
   int32_t sealed_ = 0;    // positions below are in whole blocks (channel-quantized formats)
   int32_t residual_ = -1;
+  bool holds_sink_ = false;  // its ring's sink holds positions [0, block_size): read from there
 };
 
 }  // namespace kvs::cpu

@@ -1,7 +1,8 @@
 // Paged attention over the channel-quantized caches (int4 / int2, kernels/common/kv_format.h):
 // keys quantized per channel over a block, values per token in groups of 32, each sequence's
 // newest tokens in bf16 in its residual ring (paged_kv.h: positions from max(sealed[s],
-// ring.SealedEnd(context)) on). The CPU reference is kernels/cpu/kv_codec.cc's KvRowReader.
+// ring.SealedEnd(context)) on, and its first block where the ring's sink holds it). The CPU
+// reference is kernels/cpu/kv_codec.cc's KvRowReader.
 //
 // Work: a block of kWarps warps per (query row, G query heads of one GQA group, key split). Each
 // warp takes chunks of up to 32 consecutive keys (lane = key), which touch at most kMaxFold cache
@@ -116,6 +117,7 @@ __global__ void __launch_bounds__(kWarps * 32) KiviAttentionKernel(KiviParams p)
   const KvResidualRing ring = c.ring();
   const int32_t sealed_end = max(b.sealed != nullptr ? b.sealed[s] : 0, ring.SealedEnd(b.context_len[s]));
   const int32_t residual = b.residual != nullptr ? b.residual[s] : -1;
+  const bool holds_sink = b.sink != nullptr && b.sink[s] != 0;
   const int32_t bs = c.block_size, chunk = min(32, 2 * bs + 1);
   const auto* kc = static_cast<const unsigned char*>(c.k);
   const auto* vc = static_cast<const unsigned char*>(c.v);
@@ -139,7 +141,7 @@ __global__ void __launch_bounds__(kWarps * 32) KiviAttentionKernel(KiviParams p)
     const int32_t keys = min(chunk, hi - base);
     const int32_t b_first = base / bs, nb = (base + keys - 1) / bs - b_first + 1;
     const int32_t key = base + lane;
-    const bool in_ring = key >= sealed_end;
+    const bool in_ring = ring.Reads(key, sealed_end, holds_sink);
     const bool valid = lane < keys && (!in_ring || residual >= 0);
     const bool sealed_key = valid && !in_ring;
     // The chunk's row loads are issued here, before any is used: the lane's block id, then its
@@ -172,6 +174,7 @@ __global__ void __launch_bounds__(kWarps * 32) KiviAttentionKernel(KiviParams p)
     // key opens the block in this chunk): fold = 2^bits q s, bias = q . z - sum fold, so that a
     // key's score is fold . UnitFloat(codes) + bias.
     for (int fb = 0; fb < nb && (b_first + fb) * bs < sealed_end; ++fb) {
+      if (holds_sink && ring.InSink((b_first + fb) * bs)) continue;  // read from the sink: no sealed key
       const int32_t id = __shfl_sync(kFull, block, max(0, (b_first + fb) * bs - base));
       const auto* sz = reinterpret_cast<const uint32_t*>(kc + c.ChannelScaleOffset(id, kvh));
       float bias[G] = {};

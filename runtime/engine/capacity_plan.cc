@@ -62,10 +62,10 @@ CapacityPlan PlanCapacity(const ModelConfig& model, const std::vector<ModelShard
     RankCapacity& r = plan.ranks[i];
     r.weight_bytes = ModelWeights::BytesFor(model, s, weight_dtype, source);
     // The step workspace and, for channel-quantized KV, the sequences' residual blocks (as PlanKvCapacity).
-    r.workspace_bytes =
-        static_cast<int64_t>(ModelRunner::WorkspaceBytes(model, s, weight_dtype, LimitsFor(config), tp) +
-                             KvCache::ResidualBytes(local, kv_dtype, config.scheduler.block_size,
-                                                    config.scheduler.max_seqs, config.kv_residual_tokens));
+    r.workspace_bytes = static_cast<int64_t>(
+        ModelRunner::WorkspaceBytes(model, s, weight_dtype, LimitsFor(config), tp) +
+        KvCache::ResidualBytes(local, kv_dtype, config.scheduler.block_size, config.scheduler.max_seqs,
+                               config.kv_residual_tokens, config.kv_sink));
     r.window_bytes = static_cast<int64_t>(KvCache::StagingWindowBytes(local, kv_dtype, config.scheduler.block_size,
                                                                       static_cast<int32_t>(offload_blocks)));
     // As PlanKvCapacity: the fraction of what is left after the weights, the step workspace and

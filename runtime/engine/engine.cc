@@ -38,7 +38,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Backend& backend, const M
   sc.tp = tp.size();
   sc.kv_groups = cache.groups();
   sc.residual_seqs = cache.num_residual_seqs();
-  sc.residual_blocks = cache.residual_blocks();
+  sc.residual_blocks = cache.ring().blocks;
+  sc.residual_sink = cache.ring().sink;
   // Hashes of one model's blocks mean nothing to another's.
   sc.cache_salt = std::hash<std::string>{}(absl::StrFormat("%s/%d/%d/%d/%d", mc.name, mc.num_layers, mc.hidden_size,
                                                             mc.vocab_size, mc.num_kv_heads));
@@ -95,9 +96,9 @@ absl::StatusOr<PreemptionCostModel> Engine::MeasurePreemptionCosts(Backend& back
   for (int32_t b = 0; b < step.max_blocks_per_seq; ++b) step.block_table.push_back(b % cache.num_blocks());
   // Channel-quantized caches take the step as the scheduler would place it (its blocks sealed,
   // the tail in residual 0): nothing is cached yet at start-up, so what it writes is no one's.
-  const int32_t ring = cache.residual_blocks();
-  if (KvChannelQuantized(cache.dtype())) PlaceTailsInResiduals(step, bs, cache.groups().num_groups(), ring);
-  RepeatForKvGroups(step, cache.groups().num_groups(), 0, bs, ring);  // every group may use the same blocks
+  if (KvChannelQuantized(cache.dtype())) PlaceTailsInResiduals(step, cache.ring(), cache.groups().num_groups());
+  // Every group may use the same blocks.
+  RepeatForKvGroups(step, cache.groups().num_groups(), 0, bs, cache.ring().blocks);
   double prefill_s = 0;
   for (int rep = 0; rep < 2; ++rep) {
     const auto t0 = Clock::now();

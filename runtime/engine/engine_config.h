@@ -28,6 +28,8 @@ struct EngineConfig {
   size_t kv_cache_bytes = 0;        // 0: memory_fraction of what is free after weights + workspace
   std::optional<KvDType> kv_dtype;  // KV cache element format; unset: the backend's default
   int32_t kv_residual_tokens = kDefaultKvResidualTokens;  // int4 / int2: newest tokens kept in bf16
+  // int4 / int2 with a ring: each sequence's first block kept in bf16 too (KvResidualRing's sink).
+  bool kv_sink = true;
   double memory_fraction = 0.9;
   size_t swap_space_bytes = 0;  // host memory for swapped-out KV blocks (per rank)
   size_t kv_offload_bytes = 0;  // host memory extending the cache for over-long sequences (per rank)

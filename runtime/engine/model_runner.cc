@@ -37,8 +37,8 @@ struct Sizes {
     return MetaElems() + (tp > 1 ? 2 * s * (tp + 1) : 0) + SampleWords();
   }
   // A step's metadata (ModelRunner::PackStep): tokens, positions, slots, query starts, context
-  // lengths, block tables, logit rows, residual rings (per group) and sealed positions.
-  int64_t MetaElems() const { return (2 + groups) * t + (s + 1) + s + blocks + s + groups * s + s; }
+  // lengths, block tables, logit rows, residual rings (per group), sealed positions and sinks.
+  int64_t MetaElems() const { return (2 + groups) * t + (s + 1) + s + blocks + s + groups * s + 2 * s; }
   // Device sampling's requests and ids.
   int64_t SampleWords() const { return 2 * s * (sizeof(SampleRequest) / 4 + 1); }
 };
@@ -210,6 +210,7 @@ void ModelRunner::PackStep(const StepInput& in, std::span<const int32_t> block_t
       for (int32_t r : in.residual) meta_host_.push_back(r * in.num_kv_groups + g);
     }
     batch.sealed = Pack(in.sealed);  // positions: the same in every group
+    batch.sink = Pack(in.sink);
   }
   ptr.logit_rows = Pack(in.logit_rows);
   const int32_t s = in.num_seqs();
@@ -420,8 +421,9 @@ absl::StatusOr<ModelRunner::Output> ModelRunner::Execute(const StepInput& in, bo
   if (in.positions.size() != static_cast<size_t>(t) || in.num_kv_groups != cache_->groups().num_groups() ||
       !in.GroupArraysConsistent() || in.context_len.size() != static_cast<size_t>(s) ||
       in.residual.size() != (KvChannelQuantized(cache_->dtype()) ? static_cast<size_t>(s) : 0) ||
-      in.sealed.size() != in.residual.size() || in.query_start.size() != static_cast<size_t>(s) + 1 ||
-      in.query_start.back() != t || in.max_blocks_per_seq > limits_.max_blocks_per_seq || n_logits > limits_.max_seqs ||
+      in.sealed.size() != in.residual.size() || in.sink.size() != in.residual.size() ||
+      in.query_start.size() != static_cast<size_t>(s) + 1 || in.query_start.back() != t ||
+      in.max_blocks_per_seq > limits_.max_blocks_per_seq || n_logits > limits_.max_seqs ||
       static_cast<int64_t>(samples.size()) > MaxDeviceSamples()) {
     return absl::InvalidArgumentError("malformed step input");
   }

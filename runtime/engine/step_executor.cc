@@ -28,7 +28,7 @@ absl::StatusOr<KvCapacity> PlanKvCapacity(Backend& backend, const ModelWeights& 
         ModelRunner::WorkspaceBytes(weights, LimitsFor(config), tp.size()) +
         KvCache::StagingWindowBytes(local, kv_dtype, config.scheduler.block_size, static_cast<int32_t>(offload)) +
         KvCache::ResidualBytes(local, kv_dtype, config.scheduler.block_size, config.scheduler.max_seqs,
-                               config.kv_residual_tokens);
+                               config.kv_residual_tokens, config.kv_sink);
     const size_t free = backend.FreeMemoryBytes();
     kv_bytes = free <= workspace ? 0 : static_cast<size_t>((free - workspace) * config.memory_fraction);
   }
@@ -72,7 +72,8 @@ absl::StatusOr<std::unique_ptr<StepExecutor>> StepExecutor::Create(Backend& back
   KVS_ASSIGN_OR_RETURN(
       x->cache_, KvCache::Create(backend, weights.local_config(), config.kv_dtype.value_or(backend.DefaultKvDType()),
                                  config.scheduler.block_size, x->capacity_.blocks, x->capacity_.offload_blocks));
-  KVS_RETURN_IF_ERROR(x->cache_.AddResiduals(backend, config.scheduler.max_seqs, config.kv_residual_tokens));
+  KVS_RETURN_IF_ERROR(
+      x->cache_.AddResiduals(backend, config.scheduler.max_seqs, config.kv_residual_tokens, config.kv_sink));
   KVS_ASSIGN_OR_RETURN(ModelRunner runner, ModelRunner::Create(backend, weights, x->cache_, LimitsFor(config), tp));
   x->runner_ = std::make_unique<ModelRunner>(std::move(runner));
   KVS_ASSIGN_OR_RETURN(x->host_blocks_, AddSwapSpace(backend, config, tp, x->cache_));

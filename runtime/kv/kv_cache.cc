@@ -109,21 +109,21 @@ absl::Status KvCache::StageOffloaded(Backend& backend, int32_t layer, std::span<
 }
 
 size_t KvCache::ResidualBytes(const ModelConfig& c, KvDType dtype, int32_t block_size, int32_t seqs,
-                              int32_t residual_tokens) {
+                              int32_t residual_tokens, bool sink) {
   if (!KvChannelQuantized(dtype)) return 0;
   const KvGroups groups(c.num_layers, c.layer_windows);
   const size_t block = static_cast<size_t>(block_size) * c.num_kv_heads * c.head_dim * 2;  // bf16
   return 2 * static_cast<size_t>(groups.slots()) * groups.num_groups() * seqs *
-         groups.RingBlocks(residual_tokens, block_size) * block;
+         groups.Ring(residual_tokens, block_size, sink).blocks * block;
 }
 
-absl::Status KvCache::AddResiduals(Backend& backend, int32_t seqs, int32_t residual_tokens) {
+absl::Status KvCache::AddResiduals(Backend& backend, int32_t seqs, int32_t residual_tokens, bool sink) {
   if (residual_tokens < 0) return absl::InvalidArgumentError("--kv-residual-tokens must be >= 0");
   if (!KvChannelQuantized(dtype_) || seqs <= 0) return absl::OkStatus();
   if (!k_residual_.empty()) return absl::FailedPreconditionError("this KV cache has its residual blocks");
-  const int32_t ring = groups_.RingBlocks(residual_tokens, block_size_);
+  const KvResidualRing ring = groups_.Ring(residual_tokens, block_size_, sink);
   const size_t bytes =
-      static_cast<size_t>(seqs) * groups_.num_groups() * ring * block_size_ * kv_heads_ * head_dim_ * 2;
+      static_cast<size_t>(seqs) * groups_.num_groups() * ring.blocks * block_size_ * kv_heads_ * head_dim_ * 2;
   for (int32_t slot = 0; slot < groups_.slots(); ++slot) {
     KVS_ASSIGN_OR_RETURN(DeviceBuffer k, backend.Allocate(bytes));
     KVS_ASSIGN_OR_RETURN(DeviceBuffer v, backend.Allocate(bytes));
@@ -132,7 +132,7 @@ absl::Status KvCache::AddResiduals(Backend& backend, int32_t seqs, int32_t resid
     bytes_ += 2 * bytes;
   }
   residual_seqs_ = seqs;
-  residual_blocks_ = ring;
+  ring_ = ring;
   return absl::OkStatus();
 }
 
@@ -256,7 +256,8 @@ PagedKvView KvCache::Layer(int32_t layer) const {
     view.k_residual = k_residual_[slot].data();
     view.v_residual = v_residual_[slot].data();
     view.num_residual = residual_seqs_ * groups_.num_groups();
-    view.residual_blocks = residual_blocks_;
+    view.residual_blocks = ring_.blocks;
+    view.residual_sink = ring_.sink;
   }
   return view;
 }

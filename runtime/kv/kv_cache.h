@@ -42,14 +42,15 @@ class KvCache {
   // block (KvResidualRing, kernels/common/paged_kv.h). Sequence residual r of group g is ring
   // r * groups + g.
   // Each sequence's ring keeps its newest `residual_tokens` tokens or more in bf16
-  // (KvGroups::RingBlocks: whole blocks, no more than the smallest window).
-  absl::Status AddResiduals(Backend& backend, int32_t seqs, int32_t residual_tokens = 0);
+  // (KvGroups::Ring: whole blocks, no more than the smallest window; with a sink for its first
+  // block where it keeps any).
+  absl::Status AddResiduals(Backend& backend, int32_t seqs, int32_t residual_tokens = 0, bool sink = true);
   // Device bytes AddResiduals(seqs, residual_tokens) takes (0 for the other formats), for
   // capacity planning.
   static size_t ResidualBytes(const ModelConfig& c, KvDType dtype, int32_t block_size, int32_t seqs,
-                              int32_t residual_tokens = 0);
+                              int32_t residual_tokens = 0, bool sink = true);
   int32_t num_residual_seqs() const { return residual_seqs_; }
-  int32_t residual_blocks() const { return residual_blocks_; }  // per ring (KvResidualRing)
+  const KvResidualRing& ring() const { return ring_; }  // each sequence's (KvResidualRing)
   // Adds `num_host_blocks` blocks of host memory (pinned on CUDA) for swapping.
   absl::Status AddHostTier(Backend& backend, int32_t num_host_blocks);
   // Queues one step's block moves beside the ops (Backend::MoveRegions), with the effect of
@@ -112,7 +113,7 @@ class KvCache {
   std::vector<DeviceBuffer> k_, v_;  // per slab slot
   std::vector<DeviceBuffer> k_residual_, v_residual_;  // per slab slot (channel-quantized formats)
   int32_t residual_seqs_ = 0;
-  int32_t residual_blocks_ = 1;
+  KvResidualRing ring_{1, 1, false};
   HostBuffer host_{nullptr, nullptr};
   int32_t num_host_blocks_ = 0, num_offload_blocks_ = 0;
   int32_t window_first_ = -1;  // block id of the staging window's first slot; -1: none

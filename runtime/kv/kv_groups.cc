@@ -30,12 +30,13 @@ bool KvGroups::any_windowed() const {
   return std::any_of(window_.begin(), window_.end(), [](int32_t w) { return w > 0; });
 }
 
-int32_t KvGroups::RingBlocks(int32_t residual_tokens, int32_t block_size) const {
+KvResidualRing KvGroups::Ring(int32_t residual_tokens, int32_t block_size, bool with_sink) const {
   int32_t blocks = (std::max(residual_tokens, 0) + block_size - 1) / block_size + 1;
   for (int32_t w : window_) {
     if (w > 0) blocks = std::min(blocks, w / block_size);
   }
-  return std::max(blocks, 1);
+  const bool sink = with_sink && residual_tokens > 0;
+  return KvResidualRing{block_size, std::max(blocks, 1) + (sink ? 1 : 0), sink};
 }
 
 int32_t KvGroups::FirstLiveBlock(int32_t group, int32_t first_query, int32_t block_size) const {

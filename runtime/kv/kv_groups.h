@@ -22,6 +22,8 @@
 #include <string>
 #include <vector>
 
+#include "kernels/common/paged_kv.h"
+
 namespace kvs {
 
 class KvGroups {
@@ -51,11 +53,13 @@ class KvGroups {
   static int64_t WindowSpanBlocks(int32_t window, int32_t block_size, int32_t max_step_tokens);
   // The longest sequence that `blocks` blocks hold (BlocksHeld's inverse), capped at `cap`.
   int64_t LongestFitting(int64_t blocks, int32_t block_size, int32_t max_step_tokens, int64_t cap) const;
-  // Channel-quantized KV: the blocks of a residual ring (KvResidualRing) that keeps at least the
-  // newest `residual_tokens` tokens in bf16 — ceil(residual_tokens / block_size) + 1 — but no more
-  // than the smallest window holds (blocks * block_size <= window), so that a windowed group never
-  // releases a block the ring has not let go of yet. At least 1.
-  int32_t RingBlocks(int32_t residual_tokens, int32_t block_size) const;
+  // Channel-quantized KV: the residual ring (KvResidualRing) that keeps at least the newest
+  // `residual_tokens` tokens in bf16 — ceil(residual_tokens / block_size) + 1 rotating blocks, but
+  // no more than the smallest window holds (blocks * block_size <= window), so that a windowed
+  // group never releases a block the ring has not let go of yet; at least 1 — and, where it keeps
+  // any (residual_tokens > 0) and `sink` asks for it, the sequence's first block in a sink block of
+  // its own.
+  KvResidualRing Ring(int32_t residual_tokens, int32_t block_size, bool with_sink = true) const;
   // One line for logs and `plan`: "1 global + 5 windowed (512) groups of 3 layers".
   std::string Describe() const;
 

@@ -21,6 +21,7 @@ void Scheduler::DropResidual(Sequence& s) {
   if (s.residual < 0) return;
   free_residuals_.push_back(s.residual);
   s.residual = -1;
+  s.holds_sink = false;
 }
 
 bool Scheduler::HoldsWindow(const std::vector<std::vector<BlockId>>& lists, int32_t first_query) const {
@@ -375,6 +376,9 @@ void Scheduler::Emit(Sequence& s, int32_t n, StepInput& in, std::vector<Schedule
     KVS_CHECK_MSG(!free_residuals_.empty(), "more running sequences than residual blocks");
     s.residual = free_residuals_.back();
     free_residuals_.pop_back();
+    // From position 0 it writes its first block to the sink; resumed from sealed blocks (a prefix
+    // hit, a swap-in, a fork), the sink holds another sequence's tokens.
+    s.holds_sink = ring.sink && s.num_computed == 0;
   }
   for (int32_t k = s.num_computed; k < end; ++k) {
     in.token_ids.push_back(s.tokens[k]);
@@ -382,7 +386,7 @@ void Scheduler::Emit(Sequence& s, int32_t n, StepInput& in, std::vector<Schedule
     for (int32_t g = 0; g < num_groups(); ++g) {
       if (!sealed_blocks()) {
         group_slots_[g].push_back(s.blocks[g][k / bs].value * bs + k % bs);
-      } else if (k < seal_below) {
+      } else if (k < seal_below && !(s.holds_sink && ring.InSink(k))) {
         group_slots_[g].push_back(-1);  // the ring lets go of it after this step: written by the seal
       } else {                          // this group's ring: residual * groups + g
         group_slots_[g].push_back(-(2 + static_cast<int32_t>(ring.Slot(s.residual * num_groups() + g, k))));
@@ -392,6 +396,7 @@ void Scheduler::Emit(Sequence& s, int32_t n, StepInput& in, std::vector<Schedule
   if (sealed_blocks()) {
     in.residual.push_back(s.residual);
     in.sealed.push_back(s.sealed_end);  // before this step: where its seal starts
+    in.sink.push_back(s.holds_sink ? 1 : 0);
     s.sealed_end = std::max(s.sealed_end, seal_below);
   }
   s.num_computed += n;

@@ -92,9 +92,10 @@ struct SchedulerConfig {
   // sequence at most); 0: tokens are written to their blocks directly.
   int32_t residual_seqs = 0;
   // Channel-quantized KV: blocks per residual ring (KvResidualRing, kernels/common/paged_kv.h): a
-  // sequence's newest (residual_blocks - 1) * block_size tokens stay in bf16; 1 seals each block
-  // as soon as it is whole.
+  // sequence's newest (rotating blocks - 1) * block_size tokens stay in bf16; 1 seals each block
+  // as soon as it is whole. With a sink, one more block keeps the sequence's first block.
   int32_t residual_blocks = 1;
+  bool residual_sink = false;
 };
 
 struct Sequence {
@@ -110,6 +111,7 @@ struct Sequence {
   bool may_offload = false;          // its longest context exceeds the device cache (offload)
   int32_t sample_index = 0;          // which of the request's n samples (forks) this is
   int32_t residual = -1;             // channel-quantized KV: its residual ring while running
+  bool holds_sink = false;           // its ring's sink holds its first block (computed since it took the ring)
   int32_t sealed_end = 0;            // channel-quantized KV: its positions in sealed blocks
   bool forked = false;               // its n - 1 siblings exist
   int32_t num_generated() const { return static_cast<int32_t>(tokens.size()) - prompt_len; }
@@ -181,7 +183,9 @@ class Scheduler {
   void CheckInvariants() const;
   const SchedulerConfig& config() const { return config_; }
   // Channel-quantized KV: where each sequence's newest tokens stay (kernels/common/paged_kv.h).
-  KvResidualRing ring() const { return KvResidualRing{config_.block_size, config_.residual_blocks}; }
+  KvResidualRing ring() const {
+    return KvResidualRing{config_.block_size, config_.residual_blocks, config_.residual_sink};
+  }
   int32_t MaxBlocksPerSeq() const { return (config_.max_model_len + config_.block_size - 1) / config_.block_size; }
 
  private:

@@ -4,18 +4,20 @@
 
 namespace kvs {
 
-void PlaceTailsInResiduals(StepInput& in, int32_t block_size, int32_t groups, int32_t ring_blocks) {
-  const KvResidualRing ring{block_size, ring_blocks};
+void PlaceTailsInResiduals(StepInput& in, const KvResidualRing& ring, int32_t groups) {
   in.residual.clear();
   in.sealed.clear();
+  in.sink.clear();
   for (int32_t s = 0; s < in.num_seqs(); ++s) {
     in.residual.push_back(s);
     const int32_t end = in.context_len[s], first = end - (in.query_start[s + 1] - in.query_start[s]);
     in.sealed.push_back(ring.SealedEnd(first));
+    in.sink.push_back(ring.sink ? 1 : 0);  // a step from position 0 on, or a later one of the same sequence
     for (int32_t t = in.query_start[s]; t < in.query_start[s + 1]; ++t) {
       const int32_t p = in.positions[t];
       // Group 0's ring of sequence s is ring s * groups (RepeatForKvGroups moves it per group).
-      in.slot_mapping[t] = p < ring.SealedEnd(end) ? -1 : -(2 + ring.Slot(static_cast<int64_t>(s) * groups, p));
+      const bool ring_keeps = p >= ring.SealedEnd(end) || ring.InSink(p);
+      in.slot_mapping[t] = ring_keeps ? -(2 + ring.Slot(static_cast<int64_t>(s) * groups, p)) : -1;
     }
   }
 }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/common/paged_kv.h"
 
 namespace kvs {
 
@@ -29,7 +30,9 @@ struct StepInput {
   std::vector<int32_t> residual;      // [S]
   // With residuals: where each sequence's sealed positions ended before this step (a multiple of
   // the block size; AttentionBatch::sealed).
-  std::vector<int32_t> sealed;        // [S]
+  std::vector<int32_t> sealed;  // [S]
+  // With residuals: 1 where the sequence's ring holds its first block (AttentionBatch::sink).
+  std::vector<int32_t> sink;          // [S]
   std::vector<int32_t> logit_rows;    // token rows whose next-token logits are wanted
   // Block moves, done before the step's forward pass in this order: swap-outs, copies, swap-ins.
   std::vector<int32_t> swap_out;      // pairs (device block, host block): preemption by swap
@@ -58,6 +61,7 @@ struct StepInput {
     context_len.clear(); block_table.clear(); logit_rows.clear(); max_blocks_per_seq = 0; num_kv_groups = 1;
     residual.clear();
     sealed.clear();
+    sink.clear();
     swap_out.clear(); swap_in.clear(); copy_blocks.clear();
   }
 };
@@ -68,12 +72,14 @@ struct StepInput {
 // Residual slots move to the group's ring (rings of `ring_blocks` blocks, as PlaceTailsInResiduals).
 void RepeatForKvGroups(StepInput& in, int32_t groups, int32_t blocks_apart, int32_t block_size,
                        int32_t ring_blocks = 1);
-// For steps built by hand over a channel-quantized cache whose rings hold `ring_blocks` blocks
-// (KvResidualRing): sequence i (residual i) writes the tokens its ring keeps after the step to the
-// ring, and the others through Backend::SealKvGroups (slot -1), as the scheduler places them;
-// each sequence's sealed positions are taken to be those its ring let go of before the step.
+// For steps built by hand over a channel-quantized cache whose rings are `ring` (KvCache::ring()):
+// sequence i (residual i) writes the tokens its ring keeps after the step to the ring (its first
+// block to the sink too, where the ring has one: it holds it), and the others through
+// Backend::SealKvGroups (slot -1), as the scheduler places them; each sequence is taken to be
+// computed from position 0 by such steps, and its sealed positions to be those its ring let go of
+// before the step.
 // Before RepeatForKvGroups.
-void PlaceTailsInResiduals(StepInput& in, int32_t block_size, int32_t groups, int32_t ring_blocks = 1);
+void PlaceTailsInResiduals(StepInput& in, const KvResidualRing& ring, int32_t groups);
 
 // What a tensor-parallel group's rank 0 tells its other ranks before every step: run a step, or
 // stop (Collectives::SendStep; its encoding is parallel/step_wire.h).

@@ -73,12 +73,13 @@ TEST(StepMessageTest, RoundTripsTheTablesOfEveryKvGroup) {
   EXPECT_EQ(DecodeStep(no_groups, out, greedy).status().code(), absl::StatusCode::kDataLoss);
 }
 
-// Channel-quantized KV: each sequence's residual ring and sealed positions travel with the step,
-// for every sequence or none.
+// Channel-quantized KV: each sequence's residual ring, sealed positions and whether its ring holds
+// its first block (the sink) travel with the step, for every sequence or none.
 TEST(StepMessageTest, RoundTripsTheResidualsAndRefusesSomeOnly) {
   StepInput in = Sample();
   in.residual = {3, 0};
   in.sealed = {0, 8};
+  in.sink = {1, 0};
   std::vector<int32_t> words;
   EncodeStep(in, false, words);
   StepInput out;
@@ -86,10 +87,11 @@ TEST(StepMessageTest, RoundTripsTheResidualsAndRefusesSomeOnly) {
   ASSERT_TRUE(DecodeStep(words, out, greedy).ok());
   EXPECT_EQ(out.residual, in.residual);
   EXPECT_EQ(out.sealed, in.sealed);
+  EXPECT_EQ(out.sink, in.sink);
   EXPECT_EQ(out.copy_blocks, in.copy_blocks);
   auto one_only = words;
   one_only[10] = 1;  // residuals for one of the two sequences
-  one_only.resize(one_only.size() - 2);
+  one_only.resize(one_only.size() - 3);
   EXPECT_EQ(DecodeStep(one_only, out, greedy).status().code(), absl::StatusCode::kDataLoss);
 }
 

@@ -100,7 +100,7 @@ inline std::vector<float> PrefillLogits(testing::LoadedCpuModel& lm, const std::
   in.context_len.push_back(static_cast<int32_t>(ids.size()));
   in.max_blocks_per_seq = blocks;
   for (int32_t b = 0; b < blocks; ++b) in.block_table.push_back(blocks + 2 - b);
-  if (KvChannelQuantized(cache->dtype())) PlaceTailsInResiduals(in, block_size, groups);
+  if (KvChannelQuantized(cache->dtype())) PlaceTailsInResiduals(in, cache->ring(), groups);
   RepeatForKvGroups(in, groups, blocks + 3, block_size);
   auto out = runner->Execute(in);
   EXPECT_TRUE(out.ok()) << out.status();

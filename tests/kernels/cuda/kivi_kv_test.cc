@@ -27,6 +27,9 @@ struct KiviCase {
   int32_t q_heads, kv_heads, head_dim, block_size, ring_blocks, window;
   // steps[i][s]: tokens sequence s adds in step i (every sequence runs in every step).
   std::vector<std::vector<int32_t>> steps;
+  // Rings with a sink (KvResidualRing): the even sequences hold their first block there, the odd
+  // ones read it sealed.
+  bool sink = false;
 };
 
 class KiviKvTest : public testing::GpuFixture<::testing::TestWithParam<KiviCase>> {
@@ -84,8 +87,11 @@ TEST_P(KiviKvTest, SealedBlocksRingsAndAttentionMatchTheCpu) {
 
   PagedKvView layout{nullptr, nullptr, c.format, num_blocks, bs, c.kv_heads, dim, c.window};
   layout.num_residual = seqs + 1;
-  layout.residual_blocks = c.ring_blocks;
-  const size_t ring_elems = static_cast<size_t>(layout.num_residual) * c.ring_blocks * bs * width;
+  layout.residual_blocks = c.ring_blocks + (c.sink ? 1 : 0);
+  layout.residual_sink = c.sink;
+  const size_t ring_elems = static_cast<size_t>(layout.num_residual) * layout.residual_blocks * bs * width;
+  std::vector<int32_t> holds(seqs);
+  for (int32_t s = 0; s < seqs; ++s) holds[s] = c.sink && s % 2 == 0;
   const std::vector<uint8_t> poison(layout.Bytes(), 0xff);
   const std::vector<uint16_t> ring_poison(ring_elems, 0xffff);
   std::vector<uint8_t> ck = poison, cv = poison;
@@ -116,7 +122,8 @@ TEST_P(KiviKvTest, SealedBlocksRingsAndAttentionMatchTheCpu) {
     for (int32_t s = 0; s < seqs; ++s) {
       const int32_t n = adds[s], end = context[s] + n;
       for (int32_t p = context[s]; p < end; ++p) {  // a position sealed in this step is not kept in the ring
-        slots.push_back(p < ring.SealedEnd(end) ? -1 : -(2 + static_cast<int32_t>(ring.Slot(residual[s], p))));
+        const bool kept = p >= ring.SealedEnd(end) || (holds[s] && ring.InSink(p));  // (but in a sink it holds)
+        slots.push_back(kept ? -(2 + static_cast<int32_t>(ring.Slot(residual[s], p))) : -1);
       }
       query_start.push_back(query_start.back() + n);
       context_len.push_back(end);
@@ -133,6 +140,7 @@ TEST_P(KiviKvTest, SealedBlocksRingsAndAttentionMatchTheCpu) {
     AttentionBatch batch = testing::HostAttentionBatch(query_start, context_len, table, max_blocks, adds);
     batch.residual = residual.data();
     batch.sealed = sealed.data();
+    batch.sink = c.sink ? holds.data() : nullptr;
     const float scale = 1.0f / std::sqrt(static_cast<float>(dim));
 
     // CPU: seal, write the rings, attend.
@@ -151,13 +159,14 @@ TEST_P(KiviKvTest, SealedBlocksRingsAndAttentionMatchTheCpu) {
 
     // GPU: the same.
     const DeviceBuffer gqs = Upload(query_start), gctx = Upload(context_len), gsealed = Upload(sealed),
-                       gslots = Upload(slots);
+                       gslots = Upload(slots), gholds = Upload(holds);
     AttentionBatch gbatch = batch;
     gbatch.query_start = gqs.as<int32_t>();
     gbatch.context_len = gctx.as<int32_t>();
     gbatch.block_table = gtable.as<int32_t>();
     gbatch.residual = gresidual.as<int32_t>();
     gbatch.sealed = gsealed.as<int32_t>();
+    gbatch.sink = c.sink ? gholds.as<int32_t>() : nullptr;
     DeviceBuffer gkr = Bf16(k, tokens, width), gvr = Bf16(v, tokens, width), gq = Bf16(q, tokens, qw);
     DeviceBuffer gout = Bf16(std::vector<float>(tokens * qw, NAN), tokens, qw);
     absl::Status st = gpu_->SealKvGroups(gkr.View(DType::kBF16, tokens, width), gvr.View(DType::kBF16, tokens, width),
@@ -235,6 +244,16 @@ std::vector<KiviCase> Cases() {
     // Block size 32 and page size 1 (a chunk of three keys spans three blocks).
     out.push_back({n + "_bs32", f, 16, 4, 128, 32, 5, 0, MixedSteps({100, 33}, {31, 64}, 5)});
     out.push_back({n + "_bs1", f, 8, 2, 64, 1, 4, 0, MixedSteps({9, 2}, {3, 1}, 4)});
+    // The sink (each sequence's first block in bf16 beside its ring), held by some sequences only:
+    // KIVI's ring, odd blocks, a window, page size 1, and a first step that seals the sink's block.
+    for (KiviCase sink :
+         {KiviCase{n + "_llama_ring9_sink", f, 32, 8, 128, 16, 9, 0, MixedSteps({37, 5, 150}, {20, 3, 1}, 20)},
+          KiviCase{n + "_bs7_d32_sink", f, 4, 4, 32, 7, 2, 0, MixedSteps({19, 8}, {15, 1}, 9)},
+          KiviCase{n + "_window24_sink", f, 8, 2, 128, 8, 3, 24, MixedSteps({70, 9}, {33, 50}, 12)},
+          KiviCase{n + "_bs1_sink", f, 8, 2, 64, 1, 4, 0, MixedSteps({9, 2}, {3, 1}, 4)}}) {
+      sink.sink = true;
+      out.push_back(sink);
+    }
   }
   return out;
 }

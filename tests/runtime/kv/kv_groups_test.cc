@@ -123,17 +123,37 @@ TEST(KvGroupsTest, TheCacheHasABufferPerSlotAndEachLayerItsWindow) {
 }
 
 // Channel-quantized KV's residual ring: whole blocks holding at least the tokens asked for, one
-// more for the block being filled, and never more than the smallest window holds.
+// more for the block being filled, and never more than the smallest window holds; where it keeps
+// any, one more block (the sink) for the sequence's first block.
 TEST(KvGroupsTest, ResidualRingsKeepWholeBlocksWithinTheSmallestWindow) {
   const KvGroups global(4, {});
-  EXPECT_EQ(global.RingBlocks(0, 16), 1);  // each block sealed when whole
-  EXPECT_EQ(global.RingBlocks(1, 16), 2);
-  EXPECT_EQ(global.RingBlocks(16, 16), 2);
-  EXPECT_EQ(global.RingBlocks(128, 16), 9);
-  EXPECT_EQ(global.RingBlocks(17, 16), 3);
+  auto rotating = [](const KvResidualRing& r) { return r.rotating(); };
+  EXPECT_EQ(rotating(global.Ring(0, 16)), 1);  // each block sealed when whole
+  EXPECT_FALSE(global.Ring(0, 16).sink);
+  EXPECT_EQ(global.Ring(0, 16).blocks, 1);
+  EXPECT_EQ(rotating(global.Ring(1, 16)), 2);
+  EXPECT_EQ(rotating(global.Ring(16, 16)), 2);
+  EXPECT_EQ(rotating(global.Ring(128, 16)), 9);
+  EXPECT_EQ(global.Ring(128, 16).blocks, 10);
+  EXPECT_TRUE(global.Ring(128, 16).sink);
+  EXPECT_EQ(rotating(global.Ring(17, 16)), 3);
   const KvGroups windowed(4, std::vector<int32_t>{0, 40, 0, 100});
-  EXPECT_EQ(windowed.RingBlocks(128, 16), 2);  // 2 x 16 <= 40
-  EXPECT_EQ(windowed.RingBlocks(128, 64), 1);  // no whole ring fits a window of 40: sealed when whole
+  EXPECT_EQ(rotating(windowed.Ring(128, 16)), 2);  // 2 x 16 <= 40
+  EXPECT_EQ(rotating(windowed.Ring(128, 64)), 1);  // no whole ring fits a window of 40: sealed when whole
+}
+
+// The sink: a ring's last block holds positions [0, block_size) for good; the rotating blocks
+// cycle through the rest as before, and a reader takes the sink only where the sequence holds it.
+TEST(KvGroupsTest, TheSinkHoldsTheFirstBlockBesideTheRotatingBlocks) {
+  const KvResidualRing ring{4, 3 + 1, true};  // 3 rotating blocks of 4 tokens, then the sink
+  for (int32_t p = 0; p < 4; ++p) EXPECT_EQ(ring.Slot(2, p), (2 * 4 + 3) * 4 + p) << p;
+  for (int32_t p = 4; p < 40; ++p) EXPECT_EQ(ring.Slot(2, p), (2 * 4 + (p / 4) % 3) * 4 + p % 4) << p;
+  EXPECT_EQ(ring.SealedEnd(8), 0);  // the newest (3 - 1) * 4 tokens and the block being filled
+  EXPECT_EQ(ring.SealedEnd(13), 4);
+  EXPECT_TRUE(ring.Reads(2, /*sealed_end=*/8, /*holds_sink=*/true));
+  EXPECT_FALSE(ring.Reads(2, 8, false));
+  EXPECT_FALSE(ring.Reads(5, 8, true));
+  EXPECT_TRUE(ring.Reads(9, 8, false));
 }
 
 }  // namespace

@@ -64,6 +64,7 @@ struct FakeKv {
     if (sealed) {  // Backend::SealKvGroups: the blocks each sequence's ring lets go of, from the ring and the step
       ASSERT_EQ(in.residual.size(), plan.size());
       ASSERT_EQ(in.sealed.size(), plan.size());
+      ASSERT_EQ(in.sink.size(), plan.size());
       for (int32_t g = 0; g < ng; ++g) {
         const std::span<const int32_t> table = in.GroupTable(g);
         for (size_t r = 0; r < plan.size(); ++r) {
@@ -108,10 +109,14 @@ struct FakeKv {
         const int32_t first_new = in.context_len[r] - plan[r].num_tokens;
         const int32_t first_read = groups.windowed(g) ? std::max(0, first_new - groups.window(g) + 1) : 0;
         const int32_t whole = sealed ? std::max(in.sealed[r], ring.SealedEnd(in.context_len[r])) : in.context_len[r];
+        const bool holds_sink = sealed && in.sink[r] != 0;
         for (int32_t p = first_read; p < first_new; ++p) {
           const int64_t slot = static_cast<int64_t>(table[r * in.max_blocks_per_seq + p / bs]) * bs + p % bs;
-          auto& tier = p < whole ? device : residual;
-          auto it = p < whole ? device.find(slot) : residual.find(ring.Slot(in.residual[r] * ng + g, p));
+          // As the kernels read (KvResidualRing::Reads): the ring past the sealed positions, and the
+          // sink where the sequence holds it.
+          const bool from_ring = sealed ? ring.Reads(p, whole, holds_sink) : false;
+          auto& tier = from_ring ? residual : device;
+          auto it = from_ring ? residual.find(ring.Slot(in.residual[r] * ng + g, p)) : device.find(slot);
           ASSERT_TRUE(it != tier.end()) << s.request.id << " group " << g << " position " << p << " was never written";
           ASSERT_EQ(it->second, prefix[p] ^ static_cast<uint64_t>(g))
               << s.request.id << " group " << g << " position " << p << " reads another prefix's KV";
@@ -368,9 +373,11 @@ StressTotals StressRounds(std::function<std::vector<int32_t>(std::mt19937&)> lay
       c.kv_groups = KvGroups(static_cast<int32_t>(windows.size()), windows);
     }
     const KvGroups groups = c.kv_groups.num_groups() > 0 ? c.kv_groups : KvGroups(1, {});
-    if (sealed_blocks) {  // channel-quantized KV: a residual ring per running sequence, of 1, 3 or 5 blocks
-      c.residual_seqs = c.max_seqs;
-      c.residual_blocks = groups.RingBlocks(static_cast<int32_t>(rng() % 3) * 2 * bs, bs);
+    if (sealed_blocks) {             // channel-quantized KV: a residual ring per running sequence, of 1, 3 or 5 blocks
+      c.residual_seqs = c.max_seqs;  // (and a sink for the first block beside the 3 and the 5)
+      const KvResidualRing ring = groups.Ring(static_cast<int32_t>(rng() % 3) * 2 * bs, bs);
+      c.residual_blocks = ring.blocks;
+      c.residual_sink = ring.sink;
     }
     // A third of the rounds recompute, a third swap, a third mix (a small host pool fills up).
     c.num_host_blocks = round % 3 == 0 ? 0 : static_cast<int32_t>(rng() % (round % 3 == 1 ? 400 : 12));
