@@ -5,7 +5,10 @@
 // - `--quantize fp8` (QuantizeToFp8Blocks) rounds each weight to its nearest code under its block's
 //   scale, and the quantizing source quantizes the projections only: embedding, LM head, norms and
 //   rows that are not whole blocks stay as stored;
-// - a model quantized so runs on the CPU near the unquantized one.
+// - a model quantized so runs on the CPU near the unquantized one;
+// - a Hugging Face FP8 checkpoint of whole 128-column rows (per-channel scales, the layout
+//   compressed-tensors writes) reads its projections as these blocks, and a model loaded through
+//   them gives the logits of the same checkpoint decoded to float, bit for bit.
 // Seeds are printed on failure.
 #include <cmath>
 #include <cstring>
@@ -13,12 +16,16 @@
 #include <fstream>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "kernels/common/ggml_decode.h"
 #include "kernels/common/kv_quant.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "nlohmann/json.hpp"
 #include "runtime/model/fp8_checkpoint.h"
+#include "runtime/model/model_weights.h"
 #include "runtime/model/quantizing_weight_source.h"
 #include "runtime/model/weight_source.h"
 #include "tests/support/engine_harness.h"
@@ -193,6 +200,128 @@ TEST_F(Fp8QuantizeSourceTest, AQuantizedModelRunsNearTheUnquantizedOne) {
     // Quantized at load, each weight moves by at most 1/16 of itself; F8_E4M3 random codes are
     // other weights altogether (a different model), so only finiteness is asked of them.
     if (!stored) EXPECT_LT(rel, 0.1);
+  }
+}
+
+// A Hugging Face checkpoint written here: Llama, hidden 128 (whole blocks), one layer; projections
+// in F8_E4M3 codes with per-channel float32 scales ([rows, 1], compressed-tensors' "channel"),
+// everything else float32. The safetensors layout is the format's: an 8-byte header length, the
+// JSON header, the data.
+class Fp8CheckpointBlocksTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() / ("kvs_fp8_blocks_" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir_);
+    std::ofstream(dir_ / "config.json") << R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+      "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 1, "num_attention_heads": 4,
+      "num_key_value_heads": 2, "head_dim": 32, "vocab_size": 64, "max_position_embeddings": 256,
+      "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": false,
+      "quantization_config": {"quant_method": "compressed-tensors", "format": "float-quantized",
+        "config_groups": {"group_0": {"targets": ["Linear"], "weights": {"type": "float", "num_bits": 8,
+        "strategy": "channel", "symmetric": true}}}}})";
+    std::mt19937 rng(seed_);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    nlohmann::json header = nlohmann::json::object();
+    std::string data;
+    auto add = [&](const std::string& name, const char* dtype, std::vector<int64_t> shape, const void* bytes,
+                   size_t n) {
+      header[name] = {{"dtype", dtype}, {"shape", shape}, {"data_offsets", {data.size(), data.size() + n}}};
+      data.append(static_cast<const char*>(bytes), n);
+    };
+    auto floats = [&](const std::string& name, std::vector<int64_t> shape, float spread, float mean = 0.0f) {
+      std::vector<float> v(shape[0] * (shape.size() > 1 ? shape[1] : 1));
+      for (float& x : v) x = mean + spread * normal(rng);
+      add(name, "F32", shape, v.data(), v.size() * 4);
+    };
+    auto fp8 = [&](const std::string& name, int64_t rows, int64_t cols) {
+      add(name, "F8_E4M3", {rows, cols}, RandomCodes(rows * cols, rng).data(), rows * cols);
+      std::vector<float> scale(rows);
+      for (float& x : scale) x = 1e-3f * (1.0f + std::fabs(normal(rng)));
+      add(name + "_scale", "F32", {rows, 1}, scale.data(), rows * 4);
+    };
+    floats("model.embed_tokens.weight", {64, 128}, 1.0f);
+    floats("model.layers.0.input_layernorm.weight", {128}, 0.1f, 1.0f);
+    floats("model.layers.0.post_attention_layernorm.weight", {128}, 0.1f, 1.0f);
+    floats("model.norm.weight", {128}, 0.1f, 1.0f);
+    floats("lm_head.weight", {64, 128}, 0.1f);
+    const std::string p = "model.layers.0.";
+    fp8(p + "self_attn.q_proj.weight", 128, 128);
+    fp8(p + "self_attn.k_proj.weight", 64, 128);
+    fp8(p + "self_attn.v_proj.weight", 64, 128);
+    fp8(p + "self_attn.o_proj.weight", 128, 128);
+    fp8(p + "mlp.gate_proj.weight", 256, 128);
+    fp8(p + "mlp.up_proj.weight", 256, 128);
+    fp8(p + "mlp.down_proj.weight", 128, 256);
+    std::string text = header.dump();
+    text.resize((text.size() + 7) / 8 * 8, ' ');
+    const uint64_t len = text.size();
+    std::ofstream out(dir_ / "model.safetensors", std::ios::binary);
+    out.write(reinterpret_cast<const char*>(&len), 8);
+    out << text << data;
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::filesystem::path dir_;
+  const uint32_t seed_ = std::random_device{}();
+};
+
+// The same source with its blocks hidden: every tensor read as float32 (ReadF32), as before FP8
+// stayed in 8 bits.
+class FloatOnly final : public WeightSource {
+ public:
+  explicit FloatOnly(std::unique_ptr<WeightSource> inner) : inner_(std::move(inner)) {}
+  const ModelConfig& config() const override { return inner_->config(); }
+  std::string path() const override { return inner_->path(); }
+  std::string format() const override { return inner_->format(); }
+  bool Has(const std::string& name) const override { return inner_->Has(name); }
+  absl::Status ReadF32(const std::string& name, std::span<const int64_t> shape, std::span<float> out) const override {
+    return inner_->ReadF32(name, shape, out);
+  }
+  std::vector<TensorSummary> Summaries() const override { return inner_->Summaries(); }
+
+ private:
+  std::unique_ptr<WeightSource> inner_;
+};
+
+TEST_F(Fp8CheckpointBlocksTest, ProjectionsReadAsBlocksAndTheModelEqualsTheFloatLoad) {
+  SCOPED_TRACE("seed " + std::to_string(seed_));
+  auto src = OpenWeightSource(dir_.string());
+  ASSERT_TRUE(src.ok()) << src.status();
+  const std::string q = "model.layers.0.self_attn.q_proj.weight", down = "model.layers.0.mlp.down_proj.weight";
+  EXPECT_EQ((*src)->StoredBlockType(q), GgmlType::kF8_E4M3);
+  EXPECT_EQ((*src)->StoredBlockType(down), GgmlType::kF8_E4M3);
+  EXPECT_FALSE((*src)->StoredBlockType("model.embed_tokens.weight").has_value());
+  for (const auto& [name, rows, cols] : {std::tuple<std::string, int64_t, int64_t>{q, 128, 128}, {down, 128, 256}}) {
+    const std::vector<int64_t> shape = {rows, cols};
+    auto raw = (*src)->ReadRaw(name, shape);
+    ASSERT_TRUE(raw.ok() && raw->has_value()) << name << ": " << raw.status();
+    std::vector<float> blocks(rows * cols), floats(rows * cols);
+    DequantizeToF32(GgmlType::kF8_E4M3, (*raw)->bytes, blocks);
+    ASSERT_TRUE((*src)->ReadF32(name, shape, floats).ok());
+    for (size_t i = 0; i < floats.size(); ++i) {
+      ASSERT_EQ(std::memcmp(&blocks[i], &floats[i], 4), 0) << name << " element " << i;
+    }
+  }
+  // Loaded through the blocks (the CPU decodes them at load) and as floats: the same logits.
+  auto plain = OpenWeightSource(dir_.string());
+  ASSERT_TRUE(plain.ok());
+  const FloatOnly floats(std::move(*plain));
+  CpuBackend cpu(size_t{1} << 30, CpuMath::kReference);
+  auto wb = ModelWeights::Load(**src, cpu);
+  auto wf = ModelWeights::Load(floats, cpu);
+  ASSERT_TRUE(wb.ok()) << wb.status();
+  ASSERT_TRUE(wf.ok()) << wf.status();
+  const LayerWeights &lb = wb->layers()[0], &lf = wf->layers()[0];
+  for (const auto& [name, mb, mf] :
+       {std::tuple<const char*, const WeightMatrix*, const WeightMatrix*>{"qkv", &lb.qkv, &lf.qkv},
+        {"o", &lb.o, &lf.o},
+        {"gate_up", &lb.gate_up, &lf.gate_up},
+        {"down", &lb.down, &lf.down}}) {
+    ASSERT_EQ(mb->parts.size(), 1u) << name;
+    EXPECT_EQ(mb->parts[0].dtype, DType::kF32) << name << ": the CPU decodes F8_E4M3 at load";
+    ASSERT_EQ(mb->buffer.bytes(), mf->buffer.bytes()) << name;
+    EXPECT_EQ(std::memcmp(mb->buffer.data(), mf->buffer.data(), mb->buffer.bytes()), 0)
+        << name << ": weights loaded through the blocks differ from the float load";
   }
 }
 
