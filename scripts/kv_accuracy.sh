@@ -4,7 +4,8 @@
 # prompts (the first 20 sentences of the public-domain text), on the CPU backend. Perplexity runs
 # in steps of 16 tokens, as decoding sees the cache (a 512-token prefill in one step would read
 # every quantized block the step seals). FORMAT@N sets --kv-residual-tokens N (int4 / int2: the
-# newest N tokens kept in bf16; default 128).
+# newest N tokens kept in bf16; default 128). KVS_KV_FLAGS adds flags to every quantized run
+# (e.g. --kv-sink=false: int4 / int2 without the sink).
 # usage: kv_accuracy.sh MODEL.gguf [FORMAT...]
 #   (default: f32 bf16 fp8 int8 int4-token int4@0 int4 int2@0 int2)
 set -euo pipefail
@@ -38,7 +39,7 @@ for f in $FORMATS; do
   t=${f%@*}
   r=128
   [ "$f" != "$t" ] && r=${f#*@}
-  KV=(--kv-dtype "$t" --kv-residual-tokens "$r" --device cpu)
+  KV=(--kv-dtype "$t" --kv-residual-tokens "$r" --device cpu ${KVS_KV_FLAGS:-})
   p1=$("$K" perplexity --model "$MODEL" --text tests/goldens/text/public_domain.txt "${KV[@]}" --max-tokens-per-step 16 2>&1 | awk '/^perplexity/ {print $2}')
   p2=$("$K" perplexity --model "$MODEL" --text "$TEXT2" "${KV[@]}" --max-tokens-per-step 16 2>&1 | awk '/^perplexity/ {print $2}')
   "$K" generate --model "$MODEL" --input "$W/prompts.jsonl" --output "$W/$f.jsonl" "${KV[@]}" --ignore-eos 2>/dev/null
