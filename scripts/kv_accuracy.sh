@@ -5,7 +5,9 @@
 # in steps of 16 tokens, as decoding sees the cache (a 512-token prefill in one step would read
 # every quantized block the step seals). FORMAT@N sets --kv-residual-tokens N (int4 / int2: the
 # newest N tokens kept in bf16; default 128). KVS_KV_FLAGS adds flags to every quantized run
-# (e.g. --kv-sink=false: int4 / int2 without the sink).
+# (e.g. --kv-sink=false: int4 / int2 without the sink); KVS_GREEDY_TOKENS sets the
+# continuations' length (default 64; with the default window, continuations that short never
+# leave bf16: 256 tests the sealed blocks).
 # usage: kv_accuracy.sh MODEL.gguf [FORMAT...]
 #   (default: f32 bf16 fp8 int8 int4-token int4@0 int4 int2@0 int2)
 set -euo pipefail
@@ -22,7 +24,8 @@ git show efc213f:docs/architecture.md > "$TEXT2" 2>/dev/null || {
   echo "kv_accuracy: efc213f is not in this clone's history; the tables' second text is unavailable" >&2
   exit 1
 }
-python3 - "$W/prompts.jsonl" <<'PY'
+GREEDY=${KVS_GREEDY_TOKENS:-64}
+python3 - "$W/prompts.jsonl" "$GREEDY" <<'PY'
 import json, sys
 import re
 text = open("tests/goldens/text/public_domain.txt").read()
@@ -30,10 +33,10 @@ text = open("tests/goldens/text/public_domain.txt").read()
 sentences = [x.strip() for x in re.split(r"(?<=[.;:!?])\s+", text) if len(x.strip()) > 30][:20]
 with open(sys.argv[1], "w") as f:
     for i, l in enumerate(sentences):
-        f.write(json.dumps({"id": str(i), "prompt": l, "max_tokens": 64}) + "\n")
+        f.write(json.dumps({"id": str(i), "prompt": l, "max_tokens": int(sys.argv[2])}) + "\n")
 PY
 "$K" generate --model "$MODEL" --input "$W/prompts.jsonl" --output "$W/bf16.jsonl" --kv-dtype bf16 --device cpu --ignore-eos 2>/dev/null
-echo "| KV format | perplexity (public domain) | perplexity (architecture.md of efc213f) | greedy tokens equal to bf16 KV (20 x 64) | first divergence (median) |"
+echo "| KV format | perplexity (public domain) | perplexity (architecture.md of efc213f) | greedy tokens equal to bf16 KV (20 x $GREEDY) | first divergence (median) |"
 echo "| --- | --- | --- | --- | --- |"
 for f in $FORMATS; do
   t=${f%@*}
