@@ -186,7 +186,7 @@ void DequantizeToF32(GgmlType type, std::span<const uint8_t> src, std::span<floa
     case GgmlType::kBF16:
       for (size_t i = 0; i < out.size(); ++i) o[i] = Bf16BitsToFloat(LoadU16(p + 2 * i));
       return;
-    case GgmlType::kF8_E4M3:  // codes times their block's scale, as ApplyFp8Scale computes it
+    case GgmlType::kF8_E4M3:  // codes times their block's scale, as an FP8 checkpoint's float read does
       ParallelFor(static_cast<int64_t>(blocks), kParallelWork / kF8BlockElems, [&](int64_t b0, int64_t b1) {
         for (int64_t blk = b0; blk < b1; ++blk) {
           const uint8_t* b = p + blk * info->block_bytes;

@@ -74,11 +74,13 @@ absl::StatusOr<Fp8ScaleGrid> ResolveFp8Scale(int64_t rows, int64_t cols, std::sp
       what, absl::StrJoin(scale_shape, ", "), rows, cols, scheme.block_rows, scheme.block_cols));
 }
 
+bool Fp8GridFitsBlocks(const Fp8ScaleGrid& grid, int64_t cols) {
+  return cols % kF8BlockElems == 0 && (grid.col_block == cols || grid.col_block % kF8BlockElems == 0);
+}
+
 std::optional<std::vector<uint8_t>> PackFp8Blocks(std::span<const uint8_t> codes, int64_t rows, int64_t cols,
                                                   std::span<const float> scale, const Fp8ScaleGrid& grid) {
-  // A block's 128 columns must share one scale: the whole row does, or the grid's columns are
-  // whole blocks.
-  if (cols % kF8BlockElems != 0 || (grid.col_block != cols && grid.col_block % kF8BlockElems != 0)) return std::nullopt;
+  if (!Fp8GridFitsBlocks(grid, cols)) return std::nullopt;
   const int64_t per_row = cols / kF8BlockElems, block_bytes = kF8BlockElems + 4;
   std::vector<uint8_t> out(rows * per_row * block_bytes);
   for (int64_t r = 0; r < rows; ++r) {

@@ -38,10 +38,13 @@ struct Fp8ScaleGrid {
 absl::StatusOr<Fp8ScaleGrid> ResolveFp8Scale(int64_t rows, int64_t cols, std::span<const int64_t> scale_shape,
                                              const Fp8Scheme& scheme, const std::string& what);
 
+// Whether a [rows, cols] weight whose scales lie on `grid` has the F8_E4M3 form: whole 128-column
+// blocks, each under one scale (the whole row's, or the grid's columns are whole blocks).
+bool Fp8GridFitsBlocks(const Fp8ScaleGrid& grid, int64_t cols);
+
 // The E4M3 codes of a [rows, cols] weight and their scales as kvshard's F8_E4M3 blocks (128 codes
 // and their f32 scale, kernels/common/ggml_types.h): the same weights, code x scale, kept in 8 bits.
-// nullopt where the layout has no such form (cols not whole blocks, or a scale grid that changes
-// inside a block); the caller then decodes to float.
+// nullopt where the layout has no such form (Fp8GridFitsBlocks); the caller then decodes to float.
 std::optional<std::vector<uint8_t>> PackFp8Blocks(std::span<const uint8_t> codes, int64_t rows, int64_t cols,
                                                   std::span<const float> scale, const Fp8ScaleGrid& grid);
 

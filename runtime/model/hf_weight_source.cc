@@ -78,11 +78,8 @@ class HfWeightSource final : public WeightSource {
   std::optional<GgmlType> StoredBlockType(const std::string& name) const override {
     auto [t, file] = Locate(name);
     if (t == nullptr || t->dtype != SafetensorsDType::kF8E4M3 || t->shape.size() != 2) return std::nullopt;
-    auto s = ReadFp8Scales(name, file->path(), t->shape[0], t->shape[1]);
-    if (!s.ok() || t->shape[1] % kF8BlockElems != 0 ||
-        (s->grid.col_block != t->shape[1] && s->grid.col_block % kF8BlockElems != 0)) {
-      return std::nullopt;
-    }
+    auto scale = LocateFp8Scale(name, file->path(), t->shape[0], t->shape[1]);  // its shape: no values read
+    if (!scale.ok() || !Fp8GridFitsBlocks(scale->grid, t->shape[1])) return std::nullopt;
     return GgmlType::kF8_E4M3;
   }
 
@@ -150,6 +147,23 @@ class HfWeightSource final : public WeightSource {
   // transformers layout), with the grid its shape says; refused by name when missing or misshapen.
   absl::StatusOr<Fp8Scales> ReadFp8Scales(const std::string& name, const std::string& path, int64_t rows,
                                           int64_t cols) const {
+    KVS_ASSIGN_OR_RETURN(Fp8ScaleTensor scale, LocateFp8Scale(name, path, rows, cols));
+    Fp8Scales s;
+    s.grid = scale.grid;
+    int64_t scale_elems = 1;
+    for (int64_t d : scale.tensor->shape) scale_elems *= d;
+    s.values.resize(scale_elems);
+    KVS_RETURN_IF_ERROR(SafetensorsToF32(*scale.tensor, scale.file->path(), s.values));
+    return s;
+  }
+  // ReadFp8Scales' tensor and grid, its values unread.
+  struct Fp8ScaleTensor {
+    const SafetensorsTensor* tensor;
+    const SafetensorsFile* file;
+    Fp8ScaleGrid grid;
+  };
+  absl::StatusOr<Fp8ScaleTensor> LocateFp8Scale(const std::string& name, const std::string& path, int64_t rows,
+                                                int64_t cols) const {
     const std::string what = absl::StrFormat("%s: tensor '%s' (F8_E4M3)", path, name);
     auto [scale, scale_file] = Locate(name + "_scale");
     if (scale == nullptr) std::tie(scale, scale_file) = Locate(name + "_scale_inv");
@@ -159,13 +173,9 @@ class HfWeightSource final : public WeightSource {
                           "the checkpoint",
                           what, name, name));
     }
-    Fp8Scales s;
-    KVS_ASSIGN_OR_RETURN(s.grid, ResolveFp8Scale(rows, cols, scale->shape, fp8_.value_or(Fp8Scheme{}), what));
-    int64_t scale_elems = 1;
-    for (int64_t d : scale->shape) scale_elems *= d;
-    s.values.resize(scale_elems);
-    KVS_RETURN_IF_ERROR(SafetensorsToF32(*scale, scale_file->path(), s.values));
-    return s;
+    KVS_ASSIGN_OR_RETURN(Fp8ScaleGrid grid,
+                         ResolveFp8Scale(rows, cols, scale->shape, fp8_.value_or(Fp8Scheme{}), what));
+    return Fp8ScaleTensor{scale, scale_file, grid};
   }
 
   std::pair<const SafetensorsTensor*, const SafetensorsFile*> Locate(const std::string& name) const {

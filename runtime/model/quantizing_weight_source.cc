@@ -10,48 +10,35 @@
 namespace kvs {
 namespace {
 
-class Fp8QuantizingSource final : public WeightSource {
+class Fp8QuantizingSource final : public ForwardingWeightSource {
  public:
-  explicit Fp8QuantizingSource(std::unique_ptr<WeightSource> inner) : inner_(std::move(inner)) {}
-
-  const ModelConfig& config() const override { return inner_->config(); }
-  std::string path() const override { return inner_->path(); }
-  std::string format() const override { return inner_->format(); }
-  bool Has(const std::string& name) const override { return inner_->Has(name); }
-  absl::Status ReadF32(const std::string& name, std::span<const int64_t> shape, std::span<float> out) const override {
-    return inner_->ReadF32(name, shape, out);
-  }
-  std::vector<TensorSummary> Summaries() const override { return inner_->Summaries(); }
-  std::optional<std::vector<float>> RopeFreqFactors() const override { return inner_->RopeFreqFactors(); }
-  GgufFile* gguf() const override { return inner_->gguf(); }
+  using ForwardingWeightSource::ForwardingWeightSource;
 
   std::optional<RandomInit> RandomInitFor(const std::string& name) const override {
     if (Quantizes(name)) return std::nullopt;  // through ReadRaw: quantized on the host
-    return inner_->RandomInitFor(name);
+    return inner().RandomInitFor(name);
   }
 
   absl::StatusOr<std::optional<RawTensor>> ReadRaw(const std::string& name,
                                                    std::span<const int64_t> shape) const override {
-    KVS_ASSIGN_OR_RETURN(std::optional<RawTensor> raw, inner_->ReadRaw(name, shape));
+    KVS_ASSIGN_OR_RETURN(std::optional<RawTensor> raw, inner().ReadRaw(name, shape));
     if (raw || !Quantizes(name) || shape.size() != 2) return raw;
     std::vector<float> w(shape[0] * shape[1]);
-    KVS_RETURN_IF_ERROR(inner_->ReadF32(name, shape, w));
+    KVS_RETURN_IF_ERROR(inner().ReadF32(name, shape, w));
     return RawTensor::Owning(GgmlType::kF8_E4M3, QuantizeToFp8Blocks(w, shape[0], shape[1]));
   }
 
   std::optional<GgmlType> StoredBlockType(const std::string& name) const override {
-    if (auto stored = inner_->StoredBlockType(name)) return stored;
+    if (auto stored = inner().StoredBlockType(name)) return stored;
     return Quantizes(name) ? std::optional<GgmlType>(GgmlType::kF8_E4M3) : std::nullopt;
   }
 
  private:
   // A projection the file stores as floats, of whole 128-column blocks.
   bool Quantizes(const std::string& name) const {
-    return absl::EndsWith(name, "_proj.weight") && inner_->Has(name) && !inner_->StoredBlockType(name) &&
+    return absl::EndsWith(name, "_proj.weight") && inner().Has(name) && !inner().StoredBlockType(name) &&
            ProjectionColumns(config(), name) % kF8BlockElems == 0;
   }
-
-  std::unique_ptr<WeightSource> inner_;
 };
 
 }  // namespace

@@ -79,6 +79,43 @@ class WeightSource {
   virtual class GgufFile* gguf() const { return nullptr; }
 };
 
+// A WeightSource that answers every question as `inner` does: the base of sources that change a
+// few answers (quantizing_weight_source.h), so that each overrides only those and a new question
+// is forwarded without each of them learning it.
+class ForwardingWeightSource : public WeightSource {
+ public:
+  explicit ForwardingWeightSource(std::unique_ptr<WeightSource> inner) : inner_(std::move(inner)) {}
+  const ModelConfig& config() const override { return inner_->config(); }
+  std::string path() const override { return inner_->path(); }
+  std::string format() const override { return inner_->format(); }
+  bool Has(const std::string& hf_name) const override { return inner_->Has(hf_name); }
+  absl::Status ReadF32(const std::string& hf_name, std::span<const int64_t> shape,
+                       std::span<float> out) const override {
+    return inner_->ReadF32(hf_name, shape, out);
+  }
+  absl::StatusOr<std::optional<RawTensor>> ReadRaw(const std::string& hf_name,
+                                                   std::span<const int64_t> shape) const override {
+    return inner_->ReadRaw(hf_name, shape);
+  }
+  std::optional<GgmlType> StoredBlockType(const std::string& hf_name) const override {
+    return inner_->StoredBlockType(hf_name);
+  }
+  std::optional<std::vector<float>> RopeFreqFactors() const override { return inner_->RopeFreqFactors(); }
+  std::vector<TensorSummary> Summaries() const override { return inner_->Summaries(); }
+  std::optional<RandomInit> RandomInitFor(const std::string& hf_name) const override {
+    return inner_->RandomInitFor(hf_name);
+  }
+  class GgufFile* gguf() const override {
+    return inner_->gguf();
+  }
+
+ protected:
+  const WeightSource& inner() const { return *inner_; }
+
+ private:
+  std::unique_ptr<WeightSource> inner_;
+};
+
 // Opens `path`: a .gguf file, a directory with config.json and model.safetensors or
 // model.safetensors.index.json, or "random:<preset>" (configs/models/<preset>.json, seeded
 // random weights; the seed may follow as "random:<preset>:<seed>").

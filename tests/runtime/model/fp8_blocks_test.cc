@@ -267,20 +267,13 @@ class Fp8CheckpointBlocksTest : public ::testing::Test {
 
 // The same source with its blocks hidden: every tensor read as float32 (ReadF32), as before FP8
 // stayed in 8 bits.
-class FloatOnly final : public WeightSource {
+class FloatOnly final : public ForwardingWeightSource {
  public:
-  explicit FloatOnly(std::unique_ptr<WeightSource> inner) : inner_(std::move(inner)) {}
-  const ModelConfig& config() const override { return inner_->config(); }
-  std::string path() const override { return inner_->path(); }
-  std::string format() const override { return inner_->format(); }
-  bool Has(const std::string& name) const override { return inner_->Has(name); }
-  absl::Status ReadF32(const std::string& name, std::span<const int64_t> shape, std::span<float> out) const override {
-    return inner_->ReadF32(name, shape, out);
+  using ForwardingWeightSource::ForwardingWeightSource;
+  absl::StatusOr<std::optional<RawTensor>> ReadRaw(const std::string&, std::span<const int64_t>) const override {
+    return std::nullopt;
   }
-  std::vector<TensorSummary> Summaries() const override { return inner_->Summaries(); }
-
- private:
-  std::unique_ptr<WeightSource> inner_;
+  std::optional<GgmlType> StoredBlockType(const std::string&) const override { return std::nullopt; }
 };
 
 TEST_F(Fp8CheckpointBlocksTest, ProjectionsReadAsBlocksAndTheModelEqualsTheFloatLoad) {
