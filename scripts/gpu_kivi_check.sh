@@ -14,11 +14,14 @@ gpu_tests kivi_kv_test cuda_kv_format_test prefill_attention_test cuda_backend_t
 grep -E "worst element" "$OUT/kivi_kv_test.log" | head -20
 echo "tests done at $(( $(date +%s) - start )) s"
 gpu_copy_ceiling
-for kv in bf16 int4-token int4 int2; do
+# int4 / int2 decode on tensor cores (the default, paged_decode_kivi.cu) and on CUDA cores
+# (KVS_KIVI_DECODE=cuda-cores, paged_attention_kivi.cu), in the same call.
+for kv in bf16 int4-token int4 int2 int4:cuda-cores int2:cuda-cores; do
+  echo "## $kv"
   for shape in "8 131072" "32 4096" "1 32768"; do
     set -- $shape
-    timeout 60 $K bench --device cuda --model random:llama-3-8b --kernel attention --batch $1 --context $2 --iters 20 \
-      --kv-dtype $kv 2>&1 | grep -E "^\||rror"
+    KVS_KIVI_DECODE=${kv#*:} timeout 60 $K bench --device cuda --model random:llama-3-8b --kernel attention \
+      --batch $1 --context $2 --iters 20 --kv-dtype ${kv%%:*} 2>&1 | grep -E "^\||rror"
   done
 done
 for kv in bf16 int4-token int4 int2; do

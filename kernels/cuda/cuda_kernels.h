@@ -190,9 +190,27 @@ cudaError_t LaunchWindowAttention(const bf16* q, int64_t q_stride, int32_t q_hea
                                   const AttentionBatch& batch, float scale, bf16* out, int64_t out_stride,
                                   cudaStream_t stream);
 
+// Decode steps over int4 / int2 caches on tensor cores (paged_decode_kivi.cu): one query per
+// sequence, head_dim 64 or 128, GQA groups of up to 16 query heads, and a block size that 16-key
+// tiles divide (so a tile lies in one block and is sealed or in the ring as a whole). Other steps
+// and shapes take the CUDA-core kernel (paged_attention_kivi.cu).
+constexpr bool KiviDecodeMmaSupports(KvDType t, int32_t head_dim, int32_t block_size, int32_t group) {
+  return KvChannelQuantized(t) && (head_dim == 64 || head_dim == 128) && block_size > 0 && block_size % 16 == 0 &&
+         group >= 1 && group <= 16;
+}
+cudaError_t LaunchKiviDecodeMma(const bf16* q, int64_t q_stride, int32_t q_heads, const PagedKvView& cache,
+                                const AttentionBatch& batch, float scale, bf16* out, int64_t out_stride,
+                                const AttentionWorkspace& ws, cudaStream_t stream);
+// Which kernel LaunchKiviAttention gives a decode step: kAuto the tensor-core one where
+// KiviDecodeMmaSupports, kCudaCores always the CUDA-core one (tests and benchmarks compare them;
+// KVS_KIVI_DECODE=cuda-cores in the environment starts a process with it). Process-wide.
+enum class KiviDecodeKernel { kAuto, kCudaCores };
+void SetKiviDecodeKernel(KiviDecodeKernel kernel);
+
 // Causal attention (window included) over an int4 / int2 cache: sealed blocks decoded in
 // registers, each sequence's newest keys from its residual ring (AttentionBatch::residual /
-// sealed); split along the keys into `ws` when the rows alone would not fill the GPU.
+// sealed); split along the keys into `ws` when the rows alone would not fill the GPU. Decode
+// steps go to LaunchKiviDecodeMma where it applies.
 cudaError_t LaunchKiviAttention(const bf16* q, int64_t q_stride, int32_t q_heads, const PagedKvView& cache,
                                 const AttentionBatch& batch, float scale, bf16* out, int64_t out_stride,
                                 const AttentionWorkspace& ws, cudaStream_t stream);

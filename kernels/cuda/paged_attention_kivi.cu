@@ -14,9 +14,12 @@
 // 32-wide value group, so one (scale, zero) pair per key and lane. Codes become floats by integer
 // instructions (UnitFloat), not conversions. Softmax in base 2 with a
 // running max and sum per warp; warps merge in shared memory, key splits through the workspace
-// (attention_combine.cuh). CUDA cores only: the first GPU path for these formats, measured
-// against the tensor-core int4-token kernel in docs/performance.md.
+// (attention_combine.cuh). CUDA cores: prefill steps, and decode steps in shapes the tensor-core
+// decode kernel (paged_decode_kivi.cu, KiviDecodeMmaSupports) does not take.
+#include <atomic>
 #include <cfloat>
+#include <cstdlib>
+#include <string_view>
 
 #include "kernels/cuda/attention_combine.cuh"
 
@@ -408,7 +411,22 @@ cudaError_t LaunchFor(const KiviParams& p, const AttentionWorkspace& ws, cudaStr
   }
 }
 
+std::atomic<int> g_decode_kernel{-1};  // -1: not yet read from the environment
+
+bool UseDecodeMma() {
+  int k = g_decode_kernel.load();
+  if (k < 0) {
+    const char* env = std::getenv("KVS_KIVI_DECODE");
+    k = static_cast<int>(env != nullptr && std::string_view(env) == "cuda-cores" ? KiviDecodeKernel::kCudaCores
+                                                                                 : KiviDecodeKernel::kAuto);
+    g_decode_kernel.store(k);
+  }
+  return k == static_cast<int>(KiviDecodeKernel::kAuto);
+}
+
 }  // namespace
+
+void SetKiviDecodeKernel(KiviDecodeKernel kernel) { g_decode_kernel.store(static_cast<int>(kernel)); }
 
 cudaError_t LaunchKiviAttention(const bf16* q, int64_t q_stride, int32_t q_heads, const PagedKvView& cache,
                                 const AttentionBatch& batch, float scale, bf16* out, int64_t out_stride,
@@ -417,6 +435,10 @@ cudaError_t LaunchKiviAttention(const bf16* q, int64_t q_stride, int32_t q_heads
   if (!KiviAttentionSupports(cache.dtype, cache.head_dim) || cache.k_residual == nullptr ||
       q_heads % cache.kv_heads != 0) {
     return cudaErrorInvalidValue;
+  }
+  if (batch.max_query_len == 1 && UseDecodeMma() &&
+      KiviDecodeMmaSupports(cache.dtype, cache.head_dim, cache.block_size, q_heads / cache.kv_heads)) {
+    return LaunchKiviDecodeMma(q, q_stride, q_heads, cache, batch, scale, out, out_stride, ws, stream);
   }
   KiviParams p{};
   p.q = q;

@@ -14,6 +14,7 @@
 #include "kernels/common/half_convert.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_kernels.h"
 #include "tests/support/attention_batch.h"
 #include "tests/support/elementwise_check.h"
 #include "tests/support/gpu_fixture.h"
@@ -34,6 +35,7 @@ struct KiviCase {
 
 class KiviKvTest : public testing::GpuFixture<::testing::TestWithParam<KiviCase>> {
  protected:
+  void TearDown() override { cuda::SetKiviDecodeKernel(cuda::KiviDecodeKernel::kAuto); }
   template <typename T>
   DeviceBuffer Upload(const std::vector<T>& host) {
     auto buf = gpu_->Allocate(std::max<size_t>(host.size() * sizeof(T), 16));
@@ -114,6 +116,7 @@ TEST_P(KiviKvTest, SealedBlocksRingsAndAttentionMatchTheCpu) {
   ASSERT_TRUE(gpu_->ReserveWorkspace(max_step, seqs, c.q_heads, dim).ok());
 
   const KvResidualRing ring = layout.ring();
+  double worst_cores = 0, worst_mma = 0;  // worst element / tolerance of each decode kernel
   std::vector<int32_t> context(seqs, 0), sealed(seqs, 0);
   for (size_t step = 0; step < c.steps.size(); ++step) {
     SCOPED_TRACE(::testing::Message() << "step " << step);
@@ -175,9 +178,6 @@ TEST_P(KiviKvTest, SealedBlocksRingsAndAttentionMatchTheCpu) {
     st = gpu_->WriteKv(gkr.View(DType::kBF16, tokens, width), gvr.View(DType::kBF16, tokens, width),
                        gslots.as<int32_t>(), gcache);
     ASSERT_TRUE(st.ok()) << st;
-    st = gpu_->PagedAttention(gq.View(DType::kBF16, tokens, qw), gcache, gbatch, scale,
-                              gout.View(DType::kBF16, tokens, qw));
-    ASSERT_TRUE(st.ok()) << st;
 
     // The bytes: paged blocks (sealed ones encoded, the others still poison) and rings.
     const auto hk = Download<uint8_t>(gk, ck.size()), hv = Download<uint8_t>(gv, cv.size());
@@ -190,23 +190,39 @@ TEST_P(KiviKvTest, SealedBlocksRingsAndAttentionMatchTheCpu) {
       ASSERT_EQ(hrk[i], crk[i]) << "key ring element " << i;
       ASSERT_EQ(hrv[i], crv[i]) << "value ring element " << i;
     }
-    // The outputs, element by element (tests/support/elementwise_check.h): within bf16's rounding of
-    // the output and of the order of the sums, scaled by the row's spread.
-    std::vector<float> got(tokens * qw);
-    ASSERT_TRUE(gpu_->DownloadFloat(gout.View(DType::kBF16, tokens, qw), got).ok());
-    double worst = 0;
-    for (int64_t r = 0; check_attention && r < tokens * c.q_heads; ++r) {
-      const std::span<const float> w(want.data() + r * dim, dim), g(got.data() + r * dim, dim);
-      double sq = 0;
-      for (float x : w) sq += static_cast<double>(x) * x;
-      const std::string what = ::testing::PrintToString(c.name) + " step " + std::to_string(step) + " row " +
-                               std::to_string(r / c.q_heads) + " head " + std::to_string(r % c.q_heads);
-      worst = std::max(worst, testing::ExpectElementwise(g, w, 1e-2 * std::sqrt(sq / dim) + 1e-6, 8e-3, what, seed));
-      if (worst > 1) break;
+    // The outputs of both decode kernels (a decode step in a shape KiviDecodeMmaSupports takes the
+    // tensor-core one by default), element by element (tests/support/elementwise_check.h): within
+    // bf16's rounding of the output and of the order of the sums, scaled by the row's spread.
+    for (const cuda::KiviDecodeKernel kernel : {cuda::KiviDecodeKernel::kAuto, cuda::KiviDecodeKernel::kCudaCores}) {
+      const bool cuda_cores = kernel == cuda::KiviDecodeKernel::kCudaCores;
+      if (cuda_cores && batch.max_query_len != 1) continue;  // only decode steps have two kernels
+      cuda::SetKiviDecodeKernel(kernel);
+      ASSERT_TRUE(
+          gpu_->CopyToDevice(std::vector<uint16_t>(tokens * qw, 0xffff).data(), gout.data(), tokens * qw * 2).ok());
+      st = gpu_->PagedAttention(gq.View(DType::kBF16, tokens, qw), gcache, gbatch, scale,
+                                gout.View(DType::kBF16, tokens, qw));
+      ASSERT_TRUE(st.ok()) << st;
+      std::vector<float> got(tokens * qw);
+      ASSERT_TRUE(gpu_->DownloadFloat(gout.View(DType::kBF16, tokens, qw), got).ok());
+      const bool mma = !cuda_cores && batch.max_query_len == 1 &&
+                       cuda::KiviDecodeMmaSupports(c.format, dim, bs, c.q_heads / c.kv_heads);
+      double& worst = mma ? worst_mma : worst_cores;
+      for (int64_t r = 0; check_attention && r < tokens * c.q_heads; ++r) {
+        const std::span<const float> w(want.data() + r * dim, dim), g(got.data() + r * dim, dim);
+        double sq = 0;
+        for (float x : w) sq += static_cast<double>(x) * x;
+        const std::string what = ::testing::PrintToString(c.name) + (mma ? " (tensor cores)" : " (CUDA cores)") +
+                                 " step " + std::to_string(step) + " row " + std::to_string(r / c.q_heads) + " head " +
+                                 std::to_string(r % c.q_heads);
+        worst = std::max(worst, testing::ExpectElementwise(g, w, 1e-2 * std::sqrt(sq / dim) + 1e-6, 8e-3, what, seed));
+        if (worst > 1) break;
+      }
     }
+    cuda::SetKiviDecodeKernel(cuda::KiviDecodeKernel::kAuto);
     if (step + 1 == c.steps.size()) {
-      std::printf("%s: %zu steps, contexts up to %d: worst element / tolerance %.2f\n", c.name.c_str(), c.steps.size(),
-                  batch.max_context_len, worst);
+      std::printf(
+          "%s: %zu steps, contexts up to %d: worst element / tolerance %.2f (CUDA cores), %.2f (tensor cores)\n",
+          c.name.c_str(), c.steps.size(), batch.max_context_len, worst_cores, worst_mma);
     }
     for (int32_t s = 0; s < seqs; ++s) {
       context[s] = context_len[s];
@@ -244,13 +260,21 @@ std::vector<KiviCase> Cases() {
     // Block size 32 and page size 1 (a chunk of three keys spans three blocks).
     out.push_back({n + "_bs32", f, 16, 4, 128, 32, 5, 0, MixedSteps({100, 33}, {31, 64}, 5)});
     out.push_back({n + "_bs1", f, 8, 2, 64, 1, 4, 0, MixedSteps({9, 2}, {3, 1}, 4)});
+    // Shapes of the tensor-core decode kernel (block size a multiple of 16) that the cases above
+    // leave out: MHA, a group of 5, 16 query heads per KV head, a window in 16-key blocks.
+    out.push_back({n + "_mha_bs16", f, 4, 4, 128, 16, 2, 0, MixedSteps({40, 17, 3}, {16, 1, 30}, 8)});
+    out.push_back({n + "_group5_bs16", f, 10, 2, 64, 16, 3, 0, MixedSteps({13, 1, 70}, {5, 33, 9}, 10)});
+    out.push_back({n + "_group16_bs32", f, 32, 2, 128, 32, 2, 0, MixedSteps({90, 31}, {2, 64}, 6)});
+    out.push_back({n + "_window40_bs16", f, 8, 2, 128, 16, 3, 40, MixedSteps({100, 9}, {33, 50}, 12)});
     // The sink (each sequence's first block in bf16 beside its ring), held by some sequences only:
     // KIVI's ring, odd blocks, a window, page size 1, and a first step that seals the sink's block.
     for (KiviCase sink :
          {KiviCase{n + "_llama_ring9_sink", f, 32, 8, 128, 16, 9, 0, MixedSteps({37, 5, 150}, {20, 3, 1}, 20)},
           KiviCase{n + "_bs7_d32_sink", f, 4, 4, 32, 7, 2, 0, MixedSteps({19, 8}, {15, 1}, 9)},
           KiviCase{n + "_window24_sink", f, 8, 2, 128, 8, 3, 24, MixedSteps({70, 9}, {33, 50}, 12)},
-          KiviCase{n + "_bs1_sink", f, 8, 2, 64, 1, 4, 0, MixedSteps({9, 2}, {3, 1}, 4)}}) {
+          KiviCase{n + "_bs1_sink", f, 8, 2, 64, 1, 4, 0, MixedSteps({9, 2}, {3, 1}, 4)},
+          KiviCase{n + "_window40_bs16_sink", f, 8, 2, 128, 16, 3, 40, MixedSteps({100, 9}, {33, 50}, 12)},
+          KiviCase{n + "_smollm_bs32_sink", f, 9, 3, 64, 32, 2, 0, MixedSteps({20, 70, 33}, {9, 1, 40}, 12)}}) {
       sink.sink = true;
       out.push_back(sink);
     }
