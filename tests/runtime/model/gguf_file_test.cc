@@ -99,6 +99,21 @@ TEST(GgufFileTest, NamesTheProblem) {
     EXPECT_NE(bytes.status().message().find("IQ2_XXS"), std::string::npos) << bytes.status();
     EXPECT_NE(bytes.status().message().find("blk.0.attn_q.weight"), std::string::npos);
   }
+  // kvshard's own FP8 block type is never a GGUF type (its id is outside GGML's), nor is an id no
+  // GGML version has: both are refused by id, with the list of what kvshard decodes.
+  for (const uint32_t id : {static_cast<uint32_t>(GgmlType::kF8_E4M3), uint32_t{999}}) {
+    SCOPED_TRACE(id);
+    auto w = TinyLlama();
+    w.Tensor("blk.0.attn_k.weight", {128, 2}, id, std::vector<uint8_t>(264, 0));
+    auto f = GgufFile::Open(WriteTemp("id.gguf", w.Bytes()));
+    ASSERT_TRUE(f.ok()) << f.status();
+    auto bytes = (*f)->TensorBytes(*(*f)->FindTensor("blk.0.attn_k.weight"));
+    EXPECT_EQ(bytes.status().code(), absl::StatusCode::kUnimplemented);
+    EXPECT_NE(bytes.status().message().find("(" + std::to_string(id) + ")"), std::string::npos) << bytes.status();
+    EXPECT_NE(bytes.status().message().find("blk.0.attn_k.weight"), std::string::npos) << bytes.status();
+    EXPECT_NE(bytes.status().message().find("supported: F32, F16"), std::string::npos) << bytes.status();
+    EXPECT_EQ(bytes.status().message().find("F8_E4M3"), std::string::npos) << bytes.status();
+  }
   {
     auto w = TinyLlama();
     w.Tensor("odd", {33}, /*Q4_0*/ 2, std::vector<uint8_t>(36, 0));
