@@ -4,7 +4,8 @@
 # 0's matrices and the LM head of Llama-3-8B's shape, random weights in each block type:
 # random:<preset>:<type>) at 1 and 8 tokens (the block GEMV) and 32 (bf16 tiles); an Nsight Compute
 # profile of the GEMV on the gate projection (the first type, 1 token); the whole decode step at
-# batch 1, and at batch 32 for bf16 and the first type. F8_E4M3 is kvshard's FP8 weights.
+# batch 1, and at batch 32 for bf16 and the first type. F8_E4M3 is kvshard's FP8 weights; with it,
+# the FP8 tensor-core GEMM against the bf16 tiles at 32, 512 and 4,096 tokens.
 # Usage: bash scripts/gpu_quant_bench.sh [TYPES...]   (default: Q4_K Q4_0 Q6_K Q8_0)
 source "$(dirname "$0")/gpu_common.sh"
 TYPES=${*:-Q4_K Q4_0 Q6_K Q8_0}
@@ -18,6 +19,19 @@ gpu_copy_ceiling | tee "$OUT/ceiling.txt"
       $K bench --device cuda --model $spec --kernel linear --batch $b --iters 20 2>&1 | grep -E "^\|"
     done
   done
+  # F8_E4M3 beyond the GEMV: cuBLASLt's block-scaled FP8 GEMM (the default) against the bf16 tiles
+  # (KVS_F8_GEMM=bf16-tiles) and bf16 weights, at prefill-sized batches.
+  if [[ " $TYPES " == *" F8_E4M3 "* ]]; then
+    for b in 32 512 4096; do
+      for mode in auto bf16-tiles; do
+        echo "## random:llama-3-8b:F8_E4M3 tokens $b ($mode)"
+        KVS_F8_GEMM=$mode $K bench --device cuda --model random:llama-3-8b:F8_E4M3 --kernel linear --batch $b \
+          --iters 20 2>&1 | grep -E "^\||rror"
+      done
+      echo "## random:llama-3-8b tokens $b (bf16 weights)"
+      $K bench --device cuda --model random:llama-3-8b --kernel linear --batch $b --iters 20 2>&1 | grep -E "^\|"
+    done
+  fi
 } 2>&1 | tee "$OUT/linear_bench.txt"
 first=${TYPES%% *}
 timeout 200 ncu --clock-control none -k regex:"BlockGemv|F8Gemv" --launch-skip 32 -c 1 --section SpeedOfLight \

@@ -39,7 +39,6 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int device) {
   KVS_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&b->ops_issued_, cudaEventDisableTiming));
   KVS_CUBLAS_RETURN_IF_ERROR(cublasCreate(&b->cublas_));
   KVS_CUBLAS_RETURN_IF_ERROR(cublasSetStream(b->cublas_, b->stream_));
-  constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;  // cuBLAS's recommendation for Hopper
   KVS_ASSIGN_OR_RETURN(b->cublas_workspace_, b->Allocate(kCublasWorkspaceBytes));
   KVS_CUBLAS_RETURN_IF_ERROR(cublasSetWorkspace(b->cublas_, b->cublas_workspace_.data(), kCublasWorkspaceBytes));
   return b;

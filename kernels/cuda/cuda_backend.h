@@ -7,11 +7,12 @@
 #include <cuda_runtime.h>
 
 #include <memory>
+#include <optional>
 
 #include "absl/container/flat_hash_map.h"
-
 #include "kernels/backend.h"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/f8_gemm.h"
 #include "kernels/cuda/host_tail_memory.h"
 
 namespace kvs {
@@ -86,9 +87,17 @@ class CudaBackend final : public Backend {
   CudaBackend() = default;
   // out = x w^T through cuBLAS (bf16 in, fp32 accumulate).
   absl::Status Gemm(TensorView x, TensorView w, TensorView out);
-  // Linear with w in GGML blocks: the block GEMV up to kBlockGemvMaxTokens tokens, else rows of w
-  // decoded into bf16 tiles of block_tile_ and multiplied by cuBLAS, a tile at a time.
+  // Linear with w in GGML blocks: the block GEMV up to kBlockGemvMaxTokens tokens; beyond, F8_E4M3
+  // on FP8 tensor cores where cuBLASLt takes the shape (LinearF8TensorCores), else rows of w
+  // decoded into bf16 tiles of block_tile_ and multiplied by cuBLAS, a tile at a time
+  // (LinearBf16Tiles).
   absl::Status LinearBlocks(TensorView x, TensorView w, TensorView out);
+  absl::Status LinearBf16Tiles(TensorView x, TensorView w, TensorView out);
+  // F8_E4M3 weights with more than kBlockGemvMaxTokens tokens: activations quantized per token
+  // and 128 columns in chunks of f8_activations_, weight rows split into codes and scales in tiles
+  // of block_tile_, cuBLASLt's block-scaled FP8 GEMM (f8_gemm.h); tokens past the last multiple of
+  // 4 through the GEMV. False (nothing written) where it does not apply: then the bf16 tiles.
+  absl::StatusOr<bool> LinearF8TensorCores(TensorView x, TensorView w, TensorView out);
   // The GEMV's int8 activations and the bf16 tile, allocated once (ReserveWorkspace, or the first
   // uncaptured Linear that needs them), so that captured steps never allocate.
   absl::Status EnsureBlockBuffers();
@@ -99,9 +108,13 @@ class CudaBackend final : public Backend {
   // Set once a load keeps weights in blocks (LinearTakesBlocks said yes): ReserveWorkspace then
   // allocates the buffers above.
   mutable bool keeps_blocks_ = false;
+  mutable bool keeps_f8_ = false;  // ... of F8_E4M3 (ReserveWorkspace then sets up the FP8 GEMM too)
   DeviceBuffer gemv_activations_;
   cuda::QuantizedActivations gemv_a_;
   DeviceBuffer block_tile_;
+  static constexpr size_t kF8ActivationBytes = size_t{32} << 20;  // E4M3 activations and their scales
+  DeviceBuffer f8_activations_;
+  std::optional<cuda::F8Gemm> f8_gemm_;
   // Queues `regions` on `stream`: one copy kernel reading its table at `device_table` when every
   // region is in aligned 16-byte words, else a cudaMemcpyAsync each.
   absl::Status IssueRegions(std::span<const CopyRegion> regions, const CopyRegion* device_table, cudaStream_t stream,
@@ -118,7 +131,10 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   DeviceBuffer workspace_;
-  DeviceBuffer cublas_workspace_;  // fixed, so that captured GEMMs never allocate
+  // Fixed, so that captured GEMMs never allocate; cuBLAS and cuBLASLt (the FP8 GEMM) share it, in
+  // stream order. 32 MiB: cuBLAS's recommendation for Hopper.
+  static constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
+  DeviceBuffer cublas_workspace_;
   DeviceBuffer copy_table_;        // CopyRegions' table on the device
   // KV block moves: their stream, its table, the ops' point it starts from, and the slot marks.
   cudaStream_t move_stream_ = nullptr;

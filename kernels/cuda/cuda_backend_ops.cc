@@ -93,16 +93,24 @@ bool CudaBackend::LinearTakesBlocks(GgmlType type) const {
   const auto info = LookupGgmlType(static_cast<uint32_t>(type));
   const bool takes = info.has_value() && info->block_elems >= 32;
   keeps_blocks_ = keeps_blocks_ || takes;
+  keeps_f8_ = keeps_f8_ || type == GgmlType::kF8_E4M3;
   return takes;
 }
 
 absl::Status CudaBackend::EnsureBlockBuffers() {
-  if (gemv_activations_.data() != nullptr) return absl::OkStatus();
+  const bool need_f8 = keeps_f8_ && !f8_gemm_.has_value();
+  if (gemv_activations_.data() != nullptr && !need_f8) return absl::OkStatus();
   cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
   KVS_CUDA_RETURN_IF_ERROR(cudaStreamIsCapturing(stream_, &capturing));
   if (capturing != cudaStreamCaptureStatusNone) {
     return absl::FailedPreconditionError("Linear: weights in blocks need ReserveWorkspace before a graph is captured");
   }
+  if (need_f8) {
+    KVS_ASSIGN_OR_RETURN(f8_activations_, Allocate(kF8ActivationBytes));
+    KVS_ASSIGN_OR_RETURN(auto gemm, cuda::F8Gemm::Create(stream_, cublas_workspace_.data(), kCublasWorkspaceBytes));
+    f8_gemm_.emplace(std::move(gemm));
+  }
+  if (gemv_activations_.data() != nullptr) return absl::OkStatus();
   const int64_t t = cuda::kBlockGemvMaxTokens, k = kGemvMaxK;
   // q, then d (per 32), then sum16 (per 16): each part 16-byte aligned.
   KVS_ASSIGN_OR_RETURN(gemv_activations_, Allocate(t * k + t * (k / 32) * 4 + t * (k / 16) * 4));
@@ -129,6 +137,53 @@ absl::Status CudaBackend::LinearBlocks(TensorView x, TensorView w, TensorView ou
                                                    out.stride, out.dtype == DType::kF32, stream_));
     return absl::OkStatus();
   }
+  if (w.blocks == GgmlType::kF8_E4M3 && cuda::UseF8TensorCores()) {
+    KVS_ASSIGN_OR_RETURN(const bool done, LinearF8TensorCores(x, w, out));
+    if (done) return absl::OkStatus();
+  }
+  return LinearBf16Tiles(x, w, out);
+}
+
+absl::StatusOr<bool> CudaBackend::LinearF8TensorCores(TensorView x, TensorView w, TensorView out) {
+  const int64_t k = w.cols, row_bytes = w.BytesOf(w.stride), scale_bytes = k / kF8BlockElems * 4;
+  // Chunks of tokens and tiles of weight rows: codes and scales in one buffer each; multiples of 4
+  // (cuBLASLt's scale vectors), as is every real model's row count.
+  const int64_t chunk = static_cast<int64_t>(kF8ActivationBytes) / (k + scale_bytes) / 4 * 4;
+  const int64_t tile = static_cast<int64_t>(kBlockTileBytes) / (k + scale_bytes) / 4 * 4;
+  const int64_t m4 = x.rows / 4 * 4;
+  if (!f8_gemm_.has_value() || w.rows % 4 != 0 || chunk < 4 || tile < 4 || m4 == 0) return false;
+  const bool f32_out = out.dtype == DType::kF32;
+  auto* a_codes = f8_activations_.as<uint8_t>();
+  auto* w_codes = static_cast<uint8_t*>(block_tile_.data());
+  for (int64_t t0 = 0; t0 < m4; t0 += chunk) {
+    const int64_t m = std::min(chunk, m4 - t0);
+    auto* a_scales = reinterpret_cast<float*>(a_codes + m * k);
+    const TensorView xs = x.Rows(t0, m), outs = out.Rows(t0, m);
+    KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchF8QuantizeActivations(static_cast<const bf16*>(xs.data), xs.stride, m, k,
+                                                               a_codes, a_scales, stream_));
+    for (int64_t r0 = 0; r0 < w.rows; r0 += tile) {
+      const int64_t rows = std::min(tile, w.rows - r0);
+      auto* w_scales = reinterpret_cast<float*>(w_codes + rows * k);
+      KVS_CUDA_RETURN_IF_ERROR(
+          cuda::LaunchF8SplitBlocks(w.Rows(r0, rows).data, row_bytes, rows, k, w_codes, w_scales, stream_));
+      const TensorView o = outs.Cols(r0, rows);
+      KVS_ASSIGN_OR_RETURN(const bool ran,
+                           f8_gemm_->Run(w_codes, w_scales, rows, a_codes, a_scales, m, k, o.data, o.stride, f32_out));
+      // A shape cuBLASLt has no algorithm for: these rows in bf16 (the first tile and chunk of a
+      // shape decide, so this is the rare odd tail).
+      if (!ran) KVS_RETURN_IF_ERROR(LinearBf16Tiles(xs, w.Rows(r0, rows), o));
+    }
+  }
+  if (m4 < x.rows) {  // the last 1 to 3 tokens
+    const TensorView xs = x.Rows(m4, x.rows - m4), o = out.Rows(m4, x.rows - m4);
+    KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchF8Gemv(w.data, row_bytes, w.rows, k, static_cast<const bf16*>(xs.data),
+                                                xs.stride, xs.rows, o.data, o.stride, f32_out, stream_));
+  }
+  return true;
+}
+
+absl::Status CudaBackend::LinearBf16Tiles(TensorView x, TensorView w, TensorView out) {
+  const int64_t row_bytes = w.BytesOf(w.stride), k = w.cols;
   const int64_t tile_rows = std::max<int64_t>(1, static_cast<int64_t>(kBlockTileBytes / sizeof(bf16)) / k);
   if (tile_rows * k * static_cast<int64_t>(sizeof(bf16)) > static_cast<int64_t>(kBlockTileBytes)) {
     return absl::InvalidArgumentError(absl::StrFormat("Linear: a row of %d weights exceeds the block tile", k));

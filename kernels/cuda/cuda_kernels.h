@@ -120,6 +120,14 @@ cudaError_t LaunchEmbeddingBlocks(GgmlType type, const int32_t* ids, int64_t tok
 // x [tokens, k] as they are (rows x_stride elements apart, 8-byte aligned); k whole blocks.
 cudaError_t LaunchF8Gemv(const void* w, int64_t row_bytes, int64_t n, int64_t k, const bf16* x, int64_t x_stride,
                          int64_t tokens, void* out, int64_t out_stride, bool f32_out, cudaStream_t stream);
+// The operands of an FP8 tensor-core GEMM (f8_gemm.h) with 1 x 128 block scales: `rows` rows of
+// F8_E4M3 blocks as a dense E4M3 matrix codes [rows][k] and scales [k / 128][rows]; activations x
+// [tokens, k] bf16 quantized per token and 128 columns to codes [tokens][k] and scales
+// [k / 128][tokens] (scale = the block's max |x| / 448).
+cudaError_t LaunchF8SplitBlocks(const void* w, int64_t row_bytes, int64_t rows, int64_t k, uint8_t* codes,
+                                float* scales, cudaStream_t stream);
+cudaError_t LaunchF8QuantizeActivations(const bf16* x, int64_t x_stride, int64_t tokens, int64_t k, uint8_t* codes,
+                                        float* scales, cudaStream_t stream);
 // LaunchDequantize and LaunchEmbeddingBlocks for F8_E4M3 (which those two hand to these).
 cudaError_t LaunchF8Dequantize(const void* src, int64_t src_stride, int64_t rows, int64_t cols, void* out, bool f32_out,
                                cudaStream_t stream);

@@ -2,8 +2,10 @@
 // scale; kernels/common/ggml_types.h). The decode GEMV (1 to kBlockGemvMaxTokens tokens) reads each
 // code once and multiplies it with the bf16 activations as they are (no activation rounding: the
 // codes become halves exactly, their products and sums are f32), so a step reads about one byte a
-// weight. The row decoder feeds the bf16 tiles that larger batches multiply with cuBLAS, and the
-// embedding lookup. A weight is float(code) x scale, rounded once, as the CPU decoder computes it.
+// weight. Larger batches multiply on FP8 tensor cores (f8_gemm.h), for which this file splits
+// weight blocks into codes and scales and quantizes the activations; the row decoder feeds the
+// bf16 tiles that the fallback multiplies with cuBLAS, and the embedding lookup. A weight is float(code) x scale,
+// rounded once, as the CPU decoder computes it.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
@@ -161,7 +163,80 @@ struct EmbeddingRow {
   }
 };
 
+// The FP8 GEMM's weight operand (f8_gemm.h): rows of F8_E4M3 blocks split into a dense code
+// matrix [rows][k] and its scales, block b of row r at scales[b * rows + r] (cuBLASLt's 1 x 128
+// block scales: the outer dimension contiguous). A warp per block: a lane moves one word of codes.
+__global__ void F8SplitKernel(const uint8_t* __restrict__ w, int64_t row_bytes, int64_t rows, int blocks,
+                              uint8_t* __restrict__ codes, float* __restrict__ scales) {
+  const int64_t warp = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  if (warp >= rows * blocks) return;
+  const int64_t r = warp / blocks;
+  const int b = static_cast<int>(warp % blocks);
+  const uint8_t* blk = w + r * row_bytes + static_cast<int64_t>(b) * kBlockBytes;
+  reinterpret_cast<uint32_t*>(codes + r * blocks * kF8BlockElems + static_cast<int64_t>(b) * kF8BlockElems)[lane] =
+      __ldg(reinterpret_cast<const uint32_t*>(blk) + lane);
+  if (lane == 0) scales[static_cast<int64_t>(b) * rows + r] = Scale(blk);
+}
+
+// The FP8 GEMM's activation operand: x [tokens][k] bf16 to E4M3 codes [tokens][k] with one f32
+// scale per token and 128 columns (amax / 448, so the block's largest element is E4M3's largest
+// finite; 1 for a block of zeros), scale of block b of token t at scales[b * tokens + t]. A warp per
+// block, four elements a lane. A NaN stays NaN in its own block (satfinite keeps NaN), so it
+// reaches only its token's outputs.
+__global__ void F8QuantizeActivationsKernel(const bf16* __restrict__ x, int64_t x_stride, int64_t tokens, int blocks,
+                                            uint8_t* __restrict__ codes, float* __restrict__ scales) {
+  const int64_t warp = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  if (warp >= tokens * blocks) return;
+  const int64_t t = warp / blocks;
+  const int b = static_cast<int>(warp % blocks);
+  const int64_t col = static_cast<int64_t>(b) * kF8BlockElems + 4 * lane;
+  const uint2 raw = __ldg(reinterpret_cast<const uint2*>(x + t * x_stride + col));
+  const float2 v01 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.x));
+  const float2 v23 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.y));
+  float amax = fmaxf(fmaxf(fabsf(v01.x), fabsf(v01.y)), fmaxf(fabsf(v23.x), fabsf(v23.y)));
+  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  const float scale = amax > 0.0f ? amax / 448.0f : 1.0f;
+  const float inv = 1.0f / scale;
+  const __nv_fp8x2_storage_t lo =
+      __nv_cvt_float2_to_fp8x2(make_float2(v01.x * inv, v01.y * inv), __NV_SATFINITE, __NV_E4M3);
+  const __nv_fp8x2_storage_t hi =
+      __nv_cvt_float2_to_fp8x2(make_float2(v23.x * inv, v23.y * inv), __NV_SATFINITE, __NV_E4M3);
+  *reinterpret_cast<uint32_t*>(codes + t * blocks * kF8BlockElems + col) =
+      static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
+  if (lane == 0) scales[static_cast<int64_t>(b) * tokens + t] = scale;
+}
+
 }  // namespace
+
+cudaError_t LaunchF8SplitBlocks(const void* w, int64_t row_bytes, int64_t rows, int64_t k, uint8_t* codes,
+                                float* scales, cudaStream_t stream) {
+  if (k % kF8BlockElems != 0 || row_bytes % 4 != 0 || reinterpret_cast<uintptr_t>(w) % 4 != 0 ||
+      reinterpret_cast<uintptr_t>(codes) % 4 != 0) {
+    return cudaErrorInvalidValue;
+  }
+  const int blocks = static_cast<int>(k / kF8BlockElems);
+  if (rows * blocks == 0) return cudaSuccess;
+  constexpr int kThreads = 256;
+  const int64_t grid = (rows * blocks * kWarp + kThreads - 1) / kThreads;
+  F8SplitKernel<<<grid, kThreads, 0, stream>>>(static_cast<const uint8_t*>(w), row_bytes, rows, blocks, codes, scales);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchF8QuantizeActivations(const bf16* x, int64_t x_stride, int64_t tokens, int64_t k, uint8_t* codes,
+                                        float* scales, cudaStream_t stream) {
+  if (k % kF8BlockElems != 0 || x_stride % 4 != 0 || reinterpret_cast<uintptr_t>(x) % 8 != 0 ||
+      reinterpret_cast<uintptr_t>(codes) % 4 != 0) {
+    return cudaErrorInvalidValue;
+  }
+  const int blocks = static_cast<int>(k / kF8BlockElems);
+  if (tokens * blocks == 0) return cudaSuccess;
+  constexpr int kThreads = 256;
+  const int64_t grid = (tokens * blocks * kWarp + kThreads - 1) / kThreads;
+  F8QuantizeActivationsKernel<<<grid, kThreads, 0, stream>>>(x, x_stride, tokens, blocks, codes, scales);
+  return cudaGetLastError();
+}
 
 cudaError_t LaunchF8Gemv(const void* w, int64_t row_bytes, int64_t n, int64_t k, const bf16* x, int64_t x_stride,
                          int64_t tokens, void* out, int64_t out_stride, bool f32_out, cudaStream_t stream) {

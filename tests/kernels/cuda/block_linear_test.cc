@@ -6,7 +6,10 @@
 //   outputs whose unused slots are NaN-poisoned and must stay so;
 // - Embedding rows decoded exactly as the CPU decodes them, zeros for ids another rank holds.
 // The seed is printed on failure. Skips with a reason where no GPU is visible.
+#include <cuda_runtime.h>
+
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -17,6 +20,7 @@
 #include "kernels/common/ggml_decode.h"
 #include "kernels/common/half_convert.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/f8_gemm.h"
 #include "tests/support/ggml_blocks.h"
 #include "tests/support/gpu_fixture.h"
 
@@ -44,6 +48,20 @@ class BlockLinearTest : public testing::GpuFixture<> {
     return out;
   }
   static float Bf16(float v) { return Bf16BitsToFloat(FloatToBf16Bits(v)); }
+  void TearDown() override { cuda::SetF8GemmPath(cuda::F8GemmPath::kAuto); }
+  // The most that rounding x to E4M3 per 128 columns (scale = max |x| / 448) moves x . w.
+  static double F8ActivationRounding(const float* x, const float* w, int64_t k) {
+    double bound = 0;
+    for (int64_t b = 0; b < k; b += 128) {
+      double amax = 0;
+      for (int64_t e = b; e < b + 128; ++e) amax = std::max(amax, std::fabs(static_cast<double>(x[e])));
+      const double scale = amax > 0 ? amax / 448 : 1;
+      for (int64_t e = b; e < b + 128; ++e) {
+        bound += std::fabs(w[e]) * (std::fabs(x[e]) * std::ldexp(1.0, -4) + scale * std::ldexp(1.0, -10));
+      }
+    }
+    return bound;
+  }
 };
 
 TEST_F(BlockLinearTest, EveryTypeMatchesTheDecodedWeightsWithinItsRounding) {
@@ -54,6 +72,7 @@ TEST_F(BlockLinearTest, EveryTypeMatchesTheDecodedWeightsWithinItsRounding) {
   for (GgmlType type : testing::GpuBlockTypes()) {
     const auto info = *LookupGgmlType(static_cast<uint32_t>(type));
     SCOPED_TRACE(std::string(info.name));
+    const int64_t f8_gemms_before = cuda::F8TensorCoreGemmsRun();
     // Odd numbers of blocks and outputs; 1-8 tokens take the GEMV (four warps a row up to 4096 rows,
     // one above: 4099), 9 and 21 the bf16 tiles.
     const int64_t k = (info.block_elems == 32 ? 7 : 3) * info.block_elems, wide = 4099;
@@ -61,41 +80,74 @@ TEST_F(BlockLinearTest, EveryTypeMatchesTheDecodedWeightsWithinItsRounding) {
     std::vector<float> wf(wide * k);
     DequantizeToF32(type, w_all, wf);
     DeviceBuffer gw = Bytes(w_all.data(), w_all.size());
-    for (auto [tokens, n] : {std::pair<int64_t, int64_t>{1, 37}, {2, 37}, {3, 37}, {5, 37}, {8, 37}, {9, 37}, {21, 37},
-                             {1, wide}, {6, wide}}) {
-      const TensorView wv{gw.data(), DType::kBlocks, n, k, k, type};  // the first n rows
-      const int64_t x_stride = k + 32, out_stride = n + 3;
-      std::normal_distribution<float> normal(0.0f, 1.0f);
-      std::vector<float> x(tokens * x_stride, kNaN);  // unused columns poisoned
-      for (int64_t t = 0; t < tokens; ++t)
-        for (int64_t e = 0; e < k; ++e) x[t * x_stride + e] = Bf16(normal(rng) * (e % 7 == 0 ? 8.0f : 1.0f));
-      DeviceBuffer gx = Floats(x, DType::kBF16, tokens, x_stride);
-      const TensorView xv{gx.data(), DType::kBF16, tokens, k, x_stride};
-      for (DType out_dtype : {DType::kF32, DType::kBF16}) {
-        DeviceBuffer gy = Floats(std::vector<float>(tokens * out_stride, kNaN), out_dtype, tokens, out_stride);
-        ASSERT_TRUE(gpu_->Linear(xv, wv, TensorView{}, TensorView{gy.data(), out_dtype, tokens, n, out_stride}).ok());
-        SCOPED_TRACE(std::to_string(n) + " rows");
-        const std::vector<float> got = Download(gy, out_dtype, tokens, out_stride);
-        for (int64_t t = 0; t < tokens; ++t) {
-          for (int64_t j = 0; j < n; ++j) {
-            // The GEMV moves each activation by at most half its block's step (max|x| / 127 / 2);
-            // the tiles round each weight to bf16 (a relative 2^-9); fp32 sums add 1e-5 of sum |w x|.
-            const testing::RoundedDot ref = testing::ReferenceDot(&x[t * x_stride], &wf[j * k], k);
-            const double want = ref.value;
-            // F8_E4M3's GEMV takes the bf16 activations as they are: no rounding of its own.
-            const double gemv_rounding = type == GgmlType::kF8_E4M3 ? 0.0 : ref.rounding;
-            double bound = tokens <= 8 ? gemv_rounding : ref.magnitude * std::ldexp(1.0, -9);
-            bound += 1e-5 * ref.magnitude + 1e-6;
-            if (out_dtype == DType::kBF16) bound += (std::fabs(want) + bound) * std::ldexp(1.0, -8);
-            const double g = got[t * out_stride + j];
-            ASSERT_LE(std::fabs(g - want), bound) << tokens << " tokens, " << DTypeName(out_dtype) << " out: token " << t
-                                                  << ", output " << j << ": got " << g << ", reference " << want;
-          }
-          for (int64_t j = n; j < out_stride; ++j) {
-            ASSERT_TRUE(std::isnan(got[t * out_stride + j])) << "wrote past its row: token " << t << ", column " << j;
+    // F8_E4M3 beyond 8 tokens multiplies on FP8 tensor cores (rows a multiple of 4: 36, 4096; tokens
+    // past a multiple of 4 through the GEMV) or, forced, in bf16 tiles: both are checked.
+    std::vector<cuda::F8GemmPath> paths{cuda::F8GemmPath::kAuto};
+    if (type == GgmlType::kF8_E4M3) paths.push_back(cuda::F8GemmPath::kBf16Tiles);
+    for (const cuda::F8GemmPath path : paths)
+      for (auto [tokens, n] : {std::pair<int64_t, int64_t>{1, 37},
+                               {2, 37},
+                               {3, 37},
+                               {5, 37},
+                               {8, 37},
+                               {9, 37},
+                               {21, 37},
+                               {12, 36},
+                               {33, 4096},
+                               {1, wide},
+                               {6, wide}}) {
+        cuda::SetF8GemmPath(path);
+        const bool f8_cores = type == GgmlType::kF8_E4M3 && path == cuda::F8GemmPath::kAuto && tokens > 8 && n % 4 == 0;
+        SCOPED_TRACE(f8_cores ? "FP8 tensor cores" : "");
+        const TensorView wv{gw.data(), DType::kBlocks, n, k, k, type};  // the first n rows
+        const int64_t x_stride = k + 32, out_stride = n + 3;
+        std::normal_distribution<float> normal(0.0f, 1.0f);
+        std::vector<float> x(tokens * x_stride, kNaN);  // unused columns poisoned
+        for (int64_t t = 0; t < tokens; ++t)
+          for (int64_t e = 0; e < k; ++e) x[t * x_stride + e] = Bf16(normal(rng) * (e % 7 == 0 ? 8.0f : 1.0f));
+        DeviceBuffer gx = Floats(x, DType::kBF16, tokens, x_stride);
+        const TensorView xv{gx.data(), DType::kBF16, tokens, k, x_stride};
+        for (DType out_dtype : {DType::kF32, DType::kBF16}) {
+          DeviceBuffer gy = Floats(std::vector<float>(tokens * out_stride, kNaN), out_dtype, tokens, out_stride);
+          ASSERT_TRUE(gpu_->Linear(xv, wv, TensorView{}, TensorView{gy.data(), out_dtype, tokens, n, out_stride}).ok());
+          SCOPED_TRACE(std::to_string(n) + " rows");
+          const std::vector<float> got = Download(gy, out_dtype, tokens, out_stride);
+          for (int64_t t = 0; t < tokens; ++t) {
+            for (int64_t j = 0; j < n; ++j) {
+              // The GEMV moves each activation by at most half its block's step (max|x| / 127 / 2);
+              // the tiles round each weight to bf16 (a relative 2^-9); fp32 sums add 1e-5 of sum |w x|.
+              const testing::RoundedDot ref = testing::ReferenceDot(&x[t * x_stride], &wf[j * k], k);
+              const double want = ref.value;
+              // F8_E4M3's GEMV takes the bf16 activations as they are: no rounding of its own.
+              const double gemv_rounding = type == GgmlType::kF8_E4M3 ? 0.0 : ref.rounding;
+              double bound = tokens <= 8 ? gemv_rounding : ref.magnitude * std::ldexp(1.0, -9);
+              // FP8 tensor cores round each activation to E4M3 under its block's scale (max |x| / 448):
+              // half a step, 2^-4 of itself, or 2^-10 of the scale where the code is subnormal; the
+              // first tokens' multiple of 4 only (the rest take the GEMV: no rounding).
+              // Hopper's FP8 MMAs also sum a block's products at reduced precision: 2^-12 of sum |w x|.
+              if (f8_cores && t < tokens / 4 * 4) {
+                bound = F8ActivationRounding(&x[t * x_stride], &wf[j * k], k) + ref.magnitude * std::ldexp(1.0, -12);
+              }
+              bound += 1e-5 * ref.magnitude + 1e-6;
+              if (out_dtype == DType::kBF16) bound += (std::fabs(want) + bound) * std::ldexp(1.0, -8);
+              const double g = got[t * out_stride + j];
+              ASSERT_LE(std::fabs(g - want), bound) << tokens << " tokens, " << DTypeName(out_dtype) << " out: token "
+                                                    << t << ", output " << j << ": got " << g << ", reference " << want;
+            }
+            for (int64_t j = n; j < out_stride; ++j) {
+              ASSERT_TRUE(std::isnan(got[t * out_stride + j])) << "wrote past its row: token " << t << ", column " << j;
+            }
           }
         }
       }
+    if (type == GgmlType::kF8_E4M3) {
+      // On Hopper and later, cuBLASLt must have taken the block-scaled FP8 GEMMs (not fallen back).
+      int major = 0;
+      ASSERT_EQ(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0), cudaSuccess);
+      const int64_t ran = cuda::F8TensorCoreGemmsRun() - f8_gemms_before;
+      std::printf("F8_E4M3: %lld GEMMs on FP8 tensor cores (compute capability %d)\n", static_cast<long long>(ran),
+                  major);
+      if (major >= 9) EXPECT_GT(ran, 0);
     }
   }
 }
@@ -124,6 +176,7 @@ TEST_F(BlockLinearTest, EmbeddingDecodesRowsExactlyAsTheCpu) {
   for (GgmlType type : testing::GpuBlockTypes()) {
     const auto info = *LookupGgmlType(static_cast<uint32_t>(type));
     SCOPED_TRACE(std::string(info.name));
+    const int64_t f8_gemms_before = cuda::F8TensorCoreGemmsRun();
     const int64_t vocab = 50, hidden = 2 * info.block_elems, first_id = 100, out_stride = hidden + 32;
     const std::vector<uint8_t> table = testing::RandomGgmlBlocks(type, vocab, hidden, rng);
     std::vector<float> decoded(vocab * hidden);

@@ -1,0 +1,162 @@
+#include "kernels/cuda/f8_gemm.h"
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <string_view>
+#include <utility>
+
+#include "absl/strings/str_format.h"
+#include "kernels/common/status_macros.h"
+#include "kernels/cuda/cublas_status.h"
+
+namespace kvs::cuda {
+namespace {
+
+// cuBLASLt objects that are released however a call ends.
+struct Desc {
+  cublasLtMatmulDesc_t d = nullptr;
+  ~Desc() {
+    if (d != nullptr) cublasLtMatmulDescDestroy(d);
+  }
+};
+struct Layout {
+  cublasLtMatrixLayout_t l = nullptr;
+  ~Layout() {
+    if (l != nullptr) cublasLtMatrixLayoutDestroy(l);
+  }
+};
+struct Preference {
+  cublasLtMatmulPreference_t p = nullptr;
+  ~Preference() {
+    if (p != nullptr) cublasLtMatmulPreferenceDestroy(p);
+  }
+};
+
+// The operation in cuBLAS's column-major terms: D (n x m) = W^T-stored-as-A (op T: A is k x n,
+// the weights' rows k apart) times B (k x m: the activations' rows), both k-major as FP8 requires
+// ("TN"); D is out [m][n] row-major (ld out_stride).
+absl::Status Describe(int64_t m, int64_t n, int64_t k, int64_t out_stride, bool f32_out, Desc& op, Layout& a, Layout& b,
+                      Layout& d) {
+  KVS_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescCreate(&op.d, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t transa = CUBLAS_OP_T, transb = CUBLAS_OP_N;
+  KVS_CUBLAS_RETURN_IF_ERROR(
+      cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_TRANSA, &transa, sizeof(transa)));
+  KVS_CUBLAS_RETURN_IF_ERROR(
+      cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_TRANSB, &transb, sizeof(transb)));
+  const int32_t mode = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+  KVS_CUBLAS_RETURN_IF_ERROR(
+      cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode, sizeof(mode)));
+  KVS_CUBLAS_RETURN_IF_ERROR(
+      cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode, sizeof(mode)));
+  KVS_CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&a.l, CUDA_R_8F_E4M3, k, n, k));
+  KVS_CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&b.l, CUDA_R_8F_E4M3, k, m, k));
+  KVS_CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&d.l, f32_out ? CUDA_R_32F : CUDA_R_16BF, n, m, out_stride));
+  return absl::OkStatus();
+}
+
+std::atomic<int> g_path{-1};  // -1: not yet read from the environment
+std::atomic<int64_t> g_runs{0};
+
+}  // namespace
+
+void SetF8GemmPath(F8GemmPath path) { g_path.store(static_cast<int>(path)); }
+
+int64_t F8TensorCoreGemmsRun() { return g_runs.load(); }
+
+bool UseF8TensorCores() {
+  int p = g_path.load();
+  if (p < 0) {
+    const char* env = std::getenv("KVS_F8_GEMM");
+    p = static_cast<int>(env != nullptr && std::string_view(env) == "bf16-tiles" ? F8GemmPath::kBf16Tiles
+                                                                                 : F8GemmPath::kAuto);
+    g_path.store(p);
+  }
+  return p == static_cast<int>(F8GemmPath::kAuto);
+}
+
+absl::StatusOr<F8Gemm> F8Gemm::Create(cudaStream_t stream, void* workspace, size_t workspace_bytes) {
+  F8Gemm g;
+  KVS_CUBLAS_RETURN_IF_ERROR(cublasLtCreate(&g.lt_));
+  g.stream_ = stream;
+  g.workspace_ = workspace;
+  g.workspace_bytes_ = workspace_bytes;
+  return g;
+}
+
+F8Gemm::F8Gemm(F8Gemm&& other) noexcept { *this = std::move(other); }
+
+F8Gemm& F8Gemm::operator=(F8Gemm&& other) noexcept {
+  if (this != &other) {
+    if (lt_ != nullptr) cublasLtDestroy(lt_);
+    lt_ = std::exchange(other.lt_, nullptr);
+    stream_ = other.stream_;
+    workspace_ = other.workspace_;
+    workspace_bytes_ = other.workspace_bytes_;
+    plans_ = std::move(other.plans_);
+  }
+  return *this;
+}
+
+F8Gemm::~F8Gemm() {
+  if (lt_ != nullptr) cublasLtDestroy(lt_);
+}
+
+absl::StatusOr<F8Gemm::Plan> F8Gemm::MakePlan(const Shape& shape) {
+  const auto [m, n, k, out_stride, f32_out] = shape;
+  Desc op;
+  Layout a, b, d;
+  KVS_RETURN_IF_ERROR(Describe(m, n, k, out_stride, f32_out, op, a, b, d));
+  Preference pref;
+  KVS_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceCreate(&pref.p));
+  KVS_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                                  &workspace_bytes_, sizeof(workspace_bytes_)));
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt_, op.d, a.l, b.l, d.l, d.l, pref.p, 1, &result, &found);
+  Plan plan;
+  if (st == CUBLAS_STATUS_SUCCESS && found > 0) {
+    plan.supported = true;
+    plan.algo = result.algo;
+  } else if (st != CUBLAS_STATUS_SUCCESS && st != CUBLAS_STATUS_NOT_SUPPORTED) {
+    return absl::InternalError(absl::StrFormat("cublasLtMatmulAlgoGetHeuristic (FP8, m %d n %d k %d) failed: %s", m, n,
+                                               k, cublasGetStatusString(st)));
+  } else {
+    std::fprintf(stderr,
+                 "kvshard: cuBLASLt has no FP8 block-scaled algorithm for m %lld, n %lld, k %lld (%s); F8_E4M3 "
+                 "weights of this shape multiply in bf16\n",
+                 static_cast<long long>(m), static_cast<long long>(n), static_cast<long long>(k),
+                 cublasGetStatusString(st));
+  }
+  return plan;
+}
+
+absl::StatusOr<bool> F8Gemm::Run(const uint8_t* w, const float* w_scale, int64_t n, const uint8_t* a,
+                                 const float* a_scale, int64_t m, int64_t k, void* out, int64_t out_stride,
+                                 bool f32_out) {
+  if (m % 4 != 0 || n % 4 != 0 || k % 128 != 0 || m <= 0 || n <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("F8Gemm: m %d and n %d must be multiples of 4, k %d of 128", m, n, k));
+  }
+  const Shape shape{m, n, k, out_stride, f32_out};
+  auto it = plans_.find(shape);
+  if (it == plans_.end()) {
+    KVS_ASSIGN_OR_RETURN(Plan plan, MakePlan(shape));
+    it = plans_.emplace(shape, plan).first;
+  }
+  if (!it->second.supported) return false;
+  Desc op;
+  Layout la, lb, ld;
+  KVS_RETURN_IF_ERROR(Describe(m, n, k, out_stride, f32_out, op, la, lb, ld));
+  KVS_CUBLAS_RETURN_IF_ERROR(
+      cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &w_scale, sizeof(w_scale)));
+  KVS_CUBLAS_RETURN_IF_ERROR(
+      cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &a_scale, sizeof(a_scale)));
+  const float alpha = 1.0f, beta = 0.0f;
+  KVS_CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(lt_, op.d, &alpha, w, la.l, a, lb.l, &beta, out, ld.l, out, ld.l,
+                                            &it->second.algo, workspace_, workspace_bytes_, stream_));
+  g_runs.fetch_add(1);
+  return true;
+}
+
+}  // namespace kvs::cuda
