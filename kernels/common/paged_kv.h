@@ -25,8 +25,10 @@ namespace kvs {
 // With `sink`, the ring's last block keeps the sequence's first block (positions [0, block_size))
 // in bf16 for good, beside its sealed copy: the first tokens draw most of the attention (the
 // "attention sink") and their keys the largest channel ranges, which 2-bit keys cannot hold
-// (docs/performance.md). Only a sequence that computed those positions itself holds them
-// (AttentionBatch::sink); one that resumed from sealed blocks reads its sealed first block.
+// (docs/performance.md). A sequence holds them (AttentionBatch::sink) once it computed those
+// positions itself, or, resumed from sealed blocks (prefix hit, swap-in, fork), once a refill step
+// recomputed them into its sink (Scheduler::EmitSinkRefill); until then it reads its sealed first
+// block.
 struct KvResidualRing {
   int32_t block_size = 1;
   int32_t blocks = 1;  // ring blocks per sequence and layer group, the sink's included
@@ -119,7 +121,9 @@ struct AttentionBatch {
   const int32_t* block_table = nullptr;  // [num_seqs, max_blocks_per_seq]
   // Channel-quantized caches: each sequence's residual ring (PagedKvView::ring(): its keys and
   // values from the end of its sealed blocks on), and where its sealed positions ended before
-  // this step (a multiple of block_size); nullptr otherwise. Positions below
+  // this step (a multiple of block_size, at most its first query's position — except a sink
+  // refill's entry, which computes positions [0, block_size) again into the sink: block_size, so
+  // that nothing is sealed); nullptr otherwise. Positions below
   // max(sealed[s], ring.SealedEnd(context_len[s])) are in blocks, the others in the ring.
   // Rings with a sink: 1 where the sequence's ring holds its first block (it computed those
   // positions since it took the ring), which is then read from the ring; nullptr: none does.

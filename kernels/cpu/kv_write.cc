@@ -55,7 +55,9 @@ void SealKvGroupsF32(const float* k, int64_t k_stride, const float* v, int64_t v
     // ring lets go of its older tokens (with a one-block ring, the blocks this step completes).
     KVS_CHECK_MSG(batch.sealed != nullptr, "a channel-quantized step needs each sequence's sealed positions");
     const int32_t from = batch.sealed[s], to = std::max(from, ring.SealedEnd(end_pos));
-    KVS_CHECK_MSG(from % bs == 0 && from >= ring.SealedEnd(first_pos) && from <= first_pos,
+    // At most the first query's position, but for a sink refill (AttentionBatch::sealed).
+    const bool refill = first_pos == 0 && end_pos == bs && from == bs;
+    KVS_CHECK_MSG(from % bs == 0 && from >= ring.SealedEnd(first_pos) && (from <= first_pos || refill),
                   "a sequence's sealed positions disagree with its ring");
     for (int32_t j = from / bs; j < to / bs; ++j) {
       const int64_t block = blocks[j];

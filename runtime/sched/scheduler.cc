@@ -368,7 +368,7 @@ void Scheduler::StepSubmitted() {
   host_reads_.clear();
 }
 
-void Scheduler::Emit(Sequence& s, int32_t n, StepInput& in, std::vector<ScheduledSeq>& out) {
+int32_t Scheduler::Emit(Sequence& s, int32_t n, int32_t budget, StepInput& in, std::vector<ScheduledSeq>& out) {
   const int32_t bs = config_.block_size, end = s.num_computed + n;
   const KvResidualRing ring = this->ring();
   const int32_t seal_below = ring.SealedEnd(end);  // channel-quantized KV: positions the seal writes
@@ -377,8 +377,14 @@ void Scheduler::Emit(Sequence& s, int32_t n, StepInput& in, std::vector<Schedule
     s.residual = free_residuals_.back();
     free_residuals_.pop_back();
     // From position 0 it writes its first block to the sink; resumed from sealed blocks (a prefix
-    // hit, a swap-in, a fork), the sink holds another sequence's tokens.
+    // hit, a swap-in, a fork), the sink holds another sequence's tokens until a refill.
     s.holds_sink = ring.sink && s.num_computed == 0;
+  }
+  // Resumed past its first block without the sink: refill it first, when the step has the tokens
+  // (else a later step does; until then it reads its sealed first block).
+  if (sealed_blocks() && ring.sink && !s.holds_sink && s.num_computed >= bs && budget >= bs) {
+    EmitSinkRefill(s, in, out);
+    return bs;
   }
   for (int32_t k = s.num_computed; k < end; ++k) {
     in.token_ids.push_back(s.tokens[k]);
@@ -406,6 +412,27 @@ void Scheduler::Emit(Sequence& s, int32_t n, StepInput& in, std::vector<Schedule
   const bool samples = s.num_computed == static_cast<int32_t>(s.tokens.size());
   if (samples) in.logit_rows.push_back(in.num_tokens() - 1);
   out.push_back({&s, n, samples});
+  return n;
+}
+
+void Scheduler::EmitSinkRefill(Sequence& s, StepInput& in, std::vector<ScheduledSeq>& out) {
+  const int32_t bs = config_.block_size;
+  const KvResidualRing ring = this->ring();
+  for (int32_t k = 0; k < bs; ++k) {
+    in.token_ids.push_back(s.tokens[k]);
+    in.positions.push_back(k);
+    for (int32_t g = 0; g < num_groups(); ++g) {
+      group_slots_[g].push_back(-(2 + static_cast<int32_t>(ring.Slot(s.residual * num_groups() + g, k))));
+    }
+  }
+  in.residual.push_back(s.residual);
+  in.sealed.push_back(bs);  // block 0 is sealed already: the seal writes nothing
+  in.sink.push_back(1);     // its queries read keys [0, block_size) from the sink being written
+  in.query_start.push_back(in.num_tokens());
+  in.context_len.push_back(bs);
+  s.holds_sink = true;
+  ++sink_refills_;
+  out.push_back({&s, bs, /*samples=*/false, /*sink_refill=*/true});
 }
 
 std::vector<ScheduledSeq> Scheduler::Schedule(StepInput& in) {
@@ -423,8 +450,7 @@ std::vector<ScheduledSeq> Scheduler::Schedule(StepInput& in) {
     Sequence& s = *running_[i];
     const int32_t n = std::min<int32_t>(static_cast<int32_t>(s.tokens.size()) - s.num_computed, budget);
     if (Grow(s, s.num_computed + n, in, OffloadNow(s))) {
-      Emit(s, n, in, out);
-      budget -= n;
+      budget -= Emit(s, n, budget, in, out);
       ++i;
       continue;
     }
@@ -446,8 +472,7 @@ std::vector<ScheduledSeq> Scheduler::Schedule(StepInput& in) {
       Sequence& s = *running_[i];
       const int32_t n = std::min<int32_t>(static_cast<int32_t>(s.tokens.size()) - s.num_computed, budget);
       if (!Grow(s, s.num_computed + n, in, OffloadNow(s))) break;
-      Emit(s, n, in, out);
-      budget -= n;
+      budget -= Emit(s, n, budget, in, out);
     }
   }
 
@@ -471,8 +496,7 @@ std::vector<ScheduledSeq> Scheduler::Schedule(StepInput& in) {
     pending_host_hits_.clear();
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
-    Emit(s, n, in, out);
-    budget -= n;
+    budget -= Emit(s, n, budget, in, out);
   }
 
   // Block table rows per group, padded to the longest scheduled sequence; released blocks 0.

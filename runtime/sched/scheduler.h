@@ -111,8 +111,8 @@ struct Sequence {
   bool may_offload = false;          // its longest context exceeds the device cache (offload)
   int32_t sample_index = 0;          // which of the request's n samples (forks) this is
   int32_t residual = -1;             // channel-quantized KV: its residual ring while running
-  bool holds_sink = false;           // its ring's sink holds its first block (computed since it took the ring)
-  int32_t sealed_end = 0;            // channel-quantized KV: its positions in sealed blocks
+  bool holds_sink = false;  // its ring's sink holds its first block (computed or refilled since it took the ring)
+  int32_t sealed_end = 0;   // channel-quantized KV: its positions in sealed blocks
   bool forked = false;               // its n - 1 siblings exist
   int32_t num_generated() const { return static_cast<int32_t>(tokens.size()) - prompt_len; }
   int32_t preemptions = 0;
@@ -130,6 +130,9 @@ struct ScheduledSeq {
   Sequence* seq;
   int32_t num_tokens;  // tokens fed this step
   bool samples;        // this step completes the sequence's known tokens: sample one more
+  // Its first block's tokens again, written to its ring's sink (Scheduler::EmitSinkRefill): no new
+  // positions, nothing sampled.
+  bool sink_refill = false;
 };
 
 class Scheduler {
@@ -167,6 +170,8 @@ class Scheduler {
   int64_t host_prefix_hit_tokens() const { return host_prefix_hit_tokens_; }
   int64_t host_parked_blocks() const { return host_parked_blocks_; }
   int64_t num_swap_preemptions() const { return swap_preemptions_; }
+  // Sinks refilled for sequences that resumed from sealed blocks (EmitSinkRefill).
+  int64_t num_sink_refills() const { return sink_refills_; }
   // Offload blocks handed out so far, and those held now.
   int64_t num_offloaded_blocks() const { return offloaded_blocks_; }
   int64_t num_demoted_blocks() const { return demoted_blocks_; }  // moved there from the device
@@ -229,7 +234,15 @@ class Scheduler {
   void Preempt(std::unique_ptr<Sequence> s, StepInput& in);
   // Moves swapped sequences whose blocks fit back to running (oldest first).
   void Resume(StepInput& in);
-  void Emit(Sequence& s, int32_t n, StepInput& in, std::vector<ScheduledSeq>& out);
+  // Schedules n tokens of `s` (or, see EmitSinkRefill, its sink's refill instead); returns the
+  // tokens the step spends on it, at most `budget`.
+  int32_t Emit(Sequence& s, int32_t n, int32_t budget, StepInput& in, std::vector<ScheduledSeq>& out);
+  // A sequence that resumed from sealed blocks (prefix hit, swap-in, fork) and took a ring with a
+  // sink: this step recomputes its first block's tokens (positions [0, block_size), attending to
+  // themselves only) into the sink, in place of its own tokens, which follow next step reading
+  // the sink as a sequence that computed its first block itself does. Its sealed block 0 is not
+  // rewritten: the entry's sealed positions already cover it.
+  void EmitSinkRefill(Sequence& s, StepInput& in, std::vector<ScheduledSeq>& out);
   // Prefix caching: takes the cached blocks of `s`'s leading full blocks (never its last token,
   // which must be computed for its logits) and counts them computed.
   // With the host tier, leading blocks found there are swapped in (queued in `in`).
@@ -252,7 +265,7 @@ class Scheduler {
   int64_t offloaded_blocks_ = 0, demoted_blocks_ = 0;
   std::vector<std::pair<int32_t, int32_t>> demoted_this_step_;  // (device, offload) copies queued
   std::vector<std::string> notes_;
-  int64_t preemptions_ = 0, swap_preemptions_ = 0, copied_blocks_ = 0;
+  int64_t preemptions_ = 0, swap_preemptions_ = 0, copied_blocks_ = 0, sink_refills_ = 0;
   int64_t prefix_query_tokens_ = 0, prefix_hit_tokens_ = 0;
   int64_t host_prefix_hit_tokens_ = 0, host_parked_blocks_ = 0;
   // Host blocks read by this step's swap-ins (resumed sequences, cached prefixes): held until

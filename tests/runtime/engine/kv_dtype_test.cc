@@ -94,9 +94,9 @@ TEST(KvDTypeTest, QuantizedBlocksSurviveSwapAndPrefixSharing) {
     int32_t ring_tokens;
     bool sink = true;
   };
-  for (const Case& c :
-       {Case{KvDType::kFP8, 0}, Case{KvDType::kINT8, 0}, Case{KvDType::kINT4, 0}, Case{KvDType::kKivi4, 0},
-        Case{KvDType::kKivi2, 0}, Case{KvDType::kKivi4, 8}, Case{KvDType::kKivi2, 8, false}}) {
+  for (const Case& c : {Case{KvDType::kFP8, 0}, Case{KvDType::kINT8, 0}, Case{KvDType::kINT4, 0},
+                        Case{KvDType::kKivi4, 0}, Case{KvDType::kKivi2, 0}, Case{KvDType::kKivi4, 8},
+                        Case{KvDType::kKivi2, 8}, Case{KvDType::kKivi2, 8, false}}) {
     const KvDType t = c.t;
     SCOPED_TRACE(::testing::Message() << KvDTypeName(t) << ", --kv-residual-tokens " << c.ring_tokens
                                       << (c.sink ? "" : ", no sink"));
