@@ -2,7 +2,8 @@
 # On one H200 (device tool, carrying .deps): weights kept in GGML blocks on the GPU. Builds, runs
 # the block-weight tests, then, beside the copy ceiling in one call: `bench --kernel linear` (layer
 # 0's matrices and the LM head of Llama-3-8B's shape, random weights in each block type:
-# random:<preset>:<type>) at 1 and 8 tokens (the block GEMV) and 32 (bf16 tiles); an Nsight Compute
+# random:<preset>:<type>) at 1 and 8 tokens (the block GEMV), 32 and 128 (the block GEMM, and the bf16
+# tiles it replaced); an Nsight Compute
 # profile of the GEMV on the gate projection (the first type, 1 token); the whole decode step at
 # batch 1, and at batch 32 for bf16 and the first type. F8_E4M3 is kvshard's FP8 weights; with it,
 # the FP8 tensor-core GEMM against the bf16 tiles at 32, 512 and 4,096 tokens.
@@ -14,18 +15,22 @@ gpu_tests block_linear_test cuda_backend_test gpu_model_test
 gpu_copy_ceiling | tee "$OUT/ceiling.txt"
 {
   for spec in random:llama-3-8b $(for t in $TYPES; do echo random:llama-3-8b:$t; done); do
-    for b in 1 8 32; do
+    for b in 1 8 32 128; do
       echo "## $spec tokens $b"
       $K bench --device cuda --model $spec --kernel linear --batch $b --iters 20 2>&1 | grep -E "^\|"
+      if [[ $spec == *:* && $b -gt 8 ]]; then
+        echo "## $spec tokens $b, bf16 tiles"
+        KVS_BLOCK_GEMM=bf16-tiles $K bench --device cuda --model $spec --kernel linear --batch $b --iters 20 2>&1 | grep -E "^\|"
+      fi
     done
   done
   # F8_E4M3 beyond the GEMV: cuBLASLt's block-scaled FP8 GEMM (the default) against the bf16 tiles
-  # (KVS_F8_GEMM=bf16-tiles) and bf16 weights, at prefill-sized batches.
+  # (KVS_BLOCK_GEMM=bf16-tiles) and bf16 weights, at prefill-sized batches.
   if [[ " $TYPES " == *" F8_E4M3 "* ]]; then
     for b in 32 512 4096; do
       for mode in auto bf16-tiles; do
         echo "## random:llama-3-8b:F8_E4M3 tokens $b ($mode)"
-        KVS_F8_GEMM=$mode $K bench --device cuda --model random:llama-3-8b:F8_E4M3 --kernel linear --batch $b \
+        KVS_BLOCK_GEMM=$mode $K bench --device cuda --model random:llama-3-8b:F8_E4M3 --kernel linear --batch $b \
           --iters 20 2>&1 | grep -E "^\||rror"
       done
       echo "## random:llama-3-8b tokens $b (bf16 weights)"
@@ -47,5 +52,9 @@ grep -E "Duration|Throughput|Achieved Occupancy|Theoretical Occupancy|Registers 
     echo "## $spec batch 32"
     $K bench --device cuda --model $spec --input-len 512 --output-len 128 --num-prompts 32 --max-seqs 32 2>&1 | grep -E "^\| (offline|decode)"
   done
+  # The block GEMM (9-128 tokens, int8 tensor cores on the blocks) against the bf16 tiles it replaced.
+  echo "## random:llama-3-8b:$first batch 32, bf16 tiles (KVS_BLOCK_GEMM=bf16-tiles)"
+  KVS_BLOCK_GEMM=bf16-tiles $K bench --device cuda --model random:llama-3-8b:$first --input-len 512 --output-len 128 \
+    --num-prompts 32 --max-seqs 32 2>&1 | grep -E "^\| (offline|decode)"
 } 2>&1 | tee "$OUT/quant_bench.txt"
 echo "total $(( $(date +%s) - start )) s"

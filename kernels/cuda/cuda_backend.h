@@ -87,10 +87,10 @@ class CudaBackend final : public Backend {
   CudaBackend() = default;
   // out = x w^T through cuBLAS (bf16 in, fp32 accumulate).
   absl::Status Gemm(TensorView x, TensorView w, TensorView out);
-  // Linear with w in GGML blocks: the block GEMV up to kBlockGemvMaxTokens tokens; beyond, F8_E4M3
-  // on FP8 tensor cores where cuBLASLt takes the shape (LinearF8TensorCores), else rows of w
-  // decoded into bf16 tiles of block_tile_ and multiplied by cuBLAS, a tile at a time
-  // (LinearBf16Tiles).
+  // Linear with w in GGML blocks: the block GEMV up to kBlockGemvMaxTokens tokens; beyond, the block
+  // GEMM (int8 tensor cores on the blocks) up to kBlockGemmMaxTokens, F8_E4M3 on FP8 tensor cores
+  // where cuBLASLt takes the shape (LinearF8TensorCores), else rows of w decoded into bf16 tiles of
+  // block_tile_ and multiplied by cuBLAS, a tile at a time (LinearBf16Tiles).
   absl::Status LinearBlocks(TensorView x, TensorView w, TensorView out);
   absl::Status LinearBf16Tiles(TensorView x, TensorView w, TensorView out);
   // F8_E4M3 weights with more than kBlockGemvMaxTokens tokens: activations quantized per token
@@ -98,8 +98,9 @@ class CudaBackend final : public Backend {
   // of block_tile_, cuBLASLt's block-scaled FP8 GEMM (f8_gemm.h); tokens past the last multiple of
   // 4 through the GEMV. False (nothing written) where it does not apply: then the bf16 tiles.
   absl::StatusOr<bool> LinearF8TensorCores(TensorView x, TensorView w, TensorView out);
-  // The GEMV's int8 activations and the bf16 tile, allocated once (ReserveWorkspace, or the first
-  // uncaptured Linear that needs them), so that captured steps never allocate.
+  // The GEMV's and the block GEMM's int8 activations and the bf16 tile, allocated once
+  // (ReserveWorkspace, or the first uncaptured Linear that needs them), so that captured steps never
+  // allocate.
   absl::Status EnsureBlockBuffers();
   // Widest x the GEMV's activation buffer takes (wider ones go through the tiles), and the tile's
   // size: 32 MiB of bf16 stays in the H200's 50 MB L2 between its decode and its GEMM.

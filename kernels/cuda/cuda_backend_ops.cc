@@ -111,7 +111,7 @@ absl::Status CudaBackend::EnsureBlockBuffers() {
     f8_gemm_.emplace(std::move(gemm));
   }
   if (gemv_activations_.data() != nullptr) return absl::OkStatus();
-  const int64_t t = cuda::kBlockGemvMaxTokens, k = kGemvMaxK;
+  const int64_t t = std::max(cuda::kBlockGemvMaxTokens, cuda::kBlockGemmMaxTokens), k = kGemvMaxK;
   // q, then d (per 32), then sum16 (per 16): each part 16-byte aligned.
   KVS_ASSIGN_OR_RETURN(gemv_activations_, Allocate(t * k + t * (k / 32) * 4 + t * (k / 16) * 4));
   gemv_a_.q = gemv_activations_.as<int8_t>();
@@ -137,9 +137,16 @@ absl::Status CudaBackend::LinearBlocks(TensorView x, TensorView w, TensorView ou
                                                    out.stride, out.dtype == DType::kF32, stream_));
     return absl::OkStatus();
   }
-  if (w.blocks == GgmlType::kF8_E4M3 && cuda::UseF8TensorCores()) {
+  if (w.blocks == GgmlType::kF8_E4M3 && cuda::UseBlockGemm()) {
     KVS_ASSIGN_OR_RETURN(const bool done, LinearF8TensorCores(x, w, out));
     if (done) return absl::OkStatus();
+  }
+  if (w.blocks != GgmlType::kF8_E4M3 && x.rows <= cuda::kBlockGemmMaxTokens && k <= kGemvMaxK && cuda::UseBlockGemm()) {
+    KVS_CUDA_RETURN_IF_ERROR(
+        cuda::LaunchQuantizeActivations(static_cast<const bf16*>(x.data), x.stride, x.rows, k, gemv_a_, stream_));
+    KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchBlockGemm(w.blocks, w.data, row_bytes, w.rows, k, gemv_a_, x.rows, out.data,
+                                                   out.stride, out.dtype == DType::kF32, stream_));
+    return absl::OkStatus();
   }
   return LinearBf16Tiles(x, w, out);
 }

@@ -100,8 +100,11 @@ struct QuantizedActivations {
   float* d = nullptr;
   float* sum16 = nullptr;
 };
-// Most tokens the block GEMV takes at once; more go through bf16 tiles and cuBLAS.
+// Most tokens the block GEMV takes at once; up to kBlockGemmMaxTokens the block GEMM (int8 tensor
+// cores on the blocks, block_gemm.cu); more go through bf16 tiles and cuBLAS, which read each weight
+// once per 32 MiB tile however many tokens there are.
 inline constexpr int64_t kBlockGemvMaxTokens = 8;
+inline constexpr int64_t kBlockGemmMaxTokens = 128;
 // a = x [tokens, k] (bf16, rows x_stride apart) rounded; k a multiple of 32.
 cudaError_t LaunchQuantizeActivations(const bf16* x, int64_t x_stride, int64_t tokens, int64_t k,
                                       QuantizedActivations a, cudaStream_t stream);
@@ -115,6 +118,19 @@ cudaError_t LaunchBlockGemv(GgmlType type, const void* w, int64_t row_bytes, int
 cudaError_t LaunchEmbeddingBlocks(GgmlType type, const int32_t* ids, int64_t tokens, const void* table,
                                   int64_t row_bytes, int32_t first_id, int64_t table_rows, int64_t hidden, float* out,
                                   int64_t out_stride, cudaStream_t stream);
+
+// The GEMV's contract for kBlockGemvMaxTokens < tokens <= kBlockGemmMaxTokens, on int8 tensor cores
+// (block_gemm.cu): the same activations (LaunchQuantizeActivations) and the same arithmetic.
+cudaError_t LaunchBlockGemm(GgmlType type, const void* w, int64_t row_bytes, int64_t n, int64_t k,
+                            QuantizedActivations a, int64_t tokens, void* out, int64_t out_stride, bool f32_out,
+                            cudaStream_t stream);
+// Whether Linear with weights in blocks takes the block GEMM (GGML types) and the FP8 tensor-core
+// GEMM (F8_E4M3, f8_gemm.h) beyond the GEMV's tokens (kAuto), or decodes bf16 tiles for cuBLAS
+// (kBf16Tiles: tests and benchmarks compare them; KVS_BLOCK_GEMM=bf16-tiles in the environment starts
+// a process with it). Process-wide.
+enum class BlockGemmPath { kAuto, kBf16Tiles };
+void SetBlockGemmPath(BlockGemmPath path);
+bool UseBlockGemm();
 
 // kvshard's F8_E4M3 blocks (f8_linear.cu): the GEMV of LaunchBlockGemv with bf16 activations
 // x [tokens, k] as they are (rows x_stride elements apart, 8-byte aligned); k whole blocks.

@@ -2,8 +2,6 @@
 
 #include <atomic>
 #include <cstdio>
-#include <cstdlib>
-#include <string_view>
 #include <utility>
 
 #include "absl/strings/str_format.h"
@@ -55,25 +53,11 @@ absl::Status Describe(int64_t m, int64_t n, int64_t k, int64_t out_stride, bool 
   return absl::OkStatus();
 }
 
-std::atomic<int> g_path{-1};  // -1: not yet read from the environment
 std::atomic<int64_t> g_runs{0};
 
 }  // namespace
 
-void SetF8GemmPath(F8GemmPath path) { g_path.store(static_cast<int>(path)); }
-
 int64_t F8TensorCoreGemmsRun() { return g_runs.load(); }
-
-bool UseF8TensorCores() {
-  int p = g_path.load();
-  if (p < 0) {
-    const char* env = std::getenv("KVS_F8_GEMM");
-    p = static_cast<int>(env != nullptr && std::string_view(env) == "bf16-tiles" ? F8GemmPath::kBf16Tiles
-                                                                                 : F8GemmPath::kAuto);
-    g_path.store(p);
-  }
-  return p == static_cast<int>(F8GemmPath::kAuto);
-}
 
 absl::StatusOr<F8Gemm> F8Gemm::Create(cudaStream_t stream, void* workspace, size_t workspace_bytes) {
   F8Gemm g;

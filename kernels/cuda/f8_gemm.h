@@ -51,12 +51,6 @@ class F8Gemm {
   absl::flat_hash_map<Shape, Plan> plans_;
 };
 
-// Whether F8_E4M3 Linear beyond the GEMV's tokens takes the FP8 tensor cores (kAuto, where
-// cuBLASLt has an algorithm) or the bf16 tiles (kBf16Tiles: tests and benchmarks compare them;
-// KVS_F8_GEMM=bf16-tiles in the environment starts a process with it). Process-wide.
-enum class F8GemmPath { kAuto, kBf16Tiles };
-void SetF8GemmPath(F8GemmPath path);
-bool UseF8TensorCores();
 // FP8 GEMMs queued by this process (tests check that the tensor cores did run).
 int64_t F8TensorCoreGemmsRun();
 

@@ -1,7 +1,8 @@
 // Weights kept in GGML blocks on the GPU, element by element against the CPU decoder (which equals
 // the gguf package bit for bit: ggml_decode_test.cc), for every block type:
-// - Linear at 1 to 8 tokens (the block GEMV: int8 activations; F8_E4M3's takes bf16 as they are)
-//   and beyond (bf16 tiles + cuBLAS),
+// - Linear at 1 to 8 tokens (the block GEMV: int8 activations; F8_E4M3's takes bf16 as they are),
+//   9 to 128 (the block GEMM on int8 tensor cores; F8_E4M3 on FP8 tensor cores) and beyond or
+//   forced (bf16 tiles + cuBLAS),
 //   each output within a bound derived from the rounding each path does, with strided inputs and
 //   outputs whose unused slots are NaN-poisoned and must stay so;
 // - Embedding rows decoded exactly as the CPU decodes them, zeros for ids another rank holds.
@@ -20,6 +21,7 @@
 #include "kernels/common/ggml_decode.h"
 #include "kernels/common/half_convert.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/f8_gemm.h"
 #include "tests/support/ggml_blocks.h"
 #include "tests/support/gpu_fixture.h"
@@ -48,7 +50,7 @@ class BlockLinearTest : public testing::GpuFixture<> {
     return out;
   }
   static float Bf16(float v) { return Bf16BitsToFloat(FloatToBf16Bits(v)); }
-  void TearDown() override { cuda::SetF8GemmPath(cuda::F8GemmPath::kAuto); }
+  void TearDown() override { cuda::SetBlockGemmPath(cuda::BlockGemmPath::kAuto); }
   // The most that rounding x to E4M3 per 128 columns (scale = max |x| / 448) moves x . w.
   static double F8ActivationRounding(const float* x, const float* w, int64_t k) {
     double bound = 0;
@@ -74,31 +76,26 @@ TEST_F(BlockLinearTest, EveryTypeMatchesTheDecodedWeightsWithinItsRounding) {
     SCOPED_TRACE(std::string(info.name));
     const int64_t f8_gemms_before = cuda::F8TensorCoreGemmsRun();
     // Odd numbers of blocks and outputs; 1-8 tokens take the GEMV (four warps a row up to 4096 rows,
-    // one above: 4099), 9 and 21 the bf16 tiles.
+    // one above: 4099).
     const int64_t k = (info.block_elems == 32 ? 7 : 3) * info.block_elems, wide = 4099;
     const std::vector<uint8_t> w_all = testing::RandomGgmlBlocks(type, wide, k, rng);
     std::vector<float> wf(wide * k);
     DequantizeToF32(type, w_all, wf);
     DeviceBuffer gw = Bytes(w_all.data(), w_all.size());
-    // F8_E4M3 beyond 8 tokens multiplies on FP8 tensor cores (rows a multiple of 4: 36, 4096; tokens
-    // past a multiple of 4 through the GEMV) or, forced, in bf16 tiles: both are checked.
-    std::vector<cuda::F8GemmPath> paths{cuda::F8GemmPath::kAuto};
-    if (type == GgmlType::kF8_E4M3) paths.push_back(cuda::F8GemmPath::kBf16Tiles);
-    for (const cuda::F8GemmPath path : paths)
-      for (auto [tokens, n] : {std::pair<int64_t, int64_t>{1, 37},
-                               {2, 37},
-                               {3, 37},
-                               {5, 37},
-                               {8, 37},
-                               {9, 37},
-                               {21, 37},
-                               {12, 36},
-                               {33, 4096},
-                               {1, wide},
-                               {6, wide}}) {
-        cuda::SetF8GemmPath(path);
-        const bool f8_cores = type == GgmlType::kF8_E4M3 && path == cuda::F8GemmPath::kAuto && tokens > 8 && n % 4 == 0;
-        SCOPED_TRACE(f8_cores ? "FP8 tensor cores" : "");
+    // Beyond 8 tokens: the block GEMM (int8 tensor cores on the blocks) up to 128 tokens, F8_E4M3 on
+    // FP8 tensor cores (rows a multiple of 4: 36, 4096; tokens past a multiple of 4 through the GEMV),
+    // and bf16 tiles beyond or where forced (kBf16Tiles): every path is checked.
+    const std::vector<std::pair<int64_t, int64_t>> shapes = {{1, 37},   {2, 37},   {3, 37},  {5, 37},    {8, 37},
+                                                             {9, 37},   {21, 37},  {12, 36}, {33, 4096}, {70, 100},
+                                                             {200, 36}, {1, wide}, {6, wide}};
+    for (const cuda::BlockGemmPath path : {cuda::BlockGemmPath::kAuto, cuda::BlockGemmPath::kBf16Tiles})
+      for (auto [tokens, n] : shapes) {
+        if (path == cuda::BlockGemmPath::kBf16Tiles && tokens <= 8) continue;  // the GEMV either way
+        cuda::SetBlockGemmPath(path);
+        const bool automatic = path == cuda::BlockGemmPath::kAuto;
+        const bool f8_cores = type == GgmlType::kF8_E4M3 && automatic && tokens > 8 && n % 4 == 0;
+        const bool block_gemm = type != GgmlType::kF8_E4M3 && automatic && tokens > 8 && tokens <= 128;
+        SCOPED_TRACE(f8_cores ? "FP8 tensor cores" : block_gemm ? "block GEMM" : tokens > 8 ? "bf16 tiles" : "GEMV");
         const TensorView wv{gw.data(), DType::kBlocks, n, k, k, type};  // the first n rows
         const int64_t x_stride = k + 32, out_stride = n + 3;
         std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -120,7 +117,8 @@ TEST_F(BlockLinearTest, EveryTypeMatchesTheDecodedWeightsWithinItsRounding) {
               const double want = ref.value;
               // F8_E4M3's GEMV takes the bf16 activations as they are: no rounding of its own.
               const double gemv_rounding = type == GgmlType::kF8_E4M3 ? 0.0 : ref.rounding;
-              double bound = tokens <= 8 ? gemv_rounding : ref.magnitude * std::ldexp(1.0, -9);
+              // The block GEMM rounds the activations as the GEMV does, and nothing else.
+              double bound = tokens <= 8 || block_gemm ? gemv_rounding : ref.magnitude * std::ldexp(1.0, -9);
               // FP8 tensor cores round each activation to E4M3 under its block's scale (max |x| / 448):
               // half a step, 2^-4 of itself, or 2^-10 of the scale where the code is subnormal; the
               // first tokens' multiple of 4 only (the rest take the GEMV: no rounding).

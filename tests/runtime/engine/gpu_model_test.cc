@@ -6,7 +6,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/cuda/cuda_backend.h"
-#include "kernels/cuda/f8_gemm.h"
+#include "kernels/cuda/cuda_kernels.h"
 #include "tests/support/engine_harness.h"
 #include "tests/support/graphed_decode.h"
 #include "tests/support/model_paths.h"
@@ -238,19 +238,22 @@ TEST_P(GpuPresetTest, PrefillLogitsMatchTheCpuReference) {
   auto cpu = LoadCpuModel(spec);
   ASSERT_NE(gpu, nullptr);
   ASSERT_NE(cpu, nullptr);
-  // 37 tokens: block-typed weights go through bf16 tiles (F8_E4M3: FP8 tensor cores, and forced
-  // bf16 tiles); 5: through the block GEMV (int8 activations; F8_E4M3's bf16).
+  // 37 tokens: block-typed weights go through the block GEMM (int8 tensor cores; F8_E4M3: FP8
+  // tensor cores), and forced through bf16 tiles; 5: through the block GEMV (int8 activations;
+  // F8_E4M3's bf16).
   const bool f8 = GetParam().ends_with(":F8_E4M3");
-  for (auto [n, path] : {std::pair{37, cuda::F8GemmPath::kAuto}, std::pair{5, cuda::F8GemmPath::kAuto},
-                         std::pair{37, cuda::F8GemmPath::kBf16Tiles}}) {
-    if (path == cuda::F8GemmPath::kBf16Tiles && !f8) continue;
-    cuda::SetF8GemmPath(path);
+  const bool blocks = GetParam().find(':') != std::string::npos;
+  for (auto [n, path] : {std::pair{37, cuda::BlockGemmPath::kAuto}, std::pair{5, cuda::BlockGemmPath::kAuto},
+                         std::pair{37, cuda::BlockGemmPath::kBf16Tiles}}) {
+    if (path == cuda::BlockGemmPath::kBf16Tiles && !blocks) continue;
+    cuda::SetBlockGemmPath(path);
     // FP8 tensor cores round the activations to E4M3 (3 mantissa bits) at every projection, by
     // design (as vLLM's block-FP8 path): a looser bound, which the bf16 tiles must meet strictly.
-    const bool f8_cores = f8 && n > 8 && path == cuda::F8GemmPath::kAuto;
-    const std::string how = f8_cores                               ? ", FP8 tensor cores"
-                            : path == cuda::F8GemmPath::kBf16Tiles ? ", bf16 tiles"
-                                                                   : "";
+    const bool f8_cores = f8 && n > 8 && path == cuda::BlockGemmPath::kAuto;
+    const std::string how = f8_cores                                  ? ", FP8 tensor cores"
+                            : path == cuda::BlockGemmPath::kBf16Tiles ? ", bf16 tiles"
+                            : blocks && n > 8                         ? ", block GEMM"
+                                                                      : "";
     SCOPED_TRACE(std::to_string(n) + " tokens" + how);
     std::vector<int32_t> ids;
     for (int i = 0; i < n; ++i) ids.push_back((i * 7919 + 13) % gpu->weights->config().vocab_size);
@@ -279,7 +282,7 @@ TEST_P(GpuPresetTest, PrefillLogitsMatchTheCpuReference) {
     EXPECT_LT(worst, f8_cores ? 0.15 : 5e-2);
     EXPECT_GE(top1_same * 10, static_cast<int>(ids.size()) * (f8_cores ? 7 : 8));
   }
-  cuda::SetF8GemmPath(cuda::F8GemmPath::kAuto);
+  cuda::SetBlockGemmPath(cuda::BlockGemmPath::kAuto);
 }
 
 // SmolLM2's shape with its matrices in GGML blocks (random:<preset>:<type>): kept as blocks on the
