@@ -20,12 +20,10 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
-#include <atomic>
-#include <cstdlib>
-#include <string_view>
 
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/ggml_unit.cuh"
+#include "kernels/cuda/kernel_choice.h"
 
 namespace kvs::cuda {
 namespace {
@@ -200,22 +198,13 @@ struct GemmLaunch {
   }
 };
 
-std::atomic<int> g_path{-1};  // -1: not yet read from the environment
+KernelChoice g_path("KVS_BLOCK_GEMM", "bf16-tiles");  // alternative: the bf16 tiles
 
 }  // namespace
 
-void SetBlockGemmPath(BlockGemmPath path) { g_path.store(static_cast<int>(path)); }
+void SetBlockGemmPath(BlockGemmPath path) { g_path.Set(path == BlockGemmPath::kBf16Tiles); }
 
-bool UseBlockGemm() {
-  int p = g_path.load();
-  if (p < 0) {
-    const char* env = std::getenv("KVS_BLOCK_GEMM");
-    p = static_cast<int>(env != nullptr && std::string_view(env) == "bf16-tiles" ? BlockGemmPath::kBf16Tiles
-                                                                                 : BlockGemmPath::kAuto);
-    g_path.store(p);
-  }
-  return p == static_cast<int>(BlockGemmPath::kAuto);
-}
+bool UseBlockGemm() { return !g_path.Alternative(); }
 
 cudaError_t LaunchBlockGemm(GgmlType type, const void* w, int64_t row_bytes, int64_t n, int64_t k,
                             QuantizedActivations a, int64_t tokens, void* out, int64_t out_stride, bool f32_out,

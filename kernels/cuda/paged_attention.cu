@@ -22,35 +22,7 @@ cudaError_t LaunchPagedAttention(const bf16* q, int64_t q_stride, int32_t q_head
   if (cache.window > 0 || !TiledAttentionSupports(cache.dtype, cache.head_dim)) {
     return LaunchWindowAttention(q, q_stride, q_heads, cache, batch, scale, out, out_stride, stream);
   }
-  attention::Params p{};
-  p.q = q;
-  p.q_stride = q_stride;
-  p.out = out;
-  p.out_stride = out_stride;
-  p.k_cache = static_cast<const unsigned char*>(cache.k);
-  p.v_cache = static_cast<const unsigned char*>(cache.v);
-  p.block_bytes = cache.BlockBytes();
-  p.row_bytes = static_cast<int32_t>(cache.RowBytes());
-  p.scale_bytes = static_cast<int32_t>(cache.ScaleBytes());
-  p.block_size = cache.block_size;
-  p.block_shift = -1;
-  for (int shift = 0; shift < 31; ++shift) {
-    if ((1 << shift) == cache.block_size) p.block_shift = shift;
-  }
-  p.kv_heads = cache.kv_heads;
-  p.q_heads = q_heads;
-  p.query_start = batch.query_start;
-  p.context_len = batch.context_len;
-  p.block_table = batch.block_table;
-  p.max_blocks_per_seq = batch.max_blocks_per_seq;
-  p.scale_log2 = scale * attention::kLog2e;
-  p.num_tokens = batch.num_tokens;
-  // Row chunks and key splits are planned per kernel (LaunchAttentionFor, PlanSplits).
-  p.partial_out = ws.partial_out;
-  p.partial_ml = ws.partial_ml;
-  p.max_context_len = batch.max_context_len;
-  p.workspace_floats = ws.capacity_floats;
-  p.num_sms = ws.num_sms;
+  attention::Params p = attention::MakeParams(q, q_stride, q_heads, cache, batch, scale, out, out_stride, ws);
   const int d = cache.head_dim, n = batch.num_seqs, lq = batch.max_query_len;
   switch (cache.dtype) {
     case KvDType::kBF16: return LaunchAttentionFor<KvDType::kBF16>(p, d, n, lq, stream);

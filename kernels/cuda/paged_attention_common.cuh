@@ -53,6 +53,42 @@ struct Params {
   int32_t num_sms;
 };
 
+// The parameters every tiled kernel takes, from the cache view, the batch and the workspace (row
+// chunks and key splits are planned per kernel: LaunchAttentionFor, PlanSplits).
+inline Params MakeParams(const bf16* q, int64_t q_stride, int32_t q_heads, const PagedKvView& cache,
+                         const AttentionBatch& batch, float scale, bf16* out, int64_t out_stride,
+                         const AttentionWorkspace& ws) {
+  Params p{};
+  p.q = q;
+  p.q_stride = q_stride;
+  p.out = out;
+  p.out_stride = out_stride;
+  p.k_cache = static_cast<const unsigned char*>(cache.k);
+  p.v_cache = static_cast<const unsigned char*>(cache.v);
+  p.block_bytes = cache.BlockBytes();
+  p.row_bytes = static_cast<int32_t>(cache.RowBytes());
+  p.scale_bytes = static_cast<int32_t>(cache.ScaleBytes());
+  p.block_size = cache.block_size;
+  p.block_shift = -1;
+  for (int shift = 0; shift < 31; ++shift) {
+    if ((1 << shift) == cache.block_size) p.block_shift = shift;
+  }
+  p.kv_heads = cache.kv_heads;
+  p.q_heads = q_heads;
+  p.query_start = batch.query_start;
+  p.context_len = batch.context_len;
+  p.block_table = batch.block_table;
+  p.max_blocks_per_seq = batch.max_blocks_per_seq;
+  p.scale_log2 = scale * kLog2e;
+  p.num_tokens = batch.num_tokens;
+  p.partial_out = ws.partial_out;
+  p.partial_ml = ws.partial_ml;
+  p.max_context_len = batch.max_context_len;
+  p.workspace_floats = ws.capacity_floats;
+  p.num_sms = ws.num_sms;
+  return p;
+}
+
 // Splits along the keys. Three things matter, all measured on an H200 (docs/performance.md):
 // the last wave of resident blocks should be full (1.3 waves leaves the GPU idle in the
 // second), about three waves keep memory busy while blocks finish at different times, and every

@@ -16,12 +16,10 @@
 // running max and sum per warp; warps merge in shared memory, key splits through the workspace
 // (attention_combine.cuh). CUDA cores: prefill steps, and decode steps in shapes the tensor-core
 // decode kernel (paged_decode_kivi.cu, KiviDecodeMmaSupports) does not take.
-#include <atomic>
 #include <cfloat>
-#include <cstdlib>
-#include <string_view>
 
 #include "kernels/cuda/attention_combine.cuh"
+#include "kernels/cuda/kernel_choice.h"
 
 namespace kvs::cuda {
 namespace {
@@ -411,22 +409,13 @@ cudaError_t LaunchFor(const KiviParams& p, const AttentionWorkspace& ws, cudaStr
   }
 }
 
-std::atomic<int> g_decode_kernel{-1};  // -1: not yet read from the environment
+KernelChoice g_decode_kernel("KVS_KIVI_DECODE", "cuda-cores");  // alternative: this file's kernel
 
-bool UseDecodeMma() {
-  int k = g_decode_kernel.load();
-  if (k < 0) {
-    const char* env = std::getenv("KVS_KIVI_DECODE");
-    k = static_cast<int>(env != nullptr && std::string_view(env) == "cuda-cores" ? KiviDecodeKernel::kCudaCores
-                                                                                 : KiviDecodeKernel::kAuto);
-    g_decode_kernel.store(k);
-  }
-  return k == static_cast<int>(KiviDecodeKernel::kAuto);
-}
+bool UseDecodeMma() { return !g_decode_kernel.Alternative(); }
 
 }  // namespace
 
-void SetKiviDecodeKernel(KiviDecodeKernel kernel) { g_decode_kernel.store(static_cast<int>(kernel)); }
+void SetKiviDecodeKernel(KiviDecodeKernel kernel) { g_decode_kernel.Set(kernel == KiviDecodeKernel::kCudaCores); }
 
 cudaError_t LaunchKiviAttention(const bf16* q, int64_t q_stride, int32_t q_heads, const PagedKvView& cache,
                                 const AttentionBatch& batch, float scale, bf16* out, int64_t out_stride,

@@ -393,35 +393,9 @@ cudaError_t LaunchKiviDecodeMma(const bf16* q, int64_t q_stride, int32_t q_heads
     return cudaErrorInvalidValue;
   }
   attention::KiviDecodeParams kp{};
-  attention::Params& p = kp.p;
-  p.q = q;
-  p.q_stride = q_stride;
-  p.out = out;
-  p.out_stride = out_stride;
-  p.k_cache = static_cast<const unsigned char*>(cache.k);
-  p.v_cache = static_cast<const unsigned char*>(cache.v);
-  p.block_bytes = cache.BlockBytes();
-  p.row_bytes = static_cast<int32_t>(cache.RowBytes());
-  p.scale_bytes = static_cast<int32_t>(cache.ScaleBytes());
-  p.block_size = cache.block_size;
-  p.block_shift = -1;
-  for (int shift = 0; shift < 31; ++shift) {
-    if ((1 << shift) == cache.block_size) p.block_shift = shift;
-  }
-  p.kv_heads = cache.kv_heads;
-  p.q_heads = q_heads;
-  p.query_start = batch.query_start;
-  p.context_len = batch.context_len;
-  p.block_table = batch.block_table;
-  p.max_blocks_per_seq = batch.max_blocks_per_seq;
-  p.scale_log2 = scale * attention::kLog2e;
-  p.row_chunks = 1;
-  p.num_tokens = batch.num_tokens;
-  p.partial_out = ws.partial_out;
-  p.partial_ml = ws.partial_ml;
-  p.max_context_len = batch.max_context_len;
-  p.workspace_floats = ws.partial_out != nullptr && ws.partial_ml != nullptr ? ws.capacity_floats : 0;
-  p.num_sms = ws.num_sms;
+  kp.p = attention::MakeParams(q, q_stride, q_heads, cache, batch, scale, out, out_stride, ws);
+  kp.p.row_chunks = 1;
+  if (ws.partial_out == nullptr || ws.partial_ml == nullptr) kp.p.workspace_floats = 0;  // no splits
   kp.k_residual = static_cast<const bf16*>(cache.k_residual);
   kp.v_residual = static_cast<const bf16*>(cache.v_residual);
   kp.ring = cache.ring();

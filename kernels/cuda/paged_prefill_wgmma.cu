@@ -20,13 +20,13 @@
 // scales into registers and write fp16 values into the same swizzled stages, and the consumers
 // run the fp16 kernel unchanged. fp8 wgmma was not used: its B operand must be K-major, so V
 // would need a transpose in shared memory, and Q and P would be rounded to e4m3.
-#include "kernels/cuda/paged_prefill_wgmma.cuh"
-
 #include <atomic>
 #include <cstdlib>
 #include <string_view>
 
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/kernel_choice.h"
+#include "kernels/cuda/paged_prefill_wgmma.cuh"
 #include "kernels/cuda/wgmma.cuh"
 
 namespace kvs::cuda::attention {
@@ -602,19 +602,13 @@ cudaError_t LaunchWgmmaPrefill(const Params& p, KvDType dtype, int head_dim, dim
 
 namespace kvs::cuda {
 namespace {
-std::atomic<int> g_prefill_kernel{-1};  // -1: not yet read from the environment
+KernelChoice g_prefill_kernel("KVS_PREFILL_KERNEL", "mma");  // alternative: the mma.sync kernel
 }  // namespace
 
-void SetPrefillKernel(PrefillKernel kernel) { g_prefill_kernel.store(static_cast<int>(kernel)); }
+void SetPrefillKernel(PrefillKernel kernel) { g_prefill_kernel.Set(kernel == PrefillKernel::kMma); }
 
 bool UseHopperPrefill() {
-  int k = g_prefill_kernel.load();
-  if (k < 0) {
-    const char* env = std::getenv("KVS_PREFILL_KERNEL");
-    k = static_cast<int>(env != nullptr && std::string_view(env) == "mma" ? PrefillKernel::kMma : PrefillKernel::kAuto);
-    g_prefill_kernel.store(k);
-  }
-  if (k == static_cast<int>(PrefillKernel::kMma)) return false;
+  if (g_prefill_kernel.Alternative()) return false;
   // sm_90a code runs on compute capability 9.0 only; each rank keeps to one device.
   static std::atomic<int> hopper_device[64];  // 0 unknown, 1 yes, 2 no
   int dev = 0;

@@ -174,7 +174,6 @@ TEST_F(BlockLinearTest, EmbeddingDecodesRowsExactlyAsTheCpu) {
   for (GgmlType type : testing::GpuBlockTypes()) {
     const auto info = *LookupGgmlType(static_cast<uint32_t>(type));
     SCOPED_TRACE(std::string(info.name));
-    const int64_t f8_gemms_before = cuda::F8TensorCoreGemmsRun();
     const int64_t vocab = 50, hidden = 2 * info.block_elems, first_id = 100, out_stride = hidden + 32;
     const std::vector<uint8_t> table = testing::RandomGgmlBlocks(type, vocab, hidden, rng);
     std::vector<float> decoded(vocab * hidden);
