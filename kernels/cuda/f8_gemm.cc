@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <memory>
 #include <utility>
 
 #include "absl/strings/str_format.h"
@@ -34,8 +35,13 @@ struct Preference {
 // The operation in cuBLAS's column-major terms: D (n x m) = W^T-stored-as-A (op T: A is k x n,
 // the weights' rows k apart) times B (k x m: the activations' rows), both k-major as FP8 requires
 // ("TN"); D is out [m][n] row-major (ld out_stride).
-absl::Status Describe(int64_t m, int64_t n, int64_t k, int64_t out_stride, bool f32_out, Desc& op, Layout& a, Layout& b,
-                      Layout& d) {
+struct Operation {
+  Desc op;
+  Layout a, b, d;
+};
+absl::Status Describe(int64_t m, int64_t n, int64_t k, int64_t out_stride, bool f32_out, Operation& o) {
+  Desc& op = o.op;
+  Layout &a = o.a, &b = o.b, &d = o.d;
   KVS_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescCreate(&op.d, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t transa = CUBLAS_OP_T, transb = CUBLAS_OP_N;
   KVS_CUBLAS_RETURN_IF_ERROR(
@@ -56,6 +62,8 @@ absl::Status Describe(int64_t m, int64_t n, int64_t k, int64_t out_stride, bool 
 std::atomic<int64_t> g_runs{0};
 
 }  // namespace
+
+struct F8Gemm::Described : Operation {};
 
 int64_t F8TensorCoreGemmsRun() { return g_runs.load(); }
 
@@ -88,20 +96,22 @@ F8Gemm::~F8Gemm() {
 
 absl::StatusOr<F8Gemm::Plan> F8Gemm::MakePlan(const Shape& shape) {
   const auto [m, n, k, out_stride, f32_out] = shape;
-  Desc op;
-  Layout a, b, d;
-  KVS_RETURN_IF_ERROR(Describe(m, n, k, out_stride, f32_out, op, a, b, d));
+  auto described = std::make_shared<Described>();
+  KVS_RETURN_IF_ERROR(Describe(m, n, k, out_stride, f32_out, *described));
+  const Operation& o = *described;
   Preference pref;
   KVS_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceCreate(&pref.p));
   KVS_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                                   &workspace_bytes_, sizeof(workspace_bytes_)));
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
-  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt_, op.d, a.l, b.l, d.l, d.l, pref.p, 1, &result, &found);
+  const cublasStatus_t st =
+      cublasLtMatmulAlgoGetHeuristic(lt_, o.op.d, o.a.l, o.b.l, o.d.l, o.d.l, pref.p, 1, &result, &found);
   Plan plan;
   if (st == CUBLAS_STATUS_SUCCESS && found > 0) {
     plan.supported = true;
     plan.algo = result.algo;
+    plan.described = std::move(described);
   } else if (st != CUBLAS_STATUS_SUCCESS && st != CUBLAS_STATUS_NOT_SUPPORTED) {
     return absl::InternalError(absl::StrFormat("cublasLtMatmulAlgoGetHeuristic (FP8, m %d n %d k %d) failed: %s", m, n,
                                                k, cublasGetStatusString(st)));
@@ -129,15 +139,13 @@ absl::StatusOr<bool> F8Gemm::Run(const uint8_t* w, const float* w_scale, int64_t
     it = plans_.emplace(shape, plan).first;
   }
   if (!it->second.supported) return false;
-  Desc op;
-  Layout la, lb, ld;
-  KVS_RETURN_IF_ERROR(Describe(m, n, k, out_stride, f32_out, op, la, lb, ld));
+  const Operation& o = *it->second.described;
   KVS_CUBLAS_RETURN_IF_ERROR(
-      cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &w_scale, sizeof(w_scale)));
+      cublasLtMatmulDescSetAttribute(o.op.d, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &w_scale, sizeof(w_scale)));
   KVS_CUBLAS_RETURN_IF_ERROR(
-      cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &a_scale, sizeof(a_scale)));
+      cublasLtMatmulDescSetAttribute(o.op.d, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &a_scale, sizeof(a_scale)));
   const float alpha = 1.0f, beta = 0.0f;
-  KVS_CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(lt_, op.d, &alpha, w, la.l, a, lb.l, &beta, out, ld.l, out, ld.l,
+  KVS_CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(lt_, o.op.d, &alpha, w, o.a.l, a, o.b.l, &beta, out, o.d.l, out, o.d.l,
                                             &it->second.algo, workspace_, workspace_bytes_, stream_));
   g_runs.fetch_add(1);
   return true;

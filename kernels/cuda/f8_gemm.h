@@ -13,6 +13,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <memory>
 #include <tuple>
 
 #include "absl/container/flat_hash_map.h"
@@ -39,9 +40,11 @@ class F8Gemm {
  private:
   F8Gemm() = default;
   using Shape = std::tuple<int64_t, int64_t, int64_t, int64_t, bool>;  // m, n, k, out_stride, f32_out
+  struct Described;  // a shape's cuBLASLt operation and matrix layouts (f8_gemm.cc)
   struct Plan {
     bool supported = false;
     cublasLtMatmulAlgo_t algo{};
+    std::shared_ptr<Described> described;  // kept: a call only points it at its scales
   };
   absl::StatusOr<Plan> MakePlan(const Shape& shape);
   cublasLtHandle_t lt_ = nullptr;
