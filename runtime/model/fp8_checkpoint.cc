@@ -43,12 +43,29 @@ absl::StatusOr<std::optional<Fp8Scheme>> ParseFp8Scheme(const nlohmann::json& co
       if (w == g.end() || w->is_null()) continue;  // activations only
       const std::string type = w->value("type", ""), strategy = w->value("strategy", "");
       const int bits = w->value("num_bits", 0);
-      if (type != "float" || bits != 8 || (strategy != "tensor" && strategy != "channel")) {
+      if (type != "float" || bits != 8 || (strategy != "tensor" && strategy != "channel" && strategy != "block")) {
         return absl::UnimplementedError(absl::StrFormat(
             "%s.config_groups.%s: weights of type '%s', %d bits, strategy '%s'; kvshard loads FP8 weights (type "
-            "float, 8 bits) with per-tensor or per-channel scales",
+            "float, 8 bits) with per-tensor, per-channel or block scales",
             where, name, type, bits, strategy));
       }
+      if (strategy != "block") continue;
+      // llm-compressor's FP8_BLOCK: a scale per block_structure [rows, cols] block in `<name>_scale`.
+      const auto b = w->find("block_structure");
+      if (b == w->end() || !b->is_array() || b->size() != 2 || !(*b)[0].is_number_unsigned() ||
+          !(*b)[1].is_number_unsigned() || (*b)[0].get<int64_t>() < 1 || (*b)[1].get<int64_t>() < 1) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s.config_groups.%s.weights: strategy 'block' needs block_structure, two positive integers", where, name));
+      }
+      const int64_t rows = (*b)[0].get<int64_t>(), cols = (*b)[1].get<int64_t>();
+      if (s.block_rows > 0 && (s.block_rows != rows || s.block_cols != cols)) {
+        return absl::UnimplementedError(absl::StrFormat(
+            "%s.config_groups.%s.weights: block_structure [%d, %d] differs from another group's [%d, %d]; kvshard "
+            "loads one block size per checkpoint",
+            where, name, rows, cols, s.block_rows, s.block_cols));
+      }
+      s.block_rows = rows;
+      s.block_cols = cols;
     }
     return s;
   }

@@ -1,10 +1,10 @@
 // FP8 (E4M3) weights in Hugging Face checkpoints, in the layouts vLLM loads: `quantization_config`
-// with quant_method "compressed-tensors" (float weights of 8 bits, per-tensor or per-channel
-// scales in `<name>_scale`), "fbgemm_fp8" (per-channel `<name>_scale`) or "fp8" (transformers'
-// fine-grained FP8: a scale per weight_block_size block in `<name>_scale_inv`). A weight is its
-// code's value times its scale: decoded so to float, or kept in 8 bits as kvshard's F8_E4M3 blocks
-// (PackFp8Blocks) where the layout has that form. Any other method, or an FP8 tensor whose scale
-// is missing or of a shape that fits no layout, is refused at load, naming the file and tensor.
+// with quant_method "compressed-tensors" (float weights of 8 bits, per-tensor, per-channel or
+// per-block scales in `<name>_scale`; llm-compressor writes these), "fbgemm_fp8" (per-channel `<name>_scale`) or "fp8"
+// (transformers' fine-grained FP8: a scale per weight_block_size block in `<name>_scale_inv`). A weight is its code's
+// value times its scale: decoded so to float, or kept in 8 bits as kvshard's F8_E4M3 blocks (PackFp8Blocks) where the
+// layout has that form. Any other method, or an FP8 tensor whose scale is missing or of a shape that fits no layout, is
+// refused at load, naming the file and tensor.
 #pragma once
 
 #include <cstdint>
@@ -20,7 +20,8 @@ namespace kvs {
 
 struct Fp8Scheme {
   std::string method;                      // "compressed-tensors", "fbgemm_fp8" or "fp8"
-  int64_t block_rows = 0, block_cols = 0;  // "fp8": the scale blocks (weight_block_size)
+  // The scale blocks: "fp8"'s weight_block_size, compressed-tensors' block_structure.
+  int64_t block_rows = 0, block_cols = 0;
 };
 
 // The scheme of `config`'s quantization_config (nullopt without one). `path` names the file in errors.

@@ -3,6 +3,7 @@
 // identical token for token — alone, batched, with chunked prefill, with page size 1, and under
 // forced preemption. Goldens: tests/reference/make_goldens.py and make_family_goldens.py (Qwen3,
 // Gemma 3: the tiny Gemma's window of 7 tokens is crossed many times by its prompts).
+#include <cctype>
 #include <cmath>
 
 #include "gtest/gtest.h"
@@ -135,7 +136,15 @@ TEST_P(RandomCheckpointTest, GreedyMatchesTransformersAloneBatchedChunkedAndPree
 
 INSTANTIATE_TEST_SUITE_P(Checkpoints, RandomCheckpointTest,
                          ::testing::Values("tiny-llama31", "tiny-qwen2", "tiny-mistral", "tiny-qwen3", "tiny-gemma3",
-                                           "tiny-mistral-swa", "tiny-qwen2-swa"));
+                                           "tiny-mistral-swa", "tiny-qwen2-swa",
+                                           // FP8 files written by llm-compressor; their goldens run
+                                           // torch's decode of the same codes and scales
+                                           "tiny-llama31-fp8-llmc-channel", "tiny-llama31-fp8-llmc-block"),
+                         [](const ::testing::TestParamInfo<std::string>& p) {
+                           std::string n = p.param;
+                           for (char& ch : n) ch = std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
+                           return n;
+                         });
 
 // Checkpoints as llama.cpp's own converter writes them to GGUF (tests/reference/
 // make_llama_cpp_gguf.py: bf16, its tensor names and metadata keys, Gemma's norms stored as 1 + w,

@@ -1,7 +1,9 @@
 // FP8 (E4M3) Hugging Face checkpoints written by tests/reference/make_fp8_checkpoints.py with the
 // `safetensors` and `ml_dtypes` packages, in the three layouts vLLM loads (compressed-tensors per
-// channel and per tensor, transformers' fine-grained fp8 blocks):
-// - the loader's weights equal ml_dtypes' decode times the scale, element for element;
+// channel and per tensor, transformers' fine-grained fp8 blocks), and by llm-compressor itself
+// (make_fp8_checkpoint_llmcompressor.py: FP8_DYNAMIC per channel, FP8_BLOCK 128 x 128, bf16 scales;
+// their logits against transformers are checked in reference_model_test):
+// - the loader's weights equal ml_dtypes' (or torch's) decode times the scale, element for element;
 // - the model runs: its logits stay near transformers' bf16 logits of the unquantized model;
 // - what it cannot load is refused at load, naming the file and tensor (a missing scale, a scale
 //   of no layout's shape, another quantization method, integer weights).
@@ -27,6 +29,7 @@ namespace fs = std::filesystem;
 using testing::GoldenPath;
 
 const char* const kLayouts[] = {"channel", "tensor", "block"};
+const char* const kAllLayouts[] = {"channel", "tensor", "block", "llmc-channel", "llmc-block"};
 const char* const kQProj = "model.layers.0.self_attn.q_proj.weight";
 
 std::vector<float> ReadF32File(const std::string& path) {
@@ -38,7 +41,7 @@ std::vector<float> ReadF32File(const std::string& path) {
 }
 
 TEST(Fp8CheckpointTest, WeightsEqualTheCodesTimesTheirScalesForEveryLayout) {
-  for (const char* layout : kLayouts) {
+  for (const char* layout : kAllLayouts) {
     const std::string dir = GoldenPath(std::string("models/tiny-llama31-fp8-") + layout);
     auto src = OpenWeightSource(dir);
     ASSERT_TRUE(src.ok()) << src.status();
@@ -154,6 +157,18 @@ TEST_F(BrokenFp8Test, OtherQuantizationMethodsAndIntegerWeightsAreRefusedByName)
   e = LoadError();
   EXPECT_NE(e.find("group_0"), std::string::npos) << e;
   EXPECT_NE(e.find("type 'int', 4 bits"), std::string::npos) << e;
+}
+
+TEST_F(BrokenFp8Test, ABlockStrategyWithoutItsBlockSizeIsNamed) {
+  EditConfig(
+      [](nlohmann::json& j) { j["quantization_config"]["config_groups"]["group_0"]["weights"]["strategy"] = "block"; });
+  std::string e = LoadError();
+  EXPECT_NE(e.find("group_0.weights: strategy 'block' needs block_structure"), std::string::npos) << e;
+  EditConfig([](nlohmann::json& j) {
+    j["quantization_config"]["config_groups"]["group_0"]["weights"]["block_structure"] = {128, 0};
+  });
+  e = LoadError();
+  EXPECT_NE(e.find("needs block_structure, two positive integers"), std::string::npos) << e;
 }
 
 }  // namespace
