@@ -254,5 +254,11 @@ enum class PrefillKernel { kAuto, kMma };
 void SetPrefillKernel(PrefillKernel kernel);
 // Whether the next prefill launch on the current device takes the Hopper kernel.
 bool UseHopperPrefill();
+// How the Hopper prefill kernel's producer loads fp8/int8/int4-token tiles: kStagedInPlace queues
+// the codes by cp.async into the stage and converts them there; kRegisters (KVS_WGMMA_CODES=
+// registers) loads and converts a piece at a time through registers. Process-wide, for tests and
+// benchmarks to compare; set it between launches.
+enum class QuantizedPrefillLoads { kStagedInPlace, kRegisters };
+void SetQuantizedPrefillLoads(QuantizedPrefillLoads loads);
 
 }  // namespace kvs::cuda

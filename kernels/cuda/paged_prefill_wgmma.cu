@@ -140,13 +140,101 @@ __device__ inline void DecodeCodesTile(const Params& p, KvRow mine, int base, in
   }
 }
 
+// The same tile's work in two halves, with no registers held while the loads fly (what bounds
+// DecodeCodesTile: 40 registers keep one 16-byte piece of K and of V in flight, eight dependent
+// round trips a tile). StageCodesTile queues this warp's 32 keys' codes and scales by cp.async
+// into the stage itself, each key's bytes inside the stage rows that its fp16 values will
+// occupy (RawAt); ConvertStagedTile later rewrites each row in place. A key's raw bytes lie in
+// its own rows (row k of each 64-wide sub-tile), and one warp reads all of a key's raw bytes
+// before any lane writes that key's values, so converting needs only __syncwarp, no extra
+// shared memory and no stage given up. Keys at or past k_hi are zero-filled by the copies and
+// convert to zeros.
+template <KvDType F, int D, int kKeys>
+struct StagedCodes {
+  static constexpr int kRowBytes = static_cast<int>(KvRowBytes(F, D));
+  static constexpr int kScaleBytes = static_cast<int>(KvScaleBytes(F, D));  // 4, or 4 per group of 32
+  static constexpr int kPieces = kRowBytes / 16;
+  static constexpr int kKeysPerPass = 32 / kPieces;
+  static constexpr int kChunksPerPiece = F == KvDType::kINT4 ? 4 : 2;
+  static constexpr uint32_t kSubTileBytes = kKeys * 128;
+  static_assert(kRowBytes <= 128 && kScaleBytes <= 16, "a key's codes fit its first sub-tile row");
+  // Codes at the start of sub-tile 0's row `key`; scales after them when they fit that row
+  // (int4, and fp8/int8 at head_dim 64), else at the start of sub-tile 1's row (fp8/int8, 128).
+  __device__ static uint32_t CodesAt(uint32_t stage, int key) { return stage + key * 128; }
+  __device__ static uint32_t ScalesAt(uint32_t stage, int key) {
+    return kRowBytes + kScaleBytes <= 128 ? stage + key * 128 + kRowBytes : stage + kSubTileBytes + key * 128;
+  }
+};
+
+template <KvDType F, int D, int kKeys>
+__device__ inline void StageCodesTile(const Params& p, KvRow mine, int base, int k_hi, int warp_key0, int lane,
+                                      uint32_t k_dst, uint32_t v_dst) {
+  using S = StagedCodes<F, D, kKeys>;
+  const int piece = lane % S::kPieces;
+#pragma unroll 1
+  for (int r = 0; r < S::kPieces; ++r) {  // consecutive lanes on consecutive pieces of a row
+    const int src = r * S::kKeysPerPass + lane / S::kPieces, key = warp_key0 + src;
+    const int64_t codes = __shfl_sync(0xffffffffu, mine.codes, src);
+    const int n = base + key < k_hi ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(S::CodesAt(k_dst, key) + piece * 16),
+                 "l"(p.k_cache + codes + piece * 16), "r"(n));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(S::CodesAt(v_dst, key) + piece * 16),
+                 "l"(p.v_cache + codes + piece * 16), "r"(n));
+  }
+  const int key = warp_key0 + lane;  // each lane its own key's scales
+  const int n = base + key < k_hi ? S::kScaleBytes : 0;
+  asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(S::ScalesAt(k_dst, key)),
+               "l"(p.k_cache + mine.scales), "n"(S::kScaleBytes), "r"(n));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(S::ScalesAt(v_dst, key)),
+               "l"(p.v_cache + mine.scales), "n"(S::kScaleBytes), "r"(n));
+}
+
+// Call after the warp's copies of this stage have landed (cp.async.wait_group by every lane).
+template <KvDType F, int D, int kKeys>
+__device__ inline void ConvertStagedTile(int warp_key0, int lane, uint32_t k_stage, uint32_t v_stage) {
+  using S = StagedCodes<F, D, kKeys>;
+  const int piece = lane % S::kPieces;
+  __syncwarp();  // every lane's landed copies, visible to the others
+#pragma unroll 1
+  for (int r = 0; r < S::kPieces; ++r) {
+    const int key = warp_key0 + r * S::kKeysPerPass + lane / S::kPieces;
+    uint4 kc, vc;
+    uint32_t ks, vs;
+    asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(kc.x), "=r"(kc.y), "=r"(kc.z), "=r"(kc.w)
+                 : "r"(S::CodesAt(k_stage, key) + piece * 16));
+    asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(vc.x), "=r"(vc.y), "=r"(vc.z), "=r"(vc.w)
+                 : "r"(S::CodesAt(v_stage, key) + piece * 16));
+    const int s_off = F == KvDType::kINT4 ? piece * 4 : 0;  // int4: one group of 32 per piece
+    asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(ks) : "r"(S::ScalesAt(k_stage, key) + s_off));
+    asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(vs) : "r"(S::ScalesAt(v_stage, key) + s_off));
+    __syncwarp();  // this pass's keys read whole before any lane overwrites them
+    auto emit = [&](const uint4& c, uint32_t sc, uint32_t dst) {
+      const uint32_t w[4] = {c.x, c.y, c.z, c.w};
+#pragma unroll
+      for (int i = 0; i < S::kChunksPerPiece; ++i) {
+        uint32_t h[4];
+        CodesToHalf8<F, false>(w + i * (4 / S::kChunksPerPiece), sc, h);
+        StoreShared16(dst + TileOffset(key, piece * S::kChunksPerPiece + i, S::kSubTileBytes), h[0], h[1], h[2], h[3]);
+      }
+    };
+    emit(kc, ks, k_stage);
+    emit(vc, vs, v_stage);
+  }
+}
+
 // Warp specialised: warpgroup 0 gathers K/V tiles from the pages with cp.async into a ring of
 // stages (each stage's `full` barrier completes when its copies land, its `empty` barrier when
 // both consumers are done with it); warpgroups 1 and 2 each own 64 query rows and run through
 // the tiles at their own pace, so one's softmax overlaps the other's MMAs. Blocks are numbered
 // longest first (the last row chunks of a causal prompt see the most keys), KV head fastest.
+// Bits of the kernel's `flags`.
+constexpr int kFlagPingPong = 1;     // consumer warpgroups take turns issuing GEMMs
+constexpr int kFlagStagedCodes = 2;  // quantized tiles staged in place (StageCodesTile), not in registers
+
 template <KvDType F, int D, int kKeys>
-__global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Params p, int pingpong) {
+__global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Params p, int flags) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr bool kHalf = F != KvDType::kBF16;  // fp16 MMAs for every format but bf16
   constexpr bool kCodes = F == KvDType::kFP8 || F == KvDType::kINT8 || F == KvDType::kINT4;
@@ -214,6 +302,31 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
       // 40 registers (the copy-only path needs 32): 40 + 2 x 232 per thread fill the register
       // file of one 384-thread block exactly (168 each at launch), as FlashAttention-3's 24/240.
       asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
+      if (flags & kFlagStagedCodes) {
+        // Tile j's copies are queued before tile j - 1 converts, so they fly during that
+        // conversion and during the wait for tile j + 1's stage.
+        auto convert = [&](int t) {
+          if (warp_key0 < kKeys) ConvertStagedTile<F, D, kKeys>(warp_key0, lane, k_s(t % kStages), v_s(t % kStages));
+          FenceProxyAsync();  // these generic-proxy stores, before the consumers' wgmma reads them
+          BarrierArrive(full(t % kStages));
+        };
+        for (int j = 0; j < num_tiles; ++j) {
+          const int stage = j % kStages, base = k_lo + j * kKeys;
+          if (j >= kStages) BarrierWait(empty(stage), ((j / kStages) & 1) ^ 1);
+          if (warp_key0 < kKeys) {
+            const KvRow mine = tid < kKeys && base + tid < k_hi ? LocateKv(p, blocks, base + tid, kvh) : KvRow{};
+            StageCodesTile<F, D, kKeys>(p, mine, base, k_hi, warp_key0, lane, k_s(stage), v_s(stage));
+          }
+          asm volatile("cp.async.commit_group;\n" ::: "memory");
+          if (j > 0) {
+            asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+            convert(j - 1);
+          }
+        }
+        asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+        if (num_tiles > 0) convert(num_tiles - 1);
+        return;
+      }
       for (int j = 0; j < num_tiles; ++j) {
         const int stage = j % kStages, base = k_lo + j * kKeys;
         if (j >= kStages) BarrierWait(empty(stage), ((j / kStages) & 1) ^ 1);
@@ -306,7 +419,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
   // num_tiles + 1 turns (a computing warpgroup issues once per tile and once more for the first
   // S; one with fewer tiles passes its remaining turns), warpgroup 0 first; warpgroup 1 does not
   // hand over its last turn, so every arrival is matched.
-  const bool turns = pingpong != 0;
+  const bool turns = (flags & kFlagPingPong) != 0;
   const int total_turns = num_tiles + 1;
   int turn = 0;
   auto turn_begin = [&] {
@@ -514,6 +627,10 @@ bool PingPong() {
   return on;
 }
 
+// How the producer loads quantized tiles: staged in place by cp.async (the default) or, with
+// KVS_WGMMA_CODES=registers, through registers (DecodeCodesTile, the earlier path, kept to compare).
+KernelChoice g_codes_in_registers("KVS_WGMMA_CODES", "registers");
+
 // One instantiation of the kernel: its shared-memory limit raised once, launched or sized.
 template <KvDType F, int D, int kKeys>
 struct Instance {
@@ -525,7 +642,8 @@ struct Instance {
   }
   static cudaError_t Launch(const Params& p, dim3 grid, cudaStream_t stream) {
     if (const cudaError_t attr = Prepare(); attr != cudaSuccess) return attr;
-    PagedPrefillWgmmaKernel<F, D, kKeys><<<grid, kWgmmaThreads, kSmem, stream>>>(p, PingPong() ? 1 : 0);
+    const int flags = (PingPong() ? kFlagPingPong : 0) | (g_codes_in_registers.Alternative() ? 0 : kFlagStagedCodes);
+    PagedPrefillWgmmaKernel<F, D, kKeys><<<grid, kWgmmaThreads, kSmem, stream>>>(p, flags);
     return cudaGetLastError();
   }
   static int64_t Resident(int num_sms) {
@@ -606,6 +724,10 @@ KernelChoice g_prefill_kernel("KVS_PREFILL_KERNEL", "mma");  // alternative: the
 }  // namespace
 
 void SetPrefillKernel(PrefillKernel kernel) { g_prefill_kernel.Set(kernel == PrefillKernel::kMma); }
+
+void SetQuantizedPrefillLoads(QuantizedPrefillLoads loads) {
+  attention::g_codes_in_registers.Set(loads == QuantizedPrefillLoads::kRegisters);
+}
 
 bool UseHopperPrefill() {
   if (g_prefill_kernel.Alternative()) return false;

@@ -35,7 +35,10 @@ struct Shape {
 
 class PrefillAttentionTest : public testing::GpuFixture<::testing::TestWithParam<Shape>> {
  protected:
-  void TearDown() override { cuda::SetPrefillKernel(cuda::PrefillKernel::kAuto); }
+  void TearDown() override {
+    cuda::SetPrefillKernel(cuda::PrefillKernel::kAuto);
+    cuda::SetQuantizedPrefillLoads(cuda::QuantizedPrefillLoads::kStagedInPlace);
+  }
 };
 
 uint32_t TestSeed() {
@@ -122,9 +125,18 @@ TEST_P(PrefillAttentionTest, EveryElementMatchesTheCpuReferenceOnBothKernelsAndC
                     .ok());
     auto gk = upload(ck.data(), ck.size()), gv = upload(cv.data(), cv.size());
     PagedKvView gcache{gk.data(), gv.data(), dtype, num_blocks, c.block_size, c.kv_heads, c.head_dim};
-    for (const cuda::PrefillKernel kernel : {cuda::PrefillKernel::kAuto, cuda::PrefillKernel::kMma}) {
+    // The Hopper kernel loads quantized tiles two ways (staged in place, through registers).
+    const bool quantized = KvQuantized(dtype);
+    for (int variant = 0; variant < (quantized ? 3 : 2); ++variant) {
+      const cuda::PrefillKernel kernel = variant == 1 ? cuda::PrefillKernel::kMma : cuda::PrefillKernel::kAuto;
       cuda::SetPrefillKernel(kernel);
-      const char* name = kernel == cuda::PrefillKernel::kMma ? "mma.sync" : (cuda::UseHopperPrefill() ? "wgmma" : "auto");
+      cuda::SetQuantizedPrefillLoads(variant == 2 ? cuda::QuantizedPrefillLoads::kRegisters
+                                                  : cuda::QuantizedPrefillLoads::kStagedInPlace);
+      if (variant == 2 && !cuda::UseHopperPrefill()) continue;
+      const char* name =
+          kernel == cuda::PrefillKernel::kMma
+              ? "mma.sync"
+              : (cuda::UseHopperPrefill() ? (variant == 2 ? "wgmma, codes through registers" : "wgmma") : "auto");
       SCOPED_TRACE(format + " cache, " + name + " kernel");
       const std::vector<uint16_t> poison(tokens * qw, 0x7FC0);  // bf16 NaN: an unwritten output shows
       auto gout = upload(poison.data(), poison.size() * 2);
