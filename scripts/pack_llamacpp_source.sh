@@ -16,5 +16,6 @@ tar xzf "$work"/llama_cpp_python-$VERSION.tar.gz -C "$work"
 src=$(ls -d "$work"/*/vendor/llama.cpp)
 tar cJf .deps/llama.cpp-src.tar.xz -C "$src" --exclude=./models --exclude=./docs --exclude=./media \
   --exclude=./tests --exclude=./examples --exclude=./build --exclude=./.git --exclude='./tools/server/public*' .
+python3 -m pip install -q --disable-pip-version-check numpy gguf 2>&1 | grep -v "Running pip as the 'root' user" || true
 python3 scripts/make_peer_gguf.py --vocab-only .cache/models/SmolLM2-135M-Instruct.Q4_1.gguf .deps/smollm2-vocab.gguf
 ls -la .deps/llama.cpp-src.tar.xz .deps/smollm2-vocab.gguf
