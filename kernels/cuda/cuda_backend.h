@@ -87,9 +87,9 @@ class CudaBackend final : public Backend {
   CudaBackend() = default;
   // out = x w^T through cuBLAS (bf16 in, fp32 accumulate).
   absl::Status Gemm(TensorView x, TensorView w, TensorView out);
-  // Linear with w in GGML blocks: the block GEMV up to kBlockGemvMaxTokens tokens; beyond, the block
-  // GEMM (int8 tensor cores on the blocks) up to kBlockGemmMaxTokens, F8_E4M3 on FP8 tensor cores
-  // where cuBLASLt takes the shape (LinearF8TensorCores), else rows of w decoded into bf16 tiles of
+  // Linear with w in GGML blocks: the block GEMV up to kBlockGemvMaxTokens tokens; beyond (as
+  // BlockGemmPath says), F8_E4M3 on FP8 tensor cores where cuBLASLt takes the shape
+  // (LinearF8TensorCores), the block GEMM if chosen, else rows of w decoded into bf16 tiles of
   // block_tile_ and multiplied by cuBLAS, a tile at a time (LinearBf16Tiles).
   absl::Status LinearBlocks(TensorView x, TensorView w, TensorView out);
   absl::Status LinearBf16Tiles(TensorView x, TensorView w, TensorView out);

@@ -137,7 +137,7 @@ absl::Status CudaBackend::LinearBlocks(TensorView x, TensorView w, TensorView ou
                                                    out.stride, out.dtype == DType::kF32, stream_));
     return absl::OkStatus();
   }
-  if (w.blocks == GgmlType::kF8_E4M3 && cuda::UseBlockGemm()) {
+  if (w.blocks == GgmlType::kF8_E4M3 && cuda::UseF8TensorCores()) {
     KVS_ASSIGN_OR_RETURN(const bool done, LinearF8TensorCores(x, w, out));
     if (done) return absl::OkStatus();
   }

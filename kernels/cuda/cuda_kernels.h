@@ -124,13 +124,16 @@ cudaError_t LaunchEmbeddingBlocks(GgmlType type, const int32_t* ids, int64_t tok
 cudaError_t LaunchBlockGemm(GgmlType type, const void* w, int64_t row_bytes, int64_t n, int64_t k,
                             QuantizedActivations a, int64_t tokens, void* out, int64_t out_stride, bool f32_out,
                             cudaStream_t stream);
-// Whether Linear with weights in blocks takes the block GEMM (GGML types) and the FP8 tensor-core
-// GEMM (F8_E4M3, f8_gemm.h) beyond the GEMV's tokens (kAuto), or decodes bf16 tiles for cuBLAS
-// (kBf16Tiles: tests and benchmarks compare them; KVS_BLOCK_GEMM=bf16-tiles in the environment starts
-// a process with it). Process-wide.
-enum class BlockGemmPath { kAuto, kBf16Tiles };
+// How Linear multiplies weights in blocks beyond the GEMV's tokens. kAuto: GGML types through bf16
+// tiles for cuBLAS, F8_E4M3 on FP8 tensor cores (f8_gemm.h) where cuBLASLt has an algorithm;
+// kBf16Tiles: everything through the tiles; kInt8TensorCores: GGML types through the block GEMM
+// (int8 tensor cores on the blocks, up to kBlockGemmMaxTokens), which measured 1.1-2.9x slower than
+// the tiles on an H100 (docs/performance.md) and so is not the default. KVS_BLOCK_GEMM=bf16-tiles
+// or int8-mma in the environment starts a process with the other two. Process-wide.
+enum class BlockGemmPath { kAuto, kBf16Tiles, kInt8TensorCores };
 void SetBlockGemmPath(BlockGemmPath path);
-bool UseBlockGemm();
+bool UseBlockGemm();      // GGML types through the block GEMM
+bool UseF8TensorCores();  // F8_E4M3 through cuBLASLt's FP8 GEMM
 
 // kvshard's F8_E4M3 blocks (f8_linear.cu): the GEMV of LaunchBlockGemv with bf16 activations
 // x [tokens, k] as they are (rows x_stride elements apart, 8-byte aligned); k whole blocks.

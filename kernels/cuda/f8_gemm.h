@@ -56,5 +56,7 @@ class F8Gemm {
 
 // FP8 GEMMs queued by this process (tests check that the tensor cores did run).
 int64_t F8TensorCoreGemmsRun();
+// How many shapes cuBLASLt had no FP8 block-scaled algorithm for (each then multiplied in bf16).
+int64_t F8TensorCoreShapesRefused();
 
 }  // namespace kvs::cuda

@@ -238,22 +238,23 @@ TEST_P(GpuPresetTest, PrefillLogitsMatchTheCpuReference) {
   auto cpu = LoadCpuModel(spec);
   ASSERT_NE(gpu, nullptr);
   ASSERT_NE(cpu, nullptr);
-  // 37 tokens: block-typed weights go through the block GEMM (int8 tensor cores; F8_E4M3: FP8
-  // tensor cores), and forced through bf16 tiles; 5: through the block GEMV (int8 activations;
-  // F8_E4M3's bf16).
+  // 37 tokens: block-typed weights go through bf16 tiles (F8_E4M3: FP8 tensor cores where cuBLASLt
+  // has an algorithm), forced through the tiles, and through the block GEMM (int8 tensor cores); 5:
+  // through the block GEMV (int8 activations; F8_E4M3's bf16).
   const bool f8 = GetParam().ends_with(":F8_E4M3");
   const bool blocks = GetParam().find(':') != std::string::npos;
-  for (auto [n, path] : {std::pair{37, cuda::BlockGemmPath::kAuto}, std::pair{5, cuda::BlockGemmPath::kAuto},
-                         std::pair{37, cuda::BlockGemmPath::kBf16Tiles}}) {
-    if (path == cuda::BlockGemmPath::kBf16Tiles && !blocks) continue;
+  for (auto [n, path] :
+       {std::pair{37, cuda::BlockGemmPath::kAuto}, std::pair{5, cuda::BlockGemmPath::kAuto},
+        std::pair{37, cuda::BlockGemmPath::kBf16Tiles}, std::pair{37, cuda::BlockGemmPath::kInt8TensorCores}}) {
+    if (path != cuda::BlockGemmPath::kAuto && !blocks) continue;
     cuda::SetBlockGemmPath(path);
     // FP8 tensor cores round the activations to E4M3 (3 mantissa bits) at every projection, by
     // design (as vLLM's block-FP8 path): a looser bound, which the bf16 tiles must meet strictly.
-    const bool f8_cores = f8 && n > 8 && path == cuda::BlockGemmPath::kAuto;
-    const std::string how = f8_cores                                  ? ", FP8 tensor cores"
-                            : path == cuda::BlockGemmPath::kBf16Tiles ? ", bf16 tiles"
-                            : blocks && n > 8                         ? ", block GEMM"
-                                                                      : "";
+    const bool f8_cores = f8 && n > 8 && path != cuda::BlockGemmPath::kBf16Tiles;
+    const std::string how = f8_cores                                        ? ", FP8 tensor cores"
+                            : path == cuda::BlockGemmPath::kInt8TensorCores ? ", block GEMM"
+                            : blocks && n > 8                               ? ", bf16 tiles"
+                                                                            : "";
     SCOPED_TRACE(std::to_string(n) + " tokens" + how);
     std::vector<int32_t> ids;
     for (int i = 0; i < n; ++i) ids.push_back((i * 7919 + 13) % gpu->weights->config().vocab_size);
