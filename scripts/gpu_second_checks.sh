@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The follow-up device call of 2026-12-05 (ninth session), after gpu_first_checks.sh found the FP8
+# GEMM refused by cuBLASLt and the block GEMM slower than the bf16 tiles: one build, the probe of
+# cuBLASLt's FP8 scale modes, the two tests that failed, then whole decode steps per weight type and
+# KV format with bf16 beside them in the same call.
+# Usage: bash scripts/gpu_second_checks.sh
+source "$(dirname "$0")/gpu_common.sh"
+gpu_build
+nvcc -std=c++17 -o /tmp/probe scripts/probe_cublaslt_fp8.cu -lcublasLt -lcublas && /tmp/probe > "$OUT/probe.txt" 2>&1
+grep -E "^cuBLASLt|SUCCESS, [1-9]" "$OUT/probe.txt" | head -40
+gpu_tests block_linear_test gpu_model_test
+grep -hE "GEMMs on FP8|GPU vs CPU" "$OUT"/block_linear_test.log "$OUT"/gpu_model_test.log | grep -E "F8|GEMMs" | head -12
+echo "tests done at $(( $(date +%s) - start )) s"
+step() {  # label, then bench flags
+  local label=$1; shift
+  echo "## $label"
+  timeout 90 $K bench --device cuda --input-len 512 --output-len 128 "$@" 2>&1 | grep -E "^\| (offline|decode)|rror"
+}
+for n in 1 32; do
+  step "bf16 weights, batch $n" --model random:llama-3-8b --num-prompts $n --max-seqs $n
+  step "F8_E4M3 weights, batch $n" --model random:llama-3-8b:F8_E4M3 --num-prompts $n --max-seqs $n
+  step "Q4_K weights, batch $n" --model random:llama-3-8b:Q4_K --num-prompts $n --max-seqs $n
+done
+KVS_BLOCK_GEMM=int8-mma step "Q4_K weights, batch 32, block GEMM" --model random:llama-3-8b:Q4_K --num-prompts 32 --max-seqs 32
+for kv in int4-token int4 int2; do
+  step "bf16 weights, $kv KV, batch 32" --model random:llama-3-8b --num-prompts 32 --max-seqs 32 --kv-dtype $kv
+done
+echo "total $(( $(date +%s) - start )) s"
