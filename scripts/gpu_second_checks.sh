@@ -16,13 +16,10 @@ step() {  # label, then bench flags
   echo "## $label"
   timeout 90 $K bench --device cuda --input-len 512 --output-len 128 "$@" 2>&1 | grep -E "^\| (offline|decode)|rror"
 }
-for n in 1 32; do
-  step "bf16 weights, batch $n" --model random:llama-3-8b --num-prompts $n --max-seqs $n
-  step "F8_E4M3 weights, batch $n" --model random:llama-3-8b:F8_E4M3 --num-prompts $n --max-seqs $n
-  step "Q4_K weights, batch $n" --model random:llama-3-8b:Q4_K --num-prompts $n --max-seqs $n
-done
-KVS_BLOCK_GEMM=int8-mma step "Q4_K weights, batch 32, block GEMM" --model random:llama-3-8b:Q4_K --num-prompts 32 --max-seqs 32
-for kv in int4-token int4 int2; do
-  step "bf16 weights, $kv KV, batch 32" --model random:llama-3-8b --num-prompts 32 --max-seqs 32 --kv-dtype $kv
-done
+step "bf16 weights, batch 1" --model random:llama-3-8b --num-prompts 1 --max-seqs 1
+step "F8_E4M3 weights, batch 1" --model random:llama-3-8b:F8_E4M3 --num-prompts 1 --max-seqs 1
+step "bf16 weights, batch 32" --model random:llama-3-8b --num-prompts 32 --max-seqs 32
+step "F8_E4M3 weights, batch 32" --model random:llama-3-8b:F8_E4M3 --num-prompts 32 --max-seqs 32
+step "Q4_K weights, batch 32 (bf16 tiles)" --model random:llama-3-8b:Q4_K --num-prompts 32 --max-seqs 32
+step "bf16 weights, int4 KV, batch 32" --model random:llama-3-8b --num-prompts 32 --max-seqs 32 --kv-dtype int4
 echo "total $(( $(date +%s) - start )) s"
