@@ -22,4 +22,7 @@ step "bf16 weights, batch 32" --model random:llama-3-8b --num-prompts 32 --max-s
 step "F8_E4M3 weights, batch 32" --model random:llama-3-8b:F8_E4M3 --num-prompts 32 --max-seqs 32
 step "Q4_K weights, batch 32 (bf16 tiles)" --model random:llama-3-8b:Q4_K --num-prompts 32 --max-seqs 32
 step "bf16 weights, int4 KV, batch 32" --model random:llama-3-8b --num-prompts 32 --max-seqs 32 --kv-dtype int4
+python3 tests/reference/make_fp8_checkpoint_transformers.py tests/goldens/models/tiny-llama31 \
+  /tmp/tiny-llama31-fp8-transformers 2>&1 | tail -1 \
+  && tar cf "$OUT/tiny-llama31-fp8-transformers.tar" -C /tmp tiny-llama31-fp8-transformers
 echo "total $(( $(date +%s) - start )) s"
