@@ -5,7 +5,7 @@ loader is tested against a file nobody here formatted. transformers quantizes FP
 (compute capability 8.9+), so this runs on the GPU machine (scripts/gpu_fp8_transformers.sh).
 Beside the checkpoint: `dequantized.f32`, layer 0's q_proj as torch decodes the saved E4M3 codes
 times their block's `weight_scale_inv` (float32), which the loader must reproduce, and
-`versions.txt`.
+`versions.txt`. Its logits golden is made on any machine afterwards: make_fp8_logits_goldens.py.
 Usage: make_fp8_checkpoint_transformers.py SRC_DIR OUT_DIR
 """
 import sys

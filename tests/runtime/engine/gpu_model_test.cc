@@ -263,25 +263,28 @@ TEST_P(GpuPresetTest, PrefillLogitsMatchTheCpuReference) {
     ASSERT_EQ(g.size(), c.size());
     const int32_t vocab = gpu->weights->config().vocab_size;
     double worst = 0;
-    int top1_same = 0;
+    int top1_same = 0, clear = 0, clear_same = 0;
     for (size_t row = 0; row < ids.size(); ++row) {
-      double num = 0, den = 0;
-      int32_t g1 = 0, c1 = 0;
-      for (int32_t i = 0; i < vocab; ++i) {
-        const float gv = g[row * vocab + i], cv = c[row * vocab + i];
-        ASSERT_FALSE(std::isnan(gv));
-        num += (gv - cv) * (gv - cv);
-        den += cv * cv;
-        if (gv > g[row * vocab + g1]) g1 = i;
-        if (cv > c[row * vocab + c1]) c1 = i;
+      for (int32_t i = 0; i < vocab; ++i) ASSERT_FALSE(std::isnan(g[row * vocab + i])) << "row " << row;
+      const std::vector<float> want(c.begin() + row * vocab, c.begin() + (row + 1) * vocab);
+      const testing::LogitsRow r = testing::CompareLogitsRow(&g[row * vocab], want);
+      worst = std::max(worst, r.rel_error);
+      top1_same += r.got_top == r.want_top;
+      // Where the CPU's top choice leads by more than twice this row's largest logit error, the
+      // GPU cannot have moved past it: it must choose the same. Closer calls (random weights make
+      // many) may go either way; a fixed share of agreement over 5 rows failed on such ties.
+      if (r.want_lead > 2 * r.max_error) {
+        ++clear;
+        clear_same += r.got_top == r.want_top;
       }
-      worst = std::max(worst, std::sqrt(num / den));
-      top1_same += g1 == c1;
     }
-    std::printf("%s GPU vs CPU (%d tokens%s): worst rel logit error %.2e, top-1 agrees at %d of %zu positions\n",
-                spec.c_str(), n, how.c_str(), worst, top1_same, ids.size());
+    std::printf(
+        "%s GPU vs CPU (%d tokens%s): worst rel logit error %.2e, top-1 agrees at %d of %zu positions (%d of "
+        "the %d where the lead exceeds twice the error)\n",
+        spec.c_str(), n, how.c_str(), worst, top1_same, ids.size(), clear_same, clear);
     EXPECT_LT(worst, f8_cores ? 0.15 : 5e-2);
-    EXPECT_GE(top1_same * 10, static_cast<int>(ids.size()) * (f8_cores ? 7 : 8));
+    EXPECT_EQ(clear_same, clear);
+    if (n >= 16) EXPECT_GT(clear, 0);  // some positions must be decided
   }
   cuda::SetBlockGemmPath(cuda::BlockGemmPath::kAuto);
 }

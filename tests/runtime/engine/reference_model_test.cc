@@ -137,9 +137,11 @@ TEST_P(RandomCheckpointTest, GreedyMatchesTransformersAloneBatchedChunkedAndPree
 INSTANTIATE_TEST_SUITE_P(Checkpoints, RandomCheckpointTest,
                          ::testing::Values("tiny-llama31", "tiny-qwen2", "tiny-mistral", "tiny-qwen3", "tiny-gemma3",
                                            "tiny-mistral-swa", "tiny-qwen2-swa",
-                                           // FP8 files written by llm-compressor; their goldens run
-                                           // torch's decode of the same codes and scales
-                                           "tiny-llama31-fp8-llmc-channel", "tiny-llama31-fp8-llmc-block"),
+                                           // FP8 files written by llm-compressor and by transformers;
+                                           // their goldens run torch's decode of the same codes and
+                                           // scales (make_fp8_logits_goldens.py)
+                                           "tiny-llama31-fp8-llmc-channel", "tiny-llama31-fp8-llmc-block",
+                                           "tiny-llama31-fp8-transformers"),
                          [](const ::testing::TestParamInfo<std::string>& p) {
                            std::string n = p.param;
                            for (char& ch : n) ch = std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';

@@ -1,8 +1,10 @@
 // FP8 (E4M3) Hugging Face checkpoints written by tests/reference/make_fp8_checkpoints.py with the
 // `safetensors` and `ml_dtypes` packages, in the three layouts vLLM loads (compressed-tensors per
 // channel and per tensor, transformers' fine-grained fp8 blocks), and by llm-compressor itself
-// (make_fp8_checkpoint_llmcompressor.py: FP8_DYNAMIC per channel, FP8_BLOCK 128 x 128, bf16 scales;
-// their logits against transformers are checked in reference_model_test):
+// (make_fp8_checkpoint_llmcompressor.py: FP8_DYNAMIC per channel, FP8_BLOCK 128 x 128, bf16 scales)
+// and by transformers' FineGrainedFP8Config on a GPU (make_fp8_checkpoint_transformers.py: 32 x 32
+// blocks, f32 `_scale_inv`); those three files' logits against transformers are checked in
+// reference_model_test:
 // - the loader's weights equal ml_dtypes' (or torch's) decode times the scale, element for element;
 // - the model runs: its logits stay near transformers' bf16 logits of the unquantized model;
 // - what it cannot load is refused at load, naming the file and tensor (a missing scale, a scale
@@ -29,7 +31,7 @@ namespace fs = std::filesystem;
 using testing::GoldenPath;
 
 const char* const kLayouts[] = {"channel", "tensor", "block"};
-const char* const kAllLayouts[] = {"channel", "tensor", "block", "llmc-channel", "llmc-block"};
+const char* const kAllLayouts[] = {"channel", "tensor", "block", "llmc-channel", "llmc-block", "transformers"};
 const char* const kQProj = "model.layers.0.self_attn.q_proj.weight";
 
 std::vector<float> ReadF32File(const std::string& path) {
