@@ -16,9 +16,10 @@
 // warpgroups' GEMMs and softmaxes interleave on the SM (FlashAttention-3's ping-pong, strict
 // turns between them, is an option: KVS_WGMMA_PINGPONG=1).
 //
-// Quantized caches (fp8, int8, int4) are decoded by the producer warps: they load the codes and
-// scales into registers and write fp16 values into the same swizzled stages, and the consumers
-// run the fp16 kernel unchanged. fp8 wgmma was not used: its B operand must be K-major, so V
+// Quantized caches (fp8, int8, int4) are decoded by the producer warps: they stage the codes and
+// scales by cp.async into the stage itself and rewrite them there as fp16 values in the same
+// swizzled layout (StageCodesTile / ConvertStagedTile), and the consumers run the fp16 kernel
+// unchanged. fp8 wgmma was not used: its B operand must be K-major, so V
 // would need a transpose in shared memory, and Q and P would be rounded to e4m3.
 #include <atomic>
 #include <cstdlib>
@@ -144,7 +145,7 @@ __device__ inline void DecodeCodesTile(const Params& p, KvRow mine, int base, in
 // DecodeCodesTile: 40 registers keep one 16-byte piece of K and of V in flight, eight dependent
 // round trips a tile). StageCodesTile queues this warp's 32 keys' codes and scales by cp.async
 // into the stage itself, each key's bytes inside the stage rows that its fp16 values will
-// occupy (RawAt); ConvertStagedTile later rewrites each row in place. A key's raw bytes lie in
+// occupy (CodesAt, ScalesAt); ConvertStagedTile later rewrites each row in place. A key's raw bytes lie in
 // its own rows (row k of each 64-wide sub-tile), and one warp reads all of a key's raw bytes
 // before any lane writes that key's values, so converting needs only __syncwarp, no extra
 // shared memory and no stage given up. Keys at or past k_hi are zero-filled by the copies and
