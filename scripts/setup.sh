@@ -36,10 +36,13 @@ if [ ${#from_apt[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1; then
     echo "[setup] installing: ${from_apt[*]}"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-    # Without network (the GPU machine: its cmake and clang-format do not come from dpkg) this
-    # fails; the build then finds out whether it has what it needs.
+    # On the GPU machine (no network; .deps/ carried; its cmake and clang-format are not dpkg
+    # packages) this fails and the build finds out whether it has what it needs; elsewhere a
+    # failed install stops here.
     { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-        "${from_apt[@]}" >/dev/null; } || echo "[setup] apt could not install ${from_apt[*]}; going on"
+        "${from_apt[@]}" >/dev/null; } \
+      || { [ ${#carried[@]} -gt 0 ] && echo "[setup] apt could not install ${from_apt[*]}; going on"; } \
+      || { echo "[setup] apt could not install ${from_apt[*]}" >&2; exit 1; }
   else
     echo "[setup] missing packages and no apt-get: ${from_apt[*]}" >&2
     exit 1
