@@ -160,6 +160,13 @@ absl::StatusOr<bool> CudaBackend::LinearF8TensorCores(TensorView x, TensorView w
   const int64_t m4 = x.rows / 4 * 4;
   if (!f8_gemm_.has_value() || w.rows % 4 != 0 || chunk < 4 || tile < 4 || m4 == 0) return false;
   const bool f32_out = out.dtype == DType::kF32;
+  // Where cuBLASLt refuses the first chunk's and tile's shape, nothing is prepared: before, every
+  // call quantized the activations and split every weight tile only to multiply them in bf16
+  // after all (the H200's cuBLASLt refuses every shape), an extra pass over the weights that
+  // F8 steps beyond 8 tokens paid (1.9x Q4_K's step there; not re-timed since).
+  KVS_ASSIGN_OR_RETURN(const bool supported,
+                       f8_gemm_->Supports(std::min(chunk, m4), std::min(tile, w.rows), k, out.stride, f32_out));
+  if (!supported) return false;
   auto* a_codes = f8_activations_.as<uint8_t>();
   auto* w_codes = static_cast<uint8_t*>(block_tile_.data());
   for (int64_t t0 = 0; t0 < m4; t0 += chunk) {

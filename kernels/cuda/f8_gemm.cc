@@ -127,6 +127,21 @@ absl::StatusOr<F8Gemm::Plan> F8Gemm::MakePlan(const Shape& shape) {
   return plan;
 }
 
+absl::StatusOr<const F8Gemm::Plan*> F8Gemm::FindPlan(const Shape& shape) {
+  auto it = plans_.find(shape);
+  if (it == plans_.end()) {
+    KVS_ASSIGN_OR_RETURN(Plan plan, MakePlan(shape));
+    it = plans_.emplace(shape, plan).first;
+  }
+  return &it->second;
+}
+
+absl::StatusOr<bool> F8Gemm::Supports(int64_t m, int64_t n, int64_t k, int64_t out_stride, bool f32_out) {
+  if (m % 4 != 0 || n % 4 != 0 || k % 128 != 0 || m <= 0 || n <= 0) return false;
+  KVS_ASSIGN_OR_RETURN(const Plan* plan, FindPlan(Shape{m, n, k, out_stride, f32_out}));
+  return plan->supported;
+}
+
 absl::StatusOr<bool> F8Gemm::Run(const uint8_t* w, const float* w_scale, int64_t n, const uint8_t* a,
                                  const float* a_scale, int64_t m, int64_t k, void* out, int64_t out_stride,
                                  bool f32_out) {
@@ -134,21 +149,16 @@ absl::StatusOr<bool> F8Gemm::Run(const uint8_t* w, const float* w_scale, int64_t
     return absl::InvalidArgumentError(
         absl::StrFormat("F8Gemm: m %d and n %d must be multiples of 4, k %d of 128", m, n, k));
   }
-  const Shape shape{m, n, k, out_stride, f32_out};
-  auto it = plans_.find(shape);
-  if (it == plans_.end()) {
-    KVS_ASSIGN_OR_RETURN(Plan plan, MakePlan(shape));
-    it = plans_.emplace(shape, plan).first;
-  }
-  if (!it->second.supported) return false;
-  const Operation& o = *it->second.described;
+  KVS_ASSIGN_OR_RETURN(const Plan* plan, FindPlan(Shape{m, n, k, out_stride, f32_out}));
+  if (!plan->supported) return false;
+  const Operation& o = *plan->described;
   KVS_CUBLAS_RETURN_IF_ERROR(
       cublasLtMatmulDescSetAttribute(o.op.d, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &w_scale, sizeof(w_scale)));
   KVS_CUBLAS_RETURN_IF_ERROR(
       cublasLtMatmulDescSetAttribute(o.op.d, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &a_scale, sizeof(a_scale)));
   const float alpha = 1.0f, beta = 0.0f;
   KVS_CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(lt_, o.op.d, &alpha, w, o.a.l, a, o.b.l, &beta, out, o.d.l, out, o.d.l,
-                                            &it->second.algo, workspace_, workspace_bytes_, stream_));
+                                            &plan->algo, workspace_, workspace_bytes_, stream_));
   g_runs.fetch_add(1);
   return true;
 }

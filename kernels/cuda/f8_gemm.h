@@ -36,6 +36,9 @@ class F8Gemm {
   // shape (nothing was written), true once queued.
   absl::StatusOr<bool> Run(const uint8_t* w, const float* w_scale, int64_t n, const uint8_t* a, const float* a_scale,
                            int64_t m, int64_t k, void* out, int64_t out_stride, bool f32_out);
+  // Whether Run has an algorithm for this shape (asked of cuBLASLt once per shape), so that a
+  // caller can skip preparing operands cuBLASLt would refuse.
+  absl::StatusOr<bool> Supports(int64_t m, int64_t n, int64_t k, int64_t out_stride, bool f32_out);
 
  private:
   F8Gemm() = default;
@@ -47,6 +50,7 @@ class F8Gemm {
     std::shared_ptr<Described> described;  // kept: a call only points it at its scales
   };
   absl::StatusOr<Plan> MakePlan(const Shape& shape);
+  absl::StatusOr<const Plan*> FindPlan(const Shape& shape);
   cublasLtHandle_t lt_ = nullptr;
   cudaStream_t stream_ = nullptr;
   void* workspace_ = nullptr;
