@@ -7,7 +7,7 @@
 # same steps; the default 512-token budget staggers them, so some layer seals in nearly every step).
 # Usage: bash scripts/gpu_int4_step_check.sh
 source "$(dirname "$0")/gpu_common.sh"
-gpu_build
+[ -n "${KVS_SKIP_BUILD:-}" ] && source "$BUILD/env.sh" || gpu_build
 step() {  # label, then extra flags
   local label=$1; shift
   echo "## $label"
