@@ -7,7 +7,7 @@
 source "$(dirname "$0")/gpu_common.sh"
 gpu_build
 nvcc -std=c++17 -o /tmp/probe scripts/probe_cublaslt_fp8.cu -lcublasLt -lcublas && /tmp/probe > "$OUT/probe.txt" 2>&1
-grep -E "^cuBLASLt|SUCCESS, [1-9]" "$OUT/probe.txt" | head -40
+grep -iE "^cuBLASLt|success, [1-9]" "$OUT/probe.txt" | head -40
 gpu_tests block_linear_test gpu_model_test
 grep -hE "GEMMs on FP8|GPU vs CPU" "$OUT"/block_linear_test.log "$OUT"/gpu_model_test.log | grep -E "F8|GEMMs" | head -12
 python3 tests/reference/make_fp8_checkpoint_transformers.py tests/goldens/models/tiny-llama31 \

@@ -1,6 +1,8 @@
 // Which FP8 scale modes this GPU's cuBLASLt offers an algorithm for (device tool, one-off
 // diagnostic for kernels/cuda/f8_gemm.cc): for each (A, B) pair of scale modes, the heuristic's
-// answer for the TN FP8 GEMM kvshard issues (A = weights k x n, op T; B = activations k x m).
+// answer for the TN FP8 GEMM kvshard issues (A = weights k x n, op T; B = activations k x m), asked
+// with the scale pointers unset (as f8_gemm.cc first did) and set to device memory (as torch sets
+// them before asking: cuBLASLt may refuse a block scale mode whose pointer is null).
 // Build and run: nvcc -std=c++17 -o /tmp/probe scripts/probe_cublaslt_fp8.cu -lcublasLt -lcublas && /tmp/probe
 #include <cublasLt.h>
 #include <cuda_runtime.h>
@@ -17,6 +19,9 @@ int main() {
       {CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F, "VEC128_32F"},
       {CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, "BLK128x128_32F"}};
   const int shapes[][3] = {{64, 4096, 4096}, {36, 576, 1536}, {128, 14336, 4096}};
+  void* scales = nullptr;
+  cudaMalloc(&scales, 16 << 20);  // more than any shape's scales; never read by the heuristic
+  for (int with_pointers = 0; with_pointers < 2; ++with_pointers)
   for (const auto& s : shapes) {
     const int m = s[0], n = s[1], k = s[2];
     for (const auto& ma : modes) {
@@ -29,6 +34,10 @@ int main() {
           cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb));
           cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &ma.mode, sizeof(int));
           cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mb.mode, sizeof(int));
+          if (with_pointers) {
+            cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &scales, sizeof(scales));
+            cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &scales, sizeof(scales));
+          }
           cublasLtMatrixLayout_t a, b, d;
           cublasLtMatrixLayoutCreate(&a, CUDA_R_8F_E4M3, k, n, k);
           cublasLtMatrixLayoutCreate(&b, CUDA_R_8F_E4M3, k, m, k);
@@ -40,7 +49,8 @@ int main() {
           cublasLtMatmulHeuristicResult_t r{};
           int found = 0;
           const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt, op, a, b, d, d, pref, 1, &r, &found);
-          std::printf("m %4d n %5d k %5d  A %-15s B %-15s out %s: %s, %d found\n", m, n, k, ma.name, mb.name,
+          std::printf("%s m %4d n %5d k %5d  A %-15s B %-15s out %s: %s, %d found\n",
+                      with_pointers ? "pointers set  " : "pointers unset", m, n, k, ma.name, mb.name,
                       out_f32 ? "f32 " : "bf16", cublasGetStatusString(st), found);
           cublasLtMatmulPreferenceDestroy(pref);
           cublasLtMatrixLayoutDestroy(a);
@@ -51,6 +61,7 @@ int main() {
       }
     }
   }
+  cudaFree(scales);
   cublasLtDestroy(lt);
   return 0;
 }

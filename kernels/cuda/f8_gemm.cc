@@ -101,6 +101,14 @@ absl::StatusOr<F8Gemm::Plan> F8Gemm::MakePlan(const Shape& shape) {
   auto described = std::make_shared<Described>();
   KVS_RETURN_IF_ERROR(Describe(m, n, k, out_stride, f32_out, *described));
   const Operation& o = *described;
+  // Scale pointers before the question, as torch sets them: cuBLASLt may refuse a block scale mode
+  // whose pointer is still null (the H100/H200 refused every mode but SCALAR so; whether set
+  // pointers change that is scripts/probe_cublaslt_fp8.cu's second half). Any device memory will
+  // do: nothing is read until Run points them at the call's scales.
+  KVS_CUBLAS_RETURN_IF_ERROR(
+      cublasLtMatmulDescSetAttribute(o.op.d, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &workspace_, sizeof(workspace_)));
+  KVS_CUBLAS_RETURN_IF_ERROR(
+      cublasLtMatmulDescSetAttribute(o.op.d, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &workspace_, sizeof(workspace_)));
   Preference pref;
   KVS_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceCreate(&pref.p));
   KVS_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
