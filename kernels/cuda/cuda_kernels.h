@@ -127,7 +127,7 @@ cudaError_t LaunchBlockGemm(GgmlType type, const void* w, int64_t row_bytes, int
 // How Linear multiplies weights in blocks beyond the GEMV's tokens. kAuto: GGML types through bf16
 // tiles for cuBLAS, F8_E4M3 on FP8 tensor cores (f8_gemm.h) where cuBLASLt has an algorithm;
 // kBf16Tiles: everything through the tiles; kInt8TensorCores: GGML types through the block GEMM
-// (int8 tensor cores on the blocks, up to kBlockGemmMaxTokens), which measured 1.1-2.9x slower than
+// (int8 tensor cores on the blocks, up to kBlockGemmMaxTokens), which measured 2-3.3x slower than
 // the tiles on an H100 (docs/performance.md) and so is not the default. KVS_BLOCK_GEMM=bf16-tiles
 // or int8-mma in the environment starts a process with the other two. Process-wide.
 enum class BlockGemmPath { kAuto, kBf16Tiles, kInt8TensorCores };
