@@ -20,12 +20,10 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
-#include <atomic>
-#include <cstdlib>
-#include <string_view>
 
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/ggml_unit.cuh"
+#include "kernels/cuda/kernel_choice.h"
 
 namespace kvs::cuda {
 namespace {
@@ -200,28 +198,20 @@ struct GemmLaunch {
   }
 };
 
-std::atomic<int> g_path{-1};  // a BlockGemmPath; -1: not yet read from KVS_BLOCK_GEMM
-
-BlockGemmPath CurrentPath() {
-  int v = g_path.load();
-  if (v < 0) {
-    const char* env = std::getenv("KVS_BLOCK_GEMM");
-    const std::string_view e = env != nullptr ? env : "";
-    v = static_cast<int>(e == "bf16-tiles" ? BlockGemmPath::kBf16Tiles
-                         : e == "int8-mma" ? BlockGemmPath::kInt8TensorCores
-                                           : BlockGemmPath::kAuto);
-    g_path.store(v);
-  }
-  return static_cast<BlockGemmPath>(v);
-}
+// KVS_BLOCK_GEMM=bf16-tiles or int8-mma: the two alternatives to kAuto, one environment variable.
+KernelChoice g_bf16_tiles("KVS_BLOCK_GEMM", "bf16-tiles");
+KernelChoice g_int8_mma("KVS_BLOCK_GEMM", "int8-mma");
 
 }  // namespace
 
-void SetBlockGemmPath(BlockGemmPath path) { g_path.store(static_cast<int>(path)); }
+void SetBlockGemmPath(BlockGemmPath path) {
+  g_bf16_tiles.Set(path == BlockGemmPath::kBf16Tiles);
+  g_int8_mma.Set(path == BlockGemmPath::kInt8TensorCores);
+}
 
-bool UseBlockGemm() { return CurrentPath() == BlockGemmPath::kInt8TensorCores; }
+bool UseBlockGemm() { return g_int8_mma.Alternative(); }
 
-bool UseF8TensorCores() { return CurrentPath() != BlockGemmPath::kBf16Tiles; }
+bool UseF8TensorCores() { return !g_bf16_tiles.Alternative(); }
 
 cudaError_t LaunchBlockGemm(GgmlType type, const void* w, int64_t row_bytes, int64_t n, int64_t k,
                             QuantizedActivations a, int64_t tokens, void* out, int64_t out_stride, bool f32_out,

@@ -16,6 +16,9 @@ import transformers
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, FineGrainedFP8Config
 
+sys.path.insert(0, str(Path(__file__).parent))
+from make_fp8_logits_goldens import dequantized  # noqa: E402
+
 BLOCK = 32
 
 
@@ -24,15 +27,10 @@ def main(src, out):
         src, quantization_config=FineGrainedFP8Config(weight_block_size=[BLOCK, BLOCK]), dtype=torch.bfloat16,
         device_map="cuda")
     model.save_pretrained(out)
-    saved = {}
-    for f in sorted(Path(out).glob("*.safetensors")):
-        saved.update(load_file(f))
     name = "model.layers.0.self_attn.q_proj.weight"
-    codes, scale = saved[name], saved[name + "_scale_inv"]
-    assert codes.dtype == torch.float8_e4m3fn, codes.dtype
-    full = scale.float().repeat_interleave(BLOCK, 0).repeat_interleave(BLOCK, 1)[: codes.shape[0], : codes.shape[1]]
-    (codes.float() * full).contiguous().numpy().astype("float32").tofile(Path(out) / "dequantized.f32")
+    dequantized(Path(out))[name].numpy().astype("float32").tofile(Path(out) / "dequantized.f32")
     (Path(out) / "versions.txt").write_text(f"torch {torch.__version__}\ntransformers {transformers.__version__}\n")
+    saved = load_file(next(Path(out).glob("*.safetensors")))
     print("wrote", out, "tensors:", {k: (str(v.dtype), tuple(v.shape)) for k, v in list(saved.items())[:6]})
 
 
