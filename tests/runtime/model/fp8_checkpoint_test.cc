@@ -173,5 +173,18 @@ TEST_F(BrokenFp8Test, ABlockStrategyWithoutItsBlockSizeIsNamed) {
   EXPECT_NE(e.find("needs block_structure, two positive integers"), std::string::npos) << e;
 }
 
+TEST_F(BrokenFp8Test, GroupsWithDifferentBlockSizesAreRefusedByName) {
+  EditConfig([](nlohmann::json& j) {
+    auto& groups = j["quantization_config"]["config_groups"];
+    groups["group_0"]["weights"]["strategy"] = "block";
+    groups["group_0"]["weights"]["block_structure"] = {128, 128};
+    groups["group_1"] = groups["group_0"];
+    groups["group_1"]["weights"]["block_structure"] = {64, 64};
+  });
+  const std::string e = LoadError();
+  EXPECT_NE(e.find("block_structure [64, 64] differs from another group's [128, 128]"), std::string::npos) << e;
+  EXPECT_NE(e.find("config.json"), std::string::npos) << e;
+}
+
 }  // namespace
 }  // namespace kvs
