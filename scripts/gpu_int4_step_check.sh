@@ -4,7 +4,8 @@
 # off, bf16 and int4-token beside it, in one call (device tool, carrying .deps). The suspects: the
 # tensor-core decode kernel (KVS_KIVI_DECODE=cuda-cores), the sink (--kv-sink=false), and the
 # schedule (cb24a33 prefilled all prompts in one step, so every sequence sealed its blocks in the
-# same steps; the default 512-token budget staggers them, so some layer seals in nearly every step).
+# same steps; the default 512-token budget staggers them, so some layer seals in nearly every step),
+# and CUDA graphs (int4 steps ran without them until the rings were padded into graphed steps).
 # Usage: bash scripts/gpu_int4_step_check.sh
 source "$(dirname "$0")/gpu_common.sh"
 [ -n "${KVS_SKIP_BUILD:-}" ] && source "$BUILD/env.sh" || gpu_build
@@ -18,6 +19,7 @@ for budget in 512 16384; do
   step "bf16, budget $budget" --max-tokens-per-step $budget
   step "int4-token, budget $budget" --max-tokens-per-step $budget --kv-dtype int4-token
   step "int4, budget $budget" --max-tokens-per-step $budget --kv-dtype int4
+  step "int4 without graphs, budget $budget" --max-tokens-per-step $budget --kv-dtype int4 --enforce-eager
   KVS_KIVI_DECODE=cuda-cores step "int4 on CUDA cores, budget $budget" --max-tokens-per-step $budget --kv-dtype int4
   step "int4 without the sink, budget $budget" --max-tokens-per-step $budget --kv-dtype int4 --kv-sink=false
 done

@@ -132,7 +132,10 @@ int32_t RoundUpContext(int32_t len) {
 
 bool ModelRunner::Graphable(const StepInput& in) const {
   // Pure decode, every row sampled.
-  if (!graphs_enabled_ || !in.residual.empty()) return false;  // residuals: backends without graphs only
+  if (!graphs_enabled_) return false;
+  // Channel-quantized caches pad with rows that must seal nothing (PackPaddedDecode): not so for
+  // a one-block ring of one-token blocks, whose every token seals.
+  if (!in.residual.empty() && cache_->ring().SealedEnd(1) > 0) return false;
   const int32_t s = in.num_seqs();
   if (in.num_tokens() != s || in.logit_rows.size() != static_cast<size_t>(s)) return false;
   for (int32_t i = 0; i < s; ++i) {
@@ -265,6 +268,18 @@ void ModelRunner::PackPaddedDecode(const StepInput& in, int32_t rows, StepPointe
       std::copy_n(group.begin() + static_cast<int64_t>(i) * in.max_blocks_per_seq, in.max_blocks_per_seq,
                   meta_host_.begin() + table + static_cast<size_t>(i) * width);
     }
+  }
+  if (!in.residual.empty()) {
+    // Channel-quantized caches: each group's rings, the sealed positions and the sinks. A padding
+    // row (one token at position 0, Graphable) seals nothing and reads its key from the ring of
+    // sequence 0 (valid memory; the row writes no KV and is never sampled).
+    batch.residual = meta_.as<int32_t>() + meta_host_.size();
+    for (int32_t g = 0; g < in.num_kv_groups; ++g) {
+      for (int32_t r : in.residual) meta_host_.push_back(r * in.num_kv_groups + g);
+      meta_host_.resize(meta_host_.size() + (rows - s), g);
+    }
+    batch.sealed = padded(in.sealed, 0);
+    batch.sink = padded(in.sink, 0);
   }
   ptr.logit_rows = counting(rows);
   batch.num_seqs = rows;

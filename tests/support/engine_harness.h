@@ -45,7 +45,7 @@ inline std::unique_ptr<LoadedCpuModel> LoadCpuModel(const std::string& path, std
 // Greedy, EOS ignored, `n` tokens per prompt; all prompts submitted together.
 inline std::vector<std::vector<int32_t>> RunGreedy(LoadedCpuModel& lm, const std::vector<std::vector<int32_t>>& prompts,
                                                    int32_t n, EngineConfig config, int64_t* preemptions = nullptr,
-                                                   int64_t* swaps = nullptr) {
+                                                   int64_t* swaps = nullptr, int64_t* graph_replays = nullptr) {
   auto engine = Engine::Create(*lm.backend, *lm.weights, nullptr, config);
   EXPECT_TRUE(engine.ok()) << engine.status();
   if (!engine.ok()) return {};
@@ -69,6 +69,7 @@ inline std::vector<std::vector<int32_t>> RunGreedy(LoadedCpuModel& lm, const std
   EXPECT_EQ((*engine)->scheduler().host_pool().num_free(), (*engine)->kv_cache().num_host_blocks()) << "host blocks leaked";
   if (preemptions) *preemptions = (*engine)->scheduler().num_preemptions();
   if (swaps) *swaps = (*engine)->scheduler().num_swap_preemptions();
+  if (graph_replays) *graph_replays = (*engine)->graph_replays();
   return out;
 }
 
