@@ -4,7 +4,8 @@
 # kernel and the split-K combine), bf16 and int8 KV — with the speed-of-light, warp-stall,
 # occupancy and memory sections. Usage (device tool, carrying .deps): bash scripts/gpu_profile.sh
 # [wgmma|kivi] — with `wgmma`, only Hopper's warp-specialised prefill kernel (L = 16K, bf16); with
-# `kivi`, only the int4 (KIVI) decode kernel at 8 x 128K.
+# `kivi`, only the int4 (KIVI) decode kernel at 8 x 128K; with `wgmma-codes`, the Hopper prefill kernel
+# at L = 16K on bf16, fp8 and int8 KV side by side.
 source "$(dirname "$0")/gpu_common.sh"
 gpu_build
 M="--device cuda --model random:llama-3-8b"
@@ -20,6 +21,12 @@ prof() {  # name, kernel regex, kvshard args
 }
 if [ "${1:-}" = kivi ]; then  # issue 24: the int4 / int2 (KIVI) decode kernel beside int4-token's
   prof decode_b8_128k_kivi4 KiviAttention --kernel attention --batch 8 --context 131072 --iters 1 --kv-dtype int4
+  exit 0
+fi
+if [ "${1:-}" = wgmma-codes ]; then  # issue 20: why fp8 / int8 KV prefill runs at 0.58x bf16's rate
+  for kv in bf16 fp8 int8; do
+    prof prefill_16k_wgmma_$kv PagedPrefillWgmma --kernel prefill --batch 1 --context 16384 --iters 1 --kv-dtype $kv
+  done
   exit 0
 fi
 if [ "${1:-}" = wgmma ]; then
