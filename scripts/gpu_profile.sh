@@ -7,7 +7,7 @@
 # `kivi`, only the int4 (KIVI) decode kernel at 8 x 128K; with `wgmma-codes`, the Hopper prefill kernel
 # at L = 16K on bf16, fp8 and int8 KV side by side.
 source "$(dirname "$0")/gpu_common.sh"
-gpu_build
+[ -n "${KVS_SKIP_BUILD:-}" ] && source "$BUILD/env.sh" || gpu_build
 M="--device cuda --model random:llama-3-8b"
 SECTIONS="--section SpeedOfLight --section WarpStateStats --section Occupancy --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section LaunchStats"
 prof() {  # name, kernel regex, kvshard args

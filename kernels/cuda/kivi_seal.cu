@@ -5,9 +5,14 @@
 // kv_write.cc): the one (scale, zero) search of kernels/common/kv_quant.h, with no fused
 // multiply-adds (this file is built with -fmad=false, kv_codec.cc with -ffp-contract=off).
 //
-// Work: one block of threads per (sequence, KV head, block to seal); a thread per key byte (the
-// 2 or 4 channels whose codes share a byte) and per value group. Sealing is rare (a sequence seals
-// a block every block_size tokens), so the search's 65 candidates per group cost little.
+// Work: a warp per (scale, zero) search, its lanes trying the 65 candidates of FitScaleZero
+// (lane l: candidates l, l + 32, l + 64, each error summed in the CPU's order) and agreeing on the
+// least error, the first candidate on ties — the CPU's pick. Blocks: (sequence, KV head), block
+// of the step, and kSlices slices of that block's searches (a key byte's channels, or a token's
+// value group), so a step that seals a few blocks still spreads over the GPU: one thread per item,
+// as this kernel first did, took ~100 us a layer on an H100 (4 warps on 8 SMs, each thread
+// walking 130 candidates), which put int4 decode steps at 1.6x bf16's whenever some sequence
+// sealed in every step.
 #include <cuda_fp16.h>
 
 #include "kernels/common/kv_quant.h"
@@ -16,7 +21,9 @@
 namespace kvs::cuda {
 namespace {
 
-constexpr int kThreads = 128;
+constexpr int kThreads = 256;    // 8 warps
+constexpr int kSlices = 4;       // blocks sharing one sealed block's searches
+constexpr int kCandidates = 65;  // FitScaleZero's: [min, max], then 13 shrinks x 5 shifts
 
 // The hardware's fp16 conversions, for FitScaleZero (kernels/common/kv_quant.h).
 struct DeviceHalf {
@@ -24,8 +31,57 @@ struct DeviceHalf {
   __device__ float Value(uint16_t bits) const { return __half2float(__ushort_as_half(bits)); }
 };
 
-// grid (sequence * kv_heads + head, block of the step); dynamic shared memory: the block's
-// key and value rows (bf16, every KV head) as pointers, one per token.
+// Candidate c of FitScaleZero for values spanning [lo, hi] (c = 0: the whole range; the order
+// is FitScaleZero's loops', so that ties pick the same one).
+__device__ inline ScaleZero Candidate(int c, float lo, float hi, float levels) {
+  constexpr float kShrink[] = {1.0f, 0.95f, 0.9f, 0.85f, 0.8f, 0.75f, 0.7f, 0.65f, 0.6f, 0.55f, 0.5f, 0.45f, 0.4f};
+  constexpr float kShift[] = {0.0f, -0.25f, 0.25f, -0.5f, 0.5f};
+  const float a = kShrink[c / 5], shift = kShift[c % 5];
+  const float span = (hi - lo) * a, l = lo + (hi - lo - span) * (0.5f + shift);
+  return MakeScaleZero(l, l + span, levels, DeviceHalf{});
+}
+
+// FitScaleZero over x(0) .. x(n - 1) by one warp (every lane calls it; every lane gets the
+// answer). Each candidate's error is one lane's sum in FitScaleZero's order, so the errors, and
+// the pick (least error, then least candidate; none below 1e300, as with NaN inputs: the whole
+// range), are the CPU's.
+template <typename X>
+__device__ inline ScaleZero WarpFitScaleZero(X x, int32_t n, float levels, int lane) {
+  float lo = x(0), hi = x(0);
+  for (int32_t i = 1; i < n; ++i) {
+    const float v = x(i);
+    lo = v < lo ? v : lo;
+    hi = hi < v ? v : hi;
+  }
+  double best_err = 1e300;
+  int best = kCandidates;  // none
+  for (int c = lane; c < kCandidates; c += 32) {
+    const ScaleZero q = Candidate(c, lo, hi, levels);
+    double err = 0;
+    for (int32_t i = 0; i < n; ++i) {
+      const float v = x(i);
+      const float d = QuantizeLevels(v, q.z, q.inv, levels) * q.s + q.z - v;
+      err += static_cast<double>(d) * d;
+    }
+    if (err < best_err) {
+      best_err = err;
+      best = c;
+    }
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) {
+    const double e = __shfl_xor_sync(0xffffffffu, best_err, off);
+    const int c = __shfl_xor_sync(0xffffffffu, best, off);
+    if (e < best_err || (e == best_err && c < best)) {
+      best_err = e;
+      best = c;
+    }
+  }
+  return best < kCandidates ? Candidate(best, lo, hi, levels) : MakeScaleZero(lo, hi, levels, DeviceHalf{});
+}
+
+// grid (sequence * kv_heads + head, block of the step, slice); dynamic shared memory: the
+// block's key and value rows (bf16, every KV head) as pointers, one per token.
 __global__ void __launch_bounds__(kThreads) SealKernel(const bf16* k, int64_t k_stride, const bf16* v, int64_t v_stride,
                                                        AttentionBatch batch, PagedKvView cache) {
   extern __shared__ const bf16* rows[];  // [2][block_size]: key rows, then value rows
@@ -65,18 +121,23 @@ __global__ void __launch_bounds__(kThreads) SealKernel(const bf16* k, int64_t k_
   auto* vc = static_cast<unsigned char*>(cache.v);
   const int64_t first_slot = static_cast<int64_t>(block) * bs;
   const int32_t row_bytes = static_cast<int32_t>(cache.RowBytes()), groups = dim / kKvInt4Group;
-  for (int32_t item = threadIdx.x; item < row_bytes + bs * groups; item += blockDim.x) {
+  const int lane = threadIdx.x % 32;
+  const int warps = kThreads / 32 * kSlices;
+  // Tasks: key byte `item` (its channels' searches, then its bs codes), or value group g of
+  // token i (one search, then its codes).
+  for (int32_t item = blockIdx.z * (kThreads / 32) + threadIdx.x / 32; item < row_bytes + bs * groups; item += warps) {
     if (item < row_bytes) {  // key byte `item`: channels item * per_byte ..
       ScaleZero q[4];
       auto* sz = reinterpret_cast<uint16_t*>(kc + cache.ChannelScaleOffset(block, h));
       for (int32_t c = 0; c < per_byte; ++c) {
         const int32_t d = item * per_byte + c;
-        q[c] =
-            FitScaleZero([&](int32_t i) { return __bfloat162float(rows[i][h * dim + d]); }, bs, levels, DeviceHalf{});
-        sz[2 * d] = q[c].s_bits;
-        sz[2 * d + 1] = q[c].z_bits;
+        q[c] = WarpFitScaleZero([&](int32_t i) { return __bfloat162float(rows[i][h * dim + d]); }, bs, levels, lane);
+        if (lane == 0) {
+          sz[2 * d] = q[c].s_bits;
+          sz[2 * d + 1] = q[c].z_bits;
+        }
       }
-      for (int32_t i = 0; i < bs; ++i) {
+      for (int32_t i = lane; i < bs; i += 32) {
         uint32_t byte = 0;
         for (int32_t c = 0; c < per_byte; ++c) {
           const float x = __bfloat162float(rows[i][h * dim + item * per_byte + c]);
@@ -88,12 +149,14 @@ __global__ void __launch_bounds__(kThreads) SealKernel(const bf16* k, int64_t k_
       const int32_t i = (item - row_bytes) / groups, g = (item - row_bytes) % groups;
       const bf16* x = rows[bs + i] + h * dim + g * kKvInt4Group;
       const ScaleZero q =
-          FitScaleZero([&](int32_t e) { return __bfloat162float(x[e]); }, kKvInt4Group, levels, DeviceHalf{});
-      auto* sz = reinterpret_cast<uint16_t*>(vc + cache.ScaleOffset(first_slot + i, h));
-      sz[2 * g] = q.s_bits;
-      sz[2 * g + 1] = q.z_bits;
+          WarpFitScaleZero([&](int32_t e) { return __bfloat162float(x[e]); }, kKvInt4Group, levels, lane);
+      if (lane == 0) {
+        auto* sz = reinterpret_cast<uint16_t*>(vc + cache.ScaleOffset(first_slot + i, h));
+        sz[2 * g] = q.s_bits;
+        sz[2 * g + 1] = q.z_bits;
+      }
       unsigned char* codes = vc + cache.RowOffset(first_slot + i, h) + g * kKvInt4Group / per_byte;
-      for (int32_t b = 0; b < kKvInt4Group / per_byte; ++b) {
+      for (int32_t b = lane; b < kKvInt4Group / per_byte; b += 32) {
         uint32_t byte = 0;
         for (int32_t c = 0; c < per_byte; ++c) {
           byte |= static_cast<uint32_t>(QuantizeLevels(__bfloat162float(x[b * per_byte + c]), q.z, q.inv, levels))
@@ -116,7 +179,7 @@ cudaError_t LaunchSealKvGroups(const bf16* k, int64_t k_stride, const bf16* v, i
   // A sequence of n new tokens completes at most ceil(n / block_size) blocks (its sealed positions
   // start at or after its ring's seal point before the step).
   const int32_t bs = cache.block_size;
-  const dim3 grid(batch.num_seqs * cache.kv_heads, (batch.max_query_len + bs - 1) / bs);
+  const dim3 grid(batch.num_seqs * cache.kv_heads, (batch.max_query_len + bs - 1) / bs, kSlices);
   SealKernel<<<grid, kThreads, 2 * bs * sizeof(const bf16*), stream>>>(k, k_stride, v, v_stride, batch, cache);
   return cudaGetLastError();
 }
