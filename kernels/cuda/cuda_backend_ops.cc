@@ -154,9 +154,13 @@ absl::Status CudaBackend::LinearBlocks(TensorView x, TensorView w, TensorView ou
 absl::StatusOr<bool> CudaBackend::LinearF8TensorCores(TensorView x, TensorView w, TensorView out) {
   const int64_t k = w.cols, row_bytes = w.BytesOf(w.stride), scale_bytes = k / kF8BlockElems * 4;
   // Chunks of tokens and tiles of weight rows: codes and scales in one buffer each; multiples of 4
-  // (cuBLASLt's scale vectors), as is every real model's row count.
+  // (cuBLASLt's scale vectors), as is every real model's row count. Tiles of whole 128 rows where
+  // the buffer holds one: cuBLASLt 13.1 (H100) refused every tile of 2,268 or 7,940 rows (the
+  // buffer's fill) as NOT_SUPPORTED, so the 8B shape's F8 steps beyond 8 tokens ran on the bf16
+  // tiles.
   const int64_t chunk = static_cast<int64_t>(kF8ActivationBytes) / (k + scale_bytes) / 4 * 4;
-  const int64_t tile = static_cast<int64_t>(kBlockTileBytes) / (k + scale_bytes) / 4 * 4;
+  int64_t tile = static_cast<int64_t>(kBlockTileBytes) / (k + scale_bytes) / 4 * 4;
+  if (tile >= 128) tile = tile / 128 * 128;
   const int64_t m4 = x.rows / 4 * 4;
   if (!f8_gemm_.has_value() || w.rows % 4 != 0 || chunk < 4 || tile < 4 || m4 == 0) return false;
   const bool f32_out = out.dtype == DType::kF32;

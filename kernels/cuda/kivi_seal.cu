@@ -44,24 +44,53 @@ __device__ inline ScaleZero Candidate(int c, float lo, float hi, float levels) {
 // FitScaleZero over x(0) .. x(n - 1) by one warp (every lane calls it; every lane gets the
 // answer). Each candidate's error is one lane's sum in FitScaleZero's order, so the errors, and
 // the pick (least error, then least candidate; none below 1e300, as with NaN inputs: the whole
-// range), are the CPU's.
+// range), are the CPU's. Up to kHeld values are held in registers (a value group's 32, a
+// channel's block of up to 32 tokens), so that only the error sum's additions wait on each
+// other; longer runs are read through x as they go.
+constexpr int kHeld = 32;
 template <typename X>
 __device__ inline ScaleZero WarpFitScaleZero(X x, int32_t n, float levels, int lane) {
-  float lo = x(0), hi = x(0);
-  for (int32_t i = 1; i < n; ++i) {
-    const float v = x(i);
-    lo = v < lo ? v : lo;
-    hi = hi < v ? v : hi;
+  float held[kHeld];
+  const bool in_registers = n <= kHeld;
+  if (in_registers) {
+#pragma unroll
+    for (int i = 0; i < kHeld; ++i) held[i] = i < n ? x(i) : 0.0f;
+  }
+  float lo = x(0), hi = lo;
+  if (in_registers) {  // constant indices only: held stays in registers
+#pragma unroll
+    for (int i = 1; i < kHeld; ++i) {
+      if (i < n) {
+        lo = held[i] < lo ? held[i] : lo;
+        hi = hi < held[i] ? held[i] : hi;
+      }
+    }
+  } else {
+    for (int32_t i = 1; i < n; ++i) {
+      const float v = x(i);
+      lo = v < lo ? v : lo;
+      hi = hi < v ? v : hi;
+    }
   }
   double best_err = 1e300;
   int best = kCandidates;  // none
   for (int c = lane; c < kCandidates; c += 32) {
     const ScaleZero q = Candidate(c, lo, hi, levels);
     double err = 0;
-    for (int32_t i = 0; i < n; ++i) {
-      const float v = x(i);
-      const float d = QuantizeLevels(v, q.z, q.inv, levels) * q.s + q.z - v;
-      err += static_cast<double>(d) * d;
+    if (in_registers) {
+#pragma unroll
+      for (int i = 0; i < kHeld; ++i) {
+        if (i < n) {
+          const float d = QuantizeLevels(held[i], q.z, q.inv, levels) * q.s + q.z - held[i];
+          err += static_cast<double>(d) * d;
+        }
+      }
+    } else {
+      for (int32_t i = 0; i < n; ++i) {
+        const float v = x(i);
+        const float d = QuantizeLevels(v, q.z, q.inv, levels) * q.s + q.z - v;
+        err += static_cast<double>(d) * d;
+      }
     }
     if (err < best_err) {
       best_err = err;

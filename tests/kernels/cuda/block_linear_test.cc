@@ -93,9 +93,9 @@ TEST_F(BlockLinearTest, EveryTypeMatchesTheDecodedWeightsWithinItsRounding) {
       // Beyond 8 tokens: the block GEMM (int8 tensor cores on the blocks) up to 128 tokens, F8_E4M3 on
       // FP8 tensor cores (rows a multiple of 4: 36, 4096; tokens past a multiple of 4 through the GEMV),
       // and bf16 tiles beyond or where forced (kBf16Tiles): every path is checked.
-      const std::vector<std::pair<int64_t, int64_t>> shapes = {{1, 37},   {2, 37},   {3, 37},  {5, 37},    {8, 37},
-                                                               {9, 37},   {21, 37},  {12, 36}, {33, 4096}, {70, 100},
-                                                               {200, 36}, {1, wide}, {6, wide}};
+      const std::vector<std::pair<int64_t, int64_t>> shapes = {{1, 37},   {2, 37},   {3, 37},   {5, 37},    {8, 37},
+                                                               {9, 37},   {21, 37},  {12, 36},  {33, 4096}, {70, 100},
+                                                               {200, 36}, {64, 512}, {1, wide}, {6, wide}};
       for (const cuda::BlockGemmPath path :
            {cuda::BlockGemmPath::kAuto, cuda::BlockGemmPath::kBf16Tiles, cuda::BlockGemmPath::kInt8TensorCores})
         for (auto [tokens, n] : shapes) {
@@ -108,7 +108,8 @@ TEST_F(BlockLinearTest, EveryTypeMatchesTheDecodedWeightsWithinItsRounding) {
                                   tokens > 8 && tokens <= 128;
           SCOPED_TRACE(f8_cores ? "FP8 tensor cores" : block_gemm ? "block GEMM" : tokens > 8 ? "bf16 tiles" : "GEMV");
           const TensorView wv{gw.data(), DType::kBlocks, n, k, k, type};  // the first n rows
-          const int64_t x_stride = k + 32, out_stride = n + 3;
+          // Output rows 16-byte aligned (cuBLASLt's FP8 GEMM asks it), with 3 or more poisoned columns.
+          const int64_t x_stride = k + 32, out_stride = (n + 3 + 7) / 8 * 8;
           std::normal_distribution<float> normal(0.0f, 1.0f);
           std::vector<float> x(tokens * x_stride, kNaN);  // unused columns poisoned
           for (int64_t t = 0; t < tokens; ++t)
