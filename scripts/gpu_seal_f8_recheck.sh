@@ -19,8 +19,8 @@ for spec in random:llama-3-8b random:llama-3-8b:F8_E4M3; do
 done
 echo "steps done at $(( $(date +%s) - start )) s"
 # int4's decode phase at the default budget (its 32 prompts prefilled over ~32 steps of ~450
-# launches each, so 16,000 launches in): per-kernel durations.
-timeout 200 ncu --clock-control none --metrics gpu__time_duration.sum --launch-skip 16000 --launch-count 900 --csv \
+# launches each, so 18,000 launches in): per-kernel durations.
+timeout 200 ncu --clock-control none --metrics gpu__time_duration.sum --launch-skip 18000 --launch-count 900 --csv \
   --page raw $K bench --device cuda --model random:llama-3-8b --input-len 512 --output-len 64 --num-prompts 32 \
   --max-seqs 32 --kv-dtype int4 --enforce-eager > /tmp/ncu_int4.csv 2> /dev/null
 python3 - /tmp/ncu_int4.csv <<'PY' | tee "$OUT/int4_kernels.txt"
