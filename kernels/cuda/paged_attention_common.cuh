@@ -156,11 +156,15 @@ struct KvRow {
   int64_t codes = 0;
   int64_t scales = 0;
 };
-__device__ inline KvRow LocateKv(const Params& p, const int32_t* blocks, int pos, int kvh) {
-  const int64_t base = static_cast<int64_t>(blocks[pos / p.block_size]) * p.block_bytes;
+// The row of position `pos` (head kvh) in cache block `block` (the block table's entry for pos).
+__device__ inline KvRow LocateKvIn(const Params& p, int32_t block, int pos, int kvh) {
+  const int64_t base = static_cast<int64_t>(block) * p.block_bytes;
   const int64_t idx = static_cast<int64_t>(pos % p.block_size) * p.kv_heads + kvh;
   return KvRow{base + idx * p.row_bytes,
                base + static_cast<int64_t>(p.block_size) * p.kv_heads * p.row_bytes + idx * p.scale_bytes};
+}
+__device__ inline KvRow LocateKv(const Params& p, const int32_t* blocks, int pos, int kvh) {
+  return LocateKvIn(p, blocks[pos / p.block_size], pos, kvh);
 }
 
 __device__ inline float2 Fp8PairToFloat2(uint32_t two_codes) {

@@ -311,11 +311,19 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
           FenceProxyAsync();  // these generic-proxy stores, before the consumers' wgmma reads them
           BarrierArrive(full(t % kStages));
         };
+        // Each thread's key's block-table entry is read one tile ahead (`next`), so that the
+        // read's latency passes while the previous tile converts instead of before this tile's
+        // copies are queued: Nsight Compute put fp8's producer mostly in long-scoreboard stalls
+        // (3.75 of 8.95 cycles per instruction over all warps, bf16's 0.60 of 6.23; H100, 16K).
+        auto entry = [&](int pos) { return tid < kKeys && pos < k_hi ? __ldg(blocks + pos / p.block_size) : 0; };
+        int32_t next = entry(k_lo + tid);
         for (int j = 0; j < num_tiles; ++j) {
           const int stage = j % kStages, base = k_lo + j * kKeys;
+          const int32_t block = next;
+          next = entry(base + kKeys + tid);
           if (j >= kStages) BarrierWait(empty(stage), ((j / kStages) & 1) ^ 1);
           if (warp_key0 < kKeys) {
-            const KvRow mine = tid < kKeys && base + tid < k_hi ? LocateKv(p, blocks, base + tid, kvh) : KvRow{};
+            const KvRow mine = tid < kKeys && base + tid < k_hi ? LocateKvIn(p, block, base + tid, kvh) : KvRow{};
             StageCodesTile<F, D, kKeys>(p, mine, base, k_hi, warp_key0, lane, k_s(stage), v_s(stage));
           }
           asm volatile("cp.async.commit_group;\n" ::: "memory");
