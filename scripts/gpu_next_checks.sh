@@ -1,21 +1,34 @@
 #!/usr/bin/env bash
-# The next session's first device call (written 2026-12-05, ninth session, when no device time was
-# left): the two tests whose rules were corrected from the H200 run without a re-run, the F8_E4M3
-# step beyond 8 tokens now that a refused cuBLASLt shape skips its wasted operand pass, then
-# scripts/gpu_int4_step_check.sh's comparison of the int4-KV step. One build.
-# Usage: bash scripts/gpu_next_checks.sh   (carry .deps)
+# The next session's first device call (written 2026-12-05, tenth session, when no device time was
+# left): df3c789's change to the Hopper prefill producer (block-table entries read a tile ahead)
+# against the CPU (prefill_attention_test) and timed at 16K on every KV format, the int4 and
+# F8_E4M3 batch-32 steps beside bf16, then Nsight Compute on one sealing launch of the int4 seal
+# (67 us a layer on average at a514aa3, several times its arithmetic). One build.
+# Usage: bash scripts/gpu_next_checks.sh   (device tool, carrying .deps)
 source "$(dirname "$0")/gpu_common.sh"
 gpu_build
-# Whether cuBLASLt takes block scale modes once their pointers are set (F8Gemm now sets them before
-# asking); if it does, block_linear_test below checks the FP8 GEMM's numbers for the first time.
-nvcc -std=c++17 -o /tmp/probe scripts/probe_cublaslt_fp8.cu -lcublasLt -lcublas && /tmp/probe > "$OUT/probe.txt" 2>&1
-grep -iE "^cuBLASLt|success, [1-9]" "$OUT/probe.txt" | grep -v "SCALAR_32F      B SCALAR" | head -20
-gpu_tests block_linear_test gpu_model_test
-grep -hE "GEMMs on FP8|GPU vs CPU" "$OUT"/block_linear_test.log "$OUT"/gpu_model_test.log | head -24
-for spec in random:llama-3-8b random:llama-3-8b:F8_E4M3 random:llama-3-8b:Q4_K; do
-  echo "## $spec, batch 32"
-  timeout 120 $K bench --device cuda --model $spec --input-len 512 --output-len 128 --num-prompts 32 --max-seqs 32 \
-    2>&1 | grep -E "^\| decode|rror"
+gpu_tests prefill_attention_test kivi_kv_test block_linear_test
+grep -hE "GEMMs on FP8" "$OUT"/block_linear_test.log
+for kv in bf16 fp8 int8 int4-token; do
+  timeout 120 $K bench --device cuda --model random:llama-3-8b --kernel prefill --batch 1 --context 16384 \
+    --kv-dtype $kv 2>&1 | grep -E "^\| .*prefill|rror"
 done
-echo "weights done at $(( $(date +%s) - start )) s"
-KVS_SKIP_BUILD=1 bash "$(dirname "$0")/gpu_int4_step_check.sh"
+for spec in random:llama-3-8b random:llama-3-8b:F8_E4M3; do
+  for kv in bf16 int4; do
+    [ $spec != random:llama-3-8b ] && [ $kv = int4 ] && continue
+    echo "## $spec, $kv KV, batch 32"
+    timeout 120 $K bench --device cuda --model $spec --input-len 512 --output-len 128 --num-prompts 32 --max-seqs 32 \
+      --kv-dtype $kv 2>&1 | grep -E "^\| decode|rror|cuBLASLt" | sort | uniq -c | head -6
+  done
+done
+echo "steps done at $(( $(date +%s) - start )) s"
+# One seal launch in the decode phase (the 32 prefill steps launch it 32 times each), with source
+# counters.
+timeout 200 ncu --clock-control none -k regex:SealKernel --launch-skip 1300 -c 1 --section SpeedOfLight \
+  --section WarpStateStats --section Occupancy --section LaunchStats --section SourceCounters -o "$OUT/seal" -f \
+  $K bench --device cuda --model random:llama-3-8b --input-len 512 --output-len 64 --num-prompts 32 --max-seqs 32 \
+  --kv-dtype int4 --enforce-eager > /dev/null 2>&1
+ncu -i "$OUT/seal.ncu-rep" --print-details all > "$OUT/seal.txt" 2>&1 && rm -f "$OUT/seal.ncu-rep"
+grep -E "Duration|Grid Size|Block Size|Registers Per|Achieved Occupancy|Warp Cycles Per Issued|Stall [A-Z]" \
+  "$OUT/seal.txt" | head -24
+echo "total $(( $(date +%s) - start )) s"

@@ -101,10 +101,10 @@ absl::StatusOr<F8Gemm::Plan> F8Gemm::MakePlan(const Shape& shape) {
   auto described = std::make_shared<Described>();
   KVS_RETURN_IF_ERROR(Describe(m, n, k, out_stride, f32_out, *described));
   const Operation& o = *described;
-  // Scale pointers before the question, as torch sets them: cuBLASLt may refuse a block scale mode
-  // whose pointer is still null (the H100/H200 refused every mode but SCALAR so; whether set
-  // pointers change that is scripts/probe_cublaslt_fp8.cu's second half). Any device memory will
-  // do: nothing is read until Run points them at the call's scales.
+  // Scale pointers before the question, as torch sets them: cuBLASLt 13.1 refuses every block
+  // scale mode whose pointer is still null (INVALID_VALUE), and takes VEC128 x VEC128 once they are
+  // set (scripts/probe_cublaslt_fp8.cu, H100). Any device memory will do: nothing is read until
+  // Run points them at the call's scales.
   KVS_CUBLAS_RETURN_IF_ERROR(
       cublasLtMatmulDescSetAttribute(o.op.d, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &workspace_, sizeof(workspace_)));
   KVS_CUBLAS_RETURN_IF_ERROR(
@@ -123,8 +123,8 @@ absl::StatusOr<F8Gemm::Plan> F8Gemm::MakePlan(const Shape& shape) {
     plan.algo = result.algo;
     plan.described = std::move(described);
   } else {
-    // NOT_SUPPORTED, or INVALID_VALUE where this cuBLASLt or GPU lacks the scale modes (the H100's
-    // cuBLASLt 13.0 answers so for VEC128_32F on both operands): the caller multiplies in bf16.
+    // NOT_SUPPORTED (cuBLASLt 13.1 on an H100: k = 384, n = 36 or 100, rows of 2,268), or
+    // INVALID_VALUE where this cuBLASLt or GPU lacks the scale modes: the caller multiplies in bf16.
     g_refused.fetch_add(1);
     std::fprintf(stderr,
                  "kvshard: cuBLASLt has no FP8 block-scaled algorithm for m %lld, n %lld, k %lld (%s); F8_E4M3 "
