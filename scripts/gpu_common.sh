@@ -4,6 +4,8 @@
 #   gpu_tests T1 T2..  runs those test binaries, one log each under $OUT, a line per verdict
 #   gpu_copy_ceiling   prints the device-to-device copy rate (bytes read + written), the ceiling
 #                      of the memory-bound kernels
+#   gpu_kernel_durations CSV LABEL  sums Nsight Compute's `--csv --page raw` gpu__time_duration per
+#                      kernel name and prints the costliest
 #   gpu_serving_checkpoint DIR  writes (once) a Llama-3-8B-shaped checkpoint with random bf16
 #                      weights and SmolLM2's tokenizer and 49,152-token vocabulary, so that
 #                      `serve` can detokenize
@@ -52,4 +54,20 @@ json.dump(c, open("/tmp/kvs-presets/models/llama-3-8b-smolvocab.json", "w"))'
   KVS_CONFIG_DIR=/tmp/kvs-presets $K make-model --preset llama-3-8b-smolvocab --out "$dir" > "$OUT/make_model.log" 2>&1 \
     || { tail -5 "$OUT/make_model.log"; return 1; }
   cp tests/goldens/tokenizer/smollm2_tokenizer.json "$dir/tokenizer.json"
+}
+
+gpu_kernel_durations() {
+  python3 - "$1" "$2" <<'PY'
+import csv, collections, sys
+rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))]
+head = rows[0]; name, dur = head.index("Kernel Name"), head.index("gpu__time_duration.sum")
+total, count = collections.Counter(), collections.Counter()
+for r in rows[2:]:
+    try: t = float(r[dur].replace(",", ""))
+    except ValueError: continue
+    total[r[name][:70]] += t; count[r[name][:70]] += 1
+unit = rows[1][dur]
+print(f"## {sys.argv[2]}: {sum(count.values())} kernels, {sum(total.values()):.0f} {unit} in all")
+for k, t in total.most_common(14): print(f"{t:12.0f} {unit} {count[k]:5d}x  {k}")
+PY
 }

@@ -25,8 +25,9 @@ for budget in 512 16384; do
   step "int4 without the sink, budget $budget" --max-tokens-per-step $budget --kv-dtype int4 --kv-sink=false
 done
 # Where the int4 step's time goes, by kernel: nsys where the machine has it, else Nsight Compute's
-# per-kernel durations over decode steps (eager, so each kernel is its own launch; the first
-# ~700 launches — the prefill step and start-up — skipped).
+# per-kernel durations over ~two steps (eager, so each kernel is its own launch) after the first
+# 700 launches — placed by count, so the window may still hold part of the prefill step, whose
+# seals are heavy: docs/performance.md reads these with that caveat.
 if command -v nsys >/dev/null; then
   nsys profile -o /tmp/int4 --force-overwrite true $K bench --device cuda --model random:llama-3-8b --input-len 512 \
     --output-len 64 --num-prompts 32 --max-seqs 32 --kv-dtype int4 > /dev/null 2>&1
@@ -36,19 +37,7 @@ elif command -v ncu >/dev/null; then
     timeout 240 ncu --clock-control none --metrics gpu__time_duration.sum --launch-skip 700 --launch-count 900 --csv \
       --page raw $K bench --device cuda --model random:llama-3-8b --input-len 512 --output-len 8 --num-prompts 32 \
       --max-seqs 32 --max-tokens-per-step 16384 --kv-dtype $kv --enforce-eager > /tmp/ncu_$kv.csv 2> /dev/null
-    python3 - /tmp/ncu_$kv.csv "$kv" <<'PY' | tee -a "$OUT/int4_kernels.txt"
-import csv, collections, sys
-rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))]
-head = rows[0]; name, dur = head.index("Kernel Name"), head.index("gpu__time_duration.sum")
-total, count = collections.Counter(), collections.Counter()
-for r in rows[2:]:
-    try: t = float(r[dur].replace(",", ""))
-    except ValueError: continue
-    total[r[name][:70]] += t; count[r[name][:70]] += 1
-unit = rows[1][dur]
-print(f"## {sys.argv[2]}: {sum(count.values())} kernels, {sum(total.values()):.0f} {unit} in all")
-for k, t in total.most_common(14): print(f"{t:12.0f} {unit} {count[k]:5d}x  {k}")
-PY
+    gpu_kernel_durations /tmp/ncu_$kv.csv "$kv" | tee -a "$OUT/int4_kernels.txt"
   done
 fi
 echo "total $(( $(date +%s) - start )) s"

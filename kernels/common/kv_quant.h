@@ -57,12 +57,26 @@ KVS_HOST_DEVICE inline ScaleZero MakeScaleZero(float lo, float hi, float levels,
 // and 64 shrunk and shifted ones, the one of least squared error, the first found on ties (an
 // outlier then saturates instead of coarsening every other value's step). Calibration-free; on
 // SmolLM2 it takes int4 from +5.3% to +3.7% perplexity and int2 from +139% to +95%. One code for
-// the CPU encoder and the GPU's (kivi_seal.cu), so both write the same bytes, provided neither
-// compiler fuses multiply-adds (both files are built so).
-template <typename Half, typename X>
-KVS_HOST_DEVICE inline ScaleZero FitScaleZero(X x, int32_t n, float levels, Half half) {
+// the CPU encoder and the GPU's (kivi_seal.cu, which spreads the candidates over a warp's lanes),
+// so both write the same bytes, provided neither compiler fuses multiply-adds (both files are
+// built so).
+inline constexpr int kFitCandidates = 65;  // [min, max], then 13 shrinks x 5 shifts
+// Candidate c (0 .. kFitCandidates - 1) for values spanning [lo, hi], in FitScaleZero's order.
+template <typename Half>
+KVS_HOST_DEVICE inline ScaleZero FitCandidate(int c, float lo, float hi, float levels, Half half) {
   constexpr float kShrink[] = {1.0f, 0.95f, 0.9f, 0.85f, 0.8f, 0.75f, 0.7f, 0.65f, 0.6f, 0.55f, 0.5f, 0.45f, 0.4f};
   constexpr float kShift[] = {0.0f, -0.25f, 0.25f, -0.5f, 0.5f};
+  const float a = kShrink[c / 5], shift = kShift[c % 5];
+  const float span = (hi - lo) * a, l = lo + (hi - lo - span) * (0.5f + shift);
+  return MakeScaleZero(l, l + span, levels, half);
+}
+// v's squared error once coded and decoded under q: the term FitScaleZero sums.
+KVS_HOST_DEVICE inline double FitError(float v, const ScaleZero& q, float levels) {
+  const float d = QuantizeLevels(v, q.z, q.inv, levels) * q.s + q.z - v;
+  return static_cast<double>(d) * d;
+}
+template <typename Half, typename X>
+KVS_HOST_DEVICE inline ScaleZero FitScaleZero(X x, int32_t n, float levels, Half half) {
   float lo = x(0), hi = x(0);
   for (int32_t i = 1; i < n; ++i) {
     const float v = x(i);
@@ -71,20 +85,13 @@ KVS_HOST_DEVICE inline ScaleZero FitScaleZero(X x, int32_t n, float levels, Half
   }
   ScaleZero best = MakeScaleZero(lo, hi, levels, half);
   double best_err = 1e300;
-  for (float a : kShrink) {
-    for (float shift : kShift) {
-      const float span = (hi - lo) * a, l = lo + (hi - lo - span) * (0.5f + shift);
-      const ScaleZero q = MakeScaleZero(l, l + span, levels, half);
-      double err = 0;
-      for (int32_t i = 0; i < n; ++i) {
-        const float v = x(i);
-        const float d = QuantizeLevels(v, q.z, q.inv, levels) * q.s + q.z - v;
-        err += static_cast<double>(d) * d;
-      }
-      if (err < best_err) {
-        best_err = err;
-        best = q;
-      }
+  for (int c = 0; c < kFitCandidates; ++c) {
+    const ScaleZero q = FitCandidate(c, lo, hi, levels, half);
+    double err = 0;
+    for (int32_t i = 0; i < n; ++i) err += FitError(x(i), q, levels);
+    if (err < best_err) {
+      best_err = err;
+      best = q;
     }
   }
   return best;

@@ -23,23 +23,12 @@ namespace {
 
 constexpr int kThreads = 256;    // 8 warps
 constexpr int kSlices = 4;       // blocks sharing one sealed block's searches
-constexpr int kCandidates = 65;  // FitScaleZero's: [min, max], then 13 shrinks x 5 shifts
 
 // The hardware's fp16 conversions, for FitScaleZero (kernels/common/kv_quant.h).
 struct DeviceHalf {
   __device__ uint16_t Round(float x) const { return __half_as_ushort(__float2half_rn(x)); }
   __device__ float Value(uint16_t bits) const { return __half2float(__ushort_as_half(bits)); }
 };
-
-// Candidate c of FitScaleZero for values spanning [lo, hi] (c = 0: the whole range; the order
-// is FitScaleZero's loops', so that ties pick the same one).
-__device__ inline ScaleZero Candidate(int c, float lo, float hi, float levels) {
-  constexpr float kShrink[] = {1.0f, 0.95f, 0.9f, 0.85f, 0.8f, 0.75f, 0.7f, 0.65f, 0.6f, 0.55f, 0.5f, 0.45f, 0.4f};
-  constexpr float kShift[] = {0.0f, -0.25f, 0.25f, -0.5f, 0.5f};
-  const float a = kShrink[c / 5], shift = kShift[c % 5];
-  const float span = (hi - lo) * a, l = lo + (hi - lo - span) * (0.5f + shift);
-  return MakeScaleZero(l, l + span, levels, DeviceHalf{});
-}
 
 // FitScaleZero over x(0) .. x(n - 1) by one warp (every lane calls it; every lane gets the
 // answer). Each candidate's error is one lane's sum in FitScaleZero's order, so the errors, and
@@ -73,24 +62,17 @@ __device__ inline ScaleZero WarpFitScaleZero(X x, int32_t n, float levels, int l
     }
   }
   double best_err = 1e300;
-  int best = kCandidates;  // none
-  for (int c = lane; c < kCandidates; c += 32) {
-    const ScaleZero q = Candidate(c, lo, hi, levels);
+  int best = kFitCandidates;  // none
+  for (int c = lane; c < kFitCandidates; c += 32) {
+    const ScaleZero q = FitCandidate(c, lo, hi, levels, DeviceHalf{});
     double err = 0;
     if (in_registers) {
 #pragma unroll
       for (int i = 0; i < kHeld; ++i) {
-        if (i < n) {
-          const float d = QuantizeLevels(held[i], q.z, q.inv, levels) * q.s + q.z - held[i];
-          err += static_cast<double>(d) * d;
-        }
+        if (i < n) err += FitError(held[i], q, levels);
       }
     } else {
-      for (int32_t i = 0; i < n; ++i) {
-        const float v = x(i);
-        const float d = QuantizeLevels(v, q.z, q.inv, levels) * q.s + q.z - v;
-        err += static_cast<double>(d) * d;
-      }
+      for (int32_t i = 0; i < n; ++i) err += FitError(x(i), q, levels);
     }
     if (err < best_err) {
       best_err = err;
@@ -106,7 +88,7 @@ __device__ inline ScaleZero WarpFitScaleZero(X x, int32_t n, float levels, int l
       best = c;
     }
   }
-  return best < kCandidates ? Candidate(best, lo, hi, levels) : MakeScaleZero(lo, hi, levels, DeviceHalf{});
+  return best < kFitCandidates ? FitCandidate(best, lo, hi, levels, DeviceHalf{}) : MakeScaleZero(lo, hi, levels, DeviceHalf{});
 }
 
 // grid (sequence * kv_heads + head, block of the step, slice); dynamic shared memory: the
