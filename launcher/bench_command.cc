@@ -13,6 +13,9 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_format.h"
+#if defined(KVS_HAVE_CUDA)
+#include <cuda_profiler_api.h>
+#endif
 #include "kernels/common/half_convert.h"
 #include "kernels/common/sampling.h"
 #include "kernels/common/status_macros.h"
@@ -43,6 +46,9 @@ ABSL_FLAG(std::string, kernel, "",
           "a decode step with block swaps beside it)");
 ABSL_FLAG(int32_t, batch, 1, "bench --kernel attention, plan: sequences");
 ABSL_FLAG(int32_t, iters, 50, "bench --kernel: timed repetitions");
+ABSL_FLAG(bool, profile_decode, false,
+          "bench: bracket the decode steps after the first pure one with cudaProfilerStart/Stop, so that "
+          "`ncu --profile-from-start off` (or `nsys --capture-range=cudaProfilerApi`) sees decode steps only");
 ABSL_FLAG(std::string, dataset, "",
           "bench: 'sharegpt-like' draws prompt/output lengths from log-normal fits of ShareGPT (means 161 in / 338 "
           "out tokens, as in the vLLM paper) instead of --input-len/--output-len");
@@ -57,6 +63,19 @@ ABSL_FLAG(bool, shuffle_blocks, true, "bench --kernel attention: scatter pages r
 
 namespace kvs {
 namespace {
+
+// cudaProfilerStart / Stop where the build has CUDA (nothing otherwise): --profile-decode.
+void SetProfilerRange(bool on) {
+#if defined(KVS_HAVE_CUDA)
+  if (on) {
+    cudaProfilerStart();
+  } else {
+    cudaProfilerStop();
+  }
+#else
+  (void)on;
+#endif
+}
 
 using Clock = std::chrono::steady_clock;
 double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
@@ -365,6 +384,7 @@ absl::Status BenchEngine(Backend& backend, const ModelWeights& weights, Engine* 
   for (int32_t i = 0; i < n; ++i) KVS_RETURN_IF_ERROR(engine->Add(make(std::to_string(i), in_len, out_len)));
   double decode_s = 0;
   int64_t decode_steps = 0, decode_tokens = 0, steps = 0;
+  const bool profile = absl::GetFlag(FLAGS_profile_decode);
   const auto t0 = Clock::now();
   while (engine->HasWork()) {
     const auto s0 = Clock::now();
@@ -375,8 +395,12 @@ absl::Status BenchEngine(Backend& backend, const ModelWeights& weights, Engine* 
       decode_s += dt;
       ++decode_steps;
       decode_tokens += engine->last_step().num_seqs;
+      // Every prompt is prefilled once a step decodes only: a profiler's range from here holds
+      // decode steps alone (a window placed by launch count mixed in prefill chunks' seals).
+      if (decode_steps == 1 && profile) SetProfilerRange(true);
     }
   }
+  if (profile) SetProfilerRange(false);
   const double total = Seconds(t0, Clock::now());
   const int64_t out_tokens = static_cast<int64_t>(n) * out_len;
   std::printf("| offline %d x (%d in / %d out) | %s tp=%d | max-seqs %d | %.2f s | %.0f output tok/s | %.0f total tok/s |\n", n,

@@ -67,9 +67,10 @@ const std::vector<CommandFlags>& AllCommandFlags() {
                                                 "max_in_flight", "max_body_bytes", "drain_timeout"};
   static constexpr std::string_view kGenerate[] = {"prompt", "chat", "system", "input", "output", "resume", "strict"};
   static constexpr std::string_view kInspect[] = {"model", "check_weights", "quantize", "verbose"};
-  static constexpr std::string_view kBench[] = {"batch", "context", "dataset", "input_len", "output_len", "num_prompts",
-                                                "length_scale", "iters", "kernel", "query_len", "shuffle_blocks",
-                                                "static_batching", "move_blocks", "url", "rate", "result_json"};
+  static constexpr std::string_view kBench[] = {
+      "batch", "context",        "dataset",    "input_len", "output_len",     "num_prompts",     "length_scale",
+      "iters", "profile_decode", "kernel",     "query_len", "shuffle_blocks", "static_batching", "move_blocks",
+      "url",   "rate",           "result_json"};
   static constexpr std::string_view kMakeModel[] = {"preset", "out", "seed", "verbose"};
   static constexpr std::string_view kPlan[] = {"model", "check_weights", "quantize", "verbose",
                                                "tp",    "gpu_mem",       "context",  "batch"};

@@ -25,18 +25,18 @@ for budget in 512 16384; do
   step "int4 without the sink, budget $budget" --max-tokens-per-step $budget --kv-dtype int4 --kv-sink=false
 done
 # Where the int4 step's time goes, by kernel: nsys where the machine has it, else Nsight Compute's
-# per-kernel durations over ~two steps (eager, so each kernel is its own launch) after the first
-# 700 launches — placed by count, so the window may still hold part of the prefill step, whose
-# seals are heavy: docs/performance.md reads these with that caveat.
+# per-kernel durations over ~two decode steps (eager, so each kernel is its own launch; bench
+# --profile-decode opens the profiler's range after the first pure decode step — windows placed by
+# launch count, as this script first did, held prefill steps' seals).
 if command -v nsys >/dev/null; then
   nsys profile -o /tmp/int4 --force-overwrite true $K bench --device cuda --model random:llama-3-8b --input-len 512 \
     --output-len 64 --num-prompts 32 --max-seqs 32 --kv-dtype int4 > /dev/null 2>&1
   nsys stats --report cuda_gpu_kern_sum /tmp/int4.nsys-rep 2>/dev/null | head -25 | tee "$OUT/int4_kernels.txt"
 elif command -v ncu >/dev/null; then
   for kv in int4 bf16; do
-    timeout 240 ncu --clock-control none --metrics gpu__time_duration.sum --launch-skip 700 --launch-count 900 --csv \
-      --page raw $K bench --device cuda --model random:llama-3-8b --input-len 512 --output-len 8 --num-prompts 32 \
-      --max-seqs 32 --max-tokens-per-step 16384 --kv-dtype $kv --enforce-eager > /tmp/ncu_$kv.csv 2> /dev/null
+    timeout 240 ncu --clock-control none --profile-from-start off --metrics gpu__time_duration.sum --launch-count 900 \
+      --csv --page raw $K bench --device cuda --model random:llama-3-8b --input-len 512 --output-len 8 --num-prompts 32 \
+      --max-seqs 32 --max-tokens-per-step 16384 --kv-dtype $kv --enforce-eager --profile-decode > /tmp/ncu_$kv.csv 2> /dev/null
     gpu_kernel_durations /tmp/ncu_$kv.csv "$kv" | tee -a "$OUT/int4_kernels.txt"
   done
 fi

@@ -2,8 +2,8 @@
 # The next session's first device call (written 2026-12-05, tenth session, when no device time was
 # left): df3c789's change to the Hopper prefill producer (block-table entries read a tile ahead)
 # against the CPU (prefill_attention_test) and timed at 16K on every KV format, the int4 and
-# F8_E4M3 batch-32 steps beside bf16, then Nsight Compute on one sealing launch of the int4 seal
-# (67 us a layer on average at a514aa3, several times its arithmetic). One build.
+# F8_E4M3 batch-32 steps beside bf16, then Nsight Compute on decode steps only (bench
+# --profile-decode): the int4 step's kernels and three seal launches. One build.
 # Usage: bash scripts/gpu_next_checks.sh   (device tool, carrying .deps)
 source "$(dirname "$0")/gpu_common.sh"
 gpu_build
@@ -22,12 +22,18 @@ for spec in random:llama-3-8b random:llama-3-8b:F8_E4M3; do
   done
 done
 echo "steps done at $(( $(date +%s) - start )) s"
-# One seal launch in the decode phase (the 32 prefill steps launch it 32 times each), with source
-# counters.
-timeout 200 ncu --clock-control none -k regex:SealKernel --launch-skip 1300 -c 1 --section SpeedOfLight \
+# Decode steps only (bench --profile-decode brackets them for the profiler): per-kernel durations of
+# the int4 and bf16 steps at the default budget, then three seal launches with source counters.
+for kv in int4 bf16; do
+  timeout 150 ncu --clock-control none --profile-from-start off --metrics gpu__time_duration.sum --launch-count 900 \
+    --csv --page raw $K bench --device cuda --model random:llama-3-8b --input-len 512 --output-len 64 --num-prompts 32 \
+    --max-seqs 32 --kv-dtype $kv --enforce-eager --profile-decode > /tmp/ncu_$kv.csv 2> /dev/null
+  gpu_kernel_durations /tmp/ncu_$kv.csv "$kv decode steps" | tee -a "$OUT/step_kernels.txt"
+done
+timeout 200 ncu --clock-control none --profile-from-start off -k regex:SealKernel -c 3 --section SpeedOfLight \
   --section WarpStateStats --section Occupancy --section LaunchStats --section SourceCounters -o "$OUT/seal" -f \
   $K bench --device cuda --model random:llama-3-8b --input-len 512 --output-len 64 --num-prompts 32 --max-seqs 32 \
-  --kv-dtype int4 --enforce-eager > /dev/null 2>&1
+  --kv-dtype int4 --enforce-eager --profile-decode > /dev/null 2>&1
 ncu -i "$OUT/seal.ncu-rep" --print-details all > "$OUT/seal.txt" 2>&1 && rm -f "$OUT/seal.ncu-rep"
 grep -E "Duration|Grid Size|Block Size|Registers Per|Achieved Occupancy|Warp Cycles Per Issued|Stall [A-Z]" \
   "$OUT/seal.txt" | head -24

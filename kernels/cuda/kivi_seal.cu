@@ -21,8 +21,8 @@
 namespace kvs::cuda {
 namespace {
 
-constexpr int kThreads = 256;    // 8 warps
-constexpr int kSlices = 4;       // blocks sharing one sealed block's searches
+constexpr int kThreads = 256;  // 8 warps
+constexpr int kSlices = 4;     // blocks sharing one sealed block's searches
 
 // The hardware's fp16 conversions, for FitScaleZero (kernels/common/kv_quant.h).
 struct DeviceHalf {
@@ -88,7 +88,8 @@ __device__ inline ScaleZero WarpFitScaleZero(X x, int32_t n, float levels, int l
       best = c;
     }
   }
-  return best < kFitCandidates ? FitCandidate(best, lo, hi, levels, DeviceHalf{}) : MakeScaleZero(lo, hi, levels, DeviceHalf{});
+  return best < kFitCandidates ? FitCandidate(best, lo, hi, levels, DeviceHalf{})
+                               : MakeScaleZero(lo, hi, levels, DeviceHalf{});
 }
 
 // grid (sequence * kv_heads + head, block of the step, slice); dynamic shared memory: the
