@@ -3,7 +3,8 @@
 # kvshard beside llama.cpp (its CUDA build for sm_90, flash attention on) on the same GGUF files and
 # the same GPU (issue 21, item 5). Each stage is skipped when its output is already there, so on a
 # warm machine (which keeps /tmp between calls) the stages may span several calls:
-#  1. kvshard; llama.cpp's llama-bench, llama-batched-bench and llama-quantize (about 5 minutes);
+#  1. kvshard; llama.cpp's llama-bench, llama-batched-bench and llama-quantize (about 5 minutes, or
+#     none where .deps carries them built: scripts/pack_llamacpp_cuda.sh);
 #  2. the peer files in /tmp/kvs-peer: Llama-3-8B's shape with SmolLM2's 49,152-token vocabulary
 #     and random F16 weights (make_peer_gguf.py), then llama-quantize's Q8_0, Q4_0 and Q4_K_M;
 #  3. per file, beside the copy ceiling: llama-bench pp512 / tg128, llama-batched-bench at 1, 32
@@ -18,6 +19,10 @@ P=/tmp/kvs-peer
 gpu_build
 [ -f .deps/llama.cpp-src.tar.xz ] && [ -f .deps/smollm2-vocab.gguf ] \
   || { echo "no .deps/llama.cpp-src.tar.xz or .deps/smollm2-vocab.gguf: run scripts/pack_llamacpp_source.sh"; exit 1; }
+if [ ! -x $LL/build/bin/llama-batched-bench ] && [ -f .deps/llama.cpp-cuda-sm90.tar.xz ]; then
+  # Built on the CPU machine by scripts/pack_llamacpp_cuda.sh (same configuration as below).
+  mkdir -p $LL/build/bin && tar xJf .deps/llama.cpp-cuda-sm90.tar.xz -C $LL/build/bin
+fi
 if [ ! -x $LL/build/bin/llama-batched-bench ]; then
   mkdir -p $LL && tar xJf .deps/llama.cpp-src.tar.xz -C $LL
   cmake -S $LL -B $LL/build -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
