@@ -17,8 +17,8 @@ TYPES=${*:-F16 Q8_0 Q4_0 Q4_K_M}
 LL=/tmp/llama.cpp
 P=/tmp/kvs-peer
 gpu_build
-[ -f .deps/llama.cpp-src.tar.xz ] && [ -f .deps/smollm2-vocab.gguf ] \
-  || { echo "no .deps/llama.cpp-src.tar.xz or .deps/smollm2-vocab.gguf: run scripts/pack_llamacpp_source.sh"; exit 1; }
+{ [ -f .deps/llama.cpp-src.tar.xz ] || [ -f .deps/llama.cpp-cuda-sm90.tar.xz ]; } && [ -f .deps/smollm2-vocab.gguf ] \
+  || { echo "no llama.cpp in .deps or no .deps/smollm2-vocab.gguf: run scripts/pack_llamacpp_source.sh"; exit 1; }
 if [ ! -x $LL/build/bin/llama-batched-bench ] && [ -f .deps/llama.cpp-cuda-sm90.tar.xz ]; then
   # Built on the CPU machine by scripts/pack_llamacpp_cuda.sh (same configuration as below).
   mkdir -p $LL/build/bin && tar xJf .deps/llama.cpp-cuda-sm90.tar.xz -C $LL/build/bin
