@@ -58,6 +58,15 @@ class BackendOps {
   virtual absl::Status ReserveWorkspace(int64_t max_tokens, int32_t max_seqs, int32_t q_heads, int32_t head_dim) {
     return absl::OkStatus();
   }
+  // Sizes the scratch into which a backend may decode a quantized cache's pages before prefill
+  // attention (the CUDA backend on compute capability 9.0, for fp8/int8/int4 caches: a prompt
+  // step's whole context, up to `max_context` positions of one sequence). Called once at start-up,
+  // after ReserveWorkspace. Memory it cannot get only costs speed: prefill then decodes in the
+  // attention kernel, and the backend logs it once.
+  virtual absl::Status ReservePrefillKvScratch(KvDType dtype, int32_t block_size, int32_t kv_heads, int32_t head_dim,
+                                               int64_t max_context) {
+    return absl::OkStatus();
+  }
 
   // Fills contiguous `dst` with mean + half_range * UniformSigned(seed, i) (random_fill.h), the
   // same values on every backend; used for synthetic models. `window` maps dst's elements to

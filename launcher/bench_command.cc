@@ -215,6 +215,8 @@ absl::Status BenchAttention(Backend& backend, const ModelConfig& c, bool prefill
   // Workspace as the engine reserves it (for --max-seqs sequences), so split-K plans match.
   KVS_RETURN_IF_ERROR(backend.ReserveWorkspace(tokens, std::max(batch, absl::GetFlag(FLAGS_max_seqs)), c.num_q_heads,
                                                c.head_dim));
+  // The prefill scratch as the engine reserves it for a --context-long --max-model-len.
+  KVS_RETURN_IF_ERROR(backend.ReservePrefillKvScratch(kv_dtype, bs, c.num_kv_heads, c.head_dim, ctx));
   AttentionBatch ab;
   ab.num_seqs = batch;
   ab.num_tokens = static_cast<int32_t>(tokens);

@@ -57,6 +57,8 @@ class CudaBackend final : public Backend {
   bool LinearTakesBlocks(GgmlType type) const override;
   absl::Status FillRandom(TensorView dst, uint64_t seed, float mean, float half_range, RandomWindow window = {}) override;
   absl::Status ReserveWorkspace(int64_t max_tokens, int32_t max_seqs, int32_t q_heads, int32_t head_dim) override;
+  absl::Status ReservePrefillKvScratch(KvDType dtype, int32_t block_size, int32_t kv_heads, int32_t head_dim,
+                                       int64_t max_context) override;
 
   absl::Status Embedding(const int32_t* ids, TensorView table, int32_t first_id, TensorView out) override;
   absl::Status HeadRmsNorm(TensorView x, int32_t heads, TensorView weight, float eps) override;
@@ -132,6 +134,7 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   DeviceBuffer workspace_;
+  DeviceBuffer prefill_kv_scratch_;  // AttentionWorkspace::kv_scratch
   // Fixed, so that captured GEMMs never allocate; cuBLAS and cuBLASLt (the FP8 GEMM) share it, in
   // stream order. 32 MiB: cuBLAS's recommendation for Hopper.
   static constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;

@@ -2,6 +2,7 @@
 // kernels of kernels/cuda/*.cu on the backend's stream. Memory, copies, moves and graphs are in
 // cuda_backend.cc.
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <vector>
 
@@ -86,6 +87,26 @@ absl::Status CudaBackend::ReserveWorkspace(int64_t max_tokens, int32_t max_seqs,
   attention_ws_.partial_ml = workspace_.as<float>() + floats;
   attention_ws_.capacity_floats = floats;
   if (keeps_blocks_) KVS_RETURN_IF_ERROR(EnsureBlockBuffers());
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::ReservePrefillKvScratch(KvDType dtype, int32_t block_size, int32_t kv_heads, int32_t head_dim,
+                                                  int64_t max_context) {
+  const int64_t bytes = cuda::PrefillKvScratchBytes(dtype, block_size, kv_heads, head_dim, max_context);
+  if (bytes <= attention_ws_.kv_scratch_bytes) return absl::OkStatus();
+  absl::StatusOr<DeviceBuffer> buf = Allocate(static_cast<size_t>(bytes));
+  if (!buf.ok()) {
+    cudaGetLastError();  // an out-of-memory allocation leaves nothing behind
+    std::fprintf(stderr,
+                 "kvshard: no room for %.0f MiB of prefill scratch (%s); prefill over the %s KV cache decodes its "
+                 "pages inside the attention kernel, which is slower\n",
+                 bytes / 1048576.0, std::string(buf.status().message()).c_str(),
+                 std::string(KvDTypeName(dtype)).c_str());
+    return absl::OkStatus();
+  }
+  prefill_kv_scratch_ = std::move(*buf);
+  attention_ws_.kv_scratch = prefill_kv_scratch_.data();
+  attention_ws_.kv_scratch_bytes = bytes;
   return absl::OkStatus();
 }
 

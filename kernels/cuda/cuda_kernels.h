@@ -169,7 +169,19 @@ struct AttentionWorkspace {
   float* partial_ml = nullptr;   // [splits, T, Hq, 2]: running max (log2 domain) and sum
   int64_t capacity_floats = 0;   // size of partial_out
   int32_t num_sms = 132;
+  // Where prefill steps over an fp8/int8/int4 cache decode the keys and values they attend to
+  // before the Hopper kernel runs (PrefillKvScratchBytes); nullptr / 0: none reserved.
+  void* kv_scratch = nullptr;
+  int64_t kv_scratch_bytes = 0;
 };
+
+// Bytes of scratch that lets a prefill step over `max_context` positions of one sequence decode an
+// fp8/int8/int4 cache to fp16 first (QuantizedPrefillLoads::kDecodedFirst); 0 for the other
+// formats and for devices without the Hopper prefill kernel. Capped at kMaxPrefillKvScratchBytes:
+// longer contexts keep decoding in the kernel's producer warps.
+inline constexpr int64_t kMaxPrefillKvScratchBytes = int64_t{512} << 20;
+int64_t PrefillKvScratchBytes(KvDType dtype, int32_t block_size, int32_t kv_heads, int32_t head_dim,
+                              int64_t max_context);
 
 // The one list of head dims the CUDA attention kernels are compiled for, per KV format: bf16
 // caches, and the other (encoded) formats; f32 caches are CPU-only. Dispatch
@@ -257,11 +269,18 @@ enum class PrefillKernel { kAuto, kMma };
 void SetPrefillKernel(PrefillKernel kernel);
 // Whether the next prefill launch on the current device takes the Hopper kernel.
 bool UseHopperPrefill();
-// How the Hopper prefill kernel's producer loads fp8/int8/int4-token tiles: kStagedInPlace queues
-// the codes by cp.async into the stage and converts them there; kRegisters (KVS_WGMMA_CODES=
-// registers) loads and converts a piece at a time through registers. Process-wide, for tests and
-// benchmarks to compare; set it between launches.
-enum class QuantizedPrefillLoads { kStagedInPlace, kRegisters };
+// How the Hopper prefill kernel reads fp8/int8/int4-token caches. kDecodedFirst: one kernel decodes
+// every key and value the step attends to into fp16 pages of the workspace's kv_scratch, then
+// the fp16 kernel runs over them (the same fp16 values as the other two, so the same results).
+// kStagedInPlace: the producer warps queue the codes by cp.async into the stage and convert them
+// there. kRegisters: they load and convert a piece at a time through registers. kAuto (the
+// default) decodes first where the step is mostly prompt (at least kDecodeFirstMinQueries query
+// tokens per sequence on average) and its sequences' pages fit the scratch, else stages in place.
+// KVS_WGMMA_CODES=decoded|staged|registers in the environment starts a process with one of
+// them. Process-wide, for tests and benchmarks to compare; set it between launches.
+enum class QuantizedPrefillLoads { kAuto, kDecodedFirst, kStagedInPlace, kRegisters };
 void SetQuantizedPrefillLoads(QuantizedPrefillLoads loads);
+QuantizedPrefillLoads GetQuantizedPrefillLoads();
+inline constexpr int32_t kDecodeFirstMinQueries = 128;
 
 }  // namespace kvs::cuda

@@ -51,6 +51,8 @@ struct Params {
   int32_t max_context_len;
   int64_t workspace_floats;
   int32_t num_sms;
+  void* kv_scratch;  // AttentionWorkspace::kv_scratch
+  int64_t kv_scratch_bytes;
 };
 
 // The parameters every tiled kernel takes, from the cache view, the batch and the workspace (row
@@ -86,6 +88,8 @@ inline Params MakeParams(const bf16* q, int64_t q_stride, int32_t q_heads, const
   p.max_context_len = batch.max_context_len;
   p.workspace_floats = ws.capacity_floats;
   p.num_sms = ws.num_sms;
+  p.kv_scratch = ws.kv_scratch;
+  p.kv_scratch_bytes = ws.kv_scratch_bytes;
   return p;
 }
 

@@ -24,6 +24,7 @@
 #include "kernels/cuda/paged_decode_codes.cuh"
 #include "kernels/cuda/paged_prefill_mma.cuh"
 #include "kernels/cuda/paged_prefill_wgmma.cuh"
+#include "kernels/cuda/prefill_decoded_first.cuh"
 
 namespace kvs::cuda {
 namespace attention {
@@ -474,6 +475,28 @@ cudaError_t LaunchPrefillWgmma(Params p, KvDType dtype, int max_query_len, int n
   return CombineSplits<D>(LaunchWgmmaPrefill(p, dtype, D, grid, stream), p, stream);
 }
 
+// The same over an fp8/int8/int4 cache decoded first into the workspace's scratch
+// (prefill_decoded_first.cuh; DecodeFirst said it fits).
+template <KvDType F, int D>
+cudaError_t LaunchPrefillDecodedFirst(Params p, int max_query_len, int num_seqs, cudaStream_t stream) {
+  const DecodedFirstLayout l = DecodedFirstLayoutFor(p.block_size, p.kv_heads, D, p.max_context_len);
+  const int64_t blocks = static_cast<int64_t>(num_seqs) * l.blocks_per_seq;
+  unsigned char* k = static_cast<unsigned char*>(p.kv_scratch);
+  unsigned char* v = k + blocks * l.block_bytes;
+  int32_t* table = reinterpret_cast<int32_t*>(v + blocks * l.block_bytes);
+  DecodeKvToScratchKernel<F, D>
+      <<<dim3(l.blocks_per_seq, num_seqs), 256, 0, stream>>>(p, l.blocks_per_seq, l.block_bytes, k, v, table);
+  if (const cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
+  p.k_cache = k;
+  p.v_cache = v;
+  p.block_bytes = l.block_bytes;
+  p.row_bytes = static_cast<int32_t>(KvRowBytes(KvDType::kF16, D));
+  p.scale_bytes = 0;
+  p.block_table = table;
+  p.max_blocks_per_seq = l.blocks_per_seq;
+  return LaunchPrefillWgmma<D>(p, KvDType::kF16, max_query_len, num_seqs, stream);
+}
+
 template <KvDType F, int D, int G>
 cudaError_t LaunchDecode(Params p, dim3 grid, cudaStream_t stream) {
   static const int64_t resident = ResidentBlocks(PagedDecodeKernel<F, D, G>, 0, p.num_sms);
@@ -579,6 +602,14 @@ cudaError_t LaunchAttentionFor(Params p, int head_dim, int num_seqs, int max_que
     return cudaErrorInvalidValue;
   }
   if (WgmmaPrefillSupports(F, head_dim) && UseHopperPrefill()) {
+    if constexpr (F == KvDType::kFP8 || F == KvDType::kINT8 || F == KvDType::kINT4) {
+      bool decode_first = false;
+      if (const cudaError_t err = DecodeFirst(p, num_seqs, head_dim, &decode_first); err != cudaSuccess) return err;
+      if (decode_first) {
+        return head_dim == 64 ? LaunchPrefillDecodedFirst<F, 64>(p, max_query_len, num_seqs, stream)
+                              : LaunchPrefillDecodedFirst<F, 128>(p, max_query_len, num_seqs, stream);
+      }
+    }
     return head_dim == 64 ? LaunchPrefillWgmma<64>(p, F, max_query_len, num_seqs, stream)
                           : LaunchPrefillWgmma<128>(p, F, max_query_len, num_seqs, stream);
   }

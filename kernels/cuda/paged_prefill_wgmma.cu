@@ -21,6 +21,7 @@
 // swizzled layout (StageCodesTile / ConvertStagedTile), and the consumers run the fp16 kernel
 // unchanged. fp8 wgmma was not used: its B operand must be K-major, so V
 // would need a transpose in shared memory, and Q and P would be rounded to e4m3.
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <string_view>
@@ -28,6 +29,7 @@
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/kernel_choice.h"
 #include "kernels/cuda/paged_prefill_wgmma.cuh"
+#include "kernels/cuda/prefill_decoded_first.cuh"
 #include "kernels/cuda/wgmma.cuh"
 
 namespace kvs::cuda::attention {
@@ -636,9 +638,8 @@ bool PingPong() {
   return on;
 }
 
-// How the producer loads quantized tiles: staged in place by cp.async (the default) or, with
-// KVS_WGMMA_CODES=registers, through registers (DecodeCodesTile, the earlier path, kept to compare).
-KernelChoice g_codes_in_registers("KVS_WGMMA_CODES", "registers");
+// How quantized caches are read (QuantizedPrefillLoads): -1 until read from KVS_WGMMA_CODES.
+std::atomic<int> g_quantized_loads{-1};
 
 // One instantiation of the kernel: its shared-memory limit raised once, launched or sized.
 template <KvDType F, int D, int kKeys>
@@ -651,7 +652,8 @@ struct Instance {
   }
   static cudaError_t Launch(const Params& p, dim3 grid, cudaStream_t stream) {
     if (const cudaError_t attr = Prepare(); attr != cudaSuccess) return attr;
-    const int flags = (PingPong() ? kFlagPingPong : 0) | (g_codes_in_registers.Alternative() ? 0 : kFlagStagedCodes);
+    const int flags = (PingPong() ? kFlagPingPong : 0) |
+                      (GetQuantizedPrefillLoads() == QuantizedPrefillLoads::kRegisters ? 0 : kFlagStagedCodes);
     PagedPrefillWgmmaKernel<F, D, kKeys><<<grid, kWgmmaThreads, kSmem, stream>>>(p, flags);
     return cudaGetLastError();
   }
@@ -735,7 +737,34 @@ KernelChoice g_prefill_kernel("KVS_PREFILL_KERNEL", "mma");  // alternative: the
 void SetPrefillKernel(PrefillKernel kernel) { g_prefill_kernel.Set(kernel == PrefillKernel::kMma); }
 
 void SetQuantizedPrefillLoads(QuantizedPrefillLoads loads) {
-  attention::g_codes_in_registers.Set(loads == QuantizedPrefillLoads::kRegisters);
+  attention::g_quantized_loads.store(static_cast<int>(loads));
+}
+
+QuantizedPrefillLoads GetQuantizedPrefillLoads() {
+  int v = attention::g_quantized_loads.load();
+  if (v < 0) {
+    const char* env = std::getenv("KVS_WGMMA_CODES");
+    const std::string_view e = env != nullptr ? env : "";
+    const QuantizedPrefillLoads loads = e == "decoded"     ? QuantizedPrefillLoads::kDecodedFirst
+                                        : e == "staged"    ? QuantizedPrefillLoads::kStagedInPlace
+                                        : e == "registers" ? QuantizedPrefillLoads::kRegisters
+                                                           : QuantizedPrefillLoads::kAuto;
+    v = static_cast<int>(loads);
+    attention::g_quantized_loads.store(v);
+  }
+  return static_cast<QuantizedPrefillLoads>(v);
+}
+
+int64_t PrefillKvScratchBytes(KvDType dtype, int32_t block_size, int32_t kv_heads, int32_t head_dim,
+                              int64_t max_context) {
+  const bool codes = dtype == KvDType::kFP8 || dtype == KvDType::kINT8 || dtype == KvDType::kINT4;
+  if (!codes || !attention::WgmmaPrefillSupports(dtype, head_dim) || !UseHopperPrefill() || block_size <= 0 ||
+      max_context <= 0) {
+    return 0;
+  }
+  const int64_t bytes =
+      attention::DecodedFirstLayoutFor(block_size, kv_heads, head_dim, max_context).Bytes(/*num_seqs=*/1);
+  return std::min(bytes, kMaxPrefillKvScratchBytes);
 }
 
 bool UseHopperPrefill() {

@@ -105,6 +105,10 @@ absl::StatusOr<ModelRunner> ModelRunner::Create(Backend& backend, const ModelWei
   r.host_logits_.resize(z.s * weights.config().vocab_size);
   const ModelConfig& c = weights.local_config();
   KVS_RETURN_IF_ERROR(backend.ReserveWorkspace(z.t, limits.max_seqs, c.num_q_heads, c.head_dim));
+  const PagedKvView layer0 = cache.Layer(0);
+  KVS_RETURN_IF_ERROR(
+      backend.ReservePrefillKvScratch(layer0.dtype, layer0.block_size, layer0.kv_heads, layer0.head_dim,
+                                      static_cast<int64_t>(limits.max_blocks_per_seq) * cache.block_size()));
   return r;
 }
 

@@ -37,7 +37,7 @@ class PrefillAttentionTest : public testing::GpuFixture<::testing::TestWithParam
  protected:
   void TearDown() override {
     cuda::SetPrefillKernel(cuda::PrefillKernel::kAuto);
-    cuda::SetQuantizedPrefillLoads(cuda::QuantizedPrefillLoads::kStagedInPlace);
+    cuda::SetQuantizedPrefillLoads(cuda::QuantizedPrefillLoads::kAuto);
   }
 };
 
@@ -125,18 +125,22 @@ TEST_P(PrefillAttentionTest, EveryElementMatchesTheCpuReferenceOnBothKernelsAndC
                     .ok());
     auto gk = upload(ck.data(), ck.size()), gv = upload(cv.data(), cv.size());
     PagedKvView gcache{gk.data(), gv.data(), dtype, num_blocks, c.block_size, c.kv_heads, c.head_dim};
-    // The Hopper kernel loads quantized tiles two ways (staged in place, through registers).
+    // The Hopper kernel reads quantized caches three ways (staged in place, through registers,
+    // decoded first into the scratch: every sequence's pages, so the scratch is reserved for
+    // all of them).
     const bool quantized = KvQuantized(dtype);
-    for (int variant = 0; variant < (quantized ? 3 : 2); ++variant) {
+    ASSERT_TRUE(gpu_->ReservePrefillKvScratch(dtype, c.block_size, c.kv_heads, c.head_dim,
+                                              static_cast<int64_t>(seqs) * max_blocks * c.block_size)
+                    .ok());
+    for (int variant = 0; variant < (quantized ? 4 : 2); ++variant) {
       const cuda::PrefillKernel kernel = variant == 1 ? cuda::PrefillKernel::kMma : cuda::PrefillKernel::kAuto;
       cuda::SetPrefillKernel(kernel);
-      cuda::SetQuantizedPrefillLoads(variant == 2 ? cuda::QuantizedPrefillLoads::kRegisters
-                                                  : cuda::QuantizedPrefillLoads::kStagedInPlace);
-      if (variant == 2 && !cuda::UseHopperPrefill()) continue;
-      const char* name =
-          kernel == cuda::PrefillKernel::kMma
-              ? "mma.sync"
-              : (cuda::UseHopperPrefill() ? (variant == 2 ? "wgmma, codes through registers" : "wgmma") : "auto");
+      cuda::SetQuantizedPrefillLoads(variant == 2   ? cuda::QuantizedPrefillLoads::kRegisters
+                                     : variant == 3 ? cuda::QuantizedPrefillLoads::kDecodedFirst
+                                                    : cuda::QuantizedPrefillLoads::kStagedInPlace);
+      if (variant >= 2 && !cuda::UseHopperPrefill()) continue;
+      const char* names[] = {"wgmma", "mma.sync", "wgmma, codes through registers", "wgmma, decoded first"};
+      const char* name = variant == 0 && !cuda::UseHopperPrefill() ? "auto" : names[variant];
       SCOPED_TRACE(format + " cache, " + name + " kernel");
       const std::vector<uint16_t> poison(tokens * qw, 0x7FC0);  // bf16 NaN: an unwritten output shows
       auto gout = upload(poison.data(), poison.size() * 2);

@@ -1,0 +1,92 @@
+// Prefill over an fp8/int8/int4-token cache with the keys and values decoded first: one kernel
+// writes every position the step attends to as fp16 into pages of the attention workspace's
+// kv_scratch (a block table of its own: sequence s's block i is scratch block s * nb + i), then
+// the Hopper kernel runs its fp16 instantiation over them. The values are the ones the
+// kernel's producer warps would have decoded (CodesToHalf8), so the results are the same; what
+// changes is the time: the producer warps decoding in the kernel held fp8/int8 at 0.64x of
+// bf16's rate at 16K (latency-bound, docs/performance.md), while decoding a 16K context first
+// reads and writes ~100 MB (~30 us beside ~4.5 ms of attention). A step that is mostly decode
+// rows would decode whole contexts for one query each, so kAuto keeps those in the kernel.
+#pragma once
+
+#include "kernels/cuda/paged_attention_common.cuh"
+#include "kernels/cuda/paged_prefill_wgmma.cuh"
+
+namespace kvs::cuda::attention {
+
+// The scratch's shape for a step: fp16 pages of the cache's block size, nb per sequence.
+struct DecodedFirstLayout {
+  int32_t blocks_per_seq = 0;
+  int64_t block_bytes = 0;  // one fp16 block of K (or V)
+  int64_t Bytes(int32_t num_seqs) const {
+    const int64_t blocks = static_cast<int64_t>(num_seqs) * blocks_per_seq;
+    return 2 * blocks * block_bytes + blocks * static_cast<int64_t>(sizeof(int32_t));
+  }
+};
+
+inline DecodedFirstLayout DecodedFirstLayoutFor(int32_t block_size, int32_t kv_heads, int32_t head_dim,
+                                                int64_t max_context) {
+  DecodedFirstLayout l;
+  l.blocks_per_seq = static_cast<int32_t>((max_context + block_size - 1) / block_size);
+  l.block_bytes = KvBlockBytes(KvDType::kF16, block_size, kv_heads, head_dim);
+  return l;
+}
+
+// Block (i, s): sequence s's logical block i, every KV head, K and V. A thread decodes one
+// 8-element chunk of a row at a time (consecutive threads on consecutive chunks of a row).
+template <KvDType F, int D>
+__global__ void __launch_bounds__(256)
+    DecodeKvToScratchKernel(Params p, int32_t blocks_per_seq, int64_t scratch_block_bytes, unsigned char* k_out,
+                            unsigned char* v_out, int32_t* table_out) {
+  constexpr int kChunks = D / 8;
+  const int i = blockIdx.x, seq = blockIdx.y;
+  const int64_t out_block = static_cast<int64_t>(seq) * blocks_per_seq + i;
+  if (threadIdx.x == 0) table_out[out_block] = static_cast<int32_t>(out_block);
+  const int ctx = p.context_len[seq];
+  const int first = i * p.block_size;
+  if (first >= ctx) return;
+  const int keys = min(p.block_size, ctx - first);
+  const int32_t block = p.block_table[static_cast<int64_t>(seq) * p.max_blocks_per_seq + i];
+  const int items = keys * p.kv_heads * kChunks;
+  for (int it = threadIdx.x; it < items; it += blockDim.x) {
+    const int c = it % kChunks, kvh = (it / kChunks) % p.kv_heads, key = it / kChunks / p.kv_heads;
+    const KvRow r = LocateKvIn(p, block, first + key, kvh);
+    const int64_t dst =
+        out_block * scratch_block_bytes + (static_cast<int64_t>(key) * p.kv_heads + kvh) * D * 2 + c * 16;
+    auto decode = [&](const unsigned char* cache, unsigned char* out) {
+      uint32_t w[2], scale;
+      if constexpr (F == KvDType::kINT4) {
+        w[0] = __ldg(reinterpret_cast<const uint32_t*>(cache + r.codes + c * 4));
+        scale = __ldg(reinterpret_cast<const uint32_t*>(cache + r.scales + (c * 8 / kKvInt4Group) * 4));
+      } else {
+        const uint2 u = __ldg(reinterpret_cast<const uint2*>(cache + r.codes + c * 8));
+        w[0] = u.x, w[1] = u.y;
+        scale = __ldg(reinterpret_cast<const uint32_t*>(cache + r.scales));
+      }
+      uint32_t h[4];
+      CodesToHalf8<F, false>(w, scale, h);
+      *reinterpret_cast<uint4*>(out + dst) = make_uint4(h[0], h[1], h[2], h[3]);
+    };
+    decode(p.k_cache, k_out);
+    decode(p.v_cache, v_out);
+  }
+}
+
+// Whether this step decodes first (kAuto's rule: mostly prompt rows, and the pages fit). A step
+// told to decode first (kDecodedFirst) whose pages do not fit the scratch is an error
+// (cudaErrorMemoryAllocation), so that a test or benchmark never measures the other path unawares.
+inline cudaError_t DecodeFirst(const Params& p, int num_seqs, int head_dim, bool* decode_first) {
+  *decode_first = false;
+  const QuantizedPrefillLoads mode = GetQuantizedPrefillLoads();
+  if (mode != QuantizedPrefillLoads::kAuto && mode != QuantizedPrefillLoads::kDecodedFirst) return cudaSuccess;
+  const DecodedFirstLayout l = DecodedFirstLayoutFor(p.block_size, p.kv_heads, head_dim, p.max_context_len);
+  const bool fits = p.kv_scratch != nullptr && l.Bytes(num_seqs) <= p.kv_scratch_bytes;
+  if (mode == QuantizedPrefillLoads::kDecodedFirst) {
+    *decode_first = fits;
+    return fits ? cudaSuccess : cudaErrorMemoryAllocation;
+  }
+  *decode_first = fits && p.num_tokens >= static_cast<int64_t>(kDecodeFirstMinQueries) * num_seqs;
+  return cudaSuccess;
+}
+
+}  // namespace kvs::cuda::attention

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Quantized-cache prefill decoded first (prefill_decoded_first.cuh) against the producer warps'
+# in-kernel decode and bf16, with torch SDPA in the same call: the element-wise test (every
+# format, all four ways), the 4K / 16K kernels, a 2K chunk over a 62K prefix, and the 65,536-token
+# prompt's time to first token with bf16 and int8 KV. One build. (device tool, carrying .deps)
+# Usage: bash scripts/gpu_decoded_first_check.sh
+source "$(dirname "$0")/gpu_common.sh"
+gpu_build
+gpu_tests prefill_attention_test cuda_kv_format_test
+grep -E "^prefill .*(decoded|wgmma )" "$OUT/prefill_attention_test.log" | awk '{print $2, $3, $4, $5, $(NF-3)}' | sort | uniq -c | head -20
+python3 - <<'PY' 2>&1
+import torch, torch.nn.functional as F
+for L in (4096, 16384):
+    q = torch.randn(1, 32, L, 128, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(1, 8, L, 128, device="cuda", dtype=torch.bfloat16); v = torch.randn_like(k)
+    f = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    for _ in range(3): f()
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    s.record(); [f() for _ in range(20)]; e.record(); torch.cuda.synchronize()
+    t = s.elapsed_time(e) / 20 / 1e3
+    print(f"| torch SDPA | L={L} | {t * 1e6:.1f} us | {4.0 * 32 * 128 * L * (L + 1) / 2 / t / 1e12:.1f} TFLOP/s |")
+PY
+bench() {  # label, then flags
+  local label=$1; shift
+  $K bench --device cuda --kernel prefill --batch 1 --model random:llama-3-8b "$@" 2>&1 \
+    | sed "s/^| causal prefill attention | cuda:0 ([^)]*)/| $label/" | grep -E "^\||rror"
+}
+for L in 4096 16384; do
+  bench "bf16" --context $L --iters 5
+  for kv in fp8 int8 int4-token; do
+    bench "$kv auto" --context $L --kv-dtype $kv --iters 5
+    KVS_WGMMA_CODES=staged bench "$kv staged" --context $L --kv-dtype $kv --iters 5
+  done
+done
+bench "bf16 chunk" --context 65536 --query-len 2048 --iters 5
+for kv in fp8 int8; do
+  bench "$kv chunk auto" --context 65536 --query-len 2048 --kv-dtype $kv --iters 5
+  KVS_WGMMA_CODES=staged bench "$kv chunk staged" --context 65536 --query-len 2048 --kv-dtype $kv --iters 5
+done
+echo "kernels done at $(( $(date +%s) - start )) s"
+for kv in bf16 int8; do
+  echo "== $kv KV: 65,536-token prompt"
+  timeout 120 $K bench --device cuda --model random:llama-3.1-8b --input-len 65536 --output-len 1 --num-prompts 1 \
+    --max-tokens-per-step 8192 --kv-dtype $kv 2>&1 | grep -E "^\| (offline|ttft)|rror|scratch"
+done
+echo "total $(( $(date +%s) - start )) s"
