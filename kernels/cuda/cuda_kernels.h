@@ -269,6 +269,9 @@ enum class PrefillKernel { kAuto, kMma };
 void SetPrefillKernel(PrefillKernel kernel);
 // Whether the next prefill launch on the current device takes the Hopper kernel.
 bool UseHopperPrefill();
+// Whether the current device runs the Hopper kernel at all (compute capability 9.0), whatever the
+// process-wide choice says.
+bool HopperPrefillDevice();
 // How the Hopper prefill kernel reads fp8/int8/int4-token caches. kDecodedFirst: one kernel decodes
 // every key and value the step attends to into fp16 pages of the workspace's kv_scratch, then
 // the fp16 kernel runs over them (the same fp16 values as the other two, so the same results).

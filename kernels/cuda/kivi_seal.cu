@@ -12,8 +12,13 @@
 // value group), so a step that seals a few blocks still spreads over the GPU: one thread per item,
 // as this kernel first did, took ~100 us a layer on an H100 (4 warps on 8 SMs, each thread
 // walking 130 candidates), which put int4 decode steps at 1.6x bf16's whenever some sequence
-// sealed in every step.
+// sealed in every step. Four slices (four searches a warp) still took 68 us a launch in a
+// decode step (Nsight Compute, H100: one sequence's block sealed by 32 blocks, latency-bound at
+// 9.3 cycles an instruction): decode-sized grids now take a slice per warp's search
+// (SealSlices), prompt-sized ones keep at least kMinSlices so that the grid stays small.
 #include <cuda_fp16.h>
+
+#include <algorithm>
 
 #include "kernels/common/kv_quant.h"
 #include "kernels/cuda/cuda_kernels.h"
@@ -22,7 +27,15 @@ namespace kvs::cuda {
 namespace {
 
 constexpr int kThreads = 256;  // 8 warps
-constexpr int kSlices = 4;     // blocks sharing one sealed block's searches
+constexpr int kMinSlices = 4;  // blocks sharing one sealed block's searches, at least
+constexpr int64_t kMaxSealGrid = 8192;  // blocks a launch may spread its slices over (most exit at once)
+
+// Slices of each sealed block: one task (a key byte's searches, or a value group's) a warp where the grid stays under kMaxSealGrid.
+int SealSlices(int64_t base_blocks, int64_t tasks) {
+  const int64_t one_each = (tasks + kThreads / 32 - 1) / (kThreads / 32);
+  const int64_t room = std::max<int64_t>(kMinSlices, kMaxSealGrid / std::max<int64_t>(base_blocks, 1));
+  return static_cast<int>(std::max<int64_t>(1, std::min(one_each, room)));
+}
 
 // The hardware's fp16 conversions, for FitScaleZero (kernels/common/kv_quant.h).
 struct DeviceHalf {
@@ -92,7 +105,7 @@ __device__ inline ScaleZero WarpFitScaleZero(X x, int32_t n, float levels, int l
                                : MakeScaleZero(lo, hi, levels, DeviceHalf{});
 }
 
-// grid (sequence * kv_heads + head, block of the step, slice); dynamic shared memory: the
+// grid (sequence * kv_heads + head, block of the step, slice of SealSlices); dynamic shared memory: the
 // block's key and value rows (bf16, every KV head) as pointers, one per token.
 __global__ void __launch_bounds__(kThreads) SealKernel(const bf16* k, int64_t k_stride, const bf16* v, int64_t v_stride,
                                                        AttentionBatch batch, PagedKvView cache) {
@@ -134,7 +147,7 @@ __global__ void __launch_bounds__(kThreads) SealKernel(const bf16* k, int64_t k_
   const int64_t first_slot = static_cast<int64_t>(block) * bs;
   const int32_t row_bytes = static_cast<int32_t>(cache.RowBytes()), groups = dim / kKvInt4Group;
   const int lane = threadIdx.x % 32;
-  const int warps = kThreads / 32 * kSlices;
+  const int warps = kThreads / 32 * static_cast<int>(gridDim.z);
   // Tasks: key byte `item` (its channels' searches, then its bs codes), or value group g of
   // token i (one search, then its codes).
   for (int32_t item = blockIdx.z * (kThreads / 32) + threadIdx.x / 32; item < row_bytes + bs * groups; item += warps) {
@@ -191,7 +204,9 @@ cudaError_t LaunchSealKvGroups(const bf16* k, int64_t k_stride, const bf16* v, i
   // A sequence of n new tokens completes at most ceil(n / block_size) blocks (its sealed positions
   // start at or after its ring's seal point before the step).
   const int32_t bs = cache.block_size;
-  const dim3 grid(batch.num_seqs * cache.kv_heads, (batch.max_query_len + bs - 1) / bs, kSlices);
+  const int64_t base = static_cast<int64_t>(batch.num_seqs) * cache.kv_heads * ((batch.max_query_len + bs - 1) / bs);
+  const int64_t tasks = cache.RowBytes() + static_cast<int64_t>(bs) * (cache.head_dim / kKvInt4Group);
+  const dim3 grid(batch.num_seqs * cache.kv_heads, (batch.max_query_len + bs - 1) / bs, SealSlices(base, tasks));
   SealKernel<<<grid, kThreads, 2 * bs * sizeof(const bf16*), stream>>>(k, k_stride, v, v_stride, batch, cache);
   return cudaGetLastError();
 }

@@ -758,7 +758,7 @@ QuantizedPrefillLoads GetQuantizedPrefillLoads() {
 int64_t PrefillKvScratchBytes(KvDType dtype, int32_t block_size, int32_t kv_heads, int32_t head_dim,
                               int64_t max_context) {
   const bool codes = dtype == KvDType::kFP8 || dtype == KvDType::kINT8 || dtype == KvDType::kINT4;
-  if (!codes || !attention::WgmmaPrefillSupports(dtype, head_dim) || !UseHopperPrefill() || block_size <= 0 ||
+  if (!codes || !attention::WgmmaPrefillSupports(dtype, head_dim) || !HopperPrefillDevice() || block_size <= 0 ||
       max_context <= 0) {
     return 0;
   }
@@ -767,8 +767,9 @@ int64_t PrefillKvScratchBytes(KvDType dtype, int32_t block_size, int32_t kv_head
   return std::min(bytes, kMaxPrefillKvScratchBytes);
 }
 
-bool UseHopperPrefill() {
-  if (g_prefill_kernel.Alternative()) return false;
+bool UseHopperPrefill() { return !g_prefill_kernel.Alternative() && HopperPrefillDevice(); }
+
+bool HopperPrefillDevice() {
   // sm_90a code runs on compute capability 9.0 only; each rank keeps to one device.
   static std::atomic<int> hopper_device[64];  // 0 unknown, 1 yes, 2 no
   int dev = 0;
