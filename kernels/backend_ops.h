@@ -81,6 +81,12 @@ class BackendOps {
   // Whether Dequantize takes `type`; weights of other GGML types reach the backend decoded to
   // float32 on the host (runtime/model/model_weights.cc).
   virtual bool DequantizesType(GgmlType type) const = 0;
+  // Rows of GGML-typed blocks just copied into backend memory as stored (`rows` rows of `cols`
+  // elements, contiguous) rearranged, in place, into the layout this backend's Linear and
+  // Embedding read; every copy of weights kept as blocks goes through it once before any op reads
+  // them. The CUDA backend splits F8_E4M3 rows into their codes, then their scales, so that
+  // cuBLASLt's FP8 GEMM reads the codes where they lie; the others keep every type as stored.
+  virtual absl::Status ArrangeBlocks(GgmlType type, void* data, int64_t rows, int64_t cols) { return absl::OkStatus(); }
   // Whether Linear and Embedding take weights of GGML `type` as stored (dtype kBlocks, rows of
   // whole blocks), so that ModelWeights keeps them so; false: they are decoded at load.
   virtual bool LinearTakesBlocks(GgmlType type) const { return false; }

@@ -40,6 +40,7 @@ absl::Status BenchLinear(Backend& backend, const WeightSource& source, int32_t t
     if (raw && backend.LinearTakesBlocks(raw->type) && raw->row_order.empty()) {
       KVS_ASSIGN_OR_RETURN(w, backend.Allocate(raw->bytes.size()));
       KVS_RETURN_IF_ERROR(backend.CopyToDevice(raw->bytes.data(), w.data(), raw->bytes.size()));
+      KVS_RETURN_IF_ERROR(backend.ArrangeBlocks(raw->type, w.data(), m.rows, m.cols));
       wv = TensorView{w.data(), DType::kBlocks, m.rows, m.cols, m.cols, raw->type};
       stored = std::string(LookupGgmlType(static_cast<uint32_t>(raw->type))->name);
     } else {

@@ -57,6 +57,7 @@ class CudaBackend final : public Backend {
   bool LinearTakesBlocks(GgmlType type) const override;
   absl::Status FillRandom(TensorView dst, uint64_t seed, float mean, float half_range, RandomWindow window = {}) override;
   absl::Status ReserveWorkspace(int64_t max_tokens, int32_t max_seqs, int32_t q_heads, int32_t head_dim) override;
+  absl::Status ArrangeBlocks(GgmlType type, void* data, int64_t rows, int64_t cols) override;
   absl::Status ReservePrefillKvScratch(KvDType dtype, int32_t block_size, int32_t kv_heads, int32_t head_dim,
                                        int64_t max_context) override;
 

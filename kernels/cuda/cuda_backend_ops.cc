@@ -110,6 +110,18 @@ absl::Status CudaBackend::ReservePrefillKvScratch(KvDType dtype, int32_t block_s
   return absl::OkStatus();
 }
 
+absl::Status CudaBackend::ArrangeBlocks(GgmlType type, void* data, int64_t rows, int64_t cols) {
+  if (type != GgmlType::kF8_E4M3) return absl::OkStatus();
+  const int64_t row_bytes = cols / kF8BlockElems * (kF8BlockElems + 4);
+  if (cols % kF8BlockElems != 0 || row_bytes > cuda::kF8ArrangeMaxRowBytes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "F8_E4M3 weights of %d columns: the CUDA backend takes rows of whole 128-column blocks up to %d bytes", cols,
+        cuda::kF8ArrangeMaxRowBytes));
+  }
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchF8ArrangeRows(data, row_bytes, rows, cols, stream_));
+  return absl::OkStatus();
+}
+
 bool CudaBackend::LinearTakesBlocks(GgmlType type) const {
   const auto info = LookupGgmlType(static_cast<uint32_t>(type));
   const bool takes = info.has_value() && info->block_elems >= 32;
@@ -174,26 +186,24 @@ absl::Status CudaBackend::LinearBlocks(TensorView x, TensorView w, TensorView ou
 
 absl::StatusOr<bool> CudaBackend::LinearF8TensorCores(TensorView x, TensorView w, TensorView out) {
   const int64_t k = w.cols, row_bytes = w.BytesOf(w.stride), scale_bytes = k / kF8BlockElems * 4;
-  // Chunks of tokens and tiles of weight rows: codes and scales in one buffer each; multiples of 4
-  // (cuBLASLt's scale vectors), as is every real model's row count. Tiles of whole 128 rows where
-  // the buffer holds one: cuBLASLt 13.1 (H100) refused every tile of 2,268 or 7,940 rows (the
-  // buffer's fill) as NOT_SUPPORTED, so the 8B shape's F8 steps beyond 8 tokens ran on the bf16
-  // tiles.
+  // Chunks of tokens (activation codes and scales in one buffer) and tiles of weight rows (their
+  // gathered scales in the block tile); multiples of 4 (cuBLASLt's scale vectors), as is every
+  // real model's row count. The weights' codes are read where they lie (split rows,
+  // LaunchF8ArrangeRows). Tiles of whole 128 rows where a tile is not the whole matrix: cuBLASLt
+  // 13.1 (H100) refused tiles of 2,268 or 7,940 rows as NOT_SUPPORTED.
   const int64_t chunk = static_cast<int64_t>(kF8ActivationBytes) / (k + scale_bytes) / 4 * 4;
-  int64_t tile = static_cast<int64_t>(kBlockTileBytes) / (k + scale_bytes) / 4 * 4;
-  if (tile >= 128) tile = tile / 128 * 128;
+  int64_t tile = static_cast<int64_t>(kBlockTileBytes) / scale_bytes / 4 * 4;
+  if (tile < w.rows && tile >= 128) tile = tile / 128 * 128;
   const int64_t m4 = x.rows / 4 * 4;
   if (!f8_gemm_.has_value() || w.rows % 4 != 0 || chunk < 4 || tile < 4 || m4 == 0) return false;
   const bool f32_out = out.dtype == DType::kF32;
-  // Where cuBLASLt refuses the first chunk's and tile's shape, nothing is prepared: before, every
-  // call quantized the activations and split every weight tile only to multiply them in bf16
-  // after all (the H200's cuBLASLt refuses every shape), an extra pass over the weights that
-  // F8 steps beyond 8 tokens paid (1.9x Q4_K's step there; not re-timed since).
-  KVS_ASSIGN_OR_RETURN(const bool supported,
-                       f8_gemm_->Supports(std::min(chunk, m4), std::min(tile, w.rows), k, out.stride, f32_out));
+  // Where cuBLASLt refuses the first chunk's and tile's shape (rows not 16-byte aligned among
+  // them: k not a multiple of 512), nothing is prepared and the caller takes the bf16 tiles.
+  KVS_ASSIGN_OR_RETURN(const bool supported, f8_gemm_->Supports(std::min(chunk, m4), std::min(tile, w.rows), k,
+                                                                row_bytes, out.stride, f32_out));
   if (!supported) return false;
   auto* a_codes = f8_activations_.as<uint8_t>();
-  auto* w_codes = static_cast<uint8_t*>(block_tile_.data());
+  auto* w_scales = static_cast<float*>(block_tile_.data());
   for (int64_t t0 = 0; t0 < m4; t0 += chunk) {
     const int64_t m = std::min(chunk, m4 - t0);
     auto* a_scales = reinterpret_cast<float*>(a_codes + m * k);
@@ -202,15 +212,14 @@ absl::StatusOr<bool> CudaBackend::LinearF8TensorCores(TensorView x, TensorView w
                                                                a_codes, a_scales, stream_));
     for (int64_t r0 = 0; r0 < w.rows; r0 += tile) {
       const int64_t rows = std::min(tile, w.rows - r0);
-      auto* w_scales = reinterpret_cast<float*>(w_codes + rows * k);
-      KVS_CUDA_RETURN_IF_ERROR(
-          cuda::LaunchF8SplitBlocks(w.Rows(r0, rows).data, row_bytes, rows, k, w_codes, w_scales, stream_));
+      const TensorView ws = w.Rows(r0, rows);
+      KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchF8GatherScales(ws.data, row_bytes, rows, k, w_scales, stream_));
       const TensorView o = outs.Cols(r0, rows);
-      KVS_ASSIGN_OR_RETURN(const bool ran,
-                           f8_gemm_->Run(w_codes, w_scales, rows, a_codes, a_scales, m, k, o.data, o.stride, f32_out));
+      KVS_ASSIGN_OR_RETURN(const bool ran, f8_gemm_->Run(static_cast<const uint8_t*>(ws.data), row_bytes, w_scales,
+                                                         rows, a_codes, a_scales, m, k, o.data, o.stride, f32_out));
       // A shape cuBLASLt has no algorithm for: these rows in bf16 (the first tile and chunk of a
       // shape decide, so this is the rare odd tail).
-      if (!ran) KVS_RETURN_IF_ERROR(LinearBf16Tiles(xs, w.Rows(r0, rows), o));
+      if (!ran) KVS_RETURN_IF_ERROR(LinearBf16Tiles(xs, ws, o));
     }
   }
   if (m4 < x.rows) {  // the last 1 to 3 tokens
@@ -229,8 +238,13 @@ absl::Status CudaBackend::LinearBf16Tiles(TensorView x, TensorView w, TensorView
   }
   for (int64_t r0 = 0; r0 < w.rows; r0 += tile_rows) {
     const int64_t rows = std::min(tile_rows, w.rows - r0);
-    KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchDequantize(w.blocks, w.Rows(r0, rows).data, row_bytes, rows, k,
-                                                    block_tile_.data(), /*f32_out=*/false, stream_));
+    // Kept F8_E4M3 weights are split rows (ArrangeBlocks); LaunchDequantize reads the file's blocks.
+    KVS_CUDA_RETURN_IF_ERROR(
+        w.blocks == GgmlType::kF8_E4M3
+            ? cuda::LaunchF8Dequantize(w.Rows(r0, rows).data, row_bytes, rows, k, block_tile_.data(), /*f32_out=*/false,
+                                       /*split_rows=*/true, stream_)
+            : cuda::LaunchDequantize(w.blocks, w.Rows(r0, rows).data, row_bytes, rows, k, block_tile_.data(),
+                                     /*f32_out=*/false, stream_));
     KVS_RETURN_IF_ERROR(Gemm(x, TensorView::Contiguous(block_tile_.data(), DType::kBF16, rows, k), out.Cols(r0, rows)));
   }
   return absl::OkStatus();

@@ -135,21 +135,28 @@ void SetBlockGemmPath(BlockGemmPath path);
 bool UseBlockGemm();      // GGML types through the block GEMM
 bool UseF8TensorCores();  // F8_E4M3 through cuBLASLt's FP8 GEMM
 
-// kvshard's F8_E4M3 blocks (f8_linear.cu): the GEMV of LaunchBlockGemv with bf16 activations
-// x [tokens, k] as they are (rows x_stride elements apart, 8-byte aligned); k whole blocks.
+// kvshard's F8_E4M3 blocks (f8_linear.cu). In device memory the CUDA backend keeps them as split
+// rows (LaunchF8ArrangeRows, once at load: each row's k codes, then its k / 128 f32 scales, in the
+// same row_bytes), which every launch below reads but LaunchF8Dequantize with split_rows false.
+inline constexpr int kF8ArrangeMaxRowBytes = 227 * 1024;  // a row staged whole in shared memory
+cudaError_t LaunchF8ArrangeRows(void* w, int64_t row_bytes, int64_t rows, int64_t k, cudaStream_t stream);
+// The GEMV of LaunchBlockGemv with bf16 activations x [tokens, k] as they are (rows x_stride
+// elements apart, 8-byte aligned); k whole blocks.
 cudaError_t LaunchF8Gemv(const void* w, int64_t row_bytes, int64_t n, int64_t k, const bf16* x, int64_t x_stride,
                          int64_t tokens, void* out, int64_t out_stride, bool f32_out, cudaStream_t stream);
-// The operands of an FP8 tensor-core GEMM (f8_gemm.h) with 1 x 128 block scales: `rows` rows of
-// F8_E4M3 blocks as a dense E4M3 matrix codes [rows][k] and scales [k / 128][rows]; activations x
-// [tokens, k] bf16 quantized per token and 128 columns to codes [tokens][k] and scales
-// [k / 128][tokens] (scale = the block's max |x| / 448).
-cudaError_t LaunchF8SplitBlocks(const void* w, int64_t row_bytes, int64_t rows, int64_t k, uint8_t* codes,
-                                float* scales, cudaStream_t stream);
+// The operands of an FP8 tensor-core GEMM (f8_gemm.h) with 1 x 128 block scales: the weights'
+// codes are the split rows themselves (row_bytes apart); their scales gathered to
+// [k / 128][rows]; activations x [tokens, k] bf16 quantized per token and 128 columns to codes
+// [tokens][k] and scales [k / 128][tokens] (scale = the block's max |x| / 448).
+cudaError_t LaunchF8GatherScales(const void* w, int64_t row_bytes, int64_t rows, int64_t k, float* scales,
+                                 cudaStream_t stream);
 cudaError_t LaunchF8QuantizeActivations(const bf16* x, int64_t x_stride, int64_t tokens, int64_t k, uint8_t* codes,
                                         float* scales, cudaStream_t stream);
-// LaunchDequantize and LaunchEmbeddingBlocks for F8_E4M3 (which those two hand to these).
+// Rows decoded to bf16 or f32: split rows (the kept weights), or the file's blocks
+// (split_rows false: LaunchDequantize, which the loader gives rows it copied as stored); and the
+// embedding lookup of LaunchEmbeddingBlocks over split rows.
 cudaError_t LaunchF8Dequantize(const void* src, int64_t src_stride, int64_t rows, int64_t cols, void* out, bool f32_out,
-                               cudaStream_t stream);
+                               bool split_rows, cudaStream_t stream);
 cudaError_t LaunchF8Embedding(const int32_t* ids, int64_t tokens, const void* table, int64_t row_bytes,
                               int32_t first_id, int64_t table_rows, int64_t hidden, float* out, int64_t out_stride,
                               cudaStream_t stream);

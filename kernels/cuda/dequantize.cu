@@ -151,7 +151,9 @@ cudaError_t LaunchDequantize(GgmlType type, const void* src, int64_t src_stride,
     }
     return cudaGetLastError();
   }
-  if (type == GgmlType::kF8_E4M3) return LaunchF8Dequantize(src, src_stride, rows, cols, out, f32_out, stream);
+  if (type == GgmlType::kF8_E4M3) {  // rows as stored in the file (kept weights are split rows)
+    return LaunchF8Dequantize(src, src_stride, rows, cols, out, f32_out, /*split_rows=*/false, stream);
+  }
   if (cols % 32 != 0) return cudaErrorInvalidValue;
   return ggml::DispatchBlockType<DequantizeLaunch>(type, s, src_stride, rows, cols, out, f32_out, stream);
 }

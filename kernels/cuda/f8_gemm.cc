@@ -33,13 +33,13 @@ struct Preference {
 };
 
 // The operation in cuBLAS's column-major terms: D (n x m) = W^T-stored-as-A (op T: A is k x n,
-// the weights' rows k apart) times B (k x m: the activations' rows), both k-major as FP8 requires
+// the weights' rows w_ld apart) times B (k x m: the activations' rows), both k-major as FP8 requires
 // ("TN"); D is out [m][n] row-major (ld out_stride).
 struct Operation {
   Desc op;
   Layout a, b, d;
 };
-absl::Status Describe(int64_t m, int64_t n, int64_t k, int64_t out_stride, bool f32_out, Operation& o) {
+absl::Status Describe(int64_t m, int64_t n, int64_t k, int64_t w_ld, int64_t out_stride, bool f32_out, Operation& o) {
   Desc& op = o.op;
   Layout &a = o.a, &b = o.b, &d = o.d;
   KVS_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescCreate(&op.d, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -53,7 +53,7 @@ absl::Status Describe(int64_t m, int64_t n, int64_t k, int64_t out_stride, bool 
       cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode, sizeof(mode)));
   KVS_CUBLAS_RETURN_IF_ERROR(
       cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode, sizeof(mode)));
-  KVS_CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&a.l, CUDA_R_8F_E4M3, k, n, k));
+  KVS_CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&a.l, CUDA_R_8F_E4M3, k, n, w_ld));
   KVS_CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&b.l, CUDA_R_8F_E4M3, k, m, k));
   KVS_CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&d.l, f32_out ? CUDA_R_32F : CUDA_R_16BF, n, m, out_stride));
   return absl::OkStatus();
@@ -97,9 +97,9 @@ F8Gemm::~F8Gemm() {
 }
 
 absl::StatusOr<F8Gemm::Plan> F8Gemm::MakePlan(const Shape& shape) {
-  const auto [m, n, k, out_stride, f32_out] = shape;
+  const auto [m, n, k, w_ld, out_stride, f32_out] = shape;
   auto described = std::make_shared<Described>();
-  KVS_RETURN_IF_ERROR(Describe(m, n, k, out_stride, f32_out, *described));
+  KVS_RETURN_IF_ERROR(Describe(m, n, k, w_ld, out_stride, f32_out, *described));
   const Operation& o = *described;
   // Scale pointers before the question, as torch sets them: cuBLASLt 13.1 refuses every block
   // scale mode whose pointer is still null (INVALID_VALUE), and takes VEC128 x VEC128 once they are
@@ -127,10 +127,10 @@ absl::StatusOr<F8Gemm::Plan> F8Gemm::MakePlan(const Shape& shape) {
     // INVALID_VALUE where this cuBLASLt or GPU lacks the scale modes: the caller multiplies in bf16.
     g_refused.fetch_add(1);
     std::fprintf(stderr,
-                 "kvshard: cuBLASLt has no FP8 block-scaled algorithm for m %lld, n %lld, k %lld (%s); F8_E4M3 "
-                 "weights of this shape multiply in bf16\n",
+                 "kvshard: cuBLASLt has no FP8 block-scaled algorithm for m %lld, n %lld, k %lld, weight rows %lld "
+                 "bytes apart (%s); F8_E4M3 weights of this shape multiply in bf16\n",
                  static_cast<long long>(m), static_cast<long long>(n), static_cast<long long>(k),
-                 cublasGetStatusString(st));
+                 static_cast<long long>(w_ld), cublasGetStatusString(st));
   }
   return plan;
 }
@@ -144,20 +144,23 @@ absl::StatusOr<const F8Gemm::Plan*> F8Gemm::FindPlan(const Shape& shape) {
   return &it->second;
 }
 
-absl::StatusOr<bool> F8Gemm::Supports(int64_t m, int64_t n, int64_t k, int64_t out_stride, bool f32_out) {
-  if (m % 4 != 0 || n % 4 != 0 || k % 128 != 0 || m <= 0 || n <= 0) return false;
-  KVS_ASSIGN_OR_RETURN(const Plan* plan, FindPlan(Shape{m, n, k, out_stride, f32_out}));
+absl::StatusOr<bool> F8Gemm::Supports(int64_t m, int64_t n, int64_t k, int64_t w_ld, int64_t out_stride, bool f32_out) {
+  // FP8 operands need 16-byte aligned rows (cuBLASLt refuses others).
+  if (m % 4 != 0 || n % 4 != 0 || k % 128 != 0 || m <= 0 || n <= 0 || w_ld < k || w_ld % 16 != 0) return false;
+  KVS_ASSIGN_OR_RETURN(const Plan* plan, FindPlan(Shape{m, n, k, w_ld, out_stride, f32_out}));
   return plan->supported;
 }
 
-absl::StatusOr<bool> F8Gemm::Run(const uint8_t* w, const float* w_scale, int64_t n, const uint8_t* a,
+absl::StatusOr<bool> F8Gemm::Run(const uint8_t* w, int64_t w_ld, const float* w_scale, int64_t n, const uint8_t* a,
                                  const float* a_scale, int64_t m, int64_t k, void* out, int64_t out_stride,
                                  bool f32_out) {
-  if (m % 4 != 0 || n % 4 != 0 || k % 128 != 0 || m <= 0 || n <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("F8Gemm: m %d and n %d must be multiples of 4, k %d of 128", m, n, k));
+  if (m % 4 != 0 || n % 4 != 0 || k % 128 != 0 || m <= 0 || n <= 0 || w_ld < k) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "F8Gemm: m %d and n %d must be multiples of 4, k %d of 128, weight rows (%d bytes apart) at least k", m, n, k,
+        w_ld));
   }
-  KVS_ASSIGN_OR_RETURN(const Plan* plan, FindPlan(Shape{m, n, k, out_stride, f32_out}));
+  if (w_ld % 16 != 0) return false;  // cuBLASLt's FP8 rows are 16-byte aligned
+  KVS_ASSIGN_OR_RETURN(const Plan* plan, FindPlan(Shape{m, n, k, w_ld, out_stride, f32_out}));
   if (!plan->supported) return false;
   const Operation& o = *plan->described;
   KVS_CUBLAS_RETURN_IF_ERROR(

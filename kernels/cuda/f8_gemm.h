@@ -30,19 +30,20 @@ class F8Gemm {
   ~F8Gemm();
 
   // out[t][j] = sum_k (a[t][k] a_scale[k / 128][t]) (w[j][k] w_scale[k / 128][j]) for t < m, j < n:
-  // w and a dense E4M3 codes, rows k bytes apart, scales as LaunchF8SplitBlocks and
+  // w E4M3 codes with rows w_ld bytes apart (the split rows of LaunchF8ArrangeRows: w_ld is their
+  // row_bytes), a dense E4M3 codes (rows k apart), scales as LaunchF8GatherScales and
   // LaunchF8QuantizeActivations write them; out bf16, or f32 when f32_out, rows out_stride elements
   // apart. m and n multiples of 4, k of 128. Returns false where cuBLASLt has no algorithm for the
   // shape (nothing was written), true once queued.
-  absl::StatusOr<bool> Run(const uint8_t* w, const float* w_scale, int64_t n, const uint8_t* a, const float* a_scale,
-                           int64_t m, int64_t k, void* out, int64_t out_stride, bool f32_out);
+  absl::StatusOr<bool> Run(const uint8_t* w, int64_t w_ld, const float* w_scale, int64_t n, const uint8_t* a,
+                           const float* a_scale, int64_t m, int64_t k, void* out, int64_t out_stride, bool f32_out);
   // Whether Run has an algorithm for this shape (asked of cuBLASLt once per shape), so that a
   // caller can skip preparing operands cuBLASLt would refuse.
-  absl::StatusOr<bool> Supports(int64_t m, int64_t n, int64_t k, int64_t out_stride, bool f32_out);
+  absl::StatusOr<bool> Supports(int64_t m, int64_t n, int64_t k, int64_t w_ld, int64_t out_stride, bool f32_out);
 
  private:
   F8Gemm() = default;
-  using Shape = std::tuple<int64_t, int64_t, int64_t, int64_t, bool>;  // m, n, k, out_stride, f32_out
+  using Shape = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, bool>;  // m, n, k, w_ld, out_stride, f32_out
   struct Described;  // a shape's cuBLASLt operation and matrix layouts (f8_gemm.cc)
   struct Plan {
     bool supported = false;

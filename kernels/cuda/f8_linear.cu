@@ -1,11 +1,15 @@
 // FP8 weights kept in 8 bits on the GPU: kvshard's F8_E4M3 blocks (128 E4M3 codes, then their f32
-// scale; kernels/common/ggml_types.h). The decode GEMV (1 to kBlockGemvMaxTokens tokens) reads each
-// code once and multiplies it with the bf16 activations as they are (no activation rounding: the
-// codes become halves exactly, their products and sums are f32), so a step reads about one byte a
-// weight. Larger batches multiply on FP8 tensor cores (f8_gemm.h), for which this file splits
-// weight blocks into codes and scales and quantizes the activations; the row decoder feeds the
-// bf16 tiles that the fallback multiplies with cuBLAS, and the embedding lookup. A weight is float(code) x scale,
-// rounded once, as the CPU decoder computes it.
+// scale; kernels/common/ggml_types.h), which the CUDA backend re-arranges once at load, row by row,
+// into split rows — a row's k codes, then its k / 128 scales (LaunchF8ArrangeRows; same bytes per
+// row) — so that the FP8 tensor-core GEMM (f8_gemm.h) reads the codes where they lie (a matrix
+// whose rows are row_bytes apart) and each call gathers only the scales. Before, each call split
+// every weight tile into codes and scales first: a read and a write of the weights before the
+// GEMM read them again, which held F8 batch-32 steps at 0.68x bf16's (H100, docs/performance.md).
+// The decode GEMV (1 to kBlockGemvMaxTokens tokens) reads each code once and multiplies it with
+// the bf16 activations as they are (no activation rounding: the codes become halves exactly,
+// their products and sums are f32), so a step reads about one byte a weight. The row decoder
+// feeds the bf16 tiles that the fallback multiplies with cuBLAS, and the embedding lookup. A
+// weight is float(code) x scale, rounded once, as the CPU decoder computes it.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
@@ -21,6 +25,7 @@ namespace {
 using gemv::kWarp;
 constexpr int kBlockWords = kF8BlockElems / 4;  // a block's codes as 32-bit words: one per lane
 constexpr int kBlockBytes = kF8BlockElems + 4;  // codes, then the f32 scale
+constexpr int64_t kMaxGridX = (int64_t{1} << 31) - 1;
 static_assert(kBlockWords == kWarp, "a warp reads one F8_E4M3 block's codes in one load");
 
 // Four E4M3 codes (one word) as floats, exactly (every E4M3 value is a half).
@@ -34,9 +39,22 @@ __device__ __forceinline__ void Codes(uint32_t word, float (&v)[4]) {
   v[3] = b.y;
 }
 
-__device__ __forceinline__ float Scale(const uint8_t* block) {
-  return __ldg(reinterpret_cast<const float*>(block + kF8BlockElems));
-}
+// Where block b of a row lies: in the file's blocks, codes then scale every kBlockBytes; in split
+// rows, codes at 128 b and the scale at k + 4 b.
+struct FileBlocks {
+  __device__ static const uint8_t* Codes(const uint8_t* row, int64_t /*k*/, int64_t b) { return row + b * kBlockBytes; }
+  __device__ static float Scale(const uint8_t* row, int64_t /*k*/, int64_t b) {
+    return __ldg(reinterpret_cast<const float*>(row + b * kBlockBytes + kF8BlockElems));
+  }
+};
+struct SplitRows {
+  __device__ static const uint8_t* Codes(const uint8_t* row, int64_t /*k*/, int64_t b) {
+    return row + b * kF8BlockElems;
+  }
+  __device__ static float Scale(const uint8_t* row, int64_t k, int64_t b) {
+    return __ldg(reinterpret_cast<const float*>(row + k) + b);
+  }
+};
 
 using gemv::kNarrowRows;
 using gemv::ResidentBlocks;
@@ -62,9 +80,9 @@ __global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 ? 12 : 8)
       // Several blocks in flight per warp: the loop waits on loads, not on issue.
 #pragma unroll(kMaxTokens <= 2 ? 4 : 2)
     for (int b = part; b < blocks; b += kWarpsPerRow) {
-      const uint8_t* blk = wr + static_cast<int64_t>(b) * kBlockBytes;
-      const uint32_t word = __ldg(reinterpret_cast<const uint32_t*>(blk) + lane);
-      const float scale = Scale(blk);
+      const int64_t k = static_cast<int64_t>(blocks) * kF8BlockElems;
+      const uint32_t word = __ldg(reinterpret_cast<const uint32_t*>(SplitRows::Codes(wr, k, b)) + lane);
+      const float scale = SplitRows::Scale(wr, k, b);
       float v[4];
       Codes(word, v);
 #pragma unroll
@@ -106,7 +124,7 @@ cudaError_t LaunchGemv(const uint8_t* w, int64_t row_bytes, int n, int blocks, c
 
 // A thread per word (4 weights) of the output rows: out row r = source row row_of(r) decoded, or
 // zeros where row_of gives -1 (an embedding id another rank holds).
-template <typename Out, typename RowOf>
+template <typename Layout, typename Out, typename RowOf>
 __global__ void F8DecodeKernel(const uint8_t* __restrict__ src, int64_t src_stride, int64_t rows, int64_t words,
                                RowOf row_of, Out* __restrict__ out, int64_t out_stride) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
@@ -115,9 +133,10 @@ __global__ void F8DecodeKernel(const uint8_t* __restrict__ src, int64_t src_stri
   const int64_t from = row_of(r);
   float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   if (from >= 0) {
-    const uint8_t* blk = src + from * src_stride + (wi / kBlockWords) * kBlockBytes;
-    Codes(reinterpret_cast<const uint32_t*>(blk)[wi % kBlockWords], v);
-    const float scale = Scale(blk);
+    const uint8_t* row = src + from * src_stride;
+    const int64_t k = 4 * words, b = wi / kBlockWords;
+    Codes(reinterpret_cast<const uint32_t*>(Layout::Codes(row, k, b))[wi % kBlockWords], v);
+    const float scale = Layout::Scale(row, k, b);
 #pragma unroll
     for (int e = 0; e < 4; ++e) v[e] = __fmul_rn(v[e], scale);
   }
@@ -130,7 +149,7 @@ __global__ void F8DecodeKernel(const uint8_t* __restrict__ src, int64_t src_stri
   }
 }
 
-template <typename RowOf>
+template <typename Layout, typename RowOf>
 cudaError_t LaunchDecode(const uint8_t* src, int64_t src_stride, int64_t rows, int64_t cols, RowOf row_of, void* out,
                          int64_t out_stride, bool f32_out, cudaStream_t stream) {
   if (rows * cols == 0) return cudaSuccess;
@@ -141,11 +160,11 @@ cudaError_t LaunchDecode(const uint8_t* src, int64_t src_stride, int64_t rows, i
   const int64_t words = cols / 4, threads = rows * words;
   const int64_t grid = (threads + kThreads - 1) / kThreads;
   if (f32_out) {
-    F8DecodeKernel<<<grid, kThreads, 0, stream>>>(src, src_stride, rows, words, row_of, static_cast<float*>(out),
-                                                  out_stride);
+    F8DecodeKernel<Layout>
+        <<<grid, kThreads, 0, stream>>>(src, src_stride, rows, words, row_of, static_cast<float*>(out), out_stride);
   } else {
-    F8DecodeKernel<<<grid, kThreads, 0, stream>>>(src, src_stride, rows, words, row_of, static_cast<bf16*>(out),
-                                                  out_stride);
+    F8DecodeKernel<Layout>
+        <<<grid, kThreads, 0, stream>>>(src, src_stride, rows, words, row_of, static_cast<bf16*>(out), out_stride);
   }
   return cudaGetLastError();
 }
@@ -163,20 +182,30 @@ struct EmbeddingRow {
   }
 };
 
-// The FP8 GEMM's weight operand (f8_gemm.h): rows of F8_E4M3 blocks split into a dense code
-// matrix [rows][k] and its scales, block b of row r at scales[b * rows + r] (cuBLASLt's 1 x 128
-// block scales: the outer dimension contiguous). A warp per block: a lane moves one word of codes.
-__global__ void F8SplitKernel(const uint8_t* __restrict__ w, int64_t row_bytes, int64_t rows, int blocks,
-                              uint8_t* __restrict__ codes, float* __restrict__ scales) {
-  const int64_t warp = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / kWarp;
-  const int lane = threadIdx.x % kWarp;
-  if (warp >= rows * blocks) return;
-  const int64_t r = warp / blocks;
-  const int b = static_cast<int>(warp % blocks);
-  const uint8_t* blk = w + r * row_bytes + static_cast<int64_t>(b) * kBlockBytes;
-  reinterpret_cast<uint32_t*>(codes + r * blocks * kF8BlockElems + static_cast<int64_t>(b) * kF8BlockElems)[lane] =
-      __ldg(reinterpret_cast<const uint32_t*>(blk) + lane);
-  if (lane == 0) scales[static_cast<int64_t>(b) * rows + r] = Scale(blk);
+// The FP8 GEMM's weight scales (f8_gemm.h): block b of split row r at scales[b * rows + r]
+// (cuBLASLt's 1 x 128 block scales: the outer dimension contiguous). A thread per scale; the
+// codes stay where they are.
+__global__ void F8GatherScalesKernel(const uint8_t* __restrict__ w, int64_t row_bytes, int64_t rows, int blocks,
+                                     float* __restrict__ scales) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= rows * blocks) return;
+  const int64_t r = i % rows, b = i / rows;  // consecutive threads write consecutive scales
+  scales[i] = SplitRows::Scale(w + r * row_bytes, static_cast<int64_t>(blocks) * kF8BlockElems, b);
+}
+
+// File blocks -> split rows, in place: a block of threads per row, the row staged whole in shared
+// memory first (so no write lands on bytes still to be read).
+__global__ void F8ArrangeRowsKernel(uint8_t* __restrict__ w, int64_t row_bytes, int blocks) {
+  extern __shared__ uint32_t staged[];  // row_bytes / 4 words
+  uint32_t* row = reinterpret_cast<uint32_t*>(w + blockIdx.x * row_bytes);
+  const int words = static_cast<int>(row_bytes / 4);
+  for (int i = threadIdx.x; i < words; i += blockDim.x) staged[i] = row[i];
+  __syncthreads();
+  constexpr int kWordsPerBlock = kBlockBytes / 4;  // 32 code words, then the scale
+  for (int i = threadIdx.x; i < words; i += blockDim.x) {
+    const int b = i / kWordsPerBlock, j = i % kWordsPerBlock;
+    row[j < kBlockWords ? b * kBlockWords + j : blocks * kBlockWords + b] = staged[i];
+  }
 }
 
 // The FP8 GEMM's activation operand: x [tokens][k] bf16 to E4M3 codes [tokens][k] with one f32
@@ -210,17 +239,36 @@ __global__ void F8QuantizeActivationsKernel(const bf16* __restrict__ x, int64_t 
 
 }  // namespace
 
-cudaError_t LaunchF8SplitBlocks(const void* w, int64_t row_bytes, int64_t rows, int64_t k, uint8_t* codes,
-                                float* scales, cudaStream_t stream) {
-  if (k % kF8BlockElems != 0 || row_bytes % 4 != 0 || reinterpret_cast<uintptr_t>(w) % 4 != 0 ||
-      reinterpret_cast<uintptr_t>(codes) % 4 != 0) {
+cudaError_t LaunchF8ArrangeRows(void* w, int64_t row_bytes, int64_t rows, int64_t k, cudaStream_t stream) {
+  if (k % kF8BlockElems != 0 || row_bytes != k / kF8BlockElems * kBlockBytes ||
+      reinterpret_cast<uintptr_t>(w) % 4 != 0) {
+    return cudaErrorInvalidValue;
+  }
+  if (rows == 0 || k == 0) return cudaSuccess;
+  if (row_bytes > kF8ArrangeMaxRowBytes) return cudaErrorInvalidValue;
+  if (row_bytes > 48 * 1024) {  // beyond the default: asked for (refused where the GPU has less)
+    const cudaError_t attr = cudaFuncSetAttribute(F8ArrangeRowsKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                  static_cast<int>(row_bytes));
+    if (attr != cudaSuccess) return attr;
+  }
+  for (int64_t r0 = 0; r0 < rows; r0 += kMaxGridX) {  // grid.x is at most 2^31 - 1
+    const int64_t n = std::min<int64_t>(kMaxGridX, rows - r0);
+    F8ArrangeRowsKernel<<<static_cast<unsigned>(n), 256, row_bytes, stream>>>(
+        static_cast<uint8_t*>(w) + r0 * row_bytes, row_bytes, static_cast<int>(k / kF8BlockElems));
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchF8GatherScales(const void* w, int64_t row_bytes, int64_t rows, int64_t k, float* scales,
+                                 cudaStream_t stream) {
+  if (k % kF8BlockElems != 0 || row_bytes % 4 != 0 || reinterpret_cast<uintptr_t>(w) % 4 != 0) {
     return cudaErrorInvalidValue;
   }
   const int blocks = static_cast<int>(k / kF8BlockElems);
   if (rows * blocks == 0) return cudaSuccess;
   constexpr int kThreads = 256;
-  const int64_t grid = (rows * blocks * kWarp + kThreads - 1) / kThreads;
-  F8SplitKernel<<<grid, kThreads, 0, stream>>>(static_cast<const uint8_t*>(w), row_bytes, rows, blocks, codes, scales);
+  const int64_t grid = (rows * blocks + kThreads - 1) / kThreads;
+  F8GatherScalesKernel<<<grid, kThreads, 0, stream>>>(static_cast<const uint8_t*>(w), row_bytes, rows, blocks, scales);
   return cudaGetLastError();
 }
 
@@ -256,16 +304,18 @@ cudaError_t LaunchF8Gemv(const void* w, int64_t row_bytes, int64_t n, int64_t k,
 }
 
 cudaError_t LaunchF8Dequantize(const void* src, int64_t src_stride, int64_t rows, int64_t cols, void* out, bool f32_out,
-                               cudaStream_t stream) {
-  return LaunchDecode(static_cast<const uint8_t*>(src), src_stride, rows, cols, SameRow{}, out, cols, f32_out, stream);
+                               bool split_rows, cudaStream_t stream) {
+  const auto* s = static_cast<const uint8_t*>(src);
+  return split_rows ? LaunchDecode<SplitRows>(s, src_stride, rows, cols, SameRow{}, out, cols, f32_out, stream)
+                    : LaunchDecode<FileBlocks>(s, src_stride, rows, cols, SameRow{}, out, cols, f32_out, stream);
 }
 
 cudaError_t LaunchF8Embedding(const int32_t* ids, int64_t tokens, const void* table, int64_t row_bytes,
                               int32_t first_id, int64_t table_rows, int64_t hidden, float* out, int64_t out_stride,
                               cudaStream_t stream) {
   if (out_stride % 4 != 0 || reinterpret_cast<uintptr_t>(out) % 16 != 0) return cudaErrorInvalidValue;
-  return LaunchDecode(static_cast<const uint8_t*>(table), row_bytes, tokens, hidden,
-                      EmbeddingRow{ids, first_id, table_rows}, out, out_stride, /*f32_out=*/true, stream);
+  return LaunchDecode<SplitRows>(static_cast<const uint8_t*>(table), row_bytes, tokens, hidden,
+                                 EmbeddingRow{ids, first_id, table_rows}, out, out_stride, /*f32_out=*/true, stream);
 }
 
 }  // namespace kvs::cuda

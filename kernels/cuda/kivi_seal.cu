@@ -26,11 +26,12 @@
 namespace kvs::cuda {
 namespace {
 
-constexpr int kThreads = 256;  // 8 warps
-constexpr int kMinSlices = 4;  // blocks sharing one sealed block's searches, at least
+constexpr int kThreads = 256;           // 8 warps
+constexpr int kMinSlices = 4;           // blocks sharing one sealed block's searches, at least
 constexpr int64_t kMaxSealGrid = 8192;  // blocks a launch may spread its slices over (most exit at once)
 
-// Slices of each sealed block: one task (a key byte's searches, or a value group's) a warp where the grid stays under kMaxSealGrid.
+// Slices of each sealed block: one task (a key byte's searches, or a value group's) a warp where the grid stays under
+// kMaxSealGrid.
 int SealSlices(int64_t base_blocks, int64_t tasks) {
   const int64_t one_each = (tasks + kThreads / 32 - 1) / (kThreads / 32);
   const int64_t room = std::max<int64_t>(kMinSlices, kMaxSealGrid / std::max<int64_t>(base_blocks, 1));

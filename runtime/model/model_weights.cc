@@ -145,6 +145,8 @@ class Stager {
                                                           base + dest[i] + r * window, window));
               }
             }
+            // Into the backend's own layout of this type (CUDA: F8_E4M3 rows split into codes, scales).
+            KVS_RETURN_IF_ERROR(backend_.ArrangeBlocks(p.type, base + dest[i], p.rows, p.cols));
             break;
           }
           if (raw_device_.bytes() < p.raw.size()) {

@@ -38,6 +38,12 @@ class BlockLinearTest : public testing::GpuFixture<> {
     EXPECT_TRUE(gpu_->CopyToDevice(host, buf->data(), bytes).ok());
     return std::move(*buf);
   }
+  // Weights of `type` as the loader keeps them: copied as stored, then in the backend's layout.
+  DeviceBuffer Blocks(GgmlType type, const std::vector<uint8_t>& host, int64_t rows, int64_t cols) {
+    DeviceBuffer buf = Bytes(host.data(), host.size());
+    EXPECT_TRUE(gpu_->ArrangeBlocks(type, buf.data(), rows, cols).ok());
+    return buf;
+  }
   // `host` (rows x stride floats, already representable in `dtype`) as a device tensor.
   DeviceBuffer Floats(const std::vector<float>& host, DType dtype, int64_t rows, int64_t stride) {
     auto buf = gpu_->Allocate(rows * stride * DTypeSize(dtype));
@@ -89,7 +95,7 @@ TEST_F(BlockLinearTest, EveryTypeMatchesTheDecodedWeightsWithinItsRounding) {
       const std::vector<uint8_t> w_all = testing::RandomGgmlBlocks(type, wide, k, rng);
       std::vector<float> wf(wide * k);
       DequantizeToF32(type, w_all, wf);
-      DeviceBuffer gw = Bytes(w_all.data(), w_all.size());
+      DeviceBuffer gw = Blocks(type, w_all, wide, k);
       // Beyond 8 tokens: the block GEMM (int8 tensor cores on the blocks) up to 128 tokens, F8_E4M3 on
       // FP8 tensor cores (rows a multiple of 4: 36, 4096; tokens past a multiple of 4 through the GEMV),
       // and bf16 tiles beyond or where forced (kBf16Tiles): every path is checked.
@@ -177,7 +183,7 @@ TEST_F(BlockLinearTest, ANanActivationMakesOnlyItsTokensOutputsNan) {
   const GgmlType type = GgmlType::kQ4_K;
   const int64_t k = 512, n = 9, tokens = 3;
   const std::vector<uint8_t> w = testing::RandomGgmlBlocks(type, n, k, rng);
-  DeviceBuffer gw = Bytes(w.data(), w.size());
+  DeviceBuffer gw = Blocks(type, w, n, k);
   std::vector<float> x(tokens * k, 0.5f);
   x[1 * k + 300] = std::numeric_limits<float>::quiet_NaN();
   DeviceBuffer gx = Floats(x, DType::kBF16, tokens, k);
@@ -203,7 +209,7 @@ TEST_F(BlockLinearTest, EmbeddingDecodesRowsExactlyAsTheCpu) {
     // Ids of this shard's rows (first, last, middle) and of other ranks' (below and above it).
     const std::vector<int32_t> ids = {100, 149, 123, 99, 150, 0, 137};
     const int64_t tokens = static_cast<int64_t>(ids.size());
-    DeviceBuffer gt = Bytes(table.data(), table.size()), gids = Bytes(ids.data(), ids.size() * 4);
+    DeviceBuffer gt = Blocks(type, table, vocab, hidden), gids = Bytes(ids.data(), ids.size() * 4);
     DeviceBuffer go = Floats(std::vector<float>(tokens * out_stride, std::numeric_limits<float>::quiet_NaN()),
                              DType::kF32, tokens, out_stride);
     ASSERT_TRUE(gpu_->Embedding(gids.as<int32_t>(), TensorView{gt.data(), DType::kBlocks, vocab, hidden, hidden, type},
