@@ -17,11 +17,28 @@ TYPES=${*:-F16 Q8_0 Q4_0 Q4_K_M}
 LL=/tmp/llama.cpp
 P=/tmp/kvs-peer
 gpu_build
-{ [ -f .deps/llama.cpp-src.tar.xz ] || [ -f .deps/llama.cpp-cuda-sm90.tar.xz ]; } && [ -f .deps/smollm2-vocab.gguf ] \
+# The prebuilt tools in two parts over two calls (docs/gpu-machine.md: the repository, the
+# packages and the whole archive exceed one call's 64 MiB): part 00 comes in .deps with the first
+# call and waits in /tmp, part 01 in .cache/llamacpp-part2 with the second.
+TOOLS=llama.cpp-cuda-sm90.tar.xz
+cp .deps/$TOOLS.part00 /tmp/ 2> /dev/null || true
+if [ ! -f .deps/$TOOLS ] && [ -f /tmp/$TOOLS.part00 ] && [ -f .cache/llamacpp-part2/$TOOLS.part01 ]; then
+  cat /tmp/$TOOLS.part00 .cache/llamacpp-part2/$TOOLS.part01 > /tmp/$TOOLS
+fi
+[ -f .deps/$TOOLS ] && cp .deps/$TOOLS /tmp/$TOOLS
+mkdir -p $P
+if [ ! -f /tmp/$TOOLS ] && [ ! -f .deps/llama.cpp-src.tar.xz ] && [ -f /tmp/$TOOLS.part00 ]; then
+  # First of the two calls: the F16 file now (python and the gguf package only), the rest next call.
+  [ -f $P/F16.gguf ] || python3 scripts/make_peer_gguf.py --preset llama-3-8b --vocab .deps/smollm2-vocab.gguf \
+    --out $P/F16.gguf.part > "$OUT/make_peer.log" 2>&1 && mv $P/F16.gguf.part $P/F16.gguf || tail -5 "$OUT/make_peer.log"
+  echo "part 00 kept in /tmp, $(ls -s --block-size=M $P 2> /dev/null | tr '\n' ' '); now the call carrying .cache/llamacpp-part2"
+  exit 0
+fi
+{ [ -f .deps/llama.cpp-src.tar.xz ] || [ -f /tmp/$TOOLS ]; } && [ -f .deps/smollm2-vocab.gguf ] \
   || { echo "no llama.cpp in .deps or no .deps/smollm2-vocab.gguf: run scripts/pack_llamacpp_source.sh"; exit 1; }
-if [ ! -x $LL/build/bin/llama-batched-bench ] && [ -f .deps/llama.cpp-cuda-sm90.tar.xz ]; then
+if [ ! -x $LL/build/bin/llama-batched-bench ] && [ -f /tmp/$TOOLS ]; then
   # Built on the CPU machine by scripts/pack_llamacpp_cuda.sh (same configuration as below).
-  mkdir -p $LL/build/bin && tar xJf .deps/llama.cpp-cuda-sm90.tar.xz -C $LL/build/bin
+  mkdir -p $LL/build/bin && tar xJf /tmp/$TOOLS -C $LL/build/bin
 fi
 if [ ! -x $LL/build/bin/llama-batched-bench ]; then
   mkdir -p $LL && tar xJf .deps/llama.cpp-src.tar.xz -C $LL
@@ -32,7 +49,6 @@ if [ ! -x $LL/build/bin/llama-batched-bench ]; then
     > "$OUT/llama_build.log" 2>&1 || { grep -E "error" "$OUT/llama_build.log" | head -20; exit 1; }
 fi
 echo "llama.cpp built at $(( $(date +%s) - start )) s"
-mkdir -p $P
 if [ ! -f $P/F16.gguf ]; then
   python3 scripts/make_peer_gguf.py --preset llama-3-8b --vocab .deps/smollm2-vocab.gguf --out $P/F16.gguf.part \
     > "$OUT/make_peer.log" 2>&1 && mv $P/F16.gguf.part $P/F16.gguf || { tail -5 "$OUT/make_peer.log"; exit 1; }

@@ -24,4 +24,10 @@ strip --strip-unneeded "$work"/build/bin/*.so.*
 ( cd "$work/build/bin" && tar cJf - llama-bench llama-batched-bench llama-quantize ./*.so* ) > .deps/llama.cpp-cuda-sm90.tar.xz
 # The device tool carries at most 64 MiB: the built tools (~42 MB) take the source's place there.
 mkdir -p .cache && [ ! -f .deps/llama.cpp-src.tar.xz ] || mv .deps/llama.cpp-src.tar.xz .cache/
-ls -la .deps/llama.cpp-cuda-sm90.tar.xz && du -sh .deps
+# Still too much beside the repository and the packages (80 MiB): two parts for two calls
+# (docs/gpu-machine.md), the first in .deps, the second in .cache/llamacpp-part2.
+mkdir -p .cache/llamacpp-part2
+split -n 2 -d -a 2 .deps/llama.cpp-cuda-sm90.tar.xz .deps/llama.cpp-cuda-sm90.tar.xz.part
+mv .deps/llama.cpp-cuda-sm90.tar.xz.part01 .cache/llamacpp-part2/
+mv .deps/llama.cpp-cuda-sm90.tar.xz .cache/
+ls -la .deps/*.part00 .cache/llamacpp-part2/ && du -sh .deps
