@@ -16,6 +16,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/common/half_convert.h"
+#include "kernels/common/status_macros.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/kv_codec.h"
 #include "kernels/cuda/cuda_backend.h"
@@ -149,37 +150,37 @@ TEST_P(PrefillAttentionTest, EveryElementMatchesTheCpuReferenceOnBothKernelsAndC
   gbatch.block_table = gtab.as<int32_t>();
   ASSERT_TRUE(gpu_->ReserveWorkspace(tokens, seqs, c.q_heads, c.head_dim).ok());
 
+  // The CPU codec encodes rows kr / vr into a cache of `t` over 0xff bytes (NaN codes and scales
+  // where no sequence maps; kb / vb hold it) and the reference attends over those codes.
+  auto reference = [&](KvDType t, std::vector<float>& kr, std::vector<float>& vr, std::vector<uint8_t>& kb,
+                       std::vector<uint8_t>& vb, std::vector<float>& out) -> absl::StatusOr<PagedKvView> {
+    PagedKvView view{nullptr, nullptr, t, num_blocks, c.block_size, c.kv_heads, c.head_dim};
+    kb.assign(view.Bytes(), 0xff);
+    vb.assign(view.Bytes(), 0xff);
+    view.k = kb.data();
+    view.v = vb.data();
+    KVS_RETURN_IF_ERROR(cpu.WriteKv(TensorView::Contiguous(kr.data(), DType::kF32, rows, width),
+                                    TensorView::Contiguous(vr.data(), DType::kF32, rows, width), slots.data(), view));
+    out.resize(tokens * qw);
+    KVS_RETURN_IF_ERROR(cpu.PagedAttention(TensorView::Contiguous(q.data(), DType::kF32, tokens, qw), view, batch,
+                                           scale, TensorView::Contiguous(out.data(), DType::kF32, tokens, qw)));
+    return view;
+  };
   for (const KvDType dtype : {KvDType::kBF16, KvDType::kF16, KvDType::kFP8, KvDType::kINT8, KvDType::kINT4}) {
     const std::string format(KvDTypeName(dtype));
-    // The CPU codec encodes the rows into a cache of 0xff bytes (NaN codes and scales where no
-    // sequence maps); the reference attends over those codes, the GPU over a copy of them.
-    PagedKvView ccache{nullptr, nullptr, dtype, num_blocks, c.block_size, c.kv_heads, c.head_dim};
-    std::vector<uint8_t> ck(ccache.Bytes(), 0xff), cv(ccache.Bytes(), 0xff);
-    ccache.k = ck.data();
-    ccache.v = cv.data();
-    ASSERT_TRUE(cpu.WriteKv(TensorView::Contiguous(k.data(), DType::kF32, rows, width),
-                            TensorView::Contiguous(v.data(), DType::kF32, rows, width), slots.data(), ccache)
-                    .ok());
-    std::vector<float> want(tokens * qw);
-    ASSERT_TRUE(cpu.PagedAttention(TensorView::Contiguous(q.data(), DType::kF32, tokens, qw), ccache, batch, scale,
-                                   TensorView::Contiguous(want.data(), DType::kF32, tokens, qw))
-                    .ok());
+    // The GPU attends over a copy of the reference's codes.
+    std::vector<uint8_t> ck, cv;
+    std::vector<float> want;
+    const absl::StatusOr<PagedKvView> ccache = reference(dtype, k, v, ck, cv, want);
+    ASSERT_TRUE(ccache.ok()) << ccache.status();
     // The Hopper kernel's reference for the quantized formats: the same attention over an fp16
     // cache of the values it decodes (AsKernelHalves).
     std::vector<float> want_halves;
     if (KvQuantized(dtype)) {
-      std::vector<float> kh = AsKernelHalves(ccache, ck.data(), slots), vh = AsKernelHalves(ccache, cv.data(), slots);
-      PagedKvView hcache{nullptr, nullptr, KvDType::kF16, num_blocks, c.block_size, c.kv_heads, c.head_dim};
-      std::vector<uint8_t> hk(hcache.Bytes(), 0xff), hv(hcache.Bytes(), 0xff);
-      hcache.k = hk.data();
-      hcache.v = hv.data();
-      ASSERT_TRUE(cpu.WriteKv(TensorView::Contiguous(kh.data(), DType::kF32, rows, width),
-                              TensorView::Contiguous(vh.data(), DType::kF32, rows, width), slots.data(), hcache)
-                      .ok());
-      want_halves.resize(tokens * qw);
-      ASSERT_TRUE(cpu.PagedAttention(TensorView::Contiguous(q.data(), DType::kF32, tokens, qw), hcache, batch, scale,
-                                     TensorView::Contiguous(want_halves.data(), DType::kF32, tokens, qw))
-                      .ok());
+      std::vector<float> kh = AsKernelHalves(*ccache, ck.data(), slots), vh = AsKernelHalves(*ccache, cv.data(), slots);
+      std::vector<uint8_t> hk, hv;
+      const absl::StatusOr<PagedKvView> hcache = reference(KvDType::kF16, kh, vh, hk, hv, want_halves);
+      ASSERT_TRUE(hcache.ok()) << hcache.status();
     }
     auto gk = upload(ck.data(), ck.size()), gv = upload(cv.data(), cv.size());
     PagedKvView gcache{gk.data(), gv.data(), dtype, num_blocks, c.block_size, c.kv_heads, c.head_dim};
