@@ -183,8 +183,9 @@ struct AttentionWorkspace {
 };
 
 // Bytes of scratch that lets a prefill step over `max_context` positions of one sequence decode an
-// fp8/int8/int4 cache to fp16 first (QuantizedPrefillLoads::kDecodedFirst); 0 for the other
-// formats and for devices without the Hopper prefill kernel. Capped at kMaxPrefillKvScratchBytes:
+// fp8/int8/int4-token cache to fp16 first (QuantizedPrefillLoads::kDecodedFirst), or an int4/int2
+// cache while KiviPrefillDecodesFirst(); 0 for the other formats and for devices without the
+// Hopper prefill kernel. Capped at kMaxPrefillKvScratchBytes:
 // longer contexts keep decoding in the kernel's producer warps.
 inline constexpr int64_t kMaxPrefillKvScratchBytes = int64_t{512} << 20;
 int64_t PrefillKvScratchBytes(KvDType dtype, int32_t block_size, int32_t kv_heads, int32_t head_dim,
@@ -252,6 +253,19 @@ cudaError_t LaunchKiviDecodeMma(const bf16* q, int64_t q_stride, int32_t q_heads
 // KVS_KIVI_DECODE=cuda-cores in the environment starts a process with it). Process-wide.
 enum class KiviDecodeKernel { kAuto, kCudaCores };
 void SetKiviDecodeKernel(KiviDecodeKernel kernel);
+// Which kernel LaunchKiviAttention gives a prefill step: kCudaCores (the default) the CUDA-core
+// one; kDecodedFirst (KVS_KIVI_PREFILL=decoded), on the Hopper kernel's devices without a window at
+// head_dim 64/128, decodes the step's pages to fp16 in the workspace's kv_scratch and runs the fp16
+// Hopper kernel over them (kivi_decoded_first.cu; not yet run on a GPU, hence not the default).
+// Process-wide; PrefillKvScratchBytes reserves scratch for int4/int2 caches only while it is set.
+enum class KiviPrefillKernel { kCudaCores, kDecodedFirst };
+void SetKiviPrefillKernel(KiviPrefillKernel kernel);
+bool KiviPrefillDecodesFirst();
+// Runs such a step when the choice, the shape and the scratch allow it (*ran), else leaves it to
+// the caller.
+cudaError_t LaunchKiviPrefillDecodedFirst(const bf16* q, int64_t q_stride, int32_t q_heads, const PagedKvView& cache,
+                                          const AttentionBatch& batch, float scale, bf16* out, int64_t out_stride,
+                                          const AttentionWorkspace& ws, cudaStream_t stream, bool* ran);
 
 // Causal attention (window included) over an int4 / int2 cache: sealed blocks decoded in
 // registers, each sequence's newest keys from its residual ring (AttentionBatch::residual /

@@ -429,6 +429,10 @@ cudaError_t LaunchKiviAttention(const bf16* q, int64_t q_stride, int32_t q_heads
       KiviDecodeMmaSupports(cache.dtype, cache.head_dim, cache.block_size, q_heads / cache.kv_heads)) {
     return LaunchKiviDecodeMma(q, q_stride, q_heads, cache, batch, scale, out, out_stride, ws, stream);
   }
+  bool decoded_first = false;
+  const cudaError_t err = LaunchKiviPrefillDecodedFirst(q, q_stride, q_heads, cache, batch, scale, out, out_stride, ws,
+                                                        stream, &decoded_first);
+  if (decoded_first || err != cudaSuccess) return err;
   KiviParams p{};
   p.q = q;
   p.q_stride = q_stride;

@@ -758,7 +758,8 @@ QuantizedPrefillLoads GetQuantizedPrefillLoads() {
 int64_t PrefillKvScratchBytes(KvDType dtype, int32_t block_size, int32_t kv_heads, int32_t head_dim,
                               int64_t max_context) {
   const bool codes = dtype == KvDType::kFP8 || dtype == KvDType::kINT8 || dtype == KvDType::kINT4;
-  if (!codes || !attention::WgmmaPrefillSupports(dtype, head_dim) || !HopperPrefillDevice() || block_size <= 0 ||
+  const bool kivi = KvChannelQuantized(dtype) && KiviPrefillDecodesFirst();
+  if (!(codes || kivi) || (head_dim != 64 && head_dim != 128) || !HopperPrefillDevice() || block_size <= 0 ||
       max_context <= 0) {
     return 0;
   }

@@ -35,7 +35,10 @@ struct KiviCase {
 
 class KiviKvTest : public testing::GpuFixture<::testing::TestWithParam<KiviCase>> {
  protected:
-  void TearDown() override { cuda::SetKiviDecodeKernel(cuda::KiviDecodeKernel::kAuto); }
+  void TearDown() override {
+    cuda::SetKiviDecodeKernel(cuda::KiviDecodeKernel::kAuto);
+    cuda::SetKiviPrefillKernel(cuda::KiviPrefillKernel::kCudaCores);
+  }
   template <typename T>
   DeviceBuffer Upload(const std::vector<T>& host) {
     auto buf = gpu_->Allocate(std::max<size_t>(host.size() * sizeof(T), 16));
@@ -114,9 +117,15 @@ TEST_P(KiviKvTest, SealedBlocksRingsAndAttentionMatchTheCpu) {
   int32_t max_step = 0;
   for (const auto& step : c.steps) max_step = std::max(max_step, std::accumulate(step.begin(), step.end(), 0));
   ASSERT_TRUE(gpu_->ReserveWorkspace(max_step, seqs, c.q_heads, dim).ok());
+  // Prefill steps also run decoded first on Hopper (kivi_decoded_first.cu): the scratch is reserved
+  // while that choice is set, for every sequence's pages.
+  cuda::SetKiviPrefillKernel(cuda::KiviPrefillKernel::kDecodedFirst);
+  ASSERT_TRUE(
+      gpu_->ReservePrefillKvScratch(c.format, bs, c.kv_heads, dim, static_cast<int64_t>(seqs) * max_blocks * bs).ok());
+  cuda::SetKiviPrefillKernel(cuda::KiviPrefillKernel::kCudaCores);
 
   const KvResidualRing ring = layout.ring();
-  double worst_cores = 0, worst_mma = 0;  // worst element / tolerance of each decode kernel
+  double worst_cores = 0, worst_mma = 0, worst_decoded = 0;  // worst element / tolerance of each kernel
   std::vector<int32_t> context(seqs, 0), sealed(seqs, 0);
   for (size_t step = 0; step < c.steps.size(); ++step) {
     SCOPED_TRACE(::testing::Message() << "step " << step);
@@ -190,13 +199,19 @@ TEST_P(KiviKvTest, SealedBlocksRingsAndAttentionMatchTheCpu) {
       ASSERT_EQ(hrk[i], crk[i]) << "key ring element " << i;
       ASSERT_EQ(hrv[i], crv[i]) << "value ring element " << i;
     }
-    // The outputs of both decode kernels (a decode step in a shape KiviDecodeMmaSupports takes the
-    // tensor-core one by default), element by element (tests/support/elementwise_check.h): within
-    // bf16's rounding of the output and of the order of the sums, scaled by the row's spread.
-    for (const cuda::KiviDecodeKernel kernel : {cuda::KiviDecodeKernel::kAuto, cuda::KiviDecodeKernel::kCudaCores}) {
-      const bool cuda_cores = kernel == cuda::KiviDecodeKernel::kCudaCores;
-      if (cuda_cores && batch.max_query_len != 1) continue;  // only decode steps have two kernels
-      cuda::SetKiviDecodeKernel(kernel);
+    // The outputs of both kernels of the step — decode steps: the tensor-core kernel (in shapes
+    // KiviDecodeMmaSupports takes, the default) and the CUDA-core one; prefill steps: the CUDA-core
+    // kernel and, on Hopper, the pages decoded first for the fp16 wgmma kernel — element by element
+    // (tests/support/elementwise_check.h): within bf16's rounding of the output and of the order of
+    // the sums, scaled by the row's spread.
+    const bool decode_step = batch.max_query_len == 1;
+    for (int variant = 0; variant < 2; ++variant) {
+      const bool cuda_cores = decode_step && variant == 1;
+      const bool decoded_first = !decode_step && variant == 1;
+      if (decoded_first && !(cuda::UseHopperPrefill() && c.window == 0 && (dim == 64 || dim == 128))) continue;
+      cuda::SetKiviDecodeKernel(cuda_cores ? cuda::KiviDecodeKernel::kCudaCores : cuda::KiviDecodeKernel::kAuto);
+      cuda::SetKiviPrefillKernel(decoded_first ? cuda::KiviPrefillKernel::kDecodedFirst
+                                               : cuda::KiviPrefillKernel::kCudaCores);
       ASSERT_TRUE(
           gpu_->CopyToDevice(std::vector<uint16_t>(tokens * qw, 0xffff).data(), gout.data(), tokens * qw * 2).ok());
       st = gpu_->PagedAttention(gq.View(DType::kBF16, tokens, qw), gcache, gbatch, scale,
@@ -206,12 +221,15 @@ TEST_P(KiviKvTest, SealedBlocksRingsAndAttentionMatchTheCpu) {
       ASSERT_TRUE(gpu_->DownloadFloat(gout.View(DType::kBF16, tokens, qw), got).ok());
       const bool mma = !cuda_cores && batch.max_query_len == 1 &&
                        cuda::KiviDecodeMmaSupports(c.format, dim, bs, c.q_heads / c.kv_heads);
-      double& worst = mma ? worst_mma : worst_cores;
+      double& worst = decoded_first ? worst_decoded : mma ? worst_mma : worst_cores;
       for (int64_t r = 0; check_attention && r < tokens * c.q_heads; ++r) {
         const std::span<const float> w(want.data() + r * dim, dim), g(got.data() + r * dim, dim);
         double sq = 0;
         for (float x : w) sq += static_cast<double>(x) * x;
-        const std::string what = ::testing::PrintToString(c.name) + (mma ? " (tensor cores)" : " (CUDA cores)") +
+        const std::string what = ::testing::PrintToString(c.name) +
+                                 (decoded_first ? " (decoded first)"
+                                  : mma         ? " (tensor cores)"
+                                                : " (CUDA cores)") +
                                  " step " + std::to_string(step) + " row " + std::to_string(r / c.q_heads) + " head " +
                                  std::to_string(r % c.q_heads);
         worst = std::max(worst, testing::ExpectElementwise(g, w, 1e-2 * std::sqrt(sq / dim) + 1e-6, 8e-3, what, seed));
@@ -219,10 +237,12 @@ TEST_P(KiviKvTest, SealedBlocksRingsAndAttentionMatchTheCpu) {
       }
     }
     cuda::SetKiviDecodeKernel(cuda::KiviDecodeKernel::kAuto);
+    cuda::SetKiviPrefillKernel(cuda::KiviPrefillKernel::kCudaCores);
     if (step + 1 == c.steps.size()) {
       std::printf(
-          "%s: %zu steps, contexts up to %d: worst element / tolerance %.2f (CUDA cores), %.2f (tensor cores)\n",
-          c.name.c_str(), c.steps.size(), batch.max_context_len, worst_cores, worst_mma);
+          "%s: %zu steps, contexts up to %d: worst element / tolerance %.2f (CUDA cores), %.2f (tensor cores), "
+          "%.2f (prefill decoded first)\n",
+          c.name.c_str(), c.steps.size(), batch.max_context_len, worst_cores, worst_mma, worst_decoded);
     }
     for (int32_t s = 0; s < seqs; ++s) {
       context[s] = context_len[s];
