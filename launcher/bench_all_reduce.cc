@@ -41,7 +41,7 @@ absl::Status BenchAllReduce(int iters) {
       const std::string nccl = t.nccl_us >= 0 ? absl::StrFormat("%.1f us", t.nccl_us) : "n/a";
       const std::string peer = t.custom_us >= 0 ? absl::StrFormat("%.1f us", t.custom_us) : "n/a";
       const std::string ratio = t.nccl_us > 0 && t.custom_us > 0 ? absl::StrFormat("%.2f", t.custom_us / t.nccl_us) : "";
-      std::printf("| all-reduce | %s | %d ranks | %d bytes bf16 | NCCL %s | peer %s | peer / NCCL %s |\n",
+      std::printf("| all-reduce | %s | %d ranks | %zu bytes bf16 | NCCL %s | peer %s | peer / NCCL %s |\n",
                   backend->Name().c_str(), world.size, t.bytes, nccl.c_str(), peer.c_str(), ratio.c_str());
     }
   }

@@ -92,7 +92,7 @@ class GgufWeightSource final : public WeightSource {
     KVS_ASSIGN_OR_RETURN(const GgufTensorInfo* t, Find(hf_name, shape));
     if (shape.size() != 2) return std::nullopt;
     KVS_ASSIGN_OR_RETURN(auto bytes, file_->TensorBytes(*t));
-    RawTensor raw{static_cast<GgmlType>(t->type), bytes, {}};
+    RawTensor raw{static_cast<GgmlType>(t->type), bytes, {}, nullptr};  // the file's mapping owns the bytes
     if (Permuted(hf_name)) {
       // Q/K rows in llama.cpp's order: within each head, file row 2i + j is HF row j * dim/2 + i.
       const int heads = absl::StrContains(hf_name, "q_proj") ? config_.num_q_heads : config_.num_kv_heads;

@@ -62,7 +62,7 @@ class RandomWeightSource final : public WeightSource {
     std::lock_guard<std::mutex> lock(mu_);
     std::vector<uint8_t>& bytes = made_[name];
     if (bytes.empty()) bytes = MakeBlocks(info, shape[0] * shape[1], InitFor(name));
-    return RawTensor{*blocks_, bytes, {}};
+    return RawTensor{*blocks_, bytes, {}, nullptr};  // made_ keeps the bytes
   }
 
   std::optional<GgmlType> StoredBlockType(const std::string& name) const override {

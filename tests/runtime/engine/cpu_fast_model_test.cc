@@ -115,7 +115,9 @@ TEST(FastCpuGemma3Test, LastPositionLogitsStayNearTransformers) {
     const int32_t got_top = static_cast<int32_t>(std::max_element(got.begin(), got.end()) - got.begin());
     std::vector<float> sorted = want;
     std::nth_element(sorted.begin(), sorted.begin() + 1, sorted.end(), std::greater<float>());
-    if (sorted[0] - sorted[1] > kNearTie) EXPECT_EQ(got_top, want_top) << "prompt of " << ids.size() << " tokens";
+    if (sorted[0] - sorted[1] > kNearTie) {
+      EXPECT_EQ(got_top, want_top) << "prompt of " << ids.size() << " tokens";
+    }
     float prompt_worst = 0.0f;
     for (int32_t v = 0; v < vocab; ++v) {
       ASSERT_TRUE(std::isfinite(got[v])) << "token " << v;

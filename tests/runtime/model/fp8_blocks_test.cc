@@ -199,7 +199,9 @@ TEST_F(Fp8QuantizeSourceTest, AQuantizedModelRunsNearTheUnquantizedOne) {
     std::printf("%s%s vs float weights: relative logit error %.3f\n", spec, stored ? "" : " --quantize fp8", rel);
     // Quantized at load, each weight moves by at most 1/16 of itself; F8_E4M3 random codes are
     // other weights altogether (a different model), so only finiteness is asked of them.
-    if (!stored) EXPECT_LT(rel, 0.1);
+    if (!stored) {
+      EXPECT_LT(rel, 0.1);
+    }
   }
 }
 

@@ -113,7 +113,9 @@ TEST(TokenizerTest, GgufSentencePieceVocabularyWithoutMatchingScoresIsRefused) {
     testing::GgufWriter w;
     w.Str("general.architecture", "llama");
     w.Str("tokenizer.ggml.model", "llama");
-    w.StrArray("tokenizer.ggml.tokens", {"<unk>", "<s>", "</s>", "\xE2\x96\x81a"});
+    w.StrArray("tokenizer.ggml.tokens", {"<unk>", "<s>", "</s>",
+                                         "\xE2\x96\x81"
+                                         "a"});
     if (scores >= 0) w.F32Array("tokenizer.ggml.scores", std::vector<float>(scores, 0.0f));
     auto gguf = GgufFile::Open(testing::WriteTemp("spm_bad_scores.gguf", w.Bytes()));
     ASSERT_TRUE(gguf.ok()) << gguf.status();

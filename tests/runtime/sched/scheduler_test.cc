@@ -74,7 +74,9 @@ struct FakeKv {
           const int32_t sealed_max = plan[r].sink_refill ? bs : first_new;
           ASSERT_TRUE(in.sealed[r] % bs == 0 && in.sealed[r] >= ring.SealedEnd(first_new) &&
                       in.sealed[r] <= sealed_max);
-          if (plan[r].sink_refill) ASSERT_TRUE(in.sink[r] == 1 && end == bs && first_new == 0 && !plan[r].samples);
+          if (plan[r].sink_refill) {
+            ASSERT_TRUE(in.sink[r] == 1 && end == bs && first_new == 0 && !plan[r].samples);
+          }
           for (int32_t j = in.sealed[r] / bs; j < std::max(in.sealed[r], ring.SealedEnd(end)) / bs; ++j) {
             for (int32_t p = j * bs; p < (j + 1) * bs; ++p) {
               uint64_t value = prefix[p] ^ static_cast<uint64_t>(g);
