@@ -77,10 +77,11 @@ __global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 ? 12 : 8)
     float acc[kMaxTokens];
 #pragma unroll
     for (int t = 0; t < kMaxTokens; ++t) acc[t] = 0.0f;
-      // Several blocks in flight per warp: the loop waits on loads, not on issue.
+    const int64_t k = static_cast<int64_t>(blocks) *
+                      kF8BlockElems;  // split rows: the scales after the codes
+                                      // Several blocks in flight per warp: the loop waits on loads, not on issue.
 #pragma unroll(kMaxTokens <= 2 ? 4 : 2)
     for (int b = part; b < blocks; b += kWarpsPerRow) {
-      const int64_t k = static_cast<int64_t>(blocks) * kF8BlockElems;
       const uint32_t word = __ldg(reinterpret_cast<const uint32_t*>(SplitRows::Codes(wr, k, b)) + lane);
       const float scale = SplitRows::Scale(wr, k, b);
       float v[4];

@@ -82,11 +82,11 @@ struct KiviRows {
 // DecodeKvToScratchKernel lays its pages out.
 template <int kBits>
 __global__ void __launch_bounds__(256)
-    KiviToScratchKernel(PagedKvView c, AttentionBatch b, int32_t blocks_per_seq, int64_t scratch_block_bytes,
-                        unsigned char* k_out, unsigned char* v_out, int32_t* table_out) {
+    KiviToScratchKernel(PagedKvView c, AttentionBatch b, attention::DecodedFirstLayout l,
+                        attention::DecodedFirstLayout::Pages out) {
   const int32_t i = blockIdx.x, s = blockIdx.y;
-  const int64_t out_block = static_cast<int64_t>(s) * blocks_per_seq + i;
-  if (threadIdx.x == 0) table_out[out_block] = static_cast<int32_t>(out_block);
+  const int64_t out_block = static_cast<int64_t>(s) * l.blocks_per_seq + i;
+  if (threadIdx.x == 0) out.table[out_block] = static_cast<int32_t>(out_block);
   const int32_t ctx = b.context_len[s], first = i * c.block_size;
   if (first >= ctx) return;
   const KvResidualRing ring = c.ring();
@@ -99,10 +99,9 @@ __global__ void __launch_bounds__(256)
     const int32_t ch = it % chunks, kvh = (it / chunks) % c.kv_heads, key = it / chunks / c.kv_heads;
     uint4 kv, vv;
     rows.Decode(first + key, kvh, ch, kv, vv);
-    const int64_t dst =
-        out_block * scratch_block_bytes + (static_cast<int64_t>(key) * c.kv_heads + kvh) * c.head_dim * 2 + ch * 16;
-    *reinterpret_cast<uint4*>(k_out + dst) = kv;
-    *reinterpret_cast<uint4*>(v_out + dst) = vv;
+    const int64_t dst = l.ChunkOffset(out_block, key, c.kv_heads, kvh, c.head_dim, ch);
+    *reinterpret_cast<uint4*>(out.k + dst) = kv;
+    *reinterpret_cast<uint4*>(out.v + dst) = vv;
   }
 }
 
@@ -122,21 +121,18 @@ cudaError_t LaunchKiviPrefillDecodedFirst(const bf16* q, int64_t q_stride, int32
   const attention::DecodedFirstLayout l =
       attention::DecodedFirstLayoutFor(cache.block_size, cache.kv_heads, cache.head_dim, batch.max_context_len);
   if (ws.kv_scratch == nullptr || l.Bytes(batch.num_seqs) > ws.kv_scratch_bytes) return cudaSuccess;
-  const int64_t blocks = static_cast<int64_t>(batch.num_seqs) * l.blocks_per_seq;
-  auto* k = static_cast<unsigned char*>(ws.kv_scratch);
-  unsigned char* v = k + blocks * l.block_bytes;
-  auto* table = reinterpret_cast<int32_t*>(v + blocks * l.block_bytes);
+  const attention::DecodedFirstLayout::Pages scratch = l.Carve(ws.kv_scratch, batch.num_seqs);
   const dim3 grid(l.blocks_per_seq, batch.num_seqs);
   if (cache.dtype == KvDType::kKivi2) {
-    KiviToScratchKernel<2><<<grid, 256, 0, stream>>>(cache, batch, l.blocks_per_seq, l.block_bytes, k, v, table);
+    KiviToScratchKernel<2><<<grid, 256, 0, stream>>>(cache, batch, l, scratch);
   } else {
-    KiviToScratchKernel<4><<<grid, 256, 0, stream>>>(cache, batch, l.blocks_per_seq, l.block_bytes, k, v, table);
+    KiviToScratchKernel<4><<<grid, 256, 0, stream>>>(cache, batch, l, scratch);
   }
   if (const cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
-  const PagedKvView pages{
-      k, v, KvDType::kF16, static_cast<int32_t>(blocks), cache.block_size, cache.kv_heads, cache.head_dim};
+  const PagedKvView pages{scratch.k,        scratch.v,      KvDType::kF16, batch.num_seqs * l.blocks_per_seq,
+                          cache.block_size, cache.kv_heads, cache.head_dim};
   AttentionBatch b = batch;
-  b.block_table = table;
+  b.block_table = scratch.table;
   b.max_blocks_per_seq = l.blocks_per_seq;
   b.residual = b.sealed = b.sink = nullptr;
   *ran = true;

@@ -480,19 +480,15 @@ cudaError_t LaunchPrefillWgmma(Params p, KvDType dtype, int max_query_len, int n
 template <KvDType F, int D>
 cudaError_t LaunchPrefillDecodedFirst(Params p, int max_query_len, int num_seqs, cudaStream_t stream) {
   const DecodedFirstLayout l = DecodedFirstLayoutFor(p.block_size, p.kv_heads, D, p.max_context_len);
-  const int64_t blocks = static_cast<int64_t>(num_seqs) * l.blocks_per_seq;
-  unsigned char* k = static_cast<unsigned char*>(p.kv_scratch);
-  unsigned char* v = k + blocks * l.block_bytes;
-  int32_t* table = reinterpret_cast<int32_t*>(v + blocks * l.block_bytes);
-  DecodeKvToScratchKernel<F, D>
-      <<<dim3(l.blocks_per_seq, num_seqs), 256, 0, stream>>>(p, l.blocks_per_seq, l.block_bytes, k, v, table);
+  const DecodedFirstLayout::Pages pages = l.Carve(p.kv_scratch, num_seqs);
+  DecodeKvToScratchKernel<F, D><<<dim3(l.blocks_per_seq, num_seqs), 256, 0, stream>>>(p, l, pages);
   if (const cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
-  p.k_cache = k;
-  p.v_cache = v;
+  p.k_cache = pages.k;
+  p.v_cache = pages.v;
   p.block_bytes = l.block_bytes;
   p.row_bytes = static_cast<int32_t>(KvRowBytes(KvDType::kF16, D));
   p.scale_bytes = 0;
-  p.block_table = table;
+  p.block_table = pages.table;
   p.max_blocks_per_seq = l.blocks_per_seq;
   return LaunchPrefillWgmma<D>(p, KvDType::kF16, max_query_len, num_seqs, stream);
 }

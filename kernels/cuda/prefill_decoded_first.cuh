@@ -14,13 +14,29 @@
 
 namespace kvs::cuda::attention {
 
-// The scratch's shape for a step: fp16 pages of the cache's block size, nb per sequence.
+// The scratch's shape for a step: fp16 pages of the cache's block size, nb per sequence; K's pages,
+// then V's, then their block table.
 struct DecodedFirstLayout {
   int32_t blocks_per_seq = 0;
   int64_t block_bytes = 0;  // one fp16 block of K (or V)
   int64_t Bytes(int32_t num_seqs) const {
     const int64_t blocks = static_cast<int64_t>(num_seqs) * blocks_per_seq;
     return 2 * blocks * block_bytes + blocks * static_cast<int64_t>(sizeof(int32_t));
+  }
+  struct Pages {
+    unsigned char* k;
+    unsigned char* v;
+    int32_t* table;
+  };
+  Pages Carve(void* scratch, int32_t num_seqs) const {
+    const int64_t blocks = static_cast<int64_t>(num_seqs) * blocks_per_seq;
+    auto* k = static_cast<unsigned char*>(scratch);
+    return Pages{k, k + blocks * block_bytes, reinterpret_cast<int32_t*>(k + 2 * blocks * block_bytes)};
+  }
+  // Byte offset of 8-element chunk `chunk` of (token `key` of scratch block `block`, head kvh).
+  __device__ int64_t ChunkOffset(int64_t block, int32_t key, int32_t kv_heads, int32_t kvh, int32_t head_dim,
+                                 int32_t chunk) const {
+    return block * block_bytes + (static_cast<int64_t>(key) * kv_heads + kvh) * head_dim * 2 + chunk * 16;
   }
 };
 
@@ -36,12 +52,11 @@ inline DecodedFirstLayout DecodedFirstLayoutFor(int32_t block_size, int32_t kv_h
 // 8-element chunk of a row at a time (consecutive threads on consecutive chunks of a row).
 template <KvDType F, int D>
 __global__ void __launch_bounds__(256)
-    DecodeKvToScratchKernel(Params p, int32_t blocks_per_seq, int64_t scratch_block_bytes, unsigned char* k_out,
-                            unsigned char* v_out, int32_t* table_out) {
+    DecodeKvToScratchKernel(Params p, DecodedFirstLayout l, DecodedFirstLayout::Pages out) {
   constexpr int kChunks = D / 8;
   const int i = blockIdx.x, seq = blockIdx.y;
-  const int64_t out_block = static_cast<int64_t>(seq) * blocks_per_seq + i;
-  if (threadIdx.x == 0) table_out[out_block] = static_cast<int32_t>(out_block);
+  const int64_t out_block = static_cast<int64_t>(seq) * l.blocks_per_seq + i;
+  if (threadIdx.x == 0) out.table[out_block] = static_cast<int32_t>(out_block);
   const int ctx = p.context_len[seq];
   const int first = i * p.block_size;
   if (first >= ctx) return;
@@ -51,8 +66,7 @@ __global__ void __launch_bounds__(256)
   for (int it = threadIdx.x; it < items; it += blockDim.x) {
     const int c = it % kChunks, kvh = (it / kChunks) % p.kv_heads, key = it / kChunks / p.kv_heads;
     const KvRow r = LocateKvIn(p, block, first + key, kvh);
-    const int64_t dst =
-        out_block * scratch_block_bytes + (static_cast<int64_t>(key) * p.kv_heads + kvh) * D * 2 + c * 16;
+    const int64_t dst = l.ChunkOffset(out_block, key, p.kv_heads, kvh, D, c);
     auto decode = [&](const unsigned char* cache, unsigned char* out) {
       uint32_t w[2], scale;
       if constexpr (F == KvDType::kINT4) {
@@ -67,8 +81,8 @@ __global__ void __launch_bounds__(256)
       CodesToHalf8<F, false>(w, scale, h);
       *reinterpret_cast<uint4*>(out + dst) = make_uint4(h[0], h[1], h[2], h[3]);
     };
-    decode(p.k_cache, k_out);
-    decode(p.v_cache, v_out);
+    decode(p.k_cache, out.k);
+    decode(p.v_cache, out.v);
   }
 }
 

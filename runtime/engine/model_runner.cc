@@ -108,7 +108,7 @@ absl::StatusOr<ModelRunner> ModelRunner::Create(Backend& backend, const ModelWei
   const PagedKvView layer0 = cache.Layer(0);
   KVS_RETURN_IF_ERROR(
       backend.ReservePrefillKvScratch(layer0.dtype, layer0.block_size, layer0.kv_heads, layer0.head_dim,
-                                      static_cast<int64_t>(limits.max_blocks_per_seq) * cache.block_size()));
+                                      static_cast<int64_t>(limits.max_blocks_per_seq) * layer0.block_size));
   return r;
 }
 
