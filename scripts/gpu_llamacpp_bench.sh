@@ -27,6 +27,10 @@ if [ ! -f .deps/$TOOLS ] && [ -f /tmp/$TOOLS.part00 ] && [ -f .cache/llamacpp-pa
 fi
 [ -f .deps/$TOOLS ] && cp .deps/$TOOLS /tmp/$TOOLS
 mkdir -p $P
+# The peer file's writer: the `gguf` package, which the GPU machine's Python lacks; its pure-Python
+# wheel in .deps (pack_llamacpp_source.sh) is importable from the archive itself.
+GGUF_WHEEL=$(ls .deps/gguf-*.whl 2> /dev/null | head -1)
+[ -n "$GGUF_WHEEL" ] && export PYTHONPATH=$PWD/$GGUF_WHEEL${PYTHONPATH:+:$PYTHONPATH}
 if [ ! -f /tmp/$TOOLS ] && [ ! -f .deps/llama.cpp-src.tar.xz ] && [ -f /tmp/$TOOLS.part00 ]; then
   # First of the two calls: the F16 file now (python and the gguf package only), the rest next call.
   [ -f $P/F16.gguf ] || python3 scripts/make_peer_gguf.py --preset llama-3-8b --vocab .deps/smollm2-vocab.gguf \

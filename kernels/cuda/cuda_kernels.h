@@ -253,12 +253,12 @@ cudaError_t LaunchKiviDecodeMma(const bf16* q, int64_t q_stride, int32_t q_heads
 // KVS_KIVI_DECODE=cuda-cores in the environment starts a process with it). Process-wide.
 enum class KiviDecodeKernel { kAuto, kCudaCores };
 void SetKiviDecodeKernel(KiviDecodeKernel kernel);
-// Which kernel LaunchKiviAttention gives a prefill step: kCudaCores (the default) the CUDA-core
-// one; kDecodedFirst (KVS_KIVI_PREFILL=decoded), on the Hopper kernel's devices without a window at
-// head_dim 64/128, decodes the step's pages to fp16 in the workspace's kv_scratch and runs the fp16
-// Hopper kernel over them (kivi_decoded_first.cu; not yet run on a GPU, hence not the default).
-// Process-wide; PrefillKvScratchBytes reserves scratch for int4/int2 caches only while it is set.
-enum class KiviPrefillKernel { kCudaCores, kDecodedFirst };
+// Which kernel LaunchKiviAttention gives a prefill step: kDecodedFirst (the default), on the Hopper
+// kernel's devices without a window at head_dim 64/128 and where the step's pages fit, decodes them
+// to fp16 in the workspace's kv_scratch and runs the fp16 Hopper kernel over them
+// (kivi_decoded_first.cu); kCudaCores (KVS_KIVI_PREFILL=cuda-cores) the CUDA-core kernel always.
+// Process-wide; PrefillKvScratchBytes reserves scratch for int4/int2 caches only while decoding first.
+enum class KiviPrefillKernel { kDecodedFirst, kCudaCores };
 void SetKiviPrefillKernel(KiviPrefillKernel kernel);
 bool KiviPrefillDecodesFirst();
 // Runs such a step when the choice, the shape and the scratch allow it (*ran), else leaves it to

@@ -37,7 +37,7 @@ class KiviKvTest : public testing::GpuFixture<::testing::TestWithParam<KiviCase>
  protected:
   void TearDown() override {
     cuda::SetKiviDecodeKernel(cuda::KiviDecodeKernel::kAuto);
-    cuda::SetKiviPrefillKernel(cuda::KiviPrefillKernel::kCudaCores);
+    cuda::SetKiviPrefillKernel(cuda::KiviPrefillKernel::kDecodedFirst);
   }
   template <typename T>
   DeviceBuffer Upload(const std::vector<T>& host) {
@@ -118,11 +118,10 @@ TEST_P(KiviKvTest, SealedBlocksRingsAndAttentionMatchTheCpu) {
   for (const auto& step : c.steps) max_step = std::max(max_step, std::accumulate(step.begin(), step.end(), 0));
   ASSERT_TRUE(gpu_->ReserveWorkspace(max_step, seqs, c.q_heads, dim).ok());
   // Prefill steps also run decoded first on Hopper (kivi_decoded_first.cu): the scratch is reserved
-  // while that choice is set, for every sequence's pages.
+  // while that choice is set (the default), for every sequence's pages.
   cuda::SetKiviPrefillKernel(cuda::KiviPrefillKernel::kDecodedFirst);
   ASSERT_TRUE(
       gpu_->ReservePrefillKvScratch(c.format, bs, c.kv_heads, dim, static_cast<int64_t>(seqs) * max_blocks * bs).ok());
-  cuda::SetKiviPrefillKernel(cuda::KiviPrefillKernel::kCudaCores);
 
   const KvResidualRing ring = layout.ring();
   double worst_cores = 0, worst_mma = 0, worst_decoded = 0;  // worst element / tolerance of each kernel
@@ -237,7 +236,7 @@ TEST_P(KiviKvTest, SealedBlocksRingsAndAttentionMatchTheCpu) {
       }
     }
     cuda::SetKiviDecodeKernel(cuda::KiviDecodeKernel::kAuto);
-    cuda::SetKiviPrefillKernel(cuda::KiviPrefillKernel::kCudaCores);
+    cuda::SetKiviPrefillKernel(cuda::KiviPrefillKernel::kDecodedFirst);
     if (step + 1 == c.steps.size()) {
       std::printf(
           "%s: %zu steps, contexts up to %d: worst element / tolerance %.2f (CUDA cores), %.2f (tensor cores), "
