@@ -22,6 +22,7 @@
 #include <algorithm>
 
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/gemv_common.cuh"
 #include "kernels/cuda/ggml_unit.cuh"
 #include "kernels/cuda/kernel_choice.h"
 
@@ -55,11 +56,14 @@ struct Staged {
   float xs[BM][2 * kChunkUnits];                     // activation scale x sum of codes, per 16
 };
 
-// out[t, row] = x[t] . w[row] for t < tokens (<= kBlockGemmMaxTokens), row < n.
+// out[t, row] = x[t] . w[row] for t < tokens (<= kBlockGemmMaxTokens), row < n; split along k
+// (blockIdx.z of gridDim.z, `split_units` units each, a multiple of kChunkUnits) into
+// partials[z][t][row] when there are several splits (SumSplits adds them), else straight to out.
 template <GgmlType T, int BM>
 __global__ void __launch_bounds__(kThreads)
-    BlockGemmKernel(const uint8_t* __restrict__ w, int64_t row_bytes, int n, int units, QuantizedActivations a,
-                    int tokens, void* out, int64_t out_stride, bool f32_out) {
+    BlockGemmKernel(const uint8_t* __restrict__ w, int64_t row_bytes, int n, int units, int split_units,
+                    QuantizedActivations a, int tokens, void* out, int64_t out_stride, bool f32_out,
+                    float* __restrict__ partials) {
   using Tr = ggml::Traits<T>;
   // Q2_K, Q3_K and Q6_K scale every 16 weights on their own: two k16 MMAs a unit, each scaled.
   constexpr bool kPer16 = T == GgmlType::kQ2_K || T == GgmlType::kQ3_K || T == GgmlType::kQ6_K;
@@ -73,13 +77,14 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int nt = 0; nt < kNT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
 
-  for (int c0 = 0; c0 < units; c0 += kChunkUnits) {
+  const int u_begin = blockIdx.z * split_units, u_end = min(units, u_begin + split_units);
+  for (int c0 = u_begin; c0 < u_end; c0 += kChunkUnits) {
     __syncthreads();  // the previous chunk is consumed
     // Weights: a thread per (row, unit), consecutive threads on consecutive units of a row.
     for (int i = tid; i < kRows * kChunkUnits; i += kThreads) {
       const int r = i / kChunkUnits, uu = i % kChunkUnits, row = row0 + r, u = c0 + uu;
       uint4* dst = reinterpret_cast<uint4*>(&sm.wq[r][uu * 32]);
-      if (row < n && u < units) {
+      if (row < n && u < u_end) {
         const ggml::Unit un = ggml::ReadUnit<T>(
             w + static_cast<int64_t>(row) * row_bytes + (u / Tr::kUnits) * Tr::kBlockBytes, u % Tr::kUnits);
         dst[0] = make_uint4(un.q[0], un.q[1], un.q[2], un.q[3]);
@@ -95,7 +100,7 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
     // Activations: 16-byte pieces of the tokens' codes, then their scales and sums.
-    const int chunk_units = min(kChunkUnits, units - c0);
+    const int chunk_units = min(kChunkUnits, u_end - c0);
     for (int i = tid; i < BM * (kChunkBytes / 16); i += kThreads) {
       const int tk = i / (kChunkBytes / 16), piece = i % (kChunkBytes / 16), tok = tok0 + tk;
       int4 v = make_int4(0, 0, 0, 0);
@@ -169,7 +174,9 @@ __global__ void __launch_bounds__(kThreads)
     for (int e = 0; e < 4; ++e) {
       const int row = row0 + (e < 2 ? r_lo : r_hi), tok = tok0 + nt * 8 + 2 * t4 + (e & 1);
       if (row >= n || tok >= tokens) continue;
-      if (f32_out) {
+      if (partials != nullptr) {
+        partials[(static_cast<int64_t>(blockIdx.z) * tokens + tok) * n + row] = acc[nt][e];
+      } else if (f32_out) {
         static_cast<float*>(out)[static_cast<int64_t>(tok) * out_stride + row] = acc[nt][e];
       } else {
         static_cast<__nv_bfloat16*>(out)[static_cast<int64_t>(tok) * out_stride + row] =
@@ -179,21 +186,68 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// out[t, row] = the sum of the splits' partials, in split order (the same sums on every run).
+__global__ void SumSplitsKernel(const float* __restrict__ partials, int splits, int n, int tokens, void* out,
+                                int64_t out_stride, bool f32_out) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x,
+                total = static_cast<int64_t>(tokens) * n;
+  if (i >= total) return;
+  float sum = 0.0f;
+  for (int z = 0; z < splits; ++z) sum += partials[z * total + i];
+  const int64_t at = (i / n) * out_stride + i % n;
+  if (f32_out) {
+    static_cast<float*>(out)[at] = sum;
+  } else {
+    static_cast<__nv_bfloat16*>(out)[at] = __float2bfloat16_rn(sum);
+  }
+}
+
+// How many splits along k: enough blocks to fill the GPU once (one block of 64 rows walking all of
+// k left a 4,096-row matrix 64 blocks on 132 SMs, latency-bound: docs/performance.md), no split
+// shorter than a chunk, the partials within the scratch, and their traffic (written and read
+// once, f32) at most about the weights' own bytes.
+int Splits(int resident, int64_t base_blocks, int chunks, int64_t row_bytes, int tokens, int n,
+           int64_t scratch_floats) {
+  int64_t s = (resident + base_blocks - 1) / base_blocks;
+  s = std::min<int64_t>(s, chunks);
+  s = std::min<int64_t>(s, std::max<int64_t>(1, row_bytes / (8 * static_cast<int64_t>(tokens))));
+  s = std::min<int64_t>(s, scratch_floats / (static_cast<int64_t>(tokens) * n));
+  return static_cast<int>(std::max<int64_t>(s, 1));
+}
+
 template <GgmlType T>
 struct GemmLaunch {
   static cudaError_t Run(const uint8_t* w, int64_t row_bytes, int n, int units, const QuantizedActivations& a,
-                         int tokens, void* out, int64_t out_stride, bool f32_out, cudaStream_t stream) {
+                         int tokens, void* out, int64_t out_stride, bool f32_out, float* scratch,
+                         int64_t scratch_floats, cudaStream_t stream) {
     if (!ggml::RowsAligned<T>(w, row_bytes)) return cudaErrorInvalidValue;
     // 32 tokens a block up to 32 (a decode batch reads each weight once), else 64.
-    if (tokens <= 32) return Launch<32>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, stream);
-    return Launch<64>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, stream);
+    if (tokens <= 32) {
+      return Launch<32>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, scratch, scratch_floats, stream);
+    }
+    return Launch<64>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, scratch, scratch_floats, stream);
   }
   template <int BM>
   static cudaError_t Launch(const uint8_t* w, int64_t row_bytes, int n, int units, const QuantizedActivations& a,
-                            int tokens, void* out, int64_t out_stride, bool f32_out, cudaStream_t stream) {
+                            int tokens, void* out, int64_t out_stride, bool f32_out, float* scratch,
+                            int64_t scratch_floats, cudaStream_t stream) {
     static_assert(sizeof(Staged<BM>) <= 48 * 1024, "static shared memory");
-    const dim3 grid((n + kRows - 1) / kRows, (tokens + BM - 1) / BM);
-    BlockGemmKernel<T, BM><<<grid, kThreads, 0, stream>>>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out);
+    const int row_tiles = (n + kRows - 1) / kRows, token_tiles = (tokens + BM - 1) / BM;
+    const int chunks = (units + kChunkUnits - 1) / kChunkUnits;
+    const int splits = scratch == nullptr ? 1
+                                          : Splits(gemv::ResidentBlocks(BlockGemmKernel<T, BM>, kThreads),
+                                                   static_cast<int64_t>(row_tiles) * token_tiles, chunks, row_bytes,
+                                                   tokens, n, scratch_floats);
+    const int split_units = (chunks + splits - 1) / splits * kChunkUnits;
+    const int used = (units + split_units - 1) / split_units;  // splits that hold units
+    const dim3 grid(row_tiles, token_tiles, used);
+    BlockGemmKernel<T, BM><<<grid, kThreads, 0, stream>>>(w, row_bytes, n, units, split_units, a, tokens, out,
+                                                          out_stride, f32_out, used > 1 ? scratch : nullptr);
+    if (used > 1) {
+      const int64_t total = static_cast<int64_t>(tokens) * n;
+      SumSplitsKernel<<<static_cast<unsigned>((total + 255) / 256), 256, 0, stream>>>(scratch, used, n, tokens, out,
+                                                                                      out_stride, f32_out);
+    }
     return cudaGetLastError();
   }
 };
@@ -209,19 +263,19 @@ void SetBlockGemmPath(BlockGemmPath path) {
   g_int8_mma.Set(path == BlockGemmPath::kInt8TensorCores);
 }
 
-bool UseBlockGemm() { return g_int8_mma.Alternative(); }
+bool UseBlockGemm() { return g_int8_mma.Alternative() || !g_bf16_tiles.Alternative(); }
 
 bool UseF8TensorCores() { return !g_bf16_tiles.Alternative(); }
 
 cudaError_t LaunchBlockGemm(GgmlType type, const void* w, int64_t row_bytes, int64_t n, int64_t k,
                             QuantizedActivations a, int64_t tokens, void* out, int64_t out_stride, bool f32_out,
-                            cudaStream_t stream) {
+                            float* scratch, int64_t scratch_floats, cudaStream_t stream) {
   if (tokens <= 0 || tokens > kBlockGemmMaxTokens || k % 32 != 0 || n > (int64_t{1} << 30))
     return cudaErrorInvalidValue;
   if (n == 0) return cudaSuccess;
   return ggml::DispatchBlockType<GemmLaunch>(type, static_cast<const uint8_t*>(w), row_bytes, static_cast<int>(n),
                                              static_cast<int>(k / 32), a, static_cast<int>(tokens), out, out_stride,
-                                             f32_out, stream);
+                                             f32_out, scratch, scratch_floats, stream);
 }
 
 }  // namespace kvs::cuda

@@ -177,8 +177,10 @@ absl::Status CudaBackend::LinearBlocks(TensorView x, TensorView w, TensorView ou
   if (w.blocks != GgmlType::kF8_E4M3 && x.rows <= cuda::kBlockGemmMaxTokens && k <= kGemvMaxK && cuda::UseBlockGemm()) {
     KVS_CUDA_RETURN_IF_ERROR(
         cuda::LaunchQuantizeActivations(static_cast<const bf16*>(x.data), x.stride, x.rows, k, gemv_a_, stream_));
-    KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchBlockGemm(w.blocks, w.data, row_bytes, w.rows, k, gemv_a_, x.rows, out.data,
-                                                   out.stride, out.dtype == DType::kF32, stream_));
+    // The block tile (the bf16 tiles' buffer, idle here) holds the splits' partial sums.
+    KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchBlockGemm(
+        w.blocks, w.data, row_bytes, w.rows, k, gemv_a_, x.rows, out.data, out.stride, out.dtype == DType::kF32,
+        static_cast<float*>(block_tile_.data()), static_cast<int64_t>(kBlockTileBytes / sizeof(float)), stream_));
     return absl::OkStatus();
   }
   return LinearBf16Tiles(x, w, out);

@@ -120,16 +120,17 @@ cudaError_t LaunchEmbeddingBlocks(GgmlType type, const int32_t* ids, int64_t tok
                                   int64_t out_stride, cudaStream_t stream);
 
 // The GEMV's contract for kBlockGemvMaxTokens < tokens <= kBlockGemmMaxTokens, on int8 tensor cores
-// (block_gemm.cu): the same activations (LaunchQuantizeActivations) and the same arithmetic.
+// (block_gemm.cu): the same activations (LaunchQuantizeActivations) and the same arithmetic. Split
+// along k where the matrix alone would not fill the GPU, each split's f32 sums in `scratch` (up to
+// scratch_floats; nullptr: no split), added in split order by a second kernel.
 cudaError_t LaunchBlockGemm(GgmlType type, const void* w, int64_t row_bytes, int64_t n, int64_t k,
                             QuantizedActivations a, int64_t tokens, void* out, int64_t out_stride, bool f32_out,
-                            cudaStream_t stream);
-// How Linear multiplies weights in blocks beyond the GEMV's tokens. kAuto: GGML types through bf16
-// tiles for cuBLAS, F8_E4M3 on FP8 tensor cores (f8_gemm.h) where cuBLASLt has an algorithm;
-// kBf16Tiles: everything through the tiles; kInt8TensorCores: GGML types through the block GEMM
-// (int8 tensor cores on the blocks, up to kBlockGemmMaxTokens), which measured 2-3.3x slower than
-// the tiles on an H100 (docs/performance.md) and so is not the default. KVS_BLOCK_GEMM=bf16-tiles
-// or int8-mma in the environment starts a process with the other two. Process-wide.
+                            float* scratch, int64_t scratch_floats, cudaStream_t stream);
+// How Linear multiplies weights in blocks beyond the GEMV's tokens. kAuto: GGML types through the
+// block GEMM up to kBlockGemmMaxTokens (bf16 tiles for cuBLAS beyond), F8_E4M3 on FP8 tensor cores
+// (f8_gemm.h) where cuBLASLt has an algorithm; kBf16Tiles: everything through the tiles;
+// kInt8TensorCores: as kAuto for GGML types (kept for the tests and KVS_BLOCK_GEMM=int8-mma).
+// KVS_BLOCK_GEMM=bf16-tiles in the environment starts a process with the tiles. Process-wide.
 enum class BlockGemmPath { kAuto, kBf16Tiles, kInt8TensorCores };
 void SetBlockGemmPath(BlockGemmPath path);
 bool UseBlockGemm();      // GGML types through the block GEMM

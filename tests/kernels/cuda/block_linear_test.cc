@@ -85,23 +85,28 @@ TEST_F(BlockLinearTest, EveryTypeMatchesTheDecodedWeightsWithinItsRounding) {
     // one above: 4099). F8_E4M3 also at 12 blocks of 128: cuBLASLt 13.1 refuses its block-scaled
     // FP8 GEMM at k = 384 (NOT_SUPPORTED, H100) and takes k = 1536, so the FP8 GEMM itself is
     // checked there.
-    const int64_t k0 = (info.block_elems == 32 ? 7 : 3) * info.block_elems;
-    for (const int64_t k :
-         type == GgmlType::kF8_E4M3 ? std::vector<int64_t>{k0, 12 * info.block_elems} : std::vector<int64_t>{k0}) {
+    // A longer k (64 units of 32 weights, 128 for the K-quants) on a few shapes: the block GEMM
+    // splits it along k (16 chunks: up to 16 splits) and adds the splits' sums.
+    const int64_t k0 = (info.block_elems == 32 ? 7 : 3) * info.block_elems,
+                  k_long = info.block_elems == 32 ? 2048 : 4096;
+    for (const int64_t k : type == GgmlType::kF8_E4M3 ? std::vector<int64_t>{k0, 12 * info.block_elems}
+                                                      : std::vector<int64_t>{k0, k_long}) {
       SCOPED_TRACE("k " + std::to_string(k));
       const int64_t f8_gemms_before = cuda::F8TensorCoreGemmsRun(),
                     f8_refused_before = cuda::F8TensorCoreShapesRefused();
-      const int64_t wide = 4099;
-      const std::vector<uint8_t> w_all = testing::RandomGgmlBlocks(type, wide, k, rng);
-      std::vector<float> wf(wide * k);
+      const int64_t wide = 4099, stored = k == k_long ? 128 : wide;  // rows made and uploaded
+      const std::vector<uint8_t> w_all = testing::RandomGgmlBlocks(type, stored, k, rng);
+      std::vector<float> wf(stored * k);
       DequantizeToF32(type, w_all, wf);
-      DeviceBuffer gw = Blocks(type, w_all, wide, k);
+      DeviceBuffer gw = Blocks(type, w_all, stored, k);
       // Beyond 8 tokens: the block GEMM (int8 tensor cores on the blocks) up to 128 tokens, F8_E4M3 on
       // FP8 tensor cores (rows a multiple of 4: 36, 4096; tokens past a multiple of 4 through the GEMV),
       // and bf16 tiles beyond or where forced (kBf16Tiles): every path is checked.
-      const std::vector<std::pair<int64_t, int64_t>> shapes = {{1, 37},   {2, 37},   {3, 37},   {5, 37},    {8, 37},
-                                                               {9, 37},   {21, 37},  {12, 36},  {33, 4096}, {70, 100},
-                                                               {200, 36}, {64, 512}, {1, wide}, {6, wide}};
+      const std::vector<std::pair<int64_t, int64_t>> shapes =
+          k == k_long ? std::vector<std::pair<int64_t, int64_t>>{{9, 37}, {33, 100}, {128, 70}, {3, 37}}
+                      : std::vector<std::pair<int64_t, int64_t>>{{1, 37},   {2, 37},   {3, 37},   {5, 37},    {8, 37},
+                                                                 {9, 37},   {21, 37},  {12, 36},  {33, 4096}, {70, 100},
+                                                                 {200, 36}, {64, 512}, {1, wide}, {6, wide}};
       for (const cuda::BlockGemmPath path :
            {cuda::BlockGemmPath::kAuto, cuda::BlockGemmPath::kBf16Tiles, cuda::BlockGemmPath::kInt8TensorCores})
         for (auto [tokens, n] : shapes) {
@@ -110,8 +115,8 @@ TEST_F(BlockLinearTest, EveryTypeMatchesTheDecodedWeightsWithinItsRounding) {
           // FP8 tensor cores where cuBLASLt has an algorithm (else the tiles: within this bound too).
           const bool f8_cores =
               type == GgmlType::kF8_E4M3 && path != cuda::BlockGemmPath::kBf16Tiles && tokens > 8 && n % 4 == 0;
-          const bool block_gemm = type != GgmlType::kF8_E4M3 && path == cuda::BlockGemmPath::kInt8TensorCores &&
-                                  tokens > 8 && tokens <= 128;
+          const bool block_gemm =
+              type != GgmlType::kF8_E4M3 && path != cuda::BlockGemmPath::kBf16Tiles && tokens > 8 && tokens <= 128;
           SCOPED_TRACE(f8_cores ? "FP8 tensor cores" : block_gemm ? "block GEMM" : tokens > 8 ? "bf16 tiles" : "GEMV");
           const TensorView wv{gw.data(), DType::kBlocks, n, k, k, type};  // the first n rows
           // Output rows 16-byte aligned (cuBLASLt's FP8 GEMM asks it), with 3 or more poisoned columns.
@@ -171,8 +176,12 @@ TEST_F(BlockLinearTest, EveryTypeMatchesTheDecodedWeightsWithinItsRounding) {
         const int64_t refused = cuda::F8TensorCoreShapesRefused() - f8_refused_before;
         std::printf("F8_E4M3: %lld GEMMs on FP8 tensor cores, %lld shapes refused (compute capability %d)\n",
                     static_cast<long long>(ran), static_cast<long long>(refused), major);
-        if (major >= 9) EXPECT_GT(ran + refused, 0);
-        if (major == 9 && k > k0) EXPECT_GT(ran, 0) << "the FP8 GEMM never ran: its numbers are unchecked";
+        if (major >= 9) {
+          EXPECT_GT(ran + refused, 0);
+        }
+        if (major == 9 && k > k0) {
+          EXPECT_GT(ran, 0) << "the FP8 GEMM never ran: its numbers are unchecked";
+        }
       }
     }
   }
