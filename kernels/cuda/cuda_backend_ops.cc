@@ -174,7 +174,7 @@ absl::Status CudaBackend::LinearBlocks(TensorView x, TensorView w, TensorView ou
     KVS_ASSIGN_OR_RETURN(const bool done, LinearF8TensorCores(x, w, out));
     if (done) return absl::OkStatus();
   }
-  if (w.blocks != GgmlType::kF8_E4M3 && x.rows <= cuda::kBlockGemmMaxTokens && k <= kGemvMaxK && cuda::UseBlockGemm()) {
+  if (w.blocks != GgmlType::kF8_E4M3 && k <= kGemvMaxK && cuda::UseBlockGemm(x.rows)) {
     KVS_CUDA_RETURN_IF_ERROR(
         cuda::LaunchQuantizeActivations(static_cast<const bf16*>(x.data), x.stride, x.rows, k, gemv_a_, stream_));
     // The block tile (the bf16 tiles' buffer, idle here) holds the splits' partial sums.

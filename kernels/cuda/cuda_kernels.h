@@ -100,9 +100,9 @@ struct QuantizedActivations {
   float* d = nullptr;
   float* sum16 = nullptr;
 };
-// Most tokens the block GEMV takes at once; up to kBlockGemmMaxTokens the block GEMM (int8 tensor
-// cores on the blocks, block_gemm.cu); more go through bf16 tiles and cuBLAS, which read each weight
-// once per 32 MiB tile however many tokens there are.
+// Most tokens the block GEMV takes at once; up to kBlockGemmMaxTokens the block GEMM can take (int8
+// tensor cores on the blocks, block_gemm.cu; BlockGemmPath says up to how many it does); more go
+// through bf16 tiles and cuBLAS, which read each weight once per 32 MiB tile however many tokens.
 inline constexpr int64_t kBlockGemvMaxTokens = 8;
 inline constexpr int64_t kBlockGemmMaxTokens = 128;
 // a = x [tokens, k] (bf16, rows x_stride apart) rounded; k a multiple of 32.
@@ -127,14 +127,17 @@ cudaError_t LaunchBlockGemm(GgmlType type, const void* w, int64_t row_bytes, int
                             QuantizedActivations a, int64_t tokens, void* out, int64_t out_stride, bool f32_out,
                             float* scratch, int64_t scratch_floats, cudaStream_t stream);
 // How Linear multiplies weights in blocks beyond the GEMV's tokens. kAuto: GGML types through the
-// block GEMM up to kBlockGemmMaxTokens (bf16 tiles for cuBLAS beyond), F8_E4M3 on FP8 tensor cores
-// (f8_gemm.h) where cuBLASLt has an algorithm; kBf16Tiles: everything through the tiles;
-// kInt8TensorCores: as kAuto for GGML types (kept for the tests and KVS_BLOCK_GEMM=int8-mma).
-// KVS_BLOCK_GEMM=bf16-tiles in the environment starts a process with the tiles. Process-wide.
+// block GEMM up to kBlockGemmAutoMaxTokens, bf16 tiles for cuBLAS beyond (the block GEMM measured
+// 1.4-1.9x faster than the tiles at 32 tokens and 1.4-2.7x slower at 128 on an H200:
+// docs/performance.md); F8_E4M3 on FP8 tensor cores (f8_gemm.h) where cuBLASLt has an algorithm.
+// kBf16Tiles: everything through the tiles; kInt8TensorCores: GGML types through the block GEMM up
+// to kBlockGemmMaxTokens. KVS_BLOCK_GEMM=bf16-tiles or int8-mma in the environment starts a process
+// with either. Process-wide.
+inline constexpr int64_t kBlockGemmAutoMaxTokens = 32;
 enum class BlockGemmPath { kAuto, kBf16Tiles, kInt8TensorCores };
 void SetBlockGemmPath(BlockGemmPath path);
-bool UseBlockGemm();      // GGML types through the block GEMM
-bool UseF8TensorCores();  // F8_E4M3 through cuBLASLt's FP8 GEMM
+bool UseBlockGemm(int64_t tokens);  // GGML types, `tokens` past the GEMV's: through the block GEMM
+bool UseF8TensorCores();            // F8_E4M3 through cuBLASLt's FP8 GEMM
 
 // kvshard's F8_E4M3 blocks (f8_linear.cu). In device memory the CUDA backend keeps them as split
 // rows (LaunchF8ArrangeRows, once at load: each row's k codes, then its k / 128 f32 scales, in the

@@ -116,7 +116,9 @@ TEST_F(BlockLinearTest, EveryTypeMatchesTheDecodedWeightsWithinItsRounding) {
           const bool f8_cores =
               type == GgmlType::kF8_E4M3 && path != cuda::BlockGemmPath::kBf16Tiles && tokens > 8 && n % 4 == 0;
           const bool block_gemm =
-              type != GgmlType::kF8_E4M3 && path != cuda::BlockGemmPath::kBf16Tiles && tokens > 8 && tokens <= 128;
+              type != GgmlType::kF8_E4M3 && tokens > cuda::kBlockGemvMaxTokens &&
+              ((path == cuda::BlockGemmPath::kInt8TensorCores && tokens <= cuda::kBlockGemmMaxTokens) ||
+               (path == cuda::BlockGemmPath::kAuto && tokens <= cuda::kBlockGemmAutoMaxTokens));
           SCOPED_TRACE(f8_cores ? "FP8 tensor cores" : block_gemm ? "block GEMM" : tokens > 8 ? "bf16 tiles" : "GEMV");
           const TensorView wv{gw.data(), DType::kBlocks, n, k, k, type};  // the first n rows
           // Output rows 16-byte aligned (cuBLASLt's FP8 GEMM asks it), with 3 or more poisoned columns.
