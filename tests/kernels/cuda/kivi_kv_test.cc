@@ -43,7 +43,9 @@ class KiviKvTest : public testing::GpuFixture<::testing::TestWithParam<KiviCase>
   DeviceBuffer Upload(const std::vector<T>& host) {
     auto buf = gpu_->Allocate(std::max<size_t>(host.size() * sizeof(T), 16));
     EXPECT_TRUE(buf.ok());
-    if (!host.empty()) EXPECT_TRUE(gpu_->CopyToDevice(host.data(), buf->data(), host.size() * sizeof(T)).ok());
+    if (!host.empty()) {
+      EXPECT_TRUE(gpu_->CopyToDevice(host.data(), buf->data(), host.size() * sizeof(T)).ok());
+    }
     return std::move(*buf);
   }
   template <typename T>
@@ -163,10 +165,11 @@ TEST_P(KiviKvTest, SealedBlocksRingsAndAttentionMatchTheCpu) {
     // (its decodes check attention).
     const bool check_attention = static_cast<int64_t>(tokens) * batch.max_context_len <= 4'000'000;
     std::vector<float> want(tokens * qw);
-    if (check_attention)
+    if (check_attention) {
       ASSERT_TRUE(cpu.PagedAttention(TensorView::Contiguous(q.data(), DType::kF32, tokens, qw), ccache, batch, scale,
                                      TensorView::Contiguous(want.data(), DType::kF32, tokens, qw))
                       .ok());
+    }
 
     // GPU: the same.
     const DeviceBuffer gqs = Upload(query_start), gctx = Upload(context_len), gsealed = Upload(sealed),

@@ -28,12 +28,22 @@ Request Req(const std::string& id, int32_t prompt, int32_t max_tokens) {
 // (sliding-window layers) each group's slots hold the fingerprint mixed with the group, and a
 // windowed group's positions are read only within the window of the step's first query, as the
 // kernels read them.
+// A scheduler's sizes, the rest defaulted.
+SchedulerConfig Config(int32_t block_size, int32_t max_seqs, int32_t max_tokens_per_step, int32_t max_model_len) {
+  SchedulerConfig c;
+  c.block_size = block_size;
+  c.max_seqs = max_seqs;
+  c.max_tokens_per_step = max_tokens_per_step;
+  c.max_model_len = max_model_len;
+  return c;
+}
+
 struct FakeKv {
   int32_t bs;
   KvGroups groups;
-  std::map<int64_t, uint64_t> device, host;
-  std::map<int64_t, uint64_t> residual;  // channel-quantized KV: residual slots (sealed blocks)
-  KvResidualRing ring{bs, 1};            // its rings (SchedulerConfig::residual_blocks)
+  std::map<int64_t, uint64_t> device{}, host{};
+  std::map<int64_t, uint64_t> residual{};  // channel-quantized KV: residual slots (sealed blocks)
+  KvResidualRing ring{bs, 1};              // its rings (SchedulerConfig::residual_blocks)
   static std::vector<uint64_t> Prefixes(const Sequence& s) {
     std::vector<uint64_t> f(s.tokens.size());
     uint64_t h = 1469598103934665603ull;
@@ -135,7 +145,7 @@ struct FakeKv {
 // Plays the engine: samples token 7 for every sequence that samples; finishes at max_tokens.
 int RunToCompletion(Scheduler& s, std::mt19937* abort_rng = nullptr) {
   StepInput in;
-  FakeKv kv{s.config().block_size, s.kv_groups(), {}, {}};
+  FakeKv kv{.bs = s.config().block_size, .groups = s.kv_groups()};
   kv.ring = s.ring();
   int steps = 0, empty_in_a_row = 0;
   while (s.HasWork()) {
@@ -191,7 +201,7 @@ int RunToCompletion(Scheduler& s, std::mt19937* abort_rng = nullptr) {
 }
 
 TEST(SchedulerTest, DecodesFirstThenChunksPrefillWithinTheBudget) {
-  Scheduler s({4, 8, 10, 256}, 100);
+  Scheduler s(Config(4, 8, 10, 256), 100);
   ASSERT_TRUE(s.Add(Req("a", 3, 5)).ok());
   StepInput in;
   auto p1 = s.Schedule(in);
@@ -211,7 +221,7 @@ TEST(SchedulerTest, DecodesFirstThenChunksPrefillWithinTheBudget) {
 
 TEST(SchedulerTest, PreemptsTheNewestSequenceWhenBlocksRunOut) {
   // 4 blocks of 4 tokens: two 7-token prompts fit (2 blocks each) until they grow.
-  Scheduler s({4, 8, 64, 64}, 4);
+  Scheduler s(Config(4, 8, 64, 64), 4);
   ASSERT_TRUE(s.Add(Req("old", 7, 8)).ok());
   ASSERT_TRUE(s.Add(Req("new", 7, 8)).ok());
   RunToCompletion(s);
@@ -220,7 +230,7 @@ TEST(SchedulerTest, PreemptsTheNewestSequenceWhenBlocksRunOut) {
 }
 
 TEST(SchedulerTest, RejectsRequestsThatCanNeverFit) {
-  Scheduler s({16, 8, 64, 100}, 2);
+  Scheduler s(Config(16, 8, 64, 100), 2);
   auto st = s.Add(Req("big", 40, 20));
   EXPECT_EQ(st.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_NE(st.message().find("KV blocks"), std::string::npos);
@@ -232,7 +242,7 @@ TEST(SchedulerTest, RejectsRequestsThatCanNeverFit) {
 }
 
 TEST(SchedulerTest, SwapsTheNewestSequenceOutAndBackWhenBlocksRunOut) {
-  SchedulerConfig c{4, 8, 64, 64};
+  SchedulerConfig c = Config(4, 8, 64, 64);
   c.num_host_blocks = 8;
   c.preemption.mode = PreemptionMode::kSwap;
   Scheduler s(c, 4);
@@ -246,7 +256,7 @@ TEST(SchedulerTest, SwapsTheNewestSequenceOutAndBackWhenBlocksRunOut) {
 }
 
 TEST(SchedulerTest, OffloadAdmitsASequenceLongerThanTheDeviceCache) {
-  SchedulerConfig c{4, 8, 64, 64};
+  SchedulerConfig c = Config(4, 8, 64, 64);
   Scheduler without(c, 4);  // 16 device tokens
   const absl::Status refused = without.Add(Req("long", 20, 8));
   EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted);
@@ -272,11 +282,11 @@ TEST(SchedulerTest, OffloadAdmitsASequenceLongerThanTheDeviceCache) {
 }
 
 TEST(SchedulerTest, AnOffloadingSequenceMovesItsBlocksOutInsteadOfBeingPreempted) {
-  SchedulerConfig c{4, 8, 64, 64};
+  SchedulerConfig c = Config(4, 8, 64, 64);
   c.num_offload_blocks = 8;
   Scheduler s(c, 6);
   StepInput in;
-  FakeKv kv{4, s.kv_groups(), {}, {}};
+  FakeKv kv{.bs = 4, .groups = s.kv_groups()};
   ASSERT_TRUE(s.Add(Req("old", 3, 16)).ok());  // grows from 1 block to 5
   auto p1 = s.Schedule(in);
   ASSERT_EQ(p1.size(), 1u);
@@ -303,7 +313,7 @@ TEST(SchedulerTest, AnOffloadingSequenceMovesItsBlocksOutInsteadOfBeingPreempted
 }
 
 TEST(SchedulerTest, StaticBatchingBaselineReservesWholeContextsAndWaitsForTheBatch) {
-  SchedulerConfig c{4, 8, 64, 32};  // 32-token contexts: 8 blocks each
+  SchedulerConfig c = Config(4, 8, 64, 32);  // 32-token contexts: 8 blocks each
   c.static_batching = true;
   Scheduler s(c, 20);               // room for two reservations
   for (const char* id : {"a", "b", "c"}) ASSERT_TRUE(s.Add(Req(id, 3, 2)).ok());
@@ -322,7 +332,7 @@ TEST(SchedulerTest, StaticBatchingBaselineReservesWholeContextsAndWaitsForTheBat
 }
 
 TEST(SchedulerTest, HigherPriorityIsAdmittedFirstAndEqualPrioritiesKeepArrivalOrder) {
-  Scheduler s({4, 1, 64, 64}, 100);  // one sequence at a time
+  Scheduler s(Config(4, 1, 64, 64), 100);  // one sequence at a time
   const std::pair<const char*, int> reqs[] = {{"low1", 0}, {"high1", 5}, {"low2", 0}, {"high2", 5}, {"mid", 2}};
   for (auto [id, prio] : reqs) {
     Request r = Req(id, 3, 1);
@@ -374,7 +384,7 @@ StressTotals StressRounds(std::function<std::vector<int32_t>(std::mt19937&)> lay
   for (int round = 0; round < 30; ++round) {
     const int32_t bs = 1 + rng() % 8;
     SCOPED_TRACE(testing::Message() << "round " << round << " (seed 99)");
-    SchedulerConfig c{bs, 1 + static_cast<int32_t>(rng() % 16), 8 + static_cast<int32_t>(rng() % 64), 128};
+    SchedulerConfig c = Config(bs, 1 + static_cast<int32_t>(rng() % 16), 8 + static_cast<int32_t>(rng() % 64), 128);
     if (layers) {
       const std::vector<int32_t> windows = layers(rng);
       c.kv_groups = KvGroups(static_cast<int32_t>(windows.size()), windows);
@@ -484,7 +494,7 @@ TEST(SchedulerTest, RandomizedStressWithSealedBlocksAndResiduals) {
 // windows could not hold.
 TEST(SchedulerTest, WindowedGroupsHoldOnlyTheirWindow) {
   const int32_t bs = 4, window = 8, prompt = 200;
-  SchedulerConfig c{bs, 4, 16, 512};
+  SchedulerConfig c = Config(bs, 4, 16, 512);
   // Groups of one layer: the global one first (group 0), then the three windowed ones.
   c.kv_groups = KvGroups(4, std::vector<int32_t>{window, window, 0, window});
   ASSERT_EQ(c.kv_groups.num_groups(), 4);
@@ -532,7 +542,7 @@ TEST(SchedulerTest, WindowedGroupsHoldOnlyTheirWindow) {
 // found among the blocks the first request gave back (parked in the prefix cache).
 TEST(SchedulerTest, PrefixHitsNeedOnlyTheWindowInWindowedGroups) {
   const int32_t bs = 4, window = 6;
-  SchedulerConfig c{bs, 4, 64, 512};
+  SchedulerConfig c = Config(bs, 4, 64, 512);
   c.kv_groups = KvGroups(2, std::vector<int32_t>{window, 0});  // group 0 global, group 1 windowed
   Scheduler s(c, 200);
   Request first = Req("a", 41, 1);
