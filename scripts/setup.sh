@@ -4,7 +4,8 @@
 # checksum does not match. On a machine without network (the GPU machine), Debian packages
 # downloaded beforehand into .deps/ are unpacked instead (see docs/gpu-machine.md).
 #
-# Env: KVS_BUILD_DIR (default build), KVS_SKIP_MODEL=1 to skip the model fetch.
+# Env: KVS_BUILD_DIR (default build), KVS_SKIP_MODEL=1 to skip the model fetch, KVS_BUILD_TARGETS
+# (space-separated) to build only those targets (a short device call).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -66,7 +67,7 @@ command -v ninja >/dev/null 2>&1 && GEN=(-G Ninja)
 if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
   cmake -S . -B "$BUILD_DIR" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 "${PREFIX_ARGS[@]}" ${KVS_CMAKE_ARGS:-}
 fi
-cmake --build "$BUILD_DIR" -j "$(nproc)"
+cmake --build "$BUILD_DIR" -j "$(nproc)" ${KVS_BUILD_TARGETS:+--target $KVS_BUILD_TARGETS}
 # Scripts that run the binaries source this (it carries the library path of unpacked packages).
 {
   echo "# written by scripts/setup.sh"

@@ -65,8 +65,93 @@ struct Staged {
 // out[t, row] = x[t] . w[row] for t < tokens (<= kBlockGemmMaxTokens), row < n; split along k
 // (blockIdx.z of gridDim.z, `split_units` units each, a multiple of kChunkUnits) into
 // partials[z][t][row] when there are several splits (SumSplits adds them), else straight to out.
+// cp.async of `bytes` (4 or 16) into shared memory; zeros where !live (src-size 0).
+template <int kBytes>
+__device__ __forceinline__ void CopyAsync(void* smem, const void* gmem, bool live) {
+  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  if constexpr (kBytes == 16) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(live ? 16 : 0));
+  } else {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(gmem), "r"(live ? 4 : 0));
+  }
+}
+__device__ __forceinline__ void WaitCopies() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+
+// One chunk's loads. The weights are read into registers by Fetch (ReadUnit decodes them there)
+// before the previous chunk's MMAs and written to shared memory by Store after them; the
+// activations (already int8, L2-resident) are copied straight into shared memory by cp.async.
+// So a chunk's loads are in flight while the one before it is multiplied. Addresses are clamped
+// into the matrix and the split, so the loads need no branch; what lies outside is zeros.
 template <GgmlType T, int BM>
-__global__ void __launch_bounds__(kThreads)
+struct ChunkLoads {
+  using Tr = ggml::Traits<T>;
+  static constexpr int kUnitsPerThread = kRows * kChunkUnits / kThreads;
+  static_assert(kUnitsPerThread * kThreads == kRows * kChunkUnits);
+  ggml::Unit unit[kUnitsPerThread];
+  bool live[kUnitsPerThread];
+
+  __device__ void Fetch(const uint8_t* __restrict__ w, int64_t row_bytes, int n, int u_end, int row0, int c0, int tid) {
+#pragma unroll
+    for (int j = 0; j < kUnitsPerThread; ++j) {
+      // Consecutive threads on consecutive units of a row.
+      const int i = tid + j * kThreads, row = row0 + i / kChunkUnits, u = c0 + i % kChunkUnits;
+      live[j] = row < n && u < u_end;
+      const int rc = min(row, n - 1), uc = min(u, u_end - 1);
+      unit[j] = ggml::ReadUnit<T>(w + static_cast<int64_t>(rc) * row_bytes + (uc / Tr::kUnits) * Tr::kBlockBytes,
+                                  uc % Tr::kUnits);
+    }
+  }
+
+  __device__ void Store(Staged<BM>& sm, int tid) const {
+#pragma unroll
+    for (int j = 0; j < kUnitsPerThread; ++j) {
+      const int i = tid + j * kThreads, r = i / kChunkUnits, uu = i % kChunkUnits;
+      uint4* dst = reinterpret_cast<uint4*>(&sm.wq[r][uu * 32]);
+      const ggml::Unit& un = unit[j];
+      dst[0] = live[j] ? make_uint4(un.q[0], un.q[1], un.q[2], un.q[3]) : make_uint4(0, 0, 0, 0);
+      dst[1] = live[j] ? make_uint4(un.q[4], un.q[5], un.q[6], un.q[7]) : make_uint4(0, 0, 0, 0);
+      sm.ws[r][2 * uu] = live[j] ? un.scale[0] : 0.0f;
+      sm.ws[r][2 * uu + 1] = live[j] ? un.scale[1] : 0.0f;
+      sm.wm[r][2 * uu] = live[j] ? un.min[0] : 0.0f;
+      sm.wm[r][2 * uu + 1] = live[j] ? un.min[1] : 0.0f;
+    }
+  }
+
+  // The tokens' codes (16 bytes at a time), scales and sums for the chunk at c0; WaitCopies()
+  // before reading them.
+  static __device__ void CopyActivations(Staged<BM>& sm, const QuantizedActivations& a, int units, int u_end,
+                                         int tokens, int tok0, int c0, int tid) {
+    for (int i = tid; i < BM * (kChunkBytes / 16); i += kThreads) {
+      const int tk = i / (kChunkBytes / 16), p = i % (kChunkBytes / 16), tok = tok0 + tk;
+      const int64_t tc = min(tok, tokens - 1), uc = min(c0 + p / 2, u_end - 1);
+      CopyAsync<16>(&sm.xq[tk][p * 16], a.q + (tc * units + uc) * 32 + (p % 2) * 16,
+                    tok < tokens && c0 + p / 2 < u_end);
+    }
+    for (int i = tid; i < BM * kChunkUnits; i += kThreads) {
+      const int tk = i / kChunkUnits, uu = i % kChunkUnits, tok = tok0 + tk;
+      const bool live = tok < tokens && c0 + uu < u_end;
+      const int64_t at = min(tok, tokens - 1) * static_cast<int64_t>(units) + min(c0 + uu, u_end - 1);
+      CopyAsync<4>(&sm.xd[tk][uu], a.d + at, live);
+      CopyAsync<4>(&sm.xs[tk][2 * uu], a.sum16 + 2 * at, live);
+      CopyAsync<4>(&sm.xs[tk][2 * uu + 1], a.sum16 + 2 * at + 1, live);
+    }
+  }
+};
+
+// Shared-memory stages: two where they fit the static 48 KiB (32 tokens a block), so a chunk is
+// stored while the previous one may still be read and one barrier a chunk suffices; else one.
+template <int BM>
+constexpr int kStages = 2 * sizeof(Staged<BM>) <= 48 * 1024 ? 2 : 1;
+// Blocks an SM keeps (registers capped to fit them): 4 at 32 tokens a block (the prefetched units
+// take its registers to 100-140; a cap of 96 for 5 blocks spilled); no cap for 64.
+template <int BM>
+constexpr int kMinBlocks = BM <= 32 ? 4 : 1;
+
+// out[t, row] = x[t] . w[row] for t < tokens (<= kBlockGemmMaxTokens), row < n; split along k
+// (blockIdx.z of gridDim.z, `split_units` units each, a multiple of kChunkUnits) into
+// partials[z][t][row] when there are several splits (SumSplits adds them), else straight to out.
+template <GgmlType T, int BM>
+__global__ void __launch_bounds__(kThreads, kMinBlocks<BM>)
     BlockGemmKernel(const uint8_t* __restrict__ w, int64_t row_bytes, int n, int units, int split_units,
                     QuantizedActivations a, int tokens, void* out, int64_t out_stride, bool f32_out,
                     float* __restrict__ partials) {
@@ -74,7 +159,7 @@ __global__ void __launch_bounds__(kThreads)
   // Q2_K, Q3_K and Q6_K scale every 16 weights on their own: two k16 MMAs a unit, each scaled.
   constexpr bool kPer16 = T == GgmlType::kQ2_K || T == GgmlType::kQ3_K || T == GgmlType::kQ6_K;
   constexpr int kNT = BM / 8;  // n-tiles of 8 tokens
-  __shared__ Staged<BM> sm;
+  __shared__ Staged<BM> stages[kStages<BM>];
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
   const int row0 = blockIdx.x * kRows, tok0 = blockIdx.y * BM;
   const int r_lo = warp * 16 + g, r_hi = r_lo + 8;  // this lane's rows in the block
@@ -84,46 +169,29 @@ __global__ void __launch_bounds__(kThreads)
   for (int nt = 0; nt < kNT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
 
   const int u_begin = blockIdx.z * split_units, u_end = min(units, u_begin + split_units);
+  ChunkLoads<T, BM> loads;
+  loads.Fetch(w, row_bytes, n, u_end, row0, u_begin, tid);
+  if constexpr (kStages<BM> == 2) loads.CopyActivations(stages[0], a, units, u_end, tokens, tok0, u_begin, tid);
+  int stage = 0;
   for (int c0 = u_begin; c0 < u_end; c0 += kChunkUnits) {
-    __syncthreads();  // the previous chunk is consumed
-    // Weights: a thread per (row, unit), consecutive threads on consecutive units of a row.
-    for (int i = tid; i < kRows * kChunkUnits; i += kThreads) {
-      const int r = i / kChunkUnits, uu = i % kChunkUnits, row = row0 + r, u = c0 + uu;
-      uint4* dst = reinterpret_cast<uint4*>(&sm.wq[r][uu * 32]);
-      if (row < n && u < u_end) {
-        const ggml::Unit un = ggml::ReadUnit<T>(
-            w + static_cast<int64_t>(row) * row_bytes + (u / Tr::kUnits) * Tr::kBlockBytes, u % Tr::kUnits);
-        dst[0] = make_uint4(un.q[0], un.q[1], un.q[2], un.q[3]);
-        dst[1] = make_uint4(un.q[4], un.q[5], un.q[6], un.q[7]);
-        sm.ws[r][2 * uu] = un.scale[0];
-        sm.ws[r][2 * uu + 1] = un.scale[1];
-        sm.wm[r][2 * uu] = un.min[0];
-        sm.wm[r][2 * uu + 1] = un.min[1];
-      } else {
-        dst[0] = dst[1] = make_uint4(0, 0, 0, 0);
-        sm.ws[r][2 * uu] = sm.ws[r][2 * uu + 1] = 0.0f;
-        sm.wm[r][2 * uu] = sm.wm[r][2 * uu + 1] = 0.0f;
-      }
+    Staged<BM>& sm = stages[stage];
+    if constexpr (kStages<BM> == 1) {
+      __syncthreads();  // the previous chunk is consumed
+      loads.CopyActivations(sm, a, units, u_end, tokens, tok0, c0, tid);
     }
-    // Activations: 16-byte pieces of the tokens' codes, then their scales and sums.
-    const int chunk_units = min(kChunkUnits, u_end - c0);
-    for (int i = tid; i < BM * (kChunkBytes / 16); i += kThreads) {
-      const int tk = i / (kChunkBytes / 16), piece = i % (kChunkBytes / 16), tok = tok0 + tk;
-      int4 v = make_int4(0, 0, 0, 0);
-      if (tok < tokens && piece * 16 < chunk_units * 32) {
-        v = __ldg(reinterpret_cast<const int4*>(a.q + (static_cast<int64_t>(tok) * units + c0) * 32) + piece);
-      }
-      *reinterpret_cast<int4*>(&sm.xq[tk][piece * 16]) = v;
-    }
-    for (int i = tid; i < BM * kChunkUnits; i += kThreads) {
-      const int tk = i / kChunkUnits, uu = i % kChunkUnits, tok = tok0 + tk;
-      const bool live = tok < tokens && uu < chunk_units;
-      const int64_t at = static_cast<int64_t>(tok) * units + c0 + uu;
-      sm.xd[tk][uu] = live ? __ldg(a.d + at) : 0.0f;
-      sm.xs[tk][2 * uu] = live ? __ldg(a.sum16 + 2 * at) : 0.0f;
-      sm.xs[tk][2 * uu + 1] = live ? __ldg(a.sum16 + 2 * at + 1) : 0.0f;
-    }
+    loads.Store(sm, tid);
+    WaitCopies();
     __syncthreads();
+    // The next chunk's loads: its weights into registers (past the split's end: clamped, never
+    // stored), its activations into the other stage, whose last reader (the chunk before this
+    // one) every thread has finished at the barrier above.
+    loads.Fetch(w, row_bytes, n, u_end, row0, c0 + kChunkUnits, tid);
+    if constexpr (kStages<BM> == 2) {
+      if (c0 + kChunkUnits < u_end) {
+        loads.CopyActivations(stages[stage ^ 1], a, units, u_end, tokens, tok0, c0 + kChunkUnits, tid);
+      }
+    }
+    stage = (stage + 1) % kStages<BM>;
 
 #pragma unroll
     for (int uu = 0; uu < kChunkUnits; ++uu) {

@@ -67,7 +67,11 @@ TEST_P(CapacityPlanModelTest, TheLongestSequenceThatFitsIsWhatTheSchedulerAdmits
   } else {
     EXPECT_GT(longest, 2 * global.max_tokens());  // the windowed groups hold only their window
   }
-  SchedulerConfig sc{16, 4, resolved->scheduler.max_tokens_per_step, static_cast<int32_t>(longest) + 64};
+  SchedulerConfig sc;
+  sc.block_size = 16;
+  sc.max_seqs = 4;
+  sc.max_tokens_per_step = resolved->scheduler.max_tokens_per_step;
+  sc.max_model_len = static_cast<int32_t>(longest) + 64;
   sc.kv_groups = KvGroups(mc.num_layers, mc.layer_windows);
   Scheduler s(sc, plan.blocks);
   Request fits{"fits", std::vector<int32_t>(longest - 1, 5), {}};
