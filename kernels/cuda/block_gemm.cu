@@ -62,9 +62,6 @@ struct Staged {
   float xs[BM][2 * kChunkUnits];                     // activation scale x sum of codes, per 16
 };
 
-// out[t, row] = x[t] . w[row] for t < tokens (<= kBlockGemmMaxTokens), row < n; split along k
-// (blockIdx.z of gridDim.z, `split_units` units each, a multiple of kChunkUnits) into
-// partials[z][t][row] when there are several splits (SumSplits adds them), else straight to out.
 // cp.async of `bytes` (4 or 16) into shared memory; zeros where !live (src-size 0).
 template <int kBytes>
 __device__ __forceinline__ void CopyAsync(void* smem, const void* gmem, bool live) {
