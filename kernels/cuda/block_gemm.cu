@@ -62,6 +62,153 @@ struct Staged {
   float xs[BM][2 * kChunkUnits];                     // activation scale x sum of codes, per 16
 };
 
+// One chunk's MMAs: this lane's rows r_lo / r_hi (16 a warp) x BM tokens, added to acc.
+template <GgmlType T, int BM>
+__device__ __forceinline__ void MultiplyChunk(const Staged<BM>& sm, float (&acc)[BM / 8][4], int r_lo, int r_hi, int g,
+                                              int t4) {
+  using Tr = ggml::Traits<T>;
+  // Q2_K, Q3_K and Q6_K scale every 16 weights on their own: two k16 MMAs a unit, each scaled.
+  constexpr bool kPer16 = T == GgmlType::kQ2_K || T == GgmlType::kQ3_K || T == GgmlType::kQ6_K;
+  constexpr int kNT = BM / 8;  // n-tiles of 8 tokens
+#pragma unroll
+  for (int uu = 0; uu < kChunkUnits; ++uu) {
+    // This lane's A fragments: rows r_lo / r_hi, k 4t.. and 16 + 4t.. of the unit.
+    uint32_t af[4];
+    af[0] = *reinterpret_cast<const uint32_t*>(&sm.wq[r_lo][uu * 32 + 4 * t4]);
+    af[1] = *reinterpret_cast<const uint32_t*>(&sm.wq[r_hi][uu * 32 + 4 * t4]);
+    af[2] = *reinterpret_cast<const uint32_t*>(&sm.wq[r_lo][uu * 32 + 16 + 4 * t4]);
+    af[3] = *reinterpret_cast<const uint32_t*>(&sm.wq[r_hi][uu * 32 + 16 + 4 * t4]);
+    const float s_lo0 = sm.ws[r_lo][2 * uu], s_lo1 = sm.ws[r_lo][2 * uu + 1];
+    const float s_hi0 = sm.ws[r_hi][2 * uu], s_hi1 = sm.ws[r_hi][2 * uu + 1];
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+      const int tk = nt * 8 + g;  // B's column: this lane loads token tk's codes
+      const uint32_t b0 = *reinterpret_cast<const uint32_t*>(&sm.xq[tk][uu * 32 + 4 * t4]);
+      const uint32_t b1 = *reinterpret_cast<const uint32_t*>(&sm.xq[tk][uu * 32 + 16 + 4 * t4]);
+      // C's columns: tokens nt * 8 + 2t and + 1.
+      const int ta = nt * 8 + 2 * t4, tb = ta + 1;
+      const float da = sm.xd[ta][uu], db = sm.xd[tb][uu];
+      if constexpr (kPer16) {
+        int c[4] = {0, 0, 0, 0}, e[4] = {0, 0, 0, 0};
+        MmaS8K16(c, af[0], af[1], b0);
+        MmaS8K16(e, af[2], af[3], b1);
+        acc[nt][0] += da * (s_lo0 * static_cast<float>(c[0]) + s_lo1 * static_cast<float>(e[0]));
+        acc[nt][1] += db * (s_lo0 * static_cast<float>(c[1]) + s_lo1 * static_cast<float>(e[1]));
+        acc[nt][2] += da * (s_hi0 * static_cast<float>(c[2]) + s_hi1 * static_cast<float>(e[2]));
+        acc[nt][3] += db * (s_hi0 * static_cast<float>(c[3]) + s_hi1 * static_cast<float>(e[3]));
+      } else {  // one scale for the unit's 32 weights
+        int c[4] = {0, 0, 0, 0};
+        MmaS8K32(c, af, b0, b1);
+        acc[nt][0] += da * s_lo0 * static_cast<float>(c[0]);
+        acc[nt][1] += db * s_lo0 * static_cast<float>(c[1]);
+        acc[nt][2] += da * s_hi0 * static_cast<float>(c[2]);
+        acc[nt][3] += db * s_hi0 * static_cast<float>(c[3]);
+      }
+      if constexpr (Tr::kHasMin) {  // sum_e min x_e = min (d sum q), per 16
+        const float m_lo0 = sm.wm[r_lo][2 * uu], m_lo1 = sm.wm[r_lo][2 * uu + 1];
+        const float m_hi0 = sm.wm[r_hi][2 * uu], m_hi1 = sm.wm[r_hi][2 * uu + 1];
+        const float xa0 = sm.xs[ta][2 * uu], xa1 = sm.xs[ta][2 * uu + 1];
+        const float xb0 = sm.xs[tb][2 * uu], xb1 = sm.xs[tb][2 * uu + 1];
+        acc[nt][0] += m_lo0 * xa0 + m_lo1 * xa1;
+        acc[nt][1] += m_lo0 * xb0 + m_lo1 * xb1;
+        acc[nt][2] += m_hi0 * xa0 + m_hi1 * xa1;
+        acc[nt][3] += m_hi0 * xb0 + m_hi1 * xb1;
+      }
+    }
+  }
+}
+
+// The block's sums: to partials[z] when split, else to out (bf16 or f32).
+template <int BM>
+__device__ __forceinline__ void StoreOutputs(const float (&acc)[BM / 8][4], int row0, int tok0, int r_lo, int r_hi,
+                                             int t4, int n, int tokens, void* out, int64_t out_stride, bool f32_out,
+                                             float* __restrict__ partials) {
+  constexpr int kNT = BM / 8;
+  // out[token][row]: this lane's rows r_lo / r_hi, tokens nt * 8 + 2t (+ 1).
+#pragma unroll
+  for (int nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int row = row0 + (e < 2 ? r_lo : r_hi), tok = tok0 + nt * 8 + 2 * t4 + (e & 1);
+      if (row >= n || tok >= tokens) continue;
+      if (partials != nullptr) {
+        partials[(static_cast<int64_t>(blockIdx.z) * tokens + tok) * n + row] = acc[nt][e];
+      } else if (f32_out) {
+        static_cast<float*>(out)[static_cast<int64_t>(tok) * out_stride + row] = acc[nt][e];
+      } else {
+        static_cast<__nv_bfloat16*>(out)[static_cast<int64_t>(tok) * out_stride + row] =
+            __float2bfloat16_rn(acc[nt][e]);
+      }
+    }
+  }
+}
+
+// out[t, row] = x[t] . w[row] for t < tokens (<= kBlockGemmMaxTokens), row < n; split along k
+// (blockIdx.z of gridDim.z, `split_units` units each, a multiple of kChunkUnits) into
+// partials[z][t][row] when there are several splits (SumSplits adds them), else straight to out.
+template <GgmlType T, int BM>
+__global__ void __launch_bounds__(kThreads)
+    BlockGemmKernel(const uint8_t* __restrict__ w, int64_t row_bytes, int n, int units, int split_units,
+                    QuantizedActivations a, int tokens, void* out, int64_t out_stride, bool f32_out,
+                    float* __restrict__ partials) {
+  using Tr = ggml::Traits<T>;
+  constexpr int kNT = BM / 8;  // n-tiles of 8 tokens
+  __shared__ Staged<BM> sm;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
+  const int row0 = blockIdx.x * kRows, tok0 = blockIdx.y * BM;
+  const int r_lo = warp * 16 + g, r_hi = r_lo + 8;  // this lane's rows in the block
+
+  float acc[kNT][4];
+#pragma unroll
+  for (int nt = 0; nt < kNT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+
+  const int u_begin = blockIdx.z * split_units, u_end = min(units, u_begin + split_units);
+  for (int c0 = u_begin; c0 < u_end; c0 += kChunkUnits) {
+    __syncthreads();  // the previous chunk is consumed
+    // Weights: a thread per (row, unit), consecutive threads on consecutive units of a row.
+    for (int i = tid; i < kRows * kChunkUnits; i += kThreads) {
+      const int r = i / kChunkUnits, uu = i % kChunkUnits, row = row0 + r, u = c0 + uu;
+      uint4* dst = reinterpret_cast<uint4*>(&sm.wq[r][uu * 32]);
+      if (row < n && u < u_end) {
+        const ggml::Unit un = ggml::ReadUnit<T>(
+            w + static_cast<int64_t>(row) * row_bytes + (u / Tr::kUnits) * Tr::kBlockBytes, u % Tr::kUnits);
+        dst[0] = make_uint4(un.q[0], un.q[1], un.q[2], un.q[3]);
+        dst[1] = make_uint4(un.q[4], un.q[5], un.q[6], un.q[7]);
+        sm.ws[r][2 * uu] = un.scale[0];
+        sm.ws[r][2 * uu + 1] = un.scale[1];
+        sm.wm[r][2 * uu] = un.min[0];
+        sm.wm[r][2 * uu + 1] = un.min[1];
+      } else {
+        dst[0] = dst[1] = make_uint4(0, 0, 0, 0);
+        sm.ws[r][2 * uu] = sm.ws[r][2 * uu + 1] = 0.0f;
+        sm.wm[r][2 * uu] = sm.wm[r][2 * uu + 1] = 0.0f;
+      }
+    }
+    // Activations: 16-byte pieces of the tokens' codes, then their scales and sums.
+    const int chunk_units = min(kChunkUnits, u_end - c0);
+    for (int i = tid; i < BM * (kChunkBytes / 16); i += kThreads) {
+      const int tk = i / (kChunkBytes / 16), piece = i % (kChunkBytes / 16), tok = tok0 + tk;
+      int4 v = make_int4(0, 0, 0, 0);
+      if (tok < tokens && piece * 16 < chunk_units * 32) {
+        v = __ldg(reinterpret_cast<const int4*>(a.q + (static_cast<int64_t>(tok) * units + c0) * 32) + piece);
+      }
+      *reinterpret_cast<int4*>(&sm.xq[tk][piece * 16]) = v;
+    }
+    for (int i = tid; i < BM * kChunkUnits; i += kThreads) {
+      const int tk = i / kChunkUnits, uu = i % kChunkUnits, tok = tok0 + tk;
+      const bool live = tok < tokens && uu < chunk_units;
+      const int64_t at = static_cast<int64_t>(tok) * units + c0 + uu;
+      sm.xd[tk][uu] = live ? __ldg(a.d + at) : 0.0f;
+      sm.xs[tk][2 * uu] = live ? __ldg(a.sum16 + 2 * at) : 0.0f;
+      sm.xs[tk][2 * uu + 1] = live ? __ldg(a.sum16 + 2 * at + 1) : 0.0f;
+    }
+    __syncthreads();
+
+    MultiplyChunk<T, BM>(sm, acc, r_lo, r_hi, g, t4);
+  }
+  StoreOutputs<BM>(acc, row0, tok0, r_lo, r_hi, t4, n, tokens, out, out_stride, f32_out, partials);
+}
+
 // cp.async of `bytes` (4 or 16) into shared memory; zeros where !live (src-size 0).
 template <int kBytes>
 __device__ __forceinline__ void CopyAsync(void* smem, const void* gmem, bool live) {
@@ -135,28 +282,21 @@ struct ChunkLoads {
   }
 };
 
-// Shared-memory stages: two where they fit the static 48 KiB (32 tokens a block), so a chunk is
-// stored while the previous one may still be read and one barrier a chunk suffices; else one.
-template <int BM>
-constexpr int kStages = 2 * sizeof(Staged<BM>) <= 48 * 1024 ? 2 : 1;
-// Blocks an SM keeps (registers capped to fit them): 4 at 32 tokens a block (the prefetched units
-// take its registers to 100-140; a cap of 96 for 5 blocks spilled); no cap for 64.
-template <int BM>
-constexpr int kMinBlocks = BM <= 32 ? 4 : 1;
-
-// out[t, row] = x[t] . w[row] for t < tokens (<= kBlockGemmMaxTokens), row < n; split along k
-// (blockIdx.z of gridDim.z, `split_units` units each, a multiple of kChunkUnits) into
-// partials[z][t][row] when there are several splits (SumSplits adds them), else straight to out.
-template <GgmlType T, int BM>
-__global__ void __launch_bounds__(kThreads, kMinBlocks<BM>)
-    BlockGemmKernel(const uint8_t* __restrict__ w, int64_t row_bytes, int n, int units, int split_units,
-                    QuantizedActivations a, int tokens, void* out, int64_t out_stride, bool f32_out,
-                    float* __restrict__ partials) {
-  using Tr = ggml::Traits<T>;
-  // Q2_K, Q3_K and Q6_K scale every 16 weights on their own: two k16 MMAs a unit, each scaled.
-  constexpr bool kPer16 = T == GgmlType::kQ2_K || T == GgmlType::kQ3_K || T == GgmlType::kQ6_K;
-  constexpr int kNT = BM / 8;  // n-tiles of 8 tokens
-  __shared__ Staged<BM> stages[kStages<BM>];
+// BlockGemmKernel's contract at 32 tokens a block, the next chunk's loads in flight while this one
+// is multiplied (ChunkLoads): two shared-memory stages, so one barrier a chunk suffices (a stage
+// is written while the other may still be read). Registers capped for 4 blocks an SM (the
+// prefetched units take them to 100-140; a cap of 96 for 5 spilled). Written on 2026-12-05 after
+// the session's last device call: opt-in (KVS_BLOCK_GEMM_PIPELINE=on) until it has run against
+// block_linear_test and been timed beside BlockGemmKernel on a GPU.
+constexpr int kPipelinedTokens = 32;
+template <GgmlType T>
+__global__ void __launch_bounds__(kThreads, 4)
+    PipelinedBlockGemmKernel(const uint8_t* __restrict__ w, int64_t row_bytes, int n, int units, int split_units,
+                             QuantizedActivations a, int tokens, void* out, int64_t out_stride, bool f32_out,
+                             float* __restrict__ partials) {
+  constexpr int BM = kPipelinedTokens, kNT = BM / 8;
+  static_assert(2 * sizeof(Staged<BM>) <= 48 * 1024, "two stages in static shared memory");
+  __shared__ Staged<BM> stages[2];
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
   const int row0 = blockIdx.x * kRows, tok0 = blockIdx.y * BM;
   const int r_lo = warp * 16 + g, r_hi = r_lo + 8;  // this lane's rows in the block
@@ -168,14 +308,10 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<BM>)
   const int u_begin = blockIdx.z * split_units, u_end = min(units, u_begin + split_units);
   ChunkLoads<T, BM> loads;
   loads.Fetch(w, row_bytes, n, u_end, row0, u_begin, tid);
-  if constexpr (kStages<BM> == 2) loads.CopyActivations(stages[0], a, units, u_end, tokens, tok0, u_begin, tid);
+  loads.CopyActivations(stages[0], a, units, u_end, tokens, tok0, u_begin, tid);
   int stage = 0;
-  for (int c0 = u_begin; c0 < u_end; c0 += kChunkUnits) {
+  for (int c0 = u_begin; c0 < u_end; c0 += kChunkUnits, stage ^= 1) {
     Staged<BM>& sm = stages[stage];
-    if constexpr (kStages<BM> == 1) {
-      __syncthreads();  // the previous chunk is consumed
-      loads.CopyActivations(sm, a, units, u_end, tokens, tok0, c0, tid);
-    }
     loads.Store(sm, tid);
     WaitCopies();
     __syncthreads();
@@ -183,78 +319,12 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<BM>)
     // stored), its activations into the other stage, whose last reader (the chunk before this
     // one) every thread has finished at the barrier above.
     loads.Fetch(w, row_bytes, n, u_end, row0, c0 + kChunkUnits, tid);
-    if constexpr (kStages<BM> == 2) {
-      if (c0 + kChunkUnits < u_end) {
-        loads.CopyActivations(stages[stage ^ 1], a, units, u_end, tokens, tok0, c0 + kChunkUnits, tid);
-      }
+    if (c0 + kChunkUnits < u_end) {
+      loads.CopyActivations(stages[stage ^ 1], a, units, u_end, tokens, tok0, c0 + kChunkUnits, tid);
     }
-    stage = (stage + 1) % kStages<BM>;
-
-#pragma unroll
-    for (int uu = 0; uu < kChunkUnits; ++uu) {
-      // This lane's A fragments: rows r_lo / r_hi, k 4t.. and 16 + 4t.. of the unit.
-      uint32_t af[4];
-      af[0] = *reinterpret_cast<const uint32_t*>(&sm.wq[r_lo][uu * 32 + 4 * t4]);
-      af[1] = *reinterpret_cast<const uint32_t*>(&sm.wq[r_hi][uu * 32 + 4 * t4]);
-      af[2] = *reinterpret_cast<const uint32_t*>(&sm.wq[r_lo][uu * 32 + 16 + 4 * t4]);
-      af[3] = *reinterpret_cast<const uint32_t*>(&sm.wq[r_hi][uu * 32 + 16 + 4 * t4]);
-      const float s_lo0 = sm.ws[r_lo][2 * uu], s_lo1 = sm.ws[r_lo][2 * uu + 1];
-      const float s_hi0 = sm.ws[r_hi][2 * uu], s_hi1 = sm.ws[r_hi][2 * uu + 1];
-#pragma unroll
-      for (int nt = 0; nt < kNT; ++nt) {
-        const int tk = nt * 8 + g;  // B's column: this lane loads token tk's codes
-        const uint32_t b0 = *reinterpret_cast<const uint32_t*>(&sm.xq[tk][uu * 32 + 4 * t4]);
-        const uint32_t b1 = *reinterpret_cast<const uint32_t*>(&sm.xq[tk][uu * 32 + 16 + 4 * t4]);
-        // C's columns: tokens nt * 8 + 2t and + 1.
-        const int ta = nt * 8 + 2 * t4, tb = ta + 1;
-        const float da = sm.xd[ta][uu], db = sm.xd[tb][uu];
-        if constexpr (kPer16) {
-          int c[4] = {0, 0, 0, 0}, e[4] = {0, 0, 0, 0};
-          MmaS8K16(c, af[0], af[1], b0);
-          MmaS8K16(e, af[2], af[3], b1);
-          acc[nt][0] += da * (s_lo0 * static_cast<float>(c[0]) + s_lo1 * static_cast<float>(e[0]));
-          acc[nt][1] += db * (s_lo0 * static_cast<float>(c[1]) + s_lo1 * static_cast<float>(e[1]));
-          acc[nt][2] += da * (s_hi0 * static_cast<float>(c[2]) + s_hi1 * static_cast<float>(e[2]));
-          acc[nt][3] += db * (s_hi0 * static_cast<float>(c[3]) + s_hi1 * static_cast<float>(e[3]));
-        } else {  // one scale for the unit's 32 weights
-          int c[4] = {0, 0, 0, 0};
-          MmaS8K32(c, af, b0, b1);
-          acc[nt][0] += da * s_lo0 * static_cast<float>(c[0]);
-          acc[nt][1] += db * s_lo0 * static_cast<float>(c[1]);
-          acc[nt][2] += da * s_hi0 * static_cast<float>(c[2]);
-          acc[nt][3] += db * s_hi0 * static_cast<float>(c[3]);
-        }
-        if constexpr (Tr::kHasMin) {  // sum_e min x_e = min (d sum q), per 16
-          const float m_lo0 = sm.wm[r_lo][2 * uu], m_lo1 = sm.wm[r_lo][2 * uu + 1];
-          const float m_hi0 = sm.wm[r_hi][2 * uu], m_hi1 = sm.wm[r_hi][2 * uu + 1];
-          const float xa0 = sm.xs[ta][2 * uu], xa1 = sm.xs[ta][2 * uu + 1];
-          const float xb0 = sm.xs[tb][2 * uu], xb1 = sm.xs[tb][2 * uu + 1];
-          acc[nt][0] += m_lo0 * xa0 + m_lo1 * xa1;
-          acc[nt][1] += m_lo0 * xb0 + m_lo1 * xb1;
-          acc[nt][2] += m_hi0 * xa0 + m_hi1 * xa1;
-          acc[nt][3] += m_hi0 * xb0 + m_hi1 * xb1;
-        }
-      }
-    }
+    MultiplyChunk<T, BM>(sm, acc, r_lo, r_hi, g, t4);
   }
-
-  // out[token][row]: this lane's rows r_lo / r_hi, tokens nt * 8 + 2t (+ 1).
-#pragma unroll
-  for (int nt = 0; nt < kNT; ++nt) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int row = row0 + (e < 2 ? r_lo : r_hi), tok = tok0 + nt * 8 + 2 * t4 + (e & 1);
-      if (row >= n || tok >= tokens) continue;
-      if (partials != nullptr) {
-        partials[(static_cast<int64_t>(blockIdx.z) * tokens + tok) * n + row] = acc[nt][e];
-      } else if (f32_out) {
-        static_cast<float*>(out)[static_cast<int64_t>(tok) * out_stride + row] = acc[nt][e];
-      } else {
-        static_cast<__nv_bfloat16*>(out)[static_cast<int64_t>(tok) * out_stride + row] =
-            __float2bfloat16_rn(acc[nt][e]);
-      }
-    }
-  }
+  StoreOutputs<BM>(acc, row0, tok0, r_lo, r_hi, t4, n, tokens, out, out_stride, f32_out, partials);
 }
 
 // out[t, row] = the sum of the splits' partials, in split order (the same sums on every run).
@@ -286,6 +356,12 @@ int Splits(int resident, int64_t base_blocks, int chunks, int64_t row_bytes, int
   return static_cast<int>(std::max<int64_t>(s, 1));
 }
 
+// KVS_BLOCK_GEMM=bf16-tiles or int8-mma: the two alternatives to kAuto, one environment variable.
+KernelChoice g_bf16_tiles("KVS_BLOCK_GEMM", "bf16-tiles");
+KernelChoice g_int8_mma("KVS_BLOCK_GEMM", "int8-mma");
+// KVS_BLOCK_GEMM_PIPELINE=on: PipelinedBlockGemmKernel at 32 tokens a block.
+KernelChoice g_pipelined("KVS_BLOCK_GEMM_PIPELINE", "on");
+
 template <GgmlType T>
 struct GemmLaunch {
   static cudaError_t Run(const uint8_t* w, int64_t row_bytes, int n, int units, const QuantizedActivations& a,
@@ -303,17 +379,21 @@ struct GemmLaunch {
                             int tokens, void* out, int64_t out_stride, bool f32_out, float* scratch,
                             int64_t scratch_floats, cudaStream_t stream) {
     static_assert(sizeof(Staged<BM>) <= 48 * 1024, "static shared memory");
+    const bool pipelined = BM == kPipelinedTokens && g_pipelined.Alternative();
+    const auto kernel = pipelined ? PipelinedBlockGemmKernel<T> : BlockGemmKernel<T, BM>;
     const int row_tiles = (n + kRows - 1) / kRows, token_tiles = (tokens + BM - 1) / BM;
     const int chunks = (units + kChunkUnits - 1) / kChunkUnits;
+    // ResidentBlocks asks once per kernel: each of the two kernels its own answer.
+    const int resident = pipelined ? gemv::ResidentBlocks(PipelinedBlockGemmKernel<T>, kThreads)
+                                   : gemv::ResidentBlocks(BlockGemmKernel<T, BM>, kThreads);
     const int splits = scratch == nullptr ? 1
-                                          : Splits(gemv::ResidentBlocks(BlockGemmKernel<T, BM>, kThreads),
-                                                   static_cast<int64_t>(row_tiles) * token_tiles, chunks, row_bytes,
-                                                   tokens, n, scratch_floats);
+                                          : Splits(resident, static_cast<int64_t>(row_tiles) * token_tiles, chunks,
+                                                   row_bytes, tokens, n, scratch_floats);
     const int split_units = (chunks + splits - 1) / splits * kChunkUnits;
     const int used = (units + split_units - 1) / split_units;  // splits that hold units
     const dim3 grid(row_tiles, token_tiles, used);
-    BlockGemmKernel<T, BM><<<grid, kThreads, 0, stream>>>(w, row_bytes, n, units, split_units, a, tokens, out,
-                                                          out_stride, f32_out, used > 1 ? scratch : nullptr);
+    kernel<<<grid, kThreads, 0, stream>>>(w, row_bytes, n, units, split_units, a, tokens, out, out_stride, f32_out,
+                                          used > 1 ? scratch : nullptr);
     if (used > 1) {
       const int64_t total = static_cast<int64_t>(tokens) * n;
       SumSplitsKernel<<<static_cast<unsigned>((total + 255) / 256), 256, 0, stream>>>(scratch, used, n, tokens, out,
@@ -323,16 +403,14 @@ struct GemmLaunch {
   }
 };
 
-// KVS_BLOCK_GEMM=bf16-tiles or int8-mma: the two alternatives to kAuto, one environment variable.
-KernelChoice g_bf16_tiles("KVS_BLOCK_GEMM", "bf16-tiles");
-KernelChoice g_int8_mma("KVS_BLOCK_GEMM", "int8-mma");
-
 }  // namespace
 
 void SetBlockGemmPath(BlockGemmPath path) {
   g_bf16_tiles.Set(path == BlockGemmPath::kBf16Tiles);
   g_int8_mma.Set(path == BlockGemmPath::kInt8TensorCores);
 }
+
+void SetBlockGemmPipelined(bool on) { g_pipelined.Set(on); }
 
 bool UseBlockGemm(int64_t tokens) {
   if (g_int8_mma.Alternative()) return tokens <= kBlockGemmMaxTokens;

@@ -137,7 +137,11 @@ inline constexpr int64_t kBlockGemmAutoMaxTokens = 32;
 enum class BlockGemmPath { kAuto, kBf16Tiles, kInt8TensorCores };
 void SetBlockGemmPath(BlockGemmPath path);
 bool UseBlockGemm(int64_t tokens);  // GGML types, `tokens` past the GEMV's: through the block GEMM
-bool UseF8TensorCores();            // F8_E4M3 through cuBLASLt's FP8 GEMM
+// The block GEMM at 9-32 tokens with the next chunk's loads in flight during this one's MMAs
+// (block_gemm.cu's PipelinedBlockGemmKernel; KVS_BLOCK_GEMM_PIPELINE=on). Off until it has run on
+// a GPU. Process-wide.
+void SetBlockGemmPipelined(bool on);
+bool UseF8TensorCores();  // F8_E4M3 through cuBLASLt's FP8 GEMM
 
 // kvshard's F8_E4M3 blocks (f8_linear.cu). In device memory the CUDA backend keeps them as split
 // rows (LaunchF8ArrangeRows, once at load: each row's k codes, then its k / 128 f32 scales, in the

@@ -57,7 +57,10 @@ class BlockLinearTest : public testing::GpuFixture<> {
     return out;
   }
   static float Bf16(float v) { return Bf16BitsToFloat(FloatToBf16Bits(v)); }
-  void TearDown() override { cuda::SetBlockGemmPath(cuda::BlockGemmPath::kAuto); }
+  void TearDown() override {
+    cuda::SetBlockGemmPath(cuda::BlockGemmPath::kAuto);
+    cuda::SetBlockGemmPipelined(false);
+  }
   // The most that rounding x to E4M3 per 128 columns (scale = max |x| / 448) moves x . w.
   static double F8ActivationRounding(const float* x, const float* w, int64_t k) {
     double bound = 0;
@@ -107,11 +110,17 @@ TEST_F(BlockLinearTest, EveryTypeMatchesTheDecodedWeightsWithinItsRounding) {
                       : std::vector<std::pair<int64_t, int64_t>>{{1, 37},   {2, 37},   {3, 37},   {5, 37},    {8, 37},
                                                                  {9, 37},   {21, 37},  {12, 36},  {33, 4096}, {70, 100},
                                                                  {200, 36}, {64, 512}, {1, wide}, {6, wide}};
-      for (const cuda::BlockGemmPath path :
-           {cuda::BlockGemmPath::kAuto, cuda::BlockGemmPath::kBf16Tiles, cuda::BlockGemmPath::kInt8TensorCores})
+      // The block GEMM twice: as it is, and with the next chunk's loads in flight (9-32 tokens).
+      const std::vector<std::pair<cuda::BlockGemmPath, bool>> paths = {{cuda::BlockGemmPath::kAuto, false},
+                                                                       {cuda::BlockGemmPath::kBf16Tiles, false},
+                                                                       {cuda::BlockGemmPath::kInt8TensorCores, false},
+                                                                       {cuda::BlockGemmPath::kInt8TensorCores, true}};
+      for (const auto& [path, pipelined] : paths)
         for (auto [tokens, n] : shapes) {
           if (path != cuda::BlockGemmPath::kAuto && tokens <= 8) continue;  // the GEMV either way
+          if (pipelined && (tokens > 32 || type == GgmlType::kF8_E4M3)) continue;
           cuda::SetBlockGemmPath(path);
+          cuda::SetBlockGemmPipelined(pipelined);
           // FP8 tensor cores where cuBLASLt has an algorithm (else the tiles: within this bound too).
           const bool f8_cores =
               type == GgmlType::kF8_E4M3 && path != cuda::BlockGemmPath::kBf16Tiles && tokens > 8 && n % 4 == 0;
@@ -119,7 +128,10 @@ TEST_F(BlockLinearTest, EveryTypeMatchesTheDecodedWeightsWithinItsRounding) {
               type != GgmlType::kF8_E4M3 && tokens > cuda::kBlockGemvMaxTokens &&
               ((path == cuda::BlockGemmPath::kInt8TensorCores && tokens <= cuda::kBlockGemmMaxTokens) ||
                (path == cuda::BlockGemmPath::kAuto && tokens <= cuda::kBlockGemmAutoMaxTokens));
-          SCOPED_TRACE(f8_cores ? "FP8 tensor cores" : block_gemm ? "block GEMM" : tokens > 8 ? "bf16 tiles" : "GEMV");
+          SCOPED_TRACE(f8_cores     ? "FP8 tensor cores"
+                       : block_gemm ? (pipelined ? "block GEMM, pipelined" : "block GEMM")
+                       : tokens > 8 ? "bf16 tiles"
+                                    : "GEMV");
           const TensorView wv{gw.data(), DType::kBlocks, n, k, k, type};  // the first n rows
           // Output rows 16-byte aligned (cuBLASLt's FP8 GEMM asks it), with 3 or more poisoned columns.
           const int64_t x_stride = k + 32, out_stride = (n + 3 + 7) / 8 * 8;
