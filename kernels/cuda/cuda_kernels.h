@@ -127,8 +127,8 @@ cudaError_t LaunchBlockGemm(GgmlType type, const void* w, int64_t row_bytes, int
                             QuantizedActivations a, int64_t tokens, void* out, int64_t out_stride, bool f32_out,
                             float* scratch, int64_t scratch_floats, cudaStream_t stream);
 // How Linear multiplies weights in blocks beyond the GEMV's tokens. kAuto: GGML types through the
-// block GEMM up to kBlockGemmAutoMaxTokens, bf16 tiles for cuBLAS beyond (the block GEMM measured
-// 1.4-1.9x faster than the tiles at 32 tokens and 1.4-2.7x slower at 128 on an H200:
+// block GEMM up to kBlockGemmAutoMaxTokens, bf16 tiles for cuBLAS beyond (per layer the block GEMM
+// measured 1.2-1.7x faster than the tiles at 32 tokens and 1.4-2.7x slower at 128 on an H200:
 // docs/performance.md); F8_E4M3 on FP8 tensor cores (f8_gemm.h) where cuBLASLt has an algorithm.
 // kBf16Tiles: everything through the tiles; kInt8TensorCores: GGML types through the block GEMM up
 // to kBlockGemmMaxTokens. KVS_BLOCK_GEMM=bf16-tiles or int8-mma in the environment starts a process
