@@ -24,16 +24,10 @@ for t in Q4_0 Q4_K Q8_0; do
   KVS_BLOCK_GEMM=int8-mma linear "$t, 128 tokens, block GEMM" --model $m --batch 128
   KVS_BLOCK_GEMM=bf16-tiles linear "$t, 128 tokens, bf16 tiles" --model $m --batch 128
 done
-step() {  # label, batch, bench flags
-  local label=$1 n=$2; shift 2
-  echo "## $label, batch $n"
-  timeout 150 $K bench --device cuda --input-len 512 --output-len 128 --num-prompts $n --max-seqs $n "$@" 2>&1 \
-    | grep -E "^\| decode|rror" | head -3
-}
-step "bf16" 32 --model random:llama-3-8b
+gpu_step "bf16" 32 --model random:llama-3-8b
 for t in Q4_0 Q4_K Q8_0; do
-  step "$t block GEMM" 32 --model random:llama-3-8b:$t
-  KVS_BLOCK_GEMM_PIPELINE=on step "$t pipelined" 32 --model random:llama-3-8b:$t
-  KVS_BLOCK_GEMM=bf16-tiles step "$t bf16 tiles" 32 --model random:llama-3-8b:$t
+  gpu_step "$t block GEMM" 32 --model random:llama-3-8b:$t
+  KVS_BLOCK_GEMM_PIPELINE=on gpu_step "$t pipelined" 32 --model random:llama-3-8b:$t
+  KVS_BLOCK_GEMM=bf16-tiles gpu_step "$t bf16 tiles" 32 --model random:llama-3-8b:$t
 done
 echo "total $(( $(date +%s) - start )) s"

@@ -6,6 +6,8 @@
 #                      of the memory-bound kernels
 #   gpu_kernel_durations CSV LABEL  sums Nsight Compute's `--csv --page raw` gpu__time_duration per
 #                      kernel name and prints the costliest
+#   gpu_step LABEL N FLAGS..  a whole run of N requests of 512 in / 128 out (bench's offline mode),
+#                      N at once; prints its decode-step line
 #   gpu_serving_checkpoint DIR  writes (once) a Llama-3-8B-shaped checkpoint with random bf16
 #                      weights and SmolLM2's tokenizer and 49,152-token vocabulary, so that
 #                      `serve` can detokenize
@@ -41,6 +43,13 @@ s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True
 s.record(); [y.copy_(x) for _ in range(20)]; e.record(); torch.cuda.synchronize()
 print(f"| ceiling | device-to-device copy | {2 * x.numel() * 20 / (s.elapsed_time(e) / 1e3) / 1e12:.2f} TB/s |")
 PY
+}
+
+gpu_step() {
+  local label=$1 n=$2; shift 2
+  echo "## $label, batch $n"
+  timeout 150 $K bench --device cuda --input-len 512 --output-len 128 --num-prompts $n --max-seqs $n "$@" 2>&1 \
+    | grep -E "^\| decode|rror" | head -3
 }
 
 gpu_serving_checkpoint() {

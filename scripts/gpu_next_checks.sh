@@ -8,9 +8,5 @@
 bash "$(dirname "$0")/gpu_block_gemm_check.sh"
 source "$(dirname "$0")/gpu_common.sh"
 source "$BUILD/env.sh"
-for t in Q4_K Q4_0; do
-  echo "## $t, batch 128"
-  timeout 150 $K bench --device cuda --model random:llama-3-8b:$t --input-len 512 --output-len 128 --num-prompts 128 \
-    --max-seqs 128 2>&1 | grep -E "^\| (offline|decode)|rror" | head -3
-done
+for t in Q4_K Q4_0; do gpu_step "$t" 128 --model random:llama-3-8b:$t; done
 echo "total $(( $(date +%s) - start )) s"

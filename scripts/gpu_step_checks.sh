@@ -10,15 +10,9 @@ gpu_build
 gpu_tests prefill_attention_test kivi_kv_test gpu_model_test
 grep -E "^prefill .*decoded" "$OUT/prefill_attention_test.log" | awk '{print $2, $(NF-3)}' | sort | uniq -c | head
 gpu_copy_ceiling
-step() {  # label, batch, bench flags
-  local label=$1 n=$2; shift 2
-  echo "## $label, batch $n"
-  timeout 150 $K bench --device cuda --input-len 512 --output-len 128 --num-prompts $n --max-seqs $n "$@" 2>&1 \
-    | grep -E "^\| decode|rror" | head -3
-}
-for t in "" :F8_E4M3 :Q8_0 :Q4_0 :Q4_K; do step "random:llama-3-8b$t" 1 --model random:llama-3-8b$t; done
-step "bf16" 32 --model random:llama-3-8b
-step "bf16, int4 KV" 32 --model random:llama-3-8b --kv-dtype int4
-step "F8_E4M3" 32 --model random:llama-3-8b:F8_E4M3
-step "Q4_K" 32 --model random:llama-3-8b:Q4_K
+for t in "" :F8_E4M3 :Q8_0 :Q4_0 :Q4_K; do gpu_step "random:llama-3-8b$t" 1 --model random:llama-3-8b$t; done
+gpu_step "bf16" 32 --model random:llama-3-8b
+gpu_step "bf16, int4 KV" 32 --model random:llama-3-8b --kv-dtype int4
+gpu_step "F8_E4M3" 32 --model random:llama-3-8b:F8_E4M3
+gpu_step "Q4_K" 32 --model random:llama-3-8b:Q4_K
 echo "total $(( $(date +%s) - start )) s"

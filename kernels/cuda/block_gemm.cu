@@ -27,6 +27,7 @@
 
 #include <algorithm>
 
+#include "kernels/cuda/cp_async.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/gemv_common.cuh"
 #include "kernels/cuda/ggml_unit.cuh"
@@ -209,18 +210,6 @@ __global__ void __launch_bounds__(kThreads)
   StoreOutputs<BM>(acc, row0, tok0, r_lo, r_hi, t4, n, tokens, out, out_stride, f32_out, partials);
 }
 
-// cp.async of `bytes` (4 or 16) into shared memory; zeros where !live (src-size 0).
-template <int kBytes>
-__device__ __forceinline__ void CopyAsync(void* smem, const void* gmem, bool live) {
-  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  if constexpr (kBytes == 16) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(live ? 16 : 0));
-  } else {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(gmem), "r"(live ? 4 : 0));
-  }
-}
-__device__ __forceinline__ void WaitCopies() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
-
 // One chunk's loads. The weights are read into registers by Fetch (ReadUnit decodes them there)
 // before the previous chunk's MMAs and written to shared memory by Store after them; the
 // activations (already int8, L2-resident) are copied straight into shared memory by cp.async.
@@ -261,23 +250,23 @@ struct ChunkLoads {
     }
   }
 
-  // The tokens' codes (16 bytes at a time), scales and sums for the chunk at c0; WaitCopies()
+  // The tokens' codes (16 bytes at a time), scales and sums for the chunk at c0; CopyAsyncWaitAll()
   // before reading them.
   static __device__ void CopyActivations(Staged<BM>& sm, const QuantizedActivations& a, int units, int u_end,
                                          int tokens, int tok0, int c0, int tid) {
     for (int i = tid; i < BM * (kChunkBytes / 16); i += kThreads) {
       const int tk = i / (kChunkBytes / 16), p = i % (kChunkBytes / 16), tok = tok0 + tk;
       const int64_t tc = min(tok, tokens - 1), uc = min(c0 + p / 2, u_end - 1);
-      CopyAsync<16>(&sm.xq[tk][p * 16], a.q + (tc * units + uc) * 32 + (p % 2) * 16,
-                    tok < tokens && c0 + p / 2 < u_end);
+      CopyAsyncN<16>(&sm.xq[tk][p * 16], a.q + (tc * units + uc) * 32 + (p % 2) * 16,
+                     tok < tokens && c0 + p / 2 < u_end);
     }
     for (int i = tid; i < BM * kChunkUnits; i += kThreads) {
       const int tk = i / kChunkUnits, uu = i % kChunkUnits, tok = tok0 + tk;
       const bool live = tok < tokens && c0 + uu < u_end;
       const int64_t at = min(tok, tokens - 1) * static_cast<int64_t>(units) + min(c0 + uu, u_end - 1);
-      CopyAsync<4>(&sm.xd[tk][uu], a.d + at, live);
-      CopyAsync<4>(&sm.xs[tk][2 * uu], a.sum16 + 2 * at, live);
-      CopyAsync<4>(&sm.xs[tk][2 * uu + 1], a.sum16 + 2 * at + 1, live);
+      CopyAsyncN<4>(&sm.xd[tk][uu], a.d + at, live);
+      CopyAsyncN<4>(&sm.xs[tk][2 * uu], a.sum16 + 2 * at, live);
+      CopyAsyncN<4>(&sm.xs[tk][2 * uu + 1], a.sum16 + 2 * at + 1, live);
     }
   }
 };
@@ -313,7 +302,7 @@ __global__ void __launch_bounds__(kThreads, 4)
   for (int c0 = u_begin; c0 < u_end; c0 += kChunkUnits, stage ^= 1) {
     Staged<BM>& sm = stages[stage];
     loads.Store(sm, tid);
-    WaitCopies();
+    CopyAsyncWaitAll();
     __syncthreads();
     // The next chunk's loads: its weights into registers (past the split's end: clamped, never
     // stored), its activations into the other stage, whose last reader (the chunk before this

@@ -13,6 +13,7 @@
 #include <type_traits>
 
 #include "kernels/common/kv_format.h"
+#include "kernels/cuda/cp_async.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 
 namespace kvs::cuda {
@@ -144,15 +145,6 @@ inline void PlanSplits(Params& p, dim3& grid, int64_t resident, int head_dim) {
   p.num_splits = (max_tiles + tiles_per_split - 1) / tiles_per_split;
   grid.x = p.num_splits * p.row_chunks;
 }
-
-// 16-byte global -> shared copy that completes asynchronously (sm_80+); `valid` false zero-fills.
-__device__ inline void CopyAsync16(void* smem, const void* gmem, bool valid) {
-  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(addr), "l"(gmem), "r"(valid ? 16 : 0));
-}
-__device__ inline void CopyAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ inline void CopyAsyncWait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
 // --- Reading the cache in any KvDType ---------------------------------------------------------
 // Byte offsets of key `pos`'s codes and scales for KV head `kvh` (kernels/common/kv_format.h).
@@ -293,17 +285,6 @@ __device__ inline void StageKv8(bf16* smem, const unsigned char* cache, KvRow r,
 template <KvDType F, int D>
 __host__ __device__ constexpr int RawRowBytes() {
   return static_cast<int>(KvRowBytes(F, D)) + (KvScaleBytes(F, D) > 0 ? 16 : 0);
-}
-
-// cp.async of 4, 8 or 16 bytes (zero-filled when !valid).
-template <int N>
-__device__ inline void CopyAsyncN(void* smem, const void* gmem, bool valid) {
-  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  if constexpr (N == 16) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(addr), "l"(gmem), "r"(valid ? 16 : 0));
-  } else {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(addr), "l"(gmem), "n"(N), "r"(valid ? N : 0));
-  }
 }
 
 // Rows of a tile of kKeys keys from `base`. When the tile lies inside one cache block
