@@ -372,9 +372,7 @@ struct GemmLaunch {
     const auto kernel = pipelined ? PipelinedBlockGemmKernel<T> : BlockGemmKernel<T, BM>;
     const int row_tiles = (n + kRows - 1) / kRows, token_tiles = (tokens + BM - 1) / BM;
     const int chunks = (units + kChunkUnits - 1) / kChunkUnits;
-    // ResidentBlocks asks once per kernel: each of the two kernels its own answer.
-    const int resident = pipelined ? gemv::ResidentBlocks(PipelinedBlockGemmKernel<T>, kThreads)
-                                   : gemv::ResidentBlocks(BlockGemmKernel<T, BM>, kThreads);
+    const int resident = gemv::ResidentBlocks(kernel, kThreads);
     const int splits = scratch == nullptr ? 1
                                           : Splits(resident, static_cast<int64_t>(row_tiles) * token_tiles, chunks,
                                                    row_bytes, tokens, n, scratch_floats);

@@ -7,6 +7,9 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <map>
+#include <mutex>
+#include <utility>
 
 namespace kvs::cuda::gemv {
 
@@ -15,17 +18,27 @@ constexpr int kWarps = 4;  // per block of threads
 // Rows below which a row gets four warps: fewer than ~32 warps per SM of an H100/H200 otherwise.
 constexpr int kNarrowRows = 4096;
 
-// Blocks of `kernel` the whole GPU holds at once (per kernel, asked once: the answer is fixed).
-template <typename Kernel>
-int ResidentBlocks(Kernel kernel, int threads) {
-  static const int blocks = [&] {
+// Blocks of `kernel` the whole GPU holds at once with `threads` a block, asked once per kernel
+// (the answer is fixed). Kept by the kernel's address: the kernels of one signature (every type and
+// token count of a GEMV) share one C++ type, so a static in a template of that type gave them all
+// the answer of whichever launched first.
+inline int ResidentBlocks(const void* kernel, int threads) {
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, int> known;
+  const std::lock_guard<std::mutex> lock(mu);
+  const auto [it, added] = known.try_emplace({kernel, threads}, 1);
+  if (added) {
     int device = 0, sms = 0, per_sm = 0;
     cudaGetDevice(&device);
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
     cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0);
-    return std::max(1, sms * per_sm);
-  }();
-  return blocks;
+    it->second = std::max(1, sms * per_sm);
+  }
+  return it->second;
+}
+template <typename Kernel>
+int ResidentBlocks(Kernel* kernel, int threads) {
+  return ResidentBlocks(reinterpret_cast<const void*>(kernel), threads);
 }
 
 // The end of one row group: acc[t] is this lane's share of token t's dot; kWarpsPerRow warps (warp
