@@ -16,8 +16,9 @@
 // A matrix whose row tiles alone would not fill the GPU (a 4,096-row matrix is 64 blocks of 64 rows
 // on 132 SMs) is split along k (blockIdx.z): each split's f32 sums go to a scratch and a second
 // kernel adds them in split order, so a run's sums do not depend on timing. Splitting made it
-// 1.7x faster than the bf16 tiles at 32 tokens (it was 2-3.3x slower), still slower at 128: the
-// default takes it to kBlockGemmAutoMaxTokens (cuda_kernels.h, docs/performance.md).
+// 1.2-1.7x faster than the bf16 tiles per layer at 32 tokens on an H200 (it was 2-3.3x slower),
+// still slower at 128: the default takes it to kBlockGemmAutoMaxTokens (cuda_kernels.h,
+// docs/performance.md).
 //
 // Fragment layouts (PTX ISA, mma.m16n8k32 / m16n8k16 with .s8, g = lane / 4, t = lane % 4):
 //   A (16 x 32): a0 (row g, k 4t..4t+3) a1 (g + 8, 4t..) a2 (g, 16 + 4t..) a3 (g + 8, 16 + 4t..)
