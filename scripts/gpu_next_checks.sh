@@ -5,7 +5,7 @@
 # and the bf16 tiles (gpu_block_gemm_check.sh); then the batch-128 Q4_K step after 237e2db (the
 # default's block GEMM stops at 32 tokens), which the last llama.cpp comparison ran before; and the
 # batch-1 steps of every weight format with the GEMVs' grids sized per kernel (gemv_common.cuh's
-# ResidentBlocks had given every GEMV the resident count of the first one launched). First, the
+# ResidentBlocks had given every GEMV the resident count of the first one launched). Also the
 # attention tests: their cp.async helpers moved to cp_async.cuh (same instructions) after the last call.
 # Usage: bash scripts/gpu_next_checks.sh   (device tool, carrying .deps)
 bash "$(dirname "$0")/gpu_block_gemm_check.sh"
