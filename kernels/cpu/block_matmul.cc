@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <vector>
 
 #include "kernels/common/ggml_decode.h"
@@ -22,24 +23,69 @@ namespace {
 constexpr int64_t kActBlock = 32;
 constexpr int64_t kLane = 4;
 
-// One token-tile's activations, as the fused kernels read them: q[t * k + e], and per block of 32
-// the scale d[t * k/32 + b] and d * sum(q) in s.
+// The tokens' activations as the tile kernels read them: q[t * k + e]; per block of 32 (u) the
+// scale d[u * stride + t] and d * sum(q) in s[u * stride + t], per 16 (g) d * sum(q) in
+// s16[g * stride + t] — block-major, so that a tile's tokens sit side by side.
 struct ActivationView {
   const int8_t* q;
   const float* d;
   const float* s;
-  int64_t k;
+  const float* s16;
+  int64_t k, stride;
 };
 
 // A row of unpacked weights against one token (any block type): sum over lanes l of 4 of the
 // int8 products, times ws4[l] * xd4[l].
 using UnpackedDotFn = float (*)(const int8_t* wq, const float* ws4, const int8_t* xq, const float* xd4, int64_t k);
-// Tokens a fused kernel takes at once: each weight block is decoded once for all of them (two
-// accumulators each: 8 of the 16 AVX2 registers).
-constexpr int64_t kTokenTile = 4;
 
-// A weight row in its blocks against `tokens` (1 to kTokenTile) tokens: out[t].
-using FusedDotFn = void (*)(const uint8_t* w, const ActivationView& a, int tokens, float* out);
+// R rows (R = 1 or 4) against T tokens (T = 1 or the kernel set's tile) from token t0:
+// out[t * out_stride + r] = row r . token t0 + t + bias[r].
+using TileDotFn = void (*)(const uint8_t* w, int64_t row_bytes, const ActivationView& a, int64_t t0, const float* bias,
+                           float* out, int64_t out_stride);
+struct TileKernels {
+  TileDotFn fn[2][2];  // [4 rows][a whole tile of tokens]
+  int tokens;          // tokens per tile
+};
+constexpr int64_t kTileRows = 4;
+
+// One token's activations, rounded to int8 per block of 32 (scale d = max|x| / 127): q[k]; per
+// block b the scale d[b * stride] and d * sum(q) in s[b * stride], per 16 (g) d * sum(q) in
+// s16[g * stride] (the offsets' sums: sum_e m * x_e = m * d * sum q); when xd4 is given, the
+// scale repeated per lane of 4 (the unpacked path's layout).
+void QuantizeActivations(const float* x, int64_t k, int8_t* q, float* d_out, float* s_out, float* s16_out,
+                         int64_t stride, float* xd4) {
+  for (int64_t b = 0; b < k / kActBlock; ++b) {
+    const float* xb = x + b * kActBlock;
+    float amax = 0.0f;
+    bool finite = true;
+    for (int64_t i = 0; i < kActBlock; ++i) {
+      amax = std::max(amax, std::fabs(xb[i]));
+      finite = finite && std::isfinite(xb[i]);
+    }
+    // NaN or Inf anywhere: the block's scale is NaN, so every output that reads it is NaN, as
+    // in the reference.
+    const float d = finite ? amax / 127.0f : std::numeric_limits<float>::quiet_NaN();
+    const float inv = finite && amax > 0.0f ? 127.0f / amax : 0.0f;
+    int8_t* qb = q + b * kActBlock;
+    for (int64_t i = 0; i < kActBlock; ++i) qb[i] = static_cast<int8_t>(std::nearbyint(xb[i] * inv));
+    if (xd4 != nullptr) {
+      for (int64_t l = 0; l < kActBlock / kLane; ++l) xd4[b * (kActBlock / kLane) + l] = d;
+    }
+    int32_t total = 0;
+    for (int64_t g = 0; g < 2; ++g) {
+      int32_t s = 0;
+      for (int64_t i = 0; i < kUnpackGroup; ++i) s += qb[g * kUnpackGroup + i];
+      s16_out[(2 * b + g) * stride] = d * static_cast<float>(s);
+      total += s;
+    }
+    d_out[b * stride] = d;
+    s_out[b * stride] = d * static_cast<float>(total);
+  }
+}
+
+// Per CPU, a vector form of it with the same values.
+using QuantizeFn = void (*)(const float* x, int64_t k, int8_t* q, float* d_out, float* s_out, float* s16_out,
+                            int64_t stride, float* xd4);
 
 float DotUnpackedPortable(const int8_t* wq, const float* ws4, const int8_t* xq, const float* xd4, int64_t k) {
   float acc = 0.0f;
@@ -56,8 +102,12 @@ float DotUnpackedPortable(const int8_t* wq, const float* ws4, const int8_t* xq, 
 #pragma GCC target("avx2,fma,f16c")
 namespace avx2 {
 #define KVS_DOT4(u, s) _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+#define KVS_VNNI 0
+#define KVS_TILE_TOKENS 2
 #include "kernels/cpu/block_dot_x86.inc"
 #undef KVS_DOT4
+#undef KVS_VNNI
+#undef KVS_TILE_TOKENS
 }  // namespace avx2
 #pragma GCC pop_options
 
@@ -66,8 +116,12 @@ namespace avx2 {
 #pragma GCC target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")
 namespace avx512vnni {
 #define KVS_DOT4(u, s) _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
+#define KVS_VNNI 1
+#define KVS_TILE_TOKENS 4
 #include "kernels/cpu/block_dot_x86.inc"
 #undef KVS_DOT4
+#undef KVS_VNNI
+#undef KVS_TILE_TOKENS
 }  // namespace avx512vnni
 #pragma GCC pop_options
 
@@ -75,33 +129,41 @@ namespace avx512vnni {
 #pragma GCC target("avx2,fma,f16c,avxvnni")
 namespace avxvnni {
 #define KVS_DOT4(u, s) _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s)
+#define KVS_VNNI 1
+#define KVS_TILE_TOKENS 2
 #include "kernels/cpu/block_dot_x86.inc"
 #undef KVS_DOT4
+#undef KVS_VNNI
+#undef KVS_TILE_TOKENS
 }  // namespace avxvnni
 #pragma GCC pop_options
 #endif
 
 struct DotKernels {
   const char* name;
+  QuantizeFn quantize;
   UnpackedDotFn unpacked;
-  FusedDotFn (*fused_for)(GgmlType);  // null: every type goes through the unpacked path
+  std::optional<TileKernels> (*tiles_for)(GgmlType);  // nullopt: the type goes through the unpacked path
 };
 
-FusedDotFn NoFused(GgmlType) { return nullptr; }
+std::optional<TileKernels> NoTiles(GgmlType) { return std::nullopt; }
 
 std::vector<DotKernels> SupportedKernels() {
   std::vector<DotKernels> k;
 #ifdef KVS_X86
   __builtin_cpu_init();
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-  if (avx2 && __builtin_cpu_supports("avxvnni")) k.push_back({"avx-vnni", avxvnni::DotUnpacked, avxvnni::FusedFor});
+  // AVX-512 first where both VNNI forms exist: the same instruction, but 32 vector registers hold
+  // a 4 x 4 tile's accumulators (AVX-VNNI's 16 hold 4 x 2).
   if (avx2 && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") &&
       __builtin_cpu_supports("avx512bw")) {
-    k.push_back({"avx512-vnni", avx512vnni::DotUnpacked, avx512vnni::FusedFor});
+    k.push_back({"avx512-vnni", avx512vnni::QuantizeVector, avx512vnni::DotUnpacked, avx512vnni::TilesFor});
   }
-  if (avx2) k.push_back({"avx2", avx2::DotUnpacked, avx2::FusedFor});
+  if (avx2 && __builtin_cpu_supports("avxvnni"))
+    k.push_back({"avx-vnni", avxvnni::QuantizeVector, avxvnni::DotUnpacked, avxvnni::TilesFor});
+  if (avx2) k.push_back({"avx2", avx2::QuantizeVector, avx2::DotUnpacked, avx2::TilesFor});
 #endif
-  k.push_back({"portable", DotUnpackedPortable, NoFused});
+  k.push_back({"portable", QuantizeActivations, DotUnpackedPortable, NoTiles});
   return k;
 }
 
@@ -109,37 +171,6 @@ std::vector<DotKernels> SupportedKernels() {
 DotKernels& Chosen() {
   static DotKernels chosen = SupportedKernels().front();
   return chosen;
-}
-
-// One token's activations: q[k]; per block of 32 its scale xd and d * sum(q) in xs; the scale per
-// lane of 4 (xd4[k / 4]) and d * sum(q) per 16 values (xsum16: the unpacked path's offsets, since
-// sum_e min * x_e = min * d * sum q).
-void QuantizeActivations(const float* x, int64_t k, int8_t* q, float* xd4, float* xsum16, float* xd, float* xs) {
-  for (int64_t b = 0; b < k / kActBlock; ++b) {
-    const float* xb = x + b * kActBlock;
-    float amax = 0.0f;
-    bool finite = true;
-    for (int64_t i = 0; i < kActBlock; ++i) {
-      amax = std::max(amax, std::fabs(xb[i]));
-      finite = finite && std::isfinite(xb[i]);
-    }
-    // NaN or Inf anywhere: the block's scale is NaN, so every output that reads it is NaN, as
-    // in the reference.
-    const float d = finite ? amax / 127.0f : std::numeric_limits<float>::quiet_NaN();
-    const float inv = finite && amax > 0.0f ? 127.0f / amax : 0.0f;
-    int8_t* qb = q + b * kActBlock;
-    for (int64_t i = 0; i < kActBlock; ++i) qb[i] = static_cast<int8_t>(std::nearbyint(xb[i] * inv));
-    for (int64_t l = 0; l < kActBlock / kLane; ++l) xd4[b * (kActBlock / kLane) + l] = d;
-    int32_t total = 0;
-    for (int64_t g = 0; g < 2; ++g) {
-      int32_t s = 0;
-      for (int64_t i = 0; i < kUnpackGroup; ++i) s += qb[g * kUnpackGroup + i];
-      xsum16[2 * b + g] = d * static_cast<float>(s);
-      total += s;
-    }
-    xd[b] = d;
-    xs[b] = d * static_cast<float>(total);
-  }
 }
 
 // A weight row unpacked: q[k], scale per lane ws4[k / 4], offset per 16 (when the type has one).
@@ -156,9 +187,8 @@ struct RowScratch {
 
 struct ActivationScratch {
   std::vector<int8_t> q;
-  std::vector<float> xd4, xsum16, xd, xs;
+  std::vector<float> d, s, s16, xd4;
 };
-
 
 }  // namespace
 
@@ -191,38 +221,49 @@ void MatMulBlocks(GgmlType type, const float* x, int64_t x_stride, const uint8_t
   // named inside the lambdas would be each worker's own: take a reference here.)
   static thread_local ActivationScratch caller_scratch;
   ActivationScratch& act = caller_scratch;
+  const DotKernels kernels = Chosen();
+  const std::optional<TileKernels> tiles = kernels.tiles_for(type);
   const int64_t blocks32 = k / kActBlock;
+  // Block-major scales, padded so that 4 tokens' values can be read from any token on.
+  const int64_t stride = rows + 3;
   act.q.resize(rows * k);
-  act.xd4.resize(rows * k / kLane);
-  act.xsum16.resize(rows * k / kUnpackGroup);
-  act.xd.resize(rows * blocks32);
-  act.xs.resize(rows * blocks32);
+  act.d.assign(blocks32 * stride, 0.0f);
+  act.s.assign(blocks32 * stride, 0.0f);
+  act.s16.assign(2 * blocks32 * stride, 0.0f);
+  act.xd4.resize(tiles ? 0 : rows * k / kLane);
   ParallelFor(rows, kParallelWork / k, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
-      QuantizeActivations(x + t * x_stride, k, act.q.data() + t * k, act.xd4.data() + t * (k / kLane),
-                          act.xsum16.data() + t * (k / kUnpackGroup), act.xd.data() + t * blocks32,
-                          act.xs.data() + t * blocks32);
+      kernels.quantize(x + t * x_stride, k, act.q.data() + t * k, act.d.data() + t, act.s.data() + t,
+                       act.s16.data() + t, stride, tiles ? nullptr : act.xd4.data() + t * (k / kLane));
     }
   });
-  const DotKernels kernels = Chosen();
-  const int64_t grain = std::max<int64_t>(1, kParallelWork / (k * rows));
+  const ActivationView a{act.q.data(), act.d.data(), act.s.data(), act.s16.data(), k, stride};
 
-  if (const FusedDotFn fused = kernels.fused_for(type)) {
-    ParallelFor(n, grain, [&](int64_t j0, int64_t j1) {
-      float dots[kTokenTile];
-      for (int64_t j = j0; j < j1; ++j) {
-        const float b = bias != nullptr ? bias[j] : 0.0f;
-        for (int64_t t0 = 0; t0 < rows; t0 += kTokenTile) {
-          const int tile = static_cast<int>(std::min(kTokenTile, rows - t0));
-          const ActivationView a{act.q.data() + t0 * k, act.xd.data() + t0 * blocks32, act.xs.data() + t0 * blocks32, k};
-          fused(w + j * row_bytes, a, tile, dots);
-          for (int t = 0; t < tile; ++t) out[(t0 + t) * out_stride + j] = dots[t] + b;
+  if (tiles) {
+    // Groups of 4 rows (the last group's rows one at a time), each against tiles of tokens (the
+    // last tokens one at a time).
+    const int64_t groups = (n + kTileRows - 1) / kTileRows;
+    const int64_t grain = std::max<int64_t>(1, kParallelWork / (k * rows * kTileRows));
+    ParallelFor(groups, grain, [&](int64_t g0, int64_t g1) {
+      for (int64_t g = g0; g < g1; ++g) {
+        const int64_t j0 = g * kTileRows;
+        const bool four = j0 + kTileRows <= n;
+        for (int64_t r = 0; r < (four ? 1 : n - j0); ++r) {
+          const int64_t j = j0 + r;
+          const uint8_t* wj = w + j * row_bytes;
+          const float* bj = bias != nullptr ? bias + j : nullptr;
+          int64_t t0 = 0;
+          for (; t0 + tiles->tokens <= rows; t0 += tiles->tokens) {
+            tiles->fn[four][1](wj, row_bytes, a, t0, bj, out + t0 * out_stride + j, out_stride);
+          }
+          for (; t0 < rows; ++t0) tiles->fn[four][0](wj, row_bytes, a, t0, bj, out + t0 * out_stride + j, out_stride);
         }
       }
     });
     return;
   }
 
+  const int64_t grain = std::max<int64_t>(1, kParallelWork / (k * rows));
   const int64_t blocks = k / info->block_elems, groups_per_block = info->block_elems / kUnpackGroup;
   const int64_t groups = k / kUnpackGroup;
   ParallelFor(n, grain, [&](int64_t j0, int64_t j1) {
@@ -241,10 +282,8 @@ void MatMulBlocks(GgmlType type, const float* x, int64_t x_stride, const uint8_t
       for (int64_t t = 0; t < rows; ++t) {
         float v = kernels.unpacked(row.q.data(), row.ws4.data(), act.q.data() + t * k, act.xd4.data() + t * (k / kLane), k);
         if (unpack.has_min) {
-          const float* xs = act.xsum16.data() + t * groups;
           float m = 0.0f;
-#pragma omp simd reduction(+ : m)
-          for (int64_t g = 0; g < groups; ++g) m += row.min16[g] * xs[g];
+          for (int64_t g = 0; g < groups; ++g) m += row.min16[g] * act.s16[g * stride + t];
           v += m;
         }
         out[t * out_stride + j] = v + b;

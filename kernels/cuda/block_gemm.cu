@@ -275,9 +275,11 @@ struct ChunkLoads {
 // BlockGemmKernel's contract at 32 tokens a block, the next chunk's loads in flight while this one
 // is multiplied (ChunkLoads): two shared-memory stages, so one barrier a chunk suffices (a stage
 // is written while the other may still be read). Registers capped for 4 blocks an SM (the
-// prefetched units take them to 100-140; a cap of 96 for 5 spilled). Written on 2026-12-05 after
-// the session's last device call: opt-in (KVS_BLOCK_GEMM_PIPELINE=on) until it has run against
-// block_linear_test and been timed beside BlockGemmKernel on a GPU.
+// prefetched units take them to 100-140; a cap of 96 for 5 spilled). The default at 9-32 tokens
+// for every type but Q8_0 (KVS_BLOCK_GEMM_PIPELINE=off for BlockGemmKernel): on an H100, layer 0 +
+// LM head at 32 tokens, Q4_0 616 us against 683, Q4_K 812 against 938, Q8_0 762 against 765, and
+// whole batch-32 steps Q4_0 7.99 ms against 9.18, Q4_K 9.63 against 10.72, Q8_0 9.65 against 9.21
+// (docs/performance.md).
 constexpr int kPipelinedTokens = 32;
 template <GgmlType T>
 __global__ void __launch_bounds__(kThreads, 4)
@@ -349,8 +351,8 @@ int Splits(int resident, int64_t base_blocks, int chunks, int64_t row_bytes, int
 // KVS_BLOCK_GEMM=bf16-tiles or int8-mma: the two alternatives to kAuto, one environment variable.
 KernelChoice g_bf16_tiles("KVS_BLOCK_GEMM", "bf16-tiles");
 KernelChoice g_int8_mma("KVS_BLOCK_GEMM", "int8-mma");
-// KVS_BLOCK_GEMM_PIPELINE=on: PipelinedBlockGemmKernel at 32 tokens a block.
-KernelChoice g_pipelined("KVS_BLOCK_GEMM_PIPELINE", "on");
+// KVS_BLOCK_GEMM_PIPELINE=off: BlockGemmKernel where PipelinedBlockGemmKernel is the default.
+KernelChoice g_unpipelined("KVS_BLOCK_GEMM_PIPELINE", "off");
 
 template <GgmlType T>
 struct GemmLaunch {
@@ -369,7 +371,8 @@ struct GemmLaunch {
                             int tokens, void* out, int64_t out_stride, bool f32_out, float* scratch,
                             int64_t scratch_floats, cudaStream_t stream) {
     static_assert(sizeof(Staged<BM>) <= 48 * 1024, "static shared memory");
-    const bool pipelined = BM == kPipelinedTokens && g_pipelined.Alternative();
+    // Q8_0's units are twice a 4-bit type's bytes: its prefetch gained nothing (see above).
+    const bool pipelined = BM == kPipelinedTokens && T != GgmlType::kQ8_0 && !g_unpipelined.Alternative();
     const auto kernel = pipelined ? PipelinedBlockGemmKernel<T> : BlockGemmKernel<T, BM>;
     const int row_tiles = (n + kRows - 1) / kRows, token_tiles = (tokens + BM - 1) / BM;
     const int chunks = (units + kChunkUnits - 1) / kChunkUnits;
@@ -398,7 +401,7 @@ void SetBlockGemmPath(BlockGemmPath path) {
   g_int8_mma.Set(path == BlockGemmPath::kInt8TensorCores);
 }
 
-void SetBlockGemmPipelined(bool on) { g_pipelined.Set(on); }
+void SetBlockGemmPipelined(bool on) { g_unpipelined.Set(!on); }
 
 bool UseBlockGemm(int64_t tokens) {
   if (g_int8_mma.Alternative()) return tokens <= kBlockGemmMaxTokens;

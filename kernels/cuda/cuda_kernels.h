@@ -138,8 +138,8 @@ enum class BlockGemmPath { kAuto, kBf16Tiles, kInt8TensorCores };
 void SetBlockGemmPath(BlockGemmPath path);
 bool UseBlockGemm(int64_t tokens);  // GGML types, `tokens` past the GEMV's: through the block GEMM
 // The block GEMM at 9-32 tokens with the next chunk's loads in flight during this one's MMAs
-// (block_gemm.cu's PipelinedBlockGemmKernel; KVS_BLOCK_GEMM_PIPELINE=on). Off until it has run on
-// a GPU. Process-wide.
+// (block_gemm.cu's PipelinedBlockGemmKernel): on by default for every type but Q8_0;
+// KVS_BLOCK_GEMM_PIPELINE=off (or false here) keeps the one-stage kernel. Process-wide.
 void SetBlockGemmPipelined(bool on);
 bool UseF8TensorCores();  // F8_E4M3 through cuBLASLt's FP8 GEMM
 

@@ -59,7 +59,7 @@ class BlockLinearTest : public testing::GpuFixture<> {
   static float Bf16(float v) { return Bf16BitsToFloat(FloatToBf16Bits(v)); }
   void TearDown() override {
     cuda::SetBlockGemmPath(cuda::BlockGemmPath::kAuto);
-    cuda::SetBlockGemmPipelined(false);
+    cuda::SetBlockGemmPipelined(true);  // the default
   }
   // The most that rounding x to E4M3 per 128 columns (scale = max |x| / 448) moves x . w.
   static double F8ActivationRounding(const float* x, const float* w, int64_t k) {
@@ -110,14 +110,16 @@ TEST_F(BlockLinearTest, EveryTypeMatchesTheDecodedWeightsWithinItsRounding) {
                       : std::vector<std::pair<int64_t, int64_t>>{{1, 37},   {2, 37},   {3, 37},   {5, 37},    {8, 37},
                                                                  {9, 37},   {21, 37},  {12, 36},  {33, 4096}, {70, 100},
                                                                  {200, 36}, {64, 512}, {1, wide}, {6, wide}};
-      // The block GEMM twice: as it is, and with the next chunk's loads in flight (9-32 tokens).
-      const std::vector<std::pair<cuda::BlockGemmPath, bool>> paths = {{cuda::BlockGemmPath::kAuto, false},
+      // The block GEMM twice: with the next chunk's loads in flight (9-32 tokens; the default but
+      // for Q8_0) and without.
+      const std::vector<std::pair<cuda::BlockGemmPath, bool>> paths = {{cuda::BlockGemmPath::kAuto, true},
+                                                                       {cuda::BlockGemmPath::kAuto, false},
                                                                        {cuda::BlockGemmPath::kBf16Tiles, false},
                                                                        {cuda::BlockGemmPath::kInt8TensorCores, false},
                                                                        {cuda::BlockGemmPath::kInt8TensorCores, true}};
       for (const auto& [path, pipelined] : paths)
         for (auto [tokens, n] : shapes) {
-          if (path != cuda::BlockGemmPath::kAuto && tokens <= 8) continue;  // the GEMV either way
+          if ((path != cuda::BlockGemmPath::kAuto || pipelined) && tokens <= 8) continue;  // the GEMV either way
           if (pipelined && (tokens > 32 || type == GgmlType::kF8_E4M3)) continue;
           cuda::SetBlockGemmPath(path);
           cuda::SetBlockGemmPipelined(pipelined);
