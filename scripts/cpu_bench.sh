@@ -20,12 +20,16 @@ KVS=${KVS_BUILD_DIR:-build}/launcher/kvshard
 LLAMA_BENCH=$(ls "$LLAMA_DIR"/src/*/vendor/llama.cpp/build/bin/llama-bench 2>/dev/null | head -1 || true)
 if [ -z "$LLAMA_BENCH" ]; then
   echo "[cpu-bench] building llama.cpp's llama-bench (CPU) in $LLAMA_DIR"
+  # Without AMX: -march=native enables it where the CPU reports it (Sapphire Rapids), but a VM
+  # that does not grant the tile state kills llama-bench at its first tile instruction (SIGILL).
+  NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
   mkdir -p "$LLAMA_DIR/src"
   python3 -m pip download -q --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d "$LLAMA_DIR"
   tar xzf "$LLAMA_DIR"/llama_cpp_python-0.3.36.tar.gz -C "$LLAMA_DIR/src"
   SRC=$(ls -d "$LLAMA_DIR"/src/*/vendor/llama.cpp)
   cmake -S "$SRC" -B "$SRC/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
-    -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_OPENSSL=OFF -DGGML_NATIVE=ON >/dev/null
+    -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_OPENSSL=OFF -DGGML_NATIVE=ON \
+    -DCMAKE_C_FLAGS="$NO_AMX" -DCMAKE_CXX_FLAGS="$NO_AMX" >/dev/null
   cmake --build "$SRC/build" -j "$(nproc)" --target llama-bench >/dev/null
   LLAMA_BENCH="$SRC/build/bin/llama-bench"
 fi

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <optional>
+#include <string_view>
 #include <vector>
 
 #include "kernels/common/ggml_decode.h"
@@ -167,9 +169,18 @@ std::vector<DotKernels> SupportedKernels() {
   return k;
 }
 
-// The best kernel set this CPU runs (the first supported), or the one SetBlockDotKernel chose.
+// The best kernel set this CPU runs (the first supported), the one KVS_CPU_DOT_KERNELS names (for
+// benchmarks: a set this CPU lacks is ignored), or the one SetBlockDotKernel chose.
 DotKernels& Chosen() {
-  static DotKernels chosen = SupportedKernels().front();
+  static DotKernels chosen = [] {
+    const std::vector<DotKernels> supported = SupportedKernels();
+    if (const char* name = std::getenv("KVS_CPU_DOT_KERNELS")) {
+      for (const DotKernels& k : supported) {
+        if (std::string_view(name) == k.name) return k;
+      }
+    }
+    return supported.front();
+  }();
   return chosen;
 }
 
