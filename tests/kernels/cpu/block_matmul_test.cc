@@ -42,7 +42,8 @@ TEST_P(BlockMatMulTest, EveryTypeMatchesTheReferenceWithinTheActivationRounding)
     const auto info = *LookupGgmlType(static_cast<uint32_t>(type));
     SCOPED_TRACE(std::string(info.name));
     ASSERT_TRUE(BlockMatMulSupports(type));
-    // Ragged: 1, 3, 6 and 11 tokens (a tile of 8 and a rest), an odd number of outputs, 3 blocks per row.
+    // Ragged: 1, 3, 6 and 11 tokens (tiles of 2 or 4 tokens and a rest), 37 outputs (9 groups of 4
+    // rows and a lone row), 3 blocks per row.
     for (int64_t rows : {1, 3, 6, 11}) {
       const int64_t k = 3 * info.block_elems, n = 37, x_stride = k + 5, out_stride = n + 3;
       const std::vector<uint8_t> w = RandomGgmlBlocks(type, n, k, rng);
