@@ -105,10 +105,12 @@ float DotUnpackedPortable(const int8_t* wq, const float* ws4, const int8_t* xq, 
 namespace avx2 {
 #define KVS_DOT4(u, s) _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
 #define KVS_VNNI 0
+#define KVS_AVX512 0
 #define KVS_TILE_TOKENS 2
 #include "kernels/cpu/block_dot_x86.inc"
 #undef KVS_DOT4
 #undef KVS_VNNI
+#undef KVS_AVX512
 #undef KVS_TILE_TOKENS
 }  // namespace avx2
 #pragma GCC pop_options
@@ -119,10 +121,12 @@ namespace avx2 {
 namespace avx512vnni {
 #define KVS_DOT4(u, s) _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
 #define KVS_VNNI 1
+#define KVS_AVX512 1
 #define KVS_TILE_TOKENS 4
 #include "kernels/cpu/block_dot_x86.inc"
 #undef KVS_DOT4
 #undef KVS_VNNI
+#undef KVS_AVX512
 #undef KVS_TILE_TOKENS
 }  // namespace avx512vnni
 #pragma GCC pop_options
@@ -132,10 +136,12 @@ namespace avx512vnni {
 namespace avxvnni {
 #define KVS_DOT4(u, s) _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s)
 #define KVS_VNNI 1
+#define KVS_AVX512 0
 #define KVS_TILE_TOKENS 2
 #include "kernels/cpu/block_dot_x86.inc"
 #undef KVS_DOT4
 #undef KVS_VNNI
+#undef KVS_AVX512
 #undef KVS_TILE_TOKENS
 }  // namespace avxvnni
 #pragma GCC pop_options
