@@ -10,6 +10,10 @@
 #include <limits>
 #include <vector>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "kernels/common/status_macros.h"
 #include "kernels/common/thread_pool.h"
 #include "kernels/cpu/cpu_kernels.h"
@@ -42,7 +46,13 @@ struct TileScratch {
   }
 };
 
+// The softmax's weights of a chunk: v[j] = exp(v[j] - shift) for j in [begin, end). The AVX2
+// form works in whole vectors of 8 within kChunkKeys (the lanes outside the range are computed and
+// not read), so that a key's weight is the same whichever keys share its vector.
 namespace portable {
+inline void ExpShifted(float* v, int32_t begin, int32_t end, float shift) {
+  for (int32_t j = begin; j < end; ++j) v[j] = std::exp(v[j] - shift);
+}
 #include "kernels/cpu/attention_tile.inc"
 }  // namespace portable
 
@@ -50,6 +60,28 @@ namespace portable {
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 namespace avx2 {
+// exp(x) for x <= 0 (a score minus the running maximum): 2^n * p(r), n = round(x / ln 2), r = x - n
+// ln 2 in two parts, p the degree-6 Taylor polynomial (relative error under 2e-7); x below -87 is
+// clamped there (its weight ~1e-38 where a float would underflow).
+inline void ExpShifted(float* v, int32_t begin, int32_t end, float shift) {
+  static_assert(kChunkKeys % 8 == 0);
+  const __m256 s = _mm256_set1_ps(shift), lo = _mm256_set1_ps(-87.0f), log2e = _mm256_set1_ps(1.44269504f);
+  const __m256 ln2_hi = _mm256_set1_ps(0.693145752f), ln2_lo = _mm256_set1_ps(1.42860677e-6f);
+  for (int32_t j = begin & ~7; j < end; j += 8) {
+    const __m256 x = _mm256_max_ps(_mm256_sub_ps(_mm256_loadu_ps(v + j), s), lo);
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 r = _mm256_fnmadd_ps(n, ln2_lo, _mm256_fnmadd_ps(n, ln2_hi, x));
+    __m256 p = _mm256_set1_ps(1.0f / 720.0f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    const __m256i two_n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    _mm256_storeu_ps(v + j, _mm256_mul_ps(p, _mm256_castsi256_ps(two_n)));
+  }
+}
 #include "kernels/cpu/attention_tile.inc"
 }  // namespace avx2
 #pragma GCC pop_options
