@@ -1,12 +1,10 @@
 #!/usr/bin/env bash
-# The next session's first device call (written 2026-12-05, twelfth session, when no device time
-# was left): the pipelined block GEMM (block_gemm.cu's PipelinedBlockGemmKernel, opt-in:
-# KVS_BLOCK_GEMM_PIPELINE=on) against the CPU in block_linear_test and timed beside the block GEMM
-# and the bf16 tiles (gpu_block_gemm_check.sh); then the batch-128 Q4_K step after 237e2db (the
-# default's block GEMM stops at 32 tokens), which the last llama.cpp comparison ran before; and the
-# batch-1 steps of every weight format with the GEMVs' grids sized per kernel (gemv_common.cuh's
-# ResidentBlocks had given every GEMV the resident count of the first one launched). Also the
-# attention tests: their cp.async helpers moved to cp_async.cuh (same instructions) after the last call.
+# A session's first device call, when nothing new waits for a GPU: every GPU kernel test that the
+# thirteenth session's calls ran (the block GEMM's, the model's, the backend's, both attention
+# tests, KIVI's) and the timings that the README quotes for quantized weights (gpu_block_gemm_check.sh:
+# the block GEMM, pipelined by default at 9-32 tokens but for Q8_0, beside the one-stage kernel and
+# the bf16 tiles), the batch-128 steps, then the batch-1 steps of every weight format beside the
+# copy ceiling. About 330 s on an H100 from a cold machine.
 # Usage: bash scripts/gpu_next_checks.sh   (device tool, carrying .deps)
 bash "$(dirname "$0")/gpu_block_gemm_check.sh"
 source "$(dirname "$0")/gpu_common.sh"
