@@ -241,12 +241,12 @@ void MatMulBlocks(GgmlType type, const float* x, int64_t x_stride, const uint8_t
   const DotKernels kernels = Chosen();
   const std::optional<TileKernels> tiles = kernels.tiles_for(type);
   const int64_t blocks32 = k / kActBlock;
-  // Block-major scales, padded so that 4 tokens' values can be read from any token on.
-  const int64_t stride = rows + 3;
+  // Block-major scales: a block's tokens side by side.
+  const int64_t stride = rows;
   act.q.resize(rows * k);
-  act.d.assign(blocks32 * stride, 0.0f);
-  act.s.assign(blocks32 * stride, 0.0f);
-  act.s16.assign(2 * blocks32 * stride, 0.0f);
+  act.d.resize(blocks32 * stride);
+  act.s.resize(blocks32 * stride);
+  act.s16.resize(2 * blocks32 * stride);
   act.xd4.resize(tiles ? 0 : rows * k / kLane);
   ParallelFor(rows, kParallelWork / k, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
