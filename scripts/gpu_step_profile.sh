@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Issue 21, item 4: where a batch-1 decode step's time goes. For each weight format, the step time
+# with graphs (gpu_step) beside the sum of its kernels' own durations (Nsight Compute,
+# gpu__time_duration, eager launches over the kernels of about two decode steps: bench
+# --profile-decode opens the range after the first pure decode step). The step minus the kernels'
+# sum is what launches, gaps and ramp-up cost; the per-kernel lines say which kernels to fuse.
+# Usage: bash scripts/gpu_step_profile.sh [formats..]   (device tool, carrying .deps; default: "" :Q4_0)
+source "$(dirname "$0")/gpu_common.sh"
+[ -n "${KVS_SKIP_BUILD:-}" ] && source "$BUILD/env.sh" || gpu_build
+formats=("$@"); [ ${#formats[@]} = 0 ] && formats=("" ":Q4_0")
+gpu_copy_ceiling
+for f in "${formats[@]}"; do
+  m="random:llama-3-8b$f"
+  gpu_step "$m" 1 --model "$m"
+  csv=/tmp/ncu_step$(echo "$f" | tr -d ':').csv
+  timeout 280 ncu --clock-control none --profile-from-start off --metrics gpu__time_duration.sum --launch-count "${KVS_PROFILE_LAUNCHES:-1000}" \
+    --csv --page raw $K bench --device cuda --model "$m" --input-len 512 --output-len 6 --num-prompts 1 --max-seqs 1 \
+    --enforce-eager --profile-decode > "$csv" 2> /dev/null
+  python3 - "$csv" "$m" <<'PY'
+import csv, collections, sys
+rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))]
+head = rows[0]; name, dur = head.index("Kernel Name"), head.index("gpu__time_duration.sum")
+seq = []
+for r in rows[2:]:
+    try: seq.append((r[name][:80], float(r[dur].replace(",", ""))))
+    except ValueError: pass
+unit = rows[1][dur]
+# One step: from one LM-head-sized launch pattern to the next is hard to find by name, so report per
+# launch index modulo the step's length, found as the period of the kernel-name sequence.
+names = [n for n, _ in seq]
+period = next((p for p in range(50, len(names) // 2) if names[p:2 * p] == names[:p]), len(names))
+step = seq[:period]
+total = sum(t for _, t in step)
+print(f"## {sys.argv[2]}: {period} kernels a step, {total:.0f} {unit} of kernel time a step")
+by, cnt = collections.Counter(), collections.Counter()
+for n, t in step: by[n] += t; cnt[n] += 1
+for k, t in by.most_common(18): print(f"{t:10.0f} {unit} {cnt[k]:4d}x {t / cnt[k]:8.1f} avg  {k}")
+PY
+done
+echo "total $(( $(date +%s) - start )) s"
