@@ -4,6 +4,7 @@
 # gpu__time_duration, eager launches over the kernels of about two decode steps: bench
 # --profile-decode opens the range after the first pure decode step). The step minus the kernels'
 # sum is what launches, gaps and ramp-up cost; the per-kernel lines say which kernels to fuse.
+# The steps run with and without programmatic dependent launch (pdl.cuh; KVS_PDL=off).
 # Usage: bash scripts/gpu_step_profile.sh [formats..]   (device tool, carrying .deps; default: "" :Q4_0)
 source "$(dirname "$0")/gpu_common.sh"
 [ -n "${KVS_SKIP_BUILD:-}" ] && source "$BUILD/env.sh" || gpu_build
@@ -12,6 +13,7 @@ gpu_copy_ceiling
 for f in "${formats[@]}"; do
   m="random:llama-3-8b$f"
   gpu_step "$m" 1 --model "$m"
+  KVS_PDL=off gpu_step "$m, KVS_PDL=off" 1 --model "$m"
   csv=/tmp/ncu_step$(echo "$f" | tr -d ':').csv
   timeout 280 ncu --clock-control none --profile-from-start off --metrics gpu__time_duration.sum --launch-count "${KVS_PROFILE_LAUNCHES:-1000}" \
     --csv --page raw $K bench --device cuda --model "$m" --input-len 512 --output-len 6 --num-prompts 1 --max-seqs 1 \

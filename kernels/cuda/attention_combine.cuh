@@ -6,6 +6,7 @@
 #pragma once
 
 #include "kernels/cuda/paged_attention_common.cuh"
+#include "kernels/cuda/pdl.cuh"
 
 namespace kvs::cuda {
 namespace attention {
@@ -17,6 +18,8 @@ namespace attention {
 constexpr int kCombineThreads = 128;
 template <int D>
 __global__ void __launch_bounds__(kCombineThreads) CombineSplitsKernel(Params p) {
+  pdl::WaitForPrevious();
+  pdl::AllowNext();
   extern __shared__ float split_weight[];  // [num_splits]
   __shared__ float reduce[kCombineThreads / 32];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -58,8 +61,8 @@ __global__ void __launch_bounds__(kCombineThreads) CombineSplitsKernel(Params p)
 template <int D>
 cudaError_t CombineSplits(cudaError_t err, const Params& p, cudaStream_t stream) {
   if (err != cudaSuccess || p.num_splits == 1) return err;
-  CombineSplitsKernel<D><<<dim3(p.num_tokens, p.q_heads), kCombineThreads, p.num_splits * sizeof(float), stream>>>(p);
-  return cudaGetLastError();
+  return pdl::Launch(CombineSplitsKernel<D>, dim3(p.num_tokens, p.q_heads), kCombineThreads,
+                     p.num_splits * sizeof(float), stream, p);
 }
 
 }  // namespace attention

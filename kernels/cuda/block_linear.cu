@@ -14,6 +14,7 @@
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/gemv_common.cuh"
 #include "kernels/cuda/ggml_unit.cuh"
+#include "kernels/cuda/pdl.cuh"
 
 namespace kvs::cuda {
 namespace {
@@ -23,6 +24,8 @@ using gemv::kWarp;
 // One warp per (token, 32 activations): lane i rounds activation i.
 __global__ void QuantizeActivationsKernel(const bf16* __restrict__ x, int64_t x_stride, int64_t tokens, int64_t units,
                                           QuantizedActivations a) {
+  pdl::WaitForPrevious();
+  pdl::AllowNext();
   const int64_t warp = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / kWarp;
   const int lane = threadIdx.x % kWarp;
   if (warp >= tokens * units) return;
@@ -62,6 +65,9 @@ __global__ void __launch_bounds__(kGemvWarps * kWarp, kMaxTokens <= 2 ? 12 : 8)
   constexpr int kRowsPerBlock = kGemvWarps / kWarpsPerRow;
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int part = warp % kWarpsPerRow;
+  gemv::PrefetchFirstRows<kRowsPerBlock, kWarpsPerRow>(w, row_bytes, n, lane, warp, part);
+  pdl::WaitForPrevious();
+  pdl::AllowNext();
   for (int group = blockIdx.x; group * kRowsPerBlock < n; group += gridDim.x) {
     const int row = group * kRowsPerBlock + warp / kWarpsPerRow;
     const uint8_t* wr = w + static_cast<int64_t>(min(row, n - 1)) * row_bytes;
@@ -138,19 +144,14 @@ struct GemvLaunch {
     const int groups = (n + kRowsPerBlock - 1) / kRowsPerBlock;
     auto launch = [&](auto kernel) {
       const int blocks = std::min(groups, ResidentBlocks(kernel, kGemvWarps * kWarp));
-      kernel<<<blocks, kGemvWarps * kWarp, 0, stream>>>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out);
+      return pdl::Launch(kernel, blocks, kGemvWarps * kWarp, 0, stream, w, row_bytes, n, units, a, tokens, out,
+                         out_stride, f32_out);
     };
     // Token counts round up to 1, 2, 4 or 8 accumulators; the kernel skips the ones past `tokens`.
-    if (tokens == 1) {
-      launch(BlockGemvKernel<T, 1, kWarpsPerRow>);
-    } else if (tokens == 2) {
-      launch(BlockGemvKernel<T, 2, kWarpsPerRow>);
-    } else if (tokens <= 4) {
-      launch(BlockGemvKernel<T, 4, kWarpsPerRow>);
-    } else {
-      launch(BlockGemvKernel<T, kBlockGemvMaxTokens, kWarpsPerRow>);
-    }
-    return cudaGetLastError();
+    if (tokens == 1) return launch(BlockGemvKernel<T, 1, kWarpsPerRow>);
+    if (tokens == 2) return launch(BlockGemvKernel<T, 2, kWarpsPerRow>);
+    if (tokens <= 4) return launch(BlockGemvKernel<T, 4, kWarpsPerRow>);
+    return launch(BlockGemvKernel<T, kBlockGemvMaxTokens, kWarpsPerRow>);
   }
 };
 
@@ -175,9 +176,8 @@ cudaError_t LaunchQuantizeActivations(const bf16* x, int64_t x_stride, int64_t t
   if (k % 32 != 0) return cudaErrorInvalidValue;
   constexpr int kThreads = 256;
   const int64_t warps = tokens * (k / 32);
-  QuantizeActivationsKernel<<<(warps * kWarp + kThreads - 1) / kThreads, kThreads, 0, stream>>>(x, x_stride, tokens,
-                                                                                                k / 32, a);
-  return cudaGetLastError();
+  return pdl::Launch(QuantizeActivationsKernel, static_cast<unsigned>((warps * kWarp + kThreads - 1) / kThreads),
+                     kThreads, 0, stream, x, x_stride, tokens, k / 32, a);
 }
 
 cudaError_t LaunchBlockGemv(GgmlType type, const void* w, int64_t row_bytes, int64_t n, int64_t k,

@@ -3,6 +3,7 @@
 
 #include "kernels/common/random_fill.h"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/pdl.cuh"
 
 namespace kvs::cuda {
 namespace {
@@ -21,6 +22,8 @@ __global__ void EmbeddingKernel(const int32_t* ids, const bf16* table, int32_t f
 }
 
 __global__ void SwiGluKernel(const bf16* gu, int64_t gu_stride, int64_t inter, bf16* out, int64_t out_stride) {
+  pdl::WaitForPrevious();
+  pdl::AllowNext();
   const int64_t r = blockIdx.y;
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= inter) return;
@@ -30,6 +33,8 @@ __global__ void SwiGluKernel(const bf16* gu, int64_t gu_stride, int64_t inter, b
 }
 
 __global__ void GeluGluKernel(const bf16* gu, int64_t gu_stride, int64_t inter, bf16* out, int64_t out_stride) {
+  pdl::WaitForPrevious();
+  pdl::AllowNext();
   const int64_t r = blockIdx.y;
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= inter) return;
@@ -41,6 +46,8 @@ __global__ void GeluGluKernel(const bf16* gu, int64_t gu_stride, int64_t inter, 
 }
 
 __global__ void ScaleKernel(float* x, int64_t x_stride, int64_t cols, float s) {
+  pdl::WaitForPrevious();
+  pdl::AllowNext();
   const int64_t r = blockIdx.y;
   const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c < cols) x[r * x_stride + c] *= s;
@@ -48,6 +55,8 @@ __global__ void ScaleKernel(float* x, int64_t x_stride, int64_t cols, float s) {
 
 __global__ void GatherRowsKernel(const char* x, int64_t x_row_bytes, const int32_t* rows, int64_t row_bytes,
                                  char* out, int64_t out_row_bytes) {
+  pdl::WaitForPrevious();
+  pdl::AllowNext();
   const int64_t i = blockIdx.x;
   const char* src = x + static_cast<int64_t>(rows[i]) * x_row_bytes;
   for (int64_t b = threadIdx.x; b < row_bytes; b += blockDim.x) out[i * out_row_bytes + b] = src[b];
@@ -100,30 +109,26 @@ cudaError_t LaunchSwiGlu(const bf16* gate_up, int64_t gu_stride, int64_t rows, i
                          int64_t out_stride, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
   const dim3 grid((inter + 255) / 256, rows);
-  SwiGluKernel<<<grid, 256, 0, stream>>>(gate_up, gu_stride, inter, out, out_stride);
-  return cudaGetLastError();
+  return pdl::Launch(SwiGluKernel, grid, 256, 0, stream, gate_up, gu_stride, inter, out, out_stride);
 }
 
 cudaError_t LaunchGeluGlu(const bf16* gate_up, int64_t gu_stride, int64_t rows, int64_t inter, bf16* out,
                           int64_t out_stride, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
   const dim3 grid((inter + 255) / 256, rows);
-  GeluGluKernel<<<grid, 256, 0, stream>>>(gate_up, gu_stride, inter, out, out_stride);
-  return cudaGetLastError();
+  return pdl::Launch(GeluGluKernel, grid, 256, 0, stream, gate_up, gu_stride, inter, out, out_stride);
 }
 
 cudaError_t LaunchScale(float* x, int64_t x_stride, int64_t rows, int64_t cols, float s, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
-  ScaleKernel<<<dim3((cols + 255) / 256, rows), 256, 0, stream>>>(x, x_stride, cols, s);
-  return cudaGetLastError();
+  return pdl::Launch(ScaleKernel, dim3((cols + 255) / 256, rows), 256, 0, stream, x, x_stride, cols, s);
 }
 
 cudaError_t LaunchGatherRows(const void* x, int64_t x_stride, const int32_t* rows, int64_t n, int64_t cols,
                              int32_t elem_bytes, void* out, int64_t out_stride, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  GatherRowsKernel<<<n, 256, 0, stream>>>(static_cast<const char*>(x), x_stride * elem_bytes, rows,
-                                          cols * elem_bytes, static_cast<char*>(out), out_stride * elem_bytes);
-  return cudaGetLastError();
+  return pdl::Launch(GatherRowsKernel, static_cast<unsigned>(n), 256, 0, stream, static_cast<const char*>(x),
+                     x_stride * elem_bytes, rows, cols * elem_bytes, static_cast<char*>(out), out_stride * elem_bytes);
 }
 
 cudaError_t LaunchAddBias(bf16* out, int64_t out_stride, int64_t rows, int64_t cols, const bf16* bias,

@@ -71,6 +71,9 @@ __global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 ? 12 : 8)
   constexpr int kRowsPerBlock = kGemvWarps / kWarpsPerRow;
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int part = warp % kWarpsPerRow;
+  gemv::PrefetchFirstRows<kRowsPerBlock, kWarpsPerRow>(w, row_bytes, n, lane, warp, part);
+  pdl::WaitForPrevious();
+  pdl::AllowNext();
   for (int group = blockIdx.x; group * kRowsPerBlock < n; group += gridDim.x) {
     const int row = group * kRowsPerBlock + warp / kWarpsPerRow;
     const uint8_t* wr = w + static_cast<int64_t>(min(row, n - 1)) * row_bytes;
@@ -108,19 +111,13 @@ cudaError_t LaunchGemv(const uint8_t* w, int64_t row_bytes, int n, int blocks, c
   const int groups = (n + kRowsPerBlock - 1) / kRowsPerBlock;
   auto launch = [&](auto kernel) {
     const int grid = std::min(groups, ResidentBlocks(kernel, kGemvWarps * kWarp));
-    kernel<<<grid, kGemvWarps * kWarp, 0, stream>>>(w, row_bytes, n, blocks, x, x_stride, tokens, out, out_stride,
-                                                    f32_out);
+    return pdl::Launch(kernel, grid, kGemvWarps * kWarp, 0, stream, w, row_bytes, n, blocks, x, x_stride, tokens, out,
+                       out_stride, f32_out);
   };
-  if (tokens == 1) {
-    launch(F8GemvKernel<1, kWarpsPerRow>);
-  } else if (tokens == 2) {
-    launch(F8GemvKernel<2, kWarpsPerRow>);
-  } else if (tokens <= 4) {
-    launch(F8GemvKernel<4, kWarpsPerRow>);
-  } else {
-    launch(F8GemvKernel<kBlockGemvMaxTokens, kWarpsPerRow>);
-  }
-  return cudaGetLastError();
+  if (tokens == 1) return launch(F8GemvKernel<1, kWarpsPerRow>);
+  if (tokens == 2) return launch(F8GemvKernel<2, kWarpsPerRow>);
+  if (tokens <= 4) return launch(F8GemvKernel<4, kWarpsPerRow>);
+  return launch(F8GemvKernel<kBlockGemvMaxTokens, kWarpsPerRow>);
 }
 
 // A thread per word (4 weights) of the output rows: out row r = source row row_of(r) decoded, or

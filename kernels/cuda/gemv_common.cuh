@@ -11,6 +11,8 @@
 #include <mutex>
 #include <utility>
 
+#include "kernels/cuda/pdl.cuh"
+
 namespace kvs::cuda::gemv {
 
 constexpr int kWarp = 32;
@@ -39,6 +41,22 @@ inline int ResidentBlocks(const void* kernel, int threads) {
 template <typename Kernel>
 int ResidentBlocks(Kernel* kernel, int threads) {
   return ResidentBlocks(reinterpret_cast<const void*>(kernel), threads);
+}
+
+// Before the wait for the previous kernel (pdl.cuh): the L2 lines of this block's first row group,
+// each warp its row's share, so the weights stream in while the activations are still being made.
+// Weights are written by nothing a step runs, so reading them early is safe; later groups are not
+// prefetched (one group a block is ~one matrix at the Llama-3-8B attention shapes, and more would
+// only evict what the first group needs).
+template <int kRowsPerBlock, int kWarpsPerRow>
+__device__ __forceinline__ void PrefetchFirstRows(const uint8_t* w, int64_t row_bytes, int n, int lane, int warp,
+                                                  int part) {
+  const int row = blockIdx.x * kRowsPerBlock + warp / kWarpsPerRow;
+  if (row >= n) return;
+  const uint8_t* wr = w + static_cast<int64_t>(row) * row_bytes;
+  for (int64_t off = 128 * static_cast<int64_t>(lane + kWarp * part); off < row_bytes; off += 128 * kWarp * kWarpsPerRow) {
+    pdl::PrefetchL2(wr + off);
+  }
 }
 
 // The end of one row group: acc[t] is this lane's share of token t's dot; kWarpsPerRow warps (warp

@@ -7,6 +7,7 @@
 
 #include "kernels/common/kv_quant.h"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/pdl.cuh"
 
 namespace kvs::cuda {
 namespace {
@@ -14,6 +15,8 @@ namespace {
 // 16-byte copies when rows and strides allow (the usual case: width = kv_heads * head_dim).
 __global__ void WriteKvVecKernel(const uint4* k, int64_t k_stride, const uint4* v, int64_t v_stride,
                                  const int32_t* slot_mapping, uint4* k_cache, uint4* v_cache, int64_t width) {
+  pdl::WaitForPrevious();
+  pdl::AllowNext();
   const int64_t t = blockIdx.x;
   const int64_t slot = slot_mapping[t];
   if (slot < 0) return;
@@ -25,6 +28,8 @@ __global__ void WriteKvVecKernel(const uint4* k, int64_t k_stride, const uint4* 
 
 __global__ void WriteKvKernel(const bf16* k, int64_t k_stride, const bf16* v, int64_t v_stride,
                               const int32_t* slot_mapping, bf16* k_cache, bf16* v_cache, int64_t width) {
+  pdl::WaitForPrevious();
+  pdl::AllowNext();
   const int64_t t = blockIdx.x;
   const int64_t slot = slot_mapping[t];
   if (slot < 0) return;
@@ -40,6 +45,8 @@ __global__ void WriteKvKernel(const bf16* k, int64_t k_stride, const bf16* v, in
 __global__ void WriteResidualKernel(const bf16* k, int64_t k_stride, const bf16* v, int64_t v_stride,
                                     const int32_t* slot_mapping, bf16* k_residual, bf16* v_residual, int64_t rows,
                                     int64_t width) {
+  pdl::WaitForPrevious();
+  pdl::AllowNext();
   const int64_t t = blockIdx.x;
   const int64_t slot = slot_mapping[t];
   if (slot > -2 || -(slot + 2) >= rows) return;
@@ -77,6 +84,8 @@ __device__ inline float GroupReduce(float v, int width) {
 template <KvDType F, int E>
 __global__ void WriteKvEncodedKernel(const bf16* k, int64_t k_stride, const bf16* v, int64_t v_stride,
                                      const int32_t* slot_mapping, int64_t num_rows, PagedKvView cache) {
+  pdl::WaitForPrevious();
+  pdl::AllowNext();
   const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (row >= num_rows) return;  // whole warps leave together
@@ -141,13 +150,14 @@ cudaError_t LaunchEncoded(const bf16* k, int64_t k_stride, const bf16* v, int64_
   const int64_t rows = num_tokens * cache.kv_heads * 2;
   const int64_t blocks = (rows + 3) / 4;  // four warps per block
   if (cache.head_dim == 64) {
-    WriteKvEncodedKernel<F, 2><<<blocks, 128, 0, stream>>>(k, k_stride, v, v_stride, slot_mapping, rows, cache);
-  } else if (cache.head_dim == 128) {
-    WriteKvEncodedKernel<F, 4><<<blocks, 128, 0, stream>>>(k, k_stride, v, v_stride, slot_mapping, rows, cache);
-  } else {
-    return cudaErrorInvalidValue;
+    return pdl::Launch(WriteKvEncodedKernel<F, 2>, static_cast<unsigned>(blocks), 128, 0, stream, k, k_stride, v,
+                       v_stride, slot_mapping, rows, cache);
   }
-  return cudaGetLastError();
+  if (cache.head_dim == 128) {
+    return pdl::Launch(WriteKvEncodedKernel<F, 4>, static_cast<unsigned>(blocks), 128, 0, stream, k, k_stride, v,
+                       v_stride, slot_mapping, rows, cache);
+  }
+  return cudaErrorInvalidValue;
 }
 
 }  // namespace
@@ -165,10 +175,9 @@ cudaError_t LaunchWriteKv(const bf16* k, int64_t k_stride, const bf16* v, int64_
     case KvDType::kKivi2: {
       if (cache.k_residual == nullptr) return cudaErrorInvalidValue;
       const int64_t rows = static_cast<int64_t>(cache.num_residual) * cache.residual_blocks * cache.block_size;
-      WriteResidualKernel<<<num_tokens, 128, 0, stream>>>(
-          k, k_stride, v, v_stride, slot_mapping, static_cast<bf16*>(cache.k_residual),
-          static_cast<bf16*>(cache.v_residual), rows, cache.SlotStride());
-      return cudaGetLastError();
+      return pdl::Launch(WriteResidualKernel, static_cast<unsigned>(num_tokens), 128, 0, stream, k, k_stride, v,
+                         v_stride, slot_mapping, static_cast<bf16*>(cache.k_residual),
+                         static_cast<bf16*>(cache.v_residual), rows, cache.SlotStride());
     }
     case KvDType::kF32: return cudaErrorInvalidValue;
   }
@@ -176,14 +185,12 @@ cudaError_t LaunchWriteKv(const bf16* k, int64_t k_stride, const bf16* v, int64_
   auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   if (width % 8 == 0 && k_stride % 8 == 0 && v_stride % 8 == 0 && aligned(k) && aligned(v) && aligned(cache.k) &&
       aligned(cache.v)) {
-    WriteKvVecKernel<<<num_tokens, 128, 0, stream>>>(
-        reinterpret_cast<const uint4*>(k), k_stride / 8, reinterpret_cast<const uint4*>(v), v_stride / 8, slot_mapping,
-        static_cast<uint4*>(cache.k), static_cast<uint4*>(cache.v), width / 8);
-    return cudaGetLastError();
+    return pdl::Launch(WriteKvVecKernel, static_cast<unsigned>(num_tokens), 128, 0, stream,
+                       reinterpret_cast<const uint4*>(k), k_stride / 8, reinterpret_cast<const uint4*>(v), v_stride / 8,
+                       slot_mapping, static_cast<uint4*>(cache.k), static_cast<uint4*>(cache.v), width / 8);
   }
-  WriteKvKernel<<<num_tokens, 128, 0, stream>>>(k, k_stride, v, v_stride, slot_mapping, static_cast<bf16*>(cache.k),
-                                                static_cast<bf16*>(cache.v), cache.SlotStride());
-  return cudaGetLastError();
+  return pdl::Launch(WriteKvKernel, static_cast<unsigned>(num_tokens), 128, 0, stream, k, k_stride, v, v_stride,
+                     slot_mapping, static_cast<bf16*>(cache.k), static_cast<bf16*>(cache.v), cache.SlotStride());
 }
 
 }  // namespace kvs::cuda

@@ -25,12 +25,15 @@
 #include "kernels/cuda/paged_prefill_mma.cuh"
 #include "kernels/cuda/paged_prefill_wgmma.cuh"
 #include "kernels/cuda/prefill_decoded_first.cuh"
+#include "kernels/cuda/pdl.cuh"
 
 namespace kvs::cuda {
 namespace attention {
 
 template <KvDType F, int D, int ROWS>
 __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(Params p) {
+  pdl::WaitForPrevious();
+  pdl::AllowNext();
   // K rows padded by 16 bytes: with the rotated read order below, the 32 lanes of a warp (32
   // keys) hit 32 different banks. Two stages: tile i+1 streams in while tile i is computed.
   constexpr int kRow = D + 8;
@@ -198,6 +201,8 @@ __device__ inline void Merge(float& m, float& l, float* acc, float om, float ol,
 
 template <KvDType F, int D, int G>
 __global__ void __launch_bounds__(kThreads) PagedDecodeKernel(Params p) {
+  pdl::WaitForPrevious();
+  pdl::AllowNext();
   constexpr int kLanesPerKey = D / 16;
   constexpr int kKeysPerWarp = 32 / kLanesPerKey;
   constexpr int kWarps = kThreads / 32;
@@ -335,6 +340,8 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeKernel(Params p) {
 //   C 16x8:      c0 (g, 2t) c1 (g, 2t+1) c2 (g+8, 2t) c3 (g+8, 2t+1)      g = lane/4, t = lane%4
 template <KvDType F, int D>
 __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
+  pdl::WaitForPrevious();
+  pdl::AllowNext();
   constexpr int kKeys = 16;        // keys per warp tile
   constexpr int kRow = D + 8;      // padded rows: conflict-free fragment reads
   constexpr int kWarps = kThreads / 32;
@@ -461,8 +468,8 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
 template <int D, typename Kernel>
 cudaError_t LaunchPlanned(Kernel kernel, size_t smem, int64_t resident, Params p, dim3 grid, cudaStream_t stream) {
   PlanSplits(p, grid, resident, D);
-  kernel<<<grid, kThreads, smem, stream>>>(p);
-  return CombineSplits<D>(cudaGetLastError(), p, stream);
+  // Every kernel passed here waits for the previous one first (pdl.cuh).
+  return CombineSplits<D>(pdl::Launch(kernel, grid, kThreads, smem, stream, p), p, stream);
 }
 
 // Prefill on Hopper's warpgroup MMAs (paged_prefill_wgmma.cu), every cache format.

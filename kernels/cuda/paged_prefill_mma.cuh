@@ -6,6 +6,7 @@
 #pragma once
 
 #include "kernels/cuda/paged_attention_common.cuh"
+#include "kernels/cuda/pdl.cuh"
 
 namespace kvs::cuda {
 namespace attention {
@@ -19,6 +20,8 @@ namespace attention {
 // O += P V with P re-packed from S. Same split/partial contract as the other kernels.
 template <KvDType F, int D>
 __global__ void __launch_bounds__(kThreads) PagedPrefillMmaKernel(Params p) {
+  pdl::WaitForPrevious();
+  pdl::AllowNext();
   constexpr int kKeys = 32;
   constexpr int kRow = D + 8;
   constexpr int kKSteps = D / 16;

@@ -3,6 +3,7 @@
 // threads, float4 loads, and the row held in registers between the sum-of-squares pass and the
 // scaling pass (no second read). Rows too wide for the registers, or unaligned, take a scalar loop.
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/pdl.cuh"
 
 namespace kvs::cuda {
 namespace {
@@ -40,6 +41,8 @@ template <bool kAdd>
 __global__ void __launch_bounds__(kThreads) RmsNormVecKernel(float* x, int64_t x_stride, const bf16* update,
                                                              int64_t update_stride, const bf16* w, int64_t cols,
                                                              float eps, bf16* out, int64_t out_stride) {
+  pdl::WaitForPrevious();
+  pdl::AllowNext();
   const int64_t r = blockIdx.x;
   float* xr = x + r * x_stride;
   const int64_t vecs = cols / 4;
@@ -75,6 +78,8 @@ template <bool kAdd>
 __global__ void __launch_bounds__(kThreads) RmsNormKernel(float* x, int64_t x_stride, const bf16* update,
                                                           int64_t update_stride, const bf16* w, int64_t cols,
                                                           float eps, bf16* out, int64_t out_stride) {
+  pdl::WaitForPrevious();
+  pdl::AllowNext();
   const int64_t r = blockIdx.x;
   float* xr = x + r * x_stride;
   float sum_sq = 0.0f;
@@ -104,18 +109,19 @@ template <bool kAdd>
 cudaError_t LaunchNorm(float* x, int64_t x_stride, const bf16* update, int64_t update_stride, const bf16* w,
                        int64_t rows, int64_t cols, float eps, bf16* out, int64_t out_stride, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
-  if (Vectorizable(cols, x_stride, update_stride, out_stride, x, update, w, out)) {
-    RmsNormVecKernel<kAdd><<<rows, kThreads, 0, stream>>>(x, x_stride, update, update_stride, w, cols, eps, out, out_stride);
-  } else {
-    RmsNormKernel<kAdd><<<rows, kThreads, 0, stream>>>(x, x_stride, update, update_stride, w, cols, eps, out, out_stride);
-  }
-  return cudaGetLastError();
+  const auto kernel = Vectorizable(cols, x_stride, update_stride, out_stride, x, update, w, out)
+                          ? RmsNormVecKernel<kAdd>
+                          : RmsNormKernel<kAdd>;
+  return pdl::Launch(kernel, static_cast<unsigned>(rows), kThreads, 0, stream, x, x_stride, update, update_stride, w,
+                     cols, eps, out, out_stride);
 }
 
 // One warp per row of `dim` bf16 (a head, or a whole bf16 row): sum of squares in float32,
 // the row read twice (it is in L1 the second time).
 __global__ void RmsNormBf16Kernel(const bf16* x, int64_t x_stride, int64_t rows, int32_t heads, int32_t dim,
                                   const bf16* w, float eps, bf16* out, int64_t out_stride) {
+  pdl::WaitForPrevious();
+  pdl::AllowNext();
   const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
   if (row >= rows * heads) return;
   const int lane = threadIdx.x & 31;
@@ -140,9 +146,8 @@ cudaError_t LaunchRmsNormBf16(const bf16* x, int64_t x_stride, int64_t rows, int
   const int64_t n = rows * heads;
   if (n == 0) return cudaSuccess;
   constexpr int kWarps = 8;
-  RmsNormBf16Kernel<<<(n + kWarps - 1) / kWarps, kWarps * 32, 0, stream>>>(x, x_stride, rows, heads, dim, w, eps,
-                                                                          out, out_stride);
-  return cudaGetLastError();
+  return pdl::Launch(RmsNormBf16Kernel, static_cast<unsigned>((n + kWarps - 1) / kWarps), kWarps * 32, 0, stream, x,
+                     x_stride, rows, heads, dim, w, eps, out, out_stride);
 }
 
 cudaError_t LaunchRmsNorm(const float* x, int64_t x_stride, const bf16* w, int64_t rows, int64_t cols, float eps,

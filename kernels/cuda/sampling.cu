@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/pdl.cuh"
 
 namespace kvs::cuda {
 namespace {
@@ -30,6 +31,8 @@ __device__ inline void Better(float& v, int& i, float ov, int oi) {
 
 __global__ void __launch_bounds__(kThreads) ArgmaxKernel(const float* logits, int64_t stride, int64_t cols, int32_t first_id,
                                                           int32_t* ids, float* values) {
+  pdl::WaitForPrevious();
+  pdl::AllowNext();
   const float* row = logits + blockIdx.x * stride;
   float best = -FLT_MAX;
   int idx = 0x7fffffff;
@@ -374,8 +377,8 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(const float* logits, in
 cudaError_t LaunchArgmaxRows(const float* logits, int64_t stride, int64_t rows, int64_t cols, int32_t first_id,
                              int32_t* ids, float* values, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
-  ArgmaxKernel<<<rows, kThreads, 0, stream>>>(logits, stride, cols, first_id, ids, values);
-  return cudaGetLastError();
+  return pdl::Launch(ArgmaxKernel, static_cast<unsigned>(rows), kThreads, 0, stream, logits, stride, cols, first_id, ids,
+                     values);
 }
 
 cudaError_t LaunchSampleRows(const float* logits, int64_t stride, int32_t rows, int32_t cols,
