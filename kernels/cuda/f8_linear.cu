@@ -60,43 +60,93 @@ using gemv::kNarrowRows;
 using gemv::ResidentBlocks;
 constexpr int kGemvWarps = gemv::kWarps;
 
+// kLaneCodes consecutive codes (or bf16 activations) loaded as one 4-, 8-, 16- or 32-byte piece.
+template <int kBytes>
+__device__ __forceinline__ void LoadWords(const void* p, uint32_t (&words)[kBytes / 4]) {
+  if constexpr (kBytes == 4) {
+    words[0] = __ldg(static_cast<const uint32_t*>(p));
+  } else if constexpr (kBytes == 8) {
+    const uint2 a = __ldg(static_cast<const uint2*>(p));
+    words[0] = a.x, words[1] = a.y;
+  } else {
+    static_assert(kBytes % 16 == 0, "whole 16-byte loads");
+#pragma unroll
+    for (int i = 0; i < kBytes / 16; ++i) {
+      const uint4 a = __ldg(static_cast<const uint4*>(p) + i);
+      words[4 * i] = a.x, words[4 * i + 1] = a.y, words[4 * i + 2] = a.z, words[4 * i + 3] = a.w;
+    }
+  }
+}
+
 // out[t, row] = x[t] . w[row]. kWarpsPerRow warps share a row (4 for matrices of few rows, whose
-// single warps would each wait through a long row alone); a warp takes a block at a time, lane l
-// its codes 4l .. 4l + 3 (one coalesced 128-byte load a block) and the activations beside them.
-// The grid is what stays resident, looping over the rows (as block_linear.cu's GEMV).
-template <int kMaxTokens, int kWarpsPerRow>
-__global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 ? 12 : 8)
+// single warps would each wait through a long row alone). A warp takes 32 kLaneCodes codes at a
+// time, lane l the kLaneCodes codes from kLaneCodes l with their block's scale and the bf16
+// activations beside them. kLaneCodes is 16 (one coalesced 512-byte load: four blocks) where rows
+// and activations are 16-byte aligned, else 4 (a block a word a lane, which left the H200's step
+// at 58% of its memory floor). The grid is what stays resident, looping over the rows (as
+// block_linear.cu's GEMV).
+// 12 blocks an SM (40 registers) where a lane's loads are words; 8 (64) for 16-byte pieces, whose
+// four chunks in flight a lane (64 bytes) spilled at 40.
+template <int kMaxTokens, int kWarpsPerRow, int kLaneCodes>
+__global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 && kLaneCodes == 4 ? 12 : 8)
     F8GemvKernel(const uint8_t* __restrict__ w, int64_t row_bytes, int n, int blocks, const bf16* __restrict__ x,
                  int64_t x_stride, int tokens, void* out, int64_t out_stride, bool f32_out) {
   constexpr int kRowsPerBlock = kGemvWarps / kWarpsPerRow;
+  constexpr int kLanesPerBlock = kF8BlockElems / kLaneCodes;
+  constexpr int kChunkBlocks = kWarp / kLanesPerBlock;  // blocks a warp takes at a time
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int part = warp % kWarpsPerRow;
   gemv::PrefetchFirstRows<kRowsPerBlock, kWarpsPerRow>(w, row_bytes, n, lane, warp, part);
   pdl::WaitForPrevious();
   pdl::AllowNext();
+  const int64_t k = static_cast<int64_t>(blocks) * kF8BlockElems;  // split rows: the scales after the codes
+  const int chunks = (blocks + kChunkBlocks - 1) / kChunkBlocks;
   for (int group = blockIdx.x; group * kRowsPerBlock < n; group += gridDim.x) {
     const int row = group * kRowsPerBlock + warp / kWarpsPerRow;
     const uint8_t* wr = w + static_cast<int64_t>(min(row, n - 1)) * row_bytes;
     float acc[kMaxTokens];
 #pragma unroll
     for (int t = 0; t < kMaxTokens; ++t) acc[t] = 0.0f;
-    const int64_t k = static_cast<int64_t>(blocks) *
-                      kF8BlockElems;  // split rows: the scales after the codes
-                                      // Several blocks in flight per warp: the loop waits on loads, not on issue.
-#pragma unroll(kMaxTokens <= 2 ? 4 : 2)
-    for (int b = part; b < blocks; b += kWarpsPerRow) {
-      const uint32_t word = __ldg(reinterpret_cast<const uint32_t*>(SplitRows::Codes(wr, k, b)) + lane);
-      const float scale = SplitRows::Scale(wr, k, b);
-      float v[4];
-      Codes(word, v);
+    // kInFlight chunks' codes and scales loaded before any is used: the loop waits on loads, not on
+    // issue (with a bounds check in each unrolled step the compiler kept one load in flight).
+    constexpr int kInFlight = kMaxTokens <= 2 ? 4 : 2;
+    for (int c0 = part; c0 < chunks; c0 += kWarpsPerRow * kInFlight) {
+      uint32_t codes[kInFlight][kLaneCodes / 4];
+      float scale[kInFlight];
 #pragma unroll
-      for (int t = 0; t < kMaxTokens; ++t) {
-        if (t < tokens) {
-          // Four bf16 activations: 8 bytes at column 128 b + 4 lane.
-          const uint2 xa = __ldg(reinterpret_cast<const uint2*>(x + t * x_stride + kF8BlockElems * b + 4 * lane));
-          const float2 x01 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&xa.x));
-          const float2 x23 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&xa.y));
-          acc[t] += scale * (v[0] * x01.x + v[1] * x01.y + v[2] * x23.x + v[3] * x23.y);
+      for (int i = 0; i < kInFlight; ++i) {
+        const int b = kChunkBlocks * (c0 + i * kWarpsPerRow) + lane / kLanesPerBlock;
+        const int64_t col = static_cast<int64_t>(b) * kF8BlockElems + kLaneCodes * (lane % kLanesPerBlock);
+        if (b < blocks) {  // the row's last chunks may hold fewer blocks, or none
+          LoadWords<kLaneCodes>(SplitRows::Codes(wr, k, 0) + col, codes[i]);
+          scale[i] = SplitRows::Scale(wr, k, b);
+        } else {
+#pragma unroll
+          for (int j = 0; j < kLaneCodes / 4; ++j) codes[i][j] = 0;
+          scale[i] = 0.0f;
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < kInFlight; ++i) {
+        const int b = kChunkBlocks * (c0 + i * kWarpsPerRow) + lane / kLanesPerBlock;
+        if (b >= blocks) continue;
+        const int64_t col = static_cast<int64_t>(b) * kF8BlockElems + kLaneCodes * (lane % kLanesPerBlock);
+        float v[kLaneCodes];
+#pragma unroll
+        for (int j = 0; j < kLaneCodes / 4; ++j) Codes(codes[i][j], *reinterpret_cast<float(*)[4]>(v + 4 * j));
+#pragma unroll
+        for (int t = 0; t < kMaxTokens; ++t) {
+          if (t < tokens) {
+            uint32_t xw[kLaneCodes / 2];
+            LoadWords<2 * kLaneCodes>(x + t * x_stride + col, xw);
+            float dot = 0.0f;
+#pragma unroll
+            for (int j = 0; j < kLaneCodes / 2; ++j) {
+              const float2 xf = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&xw[j]));
+              dot += v[2 * j] * xf.x + v[2 * j + 1] * xf.y;
+            }
+            acc[t] += scale[i] * dot;
+          }
         }
       }
     }
@@ -104,7 +154,7 @@ __global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 ? 12 : 8)
   }
 }
 
-template <int kWarpsPerRow>
+template <int kWarpsPerRow, int kLaneCodes>
 cudaError_t LaunchGemv(const uint8_t* w, int64_t row_bytes, int n, int blocks, const bf16* x, int64_t x_stride,
                        int tokens, void* out, int64_t out_stride, bool f32_out, cudaStream_t stream) {
   constexpr int kRowsPerBlock = kGemvWarps / kWarpsPerRow;
@@ -114,10 +164,10 @@ cudaError_t LaunchGemv(const uint8_t* w, int64_t row_bytes, int n, int blocks, c
     return pdl::Launch(kernel, grid, kGemvWarps * kWarp, 0, stream, w, row_bytes, n, blocks, x, x_stride, tokens, out,
                        out_stride, f32_out);
   };
-  if (tokens == 1) return launch(F8GemvKernel<1, kWarpsPerRow>);
-  if (tokens == 2) return launch(F8GemvKernel<2, kWarpsPerRow>);
-  if (tokens <= 4) return launch(F8GemvKernel<4, kWarpsPerRow>);
-  return launch(F8GemvKernel<kBlockGemvMaxTokens, kWarpsPerRow>);
+  if (tokens == 1) return launch(F8GemvKernel<1, kWarpsPerRow, kLaneCodes>);
+  if (tokens == 2) return launch(F8GemvKernel<2, kWarpsPerRow, kLaneCodes>);
+  if (tokens <= 4) return launch(F8GemvKernel<4, kWarpsPerRow, kLaneCodes>);
+  return launch(F8GemvKernel<kBlockGemvMaxTokens, kWarpsPerRow, kLaneCodes>);
 }
 
 // A thread per word (4 weights) of the output rows: out row r = source row row_of(r) decoded, or
@@ -293,12 +343,16 @@ cudaError_t LaunchF8Gemv(const void* w, int64_t row_bytes, int64_t n, int64_t k,
   if (n == 0) return cudaSuccess;
   const auto* wb = static_cast<const uint8_t*>(w);
   const int blocks = static_cast<int>(k / kF8BlockElems);
+  // 16-byte pieces where rows (a multiple of four blocks: every real model's k) and activations allow.
+  const bool wide = row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0 &&
+                    reinterpret_cast<uintptr_t>(x) % 16 == 0 && x_stride % 8 == 0;
+  const int rows = static_cast<int>(n), t = static_cast<int>(tokens);
   if (n <= kNarrowRows) {
-    return LaunchGemv<4>(wb, row_bytes, static_cast<int>(n), blocks, x, x_stride, static_cast<int>(tokens), out,
-                         out_stride, f32_out, stream);
+    return wide ? LaunchGemv<4, 16>(wb, row_bytes, rows, blocks, x, x_stride, t, out, out_stride, f32_out, stream)
+                : LaunchGemv<4, 4>(wb, row_bytes, rows, blocks, x, x_stride, t, out, out_stride, f32_out, stream);
   }
-  return LaunchGemv<1>(wb, row_bytes, static_cast<int>(n), blocks, x, x_stride, static_cast<int>(tokens), out,
-                       out_stride, f32_out, stream);
+  return wide ? LaunchGemv<1, 16>(wb, row_bytes, rows, blocks, x, x_stride, t, out, out_stride, f32_out, stream)
+              : LaunchGemv<1, 4>(wb, row_bytes, rows, blocks, x, x_stride, t, out, out_stride, f32_out, stream);
 }
 
 cudaError_t LaunchF8Dequantize(const void* src, int64_t src_stride, int64_t rows, int64_t cols, void* out, bool f32_out,
