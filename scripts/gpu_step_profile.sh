@@ -40,3 +40,10 @@ for k, t in by.most_common(18): print(f"{t:10.0f} {unit} {cnt[k]:4d}x {t / cnt[k
 PY
 done
 echo "total $(( $(date +%s) - start )) s"
+# The Q4_0 GEMV's limiter: L1 throughput (wavefronts) against DRAM's, gate/up projection, one token.
+if [ -z "${KVS_SKIP_GEMV_PROFILE:-}" ]; then
+  timeout 200 ncu --clock-control none -k regex:BlockGemvKernel -s 2 -c 1 --section SpeedOfLight --section MemoryWorkloadAnalysis \
+    --section WarpStateStats $K bench --device cuda --model random:llama-3-8b:Q4_0 --kernel linear --batch 1 --iters 1 \
+    > "$OUT/gemv_q4_0.txt" 2>&1
+  grep -E "Duration|DRAM Throughput|L1/TEX Cache Throughput|L2 Cache Throughput|Memory Throughput|Mem Busy|Max Bandwidth|Mem Pipes Busy|L1/TEX Hit|Stall Long|Warp Cycles Per Issued|Grid Size|Block Size" "$OUT/gemv_q4_0.txt" | head -20
+fi
