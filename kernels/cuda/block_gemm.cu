@@ -172,8 +172,7 @@ __global__ void __launch_bounds__(kThreads)
       const int r = i / kChunkUnits, uu = i % kChunkUnits, row = row0 + r, u = c0 + uu;
       uint4* dst = reinterpret_cast<uint4*>(&sm.wq[r][uu * 32]);
       if (row < n && u < u_end) {
-        const ggml::Unit un = ggml::ReadUnit<T>(
-            w + static_cast<int64_t>(row) * row_bytes + (u / Tr::kUnits) * Tr::kBlockBytes, u % Tr::kUnits);
+        const ggml::Unit un = ggml::ReadRowUnit<T>(w + static_cast<int64_t>(row) * row_bytes, units, u);
         dst[0] = make_uint4(un.q[0], un.q[1], un.q[2], un.q[3]);
         dst[1] = make_uint4(un.q[4], un.q[5], un.q[6], un.q[7]);
         sm.ws[r][2 * uu] = un.scale[0];
@@ -224,15 +223,15 @@ struct ChunkLoads {
   ggml::Unit unit[kUnitsPerThread];
   bool live[kUnitsPerThread];
 
-  __device__ void Fetch(const uint8_t* __restrict__ w, int64_t row_bytes, int n, int u_end, int row0, int c0, int tid) {
+  __device__ void Fetch(const uint8_t* __restrict__ w, int64_t row_bytes, int n, int units, int u_end, int row0, int c0,
+                        int tid) {
 #pragma unroll
     for (int j = 0; j < kUnitsPerThread; ++j) {
       // Consecutive threads on consecutive units of a row.
       const int i = tid + j * kThreads, row = row0 + i / kChunkUnits, u = c0 + i % kChunkUnits;
       live[j] = row < n && u < u_end;
       const int rc = min(row, n - 1), uc = min(u, u_end - 1);
-      unit[j] = ggml::ReadUnit<T>(w + static_cast<int64_t>(rc) * row_bytes + (uc / Tr::kUnits) * Tr::kBlockBytes,
-                                  uc % Tr::kUnits);
+      unit[j] = ggml::ReadRowUnit<T>(w + static_cast<int64_t>(rc) * row_bytes, units, uc);
     }
   }
 
@@ -299,7 +298,7 @@ __global__ void __launch_bounds__(kThreads, 4)
 
   const int u_begin = blockIdx.z * split_units, u_end = min(units, u_begin + split_units);
   ChunkLoads<T, BM> loads;
-  loads.Fetch(w, row_bytes, n, u_end, row0, u_begin, tid);
+  loads.Fetch(w, row_bytes, n, units, u_end, row0, u_begin, tid);
   loads.CopyActivations(stages[0], a, units, u_end, tokens, tok0, u_begin, tid);
   int stage = 0;
   for (int c0 = u_begin; c0 < u_end; c0 += kChunkUnits, stage ^= 1) {
@@ -310,7 +309,7 @@ __global__ void __launch_bounds__(kThreads, 4)
     // The next chunk's loads: its weights into registers (past the split's end: clamped, never
     // stored), its activations into the other stage, whose last reader (the chunk before this
     // one) every thread has finished at the barrier above.
-    loads.Fetch(w, row_bytes, n, u_end, row0, c0 + kChunkUnits, tid);
+    loads.Fetch(w, row_bytes, n, units, u_end, row0, c0 + kChunkUnits, tid);
     if (c0 + kChunkUnits < u_end) {
       loads.CopyActivations(stages[stage ^ 1], a, units, u_end, tokens, tok0, c0 + kChunkUnits, tid);
     }

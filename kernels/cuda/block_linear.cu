@@ -1,7 +1,8 @@
 // Weights kept in their GGML blocks on the GPU: the decode GEMV and the embedding lookup.
 //
 // Decode (1 to kBlockGemvMaxTokens tokens) reads each weight once from its blocks, so a step reads
-// the file's bytes, not bf16's. As llama.cpp's GPU and CPU builds and kvshard's CPU backend do,
+// the file's bytes, not bf16's. The one-unit types' rows are kept split (codes, then scales:
+// LaunchSplitRows, once at load), which lets a warp's loads be contiguous. As llama.cpp's GPU and CPU builds and kvshard's CPU backend do,
 // the activations are first rounded to int8 per 32 (scale max|x| / 127, to nearest), and every
 // 32 weights are dotted with them by __dp4a in int32, then scaled in float: the rounding of the
 // activations is the only difference from the float reference (tests/kernels/cuda/
@@ -21,9 +22,19 @@ namespace {
 
 using gemv::kWarp;
 
+// Where byte e (0-31) of unit u's codes lies in a token's q (units * 32 bytes): in unit order, or
+// in the GEMV's order, where each 32 units' codes are their first 16 bytes, then their second 16
+// (m units in a short last group: m 16-byte pieces each), so that the GEMV's lanes, on 32
+// consecutive units, load a contiguous 512 bytes per piece (half the L1 wavefronts of unit order).
+__device__ __forceinline__ int64_t CodeOffset(int64_t u, int e, int64_t units, bool gemv_order) {
+  if (!gemv_order) return 32 * u + e;
+  const int64_t g = u / 32, m = units - 32 * g < 32 ? units - 32 * g : 32;
+  return 1024 * g + (e / 16) * m * 16 + (u % 32) * 16 + e % 16;
+}
+
 // One warp per (token, 32 activations): lane i rounds activation i.
 __global__ void QuantizeActivationsKernel(const bf16* __restrict__ x, int64_t x_stride, int64_t tokens, int64_t units,
-                                          QuantizedActivations a) {
+                                          QuantizedActivations a, bool gemv_order) {
   pdl::WaitForPrevious();
   pdl::AllowNext();
   const int64_t warp = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / kWarp;
@@ -38,7 +49,7 @@ __global__ void QuantizeActivationsKernel(const bf16* __restrict__ x, int64_t x_
   const float d = finite ? amax / 127.0f : __int_as_float(0x7fc00000);
   const float inv = finite && amax > 0.0f ? 127.0f / amax : 0.0f;
   const int q = finite ? __float2int_rn(v * inv) : 0;
-  a.q[t * units * 32 + 32 * u + lane] = static_cast<int8_t>(q);
+  a.q[t * units * 32 + CodeOffset(u, lane, units, gemv_order)] = static_cast<int8_t>(q);
   int s = q;
   for (int o = 8; o > 0; o /= 2) s += __shfl_xor_sync(0xffffffffu, s, o);  // within each half of 16
   if (lane % 16 == 0) a.sum16[t * units * 2 + 2 * u + lane / 16] = d * static_cast<float>(s);
@@ -51,13 +62,14 @@ constexpr int kGemvWarps = gemv::kWarps;
 
 // out[t, row] = x[t] . w[row]: kWarpsPerRow warps share a row (1 where the matrix has rows enough to
 // fill the GPU, 4 for the narrow ones, whose single warps would each wait through a long row alone),
-// each lane taking every (32 kWarpsPerRow)-th unit of it.
+// each lane taking every (32 kWarpsPerRow)-th unit of it; the activations in the GEMV's order
+// (CodeOffset). kWide: split rows on 16 bytes (ggml::RowsWide), whose codes load in 16-byte pieces.
 //
 // The grid is what fits on the GPU at once and loops over the rows (ResidentBlocks): a grid of a
 // block per row group ran 2.26 waves on the H200 and idled SMs in the last one. At 1-2 tokens
 // 12 blocks of 4 warps share an SM (the loop waits on loads, so warps in flight matter); a cap of
 // 32 registers for all 16 made the K-quant kernels spill.
-template <GgmlType T, int kMaxTokens, int kWarpsPerRow>
+template <GgmlType T, int kMaxTokens, int kWarpsPerRow, bool kWide>
 __global__ void __launch_bounds__(kGemvWarps * kWarp, kMaxTokens <= 2 ? 12 : 8)
     BlockGemvKernel(const uint8_t* __restrict__ w, int64_t row_bytes, int n, int units, QuantizedActivations a,
                     int tokens, void* out, int64_t out_stride, bool f32_out) {
@@ -77,12 +89,15 @@ __global__ void __launch_bounds__(kGemvWarps * kWarp, kMaxTokens <= 2 ? 12 : 8)
     // Several units in flight per lane: the loop is latency-bound, not issue-bound, at few tokens.
 #pragma unroll(kMaxTokens <= 2 ? 4 : 2)
     for (int u = lane + kWarp * part; u < units; u += kWarp * kWarpsPerRow) {
-      const ggml::Unit r = ggml::ReadUnit<T>(wr + (u / Tr::kUnits) * Tr::kBlockBytes, u % Tr::kUnits);
+      const ggml::Unit r = ggml::ReadRowUnit<T, kWide>(wr, units, u);
+      // This unit's two 16-byte pieces of codes in the GEMV's order (CodeOffset); 32-bit offsets
+      // (a token's codes are k <= kGemvMaxK bytes), which spared registers.
+      const int g = u / kWarp, piece0 = 1024 * g + 16 * lane, piece1 = piece0 + 16 * min(kWarp, units - kWarp * g);
 #pragma unroll
       for (int t = 0; t < kMaxTokens; ++t) {
         if (t < tokens) {
-          const int4* xq = reinterpret_cast<const int4*>(a.q + (static_cast<int64_t>(t) * units + u) * 32);
-          const int4 x0 = __ldg(xq), x1 = __ldg(xq + 1);
+          const int4 x0 = __ldg(reinterpret_cast<const int4*>(a.q + (t * units * 32 + piece0)));
+          const int4 x1 = __ldg(reinterpret_cast<const int4*>(a.q + (t * units * 32 + piece1)));
           int s0 = __dp4a(static_cast<int>(r.q[0]), x0.x, 0);
           s0 = __dp4a(static_cast<int>(r.q[1]), x0.y, s0);
           s0 = __dp4a(static_cast<int>(r.q[2]), x0.z, s0);
@@ -122,22 +137,71 @@ __global__ void EmbeddingBlocksKernel(const int32_t* __restrict__ ids, int64_t t
     for (int e = 0; e < 32; ++e) dst[e] = 0.0f;
     return;
   }
-  const ggml::Unit r = ggml::ReadUnit<T>(table + row * row_bytes + (u / Tr::kUnits) * Tr::kBlockBytes, u % Tr::kUnits);
+  const ggml::Unit r = ggml::ReadRowUnit<T>(table + row * row_bytes, static_cast<int>(units), static_cast<int>(u));
 #pragma unroll
   for (int w = 0; w < 8; ++w)
 #pragma unroll
     for (int k = 0; k < 4; ++k) dst[4 * w + k] = ggml::Weight<Tr::kHasMin>(r, w, k);
 }
 
+// Stored blocks -> split rows (ggml_unit.cuh's SplitTraits), in place: a block of threads per row,
+// the row staged whole in shared memory first (so no write lands on bytes still to be read). Every
+// header and payload is a whole number of 2-byte halves.
+__global__ void SplitRowsKernel(uint8_t* __restrict__ w, int64_t row_bytes, int units, int header, int payload) {
+  extern __shared__ uint16_t staged_halves[];  // row_bytes / 2
+  uint16_t* row = reinterpret_cast<uint16_t*>(w + blockIdx.x * row_bytes);
+  const int halves = static_cast<int>(row_bytes / 2), block = (header + payload) / 2, h = header / 2;
+  for (int i = threadIdx.x; i < halves; i += blockDim.x) staged_halves[i] = row[i];
+  __syncthreads();
+  for (int i = threadIdx.x; i < halves; i += blockDim.x) {
+    const int u = i / block, j = i % block;
+    row[j < h ? (payload / 2) * units + h * u + j : (payload / 2) * u + (j - h)] = staged_halves[i];
+  }
+}
+
+template <GgmlType T>
+struct SplitRowsLaunch {
+  static cudaError_t Run(uint8_t* w, int64_t row_bytes, int64_t rows, int64_t units, cudaStream_t stream) {
+    if constexpr (!ggml::SplitTraits<T>::kSplit) {
+      return cudaSuccess;  // kept as stored
+    } else {
+      using St = ggml::SplitTraits<T>;
+      if (row_bytes != units * (St::kHeader + St::kPayload) || reinterpret_cast<uintptr_t>(w) % 2 != 0 ||
+          row_bytes > kSplitRowsMaxRowBytes) {
+        return cudaErrorInvalidValue;
+      }
+      if (row_bytes > 48 * 1024) {  // beyond the default: asked for (refused where the GPU has less)
+        const cudaError_t attr = cudaFuncSetAttribute(SplitRowsKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                      static_cast<int>(row_bytes));
+        if (attr != cudaSuccess) return attr;
+      }
+      constexpr int64_t kMaxGridX = (int64_t{1} << 31) - 1;
+      for (int64_t r0 = 0; r0 < rows; r0 += kMaxGridX) {
+        const int64_t n = std::min<int64_t>(kMaxGridX, rows - r0);
+        SplitRowsKernel<<<static_cast<unsigned>(n), 256, row_bytes, stream>>>(
+            w + r0 * row_bytes, row_bytes, static_cast<int>(units), St::kHeader, St::kPayload);
+        if (const cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
+      }
+      return cudaSuccess;
+    }
+  }
+};
+
 template <GgmlType T>
 struct GemvLaunch {
   static cudaError_t Run(const uint8_t* w, int64_t row_bytes, int n, int units, const QuantizedActivations& a,
                          int tokens, void* out, int64_t out_stride, bool f32_out, cudaStream_t stream) {
     if (!ggml::RowsAligned<T>(w, row_bytes)) return cudaErrorInvalidValue;
-    if (n <= kNarrowRows) return Launch<4>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, stream);
-    return Launch<1>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, stream);
+    if (ggml::RowsWide<T>(w, row_bytes, units)) {
+      if constexpr (ggml::SplitTraits<T>::kSplit) {  // the other types have no wide kernels
+        if (n <= kNarrowRows) return Launch<4, true>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, stream);
+        return Launch<1, true>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, stream);
+      }
+    }
+    if (n <= kNarrowRows) return Launch<4, false>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, stream);
+    return Launch<1, false>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, stream);
   }
-  template <int kWarpsPerRow>
+  template <int kWarpsPerRow, bool kWide>
   static cudaError_t Launch(const uint8_t* w, int64_t row_bytes, int n, int units, const QuantizedActivations& a,
                             int tokens, void* out, int64_t out_stride, bool f32_out, cudaStream_t stream) {
     constexpr int kRowsPerBlock = kGemvWarps / kWarpsPerRow;
@@ -148,10 +212,10 @@ struct GemvLaunch {
                          out_stride, f32_out);
     };
     // Token counts round up to 1, 2, 4 or 8 accumulators; the kernel skips the ones past `tokens`.
-    if (tokens == 1) return launch(BlockGemvKernel<T, 1, kWarpsPerRow>);
-    if (tokens == 2) return launch(BlockGemvKernel<T, 2, kWarpsPerRow>);
-    if (tokens <= 4) return launch(BlockGemvKernel<T, 4, kWarpsPerRow>);
-    return launch(BlockGemvKernel<T, kBlockGemvMaxTokens, kWarpsPerRow>);
+    if (tokens == 1) return launch(BlockGemvKernel<T, 1, kWarpsPerRow, kWide>);
+    if (tokens == 2) return launch(BlockGemvKernel<T, 2, kWarpsPerRow, kWide>);
+    if (tokens <= 4) return launch(BlockGemvKernel<T, 4, kWarpsPerRow, kWide>);
+    return launch(BlockGemvKernel<T, kBlockGemvMaxTokens, kWarpsPerRow, kWide>);
   }
 };
 
@@ -171,13 +235,13 @@ struct EmbeddingLaunch {
 }  // namespace
 
 cudaError_t LaunchQuantizeActivations(const bf16* x, int64_t x_stride, int64_t tokens, int64_t k,
-                                      QuantizedActivations a, cudaStream_t stream) {
+                                      QuantizedActivations a, bool gemv_order, cudaStream_t stream) {
   if (tokens == 0) return cudaSuccess;
   if (k % 32 != 0) return cudaErrorInvalidValue;
   constexpr int kThreads = 256;
   const int64_t warps = tokens * (k / 32);
   return pdl::Launch(QuantizeActivationsKernel, static_cast<unsigned>((warps * kWarp + kThreads - 1) / kThreads),
-                     kThreads, 0, stream, x, x_stride, tokens, k / 32, a);
+                     kThreads, 0, stream, x, x_stride, tokens, k / 32, a, gemv_order);
 }
 
 cudaError_t LaunchBlockGemv(GgmlType type, const void* w, int64_t row_bytes, int64_t n, int64_t k,
@@ -188,6 +252,26 @@ cudaError_t LaunchBlockGemv(GgmlType type, const void* w, int64_t row_bytes, int
   return ggml::DispatchBlockType<GemvLaunch>(type, static_cast<const uint8_t*>(w), row_bytes, static_cast<int>(n),
                                              static_cast<int>(k / 32), a, static_cast<int>(tokens), out, out_stride,
                                              f32_out, stream);
+}
+
+cudaError_t LaunchSplitRows(GgmlType type, void* w, int64_t rows, int64_t k, cudaStream_t stream) {
+  const auto info = LookupGgmlType(static_cast<uint32_t>(type));
+  if (!info.has_value() || k % 32 != 0 || k % info->block_elems != 0) return cudaErrorInvalidValue;
+  if (rows == 0 || k == 0) return cudaSuccess;
+  const int64_t row_bytes = k / info->block_elems * info->block_bytes;
+  return ggml::DispatchBlockType<SplitRowsLaunch>(type, static_cast<uint8_t*>(w), row_bytes, rows, k / 32, stream);
+}
+
+bool SplitsRows(GgmlType type) {
+  switch (type) {
+#define KVS_CASE(t) \
+  case GgmlType::t: \
+    return ggml::SplitTraits<GgmlType::t>::kSplit;
+    KVS_CASE(kQ4_0) KVS_CASE(kQ4_1) KVS_CASE(kQ5_0) KVS_CASE(kQ5_1) KVS_CASE(kQ8_0) KVS_CASE(kIQ4_NL)
+#undef KVS_CASE
+    default:
+      return false;
+  }
 }
 
 cudaError_t LaunchEmbeddingBlocks(GgmlType type, const int32_t* ids, int64_t tokens, const void* table,

@@ -111,6 +111,17 @@ absl::Status CudaBackend::ReservePrefillKvScratch(KvDType dtype, int32_t block_s
 }
 
 absl::Status CudaBackend::ArrangeBlocks(GgmlType type, void* data, int64_t rows, int64_t cols) {
+  if (cuda::SplitsRows(type)) {
+    const auto info = LookupGgmlType(static_cast<uint32_t>(type));
+    const int64_t row_bytes = cols / info->block_elems * info->block_bytes;
+    if (cols % info->block_elems != 0 || row_bytes > cuda::kSplitRowsMaxRowBytes) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s weights of %d columns: the CUDA backend takes rows of whole blocks up to %d bytes", info->name, cols,
+          cuda::kSplitRowsMaxRowBytes));
+    }
+    KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchSplitRows(type, data, rows, cols, stream_));
+    return absl::OkStatus();
+  }
   if (type != GgmlType::kF8_E4M3) return absl::OkStatus();
   const int64_t row_bytes = cols / kF8BlockElems * (kF8BlockElems + 4);
   if (cols % kF8BlockElems != 0 || row_bytes > cuda::kF8ArrangeMaxRowBytes) {
@@ -164,8 +175,8 @@ absl::Status CudaBackend::LinearBlocks(TensorView x, TensorView w, TensorView ou
     return absl::OkStatus();
   }
   if (x.rows <= cuda::kBlockGemvMaxTokens && k <= kGemvMaxK) {
-    KVS_CUDA_RETURN_IF_ERROR(
-        cuda::LaunchQuantizeActivations(static_cast<const bf16*>(x.data), x.stride, x.rows, k, gemv_a_, stream_));
+    KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchQuantizeActivations(static_cast<const bf16*>(x.data), x.stride, x.rows, k,
+                                                             gemv_a_, /*gemv_order=*/true, stream_));
     KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchBlockGemv(w.blocks, w.data, row_bytes, w.rows, k, gemv_a_, x.rows, out.data,
                                                    out.stride, out.dtype == DType::kF32, stream_));
     return absl::OkStatus();
@@ -175,8 +186,8 @@ absl::Status CudaBackend::LinearBlocks(TensorView x, TensorView w, TensorView ou
     if (done) return absl::OkStatus();
   }
   if (w.blocks != GgmlType::kF8_E4M3 && k <= kGemvMaxK && cuda::UseBlockGemm(x.rows)) {
-    KVS_CUDA_RETURN_IF_ERROR(
-        cuda::LaunchQuantizeActivations(static_cast<const bf16*>(x.data), x.stride, x.rows, k, gemv_a_, stream_));
+    KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchQuantizeActivations(static_cast<const bf16*>(x.data), x.stride, x.rows, k,
+                                                             gemv_a_, /*gemv_order=*/false, stream_));
     // The block tile (the bf16 tiles' buffer, idle here) holds the splits' partial sums.
     KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchBlockGemm(
         w.blocks, w.data, row_bytes, w.rows, k, gemv_a_, x.rows, out.data, out.stride, out.dtype == DType::kF32,
@@ -240,13 +251,9 @@ absl::Status CudaBackend::LinearBf16Tiles(TensorView x, TensorView w, TensorView
   }
   for (int64_t r0 = 0; r0 < w.rows; r0 += tile_rows) {
     const int64_t rows = std::min(tile_rows, w.rows - r0);
-    // Kept F8_E4M3 weights are split rows (ArrangeBlocks); LaunchDequantize reads the file's blocks.
-    KVS_CUDA_RETURN_IF_ERROR(
-        w.blocks == GgmlType::kF8_E4M3
-            ? cuda::LaunchF8Dequantize(w.Rows(r0, rows).data, row_bytes, rows, k, block_tile_.data(), /*f32_out=*/false,
-                                       /*split_rows=*/true, stream_)
-            : cuda::LaunchDequantize(w.blocks, w.Rows(r0, rows).data, row_bytes, rows, k, block_tile_.data(),
-                                     /*f32_out=*/false, stream_));
+    // Kept weights are in this backend's layout (ArrangeBlocks), not necessarily the file's.
+    KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchDequantizeKept(w.blocks, w.Rows(r0, rows).data, row_bytes, rows, k,
+                                                        block_tile_.data(), /*f32_out=*/false, stream_));
     KVS_RETURN_IF_ERROR(Gemm(x, TensorView::Contiguous(block_tile_.data(), DType::kBF16, rows, k), out.Cols(r0, rows)));
   }
   return absl::OkStatus();

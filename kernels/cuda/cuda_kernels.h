@@ -89,9 +89,13 @@ cudaError_t LaunchCopyRegions(const CopyRegion* table, int64_t count, cudaStream
 // Whether LaunchDequantize decodes `type`: every GGML type kvshard knows (ggml_types.h).
 constexpr bool DequantizeSupports(GgmlType type) { return LookupGgmlType(static_cast<uint32_t>(type)).has_value(); }
 // out [rows, cols] (bf16, or f32 when f32_out) = GGML-typed rows at src (row r at src + r *
-// src_stride bytes) decoded; cols a multiple of the type's block.
+// src_stride bytes) decoded; cols a multiple of the type's block. LaunchDequantize reads rows as
+// stored in the file; LaunchDequantizeKept rows of kept weights, in the layout the backend keeps
+// them in (LaunchSplitRows, LaunchF8ArrangeRows).
 cudaError_t LaunchDequantize(GgmlType type, const void* src, int64_t src_stride, int64_t rows, int64_t cols, void* out,
                              bool f32_out, cudaStream_t stream);
+cudaError_t LaunchDequantizeKept(GgmlType type, const void* w, int64_t row_bytes, int64_t rows, int64_t cols, void* out,
+                                 bool f32_out, cudaStream_t stream);
 
 // Activations rounded to int8 per 32 for the block GEMV (block_linear.cu): q [T, K]; per 32 the
 // scale d [T, K / 32]; per 16 the scale times the sum of the codes, sum16 [T, K / 16].
@@ -105,14 +109,23 @@ struct QuantizedActivations {
 // through bf16 tiles and cuBLAS, which read each weight once per 32 MiB tile however many tokens.
 inline constexpr int64_t kBlockGemvMaxTokens = 8;
 inline constexpr int64_t kBlockGemmMaxTokens = 128;
-// a = x [tokens, k] (bf16, rows x_stride apart) rounded; k a multiple of 32.
+// a = x [tokens, k] (bf16, rows x_stride apart) rounded; k a multiple of 32. gemv_order: q in the
+// order LaunchBlockGemv reads (block_linear.cu's CodeOffset), else in unit order (the block GEMM's).
 cudaError_t LaunchQuantizeActivations(const bf16* x, int64_t x_stride, int64_t tokens, int64_t k,
-                                      QuantizedActivations a, cudaStream_t stream);
-// out[t, j] = a[t] . w[j] for t < tokens (1 .. kBlockGemvMaxTokens), j < n. w: n rows of
-// GGML blocks `row_bytes` apart, k weights each; out bf16, or f32 when f32_out.
+                                      QuantizedActivations a, bool gemv_order, cudaStream_t stream);
+// out[t, j] = a[t] . w[j] for t < tokens (1 .. kBlockGemvMaxTokens), j < n, a in the GEMV's order. w:
+// n rows of kept GGML weights `row_bytes` apart, k weights each; out bf16, or f32 when f32_out.
 cudaError_t LaunchBlockGemv(GgmlType type, const void* w, int64_t row_bytes, int64_t n, int64_t k,
                             QuantizedActivations a, int64_t tokens, void* out, int64_t out_stride, bool f32_out,
                             cudaStream_t stream);
+// Kept weights of the one-unit GGML types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL: SplitsRows) are
+// split rows in device memory (ggml_unit.cuh's SplitTraits: each row's payloads, then its headers,
+// in the same bytes): LaunchSplitRows rearranges `rows` stored rows of k weights in place, once at
+// load, and every launch below but LaunchDequantize (the loader's, of rows as stored) reads them
+// so. Other types are kept as stored (LaunchSplitRows leaves them).
+inline constexpr int kSplitRowsMaxRowBytes = 227 * 1024;  // a row staged whole in shared memory
+bool SplitsRows(GgmlType type);
+cudaError_t LaunchSplitRows(GgmlType type, void* w, int64_t rows, int64_t k, cudaStream_t stream);
 // LaunchEmbedding for a table kept in GGML blocks (rows `row_bytes` apart): rows decoded as the
 // CPU decoder decodes them; ids outside [first_id, first_id + table_rows) give zero rows.
 cudaError_t LaunchEmbeddingBlocks(GgmlType type, const int32_t* ids, int64_t tokens, const void* table,

@@ -56,7 +56,19 @@ constexpr int kBlockThreads = 128;
 // them back in coalesced 16-byte stores: a store per value left the decode store-bound (an 8B
 // model's weights took 86 ms a pass on the H200), and a lane's own 64 bytes per store round half
 // filled every sector it touched.
-template <GgmlType T, typename Out, bool kVector>
+// kKept: rows in the layout the CUDA backend keeps weights in (split rows for the one-unit types),
+// else as stored.
+template <GgmlType T, bool kKept>
+__device__ __forceinline__ ggml::Unit ReadAt(const uint8_t* row, int64_t units, int64_t u) {
+  using Tr = ggml::Traits<T>;
+  if constexpr (kKept) {
+    return ggml::ReadRowUnit<T>(row, static_cast<int>(units), static_cast<int>(u));
+  } else {
+    return ggml::ReadUnit<T>(row + (u / Tr::kUnits) * Tr::kBlockBytes, u % Tr::kUnits);
+  }
+}
+
+template <GgmlType T, typename Out, bool kVector, bool kKept>
 __global__ void __launch_bounds__(kBlockThreads)
     DequantizeBlocksKernel(const uint8_t* src, int64_t src_stride, int64_t rows, int64_t units, Out* out) {
   using Tr = ggml::Traits<T>;
@@ -69,7 +81,7 @@ __global__ void __launch_bounds__(kBlockThreads)
     if (first >= total) return;
     if (i < total) {
       const int64_t row = i / units, u = i % units;
-      const ggml::Unit r = ggml::ReadUnit<T>(src + row * src_stride + (u / Tr::kUnits) * Tr::kBlockBytes, u % Tr::kUnits);
+      const ggml::Unit r = ReadAt<T, kKept>(src + row * src_stride, units, u);
       uint32_t packed[16];
 #pragma unroll
       for (int w = 0; w < 8; ++w) {
@@ -95,7 +107,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   }
   if (i >= total) return;
   const int64_t row = i / units, u = i % units;
-  const ggml::Unit r = ggml::ReadUnit<T>(src + row * src_stride + (u / Tr::kUnits) * Tr::kBlockBytes, u % Tr::kUnits);
+  const ggml::Unit r = ReadAt<T, kKept>(src + row * src_stride, units, u);
   Out* dst = out + i * 32;
   if constexpr (kVector) {
 #pragma unroll
@@ -115,7 +127,13 @@ __global__ void __launch_bounds__(kBlockThreads)
 template <GgmlType T>
 struct DequantizeLaunch {
   static cudaError_t Run(const uint8_t* src, int64_t src_stride, int64_t rows, int64_t cols, void* out, bool f32_out,
-                         cudaStream_t stream) {
+                         bool kept, cudaStream_t stream) {
+    return kept ? Launch<true>(src, src_stride, rows, cols, out, f32_out, stream)
+                : Launch<false>(src, src_stride, rows, cols, out, f32_out, stream);
+  }
+  template <bool kKept>
+  static cudaError_t Launch(const uint8_t* src, int64_t src_stride, int64_t rows, int64_t cols, void* out, bool f32_out,
+                            cudaStream_t stream) {
     if (!ggml::RowsAligned<T>(src, src_stride)) return cudaErrorInvalidValue;
     constexpr int kThreads = kBlockThreads;
     const int64_t units = cols / 32, grid = (rows * units + kThreads - 1) / kThreads;
@@ -123,13 +141,13 @@ struct DequantizeLaunch {
     auto* o32 = static_cast<float*>(out);
     auto* o16 = static_cast<bf16*>(out);
     if (f32_out && vector) {
-      DequantizeBlocksKernel<T, float, true><<<grid, kThreads, 0, stream>>>(src, src_stride, rows, units, o32);
+      DequantizeBlocksKernel<T, float, true, kKept><<<grid, kThreads, 0, stream>>>(src, src_stride, rows, units, o32);
     } else if (f32_out) {
-      DequantizeBlocksKernel<T, float, false><<<grid, kThreads, 0, stream>>>(src, src_stride, rows, units, o32);
+      DequantizeBlocksKernel<T, float, false, kKept><<<grid, kThreads, 0, stream>>>(src, src_stride, rows, units, o32);
     } else if (vector) {
-      DequantizeBlocksKernel<T, bf16, true><<<grid, kThreads, 0, stream>>>(src, src_stride, rows, units, o16);
+      DequantizeBlocksKernel<T, bf16, true, kKept><<<grid, kThreads, 0, stream>>>(src, src_stride, rows, units, o16);
     } else {
-      DequantizeBlocksKernel<T, bf16, false><<<grid, kThreads, 0, stream>>>(src, src_stride, rows, units, o16);
+      DequantizeBlocksKernel<T, bf16, false, kKept><<<grid, kThreads, 0, stream>>>(src, src_stride, rows, units, o16);
     }
     return cudaGetLastError();
   }
@@ -137,8 +155,10 @@ struct DequantizeLaunch {
 
 }  // namespace
 
-cudaError_t LaunchDequantize(GgmlType type, const void* src, int64_t src_stride, int64_t rows, int64_t cols, void* out,
-                             bool f32_out, cudaStream_t stream) {
+namespace {
+
+cudaError_t Dequantize(GgmlType type, const void* src, int64_t src_stride, int64_t rows, int64_t cols, void* out,
+                       bool f32_out, bool kept, cudaStream_t stream) {
   if (rows * cols == 0) return cudaSuccess;
   const auto* s = static_cast<const uint8_t*>(src);
   if (type == GgmlType::kF32 || type == GgmlType::kF16 || type == GgmlType::kBF16) {
@@ -151,11 +171,21 @@ cudaError_t LaunchDequantize(GgmlType type, const void* src, int64_t src_stride,
     }
     return cudaGetLastError();
   }
-  if (type == GgmlType::kF8_E4M3) {  // rows as stored in the file (kept weights are split rows)
-    return LaunchF8Dequantize(src, src_stride, rows, cols, out, f32_out, /*split_rows=*/false, stream);
-  }
+  if (type == GgmlType::kF8_E4M3) return LaunchF8Dequantize(src, src_stride, rows, cols, out, f32_out, kept, stream);
   if (cols % 32 != 0) return cudaErrorInvalidValue;
-  return ggml::DispatchBlockType<DequantizeLaunch>(type, s, src_stride, rows, cols, out, f32_out, stream);
+  return ggml::DispatchBlockType<DequantizeLaunch>(type, s, src_stride, rows, cols, out, f32_out, kept, stream);
+}
+
+}  // namespace
+
+cudaError_t LaunchDequantize(GgmlType type, const void* src, int64_t src_stride, int64_t rows, int64_t cols, void* out,
+                             bool f32_out, cudaStream_t stream) {
+  return Dequantize(type, src, src_stride, rows, cols, out, f32_out, /*kept=*/false, stream);
+}
+
+cudaError_t LaunchDequantizeKept(GgmlType type, const void* w, int64_t row_bytes, int64_t rows, int64_t cols, void* out,
+                                 bool f32_out, cudaStream_t stream) {
+  return Dequantize(type, w, row_bytes, rows, cols, out, f32_out, /*kept=*/true, stream);
 }
 
 }  // namespace kvs::cuda

@@ -51,6 +51,33 @@ KVS_GGML_TRAITS(kQ8_K, 292, 8, false, 4)
 KVS_GGML_TRAITS(kIQ4_XS, 136, 8, false, 4)
 #undef KVS_GGML_TRAITS
 
+// Split rows: how the CUDA backend keeps the one-unit types' weights (ArrangeBlocks, once at load):
+// a row's payloads (the codes; Q5's fifth bits first), then its headers (the f16 scale, and the min),
+// both in unit order — the row's bytes, rearranged. A warp's 32 consecutive units then read their
+// codes as 512 contiguous bytes (one 16-byte load a lane where rows are 16-byte aligned) and their
+// scales as 64, where the stored 18-byte blocks took six 2-byte-aligned loads a lane across 576
+// bytes each: the decode GEMV was bound by the L1 wavefronts of those loads, not by DRAM
+// (docs/performance.md). The K-quants keep their stored blocks.
+template <GgmlType T>
+struct SplitTraits {
+  static constexpr bool kSplit = false;
+};
+#define KVS_GGML_SPLIT(type, header, payload)                                \
+  template <>                                                                \
+  struct SplitTraits<GgmlType::type> {                                       \
+    static constexpr bool kSplit = true;                                     \
+    static constexpr int kHeader = header, kPayload = payload;               \
+    /* A payload's alignment in a row that starts on 16 bytes. */            \
+    static constexpr int kWideAlign = payload % 16 == 0 ? 16 : 4;            \
+  };
+KVS_GGML_SPLIT(kQ4_0, 2, 16)
+KVS_GGML_SPLIT(kIQ4_NL, 2, 16)
+KVS_GGML_SPLIT(kQ4_1, 4, 16)
+KVS_GGML_SPLIT(kQ5_0, 2, 20)
+KVS_GGML_SPLIT(kQ5_1, 4, 20)
+KVS_GGML_SPLIT(kQ8_0, 2, 32)
+#undef KVS_GGML_SPLIT
+
 // F<T>::Run(args...) for the block type `type`; cudaErrorInvalidValue for a plain float type or an
 // id kvshard does not know.
 template <template <GgmlType> class F, typename... Args>
@@ -129,16 +156,17 @@ __device__ __forceinline__ uint32_t Iq4Lookup(uint32_t nibbles) {
   return (low & ~pick) | (high & pick);
 }
 
-// Unit u (0 .. kUnits-1) of the block at `b`.
-template <GgmlType T>
-__device__ __forceinline__ Unit ReadUnit(const uint8_t* b, int u) {
-  constexpr int a4 = Traits<T>::kAlign;
+// The one-unit types (SplitTraits): the unit whose header (f16 scale, and min) is at `header` and
+// whose payload (codes; Q5's fifth bits first) is at `payload`, on a kAlign-byte boundary — adjacent
+// in a stored block, apart in split rows.
+template <GgmlType T, int kAlign>
+__device__ __forceinline__ Unit ReadOneUnit(const uint8_t* header, const uint8_t* payload) {
   Unit r;
   r.min[0] = r.min[1] = 0.0f;
   if constexpr (T == GgmlType::kQ4_0 || T == GgmlType::kQ4_1 || T == GgmlType::kIQ4_NL) {
     constexpr bool has_min = T == GgmlType::kQ4_1;
     uint32_t qs[4];
-    Words<4, a4>(b + (has_min ? 4 : 2), qs);
+    Words<4, kAlign>(payload, qs);
 #pragma unroll
     for (int w = 0; w < 4; ++w) {
       uint32_t lo = qs[w] & 0x0F0F0F0Fu, hi = (qs[w] >> 4) & 0x0F0F0F0Fu;
@@ -152,12 +180,12 @@ __device__ __forceinline__ Unit ReadUnit(const uint8_t* b, int u) {
       r.q[w] = lo;
       r.q[w + 4] = hi;
     }
-    r.scale[0] = r.scale[1] = Half(b);
-    if constexpr (has_min) r.min[0] = r.min[1] = Half(b + 2);
+    r.scale[0] = r.scale[1] = Half(header);
+    if constexpr (has_min) r.min[0] = r.min[1] = Half(header + 2);
   } else if constexpr (T == GgmlType::kQ5_0 || T == GgmlType::kQ5_1) {
     constexpr bool has_min = T == GgmlType::kQ5_1;
     uint32_t words[5];  // qh, then qs
-    Words<5, a4>(b + (has_min ? 4 : 2), words);
+    Words<5, kAlign>(payload, words);
     const uint32_t qh = words[0];
 #pragma unroll
     for (int w = 0; w < 4; ++w) {
@@ -172,11 +200,24 @@ __device__ __forceinline__ Unit ReadUnit(const uint8_t* b, int u) {
       r.q[w] = lo;
       r.q[w + 4] = hi;
     }
-    r.scale[0] = r.scale[1] = Half(b);
-    if constexpr (has_min) r.min[0] = r.min[1] = Half(b + 2);
-  } else if constexpr (T == GgmlType::kQ8_0) {
-    Words<8, a4>(b + 2, r.q);
-    r.scale[0] = r.scale[1] = Half(b);
+    r.scale[0] = r.scale[1] = Half(header);
+    if constexpr (has_min) r.min[0] = r.min[1] = Half(header + 2);
+  } else {
+    static_assert(T == GgmlType::kQ8_0, "a one-unit type");
+    Words<8, kAlign>(payload, r.q);
+    r.scale[0] = r.scale[1] = Half(header);
+  }
+  return r;
+}
+
+// Unit u (0 .. kUnits-1) of the stored block at `b`.
+template <GgmlType T>
+__device__ __forceinline__ Unit ReadUnit(const uint8_t* b, int u) {
+  constexpr int a4 = Traits<T>::kAlign;
+  Unit r;
+  r.min[0] = r.min[1] = 0.0f;
+  if constexpr (SplitTraits<T>::kSplit) {
+    return ReadOneUnit<T, a4>(b, b + SplitTraits<T>::kHeader);
   } else if constexpr (T == GgmlType::kQ2_K || T == GgmlType::kQ3_K) {
     // Weight 128h + 32s + i: bits 2s of qs[32h + i]; unit u = 4h + s.
     const int h = u / 4, s = u % 4;
@@ -254,6 +295,34 @@ __device__ __forceinline__ Unit ReadUnit(const uint8_t* b, int u) {
     r.scale[0] = r.scale[1] = Half(b) * static_cast<float>(static_cast<int>(sc) - 32);
   }
   return r;
+}
+
+// Unit u of a row of `units` units in the CUDA backend's layout of kept weights: split rows for the
+// one-unit types, stored blocks for the others. kWide: the row starts on 16 bytes and holds a
+// multiple of 16 bytes of payloads, so that payloads load in 16-byte (or 4-byte) pieces.
+template <GgmlType T, bool kWide = false>
+__device__ __forceinline__ Unit ReadRowUnit(const uint8_t* row, int units, int u) {
+  using Tr = Traits<T>;
+  if constexpr (SplitTraits<T>::kSplit) {
+    using St = SplitTraits<T>;
+    constexpr int kAlign = kWide ? St::kWideAlign : Tr::kAlign;
+    return ReadOneUnit<T, kAlign>(row + static_cast<int64_t>(St::kPayload) * units + St::kHeader * u,
+                                  row + static_cast<int64_t>(St::kPayload) * u);
+  } else {
+    return ReadUnit<T>(row + (u / Tr::kUnits) * Tr::kBlockBytes, u % Tr::kUnits);
+  }
+}
+
+// Whether split rows of T at `base`, `row_bytes` apart, holding `units` units each, may be read
+// with ReadRowUnit<T, true>.
+template <GgmlType T>
+bool RowsWide(const void* base, int64_t row_bytes, int64_t units) {
+  if constexpr (!SplitTraits<T>::kSplit) {
+    return false;
+  } else {
+    return reinterpret_cast<uintptr_t>(base) % 16 == 0 && row_bytes % 16 == 0 &&
+           (SplitTraits<T>::kPayload * units) % 16 == 0;
+  }
 }
 
 // Byte i (0-3) of word v as a signed value.
