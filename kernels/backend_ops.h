@@ -85,9 +85,9 @@ class BackendOps {
   // elements, contiguous) rearranged, in place, into the layout this backend's Linear and
   // Embedding read; every copy of weights kept as blocks goes through it once before any op reads
   // them. The CUDA backend splits F8_E4M3 rows into their codes, then their scales, so that
-  // cuBLASLt's FP8 GEMM reads the codes where they lie, and the one-unit GGML types' rows (Q4_0,
-  // Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL) into their codes, then their scales, so that its GEMV's lanes
-  // load contiguous bytes (kernels/cuda/ggml_unit.cuh); the others keep every type as stored.
+  // cuBLASLt's FP8 GEMM reads the codes where they lie, and GGML rows (all types but Q8_K) into
+  // their blocks' codes, then their scales, so that its GEMV's lanes load contiguous bytes
+  // (kernels/cuda/ggml_unit.cuh); the others keep every type as stored.
   virtual absl::Status ArrangeBlocks(GgmlType type, void* data, int64_t rows, int64_t cols) { return absl::OkStatus(); }
   // Whether Linear and Embedding take weights of GGML `type` as stored (dtype kBlocks, rows of
   // whole blocks), so that ModelWeights keeps them so; false: they are decoded at load.

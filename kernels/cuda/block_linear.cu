@@ -1,8 +1,8 @@
 // Weights kept in their GGML blocks on the GPU: the decode GEMV and the embedding lookup.
 //
 // Decode (1 to kBlockGemvMaxTokens tokens) reads each weight once from its blocks, so a step reads
-// the file's bytes, not bf16's. The one-unit types' rows are kept split (codes, then scales:
-// LaunchSplitRows, once at load), which lets a warp's loads be contiguous. As llama.cpp's GPU and CPU builds and kvshard's CPU backend do,
+// the file's bytes, not bf16's. Rows are kept split (codes, then scales: LaunchSplitRows, once at
+// load), which lets a warp's loads be contiguous. As llama.cpp's GPU and CPU builds and kvshard's CPU backend do,
 // the activations are first rounded to int8 per 32 (scale max|x| / 127, to nearest), and every
 // 32 weights are dotted with them by __dp4a in int32, then scaled in float: the rounding of the
 // activations is the only difference from the float reference (tests/kernels/cuda/
@@ -144,29 +144,34 @@ __global__ void EmbeddingBlocksKernel(const int32_t* __restrict__ ids, int64_t t
     for (int k = 0; k < 4; ++k) dst[4 * w + k] = ggml::Weight<Tr::kHasMin>(r, w, k);
 }
 
-// Stored blocks -> split rows (ggml_unit.cuh's SplitTraits), in place: a block of threads per row,
-// the row staged whole in shared memory first (so no write lands on bytes still to be read). Every
-// header and payload is a whole number of 2-byte halves.
-__global__ void SplitRowsKernel(uint8_t* __restrict__ w, int64_t row_bytes, int units, int header, int payload) {
+// Stored blocks -> split rows (ggml_unit.cuh's Parts), in place: a block of threads per row, the
+// row staged whole in shared memory first (so no write lands on bytes still to be read). A stored
+// block's payload is the run [payload_at, payload_at + payload); its other bytes, in order, are its
+// header. Every part is a whole number of 2-byte halves.
+__global__ void SplitRowsKernel(uint8_t* __restrict__ w, int64_t row_bytes, int blocks, int header, int payload_at,
+                                int payload) {
   extern __shared__ uint16_t staged_halves[];  // row_bytes / 2
   uint16_t* row = reinterpret_cast<uint16_t*>(w + blockIdx.x * row_bytes);
-  const int halves = static_cast<int>(row_bytes / 2), block = (header + payload) / 2, h = header / 2;
+  const int halves = static_cast<int>(row_bytes / 2), block = (header + payload) / 2;
+  const int p0 = payload_at / 2, p = payload / 2, h = header / 2;
   for (int i = threadIdx.x; i < halves; i += blockDim.x) staged_halves[i] = row[i];
   __syncthreads();
   for (int i = threadIdx.x; i < halves; i += blockDim.x) {
-    const int u = i / block, j = i % block;
-    row[j < h ? (payload / 2) * units + h * u + j : (payload / 2) * u + (j - h)] = staged_halves[i];
+    const int b = i / block, j = i % block;
+    const bool in_payload = j >= p0 && j < p0 + p;
+    row[in_payload ? p * b + (j - p0) : p * blocks + h * b + (j < p0 ? j : j - p)] = staged_halves[i];
   }
 }
 
 template <GgmlType T>
 struct SplitRowsLaunch {
-  static cudaError_t Run(uint8_t* w, int64_t row_bytes, int64_t rows, int64_t units, cudaStream_t stream) {
-    if constexpr (!ggml::SplitTraits<T>::kSplit) {
+  static cudaError_t Run(uint8_t* w, int64_t row_bytes, int64_t rows, int64_t blocks, cudaStream_t stream) {
+    using Pt = ggml::Parts<T>;
+    if constexpr (!Pt::kSplit) {
       return cudaSuccess;  // kept as stored
     } else {
-      using St = ggml::SplitTraits<T>;
-      if (row_bytes != units * (St::kHeader + St::kPayload) || reinterpret_cast<uintptr_t>(w) % 2 != 0 ||
+      static_assert(Pt::kHeader + Pt::kPayload == ggml::Traits<T>::kBlockBytes, "a block is its header and payload");
+      if (row_bytes != blocks * ggml::Traits<T>::kBlockBytes || reinterpret_cast<uintptr_t>(w) % 2 != 0 ||
           row_bytes > kSplitRowsMaxRowBytes) {
         return cudaErrorInvalidValue;
       }
@@ -179,7 +184,7 @@ struct SplitRowsLaunch {
       for (int64_t r0 = 0; r0 < rows; r0 += kMaxGridX) {
         const int64_t n = std::min<int64_t>(kMaxGridX, rows - r0);
         SplitRowsKernel<<<static_cast<unsigned>(n), 256, row_bytes, stream>>>(
-            w + r0 * row_bytes, row_bytes, static_cast<int>(units), St::kHeader, St::kPayload);
+            w + r0 * row_bytes, row_bytes, static_cast<int>(blocks), Pt::kHeader, Pt::kPayloadAt, Pt::kPayload);
         if (const cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
       }
       return cudaSuccess;
@@ -193,7 +198,7 @@ struct GemvLaunch {
                          int tokens, void* out, int64_t out_stride, bool f32_out, cudaStream_t stream) {
     if (!ggml::RowsAligned<T>(w, row_bytes)) return cudaErrorInvalidValue;
     if (ggml::RowsWide<T>(w, row_bytes, units)) {
-      if constexpr (ggml::SplitTraits<T>::kSplit) {  // the other types have no wide kernels
+      if constexpr (ggml::Parts<T>::kSplit) {  // the other types have no wide kernels
         if (n <= kNarrowRows) return Launch<4, true>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, stream);
         return Launch<1, true>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, stream);
       }
@@ -258,20 +263,24 @@ cudaError_t LaunchSplitRows(GgmlType type, void* w, int64_t rows, int64_t k, cud
   const auto info = LookupGgmlType(static_cast<uint32_t>(type));
   if (!info.has_value() || k % 32 != 0 || k % info->block_elems != 0) return cudaErrorInvalidValue;
   if (rows == 0 || k == 0) return cudaSuccess;
-  const int64_t row_bytes = k / info->block_elems * info->block_bytes;
-  return ggml::DispatchBlockType<SplitRowsLaunch>(type, static_cast<uint8_t*>(w), row_bytes, rows, k / 32, stream);
+  const int64_t blocks = k / info->block_elems;
+  return ggml::DispatchBlockType<SplitRowsLaunch>(type, static_cast<uint8_t*>(w), blocks * info->block_bytes, rows,
+                                                  blocks, stream);
 }
 
-bool SplitsRows(GgmlType type) {
-  switch (type) {
-#define KVS_CASE(t) \
-  case GgmlType::t: \
-    return ggml::SplitTraits<GgmlType::t>::kSplit;
-    KVS_CASE(kQ4_0) KVS_CASE(kQ4_1) KVS_CASE(kQ5_0) KVS_CASE(kQ5_1) KVS_CASE(kQ8_0) KVS_CASE(kIQ4_NL)
-#undef KVS_CASE
-    default:
-      return false;
+namespace {
+template <GgmlType T>
+struct SplitsRowsOf {
+  static cudaError_t Run(bool* out) {
+    *out = ggml::Parts<T>::kSplit;
+    return cudaSuccess;
   }
+};
+}  // namespace
+
+bool SplitsRows(GgmlType type) {
+  bool split = false;
+  return ggml::DispatchBlockType<SplitsRowsOf>(type, &split) == cudaSuccess && split;
 }
 
 cudaError_t LaunchEmbeddingBlocks(GgmlType type, const int32_t* ids, int64_t tokens, const void* table,

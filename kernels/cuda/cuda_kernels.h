@@ -118,11 +118,11 @@ cudaError_t LaunchQuantizeActivations(const bf16* x, int64_t x_stride, int64_t t
 cudaError_t LaunchBlockGemv(GgmlType type, const void* w, int64_t row_bytes, int64_t n, int64_t k,
                             QuantizedActivations a, int64_t tokens, void* out, int64_t out_stride, bool f32_out,
                             cudaStream_t stream);
-// Kept weights of the one-unit GGML types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL: SplitsRows) are
-// split rows in device memory (ggml_unit.cuh's SplitTraits: each row's payloads, then its headers,
-// in the same bytes): LaunchSplitRows rearranges `rows` stored rows of k weights in place, once at
-// load, and every launch below but LaunchDequantize (the loader's, of rows as stored) reads them
-// so. Other types are kept as stored (LaunchSplitRows leaves them).
+// Kept weights of every GGML type but Q8_K (SplitsRows) are split rows in device memory
+// (ggml_unit.cuh's Parts: each row's payloads, its codes, then its headers, its scales, in the same
+// bytes): LaunchSplitRows rearranges `rows` stored rows of k weights in place, once at load, and
+// every launch below but LaunchDequantize (the loader's, of rows as stored) reads them so. Q8_K is
+// kept as stored (LaunchSplitRows leaves it).
 inline constexpr int kSplitRowsMaxRowBytes = 227 * 1024;  // a row staged whole in shared memory
 bool SplitsRows(GgmlType type);
 cudaError_t LaunchSplitRows(GgmlType type, void* w, int64_t rows, int64_t k, cudaStream_t stream);

@@ -56,8 +56,8 @@ constexpr int kBlockThreads = 128;
 // them back in coalesced 16-byte stores: a store per value left the decode store-bound (an 8B
 // model's weights took 86 ms a pass on the H200), and a lane's own 64 bytes per store round half
 // filled every sector it touched.
-// kKept: rows in the layout the CUDA backend keeps weights in (split rows for the one-unit types),
-// else as stored.
+// kKept: rows in the layout the CUDA backend keeps weights in (split rows but for Q8_K), else as
+// stored.
 template <GgmlType T, bool kKept>
 __device__ __forceinline__ ggml::Unit ReadAt(const uint8_t* row, int64_t units, int64_t u) {
   using Tr = ggml::Traits<T>;

@@ -51,32 +51,39 @@ KVS_GGML_TRAITS(kQ8_K, 292, 8, false, 4)
 KVS_GGML_TRAITS(kIQ4_XS, 136, 8, false, 4)
 #undef KVS_GGML_TRAITS
 
-// Split rows: how the CUDA backend keeps the one-unit types' weights (ArrangeBlocks, once at load):
-// a row's payloads (the codes; Q5's fifth bits first), then its headers (the f16 scale, and the min),
-// both in unit order — the row's bytes, rearranged. A warp's 32 consecutive units then read their
-// codes as 512 contiguous bytes (one 16-byte load a lane where rows are 16-byte aligned) and their
-// scales as 64, where the stored 18-byte blocks took six 2-byte-aligned loads a lane across 576
-// bytes each: the decode GEMV was bound by the L1 wavefronts of those loads, not by DRAM
-// (docs/performance.md). The K-quants keep their stored blocks.
+// A block as a header (its scales and mins) and a payload (its codes): where they lie in the stored
+// block (the payload is one run of bytes; the header is the rest, in order) and their sizes.
+// Split rows are how the CUDA backend keeps these types' weights (ArrangeBlocks, once at load): a
+// row's payloads, then its headers, both in block order — the row's bytes, rearranged. A warp's
+// 32 consecutive units then read their codes from contiguous bytes (16-byte loads where rows are
+// 16-byte aligned) and their scales from a few lines, where stored 18-byte Q4_0 blocks took six
+// 2-byte-aligned loads a lane across 576 bytes each: the decode GEMV was bound by the L1 wavefronts
+// of those loads, not by DRAM (docs/performance.md). Q8_K (no preset writes it) stays as stored.
 template <GgmlType T>
-struct SplitTraits {
-  static constexpr bool kSplit = false;
-};
-#define KVS_GGML_SPLIT(type, header, payload)                                \
-  template <>                                                                \
-  struct SplitTraits<GgmlType::type> {                                       \
-    static constexpr bool kSplit = true;                                     \
-    static constexpr int kHeader = header, kPayload = payload;               \
-    /* A payload's alignment in a row that starts on 16 bytes. */            \
-    static constexpr int kWideAlign = payload % 16 == 0 ? 16 : 4;            \
+struct Parts;
+#define KVS_GGML_PARTS(type, split, header_at, header, payload_at, payload)                                  \
+  template <>                                                                                                \
+  struct Parts<GgmlType::type> {                                                                             \
+    static constexpr bool kSplit = split;                                                                    \
+    static constexpr int kHeaderAt = header_at, kHeader = header, kPayloadAt = payload_at, kPayload = payload; \
+    /* A payload's alignment in split rows that start on 16 bytes and hold a multiple of 16 bytes of */      \
+    /* payloads. */                                                                                          \
+    static constexpr int kWideAlign = payload % 16 == 0 ? 16 : 4;                                            \
   };
-KVS_GGML_SPLIT(kQ4_0, 2, 16)
-KVS_GGML_SPLIT(kIQ4_NL, 2, 16)
-KVS_GGML_SPLIT(kQ4_1, 4, 16)
-KVS_GGML_SPLIT(kQ5_0, 2, 20)
-KVS_GGML_SPLIT(kQ5_1, 4, 20)
-KVS_GGML_SPLIT(kQ8_0, 2, 32)
-#undef KVS_GGML_SPLIT
+KVS_GGML_PARTS(kQ4_0, true, 0, 2, 2, 16)
+KVS_GGML_PARTS(kIQ4_NL, true, 0, 2, 2, 16)
+KVS_GGML_PARTS(kQ4_1, true, 0, 4, 4, 16)
+KVS_GGML_PARTS(kQ5_0, true, 0, 2, 2, 20)   // payload: qh, then qs
+KVS_GGML_PARTS(kQ5_1, true, 0, 4, 4, 20)
+KVS_GGML_PARTS(kQ8_0, true, 0, 2, 2, 32)
+KVS_GGML_PARTS(kQ2_K, true, 0, 20, 16, 64)    // header: scales, then d and dmin (bytes 80-83 stored)
+KVS_GGML_PARTS(kQ3_K, true, 96, 14, 0, 96)    // payload: hmask, qs; header: scales, d
+KVS_GGML_PARTS(kQ4_K, true, 0, 16, 16, 128)   // header: d, dmin, scales
+KVS_GGML_PARTS(kQ5_K, true, 0, 16, 16, 160)   // payload: qh, qs
+KVS_GGML_PARTS(kQ6_K, true, 192, 18, 0, 192)  // payload: ql, qh; header: scales, d
+KVS_GGML_PARTS(kIQ4_XS, true, 0, 8, 8, 128)   // header: d, scales_h, scales_l
+KVS_GGML_PARTS(kQ8_K, false, 0, 4, 4, 256)    // bsums (bytes 260-291) unread
+#undef KVS_GGML_PARTS
 
 // F<T>::Run(args...) for the block type `type`; cudaErrorInvalidValue for a plain float type or an
 // id kvshard does not know.
@@ -156,17 +163,17 @@ __device__ __forceinline__ uint32_t Iq4Lookup(uint32_t nibbles) {
   return (low & ~pick) | (high & pick);
 }
 
-// The one-unit types (SplitTraits): the unit whose header (f16 scale, and min) is at `header` and
-// whose payload (codes; Q5's fifth bits first) is at `payload`, on a kAlign-byte boundary — adjacent
-// in a stored block, apart in split rows.
-template <GgmlType T, int kAlign>
-__device__ __forceinline__ Unit ReadOneUnit(const uint8_t* header, const uint8_t* payload) {
+// Unit u (0 .. kUnits-1) of a block whose header (Parts) starts at `hd` and whose payload starts at
+// `p`, its word runs on kAlign-byte boundaries. kStored: hd and p point into one stored block (the
+// header's parts keep their stored offsets), else into split rows.
+template <GgmlType T, int kAlign, bool kStored>
+__device__ __forceinline__ Unit ReadUnitAt(const uint8_t* hd, const uint8_t* p, int u) {
   Unit r;
   r.min[0] = r.min[1] = 0.0f;
   if constexpr (T == GgmlType::kQ4_0 || T == GgmlType::kQ4_1 || T == GgmlType::kIQ4_NL) {
     constexpr bool has_min = T == GgmlType::kQ4_1;
     uint32_t qs[4];
-    Words<4, kAlign>(payload, qs);
+    Words<4, kAlign>(p, qs);
 #pragma unroll
     for (int w = 0; w < 4; ++w) {
       uint32_t lo = qs[w] & 0x0F0F0F0Fu, hi = (qs[w] >> 4) & 0x0F0F0F0Fu;
@@ -180,12 +187,12 @@ __device__ __forceinline__ Unit ReadOneUnit(const uint8_t* header, const uint8_t
       r.q[w] = lo;
       r.q[w + 4] = hi;
     }
-    r.scale[0] = r.scale[1] = Half(header);
-    if constexpr (has_min) r.min[0] = r.min[1] = Half(header + 2);
+    r.scale[0] = r.scale[1] = Half(hd);
+    if constexpr (has_min) r.min[0] = r.min[1] = Half(hd + 2);
   } else if constexpr (T == GgmlType::kQ5_0 || T == GgmlType::kQ5_1) {
     constexpr bool has_min = T == GgmlType::kQ5_1;
     uint32_t words[5];  // qh, then qs
-    Words<5, kAlign>(payload, words);
+    Words<5, kAlign>(p, words);
     const uint32_t qh = words[0];
 #pragma unroll
     for (int w = 0; w < 4; ++w) {
@@ -200,30 +207,17 @@ __device__ __forceinline__ Unit ReadOneUnit(const uint8_t* header, const uint8_t
       r.q[w] = lo;
       r.q[w + 4] = hi;
     }
-    r.scale[0] = r.scale[1] = Half(header);
-    if constexpr (has_min) r.min[0] = r.min[1] = Half(header + 2);
-  } else {
-    static_assert(T == GgmlType::kQ8_0, "a one-unit type");
-    Words<8, kAlign>(payload, r.q);
-    r.scale[0] = r.scale[1] = Half(header);
-  }
-  return r;
-}
-
-// Unit u (0 .. kUnits-1) of the stored block at `b`.
-template <GgmlType T>
-__device__ __forceinline__ Unit ReadUnit(const uint8_t* b, int u) {
-  constexpr int a4 = Traits<T>::kAlign;
-  Unit r;
-  r.min[0] = r.min[1] = 0.0f;
-  if constexpr (SplitTraits<T>::kSplit) {
-    return ReadOneUnit<T, a4>(b, b + SplitTraits<T>::kHeader);
+    r.scale[0] = r.scale[1] = Half(hd);
+    if constexpr (has_min) r.min[0] = r.min[1] = Half(hd + 2);
+  } else if constexpr (T == GgmlType::kQ8_0) {
+    Words<8, kAlign>(p, r.q);
+    r.scale[0] = r.scale[1] = Half(hd);
   } else if constexpr (T == GgmlType::kQ2_K || T == GgmlType::kQ3_K) {
     // Weight 128h + 32s + i: bits 2s of qs[32h + i]; unit u = 4h + s.
     const int h = u / 4, s = u % 4;
     uint32_t qs[8], hmask[8];
-    Words<8, a4>(b + (T == GgmlType::kQ2_K ? 16 : 32) + 32 * h, qs);
-    if constexpr (T == GgmlType::kQ3_K) Words<8, a4>(b, hmask);
+    Words<8, kAlign>(p + (T == GgmlType::kQ2_K ? 0 : 32) + 32 * h, qs);
+    if constexpr (T == GgmlType::kQ3_K) Words<8, kAlign>(p, hmask);
 #pragma unroll
     for (int w = 0; w < 8; ++w) {
       uint32_t q = (qs[w] >> (2 * s)) & 0x03030303u;
@@ -238,21 +232,23 @@ __device__ __forceinline__ Unit ReadUnit(const uint8_t* b, int u) {
     for (int k = 0; k < 2; ++k) {
       const int g = 2 * u + k;
       if constexpr (T == GgmlType::kQ2_K) {
-        const uint32_t sc = b[g];
-        r.scale[k] = Half(b + 80) * static_cast<float>(sc & 0xF);
-        r.min[k] = -(Half(b + 82) * static_cast<float>(sc >> 4));
+        // d and dmin: bytes 80-83 of the stored block, right after the scales in a split header.
+        constexpr int kD = kStored ? 80 : 16;
+        const uint32_t sc = hd[g];
+        r.scale[k] = Half(hd + kD) * static_cast<float>(sc & 0xF);
+        r.min[k] = -(Half(hd + kD + 2) * static_cast<float>(sc >> 4));
       } else {
-        const uint8_t* sc = b + 96;
+        const uint8_t* sc = hd;
         const int lo = (sc[g % 8] >> (4 * (g / 8))) & 0xF, hi = (sc[8 + g % 4] >> (2 * (g / 4))) & 3;
-        r.scale[k] = Half(b + 108) * static_cast<float>(static_cast<int8_t>(lo | hi << 4) - 32);
+        r.scale[k] = Half(hd + 12) * static_cast<float>(static_cast<int8_t>(lo | hi << 4) - 32);
       }
     }
   } else if constexpr (T == GgmlType::kQ4_K || T == GgmlType::kQ5_K) {
     // Weight 32j + i: nibble (j % 2) of qs[32 (j / 2) + i] (and bit j of qh[i]); unit u = j.
     constexpr bool five = T == GgmlType::kQ5_K;
     uint32_t qs[8], qh[8];
-    Words<8, a4>(b + (five ? 48 : 16) + 32 * (u / 2), qs);
-    if constexpr (five) Words<8, a4>(b + 16, qh);
+    Words<8, kAlign>(p + (five ? 32 : 0) + 32 * (u / 2), qs);
+    if constexpr (five) Words<8, kAlign>(p, qh);
     const int shift = 4 * (u % 2);
 #pragma unroll
     for (int w = 0; w < 8; ++w) {
@@ -261,53 +257,61 @@ __device__ __forceinline__ Unit ReadUnit(const uint8_t* b, int u) {
       r.q[w] = q;
     }
     uint8_t sc, m;
-    ScaleMinK4(b + 4, u, sc, m);  // kernels/common/ggml_types.h
-    r.scale[0] = r.scale[1] = Half(b) * static_cast<float>(sc);
-    r.min[0] = r.min[1] = -(Half(b + 2) * static_cast<float>(m));
+    ScaleMinK4(hd + 4, u, sc, m);  // kernels/common/ggml_types.h
+    r.scale[0] = r.scale[1] = Half(hd) * static_cast<float>(sc);
+    r.min[0] = r.min[1] = -(Half(hd + 2) * static_cast<float>(m));
   } else if constexpr (T == GgmlType::kQ6_K) {
     // Weight 128h + 32s + i: nibble (s / 2) of ql[64h + 32(s % 2) + i], bits 2s of qh[32h + i].
     const int h = u / 4, s = u % 4;
     uint32_t ql[8], qh[8];
-    Words<8, a4>(b + 64 * h + 32 * (s % 2), ql);
-    Words<8, a4>(b + 128 + 32 * h, qh);
+    Words<8, kAlign>(p + 64 * h + 32 * (s % 2), ql);
+    Words<8, kAlign>(p + 128 + 32 * h, qh);
 #pragma unroll
     for (int w = 0; w < 8; ++w) {
       const uint32_t lo = (ql[w] >> (4 * (s / 2))) & 0x0F0F0F0Fu;
       const uint32_t hi = (qh[w] >> (2 * s)) & 0x03030303u;
       r.q[w] = __vsub4(lo | (hi << 4), 0x20202020u);
     }
-    const float d = Half(b + 208);
-    r.scale[0] = d * static_cast<float>(static_cast<int8_t>(b[192 + 2 * u]));
-    r.scale[1] = d * static_cast<float>(static_cast<int8_t>(b[192 + 2 * u + 1]));
+    const float d = Half(hd + 16);
+    r.scale[0] = d * static_cast<float>(static_cast<int8_t>(hd[2 * u]));
+    r.scale[1] = d * static_cast<float>(static_cast<int8_t>(hd[2 * u + 1]));
   } else if constexpr (T == GgmlType::kQ8_K) {
-    Words<8, a4>(b + 4 + 32 * u, r.q);
-    r.scale[0] = r.scale[1] = __uint_as_float(*reinterpret_cast<const uint32_t*>(b));
+    Words<8, kAlign>(p + 32 * u, r.q);
+    r.scale[0] = r.scale[1] = __uint_as_float(*reinterpret_cast<const uint32_t*>(hd));
   } else if constexpr (T == GgmlType::kIQ4_XS) {
     // Weight 32j + i: nibble (i / 16) of qs[16j + i % 16]; unit u = j.
     uint32_t qs[4];
-    Words<4, a4>(b + 8 + 16 * u, qs);
+    Words<4, kAlign>(p + 16 * u, qs);
 #pragma unroll
     for (int w = 0; w < 4; ++w) {
       r.q[w] = Iq4Lookup(qs[w] & 0x0F0F0F0Fu);
       r.q[w + 4] = Iq4Lookup((qs[w] >> 4) & 0x0F0F0F0Fu);
     }
-    const uint32_t sc = ((b[4 + u / 2] >> (4 * (u % 2))) & 0xF) | (((U16(b + 2) >> (2 * u)) & 3) << 4);
-    r.scale[0] = r.scale[1] = Half(b) * static_cast<float>(static_cast<int>(sc) - 32);
+    const uint32_t sc = ((hd[4 + u / 2] >> (4 * (u % 2))) & 0xF) | (((U16(hd + 2) >> (2 * u)) & 3) << 4);
+    r.scale[0] = r.scale[1] = Half(hd) * static_cast<float>(static_cast<int>(sc) - 32);
   }
   return r;
 }
 
-// Unit u of a row of `units` units in the CUDA backend's layout of kept weights: split rows for the
-// one-unit types, stored blocks for the others. kWide: the row starts on 16 bytes and holds a
-// multiple of 16 bytes of payloads, so that payloads load in 16-byte (or 4-byte) pieces.
+// Unit u (0 .. kUnits-1) of the stored block at `b`.
+template <GgmlType T>
+__device__ __forceinline__ Unit ReadUnit(const uint8_t* b, int u) {
+  using Pt = Parts<T>;
+  return ReadUnitAt<T, Traits<T>::kAlign, true>(b + Pt::kHeaderAt, b + Pt::kPayloadAt, u);
+}
+
+// Unit u of a row of `units` units in the CUDA backend's layout of kept weights: split rows where
+// Parts says so, else stored blocks. kWide: the row starts on 16 bytes and holds a multiple of 16
+// bytes of payloads (RowsWide), so that payloads load in 16-byte (or 4-byte) pieces.
 template <GgmlType T, bool kWide = false>
 __device__ __forceinline__ Unit ReadRowUnit(const uint8_t* row, int units, int u) {
   using Tr = Traits<T>;
-  if constexpr (SplitTraits<T>::kSplit) {
-    using St = SplitTraits<T>;
-    constexpr int kAlign = kWide ? St::kWideAlign : Tr::kAlign;
-    return ReadOneUnit<T, kAlign>(row + static_cast<int64_t>(St::kPayload) * units + St::kHeader * u,
-                                  row + static_cast<int64_t>(St::kPayload) * u);
+  using Pt = Parts<T>;
+  if constexpr (Pt::kSplit) {
+    constexpr int kAlign = kWide ? Pt::kWideAlign : Tr::kAlign;
+    const int blocks = units / Tr::kUnits, b = u / Tr::kUnits;
+    return ReadUnitAt<T, kAlign, false>(row + static_cast<int64_t>(Pt::kPayload) * blocks + Pt::kHeader * b,
+                                        row + static_cast<int64_t>(Pt::kPayload) * b, u % Tr::kUnits);
   } else {
     return ReadUnit<T>(row + (u / Tr::kUnits) * Tr::kBlockBytes, u % Tr::kUnits);
   }
@@ -317,11 +321,12 @@ __device__ __forceinline__ Unit ReadRowUnit(const uint8_t* row, int units, int u
 // with ReadRowUnit<T, true>.
 template <GgmlType T>
 bool RowsWide(const void* base, int64_t row_bytes, int64_t units) {
-  if constexpr (!SplitTraits<T>::kSplit) {
+  if constexpr (!Parts<T>::kSplit) {
     return false;
   } else {
+    const int64_t blocks = units / Traits<T>::kUnits;
     return reinterpret_cast<uintptr_t>(base) % 16 == 0 && row_bytes % 16 == 0 &&
-           (SplitTraits<T>::kPayload * units) % 16 == 0;
+           (Parts<T>::kPayload * blocks) % 16 == 0;
   }
 }
 
