@@ -70,7 +70,7 @@ constexpr int kGemvWarps = gemv::kWarps;
 // 12 blocks of 4 warps share an SM (the loop waits on loads, so warps in flight matter); a cap of
 // 32 registers for all 16 made the K-quant kernels spill.
 template <GgmlType T, int kMaxTokens, int kWarpsPerRow, bool kWide>
-__global__ void __launch_bounds__(kGemvWarps * kWarp, kMaxTokens <= 2 ? 12 : 8)
+__global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 ? 12 : 8)
     BlockGemvKernel(const uint8_t* __restrict__ w, int64_t row_bytes, int n, int units, QuantizedActivations a,
                     int tokens, void* out, int64_t out_stride, bool f32_out) {
   using Tr = ggml::Traits<T>;
@@ -199,7 +199,8 @@ struct GemvLaunch {
     if (!ggml::RowsAligned<T>(w, row_bytes)) return cudaErrorInvalidValue;
     if (ggml::RowsWide<T>(w, row_bytes, units)) {
       if constexpr (ggml::Parts<T>::kSplit) {  // the other types have no wide kernels
-        if (n <= kNarrowRows) return Launch<4, true>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, stream);
+        if (n <= kNarrowRows)
+          return Launch<4, true>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, stream);
         return Launch<1, true>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, stream);
       }
     }

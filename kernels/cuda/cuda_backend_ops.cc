@@ -115,9 +115,9 @@ absl::Status CudaBackend::ArrangeBlocks(GgmlType type, void* data, int64_t rows,
     const auto info = LookupGgmlType(static_cast<uint32_t>(type));
     const int64_t row_bytes = cols / info->block_elems * info->block_bytes;
     if (cols % info->block_elems != 0 || row_bytes > cuda::kSplitRowsMaxRowBytes) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s weights of %d columns: the CUDA backend takes rows of whole blocks up to %d bytes", info->name, cols,
-          cuda::kSplitRowsMaxRowBytes));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s weights of %d columns: the CUDA backend takes rows of whole blocks up to %d bytes",
+                          info->name, cols, cuda::kSplitRowsMaxRowBytes));
     }
     KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchSplitRows(type, data, rows, cols, stream_));
     return absl::OkStatus();

@@ -54,7 +54,8 @@ __device__ __forceinline__ void PrefetchFirstRows(const uint8_t* w, int64_t row_
   const int row = blockIdx.x * kRowsPerBlock + warp / kWarpsPerRow;
   if (row >= n) return;
   const uint8_t* wr = w + static_cast<int64_t>(row) * row_bytes;
-  for (int64_t off = 128 * static_cast<int64_t>(lane + kWarp * part); off < row_bytes; off += 128 * kWarp * kWarpsPerRow) {
+  for (int64_t off = 128 * static_cast<int64_t>(lane + kWarp * part); off < row_bytes;
+       off += 128 * kWarp * kWarpsPerRow) {
     pdl::PrefetchL2(wr + off);
   }
 }

@@ -61,19 +61,19 @@ KVS_GGML_TRAITS(kIQ4_XS, 136, 8, false, 4)
 // of those loads, not by DRAM (docs/performance.md). Q8_K (no preset writes it) stays as stored.
 template <GgmlType T>
 struct Parts;
-#define KVS_GGML_PARTS(type, split, header_at, header, payload_at, payload)                                  \
-  template <>                                                                                                \
-  struct Parts<GgmlType::type> {                                                                             \
-    static constexpr bool kSplit = split;                                                                    \
+#define KVS_GGML_PARTS(type, split, header_at, header, payload_at, payload)                                    \
+  template <>                                                                                                  \
+  struct Parts<GgmlType::type> {                                                                               \
+    static constexpr bool kSplit = split;                                                                      \
     static constexpr int kHeaderAt = header_at, kHeader = header, kPayloadAt = payload_at, kPayload = payload; \
-    /* A payload's alignment in split rows that start on 16 bytes and hold a multiple of 16 bytes of */      \
-    /* payloads. */                                                                                          \
-    static constexpr int kWideAlign = payload % 16 == 0 ? 16 : 4;                                            \
+    /* A payload's alignment in split rows that start on 16 bytes and hold a multiple of 16 bytes of */        \
+    /* payloads. */                                                                                            \
+    static constexpr int kWideAlign = payload % 16 == 0 ? 16 : 4;                                              \
   };
 KVS_GGML_PARTS(kQ4_0, true, 0, 2, 2, 16)
 KVS_GGML_PARTS(kIQ4_NL, true, 0, 2, 2, 16)
 KVS_GGML_PARTS(kQ4_1, true, 0, 4, 4, 16)
-KVS_GGML_PARTS(kQ5_0, true, 0, 2, 2, 20)   // payload: qh, then qs
+KVS_GGML_PARTS(kQ5_0, true, 0, 2, 2, 20)  // payload: qh, then qs
 KVS_GGML_PARTS(kQ5_1, true, 0, 4, 4, 20)
 KVS_GGML_PARTS(kQ8_0, true, 0, 2, 2, 32)
 KVS_GGML_PARTS(kQ2_K, true, 0, 20, 16, 64)    // header: scales, then d and dmin (bytes 80-83 stored)

@@ -24,8 +24,8 @@
 #include "kernels/cuda/paged_decode_codes.cuh"
 #include "kernels/cuda/paged_prefill_mma.cuh"
 #include "kernels/cuda/paged_prefill_wgmma.cuh"
-#include "kernels/cuda/prefill_decoded_first.cuh"
 #include "kernels/cuda/pdl.cuh"
+#include "kernels/cuda/prefill_decoded_first.cuh"
 
 namespace kvs::cuda {
 namespace attention {

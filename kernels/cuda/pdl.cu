@@ -1,9 +1,9 @@
-#include "kernels/cuda/pdl.cuh"
-
 #include <array>
 #include <atomic>
 #include <cstdlib>
 #include <string_view>
+
+#include "kernels/cuda/pdl.cuh"
 
 namespace kvs::cuda::pdl {
 namespace {

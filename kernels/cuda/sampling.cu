@@ -377,8 +377,8 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(const float* logits, in
 cudaError_t LaunchArgmaxRows(const float* logits, int64_t stride, int64_t rows, int64_t cols, int32_t first_id,
                              int32_t* ids, float* values, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
-  return pdl::Launch(ArgmaxKernel, static_cast<unsigned>(rows), kThreads, 0, stream, logits, stride, cols, first_id, ids,
-                     values);
+  return pdl::Launch(ArgmaxKernel, static_cast<unsigned>(rows), kThreads, 0, stream, logits, stride, cols, first_id,
+                     ids, values);
 }
 
 cudaError_t LaunchSampleRows(const float* logits, int64_t stride, int32_t rows, int32_t cols,
