@@ -100,6 +100,11 @@ inline Params MakeParams(const bf16* q, int64_t q_stride, int32_t q_heads, const
 // split costs partial writes and a longer combine (a split of fewer than kMinKeysPerSplit keys
 // never pays). `base` blocks exist without splitting; `resident` fit on the GPU at once.
 constexpr int kMinKeysPerSplit = 512;
+// Except where even splits of kMinKeysPerSplit keys would leave the GPU three-quarters idle (a
+// batch-1 decode step over a short context: 8 blocks for Llama-3-8B's KV heads at 640 keys, each
+// walking every key alone, 15 us a layer on an H100): there the rows are split into as many
+// kShortKeysPerSplit-key splits as fit in one wave, latency being all that is left to save.
+constexpr int kShortKeysPerSplit = 128;
 
 inline int ChooseSplits(int64_t base, int64_t resident, int max_splits) {
   int best = 1;
@@ -139,7 +144,13 @@ inline void PlanSplits(Params& p, dim3& grid, int64_t resident, int head_dim) {
     const char* env = std::getenv("KVS_ATTENTION_SPLITS");
     return env != nullptr ? std::atoi(env) : 0;
   }();
-  const int splits = forced > 0 ? std::min(forced, std::max(1, max_splits)) : ChooseSplits(base, resident, std::max(1, max_splits));
+  int splits =
+      forced > 0 ? std::min(forced, std::max(1, max_splits)) : ChooseSplits(base, resident, std::max(1, max_splits));
+  if (forced <= 0 && base * std::max(1, max_splits) * 4 <= resident) {
+    const int64_t short_splits =
+        std::min<int64_t>(std::max(1, p.max_context_len / kShortKeysPerSplit), resident / base);
+    splits = static_cast<int>(std::min<int64_t>(short_splits, std::max<int64_t>(1, p.workspace_floats / per_split)));
+  }
   const int tiles_per_split = (max_tiles + splits - 1) / splits;
   p.keys_per_split = tiles_per_split * kTile;
   p.num_splits = (max_tiles + tiles_per_split - 1) / tiles_per_split;
