@@ -1,16 +1,14 @@
 #!/usr/bin/env bash
-# A session's first device call, when nothing new waits for a GPU: every GPU kernel test that the
-# thirteenth session's calls ran (the block GEMM's, the model's, the backend's, both attention
-# tests, KIVI's) and the timings that the README quotes for quantized weights (gpu_block_gemm_check.sh:
-# the block GEMM, pipelined by default at 9-32 tokens but for Q8_0, beside the one-stage kernel and
-# the bf16 tiles), the batch-128 steps, then the batch-1 steps of every weight format beside the
-# copy ceiling. About 330 s on an H100 from a cold machine.
+# A session's first device call, when nothing new waits for a GPU: what the fourteenth session left
+# unrun (1f18900: 128-key attention splits on an idle GPU, rope in 256-thread blocks) with every
+# GPU test that reads the paths it touches, then the batch-1 steps of every weight format beside
+# the copy ceiling (gpu_decode_path_check.sh, which also runs block_linear_test and gpu_model_test),
+# and the per-kernel profile of a Q4_0 step. About 6 minutes from a cold machine.
 # Usage: bash scripts/gpu_next_checks.sh   (device tool, carrying .deps)
-bash "$(dirname "$0")/gpu_block_gemm_check.sh"
+bash "$(dirname "$0")/gpu_decode_path_check.sh"
 source "$(dirname "$0")/gpu_common.sh"
 source "$BUILD/env.sh"
-gpu_tests cuda_backend_test prefill_attention_test kivi_kv_test
-for t in Q4_K Q4_0; do gpu_step "$t" 128 --model random:llama-3-8b:$t; done
-gpu_copy_ceiling
-for t in "" :F8_E4M3 :Q8_0 :Q4_0 :Q4_K; do gpu_step "random:llama-3-8b$t" 1 --model random:llama-3-8b$t; done
+gpu_tests cuda_kv_format_test prefill_attention_test kivi_kv_test
+KVS_SKIP_BUILD=1 KVS_SKIP_GEMV_PROFILE=1 KVS_PROFILE_LAUNCHES=700 bash "$(dirname "$0")/gpu_step_profile.sh" :Q4_0 \
+  | grep -vE "^## random|decode steps"
 echo "total $(( $(date +%s) - start )) s"
