@@ -27,10 +27,11 @@ for r in rows[2:]:
     try: seq.append((r[name][:80], float(r[dur].replace(",", ""))))
     except ValueError: pass
 unit = rows[1][dur]
-# One step: from one LM-head-sized launch pattern to the next is hard to find by name, so report per
-# launch index modulo the step's length, found as the period of the kernel-name sequence.
+# One step: the period of the kernel-name sequence (the range may open mid-step, so any p launches
+# in a row are one step's kernels once the sequence repeats with period p).
 names = [n for n, _ in seq]
-period = next((p for p in range(50, len(names) // 2) if names[p:2 * p] == names[:p]), len(names))
+period = next((p for p in range(50, len(names) // 2) if all(names[i] == names[i + p] for i in range(len(names) - p))),
+              len(names))
 step = seq[:period]
 total = sum(t for _, t in step)
 print(f"## {sys.argv[2]}: {period} kernels a step, {total:.0f} {unit} of kernel time a step")
