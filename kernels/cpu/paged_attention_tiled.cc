@@ -53,6 +53,15 @@ namespace portable {
 inline void ExpShifted(float* v, int32_t begin, int32_t end, float shift) {
   for (int32_t j = begin; j < end; ++j) v[j] = std::exp(v[j] - shift);
 }
+#include "kernels/cpu/attention_tile_rows.inc"
+inline void Scores(const float* q, const float* const* keys, int32_t first, int32_t last, int32_t dim, float scale,
+                   float* scores) {
+  ScoresRows(q, keys, first, last, dim, scale, scores);
+}
+inline void Accumulate(float* o, float correction, const float* weights, const float* const* values, int32_t first,
+                       int32_t last, int32_t dim) {
+  AccumulateRows(o, correction, weights, values, first, last, dim);
+}
 #include "kernels/cpu/attention_tile.inc"
 }  // namespace portable
 
@@ -80,6 +89,56 @@ inline void ExpShifted(float* v, int32_t begin, int32_t end, float shift) {
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
     const __m256i two_n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     _mm256_storeu_ps(v + j, _mm256_mul_ps(p, _mm256_castsi256_ps(two_n)));
+  }
+}
+#include "kernels/cpu/attention_tile_rows.inc"
+
+// Four keys' scores at a time: one load of q per 8 dimensions for four keys, and the four dots'
+// horizontal sums in one shuffle tree. Each key's sum takes the same operations in whatever slot
+// (a short last group repeats its last key), so a score does not depend on its neighbours.
+inline void Scores(const float* q, const float* const* keys, int32_t first, int32_t last, int32_t dim, float scale,
+                   float* scores) {
+  if (dim % 8 != 0) return ScoresRows(q, keys, first, last, dim, scale, scores);
+  for (int32_t j = first; j <= last; j += 4) {
+    const float* k0 = keys[j];
+    const float* k1 = keys[std::min(j + 1, last)];
+    const float* k2 = keys[std::min(j + 2, last)];
+    const float* k3 = keys[std::min(j + 3, last)];
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int32_t d = 0; d < dim; d += 8) {
+      const __m256 qv = _mm256_loadu_ps(q + d);
+      a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + d), a0);
+      a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k1 + d), a1);
+      a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k2 + d), a2);
+      a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k3 + d), a3);
+    }
+    const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+    const __m128 sum = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    alignas(16) float out[4];
+    _mm_store_ps(out, _mm_mul_ps(sum, _mm_set1_ps(scale)));
+    for (int32_t i = 0; i < 4 && j + i <= last; ++i) scores[j + i] = out[i];
+  }
+}
+
+// The output row 64 dimensions at a time in eight registers across the chunk's values (one load
+// and one store of the row per chunk, not per value).
+inline void Accumulate(float* o, float correction, const float* weights, const float* const* values, int32_t first,
+                       int32_t last, int32_t dim) {
+  if (dim % 64 != 0) return AccumulateRows(o, correction, weights, values, first, last, dim);
+  const __m256 c = _mm256_set1_ps(correction);
+  for (int32_t d0 = 0; d0 < dim; d0 += 64) {
+    __m256 acc[8];
+    const __m256 w0 = _mm256_set1_ps(weights[first]);
+    for (int i = 0; i < 8; ++i) {
+      acc[i] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(values[first] + d0 + 8 * i),
+                               _mm256_mul_ps(_mm256_loadu_ps(o + d0 + 8 * i), c));
+    }
+    for (int32_t j = first + 1; j <= last; ++j) {
+      const __m256 wj = _mm256_set1_ps(weights[j]);
+      const float* v = values[j] + d0;
+      for (int i = 0; i < 8; ++i) acc[i] = _mm256_fmadd_ps(wj, _mm256_loadu_ps(v + 8 * i), acc[i]);
+    }
+    for (int i = 0; i < 8; ++i) _mm256_storeu_ps(o + d0 + 8 * i, acc[i]);
   }
 }
 #include "kernels/cpu/attention_tile.inc"
