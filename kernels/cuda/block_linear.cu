@@ -26,9 +26,10 @@ using gemv::kWarp;
 // in the GEMV's order, where each 32 units' codes are their first 16 bytes, then their second 16
 // (m units in a short last group: m 16-byte pieces each), so that the GEMV's lanes, on 32
 // consecutive units, load a contiguous 512 bytes per piece (half the L1 wavefronts of unit order).
-__device__ __forceinline__ int64_t CodeOffset(int64_t u, int e, int64_t units, bool gemv_order) {
+// 32-bit offsets: a token's codes are k <= kGemvMaxK bytes (which spared the GEMV registers).
+__device__ __forceinline__ int CodeOffset(int u, int e, int units, bool gemv_order) {
   if (!gemv_order) return 32 * u + e;
-  const int64_t g = u / 32, m = units - 32 * g < 32 ? units - 32 * g : 32;
+  const int g = u / 32, m = min(32, units - 32 * g);
   return 1024 * g + (e / 16) * m * 16 + (u % 32) * 16 + e % 16;
 }
 
@@ -49,7 +50,8 @@ __global__ void QuantizeActivationsKernel(const bf16* __restrict__ x, int64_t x_
   const float d = finite ? amax / 127.0f : __int_as_float(0x7fc00000);
   const float inv = finite && amax > 0.0f ? 127.0f / amax : 0.0f;
   const int q = finite ? __float2int_rn(v * inv) : 0;
-  a.q[t * units * 32 + CodeOffset(u, lane, units, gemv_order)] = static_cast<int8_t>(q);
+  a.q[t * units * 32 + CodeOffset(static_cast<int>(u), lane, static_cast<int>(units), gemv_order)] =
+      static_cast<int8_t>(q);
   int s = q;
   for (int o = 8; o > 0; o /= 2) s += __shfl_xor_sync(0xffffffffu, s, o);  // within each half of 16
   if (lane % 16 == 0) a.sum16[t * units * 2 + 2 * u + lane / 16] = d * static_cast<float>(s);
@@ -90,9 +92,8 @@ __global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 ? 12 : 8)
 #pragma unroll(kMaxTokens <= 2 ? 4 : 2)
     for (int u = lane + kWarp * part; u < units; u += kWarp * kWarpsPerRow) {
       const ggml::Unit r = ggml::ReadRowUnit<T, kWide>(wr, units, u);
-      // This unit's two 16-byte pieces of codes in the GEMV's order (CodeOffset); 32-bit offsets
-      // (a token's codes are k <= kGemvMaxK bytes), which spared registers.
-      const int g = u / kWarp, piece0 = 1024 * g + 16 * lane, piece1 = piece0 + 16 * min(kWarp, units - kWarp * g);
+      // This unit's two 16-byte pieces of codes in the GEMV's order.
+      const int piece0 = CodeOffset(u, 0, units, true), piece1 = CodeOffset(u, 16, units, true);
 #pragma unroll
       for (int t = 0; t < kMaxTokens; ++t) {
         if (t < tokens) {
@@ -171,23 +172,8 @@ struct SplitRowsLaunch {
       return cudaSuccess;  // kept as stored
     } else {
       static_assert(Pt::kHeader + Pt::kPayload == ggml::Traits<T>::kBlockBytes, "a block is its header and payload");
-      if (row_bytes != blocks * ggml::Traits<T>::kBlockBytes || reinterpret_cast<uintptr_t>(w) % 2 != 0 ||
-          row_bytes > kSplitRowsMaxRowBytes) {
-        return cudaErrorInvalidValue;
-      }
-      if (row_bytes > 48 * 1024) {  // beyond the default: asked for (refused where the GPU has less)
-        const cudaError_t attr = cudaFuncSetAttribute(SplitRowsKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                      static_cast<int>(row_bytes));
-        if (attr != cudaSuccess) return attr;
-      }
-      constexpr int64_t kMaxGridX = (int64_t{1} << 31) - 1;
-      for (int64_t r0 = 0; r0 < rows; r0 += kMaxGridX) {
-        const int64_t n = std::min<int64_t>(kMaxGridX, rows - r0);
-        SplitRowsKernel<<<static_cast<unsigned>(n), 256, row_bytes, stream>>>(
-            w + r0 * row_bytes, row_bytes, static_cast<int>(blocks), Pt::kHeader, Pt::kPayloadAt, Pt::kPayload);
-        if (const cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
-      }
-      return cudaSuccess;
+      if (row_bytes != blocks * ggml::Traits<T>::kBlockBytes) return cudaErrorInvalidValue;
+      return LaunchSplitRowParts(w, row_bytes, rows, blocks, Pt::kHeader, Pt::kPayloadAt, Pt::kPayload, stream);
     }
   }
 };
@@ -258,6 +244,27 @@ cudaError_t LaunchBlockGemv(GgmlType type, const void* w, int64_t row_bytes, int
   return ggml::DispatchBlockType<GemvLaunch>(type, static_cast<const uint8_t*>(w), row_bytes, static_cast<int>(n),
                                              static_cast<int>(k / 32), a, static_cast<int>(tokens), out, out_stride,
                                              f32_out, stream);
+}
+
+cudaError_t LaunchSplitRowParts(void* w, int64_t row_bytes, int64_t rows, int64_t blocks, int header, int payload_at,
+                                int payload, cudaStream_t stream) {
+  if (reinterpret_cast<uintptr_t>(w) % 2 != 0 || row_bytes > kSplitRowsMaxRowBytes || header % 2 != 0 ||
+      payload_at % 2 != 0 || payload % 2 != 0) {
+    return cudaErrorInvalidValue;
+  }
+  if (row_bytes > 48 * 1024) {  // beyond the default: asked for (refused where the GPU has less)
+    const cudaError_t attr =
+        cudaFuncSetAttribute(SplitRowsKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(row_bytes));
+    if (attr != cudaSuccess) return attr;
+  }
+  constexpr int64_t kMaxGridX = (int64_t{1} << 31) - 1;
+  for (int64_t r0 = 0; r0 < rows; r0 += kMaxGridX) {
+    const int64_t n = std::min<int64_t>(kMaxGridX, rows - r0);
+    SplitRowsKernel<<<static_cast<unsigned>(n), 256, row_bytes, stream>>>(
+        static_cast<uint8_t*>(w) + r0 * row_bytes, row_bytes, static_cast<int>(blocks), header, payload_at, payload);
+    if (const cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
+  }
+  return cudaSuccess;
 }
 
 cudaError_t LaunchSplitRows(GgmlType type, void* w, int64_t rows, int64_t k, cudaStream_t stream) {

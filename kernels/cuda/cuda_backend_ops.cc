@@ -124,10 +124,10 @@ absl::Status CudaBackend::ArrangeBlocks(GgmlType type, void* data, int64_t rows,
   }
   if (type != GgmlType::kF8_E4M3) return absl::OkStatus();
   const int64_t row_bytes = cols / kF8BlockElems * (kF8BlockElems + 4);
-  if (cols % kF8BlockElems != 0 || row_bytes > cuda::kF8ArrangeMaxRowBytes) {
+  if (cols % kF8BlockElems != 0 || row_bytes > cuda::kSplitRowsMaxRowBytes) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "F8_E4M3 weights of %d columns: the CUDA backend takes rows of whole 128-column blocks up to %d bytes", cols,
-        cuda::kF8ArrangeMaxRowBytes));
+        cuda::kSplitRowsMaxRowBytes));
   }
   KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchF8ArrangeRows(data, row_bytes, rows, cols, stream_));
   return absl::OkStatus();

@@ -126,6 +126,11 @@ cudaError_t LaunchBlockGemv(GgmlType type, const void* w, int64_t row_bytes, int
 inline constexpr int kSplitRowsMaxRowBytes = 227 * 1024;  // a row staged whole in shared memory
 bool SplitsRows(GgmlType type);
 cudaError_t LaunchSplitRows(GgmlType type, void* w, int64_t rows, int64_t k, cudaStream_t stream);
+// The rearrangement itself, for any block of `header` + `payload` bytes whose payload is the run at
+// payload_at (every part a whole number of 2-byte halves): each row's payloads, then its headers.
+// LaunchSplitRows and LaunchF8ArrangeRows are its two users.
+cudaError_t LaunchSplitRowParts(void* w, int64_t row_bytes, int64_t rows, int64_t blocks, int header, int payload_at,
+                                int payload, cudaStream_t stream);
 // LaunchEmbedding for a table kept in GGML blocks (rows `row_bytes` apart): rows decoded as the
 // CPU decoder decodes them; ids outside [first_id, first_id + table_rows) give zero rows.
 cudaError_t LaunchEmbeddingBlocks(GgmlType type, const int32_t* ids, int64_t tokens, const void* table,
@@ -159,7 +164,6 @@ bool UseF8TensorCores();  // F8_E4M3 through cuBLASLt's FP8 GEMM
 // kvshard's F8_E4M3 blocks (f8_linear.cu). In device memory the CUDA backend keeps them as split
 // rows (LaunchF8ArrangeRows, once at load: each row's k codes, then its k / 128 f32 scales, in the
 // same row_bytes), which every launch below reads but LaunchF8Dequantize with split_rows false.
-inline constexpr int kF8ArrangeMaxRowBytes = 227 * 1024;  // a row staged whole in shared memory
 cudaError_t LaunchF8ArrangeRows(void* w, int64_t row_bytes, int64_t rows, int64_t k, cudaStream_t stream);
 // The GEMV of LaunchBlockGemv with bf16 activations x [tokens, k] as they are (rows x_stride
 // elements apart, 8-byte aligned); k whole blocks.

@@ -23,10 +23,8 @@ namespace kvs::cuda {
 namespace {
 
 using gemv::kWarp;
-constexpr int kBlockWords = kF8BlockElems / 4;  // a block's codes as 32-bit words: one per lane
+constexpr int kBlockWords = kF8BlockElems / 4;  // a block's codes as 32-bit words
 constexpr int kBlockBytes = kF8BlockElems + 4;  // codes, then the f32 scale
-constexpr int64_t kMaxGridX = (int64_t{1} << 31) - 1;
-static_assert(kBlockWords == kWarp, "a warp reads one F8_E4M3 block's codes in one load");
 
 // Four E4M3 codes (one word) as floats, exactly (every E4M3 value is a half).
 __device__ __forceinline__ void Codes(uint32_t word, float (&v)[4]) {
@@ -241,21 +239,6 @@ __global__ void F8GatherScalesKernel(const uint8_t* __restrict__ w, int64_t row_
   scales[i] = SplitRows::Scale(w + r * row_bytes, static_cast<int64_t>(blocks) * kF8BlockElems, b);
 }
 
-// File blocks -> split rows, in place: a block of threads per row, the row staged whole in shared
-// memory first (so no write lands on bytes still to be read).
-__global__ void F8ArrangeRowsKernel(uint8_t* __restrict__ w, int64_t row_bytes, int blocks) {
-  extern __shared__ uint32_t staged[];  // row_bytes / 4 words
-  uint32_t* row = reinterpret_cast<uint32_t*>(w + blockIdx.x * row_bytes);
-  const int words = static_cast<int>(row_bytes / 4);
-  for (int i = threadIdx.x; i < words; i += blockDim.x) staged[i] = row[i];
-  __syncthreads();
-  constexpr int kWordsPerBlock = kBlockBytes / 4;  // 32 code words, then the scale
-  for (int i = threadIdx.x; i < words; i += blockDim.x) {
-    const int b = i / kWordsPerBlock, j = i % kWordsPerBlock;
-    row[j < kBlockWords ? b * kBlockWords + j : blocks * kBlockWords + b] = staged[i];
-  }
-}
-
 // The FP8 GEMM's activation operand: x [tokens][k] bf16 to E4M3 codes [tokens][k] with one f32
 // scale per token and 128 columns (amax / 448, so the block's largest element is E4M3's largest
 // finite; 1 for a block of zeros), scale of block b of token t at scales[b * tokens + t]. A warp per
@@ -293,18 +276,9 @@ cudaError_t LaunchF8ArrangeRows(void* w, int64_t row_bytes, int64_t rows, int64_
     return cudaErrorInvalidValue;
   }
   if (rows == 0 || k == 0) return cudaSuccess;
-  if (row_bytes > kF8ArrangeMaxRowBytes) return cudaErrorInvalidValue;
-  if (row_bytes > 48 * 1024) {  // beyond the default: asked for (refused where the GPU has less)
-    const cudaError_t attr = cudaFuncSetAttribute(F8ArrangeRowsKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                  static_cast<int>(row_bytes));
-    if (attr != cudaSuccess) return attr;
-  }
-  for (int64_t r0 = 0; r0 < rows; r0 += kMaxGridX) {  // grid.x is at most 2^31 - 1
-    const int64_t n = std::min<int64_t>(kMaxGridX, rows - r0);
-    F8ArrangeRowsKernel<<<static_cast<unsigned>(n), 256, row_bytes, stream>>>(
-        static_cast<uint8_t*>(w) + r0 * row_bytes, row_bytes, static_cast<int>(k / kF8BlockElems));
-  }
-  return cudaGetLastError();
+  // A block is its 128 codes (the payload, first), then its f32 scale (the header).
+  return LaunchSplitRowParts(w, row_bytes, rows, k / kF8BlockElems, /*header=*/4, /*payload_at=*/0,
+                             /*payload=*/kF8BlockElems, stream);
 }
 
 cudaError_t LaunchF8GatherScales(const void* w, int64_t row_bytes, int64_t rows, int64_t k, float* scales,
