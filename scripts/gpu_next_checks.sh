@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A session's first device call, when nothing new waits for a GPU: what the fourteenth session left
-# unrun (1f18900: 128-key attention splits on an idle GPU, rope in 256-thread blocks) with every
+# unrun (1f18900: 128-key attention splits on an idle GPU, rope in 256-thread blocks; 5a0c3b7: F8
+# rows split by the GGML types' split-rows kernel, the GEMV's offsets from CodeOffset) with every
 # GPU test that reads the paths it touches, then the batch-1 steps of every weight format beside
 # the copy ceiling (gpu_decode_path_check.sh, which also runs block_linear_test and gpu_model_test),
 # and the per-kernel profile of a Q4_0 step. About 6 minutes from a cold machine.
