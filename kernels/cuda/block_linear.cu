@@ -10,8 +10,10 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 
+#include "kernels/cuda/activation_rounding.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/gemv_common.cuh"
 #include "kernels/cuda/ggml_unit.cuh"
@@ -22,16 +24,7 @@ namespace {
 
 using gemv::kWarp;
 
-// Where byte e (0-31) of unit u's codes lies in a token's q (units * 32 bytes): in unit order, or
-// in the GEMV's order, where each 32 units' codes are their first 16 bytes, then their second 16
-// (m units in a short last group: m 16-byte pieces each), so that the GEMV's lanes, on 32
-// consecutive units, load a contiguous 512 bytes per piece (half the L1 wavefronts of unit order).
-// 32-bit offsets: a token's codes are k <= kGemvMaxK bytes (which spared the GEMV registers).
-__device__ __forceinline__ int CodeOffset(int u, int e, int units, bool gemv_order) {
-  if (!gemv_order) return 32 * u + e;
-  const int g = u / 32, m = min(32, units - 32 * g);
-  return 1024 * g + (e / 16) * m * 16 + (u % 32) * 16 + e % 16;
-}
+using rounding::CodeOffset;
 
 // One warp per (token, 32 activations): lane i rounds activation i.
 __global__ void QuantizeActivationsKernel(const bf16* __restrict__ x, int64_t x_stride, int64_t tokens, int64_t units,
@@ -40,22 +33,10 @@ __global__ void QuantizeActivationsKernel(const bf16* __restrict__ x, int64_t x_
   pdl::AllowNext();
   const int64_t warp = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / kWarp;
   const int lane = threadIdx.x % kWarp;
-  if (warp >= tokens * units) return;
+  if (warp >= tokens * units) return;  // whole warps leave together
   const int64_t t = warp / units, u = warp % units;
-  const float v = __bfloat162float(x[t * x_stride + 32 * u + lane]);
-  float amax = fabsf(v);
-  for (int o = 16; o > 0; o /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-  // NaN or Inf anywhere: the scale is NaN, so every output reading it is NaN (as on the CPU).
-  const bool finite = __all_sync(0xffffffffu, isfinite(v));
-  const float d = finite ? amax / 127.0f : __int_as_float(0x7fc00000);
-  const float inv = finite && amax > 0.0f ? 127.0f / amax : 0.0f;
-  const int q = finite ? __float2int_rn(v * inv) : 0;
-  a.q[t * units * 32 + CodeOffset(static_cast<int>(u), lane, static_cast<int>(units), gemv_order)] =
-      static_cast<int8_t>(q);
-  int s = q;
-  for (int o = 8; o > 0; o /= 2) s += __shfl_xor_sync(0xffffffffu, s, o);  // within each half of 16
-  if (lane % 16 == 0) a.sum16[t * units * 2 + 2 * u + lane / 16] = d * static_cast<float>(s);
-  if (lane == 0) a.d[t * units + u] = d;
+  const float v[1] = {__bfloat162float(x[t * x_stride + 32 * u + lane])};
+  rounding::RoundUnit<1>(v, true, t, static_cast<int>(u), static_cast<int>(units), a, gemv_order);
 }
 
 using gemv::kNarrowRows;
@@ -226,10 +207,17 @@ struct EmbeddingLaunch {
 
 }  // namespace
 
+namespace {
+std::atomic<int64_t> g_roundings{0};
+}  // namespace
+
+int64_t ActivationRoundingsLaunched() { return g_roundings.load(); }
+
 cudaError_t LaunchQuantizeActivations(const bf16* x, int64_t x_stride, int64_t tokens, int64_t k,
                                       QuantizedActivations a, bool gemv_order, cudaStream_t stream) {
   if (tokens == 0) return cudaSuccess;
   if (k % 32 != 0) return cudaErrorInvalidValue;
+  g_roundings.fetch_add(1);
   constexpr int kThreads = 256;
   const int64_t warps = tokens * (k / 32);
   return pdl::Launch(QuantizeActivationsKernel, static_cast<unsigned>((warps * kWarp + kThreads - 1) / kThreads),

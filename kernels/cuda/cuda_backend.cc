@@ -131,6 +131,7 @@ size_t CudaBackend::FreeMemoryBytes() const {
 }
 
 absl::Status CudaBackend::CopyToDevice(const void* host, void* device, size_t bytes) {
+  ForgetRounding();
   if (bytes == 0) return absl::OkStatus();
   // Pageable host memory: the copy is complete (staged) when this returns, so callers may
   // reuse `host` at once.
@@ -149,6 +150,7 @@ absl::StatusOr<HostBuffer> CudaBackend::AllocateHost(size_t bytes) {
 }
 
 absl::Status CudaBackend::CopyOnDevice(const void* src, void* dst, size_t bytes) {
+  ForgetRounding();
   if (bytes == 0) return absl::OkStatus();
   KVS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
   return absl::OkStatus();
@@ -191,6 +193,7 @@ static absl::Status UploadTable(CudaBackend& b, std::span<const CopyRegion> regi
 }
 
 absl::Status CudaBackend::CopyRegions(std::span<const CopyRegion> regions) {
+  ForgetRounding();
   if (regions.empty()) return absl::OkStatus();
   // The table travels in a device buffer kept for the next batch.
   if (UsesCopyKernel(regions)) KVS_RETURN_IF_ERROR(UploadTable(*this, regions, copy_table_, stream_));
@@ -209,6 +212,7 @@ absl::StatusOr<cudaEvent_t> CudaBackend::MoveMark(int32_t slot) {
 
 absl::Status CudaBackend::MoveRegions(std::span<const CopyRegion> regions, std::span<const MoveBatch> batches,
                                       bool beside_ops) {
+  ForgetRounding();
   KVS_RETURN_IF_ERROR(CheckMoveBatches(regions, batches));
   // The whole table first, on the move stream (after the previous moves that read the old one),
   // then the moves, after every op issued so far.
@@ -252,6 +256,7 @@ absl::Status CudaBackend::CopyToHost(const void* device, void* host, size_t byte
 }
 
 absl::Status CudaBackend::UploadFloat(std::span<const float> host, TensorView dst) {
+  ForgetRounding();
   if (!dst.IsContiguous() || static_cast<size_t>(dst.NumElements()) != host.size()) {
     return absl::InvalidArgumentError("UploadFloat: destination must be contiguous and match the host size");
   }
@@ -309,6 +314,7 @@ class CudaGraph final : public RecordedOps {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<RecordedOps>> CudaBackend::Record(const std::function<absl::Status()>& ops) {
+  ForgetRounding();
   KVS_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
   const absl::Status issued = ops();
   cudaGraph_t graph = nullptr;

@@ -112,10 +112,42 @@ class CudaBackend final : public Backend {
   // Set once a load keeps weights in blocks (LinearTakesBlocks said yes): ReserveWorkspace then
   // allocates the buffers above.
   mutable bool keeps_blocks_ = false;
-  mutable bool keeps_f8_ = false;  // ... of F8_E4M3 (ReserveWorkspace then sets up the FP8 GEMM too)
+  mutable bool keeps_f8_ = false;    // ... of F8_E4M3 (ReserveWorkspace then sets up the FP8 GEMM too)
+  mutable bool keeps_ggml_ = false;  // ... of a GGML type (whose GEMV reads rounded activations)
   DeviceBuffer gemv_activations_;
   cuda::QuantizedActivations gemv_a_;
   DeviceBuffer block_tile_;
+  // What gemv_a_ holds: the rounding of the activations at `data` (rows x cols, stride apart) in the
+  // GEMV's order or in unit order, written by the Linear that needed it or by the kernel that wrote
+  // those activations: while GGML blocks are kept, RmsNorm, AddRmsNorm, SwiGlu and GeluGlu round
+  // their decode-sized outputs as they write them, so a decode step's Linears launch no rounding
+  // kernel. A Linear whose input matches skips its rounding (as do a matrix's later parts). Every
+  // other op that writes device memory forgets it, since it may rewrite those activations. Ops of
+  // the runner outside the backend that write a Linear's input (the peer all-reduce into `normed`)
+  // always follow a producer or Linear of another tensor, which replaced what is held.
+  struct HeldRounding {
+    const void* data = nullptr;
+    int64_t rows = 0, cols = 0, stride = 0;
+    bool gemv_order = false;
+  };
+  std::optional<HeldRounding> held_rounding_;
+  bool HoldsRounding(const TensorView& x, bool gemv_order) const;
+  void NoteRounding(const TensorView& x, bool gemv_order) {
+    held_rounding_ = HeldRounding{x.data, x.rows, x.cols, x.stride, gemv_order};
+  }
+  void ForgetRounding() { held_rounding_.reset(); }
+  // Where a producer of activations also rounds them (null: no GGML blocks kept, or no buffer yet).
+  const cuda::QuantizedActivations* ProducerRounding() const {
+    return keeps_ggml_ && gemv_a_.q != nullptr ? &gemv_a_ : nullptr;
+  }
+  // After a producer wrote `out`: held if it rounded it, else forgotten.
+  void ProducerWrote(const TensorView& out, bool rounded) {
+    if (rounded) {
+      NoteRounding(out, /*gemv_order=*/true);
+    } else {
+      ForgetRounding();
+    }
+  }
   static constexpr size_t kF8ActivationBytes = size_t{32} << 20;  // E4M3 activations and their scales
   DeviceBuffer f8_activations_;
   std::optional<cuda::F8Gemm> f8_gemm_;

@@ -68,6 +68,7 @@ absl::Status CheckCache(const PagedKvView& c, const char* op) {
 }  // namespace
 
 absl::Status CudaBackend::FillRandom(TensorView dst, uint64_t seed, float mean, float half_range, RandomWindow window) {
+  ForgetRounding();
   if (!dst.IsContiguous()) return absl::InvalidArgumentError("FillRandom: dst must be contiguous");
   if (dst.dtype != DType::kBF16 && dst.dtype != DType::kF32)
     return absl::InvalidArgumentError("FillRandom: bf16 or f32 only");
@@ -111,6 +112,7 @@ absl::Status CudaBackend::ReservePrefillKvScratch(KvDType dtype, int32_t block_s
 }
 
 absl::Status CudaBackend::ArrangeBlocks(GgmlType type, void* data, int64_t rows, int64_t cols) {
+  ForgetRounding();
   if (cuda::SplitsRows(type)) {
     const auto info = LookupGgmlType(static_cast<uint32_t>(type));
     const int64_t row_bytes = cols / info->block_elems * info->block_bytes;
@@ -138,7 +140,14 @@ bool CudaBackend::LinearTakesBlocks(GgmlType type) const {
   const bool takes = info.has_value() && info->block_elems >= 32;
   keeps_blocks_ = keeps_blocks_ || takes;
   keeps_f8_ = keeps_f8_ || type == GgmlType::kF8_E4M3;
+  keeps_ggml_ = keeps_ggml_ || (takes && type != GgmlType::kF8_E4M3);
   return takes;
+}
+
+bool CudaBackend::HoldsRounding(const TensorView& x, bool gemv_order) const {
+  return held_rounding_.has_value() && held_rounding_->data == x.data && held_rounding_->rows == x.rows &&
+         held_rounding_->cols == x.cols && held_rounding_->stride == x.stride &&
+         held_rounding_->gemv_order == gemv_order;
 }
 
 absl::Status CudaBackend::EnsureBlockBuffers() {
@@ -174,9 +183,17 @@ absl::Status CudaBackend::LinearBlocks(TensorView x, TensorView w, TensorView ou
                                                 stream_));
     return absl::OkStatus();
   }
-  if (x.rows <= cuda::kBlockGemvMaxTokens && k <= kGemvMaxK) {
+  // The activations rounded once for every matrix (and part) that reads them: held_rounding_.
+  auto round = [&](bool gemv_order) -> absl::Status {
+    if (HoldsRounding(x, gemv_order)) return absl::OkStatus();
+    ForgetRounding();
     KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchQuantizeActivations(static_cast<const bf16*>(x.data), x.stride, x.rows, k,
-                                                             gemv_a_, /*gemv_order=*/true, stream_));
+                                                             gemv_a_, gemv_order, stream_));
+    NoteRounding(x, gemv_order);
+    return absl::OkStatus();
+  };
+  if (x.rows <= cuda::kBlockGemvMaxTokens && k <= kGemvMaxK) {
+    KVS_RETURN_IF_ERROR(round(/*gemv_order=*/true));
     KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchBlockGemv(w.blocks, w.data, row_bytes, w.rows, k, gemv_a_, x.rows, out.data,
                                                    out.stride, out.dtype == DType::kF32, stream_));
     return absl::OkStatus();
@@ -186,8 +203,7 @@ absl::Status CudaBackend::LinearBlocks(TensorView x, TensorView w, TensorView ou
     if (done) return absl::OkStatus();
   }
   if (w.blocks != GgmlType::kF8_E4M3 && k <= kGemvMaxK && cuda::UseBlockGemm(x.rows)) {
-    KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchQuantizeActivations(static_cast<const bf16*>(x.data), x.stride, x.rows, k,
-                                                             gemv_a_, /*gemv_order=*/false, stream_));
+    KVS_RETURN_IF_ERROR(round(/*gemv_order=*/false));
     // The block tile (the bf16 tiles' buffer, idle here) holds the splits' partial sums.
     KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchBlockGemm(
         w.blocks, w.data, row_bytes, w.rows, k, gemv_a_, x.rows, out.data, out.stride, out.dtype == DType::kF32,
@@ -260,6 +276,7 @@ absl::Status CudaBackend::LinearBf16Tiles(TensorView x, TensorView w, TensorView
 }
 
 absl::Status CudaBackend::Embedding(const int32_t* ids, TensorView table, int32_t first_id, TensorView out) {
+  ForgetRounding();
   KVS_RETURN_IF_ERROR(Require(out, DType::kF32, "Embedding", "out"));
   KVS_RETURN_IF_ERROR(Shape(table.cols == out.cols && table.IsContiguous(), "Embedding", table, out));
   if (table.dtype == DType::kBlocks && LinearTakesBlocks(table.blocks)) {
@@ -276,6 +293,7 @@ absl::Status CudaBackend::Embedding(const int32_t* ids, TensorView table, int32_
 }
 
 absl::Status CudaBackend::RmsNorm(TensorView x, TensorView weight, float eps, TensorView out) {
+  ForgetRounding();
   if (x.dtype == DType::kBF16) {  // a bf16 row (Gemma's post-attention / post-MLP norms)
     KVS_RETURN_IF_ERROR(Require(weight, DType::kBF16, "RmsNorm", "weight"));
     KVS_RETURN_IF_ERROR(Require(out, DType::kBF16, "RmsNorm", "out"));
@@ -291,13 +309,17 @@ absl::Status CudaBackend::RmsNorm(TensorView x, TensorView weight, float eps, Te
   KVS_RETURN_IF_ERROR(Require(weight, DType::kBF16, "RmsNorm", "weight"));
   KVS_RETURN_IF_ERROR(Require(out, DType::kBF16, "RmsNorm", "out"));
   KVS_RETURN_IF_ERROR(Shape(x.rows == out.rows && x.cols == out.cols && weight.cols == x.cols, "RmsNorm", x, out));
-  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchRmsNorm(static_cast<const float*>(x.data), x.stride,
-                                               static_cast<const bf16*>(weight.data), x.rows, x.cols, eps,
-                                               static_cast<bf16*>(out.data), out.stride, stream_));
+  bool rounded = false;
+  ForgetRounding();
+  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchRmsNorm(
+      static_cast<const float*>(x.data), x.stride, static_cast<const bf16*>(weight.data), x.rows, x.cols, eps,
+      static_cast<bf16*>(out.data), out.stride, stream_, ProducerRounding(), &rounded));
+  ProducerWrote(out, rounded);
   return absl::OkStatus();
 }
 
 absl::Status CudaBackend::HeadRmsNorm(TensorView x, int32_t heads, TensorView weight, float eps) {
+  ForgetRounding();
   KVS_RETURN_IF_ERROR(Require(x, DType::kBF16, "HeadRmsNorm", "x"));
   KVS_RETURN_IF_ERROR(Require(weight, DType::kBF16, "HeadRmsNorm", "weight"));
   KVS_RETURN_IF_ERROR(
@@ -309,6 +331,7 @@ absl::Status CudaBackend::HeadRmsNorm(TensorView x, int32_t heads, TensorView we
 }
 
 absl::Status CudaBackend::Scale(TensorView x, float s) {
+  ForgetRounding();
   KVS_RETURN_IF_ERROR(Require(x, DType::kF32, "Scale", "x"));
   KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchScale(static_cast<float*>(x.data), x.stride, x.rows, x.cols, s, stream_));
   return absl::OkStatus();
@@ -322,9 +345,13 @@ absl::Status CudaBackend::AddRmsNorm(TensorView residual, TensorView x, TensorVi
   KVS_RETURN_IF_ERROR(Shape(residual.rows == x.rows && residual.cols == x.cols && out.rows == x.rows &&
                                 out.cols == x.cols && weight.cols == x.cols,
                             "AddRmsNorm", residual, x));
-  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchAddRmsNorm(
-      static_cast<float*>(residual.data), residual.stride, static_cast<const bf16*>(x.data), x.stride,
-      static_cast<const bf16*>(weight.data), x.rows, x.cols, eps, static_cast<bf16*>(out.data), out.stride, stream_));
+  bool rounded = false;
+  ForgetRounding();
+  KVS_CUDA_RETURN_IF_ERROR(
+      cuda::LaunchAddRmsNorm(static_cast<float*>(residual.data), residual.stride, static_cast<const bf16*>(x.data),
+                             x.stride, static_cast<const bf16*>(weight.data), x.rows, x.cols, eps,
+                             static_cast<bf16*>(out.data), out.stride, stream_, ProducerRounding(), &rounded));
+  ProducerWrote(out, rounded);
   return absl::OkStatus();
 }
 
@@ -369,6 +396,7 @@ absl::Status CudaBackend::Linear(TensorView x, TensorView w, TensorView bias, Te
 }
 
 absl::Status CudaBackend::Rope(TensorView x, int32_t heads, const int32_t* positions, RopeTable rope) {
+  ForgetRounding();
   KVS_RETURN_IF_ERROR(Require(x, DType::kBF16, "Rope", "x"));
   if (rope.head_dim <= 0 || rope.head_dim % 2 != 0 || x.cols != static_cast<int64_t>(heads) * rope.head_dim) {
     return absl::InvalidArgumentError(
@@ -380,6 +408,7 @@ absl::Status CudaBackend::Rope(TensorView x, int32_t heads, const int32_t* posit
 }
 
 absl::Status CudaBackend::WriteKv(TensorView k, TensorView v, const int32_t* slot_mapping, PagedKvView cache) {
+  ForgetRounding();
   KVS_RETURN_IF_ERROR(Require(k, DType::kBF16, "WriteKv", "k"));
   KVS_RETURN_IF_ERROR(Require(v, DType::kBF16, "WriteKv", "v"));
   KVS_RETURN_IF_ERROR(CheckCache(cache, "WriteKv"));
@@ -392,6 +421,7 @@ absl::Status CudaBackend::WriteKv(TensorView k, TensorView v, const int32_t* slo
 }
 
 absl::Status CudaBackend::SealKvGroups(TensorView k, TensorView v, const AttentionBatch& batch, PagedKvView cache) {
+  ForgetRounding();
   KVS_RETURN_IF_ERROR(Require(k, DType::kBF16, "SealKvGroups", "k"));
   KVS_RETURN_IF_ERROR(Require(v, DType::kBF16, "SealKvGroups", "v"));
   KVS_RETURN_IF_ERROR(CheckCache(cache, "SealKvGroups"));
@@ -408,6 +438,7 @@ absl::Status CudaBackend::SealKvGroups(TensorView k, TensorView v, const Attenti
 
 absl::Status CudaBackend::PagedAttention(TensorView q, PagedKvView cache, const AttentionBatch& batch, float scale,
                                          TensorView out) {
+  ForgetRounding();
   KVS_RETURN_IF_ERROR(Require(q, DType::kBF16, "PagedAttention", "q"));
   KVS_RETURN_IF_ERROR(Require(out, DType::kBF16, "PagedAttention", "out"));
   KVS_RETURN_IF_ERROR(CheckCache(cache, "PagedAttention"));
@@ -437,8 +468,13 @@ absl::Status CudaBackend::SwiGlu(TensorView gate_up, TensorView out) {
   KVS_RETURN_IF_ERROR(Require(gate_up, DType::kBF16, "SwiGlu", "gate_up"));
   KVS_RETURN_IF_ERROR(Require(out, DType::kBF16, "SwiGlu", "out"));
   KVS_RETURN_IF_ERROR(Shape(gate_up.cols == 2 * out.cols && gate_up.rows == out.rows, "SwiGlu", gate_up, out));
+  bool rounded = false;
+  ForgetRounding();
   KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchSwiGlu(static_cast<const bf16*>(gate_up.data), gate_up.stride, out.rows,
-                                              out.cols, static_cast<bf16*>(out.data), out.stride, stream_));
+                                              out.cols, static_cast<bf16*>(out.data), out.stride, stream_,
+                                              ProducerRounding(), &rounded));
+  ProducerWrote(out, rounded);
+
   return absl::OkStatus();
 }
 
@@ -446,12 +482,18 @@ absl::Status CudaBackend::GeluGlu(TensorView gate_up, TensorView out) {
   KVS_RETURN_IF_ERROR(Require(gate_up, DType::kBF16, "GeluGlu", "gate_up"));
   KVS_RETURN_IF_ERROR(Require(out, DType::kBF16, "GeluGlu", "out"));
   KVS_RETURN_IF_ERROR(Shape(gate_up.cols == 2 * out.cols && gate_up.rows == out.rows, "GeluGlu", gate_up, out));
+  bool rounded = false;
+  ForgetRounding();
   KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchGeluGlu(static_cast<const bf16*>(gate_up.data), gate_up.stride, out.rows,
-                                               out.cols, static_cast<bf16*>(out.data), out.stride, stream_));
+                                               out.cols, static_cast<bf16*>(out.data), out.stride, stream_,
+                                               ProducerRounding(), &rounded));
+  ProducerWrote(out, rounded);
+
   return absl::OkStatus();
 }
 
 absl::Status CudaBackend::GatherRows(TensorView x, const int32_t* rows, TensorView out) {
+  ForgetRounding();
   KVS_RETURN_IF_ERROR(Shape(x.cols == out.cols && x.dtype == out.dtype, "GatherRows", x, out));
   KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchGatherRows(x.data, x.stride, rows, out.rows, x.cols,
                                                   static_cast<int32_t>(DTypeSize(x.dtype)), out.data, out.stride,
@@ -460,6 +502,7 @@ absl::Status CudaBackend::GatherRows(TensorView x, const int32_t* rows, TensorVi
 }
 
 absl::Status CudaBackend::ArgmaxRows(TensorView logits, int32_t first_id, int32_t* ids, float* values) {
+  ForgetRounding();
   KVS_RETURN_IF_ERROR(Require(logits, DType::kF32, "ArgmaxRows", "logits"));
   KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchArgmaxRows(static_cast<const float*>(logits.data), logits.stride, logits.rows,
                                                   logits.cols, first_id, ids, values, stream_));
@@ -467,6 +510,7 @@ absl::Status CudaBackend::ArgmaxRows(TensorView logits, int32_t first_id, int32_
 }
 
 absl::Status CudaBackend::Dequantize(GgmlType type, const void* src, int64_t src_stride, TensorView out) {
+  ForgetRounding();
   if (out.dtype != DType::kBF16 && out.dtype != DType::kF32)
     return absl::InvalidArgumentError("Dequantize: out must be bf16 or f32");
   const auto info = LookupGgmlType(static_cast<uint32_t>(type));
@@ -488,6 +532,7 @@ absl::Status CudaBackend::Dequantize(GgmlType type, const void* src, int64_t src
 }
 
 absl::Status CudaBackend::SampleRows(TensorView logits, const SampleRequest* requests, int32_t count, int32_t* ids) {
+  ForgetRounding();
   KVS_RETURN_IF_ERROR(Require(logits, DType::kF32, "SampleRows", "logits"));
   if (count < 0) return absl::InvalidArgumentError("SampleRows: negative request count");
   KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchSampleRows(static_cast<const float*>(logits.data), logits.stride,

@@ -22,14 +22,32 @@ using bf16 = __nv_bfloat16;
 cudaError_t LaunchEmbedding(const int32_t* ids, int64_t num_tokens, const bf16* table, int32_t first_id,
                             int64_t table_rows, int64_t hidden, float* out, int64_t out_stride, cudaStream_t stream);
 
+// Activations rounded to int8 per 32 for the block GEMV (block_linear.cu): q [T, K]; per 32 the
+// scale d [T, K / 32]; per 16 the scale times the sum of the codes, sum16 [T, K / 16].
+struct QuantizedActivations {
+  int8_t* q = nullptr;
+  float* d = nullptr;
+  float* sum16 = nullptr;
+};
+// Most tokens the block GEMV takes at once; up to kBlockGemmMaxTokens the block GEMM can take (int8
+// tensor cores on the blocks, block_gemm.cu; BlockGemmPath says up to how many it does); more go
+// through bf16 tiles and cuBLAS, which read each weight once per 32 MiB tile however many tokens.
+inline constexpr int64_t kBlockGemvMaxTokens = 8;
+inline constexpr int64_t kBlockGemmMaxTokens = 128;
+
 // out = bf16(x / rms(x) * w).  x [T, K] f32; w [K] bf16; out [T, K] bf16.
-cudaError_t LaunchRmsNorm(const float* x, int64_t x_stride, const bf16* w, int64_t rows, int64_t cols,
-                          float eps, bf16* out, int64_t out_stride, cudaStream_t stream);
+// round (may be null): out also rounded into it for the block GEMV (in its order), as
+// LaunchQuantizeActivations would round it, where the kernel can (K a multiple of 32, at most
+// kBlockGemvMaxTokens rows, aligned rows): *rounded says whether it did.
+cudaError_t LaunchRmsNorm(const float* x, int64_t x_stride, const bf16* w, int64_t rows, int64_t cols, float eps,
+                          bf16* out, int64_t out_stride, cudaStream_t stream,
+                          const QuantizedActivations* round = nullptr, bool* rounded = nullptr);
 
 // residual += float(x); out = bf16(residual / rms(residual) * w).  residual f32, x bf16, out bf16.
-cudaError_t LaunchAddRmsNorm(float* residual, int64_t res_stride, const bf16* x, int64_t x_stride,
-                             const bf16* w, int64_t rows, int64_t cols, float eps, bf16* out,
-                             int64_t out_stride, cudaStream_t stream);
+// round, rounded: as LaunchRmsNorm's.
+cudaError_t LaunchAddRmsNorm(float* residual, int64_t res_stride, const bf16* x, int64_t x_stride, const bf16* w,
+                             int64_t rows, int64_t cols, float eps, bf16* out, int64_t out_stride, cudaStream_t stream,
+                             const QuantizedActivations* round = nullptr, bool* rounded = nullptr);
 
 // out = bf16(x / rms(x) * w) over rows of `dim` bf16: row (t, h) at x + t * x_stride + h * dim
 // (and the same in out), t < rows, h < heads. w [dim] bf16. out may be x. One warp per row: the
@@ -59,13 +77,16 @@ cudaError_t LaunchWriteKv(const bf16* k, int64_t k_stride, const bf16* v, int64_
 cudaError_t LaunchSealKvGroups(const bf16* k, int64_t k_stride, const bf16* v, int64_t v_stride,
                                const AttentionBatch& batch, const PagedKvView& cache, cudaStream_t stream);
 
-// out[t, i] = bf16(silu(gu[t, i]) * gu[t, I + i]).
+// out[t, i] = bf16(silu(gu[t, i]) * gu[t, I + i]). round, rounded: as LaunchRmsNorm's (I a
+// multiple of 32, at most kBlockGemvMaxTokens rows).
 cudaError_t LaunchSwiGlu(const bf16* gate_up, int64_t gu_stride, int64_t rows, int64_t inter, bf16* out,
-                         int64_t out_stride, cudaStream_t stream);
+                         int64_t out_stride, cudaStream_t stream, const QuantizedActivations* round = nullptr,
+                         bool* rounded = nullptr);
 
-// out[t, i] = bf16(gelu_tanh(gu[t, i]) * gu[t, I + i]) (Gemma's GeGLU).
+// out[t, i] = bf16(gelu_tanh(gu[t, i]) * gu[t, I + i]) (Gemma's GeGLU). round, rounded: as SwiGLU's.
 cudaError_t LaunchGeluGlu(const bf16* gate_up, int64_t gu_stride, int64_t rows, int64_t inter, bf16* out,
-                          int64_t out_stride, cudaStream_t stream);
+                          int64_t out_stride, cudaStream_t stream, const QuantizedActivations* round = nullptr,
+                          bool* rounded = nullptr);
 
 // out[i, :] = x[rows[i], :] for `elem_bytes`-sized elements.
 cudaError_t LaunchGatherRows(const void* x, int64_t x_stride, const int32_t* rows, int64_t n, int64_t cols,
@@ -97,22 +118,13 @@ cudaError_t LaunchDequantize(GgmlType type, const void* src, int64_t src_stride,
 cudaError_t LaunchDequantizeKept(GgmlType type, const void* w, int64_t row_bytes, int64_t rows, int64_t cols, void* out,
                                  bool f32_out, cudaStream_t stream);
 
-// Activations rounded to int8 per 32 for the block GEMV (block_linear.cu): q [T, K]; per 32 the
-// scale d [T, K / 32]; per 16 the scale times the sum of the codes, sum16 [T, K / 16].
-struct QuantizedActivations {
-  int8_t* q = nullptr;
-  float* d = nullptr;
-  float* sum16 = nullptr;
-};
-// Most tokens the block GEMV takes at once; up to kBlockGemmMaxTokens the block GEMM can take (int8
-// tensor cores on the blocks, block_gemm.cu; BlockGemmPath says up to how many it does); more go
-// through bf16 tiles and cuBLAS, which read each weight once per 32 MiB tile however many tokens.
-inline constexpr int64_t kBlockGemvMaxTokens = 8;
-inline constexpr int64_t kBlockGemmMaxTokens = 128;
 // a = x [tokens, k] (bf16, rows x_stride apart) rounded; k a multiple of 32. gemv_order: q in the
 // order LaunchBlockGemv reads (block_linear.cu's CodeOffset), else in unit order (the block GEMM's).
 cudaError_t LaunchQuantizeActivations(const bf16* x, int64_t x_stride, int64_t tokens, int64_t k,
                                       QuantizedActivations a, bool gemv_order, cudaStream_t stream);
+// How many times LaunchQuantizeActivations has launched in this process (tests check that a
+// producer's rounding spared the Linear its own).
+int64_t ActivationRoundingsLaunched();
 // out[t, j] = a[t] . w[j] for t < tokens (1 .. kBlockGemvMaxTokens), j < n, a in the GEMV's order. w:
 // n rows of kept GGML weights `row_bytes` apart, k weights each; out bf16, or f32 when f32_out.
 cudaError_t LaunchBlockGemv(GgmlType type, const void* w, int64_t row_bytes, int64_t n, int64_t k,

@@ -2,6 +2,7 @@
 #include <algorithm>
 
 #include "kernels/common/random_fill.h"
+#include "kernels/cuda/activation_rounding.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/pdl.cuh"
 
@@ -21,28 +22,35 @@ __global__ void EmbeddingKernel(const int32_t* ids, const bf16* table, int32_t f
   for (int64_t c = threadIdx.x; c < hidden; c += blockDim.x) dst[c] = __bfloat162float(row[c]);
 }
 
-__global__ void SwiGluKernel(const bf16* gu, int64_t gu_stride, int64_t inter, bf16* out, int64_t out_stride) {
-  pdl::WaitForPrevious();
-  pdl::AllowNext();
-  const int64_t r = blockIdx.y;
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= inter) return;
-  const float g = __bfloat162float(gu[r * gu_stride + i]);
-  const float u = __bfloat162float(gu[r * gu_stride + inter + i]);
-  out[r * out_stride + i] = __float2bfloat16(g / (1.0f + __expf(-g)) * u);
-}
+// The gated activations, a thread per output: silu(g) * u (SwiGLU) or gelu_tanh(g) * u (GeGLU).
+// Where `round` is set (inter a multiple of 32, blocks of whole warps: a warp is a unit), the bf16
+// outputs are also rounded for the block GEMV that reads them next (activation_rounding.cuh).
+struct Silu {
+  __device__ float operator()(float g) const { return g / (1.0f + __expf(-g)); }
+};
+struct GeluTanh {
+  __device__ float operator()(float g) const {
+    constexpr float kSqrt2OverPi = 0.7978845608028654f;
+    return 0.5f * g * (1.0f + tanhf(kSqrt2OverPi * (g + 0.044715f * g * g * g)));
+  }
+};
 
-__global__ void GeluGluKernel(const bf16* gu, int64_t gu_stride, int64_t inter, bf16* out, int64_t out_stride) {
+template <typename Act>
+__global__ void GatedKernel(const bf16* gu, int64_t gu_stride, int64_t inter, bf16* out, int64_t out_stride,
+                            QuantizedActivations round) {
   pdl::WaitForPrevious();
   pdl::AllowNext();
   const int64_t r = blockIdx.y;
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= inter) return;
+  if (i >= inter) return;  // with `round`, whole warps leave together
   const float g = __bfloat162float(gu[r * gu_stride + i]);
   const float u = __bfloat162float(gu[r * gu_stride + inter + i]);
-  constexpr float kSqrt2OverPi = 0.7978845608028654f;
-  const float gelu = 0.5f * g * (1.0f + tanhf(kSqrt2OverPi * (g + 0.044715f * g * g * g)));
-  out[r * out_stride + i] = __float2bfloat16(gelu * u);
+  const bf16 o = __float2bfloat16(Act()(g) * u);
+  out[r * out_stride + i] = o;
+  if (round.q != nullptr) {
+    const float v[1] = {__bfloat162float(o)};
+    rounding::RoundUnit<1>(v, true, r, static_cast<int>(i / 32), static_cast<int>(inter / 32), round, true);
+  }
 }
 
 __global__ void ScaleKernel(float* x, int64_t x_stride, int64_t cols, float s) {
@@ -105,18 +113,30 @@ cudaError_t LaunchEmbedding(const int32_t* ids, int64_t num_tokens, const bf16* 
   return cudaGetLastError();
 }
 
-cudaError_t LaunchSwiGlu(const bf16* gate_up, int64_t gu_stride, int64_t rows, int64_t inter, bf16* out,
-                         int64_t out_stride, cudaStream_t stream) {
+namespace {
+template <typename Act>
+cudaError_t LaunchGated(const bf16* gate_up, int64_t gu_stride, int64_t rows, int64_t inter, bf16* out,
+                        int64_t out_stride, cudaStream_t stream, const QuantizedActivations* round, bool* rounded) {
+  if (rounded != nullptr) *rounded = false;
   if (rows == 0) return cudaSuccess;
-  const dim3 grid((inter + 255) / 256, rows);
-  return pdl::Launch(SwiGluKernel, grid, 256, 0, stream, gate_up, gu_stride, inter, out, out_stride);
+  constexpr int kThreads = 256;  // whole warps
+  const bool rounds = round != nullptr && inter % 32 == 0 && rows <= kBlockGemvMaxTokens;
+  const dim3 grid((inter + kThreads - 1) / kThreads, rows);
+  const cudaError_t err = pdl::Launch(GatedKernel<Act>, grid, kThreads, 0, stream, gate_up, gu_stride, inter, out,
+                                      out_stride, rounds ? *round : QuantizedActivations{});
+  if (rounded != nullptr) *rounded = rounds && err == cudaSuccess;
+  return err;
+}
+}  // namespace
+
+cudaError_t LaunchSwiGlu(const bf16* gate_up, int64_t gu_stride, int64_t rows, int64_t inter, bf16* out,
+                         int64_t out_stride, cudaStream_t stream, const QuantizedActivations* round, bool* rounded) {
+  return LaunchGated<Silu>(gate_up, gu_stride, rows, inter, out, out_stride, stream, round, rounded);
 }
 
 cudaError_t LaunchGeluGlu(const bf16* gate_up, int64_t gu_stride, int64_t rows, int64_t inter, bf16* out,
-                          int64_t out_stride, cudaStream_t stream) {
-  if (rows == 0) return cudaSuccess;
-  const dim3 grid((inter + 255) / 256, rows);
-  return pdl::Launch(GeluGluKernel, grid, 256, 0, stream, gate_up, gu_stride, inter, out, out_stride);
+                          int64_t out_stride, cudaStream_t stream, const QuantizedActivations* round, bool* rounded) {
+  return LaunchGated<GeluTanh>(gate_up, gu_stride, rows, inter, out, out_stride, stream, round, rounded);
 }
 
 cudaError_t LaunchScale(float* x, int64_t x_stride, int64_t rows, int64_t cols, float s, cudaStream_t stream) {

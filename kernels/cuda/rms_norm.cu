@@ -2,6 +2,10 @@
 // One block per row. Decode has one row per step, so a row must finish fast on its own: 512
 // threads, float4 loads, and the row held in registers between the sum-of-squares pass and the
 // scaling pass (no second read). Rows too wide for the registers, or unaligned, take a scalar loop.
+// The vector kernel can also round its output for the block GEMV that reads it next
+// (activation_rounding.cuh), from the bf16 values it stores: the same bytes the rounding kernel
+// would write, one launch fewer.
+#include "kernels/cuda/activation_rounding.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/pdl.cuh"
 
@@ -29,18 +33,21 @@ __device__ inline float4 LoadBf16x4(const bf16* p) {
   return make_float4(a.x, a.y, b.x, b.y);
 }
 
-__device__ inline void StoreBf16x4(bf16* p, float4 v) {
+// Stores v rounded to bf16 and returns what it stored.
+__device__ inline float4 StoreBf16x4(bf16* p, float4 v) {
   const __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
   uint2 raw;
   raw.x = *reinterpret_cast<const uint32_t*>(&a);
   raw.y = *reinterpret_cast<const uint32_t*>(&b);
   *reinterpret_cast<uint2*>(p) = raw;
+  const float2 lo = __bfloat1622float2(a), hi = __bfloat1622float2(b);
+  return make_float4(lo.x, lo.y, hi.x, hi.y);
 }
 
 template <bool kAdd>
-__global__ void __launch_bounds__(kThreads) RmsNormVecKernel(float* x, int64_t x_stride, const bf16* update,
-                                                             int64_t update_stride, const bf16* w, int64_t cols,
-                                                             float eps, bf16* out, int64_t out_stride) {
+__global__ void __launch_bounds__(kThreads)
+    RmsNormVecKernel(float* x, int64_t x_stride, const bf16* update, int64_t update_stride, const bf16* w, int64_t cols,
+                     float eps, bf16* out, int64_t out_stride, QuantizedActivations round) {
   pdl::WaitForPrevious();
   pdl::AllowNext();
   const int64_t r = blockIdx.x;
@@ -66,10 +73,17 @@ __global__ void __launch_bounds__(kThreads) RmsNormVecKernel(float* x, int64_t x
 #pragma unroll
   for (int j = 0; j < kMaxVecPerThread; ++j) {
     const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kThreads;
+    float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     if (i < vecs) {
       const float4 g = LoadBf16x4(w + 4 * i);
-      StoreBf16x4(out + r * out_stride + 4 * i, make_float4(v[j].x * inv_rms * g.x, v[j].y * inv_rms * g.y,
-                                                            v[j].z * inv_rms * g.z, v[j].w * inv_rms * g.w));
+      o = StoreBf16x4(out + r * out_stride + 4 * i, make_float4(v[j].x * inv_rms * g.x, v[j].y * inv_rms * g.y,
+                                                                v[j].z * inv_rms * g.z, v[j].w * inv_rms * g.w));
+    }
+    // Eight lanes a unit of 32 (cols a multiple of 32: a unit's lanes are all in or all out); every
+    // lane takes part in the shuffles. j * kThreads is past the row for the whole block from some j on.
+    if (round.q != nullptr && static_cast<int64_t>(j) * kThreads < vecs) {
+      const float e[4] = {o.x, o.y, o.z, o.w};
+      rounding::RoundUnit<4>(e, i < vecs, r, static_cast<int>(i / 8), static_cast<int>(cols / 32), round, true);
     }
   }
 }
@@ -107,13 +121,20 @@ bool Vectorizable(int64_t cols, int64_t x_stride, int64_t update_stride, int64_t
 
 template <bool kAdd>
 cudaError_t LaunchNorm(float* x, int64_t x_stride, const bf16* update, int64_t update_stride, const bf16* w,
-                       int64_t rows, int64_t cols, float eps, bf16* out, int64_t out_stride, cudaStream_t stream) {
+                       int64_t rows, int64_t cols, float eps, bf16* out, int64_t out_stride,
+                       const QuantizedActivations* round, bool* rounded, cudaStream_t stream) {
+  if (rounded != nullptr) *rounded = false;
   if (rows == 0) return cudaSuccess;
-  const auto kernel = Vectorizable(cols, x_stride, update_stride, out_stride, x, update, w, out)
-                          ? RmsNormVecKernel<kAdd>
-                          : RmsNormKernel<kAdd>;
-  return pdl::Launch(kernel, static_cast<unsigned>(rows), kThreads, 0, stream, x, x_stride, update, update_stride, w,
-                     cols, eps, out, out_stride);
+  if (!Vectorizable(cols, x_stride, update_stride, out_stride, x, update, w, out)) {
+    return pdl::Launch(RmsNormKernel<kAdd>, static_cast<unsigned>(rows), kThreads, 0, stream, x, x_stride, update,
+                       update_stride, w, cols, eps, out, out_stride);
+  }
+  const bool rounds = round != nullptr && cols % 32 == 0 && rows <= kBlockGemvMaxTokens;
+  const cudaError_t err =
+      pdl::Launch(RmsNormVecKernel<kAdd>, static_cast<unsigned>(rows), kThreads, 0, stream, x, x_stride, update,
+                  update_stride, w, cols, eps, out, out_stride, rounds ? *round : QuantizedActivations{});
+  if (rounded != nullptr) *rounded = rounds && err == cudaSuccess;
+  return err;
 }
 
 // One warp per row of `dim` bf16 (a head, or a whole bf16 row): sum of squares in float32,
@@ -151,14 +172,17 @@ cudaError_t LaunchRmsNormBf16(const bf16* x, int64_t x_stride, int64_t rows, int
 }
 
 cudaError_t LaunchRmsNorm(const float* x, int64_t x_stride, const bf16* w, int64_t rows, int64_t cols, float eps,
-                          bf16* out, int64_t out_stride, cudaStream_t stream) {
-  return LaunchNorm<false>(const_cast<float*>(x), x_stride, nullptr, 0, w, rows, cols, eps, out, out_stride, stream);
+                          bf16* out, int64_t out_stride, cudaStream_t stream, const QuantizedActivations* round,
+                          bool* rounded) {
+  return LaunchNorm<false>(const_cast<float*>(x), x_stride, nullptr, 0, w, rows, cols, eps, out, out_stride, round,
+                           rounded, stream);
 }
 
 cudaError_t LaunchAddRmsNorm(float* residual, int64_t res_stride, const bf16* x, int64_t x_stride, const bf16* w,
-                             int64_t rows, int64_t cols, float eps, bf16* out, int64_t out_stride,
-                             cudaStream_t stream) {
-  return LaunchNorm<true>(residual, res_stride, x, x_stride, w, rows, cols, eps, out, out_stride, stream);
+                             int64_t rows, int64_t cols, float eps, bf16* out, int64_t out_stride, cudaStream_t stream,
+                             const QuantizedActivations* round, bool* rounded) {
+  return LaunchNorm<true>(residual, res_stride, x, x_stride, w, rows, cols, eps, out, out_stride, round, rounded,
+                          stream);
 }
 
 }  // namespace kvs::cuda

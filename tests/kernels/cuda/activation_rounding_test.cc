@@ -1,0 +1,184 @@
+// The block GEMV's activations rounded by the kernel that writes them (RmsNorm, AddRmsNorm, SwiGlu,
+// GeluGlu, while GGML blocks are kept) are the bytes the rounding kernel of its own writes: a
+// Linear right after the producer must give bit for bit what the same Linear gives over the same
+// activations rounded afresh, and must launch no rounding of its own (the counter proves the fused
+// path ran, so the comparison is not between two runs of the same path). Also: a matrix's later
+// parts reuse the rounding, anything else written in between makes the Linear round again, and
+// beyond kBlockGemvMaxTokens the producers leave rounding to the Linear. Shapes: a short last group
+// of units (160 columns), a long row (4,096), 1 to 9 tokens, strided rows whose unused columns are
+// NaN, and a NaN in one token's input. The seed is printed on failure.
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/common/half_convert.h"
+#include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_kernels.h"
+#include "tests/support/ggml_blocks.h"
+#include "tests/support/gpu_fixture.h"
+
+namespace kvs {
+namespace {
+
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+class ActivationRoundingTest : public testing::GpuFixture<> {
+ protected:
+  DeviceBuffer Floats(const std::vector<float>& host, DType dtype, int64_t rows, int64_t stride) {
+    auto buf = gpu_->Allocate(rows * stride * DTypeSize(dtype));
+    EXPECT_TRUE(buf.ok());
+    EXPECT_TRUE(gpu_->UploadFloat(host, buf->View(dtype, rows, stride)).ok());
+    return std::move(*buf);
+  }
+  std::vector<float> Download(const TensorView& v) {
+    std::vector<float> out(v.rows * v.stride);
+    EXPECT_TRUE(gpu_->DownloadFloat(TensorView{v.data, v.dtype, v.rows, v.stride, v.stride}, out).ok());
+    return out;
+  }
+  static float Bf16(float v) { return Bf16BitsToFloat(FloatToBf16Bits(v)); }
+  // Weights as the loader keeps them (LinearTakesBlocks, then the backend's layout).
+  DeviceBuffer Blocks(GgmlType type, int64_t rows, int64_t k, std::mt19937& rng) {
+    EXPECT_TRUE(gpu_->LinearTakesBlocks(type));
+    const std::vector<uint8_t> host = testing::RandomGgmlBlocks(type, rows, k, rng);
+    auto buf = gpu_->Allocate(host.size());
+    EXPECT_TRUE(buf.ok());
+    EXPECT_TRUE(gpu_->CopyToDevice(host.data(), buf->data(), host.size()).ok());
+    EXPECT_TRUE(gpu_->ArrangeBlocks(type, buf->data(), rows, k).ok());
+    return std::move(*buf);
+  }
+  // y = x w^T into a fresh NaN-filled f32 buffer; how many rounding kernels it launched.
+  std::pair<std::vector<float>, int64_t> LinearOf(const TensorView& x, const TensorView& w) {
+    const int64_t stride = w.rows + 3;
+    DeviceBuffer y = Floats(std::vector<float>(x.rows * stride, kNaN), DType::kF32, x.rows, stride);
+    const int64_t before = cuda::ActivationRoundingsLaunched();
+    EXPECT_TRUE(gpu_->Linear(x, w, TensorView{}, TensorView{y.data(), DType::kF32, x.rows, w.rows, stride}).ok());
+    const int64_t launched = cuda::ActivationRoundingsLaunched() - before;
+    return {Download(TensorView{y.data(), DType::kF32, x.rows, stride, stride}), launched};
+  }
+  // Makes the backend forget what it holds without touching x: a write elsewhere.
+  void WriteElsewhere() {
+    const float one = 1.0f;
+    ASSERT_TRUE(gpu_->CopyToDevice(&one, scratch_.data(), sizeof(one)).ok());
+  }
+  void SetUp() override {
+    testing::GpuFixture<>::SetUp();
+    if (IsSkipped()) return;
+    auto s = gpu_->Allocate(64);
+    ASSERT_TRUE(s.ok());
+    scratch_ = std::move(*s);
+  }
+  DeviceBuffer scratch_;
+};
+
+// Equal bit for bit, NaN where NaN.
+void ExpectSame(const std::vector<float>& a, const std::vector<float>& b, const std::string& what) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::isnan(a[i]) || std::isnan(b[i])) {
+      ASSERT_TRUE(std::isnan(a[i]) && std::isnan(b[i])) << what << ": element " << i << ": " << a[i] << " vs " << b[i];
+    } else {
+      uint32_t ua, ub;
+      std::memcpy(&ua, &a[i], 4);
+      std::memcpy(&ub, &b[i], 4);
+      ASSERT_EQ(ua, ub) << what << ": element " << i << ": " << a[i] << " vs " << b[i];
+    }
+  }
+}
+
+enum class Producer { kRmsNorm, kAddRmsNorm, kSwiGlu, kGeluGlu };
+const char* Name(Producer p) {
+  switch (p) {
+    case Producer::kRmsNorm: return "RmsNorm";
+    case Producer::kAddRmsNorm: return "AddRmsNorm";
+    case Producer::kSwiGlu: return "SwiGlu";
+    case Producer::kGeluGlu: return "GeluGlu";
+  }
+  return "?";
+}
+
+TEST_F(ActivationRoundingTest, AProducersRoundingEqualsTheRoundingKernels) {
+  const uint32_t seed = std::random_device{}();
+  std::mt19937 rng(seed);
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  // As a load keeping GGML blocks does: the blocks' buffers exist before the first step.
+  ASSERT_TRUE(gpu_->LinearTakesBlocks(GgmlType::kQ4_0));
+  ASSERT_TRUE(gpu_->ReserveWorkspace(16, 4, 8, 64).ok());
+  for (const int64_t k : {160, 4096}) {
+    // Two parts of one matrix of different types (a Q4_K_M file's QKV: Q4_K, then Q6_K), where k
+    // takes the K-quants' 256-wide blocks; else Q4_0 and Q5_1.
+    const GgmlType first = k % 256 == 0 ? GgmlType::kQ4_K : GgmlType::kQ4_0;
+    const GgmlType second = k % 256 == 0 ? GgmlType::kQ6_K : GgmlType::kQ5_1;
+    const int64_t n1 = 37, n2 = 21;
+    DeviceBuffer w1 = Blocks(first, n1, k, rng), w2 = Blocks(second, n2, k, rng);
+    const TensorView wv1{w1.data(), DType::kBlocks, n1, k, k, first}, wv2{w2.data(), DType::kBlocks, n2, k, k, second};
+    for (const Producer p : {Producer::kRmsNorm, Producer::kAddRmsNorm, Producer::kSwiGlu, Producer::kGeluGlu}) {
+      for (const int64_t tokens : {1, 3, 8, 9}) {
+        for (const bool nan_input : {false, true}) {
+          SCOPED_TRACE(std::string(Name(p)) + ", k " + std::to_string(k) + ", " + std::to_string(tokens) + " tokens" +
+                       (nan_input ? ", a NaN in token 0's input" : ""));
+          // The producer's inputs, rows strided with NaN between them.
+          const int64_t in_cols = p == Producer::kSwiGlu || p == Producer::kGeluGlu ? 2 * k : k;
+          const int64_t in_stride = in_cols + 8, out_stride = k + 32;
+          std::vector<float> in(tokens * in_stride, kNaN), update(tokens * in_stride, kNaN), norm_w(k);
+          for (int64_t t = 0; t < tokens; ++t)
+            for (int64_t e = 0; e < in_cols; ++e) {
+              in[t * in_stride + e] = Bf16(normal(rng) * (e % 13 == 0 ? 6.0f : 1.0f));
+              update[t * in_stride + e] = Bf16(normal(rng));
+            }
+          for (float& g : norm_w) g = Bf16(1.0f + 0.25f * normal(rng));
+          if (nan_input) in[0 * in_stride + 37] = kNaN;
+          const DType in_dtype = p == Producer::kRmsNorm || p == Producer::kAddRmsNorm ? DType::kF32 : DType::kBF16;
+          DeviceBuffer gin = Floats(in, in_dtype, tokens, in_stride);
+          DeviceBuffer gupdate = Floats(update, DType::kBF16, tokens, in_stride);
+          DeviceBuffer gw = Floats(norm_w, DType::kBF16, 1, k);
+          DeviceBuffer gout = Floats(std::vector<float>(tokens * out_stride, kNaN), DType::kBF16, tokens, out_stride);
+          const TensorView in_v{gin.data(), in_dtype, tokens, in_cols, in_stride};
+          const TensorView out_v{gout.data(), DType::kBF16, tokens, k, out_stride};
+          const TensorView norm_v = gw.View(DType::kBF16, 1, k);
+          switch (p) {
+            case Producer::kRmsNorm: ASSERT_TRUE(gpu_->RmsNorm(in_v, norm_v, 1e-5f, out_v).ok()); break;
+            case Producer::kAddRmsNorm:
+              ASSERT_TRUE(gpu_->AddRmsNorm(in_v, TensorView{gupdate.data(), DType::kBF16, tokens, k, in_stride}, norm_v,
+                                           1e-5f, out_v)
+                              .ok());
+              break;
+            case Producer::kSwiGlu: ASSERT_TRUE(gpu_->SwiGlu(in_v, out_v).ok()); break;
+            case Producer::kGeluGlu: ASSERT_TRUE(gpu_->GeluGlu(in_v, out_v).ok()); break;
+          }
+          // Right after the producer: both parts, no rounding kernel up to kBlockGemvMaxTokens.
+          const auto [fused1, launched1] = LinearOf(out_v, wv1);
+          const auto [fused2, launched2] = LinearOf(out_v, wv2);
+          const bool producer_rounds = tokens <= cuda::kBlockGemvMaxTokens;
+          EXPECT_EQ(launched1, producer_rounds ? 0 : 1) << "the first part's Linear";
+          EXPECT_EQ(launched2, 0) << "the second part reuses the first part's rounding";
+          // The same activations rounded afresh: a write elsewhere makes the Linear round again.
+          WriteElsewhere();
+          const auto [fresh1, relaunched1] = LinearOf(out_v, wv1);
+          EXPECT_EQ(relaunched1, 1) << "a write in between: the Linear rounds again";
+          WriteElsewhere();
+          const auto [fresh2, relaunched2] = LinearOf(out_v, wv2);
+          EXPECT_EQ(relaunched2, 1);
+          ExpectSame(fused1, fresh1, "first part");
+          ExpectSame(fused2, fresh2, "second part");
+          // The NaN reaches its token's outputs only (RMSNorm: the whole row; SwiGLU: one unit).
+          for (int64_t t = 0; t < tokens; ++t) {
+            const bool any_nan = std::isnan(fused1[t * (n1 + 3)]) || std::isnan(fused1[t * (n1 + 3) + 1]);
+            EXPECT_EQ(any_nan, nan_input && t == 0) << "token " << t;
+          }
+          // The producer wrote its row and nothing past it.
+          const std::vector<float> out = Download(out_v);
+          for (int64_t t = 0; t < tokens; ++t)
+            for (int64_t e = k; e < out_stride; ++e) ASSERT_TRUE(std::isnan(out[t * out_stride + e])) << "column " << e;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kvs
