@@ -119,6 +119,15 @@ class BackendOps {
   // cache's KvDType (quantized formats compute their scales here). k, v [T, Hk * D]. A slot
   // s <= -2 is residual slot -(s + 2), in bf16 (channel-quantized caches, paged_kv.h); -1: none.
   virtual absl::Status WriteKv(TensorView k, TensorView v, const int32_t* slot_mapping, PagedKvView cache) = 0;
+  // Rope over qk [T, heads * D] (query heads, then the KV heads: k is its last cache.kv_heads
+  // heads), then WriteKv of the rotated k and v: one call, so that a backend may do both in one
+  // pass (CUDA, for bf16 and fp16 caches). Not for channel-quantized caches, whose SealKvGroups
+  // comes between the two.
+  virtual absl::Status RopeWriteKv(TensorView qk, int32_t heads, const int32_t* positions, RopeTable rope, TensorView k,
+                                   TensorView v, const int32_t* slot_mapping, PagedKvView cache) {
+    if (absl::Status s = Rope(qk, heads, positions, rope); !s.ok()) return s;
+    return WriteKv(k, v, slot_mapping, cache);
+  }
   // Channel-quantized caches (KvChannelQuantized): writes each block that this step completes,
   // whole — keys per channel, values per token — from the step's rows k, v [T, Hk * D] (laid
   // out as `batch`'s query rows) and, for its positions before the step, the sequence's residual

@@ -69,6 +69,9 @@ class CudaBackend final : public Backend {
   absl::Status Linear(TensorView x, TensorView w, TensorView bias, TensorView out) override;
   absl::Status Rope(TensorView x, int32_t heads, const int32_t* positions, RopeTable rope) override;
   absl::Status WriteKv(TensorView k, TensorView v, const int32_t* slot_mapping, PagedKvView cache) override;
+  // One kernel for bf16 and fp16 caches (LaunchRopeWriteKv) where k is qk's last heads; else the two.
+  absl::Status RopeWriteKv(TensorView qk, int32_t heads, const int32_t* positions, RopeTable rope, TensorView k,
+                           TensorView v, const int32_t* slot_mapping, PagedKvView cache) override;
   absl::Status SealKvGroups(TensorView k, TensorView v, const AttentionBatch& batch, PagedKvView cache) override;
   absl::Status PagedAttention(TensorView q, PagedKvView cache, const AttentionBatch& batch, float scale,
                               TensorView out) override;

@@ -420,6 +420,31 @@ absl::Status CudaBackend::WriteKv(TensorView k, TensorView v, const int32_t* slo
   return absl::OkStatus();
 }
 
+absl::Status CudaBackend::RopeWriteKv(TensorView qk, int32_t heads, const int32_t* positions, RopeTable rope,
+                                      TensorView k, TensorView v, const int32_t* slot_mapping, PagedKvView cache) {
+  const bool k_is_qks_last_heads =
+      heads >= cache.kv_heads && k.dtype == qk.dtype && k.stride == qk.stride && k.rows == qk.rows &&
+      k.data == static_cast<bf16*>(qk.data) + static_cast<int64_t>(heads - cache.kv_heads) * cache.head_dim;
+  if ((cache.dtype != KvDType::kBF16 && cache.dtype != KvDType::kF16) || rope.head_dim != cache.head_dim ||
+      !k_is_qks_last_heads) {
+    return Backend::RopeWriteKv(qk, heads, positions, rope, k, v, slot_mapping, cache);
+  }
+  ForgetRounding();
+  KVS_RETURN_IF_ERROR(Require(qk, DType::kBF16, "RopeWriteKv", "qk"));
+  KVS_RETURN_IF_ERROR(Require(v, DType::kBF16, "RopeWriteKv", "v"));
+  KVS_RETURN_IF_ERROR(CheckCache(cache, "RopeWriteKv"));
+  if (rope.head_dim <= 0 || rope.head_dim % 2 != 0 || qk.cols != static_cast<int64_t>(heads) * rope.head_dim) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("RopeWriteKv: %d columns for %d heads of %d", qk.cols, heads, rope.head_dim));
+  }
+  KVS_RETURN_IF_ERROR(
+      Shape(v.rows == qk.rows && k.cols == cache.SlotStride() && v.cols == cache.SlotStride(), "RopeWriteKv", k, v));
+  KVS_CUDA_RETURN_IF_ERROR(
+      cuda::LaunchRopeWriteKv(static_cast<bf16*>(qk.data), qk.stride, qk.rows, heads, rope.head_dim, positions,
+                              rope.inv_freq, static_cast<const bf16*>(v.data), v.stride, slot_mapping, cache, stream_));
+  return absl::OkStatus();
+}
+
 absl::Status CudaBackend::SealKvGroups(TensorView k, TensorView v, const AttentionBatch& batch, PagedKvView cache) {
   ForgetRounding();
   KVS_RETURN_IF_ERROR(Require(k, DType::kBF16, "SealKvGroups", "k"));

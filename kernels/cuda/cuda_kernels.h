@@ -63,6 +63,13 @@ cudaError_t LaunchScale(float* x, int64_t x_stride, int64_t rows, int64_t cols, 
 cudaError_t LaunchRope(bf16* x, int64_t x_stride, int64_t num_tokens, int32_t heads, int32_t head_dim,
                        const int32_t* positions, const float* inv_freq, cudaStream_t stream);
 
+// LaunchRope over qk [T, heads * D] (query heads, then the cache's kv_heads), and then what
+// LaunchWriteKv would store of its last kv_heads heads (rotated) and v, in one kernel: bf16 and
+// fp16 caches (cudaErrorInvalidValue for the others, or a head_dim other than the cache's).
+cudaError_t LaunchRopeWriteKv(bf16* qk, int64_t qk_stride, int64_t num_tokens, int32_t heads, int32_t head_dim,
+                              const int32_t* positions, const float* inv_freq, const bf16* v, int64_t v_stride,
+                              const int32_t* slot_mapping, const PagedKvView& cache, cudaStream_t stream);
+
 // cache[slot_mapping[t]] = k/v[t] for the layer's paged cache, encoded in cache.dtype (bf16 any
 // head dim; fp16/fp8/int8/int4-token head_dim 64 or 128). Negative slots skip, except that a
 // channel-quantized cache (int4 / int2) takes slots <= -2 as rows of its bf16 residual rings and

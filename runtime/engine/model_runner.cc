@@ -369,20 +369,27 @@ absl::Status ModelRunner::Forward(const StepPointers& ptr, int64_t t, int64_t n_
       KVS_RETURN_IF_ERROR(b.HeadRmsNorm(q, static_cast<int32_t>(z.q / c.head_dim), head_weight_q, c.rms_norm_eps));
       KVS_RETURN_IF_ERROR(b.HeadRmsNorm(k, static_cast<int32_t>(z.kv / c.head_dim), head_weight_k, c.rms_norm_eps));
     }
-    // q and k are adjacent columns of qkv: one rotation over both heads' worth (one launch).
-    KVS_RETURN_IF_ERROR(b.Rope(qk, static_cast<int32_t>((z.q + z.kv) / c.head_dim), ptr.positions, weights_->rope(l)));
     const PagedKvView cache = cache_->Layer(l);
     // This layer's group's block table and KV slots (kv_groups.h).
     const int32_t group = cache_->groups().group_of(l);
+    const int32_t* slots = ptr.slots + group * ptr.slot_stride;
     AttentionBatch layer_batch = batch;
     layer_batch.block_table = batch.block_table + group * ptr.table_stride;
     if (batch.residual != nullptr) layer_batch.residual = batch.residual + static_cast<int64_t>(group) * batch.num_seqs;
-    // This layer's block moves (KvCache::QueueMoves).
+    // This layer's block moves (KvCache::QueueMoves), before anything of the layer writes its cache.
     if (wait_moves) KVS_RETURN_IF_ERROR(b.WaitMoves(cache_->MoveSlot(l)));
-    // Channel-quantized KV: the blocks the ring lets go of this step are written whole first; the
-    // newest tokens then go to the ring (whose rows the seal may read).
-    if (KvChannelQuantized(cache.dtype)) KVS_RETURN_IF_ERROR(b.SealKvGroups(k, v, layer_batch, cache));
-    KVS_RETURN_IF_ERROR(b.WriteKv(k, v, ptr.slots + group * ptr.slot_stride, cache));
+    // q and k are adjacent columns of qkv: one rotation over both heads' worth, then the KV write
+    // (one launch for both where the backend fuses them).
+    const int32_t qk_heads = static_cast<int32_t>((z.q + z.kv) / c.head_dim);
+    if (KvChannelQuantized(cache.dtype)) {
+      // Channel-quantized KV: the blocks the ring lets go of this step are written whole first; the
+      // newest tokens then go to the ring (whose rows the seal may read).
+      KVS_RETURN_IF_ERROR(b.Rope(qk, qk_heads, ptr.positions, weights_->rope(l)));
+      KVS_RETURN_IF_ERROR(b.SealKvGroups(k, v, layer_batch, cache));
+      KVS_RETURN_IF_ERROR(b.WriteKv(k, v, slots, cache));
+    } else {
+      KVS_RETURN_IF_ERROR(b.RopeWriteKv(qk, qk_heads, ptr.positions, weights_->rope(l), k, v, slots, cache));
+    }
     // After this layer's KV writes (a chunk's own keys may land in offloaded blocks), before its
     // attention; the next layer's staging overwrites the window only after this attention ran.
     if (!staged_.empty()) KVS_RETURN_IF_ERROR(cache_->StageOffloaded(b, l, staged_));
