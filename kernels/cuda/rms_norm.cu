@@ -48,11 +48,19 @@ template <bool kAdd>
 __global__ void __launch_bounds__(kThreads)
     RmsNormVecKernel(float* x, int64_t x_stride, const bf16* update, int64_t update_stride, const bf16* w, int64_t cols,
                      float eps, bf16* out, int64_t out_stride, QuantizedActivations round) {
+  const int64_t vecs = cols / 4;
+  // The norm's weights before the wait for the previous kernel (pdl.cuh): no step writes them, and
+  // their load then overlaps the previous kernel's tail instead of following the sum's.
+  uint2 g_raw[kMaxVecPerThread];
+#pragma unroll
+  for (int j = 0; j < kMaxVecPerThread; ++j) {
+    const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kThreads;
+    if (i < vecs) g_raw[j] = *reinterpret_cast<const uint2*>(w + 4 * i);
+  }
   pdl::WaitForPrevious();
   pdl::AllowNext();
   const int64_t r = blockIdx.x;
   float* xr = x + r * x_stride;
-  const int64_t vecs = cols / 4;
   float4 v[kMaxVecPerThread];
   float sum_sq = 0.0f;
 #pragma unroll
@@ -75,7 +83,7 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kThreads;
     float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     if (i < vecs) {
-      const float4 g = LoadBf16x4(w + 4 * i);
+      const float4 g = LoadBf16x4(reinterpret_cast<const bf16*>(&g_raw[j]));
       o = StoreBf16x4(out + r * out_stride + 4 * i, make_float4(v[j].x * inv_rms * g.x, v[j].y * inv_rms * g.y,
                                                                 v[j].z * inv_rms * g.z, v[j].w * inv_rms * g.w));
     }
