@@ -5,6 +5,7 @@
 // (paged_attention_kivi.cu).
 #pragma once
 
+#include "kernels/cuda/activation_rounding.cuh"
 #include "kernels/cuda/paged_attention_common.cuh"
 #include "kernels/cuda/pdl.cuh"
 
@@ -53,7 +54,16 @@ __global__ void __launch_bounds__(kCombineThreads) CombineSplitsKernel(Params p)
       const float w = split_weight[s];
       if (w != 0.0f) num += w * p.partial_out[(s * split_stride + row) * D + d];  // empty splits hold no data
     }
-    p.out[static_cast<int64_t>(blockIdx.x) * p.out_stride + blockIdx.y * D + d] = __float2bfloat16(num / den);
+    const bf16 o = __float2bfloat16(num / den);
+    p.out[static_cast<int64_t>(blockIdx.x) * p.out_stride + blockIdx.y * D + d] = o;
+    if constexpr (D % 32 == 0) {
+      // A warp's 32 columns are a unit of the block GEMV's rounding; whole warps run each pass.
+      if (p.round.q != nullptr) {
+        const float v[1] = {__bfloat162float(o)};
+        rounding::RoundUnit<1>(v, true, blockIdx.x, static_cast<int>((blockIdx.y * D + d) / 32), p.q_heads * D / 32,
+                               p.round, true);
+      }
+    }
   }
 }
 
@@ -61,8 +71,10 @@ __global__ void __launch_bounds__(kCombineThreads) CombineSplitsKernel(Params p)
 template <int D>
 cudaError_t CombineSplits(cudaError_t err, const Params& p, cudaStream_t stream) {
   if (err != cudaSuccess || p.num_splits == 1) return err;
-  return pdl::Launch(CombineSplitsKernel<D>, dim3(p.num_tokens, p.q_heads), kCombineThreads,
-                     p.num_splits * sizeof(float), stream, p);
+  err = pdl::Launch(CombineSplitsKernel<D>, dim3(p.num_tokens, p.q_heads), kCombineThreads,
+                    p.num_splits * sizeof(float), stream, p);
+  if (err == cudaSuccess && D % 32 == 0 && p.round.q != nullptr && p.rounded != nullptr) *p.rounded = true;
+  return err;
 }
 
 }  // namespace attention

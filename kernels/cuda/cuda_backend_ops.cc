@@ -479,13 +479,15 @@ absl::Status CudaBackend::PagedAttention(TensorView q, PagedKvView cache, const 
       return absl::UnimplementedError("PagedAttention: " + problem);
     }
   }
-  const cudaError_t err =
-      cuda::LaunchPagedAttention(static_cast<const bf16*>(q.data), q.stride, static_cast<int32_t>(q_heads), cache,
-                                 batch, scale, static_cast<bf16*>(out.data), out.stride, attention_ws_, stream_);
+  bool rounded = false;
+  const cudaError_t err = cuda::LaunchPagedAttention(
+      static_cast<const bf16*>(q.data), q.stride, static_cast<int32_t>(q_heads), cache, batch, scale,
+      static_cast<bf16*>(out.data), out.stride, attention_ws_, stream_, ProducerRounding(), &rounded);
   if (err == cudaErrorInvalidValue) {
     return absl::UnimplementedError(absl::StrFormat("PagedAttention: %s", CudaKvProblem(cache.dtype, cache.head_dim)));
   }
   KVS_CUDA_RETURN_IF_ERROR(err);
+  ProducerWrote(out, rounded);
   return absl::OkStatus();
 }
 

@@ -322,9 +322,12 @@ cudaError_t LaunchKiviAttention(const bf16* q, int64_t q_stride, int32_t q_heads
 // Causal paged attention, q and out [T, Hq * D] bf16 (see AttentionBatch), over a cache of any
 // KvDType but f32. Returns cudaErrorInvalidValue for a head dim outside kAttentionHeadDims (bf16)
 // or outside {64, 128} (the other formats).
+// round, rounded: as LaunchRmsNorm's, where the keys were split (the pass that merges the splits
+// rounds; bf16 to int4-token caches, head_dim a multiple of 32, at most kBlockGemvMaxTokens rows).
 cudaError_t LaunchPagedAttention(const bf16* q, int64_t q_stride, int32_t q_heads, const PagedKvView& cache,
                                  const AttentionBatch& batch, float scale, bf16* out, int64_t out_stride,
-                                 const AttentionWorkspace& ws, cudaStream_t stream);
+                                 const AttentionWorkspace& ws, cudaStream_t stream,
+                                 const QuantizedActivations* round = nullptr, bool* rounded = nullptr);
 
 // Which kernel runs prefill attention on bf16/fp16 caches: kAuto takes Hopper's warpgroup-MMA
 // kernel on compute capability 9.0 (H100, H200) and the mma.sync kernel elsewhere; kMma takes

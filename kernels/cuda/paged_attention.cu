@@ -13,8 +13,10 @@ extern template cudaError_t LaunchAttentionFor<KvDType::kINT4>(Params, int, int,
 
 cudaError_t LaunchPagedAttention(const bf16* q, int64_t q_stride, int32_t q_heads, const PagedKvView& cache,
                                  const AttentionBatch& batch, float scale, bf16* out, int64_t out_stride,
-                                 const AttentionWorkspace& ws, cudaStream_t stream) {
+                                 const AttentionWorkspace& ws, cudaStream_t stream, const QuantizedActivations* round,
+                                 bool* rounded) {
   using attention::LaunchAttentionFor;
+  if (rounded != nullptr) *rounded = false;
   if (batch.num_tokens == 0) return cudaSuccess;
   if (KvChannelQuantized(cache.dtype)) {
     return LaunchKiviAttention(q, q_stride, q_heads, cache, batch, scale, out, out_stride, ws, stream);
@@ -23,6 +25,10 @@ cudaError_t LaunchPagedAttention(const bf16* q, int64_t q_stride, int32_t q_head
     return LaunchWindowAttention(q, q_stride, q_heads, cache, batch, scale, out, out_stride, stream);
   }
   attention::Params p = attention::MakeParams(q, q_stride, q_heads, cache, batch, scale, out, out_stride, ws);
+  if (round != nullptr && batch.num_tokens <= kBlockGemvMaxTokens && cache.head_dim % 32 == 0) {
+    p.round = *round;
+    p.rounded = rounded;
+  }
   const int d = cache.head_dim, n = batch.num_seqs, lq = batch.max_query_len;
   switch (cache.dtype) {
     case KvDType::kBF16: return LaunchAttentionFor<KvDType::kBF16>(p, d, n, lq, stream);

@@ -48,12 +48,16 @@ struct Params {
   int32_t num_tokens;
   float* partial_out;
   float* partial_ml;
+  // The output also rounded for the block GEMV by CombineSplits where round.q is set
+  // (activation_rounding.cuh; a step of at most kBlockGemvMaxTokens rows, head_dim a multiple of 32).
+  QuantizedActivations round;
   // Host-side planning inputs (not read by the kernels).
   int32_t max_context_len;
   int64_t workspace_floats;
   int32_t num_sms;
   void* kv_scratch;  // AttentionWorkspace::kv_scratch
   int64_t kv_scratch_bytes;
+  bool* rounded;  // set when CombineSplits rounded the output (round.q set and the keys split)
 };
 
 // The parameters every tiled kernel takes, from the cache view, the batch and the workspace (row

@@ -4,12 +4,15 @@
 // activations rounded afresh, and must launch no rounding of its own (the counter proves the fused
 // path ran, so the comparison is not between two runs of the same path). Also: a matrix's later
 // parts reuse the rounding, anything else written in between makes the Linear round again, and
-// beyond kBlockGemvMaxTokens the producers leave rounding to the Linear. Shapes: a short last group
+// beyond kBlockGemvMaxTokens the producers leave rounding to the Linear. Decode attention over
+// split keys rounds its output too (the second test). Shapes: a short last group
 // of units (160 columns), a long row (4,096), 1 to 9 tokens, strided rows whose unused columns are
 // NaN, and a NaN in one token's input. The seed is printed on failure.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -176,6 +179,76 @@ TEST_F(ActivationRoundingTest, AProducersRoundingEqualsTheRoundingKernels) {
             for (int64_t e = k; e < out_stride; ++e) ASSERT_TRUE(std::isnan(out[t * out_stride + e])) << "column " << e;
         }
       }
+    }
+  }
+}
+
+// Decode attention whose keys are split rounds its output in the pass that merges the splits, as the
+// rounding kernel would round it: the O projection after it launches no rounding of its own.
+TEST_F(ActivationRoundingTest, SplitAttentionRoundsItsOutputAsTheRoundingKernel) {
+  const uint32_t seed = std::random_device{}();
+  std::mt19937 rng(seed);
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const int32_t q_heads = 8, kv_heads = 2, dim = 128, bs = 16;
+  const int64_t width = static_cast<int64_t>(q_heads) * dim, kv_width = static_cast<int64_t>(kv_heads) * dim;
+  ASSERT_TRUE(gpu_->LinearTakesBlocks(GgmlType::kQ4_0));
+  ASSERT_TRUE(gpu_->ReserveWorkspace(16, 4, q_heads, dim).ok());
+  const int64_t n = 37;
+  DeviceBuffer w = Blocks(GgmlType::kQ4_0, n, width, rng);
+  const TensorView wv{w.data(), DType::kBlocks, n, width, width, GgmlType::kQ4_0};
+  // One long sequence, then three of ragged lengths: keys enough that the decode splits them.
+  for (const std::vector<int32_t>& context : {std::vector<int32_t>{3001}, std::vector<int32_t>{2500, 1799, 700}}) {
+    const int32_t seqs = static_cast<int32_t>(context.size());
+    SCOPED_TRACE(std::to_string(seqs) + " sequences");
+    int32_t max_blocks = 0, blocks = 0;
+    for (int32_t c : context) max_blocks = std::max(max_blocks, (c + bs - 1) / bs);
+    for (int32_t c : context) blocks += (c + bs - 1) / bs;
+    std::vector<int32_t> pages(blocks);  // each page used once, in shuffled order
+    std::iota(pages.begin(), pages.end(), 0);
+    std::shuffle(pages.begin(), pages.end(), rng);
+    std::vector<int32_t> table(seqs * max_blocks, 0), query_start(seqs + 1);
+    for (int32_t s = 0, next = 0; s < seqs; ++s) {
+      query_start[s + 1] = s + 1;
+      for (int32_t b = 0; b < (context[s] + bs - 1) / bs; ++b) table[s * max_blocks + b] = pages[next++];
+    }
+    std::vector<float> kv(static_cast<size_t>(blocks) * bs * kv_width);
+    for (float& x : kv) x = Bf16(normal(rng));
+    DeviceBuffer k = Floats(kv, DType::kBF16, static_cast<int64_t>(blocks) * bs, kv_width);
+    for (float& x : kv) x = Bf16(normal(rng));
+    DeviceBuffer v = Floats(kv, DType::kBF16, static_cast<int64_t>(blocks) * bs, kv_width);
+    const PagedKvView cache{k.data(), v.data(), KvDType::kBF16, blocks, bs, kv_heads, dim};
+    auto ints = [&](const std::vector<int32_t>& host) {
+      auto buf = gpu_->Allocate(host.size() * 4);
+      EXPECT_TRUE(buf.ok());
+      EXPECT_TRUE(gpu_->CopyToDevice(host.data(), buf->data(), host.size() * 4).ok());
+      return std::move(*buf);
+    };
+    DeviceBuffer gstart = ints(query_start), gcontext = ints(context), gtable = ints(table);
+    AttentionBatch batch;
+    batch.num_seqs = seqs;
+    batch.num_tokens = seqs;
+    batch.max_blocks_per_seq = max_blocks;
+    batch.max_context_len = *std::max_element(context.begin(), context.end());
+    batch.max_query_len = 1;
+    batch.query_start = gstart.as<int32_t>();
+    batch.context_len = gcontext.as<int32_t>();
+    batch.block_table = gtable.as<int32_t>();
+    std::vector<float> q(seqs * width);
+    for (float& x : q) x = Bf16(normal(rng));
+    DeviceBuffer gq = Floats(q, DType::kBF16, seqs, width);
+    const int64_t out_stride = width + 32;
+    DeviceBuffer gout = Floats(std::vector<float>(seqs * out_stride, kNaN), DType::kBF16, seqs, out_stride);
+    const TensorView out_v{gout.data(), DType::kBF16, seqs, width, out_stride};
+    ASSERT_TRUE(gpu_->PagedAttention(gq.View(DType::kBF16, seqs, width), cache, batch, 0.088f, out_v).ok());
+    const auto [fused, launched] = LinearOf(out_v, wv);
+    EXPECT_EQ(launched, 0) << "the attention's split merge rounded nothing";
+    WriteElsewhere();
+    const auto [fresh, relaunched] = LinearOf(out_v, wv);
+    EXPECT_EQ(relaunched, 1);
+    ExpectSame(fused, fresh, "O projection");
+    for (size_t i = 0; i < fused.size(); ++i) {
+      if (i % (n + 3) < static_cast<size_t>(n)) ASSERT_FALSE(std::isnan(fused[i])) << "output " << i;
     }
   }
 }
