@@ -139,9 +139,10 @@ class CudaBackend final : public Backend {
     held_rounding_ = HeldRounding{x.data, x.rows, x.cols, x.stride, gemv_order};
   }
   void ForgetRounding() { held_rounding_.reset(); }
-  // Where a producer of activations also rounds them (null: no GGML blocks kept, or no buffer yet).
-  const cuda::QuantizedActivations* ProducerRounding() const {
-    return keeps_ggml_ && gemv_a_.q != nullptr ? &gemv_a_ : nullptr;
+  // Where a producer of `out` also rounds it (null: no GGML blocks kept, no buffer yet, or rows
+  // wider than the buffer's, which the GEMV does not take either).
+  const cuda::QuantizedActivations* ProducerRounding(const TensorView& out) const {
+    return keeps_ggml_ && gemv_a_.q != nullptr && out.cols <= kGemvMaxK ? &gemv_a_ : nullptr;
   }
   // After a producer wrote `out`: held if it rounded it, else forgotten.
   void ProducerWrote(const TensorView& out, bool rounded) {

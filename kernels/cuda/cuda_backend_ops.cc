@@ -313,7 +313,7 @@ absl::Status CudaBackend::RmsNorm(TensorView x, TensorView weight, float eps, Te
   ForgetRounding();
   KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchRmsNorm(
       static_cast<const float*>(x.data), x.stride, static_cast<const bf16*>(weight.data), x.rows, x.cols, eps,
-      static_cast<bf16*>(out.data), out.stride, stream_, ProducerRounding(), &rounded));
+      static_cast<bf16*>(out.data), out.stride, stream_, ProducerRounding(out), &rounded));
   ProducerWrote(out, rounded);
   return absl::OkStatus();
 }
@@ -350,7 +350,7 @@ absl::Status CudaBackend::AddRmsNorm(TensorView residual, TensorView x, TensorVi
   KVS_CUDA_RETURN_IF_ERROR(
       cuda::LaunchAddRmsNorm(static_cast<float*>(residual.data), residual.stride, static_cast<const bf16*>(x.data),
                              x.stride, static_cast<const bf16*>(weight.data), x.rows, x.cols, eps,
-                             static_cast<bf16*>(out.data), out.stride, stream_, ProducerRounding(), &rounded));
+                             static_cast<bf16*>(out.data), out.stride, stream_, ProducerRounding(out), &rounded));
   ProducerWrote(out, rounded);
   return absl::OkStatus();
 }
@@ -482,7 +482,7 @@ absl::Status CudaBackend::PagedAttention(TensorView q, PagedKvView cache, const 
   bool rounded = false;
   const cudaError_t err = cuda::LaunchPagedAttention(
       static_cast<const bf16*>(q.data), q.stride, static_cast<int32_t>(q_heads), cache, batch, scale,
-      static_cast<bf16*>(out.data), out.stride, attention_ws_, stream_, ProducerRounding(), &rounded);
+      static_cast<bf16*>(out.data), out.stride, attention_ws_, stream_, ProducerRounding(out), &rounded);
   if (err == cudaErrorInvalidValue) {
     return absl::UnimplementedError(absl::StrFormat("PagedAttention: %s", CudaKvProblem(cache.dtype, cache.head_dim)));
   }
@@ -499,7 +499,7 @@ absl::Status CudaBackend::SwiGlu(TensorView gate_up, TensorView out) {
   ForgetRounding();
   KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchSwiGlu(static_cast<const bf16*>(gate_up.data), gate_up.stride, out.rows,
                                               out.cols, static_cast<bf16*>(out.data), out.stride, stream_,
-                                              ProducerRounding(), &rounded));
+                                              ProducerRounding(out), &rounded));
   ProducerWrote(out, rounded);
 
   return absl::OkStatus();
@@ -513,7 +513,7 @@ absl::Status CudaBackend::GeluGlu(TensorView gate_up, TensorView out) {
   ForgetRounding();
   KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchGeluGlu(static_cast<const bf16*>(gate_up.data), gate_up.stride, out.rows,
                                                out.cols, static_cast<bf16*>(out.data), out.stride, stream_,
-                                               ProducerRounding(), &rounded));
+                                               ProducerRounding(out), &rounded));
   ProducerWrote(out, rounded);
 
   return absl::OkStatus();
