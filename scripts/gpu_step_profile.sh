@@ -9,11 +9,13 @@
 source "$(dirname "$0")/gpu_common.sh"
 [ -n "${KVS_SKIP_BUILD:-}" ] && source "$BUILD/env.sh" || gpu_build
 formats=("$@"); [ ${#formats[@]} = 0 ] && formats=("" ":Q4_0")
-gpu_copy_ceiling
+[ -z "${KVS_SKIP_STEPS:-}" ] && gpu_copy_ceiling
 for f in "${formats[@]}"; do
   m="random:llama-3-8b$f"
-  gpu_step "$m" 1 --model "$m"
-  KVS_PDL=off gpu_step "$m, KVS_PDL=off" 1 --model "$m"
+  if [ -z "${KVS_SKIP_STEPS:-}" ]; then  # KVS_SKIP_STEPS=1: the caller timed the steps
+    gpu_step "$m" 1 --model "$m"
+    KVS_PDL=off gpu_step "$m, KVS_PDL=off" 1 --model "$m"
+  fi
   csv=/tmp/ncu_step$(echo "$f" | tr -d ':').csv
   timeout 280 ncu --clock-control none --profile-from-start off --metrics gpu__time_duration.sum --launch-count "${KVS_PROFILE_LAUNCHES:-1000}" \
     --csv --page raw $K bench --device cuda --model "$m" --input-len 512 --output-len 6 --num-prompts 1 --max-seqs 1 \
