@@ -15,6 +15,6 @@ echo "tests done at $(( $(date +%s) - start )) s"
 gpu_copy_ceiling
 for t in "" :F8_E4M3 :Q8_0 :Q4_0 :Q4_K; do gpu_step "random:llama-3-8b$t" 1 --model random:llama-3-8b$t; done
 echo "steps done at $(( $(date +%s) - start )) s"
-KVS_SKIP_BUILD=1 KVS_SKIP_STEPS=1 KVS_PROFILE_LAUNCHES=700 bash "$(dirname "$0")/gpu_step_profile.sh" :Q4_0 \
+KVS_SKIP_BUILD=1 KVS_SKIP_STEPS=1 KVS_SKIP_GEMV_PROFILE=1 KVS_PROFILE_LAUNCHES=700 bash "$(dirname "$0")/gpu_step_profile.sh" :Q4_0 \
   | grep -vE "^## random|decode steps"
 echo "total $(( $(date +%s) - start )) s"
