@@ -153,7 +153,7 @@ fi
 # an operator would) and requires the whole job to exit 0 with rank 0 drained.
 start_server() {
   local name=$1 ranks=$2; shift 2
-  PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  PORT=$(python3 "$(dirname "$0")/../support/free_port.py")  # outside the ephemeral range MPI draws from
   mpi "$ranks" serve "$@" --port "$PORT" >"$WORK/$name.log" 2>&1 &
   MPI_PID=$!
 }

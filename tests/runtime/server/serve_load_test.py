@@ -15,6 +15,7 @@ bounds below are loose so that a shared CI core passes; docs/performance.md has 
 """
 import asyncio
 import json
+import os
 import re
 import resource
 import signal
@@ -22,6 +23,9 @@ import socket
 import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "support"))
+from free_port import free_port  # noqa: E402  (a port outside the ephemeral range)
 
 BIN, MODEL = sys.argv[1], sys.argv[2]
 STREAMS = int(sys.argv[3]) if len(sys.argv) > 3 else 1024
@@ -33,12 +37,6 @@ def check(cond, what):
     print("ok:", what, flush=True)
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 async def request(port, method, path, body=None, headers=None, timeout=300):
