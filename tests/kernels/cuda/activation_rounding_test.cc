@@ -29,6 +29,21 @@ namespace {
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
+// Equal bit for bit, NaN where NaN.
+void ExpectSame(const std::vector<float>& a, const std::vector<float>& b, const std::string& what) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::isnan(a[i]) || std::isnan(b[i])) {
+      ASSERT_TRUE(std::isnan(a[i]) && std::isnan(b[i])) << what << ": element " << i << ": " << a[i] << " vs " << b[i];
+    } else {
+      uint32_t ua, ub;
+      std::memcpy(&ua, &a[i], 4);
+      std::memcpy(&ub, &b[i], 4);
+      ASSERT_EQ(ua, ub) << what << ": element " << i << ": " << a[i] << " vs " << b[i];
+    }
+  }
+}
+
 class ActivationRoundingTest : public testing::GpuFixture<> {
  protected:
   DeviceBuffer Floats(const std::vector<float>& host, DType dtype, int64_t rows, int64_t stride) {
@@ -67,6 +82,19 @@ class ActivationRoundingTest : public testing::GpuFixture<> {
     const float one = 1.0f;
     ASSERT_TRUE(gpu_->CopyToDevice(&one, scratch_.data(), sizeof(one)).ok());
   }
+  // The Linear right after a producer, which must launch `launched` rounding kernels, then the same
+  // Linear over the same activations rounded afresh (a write in between): equal bit for bit. The
+  // first's outputs.
+  std::vector<float> ExpectSameAsRoundedAfresh(const TensorView& x, const TensorView& w, int64_t launched,
+                                               const std::string& what) {
+    const auto [after_producer, launched_first] = LinearOf(x, w);
+    EXPECT_EQ(launched_first, launched) << what << ": rounding kernels of the Linear after the producer";
+    WriteElsewhere();
+    const auto [afresh, launched_again] = LinearOf(x, w);
+    EXPECT_EQ(launched_again, 1) << what << ": a write in between, so the Linear rounds again";
+    ExpectSame(after_producer, afresh, what);
+    return after_producer;
+  }
   void SetUp() override {
     testing::GpuFixture<>::SetUp();
     if (IsSkipped()) return;
@@ -76,21 +104,6 @@ class ActivationRoundingTest : public testing::GpuFixture<> {
   }
   DeviceBuffer scratch_;
 };
-
-// Equal bit for bit, NaN where NaN.
-void ExpectSame(const std::vector<float>& a, const std::vector<float>& b, const std::string& what) {
-  ASSERT_EQ(a.size(), b.size());
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (std::isnan(a[i]) || std::isnan(b[i])) {
-      ASSERT_TRUE(std::isnan(a[i]) && std::isnan(b[i])) << what << ": element " << i << ": " << a[i] << " vs " << b[i];
-    } else {
-      uint32_t ua, ub;
-      std::memcpy(&ua, &a[i], 4);
-      std::memcpy(&ub, &b[i], 4);
-      ASSERT_EQ(ua, ub) << what << ": element " << i << ": " << a[i] << " vs " << b[i];
-    }
-  }
-}
 
 enum class Producer { kRmsNorm, kAddRmsNorm, kSwiGlu, kGeluGlu };
 const char* Name(Producer p) {
@@ -153,21 +166,12 @@ TEST_F(ActivationRoundingTest, AProducersRoundingEqualsTheRoundingKernels) {
             case Producer::kSwiGlu: ASSERT_TRUE(gpu_->SwiGlu(in_v, out_v).ok()); break;
             case Producer::kGeluGlu: ASSERT_TRUE(gpu_->GeluGlu(in_v, out_v).ok()); break;
           }
-          // Right after the producer: both parts, no rounding kernel up to kBlockGemvMaxTokens.
-          const auto [fused1, launched1] = LinearOf(out_v, wv1);
-          const auto [fused2, launched2] = LinearOf(out_v, wv2);
+          // Right after the producer no rounding kernel up to kBlockGemvMaxTokens; the second part
+          // right after the first's fresh rounding reuses it.
           const bool producer_rounds = tokens <= cuda::kBlockGemvMaxTokens;
-          EXPECT_EQ(launched1, producer_rounds ? 0 : 1) << "the first part's Linear";
-          EXPECT_EQ(launched2, 0) << "the second part reuses the first part's rounding";
-          // The same activations rounded afresh: a write elsewhere makes the Linear round again.
-          WriteElsewhere();
-          const auto [fresh1, relaunched1] = LinearOf(out_v, wv1);
-          EXPECT_EQ(relaunched1, 1) << "a write in between: the Linear rounds again";
-          WriteElsewhere();
-          const auto [fresh2, relaunched2] = LinearOf(out_v, wv2);
-          EXPECT_EQ(relaunched2, 1);
-          ExpectSame(fused1, fresh1, "first part");
-          ExpectSame(fused2, fresh2, "second part");
+          const std::vector<float> fused1 =
+              ExpectSameAsRoundedAfresh(out_v, wv1, producer_rounds ? 0 : 1, "first part");
+          ExpectSameAsRoundedAfresh(out_v, wv2, 0, "second part (the first part's rounding)");
           // The NaN reaches its token's outputs only (RMSNorm: the whole row; SwiGLU: one unit).
           for (int64_t t = 0; t < tokens; ++t) {
             const bool any_nan = std::isnan(fused1[t * (n1 + 3)]) || std::isnan(fused1[t * (n1 + 3) + 1]);
@@ -241,12 +245,7 @@ TEST_F(ActivationRoundingTest, SplitAttentionRoundsItsOutputAsTheRoundingKernel)
     DeviceBuffer gout = Floats(std::vector<float>(seqs * out_stride, kNaN), DType::kBF16, seqs, out_stride);
     const TensorView out_v{gout.data(), DType::kBF16, seqs, width, out_stride};
     ASSERT_TRUE(gpu_->PagedAttention(gq.View(DType::kBF16, seqs, width), cache, batch, 0.088f, out_v).ok());
-    const auto [fused, launched] = LinearOf(out_v, wv);
-    EXPECT_EQ(launched, 0) << "the attention's split merge rounded nothing";
-    WriteElsewhere();
-    const auto [fresh, relaunched] = LinearOf(out_v, wv);
-    EXPECT_EQ(relaunched, 1);
-    ExpectSame(fused, fresh, "O projection");
+    const std::vector<float> fused = ExpectSameAsRoundedAfresh(out_v, wv, 0, "O projection after split attention");
     for (size_t i = 0; i < fused.size(); ++i) {
       if (i % (n + 3) < static_cast<size_t>(n)) ASSERT_FALSE(std::isnan(fused[i])) << "output " << i;
     }
