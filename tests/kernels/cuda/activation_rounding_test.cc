@@ -68,31 +68,50 @@ class ActivationRoundingTest : public testing::GpuFixture<> {
     EXPECT_TRUE(gpu_->ArrangeBlocks(type, buf->data(), rows, k).ok());
     return std::move(*buf);
   }
-  // y = x w^T into a fresh NaN-filled f32 buffer; how many rounding kernels it launched.
-  std::pair<std::vector<float>, int64_t> LinearOf(const TensorView& x, const TensorView& w) {
-    const int64_t stride = w.rows + 3;
-    DeviceBuffer y = Floats(std::vector<float>(x.rows * stride, kNaN), DType::kF32, x.rows, stride);
+  // A Linear's f32 output [rows, n] (3 poisoned columns a row), NaN-filled. Made before the
+  // producer runs: its upload is a write, which makes the backend forget what it holds.
+  struct Out {
+    DeviceBuffer y;
+    int64_t rows, n, stride;
+  };
+  Out Poisoned(int64_t rows, int64_t n) {
+    const int64_t stride = n + 3;
+    return Out{Floats(std::vector<float>(rows * stride, kNaN), DType::kF32, rows, stride), rows, n, stride};
+  }
+  // y = x w^T into `out`; how many rounding kernels it launched.
+  int64_t LinearInto(const TensorView& x, const TensorView& w, Out& out) {
     const int64_t before = cuda::ActivationRoundingsLaunched();
-    EXPECT_TRUE(gpu_->Linear(x, w, TensorView{}, TensorView{y.data(), DType::kF32, x.rows, w.rows, stride}).ok());
-    const int64_t launched = cuda::ActivationRoundingsLaunched() - before;
-    return {Download(TensorView{y.data(), DType::kF32, x.rows, stride, stride}), launched};
+    EXPECT_TRUE(
+        gpu_->Linear(x, w, TensorView{}, TensorView{out.y.data(), DType::kF32, x.rows, w.rows, out.stride}).ok());
+    return cuda::ActivationRoundingsLaunched() - before;
+  }
+  std::vector<float> Read(const Out& out) {
+    return Download(TensorView{out.y.data(), DType::kF32, out.rows, out.stride, out.stride});
   }
   // Makes the backend forget what it holds without touching x: a write elsewhere.
   void WriteElsewhere() {
     const float one = 1.0f;
     ASSERT_TRUE(gpu_->CopyToDevice(&one, scratch_.data(), sizeof(one)).ok());
   }
-  // The Linear right after a producer, which must launch `launched` rounding kernels, then the same
-  // Linear over the same activations rounded afresh (a write in between): equal bit for bit. The
-  // first's outputs.
-  std::vector<float> ExpectSameAsRoundedAfresh(const TensorView& x, const TensorView& w, int64_t launched,
-                                               const std::string& what) {
-    const auto [after_producer, launched_first] = LinearOf(x, w);
-    EXPECT_EQ(launched_first, launched) << what << ": rounding kernels of the Linear after the producer";
-    WriteElsewhere();
-    const auto [afresh, launched_again] = LinearOf(x, w);
-    EXPECT_EQ(launched_again, 1) << what << ": a write in between, so the Linear rounds again";
-    ExpectSame(after_producer, afresh, what);
+  // The Linears of a matrix's parts right after a producer, into outputs poisoned before it ran
+  // (`ready`, one a part): the first must launch `first_launched` rounding kernels and the later
+  // parts none (they reuse its rounding). Then each part again over the activations rounded afresh
+  // (a write in between): equal bit for bit. The outputs after the producer, a vector a part.
+  std::vector<std::vector<float>> ExpectSameAsRoundedAfresh(const TensorView& x, const std::vector<TensorView>& parts,
+                                                            std::vector<Out>& ready, int64_t first_launched,
+                                                            const std::string& what) {
+    for (size_t i = 0; i < parts.size(); ++i) {
+      EXPECT_EQ(LinearInto(x, parts[i], ready[i]), i == 0 ? first_launched : 0)
+          << what << ", part " << i << ": rounding kernels of the Linear after the producer";
+    }
+    std::vector<std::vector<float>> after_producer;
+    for (size_t i = 0; i < parts.size(); ++i) {
+      after_producer.push_back(Read(ready[i]));
+      WriteElsewhere();
+      Out again = Poisoned(x.rows, parts[i].rows);
+      EXPECT_EQ(LinearInto(x, parts[i], again), 1) << what << ", part " << i << ": the Linear rounds afresh";
+      ExpectSame(after_producer.back(), Read(again), what + ", part " + std::to_string(i));
+    }
     return after_producer;
   }
   void SetUp() override {
@@ -156,6 +175,9 @@ TEST_F(ActivationRoundingTest, AProducersRoundingEqualsTheRoundingKernels) {
           const TensorView in_v{gin.data(), in_dtype, tokens, in_cols, in_stride};
           const TensorView out_v{gout.data(), DType::kBF16, tokens, k, out_stride};
           const TensorView norm_v = gw.View(DType::kBF16, 1, k);
+          std::vector<Out> ready;
+          ready.push_back(Poisoned(tokens, n1));
+          ready.push_back(Poisoned(tokens, n2));
           switch (p) {
             case Producer::kRmsNorm: ASSERT_TRUE(gpu_->RmsNorm(in_v, norm_v, 1e-5f, out_v).ok()); break;
             case Producer::kAddRmsNorm:
@@ -167,11 +189,10 @@ TEST_F(ActivationRoundingTest, AProducersRoundingEqualsTheRoundingKernels) {
             case Producer::kGeluGlu: ASSERT_TRUE(gpu_->GeluGlu(in_v, out_v).ok()); break;
           }
           // Right after the producer no rounding kernel up to kBlockGemvMaxTokens; the second part
-          // right after the first's fresh rounding reuses it.
+          // reuses the first's rounding.
           const bool producer_rounds = tokens <= cuda::kBlockGemvMaxTokens;
           const std::vector<float> fused1 =
-              ExpectSameAsRoundedAfresh(out_v, wv1, producer_rounds ? 0 : 1, "first part");
-          ExpectSameAsRoundedAfresh(out_v, wv2, 0, "second part (the first part's rounding)");
+              ExpectSameAsRoundedAfresh(out_v, {wv1, wv2}, ready, producer_rounds ? 0 : 1, "after the producer")[0];
           // The NaN reaches its token's outputs only (RMSNorm: the whole row; SwiGLU: one unit).
           for (int64_t t = 0; t < tokens; ++t) {
             const bool any_nan = std::isnan(fused1[t * (n1 + 3)]) || std::isnan(fused1[t * (n1 + 3) + 1]);
@@ -244,8 +265,11 @@ TEST_F(ActivationRoundingTest, SplitAttentionRoundsItsOutputAsTheRoundingKernel)
     const int64_t out_stride = width + 32;
     DeviceBuffer gout = Floats(std::vector<float>(seqs * out_stride, kNaN), DType::kBF16, seqs, out_stride);
     const TensorView out_v{gout.data(), DType::kBF16, seqs, width, out_stride};
+    std::vector<Out> ready;
+    ready.push_back(Poisoned(seqs, n));
     ASSERT_TRUE(gpu_->PagedAttention(gq.View(DType::kBF16, seqs, width), cache, batch, 0.088f, out_v).ok());
-    const std::vector<float> fused = ExpectSameAsRoundedAfresh(out_v, wv, 0, "O projection after split attention");
+    const std::vector<float> fused =
+        ExpectSameAsRoundedAfresh(out_v, {wv}, ready, 0, "O projection after split attention")[0];
     for (size_t i = 0; i < fused.size(); ++i) {
       if (i % (n + 3) < static_cast<size_t>(n)) ASSERT_FALSE(std::isnan(fused[i])) << "output " << i;
     }
