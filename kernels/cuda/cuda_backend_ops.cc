@@ -144,6 +144,15 @@ bool CudaBackend::LinearTakesBlocks(GgmlType type) const {
   return takes;
 }
 
+namespace {
+// Whether t's rows and the `bytes` at p share a byte.
+bool Overlap(const TensorView& t, const void* p, int64_t bytes) {
+  const auto* a = static_cast<const std::byte*>(t.data);
+  const auto* b = static_cast<const std::byte*>(p);
+  return a < b + bytes && b < a + t.BytesOf(t.rows * t.stride);
+}
+}  // namespace
+
 bool CudaBackend::HoldsRounding(const TensorView& x, bool gemv_order) const {
   return held_rounding_.has_value() && held_rounding_->data == x.data && held_rounding_->rows == x.rows &&
          held_rounding_->cols == x.cols && held_rounding_->stride == x.stride &&
@@ -310,7 +319,6 @@ absl::Status CudaBackend::RmsNorm(TensorView x, TensorView weight, float eps, Te
   KVS_RETURN_IF_ERROR(Require(out, DType::kBF16, "RmsNorm", "out"));
   KVS_RETURN_IF_ERROR(Shape(x.rows == out.rows && x.cols == out.cols && weight.cols == x.cols, "RmsNorm", x, out));
   bool rounded = false;
-  ForgetRounding();
   KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchRmsNorm(
       static_cast<const float*>(x.data), x.stride, static_cast<const bf16*>(weight.data), x.rows, x.cols, eps,
       static_cast<bf16*>(out.data), out.stride, stream_, ProducerRounding(out), &rounded));
@@ -377,6 +385,11 @@ absl::Status CudaBackend::Linear(TensorView x, TensorView w, TensorView bias, Te
   KVS_RETURN_IF_ERROR(
       Shape(x.cols == w.cols && out.rows == x.rows && out.cols == w.rows && w.IsContiguous(), "Linear", x, w));
   if (x.rows == 0) return absl::OkStatus();
+  // A Linear writing over the activations whose rounding is held (none of the runner's do).
+  if (held_rounding_.has_value() &&
+      Overlap(out, held_rounding_->data, held_rounding_->rows * held_rounding_->stride * 2)) {
+    ForgetRounding();
+  }
   // bf16 weights: cuBLAS for every shape (on the H200 it beats the hand-written decode GEMV this
   // replaced at 1 to 8 tokens too: docs/performance.md, "Decode GEMMs").
   KVS_RETURN_IF_ERROR(blocks ? LinearBlocks(x, w, out) : Gemm(x, w, out));
