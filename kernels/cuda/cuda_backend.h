@@ -122,10 +122,11 @@ class CudaBackend final : public Backend {
   DeviceBuffer block_tile_;
   // What gemv_a_ holds: the rounding of the activations at `data` (rows x cols, stride apart) in the
   // GEMV's order or in unit order, written by the Linear that needed it or by the kernel that wrote
-  // those activations: while GGML blocks are kept, RmsNorm, AddRmsNorm, SwiGlu and GeluGlu round
-  // their decode-sized outputs as they write them, so a decode step's Linears launch no rounding
-  // kernel. A Linear whose input matches skips its rounding (as do a matrix's later parts). Every
-  // other op that writes device memory forgets it, since it may rewrite those activations. Ops of
+  // those activations: while GGML blocks are kept, RmsNorm, AddRmsNorm, SwiGlu, GeluGlu and
+  // PagedAttention (where its keys split: the merge) round their decode-sized outputs as they write
+  // them, so a decode step's Linears launch no rounding kernel. A Linear whose input matches skips
+  // its rounding (as do a matrix's later parts). Every other op that writes device memory forgets
+  // it, since it may rewrite those activations, and so does a Linear whose output overlaps them. Ops of
   // the runner outside the backend that write a Linear's input (the peer all-reduce into `normed`)
   // always follow a producer or Linear of another tensor, which replaced what is held.
   struct HeldRounding {
