@@ -140,10 +140,13 @@ class CudaBackend final : public Backend {
     held_rounding_ = HeldRounding{x.data, x.rows, x.cols, x.stride, gemv_order};
   }
   void ForgetRounding() { held_rounding_.reset(); }
-  // Where a producer of `out` also rounds it (null: no GGML blocks kept, no buffer yet, or rows
-  // wider than the buffer's, which the GEMV does not take either).
+  // Where a producer of `out` also rounds it: decode-sized outputs (the GEMV's tokens, in its
+  // order) while GGML blocks are kept; null with no buffer yet, or rows wider than the buffer's,
+  // which the GEMV does not take either.
   const cuda::QuantizedActivations* ProducerRounding(const TensorView& out) const {
-    return keeps_ggml_ && gemv_a_.q != nullptr && out.cols <= kGemvMaxK ? &gemv_a_ : nullptr;
+    return keeps_ggml_ && gemv_a_.q != nullptr && out.rows <= cuda::kBlockGemvMaxTokens && out.cols <= kGemvMaxK
+               ? &gemv_a_
+               : nullptr;
   }
   // After a producer wrote `out`: held if it rounded it, else forgotten.
   void ProducerWrote(const TensorView& out, bool rounded) {

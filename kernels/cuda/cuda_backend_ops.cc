@@ -65,6 +65,24 @@ absl::Status CheckCache(const PagedKvView& c, const char* op) {
   return absl::OkStatus();
 }
 
+// Rope's operand `what`: bf16 x of `heads` heads of rope.head_dim (even) each.
+absl::Status CheckRope(const TensorView& x, int32_t heads, const RopeTable& rope, const char* op, const char* what) {
+  KVS_RETURN_IF_ERROR(Require(x, DType::kBF16, op, what));
+  if (rope.head_dim <= 0 || rope.head_dim % 2 != 0 || x.cols != static_cast<int64_t>(heads) * rope.head_dim) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: %d columns for %d heads of %d", op, x.cols, heads, rope.head_dim));
+  }
+  return absl::OkStatus();
+}
+
+// WriteKv's operands: bf16 k and v rows of the cache's slot width, as many of each.
+absl::Status CheckKvRows(const TensorView& k, const TensorView& v, const PagedKvView& cache, const char* op) {
+  KVS_RETURN_IF_ERROR(Require(k, DType::kBF16, op, "k"));
+  KVS_RETURN_IF_ERROR(Require(v, DType::kBF16, op, "v"));
+  KVS_RETURN_IF_ERROR(CheckCache(cache, op));
+  return Shape(k.rows == v.rows && k.cols == cache.SlotStride() && v.cols == cache.SlotStride(), op, k, v);
+}
+
 }  // namespace
 
 absl::Status CudaBackend::FillRandom(TensorView dst, uint64_t seed, float mean, float half_range, RandomWindow window) {
@@ -410,11 +428,7 @@ absl::Status CudaBackend::Linear(TensorView x, TensorView w, TensorView bias, Te
 
 absl::Status CudaBackend::Rope(TensorView x, int32_t heads, const int32_t* positions, RopeTable rope) {
   ForgetRounding();
-  KVS_RETURN_IF_ERROR(Require(x, DType::kBF16, "Rope", "x"));
-  if (rope.head_dim <= 0 || rope.head_dim % 2 != 0 || x.cols != static_cast<int64_t>(heads) * rope.head_dim) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("Rope: %d columns for %d heads of %d", x.cols, heads, rope.head_dim));
-  }
+  KVS_RETURN_IF_ERROR(CheckRope(x, heads, rope, "Rope", "x"));
   KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchRope(static_cast<bf16*>(x.data), x.stride, x.rows, heads, rope.head_dim,
                                             positions, rope.inv_freq, stream_));
   return absl::OkStatus();
@@ -422,11 +436,7 @@ absl::Status CudaBackend::Rope(TensorView x, int32_t heads, const int32_t* posit
 
 absl::Status CudaBackend::WriteKv(TensorView k, TensorView v, const int32_t* slot_mapping, PagedKvView cache) {
   ForgetRounding();
-  KVS_RETURN_IF_ERROR(Require(k, DType::kBF16, "WriteKv", "k"));
-  KVS_RETURN_IF_ERROR(Require(v, DType::kBF16, "WriteKv", "v"));
-  KVS_RETURN_IF_ERROR(CheckCache(cache, "WriteKv"));
-  KVS_RETURN_IF_ERROR(
-      Shape(k.rows == v.rows && k.cols == cache.SlotStride() && v.cols == cache.SlotStride(), "WriteKv", k, v));
+  KVS_RETURN_IF_ERROR(CheckKvRows(k, v, cache, "WriteKv"));
   KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchWriteKv(static_cast<const bf16*>(k.data), k.stride,
                                                static_cast<const bf16*>(v.data), v.stride, k.rows, slot_mapping, cache,
                                                stream_));
@@ -443,15 +453,8 @@ absl::Status CudaBackend::RopeWriteKv(TensorView qk, int32_t heads, const int32_
     return Backend::RopeWriteKv(qk, heads, positions, rope, k, v, slot_mapping, cache);
   }
   ForgetRounding();
-  KVS_RETURN_IF_ERROR(Require(qk, DType::kBF16, "RopeWriteKv", "qk"));
-  KVS_RETURN_IF_ERROR(Require(v, DType::kBF16, "RopeWriteKv", "v"));
-  KVS_RETURN_IF_ERROR(CheckCache(cache, "RopeWriteKv"));
-  if (rope.head_dim <= 0 || rope.head_dim % 2 != 0 || qk.cols != static_cast<int64_t>(heads) * rope.head_dim) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("RopeWriteKv: %d columns for %d heads of %d", qk.cols, heads, rope.head_dim));
-  }
-  KVS_RETURN_IF_ERROR(
-      Shape(v.rows == qk.rows && k.cols == cache.SlotStride() && v.cols == cache.SlotStride(), "RopeWriteKv", k, v));
+  KVS_RETURN_IF_ERROR(CheckRope(qk, heads, rope, "RopeWriteKv", "qk"));
+  KVS_RETURN_IF_ERROR(CheckKvRows(k, v, cache, "RopeWriteKv"));
   KVS_CUDA_RETURN_IF_ERROR(
       cuda::LaunchRopeWriteKv(static_cast<bf16*>(qk.data), qk.stride, qk.rows, heads, rope.head_dim, positions,
                               rope.inv_freq, static_cast<const bf16*>(v.data), v.stride, slot_mapping, cache, stream_));

@@ -36,9 +36,9 @@ inline constexpr int64_t kBlockGemvMaxTokens = 8;
 inline constexpr int64_t kBlockGemmMaxTokens = 128;
 
 // out = bf16(x / rms(x) * w).  x [T, K] f32; w [K] bf16; out [T, K] bf16.
-// round (may be null): out also rounded into it for the block GEMV (in its order), as
-// LaunchQuantizeActivations would round it, where the kernel can (K a multiple of 32, at most
-// kBlockGemvMaxTokens rows, aligned rows): *rounded says whether it did.
+// round (may be null; room for `rows` rows of K): out also rounded into it for the block GEMV (in
+// its order), as LaunchQuantizeActivations would round it, where the kernel can (K a multiple of 32,
+// aligned rows): *rounded says whether it did.
 cudaError_t LaunchRmsNorm(const float* x, int64_t x_stride, const bf16* w, int64_t rows, int64_t cols, float eps,
                           bf16* out, int64_t out_stride, cudaStream_t stream,
                           const QuantizedActivations* round = nullptr, bool* rounded = nullptr);
@@ -85,7 +85,7 @@ cudaError_t LaunchSealKvGroups(const bf16* k, int64_t k_stride, const bf16* v, i
                                const AttentionBatch& batch, const PagedKvView& cache, cudaStream_t stream);
 
 // out[t, i] = bf16(silu(gu[t, i]) * gu[t, I + i]). round, rounded: as LaunchRmsNorm's (I a
-// multiple of 32, at most kBlockGemvMaxTokens rows).
+// multiple of 32).
 cudaError_t LaunchSwiGlu(const bf16* gate_up, int64_t gu_stride, int64_t rows, int64_t inter, bf16* out,
                          int64_t out_stride, cudaStream_t stream, const QuantizedActivations* round = nullptr,
                          bool* rounded = nullptr);
@@ -323,7 +323,7 @@ cudaError_t LaunchKiviAttention(const bf16* q, int64_t q_stride, int32_t q_heads
 // KvDType but f32. Returns cudaErrorInvalidValue for a head dim outside kAttentionHeadDims (bf16)
 // or outside {64, 128} (the other formats).
 // round, rounded: as LaunchRmsNorm's, where the keys were split (the pass that merges the splits
-// rounds; bf16 to int4-token caches, head_dim a multiple of 32, at most kBlockGemvMaxTokens rows).
+// rounds; bf16 to int4-token caches, head_dim a multiple of 32).
 cudaError_t LaunchPagedAttention(const bf16* q, int64_t q_stride, int32_t q_heads, const PagedKvView& cache,
                                  const AttentionBatch& batch, float scale, bf16* out, int64_t out_stride,
                                  const AttentionWorkspace& ws, cudaStream_t stream,

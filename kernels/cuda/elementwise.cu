@@ -120,7 +120,7 @@ cudaError_t LaunchGated(const bf16* gate_up, int64_t gu_stride, int64_t rows, in
   if (rounded != nullptr) *rounded = false;
   if (rows == 0) return cudaSuccess;
   constexpr int kThreads = 256;  // whole warps
-  const bool rounds = round != nullptr && inter % 32 == 0 && rows <= kBlockGemvMaxTokens;
+  const bool rounds = round != nullptr && inter % 32 == 0;
   const dim3 grid((inter + kThreads - 1) / kThreads, rows);
   const cudaError_t err = pdl::Launch(GatedKernel<Act>, grid, kThreads, 0, stream, gate_up, gu_stride, inter, out,
                                       out_stride, rounds ? *round : QuantizedActivations{});

@@ -25,7 +25,7 @@ cudaError_t LaunchPagedAttention(const bf16* q, int64_t q_stride, int32_t q_head
     return LaunchWindowAttention(q, q_stride, q_heads, cache, batch, scale, out, out_stride, stream);
   }
   attention::Params p = attention::MakeParams(q, q_stride, q_heads, cache, batch, scale, out, out_stride, ws);
-  if (round != nullptr && batch.num_tokens <= kBlockGemvMaxTokens && cache.head_dim % 32 == 0) {
+  if (round != nullptr && cache.head_dim % 32 == 0) {
     p.round = *round;
     p.rounded = rounded;
   }

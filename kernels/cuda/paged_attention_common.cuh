@@ -49,7 +49,7 @@ struct Params {
   float* partial_out;
   float* partial_ml;
   // The output also rounded for the block GEMV by CombineSplits where round.q is set
-  // (activation_rounding.cuh; a step of at most kBlockGemvMaxTokens rows, head_dim a multiple of 32).
+  // (activation_rounding.cuh; head_dim a multiple of 32).
   QuantizedActivations round;
   // Host-side planning inputs (not read by the kernels).
   int32_t max_context_len;

@@ -137,7 +137,7 @@ cudaError_t LaunchNorm(float* x, int64_t x_stride, const bf16* update, int64_t u
     return pdl::Launch(RmsNormKernel<kAdd>, static_cast<unsigned>(rows), kThreads, 0, stream, x, x_stride, update,
                        update_stride, w, cols, eps, out, out_stride);
   }
-  const bool rounds = round != nullptr && cols % 32 == 0 && rows <= kBlockGemvMaxTokens;
+  const bool rounds = round != nullptr && cols % 32 == 0;
   const cudaError_t err =
       pdl::Launch(RmsNormVecKernel<kAdd>, static_cast<unsigned>(rows), kThreads, 0, stream, x, x_stride, update,
                   update_stride, w, cols, eps, out, out_stride, rounds ? *round : QuantizedActivations{});
