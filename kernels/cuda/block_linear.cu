@@ -12,12 +12,13 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <string_view>
 
 #include "kernels/cuda/activation_rounding.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/gemv_common.cuh"
 #include "kernels/cuda/ggml_unit.cuh"
-#include "kernels/cuda/kernel_choice.h"
 #include "kernels/cuda/pdl.cuh"
 
 namespace kvs::cuda {
@@ -239,11 +240,29 @@ cudaError_t LaunchQuantizeActivations(const bf16* x, int64_t x_stride, int64_t t
 }
 
 namespace {
-KernelChoice g_unfused("KVS_GEMV_FUSION", "off");
+// Which epilogues CudaBackend fuses: a bit per GemvEpilogue::Fuse; -1 until read from the environment.
+std::atomic<int> g_fused_epilogues{-1};
+constexpr int Bit(GemvEpilogue::Fuse f) { return 1 << static_cast<int>(f); }
 }  // namespace
 
-void SetGemvFusion(bool on) { g_unfused.Set(!on); }
-bool UseGemvFusion() { return !g_unfused.Alternative(); }
+void SetGemvFusion(bool on) {
+  g_fused_epilogues.store(on ? Bit(GemvEpilogue::Fuse::kGated) | Bit(GemvEpilogue::Fuse::kAddNorm) : 0);
+}
+
+bool UseGemvFusion(GemvEpilogue::Fuse fuse) {
+  int bits = g_fused_epilogues.load();
+  if (bits < 0) {
+    const char* env = std::getenv("KVS_GEMV_FUSION");
+    const std::string_view v = env != nullptr ? env : "";
+    using Fuse = GemvEpilogue::Fuse;
+    bits = v == "on"         ? Bit(Fuse::kGated) | Bit(Fuse::kAddNorm)
+           : v == "gated"    ? Bit(Fuse::kGated)
+           : v == "add-norm" ? Bit(Fuse::kAddNorm)
+                             : 0;
+    g_fused_epilogues.store(bits);
+  }
+  return (bits & Bit(fuse)) != 0;
+}
 
 bool GemvFuses(const GemvEpilogue& e, int64_t n, int64_t tokens) {
   using Fuse = GemvEpilogue::Fuse;

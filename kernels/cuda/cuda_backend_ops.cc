@@ -219,7 +219,7 @@ absl::StatusOr<const cuda::QuantizedActivations*> CudaBackend::RoundedInput(Tens
 
 absl::StatusOr<bool> CudaBackend::FusedGemv(TensorView x, TensorView w, cuda::GemvEpilogue e, const TensorView& out) {
   const bool f8 = w.blocks == GgmlType::kF8_E4M3;
-  if (!cuda::UseGemvFusion() || w.dtype != DType::kBlocks || !LinearTakesBlocks(w.blocks) || x.rows == 0 ||
+  if (!cuda::UseGemvFusion(e.fuse) || w.dtype != DType::kBlocks || !LinearTakesBlocks(w.blocks) || x.rows == 0 ||
       x.rows > cuda::kBlockGemvMaxTokens || (!f8 && w.cols > kGemvMaxK) || w.rows > (int64_t{1} << 30)) {
     return false;
   }

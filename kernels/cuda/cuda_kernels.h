@@ -166,11 +166,12 @@ struct GemvEpilogue {
   }
 };
 inline constexpr int kGemvCounters = 4096;
-// Whether CudaBackend fuses ops into the decode GEMV where it can (LinearGated, LinearAddRmsNorm):
-// on by default; KVS_GEMV_FUSION=off in the environment (or SetGemvFusion(false)) runs them
-// apart, for measurement. Process-wide.
+// Whether CudaBackend fuses `fuse` into the decode GEMV where it can (LinearGated,
+// LinearAddRmsNorm). Off by default: on an H100 the fused steps were slower (docs/performance.md,
+// "Ops fused into the decode GEMV, measured"). KVS_GEMV_FUSION=on (both), gated or add-norm in
+// the environment, or SetGemvFusion, turns them on. Process-wide.
 void SetGemvFusion(bool on);
-bool UseGemvFusion();
+bool UseGemvFusion(GemvEpilogue::Fuse fuse);
 // Whether the decode GEMV fuses e.fuse for a matrix of n rows at `tokens` tokens (sizes and
 // alignment: kGated needs n > the narrow-row bound and n / 2 a multiple of 32 where it rounds;
 // kAddNorm the vector RMSNorm's rows). Where not, the op runs apart.

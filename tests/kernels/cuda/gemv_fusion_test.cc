@@ -51,6 +51,11 @@ class GemvFusionTest : public testing::GpuFixture<> {
     // GGML blocks kept (the producers round for the next GEMV), buffers made before any step.
     ASSERT_TRUE(gpu_->LinearTakesBlocks(GgmlType::kQ4_0));
     ASSERT_TRUE(gpu_->ReserveWorkspace(16, 4, 8, 64).ok());
+    cuda::SetGemvFusion(true);  // off by default (cuda_kernels.h)
+  }
+  void TearDown() override {
+    cuda::SetGemvFusion(false);
+    testing::GpuFixture<>::TearDown();
   }
   // A buffer of rows x stride holding `host`.
   DeviceBuffer Floats(const std::vector<float>& host, DType dtype, int64_t rows, int64_t stride) {
@@ -85,10 +90,10 @@ class GemvFusionTest : public testing::GpuFixture<> {
     return x;
   }
   static float Bf16(float v) { return Bf16BitsToFloat(FloatToBf16Bits(v)); }
-  // The next GEMV over `x` (a Q4_0 matrix `next`): its f32 output and how many rounding kernels it
-  // launched.
-  std::pair<std::vector<float>, int64_t> Next(const TensorView& x, const TensorView& next) {
-    DeviceBuffer y = Poisoned(DType::kF32, x.rows, next.rows);
+  // The next GEMV over `x` (a Q4_0 matrix `next`) into y (NaN-poisoned, made before the op that
+  // wrote x: an upload is a write, which makes the backend forget what it holds): its f32 output
+  // and how many rounding kernels it launched.
+  std::pair<std::vector<float>, int64_t> Next(const TensorView& x, const TensorView& next, DeviceBuffer& y) {
     const int64_t before = cuda::ActivationRoundingsLaunched();
     EXPECT_TRUE(gpu_->Linear(x, next, TensorView{}, y.View(DType::kF32, x.rows, next.rows)).ok());
     const int64_t launched = cuda::ActivationRoundingsLaunched() - before;
@@ -121,6 +126,7 @@ TEST_F(GemvFusionTest, LinearGatedEqualsLinearThenTheActivation) {
         DeviceBuffer x = Floats(Activations(tokens, k, x_stride, rng), DType::kBF16, tokens, x_stride);
         const TensorView xv{x.data(), DType::kBF16, tokens, k, x_stride};
         // Two ops.
+        DeviceBuffer y_apart = Poisoned(DType::kF32, tokens, next_v.rows);
         DeviceBuffer gu_apart = Poisoned(DType::kBF16, tokens, gu_stride);
         DeviceBuffer out_apart = Poisoned(DType::kBF16, tokens, out_stride);
         const TensorView gu_apart_v{gu_apart.data(), DType::kBF16, tokens, 2 * inter, gu_stride};
@@ -129,10 +135,11 @@ TEST_F(GemvFusionTest, LinearGatedEqualsLinearThenTheActivation) {
         ASSERT_TRUE((act == GatedActivation::kSilu ? gpu_->SwiGlu(gu_apart_v, out_apart_v)
                                                    : gpu_->GeluGlu(gu_apart_v, out_apart_v))
                         .ok());
-        const auto [next_apart, rounded_apart] = Next(out_apart_v, next_v);
+        const auto [next_apart, rounded_apart] = Next(out_apart_v, next_v, y_apart);
         // Fused, twice (the counters must be zero again for the second).
         for (int run = 0; run < 2; ++run) {
           SCOPED_TRACE("fused run " + std::to_string(run));
+          DeviceBuffer y_fused = Poisoned(DType::kF32, tokens, next_v.rows);
           DeviceBuffer gu = Poisoned(DType::kBF16, tokens, gu_stride);
           DeviceBuffer out = Poisoned(DType::kBF16, tokens, out_stride);
           const TensorView gu_v{gu.data(), DType::kBF16, tokens, 2 * inter, gu_stride};
@@ -143,7 +150,7 @@ TEST_F(GemvFusionTest, LinearGatedEqualsLinearThenTheActivation) {
               << "gate_up is written by the two ops only";
           ExpectSame(Read(out.data(), DType::kBF16, tokens, out_stride),
                      Read(out_apart.data(), DType::kBF16, tokens, out_stride), "activations");
-          const auto [next_fused, rounded_fused] = Next(out_v, next_v);
+          const auto [next_fused, rounded_fused] = Next(out_v, next_v, y_fused);
           EXPECT_EQ(rounded_fused, fuses ? 0 : 1) << "the next GEMV reads the fused kernel's rounding";
           EXPECT_EQ(rounded_apart, fuses ? 0 : 1);
           ExpectSame(next_fused, next_apart, "the next GEMV's output");
@@ -180,6 +187,7 @@ TEST_F(GemvFusionTest, LinearAddRmsNormEqualsLinearThenAddRmsNorm) {
         for (int64_t t = 0; t < tokens; ++t)
           for (int64_t c = 0; c < n; ++c) residual[t * res_stride + c] = 3.0f * normal(rng);
         // Two ops.
+        DeviceBuffer y_apart = Poisoned(DType::kF32, tokens, next_v.rows);
         DeviceBuffer res_apart = Floats(residual, DType::kF32, tokens, res_stride);
         DeviceBuffer product = Poisoned(DType::kBF16, tokens, n);
         DeviceBuffer out_apart = Poisoned(DType::kBF16, tokens, out_stride);
@@ -188,9 +196,10 @@ TEST_F(GemvFusionTest, LinearAddRmsNormEqualsLinearThenAddRmsNorm) {
         ASSERT_TRUE(gpu_->Linear(xv, wv, TensorView{}, product.View(DType::kBF16, tokens, n)).ok());
         ASSERT_TRUE(
             gpu_->AddRmsNorm(res_apart_v, product.View(DType::kBF16, tokens, n), norm_v, 1e-5f, out_apart_v).ok());
-        const auto [next_apart, rounded_apart] = Next(out_apart_v, next_v);
+        const auto [next_apart, rounded_apart] = Next(out_apart_v, next_v, y_apart);
         for (int run = 0; run < 2; ++run) {
           SCOPED_TRACE("fused run " + std::to_string(run));
+          DeviceBuffer y_fused = Poisoned(DType::kF32, tokens, next_v.rows);
           DeviceBuffer res = Floats(residual, DType::kF32, tokens, res_stride);
           DeviceBuffer scratch = Poisoned(DType::kBF16, tokens, n);
           DeviceBuffer out = Poisoned(DType::kBF16, tokens, out_stride);
@@ -205,7 +214,7 @@ TEST_F(GemvFusionTest, LinearAddRmsNormEqualsLinearThenAddRmsNorm) {
                      Read(res_apart.data(), DType::kF32, tokens, res_stride), "residual");
           ExpectSame(Read(out.data(), DType::kBF16, tokens, out_stride),
                      Read(out_apart.data(), DType::kBF16, tokens, out_stride), "normalized");
-          const auto [next_fused, rounded_fused] = Next(out_v, next_v);
+          const auto [next_fused, rounded_fused] = Next(out_v, next_v, y_fused);
           EXPECT_EQ(rounded_fused, fuses ? 0 : 1) << "the next GEMV reads the fused kernel's rounding";
           ExpectSame(next_fused, next_apart, "the next GEMV's output");
         }
@@ -259,7 +268,6 @@ TEST_F(GemvFusionTest, ChainedFusedOpsEqualTheOpsApart) {
     results[fused].push_back(Read(normed.data(), DType::kBF16, tokens, hidden));
     results[fused].push_back(Read(act.data(), DType::kBF16, tokens, inter));
   }
-  cuda::SetGemvFusion(true);
   ExpectSame(results[1][0], results[0][0], "residual");
   ExpectSame(results[1][1], results[0][1], "normalized");
   ExpectSame(results[1][2], results[0][2], "activations");
