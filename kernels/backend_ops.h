@@ -31,9 +31,6 @@ struct RopeTable {
   int32_t head_dim = 0;
 };
 
-// The gated MLP's activation (SwiGlu, GeluGlu).
-enum class GatedActivation { kSilu, kGeluTanh };
-
 class BackendOps {
  public:
   virtual ~BackendOps() = default;
@@ -149,23 +146,6 @@ class BackendOps {
   // out = gelu_tanh(gate) * up (GeGLU, Gemma's gelu_pytorch_tanh: 0.5 x (1 + tanh(sqrt(2/pi) (x +
   // 0.044715 x^3)))), same layout as SwiGlu.
   virtual absl::Status GeluGlu(TensorView gate_up, TensorView out) = 0;
-  // The MLP's first half: gate_up = x * w^T (w [2I, K]: gate rows, then up rows), then SwiGlu or
-  // GeluGlu of gate_up into out [T, I]; gate_up [T, 2I] is scratch. One call, so that a backend may
-  // apply the activation as its GEMV finishes each pair of rows (CUDA, at decode sizes); such a
-  // backend need not write gate_up.
-  virtual absl::Status LinearGated(TensorView x, TensorView w, GatedActivation act, TensorView gate_up,
-                                   TensorView out) {
-    if (absl::Status s = Linear(x, w, TensorView{}, gate_up); !s.ok()) return s;
-    return act == GatedActivation::kGeluTanh ? GeluGlu(gate_up, out) : SwiGlu(gate_up, out);
-  }
-  // A projection joining the residual stream: product = x * w^T ([T, N], scratch), then
-  // AddRmsNorm(residual, product, weight, eps, out). One call, so that a backend may add and
-  // normalize as its GEMV finishes (CUDA, at decode sizes); such a backend need not write product.
-  virtual absl::Status LinearAddRmsNorm(TensorView x, TensorView w, TensorView product, TensorView residual,
-                                        TensorView weight, float eps, TensorView out) {
-    if (absl::Status s = Linear(x, w, TensorView{}, product); !s.ok()) return s;
-    return AddRmsNorm(residual, product, weight, eps, out);
-  }
   // ids[r] = first_id + argmax of logits row r (lowest index on ties), values[r] = that maximum
   // (values may be null): greedy sampling without moving the logits; with a vocab-parallel LM
   // head each rank's (value, id) pair is its candidate. logits [n, V] f32; ids, values: [n] in

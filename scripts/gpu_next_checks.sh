@@ -1,24 +1,15 @@
 #!/usr/bin/env bash
-# A session's first device call for the decode path's newest change — the sixteenth session's ops
-# fused into the decode GEMV's epilogue (gate/up + SwiGLU, projection + residual add + RMSNorm:
-# gemv_fusion_test, against the two ops apart bit for bit) — with every GPU test that reads the
-# paths it touches, then batch-1 steps beside the copy ceiling with the fusion off (the default),
-# on, and each epilogue alone (KVS_GEMV_FUSION=off|on|gated|add-norm), and the per-kernel profile
-# of a Q4_0 step. About 7 minutes from a cold machine.
+# A session's first device call for the decode path: the GPU tests that read it, the batch-1 steps
+# of every weight format beside the copy ceiling, and the kernel timeline of the graphed Q4_0 step
+# (scripts/gpu_timeline.sh: each kernel's share of the step as it runs). About 6 minutes from a
+# cold machine.
 # Usage: bash scripts/gpu_next_checks.sh   (device tool, carrying .deps)
 source "$(dirname "$0")/gpu_common.sh"
 gpu_build
-gpu_tests gemv_fusion_test activation_rounding_test block_linear_test gpu_model_test cuda_backend_test \
-  cuda_sampling_test
+gpu_tests activation_rounding_test block_linear_test gpu_model_test cuda_backend_test cuda_sampling_test \
+  cuda_kv_format_test prefill_attention_test
 echo "tests done at $(( $(date +%s) - start )) s"
 gpu_copy_ceiling
-for t in :Q4_0 :Q4_K :F8_E4M3; do
-  for f in off on gated add-norm; do
-    KVS_GEMV_FUSION=$f gpu_step "random:llama-3-8b$t, KVS_GEMV_FUSION=$f" 1 --model random:llama-3-8b$t
-  done
-done
+for t in "" :F8_E4M3 :Q8_0 :Q4_0 :Q4_K; do gpu_step "random:llama-3-8b$t" 1 --model random:llama-3-8b$t; done
 echo "steps done at $(( $(date +%s) - start )) s"
-[ -n "${KVS_SKIP_PROFILE:-}" ] && exit 0
-KVS_SKIP_BUILD=1 KVS_SKIP_STEPS=1 KVS_SKIP_GEMV_PROFILE=1 KVS_PROFILE_LAUNCHES=600 bash "$(dirname "$0")/gpu_step_profile.sh" :Q4_0 \
-  | grep -vE "^## random|decode steps"
-echo "total $(( $(date +%s) - start )) s"
+KVS_SKIP_BUILD=1 bash "$(dirname "$0")/gpu_timeline.sh" random:llama-3-8b:Q4_0

@@ -37,6 +37,9 @@ std::string Short(const char* mangled) {
   char* d = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
   std::string s = status == 0 && d != nullptr ? d : mangled;
   std::free(d);
+  for (const std::string anon : {"(anonymous namespace)::", "void "}) {
+    for (size_t at; (at = s.find(anon)) != std::string::npos;) s.erase(at, anon.size());
+  }
   int depth = 0;
   for (size_t i = 0; i < s.size(); ++i) {
     if (s[i] == '<') ++depth;

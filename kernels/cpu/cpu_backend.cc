@@ -40,7 +40,7 @@ std::string Shape(const TensorView& t) { return absl::StrFormat("[%d, %d]", t.ro
 
 // SwiGLU and GeGLU: out = act(gate) * up over gate_up [T, 2I] -> out [T, I], checked alike.
 using GatedFn = void (*)(const float*, int64_t, int64_t, int64_t, float*, int64_t);
-absl::Status ApplyGated(TensorView gate_up, TensorView out, const char* op, GatedFn fn) {
+absl::Status GatedActivation(TensorView gate_up, TensorView out, const char* op, GatedFn fn) {
   KVS_RETURN_IF_ERROR(RequireF32(gate_up, op, "gate_up"));
   KVS_RETURN_IF_ERROR(RequireF32(out, op, "out"));
   KVS_RETURN_IF_ERROR(RequireShape(gate_up.cols == 2 * out.cols && gate_up.rows == out.rows, op,
@@ -340,11 +340,11 @@ absl::Status CpuBackend::PagedAttention(TensorView q, PagedKvView cache, const A
 }
 
 absl::Status CpuBackend::SwiGlu(TensorView gate_up, TensorView out) {
-  return ApplyGated(gate_up, out, "SwiGlu", cpu::SwiGluF32);
+  return GatedActivation(gate_up, out, "SwiGlu", cpu::SwiGluF32);
 }
 
 absl::Status CpuBackend::GeluGlu(TensorView gate_up, TensorView out) {
-  return ApplyGated(gate_up, out, "GeluGlu", math_ == CpuMath::kFast ? cpu::GeluGluFastF32 : cpu::GeluGluF32);
+  return GatedActivation(gate_up, out, "GeluGlu", math_ == CpuMath::kFast ? cpu::GeluGluFastF32 : cpu::GeluGluF32);
 }
 
 absl::Status CpuBackend::GatherRows(TensorView x, const int32_t* rows, TensorView out) {

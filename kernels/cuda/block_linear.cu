@@ -12,8 +12,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <cstdlib>
-#include <string_view>
 
 #include "kernels/cuda/activation_rounding.cuh"
 #include "kernels/cuda/cuda_kernels.h"
@@ -54,21 +52,20 @@ constexpr int kGemvWarps = gemv::kWarps;
 // block per row group ran 2.26 waves on the H200 and idled SMs in the last one. At 1-2 tokens
 // 12 blocks of 4 warps share an SM (the loop waits on loads, so warps in flight matter); a cap of
 // 32 registers for all 16 made the K-quant kernels spill.
-template <GgmlType T, int kMaxTokens, int kWarpsPerRow, bool kWide, GemvEpilogue::Fuse kFuse>
+template <GgmlType T, int kMaxTokens, int kWarpsPerRow, bool kWide>
 __global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 ? 12 : 8)
     BlockGemvKernel(const uint8_t* __restrict__ w, int64_t row_bytes, int n, int units, QuantizedActivations a,
-                    int tokens, const __grid_constant__ GemvEpilogue e) {
+                    int tokens, void* out, int64_t out_stride, bool f32_out) {
   using Tr = ggml::Traits<T>;
   constexpr int kRowsPerBlock = kGemvWarps / kWarpsPerRow;
-  constexpr bool gated = kFuse == GemvEpilogue::Fuse::kGated;
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int part = warp % kWarpsPerRow;
-  gemv::PrefetchFirstRows<kRowsPerBlock, kWarpsPerRow>(w, row_bytes, n, gated, lane, warp, part);
+  gemv::PrefetchFirstRows<kRowsPerBlock, kWarpsPerRow>(w, row_bytes, n, lane, warp, part);
   pdl::WaitForPrevious();
   pdl::AllowNext();
   for (int group = blockIdx.x; group * kRowsPerBlock < n; group += gridDim.x) {
     const int row = group * kRowsPerBlock + warp / kWarpsPerRow;
-    const uint8_t* wr = w + static_cast<int64_t>(gemv::WeightRow(min(row, n - 1), n, gated)) * row_bytes;
+    const uint8_t* wr = w + static_cast<int64_t>(min(row, n - 1)) * row_bytes;
     float acc[kMaxTokens];
 #pragma unroll
     for (int t = 0; t < kMaxTokens; ++t) acc[t] = 0.0f;
@@ -102,9 +99,8 @@ __global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 ? 12 : 8)
         }
       }
     }
-    gemv::FinishRow<kMaxTokens, kWarpsPerRow, kFuse>(acc, lane, warp, part, row, n, tokens, e);
+    gemv::FinishRow<kMaxTokens, kWarpsPerRow>(acc, lane, warp, part, row, n, tokens, out, out_stride, f32_out);
   }
-  gemv::FinishGrid<kFuse>(n, tokens, e);
 }
 
 // out[t] = table row ids[t] - first_id, decoded as the CPU decoder decodes it (zeros for an id
@@ -166,44 +162,33 @@ struct SplitRowsLaunch {
 template <GgmlType T>
 struct GemvLaunch {
   static cudaError_t Run(const uint8_t* w, int64_t row_bytes, int n, int units, const QuantizedActivations& a,
-                         int tokens, const GemvEpilogue& e, cudaStream_t stream) {
+                         int tokens, void* out, int64_t out_stride, bool f32_out, cudaStream_t stream) {
     if (!ggml::RowsAligned<T>(w, row_bytes)) return cudaErrorInvalidValue;
     if (ggml::RowsWide<T>(w, row_bytes, units)) {
       if constexpr (ggml::Parts<T>::kSplit) {  // the other types have no wide kernels
-        if (n <= kNarrowRows) return Launch<4, true>(w, row_bytes, n, units, a, tokens, e, stream);
-        return Launch<1, true>(w, row_bytes, n, units, a, tokens, e, stream);
+        if (n <= kNarrowRows)
+          return Launch<4, true>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, stream);
+        return Launch<1, true>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, stream);
       }
     }
-    if (n <= kNarrowRows) return Launch<4, false>(w, row_bytes, n, units, a, tokens, e, stream);
-    return Launch<1, false>(w, row_bytes, n, units, a, tokens, e, stream);
+    if (n <= kNarrowRows) return Launch<4, false>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, stream);
+    return Launch<1, false>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, stream);
   }
   template <int kWarpsPerRow, bool kWide>
   static cudaError_t Launch(const uint8_t* w, int64_t row_bytes, int n, int units, const QuantizedActivations& a,
-                            int tokens, const GemvEpilogue& e, cudaStream_t stream) {
+                            int tokens, void* out, int64_t out_stride, bool f32_out, cudaStream_t stream) {
     constexpr int kRowsPerBlock = kGemvWarps / kWarpsPerRow;
     const int groups = (n + kRowsPerBlock - 1) / kRowsPerBlock;
     auto launch = [&](auto kernel) {
       const int blocks = std::min(groups, ResidentBlocks(kernel, kGemvWarps * kWarp));
-      return pdl::Launch(kernel, blocks, kGemvWarps * kWarp, 0, stream, w, row_bytes, n, units, a, tokens, e);
+      return pdl::Launch(kernel, blocks, kGemvWarps * kWarp, 0, stream, w, row_bytes, n, units, a, tokens, out,
+                         out_stride, f32_out);
     };
-    using Fuse = GemvEpilogue::Fuse;
-    switch (e.fuse) {
-      case Fuse::kStore: return ByTokens<kWarpsPerRow, kWide, Fuse::kStore>(tokens, launch);
-      case Fuse::kAddNorm: return ByTokens<kWarpsPerRow, kWide, Fuse::kAddNorm>(tokens, launch);
-      case Fuse::kGated:
-        // Gate and up rows of an output in one block: one warp a row (GemvFuses).
-        if constexpr (kWarpsPerRow == 1) return ByTokens<kWarpsPerRow, kWide, Fuse::kGated>(tokens, launch);
-        return cudaErrorInvalidValue;
-    }
-    return cudaErrorInvalidValue;
-  }
-  // Token counts round up to 1, 2, 4 or 8 accumulators; the kernel skips the ones past `tokens`.
-  template <int kWarpsPerRow, bool kWide, GemvEpilogue::Fuse kFuse, typename L>
-  static cudaError_t ByTokens(int tokens, const L& launch) {
-    if (tokens == 1) return launch(BlockGemvKernel<T, 1, kWarpsPerRow, kWide, kFuse>);
-    if (tokens == 2) return launch(BlockGemvKernel<T, 2, kWarpsPerRow, kWide, kFuse>);
-    if (tokens <= 4) return launch(BlockGemvKernel<T, 4, kWarpsPerRow, kWide, kFuse>);
-    return launch(BlockGemvKernel<T, kBlockGemvMaxTokens, kWarpsPerRow, kWide, kFuse>);
+    // Token counts round up to 1, 2, 4 or 8 accumulators; the kernel skips the ones past `tokens`.
+    if (tokens == 1) return launch(BlockGemvKernel<T, 1, kWarpsPerRow, kWide>);
+    if (tokens == 2) return launch(BlockGemvKernel<T, 2, kWarpsPerRow, kWide>);
+    if (tokens <= 4) return launch(BlockGemvKernel<T, 4, kWarpsPerRow, kWide>);
+    return launch(BlockGemvKernel<T, kBlockGemvMaxTokens, kWarpsPerRow, kWide>);
   }
 };
 
@@ -239,59 +224,14 @@ cudaError_t LaunchQuantizeActivations(const bf16* x, int64_t x_stride, int64_t t
                      kThreads, 0, stream, x, x_stride, tokens, k / 32, a, gemv_order);
 }
 
-namespace {
-// Which epilogues CudaBackend fuses: a bit per GemvEpilogue::Fuse; -1 until read from the environment.
-std::atomic<int> g_fused_epilogues{-1};
-constexpr int Bit(GemvEpilogue::Fuse f) { return 1 << static_cast<int>(f); }
-}  // namespace
-
-void SetGemvFusion(bool on) {
-  g_fused_epilogues.store(on ? Bit(GemvEpilogue::Fuse::kGated) | Bit(GemvEpilogue::Fuse::kAddNorm) : 0);
-}
-
-bool UseGemvFusion(GemvEpilogue::Fuse fuse) {
-  int bits = g_fused_epilogues.load();
-  if (bits < 0) {
-    const char* env = std::getenv("KVS_GEMV_FUSION");
-    const std::string_view v = env != nullptr ? env : "";
-    using Fuse = GemvEpilogue::Fuse;
-    bits = v == "on"         ? Bit(Fuse::kGated) | Bit(Fuse::kAddNorm)
-           : v == "gated"    ? Bit(Fuse::kGated)
-           : v == "add-norm" ? Bit(Fuse::kAddNorm)
-                             : 0;
-    g_fused_epilogues.store(bits);
-  }
-  return (bits & Bit(fuse)) != 0;
-}
-
-bool GemvFuses(const GemvEpilogue& e, int64_t n, int64_t tokens) {
-  using Fuse = GemvEpilogue::Fuse;
-  auto aligned = [](const void* p, int a) { return reinterpret_cast<uintptr_t>(p) % a == 0; };
-  if (tokens <= 0 || tokens > kBlockGemvMaxTokens || n <= 0 || e.out == nullptr || e.counters == nullptr || e.f32_out) {
-    return false;
-  }
-  const bool rounds = e.round.q != nullptr;
-  if (e.fuse == Fuse::kGated) {
-    // One warp a row (the gate and up rows of an output in one block of threads); a count per unit.
-    return n % 2 == 0 && n > kNarrowRows && (!rounds || ((n / 2) % 32 == 0 && n / 2 / 32 < kGemvCounters - 1));
-  }
-  if (e.fuse == Fuse::kAddNorm) {
-    // The vector RMSNorm's rows (rms_norm_row.cuh), one counter for the grid.
-    return e.residual != nullptr && e.norm_weight != nullptr && n % 4 == 0 &&
-           n / 4 <= static_cast<int64_t>(norm::kThreads) * norm::kMaxVecPerThread && (!rounds || n % 32 == 0) &&
-           e.residual_stride % 4 == 0 && e.out_stride % 4 == 0 && aligned(e.residual, 16) &&
-           aligned(e.norm_weight, 8) && aligned(e.out, 8);
-  }
-  return true;
-}
-
 cudaError_t LaunchBlockGemv(GgmlType type, const void* w, int64_t row_bytes, int64_t n, int64_t k,
-                            QuantizedActivations a, int64_t tokens, const GemvEpilogue& e, cudaStream_t stream) {
+                            QuantizedActivations a, int64_t tokens, void* out, int64_t out_stride, bool f32_out,
+                            cudaStream_t stream) {
   if (tokens <= 0 || tokens > kBlockGemvMaxTokens || k % 32 != 0) return cudaErrorInvalidValue;
-  if (e.fuse != GemvEpilogue::Fuse::kStore && !GemvFuses(e, n, tokens)) return cudaErrorInvalidValue;
   if (n == 0) return cudaSuccess;
   return ggml::DispatchBlockType<GemvLaunch>(type, static_cast<const uint8_t*>(w), row_bytes, static_cast<int>(n),
-                                             static_cast<int>(k / 32), a, static_cast<int>(tokens), e, stream);
+                                             static_cast<int>(k / 32), a, static_cast<int>(tokens), out, out_stride,
+                                             f32_out, stream);
 }
 
 cudaError_t LaunchSplitRowParts(void* w, int64_t row_bytes, int64_t rows, int64_t blocks, int header, int payload_at,

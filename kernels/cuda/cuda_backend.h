@@ -78,13 +78,6 @@ class CudaBackend final : public Backend {
   absl::Status SwiGlu(TensorView gate_up, TensorView out) override;
   absl::Status GeluGlu(TensorView gate_up, TensorView out) override;
   absl::Status GatherRows(TensorView x, const int32_t* rows, TensorView out) override;
-  // At decode sizes with weights kept in blocks, the activation (LinearGated) or the residual add
-  // and norm (LinearAddRmsNorm) in the GEMV's epilogue (cuda::GemvEpilogue), one kernel for two;
-  // else the two ops. The fused forms write neither gate_up nor product.
-  absl::Status LinearGated(TensorView x, TensorView w, GatedActivation act, TensorView gate_up,
-                           TensorView out) override;
-  absl::Status LinearAddRmsNorm(TensorView x, TensorView w, TensorView product, TensorView residual, TensorView weight,
-                                float eps, TensorView out) override;
   // CUDA graph capture of the stream (thread-local mode), instantiated for replay on it.
   absl::StatusOr<std::unique_ptr<RecordedOps>> Record(const std::function<absl::Status()>& ops) override;
   absl::Status ArgmaxRows(TensorView logits, int32_t first_id, int32_t* ids, float* values) override;
@@ -106,13 +99,6 @@ class CudaBackend final : public Backend {
   // block_tile_ and multiplied by cuBLAS, a tile at a time (LinearBf16Tiles).
   absl::Status LinearBlocks(TensorView x, TensorView w, TensorView out);
   absl::Status LinearBf16Tiles(TensorView x, TensorView w, TensorView out);
-  // x * w^T through the decode GEMV with epilogue `e` (its fuse and operands set; the rest is filled
-  // here), writing `out`: false, with nothing launched, where the GEMV does not take them (weights
-  // not in blocks, more than kBlockGemvMaxTokens tokens, cuda::GemvFuses, KVS_GEMV_FUSION=off).
-  absl::StatusOr<bool> FusedGemv(TensorView x, TensorView w, cuda::GemvEpilogue e, const TensorView& out);
-  // The rounding of x for the GEMV (gemv_order) or the block GEMM: the held one, else x rounded
-  // into gemv_a_ now.
-  absl::StatusOr<const cuda::QuantizedActivations*> RoundedInput(TensorView x, bool gemv_order);
   // F8_E4M3 weights with more than kBlockGemvMaxTokens tokens: activations quantized per token
   // and 128 columns in chunks of f8_activations_, weight rows split into codes and scales in tiles
   // of block_tile_, cuBLASLt's block-scaled FP8 GEMM (f8_gemm.h); tokens past the last multiple of
@@ -133,11 +119,6 @@ class CudaBackend final : public Backend {
   mutable bool keeps_ggml_ = false;  // ... of a GGML type (whose GEMV reads rounded activations)
   DeviceBuffer gemv_activations_;
   cuda::QuantizedActivations gemv_a_;
-  // A second rounding buffer of decode size: a fused GEMV rounds its output there while it reads
-  // its input's rounding from gemv_a_ (or the other way round); and the fused GEMVs' counters.
-  DeviceBuffer gemv_spare_;
-  cuda::QuantizedActivations gemv_a_spare_;
-  DeviceBuffer gemv_counters_;
   DeviceBuffer block_tile_;
   // What gemv_a_ holds: the rounding of the activations at `data` (rows x cols, stride apart) in the
   // GEMV's order or in unit order, written by the Linear that needed it or by the kernel that wrote
@@ -148,17 +129,15 @@ class CudaBackend final : public Backend {
   // it, since it may rewrite those activations, and so does a Linear whose output overlaps them. Ops of
   // the runner outside the backend that write a Linear's input (the peer all-reduce into `normed`)
   // always follow a producer or Linear of another tensor, which replaced what is held.
-  // `where`: the buffer holding it (gemv_a_, or gemv_a_spare_ after a fused GEMV).
   struct HeldRounding {
     const void* data = nullptr;
     int64_t rows = 0, cols = 0, stride = 0;
     bool gemv_order = false;
-    const cuda::QuantizedActivations* where = nullptr;
   };
   std::optional<HeldRounding> held_rounding_;
   bool HoldsRounding(const TensorView& x, bool gemv_order) const;
-  void NoteRounding(const TensorView& x, bool gemv_order, const cuda::QuantizedActivations* where) {
-    held_rounding_ = HeldRounding{x.data, x.rows, x.cols, x.stride, gemv_order, where};
+  void NoteRounding(const TensorView& x, bool gemv_order) {
+    held_rounding_ = HeldRounding{x.data, x.rows, x.cols, x.stride, gemv_order};
   }
   void ForgetRounding() { held_rounding_.reset(); }
   // Where a producer of `out` also rounds it: decode-sized outputs (the GEMV's tokens, in its
@@ -169,10 +148,10 @@ class CudaBackend final : public Backend {
                ? &gemv_a_
                : nullptr;
   }
-  // After a producer wrote `out`: held if it rounded it (into `where`), else forgotten.
-  void ProducerWrote(const TensorView& out, bool rounded, const cuda::QuantizedActivations* where = nullptr) {
+  // After a producer wrote `out`: held if it rounded it, else forgotten.
+  void ProducerWrote(const TensorView& out, bool rounded) {
     if (rounded) {
-      NoteRounding(out, /*gemv_order=*/true, where != nullptr ? where : &gemv_a_);
+      NoteRounding(out, /*gemv_order=*/true);
     } else {
       ForgetRounding();
     }

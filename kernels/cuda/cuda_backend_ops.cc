@@ -198,104 +198,31 @@ absl::Status CudaBackend::EnsureBlockBuffers() {
   gemv_a_.d = reinterpret_cast<float*>(gemv_a_.q + t * k);
   gemv_a_.sum16 = gemv_a_.d + t * (k / 32);
   KVS_ASSIGN_OR_RETURN(block_tile_, Allocate(kBlockTileBytes));
-  const int64_t ts = cuda::kBlockGemvMaxTokens;
-  KVS_ASSIGN_OR_RETURN(gemv_spare_, Allocate(ts * k + ts * (k / 32) * 4 + ts * (k / 16) * 4));
-  gemv_a_spare_.q = gemv_spare_.as<int8_t>();
-  gemv_a_spare_.d = reinterpret_cast<float*>(gemv_a_spare_.q + ts * k);
-  gemv_a_spare_.sum16 = gemv_a_spare_.d + ts * (k / 32);
-  KVS_ASSIGN_OR_RETURN(gemv_counters_, Allocate(cuda::kGemvCounters * sizeof(int)));
-  KVS_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(gemv_counters_.data(), 0, cuda::kGemvCounters * sizeof(int), stream_));
   return absl::OkStatus();
-}
-
-absl::StatusOr<const cuda::QuantizedActivations*> CudaBackend::RoundedInput(TensorView x, bool gemv_order) {
-  if (HoldsRounding(x, gemv_order)) return held_rounding_->where;
-  ForgetRounding();
-  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchQuantizeActivations(static_cast<const bf16*>(x.data), x.stride, x.rows, x.cols,
-                                                           gemv_a_, gemv_order, stream_));
-  NoteRounding(x, gemv_order, &gemv_a_);
-  return &gemv_a_;
-}
-
-absl::StatusOr<bool> CudaBackend::FusedGemv(TensorView x, TensorView w, cuda::GemvEpilogue e, const TensorView& out) {
-  const bool f8 = w.blocks == GgmlType::kF8_E4M3;
-  if (!cuda::UseGemvFusion(e.fuse) || w.dtype != DType::kBlocks || !LinearTakesBlocks(w.blocks) || x.rows == 0 ||
-      x.rows > cuda::kBlockGemvMaxTokens || (!f8 && w.cols > kGemvMaxK) || w.rows > (int64_t{1} << 30)) {
-    return false;
-  }
-  KVS_RETURN_IF_ERROR(EnsureBlockBuffers());
-  e.counters = gemv_counters_.as<int>();
-  // The GEMV reads x's rounding from one buffer (the held one, or gemv_a_ where it rounds x now)
-  // while it writes out's into the other.
-  const cuda::QuantizedActivations* input_buffer =
-      f8 ? nullptr : (HoldsRounding(x, /*gemv_order=*/true) ? held_rounding_->where : &gemv_a_);
-  const cuda::QuantizedActivations* round_into = nullptr;
-  if (ProducerRounding(out) != nullptr) {
-    round_into = input_buffer == &gemv_a_ ? &gemv_a_spare_ : &gemv_a_;
-    e.round = *round_into;
-  }
-  if (!cuda::GemvFuses(e, w.rows, x.rows)) return false;
-  const int64_t row_bytes = w.BytesOf(w.stride);
-  if (f8) {
-    ForgetRounding();
-    KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchF8Gemv(w.data, row_bytes, w.rows, w.cols, static_cast<const bf16*>(x.data),
-                                                x.stride, x.rows, e, stream_));
-  } else {
-    KVS_ASSIGN_OR_RETURN(const cuda::QuantizedActivations* a, RoundedInput(x, /*gemv_order=*/true));
-    KVS_CUDA_RETURN_IF_ERROR(
-        cuda::LaunchBlockGemv(w.blocks, w.data, row_bytes, w.rows, w.cols, *a, x.rows, e, stream_));
-  }
-  ProducerWrote(out, round_into != nullptr, round_into);
-  return true;
-}
-
-absl::Status CudaBackend::LinearGated(TensorView x, TensorView w, GatedActivation act, TensorView gate_up,
-                                      TensorView out) {
-  KVS_RETURN_IF_ERROR(Require(x, DType::kBF16, "LinearGated", "x"));
-  KVS_RETURN_IF_ERROR(Require(out, DType::kBF16, "LinearGated", "out"));
-  KVS_RETURN_IF_ERROR(
-      Shape(x.cols == w.cols && w.rows == 2 * out.cols && out.rows == x.rows && w.IsContiguous(), "LinearGated", x, w));
-  cuda::GemvEpilogue e = cuda::GemvEpilogue::Store(out.data, out.stride, /*f32_out=*/false);
-  e.fuse = cuda::GemvEpilogue::Fuse::kGated;
-  e.gelu_tanh = act == GatedActivation::kGeluTanh;
-  KVS_ASSIGN_OR_RETURN(const bool fused, FusedGemv(x, w, e, out));
-  if (fused) return absl::OkStatus();
-  return Backend::LinearGated(x, w, act, gate_up, out);
-}
-
-absl::Status CudaBackend::LinearAddRmsNorm(TensorView x, TensorView w, TensorView product, TensorView residual,
-                                           TensorView weight, float eps, TensorView out) {
-  KVS_RETURN_IF_ERROR(Require(x, DType::kBF16, "LinearAddRmsNorm", "x"));
-  KVS_RETURN_IF_ERROR(Require(residual, DType::kF32, "LinearAddRmsNorm", "residual"));
-  KVS_RETURN_IF_ERROR(Require(weight, DType::kBF16, "LinearAddRmsNorm", "weight"));
-  KVS_RETURN_IF_ERROR(Require(out, DType::kBF16, "LinearAddRmsNorm", "out"));
-  KVS_RETURN_IF_ERROR(Shape(x.cols == w.cols && residual.rows == x.rows && residual.cols == w.rows &&
-                                out.rows == x.rows && out.cols == w.rows && weight.cols == w.rows && w.IsContiguous(),
-                            "LinearAddRmsNorm", x, w));
-  cuda::GemvEpilogue e = cuda::GemvEpilogue::Store(out.data, out.stride, /*f32_out=*/false);
-  e.fuse = cuda::GemvEpilogue::Fuse::kAddNorm;
-  e.residual = static_cast<float*>(residual.data);
-  e.residual_stride = residual.stride;
-  e.norm_weight = static_cast<const bf16*>(weight.data);
-  e.eps = eps;
-  KVS_ASSIGN_OR_RETURN(const bool fused, FusedGemv(x, w, e, out));
-  if (fused) return absl::OkStatus();
-  return Backend::LinearAddRmsNorm(x, w, product, residual, weight, eps, out);
 }
 
 absl::Status CudaBackend::LinearBlocks(TensorView x, TensorView w, TensorView out) {
   KVS_RETURN_IF_ERROR(EnsureBlockBuffers());
   const int64_t row_bytes = w.BytesOf(w.stride), k = w.cols;
-  const auto store = cuda::GemvEpilogue::Store(out.data, out.stride, out.dtype == DType::kF32);
   if (w.blocks == GgmlType::kF8_E4M3 && x.rows <= cuda::kBlockGemvMaxTokens) {  // bf16 activations as they are
     KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchF8Gemv(w.data, row_bytes, w.rows, k, static_cast<const bf16*>(x.data),
-                                                x.stride, x.rows, store, stream_));
+                                                x.stride, x.rows, out.data, out.stride, out.dtype == DType::kF32,
+                                                stream_));
     return absl::OkStatus();
   }
   // The activations rounded once for every matrix (and part) that reads them: held_rounding_.
+  auto round = [&](bool gemv_order) -> absl::Status {
+    if (HoldsRounding(x, gemv_order)) return absl::OkStatus();
+    ForgetRounding();
+    KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchQuantizeActivations(static_cast<const bf16*>(x.data), x.stride, x.rows, k,
+                                                             gemv_a_, gemv_order, stream_));
+    NoteRounding(x, gemv_order);
+    return absl::OkStatus();
+  };
   if (x.rows <= cuda::kBlockGemvMaxTokens && k <= kGemvMaxK) {
-    KVS_ASSIGN_OR_RETURN(const cuda::QuantizedActivations* a, RoundedInput(x, /*gemv_order=*/true));
-    KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchBlockGemv(w.blocks, w.data, row_bytes, w.rows, k, *a, x.rows, store, stream_));
+    KVS_RETURN_IF_ERROR(round(/*gemv_order=*/true));
+    KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchBlockGemv(w.blocks, w.data, row_bytes, w.rows, k, gemv_a_, x.rows, out.data,
+                                                   out.stride, out.dtype == DType::kF32, stream_));
     return absl::OkStatus();
   }
   if (w.blocks == GgmlType::kF8_E4M3 && cuda::UseF8TensorCores()) {
@@ -303,11 +230,10 @@ absl::Status CudaBackend::LinearBlocks(TensorView x, TensorView w, TensorView ou
     if (done) return absl::OkStatus();
   }
   if (w.blocks != GgmlType::kF8_E4M3 && k <= kGemvMaxK && cuda::UseBlockGemm(x.rows)) {
-    // More than decode's tokens: never held in the decode-sized spare buffer.
-    KVS_ASSIGN_OR_RETURN(const cuda::QuantizedActivations* a, RoundedInput(x, /*gemv_order=*/false));
+    KVS_RETURN_IF_ERROR(round(/*gemv_order=*/false));
     // The block tile (the bf16 tiles' buffer, idle here) holds the splits' partial sums.
     KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchBlockGemm(
-        w.blocks, w.data, row_bytes, w.rows, k, *a, x.rows, out.data, out.stride, out.dtype == DType::kF32,
+        w.blocks, w.data, row_bytes, w.rows, k, gemv_a_, x.rows, out.data, out.stride, out.dtype == DType::kF32,
         static_cast<float*>(block_tile_.data()), static_cast<int64_t>(kBlockTileBytes / sizeof(float)), stream_));
     return absl::OkStatus();
   }
@@ -355,8 +281,7 @@ absl::StatusOr<bool> CudaBackend::LinearF8TensorCores(TensorView x, TensorView w
   if (m4 < x.rows) {  // the last 1 to 3 tokens
     const TensorView xs = x.Rows(m4, x.rows - m4), o = out.Rows(m4, x.rows - m4);
     KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchF8Gemv(w.data, row_bytes, w.rows, k, static_cast<const bf16*>(xs.data),
-                                                xs.stride, xs.rows,
-                                                cuda::GemvEpilogue::Store(o.data, o.stride, f32_out), stream_));
+                                                xs.stride, xs.rows, o.data, o.stride, f32_out, stream_));
   }
   return true;
 }

@@ -132,54 +132,11 @@ cudaError_t LaunchQuantizeActivations(const bf16* x, int64_t x_stride, int64_t t
 // How many times LaunchQuantizeActivations has launched in this process (tests check that a
 // producer's rounding spared the Linear its own).
 int64_t ActivationRoundingsLaunched();
-// What a decode GEMV (LaunchBlockGemv, LaunchF8Gemv) does with row j's sums s[t] = x[t] . w[j],
-// where the op after it would otherwise be a kernel of its own (gemv_common.cuh):
-//   kStore:   out[t, j] = s[t] (bf16, or f32 when f32_out).
-//   kGated:   w's rows are gate rows [0, n/2), then up rows [n/2, n) (SwiGlu's layout); out
-//             [tokens, n/2] (bf16) = act(bf16(gate)) * bf16(up), as LaunchSwiGlu / LaunchGeluGlu
-//             compute it from the bf16 product.
-//   kAddNorm: residual [tokens, n] (f32) += bf16(s); then out [tokens, n] (bf16) = the
-//             residual's RMSNorm times norm_weight, as LaunchAddRmsNorm computes it (same bits).
-// Both fused forms round `out` into `round` as well where round.q is set (the next GEMV's input, as
-// the producers of LaunchRmsNorm's `round` do) — a rounding buffer other than the one the GEMV
-// reads. They count finished work in `counters` (kGemvCounters ints, zero before, left zero).
-struct GemvEpilogue {
-  enum class Fuse { kStore, kGated, kAddNorm };
-  Fuse fuse = Fuse::kStore;
-  void* out = nullptr;
-  int64_t out_stride = 0;
-  bool f32_out = false;
-  bool gelu_tanh = false;  // kGated: GeGLU's tanh GELU, else SiLU
-  float* residual = nullptr;
-  int64_t residual_stride = 0;
-  const bf16* norm_weight = nullptr;
-  float eps = 0.0f;
-  QuantizedActivations round{};
-  int* counters = nullptr;
-
-  static GemvEpilogue Store(void* out, int64_t out_stride, bool f32_out) {
-    GemvEpilogue e;
-    e.out = out;
-    e.out_stride = out_stride;
-    e.f32_out = f32_out;
-    return e;
-  }
-};
-inline constexpr int kGemvCounters = 4096;
-// Whether CudaBackend fuses `fuse` into the decode GEMV where it can (LinearGated,
-// LinearAddRmsNorm). Off by default: on an H100 the fused steps were slower (docs/performance.md,
-// "Ops fused into the decode GEMV, measured"). KVS_GEMV_FUSION=on (both), gated or add-norm in
-// the environment, or SetGemvFusion, turns them on. Process-wide.
-void SetGemvFusion(bool on);
-bool UseGemvFusion(GemvEpilogue::Fuse fuse);
-// Whether the decode GEMV fuses e.fuse for a matrix of n rows at `tokens` tokens (sizes and
-// alignment: kGated needs n > the narrow-row bound and n / 2 a multiple of 32 where it rounds;
-// kAddNorm the vector RMSNorm's rows). Where not, the op runs apart.
-bool GemvFuses(const GemvEpilogue& e, int64_t n, int64_t tokens);
 // out[t, j] = a[t] . w[j] for t < tokens (1 .. kBlockGemvMaxTokens), j < n, a in the GEMV's order. w:
-// n rows of kept GGML weights `row_bytes` apart, k weights each; then `e` (kStore: out bf16, or f32).
+// n rows of kept GGML weights `row_bytes` apart, k weights each; out bf16, or f32 when f32_out.
 cudaError_t LaunchBlockGemv(GgmlType type, const void* w, int64_t row_bytes, int64_t n, int64_t k,
-                            QuantizedActivations a, int64_t tokens, const GemvEpilogue& e, cudaStream_t stream);
+                            QuantizedActivations a, int64_t tokens, void* out, int64_t out_stride, bool f32_out,
+                            cudaStream_t stream);
 // Kept weights of every GGML type but Q8_K (SplitsRows) are split rows in device memory
 // (ggml_unit.cuh's Parts: each row's payloads, its codes, then its headers, its scales, in the same
 // bytes): LaunchSplitRows rearranges `rows` stored rows of k weights in place, once at load, and
@@ -230,7 +187,7 @@ cudaError_t LaunchF8ArrangeRows(void* w, int64_t row_bytes, int64_t rows, int64_
 // The GEMV of LaunchBlockGemv with bf16 activations x [tokens, k] as they are (rows x_stride
 // elements apart, 8-byte aligned); k whole blocks.
 cudaError_t LaunchF8Gemv(const void* w, int64_t row_bytes, int64_t n, int64_t k, const bf16* x, int64_t x_stride,
-                         int64_t tokens, const GemvEpilogue& e, cudaStream_t stream);
+                         int64_t tokens, void* out, int64_t out_stride, bool f32_out, cudaStream_t stream);
 // The operands of an FP8 tensor-core GEMM (f8_gemm.h) with 1 x 128 block scales: the weights'
 // codes are the split rows themselves (row_bytes apart); their scales gathered to
 // [k / 128][rows]; activations x [tokens, k] bf16 quantized per token and 128 columns to codes

@@ -4,7 +4,6 @@
 #include "kernels/common/random_fill.h"
 #include "kernels/cuda/activation_rounding.cuh"
 #include "kernels/cuda/cuda_kernels.h"
-#include "kernels/cuda/gated_activation.cuh"
 #include "kernels/cuda/pdl.cuh"
 
 namespace kvs::cuda {
@@ -26,6 +25,16 @@ __global__ void EmbeddingKernel(const int32_t* ids, const bf16* table, int32_t f
 // The gated activations, a thread per output: silu(g) * u (SwiGLU) or gelu_tanh(g) * u (GeGLU).
 // Where `round` is set (inter a multiple of 32, blocks of whole warps: a warp is a unit), the bf16
 // outputs are also rounded for the block GEMV that reads them next (activation_rounding.cuh).
+struct Silu {
+  __device__ float operator()(float g) const { return g / (1.0f + __expf(-g)); }
+};
+struct GeluTanh {
+  __device__ float operator()(float g) const {
+    constexpr float kSqrt2OverPi = 0.7978845608028654f;
+    return 0.5f * g * (1.0f + tanhf(kSqrt2OverPi * (g + 0.044715f * g * g * g)));
+  }
+};
+
 template <typename Act>
 __global__ void GatedKernel(const bf16* gu, int64_t gu_stride, int64_t inter, bf16* out, int64_t out_stride,
                             QuantizedActivations round) {

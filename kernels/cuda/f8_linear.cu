@@ -15,7 +15,6 @@
 #include <cuda_fp8.h>
 
 #include <algorithm>
-#include <type_traits>
 
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/gemv_common.cuh"
@@ -86,24 +85,23 @@ __device__ __forceinline__ void LoadWords(const void* p, uint32_t (&words)[kByte
 // block_linear.cu's GEMV).
 // 12 blocks an SM (40 registers) where a lane's loads are words; 8 (64) for 16-byte pieces, whose
 // four chunks in flight a lane (64 bytes) spilled at 40.
-template <int kMaxTokens, int kWarpsPerRow, int kLaneCodes, GemvEpilogue::Fuse kFuse>
+template <int kMaxTokens, int kWarpsPerRow, int kLaneCodes>
 __global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 && kLaneCodes == 4 ? 12 : 8)
     F8GemvKernel(const uint8_t* __restrict__ w, int64_t row_bytes, int n, int blocks, const bf16* __restrict__ x,
-                 int64_t x_stride, int tokens, const __grid_constant__ GemvEpilogue e) {
+                 int64_t x_stride, int tokens, void* out, int64_t out_stride, bool f32_out) {
   constexpr int kRowsPerBlock = kGemvWarps / kWarpsPerRow;
   constexpr int kLanesPerBlock = kF8BlockElems / kLaneCodes;
   constexpr int kChunkBlocks = kWarp / kLanesPerBlock;  // blocks a warp takes at a time
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int part = warp % kWarpsPerRow;
-  constexpr bool gated = kFuse == GemvEpilogue::Fuse::kGated;
-  gemv::PrefetchFirstRows<kRowsPerBlock, kWarpsPerRow>(w, row_bytes, n, gated, lane, warp, part);
+  gemv::PrefetchFirstRows<kRowsPerBlock, kWarpsPerRow>(w, row_bytes, n, lane, warp, part);
   pdl::WaitForPrevious();
   pdl::AllowNext();
   const int64_t k = static_cast<int64_t>(blocks) * kF8BlockElems;  // split rows: the scales after the codes
   const int chunks = (blocks + kChunkBlocks - 1) / kChunkBlocks;
   for (int group = blockIdx.x; group * kRowsPerBlock < n; group += gridDim.x) {
     const int row = group * kRowsPerBlock + warp / kWarpsPerRow;
-    const uint8_t* wr = w + static_cast<int64_t>(gemv::WeightRow(min(row, n - 1), n, gated)) * row_bytes;
+    const uint8_t* wr = w + static_cast<int64_t>(min(row, n - 1)) * row_bytes;
     float acc[kMaxTokens];
 #pragma unroll
     for (int t = 0; t < kMaxTokens; ++t) acc[t] = 0.0f;
@@ -150,37 +148,24 @@ __global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 && kLaneCod
         }
       }
     }
-    gemv::FinishRow<kMaxTokens, kWarpsPerRow, kFuse>(acc, lane, warp, part, row, n, tokens, e);
+    gemv::FinishRow<kMaxTokens, kWarpsPerRow>(acc, lane, warp, part, row, n, tokens, out, out_stride, f32_out);
   }
-  gemv::FinishGrid<kFuse>(n, tokens, e);
 }
 
 template <int kWarpsPerRow, int kLaneCodes>
 cudaError_t LaunchGemv(const uint8_t* w, int64_t row_bytes, int n, int blocks, const bf16* x, int64_t x_stride,
-                       int tokens, const GemvEpilogue& e, cudaStream_t stream) {
+                       int tokens, void* out, int64_t out_stride, bool f32_out, cudaStream_t stream) {
   constexpr int kRowsPerBlock = kGemvWarps / kWarpsPerRow;
   const int groups = (n + kRowsPerBlock - 1) / kRowsPerBlock;
   auto launch = [&](auto kernel) {
     const int grid = std::min(groups, ResidentBlocks(kernel, kGemvWarps * kWarp));
-    return pdl::Launch(kernel, grid, kGemvWarps * kWarp, 0, stream, w, row_bytes, n, blocks, x, x_stride, tokens, e);
+    return pdl::Launch(kernel, grid, kGemvWarps * kWarp, 0, stream, w, row_bytes, n, blocks, x, x_stride, tokens, out,
+                       out_stride, f32_out);
   };
-  using Fuse = GemvEpilogue::Fuse;
-  auto by_tokens = [&](auto fuse) {
-    constexpr Fuse kFuse = decltype(fuse)::value;
-    if (tokens == 1) return launch(F8GemvKernel<1, kWarpsPerRow, kLaneCodes, kFuse>);
-    if (tokens == 2) return launch(F8GemvKernel<2, kWarpsPerRow, kLaneCodes, kFuse>);
-    if (tokens <= 4) return launch(F8GemvKernel<4, kWarpsPerRow, kLaneCodes, kFuse>);
-    return launch(F8GemvKernel<kBlockGemvMaxTokens, kWarpsPerRow, kLaneCodes, kFuse>);
-  };
-  switch (e.fuse) {
-    case Fuse::kStore: return by_tokens(std::integral_constant<Fuse, Fuse::kStore>{});
-    case Fuse::kAddNorm: return by_tokens(std::integral_constant<Fuse, Fuse::kAddNorm>{});
-    case Fuse::kGated:
-      // Gate and up rows of an output in one block: one warp a row (GemvFuses).
-      if constexpr (kWarpsPerRow == 1) return by_tokens(std::integral_constant<Fuse, Fuse::kGated>{});
-      return cudaErrorInvalidValue;
-  }
-  return cudaErrorInvalidValue;
+  if (tokens == 1) return launch(F8GemvKernel<1, kWarpsPerRow, kLaneCodes>);
+  if (tokens == 2) return launch(F8GemvKernel<2, kWarpsPerRow, kLaneCodes>);
+  if (tokens <= 4) return launch(F8GemvKernel<4, kWarpsPerRow, kLaneCodes>);
+  return launch(F8GemvKernel<kBlockGemvMaxTokens, kWarpsPerRow, kLaneCodes>);
 }
 
 // A thread per word (4 weights) of the output rows: out row r = source row row_of(r) decoded, or
@@ -324,10 +309,9 @@ cudaError_t LaunchF8QuantizeActivations(const bf16* x, int64_t x_stride, int64_t
 }
 
 cudaError_t LaunchF8Gemv(const void* w, int64_t row_bytes, int64_t n, int64_t k, const bf16* x, int64_t x_stride,
-                         int64_t tokens, const GemvEpilogue& e, cudaStream_t stream) {
+                         int64_t tokens, void* out, int64_t out_stride, bool f32_out, cudaStream_t stream) {
   if (tokens <= 0 || tokens > kBlockGemvMaxTokens || k % kF8BlockElems != 0 || row_bytes % 4 != 0 ||
-      reinterpret_cast<uintptr_t>(w) % 4 != 0 || reinterpret_cast<uintptr_t>(x) % 8 != 0 || x_stride % 4 != 0 ||
-      (e.fuse != GemvEpilogue::Fuse::kStore && !GemvFuses(e, n, tokens))) {
+      reinterpret_cast<uintptr_t>(w) % 4 != 0 || reinterpret_cast<uintptr_t>(x) % 8 != 0 || x_stride % 4 != 0) {
     return cudaErrorInvalidValue;
   }
   if (n == 0) return cudaSuccess;
@@ -338,11 +322,11 @@ cudaError_t LaunchF8Gemv(const void* w, int64_t row_bytes, int64_t n, int64_t k,
                     reinterpret_cast<uintptr_t>(x) % 16 == 0 && x_stride % 8 == 0;
   const int rows = static_cast<int>(n), t = static_cast<int>(tokens);
   if (n <= kNarrowRows) {
-    return wide ? LaunchGemv<4, 16>(wb, row_bytes, rows, blocks, x, x_stride, t, e, stream)
-                : LaunchGemv<4, 4>(wb, row_bytes, rows, blocks, x, x_stride, t, e, stream);
+    return wide ? LaunchGemv<4, 16>(wb, row_bytes, rows, blocks, x, x_stride, t, out, out_stride, f32_out, stream)
+                : LaunchGemv<4, 4>(wb, row_bytes, rows, blocks, x, x_stride, t, out, out_stride, f32_out, stream);
   }
-  return wide ? LaunchGemv<1, 16>(wb, row_bytes, rows, blocks, x, x_stride, t, e, stream)
-              : LaunchGemv<1, 4>(wb, row_bytes, rows, blocks, x, x_stride, t, e, stream);
+  return wide ? LaunchGemv<1, 16>(wb, row_bytes, rows, blocks, x, x_stride, t, out, out_stride, f32_out, stream)
+              : LaunchGemv<1, 4>(wb, row_bytes, rows, blocks, x, x_stride, t, out, out_stride, f32_out, stream);
 }
 
 cudaError_t LaunchF8Dequantize(const void* src, int64_t src_stride, int64_t rows, int64_t cols, void* out, bool f32_out,

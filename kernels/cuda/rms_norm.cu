@@ -4,30 +4,44 @@
 // scaling pass (no second read). Rows too wide for the registers, or unaligned, take a scalar loop.
 // The vector kernel can also round its output for the block GEMV that reads it next
 // (activation_rounding.cuh), from the bf16 values it stores: the same bytes the rounding kernel
-// would write, one launch fewer. Its arithmetic is rms_norm_row.cuh's, which the decode GEMV that
-// fuses the residual add and the norm shares.
+// would write, one launch fewer.
 #include "kernels/cuda/activation_rounding.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/pdl.cuh"
-#include "kernels/cuda/rms_norm_row.cuh"
 
 namespace kvs::cuda {
 namespace {
 
-using norm::kMaxVecPerThread;
-using norm::kThreads;
-using norm::LoadBf16x4;
+constexpr int kThreads = 512;
+constexpr int kMaxVecPerThread = 8;  // rows up to 512 * 8 * 4 = 16384 floats stay in registers
 
-// The vector kernel's block sum (rms_norm_row.cuh spells out its order for the fused GEMV's copy).
 __device__ float BlockSum(float v) {
   __shared__ float partial[kThreads / 32];
-  v = norm::WarpSum(v);
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = v;
   __syncthreads();
   float total = 0.0f;
 #pragma unroll
   for (int w = 0; w < kThreads / 32; ++w) total += partial[w];
   return total;
+}
+
+__device__ inline float4 LoadBf16x4(const bf16* p) {
+  const uint2 raw = *reinterpret_cast<const uint2*>(p);
+  const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.x));
+  const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.y));
+  return make_float4(a.x, a.y, b.x, b.y);
+}
+
+// Stores v rounded to bf16 and returns what it stored.
+__device__ inline float4 StoreBf16x4(bf16* p, float4 v) {
+  const __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
+  uint2 raw;
+  raw.x = *reinterpret_cast<const uint32_t*>(&a);
+  raw.y = *reinterpret_cast<const uint32_t*>(&b);
+  *reinterpret_cast<uint2*>(p) = raw;
+  const float2 lo = __bfloat1622float2(a), hi = __bfloat1622float2(b);
+  return make_float4(lo.x, lo.y, hi.x, hi.y);
 }
 
 template <bool kAdd>
@@ -60,7 +74,7 @@ __global__ void __launch_bounds__(kThreads)
         reinterpret_cast<float4*>(xr)[i] = a;
       }
       v[j] = a;
-      sum_sq = norm::AddSquares(sum_sq, a);
+      sum_sq += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w;
     }
   }
   const float inv_rms = rsqrtf(BlockSum(sum_sq) / static_cast<float>(cols) + eps);
@@ -70,7 +84,8 @@ __global__ void __launch_bounds__(kThreads)
     float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     if (i < vecs) {
       const float4 g = LoadBf16x4(reinterpret_cast<const bf16*>(&g_raw[j]));
-      o = norm::StoreNormalized(out + r * out_stride + 4 * i, v[j], inv_rms, g);
+      o = StoreBf16x4(out + r * out_stride + 4 * i, make_float4(v[j].x * inv_rms * g.x, v[j].y * inv_rms * g.y,
+                                                                v[j].z * inv_rms * g.z, v[j].w * inv_rms * g.w));
     }
     // Eight lanes a unit of 32 (cols a multiple of 32: a unit's lanes are all in or all out); every
     // lane takes part in the shuffles. j * kThreads is past the row for the whole block from some j on.

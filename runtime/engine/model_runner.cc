@@ -357,16 +357,6 @@ absl::Status ModelRunner::Forward(const StepPointers& ptr, int64_t t, int64_t n_
     if (c.sandwich_norms) KVS_RETURN_IF_ERROR(b.RmsNorm(hidden, weights_->View(post_norm, 1, z.h), c.rms_norm_eps, hidden));
     return b.AddRmsNorm(residual, hidden, next_norm, c.rms_norm_eps, normed);
   };
-  // A row-parallel projection into `hidden`, then its join; on one rank without Gemma's post-norm,
-  // one call that a backend may fuse (the add and norm in the GEMV's epilogue at decode).
-  auto project_join = [&](const TensorView& x, const WeightMatrix& w, const DeviceBuffer& post_norm,
-                          const TensorView& next_norm) -> absl::Status {
-    if (comm == nullptr && !c.sandwich_norms) {
-      return LinearAddRmsNormOver(b, x, w, hidden, residual, next_norm, c.rms_norm_eps, normed);
-    }
-    KVS_RETURN_IF_ERROR(LinearOver(b, x, w, no_bias, hidden));
-    return join(post_norm, next_norm);
-  };
   for (int32_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& lw = weights_->layers()[l];
     // Layer l > 0's input norm ran in the previous layer's last join.
@@ -404,18 +394,16 @@ absl::Status ModelRunner::Forward(const StepPointers& ptr, int64_t t, int64_t n_
     // attention; the next layer's staging overwrites the window only after this attention ran.
     if (!staged_.empty()) KVS_RETURN_IF_ERROR(cache_->StageOffloaded(b, l, staged_));
     KVS_RETURN_IF_ERROR(b.PagedAttention(q, cache, layer_batch, scale, attn));
-    KVS_RETURN_IF_ERROR(project_join(attn_owned, lw.o, lw.post_attn_norm, weights_->View(lw.ffn_norm, 1, z.h)));
-    KVS_RETURN_IF_ERROR(LinearGatedOver(
-        b, normed, lw.gate_up,
-        c.activation == Activation::kGeluTanh ? GatedActivation::kGeluTanh : GatedActivation::kSilu, gate_up, act));
+    KVS_RETURN_IF_ERROR(LinearOver(b, attn_owned, lw.o, no_bias, hidden));
+    KVS_RETURN_IF_ERROR(join(lw.post_attn_norm, weights_->View(lw.ffn_norm, 1, z.h)));
+    KVS_RETURN_IF_ERROR(LinearOver(b, normed, lw.gate_up, no_bias, gate_up));
+    KVS_RETURN_IF_ERROR(c.activation == Activation::kGeluTanh ? b.GeluGlu(gate_up, act) : b.SwiGlu(gate_up, act));
+    KVS_RETURN_IF_ERROR(LinearOver(b, act, lw.down, no_bias, hidden));
     if (l + 1 < c.num_layers) {
-      KVS_RETURN_IF_ERROR(
-          project_join(act, lw.down, lw.post_ffn_norm, weights_->View(weights_->layers()[l + 1].attn_norm, 1, z.h)));
+      KVS_RETURN_IF_ERROR(join(lw.post_ffn_norm, weights_->View(weights_->layers()[l + 1].attn_norm, 1, z.h)));
     } else if (n_logits > 0) {
       // Only the rows that will be sampled go through the LM head; every row through the final norm.
-      KVS_RETURN_IF_ERROR(project_join(act, lw.down, lw.post_ffn_norm, weights_->final_norm()));
-    } else {
-      KVS_RETURN_IF_ERROR(LinearOver(b, act, lw.down, no_bias, hidden));
+      KVS_RETURN_IF_ERROR(join(lw.post_ffn_norm, weights_->final_norm()));
     }
   }
   if (n_logits == 0) return absl::OkStatus();  // a step with nothing to sample skips the last layer's sum

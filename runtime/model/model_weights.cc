@@ -361,18 +361,4 @@ absl::Status LinearOver(Backend& backend, TensorView x, const WeightMatrix& w, T
   return absl::OkStatus();
 }
 
-absl::Status LinearGatedOver(Backend& backend, TensorView x, const WeightMatrix& w, GatedActivation act,
-                             TensorView gate_up, TensorView out) {
-  if (w.parts.size() == 1) return backend.LinearGated(x, w.View(), act, gate_up, out);
-  KVS_RETURN_IF_ERROR(LinearOver(backend, x, w, TensorView{}, gate_up));
-  return act == GatedActivation::kGeluTanh ? backend.GeluGlu(gate_up, out) : backend.SwiGlu(gate_up, out);
-}
-
-absl::Status LinearAddRmsNormOver(Backend& backend, TensorView x, const WeightMatrix& w, TensorView product,
-                                  TensorView residual, TensorView weight, float eps, TensorView out) {
-  if (w.parts.size() == 1) return backend.LinearAddRmsNorm(x, w.View(), product, residual, weight, eps, out);
-  KVS_RETURN_IF_ERROR(LinearOver(backend, x, w, TensorView{}, product));
-  return backend.AddRmsNorm(residual, product, weight, eps, out);
-}
-
 }  // namespace kvs

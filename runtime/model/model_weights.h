@@ -43,14 +43,6 @@ struct WeightMatrix {
 
 // out = x * w^T (+ bias), one Backend::Linear per part of w, each into its columns of out.
 absl::Status LinearOver(Backend& backend, TensorView x, const WeightMatrix& w, TensorView bias, TensorView out);
-// LinearOver into gate_up, then the gated activation into out: one Backend::LinearGated where w
-// is one part (a backend may fuse them), else the ops apart.
-absl::Status LinearGatedOver(Backend& backend, TensorView x, const WeightMatrix& w, GatedActivation act,
-                             TensorView gate_up, TensorView out);
-// LinearOver into product, then AddRmsNorm(residual, product, weight, eps, out): one
-// Backend::LinearAddRmsNorm where w is one part, else the ops apart.
-absl::Status LinearAddRmsNormOver(Backend& backend, TensorView x, const WeightMatrix& w, TensorView product,
-                                  TensorView residual, TensorView weight, float eps, TensorView out);
 
 struct LayerWeights {
   DeviceBuffer attn_norm;  // [1, hidden]
