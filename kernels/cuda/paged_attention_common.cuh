@@ -15,7 +15,6 @@
 #include "kernels/common/kv_format.h"
 #include "kernels/cuda/cp_async.cuh"
 #include "kernels/cuda/cuda_kernels.h"
-#include "kernels/cuda/kernel_choice.h"
 
 namespace kvs::cuda {
 namespace attention {
@@ -23,10 +22,6 @@ namespace attention {
 constexpr int kThreads = 128;
 constexpr int kTile = 32;  // keys per tile: one per lane in the softmax step
 constexpr float kLog2e = 1.4426950408889634f;
-
-// The keys a split's block of the bf16 decode kernel loads first (two 16-key tiles for each of its
-// four warps): what it prefetches before its wait.
-inline constexpr int32_t kDecodePrefetchKeys = 2 * 16 * 4;
 
 struct Params {
   const bf16* q;
@@ -51,9 +46,6 @@ struct Params {
   int32_t num_splits;
   int32_t row_chunks;  // grid.x = num_splits * row_chunks
   int32_t num_tokens;
-  // Keys of each split whose lines the bf16 decode kernel prefetches into L2 before its wait
-  // (PrefetchSplitKeys); 0 with KVS_DECODE_PREFETCH=off (measurement).
-  int32_t prefetch_keys;
   float* partial_out;
   float* partial_ml;
   // The output also rounded for the block GEMV by CombineSplits where round.q is set
@@ -96,8 +88,6 @@ inline Params MakeParams(const bf16* q, int64_t q_stride, int32_t q_heads, const
   p.max_blocks_per_seq = batch.max_blocks_per_seq;
   p.scale_log2 = scale * kLog2e;
   p.num_tokens = batch.num_tokens;
-  static KernelChoice no_prefetch("KVS_DECODE_PREFETCH", "off");
-  p.prefetch_keys = no_prefetch.Alternative() ? 0 : kDecodePrefetchKeys;
   p.partial_out = ws.partial_out;
   p.partial_ml = ws.partial_ml;
   p.max_context_len = batch.max_context_len;

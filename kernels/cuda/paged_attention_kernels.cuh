@@ -338,29 +338,8 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeKernel(Params p) {
 //   A 16x16 row: a0 (g, 2t..2t+1) a1 (g+8, 2t..) a2 (g, 2t+8..) a3 (g+8, 2t+8..)
 //   B 16x8 col:  b0 (k 2t..2t+1, n g) b1 (k 2t+8.., n g)
 //   C 16x8:      c0 (g, 2t) c1 (g, 2t+1) c2 (g+8, 2t) c3 (g+8, 2t+1)      g = lane/4, t = lane%4
-// Before the wait for the previous kernel (pdl.cuh): the L2 lines of the first p.prefetch_keys keys
-// of this block's split, K and V, so that their reads after the wait hit L2 instead of memory (a decode
-// step's attention reads a few MB of KV in a chain of dependent loads: the timeline in
-// docs/performance.md). A prefetch brings nothing into registers, so a line another kernel of the
-// step rewrites (this step's own key, a staged block) is read afresh after the wait; the block
-// table and context lengths are the step's inputs, copied before its first kernel.
-__device__ inline void PrefetchSplitKeys(const Params& p, int seq, int kvh, int split) {
-  if (p.prefetch_keys == 0) return;
-  const int k_lo = split * p.keys_per_split;
-  const int k_hi = min(p.context_len[seq], k_lo + min(p.keys_per_split, p.prefetch_keys));
-  const int32_t* blocks = p.block_table + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
-  const int lines = (p.row_bytes + 127) / 128;
-  for (int i = threadIdx.x; i < (k_hi - k_lo) * 2 * lines; i += blockDim.x) {
-    const int key = k_lo + i / (2 * lines), r = i % (2 * lines);
-    const KvRow row = LocateKv(p, blocks, key, kvh);
-    pdl::PrefetchL2((r < lines ? p.k_cache : p.v_cache) + row.codes + (r % lines) * 128);
-  }
-}
-
 template <KvDType F, int D>
 __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
-  static_assert(kDecodePrefetchKeys == 2 * 16 * (kThreads / 32), "two 16-key tiles a warp");
-  PrefetchSplitKeys(p, blockIdx.z, blockIdx.y, blockIdx.x);
   pdl::WaitForPrevious();
   pdl::AllowNext();
   constexpr int kKeys = 16;        // keys per warp tile
