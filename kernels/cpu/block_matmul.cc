@@ -36,6 +36,11 @@ struct ActivationView {
   int64_t k, stride;
 };
 
+// 32 bytes, 32-byte aligned: one unit's codes for one row (DecodedRows).
+struct alignas(32) UnitCodesStorage {
+  uint8_t bytes[32];
+};
+
 // A row of unpacked weights against one token (any block type): sum over lanes l of 4 of the
 // int8 products, times ws4[l] * xd4[l].
 using UnpackedDotFn = float (*)(const int8_t* wq, const float* ws4, const int8_t* xq, const float* xd4, int64_t k);
@@ -44,10 +49,27 @@ using UnpackedDotFn = float (*)(const int8_t* wq, const float* ws4, const int8_t
 // out[t * out_stride + r] = row r . token t0 + t + bias[r].
 using TileDotFn = void (*)(const uint8_t* w, int64_t row_bytes, const ActivationView& a, int64_t t0, const float* bias,
                            float* out, int64_t out_stride);
-struct TileKernels {
-  TileDotFn fn[2][2];  // [4 rows][a whole tile of tokens]
-  int tokens;          // tokens per tile
+// A 4-row group's units decoded once, for many token tiles (prefill): the codes, 32 bytes a unit
+// and row (32-byte aligned), and per block the 4 rows' scales and offsets (per_block floats each).
+struct DecodedRows {
+  uint8_t* codes;
+  float* scales;
+  float* offsets;
 };
+using DecodeRowsFn = void (*)(const uint8_t* w, int64_t row_bytes, int64_t k, const DecodedRows& d);
+using DecodedTileFn = void (*)(const DecodedRows& d, const ActivationView& a, int64_t t0, const float* bias, float* out,
+                               int64_t out_stride);
+struct TileKernels {
+  TileDotFn fn[2][2];          // [4 rows][a whole tile of tokens]
+  int tokens;                  // tokens per tile
+  DecodeRowsFn decode_rows;    // 4 rows decoded once ...
+  DecodedTileFn decoded_tile;  // ... against a whole tile of tokens: the same bits as fn[1][1]
+  int per_block;               // DecodedRows' scales (and offsets) per block
+  int block_elems;
+};
+// Token tiles from which a 4-row group is decoded once rather than in every tile (prefill): below
+// it (decode's one token, a few tokens) the tiles decode as they go.
+constexpr int64_t kDecodeOnceTiles = 2;
 constexpr int64_t kTileRows = 4;
 
 // One token's activations, rounded to int8 per block of 32 (scale d = max|x| / 127): q[k]; per
@@ -202,6 +224,18 @@ struct RowScratch {
   }
 };
 
+// A thread's buffers for DecodedRows, grown to the widest k it has decoded.
+struct DecodedScratch {
+  std::vector<UnitCodesStorage> codes;
+  std::vector<float> scales, offsets;
+  DecodedRows For(int64_t k, const TileKernels& t) {
+    codes.resize(static_cast<size_t>(k / 32 * kTileRows));
+    scales.resize(static_cast<size_t>(k / t.block_elems * t.per_block));
+    offsets.resize(scales.size());
+    return DecodedRows{reinterpret_cast<uint8_t*>(codes.data()), scales.data(), offsets.data()};
+  }
+};
+
 struct ActivationScratch {
   std::vector<int8_t> q;
   std::vector<float> d, s, s16, xd4;
@@ -261,7 +295,9 @@ void MatMulBlocks(GgmlType type, const float* x, int64_t x_stride, const uint8_t
     // last tokens one at a time).
     const int64_t groups = (n + kTileRows - 1) / kTileRows;
     const int64_t grain = std::max<int64_t>(1, kParallelWork / (k * rows * kTileRows));
+    const bool decode_once = rows >= kDecodeOnceTiles * tiles->tokens;
     ParallelFor(groups, grain, [&](int64_t g0, int64_t g1) {
+      static thread_local DecodedScratch decoded;
       for (int64_t g = g0; g < g1; ++g) {
         const int64_t j0 = g * kTileRows;
         const bool four = j0 + kTileRows <= n;
@@ -270,6 +306,13 @@ void MatMulBlocks(GgmlType type, const float* x, int64_t x_stride, const uint8_t
           const uint8_t* wj = w + j * row_bytes;
           const float* bj = bias != nullptr ? bias + j : nullptr;
           int64_t t0 = 0;
+          if (four && decode_once) {
+            const DecodedRows d = decoded.For(k, *tiles);
+            tiles->decode_rows(wj, row_bytes, k, d);
+            for (; t0 + tiles->tokens <= rows; t0 += tiles->tokens) {
+              tiles->decoded_tile(d, a, t0, bj, out + t0 * out_stride + j, out_stride);
+            }
+          }
           for (; t0 + tiles->tokens <= rows; t0 += tiles->tokens) {
             tiles->fn[four][1](wj, row_bytes, a, t0, bj, out + t0 * out_stride + j, out_stride);
           }
