@@ -19,6 +19,7 @@ import sys
 def kind(name):
     """A short family name for a kernel (GEMV, attention, norms ...)."""
     rules = [("Gemv", "GEMV"), ("gemv", "GEMV (cuBLAS)"), ("gemm", "GEMM (cuBLAS)"), ("Gemm", "GEMM"),
+             ("nvjet", "GEMM / GEMV (cuBLAS)"), ("splitKreduce", "cuBLAS split-K reduction"),
              ("Attention", "attention"), ("PagedDecode", "attention"), ("Prefill", "attention"), ("Combine", "attention split merge"), ("Rope", "rope + KV write"),
              ("RmsNorm", "RMSNorm"), ("Gated", "SwiGLU / GeGLU"), ("Quantize", "activation rounding"),
              ("Argmax", "sampling"), ("Sample", "sampling"), ("Embedding", "embedding"), ("Gather", "gather")]
