@@ -64,8 +64,7 @@ struct TileKernels {
   int tokens;                  // tokens per tile
   DecodeRowsFn decode_rows;    // 4 rows decoded once ...
   DecodedTileFn decoded_tile;  // ... against a whole tile of tokens: the same bits as fn[1][1]
-  int per_block;               // DecodedRows' scales (and offsets) per block
-  int block_elems;
+  int scales_per_unit;         // DecodedRows' scales (and offsets) per 32 weights: 4 rows x halves
 };
 // Token tiles from which a 4-row group is decoded once rather than in every tile (prefill): below
 // it (decode's one token, a few tokens) the tiles decode as they go.
@@ -230,7 +229,7 @@ struct DecodedScratch {
   std::vector<float> scales, offsets;
   DecodedRows For(int64_t k, const TileKernels& t) {
     codes.resize(static_cast<size_t>(k / 32 * kTileRows));
-    scales.resize(static_cast<size_t>(k / t.block_elems * t.per_block));
+    scales.resize(static_cast<size_t>(k / 32 * t.scales_per_unit));
     offsets.resize(scales.size());
     return DecodedRows{reinterpret_cast<uint8_t*>(codes.data()), scales.data(), offsets.data()};
   }
