@@ -408,9 +408,16 @@ absl::Status CudaBackend::Linear(TensorView x, TensorView w, TensorView bias, Te
       Overlap(out, held_rounding_->data, held_rounding_->rows * held_rounding_->stride * 2)) {
     ForgetRounding();
   }
-  // bf16 weights: cuBLAS for every shape (on the H200 it beats the hand-written decode GEMV this
-  // replaced at 1 to 8 tokens too: docs/performance.md, "Decode GEMMs").
-  KVS_RETURN_IF_ERROR(blocks ? LinearBlocks(x, w, out) : Gemm(x, w, out));
+  // bf16 weights: the decode GEMV where it takes the shape, cuBLAS for the rest.
+  if (blocks) {
+    KVS_RETURN_IF_ERROR(LinearBlocks(x, w, out));
+  } else if (cuda::Bf16GemvTakes(w.data, w.rows, w.cols, x.data, x.stride, x.rows)) {
+    KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchBf16Gemv(static_cast<const bf16*>(w.data), w.rows, w.cols,
+                                                  static_cast<const bf16*>(x.data), x.stride, x.rows, out.data,
+                                                  out.stride, out.dtype == DType::kF32, stream_));
+  } else {
+    KVS_RETURN_IF_ERROR(Gemm(x, w, out));
+  }
   if (bias.data != nullptr) {
     KVS_RETURN_IF_ERROR(Require(bias, DType::kBF16, "Linear", "bias"));
     if (bias.NumElements() != w.rows)

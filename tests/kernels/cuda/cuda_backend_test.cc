@@ -14,6 +14,7 @@
 #include "gtest/gtest.h"
 #include "kernels/common/half_convert.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cuda/cuda_kernels.h"
 #include "tests/support/attention_batch.h"
 #include "tests/support/elementwise_check.h"
 #include "tests/support/ggml_blocks.h"
@@ -79,23 +80,54 @@ class CudaOpsTest : public testing::GpuFixture<> {
 };
 
 TEST_F(CudaOpsTest, LinearMatchesCpuForOddShapesWithBiasAndF32Out) {
-  // Up to 8 rows take the GEMV kernel (when K % 8 == 0), the rest cuBLAS.
-  for (auto [t, k, n] : {std::tuple{1, 576, 1536}, {17, 97, 54}, {64, 4096, 1024}, {3, 64, 49152}, {8, 4096, 1031},
-                         {9, 4096, 1024}, {5, 97, 33}}) {
+  // Up to kBf16GemvMaxTokens rows take the bf16 GEMV where k is a multiple of 8 (bf16_gemv.cu),
+  // the rest cuBLAS; each shape runs both ways. The input's rows are strided and the output's
+  // padding columns are NaN: they must stay NaN. Shapes: a row shorter than a warp's chunk, odd
+  // row counts on both sides of the 4-warps-a-row threshold, a long k on few rows, a k that is 8
+  // past a multiple of the chunk.
+  for (auto [t, k, n] : {std::tuple{1, 576, 1536},
+                         {17, 97, 54},
+                         {64, 4096, 1024},
+                         {3, 64, 49152},
+                         {8, 4096, 1031},
+                         {9, 4096, 1024},
+                         {5, 97, 33},
+                         {1, 8, 5},
+                         {2, 4104, 4097},
+                         {4, 14336, 67},
+                         {7, 1000, 4095},
+                         {6, 2048, 8191}}) {
     auto x = Random(t * k), w = Random(n * k, 0.05f), b = Random(n);
     std::vector<float> want(t * n);
     ASSERT_TRUE(cpu_.Linear(F32(x, t, k), F32(w, n, k), F32(b, 1, n), F32(want, t, n)).ok());
-    for (DType out_dtype : {DType::kBF16, DType::kF32}) {
-      auto gx = Upload(x, DType::kBF16, t, k), gw = Upload(w, DType::kBF16, n, k), gb = Upload(b, DType::kBF16, 1, n);
-      auto gy = Upload({}, out_dtype, t, n);
-      ASSERT_TRUE(gpu_->Linear(gx.View(DType::kBF16, t, k), gw.View(DType::kBF16, n, k), gb.View(DType::kBF16, 1, n),
-                               gy.View(out_dtype, t, n)).ok());
-      const std::vector<float> got = Download(gy, out_dtype, t, n);
-      const double err = RelError(got, want);
-      EXPECT_LT(err, kBf16Tolerance) << t << "x" << k << "x" << n;
-      ExpectClose(got, want, kBf16Tolerance, absl::StrFormat("Linear %dx%dx%d", t, k, n));
-      std::printf("Linear %dx%dx%d (%s out): rel err %.2e\n", t, k, n, std::string(DTypeName(out_dtype)).c_str(), err);
+    const int64_t x_stride = k + 8, out_stride = n + 3;
+    std::vector<float> x_padded(t * x_stride, 1e4f);  // padding that would show if read
+    for (int r = 0; r < t; ++r) std::copy_n(&x[r * k], k, &x_padded[r * x_stride]);
+    for (const bool gemv : {true, false}) {
+      cuda::SetBf16GemvOn(gemv);
+      for (DType out_dtype : {DType::kBF16, DType::kF32}) {
+        auto gx = Upload(x_padded, DType::kBF16, t, x_stride), gw = Upload(w, DType::kBF16, n, k),
+             gb = Upload(b, DType::kBF16, 1, n);
+        auto gy = Upload({}, out_dtype, t, out_stride);
+        ASSERT_TRUE(gpu_->Linear(TensorView{gx.data(), DType::kBF16, t, k, x_stride}, gw.View(DType::kBF16, n, k),
+                                 gb.View(DType::kBF16, 1, n), TensorView{gy.data(), out_dtype, t, n, out_stride})
+                        .ok());
+        const std::vector<float> padded = Download(gy, out_dtype, t, out_stride);
+        std::vector<float> got(t * n);
+        for (int r = 0; r < t; ++r) {
+          std::copy_n(&padded[r * out_stride], n, &got[r * n]);
+          for (int c = n; c < out_stride; ++c) {
+            ASSERT_TRUE(std::isnan(padded[r * out_stride + c])) << "padding written at " << r << "," << c;
+          }
+        }
+        const std::string what = absl::StrFormat("Linear %dx%dx%d (%s, %s out)", t, k, n, gemv ? "gemv" : "cublas",
+                                                 std::string(DTypeName(out_dtype)));
+        const double worst = ExpectClose(got, want, kBf16Tolerance, what);
+        std::printf("%s: rel err %.2e, worst element %.2f of its tolerance\n", what.c_str(), RelError(got, want),
+                    worst);
+      }
     }
+    cuda::SetBf16GemvOn(true);
   }
 }
 
