@@ -8,6 +8,7 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/gemv_common.cuh"
@@ -43,15 +44,17 @@ __device__ __forceinline__ float DotPiece(const uint4& w, const uint4& x) {
   return dot;
 }
 
-// out[t, row] = x[t] . w[row]. kWarpsPerRow warps share a row (4 where the matrix has few rows, as
-// the other GEMVs). A warp takes 32 pieces (256 weights) of its row at a time, lane l piece l, and
+// out[t, row] = x[t] . w[row]. kWarpsPerRow warps share a row, in blocks of kBlockWarps warps
+// (RowSplit). A warp takes 32 pieces (256 weights) of its row at a time, lane l piece l, and
 // kInFlight such chunks are loaded before any is used: the loop waits on loads, not on issue.
-template <int kMaxTokens, int kWarpsPerRow>
-__global__ void __launch_bounds__(kGemvWarps* kWarp, 8)
+// Two tokens at most: at 4 and 8 the activations' re-reads from L1 made it 1.4x and 2.5x slower
+// than cuBLAS (docs/performance.md, "A bf16 decode GEMV").
+template <int kMaxTokens, int kWarpsPerRow, int kBlockWarps>
+__global__ void __launch_bounds__(kBlockWarps* kWarp, kBlockWarps == 4 ? 8 : 2)
     Bf16GemvKernel(const bf16* __restrict__ w, int64_t k, int n, const bf16* __restrict__ x, int64_t x_stride,
                    int tokens, void* out, int64_t out_stride, bool f32_out) {
-  constexpr int kRowsPerBlock = kGemvWarps / kWarpsPerRow;
-  constexpr int kInFlight = kMaxTokens <= 2 ? 4 : 2;
+  constexpr int kRowsPerBlock = kBlockWarps / kWarpsPerRow;
+  constexpr int kInFlight = 4;
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int part = warp % kWarpsPerRow;
   gemv::PrefetchFirstRows<kRowsPerBlock, kWarpsPerRow>(reinterpret_cast<const uint8_t*>(w), 2 * k, n, lane, warp, part);
@@ -82,31 +85,45 @@ __global__ void __launch_bounds__(kGemvWarps* kWarp, 8)
         }
       }
     }
-    gemv::FinishRow<kMaxTokens, kWarpsPerRow>(acc, lane, warp, part, row, n, tokens, out, out_stride, f32_out);
+    gemv::FinishRow<kMaxTokens, kWarpsPerRow, kBlockWarps>(acc, lane, warp, part, row, n, tokens, out, out_stride,
+                                                           f32_out);
   }
 }
 
-template <int kWarpsPerRow>
+template <int kWarpsPerRow, int kBlockWarps>
 cudaError_t LaunchGemv(const bf16* w, int64_t k, int n, const bf16* x, int64_t x_stride, int tokens, void* out,
                        int64_t out_stride, bool f32_out, cudaStream_t stream) {
-  constexpr int kRowsPerBlock = kGemvWarps / kWarpsPerRow;
+  constexpr int kRowsPerBlock = kBlockWarps / kWarpsPerRow;
   const int groups = (n + kRowsPerBlock - 1) / kRowsPerBlock;
   auto launch = [&](auto kernel) {
-    const int grid = std::min(groups, gemv::ResidentBlocks(kernel, kGemvWarps * kWarp));
-    return pdl::Launch(kernel, grid, kGemvWarps * kWarp, 0, stream, w, k, n, x, x_stride, tokens, out, out_stride,
+    const int grid = std::min(groups, gemv::ResidentBlocks(kernel, kBlockWarps * kWarp));
+    return pdl::Launch(kernel, grid, kBlockWarps * kWarp, 0, stream, w, k, n, x, x_stride, tokens, out, out_stride,
                        f32_out);
   };
-  if (tokens == 1) return launch(Bf16GemvKernel<1, kWarpsPerRow>);
-  if (tokens == 2) return launch(Bf16GemvKernel<2, kWarpsPerRow>);
-  if (tokens <= 4) return launch(Bf16GemvKernel<4, kWarpsPerRow>);
-  return launch(Bf16GemvKernel<8, kWarpsPerRow>);
+  static_assert(kBf16GemvMaxTokens <= 2, "kernels for 1 and 2 tokens");
+  if (tokens == 1) return launch(Bf16GemvKernel<1, kWarpsPerRow, kBlockWarps>);
+  return launch(Bf16GemvKernel<2, kWarpsPerRow, kBlockWarps>);
+}
+
+// How many warps share a row: 1 (four rows a block) where rows are many, so that every warp has
+// rows enough to even out; else 4 (a row a block), or 16 (a row a block of 16 warps) for rows long
+// enough to give each warp two chunks or more — a warp taking a whole row of a matrix of few rows
+// left the last pass over the rows partly empty (Llama-3-8B's gate/up at 2.60 TB/s against the LM
+// head's 3.05 on an H100). KVS_BF16_GEMV_WARPS=1, 4 or 16 forces one (measurement).
+int RowSplit(int64_t n, int64_t k) {
+  static const int forced = [] {
+    const char* e = std::getenv("KVS_BF16_GEMV_WARPS");
+    const int v = e == nullptr ? 0 : std::atoi(e);
+    return v == 1 || v == 4 || v == 16 ? v : 0;
+  }();
+  if (forced != 0) return forced;
+  if (n >= 32768) return 1;
+  return k / (kWarp * kPieceElems) >= 2 * 16 ? 16 : 4;
 }
 
 KernelChoice g_cublas("KVS_BF16_GEMV", "cublas");  // alternative: cuBLAS at every token count
 
 }  // namespace
-
-static_assert(kBf16GemvMaxTokens <= 8, "the widest kernel keeps 8 sums a lane");
 
 void SetBf16GemvOn(bool on) { g_cublas.Set(!on); }
 
@@ -128,8 +145,11 @@ cudaError_t LaunchBf16Gemv(const bf16* w, int64_t n, int64_t k, const bf16* x, i
   if (!Fits(w, n, k, x, x_stride, tokens)) return cudaErrorInvalidValue;
   if (n == 0) return cudaSuccess;  // k == 0 runs: every output is an empty sum, 0
   const int rows = static_cast<int>(n), t = static_cast<int>(tokens);
-  if (n <= gemv::kNarrowRows) return LaunchGemv<4>(w, k, rows, x, x_stride, t, out, out_stride, f32_out, stream);
-  return LaunchGemv<1>(w, k, rows, x, x_stride, t, out, out_stride, f32_out, stream);
+  switch (RowSplit(n, k)) {
+    case 1: return LaunchGemv<1, kGemvWarps>(w, k, rows, x, x_stride, t, out, out_stride, f32_out, stream);
+    case 4: return LaunchGemv<4, kGemvWarps>(w, k, rows, x, x_stride, t, out, out_stride, f32_out, stream);
+    default: return LaunchGemv<16, 16>(w, k, rows, x, x_stride, t, out, out_stride, f32_out, stream);
+  }
 }
 
 }  // namespace kvs::cuda

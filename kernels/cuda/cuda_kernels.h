@@ -186,7 +186,7 @@ bool UseF8TensorCores();  // F8_E4M3 through cuBLASLt's FP8 GEMM
 // (cudaErrorInvalidValue otherwise); Bf16GemvTakes says whether Linear should launch it for such
 // operands: the shape fits and the GEMV is on (KVS_BF16_GEMV=cublas in the environment, or
 // SetBf16GemvOn(false), keeps cuBLAS for every shape: measurement and tests). Process-wide.
-inline constexpr int64_t kBf16GemvMaxTokens = 8;
+inline constexpr int64_t kBf16GemvMaxTokens = 2;
 void SetBf16GemvOn(bool on);
 bool Bf16GemvTakes(const void* w, int64_t n, int64_t k, const void* x, int64_t x_stride, int64_t tokens);
 cudaError_t LaunchBf16Gemv(const bf16* w, int64_t n, int64_t k, const bf16* x, int64_t x_stride, int64_t tokens,

@@ -61,8 +61,9 @@ __device__ __forceinline__ void PrefetchFirstRows(const uint8_t* w, int64_t row_
 }
 
 // The end of one row group: acc[t] is this lane's share of token t's dot; kWarpsPerRow warps (warp
-// `part` of them) share `row`. Every thread of the block calls it (it synchronises the block).
-template <int kMaxTokens, int kWarpsPerRow>
+// `part` of them) share `row`, in blocks of kBlockWarps warps. Every thread of the block calls it
+// (it synchronises the block).
+template <int kMaxTokens, int kWarpsPerRow, int kBlockWarps = kWarps>
 __device__ __forceinline__ void FinishRow(float (&acc)[kMaxTokens], int lane, int warp, int part, int row, int n,
                                           int tokens, void* out, int64_t out_stride, bool f32_out) {
 #pragma unroll
@@ -70,7 +71,7 @@ __device__ __forceinline__ void FinishRow(float (&acc)[kMaxTokens], int lane, in
     for (int o = 16; o > 0; o /= 2) acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], o);
   }
   if constexpr (kWarpsPerRow > 1) {
-    __shared__ float partial[kWarps][kMaxTokens];
+    __shared__ float partial[kBlockWarps][kMaxTokens];
     if (lane == 0) {
 #pragma unroll
       for (int t = 0; t < kMaxTokens; ++t) partial[warp][t] = acc[t];

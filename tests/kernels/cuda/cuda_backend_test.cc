@@ -82,9 +82,9 @@ class CudaOpsTest : public testing::GpuFixture<> {
 TEST_F(CudaOpsTest, LinearMatchesCpuForOddShapesWithBiasAndF32Out) {
   // Up to kBf16GemvMaxTokens rows take the bf16 GEMV where k is a multiple of 8 (bf16_gemv.cu),
   // the rest cuBLAS; each shape runs both ways. The input's rows are strided and the output's
-  // padding columns are NaN: they must stay NaN. Shapes: a row shorter than a warp's chunk, odd
-  // row counts on both sides of the 4-warps-a-row threshold, a long k on few rows, a k that is 8
-  // past a multiple of the chunk.
+  // padding columns are NaN: they must stay NaN. GEMV shapes for each of its row splits (a warp a
+  // row past 32K rows; 16 warps a row from k = 8192; else 4), with rows shorter than a warp's
+  // chunk, k 8 past a chunk, and odd row counts.
   for (auto [t, k, n] : {std::tuple{1, 576, 1536},
                          {17, 97, 54},
                          {64, 4096, 1024},
@@ -94,9 +94,12 @@ TEST_F(CudaOpsTest, LinearMatchesCpuForOddShapesWithBiasAndF32Out) {
                          {5, 97, 33},
                          {1, 8, 5},
                          {2, 4104, 4097},
-                         {4, 14336, 67},
-                         {7, 1000, 4095},
-                         {6, 2048, 8191}}) {
+                         {1, 4096, 1031},
+                         {2, 64, 49153},
+                         {1, 72, 40000},
+                         {1, 14336, 67},
+                         {2, 8200, 37},
+                         {2, 96, 7}}) {
     auto x = Random(t * k), w = Random(n * k, 0.05f), b = Random(n);
     std::vector<float> want(t * n);
     ASSERT_TRUE(cpu_.Linear(F32(x, t, k), F32(w, n, k), F32(b, 1, n), F32(want, t, n)).ok());
