@@ -1,4 +1,4 @@
-// The decode GEMV for bf16 weights (1 to kBf16GemvMaxTokens tokens): bf16 rows times bf16
+// The decode GEMV for bf16 weights (kBf16GemvMaxTokens, one token): bf16 rows times bf16
 // activations, products and sums in f32. cuBLAS did this before (docs/performance.md, "Decode
 // GEMMs"); its GEMVs read a batch-1 step's weights at ~85% of copy on an H100 and ~76% on an H200,
 // and cannot start before the kernel ahead of them ends. This one is the GGML and F8 GEMVs' shape
@@ -47,8 +47,9 @@ __device__ __forceinline__ float DotPiece(const uint4& w, const uint4& x) {
 // out[t, row] = x[t] . w[row]. kWarpsPerRow warps share a row, in blocks of kBlockWarps warps
 // (RowSplit). A warp takes 32 pieces (256 weights) of its row at a time, lane l piece l, and
 // kInFlight such chunks are loaded before any is used: the loop waits on loads, not on issue.
-// Two tokens at most: at 4 and 8 the activations' re-reads from L1 made it 1.4x and 2.5x slower
-// than cuBLAS (docs/performance.md, "A bf16 decode GEMV").
+// One token: at 2 tokens it tied cuBLAS per matrix and lost by 2% a step, at 4 and 8 the
+// activations' re-reads from L1 made it 1.4x and 2.5x slower (docs/performance.md, "A bf16 decode
+// GEMV"). The token loop stays for that measurement's sake.
 template <int kMaxTokens, int kWarpsPerRow, int kBlockWarps>
 __global__ void __launch_bounds__(kBlockWarps* kWarp, kBlockWarps == 4 ? 8 : 2)
     Bf16GemvKernel(const bf16* __restrict__ w, int64_t k, int n, const bf16* __restrict__ x, int64_t x_stride,
@@ -100,16 +101,16 @@ cudaError_t LaunchGemv(const bf16* w, int64_t k, int n, const bf16* x, int64_t x
     return pdl::Launch(kernel, grid, kBlockWarps * kWarp, 0, stream, w, k, n, x, x_stride, tokens, out, out_stride,
                        f32_out);
   };
-  static_assert(kBf16GemvMaxTokens <= 2, "kernels for 1 and 2 tokens");
-  if (tokens == 1) return launch(Bf16GemvKernel<1, kWarpsPerRow, kBlockWarps>);
-  return launch(Bf16GemvKernel<2, kWarpsPerRow, kBlockWarps>);
+  static_assert(kBf16GemvMaxTokens == 1, "a kernel for one token");
+  return launch(Bf16GemvKernel<1, kWarpsPerRow, kBlockWarps>);
 }
 
 // How many warps share a row: 1 (four rows a block) where rows are many, so that every warp has
 // rows enough to even out; else 4 (a row a block), or 16 (a row a block of 16 warps) for rows long
-// enough to give each warp two chunks or more — a warp taking a whole row of a matrix of few rows
-// left the last pass over the rows partly empty (Llama-3-8B's gate/up at 2.60 TB/s against the LM
-// head's 3.05 on an H100). KVS_BF16_GEMV_WARPS=1, 4 or 16 forces one (measurement).
+// enough to give each warp two chunks or more. On an H100 (docs/performance.md): a warp a row left
+// the last pass over Llama-3-8B's 14,336 gate rows partly empty (2.63 TB/s against 2.91 with 4
+// warps, and the LM head's 3.12); 16 warps a row lost everywhere but on the down projection's
+// 14,336-long rows (41.4 against 43.2 us). KVS_BF16_GEMV_WARPS=1, 4 or 16 forces one (measurement).
 int RowSplit(int64_t n, int64_t k) {
   static const int forced = [] {
     const char* e = std::getenv("KVS_BF16_GEMV_WARPS");

@@ -180,13 +180,13 @@ bool UseBlockGemm(int64_t tokens);  // GGML types, `tokens` past the GEMV's: thr
 void SetBlockGemmPipelined(bool on);
 bool UseF8TensorCores();  // F8_E4M3 through cuBLASLt's FP8 GEMM
 
-// bf16 weights at decode (bf16_gemv.cu): out[t, j] = x[t] . w[j] for t < tokens (1 ..
-// kBf16GemvMaxTokens), w [n, k] contiguous, products and sums in f32; out bf16, or f32 when
-// f32_out. Takes k a multiple of 8, w and x 16-byte aligned, x_stride a multiple of 8
+// bf16 weights at batch-1 decode (bf16_gemv.cu): out[t, j] = x[t] . w[j] for t < tokens (1 ..
+// kBf16GemvMaxTokens: more tied or lost to cuBLAS), w [n, k] contiguous, products and sums in f32;
+// out bf16, or f32 when f32_out. Takes k a multiple of 8, w and x 16-byte aligned, x_stride a multiple of 8
 // (cudaErrorInvalidValue otherwise); Bf16GemvTakes says whether Linear should launch it for such
 // operands: the shape fits and the GEMV is on (KVS_BF16_GEMV=cublas in the environment, or
 // SetBf16GemvOn(false), keeps cuBLAS for every shape: measurement and tests). Process-wide.
-inline constexpr int64_t kBf16GemvMaxTokens = 2;
+inline constexpr int64_t kBf16GemvMaxTokens = 1;
 void SetBf16GemvOn(bool on);
 bool Bf16GemvTakes(const void* w, int64_t n, int64_t k, const void* x, int64_t x_stride, int64_t tokens);
 cudaError_t LaunchBf16Gemv(const bf16* w, int64_t n, int64_t k, const bf16* x, int64_t x_stride, int64_t tokens,
