@@ -145,6 +145,18 @@ __global__ void SplitRowsKernel(uint8_t* __restrict__ w, int64_t row_bytes, int 
   }
 }
 
+// Split rows of a kRelaid type re-laid per unit (ggml_unit.cuh's RelayUnits), a thread per block.
+template <GgmlType T>
+__global__ void RelayUnitsKernel(uint8_t* __restrict__ w, int64_t row_bytes, int64_t rows, int blocks) {
+  using Pt = ggml::Parts<T>;
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= rows * blocks) return;
+  uint8_t* row = w + (i / blocks) * row_bytes;
+  const int b = static_cast<int>(i % blocks);
+  ggml::RelayUnits<T>(row + static_cast<int64_t>(Pt::kPayload) * blocks + Pt::kHeader * b,
+                      row + static_cast<int64_t>(Pt::kPayload) * b);
+}
+
 template <GgmlType T>
 struct SplitRowsLaunch {
   static cudaError_t Run(uint8_t* w, int64_t row_bytes, int64_t rows, int64_t blocks, cudaStream_t stream) {
@@ -154,7 +166,18 @@ struct SplitRowsLaunch {
     } else {
       static_assert(Pt::kHeader + Pt::kPayload == ggml::Traits<T>::kBlockBytes, "a block is its header and payload");
       if (row_bytes != blocks * ggml::Traits<T>::kBlockBytes) return cudaErrorInvalidValue;
-      return LaunchSplitRowParts(w, row_bytes, rows, blocks, Pt::kHeader, Pt::kPayloadAt, Pt::kPayload, stream);
+      const cudaError_t split =
+          LaunchSplitRowParts(w, row_bytes, rows, blocks, Pt::kHeader, Pt::kPayloadAt, Pt::kPayload, stream);
+      if constexpr (!ggml::kRelaid<T>) {
+        return split;
+      } else {
+        if (split != cudaSuccess) return split;
+        constexpr int kThreads = 128;
+        const int64_t threads = rows * blocks;
+        RelayUnitsKernel<T><<<(threads + kThreads - 1) / kThreads, kThreads, 0, stream>>>(w, row_bytes, rows,
+                                                                                          static_cast<int>(blocks));
+        return cudaGetLastError();
+      }
     }
   }
 };

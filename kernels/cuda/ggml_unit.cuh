@@ -59,6 +59,7 @@ KVS_GGML_TRAITS(kIQ4_XS, 136, 8, false, 4)
 // 16-byte aligned) and their scales from a few lines, where stored 18-byte Q4_0 blocks took six
 // 2-byte-aligned loads a lane across 576 bytes each: the decode GEMV was bound by the L1 wavefronts
 // of those loads, not by DRAM (docs/performance.md). Q8_K (no preset writes it) stays as stored.
+// Q4_K's and Q5_K's blocks are then also re-laid per unit within their own bytes (kRelaid).
 template <GgmlType T>
 struct Parts;
 #define KVS_GGML_PARTS(type, split, header_at, header, payload_at, payload)                                    \
@@ -243,6 +244,21 @@ __device__ __forceinline__ Unit ReadUnitAt(const uint8_t* hd, const uint8_t* p, 
         r.scale[k] = Half(hd + 12) * static_cast<float>(static_cast<int8_t>(lo | hi << 4) - 32);
       }
     }
+  } else if constexpr ((T == GgmlType::kQ4_K || T == GgmlType::kQ5_K) && !kStored) {
+    // Split rows, re-laid per unit (RelayUnits): codes as Q4_1's / Q5_1's, scale and min from two bytes.
+    uint32_t qs[4], qh[1] = {0};
+    if constexpr (T == GgmlType::kQ5_K) Words<1, 4>(p + 4 * u, qh);
+    Words<4, kAlign>(p + (T == GgmlType::kQ5_K ? 32 : 0) + 16 * u, qs);
+#pragma unroll
+    for (int w = 0; w < 4; ++w) {
+      r.q[w] = (qs[w] & 0x0F0F0F0Fu) | (SpreadBits4(qh[0] >> (4 * w)) << 4);
+      r.q[w + 4] = ((qs[w] >> 4) & 0x0F0F0F0Fu) | (SpreadBits4(qh[0] >> (16 + 4 * w)) << 4);
+    }
+    const uint32_t dm = *reinterpret_cast<const uint32_t*>(hd);  // d, dmin: the header's first 4 bytes
+    const uint32_t s = hd[4 + u], m_high = (hd[12 + u / 2] >> (4 * (u % 2))) & 0xF;
+    const float2 d = __half22float2(*reinterpret_cast<const __half2*>(&dm));
+    r.scale[0] = r.scale[1] = d.x * static_cast<float>(s & 0x3F);
+    r.min[0] = r.min[1] = -(d.y * static_cast<float>((s >> 6) | (m_high << 2)));
   } else if constexpr (T == GgmlType::kQ4_K || T == GgmlType::kQ5_K) {
     // Weight 32j + i: nibble (j % 2) of qs[32 (j / 2) + i] (and bit j of qh[i]); unit u = j.
     constexpr bool five = T == GgmlType::kQ5_K;
@@ -291,6 +307,47 @@ __device__ __forceinline__ Unit ReadUnitAt(const uint8_t* hd, const uint8_t* p, 
     r.scale[0] = r.scale[1] = Half(hd) * static_cast<float>(static_cast<int>(sc) - 32);
   }
   return r;
+}
+
+// Whether split rows of T are re-laid per unit after the split (RelayUnits): Q4_K and Q5_K, whose
+// stored codes interleave two units' nibbles in each byte (and Q5_K's fifth bits all eight units'
+// in each byte), so that a GEMV lane reading one unit loaded 32 (Q5_K: 64) code bytes for 16 (20),
+// and whose 6-bit scales and mins take two or three byte loads and a branch per unit.
+template <GgmlType T>
+inline constexpr bool kRelaid = T == GgmlType::kQ4_K || T == GgmlType::kQ5_K;
+
+// One split block of a kRelaid type re-laid in place: `hd` its 16-byte header (d, dmin, then the
+// 12 bytes of 6-bit scales and mins as stored), `p` its payload (Q5_K: the 32 bytes of fifth bits,
+// then the 128 of nibbles; Q4_K: the nibbles). Afterwards unit u's 32 codes are 16 bytes at
+// p (+ 32 for Q5_K) + 16u as Q4_1 keeps them (byte i: weight i, and weight i + 16 in the high
+// nibble), Q5_K's fifth bits one 32-bit word per unit at p + 4u (bit i: weight i), and the
+// scales byte u (4 + u) is scale u | (min u & 3) << 6 with byte 12 + u / 2 holding min u >> 2 in
+// nibble u % 2; d and dmin stay. The same values, the same bytes per block: ReadUnitAt reads them.
+template <GgmlType T>
+__device__ inline void RelayUnits(uint8_t* hd, uint8_t* p) {
+  static_assert(kRelaid<T>, "Q4_K and Q5_K only");
+  constexpr bool five = T == GgmlType::kQ5_K;
+  uint8_t qs[128], sc[8], mn[8];
+  uint32_t bits[8] = {};
+  for (int i = 0; i < 128; ++i) qs[i] = p[(five ? 32 : 0) + i];
+  if constexpr (five) {
+    for (int i = 0; i < 32; ++i) {
+      for (int u = 0; u < 8; ++u) bits[u] |= static_cast<uint32_t>((p[i] >> u) & 1) << i;
+    }
+  }
+  for (int u = 0; u < 8; ++u) ScaleMinK4(hd + 4, u, sc[u], mn[u]);  // kernels/common/ggml_types.h
+  for (int u = 0; u < 8; ++u) {
+    for (int i = 0; i < 16; ++i) {
+      const int shift = 4 * (u % 2);
+      const uint32_t lo = (qs[32 * (u / 2) + i] >> shift) & 0xF, high = (qs[32 * (u / 2) + 16 + i] >> shift) & 0xF;
+      p[(five ? 32 : 0) + 16 * u + i] = static_cast<uint8_t>(lo | high << 4);
+    }
+    if constexpr (five) {
+      for (int k = 0; k < 4; ++k) p[4 * u + k] = static_cast<uint8_t>(bits[u] >> (8 * k));
+    }
+    hd[4 + u] = static_cast<uint8_t>(sc[u] | (mn[u] & 3) << 6);
+  }
+  for (int k = 0; k < 4; ++k) hd[12 + k] = static_cast<uint8_t>((mn[2 * k] >> 2) | (mn[2 * k + 1] >> 2) << 4);
 }
 
 // Unit u (0 .. kUnits-1) of the stored block at `b`.

@@ -85,9 +85,22 @@ TEST_F(CudaOpsTest, LinearMatchesCpuForOddShapesWithBiasAndF32Out) {
   // padding columns are NaN: they must stay NaN. GEMV shapes for each of its row splits (a warp a
   // row past 32K rows; 16 warps a row from k = 8192; else 4), with rows shorter than a warp's
   // chunk, k 8 past a chunk, and odd row counts.
-  for (auto [t, k, n] : {std::tuple{1, 576, 1536}, {17, 97, 54}, {64, 4096, 1024}, {3, 64, 49152}, {8, 4096, 1031},
-                         {9, 4096, 1024}, {5, 97, 33}, {2, 4104, 4097}, {1, 8, 5}, {1, 4104, 4097}, {1, 4096, 1031},
-                         {1, 64, 49153}, {1, 72, 40000}, {1, 14336, 67}, {1, 8200, 37}, {1, 96, 7}}) {
+  for (auto [t, k, n] : {std::tuple{1, 576, 1536},
+                         {17, 97, 54},
+                         {64, 4096, 1024},
+                         {3, 64, 49152},
+                         {8, 4096, 1031},
+                         {9, 4096, 1024},
+                         {5, 97, 33},
+                         {2, 4104, 4097},
+                         {1, 8, 5},
+                         {1, 4104, 4097},
+                         {1, 4096, 1031},
+                         {1, 64, 49153},
+                         {1, 72, 40000},
+                         {1, 14336, 67},
+                         {1, 8200, 37},
+                         {1, 96, 7}}) {
     auto x = Random(t * k), w = Random(n * k, 0.05f), b = Random(n);
     std::vector<float> want(t * n);
     ASSERT_TRUE(cpu_.Linear(F32(x, t, k), F32(w, n, k), F32(b, 1, n), F32(want, t, n)).ok());
