@@ -124,7 +124,7 @@ TEST_F(CudaOpsTest, LinearMatchesCpuForOddShapesWithBiasAndF32Out) {
             ASSERT_TRUE(std::isnan(padded[r * out_stride + c])) << "padding written at " << r << "," << c;
           }
         }
-        const std::string what = absl::StrFormat("Linear %dx%dx%d (%s, %s out)", t, k, n, gemv ? "gemv" : "cublas",
+        const std::string what = absl::StrFormat("Linear %dx%dx%d (GEMV %s, %s out)", t, k, n, gemv ? "on" : "off",
                                                  std::string(DTypeName(out_dtype)));
         const double worst = ExpectClose(got, want, kBf16Tolerance, what);
         std::printf("%s: rel err %.2e, worst element %.2f of its tolerance\n", what.c_str(), RelError(got, want),
