@@ -405,7 +405,8 @@ absl::Status CudaBackend::Linear(TensorView x, TensorView w, TensorView bias, Te
   if (x.rows == 0) return absl::OkStatus();
   // A Linear writing over the activations whose rounding is held (none of the runner's do).
   if (held_rounding_.has_value() &&
-      Overlap(out, held_rounding_->data, held_rounding_->rows * held_rounding_->stride * 2)) {
+      Overlap(out, held_rounding_->data,
+              held_rounding_->rows * held_rounding_->stride * static_cast<int64_t>(sizeof(bf16)))) {  // bf16 rows
     ForgetRounding();
   }
   // bf16 weights: the decode GEMV where it takes the shape, cuBLAS for the rest.
