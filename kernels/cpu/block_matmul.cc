@@ -70,6 +70,14 @@ struct TileKernels {
 // it (decode's one token, a few tokens) the tiles decode as they go.
 constexpr int64_t kDecodeOnceTiles = 2;
 constexpr int64_t kTileRows = 4;
+// How far ahead a tile reading its rows from their blocks prefetches (block_dot_x86.inc's
+// BlocksSource::Prefetch): whole 4-row tiles, at least kPrefetchBytes. SmolLM2's LM head decoded
+// 2.4-3x faster on an AVX2 EPYC with 1, 2 or 4 of its 2,448-byte tiles ahead, 4 best.
+constexpr int64_t kPrefetchBytes = 8192;
+inline int64_t PrefetchAhead(int64_t row_bytes) {
+  const int64_t tile = kTileRows * row_bytes;
+  return (kPrefetchBytes + tile - 1) / tile * tile;
+}
 
 // One token's activations, rounded to int8 per block of 32 (scale d = max|x| / 127): q[k]; per
 // block b the scale d[b * stride] and d * sum(q) in s[b * stride], per 16 (g) d * sum(q) in
@@ -128,6 +136,7 @@ namespace avx2 {
 #define KVS_VNNI 0
 #define KVS_AVX512 0
 #define KVS_TILE_TOKENS 2
+#define KVS_PREFETCH_HINT _MM_HINT_T1
 #include "kernels/cpu/block_dot_x86.inc"
 #undef KVS_DOT4
 #undef KVS_VNNI
