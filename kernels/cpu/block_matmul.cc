@@ -136,7 +136,6 @@ namespace avx2 {
 #define KVS_VNNI 0
 #define KVS_AVX512 0
 #define KVS_TILE_TOKENS 2
-#define KVS_PREFETCH_HINT _MM_HINT_T1
 #include "kernels/cpu/block_dot_x86.inc"
 #undef KVS_DOT4
 #undef KVS_VNNI
