@@ -113,6 +113,10 @@ TEST_F(CudaOpsTest, LinearMatchesCpuForOddShapesWithBiasAndF32Out) {
         auto gx = Upload(x_padded, DType::kBF16, t, x_stride), gw = Upload(w, DType::kBF16, n, k),
              gb = Upload(b, DType::kBF16, 1, n);
         auto gy = Upload({}, out_dtype, t, out_stride);
+        // The shapes meant for the GEMV do take it (else this would compare cuBLAS with itself).
+        EXPECT_EQ(cuda::Bf16GemvTakes(gw.data(), n, k, gx.data(), x_stride, t),
+                  gemv && t <= cuda::kBf16GemvMaxTokens && k % 8 == 0)
+            << t << "x" << k << "x" << n;
         ASSERT_TRUE(gpu_->Linear(TensorView{gx.data(), DType::kBF16, t, k, x_stride}, gw.View(DType::kBF16, n, k),
                                  gb.View(DType::kBF16, 1, n), TensorView{gy.data(), out_dtype, t, n, out_stride})
                         .ok());
