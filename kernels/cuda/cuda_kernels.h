@@ -347,6 +347,13 @@ cudaError_t LaunchPagedAttention(const bf16* q, int64_t q_stride, int32_t q_head
 // the environment starts a process with kMma. Process-wide; set it between launches.
 enum class PrefillKernel { kAuto, kMma };
 void SetPrefillKernel(PrefillKernel kernel);
+// How many blocks the Hopper prefill kernel launches, each running work items (128 query rows of
+// one sequence and KV head over one key split) one after another: 0 (the default) as many as the
+// GPU holds at once, so that an item's start overlaps the last one's end; N > 0 at most N (tests
+// run many items a block); kHopperPrefillBlockPerItem a block per item (for comparison).
+// KVS_WGMMA_BLOCKS=N|item in the environment starts a process with one. Process-wide.
+inline constexpr int32_t kHopperPrefillBlockPerItem = -1;
+void SetHopperPrefillBlocks(int32_t blocks);
 // Whether the next prefill launch on the current device takes the Hopper kernel.
 bool UseHopperPrefill();
 // Whether the current device runs the Hopper kernel at all (compute capability 9.0), whatever the

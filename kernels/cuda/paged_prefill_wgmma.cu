@@ -23,6 +23,7 @@
 // would need a transpose in shared memory, and Q and P would be rounded to e4m3.
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <string_view>
 
@@ -40,14 +41,14 @@ constexpr int kWgmmaRows = 128;     // query rows per block, 64 per consumer war
 constexpr int kQSubTileBytes = 128 * 128;  // 128 query rows x 64 elements x 2 bytes
 
 // Shared memory: Q [D/64][128 rows][64], the stages' K and V, each [D/64][keys][64], then the
-// stages' full/empty barriers; + 1024 for alignment. As many stages as 227 KiB holds beside Q.
+// stages' full/empty barriers and Q's; + 1024 for alignment. As many stages as 227 KiB holds beside Q.
 template <int D, int kKeys>
 struct WgmmaLayout {
   static constexpr int kQBytes = (D / 64) * kQSubTileBytes;
   static constexpr int kTileBytes = (D / 64) * kKeys * 128;  // one stage's K (or V)
   static constexpr int kStages = (227 * 1024 - 2048 - kQBytes) / (2 * kTileBytes);
   static constexpr int kBarrierOffset = kQBytes + 2 * kStages * kTileBytes;
-  static constexpr size_t kSmem = static_cast<size_t>(kBarrierOffset) + 2 * 8 * kStages + 1024;
+  static constexpr size_t kSmem = static_cast<size_t>(kBarrierOffset) + 2 * 8 * (kStages + 1) + 1024;
   static_assert(kSmem <= 227 * 1024, "over the shared memory of one block");
 };
 
@@ -227,17 +228,67 @@ __device__ inline void ConvertStagedTile(int warp_key0, int lane, uint32_t k_sta
   }
 }
 
-// Warp specialised: warpgroup 0 gathers K/V tiles from the pages with cp.async into a ring of
-// stages (each stage's `full` barrier completes when its copies land, its `empty` barrier when
-// both consumers are done with it); warpgroups 1 and 2 each own 64 query rows and run through
-// the tiles at their own pace, so one's softmax overlaps the other's MMAs. Blocks are numbered
-// longest first (the last row chunks of a causal prompt see the most keys), KV head fastest.
+// The kernel's work items: query rows [r0, r0 + rows_here) of one (sequence, KV head) over the
+// keys of one split, numbered longest first (the last row chunks of a causal prompt see the
+// most keys), KV head fastest: item i of the planned grid (x, kv_heads, sequences) is its linear
+// block index.
+struct WorkItems {
+  int32_t x;      // the planned grid's x: splits x row chunks
+  int32_t total;  // items in all
+};
+struct WorkItem {
+  int kvh, seq, split, q_begin, first_pos, r0, rows_here, k_lo, k_hi, num_tiles;
+};
+template <int kKeys>
+__device__ inline WorkItem DescribeItem(const Params& p, const WorkItems& work, int item) {
+  WorkItem w;
+  w.kvh = item % p.kv_heads;
+  const int xi = (item / p.kv_heads) % work.x;
+  w.seq = item / p.kv_heads / work.x;
+  w.split = xi / p.row_chunks;
+  const int chunk = p.row_chunks - 1 - xi % p.row_chunks;
+  w.q_begin = p.query_start[w.seq];
+  const int n_q = p.query_start[w.seq + 1] - w.q_begin;
+  const int ctx = p.context_len[w.seq];
+  w.first_pos = ctx - n_q;
+  const int group = p.q_heads / p.kv_heads;
+  w.r0 = chunk * kWgmmaRows;
+  w.rows_here = max(0, min(kWgmmaRows, n_q * group - w.r0));
+  w.k_lo = w.split * p.keys_per_split;
+  const int block_last_pos = w.first_pos + (w.r0 + w.rows_here - 1) / group;
+  w.k_hi = min(min(ctx, w.k_lo + p.keys_per_split), block_last_pos + 1);
+  w.num_tiles = w.rows_here > 0 && w.k_lo < w.k_hi ? (w.k_hi - w.k_lo + kKeys - 1) / kKeys : 0;
+  return w;
+}
+// Calls body(item) for this block's items with rows: the block takes item blockIdx.x of every
+// wave of gridDim.x items, in a snake (odd waves reversed) so that over the waves each block
+// gets long and short items alike. One block per item is the grid of one wave.
+template <int kKeys, typename Body>
+__device__ inline void ForEachItem(const Params& p, const WorkItems& work, Body&& body) {
+  for (int first = 0, wave = 0; first < work.total; first += gridDim.x, ++wave) {
+    const int item = first + ((wave & 1) ? gridDim.x - 1 - blockIdx.x : blockIdx.x);
+    if (item >= work.total) continue;
+    const WorkItem w = DescribeItem<kKeys>(p, work, item);
+    if (w.rows_here > 0) body(w);
+  }
+}
+
+// Warp specialised: warpgroup 0 gathers each item's Q and its K/V tiles from the pages with
+// cp.async into shared memory, K/V into a ring of stages (each stage's `full` barrier completes
+// when its copies land, its `empty` barrier when both consumers are done with it); warpgroups 1
+// and 2 each own 64 query rows and run through the tiles at their own pace, so one's softmax
+// overlaps the other's MMAs. Blocks stay resident over several items (grid = the blocks the GPU
+// holds at once): the ring runs on across items, and the next item's Q is loaded as soon as
+// both consumers' last S = Q K^T of the current one is done (`q_empty`, then `q_full`), so the
+// next item's first tiles and Q land while the consumers finish this item's last tiles and
+// write its output, where a block per item paid its start (Q, the first tile, the pipeline's
+// fill) and its end (the stores, the block's exit) with the SM's tensor cores idle.
 // Bits of the kernel's `flags`.
 constexpr int kFlagPingPong = 1;     // consumer warpgroups take turns issuing GEMMs
 constexpr int kFlagStagedCodes = 2;  // quantized tiles staged in place (StageCodesTile), not in registers
 
 template <KvDType F, int D, int kKeys>
-__global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Params p, int flags) {
+__global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Params p, WorkItems work, int flags) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr bool kHalf = F != KvDType::kBF16;  // fp16 MMAs for every format but bf16
   constexpr bool kCodes = F == KvDType::kFP8 || F == KvDType::kINT8 || F == KvDType::kINT4;
@@ -261,33 +312,18 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
   const uint32_t bars = smem_base + Layout::kBarrierOffset;
   auto full = [&](int stage) { return bars + 8 * stage; };
   auto empty = [&](int stage) { return bars + 8 * (kStages + stage); };
+  const uint32_t q_full = bars + 8 * (2 * kStages), q_empty = q_full + 8;
 
-  // Longest first: linear block id -> (KV head, row chunk counted from the end, split, sequence).
-  const int lin = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
-  const int kvh = lin % p.kv_heads;
-  const int xi = (lin / p.kv_heads) % gridDim.x, seq = lin / p.kv_heads / gridDim.x;
-  const int split = xi / p.row_chunks, chunk = p.row_chunks - 1 - xi % p.row_chunks;
   const int tid = threadIdx.x, wg = tid / 128;
-  const int q_begin = p.query_start[seq];
-  const int n_q = p.query_start[seq + 1] - q_begin;
-  const int ctx = p.context_len[seq];
-  const int first_pos = ctx - n_q;
   const int group = p.q_heads / p.kv_heads;
-  const int total_rows = n_q * group;
-  const int r0 = chunk * kWgmmaRows;
-  if (r0 >= total_rows) return;
-  const int rows_here = min(kWgmmaRows, total_rows - r0);
-  const int k_lo = split * p.keys_per_split;
-  const int block_last_pos = first_pos + (r0 + rows_here - 1) / group;
-  const int k_hi = min(min(ctx, k_lo + p.keys_per_split), block_last_pos + 1);
-  const int num_tiles = k_lo < k_hi ? (k_hi - k_lo + kKeys - 1) / kKeys : 0;
-  const int32_t* blocks = p.block_table + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
 
   if (tid == 0) {
     for (int s = 0; s < kStages; ++s) {
       BarrierInit(full(s), 128);  // every producer thread's copies
       BarrierInit(empty(s), 256);  // every consumer thread
     }
+    BarrierInit(q_full, 128);   // every producer thread's copies of an item's Q
+    BarrierInit(q_empty, 256);  // every consumer thread, once its last S of an item is done
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
@@ -299,80 +335,122 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
     // one key per lane read each sector twice and held L2 at 97.6% of its throughput (Nsight
     // Compute), and a block-table read per key and lane made the producer latency-bound. Keys
     // at or past k_hi are zero-filled, never read from the cache (its unused slots may hold
-    // anything).
+    // anything). `ring` counts the tiles of this block's earlier items: tile j of an item is
+    // ring slot ring + j.
     const int lane = tid % 32, warp_key0 = tid - lane;
+    int ring = 0, n_item = 0;
+    // The item's 128 query rows (its raw bf16; rows past rows_here zero-filled), once the
+    // consumers are done with the last item's.
+    auto load_q = [&](const WorkItem& w) {
+      if (n_item > 0) BarrierWait(q_empty, (n_item - 1) & 1);
+      // Thread tid copies chunk tid % kChunks of rows tid / kChunks + k * kRowStep: a multiple
+      // of 8 rows apart, so one swizzle, and the shared address steps by kRowStep rows.
+      constexpr int kRowStep = 128 / kChunks;
+      static_assert(kRowStep % 8 == 0, "Q rows a thread copies share their swizzle");
+      const int c = tid % kChunks;
+      const uint32_t dst0 = q_s + TileOffset(tid / kChunks, c, kQSubTileBytes);
+#pragma unroll 1
+      for (int row = tid / kChunks; row < kWgmmaRows; row += kRowStep) {
+        const int rr = w.r0 + row;
+        const bool valid = row < w.rows_here;
+        const bf16* src = valid ? p.q + static_cast<int64_t>(w.q_begin + rr / group) * p.q_stride +
+                                      (w.kvh * group + rr % group) * D + c * 8
+                                : p.q;
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst0 + (row - tid / kChunks) * 128),
+                     "l"(src), "r"(valid ? 16 : 0));
+      }
+      BarrierArriveOnCopies(q_full);
+      ++n_item;
+    };
     if constexpr (kCodes) {
       // 40 registers (the copy-only path needs 32): 40 + 2 x 232 per thread fill the register
       // file of one 384-thread block exactly (168 each at launch), as FlashAttention-3's 24/240.
-      asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
+      asm volatile("setmaxnreg.dec.sync.aligned.u32 48;\n");
       if (flags & kFlagStagedCodes) {
-        // Tile j's copies are queued before tile j - 1 converts, so they fly during that
-        // conversion and during the wait for tile j + 1's stage.
-        auto convert = [&](int t) {
-          if (warp_key0 < kKeys) ConvertStagedTile<F, D, kKeys>(warp_key0, lane, k_s(t % kStages), v_s(t % kStages));
-          FenceProxyAsync();  // these generic-proxy stores, before the consumers' wgmma reads them
-          BarrierArrive(full(t % kStages));
-        };
-        // Each thread's key's block-table entry is read one tile ahead (`next`), so that the
-        // read's latency passes while the previous tile converts instead of before this tile's
-        // copies are queued: Nsight Compute put fp8's producer mostly in long-scoreboard stalls
-        // (3.75 of 8.95 cycles per instruction over all warps, bf16's 0.60 of 6.23; H100, 16K).
-        auto entry = [&](int pos) { return tid < kKeys && pos < k_hi ? __ldg(blocks + pos / p.block_size) : 0; };
-        int32_t next = entry(k_lo + tid);
-        for (int j = 0; j < num_tiles; ++j) {
-          const int stage = j % kStages, base = k_lo + j * kKeys;
-          const int32_t block = next;
-          next = entry(base + kKeys + tid);
-          if (j >= kStages) BarrierWait(empty(stage), ((j / kStages) & 1) ^ 1);
-          if (warp_key0 < kKeys) {
-            const KvRow mine = tid < kKeys && base + tid < k_hi ? LocateKvIn(p, block, base + tid, kvh) : KvRow{};
-            StageCodesTile<F, D, kKeys>(p, mine, base, k_hi, warp_key0, lane, k_s(stage), v_s(stage));
+        ForEachItem<kKeys>(p, work, [&](const WorkItem& w) {
+          load_q(w);
+          const int32_t* blocks = p.block_table + static_cast<int64_t>(w.seq) * p.max_blocks_per_seq;
+          // Tile j's copies are queued before tile j - 1 converts, so they fly during that
+          // conversion and during the wait for tile j + 1's stage.
+          auto convert = [&](int slot) {
+            if (warp_key0 < kKeys)
+              ConvertStagedTile<F, D, kKeys>(warp_key0, lane, k_s(slot % kStages), v_s(slot % kStages));
+            FenceProxyAsync();  // these generic-proxy stores, before the consumers' wgmma reads them
+            BarrierArrive(full(slot % kStages));
+          };
+          // Each thread's key's block-table entry is read one tile ahead (`next`), so that the
+          // read's latency passes while the previous tile converts instead of before this tile's
+          // copies are queued: Nsight Compute put fp8's producer mostly in long-scoreboard stalls
+          // (3.75 of 8.95 cycles per instruction over all warps, bf16's 0.60 of 6.23; H100, 16K).
+          auto entry = [&](int pos) { return tid < kKeys && pos < w.k_hi ? __ldg(blocks + pos / p.block_size) : 0; };
+          int32_t next = entry(w.k_lo + tid);
+          for (int j = 0; j < w.num_tiles; ++j) {
+            const int slot = ring + j, stage = slot % kStages, base = w.k_lo + j * kKeys;
+            const int32_t block = next;
+            next = entry(base + kKeys + tid);
+            if (slot >= kStages) BarrierWait(empty(stage), ((slot / kStages) & 1) ^ 1);
+            if (warp_key0 < kKeys) {
+              const KvRow mine = tid < kKeys && base + tid < w.k_hi ? LocateKvIn(p, block, base + tid, w.kvh) : KvRow{};
+              StageCodesTile<F, D, kKeys>(p, mine, base, w.k_hi, warp_key0, lane, k_s(stage), v_s(stage));
+            }
+            asm volatile("cp.async.commit_group;\n" ::: "memory");
+            if (j > 0) {
+              asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+              convert(slot - 1);
+            }
           }
-          asm volatile("cp.async.commit_group;\n" ::: "memory");
-          if (j > 0) {
-            asm volatile("cp.async.wait_group 1;\n" ::: "memory");
-            convert(j - 1);
-          }
-        }
-        asm volatile("cp.async.wait_group 0;\n" ::: "memory");
-        if (num_tiles > 0) convert(num_tiles - 1);
+          asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+          if (w.num_tiles > 0) convert(ring + w.num_tiles - 1);
+          ring += w.num_tiles;
+        });
         return;
       }
-      for (int j = 0; j < num_tiles; ++j) {
-        const int stage = j % kStages, base = k_lo + j * kKeys;
-        if (j >= kStages) BarrierWait(empty(stage), ((j / kStages) & 1) ^ 1);
-        if (warp_key0 < kKeys) {
-          const KvRow mine = tid < kKeys && base + tid < k_hi ? LocateKv(p, blocks, base + tid, kvh) : KvRow{};
-          DecodeCodesTile<F, D, kKeys>(p, mine, base, k_hi, warp_key0, lane, k_s(stage), v_s(stage));
+      ForEachItem<kKeys>(p, work, [&](const WorkItem& w) {
+        load_q(w);
+        const int32_t* blocks = p.block_table + static_cast<int64_t>(w.seq) * p.max_blocks_per_seq;
+        for (int j = 0; j < w.num_tiles; ++j) {
+          const int slot = ring + j, stage = slot % kStages, base = w.k_lo + j * kKeys;
+          if (slot >= kStages) BarrierWait(empty(stage), ((slot / kStages) & 1) ^ 1);
+          if (warp_key0 < kKeys) {
+            const KvRow mine = tid < kKeys && base + tid < w.k_hi ? LocateKv(p, blocks, base + tid, w.kvh) : KvRow{};
+            DecodeCodesTile<F, D, kKeys>(p, mine, base, w.k_hi, warp_key0, lane, k_s(stage), v_s(stage));
+          }
+          FenceProxyAsync();  // these generic-proxy stores, before the consumers' wgmma reads them
+          BarrierArrive(full(stage));
         }
-        FenceProxyAsync();  // these generic-proxy stores, before the consumers' wgmma reads them
-        BarrierArrive(full(stage));
-      }
+        ring += w.num_tiles;
+      });
+      asm volatile("cp.async.wait_all;\n" ::: "memory");
       return;
     }
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 32;\n");
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 48;\n");
     constexpr int kKeysPerCopy = 32 / kChunks;  // rows one warp instruction covers
     const int c = lane % kChunks;
-    for (int j = 0; j < num_tiles; ++j) {
-      const int stage = j % kStages, base = k_lo + j * kKeys;
-      if (j >= kStages) BarrierWait(empty(stage), ((j / kStages) & 1) ^ 1);
-      if (warp_key0 < kKeys) {  // warp-uniform: a 96-key tile leaves the last warp idle
-        const bool mine_valid = tid < kKeys && base + tid < k_hi;
-        const int64_t mine = mine_valid ? LocateKv(p, blocks, base + tid, kvh).codes : 0;
+    ForEachItem<kKeys>(p, work, [&](const WorkItem& w) {
+      load_q(w);
+      const int32_t* blocks = p.block_table + static_cast<int64_t>(w.seq) * p.max_blocks_per_seq;
+      for (int j = 0; j < w.num_tiles; ++j) {
+        const int slot = ring + j, stage = slot % kStages, base = w.k_lo + j * kKeys;
+        if (slot >= kStages) BarrierWait(empty(stage), ((slot / kStages) & 1) ^ 1);
+        if (warp_key0 < kKeys) {  // warp-uniform: a 96-key tile leaves the last warp idle
+          const bool mine_valid = tid < kKeys && base + tid < w.k_hi;
+          const int64_t mine = mine_valid ? LocateKv(p, blocks, base + tid, w.kvh).codes : 0;
 #pragma unroll 2
-        for (int r = 0; r < kChunks; ++r) {
-          const int src = r * kKeysPerCopy + lane / kChunks, key = warp_key0 + src;
-          const int64_t codes = __shfl_sync(0xffffffffu, mine, src);
-          const bool valid = key < kKeys && base + key < k_hi;
-          const uint32_t off = TileOffset(key, c, kSubTileBytes);
-          asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(k_s(stage) + off),
-                       "l"(p.k_cache + codes + c * 16), "r"(valid ? 16 : 0));
-          asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(v_s(stage) + off),
-                       "l"(p.v_cache + codes + c * 16), "r"(valid ? 16 : 0));
+          for (int r = 0; r < kChunks; ++r) {
+            const int src = r * kKeysPerCopy + lane / kChunks, key = warp_key0 + src;
+            const int64_t codes = __shfl_sync(0xffffffffu, mine, src);
+            const bool valid = key < kKeys && base + key < w.k_hi;
+            const uint32_t off = TileOffset(key, c, kSubTileBytes);
+            asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(k_s(stage) + off),
+                         "l"(p.k_cache + codes + c * 16), "r"(valid ? 16 : 0));
+            asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(v_s(stage) + off),
+                         "l"(p.v_cache + codes + c * 16), "r"(valid ? 16 : 0));
+          }
         }
+        BarrierArriveOnCopies(full(stage));
       }
-      BarrierArriveOnCopies(full(stage));
-    }
+      ring += w.num_tiles;
+    });
     asm volatile("cp.async.wait_all;\n" ::: "memory");
     return;
   }
@@ -380,250 +458,256 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
   asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
   const int cw = wg - 1;  // consumer warpgroup 0 or 1
   const int ctid = tid - 128 * wg, warp = ctid / 32, lane = ctid % 32, g = lane / 4, t4 = lane % 4;
-  // Q: this warpgroup's 64 rows, plain loads (converted to fp16 for an fp16 cache) stored
-  // swizzled; rows past the block's are zero.
-  for (int i = ctid; i < 64 * kChunks; i += 128) {
-    const int row = cw * 64 + i / kChunks, c = i % kChunks;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (row < rows_here) {
-      const int rr = r0 + row;
-      const int t = q_begin + rr / group, h = kvh * group + rr % group;
-      v = *reinterpret_cast<const uint4*>(p.q + static_cast<int64_t>(t) * p.q_stride + h * D + c * 8);
-      if constexpr (kHalf) {
-        const __nv_bfloat162* b = reinterpret_cast<const __nv_bfloat162*>(&v);
-        uint4 h4;
-        uint32_t* hw = reinterpret_cast<uint32_t*>(&h4);
+  int ring = 0, n_item = 0;  // as the producer's
+  ForEachItem<kKeys>(p, work, [&](const WorkItem& w) {
+    // This item's Q (the producer's copies), converted in place to fp16 for an fp16 cache.
+    BarrierWait(q_full, n_item & 1);
+    ++n_item;
+    if constexpr (kHalf) {
+      for (int i = ctid; i < 64 * kChunks; i += 128) {
+        const uint32_t addr = q_s + TileOffset(cw * 64 + i / kChunks, i % kChunks, kQSubTileBytes);
+        uint32_t v[4];
+        asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(v[0]), "=r"(v[1]), "=r"(v[2]), "=r"(v[3])
+                     : "r"(addr));
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
-          const float2 f = __bfloat1622float2(b[j]);
-          hw[j] = PackHalf(f.x, f.y);
+          const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&v[j]));
+          v[j] = PackHalf(f.x, f.y);
         }
-        v = h4;
+        StoreShared16(addr, v[0], v[1], v[2], v[3]);
       }
     }
-    *reinterpret_cast<uint4*>(smem + TileOffset(row, c, kQSubTileBytes)) = v;
-  }
-  FenceProxyAsync();  // these stores, before the tensor cores read them
-  WarpgroupSync(cw);
+    FenceProxyAsync();  // the copies (and conversions), before the tensor cores read them
+    if constexpr (kHalf) WarpgroupSync(cw);
 
-  // This thread's two rows (g and g + 8 of its warp's 16) and their positions (-1: none).
-  const int wr = r0 + cw * 64 + warp * 16;
-  const int row_lo = wr + g, row_hi = wr + g + 8;
-  const int pos_lo = row_lo < r0 + rows_here ? first_pos + row_lo / group : -1;
-  const int pos_hi = row_hi < r0 + rows_here ? first_pos + row_hi / group : -1;
-  const int wg_first_row = r0 + cw * 64;
-  const bool wg_active = wg_first_row < r0 + rows_here;
-  const int wg_first_pos = first_pos + wg_first_row / group;
-  const int wg_last_pos = first_pos + min(wg_first_row + 63, r0 + rows_here - 1) / group;
+    // This thread's two rows (g and g + 8 of its warp's 16) and their positions (-1: none).
+    const int wr = w.r0 + cw * 64 + warp * 16;
+    const int row_lo = wr + g, row_hi = wr + g + 8;
+    const int pos_lo = row_lo < w.r0 + w.rows_here ? w.first_pos + row_lo / group : -1;
+    const int pos_hi = row_hi < w.r0 + w.rows_here ? w.first_pos + row_hi / group : -1;
+    const int wg_first_row = w.r0 + cw * 64;
+    const bool wg_active = wg_first_row < w.r0 + w.rows_here;
+    const int wg_first_pos = w.first_pos + wg_first_row / group;
+    const int wg_last_pos = w.first_pos + min(wg_first_row + 63, w.r0 + w.rows_here - 1) / group;
+    const int k_lo = w.k_lo, k_hi = w.k_hi, num_tiles = w.num_tiles;
 
-  float o[kDBlocks][4];
+    float o[kDBlocks][4];
 #pragma unroll
-  for (int n = 0; n < kDBlocks; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-  float m_lo = -FLT_MAX, m_hi = -FLT_MAX, l_lo = 0.0f, l_hi = 0.0f;
+    for (int n = 0; n < kDBlocks; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float m_lo = -FLT_MAX, m_hi = -FLT_MAX, l_lo = 0.0f, l_hi = 0.0f;
 
-  // Tiles this warpgroup computes: those that start at or before its last row's position (a
-  // prefix of the range); it still takes part in the ring for the rest.
-  const int my_tiles = !wg_active ? 0 : min(num_tiles, max(0, (wg_last_pos - k_lo) / kKeys + 1));
+    // Tiles this warpgroup computes: those that start at or before its last row's position (a
+    // prefix of the range); it still takes part in the ring for the rest.
+    const int my_tiles = !wg_active ? 0 : min(num_tiles, max(0, (wg_last_pos - k_lo) / kKeys + 1));
+    // Q is released once this warpgroup's last S is done (at once if it computes none).
+    if (my_tiles == 0) BarrierArrive(q_empty);
 
-  // Ping-pong: each warpgroup issues its GEMMs in its turn and then hands the turn over, so the
-  // tensor cores run one warpgroup's MMAs while the other computes its softmax. Both take
-  // num_tiles + 1 turns (a computing warpgroup issues once per tile and once more for the first
-  // S; one with fewer tiles passes its remaining turns), warpgroup 0 first; warpgroup 1 does not
-  // hand over its last turn, so every arrival is matched.
-  const bool turns = (flags & kFlagPingPong) != 0;
-  const int total_turns = num_tiles + 1;
-  int turn = 0;
-  auto turn_begin = [&] {
-    if (turns) TurnWait(cw);
-  };
-  auto turn_end = [&] {
-    if (turns && !(cw == 1 && turn == total_turns - 1)) TurnPass(1 - cw);
-    ++turn;
-  };
-  if (turns && cw == 1) TurnPass(0);
+    // Ping-pong: each warpgroup issues its GEMMs in its turn and then hands the turn over, so the
+    // tensor cores run one warpgroup's MMAs while the other computes its softmax. Both take
+    // num_tiles + 1 turns (a computing warpgroup issues once per tile and once more for the first
+    // S; one with fewer tiles passes its remaining turns), warpgroup 0 first; warpgroup 1 does not
+    // hand over its last turn, so every arrival is matched within the item.
+    const bool turns = (flags & kFlagPingPong) != 0;
+    const int total_turns = num_tiles + 1;
+    int turn = 0;
+    auto turn_begin = [&] {
+      if (turns) TurnWait(cw);
+    };
+    auto turn_end = [&] {
+      if (turns && !(cw == 1 && turn == total_turns - 1)) TurnPass(1 - cw);
+      ++turn;
+    };
+    if (turns && cw == 1) TurnPass(0);
 
-  // S = Q K^T of tile j into `sc` (issued, not waited for).
-  auto issue_qk = [&](int j, float (&sc)[kNB][4]) {
-    const int stage = j % kStages;
-    BarrierWait(full(stage), (j / kStages) & 1);
-    FenceProxyAsync();  // the producer's copies (made visible by the barrier), before wgmma reads
-    // Accumulators pinned around the MMAs, so that no register copy is scheduled between them
-    // (a copy reading an in-flight accumulator makes ptxas serialise every wgmma: C7514).
-    wgmma::FenceOperands(sc);
-    wgmma::Fence();
+    // S = Q K^T of tile j into `sc` (issued, not waited for).
+    auto issue_qk = [&](int j, float(&sc)[kNB][4]) {
+      const int slot = ring + j, stage = slot % kStages;
+      BarrierWait(full(stage), (slot / kStages) & 1);
+      FenceProxyAsync();  // the producer's copies (made visible by the barrier), before wgmma reads
+      // Accumulators pinned around the MMAs, so that no register copy is scheduled between them
+      // (a copy reading an in-flight accumulator makes ptxas serialise every wgmma: C7514).
+      wgmma::FenceOperands(sc);
+      wgmma::Fence();
 #pragma unroll
-    for (int ks = 0; ks < kKSteps; ++ks) {
-      const uint64_t da = Descriptor(q_s + cw * 64 * 128 + (ks >> 2) * kQSubTileBytes + (ks & 3) * 32, 16, 1024);
-      const uint64_t db = Descriptor(k_s(stage) + (ks >> 2) * kSubTileBytes + (ks & 3) * 32, 16, 1024);
-      if constexpr (kKeys == 128 && kHalf) {
-        wgmma::SSF16N128(sc, da, db, ks > 0);
-      } else if constexpr (kKeys == 128) {
-        wgmma::SSBf16N128(sc, da, db, ks > 0);
-      } else if constexpr (kHalf) {
-        wgmma::SSF16N96(sc, da, db, ks > 0);
-      } else {
-        wgmma::SSBf16N96(sc, da, db, ks > 0);
+      for (int ks = 0; ks < kKSteps; ++ks) {
+        const uint64_t da = Descriptor(q_s + cw * 64 * 128 + (ks >> 2) * kQSubTileBytes + (ks & 3) * 32, 16, 1024);
+        const uint64_t db = Descriptor(k_s(stage) + (ks >> 2) * kSubTileBytes + (ks & 3) * 32, 16, 1024);
+        if constexpr (kKeys == 128 && kHalf) {
+          wgmma::SSF16N128(sc, da, db, ks > 0);
+        } else if constexpr (kKeys == 128) {
+          wgmma::SSBf16N128(sc, da, db, ks > 0);
+        } else if constexpr (kHalf) {
+          wgmma::SSF16N96(sc, da, db, ks > 0);
+        } else {
+          wgmma::SSBf16N96(sc, da, db, ks > 0);
+        }
       }
-    }
-    wgmma::Commit();
-  };
+      wgmma::Commit();
+    };
 
-  float c_lo = 1.0f, c_hi = 1.0f;  // the rescale of O that the last softmax asks for
-  // Scale S of tile j to log2 units, mask keys past a row's position or the range (only on tiles
-  // that reach the first row's position or k_hi), run the online softmax and pack P as the A
-  // fragments of the tile's k-steps of 16 keys.
-  auto softmax = [&](int j, float (&sc)[kNB][4], uint32_t (&pa)[kPSteps][4]) {
-    const int base = k_lo + j * kKeys;
-#pragma unroll
-    for (int nt = 0; nt < kNB; ++nt) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) sc[nt][e] *= p.scale_log2;
-    }
-    if (base + kKeys - 1 > wg_first_pos || base + kKeys > k_hi) {
+    float c_lo = 1.0f, c_hi = 1.0f;  // the rescale of O that the last softmax asks for
+    // Scale S of tile j to log2 units, mask keys past a row's position or the range (only on tiles
+    // that reach the first row's position or k_hi), run the online softmax and pack P as the A
+    // fragments of the tile's k-steps of 16 keys.
+    auto softmax = [&](int j, float(&sc)[kNB][4], uint32_t(&pa)[kPSteps][4]) {
+      const int base = k_lo + j * kKeys;
 #pragma unroll
       for (int nt = 0; nt < kNB; ++nt) {
 #pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int key = base + nt * 8 + 2 * t4 + e;
-          if (key >= k_hi || key > pos_lo) sc[nt][e] = -FLT_MAX;
-          if (key >= k_hi || key > pos_hi) sc[nt][2 + e] = -FLT_MAX;
+        for (int e = 0; e < 4; ++e) sc[nt][e] *= p.scale_log2;
+      }
+      if (base + kKeys - 1 > wg_first_pos || base + kKeys > k_hi) {
+#pragma unroll
+        for (int nt = 0; nt < kNB; ++nt) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int key = base + nt * 8 + 2 * t4 + e;
+            if (key >= k_hi || key > pos_lo) sc[nt][e] = -FLT_MAX;
+            if (key >= k_hi || key > pos_hi) sc[nt][2 + e] = -FLT_MAX;
+          }
         }
       }
-    }
-    FragmentSoftmax<kNB>(sc, m_lo, l_lo, m_hi, l_hi, c_lo, c_hi);
+      FragmentSoftmax<kNB>(sc, m_lo, l_lo, m_hi, l_hi, c_lo, c_hi);
 #pragma unroll
-    for (int kk = 0; kk < kPSteps; ++kk) {
-      if constexpr (kHalf) {
-        pa[kk][0] = PackHalf(sc[2 * kk][0], sc[2 * kk][1]);
-        pa[kk][1] = PackHalf(sc[2 * kk][2], sc[2 * kk][3]);
-        pa[kk][2] = PackHalf(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
-        pa[kk][3] = PackHalf(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
-      } else {
-        pa[kk][0] = PackBf16(sc[2 * kk][0], sc[2 * kk][1]);
-        pa[kk][1] = PackBf16(sc[2 * kk][2], sc[2 * kk][3]);
-        pa[kk][2] = PackBf16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
-        pa[kk][3] = PackBf16(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
-      }
-    }
-  };
-
-  // O *= the rescale the last softmax asked for.
-  auto rescale = [&] {
-#pragma unroll
-    for (int n = 0; n < kDBlocks; ++n) {
-      o[n][0] *= c_lo;
-      o[n][1] *= c_lo;
-      o[n][2] *= c_hi;
-      o[n][3] *= c_hi;
-    }
-  };
-  // O += P V (issued, not waited for): V [keys][d] is N-major; 16 keys are two 8-row groups
-  // (stride 1024 bytes), the two 64-wide halves of d one sub-tile apart.
-  auto issue_pv = [&](int stage, uint32_t (&pa)[kPSteps][4]) {
-    wgmma::FenceOperands(o);
-    wgmma::Fence();
-#pragma unroll
-    for (int kk = 0; kk < kPSteps; ++kk) {
-      const uint64_t db = Descriptor(v_s(stage) + kk * 16 * 128, kSubTileBytes, 1024);
-      if constexpr (D == 128) {
+      for (int kk = 0; kk < kPSteps; ++kk) {
         if constexpr (kHalf) {
-          wgmma::RSF16N128TransB(o, pa[kk], db);
+          pa[kk][0] = PackHalf(sc[2 * kk][0], sc[2 * kk][1]);
+          pa[kk][1] = PackHalf(sc[2 * kk][2], sc[2 * kk][3]);
+          pa[kk][2] = PackHalf(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
+          pa[kk][3] = PackHalf(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
         } else {
-          wgmma::RSBf16N128TransB(o, pa[kk], db);
-        }
-      } else {
-        if constexpr (kHalf) {
-          wgmma::RSF16N64TransB(o, pa[kk], db);
-        } else {
-          wgmma::RSBf16N64TransB(o, pa[kk], db);
+          pa[kk][0] = PackBf16(sc[2 * kk][0], sc[2 * kk][1]);
+          pa[kk][1] = PackBf16(sc[2 * kk][2], sc[2 * kk][3]);
+          pa[kk][2] = PackBf16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
+          pa[kk][3] = PackBf16(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
         }
       }
-    }
-    wgmma::Commit();
-  };
-  // One tile, software-pipelined as FlashAttention-3 does within a warpgroup: P_j is ready.
-  // Rescale O, issue S_{j+1} = Q K_{j+1} and O += P_j V_j, then run the softmax of S_{j+1} while
-  // P_j V_j is on the tensor cores (P double-buffered, so P_{j+1} does not overwrite the P_j the
-  // MMAs read). Stage j is released once P_j V_j is done. The last tile has its own body: a
-  // run-time branch around the MMAs keeps ptxas from proving which group a wait retires, and it
-  // then serialises every wgmma (C7514).
-  float s[kNB][4];
-  auto tile = [&](int j, uint32_t (&pcur)[kPSteps][4], uint32_t (&pnext)[kPSteps][4]) {
-    rescale();
-    turn_begin();
-    issue_qk(j + 1, s);
-    issue_pv(j % kStages, pcur);
-    turn_end();
-    wgmma::Wait<1>();  // S_{j+1}; P_j V_j may still run
-    wgmma::FenceOperands(s);
-    softmax(j + 1, s, pnext);
-    wgmma::Wait<0>();
-    wgmma::FenceOperands(o);
-    BarrierArrive(empty(j % kStages));
-  };
-  auto last_tile = [&](int j, uint32_t (&pcur)[kPSteps][4]) {
-    rescale();
-    turn_begin();
-    issue_pv(j % kStages, pcur);
-    turn_end();
-    wgmma::Wait<0>();
-    wgmma::FenceOperands(o);
-    BarrierArrive(empty(j % kStages));
-  };
+    };
 
-  if (my_tiles > 0) {
-    uint32_t p_a[kPSteps][4], p_b[kPSteps][4];
-    turn_begin();
-    issue_qk(0, s);
-    turn_end();
-    wgmma::Wait<0>();
-    wgmma::FenceOperands(s);
-    softmax(0, s, p_a);
-    int j = 0;
-    for (; j + 2 < my_tiles; j += 2) {
-      tile(j, p_a, p_b);
-      tile(j + 1, p_b, p_a);
-    }
-    if (j + 1 < my_tiles) {
-      tile(j, p_a, p_b);
-      last_tile(j + 1, p_b);
-    } else {
-      last_tile(j, p_a);
-    }
-  }
-  for (int j = my_tiles; j < num_tiles; ++j) {  // tiles past this warpgroup's rows: pass them on
-    turn_begin();
-    turn_end();
-    BarrierWait(full(j % kStages), (j / kStages) & 1);
-    BarrierArrive(empty(j % kStages));
-  }
-  while (turn < total_turns) {  // a warpgroup with no tiles of its own: its first-S turn
-    turn_begin();
-    turn_end();
-  }
-
-  // Each thread writes its rows' (g, g + 8) pieces: columns 2t, 2t+1 of every n-block.
-  auto write_row = [&](int row, int pos, float m, float l, int half) {
-    if (pos < 0) return;
-    const int t = q_begin + row / group, h = kvh * group + row % group;
+    // O *= the rescale the last softmax asked for.
+    auto rescale = [&] {
 #pragma unroll
-    for (int n = 0; n < kDBlocks; ++n) {
-      const int d = n * 8 + 2 * t4;
-      const float a0 = o[n][2 * half], a1 = o[n][2 * half + 1];
-      if (p.num_splits == 1) {
-        *reinterpret_cast<uint32_t*>(p.out + static_cast<int64_t>(t) * p.out_stride + h * D + d) = PackBf16(a0 / l, a1 / l);
-      } else {
-        const int64_t idx = (static_cast<int64_t>(split) * p.num_tokens + t) * p.q_heads + h;
-        *reinterpret_cast<float2*>(&p.partial_out[idx * D + d]) = make_float2(a0, a1);
-        if (n == 0 && t4 == 0) {
-          p.partial_ml[idx * 2] = m;
-          p.partial_ml[idx * 2 + 1] = l;
+      for (int n = 0; n < kDBlocks; ++n) {
+        o[n][0] *= c_lo;
+        o[n][1] *= c_lo;
+        o[n][2] *= c_hi;
+        o[n][3] *= c_hi;
+      }
+    };
+    // O += P V (issued, not waited for): V [keys][d] is N-major; 16 keys are two 8-row groups
+    // (stride 1024 bytes), the two 64-wide halves of d one sub-tile apart.
+    auto issue_pv = [&](int stage, uint32_t(&pa)[kPSteps][4]) {
+      wgmma::FenceOperands(o);
+      wgmma::Fence();
+#pragma unroll
+      for (int kk = 0; kk < kPSteps; ++kk) {
+        const uint64_t db = Descriptor(v_s(stage) + kk * 16 * 128, kSubTileBytes, 1024);
+        if constexpr (D == 128) {
+          if constexpr (kHalf) {
+            wgmma::RSF16N128TransB(o, pa[kk], db);
+          } else {
+            wgmma::RSBf16N128TransB(o, pa[kk], db);
+          }
+        } else {
+          if constexpr (kHalf) {
+            wgmma::RSF16N64TransB(o, pa[kk], db);
+          } else {
+            wgmma::RSBf16N64TransB(o, pa[kk], db);
+          }
         }
       }
+      wgmma::Commit();
+    };
+    // One tile, software-pipelined as FlashAttention-3 does within a warpgroup: P_j is ready.
+    // Rescale O, issue S_{j+1} = Q K_{j+1} and O += P_j V_j, then run the softmax of S_{j+1} while
+    // P_j V_j is on the tensor cores (P double-buffered, so P_{j+1} does not overwrite the P_j the
+    // MMAs read). Stage j is released once P_j V_j is done; Q once the last S is. The last tile
+    // has its own body: a run-time branch around the MMAs keeps ptxas from proving which group
+    // a wait retires, and it then serialises every wgmma (C7514).
+    float s[kNB][4];
+    auto tile = [&](int j, uint32_t(&pcur)[kPSteps][4], uint32_t(&pnext)[kPSteps][4]) {
+      rescale();
+      turn_begin();
+      issue_qk(j + 1, s);
+      issue_pv((ring + j) % kStages, pcur);
+      turn_end();
+      wgmma::Wait<1>();  // S_{j+1}; P_j V_j may still run
+      wgmma::FenceOperands(s);
+      if (j + 2 == my_tiles) BarrierArrive(q_empty);
+      softmax(j + 1, s, pnext);
+      wgmma::Wait<0>();
+      wgmma::FenceOperands(o);
+      BarrierArrive(empty((ring + j) % kStages));
+    };
+    auto last_tile = [&](int j, uint32_t(&pcur)[kPSteps][4]) {
+      rescale();
+      turn_begin();
+      issue_pv((ring + j) % kStages, pcur);
+      turn_end();
+      wgmma::Wait<0>();
+      wgmma::FenceOperands(o);
+      BarrierArrive(empty((ring + j) % kStages));
+    };
+
+    if (my_tiles > 0) {
+      uint32_t p_a[kPSteps][4], p_b[kPSteps][4];
+      turn_begin();
+      issue_qk(0, s);
+      turn_end();
+      wgmma::Wait<0>();
+      wgmma::FenceOperands(s);
+      if (my_tiles == 1) BarrierArrive(q_empty);
+      softmax(0, s, p_a);
+      int j = 0;
+      for (; j + 2 < my_tiles; j += 2) {
+        tile(j, p_a, p_b);
+        tile(j + 1, p_b, p_a);
+      }
+      if (j + 1 < my_tiles) {
+        tile(j, p_a, p_b);
+        last_tile(j + 1, p_b);
+      } else {
+        last_tile(j, p_a);
+      }
     }
-  };
-  write_row(row_lo, pos_lo, m_lo, l_lo, 0);
-  write_row(row_hi, pos_hi, m_hi, l_hi, 1);
+    for (int j = my_tiles; j < num_tiles; ++j) {  // tiles past this warpgroup's rows: pass them on
+      turn_begin();
+      turn_end();
+      const int slot = ring + j;
+      BarrierWait(full(slot % kStages), (slot / kStages) & 1);
+      BarrierArrive(empty(slot % kStages));
+    }
+    while (turn < total_turns) {  // a warpgroup with no tiles of its own: its first-S turn
+      turn_begin();
+      turn_end();
+    }
+    ring += num_tiles;
+
+    // Each thread writes its rows' (g, g + 8) pieces: columns 2t, 2t+1 of every n-block.
+    auto write_row = [&](int row, int pos, float m, float l, int half) {
+      if (pos < 0) return;
+      const int t = w.q_begin + row / group, h = w.kvh * group + row % group;
+#pragma unroll
+      for (int n = 0; n < kDBlocks; ++n) {
+        const int d = n * 8 + 2 * t4;
+        const float a0 = o[n][2 * half], a1 = o[n][2 * half + 1];
+        if (p.num_splits == 1) {
+          *reinterpret_cast<uint32_t*>(p.out + static_cast<int64_t>(t) * p.out_stride + h * D + d) =
+              PackBf16(a0 / l, a1 / l);
+        } else {
+          const int64_t idx = (static_cast<int64_t>(w.split) * p.num_tokens + t) * p.q_heads + h;
+          *reinterpret_cast<float2*>(&p.partial_out[idx * D + d]) = make_float2(a0, a1);
+          if (n == 0 && t4 == 0) {
+            p.partial_ml[idx * 2] = m;
+            p.partial_ml[idx * 2 + 1] = l;
+          }
+        }
+      }
+    };
+    write_row(row_lo, pos_lo, m_lo, l_lo, 0);
+    write_row(row_hi, pos_hi, m_hi, l_hi, 1);
+  });
 #endif
 }
 
@@ -636,6 +720,22 @@ bool PingPong() {
     return env != nullptr && std::string_view(env) == "1";
   }();
   return on;
+}
+
+// How many blocks the kernel launches (SetHopperPrefillBlocks): -2 until read from
+// KVS_WGMMA_BLOCKS ("item": a block per item; a number: at most that many; unset: as many as
+// the GPU holds at once).
+std::atomic<int> g_blocks{-2};
+int HopperPrefillBlocks() {
+  int v = g_blocks.load();
+  if (v == -2) {
+    const char* env = std::getenv("KVS_WGMMA_BLOCKS");
+    const std::string_view e = env != nullptr ? env : "";
+    v = e == "item" ? kHopperPrefillBlockPerItem : 0;
+    if (!e.empty() && e != "item") v = std::max(0, std::atoi(env));
+    g_blocks.store(v);
+  }
+  return v;
 }
 
 // How quantized caches are read (QuantizedPrefillLoads): -1 until read from KVS_WGMMA_CODES.
@@ -654,7 +754,15 @@ struct Instance {
     if (const cudaError_t attr = Prepare(); attr != cudaSuccess) return attr;
     const int flags = (PingPong() ? kFlagPingPong : 0) |
                       (GetQuantizedPrefillLoads() == QuantizedPrefillLoads::kRegisters ? 0 : kFlagStagedCodes);
-    PagedPrefillWgmmaKernel<F, D, kKeys><<<grid, kWgmmaThreads, kSmem, stream>>>(p, flags);
+    const int64_t items = static_cast<int64_t>(grid.x) * grid.y * grid.z;
+    if (items == 0) return cudaSuccess;
+    if (items > INT32_MAX) return cudaErrorInvalidValue;
+    const WorkItems work{static_cast<int32_t>(grid.x), static_cast<int32_t>(items)};
+    const int choice = HopperPrefillBlocks();
+    const int64_t held = choice > 0 ? choice : std::max<int64_t>(1, Resident(p.num_sms));
+    const int64_t blocks = choice == kHopperPrefillBlockPerItem ? items : std::min(items, held);
+    PagedPrefillWgmmaKernel<F, D, kKeys>
+        <<<static_cast<unsigned>(blocks), kWgmmaThreads, kSmem, stream>>>(p, work, flags);
     return cudaGetLastError();
   }
   static int64_t Resident(int num_sms) {
@@ -735,6 +843,8 @@ KernelChoice g_prefill_kernel("KVS_PREFILL_KERNEL", "mma");  // alternative: the
 }  // namespace
 
 void SetPrefillKernel(PrefillKernel kernel) { g_prefill_kernel.Set(kernel == PrefillKernel::kMma); }
+
+void SetHopperPrefillBlocks(int32_t blocks) { attention::g_blocks.store(std::max(blocks, kHopperPrefillBlockPerItem)); }
 
 void SetQuantizedPrefillLoads(QuantizedPrefillLoads loads) {
   attention::g_quantized_loads.store(static_cast<int>(loads));

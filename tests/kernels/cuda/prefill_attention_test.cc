@@ -41,6 +41,7 @@ class PrefillAttentionTest : public testing::GpuFixture<::testing::TestWithParam
   void TearDown() override {
     cuda::SetPrefillKernel(cuda::PrefillKernel::kAuto);
     cuda::SetQuantizedPrefillLoads(cuda::QuantizedPrefillLoads::kAuto);
+    cuda::SetHopperPrefillBlocks(0);
   }
 };
 
@@ -191,15 +192,25 @@ TEST_P(PrefillAttentionTest, EveryElementMatchesTheCpuReferenceOnBothKernelsAndC
     ASSERT_TRUE(gpu_->ReservePrefillKvScratch(dtype, c.block_size, c.kv_heads, c.head_dim,
                                               static_cast<int64_t>(seqs) * max_blocks * c.block_size)
                     .ok());
-    for (int variant = 0; variant < (quantized ? 4 : 2); ++variant) {
-      const cuda::PrefillKernel kernel = variant == 1 ? cuda::PrefillKernel::kMma : cuda::PrefillKernel::kAuto;
+    // Variants 4 and 5 run the Hopper kernel on 3 blocks (each takes many work items in turn, the
+    // ring of stages running on across them) and on a block per item; the others on the default
+    // grid (as many blocks as the GPU holds: several items each for the larger shapes).
+    const std::vector<int> variants = quantized ? std::vector<int>{0, 1, 2, 3, 4, 5} : std::vector<int>{0, 1, 4, 5};
+    for (const int v : variants) {
+      const cuda::PrefillKernel kernel = v == 1 ? cuda::PrefillKernel::kMma : cuda::PrefillKernel::kAuto;
       cuda::SetPrefillKernel(kernel);
-      cuda::SetQuantizedPrefillLoads(variant == 2   ? cuda::QuantizedPrefillLoads::kRegisters
-                                     : variant == 3 ? cuda::QuantizedPrefillLoads::kDecodedFirst
-                                                    : cuda::QuantizedPrefillLoads::kStagedInPlace);
-      if (variant >= 2 && !cuda::UseHopperPrefill()) continue;
-      const char* names[] = {"wgmma", "mma.sync", "wgmma, codes through registers", "wgmma, decoded first"};
-      const char* name = variant == 0 && !cuda::UseHopperPrefill() ? "auto" : names[variant];
+      cuda::SetQuantizedPrefillLoads(v == 2   ? cuda::QuantizedPrefillLoads::kRegisters
+                                     : v == 3 ? cuda::QuantizedPrefillLoads::kDecodedFirst
+                                              : cuda::QuantizedPrefillLoads::kStagedInPlace);
+      cuda::SetHopperPrefillBlocks(v == 4 ? 3 : v == 5 ? cuda::kHopperPrefillBlockPerItem : 0);
+      if (v >= 2 && !cuda::UseHopperPrefill()) continue;
+      const char* names[] = {"wgmma",
+                             "mma.sync",
+                             "wgmma, codes through registers",
+                             "wgmma, decoded first",
+                             "wgmma on 3 blocks",
+                             "wgmma, a block per item"};
+      const char* name = v == 0 && !cuda::UseHopperPrefill() ? "auto" : names[v];
       SCOPED_TRACE(format + " cache, " + name + " kernel");
       const std::vector<uint16_t> poison(tokens * qw, 0x7FC0);  // bf16 NaN: an unwritten output shows
       auto gout = upload(poison.data(), poison.size() * 2);

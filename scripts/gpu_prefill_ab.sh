@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# On one GPU (device tool, carrying .deps): the Hopper prefill kernel with its defaults against the
+# same build with the settings given (environment assignments), alternating, on the shapes of
+# issue 20's targets, with torch SDPA in the same call; then the 65,536-token prompt's time to
+# first token both ways. Builds and runs the element-wise prefill test first.
+# Usage: bash scripts/gpu_prefill_ab.sh "KVS_WGMMA_BLOCKS=item" [quick]
+source "$(dirname "$0")/gpu_common.sh"
+ALT=$1
+MODE=${2:-full}
+[ -n "${KVS_SKIP_BUILD:-}" ] && source "$BUILD/env.sh" || gpu_build
+gpu_tests prefill_attention_test
+grep -E "^prefill " "$OUT/prefill_attention_test.log" | sort | uniq | head -40
+[ "$MODE" = quick ] || gpu_tests cuda_backend_test cuda_kv_format_test gpu_model_test
+echo "tests done at $(( $(date +%s) - start )) s"
+
+python3 - <<'PY' 2>&1 | tee "$OUT/sdpa.txt"
+import torch, torch.nn.functional as F
+def sdpa(hq, hk, d, L):
+    q = torch.randn(1, hq, L, d, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(1, hk, L, d, device="cuda", dtype=torch.bfloat16); v = torch.randn_like(k)
+    f = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    for _ in range(3): f()
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    n = 20; s.record(); [f() for _ in range(n)]; e.record(); torch.cuda.synchronize()
+    t = s.elapsed_time(e) / n / 1e3
+    flops = 4.0 * hq * d * L * (L + 1) / 2
+    print(f"| torch SDPA | Hq={hq} Hk={hk} D={d} L={L} | {t * 1e6:.1f} us | {flops / t / 1e12:.1f} TFLOP/s |")
+for hq, hk, d, L in ((32, 8, 128, 4096), (32, 8, 128, 16384), (9, 3, 64, 16384)):
+    sdpa(hq, hk, d, L)
+PY
+
+bench() {  # label, then bench flags; the side's settings from $SIDE_ENV
+  local label=$1; shift
+  env $SIDE_ENV $K bench --device cuda --kernel prefill --batch 1 "$@" | grep "^|" \
+    | sed "s/^| causal prefill attention | cuda:0 ([^)]*)/| $label/"
+}
+L8=(--model random:llama-3-8b)
+for round in 1 2; do
+  for SIDE_ENV in "" "$ALT"; do
+    label=${SIDE_ENV:-default}
+    bench "$label" "${L8[@]}" --context 4096 --iters 10
+    bench "$label" "${L8[@]}" --context 16384 --iters 5
+    [ $round = 1 ] || continue
+    bench "$label" "${L8[@]}" --context 16384 --kv-dtype fp8 --iters 5
+    bench "$label" "${L8[@]}" --context 65536 --query-len 2048 --iters 5
+    bench "$label" --model random:smollm2-135m --context 16384 --iters 5
+  done
+done 2>&1 | tee "$OUT/prefill_ab.txt"
+echo "benches done at $(( $(date +%s) - start )) s"
+
+if [ "$MODE" != quick ]; then
+  for SIDE_ENV in "" "$ALT"; do
+    echo "== ${SIDE_ENV:-default}: 65,536-token prompt"
+    env $SIDE_ENV $K bench --device cuda --model random:llama-3.1-8b --input-len 65536 --output-len 1 \
+      --num-prompts 1 --max-tokens-per-step 8192 2>&1 | grep -E "^\| (offline|ttft)"
+  done | tee "$OUT/ttft64k.txt"
+fi
+echo "total $(( $(date +%s) - start )) s"
