@@ -8,8 +8,11 @@ source "$(dirname "$0")/gpu_common.sh"
 ALT=$1
 MODE=${2:-full}
 [ -n "${KVS_SKIP_BUILD:-}" ] && source "$BUILD/env.sh" || gpu_build
-gpu_tests prefill_attention_test
+# A kernel that hangs or fails stops the call here (each test has 120 s).
+timeout 120 "$BUILD"/tests/prefill_attention_test > "$OUT/prefill_attention_test.log" 2>&1
+rc=$?
 grep -E "^prefill " "$OUT/prefill_attention_test.log" | sort | uniq | head -40
+[ $rc = 0 ] || { echo "prefill_attention_test: rc $rc"; grep -E "Failure|RUN|FAILED" "$OUT/prefill_attention_test.log" | tail -12; exit 1; }
 [ "$MODE" = quick ] || gpu_tests cuda_backend_test cuda_kv_format_test gpu_model_test
 echo "tests done at $(( $(date +%s) - start )) s"
 

@@ -39,6 +39,14 @@ namespace {
 constexpr int kWgmmaThreads = 384;  // a producer warpgroup and two consumer warpgroups
 constexpr int kWgmmaRows = 128;     // query rows per block, 64 per consumer warpgroup
 constexpr int kQSubTileBytes = 128 * 128;  // 128 query rows x 64 elements x 2 bytes
+// Registers a thread: each of the 384 starts with 168 (65,536 / 384, in steps of 8); the producer
+// warpgroup gives some back (setmaxnreg.dec) and the consumers take them (setmaxnreg.inc), from
+// the block's own pool: if the consumers ask for more than the producer freed, their
+// setmaxnreg.inc never returns (a hang, not an error). 48 keeps the producer's item loop out of
+// local memory; 224 holds the consumers' S, O and two P fragments without spilling (ptxas -v).
+constexpr int kLaunchRegs = 168, kProducerRegs = 48, kConsumerRegs = 224;
+static_assert(128 * kProducerRegs + 256 * kConsumerRegs <= kWgmmaThreads * kLaunchRegs,
+              "the consumers' registers must come from what the producer gives back");
 
 // Shared memory: Q [D/64][128 rows][64], the stages' K and V, each [D/64][keys][64], then the
 // stages' full/empty barriers and Q's; + 1024 for alignment. As many stages as 227 KiB holds beside Q.
@@ -363,9 +371,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
       ++n_item;
     };
     if constexpr (kCodes) {
-      // 40 registers (the copy-only path needs 32): 40 + 2 x 232 per thread fill the register
-      // file of one 384-thread block exactly (168 each at launch), as FlashAttention-3's 24/240.
-      asm volatile("setmaxnreg.dec.sync.aligned.u32 48;\n");
+      asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
       if (flags & kFlagStagedCodes) {
         ForEachItem<kKeys>(p, work, [&](const WorkItem& w) {
           load_q(w);
@@ -423,7 +429,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
       asm volatile("cp.async.wait_all;\n" ::: "memory");
       return;
     }
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 48;\n");
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
     constexpr int kKeysPerCopy = 32 / kChunks;  // rows one warp instruction covers
     const int c = lane % kChunks;
     ForEachItem<kKeys>(p, work, [&](const WorkItem& w) {
@@ -455,7 +461,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
     return;
   }
 
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegs));
   const int cw = wg - 1;  // consumer warpgroup 0 or 1
   const int ctid = tid - 128 * wg, warp = ctid / 32, lane = ctid % 32, g = lane / 4, t4 = lane % 4;
   int ring = 0, n_item = 0;  // as the producer's
