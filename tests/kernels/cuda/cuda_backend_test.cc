@@ -171,29 +171,37 @@ TEST_F(CudaOpsTest, NormsRopeSwiGluEmbeddingMatchCpu) {
   ExpectClose(Download(gres, DType::kF32, t, h), cres, 1e-6, "cres (f32 residual)");
   ExpectClose(Download(gout, DType::kBF16, t, h), cout, kBf16Tolerance, "cout");
 
-  // Rope at large positions with llama3-scaled frequencies.
-  const int heads = 9, dim = 64;
-  auto x = Random(t * heads * dim);
-  std::vector<int32_t> pos(t);
-  for (int i = 0; i < t; ++i) pos[i] = static_cast<int32_t>(rng_() % 200000);
-  std::vector<float> inv(dim / 2);
-  for (int i = 0; i < dim / 2; ++i) inv[i] = std::pow(500000.0f, -2.0f * i / dim) / (i > 20 ? 8.0f : 1.0f);
-  std::vector<float> cx = x;
-  ASSERT_TRUE(cpu_.Rope(F32(cx, t, heads * dim), heads, pos.data(), RopeTable{inv.data(), dim}).ok());
-  auto gx = Upload(x, DType::kBF16, t, heads * dim);
-  auto gpos = UploadInts(pos);
-  auto ginv = Upload(inv, DType::kF32, 1, dim / 2);
-  ASSERT_TRUE(gpu_->Rope(gx.View(DType::kBF16, t, heads * dim), heads, gpos.as<int32_t>(), RopeTable{ginv.as<float>(), dim}).ok());
-  ExpectClose(Download(gx, DType::kBF16, t, heads * dim), cx, kBf16Tolerance, "cx");
+  // Rope at large positions with llama3-scaled frequencies: head_dim 64 takes 8 pairs a thread
+  // (16-byte accesses), 36 one pair a thread.
+  const int heads = 9;
+  for (const int dim : {64, 36}) {
+    SCOPED_TRACE("rope, head_dim " + std::to_string(dim));
+    auto x = Random(t * heads * dim);
+    std::vector<int32_t> pos(t);
+    for (int i = 0; i < t; ++i) pos[i] = static_cast<int32_t>(rng_() % 200000);
+    std::vector<float> inv(dim / 2);
+    for (int i = 0; i < dim / 2; ++i) inv[i] = std::pow(500000.0f, -2.0f * i / dim) / (i > 20 ? 8.0f : 1.0f);
+    std::vector<float> cx = x;
+    ASSERT_TRUE(cpu_.Rope(F32(cx, t, heads * dim), heads, pos.data(), RopeTable{inv.data(), dim}).ok());
+    auto gx = Upload(x, DType::kBF16, t, heads * dim);
+    auto gpos = UploadInts(pos);
+    auto ginv = Upload(inv, DType::kF32, 1, dim / 2);
+    ASSERT_TRUE(
+        gpu_->Rope(gx.View(DType::kBF16, t, heads * dim), heads, gpos.as<int32_t>(), RopeTable{ginv.as<float>(), dim})
+            .ok());
+    ExpectClose(Download(gx, DType::kBF16, t, heads * dim), cx, kBf16Tolerance, "cx");
+  }
 
-  // SwiGLU.
-  const int64_t inter = 1536;
-  auto gu = Random(t * 2 * inter, 2.0f);
-  std::vector<float> cact(t * inter);
-  ASSERT_TRUE(cpu_.SwiGlu(F32(gu, t, 2 * inter), F32(cact, t, inter)).ok());
-  auto ggu = Upload(gu, DType::kBF16, t, 2 * inter), gact = Upload({}, DType::kBF16, t, inter);
-  ASSERT_TRUE(gpu_->SwiGlu(ggu.View(DType::kBF16, t, 2 * inter), gact.View(DType::kBF16, t, inter)).ok());
-  ExpectClose(Download(gact, DType::kBF16, t, inter), cact, kBf16Tolerance, "cact");
+  // SwiGLU: 8 outputs a thread where the row allows 16-byte accesses (1536), else one (1540).
+  for (const int64_t inter : {1536, 1540}) {
+    SCOPED_TRACE("SwiGLU, inter " + std::to_string(inter));
+    auto gu = Random(t * 2 * inter, 2.0f);
+    std::vector<float> cact(t * inter);
+    ASSERT_TRUE(cpu_.SwiGlu(F32(gu, t, 2 * inter), F32(cact, t, inter)).ok());
+    auto ggu = Upload(gu, DType::kBF16, t, 2 * inter), gact = Upload({}, DType::kBF16, t, inter);
+    ASSERT_TRUE(gpu_->SwiGlu(ggu.View(DType::kBF16, t, 2 * inter), gact.View(DType::kBF16, t, inter)).ok());
+    ExpectClose(Download(gact, DType::kBF16, t, inter), cact, kBf16Tolerance, "cact");
+  }
 
   // Embedding into the f32 residual: exact (bf16 table values).
   const int64_t vocab = 1000;
