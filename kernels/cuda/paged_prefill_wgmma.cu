@@ -1,13 +1,14 @@
 // Prefill and chunked-prefill attention on Hopper's warpgroup MMAs (wgmma, sm_90a), for every KV
 // format (bf16, fp16, fp8, int8, int4) with head_dim 64 or 128. Built for sm_90a alone (kernels/CMakeLists.txt);
 // LaunchAttentionFor (paged_attention_kernels.cuh) picks it on compute capability 9.0 devices and
-// keeps the mma.sync kernel everywhere else. Same contract as PagedPrefillMmaKernel: a block owns
-// query rows of one (sequence, KV head) — row r is query token r / group, head r % group, so the
-// GQA group shares every K/V tile — over the key range of its split.
+// keeps the mma.sync kernel everywhere else. Same contract as PagedPrefillMmaKernel, per work item
+// instead of per block: an item is query rows of one (sequence, KV head) — row r is query token
+// r / group, head r % group, so the GQA group shares every K/V tile — over the key range of its
+// split, and a block runs items one after another (WorkItems, ForEachItem).
 //
-// A block is two warpgroups of 64 query rows each (128 rows). K/V tiles of 128 keys are gathered
-// from the pages by cp.async (any block size: each key is located through the block table) into
-// two shared-memory stages laid out as wgmma reads them: 128-byte rows of 64 elements, 16-byte
+// A block is a producer warpgroup and two consumer warpgroups of 64 query rows each (128 rows). K/V
+// tiles of 128 keys are gathered from the pages by cp.async (any block size: each key is located
+// through the block table) into a ring of shared-memory stages laid out as wgmma reads them: 128-byte rows of 64 elements, 16-byte
 // chunks XOR-swizzled by row (the hardware's 128B swizzle), a head_dim of 128 as two 64-wide
 // sub-tiles. Per tile each warpgroup computes S = Q K^T (SS wgmma, Q and K K-major), the online
 // softmax on the accumulator fragments (scale applied in f32, causal mask only on tiles that
