@@ -4,6 +4,9 @@
 #   gpu_tests T1 T2..  runs those test binaries, one log each under $OUT, a line per verdict
 #   gpu_copy_ceiling   prints the device-to-device copy rate (bytes read + written), the ceiling
 #                      of the memory-bound kernels
+#   gpu_sdpa_ceiling   prints torch SDPA's causal prefill rate (B=1, enable_gqa) on Llama-3-8B
+#                      heads at 4K and 16K and SmolLM2's at 16K: the ceiling of the prefill kernel
+#   gpu_timeline_lib   builds scripts/kernel_timeline.cc (the CUPTI tracer) into /tmp/libkvs_timeline.so
 #   gpu_kernel_durations CSV LABEL  sums Nsight Compute's `--csv --page raw` gpu__time_duration per
 #                      kernel name and prints the costliest
 #   gpu_step LABEL N FLAGS..  a whole run of N requests of 512 in / 128 out (bench's offline mode),
@@ -79,4 +82,29 @@ unit = rows[1][dur]
 print(f"## {sys.argv[2]}: {sum(count.values())} kernels, {sum(total.values()):.0f} {unit} in all")
 for k, t in total.most_common(14): print(f"{t:12.0f} {unit} {count[k]:5d}x  {k}")
 PY
+}
+
+gpu_sdpa_ceiling() {
+  python3 - <<'PY' 2>&1
+import torch, torch.nn.functional as F
+def sdpa(hq, hk, d, L):
+    q = torch.randn(1, hq, L, d, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(1, hk, L, d, device="cuda", dtype=torch.bfloat16); v = torch.randn_like(k)
+    f = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    for _ in range(3): f()
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    n = 20; s.record(); [f() for _ in range(n)]; e.record(); torch.cuda.synchronize()
+    t = s.elapsed_time(e) / n / 1e3
+    flops = 4.0 * hq * d * L * (L + 1) / 2
+    print(f"| causal prefill attention | torch SDPA | Hq={hq} Hk={hk} D={d} B=1 L={L} | {t * 1e6:.1f} us | {flops / t / 1e12:.1f} TFLOP/s |")
+for hq, hk, d, L in ((32, 8, 128, 4096), (32, 8, 128, 16384), (9, 3, 64, 16384)):
+    sdpa(hq, hk, d, L)
+PY
+}
+
+gpu_timeline_lib() {
+  local cupti
+  cupti=$(dirname "$(find / -name 'libcupti.so*' -not -path '/proc/*' 2> /dev/null | head -1)")
+  g++ -shared -fPIC -O2 scripts/kernel_timeline.cc -I/usr/local/cuda/include -L"$cupti" -lcupti \
+    -Wl,-rpath,"$cupti" -o /tmp/libkvs_timeline.so
 }

@@ -8,18 +8,7 @@ source "$(dirname "$0")/gpu_common.sh"
 gpu_build
 gpu_tests prefill_attention_test cuda_kv_format_test
 grep -E "^prefill .*(decoded|wgmma )" "$OUT/prefill_attention_test.log" | awk '{print $2, $3, $4, $5, $(NF-3)}' | sort | uniq -c | head -20
-python3 - <<'PY' 2>&1
-import torch, torch.nn.functional as F
-for L in (4096, 16384):
-    q = torch.randn(1, 32, L, 128, device="cuda", dtype=torch.bfloat16)
-    k = torch.randn(1, 8, L, 128, device="cuda", dtype=torch.bfloat16); v = torch.randn_like(k)
-    f = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-    for _ in range(3): f()
-    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    s.record(); [f() for _ in range(20)]; e.record(); torch.cuda.synchronize()
-    t = s.elapsed_time(e) / 20 / 1e3
-    print(f"| torch SDPA | L={L} | {t * 1e6:.1f} us | {4.0 * 32 * 128 * L * (L + 1) / 2 / t / 1e12:.1f} TFLOP/s |")
-PY
+gpu_sdpa_ceiling
 bench() {  # label, then flags
   local label=$1; shift
   $K bench --device cuda --kernel prefill --batch 1 --model random:llama-3-8b "$@" 2>&1 \

@@ -21,21 +21,7 @@ done
 [ "$MODE" = quick ] || gpu_tests cuda_backend_test cuda_kv_format_test gpu_model_test
 echo "tests done at $(( $(date +%s) - start )) s"
 
-python3 - <<'PY' 2>&1 | tee "$OUT/sdpa.txt"
-import torch, torch.nn.functional as F
-def sdpa(hq, hk, d, L):
-    q = torch.randn(1, hq, L, d, device="cuda", dtype=torch.bfloat16)
-    k = torch.randn(1, hk, L, d, device="cuda", dtype=torch.bfloat16); v = torch.randn_like(k)
-    f = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-    for _ in range(3): f()
-    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    n = 20; s.record(); [f() for _ in range(n)]; e.record(); torch.cuda.synchronize()
-    t = s.elapsed_time(e) / n / 1e3
-    flops = 4.0 * hq * d * L * (L + 1) / 2
-    print(f"| torch SDPA | Hq={hq} Hk={hk} D={d} L={L} | {t * 1e6:.1f} us | {flops / t / 1e12:.1f} TFLOP/s |")
-for hq, hk, d, L in ((32, 8, 128, 4096), (32, 8, 128, 16384), (9, 3, 64, 16384)):
-    sdpa(hq, hk, d, L)
-PY
+gpu_sdpa_ceiling | tee "$OUT/sdpa.txt"
 
 bench() {  # label, then bench flags; the side's settings from $SIDE_ENV
   local label=$1; shift

@@ -12,21 +12,7 @@ grep -E "^prefill " "$OUT/prefill_attention_test.log" | sort | uniq | head -24
 
 # torch SDPA, causal, B=1: the ceiling of the table. Llama-3-8B heads (32 q / 8 KV, d128) at 4K and
 # 16K, and SmolLM2's (9 q / 3 KV, d64) at 16K for the head_dim-64 row.
-python3 - <<'PY' 2>&1 | tee "$OUT/sdpa.txt"
-import torch, torch.nn.functional as F
-def sdpa(hq, hk, d, L):
-    q = torch.randn(1, hq, L, d, device="cuda", dtype=torch.bfloat16)
-    k = torch.randn(1, hk, L, d, device="cuda", dtype=torch.bfloat16); v = torch.randn_like(k)
-    f = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-    for _ in range(3): f()
-    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    n = 20; s.record(); [f() for _ in range(n)]; e.record(); torch.cuda.synchronize()
-    t = s.elapsed_time(e) / n / 1e3
-    flops = 4.0 * hq * d * L * (L + 1) / 2
-    print(f"| causal prefill attention | torch SDPA | Hq={hq} Hk={hk} D={d} B=1 L={L} | {t * 1e6:.1f} us | {flops / t / 1e12:.1f} TFLOP/s |")
-for hq, hk, d, L in ((32, 8, 128, 4096), (32, 8, 128, 16384), (9, 3, 64, 16384)):
-    sdpa(hq, hk, d, L)
-PY
+gpu_sdpa_ceiling | tee "$OUT/sdpa.txt"
 
 {
   bench() {  # label, then bench flags; KVS_* settings come from the caller's environment

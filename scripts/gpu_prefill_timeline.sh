@@ -6,9 +6,7 @@
 # Usage: bash scripts/gpu_prefill_timeline.sh [STEP_TOKENS...]   (device tool, carrying .deps)
 source "$(dirname "$0")/gpu_common.sh"
 [ -n "${KVS_SKIP_BUILD:-}" ] && source "$BUILD/env.sh" || gpu_build
-CUPTI_LIB=$(dirname "$(find / -name 'libcupti.so*' -not -path '/proc/*' 2> /dev/null | head -1)")
-g++ -shared -fPIC -O2 scripts/kernel_timeline.cc -I/usr/local/cuda/include -L"$CUPTI_LIB" -lcupti \
-  -Wl,-rpath,"$CUPTI_LIB" -o /tmp/libkvs_timeline.so || exit 1
+gpu_timeline_lib || exit 1
 steps=("$@")
 [ ${#steps[@]} = 0 ] && steps=(8192 16384)
 prompt() {  # step tokens, then env assignments

@@ -7,9 +7,7 @@
 #   default: random:llama-3-8b:Q4_0 random:llama-3-8b:Q4_K random:llama-3-8b:F8_E4M3 random:llama-3-8b
 source "$(dirname "$0")/gpu_common.sh"
 [ -n "${KVS_SKIP_BUILD:-}" ] && source "$BUILD/env.sh" || gpu_build
-CUPTI_LIB=$(dirname "$(find / -name 'libcupti.so*' -not -path '/proc/*' 2> /dev/null | head -1)")
-g++ -shared -fPIC -O2 scripts/kernel_timeline.cc -I/usr/local/cuda/include -L"$CUPTI_LIB" -lcupti \
-  -Wl,-rpath,"$CUPTI_LIB" -o /tmp/libkvs_timeline.so || exit 1
+gpu_timeline_lib || exit 1
 runs=("$@")
 [ ${#runs[@]} = 0 ] && runs=(random:llama-3-8b:Q4_0 random:llama-3-8b:Q4_K random:llama-3-8b:F8_E4M3 random:llama-3-8b)
 gpu_copy_ceiling

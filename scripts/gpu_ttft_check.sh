@@ -9,9 +9,7 @@ source "$(dirname "$0")/gpu_common.sh"
 [ -n "${KVS_SKIP_BUILD:-}" ] && source "$BUILD/env.sh" || gpu_build
 gpu_tests cuda_backend_test activation_rounding_test gpu_model_test
 echo "tests done at $(( $(date +%s) - start )) s"
-CUPTI_LIB=$(dirname "$(find / -name 'libcupti.so*' -not -path '/proc/*' 2> /dev/null | head -1)")
-g++ -shared -fPIC -O2 scripts/kernel_timeline.cc -I/usr/local/cuda/include -L"$CUPTI_LIB" -lcupti \
-  -Wl,-rpath,"$CUPTI_LIB" -o /tmp/libkvs_timeline.so || exit 1
+gpu_timeline_lib || exit 1
 
 sampled() {  # label, then a command: runs it with the SM clock and power sampled every 100 ms
   local label=$1; shift

@@ -8,8 +8,8 @@
 //
 // A block is a producer warpgroup and two consumer warpgroups of 64 query rows each (128 rows). K/V
 // tiles of 128 keys are gathered from the pages by cp.async (any block size: each key is located
-// through the block table) into a ring of shared-memory stages laid out as wgmma reads them: 128-byte rows of 64 elements, 16-byte
-// chunks XOR-swizzled by row (the hardware's 128B swizzle), a head_dim of 128 as two 64-wide
+// through the block table) into a ring of shared-memory stages laid out as wgmma reads them: 128-byte rows of 64
+// elements, 16-byte chunks XOR-swizzled by row (the hardware's 128B swizzle), a head_dim of 128 as two 64-wide
 // sub-tiles. Per tile each warpgroup computes S = Q K^T (SS wgmma, Q and K K-major), the online
 // softmax on the accumulator fragments (scale applied in f32, causal mask only on tiles that
 // reach a row's position), and O += P V (RS wgmma: P re-packed from S's registers as the A
@@ -371,6 +371,20 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
       BarrierArriveOnCopies(q_full);
       ++n_item;
     };
+    // Runs tile(item, its block table, stage, first key) for every tile of this block's items in
+    // turn, each once its stage is free, after queueing the item's Q.
+    auto each_tile = [&](auto&& tile) {
+      ForEachItem<kKeys>(p, work, [&](const WorkItem& w) {
+        load_q(w);
+        const int32_t* blocks = p.block_table + static_cast<int64_t>(w.seq) * p.max_blocks_per_seq;
+        for (int j = 0; j < w.num_tiles; ++j) {
+          const int slot = ring + j, stage = slot % kStages, base = w.k_lo + j * kKeys;
+          if (slot >= kStages) BarrierWait(empty(stage), ((slot / kStages) & 1) ^ 1);
+          tile(w, blocks, stage, base);
+        }
+        ring += w.num_tiles;
+      });
+    };
     if constexpr (kCodes) {
       asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
       if (flags & kFlagStagedCodes) {
@@ -412,20 +426,13 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
         });
         return;
       }
-      ForEachItem<kKeys>(p, work, [&](const WorkItem& w) {
-        load_q(w);
-        const int32_t* blocks = p.block_table + static_cast<int64_t>(w.seq) * p.max_blocks_per_seq;
-        for (int j = 0; j < w.num_tiles; ++j) {
-          const int slot = ring + j, stage = slot % kStages, base = w.k_lo + j * kKeys;
-          if (slot >= kStages) BarrierWait(empty(stage), ((slot / kStages) & 1) ^ 1);
-          if (warp_key0 < kKeys) {
-            const KvRow mine = tid < kKeys && base + tid < w.k_hi ? LocateKv(p, blocks, base + tid, w.kvh) : KvRow{};
-            DecodeCodesTile<F, D, kKeys>(p, mine, base, w.k_hi, warp_key0, lane, k_s(stage), v_s(stage));
-          }
-          FenceProxyAsync();  // these generic-proxy stores, before the consumers' wgmma reads them
-          BarrierArrive(full(stage));
+      each_tile([&](const WorkItem& w, const int32_t* blocks, int stage, int base) {
+        if (warp_key0 < kKeys) {
+          const KvRow mine = tid < kKeys && base + tid < w.k_hi ? LocateKv(p, blocks, base + tid, w.kvh) : KvRow{};
+          DecodeCodesTile<F, D, kKeys>(p, mine, base, w.k_hi, warp_key0, lane, k_s(stage), v_s(stage));
         }
-        ring += w.num_tiles;
+        FenceProxyAsync();  // these generic-proxy stores, before the consumers' wgmma reads them
+        BarrierArrive(full(stage));
       });
       asm volatile("cp.async.wait_all;\n" ::: "memory");
       return;
@@ -433,30 +440,23 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
     constexpr int kKeysPerCopy = 32 / kChunks;  // rows one warp instruction covers
     const int c = lane % kChunks;
-    ForEachItem<kKeys>(p, work, [&](const WorkItem& w) {
-      load_q(w);
-      const int32_t* blocks = p.block_table + static_cast<int64_t>(w.seq) * p.max_blocks_per_seq;
-      for (int j = 0; j < w.num_tiles; ++j) {
-        const int slot = ring + j, stage = slot % kStages, base = w.k_lo + j * kKeys;
-        if (slot >= kStages) BarrierWait(empty(stage), ((slot / kStages) & 1) ^ 1);
-        if (warp_key0 < kKeys) {  // warp-uniform: a 96-key tile leaves the last warp idle
-          const bool mine_valid = tid < kKeys && base + tid < w.k_hi;
-          const int64_t mine = mine_valid ? LocateKv(p, blocks, base + tid, w.kvh).codes : 0;
+    each_tile([&](const WorkItem& w, const int32_t* blocks, int stage, int base) {
+      if (warp_key0 < kKeys) {  // warp-uniform: a 96-key tile leaves the last warp idle
+        const bool mine_valid = tid < kKeys && base + tid < w.k_hi;
+        const int64_t mine = mine_valid ? LocateKv(p, blocks, base + tid, w.kvh).codes : 0;
 #pragma unroll 2
-          for (int r = 0; r < kChunks; ++r) {
-            const int src = r * kKeysPerCopy + lane / kChunks, key = warp_key0 + src;
-            const int64_t codes = __shfl_sync(0xffffffffu, mine, src);
-            const bool valid = key < kKeys && base + key < w.k_hi;
-            const uint32_t off = TileOffset(key, c, kSubTileBytes);
-            asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(k_s(stage) + off),
-                         "l"(p.k_cache + codes + c * 16), "r"(valid ? 16 : 0));
-            asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(v_s(stage) + off),
-                         "l"(p.v_cache + codes + c * 16), "r"(valid ? 16 : 0));
-          }
+        for (int r = 0; r < kChunks; ++r) {
+          const int src = r * kKeysPerCopy + lane / kChunks, key = warp_key0 + src;
+          const int64_t codes = __shfl_sync(0xffffffffu, mine, src);
+          const bool valid = key < kKeys && base + key < w.k_hi;
+          const uint32_t off = TileOffset(key, c, kSubTileBytes);
+          asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(k_s(stage) + off),
+                       "l"(p.k_cache + codes + c * 16), "r"(valid ? 16 : 0));
+          asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(v_s(stage) + off),
+                       "l"(p.v_cache + codes + c * 16), "r"(valid ? 16 : 0));
         }
-        BarrierArriveOnCopies(full(stage));
       }
-      ring += w.num_tiles;
+      BarrierArriveOnCopies(full(stage));
     });
     asm volatile("cp.async.wait_all;\n" ::: "memory");
     return;
