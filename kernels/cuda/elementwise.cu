@@ -137,20 +137,35 @@ cudaError_t LaunchEmbedding(const int32_t* ids, int64_t num_tokens, const bf16* 
 }
 
 namespace {
+// gridDim.y holds at most 65,535 blocks: the kernels with a row of blocks per matrix row launch
+// over chunks of at most that many rows (a prompt step of 64K tokens has more; one launch failed
+// with an invalid configuration). At most 65,535 rows, one launch, as before.
+constexpr int64_t kMaxGridRows = 65535;
+template <typename Launch>
+cudaError_t ForRowChunks(int64_t rows, Launch&& launch) {
+  for (int64_t r0 = 0; r0 < rows; r0 += kMaxGridRows) {
+    if (const cudaError_t err = launch(r0, std::min(kMaxGridRows, rows - r0)); err != cudaSuccess) return err;
+  }
+  return cudaSuccess;
+}
+
 template <typename Act>
 cudaError_t LaunchGated(const bf16* gate_up, int64_t gu_stride, int64_t rows, int64_t inter, bf16* out,
                         int64_t out_stride, cudaStream_t stream, const QuantizedActivations* round, bool* rounded) {
   if (rounded != nullptr) *rounded = false;
   if (rows == 0) return cudaSuccess;
   constexpr int kThreads = 128;  // whole warps
-  const bool rounds = round != nullptr && inter % 32 == 0;
+  // Rounding indexes the rows from the launch's first: one launch only (decode-sized steps).
+  const bool rounds = round != nullptr && inter % 32 == 0 && rows <= kMaxGridRows;
   const bool vec = inter % 8 == 0 && gu_stride % 8 == 0 && out_stride % 8 == 0 &&
                    reinterpret_cast<uintptr_t>(gate_up) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0;
   const int per_thread = vec ? 8 : 1;
-  const dim3 grid((inter / per_thread + kThreads - 1) / kThreads, rows);
-  const cudaError_t err =
-      pdl::Launch(vec ? GatedKernel<Act, 8> : GatedKernel<Act, 1>, grid, kThreads, 0, stream, gate_up, gu_stride, inter,
-                  out, out_stride, rounds ? *round : QuantizedActivations{});
+  const cudaError_t err = ForRowChunks(rows, [&](int64_t r0, int64_t n) {
+    const dim3 grid((inter / per_thread + kThreads - 1) / kThreads, static_cast<unsigned>(n));
+    return pdl::Launch(vec ? GatedKernel<Act, 8> : GatedKernel<Act, 1>, grid, kThreads, 0, stream,
+                       gate_up + r0 * gu_stride, gu_stride, inter, out + r0 * out_stride, out_stride,
+                       rounds ? *round : QuantizedActivations{});
+  });
   if (rounded != nullptr) *rounded = rounds && err == cudaSuccess;
   return err;
 }
@@ -167,8 +182,10 @@ cudaError_t LaunchGeluGlu(const bf16* gate_up, int64_t gu_stride, int64_t rows, 
 }
 
 cudaError_t LaunchScale(float* x, int64_t x_stride, int64_t rows, int64_t cols, float s, cudaStream_t stream) {
-  if (rows == 0) return cudaSuccess;
-  return pdl::Launch(ScaleKernel, dim3((cols + 255) / 256, rows), 256, 0, stream, x, x_stride, cols, s);
+  return ForRowChunks(rows, [&](int64_t r0, int64_t n) {
+    return pdl::Launch(ScaleKernel, dim3((cols + 255) / 256, static_cast<unsigned>(n)), 256, 0, stream,
+                       x + r0 * x_stride, x_stride, cols, s);
+  });
 }
 
 cudaError_t LaunchGatherRows(const void* x, int64_t x_stride, const int32_t* rows, int64_t n, int64_t cols,
@@ -180,16 +197,20 @@ cudaError_t LaunchGatherRows(const void* x, int64_t x_stride, const int32_t* row
 
 cudaError_t LaunchAddBias(bf16* out, int64_t out_stride, int64_t rows, int64_t cols, const bf16* bias,
                           cudaStream_t stream) {
-  if (rows == 0) return cudaSuccess;
-  AddBiasKernel<bf16><<<dim3((cols + 255) / 256, rows), 256, 0, stream>>>(out, out_stride, cols, bias);
-  return cudaGetLastError();
+  return ForRowChunks(rows, [&](int64_t r0, int64_t n) {
+    AddBiasKernel<bf16><<<dim3((cols + 255) / 256, static_cast<unsigned>(n)), 256, 0, stream>>>(out + r0 * out_stride,
+                                                                                                out_stride, cols, bias);
+    return cudaGetLastError();
+  });
 }
 
 cudaError_t LaunchAddBiasF32(float* out, int64_t out_stride, int64_t rows, int64_t cols, const bf16* bias,
                              cudaStream_t stream) {
-  if (rows == 0) return cudaSuccess;
-  AddBiasKernel<float><<<dim3((cols + 255) / 256, rows), 256, 0, stream>>>(out, out_stride, cols, bias);
-  return cudaGetLastError();
+  return ForRowChunks(rows, [&](int64_t r0, int64_t n) {
+    AddBiasKernel<float><<<dim3((cols + 255) / 256, static_cast<unsigned>(n)), 256, 0, stream>>>(
+        out + r0 * out_stride, out_stride, cols, bias);
+    return cudaGetLastError();
+  });
 }
 
 }  // namespace kvs::cuda

@@ -262,6 +262,39 @@ TEST_F(CudaOpsTest, HeadNormsGeluGluAndScaleMatchCpuElementwise) {
               gelu_worst);
 }
 
+// The kernels with a row of blocks per matrix row (SwiGLU / GeGLU, Scale, the bias add) on more
+// rows than one grid's y dimension holds (65,535): a prompt step of 64K tokens. Every row against
+// the CPU, the last ones (the second launch) included.
+TEST_F(CudaOpsTest, RowKernelsTakeMoreRowsThanOneGridHolds) {
+  const int64_t t = 65537, inter = 8, cols = 4;  // outputs are uploaded NaN: an unwritten row fails
+  auto gu = Random(t * 2 * inter, 2.0f);
+  std::vector<float> cact(t * inter);
+  ASSERT_TRUE(cpu_.SwiGlu(F32(gu, t, 2 * inter), F32(cact, t, inter)).ok());
+  auto ggu = Upload(gu, DType::kBF16, t, 2 * inter);
+  auto gact = Upload({}, DType::kBF16, t, inter);
+  ASSERT_TRUE(gpu_->SwiGlu(ggu.View(DType::kBF16, t, 2 * inter), gact.View(DType::kBF16, t, inter)).ok());
+  ExpectElementwise(Download(gact, DType::kBF16, t, inter), cact, 1e-2, 1e-2, "SwiGLU over 65,537 rows");
+
+  auto r = Random(t * cols, 3.0f);
+  std::vector<float> cr = r;
+  ASSERT_TRUE(cpu_.Scale(F32(cr, t, cols), 0.5f).ok());
+  auto gr = Upload(r, DType::kF32, t, cols);
+  ASSERT_TRUE(gpu_->Scale(gr.View(DType::kF32, t, cols), 0.5f).ok());
+  EXPECT_EQ(Download(gr, DType::kF32, t, cols), cr);
+
+  // The bias add, through a Linear with a bias: x [t, 32] . w [cols, 32]^T + b.
+  const int64_t k = 32;
+  auto x = Random(t * k), w = Random(cols * k), b = Random(cols, 4.0f);
+  std::vector<float> cy(t * cols);
+  ASSERT_TRUE(cpu_.Linear(F32(x, t, k), F32(w, cols, k), F32(b, 1, cols), F32(cy, t, cols)).ok());
+  auto gx = Upload(x, DType::kBF16, t, k), gw = Upload(w, DType::kBF16, cols, k), gb = Upload(b, DType::kBF16, 1, cols);
+  auto gy = Upload({}, DType::kBF16, t, cols);
+  ASSERT_TRUE(gpu_->Linear(gx.View(DType::kBF16, t, k), gw.View(DType::kBF16, cols, k), gb.View(DType::kBF16, 1, cols),
+                           gy.View(DType::kBF16, t, cols))
+                  .ok());
+  ExpectElementwise(Download(gy, DType::kBF16, t, cols), cy, 1e-2, 1e-2, "Linear + bias over 65,537 rows");
+}
+
 // The attention contract is one table (cuda_kernels.h) read by dispatch and, through
 // KvDTypeProblem, by KvCache::Create at load: checked here without a GPU.
 TEST(CudaAttentionContractTest, OneTableSaysWhichHeadDimsRun) {
