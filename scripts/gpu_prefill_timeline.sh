@@ -12,7 +12,8 @@ steps=("$@")
 prompt() {  # step tokens, then env assignments
   local step=$1; shift
   env "$@" timeout 200 $K bench --device cuda --model random:llama-3.1-8b --input-len 65536 --output-len 1 \
-    --num-prompts 1 --max-tokens-per-step "$step" 2>&1 | grep -E "^\| ttft|rror"
+    --num-prompts 1 --max-tokens-per-step "$step" > /tmp/prompt.log 2>&1 \
+    ; grep -E "^\| ttft" /tmp/prompt.log || tail -3 /tmp/prompt.log  # no result: say why
 }
 for step in "${steps[@]}"; do
   echo "## untraced, $step tokens a step"; prompt "$step"

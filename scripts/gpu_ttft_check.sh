@@ -22,7 +22,8 @@ sampled() {  # label, then a command: runs it with the SM clock and power sample
 }
 prompt() {
   timeout 200 $K bench --device cuda --model random:llama-3.1-8b --input-len 65536 --output-len 1 --num-prompts 1 \
-    --max-tokens-per-step 8192 2>&1 | grep -E "^\| ttft|rror"
+    --max-tokens-per-step 8192 > /tmp/prompt.log 2>&1 \
+    ; grep -E "^\| ttft" /tmp/prompt.log || tail -3 /tmp/prompt.log  # no result: say why
 }
 sampled "65,536-token prompt" prompt
 CUDA_INJECTION64_PATH=/tmp/libkvs_timeline.so KVS_TIMELINE_OUT=/tmp/prefill_timeline.csv prompt
