@@ -7,6 +7,9 @@
 #   gpu_sdpa_ceiling   prints torch SDPA's causal prefill rate (B=1, enable_gqa) on Llama-3-8B
 #                      heads at 4K and 16K and SmolLM2's at 16K: the ceiling of the prefill kernel
 #   gpu_timeline_lib   builds scripts/kernel_timeline.cc (the CUPTI tracer) into /tmp/libkvs_timeline.so
+#   gpu_long_prompt STEP [FLAGS..]  the 65,536-token prompt on random:llama-3.1-8b, STEP tokens a
+#                      step: prints its offline and ttft lines, or its last lines when it has none
+#                      (settings come from the caller's environment)
 #   gpu_kernel_durations CSV LABEL  sums Nsight Compute's `--csv --page raw` gpu__time_duration per
 #                      kernel name and prints the costliest
 #   gpu_step LABEL N FLAGS..  a whole run of N requests of 512 in / 128 out (bench's offline mode),
@@ -107,4 +110,11 @@ gpu_timeline_lib() {
   cupti=$(dirname "$(find / -name 'libcupti.so*' -not -path '/proc/*' 2> /dev/null | head -1)")
   g++ -shared -fPIC -O2 scripts/kernel_timeline.cc -I/usr/local/cuda/include -L"$cupti" -lcupti \
     -Wl,-rpath,"$cupti" -o /tmp/libkvs_timeline.so
+}
+
+gpu_long_prompt() {
+  local step=$1; shift
+  timeout 200 $K bench --device cuda --model random:llama-3.1-8b --input-len 65536 --output-len 1 --num-prompts 1 \
+    --max-tokens-per-step "$step" "$@" > /tmp/prompt.log 2>&1
+  grep -E "^\| (offline|ttft)|scratch" /tmp/prompt.log || tail -3 /tmp/prompt.log  # no result: say why
 }

@@ -29,7 +29,6 @@ done
 echo "kernels done at $(( $(date +%s) - start )) s"
 for kv in bf16 int8; do
   echo "== $kv KV: 65,536-token prompt"
-  timeout 120 $K bench --device cuda --model random:llama-3.1-8b --input-len 65536 --output-len 1 --num-prompts 1 \
-    --max-tokens-per-step 8192 --kv-dtype $kv 2>&1 | grep -E "^\| (offline|ttft)|rror|scratch"
+  gpu_long_prompt 8192 --kv-dtype $kv
 done
 echo "total $(( $(date +%s) - start )) s"

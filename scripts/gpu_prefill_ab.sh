@@ -45,8 +45,7 @@ echo "benches done at $(( $(date +%s) - start )) s"
 if [ "$MODE" != quick ]; then
   for SIDE_ENV in "" "$ALT"; do
     echo "== ${SIDE_ENV:-default}: 65,536-token prompt"
-    env $SIDE_ENV $K bench --device cuda --model random:llama-3.1-8b --input-len 65536 --output-len 1 \
-      --num-prompts 1 --max-tokens-per-step 8192 2>&1 | grep -E "^\| (offline|ttft)"
+    ([ -z "$SIDE_ENV" ] || export $SIDE_ENV; gpu_long_prompt 8192)
   done | tee "$OUT/ttft64k.txt"
 fi
 echo "total $(( $(date +%s) - start )) s"

@@ -41,8 +41,7 @@ if [ "$MODE" != quick ]; then
   # End to end: a 65,536-token prompt's time to first token, both kernels.
   for kern in auto; do
     echo "== $kern: 65,536-token prompt"
-    KVS_PREFILL_KERNEL=$kern $K bench --device cuda --model random:llama-3.1-8b --input-len 65536 --output-len 1 \
-      --num-prompts 1 --max-tokens-per-step 8192 2>&1 | grep -E "^\| (offline|ttft)"
+    KVS_PREFILL_KERNEL=$kern gpu_long_prompt 8192
   done | tee "$OUT/ttft64k.txt"
 fi
 echo "total $(( $(date +%s) - start )) s"

@@ -9,16 +9,10 @@ source "$(dirname "$0")/gpu_common.sh"
 gpu_timeline_lib || exit 1
 steps=("$@")
 [ ${#steps[@]} = 0 ] && steps=(8192 16384)
-prompt() {  # step tokens, then env assignments
-  local step=$1; shift
-  env "$@" timeout 200 $K bench --device cuda --model random:llama-3.1-8b --input-len 65536 --output-len 1 \
-    --num-prompts 1 --max-tokens-per-step "$step" > /tmp/prompt.log 2>&1 \
-    ; grep -E "^\| ttft" /tmp/prompt.log || tail -3 /tmp/prompt.log  # no result: say why
-}
 for step in "${steps[@]}"; do
-  echo "## untraced, $step tokens a step"; prompt "$step"
+  echo "## untraced, $step tokens a step"; gpu_long_prompt "$step"
 done
 echo "## traced, ${steps[0]} tokens a step"
-prompt "${steps[0]}" CUDA_INJECTION64_PATH=/tmp/libkvs_timeline.so KVS_TIMELINE_OUT=/tmp/prefill_timeline.csv
+CUDA_INJECTION64_PATH=/tmp/libkvs_timeline.so KVS_TIMELINE_OUT=/tmp/prefill_timeline.csv gpu_long_prompt "${steps[0]}"
 python3 scripts/kernel_time_by_kind.py /tmp/prefill_timeline.csv "65,536-token prompt, ${steps[0]} a step" --long-prompt
 echo "total $(( $(date +%s) - start )) s"

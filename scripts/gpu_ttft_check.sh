@@ -20,13 +20,8 @@ sampled() {  # label, then a command: runs it with the SM clock and power sample
   awk -F', ' -v l="$label" '$2 > 200 { n++; c += $1; p += $2; if (min == "" || $1 < min) min = $1; if ($3 > t) t = $3 }
     END { if (n) printf "| clock while busy (power > 200 W) | %s | %d samples | SM %.0f MHz mean, %d min | %.0f W mean | %d C max |\n", l, n, c / n, min, p / n, t }' /tmp/smi.csv
 }
-prompt() {
-  timeout 200 $K bench --device cuda --model random:llama-3.1-8b --input-len 65536 --output-len 1 --num-prompts 1 \
-    --max-tokens-per-step 8192 > /tmp/prompt.log 2>&1 \
-    ; grep -E "^\| ttft" /tmp/prompt.log || tail -3 /tmp/prompt.log  # no result: say why
-}
-sampled "65,536-token prompt" prompt
-CUDA_INJECTION64_PATH=/tmp/libkvs_timeline.so KVS_TIMELINE_OUT=/tmp/prefill_timeline.csv prompt
+sampled "65,536-token prompt" gpu_long_prompt 8192
+CUDA_INJECTION64_PATH=/tmp/libkvs_timeline.so KVS_TIMELINE_OUT=/tmp/prefill_timeline.csv gpu_long_prompt 8192
 python3 scripts/kernel_time_by_kind.py /tmp/prefill_timeline.csv "65,536-token prompt, 8192 a step (traced)" --long-prompt
 cp /tmp/prefill_timeline.csv "$OUT/"
 chunk() { $K bench --device cuda --kernel prefill --batch 1 --model random:llama-3-8b --context 65536 --query-len 8192 "$@" | grep "^|"; }

@@ -73,6 +73,15 @@ class CudaOpsTest : public testing::GpuFixture<> {
   double ExpectClose(const std::vector<float>& got, const std::vector<float>& want, double rel, const std::string& what) {
     return testing::ExpectClose(got, want, rel, what, seed_);
   }
+  // Scale of a random f32 [rows, cols] on the GPU equals the CPU's exactly (one multiply each).
+  void ExpectScaleMatchesCpu(int64_t rows, int64_t cols, float s) {
+    auto r = Random(rows * cols, 3.0f);
+    std::vector<float> cr = r;
+    ASSERT_TRUE(cpu_.Scale(F32(cr, rows, cols), s).ok());
+    auto gr = Upload(r, DType::kF32, rows, cols);
+    ASSERT_TRUE(gpu_->Scale(gr.View(DType::kF32, rows, cols), s).ok());
+    EXPECT_EQ(Download(gr, DType::kF32, rows, cols), cr);
+  }
 
   const uint32_t seed_ = std::random_device{}();
   std::mt19937 rng_{seed_};
@@ -252,12 +261,7 @@ TEST_F(CudaOpsTest, HeadNormsGeluGluAndScaleMatchCpuElementwise) {
   ASSERT_TRUE(gpu_->GeluGlu(ggu.View(DType::kBF16, t, 2 * inter), gact.View(DType::kBF16, t, inter)).ok());
   const double gelu_worst = ExpectElementwise(Download(gact, DType::kBF16, t, inter), cact, 1e-2, 1e-2, "GeluGlu");
 
-  auto r = Random(t * h, 3.0f);
-  std::vector<float> cr = r;
-  ASSERT_TRUE(cpu_.Scale(F32(cr, t, h), 25.298221f).ok());
-  auto gr = Upload(r, DType::kF32, t, h);
-  ASSERT_TRUE(gpu_->Scale(gr.View(DType::kF32, t, h), 25.298221f).ok());
-  EXPECT_EQ(Download(gr, DType::kF32, t, h), cr);
+  ExpectScaleMatchesCpu(t, h, 25.298221f);
   std::printf("worst element / tolerance: HeadRmsNorm %.2f, RmsNorm bf16 %.2f, GeluGlu %.2f\n", q_worst, norm_worst,
               gelu_worst);
 }
@@ -275,12 +279,7 @@ TEST_F(CudaOpsTest, RowKernelsTakeMoreRowsThanOneGridHolds) {
   ASSERT_TRUE(gpu_->SwiGlu(ggu.View(DType::kBF16, t, 2 * inter), gact.View(DType::kBF16, t, inter)).ok());
   ExpectElementwise(Download(gact, DType::kBF16, t, inter), cact, 1e-2, 1e-2, "SwiGLU over 65,537 rows");
 
-  auto r = Random(t * cols, 3.0f);
-  std::vector<float> cr = r;
-  ASSERT_TRUE(cpu_.Scale(F32(cr, t, cols), 0.5f).ok());
-  auto gr = Upload(r, DType::kF32, t, cols);
-  ASSERT_TRUE(gpu_->Scale(gr.View(DType::kF32, t, cols), 0.5f).ok());
-  EXPECT_EQ(Download(gr, DType::kF32, t, cols), cr);
+  ExpectScaleMatchesCpu(t, cols, 0.5f);
 
   // The bias add, through a Linear with a bias: x [t, 32] . w [cols, 32]^T + b.
   const int64_t k = 32;
