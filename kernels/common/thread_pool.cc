@@ -28,9 +28,13 @@ namespace {
 // How long an idle thread polls before it sleeps: long enough to span the gap between two loops
 // of one forward pass (tens of microseconds), short enough that a shared machine loses little.
 constexpr auto kSpinFor = std::chrono::microseconds(100);
-// Chunks per thread: enough that a thread that starts late, or is descheduled, leaves a small
-// share to the others; few enough that claiming costs nothing next to the work.
-constexpr int64_t kChunksPerThread = 8;
+// Chunks per thread: enough that a thread that starts late, or is descheduled, leaves a share to
+// the others; few enough that each thread streams long runs of a matrix. Decode's matrices are
+// small (SmolLM2's 576-wide ones take ~20 us at 2 threads), and 8 chunks a thread cost a claim
+// (a contended compare-and-swap) and a cold start of the tiles' prefetch every ~1 us of work:
+// 2 decoded SmolLM2 7% (Q4_K_M) and 4% (Q4_1) faster at 2 threads than 8, and the same beside a
+// second busy process (docs/performance.md, 2026-12-06).
+constexpr int64_t kChunksPerThread = 2;
 constexpr int64_t kMaxChunks = 0xffff;
 
 int EnvInt(const char* name) {
