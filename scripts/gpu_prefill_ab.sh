@@ -4,7 +4,7 @@
 # issue 20's targets, with torch SDPA in the same call; then the 65,536-token prompt's time to
 # first token both ways. Builds and runs the element-wise prefill test first.
 # Usage: bash scripts/gpu_prefill_ab.sh "KVS_WGMMA_BLOCKS=item" [quick]
-#        (branch experiment/wgmma-softmax-fold: "KVS_WGMMA_SOFTMAX=folded")
+#        bash scripts/gpu_prefill_ab.sh "KVS_WGMMA_SOFTMAX=folded"   (this branch's experiment)
 source "$(dirname "$0")/gpu_common.sh"
 ALT=$1
 MODE=${2:-full}

@@ -237,6 +237,56 @@ __device__ inline void ConvertStagedTile(int warp_key0, int lane, uint32_t k_sta
   }
 }
 
+// FragmentSoftmax (paged_attention_common.cuh) with two of its steps moved, as FlashAttention-3
+// does (opt-in, KVS_WGMMA_SOFTMAX=folded: compiled, ~65 fewer instructions a tile and thread in
+// the bf16 kernel's SASS, not yet run on a GPU): S stays unscaled (the running max m too, in S's units) and the scale
+// is folded into the exponent's multiply-add, exp2(s * scale - m * scale), where S was first multiplied element by
+// element (64 multiplies a tile and thread fewer); and l is this thread's share of its row's sum,
+// the quad's shares added once at the end (ReduceRowSums) instead of by shuffles every tile (the
+// rescale c is the same for the quad's four threads, so the shares can be kept apart). Masked
+// scores are -FLT_MAX, as FragmentSoftmax's.
+template <int NT>
+__device__ inline void ScaledFragmentSoftmax(float (&sc)[NT][4], float scale, float& m_lo, float& l_lo, float& m_hi,
+                                             float& l_hi, float& c_lo, float& c_hi) {
+  float mx_lo = -FLT_MAX, mx_hi = -FLT_MAX;
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+    mx_lo = fmaxf(mx_lo, fmaxf(sc[nt][0], sc[nt][1]));
+    mx_hi = fmaxf(mx_hi, fmaxf(sc[nt][2], sc[nt][3]));
+  }
+  for (int off = 1; off < 4; off <<= 1) {
+    mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, off));
+    mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, off));
+  }
+  const float mn_lo = fmaxf(m_lo, mx_lo), mn_hi = fmaxf(m_hi, mx_hi);
+  // A row with no unmasked key yet subtracts 0 (its masked scores still give exp2(~-4e37) = 0).
+  const float ms_lo = mn_lo == -FLT_MAX ? 0.0f : mn_lo * scale, ms_hi = mn_hi == -FLT_MAX ? 0.0f : mn_hi * scale;
+  c_lo = FastExp2(fmaf(m_lo, scale, -ms_lo));  // 0 while the row had no keys (m = -FLT_MAX)
+  c_hi = FastExp2(fmaf(m_hi, scale, -ms_hi));
+  float sum_lo = 0.0f, sum_hi = 0.0f;
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      sc[nt][j] = FastExp2(fmaf(sc[nt][j], scale, -ms_lo));
+      sc[nt][2 + j] = FastExp2(fmaf(sc[nt][2 + j], scale, -ms_hi));
+      sum_lo += sc[nt][j];
+      sum_hi += sc[nt][2 + j];
+    }
+  }
+  l_lo = l_lo * c_lo + sum_lo;
+  l_hi = l_hi * c_hi + sum_hi;
+  m_lo = mn_lo;
+  m_hi = mn_hi;
+}
+// The rows' sums from the quad's shares (every lane of the warp calls it).
+__device__ inline void ReduceRowSums(float& l_lo, float& l_hi) {
+  for (int off = 1; off < 4; off <<= 1) {
+    l_lo += __shfl_xor_sync(0xffffffffu, l_lo, off);
+    l_hi += __shfl_xor_sync(0xffffffffu, l_hi, off);
+  }
+}
+
 // The kernel's work items: query rows [r0, r0 + rows_here) of one (sequence, KV head) over the
 // keys of one split, numbered longest first (the last row chunks of a causal prompt see the
 // most keys), KV head fastest: item i of the planned grid (x, kv_heads, sequences) is its linear
@@ -293,8 +343,9 @@ __device__ inline void ForEachItem(const Params& p, const WorkItems& work, Body&
 // write its output, where a block per item paid its start (Q, the first tile, the pipeline's
 // fill) and its end (the stores, the block's exit) with the SM's tensor cores idle.
 // Bits of the kernel's `flags`.
-constexpr int kFlagPingPong = 1;     // consumer warpgroups take turns issuing GEMMs
-constexpr int kFlagStagedCodes = 2;  // quantized tiles staged in place (StageCodesTile), not in registers
+constexpr int kFlagPingPong = 1;       // consumer warpgroups take turns issuing GEMMs
+constexpr int kFlagStagedCodes = 2;    // quantized tiles staged in place (StageCodesTile), not in registers
+constexpr int kFlagFoldedSoftmax = 4;  // ScaledFragmentSoftmax (KVS_WGMMA_SOFTMAX=folded)
 
 template <KvDType F, int D, int kKeys>
 __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Params p, WorkItems work, int flags) {
@@ -554,15 +605,20 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
     };
 
     float c_lo = 1.0f, c_hi = 1.0f;  // the rescale of O that the last softmax asks for
-    // Scale S of tile j to log2 units, mask keys past a row's position or the range (only on tiles
-    // that reach the first row's position or k_hi), run the online softmax and pack P as the A
-    // fragments of the tile's k-steps of 16 keys.
+    // FragmentSoftmax over S scaled first, or (KVS_WGMMA_SOFTMAX=folded) the scale folded into the
+    // exponent and the row sums reduced once (ScaledFragmentSoftmax; written, not yet run on a GPU).
+    const bool folded = (flags & kFlagFoldedSoftmax) != 0;
+    // Mask keys of tile j past a row's position or the range (only on tiles that reach the first
+    // row's position or k_hi), run the online softmax (the scale to log2 units folded in) and pack
+    // P as the A fragments of the tile's k-steps of 16 keys.
     auto softmax = [&](int j, float(&sc)[kNB][4], uint32_t(&pa)[kPSteps][4]) {
       const int base = k_lo + j * kKeys;
+      if (!folded) {  // S to log2 units first (before the mask: a masked score stays -FLT_MAX)
 #pragma unroll
-      for (int nt = 0; nt < kNB; ++nt) {
+        for (int nt = 0; nt < kNB; ++nt) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) sc[nt][e] *= p.scale_log2;
+          for (int e = 0; e < 4; ++e) sc[nt][e] *= p.scale_log2;
+        }
       }
       if (base + kKeys - 1 > wg_first_pos || base + kKeys > k_hi) {
 #pragma unroll
@@ -575,7 +631,11 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
           }
         }
       }
-      FragmentSoftmax<kNB>(sc, m_lo, l_lo, m_hi, l_hi, c_lo, c_hi);
+      if (folded) {
+        ScaledFragmentSoftmax<kNB>(sc, p.scale_log2, m_lo, l_lo, m_hi, l_hi, c_lo, c_hi);
+      } else {
+        FragmentSoftmax<kNB>(sc, m_lo, l_lo, m_hi, l_hi, c_lo, c_hi);
+      }
 #pragma unroll
       for (int kk = 0; kk < kPSteps; ++kk) {
         if constexpr (kHalf) {
@@ -691,6 +751,10 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
     }
     ring += num_tiles;
 
+    // The rows' sums from the quad's shares; m back in log2 units for CombineSplits.
+    if (folded) ReduceRowSums(l_lo, l_hi);
+    const float ml_lo = !folded || m_lo == -FLT_MAX ? m_lo : m_lo * p.scale_log2;
+    const float ml_hi = !folded || m_hi == -FLT_MAX ? m_hi : m_hi * p.scale_log2;
     // Each thread writes its rows' (g, g + 8) pieces: columns 2t, 2t+1 of every n-block.
     auto write_row = [&](int row, int pos, float m, float l, int half) {
       if (pos < 0) return;
@@ -712,8 +776,8 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
         }
       }
     };
-    write_row(row_lo, pos_lo, m_lo, l_lo, 0);
-    write_row(row_hi, pos_hi, m_hi, l_hi, 1);
+    write_row(row_lo, pos_lo, ml_lo, l_lo, 0);
+    write_row(row_hi, pos_hi, ml_hi, l_hi, 1);
   });
 #endif
 }
@@ -725,6 +789,16 @@ bool PingPong() {
   static const bool on = [] {
     const char* env = std::getenv("KVS_WGMMA_PINGPONG");
     return env != nullptr && std::string_view(env) == "1";
+  }();
+  return on;
+}
+
+// Whether the consumers run ScaledFragmentSoftmax (KVS_WGMMA_SOFTMAX=folded): opt-in until it has
+// been checked and timed on a GPU (docs/performance.md, the eighteenth session).
+bool FoldedSoftmax() {
+  static const bool on = [] {
+    const char* env = std::getenv("KVS_WGMMA_SOFTMAX");
+    return env != nullptr && std::string_view(env) == "folded";
   }();
   return on;
 }
@@ -759,7 +833,7 @@ struct Instance {
   }
   static cudaError_t Launch(const Params& p, dim3 grid, cudaStream_t stream) {
     if (const cudaError_t attr = Prepare(); attr != cudaSuccess) return attr;
-    const int flags = (PingPong() ? kFlagPingPong : 0) |
+    const int flags = (PingPong() ? kFlagPingPong : 0) | (FoldedSoftmax() ? kFlagFoldedSoftmax : 0) |
                       (GetQuantizedPrefillLoads() == QuantizedPrefillLoads::kRegisters ? 0 : kFlagStagedCodes);
     const int64_t items = static_cast<int64_t>(grid.x) * grid.y * grid.z;
     if (items == 0) return cudaSuccess;
