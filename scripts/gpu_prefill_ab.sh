@@ -1,24 +1,26 @@
 #!/usr/bin/env bash
 # On one GPU (device tool, carrying .deps): the Hopper prefill kernel with its defaults against the
-# same build with the settings given (environment assignments), alternating, on the shapes of
-# issue 20's targets, with torch SDPA in the same call; then the 65,536-token prompt's time to
-# first token both ways. Builds and runs the element-wise prefill test first.
-# Usage: bash scripts/gpu_prefill_ab.sh "KVS_WGMMA_BLOCKS=item" [quick]
-#        bash scripts/gpu_prefill_ab.sh "KVS_WGMMA_SOFTMAX=folded"   (this branch's experiment)
+# same build with each group of settings given (environment assignments, one argument a side),
+# alternating, on the shapes of issue 20's targets, with torch SDPA in the same call; then the
+# 65,536-token prompt's time to first token every way. Builds and runs the element-wise prefill
+# test under every side first. KVS_AB_QUICK=1 skips the other tests and the prompt.
+# Usage: bash scripts/gpu_prefill_ab.sh "KVS_WGMMA_BLOCKS=item"
+#        bash scripts/gpu_prefill_ab.sh "KVS_WGMMA_SOFTMAX=folded" "KVS_WGMMA_KV=tma" "KVS_WGMMA_SOFTMAX=folded KVS_WGMMA_KV=tma"
 source "$(dirname "$0")/gpu_common.sh"
-ALT=$1
-MODE=${2:-full}
+SIDES=("" "$@")
+QUICK=${KVS_AB_QUICK:-}
 [ -n "${KVS_SKIP_BUILD:-}" ] && source "$BUILD/env.sh" || gpu_build
-# The element-wise prefill test on both sides; a kernel that hangs or fails stops the call here
+# The element-wise prefill test on every side; a kernel that hangs or fails stops the call here
 # (each run has 120 s).
-for SIDE_ENV in "" "$ALT"; do
-  log="$OUT/prefill_attention_test${SIDE_ENV:+.alt}.log"
+for i in "${!SIDES[@]}"; do
+  SIDE_ENV=${SIDES[$i]}
+  log="$OUT/prefill_attention_test.side$i.log"
   env $SIDE_ENV timeout 120 "$BUILD"/tests/prefill_attention_test > "$log" 2>&1
   rc=$?
   echo "prefill_attention_test (${SIDE_ENV:-default}): rc $rc, worst $(grep -oE 'worst error [0-9.]+' "$log" | sort -k3 -n | tail -1)"
   [ $rc = 0 ] || { grep -E "Failure|RUN|FAILED" "$log" | tail -12; exit 1; }
 done
-[ "$MODE" = quick ] || gpu_tests cuda_backend_test cuda_kv_format_test gpu_model_test
+[ -n "$QUICK" ] || gpu_tests cuda_backend_test cuda_kv_format_test gpu_model_test
 echo "tests done at $(( $(date +%s) - start )) s"
 
 gpu_sdpa_ceiling | tee "$OUT/sdpa.txt"
@@ -30,7 +32,7 @@ bench() {  # label, then bench flags; the side's settings from $SIDE_ENV
 }
 L8=(--model random:llama-3-8b)
 for round in 1 2; do
-  for SIDE_ENV in "" "$ALT"; do
+  for SIDE_ENV in "${SIDES[@]}"; do
     label=${SIDE_ENV:-default}
     bench "$label" "${L8[@]}" --context 4096 --iters 10
     bench "$label" "${L8[@]}" --context 16384 --iters 5
@@ -42,8 +44,8 @@ for round in 1 2; do
 done 2>&1 | tee "$OUT/prefill_ab.txt"
 echo "benches done at $(( $(date +%s) - start )) s"
 
-if [ "$MODE" != quick ]; then
-  for SIDE_ENV in "" "$ALT"; do
+if [ -z "$QUICK" ]; then
+  for SIDE_ENV in "${SIDES[@]}"; do
     echo "== ${SIDE_ENV:-default}: 65,536-token prompt"
     ([ -z "$SIDE_ENV" ] || export $SIDE_ENV; gpu_long_prompt 8192)
   done | tee "$OUT/ttft64k.txt"

@@ -31,6 +31,7 @@ struct Params {
   const unsigned char* k_cache;
   const unsigned char* v_cache;
   int64_t block_bytes;  // one block of one layer's K (or V), codes and scales
+  int64_t num_blocks;   // blocks in k_cache (and v_cache)
   int32_t row_bytes;    // one (token, head)'s codes
   int32_t scale_bytes;  // one (token, head)'s scales
   int32_t block_size;
@@ -73,6 +74,7 @@ inline Params MakeParams(const bf16* q, int64_t q_stride, int32_t q_heads, const
   p.k_cache = static_cast<const unsigned char*>(cache.k);
   p.v_cache = static_cast<const unsigned char*>(cache.v);
   p.block_bytes = cache.BlockBytes();
+  p.num_blocks = cache.num_blocks;
   p.row_bytes = static_cast<int32_t>(cache.RowBytes());
   p.scale_bytes = static_cast<int32_t>(cache.ScaleBytes());
   p.block_size = cache.block_size;

@@ -493,6 +493,7 @@ cudaError_t LaunchPrefillDecodedFirst(Params p, int max_query_len, int num_seqs,
   p.k_cache = pages.k;
   p.v_cache = pages.v;
   p.block_bytes = l.block_bytes;
+  p.num_blocks = static_cast<int64_t>(num_seqs) * l.blocks_per_seq;
   p.row_bytes = static_cast<int32_t>(KvRowBytes(KvDType::kF16, D));
   p.scale_bytes = 0;
   p.block_table = pages.table;

@@ -30,6 +30,7 @@
 
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/kernel_choice.h"
+#include "kernels/cuda/kv_tensor_map.h"
 #include "kernels/cuda/paged_prefill_wgmma.cuh"
 #include "kernels/cuda/prefill_decoded_first.cuh"
 #include "kernels/cuda/wgmma.cuh"
@@ -86,6 +87,20 @@ __device__ inline void BarrierArrive(uint32_t bar) {
 // Arrives once this thread's earlier cp.async copies have landed (counted in the init count).
 __device__ inline void BarrierArriveOnCopies(uint32_t bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+// Arrives and adds `bytes` to the transfers the barrier's phase waits for (the tensor copies that
+// complete on it).
+__device__ inline void BarrierArriveExpectBytes(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+// One box of a 4-D tensor map (kv_tensor_map.h) into shared memory at dst, completing on `bar`.
+__device__ inline void TensorCopy4d(uint32_t dst, const CUtensorMap& map, int c0, int c1, int c2, int c3,
+                                    uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], "
+      "[%6];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(&map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
+      : "memory");
 }
 // Waits until the barrier's phase of parity `parity` has completed.
 __device__ inline void BarrierWait(uint32_t bar, uint32_t parity) {
@@ -346,9 +361,11 @@ __device__ inline void ForEachItem(const Params& p, const WorkItems& work, Body&
 constexpr int kFlagPingPong = 1;       // consumer warpgroups take turns issuing GEMMs
 constexpr int kFlagStagedCodes = 2;    // quantized tiles staged in place (StageCodesTile), not in registers
 constexpr int kFlagFoldedSoftmax = 4;  // ScaledFragmentSoftmax (KVS_WGMMA_SOFTMAX=folded)
+constexpr int kFlagTensorCopies = 8;   // whole tiles by tensor copies (`maps`), others by cp.async
 
 template <KvDType F, int D, int kKeys>
-__global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Params p, WorkItems work, int flags) {
+__global__ void __launch_bounds__(kWgmmaThreads, 1)
+    PagedPrefillWgmmaKernel(Params p, WorkItems work, int flags, const __grid_constant__ KvTensorMaps maps) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr bool kHalf = F != KvDType::kBF16;  // fp16 MMAs for every format but bf16
   constexpr bool kCodes = F == KvDType::kFP8 || F == KvDType::kINT8 || F == KvDType::kINT4;
@@ -492,6 +509,37 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) PagedPrefillWgmmaKernel(Para
     constexpr int kKeysPerCopy = 32 / kChunks;  // rows one warp instruction covers
     const int c = lane % kChunks;
     each_tile([&](const WorkItem& w, const int32_t* blocks, int stage, int base) {
+      // A tile inside the range, by tensor copies (kFlagTensorCopies: pages of a multiple of 16
+      // keys, the range starting at a multiple of 16): lane i of the first warp reads the page of
+      // keys [base + 16 i, + 16) and copies their K and V rows, a 64-element box at a time,
+      // straight into the swizzled sub-tiles (the box's 16 rows of 128 bytes start at a multiple
+      // of 1024 bytes, where the hardware's swizzle and TileOffset agree). The first lane's
+      // arrival tells the barrier the tile's bytes before any copy is issued; every other producer
+      // thread arrives as for copies. A tile that reaches past k_hi takes the copies below,
+      // which zero-fill its keys past the range (a page's unused slots may hold anything).
+      if ((flags & kFlagTensorCopies) && base + kKeys <= w.k_hi) {
+        constexpr int kBoxes = kKeys / kKvTensorBoxKeys;
+        if (warp_key0 == 0) {
+          const int key = base + lane * kKvTensorBoxKeys;
+          const int32_t page =
+              lane < kBoxes ? __ldg(blocks + (p.block_shift >= 0 ? key >> p.block_shift : key / p.block_size)) : 0;
+          if (lane == 0) BarrierArriveExpectBytes(full(stage), 2 * kTileBytes);
+          __syncwarp();
+          if (lane < kBoxes) {
+            const int slot = p.block_shift >= 0 ? key & (p.block_size - 1) : key % p.block_size;
+#pragma unroll
+            for (int h = 0; h < D / kKvTensorBoxElems; ++h) {
+              const uint32_t off = h * kSubTileBytes + lane * kKvTensorBoxKeys * 128;
+              TensorCopy4d(k_s(stage) + off, maps.k, h * kKvTensorBoxElems, w.kvh, slot, page, full(stage));
+              TensorCopy4d(v_s(stage) + off, maps.v, h * kKvTensorBoxElems, w.kvh, slot, page, full(stage));
+            }
+          }
+          if (lane != 0) BarrierArrive(full(stage));
+        } else {
+          BarrierArrive(full(stage));
+        }
+        return;
+      }
       if (warp_key0 < kKeys) {  // warp-uniform: a 96-key tile leaves the last warp idle
         const bool mine_valid = tid < kKeys && base + tid < w.k_hi;
         const int64_t mine = mine_valid ? LocateKv(p, blocks, base + tid, w.kvh).codes : 0;
@@ -822,6 +870,36 @@ int HopperPrefillBlocks() {
 // How quantized caches are read (QuantizedPrefillLoads): -1 until read from KVS_WGMMA_CODES.
 std::atomic<int> g_quantized_loads{-1};
 
+// How bf16/fp16 tiles are loaded (HopperPrefillKvLoads): -1 until read from KVS_WGMMA_KV ("tma":
+// tensor copies; anything else: cp.async). Launches that took tensor copies, counted for tests.
+std::atomic<int> g_kv_loads{-1};
+std::atomic<int64_t> g_tensor_copy_launches{0};
+HopperPrefillKvLoads KvLoads() {
+  int v = g_kv_loads.load();
+  if (v < 0) {
+    const char* env = std::getenv("KVS_WGMMA_KV");
+    v = static_cast<int>(env != nullptr && std::string_view(env) == "tma" ? HopperPrefillKvLoads::kTensorCopies
+                                                                          : HopperPrefillKvLoads::kCopies);
+    g_kv_loads.store(v);
+  }
+  return static_cast<HopperPrefillKvLoads>(v);
+}
+
+// The tensor maps of p's K and V pools where this launch can take tensor copies (bf16/fp16 pages
+// of a multiple of kKvTensorBoxKeys keys, every split starting at such a multiple, the maps
+// encoded); else false, and the kernel copies by cp.async.
+template <KvDType F, int D>
+bool TensorCopyMaps(const Params& p, KvTensorMaps* maps) {
+  if constexpr (F != KvDType::kBF16 && F != KvDType::kF16) {
+    return false;
+  } else {
+    if (KvLoads() != HopperPrefillKvLoads::kTensorCopies) return false;
+    if (p.num_splits > 1 && p.keys_per_split % kKvTensorBoxKeys != 0) return false;
+    const KvPoolShape shape{D, p.kv_heads, p.block_size, p.num_blocks, p.row_bytes, p.block_bytes};
+    return EncodeKvTensorMap(p.k_cache, shape, &maps->k) && EncodeKvTensorMap(p.v_cache, shape, &maps->v);
+  }
+}
+
 // One instantiation of the kernel: its shared-memory limit raised once, launched or sized.
 template <KvDType F, int D, int kKeys>
 struct Instance {
@@ -833,17 +911,22 @@ struct Instance {
   }
   static cudaError_t Launch(const Params& p, dim3 grid, cudaStream_t stream) {
     if (const cudaError_t attr = Prepare(); attr != cudaSuccess) return attr;
-    const int flags = (PingPong() ? kFlagPingPong : 0) | (FoldedSoftmax() ? kFlagFoldedSoftmax : 0) |
-                      (GetQuantizedPrefillLoads() == QuantizedPrefillLoads::kRegisters ? 0 : kFlagStagedCodes);
+    int flags = (PingPong() ? kFlagPingPong : 0) | (FoldedSoftmax() ? kFlagFoldedSoftmax : 0) |
+                (GetQuantizedPrefillLoads() == QuantizedPrefillLoads::kRegisters ? 0 : kFlagStagedCodes);
     const int64_t items = static_cast<int64_t>(grid.x) * grid.y * grid.z;
     if (items == 0) return cudaSuccess;
     if (items > INT32_MAX) return cudaErrorInvalidValue;
+    KvTensorMaps maps{};
+    if (TensorCopyMaps<F, D>(p, &maps)) {
+      flags |= kFlagTensorCopies;
+      g_tensor_copy_launches.fetch_add(1, std::memory_order_relaxed);
+    }
     const WorkItems work{static_cast<int32_t>(grid.x), static_cast<int32_t>(items)};
     const int choice = HopperPrefillBlocks();
     const int64_t held = choice > 0 ? choice : std::max<int64_t>(1, Resident(p.num_sms));
     const int64_t blocks = choice == kHopperPrefillBlockPerItem ? items : std::min(items, held);
     PagedPrefillWgmmaKernel<F, D, kKeys>
-        <<<static_cast<unsigned>(blocks), kWgmmaThreads, kSmem, stream>>>(p, work, flags);
+        <<<static_cast<unsigned>(blocks), kWgmmaThreads, kSmem, stream>>>(p, work, flags, maps);
     return cudaGetLastError();
   }
   static int64_t Resident(int num_sms) {
@@ -926,6 +1009,10 @@ KernelChoice g_prefill_kernel("KVS_PREFILL_KERNEL", "mma");  // alternative: the
 void SetPrefillKernel(PrefillKernel kernel) { g_prefill_kernel.Set(kernel == PrefillKernel::kMma); }
 
 void SetHopperPrefillBlocks(int32_t blocks) { attention::g_blocks.store(std::max(blocks, kHopperPrefillBlockPerItem)); }
+
+void SetHopperPrefillKvLoads(HopperPrefillKvLoads loads) { attention::g_kv_loads.store(static_cast<int>(loads)); }
+
+int64_t HopperPrefillTensorCopyLaunches() { return attention::g_tensor_copy_launches.load(); }
 
 void SetQuantizedPrefillLoads(QuantizedPrefillLoads loads) {
   attention::g_quantized_loads.store(static_cast<int>(loads));

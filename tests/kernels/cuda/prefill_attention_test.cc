@@ -42,6 +42,7 @@ class PrefillAttentionTest : public testing::GpuFixture<::testing::TestWithParam
     cuda::SetPrefillKernel(cuda::PrefillKernel::kAuto);
     cuda::SetQuantizedPrefillLoads(cuda::QuantizedPrefillLoads::kAuto);
     cuda::SetHopperPrefillBlocks(0);
+    cuda::SetHopperPrefillKvLoads(cuda::HopperPrefillKvLoads::kCopies);
   }
 };
 
@@ -194,22 +195,29 @@ TEST_P(PrefillAttentionTest, EveryElementMatchesTheCpuReferenceOnBothKernelsAndC
                     .ok());
     // Variants 4 and 5 run the Hopper kernel on 3 blocks (each takes many work items in turn, the
     // ring of stages running on across them) and on a block per item; the others on the default
-    // grid (as many blocks as the GPU holds: several items each for the larger shapes).
-    const std::vector<int> variants = quantized ? std::vector<int>{0, 1, 2, 3, 4, 5} : std::vector<int>{0, 1, 4, 5};
+    // grid (as many blocks as the GPU holds: several items each for the larger shapes). Variant 6
+    // loads whole tiles by tensor copies (quantized caches: decoded first into fp16 pages), which
+    // take pages of a multiple of 16 keys; other block sizes keep cp.async, checked below.
+    const std::vector<int> variants =
+        quantized ? std::vector<int>{0, 1, 2, 3, 4, 5, 6} : std::vector<int>{0, 1, 4, 5, 6};
     for (const int v : variants) {
       const cuda::PrefillKernel kernel = v == 1 ? cuda::PrefillKernel::kMma : cuda::PrefillKernel::kAuto;
       cuda::SetPrefillKernel(kernel);
-      cuda::SetQuantizedPrefillLoads(v == 2   ? cuda::QuantizedPrefillLoads::kRegisters
-                                     : v == 3 ? cuda::QuantizedPrefillLoads::kDecodedFirst
-                                              : cuda::QuantizedPrefillLoads::kStagedInPlace);
+      cuda::SetQuantizedPrefillLoads(v == 2             ? cuda::QuantizedPrefillLoads::kRegisters
+                                     : v == 3 || v == 6 ? cuda::QuantizedPrefillLoads::kDecodedFirst
+                                                        : cuda::QuantizedPrefillLoads::kStagedInPlace);
       cuda::SetHopperPrefillBlocks(v == 4 ? 3 : v == 5 ? cuda::kHopperPrefillBlockPerItem : 0);
+      cuda::SetHopperPrefillKvLoads(v == 6 ? cuda::HopperPrefillKvLoads::kTensorCopies
+                                           : cuda::HopperPrefillKvLoads::kCopies);
       if (v >= 2 && !cuda::UseHopperPrefill()) continue;
+      const int64_t tensor_copy_launches = cuda::HopperPrefillTensorCopyLaunches();
       const char* names[] = {"wgmma",
                              "mma.sync",
                              "wgmma, codes through registers",
                              "wgmma, decoded first",
                              "wgmma on 3 blocks",
-                             "wgmma, a block per item"};
+                             "wgmma, a block per item",
+                             "wgmma, tiles by tensor copies"};
       const char* name = v == 0 && !cuda::UseHopperPrefill() ? "auto" : names[v];
       SCOPED_TRACE(format + " cache, " + name + " kernel");
       const std::vector<uint16_t> poison(tokens * qw, 0x7FC0);  // bf16 NaN: an unwritten output shows
@@ -235,6 +243,9 @@ TEST_P(PrefillAttentionTest, EveryElementMatchesTheCpuReferenceOnBothKernelsAndC
         if (err == err) worst = std::max(worst, err / allowed);
       }
       EXPECT_EQ(bad, 0) << bad << " of " << tokens * qw << " elements outside tolerance";
+      // The tensor-copy path ran exactly where the pages allow it (and only when asked for).
+      const bool tensor_copies = v == 6 && c.block_size % 16 == 0;
+      EXPECT_EQ(cuda::HopperPrefillTensorCopyLaunches() > tensor_copy_launches, tensor_copies) << name;
       std::printf("prefill %s %s Hq=%d Hk=%d D=%d bs=%d tokens=%d max_ctx=%d: worst error %.2f of the tolerance\n",
                   format.c_str(), name, c.q_heads, c.kv_heads, c.head_dim, c.block_size, tokens,
                   batch.max_context_len, worst);
@@ -245,12 +256,13 @@ TEST_P(PrefillAttentionTest, EveryElementMatchesTheCpuReferenceOnBothKernelsAndC
 INSTANTIATE_TEST_SUITE_P(
     Shapes, PrefillAttentionTest,
     ::testing::Values(
-        Shape{32, 8, 128, 16, {2048}, {2048}},                          // Llama-3-8B heads, whole prompt
+        Shape{32, 8, 128, 16, {2048}, {2048}},                           // Llama-3-8B heads, whole prompt
         Shape{32, 8, 128, 16, {1000, 3000, 77, 1}, {1000, 200, 77, 1}},  // ragged: a chunk over 2,800 keys, a decode
-        Shape{8, 2, 64, 1, {300, 129}, {300, 17}},                      // page size 1
-        Shape{9, 3, 64, 7, {517, 54}, {517, 3}},                        // SmolLM2 heads, odd page, group 3
-        Shape{8, 8, 128, 16, {700}, {700}},                             // MHA
-        Shape{32, 8, 128, 16, {20000}, {64}}),                          // few rows, long context: key splits
+        Shape{8, 2, 64, 1, {300, 129}, {300, 17}},                       // page size 1
+        Shape{9, 3, 64, 7, {517, 54}, {517, 3}},                         // SmolLM2 heads, odd page, group 3
+        Shape{8, 2, 64, 32, {1500, 700}, {1500, 41}},                    // pages of 32, head_dim 64, a chunk
+        Shape{8, 8, 128, 16, {700}, {700}},                              // MHA
+        Shape{32, 8, 128, 16, {20000}, {64}}),                           // few rows, long context: key splits
     [](const ::testing::TestParamInfo<Shape>& info) {
       const Shape& s = info.param;
       return "Hq" + std::to_string(s.q_heads) + "_Hk" + std::to_string(s.kv_heads) + "_D" + std::to_string(s.head_dim) +
