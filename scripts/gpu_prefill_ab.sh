@@ -3,9 +3,10 @@
 # same build with each group of settings given (environment assignments, one argument a side),
 # alternating, on the shapes of issue 20's targets, with torch SDPA in the same call; then the
 # 65,536-token prompt's time to first token every way. Builds and runs the element-wise prefill
-# test under every side first. KVS_AB_QUICK=1 skips the other tests and the prompt.
+# test under every side first (KVS_AB_TEST_DEFAULT_ONLY=1: under the defaults alone, for a setting
+# the test already covers). KVS_AB_QUICK=1 skips the other tests and the prompt.
 # Usage: bash scripts/gpu_prefill_ab.sh "KVS_WGMMA_BLOCKS=item"
-#        bash scripts/gpu_prefill_ab.sh "KVS_WGMMA_SOFTMAX=folded" "KVS_WGMMA_KV=tma" "KVS_WGMMA_SOFTMAX=folded KVS_WGMMA_KV=tma"
+#        bash scripts/gpu_prefill_ab.sh "KVS_WGMMA_KV=copies" "KVS_WGMMA_BLOCKS=item"
 source "$(dirname "$0")/gpu_common.sh"
 SIDES=("" "$@")
 QUICK=${KVS_AB_QUICK:-}
@@ -14,6 +15,7 @@ QUICK=${KVS_AB_QUICK:-}
 # (each run has 120 s).
 for i in "${!SIDES[@]}"; do
   SIDE_ENV=${SIDES[$i]}
+  [ "$i" = 0 ] || [ -z "${KVS_AB_TEST_DEFAULT_ONLY:-}" ] || continue
   log="$OUT/prefill_attention_test.side$i.log"
   env $SIDE_ENV timeout 120 "$BUILD"/tests/prefill_attention_test > "$log" 2>&1
   rc=$?

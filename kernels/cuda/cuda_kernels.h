@@ -354,13 +354,13 @@ void SetPrefillKernel(PrefillKernel kernel);
 // KVS_WGMMA_BLOCKS=N|item in the environment starts a process with one. Process-wide.
 inline constexpr int32_t kHopperPrefillBlockPerItem = -1;
 void SetHopperPrefillBlocks(int32_t blocks);
-// How the Hopper prefill kernel's producer loads bf16/fp16 K/V tiles. kCopies: 16-byte cp.async
-// copies from each producer thread, each key located through the block table (any block size).
-// kTensorCopies: a tile's 16-key pieces of pages by the tensor memory accelerator, one
-// instruction per piece and 64 elements of head_dim (kv_tensor_map.h), where pages hold a
-// multiple of 16 keys; a tile that reaches past its range's end still takes cp.async (it
-// zero-fills those keys). KVS_WGMMA_KV=tma in the environment starts a process with
-// kTensorCopies. Process-wide; quantized caches decoded first are read as fp16 pages, so they follow it too.
+// How the Hopper prefill kernel's producer loads bf16/fp16 K/V tiles. kTensorCopies (the default):
+// a tile's 16-key pieces of pages by the tensor memory accelerator, one instruction per piece and
+// 64 elements of head_dim (kv_tensor_map.h), where pages hold a multiple of 16 keys; other pages,
+// and a tile that reaches past its range's end (its keys past the end zero-filled), take kCopies:
+// 16-byte cp.async copies from each producer thread, each key located through the block table.
+// KVS_WGMMA_KV=copies in the environment starts a process with kCopies (for comparison).
+// Process-wide; quantized caches decoded first are read as fp16 pages, so they follow it too.
 enum class HopperPrefillKvLoads { kCopies, kTensorCopies };
 void SetHopperPrefillKvLoads(HopperPrefillKvLoads loads);
 // Launches of the Hopper prefill kernel that took tensor copies since the process began (tests

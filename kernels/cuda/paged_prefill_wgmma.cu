@@ -7,12 +7,15 @@
 // split, and a block runs items one after another (WorkItems, ForEachItem).
 //
 // A block is a producer warpgroup and two consumer warpgroups of 64 query rows each (128 rows). K/V
-// tiles of 128 keys are gathered from the pages by cp.async (any block size: each key is located
-// through the block table) into a ring of shared-memory stages laid out as wgmma reads them: 128-byte rows of 64
-// elements, 16-byte chunks XOR-swizzled by row (the hardware's 128B swizzle), a head_dim of 128 as two 64-wide
-// sub-tiles. Per tile each warpgroup computes S = Q K^T (SS wgmma, Q and K K-major), the online
-// softmax on the accumulator fragments (scale applied in f32, causal mask only on tiles that
-// reach a row's position), and O += P V (RS wgmma: P re-packed from S's registers as the A
+// tiles of 128 keys are loaded from the pages into a ring of shared-memory stages laid out as wgmma
+// reads them: 128-byte rows of 64 elements, 16-byte chunks XOR-swizzled by row (the hardware's 128B
+// swizzle), a head_dim of 128 as two 64-wide sub-tiles. Where pages hold a multiple of 16 keys, the
+// tensor memory accelerator copies each 16-key piece of a page (kv_tensor_map.h; 1.06-1.08x the
+// kernel's rate on an H100); elsewhere, and for a tile that reaches past its range's end, the
+// producer threads copy 16-byte pieces by cp.async, each key located through the block table.
+// Per tile each warpgroup computes S = Q K^T (SS wgmma, Q and K K-major), the online
+// softmax on the accumulator fragments (the scale folded into the exponent, causal mask only on
+// tiles that reach a row's position), and O += P V (RS wgmma: P re-packed from S's registers as the A
 // fragment, V read N-major). The next tile's loads are in flight during both; the two
 // warpgroups' GEMMs and softmaxes interleave on the SM (FlashAttention-3's ping-pong, strict
 // turns between them, is an option: KVS_WGMMA_PINGPONG=1).
@@ -253,8 +256,8 @@ __device__ inline void ConvertStagedTile(int warp_key0, int lane, uint32_t k_sta
 }
 
 // FragmentSoftmax (paged_attention_common.cuh) with two of its steps moved, as FlashAttention-3
-// does (opt-in, KVS_WGMMA_SOFTMAX=folded: compiled, ~65 fewer instructions a tile and thread in
-// the bf16 kernel's SASS, not yet run on a GPU): S stays unscaled (the running max m too, in S's units) and the scale
+// does (~65 fewer instructions a tile and thread in the bf16 kernel's SASS; 1.04-1.05x the
+// kernel's rate on an H100, docs/performance.md): S stays unscaled (the running max m too, in S's units) and the scale
 // is folded into the exponent's multiply-add, exp2(s * scale - m * scale), where S was first multiplied element by
 // element (64 multiplies a tile and thread fewer); and l is this thread's share of its row's sum,
 // the quad's shares added once at the end (ReduceRowSums) instead of by shuffles every tile (the
@@ -358,10 +361,9 @@ __device__ inline void ForEachItem(const Params& p, const WorkItems& work, Body&
 // write its output, where a block per item paid its start (Q, the first tile, the pipeline's
 // fill) and its end (the stores, the block's exit) with the SM's tensor cores idle.
 // Bits of the kernel's `flags`.
-constexpr int kFlagPingPong = 1;       // consumer warpgroups take turns issuing GEMMs
-constexpr int kFlagStagedCodes = 2;    // quantized tiles staged in place (StageCodesTile), not in registers
-constexpr int kFlagFoldedSoftmax = 4;  // ScaledFragmentSoftmax (KVS_WGMMA_SOFTMAX=folded)
-constexpr int kFlagTensorCopies = 8;   // whole tiles by tensor copies (`maps`), others by cp.async
+constexpr int kFlagPingPong = 1;      // consumer warpgroups take turns issuing GEMMs
+constexpr int kFlagStagedCodes = 2;   // quantized tiles staged in place (StageCodesTile), not in registers
+constexpr int kFlagTensorCopies = 4;  // whole tiles by tensor copies (`maps`), others by cp.async
 
 template <KvDType F, int D, int kKeys>
 __global__ void __launch_bounds__(kWgmmaThreads, 1)
@@ -653,21 +655,11 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
     };
 
     float c_lo = 1.0f, c_hi = 1.0f;  // the rescale of O that the last softmax asks for
-    // FragmentSoftmax over S scaled first, or (KVS_WGMMA_SOFTMAX=folded) the scale folded into the
-    // exponent and the row sums reduced once (ScaledFragmentSoftmax; written, not yet run on a GPU).
-    const bool folded = (flags & kFlagFoldedSoftmax) != 0;
     // Mask keys of tile j past a row's position or the range (only on tiles that reach the first
     // row's position or k_hi), run the online softmax (the scale to log2 units folded in) and pack
     // P as the A fragments of the tile's k-steps of 16 keys.
     auto softmax = [&](int j, float(&sc)[kNB][4], uint32_t(&pa)[kPSteps][4]) {
       const int base = k_lo + j * kKeys;
-      if (!folded) {  // S to log2 units first (before the mask: a masked score stays -FLT_MAX)
-#pragma unroll
-        for (int nt = 0; nt < kNB; ++nt) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) sc[nt][e] *= p.scale_log2;
-        }
-      }
       if (base + kKeys - 1 > wg_first_pos || base + kKeys > k_hi) {
 #pragma unroll
         for (int nt = 0; nt < kNB; ++nt) {
@@ -679,11 +671,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
           }
         }
       }
-      if (folded) {
-        ScaledFragmentSoftmax<kNB>(sc, p.scale_log2, m_lo, l_lo, m_hi, l_hi, c_lo, c_hi);
-      } else {
-        FragmentSoftmax<kNB>(sc, m_lo, l_lo, m_hi, l_hi, c_lo, c_hi);
-      }
+      ScaledFragmentSoftmax<kNB>(sc, p.scale_log2, m_lo, l_lo, m_hi, l_hi, c_lo, c_hi);
 #pragma unroll
       for (int kk = 0; kk < kPSteps; ++kk) {
         if constexpr (kHalf) {
@@ -800,9 +788,9 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
     ring += num_tiles;
 
     // The rows' sums from the quad's shares; m back in log2 units for CombineSplits.
-    if (folded) ReduceRowSums(l_lo, l_hi);
-    const float ml_lo = !folded || m_lo == -FLT_MAX ? m_lo : m_lo * p.scale_log2;
-    const float ml_hi = !folded || m_hi == -FLT_MAX ? m_hi : m_hi * p.scale_log2;
+    ReduceRowSums(l_lo, l_hi);
+    const float ml_lo = m_lo == -FLT_MAX ? m_lo : m_lo * p.scale_log2;
+    const float ml_hi = m_hi == -FLT_MAX ? m_hi : m_hi * p.scale_log2;
     // Each thread writes its rows' (g, g + 8) pieces: columns 2t, 2t+1 of every n-block.
     auto write_row = [&](int row, int pos, float m, float l, int half) {
       if (pos < 0) return;
@@ -841,16 +829,6 @@ bool PingPong() {
   return on;
 }
 
-// Whether the consumers run ScaledFragmentSoftmax (KVS_WGMMA_SOFTMAX=folded): opt-in until it has
-// been checked and timed on a GPU (docs/performance.md, the eighteenth session).
-bool FoldedSoftmax() {
-  static const bool on = [] {
-    const char* env = std::getenv("KVS_WGMMA_SOFTMAX");
-    return env != nullptr && std::string_view(env) == "folded";
-  }();
-  return on;
-}
-
 // How many blocks the kernel launches (SetHopperPrefillBlocks): -2 until read from
 // KVS_WGMMA_BLOCKS ("item": a block per item; a number: at most that many; unset: as many as
 // the GPU holds at once).
@@ -870,16 +848,17 @@ int HopperPrefillBlocks() {
 // How quantized caches are read (QuantizedPrefillLoads): -1 until read from KVS_WGMMA_CODES.
 std::atomic<int> g_quantized_loads{-1};
 
-// How bf16/fp16 tiles are loaded (HopperPrefillKvLoads): -1 until read from KVS_WGMMA_KV ("tma":
-// tensor copies; anything else: cp.async). Launches that took tensor copies, counted for tests.
+// How bf16/fp16 tiles are loaded (HopperPrefillKvLoads): -1 until read from KVS_WGMMA_KV
+// ("copies": cp.async everywhere; unset or anything else: tensor copies where the pages allow).
+// Launches that took tensor copies, counted for tests.
 std::atomic<int> g_kv_loads{-1};
 std::atomic<int64_t> g_tensor_copy_launches{0};
 HopperPrefillKvLoads KvLoads() {
   int v = g_kv_loads.load();
   if (v < 0) {
     const char* env = std::getenv("KVS_WGMMA_KV");
-    v = static_cast<int>(env != nullptr && std::string_view(env) == "tma" ? HopperPrefillKvLoads::kTensorCopies
-                                                                          : HopperPrefillKvLoads::kCopies);
+    v = static_cast<int>(env != nullptr && std::string_view(env) == "copies" ? HopperPrefillKvLoads::kCopies
+                                                                             : HopperPrefillKvLoads::kTensorCopies);
     g_kv_loads.store(v);
   }
   return static_cast<HopperPrefillKvLoads>(v);
@@ -911,7 +890,7 @@ struct Instance {
   }
   static cudaError_t Launch(const Params& p, dim3 grid, cudaStream_t stream) {
     if (const cudaError_t attr = Prepare(); attr != cudaSuccess) return attr;
-    int flags = (PingPong() ? kFlagPingPong : 0) | (FoldedSoftmax() ? kFlagFoldedSoftmax : 0) |
+    int flags = (PingPong() ? kFlagPingPong : 0) |
                 (GetQuantizedPrefillLoads() == QuantizedPrefillLoads::kRegisters ? 0 : kFlagStagedCodes);
     const int64_t items = static_cast<int64_t>(grid.x) * grid.y * grid.z;
     if (items == 0) return cudaSuccess;
