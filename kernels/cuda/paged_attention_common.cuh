@@ -500,10 +500,11 @@ __device__ inline float FastExp2(float x) {
 // n-tiles of S for rows g (entries 0, 1) and g + 8 (2, 3), masked keys already -FLT_MAX. On
 // return `sc` holds the unnormalised probabilities (0 where masked), the rows' running max m and
 // sum l are updated, and c is the factor the rows' O must be scaled by. A row lives in one quad.
+// The largest score of rows g (entries 0, 1) and g + 8 (2, 3) over a tile's NT n-tiles, across
+// the row's quad (FragmentSoftmax and the Hopper prefill's ScaledFragmentSoftmax).
 template <int NT>
-__device__ inline void FragmentSoftmax(float (&sc)[NT][4], float& m_lo, float& l_lo, float& m_hi, float& l_hi,
-                                       float& c_lo, float& c_hi) {
-  float mx_lo = -FLT_MAX, mx_hi = -FLT_MAX;
+__device__ inline void FragmentRowMax(const float (&sc)[NT][4], float& mx_lo, float& mx_hi) {
+  mx_lo = -FLT_MAX, mx_hi = -FLT_MAX;
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
     mx_lo = fmaxf(mx_lo, fmaxf(sc[nt][0], sc[nt][1]));
@@ -513,6 +514,13 @@ __device__ inline void FragmentSoftmax(float (&sc)[NT][4], float& m_lo, float& l
     mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, off));
     mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, off));
   }
+}
+
+template <int NT>
+__device__ inline void FragmentSoftmax(float (&sc)[NT][4], float& m_lo, float& l_lo, float& m_hi, float& l_hi,
+                                       float& c_lo, float& c_hi) {
+  float mx_lo, mx_hi;
+  FragmentRowMax<NT>(sc, mx_lo, mx_hi);
   const float mn_lo = fmaxf(m_lo, mx_lo), mn_hi = fmaxf(m_hi, mx_hi);
   // Masked scores (-FLT_MAX) give exp2(-FLT_MAX - m) = 0 with no test per element, as long as
   // the subtrahend is finite: a row with no unmasked key yet subtracts 0 instead of -FLT_MAX.

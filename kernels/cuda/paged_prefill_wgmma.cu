@@ -266,16 +266,8 @@ __device__ inline void ConvertStagedTile(int warp_key0, int lane, uint32_t k_sta
 template <int NT>
 __device__ inline void ScaledFragmentSoftmax(float (&sc)[NT][4], float scale, float& m_lo, float& l_lo, float& m_hi,
                                              float& l_hi, float& c_lo, float& c_hi) {
-  float mx_lo = -FLT_MAX, mx_hi = -FLT_MAX;
-#pragma unroll
-  for (int nt = 0; nt < NT; ++nt) {
-    mx_lo = fmaxf(mx_lo, fmaxf(sc[nt][0], sc[nt][1]));
-    mx_hi = fmaxf(mx_hi, fmaxf(sc[nt][2], sc[nt][3]));
-  }
-  for (int off = 1; off < 4; off <<= 1) {
-    mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, off));
-    mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, off));
-  }
+  float mx_lo, mx_hi;
+  FragmentRowMax<NT>(sc, mx_lo, mx_hi);
   const float mn_lo = fmaxf(m_lo, mx_lo), mn_hi = fmaxf(m_hi, mx_hi);
   // A row with no unmasked key yet subtracts 0 (its masked scores still give exp2(~-4e37) = 0).
   const float ms_lo = mn_lo == -FLT_MAX ? 0.0f : mn_lo * scale, ms_hi = mn_hi == -FLT_MAX ? 0.0f : mn_hi * scale;
