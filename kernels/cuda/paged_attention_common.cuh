@@ -304,6 +304,11 @@ __host__ __device__ constexpr int RawRowBytes() {
   return static_cast<int>(KvRowBytes(F, D)) + (KvScaleBytes(F, D) > 0 ? 16 : 0);
 }
 
+// The block-table index of position `pos` (a shift where the block size is a power of two).
+__device__ inline int BlockIndex(const Params& p, int pos) {
+  return p.block_shift >= 0 ? pos >> p.block_shift : pos / p.block_size;
+}
+
 // Rows of a tile of kKeys keys from `base`. When the tile lies inside one cache block
 // (block_size a multiple of kKeys, base aligned: every decode tile with the default block size)
 // the block-table lookup and the division by block_size happen once per tile, not once per row.
@@ -315,7 +320,7 @@ template <int kKeys>
 __device__ inline TileRows LocateTile(const Params& p, const int32_t* blocks, int base, int k_hi) {
   TileRows t;
   if (base < k_hi && p.block_size % kKeys == 0 && base % kKeys == 0) {
-    const int block = p.block_shift >= 0 ? base >> p.block_shift : base / p.block_size;
+    const int block = BlockIndex(p, base);
     t.block_base = static_cast<int64_t>(blocks[block]) * p.block_bytes;
     t.slot0 = base - block * p.block_size;
   }
@@ -496,10 +501,6 @@ __device__ inline float FastExp2(float x) {
   return y;
 }
 
-// The online-softmax update of one key tile held in MMA accumulator fragments: `sc` has NT
-// n-tiles of S for rows g (entries 0, 1) and g + 8 (2, 3), masked keys already -FLT_MAX. On
-// return `sc` holds the unnormalised probabilities (0 where masked), the rows' running max m and
-// sum l are updated, and c is the factor the rows' O must be scaled by. A row lives in one quad.
 // The largest score of rows g (entries 0, 1) and g + 8 (2, 3) over a tile's NT n-tiles, across
 // the row's quad (FragmentSoftmax and the Hopper prefill's ScaledFragmentSoftmax).
 template <int NT>
@@ -516,6 +517,10 @@ __device__ inline void FragmentRowMax(const float (&sc)[NT][4], float& mx_lo, fl
   }
 }
 
+// The online-softmax update of one key tile held in MMA accumulator fragments: `sc` has NT
+// n-tiles of S for rows g (entries 0, 1) and g + 8 (2, 3), masked keys already -FLT_MAX. On
+// return `sc` holds the unnormalised probabilities (0 where masked), the rows' running max m and
+// sum l are updated, and c is the factor the rows' O must be scaled by. A row lives in one quad.
 template <int NT>
 __device__ inline void FragmentSoftmax(float (&sc)[NT][4], float& m_lo, float& l_lo, float& m_hi, float& l_hi,
                                        float& c_lo, float& c_hi) {

@@ -96,7 +96,7 @@ template <int kBits, int D>
 __device__ inline void LoadSealedTile(unsigned char* stage, const Params& p, const int32_t* blocks, int base, int first,
                                       int k_hi, int kvh, int lane) {
   using T = KiviTile<kBits, D>;
-  const int block_index = p.block_shift >= 0 ? base >> p.block_shift : base / p.block_size;
+  const int block_index = BlockIndex(p, base);
   const int slot0 = base - block_index * p.block_size;
   const int64_t block = static_cast<int64_t>(blocks[block_index]) * p.block_bytes;
   const unsigned char* kb = p.k_cache + block;

@@ -257,12 +257,13 @@ __device__ inline void ConvertStagedTile(int warp_key0, int lane, uint32_t k_sta
 
 // FragmentSoftmax (paged_attention_common.cuh) with two of its steps moved, as FlashAttention-3
 // does (~65 fewer instructions a tile and thread in the bf16 kernel's SASS; 1.04-1.05x the
-// kernel's rate on an H100, docs/performance.md): S stays unscaled (the running max m too, in S's units) and the scale
-// is folded into the exponent's multiply-add, exp2(s * scale - m * scale), where S was first multiplied element by
-// element (64 multiplies a tile and thread fewer); and l is this thread's share of its row's sum,
-// the quad's shares added once at the end (ReduceRowSums) instead of by shuffles every tile (the
-// rescale c is the same for the quad's four threads, so the shares can be kept apart). Masked
-// scores are -FLT_MAX, as FragmentSoftmax's.
+// kernel's rate on an H100, docs/performance.md): S stays unscaled (the running max m too, in
+// S's units) and the scale (positive) is folded into the exponent's multiply-add,
+// exp2(s * scale - m * scale), where S was first multiplied element by element (64 multiplies a
+// tile and thread fewer); and l is this thread's share of its row's sum, the quad's shares added
+// once at the end (ReduceRowSums) instead of by shuffles every tile (the rescale c is the same
+// for the quad's four threads, so the shares can be kept apart). Masked scores are -FLT_MAX, as
+// FragmentSoftmax's.
 template <int NT>
 __device__ inline void ScaledFragmentSoftmax(float (&sc)[NT][4], float scale, float& m_lo, float& l_lo, float& m_hi,
                                              float& l_hi, float& c_lo, float& c_hi) {
@@ -515,8 +516,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
         constexpr int kBoxes = kKeys / kKvTensorBoxKeys;
         if (warp_key0 == 0) {
           const int key = base + lane * kKvTensorBoxKeys;
-          const int32_t page =
-              lane < kBoxes ? __ldg(blocks + (p.block_shift >= 0 ? key >> p.block_shift : key / p.block_size)) : 0;
+          const int32_t page = lane < kBoxes ? __ldg(blocks + BlockIndex(p, key)) : 0;
           if (lane == 0) BarrierArriveExpectBytes(full(stage), 2 * kTileBytes);
           __syncwarp();
           if (lane < kBoxes) {
