@@ -4,7 +4,8 @@
 # alternating, on the shapes of issue 20's targets, with torch SDPA in the same call; then the
 # 65,536-token prompt's time to first token every way. Builds and runs the element-wise prefill
 # test under every side first (KVS_AB_TEST_DEFAULT_ONLY=1: under the defaults alone, for a setting
-# the test already covers). KVS_AB_QUICK=1 skips the other tests and the prompt.
+# the test already covers; KVS_AB_NO_TESTS=1: under none, for a call that ran them itself).
+# KVS_AB_QUICK=1 skips the other tests and the prompt.
 # Usage: bash scripts/gpu_prefill_ab.sh "KVS_WGMMA_BLOCKS=item"
 #        bash scripts/gpu_prefill_ab.sh "KVS_WGMMA_KV=copies" "KVS_WGMMA_BLOCKS=item"
 source "$(dirname "$0")/gpu_common.sh"
@@ -15,6 +16,7 @@ QUICK=${KVS_AB_QUICK:-}
 # (each run has 120 s).
 for i in "${!SIDES[@]}"; do
   SIDE_ENV=${SIDES[$i]}
+  [ -z "${KVS_AB_NO_TESTS:-}" ] || continue
   [ "$i" = 0 ] || [ -z "${KVS_AB_TEST_DEFAULT_ONLY:-}" ] || continue
   log="$OUT/prefill_attention_test.side$i.log"
   env $SIDE_ENV timeout 120 "$BUILD"/tests/prefill_attention_test > "$log" 2>&1
