@@ -21,16 +21,6 @@ using gemv::kWarp;
 constexpr int kGemvWarps = gemv::kWarps;
 constexpr int kPieceElems = 8;  // bf16 a 16-byte piece
 
-// A weight piece, read once: kept out of L1 (ld.global.nc.L1::no_allocate), which then holds the
-// activations that every row of the block re-reads.
-__device__ __forceinline__ uint4 LoadStreamed(const uint4* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
-
 __device__ __forceinline__ float DotPiece(const uint4& w, const uint4& x) {
   const uint32_t ww[4] = {w.x, w.y, w.z, w.w}, xw[4] = {x.x, x.y, x.z, x.w};
   float dot = 0.0f;
@@ -74,7 +64,7 @@ __global__ void __launch_bounds__(kBlockWarps* kWarp, kBlockWarps == 4 ? 8 : 2)
 #pragma unroll
       for (int i = 0; i < kInFlight; ++i) {
         const int p = (c0 + i * kWarpsPerRow) * kWarp + lane;
-        wv[i] = p < pieces ? LoadStreamed(wr + p) : make_uint4(0, 0, 0, 0);
+        wv[i] = p < pieces ? gemv::LoadStreamed(wr + p) : make_uint4(0, 0, 0, 0);
       }
 #pragma unroll
       for (int i = 0; i < kInFlight; ++i) {

@@ -15,6 +15,7 @@
 #include <cuda_fp8.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/gemv_common.cuh"
@@ -115,8 +116,13 @@ __global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 && kLaneCod
       for (int i = 0; i < kInFlight; ++i) {
         const int b = kChunkBlocks * (c0 + i * kWarpsPerRow) + lane / kLanesPerBlock;
         const int64_t col = static_cast<int64_t>(b) * kF8BlockElems + kLaneCodes * (lane % kLanesPerBlock);
-        if (b < blocks) {  // the row's last chunks may hold fewer blocks, or none
-          LoadWords<kLaneCodes>(SplitRows::Codes(wr, k, 0) + col, codes[i]);
+        if (b < blocks) {                    // the row's last chunks may hold fewer blocks, or none
+          if constexpr (kLaneCodes == 16) {  // weights streamed past L1, which keeps the activations
+            const uint4 piece = gemv::LoadStreamed(SplitRows::Codes(wr, k, 0) + col);
+            codes[i][0] = piece.x, codes[i][1] = piece.y, codes[i][2] = piece.z, codes[i][3] = piece.w;
+          } else {
+            LoadWords<kLaneCodes>(SplitRows::Codes(wr, k, 0) + col, codes[i]);
+          }
           scale[i] = SplitRows::Scale(wr, k, b);
         } else {
 #pragma unroll
@@ -268,6 +274,18 @@ __global__ void F8QuantizeActivationsKernel(const bf16* __restrict__ x, int64_t 
   if (lane == 0) scales[static_cast<int64_t>(b) * tokens + t] = scale;
 }
 
+// How many warps share a row: 4 for matrices of at most kNarrowRows rows, else 1.
+// KVS_F8_GEMV_WARPS=1 or 4 forces one (measurement).
+int WarpsPerRow(int64_t n) {
+  static const int forced = [] {
+    const char* e = std::getenv("KVS_F8_GEMV_WARPS");
+    const int v = e == nullptr ? 0 : std::atoi(e);
+    return v == 1 || v == 4 ? v : 0;
+  }();
+  if (forced != 0) return forced;
+  return n <= kNarrowRows ? 4 : 1;
+}
+
 }  // namespace
 
 cudaError_t LaunchF8ArrangeRows(void* w, int64_t row_bytes, int64_t rows, int64_t k, cudaStream_t stream) {
@@ -321,7 +339,7 @@ cudaError_t LaunchF8Gemv(const void* w, int64_t row_bytes, int64_t n, int64_t k,
   const bool wide = row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0 &&
                     reinterpret_cast<uintptr_t>(x) % 16 == 0 && x_stride % 8 == 0;
   const int rows = static_cast<int>(n), t = static_cast<int>(tokens);
-  if (n <= kNarrowRows) {
+  if (WarpsPerRow(n) == 4) {
     return wide ? LaunchGemv<4, 16>(wb, row_bytes, rows, blocks, x, x_stride, t, out, out_stride, f32_out, stream)
                 : LaunchGemv<4, 4>(wb, row_bytes, rows, blocks, x, x_stride, t, out, out_stride, f32_out, stream);
   }

@@ -43,6 +43,16 @@ int ResidentBlocks(Kernel* kernel, int threads) {
   return ResidentBlocks(reinterpret_cast<const void*>(kernel), threads);
 }
 
+// A 16-byte piece of weights, read once: kept out of L1 (ld.global.nc.L1::no_allocate), which then
+// holds the activations that every row of the block re-reads.
+__device__ __forceinline__ uint4 LoadStreamed(const void* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
 // Before the wait for the previous kernel (pdl.cuh): the L2 lines of this block's first row group,
 // each warp its row's share, so the weights stream in while the activations are still being made.
 // Weights are written by nothing a step runs, so reading them early is safe; later groups are not
