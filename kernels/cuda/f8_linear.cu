@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <string_view>
 
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/gemv_common.cuh"
@@ -86,7 +87,9 @@ __device__ __forceinline__ void LoadWords(const void* p, uint32_t (&words)[kByte
 // block_linear.cu's GEMV).
 // 12 blocks an SM (40 registers) where a lane's loads are words; 8 (64) for 16-byte pieces, whose
 // four chunks in flight a lane (64 bytes) spilled at 40.
-template <int kMaxTokens, int kWarpsPerRow, int kLaneCodes>
+// kStreamed: 16-byte weight pieces kept out of L1 (KVS_F8_GEMV_LOADS=cached keeps them in, at one
+// token: measurement).
+template <int kMaxTokens, int kWarpsPerRow, int kLaneCodes, bool kStreamed = kLaneCodes == 16>
 __global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 && kLaneCodes == 4 ? 12 : 8)
     F8GemvKernel(const uint8_t* __restrict__ w, int64_t row_bytes, int n, int blocks, const bf16* __restrict__ x,
                  int64_t x_stride, int tokens, void* out, int64_t out_stride, bool f32_out) {
@@ -116,8 +119,8 @@ __global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 && kLaneCod
       for (int i = 0; i < kInFlight; ++i) {
         const int b = kChunkBlocks * (c0 + i * kWarpsPerRow) + lane / kLanesPerBlock;
         const int64_t col = static_cast<int64_t>(b) * kF8BlockElems + kLaneCodes * (lane % kLanesPerBlock);
-        if (b < blocks) {                    // the row's last chunks may hold fewer blocks, or none
-          if constexpr (kLaneCodes == 16) {  // weights streamed past L1, which keeps the activations
+        if (b < blocks) {             // the row's last chunks may hold fewer blocks, or none
+          if constexpr (kStreamed) {  // weights streamed past L1, which keeps the activations
             const uint4 piece = gemv::LoadStreamed(SplitRows::Codes(wr, k, 0) + col);
             codes[i][0] = piece.x, codes[i][1] = piece.y, codes[i][2] = piece.z, codes[i][3] = piece.w;
           } else {
@@ -158,6 +161,14 @@ __global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 && kLaneCod
   }
 }
 
+bool CachedLoads() {
+  static const bool cached = [] {
+    const char* e = std::getenv("KVS_F8_GEMV_LOADS");
+    return e != nullptr && std::string_view(e) == "cached";
+  }();
+  return cached;
+}
+
 template <int kWarpsPerRow, int kLaneCodes>
 cudaError_t LaunchGemv(const uint8_t* w, int64_t row_bytes, int n, int blocks, const bf16* x, int64_t x_stride,
                        int tokens, void* out, int64_t out_stride, bool f32_out, cudaStream_t stream) {
@@ -168,6 +179,7 @@ cudaError_t LaunchGemv(const uint8_t* w, int64_t row_bytes, int n, int blocks, c
     return pdl::Launch(kernel, grid, kGemvWarps * kWarp, 0, stream, w, row_bytes, n, blocks, x, x_stride, tokens, out,
                        out_stride, f32_out);
   };
+  if (tokens == 1 && kLaneCodes == 16 && CachedLoads()) return launch(F8GemvKernel<1, kWarpsPerRow, kLaneCodes, false>);
   if (tokens == 1) return launch(F8GemvKernel<1, kWarpsPerRow, kLaneCodes>);
   if (tokens == 2) return launch(F8GemvKernel<2, kWarpsPerRow, kLaneCodes>);
   if (tokens <= 4) return launch(F8GemvKernel<4, kWarpsPerRow, kLaneCodes>);
