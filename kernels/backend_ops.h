@@ -146,6 +146,12 @@ class BackendOps {
   // out = gelu_tanh(gate) * up (GeGLU, Gemma's gelu_pytorch_tanh: 0.5 x (1 + tanh(sqrt(2/pi) (x +
   // 0.044715 x^3)))), same layout as SwiGlu.
   virtual absl::Status GeluGlu(TensorView gate_up, TensorView out) = 0;
+  // out = act(x w_gate^T) * (x w_up^T) in one pass where the backend has one for these operands
+  // (w: an MLP's [2I, hidden] gate_up matrix in one storage type; act: gelu_tanh where `gelu`,
+  // else silu), with the bits of Linear then SwiGlu / GeluGlu. False: not taken, nothing written
+  // (run those two). The CUDA backend takes one token of bf16 or F8_E4M3 weights (its batch-1
+  // GEMVs); the CPU backend never does.
+  virtual absl::StatusOr<bool> GatedLinear(TensorView x, TensorView w, bool gelu, TensorView out) { return false; }
   // ids[r] = first_id + argmax of logits row r (lowest index on ties), values[r] = that maximum
   // (values may be null): greedy sampling without moving the logits; with a vocab-parallel LM
   // head each rank's (value, id) pair is its candidate. logits [n, V] f32; ids, values: [n] in

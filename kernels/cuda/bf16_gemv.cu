@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <type_traits>
 
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/gemv_common.cuh"
@@ -40,48 +41,75 @@ __device__ __forceinline__ float DotPiece(const uint4& w, const uint4& x) {
 // One token: at 2 tokens it tied cuBLAS per matrix and lost by 2% a step, at 4 and 8 the
 // activations' re-reads from L1 made it 1.4x and 2.5x slower (docs/performance.md, "A bf16 decode
 // GEMV"). The token loop stays for that measurement's sake.
-template <int kMaxTokens, int kWarpsPerRow, int kBlockWarps>
+//
+// Gated (Act not void, one token): w is an MLP's gate_up matrix [2n, k], and out[row] =
+// act(x . w[row]) * (x . w[n + row]) (FinishGatedRow): the row's warps walk the gate row's chunks
+// and then the up row's as one row of twice the chunks, so the elementwise kernel, and the
+// gate_up matrix's write and read, drop out of a batch-1 step.
+template <int kMaxTokens, int kWarpsPerRow, int kBlockWarps, typename Act = void>
 __global__ void __launch_bounds__(kBlockWarps* kWarp, kBlockWarps == 4 ? 8 : 2)
     Bf16GemvKernel(const bf16* __restrict__ w, int64_t k, int n, const bf16* __restrict__ x, int64_t x_stride,
                    int tokens, void* out, int64_t out_stride, bool f32_out) {
+  constexpr bool kGated = !std::is_void_v<Act>;
+  static_assert(!kGated || kMaxTokens == 1, "the gated GEMV is for one token");
+  constexpr int kSums = kGated ? 2 : kMaxTokens;  // gated: the gate row's dot, then the up row's
   constexpr int kRowsPerBlock = kBlockWarps / kWarpsPerRow;
   constexpr int kInFlight = 4;
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int part = warp % kWarpsPerRow;
-  gemv::PrefetchFirstRows<kRowsPerBlock, kWarpsPerRow>(reinterpret_cast<const uint8_t*>(w), 2 * k, n, lane, warp, part);
+  const uint8_t* w_bytes = reinterpret_cast<const uint8_t*>(w);
+  gemv::PrefetchFirstRows<kRowsPerBlock, kWarpsPerRow>(w_bytes, 2 * k, n, lane, warp, part);
+  if constexpr (kGated)
+    gemv::PrefetchFirstRows<kRowsPerBlock, kWarpsPerRow>(w_bytes + 2 * k * n, 2 * k, n, lane, warp, part);
   pdl::WaitForPrevious();
   pdl::AllowNext();
   const int pieces = static_cast<int>(k / kPieceElems);
   const int chunks = (pieces + kWarp - 1) / kWarp;
+  const int row_chunks = kGated ? 2 * chunks : chunks;
   for (int group = blockIdx.x; group * kRowsPerBlock < n; group += gridDim.x) {
     const int row = group * kRowsPerBlock + warp / kWarpsPerRow;
     const uint4* wr = reinterpret_cast<const uint4*>(w + static_cast<int64_t>(min(row, n - 1)) * k);
-    float acc[kMaxTokens];
+    const uint4* up_row = wr + static_cast<int64_t>(n) * pieces;  // gated: the up row
+    float acc[kSums];
 #pragma unroll
-    for (int t = 0; t < kMaxTokens; ++t) acc[t] = 0.0f;
-    for (int c0 = part; c0 < chunks; c0 += kWarpsPerRow * kInFlight) {
+    for (int t = 0; t < kSums; ++t) acc[t] = 0.0f;
+    for (int c0 = part; c0 < row_chunks; c0 += kWarpsPerRow * kInFlight) {
       uint4 wv[kInFlight];
 #pragma unroll
       for (int i = 0; i < kInFlight; ++i) {
-        const int p = (c0 + i * kWarpsPerRow) * kWarp + lane;
-        wv[i] = p < pieces ? gemv::LoadStreamed(wr + p) : make_uint4(0, 0, 0, 0);
+        const int c = c0 + i * kWarpsPerRow;
+        const bool up = kGated && c >= chunks;
+        const int p = (up ? c - chunks : c) * kWarp + lane;
+        wv[i] = c < row_chunks && p < pieces ? gemv::LoadStreamed((up ? up_row : wr) + p) : make_uint4(0, 0, 0, 0);
       }
 #pragma unroll
       for (int i = 0; i < kInFlight; ++i) {
-        const int p = (c0 + i * kWarpsPerRow) * kWarp + lane;
-        if (p >= pieces) continue;
+        const int c = c0 + i * kWarpsPerRow;
+        const bool up = kGated && c >= chunks;
+        const int p = (up ? c - chunks : c) * kWarp + lane;
+        if (c >= row_chunks || p >= pieces) continue;
+        if constexpr (kGated) {
+          const float dot = DotPiece(wv[i], __ldg(reinterpret_cast<const uint4*>(x) + p));
+          acc[0] += up ? 0.0f : dot;
+          acc[1] += up ? dot : 0.0f;
+        } else {
 #pragma unroll
-        for (int t = 0; t < kMaxTokens; ++t) {
-          if (t < tokens) acc[t] += DotPiece(wv[i], __ldg(reinterpret_cast<const uint4*>(x + t * x_stride) + p));
+          for (int t = 0; t < kMaxTokens; ++t) {
+            if (t < tokens) acc[t] += DotPiece(wv[i], __ldg(reinterpret_cast<const uint4*>(x + t * x_stride) + p));
+          }
         }
       }
     }
-    gemv::FinishRow<kMaxTokens, kWarpsPerRow, kBlockWarps>(acc, lane, warp, part, row, n, tokens, out, out_stride,
-                                                           f32_out);
+    if constexpr (kGated) {
+      gemv::FinishGatedRow<Act, kWarpsPerRow, kBlockWarps>(acc, lane, warp, part, row, n, static_cast<bf16*>(out));
+    } else {
+      gemv::FinishRow<kMaxTokens, kWarpsPerRow, kBlockWarps>(acc, lane, warp, part, row, n, tokens, out, out_stride,
+                                                             f32_out);
+    }
   }
 }
 
-template <int kWarpsPerRow, int kBlockWarps>
+template <int kWarpsPerRow, int kBlockWarps, typename Act = void>
 cudaError_t LaunchGemv(const bf16* w, int64_t k, int n, const bf16* x, int64_t x_stride, int tokens, void* out,
                        int64_t out_stride, bool f32_out, cudaStream_t stream) {
   constexpr int kRowsPerBlock = kBlockWarps / kWarpsPerRow;
@@ -92,7 +120,7 @@ cudaError_t LaunchGemv(const bf16* w, int64_t k, int n, const bf16* x, int64_t x
                        f32_out);
   };
   static_assert(kBf16GemvMaxTokens == 1, "a kernel for one token");
-  return launch(Bf16GemvKernel<1, kWarpsPerRow, kBlockWarps>);
+  return launch(Bf16GemvKernel<1, kWarpsPerRow, kBlockWarps, Act>);
 }
 
 // How many warps share a row: 1 (four rows a block) where rows are many, so that every warp has
@@ -119,6 +147,12 @@ KernelChoice g_cublas("KVS_BF16_GEMV", "cublas");  // alternative: cuBLAS at eve
 void SetBf16GemvOn(bool on) { g_cublas.Set(!on); }
 
 namespace {
+KernelChoice g_gated_off("KVS_GATED_GEMV", "off");  // alternative: the GEMV, then the elementwise kernel
+}  // namespace
+void SetGatedGemvOn(bool on) { g_gated_off.Set(!on); }
+bool GatedGemvOn() { return !g_gated_off.Alternative(); }
+
+namespace {
 // The shapes the kernel takes: whole 16-byte pieces, aligned, with counts that fit its ints.
 bool Fits(const void* w, int64_t n, int64_t k, const void* x, int64_t x_stride, int64_t tokens) {
   const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
@@ -141,6 +175,27 @@ cudaError_t LaunchBf16Gemv(const bf16* w, int64_t n, int64_t k, const bf16* x, i
     case 4: return LaunchGemv<4, kGemvWarps>(w, k, rows, x, x_stride, t, out, out_stride, f32_out, stream);
     default: return LaunchGemv<16, 16>(w, k, rows, x, x_stride, t, out, out_stride, f32_out, stream);
   }
+}
+
+namespace {
+template <typename Act>
+cudaError_t LaunchGated(const bf16* w, int n, int64_t k, const bf16* x, bf16* out, cudaStream_t stream) {
+  // Split as the gate_up matrix's 2n rows would be: each warp then walks as many chunks as there.
+  switch (RowSplit(2 * static_cast<int64_t>(n), k)) {
+    case 1: return LaunchGemv<1, kGemvWarps, Act>(w, k, n, x, k, 1, out, n, false, stream);
+    case 4: return LaunchGemv<4, kGemvWarps, Act>(w, k, n, x, k, 1, out, n, false, stream);
+    default: return LaunchGemv<16, 16, Act>(w, k, n, x, k, 1, out, n, false, stream);
+  }
+}
+}  // namespace
+
+cudaError_t LaunchBf16GatedGemv(const bf16* w, int64_t inter, int64_t k, const bf16* x, GatedActivation act, bf16* out,
+                                cudaStream_t stream) {
+  if (!Fits(w, 2 * inter, k, x, k, 1)) return cudaErrorInvalidValue;
+  if (inter == 0) return cudaSuccess;
+  const int n = static_cast<int>(inter);
+  return act == GatedActivation::kGeluTanh ? LaunchGated<GeluTanh>(w, n, k, x, out, stream)
+                                           : LaunchGated<Silu>(w, n, k, x, out, stream);
 }
 
 }  // namespace kvs::cuda

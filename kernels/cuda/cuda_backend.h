@@ -77,6 +77,7 @@ class CudaBackend final : public Backend {
                               TensorView out) override;
   absl::Status SwiGlu(TensorView gate_up, TensorView out) override;
   absl::Status GeluGlu(TensorView gate_up, TensorView out) override;
+  absl::StatusOr<bool> GatedLinear(TensorView x, TensorView w, bool gelu, TensorView out) override;
   absl::Status GatherRows(TensorView x, const int32_t* rows, TensorView out) override;
   // CUDA graph capture of the stream (thread-local mode), instantiated for replay on it.
   absl::StatusOr<std::unique_ptr<RecordedOps>> Record(const std::function<absl::Status()>& ops) override;

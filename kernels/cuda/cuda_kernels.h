@@ -192,6 +192,21 @@ bool Bf16GemvTakes(const void* w, int64_t n, int64_t k, const void* x, int64_t x
 cudaError_t LaunchBf16Gemv(const bf16* w, int64_t n, int64_t k, const bf16* x, int64_t x_stride, int64_t tokens,
                            void* out, int64_t out_stride, bool f32_out, cudaStream_t stream);
 
+// The gated activations of an MLP (gated_activation.cuh): silu (SwiGLU) or gelu_tanh (GeGLU).
+enum class GatedActivation { kSilu, kGeluTanh };
+// One token through an MLP's gate_up matrix w [2 inter, k] and its gated activation in one
+// kernel: out[i] = bf16(act(g_i) * u_i) with g_i = bf16(x . w[i]), u_i = bf16(x . w[inter + i]) —
+// the bits of LaunchBf16Gemv (or LaunchF8Gemv) then LaunchSwiGlu / LaunchGeluGlu; out [inter].
+// Takes what LaunchBf16Gemv (LaunchF8Gemv with 16-byte pieces) takes at one token.
+cudaError_t LaunchBf16GatedGemv(const bf16* w, int64_t inter, int64_t k, const bf16* x, GatedActivation act, bf16* out,
+                                cudaStream_t stream);
+cudaError_t LaunchF8GatedGemv(const void* w, int64_t row_bytes, int64_t inter, int64_t k, const bf16* x,
+                              GatedActivation act, bf16* out, cudaStream_t stream);
+// Whether CudaBackend::GatedLinear takes its shapes (KVS_GATED_GEMV=off in the environment, or
+// SetGatedGemvOn(false), keeps Linear then SwiGlu / GeluGlu: measurement and tests). Process-wide.
+void SetGatedGemvOn(bool on);
+bool GatedGemvOn();
+
 // kvshard's F8_E4M3 blocks (f8_linear.cu). In device memory the CUDA backend keeps them as split
 // rows (LaunchF8ArrangeRows, once at load: each row's k codes, then its k / 128 f32 scales, in the
 // same row_bytes), which every launch below reads but LaunchF8Dequantize with split_rows false.

@@ -4,6 +4,7 @@
 #include "kernels/common/random_fill.h"
 #include "kernels/cuda/activation_rounding.cuh"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/gated_activation.cuh"
 #include "kernels/cuda/pdl.cuh"
 
 namespace kvs::cuda {
@@ -22,19 +23,9 @@ __global__ void EmbeddingKernel(const int32_t* ids, const bf16* table, int32_t f
   for (int64_t c = threadIdx.x; c < hidden; c += blockDim.x) dst[c] = __bfloat162float(row[c]);
 }
 
-// The gated activations: silu(g) * u (SwiGLU) or gelu_tanh(g) * u (GeGLU). Where `round` is set
-// (inter a multiple of 32, blocks of whole warps), the bf16 outputs are also rounded for the block
-// GEMV that reads them next (activation_rounding.cuh).
-struct Silu {
-  __device__ float operator()(float g) const { return g / (1.0f + __expf(-g)); }
-};
-struct GeluTanh {
-  __device__ float operator()(float g) const {
-    constexpr float kSqrt2OverPi = 0.7978845608028654f;
-    return 0.5f * g * (1.0f + tanhf(kSqrt2OverPi * (g + 0.044715f * g * g * g)));
-  }
-};
-
+// The gated activations (gated_activation.cuh). Where `round` is set (inter a multiple of 32,
+// blocks of whole warps), the bf16 outputs are also rounded for the block GEMV that reads them
+// next (activation_rounding.cuh).
 // kVec outputs a thread: 8 (16-byte loads and stores) where the rows allow it, which a prompt's
 // thousands of rows need to keep enough bytes in flight (a thread an output, with 2-byte loads,
 // read at 42% of the copy rate on an H100 at 8,192 tokens); else 1.
@@ -59,12 +50,12 @@ __global__ void GatedKernel(const bf16* gu, int64_t gu_stride, int64_t inter, bf
       bf16* ov = reinterpret_cast<bf16*>(&o8);
 #pragma unroll
       for (int e = 0; e < 8; ++e) {
-        ov[e] = __float2bfloat16(Act()(__bfloat162float(gv[e])) * __bfloat162float(uv[e]));
+        ov[e] = GatedOutput<Act>(gv[e], uv[e]);
         o[e] = __bfloat162float(ov[e]);
       }
       *reinterpret_cast<uint4*>(out + r * out_stride + i) = o8;
     } else {
-      const bf16 v = __float2bfloat16(Act()(__bfloat162float(g[0])) * __bfloat162float(u[0]));
+      const bf16 v = GatedOutput<Act>(g[0], u[0]);
       out[r * out_stride + i] = v;
       o[0] = __bfloat162float(v);
     }

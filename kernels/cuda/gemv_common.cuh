@@ -1,6 +1,7 @@
-// What the weight GEMVs of weights kept in blocks share (block_linear.cu for GGML's types,
-// f8_linear.cu for F8_E4M3): the launch shape, the resident grid, and the end of a row (each warp's
-// per-token sums reduced, the row's warps merged, one lane storing the outputs).
+// What the weight GEMVs share (block_linear.cu for GGML's types, f8_linear.cu for F8_E4M3,
+// bf16_gemv.cu): the launch shape, the resident grid, the streamed weight loads and the end of a row
+// (each warp's per-token sums reduced, the row's warps merged, one lane storing the outputs, or
+// the gated activation of a gate row and an up row).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -11,6 +12,7 @@
 #include <mutex>
 #include <utility>
 
+#include "kernels/cuda/gated_activation.cuh"
 #include "kernels/cuda/pdl.cuh"
 
 namespace kvs::cuda::gemv {
@@ -71,11 +73,10 @@ __device__ __forceinline__ void PrefetchFirstRows(const uint8_t* w, int64_t row_
 }
 
 // The end of one row group: acc[t] is this lane's share of token t's dot; kWarpsPerRow warps (warp
-// `part` of them) share `row`, in blocks of kBlockWarps warps. Every thread of the block calls it
-// (it synchronises the block).
+// `part` of them) share the row, in blocks of kBlockWarps warps. Afterwards lane 0 of warp part 0
+// holds the row's sums. Every thread of the block calls it (it synchronises the block).
 template <int kMaxTokens, int kWarpsPerRow, int kBlockWarps = kWarps>
-__device__ __forceinline__ void FinishRow(float (&acc)[kMaxTokens], int lane, int warp, int part, int row, int n,
-                                          int tokens, void* out, int64_t out_stride, bool f32_out) {
+__device__ __forceinline__ void ReduceRow(float (&acc)[kMaxTokens], int lane, int warp, int part) {
 #pragma unroll
   for (int t = 0; t < kMaxTokens; ++t) {
     for (int o = 16; o > 0; o /= 2) acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], o);
@@ -95,6 +96,13 @@ __device__ __forceinline__ void FinishRow(float (&acc)[kMaxTokens], int lane, in
     }
     __syncthreads();  // partial is rewritten by the next group
   }
+}
+
+// ReduceRow, then one lane stores the row's outputs (bf16, or f32 where f32_out).
+template <int kMaxTokens, int kWarpsPerRow, int kBlockWarps = kWarps>
+__device__ __forceinline__ void FinishRow(float (&acc)[kMaxTokens], int lane, int warp, int part, int row, int n,
+                                          int tokens, void* out, int64_t out_stride, bool f32_out) {
+  ReduceRow<kMaxTokens, kWarpsPerRow, kBlockWarps>(acc, lane, warp, part);
   if (part == 0 && lane == 0 && row < n) {
 #pragma unroll
     for (int t = 0; t < kMaxTokens; ++t) {
@@ -106,6 +114,18 @@ __device__ __forceinline__ void FinishRow(float (&acc)[kMaxTokens], int lane, in
         }
       }
     }
+  }
+}
+
+// The end of a gated row (one token): gu[0] and gu[1] are this lane's shares of the gate row's and
+// the up row's dots; out[row] = act(g) * u as the elementwise kernel computes it from the two
+// rows' bf16 outputs (gated_activation.cuh), so the fused and the two-kernel paths agree bit for bit.
+template <typename Act, int kWarpsPerRow, int kBlockWarps = kWarps>
+__device__ __forceinline__ void FinishGatedRow(float (&gu)[2], int lane, int warp, int part, int row, int n,
+                                               __nv_bfloat16* out) {
+  ReduceRow<2, kWarpsPerRow, kBlockWarps>(gu, lane, warp, part);
+  if (part == 0 && lane == 0 && row < n) {
+    out[row] = GatedOutput<Act>(__float2bfloat16_rn(gu[0]), __float2bfloat16_rn(gu[1]));
   }
 }
 

@@ -396,8 +396,15 @@ absl::Status ModelRunner::Forward(const StepPointers& ptr, int64_t t, int64_t n_
     KVS_RETURN_IF_ERROR(b.PagedAttention(q, cache, layer_batch, scale, attn));
     KVS_RETURN_IF_ERROR(LinearOver(b, attn_owned, lw.o, no_bias, hidden));
     KVS_RETURN_IF_ERROR(join(lw.post_attn_norm, weights_->View(lw.ffn_norm, 1, z.h)));
-    KVS_RETURN_IF_ERROR(LinearOver(b, normed, lw.gate_up, no_bias, gate_up));
-    KVS_RETURN_IF_ERROR(c.activation == Activation::kGeluTanh ? b.GeluGlu(gate_up, act) : b.SwiGlu(gate_up, act));
+    // The gate and up projections and their activation in one kernel where the backend has one
+    // (a batch-1 step's GEMV); else the matrix, then the activation.
+    const bool gelu = c.activation == Activation::kGeluTanh;
+    bool gated = false;
+    if (lw.gate_up.parts.size() == 1) KVS_ASSIGN_OR_RETURN(gated, b.GatedLinear(normed, lw.gate_up.View(), gelu, act));
+    if (!gated) {
+      KVS_RETURN_IF_ERROR(LinearOver(b, normed, lw.gate_up, no_bias, gate_up));
+      KVS_RETURN_IF_ERROR(gelu ? b.GeluGlu(gate_up, act) : b.SwiGlu(gate_up, act));
+    }
     KVS_RETURN_IF_ERROR(LinearOver(b, act, lw.down, no_bias, hidden));
     if (l + 1 < c.num_layers) {
       KVS_RETURN_IF_ERROR(join(lw.post_ffn_norm, weights_->View(weights_->layers()[l + 1].attn_norm, 1, z.h)));

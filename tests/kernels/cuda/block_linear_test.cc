@@ -6,7 +6,9 @@
 //   forced (bf16 tiles + cuBLAS),
 //   each output within a bound derived from the rounding each path does, with strided inputs and
 //   outputs whose unused slots are NaN-poisoned and must stay so;
-// - Embedding rows decoded exactly as the CPU decodes them, zeros for ids another rank holds.
+// - Embedding rows decoded exactly as the CPU decodes them, zeros for ids another rank holds;
+// - the gated GEMV (one token: gate, up and their activation in one kernel) bit for bit as Linear
+//   then SwiGlu / GeluGlu, for bf16 and F8_E4M3 weights.
 // The seed is printed on failure. Skips with a reason where no GPU is visible.
 #include <cuda_runtime.h>
 
@@ -249,6 +251,76 @@ TEST_F(BlockLinearTest, EmbeddingDecodesRowsExactlyAsTheCpu) {
       }
       for (int64_t e = hidden; e < out_stride; ++e) ASSERT_TRUE(std::isnan(got[t * out_stride + e])) << "wrote past its row";
     }
+  }
+}
+
+// CudaBackend::GatedLinear at one token — the batch-1 GEMV computing an MLP's gate and up rows and
+// their activation in one kernel — against Linear then SwiGlu / GeluGlu on the same operands: the
+// same bits, for bf16 weights (4 and 16 warps a row, 1 at 16,384 gate rows and more) and kept
+// F8_E4M3 (4 warps a row up to 2,048 gate rows, 1 above), both activations; the output's
+// NaN-poisoned neighbours stay NaN. Two tokens, and the knob off, are not taken.
+TEST_F(BlockLinearTest, GatedLinearGivesTheBitsOfLinearThenTheActivation) {
+  const uint32_t seed = std::random_device{}();
+  std::mt19937 rng(seed);
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const float kNaN = std::numeric_limits<float>::quiet_NaN();
+  struct Case {
+    bool f8;
+    int64_t inter, k;
+  };
+  for (const Case& c : {Case{false, 37, 520}, Case{false, 37, 8192}, Case{false, 16411, 264}, Case{true, 37, 512},
+                        Case{true, 2049, 1024}}) {
+    SCOPED_TRACE(std::string(c.f8 ? "F8_E4M3" : "bf16") + ", inter " + std::to_string(c.inter) + ", k " +
+                 std::to_string(c.k));
+    const int64_t rows = 2 * c.inter;
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    DeviceBuffer gw;
+    TensorView wv;
+    if (c.f8) {
+      gw = Blocks(GgmlType::kF8_E4M3, testing::RandomGgmlBlocks(GgmlType::kF8_E4M3, rows, c.k, rng), rows, c.k);
+      wv = TensorView{gw.data(), DType::kBlocks, rows, c.k, c.k, GgmlType::kF8_E4M3};
+    } else {
+      std::vector<float> w(rows * c.k);
+      for (float& v : w) v = Bf16(normal(rng) * 0.05f);
+      gw = Floats(w, DType::kBF16, rows, c.k);
+      wv = TensorView{gw.data(), DType::kBF16, rows, c.k, c.k};
+    }
+    std::vector<float> x(2 * c.k);
+    for (float& v : x) v = Bf16(normal(rng));
+    DeviceBuffer gx = Floats(x, DType::kBF16, 2, c.k);
+    const TensorView x1{gx.data(), DType::kBF16, 1, c.k, c.k};
+    DeviceBuffer gate_up = Floats(std::vector<float>(rows, 0.0f), DType::kBF16, 1, rows);
+    const int64_t out_stride = c.inter + 5;  // poisoned past the row
+    for (const bool gelu : {false, true}) {
+      SCOPED_TRACE(gelu ? "GeGLU" : "SwiGLU");
+      DeviceBuffer want_buf = Floats(std::vector<float>(out_stride, kNaN), DType::kBF16, 1, out_stride);
+      DeviceBuffer got_buf = Floats(std::vector<float>(out_stride, kNaN), DType::kBF16, 1, out_stride);
+      const TensorView want_v{want_buf.data(), DType::kBF16, 1, c.inter, out_stride};
+      const TensorView got_v{got_buf.data(), DType::kBF16, 1, c.inter, out_stride};
+      const TensorView gu_v = gate_up.View(DType::kBF16, 1, rows);
+      ASSERT_TRUE(gpu_->Linear(x1, wv, TensorView{}, gu_v).ok());
+      ASSERT_TRUE((gelu ? gpu_->GeluGlu(gu_v, want_v) : gpu_->SwiGlu(gu_v, want_v)).ok());
+      const absl::StatusOr<bool> taken = gpu_->GatedLinear(x1, wv, gelu, got_v);
+      ASSERT_TRUE(taken.ok()) << taken.status();
+      ASSERT_TRUE(*taken) << "one token of these weights should take the gated GEMV";
+      const std::vector<float> want = Download(want_buf, DType::kBF16, 1, out_stride);
+      const std::vector<float> got = Download(got_buf, DType::kBF16, 1, out_stride);
+      for (int64_t i = 0; i < c.inter; ++i) {
+        ASSERT_FALSE(std::isnan(want[i])) << "reference output " << i;
+        ASSERT_EQ(std::memcmp(&got[i], &want[i], sizeof(float)), 0)
+            << "output " << i << ": gated GEMV " << got[i] << ", Linear then the activation " << want[i];
+      }
+      for (int64_t i = c.inter; i < out_stride; ++i) ASSERT_TRUE(std::isnan(got[i])) << "wrote past its row: " << i;
+    }
+    // Not taken: two tokens; the knob off.
+    DeviceBuffer out2 = Floats(std::vector<float>(2 * c.inter, 0.0f), DType::kBF16, 2, c.inter);
+    const absl::StatusOr<bool> two = gpu_->GatedLinear(TensorView{gx.data(), DType::kBF16, 2, c.k, c.k}, wv, false,
+                                                       out2.View(DType::kBF16, 2, c.inter));
+    ASSERT_TRUE(two.ok() && !*two);
+    cuda::SetGatedGemvOn(false);
+    const absl::StatusOr<bool> off = gpu_->GatedLinear(x1, wv, false, out2.View(DType::kBF16, 1, c.inter));
+    cuda::SetGatedGemvOn(true);
+    ASSERT_TRUE(off.ok() && !*off);
   }
 }
 
