@@ -400,7 +400,9 @@ absl::Status ModelRunner::Forward(const StepPointers& ptr, int64_t t, int64_t n_
     // (a batch-1 step's GEMV); else the matrix, then the activation.
     const bool gelu = c.activation == Activation::kGeluTanh;
     bool gated = false;
-    if (lw.gate_up.parts.size() == 1) KVS_ASSIGN_OR_RETURN(gated, b.GatedLinear(normed, lw.gate_up.View(), gelu, act));
+    if (lw.gate_up.parts.size() == 1) {
+      KVS_ASSIGN_OR_RETURN(gated, b.GatedLinear(normed, lw.gate_up.View(), gelu, act));
+    }
     if (!gated) {
       KVS_RETURN_IF_ERROR(LinearOver(b, normed, lw.gate_up, no_bias, gate_up));
       KVS_RETURN_IF_ERROR(gelu ? b.GeluGlu(gate_up, act) : b.SwiGlu(gate_up, act));
