@@ -23,13 +23,11 @@ linear default KVS_F8_GEMV_WARPS=
 linear "KVS_F8_GEMV_WARPS=1" KVS_F8_GEMV_WARPS=1
 linear "KVS_F8_GEMV_WARPS=4" KVS_F8_GEMV_WARPS=4
 linear "KVS_F8_GEMV_LOADS=cached" KVS_F8_GEMV_LOADS=cached
-for round in 1 2; do
-  for side in "" KVS_GATED_GEMV=off; do
-    ([ -z "$side" ] || export $side; gpu_step "$F8, ${side:-default}, round $round" 1 --model $F8)
-    ([ -z "$side" ] || export $side; gpu_step "random:llama-3-8b, ${side:-default}, round $round" 1 --model random:llama-3-8b)
-  done
+for side in "" KVS_GATED_GEMV=off; do
+  ([ -z "$side" ] || export $side; gpu_step "$F8, ${side:-default}" 1 --model $F8)
+  ([ -z "$side" ] || export $side; gpu_step "random:llama-3-8b, ${side:-default}" 1 --model random:llama-3-8b)
 done
-for side in KVS_F8_GEMV_WARPS=1 KVS_F8_GEMV_WARPS=4 KVS_F8_GEMV_LOADS=cached; do
+for side in KVS_F8_GEMV_WARPS=1 KVS_F8_GEMV_LOADS=cached; do
   (export $side; gpu_step "$F8, $side" 1 --model $F8)
 done
 gpu_step "random:llama-3-8b:Q4_0 (control)" 1 --model random:llama-3-8b:Q4_0
