@@ -147,10 +147,11 @@ KernelChoice g_cublas("KVS_BF16_GEMV", "cublas");  // alternative: cuBLAS at eve
 void SetBf16GemvOn(bool on) { g_cublas.Set(!on); }
 
 namespace {
-KernelChoice g_gated_off("KVS_GATED_GEMV", "off");  // alternative: the GEMV, then the elementwise kernel
+// The alternative to kGatedGemvByDefault, named by the environment's KVS_GATED_GEMV.
+KernelChoice g_gated_flip("KVS_GATED_GEMV", kGatedGemvByDefault ? "off" : "on");
 }  // namespace
-void SetGatedGemvOn(bool on) { g_gated_off.Set(!on); }
-bool GatedGemvOn() { return !g_gated_off.Alternative(); }
+void SetGatedGemvOn(bool on) { g_gated_flip.Set(on != kGatedGemvByDefault); }
+bool GatedGemvOn() { return g_gated_flip.Alternative() != kGatedGemvByDefault; }
 
 namespace {
 // The shapes the kernel takes: whole 16-byte pieces, aligned, with counts that fit its ints.

@@ -202,8 +202,10 @@ cudaError_t LaunchBf16GatedGemv(const bf16* w, int64_t inter, int64_t k, const b
                                 cudaStream_t stream);
 cudaError_t LaunchF8GatedGemv(const void* w, int64_t row_bytes, int64_t inter, int64_t k, const bf16* x,
                               GatedActivation act, bf16* out, cudaStream_t stream);
-// Whether CudaBackend::GatedLinear takes its shapes (KVS_GATED_GEMV=off in the environment, or
-// SetGatedGemvOn(false), keeps Linear then SwiGlu / GeluGlu: measurement and tests). Process-wide.
+// Whether CudaBackend::GatedLinear takes its shapes: kGatedGemvByDefault, unless KVS_GATED_GEMV=off
+// (or =on) in the environment or SetGatedGemvOn says otherwise (off: Linear then SwiGlu / GeluGlu;
+// measurement and tests). Process-wide.
+inline constexpr bool kGatedGemvByDefault = true;
 void SetGatedGemvOn(bool on);
 bool GatedGemvOn();
 

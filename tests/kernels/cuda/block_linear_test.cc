@@ -260,6 +260,7 @@ TEST_F(BlockLinearTest, EmbeddingDecodesRowsExactlyAsTheCpu) {
 // F8_E4M3 (4 warps a row up to 2,048 gate rows, 1 above), both activations; the output's
 // NaN-poisoned neighbours stay NaN. Two tokens, and the knob off, are not taken.
 TEST_F(BlockLinearTest, GatedLinearGivesTheBitsOfLinearThenTheActivation) {
+  cuda::SetGatedGemvOn(true);  // whatever the process default
   const uint32_t seed = std::random_device{}();
   std::mt19937 rng(seed);
   SCOPED_TRACE("seed " + std::to_string(seed));
@@ -322,6 +323,7 @@ TEST_F(BlockLinearTest, GatedLinearGivesTheBitsOfLinearThenTheActivation) {
     cuda::SetGatedGemvOn(true);
     ASSERT_TRUE(off.ok() && !*off);
   }
+  cuda::SetGatedGemvOn(cuda::kGatedGemvByDefault);
 }
 
 }  // namespace
