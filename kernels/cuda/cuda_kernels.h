@@ -205,7 +205,7 @@ cudaError_t LaunchF8GatedGemv(const void* w, int64_t row_bytes, int64_t inter, i
 // Whether CudaBackend::GatedLinear takes its shapes: kGatedGemvByDefault, unless KVS_GATED_GEMV=off
 // (or =on) in the environment or SetGatedGemvOn says otherwise (off: Linear then SwiGlu / GeluGlu;
 // measurement and tests). Process-wide.
-inline constexpr bool kGatedGemvByDefault = true;
+inline constexpr bool kGatedGemvByDefault = false;
 void SetGatedGemvOn(bool on);
 bool GatedGemvOn();
 
