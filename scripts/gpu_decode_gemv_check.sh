@@ -8,11 +8,12 @@
 # The element-wise tests of the paths that read kept weights (block_linear_test: every type's GEMV,
 # and the gated GEMV bit for bit against the two kernels) and gpu_model_test, the copy ceiling,
 # layer 0 + LM head per matrix at one token, and whole batch-1 steps (Q4_0 as a control).
-# KVS_DECODE_QUICK=1: the tests and the gated steps only.
+# KVS_DECODE_QUICK=1: block_linear_test and the gated steps only.
 # Usage: bash scripts/gpu_decode_gemv_check.sh   (device tool, carrying .deps)
 source "$(dirname "$0")/gpu_common.sh"
 [ -n "${KVS_SKIP_BUILD:-}" ] && source "$BUILD/env.sh" || gpu_build
-gpu_tests block_linear_test gpu_model_test
+gpu_tests block_linear_test
+[ -n "${KVS_DECODE_QUICK:-}" ] || gpu_tests gpu_model_test
 echo "tests done at $(( $(date +%s) - start )) s"
 gpu_copy_ceiling
 F8=random:llama-3-8b:F8_E4M3
