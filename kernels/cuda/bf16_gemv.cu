@@ -80,14 +80,16 @@ __global__ void __launch_bounds__(kBlockWarps* kWarp, kBlockWarps == 4 ? 8 : 2)
         const int c = c0 + i * kWarpsPerRow;
         const bool up = kGated && c >= chunks;
         const int p = (up ? c - chunks : c) * kWarp + lane;
-        wv[i] = c < row_chunks && p < pieces ? gemv::LoadStreamed((up ? up_row : wr) + p) : make_uint4(0, 0, 0, 0);
+        // (Past the gate row's chunks p lies past its pieces: the chunk count bounds gated rows only.)
+        const bool in = (!kGated || c < row_chunks) && p < pieces;
+        wv[i] = in ? gemv::LoadStreamed((up ? up_row : wr) + p) : make_uint4(0, 0, 0, 0);
       }
 #pragma unroll
       for (int i = 0; i < kInFlight; ++i) {
         const int c = c0 + i * kWarpsPerRow;
         const bool up = kGated && c >= chunks;
         const int p = (up ? c - chunks : c) * kWarp + lane;
-        if (c >= row_chunks || p >= pieces) continue;
+        if ((kGated && c >= row_chunks) || p >= pieces) continue;
         if constexpr (kGated) {
           const float dot = DotPiece(wv[i], __ldg(reinterpret_cast<const uint4*>(x) + p));
           acc[0] += up ? 0.0f : dot;

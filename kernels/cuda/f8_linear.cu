@@ -88,11 +88,11 @@ __device__ __forceinline__ void LoadWords(const void* p, uint32_t (&words)[kByte
 // block_linear.cu's GEMV).
 // 12 blocks an SM (40 registers) where a lane's loads are words; 8 (64) for 16-byte pieces, whose
 // four chunks in flight a lane (64 bytes) spilled at 40.
-// kStreamed: 16-byte weight pieces kept out of L1 (KVS_F8_GEMV_LOADS=cached keeps them in, at one
-// token: measurement). Gated (Act not void, one token): w is an MLP's gate_up matrix, n its gate
-// rows, and the row's warps walk the gate row's chunks and then the up row's as one row
-// (FinishGatedRow; as bf16_gemv.cu's).
-template <int kMaxTokens, int kWarpsPerRow, int kLaneCodes, bool kStreamed = kLaneCodes == 16, typename Act = void>
+// kStreamed: 16-byte weight pieces kept out of L1, as the bf16 GEMV's (one token, opt-in until
+// measured on a GPU: KVS_F8_GEMV_LOADS=streamed). Gated (Act not void, one token): w is an MLP's gate_up matrix, n its
+// gate rows, and the row's warps walk the gate row's chunks and then the up row's as one row (FinishGatedRow; as
+// bf16_gemv.cu's).
+template <int kMaxTokens, int kWarpsPerRow, int kLaneCodes, bool kStreamed = false, typename Act = void>
 __global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 && kLaneCodes == 4 ? 12 : 8)
     F8GemvKernel(const uint8_t* __restrict__ w, int64_t row_bytes, int n, int blocks, const bf16* __restrict__ x,
                  int64_t x_stride, int tokens, void* out, int64_t out_stride, bool f32_out) {
@@ -132,8 +132,8 @@ __global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 && kLaneCod
         const int b = kChunkBlocks * (up ? c - chunks : c) + lane / kLanesPerBlock;
         const uint8_t* src = up ? up_row : wr;
         const int64_t col = static_cast<int64_t>(b) * kF8BlockElems + kLaneCodes * (lane % kLanesPerBlock);
-        if (c < row_chunks && b < blocks) {  // the row's last chunks may hold fewer blocks, or none
-          if constexpr (kStreamed) {         // weights streamed past L1, which keeps the activations
+        if ((!kGated || c < row_chunks) && b < blocks) {  // the row's last chunks may hold fewer blocks, or none
+          if constexpr (kStreamed) {                      // weights streamed past L1, which keeps the activations
             const uint4 piece = gemv::LoadStreamed(SplitRows::Codes(src, k, 0) + col);
             codes[i][0] = piece.x, codes[i][1] = piece.y, codes[i][2] = piece.z, codes[i][3] = piece.w;
           } else {
@@ -151,7 +151,7 @@ __global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 && kLaneCod
         const int c = c0 + i * kWarpsPerRow;
         const bool up = kGated && c >= chunks;
         const int b = kChunkBlocks * (up ? c - chunks : c) + lane / kLanesPerBlock;
-        if (c >= row_chunks || b >= blocks) continue;
+        if ((kGated && c >= row_chunks) || b >= blocks) continue;
         const int64_t col = static_cast<int64_t>(b) * kF8BlockElems + kLaneCodes * (lane % kLanesPerBlock);
         float v[kLaneCodes];
 #pragma unroll
@@ -187,12 +187,12 @@ __global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 && kLaneCod
   }
 }
 
-bool CachedLoads() {
-  static const bool cached = [] {
+bool StreamedLoads() {
+  static const bool streamed = [] {
     const char* e = std::getenv("KVS_F8_GEMV_LOADS");
-    return e != nullptr && std::string_view(e) == "cached";
+    return e != nullptr && std::string_view(e) == "streamed";
   }();
-  return cached;
+  return streamed;
 }
 
 template <int kWarpsPerRow, int kLaneCodes>
@@ -205,7 +205,8 @@ cudaError_t LaunchGemv(const uint8_t* w, int64_t row_bytes, int n, int blocks, c
     return pdl::Launch(kernel, grid, kGemvWarps * kWarp, 0, stream, w, row_bytes, n, blocks, x, x_stride, tokens, out,
                        out_stride, f32_out);
   };
-  if (tokens == 1 && kLaneCodes == 16 && CachedLoads()) return launch(F8GemvKernel<1, kWarpsPerRow, kLaneCodes, false>);
+  if (tokens == 1 && kLaneCodes == 16 && StreamedLoads())
+    return launch(F8GemvKernel<1, kWarpsPerRow, kLaneCodes, true>);
   if (tokens == 1) return launch(F8GemvKernel<1, kWarpsPerRow, kLaneCodes>);
   if (tokens == 2) return launch(F8GemvKernel<2, kWarpsPerRow, kLaneCodes>);
   if (tokens <= 4) return launch(F8GemvKernel<4, kWarpsPerRow, kLaneCodes>);

@@ -354,10 +354,9 @@ __device__ inline void ForEachItem(const Params& p, const WorkItems& work, Body&
 // write its output, where a block per item paid its start (Q, the first tile, the pipeline's
 // fill) and its end (the stores, the block's exit) with the SM's tensor cores idle.
 // Bits of the kernel's `flags`.
-constexpr int kFlagPingPong = 1;       // consumer warpgroups take turns issuing GEMMs
-constexpr int kFlagStagedCodes = 2;    // quantized tiles staged in place (StageCodesTile), not in registers
-constexpr int kFlagTensorCopies = 4;   // whole tiles by tensor copies (`maps`), others by cp.async
-constexpr int kFlagSkipTmaFence = 16;  // no proxy fence before reading a stage the tensor copies filled
+constexpr int kFlagPingPong = 1;      // consumer warpgroups take turns issuing GEMMs
+constexpr int kFlagStagedCodes = 2;   // quantized tiles staged in place (StageCodesTile), not in registers
+constexpr int kFlagTensorCopies = 4;  // whole tiles by tensor copies (`maps`), others by cp.async
 
 template <KvDType F, int D, int kKeys>
 __global__ void __launch_bounds__(kWgmmaThreads, 1)
@@ -625,10 +624,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
     auto issue_qk = [&](int j, float(&sc)[kNB][4]) {
       const int slot = ring + j, stage = slot % kStages;
       BarrierWait(full(stage), (slot / kStages) & 1);
-      // The producer's cp.async copies (made visible by the barrier), before wgmma reads them; a
-      // stage the tensor copies filled was written by the async proxy that wgmma reads in.
-      const bool by_tensor_copies = (flags & kFlagTensorCopies) && k_lo + (j + 1) * kKeys <= k_hi;
-      if (!(by_tensor_copies && (flags & kFlagSkipTmaFence))) FenceProxyAsync();
+      FenceProxyAsync();  // the producer's copies (made visible by the barrier), before wgmma reads
       // Accumulators pinned around the MMAs, so that no register copy is scheduled between them
       // (a copy reading an in-flight accumulator makes ptxas serialise every wgmma: C7514).
       wgmma::FenceOperands(sc);
@@ -825,18 +821,6 @@ bool PingPong() {
   return on;
 }
 
-// Measurement only (issue 20): KVS_WGMMA_TMA_FENCE=skip.
-int ExperimentFlags() {
-  static const int flags = [] {
-    auto is = [](const char* name, std::string_view value) {
-      const char* env = std::getenv(name);
-      return env != nullptr && std::string_view(env) == value;
-    };
-    return is("KVS_WGMMA_TMA_FENCE", "skip") ? kFlagSkipTmaFence : 0;
-  }();
-  return flags;
-}
-
 // How many blocks the kernel launches (SetHopperPrefillBlocks): -2 until read from
 // KVS_WGMMA_BLOCKS ("item": a block per item; a number: at most that many; unset: as many as
 // the GPU holds at once).
@@ -898,7 +882,7 @@ struct Instance {
   }
   static cudaError_t Launch(const Params& p, dim3 grid, cudaStream_t stream) {
     if (const cudaError_t attr = Prepare(); attr != cudaSuccess) return attr;
-    int flags = (PingPong() ? kFlagPingPong : 0) | ExperimentFlags() |
+    int flags = (PingPong() ? kFlagPingPong : 0) |
                 (GetQuantizedPrefillLoads() == QuantizedPrefillLoads::kRegisters ? 0 : kFlagStagedCodes);
     const int64_t items = static_cast<int64_t>(grid.x) * grid.y * grid.z;
     if (items == 0) return cudaSuccess;
