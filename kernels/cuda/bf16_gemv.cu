@@ -90,10 +90,13 @@ __global__ void __launch_bounds__(kBlockWarps* kWarp, kBlockWarps == 4 ? 8 : 2)
         const bool up = kGated && c >= chunks;
         const int p = (up ? c - chunks : c) * kWarp + lane;
         if ((kGated && c >= row_chunks) || p >= pieces) continue;
-        if constexpr (kGated) {
+        if constexpr (kGated) {  // each row's sum as the plain GEMV's, in the same order
           const float dot = DotPiece(wv[i], __ldg(reinterpret_cast<const uint4*>(x) + p));
-          acc[0] += up ? 0.0f : dot;
-          acc[1] += up ? dot : 0.0f;
+          if (up) {
+            acc[1] += dot;
+          } else {
+            acc[0] += dot;
+          }
         } else {
 #pragma unroll
           for (int t = 0; t < kMaxTokens; ++t) {

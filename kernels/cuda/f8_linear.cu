@@ -156,7 +156,7 @@ __global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 && kLaneCod
         float v[kLaneCodes];
 #pragma unroll
         for (int j = 0; j < kLaneCodes / 4; ++j) Codes(codes[i][j], *reinterpret_cast<float(*)[4]>(v + 4 * j));
-        auto dot_with = [&](const bf16* xt) {
+        auto dot_with = [&](const bf16* xt) {  // the chunk's dot with token xt, before the block's scale
           uint32_t xw[kLaneCodes / 2];
           LoadWords<2 * kLaneCodes>(xt + col, xw);
           float dot = 0.0f;
@@ -165,16 +165,21 @@ __global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 && kLaneCod
             const float2 xf = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&xw[j]));
             dot += v[2 * j] * xf.x + v[2 * j + 1] * xf.y;
           }
-          return scale[i] * dot;
+          return dot;
         };
+        // Gated: each row's sum takes the same operations in the same order as the plain GEMV's
+        // (acc += scale x dot), so that its bits are the two kernels' bits.
         if constexpr (kGated) {
-          const float d = dot_with(x);
-          acc[0] += up ? 0.0f : d;
-          acc[1] += up ? d : 0.0f;
+          const float dot = dot_with(x);
+          if (up) {
+            acc[1] += scale[i] * dot;
+          } else {
+            acc[0] += scale[i] * dot;
+          }
         } else {
 #pragma unroll
           for (int t = 0; t < kMaxTokens; ++t) {
-            if (t < tokens) acc[t] += dot_with(x + t * x_stride);
+            if (t < tokens) acc[t] += scale[i] * dot_with(x + t * x_stride);
           }
         }
       }
