@@ -145,6 +145,17 @@ int RowSplit(int64_t n, int64_t k) {
   return k / (kWarp * kPieceElems) >= 2 * 16 ? 16 : 4;
 }
 
+// The kernel for `split` warps a row (RowSplit's answer).
+template <typename Act = void>
+cudaError_t LaunchSplit(int split, const bf16* w, int64_t k, int n, const bf16* x, int64_t x_stride, int tokens,
+                        void* out, int64_t out_stride, bool f32_out, cudaStream_t stream) {
+  switch (split) {
+    case 1: return LaunchGemv<1, kGemvWarps, Act>(w, k, n, x, x_stride, tokens, out, out_stride, f32_out, stream);
+    case 4: return LaunchGemv<4, kGemvWarps, Act>(w, k, n, x, x_stride, tokens, out, out_stride, f32_out, stream);
+    default: return LaunchGemv<16, 16, Act>(w, k, n, x, x_stride, tokens, out, out_stride, f32_out, stream);
+  }
+}
+
 KernelChoice g_cublas("KVS_BF16_GEMV", "cublas");  // alternative: cuBLAS at every token count
 
 }  // namespace
@@ -175,33 +186,18 @@ cudaError_t LaunchBf16Gemv(const bf16* w, int64_t n, int64_t k, const bf16* x, i
                            void* out, int64_t out_stride, bool f32_out, cudaStream_t stream) {
   if (!Fits(w, n, k, x, x_stride, tokens)) return cudaErrorInvalidValue;
   if (n == 0) return cudaSuccess;  // k == 0 runs: every output is an empty sum, 0
-  const int rows = static_cast<int>(n), t = static_cast<int>(tokens);
-  switch (RowSplit(n, k)) {
-    case 1: return LaunchGemv<1, kGemvWarps>(w, k, rows, x, x_stride, t, out, out_stride, f32_out, stream);
-    case 4: return LaunchGemv<4, kGemvWarps>(w, k, rows, x, x_stride, t, out, out_stride, f32_out, stream);
-    default: return LaunchGemv<16, 16>(w, k, rows, x, x_stride, t, out, out_stride, f32_out, stream);
-  }
+  return LaunchSplit(RowSplit(n, k), w, k, static_cast<int>(n), x, x_stride, static_cast<int>(tokens), out, out_stride,
+                     f32_out, stream);
 }
-
-namespace {
-template <typename Act>
-cudaError_t LaunchGated(const bf16* w, int n, int64_t k, const bf16* x, bf16* out, cudaStream_t stream) {
-  // Split as the gate_up matrix's 2n rows would be: each warp then walks as many chunks as there.
-  switch (RowSplit(2 * static_cast<int64_t>(n), k)) {
-    case 1: return LaunchGemv<1, kGemvWarps, Act>(w, k, n, x, k, 1, out, n, false, stream);
-    case 4: return LaunchGemv<4, kGemvWarps, Act>(w, k, n, x, k, 1, out, n, false, stream);
-    default: return LaunchGemv<16, 16, Act>(w, k, n, x, k, 1, out, n, false, stream);
-  }
-}
-}  // namespace
 
 cudaError_t LaunchBf16GatedGemv(const bf16* w, int64_t inter, int64_t k, const bf16* x, GatedActivation act, bf16* out,
                                 cudaStream_t stream) {
   if (!Fits(w, 2 * inter, k, x, k, 1)) return cudaErrorInvalidValue;
   if (inter == 0) return cudaSuccess;
-  const int n = static_cast<int>(inter);
-  return act == GatedActivation::kGeluTanh ? LaunchGated<GeluTanh>(w, n, k, x, out, stream)
-                                           : LaunchGated<Silu>(w, n, k, x, out, stream);
+  // Split as the gate_up matrix's 2 inter rows would be: each warp then walks as many chunks as there.
+  const int split = RowSplit(2 * inter, k), n = static_cast<int>(inter);
+  return act == GatedActivation::kGeluTanh ? LaunchSplit<GeluTanh>(split, w, k, n, x, k, 1, out, n, false, stream)
+                                           : LaunchSplit<Silu>(split, w, k, n, x, k, 1, out, n, false, stream);
 }
 
 }  // namespace kvs::cuda

@@ -200,7 +200,8 @@ bool StreamedLoads() {
   return streamed;
 }
 
-template <int kWarpsPerRow, int kLaneCodes>
+// Act not void: the gated kernel (one token, 16-byte pieces, weights streamed).
+template <int kWarpsPerRow, int kLaneCodes, typename Act = void>
 cudaError_t LaunchGemv(const uint8_t* w, int64_t row_bytes, int n, int blocks, const bf16* x, int64_t x_stride,
                        int tokens, void* out, int64_t out_stride, bool f32_out, cudaStream_t stream) {
   constexpr int kRowsPerBlock = kGemvWarps / kWarpsPerRow;
@@ -210,12 +211,17 @@ cudaError_t LaunchGemv(const uint8_t* w, int64_t row_bytes, int n, int blocks, c
     return pdl::Launch(kernel, grid, kGemvWarps * kWarp, 0, stream, w, row_bytes, n, blocks, x, x_stride, tokens, out,
                        out_stride, f32_out);
   };
-  if (tokens == 1 && kLaneCodes == 16 && StreamedLoads())
-    return launch(F8GemvKernel<1, kWarpsPerRow, kLaneCodes, true>);
-  if (tokens == 1) return launch(F8GemvKernel<1, kWarpsPerRow, kLaneCodes>);
-  if (tokens == 2) return launch(F8GemvKernel<2, kWarpsPerRow, kLaneCodes>);
-  if (tokens <= 4) return launch(F8GemvKernel<4, kWarpsPerRow, kLaneCodes>);
-  return launch(F8GemvKernel<kBlockGemvMaxTokens, kWarpsPerRow, kLaneCodes>);
+  if constexpr (!std::is_void_v<Act>) {
+    static_assert(kLaneCodes == 16, "the gated kernel reads 16-byte pieces");
+    return launch(F8GemvKernel<1, kWarpsPerRow, kLaneCodes, true, Act>);
+  } else {
+    if (tokens == 1 && kLaneCodes == 16 && StreamedLoads())
+      return launch(F8GemvKernel<1, kWarpsPerRow, kLaneCodes, true>);
+    if (tokens == 1) return launch(F8GemvKernel<1, kWarpsPerRow, kLaneCodes>);
+    if (tokens == 2) return launch(F8GemvKernel<2, kWarpsPerRow, kLaneCodes>);
+    if (tokens <= 4) return launch(F8GemvKernel<4, kWarpsPerRow, kLaneCodes>);
+    return launch(F8GemvKernel<kBlockGemvMaxTokens, kWarpsPerRow, kLaneCodes>);
+  }
 }
 
 // A thread per word (4 weights) of the output rows: out row r = source row row_of(r) decoded, or
@@ -402,20 +408,14 @@ cudaError_t LaunchF8GatedGemv(const void* w, int64_t row_bytes, int64_t inter, i
   if (inter == 0) return cudaSuccess;
   const auto* wb = static_cast<const uint8_t*>(w);
   const int n = static_cast<int>(inter), blocks = static_cast<int>(k / kF8BlockElems);
-  auto launch = [&](auto kernel, int rows_per_block) {
-    const int groups = (n + rows_per_block - 1) / rows_per_block;
-    const int grid = std::min(groups, ResidentBlocks(kernel, kGemvWarps * kWarp));
-    return pdl::Launch(kernel, grid, kGemvWarps * kWarp, 0, stream, wb, row_bytes, n, blocks, x, k, 1,
-                       static_cast<void*>(out), inter, false);
-  };
   // Split as the gate_up matrix's 2 inter rows would be (WarpsPerRow).
   const bool four = WarpsPerRow(2 * inter) == 4;
-  if (act == GatedActivation::kGeluTanh) {
-    return four ? launch(F8GemvKernel<1, 4, 16, true, GeluTanh>, kGemvWarps / 4)
-                : launch(F8GemvKernel<1, 1, 16, true, GeluTanh>, kGemvWarps);
-  }
-  return four ? launch(F8GemvKernel<1, 4, 16, true, Silu>, kGemvWarps / 4)
-              : launch(F8GemvKernel<1, 1, 16, true, Silu>, kGemvWarps);
+  auto gated = [&](auto activation) {
+    using Act = decltype(activation);
+    return four ? LaunchGemv<4, 16, Act>(wb, row_bytes, n, blocks, x, k, 1, out, inter, false, stream)
+                : LaunchGemv<1, 16, Act>(wb, row_bytes, n, blocks, x, k, 1, out, inter, false, stream);
+  };
+  return act == GatedActivation::kGeluTanh ? gated(GeluTanh{}) : gated(Silu{});
 }
 
 cudaError_t LaunchF8Dequantize(const void* src, int64_t src_stride, int64_t rows, int64_t cols, void* out, bool f32_out,
