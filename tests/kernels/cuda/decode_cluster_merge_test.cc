@@ -50,11 +50,15 @@ class DecodeClusterMergeTest : public testing::GpuFixture<::testing::TestWithPar
     EXPECT_EQ(cudaMemset(buf->data(), fill, std::max<size_t>(bytes, 4)), cudaSuccess);
     return std::move(*buf);
   }
+  // host's values as bf16 or fp16 bits (the cache's formats: no scales).
   DeviceBuffer Upload(const std::vector<float>& host, DType dtype) {
-    auto buf = gpu_->Allocate(std::max<size_t>(host.size(), 1) * DTypeSize(dtype));
-    EXPECT_TRUE(buf.ok());
-    EXPECT_TRUE(gpu_->UploadFloat(host, buf->View(dtype, 1, static_cast<int64_t>(host.size()))).ok());
-    return std::move(*buf);
+    std::vector<uint16_t> bits(host.size());
+    for (size_t i = 0; i < host.size(); ++i) {
+      bits[i] = dtype == DType::kBF16 ? FloatToBf16Bits(host[i]) : FloatToFp16Bits(host[i]);
+    }
+    DeviceBuffer buf = Alloc(bits.size() * 2, 0);
+    EXPECT_EQ(cudaMemcpy(buf.data(), bits.data(), bits.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
+    return buf;
   }
   DeviceBuffer UploadInts(const std::vector<int32_t>& v) {
     auto buf = Alloc(v.size() * 4, 0);
