@@ -12,26 +12,6 @@
 namespace kvs::cuda {
 namespace attention {
 
-// A split's weight in the merge: 2^(its max - the row's max), 0 where the split saw no key (l 0).
-__device__ __forceinline__ float SplitWeight(float m_s, float l_s, float m) {
-  return l_s == 0.0f ? 0.0f : exp2f(m_s - m);
-}
-
-// Stores the merged output of token t, head h, dim d, and rounds it for the block GEMV where
-// p.round.q is set: a warp's 32 lanes must hold one unit's 32 consecutive dims (lane = d % 32),
-// whole warps in each pass.
-template <int D>
-__device__ __forceinline__ void StoreCombined(const Params& p, int64_t t, int h, int d, float value) {
-  const bf16 o = __float2bfloat16(value);
-  p.out[t * p.out_stride + h * D + d] = o;
-  if constexpr (D % 32 == 0) {
-    if (p.round.q != nullptr) {
-      const float v[1] = {__bfloat162float(o)};
-      rounding::RoundUnit<1>(v, true, t, (h * D + d) / 32, p.q_heads * D / 32, p.round, true);
-    }
-  }
-}
-
 // out[t, h] = sum_s w_s * partial_s / sum_s w_s * l_s with w_s = 2^(m_s - max m). One block per
 // (token, head): the split weights are computed in parallel into shared memory, then each thread
 // sums its head-dimension column over the splits with independent loads in flight (a thread per
@@ -58,7 +38,7 @@ __global__ void __launch_bounds__(kCombineThreads) CombineSplitsKernel(Params p)
   for (int s = tid; s < p.num_splits; s += kCombineThreads) {
     const int64_t idx = s * split_stride + row;
     const float ls = p.partial_ml[idx * 2 + 1];
-    const float w = SplitWeight(p.partial_ml[idx * 2], ls, m);
+    const float w = ls == 0.0f ? 0.0f : exp2f(p.partial_ml[idx * 2] - m);  // 0: the split saw no key
     split_weight[s] = w;
     den += w * ls;
   }
@@ -74,7 +54,16 @@ __global__ void __launch_bounds__(kCombineThreads) CombineSplitsKernel(Params p)
       const float w = split_weight[s];
       if (w != 0.0f) num += w * p.partial_out[(s * split_stride + row) * D + d];  // empty splits hold no data
     }
-    StoreCombined<D>(p, blockIdx.x, blockIdx.y, d, num / den);
+    const bf16 o = __float2bfloat16(num / den);
+    p.out[static_cast<int64_t>(blockIdx.x) * p.out_stride + blockIdx.y * D + d] = o;
+    if constexpr (D % 32 == 0) {
+      // A warp's 32 columns are a unit of the block GEMV's rounding; whole warps run each pass.
+      if (p.round.q != nullptr) {
+        const float v[1] = {__bfloat162float(o)};
+        rounding::RoundUnit<1>(v, true, blockIdx.x, static_cast<int>((blockIdx.y * D + d) / 32), p.q_heads * D / 32,
+                               p.round, true);
+      }
+    }
   }
 }
 

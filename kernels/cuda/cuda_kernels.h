@@ -380,18 +380,6 @@ void SetHopperPrefillBlocks(int32_t blocks);
 // Process-wide; quantized caches decoded first are read as fp16 pages, so they follow it too.
 enum class HopperPrefillKvLoads { kCopies, kTensorCopies };
 void SetHopperPrefillKvLoads(HopperPrefillKvLoads loads);
-// How a decode step's key splits are merged (the tensor-core decode kernels, 2 to 8 splits, head_dim
-// 64 or 128, compute capability 9.0): on, the splits of a
-// (sequence, KV head) run as one thread-block cluster and merge the output in distributed shared
-// memory; off, each writes a partial to the workspace and a second kernel combines them. The same
-// bits either way. kDecodeClusterMergeByDefault, unless KVS_DECODE_CLUSTER_MERGE=on|off (the side
-// opposite the default) in the environment or SetDecodeClusterMergeOn says otherwise. Process-wide.
-inline constexpr bool kDecodeClusterMergeByDefault = false;
-void SetDecodeClusterMergeOn(bool on);
-bool DecodeClusterMergeOn();
-// Launches that merged their splits in clusters since the process began (tests check that the
-// path they ask for ran).
-int64_t DecodeClusterMergeLaunches();
 // Launches of the Hopper prefill kernel that took tensor copies since the process began (tests
 // check that the path they ask for ran).
 int64_t HopperPrefillTensorCopyLaunches();

@@ -1,23 +1,9 @@
 // LaunchPagedAttention: fills the kernel parameters from the cache view and the batch and hands
 // them to the instantiation for the cache's format (paged_attention_<format>.cu).
-#include <atomic>
-
-#include "kernels/cuda/kernel_choice.h"
 #include "kernels/cuda/paged_attention_kernels.cuh"
 
 namespace kvs::cuda {
-namespace {
-// The alternative to kDecodeClusterMergeByDefault, named by the environment's KVS_DECODE_CLUSTER_MERGE.
-KernelChoice g_cluster_merge_flip("KVS_DECODE_CLUSTER_MERGE", kDecodeClusterMergeByDefault ? "off" : "on");
-std::atomic<int64_t> g_cluster_merge_launches{0};
-}  // namespace
-
-void SetDecodeClusterMergeOn(bool on) { g_cluster_merge_flip.Set(on != kDecodeClusterMergeByDefault); }
-bool DecodeClusterMergeOn() { return g_cluster_merge_flip.Alternative() != kDecodeClusterMergeByDefault; }
-int64_t DecodeClusterMergeLaunches() { return g_cluster_merge_launches.load(); }
-
 namespace attention {
-void CountDecodeClusterMerge() { g_cluster_merge_launches.fetch_add(1, std::memory_order_relaxed); }
 extern template cudaError_t LaunchAttentionFor<KvDType::kBF16>(Params, int, int, int, cudaStream_t);
 extern template cudaError_t LaunchAttentionFor<KvDType::kF16>(Params, int, int, int, cudaStream_t);
 extern template cudaError_t LaunchAttentionFor<KvDType::kFP8>(Params, int, int, int, cudaStream_t);

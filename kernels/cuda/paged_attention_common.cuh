@@ -49,9 +49,6 @@ struct Params {
   int32_t num_tokens;
   float* partial_out;
   float* partial_ml;
-  // 1: launched in clusters of its num_splits splits, which merge the output among themselves
-  // (CombineSplitsInCluster) instead of writing partials.
-  int32_t cluster_merge;
   // The output also rounded for the block GEMV by CombineSplits where round.q is set
   // (activation_rounding.cuh; head_dim a multiple of 32).
   QuantizedActivations round;
@@ -114,11 +111,6 @@ constexpr int kMinKeysPerSplit = 512;
 // walking every key alone, 15 us a layer on an H100): there the rows are split into as many
 // kShortKeysPerSplit-key splits as fit in one wave, latency being all that is left to save.
 constexpr int kShortKeysPerSplit = 128;
-// Most splits one thread-block cluster merges in shared memory (decode_merge.cuh): the portable
-// cluster size.
-constexpr int kMaxClusterSplits = 8;
-// Counts the launches that merged their splits in clusters (paged_attention.cu).
-void CountDecodeClusterMerge();
 
 inline int ChooseSplits(int64_t base, int64_t resident, int max_splits) {
   int best = 1;
@@ -576,6 +568,72 @@ __device__ inline void DecodeTileSoftmax(float (&sc)[2][4], int base, int k_hi, 
     }
   }
   FragmentSoftmax<2>(sc, m_lo, l_lo, m_hi, l_hi, c_lo, c_hi);
+}
+
+// End of the decode MMA kernels: merges the warps' running (max, sum, O) and writes the group's
+// output rows, or this split's partial. Each lane holds O fragments o[n][0..3] for rows g and
+// g + 8 (see PagedDecodeMmaKernel); `dim_of(n, col)` names the head-dim element that column `col`
+// of n-tile n holds, so kernels that permute the head dimension share this code. Row maxima and
+// sums go through `merge_ml`; the warps add their rescaled O in turn into `o_s`, 16 x D floats of
+// shared memory the caller no longer needs, kept in fragment order (slot n * 8 + col): a permuted
+// dim order there would put a warp's 32 lanes on one bank.
+template <int D, int kNTiles, typename DimOf>
+__device__ inline void MergeDecodeWarps(const Params& p, const float (&o)[kNTiles][4], float m_lo, float l_lo, float m_hi,
+                                        float l_hi, float* o_s, float (*merge_ml)[16][2], int tok, int kvh, int split,
+                                        DimOf dim_of) {
+  constexpr int kWarps = kThreads / 32;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
+  const int group = p.q_heads / p.kv_heads;
+  if (t4 == 0) {
+    merge_ml[warp][g][0] = m_lo;
+    merge_ml[warp][g][1] = l_lo;
+    merge_ml[warp][g + 8][0] = m_hi;
+    merge_ml[warp][g + 8][1] = l_hi;
+  }
+  __syncthreads();
+  float gm_lo = -FLT_MAX, gm_hi = -FLT_MAX;  // block-wide row maxima
+  for (int w = 0; w < kWarps; ++w) {
+    gm_lo = fmaxf(gm_lo, merge_ml[w][g][0]);
+    gm_hi = fmaxf(gm_hi, merge_ml[w][g + 8][0]);
+  }
+  const float s_lo = m_lo == -FLT_MAX ? 0.0f : exp2f(m_lo - gm_lo);
+  const float s_hi = m_hi == -FLT_MAX ? 0.0f : exp2f(m_hi - gm_hi);
+  for (int i = tid; i < 16 * D; i += kThreads) o_s[i] = 0.0f;
+  __syncthreads();
+  for (int w = 0; w < kWarps; ++w) {
+    if (warp == w) {
+#pragma unroll
+      for (int n = 0; n < kNTiles; ++n) {
+        const int slot = n * 8 + 2 * t4;
+        o_s[g * D + slot] += o[n][0] * s_lo;
+        o_s[g * D + slot + 1] += o[n][1] * s_lo;
+        o_s[(g + 8) * D + slot] += o[n][2] * s_hi;
+        o_s[(g + 8) * D + slot + 1] += o[n][3] * s_hi;
+      }
+    }
+    __syncthreads();
+  }
+  // Rows 0..group-1 are the group's heads; each output thread recomputes its row's max and sum.
+  for (int i = tid; i < group * D; i += kThreads) {
+    const int r = i / D, slot = i % D, d = dim_of(slot / 8, slot % 8);
+    float mm = -FLT_MAX, ll = 0.0f;
+    for (int w = 0; w < kWarps; ++w) mm = fmaxf(mm, merge_ml[w][r][0]);
+    for (int w = 0; w < kWarps; ++w) {
+      if (merge_ml[w][r][0] != -FLT_MAX) ll += merge_ml[w][r][1] * exp2f(merge_ml[w][r][0] - mm);
+    }
+    const int h = kvh * group + r;
+    const float a = o_s[r * D + slot];
+    if (p.num_splits == 1) {
+      p.out[static_cast<int64_t>(tok) * p.out_stride + h * D + d] = __float2bfloat16(a / ll);
+    } else {
+      const int64_t idx = (static_cast<int64_t>(split) * p.num_tokens + tok) * p.q_heads + h;
+      p.partial_out[idx * D + d] = a;
+      if (d == 0) {
+        p.partial_ml[idx * 2] = mm;
+        p.partial_ml[idx * 2 + 1] = ll;
+      }
+    }
+  }
 }
 
 }  // namespace attention

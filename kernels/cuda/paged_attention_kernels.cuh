@@ -20,7 +20,6 @@
 #pragma once
 
 #include "kernels/cuda/attention_combine.cuh"
-#include "kernels/cuda/decode_merge.cuh"
 #include "kernels/cuda/paged_attention_common.cuh"
 #include "kernels/cuda/paged_decode_codes.cuh"
 #include "kernels/cuda/paged_prefill_mma.cuh"
@@ -466,22 +465,10 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
 // ---------------------------------------------------------------------------------------------
 // Launch: plan the key splits for the kernel's occupancy, run it, combine the splits
 // (attention_combine.cuh).
-// Kernels that end in MergeDecodeWarps (merges_in_cluster) run their splits as one thread-block
-// cluster per (sequence, KV head) where DecodeClusterMergeOn() and the splits fit a cluster.
 template <int D, typename Kernel>
-cudaError_t LaunchPlanned(Kernel kernel, size_t smem, int64_t resident, Params p, dim3 grid, cudaStream_t stream,
-                          bool merges_in_cluster = false) {
+cudaError_t LaunchPlanned(Kernel kernel, size_t smem, int64_t resident, Params p, dim3 grid, cudaStream_t stream) {
   PlanSplits(p, grid, resident, D);
   // Every kernel passed here waits for the previous one first (pdl.cuh).
-  if (merges_in_cluster && p.num_splits >= 2 && p.num_splits <= kMaxClusterSplits && p.row_chunks == 1 && D % 32 == 0 &&
-      DecodeClusterMergeOn() && pdl::ClustersAvailable()) {
-    p.cluster_merge = 1;
-    const cudaError_t err = pdl::LaunchInClusters(kernel, grid, p.num_splits, kThreads, smem, stream, p);
-    if (err != cudaSuccess) return err;
-    CountDecodeClusterMerge();
-    if (p.round.q != nullptr && p.rounded != nullptr) *p.rounded = true;
-    return cudaSuccess;
-  }
   return CombineSplits<D>(pdl::Launch(kernel, grid, kThreads, smem, stream, p), p, stream);
 }
 
@@ -549,14 +536,14 @@ cudaError_t LaunchDecodeMma(Params p, dim3 grid, cudaStream_t stream) {
         PagedDecodeCodesKernel<F, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
     if (attr != cudaSuccess) return attr;
     static const int64_t resident = ResidentBlocks(PagedDecodeCodesKernel<F, D>, kSmem, p.num_sms);
-    return LaunchPlanned<D>(PagedDecodeCodesKernel<F, D>, kSmem, resident, p, grid, stream, true);
+    return LaunchPlanned<D>(PagedDecodeCodesKernel<F, D>, kSmem, resident, p, grid, stream);
   } else {
     constexpr size_t kSmem = DecodeMmaSmemBytes<D>();
     static const cudaError_t attr = cudaFuncSetAttribute(
         PagedDecodeMmaKernel<F, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
     if (attr != cudaSuccess) return attr;
     static const int64_t resident = ResidentBlocks(PagedDecodeMmaKernel<F, D>, kSmem, p.num_sms);
-    return LaunchPlanned<D>(PagedDecodeMmaKernel<F, D>, kSmem, resident, p, grid, stream, true);
+    return LaunchPlanned<D>(PagedDecodeMmaKernel<F, D>, kSmem, resident, p, grid, stream);
   }
 }
 

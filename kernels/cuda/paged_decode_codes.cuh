@@ -29,7 +29,6 @@
 // Fragment layouts and the warp split are PagedDecodeMmaKernel's (paged_attention_kernels.cuh).
 #pragma once
 
-#include "kernels/cuda/decode_merge.cuh"
 #include "kernels/cuda/paged_attention_common.cuh"
 #include "kernels/cuda/pdl.cuh"
 

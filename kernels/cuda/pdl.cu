@@ -13,8 +13,8 @@ __global__ void ArchProbeKernel() {}
 
 constexpr int kMaxDevices = 64;
 
-// Compute capability 9.0 or later, and this library's kernels compiled for it.
-int HopperKernels(int device) {
+int Decide(int device) {
+  if (const char* e = std::getenv("KVS_PDL"); e != nullptr && std::string_view(e) == "off") return 0;
   int major = 0;
   if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) return 0;
   cudaFuncAttributes attributes{};
@@ -25,28 +25,18 @@ int HopperKernels(int device) {
   return major >= 9 && attributes.binaryVersion >= 90 ? 1 : 0;
 }
 
-int PdlOn(int device) {
-  if (const char* e = std::getenv("KVS_PDL"); e != nullptr && std::string_view(e) == "off") return 0;
-  return HopperKernels(device);
-}
+}  // namespace
 
-// decide(device), once per device.
-template <int (*decide)(int)>
-bool PerDevice() {
-  static std::array<std::atomic<int>, kMaxDevices> known{};  // 0 unknown, 1 no, 2 yes
+bool Enabled() {
+  static std::array<std::atomic<int>, kMaxDevices> known{};  // 0 unknown, 1 off, 2 on
   int device = 0;
   if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kMaxDevices) return false;
   int v = known[device].load(std::memory_order_relaxed);
   if (v == 0) {
-    v = 1 + decide(device);
+    v = 1 + Decide(device);
     known[device].store(v, std::memory_order_relaxed);
   }
   return v == 2;
 }
-
-}  // namespace
-
-bool Enabled() { return PerDevice<PdlOn>(); }
-bool ClustersAvailable() { return PerDevice<HopperKernels>(); }
 
 }  // namespace kvs::cuda::pdl

@@ -42,38 +42,19 @@ __device__ __forceinline__ void PrefetchL2(const void* p) { asm volatile("prefet
 // KVS_PDL is not "off" (measurement). Read once per process and device.
 bool Enabled();
 
-// Whether the current device can launch thread-block clusters of this library's kernels (compute
-// capability 9.0 and kernels compiled for it), whatever KVS_PDL says. Read once per device.
-bool ClustersAvailable();
-
-// Launches `kernel` in clusters of cluster_x blocks along x (1: no cluster; grid.x a multiple of
-// it), with programmatic dependent launch where Enabled().
 template <typename... Params, typename... Args>
-cudaError_t LaunchInClusters(void (*kernel)(Params...), dim3 grid, unsigned cluster_x, dim3 block, size_t smem,
-                             cudaStream_t stream, Args&&... args) {
-  cudaLaunchAttribute attributes[2]{};
-  unsigned n = 0;
-  if (Enabled()) {
-    attributes[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attributes[n++].val.programmaticStreamSerializationAllowed = 1;
-  }
-  if (cluster_x > 1) {
-    attributes[n].id = cudaLaunchAttributeClusterDimension;
-    attributes[n++].val.clusterDim = {cluster_x, 1, 1};
-  }
+cudaError_t Launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, Args&&... args) {
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
   cudaLaunchConfig_t config{};
   config.gridDim = grid;
   config.blockDim = block;
   config.dynamicSmemBytes = smem;
   config.stream = stream;
-  config.attrs = attributes;
-  config.numAttrs = n;
+  config.attrs = &attribute;
+  config.numAttrs = Enabled() ? 1 : 0;
   return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
-}
-
-template <typename... Params, typename... Args>
-cudaError_t Launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, Args&&... args) {
-  return LaunchInClusters(kernel, grid, 1, block, smem, stream, std::forward<Args>(args)...);
 }
 
 }  // namespace kvs::cuda::pdl
