@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Issue 21, item 4, in one call: the batch-1 GEMVs of the twentieth session —
-# - the gated GEMV (gate, up and SwiGLU in one kernel at one token: CudaBackend::GatedLinear)
-#   against the GEMV then the elementwise kernel (KVS_GATED_GEMV=on / off), bf16 and F8_E4M3;
-# - the F8_E4M3 GEMV's weights streamed past L1 (KVS_F8_GEMV_LOADS=streamed: gemv::LoadStreamed,
-#   as the bf16 GEMV's) against through L1 (the default), and its row split forced both ways
-#   (KVS_F8_GEMV_WARPS=1 / 4) against the default (4 warps a row up to 4,096 rows, 1 above).
+# Issue 21, item 4, in one call: the batch-1 GEMVs' settings against their defaults —
+# - the gated GEMV (gate, up and SwiGLU in one kernel at one token of bf16 weights:
+#   CudaBackend::GatedLinear) against the GEMV then the elementwise kernel (KVS_GATED_GEMV=off);
+# - the F8_E4M3 GEMV's weights streamed past L1 at one token (the default: gemv::LoadStreamed, as
+#   the bf16 GEMV's) against through L1 (KVS_F8_GEMV_LOADS=cached), and its row split forced both
+#   ways (KVS_F8_GEMV_WARPS=1 / 4) against the default (4 warps a row up to 4,096 rows, 1 above).
 # The element-wise tests of the paths that read kept weights (block_linear_test: every type's GEMV,
 # and the gated GEMV bit for bit against the two kernels) and gpu_model_test, the copy ceiling,
 # layer 0 + LM head per matrix at one token, and whole batch-1 steps (Q4_0 as a control).
-# KVS_DECODE_QUICK=1: block_linear_test and the gated steps only.
+# KVS_DECODE_QUICK=1: block_linear_test and the steps of each setting only.
 # Usage: bash scripts/gpu_decode_gemv_check.sh   (device tool, carrying .deps)
 source "$(dirname "$0")/gpu_common.sh"
 [ -n "${KVS_SKIP_BUILD:-}" ] && source "$BUILD/env.sh" || gpu_build
@@ -17,10 +17,13 @@ gpu_tests block_linear_test
 echo "tests done at $(( $(date +%s) - start )) s"
 gpu_copy_ceiling
 F8=random:llama-3-8b:F8_E4M3
-# The gated F8 kernel streams its weights: both sides do, so that only the fusion differs.
-for side in KVS_GATED_GEMV=on KVS_GATED_GEMV=off; do
-  (export $side KVS_F8_GEMV_LOADS=streamed; gpu_step "$F8, $side, streamed loads" 1 --model $F8)
-  (export $side; gpu_step "random:llama-3-8b, $side" 1 --model random:llama-3-8b)
+for round in 1 2; do
+  for side in KVS_F8_GEMV_LOADS=default KVS_F8_GEMV_LOADS=cached; do
+    (export $side; gpu_step "$F8, $side" 1 --model $F8)
+  done
+  for side in KVS_GATED_GEMV=default KVS_GATED_GEMV=off; do
+    (export $side; gpu_step "random:llama-3-8b, $side" 1 --model random:llama-3-8b)
+  done
 done
 [ -z "${KVS_DECODE_QUICK:-}" ] || { echo "total $(( $(date +%s) - start )) s"; exit 0; }
 linear() {  # label, then the environment for the run
@@ -30,9 +33,7 @@ linear() {  # label, then the environment for the run
 linear default KVS_F8_GEMV_WARPS=
 linear "KVS_F8_GEMV_WARPS=1" KVS_F8_GEMV_WARPS=1
 linear "KVS_F8_GEMV_WARPS=4" KVS_F8_GEMV_WARPS=4
-linear "KVS_F8_GEMV_LOADS=streamed" KVS_F8_GEMV_LOADS=streamed
-for side in KVS_F8_GEMV_WARPS=1 KVS_F8_GEMV_LOADS=streamed; do
-  (export $side; gpu_step "$F8, $side" 1 --model $F8)
-done
+linear "KVS_F8_GEMV_LOADS=cached" KVS_F8_GEMV_LOADS=cached
+(export KVS_F8_GEMV_WARPS=1; gpu_step "$F8, KVS_F8_GEMV_WARPS=1" 1 --model $F8)
 gpu_step "random:llama-3-8b:Q4_0 (control)" 1 --model random:llama-3-8b:Q4_0
 echo "total $(( $(date +%s) - start )) s"

@@ -544,23 +544,19 @@ absl::Status CudaBackend::GeluGlu(TensorView gate_up, TensorView out) {
 }
 
 absl::StatusOr<bool> CudaBackend::GatedLinear(TensorView x, TensorView w, bool gelu, TensorView out) {
-  const bool f8 = w.dtype == DType::kBlocks && w.blocks == GgmlType::kF8_E4M3 && LinearTakesBlocks(w.blocks);
-  // One token, bf16 in and out; not where the next GEMV reads rounded activations (SwiGlu rounds
-  // them as it writes: ProducerRounding).
+  // One token of bf16 weights, bf16 in and out (the kernels bf16 decode steps take: other weights
+  // keep the two ops, cuda_kernels.h); not where the next GEMV reads rounded activations (SwiGlu
+  // rounds them as it writes: ProducerRounding).
   if (!cuda::GatedGemvOn() || x.rows != 1 || out.rows != 1 || x.dtype != DType::kBF16 || out.dtype != DType::kBF16 ||
-      (w.dtype != DType::kBF16 && !f8) || w.cols != x.cols || w.rows != 2 * out.cols || !w.IsContiguous() ||
-      ProducerRounding(out) != nullptr) {
+      w.dtype != DType::kBF16 || w.cols != x.cols || w.rows != 2 * out.cols || !w.IsContiguous() ||
+      ProducerRounding(out) != nullptr || !cuda::Bf16GemvTakes(w.data, w.rows, w.cols, x.data, x.stride, 1)) {
     return false;
   }
   const auto act = gelu ? cuda::GatedActivation::kGeluTanh : cuda::GatedActivation::kSilu;
-  const auto* xb = static_cast<const bf16*>(x.data);
-  auto* ob = static_cast<bf16*>(out.data);
   const cudaError_t err =
-      f8 ? cuda::LaunchF8GatedGemv(w.data, w.BytesOf(w.stride), out.cols, w.cols, xb, act, ob, stream_)
-         : (cuda::Bf16GemvTakes(w.data, w.rows, w.cols, x.data, x.stride, 1)
-                ? cuda::LaunchBf16GatedGemv(static_cast<const bf16*>(w.data), out.cols, w.cols, xb, act, ob, stream_)
-                : cudaErrorInvalidValue);
-  if (err == cudaErrorInvalidValue) return false;  // a shape the kernels do not take; nothing launched
+      cuda::LaunchBf16GatedGemv(static_cast<const bf16*>(w.data), out.cols, w.cols, static_cast<const bf16*>(x.data),
+                                act, static_cast<bf16*>(out.data), stream_);
+  if (err == cudaErrorInvalidValue) return false;  // a shape the kernel does not take; nothing launched
   KVS_CUDA_RETURN_IF_ERROR(err);
   ForgetRounding();  // out's old contents
   return true;

@@ -194,18 +194,17 @@ cudaError_t LaunchBf16Gemv(const bf16* w, int64_t n, int64_t k, const bf16* x, i
 
 // The gated activations of an MLP (gated_activation.cuh): silu (SwiGLU) or gelu_tanh (GeGLU).
 enum class GatedActivation { kSilu, kGeluTanh };
-// One token through an MLP's gate_up matrix w [2 inter, k] and its gated activation in one
+// One token through an MLP's bf16 gate_up matrix w [2 inter, k] and its gated activation in one
 // kernel: out[i] = bf16(act(g_i) * u_i) with g_i = bf16(x . w[i]), u_i = bf16(x . w[inter + i]) —
-// the bits of LaunchBf16Gemv (or LaunchF8Gemv) then LaunchSwiGlu / LaunchGeluGlu; out [inter].
-// Takes what LaunchBf16Gemv (LaunchF8Gemv with 16-byte pieces) takes at one token.
+// the bits of LaunchBf16Gemv then LaunchSwiGlu / LaunchGeluGlu; out [inter]. Takes what
+// LaunchBf16Gemv takes at one token. (F8_E4M3 weights keep the two kernels: the same fusion of
+// the F8 GEMV made an H100's batch-1 step 0.8% slower, docs/performance.md.)
 cudaError_t LaunchBf16GatedGemv(const bf16* w, int64_t inter, int64_t k, const bf16* x, GatedActivation act, bf16* out,
                                 cudaStream_t stream);
-cudaError_t LaunchF8GatedGemv(const void* w, int64_t row_bytes, int64_t inter, int64_t k, const bf16* x,
-                              GatedActivation act, bf16* out, cudaStream_t stream);
 // Whether CudaBackend::GatedLinear takes its shapes: kGatedGemvByDefault, unless KVS_GATED_GEMV=off
 // (or =on) in the environment or SetGatedGemvOn says otherwise (off: Linear then SwiGlu / GeluGlu;
 // measurement and tests). Process-wide.
-inline constexpr bool kGatedGemvByDefault = false;
+inline constexpr bool kGatedGemvByDefault = true;
 void SetGatedGemvOn(bool on);
 bool GatedGemvOn();
 

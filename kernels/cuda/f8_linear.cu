@@ -17,7 +17,6 @@
 #include <algorithm>
 #include <cstdlib>
 #include <string_view>
-#include <type_traits>
 
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/gemv_common.cuh"
@@ -88,58 +87,46 @@ __device__ __forceinline__ void LoadWords(const void* p, uint32_t (&words)[kByte
 // block_linear.cu's GEMV).
 // 12 blocks an SM (40 registers) where a lane's loads are words; 8 (64) for 16-byte pieces, whose
 // four chunks in flight a lane (64 bytes) spilled at 40.
-// kStreamed: 16-byte weight pieces kept out of L1, as the bf16 GEMV's (one token, opt-in until
-// measured on a GPU: KVS_F8_GEMV_LOADS=streamed). Gated (Act not void, one token): w is an MLP's gate_up matrix, n its
-// gate rows, and the row's warps walk the gate row's chunks and then the up row's as one row (FinishGatedRow; as
-// bf16_gemv.cu's).
-template <int kMaxTokens, int kWarpsPerRow, int kLaneCodes, bool kStreamed = false, typename Act = void>
+// kStreamed: 16-byte weight pieces kept out of L1, as the bf16 GEMV's (one token: the default,
+// 2.5% off an H100's F8 batch-1 step, docs/performance.md; KVS_F8_GEMV_LOADS=cached keeps them in L1).
+template <int kMaxTokens, int kWarpsPerRow, int kLaneCodes, bool kStreamed = false>
 __global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 && kLaneCodes == 4 ? 12 : 8)
     F8GemvKernel(const uint8_t* __restrict__ w, int64_t row_bytes, int n, int blocks, const bf16* __restrict__ x,
                  int64_t x_stride, int tokens, void* out, int64_t out_stride, bool f32_out) {
-  constexpr bool kGated = !std::is_void_v<Act>;
-  static_assert(!kGated || kMaxTokens == 1, "the gated GEMV is for one token");
-  constexpr int kSums = kGated ? 2 : kMaxTokens;  // gated: the gate row's dot, then the up row's
   constexpr int kRowsPerBlock = kGemvWarps / kWarpsPerRow;
   constexpr int kLanesPerBlock = kF8BlockElems / kLaneCodes;
   constexpr int kChunkBlocks = kWarp / kLanesPerBlock;  // blocks a warp takes at a time
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int part = warp % kWarpsPerRow;
   gemv::PrefetchFirstRows<kRowsPerBlock, kWarpsPerRow>(w, row_bytes, n, lane, warp, part);
-  if constexpr (kGated)
-    gemv::PrefetchFirstRows<kRowsPerBlock, kWarpsPerRow>(w + n * row_bytes, row_bytes, n, lane, warp, part);
   pdl::WaitForPrevious();
   pdl::AllowNext();
   const int64_t k = static_cast<int64_t>(blocks) * kF8BlockElems;  // split rows: the scales after the codes
   const int chunks = (blocks + kChunkBlocks - 1) / kChunkBlocks;
-  const int row_chunks = kGated ? 2 * chunks : chunks;
   for (int group = blockIdx.x; group * kRowsPerBlock < n; group += gridDim.x) {
     const int row = group * kRowsPerBlock + warp / kWarpsPerRow;
     const uint8_t* wr = w + static_cast<int64_t>(min(row, n - 1)) * row_bytes;
-    const uint8_t* up_row = wr + static_cast<int64_t>(n) * row_bytes;  // gated: the up row
-    float acc[kSums];
+    float acc[kMaxTokens];
 #pragma unroll
-    for (int t = 0; t < kSums; ++t) acc[t] = 0.0f;
+    for (int t = 0; t < kMaxTokens; ++t) acc[t] = 0.0f;
     // kInFlight chunks' codes and scales loaded before any is used: the loop waits on loads, not on
     // issue (with a bounds check in each unrolled step the compiler kept one load in flight).
     constexpr int kInFlight = kMaxTokens <= 2 ? 4 : 2;
-    for (int c0 = part; c0 < row_chunks; c0 += kWarpsPerRow * kInFlight) {
+    for (int c0 = part; c0 < chunks; c0 += kWarpsPerRow * kInFlight) {
       uint32_t codes[kInFlight][kLaneCodes / 4];
       float scale[kInFlight];
 #pragma unroll
       for (int i = 0; i < kInFlight; ++i) {
-        const int c = c0 + i * kWarpsPerRow;
-        const bool up = kGated && c >= chunks;
-        const int b = kChunkBlocks * (up ? c - chunks : c) + lane / kLanesPerBlock;
-        const uint8_t* src = up ? up_row : wr;
+        const int b = kChunkBlocks * (c0 + i * kWarpsPerRow) + lane / kLanesPerBlock;
         const int64_t col = static_cast<int64_t>(b) * kF8BlockElems + kLaneCodes * (lane % kLanesPerBlock);
-        if ((!kGated || c < row_chunks) && b < blocks) {  // the row's last chunks may hold fewer blocks, or none
-          if constexpr (kStreamed) {                      // weights streamed past L1, which keeps the activations
-            const uint4 piece = gemv::LoadStreamed(SplitRows::Codes(src, k, 0) + col);
+        if (b < blocks) {             // the row's last chunks may hold fewer blocks, or none
+          if constexpr (kStreamed) {  // weights streamed past L1, which keeps the activations
+            const uint4 piece = gemv::LoadStreamed(SplitRows::Codes(wr, k, 0) + col);
             codes[i][0] = piece.x, codes[i][1] = piece.y, codes[i][2] = piece.z, codes[i][3] = piece.w;
           } else {
-            LoadWords<kLaneCodes>(SplitRows::Codes(src, k, 0) + col, codes[i]);
+            LoadWords<kLaneCodes>(SplitRows::Codes(wr, k, 0) + col, codes[i]);
           }
-          scale[i] = SplitRows::Scale(src, k, b);
+          scale[i] = SplitRows::Scale(wr, k, b);
         } else {
 #pragma unroll
           for (int j = 0; j < kLaneCodes / 4; ++j) codes[i][j] = 0;
@@ -148,10 +135,8 @@ __global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 && kLaneCod
       }
 #pragma unroll
       for (int i = 0; i < kInFlight; ++i) {
-        const int c = c0 + i * kWarpsPerRow;
-        const bool up = kGated && c >= chunks;
-        const int b = kChunkBlocks * (up ? c - chunks : c) + lane / kLanesPerBlock;
-        if ((kGated && c >= row_chunks) || b >= blocks) continue;
+        const int b = kChunkBlocks * (c0 + i * kWarpsPerRow) + lane / kLanesPerBlock;
+        if (b >= blocks) continue;
         const int64_t col = static_cast<int64_t>(b) * kF8BlockElems + kLaneCodes * (lane % kLanesPerBlock);
         float v[kLaneCodes];
 #pragma unroll
@@ -167,41 +152,26 @@ __global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 && kLaneCod
           }
           return dot;
         };
-        // Gated: each row's sum takes the same operations in the same order as the plain GEMV's
-        // (acc += scale x dot), so that its bits are the two kernels' bits.
-        if constexpr (kGated) {
-          const float dot = dot_with(x);
-          if (up) {
-            acc[1] += scale[i] * dot;
-          } else {
-            acc[0] += scale[i] * dot;
-          }
-        } else {
 #pragma unroll
-          for (int t = 0; t < kMaxTokens; ++t) {
-            if (t < tokens) acc[t] += scale[i] * dot_with(x + t * x_stride);
-          }
+        for (int t = 0; t < kMaxTokens; ++t) {
+          if (t < tokens) acc[t] += scale[i] * dot_with(x + t * x_stride);
         }
       }
     }
-    if constexpr (kGated) {
-      gemv::FinishGatedRow<Act, kWarpsPerRow>(acc, lane, warp, part, row, n, static_cast<bf16*>(out));
-    } else {
-      gemv::FinishRow<kMaxTokens, kWarpsPerRow>(acc, lane, warp, part, row, n, tokens, out, out_stride, f32_out);
-    }
+    gemv::FinishRow<kMaxTokens, kWarpsPerRow>(acc, lane, warp, part, row, n, tokens, out, out_stride, f32_out);
   }
 }
 
+// One token's 16-byte pieces streamed past L1 (kStreamed), unless KVS_F8_GEMV_LOADS=cached (measurement).
 bool StreamedLoads() {
   static const bool streamed = [] {
     const char* e = std::getenv("KVS_F8_GEMV_LOADS");
-    return e != nullptr && std::string_view(e) == "streamed";
+    return e == nullptr || std::string_view(e) != "cached";
   }();
   return streamed;
 }
 
-// Act not void: the gated kernel (one token, 16-byte pieces, weights streamed).
-template <int kWarpsPerRow, int kLaneCodes, typename Act = void>
+template <int kWarpsPerRow, int kLaneCodes>
 cudaError_t LaunchGemv(const uint8_t* w, int64_t row_bytes, int n, int blocks, const bf16* x, int64_t x_stride,
                        int tokens, void* out, int64_t out_stride, bool f32_out, cudaStream_t stream) {
   constexpr int kRowsPerBlock = kGemvWarps / kWarpsPerRow;
@@ -211,17 +181,12 @@ cudaError_t LaunchGemv(const uint8_t* w, int64_t row_bytes, int n, int blocks, c
     return pdl::Launch(kernel, grid, kGemvWarps * kWarp, 0, stream, w, row_bytes, n, blocks, x, x_stride, tokens, out,
                        out_stride, f32_out);
   };
-  if constexpr (!std::is_void_v<Act>) {
-    static_assert(kLaneCodes == 16, "the gated kernel reads 16-byte pieces");
-    return launch(F8GemvKernel<1, kWarpsPerRow, kLaneCodes, true, Act>);
-  } else {
-    if (tokens == 1 && kLaneCodes == 16 && StreamedLoads())
-      return launch(F8GemvKernel<1, kWarpsPerRow, kLaneCodes, true>);
-    if (tokens == 1) return launch(F8GemvKernel<1, kWarpsPerRow, kLaneCodes>);
-    if (tokens == 2) return launch(F8GemvKernel<2, kWarpsPerRow, kLaneCodes>);
-    if (tokens <= 4) return launch(F8GemvKernel<4, kWarpsPerRow, kLaneCodes>);
-    return launch(F8GemvKernel<kBlockGemvMaxTokens, kWarpsPerRow, kLaneCodes>);
-  }
+  if (tokens == 1 && kLaneCodes == 16 && StreamedLoads())
+    return launch(F8GemvKernel<1, kWarpsPerRow, kLaneCodes, true>);
+  if (tokens == 1) return launch(F8GemvKernel<1, kWarpsPerRow, kLaneCodes>);
+  if (tokens == 2) return launch(F8GemvKernel<2, kWarpsPerRow, kLaneCodes>);
+  if (tokens <= 4) return launch(F8GemvKernel<4, kWarpsPerRow, kLaneCodes>);
+  return launch(F8GemvKernel<kBlockGemvMaxTokens, kWarpsPerRow, kLaneCodes>);
 }
 
 // A thread per word (4 weights) of the output rows: out row r = source row row_of(r) decoded, or
@@ -395,27 +360,6 @@ cudaError_t LaunchF8Gemv(const void* w, int64_t row_bytes, int64_t n, int64_t k,
   }
   return wide ? LaunchGemv<1, 16>(wb, row_bytes, rows, blocks, x, x_stride, t, out, out_stride, f32_out, stream)
               : LaunchGemv<1, 4>(wb, row_bytes, rows, blocks, x, x_stride, t, out, out_stride, f32_out, stream);
-}
-
-cudaError_t LaunchF8GatedGemv(const void* w, int64_t row_bytes, int64_t inter, int64_t k, const bf16* x,
-                              GatedActivation act, bf16* out, cudaStream_t stream) {
-  // The 16-byte pieces' shapes only (every real model's): rows of whole 16-byte pieces, aligned.
-  if (k % (4 * kF8BlockElems) != 0 || row_bytes != k / kF8BlockElems * kBlockBytes ||
-      reinterpret_cast<uintptr_t>(w) % 16 != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0 ||
-      2 * inter > (int64_t{1} << 30)) {
-    return cudaErrorInvalidValue;
-  }
-  if (inter == 0) return cudaSuccess;
-  const auto* wb = static_cast<const uint8_t*>(w);
-  const int n = static_cast<int>(inter), blocks = static_cast<int>(k / kF8BlockElems);
-  // Split as the gate_up matrix's 2 inter rows would be (WarpsPerRow).
-  const bool four = WarpsPerRow(2 * inter) == 4;
-  auto gated = [&](auto activation) {
-    using Act = decltype(activation);
-    return four ? LaunchGemv<4, 16, Act>(wb, row_bytes, n, blocks, x, k, 1, out, inter, false, stream)
-                : LaunchGemv<1, 16, Act>(wb, row_bytes, n, blocks, x, k, 1, out, inter, false, stream);
-  };
-  return act == GatedActivation::kGeluTanh ? gated(GeluTanh{}) : gated(Silu{});
 }
 
 cudaError_t LaunchF8Dequantize(const void* src, int64_t src_stride, int64_t rows, int64_t cols, void* out, bool f32_out,
