@@ -1,8 +1,8 @@
 // The fast CPU backend's tiled attention against the reference (kernels/cpu/paged_attention.cc),
 // element by element, with the seed printed on failure: ragged batches mixing prefill chunks over
 // earlier keys and decodes, block sizes 1/7/16, head dims 32-256, GQA groups 1-8, sliding
-// windows, every KV format, the cache poisoned with 0xff bytes (NaN for the float formats and the
-// scales) wherever no block table points.
+// windows, decodes and short chunks over long contexts (split into key spans), every KV format, the cache poisoned with
+// 0xff bytes (NaN for the float formats and the scales) wherever no block table points.
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -77,12 +77,18 @@ void RunCase(const Case& c, KvDType dtype, uint32_t seed) {
 TEST(PagedAttentionTiledTest, EqualsTheReferenceForEveryFormatShapeAndWindow) {
   const uint32_t seed = std::random_device{}();
   const std::vector<Case> cases = {
-      {9, 3, 64, 16, {17, 54, 97}, {1, 54, 3}},            // SmolLM2 heads: decode, whole prefill, chunk
-      {8, 8, 128, 1, {5, 1, 13}, {5, 1, 2}},               // MHA, page size 1
-      {32, 4, 64, 7, {100, 33, 200}, {1, 1, 40}},          // GQA 8, odd page size
-      {4, 1, 256, 16, {300, 40, 9}, {300, 1, 9}, 64},      // Gemma 3 shape, window 64
-      {4, 2, 32, 1, {60, 9, 23}, {60, 1, 5}, 7},           // tiny window, page size 1, chunk offsets
-      {8, 2, 96, 7, {130, 40}, {30, 40}, 33},              // head_dim 96, window across pages
+      {9, 3, 64, 16, {17, 54, 97}, {1, 54, 3}},        // SmolLM2 heads: decode, whole prefill, chunk
+      {8, 8, 128, 1, {5, 1, 13}, {5, 1, 2}},           // MHA, page size 1
+      {32, 4, 64, 7, {100, 33, 200}, {1, 1, 40}},      // GQA 8, odd page size
+      {4, 1, 256, 16, {300, 40, 9}, {300, 1, 9}, 64},  // Gemma 3 shape, window 64
+      {4, 2, 32, 1, {60, 9, 23}, {60, 1, 5}, 7},       // tiny window, page size 1, chunk offsets
+      {8, 2, 96, 7, {130, 40}, {30, 40}, 33},          // head_dim 96, window across pages
+      // Past kSplitKeys keys a sequence whose queries fit one tile is split into 512-key spans:
+      // decodes and a short chunk beside a long prefill (not split), a last span of one key.
+      {4, 1, 256, 16, {1537, 600, 2000}, {1, 1, 600}},  // Gemma 3 global layer: 4 spans, 2
+      {9, 3, 64, 7, {1200, 3000, 513}, {1, 10, 1}},     // SmolLM2 heads, a 10-query chunk
+      {4, 1, 256, 16, {2000, 1100}, {1, 3}, 512},       // window 512: one span, not split
+      {8, 4, 64, 1, {1030}, {16}},                      // a whole tile of queries, page size 1
   };
   for (KvDType t : {KvDType::kF32, KvDType::kBF16, KvDType::kF16, KvDType::kFP8, KvDType::kINT8, KvDType::kINT4}) {
     for (size_t i = 0; i < cases.size(); ++i) {
