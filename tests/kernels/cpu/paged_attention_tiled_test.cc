@@ -1,8 +1,9 @@
 // The fast CPU backend's tiled attention against the reference (kernels/cpu/paged_attention.cc),
 // element by element, with the seed printed on failure: ragged batches mixing prefill chunks over
 // earlier keys and decodes, block sizes 1/7/16, head dims 32-256, GQA groups 1-8, sliding
-// windows, decodes and short chunks over long contexts (split into key spans), every KV format, the cache poisoned with
-// 0xff bytes (NaN for the float formats and the scales) wherever no block table points.
+// windows, decodes and short chunks over long contexts (split into key spans), every KV format,
+// the cache poisoned with 0xff bytes (NaN for the float formats and the scales) wherever no block
+// table points.
 #include <cmath>
 #include <cstring>
 #include <numeric>
