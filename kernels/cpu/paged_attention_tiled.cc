@@ -211,7 +211,11 @@ void PagedAttentionTiledF32(const float* q, int64_t q_stride, int32_t q_heads, c
   for (size_t i = 0; i < tiles.size(); ++i) {
     for (int32_t sp = 0; sp < tiles[i].spans; ++sp) units.emplace_back(static_cast<int32_t>(i), sp);
   }
-  std::vector<float> partials(partial_floats);
+  // Every span writes all its rows before the merge reads them: a buffer kept between calls
+  // (grown, never cleared) spares a step's layers an allocation each.
+  thread_local std::vector<float> partial_buffer;
+  if (static_cast<int64_t>(partial_buffer.size()) < partial_floats) partial_buffer.resize(partial_floats);
+  float* const partials = partial_buffer.data();
   // The tile's rows: (query, head of the group), their positions, queries and outputs.
   auto fill_rows = [&](const Tile& t, TileJob& job) {
     const int32_t begin = batch.query_start[t.seq];
@@ -248,7 +252,7 @@ void PagedAttentionTiledF32(const float* q, int64_t q_stride, int32_t q_heads, c
                   if (t.spans > 1) {
                     job.lo = t.lo + span * kSplitKeys;
                     job.hi = std::min(t.hi, job.lo + kSplitKeys - 1);
-                    job.partial = partials.data() + t.partial + static_cast<int64_t>(span) * job.rows * (dim + 2);
+                    job.partial = partials + t.partial + static_cast<int64_t>(span) * job.rows * (dim + 2);
                   }
                   attend(job, cache, scale, scratch);
                 }
@@ -266,7 +270,7 @@ void PagedAttentionTiledF32(const float* q, int64_t q_stride, int32_t q_heads, c
       fill_rows(t, job);
       const int64_t span_stride = static_cast<int64_t>(job.rows) * (dim + 2);
       for (int32_t r = 0; r < job.rows; ++r) {
-        const float* first = partials.data() + t.partial + static_cast<int64_t>(r) * (dim + 2);
+        const float* first = partials + t.partial + static_cast<int64_t>(r) * (dim + 2);
         float m = -std::numeric_limits<float>::infinity();
         for (int32_t sp = 0; sp < t.spans; ++sp) m = std::max(m, first[sp * span_stride + dim]);
         float l = 0.0f;
