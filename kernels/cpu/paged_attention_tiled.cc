@@ -2,8 +2,9 @@
 // cache decoded by the same codec) over query tiles, so that a prefill chunk decodes each key and
 // value once for a tile's rows rather than once per row and head. A tile is up to kTileQueries
 // consecutive queries of one sequence times the query heads of one KV head (GQA group); the
-// tiles run on the thread pool, a decode's long key range in spans merged afterwards (kSplitKeys). The loops are compiled for AVX2+FMA as well as the baseline and
-// picked at run time.
+// tiles run on the thread pool, a decode's long key range in spans merged afterwards
+// (kSplitKeys). The loops are compiled for AVX2+FMA as well as the baseline and picked at run
+// time.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
