@@ -5,7 +5,7 @@
 #   issue 21    the copy ceiling, then batch-1 steps (512 in / 128 out, one request) for bf16,
 #               F8_E4M3, Q4_0 and Q4_K weights of the Llama-3-8B shape, two rounds alternating
 #   issue 20    torch SDPA beside the Hopper prefill at 4K / 16K (bf16), 16K over fp8 KV and a 2K
-#               chunk over a 62K prefix; then the 65,536-token prompt's time to first token
+#               chunk over a 62K prefix, fp8 at 4K and int8 at 16K; then the 65,536-token prompt's time to first token
 # Usage (device tool, carrying .deps): bash scripts/gpu_targets_check.sh
 source "$(dirname "$0")/gpu_common.sh"
 [ -n "${KVS_SKIP_BUILD:-}" ] && source "$BUILD/env.sh" || gpu_build
@@ -28,7 +28,9 @@ for round in 1 2; do
   prefill "4K bf16" --context 4096 --iters 10
   prefill "16K bf16" --context 16384 --iters 5
   prefill "16K fp8" --context 16384 --kv-dtype fp8 --iters 5
+  prefill "4K fp8" --context 4096 --kv-dtype fp8 --iters 10
 done
+prefill "16K int8" --context 16384 --kv-dtype int8 --iters 5
 prefill "2K chunk over 62K" --context 65536 --query-len 2048 --iters 5
 echo "== 65,536-token prompt"
 gpu_long_prompt 8192
