@@ -8,6 +8,7 @@
 #               F8_E4M3, Q4_0 and Q4_K weights of the Llama-3-8B shape, two rounds alternating
 #   tests       block_linear_test and gpu_model_test (main's decode defaults together)
 # In order of what matters if the call runs out of time; the log is also $OUT/targets.txt.
+# KVS_TARGETS_QUICK=1: issue 20's part alone (one round of the prefill benches).
 # Usage (device tool, carrying .deps): bash scripts/gpu_targets_check.sh
 source "$(dirname "$0")/gpu_common.sh"
 exec > >(tee "$OUT/targets.txt") 2>&1
@@ -19,7 +20,9 @@ prefill() {  # label, then bench flags
   echo "## prefill, $label"
   timeout 60 $K bench --device cuda --kernel prefill --batch 1 --model random:llama-3-8b "$@" 2>&1 | grep -E "^\||rror"
 }
-for round in 1 2; do
+rounds=2
+[ -z "${KVS_TARGETS_QUICK:-}" ] || rounds=1
+for round in $(seq $rounds); do
   prefill "4K bf16" --context 4096 --iters 10
   prefill "4K fp8" --context 4096 --kv-dtype fp8 --iters 10
   prefill "16K bf16" --context 16384 --iters 5
@@ -30,6 +33,7 @@ prefill "2K chunk over 62K" --context 65536 --query-len 2048 --iters 5
 echo "== 65,536-token prompt"
 gpu_long_prompt 8192
 echo "prefill done at $(( $(date +%s) - start )) s"
+[ -z "${KVS_TARGETS_QUICK:-}" ] || exit 0
 gpu_copy_ceiling
 for round in 1 2; do
   for spec in random:llama-3-8b random:llama-3-8b:F8_E4M3 random:llama-3-8b:Q4_0 random:llama-3-8b:Q4_K; do
