@@ -119,8 +119,9 @@ __device__ inline void BarrierWait(uint32_t bar, uint32_t parity) {
       "r"(parity)
       : "memory");
 }
-// Ping-pong turns between the two consumer warpgroups (named barriers 3, 4: one per warpgroup's
-// turn; 0 is __syncthreads).
+// A barrier among the 128 threads of one consumer warpgroup (ids 1, 2; 0 is __syncthreads).
+__device__ inline void WarpgroupSync(int wg) { asm volatile("bar.sync %0, 128;\n" ::"r"(1 + wg) : "memory"); }
+// Ping-pong turns between the two consumer warpgroups (ids 3, 4: one per warpgroup's turn).
 __device__ inline void TurnWait(int wg) { asm volatile("bar.sync %0, 256;\n" ::"r"(3 + wg) : "memory"); }
 __device__ inline void TurnPass(int to_wg) { asm volatile("bar.arrive %0, 256;\n" ::"r"(3 + to_wg) : "memory"); }
 
