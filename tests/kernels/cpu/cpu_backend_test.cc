@@ -117,6 +117,52 @@ TEST(PagedAttentionCpuTest, MatchesNaiveAttentionOnRaggedBatchesWithRandomBlockT
   RunAttentionCase({4, 1, 32, 3, {1, 2, 3, 4, 5, 6}, {1, 1, 3, 1, 5, 2}}, 4);  // MQA, tiny contexts
 }
 
+// Rope keeps the last two calls' angles (kernels/cpu/rope.cc): every call must still rotate at its
+// own positions and frequencies, bit for bit as the formula computed per element — calls that
+// repeat positions (the layers of a step), change one position, change the frequencies only
+// (Gemma's two kinds of layers), alternate among three sets (evicting), and vary the tokens.
+TEST(CpuBackendTest, RopeAnglesKeptBetweenCallsRotateAsTheFormula) {
+  CpuBackend be(size_t{1} << 28);
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+  const int32_t heads = 3, head_dim = 8, half = head_dim / 2;
+  const std::vector<float> freq_a = {1.0f, 0.1f, 0.01f, 0.001f}, freq_b = {0.5f, 0.05f, 0.005f, 0.0005f},
+                           freq_c = {2.0f, 0.2f, 0.02f, 0.002f};
+  struct Call {
+    std::vector<int32_t> positions;
+    const std::vector<float>* freq;
+  };
+  const std::vector<Call> calls = {{{5, 6, 7}, &freq_a},     {{5, 6, 7}, &freq_a}, {{5, 6, 8}, &freq_a},
+                                   {{5, 6, 8}, &freq_b},     {{5, 6, 8}, &freq_a}, {{5, 6, 8}, &freq_c},
+                                   {{5, 6, 8}, &freq_b},     {{5, 6}, &freq_b},    {{9}, &freq_b},
+                                   {{131071, 0, 3}, &freq_c}};
+  for (size_t i = 0; i < calls.size(); ++i) {
+    const Call& c = calls[i];
+    const int64_t tokens = static_cast<int64_t>(c.positions.size()), stride = heads * head_dim + 3;
+    std::vector<float> x(tokens * stride);
+    for (float& v : x) v = u(rng);
+    std::vector<float> want = x;
+    for (int64_t t = 0; t < tokens; ++t) {
+      for (int32_t h = 0; h < heads; ++h) {
+        float* xh = want.data() + t * stride + h * head_dim;
+        for (int32_t d = 0; d < half; ++d) {
+          const float angle = static_cast<float>(c.positions[t]) * (*c.freq)[d];
+          const float co = static_cast<float>(std::cos(static_cast<double>(angle)));
+          const float si = static_cast<float>(std::sin(static_cast<double>(angle)));
+          const float a = xh[d], b = xh[d + half];
+          xh[d] = a * co - b * si;
+          xh[d + half] = b * co + a * si;
+        }
+      }
+    }
+    TensorView view{x.data(), DType::kF32, tokens, heads * head_dim, stride};
+    ASSERT_TRUE(be.Rope(view, heads, c.positions.data(), RopeTable{c.freq->data(), head_dim}).ok());
+    for (size_t k = 0; k < x.size(); ++k) {
+      ASSERT_EQ(x[k], want[k]) << "call " << i << ", element " << k;
+    }
+  }
+}
+
 TEST(CpuBackendTest, RmsNormRopeSwiGluAndLinearMatchFormulas) {
   CpuBackend be(size_t{1} << 28);
   std::vector<float> x = {1, 2, 3, 4, -1, 0, 0, 1}, w = {1, 0.5f, 2, 1}, out(8);
