@@ -47,10 +47,15 @@ constexpr int kQSubTileBytes = 128 * 128;  // 128 query rows x 64 elements x 2 b
 // Registers a thread: each of the 384 starts with 168 (65,536 / 384, in steps of 8); the producer
 // warpgroup gives some back (setmaxnreg.dec) and the consumers take them (setmaxnreg.inc), from
 // the block's own pool: if the consumers ask for more than the producer freed, their
-// setmaxnreg.inc never returns (a hang, not an error). 48 keeps the producer's item loop out of
-// local memory; 224 holds the consumers' S, O and two P fragments without spilling (ptxas -v).
-constexpr int kLaunchRegs = 168, kProducerRegs = 48, kConsumerRegs = 224;
-static_assert(128 * kProducerRegs + 256 * kConsumerRegs <= kWgmmaThreads * kLaunchRegs,
+// setmaxnreg.inc never returns (a hang, not an error). 224 holds the consumers' S, O and two P
+// fragments without spilling (ptxas -v). The producer keeps 56 where it converts (Q to fp16, or
+// the quantized caches' codes): at 48 those kernels spilled 16-104 bytes (ptxas -v, CUDA 13), at
+// 56 none but int4's (44-56); the bf16 kernels keep the 48 they were measured with (no spills
+// at head_dim 128; 40 bytes at 64).
+constexpr int kLaunchRegs = 168, kConsumerRegs = 224;
+__host__ __device__ constexpr int ProducerRegs(bool converts) { return converts ? 56 : 48; }
+static_assert(128 * ProducerRegs(true) + 256 * kConsumerRegs <= kWgmmaThreads * kLaunchRegs &&
+                  128 * ProducerRegs(false) + 256 * kConsumerRegs <= kWgmmaThreads * kLaunchRegs,
               "the consumers' registers must come from what the producer gives back");
 
 // Shared memory: Q [D/64][128 rows][64], the stages' K and V, each [D/64][keys][64], then the
@@ -114,9 +119,8 @@ __device__ inline void BarrierWait(uint32_t bar, uint32_t parity) {
       "r"(parity)
       : "memory");
 }
-// A barrier among the 128 threads of one consumer warpgroup (ids 1, 2; 0 is __syncthreads).
-__device__ inline void WarpgroupSync(int wg) { asm volatile("bar.sync %0, 128;\n" ::"r"(1 + wg) : "memory"); }
-// Ping-pong turns between the two consumer warpgroups (ids 3, 4: one per warpgroup's turn).
+// Ping-pong turns between the two consumer warpgroups (named barriers 3, 4: one per warpgroup's
+// turn; 0 is __syncthreads).
 __device__ inline void TurnWait(int wg) { asm volatile("bar.sync %0, 256;\n" ::"r"(3 + wg) : "memory"); }
 __device__ inline void TurnPass(int to_wg) { asm volatile("bar.arrive %0, 256;\n" ::"r"(3 + to_wg) : "memory"); }
 
@@ -411,8 +415,11 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
     // ring slot ring + j.
     const int lane = tid % 32, warp_key0 = tid - lane;
     int ring = 0, n_item = 0;
-    // The item's 128 query rows (its raw bf16; rows past rows_here zero-filled), once the
-    // consumers are done with the last item's.
+    // The item's 128 query rows (rows past rows_here zero-filled), once the consumers are done
+    // with the last item's: raw bf16 for the bf16 kernel; for the fp16 one (an fp16 cache, or a
+    // quantized one decoded to fp16) each thread converts the chunks it copied in place once they
+    // land, here where it overlaps the consumers' last tiles of the previous item rather than
+    // holding both consumer warpgroups (and the tensor cores) at the start of every item.
     auto load_q = [&](const WorkItem& w) {
       if (n_item > 0) BarrierWait(q_empty, (n_item - 1) & 1);
       // Thread tid copies chunk tid % kChunks of rows tid / kChunks + k * kRowStep: a multiple
@@ -431,7 +438,27 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
         asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst0 + (row - tid / kChunks) * 128),
                      "l"(src), "r"(valid ? 16 : 0));
       }
-      BarrierArriveOnCopies(q_full);
+      if constexpr (kHalf) {
+        asm volatile("cp.async.wait_all;\n" ::: "memory");  // this thread's copies (and any earlier)
+#pragma unroll 1
+        for (int row = tid / kChunks; row < kWgmmaRows; row += kRowStep) {
+          const uint32_t addr = dst0 + (row - tid / kChunks) * 128;
+          uint32_t v[4];
+          asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+                       : "=r"(v[0]), "=r"(v[1]), "=r"(v[2]), "=r"(v[3])
+                       : "r"(addr));
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&v[j]));
+            v[j] = PackHalf(f.x, f.y);
+          }
+          StoreShared16(addr, v[0], v[1], v[2], v[3]);
+        }
+        FenceProxyAsync();  // these generic-proxy stores, before the consumers' wgmma reads them
+        BarrierArrive(q_full);
+      } else {
+        BarrierArriveOnCopies(q_full);
+      }
       ++n_item;
     };
     // Runs tile(item, its block table, stage, first key) for every tile of this block's items in
@@ -449,7 +476,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
       });
     };
     if constexpr (kCodes) {
-      asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
+      asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(ProducerRegs(kHalf)));
       if (flags & kFlagStagedCodes) {
         ForEachItem<kKeys>(p, work, [&](const WorkItem& w) {
           load_q(w);
@@ -500,7 +527,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
       asm volatile("cp.async.wait_all;\n" ::: "memory");
       return;
     }
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(ProducerRegs(kHalf)));
     constexpr int kKeysPerCopy = 32 / kChunks;  // rows one warp instruction covers
     const int c = lane % kChunks;
     each_tile([&](const WorkItem& w, const int32_t* blocks, int stage, int base) {
@@ -560,26 +587,10 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
   const int ctid = tid - 128 * wg, warp = ctid / 32, lane = ctid % 32, g = lane / 4, t4 = lane % 4;
   int ring = 0, n_item = 0;  // as the producer's
   ForEachItem<kKeys>(p, work, [&](const WorkItem& w) {
-    // This item's Q (the producer's copies), converted in place to fp16 for an fp16 cache.
+    // This item's Q (the producer's copies; fp16 for the fp16 kernel, converted by the producer).
     BarrierWait(q_full, n_item & 1);
     ++n_item;
-    if constexpr (kHalf) {
-      for (int i = ctid; i < 64 * kChunks; i += 128) {
-        const uint32_t addr = q_s + TileOffset(cw * 64 + i / kChunks, i % kChunks, kQSubTileBytes);
-        uint32_t v[4];
-        asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
-                     : "=r"(v[0]), "=r"(v[1]), "=r"(v[2]), "=r"(v[3])
-                     : "r"(addr));
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&v[j]));
-          v[j] = PackHalf(f.x, f.y);
-        }
-        StoreShared16(addr, v[0], v[1], v[2], v[3]);
-      }
-    }
     FenceProxyAsync();  // the copies (and conversions), before the tensor cores read them
-    if constexpr (kHalf) WarpgroupSync(cw);
 
     // This thread's two rows (g and g + 8 of its warp's 16) and their positions (-1: none).
     const int wr = w.r0 + cw * 64 + warp * 16;
