@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <memory>
 #include <mutex>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -28,14 +29,24 @@ namespace {
 // How long an idle thread polls before it sleeps: long enough to span the gap between two loops
 // of one forward pass (tens of microseconds), short enough that a shared machine loses little.
 constexpr auto kSpinFor = std::chrono::microseconds(100);
-// Chunks per thread: enough that a thread that starts late, or is descheduled, leaves a share to
-// the others; few enough that each thread streams long runs of a matrix. Decode's matrices are
-// small (SmolLM2's 576-wide ones take ~20 us at 2 threads), and 8 chunks a thread cost a claim
-// (a contended compare-and-swap) and a cold start of the tiles' prefetch every ~1 us of work:
-// 2 decoded SmolLM2 7% (Q4_K_M) and 4% (Q4_1) faster at 2 threads than 8, and the same beside a
-// second busy process (docs/performance.md, 2026-12-06).
-constexpr int64_t kChunksPerThread = 2;
+// A loop's chunks: a thread that starts late, or is descheduled, leaves a share to the others,
+// and each thread still streams long runs of a matrix. Decode's matrices are small (SmolLM2's
+// 576-wide ones take ~20 us at 2 threads), and 8 even chunks a thread cost a claim (a contended
+// compare-and-swap) and a cold start of the tiles' prefetch every ~1 us of work: 2 even chunks a
+// thread decoded SmolLM2 7% (Q4_K_M) and 4% (Q4_1) faster than 8 (docs/performance.md,
+// 2026-12-06). But with even chunks a thread that finishes its last one waits for the other's,
+// on average half a chunk — a quarter of each loop's length at 2 threads was 16% of a decode's
+// samples spent waiting. So chunks shrink: each round of `threads` chunks half as long as the one
+// before, from n / 2T down to n / (kShrinkTo x T); the last chunks are short, the claims still
+// few (10 at 2 threads where the even schedule at that length would take 32).
+constexpr int64_t kChunksPerThread = 2;  // the even schedule (KVS_POOL_CHUNKS=even)
+constexpr int64_t kShrinkTo = 16;
 constexpr int64_t kMaxChunks = 0xffff;
+// KVS_POOL_CHUNKS=even: threads x kChunksPerThread chunks of one length, for comparison.
+const bool g_even_chunks = [] {
+  const char* v = std::getenv("KVS_POOL_CHUNKS");
+  return v != nullptr && std::string_view(v) == "even";
+}();
 
 int EnvInt(const char* name) {
   const char* v = std::getenv(name);
@@ -81,12 +92,8 @@ class Pool {
     std::unique_lock<std::mutex> lock(run_mu_, std::try_to_lock);
     if (!lock.owns_lock()) return body(0, n);
     if (static_cast<int>(workers_.size()) != threads - 1) Restart(threads - 1);
-    int64_t chunks = std::min({(n + grain - 1) / grain, threads * kChunksPerThread, kMaxChunks});
-    const int64_t len = (n + chunks - 1) / chunks;
-    chunks = (n + len - 1) / len;
+    const int64_t chunks = PlanChunks(threads, n, grain);
     body_ = &body;
-    n_ = n;
-    chunk_len_ = len;
     done_.store(0, std::memory_order_relaxed);
     const uint32_t gen = ++generation_value_;
     claim_.store(Pack(gen, static_cast<uint32_t>(chunks), 0), std::memory_order_release);
@@ -100,6 +107,29 @@ class Pool {
   }
 
  private:
+  // Fills bounds_ for a loop of n items (chunks of at least `grain`, but the last) and returns
+  // the number of chunks: shrinking, or even with KVS_POOL_CHUNKS=even (kChunksPerThread above).
+  int64_t PlanChunks(int threads, int64_t n, int64_t grain) {
+    bounds_.assign(1, 0);
+    if (g_even_chunks) {
+      int64_t chunks = std::min({(n + grain - 1) / grain, threads * kChunksPerThread, kMaxChunks});
+      const int64_t len = (n + chunks - 1) / chunks;
+      for (int64_t b = len; b < n; b += len) bounds_.push_back(b);
+      bounds_.push_back(n);
+      return static_cast<int64_t>(bounds_.size()) - 1;
+    }
+    const int64_t floor = std::max(grain, (n + kShrinkTo * threads - 1) / (kShrinkTo * threads));
+    int64_t len = std::max(floor, (n + 2 * threads - 1) / (2 * threads));
+    for (int64_t b = 0; b < n;) {
+      for (int t = 0; t < threads && b < n; ++t) {
+        b = n - (b + len) < floor ? n : b + len;  // no remainder shorter than the floor after it
+        bounds_.push_back(b);
+      }
+      len = std::max(floor, len / 2);
+    }
+    return static_cast<int64_t>(bounds_.size()) - 1;
+  }
+
   // claim_: generation (32 bits) | chunks (16) | next unclaimed chunk (16). A thread claims a chunk
   // only of the generation it read, so a late thread never runs a chunk of a later loop.
   static uint64_t Pack(uint32_t gen, uint32_t chunks, uint32_t next) {
@@ -113,8 +143,7 @@ class Pool {
       if (static_cast<uint32_t>(c >> 32) != gen || next >= chunks) return;
       if (!claim_.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
       // Claimed: the loop of `gen` cannot end before this chunk is done, so its fields hold.
-      const int64_t begin = next * chunk_len_;
-      (*body_)(begin, std::min(n_, begin + chunk_len_));
+      (*body_)(bounds_[next], bounds_[next + 1]);
       if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == chunks) Wake(done_, caller_sleepers_);
       c = claim_.load(std::memory_order_acquire);
     }
@@ -156,7 +185,7 @@ class Pool {
   std::atomic<uint32_t> done_{0};  // chunks finished in this generation
   std::atomic<int> worker_sleepers_{0}, caller_sleepers_{0};
   const absl::FunctionRef<void(int64_t, int64_t)>* body_ = nullptr;
-  int64_t n_ = 0, chunk_len_ = 0;
+  std::vector<int64_t> bounds_;  // chunk c covers [bounds_[c], bounds_[c + 1])
 };
 
 Pool& ThePool() {

@@ -3,8 +3,12 @@
 // threads than cores finish (the pool never waits for a thread that has not started).
 #include "kernels/common/thread_pool.h"
 
+#include <algorithm>
 #include <atomic>
+#include <mutex>
+#include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -32,6 +36,36 @@ TEST_F(ThreadPoolTest, EveryIndexRunsExactlyOnce) {
         });
         for (int64_t i = 0; i < n; ++i)
           ASSERT_EQ(hits[i].load(), 1) << "threads " << threads << " n " << n << " grain " << grain << " index " << i;
+      }
+    }
+  }
+}
+
+// Chunks are at least `grain` long (but the one that ends the loop), few, and the loop's last
+// chunk is short: a thread that ends its last chunk waits for the other's at most that long.
+TEST_F(ThreadPoolTest, ChunksAreGrainLongFewAndEndShort) {
+  for (int threads : {2, 3, 8}) {
+    SetCpuThreads(threads);
+    for (int64_t n : {64, 1000, 12288, 100003}) {
+      for (int64_t grain : {1, 7, 100}) {
+        if (n < 2 * grain) continue;
+        std::mutex mu;
+        std::vector<std::pair<int64_t, int64_t>> chunks;
+        ParallelFor(n, grain, [&](int64_t b, int64_t e) {
+          std::lock_guard<std::mutex> lock(mu);
+          chunks.emplace_back(b, e);
+        });
+        std::sort(chunks.begin(), chunks.end());
+        const std::string where =
+            "threads " + std::to_string(threads) + " n " + std::to_string(n) + " grain " + std::to_string(grain);
+        ASSERT_EQ(chunks.back().second, n) << where;
+        for (size_t c = 0; c + 1 < chunks.size(); ++c) {
+          ASSERT_EQ(chunks[c].second, chunks[c + 1].first) << where;
+          EXPECT_GE(chunks[c].second - chunks[c].first, grain) << where << " chunk " << c;
+        }
+        EXPECT_LE(chunks.size(), static_cast<size_t>(5 * threads)) << where;
+        // Under two of the shortest chunks (max(grain, n / 16T)); the even schedule's is n / 2T.
+        EXPECT_LE(chunks.back().second - chunks.back().first, std::max(2 * grain - 1, n / (8 * threads) + 1)) << where;
       }
     }
   }
