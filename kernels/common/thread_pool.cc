@@ -35,8 +35,8 @@ constexpr auto kSpinFor = std::chrono::microseconds(100);
 // compare-and-swap) and a cold start of the tiles' prefetch every ~1 us of work: 2 even chunks a
 // thread decoded SmolLM2 7% (Q4_K_M) and 4% (Q4_1) faster than 8 (docs/performance.md,
 // 2026-12-06). But with even chunks a thread that finishes its last one waits for the other's,
-// on average half a chunk — a quarter of each loop's length at 2 threads was 16% of a decode's
-// samples spent waiting. So chunks shrink: each round of `threads` chunks half as long as the one
+// on average half a chunk (an eighth of the loop at 2 threads): 16% of a 2-thread decode's
+// samples were spent waiting. So chunks shrink: each round of `threads` chunks half as long as the one
 // before, from n / 2T down to n / (kShrinkTo x T); the last chunks are short, the claims still
 // few (10 at 2 threads where the even schedule at that length would take 32).
 constexpr int64_t kChunksPerThread = 2;  // the even schedule (KVS_POOL_CHUNKS=even)
@@ -111,6 +111,9 @@ class Pool {
   // the number of chunks: shrinking, or even with KVS_POOL_CHUNKS=even (kChunksPerThread above).
   int64_t PlanChunks(int threads, int64_t n, int64_t grain) {
     bounds_.assign(1, 0);
+    // At most ~5 chunks a thread (kMaxChunks bounds the count claim_ packs); more threads than
+    // this take chunks of a smaller thread count's plan.
+    threads = std::min(threads, static_cast<int>(kMaxChunks / 8));
     if (g_even_chunks) {
       int64_t chunks = std::min({(n + grain - 1) / grain, threads * kChunksPerThread, kMaxChunks});
       const int64_t len = (n + chunks - 1) / chunks;
