@@ -13,10 +13,9 @@ read -r -a models <<< "${MODELS:-random:llama-3-8b:Q4_0 random:llama-3-8b:F8_E4M
 for round in $(seq "${ROUNDS:-2}"); do
   for m in "${models[@]}"; do
     for setting in "$@"; do
+      # gpu_step's run under this setting's environment (a subshell, so it does not leak).
       # shellcheck disable=SC2086
-      line=$(env $setting timeout 120 $K bench --device cuda --model "$m" --input-len 512 --output-len 128 \
-        --num-prompts 1 --max-seqs 1 2>&1 | grep -E "^\| decode|rror" | head -2 | tr '\n' ' ')
-      echo "round $round | $m | $setting | $line"
+      (export $setting && gpu_step "round $round | $m | $setting" 1 --model "$m")
     done
   done
 done
