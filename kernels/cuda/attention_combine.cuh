@@ -19,8 +19,7 @@ namespace attention {
 constexpr int kCombineThreads = 128;
 template <int D>
 __global__ void __launch_bounds__(kCombineThreads) CombineSplitsKernel(Params p) {
-  pdl::WaitForPrevious();
-  pdl::AllowNext();
+  pdl::StartAfterPrevious();
   extern __shared__ float split_weight[];  // [num_splits]
   __shared__ float reduce[kCombineThreads / 32];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;

@@ -61,8 +61,7 @@ __global__ void __launch_bounds__(kBlockWarps* kWarp, kBlockWarps == 4 ? 8 : 2)
   gemv::PrefetchFirstRows<kRowsPerBlock, kWarpsPerRow>(w_bytes, 2 * k, n, lane, warp, part);
   if constexpr (kGated)
     gemv::PrefetchFirstRows<kRowsPerBlock, kWarpsPerRow>(w_bytes + 2 * k * n, 2 * k, n, lane, warp, part);
-  pdl::WaitForPrevious();
-  pdl::AllowNext();
+  pdl::StartAfterPrevious();
   const int pieces = static_cast<int>(k / kPieceElems);
   const int chunks = (pieces + kWarp - 1) / kWarp;
   const int row_chunks = kGated ? 2 * chunks : chunks;

@@ -29,8 +29,7 @@ using rounding::CodeOffset;
 // One warp per (token, 32 activations): lane i rounds activation i.
 __global__ void QuantizeActivationsKernel(const bf16* __restrict__ x, int64_t x_stride, int64_t tokens, int64_t units,
                                           QuantizedActivations a, bool gemv_order) {
-  pdl::WaitForPrevious();
-  pdl::AllowNext();
+  pdl::StartAfterPrevious();
   const int64_t warp = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / kWarp;
   const int lane = threadIdx.x % kWarp;
   if (warp >= tokens * units) return;  // whole warps leave together
@@ -61,8 +60,7 @@ __global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 ? 12 : 8)
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int part = warp % kWarpsPerRow;
   gemv::PrefetchFirstRows<kRowsPerBlock, kWarpsPerRow>(w, row_bytes, n, lane, warp, part);
-  pdl::WaitForPrevious();
-  pdl::AllowNext();
+  pdl::StartAfterPrevious();
   for (int group = blockIdx.x; group * kRowsPerBlock < n; group += gridDim.x) {
     const int row = group * kRowsPerBlock + warp / kWarpsPerRow;
     const uint8_t* wr = w + static_cast<int64_t>(min(row, n - 1)) * row_bytes;

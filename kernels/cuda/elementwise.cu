@@ -32,8 +32,7 @@ __global__ void EmbeddingKernel(const int32_t* ids, const bf16* table, int32_t f
 template <typename Act, int kVec>
 __global__ void GatedKernel(const bf16* gu, int64_t gu_stride, int64_t inter, bf16* out, int64_t out_stride,
                             QuantizedActivations round) {
-  pdl::WaitForPrevious();
-  pdl::AllowNext();
+  pdl::StartAfterPrevious();
   const int64_t r = blockIdx.y;
   const int64_t i = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * kVec;
   const bool in = i < inter;
@@ -68,8 +67,7 @@ __global__ void GatedKernel(const bf16* gu, int64_t gu_stride, int64_t inter, bf
 }
 
 __global__ void ScaleKernel(float* x, int64_t x_stride, int64_t cols, float s) {
-  pdl::WaitForPrevious();
-  pdl::AllowNext();
+  pdl::StartAfterPrevious();
   const int64_t r = blockIdx.y;
   const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c < cols) x[r * x_stride + c] *= s;
@@ -77,8 +75,7 @@ __global__ void ScaleKernel(float* x, int64_t x_stride, int64_t cols, float s) {
 
 __global__ void GatherRowsKernel(const char* x, int64_t x_row_bytes, const int32_t* rows, int64_t row_bytes,
                                  char* out, int64_t out_row_bytes) {
-  pdl::WaitForPrevious();
-  pdl::AllowNext();
+  pdl::StartAfterPrevious();
   const int64_t i = blockIdx.x;
   const char* src = x + static_cast<int64_t>(rows[i]) * x_row_bytes;
   for (int64_t b = threadIdx.x; b < row_bytes; b += blockDim.x) out[i * out_row_bytes + b] = src[b];

@@ -99,8 +99,7 @@ __global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 && kLaneCod
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int part = warp % kWarpsPerRow;
   gemv::PrefetchFirstRows<kRowsPerBlock, kWarpsPerRow>(w, row_bytes, n, lane, warp, part);
-  pdl::WaitForPrevious();
-  pdl::AllowNext();
+  pdl::StartAfterPrevious();
   const int64_t k = static_cast<int64_t>(blocks) * kF8BlockElems;  // split rows: the scales after the codes
   const int chunks = (blocks + kChunkBlocks - 1) / kChunkBlocks;
   for (int group = blockIdx.x; group * kRowsPerBlock < n; group += gridDim.x) {

@@ -15,8 +15,7 @@ namespace {
 // 16-byte copies when rows and strides allow (the usual case: width = kv_heads * head_dim).
 __global__ void WriteKvVecKernel(const uint4* k, int64_t k_stride, const uint4* v, int64_t v_stride,
                                  const int32_t* slot_mapping, uint4* k_cache, uint4* v_cache, int64_t width) {
-  pdl::WaitForPrevious();
-  pdl::AllowNext();
+  pdl::StartAfterPrevious();
   const int64_t t = blockIdx.x;
   const int64_t slot = slot_mapping[t];
   if (slot < 0) return;
@@ -28,8 +27,7 @@ __global__ void WriteKvVecKernel(const uint4* k, int64_t k_stride, const uint4* 
 
 __global__ void WriteKvKernel(const bf16* k, int64_t k_stride, const bf16* v, int64_t v_stride,
                               const int32_t* slot_mapping, bf16* k_cache, bf16* v_cache, int64_t width) {
-  pdl::WaitForPrevious();
-  pdl::AllowNext();
+  pdl::StartAfterPrevious();
   const int64_t t = blockIdx.x;
   const int64_t slot = slot_mapping[t];
   if (slot < 0) return;
@@ -45,8 +43,7 @@ __global__ void WriteKvKernel(const bf16* k, int64_t k_stride, const bf16* v, in
 __global__ void WriteResidualKernel(const bf16* k, int64_t k_stride, const bf16* v, int64_t v_stride,
                                     const int32_t* slot_mapping, bf16* k_residual, bf16* v_residual, int64_t rows,
                                     int64_t width) {
-  pdl::WaitForPrevious();
-  pdl::AllowNext();
+  pdl::StartAfterPrevious();
   const int64_t t = blockIdx.x;
   const int64_t slot = slot_mapping[t];
   if (slot > -2 || -(slot + 2) >= rows) return;
@@ -84,8 +81,7 @@ __device__ inline float GroupReduce(float v, int width) {
 template <KvDType F, int E>
 __global__ void WriteKvEncodedKernel(const bf16* k, int64_t k_stride, const bf16* v, int64_t v_stride,
                                      const int32_t* slot_mapping, int64_t num_rows, PagedKvView cache) {
-  pdl::WaitForPrevious();
-  pdl::AllowNext();
+  pdl::StartAfterPrevious();
   const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (row >= num_rows) return;  // whole warps leave together

@@ -32,8 +32,7 @@ namespace attention {
 
 template <KvDType F, int D, int ROWS>
 __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(Params p) {
-  pdl::WaitForPrevious();
-  pdl::AllowNext();
+  pdl::StartAfterPrevious();
   // K rows padded by 16 bytes: with the rotated read order below, the 32 lanes of a warp (32
   // keys) hit 32 different banks. Two stages: tile i+1 streams in while tile i is computed.
   constexpr int kRow = D + 8;
@@ -201,8 +200,7 @@ __device__ inline void Merge(float& m, float& l, float* acc, float om, float ol,
 
 template <KvDType F, int D, int G>
 __global__ void __launch_bounds__(kThreads) PagedDecodeKernel(Params p) {
-  pdl::WaitForPrevious();
-  pdl::AllowNext();
+  pdl::StartAfterPrevious();
   constexpr int kLanesPerKey = D / 16;
   constexpr int kKeysPerWarp = 32 / kLanesPerKey;
   constexpr int kWarps = kThreads / 32;
@@ -340,8 +338,7 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeKernel(Params p) {
 //   C 16x8:      c0 (g, 2t) c1 (g, 2t+1) c2 (g+8, 2t) c3 (g+8, 2t+1)      g = lane/4, t = lane%4
 template <KvDType F, int D>
 __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
-  pdl::WaitForPrevious();
-  pdl::AllowNext();
+  pdl::StartAfterPrevious();
   constexpr int kKeys = 16;        // keys per warp tile
   constexpr int kRow = D + 8;      // padded rows: conflict-free fragment reads
   constexpr int kWarps = kThreads / 32;
@@ -488,8 +485,11 @@ template <KvDType F, int D>
 cudaError_t LaunchPrefillDecodedFirst(Params p, int max_query_len, int num_seqs, cudaStream_t stream) {
   const DecodedFirstLayout l = DecodedFirstLayoutFor(p.block_size, p.kv_heads, D, p.max_context_len);
   const DecodedFirstLayout::Pages pages = l.Carve(p.kv_scratch, num_seqs);
-  DecodeKvToScratchKernel<F, D><<<dim3(l.blocks_per_seq, num_seqs), 256, 0, stream>>>(p, l, pages);
-  if (const cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
+  const dim3 grid(l.blocks_per_seq, num_seqs);
+  const cudaError_t err = DecodeFirstBatch() == 1
+                              ? pdl::Launch(DecodeKvToScratchKernel<F, D, 1>, grid, 256, 0, stream, p, l, pages)
+                              : pdl::Launch(DecodeKvToScratchKernel<F, D, 4>, grid, 256, 0, stream, p, l, pages);
+  if (err != cudaSuccess) return err;
   p.k_cache = pages.k;
   p.v_cache = pages.v;
   p.block_bytes = l.block_bytes;

@@ -183,8 +183,7 @@ __host__ __device__ constexpr size_t DecodeCodesSmemBytes() {
 
 template <KvDType F, int D>
 __global__ void __launch_bounds__(kThreads) PagedDecodeCodesKernel(Params p) {
-  pdl::WaitForPrevious();
-  pdl::AllowNext();
+  pdl::StartAfterPrevious();
   static_assert(F != KvDType::kBF16 && F != KvDType::kF32, "bf16 stages tiles (PagedDecodeMmaKernel)");
   constexpr int kKeys = 16;  // keys per warp tile
   constexpr int kWarps = kThreads / 32;

@@ -20,8 +20,7 @@ namespace attention {
 // O += P V with P re-packed from S. Same split/partial contract as the other kernels.
 template <KvDType F, int D>
 __global__ void __launch_bounds__(kThreads) PagedPrefillMmaKernel(Params p) {
-  pdl::WaitForPrevious();
-  pdl::AllowNext();
+  pdl::StartAfterPrevious();
   constexpr int kKeys = 32;
   constexpr int kRow = D + 8;
   constexpr int kKSteps = D / 16;

@@ -35,6 +35,7 @@
 #include "kernels/cuda/kernel_choice.h"
 #include "kernels/cuda/kv_tensor_map.h"
 #include "kernels/cuda/paged_prefill_wgmma.cuh"
+#include "kernels/cuda/pdl.cuh"
 #include "kernels/cuda/prefill_decoded_first.cuh"
 #include "kernels/cuda/wgmma.cuh"
 
@@ -403,6 +404,9 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
+  // Launched with programmatic dependent launch: the set-up above overlaps the previous kernel's
+  // end; nothing an earlier kernel writes is read before this wait.
+  pdl::StartAfterPrevious();
 
   if (wg == 0) {
     // Producer: each thread locates one key (one block-table read per tile), and the warp then
@@ -907,9 +911,8 @@ struct Instance {
     const int choice = HopperPrefillBlocks();
     const int64_t held = choice > 0 ? choice : std::max<int64_t>(1, Resident(p.num_sms));
     const int64_t blocks = choice == kHopperPrefillBlockPerItem ? items : std::min(items, held);
-    PagedPrefillWgmmaKernel<F, D, kKeys>
-        <<<static_cast<unsigned>(blocks), kWgmmaThreads, kSmem, stream>>>(p, work, flags, maps);
-    return cudaGetLastError();
+    return pdl::Launch(PagedPrefillWgmmaKernel<F, D, kKeys>, dim3(static_cast<unsigned>(blocks)), kWgmmaThreads, kSmem,
+                       stream, p, work, flags, maps);
   }
   static int64_t Resident(int num_sms) {
     if (Prepare() != cudaSuccess) return 0;  // Launch reports the error

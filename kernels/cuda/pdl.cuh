@@ -13,7 +13,7 @@
 // AllowNext() lets the next kernel's blocks be scheduled before this one has finished (without it,
 // they are scheduled as this kernel's blocks exit); it promises nothing about this kernel's writes.
 // Kernels that are not launched through pdl::Launch may call both: without the launch attribute the
-// wait returns at once.
+// wait returns at once. Every kernel calls the two through StartAfterPrevious(), below.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -31,6 +31,27 @@ __device__ __forceinline__ void WaitForPrevious() {
 __device__ __forceinline__ void AllowNext() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// The start of every kernel launched through pdl::Launch: the wait for the previous kernel and the
+// next kernel's release, in the order the build chose (KVS_PDL_EARLY_TRIGGER, kernels/CMakeLists.txt).
+// Released after the wait (0), the next kernel is launched once this one's predecessor has finished,
+// so a chain of kernels overlaps one deep: a GEMV's weight prefetch before its wait covers only the
+// small kernel just ahead of it. Released before the wait (1), the next kernel is launched as soon
+// as every block of this one is resident — which holds while this one still waits — so the chain
+// overlaps as deep as the GPU holds blocks: the O projection's GEMV is resident, its weights
+// prefetched, while rope, attention and its merge run. Either order keeps the contract above: a
+// kernel's wait returns only once its predecessor finished, and that one waited for its own.
+// The release cannot deadlock: it fires only once all of this kernel's blocks are resident, so the
+// blocks that wait never keep a kernel they wait for from being scheduled.
+__device__ __forceinline__ void StartAfterPrevious() {
+#if KVS_PDL_EARLY_TRIGGER
+  AllowNext();
+  WaitForPrevious();
+#else
+  WaitForPrevious();
+  AllowNext();
 #endif
 }
 

@@ -9,8 +9,11 @@
 // rows would decode whole contexts for one query each, so kAuto keeps those in the kernel.
 #pragma once
 
+#include <cstdlib>
+
 #include "kernels/cuda/paged_attention_common.cuh"
 #include "kernels/cuda/paged_prefill_wgmma.cuh"
+#include "kernels/cuda/pdl.cuh"
 
 namespace kvs::cuda::attention {
 
@@ -49,10 +52,16 @@ inline DecodedFirstLayout DecodedFirstLayoutFor(int32_t block_size, int32_t kv_h
 }
 
 // Block (i, s): sequence s's logical block i, every KV head, K and V. A thread decodes one
-// 8-element chunk of a row at a time (consecutive threads on consecutive chunks of a row).
-template <KvDType F, int D>
+// 8-element chunk of a row at a time (consecutive threads on consecutive chunks of a row), kBatch
+// chunks at once: their codes and scales are all loaded before the first is decoded and stored,
+// so kBatch x 4 loads are in flight a thread (one chunk at a time left the pass latency-bound:
+// ~5% of a 4K prompt's attention at fp8 on an H200, docs/performance.md). Launched with
+// programmatic dependent launch: it waits for the KV write before reading the cache, and for the
+// previous layer's attention before rewriting the scratch that one read.
+template <KvDType F, int D, int kBatch>
 __global__ void __launch_bounds__(256)
     DecodeKvToScratchKernel(Params p, DecodedFirstLayout l, DecodedFirstLayout::Pages out) {
+  pdl::StartAfterPrevious();
   constexpr int kChunks = D / 8;
   const int i = blockIdx.x, seq = blockIdx.y;
   const int64_t out_block = static_cast<int64_t>(seq) * l.blocks_per_seq + i;
@@ -63,27 +72,60 @@ __global__ void __launch_bounds__(256)
   const int keys = min(p.block_size, ctx - first);
   const int32_t block = p.block_table[static_cast<int64_t>(seq) * p.max_blocks_per_seq + i];
   const int items = keys * p.kv_heads * kChunks;
-  for (int it = threadIdx.x; it < items; it += blockDim.x) {
-    const int c = it % kChunks, kvh = (it / kChunks) % p.kv_heads, key = it / kChunks / p.kv_heads;
-    const KvRow r = LocateKvIn(p, block, first + key, kvh);
-    const int64_t dst = l.ChunkOffset(out_block, key, p.kv_heads, kvh, D, c);
-    auto decode = [&](const unsigned char* cache, unsigned char* out) {
-      uint32_t w[2], scale;
-      if constexpr (F == KvDType::kINT4) {
-        w[0] = __ldg(reinterpret_cast<const uint32_t*>(cache + r.codes + c * 4));
-        scale = __ldg(reinterpret_cast<const uint32_t*>(cache + r.scales + (c * 8 / kKvInt4Group) * 4));
-      } else {
-        const uint2 u = __ldg(reinterpret_cast<const uint2*>(cache + r.codes + c * 8));
-        w[0] = u.x, w[1] = u.y;
-        scale = __ldg(reinterpret_cast<const uint32_t*>(cache + r.scales));
+  // A chunk's codes (8 of fp8 / int8 in two words, or 8 of int4 in one) and its scale word.
+  struct Codes {
+    uint32_t w[2];
+    uint32_t scale;
+  };
+  auto load = [&](const unsigned char* cache, const KvRow& r, int c) {
+    Codes x{};
+    if constexpr (F == KvDType::kINT4) {
+      x.w[0] = __ldg(reinterpret_cast<const uint32_t*>(cache + r.codes + c * 4));
+      x.scale = __ldg(reinterpret_cast<const uint32_t*>(cache + r.scales + (c * 8 / kKvInt4Group) * 4));
+    } else {
+      const uint2 u = __ldg(reinterpret_cast<const uint2*>(cache + r.codes + c * 8));
+      x.w[0] = u.x, x.w[1] = u.y;
+      x.scale = __ldg(reinterpret_cast<const uint32_t*>(cache + r.scales));
+    }
+    return x;
+  };
+  auto store = [&](const Codes& x, unsigned char* dst) {
+    uint32_t h[4];
+    CodesToHalf8<F, false>(x.w, x.scale, h);
+    *reinterpret_cast<uint4*>(dst) = make_uint4(h[0], h[1], h[2], h[3]);
+  };
+  for (int it0 = threadIdx.x; it0 < items; it0 += kBatch * blockDim.x) {
+    Codes k[kBatch], v[kBatch];
+    int64_t dst[kBatch];
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int it = it0 + b * static_cast<int>(blockDim.x);
+      if (it < items) {
+        const int c = it % kChunks, kvh = (it / kChunks) % p.kv_heads, key = it / kChunks / p.kv_heads;
+        const KvRow r = LocateKvIn(p, block, first + key, kvh);
+        dst[b] = l.ChunkOffset(out_block, key, p.kv_heads, kvh, D, c);
+        k[b] = load(p.k_cache, r, c);
+        v[b] = load(p.v_cache, r, c);
       }
-      uint32_t h[4];
-      CodesToHalf8<F, false>(w, scale, h);
-      *reinterpret_cast<uint4*>(out + dst) = make_uint4(h[0], h[1], h[2], h[3]);
-    };
-    decode(p.k_cache, out.k);
-    decode(p.v_cache, out.v);
+    }
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      if (it0 + b * static_cast<int>(blockDim.x) < items) {
+        store(k[b], out.k + dst[b]);
+        store(v[b], out.v + dst[b]);
+      }
+    }
   }
+}
+
+// Chunks a thread of DecodeKvToScratchKernel loads before it decodes: 4, or 1 (one chunk at a
+// time, as before) where KVS_DECODE_FIRST_BATCH=1 (measurement).
+inline int DecodeFirstBatch() {
+  static const int batch = [] {
+    const char* env = std::getenv("KVS_DECODE_FIRST_BATCH");
+    return env != nullptr && std::atoi(env) == 1 ? 1 : 4;
+  }();
+  return batch;
 }
 
 // Whether this step decodes first (kAuto's rule: mostly prompt rows, and the pages fit). A step

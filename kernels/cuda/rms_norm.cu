@@ -57,8 +57,7 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kThreads;
     if (i < vecs) g_raw[j] = *reinterpret_cast<const uint2*>(w + 4 * i);
   }
-  pdl::WaitForPrevious();
-  pdl::AllowNext();
+  pdl::StartAfterPrevious();
   const int64_t r = blockIdx.x;
   float* xr = x + r * x_stride;
   float4 v[kMaxVecPerThread];
@@ -100,8 +99,7 @@ template <bool kAdd>
 __global__ void __launch_bounds__(kThreads) RmsNormKernel(float* x, int64_t x_stride, const bf16* update,
                                                           int64_t update_stride, const bf16* w, int64_t cols,
                                                           float eps, bf16* out, int64_t out_stride) {
-  pdl::WaitForPrevious();
-  pdl::AllowNext();
+  pdl::StartAfterPrevious();
   const int64_t r = blockIdx.x;
   float* xr = x + r * x_stride;
   float sum_sq = 0.0f;
@@ -149,8 +147,7 @@ cudaError_t LaunchNorm(float* x, int64_t x_stride, const bf16* update, int64_t u
 // the row read twice (it is in L1 the second time).
 __global__ void RmsNormBf16Kernel(const bf16* x, int64_t x_stride, int64_t rows, int32_t heads, int32_t dim,
                                   const bf16* w, float eps, bf16* out, int64_t out_stride) {
-  pdl::WaitForPrevious();
-  pdl::AllowNext();
+  pdl::StartAfterPrevious();
   const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
   if (row >= rows * heads) return;
   const int lane = threadIdx.x & 31;

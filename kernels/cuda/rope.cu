@@ -43,8 +43,7 @@ template <KvStore kStore, int kPairs>
 __global__ void RopeKernel(bf16* qk, int64_t qk_stride, int32_t heads, int32_t head_dim, const int32_t* positions,
                            const float* inv_freq, int32_t blocks_per_token, const bf16* v, int64_t v_stride,
                            const int32_t* slot_mapping, PagedKvView cache) {
-  pdl::WaitForPrevious();
-  pdl::AllowNext();
+  pdl::StartAfterPrevious();
   const int64_t t = blockIdx.x / blocks_per_token;
   const int32_t half = head_dim / 2, groups = half / kPairs;
   const int32_t i = (blockIdx.x % blocks_per_token) * blockDim.x + threadIdx.x;

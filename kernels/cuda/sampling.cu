@@ -31,8 +31,7 @@ __device__ inline void Better(float& v, int& i, float ov, int oi) {
 
 __global__ void __launch_bounds__(kThreads) ArgmaxKernel(const float* logits, int64_t stride, int64_t cols, int32_t first_id,
                                                           int32_t* ids, float* values) {
-  pdl::WaitForPrevious();
-  pdl::AllowNext();
+  pdl::StartAfterPrevious();
   const float* row = logits + blockIdx.x * stride;
   float best = -FLT_MAX;
   int idx = 0x7fffffff;
