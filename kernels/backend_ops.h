@@ -113,10 +113,6 @@ class BackendOps {
   virtual absl::Status AddRmsNorm(TensorView residual, TensorView x, TensorView weight, float eps, TensorView out) = 0;
   // out = x * w^T (+ bias). x [T, K]; w [N, K]; bias [1, N] or null data; out [T, N].
   virtual absl::Status Linear(TensorView x, TensorView w, TensorView bias, TensorView out) = 0;
-  // A hint for the next Linear only: `later` is the matrix a Linear after it reads, whose bytes
-  // may start moving toward the device's cache while the next one waits for its input (the CUDA
-  // backend's decode GEMVs, KVS_L2_PREFETCH_MB). No output changes; the CPU backend ignores it.
-  virtual void PrefetchBeforeNextLinear(TensorView later) {}
   // In-place rotary embedding on x [T, heads * D] at positions[T] (int32, backend memory).
   virtual absl::Status Rope(TensorView x, int32_t heads, const int32_t* positions, RopeTable rope) = 0;
   // Stores token t's K/V rows into slot slot_mapping[t] of the paged cache, encoded in the

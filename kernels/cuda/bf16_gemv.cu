@@ -49,7 +49,7 @@ __device__ __forceinline__ float DotPiece(const uint4& w, const uint4& x) {
 template <int kMaxTokens, int kWarpsPerRow, int kBlockWarps, typename Act = void>
 __global__ void __launch_bounds__(kBlockWarps* kWarp, kBlockWarps == 4 ? 8 : 2)
     Bf16GemvKernel(const bf16* __restrict__ w, int64_t k, int n, const bf16* __restrict__ x, int64_t x_stride,
-                   int tokens, void* out, int64_t out_stride, bool f32_out, gemv::L2Hint hint) {
+                   int tokens, void* out, int64_t out_stride, bool f32_out) {
   constexpr bool kGated = !std::is_void_v<Act>;
   static_assert(!kGated || kMaxTokens == 1, "the gated GEMV is for one token");
   constexpr int kSums = kGated ? 2 : kMaxTokens;  // gated: the gate row's dot, then the up row's
@@ -61,7 +61,6 @@ __global__ void __launch_bounds__(kBlockWarps* kWarp, kBlockWarps == 4 ? 8 : 2)
   gemv::PrefetchFirstRows<kRowsPerBlock, kWarpsPerRow>(w_bytes, 2 * k, n, lane, warp, part);
   if constexpr (kGated)
     gemv::PrefetchFirstRows<kRowsPerBlock, kWarpsPerRow>(w_bytes + 2 * k * n, 2 * k, n, lane, warp, part);
-  gemv::PrefetchHint(hint);
   pdl::StartAfterPrevious();
   const int pieces = static_cast<int>(k / kPieceElems);
   const int chunks = (pieces + kWarp - 1) / kWarp;
@@ -122,7 +121,7 @@ cudaError_t LaunchGemv(const bf16* w, int64_t k, int n, const bf16* x, int64_t x
   auto launch = [&](auto kernel) {
     const int grid = std::min(groups, gemv::ResidentBlocks(kernel, kBlockWarps * kWarp));
     return pdl::Launch(kernel, grid, kBlockWarps * kWarp, 0, stream, w, k, n, x, x_stride, tokens, out, out_stride,
-                       f32_out, gemv::PendingL2Hint());
+                       f32_out);
   };
   static_assert(kBf16GemvMaxTokens == 1, "a kernel for one token");
   return launch(Bf16GemvKernel<1, kWarpsPerRow, kBlockWarps, Act>);

@@ -54,13 +54,12 @@ constexpr int kGemvWarps = gemv::kWarps;
 template <GgmlType T, int kMaxTokens, int kWarpsPerRow, bool kWide>
 __global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 ? 12 : 8)
     BlockGemvKernel(const uint8_t* __restrict__ w, int64_t row_bytes, int n, int units, QuantizedActivations a,
-                    int tokens, void* out, int64_t out_stride, bool f32_out, gemv::L2Hint hint) {
+                    int tokens, void* out, int64_t out_stride, bool f32_out) {
   using Tr = ggml::Traits<T>;
   constexpr int kRowsPerBlock = kGemvWarps / kWarpsPerRow;
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int part = warp % kWarpsPerRow;
   gemv::PrefetchFirstRows<kRowsPerBlock, kWarpsPerRow>(w, row_bytes, n, lane, warp, part);
-  gemv::PrefetchHint(hint);
   pdl::StartAfterPrevious();
   for (int group = blockIdx.x; group * kRowsPerBlock < n; group += gridDim.x) {
     const int row = group * kRowsPerBlock + warp / kWarpsPerRow;
@@ -204,7 +203,7 @@ struct GemvLaunch {
     auto launch = [&](auto kernel) {
       const int blocks = std::min(groups, ResidentBlocks(kernel, kGemvWarps * kWarp));
       return pdl::Launch(kernel, blocks, kGemvWarps * kWarp, 0, stream, w, row_bytes, n, units, a, tokens, out,
-                         out_stride, f32_out, gemv::PendingL2Hint());
+                         out_stride, f32_out);
     };
     // Token counts round up to 1, 2, 4 or 8 accumulators; the kernel skips the ones past `tokens`.
     if (tokens == 1) return launch(BlockGemvKernel<T, 1, kWarpsPerRow, kWide>);
@@ -232,15 +231,6 @@ struct EmbeddingLaunch {
 namespace {
 std::atomic<int64_t> g_roundings{0};
 }  // namespace
-
-gemv::L2Hint& gemv::PendingL2Hint() {
-  static thread_local L2Hint hint;
-  return hint;
-}
-
-void SetGemvL2Hint(const void* data, int64_t bytes) {
-  gemv::PendingL2Hint() = gemv::L2Hint{static_cast<const uint8_t*>(data), data != nullptr ? bytes : 0};
-}
 
 int64_t ActivationRoundingsLaunched() { return g_roundings.load(); }
 

@@ -67,9 +67,6 @@ class CudaBackend final : public Backend {
   absl::Status RmsNorm(TensorView x, TensorView weight, float eps, TensorView out) override;
   absl::Status AddRmsNorm(TensorView residual, TensorView x, TensorView weight, float eps, TensorView out) override;
   absl::Status Linear(TensorView x, TensorView w, TensorView bias, TensorView out) override;
-  // The next Linear's decode GEMV also prefetches the first KVS_L2_PREFETCH_MB (default 0: none)
-  // of `later` into L2 (cuda_kernels.h's SetGemvL2Hint).
-  void PrefetchBeforeNextLinear(TensorView later) override;
   absl::Status Rope(TensorView x, int32_t heads, const int32_t* positions, RopeTable rope) override;
   absl::Status WriteKv(TensorView k, TensorView v, const int32_t* slot_mapping, PagedKvView cache) override;
   // One kernel for bf16 and fp16 caches (LaunchRopeWriteKv) where k is qk's last heads; else the two.
@@ -139,9 +136,6 @@ class CudaBackend final : public Backend {
     bool gemv_order = false;
   };
   std::optional<HeldRounding> held_rounding_;
-  // PrefetchBeforeNextLinear's bytes, taken by the next Linear.
-  const void* l2_hint_data_ = nullptr;
-  int64_t l2_hint_bytes_ = 0;
   bool HoldsRounding(const TensorView& x, bool gemv_order) const;
   void NoteRounding(const TensorView& x, bool gemv_order) {
     held_rounding_ = HeldRounding{x.data, x.rows, x.cols, x.stride, gemv_order};

@@ -3,9 +3,7 @@
 // cuda_backend.cc.
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <utility>
 #include <vector>
 
 #include "absl/strings/str_format.h"
@@ -395,35 +393,7 @@ absl::Status CudaBackend::Gemm(TensorView x, TensorView w, TensorView out) {
   return absl::OkStatus();
 }
 
-namespace {
-// Bytes of a later matrix the next Linear's GEMV prefetches: KVS_L2_PREFETCH_MB (measurement).
-int64_t L2PrefetchBytes() {
-  static const int64_t bytes = [] {
-    const char* env = std::getenv("KVS_L2_PREFETCH_MB");
-    return env != nullptr ? std::max<int64_t>(0, std::atoll(env)) << 20 : int64_t{0};
-  }();
-  return bytes;
-}
-
-// The GEMVs of one Linear take the hint, and only they (cleared on every way out).
-class ScopedGemvL2Hint {
- public:
-  ScopedGemvL2Hint(const void* data, int64_t bytes) { cuda::SetGemvL2Hint(data, bytes); }
-  ~ScopedGemvL2Hint() { cuda::SetGemvL2Hint(nullptr, 0); }
-  ScopedGemvL2Hint(const ScopedGemvL2Hint&) = delete;
-  ScopedGemvL2Hint& operator=(const ScopedGemvL2Hint&) = delete;
-};
-}  // namespace
-
-void CudaBackend::PrefetchBeforeNextLinear(TensorView later) {
-  const int64_t limit = L2PrefetchBytes();
-  if (limit == 0 || later.data == nullptr || later.rows <= 0) return;
-  l2_hint_data_ = later.data;
-  l2_hint_bytes_ = std::min(limit, later.rows * later.BytesOf(later.stride));
-}
-
 absl::Status CudaBackend::Linear(TensorView x, TensorView w, TensorView bias, TensorView out) {
-  const ScopedGemvL2Hint hint(std::exchange(l2_hint_data_, nullptr), std::exchange(l2_hint_bytes_, 0));
   KVS_RETURN_IF_ERROR(Require(x, DType::kBF16, "Linear", "x"));
   const bool blocks = w.dtype == DType::kBlocks && LinearTakesBlocks(w.blocks);
   if (!blocks) KVS_RETURN_IF_ERROR(Require(w, DType::kBF16, "Linear", "w"));

@@ -137,11 +137,6 @@ int64_t ActivationRoundingsLaunched();
 cudaError_t LaunchBlockGemv(GgmlType type, const void* w, int64_t row_bytes, int64_t n, int64_t k,
                             QuantizedActivations a, int64_t tokens, void* out, int64_t out_stride, bool f32_out,
                             cudaStream_t stream);
-// The decode GEMVs launched on this thread until the next call (LaunchBlockGemv, LaunchF8Gemv,
-// LaunchBf16Gemv, LaunchBf16GatedGemv) also move `bytes` of weights at `data` toward L2 before they
-// wait for the previous kernel (gemv_common.cuh's L2Hint); null or 0 bytes: none. A hint: no output
-// changes. CudaBackend sets it for one Linear (Backend::PrefetchBeforeNextLinear).
-void SetGemvL2Hint(const void* data, int64_t bytes);
 // Kept weights of every GGML type but Q8_K (SplitsRows) are split rows in device memory
 // (ggml_unit.cuh's Parts: each row's payloads, its codes, then its headers, its scales, in the same
 // bytes): LaunchSplitRows rearranges `rows` stored rows of k weights in place, once at load, and

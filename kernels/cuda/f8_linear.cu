@@ -92,14 +92,13 @@ __device__ __forceinline__ void LoadWords(const void* p, uint32_t (&words)[kByte
 template <int kMaxTokens, int kWarpsPerRow, int kLaneCodes, bool kStreamed = false>
 __global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 && kLaneCodes == 4 ? 12 : 8)
     F8GemvKernel(const uint8_t* __restrict__ w, int64_t row_bytes, int n, int blocks, const bf16* __restrict__ x,
-                 int64_t x_stride, int tokens, void* out, int64_t out_stride, bool f32_out, gemv::L2Hint hint) {
+                 int64_t x_stride, int tokens, void* out, int64_t out_stride, bool f32_out) {
   constexpr int kRowsPerBlock = kGemvWarps / kWarpsPerRow;
   constexpr int kLanesPerBlock = kF8BlockElems / kLaneCodes;
   constexpr int kChunkBlocks = kWarp / kLanesPerBlock;  // blocks a warp takes at a time
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int part = warp % kWarpsPerRow;
   gemv::PrefetchFirstRows<kRowsPerBlock, kWarpsPerRow>(w, row_bytes, n, lane, warp, part);
-  gemv::PrefetchHint(hint);
   pdl::StartAfterPrevious();
   const int64_t k = static_cast<int64_t>(blocks) * kF8BlockElems;  // split rows: the scales after the codes
   const int chunks = (blocks + kChunkBlocks - 1) / kChunkBlocks;
@@ -179,7 +178,7 @@ cudaError_t LaunchGemv(const uint8_t* w, int64_t row_bytes, int n, int blocks, c
   auto launch = [&](auto kernel) {
     const int grid = std::min(groups, ResidentBlocks(kernel, kGemvWarps * kWarp));
     return pdl::Launch(kernel, grid, kGemvWarps * kWarp, 0, stream, w, row_bytes, n, blocks, x, x_stride, tokens, out,
-                       out_stride, f32_out, gemv::PendingL2Hint());
+                       out_stride, f32_out);
   };
   if (tokens == 1 && kLaneCodes == 16 && StreamedLoads())
     return launch(F8GemvKernel<1, kWarpsPerRow, kLaneCodes, true>);

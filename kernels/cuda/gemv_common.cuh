@@ -72,26 +72,6 @@ __device__ __forceinline__ void PrefetchFirstRows(const uint8_t* w, int64_t row_
   }
 }
 
-// A later matrix's bytes that a GEMV moves toward L2 before its wait, beside its own first rows:
-// the hint of Backend::PrefetchBeforeNextLinear. A decode step's O-projection GEMV waits resident
-// through rope, attention and the split merge (with the release before the wait, pdl.cuh) while
-// HBM idles; the gate/up matrix's first bytes can arrive then. Weights only (nothing a step writes).
-struct L2Hint {
-  const uint8_t* data = nullptr;
-  int64_t bytes = 0;
-};
-// The hint the GEMVs launched on this thread take (SetGemvL2Hint; block_linear.cu holds it).
-L2Hint& PendingL2Hint();
-
-// Every thread of the grid its share of the hint's 128-byte lines.
-__device__ __forceinline__ void PrefetchHint(const L2Hint& h) {
-  const int64_t threads = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t off = 128 * (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x); off < h.bytes;
-       off += 128 * threads) {
-    pdl::PrefetchL2(h.data + off);
-  }
-}
-
 // The end of one row group: acc[t] is this lane's share of token t's dot; kWarpsPerRow warps (warp
 // `part` of them) share the row, in blocks of kBlockWarps warps. Afterwards lane 0 of warp part 0
 // holds the row's sums. Every thread of the block calls it (it synchronises the block).

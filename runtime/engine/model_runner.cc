@@ -394,9 +394,6 @@ absl::Status ModelRunner::Forward(const StepPointers& ptr, int64_t t, int64_t n_
     // attention; the next layer's staging overwrites the window only after this attention ran.
     if (!staged_.empty()) KVS_RETURN_IF_ERROR(cache_->StageOffloaded(b, l, staged_));
     KVS_RETURN_IF_ERROR(b.PagedAttention(q, cache, layer_batch, scale, attn));
-    // The O projection's GEMV waits through attention while the memory idles: it may start
-    // moving the gate/up matrix toward the cache meanwhile (a hint; CudaBackend's decode GEMVs).
-    b.PrefetchBeforeNextLinear(lw.gate_up.PartView(lw.gate_up.parts.front()));
     KVS_RETURN_IF_ERROR(LinearOver(b, attn_owned, lw.o, no_bias, hidden));
     KVS_RETURN_IF_ERROR(join(lw.post_attn_norm, weights_->View(lw.ffn_norm, 1, z.h)));
     // The gate and up projections and their activation in one kernel where the backend has one
