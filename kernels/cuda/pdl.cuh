@@ -34,25 +34,16 @@ __device__ __forceinline__ void AllowNext() {
 #endif
 }
 
-// The start of every kernel launched through pdl::Launch: the wait for the previous kernel and the
-// next kernel's release, in the order the build chose (KVS_PDL_EARLY_TRIGGER, kernels/CMakeLists.txt).
-// Released after the wait (0), the next kernel is launched once this one's predecessor has finished,
-// so a chain of kernels overlaps one deep: a GEMV's weight prefetch before its wait covers only the
-// small kernel just ahead of it. Released before the wait (1), the next kernel is launched as soon
-// as every block of this one is resident — which holds while this one still waits — so the chain
-// overlaps as deep as the GPU holds blocks: the O projection's GEMV is resident, its weights
-// prefetched, while rope, attention and its merge run. Either order keeps the contract above: a
-// kernel's wait returns only once its predecessor finished, and that one waited for its own.
-// The release cannot deadlock: it fires only once all of this kernel's blocks are resident, so the
-// blocks that wait never keep a kernel they wait for from being scheduled.
+// The start of every kernel launched through pdl::Launch: the wait for the previous kernel, then
+// the next kernel's release. So kernel N+1 is launched once kernel N-1 has finished, and a chain
+// of kernels overlaps one deep (a GEMV's weight prefetch before its wait covers the small kernel
+// just ahead of it). Releasing before the wait — every kernel of a chain resident early, the O
+// projection's GEMV waiting through rope, attention and the merge — made the H100's batch-1 step
+// 14-16% slower (Q4_0 2.69 against ~2.36 ms, F8_E4M3 4.39 against ~3.77; docs/performance.md,
+// "The twenty-sixth session's device call").
 __device__ __forceinline__ void StartAfterPrevious() {
-#if KVS_PDL_EARLY_TRIGGER
-  AllowNext();
-  WaitForPrevious();
-#else
   WaitForPrevious();
   AllowNext();
-#endif
 }
 
 // Starts moving the 128-byte line at `p` into L2 (no register waits on it).
