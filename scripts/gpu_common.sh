@@ -13,9 +13,7 @@
 #   gpu_kernel_durations CSV LABEL  sums Nsight Compute's `--csv --page raw` gpu__time_duration per
 #                      kernel name and prints the costliest
 #   gpu_step LABEL N FLAGS..  a whole run of N requests of 512 in / 128 out (bench's offline mode),
-#                      N at once; prints its decode-step line (the binary of $KVS_BUILD_DIR if set)
-#   gpu_build_variant DIR CMAKE_ARGS TARGETS..  a second build of the same tree under DIR with
-#                      other CMake options (a compile-time A/B), only those targets
+#                      N at once; prints its decode-step line
 #   gpu_serving_checkpoint DIR  writes (once) a Llama-3-8B-shaped checkpoint with random bf16
 #                      weights and SmolLM2's tokenizer and 49,152-token vocabulary, so that
 #                      `serve` can detokenize
@@ -33,13 +31,6 @@ gpu_build() {
   source "$BUILD/env.sh"
   echo "built in $(( $(date +%s) - start )) s"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-}
-
-gpu_build_variant() {
-  local dir=$1 args=$2; shift 2
-  KVS_BUILD_DIR=$dir KVS_CMAKE_ARGS="$args" KVS_SKIP_MODEL=1 KVS_BUILD_TARGETS="$*" bash scripts/setup.sh \
-    > "$OUT/build-$dir.log" 2>&1 || { tail -30 "$OUT/build-$dir.log"; exit 1; }
-  echo "built $dir ($args) at $(( $(date +%s) - start )) s"
 }
 
 gpu_tests() {
@@ -63,8 +54,7 @@ PY
 gpu_step() {
   local label=$1 n=$2; shift 2
   echo "## $label, batch $n"
-  # KVS_BUILD_DIR set by the caller (a setting of gpu_step_ab.sh) picks another build's binary.
-  timeout 150 "${KVS_BUILD_DIR:-$BUILD}"/launcher/kvshard bench --device cuda --input-len 512 --output-len 128 --num-prompts $n --max-seqs $n "$@" 2>&1 \
+  timeout 150 $K bench --device cuda --input-len 512 --output-len 128 --num-prompts $n --max-seqs $n "$@" 2>&1 \
     | grep -E "^\| decode|rror" | head -3
 }
 

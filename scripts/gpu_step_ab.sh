@@ -4,21 +4,11 @@
 # First the tests named in TESTS (default: block_linear_test gpu_model_test).
 # Usage: MODELS="random:llama-3-8b:Q4_0 ..." ROUNDS=2 bash scripts/gpu_step_ab.sh "ENV=A" "ENV=B" ...
 #   (device tool, carrying .deps; a setting may hold several ENV=VALUE pairs separated by spaces)
-# A compile-time A/B: VARIANT="DIR CMAKE_ARGS" builds the same tree a second time under DIR with
-# those options (kvshard and the TESTS), runs the TESTS there too, and a setting
-# "KVS_BUILD_DIR=DIR" times that build's binary; BATCHES="1 32" adds other batch sizes.
+# BATCHES="1 32" times other batch sizes too.
 source "$(dirname "$0")/gpu_common.sh"
 [ -n "${KVS_SKIP_BUILD:-}" ] && source "$BUILD/env.sh" || gpu_build
-tests=${TESTS-block_linear_test gpu_model_test}
 # shellcheck disable=SC2086
-gpu_tests $tests
-if [ -n "${VARIANT:-}" ]; then
-  read -r variant_dir variant_args <<< "$VARIANT"
-  # shellcheck disable=SC2086
-  gpu_build_variant "$variant_dir" "$variant_args" kvshard $tests
-  # shellcheck disable=SC2086
-  (BUILD=$variant_dir && echo "# tests of $variant_dir" && gpu_tests $tests)
-fi
+gpu_tests ${TESTS-block_linear_test gpu_model_test}
 gpu_copy_ceiling
 read -r -a models <<< "${MODELS:-random:llama-3-8b:Q4_0 random:llama-3-8b:F8_E4M3 random:llama-3-8b}"
 for round in $(seq "${ROUNDS:-2}"); do

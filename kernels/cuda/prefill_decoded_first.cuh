@@ -9,8 +9,7 @@
 // rows would decode whole contexts for one query each, so kAuto keeps those in the kernel.
 #pragma once
 
-#include <cstdlib>
-
+#include "kernels/cuda/kernel_choice.h"
 #include "kernels/cuda/paged_attention_common.cuh"
 #include "kernels/cuda/paged_prefill_wgmma.cuh"
 #include "kernels/cuda/pdl.cuh"
@@ -120,13 +119,7 @@ __global__ void __launch_bounds__(256)
 
 // Chunks a thread of DecodeKvToScratchKernel loads before it decodes: 4, or 1 (one chunk at a
 // time, as before) where KVS_DECODE_FIRST_BATCH=1 (measurement).
-inline int DecodeFirstBatch() {
-  static const int batch = [] {
-    const char* env = std::getenv("KVS_DECODE_FIRST_BATCH");
-    return env != nullptr && std::atoi(env) == 1 ? 1 : 4;
-  }();
-  return batch;
-}
+inline KernelChoice g_decode_first_one_chunk("KVS_DECODE_FIRST_BATCH", "1");
 
 // Whether this step decodes first (kAuto's rule: mostly prompt rows, and the pages fit). A step
 // told to decode first (kDecodedFirst) whose pages do not fit the scratch is an error
