@@ -39,6 +39,7 @@ for round in 1 2; do
   for SIDE_ENV in "${SIDES[@]}"; do
     label=${SIDE_ENV:-default}
     bench "$label" "${L8[@]}" --context 4096 --iters 10
+    bench "$label" "${L8[@]}" --context 4096 --kv-dtype fp8 --iters 10
     bench "$label" "${L8[@]}" --context 16384 --iters 5
     [ $round = 1 ] || continue
     bench "$label" "${L8[@]}" --context 16384 --kv-dtype fp8 --iters 5

@@ -9,7 +9,6 @@
 // rows would decode whole contexts for one query each, so kAuto keeps those in the kernel.
 #pragma once
 
-#include "kernels/cuda/kernel_choice.h"
 #include "kernels/cuda/paged_attention_common.cuh"
 #include "kernels/cuda/paged_prefill_wgmma.cuh"
 #include "kernels/cuda/pdl.cuh"
@@ -53,8 +52,8 @@ inline DecodedFirstLayout DecodedFirstLayoutFor(int32_t block_size, int32_t kv_h
 // Block (i, s): sequence s's logical block i, every KV head, K and V. A thread decodes one
 // 8-element chunk of a row at a time (consecutive threads on consecutive chunks of a row), kBatch
 // chunks at once: their codes and scales are all loaded before the first is decoded and stored,
-// so kBatch x 4 loads are in flight a thread (one chunk at a time left the pass latency-bound:
-// ~5% of a 4K prompt's attention at fp8 on an H200, docs/performance.md). Launched with
+// so kBatch x 4 loads are in flight a thread (kBatch 4 against 1: fp8 KV at 4K 0.962-0.966x of
+// bf16's rate against 0.945-0.949x, H100, docs/performance.md). Launched with
 // programmatic dependent launch: it waits for the KV write before reading the cache, and for the
 // previous layer's attention before rewriting the scratch that one read.
 template <KvDType F, int D, int kBatch>
@@ -116,10 +115,6 @@ __global__ void __launch_bounds__(256)
     }
   }
 }
-
-// Chunks a thread of DecodeKvToScratchKernel loads before it decodes: 4, or 1 (one chunk at a
-// time, as before) where KVS_DECODE_FIRST_BATCH=1 (measurement).
-inline KernelChoice g_decode_first_one_chunk("KVS_DECODE_FIRST_BATCH", "1");
 
 // Whether this step decodes first (kAuto's rule: mostly prompt rows, and the pages fit). A step
 // told to decode first (kDecodedFirst) whose pages do not fit the scratch is an error
