@@ -71,8 +71,7 @@ static_assert(128 * ProducerRegs(true) + 256 * kConsumerRegs <= kWgmmaThreads * 
 // the stages' full/empty barriers and Q's; + 1024 for alignment. As many stages as 227 KiB holds
 // beside Q. With e4m3 keys (kKeyCodes, head_dim 128): Q and each stage's K are [rows][128] codes
 // (a row one 128-byte swizzled line), V stays fp16, and after the stages come each stage's 128
-// key scales, Q's 128 row scales and the next item's bf16 Q as copied ([128 rows][D], unswizzled),
-// before the producer rounds it.
+// key scales and then Q's 128 row scales.
 template <int D, int kKeys, bool kKeyCodes = false>
 struct WgmmaLayout {
   static_assert(!kKeyCodes || (D == 128 && kKeys == 128), "e4m3 keys: head_dim 128, 128-key tiles");
@@ -81,17 +80,15 @@ struct WgmmaLayout {
   static constexpr int kKTileBytes = kKeyCodes ? kKeys * D : kTileBytes;
   static constexpr int kKScaleBytes = kKeyCodes ? kKeys * 4 : 0;
   static constexpr int kQScaleBytes = kKeyCodes ? kWgmmaRows * 4 : 0;
-  static constexpr int kQStagingBytes = kKeyCodes ? kWgmmaRows * D * 2 : 0;
   static constexpr int kStageBytes = kKTileBytes + kTileBytes + kKScaleBytes;
-  static constexpr int kStages = (227 * 1024 - 2048 - kQBytes - kQScaleBytes - kQStagingBytes) / kStageBytes;
+  static constexpr int kStages = (227 * 1024 - 2048 - kQBytes - kQScaleBytes) / kStageBytes;
   __host__ __device__ static constexpr int KOffset(int stage) { return kQBytes + (kKTileBytes + kTileBytes) * stage; }
   __host__ __device__ static constexpr int VOffset(int stage) { return KOffset(stage) + kKTileBytes; }
   __host__ __device__ static constexpr int KScaleOffset(int stage) {
     return kQBytes + (kKTileBytes + kTileBytes) * kStages + kKScaleBytes * stage;
   }
   static constexpr int kQScaleOffset = KScaleOffset(kStages);
-  static constexpr int kQStagingOffset = kQScaleOffset + kQScaleBytes;
-  static constexpr int kBarrierOffset = kQStagingOffset + kQStagingBytes;
+  static constexpr int kBarrierOffset = kQScaleOffset + kQScaleBytes;
   static constexpr size_t kSmem = static_cast<size_t>(kBarrierOffset) + 2 * 8 * (kStages + 1) + 1024;
   static_assert(kSmem <= 227 * 1024, "over the shared memory of one block");
   static_assert(kKTileBytes % 1024 == 0 && kTileBytes % 1024 == 0, "tiles keep the swizzle's 1024-byte alignment");
@@ -151,11 +148,6 @@ __device__ inline void BarrierWait(uint32_t bar, uint32_t parity) {
       "r"(parity)
       : "memory");
 }
-// Where key `key` (of a 128-key tile) keeps its scale in the e4m3-keys kernel's stage: the keys
-// of S's columns that consumer thread t4 holds (n-block nt: keys 8 nt + 2 t4 + {0, 1}) are its 32
-// consecutive floats, read as 8 16-byte loads.
-__device__ inline int KeyScaleSlot(int key) { return ((key % 8) / 2) * 32 + (key / 8) * 2 + key % 2; }
-
 // Ping-pong turns between the two consumer warpgroups (named barriers 3, 4: one per warpgroup's
 // turn; 0 is __syncthreads).
 __device__ inline void TurnWait(int wg) { asm volatile("bar.sync %0, 256;\n" ::"r"(3 + wg) : "memory"); }
@@ -427,7 +419,6 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
   auto v_s = [&](int stage) { return smem_base + Layout::VOffset(stage); };
   auto ks_s = [&](int stage) { return smem_base + Layout::KScaleOffset(stage); };  // e4m3 keys' scales
   const uint32_t qs_s = smem_base + Layout::kQScaleOffset;                         // e4m3 Q's row scales
-  const uint32_t q_staging = smem_base + Layout::kQStagingOffset;                  // bf16 Q, to be rounded
   const uint32_t bars = smem_base + Layout::kBarrierOffset;
   auto full = [&](int stage) { return bars + 8 * stage; };
   auto empty = [&](int stage) { return bars + 8 * (kStages + stage); };
@@ -467,6 +458,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
     // land, here where it overlaps the consumers' last tiles of the previous item rather than
     // holding both consumer warpgroups (and the tensor cores) at the start of every item.
     auto load_q = [&](const WorkItem& w) {
+      if (n_item > 0) BarrierWait(q_empty, (n_item - 1) & 1);
       // Thread tid copies chunk tid % kChunks of rows tid / kChunks + k * kRowStep: a multiple
       // of 8 rows apart, so one swizzle, and the shared address steps by kRowStep rows.
       constexpr int kRowStep = 128 / kChunks;
@@ -474,57 +466,53 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
       const int c = tid % kChunks;
       if constexpr (kKeyCodes) {
         // e4m3 Q, a scale a row: max |q| / 448 and codes e4m3(q / scale), the arithmetic of the
-        // cache's fp8 rows (kv_quant.h), so that a reference can round Q with the CPU codec. The
-        // bf16 rows are copied into the staging area before waiting for the consumers to release
-        // the last item's Q (they fly during its last tiles), then each thread rounds the chunks
-        // it copied; a row's 16 chunks are 16 consecutive lanes, whose shuffles give its maximum.
+        // cache's fp8 rows (kv_quant.h), so that a reference can round Q with the CPU codec. Four
+        // rows' loads are in flight a thread at a time (the producer keeps 56 registers); a row's
+        // 16 chunks are 16 consecutive lanes, whose shuffles give its maximum.
 #pragma unroll 1
-        for (int row = tid / kChunks; row < kWgmmaRows; row += kRowStep) {
-          const int rr = w.r0 + row;
-          const bool valid = row < w.rows_here;
-          const bf16* src = valid ? p.q + static_cast<int64_t>(w.q_begin + rr / group) * p.q_stride +
-                                        (w.kvh * group + rr % group) * D + c * 8
-                                  : p.q;
-          asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(q_staging + row * (D * 2) + c * 16),
-                       "l"(src), "r"(valid ? 16 : 0));
-        }
-        asm volatile("cp.async.wait_all;\n" ::: "memory");  // this thread's copies (and any earlier)
-        if (n_item > 0) BarrierWait(q_empty, (n_item - 1) & 1);
-#pragma unroll 2
-        for (int row = tid / kChunks; row < kWgmmaRows; row += kRowStep) {
-          uint32_t words[4];
-          asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
-                       : "=r"(words[0]), "=r"(words[1]), "=r"(words[2]), "=r"(words[3])
-                       : "r"(q_staging + row * (D * 2) + c * 16));
-          float f[8], amax = 0.0f;
+        for (int row0 = tid / kChunks; row0 < kWgmmaRows; row0 += 2 * kRowStep) {
+          uint4 raw[2];
 #pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            const float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&words[i]));
-            f[2 * i] = x.x, f[2 * i + 1] = x.y;
-            amax = fmaxf(amax, fmaxf(fabsf(x.x), fabsf(x.y)));
+          for (int b = 0; b < 2; ++b) {
+            const int row = row0 + b * kRowStep, rr = w.r0 + row;
+            raw[b] = row < w.rows_here ? __ldg(reinterpret_cast<const uint4*>(
+                                             p.q + static_cast<int64_t>(w.q_begin + rr / group) * p.q_stride +
+                                             (w.kvh * group + rr % group) * D + c * 8))
+                                       : make_uint4(0, 0, 0, 0);
           }
-          for (int off = 1; off < kChunks; off <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
-          const float row_scale = Fp8Scale(amax), inv = SafeInverse(row_scale);
-          uint32_t codes[2];
 #pragma unroll
-          for (int i = 0; i < 2; ++i) {
-            const uint32_t lo =
-                __nv_cvt_float2_to_fp8x2(make_float2(f[4 * i] * inv, f[4 * i + 1] * inv), __NV_SATFINITE, __NV_E4M3);
-            const uint32_t hi = __nv_cvt_float2_to_fp8x2(make_float2(f[4 * i + 2] * inv, f[4 * i + 3] * inv),
-                                                         __NV_SATFINITE, __NV_E4M3);
-            codes[i] = lo | hi << 16;
+          for (int b = 0; b < 2; ++b) {
+            const int row = row0 + b * kRowStep;
+            const uint32_t words[4] = {raw[b].x, raw[b].y, raw[b].z, raw[b].w};
+            float f[8], amax = 0.0f;
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+              const float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&words[i]));
+              f[2 * i] = x.x, f[2 * i + 1] = x.y;
+              amax = fmaxf(amax, fmaxf(fabsf(x.x), fabsf(x.y)));
+            }
+            for (int off = 1; off < kChunks; off <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+            const float row_scale = Fp8Scale(amax), inv = SafeInverse(row_scale);
+            uint32_t codes[2];
+#pragma unroll
+            for (int i = 0; i < 2; ++i) {
+              const uint32_t lo =
+                  __nv_cvt_float2_to_fp8x2(make_float2(f[4 * i] * inv, f[4 * i + 1] * inv), __NV_SATFINITE, __NV_E4M3);
+              const uint32_t hi = __nv_cvt_float2_to_fp8x2(make_float2(f[4 * i + 2] * inv, f[4 * i + 3] * inv),
+                                                           __NV_SATFINITE, __NV_E4M3);
+              codes[i] = lo | hi << 16;
+            }
+            // Chunk c is the low or high 8 bytes of the row's 16-byte chunk c / 2, swizzled.
+            const uint32_t at = q_s + row * 128 + ((((c >> 1) ^ (row & 7))) << 4) + (c & 1) * 8;
+            asm volatile("st.shared.v2.b32 [%0], {%1, %2};\n" ::"r"(at), "r"(codes[0]), "r"(codes[1]) : "memory");
+            if (c == 0) asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(qs_s + row * 4), "f"(row_scale) : "memory");
           }
-          // Chunk c is the low or high 8 bytes of the row's 16-byte chunk c / 2, swizzled.
-          const uint32_t at = q_s + row * 128 + (((c >> 1) ^ (row & 7)) << 4) + (c & 1) * 8;
-          asm volatile("st.shared.v2.b32 [%0], {%1, %2};\n" ::"r"(at), "r"(codes[0]), "r"(codes[1]) : "memory");
-          if (c == 0) asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(qs_s + row * 4), "f"(row_scale) : "memory");
         }
         FenceProxyAsync();  // these generic-proxy stores, before the consumers' wgmma reads them
         BarrierArrive(q_full);
         ++n_item;
         return;
       }
-      if (n_item > 0) BarrierWait(q_empty, (n_item - 1) & 1);
       const uint32_t dst0 = q_s + TileOffset(tid / kChunks, c, kQSubTileBytes);
 #pragma unroll 1
       for (int row = tid / kChunks; row < kWgmmaRows; row += kRowStep) {
@@ -639,7 +627,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
         const int my_key = base + tid;
         const bool mine_valid = my_key < w.k_hi;
         const KvRow mine = mine_valid ? LocateKv(p, blocks, my_key, w.kvh) : KvRow{};
-        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(ks_s(stage) + KeyScaleSlot(tid) * 4),
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(ks_s(stage) + tid * 4),
                      "l"(p.k_cache + mine.scales), "r"(mine_valid ? 4 : 0));
         const int64_t v_block0 = static_cast<int64_t>(w.seq) * sv.blocks_per_seq;
         if ((flags & kFlagTensorCopies) && base + kKeys <= w.k_hi) {
@@ -846,20 +834,17 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
     auto softmax = [&](int j, float(&sc)[kNB][4], uint32_t(&pa)[kPSteps][4]) {
       const int base = k_lo + j * kKeys;
       if constexpr (kKeyCodes) {  // each key's scale on its column (0 for keys past k_hi)
-        const uint32_t scales = ks_s((ring + j) % kStages) + t4 * 32 * 4;  // this thread's 32, in order
+        const uint32_t scales = ks_s((ring + j) % kStages);
 #pragma unroll
-        for (int nt = 0; nt < kNB; nt += 2) {
-          float k[4];
-          asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];\n"
-                       : "=f"(k[0]), "=f"(k[1]), "=f"(k[2]), "=f"(k[3])
-                       : "r"(scales + nt * 8));
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            sc[nt + h][0] *= k[2 * h];
-            sc[nt + h][1] *= k[2 * h + 1];
-            sc[nt + h][2] *= k[2 * h];
-            sc[nt + h][3] *= k[2 * h + 1];
-          }
+        for (int nt = 0; nt < kNB; ++nt) {
+          float2 k;
+          asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];\n"
+                       : "=f"(k.x), "=f"(k.y)
+                       : "r"(scales + (nt * 8 + 2 * t4) * 4));
+          sc[nt][0] *= k.x;
+          sc[nt][1] *= k.y;
+          sc[nt][2] *= k.x;
+          sc[nt][3] *= k.y;
         }
       }
       if (base + kKeys - 1 > wg_first_pos || base + kKeys > k_hi) {
