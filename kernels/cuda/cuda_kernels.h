@@ -400,12 +400,5 @@ enum class QuantizedPrefillLoads { kAuto, kDecodedFirst, kStagedInPlace, kRegist
 void SetQuantizedPrefillLoads(QuantizedPrefillLoads loads);
 QuantizedPrefillLoads GetQuantizedPrefillLoads();
 inline constexpr int32_t kDecodeFirstMinQueries = 128;
-// Whether a step that decodes an fp8 cache first (above) reads its keys as codes instead: S = Q K^T
-// by fp8 wgmma on the cache's e4m3 key codes, with Q rounded to e4m3 at a scale a query row (the
-// cache's own row arithmetic) and each key's scale applied to its column of S; only the values
-// are decoded, and O += P V stays fp16. Head dim 128 on the Hopper kernel; on by default,
-// SetHopperPrefillFp8Keys(false) or KVS_WGMMA_FP8_KEYS=off decodes the keys too (for comparison).
-void SetHopperPrefillFp8Keys(bool on);
-bool HopperPrefillFp8Keys(KvDType dtype, int32_t head_dim);
 
 }  // namespace kvs::cuda

@@ -24,12 +24,10 @@ PFN_cuTensorMapEncodeTiled_v12000 Encoder() {
 
 bool EncodeKvTensorMap(const void* pool, const KvPoolShape& s, CUtensorMap* map) {
   const auto address = reinterpret_cast<uintptr_t>(pool);
-  if (s.element_bytes != 1 && s.element_bytes != 2) return false;
-  const int32_t box_elems = kKvTensorBoxBytes / s.element_bytes;
-  if (pool == nullptr || address % 16 != 0 || s.head_dim % box_elems != 0 || s.kv_heads <= 0 || s.block_size <= 0 ||
-      s.block_size % kKvTensorBoxKeys != 0 || s.num_blocks <= 0 || s.num_blocks > (int64_t{1} << 32) ||
-      s.row_bytes != int64_t{s.element_bytes} * s.head_dim || s.block_bytes < s.row_bytes * s.kv_heads * s.block_size ||
-      s.block_bytes % 16 != 0) {
+  if (pool == nullptr || address % 16 != 0 || s.head_dim % kKvTensorBoxElems != 0 || s.kv_heads <= 0 ||
+      s.block_size <= 0 || s.block_size % kKvTensorBoxKeys != 0 || s.num_blocks <= 0 ||
+      s.num_blocks > (int64_t{1} << 32) || s.row_bytes != int64_t{2} * s.head_dim ||
+      s.block_bytes < s.row_bytes * s.kv_heads * s.block_size || s.block_bytes % 16 != 0) {
     return false;
   }
   const PFN_cuTensorMapEncodeTiled_v12000 encode = Encoder();
@@ -40,11 +38,10 @@ bool EncodeKvTensorMap(const void* pool, const KvPoolShape& s, CUtensorMap* map)
   const cuuint64_t strides[3] = {static_cast<cuuint64_t>(s.row_bytes),
                                  static_cast<cuuint64_t>(s.row_bytes * s.kv_heads),
                                  static_cast<cuuint64_t>(s.block_bytes)};
-  const cuuint32_t box[4] = {static_cast<cuuint32_t>(box_elems), 1, kKvTensorBoxKeys, 1};
+  const cuuint32_t box[4] = {kKvTensorBoxElems, 1, kKvTensorBoxKeys, 1};
   const cuuint32_t element_strides[4] = {1, 1, 1, 1};
-  return encode(map, s.element_bytes == 1 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : CU_TENSOR_MAP_DATA_TYPE_UINT16, 4,
-                const_cast<void*>(pool), dims, strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+  return encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT16, 4, const_cast<void*>(pool), dims, strides, box, element_strides,
+                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 

@@ -13,10 +13,8 @@ namespace kvs::cuda {
 
 // Keys (rows of one KV head within one page) a tensor copy loads: pages must hold a multiple.
 inline constexpr int kKvTensorBoxKeys = 16;
-// Bytes a tensor copy loads along head_dim: one 128-byte row of the kernel's swizzled sub-tile
-// (64 bf16/fp16 elements, or 128 fp8 codes).
-inline constexpr int kKvTensorBoxBytes = 128;
-inline constexpr int kKvTensorBoxElems = kKvTensorBoxBytes / 2;
+// Elements a tensor copy loads along head_dim: one 128-byte row of the kernel's swizzled sub-tile.
+inline constexpr int kKvTensorBoxElems = 64;
 
 // K's and V's maps, passed by value to the kernel (as a __grid_constant__ parameter).
 struct KvTensorMaps {
@@ -25,8 +23,7 @@ struct KvTensorMaps {
 };
 
 // The pool's geometry: num_blocks pages of block_bytes each, a page [block_size][kv_heads][head_dim]
-// of element_bytes-byte elements (2: bf16 or fp16; 1: fp8 codes, their scales after every row of
-// the page), a (token, head) row of codes row_bytes long.
+// of 2-byte elements (bf16 or fp16), a (token, head) row row_bytes long.
 struct KvPoolShape {
   int32_t head_dim = 0;
   int32_t kv_heads = 0;
@@ -34,10 +31,9 @@ struct KvPoolShape {
   int64_t num_blocks = 0;
   int64_t row_bytes = 0;
   int64_t block_bytes = 0;
-  int32_t element_bytes = 2;
 };
 
-// Encodes `map` for boxes of kKvTensorBoxBytes x 1 head x kKvTensorBoxKeys keys x 1 page with the
+// Encodes `map` for boxes of kKvTensorBoxElems x 1 head x kKvTensorBoxKeys keys x 1 page with the
 // 128-byte swizzle; the coordinates are (element, head, slot in page, page). False, and the
 // caller keeps its cp.async loads, where the shape does not allow it (pages not a multiple of
 // kKvTensorBoxKeys, misaligned pool or rows) or the driver cannot encode it.

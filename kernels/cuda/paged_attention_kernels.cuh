@@ -486,19 +486,6 @@ cudaError_t LaunchPrefillDecodedFirst(Params p, int max_query_len, int num_seqs,
   const DecodedFirstLayout l = DecodedFirstLayoutFor(p.block_size, p.kv_heads, D, p.max_context_len);
   const DecodedFirstLayout::Pages pages = l.Carve(p.kv_scratch, num_seqs);
   const dim3 grid(l.blocks_per_seq, num_seqs);
-  if (WgmmaPrefillKeyCodes(F, D)) {  // fp8 keys read as codes: only V is decoded
-    if constexpr (F == KvDType::kFP8 && D == 128) {
-      const cudaError_t err = pdl::Launch(DecodeKvToScratchKernel<F, D, 4, true>, grid, 256, 0, stream, p, l, pages);
-      if (err != cudaSuccess) return err;
-      const ScratchValues values{pages.v, l.block_bytes, static_cast<int64_t>(num_seqs) * l.blocks_per_seq,
-                                 l.blocks_per_seq};
-      const int rows = WgmmaPrefillRows();
-      p.row_chunks = (max_query_len * (p.q_heads / p.kv_heads) + rows - 1) / rows;
-      dim3 prefill_grid(p.row_chunks, p.kv_heads, num_seqs);
-      PlanSplits(p, prefill_grid, WgmmaPrefillKeyCodesResidentBlocks(p.num_sms), D);
-      return CombineSplits<D>(LaunchWgmmaPrefillKeyCodes(p, values, prefill_grid, stream), p, stream);
-    }
-  }
   const cudaError_t err = pdl::Launch(DecodeKvToScratchKernel<F, D, 4>, grid, 256, 0, stream, p, l, pages);
   if (err != cudaSuccess) return err;
   p.k_cache = pages.k;

@@ -23,22 +23,14 @@
 // Quantized caches (fp8, int8, int4) are decoded by the producer warps: they stage the codes and
 // scales by cp.async into the stage itself and rewrite them there as fp16 values in the same
 // swizzled layout (StageCodesTile / ConvertStagedTile), and the consumers run the fp16 kernel
-// unchanged — for steps of few queries; a prompt's pages are decoded first into fp16 pages
-// (prefill_decoded_first.cuh). An fp8 cache at head_dim 128 decodes only its values first: the
-// e4m3-keys instantiation (kKeyCodes) computes S = Q K^T by fp8 wgmma on the cache's key codes,
-// loaded as they are, with Q rounded to e4m3 by the producer (a scale a row, as the cache rounds
-// its rows) and each key's scale multiplied into its column of S, the row's into its softmax
-// scale; P V stays fp16 (fp8 wgmma's B operand must be K-major: V would need a transpose in
-// shared memory, and P would be rounded to e4m3).
-#include <cuda_fp8.h>
-
+// unchanged. fp8 wgmma was not used: its B operand must be K-major, so V
+// would need a transpose in shared memory, and Q and P would be rounded to e4m3.
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <string_view>
 
-#include "kernels/common/kv_quant.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/kernel_choice.h"
 #include "kernels/cuda/kv_tensor_map.h"
@@ -67,31 +59,16 @@ static_assert(128 * ProducerRegs(true) + 256 * kConsumerRegs <= kWgmmaThreads * 
                   128 * ProducerRegs(false) + 256 * kConsumerRegs <= kWgmmaThreads * kLaunchRegs,
               "the consumers' registers must come from what the producer gives back");
 
-// Shared memory: Q [D/64][128 rows][64], then each stage's K and V, each [D/64][keys][64], then
-// the stages' full/empty barriers and Q's; + 1024 for alignment. As many stages as 227 KiB holds
-// beside Q. With e4m3 keys (kKeyCodes, head_dim 128): Q and each stage's K are [rows][128] codes
-// (a row one 128-byte swizzled line), V stays fp16, and after the stages come each stage's 128
-// key scales and then Q's 128 row scales.
-template <int D, int kKeys, bool kKeyCodes = false>
+// Shared memory: Q [D/64][128 rows][64], the stages' K and V, each [D/64][keys][64], then the
+// stages' full/empty barriers and Q's; + 1024 for alignment. As many stages as 227 KiB holds beside Q.
+template <int D, int kKeys>
 struct WgmmaLayout {
-  static_assert(!kKeyCodes || (D == 128 && kKeys == 128), "e4m3 keys: head_dim 128, 128-key tiles");
-  static constexpr int kQBytes = kKeyCodes ? 128 * D : (D / 64) * kQSubTileBytes;
-  static constexpr int kTileBytes = (D / 64) * kKeys * 128;  // one stage's V (and K, but e4m3 K)
-  static constexpr int kKTileBytes = kKeyCodes ? kKeys * D : kTileBytes;
-  static constexpr int kKScaleBytes = kKeyCodes ? kKeys * 4 : 0;
-  static constexpr int kQScaleBytes = kKeyCodes ? kWgmmaRows * 4 : 0;
-  static constexpr int kStageBytes = kKTileBytes + kTileBytes + kKScaleBytes;
-  static constexpr int kStages = (227 * 1024 - 2048 - kQBytes - kQScaleBytes) / kStageBytes;
-  __host__ __device__ static constexpr int KOffset(int stage) { return kQBytes + (kKTileBytes + kTileBytes) * stage; }
-  __host__ __device__ static constexpr int VOffset(int stage) { return KOffset(stage) + kKTileBytes; }
-  __host__ __device__ static constexpr int KScaleOffset(int stage) {
-    return kQBytes + (kKTileBytes + kTileBytes) * kStages + kKScaleBytes * stage;
-  }
-  static constexpr int kQScaleOffset = KScaleOffset(kStages);
-  static constexpr int kBarrierOffset = kQScaleOffset + kQScaleBytes;
+  static constexpr int kQBytes = (D / 64) * kQSubTileBytes;
+  static constexpr int kTileBytes = (D / 64) * kKeys * 128;  // one stage's K (or V)
+  static constexpr int kStages = (227 * 1024 - 2048 - kQBytes) / (2 * kTileBytes);
+  static constexpr int kBarrierOffset = kQBytes + 2 * kStages * kTileBytes;
   static constexpr size_t kSmem = static_cast<size_t>(kBarrierOffset) + 2 * 8 * (kStages + 1) + 1024;
   static_assert(kSmem <= 227 * 1024, "over the shared memory of one block");
-  static_assert(kKTileBytes % 1024 == 0 && kTileBytes % 1024 == 0, "tiles keep the swizzle's 1024-byte alignment");
 };
 
 // Byte offset of 16-byte chunk `chunk` (of D / 8) of row `row` in a [D/64][rows][64] tile whose
@@ -124,11 +101,6 @@ __device__ inline void BarrierArriveOnCopies(uint32_t bar) {
 // complete on it).
 __device__ inline void BarrierArriveExpectBytes(uint32_t bar, uint32_t bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
-}
-// Adds `bytes` to the transfers the barrier's current phase waits for, without arriving (the
-// caller arrives as it would for copies).
-__device__ inline void BarrierExpectBytes(uint32_t bar, uint32_t bytes) {
-  asm volatile("mbarrier.expect_tx.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
 }
 // One box of a 4-D tensor map (kv_tensor_map.h) into shared memory at dst, completing on `bar`.
 __device__ inline void TensorCopy4d(uint32_t dst, const CUtensorMap& map, int c0, int c1, int c2, int c3,
@@ -296,26 +268,24 @@ __device__ inline void ConvertStagedTile(int warp_key0, int lane, uint32_t k_sta
 // tile and thread fewer); and l is this thread's share of its row's sum, the quad's shares added
 // once at the end (ReduceRowSums) instead of by shuffles every tile (the rescale c is the same
 // for the quad's four threads, so the shares can be kept apart). Masked scores are -FLT_MAX, as
-// FragmentSoftmax's. Each of the thread's two rows has its own scale (the e4m3 kernel's rows
-// carry their query's scale; the others pass the same one twice).
+// FragmentSoftmax's.
 template <int NT>
-__device__ inline void ScaledFragmentSoftmax(float (&sc)[NT][4], float scale_lo, float scale_hi, float& m_lo,
-                                             float& l_lo, float& m_hi, float& l_hi, float& c_lo, float& c_hi) {
+__device__ inline void ScaledFragmentSoftmax(float (&sc)[NT][4], float scale, float& m_lo, float& l_lo, float& m_hi,
+                                             float& l_hi, float& c_lo, float& c_hi) {
   float mx_lo, mx_hi;
   FragmentRowMax<NT>(sc, mx_lo, mx_hi);
   const float mn_lo = fmaxf(m_lo, mx_lo), mn_hi = fmaxf(m_hi, mx_hi);
   // A row with no unmasked key yet subtracts 0 (its masked scores still give exp2(~-4e37) = 0).
-  const float ms_lo = mn_lo == -FLT_MAX ? 0.0f : mn_lo * scale_lo;
-  const float ms_hi = mn_hi == -FLT_MAX ? 0.0f : mn_hi * scale_hi;
-  c_lo = FastExp2(fmaf(m_lo, scale_lo, -ms_lo));  // 0 while the row had no keys (m = -FLT_MAX)
-  c_hi = FastExp2(fmaf(m_hi, scale_hi, -ms_hi));
+  const float ms_lo = mn_lo == -FLT_MAX ? 0.0f : mn_lo * scale, ms_hi = mn_hi == -FLT_MAX ? 0.0f : mn_hi * scale;
+  c_lo = FastExp2(fmaf(m_lo, scale, -ms_lo));  // 0 while the row had no keys (m = -FLT_MAX)
+  c_hi = FastExp2(fmaf(m_hi, scale, -ms_hi));
   float sum_lo = 0.0f, sum_hi = 0.0f;
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
     for (int j = 0; j < 2; ++j) {
-      sc[nt][j] = FastExp2(fmaf(sc[nt][j], scale_lo, -ms_lo));
-      sc[nt][2 + j] = FastExp2(fmaf(sc[nt][2 + j], scale_hi, -ms_hi));
+      sc[nt][j] = FastExp2(fmaf(sc[nt][j], scale, -ms_lo));
+      sc[nt][2 + j] = FastExp2(fmaf(sc[nt][2 + j], scale, -ms_hi));
       sum_lo += sc[nt][j];
       sum_hi += sc[nt][2 + j];
     }
@@ -393,17 +363,16 @@ constexpr int kFlagPingPong = 1;      // consumer warpgroups take turns issuing 
 constexpr int kFlagStagedCodes = 2;   // quantized tiles staged in place (StageCodesTile), not in registers
 constexpr int kFlagTensorCopies = 4;  // whole tiles by tensor copies (`maps`), others by cp.async
 
-template <KvDType F, int D, int kKeys, bool kKeyCodes>
+template <KvDType F, int D, int kKeys>
 __global__ void __launch_bounds__(kWgmmaThreads, 1)
-    PagedPrefillWgmmaKernel(Params p, WorkItems work, int flags, const __grid_constant__ KvTensorMaps maps,
-                            ScratchValues sv) {
+    PagedPrefillWgmmaKernel(Params p, WorkItems work, int flags, const __grid_constant__ KvTensorMaps maps) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr bool kHalf = F != KvDType::kBF16;  // fp16 MMAs for every format but bf16
   constexpr bool kCodes = F == KvDType::kFP8 || F == KvDType::kINT8 || F == KvDType::kINT4;
   constexpr int kChunks = D / 8;   // 16-byte chunks per row
   constexpr int kKSteps = D / 16;  // k-steps of S = Q K^T
   constexpr int kDBlocks = D / 8;  // n-blocks of O
-  using Layout = WgmmaLayout<D, kKeys, kKeyCodes>;
+  using Layout = WgmmaLayout<D, kKeys>;
   constexpr int kSubTileBytes = kKeys * 128;  // one 64-wide sub-tile of K or V
   constexpr int kTileBytes = Layout::kTileBytes;
   constexpr int kQBytes = Layout::kQBytes;
@@ -415,10 +384,8 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
   unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
   const uint32_t smem_base = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
   const uint32_t q_s = smem_base;
-  auto k_s = [&](int stage) { return smem_base + Layout::KOffset(stage); };
-  auto v_s = [&](int stage) { return smem_base + Layout::VOffset(stage); };
-  auto ks_s = [&](int stage) { return smem_base + Layout::KScaleOffset(stage); };  // e4m3 keys' scales
-  const uint32_t qs_s = smem_base + Layout::kQScaleOffset;                         // e4m3 Q's row scales
+  auto k_s = [&](int stage) { return smem_base + kQBytes + kTileBytes * (2 * stage); };
+  auto v_s = [&](int stage) { return smem_base + kQBytes + kTileBytes * (2 * stage + 1); };
   const uint32_t bars = smem_base + Layout::kBarrierOffset;
   auto full = [&](int stage) { return bars + 8 * stage; };
   auto empty = [&](int stage) { return bars + 8 * (kStages + stage); };
@@ -464,55 +431,6 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
       constexpr int kRowStep = 128 / kChunks;
       static_assert(kRowStep % 8 == 0, "Q rows a thread copies share their swizzle");
       const int c = tid % kChunks;
-      if constexpr (kKeyCodes) {
-        // e4m3 Q, a scale a row: max |q| / 448 and codes e4m3(q / scale), the arithmetic of the
-        // cache's fp8 rows (kv_quant.h), so that a reference can round Q with the CPU codec. Four
-        // rows' loads are in flight a thread at a time (the producer keeps 56 registers); a row's
-        // 16 chunks are 16 consecutive lanes, whose shuffles give its maximum.
-#pragma unroll 1
-        for (int row0 = tid / kChunks; row0 < kWgmmaRows; row0 += 2 * kRowStep) {
-          uint4 raw[2];
-#pragma unroll
-          for (int b = 0; b < 2; ++b) {
-            const int row = row0 + b * kRowStep, rr = w.r0 + row;
-            raw[b] = row < w.rows_here ? __ldg(reinterpret_cast<const uint4*>(
-                                             p.q + static_cast<int64_t>(w.q_begin + rr / group) * p.q_stride +
-                                             (w.kvh * group + rr % group) * D + c * 8))
-                                       : make_uint4(0, 0, 0, 0);
-          }
-#pragma unroll
-          for (int b = 0; b < 2; ++b) {
-            const int row = row0 + b * kRowStep;
-            const uint32_t words[4] = {raw[b].x, raw[b].y, raw[b].z, raw[b].w};
-            float f[8], amax = 0.0f;
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-              const float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&words[i]));
-              f[2 * i] = x.x, f[2 * i + 1] = x.y;
-              amax = fmaxf(amax, fmaxf(fabsf(x.x), fabsf(x.y)));
-            }
-            for (int off = 1; off < kChunks; off <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
-            const float row_scale = Fp8Scale(amax), inv = SafeInverse(row_scale);
-            uint32_t codes[2];
-#pragma unroll
-            for (int i = 0; i < 2; ++i) {
-              const uint32_t lo =
-                  __nv_cvt_float2_to_fp8x2(make_float2(f[4 * i] * inv, f[4 * i + 1] * inv), __NV_SATFINITE, __NV_E4M3);
-              const uint32_t hi = __nv_cvt_float2_to_fp8x2(make_float2(f[4 * i + 2] * inv, f[4 * i + 3] * inv),
-                                                           __NV_SATFINITE, __NV_E4M3);
-              codes[i] = lo | hi << 16;
-            }
-            // Chunk c is the low or high 8 bytes of the row's 16-byte chunk c / 2, swizzled.
-            const uint32_t at = q_s + row * 128 + ((((c >> 1) ^ (row & 7))) << 4) + (c & 1) * 8;
-            asm volatile("st.shared.v2.b32 [%0], {%1, %2};\n" ::"r"(at), "r"(codes[0]), "r"(codes[1]) : "memory");
-            if (c == 0) asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(qs_s + row * 4), "f"(row_scale) : "memory");
-          }
-        }
-        FenceProxyAsync();  // these generic-proxy stores, before the consumers' wgmma reads them
-        BarrierArrive(q_full);
-        ++n_item;
-        return;
-      }
       const uint32_t dst0 = q_s + TileOffset(tid / kChunks, c, kQSubTileBytes);
 #pragma unroll 1
       for (int row = tid / kChunks; row < kWgmmaRows; row += kRowStep) {
@@ -616,71 +534,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(ProducerRegs(kHalf)));
     constexpr int kKeysPerCopy = 32 / kChunks;  // rows one warp instruction covers
     const int c = lane % kChunks;
-    // An e4m3-keys tile (kKeyCodes): K's codes straight from the cache's pages, V's fp16 values
-    // from the scratch the decode pass wrote (sequence s's logical block i is its block
-    // s * blocks_per_seq + i), and each key's scale copied by the thread of that key. A tile
-    // inside the range takes tensor copies (a 128-byte box of codes and two 64-element boxes of
-    // values per 16 keys); others cp.async, zero-filling keys past k_hi (scale 0 included).
-    auto KeyCodesTile = [&](const WorkItem& w, const int32_t* blocks, int stage, int base) {
-      if constexpr (kKeyCodes) {
-        static_assert(kKeys == 128, "a producer thread per key");
-        const int my_key = base + tid;
-        const bool mine_valid = my_key < w.k_hi;
-        const KvRow mine = mine_valid ? LocateKv(p, blocks, my_key, w.kvh) : KvRow{};
-        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(ks_s(stage) + tid * 4),
-                     "l"(p.k_cache + mine.scales), "r"(mine_valid ? 4 : 0));
-        const int64_t v_block0 = static_cast<int64_t>(w.seq) * sv.blocks_per_seq;
-        if ((flags & kFlagTensorCopies) && base + kKeys <= w.k_hi) {
-          constexpr int kBoxes = kKeys / kKvTensorBoxKeys;
-          if (warp_key0 == 0) {
-            const int key = base + lane * kKvTensorBoxKeys;
-            const int32_t page = lane < kBoxes ? __ldg(blocks + BlockIndex(p, key)) : 0;
-            if (lane == 0) BarrierExpectBytes(full(stage), Layout::kKTileBytes + kTileBytes);
-            __syncwarp();
-            if (lane < kBoxes) {
-              const int slot = p.block_shift >= 0 ? key & (p.block_size - 1) : key % p.block_size;
-              const int v_page = static_cast<int>(v_block0 + key / p.block_size);
-              const uint32_t off = lane * kKvTensorBoxKeys * 128;
-              TensorCopy4d(k_s(stage) + off, maps.k, 0, w.kvh, slot, page, full(stage));
-#pragma unroll
-              for (int h = 0; h < D / kKvTensorBoxElems; ++h) {
-                TensorCopy4d(v_s(stage) + h * kSubTileBytes + off, maps.v, h * kKvTensorBoxElems, w.kvh, slot, v_page,
-                             full(stage));
-              }
-            }
-          }
-        } else {
-          const int64_t v_row = mine_valid
-                                    ? (v_block0 + my_key / p.block_size) * sv.block_bytes +
-                                          (static_cast<int64_t>(my_key % p.block_size) * p.kv_heads + w.kvh) * (D * 2)
-                                    : 0;
-          // K: a key's 128 bytes are 8 lanes' 16-byte pieces, 4 keys a warp instruction.
-#pragma unroll 2
-          for (int r = 0; r < 8; ++r) {
-            const int src = r * 4 + lane / 8, key = warp_key0 + src, piece = lane % 8;
-            const int64_t codes = __shfl_sync(0xffffffffu, mine.codes, src);
-            asm volatile(
-                "cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(k_s(stage) + TileOffset(key, piece, 0)),
-                "l"(p.k_cache + codes + piece * 16), "r"(base + key < w.k_hi ? 16 : 0));
-          }
-          // V: a key's 256 bytes are 16 lanes' pieces, 2 keys a warp instruction.
-#pragma unroll 2
-          for (int r = 0; r < 16; ++r) {
-            const int src = r * 2 + lane / 16, key = warp_key0 + src, piece = lane % 16;
-            const int64_t row = __shfl_sync(0xffffffffu, v_row, src);
-            asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(v_s(stage) +
-                                                                                 TileOffset(key, piece, kSubTileBytes)),
-                         "l"(sv.v + row + piece * 16), "r"(base + key < w.k_hi ? 16 : 0));
-          }
-        }
-        BarrierArriveOnCopies(full(stage));  // once this thread's copies land (the scale's at least)
-      }
-    };
     each_tile([&](const WorkItem& w, const int32_t* blocks, int stage, int base) {
-      if constexpr (kKeyCodes) {
-        KeyCodesTile(w, blocks, stage, base);
-        return;
-      }
       // A tile inside the range, by tensor copies (kFlagTensorCopies: pages of a multiple of 16
       // keys, the range starting at a multiple of 16): lane i of the first warp reads the page of
       // keys [base + 16 i, + 16) and copies their K and V rows, a 64-element box at a time,
@@ -741,17 +595,6 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
     BarrierWait(q_full, n_item & 1);
     ++n_item;
     FenceProxyAsync();  // the copies (and conversions), before the tensor cores read them
-    // The softmax's scale (to log2 units) of this thread's rows g and g + 8: with e4m3 Q, times
-    // the row's scale (1 for a zero row, whose codes are all 0), read before Q is released.
-    float row_scale_lo = p.scale_log2, row_scale_hi = p.scale_log2;
-    if constexpr (kKeyCodes) {
-      const int local = cw * 64 + (ctid / 32) * 16 + (ctid % 32) / 4;
-      float a, b;
-      asm volatile("ld.shared.f32 %0, [%1];\n" : "=f"(a) : "r"(qs_s + local * 4) : "memory");
-      asm volatile("ld.shared.f32 %0, [%1];\n" : "=f"(b) : "r"(qs_s + (local + 8) * 4) : "memory");
-      row_scale_lo *= a > 0.0f ? a : 1.0f;
-      row_scale_hi *= b > 0.0f ? b : 1.0f;
-    }
 
     // This thread's two rows (g and g + 8 of its warp's 16) and their positions (-1: none).
     const int wr = w.r0 + cw * 64 + warp * 16;
@@ -801,15 +644,6 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
       // (a copy reading an in-flight accumulator makes ptxas serialise every wgmma: C7514).
       wgmma::FenceOperands(sc);
       wgmma::Fence();
-      if constexpr (kKeyCodes) {  // k-steps of 32 codes: 32 bytes along the 128-byte rows
-#pragma unroll
-        for (int ks = 0; ks < D / 32; ++ks) {
-          wgmma::SSE4m3N128(sc, Descriptor(q_s + cw * 64 * 128 + ks * 32, 16, 1024),
-                            Descriptor(k_s(stage) + ks * 32, 16, 1024), ks > 0);
-        }
-        wgmma::Commit();
-        return;
-      }
 #pragma unroll
       for (int ks = 0; ks < kKSteps; ++ks) {
         const uint64_t da = Descriptor(q_s + cw * 64 * 128 + (ks >> 2) * kQSubTileBytes + (ks & 3) * 32, 16, 1024);
@@ -833,20 +667,6 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
     // P as the A fragments of the tile's k-steps of 16 keys.
     auto softmax = [&](int j, float(&sc)[kNB][4], uint32_t(&pa)[kPSteps][4]) {
       const int base = k_lo + j * kKeys;
-      if constexpr (kKeyCodes) {  // each key's scale on its column (0 for keys past k_hi)
-        const uint32_t scales = ks_s((ring + j) % kStages);
-#pragma unroll
-        for (int nt = 0; nt < kNB; ++nt) {
-          float2 k;
-          asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];\n"
-                       : "=f"(k.x), "=f"(k.y)
-                       : "r"(scales + (nt * 8 + 2 * t4) * 4));
-          sc[nt][0] *= k.x;
-          sc[nt][1] *= k.y;
-          sc[nt][2] *= k.x;
-          sc[nt][3] *= k.y;
-        }
-      }
       if (base + kKeys - 1 > wg_first_pos || base + kKeys > k_hi) {
 #pragma unroll
         for (int nt = 0; nt < kNB; ++nt) {
@@ -858,7 +678,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
           }
         }
       }
-      ScaledFragmentSoftmax<kNB>(sc, row_scale_lo, row_scale_hi, m_lo, l_lo, m_hi, l_hi, c_lo, c_hi);
+      ScaledFragmentSoftmax<kNB>(sc, p.scale_log2, m_lo, l_lo, m_hi, l_hi, c_lo, c_hi);
 #pragma unroll
       for (int kk = 0; kk < kPSteps; ++kk) {
         if constexpr (kHalf) {
@@ -976,8 +796,8 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
 
     // The rows' sums from the quad's shares; m back in log2 units for CombineSplits.
     ReduceRowSums(l_lo, l_hi);
-    const float ml_lo = m_lo == -FLT_MAX ? m_lo : m_lo * row_scale_lo;
-    const float ml_hi = m_hi == -FLT_MAX ? m_hi : m_hi * row_scale_hi;
+    const float ml_lo = m_lo == -FLT_MAX ? m_lo : m_lo * p.scale_log2;
+    const float ml_hi = m_hi == -FLT_MAX ? m_hi : m_hi * p.scale_log2;
     // Each thread writes its rows' (g, g + 8) pieces: columns 2t, 2t+1 of every n-block.
     auto write_row = [&](int row, int pos, float m, float l, int half) {
       if (pos < 0) return;
@@ -1054,35 +874,28 @@ HopperPrefillKvLoads KvLoads() {
 // The tensor maps of p's K and V pools where this launch can take tensor copies (bf16/fp16 pages
 // of a multiple of kKvTensorBoxKeys keys, every split starting at such a multiple, the maps
 // encoded); else false, and the kernel copies by cp.async.
-// The e4m3-keys kernel's maps: K's codes in the fp8 cache, V's fp16 values in the scratch.
-template <KvDType F, int D, bool kKeyCodes>
-bool TensorCopyMaps(const Params& p, const ScratchValues& sv, KvTensorMaps* maps) {
+template <KvDType F, int D>
+bool TensorCopyMaps(const Params& p, KvTensorMaps* maps) {
   if constexpr (F != KvDType::kBF16 && F != KvDType::kF16) {
     return false;
   } else {
     if (KvLoads() != HopperPrefillKvLoads::kTensorCopies) return false;
     if (p.num_splits > 1 && p.keys_per_split % kKvTensorBoxKeys != 0) return false;
-    if constexpr (kKeyCodes) {
-      const KvPoolShape codes{D, p.kv_heads, p.block_size, p.num_blocks, p.row_bytes, p.block_bytes, 1};
-      const KvPoolShape values{D, p.kv_heads, p.block_size, sv.num_blocks, 2 * D, sv.block_bytes, 2};
-      return EncodeKvTensorMap(p.k_cache, codes, &maps->k) && EncodeKvTensorMap(sv.v, values, &maps->v);
-    }
     const KvPoolShape shape{D, p.kv_heads, p.block_size, p.num_blocks, p.row_bytes, p.block_bytes};
     return EncodeKvTensorMap(p.k_cache, shape, &maps->k) && EncodeKvTensorMap(p.v_cache, shape, &maps->v);
   }
 }
 
 // One instantiation of the kernel: its shared-memory limit raised once, launched or sized.
-template <KvDType F, int D, int kKeys, bool kKeyCodes = false>
+template <KvDType F, int D, int kKeys>
 struct Instance {
-  static constexpr size_t kSmem = WgmmaLayout<D, kKeys, kKeyCodes>::kSmem;
+  static constexpr size_t kSmem = WgmmaLayout<D, kKeys>::kSmem;
   static cudaError_t Prepare() {
-    static const cudaError_t attr =
-        cudaFuncSetAttribute(PagedPrefillWgmmaKernel<F, D, kKeys, kKeyCodes>,
-                             cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
+    static const cudaError_t attr = cudaFuncSetAttribute(PagedPrefillWgmmaKernel<F, D, kKeys>,
+                                                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
     return attr;
   }
-  static cudaError_t Launch(const Params& p, dim3 grid, cudaStream_t stream, const ScratchValues& sv = {}) {
+  static cudaError_t Launch(const Params& p, dim3 grid, cudaStream_t stream) {
     if (const cudaError_t attr = Prepare(); attr != cudaSuccess) return attr;
     int flags = (PingPong() ? kFlagPingPong : 0) |
                 (GetQuantizedPrefillLoads() == QuantizedPrefillLoads::kRegisters ? 0 : kFlagStagedCodes);
@@ -1090,7 +903,7 @@ struct Instance {
     if (items == 0) return cudaSuccess;
     if (items > INT32_MAX) return cudaErrorInvalidValue;
     KvTensorMaps maps{};
-    if (TensorCopyMaps<F, D, kKeyCodes>(p, sv, &maps)) {
+    if (TensorCopyMaps<F, D>(p, &maps)) {
       flags |= kFlagTensorCopies;
       g_tensor_copy_launches.fetch_add(1, std::memory_order_relaxed);
     }
@@ -1098,13 +911,12 @@ struct Instance {
     const int choice = HopperPrefillBlocks();
     const int64_t held = choice > 0 ? choice : std::max<int64_t>(1, Resident(p.num_sms));
     const int64_t blocks = choice == kHopperPrefillBlockPerItem ? items : std::min(items, held);
-    return pdl::Launch(PagedPrefillWgmmaKernel<F, D, kKeys, kKeyCodes>, dim3(static_cast<unsigned>(blocks)),
-                       kWgmmaThreads, kSmem, stream, p, work, flags, maps, sv);
+    return pdl::Launch(PagedPrefillWgmmaKernel<F, D, kKeys>, dim3(static_cast<unsigned>(blocks)), kWgmmaThreads, kSmem,
+                       stream, p, work, flags, maps);
   }
   static int64_t Resident(int num_sms) {
     if (Prepare() != cudaSuccess) return 0;  // Launch reports the error
-    static const int64_t resident =
-        ResidentBlocks(PagedPrefillWgmmaKernel<F, D, kKeys, kKeyCodes>, kSmem, num_sms, kWgmmaThreads);
+    static const int64_t resident = ResidentBlocks(PagedPrefillWgmmaKernel<F, D, kKeys>, kSmem, num_sms, kWgmmaThreads);
     return resident;
   }
 };
@@ -1172,21 +984,6 @@ cudaError_t LaunchWgmmaPrefill(const Params& p, KvDType dtype, int head_dim, dim
   return Dispatch<LaunchOp>(dtype, head_dim, p, grid, stream);
 }
 
-namespace {
-using KeyCodesInstance = Instance<KvDType::kF16, 128, 128, /*kKeyCodes=*/true>;
-KernelChoice g_fp8_keys("KVS_WGMMA_FP8_KEYS", "off");  // alternative: fp8 decoded whole, fp16 MMAs
-}  // namespace
-
-bool WgmmaPrefillKeyCodes(KvDType dtype, int head_dim) {
-  return dtype == KvDType::kFP8 && head_dim == 128 && !g_fp8_keys.Alternative();
-}
-
-int64_t WgmmaPrefillKeyCodesResidentBlocks(int num_sms) { return KeyCodesInstance::Resident(num_sms); }
-
-cudaError_t LaunchWgmmaPrefillKeyCodes(const Params& p, const ScratchValues& values, dim3 grid, cudaStream_t stream) {
-  return KeyCodesInstance::Launch(p, grid, stream, values);
-}
-
 }  // namespace kvs::cuda::attention
 
 namespace kvs::cuda {
@@ -1201,12 +998,6 @@ void SetHopperPrefillBlocks(int32_t blocks) { attention::g_blocks.store(std::max
 void SetHopperPrefillKvLoads(HopperPrefillKvLoads loads) { attention::g_kv_loads.store(static_cast<int>(loads)); }
 
 int64_t HopperPrefillTensorCopyLaunches() { return attention::g_tensor_copy_launches.load(); }
-
-void SetHopperPrefillFp8Keys(bool on) { attention::g_fp8_keys.Set(!on); }
-
-bool HopperPrefillFp8Keys(KvDType dtype, int32_t head_dim) {
-  return UseHopperPrefill() && attention::WgmmaPrefillKeyCodes(dtype, head_dim);
-}
 
 void SetQuantizedPrefillLoads(QuantizedPrefillLoads loads) {
   attention::g_quantized_loads.store(static_cast<int>(loads));

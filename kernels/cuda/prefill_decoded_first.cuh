@@ -55,9 +55,8 @@ inline DecodedFirstLayout DecodedFirstLayoutFor(int32_t block_size, int32_t kv_h
 // so kBatch x 4 loads are in flight a thread (kBatch 4 against 1: fp8 KV at 4K 0.962-0.966x of
 // bf16's rate against 0.945-0.949x, H100, docs/performance.md). Launched with
 // programmatic dependent launch: it waits for the KV write before reading the cache, and for the
-// previous layer's attention before rewriting the scratch that one read. kValuesOnly: V alone
-// (the e4m3-keys kernel reads K's codes from the cache itself).
-template <KvDType F, int D, int kBatch, bool kValuesOnly = false>
+// previous layer's attention before rewriting the scratch that one read.
+template <KvDType F, int D, int kBatch>
 __global__ void __launch_bounds__(256)
     DecodeKvToScratchKernel(Params p, DecodedFirstLayout l, DecodedFirstLayout::Pages out) {
   pdl::StartAfterPrevious();
@@ -103,14 +102,14 @@ __global__ void __launch_bounds__(256)
         const int c = it % kChunks, kvh = (it / kChunks) % p.kv_heads, key = it / kChunks / p.kv_heads;
         const KvRow r = LocateKvIn(p, block, first + key, kvh);
         dst[b] = l.ChunkOffset(out_block, key, p.kv_heads, kvh, D, c);
-        if constexpr (!kValuesOnly) k[b] = load(p.k_cache, r, c);
+        k[b] = load(p.k_cache, r, c);
         v[b] = load(p.v_cache, r, c);
       }
     }
 #pragma unroll
     for (int b = 0; b < kBatch; ++b) {
       if (it0 + b * static_cast<int>(blockDim.x) < items) {
-        if constexpr (!kValuesOnly) store(k[b], out.k + dst[b]);
+        store(k[b], out.k + dst[b]);
         store(v[b], out.v + dst[b]);
       }
     }

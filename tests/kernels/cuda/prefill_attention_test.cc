@@ -43,7 +43,6 @@ class PrefillAttentionTest : public testing::GpuFixture<::testing::TestWithParam
     cuda::SetQuantizedPrefillLoads(cuda::QuantizedPrefillLoads::kAuto);
     cuda::SetHopperPrefillBlocks(0);
     cuda::SetHopperPrefillKvLoads(cuda::HopperPrefillKvLoads::kTensorCopies);
-    cuda::SetHopperPrefillFp8Keys(true);
   }
 };
 
@@ -82,32 +81,6 @@ std::vector<float> AsKernelHalves(const PagedKvView& cache, const void* data, co
         for (int32_t e = 0; e < dim; ++e) row[e] = half(row[e] * half(scale));
       }
     }
-  }
-  return out;
-}
-
-// A quantized cache's rows decoded as the CPU reference reads them (code x scale in f32): the keys
-// of the e4m3-keys kernel, whose scores are each key's scale times e4m3 products summed in f32.
-std::vector<float> AsDecodedRows(const PagedKvView& cache, const void* data, const std::vector<int32_t>& slots) {
-  std::vector<float> out(slots.size() * cache.SlotStride());
-  auto* bytes = static_cast<const std::byte*>(data);
-  for (size_t i = 0; i < slots.size(); ++i) {
-    for (int32_t h = 0; h < cache.kv_heads; ++h) {
-      cpu::DecodeKvRow(bytes + cache.RowOffset(slots[i], h), bytes + cache.ScaleOffset(slots[i], h), cache.dtype,
-                       cache.head_dim, out.data() + i * cache.SlotStride() + h * cache.head_dim);
-    }
-  }
-  return out;
-}
-
-// Q as the e4m3-keys kernel rounds it: each (token, head) row to e4m3 codes at its own scale
-// (max |q| / 448), the arithmetic of the cache's fp8 rows, here by the CPU codec of those rows.
-std::vector<float> AsFp8Queries(const std::vector<float>& q, int32_t dim) {
-  std::vector<float> out(q.size());
-  std::vector<std::byte> codes(dim), scale(4);
-  for (size_t r = 0; r < q.size() / dim; ++r) {
-    cpu::EncodeKvRow(q.data() + r * dim, KvDType::kFP8, dim, codes.data(), scale.data());
-    cpu::DecodeKvRow(codes.data(), scale.data(), KvDType::kFP8, dim, out.data() + r * dim);
   }
   return out;
 }
@@ -182,8 +155,7 @@ TEST_P(PrefillAttentionTest, EveryElementMatchesTheCpuReferenceOnBothKernelsAndC
   // The CPU codec encodes rows kr / vr into a cache of `t` over 0xff bytes (NaN codes and scales
   // where no sequence maps; kb / vb hold it) and the reference attends over those codes.
   auto reference = [&](KvDType t, std::vector<float>& kr, std::vector<float>& vr, std::vector<uint8_t>& kb,
-                       std::vector<uint8_t>& vb, std::vector<float>& out,
-                       const std::vector<float>& queries) -> absl::StatusOr<PagedKvView> {
+                       std::vector<uint8_t>& vb, std::vector<float>& out) -> absl::StatusOr<PagedKvView> {
     PagedKvView view{nullptr, nullptr, t, num_blocks, c.block_size, c.kv_heads, c.head_dim};
     kb.assign(view.Bytes(), 0xff);
     vb.assign(view.Bytes(), 0xff);
@@ -192,9 +164,8 @@ TEST_P(PrefillAttentionTest, EveryElementMatchesTheCpuReferenceOnBothKernelsAndC
     KVS_RETURN_IF_ERROR(cpu.WriteKv(TensorView::Contiguous(kr.data(), DType::kF32, rows, width),
                                     TensorView::Contiguous(vr.data(), DType::kF32, rows, width), slots.data(), view));
     out.resize(tokens * qw);
-    KVS_RETURN_IF_ERROR(
-        cpu.PagedAttention(TensorView::Contiguous(const_cast<float*>(queries.data()), DType::kF32, tokens, qw), view,
-                           batch, scale, TensorView::Contiguous(out.data(), DType::kF32, tokens, qw)));
+    KVS_RETURN_IF_ERROR(cpu.PagedAttention(TensorView::Contiguous(q.data(), DType::kF32, tokens, qw), view, batch,
+                                           scale, TensorView::Contiguous(out.data(), DType::kF32, tokens, qw)));
     return view;
   };
   for (const KvDType dtype : {KvDType::kBF16, KvDType::kF16, KvDType::kFP8, KvDType::kINT8, KvDType::kINT4}) {
@@ -202,7 +173,7 @@ TEST_P(PrefillAttentionTest, EveryElementMatchesTheCpuReferenceOnBothKernelsAndC
     // The GPU attends over a copy of the reference's codes.
     std::vector<uint8_t> ck, cv;
     std::vector<float> want;
-    const absl::StatusOr<PagedKvView> ccache = reference(dtype, k, v, ck, cv, want, q);
+    const absl::StatusOr<PagedKvView> ccache = reference(dtype, k, v, ck, cv, want);
     ASSERT_TRUE(ccache.ok()) << ccache.status();
     // The Hopper kernel's reference for the quantized formats: the same attention over an fp16
     // cache of the values it decodes (AsKernelHalves).
@@ -210,19 +181,8 @@ TEST_P(PrefillAttentionTest, EveryElementMatchesTheCpuReferenceOnBothKernelsAndC
     if (KvQuantized(dtype)) {
       std::vector<float> kh = AsKernelHalves(*ccache, ck.data(), slots), vh = AsKernelHalves(*ccache, cv.data(), slots);
       std::vector<uint8_t> hk, hv;
-      const absl::StatusOr<PagedKvView> hcache = reference(KvDType::kF16, kh, vh, hk, hv, want_halves, q);
+      const absl::StatusOr<PagedKvView> hcache = reference(KvDType::kF16, kh, vh, hk, hv, want_halves);
       ASSERT_TRUE(hcache.ok()) << hcache.status();
-    }
-    // The e4m3-keys kernel's (fp8 decoded first, head_dim 128): Q rounded to e4m3, the keys as
-    // the reference decodes them, the values as the fp16 kernel reads them.
-    std::vector<float> want_fp8_keys;
-    const bool fp8_keys = cuda::HopperPrefillFp8Keys(dtype, c.head_dim);
-    if (fp8_keys) {
-      std::vector<float> kd = AsDecodedRows(*ccache, ck.data(), slots), vh = AsKernelHalves(*ccache, cv.data(), slots);
-      std::vector<uint8_t> fk, fv;
-      const absl::StatusOr<PagedKvView> fcache =
-          reference(KvDType::kF32, kd, vh, fk, fv, want_fp8_keys, AsFp8Queries(q, c.head_dim));
-      ASSERT_TRUE(fcache.ok()) << fcache.status();
     }
     auto gk = upload(ck.data(), ck.size()), gv = upload(cv.data(), cv.size());
     PagedKvView gcache{gk.data(), gv.data(), dtype, num_blocks, c.block_size, c.kv_heads, c.head_dim};
@@ -237,19 +197,16 @@ TEST_P(PrefillAttentionTest, EveryElementMatchesTheCpuReferenceOnBothKernelsAndC
     // ring of stages running on across them) and on a block per item; the others on the default
     // grid (as many blocks as the GPU holds: several items each for the larger shapes). bf16/fp16
     // pages of a multiple of 16 keys (quantized caches decoded first into them) are loaded by
-    // tensor copies but in variant 6, which forces cp.async everywhere; checked below. Where fp8
-    // keys are read as codes (3 and 6, and 8 on 3 blocks), variant 7 decodes them too.
-    std::vector<int> variants = quantized ? std::vector<int>{0, 1, 2, 3, 4, 5, 6} : std::vector<int>{0, 1, 4, 5, 6};
-    if (fp8_keys) variants.insert(variants.end(), {7, 8});
+    // tensor copies but in variant 6, which forces cp.async everywhere; checked below.
+    const std::vector<int> variants =
+        quantized ? std::vector<int>{0, 1, 2, 3, 4, 5, 6} : std::vector<int>{0, 1, 4, 5, 6};
     for (const int v : variants) {
       const cuda::PrefillKernel kernel = v == 1 ? cuda::PrefillKernel::kMma : cuda::PrefillKernel::kAuto;
       cuda::SetPrefillKernel(kernel);
-      const bool decoded_first = v == 3 || v == 6 || v == 7 || v == 8;
-      cuda::SetQuantizedPrefillLoads(v == 2          ? cuda::QuantizedPrefillLoads::kRegisters
-                                     : decoded_first ? cuda::QuantizedPrefillLoads::kDecodedFirst
-                                                     : cuda::QuantizedPrefillLoads::kStagedInPlace);
-      cuda::SetHopperPrefillFp8Keys(v != 7);
-      cuda::SetHopperPrefillBlocks(v == 4 || v == 8 ? 3 : v == 5 ? cuda::kHopperPrefillBlockPerItem : 0);
+      cuda::SetQuantizedPrefillLoads(v == 2             ? cuda::QuantizedPrefillLoads::kRegisters
+                                     : v == 3 || v == 6 ? cuda::QuantizedPrefillLoads::kDecodedFirst
+                                                        : cuda::QuantizedPrefillLoads::kStagedInPlace);
+      cuda::SetHopperPrefillBlocks(v == 4 ? 3 : v == 5 ? cuda::kHopperPrefillBlockPerItem : 0);
       cuda::SetHopperPrefillKvLoads(v == 6 ? cuda::HopperPrefillKvLoads::kCopies
                                            : cuda::HopperPrefillKvLoads::kTensorCopies);
       if (v >= 2 && !cuda::UseHopperPrefill()) continue;
@@ -260,9 +217,7 @@ TEST_P(PrefillAttentionTest, EveryElementMatchesTheCpuReferenceOnBothKernelsAndC
                              "wgmma, decoded first",
                              "wgmma on 3 blocks",
                              "wgmma, a block per item",
-                             "wgmma, tiles by cp.async only",
-                             "wgmma, decoded first, fp8 keys decoded too",
-                             "wgmma, decoded first on 3 blocks"};
+                             "wgmma, tiles by cp.async only"};
       const char* name = v == 0 && !cuda::UseHopperPrefill() ? "auto" : names[v];
       SCOPED_TRACE(format + " cache, " + name + " kernel");
       const std::vector<uint16_t> poison(tokens * qw, 0x7FC0);  // bf16 NaN: an unwritten output shows
@@ -276,10 +231,8 @@ TEST_P(PrefillAttentionTest, EveryElementMatchesTheCpuReferenceOnBothKernelsAndC
       int64_t bad = 0;
       double worst = 0;
       const bool halves = !want_halves.empty() && kernel == cuda::PrefillKernel::kAuto && cuda::UseHopperPrefill();
-      const bool keys_as_codes = fp8_keys && decoded_first && v != 7;
-      const std::vector<float>& expect = keys_as_codes ? want_fp8_keys : halves ? want_halves : want;
       for (int64_t i = 0; i < tokens * qw; ++i) {
-        const double got = Bf16BitsToFloat(got16[i]), ref = expect[i];
+        const double got = Bf16BitsToFloat(got16[i]), ref = halves ? want_halves[i] : want[i];
         const double err = std::fabs(got - ref), allowed = kAbs + kRel * std::fabs(ref);
         if (!(err <= allowed)) {  // NaN fails too
           if (bad++ < 5) {
@@ -292,7 +245,7 @@ TEST_P(PrefillAttentionTest, EveryElementMatchesTheCpuReferenceOnBothKernelsAndC
       EXPECT_EQ(bad, 0) << bad << " of " << tokens * qw << " elements outside tolerance";
       // The tensor-copy path ran exactly where it should: the Hopper kernel over bf16/fp16 pages
       // (a quantized cache's only when decoded first) of a multiple of 16 keys, unless forced off.
-      const bool fp16_pages = !quantized || v == 3 || v == 7 || v == 8;
+      const bool fp16_pages = !quantized || v == 3;
       const bool tensor_copies = v != 1 && v != 6 && fp16_pages && c.block_size % 16 == 0;
       EXPECT_EQ(cuda::HopperPrefillTensorCopyLaunches() > tensor_copy_launches, tensor_copies) << name;
       std::printf("prefill %s %s Hq=%d Hk=%d D=%d bs=%d tokens=%d max_ctx=%d: worst error %.2f of the tolerance\n",
