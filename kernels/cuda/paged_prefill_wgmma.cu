@@ -269,16 +269,27 @@ __device__ inline void ConvertStagedTile(int warp_key0, int lane, uint32_t k_sta
 // once at the end (ReduceRowSums) instead of by shuffles every tile (the rescale c is the same
 // for the quad's four threads, so the shares can be kept apart). Masked scores are -FLT_MAX, as
 // FragmentSoftmax's.
+//
+// And the running max moves only when a tile's maximum passes it by more than kMaxLag in log2
+// units (FlashAttention-4's conditional rescale): until then each exp2(s * scale - m * scale) is
+// at most 2^kMaxLag (exact enough as fp16/bf16 P and in f32 sums), c stays 1 and the consumers skip
+// rescaling O (64 multiplies a tile and thread at head_dim 128). Any m works for the online
+// softmax as long as l and O are kept against the same one; it only has to keep the exponentials
+// from overflowing, and 2^8 is far from fp16's 65,504.
+inline constexpr float kMaxLag = 8.0f;
 template <int NT>
-__device__ inline void ScaledFragmentSoftmax(float (&sc)[NT][4], float scale, float& m_lo, float& l_lo, float& m_hi,
-                                             float& l_hi, float& c_lo, float& c_hi) {
+__device__ inline void ScaledFragmentSoftmax(float (&sc)[NT][4], float scale, float max_lag, float& m_lo, float& l_lo,
+                                             float& m_hi, float& l_hi, float& c_lo, float& c_hi) {
   float mx_lo, mx_hi;
   FragmentRowMax<NT>(sc, mx_lo, mx_hi);
-  const float mn_lo = fmaxf(m_lo, mx_lo), mn_hi = fmaxf(m_hi, mx_hi);
+  // The first unmasked key always moves m (from -FLT_MAX: (mx - m) * scale overflows to +inf).
+  const bool move_lo = (fmaxf(m_lo, mx_lo) - m_lo) * scale > max_lag;
+  const bool move_hi = (fmaxf(m_hi, mx_hi) - m_hi) * scale > max_lag;
+  const float mn_lo = move_lo ? mx_lo : m_lo, mn_hi = move_hi ? mx_hi : m_hi;
   // A row with no unmasked key yet subtracts 0 (its masked scores still give exp2(~-4e37) = 0).
   const float ms_lo = mn_lo == -FLT_MAX ? 0.0f : mn_lo * scale, ms_hi = mn_hi == -FLT_MAX ? 0.0f : mn_hi * scale;
-  c_lo = FastExp2(fmaf(m_lo, scale, -ms_lo));  // 0 while the row had no keys (m = -FLT_MAX)
-  c_hi = FastExp2(fmaf(m_hi, scale, -ms_hi));
+  c_lo = move_lo ? FastExp2(fmaf(m_lo, scale, -ms_lo)) : 1.0f;  // 0 when the row had no keys (m = -FLT_MAX)
+  c_hi = move_hi ? FastExp2(fmaf(m_hi, scale, -ms_hi)) : 1.0f;
   float sum_lo = 0.0f, sum_hi = 0.0f;
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
@@ -362,6 +373,7 @@ __device__ inline void ForEachItem(const Params& p, const WorkItems& work, Body&
 constexpr int kFlagPingPong = 1;      // consumer warpgroups take turns issuing GEMMs
 constexpr int kFlagStagedCodes = 2;   // quantized tiles staged in place (StageCodesTile), not in registers
 constexpr int kFlagTensorCopies = 4;  // whole tiles by tensor copies (`maps`), others by cp.async
+constexpr int kFlagEagerRescale = 8;  // O rescaled every tile (KVS_WGMMA_RESCALE=eager), not past kMaxLag only
 
 template <KvDType F, int D, int kKeys>
 __global__ void __launch_bounds__(kWgmmaThreads, 1)
@@ -662,6 +674,9 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
     };
 
     float c_lo = 1.0f, c_hi = 1.0f;  // the rescale of O that the last softmax asks for
+    // kFlagEagerRescale: the running max follows every new maximum and O is rescaled every tile.
+    const bool eager_rescale = (flags & kFlagEagerRescale) != 0;
+    const float max_lag = eager_rescale ? 0.0f : kMaxLag;
     // Mask keys of tile j past a row's position or the range (only on tiles that reach the first
     // row's position or k_hi), run the online softmax (the scale to log2 units folded in) and pack
     // P as the A fragments of the tile's k-steps of 16 keys.
@@ -678,7 +693,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
           }
         }
       }
-      ScaledFragmentSoftmax<kNB>(sc, p.scale_log2, m_lo, l_lo, m_hi, l_hi, c_lo, c_hi);
+      ScaledFragmentSoftmax<kNB>(sc, p.scale_log2, max_lag, m_lo, l_lo, m_hi, l_hi, c_lo, c_hi);
 #pragma unroll
       for (int kk = 0; kk < kPSteps; ++kk) {
         if constexpr (kHalf) {
@@ -695,8 +710,10 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
       }
     };
 
-    // O *= the rescale the last softmax asked for.
+    // O *= the rescale the last softmax asked for, where it asked for one (rarely past a row's
+    // first tiles: kMaxLag).
     auto rescale = [&] {
+      if (!eager_rescale && c_lo == 1.0f && c_hi == 1.0f) return;
 #pragma unroll
       for (int n = 0; n < kDBlocks; ++n) {
         o[n][0] *= c_lo;
@@ -836,6 +853,9 @@ bool PingPong() {
   return on;
 }
 
+// Whether O is rescaled every tile, as before the conditional rescale (kMaxLag): KVS_WGMMA_RESCALE=eager.
+KernelChoice g_eager_rescale("KVS_WGMMA_RESCALE", "eager");
+
 // How many blocks the kernel launches (SetHopperPrefillBlocks): -2 until read from
 // KVS_WGMMA_BLOCKS ("item": a block per item; a number: at most that many; unset: as many as
 // the GPU holds at once).
@@ -897,7 +917,7 @@ struct Instance {
   }
   static cudaError_t Launch(const Params& p, dim3 grid, cudaStream_t stream) {
     if (const cudaError_t attr = Prepare(); attr != cudaSuccess) return attr;
-    int flags = (PingPong() ? kFlagPingPong : 0) |
+    int flags = (PingPong() ? kFlagPingPong : 0) | (g_eager_rescale.Alternative() ? kFlagEagerRescale : 0) |
                 (GetQuantizedPrefillLoads() == QuantizedPrefillLoads::kRegisters ? 0 : kFlagStagedCodes);
     const int64_t items = static_cast<int64_t>(grid.x) * grid.y * grid.z;
     if (items == 0) return cudaSuccess;
