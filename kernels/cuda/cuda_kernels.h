@@ -379,6 +379,10 @@ void SetHopperPrefillBlocks(int32_t blocks);
 // Process-wide; quantized caches decoded first are read as fp16 pages, so they follow it too.
 enum class HopperPrefillKvLoads { kCopies, kTensorCopies };
 void SetHopperPrefillKvLoads(HopperPrefillKvLoads loads);
+// Whether the Hopper prefill kernel moves each row's running max at every new maximum and rescales
+// its output every tile (true), or lets the max lag by up to 2^8 and rescales only when it moves
+// (false, the default). Process-wide, for tests and benchmarks; KVS_WGMMA_RESCALE=eager starts true.
+void SetHopperPrefillEagerRescale(bool eager);
 // Launches of the Hopper prefill kernel that took tensor copies since the process began (tests
 // check that the path they ask for ran).
 int64_t HopperPrefillTensorCopyLaunches();

@@ -1015,6 +1015,8 @@ void SetPrefillKernel(PrefillKernel kernel) { g_prefill_kernel.Set(kernel == Pre
 
 void SetHopperPrefillBlocks(int32_t blocks) { attention::g_blocks.store(std::max(blocks, kHopperPrefillBlockPerItem)); }
 
+void SetHopperPrefillEagerRescale(bool eager) { attention::g_eager_rescale.Set(eager); }
+
 void SetHopperPrefillKvLoads(HopperPrefillKvLoads loads) { attention::g_kv_loads.store(static_cast<int>(loads)); }
 
 int64_t HopperPrefillTensorCopyLaunches() { return attention::g_tensor_copy_launches.load(); }
