@@ -67,10 +67,7 @@ struct WgmmaLayout {
   static constexpr int kTileBytes = (D / 64) * kKeys * 128;  // one stage's K (or V)
   static constexpr int kStages = (227 * 1024 - 2048 - kQBytes) / (2 * kTileBytes);
   static constexpr int kBarrierOffset = kQBytes + 2 * kStages * kTileBytes;
-  // 1 KiB of ones after the barriers: the B operand that sums each row of P (RSBf16N8).
-  static constexpr int kOnesOffset = kBarrierOffset + 128;
-  static_assert(2 * 8 * (kStages + 1) <= 128, "the barriers fit before the ones");
-  static constexpr size_t kSmem = static_cast<size_t>(kOnesOffset) + 1024 + 1024;
+  static constexpr size_t kSmem = static_cast<size_t>(kBarrierOffset) + 2 * 8 * (kStages + 1) + 1024;
   static_assert(kSmem <= 227 * 1024, "over the shared memory of one block");
 };
 
@@ -280,8 +277,7 @@ __device__ inline void ConvertStagedTile(int warp_key0, int lane, uint32_t k_sta
 // softmax as long as l and O are kept against the same one; it only has to keep the exponentials
 // from overflowing, and 2^8 is far from fp16's 65,504.
 inline constexpr float kMaxLag = 8.0f;
-// kSums false: l is left alone (the caller sums the rows of P by an MMA).
-template <int NT, bool kSums = true>
+template <int NT>
 __device__ inline void ScaledFragmentSoftmax(float (&sc)[NT][4], float scale, float max_lag, float& m_lo, float& l_lo,
                                              float& m_hi, float& l_hi, float& c_lo, float& c_hi) {
   float mx_lo, mx_hi;
@@ -301,16 +297,12 @@ __device__ inline void ScaledFragmentSoftmax(float (&sc)[NT][4], float scale, fl
     for (int j = 0; j < 2; ++j) {
       sc[nt][j] = FastExp2(fmaf(sc[nt][j], scale, -ms_lo));
       sc[nt][2 + j] = FastExp2(fmaf(sc[nt][2 + j], scale, -ms_hi));
-      if constexpr (kSums) {
-        sum_lo += sc[nt][j];
-        sum_hi += sc[nt][2 + j];
-      }
+      sum_lo += sc[nt][j];
+      sum_hi += sc[nt][2 + j];
     }
   }
-  if constexpr (kSums) {
-    l_lo = l_lo * c_lo + sum_lo;
-    l_hi = l_hi * c_hi + sum_hi;
-  }
+  l_lo = l_lo * c_lo + sum_lo;
+  l_hi = l_hi * c_hi + sum_hi;
   m_lo = mn_lo;
   m_hi = mn_hi;
 }
@@ -383,9 +375,7 @@ constexpr int kFlagStagedCodes = 2;   // quantized tiles staged in place (StageC
 constexpr int kFlagTensorCopies = 4;  // whole tiles by tensor copies (`maps`), others by cp.async
 constexpr int kFlagEagerRescale = 8;  // O rescaled every tile (KVS_WGMMA_RESCALE=eager), not past kMaxLag only
 
-// kSumsByMma: each row's sum of P accumulates in an m64n8 wgmma over a tile of ones beside O += P V
-// (from the same rounded P), not in 64 adds a tile and thread; false: by the adds (measurement).
-template <KvDType F, int D, int kKeys, bool kSumsByMma>
+template <KvDType F, int D, int kKeys>
 __global__ void __launch_bounds__(kWgmmaThreads, 1)
     PagedPrefillWgmmaKernel(Params p, WorkItems work, int flags, const __grid_constant__ KvTensorMaps maps) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -412,7 +402,6 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
   auto full = [&](int stage) { return bars + 8 * stage; };
   auto empty = [&](int stage) { return bars + 8 * (kStages + stage); };
   const uint32_t q_full = bars + 8 * (2 * kStages), q_empty = q_full + 8;
-  const uint32_t ones = smem_base + Layout::kOnesOffset;
 
   const int tid = threadIdx.x, wg = tid / 128;
   const int group = p.q_heads / p.kv_heads;
@@ -425,12 +414,6 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
     BarrierInit(q_full, 128);   // every producer thread's copies of an item's Q
     BarrierInit(q_empty, 256);  // every consumer thread, once its last S of an item is done
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-  }
-  if constexpr (kSumsByMma) {
-    for (int i = tid; i < 256; i += kWgmmaThreads) {
-      asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(ones + 4 * i), "r"(kHalf ? 0x3C003C00u : 0x3F803F80u) : "memory");
-    }
-    FenceProxyAsync();  // these generic-proxy stores, before wgmma reads them
   }
   __syncthreads();
   // Launched with programmatic dependent launch: the set-up above overlaps the previous kernel's
@@ -640,7 +623,6 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
 #pragma unroll
     for (int n = 0; n < kDBlocks; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     float m_lo = -FLT_MAX, m_hi = -FLT_MAX, l_lo = 0.0f, l_hi = 0.0f;
-    float lsum[1][4] = {{0.0f, 0.0f, 0.0f, 0.0f}};  // kSumsByMma: rows g, g + 8's sums (every column the same)
 
     // Tiles this warpgroup computes: those that start at or before its last row's position (a
     // prefix of the range); it still takes part in the ring for the rest.
@@ -711,7 +693,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
           }
         }
       }
-      ScaledFragmentSoftmax<kNB, !kSumsByMma>(sc, p.scale_log2, max_lag, m_lo, l_lo, m_hi, l_hi, c_lo, c_hi);
+      ScaledFragmentSoftmax<kNB>(sc, p.scale_log2, max_lag, m_lo, l_lo, m_hi, l_hi, c_lo, c_hi);
 #pragma unroll
       for (int kk = 0; kk < kPSteps; ++kk) {
         if constexpr (kHalf) {
@@ -739,16 +721,11 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
         o[n][2] *= c_hi;
         o[n][3] *= c_hi;
       }
-      lsum[0][0] *= c_lo;
-      lsum[0][1] *= c_lo;
-      lsum[0][2] *= c_hi;
-      lsum[0][3] *= c_hi;
     };
     // O += P V (issued, not waited for): V [keys][d] is N-major; 16 keys are two 8-row groups
     // (stride 1024 bytes), the two 64-wide halves of d one sub-tile apart.
     auto issue_pv = [&](int stage, uint32_t(&pa)[kPSteps][4]) {
       wgmma::FenceOperands(o);
-      if constexpr (kSumsByMma) wgmma::FenceOperands(lsum);
       wgmma::Fence();
 #pragma unroll
       for (int kk = 0; kk < kPSteps; ++kk) {
@@ -764,14 +741,6 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
             wgmma::RSF16N64TransB(o, pa[kk], db);
           } else {
             wgmma::RSBf16N64TransB(o, pa[kk], db);
-          }
-        }
-        if constexpr (kSumsByMma) {
-          const uint64_t d1 = Descriptor(ones, 16, 1024);
-          if constexpr (kHalf) {
-            wgmma::RSF16N8(lsum, pa[kk], d1);
-          } else {
-            wgmma::RSBf16N8(lsum, pa[kk], d1);
           }
         }
       }
@@ -796,7 +765,6 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
       softmax(j + 1, s, pnext);
       wgmma::Wait<0>();
       wgmma::FenceOperands(o);
-      wgmma::FenceOperands(lsum);
       BarrierArrive(empty((ring + j) % kStages));
     };
     auto last_tile = [&](int j, uint32_t(&pcur)[kPSteps][4]) {
@@ -806,7 +774,6 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
       turn_end();
       wgmma::Wait<0>();
       wgmma::FenceOperands(o);
-      wgmma::FenceOperands(lsum);
       BarrierArrive(empty((ring + j) % kStages));
     };
 
@@ -844,13 +811,8 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
     }
     ring += num_tiles;
 
-    // The rows' sums (from the MMA, or the quad's shares); m back in log2 units for CombineSplits.
-    if constexpr (kSumsByMma) {
-      l_lo = lsum[0][0];
-      l_hi = lsum[0][2];
-    } else {
-      ReduceRowSums(l_lo, l_hi);
-    }
+    // The rows' sums from the quad's shares; m back in log2 units for CombineSplits.
+    ReduceRowSums(l_lo, l_hi);
     const float ml_lo = m_lo == -FLT_MAX ? m_lo : m_lo * p.scale_log2;
     const float ml_hi = m_hi == -FLT_MAX ? m_hi : m_hi * p.scale_log2;
     // Each thread writes its rows' (g, g + 8) pieces: columns 2t, 2t+1 of every n-block.
@@ -890,9 +852,6 @@ bool PingPong() {
   }();
   return on;
 }
-
-// Whether the bf16 kernel at head_dim 128 sums P's rows by adds instead of an MMA: KVS_WGMMA_ROWSUM=adds.
-KernelChoice g_row_sums_by_adds("KVS_WGMMA_ROWSUM", "adds");
 
 // Whether O is rescaled every tile, as before the conditional rescale (kMaxLag): KVS_WGMMA_RESCALE=eager.
 KernelChoice g_eager_rescale("KVS_WGMMA_RESCALE", "eager");
@@ -948,13 +907,12 @@ bool TensorCopyMaps(const Params& p, KvTensorMaps* maps) {
 }
 
 // One instantiation of the kernel: its shared-memory limit raised once, launched or sized.
-template <KvDType F, int D, int kKeys, bool kSumsByMma = true>
+template <KvDType F, int D, int kKeys>
 struct Instance {
   static constexpr size_t kSmem = WgmmaLayout<D, kKeys>::kSmem;
   static cudaError_t Prepare() {
-    static const cudaError_t attr =
-        cudaFuncSetAttribute(PagedPrefillWgmmaKernel<F, D, kKeys, kSumsByMma>,
-                             cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
+    static const cudaError_t attr = cudaFuncSetAttribute(PagedPrefillWgmmaKernel<F, D, kKeys>,
+                                                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
     return attr;
   }
   static cudaError_t Launch(const Params& p, dim3 grid, cudaStream_t stream) {
@@ -973,13 +931,12 @@ struct Instance {
     const int choice = HopperPrefillBlocks();
     const int64_t held = choice > 0 ? choice : std::max<int64_t>(1, Resident(p.num_sms));
     const int64_t blocks = choice == kHopperPrefillBlockPerItem ? items : std::min(items, held);
-    return pdl::Launch(PagedPrefillWgmmaKernel<F, D, kKeys, kSumsByMma>, dim3(static_cast<unsigned>(blocks)),
-                       kWgmmaThreads, kSmem, stream, p, work, flags, maps);
+    return pdl::Launch(PagedPrefillWgmmaKernel<F, D, kKeys>, dim3(static_cast<unsigned>(blocks)), kWgmmaThreads, kSmem,
+                       stream, p, work, flags, maps);
   }
   static int64_t Resident(int num_sms) {
     if (Prepare() != cudaSuccess) return 0;  // Launch reports the error
-    static const int64_t resident =
-        ResidentBlocks(PagedPrefillWgmmaKernel<F, D, kKeys, kSumsByMma>, kSmem, num_sms, kWgmmaThreads);
+    static const int64_t resident = ResidentBlocks(PagedPrefillWgmmaKernel<F, D, kKeys>, kSmem, num_sms, kWgmmaThreads);
     return resident;
   }
 };
@@ -1003,9 +960,6 @@ auto DispatchDim(int head_dim, Args&&... args) {
   if (head_dim == 64) return Op::template Run<Instance<F, 64, 128>>(args...);
   if constexpr (F == KvDType::kBF16 || F == KvDType::kF16) {
     if (KeysPerTile(head_dim) == 96) return Op::template Run<Instance<F, 128, 96>>(args...);
-  }
-  if constexpr (F == KvDType::kBF16) {  // KVS_WGMMA_ROWSUM=adds: the row sums by adds (measurement)
-    if (g_row_sums_by_adds.Alternative()) return Op::template Run<Instance<F, 128, 128, false>>(args...);
   }
   return Op::template Run<Instance<F, 128, 128>>(args...);
 }
