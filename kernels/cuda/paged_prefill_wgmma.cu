@@ -17,8 +17,8 @@
 // softmax on the accumulator fragments (the scale folded into the exponent, causal mask only on
 // tiles that reach a row's position), and O += P V (RS wgmma: P re-packed from S's registers as the A
 // fragment, V read N-major). The next tile's loads are in flight during both; the two
-// warpgroups' GEMMs and softmaxes interleave on the SM (FlashAttention-3's ping-pong, strict
-// turns between them, is an option: KVS_WGMMA_PINGPONG=1).
+// warpgroups' GEMMs and softmaxes interleave on the SM freely at head_dim 128, and in strict
+// turns (FlashAttention-3's ping-pong) at 64, where that measured faster (PingPong).
 //
 // Quantized caches (fp8, int8, int4) are decoded by the producer warps: they stage the codes and
 // scales by cp.async into the stage itself and rewrite them there as fp16 values in the same
@@ -842,15 +842,17 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
 #endif
 }
 
-// Whether the consumer warpgroups take turns issuing their GEMMs: KVS_WGMMA_PINGPONG=1. Off by
-// default: on the H200 it measured 2-4% slower than letting both issue freely beside the
-// intra-warpgroup pipeline (docs/performance.md).
-bool PingPong() {
-  static const bool on = [] {
-    const char* env = std::getenv("KVS_WGMMA_PINGPONG");
-    return env != nullptr && std::string_view(env) == "1";
+// Whether the consumer warpgroups take turns issuing their GEMMs (FlashAttention-3's ping-pong):
+// at head_dim 64, where it measured 1.07x (an H100, 16K; docs/performance.md), not at 128, where
+// it measured 0.97-0.98x beside the intra-warpgroup pipeline and the lagging max (and 2-4% slower
+// on the H200 before those). KVS_WGMMA_PINGPONG=1 or 0 sets it for every head dim (measurement).
+bool PingPong(int head_dim) {
+  static const int env = [] {
+    const char* e = std::getenv("KVS_WGMMA_PINGPONG");
+    const std::string_view v = e != nullptr ? e : "";
+    return v == "1" ? 1 : v == "0" ? 0 : -1;
   }();
-  return on;
+  return env >= 0 ? env == 1 : head_dim == 64;
 }
 
 // Whether O is rescaled every tile, as before the conditional rescale (kMaxLag): KVS_WGMMA_RESCALE=eager.
@@ -917,7 +919,7 @@ struct Instance {
   }
   static cudaError_t Launch(const Params& p, dim3 grid, cudaStream_t stream) {
     if (const cudaError_t attr = Prepare(); attr != cudaSuccess) return attr;
-    int flags = (PingPong() ? kFlagPingPong : 0) | (g_eager_rescale.Alternative() ? kFlagEagerRescale : 0) |
+    int flags = (PingPong(D) ? kFlagPingPong : 0) | (g_eager_rescale.Alternative() ? kFlagEagerRescale : 0) |
                 (GetQuantizedPrefillLoads() == QuantizedPrefillLoads::kRegisters ? 0 : kFlagStagedCodes);
     const int64_t items = static_cast<int64_t>(grid.x) * grid.y * grid.z;
     if (items == 0) return cudaSuccess;
