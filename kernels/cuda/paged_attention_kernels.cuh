@@ -486,7 +486,7 @@ cudaError_t LaunchPrefillDecodedFirst(Params p, int max_query_len, int num_seqs,
   const DecodedFirstLayout l = DecodedFirstLayoutFor(p.block_size, p.kv_heads, D, p.max_context_len);
   const DecodedFirstLayout::Pages pages = l.Carve(p.kv_scratch, num_seqs);
   const dim3 grid(l.blocks_per_seq, num_seqs);
-  const cudaError_t err = pdl::Launch(DecodeKvToScratchKernel<F, D, 4>, grid, 256, 0, stream, p, l, pages);
+  const cudaError_t err = pdl::Launch(DecodeKvToScratchKernel<F, D>, grid, 256, 0, stream, p, l, pages);
   if (err != cudaSuccess) return err;
   p.k_cache = pages.k;
   p.v_cache = pages.v;

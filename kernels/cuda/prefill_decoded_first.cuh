@@ -51,15 +51,16 @@ inline DecodedFirstLayout DecodedFirstLayoutFor(int32_t block_size, int32_t kv_h
 
 // Block (i, s): sequence s's logical block i, every KV head, K and V. A thread decodes one
 // 8-element chunk of a row at a time (consecutive threads on consecutive chunks of a row), kBatch
-// chunks at once: their codes and scales are all loaded before the first is decoded and stored,
+// (4) chunks at once: their codes and scales are all loaded before the first is decoded and stored,
 // so kBatch x 4 loads are in flight a thread (kBatch 4 against 1: fp8 KV at 4K 0.962-0.966x of
 // bf16's rate against 0.945-0.949x, H100, docs/performance.md). Launched with
 // programmatic dependent launch: it waits for the KV write before reading the cache, and for the
 // previous layer's attention before rewriting the scratch that one read.
-template <KvDType F, int D, int kBatch>
+template <KvDType F, int D>
 __global__ void __launch_bounds__(256)
     DecodeKvToScratchKernel(Params p, DecodedFirstLayout l, DecodedFirstLayout::Pages out) {
   pdl::StartAfterPrevious();
+  constexpr int kBatch = 4;
   constexpr int kChunks = D / 8;
   const int i = blockIdx.x, seq = blockIdx.y;
   const int64_t out_block = static_cast<int64_t>(seq) * l.blocks_per_seq + i;
