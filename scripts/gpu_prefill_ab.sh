@@ -13,13 +13,13 @@ SIDES=("" "$@")
 QUICK=${KVS_AB_QUICK:-}
 [ -n "${KVS_SKIP_BUILD:-}" ] && source "$BUILD/env.sh" || gpu_build
 # The element-wise prefill test on every side; a kernel that hangs or fails stops the call here
-# (each run has 120 s).
+# (each run has 240 s).
 for i in "${!SIDES[@]}"; do
   SIDE_ENV=${SIDES[$i]}
   [ -z "${KVS_AB_NO_TESTS:-}" ] || continue
   [ "$i" = 0 ] || [ -z "${KVS_AB_TEST_DEFAULT_ONLY:-}" ] || continue
   log="$OUT/prefill_attention_test.side$i.log"
-  env $SIDE_ENV timeout 120 "$BUILD"/tests/prefill_attention_test > "$log" 2>&1
+  env $SIDE_ENV timeout 240 "$BUILD"/tests/prefill_attention_test > "$log" 2>&1
   rc=$?
   echo "prefill_attention_test (${SIDE_ENV:-default}): rc $rc, worst $(grep -oE 'worst error [0-9.]+' "$log" | sort -k3 -n | tail -1)"
   [ $rc = 0 ] || { grep -E "Failure|RUN|FAILED" "$log" | tail -12; exit 1; }

@@ -500,6 +500,11 @@ __device__ inline float FastExp2(float x) {
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
 }
+__device__ inline float FastLog2(float x) {
+  float y;
+  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
 
 // The largest score of rows g (entries 0, 1) and g + 8 (2, 3) over a tile's NT n-tiles, across
 // the row's quad (FragmentSoftmax and the Hopper prefill's ScaledFragmentSoftmax).

@@ -31,9 +31,17 @@ namespace {
 // Per element, the prefill rule of tests/support/elementwise_check.h.
 constexpr double kAbs = testing::kPrefillAbs, kRel = testing::kPrefillRel;
 
+// A key of the first sequence set to `factor` in every dimension, with every query drawn around +1
+// (so each query scores it at about factor x head_dim x the scale, far above the other keys).
+struct Spike {
+  int32_t pos;
+  float factor;
+};
+
 struct Shape {
   int32_t q_heads, kv_heads, head_dim, block_size;
   std::vector<int32_t> context_lens, query_lens;
+  std::vector<Spike> spikes = {};
 };
 
 class PrefillAttentionTest : public testing::GpuFixture<::testing::TestWithParam<Shape>> {
@@ -44,6 +52,7 @@ class PrefillAttentionTest : public testing::GpuFixture<::testing::TestWithParam
     cuda::SetHopperPrefillBlocks(0);
     cuda::SetHopperPrefillKvLoads(cuda::HopperPrefillKvLoads::kTensorCopies);
     cuda::SetHopperPrefillEagerRescale(false);
+    cuda::SetHopperPrefillRowMaxEveryTile(false);
   }
 };
 
@@ -129,9 +138,13 @@ TEST_P(PrefillAttentionTest, EveryElementMatchesTheCpuReferenceOnBothKernelsAndC
     k[i] = (i % c.head_dim == 5 ? 8.0f : 1.0f) * bf16_random();
     v[i] = bf16_random();
   }
+  for (const Spike& sp : c.spikes) {
+    for (int64_t i = 0; i < width; ++i) k[sp.pos * width + i] = sp.factor;  // the first sequence's rows come first
+  }
   const int64_t qw = static_cast<int64_t>(c.q_heads) * c.head_dim;
   std::vector<float> q(tokens * qw);
-  for (float& x : q) x = bf16_random();
+  const float q_mean = c.spikes.empty() ? 0.0f : 1.0f;
+  for (float& x : q) x = Bf16BitsToFloat(FloatToBf16Bits(q_mean + normal(rng)));
   const AttentionBatch batch = testing::HostAttentionBatch(query_start, context_len, table, max_blocks, c.query_lens);
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   CpuBackend cpu(size_t{1} << 30);
@@ -200,9 +213,12 @@ TEST_P(PrefillAttentionTest, EveryElementMatchesTheCpuReferenceOnBothKernelsAndC
     // pages of a multiple of 16 keys (quantized caches decoded first into them) are loaded by
     // tensor copies but in variant 6, which forces cp.async everywhere; checked below. Variant 7
     // moves the running max at every new maximum and rescales O every tile, where the others let
-    // it lag (kMaxLag): so a max that moves from a finite value is checked too.
+    // it lag (kMaxLag): so a max that moves from a finite value is checked too. Variant 8 takes
+    // each row's max on every tile, where the others take it on a row's first tile only and
+    // check the later tiles' exponentials against the lagging max (the spikes' shapes make them
+    // move it, and overflow).
     const std::vector<int> variants =
-        quantized ? std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7} : std::vector<int>{0, 1, 4, 5, 6, 7};
+        quantized ? std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7, 8} : std::vector<int>{0, 1, 4, 5, 6, 7, 8};
     for (const int v : variants) {
       const cuda::PrefillKernel kernel = v == 1 ? cuda::PrefillKernel::kMma : cuda::PrefillKernel::kAuto;
       cuda::SetPrefillKernel(kernel);
@@ -211,6 +227,7 @@ TEST_P(PrefillAttentionTest, EveryElementMatchesTheCpuReferenceOnBothKernelsAndC
                                                         : cuda::QuantizedPrefillLoads::kStagedInPlace);
       cuda::SetHopperPrefillBlocks(v == 4 ? 3 : v == 5 ? cuda::kHopperPrefillBlockPerItem : 0);
       cuda::SetHopperPrefillEagerRescale(v == 7);
+      cuda::SetHopperPrefillRowMaxEveryTile(v == 8);
       cuda::SetHopperPrefillKvLoads(v == 6 ? cuda::HopperPrefillKvLoads::kCopies
                                            : cuda::HopperPrefillKvLoads::kTensorCopies);
       if (v >= 2 && !cuda::UseHopperPrefill()) continue;
@@ -222,7 +239,8 @@ TEST_P(PrefillAttentionTest, EveryElementMatchesTheCpuReferenceOnBothKernelsAndC
                              "wgmma on 3 blocks",
                              "wgmma, a block per item",
                              "wgmma, tiles by cp.async only",
-                             "wgmma, O rescaled every tile"};
+                             "wgmma, O rescaled every tile",
+                             "wgmma, the row max of every tile"};
       const char* name = v == 0 && !cuda::UseHopperPrefill() ? "auto" : names[v];
       SCOPED_TRACE(format + " cache, " + name + " kernel");
       const std::vector<uint16_t> poison(tokens * qw, 0x7FC0);  // bf16 NaN: an unwritten output shows
@@ -269,7 +287,12 @@ INSTANTIATE_TEST_SUITE_P(
         Shape{9, 3, 64, 7, {517, 54}, {517, 3}},                         // SmolLM2 heads, odd page, group 3
         Shape{8, 2, 64, 32, {1500, 700}, {1500, 41}},                    // pages of 32, head_dim 64, a chunk
         Shape{8, 8, 128, 16, {700}, {700}},                              // MHA
-        Shape{32, 8, 128, 16, {20000}, {64}}),                           // few rows, long context: key splits
+        Shape{32, 8, 128, 16, {20000}, {64}},                            // few rows, long context: key splits
+        // Keys far above the first tile's (whose max is ~5 in log2 units): at 300 about 16-23
+        // units past it, so the lagging max has to move; at 700 about 160-230, so exponentials
+        // against it overflow. A whole prompt beside another, and a chunk over them.
+        Shape{32, 8, 128, 16, {1024, 200}, {1024, 200}, {{300, 1.0f}, {700, 10.0f}}},
+        Shape{9, 3, 64, 16, {2900}, {400}, {{300, 2.0f}, {700, 20.0f}}}),
     [](const ::testing::TestParamInfo<Shape>& info) {
       const Shape& s = info.param;
       return "Hq" + std::to_string(s.q_heads) + "_Hk" + std::to_string(s.kv_heads) + "_D" + std::to_string(s.head_dim) +
