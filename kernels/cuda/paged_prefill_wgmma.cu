@@ -133,19 +133,18 @@ __device__ inline uint4 LoadShared16(uint32_t addr) {
   asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr));
   return v;
 }
-// The f32 dot product of two 16-byte chunks of 8 bf16 (kHalf: fp16) values.
+// The f32 dot product of 8 bf16 values and 8 bf16 (kHalf: fp16) values, 16 bytes each.
 template <bool kHalf>
 __device__ inline float Dot8(uint4 a, uint4 b) {
   const uint32_t x[4] = {a.x, a.y, a.z, a.w}, y[4] = {b.x, b.y, b.z, b.w};
   float s = 0.0f;
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    float2 fa, fb;
+    const float2 fa = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&x[i]));
+    float2 fb;
     if constexpr (kHalf) {
-      fa = __half22float2(*reinterpret_cast<const __half2*>(&x[i]));
       fb = __half22float2(*reinterpret_cast<const __half2*>(&y[i]));
     } else {
-      fa = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&x[i]));
       fb = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&y[i]));
     }
     s = fmaf(fa.x, fb.x, fmaf(fa.y, fb.y, s));
@@ -286,75 +285,73 @@ __device__ inline void ConvertStagedTile(int warp_key0, int lane, uint32_t k_sta
 
 // FragmentSoftmax (paged_attention_common.cuh) with two of its steps moved, as FlashAttention-3
 // does (~65 fewer instructions a tile and thread in the bf16 kernel's SASS; 1.04-1.05x the
-// kernel's rate on an H100, docs/performance.md): S stays unscaled and the scale (positive) is
-// folded into the exponent's multiply-add, exp2(s * scale - ms), where S was first multiplied
-// element by element (64 multiplies a tile and thread fewer); and l is this thread's share of
-// its row's sum, the quad's shares added once at the end (ReduceRowSums) instead of by shuffles
-// every tile (the rescale c is the same for the quad's four threads, so the shares can be kept
-// apart). The running max ms is kept in log2 units (the scale applied), -FLT_MAX while a row has
-// seen no unmasked key. Masked scores are -FLT_MAX, as FragmentSoftmax's.
+// kernel's rate on an H100, docs/performance.md): S stays unscaled (the running max m too, in
+// S's units) and the scale (positive) is folded into the exponent's multiply-add,
+// exp2(s * scale - m * scale), where S was first multiplied element by element (64 multiplies a
+// tile and thread fewer); and l is this thread's share of its row's sum, the quad's shares added
+// once at the end (ReduceRowSums) instead of by shuffles every tile (the rescale c is the same
+// for the quad's four threads, so the shares can be kept apart). Masked scores are -FLT_MAX, as
+// FragmentSoftmax's.
 //
 // And the running max moves only when a tile's maximum passes it by more than kMaxLag in log2
-// units (FlashAttention-4's conditional rescale): until then each exp2(s * scale - ms) is
+// units (FlashAttention-4's conditional rescale): until then each exp2(s * scale - m * scale) is
 // at most 2^kMaxLag (exact enough as fp16/bf16 P and in f32 sums), c stays 1 and the consumers skip
 // rescaling O (64 multiplies a tile and thread at head_dim 128). Any m works for the online
 // softmax as long as l and O are kept against the same one; it only has to keep the exponentials
 // from overflowing, and 2^8 is far from fp16's 65,504.
 inline constexpr float kMaxLag = 8.0f;
 template <int NT>
-__device__ inline void ScaledFragmentSoftmax(float (&sc)[NT][4], float scale, float max_lag, float& ms_lo, float& l_lo,
-                                             float& ms_hi, float& l_hi, float& c_lo, float& c_hi) {
+__device__ inline void ScaledFragmentSoftmax(float (&sc)[NT][4], float scale, float max_lag, float& m_lo, float& l_lo,
+                                             float& m_hi, float& l_hi, float& c_lo, float& c_hi) {
   float mx_lo, mx_hi;
   FragmentRowMax<NT>(sc, mx_lo, mx_hi);
-  const float xs_lo = mx_lo == -FLT_MAX ? -FLT_MAX : mx_lo * scale;
-  const float xs_hi = mx_hi == -FLT_MAX ? -FLT_MAX : mx_hi * scale;
-  // The first unmasked key always moves ms (from -FLT_MAX: the difference overflows to +inf).
-  const bool move_lo = fmaxf(ms_lo, xs_lo) - ms_lo > max_lag;
-  const bool move_hi = fmaxf(ms_hi, xs_hi) - ms_hi > max_lag;
-  const float mn_lo = move_lo ? xs_lo : ms_lo, mn_hi = move_hi ? xs_hi : ms_hi;
+  // The first unmasked key always moves m (from -FLT_MAX: (mx - m) * scale overflows to +inf).
+  const bool move_lo = (fmaxf(m_lo, mx_lo) - m_lo) * scale > max_lag;
+  const bool move_hi = (fmaxf(m_hi, mx_hi) - m_hi) * scale > max_lag;
+  const float mn_lo = move_lo ? mx_lo : m_lo, mn_hi = move_hi ? mx_hi : m_hi;
   // A row with no unmasked key yet subtracts 0 (its masked scores still give exp2(~-4e37) = 0).
-  const float sub_lo = mn_lo == -FLT_MAX ? 0.0f : mn_lo, sub_hi = mn_hi == -FLT_MAX ? 0.0f : mn_hi;
-  c_lo = move_lo ? FastExp2(ms_lo - sub_lo) : 1.0f;  // 0 when the row had no keys (ms = -FLT_MAX)
-  c_hi = move_hi ? FastExp2(ms_hi - sub_hi) : 1.0f;
+  const float ms_lo = mn_lo == -FLT_MAX ? 0.0f : mn_lo * scale, ms_hi = mn_hi == -FLT_MAX ? 0.0f : mn_hi * scale;
+  c_lo = move_lo ? FastExp2(fmaf(m_lo, scale, -ms_lo)) : 1.0f;  // 0 when the row had no keys (m = -FLT_MAX)
+  c_hi = move_hi ? FastExp2(fmaf(m_hi, scale, -ms_hi)) : 1.0f;
   float sum_lo = 0.0f, sum_hi = 0.0f;
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
     for (int j = 0; j < 2; ++j) {
-      sc[nt][j] = FastExp2(fmaf(sc[nt][j], scale, -sub_lo));
-      sc[nt][2 + j] = FastExp2(fmaf(sc[nt][2 + j], scale, -sub_hi));
+      sc[nt][j] = FastExp2(fmaf(sc[nt][j], scale, -ms_lo));
+      sc[nt][2 + j] = FastExp2(fmaf(sc[nt][2 + j], scale, -ms_hi));
       sum_lo += sc[nt][j];
       sum_hi += sc[nt][2 + j];
     }
   }
   l_lo = l_lo * c_lo + sum_lo;
   l_hi = l_hi * c_hi + sum_hi;
-  ms_lo = mn_lo;
-  ms_hi = mn_hi;
+  m_lo = mn_lo;
+  m_hi = mn_hi;
 }
-
-// The same update without the row max on tiles after a row's first (the default; the max above
-// is 62 FMNMX and 4 shuffles a tile and thread at 128 keys, the largest part of the softmax left
-// beside the exponentials): the exponentials are taken against the lagging max as they are, and
-// a warp all of whose threads' shares of their rows' sums stay at most 2^kMaxLag — so every
-// exponential is — is done, with the same result as ScaledFragmentSoftmax (which would not have
-// moved the max either). A warp where a share passes it (rarely past a row's first tiles) takes
-// each row's largest exponential px and, where px > 1, moves the row's max up by log2(px) and
-// scales the row's P, sum and O by 1/px: the same online softmax against another consistent
-// max. Only where an exponential overflowed (a score 2^128 past the lagging max: P lost) does
-// it return true, and the caller recomputes S for that warp and runs ScaledFragmentSoftmax.
-// `sc` must hold no row's first unmasked keys (a row with keys has one in its item's first tile).
+// The same update without the row max on tiles after a row's first (the lagging kernel,
+// kLagging; the max above is 62 FMNMX and 4 shuffles a tile and thread at 128 keys, the largest
+// part of the softmax beside the exponentials): the exponentials are taken against the lagging
+// max as they are, and a warp all of whose threads' shares of their rows' sums stay at most
+// 2^kMaxLag — so every exponential does — is done, as ScaledFragmentSoftmax would have been
+// (which would not have moved the max either). A warp where a share passes it (rarely past a
+// row's first tiles) takes each row's largest exponential px and, where px > 1, moves the row's
+// max up by log2(px) and scales the row's P, sum and O by 1/px: the same online softmax against
+// another consistent max. Only where an exponential overflowed (a score 2^128 past the lagging
+// max: P is lost) does it return true, l and m untouched, for the caller to recompute S and
+// raise the max (RaiseRowMax) before calling again. Every row's max must already be set where
+// `sc` has keys the row sees (a row with keys has one in its item's first tile: RaiseRowMax).
 template <int NT>
-__device__ inline bool LaggingFragmentSoftmax(float (&sc)[NT][4], float scale, float& ms_lo, float& l_lo, float& ms_hi,
-                                              float& l_hi, float& c_lo, float& c_hi) {
-  const float sub_lo = ms_lo == -FLT_MAX ? 0.0f : ms_lo, sub_hi = ms_hi == -FLT_MAX ? 0.0f : ms_hi;
+__device__ inline bool LaggingFragmentSoftmax(float (&sc)[NT][4], float scale, float inv_scale, float& m_lo,
+                                              float& l_lo, float& m_hi, float& l_hi, float& c_lo, float& c_hi) {
+  const float ms_lo = m_lo == -FLT_MAX ? 0.0f : m_lo * scale, ms_hi = m_hi == -FLT_MAX ? 0.0f : m_hi * scale;
   float sum_lo = 0.0f, sum_hi = 0.0f;
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
     for (int j = 0; j < 2; ++j) {
-      sc[nt][j] = FastExp2(fmaf(sc[nt][j], scale, -sub_lo));
-      sc[nt][2 + j] = FastExp2(fmaf(sc[nt][2 + j], scale, -sub_hi));
+      sc[nt][j] = FastExp2(fmaf(sc[nt][j], scale, -ms_lo));
+      sc[nt][2 + j] = FastExp2(fmaf(sc[nt][2 + j], scale, -ms_hi));
       sum_lo += sc[nt][j];
       sum_hi += sc[nt][2 + j];
     }
@@ -368,12 +365,12 @@ __device__ inline bool LaggingFragmentSoftmax(float (&sc)[NT][4], float scale, f
     if (px_lo > 1.0f) {
       const float d = FastLog2(px_lo);
       c_lo = FastExp2(-d);
-      ms_lo += d;
+      m_lo += d * inv_scale;
     }
     if (px_hi > 1.0f) {
       const float d = FastLog2(px_hi);
       c_hi = FastExp2(-d);
-      ms_hi += d;
+      m_hi += d * inv_scale;
     }
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
@@ -389,6 +386,26 @@ __device__ inline bool LaggingFragmentSoftmax(float (&sc)[NT][4], float scale, f
   l_lo = l_lo * c_lo + sum_lo;
   l_hi = l_hi * c_hi + sum_hi;
   return false;
+}
+// Each row's max raised to its largest score in `sc` (masked), l scaled and O's rescale returned
+// in c to match (1 where it stays; 0 for a row's first keys): the lagging kernel's first tile of
+// an item, and a tile whose exponentials overflowed once S is recomputed.
+template <int NT>
+__device__ inline void RaiseRowMax(const float (&sc)[NT][4], float scale, float& m_lo, float& l_lo, float& m_hi,
+                                   float& l_hi, float& c_lo, float& c_hi) {
+  float mx_lo, mx_hi;
+  FragmentRowMax<NT>(sc, mx_lo, mx_hi);
+  c_lo = 1.0f, c_hi = 1.0f;
+  if (mx_lo > m_lo) {
+    c_lo = FastExp2(fmaf(m_lo, scale, -mx_lo * scale));  // 0 from m = -FLT_MAX
+    l_lo *= c_lo;
+    m_lo = mx_lo;
+  }
+  if (mx_hi > m_hi) {
+    c_hi = FastExp2(fmaf(m_hi, scale, -mx_hi * scale));
+    l_hi *= c_hi;
+    m_hi = mx_hi;
+  }
 }
 // The rows' sums from the quad's shares (every lane of the warp calls it).
 __device__ inline void ReduceRowSums(float& l_lo, float& l_hi) {
@@ -454,13 +471,14 @@ __device__ inline void ForEachItem(const Params& p, const WorkItems& work, Body&
 // write its output, where a block per item paid its start (Q, the first tile, the pipeline's
 // fill) and its end (the stores, the block's exit) with the SM's tensor cores idle.
 // Bits of the kernel's `flags`.
-constexpr int kFlagPingPong = 1;          // consumer warpgroups take turns issuing GEMMs
-constexpr int kFlagStagedCodes = 2;       // quantized tiles staged in place (StageCodesTile), not in registers
-constexpr int kFlagTensorCopies = 4;      // whole tiles by tensor copies (`maps`), others by cp.async
-constexpr int kFlagEagerRescale = 8;      // O rescaled every tile (KVS_WGMMA_RESCALE=eager), not past kMaxLag only
-constexpr int kFlagRowMaxEveryTile = 16;  // the row max of every tile (KVS_WGMMA_ROWMAX=every-tile), not the first only
+constexpr int kFlagPingPong = 1;      // consumer warpgroups take turns issuing GEMMs
+constexpr int kFlagStagedCodes = 2;   // quantized tiles staged in place (StageCodesTile), not in registers
+constexpr int kFlagTensorCopies = 4;  // whole tiles by tensor copies (`maps`), others by cp.async
+constexpr int kFlagEagerRescale = 8;  // O rescaled every tile (KVS_WGMMA_RESCALE=eager), not past kMaxLag only
 
-template <KvDType F, int D, int kKeys>
+// kLagging: the row max on a row's first tile only (LaggingFragmentSoftmax), else on every tile
+// (ScaledFragmentSoftmax; KVS_WGMMA_ROWMAX=every-tile, and KVS_WGMMA_RESCALE=eager).
+template <KvDType F, int D, int kKeys, bool kLagging>
 __global__ void __launch_bounds__(kWgmmaThreads, 1)
     PagedPrefillWgmmaKernel(Params p, WorkItems work, int flags, const __grid_constant__ KvTensorMaps maps) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -707,7 +725,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
     float o[kDBlocks][4];
 #pragma unroll
     for (int n = 0; n < kDBlocks; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-    float ms_lo = -FLT_MAX, ms_hi = -FLT_MAX, l_lo = 0.0f, l_hi = 0.0f;  // max in log2 units, sum
+    float m_lo = -FLT_MAX, m_hi = -FLT_MAX, l_lo = 0.0f, l_hi = 0.0f;
 
     // Tiles this warpgroup computes: those that start at or before its last row's position (a
     // prefix of the range); it still takes part in the ring for the rest.
@@ -762,23 +780,24 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
     // kFlagEagerRescale: the running max follows every new maximum and O is rescaled every tile.
     const bool eager_rescale = (flags & kFlagEagerRescale) != 0;
     const float max_lag = eager_rescale ? 0.0f : kMaxLag;
-    // Tiles after a row's first skip its max (LaggingFragmentSoftmax) unless O follows every max
-    // or kFlagRowMaxEveryTile asks for the max of every tile.
-    const bool lagging_exps = !eager_rescale && (flags & kFlagRowMaxEveryTile) == 0;
-    // S of tile j for this thread's entries again, from Q and the stage's K in shared memory (f32
-    // sums of the bf16/fp16 products, in any order): for a warp whose exponentials against the
-    // lagging max overflowed, which needs a score 2^128 past it. Q stays until the last softmax
-    // (q_empty below) and the stage until P_j V_j is done, so both are still there.
+    // S of tile j for this thread's entries again, from Q (global, bf16) and the stage's K (still
+    // there until P_j V_j is done), as f32 sums of products in any order: for the lagging
+    // kernel's warp whose exponentials against the lagging max overflowed, which needs a score
+    // 2^128 past it, so practically never. Rows past the item hold 0 (masked after).
     auto recompute_s = [&](int j, float(&sc)[kNB][4]) {
       const uint32_t k_tile = k_s((ring + j) % kStages);
 #pragma unroll 1
-      for (int i = 0; i < 4 * kNB; ++i) {  // entry sc[i / 4][i % 4]: row g (+ 8 for i % 4 >= 2)
-        const int row = cw * 64 + warp * 16 + g + ((i & 2) << 2), key = (i >> 2) * 8 + 2 * t4 + (i & 1);
+      for (int i = 0; i < 4 * kNB; ++i) {  // entry sc[i / 4][i % 4]: row_lo, or row_hi where i % 4 >= 2
+        const bool hi = (i & 2) != 0;
+        const int row = hi ? row_hi : row_lo, key = (i >> 2) * 8 + 2 * t4 + (i & 1);
         float dot = 0.0f;
+        if ((hi ? pos_hi : pos_lo) >= 0) {
+          const uint4* q = reinterpret_cast<const uint4*>(
+              p.q + static_cast<int64_t>(w.q_begin + row / group) * p.q_stride + (w.kvh * group + row % group) * D);
 #pragma unroll 1
-        for (int c = 0; c < kChunks; ++c) {
-          dot += Dot8<kHalf>(LoadShared16(q_s + TileOffset(row, c, kQSubTileBytes)),
-                             LoadShared16(k_tile + TileOffset(key, c, kSubTileBytes)));
+          for (int c = 0; c < kChunks; ++c) {
+            dot += Dot8<kHalf>(__ldg(q + c), LoadShared16(k_tile + TileOffset(key, c, kSubTileBytes)));
+          }
         }
 #pragma unroll
         for (int nt = 0; nt < kNB; ++nt) {
@@ -789,6 +808,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
         }
       }
     };
+    const float inv_scale = 1.0f / p.scale_log2;
     // Mask keys of tile j past a row's position or the range (only on tiles that reach the first
     // row's position or k_hi), run the online softmax (the scale to log2 units folded in) and pack
     // P as the A fragments of the tile's k-steps of 16 keys.
@@ -808,13 +828,28 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
     };
     auto softmax = [&](int j, float(&sc)[kNB][4], uint32_t(&pa)[kPSteps][4], bool first) {
       mask(j, sc);
-      bool exact = first || !lagging_exps;
-      if (!exact && LaggingFragmentSoftmax<kNB>(sc, p.scale_log2, ms_lo, l_lo, ms_hi, l_hi, c_lo, c_hi)) {
-        recompute_s(j, sc);
-        mask(j, sc);
-        exact = true;
+      if constexpr (kLagging) {
+        float cx_lo = 1.0f, cx_hi = 1.0f;
+        if (first) RaiseRowMax<kNB>(sc, p.scale_log2, m_lo, l_lo, m_hi, l_hi, cx_lo, cx_hi);
+          // A second attempt only after an overflow: S again and the max raised to it, so that no
+          // exponential passes 1 (one copy of the exponentials' code, not one per attempt).
+#pragma unroll 1
+        for (int attempt = 0;; ++attempt) {
+          if (attempt > 0) {
+            recompute_s(j, sc);
+            mask(j, sc);
+            float r_lo, r_hi;
+            RaiseRowMax<kNB>(sc, p.scale_log2, m_lo, l_lo, m_hi, l_hi, r_lo, r_hi);
+            cx_lo *= r_lo;
+            cx_hi *= r_hi;
+          }
+          if (!LaggingFragmentSoftmax<kNB>(sc, p.scale_log2, inv_scale, m_lo, l_lo, m_hi, l_hi, c_lo, c_hi)) break;
+        }
+        c_lo *= cx_lo;
+        c_hi *= cx_hi;
+      } else {
+        ScaledFragmentSoftmax<kNB>(sc, p.scale_log2, max_lag, m_lo, l_lo, m_hi, l_hi, c_lo, c_hi);
       }
-      if (exact) ScaledFragmentSoftmax<kNB>(sc, p.scale_log2, max_lag, ms_lo, l_lo, ms_hi, l_hi, c_lo, c_hi);
 #pragma unroll
       for (int kk = 0; kk < kPSteps; ++kk) {
         if constexpr (kHalf) {
@@ -882,9 +917,8 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
       turn_end();
       wgmma::Wait<1>();  // S_{j+1}; P_j V_j may still run
       wgmma::FenceOperands(s);
-      if (j + 2 == my_tiles && !lagging_exps) BarrierArrive(q_empty);
+      if (j + 2 == my_tiles) BarrierArrive(q_empty);
       softmax(j + 1, s, pnext, false);
-      if (j + 2 == my_tiles && lagging_exps) BarrierArrive(q_empty);  // recompute_s may read Q
       wgmma::Wait<0>();
       wgmma::FenceOperands(o);
       BarrierArrive(empty((ring + j) % kStages));
@@ -933,9 +967,10 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
     }
     ring += num_tiles;
 
-    // The rows' sums from the quad's shares; ms is in the log2 units CombineSplits takes.
+    // The rows' sums from the quad's shares; m back in log2 units for CombineSplits.
     ReduceRowSums(l_lo, l_hi);
-    const float ml_lo = ms_lo, ml_hi = ms_hi;
+    const float ml_lo = m_lo == -FLT_MAX ? m_lo : m_lo * p.scale_log2;
+    const float ml_hi = m_hi == -FLT_MAX ? m_hi : m_hi * p.scale_log2;
     // Each thread writes its rows' (g, g + 8) pieces: columns 2t, 2t+1 of every n-block.
     auto write_row = [&](int row, int pos, float m, float l, int half) {
       if (pos < 0) return;
@@ -978,7 +1013,8 @@ bool PingPong(int head_dim) {
 
 // Whether O is rescaled every tile, as before the conditional rescale (kMaxLag): KVS_WGMMA_RESCALE=eager.
 KernelChoice g_eager_rescale("KVS_WGMMA_RESCALE", "eager");
-// Whether every tile takes its rows' max (as before LaggingFragmentSoftmax): KVS_WGMMA_ROWMAX=every-tile.
+// Whether the kernel takes its rows' max on every tile (kLagging false, as before
+// LaggingFragmentSoftmax): KVS_WGMMA_ROWMAX=every-tile; eager rescaling implies it.
 KernelChoice g_row_max_every_tile("KVS_WGMMA_ROWMAX", "every-tile");
 
 // How many blocks the kernel launches (SetHopperPrefillBlocks): -2 until read from
@@ -1035,15 +1071,20 @@ bool TensorCopyMaps(const Params& p, KvTensorMaps* maps) {
 template <KvDType F, int D, int kKeys>
 struct Instance {
   static constexpr size_t kSmem = WgmmaLayout<D, kKeys>::kSmem;
-  static cudaError_t Prepare() {
-    static const cudaError_t attr = cudaFuncSetAttribute(PagedPrefillWgmmaKernel<F, D, kKeys>,
-                                                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
+  template <bool kLagging>
+  static cudaError_t PrepareOne() {
+    static const cudaError_t attr =
+        cudaFuncSetAttribute(PagedPrefillWgmmaKernel<F, D, kKeys, kLagging>,
+                             cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
     return attr;
+  }
+  static cudaError_t Prepare() {
+    const cudaError_t err = PrepareOne<true>();
+    return err != cudaSuccess ? err : PrepareOne<false>();
   }
   static cudaError_t Launch(const Params& p, dim3 grid, cudaStream_t stream) {
     if (const cudaError_t attr = Prepare(); attr != cudaSuccess) return attr;
     int flags = (PingPong(D) ? kFlagPingPong : 0) | (g_eager_rescale.Alternative() ? kFlagEagerRescale : 0) |
-                (g_row_max_every_tile.Alternative() ? kFlagRowMaxEveryTile : 0) |
                 (GetQuantizedPrefillLoads() == QuantizedPrefillLoads::kRegisters ? 0 : kFlagStagedCodes);
     const int64_t items = static_cast<int64_t>(grid.x) * grid.y * grid.z;
     if (items == 0) return cudaSuccess;
@@ -1057,12 +1098,16 @@ struct Instance {
     const int choice = HopperPrefillBlocks();
     const int64_t held = choice > 0 ? choice : std::max<int64_t>(1, Resident(p.num_sms));
     const int64_t blocks = choice == kHopperPrefillBlockPerItem ? items : std::min(items, held);
-    return pdl::Launch(PagedPrefillWgmmaKernel<F, D, kKeys>, dim3(static_cast<unsigned>(blocks)), kWgmmaThreads, kSmem,
-                       stream, p, work, flags, maps);
+    const bool lagging = !g_eager_rescale.Alternative() && !g_row_max_every_tile.Alternative();
+    return pdl::Launch(
+        lagging ? PagedPrefillWgmmaKernel<F, D, kKeys, true> : PagedPrefillWgmmaKernel<F, D, kKeys, false>,
+        dim3(static_cast<unsigned>(blocks)), kWgmmaThreads, kSmem, stream, p, work, flags, maps);
   }
   static int64_t Resident(int num_sms) {
     if (Prepare() != cudaSuccess) return 0;  // Launch reports the error
-    static const int64_t resident = ResidentBlocks(PagedPrefillWgmmaKernel<F, D, kKeys>, kSmem, num_sms, kWgmmaThreads);
+    // Both kernels have the same shared memory and launch bounds, so the same residency.
+    static const int64_t resident =
+        ResidentBlocks(PagedPrefillWgmmaKernel<F, D, kKeys, true>, kSmem, num_sms, kWgmmaThreads);
     return resident;
   }
 };
