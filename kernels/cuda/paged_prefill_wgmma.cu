@@ -783,15 +783,18 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
     // S of tile j for this thread's entries again, from Q (global, bf16) and the stage's K (still
     // there until P_j V_j is done), as f32 sums of products in any order: for the lagging
     // kernel's warp whose exponentials against the lagging max overflowed, which needs a score
-    // 2^128 past it, so practically never. Rows past the item hold 0 (masked after).
+    // 2^128 past it, so practically never. Masked as `mask` does, entry by entry: a second call
+    // of `mask` made the compiler keep all 64 of its tests in a register on every tile.
     auto recompute_s = [&](int j, float(&sc)[kNB][4]) {
       const uint32_t k_tile = k_s((ring + j) % kStages);
 #pragma unroll 1
       for (int i = 0; i < 4 * kNB; ++i) {  // entry sc[i / 4][i % 4]: row_lo, or row_hi where i % 4 >= 2
         const bool hi = (i & 2) != 0;
         const int row = hi ? row_hi : row_lo, key = (i >> 2) * 8 + 2 * t4 + (i & 1);
-        float dot = 0.0f;
-        if ((hi ? pos_hi : pos_lo) >= 0) {
+        const int pos = k_lo + j * kKeys + key;
+        float dot = -FLT_MAX;
+        if (pos < k_hi && pos <= (hi ? pos_hi : pos_lo)) {
+          dot = 0.0f;
           const uint4* q = reinterpret_cast<const uint4*>(
               p.q + static_cast<int64_t>(w.q_begin + row / group) * p.q_stride + (w.kvh * group + row % group) * D);
 #pragma unroll 1
@@ -837,7 +840,6 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
         for (int attempt = 0;; ++attempt) {
           if (attempt > 0) {
             recompute_s(j, sc);
-            mask(j, sc);
             float r_lo, r_hi;
             RaiseRowMax<kNB>(sc, p.scale_log2, m_lo, l_lo, m_hi, l_hi, r_lo, r_hi);
             cx_lo *= r_lo;
