@@ -383,10 +383,10 @@ void SetHopperPrefillKvLoads(HopperPrefillKvLoads loads);
 // its output every tile (true), or lets the max lag by up to 2^8 and rescales only when it moves
 // (false, the default). Process-wide, for tests and benchmarks; KVS_WGMMA_RESCALE=eager starts true.
 void SetHopperPrefillEagerRescale(bool eager);
-// Whether the Hopper prefill kernel takes each row's max on every key tile (true) or only on its
-// first, the later tiles' exponentials checked against the lagging max instead (false, the
-// default). Process-wide, for tests and benchmarks; KVS_WGMMA_ROWMAX=every-tile starts true.
-void SetHopperPrefillRowMaxEveryTile(bool every_tile);
+// Whether the Hopper prefill kernel takes each row's max only on its first key tile, the later
+// tiles' exponentials checked against the lagging max instead (true), or on every tile (false,
+// the default). Process-wide, for tests and benchmarks; KVS_WGMMA_ROWMAX=first-tile starts true.
+void SetHopperPrefillLaggingExponentials(bool lagging);
 // Launches of the Hopper prefill kernel that took tensor copies since the process began (tests
 // check that the path they ask for ran).
 int64_t HopperPrefillTensorCopyLaunches();

@@ -476,8 +476,8 @@ constexpr int kFlagStagedCodes = 2;   // quantized tiles staged in place (StageC
 constexpr int kFlagTensorCopies = 4;  // whole tiles by tensor copies (`maps`), others by cp.async
 constexpr int kFlagEagerRescale = 8;  // O rescaled every tile (KVS_WGMMA_RESCALE=eager), not past kMaxLag only
 
-// kLagging: the row max on a row's first tile only (LaggingFragmentSoftmax), else on every tile
-// (ScaledFragmentSoftmax; KVS_WGMMA_ROWMAX=every-tile, and KVS_WGMMA_RESCALE=eager).
+// kLagging: the row max on a row's first tile only (LaggingFragmentSoftmax;
+// KVS_WGMMA_ROWMAX=first-tile, not yet the default), else on every tile (ScaledFragmentSoftmax).
 template <KvDType F, int D, int kKeys, bool kLagging>
 __global__ void __launch_bounds__(kWgmmaThreads, 1)
     PagedPrefillWgmmaKernel(Params p, WorkItems work, int flags, const __grid_constant__ KvTensorMaps maps) {
@@ -1015,9 +1015,11 @@ bool PingPong(int head_dim) {
 
 // Whether O is rescaled every tile, as before the conditional rescale (kMaxLag): KVS_WGMMA_RESCALE=eager.
 KernelChoice g_eager_rescale("KVS_WGMMA_RESCALE", "eager");
-// Whether the kernel takes its rows' max on every tile (kLagging false, as before
-// LaggingFragmentSoftmax): KVS_WGMMA_ROWMAX=every-tile; eager rescaling implies it.
-KernelChoice g_row_max_every_tile("KVS_WGMMA_ROWMAX", "every-tile");
+// Whether the kernel takes its rows' max on their first tile only (kLagging; eager rescaling
+// overrides it): KVS_WGMMA_ROWMAX=first-tile. Opt-in until this form has run on a GPU: an
+// earlier one, both softmaxes in one kernel, was 1.06x at head_dim 64 and 0.96-0.99x at 128
+// against main's kernel (docs/performance.md, the twenty-eighth session).
+KernelChoice g_row_max_first_tile("KVS_WGMMA_ROWMAX", "first-tile");
 
 // How many blocks the kernel launches (SetHopperPrefillBlocks): -2 until read from
 // KVS_WGMMA_BLOCKS ("item": a block per item; a number: at most that many; unset: as many as
@@ -1100,7 +1102,7 @@ struct Instance {
     const int choice = HopperPrefillBlocks();
     const int64_t held = choice > 0 ? choice : std::max<int64_t>(1, Resident(p.num_sms));
     const int64_t blocks = choice == kHopperPrefillBlockPerItem ? items : std::min(items, held);
-    const bool lagging = !g_eager_rescale.Alternative() && !g_row_max_every_tile.Alternative();
+    const bool lagging = !g_eager_rescale.Alternative() && g_row_max_first_tile.Alternative();
     return pdl::Launch(
         lagging ? PagedPrefillWgmmaKernel<F, D, kKeys, true> : PagedPrefillWgmmaKernel<F, D, kKeys, false>,
         dim3(static_cast<unsigned>(blocks)), kWgmmaThreads, kSmem, stream, p, work, flags, maps);
@@ -1190,7 +1192,7 @@ void SetHopperPrefillBlocks(int32_t blocks) { attention::g_blocks.store(std::max
 
 void SetHopperPrefillEagerRescale(bool eager) { attention::g_eager_rescale.Set(eager); }
 
-void SetHopperPrefillRowMaxEveryTile(bool every_tile) { attention::g_row_max_every_tile.Set(every_tile); }
+void SetHopperPrefillLaggingExponentials(bool lagging) { attention::g_row_max_first_tile.Set(lagging); }
 
 void SetHopperPrefillKvLoads(HopperPrefillKvLoads loads) { attention::g_kv_loads.store(static_cast<int>(loads)); }
 

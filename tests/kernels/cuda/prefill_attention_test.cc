@@ -52,7 +52,7 @@ class PrefillAttentionTest : public testing::GpuFixture<::testing::TestWithParam
     cuda::SetHopperPrefillBlocks(0);
     cuda::SetHopperPrefillKvLoads(cuda::HopperPrefillKvLoads::kTensorCopies);
     cuda::SetHopperPrefillEagerRescale(false);
-    cuda::SetHopperPrefillRowMaxEveryTile(false);
+    cuda::SetHopperPrefillLaggingExponentials(false);
   }
 };
 
@@ -214,9 +214,9 @@ TEST_P(PrefillAttentionTest, EveryElementMatchesTheCpuReferenceOnBothKernelsAndC
     // tensor copies but in variant 6, which forces cp.async everywhere; checked below. Variant 7
     // moves the running max at every new maximum and rescales O every tile, where the others let
     // it lag (kMaxLag): so a max that moves from a finite value is checked too. Variant 8 takes
-    // each row's max on every tile, where the others take it on a row's first tile only and
-    // check the later tiles' exponentials against the lagging max (the spikes' shapes make them
-    // move it, and overflow).
+    // each row's max on its first tile only and checks the later tiles' exponentials against
+    // the lagging max (the spikes' shapes make them move it, and overflow), where the others
+    // take the max on every tile.
     const std::vector<int> variants =
         quantized ? std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7, 8} : std::vector<int>{0, 1, 4, 5, 6, 7, 8};
     for (const int v : variants) {
@@ -227,7 +227,7 @@ TEST_P(PrefillAttentionTest, EveryElementMatchesTheCpuReferenceOnBothKernelsAndC
                                                         : cuda::QuantizedPrefillLoads::kStagedInPlace);
       cuda::SetHopperPrefillBlocks(v == 4 ? 3 : v == 5 ? cuda::kHopperPrefillBlockPerItem : 0);
       cuda::SetHopperPrefillEagerRescale(v == 7);
-      cuda::SetHopperPrefillRowMaxEveryTile(v == 8);
+      cuda::SetHopperPrefillLaggingExponentials(v == 8);
       cuda::SetHopperPrefillKvLoads(v == 6 ? cuda::HopperPrefillKvLoads::kCopies
                                            : cuda::HopperPrefillKvLoads::kTensorCopies);
       if (v >= 2 && !cuda::UseHopperPrefill()) continue;
@@ -240,7 +240,7 @@ TEST_P(PrefillAttentionTest, EveryElementMatchesTheCpuReferenceOnBothKernelsAndC
                              "wgmma, a block per item",
                              "wgmma, tiles by cp.async only",
                              "wgmma, O rescaled every tile",
-                             "wgmma, the row max of every tile"};
+                             "wgmma, the row max on first tiles only"};
       const char* name = v == 0 && !cuda::UseHopperPrefill() ? "auto" : names[v];
       SCOPED_TRACE(format + " cache, " + name + " kernel");
       const std::vector<uint16_t> poison(tokens * qw, 0x7FC0);  // bf16 NaN: an unwritten output shows
