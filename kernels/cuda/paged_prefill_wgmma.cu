@@ -283,6 +283,24 @@ __device__ inline void ConvertStagedTile(int warp_key0, int lane, uint32_t k_sta
   }
 }
 
+// P = exp2(s * scale - ms) in place for rows g (entries 0, 1) and g + 8 (2, 3), and this thread's
+// share of each row's sum.
+template <int NT>
+__device__ inline void TileExponentials(float (&sc)[NT][4], float scale, float ms_lo, float ms_hi, float& sum_lo,
+                                        float& sum_hi) {
+  sum_lo = 0.0f, sum_hi = 0.0f;
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      sc[nt][j] = FastExp2(fmaf(sc[nt][j], scale, -ms_lo));
+      sc[nt][2 + j] = FastExp2(fmaf(sc[nt][2 + j], scale, -ms_hi));
+      sum_lo += sc[nt][j];
+      sum_hi += sc[nt][2 + j];
+    }
+  }
+}
+
 // FragmentSoftmax (paged_attention_common.cuh) with two of its steps moved, as FlashAttention-3
 // does (~65 fewer instructions a tile and thread in the bf16 kernel's SASS; 1.04-1.05x the
 // kernel's rate on an H100, docs/performance.md): S stays unscaled (the running max m too, in
@@ -313,17 +331,8 @@ __device__ inline void ScaledFragmentSoftmax(float (&sc)[NT][4], float scale, fl
   const float ms_lo = mn_lo == -FLT_MAX ? 0.0f : mn_lo * scale, ms_hi = mn_hi == -FLT_MAX ? 0.0f : mn_hi * scale;
   c_lo = move_lo ? FastExp2(fmaf(m_lo, scale, -ms_lo)) : 1.0f;  // 0 when the row had no keys (m = -FLT_MAX)
   c_hi = move_hi ? FastExp2(fmaf(m_hi, scale, -ms_hi)) : 1.0f;
-  float sum_lo = 0.0f, sum_hi = 0.0f;
-#pragma unroll
-  for (int nt = 0; nt < NT; ++nt) {
-#pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      sc[nt][j] = FastExp2(fmaf(sc[nt][j], scale, -ms_lo));
-      sc[nt][2 + j] = FastExp2(fmaf(sc[nt][2 + j], scale, -ms_hi));
-      sum_lo += sc[nt][j];
-      sum_hi += sc[nt][2 + j];
-    }
-  }
+  float sum_lo, sum_hi;
+  TileExponentials<NT>(sc, scale, ms_lo, ms_hi, sum_lo, sum_hi);
   l_lo = l_lo * c_lo + sum_lo;
   l_hi = l_hi * c_hi + sum_hi;
   m_lo = mn_lo;
@@ -345,17 +354,8 @@ template <int NT>
 __device__ inline bool LaggingFragmentSoftmax(float (&sc)[NT][4], float scale, float inv_scale, float& m_lo,
                                               float& l_lo, float& m_hi, float& l_hi, float& c_lo, float& c_hi) {
   const float ms_lo = m_lo == -FLT_MAX ? 0.0f : m_lo * scale, ms_hi = m_hi == -FLT_MAX ? 0.0f : m_hi * scale;
-  float sum_lo = 0.0f, sum_hi = 0.0f;
-#pragma unroll
-  for (int nt = 0; nt < NT; ++nt) {
-#pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      sc[nt][j] = FastExp2(fmaf(sc[nt][j], scale, -ms_lo));
-      sc[nt][2 + j] = FastExp2(fmaf(sc[nt][2 + j], scale, -ms_hi));
-      sum_lo += sc[nt][j];
-      sum_hi += sc[nt][2 + j];
-    }
-  }
+  float sum_lo, sum_hi;
+  TileExponentials<NT>(sc, scale, ms_lo, ms_hi, sum_lo, sum_hi);
   c_lo = 1.0f, c_hi = 1.0f;
   constexpr float kBound = 1 << static_cast<int>(kMaxLag);
   if (__any_sync(0xffffffffu, !(sum_lo <= kBound && sum_hi <= kBound))) {  // NaN and inf fail too
