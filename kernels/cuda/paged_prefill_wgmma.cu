@@ -783,20 +783,29 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
     // S of tile j for this thread's entries again, from Q (global, bf16) and the stage's K (still
     // there until P_j V_j is done), as f32 sums of products in any order: for the lagging
     // kernel's warp whose exponentials against the lagging max overflowed, which needs a score
-    // 2^128 past it, so practically never. Masked as `mask` does, entry by entry: a second call
-    // of `mask` made the compiler keep all 64 of its tests in a register on every tile.
+    // 2^128 past it, so practically never. `sc` holds that attempt's exponentials: an entry at 0
+    // was masked or underflowed, and stays 0 against the higher max it is recomputed for, so it
+    // is -FLT_MAX again without a dot product (nor a mask: a second call of `mask` made the
+    // compiler keep its 64 tests in a register on every tile, and the positions it needs in
+    // registers here spilled).
     auto recompute_s = [&](int j, float(&sc)[kNB][4]) {
       const uint32_t k_tile = k_s((ring + j) % kStages);
 #pragma unroll 1
       for (int i = 0; i < 4 * kNB; ++i) {  // entry sc[i / 4][i % 4]: row_lo, or row_hi where i % 4 >= 2
-        const bool hi = (i & 2) != 0;
-        const int row = hi ? row_hi : row_lo, key = (i >> 2) * 8 + 2 * t4 + (i & 1);
-        const int pos = k_lo + j * kKeys + key;
+        float was = 0.0f;
+#pragma unroll
+        for (int nt = 0; nt < kNB; ++nt) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            if (i == 4 * nt + e) was = sc[nt][e];
+          }
+        }
         float dot = -FLT_MAX;
-        if (pos < k_hi && pos <= (hi ? pos_hi : pos_lo)) {
-          dot = 0.0f;
+        if (was != 0.0f) {
+          const int row = (i & 2) != 0 ? row_hi : row_lo, key = (i >> 2) * 8 + 2 * t4 + (i & 1);
           const uint4* q = reinterpret_cast<const uint4*>(
               p.q + static_cast<int64_t>(w.q_begin + row / group) * p.q_stride + (w.kvh * group + row % group) * D);
+          dot = 0.0f;
 #pragma unroll 1
           for (int c = 0; c < kChunks; ++c) {
             dot += Dot8<kHalf>(__ldg(q + c), LoadShared16(k_tile + TileOffset(key, c, kSubTileBytes)));
