@@ -339,7 +339,7 @@ __device__ inline void ScaledFragmentSoftmax(float (&sc)[NT][4], float scale, fl
   m_hi = mn_hi;
 }
 // The same update without the row max on tiles after a row's first (the lagging kernel,
-// kLagging; the max above is 62 FMNMX and 4 shuffles a tile and thread at 128 keys, the largest
+// HopperPrefillSoftmax::kLagging; the max above is 62 FMNMX and 4 shuffles a tile and thread at 128 keys, the largest
 // part of the softmax beside the exponentials): the exponentials are taken against the lagging
 // max as they are, and a warp all of whose threads' shares of their rows' sums stay at most
 // 2^kMaxLag — so every exponential does — is done, as ScaledFragmentSoftmax would have been
@@ -476,9 +476,13 @@ constexpr int kFlagStagedCodes = 2;   // quantized tiles staged in place (StageC
 constexpr int kFlagTensorCopies = 4;  // whole tiles by tensor copies (`maps`), others by cp.async
 constexpr int kFlagEagerRescale = 8;  // O rescaled every tile (KVS_WGMMA_RESCALE=eager), not past kMaxLag only
 
-// kLagging: the row max on a row's first tile only (LaggingFragmentSoftmax;
-// KVS_WGMMA_ROWMAX=first-tile, not yet the default), else on every tile (ScaledFragmentSoftmax).
-template <KvDType F, int D, int kKeys, bool kLagging>
+// kSoftmax (HopperPrefillSoftmax): the row max on every tile (ScaledFragmentSoftmax), as
+// straight-line code (kEveryTile) or inside a loop region that runs once (kEveryTileOverlapped:
+// ptxas moves the wait for P_j V_j above straight-line arithmetic, not into a loop, so only there
+// does the softmax overlap that MMA; the SASS has no exponential between the two waits
+// otherwise), or on a row's first tile only (kLagging: LaggingFragmentSoftmax, whose retry loop
+// keeps it there too).
+template <KvDType F, int D, int kKeys, int kSoftmax>
 __global__ void __launch_bounds__(kWgmmaThreads, 1)
     PagedPrefillWgmmaKernel(Params p, WorkItems work, int flags, const __grid_constant__ KvTensorMaps maps) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -840,6 +844,8 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
     };
     auto softmax = [&](int j, float(&sc)[kNB][4], uint32_t(&pa)[kPSteps][4], bool first) {
       mask(j, sc);
+      constexpr bool kLagging = kSoftmax == static_cast<int>(HopperPrefillSoftmax::kLagging);
+      constexpr bool kOverlapped = kSoftmax == static_cast<int>(HopperPrefillSoftmax::kEveryTileOverlapped);
       if constexpr (kLagging) {
         float cx_lo = 1.0f, cx_hi = 1.0f;
         if (first) RaiseRowMax<kNB>(sc, p.scale_log2, m_lo, l_lo, m_hi, l_hi, cx_lo, cx_hi);
@@ -858,6 +864,12 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
         }
         c_lo *= cx_lo;
         c_hi *= cx_hi;
+      } else if constexpr (kOverlapped) {
+        // Once: `flags` never has bit 30 set, a trip count the compiler cannot see through.
+#pragma unroll 1
+        for (int pass = 0; pass < 1 + ((flags >> 30) & 1); ++pass) {
+          ScaledFragmentSoftmax<kNB>(sc, p.scale_log2, max_lag, m_lo, l_lo, m_hi, l_hi, c_lo, c_hi);
+        }
       } else {
         ScaledFragmentSoftmax<kNB>(sc, p.scale_log2, max_lag, m_lo, l_lo, m_hi, l_hi, c_lo, c_hi);
       }
@@ -1024,11 +1036,24 @@ bool PingPong(int head_dim) {
 
 // Whether O is rescaled every tile, as before the conditional rescale (kMaxLag): KVS_WGMMA_RESCALE=eager.
 KernelChoice g_eager_rescale("KVS_WGMMA_RESCALE", "eager");
-// Whether the kernel takes its rows' max on their first tile only (kLagging; eager rescaling
-// overrides it): KVS_WGMMA_ROWMAX=first-tile. Opt-in until this form has run on a GPU: an
-// earlier one, both softmaxes in one kernel, was 1.06x at head_dim 64 and 0.96-0.99x at 128
-// against main's kernel (docs/performance.md, the twenty-eighth session).
-KernelChoice g_row_max_first_tile("KVS_WGMMA_ROWMAX", "first-tile");
+// The softmax (HopperPrefillSoftmax): -1 until read from KVS_WGMMA_SOFTMAX ("overlapped",
+// "lagging"; unset or anything else: every tile, as measured). The other two are opt-in until
+// they have run on a GPU: an earlier form of the lagging one, both softmaxes in one kernel, was
+// 1.06x at head_dim 64 and 0.96-0.99x at 128 against this default (docs/performance.md, the
+// twenty-eighth session); eager rescaling takes the default's kernel.
+std::atomic<int> g_softmax{-1};
+HopperPrefillSoftmax Softmax() {
+  int v = g_softmax.load();
+  if (v < 0) {
+    const char* env = std::getenv("KVS_WGMMA_SOFTMAX");
+    const std::string_view e = env != nullptr ? env : "";
+    v = static_cast<int>(e == "overlapped" ? HopperPrefillSoftmax::kEveryTileOverlapped
+                         : e == "lagging"  ? HopperPrefillSoftmax::kLagging
+                                           : HopperPrefillSoftmax::kEveryTile);
+    g_softmax.store(v);
+  }
+  return g_eager_rescale.Alternative() ? HopperPrefillSoftmax::kEveryTile : static_cast<HopperPrefillSoftmax>(v);
+}
 
 // How many blocks the kernel launches (SetHopperPrefillBlocks): -2 until read from
 // KVS_WGMMA_BLOCKS ("item": a block per item; a number: at most that many; unset: as many as
@@ -1084,16 +1109,21 @@ bool TensorCopyMaps(const Params& p, KvTensorMaps* maps) {
 template <KvDType F, int D, int kKeys>
 struct Instance {
   static constexpr size_t kSmem = WgmmaLayout<D, kKeys>::kSmem;
-  template <bool kLagging>
+  template <HopperPrefillSoftmax S>
+  static constexpr auto Kernel() {
+    return PagedPrefillWgmmaKernel<F, D, kKeys, static_cast<int>(S)>;
+  }
+  template <HopperPrefillSoftmax S>
   static cudaError_t PrepareOne() {
     static const cudaError_t attr =
-        cudaFuncSetAttribute(PagedPrefillWgmmaKernel<F, D, kKeys, kLagging>,
-                             cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
+        cudaFuncSetAttribute(Kernel<S>(), cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
     return attr;
   }
   static cudaError_t Prepare() {
-    const cudaError_t err = PrepareOne<true>();
-    return err != cudaSuccess ? err : PrepareOne<false>();
+    using S = HopperPrefillSoftmax;
+    cudaError_t err = PrepareOne<S::kEveryTile>();
+    if (err == cudaSuccess) err = PrepareOne<S::kEveryTileOverlapped>();
+    return err != cudaSuccess ? err : PrepareOne<S::kLagging>();
   }
   static cudaError_t Launch(const Params& p, dim3 grid, cudaStream_t stream) {
     if (const cudaError_t attr = Prepare(); attr != cudaSuccess) return attr;
@@ -1111,16 +1141,18 @@ struct Instance {
     const int choice = HopperPrefillBlocks();
     const int64_t held = choice > 0 ? choice : std::max<int64_t>(1, Resident(p.num_sms));
     const int64_t blocks = choice == kHopperPrefillBlockPerItem ? items : std::min(items, held);
-    const bool lagging = !g_eager_rescale.Alternative() && g_row_max_first_tile.Alternative();
-    return pdl::Launch(
-        lagging ? PagedPrefillWgmmaKernel<F, D, kKeys, true> : PagedPrefillWgmmaKernel<F, D, kKeys, false>,
-        dim3(static_cast<unsigned>(blocks)), kWgmmaThreads, kSmem, stream, p, work, flags, maps);
+    using S = HopperPrefillSoftmax;
+    const S softmax = Softmax();
+    return pdl::Launch(softmax == S::kLagging               ? Kernel<S::kLagging>()
+                       : softmax == S::kEveryTileOverlapped ? Kernel<S::kEveryTileOverlapped>()
+                                                            : Kernel<S::kEveryTile>(),
+                       dim3(static_cast<unsigned>(blocks)), kWgmmaThreads, kSmem, stream, p, work, flags, maps);
   }
   static int64_t Resident(int num_sms) {
     if (Prepare() != cudaSuccess) return 0;  // Launch reports the error
-    // Both kernels have the same shared memory and launch bounds, so the same residency.
+    // The three kernels have the same shared memory and launch bounds, so the same residency.
     static const int64_t resident =
-        ResidentBlocks(PagedPrefillWgmmaKernel<F, D, kKeys, true>, kSmem, num_sms, kWgmmaThreads);
+        ResidentBlocks(Kernel<HopperPrefillSoftmax::kEveryTile>(), kSmem, num_sms, kWgmmaThreads);
     return resident;
   }
 };
@@ -1201,7 +1233,7 @@ void SetHopperPrefillBlocks(int32_t blocks) { attention::g_blocks.store(std::max
 
 void SetHopperPrefillEagerRescale(bool eager) { attention::g_eager_rescale.Set(eager); }
 
-void SetHopperPrefillLaggingExponentials(bool lagging) { attention::g_row_max_first_tile.Set(lagging); }
+void SetHopperPrefillSoftmax(HopperPrefillSoftmax softmax) { attention::g_softmax.store(static_cast<int>(softmax)); }
 
 void SetHopperPrefillKvLoads(HopperPrefillKvLoads loads) { attention::g_kv_loads.store(static_cast<int>(loads)); }
 

@@ -52,7 +52,7 @@ class PrefillAttentionTest : public testing::GpuFixture<::testing::TestWithParam
     cuda::SetHopperPrefillBlocks(0);
     cuda::SetHopperPrefillKvLoads(cuda::HopperPrefillKvLoads::kTensorCopies);
     cuda::SetHopperPrefillEagerRescale(false);
-    cuda::SetHopperPrefillLaggingExponentials(false);
+    cuda::SetHopperPrefillSoftmax(cuda::HopperPrefillSoftmax::kEveryTile);
   }
 };
 
@@ -216,9 +216,10 @@ TEST_P(PrefillAttentionTest, EveryElementMatchesTheCpuReferenceOnBothKernelsAndC
     // it lag (kMaxLag): so a max that moves from a finite value is checked too. Variant 8 takes
     // each row's max on its first tile only and checks the later tiles' exponentials against
     // the lagging max (the spikes' shapes make them move it, and overflow), where the others
-    // take the max on every tile.
+    // take the max on every tile; variant 9 takes it on every tile with the softmax kept before
+    // the wait for the previous tile's P V (HopperPrefillSoftmax).
     const std::vector<int> variants =
-        quantized ? std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7, 8} : std::vector<int>{0, 1, 4, 5, 6, 7, 8};
+        quantized ? std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9} : std::vector<int>{0, 1, 4, 5, 6, 7, 8, 9};
     for (const int v : variants) {
       const cuda::PrefillKernel kernel = v == 1 ? cuda::PrefillKernel::kMma : cuda::PrefillKernel::kAuto;
       cuda::SetPrefillKernel(kernel);
@@ -227,7 +228,9 @@ TEST_P(PrefillAttentionTest, EveryElementMatchesTheCpuReferenceOnBothKernelsAndC
                                                         : cuda::QuantizedPrefillLoads::kStagedInPlace);
       cuda::SetHopperPrefillBlocks(v == 4 ? 3 : v == 5 ? cuda::kHopperPrefillBlockPerItem : 0);
       cuda::SetHopperPrefillEagerRescale(v == 7);
-      cuda::SetHopperPrefillLaggingExponentials(v == 8);
+      cuda::SetHopperPrefillSoftmax(v == 8   ? cuda::HopperPrefillSoftmax::kLagging
+                                    : v == 9 ? cuda::HopperPrefillSoftmax::kEveryTileOverlapped
+                                             : cuda::HopperPrefillSoftmax::kEveryTile);
       cuda::SetHopperPrefillKvLoads(v == 6 ? cuda::HopperPrefillKvLoads::kCopies
                                            : cuda::HopperPrefillKvLoads::kTensorCopies);
       if (v >= 2 && !cuda::UseHopperPrefill()) continue;
@@ -240,7 +243,8 @@ TEST_P(PrefillAttentionTest, EveryElementMatchesTheCpuReferenceOnBothKernelsAndC
                              "wgmma, a block per item",
                              "wgmma, tiles by cp.async only",
                              "wgmma, O rescaled every tile",
-                             "wgmma, the row max on first tiles only"};
+                             "wgmma, the row max on first tiles only",
+                             "wgmma, the softmax overlapping P V"};
       const char* name = v == 0 && !cuda::UseHopperPrefill() ? "auto" : names[v];
       SCOPED_TRACE(format + " cache, " + name + " kernel");
       const std::vector<uint16_t> poison(tokens * qw, 0x7FC0);  // bf16 NaN: an unwritten output shows
