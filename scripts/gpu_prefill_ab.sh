@@ -5,7 +5,8 @@
 # 65,536-token prompt's time to first token every way. Builds and runs the element-wise prefill
 # test under every side first (KVS_AB_TEST_DEFAULT_ONLY=1: under the defaults alone, for a setting
 # the test already covers; KVS_AB_NO_TESTS=1: under none, for a call that ran them itself).
-# KVS_AB_QUICK=1 skips the other tests and the prompt.
+# KVS_AB_QUICK=1 skips the other tests and the prompt; KVS_AB_MODEL_TEST_SIDES=1 (below) runs
+# gpu_model_test under every side.
 # Usage: bash scripts/gpu_prefill_ab.sh "KVS_WGMMA_BLOCKS=item"
 #        bash scripts/gpu_prefill_ab.sh "KVS_WGMMA_KV=copies" "KVS_WGMMA_BLOCKS=item"
 source "$(dirname "$0")/gpu_common.sh"
@@ -25,6 +26,16 @@ for i in "${!SIDES[@]}"; do
   [ $rc = 0 ] || { grep -E "Failure|RUN|FAILED" "$log" | tail -12; exit 1; }
 done
 [ -n "$QUICK" ] || gpu_tests cuda_backend_test cuda_kv_format_test gpu_model_test
+# KVS_AB_MODEL_TEST_SIDES=1: gpu_model_test (greedy tokens end to end) under every other side too,
+# for a side that may become the default in this call's light.
+if [ -n "${KVS_AB_MODEL_TEST_SIDES:-}" ]; then
+  for i in "${!SIDES[@]}"; do
+    [ "$i" = 0 ] && continue
+    env ${SIDES[$i]} timeout 300 "$BUILD"/tests/gpu_model_test > "$OUT/gpu_model_test.side$i.log" 2>&1 \
+      && echo "gpu_model_test (${SIDES[$i]}): ok" \
+      || { echo "gpu_model_test (${SIDES[$i]}): FAILED"; grep -E "Failure|FAILED" "$OUT/gpu_model_test.side$i.log" | head -8; }
+  done
+fi
 echo "tests done at $(( $(date +%s) - start )) s"
 
 gpu_sdpa_ceiling | tee "$OUT/sdpa.txt"
