@@ -257,14 +257,9 @@ __device__ inline void ConvertStagedTile(int warp_key0, int lane, uint32_t k_sta
 #pragma unroll 1
   for (int r = 0; r < S::kPieces; ++r) {
     const int key = warp_key0 + r * S::kKeysPerPass + lane / S::kPieces;
-    uint4 kc, vc;
+    const uint4 kc = LoadShared16(S::CodesAt(k_stage, key) + piece * 16);
+    const uint4 vc = LoadShared16(S::CodesAt(v_stage, key) + piece * 16);
     uint32_t ks, vs;
-    asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(kc.x), "=r"(kc.y), "=r"(kc.z), "=r"(kc.w)
-                 : "r"(S::CodesAt(k_stage, key) + piece * 16));
-    asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(vc.x), "=r"(vc.y), "=r"(vc.z), "=r"(vc.w)
-                 : "r"(S::CodesAt(v_stage, key) + piece * 16));
     const int s_off = F == KvDType::kINT4 ? piece * 4 : 0;  // int4: one group of 32 per piece
     asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(ks) : "r"(S::ScalesAt(k_stage, key) + s_off));
     asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(vs) : "r"(S::ScalesAt(v_stage, key) + s_off));
@@ -339,8 +334,8 @@ __device__ inline void ScaledFragmentSoftmax(float (&sc)[NT][4], float scale, fl
   m_hi = mn_hi;
 }
 // The same update without the row max on tiles after a row's first (the lagging kernel,
-// HopperPrefillSoftmax::kLagging; the max above is 62 FMNMX and 4 shuffles a tile and thread at 128 keys, the largest
-// part of the softmax beside the exponentials): the exponentials are taken against the lagging
+// HopperPrefillSoftmax::kLagging; the max above is 62 FMNMX and 4 shuffles a tile and thread at
+// 128 keys, the largest part of the softmax beside the exponentials): the exponentials are taken against the lagging
 // max as they are, and a warp all of whose threads' shares of their rows' sums stay at most
 // 2^kMaxLag — so every exponential does — is done, as ScaledFragmentSoftmax would have been
 // (which would not have moved the max either). A warp where a share passes it (rarely past a
@@ -566,10 +561,8 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
 #pragma unroll 1
         for (int row = tid / kChunks; row < kWgmmaRows; row += kRowStep) {
           const uint32_t addr = dst0 + (row - tid / kChunks) * 128;
-          uint32_t v[4];
-          asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
-                       : "=r"(v[0]), "=r"(v[1]), "=r"(v[2]), "=r"(v[3])
-                       : "r"(addr));
+          const uint4 q = LoadShared16(addr);
+          uint32_t v[4] = {q.x, q.y, q.z, q.w};
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
             const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&v[j]));
@@ -849,10 +842,10 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
       if constexpr (kLagging) {
         float cx_lo = 1.0f, cx_hi = 1.0f;
         if (first) RaiseRowMax<kNB>(sc, p.scale_log2, m_lo, l_lo, m_hi, l_hi, cx_lo, cx_hi);
-          // A second attempt only after an overflow: S again and the max raised to it, so that no
-          // exponential passes 1 (one copy of the exponentials' code, not one per attempt).
 #pragma unroll 1
         for (int attempt = 0;; ++attempt) {
+          // A second attempt only after an overflow: S again and the max raised to it, so that no
+          // exponential passes 1 (one copy of the exponentials' code, not one per attempt).
           if (attempt > 0) {
             recompute_s(j, sc);
             float r_lo, r_hi;
