@@ -383,13 +383,13 @@ void SetHopperPrefillKvLoads(HopperPrefillKvLoads loads);
 // its output every tile (true), or lets the max lag by up to 2^8 and rescales only when it moves
 // (false, the default). Process-wide, for tests and benchmarks; KVS_WGMMA_RESCALE=eager starts true.
 void SetHopperPrefillEagerRescale(bool eager);
-// The Hopper prefill kernel's softmax: each row's max on every key tile, the compiler free to
-// place the wait for P_j V_j before it (kEveryTile, the default: it does, so the softmax does not
-// overlap that MMA); the same kept before that wait (kEveryTileOverlapped); the max on a row's
-// first tile only, the later tiles' exponentials checked against the lagging max (kLagging, also
-// kept before the wait). Process-wide, for tests and benchmarks; KVS_WGMMA_SOFTMAX=overlapped or
-// =lagging starts with the others. KVS_WGMMA_RESCALE=eager takes kEveryTile's kernel.
-enum class HopperPrefillSoftmax { kEveryTile, kEveryTileOverlapped, kLagging };
+// The Hopper prefill kernel's softmax: each row's max on every key tile (kEveryTile), or on a
+// row's first tile only, the later tiles' exponentials checked against the lagging max
+// (kLagging); kByHeadDim, the default, takes whichever measured faster at the launch's head dim
+// (lagging at 64, every tile at 128). Process-wide, for tests and benchmarks;
+// KVS_WGMMA_SOFTMAX=every-tile or =lagging starts with one of them for every head dim.
+// KVS_WGMMA_RESCALE=eager takes kEveryTile's kernel.
+enum class HopperPrefillSoftmax { kByHeadDim, kEveryTile, kLagging };
 void SetHopperPrefillSoftmax(HopperPrefillSoftmax softmax);
 // Launches of the Hopper prefill kernel that took tensor copies since the process began (tests
 // check that the path they ask for ran).

@@ -471,12 +471,12 @@ constexpr int kFlagStagedCodes = 2;   // quantized tiles staged in place (StageC
 constexpr int kFlagTensorCopies = 4;  // whole tiles by tensor copies (`maps`), others by cp.async
 constexpr int kFlagEagerRescale = 8;  // O rescaled every tile (KVS_WGMMA_RESCALE=eager), not past kMaxLag only
 
-// kSoftmax (HopperPrefillSoftmax): the row max on every tile (ScaledFragmentSoftmax), as
-// straight-line code (kEveryTile) or inside a loop region that runs once (kEveryTileOverlapped:
-// ptxas moves the wait for P_j V_j above straight-line arithmetic, not into a loop, so only there
-// does the softmax overlap that MMA; the SASS has no exponential between the two waits
-// otherwise), or on a row's first tile only (kLagging: LaggingFragmentSoftmax, whose retry loop
-// keeps it there too).
+// kSoftmax (HopperPrefillSoftmax): the row max on every tile (kEveryTile: ScaledFragmentSoftmax),
+// or on a row's first tile only (kLagging: LaggingFragmentSoftmax). ptxas places the wait for
+// P_j V_j above the straight-line softmax of kEveryTile, not into the lagging one's retry loop, so
+// only the lagging softmax overlaps that MMA (the SASS has no exponential between the two waits
+// otherwise). Keeping kEveryTile's softmax before the wait too (a loop region run once) measured
+// 0.94-0.96x at head_dim 128 and 0.99x at 64 (docs/performance.md, the twenty-ninth session).
 template <KvDType F, int D, int kKeys, int kSoftmax>
 __global__ void __launch_bounds__(kWgmmaThreads, 1)
     PagedPrefillWgmmaKernel(Params p, WorkItems work, int flags, const __grid_constant__ KvTensorMaps maps) {
@@ -838,7 +838,6 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
     auto softmax = [&](int j, float(&sc)[kNB][4], uint32_t(&pa)[kPSteps][4], bool first) {
       mask(j, sc);
       constexpr bool kLagging = kSoftmax == static_cast<int>(HopperPrefillSoftmax::kLagging);
-      constexpr bool kOverlapped = kSoftmax == static_cast<int>(HopperPrefillSoftmax::kEveryTileOverlapped);
       if constexpr (kLagging) {
         float cx_lo = 1.0f, cx_hi = 1.0f;
         if (first) RaiseRowMax<kNB>(sc, p.scale_log2, m_lo, l_lo, m_hi, l_hi, cx_lo, cx_hi);
@@ -857,12 +856,6 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
         }
         c_lo *= cx_lo;
         c_hi *= cx_hi;
-      } else if constexpr (kOverlapped) {
-        // Once: `flags` never has bit 30 set, a trip count the compiler cannot see through.
-#pragma unroll 1
-        for (int pass = 0; pass < 1 + ((flags >> 30) & 1); ++pass) {
-          ScaledFragmentSoftmax<kNB>(sc, p.scale_log2, max_lag, m_lo, l_lo, m_hi, l_hi, c_lo, c_hi);
-        }
       } else {
         ScaledFragmentSoftmax<kNB>(sc, p.scale_log2, max_lag, m_lo, l_lo, m_hi, l_hi, c_lo, c_hi);
       }
@@ -1029,23 +1022,24 @@ bool PingPong(int head_dim) {
 
 // Whether O is rescaled every tile, as before the conditional rescale (kMaxLag): KVS_WGMMA_RESCALE=eager.
 KernelChoice g_eager_rescale("KVS_WGMMA_RESCALE", "eager");
-// The softmax (HopperPrefillSoftmax): -1 until read from KVS_WGMMA_SOFTMAX ("overlapped",
-// "lagging"; unset or anything else: every tile, as measured). The other two are opt-in until
-// they have run on a GPU: an earlier form of the lagging one, both softmaxes in one kernel, was
-// 1.06x at head_dim 64 and 0.96-0.99x at 128 against this default (docs/performance.md, the
-// twenty-eighth session); eager rescaling takes the default's kernel.
+// The softmax (HopperPrefillSoftmax): -1 until read from KVS_WGMMA_SOFTMAX ("every-tile",
+// "lagging"; unset or anything else: by head dim). By head dim, as measured on an H100 against
+// each other in one call (docs/performance.md, the twenty-ninth session): the lagging max at 64
+// (1.08x at 16K), the max on every tile at 128 (the lagging one 0.95x at 4K, 0.97x at 16K).
+// Eager rescaling takes the every-tile kernel.
 std::atomic<int> g_softmax{-1};
-HopperPrefillSoftmax Softmax() {
+HopperPrefillSoftmax Softmax(int head_dim) {
+  using S = HopperPrefillSoftmax;
   int v = g_softmax.load();
   if (v < 0) {
     const char* env = std::getenv("KVS_WGMMA_SOFTMAX");
     const std::string_view e = env != nullptr ? env : "";
-    v = static_cast<int>(e == "overlapped" ? HopperPrefillSoftmax::kEveryTileOverlapped
-                         : e == "lagging"  ? HopperPrefillSoftmax::kLagging
-                                           : HopperPrefillSoftmax::kEveryTile);
+    v = static_cast<int>(e == "every-tile" ? S::kEveryTile : e == "lagging" ? S::kLagging : S::kByHeadDim);
     g_softmax.store(v);
   }
-  return g_eager_rescale.Alternative() ? HopperPrefillSoftmax::kEveryTile : static_cast<HopperPrefillSoftmax>(v);
+  if (g_eager_rescale.Alternative()) return S::kEveryTile;
+  const auto chosen = static_cast<S>(v);
+  return chosen != S::kByHeadDim ? chosen : head_dim == 64 ? S::kLagging : S::kEveryTile;
 }
 
 // How many blocks the kernel launches (SetHopperPrefillBlocks): -2 until read from
@@ -1114,8 +1108,7 @@ struct Instance {
   }
   static cudaError_t Prepare() {
     using S = HopperPrefillSoftmax;
-    cudaError_t err = PrepareOne<S::kEveryTile>();
-    if (err == cudaSuccess) err = PrepareOne<S::kEveryTileOverlapped>();
+    const cudaError_t err = PrepareOne<S::kEveryTile>();
     return err != cudaSuccess ? err : PrepareOne<S::kLagging>();
   }
   static cudaError_t Launch(const Params& p, dim3 grid, cudaStream_t stream) {
@@ -1135,15 +1128,12 @@ struct Instance {
     const int64_t held = choice > 0 ? choice : std::max<int64_t>(1, Resident(p.num_sms));
     const int64_t blocks = choice == kHopperPrefillBlockPerItem ? items : std::min(items, held);
     using S = HopperPrefillSoftmax;
-    const S softmax = Softmax();
-    return pdl::Launch(softmax == S::kLagging               ? Kernel<S::kLagging>()
-                       : softmax == S::kEveryTileOverlapped ? Kernel<S::kEveryTileOverlapped>()
-                                                            : Kernel<S::kEveryTile>(),
+    return pdl::Launch(Softmax(D) == S::kLagging ? Kernel<S::kLagging>() : Kernel<S::kEveryTile>(),
                        dim3(static_cast<unsigned>(blocks)), kWgmmaThreads, kSmem, stream, p, work, flags, maps);
   }
   static int64_t Resident(int num_sms) {
     if (Prepare() != cudaSuccess) return 0;  // Launch reports the error
-    // The three kernels have the same shared memory and launch bounds, so the same residency.
+    // The two kernels have the same shared memory and launch bounds, so the same residency.
     static const int64_t resident =
         ResidentBlocks(Kernel<HopperPrefillSoftmax::kEveryTile>(), kSmem, num_sms, kWgmmaThreads);
     return resident;

@@ -52,7 +52,7 @@ class PrefillAttentionTest : public testing::GpuFixture<::testing::TestWithParam
     cuda::SetHopperPrefillBlocks(0);
     cuda::SetHopperPrefillKvLoads(cuda::HopperPrefillKvLoads::kTensorCopies);
     cuda::SetHopperPrefillEagerRescale(false);
-    cuda::SetHopperPrefillSoftmax(cuda::HopperPrefillSoftmax::kEveryTile);
+    cuda::SetHopperPrefillSoftmax(cuda::HopperPrefillSoftmax::kByHeadDim);
   }
 };
 
@@ -213,11 +213,11 @@ TEST_P(PrefillAttentionTest, EveryElementMatchesTheCpuReferenceOnBothKernelsAndC
     // pages of a multiple of 16 keys (quantized caches decoded first into them) are loaded by
     // tensor copies but in variant 6, which forces cp.async everywhere; checked below. Variant 7
     // moves the running max at every new maximum and rescales O every tile, where the others let
-    // it lag (kMaxLag): so a max that moves from a finite value is checked too. Variant 8 takes
-    // each row's max on its first tile only and checks the later tiles' exponentials against
-    // the lagging max (the spikes' shapes make them move it, and overflow), where the others
-    // take the max on every tile; variant 9 takes it on every tile with the softmax kept before
-    // the wait for the previous tile's P V (HopperPrefillSoftmax).
+    // it lag (kMaxLag): so a max that moves from a finite value is checked too. The others take
+    // the softmax chosen by head dim (HopperPrefillSoftmax) but variants 8 and 9, which force one
+    // for both head dims: 8 takes each row's max on its first tile only and checks the later
+    // tiles' exponentials against the lagging max (the spikes' shapes make them move it, and
+    // overflow), 9 takes the max on every tile.
     const std::vector<int> variants =
         quantized ? std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9} : std::vector<int>{0, 1, 4, 5, 6, 7, 8, 9};
     for (const int v : variants) {
@@ -229,8 +229,8 @@ TEST_P(PrefillAttentionTest, EveryElementMatchesTheCpuReferenceOnBothKernelsAndC
       cuda::SetHopperPrefillBlocks(v == 4 ? 3 : v == 5 ? cuda::kHopperPrefillBlockPerItem : 0);
       cuda::SetHopperPrefillEagerRescale(v == 7);
       cuda::SetHopperPrefillSoftmax(v == 8   ? cuda::HopperPrefillSoftmax::kLagging
-                                    : v == 9 ? cuda::HopperPrefillSoftmax::kEveryTileOverlapped
-                                             : cuda::HopperPrefillSoftmax::kEveryTile);
+                                    : v == 9 ? cuda::HopperPrefillSoftmax::kEveryTile
+                                             : cuda::HopperPrefillSoftmax::kByHeadDim);
       cuda::SetHopperPrefillKvLoads(v == 6 ? cuda::HopperPrefillKvLoads::kCopies
                                            : cuda::HopperPrefillKvLoads::kTensorCopies);
       if (v >= 2 && !cuda::UseHopperPrefill()) continue;
@@ -244,7 +244,7 @@ TEST_P(PrefillAttentionTest, EveryElementMatchesTheCpuReferenceOnBothKernelsAndC
                              "wgmma, tiles by cp.async only",
                              "wgmma, O rescaled every tile",
                              "wgmma, the row max on first tiles only",
-                             "wgmma, the softmax overlapping P V"};
+                             "wgmma, the row max on every tile"};
       const char* name = v == 0 && !cuda::UseHopperPrefill() ? "auto" : names[v];
       SCOPED_TRACE(format + " cache, " + name + " kernel");
       const std::vector<uint16_t> poison(tokens * qw, 0x7FC0);  // bf16 NaN: an unwritten output shows
