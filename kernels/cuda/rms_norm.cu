@@ -1,10 +1,17 @@
 // RMSNorm over f32 rows (the residual stream), optionally adding a bf16 update first.
-// One block per row. Decode has one row per step, so a row must finish fast on its own: 512
-// threads, float4 loads, and the row held in registers between the sum-of-squares pass and the
-// scaling pass (no second read). Rows too wide for the registers, or unaligned, take a scalar loop.
+// One block per row, float4 loads, and the row held in registers between the sum-of-squares pass
+// and the scaling pass (no second read). Decode has one row per step, so a row must finish fast on
+// its own: 512 threads, two float4 a thread at 4,096 columns. A prompt's thousands of rows want
+// bytes in flight instead: there a row takes the fewest threads whose registers hold it (128 at
+// 4,096 columns, eight float4 a thread), so more rows are resident and each thread's loads are
+// all issued before the first returns (RowThreads). Rows too wide for the registers, or
+// unaligned, take a scalar loop.
 // The vector kernel can also round its output for the block GEMV that reads it next
 // (activation_rounding.cuh), from the bf16 values it stores: the same bytes the rounding kernel
 // would write, one launch fewer.
+#include <cstdlib>
+#include <string_view>
+
 #include "kernels/cuda/activation_rounding.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/pdl.cuh"
@@ -12,17 +19,21 @@
 namespace kvs::cuda {
 namespace {
 
-constexpr int kThreads = 512;
+constexpr int kThreads = 512;        // a block's threads at few rows, and the scalar kernel's
 constexpr int kMaxVecPerThread = 8;  // rows up to 512 * 8 * 4 = 16384 floats stay in registers
+// Rows from which a launch takes the fewest threads that hold a row (RowThreads): a decode step's
+// batch below it keeps the 512 threads its latency was measured with.
+constexpr int64_t kManyRows = 256;
 
+template <int kBlockThreads>
 __device__ float BlockSum(float v) {
-  __shared__ float partial[kThreads / 32];
+  __shared__ float partial[kBlockThreads / 32];
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = v;
   __syncthreads();
   float total = 0.0f;
 #pragma unroll
-  for (int w = 0; w < kThreads / 32; ++w) total += partial[w];
+  for (int w = 0; w < kBlockThreads / 32; ++w) total += partial[w];
   return total;
 }
 
@@ -44,8 +55,8 @@ __device__ inline float4 StoreBf16x4(bf16* p, float4 v) {
   return make_float4(lo.x, lo.y, hi.x, hi.y);
 }
 
-template <bool kAdd>
-__global__ void __launch_bounds__(kThreads)
+template <bool kAdd, int kBlockThreads>
+__global__ void __launch_bounds__(kBlockThreads)
     RmsNormVecKernel(float* x, int64_t x_stride, const bf16* update, int64_t update_stride, const bf16* w, int64_t cols,
                      float eps, bf16* out, int64_t out_stride, QuantizedActivations round) {
   const int64_t vecs = cols / 4;
@@ -54,7 +65,7 @@ __global__ void __launch_bounds__(kThreads)
   uint2 g_raw[kMaxVecPerThread];
 #pragma unroll
   for (int j = 0; j < kMaxVecPerThread; ++j) {
-    const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kThreads;
+    const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kBlockThreads;
     if (i < vecs) g_raw[j] = *reinterpret_cast<const uint2*>(w + 4 * i);
   }
   pdl::StartAfterPrevious();
@@ -64,7 +75,7 @@ __global__ void __launch_bounds__(kThreads)
   float sum_sq = 0.0f;
 #pragma unroll
   for (int j = 0; j < kMaxVecPerThread; ++j) {
-    const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kThreads;
+    const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kBlockThreads;
     if (i < vecs) {
       float4 a = reinterpret_cast<const float4*>(xr)[i];
       if constexpr (kAdd) {
@@ -76,10 +87,10 @@ __global__ void __launch_bounds__(kThreads)
       sum_sq += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w;
     }
   }
-  const float inv_rms = rsqrtf(BlockSum(sum_sq) / static_cast<float>(cols) + eps);
+  const float inv_rms = rsqrtf(BlockSum<kBlockThreads>(sum_sq) / static_cast<float>(cols) + eps);
 #pragma unroll
   for (int j = 0; j < kMaxVecPerThread; ++j) {
-    const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kThreads;
+    const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kBlockThreads;
     float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     if (i < vecs) {
       const float4 g = LoadBf16x4(reinterpret_cast<const bf16*>(&g_raw[j]));
@@ -87,8 +98,9 @@ __global__ void __launch_bounds__(kThreads)
                                                                 v[j].z * inv_rms * g.z, v[j].w * inv_rms * g.w));
     }
     // Eight lanes a unit of 32 (cols a multiple of 32: a unit's lanes are all in or all out); every
-    // lane takes part in the shuffles. j * kThreads is past the row for the whole block from some j on.
-    if (round.q != nullptr && static_cast<int64_t>(j) * kThreads < vecs) {
+    // lane takes part in the shuffles. j * kBlockThreads is past the row for the whole block from
+    // some j on.
+    if (round.q != nullptr && static_cast<int64_t>(j) * kBlockThreads < vecs) {
       const float e[4] = {o.x, o.y, o.z, o.w};
       rounding::RoundUnit<4>(e, i < vecs, r, static_cast<int>(i / 8), static_cast<int>(cols / 32), round, true);
     }
@@ -111,7 +123,7 @@ __global__ void __launch_bounds__(kThreads) RmsNormKernel(float* x, int64_t x_st
     }
     sum_sq += v * v;
   }
-  const float inv_rms = rsqrtf(BlockSum(sum_sq) / static_cast<float>(cols) + eps);
+  const float inv_rms = rsqrtf(BlockSum<kThreads>(sum_sq) / static_cast<float>(cols) + eps);
   for (int64_t c = threadIdx.x; c < cols; c += kThreads) {
     out[r * out_stride + c] = __float2bfloat16(xr[c] * inv_rms * __bfloat162float(w[c]));
   }
@@ -125,6 +137,21 @@ bool Vectorizable(int64_t cols, int64_t x_stride, int64_t update_stride, int64_t
          aligned(out, 8);
 }
 
+// The vector kernel's threads a row: 512 below kManyRows rows (and always with
+// KVS_NORM_ROW_THREADS=512, for measurement), else the fewest of 128 / 256 / 512 whose
+// kMaxVecPerThread float4s a thread hold the row's cols / 4.
+int RowThreads(int64_t rows, int64_t cols) {
+  static const bool always_512 = [] {
+    const char* env = std::getenv("KVS_NORM_ROW_THREADS");
+    return env != nullptr && std::string_view(env) == "512";
+  }();
+  if (always_512 || rows < kManyRows) return kThreads;
+  for (const int threads : {128, 256}) {
+    if (cols / 4 <= static_cast<int64_t>(threads) * kMaxVecPerThread) return threads;
+  }
+  return kThreads;
+}
+
 template <bool kAdd>
 cudaError_t LaunchNorm(float* x, int64_t x_stride, const bf16* update, int64_t update_stride, const bf16* w,
                        int64_t rows, int64_t cols, float eps, bf16* out, int64_t out_stride,
@@ -136,9 +163,22 @@ cudaError_t LaunchNorm(float* x, int64_t x_stride, const bf16* update, int64_t u
                        update_stride, w, cols, eps, out, out_stride);
   }
   const bool rounds = round != nullptr && cols % 32 == 0;
-  const cudaError_t err =
-      pdl::Launch(RmsNormVecKernel<kAdd>, static_cast<unsigned>(rows), kThreads, 0, stream, x, x_stride, update,
-                  update_stride, w, cols, eps, out, out_stride, rounds ? *round : QuantizedActivations{});
+  const QuantizedActivations rounding_to = rounds ? *round : QuantizedActivations{};
+  const unsigned grid = static_cast<unsigned>(rows);
+  cudaError_t err;
+  switch (RowThreads(rows, cols)) {
+    case 128:
+      err = pdl::Launch(RmsNormVecKernel<kAdd, 128>, grid, 128, 0, stream, x, x_stride, update, update_stride, w, cols,
+                        eps, out, out_stride, rounding_to);
+      break;
+    case 256:
+      err = pdl::Launch(RmsNormVecKernel<kAdd, 256>, grid, 256, 0, stream, x, x_stride, update, update_stride, w, cols,
+                        eps, out, out_stride, rounding_to);
+      break;
+    default:
+      err = pdl::Launch(RmsNormVecKernel<kAdd, kThreads>, grid, kThreads, 0, stream, x, x_stride, update, update_stride,
+                        w, cols, eps, out, out_stride, rounding_to);
+  }
   if (rounded != nullptr) *rounded = rounds && err == cudaSuccess;
   return err;
 }

@@ -149,8 +149,12 @@ TEST_F(CudaOpsTest, LinearMatchesCpuForOddShapesWithBiasAndF32Out) {
 }
 
 TEST_F(CudaOpsTest, NormsMatchCpuOnVectorAndScalarPaths) {
-  for (const int64_t h : {int64_t{4096}, int64_t{97}}) {  // float4 path, then the scalar fallback
-    const int64_t t = 5;
+  // The float4 path and the scalar fallback at a decode step's few rows (512 threads a row), then
+  // a prompt's many rows, where the float4 path takes 128, 256 or 512 threads by width.
+  const std::pair<int64_t, int64_t> shapes[] = {{5, 4096},   {5, 97},      {300, 4096}, {300, 576},
+                                                {257, 8192}, {256, 16384}, {300, 97}};
+  for (const auto& [t, h] : shapes) {
+    SCOPED_TRACE(absl::StrFormat("%d rows x %d", t, h));
     auto res = Random(t * h, 3.0f), upd = Random(t * h), w = Random(h, 0.5f);
     std::vector<float> cres = res, cout(t * h), cplain(t * h);
     ASSERT_TRUE(cpu_.RmsNorm(F32(res, t, h), F32(w, 1, h), 1e-5f, F32(cplain, t, h)).ok());
