@@ -1,19 +1,18 @@
 // RMSNorm over f32 rows (the residual stream), optionally adding a bf16 update first.
 // One block per row, float4 loads, and the row held in registers between the sum-of-squares pass
 // and the scaling pass (no second read). Decode has one row per step, so a row must finish fast on
-// its own: 512 threads, two float4 a thread at 4,096 columns. A prompt's thousands of rows want
-// bytes in flight instead: there a row takes the fewest threads whose registers hold it (128 at
-// 4,096 columns, eight float4 a thread), so more rows are resident and each thread's loads are
-// all issued before the first returns (RowThreads). Rows too wide for the registers, or
-// unaligned, take a scalar loop.
+// its own: 512 threads, two float4 a thread at 4,096 columns. A prompt's thousands of rows may
+// want bytes in flight instead (the norms ran at 61% of copy in a 65K prompt): with
+// KVS_NORM_ROW_THREADS=fewest a row there takes the fewest threads whose registers hold it (128 at
+// 4,096 columns, eight float4 a thread), so more rows are resident and each thread's loads are all
+// issued before the first returns (RowThreads). Opt-in until it has run on a GPU. Rows too wide
+// for the registers, or unaligned, take a scalar loop.
 // The vector kernel can also round its output for the block GEMV that reads it next
 // (activation_rounding.cuh), from the bf16 values it stores: the same bytes the rounding kernel
 // would write, one launch fewer.
-#include <cstdlib>
-#include <string_view>
-
 #include "kernels/cuda/activation_rounding.cuh"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/kernel_choice.h"
 #include "kernels/cuda/pdl.cuh"
 
 namespace kvs::cuda {
@@ -21,9 +20,10 @@ namespace {
 
 constexpr int kThreads = 512;        // a block's threads at few rows, and the scalar kernel's
 constexpr int kMaxVecPerThread = 8;  // rows up to 512 * 8 * 4 = 16384 floats stay in registers
-// Rows from which a launch takes the fewest threads that hold a row (RowThreads): a decode step's
+// Rows from which the fewest threads that hold a row may be taken (RowThreads): a decode step's
 // batch below it keeps the 512 threads its latency was measured with.
 constexpr int64_t kManyRows = 256;
+KernelChoice g_fewest_row_threads("KVS_NORM_ROW_THREADS", "fewest");
 
 template <int kBlockThreads>
 __device__ float BlockSum(float v) {
@@ -137,15 +137,11 @@ bool Vectorizable(int64_t cols, int64_t x_stride, int64_t update_stride, int64_t
          aligned(out, 8);
 }
 
-// The vector kernel's threads a row: 512 below kManyRows rows (and always with
-// KVS_NORM_ROW_THREADS=512, for measurement), else the fewest of 128 / 256 / 512 whose
-// kMaxVecPerThread float4s a thread hold the row's cols / 4.
+// The vector kernel's threads a row: 512, but from kManyRows rows with the fewest-threads choice
+// on (SetNormRowThreadsFewest), the fewest of 128 / 256 / 512 whose kMaxVecPerThread float4s a
+// thread hold the row's cols / 4.
 int RowThreads(int64_t rows, int64_t cols) {
-  static const bool always_512 = [] {
-    const char* env = std::getenv("KVS_NORM_ROW_THREADS");
-    return env != nullptr && std::string_view(env) == "512";
-  }();
-  if (always_512 || rows < kManyRows) return kThreads;
+  if (rows < kManyRows || !g_fewest_row_threads.Alternative()) return kThreads;
   for (const int threads : {128, 256}) {
     if (cols / 4 <= static_cast<int64_t>(threads) * kMaxVecPerThread) return threads;
   }
@@ -206,6 +202,8 @@ __global__ void RmsNormBf16Kernel(const bf16* x, int64_t x_stride, int64_t rows,
 }
 
 }  // namespace
+
+void SetNormRowThreadsFewest(bool fewest) { g_fewest_row_threads.Set(fewest); }
 
 cudaError_t LaunchRmsNormBf16(const bf16* x, int64_t x_stride, int64_t rows, int32_t heads, int32_t dim,
                               const bf16* w, float eps, bf16* out, int64_t out_stride, cudaStream_t stream) {

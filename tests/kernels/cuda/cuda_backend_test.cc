@@ -150,25 +150,33 @@ TEST_F(CudaOpsTest, LinearMatchesCpuForOddShapesWithBiasAndF32Out) {
 
 TEST_F(CudaOpsTest, NormsMatchCpuOnVectorAndScalarPaths) {
   // The float4 path and the scalar fallback at a decode step's few rows (512 threads a row), then
-  // a prompt's many rows, where the float4 path takes 128, 256 or 512 threads by width.
+  // a prompt's many rows, where the float4 path may take 128, 256 or 512 threads by width
+  // (SetNormRowThreadsFewest; both ways).
   const std::pair<int64_t, int64_t> shapes[] = {{5, 4096},   {5, 97},      {300, 4096}, {300, 576},
                                                 {257, 8192}, {256, 16384}, {300, 97}};
-  for (const auto& [t, h] : shapes) {
-    SCOPED_TRACE(absl::StrFormat("%d rows x %d", t, h));
-    auto res = Random(t * h, 3.0f), upd = Random(t * h), w = Random(h, 0.5f);
-    std::vector<float> cres = res, cout(t * h), cplain(t * h);
-    ASSERT_TRUE(cpu_.RmsNorm(F32(res, t, h), F32(w, 1, h), 1e-5f, F32(cplain, t, h)).ok());
-    ASSERT_TRUE(cpu_.AddRmsNorm(F32(cres, t, h), F32(upd, t, h), F32(w, 1, h), 1e-5f, F32(cout, t, h)).ok());
-    auto gres = Upload(res, DType::kF32, t, h), gupd = Upload(upd, DType::kBF16, t, h), gw = Upload(w, DType::kBF16, 1, h);
-    auto gplain = Upload({}, DType::kBF16, t, h), gout = Upload({}, DType::kBF16, t, h);
-    ASSERT_TRUE(gpu_->RmsNorm(gres.View(DType::kF32, t, h), gw.View(DType::kBF16, 1, h), 1e-5f,
-                              gplain.View(DType::kBF16, t, h)).ok());
-    ExpectClose(Download(gplain, DType::kBF16, t, h), cplain, kBf16Tolerance, "cplain");
-    ASSERT_TRUE(gpu_->AddRmsNorm(gres.View(DType::kF32, t, h), gupd.View(DType::kBF16, t, h),
-                                 gw.View(DType::kBF16, 1, h), 1e-5f, gout.View(DType::kBF16, t, h)).ok());
-    ExpectClose(Download(gres, DType::kF32, t, h), cres, 1e-6, "cres (f32 residual)");
-    ExpectClose(Download(gout, DType::kBF16, t, h), cout, kBf16Tolerance, "cout");
+  for (const bool fewest : {false, true}) {
+    cuda::SetNormRowThreadsFewest(fewest);
+    for (const auto& [t, h] : shapes) {
+      SCOPED_TRACE(absl::StrFormat("%d rows x %d%s", t, h, fewest ? ", fewest threads a row" : ""));
+      auto res = Random(t * h, 3.0f), upd = Random(t * h), w = Random(h, 0.5f);
+      std::vector<float> cres = res, cout(t * h), cplain(t * h);
+      ASSERT_TRUE(cpu_.RmsNorm(F32(res, t, h), F32(w, 1, h), 1e-5f, F32(cplain, t, h)).ok());
+      ASSERT_TRUE(cpu_.AddRmsNorm(F32(cres, t, h), F32(upd, t, h), F32(w, 1, h), 1e-5f, F32(cout, t, h)).ok());
+      auto gres = Upload(res, DType::kF32, t, h), gupd = Upload(upd, DType::kBF16, t, h),
+           gw = Upload(w, DType::kBF16, 1, h);
+      auto gplain = Upload({}, DType::kBF16, t, h), gout = Upload({}, DType::kBF16, t, h);
+      ASSERT_TRUE(gpu_->RmsNorm(gres.View(DType::kF32, t, h), gw.View(DType::kBF16, 1, h), 1e-5f,
+                                gplain.View(DType::kBF16, t, h))
+                      .ok());
+      ExpectClose(Download(gplain, DType::kBF16, t, h), cplain, kBf16Tolerance, "cplain");
+      ASSERT_TRUE(gpu_->AddRmsNorm(gres.View(DType::kF32, t, h), gupd.View(DType::kBF16, t, h),
+                                   gw.View(DType::kBF16, 1, h), 1e-5f, gout.View(DType::kBF16, t, h))
+                      .ok());
+      ExpectClose(Download(gres, DType::kF32, t, h), cres, 1e-6, "cres (f32 residual)");
+      ExpectClose(Download(gout, DType::kBF16, t, h), cout, kBf16Tolerance, "cout");
+    }
   }
+  cuda::SetNormRowThreadsFewest(false);
 }
 
 TEST_F(CudaOpsTest, NormsRopeSwiGluEmbeddingMatchCpu) {
