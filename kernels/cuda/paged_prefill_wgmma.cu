@@ -914,7 +914,8 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
     // One tile, software-pipelined as FlashAttention-3 does within a warpgroup: P_j is ready.
     // Rescale O, issue S_{j+1} = Q K_{j+1} and O += P_j V_j, then run the softmax of S_{j+1} while
     // P_j V_j is on the tensor cores (P double-buffered, so P_{j+1} does not overwrite the P_j the
-    // MMAs read). Stage j is released once P_j V_j is done; Q once the last S is. The last tile
+    // MMAs read; as compiled, only the lagging softmax does: see kSoftmax above). Stage j is
+    // released once P_j V_j is done; Q once the last S is. The last tile
     // has its own body: a run-time branch around the MMAs keeps ptxas from proving which group
     // a wait retires, and it then serialises every wgmma (C7514).
     float s[kNB][4];
@@ -1010,7 +1011,8 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
 // Whether the consumer warpgroups take turns issuing their GEMMs (FlashAttention-3's ping-pong):
 // at head_dim 64, where it measured 1.07x (an H100, 16K; docs/performance.md), not at 128, where
 // it measured 0.97-0.98x beside the intra-warpgroup pipeline and the lagging max (and 2-4% slower
-// on the H200 before those). KVS_WGMMA_PINGPONG=1 or 0 sets it for every head dim (measurement).
+// on the H200 before those; with the lagging softmax 0.95-0.96x, docs/performance.md, the
+// twenty-ninth session). KVS_WGMMA_PINGPONG=1 or 0 sets it for every head dim (measurement).
 bool PingPong(int head_dim) {
   static const int env = [] {
     const char* e = std::getenv("KVS_WGMMA_PINGPONG");
