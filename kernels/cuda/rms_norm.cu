@@ -160,21 +160,14 @@ cudaError_t LaunchNorm(float* x, int64_t x_stride, const bf16* update, int64_t u
   }
   const bool rounds = round != nullptr && cols % 32 == 0;
   const QuantizedActivations rounding_to = rounds ? *round : QuantizedActivations{};
-  const unsigned grid = static_cast<unsigned>(rows);
-  cudaError_t err;
-  switch (RowThreads(rows, cols)) {
-    case 128:
-      err = pdl::Launch(RmsNormVecKernel<kAdd, 128>, grid, 128, 0, stream, x, x_stride, update, update_stride, w, cols,
-                        eps, out, out_stride, rounding_to);
-      break;
-    case 256:
-      err = pdl::Launch(RmsNormVecKernel<kAdd, 256>, grid, 256, 0, stream, x, x_stride, update, update_stride, w, cols,
-                        eps, out, out_stride, rounding_to);
-      break;
-    default:
-      err = pdl::Launch(RmsNormVecKernel<kAdd, kThreads>, grid, kThreads, 0, stream, x, x_stride, update, update_stride,
-                        w, cols, eps, out, out_stride, rounding_to);
-  }
+  auto launch = [&](auto kernel, int threads) {
+    return pdl::Launch(kernel, static_cast<unsigned>(rows), threads, 0, stream, x, x_stride, update, update_stride, w,
+                       cols, eps, out, out_stride, rounding_to);
+  };
+  const int threads = RowThreads(rows, cols);
+  const cudaError_t err = threads == 128   ? launch(RmsNormVecKernel<kAdd, 128>, 128)
+                          : threads == 256 ? launch(RmsNormVecKernel<kAdd, 256>, 256)
+                                           : launch(RmsNormVecKernel<kAdd, kThreads>, kThreads);
   if (rounded != nullptr) *rounded = rounds && err == cudaSuccess;
   return err;
 }
