@@ -40,6 +40,15 @@ inline constexpr int64_t kBlockGemmMaxTokens = 128;
 // process-wide, for tests and benchmarks; KVS_NORM_ROW_THREADS=fewest starts it on.
 void SetNormRowThreadsFewest(bool fewest);
 
+// Whether decode attention over keys split in 2-8 merges the splits inside the kernel, its blocks
+// launched in a cluster (attention_combine.cuh), instead of in a second kernel: the same bits.
+// Hopper only; off by default until measured; process-wide, for tests and benchmarks;
+// KVS_DECODE_MERGE=cluster starts it on. DecodeClusterMergesLaunched counts such launches.
+void SetDecodeClusterMerge(bool on);
+void ResetDecodeClusterMerge();      // back to the default (or KVS_DECODE_MERGE)
+bool DecodeClusterMergeAvailable();  // this device and binary can launch clusters (Hopper)
+int64_t DecodeClusterMergesLaunched();
+
 // out = bf16(x / rms(x) * w).  x [T, K] f32; w [K] bf16; out [T, K] bf16.
 // round (may be null; room for `rows` rows of K): out also rounded into it for the block GEMV (in
 // its order), as LaunchQuantizeActivations would round it, where the kernel can (K a multiple of 32,

@@ -1,9 +1,25 @@
 // LaunchPagedAttention: fills the kernel parameters from the cache view and the batch and hands
 // them to the instantiation for the cache's format (paged_attention_<format>.cu).
+#include <atomic>
+
+#include "kernels/cuda/kernel_choice.h"
 #include "kernels/cuda/paged_attention_kernels.cuh"
 
 namespace kvs::cuda {
+namespace {
+KernelChoice g_cluster_merge("KVS_DECODE_MERGE", "cluster");  // alternative: the splits merged in a cluster
+std::atomic<int64_t> g_cluster_merges{0};
+}  // namespace
+
+void SetDecodeClusterMerge(bool on) { g_cluster_merge.Set(on); }
+void ResetDecodeClusterMerge() { g_cluster_merge.Reset(); }
+bool DecodeClusterMergeAvailable() { return pdl::HopperBinary(); }
+int64_t DecodeClusterMergesLaunched() { return g_cluster_merges.load(); }
+
 namespace attention {
+bool DecodeClusterMerge() { return g_cluster_merge.Alternative() && pdl::HopperBinary(); }
+void CountDecodeClusterMerge() { g_cluster_merges.fetch_add(1); }
+
 extern template cudaError_t LaunchAttentionFor<KvDType::kBF16>(Params, int, int, int, cudaStream_t);
 extern template cudaError_t LaunchAttentionFor<KvDType::kF16>(Params, int, int, int, cudaStream_t);
 extern template cudaError_t LaunchAttentionFor<KvDType::kFP8>(Params, int, int, int, cudaStream_t);

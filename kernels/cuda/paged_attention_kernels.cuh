@@ -354,6 +354,7 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
   extern __shared__ __align__(16) unsigned char decode_smem[];
   bf16* const smem = reinterpret_cast<bf16*>(decode_smem);
   __shared__ float merge_ml[kWarps][16][2];
+  __shared__ float split_ml[16][2];
 
   const int seq = blockIdx.z, kvh = blockIdx.y, split = blockIdx.x;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
@@ -455,8 +456,10 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
   }
 
   static_assert(kWarps * kTileStages * 2 * kTileElems * sizeof(bf16) >= 16 * D * sizeof(float), "merge scratch");
-  MergeDecodeWarps<D, kNTiles>(p, o, m_lo, l_lo, m_hi, l_hi, reinterpret_cast<float*>(decode_smem), merge_ml, tok, kvh,
-                               split, [](int n, int col) { return n * 8 + col; });
+  float* const o_s = reinterpret_cast<float*>(decode_smem);
+  MergeDecodeWarps<D, kNTiles>(p, o, m_lo, l_lo, m_hi, l_hi, o_s, merge_ml, split_ml, tok, kvh, split,
+                               [](int n, int col) { return n * 8 + col; });
+  if (p.cluster_merge) CombineSplitsInCluster<D>(p, o_s, split_ml, tok, kvh, [](int d) { return d; });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -466,6 +469,23 @@ template <int D, typename Kernel>
 cudaError_t LaunchPlanned(Kernel kernel, size_t smem, int64_t resident, Params p, dim3 grid, cudaStream_t stream) {
   PlanSplits(p, grid, resident, D);
   // Every kernel passed here waits for the previous one first (pdl.cuh).
+  return CombineSplits<D>(pdl::Launch(kernel, grid, kThreads, smem, stream, p), p, stream);
+}
+
+// The same for the decode MMA kernels, which can merge their splits in a cluster
+// (DecodeClusterMerge): one kernel instead of two, and no partials through global memory.
+template <int D, typename Kernel>
+cudaError_t LaunchPlannedDecode(Kernel kernel, size_t smem, int64_t resident, Params p, dim3 grid,
+                                cudaStream_t stream) {
+  PlanSplits(p, grid, resident, D);
+  if (p.num_splits > 1 && p.num_splits <= kMaxClusterSplits && p.row_chunks == 1 && DecodeClusterMerge()) {
+    p.cluster_merge = 1;
+    const cudaError_t err = pdl::LaunchCluster(kernel, grid, kThreads, smem, stream, p.num_splits, p);
+    if (err != cudaSuccess) return err;
+    CountDecodeClusterMerge();
+    if (D % 32 == 0 && p.round.q != nullptr && p.rounded != nullptr) *p.rounded = true;
+    return cudaSuccess;
+  }
   return CombineSplits<D>(pdl::Launch(kernel, grid, kThreads, smem, stream, p), p, stream);
 }
 
@@ -534,14 +554,14 @@ cudaError_t LaunchDecodeMma(Params p, dim3 grid, cudaStream_t stream) {
         PagedDecodeCodesKernel<F, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
     if (attr != cudaSuccess) return attr;
     static const int64_t resident = ResidentBlocks(PagedDecodeCodesKernel<F, D>, kSmem, p.num_sms);
-    return LaunchPlanned<D>(PagedDecodeCodesKernel<F, D>, kSmem, resident, p, grid, stream);
+    return LaunchPlannedDecode<D>(PagedDecodeCodesKernel<F, D>, kSmem, resident, p, grid, stream);
   } else {
     constexpr size_t kSmem = DecodeMmaSmemBytes<D>();
     static const cudaError_t attr = cudaFuncSetAttribute(
         PagedDecodeMmaKernel<F, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
     if (attr != cudaSuccess) return attr;
     static const int64_t resident = ResidentBlocks(PagedDecodeMmaKernel<F, D>, kSmem, p.num_sms);
-    return LaunchPlanned<D>(PagedDecodeMmaKernel<F, D>, kSmem, resident, p, grid, stream);
+    return LaunchPlannedDecode<D>(PagedDecodeMmaKernel<F, D>, kSmem, resident, p, grid, stream);
   }
 }
 

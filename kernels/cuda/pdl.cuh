@@ -54,6 +54,10 @@ __device__ __forceinline__ void PrefetchL2(const void* p) { asm volatile("prefet
 // KVS_PDL is not "off" (measurement). Read once per process and device.
 bool Enabled();
 
+// Whether the current device is compute capability 9.0 or later and runs this library's kernels
+// compiled for it: what launches that use Hopper's features (clusters) check. Cached per device.
+bool HopperBinary();
+
 template <typename... Params, typename... Args>
 cudaError_t Launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, Args&&... args) {
   cudaLaunchAttribute attribute{};
@@ -66,6 +70,29 @@ cudaError_t Launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem
   config.stream = stream;
   config.attrs = &attribute;
   config.numAttrs = Enabled() ? 1 : 0;
+  return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+}
+
+// pdl::Launch in thread-block clusters of `cluster_x` blocks along x (grid.x a multiple of it):
+// the blocks of a cluster run at once on one GPC and may read each other's shared memory.
+// Only where HopperBinary().
+template <typename... Params, typename... Args>
+cudaError_t LaunchCluster(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                          unsigned cluster_x, Args&&... args) {
+  cudaLaunchAttribute attributes[2] = {};
+  attributes[0].id = cudaLaunchAttributeClusterDimension;
+  attributes[0].val.clusterDim.x = cluster_x;
+  attributes[0].val.clusterDim.y = 1;
+  attributes[0].val.clusterDim.z = 1;
+  attributes[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attributes[1].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  config.attrs = attributes;
+  config.numAttrs = Enabled() ? 2 : 1;
   return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
 }
 
