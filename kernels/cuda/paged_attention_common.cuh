@@ -49,6 +49,19 @@ struct Params {
   // The decode MMA kernels, launched in clusters of num_splits blocks, merge their splits in the
   // cluster (CombineSplitsInCluster) instead of writing partials for CombineSplitsKernel.
   int32_t cluster_merge;
+  // The decode step's rope and KV write, done by the bf16 decode MMA kernel (positions set; q
+  // unrotated): decode_rope_write.cuh.
+  struct DecodeRope {
+    const int32_t* positions = nullptr;  // per token
+    const float* inv_freq = nullptr;     // [head_dim / 2]
+    const bf16* k_new = nullptr;         // the token's unrotated key heads, row t at t * k_stride
+    int64_t k_stride = 0;
+    const bf16* v_new = nullptr;
+    int64_t v_stride = 0;
+    const int32_t* slot_mapping = nullptr;  // the token's cache slot (< 0: none)
+    unsigned char* k_store = nullptr;       // the cache, writable (k_cache, v_cache)
+    unsigned char* v_store = nullptr;
+  } rope;
   int32_t num_tokens;
   float* partial_out;
   float* partial_ml;

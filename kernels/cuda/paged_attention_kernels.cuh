@@ -20,6 +20,7 @@
 #pragma once
 
 #include "kernels/cuda/attention_combine.cuh"
+#include "kernels/cuda/decode_rope_write.cuh"
 #include "kernels/cuda/paged_attention_common.cuh"
 #include "kernels/cuda/paged_decode_codes.cuh"
 #include "kernels/cuda/paged_prefill_mma.cuh"
@@ -336,7 +337,13 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeKernel(Params p) {
 //   A 16x16 row: a0 (g, 2t..2t+1) a1 (g+8, 2t..) a2 (g, 2t+8..) a3 (g+8, 2t+8..)
 //   B 16x8 col:  b0 (k 2t..2t+1, n g) b1 (k 2t+8.., n g)
 //   C 16x8:      c0 (g, 2t) c1 (g, 2t+1) c2 (g+8, 2t) c3 (g+8, 2t+1)      g = lane/4, t = lane%4
-template <KvDType F, int D>
+//
+// kRope (p.rope set): the kernel also does the step's LaunchRopeWriteKv — q arrives unrotated and each
+// block rotates its group's heads into shared memory; the block whose split holds a sequence's
+// newest key rotates that key and stores it and its value in the token's slot before loading any
+// tile — so the rope kernel and its launch leave the decode step. The rotation is rope.cuh's, so
+// every bit is what the two kernels give (tested).
+template <KvDType F, int D, bool kRope = false>
 __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
   pdl::StartAfterPrevious();
   constexpr int kKeys = 16;        // keys per warp tile
@@ -369,6 +376,11 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
   uint32_t qa[kKSteps][4];
   {
     const bf16* q0 = p.q + static_cast<int64_t>(tok) * p.q_stride + static_cast<int64_t>(kvh) * group * D;
+    if constexpr (kRope) {
+      __shared__ __align__(16) bf16 rotated[16 * D];
+      RopeDecodeToken<D>(p, tok, ctx, kvh, split, q0, rotated);
+      q0 = rotated;
+    }
     auto qv = [&](int r, int c) { return r < group ? __bfloat162float(q0[r * D + c]) * p.scale_log2 : 0.0f; };
 #pragma unroll
     for (int ks = 0; ks < kKSteps; ++ks) {
@@ -544,8 +556,20 @@ constexpr size_t DecodeMmaSmemBytes() {
   return static_cast<size_t>(kThreads / 32) * 2 * 2 * 16 * (D + 8) * sizeof(bf16);
 }
 
+template <int D, bool kRope>
+cudaError_t LaunchDecodeMmaBf16(Params p, dim3 grid, cudaStream_t stream) {
+  constexpr size_t kSmem = DecodeMmaSmemBytes<D>();
+  const auto kernel = PagedDecodeMmaKernel<KvDType::kBF16, D, kRope>;
+  static const cudaError_t attr =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
+  if (attr != cudaSuccess) return attr;
+  static const int64_t resident = ResidentBlocks(kernel, kSmem, p.num_sms);
+  return LaunchPlannedDecode<D>(kernel, kSmem, resident, p, grid, stream);
+}
+
 // Decode on tensor cores: fp16 and quantized caches build their fp16 fragments from the stored
-// codes (paged_decode_codes.cuh), bf16 stages bf16 tiles (PagedDecodeMmaKernel).
+// codes (paged_decode_codes.cuh), bf16 stages bf16 tiles (PagedDecodeMmaKernel, with the step's
+// rope and KV write where p.rope is set).
 template <KvDType F, int D>
 cudaError_t LaunchDecodeMma(Params p, dim3 grid, cudaStream_t stream) {
   if constexpr (F != KvDType::kBF16) {
@@ -556,12 +580,8 @@ cudaError_t LaunchDecodeMma(Params p, dim3 grid, cudaStream_t stream) {
     static const int64_t resident = ResidentBlocks(PagedDecodeCodesKernel<F, D>, kSmem, p.num_sms);
     return LaunchPlannedDecode<D>(PagedDecodeCodesKernel<F, D>, kSmem, resident, p, grid, stream);
   } else {
-    constexpr size_t kSmem = DecodeMmaSmemBytes<D>();
-    static const cudaError_t attr = cudaFuncSetAttribute(
-        PagedDecodeMmaKernel<F, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
-    if (attr != cudaSuccess) return attr;
-    static const int64_t resident = ResidentBlocks(PagedDecodeMmaKernel<F, D>, kSmem, p.num_sms);
-    return LaunchPlannedDecode<D>(PagedDecodeMmaKernel<F, D>, kSmem, resident, p, grid, stream);
+    if (p.rope.positions != nullptr) return LaunchDecodeMmaBf16<D, true>(p, grid, stream);
+    return LaunchDecodeMmaBf16<D, false>(p, grid, stream);
   }
 }
 
@@ -602,10 +622,10 @@ cudaError_t LaunchAttentionFor(Params p, int head_dim, int num_seqs, int max_que
   }
   p.row_chunks = (max_query_len * group + rows - 1) / rows;
   const dim3 grid(p.row_chunks, p.kv_heads, num_seqs);
-  // Tensor cores pay for bf16 from a GQA group of 3; the other formats build their fragments
-  // from the codes (no per-element conversion to f32), which pays even for one head (MHA).
-  const int min_mma_group = kAllDims ? 3 : 1;
-  if (max_query_len == 1 && group >= min_mma_group && group <= 16 && (head_dim == 64 || head_dim == 128)) {
+  if (p.rope.positions != nullptr && (F != KvDType::kBF16 || !DecodeOnTensorCores(F, max_query_len, group, head_dim))) {
+    return cudaErrorNotSupported;  // the fused rope is the bf16 decode MMA kernel's (DecodeTakesRope)
+  }
+  if (DecodeOnTensorCores(F, max_query_len, group, head_dim)) {
     // Decode-only step on tensor cores.
     p.row_chunks = 1;
     const dim3 g1(1, p.kv_heads, num_seqs);
