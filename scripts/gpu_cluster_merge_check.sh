@@ -7,10 +7,10 @@
 # each setting, alternating, beside the copy ceiling.
 # Usage: bash scripts/gpu_cluster_merge_check.sh   (device tool, carrying .deps)
 #   STEPS=0 skips the steps; TESTS="" and BENCH=0 skip those; KVS_SKIP_BUILD=1 on a warm machine;
-#   MODELS="random:llama-3-8b:Q4_0 ..." ROUNDS=2.
+#   MODELS="random:llama-3-8b:Q4_0 ..." ROUNDS=2 (ROUNDS_LAST=1: the last model one round).
 source "$(dirname "$0")/gpu_common.sh"
 [ -n "${KVS_SKIP_BUILD:-}" ] && source "$BUILD/env.sh" || gpu_build
-gpu_tests ${TESTS-cuda_backend_test cuda_kv_format_test activation_rounding_test gpu_model_test}
+gpu_tests ${TESTS-cuda_backend_test cuda_kv_format_test activation_rounding_test}
 if [ -z "${TESTS+x}" ]; then
   echo "## gpu_model_test with both on"
   (export KVS_DECODE_MERGE=cluster KVS_DECODE_ROPE=attention; gpu_tests gpu_model_test)
@@ -32,6 +32,7 @@ read -r -a models <<< "${MODELS:-random:llama-3-8b:Q4_0 random:llama-3-8b:F8_E4M
 [ "${STEPS:-1}" = 0 ] && models=()
 for round in $(seq "${ROUNDS:-2}"); do
   for m in "${models[@]}"; do
+    [ -n "${ROUNDS_LAST:-}" ] && [ "$round" -gt "$ROUNDS_LAST" ] && [ "$m" = "${models[-1]}" ] && continue
     for setting in "${settings[@]}"; do
       # shellcheck disable=SC2086
       (export $setting && gpu_step "round $round | $m | $setting" 1 --model "$m")
