@@ -141,15 +141,6 @@ class BackendOps {
   // keys p - window + 1 .. p only.
   virtual absl::Status PagedAttention(TensorView q, PagedKvView cache, const AttentionBatch& batch, float scale,
                                       TensorView out) = 0;
-  // RopeWriteKv, then PagedAttention of the rotated q (qk's first columns): one call, so that a
-  // backend may do all three in one pass (CUDA: a decode step over a bf16 cache, where chosen).
-  virtual absl::Status RopeWriteKvAttention(TensorView qk, int32_t heads, const int32_t* positions, RopeTable rope,
-                                            TensorView k, TensorView v, const int32_t* slot_mapping, TensorView q,
-                                            PagedKvView cache, const AttentionBatch& batch, float scale,
-                                            TensorView out) {
-    if (absl::Status s = RopeWriteKv(qk, heads, positions, rope, k, v, slot_mapping, cache); !s.ok()) return s;
-    return PagedAttention(q, cache, batch, scale, out);
-  }
   // out = silu(gate) * up, where gate_up [T, 2I] holds gate in columns [0, I) and up in [I, 2I).
   virtual absl::Status SwiGlu(TensorView gate_up, TensorView out) = 0;
   // out = gelu_tanh(gate) * up (GeGLU, Gemma's gelu_pytorch_tanh: 0.5 x (1 + tanh(sqrt(2/pi) (x +

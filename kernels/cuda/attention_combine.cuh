@@ -5,8 +5,6 @@
 // (paged_attention_kivi.cu).
 #pragma once
 
-#include <cooperative_groups.h>
-
 #include "kernels/cuda/activation_rounding.cuh"
 #include "kernels/cuda/paged_attention_common.cuh"
 #include "kernels/cuda/pdl.cuh"
@@ -66,67 +64,6 @@ __global__ void __launch_bounds__(kCombineThreads) CombineSplitsKernel(Params p)
       }
     }
   }
-}
-
-// The same merge without the second kernel, for the decode kernels launched in clusters of
-// p.num_splits blocks (p.cluster_merge; at most kMaxClusterSplits): split s is cluster rank s and
-// keeps its partial in its own shared memory — the unnormalised output of row r (the group's head
-// r) at o_s[r * D + slot_of(d)] and its (max, sum) at split_ml[r] — and the cluster's blocks merge
-// them through distributed shared memory, each warp one 32-column unit of a row. The arithmetic is
-// CombineSplitsKernel's, step for step (the sum of w_s * l_s is that kernel's warp butterfly, taken
-// from lane 0), so the output and its rounding are the same bits as the two kernels' (tested).
-// Every thread of every block of the cluster must call it (two cluster barriers).
-constexpr int kMaxClusterSplits = 8;  // the portable cluster size
-template <int D, typename SlotOf>
-__device__ inline void CombineSplitsInCluster(const Params& p, const float* o_s, const float (*split_ml)[2], int tok,
-                                              int kvh, SlotOf slot_of) {
-  static_assert(D % 32 == 0, "a warp merges one 32-column unit");
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  namespace cg = cooperative_groups;
-  cg::cluster_group cluster = cg::this_cluster();
-  cluster.sync();  // every split's o_s and split_ml are written and visible to the cluster
-  constexpr int kWarps = kThreads / 32;
-  constexpr int kUnitsPerHead = D / 32;
-  const int splits = p.num_splits;
-  const int group = p.q_heads / p.kv_heads;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  for (int u = static_cast<int>(cluster.block_rank()) * kWarps + warp; u < group * kUnitsPerHead;
-       u += splits * kWarps) {
-    const int r = u / kUnitsPerHead, d = (u % kUnitsPerHead) * 32 + lane;
-    // Lane s < splits: split s's max and sum for row r.
-    float ms = -FLT_MAX, ls = 0.0f;
-    if (lane < splits) {
-      const float* ml = cluster.map_shared_rank(&split_ml[0][0], lane);
-      ms = ml[2 * r];
-      ls = ml[2 * r + 1];
-    }
-    float m = ms;
-    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-    const float w = ls == 0.0f ? 0.0f : exp2f(ms - m);  // 0: the split saw no key (or lane >= splits)
-    float den = w * ls;
-    for (int o = 16; o > 0; o >>= 1) den += __shfl_xor_sync(0xffffffffu, den, o);
-    den = __shfl_sync(0xffffffffu, den, 0);
-    float part[kMaxClusterSplits];
-#pragma unroll
-    for (int s = 0; s < kMaxClusterSplits; ++s) {
-      part[s] = s < splits ? cluster.map_shared_rank(o_s, s)[r * D + slot_of(d)] : 0.0f;
-    }
-    float num = 0.0f;
-#pragma unroll
-    for (int s = 0; s < kMaxClusterSplits; ++s) {
-      const float ws = __shfl_sync(0xffffffffu, w, s);
-      if (s < splits && ws != 0.0f) num += ws * part[s];
-    }
-    const int h = kvh * group + r;
-    const bf16 o = __float2bfloat16(num / den);
-    p.out[static_cast<int64_t>(tok) * p.out_stride + h * D + d] = o;
-    if (p.round.q != nullptr) {
-      const float v[1] = {__bfloat162float(o)};
-      rounding::RoundUnit<1>(v, true, tok, (h * D + d) / 32, p.q_heads * D / 32, p.round, true);
-    }
-  }
-  cluster.sync();  // no block leaves while another still reads its shared memory
-#endif
 }
 
 // After a kernel that wrote per-split partials (p.num_splits > 1): their weighted sum.

@@ -75,11 +75,6 @@ class CudaBackend final : public Backend {
   absl::Status SealKvGroups(TensorView k, TensorView v, const AttentionBatch& batch, PagedKvView cache) override;
   absl::Status PagedAttention(TensorView q, PagedKvView cache, const AttentionBatch& batch, float scale,
                               TensorView out) override;
-  // One kernel where cuda::DecodeTakesRope (q is qk's first heads, k its last); else the two calls.
-  absl::Status RopeWriteKvAttention(TensorView qk, int32_t heads, const int32_t* positions, RopeTable rope,
-                                    TensorView k, TensorView v, const int32_t* slot_mapping, TensorView q,
-                                    PagedKvView cache, const AttentionBatch& batch, float scale,
-                                    TensorView out) override;
   absl::Status SwiGlu(TensorView gate_up, TensorView out) override;
   absl::Status GeluGlu(TensorView gate_up, TensorView out) override;
   absl::StatusOr<bool> GatedLinear(TensorView x, TensorView w, bool gelu, TensorView out) override;

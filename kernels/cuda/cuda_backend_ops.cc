@@ -485,40 +485,6 @@ absl::Status CudaBackend::SealKvGroups(TensorView k, TensorView v, const Attenti
   return absl::OkStatus();
 }
 
-absl::Status CudaBackend::RopeWriteKvAttention(TensorView qk, int32_t heads, const int32_t* positions, RopeTable rope,
-                                               TensorView k, TensorView v, const int32_t* slot_mapping, TensorView q,
-                                               PagedKvView cache, const AttentionBatch& batch, float scale,
-                                               TensorView out) {
-  const int64_t q_heads = static_cast<int64_t>(heads) - cache.kv_heads;
-  const bool qk_layout = cache.head_dim > 0 && q.data == qk.data && q.stride == qk.stride && q.rows == qk.rows &&
-                         q.cols == q_heads * cache.head_dim && k.dtype == qk.dtype && k.stride == qk.stride &&
-                         k.rows == qk.rows &&
-                         k.data == static_cast<bf16*>(qk.data) + q_heads * static_cast<int64_t>(cache.head_dim);
-  if (!qk_layout || rope.head_dim != cache.head_dim || q_heads <= 0 ||
-      !cuda::DecodeTakesRope(cache, static_cast<int32_t>(q_heads), batch)) {
-    return Backend::RopeWriteKvAttention(qk, heads, positions, rope, k, v, slot_mapping, q, cache, batch, scale, out);
-  }
-  ForgetRounding();
-  KVS_RETURN_IF_ERROR(CheckRope(qk, heads, rope, "RopeWriteKvAttention", "qk"));
-  KVS_RETURN_IF_ERROR(CheckKvRows(k, v, cache, "RopeWriteKvAttention"));
-  KVS_RETURN_IF_ERROR(Require(out, DType::kBF16, "RopeWriteKvAttention", "out"));
-  KVS_RETURN_IF_ERROR(CheckCache(cache, "RopeWriteKvAttention"));
-  KVS_RETURN_IF_ERROR(
-      Shape(out.rows == q.rows && out.cols == q.cols && batch.num_tokens == q.rows, "RopeWriteKvAttention", q, out));
-  if (attention_ws_.partial_out == nullptr) {
-    return absl::FailedPreconditionError("RopeWriteKvAttention: ReserveWorkspace was not called");
-  }
-  const cuda::DecodeRopeInputs inputs{
-      positions, rope.inv_freq, static_cast<const bf16*>(k.data), k.stride, static_cast<const bf16*>(v.data),
-      v.stride,  slot_mapping};
-  bool rounded = false;
-  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchPagedAttention(
-      static_cast<const bf16*>(q.data), q.stride, static_cast<int32_t>(q_heads), cache, batch, scale,
-      static_cast<bf16*>(out.data), out.stride, attention_ws_, stream_, ProducerRounding(out), &rounded, &inputs));
-  ProducerWrote(out, rounded);
-  return absl::OkStatus();
-}
-
 absl::Status CudaBackend::PagedAttention(TensorView q, PagedKvView cache, const AttentionBatch& batch, float scale,
                                          TensorView out) {
   ForgetRounding();

@@ -40,24 +40,6 @@ inline constexpr int64_t kBlockGemmMaxTokens = 128;
 // process-wide, for tests and benchmarks; KVS_NORM_ROW_THREADS=fewest starts it on.
 void SetNormRowThreadsFewest(bool fewest);
 
-// Whether decode attention over keys split in 2-8 merges the splits inside the kernel, its blocks
-// launched in a cluster (attention_combine.cuh), instead of in a second kernel: the same bits.
-// Hopper only; off by default until measured; process-wide, for tests and benchmarks;
-// KVS_DECODE_MERGE=cluster starts it on. DecodeClusterMergesLaunched counts such launches.
-// Whether a decode-only step (max_query_len 1) of this cache format, GQA group (query heads per KV
-// head) and head dim runs on the decode MMA kernels. Tensor cores pay for bf16 from a GQA group of
-// 3; the other formats build their fragments from the codes (no per-element conversion to f32),
-// which pays even for one head (MHA).
-constexpr bool DecodeOnTensorCores(KvDType dtype, int32_t max_query_len, int32_t group, int32_t head_dim) {
-  return max_query_len == 1 && group >= (dtype == KvDType::kBF16 ? 3 : 1) && group <= 16 &&
-         (head_dim == 64 || head_dim == 128);
-}
-
-void SetDecodeClusterMerge(bool on);
-void ResetDecodeClusterMerge();      // back to the default (or KVS_DECODE_MERGE)
-bool DecodeClusterMergeAvailable();  // this device and binary can launch clusters (Hopper)
-int64_t DecodeClusterMergesLaunched();
-
 // out = bf16(x / rms(x) * w).  x [T, K] f32; w [K] bf16; out [T, K] bf16.
 // round (may be null; room for `rows` rows of K): out also rounded into it for the block GEMV (in
 // its order), as LaunchQuantizeActivations would round it, where the kernel can (K a multiple of 32,
@@ -375,30 +357,10 @@ cudaError_t LaunchKiviAttention(const bf16* q, int64_t q_stride, int32_t q_heads
 // or outside {64, 128} (the other formats).
 // round, rounded: as LaunchRmsNorm's, where the keys were split (the pass that merges the splits
 // rounds; bf16 to int4-token caches, head_dim a multiple of 32).
-// rope (may be null): q is unrotated and the kernel also does what LaunchRopeWriteKv would do first
-// with these inputs (k_new the token's key heads, unrotated) — only where DecodeTakesRope.
-struct DecodeRopeInputs {
-  const int32_t* positions;
-  const float* inv_freq;
-  const bf16* k_new;
-  int64_t k_stride;
-  const bf16* v_new;
-  int64_t v_stride;
-  const int32_t* slot_mapping;
-};
 cudaError_t LaunchPagedAttention(const bf16* q, int64_t q_stride, int32_t q_heads, const PagedKvView& cache,
                                  const AttentionBatch& batch, float scale, bf16* out, int64_t out_stride,
                                  const AttentionWorkspace& ws, cudaStream_t stream,
-                                 const QuantizedActivations* round = nullptr, bool* rounded = nullptr,
-                                 const DecodeRopeInputs* rope = nullptr);
-
-// Whether LaunchPagedAttention can take this step's rope and KV write (its `rope`): a decode-only
-// batch over a bf16 cache without a window that runs on the decode MMA kernel, and the choice on
-// (SetDecodeRopeInAttention; KVS_DECODE_ROPE=attention; off by default until measured).
-bool DecodeTakesRope(const PagedKvView& cache, int32_t q_heads, const AttentionBatch& batch);
-void SetDecodeRopeInAttention(bool on);
-void ResetDecodeRopeInAttention();
-int64_t DecodeRopesInAttentionLaunched();  // tests: the fused path ran
+                                 const QuantizedActivations* round = nullptr, bool* rounded = nullptr);
 
 // Which kernel runs prefill attention on bf16/fp16 caches: kAuto takes Hopper's warpgroup-MMA
 // kernel on compute capability 9.0 (H100, H200) and the mma.sync kernel elsewhere; kMma takes

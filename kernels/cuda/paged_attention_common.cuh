@@ -46,22 +46,6 @@ struct Params {
   int32_t keys_per_split;
   int32_t num_splits;
   int32_t row_chunks;  // grid.x = num_splits * row_chunks
-  // The decode MMA kernels, launched in clusters of num_splits blocks, merge their splits in the
-  // cluster (CombineSplitsInCluster) instead of writing partials for CombineSplitsKernel.
-  int32_t cluster_merge;
-  // The decode step's rope and KV write, done by the bf16 decode MMA kernel (positions set; q
-  // unrotated): decode_rope_write.cuh.
-  struct DecodeRope {
-    const int32_t* positions = nullptr;  // per token
-    const float* inv_freq = nullptr;     // [head_dim / 2]
-    const bf16* k_new = nullptr;         // the token's unrotated key heads, row t at t * k_stride
-    int64_t k_stride = 0;
-    const bf16* v_new = nullptr;
-    int64_t v_stride = 0;
-    const int32_t* slot_mapping = nullptr;  // the token's cache slot (< 0: none)
-    unsigned char* k_store = nullptr;       // the cache, writable (k_cache, v_cache)
-    unsigned char* v_store = nullptr;
-  } rope;
   int32_t num_tokens;
   float* partial_out;
   float* partial_ml;
@@ -153,14 +137,6 @@ int64_t ResidentBlocks(Kernel kernel, size_t smem, int num_sms, int threads = kT
   }
   return static_cast<int64_t>(per_sm) * num_sms;
 }
-
-// Whether a decode MMA kernel whose keys are split in 2..kMaxClusterSplits is launched in
-// clusters that merge the splits (attention_combine.cuh) instead of CombineSplitsKernel after it:
-// a Hopper binary, and KVS_DECODE_MERGE=cluster or SetDecodeClusterMerge (off by default until
-// measured). paged_attention.cu.
-bool DecodeClusterMerge();
-// Counts those launches (tests: the path ran).
-void CountDecodeClusterMerge();
 
 // Fills p.keys_per_split / p.num_splits and the grid for `resident` blocks at once.
 inline void PlanSplits(Params& p, dim3& grid, int64_t resident, int head_dim) {
@@ -600,17 +576,16 @@ __device__ inline void DecodeTileSoftmax(float (&sc)[2][4], int base, int k_hi, 
 }
 
 // End of the decode MMA kernels: merges the warps' running (max, sum, O) and writes the group's
-// output rows, or this split's partial (to the workspace, or — p.cluster_merge — left in o_s with
-// its rows' (max, sum) in split_ml, 16 x 2 floats of shared memory, for CombineSplitsInCluster). Each lane holds O
-// fragments o[n][0..3] for rows g and g + 8 (see PagedDecodeMmaKernel); `dim_of(n, col)` names the head-dim element
-// that column `col` of n-tile n holds, so kernels that permute the head dimension share this code. Row maxima and sums
-// go through `merge_ml`; the warps add their rescaled O in turn into `o_s`, 16 x D floats of shared memory the caller
-// no longer needs, kept in fragment order (slot n * 8 + col): a permuted dim order there would put a warp's 32 lanes on
-// one bank.
+// output rows, or this split's partial. Each lane holds O fragments o[n][0..3] for rows g and
+// g + 8 (see PagedDecodeMmaKernel); `dim_of(n, col)` names the head-dim element that column `col`
+// of n-tile n holds, so kernels that permute the head dimension share this code. Row maxima and
+// sums go through `merge_ml`; the warps add their rescaled O in turn into `o_s`, 16 x D floats of
+// shared memory the caller no longer needs, kept in fragment order (slot n * 8 + col): a permuted
+// dim order there would put a warp's 32 lanes on one bank.
 template <int D, int kNTiles, typename DimOf>
-__device__ inline void MergeDecodeWarps(const Params& p, const float (&o)[kNTiles][4], float m_lo, float l_lo,
-                                        float m_hi, float l_hi, float* o_s, float (*merge_ml)[16][2],
-                                        float (*split_ml)[2], int tok, int kvh, int split, DimOf dim_of) {
+__device__ inline void MergeDecodeWarps(const Params& p, const float (&o)[kNTiles][4], float m_lo, float l_lo, float m_hi,
+                                        float l_hi, float* o_s, float (*merge_ml)[16][2], int tok, int kvh, int split,
+                                        DimOf dim_of) {
   constexpr int kWarps = kThreads / 32;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
   const int group = p.q_heads / p.kv_heads;
@@ -655,11 +630,6 @@ __device__ inline void MergeDecodeWarps(const Params& p, const float (&o)[kNTile
     const float a = o_s[r * D + slot];
     if (p.num_splits == 1) {
       p.out[static_cast<int64_t>(tok) * p.out_stride + h * D + d] = __float2bfloat16(a / ll);
-    } else if (p.cluster_merge) {
-      if (slot == 0) {
-        split_ml[r][0] = mm;
-        split_ml[r][1] = ll;
-      }
     } else {
       const int64_t idx = (static_cast<int64_t>(split) * p.num_tokens + tok) * p.q_heads + h;
       p.partial_out[idx * D + d] = a;

@@ -20,7 +20,6 @@
 #pragma once
 
 #include "kernels/cuda/attention_combine.cuh"
-#include "kernels/cuda/decode_rope_write.cuh"
 #include "kernels/cuda/paged_attention_common.cuh"
 #include "kernels/cuda/paged_decode_codes.cuh"
 #include "kernels/cuda/paged_prefill_mma.cuh"
@@ -337,13 +336,7 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeKernel(Params p) {
 //   A 16x16 row: a0 (g, 2t..2t+1) a1 (g+8, 2t..) a2 (g, 2t+8..) a3 (g+8, 2t+8..)
 //   B 16x8 col:  b0 (k 2t..2t+1, n g) b1 (k 2t+8.., n g)
 //   C 16x8:      c0 (g, 2t) c1 (g, 2t+1) c2 (g+8, 2t) c3 (g+8, 2t+1)      g = lane/4, t = lane%4
-//
-// kRope (p.rope set): the kernel also does the step's LaunchRopeWriteKv — q arrives unrotated and each
-// block rotates its group's heads into shared memory; the block whose split holds a sequence's
-// newest key rotates that key and stores it and its value in the token's slot before loading any
-// tile — so the rope kernel and its launch leave the decode step. The rotation is rope.cuh's, so
-// every bit is what the two kernels give (tested).
-template <KvDType F, int D, bool kRope = false>
+template <KvDType F, int D>
 __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
   pdl::StartAfterPrevious();
   constexpr int kKeys = 16;        // keys per warp tile
@@ -361,7 +354,6 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
   extern __shared__ __align__(16) unsigned char decode_smem[];
   bf16* const smem = reinterpret_cast<bf16*>(decode_smem);
   __shared__ float merge_ml[kWarps][16][2];
-  __shared__ float split_ml[16][2];
 
   const int seq = blockIdx.z, kvh = blockIdx.y, split = blockIdx.x;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
@@ -376,11 +368,6 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
   uint32_t qa[kKSteps][4];
   {
     const bf16* q0 = p.q + static_cast<int64_t>(tok) * p.q_stride + static_cast<int64_t>(kvh) * group * D;
-    if constexpr (kRope) {
-      __shared__ __align__(16) bf16 rotated[16 * D];
-      RopeDecodeToken<D>(p, tok, ctx, kvh, split, q0, rotated);
-      q0 = rotated;
-    }
     auto qv = [&](int r, int c) { return r < group ? __bfloat162float(q0[r * D + c]) * p.scale_log2 : 0.0f; };
 #pragma unroll
     for (int ks = 0; ks < kKSteps; ++ks) {
@@ -468,10 +455,8 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
   }
 
   static_assert(kWarps * kTileStages * 2 * kTileElems * sizeof(bf16) >= 16 * D * sizeof(float), "merge scratch");
-  float* const o_s = reinterpret_cast<float*>(decode_smem);
-  MergeDecodeWarps<D, kNTiles>(p, o, m_lo, l_lo, m_hi, l_hi, o_s, merge_ml, split_ml, tok, kvh, split,
-                               [](int n, int col) { return n * 8 + col; });
-  if (p.cluster_merge) CombineSplitsInCluster<D>(p, o_s, split_ml, tok, kvh, [](int d) { return d; });
+  MergeDecodeWarps<D, kNTiles>(p, o, m_lo, l_lo, m_hi, l_hi, reinterpret_cast<float*>(decode_smem), merge_ml, tok, kvh,
+                               split, [](int n, int col) { return n * 8 + col; });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -481,23 +466,6 @@ template <int D, typename Kernel>
 cudaError_t LaunchPlanned(Kernel kernel, size_t smem, int64_t resident, Params p, dim3 grid, cudaStream_t stream) {
   PlanSplits(p, grid, resident, D);
   // Every kernel passed here waits for the previous one first (pdl.cuh).
-  return CombineSplits<D>(pdl::Launch(kernel, grid, kThreads, smem, stream, p), p, stream);
-}
-
-// The same for the decode MMA kernels, which can merge their splits in a cluster
-// (DecodeClusterMerge): one kernel instead of two, and no partials through global memory.
-template <int D, typename Kernel>
-cudaError_t LaunchPlannedDecode(Kernel kernel, size_t smem, int64_t resident, Params p, dim3 grid,
-                                cudaStream_t stream) {
-  PlanSplits(p, grid, resident, D);
-  if (p.num_splits > 1 && p.num_splits <= kMaxClusterSplits && p.row_chunks == 1 && DecodeClusterMerge()) {
-    p.cluster_merge = 1;
-    const cudaError_t err = pdl::LaunchCluster(kernel, grid, kThreads, smem, stream, p.num_splits, p);
-    if (err != cudaSuccess) return err;
-    CountDecodeClusterMerge();
-    if (D % 32 == 0 && p.round.q != nullptr && p.rounded != nullptr) *p.rounded = true;
-    return cudaSuccess;
-  }
   return CombineSplits<D>(pdl::Launch(kernel, grid, kThreads, smem, stream, p), p, stream);
 }
 
@@ -556,20 +524,8 @@ constexpr size_t DecodeMmaSmemBytes() {
   return static_cast<size_t>(kThreads / 32) * 2 * 2 * 16 * (D + 8) * sizeof(bf16);
 }
 
-template <int D, bool kRope>
-cudaError_t LaunchDecodeMmaBf16(Params p, dim3 grid, cudaStream_t stream) {
-  constexpr size_t kSmem = DecodeMmaSmemBytes<D>();
-  const auto kernel = PagedDecodeMmaKernel<KvDType::kBF16, D, kRope>;
-  static const cudaError_t attr =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
-  if (attr != cudaSuccess) return attr;
-  static const int64_t resident = ResidentBlocks(kernel, kSmem, p.num_sms);
-  return LaunchPlannedDecode<D>(kernel, kSmem, resident, p, grid, stream);
-}
-
 // Decode on tensor cores: fp16 and quantized caches build their fp16 fragments from the stored
-// codes (paged_decode_codes.cuh), bf16 stages bf16 tiles (PagedDecodeMmaKernel, with the step's
-// rope and KV write where p.rope is set).
+// codes (paged_decode_codes.cuh), bf16 stages bf16 tiles (PagedDecodeMmaKernel).
 template <KvDType F, int D>
 cudaError_t LaunchDecodeMma(Params p, dim3 grid, cudaStream_t stream) {
   if constexpr (F != KvDType::kBF16) {
@@ -578,10 +534,14 @@ cudaError_t LaunchDecodeMma(Params p, dim3 grid, cudaStream_t stream) {
         PagedDecodeCodesKernel<F, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
     if (attr != cudaSuccess) return attr;
     static const int64_t resident = ResidentBlocks(PagedDecodeCodesKernel<F, D>, kSmem, p.num_sms);
-    return LaunchPlannedDecode<D>(PagedDecodeCodesKernel<F, D>, kSmem, resident, p, grid, stream);
+    return LaunchPlanned<D>(PagedDecodeCodesKernel<F, D>, kSmem, resident, p, grid, stream);
   } else {
-    if (p.rope.positions != nullptr) return LaunchDecodeMmaBf16<D, true>(p, grid, stream);
-    return LaunchDecodeMmaBf16<D, false>(p, grid, stream);
+    constexpr size_t kSmem = DecodeMmaSmemBytes<D>();
+    static const cudaError_t attr = cudaFuncSetAttribute(
+        PagedDecodeMmaKernel<F, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
+    if (attr != cudaSuccess) return attr;
+    static const int64_t resident = ResidentBlocks(PagedDecodeMmaKernel<F, D>, kSmem, p.num_sms);
+    return LaunchPlanned<D>(PagedDecodeMmaKernel<F, D>, kSmem, resident, p, grid, stream);
   }
 }
 
@@ -622,10 +582,10 @@ cudaError_t LaunchAttentionFor(Params p, int head_dim, int num_seqs, int max_que
   }
   p.row_chunks = (max_query_len * group + rows - 1) / rows;
   const dim3 grid(p.row_chunks, p.kv_heads, num_seqs);
-  if (p.rope.positions != nullptr && (F != KvDType::kBF16 || !DecodeOnTensorCores(F, max_query_len, group, head_dim))) {
-    return cudaErrorNotSupported;  // the fused rope is the bf16 decode MMA kernel's (DecodeTakesRope)
-  }
-  if (DecodeOnTensorCores(F, max_query_len, group, head_dim)) {
+  // Tensor cores pay for bf16 from a GQA group of 3; the other formats build their fragments
+  // from the codes (no per-element conversion to f32), which pays even for one head (MHA).
+  const int min_mma_group = kAllDims ? 3 : 1;
+  if (max_query_len == 1 && group >= min_mma_group && group <= 16 && (head_dim == 64 || head_dim == 128)) {
     // Decode-only step on tensor cores.
     p.row_chunks = 1;
     const dim3 g1(1, p.kv_heads, num_seqs);

@@ -29,7 +29,6 @@
 // Fragment layouts and the warp split are PagedDecodeMmaKernel's (paged_attention_kernels.cuh).
 #pragma once
 
-#include "kernels/cuda/attention_combine.cuh"
 #include "kernels/cuda/paged_attention_common.cuh"
 #include "kernels/cuda/pdl.cuh"
 
@@ -204,7 +203,6 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeCodesKernel(Params p) {
   static_assert(kKWords >= 1 && kVWords >= 1, "head dims 64 and 128");
   extern __shared__ __align__(16) unsigned char codes_smem[];
   __shared__ float merge_ml[kWarps][16][2];
-  __shared__ float split_ml[16][2];
 
   const int seq = blockIdx.z, kvh = blockIdx.y, split = blockIdx.x;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
@@ -403,12 +401,8 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeCodesKernel(Params p) {
   }
 #pragma unroll
   for (int n = 0; n < kNTiles; ++n) o[n][0] *= o_scale, o[n][1] *= o_scale, o[n][2] *= o_scale, o[n][3] *= o_scale;
-  float* const o_s = reinterpret_cast<float*>(codes_smem);
-  MergeDecodeWarps<D, kNTiles>(p, o, m_lo, l_lo, m_hi, l_hi, o_s, merge_ml, split_ml, tok, kvh, split,
-                               [](int n, int col) { return col * (D / 8) + n; });
-  if (p.cluster_merge) {
-    CombineSplitsInCluster<D>(p, o_s, split_ml, tok, kvh, [](int d) { return (d % (D / 8)) * 8 + d / (D / 8); });
-  }
+  MergeDecodeWarps<D, kNTiles>(p, o, m_lo, l_lo, m_hi, l_hi, reinterpret_cast<float*>(codes_smem), merge_ml, tok, kvh,
+                               split, [](int n, int col) { return col * (D / 8) + n; });
 }
 
 }  // namespace attention

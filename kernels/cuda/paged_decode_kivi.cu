@@ -365,8 +365,8 @@ __global__ void __launch_bounds__(kThreads) KiviDecodeMmaKernel(KiviDecodeParams
     }
     __syncwarp();  // this stage is consumed before the load two tiles on overwrites it
   }
-  MergeDecodeWarps<D, kNTiles>(p, o, m_lo, l_lo, m_hi, l_hi, reinterpret_cast<float*>(kivi_smem), merge_ml,
-                               /*split_ml=*/nullptr, tok, kvh, split, [](int n, int col) { return col * (D / 8) + n; });
+  MergeDecodeWarps<D, kNTiles>(p, o, m_lo, l_lo, m_hi, l_hi, reinterpret_cast<float*>(kivi_smem), merge_ml, tok, kvh,
+                               split, [](int n, int col) { return col * (D / 8) + n; });
 }
 
 template <int kBits, int D>

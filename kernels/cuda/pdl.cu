@@ -13,8 +13,8 @@ __global__ void ArchProbeKernel() {}
 
 constexpr int kMaxDevices = 64;
 
-// Whether `device` is compute capability 9.0 or later and runs kernels compiled for it.
-int HopperBinaryOn(int device) {
+int Decide(int device) {
+  if (const char* e = std::getenv("KVS_PDL"); e != nullptr && std::string_view(e) == "off") return 0;
   int major = 0;
   if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) return 0;
   cudaFuncAttributes attributes{};
@@ -27,24 +27,16 @@ int HopperBinaryOn(int device) {
 
 }  // namespace
 
-bool HopperBinary() {
-  static std::array<std::atomic<int>, kMaxDevices> known{};  // 0 unknown, 1 no, 2 yes
+bool Enabled() {
+  static std::array<std::atomic<int>, kMaxDevices> known{};  // 0 unknown, 1 off, 2 on
   int device = 0;
   if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kMaxDevices) return false;
   int v = known[device].load(std::memory_order_relaxed);
   if (v == 0) {
-    v = 1 + HopperBinaryOn(device);
+    v = 1 + Decide(device);
     known[device].store(v, std::memory_order_relaxed);
   }
   return v == 2;
-}
-
-bool Enabled() {
-  static const bool off = [] {
-    const char* e = std::getenv("KVS_PDL");
-    return e != nullptr && std::string_view(e) == "off";
-  }();
-  return !off && HopperBinary();
 }
 
 }  // namespace kvs::cuda::pdl

@@ -54,45 +54,19 @@ __device__ __forceinline__ void PrefetchL2(const void* p) { asm volatile("prefet
 // KVS_PDL is not "off" (measurement). Read once per process and device.
 bool Enabled();
 
-// Whether the current device is compute capability 9.0 or later and runs this library's kernels
-// compiled for it: what launches that use Hopper's features (clusters) check. Cached per device.
-bool HopperBinary();
-
-// cudaLaunchKernelEx with `attributes[0, n)` and, where Enabled(), programmatic stream serialization
-// (in attributes[n]: the array holds n + 1).
 template <typename... Params, typename... Args>
-cudaError_t LaunchWith(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                       cudaLaunchAttribute* attributes, unsigned n, Args&&... args) {
-  attributes[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attributes[n].val.programmaticStreamSerializationAllowed = 1;
+cudaError_t Launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, Args&&... args) {
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
   cudaLaunchConfig_t config{};
   config.gridDim = grid;
   config.blockDim = block;
   config.dynamicSmemBytes = smem;
   config.stream = stream;
-  config.attrs = attributes;
-  config.numAttrs = n + (Enabled() ? 1 : 0);
+  config.attrs = &attribute;
+  config.numAttrs = Enabled() ? 1 : 0;
   return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
-}
-
-template <typename... Params, typename... Args>
-cudaError_t Launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, Args&&... args) {
-  cudaLaunchAttribute attribute[1] = {};
-  return LaunchWith(kernel, grid, block, smem, stream, attribute, 0, std::forward<Args>(args)...);
-}
-
-// pdl::Launch in thread-block clusters of `cluster_x` blocks along x (grid.x a multiple of it):
-// the blocks of a cluster run at once on one GPC and may read each other's shared memory.
-// Only where HopperBinary().
-template <typename... Params, typename... Args>
-cudaError_t LaunchCluster(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                          unsigned cluster_x, Args&&... args) {
-  cudaLaunchAttribute attributes[2] = {};
-  attributes[0].id = cudaLaunchAttributeClusterDimension;
-  attributes[0].val.clusterDim.x = cluster_x;
-  attributes[0].val.clusterDim.y = 1;
-  attributes[0].val.clusterDim.z = 1;
-  return LaunchWith(kernel, grid, block, smem, stream, attributes, 1, std::forward<Args>(args)...);
 }
 
 }  // namespace kvs::cuda::pdl

@@ -387,19 +387,13 @@ absl::Status ModelRunner::Forward(const StepPointers& ptr, int64_t t, int64_t n_
       KVS_RETURN_IF_ERROR(b.Rope(qk, qk_heads, ptr.positions, weights_->rope(l)));
       KVS_RETURN_IF_ERROR(b.SealKvGroups(k, v, layer_batch, cache));
       KVS_RETURN_IF_ERROR(b.WriteKv(k, v, slots, cache));
-    } else if (staged_.empty()) {
-      // Rope, KV write and attention in one call: one kernel where the backend has it (a decode step).
-      KVS_RETURN_IF_ERROR(b.RopeWriteKvAttention(qk, qk_heads, ptr.positions, weights_->rope(l), k, v, slots, q, cache,
-                                                 layer_batch, scale, attn));
     } else {
       KVS_RETURN_IF_ERROR(b.RopeWriteKv(qk, qk_heads, ptr.positions, weights_->rope(l), k, v, slots, cache));
     }
     // After this layer's KV writes (a chunk's own keys may land in offloaded blocks), before its
     // attention; the next layer's staging overwrites the window only after this attention ran.
     if (!staged_.empty()) KVS_RETURN_IF_ERROR(cache_->StageOffloaded(b, l, staged_));
-    if (KvChannelQuantized(cache.dtype) || !staged_.empty()) {
-      KVS_RETURN_IF_ERROR(b.PagedAttention(q, cache, layer_batch, scale, attn));
-    }
+    KVS_RETURN_IF_ERROR(b.PagedAttention(q, cache, layer_batch, scale, attn));
     KVS_RETURN_IF_ERROR(LinearOver(b, attn_owned, lw.o, no_bias, hidden));
     KVS_RETURN_IF_ERROR(join(lw.post_attn_norm, weights_->View(lw.ffn_norm, 1, z.h)));
     // The gate and up projections and their activation in one kernel where the backend has one

@@ -4,7 +4,6 @@
 // beside it). Skips with a reason where no GPU is visible.
 #include "kernels/cuda/cuda_backend.h"
 
-#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -776,131 +775,6 @@ TEST_F(CudaOpsTest, RopeWriteKvStoresWhatRopeThenWriteKvStore) {
       }
     }
   }
-}
-
-// A decode step's rope, KV write and attention in one kernel (SetDecodeRopeInAttention) against
-// the rope + KV write kernel and then attention: the same output bits and the same cache bytes,
-// whether the splits are merged by the merge kernel or in a cluster. Ragged contexts (a sequence
-// of one token, contexts that split in 2-8 and in many), block sizes 16 and 7, GQA groups 3-5 at
-// head_dim 64 and 128; the cache's unused slots and every newest slot start as NaN (0xff bytes),
-// so attention that read the newest key before it was stored would show it.
-TEST_F(CudaOpsTest, RopeWriteKvAttentionGivesTheBitsOfRopeWriteKvThenAttention) {
-  SCOPED_TRACE("seed " + std::to_string(seed_));
-  struct Shape {
-    int32_t q_heads, kv_heads, dim, bs;
-    std::vector<int32_t> context;
-  };
-  const std::vector<Shape> shapes = {{32, 8, 128, 16, {640}},
-                                     {32, 8, 128, 16, {1000, 300, 64, 1}},
-                                     {32, 8, 128, 16, {3001, 17}},
-                                     {9, 3, 64, 16, {700, 54, 97}},
-                                     {40, 8, 128, 7, {300, 33, 1000}}};
-  for (const Shape& sh : shapes) {
-    const int32_t seqs = static_cast<int32_t>(sh.context.size()), dim = sh.dim, bs = sh.bs;
-    SCOPED_TRACE(absl::StrFormat("%d/%d heads, head_dim %d, block %d, %d sequences, longest %d", sh.q_heads,
-                                 sh.kv_heads, dim, bs, seqs, *std::max_element(sh.context.begin(), sh.context.end())));
-    int32_t max_blocks = 0, blocks = 2;  // two spare pages
-    for (int32_t c : sh.context) max_blocks = std::max(max_blocks, (c + bs - 1) / bs);
-    for (int32_t c : sh.context) blocks += (c + bs - 1) / bs;
-    std::vector<int32_t> pages(blocks);
-    std::iota(pages.begin(), pages.end(), 0);
-    std::shuffle(pages.begin(), pages.end(), rng_);
-    std::vector<int32_t> table(seqs * max_blocks, 0), query_start(seqs + 1), positions(seqs), slots(seqs);
-    PagedKvView shape{nullptr, nullptr, KvDType::kBF16, blocks, bs, sh.kv_heads, dim};
-    const size_t cache_bytes = static_cast<size_t>(shape.Bytes());
-    std::vector<uint8_t> k_cache(cache_bytes, 0xff), v_cache(cache_bytes, 0xff);  // NaN where unwritten
-    for (int32_t s = 0, next = 0; s < seqs; ++s) {
-      query_start[s + 1] = s + 1;
-      for (int32_t b = 0; b < (sh.context[s] + bs - 1) / bs; ++b) table[s * max_blocks + b] = pages[next++];
-      const int32_t newest = sh.context[s] - 1;
-      positions[s] = newest;
-      slots[s] = table[s * max_blocks + newest / bs] * bs + newest % bs;
-      for (int32_t pos = 0; pos < newest; ++pos) {  // the history, bf16 N(0, 1)
-        const int64_t slot = table[s * max_blocks + pos / bs] * bs + pos % bs;
-        for (int32_t h = 0; h < sh.kv_heads; ++h) {
-          for (int32_t d = 0; d < dim; ++d) {
-            std::normal_distribution<float> normal;
-            const uint16_t kb = FloatToBf16Bits(normal(rng_)), vb = FloatToBf16Bits(normal(rng_));
-            std::memcpy(&k_cache[shape.RowOffset(slot, h) + 2 * d], &kb, 2);
-            std::memcpy(&v_cache[shape.RowOffset(slot, h) + 2 * d], &vb, 2);
-          }
-        }
-      }
-    }
-    const int64_t q_cols = static_cast<int64_t>(sh.q_heads) * dim, kv = static_cast<int64_t>(sh.kv_heads) * dim;
-    const int64_t width = q_cols + 2 * kv;  // a qkv row
-    const std::vector<float> qkv = Random(seqs * width, 2.0f);
-    std::vector<float> inv(dim / 2);
-    for (int i = 0; i < dim / 2; ++i) inv[i] = std::pow(500000.0f, -2.0f * i / dim);
-    auto gpos = UploadInts(positions), gslots = UploadInts(slots), gstart = UploadInts(query_start),
-         gctx = UploadInts(sh.context), gtable = UploadInts(table);
-    auto ginv = Upload(inv, DType::kF32, 1, dim / 2);
-    const RopeTable rope{ginv.as<float>(), dim};
-    AttentionBatch batch =
-        testing::HostAttentionBatch(query_start, sh.context, table, max_blocks, std::vector<int32_t>(seqs, 1));
-    batch.query_start = gstart.as<int32_t>();
-    batch.context_len = gctx.as<int32_t>();
-    batch.block_table = gtable.as<int32_t>();
-    ASSERT_TRUE(gpu_->ReserveWorkspace(seqs, seqs, sh.q_heads, dim).ok());
-    const float scale = 1.0f / std::sqrt(static_cast<float>(dim));
-    struct Result {
-      std::vector<uint8_t> out, k, v;
-    };
-    // One run from the same starting state: the qkv rows, the cache, a NaN output with padding.
-    auto run = [&](bool fused, bool cluster) {
-      cuda::SetDecodeRopeInAttention(fused);
-      cuda::SetDecodeClusterMerge(cluster);
-      DeviceBuffer gqkv = Upload(qkv, DType::kBF16, seqs, width);
-      DeviceBuffer gk = *gpu_->Allocate(cache_bytes), gv = *gpu_->Allocate(cache_bytes);
-      EXPECT_TRUE(gpu_->CopyToDevice(k_cache.data(), gk.data(), cache_bytes).ok());
-      EXPECT_TRUE(gpu_->CopyToDevice(v_cache.data(), gv.data(), cache_bytes).ok());
-      const int64_t out_stride = q_cols + 8;
-      DeviceBuffer gout = Upload({}, DType::kBF16, seqs, out_stride);
-      const TensorView all{gqkv.data(), DType::kBF16, seqs, width, width};
-      PagedKvView cache = shape;
-      cache.k = gk.data();
-      cache.v = gv.data();
-      const int64_t launched = cuda::DecodeRopesInAttentionLaunched();
-      const absl::Status st = gpu_->RopeWriteKvAttention(
-          all.Cols(0, q_cols + kv), sh.q_heads + sh.kv_heads, gpos.as<int32_t>(), rope, all.Cols(q_cols, kv),
-          all.Cols(q_cols + kv, kv), gslots.as<int32_t>(), all.Cols(0, q_cols), cache, batch, scale,
-          TensorView{gout.data(), DType::kBF16, seqs, q_cols, out_stride});
-      EXPECT_TRUE(st.ok()) << st;
-      EXPECT_EQ(cuda::DecodeRopesInAttentionLaunched() - launched, fused ? 1 : 0) << "the fused kernel ran or not";
-      Result r{std::vector<uint8_t>(seqs * out_stride * 2), std::vector<uint8_t>(cache_bytes),
-               std::vector<uint8_t>(cache_bytes)};
-      EXPECT_TRUE(gpu_->CopyToHost(gout.data(), r.out.data(), r.out.size()).ok());
-      EXPECT_TRUE(gpu_->CopyToHost(gk.data(), r.k.data(), cache_bytes).ok());
-      EXPECT_TRUE(gpu_->CopyToHost(gv.data(), r.v.data(), cache_bytes).ok());
-      return r;
-    };
-    const Result apart = run(false, false);
-    for (const bool cluster : {false, true}) {
-      SCOPED_TRACE(cluster ? "splits merged in a cluster" : "splits merged by the merge kernel");
-      const Result fused = run(true, cluster);
-      for (size_t i = 0; i < cache_bytes; ++i) {
-        ASSERT_EQ(fused.k[i], apart.k[i]) << "k cache byte " << i;
-        ASSERT_EQ(fused.v[i], apart.v[i]) << "v cache byte " << i;
-      }
-      for (size_t i = 0; i < apart.out.size(); i += 2) {
-        uint16_t a, f;
-        std::memcpy(&a, &apart.out[i], 2);
-        std::memcpy(&f, &fused.out[i], 2);
-        ASSERT_EQ(f, a) << "output element " << i / 2 << " (row " << i / 2 / (q_cols + 8) << ")";
-      }
-    }
-    // The newest keys were stored, and attention read no NaN.
-    EXPECT_NE(apart.k, k_cache);
-    for (int32_t s = 0; s < seqs; ++s) {
-      for (int64_t c = 0; c < q_cols; ++c) {
-        uint16_t bits;
-        std::memcpy(&bits, &apart.out[(s * (q_cols + 8) + c) * 2], 2);
-        ASSERT_FALSE(std::isnan(Bf16BitsToFloat(bits))) << "sequence " << s << ", column " << c;
-      }
-    }
-  }
-  cuda::ResetDecodeRopeInAttention();
-  cuda::ResetDecodeClusterMerge();
 }
 
 }  // namespace

@@ -14,7 +14,6 @@
 #include "kernels/common/half_convert.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
-#include "kernels/cuda/cuda_kernels.h"
 #include "tests/support/attention_batch.h"
 #include "tests/support/elementwise_check.h"
 #include "tests/support/gpu_fixture.h"
@@ -134,7 +133,6 @@ TEST_P(CudaKvFormatTest, WriteKvBytesAndAttentionMatchTheCpu) {
   gbatch.context_len = gctx.as<int32_t>();
   gbatch.block_table = gtab.as<int32_t>();
   ASSERT_TRUE(gpu_->ReserveWorkspace(tokens, seqs, c.q_heads, c.head_dim).ok());
-  cuda::SetDecodeClusterMerge(false);  // the merge kernel here, the cluster's below
   st = gpu_->PagedAttention(gq.View(DType::kBF16, tokens, qw), gcache, gbatch, scale, gout.View(DType::kBF16, tokens, qw));
   ASSERT_TRUE(st.ok()) << st;
   std::vector<float> got(tokens * qw);
@@ -155,39 +153,6 @@ TEST_P(CudaKvFormatTest, WriteKvBytesAndAttentionMatchTheCpu) {
   std::printf("kv %s Hq=%d Hk=%d D=%d bs=%d max_ctx=%d tokens=%d: rel err %.2e, worst element %.2f of the tolerance\n",
               KvDTypeName(c.format).data(), c.q_heads, c.kv_heads, c.head_dim, c.block_size, batch.max_context_len,
               tokens, std::sqrt(num / den), worst);
-
-  // The splits merged in a cluster (cuda_kernels.h, SetDecodeClusterMerge) give the merge
-  // kernel's bits exactly: the same attention again with it on, into a poisoned output.
-  const std::vector<uint16_t> first = [&] {
-    std::vector<uint16_t> bits(tokens * qw);
-    EXPECT_TRUE(gpu_->CopyToHost(gout.data(), bits.data(), bits.size() * 2).ok());
-    return bits;
-  }();
-  const int64_t clusters_before = cuda::DecodeClusterMergesLaunched();
-  DeviceBuffer gout2 = Bf16(std::vector<float>(tokens * qw, NAN), tokens, qw);
-  cuda::SetDecodeClusterMerge(true);
-  st = gpu_->PagedAttention(gq.View(DType::kBF16, tokens, qw), gcache, gbatch, scale,
-                            gout2.View(DType::kBF16, tokens, qw));
-  cuda::ResetDecodeClusterMerge();
-  ASSERT_TRUE(st.ok()) << st;
-  std::vector<uint16_t> second(tokens * qw);
-  ASSERT_TRUE(gpu_->CopyToHost(gout2.data(), second.data(), second.size() * 2).ok());
-  const int64_t clusters = cuda::DecodeClusterMergesLaunched() - clusters_before;
-  // Where the decode MMA kernels run (a GQA group of 3-16 for bf16, 1-16 for the other formats)
-  // and the longest context is 129-1,024 keys, a decode-only batch splits them in 2-8 on any GPU
-  // of today's size: there the cluster path must have run.
-  const int32_t group = c.q_heads / c.kv_heads;
-  const bool mma_decode = group >= (c.format == KvDType::kBF16 ? 3 : 1) && group <= 16;
-  if (!prefill && mma_decode && batch.max_context_len > 128 && batch.max_context_len <= 1024 &&
-      cuda::DecodeClusterMergeAvailable()) {
-    EXPECT_GT(clusters, 0) << "no cluster launch for a split decode";
-  }
-  for (size_t i = 0; i < first.size(); ++i) {
-    ASSERT_EQ(first[i], second[i]) << what << ": element " << i << " differs with the splits merged in a cluster ("
-                                   << clusters << " cluster launches), seed " << seed_;
-  }
-  std::printf("  the same bits with the splits merged in a cluster (%lld cluster launches)\n",
-              static_cast<long long>(clusters));
 }
 
 std::vector<FormatCase> Cases() {
