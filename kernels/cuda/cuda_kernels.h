@@ -36,9 +36,11 @@ inline constexpr int64_t kBlockGemvMaxTokens = 8;
 inline constexpr int64_t kBlockGemmMaxTokens = 128;
 
 // Whether the RMSNorm kernels give a launch of many rows (a prompt) the fewest threads a row that
-// hold it, where a decode step's few rows keep 512 (rms_norm.cu). Off by default until measured;
-// process-wide, for tests and benchmarks; KVS_NORM_ROW_THREADS=fewest starts it on.
+// hold it, where a decode step's few rows keep 512 (rms_norm.cu). On by default (the 65,536-token
+// prompt 0.5-0.9% faster on an H100, docs/performance.md); process-wide, for tests and benchmarks;
+// KVS_NORM_ROW_THREADS=512 keeps 512 at every row count. Reset: back to the default.
 void SetNormRowThreadsFewest(bool fewest);
+void ResetNormRowThreads();
 
 // out = bf16(x / rms(x) * w).  x [T, K] f32; w [K] bf16; out [T, K] bf16.
 // round (may be null; room for `rows` rows of K): out also rounded into it for the block GEMV (in

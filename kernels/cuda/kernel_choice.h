@@ -13,6 +13,7 @@ class KernelChoice {
   // `env`=`alternative` in the environment picks the alternative until Set says otherwise.
   constexpr KernelChoice(const char* env, const char* alternative) : env_(env), alternative_(alternative) {}
   void Set(bool alternative) { value_.store(alternative ? 1 : 0); }
+  void Reset() { value_.store(-1); }  // back to the environment's choice (or the default)
   bool Alternative() {
     int v = value_.load();
     if (v < 0) {

@@ -23,7 +23,7 @@ constexpr int kMaxVecPerThread = 8;  // rows up to 512 * 8 * 4 = 16384 floats st
 // Rows from which the fewest threads that hold a row may be taken (RowThreads): a decode step's
 // batch below it keeps the 512 threads its latency was measured with.
 constexpr int64_t kManyRows = 256;
-KernelChoice g_fewest_row_threads("KVS_NORM_ROW_THREADS", "fewest");
+KernelChoice g_always_512_threads("KVS_NORM_ROW_THREADS", "512");  // alternative: 512 at every row count
 
 template <int kBlockThreads>
 __device__ float BlockSum(float v) {
@@ -137,11 +137,12 @@ bool Vectorizable(int64_t cols, int64_t x_stride, int64_t update_stride, int64_t
          aligned(out, 8);
 }
 
-// The vector kernel's threads a row: 512, but from kManyRows rows with the fewest-threads choice
-// on (SetNormRowThreadsFewest), the fewest of 128 / 256 / 512 whose kMaxVecPerThread float4s a
-// thread hold the row's cols / 4.
+// The vector kernel's threads a row: 512, but from kManyRows rows (unless SetNormRowThreadsFewest
+// said otherwise) the fewest of 128 / 256 / 512 whose kMaxVecPerThread float4s a thread hold the
+// row's cols / 4: a prompt's norm with 512 threads a row fits one block an SM at 73-78 registers
+// and ran at 61% of the copy rate.
 int RowThreads(int64_t rows, int64_t cols) {
-  if (rows < kManyRows || !g_fewest_row_threads.Alternative()) return kThreads;
+  if (rows < kManyRows || g_always_512_threads.Alternative()) return kThreads;
   for (const int threads : {128, 256}) {
     if (cols / 4 <= static_cast<int64_t>(threads) * kMaxVecPerThread) return threads;
   }
@@ -196,7 +197,8 @@ __global__ void RmsNormBf16Kernel(const bf16* x, int64_t x_stride, int64_t rows,
 
 }  // namespace
 
-void SetNormRowThreadsFewest(bool fewest) { g_fewest_row_threads.Set(fewest); }
+void SetNormRowThreadsFewest(bool fewest) { g_always_512_threads.Set(!fewest); }
+void ResetNormRowThreads() { g_always_512_threads.Reset(); }
 
 cudaError_t LaunchRmsNormBf16(const bf16* x, int64_t x_stride, int64_t rows, int32_t heads, int32_t dim,
                               const bf16* w, float eps, bf16* out, int64_t out_stride, cudaStream_t stream) {

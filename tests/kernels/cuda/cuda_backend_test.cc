@@ -176,7 +176,7 @@ TEST_F(CudaOpsTest, NormsMatchCpuOnVectorAndScalarPaths) {
       ExpectClose(Download(gout, DType::kBF16, t, h), cout, kBf16Tolerance, "cout");
     }
   }
-  cuda::SetNormRowThreadsFewest(false);
+  cuda::ResetNormRowThreads();
 }
 
 TEST_F(CudaOpsTest, NormsRopeSwiGluEmbeddingMatchCpu) {
