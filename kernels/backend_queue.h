@@ -55,11 +55,6 @@ class BackendQueue {
   virtual absl::Status MoveRegions(std::span<const CopyRegion> regions, std::span<const MoveBatch> batches,
                                    bool beside_ops = true);
   virtual absl::Status WaitMoves(int32_t slot) { return absl::OkStatus(); }
-  // A hint: `bytes` of weights from `data` that a Linear over `tokens` rows will read after the
-  // ops issued so far, which the backend may start moving into the device's cache beside the ops
-  // in between (CUDA: an L2 prefetch on a queue of its own, where chosen). Nothing reads through
-  // it, so no result depends on it. The default does nothing.
-  virtual absl::Status PrefetchWeights(const void* data, int64_t bytes, int64_t tokens) { return absl::OkStatus(); }
   // Converts float32 host values to `dst.dtype` while copying; dst must be contiguous.
   virtual absl::Status UploadFloat(std::span<const float> host, TensorView dst) = 0;
   // Converts `src` to float32 on the way to the host (waits).

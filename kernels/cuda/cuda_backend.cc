@@ -37,9 +37,6 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int device) {
   KVS_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithPriority(&b->stream_, cudaStreamNonBlocking, greatest));
   KVS_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithPriority(&b->move_stream_, cudaStreamNonBlocking, least));
   KVS_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&b->ops_issued_, cudaEventDisableTiming));
-  KVS_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithPriority(&b->prefetch_stream_, cudaStreamNonBlocking, greatest));
-  KVS_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&b->prefetch_fork_, cudaEventDisableTiming));
-  KVS_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&b->prefetch_join_, cudaEventDisableTiming));
   KVS_CUBLAS_RETURN_IF_ERROR(cublasCreate(&b->cublas_));
   KVS_CUBLAS_RETURN_IF_ERROR(cublasSetStream(b->cublas_, b->stream_));
   KVS_ASSIGN_OR_RETURN(b->cublas_workspace_, b->Allocate(kCublasWorkspaceBytes));
@@ -55,9 +52,6 @@ CudaBackend::~CudaBackend() {
   if (cublas_ != nullptr) cublasDestroy(cublas_);
   for (cudaEvent_t e : move_marks_) cudaEventDestroy(e);
   if (ops_issued_ != nullptr) cudaEventDestroy(ops_issued_);
-  if (prefetch_fork_ != nullptr) cudaEventDestroy(prefetch_fork_);
-  if (prefetch_join_ != nullptr) cudaEventDestroy(prefetch_join_);
-  if (prefetch_stream_ != nullptr) cudaStreamDestroy(prefetch_stream_);
   if (move_stream_ != nullptr) cudaStreamDestroy(move_stream_);
   if (stream_ != nullptr) cudaStreamDestroy(stream_);
 }
@@ -322,8 +316,7 @@ class CudaGraph final : public RecordedOps {
 absl::StatusOr<std::unique_ptr<RecordedOps>> CudaBackend::Record(const std::function<absl::Status()>& ops) {
   ForgetRounding();
   KVS_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
-  absl::Status issued = ops();
-  if (issued.ok()) issued = JoinPrefetches();
+  const absl::Status issued = ops();
   cudaGraph_t graph = nullptr;
   const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
   if (!issued.ok() || ended != cudaSuccess) {
@@ -339,25 +332,7 @@ absl::StatusOr<std::unique_ptr<RecordedOps>> CudaBackend::Record(const std::func
   return std::unique_ptr<RecordedOps>(new CudaGraph(exec, stream_));
 }
 
-absl::Status CudaBackend::PrefetchWeights(const void* data, int64_t bytes, int64_t tokens) {
-  if (bytes <= 0 || tokens > cuda::kBlockGemvMaxTokens || !cuda::L2PrefetchChoice()) return absl::OkStatus();
-  KVS_CUDA_RETURN_IF_ERROR(cudaEventRecord(prefetch_fork_, stream_));
-  KVS_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(prefetch_stream_, prefetch_fork_, cudaEventWaitDefault));
-  KVS_CUDA_RETURN_IF_ERROR(cuda::LaunchPrefetchL2(data, bytes, prefetch_stream_));
-  prefetch_pending_ = true;
-  return absl::OkStatus();
-}
-
-absl::Status CudaBackend::JoinPrefetches() {
-  if (!prefetch_pending_) return absl::OkStatus();
-  prefetch_pending_ = false;
-  KVS_CUDA_RETURN_IF_ERROR(cudaEventRecord(prefetch_join_, prefetch_stream_));
-  KVS_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(stream_, prefetch_join_, cudaEventWaitDefault));
-  return absl::OkStatus();
-}
-
 absl::Status CudaBackend::Synchronize() {
-  KVS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(prefetch_stream_));
   KVS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(move_stream_));
   KVS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   return absl::OkStatus();

@@ -42,9 +42,6 @@ class CudaBackend final : public Backend {
   absl::Status MoveRegions(std::span<const CopyRegion> regions, std::span<const MoveBatch> batches,
                            bool beside_ops = true) override;
   absl::Status WaitMoves(int32_t slot) override;
-  // Where chosen (cuda::L2PrefetchChoice), one prefetch kernel on a stream of its own after the
-  // ops issued so far, for a GEMV-sized Linear (tokens <= kBlockGemvMaxTokens).
-  absl::Status PrefetchWeights(const void* data, int64_t bytes, int64_t tokens) override;
   absl::Status CopyOnDevice(const void* src, void* dst, size_t bytes) override;
 
   absl::Status CopyToDevice(const void* host, void* device, size_t bytes) override;
@@ -190,13 +187,6 @@ class CudaBackend final : public Backend {
   DeviceBuffer move_table_;
   cudaEvent_t ops_issued_ = nullptr;
   std::vector<cudaEvent_t> move_marks_;
-  // PrefetchWeights' queue, the ops' point each prefetch starts from, and its end, which a
-  // recording joins back into the ops' stream (a captured fork must rejoin).
-  cudaStream_t prefetch_stream_ = nullptr;
-  cudaEvent_t prefetch_fork_ = nullptr;
-  cudaEvent_t prefetch_join_ = nullptr;
-  bool prefetch_pending_ = false;
-  absl::Status JoinPrefetches();
   cuda::AttentionWorkspace attention_ws_;
   absl::flat_hash_map<void*, cuda::HostTailRange> host_tails_;  // AllocateWithHostTail buffers
   // Device windows shared by host-tail ranges (HostTailWindow), by id, with the ranges mapping them.

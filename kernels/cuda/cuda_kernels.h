@@ -40,13 +40,6 @@ inline constexpr int64_t kBlockGemmMaxTokens = 128;
 // prompt 0.5-0.9% faster on an H100, docs/performance.md); process-wide, for tests and benchmarks;
 // KVS_NORM_ROW_THREADS=512 keeps 512 at every row count. Reset: back to the default.
 void SetNormRowThreadsFewest(bool fewest);
-
-// Starts moving [data, data + bytes) into L2 (cp.async.bulk.prefetch.L2 in 16 KiB pieces from up
-// to 64 SMs): CudaBackend::PrefetchWeights' kernel. L2PrefetchChoice: whether that hint is taken —
-// KVS_L2_PREFETCH=o (off by default until measured; the runner hints the O projection's matrix
-// before a decode step's rope and attention), for measurement.
-cudaError_t LaunchPrefetchL2(const void* data, int64_t bytes, cudaStream_t stream);
-bool L2PrefetchChoice();
 void ResetNormRowThreads();
 
 // out = bf16(x / rms(x) * w).  x [T, K] f32; w [K] bf16; out [T, K] bf16.

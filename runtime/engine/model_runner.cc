@@ -363,9 +363,6 @@ absl::Status ModelRunner::Forward(const StepPointers& ptr, int64_t t, int64_t n_
     if (l == 0) KVS_RETURN_IF_ERROR(b.RmsNorm(residual, weights_->View(lw.attn_norm, 1, z.h), c.rms_norm_eps, normed));
     const TensorView bias = c.attention_bias ? weights_->View(lw.qkv_bias, 1, z.qkv) : no_bias;
     KVS_RETURN_IF_ERROR(LinearOver(b, normed, lw.qkv, bias, qkv));
-    // The O projection's matrix may stream into the device's cache while rope and attention run
-    // (a hint; Backend::PrefetchWeights).
-    KVS_RETURN_IF_ERROR(b.PrefetchWeights(lw.o.buffer.data(), static_cast<int64_t>(lw.o.buffer.bytes()), normed.rows));
     if (c.qk_norm) {  // Qwen3, Gemma 3: each q and k head normalized before rope
       const TensorView head_weight_q = weights_->View(lw.q_norm, 1, c.head_dim);
       const TensorView head_weight_k = weights_->View(lw.k_norm, 1, c.head_dim);
