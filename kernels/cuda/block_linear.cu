@@ -17,6 +17,7 @@
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/gemv_common.cuh"
 #include "kernels/cuda/ggml_unit.cuh"
+#include "kernels/cuda/kernel_choice.h"
 #include "kernels/cuda/pdl.cuh"
 
 namespace kvs::cuda {
@@ -39,8 +40,37 @@ __global__ void QuantizeActivationsKernel(const bf16* __restrict__ x, int64_t x_
 }
 
 using gemv::kNarrowRows;
+KernelChoice g_groups_in_flight("KVS_GEMV_GROUPS", "in-flight");  // alternative: BlockGemvGroupsKernel
+std::atomic<int64_t> g_groups_in_flight_launches{0};
+bool GemvGroupsInFlight() { return g_groups_in_flight.Alternative(); }
+void CountGroupsInFlight() { g_groups_in_flight_launches.fetch_add(1); }
 using gemv::ResidentBlocks;
 constexpr int kGemvWarps = gemv::kWarps;
+
+// Token t's share of a row from one unit of it (r, read by ggml::ReadRowUnit): the unit's codes
+// against the activations' int8 codes (two 16-byte pieces in the GEMV's order), times the scales.
+template <GgmlType T>
+__device__ __forceinline__ float UnitDot(const ggml::Unit& r, const QuantizedActivations& a, int t, int units, int u,
+                                         int piece0, int piece1) {
+  const int4 x0 = __ldg(reinterpret_cast<const int4*>(a.q + (t * units * 32 + piece0)));
+  const int4 x1 = __ldg(reinterpret_cast<const int4*>(a.q + (t * units * 32 + piece1)));
+  int s0 = __dp4a(static_cast<int>(r.q[0]), x0.x, 0);
+  s0 = __dp4a(static_cast<int>(r.q[1]), x0.y, s0);
+  s0 = __dp4a(static_cast<int>(r.q[2]), x0.z, s0);
+  s0 = __dp4a(static_cast<int>(r.q[3]), x0.w, s0);
+  int s1 = __dp4a(static_cast<int>(r.q[4]), x1.x, 0);
+  s1 = __dp4a(static_cast<int>(r.q[5]), x1.y, s1);
+  s1 = __dp4a(static_cast<int>(r.q[6]), x1.z, s1);
+  s1 = __dp4a(static_cast<int>(r.q[7]), x1.w, s1);
+  const float d = __ldg(a.d + static_cast<int64_t>(t) * units + u);
+  float v = d * (r.scale[0] * static_cast<float>(s0) + r.scale[1] * static_cast<float>(s1));
+  if constexpr (ggml::Traits<T>::kHasMin) {
+    // sum_e min * x_e = min * d * sum q, per 16.
+    const float2 xs = __ldg(reinterpret_cast<const float2*>(a.sum16) + static_cast<int64_t>(t) * units + u);
+    v += r.min[0] * xs.x + r.min[1] * xs.y;
+  }
+  return v;
+}
 
 // out[t, row] = x[t] . w[row]: kWarpsPerRow warps share a row (1 where the matrix has rows enough to
 // fill the GPU, 4 for the narrow ones, whose single warps would each wait through a long row alone),
@@ -55,7 +85,6 @@ template <GgmlType T, int kMaxTokens, int kWarpsPerRow, bool kWide>
 __global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 ? 12 : 8)
     BlockGemvKernel(const uint8_t* __restrict__ w, int64_t row_bytes, int n, int units, QuantizedActivations a,
                     int tokens, void* out, int64_t out_stride, bool f32_out) {
-  using Tr = ggml::Traits<T>;
   constexpr int kRowsPerBlock = kGemvWarps / kWarpsPerRow;
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int part = warp % kWarpsPerRow;
@@ -75,29 +104,56 @@ __global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 ? 12 : 8)
       const int piece0 = CodeOffset(u, 0, units, true), piece1 = CodeOffset(u, 16, units, true);
 #pragma unroll
       for (int t = 0; t < kMaxTokens; ++t) {
-        if (t < tokens) {
-          const int4 x0 = __ldg(reinterpret_cast<const int4*>(a.q + (t * units * 32 + piece0)));
-          const int4 x1 = __ldg(reinterpret_cast<const int4*>(a.q + (t * units * 32 + piece1)));
-          int s0 = __dp4a(static_cast<int>(r.q[0]), x0.x, 0);
-          s0 = __dp4a(static_cast<int>(r.q[1]), x0.y, s0);
-          s0 = __dp4a(static_cast<int>(r.q[2]), x0.z, s0);
-          s0 = __dp4a(static_cast<int>(r.q[3]), x0.w, s0);
-          int s1 = __dp4a(static_cast<int>(r.q[4]), x1.x, 0);
-          s1 = __dp4a(static_cast<int>(r.q[5]), x1.y, s1);
-          s1 = __dp4a(static_cast<int>(r.q[6]), x1.z, s1);
-          s1 = __dp4a(static_cast<int>(r.q[7]), x1.w, s1);
-          const float d = __ldg(a.d + static_cast<int64_t>(t) * units + u);
-          float v = d * (r.scale[0] * static_cast<float>(s0) + r.scale[1] * static_cast<float>(s1));
-          if constexpr (Tr::kHasMin) {
-            // sum_e min * x_e = min * d * sum q, per 16.
-            const float2 xs = __ldg(reinterpret_cast<const float2*>(a.sum16) + static_cast<int64_t>(t) * units + u);
-            v += r.min[0] * xs.x + r.min[1] * xs.y;
-          }
-          acc[t] += v;
-        }
+        if (t < tokens) acc[t] += UnitDot<T>(r, a, t, units, u, piece0, piece1);
       }
     }
     gemv::FinishRow<kMaxTokens, kWarpsPerRow>(acc, lane, warp, part, row, n, tokens, out, out_stride, f32_out);
+  }
+}
+
+// BlockGemvKernel for one token over narrow rows (four warps a row) whose row groups outnumber the
+// grid: a block walks kGroups of its groups (group, group + grid, ...) at once, their units' loads
+// in flight together. The O projection of Llama-3-8B (4,096 rows of 128 units, a unit a lane)
+// takes 2.6 waves of one load and one block reduction each in BlockGemvKernel, 64% of the copy
+// rate in the step's timeline. Each row's sum is the same sum in the same order (UnitDot), so the
+// bits are BlockGemvKernel's (tested). kGroupsInFlightFit: the types that hold three groups' units
+// in the 40 registers of 12 blocks an SM without spilling.
+constexpr int kGemvGroupsInFlight = 3;
+template <GgmlType T>
+constexpr bool kGroupsInFlightFit = T == GgmlType::kQ4_0 || T == GgmlType::kQ4_1 || T == GgmlType::kQ5_0 ||
+                                    T == GgmlType::kQ5_1;  // ptxas, CUDA 13: Q4_K and IQ4_* spill 32-96 bytes
+template <GgmlType T, bool kWide, int kGroups>
+__global__ void __launch_bounds__(kGemvWarps* kWarp, 12)
+    BlockGemvGroupsKernel(const uint8_t* __restrict__ w, int64_t row_bytes, int n, int units, QuantizedActivations a,
+                          void* out, int64_t out_stride, bool f32_out) {
+  constexpr int kWarpsPerRow = 4, kRowsPerBlock = kGemvWarps / kWarpsPerRow;
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  const int part = warp % kWarpsPerRow;
+  gemv::PrefetchFirstRows<kRowsPerBlock, kWarpsPerRow>(w, row_bytes, n, lane, warp, part);
+  pdl::StartAfterPrevious();
+  for (int first = blockIdx.x; first * kRowsPerBlock < n; first += kGroups * gridDim.x) {
+    int row[kGroups];
+    const uint8_t* wr[kGroups];
+    float acc[kGroups][1];
+#pragma unroll
+    for (int g = 0; g < kGroups; ++g) {
+      row[g] = (first + g * static_cast<int>(gridDim.x)) * kRowsPerBlock + warp / kWarpsPerRow;
+      wr[g] = w + static_cast<int64_t>(min(row[g], n - 1)) * row_bytes;
+      acc[g][0] = 0.0f;
+    }
+    for (int u = lane + kWarp * part; u < units; u += kWarp * kWarpsPerRow) {
+      ggml::Unit r[kGroups];
+#pragma unroll
+      for (int g = 0; g < kGroups; ++g) r[g] = ggml::ReadRowUnit<T, kWide>(wr[g], units, u);
+      const int piece0 = CodeOffset(u, 0, units, true), piece1 = CodeOffset(u, 16, units, true);
+#pragma unroll
+      for (int g = 0; g < kGroups; ++g) acc[g][0] += UnitDot<T>(r[g], a, 0, units, u, piece0, piece1);
+    }
+#pragma unroll
+    for (int g = 0; g < kGroups; ++g) {
+      if ((first + g * static_cast<int>(gridDim.x)) * kRowsPerBlock >= n) break;  // the same for the whole block
+      gemv::FinishRow<1, kWarpsPerRow>(acc[g], lane, warp, part, row[g], n, 1, out, out_stride, f32_out);
+    }
   }
 }
 
@@ -205,6 +261,16 @@ struct GemvLaunch {
       return pdl::Launch(kernel, blocks, kGemvWarps * kWarp, 0, stream, w, row_bytes, n, units, a, tokens, out,
                          out_stride, f32_out);
     };
+    if constexpr (kWarpsPerRow == 4 && kGroupsInFlightFit<T>) {
+      // One token over narrow rows with more row groups than the grid holds: several in flight.
+      constexpr auto kGrouped = BlockGemvGroupsKernel<T, kWide, kGemvGroupsInFlight>;
+      if (tokens == 1 && GemvGroupsInFlight() && groups > ResidentBlocks(kGrouped, kGemvWarps * kWarp)) {
+        const int blocks = ResidentBlocks(kGrouped, kGemvWarps * kWarp);
+        CountGroupsInFlight();
+        return pdl::Launch(kGrouped, blocks, kGemvWarps * kWarp, 0, stream, w, row_bytes, n, units, a, out, out_stride,
+                           f32_out);
+      }
+    }
     // Token counts round up to 1, 2, 4 or 8 accumulators; the kernel skips the ones past `tokens`.
     if (tokens == 1) return launch(BlockGemvKernel<T, 1, kWarpsPerRow, kWide>);
     if (tokens == 2) return launch(BlockGemvKernel<T, 2, kWarpsPerRow, kWide>);
@@ -233,6 +299,9 @@ std::atomic<int64_t> g_roundings{0};
 }  // namespace
 
 int64_t ActivationRoundingsLaunched() { return g_roundings.load(); }
+void SetGemvGroupsInFlight(bool on) { g_groups_in_flight.Set(on); }
+void ResetGemvGroupsInFlight() { g_groups_in_flight.Reset(); }
+int64_t GemvGroupsInFlightLaunched() { return g_groups_in_flight_launches.load(); }
 
 cudaError_t LaunchQuantizeActivations(const bf16* x, int64_t x_stride, int64_t tokens, int64_t k,
                                       QuantizedActivations a, bool gemv_order, cudaStream_t stream) {

@@ -139,6 +139,15 @@ cudaError_t LaunchQuantizeActivations(const bf16* x, int64_t x_stride, int64_t t
 // How many times LaunchQuantizeActivations has launched in this process (tests check that a
 // producer's rounding spared the Linear its own).
 int64_t ActivationRoundingsLaunched();
+
+// Whether the one-token GEMV over narrow rows (four warps a row) walks several of a block's row
+// groups at once where the rows outnumber its grid (block_linear.cu's BlockGemvGroupsKernel: Q4_0,
+// Q4_1, Q5_0, Q5_1; the same bits). Off by default until measured; process-wide, for tests and
+// benchmarks; KVS_GEMV_GROUPS=in-flight starts it on.
+// GemvGroupsInFlightLaunched counts such launches.
+void SetGemvGroupsInFlight(bool on);
+void ResetGemvGroupsInFlight();
+int64_t GemvGroupsInFlightLaunched();
 // out[t, j] = a[t] . w[j] for t < tokens (1 .. kBlockGemvMaxTokens), j < n, a in the GEMV's order. w:
 // n rows of kept GGML weights `row_bytes` apart, k weights each; out bf16, or f32 when f32_out.
 cudaError_t LaunchBlockGemv(GgmlType type, const void* w, int64_t row_bytes, int64_t n, int64_t k,

@@ -205,6 +205,51 @@ TEST_F(BlockLinearTest, EveryTypeMatchesTheDecodedWeightsWithinItsRounding) {
   }
 }
 
+// The one-token GEMV that walks several row groups of a block at once (SetGemvGroupsInFlight)
+// gives the bits of the one that walks them in turn, for every type it takes, over rows enough
+// that a block has two or three groups (4,096: the O projection's; 3,001) and a short and a long
+// row (k); outputs f32 into rows whose padding stays NaN. Unaligned (not wide) rows too: 4,096
+// rows of an odd unit count.
+TEST_F(BlockLinearTest, GroupsInFlightGiveTheBitsOfOneGroupAtATime) {
+  const uint32_t seed = std::random_device{}();
+  std::mt19937 rng(seed);
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const float kNaN = std::numeric_limits<float>::quiet_NaN();
+  for (const GgmlType type : {GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ5_0, GgmlType::kQ5_1}) {
+    const auto info = *LookupGgmlType(static_cast<uint32_t>(type));
+    for (const auto& [n, k] :
+         std::vector<std::pair<int64_t, int64_t>>{{4096, 4096}, {3001, 4096}, {4096, 14336}, {4096, 33 * 32}}) {
+      SCOPED_TRACE(std::string(info.name) + ", " + std::to_string(n) + " rows, k " + std::to_string(k));
+      const std::vector<uint8_t> w = testing::RandomGgmlBlocks(type, n, k, rng);
+      DeviceBuffer gw = Blocks(type, w, n, k);
+      const TensorView wv{gw.data(), DType::kBlocks, n, k, k, type};
+      std::normal_distribution<float> normal(0.0f, 1.0f);
+      std::vector<float> x(k);
+      for (float& v : x) v = Bf16(normal(rng));
+      DeviceBuffer gx = Floats(x, DType::kBF16, 1, k);
+      const int64_t stride = n + 3;
+      std::vector<std::vector<float>> outs;
+      for (const bool in_flight : {false, true}) {
+        cuda::SetGemvGroupsInFlight(in_flight);
+        DeviceBuffer gy = Floats(std::vector<float>(stride, kNaN), DType::kF32, 1, stride);
+        const int64_t before = cuda::GemvGroupsInFlightLaunched();
+        ASSERT_TRUE(gpu_->Linear(gx.View(DType::kBF16, 1, k), wv, TensorView{},
+                                 TensorView{gy.data(), DType::kF32, 1, n, stride})
+                        .ok());
+        EXPECT_EQ(cuda::GemvGroupsInFlightLaunched() - before, in_flight ? 1 : 0) << "which kernel ran";
+        outs.push_back(Download(gy, DType::kF32, 1, stride));
+      }
+      cuda::ResetGemvGroupsInFlight();
+      for (int64_t i = 0; i < n; ++i) {
+        ASSERT_FALSE(std::isnan(outs[0][i])) << "output " << i;
+        ASSERT_EQ(std::memcmp(&outs[0][i], &outs[1][i], sizeof(float)), 0)
+            << "output " << i << ": " << outs[1][i] << " with groups in flight, " << outs[0][i] << " in turn";
+      }
+      for (int64_t i = n; i < stride; ++i) ASSERT_TRUE(std::isnan(outs[1][i])) << "wrote past the row: " << i;
+    }
+  }
+}
+
 TEST_F(BlockLinearTest, ANanActivationMakesOnlyItsTokensOutputsNan) {
   std::mt19937 rng(7);
   const GgmlType type = GgmlType::kQ4_K;
