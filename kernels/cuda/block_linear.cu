@@ -40,10 +40,6 @@ __global__ void QuantizeActivationsKernel(const bf16* __restrict__ x, int64_t x_
 }
 
 using gemv::kNarrowRows;
-KernelChoice g_groups_in_flight("KVS_GEMV_GROUPS", "in-flight");  // alternative: BlockGemvGroupsKernel
-std::atomic<int64_t> g_groups_in_flight_launches{0};
-bool GemvGroupsInFlight() { return g_groups_in_flight.Alternative(); }
-void CountGroupsInFlight() { g_groups_in_flight_launches.fetch_add(1); }
 using gemv::ResidentBlocks;
 constexpr int kGemvWarps = gemv::kWarps;
 
@@ -119,6 +115,8 @@ __global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 ? 12 : 8)
 // bits are BlockGemvKernel's (tested). kGroupsInFlightFit: the types that hold three groups' units
 // in the 40 registers of 12 blocks an SM without spilling.
 constexpr int kGemvGroupsInFlight = 3;
+KernelChoice g_groups_in_flight("KVS_GEMV_GROUPS", "in-flight");  // alternative: BlockGemvGroupsKernel
+std::atomic<int64_t> g_groups_in_flight_launches{0};
 template <GgmlType T>
 constexpr bool kGroupsInFlightFit = T == GgmlType::kQ4_0 || T == GgmlType::kQ4_1 || T == GgmlType::kQ5_0 ||
                                     T == GgmlType::kQ5_1;  // ptxas, CUDA 13: Q4_K and IQ4_* spill 32-96 bytes
@@ -264,11 +262,13 @@ struct GemvLaunch {
     if constexpr (kWarpsPerRow == 4 && kGroupsInFlightFit<T>) {
       // One token over narrow rows with more row groups than the grid holds: several in flight.
       constexpr auto kGrouped = BlockGemvGroupsKernel<T, kWide, kGemvGroupsInFlight>;
-      if (tokens == 1 && GemvGroupsInFlight() && groups > ResidentBlocks(kGrouped, kGemvWarps * kWarp)) {
+      if (tokens == 1 && g_groups_in_flight.Alternative()) {
         const int blocks = ResidentBlocks(kGrouped, kGemvWarps * kWarp);
-        CountGroupsInFlight();
-        return pdl::Launch(kGrouped, blocks, kGemvWarps * kWarp, 0, stream, w, row_bytes, n, units, a, out, out_stride,
-                           f32_out);
+        if (groups > blocks) {
+          g_groups_in_flight_launches.fetch_add(1);
+          return pdl::Launch(kGrouped, blocks, kGemvWarps * kWarp, 0, stream, w, row_bytes, n, units, a, out,
+                             out_stride, f32_out);
+        }
       }
     }
     // Token counts round up to 1, 2, 4 or 8 accumulators; the kernel skips the ones past `tokens`.

@@ -148,6 +148,7 @@ int64_t ActivationRoundingsLaunched();
 void SetGemvGroupsInFlight(bool on);
 void ResetGemvGroupsInFlight();
 int64_t GemvGroupsInFlightLaunched();
+
 // out[t, j] = a[t] . w[j] for t < tokens (1 .. kBlockGemvMaxTokens), j < n, a in the GEMV's order. w:
 // n rows of kept GGML weights `row_bytes` apart, k weights each; out bf16, or f32 when f32_out.
 cudaError_t LaunchBlockGemv(GgmlType type, const void* w, int64_t row_bytes, int64_t n, int64_t k,
