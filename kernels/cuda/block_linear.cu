@@ -260,9 +260,10 @@ struct GemvLaunch {
                          out_stride, f32_out);
     };
     if constexpr (kWarpsPerRow == 4 && kGroupsInFlightFit<T>) {
-      // One token over narrow rows with more row groups than the grid holds: several in flight.
+      // One token over narrow rows with more row groups than the grid holds, whose lanes hold one or
+      // two units (longer rows keep four units in flight a lane as they are: the down projection).
       constexpr auto kGrouped = BlockGemvGroupsKernel<T, kWide, kGemvGroupsInFlight>;
-      if (tokens == 1 && g_groups_in_flight.Alternative()) {
+      if (tokens == 1 && units <= 2 * kWarp * kWarpsPerRow && g_groups_in_flight.Alternative()) {
         const int blocks = ResidentBlocks(kGrouped, kGemvWarps * kWarp);
         if (groups > blocks) {
           g_groups_in_flight_launches.fetch_add(1);
