@@ -113,9 +113,10 @@ __global__ void __launch_bounds__(kGemvWarps* kWarp, kMaxTokens <= 2 ? 12 : 8)
 // takes 2.6 waves of one load and one block reduction each in BlockGemvKernel, 64% of the copy
 // rate in the step's timeline. Each row's sum is the same sum in the same order (UnitDot), so the
 // bits are BlockGemvKernel's (tested). kGroupsInFlightFit: the types that hold three groups' units
-// in the 40 registers of 12 blocks an SM without spilling.
+// in the 40 registers of 12 blocks an SM without spilling. The default since 2026-12-07 (a Q4_0
+// step 0.5-1.0% shorter, the O GEMV 4.4 µs a layer against 4.8: docs/performance.md).
 constexpr int kGemvGroupsInFlight = 3;
-KernelChoice g_groups_in_flight("KVS_GEMV_GROUPS", "in-flight");  // alternative: BlockGemvGroupsKernel
+KernelChoice g_one_group_at_a_time("KVS_GEMV_GROUPS", "off");  // alternative: BlockGemvKernel, one group at a time
 std::atomic<int64_t> g_groups_in_flight_launches{0};
 template <GgmlType T>
 constexpr bool kGroupsInFlightFit = T == GgmlType::kQ4_0 || T == GgmlType::kQ4_1 || T == GgmlType::kQ5_0 ||
@@ -234,19 +235,24 @@ struct SplitRowsLaunch {
   }
 };
 
+// KVS_GEMV_SHORT_ROWS=one-warp (a measurement): narrow matrices whose rows are at most four units a
+// lane of one warp (Llama-3-8B's O projection at Q4_0: 4,096 rows of 128 units) take a warp a row
+// — one wave of 1,024 groups, no block reduction — instead of four.
+KernelChoice g_short_rows_one_warp("KVS_GEMV_SHORT_ROWS", "one-warp");
+
 template <GgmlType T>
 struct GemvLaunch {
   static cudaError_t Run(const uint8_t* w, int64_t row_bytes, int n, int units, const QuantizedActivations& a,
                          int tokens, void* out, int64_t out_stride, bool f32_out, cudaStream_t stream) {
     if (!ggml::RowsAligned<T>(w, row_bytes)) return cudaErrorInvalidValue;
+    const bool narrow = n <= kNarrowRows && !(units <= 4 * kWarp && g_short_rows_one_warp.Alternative());
     if (ggml::RowsWide<T>(w, row_bytes, units)) {
       if constexpr (ggml::Parts<T>::kSplit) {  // the other types have no wide kernels
-        if (n <= kNarrowRows)
-          return Launch<4, true>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, stream);
+        if (narrow) return Launch<4, true>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, stream);
         return Launch<1, true>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, stream);
       }
     }
-    if (n <= kNarrowRows) return Launch<4, false>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, stream);
+    if (narrow) return Launch<4, false>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, stream);
     return Launch<1, false>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, stream);
   }
   template <int kWarpsPerRow, bool kWide>
@@ -263,7 +269,7 @@ struct GemvLaunch {
       // One token over narrow rows with more row groups than the grid holds, whose lanes hold one or
       // two units (longer rows keep four units in flight a lane as they are: the down projection).
       constexpr auto kGrouped = BlockGemvGroupsKernel<T, kWide, kGemvGroupsInFlight>;
-      if (tokens == 1 && units <= 2 * kWarp * kWarpsPerRow && g_groups_in_flight.Alternative()) {
+      if (tokens == 1 && units <= 2 * kWarp * kWarpsPerRow && !g_one_group_at_a_time.Alternative()) {
         const int blocks = ResidentBlocks(kGrouped, kGemvWarps * kWarp);
         if (groups > blocks) {
           g_groups_in_flight_launches.fetch_add(1);
@@ -300,8 +306,8 @@ std::atomic<int64_t> g_roundings{0};
 }  // namespace
 
 int64_t ActivationRoundingsLaunched() { return g_roundings.load(); }
-void SetGemvGroupsInFlight(bool on) { g_groups_in_flight.Set(on); }
-void ResetGemvGroupsInFlight() { g_groups_in_flight.Reset(); }
+void SetGemvGroupsInFlight(bool on) { g_one_group_at_a_time.Set(!on); }
+void ResetGemvGroupsInFlight() { g_one_group_at_a_time.Reset(); }
 int64_t GemvGroupsInFlightLaunched() { return g_groups_in_flight_launches.load(); }
 
 cudaError_t LaunchQuantizeActivations(const bf16* x, int64_t x_stride, int64_t tokens, int64_t k,

@@ -142,8 +142,8 @@ int64_t ActivationRoundingsLaunched();
 
 // Whether the one-token GEMV over narrow rows (four warps a row) walks several of a block's row
 // groups at once where the rows outnumber its grid (block_linear.cu's BlockGemvGroupsKernel: Q4_0,
-// Q4_1, Q5_0, Q5_1; the same bits). Off by default until measured; process-wide, for tests and
-// benchmarks; KVS_GEMV_GROUPS=in-flight starts it on.
+// Q4_1, Q5_0, Q5_1; the same bits). On by default; process-wide, for tests and benchmarks;
+// KVS_GEMV_GROUPS=off starts it off.
 // GemvGroupsInFlightLaunched counts such launches.
 void SetGemvGroupsInFlight(bool on);
 void ResetGemvGroupsInFlight();

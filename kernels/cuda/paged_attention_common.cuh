@@ -142,20 +142,23 @@ int64_t ResidentBlocks(Kernel kernel, size_t smem, int num_sms, int threads = kT
 inline void PlanSplits(Params& p, dim3& grid, int64_t resident, int head_dim) {
   const int max_tiles = (p.max_context_len + kTile - 1) / kTile;
   const int64_t base = static_cast<int64_t>(p.row_chunks) * grid.y * grid.z;
-  int max_splits = std::max(1, p.max_context_len / kMinKeysPerSplit);
   const int64_t per_split = static_cast<int64_t>(p.num_tokens) * p.q_heads * head_dim;
-  max_splits = static_cast<int>(std::min<int64_t>(max_splits, std::max<int64_t>(1, p.workspace_floats / per_split)));
-  // KVS_ATTENTION_SPLITS=N (a measurement knob, bench only): N splits where the bounds allow.
+  const int64_t workspace_splits = std::max<int64_t>(1, p.workspace_floats / per_split);
+  const int max_splits =
+      static_cast<int>(std::min<int64_t>(std::max(1, p.max_context_len / kMinKeysPerSplit), workspace_splits));
+  // KVS_ATTENTION_SPLITS=N (a measurement knob, bench only): N splits of at least one tile each,
+  // as the workspace allows (below kMinKeysPerSplit too, so the short-context plan's split
+  // length can be measured).
   static const int forced = [] {
     const char* env = std::getenv("KVS_ATTENTION_SPLITS");
     return env != nullptr ? std::atoi(env) : 0;
   }();
-  int splits =
-      forced > 0 ? std::min(forced, std::max(1, max_splits)) : ChooseSplits(base, resident, std::max(1, max_splits));
-  if (forced <= 0 && base * std::max(1, max_splits) * 4 <= resident) {
+  int splits = forced > 0 ? static_cast<int>(std::min<int64_t>({forced, max_tiles, workspace_splits}))
+                          : ChooseSplits(base, resident, max_splits);
+  if (forced <= 0 && base * max_splits * 4 <= resident) {
     const int64_t short_splits =
         std::min<int64_t>(std::max(1, p.max_context_len / kShortKeysPerSplit), resident / base);
-    splits = static_cast<int>(std::min<int64_t>(short_splits, std::max<int64_t>(1, p.workspace_floats / per_split)));
+    splits = static_cast<int>(std::min<int64_t>(short_splits, workspace_splits));
   }
   const int tiles_per_split = (max_tiles + splits - 1) / splits;
   p.keys_per_split = tiles_per_split * kTile;
