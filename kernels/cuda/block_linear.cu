@@ -235,24 +235,19 @@ struct SplitRowsLaunch {
   }
 };
 
-// KVS_GEMV_SHORT_ROWS=one-warp (a measurement): narrow matrices whose rows are at most four units a
-// lane of one warp (Llama-3-8B's O projection at Q4_0: 4,096 rows of 128 units) take a warp a row
-// — one wave of 1,024 groups, no block reduction — instead of four.
-KernelChoice g_short_rows_one_warp("KVS_GEMV_SHORT_ROWS", "one-warp");
-
 template <GgmlType T>
 struct GemvLaunch {
   static cudaError_t Run(const uint8_t* w, int64_t row_bytes, int n, int units, const QuantizedActivations& a,
                          int tokens, void* out, int64_t out_stride, bool f32_out, cudaStream_t stream) {
     if (!ggml::RowsAligned<T>(w, row_bytes)) return cudaErrorInvalidValue;
-    const bool narrow = n <= kNarrowRows && !(units <= 4 * kWarp && g_short_rows_one_warp.Alternative());
     if (ggml::RowsWide<T>(w, row_bytes, units)) {
       if constexpr (ggml::Parts<T>::kSplit) {  // the other types have no wide kernels
-        if (narrow) return Launch<4, true>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, stream);
+        if (n <= kNarrowRows)
+          return Launch<4, true>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, stream);
         return Launch<1, true>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, stream);
       }
     }
-    if (narrow) return Launch<4, false>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, stream);
+    if (n <= kNarrowRows) return Launch<4, false>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, stream);
     return Launch<1, false>(w, row_bytes, n, units, a, tokens, out, out_stride, f32_out, stream);
   }
   template <int kWarpsPerRow, bool kWide>

@@ -288,25 +288,16 @@ __global__ void F8QuantizeActivationsKernel(const bf16* __restrict__ x, int64_t 
   if (lane == 0) scales[static_cast<int64_t>(b) * tokens + t] = scale;
 }
 
-// Warps a row for an environment variable's value: 1, 2 or 4, else 0 (unset or another value).
-int WarpsFromEnv(const char* name) {
-  const char* e = std::getenv(name);
-  const int v = e == nullptr ? 0 : std::atoi(e);
-  return v == 1 || v == 2 || v == 4 ? v : 0;
-}
-
 // How many warps share a row: 4 for matrices of at most kNarrowRows rows, else 1.
-// KVS_F8_GEMV_WARPS=1, 2 or 4 forces one everywhere; KVS_F8_GEMV_SHORT_ROWS=1, 2 or 4 only for the
-// narrow matrices whose rows are at most kShortRowBlocks blocks (Llama-3-8B's O projection: 4,096
-// rows of 4,096, 3.9 waves of 8 blocks an SM at four warps a row; the down projection's 14,336
-// keep four) — measurements.
-constexpr int kShortRowBlocks = 32;
-int WarpsPerRow(int64_t n, int blocks) {
-  static const int forced = WarpsFromEnv("KVS_F8_GEMV_WARPS");
-  static const int short_rows = WarpsFromEnv("KVS_F8_GEMV_SHORT_ROWS");
+// KVS_F8_GEMV_WARPS=1 or 4 forces one (measurement).
+int WarpsPerRow(int64_t n) {
+  static const int forced = [] {
+    const char* e = std::getenv("KVS_F8_GEMV_WARPS");
+    const int v = e == nullptr ? 0 : std::atoi(e);
+    return v == 1 || v == 4 ? v : 0;
+  }();
   if (forced != 0) return forced;
-  if (n > kNarrowRows) return 1;
-  return short_rows != 0 && blocks <= kShortRowBlocks ? short_rows : 4;
+  return n <= kNarrowRows ? 4 : 1;
 }
 
 }  // namespace
@@ -362,14 +353,9 @@ cudaError_t LaunchF8Gemv(const void* w, int64_t row_bytes, int64_t n, int64_t k,
   const bool wide = row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0 &&
                     reinterpret_cast<uintptr_t>(x) % 16 == 0 && x_stride % 8 == 0;
   const int rows = static_cast<int>(n), t = static_cast<int>(tokens);
-  switch (WarpsPerRow(n, blocks)) {
-    case 4:
-      return wide ? LaunchGemv<4, 16>(wb, row_bytes, rows, blocks, x, x_stride, t, out, out_stride, f32_out, stream)
-                  : LaunchGemv<4, 4>(wb, row_bytes, rows, blocks, x, x_stride, t, out, out_stride, f32_out, stream);
-    case 2:
-      return wide ? LaunchGemv<2, 16>(wb, row_bytes, rows, blocks, x, x_stride, t, out, out_stride, f32_out, stream)
-                  : LaunchGemv<2, 4>(wb, row_bytes, rows, blocks, x, x_stride, t, out, out_stride, f32_out, stream);
-    default: break;
+  if (WarpsPerRow(n) == 4) {
+    return wide ? LaunchGemv<4, 16>(wb, row_bytes, rows, blocks, x, x_stride, t, out, out_stride, f32_out, stream)
+                : LaunchGemv<4, 4>(wb, row_bytes, rows, blocks, x, x_stride, t, out, out_stride, f32_out, stream);
   }
   return wide ? LaunchGemv<1, 16>(wb, row_bytes, rows, blocks, x, x_stride, t, out, out_stride, f32_out, stream)
               : LaunchGemv<1, 4>(wb, row_bytes, rows, blocks, x, x_stride, t, out, out_stride, f32_out, stream);
