@@ -1,8 +1,22 @@
 // LaunchPagedAttention: fills the kernel parameters from the cache view and the batch and hands
 // them to the instantiation for the cache's format (paged_attention_<format>.cu).
+#include <atomic>
+
+#include "kernels/cuda/kernel_choice.h"
 #include "kernels/cuda/paged_attention_kernels.cuh"
 
 namespace kvs::cuda {
+namespace {
+KernelChoice g_decode_early_tile("KVS_DECODE_EARLY_TILE", "on");  // alternative: the first tile before the wait
+std::atomic<int64_t> g_decode_early_tile_launches{0};
+}  // namespace
+
+void SetDecodeEarlyTile(bool on) { g_decode_early_tile.Set(on); }
+void ResetDecodeEarlyTile() { g_decode_early_tile.Reset(); }
+bool DecodeEarlyTile() { return g_decode_early_tile.Alternative(); }
+void CountDecodeEarlyTileLaunch() { g_decode_early_tile_launches.fetch_add(1); }
+int64_t DecodeEarlyTileLaunched() { return g_decode_early_tile_launches.load(); }
+
 namespace attention {
 extern template cudaError_t LaunchAttentionFor<KvDType::kBF16>(Params, int, int, int, cudaStream_t);
 extern template cudaError_t LaunchAttentionFor<KvDType::kF16>(Params, int, int, int, cudaStream_t);

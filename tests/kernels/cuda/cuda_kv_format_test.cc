@@ -14,6 +14,7 @@
 #include "kernels/common/half_convert.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_kernels.h"
 #include "tests/support/attention_batch.h"
 #include "tests/support/elementwise_check.h"
 #include "tests/support/gpu_fixture.h"
@@ -153,6 +154,30 @@ TEST_P(CudaKvFormatTest, WriteKvBytesAndAttentionMatchTheCpu) {
   std::printf("kv %s Hq=%d Hk=%d D=%d bs=%d max_ctx=%d tokens=%d: rel err %.2e, worst element %.2f of the tolerance\n",
               KvDTypeName(c.format).data(), c.q_heads, c.kv_heads, c.head_dim, c.block_size, batch.max_context_len,
               tokens, std::sqrt(num / den), worst);
+
+  // A decode-only step again with each warp's first tile queued before the wait for the previous
+  // kernel (SetDecodeEarlyTile; bf16's tensor-core decode kernel, the others ignore it): the same
+  // bits, including the sequences whose first tile holds the new key and is queued after the wait.
+  if (!prefill) {
+    DeviceBuffer gearly = Bf16(std::vector<float>(tokens * qw, NAN), tokens, qw);
+    const int64_t launched = cuda::DecodeEarlyTileLaunched();
+    cuda::SetDecodeEarlyTile(true);
+    st = gpu_->PagedAttention(gq.View(DType::kBF16, tokens, qw), gcache, gbatch, scale,
+                              gearly.View(DType::kBF16, tokens, qw));
+    cuda::ResetDecodeEarlyTile();
+    ASSERT_TRUE(st.ok()) << st;
+    // bf16 groups of 3-16 at head_dim 64 / 128 take the tensor-core decode kernel: it must have run.
+    const int32_t group = c.q_heads / c.kv_heads;
+    const bool mma = c.format == KvDType::kBF16 && group >= 3 && group <= 16 && (c.head_dim == 64 || c.head_dim == 128);
+    EXPECT_EQ(cuda::DecodeEarlyTileLaunched() - launched, mma ? 1 : 0) << "which decode kernel ran";
+    std::vector<float> early(tokens * qw);
+    ASSERT_TRUE(gpu_->DownloadFloat(gearly.View(DType::kBF16, tokens, qw), early).ok());
+    for (size_t i = 0; i < got.size(); ++i) {
+      ASSERT_EQ(std::memcmp(&early[i], &got[i], sizeof(float)), 0)
+          << "first tile before the wait: element " << i << " is " << early[i] << ", not " << got[i] << " (seed "
+          << seed_ << ")";
+    }
+  }
 }
 
 std::vector<FormatCase> Cases() {
