@@ -66,6 +66,13 @@ cudaError_t LaunchRmsNormBf16(const bf16* x, int64_t x_stride, int64_t rows, int
 // x *= s over [rows, cols] f32.
 cudaError_t LaunchScale(float* x, int64_t x_stride, int64_t rows, int64_t cols, float s, cudaStream_t stream);
 
+// Whether the rope kernels (LaunchRope, LaunchRopeWriteKv) take their angles' sincos and the
+// token's KV slot before the wait for the previous kernel and load q, k and v together after it
+// (rope.cu's kEarly; the same bits). Off by default until measured; process-wide, for tests and
+// benchmarks; KVS_ROPE_EARLY=on starts it on.
+void SetRopeEarly(bool on);
+void ResetRopeEarly();
+
 // In-place rotary embedding (HF rotate_half pairing) on x [T, heads * D] bf16.
 cudaError_t LaunchRope(bf16* x, int64_t x_stride, int64_t num_tokens, int32_t heads, int32_t head_dim,
                        const int32_t* positions, const float* inv_freq, cudaStream_t stream);

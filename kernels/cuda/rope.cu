@@ -4,6 +4,7 @@
 #include <cuda_fp16.h>
 
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/kernel_choice.h"
 #include "kernels/cuda/pdl.cuh"
 #include "kernels/cuda/rope.cuh"
 
@@ -35,14 +36,88 @@ __device__ __forceinline__ void StorePairs(T* dst, const T (&src)[kPairs]) {
   }
 }
 
+// The rotated k pairs (a, b) and v's same elements (va, vb) into the cache row at byte `row`.
+template <KvStore kStore, int kPairs>
+__device__ __forceinline__ void StoreKv(const PagedKvView& cache, int64_t row, int32_t d, int32_t half,
+                                        const bf16 (&a)[kPairs], const bf16 (&b)[kPairs], const bf16 (&va)[kPairs],
+                                        const bf16 (&vb)[kPairs]) {
+  if constexpr (kStore == KvStore::kF16) {
+    __half* kc = reinterpret_cast<__half*>(static_cast<unsigned char*>(cache.k) + row);
+    __half* vc = reinterpret_cast<__half*>(static_cast<unsigned char*>(cache.v) + row);
+    __half ka[kPairs], kb[kPairs], hva[kPairs], hvb[kPairs];
+#pragma unroll
+    for (int e = 0; e < kPairs; ++e) {
+      ka[e] = __float2half_rn(__bfloat162float(a[e]));
+      kb[e] = __float2half_rn(__bfloat162float(b[e]));
+      hva[e] = __float2half_rn(__bfloat162float(va[e]));
+      hvb[e] = __float2half_rn(__bfloat162float(vb[e]));
+    }
+    StorePairs<kPairs>(kc + d, ka);
+    StorePairs<kPairs>(kc + d + half, kb);
+    StorePairs<kPairs>(vc + d, hva);
+    StorePairs<kPairs>(vc + d + half, hvb);
+  } else {
+    bf16* kc = reinterpret_cast<bf16*>(static_cast<unsigned char*>(cache.k) + row);
+    bf16* vc = reinterpret_cast<bf16*>(static_cast<unsigned char*>(cache.v) + row);
+    StorePairs<kPairs>(kc + d, a);
+    StorePairs<kPairs>(kc + d + half, b);
+    StorePairs<kPairs>(vc + d, va);
+    StorePairs<kPairs>(vc + d + half, vb);
+  }
+}
+
 // Rope over q and k heads in place, kPairs pairs a thread (8 where rows and heads allow 16-byte
 // accesses: a pair a thread, with 2-byte accesses, ran at 40% of the copy rate over a prompt's
 // 8,192 tokens on an H100); with a KvStore, the threads of the k heads also store their pairs'
 // rotated elements of k and the same elements of v in the token's slot (-1: none).
-template <KvStore kStore, int kPairs>
+//
+// kEarly (KVS_ROPE_EARLY=on, a measurement): the angles' sines and cosines and the token's slot
+// before the wait for the previous kernel — positions, slots and frequencies are the step's
+// metadata and the model's constants, which no kernel of the step writes (pdl.cuh) — and q, k and
+// v loaded together after it, so the wait is followed by one round of loads, not the qk loads,
+// the sincos, then the slot's and v's loads. The same arithmetic, so the same bits.
+template <KvStore kStore, int kPairs, bool kEarly = false>
 __global__ void RopeKernel(bf16* qk, int64_t qk_stride, int32_t heads, int32_t head_dim, const int32_t* positions,
                            const float* inv_freq, int32_t blocks_per_token, const bf16* v, int64_t v_stride,
                            const int32_t* slot_mapping, PagedKvView cache) {
+  if constexpr (kEarly) {
+    const int64_t t = blockIdx.x / blocks_per_token;
+    const int32_t half = head_dim / 2, groups = half / kPairs;
+    const int32_t i = (blockIdx.x % blocks_per_token) * blockDim.x + threadIdx.x;
+    const bool active = i < heads * groups;
+    const int32_t h = i / groups, d = (i % groups) * kPairs;
+    const int32_t kv_head = h - (heads - cache.kv_heads);  // < 0: a query head
+    float sn[kPairs], cs[kPairs];
+    int64_t slot = -1;
+    if (active) {
+      const float pos = static_cast<float>(positions[t]);
+#pragma unroll
+      for (int e = 0; e < kPairs; ++e) rope::PairAngle(pos, inv_freq[d + e], sn[e], cs[e]);
+      if constexpr (kStore != KvStore::kNone) {
+        if (kv_head >= 0) slot = slot_mapping[t];
+      }
+    }
+    pdl::StartAfterPrevious();
+    if (!active) return;
+    bf16* xh = qk + t * qk_stride + static_cast<int64_t>(h) * head_dim;
+    bf16 a[kPairs], b[kPairs], va[kPairs], vb[kPairs];
+    LoadPairs<kPairs>(xh + d, a);
+    LoadPairs<kPairs>(xh + d + half, b);
+    const bool store = kStore != KvStore::kNone && slot >= 0;  // kv_head >= 0 where slot was read
+    if (store) {
+      const bf16* vh = v + t * v_stride + static_cast<int64_t>(kv_head) * head_dim;
+      LoadPairs<kPairs>(vh + d, va);
+      LoadPairs<kPairs>(vh + d + half, vb);
+    }
+#pragma unroll
+    for (int e = 0; e < kPairs; ++e) rope::RotatePairBy(sn[e], cs[e], a[e], b[e]);
+    StorePairs<kPairs>(xh + d, a);
+    StorePairs<kPairs>(xh + d + half, b);
+    if constexpr (kStore != KvStore::kNone) {
+      if (store) StoreKv<kStore, kPairs>(cache, cache.RowOffset(slot, kv_head), d, half, a, b, va, vb);
+    }
+    return;
+  }
   pdl::StartAfterPrevious();
   const int64_t t = blockIdx.x / blocks_per_token;
   const int32_t half = head_dim / 2, groups = half / kPairs;
@@ -68,29 +143,7 @@ __global__ void RopeKernel(bf16* qk, int64_t qk_stride, int32_t heads, int32_t h
     bf16 va[kPairs], vb[kPairs];
     LoadPairs<kPairs>(vh + d, va);
     LoadPairs<kPairs>(vh + d + half, vb);
-    if constexpr (kStore == KvStore::kF16) {
-      __half* kc = reinterpret_cast<__half*>(static_cast<unsigned char*>(cache.k) + row);
-      __half* vc = reinterpret_cast<__half*>(static_cast<unsigned char*>(cache.v) + row);
-      __half ka[kPairs], kb[kPairs], hva[kPairs], hvb[kPairs];
-#pragma unroll
-      for (int e = 0; e < kPairs; ++e) {
-        ka[e] = __float2half_rn(__bfloat162float(a[e]));
-        kb[e] = __float2half_rn(__bfloat162float(b[e]));
-        hva[e] = __float2half_rn(__bfloat162float(va[e]));
-        hvb[e] = __float2half_rn(__bfloat162float(vb[e]));
-      }
-      StorePairs<kPairs>(kc + d, ka);
-      StorePairs<kPairs>(kc + d + half, kb);
-      StorePairs<kPairs>(vc + d, hva);
-      StorePairs<kPairs>(vc + d + half, hvb);
-    } else {
-      bf16* kc = reinterpret_cast<bf16*>(static_cast<unsigned char*>(cache.k) + row);
-      bf16* vc = reinterpret_cast<bf16*>(static_cast<unsigned char*>(cache.v) + row);
-      StorePairs<kPairs>(kc + d, a);
-      StorePairs<kPairs>(kc + d + half, b);
-      StorePairs<kPairs>(vc + d, va);
-      StorePairs<kPairs>(vc + d + half, vb);
-    }
+    StoreKv<kStore, kPairs>(cache, row, d, half, a, b, va, vb);
   }
 }
 
@@ -113,16 +166,28 @@ bool EightPairs(int64_t num_tokens, const void* qk, int64_t qk_stride, int32_t h
          (v == nullptr || (v_stride % 8 == 0 && aligned(v)));
 }
 
+KernelChoice g_rope_early("KVS_ROPE_EARLY", "on");  // alternative: RopeKernel's kEarly
+
+// RopeKernel<kStore, 1 or 8 pairs, kEarly as g_rope_early says>.
+template <KvStore kStore>
+auto RopeKernelFor(bool eight) {
+  if (g_rope_early.Alternative()) return eight ? RopeKernel<kStore, 8, true> : RopeKernel<kStore, 1, true>;
+  return eight ? RopeKernel<kStore, 8> : RopeKernel<kStore, 1>;
+}
+
 }  // namespace
+
+void SetRopeEarly(bool on) { g_rope_early.Set(on); }
+void ResetRopeEarly() { g_rope_early.Reset(); }
 
 cudaError_t LaunchRope(bf16* x, int64_t x_stride, int64_t num_tokens, int32_t heads, int32_t head_dim,
                        const int32_t* positions, const float* inv_freq, cudaStream_t stream) {
   if (num_tokens == 0) return cudaSuccess;
   const bool eight = EightPairs(num_tokens, x, x_stride, head_dim, nullptr, 0);
   const int blocks_per_token = BlocksPerToken(heads, head_dim, eight ? 8 : 1);
-  return pdl::Launch(eight ? RopeKernel<KvStore::kNone, 8> : RopeKernel<KvStore::kNone, 1>,
-                     static_cast<unsigned>(num_tokens * blocks_per_token), kThreads, 0, stream, x, x_stride, heads,
-                     head_dim, positions, inv_freq, blocks_per_token, nullptr, 0, nullptr, PagedKvView{});
+  return pdl::Launch(RopeKernelFor<KvStore::kNone>(eight), static_cast<unsigned>(num_tokens * blocks_per_token),
+                     kThreads, 0, stream, x, x_stride, heads, head_dim, positions, inv_freq, blocks_per_token, nullptr,
+                     0, nullptr, PagedKvView{});
 }
 
 cudaError_t LaunchRopeWriteKv(bf16* qk, int64_t qk_stride, int64_t num_tokens, int32_t heads, int32_t head_dim,
@@ -134,9 +199,8 @@ cudaError_t LaunchRopeWriteKv(bf16* qk, int64_t qk_stride, int64_t num_tokens, i
   const bool eight = EightPairs(num_tokens, qk, qk_stride, head_dim, v, v_stride) &&
                      reinterpret_cast<uintptr_t>(cache.k) % 16 == 0 && reinterpret_cast<uintptr_t>(cache.v) % 16 == 0;
   const int blocks_per_token = BlocksPerToken(heads, head_dim, eight ? 8 : 1);
-  const auto kernel = cache.dtype == KvDType::kF16
-                          ? (eight ? RopeKernel<KvStore::kF16, 8> : RopeKernel<KvStore::kF16, 1>)
-                          : (eight ? RopeKernel<KvStore::kBf16, 8> : RopeKernel<KvStore::kBf16, 1>);
+  const auto kernel =
+      cache.dtype == KvDType::kF16 ? RopeKernelFor<KvStore::kF16>(eight) : RopeKernelFor<KvStore::kBf16>(eight);
   return pdl::Launch(kernel, static_cast<unsigned>(num_tokens * blocks_per_token), kThreads, 0, stream, qk, qk_stride,
                      heads, head_dim, positions, inv_freq, blocks_per_token, v, v_stride, slot_mapping, cache);
 }
