@@ -16,8 +16,14 @@ namespace attention {
 // (token, head): the split weights are computed in parallel into shared memory, then each thread
 // sums its head-dimension column over the splits with independent loads in flight (a thread per
 // column walking the splits serially measured 24 us for 49 splits: latency-bound).
+//
+// kEarlyPartials (KVS_COMBINE_EARLY=on, a measurement; at most kEarlySplits splits and a column a
+// thread): each thread's column of every split's partial output is loaded with the maxima, before
+// the weights, so the kernel waits on one round of loads instead of two (the maxima, then the
+// partials). The same sum in the same order, so the same bits.
 constexpr int kCombineThreads = 128;
-template <int D>
+constexpr int kEarlySplits = 8;
+template <int D, bool kEarlyPartials = false>
 __global__ void __launch_bounds__(kCombineThreads) CombineSplitsKernel(Params p) {
   pdl::StartAfterPrevious();
   extern __shared__ float split_weight[];  // [num_splits]
@@ -25,6 +31,14 @@ __global__ void __launch_bounds__(kCombineThreads) CombineSplitsKernel(Params p)
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * p.q_heads + blockIdx.y;
   const int64_t split_stride = static_cast<int64_t>(p.num_tokens) * p.q_heads;
+  float early[kEarlyPartials ? kEarlySplits : 1];
+  if constexpr (kEarlyPartials) {
+    static_assert(D <= kCombineThreads, "a column a thread");
+#pragma unroll
+    for (int s = 0; s < kEarlySplits; ++s) {
+      early[s] = s < p.num_splits && tid < D ? p.partial_out[(s * split_stride + row) * D + tid] : 0.0f;
+    }
+  }
   float m = -FLT_MAX;
   for (int s = tid; s < p.num_splits; s += kCombineThreads) m = fmaxf(m, p.partial_ml[(s * split_stride + row) * 2]);
   for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
@@ -48,10 +62,20 @@ __global__ void __launch_bounds__(kCombineThreads) CombineSplitsKernel(Params p)
   for (int w = 0; w < kCombineThreads / 32; ++w) den += reduce[w];
   for (int d = tid; d < D; d += kCombineThreads) {
     float num = 0.0f;
+    if constexpr (kEarlyPartials) {
+#pragma unroll
+      for (int s = 0; s < kEarlySplits; ++s) {
+        if (s < p.num_splits) {
+          const float w = split_weight[s];
+          if (w != 0.0f) num += w * early[s];  // empty splits hold no data
+        }
+      }
+    } else {
 #pragma unroll 8
-    for (int s = 0; s < p.num_splits; ++s) {
-      const float w = split_weight[s];
-      if (w != 0.0f) num += w * p.partial_out[(s * split_stride + row) * D + d];  // empty splits hold no data
+      for (int s = 0; s < p.num_splits; ++s) {
+        const float w = split_weight[s];
+        if (w != 0.0f) num += w * p.partial_out[(s * split_stride + row) * D + d];  // empty splits hold no data
+      }
     }
     const bf16 o = __float2bfloat16(num / den);
     p.out[static_cast<int64_t>(blockIdx.x) * p.out_stride + blockIdx.y * D + d] = o;
@@ -70,8 +94,14 @@ __global__ void __launch_bounds__(kCombineThreads) CombineSplitsKernel(Params p)
 template <int D>
 cudaError_t CombineSplits(cudaError_t err, const Params& p, cudaStream_t stream) {
   if (err != cudaSuccess || p.num_splits == 1) return err;
-  err = pdl::Launch(CombineSplitsKernel<D>, dim3(p.num_tokens, p.q_heads), kCombineThreads,
-                    p.num_splits * sizeof(float), stream, p);
+  auto kernel = CombineSplitsKernel<D>;
+  if constexpr (D <= kCombineThreads) {
+    if (p.num_splits <= kEarlySplits && CombineEarly()) {
+      kernel = CombineSplitsKernel<D, true>;
+      CountCombineEarlyLaunch();
+    }
+  }
+  err = pdl::Launch(kernel, dim3(p.num_tokens, p.q_heads), kCombineThreads, p.num_splits * sizeof(float), stream, p);
   if (err == cudaSuccess && D % 32 == 0 && p.round.q != nullptr && p.rounded != nullptr) *p.rounded = true;
   return err;
 }

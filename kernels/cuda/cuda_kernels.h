@@ -429,6 +429,15 @@ void ResetDecodeEarlyTile();
 bool DecodeEarlyTile();
 void CountDecodeEarlyTileLaunch();
 int64_t DecodeEarlyTileLaunched();
+// Whether the split merge (attention_combine.cuh) of at most 8 splits at head dims up to 128 loads
+// each thread's column of every split's partial output with the maxima, before the weights
+// (kEarlyPartials; the same bits). Off by default until measured; process-wide, for tests and
+// benchmarks; KVS_COMBINE_EARLY=on starts it on. CombineEarlyLaunched counts such launches.
+void SetCombineEarly(bool on);
+void ResetCombineEarly();
+bool CombineEarly();
+void CountCombineEarlyLaunch();
+int64_t CombineEarlyLaunched();
 // Whether the next prefill launch on the current device takes the Hopper kernel.
 bool UseHopperPrefill();
 // Whether the current device runs the Hopper kernel at all (compute capability 9.0), whatever the

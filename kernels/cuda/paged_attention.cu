@@ -9,6 +9,8 @@ namespace kvs::cuda {
 namespace {
 KernelChoice g_decode_early_tile("KVS_DECODE_EARLY_TILE", "on");  // alternative: the first tile before the wait
 std::atomic<int64_t> g_decode_early_tile_launches{0};
+KernelChoice g_combine_early("KVS_COMBINE_EARLY", "on");  // alternative: CombineSplitsKernel's kEarlyPartials
+std::atomic<int64_t> g_combine_early_launches{0};
 }  // namespace
 
 void SetDecodeEarlyTile(bool on) { g_decode_early_tile.Set(on); }
@@ -16,6 +18,11 @@ void ResetDecodeEarlyTile() { g_decode_early_tile.Reset(); }
 bool DecodeEarlyTile() { return g_decode_early_tile.Alternative(); }
 void CountDecodeEarlyTileLaunch() { g_decode_early_tile_launches.fetch_add(1); }
 int64_t DecodeEarlyTileLaunched() { return g_decode_early_tile_launches.load(); }
+void SetCombineEarly(bool on) { g_combine_early.Set(on); }
+void ResetCombineEarly() { g_combine_early.Reset(); }
+bool CombineEarly() { return g_combine_early.Alternative(); }
+void CountCombineEarlyLaunch() { g_combine_early_launches.fetch_add(1); }
+int64_t CombineEarlyLaunched() { return g_combine_early_launches.load(); }
 
 namespace attention {
 extern template cudaError_t LaunchAttentionFor<KvDType::kBF16>(Params, int, int, int, cudaStream_t);

@@ -177,6 +177,27 @@ TEST_P(CudaKvFormatTest, WriteKvBytesAndAttentionMatchTheCpu) {
           << "first tile before the wait: element " << i << " is " << early[i] << ", not " << got[i] << " (seed "
           << seed_ << ")";
     }
+
+    // And with the split merge's partials loaded with the maxima (SetCombineEarly; up to 8 splits):
+    // the same bits. The 700-key group-2 case is planned as five 128-key splits on a GPU of 80
+    // resident blocks or more, so the early merge must have run there.
+    DeviceBuffer gmerge = Bf16(std::vector<float>(tokens * qw, NAN), tokens, qw);
+    const int64_t merges = cuda::CombineEarlyLaunched();
+    cuda::SetCombineEarly(true);
+    st = gpu_->PagedAttention(gq.View(DType::kBF16, tokens, qw), gcache, gbatch, scale,
+                              gmerge.View(DType::kBF16, tokens, qw));
+    cuda::ResetCombineEarly();
+    ASSERT_TRUE(st.ok()) << st;
+    if (c.q_heads == 16 && c.kv_heads == 8 && c.context_lens[0] == 700) {
+      EXPECT_GT(cuda::CombineEarlyLaunched() - merges, 0) << "the early merge never ran";
+    }
+    std::vector<float> merged(tokens * qw);
+    ASSERT_TRUE(gpu_->DownloadFloat(gmerge.View(DType::kBF16, tokens, qw), merged).ok());
+    for (size_t i = 0; i < got.size(); ++i) {
+      ASSERT_EQ(std::memcmp(&merged[i], &got[i], sizeof(float)), 0)
+          << "merge's partials loaded early: element " << i << " is " << merged[i] << ", not " << got[i] << " (seed "
+          << seed_ << ")";
+    }
   }
 }
 
