@@ -1,5 +1,7 @@
 // LaunchPagedAttention: fills the kernel parameters from the cache view and the batch and hands
-// them to the instantiation for the cache's format (paged_attention_<format>.cu).
+// them to the instantiation for the cache's format (paged_attention_<format>.cu). Also the
+// process-wide switches those instantiations read (cuda_kernels.h: the decode kernel's early tile,
+// the split merge's early partials).
 #include <atomic>
 
 #include "kernels/cuda/kernel_choice.h"
