@@ -155,48 +155,44 @@ TEST_P(CudaKvFormatTest, WriteKvBytesAndAttentionMatchTheCpu) {
               KvDTypeName(c.format).data(), c.q_heads, c.kv_heads, c.head_dim, c.block_size, batch.max_context_len,
               tokens, std::sqrt(num / den), worst);
 
-  // A decode-only step again with each warp's first tile queued before the wait for the previous
-  // kernel (SetDecodeEarlyTile; bf16's tensor-core decode kernel, the others ignore it): the same
-  // bits, including the sequences whose first tile holds the new key and is queued after the wait.
+  // A decode-only step again under each switch that reorders loads and must not move a bit: the
+  // outputs equal `got` element by element, and the switch's launch count says how often it ran.
+  auto same_bits_under = [&](void (*set)(bool), void (*reset)(), int64_t (*launched)(), const char* what) {
+    DeviceBuffer gagain = Bf16(std::vector<float>(tokens * qw, NAN), tokens, qw);
+    const int64_t before = launched();
+    set(true);
+    const absl::Status again = gpu_->PagedAttention(gq.View(DType::kBF16, tokens, qw), gcache, gbatch, scale,
+                                                    gagain.View(DType::kBF16, tokens, qw));
+    reset();
+    EXPECT_TRUE(again.ok()) << what << ": " << again;
+    std::vector<float> out(tokens * qw);
+    EXPECT_TRUE(gpu_->DownloadFloat(gagain.View(DType::kBF16, tokens, qw), out).ok());
+    for (size_t i = 0; i < got.size(); ++i) {
+      if (std::memcmp(&out[i], &got[i], sizeof(float)) != 0) {
+        ADD_FAILURE() << what << ": element " << i << " is " << out[i] << ", not " << got[i] << " (seed " << seed_
+                      << ")";
+        break;
+      }
+    }
+    return launched() - before;
+  };
   if (!prefill) {
-    DeviceBuffer gearly = Bf16(std::vector<float>(tokens * qw, NAN), tokens, qw);
-    const int64_t launched = cuda::DecodeEarlyTileLaunched();
-    cuda::SetDecodeEarlyTile(true);
-    st = gpu_->PagedAttention(gq.View(DType::kBF16, tokens, qw), gcache, gbatch, scale,
-                              gearly.View(DType::kBF16, tokens, qw));
-    cuda::ResetDecodeEarlyTile();
-    ASSERT_TRUE(st.ok()) << st;
-    // bf16 groups of 3-16 at head_dim 64 / 128 take the tensor-core decode kernel: it must have run.
+    // Each warp's first tile queued before the wait for the previous kernel (SetDecodeEarlyTile):
+    // bf16's tensor-core decode kernel (groups of 3-16 at head_dim 64 / 128) must have run with it,
+    // including the sequences whose first tile holds the new key and is queued after the wait.
     const int32_t group = c.q_heads / c.kv_heads;
     const bool mma = c.format == KvDType::kBF16 && group >= 3 && group <= 16 && (c.head_dim == 64 || c.head_dim == 128);
-    EXPECT_EQ(cuda::DecodeEarlyTileLaunched() - launched, mma ? 1 : 0) << "which decode kernel ran";
-    std::vector<float> early(tokens * qw);
-    ASSERT_TRUE(gpu_->DownloadFloat(gearly.View(DType::kBF16, tokens, qw), early).ok());
-    for (size_t i = 0; i < got.size(); ++i) {
-      ASSERT_EQ(std::memcmp(&early[i], &got[i], sizeof(float)), 0)
-          << "first tile before the wait: element " << i << " is " << early[i] << ", not " << got[i] << " (seed "
-          << seed_ << ")";
-    }
-
-    // And with the split merge's partials loaded with the maxima (SetCombineEarly; up to 8 splits):
-    // the same bits. The 700-key group-2 case is planned as five 128-key splits on a GPU of 80
-    // resident blocks or more, so the early merge must have run there.
-    DeviceBuffer gmerge = Bf16(std::vector<float>(tokens * qw, NAN), tokens, qw);
-    const int64_t merges = cuda::CombineEarlyLaunched();
-    cuda::SetCombineEarly(true);
-    st = gpu_->PagedAttention(gq.View(DType::kBF16, tokens, qw), gcache, gbatch, scale,
-                              gmerge.View(DType::kBF16, tokens, qw));
-    cuda::ResetCombineEarly();
-    ASSERT_TRUE(st.ok()) << st;
+    EXPECT_EQ(same_bits_under(cuda::SetDecodeEarlyTile, cuda::ResetDecodeEarlyTile, cuda::DecodeEarlyTileLaunched,
+                              "first tile before the wait"),
+              mma ? 1 : 0)
+        << "which decode kernel ran";
+    // The split merge's partials loaded with the maxima (SetCombineEarly; up to 8 splits). The
+    // 700-key group-2 case is planned as five 128-key splits on a GPU of 80 resident blocks or
+    // more, so the early merge must have run there.
+    const int64_t merges = same_bits_under(cuda::SetCombineEarly, cuda::ResetCombineEarly, cuda::CombineEarlyLaunched,
+                                           "merge's partials loaded early");
     if (c.q_heads == 16 && c.kv_heads == 8 && c.context_lens[0] == 700) {
-      EXPECT_GT(cuda::CombineEarlyLaunched() - merges, 0) << "the early merge never ran";
-    }
-    std::vector<float> merged(tokens * qw);
-    ASSERT_TRUE(gpu_->DownloadFloat(gmerge.View(DType::kBF16, tokens, qw), merged).ok());
-    for (size_t i = 0; i < got.size(); ++i) {
-      ASSERT_EQ(std::memcmp(&merged[i], &got[i], sizeof(float)), 0)
-          << "merge's partials loaded early: element " << i << " is " << merged[i] << ", not " << got[i] << " (seed "
-          << seed_ << ")";
+      EXPECT_GT(merges, 0) << "the early merge never ran";
     }
   }
 }
