@@ -418,17 +418,6 @@ void SetHopperPrefillSoftmax(HopperPrefillSoftmax softmax);
 // Launches of the Hopper prefill kernel that took tensor copies since the process began (tests
 // check that the path they ask for ran).
 int64_t HopperPrefillTensorCopyLaunches();
-// Whether the decode-only tensor-core kernel over a bf16 cache queues each warp's first tile of keys
-// before its wait for the previous kernel, where that tile holds none of the step's new keys
-// (paged_attention_kernels.cuh, PagedDecodeMmaKernel's kEarlyTile; the same outputs bit for bit).
-// Off by default until measured; process-wide, for tests and benchmarks; KVS_DECODE_EARLY_TILE=on
-// starts it on.
-// DecodeEarlyTileLaunched counts the kernel's launches with it (CountDecodeEarlyTileLaunch).
-void SetDecodeEarlyTile(bool on);
-void ResetDecodeEarlyTile();
-bool DecodeEarlyTile();
-void CountDecodeEarlyTileLaunch();
-int64_t DecodeEarlyTileLaunched();
 // Whether the split merge (attention_combine.cuh) of at most 8 splits at head dims up to 128 loads
 // each thread's column of every split's partial output with the maxima, before the weights
 // (kEarlyPartials; the same bits). Off by default until measured; process-wide, for tests and

@@ -1,7 +1,6 @@
 // LaunchPagedAttention: fills the kernel parameters from the cache view and the batch and hands
 // them to the instantiation for the cache's format (paged_attention_<format>.cu). Also the
-// process-wide switches those instantiations read (cuda_kernels.h: the decode kernel's early tile,
-// the split merge's early partials).
+// process-wide switch those instantiations read (cuda_kernels.h: the split merge's early partials).
 #include <atomic>
 
 #include "kernels/cuda/kernel_choice.h"
@@ -9,17 +8,10 @@
 
 namespace kvs::cuda {
 namespace {
-KernelChoice g_decode_early_tile("KVS_DECODE_EARLY_TILE", "on");  // alternative: the first tile before the wait
-std::atomic<int64_t> g_decode_early_tile_launches{0};
 KernelChoice g_combine_early("KVS_COMBINE_EARLY", "on");  // alternative: CombineSplitsKernel's kEarlyPartials
 std::atomic<int64_t> g_combine_early_launches{0};
 }  // namespace
 
-void SetDecodeEarlyTile(bool on) { g_decode_early_tile.Set(on); }
-void ResetDecodeEarlyTile() { g_decode_early_tile.Reset(); }
-bool DecodeEarlyTile() { return g_decode_early_tile.Alternative(); }
-void CountDecodeEarlyTileLaunch() { g_decode_early_tile_launches.fetch_add(1); }
-int64_t DecodeEarlyTileLaunched() { return g_decode_early_tile_launches.load(); }
 void SetCombineEarly(bool on) { g_combine_early.Set(on); }
 void ResetCombineEarly() { g_combine_early.Reset(); }
 bool CombineEarly() { return g_combine_early.Alternative(); }

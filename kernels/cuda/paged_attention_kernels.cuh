@@ -336,15 +336,9 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeKernel(Params p) {
 //   A 16x16 row: a0 (g, 2t..2t+1) a1 (g+8, 2t..) a2 (g, 2t+8..) a3 (g+8, 2t+8..)
 //   B 16x8 col:  b0 (k 2t..2t+1, n g) b1 (k 2t+8.., n g)
 //   C 16x8:      c0 (g, 2t) c1 (g, 2t+1) c2 (g+8, 2t) c3 (g+8, 2t+1)      g = lane/4, t = lane%4
-// kEarlyTile (KVS_DECODE_EARLY_TILE=on, a measurement): each warp's first tile is queued before the
-// wait for the previous kernel where it holds none of the step's new keys. A decode-only step
-// writes one key a sequence (position ctx - 1, by the rope + KV write just ahead); the keys before it
-// were written by earlier steps, and the step's metadata (block table, lengths) by copies before
-// its first kernel, so those reads keep pdl.cuh's contract. The tile then streams in from HBM while
-// the rope kernel finishes, instead of after it.
-template <KvDType F, int D, bool kEarlyTile = false>
+template <KvDType F, int D>
 __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
-  if constexpr (!kEarlyTile) pdl::StartAfterPrevious();
+  pdl::StartAfterPrevious();
   constexpr int kKeys = 16;        // keys per warp tile
   constexpr int kRow = D + 8;      // padded rows: conflict-free fragment reads
   constexpr int kWarps = kThreads / 32;
@@ -370,6 +364,25 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
   const int k_hi = min(ctx, k_lo + p.keys_per_split);
   const int32_t* blocks = p.block_table + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
 
+  // Q fragments (rows = heads of the group, zero beyond it), pre-scaled for exp2.
+  uint32_t qa[kKSteps][4];
+  {
+    const bf16* q0 = p.q + static_cast<int64_t>(tok) * p.q_stride + static_cast<int64_t>(kvh) * group * D;
+    auto qv = [&](int r, int c) { return r < group ? __bfloat162float(q0[r * D + c]) * p.scale_log2 : 0.0f; };
+#pragma unroll
+    for (int ks = 0; ks < kKSteps; ++ks) {
+      const int c = ks * 16 + 2 * t4;
+      qa[ks][0] = pack(qv(g, c), qv(g, c + 1));
+      qa[ks][1] = pack(qv(g + 8, c), qv(g + 8, c + 1));
+      qa[ks][2] = pack(qv(g, c + 8), qv(g, c + 9));
+      qa[ks][3] = pack(qv(g + 8, c + 8), qv(g + 8, c + 9));
+    }
+  }
+  float o[kNTiles][4];
+#pragma unroll
+  for (int n = 0; n < kNTiles; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+  float m_lo = -FLT_MAX, m_hi = -FLT_MAX, l_lo = 0.0f, l_hi = 0.0f;  // rows g and g + 8
+
   // Load a 16-key tile of K and V (D/8 16-byte pieces per key) into this warp's `stage`. Lane k
   // (and k + 16) locates key k once (inside one cache block, the tile's block is read once and the
   // rows are 32-bit offsets from it); the lanes that copy its pieces take the row by shuffle. A
@@ -391,37 +404,9 @@ __global__ void __launch_bounds__(kThreads) PagedDecodeMmaKernel(Params p) {
     CopyAsyncCommit();
   };
   constexpr int kStride = kWarps * kKeys;
-  const int first = k_lo + warp * kKeys;
-  bool first_queued = false;
-  if constexpr (kEarlyTile) {
-    if (first < k_hi && first + kKeys <= ctx - 1) {
-      load(0, first);
-      first_queued = true;
-    }
-    pdl::StartAfterPrevious();
-  }
-  // Q fragments (rows = heads of the group, zero beyond it), pre-scaled for exp2.
-  uint32_t qa[kKSteps][4];
-  {
-    const bf16* q0 = p.q + static_cast<int64_t>(tok) * p.q_stride + static_cast<int64_t>(kvh) * group * D;
-    auto qv = [&](int r, int c) { return r < group ? __bfloat162float(q0[r * D + c]) * p.scale_log2 : 0.0f; };
-#pragma unroll
-    for (int ks = 0; ks < kKSteps; ++ks) {
-      const int c = ks * 16 + 2 * t4;
-      qa[ks][0] = pack(qv(g, c), qv(g, c + 1));
-      qa[ks][1] = pack(qv(g + 8, c), qv(g + 8, c + 1));
-      qa[ks][2] = pack(qv(g, c + 8), qv(g, c + 9));
-      qa[ks][3] = pack(qv(g + 8, c + 8), qv(g + 8, c + 9));
-    }
-  }
-  float o[kNTiles][4];
-#pragma unroll
-  for (int n = 0; n < kNTiles; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-  float m_lo = -FLT_MAX, m_hi = -FLT_MAX, l_lo = 0.0f, l_hi = 0.0f;  // rows g and g + 8
-
-  if (!first_queued && first < k_hi) load(0, first);
+  if (k_lo + warp * kKeys < k_hi) load(0, k_lo + warp * kKeys);
   int stage = 0;
-  for (int base = first; base < k_hi; base += kStride, stage ^= 1) {
+  for (int base = k_lo + warp * kKeys; base < k_hi; base += kStride, stage ^= 1) {
     if (base + kStride < k_hi) {
       load(stage ^ 1, base + kStride);
       CopyAsyncWait<1>();
@@ -539,19 +524,6 @@ constexpr size_t DecodeMmaSmemBytes() {
   return static_cast<size_t>(kThreads / 32) * 2 * 2 * 16 * (D + 8) * sizeof(bf16);
 }
 
-// PagedDecodeMmaKernel's launch (its statics are per instantiation: the two kernels share a type).
-template <KvDType F, int D, bool kEarlyTile>
-cudaError_t LaunchDecodeMmaBf16(Params p, dim3 grid, cudaStream_t stream) {
-  constexpr size_t kSmem = DecodeMmaSmemBytes<D>();
-  constexpr auto kKernel = PagedDecodeMmaKernel<F, D, kEarlyTile>;
-  static const cudaError_t attr =
-      cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
-  if (attr != cudaSuccess) return attr;
-  static const int64_t resident = ResidentBlocks(kKernel, kSmem, p.num_sms);
-  if constexpr (kEarlyTile) CountDecodeEarlyTileLaunch();
-  return LaunchPlanned<D>(kKernel, kSmem, resident, p, grid, stream);
-}
-
 // Decode on tensor cores: fp16 and quantized caches build their fp16 fragments from the stored
 // codes (paged_decode_codes.cuh), bf16 stages bf16 tiles (PagedDecodeMmaKernel).
 template <KvDType F, int D>
@@ -564,8 +536,12 @@ cudaError_t LaunchDecodeMma(Params p, dim3 grid, cudaStream_t stream) {
     static const int64_t resident = ResidentBlocks(PagedDecodeCodesKernel<F, D>, kSmem, p.num_sms);
     return LaunchPlanned<D>(PagedDecodeCodesKernel<F, D>, kSmem, resident, p, grid, stream);
   } else {
-    return DecodeEarlyTile() ? LaunchDecodeMmaBf16<F, D, true>(p, grid, stream)
-                             : LaunchDecodeMmaBf16<F, D, false>(p, grid, stream);
+    constexpr size_t kSmem = DecodeMmaSmemBytes<D>();
+    static const cudaError_t attr = cudaFuncSetAttribute(
+        PagedDecodeMmaKernel<F, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
+    if (attr != cudaSuccess) return attr;
+    static const int64_t resident = ResidentBlocks(PagedDecodeMmaKernel<F, D>, kSmem, p.num_sms);
+    return LaunchPlanned<D>(PagedDecodeMmaKernel<F, D>, kSmem, resident, p, grid, stream);
   }
 }
 

@@ -10,8 +10,7 @@
 //     turn waited for its own predecessor: completion stays ordered along the stream);
 //   - what it does before the wait touches only memory no kernel of the step writes (the weights:
 //     the GEMVs prefetch theirs into L2 there; the step's metadata, copied before its first
-//     kernel; a decode step's keys and values older than its new one, which the decode attention
-//     may queue there: PagedDecodeMmaKernel's kEarlyTile).
+//     kernel: rope.cu's kEarly takes its positions and KV slots there).
 // AllowNext() lets the next kernel's blocks be scheduled before this one has finished (without it,
 // they are scheduled as this kernel's blocks exit); it promises nothing about this kernel's writes.
 // Kernels that are not launched through pdl::Launch may call both: without the launch attribute the
