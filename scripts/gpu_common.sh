@@ -1,6 +1,9 @@
 # Sourced by the scripts/gpu_*.sh scripts (run on the GPU machine through the device tool): the
 # repository root as working folder, CUDA on PATH, logs under $OUT, and two helpers.
-#   gpu_build          builds (SmolLM2 not fetched: no network there), prints the build time
+#   gpu_build          builds (SmolLM2 not fetched: no network there), prints the build time;
+#                      it sources the build's env.sh (library paths) into the calling shell, so
+#                      redirect its output rather than pipe it (a pipe runs it in a subshell, and
+#                      the test binaries then fail to load their libraries)
 #   gpu_tests T1 T2..  runs those test binaries, one log each under $OUT, a line per verdict
 #   gpu_copy_ceiling   prints the device-to-device copy rate (bytes read + written), the ceiling
 #                      of the memory-bound kernels
