@@ -380,6 +380,14 @@ cudaError_t LaunchPagedAttention(const bf16* q, int64_t q_stride, int32_t q_head
                                  const AttentionBatch& batch, float scale, bf16* out, int64_t out_stride,
                                  const AttentionWorkspace& ws, cudaStream_t stream,
                                  const QuantizedActivations* round = nullptr, bool* rounded = nullptr);
+// Whether the pass that merges split keys (attention_combine.cuh), for at most 8 splits at head
+// dims up to 128, loads each thread's column of every split's partial output with the maxima,
+// before the weights (kEarlyPartials; the same bits). Off by default until measured; process-wide,
+// for tests and benchmarks; KVS_COMBINE_EARLY=on starts it on. CombineEarlyLaunched counts such
+// launches.
+void SetCombineEarly(bool on);
+void ResetCombineEarly();
+int64_t CombineEarlyLaunched();
 
 // Which kernel runs prefill attention on bf16/fp16 caches: kAuto takes Hopper's warpgroup-MMA
 // kernel on compute capability 9.0 (H100, H200) and the mma.sync kernel elsewhere; kMma takes
@@ -418,15 +426,6 @@ void SetHopperPrefillSoftmax(HopperPrefillSoftmax softmax);
 // Launches of the Hopper prefill kernel that took tensor copies since the process began (tests
 // check that the path they ask for ran).
 int64_t HopperPrefillTensorCopyLaunches();
-// Whether the split merge (attention_combine.cuh) of at most 8 splits at head dims up to 128 loads
-// each thread's column of every split's partial output with the maxima, before the weights
-// (kEarlyPartials; the same bits). Off by default until measured; process-wide, for tests and
-// benchmarks; KVS_COMBINE_EARLY=on starts it on. CombineEarlyLaunched counts such launches.
-void SetCombineEarly(bool on);
-void ResetCombineEarly();
-bool CombineEarly();
-void CountCombineEarlyLaunch();
-int64_t CombineEarlyLaunched();
 // Whether the next prefill launch on the current device takes the Hopper kernel.
 bool UseHopperPrefill();
 // Whether the current device runs the Hopper kernel at all (compute capability 9.0), whatever the

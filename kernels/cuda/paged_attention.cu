@@ -14,11 +14,12 @@ std::atomic<int64_t> g_combine_early_launches{0};
 
 void SetCombineEarly(bool on) { g_combine_early.Set(on); }
 void ResetCombineEarly() { g_combine_early.Reset(); }
-bool CombineEarly() { return g_combine_early.Alternative(); }
-void CountCombineEarlyLaunch() { g_combine_early_launches.fetch_add(1); }
 int64_t CombineEarlyLaunched() { return g_combine_early_launches.load(); }
 
 namespace attention {
+bool CombineEarly() { return g_combine_early.Alternative(); }
+void CountCombineEarlyLaunch() { g_combine_early_launches.fetch_add(1); }
+
 extern template cudaError_t LaunchAttentionFor<KvDType::kBF16>(Params, int, int, int, cudaStream_t);
 extern template cudaError_t LaunchAttentionFor<KvDType::kF16>(Params, int, int, int, cudaStream_t);
 extern template cudaError_t LaunchAttentionFor<KvDType::kFP8>(Params, int, int, int, cudaStream_t);

@@ -138,6 +138,11 @@ int64_t ResidentBlocks(Kernel kernel, size_t smem, int num_sms, int threads = kT
   return static_cast<int64_t>(per_sm) * num_sms;
 }
 
+// Whether the split merge takes its partials early (SetCombineEarly), and a count of such launches
+// (paged_attention.cu).
+bool CombineEarly();
+void CountCombineEarlyLaunch();
+
 // Fills p.keys_per_split / p.num_splits and the grid for `resident` blocks at once.
 inline void PlanSplits(Params& p, dim3& grid, int64_t resident, int head_dim) {
   const int max_tiles = (p.max_context_len + kTile - 1) / kTile;
