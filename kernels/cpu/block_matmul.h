@@ -5,10 +5,12 @@
 // round to nearest). Rows of Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K are read straight
 // from their blocks in tiles of 4 rows x 4 tokens (x 2 tokens with 16 vector registers): each
 // 32-weight unit decoded once for the tile's tokens, each token's activations loaded once for its
-// rows, 32 products summed in int32 at a time, then scaled in float32, the types' offsets (Q4_0's
+// rows, 32 products summed exactly in int32, then scaled in float32, the types' offsets (Q4_0's
 // -8, a K-quant's min) against per-block activation sums. The other types (Q2_K, Q3_K, Q8_K, IQ4_NL,
 // IQ4_XS) are unpacked per row to int8 with a float scale (and offset) per 16 weights (UnpackerFor:
-// the reference decoder's own values) and dotted with every token. AVX-512 VNNI, AVX-VNNI and AVX2
+// the reference decoder's own values) and dotted with every token. A prefill (8 tokens or more)
+// decodes each group of rows once for all its token tiles; with AVX-512, groups of 16 rows whose
+// bytes are interleaved so that one instruction adds 4 products to each of the 16 rows. AVX-512 VNNI, AVX-VNNI and AVX2
 // kernels are chosen at run time by what the CPU has (KVS_CPU_DOT_KERNELS names one, for
 // benchmarks); a portable loop runs elsewhere. The activations' rounding is the only difference
 // from the float32 reference (which stays selectable: CpuBackend's CpuMath::kReference): about 0.4%
