@@ -49,36 +49,28 @@ using UnpackedDotFn = float (*)(const int8_t* wq, const float* ws4, const int8_t
 // out[t * out_stride + r] = row r . token t0 + t + bias[r].
 using TileDotFn = void (*)(const uint8_t* w, int64_t row_bytes, const ActivationView& a, int64_t t0, const float* bias,
                            float* out, int64_t out_stride);
-// A 4-row group's units decoded once, for many token tiles (prefill): the codes, 32 bytes a unit
-// and row (32-byte aligned), and per block the 4 rows' scales and offsets (per_block floats each).
+// A prefill's group of wide_rows rows (a vector's int32 lanes), the first `rows` real, decoded once
+// for many token tiles with their units' bytes interleaved by 4 (block_dot_x86.inc's
+// DecodeRowsWide): the codes, 32 bytes a unit and row, and per unit (and half) the rows' scales and
+// offsets.
 struct DecodedRows {
   uint8_t* codes;
   float* scales;
   float* offsets;
 };
-using DecodeRowsFn = void (*)(const uint8_t* w, int64_t row_bytes, int64_t k, const DecodedRows& d);
-using DecodedTileFn = void (*)(const DecodedRows& d, const ActivationView& a, int64_t t0, const float* bias, float* out,
-                               int64_t out_stride);
-// The wide form (AVX-512): a group of kWideTileRows rows, the first `rows` real, decoded once with
-// their units' bytes interleaved by 4 rows' lanes (block_dot_x86.inc's DecodeRows16).
 using DecodeWideFn = void (*)(const uint8_t* w, int64_t row_bytes, int64_t k, int64_t rows, const DecodedRows& d);
 using DecodedWideTileFn = void (*)(const DecodedRows& d, const ActivationView& a, int64_t t0, const float* bias,
                                    int64_t rows, float* out, int64_t out_stride);
 struct TileKernels {
-  TileDotFn fn[2][2];          // [4 rows][a whole tile of tokens]
-  int tokens;                  // tokens per tile
-  DecodeRowsFn decode_rows;    // 4 rows decoded once ...
-  DecodedTileFn decoded_tile;  // ... against a whole tile of tokens: the same bits as fn[1][1]
-  int scales_per_unit;         // DecodedRows' scales (and offsets) per 32 weights: 4 rows x halves
-  // Where the kernel set has them (else null), used instead of decode_rows / decoded_tile: the
-  // same bits as fn[1][1] for each real row.
+  TileDotFn fn[2][2];  // [4 rows][a whole tile of tokens]
+  int tokens;          // tokens per tile
+  // A prefill's groups, decoded once: the same bits as fn[1][1] for each real row.
+  int wide_rows;  // 16 with AVX-512, 8 in 256 bits
   DecodeWideFn decode_wide;
   DecodedWideTileFn decoded_wide_tile;
 };
-// Rows a wide group decodes: AVX-512's 16 int32 lanes.
-constexpr int64_t kWideTileRows = 16;
-// Token tiles from which a 4-row group is decoded once rather than in every tile (prefill): below
-// it (decode's one token, a few tokens) the tiles decode as they go.
+// Token tiles from which a group of rows is decoded once rather than in every tile (prefill):
+// below it (decode's one token, a few tokens) the tiles decode as they go.
 constexpr int64_t kDecodeOnceTiles = 2;
 constexpr int64_t kTileRows = 4;
 // How far ahead a tile reading its rows from their blocks prefetches (block_dot_x86.inc's
@@ -250,10 +242,10 @@ struct RowScratch {
 struct DecodedScratch {
   std::vector<UnitCodesStorage> codes;
   std::vector<float> scales, offsets;
-  DecodedRows For(int64_t k, const TileKernels& t, int64_t group_rows) {
-    // A unit's codes: 32 bytes a row (UnitCodesStorage's size).
+  DecodedRows For(int64_t k, int64_t group_rows) {
+    // A unit's codes: 32 bytes a row (UnitCodesStorage's size); its scales: up to 2 halves a row.
     codes.resize(static_cast<size_t>(k / 32 * group_rows));
-    scales.resize(static_cast<size_t>(k / 32 * t.scales_per_unit / kTileRows * group_rows));
+    scales.resize(static_cast<size_t>(k / 32 * 2 * group_rows));
     offsets.resize(scales.size());
     return DecodedRows{reinterpret_cast<uint8_t*>(codes.data()), scales.data(), offsets.data()};
   }
@@ -315,53 +307,40 @@ void MatMulBlocks(GgmlType type, const float* x, int64_t x_stride, const uint8_t
 
   if (tiles) {
     // Groups of 4 rows (the last group's rows one at a time), each against tiles of tokens (the
-    // last tokens one at a time); a prefill's groups are decoded once, 16 rows at a time where the
-    // kernel set has the wide form (its last group padded), and the tokens past the last whole
-    // tile go through the 4-row groups.
+    // last tokens one at a time); a prefill decodes its rows once, 16 or 8 at a time (the last
+    // group padded), and its tokens past the last whole tile go through the groups of 4.
     const bool decode_once = rows >= kDecodeOnceTiles * tiles->tokens;
-    const bool wide = decode_once && tiles->decode_wide != nullptr;
-    const int64_t group_rows = wide ? kWideTileRows : kTileRows;
+    const int64_t group_rows = decode_once ? tiles->wide_rows : kTileRows;
     const int64_t groups = (n + group_rows - 1) / group_rows;
     const int64_t grain = std::max<int64_t>(1, kParallelWork / (k * rows * group_rows));
-    const int64_t whole_tiles_end = rows / tiles->tokens * tiles->tokens;
-    // Rows [j0, j1) in groups of 4 against tokens [t0, rows).
-    auto narrow_groups = [&](int64_t j0, int64_t j1, int64_t t_begin, DecodedScratch& decoded) {
-      for (int64_t g0 = j0; g0 < j1; g0 += kTileRows) {
-        const bool four = g0 + kTileRows <= j1;
-        for (int64_t r = 0; r < (four ? 1 : j1 - g0); ++r) {
-          const int64_t j = g0 + r;
-          const uint8_t* wj = w + j * row_bytes;
-          const float* bj = bias != nullptr ? bias + j : nullptr;
-          int64_t t0 = t_begin;
-          if (four && decode_once && t0 < whole_tiles_end) {
-            const DecodedRows d = decoded.For(k, *tiles, kTileRows);
-            tiles->decode_rows(wj, row_bytes, k, d);
-            for (; t0 + tiles->tokens <= rows; t0 += tiles->tokens) {
-              tiles->decoded_tile(d, a, t0, bj, out + t0 * out_stride + j, out_stride);
-            }
-          }
-          for (; t0 + tiles->tokens <= rows; t0 += tiles->tokens) {
-            tiles->fn[four][1](wj, row_bytes, a, t0, bj, out + t0 * out_stride + j, out_stride);
-          }
-          for (; t0 < rows; ++t0) tiles->fn[four][0](wj, row_bytes, a, t0, bj, out + t0 * out_stride + j, out_stride);
-        }
-      }
-    };
+    const int64_t whole_tiles_end = decode_once ? rows / tiles->tokens * tiles->tokens : 0;
     ParallelFor(groups, grain, [&](int64_t g0, int64_t g1) {
       static thread_local DecodedScratch decoded;
       for (int64_t g = g0; g < g1; ++g) {
         const int64_t j0 = g * group_rows, j1 = std::min(n, j0 + group_rows);
-        if (!wide) {
-          narrow_groups(j0, j1, 0, decoded);
-          continue;
+        if (decode_once) {
+          const DecodedRows d = decoded.For(k, group_rows);
+          tiles->decode_wide(w + j0 * row_bytes, row_bytes, k, j1 - j0, d);
+          const float* bj = bias != nullptr ? bias + j0 : nullptr;
+          for (int64_t t0 = 0; t0 < whole_tiles_end; t0 += tiles->tokens) {
+            tiles->decoded_wide_tile(d, a, t0, bj, j1 - j0, out + t0 * out_stride + j0, out_stride);
+          }
         }
-        const DecodedRows d = decoded.For(k, *tiles, kWideTileRows);
-        tiles->decode_wide(w + j0 * row_bytes, row_bytes, k, j1 - j0, d);
-        const float* bj = bias != nullptr ? bias + j0 : nullptr;
-        for (int64_t t0 = 0; t0 < whole_tiles_end; t0 += tiles->tokens) {
-          tiles->decoded_wide_tile(d, a, t0, bj, j1 - j0, out + t0 * out_stride + j0, out_stride);
+        for (int64_t q0 = j0; q0 < j1; q0 += kTileRows) {
+          const bool four = q0 + kTileRows <= j1;
+          for (int64_t r = 0; r < (four ? 1 : j1 - q0); ++r) {
+            const int64_t j = q0 + r;
+            const uint8_t* wj = w + j * row_bytes;
+            const float* bj = bias != nullptr ? bias + j : nullptr;
+            int64_t t0 = whole_tiles_end;
+            for (; t0 + tiles->tokens <= rows; t0 += tiles->tokens) {
+              tiles->fn[four][1](wj, row_bytes, a, t0, bj, out + t0 * out_stride + j, out_stride);
+            }
+            for (; t0 < rows; ++t0) {
+              tiles->fn[four][0](wj, row_bytes, a, t0, bj, out + t0 * out_stride + j, out_stride);
+            }
+          }
         }
-        narrow_groups(j0, j1, whole_tiles_end, decoded);
       }
     });
     return;

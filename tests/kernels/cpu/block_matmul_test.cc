@@ -86,7 +86,9 @@ TEST_P(BlockMatMulTest, ANanActivationMakesOnlyItsTokensOutputsNan) {
     for (int64_t t = 0; t < rows; ++t) {
       for (int64_t j = 0; j < n; ++j) {
         EXPECT_EQ(std::isnan(out[t * n + j]), t == 1) << rows << " tokens, token " << t << ", output " << j;
-        if (t != 1) EXPECT_TRUE(std::isfinite(out[t * n + j])) << rows << " tokens, token " << t << ", output " << j;
+        if (t != 1) {
+          EXPECT_TRUE(std::isfinite(out[t * n + j])) << rows << " tokens, token " << t << ", output " << j;
+        }
       }
     }
   }
