@@ -8,15 +8,16 @@
 // rows, 32 products summed exactly in int32, then scaled in float32, the types' offsets (Q4_0's
 // -8, a K-quant's min) against per-block activation sums. The other types (Q2_K, Q3_K, Q8_K, IQ4_NL,
 // IQ4_XS) are unpacked per row to int8 with a float scale (and offset) per 16 weights (UnpackerFor:
-// the reference decoder's own values) and dotted with every token. A prefill (8 tokens or more)
-// decodes each group of rows once for all its token tiles; with AVX-512, groups of 16 rows whose
-// bytes are interleaved so that one instruction adds 4 products to each of the 16 rows. AVX-512 VNNI, AVX-VNNI and AVX2
-// kernels are chosen at run time by what the CPU has (KVS_CPU_DOT_KERNELS names one, for
-// benchmarks); a portable loop runs elsewhere. The activations' rounding is the only difference
-// from the float32 reference (which stays selectable: CpuBackend's CpuMath::kReference): about 0.4%
-// of each block's largest value, well inside what the tests allow
-// (tests/kernels/cpu/block_matmul_test.cc). A token's outputs do not depend on the tokens or rows
-// beside it: every (row, token) pair takes the same operations in the same order.
+// the reference decoder's own values) and dotted with every token. A prefill (a few tiles of
+// tokens or more) decodes its rows once for all its token tiles, in groups of 16 rows (AVX-512) or
+// 8 whose bytes are interleaved so that one instruction adds 4 products to each row of the group.
+// AVX-512 VNNI, AVX-VNNI and AVX2 kernels are chosen at run time by what the CPU has
+// (KVS_CPU_DOT_KERNELS names one, for benchmarks); a portable loop runs elsewhere. The
+// activations' rounding is the only difference from the float32 reference (which stays
+// selectable: CpuBackend's CpuMath::kReference): about 0.4% of each block's largest value, well
+// inside what the tests allow (tests/kernels/cpu/block_matmul_test.cc). A token's outputs do not
+// depend on the tokens or rows beside it: every (row, token) pair takes the same operations in
+// the same order.
 #pragma once
 
 #include <cstdint>

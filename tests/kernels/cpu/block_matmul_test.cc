@@ -76,8 +76,8 @@ TEST_P(BlockMatMulTest, ANanActivationMakesOnlyItsTokensOutputsNan) {
   const int64_t k = 64, n = 9;
   std::mt19937 rng(7);
   const std::vector<uint8_t> w = RandomGgmlBlocks(type, n, k, rng);
-  // 3 tokens: tiles straight from the blocks; 9: a prefill's rows decoded once (the wide 16-row
-  // group of AVX-512, 7 of its rows padding) and a last token alone.
+  // 3 tokens: tiles straight from the blocks; 9: a prefill's rows decoded once (AVX-512: one
+  // 16-row group, 7 of its rows padding; 256 bits: groups of 8 and 1) and a last token alone.
   for (int64_t rows : {3, 9}) {
     std::vector<float> x(rows * k, 0.5f);
     x[1 * k + 40] = std::numeric_limits<float>::quiet_NaN();
@@ -114,8 +114,8 @@ TEST_P(BlockMatMulTest, OneThreadAndTwoGiveIdenticalOutputs) {
 }
 
 // A token's outputs do not depend on the tokens beside it (the engine's batch invariance): every
-// type, each of 11 tokens alone against all of them in one call, bit for bit (the batch's first 8
-// tokens go through a prefill's decoded rows: with AVX-512 a 16-row group and 3 padded rows).
+// type, each of 11 tokens alone against all of them in one call, bit for bit (the batch's whole
+// tiles of tokens go through a prefill's decoded rows, the last group of 19 outputs padded).
 TEST_P(BlockMatMulTest, ATokensOutputsAreTheSameAloneAndInABatch) {
   std::mt19937 rng(13);
   std::normal_distribution<float> normal(0.0f, 1.0f);
