@@ -17,10 +17,11 @@ namespace attention {
 // sums its head-dimension column over the splits with independent loads in flight (a thread per
 // column walking the splits serially measured 24 us for 49 splits: latency-bound).
 //
-// kEarlyPartials (KVS_COMBINE_EARLY=on, a measurement; at most kEarlySplits splits and a column a
-// thread): each thread's column of every split's partial output is loaded with the maxima, before
-// the weights, so the kernel waits on one round of loads instead of two (the maxima, then the
-// partials). The same sum in the same order, so the same bits.
+// kEarlyPartials (at most kEarlySplits splits and a column a thread, which a batch-1 step's splits
+// are): each thread's column of every split's partial output is loaded with the maxima, before the
+// weights, so the kernel waits on one round of loads instead of two (the maxima, then the
+// partials): 1.1% off a batch-1 F8 step of the Llama-3-8B shape on an H100 (docs/performance.md).
+// The same sum in the same order as the loop over more splits, so the same bits.
 constexpr int kCombineThreads = 128;
 constexpr int kEarlySplits = 8;
 template <int D, bool kEarlyPartials = false>
@@ -96,7 +97,7 @@ cudaError_t CombineSplits(cudaError_t err, const Params& p, cudaStream_t stream)
   if (err != cudaSuccess || p.num_splits == 1) return err;
   auto kernel = CombineSplitsKernel<D>;
   if constexpr (D <= kCombineThreads) {
-    if (p.num_splits <= kEarlySplits && CombineEarly()) {
+    if (p.num_splits <= kEarlySplits) {
       kernel = CombineSplitsKernel<D, true>;
       CountCombineEarlyLaunch();
     }

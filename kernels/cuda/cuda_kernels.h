@@ -66,13 +66,6 @@ cudaError_t LaunchRmsNormBf16(const bf16* x, int64_t x_stride, int64_t rows, int
 // x *= s over [rows, cols] f32.
 cudaError_t LaunchScale(float* x, int64_t x_stride, int64_t rows, int64_t cols, float s, cudaStream_t stream);
 
-// Whether the rope kernels (LaunchRope, LaunchRopeWriteKv) take their angles' sincos and the
-// token's KV slot before the wait for the previous kernel and load q, k and v together after it
-// (rope.cu's kEarly; the same bits). Off by default until measured; process-wide, for tests and
-// benchmarks; KVS_ROPE_EARLY=on starts it on.
-void SetRopeEarly(bool on);
-void ResetRopeEarly();
-
 // In-place rotary embedding (HF rotate_half pairing) on x [T, heads * D] bf16.
 cudaError_t LaunchRope(bf16* x, int64_t x_stride, int64_t num_tokens, int32_t heads, int32_t head_dim,
                        const int32_t* positions, const float* inv_freq, cudaStream_t stream);
@@ -380,13 +373,9 @@ cudaError_t LaunchPagedAttention(const bf16* q, int64_t q_stride, int32_t q_head
                                  const AttentionBatch& batch, float scale, bf16* out, int64_t out_stride,
                                  const AttentionWorkspace& ws, cudaStream_t stream,
                                  const QuantizedActivations* round = nullptr, bool* rounded = nullptr);
-// Whether the pass that merges split keys (attention_combine.cuh), for at most 8 splits at head
-// dims up to 128, loads each thread's column of every split's partial output with the maxima,
-// before the weights (kEarlyPartials; the same bits). Off by default until measured; process-wide,
-// for tests and benchmarks; KVS_COMBINE_EARLY=on starts it on. CombineEarlyLaunched counts such
-// launches.
-void SetCombineEarly(bool on);
-void ResetCombineEarly();
+// How many launches of the pass that merges split keys (attention_combine.cuh) took the form that
+// loads each thread's column of every split's partial output with the maxima (at most 8 splits,
+// head dims up to 128): for tests, which must know that form ran.
 int64_t CombineEarlyLaunched();
 
 // Which kernel runs prefill attention on bf16/fp16 caches: kAuto takes Hopper's warpgroup-MMA

@@ -1,23 +1,18 @@
 // LaunchPagedAttention: fills the kernel parameters from the cache view and the batch and hands
 // them to the instantiation for the cache's format (paged_attention_<format>.cu). Also the
-// process-wide switch those instantiations read (cuda_kernels.h: the split merge's early partials).
+// count of the split merge's early-partials launches those instantiations keep (cuda_kernels.h).
 #include <atomic>
 
-#include "kernels/cuda/kernel_choice.h"
 #include "kernels/cuda/paged_attention_kernels.cuh"
 
 namespace kvs::cuda {
 namespace {
-KernelChoice g_combine_early("KVS_COMBINE_EARLY", "on");  // alternative: CombineSplitsKernel's kEarlyPartials
 std::atomic<int64_t> g_combine_early_launches{0};
 }  // namespace
 
-void SetCombineEarly(bool on) { g_combine_early.Set(on); }
-void ResetCombineEarly() { g_combine_early.Reset(); }
 int64_t CombineEarlyLaunched() { return g_combine_early_launches.load(); }
 
 namespace attention {
-bool CombineEarly() { return g_combine_early.Alternative(); }
 void CountCombineEarlyLaunch() { g_combine_early_launches.fetch_add(1); }
 
 extern template cudaError_t LaunchAttentionFor<KvDType::kBF16>(Params, int, int, int, cudaStream_t);

@@ -138,9 +138,7 @@ int64_t ResidentBlocks(Kernel kernel, size_t smem, int num_sms, int threads = kT
   return static_cast<int64_t>(per_sm) * num_sms;
 }
 
-// Whether the split merge takes its partials early (SetCombineEarly), and a count of such launches
-// (paged_attention.cu).
-bool CombineEarly();
+// Counts the split merge's launches that take their partials with the maxima (paged_attention.cu).
 void CountCombineEarlyLaunch();
 
 // Fills p.keys_per_split / p.num_splits and the grid for `resident` blocks at once.

@@ -4,7 +4,6 @@
 #include <cuda_fp16.h>
 
 #include "kernels/cuda/cuda_kernels.h"
-#include "kernels/cuda/kernel_choice.h"
 #include "kernels/cuda/pdl.cuh"
 #include "kernels/cuda/rope.cuh"
 
@@ -71,79 +70,49 @@ __device__ __forceinline__ void StoreKv(const PagedKvView& cache, int64_t row, i
 // 8,192 tokens on an H100); with a KvStore, the threads of the k heads also store their pairs'
 // rotated elements of k and the same elements of v in the token's slot (-1: none).
 //
-// kEarly (KVS_ROPE_EARLY=on, a measurement): the angles' sines and cosines and the token's slot
-// before the wait for the previous kernel — positions, slots and frequencies are the step's
-// metadata and the model's constants, which no kernel of the step writes (pdl.cuh) — and q, k and
-// v loaded together after it, so the wait is followed by one round of loads, not the qk loads,
-// the sincos, then the slot's and v's loads. The same arithmetic, so the same bits.
-template <KvStore kStore, int kPairs, bool kEarly = false>
+// The angles' sines and cosines and the token's slot come before the wait for the previous kernel
+// (positions, slots and frequencies are the step's metadata and the model's constants, which no
+// kernel of the step writes: pdl.cuh), and q, k and v are loaded together after it, so the wait is
+// followed by one round of loads rather than the qk loads, the sincos, then the slot's and v's
+// loads: 1.0% off a batch-1 Q4_0 step of the Llama-3-8B shape on an H100 (docs/performance.md).
+template <KvStore kStore, int kPairs>
 __global__ void RopeKernel(bf16* qk, int64_t qk_stride, int32_t heads, int32_t head_dim, const int32_t* positions,
                            const float* inv_freq, int32_t blocks_per_token, const bf16* v, int64_t v_stride,
                            const int32_t* slot_mapping, PagedKvView cache) {
-  if constexpr (kEarly) {
-    const int64_t t = blockIdx.x / blocks_per_token;
-    const int32_t half = head_dim / 2, groups = half / kPairs;
-    const int32_t i = (blockIdx.x % blocks_per_token) * blockDim.x + threadIdx.x;
-    const bool active = i < heads * groups;
-    const int32_t h = i / groups, d = (i % groups) * kPairs;
-    const int32_t kv_head = h - (heads - cache.kv_heads);  // < 0: a query head
-    float sn[kPairs], cs[kPairs];
-    int64_t slot = -1;
-    if (active) {
-      const float pos = static_cast<float>(positions[t]);
-#pragma unroll
-      for (int e = 0; e < kPairs; ++e) rope::PairAngle(pos, inv_freq[d + e], sn[e], cs[e]);
-      if constexpr (kStore != KvStore::kNone) {
-        if (kv_head >= 0) slot = slot_mapping[t];
-      }
-    }
-    pdl::StartAfterPrevious();
-    if (!active) return;
-    bf16* xh = qk + t * qk_stride + static_cast<int64_t>(h) * head_dim;
-    bf16 a[kPairs], b[kPairs], va[kPairs], vb[kPairs];
-    LoadPairs<kPairs>(xh + d, a);
-    LoadPairs<kPairs>(xh + d + half, b);
-    const bool store = kStore != KvStore::kNone && slot >= 0;  // kv_head >= 0 where slot was read
-    if (store) {
-      const bf16* vh = v + t * v_stride + static_cast<int64_t>(kv_head) * head_dim;
-      LoadPairs<kPairs>(vh + d, va);
-      LoadPairs<kPairs>(vh + d + half, vb);
-    }
-#pragma unroll
-    for (int e = 0; e < kPairs; ++e) rope::RotatePairBy(sn[e], cs[e], a[e], b[e]);
-    StorePairs<kPairs>(xh + d, a);
-    StorePairs<kPairs>(xh + d + half, b);
-    if constexpr (kStore != KvStore::kNone) {
-      if (store) StoreKv<kStore, kPairs>(cache, cache.RowOffset(slot, kv_head), d, half, a, b, va, vb);
-    }
-    return;
-  }
-  pdl::StartAfterPrevious();
   const int64_t t = blockIdx.x / blocks_per_token;
   const int32_t half = head_dim / 2, groups = half / kPairs;
   const int32_t i = (blockIdx.x % blocks_per_token) * blockDim.x + threadIdx.x;
-  if (i >= heads * groups) return;
+  const bool active = i < heads * groups;
   const int32_t h = i / groups, d = (i % groups) * kPairs;
+  const int32_t kv_head = h - (heads - cache.kv_heads);  // < 0: a query head
+  float sn[kPairs], cs[kPairs];
+  int64_t slot = -1;
+  if (active) {
+    const float pos = static_cast<float>(positions[t]);
+#pragma unroll
+    for (int e = 0; e < kPairs; ++e) rope::PairAngle(pos, inv_freq[d + e], sn[e], cs[e]);
+    if constexpr (kStore != KvStore::kNone) {
+      if (kv_head >= 0) slot = slot_mapping[t];
+    }
+  }
+  pdl::StartAfterPrevious();
+  if (!active) return;
   bf16* xh = qk + t * qk_stride + static_cast<int64_t>(h) * head_dim;
-  bf16 a[kPairs], b[kPairs];
+  bf16 a[kPairs], b[kPairs], va[kPairs], vb[kPairs];
   LoadPairs<kPairs>(xh + d, a);
   LoadPairs<kPairs>(xh + d + half, b);
-  const float pos = static_cast<float>(positions[t]);
+  const bool store = kStore != KvStore::kNone && slot >= 0;  // kv_head >= 0 where slot was read
+  if (store) {
+    const bf16* vh = v + t * v_stride + static_cast<int64_t>(kv_head) * head_dim;
+    LoadPairs<kPairs>(vh + d, va);
+    LoadPairs<kPairs>(vh + d + half, vb);
+  }
 #pragma unroll
-  for (int e = 0; e < kPairs; ++e) rope::RotatePair(pos, inv_freq[d + e], a[e], b[e]);
+  for (int e = 0; e < kPairs; ++e) rope::RotatePairBy(sn[e], cs[e], a[e], b[e]);
   StorePairs<kPairs>(xh + d, a);
   StorePairs<kPairs>(xh + d + half, b);
   if constexpr (kStore != KvStore::kNone) {
-    const int32_t kv_head = h - (heads - cache.kv_heads);
-    if (kv_head < 0) return;  // a query head
-    const int64_t slot = slot_mapping[t];
-    if (slot < 0) return;
-    const int64_t row = cache.RowOffset(slot, kv_head);
-    const bf16* vh = v + t * v_stride + static_cast<int64_t>(kv_head) * head_dim;
-    bf16 va[kPairs], vb[kPairs];
-    LoadPairs<kPairs>(vh + d, va);
-    LoadPairs<kPairs>(vh + d + half, vb);
-    StoreKv<kStore, kPairs>(cache, row, d, half, a, b, va, vb);
+    if (store) StoreKv<kStore, kPairs>(cache, cache.RowOffset(slot, kv_head), d, half, a, b, va, vb);
   }
 }
 
@@ -166,19 +135,13 @@ bool EightPairs(int64_t num_tokens, const void* qk, int64_t qk_stride, int32_t h
          (v == nullptr || (v_stride % 8 == 0 && aligned(v)));
 }
 
-KernelChoice g_rope_early("KVS_ROPE_EARLY", "on");  // alternative: RopeKernel's kEarly
-
-// RopeKernel<kStore, 1 or 8 pairs, kEarly as g_rope_early says>.
+// RopeKernel<kStore, 1 or 8 pairs>.
 template <KvStore kStore>
 auto RopeKernelFor(bool eight) {
-  if (g_rope_early.Alternative()) return eight ? RopeKernel<kStore, 8, true> : RopeKernel<kStore, 1, true>;
   return eight ? RopeKernel<kStore, 8> : RopeKernel<kStore, 1>;
 }
 
 }  // namespace
-
-void SetRopeEarly(bool on) { g_rope_early.Set(on); }
-void ResetRopeEarly() { g_rope_early.Reset(); }
 
 cudaError_t LaunchRope(bf16* x, int64_t x_stride, int64_t num_tokens, int32_t heads, int32_t head_dim,
                        const int32_t* positions, const float* inv_freq, cudaStream_t stream) {

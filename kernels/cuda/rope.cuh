@@ -12,18 +12,12 @@ __device__ __forceinline__ void PairAngle(float pos, float inv_freq, float& s, f
   sincosf(pos * inv_freq, &s, &c);
 }
 
-// (a, b) rotated by the angle whose sine and cosine are s and c.
+// (a, b) = elements d and d + D/2 of a head (HF's rotate_half pairing), rotated by the angle whose
+// sine and cosine are s and c.
 __device__ __forceinline__ void RotatePairBy(float s, float c, __nv_bfloat16& a, __nv_bfloat16& b) {
   const float x = __bfloat162float(a), y = __bfloat162float(b);
   a = __float2bfloat16(x * c - y * s);
   b = __float2bfloat16(y * c + x * s);
-}
-
-// (a, b) = elements d and d + D/2 of a head (HF's rotate_half pairing), rotated by pos * inv_freq.
-__device__ __forceinline__ void RotatePair(float pos, float inv_freq, __nv_bfloat16& a, __nv_bfloat16& b) {
-  float s, c;
-  PairAngle(pos, inv_freq, s, c);
-  RotatePairBy(s, c, a, b);
 }
 
 }  // namespace kvs::cuda::rope

@@ -212,14 +212,6 @@ TEST_F(CudaOpsTest, NormsRopeSwiGluEmbeddingMatchCpu) {
             .ok());
     const std::vector<float> got = Download(gx, DType::kBF16, t, heads * dim);
     ExpectClose(got, cx, kBf16Tolerance, "cx");
-    // The angles taken before the wait for the previous kernel (SetRopeEarly): the same bits.
-    auto gearly = Upload(x, DType::kBF16, t, heads * dim);
-    cuda::SetRopeEarly(true);
-    const absl::Status early = gpu_->Rope(gearly.View(DType::kBF16, t, heads * dim), heads, gpos.as<int32_t>(),
-                                          RopeTable{ginv.as<float>(), dim});
-    cuda::ResetRopeEarly();
-    ASSERT_TRUE(early.ok()) << early;
-    EXPECT_EQ(Download(gearly, DType::kBF16, t, heads * dim), got) << "rope with its angles before the wait";
   }
 
   // SwiGLU: 8 outputs a thread where the row allows 16-byte accesses (1536), else one (1540).
@@ -705,96 +697,88 @@ TEST_F(CudaOpsTest, WriteKvScattersToTheMappedSlotsExactly) {
 // formats go through the two ops (Backend::RopeWriteKv), checked on an fp8 cache.
 TEST_F(CudaOpsTest, RopeWriteKvStoresWhatRopeThenWriteKvStore) {
   const int32_t heads = 6, kv_heads = 2, bs = 16, blocks = 4;
-  // 5 tokens take a pair a thread, 9 eight pairs (16-byte accesses). `early`: the fused kernel with
-  // its angles and slots before the wait for the previous kernel (SetRopeEarly), against the two
-  // ops as they run by default.
-  for (const bool early : {false, true})
-    for (const int t : {5, 9}) {
-      for (const int32_t dim : {64, 128}) {
-        for (const KvDType format : {KvDType::kBF16, KvDType::kF16, KvDType::kFP8}) {
-          SCOPED_TRACE(absl::StrFormat("%d tokens, head_dim %d, %s cache%s", t, dim, KvDTypeName(format),
-                                       early ? ", early" : ""));
-          const int64_t qk_cols = static_cast<int64_t>(heads + kv_heads) * dim,
-                        kv = static_cast<int64_t>(kv_heads) * dim;
-          const int64_t width = qk_cols + kv;  // a qkv row: q, k, v
-          const auto qkv = Random(t * width, 2.0f);
-          std::vector<int32_t> pos(t), slots(t);
-          for (int i = 0; i < t; ++i) {
-            pos[i] = static_cast<int32_t>(rng_() % 100000);
-            slots[i] = (i * 23 + 7) % (blocks * bs);
-          }
-          slots[2] = -1;  // skipped
-          std::vector<float> inv(dim / 2);
-          for (int i = 0; i < dim / 2; ++i) inv[i] = std::pow(500000.0f, -2.0f * i / dim);
-          auto gpos = UploadInts(pos), gslots = UploadInts(slots);
-          auto ginv = Upload(inv, DType::kF32, 1, dim / 2);
-          const RopeTable rope{ginv.as<float>(), dim};
-          PagedKvView shape{nullptr, nullptr, format, blocks, bs, kv_heads, dim};
-          const size_t cache_bytes = static_cast<size_t>(shape.Bytes());
-          const std::vector<uint8_t> poison(cache_bytes, 0xff);
-          struct Run {
-            DeviceBuffer qkv, k, v;
-          };
-          auto prepare = [&]() {
-            Run r{Upload(qkv, DType::kBF16, t, width), *gpu_->Allocate(cache_bytes), *gpu_->Allocate(cache_bytes)};
-            EXPECT_TRUE(gpu_->CopyToDevice(poison.data(), r.k.data(), cache_bytes).ok());
-            EXPECT_TRUE(gpu_->CopyToDevice(poison.data(), r.v.data(), cache_bytes).ok());
-            return r;
-          };
-          auto views = [&](Run& r) {
-            const TensorView all{r.qkv.data(), DType::kBF16, t, width, width};
-            PagedKvView cache = shape;
-            cache.k = r.k.data();
-            cache.v = r.v.data();
-            return std::make_tuple(all.Cols(0, qk_cols), all.Cols(heads * dim, kv), all.Cols(qk_cols, kv), cache);
-          };
-          Run fused = prepare(), apart = prepare();
-          {
-            auto [qk, k, v, cache] = views(fused);
-            // The kernel itself (the backend takes it for bf16 and fp16); fp8 has none: the backend's two ops.
-            cuda::SetRopeEarly(early);
-            const cudaError_t err =
-                cuda::LaunchRopeWriteKv(static_cast<cuda::bf16*>(qk.data), qk.stride, t, heads + kv_heads, dim,
-                                        gpos.as<int32_t>(), rope.inv_freq, static_cast<const cuda::bf16*>(v.data),
-                                        v.stride, gslots.as<int32_t>(), cache, gpu_->stream());
-            absl::Status apart_ops;
-            if (format == KvDType::kFP8) {
-              apart_ops =
-                  gpu_->RopeWriteKv(qk, heads + kv_heads, gpos.as<int32_t>(), rope, k, v, gslots.as<int32_t>(), cache);
-            }
-            cuda::ResetRopeEarly();
-            if (format == KvDType::kFP8) {
-              ASSERT_EQ(err, cudaErrorInvalidValue);
-              ASSERT_TRUE(apart_ops.ok()) << apart_ops;
-            } else {
-              ASSERT_EQ(err, cudaSuccess);
-            }
-          }
-          {
-            auto [qk, k, v, cache] = views(apart);
-            ASSERT_TRUE(gpu_->Rope(qk, heads + kv_heads, gpos.as<int32_t>(), rope).ok());
-            ASSERT_TRUE(gpu_->WriteKv(k, v, gslots.as<int32_t>(), cache).ok());
-          }
-          auto bytes = [&](const DeviceBuffer& b, size_t n) {
-            std::vector<uint8_t> host(n);
-            EXPECT_TRUE(gpu_->CopyToHost(b.data(), host.data(), n).ok());
-            return host;
-          };
-          const size_t qkv_bytes = static_cast<size_t>(t * width * 2);
-          EXPECT_EQ(bytes(fused.qkv, qkv_bytes), bytes(apart.qkv, qkv_bytes)) << "q and k rotated differently";
-          const std::vector<uint8_t> kf = bytes(fused.k, cache_bytes), ka = bytes(apart.k, cache_bytes);
-          const std::vector<uint8_t> vf = bytes(fused.v, cache_bytes), va = bytes(apart.v, cache_bytes);
-          for (size_t i = 0; i < cache_bytes; ++i) {
-            ASSERT_EQ(kf[i], ka[i]) << "k cache byte " << i;
-            ASSERT_EQ(vf[i], va[i]) << "v cache byte " << i;
-          }
-          // Something was written, and the skipped token's slot was not.
-          EXPECT_NE(kf, poison);
-          const int64_t skipped = (2 * 23 + 7) % (blocks * bs);
-          EXPECT_EQ(kf[shape.RowOffset(skipped, 0)], 0xff) << "a skipped token was written";
+  // 5 tokens take a pair a thread, 9 eight pairs (16-byte accesses).
+  for (const int t : {5, 9}) {
+    for (const int32_t dim : {64, 128}) {
+      for (const KvDType format : {KvDType::kBF16, KvDType::kF16, KvDType::kFP8}) {
+        SCOPED_TRACE(absl::StrFormat("%d tokens, head_dim %d, %s cache", t, dim, KvDTypeName(format)));
+        const int64_t qk_cols = static_cast<int64_t>(heads + kv_heads) * dim, kv = static_cast<int64_t>(kv_heads) * dim;
+        const int64_t width = qk_cols + kv;  // a qkv row: q, k, v
+        const auto qkv = Random(t * width, 2.0f);
+        std::vector<int32_t> pos(t), slots(t);
+        for (int i = 0; i < t; ++i) {
+          pos[i] = static_cast<int32_t>(rng_() % 100000);
+          slots[i] = (i * 23 + 7) % (blocks * bs);
         }
+        slots[2] = -1;  // skipped
+        std::vector<float> inv(dim / 2);
+        for (int i = 0; i < dim / 2; ++i) inv[i] = std::pow(500000.0f, -2.0f * i / dim);
+        auto gpos = UploadInts(pos), gslots = UploadInts(slots);
+        auto ginv = Upload(inv, DType::kF32, 1, dim / 2);
+        const RopeTable rope{ginv.as<float>(), dim};
+        PagedKvView shape{nullptr, nullptr, format, blocks, bs, kv_heads, dim};
+        const size_t cache_bytes = static_cast<size_t>(shape.Bytes());
+        const std::vector<uint8_t> poison(cache_bytes, 0xff);
+        struct Run {
+          DeviceBuffer qkv, k, v;
+        };
+        auto prepare = [&]() {
+          Run r{Upload(qkv, DType::kBF16, t, width), *gpu_->Allocate(cache_bytes), *gpu_->Allocate(cache_bytes)};
+          EXPECT_TRUE(gpu_->CopyToDevice(poison.data(), r.k.data(), cache_bytes).ok());
+          EXPECT_TRUE(gpu_->CopyToDevice(poison.data(), r.v.data(), cache_bytes).ok());
+          return r;
+        };
+        auto views = [&](Run& r) {
+          const TensorView all{r.qkv.data(), DType::kBF16, t, width, width};
+          PagedKvView cache = shape;
+          cache.k = r.k.data();
+          cache.v = r.v.data();
+          return std::make_tuple(all.Cols(0, qk_cols), all.Cols(heads * dim, kv), all.Cols(qk_cols, kv), cache);
+        };
+        Run fused = prepare(), apart = prepare();
+        {
+          auto [qk, k, v, cache] = views(fused);
+          // The kernel itself (the backend takes it for bf16 and fp16); fp8 has none: the backend's two ops.
+          const cudaError_t err = cuda::LaunchRopeWriteKv(
+              static_cast<cuda::bf16*>(qk.data), qk.stride, t, heads + kv_heads, dim, gpos.as<int32_t>(), rope.inv_freq,
+              static_cast<const cuda::bf16*>(v.data), v.stride, gslots.as<int32_t>(), cache, gpu_->stream());
+          absl::Status apart_ops;
+          if (format == KvDType::kFP8) {
+            apart_ops =
+                gpu_->RopeWriteKv(qk, heads + kv_heads, gpos.as<int32_t>(), rope, k, v, gslots.as<int32_t>(), cache);
+          }
+          if (format == KvDType::kFP8) {
+            ASSERT_EQ(err, cudaErrorInvalidValue);
+            ASSERT_TRUE(apart_ops.ok()) << apart_ops;
+          } else {
+            ASSERT_EQ(err, cudaSuccess);
+          }
+        }
+        {
+          auto [qk, k, v, cache] = views(apart);
+          ASSERT_TRUE(gpu_->Rope(qk, heads + kv_heads, gpos.as<int32_t>(), rope).ok());
+          ASSERT_TRUE(gpu_->WriteKv(k, v, gslots.as<int32_t>(), cache).ok());
+        }
+        auto bytes = [&](const DeviceBuffer& b, size_t n) {
+          std::vector<uint8_t> host(n);
+          EXPECT_TRUE(gpu_->CopyToHost(b.data(), host.data(), n).ok());
+          return host;
+        };
+        const size_t qkv_bytes = static_cast<size_t>(t * width * 2);
+        EXPECT_EQ(bytes(fused.qkv, qkv_bytes), bytes(apart.qkv, qkv_bytes)) << "q and k rotated differently";
+        const std::vector<uint8_t> kf = bytes(fused.k, cache_bytes), ka = bytes(apart.k, cache_bytes);
+        const std::vector<uint8_t> vf = bytes(fused.v, cache_bytes), va = bytes(apart.v, cache_bytes);
+        for (size_t i = 0; i < cache_bytes; ++i) {
+          ASSERT_EQ(kf[i], ka[i]) << "k cache byte " << i;
+          ASSERT_EQ(vf[i], va[i]) << "v cache byte " << i;
+        }
+        // Something was written, and the skipped token's slot was not.
+        EXPECT_NE(kf, poison);
+        const int64_t skipped = (2 * 23 + 7) % (blocks * bs);
+        EXPECT_EQ(kf[shape.RowOffset(skipped, 0)], 0xff) << "a skipped token was written";
       }
     }
+  }
 }
 
 }  // namespace

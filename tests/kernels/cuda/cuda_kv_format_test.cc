@@ -134,6 +134,7 @@ TEST_P(CudaKvFormatTest, WriteKvBytesAndAttentionMatchTheCpu) {
   gbatch.context_len = gctx.as<int32_t>();
   gbatch.block_table = gtab.as<int32_t>();
   ASSERT_TRUE(gpu_->ReserveWorkspace(tokens, seqs, c.q_heads, c.head_dim).ok());
+  const int64_t early_merges_before = cuda::CombineEarlyLaunched();
   st = gpu_->PagedAttention(gq.View(DType::kBF16, tokens, qw), gcache, gbatch, scale, gout.View(DType::kBF16, tokens, qw));
   ASSERT_TRUE(st.ok()) << st;
   std::vector<float> got(tokens * qw);
@@ -155,28 +156,12 @@ TEST_P(CudaKvFormatTest, WriteKvBytesAndAttentionMatchTheCpu) {
               KvDTypeName(c.format).data(), c.q_heads, c.kv_heads, c.head_dim, c.block_size, batch.max_context_len,
               tokens, std::sqrt(num / den), worst);
 
-  // A decode-only step again with the split merge's partials loaded with the maxima
-  // (SetCombineEarly; up to 8 splits): the same bits, element by element. The 700-key group-2 case
-  // is planned as five 128-key splits on a GPU of 80 resident blocks or more, so the early merge
-  // must have run there.
-  if (!prefill) {
-    DeviceBuffer gagain = Bf16(std::vector<float>(tokens * qw, NAN), tokens, qw);
-    const int64_t before = cuda::CombineEarlyLaunched();
-    cuda::SetCombineEarly(true);
-    st = gpu_->PagedAttention(gq.View(DType::kBF16, tokens, qw), gcache, gbatch, scale,
-                              gagain.View(DType::kBF16, tokens, qw));
-    cuda::ResetCombineEarly();
-    ASSERT_TRUE(st.ok()) << st;
-    if (c.q_heads == 16 && c.kv_heads == 8 && c.context_lens[0] == 700) {
-      EXPECT_GT(cuda::CombineEarlyLaunched() - before, 0) << "the early merge never ran";
-    }
-    std::vector<float> again(tokens * qw);
-    ASSERT_TRUE(gpu_->DownloadFloat(gagain.View(DType::kBF16, tokens, qw), again).ok());
-    for (size_t i = 0; i < got.size(); ++i) {
-      ASSERT_EQ(std::memcmp(&again[i], &got[i], sizeof(float)), 0)
-          << "merge's partials loaded early: element " << i << " is " << again[i] << ", not " << got[i] << " (seed "
-          << seed_ << ")";
-    }
+  // The split merge loads its partials with the maxima where a row has at most 8 splits: the
+  // 700-key group-2 decode is planned as five 128-key splits on a GPU of 80 resident blocks or
+  // more, so that form must have run there (and the comparison above checked it); the 4,096-key
+  // rows take the loop over more splits.
+  if (!prefill && c.q_heads == 16 && c.kv_heads == 8 && c.context_lens[0] == 700) {
+    EXPECT_GT(cuda::CombineEarlyLaunched() - early_merges_before, 0) << "the early merge never ran";
   }
 }
 
