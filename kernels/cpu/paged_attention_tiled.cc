@@ -27,6 +27,7 @@ namespace {
 constexpr int32_t kTileQueries = 16;  // query positions per tile
 constexpr int32_t kChunkKeys = 64;    // keys decoded at a time
 constexpr int32_t kMaxRows = kTileQueries * 64;  // GQA groups up to 64
+constexpr int32_t kRowBlock = 4;                 // rows scored and accumulated together
 // A sequence whose queries fit one tile a KV head (decode, a short chunk) attends to more than
 // kSplitKeys keys in spans of kSplitKeys from the range's start, run on the pool like tiles, each
 // keeping its rows unnormalised with their max and sum, then merged in span order (flash-decoding).
@@ -49,11 +50,13 @@ struct TileJob {
 };
 
 struct TileScratch {
-  std::vector<float> keys, values, scores, out, max, sum;
+  std::vector<float> keys, values, keys_t, zero_key, scores, out, max, sum;
   void Size(int32_t dim) {
     keys.resize(static_cast<size_t>(kChunkKeys) * dim);
     values.resize(static_cast<size_t>(kChunkKeys) * dim);
-    scores.resize(kChunkKeys);
+    keys_t.resize(static_cast<size_t>(kChunkKeys) * dim);  // [dim][kChunkKeys] (AVX2 PrepareKeys)
+    zero_key.assign(dim, 0.0f);                            // stands for the keys past a chunk's last
+    scores.resize(static_cast<size_t>(kRowBlock) * kChunkKeys);
     out.resize(static_cast<size_t>(kMaxRows) * dim);
     max.resize(kMaxRows);
     sum.resize(kMaxRows);
@@ -67,14 +70,25 @@ namespace portable {
 inline void ExpShifted(float* v, int32_t begin, int32_t end, float shift) {
   for (int32_t j = begin; j < end; ++j) v[j] = std::exp(v[j] - shift);
 }
-#include "kernels/cpu/attention_tile_rows.inc"
-inline void Scores(const float* q, const float* const* keys, int32_t first, int32_t last, int32_t dim, float scale,
-                   float* scores) {
-  ScoresRows(q, keys, first, last, dim, scale, scores);
+inline float RangeMax(const float* v, int32_t first, int32_t last) {
+  float m = -std::numeric_limits<float>::infinity();
+  for (int32_t j = first; j <= last; ++j) m = std::max(m, v[j]);
+  return m;
 }
-inline void Accumulate(float* o, float correction, const float* weights, const float* const* values, int32_t first,
-                       int32_t last, int32_t dim) {
-  AccumulateRows(o, correction, weights, values, first, last, dim);
+inline float RangeSum(const float* v, int32_t first, int32_t last) {
+  float s = 0.0f;
+  for (int32_t j = first; j <= last; ++j) s += v[j];
+  return s;
+}
+#include "kernels/cpu/attention_tile_rows.inc"
+inline bool PrepareKeys(const float* const*, int32_t, int32_t, int32_t, TileScratch&) { return false; }
+inline void ScoreBlock(const float* const* q, int32_t rows, const float* const* keys, bool, int32_t lo, int32_t hi,
+                       int32_t dim, float scale, TileScratch&, float* scores) {
+  ScoreBlockRows(q, rows, keys, lo, hi, dim, scale, scores);
+}
+inline void AccumulateBlock(float* o, int32_t rows, const float* correction, const float* weights,
+                            const float* const* values, int32_t lo, int32_t hi, int32_t dim) {
+  AccumulateBlockRows(o, rows, correction, weights, values, lo, hi, dim);
 }
 #include "kernels/cpu/attention_tile.inc"
 }  // namespace portable
@@ -105,14 +119,51 @@ inline void ExpShifted(float* v, int32_t begin, int32_t end, float shift) {
     _mm256_storeu_ps(v + j, _mm256_mul_ps(p, _mm256_castsi256_ps(two_n)));
   }
 }
+
+// The lanes of the vector of 8 at j (a multiple of 8) that lie in [first, last].
+inline __m256 LanesIn(int32_t j, int32_t first, int32_t last) {
+  const __m256i idx = _mm256_add_epi32(_mm256_set1_epi32(j), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  const __m256i in = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(first), idx),
+                                         _mm256_cmpgt_epi32(_mm256_set1_epi32(last + 1), idx));
+  return _mm256_castsi256_ps(in);
+}
+
+// A row's maximum and sum over [first, last] in whole vectors (kChunkKeys is a multiple of 8), the
+// lanes outside masked: 8 running lanes, then one fixed reduction tree, so each depends on the
+// row's own values alone.
+inline float HorizontalMax(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+}
+inline float HorizontalSum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+inline float RangeMax(const float* v, int32_t first, int32_t last) {
+  const __m256 none = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  __m256 m = none;
+  for (int32_t j = first & ~7; j <= last; j += 8) {
+    m = _mm256_max_ps(m, _mm256_blendv_ps(none, _mm256_loadu_ps(v + j), LanesIn(j, first, last)));
+  }
+  return HorizontalMax(m);
+}
+inline float RangeSum(const float* v, int32_t first, int32_t last) {
+  __m256 s = _mm256_setzero_ps();
+  for (int32_t j = first & ~7; j <= last; j += 8) {
+    s = _mm256_add_ps(s, _mm256_and_ps(_mm256_loadu_ps(v + j), LanesIn(j, first, last)));
+  }
+  return HorizontalSum(s);
+}
 #include "kernels/cpu/attention_tile_rows.inc"
 
-// Four keys' scores at a time: one load of q per 8 dimensions for four keys, and the four dots'
-// horizontal sums in one shuffle tree. Each key's sum takes the same operations in whatever slot
-// (a short last group repeats its last key), so a score does not depend on its neighbours.
-inline void Scores(const float* q, const float* const* keys, int32_t first, int32_t last, int32_t dim, float scale,
-                   float* scores) {
-  if (dim % 8 != 0) return ScoresRows(q, keys, first, last, dim, scale, scores);
+// A row's scores four keys at a time (tiles of few rows, whose keys are not transposed): one load
+// of q per 8 dimensions for four keys, and the four dots' horizontal sums in one shuffle tree.
+// Each key's sum takes the same operations in whatever slot (a short last group repeats its last
+// key), so a score does not depend on its neighbours.
+inline void ScoresFourKeys(const float* q, const float* const* keys, int32_t first, int32_t last, int32_t dim,
+                           float scale, float* scores) {
   for (int32_t j = first; j <= last; j += 4) {
     const float* k0 = keys[j];
     const float* k1 = keys[std::min(j + 1, last)];
@@ -134,25 +185,134 @@ inline void Scores(const float* q, const float* const* keys, int32_t first, int3
   }
 }
 
-// The output row 64 dimensions at a time in eight registers across the chunk's values (one load
-// and one store of the row per chunk, not per value).
-inline void Accumulate(float* o, float correction, const float* weights, const float* const* values, int32_t first,
-                       int32_t last, int32_t dim) {
-  if (dim % 64 != 0) return AccumulateRows(o, correction, weights, values, first, last, dim);
-  const __m256 c = _mm256_set1_ps(correction);
-  for (int32_t d0 = 0; d0 < dim; d0 += 64) {
-    __m256 acc[8];
-    const __m256 w0 = _mm256_set1_ps(weights[first]);
-    for (int i = 0; i < 8; ++i) {
-      acc[i] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(values[first] + d0 + 8 * i),
-                               _mm256_mul_ps(_mm256_loadu_ps(o + d0 + 8 * i), c));
+// Tiles of at least kTransposeMinRows rows (a prefill chunk's 16 queries times the GQA group; a
+// decode of a group of 8 or more) score against the chunk's keys transposed, [dim][kChunkKeys]:
+// a block's rows then take one load of 8 keys' elements and a broadcast of each row's query
+// element per 8 keys, with no horizontal sums. The transposition costs a chunk's keys once, which
+// a decode of 1-4 rows would not earn back.
+constexpr int32_t kTransposeMinRows = 8;
+// An 8x8 block of floats transposed: r[i] holds rows i, returns columns in r[i].
+inline void Transpose8x8(__m256 r[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+// The chunk's keys transposed 8x8 at a time; the lanes past its last key (scored as whole vectors,
+// never read) hold zeros rather than whatever the scratch held, so that they stay finite.
+inline bool PrepareKeys(const float* const* keys, int32_t n, int32_t dim, int32_t rows, TileScratch& w) {
+  if (rows < kTransposeMinRows || dim % 8 != 0) return false;
+  float* kt = w.keys_t.data();
+  const float* zeros = w.zero_key.data();
+  for (int32_t j = 0; j < n; j += 8) {
+    const float* k[8];
+    for (int i = 0; i < 8; ++i) k[i] = j + i < n ? keys[j + i] : zeros;
+    for (int32_t d = 0; d < dim; d += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(k[i] + d);
+      Transpose8x8(r);
+      for (int i = 0; i < 8; ++i) _mm256_storeu_ps(kt + static_cast<size_t>(d + i) * kChunkKeys + j, r[i]);
     }
-    for (int32_t j = first + 1; j <= last; ++j) {
-      const __m256 wj = _mm256_set1_ps(weights[j]);
-      const float* v = values[j] + d0;
-      for (int i = 0; i < 8; ++i) acc[i] = _mm256_fmadd_ps(wj, _mm256_loadu_ps(v + 8 * i), acc[i]);
+  }
+  return true;
+}
+
+// R rows' scores over whole vectors of 8 keys covering [lo, hi], two vectors at a time: each lane
+// sums its key's products over the dimensions in order, so a score does not depend on the keys or
+// rows beside it.
+template <int R>
+inline void ScoreBlockTransposed(const float* const* q, const float* kt, int32_t lo, int32_t hi, int32_t dim,
+                                 float scale, float* scores) {
+  const __m256 s = _mm256_set1_ps(scale);
+  for (int32_t j = lo & ~7; j <= hi; j += 16) {
+    const bool two = j + 8 <= hi;
+    __m256 a[R][2];
+    for (int i = 0; i < R; ++i) a[i][0] = a[i][1] = _mm256_setzero_ps();
+    for (int32_t d = 0; d < dim; ++d) {
+      const float* row = kt + static_cast<size_t>(d) * kChunkKeys + j;
+      const __m256 k0 = _mm256_loadu_ps(row);
+      const __m256 k1 = two ? _mm256_loadu_ps(row + 8) : k0;
+      for (int i = 0; i < R; ++i) {
+        const __m256 qd = _mm256_broadcast_ss(q[i] + d);
+        a[i][0] = _mm256_fmadd_ps(qd, k0, a[i][0]);
+        a[i][1] = _mm256_fmadd_ps(qd, k1, a[i][1]);
+      }
     }
-    for (int i = 0; i < 8; ++i) _mm256_storeu_ps(o + d0 + 8 * i, acc[i]);
+    for (int i = 0; i < R; ++i) {
+      _mm256_storeu_ps(scores + i * kChunkKeys + j, _mm256_mul_ps(a[i][0], s));
+      if (two) _mm256_storeu_ps(scores + i * kChunkKeys + j + 8, _mm256_mul_ps(a[i][1], s));
+    }
+  }
+}
+
+inline void ScoreBlock(const float* const* q, int32_t rows, const float* const* keys, bool prepared, int32_t lo,
+                       int32_t hi, int32_t dim, float scale, TileScratch& w, float* scores) {
+  static_assert(kRowBlock == 4 && kChunkKeys % 8 == 0);
+  if (!prepared) {
+    if (dim % 8 != 0) return ScoreBlockRows(q, rows, keys, lo, hi, dim, scale, scores);
+    for (int32_t i = 0; i < rows; ++i) ScoresFourKeys(q[i], keys, lo, hi, dim, scale, scores + i * kChunkKeys);
+    return;
+  }
+  const float* kt = w.keys_t.data();
+  switch (rows) {
+    case 4: return ScoreBlockTransposed<4>(q, kt, lo, hi, dim, scale, scores);
+    case 3: return ScoreBlockTransposed<3>(q, kt, lo, hi, dim, scale, scores);
+    case 2: return ScoreBlockTransposed<2>(q, kt, lo, hi, dim, scale, scores);
+    default: return ScoreBlockTransposed<1>(q, kt, lo, hi, dim, scale, scores);
+  }
+}
+
+// R output rows 16 dimensions at a time in registers across the chunk's values: per value, two
+// loads of it and a broadcast of each row's weight for 2R multiply-adds. The first step multiplies
+// by each row's correction and adds the first value's product, as the row-at-a-time form does.
+template <int R>
+inline void AccumulateBlockT(float* o, const float* correction, const float* weights, const float* const* values,
+                             int32_t lo, int32_t hi, int32_t dim) {
+  for (int32_t d0 = 0; d0 < dim; d0 += 16) {
+    __m256 acc[R][2];
+    const __m256 v0 = _mm256_loadu_ps(values[lo] + d0), v1 = _mm256_loadu_ps(values[lo] + d0 + 8);
+    for (int i = 0; i < R; ++i) {
+      const float* oi = o + static_cast<size_t>(i) * dim + d0;
+      const __m256 c = _mm256_set1_ps(correction[i]), wi = _mm256_set1_ps(weights[i * kChunkKeys + lo]);
+      acc[i][0] = _mm256_fmadd_ps(wi, v0, _mm256_mul_ps(_mm256_loadu_ps(oi), c));
+      acc[i][1] = _mm256_fmadd_ps(wi, v1, _mm256_mul_ps(_mm256_loadu_ps(oi + 8), c));
+    }
+    for (int32_t j = lo + 1; j <= hi; ++j) {
+      const __m256 x0 = _mm256_loadu_ps(values[j] + d0), x1 = _mm256_loadu_ps(values[j] + d0 + 8);
+      for (int i = 0; i < R; ++i) {
+        const __m256 wi = _mm256_broadcast_ss(weights + i * kChunkKeys + j);
+        acc[i][0] = _mm256_fmadd_ps(wi, x0, acc[i][0]);
+        acc[i][1] = _mm256_fmadd_ps(wi, x1, acc[i][1]);
+      }
+    }
+    for (int i = 0; i < R; ++i) {
+      _mm256_storeu_ps(o + static_cast<size_t>(i) * dim + d0, acc[i][0]);
+      _mm256_storeu_ps(o + static_cast<size_t>(i) * dim + d0 + 8, acc[i][1]);
+    }
+  }
+}
+
+inline void AccumulateBlock(float* o, int32_t rows, const float* correction, const float* weights,
+                            const float* const* values, int32_t lo, int32_t hi, int32_t dim) {
+  if (dim % 16 != 0) return AccumulateBlockRows(o, rows, correction, weights, values, lo, hi, dim);
+  switch (rows) {
+    case 4: return AccumulateBlockT<4>(o, correction, weights, values, lo, hi, dim);
+    case 3: return AccumulateBlockT<3>(o, correction, weights, values, lo, hi, dim);
+    case 2: return AccumulateBlockT<2>(o, correction, weights, values, lo, hi, dim);
+    default: return AccumulateBlockT<1>(o, correction, weights, values, lo, hi, dim);
   }
 }
 #include "kernels/cpu/attention_tile.inc"
