@@ -340,7 +340,7 @@ absl::Status CpuBackend::PagedAttention(TensorView q, PagedKvView cache, const A
 }
 
 absl::Status CpuBackend::SwiGlu(TensorView gate_up, TensorView out) {
-  return GatedActivation(gate_up, out, "SwiGlu", cpu::SwiGluF32);
+  return GatedActivation(gate_up, out, "SwiGlu", math_ == CpuMath::kFast ? cpu::SwiGluFastF32 : cpu::SwiGluF32);
 }
 
 absl::Status CpuBackend::GeluGlu(TensorView gate_up, TensorView out) {
