@@ -78,26 +78,28 @@ __attribute__((target_clones("avx2,fma", "default"))) void SiluRow(const float* 
   for (int64_t i = 0; i < n; ++i) o[i] = SiluReduced(gate[i]) * up[i];
 }
 
-}  // namespace
-
-void GeluGluFastF32(const float* gate_up, int64_t gu_stride, int64_t rows, int64_t inter, float* out,
-                    int64_t out_stride) {
+// row(gate, up, inter, out) over the rows of gate_up [rows, 2 * inter] on the pool.
+template <typename RowFn>
+void ForEachRow(const float* gate_up, int64_t gu_stride, int64_t rows, int64_t inter, float* out, int64_t out_stride,
+                RowFn row) {
   ParallelFor(rows, kParallelWork / std::max<int64_t>(inter, 1), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* gate = gate_up + r * gu_stride;
-      GeluRow(gate, gate + inter, inter, out + r * out_stride);
+      row(gate, gate + inter, inter, out + r * out_stride);
     }
   });
 }
 
+}  // namespace
+
+void GeluGluFastF32(const float* gate_up, int64_t gu_stride, int64_t rows, int64_t inter, float* out,
+                    int64_t out_stride) {
+  ForEachRow(gate_up, gu_stride, rows, inter, out, out_stride, GeluRow);
+}
+
 void SwiGluFastF32(const float* gate_up, int64_t gu_stride, int64_t rows, int64_t inter, float* out,
                    int64_t out_stride) {
-  ParallelFor(rows, kParallelWork / std::max<int64_t>(inter, 1), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* gate = gate_up + r * gu_stride;
-      SiluRow(gate, gate + inter, inter, out + r * out_stride);
-    }
-  });
+  ForEachRow(gate_up, gu_stride, rows, inter, out, out_stride, SiluRow);
 }
 
 }  // namespace kvs::cpu

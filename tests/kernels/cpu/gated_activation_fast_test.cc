@@ -28,22 +28,32 @@ TEST(GeluFastTest, TanhIsWithinTwoUlpsOfOneOfStdTanh) {
   std::printf("fast tanh: worst |error| %.2e at %g\n", worst, at);
 }
 
+using GatedFn = void (*)(const float*, int64_t, int64_t, int64_t, float*, int64_t);
+
+// Random gate/up rows (normal, sd 3) through the reference's and the fast backend's forms.
+struct GatedRows {
+  static constexpr int64_t kRows = 7, kInter = 1003;  // odd width: the vector loop's tail
+  std::vector<float> gu, want, got;
+  GatedRows(uint32_t seed, GatedFn reference, GatedFn fast)
+      : gu(kRows * 2 * kInter), want(kRows * kInter), got(kRows * kInter) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> normal(0.0f, 3.0f);
+    for (auto& x : gu) x = normal(rng);
+    reference(gu.data(), 2 * kInter, kRows, kInter, want.data(), kInter);
+    fast(gu.data(), 2 * kInter, kRows, kInter, got.data(), kInter);
+  }
+  float gate(size_t i) const { return gu[i / kInter * 2 * kInter + i % kInter]; }
+  float up(size_t i) const { return gu[i / kInter * 2 * kInter + kInter + i % kInter]; }
+};
+
 TEST(GeluFastTest, GeGluRowsEqualTheReferenceElementwise) {
   const uint32_t seed = std::random_device{}();
   SCOPED_TRACE("seed " + std::to_string(seed));
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 3.0f);
-  const int64_t rows = 7, inter = 1003;  // odd width: the vector loop's tail
-  std::vector<float> gu(rows * 2 * inter);
-  for (auto& x : gu) x = normal(rng);
-  std::vector<float> want(rows * inter), got(rows * inter);
-  cpu::GeluGluF32(gu.data(), 2 * inter, rows, inter, want.data(), inter);
-  cpu::GeluGluFastF32(gu.data(), 2 * inter, rows, inter, got.data(), inter);
-  for (size_t i = 0; i < want.size(); ++i) {
-    const int64_t r = static_cast<int64_t>(i) / inter, c = static_cast<int64_t>(i) % inter;
-    const float x = gu[r * 2 * inter + c], up = gu[r * 2 * inter + inter + c];
+  const GatedRows g(seed, cpu::GeluGluF32, cpu::GeluGluFastF32);
+  for (size_t i = 0; i < g.want.size(); ++i) {
     // 0.5 x up (1 + tanh): the tanh's 2e-7, scaled, plus float rounding of the products.
-    ASSERT_NEAR(got[i], want[i], 1e-7f * std::fabs(x * up) + 1e-6f * std::fabs(want[i])) << "element " << i;
+    ASSERT_NEAR(g.got[i], g.want[i], 1e-7f * std::fabs(g.gate(i) * g.up(i)) + 1e-6f * std::fabs(g.want[i]))
+        << "element " << i;
   }
 }
 
@@ -77,17 +87,10 @@ TEST(SiluFastTest, SiluIsWithinFourRoundingsOfTheReference) {
 TEST(SiluFastTest, SwiGluRowsEqualTheReferenceElementwise) {
   const uint32_t seed = std::random_device{}();
   SCOPED_TRACE("seed " + std::to_string(seed));
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 3.0f);
-  const int64_t rows = 7, inter = 1003;  // odd width: the vector loop's tail
-  std::vector<float> gu(rows * 2 * inter);
-  for (auto& x : gu) x = normal(rng);
-  std::vector<float> want(rows * inter), got(rows * inter);
-  cpu::SwiGluF32(gu.data(), 2 * inter, rows, inter, want.data(), inter);
-  cpu::SwiGluFastF32(gu.data(), 2 * inter, rows, inter, got.data(), inter);
-  for (size_t i = 0; i < want.size(); ++i) {
+  const GatedRows g(seed, cpu::SwiGluF32, cpu::SwiGluFastF32);
+  for (size_t i = 0; i < g.want.size(); ++i) {
     // silu's 4 roundings and the product's one.
-    ASSERT_NEAR(got[i], want[i], 6e-7f * std::fabs(want[i])) << "element " << i;
+    ASSERT_NEAR(g.got[i], g.want[i], 6e-7f * std::fabs(g.want[i])) << "element " << i;
   }
 }
 
