@@ -158,8 +158,8 @@ TEST_P(CudaKvFormatTest, WriteKvBytesAndAttentionMatchTheCpu) {
 
   // The split merge loads its partials with the maxima where a row has at most 8 splits: the
   // 700-key group-2 decode is planned as five 128-key splits on a GPU of 80 resident blocks or
-  // more, so that form must have run there (and the comparison above checked it); the 4,096-key
-  // rows take the loop over more splits.
+  // more, so that form must have run there (and the comparison above checked it); rows of more
+  // splits take the loop.
   if (!prefill && c.q_heads == 16 && c.kv_heads == 8 && c.context_lens[0] == 700) {
     EXPECT_GT(cuda::CombineEarlyLaunched() - early_merges_before, 0) << "the early merge never ran";
   }
