@@ -1,9 +1,9 @@
 // The fast CPU backend's tiled attention against the reference (kernels/cpu/paged_attention.cc),
 // element by element, with the seed printed on failure: ragged batches mixing prefill chunks over
-// earlier keys and decodes, block sizes 1/7/16, head dims 32-256, GQA groups 1-8, sliding
-// windows, decodes and short chunks over long contexts (split into key spans), every KV format,
-// the cache poisoned with 0xff bytes (NaN for the float formats and the scales) wherever no block
-// table points.
+// earlier keys and decodes, block sizes 1/7/16, head dims 32-256 (36 and 40 for the generic
+// loops), GQA groups 1-8, sliding windows, decodes and short chunks over long contexts (split into
+// key spans), every KV format, the cache poisoned with 0xff bytes (NaN for the float formats and
+// the scales) wherever no block table points.
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -90,6 +90,10 @@ TEST(PagedAttentionTiledTest, EqualsTheReferenceForEveryFormatShapeAndWindow) {
       {9, 3, 64, 7, {1200, 3000, 513}, {1, 10, 1}},     // SmolLM2 heads, a 10-query chunk
       {4, 1, 256, 16, {2000, 1100}, {1, 3}, 512},       // window 512: one span, not split
       {8, 4, 64, 1, {1030}, {16}},                      // a whole tile of queries, page size 1
+      // Head dims the AVX2 forms leave to the generic loops: 40 (transposed scores, row-at-a-time
+      // accumulation: not a multiple of 16), 36 (neither: not a multiple of 8).
+      {6, 2, 40, 16, {70, 20}, {70, 1}},
+      {4, 2, 36, 7, {50, 9}, {50, 2}},
   };
   for (KvDType t : {KvDType::kF32, KvDType::kBF16, KvDType::kF16, KvDType::kFP8, KvDType::kINT8, KvDType::kINT4}) {
     for (size_t i = 0; i < cases.size(); ++i) {
