@@ -48,8 +48,9 @@ inline float TanhFast(float y) {
 // reference's is below 2e-36 in size there, and -0 once e^-x overflows (x < -88.7); -x clamped at
 // -87 keeps e^-x finite on the right, where silu is x itself to float precision.
 inline float SiluReduced(float x) {
-  const float c = x > 87.0f ? 87.0f : x;
-  const float s = x / (1.0f + ExpReduced(c < -87.0f ? 87.0f : -c));
+  const float lo = x < -87.0f ? -87.0f : x;
+  const float c = lo > 87.0f ? 87.0f : lo;
+  const float s = x / (1.0f + ExpReduced(-c));
   return x < -87.0f ? -0.0f : s;
 }
 

@@ -131,16 +131,7 @@ inline __m256 LanesIn(int32_t j, int32_t first, int32_t last) {
 // A row's maximum and sum over [first, last] in whole vectors (kChunkKeys is a multiple of 8), the
 // lanes outside masked: 8 running lanes, then one fixed reduction tree, so each depends on the
 // row's own values alone.
-inline float HorizontalMax(__m256 v) {
-  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-  return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
-}
-inline float HorizontalSum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
-}
+#include "kernels/cpu/horizontal_x86.inc"
 inline float RangeMax(const float* v, int32_t first, int32_t last) {
   const __m256 none = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
   __m256 m = none;
