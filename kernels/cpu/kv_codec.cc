@@ -205,6 +205,21 @@ KvRowReader::KvRowReader(const PagedKvView& cache, const AttentionBatch& batch, 
   }
 }
 
+int64_t KvRowReader::Slot(int32_t pos) const {
+  const int64_t block = blocks_[pos / cache_.block_size];
+  KVS_CHECK_MSG(block >= 0 && block < cache_.num_blocks, "block table entry outside the cache");
+  return block * cache_.block_size + pos % cache_.block_size;
+}
+
+KvRowReader::StoredRows KvRowReader::Stored(int32_t pos) const {
+  KVS_CHECK(RowsStoredPerToken(cache_.dtype));
+  const int64_t slot = Slot(pos);
+  const auto* kc = static_cast<const std::byte*>(cache_.k);
+  const auto* vc = static_cast<const std::byte*>(cache_.v);
+  const int64_t row = cache_.RowOffset(slot, kv_head_), scales = cache_.ScaleOffset(slot, kv_head_);
+  return StoredRows{kc + row, vc + row, kc + scales, vc + scales};
+}
+
 void KvRowReader::Read(int32_t pos, float* key_buf, float* value_buf, const float*& key, const float*& value) const {
   const int32_t dim = cache_.head_dim;
   if (KvChannelQuantized(cache_.dtype) && cache_.ring().Reads(pos, sealed_, holds_sink_)) {
@@ -218,9 +233,8 @@ void KvRowReader::Read(int32_t pos, float* key_buf, float* value_buf, const floa
     value = value_buf;
     return;
   }
-  const int64_t block = blocks_[pos / cache_.block_size];
-  KVS_CHECK_MSG(block >= 0 && block < cache_.num_blocks, "block table entry outside the cache");
-  const int64_t slot = block * cache_.block_size + pos % cache_.block_size;
+  const int64_t slot = Slot(pos);
+  const int64_t block = slot / cache_.block_size;
   const auto* kc = static_cast<const std::byte*>(cache_.k);
   const auto* vc = static_cast<const std::byte*>(cache_.v);
   const int64_t row = cache_.RowOffset(slot, kv_head_), scales = cache_.ScaleOffset(slot, kv_head_);

@@ -15,6 +15,10 @@ namespace kvs::cpu {
 void EncodeKvRow(const float* x, KvDType t, int32_t dim, std::byte* codes, std::byte* scales);
 // The values the row holds, as floats.
 void DecodeKvRow(const std::byte* codes, const std::byte* scales, KvDType t, int32_t dim, float* out);
+// The same floats bit for bit, eight at a time where the CPU has AVX2 and F16C and the format is
+// bf16, fp16, fp8, int8 or int4-token with dim a multiple of 8 (kv_row_decode.cc); DecodeKvRow
+// otherwise. The fast attention's decoder: the reference keeps DecodeKvRow.
+void DecodeKvRowVector(const std::byte* codes, const std::byte* scales, KvDType t, int32_t dim, float* out);
 
 // Channel-quantized keys (KvChannelQuantized): the `rows` key rows of one head of one block
 // (rows[i] for its token i) as codes, the row of token i at codes + i * code_stride, and one
@@ -33,13 +37,23 @@ class KvRowReader {
   // Points key / value at position `pos`'s rows, decoding into key_buf / value_buf when needed.
   void Read(int32_t pos, float* key_buf, float* value_buf, const float*& key, const float*& value) const;
 
+  // Where position `pos`'s key and value rows are stored (codes, and scales where the format has
+  // them), for a caller with a row decoder of its own. Only for the formats stored a token row at
+  // a time (RowsStoredPerToken: not channel-quantized, so no residual ring either).
+  struct StoredRows {
+    const std::byte *k, *v, *k_scales, *v_scales;
+  };
+  StoredRows Stored(int32_t pos) const;
+  static bool RowsStoredPerToken(KvDType t) { return !KvChannelQuantized(t); }
+
  private:
   const PagedKvView& cache_;
   const int32_t* blocks_;
   int32_t kv_head_;
   int32_t sealed_ = 0;    // positions below are in whole blocks (channel-quantized formats)
   int32_t residual_ = -1;
-  bool holds_sink_ = false;  // its ring's sink holds positions [0, block_size): read from there
+  bool holds_sink_ = false;         // its ring's sink holds positions [0, block_size): read from there
+  int64_t Slot(int32_t pos) const;  // pos's slot in the cache, from the block table (checked)
 };
 
 }  // namespace kvs::cpu

@@ -81,6 +81,31 @@ inline float RangeSum(const float* v, int32_t first, int32_t last) {
   return s;
 }
 #include "kernels/cpu/attention_tile_rows.inc"
+// Keys k0 .. k0 + n - 1 of the tile's sequence and KV head: keys[j] and values[j] point at their
+// float rows (in place for an f32 cache, else decoded into the scratch by `decode`).
+template <typename DecodeRow>
+inline void ReadChunkWith(const KvRowReader& reader, const PagedKvView& cache, int32_t k0, int32_t n, TileScratch& w,
+                          const float** keys, const float** values, DecodeRow decode) {
+  const int32_t dim = cache.head_dim;
+  const bool decoded_here = cache.dtype != KvDType::kF32 && KvRowReader::RowsStoredPerToken(cache.dtype);
+  for (int32_t j = 0; j < n; ++j) {
+    float* key = w.keys.data() + static_cast<size_t>(j) * dim;
+    float* value = w.values.data() + static_cast<size_t>(j) * dim;
+    if (!decoded_here) {
+      reader.Read(k0 + j, key, value, keys[j], values[j]);
+      continue;
+    }
+    const KvRowReader::StoredRows rows = reader.Stored(k0 + j);
+    decode(rows.k, rows.k_scales, cache.dtype, dim, key);
+    decode(rows.v, rows.v_scales, cache.dtype, dim, value);
+    keys[j] = key;
+    values[j] = value;
+  }
+}
+inline void ReadChunk(const KvRowReader& reader, const PagedKvView& cache, int32_t k0, int32_t n, TileScratch& w,
+                      const float** keys, const float** values) {
+  ReadChunkWith(reader, cache, k0, n, w, keys, values, DecodeKvRow);
+}
 inline bool PrepareKeys(const float* const*, int32_t, int32_t, int32_t, TileScratch&) { return false; }
 inline void ScoreBlock(const float* const* q, int32_t rows, const float* const* keys, bool, int32_t lo, int32_t hi,
                        int32_t dim, float scale, TileScratch&, float* scores) {
@@ -148,6 +173,11 @@ inline float RangeSum(const float* v, int32_t first, int32_t last) {
   return HorizontalSum(s);
 }
 #include "kernels/cpu/attention_tile_rows.inc"
+// The chunk's rows decoded eight elements a vector (bit for bit the codec's floats).
+inline void ReadChunk(const KvRowReader& reader, const PagedKvView& cache, int32_t k0, int32_t n, TileScratch& w,
+                      const float** keys, const float** values) {
+  portable::ReadChunkWith(reader, cache, k0, n, w, keys, values, DecodeKvRowVector);
+}
 
 // A row's scores four keys at a time (tiles of few rows, whose keys are not transposed): one load
 // of q per 8 dimensions for four keys, and the four dots' horizontal sums in one shuffle tree.

@@ -453,5 +453,63 @@ TEST(KvCodecTest, SealedBlocksAndTheResidualAreWhatAttentionReads) {
   }
 }
 
+// The fast attention's vector row decoder against the codec, bit for bit (NaN against NaN): rows
+// the encoder wrote from random values (with zeros, huge values and NaN among them) and rows of
+// raw random codes and scales, so that every fp8 code (the NaN codes included), every int8 and
+// int4 code and fp16 / bf16 bit patterns all occur; head dims that take the 16-wide fp8 loop,
+// its 8-wide tail, and ones left to the codec (not a multiple of 8).
+TEST(KvCodecTest, VectorRowDecoderGivesTheCodecsFloats) {
+  const uint32_t seed = std::random_device{}();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  std::uniform_int_distribution<int> byte(0, 255);
+  auto same = [](float want, float got) {
+    return std::isnan(want) ? std::isnan(got) : std::memcmp(&want, &got, sizeof want) == 0;
+  };
+  for (KvDType t : {KvDType::kF32, KvDType::kBF16, KvDType::kF16, KvDType::kFP8, KvDType::kINT8, KvDType::kINT4,
+                    KvDType::kKivi4, KvDType::kKivi2}) {  // the last two: their value rows (left to the codec)
+    for (int32_t dim : {8, 24, 32, 36, 40, 64, 96, 128, 256}) {
+      if (KvDTypeHeadDimProblem(t, dim) != nullptr) continue;
+      const int64_t row_bytes = KvRowBytes(t, dim), scale_bytes = std::max<int64_t>(4, KvScaleBytes(t, dim));
+      std::vector<std::byte> codes(row_bytes), scales(scale_bytes);
+      std::vector<float> x(dim), want(dim), got(dim);
+      for (int trial = 0; trial < 200; ++trial) {
+        if (trial % 2 == 0) {  // encoded from values
+          for (float& v : x) v = normal(rng) * std::exp2(static_cast<float>(byte(rng) % 16) - 8);
+          if (trial % 10 == 0) x[byte(rng) % dim] = 0.0f;
+          if (trial % 20 == 0) x[byte(rng) % dim] = std::numeric_limits<float>::quiet_NaN();
+          cpu::EncodeKvRow(x.data(), t, dim, codes.data(), scales.data());
+        } else {  // raw codes and scales
+          for (std::byte& b : codes) b = static_cast<std::byte>(byte(rng));
+          for (std::byte& b : scales) b = static_cast<std::byte>(byte(rng));
+          if (t == KvDType::kFP8 || t == KvDType::kINT8) {  // a finite scale of any magnitude
+            const float s = std::exp2(static_cast<float>(byte(rng)) / 4 - 40) * (trial % 4 == 1 ? -1.0f : 1.0f);
+            std::memcpy(scales.data(), &s, sizeof s);
+          }
+        }
+        cpu::DecodeKvRow(codes.data(), scales.data(), t, dim, want.data());
+        std::fill(got.begin(), got.end(), -12345.0f);
+        cpu::DecodeKvRowVector(codes.data(), scales.data(), t, dim, got.data());
+        for (int32_t i = 0; i < dim; ++i) {
+          ASSERT_TRUE(same(want[i], got[i])) << KvDTypeName(t) << " dim " << dim << " trial " << trial << " element "
+                                             << i << ": codec " << want[i] << ", vector " << got[i];
+        }
+      }
+    }
+  }
+  // Every fp8 code once, with a scale of 1, the smallest subnormal and one near the largest.
+  for (float s : {1.0f, std::numeric_limits<float>::denorm_min(), 3.0e35f}) {
+    std::vector<std::byte> codes(256);
+    for (int c = 0; c < 256; ++c) codes[c] = static_cast<std::byte>(c);
+    std::vector<float> want(256), got(256);
+    std::byte scale[4];
+    std::memcpy(scale, &s, sizeof s);
+    cpu::DecodeKvRow(codes.data(), scale, KvDType::kFP8, 256, want.data());
+    cpu::DecodeKvRowVector(codes.data(), scale, KvDType::kFP8, 256, got.data());
+    for (int c = 0; c < 256; ++c) ASSERT_TRUE(same(want[c], got[c])) << "fp8 code " << c << " scale " << s;
+  }
+}
+
 }  // namespace
 }  // namespace kvs
