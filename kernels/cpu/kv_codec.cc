@@ -211,13 +211,20 @@ int64_t KvRowReader::Slot(int32_t pos) const {
   return block * cache_.block_size + pos % cache_.block_size;
 }
 
-KvRowReader::StoredRows KvRowReader::Stored(int32_t pos) const {
+KvRowReader::StoredRun KvRowReader::Stored(int32_t pos, int32_t count) const {
   KVS_CHECK(RowsStoredPerToken(cache_.dtype));
   const int64_t slot = Slot(pos);
   const auto* kc = static_cast<const std::byte*>(cache_.k);
   const auto* vc = static_cast<const std::byte*>(cache_.v);
   const int64_t row = cache_.RowOffset(slot, kv_head_), scales = cache_.ScaleOffset(slot, kv_head_);
-  return StoredRows{kc + row, vc + row, kc + scales, vc + scales};
+  const int32_t in_block = cache_.block_size - static_cast<int32_t>(slot % cache_.block_size);
+  return StoredRun{kc + row,
+                   vc + row,
+                   kc + scales,
+                   vc + scales,
+                   cache_.kv_heads * cache_.RowBytes(),
+                   cache_.kv_heads * cache_.ScaleBytes(),
+                   std::min(count, in_block)};
 }
 
 void KvRowReader::Read(int32_t pos, float* key_buf, float* value_buf, const float*& key, const float*& value) const {

@@ -15,10 +15,13 @@ namespace kvs::cpu {
 void EncodeKvRow(const float* x, KvDType t, int32_t dim, std::byte* codes, std::byte* scales);
 // The values the row holds, as floats.
 void DecodeKvRow(const std::byte* codes, const std::byte* scales, KvDType t, int32_t dim, float* out);
-// The same floats bit for bit, eight at a time where the CPU has AVX2 and F16C and the format is
-// bf16, fp16, fp8, int8 or int4-token with dim a multiple of 8 (kv_row_decode.cc); DecodeKvRow
-// otherwise. The fast attention's decoder: the reference keeps DecodeKvRow.
-void DecodeKvRowVector(const std::byte* codes, const std::byte* scales, KvDType t, int32_t dim, float* out);
+// `rows` stored rows decoded to out + i * dim (row i's codes at codes + i * code_stride, its
+// scales at scales + i * scale_stride): DecodeKvRow's floats bit for bit, eight at a time where
+// the CPU has AVX2 and F16C and the format is bf16, fp16, fp8, int8 or int4-token with dim a
+// multiple of 8 (kv_row_decode.cc); by DecodeKvRow otherwise. The fast attention's decoder (the
+// reference keeps DecodeKvRow).
+void DecodeKvRowsVector(const std::byte* codes, int64_t code_stride, const std::byte* scales, int64_t scale_stride,
+                        int32_t rows, KvDType t, int32_t dim, float* out);
 
 // Channel-quantized keys (KvChannelQuantized): the `rows` key rows of one head of one block
 // (rows[i] for its token i) as codes, the row of token i at codes + i * code_stride, and one
@@ -38,12 +41,16 @@ class KvRowReader {
   void Read(int32_t pos, float* key_buf, float* value_buf, const float*& key, const float*& value) const;
 
   // Where position `pos`'s key and value rows are stored (codes, and scales where the format has
-  // them), for a caller with a row decoder of its own. Only for the formats stored a token row at
-  // a time (RowsStoredPerToken: not channel-quantized, so no residual ring either).
-  struct StoredRows {
+  // them) and those of the positions after it in the same cache block, up to `count` in all (the
+  // run's length is the returned count): row i's codes at k + i * code_stride, its scales at
+  // k_scales + i * scale_stride. For a caller with a row decoder of its own; only for the formats
+  // stored a token row at a time (RowsStoredPerToken: not channel-quantized, so no residual ring).
+  struct StoredRun {
     const std::byte *k, *v, *k_scales, *v_scales;
+    int64_t code_stride, scale_stride;
+    int32_t count;
   };
-  StoredRows Stored(int32_t pos) const;
+  StoredRun Stored(int32_t pos, int32_t count) const;
   static bool RowsStoredPerToken(KvDType t) { return !KvChannelQuantized(t); }
 
  private:

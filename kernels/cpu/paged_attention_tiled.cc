@@ -82,29 +82,51 @@ inline float RangeSum(const float* v, int32_t first, int32_t last) {
 }
 #include "kernels/cpu/attention_tile_rows.inc"
 // Keys k0 .. k0 + n - 1 of the tile's sequence and KV head: keys[j] and values[j] point at their
-// float rows (in place for an f32 cache, else decoded into the scratch by `decode`).
-template <typename DecodeRow>
-inline void ReadChunkWith(const KvRowReader& reader, const PagedKvView& cache, int32_t k0, int32_t n, TileScratch& w,
-                          const float** keys, const float** values, DecodeRow decode) {
+// float rows (in place for an f32 cache, else decoded into the scratch), a cache block's run of
+// rows at a time: one block-table lookup and one decoder call a run, not a key.
+template <bool kVector>
+inline void ReadChunkRuns(const KvRowReader& reader, const PagedKvView& cache, int32_t k0, int32_t n, TileScratch& w,
+                          const float** keys, const float** values) {
   const int32_t dim = cache.head_dim;
-  const bool decoded_here = cache.dtype != KvDType::kF32 && KvRowReader::RowsStoredPerToken(cache.dtype);
-  for (int32_t j = 0; j < n; ++j) {
+  if (!KvRowReader::RowsStoredPerToken(cache.dtype)) {  // channel-quantized keys and their residual ring
+    for (int32_t j = 0; j < n; ++j) {
+      reader.Read(k0 + j, w.keys.data() + static_cast<size_t>(j) * dim, w.values.data() + static_cast<size_t>(j) * dim,
+                  keys[j], values[j]);
+    }
+    return;
+  }
+  for (int32_t j = 0; j < n;) {
+    const KvRowReader::StoredRun run = reader.Stored(k0 + j, n - j);
     float* key = w.keys.data() + static_cast<size_t>(j) * dim;
     float* value = w.values.data() + static_cast<size_t>(j) * dim;
-    if (!decoded_here) {
-      reader.Read(k0 + j, key, value, keys[j], values[j]);
-      continue;
+    if (cache.dtype == KvDType::kF32) {  // stored as floats: read in place
+      for (int32_t i = 0; i < run.count; ++i) {
+        keys[j + i] = reinterpret_cast<const float*>(run.k + i * run.code_stride);
+        values[j + i] = reinterpret_cast<const float*>(run.v + i * run.code_stride);
+      }
+    } else {
+      if constexpr (kVector) {
+        DecodeKvRowsVector(run.k, run.code_stride, run.k_scales, run.scale_stride, run.count, cache.dtype, dim, key);
+        DecodeKvRowsVector(run.v, run.code_stride, run.v_scales, run.scale_stride, run.count, cache.dtype, dim, value);
+      } else {
+        for (int32_t i = 0; i < run.count; ++i) {
+          DecodeKvRow(run.k + i * run.code_stride, run.k_scales + i * run.scale_stride, cache.dtype, dim,
+                      key + i * dim);
+          DecodeKvRow(run.v + i * run.code_stride, run.v_scales + i * run.scale_stride, cache.dtype, dim,
+                      value + i * dim);
+        }
+      }
+      for (int32_t i = 0; i < run.count; ++i) {
+        keys[j + i] = key + static_cast<size_t>(i) * dim;
+        values[j + i] = value + static_cast<size_t>(i) * dim;
+      }
     }
-    const KvRowReader::StoredRows rows = reader.Stored(k0 + j);
-    decode(rows.k, rows.k_scales, cache.dtype, dim, key);
-    decode(rows.v, rows.v_scales, cache.dtype, dim, value);
-    keys[j] = key;
-    values[j] = value;
+    j += run.count;
   }
 }
 inline void ReadChunk(const KvRowReader& reader, const PagedKvView& cache, int32_t k0, int32_t n, TileScratch& w,
                       const float** keys, const float** values) {
-  ReadChunkWith(reader, cache, k0, n, w, keys, values, DecodeKvRow);
+  ReadChunkRuns<false>(reader, cache, k0, n, w, keys, values);
 }
 inline bool PrepareKeys(const float* const*, int32_t, int32_t, int32_t, TileScratch&) { return false; }
 inline void ScoreBlock(const float* const* q, int32_t rows, const float* const* keys, bool, int32_t lo, int32_t hi,
@@ -176,7 +198,7 @@ inline float RangeSum(const float* v, int32_t first, int32_t last) {
 // The chunk's rows decoded eight elements a vector (bit for bit the codec's floats).
 inline void ReadChunk(const KvRowReader& reader, const PagedKvView& cache, int32_t k0, int32_t n, TileScratch& w,
                       const float** keys, const float** values) {
-  portable::ReadChunkWith(reader, cache, k0, n, w, keys, values, DecodeKvRowVector);
+  portable::ReadChunkRuns<true>(reader, cache, k0, n, w, keys, values);
 }
 
 // A row's scores four keys at a time (tiles of few rows, whose keys are not transposed): one load

@@ -490,7 +490,7 @@ TEST(KvCodecTest, VectorRowDecoderGivesTheCodecsFloats) {
         }
         cpu::DecodeKvRow(codes.data(), scales.data(), t, dim, want.data());
         std::fill(got.begin(), got.end(), -12345.0f);
-        cpu::DecodeKvRowVector(codes.data(), scales.data(), t, dim, got.data());
+        cpu::DecodeKvRowsVector(codes.data(), 0, scales.data(), 0, 1, t, dim, got.data());
         for (int32_t i = 0; i < dim; ++i) {
           ASSERT_TRUE(same(want[i], got[i])) << KvDTypeName(t) << " dim " << dim << " trial " << trial << " element "
                                              << i << ": codec " << want[i] << ", vector " << got[i];
@@ -506,7 +506,7 @@ TEST(KvCodecTest, VectorRowDecoderGivesTheCodecsFloats) {
     std::byte scale[4];
     std::memcpy(scale, &s, sizeof s);
     cpu::DecodeKvRow(codes.data(), scale, KvDType::kFP8, 256, want.data());
-    cpu::DecodeKvRowVector(codes.data(), scale, KvDType::kFP8, 256, got.data());
+    cpu::DecodeKvRowsVector(codes.data(), 0, scale, 0, 1, KvDType::kFP8, 256, got.data());
     for (int c = 0; c < 256; ++c) ASSERT_TRUE(same(want[c], got[c])) << "fp8 code " << c << " scale " << s;
   }
 }
