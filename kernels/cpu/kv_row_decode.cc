@@ -1,6 +1,6 @@
 // DecodeKvRowsVector (kv_codec.h): cache rows decoded eight elements a vector, for the fast
 // attention, which decodes every key and value it reads (a 4,096-token decode step of SmolLM2
-// with an fp16 cache spent 7x the f32 cache's time decoding element by element).
+// with an fp16 cache took 5-7x the f32 cache's time, decoding element by element).
 //
 // Each form gives DecodeKvRow's floats bit for bit: bf16 and fp16 widen exactly (F16C's
 // conversion is IEEE's); an fp8 code's seven low bits shifted into an fp16 (sign kept) are the
@@ -38,8 +38,9 @@ inline void RowAvx2(const unsigned char* in, const std::byte* scales, int32_t di
   } else if constexpr (T == KvDType::kFP8) {
     float s;
     std::memcpy(&s, scales, sizeof s);
-    // 256 * s is exact (a power of two times a float far from overflow), so multiplying the
-    // widened fp16 by it rounds the same real product once, as (fp16 * 256) * s does.
+    // 256 * s is exact (a power of two times a float; the encoder's scales are at most
+    // FLT_MAX / 448, so it stays finite), so multiplying the widened fp16 by it rounds the same
+    // real product once, as (fp16 * 256) * s does.
     const __m256 scale = _mm256_set1_ps(256.0f * s);
     const __m256i low7 = _mm256_set1_epi16(0x7f), sign = _mm256_set1_epi16(static_cast<int16_t>(0x8000));
     const __m256i fp16_nan = _mm256_set1_epi16(0x7e00);

@@ -454,8 +454,8 @@ TEST(KvCodecTest, SealedBlocksAndTheResidualAreWhatAttentionReads) {
 }
 
 // The fast attention's vector row decoder against the codec, bit for bit (NaN against NaN): rows
-// the encoder wrote from random values (with zeros, huge values and NaN among them) and rows of
-// raw random codes and scales, so that every fp8 code (the NaN codes included), every int8 and
+// the encoder wrote from random values (zeros and NaN among them) and rows of raw random codes
+// and scales, so that every fp8 code (the NaN codes included), every int8 and
 // int4 code and fp16 / bf16 bit patterns all occur; head dims that take the 16-wide fp8 loop,
 // its 8-wide tail, and ones left to the codec (not a multiple of 8).
 TEST(KvCodecTest, VectorRowDecoderGivesTheCodecsFloats) {
@@ -471,29 +471,39 @@ TEST(KvCodecTest, VectorRowDecoderGivesTheCodecsFloats) {
                     KvDType::kKivi4, KvDType::kKivi2}) {  // the last two: their value rows (left to the codec)
     for (int32_t dim : {8, 24, 32, 36, 40, 64, 96, 128, 256}) {
       if (KvDTypeHeadDimProblem(t, dim) != nullptr) continue;
+      // Three rows a call, apart by more than a row (as a cache block's rows of one head are).
+      constexpr int32_t kRows = 3;
       const int64_t row_bytes = KvRowBytes(t, dim), scale_bytes = std::max<int64_t>(4, KvScaleBytes(t, dim));
-      std::vector<std::byte> codes(row_bytes), scales(scale_bytes);
-      std::vector<float> x(dim), want(dim), got(dim);
+      const int64_t code_stride = row_bytes + 8, scale_stride = scale_bytes + 4;
+      std::vector<std::byte> codes(kRows * code_stride), scales(kRows * scale_stride);
+      std::vector<float> x(dim), want(dim), got(kRows * dim);
       for (int trial = 0; trial < 200; ++trial) {
-        if (trial % 2 == 0) {  // encoded from values
-          for (float& v : x) v = normal(rng) * std::exp2(static_cast<float>(byte(rng) % 16) - 8);
-          if (trial % 10 == 0) x[byte(rng) % dim] = 0.0f;
-          if (trial % 20 == 0) x[byte(rng) % dim] = std::numeric_limits<float>::quiet_NaN();
-          cpu::EncodeKvRow(x.data(), t, dim, codes.data(), scales.data());
-        } else {  // raw codes and scales
-          for (std::byte& b : codes) b = static_cast<std::byte>(byte(rng));
-          for (std::byte& b : scales) b = static_cast<std::byte>(byte(rng));
-          if (t == KvDType::kFP8 || t == KvDType::kINT8) {  // a finite scale of any magnitude
-            const float s = std::exp2(static_cast<float>(byte(rng)) / 4 - 40) * (trial % 4 == 1 ? -1.0f : 1.0f);
-            std::memcpy(scales.data(), &s, sizeof s);
+        for (int32_t r = 0; r < kRows; ++r) {
+          std::byte* c = codes.data() + r * code_stride;
+          std::byte* sc = scales.data() + r * scale_stride;
+          if ((trial + r) % 2 == 0) {  // encoded from values over 2^-8 .. 2^7 in size
+            for (float& v : x) v = normal(rng) * std::exp2(static_cast<float>(byte(rng) % 16) - 8);
+            if (trial % 10 == 0) x[byte(rng) % dim] = 0.0f;
+            if (trial % 20 == 0) x[byte(rng) % dim] = std::numeric_limits<float>::quiet_NaN();
+            cpu::EncodeKvRow(x.data(), t, dim, c, sc);
+          } else {  // raw codes and scales
+            for (int64_t b = 0; b < row_bytes; ++b) c[b] = static_cast<std::byte>(byte(rng));
+            for (int64_t b = 0; b < scale_bytes; ++b) sc[b] = static_cast<std::byte>(byte(rng));
+            if (t == KvDType::kFP8 || t == KvDType::kINT8) {  // a finite scale of any magnitude
+              const float v = std::exp2(static_cast<float>(byte(rng)) / 4 - 40) * (trial % 4 == 1 ? -1.0f : 1.0f);
+              std::memcpy(sc, &v, sizeof v);
+            }
           }
         }
-        cpu::DecodeKvRow(codes.data(), scales.data(), t, dim, want.data());
         std::fill(got.begin(), got.end(), -12345.0f);
-        cpu::DecodeKvRowsVector(codes.data(), 0, scales.data(), 0, 1, t, dim, got.data());
-        for (int32_t i = 0; i < dim; ++i) {
-          ASSERT_TRUE(same(want[i], got[i])) << KvDTypeName(t) << " dim " << dim << " trial " << trial << " element "
-                                             << i << ": codec " << want[i] << ", vector " << got[i];
+        cpu::DecodeKvRowsVector(codes.data(), code_stride, scales.data(), scale_stride, kRows, t, dim, got.data());
+        for (int32_t r = 0; r < kRows; ++r) {
+          cpu::DecodeKvRow(codes.data() + r * code_stride, scales.data() + r * scale_stride, t, dim, want.data());
+          for (int32_t i = 0; i < dim; ++i) {
+            ASSERT_TRUE(same(want[i], got[r * dim + i]))
+                << KvDTypeName(t) << " dim " << dim << " trial " << trial << " row " << r << " element " << i
+                << ": codec " << want[i] << ", vector " << got[r * dim + i];
+          }
         }
       }
     }
