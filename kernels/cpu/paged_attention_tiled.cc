@@ -37,10 +37,18 @@ constexpr int32_t kRowBlock = 4;                 // rows scored and accumulated 
 // of the thread count.
 constexpr int32_t kSplitKeys = 512;
 static_assert(kSplitKeys % kChunkKeys == 0);
+// A split sequence's tile covers all its KV heads (up to kMaxTileHeads; heads x rows within
+// kMaxRows), reading each token's rows of every head together: they are adjacent in the cache
+// ([slot][kv_head][dim]), while one head's rows are a stride apart (128 of every 384 bytes for
+// SmolLM2's fp16 cache), which memory serves at a fraction of its rate (a 4,096-token decode
+// spent most of its time waiting on those loads). Each head's rows are computed as in a tile of
+// their own, so the results are the same.
+constexpr int32_t kMaxTileHeads = 8;
 
 struct TileJob {
-  int32_t rows = 0, kv_head = 0, lo = 0, hi = 0;
-  const KvRowReader* reader = nullptr;  // the sequence's keys and values for kv_head
+  // rows / heads rows for each of KV heads kv_head .. kv_head + heads - 1, head by head.
+  int32_t rows = 0, kv_head = 0, heads = 1, lo = 0, hi = 0;
+  const KvRowReader* reader = nullptr;  // the sequence's keys and values from kv_head on
   int32_t pos[kMaxRows];
   const float* q[kMaxRows];
   float* out[kMaxRows];
@@ -51,9 +59,9 @@ struct TileJob {
 
 struct TileScratch {
   std::vector<float> keys, values, keys_t, zero_key, scores, out, max, sum;
-  void Size(int32_t dim) {
-    keys.resize(static_cast<size_t>(kChunkKeys) * dim);
-    values.resize(static_cast<size_t>(kChunkKeys) * dim);
+  void Size(int32_t dim, int32_t heads) {
+    keys.resize(static_cast<size_t>(kChunkKeys) * dim * heads);
+    values.resize(static_cast<size_t>(kChunkKeys) * dim * heads);
     keys_t.resize(static_cast<size_t>(kChunkKeys) * dim);  // [dim][kChunkKeys] (AVX2 PrepareKeys)
     zero_key.assign(dim, 0.0f);                            // stands for the keys past a chunk's last
     scores.resize(static_cast<size_t>(kRowBlock) * kChunkKeys);
@@ -81,52 +89,62 @@ inline float RangeSum(const float* v, int32_t first, int32_t last) {
   return s;
 }
 #include "kernels/cpu/attention_tile_rows.inc"
-// Keys k0 .. k0 + n - 1 of the tile's sequence and KV head: keys[j] and values[j] point at their
-// float rows (in place for an f32 cache, else decoded into the scratch), a cache block's run of
-// rows at a time: one block-table lookup and one decoder call a run, not a key.
+// Keys k0 .. k0 + n - 1 of the tile's sequence for each of its `heads` KV heads: keys[h][j] and
+// values[h][j] point at float rows, a cache block's run of rows at a time (one block-table lookup
+// and one decoder call a run, not a key). One head's f32 rows are read in place; otherwise rows
+// are decoded (or copied) into the scratch, several heads' in the cache's order, token by token.
 template <bool kVector>
-inline void ReadChunkRuns(const KvRowReader& reader, const PagedKvView& cache, int32_t k0, int32_t n, TileScratch& w,
-                          const float** keys, const float** values) {
+inline void ReadChunkRuns(const KvRowReader& reader, const PagedKvView& cache, int32_t k0, int32_t n, int32_t heads,
+                          TileScratch& w, const float* (*keys)[kChunkKeys], const float* (*values)[kChunkKeys]) {
   const int32_t dim = cache.head_dim;
   if (!KvRowReader::RowsStoredPerToken(cache.dtype)) {  // channel-quantized keys and their residual ring
+    KVS_CHECK(heads == 1);
     for (int32_t j = 0; j < n; ++j) {
       reader.Read(k0 + j, w.keys.data() + static_cast<size_t>(j) * dim, w.values.data() + static_cast<size_t>(j) * dim,
-                  keys[j], values[j]);
+                  keys[0][j], values[0][j]);
     }
     return;
   }
+  // A run of tokens is count x heads rows of the cache, RowBytes apart (heads == kv_heads, or one
+  // head: then the tokens' rows are kv_heads x RowBytes apart).
+  const int64_t row_stride = heads > 1 ? cache.RowBytes() : cache.kv_heads * cache.RowBytes();
+  const int64_t scale_stride = heads > 1 ? cache.ScaleBytes() : cache.kv_heads * cache.ScaleBytes();
   for (int32_t j = 0; j < n;) {
     const KvRowReader::StoredRun run = reader.Stored(k0 + j, n - j);
-    float* key = w.keys.data() + static_cast<size_t>(j) * dim;
-    float* value = w.values.data() + static_cast<size_t>(j) * dim;
     if (cache.dtype == KvDType::kF32) {  // stored as floats: read in place
       for (int32_t i = 0; i < run.count; ++i) {
-        keys[j + i] = reinterpret_cast<const float*>(run.k + i * run.code_stride);
-        values[j + i] = reinterpret_cast<const float*>(run.v + i * run.code_stride);
-      }
-    } else {
-      if constexpr (kVector) {
-        DecodeKvRowsVector(run.k, run.code_stride, run.k_scales, run.scale_stride, run.count, cache.dtype, dim, key);
-        DecodeKvRowsVector(run.v, run.code_stride, run.v_scales, run.scale_stride, run.count, cache.dtype, dim, value);
-      } else {
-        for (int32_t i = 0; i < run.count; ++i) {
-          DecodeKvRow(run.k + i * run.code_stride, run.k_scales + i * run.scale_stride, cache.dtype, dim,
-                      key + i * dim);
-          DecodeKvRow(run.v + i * run.code_stride, run.v_scales + i * run.scale_stride, cache.dtype, dim,
-                      value + i * dim);
+        for (int32_t h = 0; h < heads; ++h) {
+          keys[h][j + i] = reinterpret_cast<const float*>(run.k + i * run.code_stride + h * row_stride);
+          values[h][j + i] = reinterpret_cast<const float*>(run.v + i * run.code_stride + h * row_stride);
         }
       }
-      for (int32_t i = 0; i < run.count; ++i) {
-        keys[j + i] = key + static_cast<size_t>(i) * dim;
-        values[j + i] = value + static_cast<size_t>(i) * dim;
+      j += run.count;
+      continue;
+    }
+    const int32_t rows = run.count * heads;
+    float* key = w.keys.data() + static_cast<size_t>(j) * heads * dim;
+    float* value = w.values.data() + static_cast<size_t>(j) * heads * dim;
+    if constexpr (kVector) {
+      DecodeKvRowsVector(run.k, row_stride, run.k_scales, scale_stride, rows, cache.dtype, dim, key);
+      DecodeKvRowsVector(run.v, row_stride, run.v_scales, scale_stride, rows, cache.dtype, dim, value);
+    } else {
+      for (int32_t r = 0; r < rows; ++r) {
+        DecodeKvRow(run.k + r * row_stride, run.k_scales + r * scale_stride, cache.dtype, dim, key + r * dim);
+        DecodeKvRow(run.v + r * row_stride, run.v_scales + r * scale_stride, cache.dtype, dim, value + r * dim);
+      }
+    }
+    for (int32_t i = 0; i < run.count; ++i) {
+      for (int32_t h = 0; h < heads; ++h) {
+        keys[h][j + i] = key + static_cast<size_t>(i * heads + h) * dim;
+        values[h][j + i] = value + static_cast<size_t>(i * heads + h) * dim;
       }
     }
     j += run.count;
   }
 }
-inline void ReadChunk(const KvRowReader& reader, const PagedKvView& cache, int32_t k0, int32_t n, TileScratch& w,
-                      const float** keys, const float** values) {
-  ReadChunkRuns<false>(reader, cache, k0, n, w, keys, values);
+inline void ReadChunk(const KvRowReader& reader, const PagedKvView& cache, int32_t k0, int32_t n, int32_t heads,
+                      TileScratch& w, const float* (*keys)[kChunkKeys], const float* (*values)[kChunkKeys]) {
+  ReadChunkRuns<false>(reader, cache, k0, n, heads, w, keys, values);
 }
 inline bool PrepareKeys(const float* const*, int32_t, int32_t, int32_t, TileScratch&) { return false; }
 inline void ScoreBlock(const float* const* q, int32_t rows, const float* const* keys, bool, int32_t lo, int32_t hi,
@@ -196,9 +214,9 @@ inline float RangeSum(const float* v, int32_t first, int32_t last) {
 }
 #include "kernels/cpu/attention_tile_rows.inc"
 // The chunk's rows decoded eight elements a vector (bit for bit the codec's floats).
-inline void ReadChunk(const KvRowReader& reader, const PagedKvView& cache, int32_t k0, int32_t n, TileScratch& w,
-                      const float** keys, const float** values) {
-  portable::ReadChunkRuns<true>(reader, cache, k0, n, w, keys, values);
+inline void ReadChunk(const KvRowReader& reader, const PagedKvView& cache, int32_t k0, int32_t n, int32_t heads,
+                      TileScratch& w, const float* (*keys)[kChunkKeys], const float* (*values)[kChunkKeys]) {
+  portable::ReadChunkRuns<true>(reader, cache, k0, n, heads, w, keys, values);
 }
 
 // A row's scores four keys at a time (tiles of few rows, whose keys are not transposed): one load
@@ -387,24 +405,32 @@ void PagedAttentionTiledF32(const float* q, int64_t q_stride, int32_t q_heads, c
   // Tiles: (sequence, KV head, kTileQueries queries), numbered in that order, each with its key
   // range and, where it is split, its spans' place in `partials`.
   struct Tile {
-    int32_t seq, kv_head, q0, q1, lo, hi, spans;
+    int32_t seq, kv_head, heads, q0, q1, lo, hi, spans;
     int64_t partial;  // floats into partials of its first span (split tiles)
   };
+  int32_t max_heads = 1;
   std::vector<Tile> tiles;
   int64_t partial_floats = 0;
   for (int32_t s = 0; s < batch.num_seqs; ++s) {
     const int32_t queries = batch.query_start[s + 1] - batch.query_start[s];
     const int32_t first_pos = batch.context_len[s] - queries;
     KVS_CHECK_MSG(first_pos >= 0, "more queries than context tokens");
-    for (int32_t h = 0; h < cache.kv_heads; ++h) {
+    const int32_t lo = cache.window > 0 ? std::max(0, first_pos - cache.window + 1) : 0;
+    const bool split = queries <= kTileQueries && first_pos + queries - lo > kSplitKeys;
+    const int32_t heads = split && KvRowReader::RowsStoredPerToken(cache.dtype) && cache.kv_heads <= kMaxTileHeads &&
+                                  queries * group * cache.kv_heads <= kMaxRows
+                              ? cache.kv_heads
+                              : 1;
+    max_heads = std::max(max_heads, heads);
+    for (int32_t h = 0; h < cache.kv_heads; h += heads) {
       for (int32_t q0 = 0; q0 < queries; q0 += kTileQueries) {
         const int32_t q1 = std::min(queries, q0 + kTileQueries);
-        Tile t{s, h, q0, q1, 0, first_pos + q1 - 1, 1, 0};
+        Tile t{s, h, heads, q0, q1, 0, first_pos + q1 - 1, 1, 0};
         t.lo = cache.window > 0 ? std::max(0, first_pos + q0 - cache.window + 1) : 0;
-        if (queries <= kTileQueries && t.hi - t.lo + 1 > kSplitKeys) {
+        if (split) {
           t.spans = (t.hi - t.lo + kSplitKeys) / kSplitKeys;
           t.partial = partial_floats;
-          partial_floats += static_cast<int64_t>(t.spans) * (q1 - q0) * group * (dim + 2);
+          partial_floats += static_cast<int64_t>(t.spans) * (q1 - q0) * group * heads * (dim + 2);
         }
         tiles.push_back(t);
       }
@@ -420,19 +446,24 @@ void PagedAttentionTiledF32(const float* q, int64_t q_stride, int32_t q_heads, c
   thread_local std::vector<float> partial_buffer;
   if (static_cast<int64_t>(partial_buffer.size()) < partial_floats) partial_buffer.resize(partial_floats);
   float* const partials = partial_buffer.data();
-  // The tile's rows: (query, head of the group), their positions, queries and outputs.
+  // The tile's rows: for each of its KV heads, (query, head of the group), their positions,
+  // queries and outputs.
   auto fill_rows = [&](const Tile& t, TileJob& job) {
     const int32_t begin = batch.query_start[t.seq];
     const int32_t first_pos = batch.context_len[t.seq] - (batch.query_start[t.seq + 1] - begin);
     job.rows = 0;
-    for (int32_t i = t.q0; i < t.q1; ++i) {
-      const int64_t t_row = begin + i;
-      for (int32_t g = 0; g < group; ++g) {
-        const int64_t col = static_cast<int64_t>(t.kv_head * group + g) * dim;
-        job.pos[job.rows] = first_pos + i;
-        job.q[job.rows] = q + t_row * q_stride + col;
-        job.out[job.rows] = out + t_row * out_stride + col;
-        ++job.rows;
+    job.kv_head = t.kv_head;
+    job.heads = t.heads;
+    for (int32_t h = t.kv_head; h < t.kv_head + t.heads; ++h) {
+      for (int32_t i = t.q0; i < t.q1; ++i) {
+        const int64_t t_row = begin + i;
+        for (int32_t g = 0; g < group; ++g) {
+          const int64_t col = static_cast<int64_t>(h * group + g) * dim;
+          job.pos[job.rows] = first_pos + i;
+          job.q[job.rows] = q + t_row * q_stride + col;
+          job.out[job.rows] = out + t_row * out_stride + col;
+          ++job.rows;
+        }
       }
     }
   };
@@ -441,14 +472,13 @@ void PagedAttentionTiledF32(const float* q, int64_t q_stride, int32_t q_heads, c
   ParallelFor(static_cast<int64_t>(units.size()), std::max<int64_t>(1, kParallelWork / work),
               [&](int64_t u0, int64_t u1) {
                 thread_local TileScratch scratch;
-                scratch.Size(dim);
+                scratch.Size(dim, max_heads);
                 TileJob job;
                 for (int64_t u = u0; u < u1; ++u) {
                   const Tile& t = tiles[units[u].first];
                   const int32_t span = units[u].second;
                   const KvRowReader reader(cache, batch, t.seq, t.kv_head);
                   job.reader = &reader;
-                  job.kv_head = t.kv_head;
                   fill_rows(t, job);
                   job.lo = t.lo;
                   job.hi = t.hi;

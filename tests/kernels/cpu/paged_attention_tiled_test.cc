@@ -1,9 +1,9 @@
 // The fast CPU backend's tiled attention against the reference (kernels/cpu/paged_attention.cc),
 // element by element, with the seed printed on failure: ragged batches mixing prefill chunks over
 // earlier keys and decodes, block sizes 1/7/16, head dims 32-256 (36 and 40 for the generic
-// loops), GQA groups 1-8, sliding windows, decodes and short chunks over long contexts (split into
-// key spans), every KV format, the cache poisoned with 0xff bytes (NaN for the float formats and
-// the scales) wherever no block table points.
+// loops), GQA groups 1-16, sliding windows, decodes and short chunks over long contexts (split
+// into key spans, a tile for all the KV heads), every KV format, the cache poisoned with 0xff
+// bytes (NaN for the float formats and the scales) wherever no block table points.
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -90,6 +90,13 @@ TEST(PagedAttentionTiledTest, EqualsTheReferenceForEveryFormatShapeAndWindow) {
       {9, 3, 64, 7, {1200, 3000, 513}, {1, 10, 1}},     // SmolLM2 heads, a 10-query chunk
       {4, 1, 256, 16, {2000, 1100}, {1, 3}, 512},       // window 512: one span, not split
       {8, 4, 64, 1, {1030}, {16}},                      // a whole tile of queries, page size 1
+      // A split sequence's tile covers all its KV heads (up to 8, within kMaxRows rows): Llama-3's
+      // heads, 2 heads under a window, and the per-head tiles past either bound (16 KV heads;
+      // 16 queries x group 16 x 8 heads).
+      {32, 8, 128, 16, {700, 1500, 40}, {1, 2, 40}},
+      {8, 2, 64, 16, {1500, 900}, {1, 3}, 700},
+      {16, 16, 64, 16, {600}, {1}},
+      {128, 8, 32, 7, {600}, {16}},
       // Head dims the AVX2 forms leave to the generic loops: 40 (transposed scores, row-at-a-time
       // accumulation: not a multiple of 16), 36 (neither: not a multiple of 8).
       {6, 2, 40, 16, {70, 20}, {70, 1}},
