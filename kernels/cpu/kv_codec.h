@@ -18,8 +18,8 @@ void DecodeKvRow(const std::byte* codes, const std::byte* scales, KvDType t, int
 // `rows` stored rows decoded to out + i * dim (row i's codes at codes + i * code_stride, its
 // scales at scales + i * scale_stride): DecodeKvRow's floats bit for bit, eight at a time where
 // the CPU has AVX2 and F16C and the format is bf16, fp16, fp8, int8 or int4-token with dim a
-// multiple of 8 (kv_row_decode.cc); by DecodeKvRow otherwise. The fast attention's decoder (the
-// reference keeps DecodeKvRow).
+// multiple of 8 (kv_row_decode.cc), by one copy for adjacent f32 rows, by DecodeKvRow otherwise.
+// The fast attention's decoder (the reference keeps DecodeKvRow).
 void DecodeKvRowsVector(const std::byte* codes, int64_t code_stride, const std::byte* scales, int64_t scale_stride,
                         int32_t rows, KvDType t, int32_t dim, float* out);
 
