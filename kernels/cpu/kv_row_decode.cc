@@ -124,7 +124,8 @@ bool HasAvx2F16c() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supp
 
 void DecodeKvRowsVector(const std::byte* codes, int64_t code_stride, const std::byte* scales, int64_t scale_stride,
                         int32_t rows, KvDType t, int32_t dim, float* out) {
-  if (t == KvDType::kF32 && code_stride == static_cast<int64_t>(sizeof(float)) * dim) {  // adjacent rows: one copy
+  // Adjacent f32 rows: one copy.
+  if (t == KvDType::kF32 && code_stride == static_cast<int64_t>(sizeof(float)) * dim) {
     std::memcpy(out, codes, sizeof(float) * dim * static_cast<size_t>(rows));
     return;
   }
