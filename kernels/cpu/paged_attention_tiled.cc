@@ -108,23 +108,21 @@ inline void ReadChunkRuns(const KvRowReader& reader, const PagedKvView& cache, i
     }
     return;
   }
-  // A run of tokens is count x heads rows of the cache, RowBytes apart (heads == kv_heads, or one
-  // head: then the tokens' rows are kv_heads x RowBytes apart).
-  const int64_t row_stride = heads > 1 ? cache.RowBytes() : cache.kv_heads * cache.RowBytes();
-  const int64_t scale_stride = heads > 1 ? cache.ScaleBytes() : cache.kv_heads * cache.ScaleBytes();
+  KVS_CHECK(heads == 1 || heads == cache.kv_heads);
   for (int32_t j = 0; j < n;) {
     const KvRowReader::StoredRun run = reader.Stored(k0 + j, n - j);
     if (cache.dtype == KvDType::kF32 && heads == 1) {  // stored as floats: read in place
       for (int32_t i = 0; i < run.count; ++i) {
-        for (int32_t h = 0; h < heads; ++h) {
-          keys[h][j + i] = reinterpret_cast<const float*>(run.k + i * run.code_stride + h * row_stride);
-          values[h][j + i] = reinterpret_cast<const float*>(run.v + i * run.code_stride + h * row_stride);
-        }
+        keys[0][j + i] = reinterpret_cast<const float*>(run.k + i * run.code_stride);
+        values[0][j + i] = reinterpret_cast<const float*>(run.v + i * run.code_stride);
       }
       j += run.count;
       continue;
     }
+    // The run is count x heads rows of the cache: heads is 1 or all of a token's KV heads, whose
+    // rows fill the token's stride, so consecutive rows are a head's share of it apart.
     const int32_t rows = run.count * heads;
+    const int64_t row_stride = run.code_stride / heads, scale_stride = run.scale_stride / heads;
     float* key = w.keys.data() + static_cast<size_t>(j) * heads * dim;
     float* value = w.values.data() + static_cast<size_t>(j) * heads * dim;
     if constexpr (kVector) {
